@@ -1,0 +1,3 @@
+//! The embedded control plane (`rktup controlplane`) for local clusters.
+
+pub mod cli;

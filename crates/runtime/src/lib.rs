@@ -1,0 +1,3 @@
+//! The rkt-like pod runtime used by the node agent.
+
+pub mod cli;

@@ -1,0 +1,1 @@
+//! rktup-aws
