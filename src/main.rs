@@ -28,9 +28,11 @@ enum Command {
 /// A link named `rkt` to this binary behaves as `rktup rkt`, so the seed's commands work verbatim.
 fn args() -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let invoked_as = args
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()));
+    let invoked_as = args.first().and_then(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .map(|n| n.to_os_string())
+    });
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("rkt")) {
         args.insert(1, "rkt".into());
     }

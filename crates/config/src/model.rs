@@ -1,0 +1,541 @@
+//! The typed settings model every other room reads, built only from checked values.
+
+use crate::kind::{parse_bool, parse_version};
+use crate::provider::Provider;
+use crate::resolve::{RawValue, Source};
+use crate::spec::SettingSpec;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// One bad input: which input, what it held and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSetting {
+    pub input: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, got {:?}",
+            self.input, self.expected, self.value
+        )
+    }
+}
+
+/// Every bad input found; nothing is acted on when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSettings(pub Vec<InvalidSetting>);
+
+impl fmt::Display for InvalidSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidSettings {}
+
+/// One row of `rktup config`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingRow {
+    pub name: &'static str,
+    pub value: String,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage1 {
+    Coreos,
+    Fly,
+    Kvm,
+}
+
+impl Stage1 {
+    pub fn image_name(self) -> &'static str {
+        match self {
+            Stage1::Coreos => "coreos.com/rkt/stage1-coreos",
+            Stage1::Fly => "coreos.com/rkt/stage1-fly",
+            Stage1::Kvm => "coreos.com/rkt/stage1-kvm",
+        }
+    }
+
+    fn from_name(name: &str) -> Stage1 {
+        match name {
+            "coreos.com/rkt/stage1-fly" => Stage1::Fly,
+            "coreos.com/rkt/stage1-kvm" => Stage1::Kvm,
+            _ => Stage1::Coreos,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkProvider {
+    Kubenet,
+    Cni,
+    /// rkt's contained network, configured in /etc/rkt/net.d.
+    Contained,
+}
+
+impl NetworkProvider {
+    /// kubelet's `--network-plugin` value (empty selects rkt's contained network).
+    pub fn kubelet_plugin(self) -> &'static str {
+        match self {
+            NetworkProvider::Kubenet => "kubenet",
+            NetworkProvider::Cni => "cni",
+            NetworkProvider::Contained => "",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainedNetwork {
+    Bridge,
+    Flannel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeAgent {
+    /// rktup's own agent, `/opt/bin/rktup agent`.
+    Embedded,
+    /// The 2016 recipe: upstream kubelet + rkt + `rkt api-service`.
+    Kubelet,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KubeVersion {
+    pub tag: String,
+    pub major: u32,
+    pub minor: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GceSettings {
+    pub project: String,
+    pub zone: String,
+    pub region: String,
+    pub network: String,
+    pub master_project: String,
+    pub master_image: String,
+    pub node_project: String,
+    pub node_image: String,
+    pub master_size: String,
+    pub node_size: String,
+    pub master_disk_size: String,
+    pub master_disk_type: String,
+    pub node_disk_size: String,
+    pub node_disk_type: String,
+    pub preemptible_node: bool,
+    pub node_scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsSettings {
+    pub zone: String,
+    pub region: String,
+    pub master_size: String,
+    pub node_size: String,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub vpc_cidr: Ipv4Net,
+    pub subnet_cidr: Ipv4Net,
+    pub ssh_cidr: Ipv4Net,
+    pub http_api_cidr: Ipv4Net,
+    pub ssh_key: PathBuf,
+    pub master_image: Option<String>,
+    pub node_image: Option<String>,
+    pub master_root_disk_size: u32,
+    pub master_root_disk_type: String,
+    pub node_root_disk_size: u32,
+    pub node_root_disk_type: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalSettings {
+    pub rkt_path: Option<PathBuf>,
+    pub api_host: Ipv4Addr,
+    pub api_port: u16,
+    pub net_plugin_dir: Option<PathBuf>,
+    pub hostname_override: Option<String>,
+}
+
+/// Every resolved setting, typed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSettings {
+    pub provider: Provider,
+    pub name: String,
+    pub num_nodes: u32,
+    pub kube_version: KubeVersion,
+    pub master_os: String,
+    pub node_os: String,
+    pub rkt_version: String,
+    pub stage1: Stage1,
+    pub network: NetworkProvider,
+    pub contained_network: ContainedNetwork,
+    pub cluster_ip_range: Ipv4Net,
+    pub service_cluster_ip_range: Ipv4Net,
+    pub master_ip_range: Ipv4Net,
+    pub dns_server_ip: Ipv4Addr,
+    pub dns_domain: String,
+    pub log_level: u8,
+    pub allow_privileged: bool,
+    pub node_agent: NodeAgent,
+    pub rkt_api_endpoint: String,
+    pub binary_url: Option<String>,
+    pub binary_sha256: Option<String>,
+    /// This cluster's state directory.
+    pub state_dir: PathBuf,
+    pub gce: Option<GceSettings>,
+    pub aws: Option<AwsSettings>,
+    pub local: Option<LocalSettings>,
+    /// Every setting as resolved, for `rktup config`.
+    #[serde(skip)]
+    pub rows: Vec<SettingRow>,
+}
+
+/// Checked values by key, with their sources for cross-checks' error messages.
+pub(crate) struct Checked {
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Checked {
+    fn get(&self, key: &str) -> &str {
+        self.values.get(key).map(|(v, _)| v.as_str()).unwrap_or("")
+    }
+    fn input(&self, key: &str) -> String {
+        self.values
+            .get(key)
+            .map(|(_, s)| s.input_name(key))
+            .unwrap_or_else(|| key.to_string())
+    }
+    fn opt(&self, key: &str) -> Option<String> {
+        Some(self.get(key).to_string()).filter(|v| !v.is_empty())
+    }
+    fn num<T: std::str::FromStr + Default>(&self, key: &str) -> T {
+        // Values were checked by their kind already, so this parse cannot fail.
+        self.get(key).parse().unwrap_or_default()
+    }
+    fn net(&self, key: &str) -> Ipv4Net {
+        self.get(key).parse().unwrap_or_default()
+    }
+    fn flag(&self, key: &str) -> bool {
+        parse_bool(self.get(key)).unwrap_or(false)
+    }
+}
+
+/// Values that are individually valid but never will be, whatever else is set.
+fn refuse_known_bad(spec: &SettingSpec, value: &str) -> Option<String> {
+    match (spec.key, value) {
+        ("KUBE_CONTAINER_RUNTIME", v) if v.eq_ignore_ascii_case("docker") => Some(
+            "rkt: rktup's nodes run pods with their embedded rkt runtime and have no Docker \
+             engine (and kubelet dropped dockershim in v1.24)"
+                .into(),
+        ),
+        ("KUBE_CONTAINER_RUNTIME", v)
+            if v.eq_ignore_ascii_case("containerd") || v.eq_ignore_ascii_case("remote") =>
+        {
+            Some("rkt: rktup's nodes run pods with their embedded rkt runtime".into())
+        }
+        ("KUBE_MASTER_OS_DISTRIBUTION" | "KUBE_NODE_OS_DISTRIBUTION", v)
+            if matches!(v, "gci" | "cos" | "debian" | "ubuntu" | "trusty" | "wheezy" | "jessie") =>
+        {
+            Some("coreos or flatcar: rktup renders Container Linux cloud-config, which only CoreOS's successor Flatcar boots".into())
+        }
+        ("KUBE_GCE_MASTER_PROJECT" | "KUBE_GCE_NODE_PROJECT", "coreos-cloud") => Some(
+            "kinvolk-public (Flatcar's images): the coreos-cloud project no longer exists, \
+             CoreOS Container Linux reached its end of life in 2020"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+pub(crate) fn build(
+    provider: Provider,
+    raw: Vec<(&'static SettingSpec, RawValue)>,
+    state_root: PathBuf,
+) -> Result<ClusterSettings, InvalidSettings> {
+    let mut errors = Vec::new();
+    let mut values = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (spec, rv) in raw {
+        let checked = match refuse_known_bad(spec, rv.value.trim()) {
+            Some(expected) => Err(expected),
+            None => spec.kind.check(&rv.value),
+        };
+        match checked {
+            Ok(v) => {
+                let note = match (spec.key, v.as_str()) {
+                    ("KUBE_MASTER_OS_DISTRIBUTION" | "KUBE_NODE_OS_DISTRIBUTION", "coreos") => {
+                        spec.note.map(str::to_string)
+                    }
+                    ("KUBE_MASTER_OS_DISTRIBUTION" | "KUBE_NODE_OS_DISTRIBUTION", _) => None,
+                    _ if rv.source == Source::Default => spec.note.map(str::to_string),
+                    ("KUBE_RKT_STAGE1_IMAGE", v) if v != rv.value.trim() => {
+                        Some(format!("normalised from {}", rv.value.trim()))
+                    }
+                    _ => None,
+                };
+                rows.push(SettingRow {
+                    name: spec.key,
+                    value: v.clone(),
+                    source: rv.source.clone(),
+                    note,
+                });
+                values.insert(spec.key, (v, rv.source));
+            }
+            Err(expected) => errors.push(InvalidSetting {
+                input: rv.source.input_name(spec.key),
+                value: rv.value,
+                expected,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InvalidSettings(errors));
+    }
+    let c = Checked { values };
+    cross_check(provider, &c, &mut errors);
+    if !errors.is_empty() {
+        return Err(InvalidSettings(errors));
+    }
+
+    let version = parse_version(c.get("KUBE_VERSION")).unwrap_or_default();
+    let name = c.get("INSTANCE_PREFIX").to_string();
+    let gce = (provider == Provider::Gce).then(|| {
+        let zone = c.get("KUBE_GCE_ZONE").to_string();
+        GceSettings {
+            project: c.get("PROJECT").to_string(),
+            region: zone
+                .rsplit_once('-')
+                .map(|(r, _)| r.to_string())
+                .unwrap_or_default(),
+            zone,
+            network: c.get("KUBE_GCE_NETWORK").to_string(),
+            master_project: c.get("KUBE_GCE_MASTER_PROJECT").to_string(),
+            master_image: c.get("KUBE_GCE_MASTER_IMAGE").to_string(),
+            node_project: c.get("KUBE_GCE_NODE_PROJECT").to_string(),
+            node_image: c.get("KUBE_GCE_NODE_IMAGE").to_string(),
+            master_size: c.get("MASTER_SIZE").to_string(),
+            node_size: c.get("NODE_SIZE").to_string(),
+            master_disk_size: c.get("MASTER_DISK_SIZE").to_string(),
+            master_disk_type: c.get("MASTER_DISK_TYPE").to_string(),
+            node_disk_size: c.get("NODE_DISK_SIZE").to_string(),
+            node_disk_type: c.get("NODE_DISK_TYPE").to_string(),
+            preemptible_node: c.flag("PREEMPTIBLE_NODE"),
+            node_scopes: c
+                .get("NODE_SCOPES")
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        }
+    });
+    let aws = (provider == Provider::Aws).then(|| {
+        let zone = c.get("KUBE_AWS_ZONE").to_string();
+        AwsSettings {
+            region: zone[..zone.len().saturating_sub(1)].to_string(),
+            zone,
+            master_size: c.get("MASTER_SIZE").to_string(),
+            node_size: c.get("NODE_SIZE").to_string(),
+            vpc_id: c.opt("VPC_ID"),
+            subnet_id: c.opt("SUBNET_ID"),
+            vpc_cidr: c.net("VPC_CIDR"),
+            subnet_cidr: c.net("SUBNET_CIDR"),
+            ssh_cidr: c.net("SSH_CIDR"),
+            http_api_cidr: c.net("HTTP_API_CIDR"),
+            ssh_key: expand_home(c.get("AWS_SSH_KEY")),
+            master_image: c.opt("KUBE_MASTER_IMAGE"),
+            node_image: c.opt("KUBE_NODE_IMAGE"),
+            master_root_disk_size: c.num("MASTER_ROOT_DISK_SIZE"),
+            master_root_disk_type: c.get("MASTER_ROOT_DISK_TYPE").to_string(),
+            node_root_disk_size: c.num("NODE_ROOT_DISK_SIZE"),
+            node_root_disk_type: c.get("NODE_ROOT_DISK_TYPE").to_string(),
+        }
+    });
+    let local = (provider == Provider::Local).then(|| LocalSettings {
+        rkt_path: c.opt("RKT_PATH").map(PathBuf::from),
+        api_host: c.get("API_HOST").parse().unwrap_or(Ipv4Addr::LOCALHOST),
+        api_port: c.num("API_PORT"),
+        net_plugin_dir: c.opt("NET_PLUGIN_DIR").map(PathBuf::from),
+        hostname_override: c.opt("HOSTNAME_OVERRIDE"),
+    });
+    let state_root = c
+        .opt("RKTUP_STATE_DIR")
+        .map(|d| expand_home(&d))
+        .unwrap_or(state_root);
+    Ok(ClusterSettings {
+        provider,
+        state_dir: state_root.join(format!("{provider}-{name}")),
+        name,
+        num_nodes: c.num("NUM_NODES"),
+        kube_version: KubeVersion {
+            tag: c.get("KUBE_VERSION").to_string(),
+            major: version.0,
+            minor: version.1,
+        },
+        master_os: c.get("KUBE_MASTER_OS_DISTRIBUTION").to_string(),
+        node_os: c.get("KUBE_NODE_OS_DISTRIBUTION").to_string(),
+        rkt_version: c.get("KUBE_RKT_VERSION").to_string(),
+        stage1: Stage1::from_name(c.get("KUBE_RKT_STAGE1_IMAGE")),
+        network: match c.get("NETWORK_PROVIDER") {
+            "kubenet" => NetworkProvider::Kubenet,
+            "cni" => NetworkProvider::Cni,
+            _ => NetworkProvider::Contained,
+        },
+        contained_network: match c.get("RKT_CONTAINED_NETWORK") {
+            "flannel" => ContainedNetwork::Flannel,
+            _ => ContainedNetwork::Bridge,
+        },
+        cluster_ip_range: c.net("CLUSTER_IP_RANGE"),
+        service_cluster_ip_range: c.net("SERVICE_CLUSTER_IP_RANGE"),
+        master_ip_range: c.net("MASTER_IP_RANGE"),
+        dns_server_ip: c
+            .get("DNS_SERVER_IP")
+            .parse()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        dns_domain: c.get("DNS_DOMAIN").to_string(),
+        log_level: c.num("LOG_LEVEL"),
+        allow_privileged: c.flag("ALLOW_PRIVILEGED"),
+        node_agent: match c.get("KUBE_NODE_AGENT") {
+            "kubelet" => NodeAgent::Kubelet,
+            _ => NodeAgent::Embedded,
+        },
+        rkt_api_endpoint: c.get("RKT_API_ENDPOINT").to_string(),
+        binary_url: c.opt("RKTUP_BINARY_URL"),
+        binary_sha256: c.opt("RKTUP_BINARY_SHA256"),
+        gce,
+        aws,
+        local,
+        rows,
+    })
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// Checks that involve more than one setting.
+fn cross_check(provider: Provider, c: &Checked, errors: &mut Vec<InvalidSetting>) {
+    let mut bad = |key: &str, expected: String| {
+        errors.push(InvalidSetting {
+            input: c.input(key),
+            value: c.get(key).to_string(),
+            expected,
+        })
+    };
+    // Ranges that pods, services and the master's pods draw from must be disjoint.
+    let ranges = [
+        "CLUSTER_IP_RANGE",
+        "SERVICE_CLUSTER_IP_RANGE",
+        "MASTER_IP_RANGE",
+    ];
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            if overlaps(c.net(a), c.net(b)) {
+                bad(
+                    b,
+                    format!("a range that does not overlap {} ({})", a, c.get(a)),
+                );
+            }
+        }
+    }
+    let dns: Ipv4Addr = c
+        .get("DNS_SERVER_IP")
+        .parse()
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let services = c.net("SERVICE_CLUSTER_IP_RANGE");
+    if !services.contains(&dns) || dns == services.network() || dns == services.broadcast() {
+        bad(
+            "DNS_SERVER_IP",
+            format!(
+                "an address inside SERVICE_CLUSTER_IP_RANGE ({services}), not its first or last"
+            ),
+        );
+    }
+    if c.net("CLUSTER_IP_RANGE").prefix_len() > 24 {
+        bad(
+            "CLUSTER_IP_RANGE",
+            "a range of /24 or larger: each node takes a /24 of it".into(),
+        );
+    }
+    let agent = c.get("KUBE_NODE_AGENT");
+    if agent == "kubelet" {
+        let (major, minor, _) = parse_version(c.get("KUBE_VERSION")).unwrap_or_default();
+        if (major, minor) > (1, 10) {
+            bad(
+                "KUBE_NODE_AGENT",
+                format!(
+                    "embedded with KUBE_VERSION {}: the upstream kubelet dropped rkt in v1.11, so \
+                     KUBE_NODE_AGENT=kubelet needs KUBE_VERSION v1.10.x or older",
+                    c.get("KUBE_VERSION")
+                ),
+            );
+        }
+    }
+    // The seed: use rkt's contained network with the KVM stage1.
+    if c.get("KUBE_RKT_STAGE1_IMAGE").ends_with("stage1-kvm")
+        && c.get("NETWORK_PROVIDER") != "contained"
+    {
+        bad(
+            "NETWORK_PROVIDER",
+            "contained with the KVM stage1: the CNI plugin driver does not support the \
+             hypervisor-based runtime (set NETWORK_PROVIDER=contained)"
+                .into(),
+        );
+    }
+    if provider == Provider::Aws {
+        let vpc = c.net("VPC_CIDR");
+        if !c.get("SUBNET_ID").is_empty() && c.get("VPC_ID").is_empty() {
+            bad(
+                "SUBNET_ID",
+                "to be given together with VPC_ID (the VPC that holds the subnet)".into(),
+            );
+        }
+        if c.get("VPC_ID").is_empty() || c.get("SUBNET_ID").is_empty() {
+            let subnet = c.net("SUBNET_CIDR");
+            if c.get("VPC_ID").is_empty() && !vpc.contains(&subnet) {
+                bad("SUBNET_CIDR", format!("a range inside VPC_CIDR ({vpc})"));
+            }
+        }
+        for key in ["CLUSTER_IP_RANGE", "SERVICE_CLUSTER_IP_RANGE"] {
+            if c.get("VPC_ID").is_empty() && overlaps(c.net(key), vpc) {
+                bad(
+                    key,
+                    format!("a range that does not overlap VPC_CIDR ({vpc})"),
+                );
+            }
+        }
+    }
+    if let Some(path) = c.opt("RKT_PATH") {
+        if !std::path::Path::new(&path).is_file() {
+            bad(
+                "RKT_PATH",
+                "the path of an existing rkt binary, or empty for rktup's embedded runtime".into(),
+            );
+        }
+    }
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
