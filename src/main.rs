@@ -1,17 +1,59 @@
 //! rktup: the thin command-line front. Every room of the architecture lives in its own crate;
-//! this file only parses arguments and dispatches.
+//! this file parses arguments, picks the crate that does the work and prints its answer.
 
-use clap::{Parser, Subcommand};
+mod output;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use rktup_config::{
+    AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, Provider, ProviderTag, SettingFlags,
+};
+use rktup_provider::boot::{pki_for_rendering, render_boot, PkiOrigin};
+use rktup_provider::{ClusterProvider, UpOptions};
+use rktup_render::{Role, Templates};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "rktup", version, about = "Kubernetes clusters with rkt-style pods", long_about = None)]
+#[command(
+    name = "rktup",
+    version,
+    about = "Create and destroy Kubernetes clusters whose nodes run rkt-style pods",
+    long_about = "rktup replaces cluster/kube-up.sh and hack/local-up-cluster.sh in their rktnetes form.\n\
+                  It reads the same settings (KUBE_OS_DISTRIBUTION, KUBE_RKT_STAGE1_IMAGE, NUM_NODES, ...)\n\
+                  from flags, the environment or a --config file, in that order of precedence."
+)]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    /// Directory of tera templates overriding the embedded ones (same relative paths)
+    #[arg(long, global = true, value_name = "DIR")]
+    templates: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Clusters on Google Compute Engine (kube-up's GCE path).
+    Gce(ProviderCommand<GceTag>),
+    /// Clusters on Amazon EC2.
+    Aws(ProviderCommand<AwsTag>),
+    /// A cluster on this machine (local-up-cluster.sh's replacement).
+    Local(ProviderCommand<LocalTag>),
+    /// Print or write exactly what a master or node boots with.
+    Render {
+        #[command(subcommand)]
+        provider: RenderCommand,
+    },
+    /// Show every resolved setting, its value and where it came from.
+    Config {
+        #[command(subcommand)]
+        provider: ConfigCommand,
+    },
+    /// Print rktup's version.
+    Version,
+    /// Print a shell completion script.
+    Completion { shell: clap_complete::Shell },
     /// Run the node agent (kubelet + rkt api-service) in the foreground.
     Agent(rktup_agent::cli::AgentArgs),
     /// rkt's troubleshooting commands (`rkt list`, `rkt status`, `rkt image list`).
@@ -23,6 +65,79 @@ enum Command {
     /// Per-pod supervisor re-executed by the agent (internal).
     #[command(hide = true)]
     Stage1(rktup_runtime::cli::Stage1Args),
+}
+
+#[derive(Debug, Args)]
+struct ProviderCommand<P: ProviderTag + Send + Sync + 'static> {
+    #[command(flatten)]
+    settings: SettingFlags<P>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Create the cluster, or finish creating it.
+    Up {
+        /// Print the plan and the rendered user-data; make no call and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Don't wait for the API server to answer.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete everything the cluster made.
+    Down,
+    /// Show the cluster's resources and their state.
+    Status,
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs<P: ProviderTag + Send + Sync + 'static> {
+    #[command(flatten)]
+    settings: SettingFlags<P>,
+    /// Which machine's configuration
+    #[arg(long, value_enum, default_value_t = Role::Node)]
+    role: Role,
+    /// Write the cloud-config and every file and unit under DIR/<role>/ instead of printing
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RenderCommand {
+    Gce(RenderArgs<GceTag>),
+    Aws(RenderArgs<AwsTag>),
+    Local(RenderArgs<LocalTag>),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    Gce(SettingFlags<GceTag>),
+    Aws(SettingFlags<AwsTag>),
+    Local(SettingFlags<LocalTag>),
+}
+
+/// A failure and the exit code it deserves: 2 for bad input (as clap uses), 1 otherwise.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn bad_input(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 2,
+        message: e.to_string(),
+    }
 }
 
 /// A link named `rkt` to this binary behaves as `rktup rkt`, so the seed's commands work verbatim.
@@ -39,20 +154,157 @@ fn args() -> Vec<std::ffi::OsString> {
     args
 }
 
-fn main() -> std::process::ExitCode {
+fn load_settings<P: ProviderTag>(
+    global: &GlobalArgs,
+    flags: &SettingFlags<P>,
+) -> Result<ClusterSettings, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    rktup_config::load(P::PROVIDER, global, &flags.values, &env).map_err(bad_input)
+}
+
+fn provider_for(settings: ClusterSettings) -> Box<dyn ClusterProvider> {
+    match settings.provider {
+        Provider::Gce => Box::new(rktup_gce::Gce::new(settings)),
+        Provider::Aws => Box::new(rktup_aws::Aws::new(settings)),
+        Provider::Local => Box::new(rktup_local::Local::new(settings)),
+    }
+}
+
+fn templates(dir: &Option<PathBuf>) -> Result<Templates, Failure> {
+    match dir {
+        Some(d) => Templates::with_overrides(d).map_err(bad_input),
+        None => Ok(Templates::embedded()?),
+    }
+}
+
+fn run_provider<P: ProviderTag + Send + Sync + 'static>(
+    cli: &Context,
+    cmd: &ProviderCommand<P>,
+) -> Result<(), Failure> {
+    // Settings are checked before anything else happens, for every action.
+    let settings = load_settings(&cli.global, &cmd.settings)?;
+    let provider = provider_for(settings);
+    match cmd.action {
+        Action::Up { dry_run: true, .. } => {
+            let templates = templates(&cli.templates)?;
+            let (pki, origin) = pki_for_rendering(provider.as_ref())?;
+            let master = render_boot(provider.as_ref(), &templates, Role::Master, &pki, origin)?;
+            let node = render_boot(provider.as_ref(), &templates, Role::Node, &pki, origin)?;
+            output::dry_run(cli.global.output, provider.as_ref(), &master, &node)?;
+            Ok(())
+        }
+        Action::Up { no_wait, .. } => Ok(provider.up(&UpOptions {
+            no_wait,
+            wait: None,
+        })?),
+        Action::Down => Ok(provider.down()?),
+        Action::Status => Ok(provider.status()?),
+    }
+}
+
+fn run_render<P: ProviderTag + Send + Sync + 'static>(
+    cli: &Context,
+    args: &RenderArgs<P>,
+) -> Result<(), Failure> {
+    let settings = load_settings(&cli.global, &args.settings)?;
+    let provider = provider_for(settings);
+    let templates = templates(&cli.templates)?;
+    let (pki, origin) = pki_for_rendering(provider.as_ref())?;
+    let boot = render_boot(provider.as_ref(), &templates, args.role, &pki, origin)?;
+    if origin == PkiOrigin::Ephemeral {
+        eprintln!(
+            "note: no PKI in {} yet; certificates shown are made for this rendering only (`up` makes and keeps the cluster's own)",
+            provider.settings().state_dir.display()
+        );
+    }
+    match &args.out {
+        Some(dir) => {
+            let written = output::write_rendering(dir, &boot.config)?;
+            eprintln!("wrote {} files under {}", written, dir.display());
+            Ok(())
+        }
+        None => {
+            print!("{}", boot.config.cloud_config);
+            Ok(())
+        }
+    }
+}
+
+/// What every command shares once parsed.
+struct Context {
+    global: GlobalArgs,
+    templates: Option<PathBuf>,
+}
+
+fn run(cli: &Context, command: &Command) -> Result<(), Failure> {
+    match command {
+        Command::Gce(c) => run_provider(cli, c),
+        Command::Aws(c) => run_provider(cli, c),
+        Command::Local(c) => run_provider(cli, c),
+        Command::Render { provider } => match provider {
+            RenderCommand::Gce(a) => run_render(cli, a),
+            RenderCommand::Aws(a) => run_render(cli, a),
+            RenderCommand::Local(a) => run_render(cli, a),
+        },
+        Command::Config { provider } => {
+            let settings = match provider {
+                ConfigCommand::Gce(f) => load_settings(&cli.global, f)?,
+                ConfigCommand::Aws(f) => load_settings(&cli.global, f)?,
+                ConfigCommand::Local(f) => load_settings(&cli.global, f)?,
+            };
+            output::config(cli.global.output, &settings)?;
+            Ok(())
+        }
+        Command::Version => {
+            output::version(cli.global.output)?;
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "rktup", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Agent(_)
+        | Command::Rkt(_)
+        | Command::Logs(_)
+        | Command::Controlplane(_)
+        | Command::Stage1(_) => unreachable!("dispatched in main"),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
-    let result = match cli.command {
+    // The node-side commands own their error reporting.
+    let delegated = match cli.command {
         Command::Agent(a) => rktup_agent::cli::run_agent(a),
         Command::Rkt(a) => rktup_runtime::cli::run_rkt(a),
         Command::Logs(a) => rktup_runtime::cli::run_logs(a),
         Command::Controlplane(a) => rktup_controlplane::cli::run_controlplane(a),
         Command::Stage1(a) => rktup_runtime::cli::run_stage1(a),
+        command => {
+            let ctx = Context {
+                global: cli.global,
+                templates: cli.templates,
+            };
+            return finish(run(&ctx, &command));
+        }
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match delegated {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            for line in f.message.lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(f.code)
         }
     }
 }

@@ -253,9 +253,10 @@ fn refuse_known_bad(spec: &SettingSpec, value: &str) -> Option<String> {
         {
             Some("rkt: rktup's nodes run pods with their embedded rkt runtime".into())
         }
-        ("KUBE_MASTER_OS_DISTRIBUTION" | "KUBE_NODE_OS_DISTRIBUTION", v)
-            if matches!(v, "gci" | "cos" | "debian" | "ubuntu" | "trusty" | "wheezy" | "jessie") =>
-        {
+        (
+            "KUBE_MASTER_OS_DISTRIBUTION" | "KUBE_NODE_OS_DISTRIBUTION",
+            "gci" | "cos" | "debian" | "ubuntu" | "trusty" | "wheezy" | "jessie",
+        ) => {
             Some("coreos or flatcar: rktup renders Container Linux cloud-config, which only CoreOS's successor Flatcar boots".into())
         }
         ("KUBE_GCE_MASTER_PROJECT" | "KUBE_GCE_NODE_PROJECT", "coreos-cloud") => Some(

@@ -1,1 +1,59 @@
-//! rktup-provider
+//! The provider interface: what `rktup <provider> up|down|status` and `rktup render` need from
+//! Compute Engine, EC2 or this machine. Like kind's provider interface, each home implements it
+//! in its own crate; what they share (plans, the state directory, rendering inputs) is here.
+
+pub mod boot;
+pub mod plan;
+pub mod state;
+
+pub use plan::{Plan, PlanStep, PlannedResource};
+pub use state::{StateDir, StateError};
+
+use rktup_config::ClusterSettings;
+use rktup_render::{BinaryRef, MasterEndpoint};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("`rktup {provider} {action}` is not available yet: {reason}")]
+    NotYet {
+        provider: &'static str,
+        action: &'static str,
+        reason: &'static str,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Don't wait for the API server to answer.
+    pub no_wait: bool,
+    /// How long to wait for readiness.
+    pub wait: Option<Duration>,
+}
+
+/// One home for clusters.
+pub trait ClusterProvider {
+    fn settings(&self) -> &ClusterSettings;
+
+    /// How nodes reach the master's API server.
+    fn master_endpoint(&self) -> MasterEndpoint;
+
+    /// Where nodes would fetch the rktup binary with this sha256, before anything is staged.
+    fn planned_binary(&self, sha256: &str) -> BinaryRef;
+
+    /// The ordered resources `up` would create; resources in one step are independent.
+    fn plan(&self) -> Plan;
+
+    /// Creates what is missing and waits per `options`.
+    fn up(&self, options: &UpOptions) -> Result<(), ProviderError>;
+
+    /// Deletes everything the cluster made.
+    fn down(&self) -> Result<(), ProviderError>;
+
+    /// Prints the cluster's resources and their states.
+    fn status(&self) -> Result<(), ProviderError>;
+}

@@ -1,1 +1,366 @@
-//! rktup-render
+//! Rendering: what a master or node boots with, from the tera templates in `templates/`.
+//!
+//! The output is a Flatcar (CoreOS Container Linux) cloud-config holding the systemd units that
+//! install and run the node agent, the CNI configuration, the master's static pods and the PKI.
+
+pub mod pki;
+pub mod templates;
+pub mod userdata;
+
+pub use pki::{ApiServerNames, Pki, PkiError};
+pub use templates::{TemplateError, Templates};
+pub use userdata::{encode_user_data, UserData, UserDataError};
+
+use rktup_config::{ClusterSettings, ContainedNetwork, NetworkProvider, NodeAgent};
+use serde::Serialize;
+
+/// etcd release for the master's static pod, per Kubernetes minor (kubeadm's pairing).
+fn etcd_tag(minor: u32) -> &'static str {
+    match minor {
+        0..=10 => "3.1.12",
+        11..=13 => "3.2.24",
+        14..=16 => "3.3.15-0",
+        17..=21 => "3.4.13-0",
+        22..=28 => "3.5.9-0",
+        _ => "3.5.16-0",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Node,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Node => "node",
+        }
+    }
+}
+
+/// How nodes reach the master's API server; each provider knows its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterEndpoint {
+    /// The master's instance name.
+    pub name: String,
+    /// Host (name or IP) nodes use.
+    pub host: String,
+    /// The master's private address when the provider fixes it in advance.
+    pub internal_ip: Option<String>,
+    pub port: u16,
+}
+
+impl MasterEndpoint {
+    pub fn url(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+}
+
+/// Where nodes download rktup from, and the sha256 they check it against.
+#[derive(Debug, Clone, Serialize)]
+pub struct BinaryRef {
+    pub url: String,
+    pub sha256: String,
+}
+
+/// One file of the rendered configuration.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub path: String,
+    pub permissions: String,
+    pub content: String,
+}
+
+/// One systemd unit of the rendered configuration.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RenderedUnit {
+    pub name: String,
+    pub command: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// The whole cloud-config, `#cloud-config` first.
+    pub cloud_config: String,
+    pub units: Vec<RenderedUnit>,
+    pub files: Vec<RenderedFile>,
+}
+
+/// Paths on the node; fixed, as kube-up's were.
+#[derive(Serialize)]
+struct Paths {
+    kubernetes: &'static str,
+    manifests: &'static str,
+    pki: &'static str,
+    kubelet_kubeconfig: &'static str,
+    cni_bin: &'static str,
+}
+
+const PATHS: Paths = Paths {
+    kubernetes: "/etc/kubernetes",
+    manifests: "/etc/kubernetes/manifests",
+    pki: "/etc/kubernetes/pki",
+    kubelet_kubeconfig: "/etc/kubernetes/kubelet.kubeconfig",
+    cni_bin: "/opt/cni/bin",
+};
+
+#[derive(Serialize)]
+struct ClusterContext<'a> {
+    name: &'a str,
+    provider: &'a str,
+    kube_version: &'a str,
+    kube_minor: u32,
+    rkt_version: &'a str,
+    stage1: &'a str,
+    network_plugin: &'a str,
+    cni_conf_dir: &'a str,
+    cluster_ip_range: String,
+    service_cluster_ip_range: String,
+    master_ip_range: String,
+    dns_server_ip: String,
+    dns_domain: &'a str,
+    log_level: u8,
+    allow_privileged: bool,
+    rkt_api_endpoint: &'a str,
+    allocate_node_cidrs: bool,
+}
+
+/// The node's CNI configuration directory for the chosen network: rkt's for the contained
+/// network, kubelet's otherwise.
+pub fn cni_conf_dir(network: NetworkProvider) -> &'static str {
+    match network {
+        NetworkProvider::Contained => "/etc/rkt/net.d",
+        NetworkProvider::Cni | NetworkProvider::Kubenet => "/etc/cni/net.d",
+    }
+}
+
+fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint) -> tera::Context {
+    let cluster = ClusterContext {
+        name: &settings.name,
+        provider: settings.provider.as_str(),
+        kube_version: &settings.kube_version.tag,
+        kube_minor: settings.kube_version.minor,
+        rkt_version: &settings.rkt_version,
+        stage1: settings.stage1.image_name(),
+        network_plugin: settings.network.kubelet_plugin(),
+        cni_conf_dir: cni_conf_dir(settings.network),
+        cluster_ip_range: settings.cluster_ip_range.to_string(),
+        service_cluster_ip_range: settings.service_cluster_ip_range.to_string(),
+        master_ip_range: settings.master_ip_range.to_string(),
+        dns_server_ip: settings.dns_server_ip.to_string(),
+        dns_domain: &settings.dns_domain,
+        log_level: settings.log_level,
+        allow_privileged: settings.allow_privileged,
+        rkt_api_endpoint: &settings.rkt_api_endpoint,
+        allocate_node_cidrs: settings.network == NetworkProvider::Kubenet,
+    };
+    let mut ctx = tera::Context::new();
+    ctx.insert("cluster", &cluster);
+    ctx.insert("role", role.as_str());
+    ctx.insert("paths", &PATHS);
+    ctx.insert("rktup_version", env!("CARGO_PKG_VERSION"));
+    // The master's own agent talks to its API server over loopback.
+    let url = match role {
+        Role::Master => format!("https://127.0.0.1:{}", master.port),
+        Role::Node => master.url(),
+    };
+    ctx.insert(
+        "master",
+        &serde_json::json!({
+            "name": master.name,
+            "host": master.host,
+            "internal_ip": master.internal_ip,
+            "port": master.port,
+            "url": url,
+        }),
+    );
+    ctx.insert(
+        "images",
+        &serde_json::json!({ "etcd_tag": etcd_tag(settings.kube_version.minor) }),
+    );
+    ctx
+}
+
+/// Renders what a `role` machine of the cluster boots with.
+pub fn render_node_config(
+    templates: &Templates,
+    settings: &ClusterSettings,
+    role: Role,
+    master: &MasterEndpoint,
+    pki: &Pki,
+    binary: &BinaryRef,
+) -> Result<NodeConfig, TemplateError> {
+    let mut ctx = base_context(settings, role, master);
+    ctx.insert("binary", binary);
+
+    let unit =
+        |name: &str, template: &str, ctx: &tera::Context| -> Result<RenderedUnit, TemplateError> {
+            Ok(RenderedUnit {
+                name: name.to_string(),
+                command: "start".into(),
+                content: templates.render(template, ctx)?,
+            })
+        };
+    let units = match settings.node_agent {
+        NodeAgent::Embedded => vec![
+            unit(
+                "rktup-install.service",
+                "units/rktup-install.service.tera",
+                &ctx,
+            )?,
+            unit("kubelet.service", "units/kubelet.service.tera", &ctx)?,
+        ],
+        NodeAgent::Kubelet => vec![
+            unit(
+                "rkt-install.service",
+                "units/rkt-install.service.tera",
+                &ctx,
+            )?,
+            unit(
+                "rkt-api-service.service",
+                "units/rkt-api-service.service.tera",
+                &ctx,
+            )?,
+            unit(
+                "kubelet-install.service",
+                "units/kubelet-install.service.tera",
+                &ctx,
+            )?,
+            unit("kubelet.service", "units/kubelet-legacy.service.tera", &ctx)?,
+        ],
+    };
+
+    let mut files = Vec::new();
+    let pem = |name: &str, mode: &str| RenderedFile {
+        path: format!("{}/{name}", PATHS.pki),
+        permissions: mode.to_string(),
+        content: pki.get(name).to_string(),
+    };
+    files.push(pem("ca.crt", "0644"));
+    files.push(pem("kubelet.crt", "0644"));
+    files.push(pem("kubelet.key", "0600"));
+    let kubeconfig = |path: &str,
+                      user: &str,
+                      cert: &str,
+                      server: String|
+     -> Result<RenderedFile, TemplateError> {
+        let mut c = ctx.clone();
+        c.insert("user", user);
+        c.insert("cert", cert);
+        c.insert("server", &server);
+        Ok(RenderedFile {
+            path: path.to_string(),
+            permissions: "0600".into(),
+            content: templates.render("kubeconfig/component.kubeconfig.tera", &c)?,
+        })
+    };
+    let server = match role {
+        Role::Master => format!("https://127.0.0.1:{}", master.port),
+        Role::Node => master.url(),
+    };
+    files.push(kubeconfig(
+        PATHS.kubelet_kubeconfig,
+        "kubelet",
+        "kubelet",
+        server.clone(),
+    )?);
+    if settings.network == NetworkProvider::Contained {
+        let (name, template) = match settings.contained_network {
+            ContainedNetwork::Bridge => (
+                "k8s_network_example.conf",
+                "cni/k8s_network_example.conf.tera",
+            ),
+            ContainedNetwork::Flannel => (
+                "k8s_flannel_example.conf",
+                "cni/k8s_flannel_example.conf.tera",
+            ),
+        };
+        files.push(RenderedFile {
+            path: format!("/etc/rkt/net.d/{name}"),
+            permissions: "0644".into(),
+            content: templates.render(template, &ctx)?,
+        });
+    }
+    if role == Role::Master {
+        for name in [
+            "ca.key",
+            "apiserver.crt",
+            "apiserver.key",
+            "apiserver-kubelet-client.crt",
+            "apiserver-kubelet-client.key",
+            "controller-manager.crt",
+            "controller-manager.key",
+            "scheduler.crt",
+            "scheduler.key",
+            "sa.key",
+            "sa.pub",
+        ] {
+            files.push(pem(
+                name,
+                if name.ends_with(".key") {
+                    "0600"
+                } else {
+                    "0644"
+                },
+            ));
+        }
+        for (file, user) in [
+            ("controller-manager", "system:kube-controller-manager"),
+            ("scheduler", "system:kube-scheduler"),
+        ] {
+            files.push(kubeconfig(
+                &format!("{}/{file}.kubeconfig", PATHS.kubernetes),
+                user,
+                file,
+                server.clone(),
+            )?);
+        }
+        for manifest in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ] {
+            files.push(RenderedFile {
+                path: format!("{}/{manifest}.yaml", PATHS.manifests),
+                permissions: "0644".into(),
+                content: templates.render(&format!("manifests/{manifest}.yaml.tera"), &ctx)?,
+            });
+        }
+    }
+
+    let mut doc = ctx.clone();
+    doc.insert("units", &units);
+    doc.insert("files", &files);
+    let cloud_config = templates.render("cloud-config/cloud-config.yaml.tera", &doc)?;
+    Ok(NodeConfig {
+        role,
+        cloud_config,
+        units,
+        files,
+    })
+}
+
+/// A kubeconfig with the admin's credentials embedded, for the user's machine.
+pub fn render_admin_kubeconfig(
+    templates: &Templates,
+    context_name: &str,
+    server: &str,
+    pki: &Pki,
+) -> Result<String, TemplateError> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut ctx = tera::Context::new();
+    ctx.insert("context", context_name);
+    ctx.insert("server", server);
+    ctx.insert("ca_data", &b64(pki.get("ca.crt")));
+    ctx.insert("cert_data", &b64(pki.get("admin.crt")));
+    ctx.insert("key_data", &b64(pki.get("admin.key")));
+    templates.render("kubeconfig/admin.kubeconfig.tera", &ctx)
+}

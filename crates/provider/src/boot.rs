@@ -1,0 +1,101 @@
+//! What a master or node boots with, for `rktup render`, `up --dry-run` and `up` alike, so the
+//! three can never disagree.
+
+use crate::state::{apiserver_names, binary_ref, sha256_file, StateDir, StateError};
+use crate::ClusterProvider;
+use rktup_render::{
+    encode_user_data, render_node_config, NodeConfig, Pki, Role, TemplateError, Templates,
+    UserData, UserDataError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Pki(#[from] rktup_render::PkiError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    UserData(#[from] UserDataError),
+    #[error("failed to hash the rktup binary {path}: {source}")]
+    Hash {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the PKI in a rendering came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PkiOrigin {
+    /// The cluster's state directory (what `up` made).
+    Saved,
+    /// Made in memory for this rendering only; `up` makes and keeps the real one.
+    Ephemeral,
+}
+
+pub struct Boot {
+    pub config: NodeConfig,
+    pub user_data: UserData,
+    pub pki_origin: PkiOrigin,
+}
+
+/// The sha256 of the running rktup binary: what nodes will check their download against.
+pub fn current_binary_sha256() -> Result<String, BootError> {
+    let path = std::env::current_exe().map_err(|source| BootError::Hash {
+        path: "the running executable".into(),
+        source,
+    })?;
+    sha256_file(&path).map_err(|source| BootError::Hash {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Loads the saved PKI or makes an ephemeral one; never writes anything.
+pub fn pki_for_rendering(provider: &dyn ClusterProvider) -> Result<(Pki, PkiOrigin), BootError> {
+    let settings = provider.settings();
+    let state = StateDir::for_cluster(settings);
+    if let Some(pki) = state.load_pki()? {
+        return Ok((pki, PkiOrigin::Saved));
+    }
+    let master = provider.master_endpoint();
+    let ips: Vec<std::net::IpAddr> = master
+        .internal_ip
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let names = apiserver_names(settings, &master.name, &ips);
+    Ok((Pki::generate(&settings.name, &names)?, PkiOrigin::Ephemeral))
+}
+
+/// Renders `role`'s configuration and encodes it as the provider sends it (size-checked).
+pub fn render_boot(
+    provider: &dyn ClusterProvider,
+    templates: &Templates,
+    role: Role,
+    pki: &Pki,
+    pki_origin: PkiOrigin,
+) -> Result<Boot, BootError> {
+    let settings = provider.settings();
+    let recorded = StateDir::for_cluster(settings).load_recorded()?;
+    let mut hash_error = None;
+    let binary = binary_ref(settings, &recorded, || {
+        let sha = current_binary_sha256().unwrap_or_else(|e| {
+            hash_error = Some(e);
+            String::new()
+        });
+        provider.planned_binary(&sha)
+    });
+    if let Some(e) = hash_error {
+        return Err(e);
+    }
+    let master = provider.master_endpoint();
+    let config = render_node_config(templates, settings, role, &master, pki, &binary)?;
+    let user_data = encode_user_data(settings.provider, role.as_str(), &config.cloud_config)?;
+    Ok(Boot {
+        config,
+        user_data,
+        pki_origin,
+    })
+}
