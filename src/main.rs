@@ -20,7 +20,12 @@ use std::process::ExitCode;
     about = "Create and destroy Kubernetes clusters whose nodes run rkt-style pods",
     long_about = "rktup replaces cluster/kube-up.sh and hack/local-up-cluster.sh in their rktnetes form.\n\
                   It reads the same settings (KUBE_OS_DISTRIBUTION, KUBE_RKT_STAGE1_IMAGE, NUM_NODES, ...)\n\
-                  from flags, the environment or a --config file, in that order of precedence."
+                  from flags, the environment or a --config file, in that order of precedence.",
+    after_help = "Node-side commands (see `rktup <command> --help`):\n  \
+                  agent          run the node agent (kubelet + rkt api-service) in the foreground\n  \
+                  rkt            rkt's commands: list, status, image list (also as a link named `rkt`)\n  \
+                  logs           print a pod's logs by its unit name k8s_<uuid>\n  \
+                  controlplane   run the embedded control plane in the foreground"
 )]
 struct Cli {
     #[command(flatten)]
@@ -54,6 +59,22 @@ enum Command {
     Version,
     /// Print a shell completion script.
     Completion { shell: clap_complete::Shell },
+}
+
+/// Node-side commands: parsed apart from the cluster commands because they keep kubelet's and
+/// rkt's own flags (the seed's `--config=/etc/kubernetes/manifests`, `--v`), which would collide
+/// with rktup's global options.
+const NODE_COMMANDS: [&str; 5] = ["agent", "rkt", "logs", "controlplane", "stage1"];
+
+#[derive(Debug, Parser)]
+#[command(name = "rktup", version)]
+struct NodeCli {
+    #[command(subcommand)]
+    command: NodeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
     /// Run the node agent (kubelet + rkt api-service) in the foreground.
     Agent(rktup_agent::cli::AgentArgs),
     /// rkt's troubleshooting commands (`rkt list`, `rkt status`, `rkt image list`).
@@ -263,32 +284,32 @@ fn run(cli: &Context, command: &Command) -> Result<(), Failure> {
             clap_complete::generate(*shell, &mut Cli::command(), "rktup", &mut std::io::stdout());
             Ok(())
         }
-        Command::Agent(_)
-        | Command::Rkt(_)
-        | Command::Logs(_)
-        | Command::Controlplane(_)
-        | Command::Stage1(_) => unreachable!("dispatched in main"),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(args());
+    let args = args();
+    let node_side = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| NODE_COMMANDS.contains(&a));
+    if !node_side {
+        let cli = Cli::parse_from(args);
+        let ctx = Context {
+            global: cli.global,
+            templates: cli.templates,
+        };
+        return finish(run(&ctx, &cli.command));
+    }
     // The node-side commands own their error reporting.
-    let delegated = match cli.command {
-        Command::Agent(a) => rktup_agent::cli::run_agent(a),
-        Command::Rkt(a) => rktup_runtime::cli::run_rkt(a),
-        Command::Logs(a) => rktup_runtime::cli::run_logs(a),
-        Command::Controlplane(a) => rktup_controlplane::cli::run_controlplane(a),
-        Command::Stage1(a) => rktup_runtime::cli::run_stage1(a),
-        command => {
-            let ctx = Context {
-                global: cli.global,
-                templates: cli.templates,
-            };
-            return finish(run(&ctx, &command));
-        }
+    let result = match NodeCli::parse_from(args).command {
+        NodeCommand::Agent(a) => rktup_agent::cli::run_agent(a),
+        NodeCommand::Rkt(a) => rktup_runtime::cli::run_rkt(a),
+        NodeCommand::Logs(a) => rktup_runtime::cli::run_logs(a),
+        NodeCommand::Controlplane(a) => rktup_controlplane::cli::run_controlplane(a),
+        NodeCommand::Stage1(a) => rktup_runtime::cli::run_stage1(a),
     };
-    match delegated {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -310,6 +310,8 @@ pub(crate) fn build(
         }
     }
     if !errors.is_empty() {
+        // One variable feeding two settings (KUBE_OS_DISTRIBUTION) is one mistake, said once.
+        errors.dedup();
         return Err(InvalidSettings(errors));
     }
     let c = Checked { values };
