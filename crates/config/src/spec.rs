@@ -334,3 +334,78 @@ mod tests {
         }
     }
 }
+
+/// The README's settings table, generated so it can never drift from the code.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| Environment | Flag | Providers | Default | Meaning |\n|---|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let providers: Vec<&str> = Provider::ALL
+            .iter()
+            .filter(|p| s.applies_to(**p))
+            .map(|p| p.as_str())
+            .collect();
+        let mut envs: Vec<String> = Vec::new();
+        for (name, scope) in s.env {
+            let only: Vec<&str> = Provider::ALL
+                .iter()
+                .filter(|p| scope.contains(**p) && s.applies_to(**p))
+                .map(|p| p.as_str())
+                .collect();
+            let entry = if only.len() == providers.len() {
+                format!("`{name}`")
+            } else {
+                format!("`{name}` ({})", only.join(", "))
+            };
+            if !envs.contains(&entry) {
+                envs.push(entry);
+            }
+        }
+        let flag = match (s.flag, crate::flags::global_flag_for(s.key)) {
+            (Some(f), _) => {
+                let mut all = vec![format!("`--{f}`")];
+                all.extend(s.flag_aliases.iter().map(|a| format!("`--{a}`")));
+                all.join(", ")
+            }
+            (None, Some(g)) => format!("`{g}`"),
+            (None, None) => String::new(),
+        };
+        let shown = |d: &str| {
+            if d.is_empty() {
+                "(empty)".to_string()
+            } else {
+                format!("`{d}`")
+            }
+        };
+        let applicable: Vec<Provider> = Provider::ALL
+            .into_iter()
+            .filter(|p| s.applies_to(*p))
+            .collect();
+        let mut distinct: Vec<&str> = applicable.iter().map(|p| s.default_for(*p)).collect();
+        distinct.dedup();
+        // Per-provider defaults are spelled out when they differ.
+        let default = if distinct.len() == 1 {
+            shown(distinct[0])
+        } else {
+            applicable
+                .iter()
+                .map(|p| format!("{p}: {}", shown(s.default_for(*p))))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let mut meaning = s.help.replace('|', "\\|");
+        if let Some(n) = s.note {
+            meaning.push_str(&format!(" — {n}"));
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            envs.join("<br>"),
+            flag,
+            providers.join(", "),
+            default,
+            meaning
+        ));
+    }
+    out
+}
