@@ -51,7 +51,7 @@ fn pull_unpack_once_and_stack_with_whiteouts() {
         "{err}"
     );
 
-    let puller = Puller::new().with_insecure_registries(&[reg.addr.clone()]);
+    let puller = Puller::new().with_insecure_registries(std::slice::from_ref(&reg.addr));
     // Concurrent pulls of the same image: both succeed and yield the same record.
     let (a, b) = std::thread::scope(|s| {
         let h1 = s.spawn(|| ensure_image(&store, &puller, &multi, PullPolicy::Always).unwrap());
