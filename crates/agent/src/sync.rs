@@ -1,0 +1,176 @@
+//! Reconciling static pod manifests with the pods on disk.
+
+use k8s_openapi::api::core::v1::Pod;
+use rktup_runtime::manifest::parse_pod;
+use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::util;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A manifest file as read this round.
+pub struct Manifest {
+    pub path: PathBuf,
+    pub hash: String,
+    pub pod: Result<Pod, String>,
+}
+
+/// Read every manifest (kubelet: all non-hidden regular files of the directory).
+pub fn read_manifests(dir: &Path) -> Vec<Manifest> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !n.ends_with('~') && !n.ends_with(".swp"))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let hash = util::hex(&Sha256::digest(text.as_bytes()));
+            let pod = parse_pod(&path.display().to_string(), &text).map_err(|e| e.to_string());
+            Some(Manifest { path, hash, pod })
+        })
+        .collect()
+}
+
+pub struct Agent {
+    pub rt: Runtime,
+    pub verbosity: u8,
+    reported: BTreeSet<String>,
+}
+
+pub fn log(msg: &str) {
+    eprintln!("{} agent: {msg}", util::rfc3339_nanos(util::now_nanos()));
+}
+
+impl Agent {
+    pub fn new(rt: Runtime, verbosity: u8) -> Agent {
+        Agent {
+            rt,
+            verbosity,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    fn v(&self, level: u8, msg: impl FnOnce() -> String) {
+        if self.verbosity >= level {
+            log(&msg());
+        }
+    }
+
+    /// At start: pods whose supervisor still runs are re-adopted untouched; pods whose supervisor
+    /// died mid-way are cleaned up (DEL, cgroups, mounts) and marked exited.
+    pub fn adopt(&self) -> usize {
+        let mut adopted = 0;
+        for p in self.rt.list() {
+            if p.alive {
+                adopted += 1;
+                self.v(2, || {
+                    format!(
+                        "re-adopted running pod k8s_{} ({}/{})",
+                        p.plan.uuid, p.plan.namespace, p.plan.name
+                    )
+                });
+            } else if !matches!(
+                p.status.state,
+                rktup_runtime::pod::PodState::Exited | rktup_runtime::pod::PodState::Refused
+            ) {
+                self.v(2, || {
+                    format!("pod k8s_{} lost its supervisor: cleaning up", p.plan.uuid)
+                });
+                if let Err(e) = self.rt.stop(&p) {
+                    log(&format!("failed to clean up pod k8s_{}: {e}", p.plan.uuid));
+                }
+            }
+        }
+        adopted
+    }
+
+    /// One reconcile round over the manifest directory.
+    pub fn sync(&mut self, manifest_dir: &Path) {
+        let manifests = read_manifests(manifest_dir);
+        let pods = self.rt.list();
+        let mut by_source: BTreeMap<PathBuf, Vec<PodEntry>> = BTreeMap::new();
+        for p in pods {
+            if let Some(s) = &p.plan.source {
+                by_source.entry(s.clone()).or_default().push(p);
+            }
+        }
+        let mut to_remove: Vec<PodEntry> = Vec::new();
+        let mut to_start: Vec<&Manifest> = Vec::new();
+        let wanted: BTreeSet<PathBuf> = manifests.iter().map(|m| m.path.clone()).collect();
+        for m in &manifests {
+            let existing = by_source.remove(&m.path).unwrap_or_default();
+            let (same, other): (Vec<PodEntry>, Vec<PodEntry>) = existing
+                .into_iter()
+                .partition(|p| p.plan.source_hash == m.hash);
+            to_remove.extend(other);
+            match &m.pod {
+                Err(e) => {
+                    if self
+                        .reported
+                        .insert(format!("{}:{}", m.path.display(), m.hash))
+                    {
+                        log(&format!("ignoring manifest {}: {e}", m.path.display()));
+                    }
+                }
+                Ok(_) if same.is_empty() => to_start.push(m),
+                Ok(_) => {
+                    // Duplicates (should not happen): keep the first.
+                    to_remove.extend(same.into_iter().skip(1));
+                }
+            }
+        }
+        for (src, pods) in by_source {
+            if !wanted.contains(&src) {
+                to_remove.extend(pods);
+            }
+        }
+        let rt = &self.rt;
+        let verbosity = self.verbosity;
+        std::thread::scope(|s| {
+            for p in &to_remove {
+                s.spawn(move || {
+                    if verbosity >= 2 {
+                        log(&format!(
+                            "manifest {} changed or removed: stopping pod k8s_{}",
+                            p.plan.source.as_deref().unwrap_or(Path::new("?")).display(),
+                            p.plan.uuid
+                        ));
+                    }
+                    if let Err(e) = rt.remove(p) {
+                        log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
+                    }
+                });
+            }
+        });
+        std::thread::scope(|s| {
+            for m in &to_start {
+                let Ok(pod) = &m.pod else { continue };
+                s.spawn(move || match rt.run_pod(pod, Some(&m.path), &m.hash) {
+                    Ok(e) => {
+                        if verbosity >= 2 {
+                            log(&format!(
+                                "started pod k8s_{} ({}/{}) from {}",
+                                e.plan.uuid,
+                                e.plan.namespace,
+                                e.plan.name,
+                                m.path.display()
+                            ));
+                        }
+                    }
+                    Err(e) => log(&format!("pod from {} refused: {e}", m.path.display())),
+                });
+            }
+        });
+    }
+}
