@@ -130,3 +130,254 @@ spec:
     node.assert_clean(&[uuid], Some(&bridge));
     delete_link(&bridge);
 }
+
+#[test]
+fn restart_policies_with_backoff_and_oom_killed() {
+    let node = Node::new(&[]);
+    let (bridge, _) = node.bridge_net("1.0.0");
+    let state = node.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let img = &node.busybox;
+    // OnFailure: fails twice, then succeeds → 2 restarts, Completed, pod Succeeded.
+    node.put(
+        "onfailure.yaml",
+        &format!(
+            r#"metadata: {{name: onfailure}}
+spec:
+  restartPolicy: OnFailure
+  volumes: [{{name: st, hostPath: {{path: {st}}}}}]
+  containers:
+  - name: flaky
+    image: {img}
+    command: ["sh", "-c", "n=$(cat /st/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /st/n; echo run $n; [ $n -ge 3 ]"]
+    volumeMounts: [{{name: st, mountPath: /st}}]
+"#,
+            st = state.display()
+        ),
+    );
+    // Always: exits 0 and is restarted anyway.
+    node.put(
+        "always.yaml",
+        &format!(
+            "metadata: {{name: always}}\nspec:\n  containers:\n  - name: a\n    image: {img}\n    command: [\"sh\", \"-c\", \"echo tick\"]\n"
+        ),
+    );
+    // Memory limit → OOMKilled.
+    node.put(
+        "oom.yaml",
+        &format!(
+            r#"metadata: {{name: oom}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: {img}
+    command: ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${{#x}}"]
+    resources: {{limits: {{memory: 32Mi, cpu: 500m, pids: "64"}}}}
+"#
+        ),
+    );
+    let p = node.wait_pod("onfailure", "succeeded after two restarts", 60, |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let c = &p["status"]["containers"][0];
+    assert_eq!(c["restart_count"], 2, "{p:#}");
+    assert_eq!(c["reason"], "Completed");
+    let logs = node.rkt_ok(&["logs", &uuid_of(&p)]);
+    assert_eq!(
+        logs, "run 1\nrun 2\nrun 3\n",
+        "one file per run, printed in order"
+    );
+    let p = node.wait_pod("always", "restarted at least twice", 60, |p| {
+        p["status"]["containers"][0]["restart_count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    assert_eq!(p["status"]["state"], "running");
+    let p = node.wait_pod("oom", "terminated", 60, |p| {
+        p["status"]["state"] == "exited"
+    });
+    let c = &p["status"]["containers"][0];
+    assert_eq!(c["reason"], "OOMKilled", "{p:#}");
+    assert_eq!(c["exit_code"], 137, "{p:#}");
+    // The limits really were applied to the container's cgroup while it ran: check the always pod.
+    let uuid = uuid_of(&node.wait_pod("always", "listed", 5, |_| true));
+    for m in ["onfailure.yaml", "always.yaml", "oom.yaml"] {
+        node.delete(m);
+    }
+    node.wait_no_pods(60);
+    node.assert_clean(&[uuid], Some(&bridge));
+    delete_link(&bridge);
+}
+
+#[test]
+fn limits_reach_the_cgroup_and_security_context_applies() {
+    let node = Node::new(&[]);
+    let (bridge, _) = node.bridge_net("0.4.0");
+    let img = &node.busybox;
+    node.put(
+        "sec.yaml",
+        &format!(
+            r#"metadata: {{name: sec}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {img}
+    command: ["sh", "-c", "id; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; touch /rootfs-write && echo writable || echo readonly; touch /tmp/x 2>/dev/null; sleep 1000"]
+    resources: {{limits: {{memory: 48Mi, cpu: 250m}}}}
+    securityContext:
+      runAsUser: 1234
+      runAsGroup: 5678
+      readOnlyRootFilesystem: true
+      capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}
+"#
+        ),
+    );
+    let p = node.wait_pod("sec", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
+    let uuid = uuid_of(&p);
+    let logs = rktup_testkit::wait_for("logs", std::time::Duration::from_secs(10), || {
+        let l = node.rkt_ok(&["logs", &uuid]);
+        l.contains("only").then_some(l)
+    });
+    assert!(logs.contains("uid=1234 gid=5678"), "{logs}");
+    assert!(
+        logs.contains("CapBnd:\t0000000000000400"),
+        "only NET_BIND_SERVICE (bit 10): {logs}"
+    );
+    assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
+    assert!(logs.contains("readonly"), "{logs}");
+    let cg = |ctrl: &str, file: &str| -> String {
+        let v1 = std::path::Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join(format!("rktup/k8s_{uuid}/c/{file}"));
+        std::fs::read_to_string(v1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let d = std::path::Path::new("/sys/fs/cgroup").join(format!("rktup/k8s_{uuid}/c"));
+        assert_eq!(
+            std::fs::read_to_string(d.join("memory.max"))
+                .unwrap()
+                .trim(),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("cpu.max")).unwrap().trim(),
+            "25000 100000"
+        );
+    } else {
+        assert_eq!(
+            cg("memory", "memory.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "25000");
+    }
+    // Stop: sh as pid 1 ignores SIGTERM, so the 1s grace period ends in SIGKILL.
+    let t = std::time::Instant::now();
+    node.delete("sec.yaml");
+    node.wait_no_pods(30);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "grace period honoured"
+    );
+    node.assert_clean(&[uuid], Some(&bridge));
+    delete_link(&bridge);
+}
+
+#[test]
+fn agent_restart_readopts_running_pods_and_removal_cleans() {
+    let mut node = Node::new(&[]);
+    let (bridge, _) = node.bridge_net("0.4.0");
+    let img = &node.busybox;
+    node.put(
+        "long.yaml",
+        &format!(
+            "metadata: {{name: long}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: sleeper\n    image: {img}\n    command: [\"sh\", \"-c\", \"trap 'echo got TERM; exit 0' TERM; echo started; while true; do sleep 0.2; done\"]\n"
+        ),
+    );
+    let p = node.wait_pod("long", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
+    let uuid = uuid_of(&p);
+    let pid = p["status"]["containers"][0]["pid"].as_i64().unwrap();
+    let sup = p["status"]["supervisor_pid"].as_i64().unwrap();
+    node.kill_agent();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pod survives the agent's SIGKILL"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    node.start_agent();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pods = node.pods();
+    assert_eq!(pods.len(), 1, "no duplicate: {pods:#?}");
+    assert_eq!(uuid_of(&pods[0]), uuid);
+    assert_eq!(
+        pods[0]["status"]["containers"][0]["pid"].as_i64(),
+        Some(pid),
+        "untouched"
+    );
+    assert_eq!(pods[0]["status"]["containers"][0]["restart_count"], 0);
+    assert_eq!(pods[0]["status"]["supervisor_pid"].as_i64(), Some(sup));
+    assert!(node
+        .agent_log()
+        .contains(&format!("re-adopted running pod k8s_{uuid}")));
+    let list = node.rkt_ok(&["rkt", "list"]);
+    assert!(
+        list.contains(&uuid[..8]) && list.contains("running"),
+        "{list}"
+    );
+    // SIGTERM to the agent stops the agent, not the pods.
+    if let Some(c) = &node.agent {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    if let Some(mut c) = node.agent.take() {
+        c.wait().unwrap();
+    }
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    node.start_agent();
+    // Manifest removed → SIGTERM reaches the container (it traps it), pod stopped and cleaned.
+    let logs_before = node.rkt_ok(&["logs", &uuid]);
+    assert!(logs_before.contains("started"));
+    node.delete("long.yaml");
+    node.wait_no_pods(30);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    node.assert_clean(&[uuid], Some(&bridge));
+    delete_link(&bridge);
+}
+
+#[test]
+fn manifest_change_replaces_the_pod_and_multi_layer_image_runs() {
+    let node = Node::new(&[]);
+    let (bridge, _) = node.bridge_net("0.4.0");
+    let m = |cmd: &str| {
+        format!(
+            "metadata: {{name: web}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {}\n    command: [\"sh\", \"-c\", \"{cmd}\"]\n",
+            node.multi
+        )
+    };
+    node.put(
+        "web.yaml",
+        &m("ls /var/lib/data; test -e /etc/motd || echo no-motd; cat /etc/layer2"),
+    );
+    let p1 = node.wait_pod("web", "done", 60, |p| p["status"]["state"] == "exited");
+    let logs = node.rkt_ok(&["logs", &uuid_of(&p1)]);
+    assert_eq!(logs, "new\nno-motd\nlayer two\n");
+    node.put("web.yaml", &m("echo second"));
+    let p2 = node.wait_pod("web", "replaced", 60, |p| {
+        uuid_of(p) != uuid_of(&p1) && p["status"]["state"] == "exited"
+    });
+    assert_eq!(node.pods().len(), 1);
+    assert_eq!(node.rkt_ok(&["logs", &uuid_of(&p2)]), "second\n");
+    node.delete("web.yaml");
+    node.wait_no_pods(30);
+    node.assert_clean(&[uuid_of(&p1), uuid_of(&p2)], Some(&bridge));
+    delete_link(&bridge);
+}

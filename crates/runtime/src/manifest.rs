@@ -42,7 +42,8 @@ pub fn parse_pod(file: &str, text: &str) -> Result<Pod, PlanError> {
 }
 
 /// Resolves the pod network for the given hostPort mappings.
-pub type NetworkResolver<'a> = dyn Fn(&[PortMapping]) -> Result<Option<NetworkPlan>, PlanError> + 'a;
+pub type NetworkResolver<'a> =
+    dyn Fn(&[PortMapping]) -> Result<Option<NetworkPlan>, PlanError> + 'a;
 
 /// Node-level inputs to planning.
 pub struct PlanContext<'a> {

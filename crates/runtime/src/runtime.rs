@@ -395,7 +395,12 @@ impl Runtime {
             let (Ok(plan), Ok(status)) = (read_plan(&dir), read_status(&dir)) else {
                 continue;
             };
-            let alive = util::process_alive(status.supervisor_pid, status.supervisor_start);
+            // Spawned but not yet reporting (supervisor_pid still 0) counts as alive for a while.
+            let starting = status.supervisor_pid == 0
+                && status.state == PodState::Preparing
+                && util::now_secs() - plan.created_at < 30;
+            let alive =
+                starting || util::process_alive(status.supervisor_pid, status.supervisor_start);
             out.push(PodEntry {
                 dir,
                 plan,
@@ -435,7 +440,11 @@ impl Runtime {
     /// Ask the supervisor to stop (SIGTERM → containers get SIGTERM, then SIGKILL after the grace
     /// period) and wait until the pod exited; if the supervisor is gone, clean up in its place.
     pub fn stop(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
-        let st = &entry.status;
+        let mut st = read_status(&entry.dir)?;
+        if st.supervisor_pid == 0 && st.state == PodState::Preparing {
+            st = self.wait_for_supervisor(&entry.dir, Duration::from_secs(10))?;
+        }
+        let st = &st;
         if util::process_alive(st.supervisor_pid, st.supervisor_start) {
             crate::stage1::sys::kill(st.supervisor_pid, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(entry.plan.grace_seconds + 20);

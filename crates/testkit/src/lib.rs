@@ -33,7 +33,7 @@ pub fn unique() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    std::process::id().wrapping_mul(31) ^ (n << 20)
+    ((std::process::id() % 4096) << 8) | (n % 256)
 }
 
 /// Debian's docker-registry on 127.0.0.1:<free port>, killed and wiped on drop.
