@@ -36,6 +36,8 @@ pub struct Node {
     pub busybox: String,
     pub multi: String,
     pub extra_args: Vec<String>,
+    /// Links (bridges) this test created, deleted on drop after the pods are gone.
+    pub links: std::cell::RefCell<Vec<String>>,
     _images: Images,
 }
 
@@ -61,6 +63,7 @@ impl Node {
             busybox,
             multi,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            links: Default::default(),
             registry,
             dir,
             _images: images,
@@ -221,6 +224,7 @@ impl Node {
         let bridge = format!("rkt{:x}", u & 0xfffff);
         let subnet = format!("10.{}.{}.0/24", 100 + (u % 100), (u / 100) % 250);
         let data = self.dir.path().join("ipam");
+        self.own_link(&bridge);
         std::fs::write(
             self.cni.join("10-test.conf"),
             format!(
@@ -230,6 +234,10 @@ impl Node {
         )
         .expect("write cni conf");
         (bridge, subnet)
+    }
+
+    pub fn own_link(&self, name: &str) {
+        self.links.borrow_mut().push(name.to_string());
     }
 
     /// Nothing of any pod left on the host.
@@ -299,6 +307,9 @@ impl Drop for Node {
         }
         if let Some(mut c) = self.agent.take() {
             let _ = c.wait();
+        }
+        for l in self.links.borrow().iter() {
+            delete_link(l);
         }
     }
 }

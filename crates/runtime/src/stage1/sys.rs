@@ -373,7 +373,21 @@ struct CapData {
     inheritable: u32,
 }
 
+/// Our own permitted set (a container never gets more than its runtime has, e.g. when the node
+/// itself runs in a container with a reduced bounding set).
+pub fn current_permitted() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapPrm:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 pub fn capset(set: u64) -> Result<()> {
+    let set = set & current_permitted();
     let mut h = CapHeader {
         version: 0x2008_0522,
         pid: 0,
