@@ -15,7 +15,9 @@ fn image_commands_and_rkt_link() {
         "user.yaml",
         &format!("metadata: {{name: user}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '1000']\n", node.busybox),
     );
-    node.wait_pod("user", "running", 60, |p| p["status"]["containers"][0]["state"] == "running");
+    node.wait_pod("user", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
     // Air-gapped import of a docker-archive and an oci-archive.
     let images = rktup_testkit::Images::build();
     let docker = node.dir.path().join("bb.tar");
@@ -24,21 +26,40 @@ fn image_commands_and_rkt_link() {
     assert!(out.contains("example.com/air/bb:v1"), "{out}");
     let oci = node.dir.path().join("multi.tar");
     images.oci_archive("multi", &oci);
-    node.rkt_ok(&["rkt", "image", "import", oci.to_str().unwrap(), "--name", "example.com/air/multi:v2"]);
+    node.rkt_ok(&[
+        "rkt",
+        "image",
+        "import",
+        oci.to_str().unwrap(),
+        "--name",
+        "example.com/air/multi:v2",
+    ]);
     // fetch through the api-service (pull from the test registry).
     let fetched = node.rkt_ok(&["rkt", "fetch", &node.multi]);
     assert!(fetched.starts_with("sha256-"), "{fetched}");
     // The link named rkt behaves as `rktup rkt`.
     let link = node.dir.path().join("rkt");
     std::os::unix::fs::symlink(rktup_bin(), &link).unwrap();
-    let out = Command::new(&link).args(["image", "list", "--rkt-api-endpoint", &node.endpoint]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&link)
+        .args(["image", "list", "--rkt-api-endpoint", &node.endpoint])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list = String::from_utf8_lossy(&out.stdout).into_owned();
     let header = list.lines().next().unwrap();
     for col in ["ID", "NAME", "SIZE", "IMPORT TIME", "LAST USED"] {
         assert!(header.contains(col), "{header}");
     }
-    for n in ["example.com/air/bb:v1", "example.com/air/multi:v2", "test/busybox:1", "test/multi:1"] {
+    for n in [
+        "example.com/air/bb:v1",
+        "example.com/air/multi:v2",
+        "test/busybox:1",
+        "test/multi:1",
+    ] {
         assert!(list.contains(n), "{n} in\n{list}");
     }
     // busybox is used by the running pod: rm refuses, gc keeps it.
@@ -68,17 +89,33 @@ fn logs_follow_until_the_container_exits() {
             node.busybox
         ),
     );
-    let p = node.wait_pod("talk", "running", 60, |p| p["status"]["containers"][0]["state"] == "running");
+    let p = node.wait_pod("talk", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
     let short: String = uuid_of(&p).chars().take(8).collect();
     let mut child = Command::new(rktup_bin())
-        .args(["logs", &format!("k8s_{short}"), "--follow", "--rkt-api-endpoint", &node.endpoint])
+        .args([
+            "logs",
+            &format!("k8s_{short}"),
+            "--follow",
+            "--rkt-api-endpoint",
+            &node.endpoint,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(out, "line 1\nline 2\nline 3\nline 4\nline 5\n", "followed to the end, then exited");
+    assert_eq!(
+        out, "line 1\nline 2\nline 3\nline 4\nline 5\n",
+        "followed to the end, then exited"
+    );
     node.delete("talk.yaml");
     node.wait_no_pods(30);
 }

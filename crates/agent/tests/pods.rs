@@ -241,7 +241,7 @@ spec:
     let uuid = uuid_of(&p);
     let logs = rktup_testkit::wait_for("logs", std::time::Duration::from_secs(10), || {
         let l = node.rkt_ok(&["logs", &uuid]);
-        l.contains("only").then_some(l)
+        (l.contains("readonly\n") || l.contains("writable\n")).then_some(l)
     });
     assert!(logs.contains("uid=1234 gid=5678"), "{logs}");
     assert!(
@@ -249,7 +249,7 @@ spec:
         "only NET_BIND_SERVICE (bit 10): {logs}"
     );
     assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
-    assert!(logs.contains("readonly"), "{logs}");
+    assert!(logs.contains("readonly\n"), "{logs}");
     let cg = |ctrl: &str, file: &str| -> String {
         let v1 = std::path::Path::new("/sys/fs/cgroup")
             .join(ctrl)

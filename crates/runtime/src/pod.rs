@@ -166,6 +166,10 @@ pub struct PodPlan {
 pub struct KvmPlan {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
+    /// `/lib/modules/<version>` of the guest kernel (9p and virtio modules go into the initramfs).
+    pub modules: PathBuf,
+    /// The static busybox that becomes the guest's init userland.
+    pub busybox: PathBuf,
     pub memory_mib: u64,
 }
 

@@ -309,7 +309,22 @@ impl Runtime {
         plan.verbosity = self.cfg.verbosity;
         plan.cgroup_parent = self.cfg.cgroup_parent.clone();
         if plan.stage1 == Stage1Flavor::Kvm {
-            plan.kvm = crate::stage1::kvm::find_kvm();
+            match crate::stage1::kvm::find_kvm() {
+                Ok(k) => plan.kvm = Some(k),
+                Err(why) => {
+                    let e = PlanError::Stage1Refused {
+                        name: Stage1Flavor::Kvm.image_name().into(),
+                        why,
+                    };
+                    write_plan(&dir, &plan)?;
+                    let mut st = PodStatus::new(&plan, PodState::Refused);
+                    st.phase = "Failed".into();
+                    st.reason = Some("Stage1Unavailable".into());
+                    st.message = Some(e.to_string());
+                    write_status(&dir, &st)?;
+                    return Err(e.into());
+                }
+            }
         }
         write_plan(&dir, &plan)?;
         let mut st = PodStatus::new(&plan, PodState::Preparing);

@@ -162,7 +162,19 @@ pub fn mount_rootfs(
 }
 
 /// Volumes, /etc files, /proc, /sys, /dev below `rootfs`.
-pub fn populate(l: &Launch, fly: bool) -> Result<(), String> {
+/// What `populate` mounts besides volumes and /etc files.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Populate {
+    /// Fresh /proc, /sys, /dev (coreos).
+    Container,
+    /// The host's /proc, /sys, /dev (fly).
+    Fly,
+    /// Nothing: the guest mounts its own (kvm; the host's must not be shared into the VM).
+    Kvm,
+}
+
+pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
+    let fly = mode == Populate::Fly;
     let c = l.c;
     let root = &l.rootfs;
     for m in &c.mounts {
@@ -199,6 +211,9 @@ pub fn populate(l: &Launch, fly: bool) -> Result<(), String> {
             .map_err(|e| format!("failed to create {}: {e}", target.display()))?;
         sys::bind(&l.pod_dir.join("etc").join(f), &target, false)
             .map_err(|e| format!("failed to mount /etc/{f}: {e}"))?;
+    }
+    if mode == Populate::Kvm {
+        return Ok(());
     }
     let proc_ = inside(root, "/proc");
     let sys_ = inside(root, "/sys");
@@ -322,7 +337,7 @@ fn container_init(l: &Launch) -> ! {
         if let Err(e) = mount_rootfs(c, &l.rootfs, &l.upper, &l.work) {
             fail(l.err_w, format!("failed to mount the rootfs: {e}"));
         }
-        if let Err(e) = populate(l, false) {
+        if let Err(e) = populate(l, Populate::Container) {
             fail(l.err_w, e);
         }
     }

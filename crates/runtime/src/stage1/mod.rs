@@ -31,13 +31,15 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static VERBOSITY: AtomicU8 = AtomicU8::new(2);
 
 /// Log a runtime step to the supervisor's own log (`<pod dir>/stage1.log`) when `--v` >= level.
-macro_rules! vlog {
+macro_rules! vlog_impl {
     ($lvl:expr, $($arg:tt)*) => {
         if VERBOSITY.load(Ordering::Relaxed) >= $lvl {
             eprintln!("{} stage1[{}]: {}", util::rfc3339_nanos(util::now_nanos()), std::process::id(), format!($($arg)*));
         }
     };
 }
+
+pub(crate) use vlog_impl as vlog;
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
@@ -96,11 +98,9 @@ pub fn run_supervisor(pod_dir: &Path) -> Result<(), Stage1Error> {
     let plan = read_plan(pod_dir)?;
     VERBOSITY.store(plan.verbosity, Ordering::Relaxed);
     install_handlers();
-    if plan.stage1 == Stage1Flavor::Kvm {
-        return kvm::run(&plan, pod_dir);
-    }
+    let kvm = plan.stage1 == Stage1Flavor::Kvm;
     let mut s = Supervisor::new(plan, pod_dir);
-    let r = s.run();
+    let r = if kvm { s.run_kvm() } else { s.run() };
     s.teardown();
     r
 }
@@ -479,7 +479,7 @@ impl Supervisor {
                     sys::mount(None, &rootfs, None, libc::MS_PRIVATE, None)
                         .map_err(|e| e.to_string())
                 })
-                .and_then(|_| container::populate(&launch, true));
+                .and_then(|_| container::populate(&launch, container::Populate::Fly));
             if let Err(m) = r {
                 for fd in [out_r, out_w, err_r, err_w, pid_r, pid_w, e_r, e_w] {
                     sys::close(fd);
