@@ -247,11 +247,6 @@ impl Runtime {
             cni::load_network(&dir, name).map_err(|e| PlanError::Network(e.to_string()))?;
         let dirs = cni::default_plugin_dirs(self.cfg.network_plugin_dir.as_deref());
         cni::find_plugins(&network, &dirs).map_err(|e| PlanError::Network(e.to_string()))?;
-        cni::find_plugin("loopback", &dirs).ok_or_else(|| {
-            PlanError::Network(format!(
-                "failed to find CNI plugin \"loopback\" in {dirs:?}"
-            ))
-        })?;
         Ok(Some(NetworkPlan {
             network,
             plugin_dirs: dirs,

@@ -96,6 +96,27 @@ pub fn pivot_root(new_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `ip link set lo up` in the current network namespace (SIOCSIFFLAGS, netdevice(7)).
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: a plain datagram socket used only for the interface ioctls below.
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain old data; name "lo" fits IFNAMSIZ; fd is ours.
+    let r = unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        r
+    };
+    close(fd);
+    cvt(r)?;
+    Ok(())
+}
+
 pub fn sethostname(name: &str) -> Result<()> {
     // SAFETY: pointer/length of a live byte slice.
     cvt(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) })?;
