@@ -106,9 +106,14 @@ spec:
     let status = node.rkt_ok(&["rkt", "status", &short]);
     assert!(status.contains("state=exited"), "{status}");
     assert!(
-        status.contains("app-main=terminated exitCode=3 reason=Error"),
+        status.contains("\napp-main=3\n"),
+        "rkt's app exit line: {status}"
+    );
+    assert!(
+        status.contains("app-main-status=terminated exitCode=3 reason=Error"),
         "{status}"
     );
+    assert!(status.contains("exited=true"), "{status}");
     assert!(
         status.contains(&format!("networks=rkt.kubernetes.io:ip4={ip}")),
         "{status}"

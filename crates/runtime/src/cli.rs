@@ -189,16 +189,12 @@ pub fn format_list(pods: &[PodInfo], full: bool, legend: bool) -> String {
     table(&rows)
 }
 
-/// `rkt status` output: key=value lines.
+/// `rkt status` output: rkt's key=value lines first (state, created, started, networks, pid,
+/// exited, and `app-<name>=<exit code>` for apps that exited), then rktup's extra lines.
 pub fn format_status(p: &PodInfo) -> String {
     let s = &p.status;
     let mut out = String::new();
-    out.push_str(&format!("uuid={}\n", p.uuid));
-    out.push_str(&format!("unit=k8s_{}\n", p.uuid));
-    out.push_str(&format!("pod={}/{}\n", p.namespace, p.name));
     out.push_str(&format!("state={}\n", s.state.as_str()));
-    out.push_str(&format!("phase={}\n", s.phase));
-    out.push_str(&format!("stage1={}\n", p.stage1.image_name()));
     out.push_str(&format!("created={}\n", util::rfc3339(s.created_at)));
     if let Some(t) = s.started_at {
         out.push_str(&format!("started={}\n", util::rfc3339(t)));
@@ -212,14 +208,30 @@ pub fn format_status(p: &PodInfo) -> String {
         crate::pod::PodState::Exited | crate::pod::PodState::Refused
     );
     out.push_str(&format!("exited={exited}\n"));
+    let apps: Vec<_> = s
+        .init_containers
+        .iter()
+        .chain(s.containers.iter())
+        .collect();
+    for a in &apps {
+        if let Some(c) = a.exit_code {
+            out.push_str(&format!("app-{}={c}\n", a.name));
+        }
+    }
+    // rktup additions.
+    out.push_str(&format!("uuid={}\n", p.uuid));
+    out.push_str(&format!("unit=k8s_{}\n", p.uuid));
+    out.push_str(&format!("pod={}/{}\n", p.namespace, p.name));
+    out.push_str(&format!("phase={}\n", s.phase));
+    out.push_str(&format!("stage1={}\n", p.stage1.image_name()));
     if let Some(r) = &s.reason {
         out.push_str(&format!("reason={r}\n"));
     }
     if let Some(m) = &s.message {
         out.push_str(&format!("message={}\n", m.replace('\n', " ")));
     }
-    for a in s.init_containers.iter().chain(s.containers.iter()) {
-        let mut line = format!("app-{}={}", a.name, a.state);
+    for a in &apps {
+        let mut line = format!("app-{}-status={}", a.name, a.state);
         if let Some(c) = a.exit_code {
             line.push_str(&format!(" exitCode={c}"));
         }
