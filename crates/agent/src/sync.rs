@@ -95,6 +95,30 @@ impl Agent {
         adopted
     }
 
+    /// Whether a pod that exists for an unchanged manifest must be started again: its supervisor
+    /// died without finishing (crash, or the agent died between planning and spawning) and it
+    /// must keep running (restartPolicy Always), or it was refused for a reason that may pass
+    /// (image pull, network not ready). kubelet-style back-off: at least 10 s after the failure.
+    fn retry_due(&self, p: &PodEntry) -> bool {
+        use rktup_runtime::pod::{PodState, RestartPolicy};
+        let since = |t: Option<i64>| util::now_secs() - t.unwrap_or(p.plan.created_at) >= 10;
+        match p.status.state {
+            _ if p.alive => false,
+            PodState::Preparing | PodState::Running | PodState::Stopping => since(None),
+            PodState::Exited => {
+                p.plan.restart_policy == RestartPolicy::Always
+                    && p.status.phase != "Succeeded"
+                    && since(p.status.finished_at)
+            }
+            PodState::Refused => {
+                matches!(
+                    p.status.reason.as_deref(),
+                    Some("ErrImagePull" | "NetworkNotReady")
+                ) && since(None)
+            }
+        }
+    }
+
     /// One reconcile round over the manifest directory.
     pub fn sync(&mut self, manifest_dir: &Path) {
         let manifests = read_manifests(manifest_dir);
@@ -125,8 +149,22 @@ impl Agent {
                 }
                 Ok(_) if same.is_empty() => to_start.push(m),
                 Ok(_) => {
+                    let mut same = same.into_iter();
+                    if let Some(first) = same.next() {
+                        if self.retry_due(&first) {
+                            log(&format!(
+                                "pod k8s_{} ({}) is {} ({}): replacing it",
+                                first.plan.uuid,
+                                first.plan.name,
+                                first.status.state.as_str(),
+                                first.status.reason.as_deref().unwrap_or("supervisor gone")
+                            ));
+                            to_remove.push(first);
+                            to_start.push(m);
+                        }
+                    }
                     // Duplicates (should not happen): keep the first.
-                    to_remove.extend(same.into_iter().skip(1));
+                    to_remove.extend(same);
                 }
             }
         }

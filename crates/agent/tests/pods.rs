@@ -386,3 +386,44 @@ fn manifest_change_replaces_the_pod_and_multi_layer_image_runs() {
     node.assert_clean(&[uuid_of(&p1), uuid_of(&p2)], Some(&bridge));
     delete_link(&bridge);
 }
+
+#[test]
+fn a_crashed_supervisor_is_cleaned_up_and_the_pod_started_again() {
+    let node = Node::new(&[]);
+    let (bridge, _) = node.bridge_net("0.4.0");
+    node.put(
+        "crash.yaml",
+        &format!(
+            "metadata: {{name: crash}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '1000']\n",
+            node.busybox
+        ),
+    );
+    let p = node.wait_pod("crash", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
+    let old = uuid_of(&p);
+    let sup = p["status"]["supervisor_pid"].as_i64().unwrap() as i32;
+    let app = p["status"]["containers"][0]["pid"].as_i64().unwrap();
+    // SAFETY: killing the supervisor the test's agent started.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    let n = node.wait_pod("crash", "replaced by a new pod", 60, |p| {
+        uuid_of(p) != old && p["status"]["containers"][0]["state"] == "running"
+    });
+    assert_eq!(node.pods().len(), 1, "the old pod is gone");
+    // Killed via its cgroup; it may linger as a zombie until the host's PID 1 reaps it.
+    let stat = std::fs::read_to_string(format!("/proc/{app}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("");
+    assert!(
+        stat.is_empty() || state == "Z",
+        "old container killed: {stat}"
+    );
+    assert!(!node.root.join(format!("pods/{old}")).exists());
+    node.assert_pod_clean(&old);
+    node.delete("crash.yaml");
+    node.wait_no_pods(30);
+    node.assert_clean(&[uuid_of(&n)], Some(&bridge));
+}

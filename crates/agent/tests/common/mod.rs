@@ -240,6 +240,26 @@ impl Node {
         self.links.borrow_mut().push(name.to_string());
     }
 
+    /// Nothing of one pod left (while other pods may run).
+    pub fn assert_pod_clean(&self, uuid: &str) {
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(uuid))
+            .map(str::to_string)
+            .collect();
+        assert!(mounts.is_empty(), "mounts of {uuid} left: {mounts:#?}");
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup",
+        ] {
+            let p = Path::new(base).join(format!("rktup/k8s_{uuid}"));
+            assert!(!p.exists(), "cgroup left: {}", p.display());
+        }
+    }
+
     /// Nothing of any pod left on the host.
     pub fn assert_clean(&self, uuids: &[String], bridge: Option<&str>) {
         let root = self.root.display().to_string();
