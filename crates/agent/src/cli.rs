@@ -65,6 +65,9 @@ pub struct AgentArgs {
     /// Node name reported to pods (spec.nodeName); default: the hostname.
     #[arg(long)]
     pub hostname_override: Option<String>,
+    /// The node's IP, reported to pods as status.hostIP (downward API env).
+    #[arg(long)]
+    pub node_ip: Option<String>,
 }
 
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -106,6 +109,7 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
         cfg.node_name = n.clone();
     }
     cfg.registry_config = a.registry_config.clone();
+    cfg.host_ip = a.node_ip.clone();
     Ok(cfg)
 }
 

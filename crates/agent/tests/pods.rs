@@ -6,7 +6,7 @@ use common::*;
 
 #[test]
 fn run_exit_codes_env_volumes_logs_and_cleanup() {
-    let node = Node::new(&[]);
+    let node = Node::new(&["--node-ip", "127.0.0.1"]);
     let (bridge, subnet) = node.bridge_net("0.4.0");
     let hostdir = node.dir.path().join("hostpath");
     std::fs::create_dir_all(&hostdir).unwrap();
@@ -43,11 +43,15 @@ spec:
       valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
     - name: MY_NAME
       valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: HOST_IP
+      valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}
+    - name: APP_LABEL
+      valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}
     command: ["sh", "-c"]
     args:
     - |
       echo "hello $GREETING $COMBINED"
-      echo "ip=$MY_IP name=$MY_NAME pwd=$(pwd) host=$(hostname)"
+      echo "ip=$MY_IP name=$MY_NAME pwd=$(pwd) host=$(hostname) hostip=$HOST_IP label=$APP_LABEL"
       cat /scratch/mark /host/in
       echo out > /host/out
       grep -c job /etc/hosts
@@ -79,7 +83,9 @@ spec:
     let logs = node.rkt_ok(&["logs", &format!("k8s_{uuid}"), "-c", "main"]);
     assert!(logs.contains("hello world world-from-image"), "{logs}");
     assert!(
-        logs.contains(&format!("ip={ip} name=job pwd=/tmp host=job")),
+        logs.contains(&format!(
+            "ip={ip} name=job pwd=/tmp host=job hostip=127.0.0.1 label=job"
+        )),
         "{logs}"
     );
     assert!(logs.contains("init-was-here\nfrom-host\n"), "{logs}");

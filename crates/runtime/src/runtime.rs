@@ -81,6 +81,8 @@ pub struct RuntimeConfig {
     pub verbosity: u8,
     pub node_name: String,
     pub cgroup_parent: String,
+    /// The node's IP (downward API `status.hostIP`).
+    pub host_ip: Option<String>,
     /// The binary re-executed as `<exe> stage1 <pod dir>`: the running binary by default;
     /// `RKTUP_STAGE1_EXE` overrides (tests point it at the built `rktup`).
     pub stage1_exe: PathBuf,
@@ -111,6 +113,7 @@ impl RuntimeConfig {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into()),
             cgroup_parent: "rktup".into(),
+            host_ip: None,
             stage1_exe: exe,
         }
     }
@@ -270,7 +273,7 @@ impl Runtime {
             source,
         })?;
         let net = |ports: &[PortMapping]| self.resolve_network(ports);
-        let host_ip = None;
+        let host_ip = self.cfg.host_ip.clone();
         let ctx = PlanContext {
             store: &self.store,
             puller: &self.puller,
