@@ -65,6 +65,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
     let pods: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+    // Third argument `hostnet`: the 100 pods use hostNetwork (to separate CNI cost).
+    let many_hostnet = args.get(3).is_some_and(|a| a == "hostnet");
     let bin = rktup_bin();
     assert!(bin.exists(), "build rktup first: {}", bin.display());
     let images = Images::build();
@@ -223,7 +225,7 @@ fn main() {
         let p = manifests.join(format!("p{i}.yaml"));
         std::fs::write(
             &p,
-            format!("metadata: {{name: m{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n"),
+            format!("metadata: {{name: m{i}}}\nspec:\n  hostNetwork: {many_hostnet}\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n"),
         )
         .expect("manifest");
     }
