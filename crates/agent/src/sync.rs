@@ -7,6 +7,7 @@ use rktup_runtime::util;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A manifest file as read this round.
 pub struct Manifest {
@@ -43,9 +44,12 @@ pub fn read_manifests(dir: &Path) -> Vec<Manifest> {
 }
 
 pub struct Agent {
-    pub rt: Runtime,
+    pub rt: Arc<Runtime>,
     pub verbosity: u8,
     reported: BTreeSet<String>,
+    /// Pods being stopped in the background (their manifest is gone); a long grace period does
+    /// not hold up the next sync rounds.
+    removing: Arc<Mutex<BTreeSet<String>>>,
 }
 
 pub fn log(msg: &str) {
@@ -55,9 +59,10 @@ pub fn log(msg: &str) {
 impl Agent {
     pub fn new(rt: Runtime, verbosity: u8) -> Agent {
         Agent {
-            rt,
+            rt: Arc::new(rt),
             verbosity,
             reported: BTreeSet::new(),
+            removing: Arc::default(),
         }
     }
 
@@ -122,22 +127,26 @@ impl Agent {
     /// One reconcile round over the manifest directory.
     pub fn sync(&mut self, manifest_dir: &Path) {
         let manifests = read_manifests(manifest_dir);
-        let pods = self.rt.list();
+        let busy = self.removing.lock().map(|s| s.clone()).unwrap_or_default();
         let mut by_source: BTreeMap<PathBuf, Vec<PodEntry>> = BTreeMap::new();
-        for p in pods {
+        for p in self.rt.list() {
+            if busy.contains(&p.plan.uuid) {
+                continue;
+            }
             if let Some(s) = &p.plan.source {
                 by_source.entry(s.clone()).or_default().push(p);
             }
         }
-        let mut to_remove: Vec<PodEntry> = Vec::new();
-        let mut to_start: Vec<&Manifest> = Vec::new();
+        // Pods whose manifest is gone (stopped in the background), and per manifest the pods to
+        // stop before its (new) pod starts (changed manifest, or a retry).
+        let mut orphans: Vec<PodEntry> = Vec::new();
+        let mut jobs: Vec<(Option<&Manifest>, Vec<PodEntry>)> = Vec::new();
         let wanted: BTreeSet<PathBuf> = manifests.iter().map(|m| m.path.clone()).collect();
         for m in &manifests {
             let existing = by_source.remove(&m.path).unwrap_or_default();
-            let (same, other): (Vec<PodEntry>, Vec<PodEntry>) = existing
+            let (same, mut other): (Vec<PodEntry>, Vec<PodEntry>) = existing
                 .into_iter()
                 .partition(|p| p.plan.source_hash == m.hash);
-            to_remove.extend(other);
             match &m.pod {
                 Err(e) => {
                     if self
@@ -146,10 +155,12 @@ impl Agent {
                     {
                         log(&format!("ignoring manifest {}: {e}", m.path.display()));
                     }
+                    orphans.extend(other);
                 }
-                Ok(_) if same.is_empty() => to_start.push(m),
+                Ok(_) if same.is_empty() => jobs.push((Some(m), other)),
                 Ok(_) => {
                     let mut same = same.into_iter();
+                    let mut start = None;
                     if let Some(first) = same.next() {
                         if self.retry_due(&first) {
                             log(&format!(
@@ -159,54 +170,76 @@ impl Agent {
                                 first.status.state.as_str(),
                                 first.status.reason.as_deref().unwrap_or("supervisor gone")
                             ));
-                            to_remove.push(first);
-                            to_start.push(m);
+                            other.push(first);
+                            start = Some(m);
                         }
                     }
                     // Duplicates (should not happen): keep the first.
-                    to_remove.extend(same);
+                    orphans.extend(same);
+                    if start.is_some() || !other.is_empty() {
+                        jobs.push((start, other));
+                    }
                 }
             }
         }
         for (src, pods) in by_source {
             if !wanted.contains(&src) {
-                to_remove.extend(pods);
+                orphans.extend(pods);
             }
         }
-        let rt = &self.rt;
         let verbosity = self.verbosity;
-        std::thread::scope(|s| {
-            for p in &to_remove {
-                s.spawn(move || {
-                    if verbosity >= 2 {
-                        log(&format!(
-                            "manifest {} changed or removed: stopping pod k8s_{}",
-                            p.plan.source.as_deref().unwrap_or(Path::new("?")).display(),
-                            p.plan.uuid
-                        ));
-                    }
-                    if let Err(e) = rt.remove(p) {
-                        log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
-                    }
-                });
+        for p in orphans {
+            if let Ok(mut r) = self.removing.lock() {
+                r.insert(p.plan.uuid.clone());
             }
-        });
+            let rt = self.rt.clone();
+            let removing = self.removing.clone();
+            std::thread::spawn(move || {
+                if verbosity >= 2 {
+                    log(&format!(
+                        "manifest {} removed: stopping pod k8s_{}",
+                        p.plan.source.as_deref().unwrap_or(Path::new("?")).display(),
+                        p.plan.uuid
+                    ));
+                }
+                if let Err(e) = rt.remove(&p) {
+                    log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
+                }
+                if let Ok(mut r) = removing.lock() {
+                    r.remove(&p.plan.uuid);
+                }
+            });
+        }
+        let rt = &self.rt;
         std::thread::scope(|s| {
-            for m in &to_start {
-                let Ok(pod) = &m.pod else { continue };
-                s.spawn(move || match rt.run_pod(pod, Some(&m.path), &m.hash) {
-                    Ok(e) => {
+            for (m, old) in &jobs {
+                s.spawn(move || {
+                    // The old pod of a manifest stops before its replacement starts (hostPorts,
+                    // hostPath files and names stay unambiguous), as the kubelet does.
+                    for p in old {
                         if verbosity >= 2 {
-                            log(&format!(
-                                "started pod k8s_{} ({}/{}) from {}",
-                                e.plan.uuid,
-                                e.plan.namespace,
-                                e.plan.name,
-                                m.path.display()
-                            ));
+                            log(&format!("replacing pod k8s_{}: stopping it", p.plan.uuid));
+                        }
+                        if let Err(e) = rt.remove(p) {
+                            log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
                         }
                     }
-                    Err(e) => log(&format!("pod from {} refused: {e}", m.path.display())),
+                    let Some(m) = m else { return };
+                    let Ok(pod) = &m.pod else { return };
+                    match rt.run_pod(pod, Some(&m.path), &m.hash) {
+                        Ok(e) => {
+                            if verbosity >= 2 {
+                                log(&format!(
+                                    "started pod k8s_{} ({}/{}) from {}",
+                                    e.plan.uuid,
+                                    e.plan.namespace,
+                                    e.plan.name,
+                                    m.path.display()
+                                ));
+                            }
+                        }
+                        Err(e) => log(&format!("pod from {} refused: {e}", m.path.display())),
+                    }
                 });
             }
         });

@@ -433,3 +433,40 @@ fn a_crashed_supervisor_is_cleaned_up_and_the_pod_started_again() {
     node.wait_no_pods(30);
     node.assert_clean(&[uuid_of(&n)], Some(&bridge));
 }
+
+#[test]
+fn a_slow_stop_does_not_hold_up_new_pods() {
+    let node = Node::new(&[]);
+    let (bridge, _) = node.bridge_net("0.4.0");
+    let img = &node.busybox;
+    // sh as pid 1 ignores SIGTERM: this pod takes its whole 6 s grace period to stop.
+    node.put(
+        "slow.yaml",
+        &format!("metadata: {{name: slow}}\nspec:\n  terminationGracePeriodSeconds: 6\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'while true; do sleep 1; done']\n"),
+    );
+    let slow = node.wait_pod("slow", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
+    node.delete("slow.yaml");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    node.put(
+        "fast.yaml",
+        &format!("metadata: {{name: fast}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sleep, '1000']\n"),
+    );
+    let fast = node.wait_pod("fast", "running", 60, |p| {
+        p["status"]["containers"][0]["state"] == "running"
+    });
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "started while the slow pod was stopping: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        node.root.join(format!("pods/{}", uuid_of(&slow))).exists(),
+        "the slow pod is still stopping"
+    );
+    node.delete("fast.yaml");
+    node.wait_no_pods(30);
+    node.assert_clean(&[uuid_of(&slow), uuid_of(&fast)], Some(&bridge));
+}
