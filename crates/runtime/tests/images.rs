@@ -154,3 +154,42 @@ fn import_oci_and_docker_archives() {
     std::fs::write(&junk, b"").unwrap();
     assert!(rktup_runtime::image::archive::import(&store, &junk, None).is_err());
 }
+
+#[test]
+fn pull_policies_always_ifnotpresent_never() {
+    let images = Images::build();
+    let reg = Registry::start();
+    let name = reg.push(&images.layout, "busybox", "test/moving:latest");
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let puller = Puller::new().with_insecure_registries(std::slice::from_ref(&reg.addr));
+    // Default policy for :latest is Always, IfNotPresent for other tags (kubelet's rule).
+    assert_eq!(PullPolicy::from_k8s(None, &name), PullPolicy::Always);
+    assert_eq!(
+        PullPolicy::from_k8s(None, "x/y:1"),
+        PullPolicy::IfNotPresent
+    );
+    let a = ensure_image(&store, &puller, &name, PullPolicy::Always).unwrap();
+    // The tag moves to another image: Always sees it, IfNotPresent keeps what it has.
+    reg.push(&images.layout, "multi", "test/moving:latest");
+    let kept = ensure_image(&store, &puller, &name, PullPolicy::IfNotPresent).unwrap();
+    assert_eq!(kept.id, a.id);
+    let b = ensure_image(&store, &puller, &name, PullPolicy::Always).unwrap();
+    assert_ne!(b.id, a.id);
+    assert_eq!(b.layers.len(), 2);
+    // Without the registry: IfNotPresent and Never still work from the store, Always fails.
+    drop(reg);
+    assert_eq!(
+        ensure_image(&store, &puller, &name, PullPolicy::IfNotPresent)
+            .unwrap()
+            .id,
+        b.id
+    );
+    assert_eq!(
+        ensure_image(&store, &puller, &name, PullPolicy::Never)
+            .unwrap()
+            .id,
+        b.id
+    );
+    assert!(ensure_image(&store, &puller, &name, PullPolicy::Always).is_err());
+}
