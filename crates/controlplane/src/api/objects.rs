@@ -380,6 +380,30 @@ impl Core {
             }
         }
         apply_defaults(rd, &mut obj);
+        if (rd.group, rd.kind) == ("batch", "Job")
+            && obj.pointer("/spec/manualSelector") != Some(&json!(true))
+        {
+            // The Job REST strategy generates the selector from the uid.
+            let uid = meta_str(&obj, "uid").to_string();
+            let job = meta_str(&obj, "name").to_string();
+            obj["spec"]["selector"] =
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+            if !obj
+                .pointer("/spec/template/metadata/labels")
+                .is_some_and(Value::is_object)
+            {
+                obj["spec"]["template"]["metadata"]["labels"] = json!({});
+            }
+            if let Some(l) = obj
+                .pointer_mut("/spec/template/metadata/labels")
+                .and_then(Value::as_object_mut)
+            {
+                l.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+                l.insert("batch.kubernetes.io/job-name".into(), json!(job));
+                l.insert("controller-uid".into(), json!(uid));
+                l.insert("job-name".into(), json!(job));
+            }
+        }
         match (rd.group, rd.kind) {
             ("", "Pod") => {
                 let qos = super::fields::qos_class(&obj);
