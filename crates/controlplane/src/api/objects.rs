@@ -423,7 +423,12 @@ impl Core {
         if !causes.is_empty() {
             return Err(ApiError::invalid(rd, &name, causes));
         }
-        fields::record_update(&mut obj, None, &ctx.manager, &rd.api_version(), "Update");
+        if ctx.manager != "__apply__" {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+            fields::record_update(&mut obj, None, &ctx.manager, &rd.api_version(), "Update");
+        }
         if ctx.dry_run {
             return Ok(obj);
         }
@@ -787,7 +792,19 @@ impl Core {
             }
             patched["metadata"]["name"] = json!(name);
             let patched = self.normalize_checked(rd, &patched, ctx)?;
-            let new = self.merge_update(rd, &current.object, patched, subresource)?;
+            let applied_fields = patched.pointer("/metadata/managedFields").cloned();
+            let mut new = self.merge_update(rd, &current.object, patched, subresource)?;
+            if ctx.manager == "__apply__" {
+                // Server-side apply computed the ownership itself.
+                match applied_fields {
+                    Some(mf) => new["metadata"]["managedFields"] = mf,
+                    None => {
+                        if let Some(m) = new["metadata"].as_object_mut() {
+                            m.remove("managedFields");
+                        }
+                    }
+                }
+            }
             match self.commit_update(rd, &key, name, &current.object, new, current.revision, ctx) {
                 Err(e) if e.reason == "Conflict" && prv.is_empty() => continue,
                 other => return other,

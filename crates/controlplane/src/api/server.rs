@@ -687,16 +687,7 @@ impl ApiServer {
         if self.core.get_stored(rd, ns, name).is_none() {
             let mut obj = fields::apply(None, &config, manager, force, &av)?;
             obj["metadata"]["name"] = json!(name);
-            let mf = obj.pointer("/metadata/managedFields").cloned();
-            let mut created = self.core.create(rd, ns, obj, ctx)?;
-            if let Some(mf) = mf {
-                // `create` recorded nothing for the apply manager; keep the Apply entry.
-                created = self.core.modify(rd, ns, name, None, ctx, |o| {
-                    let mut o = o.clone();
-                    o["metadata"]["managedFields"] = mf.clone();
-                    Ok(o)
-                })?;
-            }
+            let created = self.core.create(rd, ns, obj, ctx)?;
             return Ok(json_response(StatusCode::CREATED, &created));
         }
         let out = self.core.modify(rd, ns, name, sub, ctx, |cur| {
