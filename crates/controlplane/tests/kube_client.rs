@@ -545,3 +545,52 @@ async fn data_survives_restart() {
         .expect("rv");
     assert!(after > before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_node_goes_not_ready_and_its_pods_are_evicted() {
+    let c = start().await;
+    let client = c.admin().await;
+    // Registered with a Ready condition but never heartbeating afterwards.
+    let nodes: Api<Node> = Api::all(c.node_client("quiet").await);
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let n: Node = serde_json::from_value(json!({"metadata": {"name": "quiet"}, "status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now}]}})).expect("node");
+    nodes
+        .create(&PostParams::default(), &n)
+        .await
+        .expect("register");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "victim"}, "spec": {"nodeName": "quiet", "containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("pod");
+    let admin_nodes: Api<Node> = Api::all(client.clone());
+    let node = eventually("node NotReady", Duration::from_secs(20), || async {
+        let n = admin_nodes.get("quiet").await.ok()?;
+        let ready = n
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .status
+            .clone();
+        (ready == "Unknown").then_some(n)
+    })
+    .await;
+    let taints: Vec<String> = node
+        .spec
+        .and_then(|s| s.taints)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| format!("{}:{}", t.key, t.effect))
+        .collect();
+    assert!(
+        taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string()),
+        "{taints:?}"
+    );
+    eventually("pod evicted", Duration::from_secs(20), || async {
+        pods.get_opt("victim").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}

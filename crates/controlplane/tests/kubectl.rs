@@ -483,3 +483,114 @@ async fn services_get_cluster_ips_and_endpoints() {
     let gone = c.kubectl(&["get", "ns", "tmp"]).await;
     assert!(!gone.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_and_daemonsets_cover_nodes() {
+    let c = start().await;
+    let _n1 = fake_node(&c, "d1", 10250).await;
+    let _n2 = fake_node(&c, "d2", 10250).await;
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec:\n  completions: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox, command: [\"true\"]}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], job).await;
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ])
+    .await;
+    let table = c.ok(&["get", "job", "once"]).await;
+    let cols: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&cols[..3], ["once", "Complete", "2/2"], "{table}");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: c, image: agent:1}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], ds).await;
+    let st = c
+        .ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    assert!(st.contains("successfully rolled out"), "{st}");
+    let nodes = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ])
+        .await;
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["d1", "d2"]);
+    c.ok(&["set", "image", "ds/agent", "c=agent:2"]).await;
+    c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    eventually("daemon pods updated", Duration::from_secs(30), || async {
+        let images = c
+            .ok(&[
+                "get",
+                "po",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].image}",
+            ])
+            .await;
+        (images.split_whitespace().collect::<Vec<_>>() == ["agent:2"; 2]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_and_foreground_delete() {
+    let c = start().await;
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ed}\ndata: {k: before}\n",
+    )
+    .await;
+    let kc = c.handle.admin_kubeconfig().to_path_buf();
+    let home = c.dir.path().join("home");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["edit", "cm", "ed"])
+            .env("HOME", &home)
+            .env("KUBE_EDITOR", "sed -i s/before/after/")
+            .output()
+            .expect("kubectl edit")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "ed", "-o", "jsonpath={.data.k}"]).await,
+        "after"
+    );
+    c.apply_stdin(&["apply", "-f", "-"], DEPLOY).await;
+    eventually("pods created", Duration::from_secs(20), || async {
+        (c.ok(&["get", "po", "-o", "name"]).await.lines().count() == 3).then_some(())
+    })
+    .await;
+    c.ok(&[
+        "delete",
+        "deploy",
+        "web",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ])
+    .await;
+    assert!(c
+        .ok(&["get", "deploy,rs,po", "-o", "name"])
+        .await
+        .trim()
+        .is_empty());
+}

@@ -21,3 +21,9 @@ pub fn server_kubelet_config(
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     kubelet::client_config(cert_pem, key_pem)
 }
+
+/// A TLS client config that skips server verification (benchmarks probe
+/// /readyz while the server is still generating its CA).
+pub fn server_kubelet_config_insecure() -> std::sync::Arc<rustls::ClientConfig> {
+    kubelet::insecure_no_client_auth()
+}

@@ -187,6 +187,13 @@ pub async fn fake_node(
                         .as_ref()
                         .and_then(|s| s.phase.clone())
                         .unwrap_or_default();
+                    let run_to_completion =
+                        p.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) != Some("Always");
+                    if phase == "Running" && run_to_completion {
+                        // Batch pods finish successfully.
+                        let _ = api.patch_status(&pname, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}]}}))).await;
+                        continue;
+                    }
                     if phase == "Pending" {
                         ip += 1;
                         let cs: Vec<serde_json::Value> = p.spec.as_ref().map(|s| s.containers.iter().map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}})).collect()).unwrap_or_default();
