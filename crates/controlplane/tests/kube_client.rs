@@ -594,3 +594,70 @@ async fn silent_node_goes_not_ready_and_its_pods_are_evicted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_eviction_deletecollection_and_paging() {
+    let c = start().await;
+    let _n = fake_node(&c, "b1", 10250).await;
+    let client = c.admin().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // A pod for another scheduler stays unbound until a binding is posted.
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "manual"}, "spec": {"schedulerName": "manual", "containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("pod");
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "manual"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "b1"}});
+    let _: serde_json::Value = pods
+        .create_subresource("binding", "manual", &PostParams::default(), &binding)
+        .await
+        .expect("bind");
+    let bound = pods.get("manual").await.expect("get");
+    assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some("b1"));
+    let again = pods
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "manual",
+            &PostParams::default(),
+            &binding,
+        )
+        .await;
+    assert_eq!(api_error(again.expect_err("already bound")).code, 409);
+    // Eviction deletes (gracefully: the stand-in node finishes it).
+    pods.evict("manual", &Default::default())
+        .await
+        .expect("evict");
+    eventually("evicted pod gone", Duration::from_secs(20), || async {
+        pods.get_opt("manual").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // Paging with limit/continue sees every object once.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..7 {
+        cms.create(&PostParams::default(), &cm(&format!("page{i}"), "x"))
+            .await
+            .expect("create");
+    }
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(3).labels("");
+    loop {
+        let page = cms.list(&lp).await.expect("page");
+        names.extend(
+            page.items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .filter(|n| n.starts_with("page")),
+        );
+        match page.metadata.continue_ {
+            Some(tok) if !tok.is_empty() => lp = lp.continue_token(&tok),
+            _ => break,
+        }
+    }
+    assert_eq!(names.len(), 7, "{names:?}");
+    // deletecollection with a field selector.
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().fields("metadata.name=page3"),
+    )
+    .await
+    .expect("deletecollection");
+    assert!(cms.get_opt("page3").await.expect("get").is_none());
+    assert!(cms.get_opt("page4").await.expect("get").is_some());
+}

@@ -242,6 +242,22 @@ async fn apply_client_side_and_server_side() {
         c.apply_stdin(&["apply", "-f", "-"], &cm2).await.trim(),
         "configmap/cfg configured"
     );
+    // kubectl validates strictly on the server by default.
+    let unknown = c
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndatta: {k: v}\n"),
+        )
+        .await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown field \"datta\""),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    // Chunked listing (limit/continue) returns everything.
+    let chunked = c.ok(&["get", "cm", "--chunk-size=1", "-o", "name"]).await;
+    assert!(chunked.contains("configmap/cfg"), "{chunked}");
     let data = c
         .ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.k}{.data.k2}"])
         .await;
