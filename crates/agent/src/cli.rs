@@ -43,9 +43,31 @@ pub struct AgentArgs {
     /// Docker config.json with registry credentials ({"auths":{host:{auth}}}).
     #[arg(long)]
     pub registry_config: Option<PathBuf>,
-    /// Allow privileged containers (and with them the stage1 override).
-    #[arg(long)]
+    /// Allow privileged containers (and with them the stage1 override); `--allow-privileged`
+    /// alone or `--allow-privileged=true|false`, as kubelet took it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
     pub allow_privileged: bool,
+    /// kubelet's --container-runtime; only rkt, the runtime embedded in this agent.
+    #[arg(long, default_value = "rkt", value_parser = ["rkt"])]
+    pub container_runtime: String,
+    /// kubelet's --rkt-path. The runtime is embedded, so this only names the binary that the
+    /// `rkt` troubleshooting commands run as (usually a link to rktup).
+    #[arg(long)]
+    pub rkt_path: Option<PathBuf>,
+    /// Credentials for the Kubernetes API server (the kubelet half, which registers the node
+    /// and runs the pods bound to it, reads them; static pods need none).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The seed's kubelet --api-servers: API server URL, used with --kubeconfig.
+    #[arg(long)]
+    pub api_servers: Option<String>,
+    /// Cluster DNS server written into pods' /etc/resolv.conf by the kubelet half.
+    #[arg(long)]
+    pub cluster_dns: Option<String>,
+    /// Cluster DNS domain (kubelet's --cluster-domain).
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
     /// Log verbosity; >= 4 logs every runtime step (also LOG_LEVEL).
     #[arg(long = "v", env = "LOG_LEVEL", default_value_t = 2)]
     pub verbosity: u8,
