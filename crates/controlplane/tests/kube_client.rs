@@ -661,3 +661,29 @@ async fn binding_eviction_deletecollection_and_paging() {
     assert!(cms.get_opt("page3").await.expect("get").is_none());
     assert!(cms.get_opt("page4").await.expect("get").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_service_account_token_authenticates_but_is_not_authorized() {
+    let c = start().await;
+    let secrets: Api<Secret> = Api::namespaced(c.admin().await, "default");
+    let secret = eventually("default token secret", Duration::from_secs(20), || async {
+        secrets.get_opt("default-token").await.ok()?
+    })
+    .await;
+    let token =
+        String::from_utf8(secret.data.unwrap_or_default()["token"].0.clone()).expect("utf8 token");
+    let sa = c.client_for("sa", &Credential::Token(token)).await;
+    let err = api_error(
+        Api::<Pod>::namespaced(sa, "default")
+            .list(&ListParams::default())
+            .await
+            .expect_err("no RBAC grants"),
+    );
+    assert_eq!(err.code, 403, "{}", err.message);
+    assert!(
+        err.message
+            .contains("system:serviceaccount:default:default"),
+        "{}",
+        err.message
+    );
+}
