@@ -374,6 +374,13 @@ impl Handle {
                 _ = &mut deadline => { self.tasks.abort_all(); break }
             }
         }
+        // Let in-flight watch streams notice the closed connections and drop
+        // their references, so the store (and its data-dir lock) is released
+        // when the caller drops the last one.
+        let wait_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while Arc::strong_count(&self.core) > 1 && std::time::Instant::now() < wait_until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let _ = self.core.store.sync();
     }
 }

@@ -661,3 +661,59 @@ async fn binding_eviction_deletecollection_and_paging() {
     assert!(cms.get_opt("page3").await.expect("get").is_none());
     assert!(cms.get_opt("page4").await.expect("get").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_service_account_token_authenticates_but_is_not_authorized() {
+    let c = start().await;
+    let secrets: Api<Secret> = Api::namespaced(c.admin().await, "default");
+    let secret = eventually("default token secret", Duration::from_secs(20), || async {
+        secrets.get_opt("default-token").await.ok()?
+    })
+    .await;
+    let token =
+        String::from_utf8(secret.data.unwrap_or_default()["token"].0.clone()).expect("utf8 token");
+    let sa = c.client_for("sa", &Credential::Token(token)).await;
+    let err = api_error(
+        Api::<Pod>::namespaced(sa, "default")
+            .list(&ListParams::default())
+            .await
+            .expect_err("no RBAC grants"),
+    );
+    assert_eq!(err.code, 403, "{}", err.message);
+    assert!(
+        err.message
+            .contains("system:serviceaccount:default:default"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_k8s_io_events_show_in_core_events() {
+    let c = start().await;
+    let client = c.admin().await;
+    let new: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "pulled.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "Pod", "namespace": "default", "name": "p"},
+        "reason": "Pulled", "note": "image pulled", "type": "Normal", "action": "Pull",
+        "reportingController": "rktup.io/agent", "reportingInstance": "n1"
+    }))
+    .expect("event");
+    new.create(&PostParams::default(), &ev)
+        .await
+        .expect("create events.k8s.io event");
+    let core_events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let mirrored = eventually("core mirror", Duration::from_secs(20), || async {
+        core_events.get_opt("pulled.1").await.ok()?
+    })
+    .await;
+    assert_eq!(mirrored.message.as_deref(), Some("image pulled"));
+    assert_eq!(mirrored.involved_object.name.as_deref(), Some("p"));
+    let table = c.ok(&["get", "events"]).await;
+    assert!(
+        table.contains("image pulled") && table.contains("pod/p"),
+        "{table}"
+    );
+}

@@ -186,7 +186,7 @@ impl ApiServer {
             }
             _ => {}
         }
-        let user = match user.or_else(|| bearer_user(&self.tokens, &req)) {
+        let user = match user.or_else(|| bearer_user(&self.tokens, &self.core, &req)) {
             Some(u) => u,
             None => return error_response(&ApiError::unauthorized()),
         };
@@ -857,14 +857,46 @@ async fn kubelet_get(
     send.send_request(req).await.map_err(|e| e.to_string())
 }
 
-fn bearer_user(tokens: &TokenStore, req: &Request<Incoming>) -> Option<User> {
+fn bearer_user(tokens: &TokenStore, core: &Core, req: &Request<Incoming>) -> Option<User> {
     let h = req
         .headers()
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
     let tok = h.strip_prefix("Bearer ")?.trim();
-    tokens.lookup(tok)
+    if tok.is_empty() {
+        return None;
+    }
+    tokens
+        .lookup(tok)
+        .or_else(|| service_account_user(core, tok))
+}
+
+/// Authenticates a legacy service-account token Secret (type
+/// `kubernetes.io/service-account-token`) as
+/// `system:serviceaccount:<ns>:<name>`.
+fn service_account_user(core: &Core, token: &str) -> Option<User> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(token.as_bytes());
+    let secrets = registry::find("", "v1", "secrets")?;
+    let (all, _) = core.store.list(&secrets.key_prefix(None));
+    let s = all.iter().find(|s| {
+        s.object.get("type").and_then(Value::as_str) == Some("kubernetes.io/service-account-token")
+            && s.object.pointer("/data/token").and_then(Value::as_str) == Some(encoded.as_str())
+    })?;
+    let ns = meta_str(&s.object, "namespace");
+    let sa = s
+        .object
+        .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+        .and_then(Value::as_str)?;
+    Some(User {
+        name: format!("system:serviceaccount:{ns}:{sa}"),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
+    })
 }
 
 fn ok_list(rd: &ResourceDef, items: Vec<Value>, rev: u64) -> ApiResult<Response<Body>> {

@@ -6,6 +6,7 @@
 mod daemonset;
 mod deployment;
 mod endpoints;
+mod events;
 mod gc;
 mod job;
 mod namespace;
@@ -55,6 +56,7 @@ pub fn spawn_all(
             serviceaccount::pass,
             Duration::from_secs(5),
         ),
+        ("event-mirror", events::pass, Duration::from_secs(5)),
     ];
     for (name, pass, resync) in controllers.iter().copied() {
         tasks.spawn(run(

@@ -50,6 +50,8 @@ struct Inner {
 
 pub struct FileStore {
     dir: PathBuf,
+    /// Held (flock) for the store's lifetime: one process per data dir.
+    _lock: File,
     inner: Mutex<Inner>,
     dirty: Arc<AtomicBool>,
 }
@@ -66,6 +68,15 @@ impl FileStore {
     /// Opens (or creates) the store under `dir`, replaying snapshot and log.
     pub fn open(dir: &Path) -> Result<Arc<Self>> {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(dir.to_path_buf()))?;
         let snap_path = dir.join("snapshot.json");
         let log_path = dir.join("log.jsonl");
         let mut data = BTreeMap::new();
@@ -129,6 +140,7 @@ impl FileStore {
         let dirty = Arc::new(AtomicBool::new(false));
         let store = Arc::new(FileStore {
             dir: dir.to_path_buf(),
+            _lock: lock,
             inner: Mutex::new(Inner {
                 data,
                 history: VecDeque::new(),
@@ -399,6 +411,20 @@ mod tests {
         ));
         let a2 = s.update("/r/a", obj("a"), Some(a.revision)).unwrap();
         assert_eq!(a2.revision, b.revision + 1);
+    }
+
+    #[test]
+    fn a_data_dir_is_used_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            FileStore::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+        drop(s);
+        // The fsync thread holds only a weak reference: the lock is released.
+        std::thread::sleep(FSYNC_INTERVAL * 2);
+        assert!(FileStore::open(dir.path()).is_ok());
     }
 
     #[test]

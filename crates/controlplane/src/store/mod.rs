@@ -78,6 +78,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("store {0} is in use by another process")]
+    Locked(std::path::PathBuf),
     #[error("failed to decode {path}: {message}")]
     Corrupt {
         path: std::path::PathBuf,
