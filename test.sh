@@ -38,4 +38,13 @@ if [ "$(id -u)" -eq 0 ] && [ -e /dev/kvm ] && ! command -v qemu-system-x86_64 >/
     || echo "test.sh: no guest kernel; the KVM stage1 test will skip" >&2
 fi
 
+# Python tools the provider tests use for real: moto's EC2/Auto Scaling/S3 server, and Google's
+# own compute.v1.json (shipped in google-api-python-client) that the fake Compute Engine obeys.
+venv=${RKTUP_VENV:-/opt/rktup-venv}
+python_packages=("moto[server]==5.2.5" "google-api-python-client==2.202.0")
+if ! "$venv/bin/python" -c 'import moto, googleapiclient' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
+fi
+
 cargo test --workspace --locked "$@"
