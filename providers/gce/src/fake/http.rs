@@ -168,10 +168,11 @@ pub(super) fn serve(conn: TcpStream, state: &Mutex<State>, discovery: &Discovery
         query,
         method_id,
     };
-    let answer = {
+    let (answer, latency) = {
         let mut s = lock();
         s.requests.push(req.clone());
-        s.handle(&req, body.as_ref(), &raw)
+        (s.handle(&req, body.as_ref(), &raw), s.latency)
     };
+    std::thread::sleep(latency);
     respond(conn, answer.status, &answer.body);
 }

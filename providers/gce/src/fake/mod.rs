@@ -51,6 +51,8 @@ pub struct State {
     pub requests: Vec<Request>,
     faults: Faults,
     op_delay: Duration,
+    /// Added to every answer (benchmarks: a round trip's cost).
+    pub(crate) latency: Duration,
     page_size: usize,
     base: String,
     /// bucket → object name → bytes
@@ -82,6 +84,7 @@ impl Fake {
             requests: Vec::new(),
             faults: Faults::default(),
             op_delay: Duration::ZERO,
+            latency: Duration::ZERO,
             page_size: 2,
             base: base.clone(),
             objects: BTreeMap::new(),
@@ -117,6 +120,11 @@ impl Fake {
     /// Every operation stays RUNNING at least this long (benchmarks use 200 ms).
     pub fn set_op_delay(&self, d: Duration) {
         self.state().op_delay = d;
+    }
+
+    /// Every answer waits this long (a network round trip's cost, for benchmarks).
+    pub fn set_latency(&self, d: Duration) {
+        self.state().latency = d;
     }
 
     /// The next `count` calls of `method_id` (`compute.instances.insert`) answer `status`.
