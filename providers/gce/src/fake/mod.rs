@@ -122,6 +122,11 @@ impl Fake {
         self.state().op_delay = d;
     }
 
+    /// Items per list page (2 by default, so tests exercise paging; GCE's default is 500).
+    pub fn set_page_size(&self, n: usize) {
+        self.state().page_size = n.max(1);
+    }
+
     /// Every answer waits this long (a network round trip's cost, for benchmarks).
     pub fn set_latency(&self, d: Duration) {
         self.state().latency = d;
