@@ -184,9 +184,22 @@ fn load_settings<P: ProviderTag>(
 }
 
 fn provider_for(settings: ClusterSettings) -> Box<dyn ClusterProvider> {
+    provider_with(settings, &GlobalArgs::default(), &None)
+}
+
+/// The provider as `up`, `down` and `status` use it: with the output format and templates.
+fn provider_with(
+    settings: ClusterSettings,
+    global: &GlobalArgs,
+    templates: &Option<PathBuf>,
+) -> Box<dyn ClusterProvider> {
     match settings.provider {
         Provider::Gce => Box::new(rktup_gce::Gce::new(settings)),
-        Provider::Aws => Box::new(rktup_aws::Aws::new(settings)),
+        Provider::Aws => Box::new(rktup_aws::Aws::with_cli(
+            settings,
+            global.output,
+            templates.clone(),
+        )),
         Provider::Local => Box::new(rktup_local::Local::new(settings)),
     }
 }
@@ -204,7 +217,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
 ) -> Result<(), Failure> {
     // Settings are checked before anything else happens, for every action.
     let settings = load_settings(&cli.global, &cmd.settings)?;
-    let provider = provider_for(settings);
+    let provider = provider_with(settings, &cli.global, &cli.templates);
     match cmd.action {
         Action::Up { dry_run: true, .. } => {
             let templates = templates(&cli.templates)?;
