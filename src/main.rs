@@ -77,7 +77,7 @@ struct NodeCli {
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
     /// Run the node agent (kubelet + rkt api-service) in the foreground.
-    Agent(rktup_agent::cli::AgentArgs),
+    Agent(Box<rktup_agent::cli::AgentArgs>),
     /// rkt's troubleshooting commands (`rkt list`, `rkt status`, `rkt image list`).
     Rkt(rktup_runtime::cli::RktArgs),
     /// Print a pod's logs by its unit name `k8s_<uuid>`.
@@ -304,7 +304,7 @@ fn main() -> ExitCode {
     }
     // The node-side commands own their error reporting.
     let result = match NodeCli::parse_from(args).command {
-        NodeCommand::Agent(a) => rktup_agent::cli::run_agent(a),
+        NodeCommand::Agent(a) => rktup_agent::cli::run_agent(*a),
         NodeCommand::Rkt(a) => rktup_runtime::cli::run_rkt(a),
         NodeCommand::Logs(a) => rktup_runtime::cli::run_logs(a),
         NodeCommand::Controlplane(a) => rktup_controlplane::cli::run_controlplane(a),

@@ -336,3 +336,63 @@ fn contained_network_is_the_seeds_example_verbatim() {
             .contains("--cni-conf-dir=/etc/rkt/net.d"));
     }
 }
+
+/// The agent accepts every flag the rendered `kubelet.service` passes it, for every provider
+/// and network: a node never boots into an agent that rejects its own unit.
+#[test]
+fn rendered_agent_flags_parse() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Agent {
+        #[command(flatten)]
+        args: rktup_agent::cli::AgentArgs,
+    }
+    let templates = Templates::embedded().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    for p in Provider::ALL {
+        for network in NETWORKS {
+            let prov = provider(
+                p,
+                env_for(
+                    "coreos.com/rkt/stage1-coreos",
+                    network,
+                    "embedded",
+                    state.path(),
+                ),
+            )
+            .unwrap();
+            let pki = Pki::generate("k", &Default::default()).unwrap();
+            for role in [Role::Master, Role::Node] {
+                let boot = render_boot(prov.as_ref(), &templates, role, &pki, PkiOrigin::Ephemeral)
+                    .unwrap();
+                let unit = &boot
+                    .config
+                    .units
+                    .iter()
+                    .find(|u| u.name == "kubelet.service")
+                    .unwrap()
+                    .content;
+                let exec = unit
+                    .split("ExecStart=/opt/bin/rktup agent")
+                    .nth(1)
+                    .unwrap()
+                    .split("\n#")
+                    .next()
+                    .unwrap()
+                    .replace("\\\n", " ");
+                let exec = exec.lines().next().unwrap();
+                let argv: Vec<&str> = std::iter::once("agent")
+                    .chain(exec.split_whitespace())
+                    .collect();
+                let parsed = Agent::try_parse_from(&argv)
+                    .unwrap_or_else(|e| panic!("{p} {network} {role:?}: {e}\n{argv:?}"));
+                assert_eq!(
+                    parsed.args.network_plugin,
+                    prov.settings().network.kubelet_plugin()
+                );
+                assert!(parsed.args.allow_privileged);
+                assert_eq!(parsed.args.container_runtime, "rkt");
+            }
+        }
+    }
+}

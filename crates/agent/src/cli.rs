@@ -1,18 +1,176 @@
 //! Command-line entry points the thin `rktup` binary dispatches to.
 
+use crate::sync::{log, Agent};
 use clap::Args;
+use rktup_runtime::pod::Stage1Flavor;
+use rktup_runtime::runtime::{NetworkMode, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// `rktup agent`: the node agent (kubelet + rkt api-service) in the foreground.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Directory holding the agent's state (images, pods).
     #[arg(long, default_value = "/var/lib/rktup/agent")]
-    pub root_dir: std::path::PathBuf,
+    pub root_dir: PathBuf,
     /// Static pod manifests (kubelet's --pod-manifest-path; the seed's --config).
     #[arg(long, alias = "config", default_value = "/etc/kubernetes/manifests")]
-    pub pod_manifest_path: std::path::PathBuf,
+    pub pod_manifest_path: PathBuf,
+    /// Endpoint of the rkt api-service this agent serves (loopback only).
+    #[arg(long, default_value = rktup_runtime::cli::DEFAULT_API_ENDPOINT)]
+    pub rkt_api_endpoint: String,
+    /// Node-wide stage1: coreos.com/rkt/stage1-coreos (default), stage1-fly, stage1-kvm
+    /// (also KUBE_RKT_STAGE1_IMAGE or RKT_STAGE1_IMAGE).
+    #[arg(long, env = "KUBE_RKT_STAGE1_IMAGE")]
+    pub rkt_stage1_image: Option<String>,
+    /// "" (rkt's contained network), cni, or kubenet.
+    #[arg(long, default_value = "")]
+    pub network_plugin: String,
+    /// Where CNI plugin binaries are searched first (then /usr/lib/cni, /opt/cni/bin).
+    #[arg(long)]
+    pub network_plugin_dir: Option<PathBuf>,
+    /// CNI configs (default /etc/rkt/net.d for the contained network, /etc/cni/net.d for cni).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The node's pod CIDR (kubenet).
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// Registries reached over plain HTTP (host:port), repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
+    /// Docker config.json with registry credentials ({"auths":{host:{auth}}}).
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+    /// Allow privileged containers (and with them the stage1 override); `--allow-privileged`
+    /// alone or `--allow-privileged=true|false`, as kubelet took it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub allow_privileged: bool,
+    /// kubelet's --container-runtime; only rkt, the runtime embedded in this agent.
+    #[arg(long, default_value = "rkt", value_parser = ["rkt"])]
+    pub container_runtime: String,
+    /// kubelet's --rkt-path. The runtime is embedded, so this only names the binary that the
+    /// `rkt` troubleshooting commands run as (usually a link to rktup).
+    #[arg(long)]
+    pub rkt_path: Option<PathBuf>,
+    /// Credentials for the Kubernetes API server (the kubelet half, which registers the node
+    /// and runs the pods bound to it, reads them; static pods need none).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The seed's kubelet --api-servers: API server URL, used with --kubeconfig.
+    #[arg(long)]
+    pub api_servers: Option<String>,
+    /// Cluster DNS server written into pods' /etc/resolv.conf by the kubelet half.
+    #[arg(long)]
+    pub cluster_dns: Option<String>,
+    /// Cluster DNS domain (kubelet's --cluster-domain).
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
+    /// Log verbosity; >= 4 logs every runtime step (also LOG_LEVEL).
+    #[arg(long = "v", env = "LOG_LEVEL", default_value_t = 2)]
+    pub verbosity: u8,
+    /// How often the manifest directory is re-read.
+    #[arg(long, default_value = "1000", hide = true)]
+    pub sync_period_ms: u64,
+    /// First container restart back-off (kubelet: 10s), doubling up to --max-backoff-ms.
+    #[arg(long, default_value = "10000")]
+    pub restart_backoff_ms: u64,
+    #[arg(long, default_value = "300000")]
+    pub max_backoff_ms: u64,
+    /// Rotate a container's log file at this size.
+    #[arg(long, default_value = "10485760")]
+    pub container_log_max_size: u64,
+    #[arg(long, default_value = "5")]
+    pub container_log_max_files: usize,
+    /// Node name reported to pods (spec.nodeName); default: the hostname.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// The node's IP, reported to pods as status.hostIP (downward API env).
+    #[arg(long)]
+    pub node_ip: Option<String>,
 }
 
-pub fn run_agent(_args: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the node agent is not implemented yet")
+static TERM: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    TERM.store(true, Ordering::SeqCst);
+}
+
+pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
+    let stage1_name = a
+        .rkt_stage1_image
+        .clone()
+        .or_else(|| std::env::var("RKT_STAGE1_IMAGE").ok())
+        .filter(|s| !s.is_empty());
+    let stage1 = match &stage1_name {
+        None => Stage1Flavor::Coreos,
+        Some(n) => Stage1Flavor::parse(n).ok_or_else(|| {
+            anyhow::anyhow!("unknown --rkt-stage1-image {n:?} (known: coreos.com/rkt/stage1-coreos, stage1-fly, stage1-kvm)")
+        })?,
+    };
+    let mut cfg = RuntimeConfig::new(&a.root_dir)
+        .with_stage1(stage1)
+        .with_network_mode(NetworkMode::parse(&a.network_plugin)?)
+        .with_insecure_registries(a.insecure_registry.clone())
+        .with_allow_privileged(a.allow_privileged)
+        .with_backoff_ms(a.restart_backoff_ms, a.max_backoff_ms)
+        .with_verbosity(a.verbosity)
+        .with_log_rotation(a.container_log_max_size, a.container_log_max_files);
+    if let Some(d) = &a.cni_conf_dir {
+        cfg = cfg.with_cni_conf_dir(d);
+    }
+    if let Some(d) = &a.network_plugin_dir {
+        cfg = cfg.with_network_plugin_dir(d);
+    }
+    if let Some(c) = &a.pod_cidr {
+        cfg = cfg.with_pod_cidr(c);
+    }
+    if let Some(n) = &a.hostname_override {
+        cfg.node_name = n.clone();
+    }
+    cfg.registry_config = a.registry_config.clone();
+    cfg.host_ip = a.node_ip.clone();
+    Ok(cfg)
+}
+
+pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let cfg = config_from_args(&args)?;
+    std::fs::create_dir_all(&args.root_dir)?;
+    // SAFETY: handlers only store to an atomic.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_term as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let listener = rktup_runtime::api::bind(&args.rkt_api_endpoint)?;
+    let rt = Runtime::new(cfg.clone())?;
+    let api_rt = Arc::new(Runtime::new(cfg)?);
+    std::thread::Builder::new()
+        .name("api-service".into())
+        .spawn(move || rktup_runtime::api::serve(listener, api_rt))?;
+    let mut agent = Agent::new(rt, args.verbosity);
+    let adopted = agent.adopt();
+    log(&format!(
+        "node agent up: root {}, manifests {}, api-service {}, {adopted} pod(s) re-adopted",
+        args.root_dir.display(),
+        args.pod_manifest_path.display(),
+        args.rkt_api_endpoint
+    ));
+    let period = Duration::from_millis(args.sync_period_ms.max(50));
+    while !TERM.load(Ordering::SeqCst) {
+        let t = Instant::now();
+        agent.sync(&args.pod_manifest_path);
+        while t.elapsed() < period && !TERM.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            rktup_runtime::runtime::reap_children();
+        }
+    }
+    // Pods outlive the agent: nothing is stopped here.
+    log("SIGTERM: agent exiting; pods keep running");
+    Ok(())
 }

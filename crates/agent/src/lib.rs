@@ -1,4 +1,7 @@
-//! The node agent (`rktup agent`): the kubelet half of what a rktnetes node ran.
-//! The runtime half (images, pods, stage1, CNI) lives in `rktup-runtime`.
+//! The node agent (`rktup agent`): the kubelet half of what a rktnetes node ran, for static pods.
+//! It watches `--pod-manifest-path`, drives the runtime (`rktup-runtime`) to run, replace and
+//! remove pods, re-adopts pods left running by a previous agent, and serves the rkt api-service.
+//! The API-server half (node registration, pod watch, status) builds on `sync::Agent`.
 
 pub mod cli;
+pub mod sync;

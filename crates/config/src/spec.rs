@@ -310,42 +310,6 @@ pub fn spec(key: &str) -> Option<&'static SettingSpec> {
     SETTINGS.iter().find(|s| s.key == key)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid_for_every_provider() {
-        for p in Provider::ALL {
-            for s in settings_for(p) {
-                let d = s.default_for(p);
-                assert!(
-                    s.kind.check(d).is_ok() || d.is_empty(),
-                    "{} default {d:?} invalid for {p}",
-                    s.key
-                );
-                assert!(
-                    s.env_names(p).next().is_some(),
-                    "{} has no env name for {p}",
-                    s.key
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn flags_are_unique_per_provider() {
-        for p in Provider::ALL {
-            let mut seen = std::collections::BTreeSet::new();
-            for s in settings_for(p) {
-                for f in s.flag.iter().chain(s.flag_aliases) {
-                    assert!(seen.insert(*f), "flag --{f} twice for {p}");
-                }
-            }
-        }
-    }
-}
-
 /// The README's settings table, generated so it can never drift from the code.
 pub fn markdown_table() -> String {
     let mut out = String::from(
@@ -419,4 +383,40 @@ pub fn markdown_table() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_for_every_provider() {
+        for p in Provider::ALL {
+            for s in settings_for(p) {
+                let d = s.default_for(p);
+                assert!(
+                    s.kind.check(d).is_ok() || d.is_empty(),
+                    "{} default {d:?} invalid for {p}",
+                    s.key
+                );
+                assert!(
+                    s.env_names(p).next().is_some(),
+                    "{} has no env name for {p}",
+                    s.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flags_are_unique_per_provider() {
+        for p in Provider::ALL {
+            let mut seen = std::collections::BTreeSet::new();
+            for s in settings_for(p) {
+                for f in s.flag.iter().chain(s.flag_aliases) {
+                    assert!(seen.insert(*f), "flag --{f} twice for {p}");
+                }
+            }
+        }
+    }
 }

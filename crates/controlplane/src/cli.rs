@@ -11,8 +11,48 @@ pub struct ControlPlaneArgs {
     pub bind_address: String,
     #[arg(long, default_value_t = 6443)]
     pub secure_port: u16,
+    /// Service cluster IP range (SERVICE_CLUSTER_IP_RANGE).
+    #[arg(long, env = "SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// Seconds without a node Lease renewal before the node is NotReady.
+    #[arg(long, default_value_t = 40)]
+    pub node_monitor_grace_period: u64,
 }
 
-pub fn run_controlplane(_args: ControlPlaneArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the embedded control plane is not implemented yet")
+pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ip: std::net::IpAddr = args
+        .bind_address
+        .parse()
+        .with_context(|| format!("failed to parse --bind-address {}", args.bind_address))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    rt.block_on(async move {
+        let handle = crate::ControlPlane::builder()
+            .data_dir(&args.data_dir)
+            .bind(std::net::SocketAddr::new(ip, args.secure_port))
+            .service_cidr(args.service_cluster_ip_range)
+            .node_monitor_grace(std::time::Duration::from_secs(
+                args.node_monitor_grace_period,
+            ))
+            .start()
+            .await
+            .context("failed to start the control plane")?;
+        eprintln!(
+            "control plane serving on {}; kubectl --kubeconfig {}",
+            handle.server_url(),
+            handle.admin_kubeconfig().display()
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("failed to install SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("shutting down");
+        handle.shutdown().await;
+        Ok(())
+    })
 }

@@ -1,3 +1,386 @@
-//! The embedded control plane (`rktup controlplane`) for local clusters.
+//! The embedded control plane (`rktup controlplane`) for local clusters: a
+//! Kubernetes API server, a durable store with watch, a scheduler and the
+//! core controllers, in one process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rktup_controlplane::StartError> {
+//! let handle = rktup_controlplane::ControlPlane::builder()
+//!     .data_dir("/tmp/cp")
+//!     .bind("127.0.0.1:0".parse().unwrap())
+//!     .start()
+//!     .await?;
+//! println!("kubectl --kubeconfig {}", handle.admin_kubeconfig().display());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+pub mod api;
 pub mod cli;
+pub mod controllers;
+pub mod pki;
+pub mod registry;
+pub mod store;
+
+use api::auth::{TokenStore, User};
+use api::objects::{Core, ServiceCidr, WriteCtx};
+use api::server::ApiServer;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use store::{FileStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Kubernetes version this server implements (the k8s-openapi feature).
+pub const VERSION_MINOR: &str = "33";
+pub const VERSION_GIT: &str = "v1.33.0-rktup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("failed to open the store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("failed to set up the PKI: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("failed to bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to configure TLS: {0}")]
+    Tls(String),
+    #[error("invalid service CIDR {0}")]
+    ServiceCidr(String),
+}
+
+/// Builder for an embedded control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    data_dir: PathBuf,
+    bind: SocketAddr,
+    service_cidr: String,
+    controllers: bool,
+    node_monitor_grace: std::time::Duration,
+}
+
+impl ControlPlane {
+    pub fn builder() -> Self {
+        ControlPlane {
+            data_dir: PathBuf::from("."),
+            bind: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            service_cidr: "10.96.0.0/12".into(),
+            controllers: true,
+            node_monitor_grace: std::time::Duration::from_secs(40),
+        }
+    }
+
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Address to listen on; port 0 picks a free port.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// `SERVICE_CLUSTER_IP_RANGE` (default 10.96.0.0/12).
+    pub fn service_cidr(mut self, cidr: impl Into<String>) -> Self {
+        self.service_cidr = cidr.into();
+        self
+    }
+
+    /// Run the in-process controllers and scheduler (default true).
+    pub fn with_controllers(mut self, on: bool) -> Self {
+        self.controllers = on;
+        self
+    }
+
+    /// How long a node may go without a Lease renewal before it is marked
+    /// NotReady (kube-controller-manager's `--node-monitor-grace-period`, 40s).
+    pub fn node_monitor_grace(mut self, d: std::time::Duration) -> Self {
+        self.node_monitor_grace = d;
+        self
+    }
+
+    /// Opens the store, sets up PKI, binds and starts serving.
+    pub async fn start(self) -> Result<Handle, StartError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|source| {
+            StartError::Pki(pki::PkiError::Io {
+                op: "create",
+                path: self.data_dir.clone(),
+                source,
+            })
+        })?;
+        let cidr = ServiceCidr::parse(&self.service_cidr)
+            .ok_or_else(|| StartError::ServiceCidr(self.service_cidr.clone()))?;
+        let store: Arc<dyn Store> = FileStore::open(&self.data_dir.join("store"))?;
+        let pki = pki::Pki::load_or_create(&self.data_dir, self.bind.ip())?;
+        let listener = TcpListener::bind(self.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: self.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: self.bind,
+            source,
+        })?;
+        let tls = tls_config(&pki).map_err(StartError::Tls)?;
+        let kubelet_client =
+            pki.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
+        let kubelet_tls = api_kubelet_config(&kubelet_client).map_err(StartError::Tls)?;
+        let core = Core::new(store.clone(), cidr);
+        let tokens = Arc::new(TokenStore::load(self.data_dir.join("tokens.json")));
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let server_url = format!("https://{host}:{}", addr.port());
+        let server = Arc::new(ApiServer {
+            core: core.clone(),
+            tokens: tokens.clone(),
+            server_address: format!("{host}:{}", addr.port()),
+            kubelet_tls,
+            ready: Default::default(),
+        });
+        let kubeconfig_path = self.data_dir.join("admin.kubeconfig");
+        let kc = pki::kubeconfig(
+            &server_url,
+            &pki.ca.cert_pem,
+            "admin",
+            &pki::Credential::Cert(pki.admin.clone()),
+        );
+        pki::write_file(&kubeconfig_path, &kc, 0o600)?;
+
+        bootstrap(&core, addr);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(listener, tls, server.clone(), stop_rx.clone()));
+        if self.controllers {
+            controllers::spawn_all(
+                &mut tasks,
+                core.clone(),
+                stop_rx.clone(),
+                self.node_monitor_grace,
+            );
+        }
+        server.ready.store(true, Ordering::Release);
+        Ok(Handle {
+            addr,
+            server_url,
+            data_dir: self.data_dir,
+            kubeconfig_path,
+            pki,
+            tokens,
+            core,
+            stop: stop_tx,
+            tasks,
+        })
+    }
+}
+
+/// Namespaces and the `kubernetes` service every cluster has.
+fn bootstrap(core: &Arc<Core>, addr: SocketAddr) {
+    let mut ctx = WriteCtx::controller("kube-apiserver");
+    let nsrd = &registry::RESOURCES[0];
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if core.get_stored(nsrd, None, ns).is_none() {
+            let _ = core.create(
+                nsrd,
+                None,
+                serde_json::json!({"metadata": {"name": ns}}),
+                &mut ctx,
+            );
+        }
+    }
+    if let Some(svc) = registry::find("", "v1", "services") {
+        if core
+            .get_stored(svc, Some("default"), "kubernetes")
+            .is_none()
+        {
+            let ip = core.service_cidr.first().to_string();
+            let _ = core.create(svc, Some("default"), serde_json::json!({
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]}
+            }), &mut ctx);
+        }
+    }
+    if let Some(ep) = registry::find("", "v1", "endpoints") {
+        let body = serde_json::json!({
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() }}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}]
+        });
+        if core.get_stored(ep, Some("default"), "kubernetes").is_none() {
+            let _ = core.create(ep, Some("default"), body, &mut ctx);
+        } else {
+            let _ = core.modify(ep, Some("default"), "kubernetes", None, &mut ctx, |o| {
+                let mut o = o.clone();
+                o["subsets"] = body["subsets"].clone();
+                Ok(o)
+            });
+        }
+    }
+}
+
+fn tls_config(pki: &pki::Pki) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| e.to_string())?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+    let key =
+        PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn api_kubelet_config(pair: &pki::CertPair) -> Result<Arc<rustls::ClientConfig>, String> {
+    api::server_kubelet_config(&pair.cert_pem, &pair.key_pem)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    server: Arc<ApiServer>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let server = server.clone();
+                conns.spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+                    let user: Option<User> = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| api::auth::user_from_cert(c));
+                    let svc = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        let user = user.clone();
+                        async move { Ok::<_, std::convert::Infallible>(server.handle(user, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+/// A running control plane.
+pub struct Handle {
+    addr: SocketAddr,
+    server_url: String,
+    data_dir: PathBuf,
+    kubeconfig_path: PathBuf,
+    pki: pki::Pki,
+    tokens: Arc<TokenStore>,
+    core: Arc<Core>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Handle {
+    /// The address the API server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// `https://host:port`.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    /// `DATA_DIR/admin.kubeconfig` (client certificate in `system:masters`).
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca.cert_pem
+    }
+    /// The object layer, for in-process callers.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+    /// Mints a bearer token for node `name` (`system:node:<name>` in `system:nodes`).
+    pub fn mint_node_token(&self, name: &str) -> Result<String, pki::PkiError> {
+        self.tokens.mint(User {
+            name: format!("system:node:{name}"),
+            groups: vec!["system:nodes".into()],
+        })
+    }
+    /// Issues a client certificate for node `name`.
+    pub fn issue_node_cert(&self, name: &str) -> Result<pki::CertPair, pki::PkiError> {
+        self.pki.issue_node(name)
+    }
+    /// Issues a client certificate for any user and groups.
+    pub fn issue_client_cert(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<pki::CertPair, pki::PkiError> {
+        self.pki.issue_client(user, groups)
+    }
+    /// A kubeconfig for `cred` against this server.
+    pub fn kubeconfig_for(&self, user: &str, cred: &pki::Credential) -> String {
+        pki::kubeconfig(&self.server_url, &self.pki.ca.cert_pem, user, cred)
+    }
+    /// Stops serving and the controllers, and flushes the store to disk.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        // Let in-flight watch streams notice the closed connections and drop
+        // their references, so the store (and its data-dir lock) is released
+        // when the caller drops the last one.
+        let wait_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while Arc::strong_count(&self.core) > 1 && std::time::Instant::now() < wait_until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = self.core.store.sync();
+    }
+}

@@ -3,6 +3,7 @@
 //! in its own crate; what they share (plans, the state directory, rendering inputs) is here.
 
 pub mod boot;
+pub mod kubeconfig;
 pub mod plan;
 pub mod state;
 

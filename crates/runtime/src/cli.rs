@@ -1,13 +1,18 @@
-//! `rktup rkt ...` (also reached through a link named `rkt`), `rktup logs`, and the
-//! hidden per-pod stage1 supervisor.
+//! `rktup rkt ...` (also reached through a link named `rkt`), `rktup logs`, and the hidden per-pod
+//! stage1 supervisor. Thin: every command is one api-service call plus formatting.
 
+use crate::api::{Client, PodInfo};
+use crate::image::ImageRecord;
+use crate::util;
 use clap::{Args, Subcommand};
+
+pub const DEFAULT_API_ENDPOINT: &str = "localhost:15441";
 
 /// The seed's troubleshooting commands: `rkt list`, `rkt status`, `rkt image list`.
 #[derive(Debug, Args)]
 pub struct RktArgs {
-    /// Endpoint of the agent's rkt api-service.
-    #[arg(long, global = true, default_value = "localhost:15441")]
+    /// Endpoint of the agent's rkt api-service (loopback only).
+    #[arg(long, global = true, default_value = DEFAULT_API_ENDPOINT)]
     pub rkt_api_endpoint: String,
     #[command(subcommand)]
     pub command: RktCommand,
@@ -15,15 +20,62 @@ pub struct RktArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RktCommand {
-    /// List pods.
-    List,
+    /// List pods (short UUIDs; --full for whole ones).
+    List {
+        /// Print full UUIDs, image ids and absolute times.
+        #[arg(long)]
+        full: bool,
+        /// Do not print the header line.
+        #[arg(long)]
+        no_legend: bool,
+    },
+    /// Show a pod's status (full or short UUID).
+    Status { uuid: String },
+    /// Image operations.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Pull an image into the store.
+    Fetch { image: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    List {
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        no_legend: bool,
+    },
+    /// Remove images (by name or id) that no pod uses.
+    Rm { names: Vec<String> },
+    /// Remove every image no pod uses.
+    Gc,
+    /// Import an oci-archive or docker-archive tar (path on the node).
+    Import {
+        file: std::path::PathBuf,
+        /// Name for the image (default: the archive's own name).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// `rktup logs k8s_<uuid>`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The pod's unit name, `k8s_<uuid>`.
+    /// The pod's unit name `k8s_<uuid>` (short or full uuid; the bare uuid works too).
     pub unit: String,
+    /// Container (app) name; default: all containers of the pod.
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Keep printing new lines until the container stops for good.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Endpoint of the agent's rkt api-service.
+    #[arg(long, default_value = DEFAULT_API_ENDPOINT)]
+    pub rkt_api_endpoint: String,
 }
 
 /// Hidden: the per-pod stage1 supervisor that the agent re-executes.
@@ -33,14 +85,273 @@ pub struct Stage1Args {
     pub pod_dir: std::path::PathBuf,
 }
 
-pub fn run_rkt(_args: RktArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the rkt runtime commands are not implemented yet")
+fn short(uuid: &str) -> String {
+    uuid.chars().filter(|c| *c != '-').take(8).collect()
 }
 
-pub fn run_logs(_args: LogsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pod logs are not implemented yet")
+/// Columns separated by at least two spaces, aligned (rkt uses a tabwriter).
+pub fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut w = vec![0; n];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<width$}\t", width = w[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
-pub fn run_stage1(_args: Stage1Args) -> anyhow::Result<()> {
-    anyhow::bail!("the stage1 supervisor is not implemented yet")
+fn time_col(t: Option<i64>, full: bool) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) if full => util::rfc3339(t),
+        Some(t) => util::human_age(t),
+    }
+}
+
+fn networks(p: &PodInfo) -> String {
+    if p.host_network || p.stage1 == crate::pod::Stage1Flavor::Fly {
+        return "host".into();
+    }
+    match (&p.network, &p.status.pod_ip) {
+        (Some(n), Some(ip)) => format!("{n}:ip4={ip}"),
+        _ => String::new(),
+    }
+}
+
+/// `rkt list` output: one row per app; the pod's columns only on its first row.
+pub fn format_list(pods: &[PodInfo], full: bool, legend: bool) -> String {
+    let mut rows = Vec::new();
+    if legend {
+        let mut h = vec!["UUID", "APP", "IMAGE NAME"];
+        if full {
+            h.push("IMAGE ID");
+        }
+        h.extend(["STATE", "CREATED", "STARTED", "NETWORKS"]);
+        rows.push(h.into_iter().map(String::from).collect());
+    }
+    for p in pods {
+        let id = if full { p.uuid.clone() } else { short(&p.uuid) };
+        let apps: Vec<_> = p
+            .status
+            .init_containers
+            .iter()
+            .chain(p.status.containers.iter())
+            .collect();
+        if apps.is_empty() {
+            let mut r = vec![id.clone(), "-".into(), "-".into()];
+            if full {
+                r.push("-".into());
+            }
+            r.extend([
+                p.status.state.as_str().to_string(),
+                time_col(Some(p.status.created_at), full),
+                time_col(p.status.started_at, full),
+                networks(p),
+            ]);
+            rows.push(r);
+        }
+        for (i, a) in apps.iter().enumerate() {
+            let first = i == 0;
+            let mut r = vec![
+                if first { id.clone() } else { String::new() },
+                a.name.clone(),
+                a.image.clone(),
+            ];
+            if full {
+                let h = a.image_id.trim_start_matches("sha256:");
+                r.push(format!("sha256-{}", &h[..h.len().min(12)]));
+            }
+            if first {
+                r.extend([
+                    p.status.state.as_str().to_string(),
+                    time_col(Some(p.status.created_at), full),
+                    time_col(p.status.started_at, full),
+                    networks(p),
+                ]);
+            }
+            rows.push(r);
+        }
+    }
+    table(&rows)
+}
+
+/// `rkt status` output: rkt's key=value lines first (state, created, started, networks, pid,
+/// exited, and `app-<name>=<exit code>` for apps that exited), then rktup's extra lines.
+pub fn format_status(p: &PodInfo) -> String {
+    let s = &p.status;
+    let mut out = String::new();
+    out.push_str(&format!("state={}\n", s.state.as_str()));
+    out.push_str(&format!("created={}\n", util::rfc3339(s.created_at)));
+    if let Some(t) = s.started_at {
+        out.push_str(&format!("started={}\n", util::rfc3339(t)));
+    }
+    out.push_str(&format!("networks={}\n", networks(p)));
+    if s.supervisor_pid > 0 && p.alive {
+        out.push_str(&format!("pid={}\n", s.supervisor_pid));
+    }
+    let exited = matches!(
+        s.state,
+        crate::pod::PodState::Exited | crate::pod::PodState::Refused
+    );
+    out.push_str(&format!("exited={exited}\n"));
+    let apps: Vec<_> = s
+        .init_containers
+        .iter()
+        .chain(s.containers.iter())
+        .collect();
+    for a in &apps {
+        if let Some(c) = a.exit_code {
+            out.push_str(&format!("app-{}={c}\n", a.name));
+        }
+    }
+    // rktup additions.
+    out.push_str(&format!("uuid={}\n", p.uuid));
+    out.push_str(&format!("unit=k8s_{}\n", p.uuid));
+    out.push_str(&format!("pod={}/{}\n", p.namespace, p.name));
+    out.push_str(&format!("phase={}\n", s.phase));
+    out.push_str(&format!("stage1={}\n", p.stage1.image_name()));
+    if let Some(r) = &s.reason {
+        out.push_str(&format!("reason={r}\n"));
+    }
+    if let Some(m) = &s.message {
+        out.push_str(&format!("message={}\n", m.replace('\n', " ")));
+    }
+    for a in &apps {
+        let mut line = format!("app-{}-status={}", a.name, a.state);
+        if let Some(c) = a.exit_code {
+            line.push_str(&format!(" exitCode={c}"));
+        }
+        if let Some(r) = &a.reason {
+            line.push_str(&format!(" reason={r}"));
+        }
+        line.push_str(&format!(" restarts={}", a.restart_count));
+        if let Some(pid) = a.pid {
+            line.push_str(&format!(" pid={pid}"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `rkt image list` output.
+pub fn format_images(images: &[ImageRecord], full: bool, legend: bool) -> String {
+    let mut rows = Vec::new();
+    if legend {
+        rows.push(
+            ["ID", "NAME", "SIZE", "IMPORT TIME", "LAST USED"]
+                .map(String::from)
+                .to_vec(),
+        );
+    }
+    for i in images {
+        let id = if full {
+            i.id.replace(':', "-")
+        } else {
+            i.short_id()
+        };
+        let last = if i.last_used > 0 {
+            time_col(Some(i.last_used), full)
+        } else {
+            "never".into()
+        };
+        let names = if i.names.is_empty() {
+            vec!["<none>".to_string()]
+        } else {
+            i.names.clone()
+        };
+        for (n, name) in names.iter().enumerate() {
+            if n == 0 {
+                rows.push(vec![
+                    id.clone(),
+                    name.clone(),
+                    util::human_size(i.size),
+                    time_col(Some(i.imported_at), full),
+                    last.clone(),
+                ]);
+            } else {
+                rows.push(vec![String::new(), name.clone()]);
+            }
+        }
+    }
+    table(&rows)
+}
+
+pub fn run_rkt(args: RktArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.rkt_api_endpoint);
+    match args.command {
+        RktCommand::List { full, no_legend } => {
+            print!("{}", format_list(&c.pods()?, full, !no_legend))
+        }
+        RktCommand::Status { uuid } => print!("{}", format_status(&c.pod(&uuid)?)),
+        RktCommand::Fetch { image } => println!("{}", c.image_fetch(&image)?.id.replace(':', "-")),
+        RktCommand::Image { command } => match command {
+            ImageCommand::List { full, no_legend } => {
+                print!("{}", format_images(&c.images()?, full, !no_legend))
+            }
+            ImageCommand::Rm { names } => {
+                let mut failed = 0;
+                for n in &names {
+                    match c.image_rm(n) {
+                        Ok(r) => println!("successfully removed image {}", r.id.replace(':', "-")),
+                        Err(e) => {
+                            eprintln!("rkt: {e}");
+                            failed += 1;
+                        }
+                    }
+                }
+                if failed > 0 {
+                    anyhow::bail!("{failed} image(s) could not be removed");
+                }
+            }
+            ImageCommand::Gc => {
+                for r in c.image_gc()? {
+                    println!(
+                        "removed image {} ({})",
+                        r.id.replace(':', "-"),
+                        r.names.join(", ")
+                    );
+                }
+            }
+            ImageCommand::Import { file, name } => {
+                let file = std::fs::canonicalize(&file).unwrap_or(file);
+                for r in c.image_import(&file.display().to_string(), name.as_deref())? {
+                    println!("{}\t{}", r.id.replace(':', "-"), r.names.join(", "));
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.rkt_api_endpoint);
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    c.logs(
+        &args.unit,
+        args.container.as_deref(),
+        args.follow,
+        &mut lock,
+    )?;
+    Ok(())
+}
+
+pub fn run_stage1(args: Stage1Args) -> anyhow::Result<()> {
+    crate::stage1::run_supervisor(&args.pod_dir)?;
+    Ok(())
 }

@@ -1,0 +1,247 @@
+//! Reconciling static pod manifests with the pods on disk.
+
+use k8s_openapi::api::core::v1::Pod;
+use rktup_runtime::manifest::parse_pod;
+use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::util;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A manifest file as read this round.
+pub struct Manifest {
+    pub path: PathBuf,
+    pub hash: String,
+    pub pod: Result<Pod, String>,
+}
+
+/// Read every manifest (kubelet: all non-hidden regular files of the directory).
+pub fn read_manifests(dir: &Path) -> Vec<Manifest> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !n.ends_with('~') && !n.ends_with(".swp"))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let hash = util::hex(&Sha256::digest(text.as_bytes()));
+            let pod = parse_pod(&path.display().to_string(), &text).map_err(|e| e.to_string());
+            Some(Manifest { path, hash, pod })
+        })
+        .collect()
+}
+
+pub struct Agent {
+    pub rt: Arc<Runtime>,
+    pub verbosity: u8,
+    reported: BTreeSet<String>,
+    /// Pods being stopped in the background (their manifest is gone); a long grace period does
+    /// not hold up the next sync rounds.
+    removing: Arc<Mutex<BTreeSet<String>>>,
+}
+
+pub fn log(msg: &str) {
+    eprintln!("{} agent: {msg}", util::rfc3339_nanos(util::now_nanos()));
+}
+
+impl Agent {
+    pub fn new(rt: Runtime, verbosity: u8) -> Agent {
+        Agent {
+            rt: Arc::new(rt),
+            verbosity,
+            reported: BTreeSet::new(),
+            removing: Arc::default(),
+        }
+    }
+
+    fn v(&self, level: u8, msg: impl FnOnce() -> String) {
+        if self.verbosity >= level {
+            log(&msg());
+        }
+    }
+
+    /// At start: pods whose supervisor still runs are re-adopted untouched; pods whose supervisor
+    /// died mid-way are cleaned up (DEL, cgroups, mounts) and marked exited.
+    pub fn adopt(&self) -> usize {
+        let mut adopted = 0;
+        for p in self.rt.list() {
+            if p.alive {
+                adopted += 1;
+                self.v(2, || {
+                    format!(
+                        "re-adopted running pod k8s_{} ({}/{})",
+                        p.plan.uuid, p.plan.namespace, p.plan.name
+                    )
+                });
+            } else if !matches!(
+                p.status.state,
+                rktup_runtime::pod::PodState::Exited | rktup_runtime::pod::PodState::Refused
+            ) {
+                self.v(2, || {
+                    format!("pod k8s_{} lost its supervisor: cleaning up", p.plan.uuid)
+                });
+                if let Err(e) = self.rt.stop(&p) {
+                    log(&format!("failed to clean up pod k8s_{}: {e}", p.plan.uuid));
+                }
+            }
+        }
+        adopted
+    }
+
+    /// Whether a pod that exists for an unchanged manifest must be started again: its supervisor
+    /// died without finishing (crash, or the agent died between planning and spawning) and it
+    /// must keep running (restartPolicy Always), or it was refused for a reason that may pass
+    /// (image pull, network not ready). kubelet-style back-off: at least 10 s after the failure.
+    fn retry_due(&self, p: &PodEntry) -> bool {
+        use rktup_runtime::pod::{PodState, RestartPolicy};
+        let since = |t: Option<i64>| util::now_secs() - t.unwrap_or(p.plan.created_at) >= 10;
+        match p.status.state {
+            _ if p.alive => false,
+            PodState::Preparing | PodState::Running | PodState::Stopping => since(None),
+            PodState::Exited => {
+                p.plan.restart_policy == RestartPolicy::Always
+                    && p.status.phase != "Succeeded"
+                    && since(p.status.finished_at)
+            }
+            PodState::Refused => {
+                matches!(
+                    p.status.reason.as_deref(),
+                    Some("ErrImagePull" | "NetworkNotReady")
+                ) && since(None)
+            }
+        }
+    }
+
+    /// One reconcile round over the manifest directory.
+    pub fn sync(&mut self, manifest_dir: &Path) {
+        let manifests = read_manifests(manifest_dir);
+        let busy = self.removing.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut by_source: BTreeMap<PathBuf, Vec<PodEntry>> = BTreeMap::new();
+        for p in self.rt.list() {
+            if busy.contains(&p.plan.uuid) {
+                continue;
+            }
+            if let Some(s) = &p.plan.source {
+                by_source.entry(s.clone()).or_default().push(p);
+            }
+        }
+        // Pods whose manifest is gone (stopped in the background), and per manifest the pods to
+        // stop before its (new) pod starts (changed manifest, or a retry).
+        let mut orphans: Vec<PodEntry> = Vec::new();
+        let mut jobs: Vec<(Option<&Manifest>, Vec<PodEntry>)> = Vec::new();
+        let wanted: BTreeSet<PathBuf> = manifests.iter().map(|m| m.path.clone()).collect();
+        for m in &manifests {
+            let existing = by_source.remove(&m.path).unwrap_or_default();
+            let (same, mut other): (Vec<PodEntry>, Vec<PodEntry>) = existing
+                .into_iter()
+                .partition(|p| p.plan.source_hash == m.hash);
+            match &m.pod {
+                Err(e) => {
+                    if self
+                        .reported
+                        .insert(format!("{}:{}", m.path.display(), m.hash))
+                    {
+                        log(&format!("ignoring manifest {}: {e}", m.path.display()));
+                    }
+                    orphans.extend(other);
+                }
+                Ok(_) if same.is_empty() => jobs.push((Some(m), other)),
+                Ok(_) => {
+                    let mut same = same.into_iter();
+                    let mut start = None;
+                    if let Some(first) = same.next() {
+                        if self.retry_due(&first) {
+                            log(&format!(
+                                "pod k8s_{} ({}) is {} ({}): replacing it",
+                                first.plan.uuid,
+                                first.plan.name,
+                                first.status.state.as_str(),
+                                first.status.reason.as_deref().unwrap_or("supervisor gone")
+                            ));
+                            other.push(first);
+                            start = Some(m);
+                        }
+                    }
+                    // Duplicates (should not happen): keep the first.
+                    orphans.extend(same);
+                    if start.is_some() || !other.is_empty() {
+                        jobs.push((start, other));
+                    }
+                }
+            }
+        }
+        for (src, pods) in by_source {
+            if !wanted.contains(&src) {
+                orphans.extend(pods);
+            }
+        }
+        let verbosity = self.verbosity;
+        for p in orphans {
+            if let Ok(mut r) = self.removing.lock() {
+                r.insert(p.plan.uuid.clone());
+            }
+            let rt = self.rt.clone();
+            let removing = self.removing.clone();
+            std::thread::spawn(move || {
+                if verbosity >= 2 {
+                    log(&format!(
+                        "manifest {} removed: stopping pod k8s_{}",
+                        p.plan.source.as_deref().unwrap_or(Path::new("?")).display(),
+                        p.plan.uuid
+                    ));
+                }
+                if let Err(e) = rt.remove(&p) {
+                    log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
+                }
+                if let Ok(mut r) = removing.lock() {
+                    r.remove(&p.plan.uuid);
+                }
+            });
+        }
+        let rt = &self.rt;
+        std::thread::scope(|s| {
+            for (m, old) in &jobs {
+                s.spawn(move || {
+                    // The old pod of a manifest stops before its replacement starts (hostPorts,
+                    // hostPath files and names stay unambiguous), as the kubelet does.
+                    for p in old {
+                        if verbosity >= 2 {
+                            log(&format!("replacing pod k8s_{}: stopping it", p.plan.uuid));
+                        }
+                        if let Err(e) = rt.remove(p) {
+                            log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
+                        }
+                    }
+                    let Some(m) = m else { return };
+                    let Ok(pod) = &m.pod else { return };
+                    match rt.run_pod(pod, Some(&m.path), &m.hash) {
+                        Ok(e) => {
+                            if verbosity >= 2 {
+                                log(&format!(
+                                    "started pod k8s_{} ({}/{}) from {}",
+                                    e.plan.uuid,
+                                    e.plan.namespace,
+                                    e.plan.name,
+                                    m.path.display()
+                                ));
+                            }
+                        }
+                        Err(e) => log(&format!("pod from {} refused: {e}", m.path.display())),
+                    }
+                });
+            }
+        });
+    }
+}

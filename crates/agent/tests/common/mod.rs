@@ -1,0 +1,357 @@
+//! A node for integration tests: a real `rktup agent` process (the built binary), a private root
+//! dir, manifest dir, CNI config dir, api endpoint, and a real registry serving busybox images.
+#![allow(dead_code)]
+
+use rktup_testkit::{free_port, sh, unique, wait_for, Images, Registry};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `rktup` binary: `RKTUP_BIN`, else `$CARGO_TARGET_DIR/debug/rktup`, else `target/debug/rktup`
+/// of the workspace. Build it first: `cargo build --bin rktup`.
+pub fn rktup_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RKTUP_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let p = target.join("debug/rktup");
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --bin rktup` before these tests (or set RKTUP_BIN)",
+        p.display()
+    );
+    p
+}
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub manifests: PathBuf,
+    pub cni: PathBuf,
+    pub endpoint: String,
+    pub agent: Option<Child>,
+    pub registry: Registry,
+    pub busybox: String,
+    pub multi: String,
+    pub extra_args: Vec<String>,
+    /// Links (bridges) this test created, deleted on drop after the pods are gone.
+    pub links: std::cell::RefCell<Vec<String>>,
+    _images: Images,
+}
+
+impl Node {
+    pub fn new(extra_args: &[&str]) -> Node {
+        let images = Images::build();
+        let registry = Registry::start();
+        let busybox = registry.push(&images.layout, "busybox", "test/busybox:1");
+        let multi = registry.push(&images.layout, "multi", "test/multi:1");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let manifests = dir.path().join("manifests");
+        let cni = dir.path().join("net.d");
+        for d in [&root, &manifests, &cni] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let mut n = Node {
+            root,
+            manifests,
+            cni,
+            endpoint: format!("127.0.0.1:{}", free_port()),
+            agent: None,
+            busybox,
+            multi,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            links: Default::default(),
+            registry,
+            dir,
+            _images: images,
+        };
+        n.start_agent();
+        n
+    }
+
+    pub fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(rktup_bin())
+            .arg("agent")
+            .arg("--root-dir")
+            .arg(&self.root)
+            .arg("--pod-manifest-path")
+            .arg(&self.manifests)
+            .arg("--cni-conf-dir")
+            .arg(&self.cni)
+            .arg("--rkt-api-endpoint")
+            .arg(&self.endpoint)
+            .arg("--insecure-registry")
+            .arg(&self.registry.addr)
+            .args([
+                "--sync-period-ms",
+                "200",
+                "--restart-backoff-ms",
+                "200",
+                "--v",
+                "4",
+            ])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("start rktup agent");
+        self.agent = Some(child);
+        let ep = self.endpoint.clone();
+        wait_for("the api-service", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&ep).ok()
+        });
+    }
+
+    /// SIGKILL the agent (pods must survive).
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn put(&self, name: &str, yaml: &str) {
+        let tmp = self.manifests.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write manifest");
+        std::fs::rename(&tmp, self.manifests.join(name)).expect("rename manifest");
+    }
+
+    pub fn delete(&self, name: &str) {
+        std::fs::remove_file(self.manifests.join(name)).expect("remove manifest");
+    }
+
+    /// Run `rktup <args>` against this node's api-service; (success, stdout, stderr).
+    pub fn rktup(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(rktup_bin())
+            .args(args)
+            .arg("--rkt-api-endpoint")
+            .arg(&self.endpoint)
+            .output()
+            .expect("run rktup");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn rkt_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.rktup(args);
+        assert!(
+            ok,
+            "rktup {args:?} failed: {err}\n{out}\nagent log:\n{}",
+            self.agent_log()
+        );
+        out
+    }
+
+    /// Pods as the api-service reports them.
+    pub fn pods(&self) -> Vec<serde_json::Value> {
+        let c = rktup_runtime::api::Client::new(&self.endpoint);
+        c.pods()
+            .map(|v| {
+                v.into_iter()
+                    .map(|p| serde_json::to_value(p).expect("json"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Wait for the pod named `name` to satisfy `f`.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(
+                &format!("pod {name}: {what}"),
+                Duration::from_secs(secs),
+                || self.pods().into_iter().find(|p| p["name"] == name && f(p)),
+            )
+        }));
+        match r {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "pod {name}: {what} not reached; pods: {:#?}\nagent log:\n{}\nstage1 logs:\n{}",
+                self.pods(),
+                self.agent_log(),
+                self.stage1_logs()
+            ),
+        }
+    }
+
+    pub fn stage1_logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.root.join("pods")) {
+            for e in rd.flatten() {
+                s.push_str(&format!("== {}\n", e.path().display()));
+                s.push_str(
+                    &std::fs::read_to_string(e.path().join("stage1.log")).unwrap_or_default(),
+                );
+            }
+        }
+        s
+    }
+
+    pub fn wait_no_pods(&self, secs: u64) {
+        wait_for("all pods removed", Duration::from_secs(secs), || {
+            let n = std::fs::read_dir(self.root.join("pods"))
+                .map(|r| r.count())
+                .unwrap_or(0);
+            (n == 0).then_some(())
+        });
+    }
+
+    /// The CNI contained-network config with a unique bridge, subnet and host-local dataDir.
+    pub fn bridge_net(&self, version: &str) -> (String, String) {
+        let u = unique();
+        let bridge = format!("rkt{:x}", u & 0xfffff);
+        let subnet = format!("10.{}.{}.0/24", 100 + (u % 100), (u / 100) % 250);
+        let data = self.dir.path().join("ipam");
+        self.own_link(&bridge);
+        std::fs::write(
+            self.cni.join("10-test.conf"),
+            format!(
+                r#"{{"cniVersion":"{version}","name":"rkt.kubernetes.io","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","subnet":"{subnet}","dataDir":"{}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+                data.display()
+            ),
+        )
+        .expect("write cni conf");
+        (bridge, subnet)
+    }
+
+    pub fn own_link(&self, name: &str) {
+        self.links.borrow_mut().push(name.to_string());
+    }
+
+    /// Nothing of one pod left (while other pods may run).
+    pub fn assert_pod_clean(&self, uuid: &str) {
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(uuid))
+            .map(str::to_string)
+            .collect();
+        assert!(mounts.is_empty(), "mounts of {uuid} left: {mounts:#?}");
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup",
+        ] {
+            let p = Path::new(base).join(format!("rktup/k8s_{uuid}"));
+            assert!(!p.exists(), "cgroup left: {}", p.display());
+        }
+    }
+
+    /// Nothing of any pod left on the host.
+    pub fn assert_clean(&self, uuids: &[String], bridge: Option<&str>) {
+        let root = self.root.display().to_string();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(str::to_string)
+            .collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+        for u in uuids {
+            for base in [
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup",
+            ] {
+                let p = Path::new(base).join(format!("rktup/k8s_{u}"));
+                assert!(!p.exists(), "cgroup left: {}", p.display());
+            }
+        }
+        if let Some(b) = bridge {
+            let out = Command::new("ip")
+                .args(["-o", "link", "show", "master", b])
+                .output()
+                .expect("ip");
+            let s = String::from_utf8_lossy(&out.stdout);
+            assert!(s.trim().is_empty(), "veths left on {b}: {s}");
+        }
+        let ipam = self.dir.path().join("ipam");
+        if ipam.exists() {
+            for net in std::fs::read_dir(&ipam).expect("ipam").flatten() {
+                let ips: Vec<String> = std::fs::read_dir(net.path())
+                    .expect("ipam net")
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                    .collect();
+                assert!(ips.is_empty(), "CNI IPs still reserved: {ips:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Remove every manifest so the agent stops and cleans its pods, then stop the agent.
+        if let Ok(rd) = std::fs::read_dir(&self.manifests) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        if self.agent.is_none()
+            && std::fs::read_dir(self.root.join("pods"))
+                .map(|r| r.count())
+                .unwrap_or(0)
+                > 0
+        {
+            self.start_agent();
+        }
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.wait_no_pods(60)));
+        if let Some(c) = &self.agent {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.wait();
+        }
+        for l in self.links.borrow().iter() {
+            delete_link(l);
+        }
+    }
+}
+
+pub fn delete_link(name: &str) {
+    let _ = Command::new("ip")
+        .args(["link", "del", name])
+        .stderr(Stdio::null())
+        .status();
+}
+
+pub fn host_ns(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .expect("ns")
+        .display()
+        .to_string()
+}
+
+pub fn uuid_of(p: &serde_json::Value) -> String {
+    p["uuid"].as_str().unwrap_or_default().to_string()
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    sh(cmd)
+}

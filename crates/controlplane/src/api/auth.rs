@@ -1,0 +1,222 @@
+//! Authentication (x509 client certificates against the cluster CA, node
+//! bearer tokens) and a small authorizer: `system:masters` may do
+//! everything; a node (`system:node:<name>` in `system:nodes`) may read,
+//! and may only write its own Node and Lease and the pods bound to it,
+//! as the Node authorizer + NodeRestriction admission do upstream.
+
+use crate::registry::ResourceDef;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    pub fn is_admin(&self) -> bool {
+        self.groups.iter().any(|g| g == "system:masters")
+    }
+
+    /// The node name, for node identities.
+    pub fn node_name(&self) -> Option<&str> {
+        if self.groups.iter().any(|g| g == "system:nodes") {
+            self.name.strip_prefix("system:node:")
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads user and groups from a DER client certificate (CN, O).
+pub fn user_from_cert(der: &[u8]) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    Some(User { name, groups })
+}
+
+/// Bearer tokens for node agents, persisted in `DATA_DIR/tokens.json`.
+pub struct TokenStore {
+    path: PathBuf,
+    tokens: RwLock<HashMap<String, User>>,
+}
+
+impl TokenStore {
+    pub fn load(path: PathBuf) -> Self {
+        let mut tokens = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) {
+                for (tok, u) in m {
+                    if let Some(name) = u["user"].as_str() {
+                        let groups = u["groups"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|g| g.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        tokens.insert(
+                            tok,
+                            User {
+                                name: name.to_string(),
+                                groups,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        TokenStore {
+            path,
+            tokens: RwLock::new(tokens),
+        }
+    }
+
+    pub fn lookup(&self, token: &str) -> Option<User> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
+    }
+
+    /// Mints (and persists) a bearer token for `user`.
+    pub fn mint(&self, user: User) -> Result<String, crate::pki::PkiError> {
+        use rand::Rng;
+        let bytes: [u8; 24] = rand::rng().random();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut map = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(token.clone(), user);
+        let json: serde_json::Map<String, Value> = map
+            .iter()
+            .map(|(t, u)| {
+                (
+                    t.clone(),
+                    serde_json::json!({"user": u.name, "groups": u.groups}),
+                )
+            })
+            .collect();
+        crate::pki::write_file(&self.path, &Value::Object(json).to_string(), 0o600)?;
+        Ok(token)
+    }
+}
+
+/// What a request does, for authorization.
+pub struct Attributes<'a> {
+    pub verb: &'a str,
+    pub resource: &'a ResourceDef,
+    pub subresource: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    /// The stored object (for writes to existing objects).
+    pub existing: Option<&'a Value>,
+    /// The object in the request body (for creates).
+    pub incoming: Option<&'a Value>,
+}
+
+/// `Ok(())` if allowed.
+pub fn authorize(user: &User, a: &Attributes) -> bool {
+    if user.is_admin() {
+        return true;
+    }
+    if matches!(a.verb, "get" | "list" | "watch") {
+        // Node agents read what they run (pods, secrets, configmaps,
+        // services...); upstream narrows this further with the node graph.
+        return user.node_name().is_some() && a.subresource != Some("log");
+    }
+    let Some(node) = user.node_name() else {
+        return false;
+    };
+    let r = a.resource;
+    match (r.group, r.plural) {
+        ("", "nodes") => {
+            a.name == node
+                || (a.verb == "create"
+                    && a.incoming.is_some_and(|o| {
+                        o.pointer("/metadata/name").and_then(Value::as_str) == Some(node)
+                    }))
+        }
+        ("coordination.k8s.io", "leases") => {
+            a.namespace == Some("kube-node-lease")
+                && (a.name == node
+                    || (a.verb == "create"
+                        && a.incoming.is_some_and(|o| {
+                            o.pointer("/metadata/name").and_then(Value::as_str) == Some(node)
+                        })))
+        }
+        ("", "pods") => {
+            if a.verb == "create"
+                || a.verb == "deletecollection"
+                || a.subresource == Some("binding")
+            {
+                return false;
+            }
+            a.existing
+                .and_then(|p| p.pointer("/spec/nodeName"))
+                .and_then(Value::as_str)
+                == Some(node)
+        }
+        ("", "events") | ("events.k8s.io", "events") => {
+            matches!(a.verb, "create" | "patch" | "update")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn node_restriction() {
+        let n1 = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let pods = crate::registry::pods();
+        let mine = json!({"spec": {"nodeName": "n1"}});
+        let theirs = json!({"spec": {"nodeName": "n2"}});
+        let attrs = |existing| Attributes {
+            verb: "patch",
+            resource: pods,
+            subresource: Some("status"),
+            namespace: Some("default"),
+            name: "p",
+            existing: Some(existing),
+            incoming: None,
+        };
+        assert!(authorize(&n1, &attrs(&mine)));
+        assert!(!authorize(&n1, &attrs(&theirs)));
+        let nodes = crate::registry::find("", "v1", "nodes").unwrap();
+        let a = Attributes {
+            verb: "update",
+            resource: nodes,
+            subresource: None,
+            namespace: None,
+            name: "n2",
+            existing: None,
+            incoming: None,
+        };
+        assert!(!authorize(&n1, &a));
+        let anon = User {
+            name: "bob".into(),
+            groups: vec![],
+        };
+        assert!(!authorize(&anon, &attrs(&mine)));
+    }
+}

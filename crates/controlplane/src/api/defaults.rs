@@ -1,0 +1,441 @@
+//! Per-kind defaulting, validation and typed normalisation.
+//!
+//! Defaults are the ones kube-apiserver's `SetDefaults_*` functions apply
+//! (pkg/apis/core/v1/defaults.go, pkg/apis/apps/v1/defaults.go,
+//! pkg/apis/batch/v1/defaults.go); validation covers the required fields
+//! clients hit first, reported as field causes like `pkg/apis/*/validation`.
+
+use super::error::{cause, ApiError, ApiResult, Cause};
+use super::selector::LabelSelector;
+use crate::registry::ResourceDef;
+use serde_json::{json, Map, Value};
+
+/// Decodes `obj` into its k8s-openapi type and encodes it back, so stored
+/// objects always have the upstream schema. Returns the normalised object
+/// and the paths of fields the type does not know.
+pub fn normalize(rd: &ResourceDef, obj: &Value) -> ApiResult<(Value, Vec<String>)> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+    };
+    macro_rules! rt {
+        ($t:ty) => {{
+            let typed: $t = serde_json::from_value(obj.clone()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {}",
+                    rd.kind, rd.version, rd.kind, e
+                ))
+            })?;
+            serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))?
+        }};
+    }
+    let out = match (rd.group, rd.kind) {
+        ("", "Namespace") => rt!(core::Namespace),
+        ("", "Pod") => rt!(core::Pod),
+        ("", "Node") => rt!(core::Node),
+        ("", "Service") => rt!(core::Service),
+        ("", "Endpoints") => rt!(core::Endpoints),
+        ("", "ConfigMap") => rt!(core::ConfigMap),
+        ("", "Secret") => rt!(core::Secret),
+        ("", "ServiceAccount") => rt!(core::ServiceAccount),
+        ("", "Event") => rt!(core::Event),
+        ("events.k8s.io", "Event") => rt!(k8s_openapi::api::events::v1::Event),
+        ("coordination.k8s.io", "Lease") => rt!(coord::Lease),
+        ("apps", "Deployment") => rt!(apps::Deployment),
+        ("apps", "ReplicaSet") => rt!(apps::ReplicaSet),
+        ("apps", "DaemonSet") => rt!(apps::DaemonSet),
+        ("apps", "ControllerRevision") => rt!(apps::ControllerRevision),
+        ("batch", "Job") => rt!(batch::Job),
+        _ => obj.clone(),
+    };
+    let mut unknown = Vec::new();
+    diff_unknown(obj, &out, String::new(), &mut unknown);
+    Ok((out, unknown))
+}
+
+fn diff_unknown(input: &Value, output: &Value, path: String, out: &mut Vec<String>) {
+    match (input, output) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(bv) => diff_unknown(v, bv, p, out),
+                    None if !v.is_null() => out.push(p),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                diff_unknown(x, y, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.get(key).is_some_and(Value::is_object) {
+        v[key] = json!({});
+    }
+    match v.get_mut(key) {
+        Some(Value::Object(m)) => m,
+        _ => unreachable!("just inserted an object"),
+    }
+}
+
+fn default(m: &mut Map<String, Value>, key: &str, val: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.to_string(), val);
+    }
+}
+
+/// `SetDefaults_PodSpec` and `SetDefaults_Container`.
+pub fn default_pod_spec(spec: &mut Value) {
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
+    default(m, "restartPolicy", json!("Always"));
+    default(m, "dnsPolicy", json!("ClusterFirst"));
+    default(m, "terminationGracePeriodSeconds", json!(30));
+    default(m, "schedulerName", json!("default-scheduler"));
+    default(m, "securityContext", json!({}));
+    default(m, "enableServiceLinks", json!(true));
+    default(m, "serviceAccountName", json!("default"));
+    if let Some(sa) = m.get("serviceAccountName").cloned() {
+        default(m, "serviceAccount", sa);
+    }
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = m.get_mut(list) {
+            for c in cs.iter_mut() {
+                let Some(c) = c.as_object_mut() else { continue };
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let last = image.rsplit('/').next().unwrap_or("");
+                let policy = if image.contains('@') {
+                    "IfNotPresent"
+                } else if !last.contains(':') || last.ends_with(":latest") {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
+                default(c, "imagePullPolicy", json!(policy));
+                default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "terminationMessagePolicy", json!("File"));
+                default(c, "resources", json!({}));
+                if let Some(Value::Array(ports)) = c.get_mut("ports") {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn validate_pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Cause>) {
+    let containers = spec.get("containers").and_then(Value::as_array);
+    match containers {
+        None => causes.push(cause(
+            "FieldValueRequired",
+            &format!("{prefix}.containers"),
+            "Required value",
+        )),
+        Some(cs) if cs.is_empty() => causes.push(cause(
+            "FieldValueRequired",
+            &format!("{prefix}.containers"),
+            "Required value",
+        )),
+        Some(cs) => {
+            let mut seen = Vec::new();
+            for (i, c) in cs.iter().enumerate() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                let f = format!("{prefix}.containers[{i}]");
+                if name.is_empty() {
+                    causes.push(cause(
+                        "FieldValueRequired",
+                        &format!("{f}.name"),
+                        "Required value",
+                    ));
+                } else if seen.contains(&name) {
+                    causes.push(cause(
+                        "FieldValueDuplicate",
+                        &format!("{f}.name"),
+                        format!("Duplicate value: \"{name}\""),
+                    ));
+                } else if let Some(msg) = dns1123_label(name) {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        &format!("{f}.name"),
+                        format!("Invalid value: \"{name}\": {msg}"),
+                    ));
+                }
+                seen.push(name);
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    causes.push(cause(
+                        "FieldValueRequired",
+                        &format!("{f}.image"),
+                        "Required value",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if !["Always", "OnFailure", "Never"].contains(&rp) {
+            causes.push(cause(
+                "FieldValueNotSupported",
+                &format!("{prefix}.restartPolicy"),
+                format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
+            ));
+        }
+    }
+}
+
+/// RFC 1123 label check; returns the upstream message when invalid.
+pub fn dns1123_label(s: &str) -> Option<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    (!ok).then(|| "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string())
+}
+
+/// RFC 1123 subdomain check; returns the upstream message when invalid.
+pub fn dns1123_subdomain(s: &str) -> Option<String> {
+    let ok = !s.is_empty() && s.len() <= 253 && s.split('.').all(|p| dns1123_label(p).is_none());
+    (!ok).then(|| "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string())
+}
+
+fn default_template(obj: &mut Value) {
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        default_pod_spec(spec);
+    }
+}
+
+fn validate_selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
+    let sel = obj.pointer("/spec/selector");
+    match sel {
+        None => causes.push(cause(
+            "FieldValueRequired",
+            "spec.selector",
+            "Required value",
+        )),
+        Some(sel) => {
+            let s = LabelSelector::from_object(sel);
+            if s.is_empty() {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "spec.selector",
+                    "Invalid value: \"null\": empty selector is invalid for deployment",
+                ));
+            } else if !s.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "spec.template.metadata.labels",
+                    format!(
+                        "Invalid value: {}: `selector` does not match template `labels`",
+                        obj.pointer("/spec/template/metadata/labels")
+                            .cloned()
+                            .unwrap_or(json!({}))
+                    ),
+                ));
+            }
+        }
+    }
+    match obj.pointer("/spec/template/spec") {
+        Some(spec) => validate_pod_spec(spec, "spec.template.spec", causes),
+        None => causes.push(cause(
+            "FieldValueRequired",
+            "spec.template.spec.containers",
+            "Required value",
+        )),
+    }
+}
+
+/// Applies create-time defaults for `rd` to `obj` (already normalised).
+pub fn apply_defaults(rd: &ResourceDef, obj: &mut Value) {
+    match (rd.group, rd.kind) {
+        ("", "Pod") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                default_pod_spec(spec);
+            }
+        }
+        ("", "Namespace") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "finalizers", json!(["kubernetes"]));
+            let name = obj.pointer("/metadata/name").cloned().unwrap_or(json!(""));
+            let meta = obj_mut(obj, "metadata");
+            if !meta.get("labels").is_some_and(Value::is_object) {
+                meta.insert("labels".into(), json!({}));
+            }
+            if let Some(l) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+                l.insert("kubernetes.io/metadata.name".into(), name);
+            }
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "Service") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "type", json!("ClusterIP"));
+            default(spec, "sessionAffinity", json!("None"));
+            if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+                default(spec, "ipFamilies", json!(["IPv4"]));
+                default(spec, "ipFamilyPolicy", json!("SingleStack"));
+                default(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
+            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    default(p, "protocol", json!("TCP"));
+                    if let Some(port) = p.get("port").cloned() {
+                        default(p, "targetPort", port);
+                    }
+                }
+            }
+            default(obj_mut(obj, "status"), "loadBalancer", json!({}));
+        }
+        ("", "ServiceAccount") | ("", "ConfigMap") | ("", "Endpoints") => {}
+        ("", "Secret") => {
+            if let Some(m) = obj.as_object_mut() {
+                default(m, "type", json!("Opaque"));
+            }
+        }
+        ("apps", "Deployment") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            default(spec, "strategy", json!({"type": "RollingUpdate"}));
+            if let Some(st) = spec.get_mut("strategy").and_then(Value::as_object_mut) {
+                default(st, "type", json!("RollingUpdate"));
+                if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                    default(st, "rollingUpdate", json!({}));
+                    if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                        default(ru, "maxSurge", json!("25%"));
+                        default(ru, "maxUnavailable", json!("25%"));
+                    }
+                }
+            }
+            default_template(obj);
+        }
+        ("apps", "ReplicaSet") => {
+            default(obj_mut(obj, "spec"), "replicas", json!(1));
+            default_template(obj);
+        }
+        ("apps", "DaemonSet") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            default_template(obj);
+        }
+        ("batch", "Job") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "completions", json!(1));
+            default(spec, "parallelism", json!(1));
+            default(spec, "backoffLimit", json!(6));
+            default(spec, "completionMode", json!("NonIndexed"));
+            default(spec, "suspend", json!(false));
+            default(spec, "manualSelector", json!(false));
+            default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+            default_template(obj);
+        }
+        _ => {}
+    }
+}
+
+/// Validation on create and update; an empty result means valid.
+pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name_check = match rd.kind {
+        "Namespace" | "Service" => dns1123_label(name),
+        _ => dns1123_subdomain(name),
+    };
+    if let Some(msg) = name_check {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": {msg}"),
+        ));
+    }
+    match (rd.group, rd.kind) {
+        ("", "Pod") => match obj.get("spec") {
+            Some(spec) => validate_pod_spec(spec, "spec", &mut causes),
+            None => causes.push(cause(
+                "FieldValueRequired",
+                "spec.containers",
+                "Required value",
+            )),
+        },
+        ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
+            validate_selector_matches_template(obj, &mut causes);
+            if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
+                if r < 0 {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        "spec.replicas",
+                        format!("Invalid value: {r}: must be greater than or equal to 0"),
+                    ));
+                }
+            }
+        }
+        ("batch", "Job") => {
+            if let Some(spec) = obj.pointer("/spec/template/spec") {
+                validate_pod_spec(spec, "spec.template.spec", &mut causes);
+                let rp = spec
+                    .get("restartPolicy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !["OnFailure", "Never"].contains(&rp) {
+                    causes.push(cause("FieldValueNotSupported", "spec.template.spec.restartPolicy", format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\"")));
+                }
+            } else {
+                causes.push(cause(
+                    "FieldValueRequired",
+                    "spec.template.spec.containers",
+                    "Required value",
+                ));
+            }
+        }
+        ("", "Service") => {
+            let ty = obj
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
+            let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
+                causes.push(cause("FieldValueRequired", "spec.ports", "Required value"));
+            }
+            if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
+                causes.push(cause("FieldValueNotSupported", "spec.type", format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// Fields the status subresource owns; the main resource keeps the old
+/// ones on update, and the status subresource changes nothing else.
+pub fn has_status_subresource(rd: &ResourceDef) -> bool {
+    rd.subresources.contains(&"status")
+}

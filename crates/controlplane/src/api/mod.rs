@@ -1,0 +1,29 @@
+//! The Kubernetes API layer: HTTP handlers over the object layer.
+
+pub mod auth;
+pub mod defaults;
+pub mod discovery;
+pub mod error;
+pub mod fields;
+mod kubelet;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod selector;
+pub mod server;
+pub mod table;
+mod watch;
+
+/// TLS client config for the API server's calls to kubelets.
+pub fn server_kubelet_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    kubelet::client_config(cert_pem, key_pem)
+}
+
+/// A TLS client config that skips server verification (benchmarks probe
+/// /readyz while the server is still generating its CA).
+pub fn server_kubelet_config_insecure() -> std::sync::Arc<rustls::ClientConfig> {
+    kubelet::insecure_no_client_auth()
+}

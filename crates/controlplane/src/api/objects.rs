@@ -1,0 +1,992 @@
+//! Object semantics shared by the HTTP handlers and the in-process
+//! controllers: create/update/patch/delete with metadata rules, defaults,
+//! validation, optimistic concurrency, finalizers and graceful deletion.
+
+use super::defaults::{apply_defaults, has_status_subresource, normalize, validate};
+use super::error::{cause, ApiError, ApiResult};
+use super::fields;
+use super::selector::{FieldSelector, LabelSelector};
+use crate::registry::{self, ResourceDef};
+use crate::store::{Store, StoreError, Stored};
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+/// `fieldValidation` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+/// Who is writing, and how.
+#[derive(Debug, Clone, Default)]
+pub struct WriteCtx {
+    pub manager: String,
+    pub dry_run: bool,
+    pub validation: FieldValidation,
+    pub warnings: Vec<String>,
+}
+
+impl WriteCtx {
+    pub fn controller(name: &str) -> Self {
+        WriteCtx {
+            manager: name.to_string(),
+            validation: FieldValidation::Ignore,
+            ..Default::default()
+        }
+    }
+}
+
+/// Options of a list or watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// `DeleteOptions` (body or query).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    pub fn from_value(v: &Value) -> Self {
+        let mut o = DeleteOptions {
+            grace_period: v.get("gracePeriodSeconds").and_then(Value::as_i64),
+            propagation: v
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(String::from),
+            precondition_uid: v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from),
+            precondition_rv: v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from),
+            dry_run: v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty()),
+        };
+        if o.propagation.is_none() {
+            if let Some(orphan) = v.get("orphanDependents").and_then(Value::as_bool) {
+                o.propagation = Some(if orphan { "Orphan" } else { "Background" }.into());
+            }
+        }
+        o
+    }
+}
+
+/// Service cluster IP range, as `SERVICE_CLUSTER_IP_RANGE`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceCidr {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl ServiceCidr {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ip, p) = s.split_once('/')?;
+        let base: Ipv4Addr = ip.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        (prefix <= 30).then_some(ServiceCidr { base, prefix })
+    }
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+    fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + n)
+    }
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix);
+        u32::from(ip) & mask == u32::from(self.base) & mask
+    }
+    /// The first usable address: the `kubernetes` service's.
+    pub fn first(&self) -> Ipv4Addr {
+        self.nth(1)
+    }
+}
+
+/// The object layer on top of a [`Store`].
+pub struct Core {
+    pub store: Arc<dyn Store>,
+    pub service_cidr: ServiceCidr,
+    alloc: Mutex<()>,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+pub fn now_micro() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn random_suffix(n: usize) -> String {
+    use rand::Rng;
+    // Same alphabet as k8s.io/apimachinery/pkg/util/rand (no vowels, no confusables).
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+        .collect()
+}
+
+pub fn generate_name(prefix: &str) -> String {
+    format!("{prefix}{}", random_suffix(5))
+}
+
+fn parse_rv(rv: &str) -> ApiResult<u64> {
+    rv.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version \"{rv}\"")))
+}
+
+impl Core {
+    pub fn new(store: Arc<dyn Store>, service_cidr: ServiceCidr) -> Arc<Self> {
+        Arc::new(Core {
+            store,
+            service_cidr,
+            alloc: Mutex::new(()),
+        })
+    }
+
+    fn ns_of<'a>(rd: &ResourceDef, ns: Option<&'a str>) -> Option<&'a str> {
+        if rd.namespaced {
+            ns
+        } else {
+            None
+        }
+    }
+
+    pub fn get(&self, rd: &ResourceDef, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        self.store
+            .get(&rd.key(Self::ns_of(rd, ns), name))
+            .map(|s| (*s.object).clone())
+            .ok_or_else(|| ApiError::not_found(rd, name))
+    }
+
+    pub fn get_stored(&self, rd: &ResourceDef, ns: Option<&str>, name: &str) -> Option<Stored> {
+        self.store.get(&rd.key(Self::ns_of(rd, ns), name))
+    }
+
+    /// Lists objects; returns (items, list resourceVersion, continue token).
+    pub fn list(
+        &self,
+        rd: &ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<(Vec<Arc<Value>>, u64, Option<String>)> {
+        let prefix = rd.key_prefix(Self::ns_of(rd, ns));
+        let (all, rev) = self.store.list(&prefix);
+        let start_after = match &opts.continue_token {
+            Some(tok) => Some(decode_continue(tok)?),
+            None => None,
+        };
+        let mut out: Vec<Arc<Value>> = Vec::new();
+        let mut next = None;
+        for s in all {
+            let key_name = key_suffix(&s.object);
+            if let Some(start) = &start_after {
+                if key_name.as_str() <= start.as_str() {
+                    continue;
+                }
+            }
+            if !opts.labels.matches(&s.object) || !opts.fields.matches(&s.object) {
+                continue;
+            }
+            if let Some(limit) = opts.limit {
+                if limit > 0 && out.len() == limit {
+                    next = Some(encode_continue(&key_suffix(&out[out.len() - 1])));
+                    break;
+                }
+            }
+            out.push(s.object);
+        }
+        Ok((out, rev, next))
+    }
+
+    fn check_namespace(&self, rd: &ResourceDef, ns: Option<&str>) -> ApiResult<()> {
+        if !rd.namespaced {
+            return Ok(());
+        }
+        let ns =
+            ns.ok_or_else(|| ApiError::bad_request("the namespace of the object must be set"))?;
+        let nsrd = &registry::RESOURCES[0];
+        let Some(n) = self.store.get(&nsrd.key(None, ns)) else {
+            return Err(ApiError::not_found(nsrd, ns));
+        };
+        if n.object.pointer("/metadata/deletionTimestamp").is_some() {
+            let mut e = ApiError::new(
+                403,
+                "Forbidden",
+                format!("{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", rd.group_resource(), ""),
+            );
+            e.details = Some(
+                json!({"kind": rd.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+            );
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Sets apiVersion/kind, checks the body's namespace against the URL's.
+    fn prepare_body(rd: &ResourceDef, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        }
+        let av = rd.api_version();
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() && v != av => {
+                return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({av})"
+            )))
+            }
+            _ => obj["apiVersion"] = json!(av),
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            Some(k) if !k.is_empty() && k != rd.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    rd.kind
+                )))
+            }
+            _ => obj["kind"] = json!(rd.kind),
+        }
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if rd.namespaced {
+            let body_ns = meta_str(obj, "namespace").to_string();
+            let url_ns = ns.unwrap_or("");
+            if !body_ns.is_empty() && !url_ns.is_empty() && body_ns != url_ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            let effective = if url_ns.is_empty() {
+                body_ns
+            } else {
+                url_ns.to_string()
+            };
+            obj["metadata"]["namespace"] = json!(effective);
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        Ok(())
+    }
+
+    fn normalize_checked(
+        &self,
+        rd: &ResourceDef,
+        obj: &Value,
+        ctx: &mut WriteCtx,
+    ) -> ApiResult<Value> {
+        let (out, unknown) = normalize(rd, obj)?;
+        if !unknown.is_empty() {
+            match ctx.validation {
+                FieldValidation::Strict => {
+                    let msg = unknown
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {msg}"
+                    )));
+                }
+                FieldValidation::Warn => {
+                    for f in unknown {
+                        ctx.warnings.push(format!("unknown field \"{f}\""));
+                    }
+                }
+                FieldValidation::Ignore => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn create(
+        &self,
+        rd: &ResourceDef,
+        ns: Option<&str>,
+        mut obj: Value,
+        ctx: &mut WriteCtx,
+    ) -> ApiResult<Value> {
+        Self::prepare_body(rd, ns, &mut obj)?;
+        let ns_owned = if rd.namespaced {
+            Some(meta_str(&obj, "namespace").to_string())
+        } else {
+            None
+        };
+        let ns = ns_owned.as_deref();
+        if rd.kind == "Namespace" && rd.group.is_empty() {
+            // namespaces are cluster-scoped: nothing to check
+        } else {
+            self.check_namespace(rd, ns)?;
+        }
+        if meta_str(&obj, "name").is_empty() {
+            let gen = meta_str(&obj, "generateName").to_string();
+            if gen.is_empty() {
+                return Err(ApiError::invalid(
+                    rd,
+                    "",
+                    vec![cause(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )],
+                ));
+            }
+            obj["metadata"]["name"] = json!(generate_name(&gen));
+        }
+        let mut obj = self.normalize_checked(rd, &obj, ctx)?;
+        let name = meta_str(&obj, "name").to_string();
+        {
+            let meta = obj["metadata"]
+                .as_object_mut()
+                .ok_or_else(|| ApiError::internal("metadata"))?;
+            meta.remove("resourceVersion");
+            meta.remove("deletionTimestamp");
+            meta.remove("deletionGracePeriodSeconds");
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(now()));
+            if matches!(rd.group, "apps" | "batch") {
+                meta.insert("generation".into(), json!(1));
+            }
+        }
+        apply_defaults(rd, &mut obj);
+        if (rd.group, rd.kind) == ("batch", "Job")
+            && obj.pointer("/spec/manualSelector") != Some(&json!(true))
+        {
+            // The Job REST strategy generates the selector from the uid.
+            let uid = meta_str(&obj, "uid").to_string();
+            let job = meta_str(&obj, "name").to_string();
+            obj["spec"]["selector"] =
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+            if !obj
+                .pointer("/spec/template/metadata/labels")
+                .is_some_and(Value::is_object)
+            {
+                obj["spec"]["template"]["metadata"]["labels"] = json!({});
+            }
+            if let Some(l) = obj
+                .pointer_mut("/spec/template/metadata/labels")
+                .and_then(Value::as_object_mut)
+            {
+                l.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+                l.insert("batch.kubernetes.io/job-name".into(), json!(job));
+                l.insert("controller-uid".into(), json!(uid));
+                l.insert("job-name".into(), json!(job));
+            }
+        }
+        match (rd.group, rd.kind) {
+            ("", "Pod") => {
+                let qos = super::fields::qos_class(&obj);
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+            }
+            ("apps", _) | ("batch", _) => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+            ("", "Node") if obj.get("status").is_none() => {
+                obj["status"] = json!({});
+            }
+            _ => {}
+        }
+        let causes = validate(rd, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(rd, &name, causes));
+        }
+        if ctx.manager != "__apply__" {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+            fields::record_update(&mut obj, None, &ctx.manager, &rd.api_version(), "Update");
+        }
+        if ctx.dry_run {
+            return Ok(obj);
+        }
+        let key = rd.key(ns, &name);
+        if rd.kind == "Service" && rd.group.is_empty() {
+            let _guard = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            self.allocate_service(&mut obj, &name)?;
+            return self.store_create(rd, &key, &name, obj);
+        }
+        self.store_create(rd, &key, &name, obj)
+    }
+
+    fn store_create(
+        &self,
+        rd: &ResourceDef,
+        key: &str,
+        name: &str,
+        obj: Value,
+    ) -> ApiResult<Value> {
+        self.store
+            .create(key, obj)
+            .map(|s| (*s.object).clone())
+            .map_err(|e| ApiError::from_store(e, rd, name))
+    }
+
+    /// Allocates clusterIP(s) and nodePorts, as the service REST storage does.
+    fn allocate_service(&self, obj: &mut Value, name: &str) -> ApiResult<()> {
+        let svc_rd =
+            registry::find("", "v1", "services").ok_or_else(|| ApiError::internal("services"))?;
+        let (all, _) = self.store.list(&svc_rd.key_prefix(None));
+        let used: Vec<String> = all
+            .iter()
+            .filter_map(|s| {
+                s.object
+                    .pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .collect();
+        let ty = obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        if ty != "ExternalName" {
+            let requested = obj
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let ip = if requested == "None" {
+                "None".to_string()
+            } else if !requested.is_empty() {
+                let parsed: Ipv4Addr = requested.parse().map_err(|_| {
+                    ApiError::invalid(
+                        svc_rd,
+                        name,
+                        vec![cause(
+                            "FieldValueInvalid",
+                            "spec.clusterIPs[0]",
+                            format!("Invalid value: \"{requested}\": must be a valid IP address"),
+                        )],
+                    )
+                })?;
+                if !self.service_cidr.contains(parsed) {
+                    return Err(ApiError::invalid(svc_rd, name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}", self.service_cidr.base, self.service_cidr.prefix))]));
+                }
+                if used.contains(&requested) {
+                    return Err(ApiError::invalid(svc_rd, name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"))]));
+                }
+                requested
+            } else {
+                let mut found = None;
+                for n in 1..self.service_cidr.size().saturating_sub(1) {
+                    let cand = self.service_cidr.nth(n).to_string();
+                    if !used.contains(&cand) {
+                        found = Some(cand);
+                        break;
+                    }
+                }
+                found.ok_or_else(|| {
+                    ApiError::internal("failed to allocate a serviceIP: range is full")
+                })?
+            };
+            obj["spec"]["clusterIP"] = json!(ip);
+            obj["spec"]["clusterIPs"] = json!([ip]);
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            let mut used_ports: Vec<i64> = all
+                .iter()
+                .flat_map(|s| {
+                    s.object
+                        .pointer("/spec/ports")
+                        .and_then(Value::as_array)
+                        .map(|ps| {
+                            ps.iter()
+                                .filter_map(|p| p["nodePort"].as_i64())
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect();
+            if let Some(Value::Array(ports)) = obj.pointer_mut("/spec/ports") {
+                for p in ports.iter_mut() {
+                    if p.get("nodePort").and_then(Value::as_i64).is_none() {
+                        let free = (30000..=32767).find(|n| !used_ports.contains(n));
+                        if let Some(n) = free {
+                            p["nodePort"] = json!(n);
+                            used_ports.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces an object (`PUT`), or its status with `subresource = "status"`.
+    pub fn update(
+        &self,
+        rd: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        subresource: Option<&str>,
+        ctx: &mut WriteCtx,
+    ) -> ApiResult<Value> {
+        Self::prepare_body(rd, ns, &mut obj)?;
+        let body_name = meta_str(&obj, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        obj["metadata"]["name"] = json!(name);
+        let ns = Self::ns_of(rd, ns);
+        let key = rd.key(ns, name);
+        let current = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(rd, name))?;
+        let body_rv = meta_str(&obj, "resourceVersion").to_string();
+        let expected = if body_rv.is_empty() {
+            current.revision
+        } else {
+            let rv = parse_rv(&body_rv)?;
+            if rv != current.revision {
+                return Err(ApiError::conflict(rd, name));
+            }
+            rv
+        };
+        let obj = self.normalize_checked(rd, &obj, ctx)?;
+        let new = self.merge_update(rd, &current.object, obj, subresource)?;
+        self.commit_update(rd, &key, name, &current.object, new, expected, ctx)
+    }
+
+    /// Builds the new stored object from the old one and the client's
+    /// version: immutable metadata is kept, status/spec split by subresource.
+    fn merge_update(
+        &self,
+        rd: &ResourceDef,
+        old: &Value,
+        mut new: Value,
+        subresource: Option<&str>,
+    ) -> ApiResult<Value> {
+        if subresource == Some("status") {
+            let mut out = old.clone();
+            match new.get("status") {
+                Some(st) => out["status"] = st.clone(),
+                None => {
+                    if let Some(m) = out.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            // Status writers may still touch labels/annotations? Upstream
+            // status strategies reset the whole object but metadata.
+            for f in ["labels", "annotations", "ownerReferences", "finalizers"] {
+                if let Some(v) = new.pointer(&format!("/metadata/{f}")) {
+                    out["metadata"][f] = v.clone();
+                }
+            }
+            return Ok(out);
+        }
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+        ] {
+            match old.pointer(&format!("/metadata/{f}")) {
+                Some(v) => new["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        if has_status_subresource(rd) || rd.kind == "Pod" {
+            match old.get("status") {
+                Some(st) => new["status"] = st.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        if old.get("spec") != new.get("spec") {
+            if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
+                new["metadata"]["generation"] = json!(g + 1);
+            }
+        }
+        // Type-specific immutable fields.
+        match (rd.group, rd.kind) {
+            ("", "Service") => {
+                for f in ["clusterIP", "clusterIPs"] {
+                    let was = old.pointer(&format!("/spec/{f}")).cloned();
+                    let now = new.pointer(&format!("/spec/{f}")).cloned();
+                    if now.as_ref().is_none_or(|v| v.as_str() == Some("")) || now == was {
+                        if let Some(w) = was {
+                            new["spec"][f] = w;
+                        }
+                    } else {
+                        return Err(ApiError::invalid(
+                            rd,
+                            meta_str(old, "name"),
+                            vec![cause(
+                                "FieldValueInvalid",
+                                &format!("spec.{f}"),
+                                "Invalid value: field is immutable",
+                            )],
+                        ));
+                    }
+                }
+            }
+            ("", "Pod") => {
+                let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+                let mut ns = new.get("spec").cloned().unwrap_or(json!({}));
+                super::defaults::default_pod_spec(&mut ns);
+                new["spec"] = ns;
+                // Only images and a few fields may change on a pod spec.
+                let strip = |v: &Value| {
+                    let mut v = v.clone();
+                    for list in ["containers", "initContainers"] {
+                        if let Some(Value::Array(cs)) = v.get_mut(list) {
+                            for c in cs {
+                                if let Some(m) = c.as_object_mut() {
+                                    m.remove("image");
+                                }
+                            }
+                        }
+                    }
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("activeDeadlineSeconds");
+                        m.remove("tolerations");
+                        m.remove("terminationGracePeriodSeconds");
+                        if old_spec.get("nodeName").is_none() {
+                            m.remove("nodeName");
+                        }
+                    }
+                    v
+                };
+                if strip(&old_spec) != strip(&new["spec"]) {
+                    return Err(ApiError::invalid(rd, meta_str(old, "name"), vec![cause("FieldValueForbidden", "spec", "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)")]));
+                }
+            }
+            _ => {
+                apply_defaults_on_update(rd, &mut new);
+            }
+        }
+        Ok(new)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_update(
+        &self,
+        rd: &ResourceDef,
+        key: &str,
+        name: &str,
+        old: &Value,
+        mut new: Value,
+        expected: u64,
+        ctx: &mut WriteCtx,
+    ) -> ApiResult<Value> {
+        let causes = validate(rd, &new);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(rd, name, causes));
+        }
+        if ctx.manager != "__apply__" {
+            fields::record_update(
+                &mut new,
+                Some(old),
+                &ctx.manager,
+                &rd.api_version(),
+                "Update",
+            );
+        }
+        if ctx.dry_run {
+            return Ok(new);
+        }
+        // Removing the last finalizer of an object being deleted deletes it.
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let no_finalizers = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty());
+        let pod_pending_kill = rd.kind == "Pod"
+            && rd.group.is_empty()
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0;
+        if deleting
+            && no_finalizers
+            && !pod_pending_kill
+            && !(rd.kind == "Namespace" && rd.group.is_empty())
+        {
+            return match self.store.delete(key, Some(expected)) {
+                Ok(s) => Ok((*s.object).clone()),
+                Err(e) => Err(ApiError::from_store(e, rd, name)),
+            };
+        }
+        if new == *old {
+            // No-op updates do not bump the resourceVersion (upstream too).
+            return Ok(old.clone());
+        }
+        self.store
+            .update(key, new, Some(expected))
+            .map(|s| (*s.object).clone())
+            .map_err(|e| ApiError::from_store(e, rd, name))
+    }
+
+    /// Read-modify-write with retries on conflict: the building block of
+    /// patches and of controller updates.
+    pub fn modify(
+        &self,
+        rd: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        ctx: &mut WriteCtx,
+        mut f: impl FnMut(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        let ns = Self::ns_of(rd, ns);
+        let key = rd.key(ns, name);
+        for _ in 0..16 {
+            let current = self
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(rd, name))?;
+            let mut patched = f(&current.object)?;
+            Self::prepare_body(rd, ns, &mut patched)?;
+            let prv = meta_str(&patched, "resourceVersion").to_string();
+            if !prv.is_empty() && parse_rv(&prv)? != current.revision {
+                return Err(ApiError::conflict(rd, name));
+            }
+            patched["metadata"]["name"] = json!(name);
+            let patched = self.normalize_checked(rd, &patched, ctx)?;
+            let applied_fields = patched.pointer("/metadata/managedFields").cloned();
+            let mut new = self.merge_update(rd, &current.object, patched, subresource)?;
+            if ctx.manager == "__apply__" {
+                // Server-side apply computed the ownership itself.
+                match applied_fields {
+                    Some(mf) => new["metadata"]["managedFields"] = mf,
+                    None => {
+                        if let Some(m) = new["metadata"].as_object_mut() {
+                            m.remove("managedFields");
+                        }
+                    }
+                }
+            }
+            match self.commit_update(rd, &key, name, &current.object, new, current.revision, ctx) {
+                Err(e) if e.reason == "Conflict" && prv.is_empty() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(rd, name))
+    }
+
+    /// Deletes an object with upstream's graceful deletion, finalizer and
+    /// propagation rules. Returns the object as it is after the call.
+    pub fn delete(
+        &self,
+        rd: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Value> {
+        let ns = Self::ns_of(rd, ns);
+        let key = rd.key(ns, name);
+        for _ in 0..16 {
+            let current = self
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(rd, name))?;
+            let obj = &*current.object;
+            if let Some(uid) = &opts.precondition_uid {
+                if meta_str(obj, "uid") != uid {
+                    return Err(ApiError::new(409, "Conflict", format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(obj, "uid"))));
+                }
+            }
+            if let Some(rv) = &opts.precondition_rv {
+                if meta_str(obj, "resourceVersion") != rv {
+                    return Err(ApiError::conflict(rd, name));
+                }
+            }
+            let mut new = obj.clone();
+            let mut finalizers: Vec<String> = obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let policy = opts
+                .propagation
+                .clone()
+                .unwrap_or_else(|| "Background".into());
+            let already = obj.pointer("/metadata/deletionTimestamp").is_some();
+            match policy.as_str() {
+                "Orphan" if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
+                "Foreground"
+                    if !finalizers.iter().any(|f| f == "foregroundDeletion")
+                        && self.has_dependents(obj) =>
+                {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                _ => {}
+            }
+            let is_pod = rd.kind == "Pod" && rd.group.is_empty();
+            let is_ns = rd.kind == "Namespace" && rd.group.is_empty();
+            // Graceful deletion of pods bound to a node (pod REST strategy):
+            // unscheduled or finished pods go at once.
+            let mut grace = 0i64;
+            if is_pod {
+                let spec_grace = obj
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30);
+                grace = opts.grace_period.unwrap_or(spec_grace).max(0);
+                let phase = obj
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                    || phase == "Succeeded"
+                    || phase == "Failed"
+                {
+                    grace = 0;
+                }
+                if already {
+                    let cur = obj
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    grace = grace.min(cur);
+                }
+            }
+            if opts.dry_run {
+                return Ok(new);
+            }
+            if finalizers.is_empty() && grace == 0 && !is_ns {
+                return match self.store.delete(&key, Some(current.revision)) {
+                    Ok(s) => Ok((*s.object).clone()),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => Err(ApiError::from_store(e, rd, name)),
+                };
+            }
+            if already && !is_pod {
+                // Already being deleted: only propagation finalizers may be added.
+                if new["metadata"]["finalizers"] == json!(finalizers) || finalizers.is_empty() {
+                    return Ok(new);
+                }
+            }
+            let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+            let ts = ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            if !already || is_pod {
+                new["metadata"]["deletionTimestamp"] = json!(ts);
+                new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            }
+            if !finalizers.is_empty() {
+                new["metadata"]["finalizers"] = json!(finalizers);
+            }
+            if is_ns {
+                new["status"]["phase"] = json!("Terminating");
+            }
+            match self.store.update(&key, new, Some(current.revision)) {
+                Ok(s) => return Ok((*s.object).clone()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, rd, name)),
+            }
+        }
+        Err(ApiError::conflict(rd, name))
+    }
+
+    /// Whether any object names `obj` as its owner.
+    fn has_dependents(&self, obj: &Value) -> bool {
+        let uid = meta_str(obj, "uid");
+        let (all, _) = self.store.list("/registry/");
+        all.iter().any(|s| {
+            s.object
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+        })
+    }
+}
+
+/// Defaults that also apply when an update drops a defaulted field
+/// (kube-apiserver defaults every decoded object, not only on create).
+fn apply_defaults_on_update(rd: &ResourceDef, obj: &mut Value) {
+    if matches!(rd.group, "apps" | "batch") {
+        let status = obj.get("status").cloned();
+        apply_defaults(rd, obj);
+        if let Some(st) = status {
+            obj["status"] = st;
+        }
+    }
+}
+
+/// The part of the store key after the resource prefix: `ns/name` or `name`.
+fn key_suffix(obj: &Value) -> String {
+    let ns = meta_str(obj, "namespace");
+    let name = meta_str(obj, "name");
+    if ns.is_empty() {
+        name.to_string()
+    } else {
+        format!("{ns}/{name}")
+    }
+}
+
+fn encode_continue(last: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"v": "meta.k8s.io/v1", "start": last}).to_string())
+}
+
+fn decode_continue(tok: &str) -> ApiResult<String> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(tok)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    v["start"].as_str().map(String::from).ok_or_else(bad)
+}

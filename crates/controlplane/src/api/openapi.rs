@@ -1,0 +1,179 @@
+//! OpenAPI v3 documents generated from the k8s-openapi types (via their
+//! `schemars` implementations), one per group-version as kube-apiserver
+//! serves them under /openapi/v3/<path>. Each kind's schema carries
+//! `x-kubernetes-group-version-kind`, which `kubectl explain` looks up,
+//! and every write operation declares the `fieldValidation` parameter,
+//! which kubectl checks before relying on server-side field validation.
+
+use crate::registry::{self, ResourceDef};
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+fn schema_name_for(r: &ResourceDef) -> Option<String> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+    };
+    fn n<T: JsonSchema>() -> String {
+        T::schema_name().into_owned()
+    }
+    Some(match (r.group, r.kind) {
+        ("", "Namespace") => n::<core::Namespace>(),
+        ("", "Pod") => n::<core::Pod>(),
+        ("", "Node") => n::<core::Node>(),
+        ("", "Service") => n::<core::Service>(),
+        ("", "Endpoints") => n::<core::Endpoints>(),
+        ("", "ConfigMap") => n::<core::ConfigMap>(),
+        ("", "Secret") => n::<core::Secret>(),
+        ("", "ServiceAccount") => n::<core::ServiceAccount>(),
+        ("", "Event") => n::<core::Event>(),
+        ("events.k8s.io", "Event") => n::<k8s_openapi::api::events::v1::Event>(),
+        ("coordination.k8s.io", "Lease") => n::<coord::Lease>(),
+        ("apps", "Deployment") => n::<apps::Deployment>(),
+        ("apps", "ReplicaSet") => n::<apps::ReplicaSet>(),
+        ("apps", "DaemonSet") => n::<apps::DaemonSet>(),
+        ("apps", "ControllerRevision") => n::<apps::ControllerRevision>(),
+        ("batch", "Job") => n::<batch::Job>(),
+        _ => return None,
+    })
+}
+
+fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+    };
+    match group {
+        "" => {
+            gen.subschema_for::<core::Namespace>();
+            gen.subschema_for::<core::Pod>();
+            gen.subschema_for::<core::Node>();
+            gen.subschema_for::<core::Service>();
+            gen.subschema_for::<core::Endpoints>();
+            gen.subschema_for::<core::ConfigMap>();
+            gen.subschema_for::<core::Secret>();
+            gen.subschema_for::<core::ServiceAccount>();
+            gen.subschema_for::<core::Event>();
+            gen.subschema_for::<core::Binding>();
+        }
+        "events.k8s.io" => {
+            gen.subschema_for::<k8s_openapi::api::events::v1::Event>();
+        }
+        "coordination.k8s.io" => {
+            gen.subschema_for::<coord::Lease>();
+        }
+        "apps" => {
+            gen.subschema_for::<apps::Deployment>();
+            gen.subschema_for::<apps::ReplicaSet>();
+            gen.subschema_for::<apps::DaemonSet>();
+            gen.subschema_for::<apps::ControllerRevision>();
+            gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+        }
+        "batch" => {
+            gen.subschema_for::<batch::Job>();
+        }
+        _ => {}
+    }
+}
+
+fn op(r: &ResourceDef, verb: &str, action: &str) -> Value {
+    let mut params = vec![
+        json!({"name": "dryRun", "in": "query", "schema": {"type": "string"}}),
+        json!({"name": "fieldManager", "in": "query", "schema": {"type": "string"}}),
+    ];
+    if matches!(verb, "post" | "put" | "patch") {
+        params.push(json!({"name": "fieldValidation", "in": "query", "description": "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields.", "schema": {"type": "string", "uniqueItems": true}}));
+    }
+    if verb == "patch" {
+        params.push(json!({"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}));
+    }
+    json!({
+        "operationId": format!("{verb}{}", r.kind),
+        "parameters": params,
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "responses": {"200": {"description": "OK"}},
+    })
+}
+
+fn build(group: &str, version: &str) -> Value {
+    let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
+    add_schemas(&mut gen, group);
+    let mut schemas: Map<String, Value> = gen.take_definitions(true);
+    let mut paths = BTreeMap::new();
+    for r in registry::by_group_version(group, version) {
+        if let Some(name) = schema_name_for(r) {
+            if let Some(s) = schemas.get_mut(&name) {
+                s["x-kubernetes-group-version-kind"] =
+                    json!([{"group": r.group, "kind": r.kind, "version": r.version}]);
+            }
+        }
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let coll = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
+        paths.insert(coll.clone(), json!({"get": op(r, "get", "list"), "post": op(r, "post", "post"), "delete": op(r, "delete", "deletecollection")}));
+        paths.insert(format!("{coll}/{{name}}"), json!({"get": op(r, "get", "get"), "put": op(r, "put", "put"), "patch": op(r, "patch", "patch"), "delete": op(r, "delete", "delete")}));
+        for sub in r
+            .subresources
+            .iter()
+            .filter(|s| matches!(**s, "status" | "scale"))
+        {
+            paths.insert(format!("{coll}/{{name}}/{sub}"), json!({"get": op(r, "get", "get"), "put": op(r, "put", "put"), "patch": op(r, "patch", "patch")}));
+        }
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": crate::VERSION_GIT},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// Path (as in /openapi/v3/<path>) → (document bytes, hash).
+pub fn documents() -> &'static BTreeMap<String, (Vec<u8>, String)> {
+    static DOCS: OnceLock<BTreeMap<String, (Vec<u8>, String)>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+        for g in registry::groups() {
+            gvs.push((g, "v1"));
+        }
+        gvs.into_iter()
+            .map(|(g, v)| {
+                let path = if g.is_empty() {
+                    format!("api/{v}")
+                } else {
+                    format!("apis/{g}/{v}")
+                };
+                let bytes = serde_json::to_vec(&build(g, v)).unwrap_or_default();
+                let hash = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    bytes.hash(&mut h);
+                    format!("{:016X}", h.finish())
+                };
+                (path, (bytes, hash))
+            })
+            .collect()
+    })
+}
+
+/// The /openapi/v3 index.
+pub fn index() -> Value {
+    let paths: Map<String, Value> = documents()
+        .iter()
+        .map(|(p, (_, hash))| {
+            (
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
+            )
+        })
+        .collect();
+    json!({"paths": paths})
+}

@@ -1,0 +1,366 @@
+//! In-process controllers, each a level-triggered loop over the object
+//! layer: woken by any store change (and a periodic resync), it compares
+//! desired and observed state and writes through [`Core`], so controller
+//! writes get the same defaults, validation and watch events as clients'.
+
+mod daemonset;
+mod deployment;
+mod endpoints;
+mod events;
+mod gc;
+mod job;
+mod namespace;
+mod nodelifecycle;
+mod replicaset;
+mod scheduler;
+mod serviceaccount;
+
+use crate::api::objects::{meta_str, now, now_micro, Core, WriteCtx};
+use crate::registry::{self, ResourceDef};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Settings shared by the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_monitor_grace: Duration,
+}
+
+type Pass = fn(&Core, &Settings);
+
+/// Starts every controller as a task in `tasks`.
+pub fn spawn_all(
+    tasks: &mut JoinSet<()>,
+    core: Arc<Core>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let settings = Settings {
+        node_monitor_grace: grace,
+    };
+    let controllers: &[(&str, Pass, Duration)] = &[
+        ("scheduler", scheduler::pass, Duration::from_secs(1)),
+        ("replicaset", replicaset::pass, Duration::from_secs(2)),
+        ("deployment", deployment::pass, Duration::from_secs(2)),
+        ("daemonset", daemonset::pass, Duration::from_secs(2)),
+        ("job", job::pass, Duration::from_secs(2)),
+        ("namespace", namespace::pass, Duration::from_secs(2)),
+        ("garbagecollector", gc::pass, Duration::from_secs(2)),
+        ("nodelifecycle", nodelifecycle::pass, Duration::from_secs(1)),
+        ("endpoints", endpoints::pass, Duration::from_secs(2)),
+        (
+            "serviceaccount",
+            serviceaccount::pass,
+            Duration::from_secs(5),
+        ),
+        ("event-mirror", events::pass, Duration::from_secs(5)),
+    ];
+    for (name, pass, resync) in controllers.iter().copied() {
+        tasks.spawn(run(
+            name,
+            core.clone(),
+            stop.clone(),
+            settings.clone(),
+            pass,
+            resync,
+        ));
+    }
+}
+
+/// Runs `pass` whenever the store changes (batched) and every `resync`.
+async fn run(
+    name: &'static str,
+    core: Arc<Core>,
+    mut stop: watch::Receiver<bool>,
+    settings: Settings,
+    pass: Pass,
+    resync: Duration,
+) {
+    let mut rx = core.store.watch("/registry/", core.store.revision()).ok();
+    loop {
+        {
+            let core = core.clone();
+            let settings = settings.clone();
+            // A panicking pass must not take the controller down.
+            let res = tokio::task::spawn_blocking(move || pass(&core, &settings)).await;
+            if res.is_err() {
+                eprintln!("controller {name}: pass panicked");
+            }
+        }
+        let tick = tokio::time::sleep(resync);
+        tokio::pin!(tick);
+        match rx.as_mut() {
+            Some(w) => tokio::select! {
+                ev = w.rx.recv() => if ev.is_none() { rx = None; },
+                _ = &mut tick => {}
+                _ = stop.changed() => return,
+            },
+            None => {
+                tokio::select! {
+                    _ = &mut tick => {}
+                    _ = stop.changed() => return,
+                }
+                rx = core.store.watch("/registry/", core.store.revision()).ok();
+            }
+        }
+        // Batch bursts of writes into one pass.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(w) = rx.as_mut() {
+            while w.rx.try_recv().is_ok() {}
+        }
+    }
+}
+
+pub(crate) fn rd(group: &str, plural: &str) -> &'static ResourceDef {
+    registry::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+        .unwrap_or(&registry::RESOURCES[0])
+}
+
+pub(crate) fn list(core: &Core, group: &str, plural: &str, ns: Option<&str>) -> Vec<Arc<Value>> {
+    let r = rd(group, plural);
+    core.store
+        .list(&r.key_prefix(ns))
+        .0
+        .into_iter()
+        .map(|s| s.object)
+        .collect()
+}
+
+pub(crate) fn uid(o: &Value) -> &str {
+    meta_str(o, "uid")
+}
+
+/// The uid of the managing controller (ownerReference with controller=true).
+pub(crate) fn controller_uid(o: &Value) -> Option<&str> {
+    o.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"].as_bool() == Some(true))
+        .and_then(|r| r["uid"].as_str())
+}
+
+pub(crate) fn owner_ref(owner: &Value, kind: &str, api_version: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": meta_str(owner, "name"), "uid": uid(owner), "controller": true, "blockOwnerDeletion": true})
+}
+
+pub(crate) fn deleting(o: &Value) -> bool {
+    o.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// Not terminating and not finished.
+pub(crate) fn pod_active(p: &Value) -> bool {
+    let phase = p
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    !deleting(p) && phase != "Succeeded" && phase != "Failed"
+}
+
+pub(crate) fn pod_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+pub(crate) fn i64_at(o: &Value, ptr: &str) -> i64 {
+    o.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Creates a pod from a workload's pod template.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_pod_from_template(
+    core: &Core,
+    owner: &Value,
+    kind: &str,
+    api_version: &str,
+    template: &Value,
+    extra_labels: &[(&str, String)],
+    node: Option<&str>,
+    manager: &str,
+) -> bool {
+    let ns = meta_str(owner, "namespace");
+    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta["labels"] = json!({});
+    }
+    for (k, v) in extra_labels {
+        meta["labels"][*k] = json!(v);
+    }
+    meta["generateName"] = json!(format!("{}-", meta_str(owner, "name")));
+    meta["ownerReferences"] = json!([owner_ref(owner, kind, api_version)]);
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("name");
+        m.remove("creationTimestamp");
+    }
+    let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(n) = node {
+        spec["nodeName"] = json!(n);
+    }
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
+    let mut ctx = WriteCtx::controller(manager);
+    match core.create(registry::pods(), Some(ns), pod, &mut ctx) {
+        Ok(_) => true,
+        Err(e) => {
+            record_event(
+                core,
+                owner,
+                kind,
+                "Warning",
+                "FailedCreate",
+                &format!("Error creating: {}", e.message),
+                manager,
+            );
+            false
+        }
+    }
+}
+
+/// Records a core/v1 Event about `obj`.
+pub(crate) fn record_event(
+    core: &Core,
+    obj: &Value,
+    kind: &str,
+    ty: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = match meta_str(obj, "namespace") {
+        "" => "default",
+        n => n,
+    };
+    let ev = json!({
+        "metadata": {"generateName": format!("{}.", meta_str(obj, "name")), "namespace": ns},
+        "involvedObject": {"kind": kind, "name": meta_str(obj, "name"), "namespace": meta_str(obj, "namespace"), "uid": uid(obj), "apiVersion": obj.get("apiVersion").cloned().unwrap_or(json!("v1")), "resourceVersion": meta_str(obj, "resourceVersion")},
+        "reason": reason,
+        "message": message,
+        "type": ty,
+        "source": {"component": component},
+        "firstTimestamp": now(),
+        "lastTimestamp": now(),
+        "count": 1,
+        "reportingComponent": component,
+        "reportingInstance": "",
+        "eventTime": null,
+    });
+    let _ = now_micro;
+    let mut ctx = WriteCtx::controller(component);
+    let _ = core.create(rd("", "events"), Some(ns), ev, &mut ctx);
+}
+
+/// Writes `status` if it differs from the object's current status.
+pub(crate) fn set_status(core: &Core, r: &ResourceDef, obj: &Value, status: Value, manager: &str) {
+    if obj.get("status") == Some(&status) {
+        return;
+    }
+    let mut ctx = WriteCtx::controller(manager);
+    let ns = meta_str(obj, "namespace");
+    let _ = core.modify(
+        r,
+        Some(ns),
+        meta_str(obj, "name"),
+        Some("status"),
+        &mut ctx,
+        |cur| {
+            let mut cur = cur.clone();
+            cur["status"] = status.clone();
+            Ok(cur)
+        },
+    );
+}
+
+/// Parses a resource quantity into base units (cores, bytes, count).
+pub(crate) fn quantity(q: &Value) -> f64 {
+    let s = match q {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => return n.as_f64().unwrap_or(0.0),
+        _ => return 0.0,
+    };
+    let suffixes: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suf, mul) in suffixes {
+        if let Some(num) = s.strip_suffix(suf) {
+            return num.parse::<f64>().unwrap_or(0.0) * mul;
+        }
+    }
+    s.parse::<f64>().unwrap_or(0.0)
+}
+
+/// Resolves an int-or-percent (maxSurge/maxUnavailable) against `total`.
+pub(crate) fn int_or_percent(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
+    match v {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) {
+            Some(p) => {
+                let x = p * total as f64 / 100.0;
+                if round_up {
+                    x.ceil() as i64
+                } else {
+                    x.floor() as i64
+                }
+            }
+            None => s.parse().unwrap_or(0),
+        },
+        _ => 0,
+    }
+}
+
+/// FNV-1a hash of a pod template, encoded like `rand.SafeEncodeString`
+/// (the `pod-template-hash` label).
+pub(crate) fn template_hash(template: &Value) -> String {
+    let mut t = template.clone();
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove("pod-template-hash");
+    }
+    let mut h: u32 = 0x811c9dc5;
+    for b in serde_json::to_vec(&t).unwrap_or_default() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    h.to_string()
+        .bytes()
+        .map(|b| ALPHA[(b as usize) % ALPHA.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_and_percentages() {
+        assert_eq!(quantity(&json!("100m")), 0.1);
+        assert_eq!(quantity(&json!("1Gi")), 1073741824.0);
+        assert_eq!(quantity(&json!("2")), 2.0);
+        assert_eq!(int_or_percent(Some(&json!("25%")), 3, true), 1);
+        assert_eq!(int_or_percent(Some(&json!("25%")), 3, false), 0);
+        assert_eq!(int_or_percent(Some(&json!(2)), 3, false), 2);
+    }
+}

@@ -1,0 +1,288 @@
+//! The scheduler: binds pending pods to nodes that are Ready and
+//! schedulable, tolerate-able (NoSchedule/NoExecute taints), match
+//! nodeSelector and required node affinity, and have room for the pod's
+//! requests (cpu, memory, pod count) within allocatable; among those it
+//! picks the node running the fewest pods (spreading), as the default
+//! profile's NodeResourcesFit + balanced scoring roughly does.
+
+use super::{list, pod_active, quantity, record_event, Settings};
+use crate::api::objects::{meta_str, now, Core, WriteCtx};
+use crate::registry;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+fn node_ready(n: &Value) -> bool {
+    n.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+pub(crate) fn tolerates(pod: &Value, taint: &Value) -> bool {
+    let tols = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    tols.iter().any(|t| {
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
+        let key = t["key"].as_str().unwrap_or("");
+        match t["operator"].as_str().unwrap_or("Equal") {
+            "Exists" => effect_ok && (key.is_empty() || Some(key) == taint["key"].as_str()),
+            _ => {
+                effect_ok
+                    && Some(key) == taint["key"].as_str()
+                    && t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("")
+            }
+        }
+    })
+}
+
+fn match_expr(labels: Option<&Value>, e: &Value) -> bool {
+    let key = e["key"].as_str().unwrap_or("");
+    let val = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let vals: Vec<&str> = e["values"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match e["operator"].as_str().unwrap_or("") {
+        "In" => val.is_some_and(|v| vals.contains(&v)),
+        "NotIn" => val.is_none_or(|v| !vals.contains(&v)),
+        "Exists" => val.is_some(),
+        "DoesNotExist" => val.is_none(),
+        "Gt" => val
+            .and_then(|v| v.parse::<i64>().ok())
+            .zip(vals.first().and_then(|x| x.parse::<i64>().ok()))
+            .is_some_and(|(a, b)| a > b),
+        "Lt" => val
+            .and_then(|v| v.parse::<i64>().ok())
+            .zip(vals.first().and_then(|x| x.parse::<i64>().ok()))
+            .is_some_and(|(a, b)| a < b),
+        _ => false,
+    }
+}
+
+/// nodeSelector + requiredDuringSchedulingIgnoredDuringExecution.
+pub(crate) fn node_matches(pod: &Value, node: &Value) -> bool {
+    let labels = node.pointer("/metadata/labels");
+    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
+        for (k, v) in sel {
+            if labels.and_then(|l| l.get(k)) != Some(v) {
+                return false;
+            }
+        }
+    }
+    if let Some(terms) = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+    {
+        let name = json!({"metadata.name": meta_str(node, "name")});
+        let any = terms.iter().any(|t| {
+            let exprs_ok = t["matchExpressions"].as_array().is_none_or(|es| es.iter().all(|e| match_expr(labels, e)));
+            let fields_ok = t["matchFields"].as_array().is_none_or(|es| es.iter().all(|e| match_expr(Some(&name), e)));
+            exprs_ok && fields_ok
+        });
+        if !any {
+            return false;
+        }
+    }
+    true
+}
+
+fn requests(pod: &Value) -> (f64, f64) {
+    let mut cpu = 0.0;
+    let mut mem = 0.0;
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let req = |r: &str| {
+            c.pointer(&format!("/resources/requests/{r}"))
+                .or(c.pointer(&format!("/resources/limits/{r}")))
+                .map(quantity)
+                .unwrap_or(0.0)
+        };
+        cpu += req("cpu");
+        mem += req("memory");
+    }
+    (cpu, mem)
+}
+
+pub fn pass(core: &Core, _s: &Settings) {
+    let pods = list(core, "", "pods", None);
+    let pending: Vec<&Value> = pods
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| {
+            !meta_str(p, "name").is_empty()
+                && p.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+        })
+        .filter(|p| {
+            pod_active(p)
+                && p.pointer("/spec/schedulerName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default-scheduler")
+                    == "default-scheduler"
+        })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let nodes = list(core, "", "nodes", None);
+    // Per-node usage: (cpu, memory, pod count).
+    let mut usage: HashMap<String, (f64, f64, i64)> = HashMap::new();
+    for p in pods.iter().filter(|p| pod_active(p)) {
+        let n = p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !n.is_empty() {
+            let (c, m) = requests(p);
+            let u = usage.entry(n.to_string()).or_default();
+            u.0 += c;
+            u.1 += m;
+            u.2 += 1;
+        }
+    }
+    for pod in pending {
+        let (cpu, mem) = requests(pod);
+        let mut reasons: HashMap<&str, usize> = HashMap::new();
+        let mut best: Option<(&Value, i64)> = None;
+        for n in nodes.iter() {
+            let name = meta_str(n, "name");
+            if !node_ready(n) {
+                *reasons.entry("node(s) were not ready").or_default() += 1;
+                continue;
+            }
+            if n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+                *reasons.entry("node(s) were unschedulable").or_default() += 1;
+                continue;
+            }
+            let taints = n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if taints.iter().any(|t| {
+                matches!(t["effect"].as_str(), Some("NoSchedule") | Some("NoExecute"))
+                    && !tolerates(pod, t)
+            }) {
+                *reasons
+                    .entry("node(s) had untolerated taint(s)")
+                    .or_default() += 1;
+                continue;
+            }
+            if !node_matches(pod, n) {
+                *reasons
+                    .entry("node(s) didn't match Pod's node affinity/selector")
+                    .or_default() += 1;
+                continue;
+            }
+            let alloc = |r: &str, d: f64| {
+                n.pointer(&format!("/status/allocatable/{r}"))
+                    .map(quantity)
+                    .unwrap_or(d)
+            };
+            let u = usage.get(name).copied().unwrap_or_default();
+            if u.0 + cpu > alloc("cpu", f64::MAX) + 1e-9 {
+                *reasons.entry("Insufficient cpu").or_default() += 1;
+                continue;
+            }
+            if u.1 + mem > alloc("memory", f64::MAX) {
+                *reasons.entry("Insufficient memory").or_default() += 1;
+                continue;
+            }
+            if (u.2 + 1) as f64 > alloc("pods", 110.0) {
+                *reasons.entry("Too many pods").or_default() += 1;
+                continue;
+            }
+            if best.is_none_or(|(_, c)| u.2 < c) {
+                best = Some((n, u.2));
+            }
+        }
+        let pod_name = meta_str(pod, "name");
+        let ns = meta_str(pod, "namespace");
+        let mut ctx = WriteCtx::controller("default-scheduler");
+        match best {
+            Some((node, _)) => {
+                let node_name = meta_str(node, "name").to_string();
+                let res = core.modify(registry::pods(), Some(ns), pod_name, None, &mut ctx, |o| {
+                    if !o.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").is_empty() {
+                        return Err(crate::api::error::ApiError::conflict(registry::pods(), pod_name));
+                    }
+                    let mut o = o.clone();
+                    o["spec"]["nodeName"] = json!(node_name);
+                    let mut conds: Vec<Value> = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+                    conds.retain(|c| c["type"] != "PodScheduled");
+                    conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
+                    o["status"]["conditions"] = json!(conds);
+                    Ok(o)
+                });
+                if res.is_ok() {
+                    let u = usage.entry(node_name.clone()).or_default();
+                    u.0 += cpu;
+                    u.1 += mem;
+                    u.2 += 1;
+                    record_event(
+                        core,
+                        pod,
+                        "Pod",
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {ns}/{pod_name} to {node_name}"),
+                        "default-scheduler",
+                    );
+                }
+            }
+            None => {
+                let mut parts: Vec<String> =
+                    reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                parts.sort();
+                let msg = if nodes.is_empty() {
+                    "no nodes available to schedule pods".to_string()
+                } else {
+                    format!(
+                        "0/{} nodes are available: {}.",
+                        nodes.len(),
+                        parts.join(", ")
+                    )
+                };
+                let already = pod
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "PodScheduled" && c["message"] == json!(msg))
+                    });
+                if !already {
+                    let _ = core.modify(registry::pods(), Some(ns), pod_name, Some("status"), &mut ctx, |o| {
+                        let mut o = o.clone();
+                        let mut conds: Vec<Value> = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+                        conds.retain(|c| c["type"] != "PodScheduled");
+                        conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": now()}));
+                        o["status"]["conditions"] = json!(conds);
+                        Ok(o)
+                    });
+                    record_event(
+                        core,
+                        pod,
+                        "Pod",
+                        "Warning",
+                        "FailedScheduling",
+                        &msg,
+                        "default-scheduler",
+                    );
+                }
+            }
+        }
+    }
+}

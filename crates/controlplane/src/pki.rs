@@ -1,0 +1,266 @@
+//! The cluster PKI: a CA, a serving certificate and an admin client
+//! certificate, generated once under the data dir and reused afterwards,
+//! plus minting of node credentials.
+//!
+//! Identities follow Kubernetes' x509 convention: the subject CN is the user
+//! name and each O is a group (`system:masters` for the admin,
+//! `system:nodes` + `system:node:<name>` for nodes).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to generate {what}: {source}")]
+    Generate {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, PkiError>;
+
+/// PEM material for one certificate and its key.
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The cluster PKI, loaded from (or created in) `DATA_DIR/pki`.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: CertPair,
+    pub serving: CertPair,
+    pub admin: CertPair,
+}
+
+fn gen_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
+    move |source| PkiError::Generate {
+        what: what.to_string(),
+        source,
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `contents` with mode `mode` (keys are 0600).
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |op| {
+        move |source| PkiError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err("create"))?;
+    f.write_all(contents.as_bytes()).map_err(err("write"))?;
+    f.sync_all().map_err(err("fsync"))?;
+    std::fs::rename(&tmp, path).map_err(err("rename"))?;
+    Ok(())
+}
+
+fn client_params(user: &str, groups: &[&str]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err(user))?;
+    let mut dn = DistinguishedName::new();
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    dn.push(DnType::CommonName, user);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+    Ok(params)
+}
+
+impl Pki {
+    /// Loads the PKI from `data_dir/pki`, generating any missing part. The
+    /// serving certificate is regenerated if it lacks `bind` in its SANs.
+    pub fn load_or_create(data_dir: &Path, bind: IpAddr) -> Result<Self> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).map_err(|source| PkiError::Io {
+            op: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let ca_crt = dir.join("ca.crt");
+        let ca_key = dir.join("ca.key");
+        let ca = if ca_crt.exists() && ca_key.exists() {
+            CertPair {
+                cert_pem: read(&ca_crt)?,
+                key_pem: read(&ca_key)?,
+            }
+        } else {
+            let key = KeyPair::generate().map_err(gen_err("CA key"))?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "rktup-ca");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+            let cert = params.self_signed(&key).map_err(gen_err("CA"))?;
+            let pair = CertPair {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            };
+            write_file(&ca_key, &pair.key_pem, 0o600)?;
+            write_file(&ca_crt, &pair.cert_pem, 0o644)?;
+            pair
+        };
+        let mut pki = Pki {
+            dir: dir.clone(),
+            serving: CertPair {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+            admin: CertPair {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+            ca,
+        };
+
+        let srv_crt = dir.join("apiserver.crt");
+        let srv_key = dir.join("apiserver.key");
+        let marker = dir.join("apiserver.sans");
+        let sans = format!("127.0.0.1,localhost,{bind}");
+        let reuse = srv_crt.exists()
+            && srv_key.exists()
+            && std::fs::read_to_string(&marker).ok().as_deref() == Some(sans.as_str());
+        pki.serving = if reuse {
+            CertPair {
+                cert_pem: read(&srv_crt)?,
+                key_pem: read(&srv_key)?,
+            }
+        } else {
+            let mut names = vec![
+                "localhost".to_string(),
+                "kubernetes".into(),
+                "kubernetes.default".into(),
+                "kubernetes.default.svc".into(),
+            ];
+            names.dedup();
+            let mut params = CertificateParams::new(names).map_err(gen_err("serving cert"))?;
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress("127.0.0.1".parse().map_err(|_| {
+                    PkiError::Generate {
+                        what: "serving cert".into(),
+                        source: rcgen::Error::CouldNotParseCertificate,
+                    }
+                })?));
+            if bind.to_string() != "127.0.0.1" {
+                params.subject_alt_names.push(SanType::IpAddress(bind));
+            }
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "kube-apiserver");
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+            let pair = pki.sign(params, "serving cert")?;
+            write_file(&srv_key, &pair.key_pem, 0o600)?;
+            write_file(&srv_crt, &pair.cert_pem, 0o644)?;
+            write_file(&marker, &sans, 0o644)?;
+            pair
+        };
+
+        let adm_crt = dir.join("admin.crt");
+        let adm_key = dir.join("admin.key");
+        pki.admin = if adm_crt.exists() && adm_key.exists() {
+            CertPair {
+                cert_pem: read(&adm_crt)?,
+                key_pem: read(&adm_key)?,
+            }
+        } else {
+            let pair = pki.issue_client("kubernetes-admin", &["system:masters"])?;
+            write_file(&adm_key, &pair.key_pem, 0o600)?;
+            write_file(&adm_crt, &pair.cert_pem, 0o644)?;
+            pair
+        };
+        Ok(pki)
+    }
+
+    fn sign(&self, params: CertificateParams, what: &str) -> Result<CertPair> {
+        let ca_key = KeyPair::from_pem(&self.ca.key_pem).map_err(gen_err("CA key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key).map_err(gen_err("CA"))?;
+        let key = KeyPair::generate().map_err(gen_err(what))?;
+        let cert = params.signed_by(&key, &issuer).map_err(gen_err(what))?;
+        Ok(CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a client certificate for `user` in `groups`, signed by the CA.
+    pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<CertPair> {
+        self.sign(client_params(user, groups)?, user)
+    }
+
+    /// Issues the client certificate of node `name` (`system:node:<name>`).
+    pub fn issue_node(&self, name: &str) -> Result<CertPair> {
+        self.issue_client(&format!("system:node:{name}"), &["system:nodes"])
+    }
+}
+
+/// Renders a kubeconfig with embedded credentials.
+pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, cred: &Credential) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let user_block = match cred {
+        Credential::Cert(pair) => format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&pair.cert_pem),
+            b64(&pair.key_pem)
+        ),
+        Credential::Token(t) => format!("    token: {t}\n"),
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: rktup\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {user}@rktup\n  context:\n    cluster: rktup\n    user: {user}\ncurrent-context: {user}@rktup\nusers:\n- name: {user}\n  user:\n{user_block}preferences: {{}}\n",
+        ca = b64(ca_pem),
+    )
+}
+
+/// A credential a client presents.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Cert(CertPair),
+    Token(String),
+}

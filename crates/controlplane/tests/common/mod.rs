@@ -1,0 +1,300 @@
+//! Shared test harness: a control plane on 127.0.0.1 with a free port and a
+//! temp data dir, the real kubectl, kube-rs clients, a stand-in kubelet log
+//! endpoint and a stand-in node agent.
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use rktup_controlplane::pki::Credential;
+use rktup_controlplane::{ControlPlane, Handle};
+use serde_json::json;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+pub async fn start_in(dir: &Path) -> Handle {
+    ControlPlane::builder()
+        .data_dir(dir)
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .node_monitor_grace(Duration::from_secs(3))
+        .start()
+        .await
+        .expect("control plane starts")
+}
+
+pub struct Cluster {
+    pub handle: Handle,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start() -> Cluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = start_in(dir.path()).await;
+    Cluster { handle, dir }
+}
+
+impl Cluster {
+    /// Runs the real kubectl against this cluster (off the async runtime).
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None).await
+    }
+
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let kc = self.handle.admin_kubeconfig().to_path_buf();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stdin = stdin.map(String::from);
+        let home = self.dir.path().join("home");
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            use std::process::{Command, Stdio};
+            let mut child = Command::new(KUBECTL)
+                .arg("--kubeconfig")
+                .arg(&kc)
+                .args(&args)
+                .env("HOME", &home)
+                .env("KUBECACHEDIR", home.join("cache"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kubectl runs");
+            if let Some(input) = stdin {
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(input.as_bytes())
+                    .expect("write stdin");
+            }
+            drop(child.stdin.take());
+            child.wait_with_output().expect("kubectl finishes")
+        })
+        .await
+        .expect("join")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn apply_stdin(&self, args: &[&str], yaml: &str) -> String {
+        let out = self.kubectl_stdin(args, Some(yaml)).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn client_for(&self, user: &str, cred: &Credential) -> kube::Client {
+        let text = self.handle.kubeconfig_for(user, cred);
+        let kc = kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig parses");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+
+    pub async fn admin(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.handle.admin_kubeconfig())
+            .expect("read kubeconfig");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+
+    pub async fn node_client(&self, node: &str) -> kube::Client {
+        let token = self.handle.mint_node_token(node).expect("token");
+        self.client_for(&format!("node-{node}"), &Credential::Token(token))
+            .await
+    }
+}
+
+/// Registers node `name` (as the node itself) with `kubelet_port` as its
+/// kubelet endpoint, and starts a stand-in node agent that heartbeats, runs
+/// pods bound to it (Running + Ready, with a pod IP) and finishes their
+/// graceful deletion.
+pub async fn fake_node(
+    cluster: &Cluster,
+    name: &str,
+    kubelet_port: u16,
+) -> tokio::task::JoinHandle<()> {
+    let client = cluster.node_client(name).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+            "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+            "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian GNU/Linux 12", "kernelVersion": "6.1", "containerRuntimeVersion": "rkt://1.30", "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "machineID": "", "systemUUID": "", "kubeProxyVersion": ""},
+        }
+    }))
+    .expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("node registers itself");
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::all(client.clone());
+        let mut ip = 10u32;
+        loop {
+            let now = jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            let _ = nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}]}})))
+                .await;
+            if let Ok(list) = pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
+                .await
+            {
+                for p in list.items {
+                    let pname = p.metadata.name.clone().unwrap_or_default();
+                    let ns = p.metadata.namespace.clone().unwrap_or_default();
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                    if p.metadata.deletion_timestamp.is_some() {
+                        let _ = api
+                            .delete(
+                                &pname,
+                                &DeleteParams {
+                                    grace_period_seconds: Some(0),
+                                    ..Default::default()
+                                },
+                            )
+                            .await;
+                        continue;
+                    }
+                    let phase = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    let run_to_completion =
+                        p.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) != Some("Always");
+                    if phase == "Running" && run_to_completion {
+                        // Batch pods finish successfully.
+                        let _ = api.patch_status(&pname, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}]}}))).await;
+                        continue;
+                    }
+                    if phase == "Pending" {
+                        ip += 1;
+                        let cs: Vec<serde_json::Value> = p.spec.as_ref().map(|s| s.containers.iter().map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}})).collect()).unwrap_or_default();
+                        let _ = api
+                            .patch_status(&pname, &PatchParams::default(), &Patch::Merge(json!({"status": {
+                                "phase": "Running",
+                                "podIP": format!("10.244.0.{ip}"),
+                                "podIPs": [{"ip": format!("10.244.0.{ip}")}],
+                                "hostIP": "127.0.0.1",
+                                "startTime": now,
+                                "containerStatuses": cs,
+                                "conditions": [
+                                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                                    {"type": "Ready", "status": "True", "lastTransitionTime": now}
+                                ]
+                            }})))
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// A stand-in kubelet serving `/containerLogs/<ns>/<pod>/<container>` over
+/// HTTPS; returns its port.
+pub async fn fake_kubelet() -> u16 {
+    use http_body_util::Full;
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.pem().as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("pem");
+    let pk = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key pem");
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, pk)
+    .expect("tls");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let body = match path.strip_prefix("/containerLogs/") {
+                            Some(rest) => {
+                                format!("log line 1 from {rest}\nlog line 2 from {rest}\n")
+                            }
+                            None => "not found\n".to_string(),
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

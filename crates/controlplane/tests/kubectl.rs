@@ -1,0 +1,612 @@
+//! Drives the control plane with the real kubectl (/usr/bin/kubectl).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p1
+  labels: {app: demo}
+spec:
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: ["sleep", "3600"]
+"#;
+
+const DEPLOY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_health_and_api_resources() {
+    let c = start().await;
+    let ns = c.ok(&["get", "ns"]).await;
+    assert!(ns.starts_with("NAME"), "{ns}");
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    let ar = c.ok(&["api-resources"]).await;
+    for line in [
+        "pods ",
+        "deployments ",
+        "replicasets ",
+        "leases ",
+        "events ",
+    ] {
+        assert!(ar.contains(line), "{ar}");
+    }
+    assert!(
+        ar.lines()
+            .any(|l| l.starts_with("pods") && l.contains(" po ") && l.contains("Pod")),
+        "{ar}"
+    );
+    let all = c.ok(&["get", "all"]).await;
+    assert!(all.contains("service/kubernetes"), "{all}");
+    let v = c.ok(&["version", "-o", "json"]).await;
+    assert!(v.contains("\"serverVersion\""), "{v}");
+    let raw = c.ok(&["get", "--raw", "/readyz"]).await;
+    assert_eq!(raw, "ok");
+    let explain = c.ok(&["explain", "deployment.spec.replicas"]).await;
+    assert!(
+        explain.contains("replicas") && explain.contains("<integer>"),
+        "{explain}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_crud_outputs_label_patch_describe_delete() {
+    let c = start().await;
+    let out = c.apply_stdin(&["create", "-f", "-"], POD).await;
+    assert_eq!(out.trim(), "pod/p1 created");
+    let table = c.ok(&["get", "po"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(
+        table.contains("p1") && table.contains("0/1") && table.contains("Pending"),
+        "{table}"
+    );
+    let wide = c.ok(&["get", "po", "-o", "wide"]).await;
+    assert!(
+        wide.lines().next().unwrap_or("").contains("NOMINATED NODE"),
+        "{wide}"
+    );
+    let yaml = c.ok(&["get", "po", "p1", "-o", "yaml"]).await;
+    for want in [
+        "restartPolicy: Always",
+        "dnsPolicy: ClusterFirst",
+        "terminationGracePeriodSeconds: 30",
+        "uid:",
+        "creationTimestamp:",
+        "phase: Pending",
+    ] {
+        assert!(yaml.contains(want), "missing {want} in\n{yaml}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "po", "p1", "-o", "json"]).await).expect("json");
+    assert_eq!(
+        json["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    assert_eq!(c.ok(&["get", "po", "-o", "name"]).await.trim(), "pod/p1");
+    c.ok(&["label", "po", "p1", "tier=backend"]).await;
+    c.ok(&["annotate", "po", "p1", "note=hello"]).await;
+    let sel = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "tier in (backend,frontend),app=demo",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(sel.trim(), "pod/p1");
+    let none = c
+        .ok(&["get", "po", "-l", "tier!=backend", "-o", "name"])
+        .await;
+    assert_eq!(none.trim(), "");
+    let fsel = c
+        .ok(&[
+            "get",
+            "po",
+            "--field-selector",
+            "status.phase=Pending",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(fsel.trim(), "pod/p1");
+    c.ok(&[
+        "patch",
+        "po",
+        "p1",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1"}}}"#,
+    ])
+    .await;
+    c.ok(&[
+        "patch",
+        "po",
+        "p1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+    ])
+    .await;
+    c.ok(&[
+        "patch",
+        "po",
+        "p1",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"main","image":"busybox:1.37"}]}}"#,
+    ])
+    .await;
+    let labels = c
+        .ok(&[
+            "get",
+            "po",
+            "p1",
+            "-o",
+            "jsonpath={.metadata.labels.m}{.metadata.labels.j}{.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(labels, "12busybox:1.37");
+    // Forbidden pod spec change: 422 Invalid from the server.
+    let bad = c
+        .kubectl(&[
+            "patch",
+            "po",
+            "p1",
+            "-p",
+            r#"{"spec":{"restartPolicy":"Never"}}"#,
+        ])
+        .await;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is invalid"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let desc = c.ok(&["describe", "po", "p1"]).await;
+    assert!(
+        desc.contains("Name:") && desc.contains("p1") && desc.contains("busybox:1.37"),
+        "{desc}"
+    );
+    // Validation errors come back as 422 with causes.
+    let invalid = c
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            Some("apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {containers: []}\n"),
+        )
+        .await;
+    assert!(
+        String::from_utf8_lossy(&invalid.stderr).contains("spec.containers: Required value"),
+        "{}",
+        String::from_utf8_lossy(&invalid.stderr)
+    );
+    assert_eq!(
+        c.ok(&["delete", "po", "p1", "--wait=true"]).await.trim(),
+        "pod \"p1\" deleted"
+    );
+    let gone = c.kubectl(&["get", "po", "p1"]).await;
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_client_side_and_server_side() {
+    let c = start().await;
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  labels: {a: b}\ndata:\n  k: v\n";
+    assert_eq!(
+        c.apply_stdin(&["apply", "-f", "-"], cm).await.trim(),
+        "configmap/cfg created"
+    );
+    assert_eq!(
+        c.apply_stdin(&["apply", "-f", "-"], cm).await.trim(),
+        "configmap/cfg unchanged"
+    );
+    let cm2 = cm.replace("k: v", "k: v2\n  k2: x");
+    assert_eq!(
+        c.apply_stdin(&["apply", "-f", "-"], &cm2).await.trim(),
+        "configmap/cfg configured"
+    );
+    // kubectl validates strictly on the server by default.
+    let unknown = c
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndatta: {k: v}\n"),
+        )
+        .await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown field \"datta\""),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    // Chunked listing (limit/continue) returns everything.
+    let chunked = c.ok(&["get", "cm", "--chunk-size=1", "-o", "name"]).await;
+    assert!(chunked.contains("configmap/cfg"), "{chunked}");
+    let data = c
+        .ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.k}{.data.k2}"])
+        .await;
+    assert_eq!(data, "v2x");
+    // Removing a key from the applied config removes it (three-way merge).
+    c.apply_stdin(&["apply", "-f", "-"], cm).await;
+    assert_eq!(
+        c.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data}"]).await,
+        r#"{"k":"v"}"#
+    );
+
+    let ssa = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: '1'\n";
+    assert_eq!(
+        c.apply_stdin(&["apply", "--server-side", "-f", "-"], ssa)
+            .await
+            .trim(),
+        "configmap/ssa serverside-applied"
+    );
+    let mf = c
+        .ok(&[
+            "get",
+            "cm",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.managedFields[0].manager}/{.metadata.managedFields[0].operation}",
+            "--show-managed-fields",
+        ])
+        .await;
+    assert_eq!(mf, "kubectl/Apply");
+    // A second manager changing the same field conflicts, unless forced.
+    let other = ssa.replace("'1'", "'2'");
+    let conflict = c
+        .kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            Some(&other),
+        )
+        .await;
+    assert!(!conflict.status.success());
+    assert!(
+        String::from_utf8_lossy(&conflict.stderr).contains("conflict"),
+        "{}",
+        String::from_utf8_lossy(&conflict.stderr)
+    );
+    c.apply_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &other,
+    )
+    .await;
+    assert_eq!(
+        c.ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"])
+            .await,
+        "2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_rollout_scale_undo_and_cascading_delete() {
+    let c = start().await;
+    let _n1 = fake_node(&c, "n1", 10250).await;
+    let _n2 = fake_node(&c, "n2", 10250).await;
+    assert_eq!(
+        c.apply_stdin(&["apply", "-f", "-"], DEPLOY).await.trim(),
+        "deployment.apps/web created"
+    );
+    let status = c
+        .ok(&["rollout", "status", "deploy/web", "--timeout=60s"])
+        .await;
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let table = c.ok(&["get", "deploy", "web"]).await;
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()[..4]
+            == ["web", "3/3", "3", "3"],
+        "{table}"
+    );
+    // Pods spread over both nodes.
+    let nodes = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ])
+        .await;
+    assert!(nodes.contains("n1") && nodes.contains("n2"), "{nodes}");
+    c.ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deploy/web",
+        "--timeout=30s",
+    ])
+    .await;
+    c.ok(&["set", "image", "deploy/web", "nginx=nginx:1.26"])
+        .await;
+    let status = c
+        .ok(&["rollout", "status", "deploy/web", "--timeout=60s"])
+        .await;
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let images = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(
+        images.split_whitespace().collect::<Vec<_>>(),
+        ["nginx:1.26"; 3],
+        "{images}"
+    );
+    let history = c.ok(&["rollout", "history", "deploy/web"]).await;
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+    c.ok(&["rollout", "undo", "deploy/web"]).await;
+    c.ok(&["rollout", "status", "deploy/web", "--timeout=60s"])
+        .await;
+    let image = c
+        .ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "nginx:1.25");
+    eventually(
+        "old pods replaced after undo",
+        Duration::from_secs(30),
+        || async {
+            let images = c
+                .ok(&[
+                    "get",
+                    "po",
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "jsonpath={.items[*].spec.containers[0].image}",
+                ])
+                .await;
+            (images.split_whitespace().collect::<Vec<_>>() == ["nginx:1.25"; 3]).then_some(())
+        },
+    )
+    .await;
+    c.ok(&["scale", "deploy/web", "--replicas=1"]).await;
+    eventually("scaled to 1", Duration::from_secs(30), || async {
+        let names = c.ok(&["get", "po", "-l", "app=web", "-o", "name"]).await;
+        (names.lines().count() == 1).then_some(())
+    })
+    .await;
+    let rs = c.ok(&["get", "rs", "-o", "name"]).await;
+    assert_eq!(rs.lines().count(), 2, "{rs}");
+    c.ok(&["delete", "deploy", "web"]).await;
+    eventually("cascading delete", Duration::from_secs(30), || async {
+        let left = c.ok(&["get", "rs,po", "-o", "name"]).await;
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_proxied_to_the_node() {
+    let c = start().await;
+    let port = fake_kubelet().await;
+    let _n = fake_node(&c, "logs-node", port).await;
+    c.apply_stdin(&["create", "-f", "-"], POD).await;
+    c.ok(&["wait", "--for=condition=Ready", "pod/p1", "--timeout=30s"])
+        .await;
+    let logs = c.ok(&["logs", "p1"]).await;
+    assert_eq!(
+        logs,
+        "log line 1 from default/p1/main\nlog line 2 from default/p1/main\n"
+    );
+    let bad = c.kubectl(&["logs", "p1", "-c", "nope"]).await;
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("container nope is not valid"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_cluster_ips_and_endpoints() {
+    let c = start().await;
+    let _n = fake_node(&c, "n1", 10250).await;
+    c.apply_stdin(&["create", "-f", "-"], POD).await;
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: demo}\nspec:\n  selector: {app: demo}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], svc).await;
+    let table = c.ok(&["get", "svc", "demo"]).await;
+    let cols: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(cols[1], "ClusterIP");
+    assert!(cols[2].starts_with("10.9"), "{table}");
+    assert_eq!(cols[4], "80/TCP");
+    eventually("endpoints", Duration::from_secs(20), || async {
+        let ep = c
+            .ok(&[
+                "get",
+                "endpoints",
+                "demo",
+                "-o",
+                "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+            ])
+            .await;
+        (ep.starts_with("10.244.") && ep.ends_with(":8080")).then_some(())
+    })
+    .await;
+    // Namespace deletion cascades to its content.
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: tmp}\n",
+    )
+    .await;
+    c.apply_stdin(&["create", "-n", "tmp", "-f", "-"], POD)
+        .await;
+    c.ok(&["delete", "ns", "tmp", "--timeout=30s"]).await;
+    let gone = c.kubectl(&["get", "ns", "tmp"]).await;
+    assert!(!gone.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_and_daemonsets_cover_nodes() {
+    let c = start().await;
+    let _n1 = fake_node(&c, "d1", 10250).await;
+    let _n2 = fake_node(&c, "d2", 10250).await;
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec:\n  completions: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox, command: [\"true\"]}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], job).await;
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ])
+    .await;
+    let table = c.ok(&["get", "job", "once"]).await;
+    let cols: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&cols[..3], ["once", "Complete", "2/2"], "{table}");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: c, image: agent:1}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], ds).await;
+    let st = c
+        .ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    assert!(st.contains("successfully rolled out"), "{st}");
+    let nodes = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ])
+        .await;
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["d1", "d2"]);
+    c.ok(&["set", "image", "ds/agent", "c=agent:2"]).await;
+    c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    eventually("daemon pods updated", Duration::from_secs(30), || async {
+        let images = c
+            .ok(&[
+                "get",
+                "po",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].image}",
+            ])
+            .await;
+        (images.split_whitespace().collect::<Vec<_>>() == ["agent:2"; 2]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_and_foreground_delete() {
+    let c = start().await;
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ed}\ndata: {k: before}\n",
+    )
+    .await;
+    let kc = c.handle.admin_kubeconfig().to_path_buf();
+    let home = c.dir.path().join("home");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["edit", "cm", "ed"])
+            .env("HOME", &home)
+            .env("KUBE_EDITOR", "sed -i s/before/after/")
+            .output()
+            .expect("kubectl edit")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "ed", "-o", "jsonpath={.data.k}"]).await,
+        "after"
+    );
+    c.apply_stdin(&["apply", "-f", "-"], DEPLOY).await;
+    eventually("pods created", Duration::from_secs(20), || async {
+        (c.ok(&["get", "po", "-o", "name"]).await.lines().count() == 3).then_some(())
+    })
+    .await;
+    c.ok(&[
+        "delete",
+        "deploy",
+        "web",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ])
+    .await;
+    assert!(c
+        .ok(&["get", "deploy,rs,po", "-o", "name"])
+        .await
+        .trim()
+        .is_empty());
+}

@@ -1,0 +1,363 @@
+//! What the stage1 supervisor runs (`pod.json`, written once by the agent) and what it reports
+//! (`status.json`, rewritten atomically by the supervisor on every change). Both live in the pod's
+//! directory `<root>/pods/<uuid>/`, which is all a restarted agent needs to re-adopt the pod.
+
+use crate::cgroups::Limits;
+use crate::cni::Network;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage1Flavor {
+    Coreos,
+    Fly,
+    Kvm,
+}
+
+impl Stage1Flavor {
+    /// Accepts `coreos.com/rkt/stage1-X` and `coreos/rkt/stage1-X`, with an optional `:version`.
+    pub fn parse(name: &str) -> Option<Stage1Flavor> {
+        let n = name.trim();
+        let n = n.split_once(':').map(|(a, _)| a).unwrap_or(n);
+        let flavour = n
+            .strip_prefix("coreos.com/rkt/stage1-")
+            .or_else(|| n.strip_prefix("coreos/rkt/stage1-"))?;
+        match flavour {
+            "coreos" => Some(Stage1Flavor::Coreos),
+            "fly" => Some(Stage1Flavor::Fly),
+            "kvm" => Some(Stage1Flavor::Kvm),
+            _ => None,
+        }
+    }
+
+    pub fn image_name(self) -> &'static str {
+        match self {
+            Stage1Flavor::Coreos => "coreos.com/rkt/stage1-coreos",
+            Stage1Flavor::Fly => "coreos.com/rkt/stage1-fly",
+            Stage1Flavor::Kvm => "coreos.com/rkt/stage1-kvm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    /// Literal value (`$(VAR)` references are expanded at start).
+    pub value: String,
+    /// A downward-API field resolved by the supervisor (status.podIP is only known after CNI ADD).
+    #[serde(default)]
+    pub field_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountPlan {
+    pub volume: String,
+    pub path: String,
+    pub read_only: bool,
+    #[serde(default)]
+    pub sub_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    /// Unpacked layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub argv: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub working_dir: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    pub allow_privilege_escalation: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub mounts: Vec<MountPlan>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VolumeSource {
+    /// `<pod dir>/volumes/<name>`; a tmpfs when `memory`.
+    EmptyDir {
+        memory: bool,
+        size_limit: Option<u64>,
+    },
+    HostPath {
+        path: PathBuf,
+    },
+    /// A directory prepared by someone else (the API side will materialise configMap / secret /
+    /// projected volumes here and hand them in this way).
+    Prepared {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumePlan {
+    pub name: String,
+    pub source: VolumeSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortMapping {
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkPlan {
+    pub network: Network,
+    pub plugin_dirs: Vec<PathBuf>,
+    pub port_mappings: Vec<PortMapping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodPlan {
+    pub uuid: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub node_name: String,
+    pub host_ip: Option<String>,
+    pub source: Option<PathBuf>,
+    pub source_hash: String,
+    pub stage1: Stage1Flavor,
+    pub host_network: bool,
+    pub hostname: String,
+    pub restart_policy: RestartPolicy,
+    pub grace_seconds: u64,
+    pub init_containers: Vec<ContainerPlan>,
+    pub containers: Vec<ContainerPlan>,
+    pub volumes: Vec<VolumePlan>,
+    /// None: host network (or fly).
+    pub network: Option<NetworkPlan>,
+    pub cgroup_parent: String,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub log_max_size: u64,
+    pub log_max_files: usize,
+    pub verbosity: u8,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub created_at: i64,
+    /// stage1-kvm: guest kernel and qemu binary.
+    #[serde(default)]
+    pub kvm: Option<KvmPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvmPlan {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    /// `/lib/modules/<version>` of the guest kernel (9p and virtio modules go into the initramfs).
+    pub modules: PathBuf,
+    /// The static busybox that becomes the guest's init userland.
+    pub busybox: PathBuf,
+    pub memory_mib: u64,
+}
+
+impl PodPlan {
+    pub fn unit_name(&self) -> String {
+        format!("k8s_{}", self.uuid)
+    }
+    pub fn cgroup_path(&self) -> String {
+        format!("{}/k8s_{}", self.cgroup_parent, self.uuid)
+    }
+    pub fn all_containers(&self) -> impl Iterator<Item = &ContainerPlan> {
+        self.init_containers.iter().chain(self.containers.iter())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodState {
+    /// Accepted but refused/failed before anything ran (reason says why).
+    Refused,
+    Preparing,
+    Running,
+    /// Stopping: containers got SIGTERM.
+    Stopping,
+    Exited,
+}
+
+impl PodState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodState::Refused => "refused",
+            PodState::Preparing => "preparing",
+            PodState::Running => "running",
+            PodState::Stopping => "stopping",
+            PodState::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    /// waiting | running | terminated
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    pub restart_count: u32,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodStatus {
+    pub state: PodState,
+    /// Pending | Running | Succeeded | Failed
+    pub phase: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    pub supervisor_pid: i32,
+    pub supervisor_start: u64,
+    #[serde(default)]
+    pub infra_pid: Option<i32>,
+    #[serde(default)]
+    pub pod_ip: Option<String>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+    #[serde(default)]
+    pub init_containers: Vec<ContainerStatus>,
+    pub containers: Vec<ContainerStatus>,
+}
+
+impl PodStatus {
+    pub fn new(plan: &PodPlan, state: PodState) -> PodStatus {
+        let cs = |c: &ContainerPlan| ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_id: c.image_id.clone(),
+            state: "waiting".into(),
+            reason: Some("ContainerCreating".into()),
+            ..Default::default()
+        };
+        PodStatus {
+            state,
+            phase: "Pending".into(),
+            reason: None,
+            message: None,
+            supervisor_pid: 0,
+            supervisor_start: 0,
+            infra_pid: None,
+            pod_ip: None,
+            created_at: plan.created_at,
+            started_at: None,
+            finished_at: None,
+            init_containers: plan.init_containers.iter().map(cs).collect(),
+            containers: plan.containers.iter().map(cs).collect(),
+        }
+    }
+}
+
+pub fn plan_path(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("pod.json")
+}
+pub fn status_path(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("status.json")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodFileError {
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<T, PodFileError> {
+    let b = std::fs::read(&path).map_err(|source| PodFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&b).map_err(|source| PodFileError::Parse { path, source })
+}
+
+fn write_json<T: Serialize>(path: PathBuf, v: &T) -> Result<(), PodFileError> {
+    let b = serde_json::to_vec_pretty(v).map_err(|source| PodFileError::Parse {
+        path: path.clone(),
+        source,
+    })?;
+    crate::util::write_atomic(&path, &b).map_err(|source| PodFileError::Write { path, source })
+}
+
+pub fn read_plan(pod_dir: &Path) -> Result<PodPlan, PodFileError> {
+    read_json(plan_path(pod_dir))
+}
+pub fn write_plan(pod_dir: &Path, p: &PodPlan) -> Result<(), PodFileError> {
+    write_json(plan_path(pod_dir), p)
+}
+pub fn read_status(pod_dir: &Path) -> Result<PodStatus, PodFileError> {
+    read_json(status_path(pod_dir))
+}
+pub fn write_status(pod_dir: &Path, s: &PodStatus) -> Result<(), PodFileError> {
+    write_json(status_path(pod_dir), s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage1_names_in_both_spellings() {
+        assert_eq!(
+            Stage1Flavor::parse("coreos.com/rkt/stage1-fly"),
+            Some(Stage1Flavor::Fly)
+        );
+        assert_eq!(
+            Stage1Flavor::parse("coreos/rkt/stage1-coreos"),
+            Some(Stage1Flavor::Coreos)
+        );
+        assert_eq!(
+            Stage1Flavor::parse("coreos.com/rkt/stage1-kvm:1.9.1"),
+            Some(Stage1Flavor::Kvm)
+        );
+        assert_eq!(Stage1Flavor::parse("coreos.com/rkt/stage1-nope"), None);
+        assert_eq!(Stage1Flavor::parse("example.com/stage1-fly"), None);
+    }
+}

@@ -1,0 +1,577 @@
+//! The runtime as a library: a builder-configured `Runtime` that plans pods from manifests,
+//! starts their stage1 supervisors, stops them, re-adopts them, lists them and cleans up.
+
+use crate::cni;
+use crate::image::{ImageStore, Puller};
+use crate::manifest::{self, PlanContext, PlanError};
+use crate::pod::*;
+use crate::util;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::image::store::StoreError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    PodFile(#[from] PodFileError),
+    #[error("pod {0:?} not found")]
+    NoPod(String),
+    #[error("pod id {id:?} is ambiguous ({count} pods match)")]
+    Ambiguous { id: String, count: usize },
+    #[error("failed to start the stage1 supervisor {exe}: {source}")]
+    Spawn {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// rkt's contained network: `--network-plugin` empty.
+    Contained,
+    /// kubelet's `--network-plugin=cni`.
+    Cni,
+    /// kubelet's `--network-plugin=kubenet`.
+    Kubenet,
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> Result<NetworkMode, RuntimeError> {
+        match s {
+            "" | "rkt" | "contained" => Ok(NetworkMode::Contained),
+            "cni" => Ok(NetworkMode::Cni),
+            "kubenet" => Ok(NetworkMode::Kubenet),
+            o => Err(RuntimeError::Config(format!(
+                "unknown --network-plugin {o:?} (expected \"\", cni or kubenet)"
+            ))),
+        }
+    }
+}
+
+/// Runtime settings (youki-style builder: `RuntimeConfig::new(root).with_*()`).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub root_dir: PathBuf,
+    pub stage1: Stage1Flavor,
+    pub network_mode: NetworkMode,
+    pub network_plugin_dir: Option<PathBuf>,
+    pub cni_conf_dir: Option<PathBuf>,
+    pub pod_cidr: Option<String>,
+    pub insecure_registries: Vec<String>,
+    pub registry_config: Option<PathBuf>,
+    pub allow_privileged: bool,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub log_max_size: u64,
+    pub log_max_files: usize,
+    pub verbosity: u8,
+    pub node_name: String,
+    pub cgroup_parent: String,
+    /// The node's IP (downward API `status.hostIP`).
+    pub host_ip: Option<String>,
+    /// The binary re-executed as `<exe> stage1 <pod dir>`: the running binary by default;
+    /// `RKTUP_STAGE1_EXE` overrides (tests point it at the built `rktup`).
+    pub stage1_exe: PathBuf,
+}
+
+impl RuntimeConfig {
+    pub fn new(root_dir: impl Into<PathBuf>) -> RuntimeConfig {
+        let exe = std::env::var_os("RKTUP_STAGE1_EXE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        RuntimeConfig {
+            root_dir: root_dir.into(),
+            stage1: Stage1Flavor::Coreos,
+            network_mode: NetworkMode::Contained,
+            network_plugin_dir: None,
+            cni_conf_dir: None,
+            pod_cidr: None,
+            insecure_registries: vec![],
+            registry_config: None,
+            allow_privileged: false,
+            backoff_base_ms: 10_000,
+            backoff_max_ms: 300_000,
+            log_max_size: 10 << 20,
+            log_max_files: 5,
+            verbosity: 2,
+            node_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into()),
+            cgroup_parent: "rktup".into(),
+            host_ip: None,
+            stage1_exe: exe,
+        }
+    }
+    pub fn with_stage1(mut self, f: Stage1Flavor) -> Self {
+        self.stage1 = f;
+        self
+    }
+    pub fn with_network_mode(mut self, m: NetworkMode) -> Self {
+        self.network_mode = m;
+        self
+    }
+    pub fn with_cni_conf_dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.cni_conf_dir = Some(d.into());
+        self
+    }
+    pub fn with_network_plugin_dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.network_plugin_dir = Some(d.into());
+        self
+    }
+    pub fn with_pod_cidr(mut self, c: impl Into<String>) -> Self {
+        self.pod_cidr = Some(c.into());
+        self
+    }
+    pub fn with_insecure_registries(mut self, r: Vec<String>) -> Self {
+        self.insecure_registries = r;
+        self
+    }
+    pub fn with_allow_privileged(mut self, a: bool) -> Self {
+        self.allow_privileged = a;
+        self
+    }
+    pub fn with_backoff_ms(mut self, base: u64, max: u64) -> Self {
+        self.backoff_base_ms = base.max(1);
+        self.backoff_max_ms = max.max(base);
+        self
+    }
+    pub fn with_verbosity(mut self, v: u8) -> Self {
+        self.verbosity = v;
+        self
+    }
+    pub fn with_stage1_exe(mut self, p: impl Into<PathBuf>) -> Self {
+        self.stage1_exe = p.into();
+        self
+    }
+    pub fn with_log_rotation(mut self, max_size: u64, max_files: usize) -> Self {
+        self.log_max_size = max_size;
+        self.log_max_files = max_files;
+        self
+    }
+}
+
+/// One pod as found on disk.
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    pub dir: PathBuf,
+    pub plan: PodPlan,
+    pub status: PodStatus,
+    /// The supervisor process is alive (same pid and start time as recorded).
+    pub alive: bool,
+}
+
+pub struct Runtime {
+    pub cfg: RuntimeConfig,
+    pub store: ImageStore,
+    puller: Puller,
+}
+
+impl Runtime {
+    pub fn new(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let pods = cfg.root_dir.join("pods");
+        std::fs::create_dir_all(&pods).map_err(|source| RuntimeError::Io {
+            action: "create",
+            path: pods.clone(),
+            source,
+        })?;
+        let store = ImageStore::open(&cfg.root_dir)?;
+        let mut puller = Puller::new().with_insecure_registries(&cfg.insecure_registries);
+        if let Some(rc) = &cfg.registry_config {
+            puller = puller.with_docker_config(rc);
+        }
+        if cfg.network_mode == NetworkMode::Kubenet && cfg.pod_cidr.is_none() {
+            return Err(RuntimeError::Config(
+                "--network-plugin=kubenet needs --pod-cidr".into(),
+            ));
+        }
+        Ok(Runtime { cfg, store, puller })
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.cfg.root_dir.join("pods")
+    }
+
+    pub fn puller(&self) -> &Puller {
+        &self.puller
+    }
+
+    /// The CNI config dir in effect for the network mode.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        match self.cfg.network_mode {
+            NetworkMode::Contained => self
+                .cfg
+                .cni_conf_dir
+                .clone()
+                .unwrap_or_else(|| "/etc/rkt/net.d".into()),
+            NetworkMode::Cni => self
+                .cfg
+                .cni_conf_dir
+                .clone()
+                .unwrap_or_else(|| "/etc/cni/net.d".into()),
+            NetworkMode::Kubenet => self.cfg.root_dir.join("kubenet/net.d"),
+        }
+    }
+
+    /// Resolve the pod network now, so a missing config or plugin refuses the pod before
+    /// anything of it runs.
+    pub fn resolve_network(&self, ports: &[PortMapping]) -> Result<Option<NetworkPlan>, PlanError> {
+        let dir = self.cni_conf_dir();
+        if self.cfg.network_mode == NetworkMode::Kubenet {
+            let cidr = self.cfg.pod_cidr.clone().unwrap_or_default();
+            let conf = cni::kubenet_conflist(&cidr, Some(&self.cfg.root_dir.join("kubenet/ipam")));
+            std::fs::create_dir_all(&dir).map_err(|e| PlanError::Network(e.to_string()))?;
+            let f = dir.join("10-kubenet.conflist");
+            let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
+            if std::fs::read_to_string(&f).ok().as_deref() != Some(text.as_str()) {
+                util::write_atomic(&f, text.as_bytes())
+                    .map_err(|e| PlanError::Network(e.to_string()))?;
+            }
+        }
+        let name = match self.cfg.network_mode {
+            NetworkMode::Contained => Some("rkt.kubernetes.io"),
+            NetworkMode::Cni | NetworkMode::Kubenet => None,
+        };
+        let network =
+            cni::load_network(&dir, name).map_err(|e| PlanError::Network(e.to_string()))?;
+        let dirs = cni::default_plugin_dirs(self.cfg.network_plugin_dir.as_deref());
+        cni::find_plugins(&network, &dirs).map_err(|e| PlanError::Network(e.to_string()))?;
+        Ok(Some(NetworkPlan {
+            network,
+            plugin_dirs: dirs,
+            port_mappings: ports.to_vec(),
+        }))
+    }
+
+    /// Plan and start a pod. A pod that cannot run is still recorded (state `refused`, with the
+    /// reason) so `rkt list` / `status` explain it; nothing of it runs.
+    pub fn run_pod(
+        &self,
+        pod: &Pod,
+        source: Option<&Path>,
+        hash: &str,
+    ) -> Result<PodEntry, RuntimeError> {
+        let uuid = util::new_uuid();
+        let dir = self.pods_dir().join(&uuid);
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let net = |ports: &[PortMapping]| self.resolve_network(ports);
+        let host_ip = self.cfg.host_ip.clone();
+        let ctx = PlanContext {
+            store: &self.store,
+            puller: &self.puller,
+            node_stage1: self.cfg.stage1,
+            allow_privileged: self.cfg.allow_privileged,
+            node_name: &self.cfg.node_name,
+            host_ip,
+            pod_dir: &dir,
+            network: &net,
+        };
+        let planned = manifest::plan_pod(pod, &ctx, &uuid);
+        let mut plan = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let plan = refused_plan(pod, &uuid, source, hash);
+                write_plan(&dir, &plan)?;
+                let mut st = PodStatus::new(&plan, PodState::Refused);
+                st.phase = "Failed".into();
+                st.reason = Some(refusal_reason(&e).into());
+                st.message = Some(e.to_string());
+                write_status(&dir, &st)?;
+                return Err(e.into());
+            }
+        };
+        plan.source = source.map(Path::to_path_buf);
+        plan.source_hash = hash.into();
+        plan.backoff_base_ms = self.cfg.backoff_base_ms;
+        plan.backoff_max_ms = self.cfg.backoff_max_ms;
+        plan.log_max_size = self.cfg.log_max_size;
+        plan.log_max_files = self.cfg.log_max_files;
+        plan.verbosity = self.cfg.verbosity;
+        plan.cgroup_parent = self.cfg.cgroup_parent.clone();
+        if plan.stage1 == Stage1Flavor::Kvm {
+            match crate::stage1::kvm::find_kvm() {
+                Ok(k) => plan.kvm = Some(k),
+                Err(why) => {
+                    let e = PlanError::Stage1Refused {
+                        name: Stage1Flavor::Kvm.image_name().into(),
+                        why,
+                    };
+                    write_plan(&dir, &plan)?;
+                    let mut st = PodStatus::new(&plan, PodState::Refused);
+                    st.phase = "Failed".into();
+                    st.reason = Some("Stage1Unavailable".into());
+                    st.message = Some(e.to_string());
+                    write_status(&dir, &st)?;
+                    return Err(e.into());
+                }
+            }
+        }
+        write_plan(&dir, &plan)?;
+        let mut st = PodStatus::new(&plan, PodState::Preparing);
+        st.supervisor_pid = 0;
+        write_status(&dir, &st)?;
+        self.spawn_supervisor(&dir)?;
+        let status = self.wait_for_supervisor(&dir, Duration::from_secs(5))?;
+        Ok(PodEntry {
+            dir,
+            plan,
+            status,
+            alive: true,
+        })
+    }
+
+    fn spawn_supervisor(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stage1.log"))
+            .map_err(|source| RuntimeError::Io {
+                action: "open",
+                path: dir.join("stage1.log"),
+                source,
+            })?;
+        let log2 = log.try_clone().map_err(|source| RuntimeError::Io {
+            action: "dup",
+            path: dir.join("stage1.log"),
+            source,
+        })?;
+        let mut cmd = Command::new(&self.cfg.stage1_exe);
+        cmd.arg("stage1")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: setsid is async-signal-safe; the supervisor gets its own session so signals to
+        // the agent's process group (Ctrl-C, SIGTERM to the group) do not reach the pods.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            exe: self.cfg.stage1_exe.clone(),
+            source,
+        })?;
+        // The supervisor outlives us; it is reaped by `reap_children` (or by init after we exit).
+        if let Ok(mut v) = SPAWNED.lock() {
+            v.push(child.id() as i32);
+        }
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    /// Wait until the supervisor recorded its pid (so `alive` checks work right away).
+    fn wait_for_supervisor(
+        &self,
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<PodStatus, RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = read_status(dir)?;
+            if st.supervisor_pid > 0 || Instant::now() > deadline {
+                return Ok(st);
+            }
+            reap_children();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn list(&self) -> Vec<PodEntry> {
+        reap_children();
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.pods_dir()) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let dir = e.path();
+            let (Ok(plan), Ok(status)) = (read_plan(&dir), read_status(&dir)) else {
+                continue;
+            };
+            // Spawned but not yet reporting (supervisor_pid still 0) counts as alive for a while.
+            let starting = status.supervisor_pid == 0
+                && status.state == PodState::Preparing
+                && util::now_secs() - plan.created_at < 30;
+            let alive =
+                starting || util::process_alive(status.supervisor_pid, status.supervisor_start);
+            out.push(PodEntry {
+                dir,
+                plan,
+                status,
+                alive,
+            });
+        }
+        out.sort_by(|a, b| {
+            a.plan
+                .created_at
+                .cmp(&b.plan.created_at)
+                .then(a.plan.uuid.cmp(&b.plan.uuid))
+        });
+        out
+    }
+
+    /// Find a pod by full UUID, a UUID prefix (rkt's short form), or `k8s_<uuid>`.
+    pub fn find(&self, id: &str) -> Result<PodEntry, RuntimeError> {
+        let id = id.trim().trim_start_matches("k8s_").to_ascii_lowercase();
+        if id.is_empty() {
+            return Err(RuntimeError::NoPod(id));
+        }
+        let hits: Vec<PodEntry> = self
+            .list()
+            .into_iter()
+            .filter(|p| {
+                p.plan.uuid.starts_with(&id) || p.plan.uuid.replace('-', "").starts_with(&id)
+            })
+            .collect();
+        match hits.len() {
+            0 => Err(RuntimeError::NoPod(id)),
+            1 => Ok(hits.into_iter().next().ok_or(RuntimeError::NoPod(id))?),
+            n => Err(RuntimeError::Ambiguous { id, count: n }),
+        }
+    }
+
+    /// Ask the supervisor to stop (SIGTERM → containers get SIGTERM, then SIGKILL after the grace
+    /// period) and wait until the pod exited; if the supervisor is gone, clean up in its place.
+    pub fn stop(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
+        let mut st = read_status(&entry.dir)?;
+        if st.supervisor_pid == 0 && st.state == PodState::Preparing {
+            st = self.wait_for_supervisor(&entry.dir, Duration::from_secs(10))?;
+        }
+        let st = &st;
+        if util::process_alive(st.supervisor_pid, st.supervisor_start) {
+            crate::stage1::sys::kill(st.supervisor_pid, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(entry.plan.grace_seconds + 20);
+            while util::process_alive(st.supervisor_pid, st.supervisor_start)
+                && Instant::now() < deadline
+            {
+                reap_children();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if util::process_alive(st.supervisor_pid, st.supervisor_start) {
+                crate::stage1::sys::kill(st.supervisor_pid, libc::SIGKILL);
+                std::thread::sleep(Duration::from_millis(50));
+                reap_children();
+            }
+        }
+        let st = read_status(&entry.dir)?;
+        if st.state != PodState::Exited && st.state != PodState::Refused {
+            // The supervisor died without tearing down: do it here.
+            crate::stage1::cleanup_pod(&entry.dir, &entry.plan, st.infra_pid, None);
+            let mut st = st;
+            st.state = PodState::Exited;
+            st.finished_at = Some(util::now_secs());
+            st.reason.get_or_insert_with(|| "SupervisorLost".into());
+            write_status(&entry.dir, &st)?;
+        }
+        Ok(())
+    }
+
+    /// Stop (if needed) and delete a pod's directory.
+    pub fn remove(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
+        self.stop(entry)?;
+        crate::stage1::cleanup_pod(&entry.dir, &entry.plan, None, None);
+        std::fs::remove_dir_all(&entry.dir).map_err(|source| RuntimeError::Io {
+            action: "remove",
+            path: entry.dir.clone(),
+            source,
+        })
+    }
+
+    /// Image ids used by pods on disk (for `image rm` / `image gc`).
+    pub fn images_in_use(&self) -> BTreeSet<String> {
+        self.list()
+            .iter()
+            .flat_map(|p| {
+                p.plan
+                    .all_containers()
+                    .map(|c| c.image_id.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn pod_log_dir(&self, entry: &PodEntry, container: &str) -> PathBuf {
+        entry.dir.join("logs").join(container)
+    }
+}
+
+fn refusal_reason(e: &PlanError) -> &'static str {
+    match e {
+        PlanError::Stage1Refused { .. } => "Stage1Refused",
+        PlanError::PrivilegedNotAllowed(_) => "PrivilegedNotAllowed",
+        PlanError::Network(_) => "NetworkNotReady",
+        PlanError::Image { .. } => "ErrImagePull",
+        PlanError::Volume { .. } => "VolumeError",
+        PlanError::Parse { .. } | PlanError::Invalid(_) => "InvalidPod",
+    }
+}
+
+fn refused_plan(pod: &Pod, uuid: &str, source: Option<&Path>, hash: &str) -> PodPlan {
+    PodPlan {
+        uuid: uuid.into(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        uid: pod.metadata.uid.clone().unwrap_or_else(|| uuid.into()),
+        node_name: String::new(),
+        host_ip: None,
+        source: source.map(Path::to_path_buf),
+        source_hash: hash.into(),
+        stage1: Stage1Flavor::Coreos,
+        host_network: false,
+        hostname: String::new(),
+        restart_policy: RestartPolicy::Never,
+        grace_seconds: 0,
+        init_containers: vec![],
+        containers: vec![],
+        volumes: vec![],
+        network: None,
+        cgroup_parent: "rktup".into(),
+        backoff_base_ms: 0,
+        backoff_max_ms: 0,
+        log_max_size: 0,
+        log_max_files: 0,
+        verbosity: 0,
+        labels: Default::default(),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        created_at: util::now_secs(),
+        kvm: None,
+    }
+}
+
+static SPAWNED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reap exited supervisors we started (they are our children until we exit). Only those pids:
+/// a library user may have other children whose status is not ours to take.
+pub fn reap_children() {
+    let Ok(mut v) = SPAWNED.lock() else { return };
+    v.retain(|&pid| {
+        let mut st = 0;
+        // SAFETY: non-blocking reap of a child we spawned.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        r == 0
+    });
+}

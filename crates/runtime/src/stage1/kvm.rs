@@ -1,0 +1,807 @@
+//! stage1-kvm: the pod runs in a qemu/KVM virtual machine (rkt's lkvm stage1, done with qemu).
+//!
+//! Host side (this supervisor): the pod's namespaces and CNI network as for stage1-coreos, each
+//! container's overlay rootfs (plus volumes and /etc files) mounted below `<pod>/rootfs/<name>`
+//! and shared into the guest with virtio-9p, a tap device bridged with the pod's `eth0` inside
+//! the pod netns (the guest takes over the pod IP; contained network only, as the seed notes),
+//! and qemu itself started inside the pod netns and the pod cgroup.
+//!
+//! Guest side: Debian's kernel with a small initramfs built here (static busybox, the 9p/virtio
+//! modules, an `/init` script generated from the plan). `/init` mounts the shares, configures
+//! eth0 with the pod IP, runs init containers in order and the others in parallel (chroot into
+//! their rootfs) with the pod's restartPolicy, and writes per-run start/exit/stdout/stderr files
+//! to a control share that the supervisor turns into container status and CRI logs. Stopping
+//! writes `stop` to the control share: the guest TERMs the apps, waits the grace period, KILLs,
+//! and powers off; qemu is killed if it does not.
+
+use super::container::{self, Launch, Populate};
+use super::{sys, vlog, Supervisor, STOP, VERBOSITY};
+use crate::logs::{LogWriter, Stream};
+use crate::pod::*;
+use crate::util;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Modules the guest needs (with their dependencies from modules.dep).
+const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net", "9pnet_virtio", "9p"];
+
+/// qemu, a guest kernel with 9p modules, and /dev/kvm; or the reason they are not usable.
+pub fn find_kvm() -> Result<KvmPlan, String> {
+    let mut missing = Vec::new();
+    if !Path::new("/dev/kvm").exists() && std::env::var("RKTUP_KVM_ACCEL").as_deref() != Ok("tcg") {
+        missing.push("/dev/kvm".to_string());
+    }
+    let qemu = std::env::var_os("RKTUP_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64"));
+    if !qemu.exists() {
+        missing.push(format!("{} (apt install qemu-system-x86)", qemu.display()));
+    }
+    let kernel = guest_kernel();
+    if kernel.is_none() {
+        missing.push("a guest kernel with 9p modules (apt install linux-image-amd64; the -cloud kernel lacks 9p)".into());
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if busybox.is_none() {
+        missing.push("/bin/busybox (apt install busybox-static)".into());
+    }
+    match (kernel, busybox) {
+        (Some((kernel, modules)), Some(busybox)) if missing.is_empty() => {
+            let k = KvmPlan {
+                qemu,
+                kernel,
+                modules,
+                busybox,
+                memory_mib: 256,
+            };
+            probe(&k).map(|_| k)
+        }
+        _ => Err(format!(
+            "stage1-kvm is not available on this node: missing {}",
+            missing.join(", ")
+        )),
+    }
+}
+
+/// qemu arguments for the CPU: KVM with the host's CPU minus IA32_ARCH_CAPABILITIES, which
+/// nested KVM hosts often refuse to set (qemu then aborts with "failed to set MSR 0x10a").
+/// `RKTUP_KVM_ACCEL=tcg` selects qemu's software emulation instead (slow; for hosts whose KVM
+/// cannot boot the guest, and for tests there).
+pub fn cpu_args() -> Vec<&'static str> {
+    if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg") {
+        vec!["-accel", "tcg", "-cpu", "max", "-no-user-config"]
+    } else {
+        vec![
+            "-enable-kvm",
+            "-cpu",
+            "host,-arch-capabilities",
+            "-no-user-config",
+        ]
+    }
+}
+
+/// Boot the guest kernel once with a trivial initramfs (once per process): a host whose KVM
+/// cannot boot it (e.g. some nested setups hang at early boot) refuses kvm pods with a reason
+/// instead of hanging them.
+pub fn probe(k: &KvmPlan) -> Result<(), String> {
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    RESULT.get_or_init(|| probe_once(k)).clone()
+}
+
+fn probe_once(k: &KvmPlan) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "rktup-kvm-probe-{}-{}",
+        std::process::id(),
+        util::now_nanos()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let res = (|| {
+        let bb = std::fs::read(&k.busybox).map_err(|e| e.to_string())?;
+        let mut c = Cpio::new();
+        for d in ["bin", "dev"] {
+            c.dir(d);
+        }
+        c.file("bin/busybox", 0o755, &bb);
+        c.file(
+            "init",
+            0o755,
+            b"#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox echo RKTUP-PROBE-OK > /dev/ttyS0
+/bin/busybox poweroff -f
+",
+        );
+        std::fs::write(dir.join("initrd"), c.finish()).map_err(|e| e.to_string())?;
+        let console = dir.join("console.log");
+        let mut child = std::process::Command::new(&k.qemu)
+            .args(cpu_args())
+            .args([
+                "-m",
+                "256",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+            ])
+            .arg(format!("file:{}", console.display()))
+            .arg("-kernel")
+            .arg(&k.kernel)
+            .arg("-initrd")
+            .arg(dir.join("initrd"))
+            .args(["-append", "console=ttyS0 panic=-1 quiet"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("failed to start {}: {e}", k.qemu.display()))?;
+        let deadline = Instant::now()
+            + Duration::from_secs(
+                if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg") {
+                    90
+                } else {
+                    30
+                },
+            );
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "stage1-kvm is not usable on this node: a test boot of {} under KVM did not finish in 30s (nested KVM? RKTUP_KVM_ACCEL=tcg uses software emulation)",
+                    k.kernel.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = std::fs::read_to_string(&console).unwrap_or_default();
+        if out.contains("RKTUP-PROBE-OK") {
+            Ok(())
+        } else {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            Err(format!(
+                "stage1-kvm is not usable on this node: the test VM did not boot: {}",
+                err.trim()
+            ))
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+fn guest_kernel() -> Option<(PathBuf, PathBuf)> {
+    if let (Some(k), Some(m)) = (
+        std::env::var_os("RKTUP_KVM_KERNEL"),
+        std::env::var_os("RKTUP_KVM_MODULES"),
+    ) {
+        return Some((k.into(), m.into()));
+    }
+    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    ks.sort();
+    ks.into_iter().rev().find_map(|k| {
+        let v = k
+            .file_name()?
+            .to_str()?
+            .strip_prefix("vmlinuz-")?
+            .to_string();
+        let m = PathBuf::from("/lib/modules").join(&v);
+        m.join("kernel/fs/9p/9p.ko").exists().then_some((k, m))
+    })
+}
+
+/// Module files to load, dependencies first, from modules.dep.
+fn module_closure(modules: &Path) -> Result<Vec<String>, String> {
+    let dep = std::fs::read_to_string(modules.join("modules.dep"))
+        .map_err(|e| format!("failed to read {}/modules.dep: {e}", modules.display()))?;
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in dep.lines() {
+        if let Some((m, d)) = l.split_once(':') {
+            deps.insert(
+                m.to_string(),
+                d.split_whitespace().map(str::to_string).collect(),
+            );
+        }
+    }
+    let mut order: Vec<String> = Vec::new();
+    for want in GUEST_MODULES {
+        let Some(path) = deps
+            .keys()
+            .find(|k| {
+                let f = k.rsplit('/').next().unwrap_or("");
+                f == format!("{want}.ko") || f.starts_with(&format!("{want}.ko."))
+            })
+            .cloned()
+        else {
+            continue; // built in
+        };
+        // modules.dep lists indirect deps after direct ones: load from the end.
+        for d in deps
+            .get(&path)
+            .into_iter()
+            .flatten()
+            .rev()
+            .chain(std::iter::once(&path))
+        {
+            if !order.contains(d) {
+                order.push(d.clone());
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// A newc cpio archive (the initramfs format, Documentation/driver-api/early-userspace).
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn new() -> Cpio {
+        Cpio {
+            out: Vec::new(),
+            ino: 1,
+        }
+    }
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        let namez = format!("{name}\0");
+        let hdr =
+            format!(
+            "070701{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
+            self.ino, mode, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, namez.len(), 0
+        );
+        self.ino += 1;
+        self.out.extend_from_slice(hdr.as_bytes());
+        self.out.extend_from_slice(namez.as_bytes());
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+        self.out.extend_from_slice(data);
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, &[]);
+    }
+    fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | mode, data);
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+}
+
+/// Single-quote for the guest's sh.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+struct VmNet {
+    cidr: String,
+    gateway: Option<String>,
+}
+
+fn vm_net(res: &serde_json::Value) -> Option<VmNet> {
+    let (cidr, gw) = if let Some(ip) = res.get("ips").and_then(|v| v.as_array()).and_then(|a| {
+        a.iter().find(|i| {
+            i.get("address")
+                .and_then(|x| x.as_str())
+                .is_some_and(|x| !x.contains(':'))
+        })
+    }) {
+        (
+            ip.get("address")?.as_str()?.to_string(),
+            ip.get("gateway")
+                .and_then(|g| g.as_str())
+                .map(str::to_string),
+        )
+    } else {
+        let ip4 = res.get("ip4")?;
+        (
+            ip4.get("ip")?.as_str()?.to_string(),
+            ip4.get("gateway")
+                .and_then(|g| g.as_str())
+                .map(str::to_string),
+        )
+    };
+    Some(VmNet { cidr, gateway: gw })
+}
+
+fn nsenter_ip(netns: &Path, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("failed to run nsenter ip {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {args:?} in the pod netns failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Per container run, what the supervisor tails from the control share.
+struct Tail {
+    run: u32,
+    log: Option<LogWriter>,
+    off: [u64; 2],
+}
+
+impl Supervisor {
+    pub(super) fn run_kvm(&mut self) -> Result<(), super::Stage1Error> {
+        self.save();
+        let kvm = match self.plan.kvm.clone() {
+            Some(k) => k,
+            None => {
+                return Err(self.fail_pod(
+                    "Stage1Unavailable",
+                    "stage1-kvm: no qemu/kernel recorded in the plan".into(),
+                ))
+            }
+        };
+        if let Err(m) = self.prepare() {
+            return Err(self.fail_pod("PodSetupFailed", m));
+        }
+        let Some(net) = self.plan.network.clone() else {
+            return Err(self.fail_pod(
+                "PodSetupFailed",
+                "stage1-kvm needs the contained network".into(),
+            ));
+        };
+        if let Err(m) = self.setup_network(&net) {
+            return Err(self.fail_pod("NetworkSetupFailed", m));
+        }
+        self.write_etc();
+        let vm = match self.boot_vm(&kvm) {
+            Ok(pid) => pid,
+            Err(m) => return Err(self.fail_pod("VMSetupFailed", m)),
+        };
+        self.status.state = PodState::Running;
+        self.status.phase = "Running".into();
+        self.status.started_at = Some(util::now_secs());
+        self.save();
+        vlog!(4, "qemu pid {vm} runs the pod VM");
+        let code = self.watch_vm(vm);
+        vlog!(4, "VM exited ({code})");
+        Ok(())
+    }
+
+    fn boot_vm(&mut self, kvm: &KvmPlan) -> Result<i32, String> {
+        let ctl = self.dir.join("kvm");
+        std::fs::create_dir_all(&ctl).map_err(|e| e.to_string())?;
+        let helper_src =
+            std::fs::read(&kvm.busybox).map_err(|e| format!("failed to read busybox: {e}"))?;
+        // Each container's rootfs on the host, shared into the guest.
+        let plan = self.plan.clone();
+        for c in plan.all_containers() {
+            let rootfs = self.dir.join("rootfs").join(&c.name);
+            let ov = self.dir.join("overlay").join(&c.name);
+            let (upper, work) = (ov.join("upper"), ov.join("work"));
+            for d in [&rootfs, &upper, &work] {
+                std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+            }
+            container::mount_rootfs(c, &rootfs, &upper, &work).map_err(|e| e.to_string())?;
+            sys::mount(None, &rootfs, None, libc::MS_PRIVATE, None).map_err(|e| e.to_string())?;
+            let launch = Launch {
+                plan: &plan,
+                c,
+                pod_dir: &self.dir,
+                rootfs: rootfs.clone(),
+                upper,
+                work,
+                join_ns: vec![],
+                cgroup_procs: vec![],
+                env: vec![],
+                argv: vec![],
+                stdout_w: -1,
+                stderr_w: -1,
+                pid_w: -1,
+                err_w: -1,
+            };
+            container::populate(&launch, Populate::Kvm)?;
+            // The guest-side helper lives in the container's writable layer, not in the image.
+            let h = rootfs.join(".rktup");
+            std::fs::create_dir_all(&h).map_err(|e| e.to_string())?;
+            std::fs::write(h.join("busybox"), &helper_src).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(h.join("busybox"), std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+            for d in ["proc", "sys", "dev"] {
+                let _ = std::fs::create_dir_all(rootfs.join(d));
+            }
+        }
+        // Network: bridge the pod's eth0 with a tap for the guest; the guest owns the pod IP.
+        let res = self.net_result.clone().unwrap_or_default();
+        let vn = vm_net(&res).ok_or("the CNI result has no IPv4 address")?;
+        let ns = self.netns_file.clone();
+        nsenter_ip(&ns, &["addr", "flush", "dev", "eth0"])?;
+        nsenter_ip(&ns, &["link", "add", "kbr0", "type", "bridge"])?;
+        nsenter_ip(&ns, &["link", "set", "eth0", "master", "kbr0"])?;
+        nsenter_ip(&ns, &["tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+        nsenter_ip(&ns, &["link", "set", "tap0", "master", "kbr0"])?;
+        nsenter_ip(&ns, &["link", "set", "tap0", "up"])?;
+        nsenter_ip(&ns, &["link", "set", "kbr0", "up"])?;
+        // initramfs
+        let mods = module_closure(&kvm.modules)?;
+        let mut cpio = Cpio::new();
+        for d in [
+            "bin",
+            "dev",
+            "proc",
+            "sys",
+            "pod",
+            "ctl",
+            "lib",
+            "lib/modules",
+        ] {
+            cpio.dir(d);
+        }
+        cpio.file("bin/busybox", 0o755, &helper_src);
+        let mut insmods = String::new();
+        for (i, m) in mods.iter().enumerate() {
+            let b = std::fs::read(kvm.modules.join(m))
+                .map_err(|e| format!("failed to read module {m}: {e}"))?;
+            let name = format!("lib/modules/{i:02}.ko");
+            cpio.file(&name, 0o644, &b);
+            insmods.push_str(&format!("insmod /{name} 2>/dev/null\n"));
+        }
+        // Twice: a module whose dependency came later in the list loads on the second pass.
+        let insmods = format!("{insmods}{insmods}");
+        cpio.file("init", 0o755, self.guest_init(&vn, &insmods).as_bytes());
+        let initrd = ctl.join("initramfs.cpio");
+        std::fs::write(&initrd, cpio.finish()).map_err(|e| e.to_string())?;
+        let mem = {
+            let sum: u64 = self
+                .plan
+                .containers
+                .iter()
+                .filter_map(|c| c.limits.memory_bytes)
+                .sum::<u64>()
+                >> 20;
+            (sum + 96).max(kvm.memory_mib)
+        };
+        let mac = {
+            let h = util::hex(&sha2::Digest::finalize(sha2::Digest::chain_update(
+                sha2::Sha256::default(),
+                self.plan.uuid.as_bytes(),
+            )));
+            format!("52:54:00:{}:{}:{}", &h[0..2], &h[2..4], &h[4..6])
+        };
+        let mut args: Vec<String> = cpu_args().iter().map(|a| a.to_string()).collect();
+        args.extend([
+            "-m".to_string(),
+            format!("{mem}"),
+            "-smp".into(),
+            "1".into(),
+            "-nodefaults".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-serial".into(),
+            format!("file:{}", ctl.join("console.log").display()),
+            "-kernel".into(),
+            kvm.kernel.display().to_string(),
+            "-initrd".into(),
+            initrd.display().to_string(),
+            "-append".into(),
+            "console=ttyS0 panic=-1 quiet".into(),
+            "-fsdev".into(),
+            format!(
+                "local,id=pod,path={},security_model=passthrough",
+                self.dir.join("rootfs").display()
+            ),
+            "-device".into(),
+            "virtio-9p-pci,fsdev=pod,mount_tag=pod".into(),
+            "-fsdev".into(),
+            format!(
+                "local,id=ctl,path={},security_model=passthrough",
+                ctl.display()
+            ),
+            "-device".into(),
+            "virtio-9p-pci,fsdev=ctl,mount_tag=ctl".into(),
+            "-netdev".into(),
+            "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        ]);
+        vlog!(4, "qemu {args:?}");
+        let qlog = std::fs::File::create(ctl.join("qemu.log")).map_err(|e| e.to_string())?;
+        use std::os::unix::io::IntoRawFd;
+        let qfd = qlog.into_raw_fd();
+        let cg = self.pod_cgroup_procs();
+        let pid = sys::fork().map_err(|e| e.to_string())?;
+        if pid == 0 {
+            // SAFETY: dup2 onto stdio in the child.
+            unsafe {
+                libc::dup2(qfd, 1);
+                libc::dup2(qfd, 2);
+            }
+            for p in &cg {
+                let _ = std::fs::write(p, "0");
+            }
+            if let Err(e) = sys::setns_path(&ns, libc::CLONE_NEWNET) {
+                eprintln!("failed to enter the pod netns: {e}");
+                sys::exit_now(127);
+            }
+            sys::reset_signals();
+            sys::set_pdeathsig(libc::SIGKILL);
+            let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+            let exe = c(&kvm.qemu.display().to_string());
+            let mut argv: Vec<std::ffi::CString> = vec![exe.clone()];
+            argv.extend(args.iter().map(|a| c(a)));
+            let mut p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+            p.push(std::ptr::null());
+            // SAFETY: NULL-terminated argv of valid C strings.
+            unsafe { libc::execv(exe.as_ptr(), p.as_ptr()) };
+            eprintln!("failed to exec qemu: {}", std::io::Error::last_os_error());
+            sys::exit_now(127);
+        }
+        sys::close(qfd);
+        Ok(pid)
+    }
+
+    fn pod_cgroup_procs(&self) -> Vec<PathBuf> {
+        super::cgroup_procs_files(&self.plan.cgroup_path())
+    }
+
+    fn guest_init(&self, vn: &VmNet, insmods: &str) -> String {
+        let p = &self.plan;
+        let mut s =
+            String::from("#!/bin/busybox sh\n/bin/busybox --install -s /bin\nexport PATH=/bin\n");
+        s.push_str(
+            "mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n",
+        );
+        s.push_str(insmods);
+        s.push_str("mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none pod /pod || poweroff -f\n");
+        s.push_str(
+            "mount -t 9p -o trans=virtio,version=9p2000.L,cache=none ctl /ctl || poweroff -f\n",
+        );
+        s.push_str(&format!("hostname {}\n", q(&p.hostname)));
+        s.push_str("ip link set lo up\nip link set eth0 up\n");
+        s.push_str(&format!("ip addr add {} dev eth0\n", q(&vn.cidr)));
+        if let Some(gw) = &vn.gateway {
+            s.push_str(&format!("ip route add default via {}\n", q(gw)));
+        }
+        s.push_str("echo booted > /ctl/booted\n");
+        let policy = match p.restart_policy {
+            RestartPolicy::Always => "Always",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::Never => "Never",
+        };
+        let backoff = (p.backoff_base_ms / 1000).max(1);
+        s.push_str(&format!(
+            r#"run() {{
+  c=$1; policy=$2; n=0; delay={backoff}
+  r=/pod/$c
+  mkdir -p $r/proc $r/sys $r/dev
+  mount -t proc proc $r/proc; mount -t sysfs sys $r/sys; mount --bind /dev $r/dev
+  while :; do
+    date +%s > /ctl/$c.$n.start
+    launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err
+    code=$?
+    echo $code > /ctl/$c.$n.exit
+    [ -e /ctl/stop ] && return $code
+    case $policy in Never) return $code;; OnFailure) [ $code = 0 ] && return 0;; esac
+    sleep $delay; delay=$((delay*2)); [ $delay -gt 300 ] && delay=300
+    n=$((n+1))
+  done
+}}
+"#
+        ));
+        for c in p.all_containers() {
+            let env = self.env_for(c);
+            let pairs: Vec<(String, String)> = env
+                .iter()
+                .filter_map(|e| {
+                    e.split_once('=')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                })
+                .collect();
+            let argv: Vec<String> = c
+                .argv
+                .iter()
+                .map(|a| q(&crate::manifest::expand(a, &pairs)))
+                .collect();
+            let envq: Vec<String> = env.iter().map(|e| q(e)).collect();
+            s.push_str(&format!(
+                "launch_{name}() {{ chroot /pod/{name} /.rktup/busybox env -i {env} /.rktup/busybox sh -c 'cd \"$1\" || exit 126; shift; exec \"$@\"' sh {wd} {argv}; }}\n",
+                name = c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"),
+                env = envq.join(" "),
+                wd = q(&c.working_dir),
+                argv = argv.join(" ")
+            ));
+        }
+        let grace = p.grace_seconds;
+        s.push_str(&format!(
+            "( while [ ! -e /ctl/stop ]; do sleep 0.2; done; kill -TERM -1; sleep {grace}; kill -KILL -1; sync; poweroff -f ) &\n"
+        ));
+        let init_policy = if p.restart_policy == RestartPolicy::Never {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        for c in &p.init_containers {
+            s.push_str(&format!(
+                "run {} {init_policy} || {{ echo init-failed > /ctl/done; sync; poweroff -f; }}\n",
+                c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+            ));
+        }
+        let mut pids = Vec::new();
+        for (i, c) in p.containers.iter().enumerate() {
+            s.push_str(&format!(
+                "run {} {policy} &\np{i}=$!\n",
+                c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+            ));
+            pids.push(format!("$p{i}"));
+        }
+        s.push_str(&format!(
+            "wait {}\necho done > /ctl/done\nsync\npoweroff -f\n",
+            pids.join(" ")
+        ));
+        s
+    }
+
+    /// Follow the control share until qemu exits; returns its exit code.
+    fn watch_vm(&mut self, vm: i32) -> i32 {
+        let ctl = self.dir.join("kvm");
+        let mut tails: Vec<Tail> = self
+            .slots
+            .iter()
+            .map(|_| Tail {
+                run: 0,
+                log: None,
+                off: [0, 0],
+            })
+            .collect();
+        let mut stop_sent: Option<Instant> = None;
+        let mut exit_code = None;
+        while exit_code.is_none() {
+            if STOP.load(Ordering::SeqCst) && stop_sent.is_none() {
+                vlog!(4, "stop requested: signalling the guest");
+                let _ = std::fs::write(ctl.join("stop"), b"stop");
+                stop_sent = Some(Instant::now());
+                self.status.state = PodState::Stopping;
+                self.dirty = true;
+            }
+            if let Some(t) = stop_sent {
+                if t.elapsed() > Duration::from_secs(self.plan.grace_seconds + 5) {
+                    vlog!(4, "guest did not power off in time: SIGKILL qemu");
+                    sys::kill(vm, libc::SIGKILL);
+                }
+            }
+            for (i, t) in tails.iter_mut().enumerate() {
+                self.follow_container(i, &ctl, t);
+            }
+            if self.dirty {
+                self.save();
+            }
+            let mut st = 0;
+            // SAFETY: reaping our own child.
+            let r = unsafe { libc::waitpid(vm, &mut st, libc::WNOHANG) };
+            if r == vm {
+                exit_code = Some(sys::decode_wait(st));
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for (i, t) in tails.iter_mut().enumerate() {
+            self.follow_container(i, &ctl, t);
+            if let Some(l) = &mut t.log {
+                l.flush_partial();
+            }
+            let s = &mut self.slots[i];
+            if s.status.state == "running" {
+                s.status.state = "terminated".into();
+                s.status.exit_code = Some(137);
+                s.status.reason = Some("Error".into());
+                s.status.finished_at = Some(util::now_secs());
+            }
+        }
+        let n_init = self.plan.init_containers.len();
+        let ok = self.slots[n_init..]
+            .iter()
+            .all(|s| s.status.exit_code == Some(0));
+        if stop_sent.is_none() {
+            self.status.phase = if ok { "Succeeded" } else { "Failed" }.into();
+        }
+        self.save();
+        exit_code.unwrap_or(0)
+    }
+
+    fn follow_container(&mut self, i: usize, ctl: &Path, t: &mut Tail) {
+        let name = self.slots[i]
+            .plan
+            .name
+            .replace(|ch: char| !ch.is_ascii_alphanumeric(), "_");
+        loop {
+            let base = ctl.join(format!("{name}.{}", t.run));
+            let started = base.with_extension(format!("{}.start", t.run));
+            let started = if started.exists() {
+                started
+            } else {
+                PathBuf::from(format!("{}.start", base.display()))
+            };
+            if !started.exists() {
+                return;
+            }
+            if t.log.is_none() {
+                t.log = LogWriter::open(
+                    self.dir
+                        .join("logs")
+                        .join(&self.slots[i].plan.name)
+                        .join(format!("{}.log", t.run)),
+                    self.plan.log_max_size,
+                    self.plan.log_max_files,
+                )
+                .ok();
+                t.off = [0, 0];
+                let s = &mut self.slots[i];
+                s.status.state = "running".into();
+                s.status.restart_count = t.run;
+                s.status.started_at = Some(util::now_secs());
+                s.status.exit_code = None;
+                s.status.reason = None;
+                self.dirty = true;
+            }
+            for (k, (ext, stream)) in [("out", Stream::Stdout), ("err", Stream::Stderr)]
+                .into_iter()
+                .enumerate()
+            {
+                let p = PathBuf::from(format!("{}.{ext}", base.display()));
+                if let Ok(b) = std::fs::read(&p) {
+                    let off = t.off[k] as usize;
+                    if b.len() > off {
+                        if let Some(l) = &mut t.log {
+                            l.write(stream, &b[off..]);
+                        }
+                        t.off[k] = b.len() as u64;
+                    }
+                }
+            }
+            let exit = PathBuf::from(format!("{}.exit", base.display()));
+            let Ok(code) = std::fs::read_to_string(&exit) else {
+                return;
+            };
+            let Ok(code) = code.trim().parse::<i32>() else {
+                return; // being written
+            };
+            if let Some(l) = &mut t.log {
+                l.flush_partial();
+            }
+            let s = &mut self.slots[i];
+            s.status.state = "terminated".into();
+            s.status.exit_code = Some(code);
+            s.status.finished_at = Some(util::now_secs());
+            s.status.reason = Some(if code == 0 { "Completed" } else { "Error" }.into());
+            self.dirty = true;
+            t.run += 1;
+            t.log = None;
+            let _ = VERBOSITY.load(Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Test harness shared by the runtime and agent integration tests. Everything is real: images are
+//! built with `umoci` from Debian's busybox-static, served by Debian's `docker-registry` started on
+//! 127.0.0.1 with a free port, and copied there with `skopeo`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run a command, panicking with its output if it fails.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A short unique token for names (bridges, subnets, dirs).
+pub fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    ((std::process::id() % 4096) << 8) | (n % 256)
+}
+
+/// Debian's docker-registry on 127.0.0.1:<free port>, killed and wiped on drop.
+pub struct Registry {
+    pub addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let cfg = dir.path().join("config.yml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .expect("write registry config");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docker-registry (apt install docker-registry)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(&addr).is_ok() {
+                    return Registry {
+                        addr,
+                        child,
+                        _dir: dir,
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("docker-registry did not start");
+    }
+
+    /// Copy an OCI layout image into this registry as `name:tag`.
+    pub fn push(&self, layout: &Path, layout_tag: &str, name: &str) -> String {
+        let dest = format!("{}/{name}", self.addr);
+        sh(Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{layout_tag}", layout.display()))
+            .arg(format!("docker://{dest}")));
+        dest
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Applets the test images link to busybox.
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "sleep", "true", "false", "id", "env", "hostname", "ip", "ifconfig",
+    "wget", "nc", "httpd", "grep", "head", "tail", "dd", "mount", "ps", "readlink", "touch",
+    "mkdir", "rm", "test", "seq", "yes", "stat", "pwd", "kill", "wc", "tr", "printf", "sed", "awk",
+    "ping",
+];
+
+/// OCI layouts built once per call site: `busybox:latest` (one layer: /bin/busybox + applet links
+/// and /etc/motd and /var/lib/data/old) and `multi:latest` (busybox plus a second layer that
+/// removes motd (a whiteout), replaces /var/lib/data with new content and adds /etc/layer2).
+pub struct Images {
+    pub layout: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Images {
+    pub fn build() -> Images {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = dir.path().join("layout");
+        let bundle = dir.path().join("bundle");
+        let img = |tag: &str| format!("{}:{tag}", layout.display());
+        sh(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout));
+        sh(Command::new("umoci").args(["new", "--image", &img("busybox")]));
+        sh(Command::new("umoci")
+            .args(["unpack", "--image", &img("busybox")])
+            .arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        for d in [
+            "bin",
+            "etc",
+            "tmp",
+            "var/lib/data",
+            "proc",
+            "sys",
+            "dev",
+            "root",
+        ] {
+            std::fs::create_dir_all(rootfs.join(d)).expect("mkdir");
+        }
+        std::fs::copy(busybox_path(), rootfs.join("bin/busybox")).expect("copy busybox");
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).expect("symlink");
+        }
+        std::fs::write(rootfs.join("etc/motd"), "layer one\n").expect("write");
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        )
+        .expect("write");
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("write");
+        std::fs::write(rootfs.join("var/lib/data/old"), "old\n").expect("write");
+        sh(Command::new("umoci")
+            .args(["repack", "--image", &img("busybox")])
+            .arg(&bundle));
+        sh(Command::new("umoci").args([
+            "config",
+            "--image",
+            &img("busybox"),
+            "--config.cmd",
+            "/bin/sh",
+            "--config.env",
+            "PATH=/bin",
+            "--config.env",
+            "IMAGE_ENV=from-image",
+        ]));
+        // Second image: a copy of the first plus a layer with a whiteout and an opaque-ish change.
+        sh(Command::new("umoci").args(["tag", "--image", &img("busybox"), "multi"]));
+        std::fs::remove_dir_all(&bundle).expect("rm bundle");
+        sh(Command::new("umoci")
+            .args(["unpack", "--image", &img("multi")])
+            .arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        std::fs::remove_file(rootfs.join("etc/motd")).expect("rm motd");
+        std::fs::remove_dir_all(rootfs.join("var/lib/data")).expect("rm data");
+        std::fs::create_dir_all(rootfs.join("var/lib/data")).expect("mkdir");
+        std::fs::write(rootfs.join("var/lib/data/new"), "new\n").expect("write");
+        std::fs::write(rootfs.join("etc/layer2"), "layer two\n").expect("write");
+        sh(Command::new("umoci")
+            .args(["repack", "--image", &img("multi")])
+            .arg(&bundle));
+        std::fs::remove_dir_all(&bundle).expect("rm bundle");
+        Images { layout, _dir: dir }
+    }
+
+    /// An oci-archive tar of one tag (skopeo copy oci:... oci-archive:...).
+    pub fn oci_archive(&self, tag: &str, out: &Path) {
+        sh(Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{}:{tag}", self.layout.display()))
+            .arg(format!("oci-archive:{}:{tag}", out.display())));
+    }
+
+    /// A docker-archive tar (docker save format) of one tag named `name`.
+    pub fn docker_archive(&self, tag: &str, out: &Path, name: &str) {
+        sh(Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{}:{tag}", self.layout.display()))
+            .arg(format!("docker-archive:{}:{name}", out.display())));
+    }
+}
+
+pub fn busybox_path() -> &'static str {
+    if Path::new("/bin/busybox").exists() {
+        "/bin/busybox"
+    } else {
+        "/usr/bin/busybox"
+    }
+}
+
+/// Wait for a condition with an explicit timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
