@@ -7,7 +7,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use rktup_config::{
     AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, Provider, ProviderTag, SettingFlags,
 };
-use rktup_provider::boot::{pki_for_rendering, render_boot, PkiOrigin};
+use rktup_provider::boot::{
+    binary_for_rendering, pki_for_rendering, render_boot, render_boot_with, PkiOrigin,
+};
 use rktup_provider::{ClusterProvider, UpOptions};
 use rktup_render::{Role, Templates};
 use std::path::PathBuf;
@@ -209,8 +211,11 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
         Action::Up { dry_run: true, .. } => {
             let templates = templates(&cli.templates)?;
             let (pki, origin) = pki_for_rendering(provider.as_ref())?;
-            let master = render_boot(provider.as_ref(), &templates, Role::Master, &pki, origin)?;
-            let node = render_boot(provider.as_ref(), &templates, Role::Node, &pki, origin)?;
+            // One hash of the binary serves both roles.
+            let binary = binary_for_rendering(provider.as_ref())?;
+            let p = provider.as_ref();
+            let master = render_boot_with(p, &templates, Role::Master, &pki, origin, &binary)?;
+            let node = render_boot_with(p, &templates, Role::Node, &pki, origin, &binary)?;
             output::dry_run(cli.global.output, provider.as_ref(), &master, &node)?;
             Ok(())
         }

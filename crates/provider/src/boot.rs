@@ -4,8 +4,8 @@
 use crate::state::{apiserver_names, binary_ref, sha256_file, StateDir, StateError};
 use crate::ClusterProvider;
 use rktup_render::{
-    encode_user_data, render_node_config, NodeConfig, Pki, Role, TemplateError, Templates,
-    UserData, UserDataError,
+    encode_user_data, render_node_config, BinaryRef, NodeConfig, Pki, Role, TemplateError,
+    Templates, UserData, UserDataError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -69,14 +69,10 @@ pub fn pki_for_rendering(provider: &dyn ClusterProvider) -> Result<(Pki, PkiOrig
     Ok((Pki::generate(&settings.name, &names)?, PkiOrigin::Ephemeral))
 }
 
-/// Renders `role`'s configuration and encodes it as the provider sends it (size-checked).
-pub fn render_boot(
-    provider: &dyn ClusterProvider,
-    templates: &Templates,
-    role: Role,
-    pki: &Pki,
-    pki_origin: PkiOrigin,
-) -> Result<Boot, BootError> {
+/// The binary reference nodes boot with (recorded by `up`, else settings, else planned from the
+/// running binary's sha256). Hashing the binary reads it whole, so callers rendering several
+/// roles compute this once.
+pub fn binary_for_rendering(provider: &dyn ClusterProvider) -> Result<BinaryRef, BootError> {
     let settings = provider.settings();
     let recorded = StateDir::for_cluster(settings).load_recorded()?;
     let mut hash_error = None;
@@ -87,11 +83,36 @@ pub fn render_boot(
         });
         provider.planned_binary(&sha)
     });
-    if let Some(e) = hash_error {
-        return Err(e);
+    match hash_error {
+        Some(e) => Err(e),
+        None => Ok(binary),
     }
+}
+
+/// Renders `role`'s configuration and encodes it as the provider sends it (size-checked).
+pub fn render_boot(
+    provider: &dyn ClusterProvider,
+    templates: &Templates,
+    role: Role,
+    pki: &Pki,
+    pki_origin: PkiOrigin,
+) -> Result<Boot, BootError> {
+    let binary = binary_for_rendering(provider)?;
+    render_boot_with(provider, templates, role, pki, pki_origin, &binary)
+}
+
+/// [`render_boot`] with the binary reference already resolved.
+pub fn render_boot_with(
+    provider: &dyn ClusterProvider,
+    templates: &Templates,
+    role: Role,
+    pki: &Pki,
+    pki_origin: PkiOrigin,
+    binary: &BinaryRef,
+) -> Result<Boot, BootError> {
+    let settings = provider.settings();
     let master = provider.master_endpoint();
-    let config = render_node_config(templates, settings, role, &master, pki, &binary)?;
+    let config = render_node_config(templates, settings, role, &master, pki, binary)?;
     let user_data = encode_user_data(settings.provider, role.as_str(), &config.cloud_config)?;
     Ok(Boot {
         config,

@@ -58,6 +58,15 @@ impl MasterEndpoint {
     pub fn url(&self) -> String {
         format!("https://{}:{}", self.host, self.port)
     }
+
+    /// The URL a `role` machine uses: the master's own agent and components talk to its API
+    /// server over loopback.
+    pub fn url_for(&self, role: Role) -> String {
+        match role {
+            Role::Master => format!("https://127.0.0.1:{}", self.port),
+            Role::Node => self.url(),
+        }
+    }
 }
 
 /// Where nodes download rktup from, and the sha256 they check it against.
@@ -165,11 +174,7 @@ fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint)
     ctx.insert("role", role.as_str());
     ctx.insert("paths", &PATHS);
     ctx.insert("rktup_version", env!("CARGO_PKG_VERSION"));
-    // The master's own agent talks to its API server over loopback.
-    let url = match role {
-        Role::Master => format!("https://127.0.0.1:{}", master.port),
-        Role::Node => master.url(),
-    };
+    let url = master.url_for(role);
     ctx.insert(
         "master",
         &serde_json::json!({
@@ -260,10 +265,7 @@ pub fn render_node_config(
             content: templates.render("kubeconfig/component.kubeconfig.tera", &c)?,
         })
     };
-    let server = match role {
-        Role::Master => format!("https://127.0.0.1:{}", master.port),
-        Role::Node => master.url(),
-    };
+    let server = master.url_for(role);
     files.push(kubeconfig(
         PATHS.kubelet_kubeconfig,
         "kubelet",
