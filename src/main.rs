@@ -5,7 +5,8 @@ mod output;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use rktup_config::{
-    AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, Provider, ProviderTag, SettingFlags,
+    AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, OutputFormat, Provider, ProviderTag,
+    SettingFlags,
 };
 use rktup_provider::boot::{
     binary_for_rendering, pki_for_rendering, render_boot, render_boot_with, PkiOrigin,
@@ -185,10 +186,19 @@ fn load_settings<P: ProviderTag>(
     rktup_config::load(P::PROVIDER, global, &flags.values, &env).map_err(bad_input)
 }
 
-fn provider_for(settings: ClusterSettings) -> Box<dyn ClusterProvider> {
+/// The provider as `up`, `down` and `status` use it: with the output format and templates.
+fn provider_with(
+    settings: ClusterSettings,
+    global: &GlobalArgs,
+    templates: &Option<PathBuf>,
+) -> Box<dyn ClusterProvider> {
     match settings.provider {
-        Provider::Gce => Box::new(rktup_gce::Gce::new(settings)),
-        Provider::Aws => Box::new(rktup_aws::Aws::new(settings)),
+        Provider::Gce => Box::new(rktup_gce::Gce::with_output(settings, global.output)),
+        Provider::Aws => Box::new(rktup_aws::Aws::with_cli(
+            settings,
+            global.output,
+            templates.clone(),
+        )),
         Provider::Local => Box::new(rktup_local::Local::new(settings)),
     }
 }
@@ -206,7 +216,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
 ) -> Result<(), Failure> {
     // Settings are checked before anything else happens, for every action.
     let settings = load_settings(&cli.global, &cmd.settings)?;
-    let provider = provider_for(settings);
+    let provider = provider_with(settings, &cli.global, &cli.templates);
     match cmd.action {
         Action::Up { dry_run: true, .. } => {
             let templates = templates(&cli.templates)?;
@@ -233,7 +243,7 @@ fn run_render<P: ProviderTag + Send + Sync + 'static>(
     args: &RenderArgs<P>,
 ) -> Result<(), Failure> {
     let settings = load_settings(&cli.global, &args.settings)?;
-    let provider = provider_for(settings);
+    let provider = provider_with(settings, &cli.global, &cli.templates);
     let templates = templates(&cli.templates)?;
     let (pki, origin) = pki_for_rendering(provider.as_ref())?;
     let boot = render_boot(provider.as_ref(), &templates, args.role, &pki, origin)?;

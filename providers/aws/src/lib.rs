@@ -1,17 +1,109 @@
 //! Clusters on Amazon EC2. kube-up could not bring up rkt clusters on AWS; rktup can.
 
-use rktup_config::{AwsSettings, ClusterSettings, NetworkProvider};
+pub mod cloud;
+pub mod down;
+mod kubeconfig;
+mod progress;
+pub mod up;
+
+use cloud::{Clients, Error, RetryPolicy};
+use rktup_config::{AwsSettings, ClusterSettings, NetworkProvider, OutputFormat};
 use rktup_provider::plan::resource;
 use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
+use std::path::PathBuf;
+use std::time::Duration;
 
 pub struct Aws {
     settings: ClusterSettings,
+    output: OutputFormat,
+    templates: Option<PathBuf>,
+    endpoint: Option<String>,
+    retry: RetryPolicy,
+    kubeconfig: Option<PathBuf>,
+    stop_after_step: Option<usize>,
+}
+
+/// The 9th address of the subnet (see [`Aws::master_internal_ip`]).
+pub(crate) fn master_ip(a: &AwsSettings) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(a.subnet_cidr.network()) + 9)
 }
 
 impl Aws {
     pub fn new(settings: ClusterSettings) -> Aws {
-        Aws { settings }
+        Aws {
+            settings,
+            output: OutputFormat::Text,
+            templates: None,
+            endpoint: None,
+            retry: RetryPolicy::default(),
+            kubeconfig: None,
+            // A test hook: stop `up` after this many steps, as a killed run would.
+            stop_after_step: std::env::var("RKTUP_AWS_STOP_AFTER_STEP")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// As the CLI makes it: with the global output format and template overrides.
+    pub fn with_cli(
+        settings: ClusterSettings,
+        output: OutputFormat,
+        templates: Option<PathBuf>,
+    ) -> Aws {
+        Aws {
+            output,
+            templates,
+            ..Aws::new(settings)
+        }
+    }
+
+    pub fn output(mut self, output: OutputFormat) -> Aws {
+        self.output = output;
+        self
+    }
+
+    /// Talk to this endpoint instead of AWS_ENDPOINT_URL / AWS.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Aws {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    pub fn retry(mut self, retry: RetryPolicy) -> Aws {
+        self.retry = retry;
+        self
+    }
+
+    /// Write the context to this file instead of KUBECONFIG / ~/.kube/config.
+    pub fn kubeconfig(mut self, path: impl Into<PathBuf>) -> Aws {
+        self.kubeconfig = Some(path.into());
+        self
+    }
+
+    /// Stop `up` after `n` steps (tests: an interrupted run).
+    pub fn stop_after_step(mut self, n: usize) -> Aws {
+        self.stop_after_step = Some(n);
+        self
+    }
+
+    pub fn context_name(&self) -> String {
+        format!("rktup-aws-{}", self.settings.name)
+    }
+
+    fn kubeconfig_path(&self) -> Option<PathBuf> {
+        self.kubeconfig.clone().or_else(kubeconfig::default_path)
+    }
+
+    fn runtime(&self) -> Result<tokio::runtime::Runtime, ProviderError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .map_err(|e| ProviderError::Other(format!("failed to start the async runtime: {e}")))
+    }
+
+    async fn clients(&self) -> Clients {
+        Clients::connect(&self.aws().region, self.endpoint.as_deref(), self.retry).await
     }
 
     fn aws(&self) -> &AwsSettings {
@@ -30,20 +122,11 @@ impl Aws {
     /// nodes' user-data could name it before it existed; rktup keeps the 9th address of the
     /// subnet.
     pub fn master_internal_ip(&self) -> std::net::Ipv4Addr {
-        let base = u32::from(self.aws().subnet_cidr.network());
-        std::net::Ipv4Addr::from(base + 9)
+        master_ip(self.aws())
     }
 
     pub fn staging_bucket(&self) -> String {
         format!("rktup-staging-{}-{}", self.aws().region, self.settings.name)
-    }
-}
-
-fn not_yet(action: &'static str) -> ProviderError {
-    ProviderError::NotYet {
-        provider: "aws",
-        action,
-        reason: "EC2 provisioning is tracked in its own issue; `up --dry-run` and `rktup render aws` work today",
     }
 }
 
@@ -138,6 +221,8 @@ impl ClusterProvider for Aws {
                 resource("s3-bucket", self.staging_bucket()),
                 resource("key-pair", self.name("key"))
                     .with_detail(format!("{}.pub", a.ssh_key.display())),
+                resource("elastic-ip", self.name("master-ip"))
+                    .with_detail("allocated first: the API server's certificate names it"),
             ])
             .step(network)
             .step(wiring)
@@ -156,22 +241,396 @@ impl ClusterProvider for Aws {
                 )),
             ])
             .step(vec![
-                resource("elastic-ip", self.name("master-ip")),
+                resource("elastic-ip-association", self.name("master-ip")),
                 resource("auto-scaling-group", self.name("minion-group"))
                     .with_detail(format!("{} nodes", s.num_nodes)),
             ])
             .step(routes)
     }
 
-    fn up(&self, _options: &UpOptions) -> Result<(), ProviderError> {
-        Err(not_yet("up"))
+    fn up(&self, options: &UpOptions) -> Result<(), ProviderError> {
+        let rt = self.runtime()?;
+        rt.block_on(self.up_async(options))
+            .map_err(|e| ProviderError::Other(e.0))
     }
 
     fn down(&self) -> Result<(), ProviderError> {
-        Err(not_yet("down"))
+        let rt = self.runtime()?;
+        rt.block_on(self.down_async())
+            .map_err(|e| ProviderError::Other(e.0))
     }
 
     fn status(&self) -> Result<(), ProviderError> {
-        Err(not_yet("status"))
+        let rt = self.runtime()?;
+        let all = rt
+            .block_on(self.inventory())
+            .map_err(|e| ProviderError::Other(e.0))?;
+        match self.output {
+            OutputFormat::Json => {
+                let doc = serde_json::json!({
+                    "cluster": self.settings.name,
+                    "provider": "aws",
+                    "region": self.aws().region,
+                    "resources": all,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            OutputFormat::Text => {
+                if all.is_empty() {
+                    println!(
+                        "cluster {} has no resources in {}",
+                        self.settings.name,
+                        self.aws().region
+                    );
+                } else {
+                    println!("{:<20} {:<28} {:<32} STATE", "KIND", "ID", "NAME");
+                    for f in &all {
+                        println!("{:<20} {:<28} {:<32} {}", f.kind, f.id, f.name, f.state);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Aws {
+    fn step_done(&self, n: usize) -> Result<(), Error> {
+        match self.stop_after_step {
+            Some(stop) if stop <= n => Err(Error::new(format!(
+                "stopped after step {n} (RKTUP_AWS_STOP_AFTER_STEP)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn inventory_of<'a>(&'a self, c: &'a Clients) -> down::Inventory<'a> {
+        let a = self.aws();
+        down::Inventory {
+            c,
+            cluster: &self.settings.name,
+            bucket: self.staging_bucket(),
+            protected: a.vpc_id.iter().chain(a.subnet_id.iter()).cloned().collect(),
+        }
+    }
+
+    /// Every resource tagged with the cluster.
+    pub async fn inventory(&self) -> Result<Vec<down::Found>, Error> {
+        let c = self.clients().await;
+        self.inventory_of(&c).list().await
+    }
+
+    async fn up_async(&self, options: &UpOptions) -> Result<(), Error> {
+        use rktup_provider::boot::{current_binary_sha256, render_boot, PkiOrigin};
+        use rktup_provider::state::apiserver_names;
+        use rktup_render::{Role, Templates};
+
+        let s = &self.settings;
+        let a = self.aws();
+        let cl = up::Cluster {
+            c: self.clients().await,
+            s,
+            a,
+            progress: progress::Progress::new(),
+        };
+        let state = rktup_provider::StateDir::for_cluster(s);
+        let err = |e: &dyn std::fmt::Display| Error::new(e.to_string());
+        let sha = current_binary_sha256().map_err(|e| err(&e))?;
+        let binary = std::env::current_exe().map_err(|e| err(&e))?;
+        let bucket = self.staging_bucket();
+        let key = format!("rktup-{}", &sha[..sha.len().min(12)]);
+
+        // Step 1: what needs nothing else.
+        let ((vpc, vpc_ours), _, key_name, (eip_alloc, eip), master_image, node_image) = tokio::try_join!(
+            cl.line("vpc", self.name("vpc"), async {
+                let (id, ours) = cl.vpc().await?;
+                let how = if ours { "" } else { " (VPC_ID, kept by down)" };
+                Ok(((id.clone(), ours), format!("{id}{how}")))
+            }),
+            cl.line("s3-bucket", &bucket, async {
+                let made = cl.bucket(&bucket).await?;
+                Ok(((), if made { "created" } else { "exists" }.to_string()))
+            }),
+            cl.line("key-pair", self.name("key"), async {
+                let k = cl.key_pair().await?;
+                Ok((k.clone(), k))
+            }),
+            cl.line("elastic-ip", self.name("master-ip"), async {
+                let (id, ip) = cl.elastic_ip().await?;
+                Ok(((id.clone(), ip.clone()), format!("{ip} ({id})")))
+            }),
+            cl.line("image", "master", async {
+                let i = cl.image(&a.master_image).await?;
+                Ok((i.clone(), i))
+            }),
+            cl.line("image", "node", async {
+                let i = cl.image(&a.node_image).await?;
+                Ok((i.clone(), i))
+            }),
+        )?;
+        self.step_done(1)?;
+
+        // Step 2: inside the VPC, and the binary in the bucket.
+        let (subnet, _dhcp, igw, route_table, sg_master, sg_node, url) = tokio::try_join!(
+            cl.line("subnet", self.name("subnet"), async {
+                let id = cl.subnet(&vpc).await?;
+                Ok((id.clone(), id))
+            }),
+            async {
+                if !vpc_ours {
+                    return Ok(None);
+                }
+                cl.line("dhcp-options", self.name("dhcp-options"), async {
+                    let id = cl.dhcp_options(&vpc).await?;
+                    Ok((Some(id.clone()), id))
+                })
+                .await
+            },
+            async {
+                if !vpc_ours {
+                    return Ok(None);
+                }
+                cl.line("internet-gateway", self.name("igw"), async {
+                    let id = cl.internet_gateway(&vpc).await?;
+                    Ok((Some(id.clone()), id))
+                })
+                .await
+            },
+            async {
+                if !vpc_ours {
+                    return Ok(None);
+                }
+                cl.line("route-table", self.name("route-table"), async {
+                    let id = cl.route_table(&vpc).await?;
+                    Ok((Some(id.clone()), id))
+                })
+                .await
+            },
+            cl.line(
+                "security-group",
+                format!("kubernetes-master-{}", s.name),
+                async {
+                    let id = cl
+                        .security_group(&vpc, "sg-master", &format!("kubernetes-master-{}", s.name))
+                        .await?;
+                    Ok((id.clone(), id))
+                }
+            ),
+            cl.line(
+                "security-group",
+                format!("kubernetes-minion-{}", s.name),
+                async {
+                    let id = cl
+                        .security_group(&vpc, "sg-node", &format!("kubernetes-minion-{}", s.name))
+                        .await?;
+                    Ok((id.clone(), id))
+                }
+            ),
+            cl.line("s3-object", format!("{bucket}/{key}"), async {
+                let recorded = state.load_recorded().map_err(|e| err(&e))?;
+                if let (Some(url), Some(rsha)) = (&recorded.binary_url, &recorded.binary_sha256) {
+                    if *rsha == sha {
+                        return Ok((url.clone(), "staged before".to_string()));
+                    }
+                }
+                let url = cl.stage(&bucket, &key, &binary).await?;
+                Ok((url, format!("sha256 {}", &sha[..12])))
+            }),
+        )?;
+        let mut m = up::Made {
+            vpc,
+            vpc_ours,
+            subnet,
+            route_table,
+            igw,
+            sg_master,
+            sg_node,
+            key_name,
+            eip_alloc,
+            eip,
+            master_image,
+            node_image,
+            master: String::new(),
+        };
+        // Recorded before rendering: render_boot reads the binary's URL from here, as
+        // `rktup render aws` does.
+        let mut recorded = state.load_recorded().map_err(|e| err(&e))?;
+        recorded.binary_url = Some(url);
+        recorded.binary_sha256 = Some(sha.clone());
+        self.record(&mut recorded, &m);
+        state.save_recorded(&recorded).map_err(|e| err(&e))?;
+        self.step_done(2)?;
+
+        // Step 3: rules and routes between what step 2 made.
+        tokio::try_join!(
+            cl.line("security-group-rules", self.name("rules"), async {
+                let n = cl.security_rules(&m).await?;
+                Ok(((), format!("{n} added")))
+            }),
+            async {
+                match (&m.route_table, &m.igw) {
+                    (Some(rt), Some(igw)) => {
+                        cl.line("route", self.name("default-route"), async {
+                            cl.default_route(rt, igw, &m.subnet).await?;
+                            Ok(((), format!("0.0.0.0/0 via {igw}")))
+                        })
+                        .await
+                    }
+                    _ => Ok(()),
+                }
+            }
+        )?;
+        self.step_done(3)?;
+
+        // The PKI names the master's private and public addresses; user-data as `render` does.
+        let ips: Vec<std::net::IpAddr> = [self.master_internal_ip().to_string(), m.eip.clone()]
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        let names = apiserver_names(s, &self.name("master"), &ips);
+        let pki = state.ensure_pki(&s.name, &names).map_err(|e| err(&e))?;
+        let templates = match &self.templates {
+            Some(dir) => Templates::with_overrides(dir).map_err(|e| err(&e))?,
+            None => Templates::embedded().map_err(|e| err(&e))?,
+        };
+        let master_boot = render_boot(self, &templates, Role::Master, &pki, PkiOrigin::Saved)
+            .map_err(|e| err(&e))?;
+        let node_boot = render_boot(self, &templates, Role::Node, &pki, PkiOrigin::Saved)
+            .map_err(|e| err(&e))?;
+
+        // Step 4: the master and the nodes' template.
+        let ((master, _), template) = tokio::try_join!(
+            cl.line("instance", self.name("master"), async {
+                let (id, made) = cl.master(&m, &master_boot.user_data.bytes).await?;
+                let how = if made { "started" } else { "exists" };
+                Ok(((id.clone(), made), format!("{id} {how}")))
+            }),
+            cl.line("launch-template", self.name("minion-template"), async {
+                let name = cl.launch_template(&m, &node_boot.user_data.bytes).await?;
+                Ok((name.clone(), name))
+            }),
+        )?;
+        m.master = master;
+        self.record(&mut recorded, &m);
+        state.save_recorded(&recorded).map_err(|e| err(&e))?;
+        self.step_done(4)?;
+
+        // Step 5: the master's public address and the nodes.
+        tokio::try_join!(
+            cl.line("elastic-ip-association", self.name("master-ip"), async {
+                cl.associate_eip(&m).await?;
+                Ok(((), format!("{} -> {}", m.eip, m.master)))
+            }),
+            cl.line("auto-scaling-group", self.name("minion-group"), async {
+                let d = cl.auto_scaling_group(&m, &template).await?;
+                Ok(((), d))
+            }),
+        )?;
+        self.step_done(5)?;
+
+        // Step 6: pod routes (kubenet).
+        if let (NetworkProvider::Kubenet, Some(rt)) = (s.network, &m.route_table) {
+            cl.line("route", self.name("<node>-<pod-cidr>"), async {
+                let n = cl.pod_routes(rt).await?;
+                Ok(((), format!("{n} added")))
+            })
+            .await?;
+        }
+
+        let server = format!("https://{}", m.eip);
+        if let Some(path) = self.kubeconfig_path() {
+            kubeconfig::merge_context(
+                &path,
+                &self.context_name(),
+                &server,
+                pki.get("ca.crt"),
+                pki.get("admin.crt"),
+                pki.get("admin.key"),
+            )
+            .map_err(Error::new)?;
+            eprintln!(
+                "kubeconfig context {} -> {server} in {}",
+                self.context_name(),
+                path.display()
+            );
+        }
+        if !options.no_wait {
+            let wait = options.wait.unwrap_or(Duration::from_secs(600));
+            cl.line("api-server", &server, async {
+                self.wait_api(&m.eip, wait).await?;
+                Ok(((), "answers on 443".to_string()))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn record(&self, recorded: &mut rktup_provider::state::Recorded, m: &up::Made) {
+        let mut put = |k: &str, v: &str| {
+            if !v.is_empty() {
+                recorded.resources.insert(k.into(), v.into());
+            }
+        };
+        put("vpc", &m.vpc);
+        put("subnet", &m.subnet);
+        put("securityGroupMaster", &m.sg_master);
+        put("securityGroupNode", &m.sg_node);
+        put("elasticIp", &m.eip);
+        put("elasticIpAllocation", &m.eip_alloc);
+        put("master", &m.master);
+        put("routeTable", m.route_table.as_deref().unwrap_or(""));
+        put("internetGateway", m.igw.as_deref().unwrap_or(""));
+    }
+
+    async fn wait_api(&self, ip: &str, wait: Duration) -> Result<(), Error> {
+        let start = std::time::Instant::now();
+        loop {
+            let connect = tokio::net::TcpStream::connect((ip, 443));
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                return Ok(());
+            }
+            if start.elapsed() > wait {
+                return Err(Error::new(format!(
+                    "the API server at {ip}:443 did not answer within {wait:?} (use --no-wait to skip)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn down_async(&self) -> Result<(), Error> {
+        let c = self.clients().await;
+        let all = self.inventory_of(&c).list().await?;
+        let deleter = down::Deleter {
+            c: &c,
+            cluster: &self.settings.name,
+            timeout: Duration::from_secs(900),
+        };
+        let (deleted, failed) = deleter.delete(&all).await;
+        if let Some(path) = self.kubeconfig_path() {
+            if let Ok(true) = kubeconfig::remove_context(&path, &self.context_name()) {
+                eprintln!("removed kubeconfig context {}", self.context_name());
+            }
+        }
+        if !failed.is_empty() {
+            let list: Vec<String> = failed
+                .iter()
+                .map(|(f, e)| format!("  {} {} {}: {e}", f.kind, f.id, f.name))
+                .collect();
+            return Err(Error::new(format!(
+                "deleted {} resources; could not delete {}:\n{}",
+                deleted.len(),
+                failed.len(),
+                list.join("\n")
+            )));
+        }
+        let state = rktup_provider::StateDir::for_cluster(&self.settings);
+        let _ = std::fs::remove_file(state.path.join("state.json"));
+        eprintln!(
+            "deleted {} resources of cluster {}",
+            deleted.len(),
+            self.settings.name
+        );
+        Ok(())
     }
 }

@@ -1,17 +1,124 @@
 //! Clusters on Google Compute Engine, named as kube-up named them so its users recognise them.
 
-use rktup_config::{ClusterSettings, GceSettings, NetworkProvider};
+pub mod client;
+pub mod down;
+#[cfg(feature = "fake")]
+pub mod fake;
+pub mod inventory;
+mod kubeconfig;
+pub mod names;
+mod progress;
+pub mod up;
+
+use client::{Backoff, Client, Endpoints, GceError};
+use rktup_config::{ClusterSettings, GceSettings, NetworkProvider, OutputFormat};
 use rktup_provider::plan::resource;
 use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
 
 pub struct Gce {
     settings: ClusterSettings,
+    output: OutputFormat,
+    backoff: Backoff,
+    credentials: Option<std::path::PathBuf>,
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Gce {
     pub fn new(settings: ClusterSettings) -> Gce {
-        Gce { settings }
+        Gce::with_output(settings, OutputFormat::Text)
+    }
+
+    /// `status` prints a table or, with `-o json`, JSON.
+    pub fn with_output(settings: ClusterSettings, output: OutputFormat) -> Gce {
+        Gce {
+            settings,
+            output,
+            backoff: Backoff::default(),
+            credentials: None,
+            kubeconfig: None,
+        }
+    }
+
+    /// A service-account key file instead of Application Default Credentials.
+    pub fn with_credentials(mut self, path: impl Into<std::path::PathBuf>) -> Gce {
+        self.credentials = Some(path.into());
+        self
+    }
+
+    /// The kubeconfig file to merge the context into instead of $KUBECONFIG or ~/.kube/config.
+    pub fn with_kubeconfig(mut self, path: impl Into<std::path::PathBuf>) -> Gce {
+        self.kubeconfig = Some(path.into());
+        self
+    }
+
+    /// Operation polling back-off (tests poll a fake quickly).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Gce {
+        self.backoff = backoff;
+        self
+    }
+
+    /// A resolved setting that has no typed field (the GCE additions of issue 7).
+    fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .rows
+            .iter()
+            .find(|r| r.name == key)
+            .map(|r| r.value.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn setting_bool(&self, key: &str) -> bool {
+        matches!(
+            self.setting(key).map(str::to_ascii_lowercase).as_deref(),
+            Some("true" | "1" | "yes" | "y" | "on")
+        )
+    }
+
+    pub fn names(&self) -> names::Names {
+        names::Names::new(&self.settings, self.staging_bucket())
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints::new(
+            self.setting("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"),
+            self.setting("CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE"),
+        )
+    }
+
+    fn runtime() -> Result<tokio::runtime::Runtime, ProviderError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .map_err(|e| ProviderError::Other(format!("failed to start the async runtime: {e}")))
+    }
+
+    pub async fn client(&self) -> Result<Client, GceError> {
+        let mut c = Client::new(
+            self.endpoints(),
+            &self.gce().project,
+            self.credentials.as_deref(),
+        )
+        .await?;
+        c.backoff = self.backoff;
+        Ok(c)
+    }
+
+    /// `up` with its report (the trait's `up` discards it).
+    pub async fn up_async(&self, options: &UpOptions) -> Result<up::UpReport, GceError> {
+        let client = self.client().await?;
+        up::run(self, &client, options).await
+    }
+
+    pub async fn down_async(&self) -> Result<down::DownReport, GceError> {
+        let client = self.client().await?;
+        down::run(self, &client).await
+    }
+
+    pub async fn status_async(&self) -> Result<Vec<inventory::Found>, GceError> {
+        let client = self.client().await?;
+        Ok(inventory::discover(&client, &self.names()).await?.items)
     }
 
     fn gce(&self) -> &GceSettings {
@@ -38,12 +145,8 @@ impl Gce {
     }
 }
 
-fn not_yet(action: &'static str) -> ProviderError {
-    ProviderError::NotYet {
-        provider: "gce",
-        action,
-        reason: "Compute Engine provisioning is tracked in its own issue; `up --dry-run` and `rktup render gce` work today",
-    }
+fn other(e: GceError) -> ProviderError {
+    ProviderError::Other(e.to_string())
 }
 
 impl ClusterProvider for Gce {
@@ -118,15 +221,72 @@ impl ClusterProvider for Gce {
             .step(routes)
     }
 
-    fn up(&self, _options: &UpOptions) -> Result<(), ProviderError> {
-        Err(not_yet("up"))
+    fn up(&self, options: &UpOptions) -> Result<(), ProviderError> {
+        let report = Gce::runtime()?
+            .block_on(self.up_async(options))
+            .map_err(other)?;
+        eprintln!(
+            "cluster {} is up: https://{} (kubectl --context {})",
+            self.settings.name,
+            report.master_ip,
+            kubeconfig::context_name(self)
+        );
+        Ok(())
     }
 
     fn down(&self) -> Result<(), ProviderError> {
-        Err(not_yet("down"))
+        let report = Gce::runtime()?.block_on(self.down_async()).map_err(other)?;
+        if !report.failed.is_empty() {
+            return Err(ProviderError::Other(format!(
+                "failed to delete {} resource(s) of cluster {}; run `rktup gce down` again or delete them by hand:\n  {}",
+                report.failed.len(),
+                self.settings.name,
+                report.failed.join("\n  ")
+            )));
+        }
+        let state = rktup_provider::StateDir::for_cluster(&self.settings);
+        if state.path.exists() {
+            std::fs::remove_dir_all(&state.path).map_err(|e| {
+                ProviderError::Other(format!("failed to remove {}: {e}", state.path.display()))
+            })?;
+        }
+        eprintln!(
+            "cluster {} is down ({} resources deleted)",
+            self.settings.name,
+            report.deleted.len()
+        );
+        Ok(())
     }
 
     fn status(&self) -> Result<(), ProviderError> {
-        Err(not_yet("status"))
+        let items = Gce::runtime()?
+            .block_on(self.status_async())
+            .map_err(other)?;
+        match self.output {
+            OutputFormat::Json => {
+                let v = serde_json::json!({
+                    "cluster": self.settings.name,
+                    "project": self.gce().project,
+                    "zone": self.gce().zone,
+                    "resources": items,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v)
+                        .map_err(|e| ProviderError::Other(e.to_string()))?
+                );
+            }
+            OutputFormat::Text => {
+                if items.is_empty() {
+                    println!("cluster {}: no resources", self.settings.name);
+                    return Ok(());
+                }
+                println!("{:<22} {:<48} STATUS", "KIND", "NAME");
+                for f in &items {
+                    println!("{:<22} {:<48} {}", f.kind, f.name, f.status);
+                }
+            }
+        }
+        Ok(())
     }
 }

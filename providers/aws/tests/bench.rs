@@ -1,0 +1,173 @@
+//! Not a test: the figures in BENCHMARKS.md. Run with
+//! `cargo test -p rktup-aws --test bench -- --ignored --nocapture`.
+//!
+//! A proxy on 127.0.0.1 in front of moto adds a fixed delay to every call, so `up`'s wall time
+//! divided by the delay is the number of round trips on its critical path; the proxy also
+//! counts every call, which is what a strictly serial `up` (kube-up's order) would wait for.
+
+mod common;
+
+use common::*;
+use rktup_provider::{ClusterProvider, UpOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Proxy {
+    url: String,
+    calls: Arc<AtomicUsize>,
+}
+
+fn read_message(r: &mut BufReader<TcpStream>) -> Option<(Vec<u8>, bool)> {
+    let mut head = Vec::new();
+    let mut len = 0usize;
+    let mut chunked = false;
+    let mut has_len = false;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let l = line.to_ascii_lowercase();
+        if let Some(v) = l.strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+            has_len = true;
+        }
+        if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+            chunked = true;
+        }
+        if l.starts_with("connection:") {
+            continue; // the proxy decides
+        }
+        head.extend_from_slice(line.as_bytes());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            body.extend_from_slice(&chunk[..n]);
+            if n == 0 {
+                break;
+            }
+        }
+        // Re-frame with a length.
+        let text = String::from_utf8_lossy(&head)
+            .replace("Transfer-Encoding: chunked\r\n", "")
+            .replace("transfer-encoding: chunked\r\n", "");
+        head = text.into_bytes();
+        head.truncate(head.len() - 2);
+        head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    } else if has_len {
+        body = vec![0u8; len];
+        r.read_exact(&mut body).ok()?;
+    }
+    let mut msg = head;
+    let complete = chunked || has_len;
+    msg.extend_from_slice(&body);
+    Some((msg, complete))
+}
+
+fn proxy(upstream: String, delay: Duration) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
+    let up = upstream.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let count = count.clone();
+            let up = up.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                let mut client = client;
+                while let Some((req, _)) = read_message(&mut reader) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    let Ok(mut server) = TcpStream::connect(&up) else {
+                        return;
+                    };
+                    // Close upstream after one exchange; keep the client's connection.
+                    let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+                    let mut out = req[..head_end + 2].to_vec();
+                    out.extend_from_slice(b"Connection: close\r\n\r\n");
+                    out.extend_from_slice(&req[head_end + 4..]);
+                    if server.write_all(&out).is_err() {
+                        return;
+                    }
+                    let mut sr = BufReader::new(server);
+                    let Some((resp, complete)) = read_message(&mut sr) else {
+                        return;
+                    };
+                    let mut resp = resp;
+                    if !complete {
+                        let mut rest = Vec::new();
+                        let _ = sr.read_to_end(&mut rest);
+                        resp.extend_from_slice(&rest);
+                    }
+                    if client.write_all(&resp).is_err() || !complete {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Proxy { url, calls }
+}
+
+fn no_wait() -> UpOptions {
+    UpOptions {
+        no_wait: true,
+        wait: None,
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn up_round_trips_and_wall_time() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let image = some_image(&rt, &moto.clients(&rt));
+    let delay = Duration::from_millis(100);
+    println!("| nodes | calls | up wall (100 ms/call) | critical path (wall / 100 ms) | serial (calls x 100 ms) | ratio | 2nd up (no-op) | down |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for nodes in [0u32, 3] {
+        let p = proxy(moto.url.clone(), delay);
+        let mut sb = Sandbox::new(&format!("bench{nodes}"), &image);
+        sb.set("NUM_NODES", &nodes.to_string());
+        let aws = || {
+            rktup_aws::Aws::new(sb.settings())
+                .endpoint(&p.url)
+                .retry(fast_retry())
+                .kubeconfig(sb.kubeconfig())
+        };
+        let t = Instant::now();
+        aws().up(&no_wait()).expect("up");
+        let wall = t.elapsed();
+        let calls = p.calls.load(Ordering::SeqCst);
+        let t = Instant::now();
+        aws().up(&no_wait()).expect("second up");
+        let again = t.elapsed();
+        let t = Instant::now();
+        aws().down().expect("down");
+        let down = t.elapsed();
+        let depth = wall.as_secs_f64() / delay.as_secs_f64();
+        println!(
+            "| {nodes} | {calls} | {:.1} s | {:.0} | {:.1} s | {:.1}x | {:.1} s | {:.1} s |",
+            wall.as_secs_f64(),
+            depth,
+            calls as f64 * delay.as_secs_f64(),
+            calls as f64 / depth,
+            again.as_secs_f64(),
+            down.as_secs_f64()
+        );
+    }
+}
