@@ -90,6 +90,10 @@ pub struct AgentArgs {
     /// The node's IP, reported to pods as status.hostIP (downward API env).
     #[arg(long)]
     pub node_ip: Option<String>,
+    /// Seconds between Lease renewals and node status updates (kubelet's
+    /// --node-status-update-frequency).
+    #[arg(long, default_value = "10")]
+    pub node_status_update_frequency: u64,
 }
 
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -153,8 +157,21 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("api-service".into())
         .spawn(move || rktup_runtime::api::serve(listener, api_rt))?;
+    let node_name = rt.cfg.node_name.clone();
     let mut agent = Agent::new(rt, args.verbosity);
     let adopted = agent.adopt();
+    if let Some(kubeconfig) = &args.kubeconfig {
+        let kcfg = crate::kubelet::KubeletConfig {
+            kubeconfig: kubeconfig.clone(),
+            api_server: args.api_servers.clone(),
+            node_name,
+            node_ip: args.node_ip.clone(),
+            pod_cidr: args.pod_cidr.clone(),
+            heartbeat: Duration::from_secs(args.node_status_update_frequency.max(1)),
+            verbosity: args.verbosity,
+        };
+        crate::kubelet::spawn(kcfg, agent.rt.clone(), &TERM)?;
+    }
     log(&format!(
         "node agent up: root {}, manifests {}, api-service {}, {adopted} pod(s) re-adopted",
         args.root_dir.display(),

@@ -4,4 +4,5 @@
 //! The API-server half (node registration, pod watch, status) builds on `sync::Agent`.
 
 pub mod cli;
+pub mod kubelet;
 pub mod sync;

@@ -1,0 +1,138 @@
+//! The kubelet half of the node agent: it joins an API server with standard Kubernetes API only
+//! (kube-rs typed handles and a watcher), so the same agent joins the embedded control plane or
+//! an upstream kube-apiserver.
+//!
+//! - `node`: registers the Node (capacity, addresses, nodeInfo, conditions, podCIDR) and
+//!   heartbeats through a coordination.k8s.io Lease plus status updates.
+//! - `pods`: watches the pods bound to this node (fieldSelector spec.nodeName), runs them with the
+//!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
+//! - `status`: the runtime's pod status as a core/v1 PodStatus.
+//! - `events`: core/v1 Events (Started, Failed, Killing) for `kubectl describe`.
+
+pub mod events;
+pub mod node;
+pub mod pods;
+pub mod status;
+
+use crate::sync::log;
+use rktup_runtime::runtime::Runtime;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the kubelet half needs besides the runtime.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub kubeconfig: PathBuf,
+    /// Overrides the kubeconfig's server (the seed's --api-servers).
+    pub api_server: Option<String>,
+    pub node_name: String,
+    pub node_ip: Option<String>,
+    pub pod_cidr: Option<String>,
+    /// Lease renewal and node status period (kubelet: 10 s).
+    pub heartbeat: Duration,
+    pub verbosity: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("failed to read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("failed to build an API client: {0}")]
+    Client(#[from] kube::Error),
+    #[error("invalid --api-servers {0:?}")]
+    ApiServer(String),
+}
+
+/// Build the API client from the kubeconfig (and --api-servers).
+pub async fn client(cfg: &KubeletConfig) -> Result<kube::Client, KubeletError> {
+    let kc = kube::config::Kubeconfig::read_from(&cfg.kubeconfig).map_err(|source| {
+        KubeletError::Kubeconfig {
+            path: cfg.kubeconfig.clone(),
+            source,
+        }
+    })?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|source| KubeletError::Kubeconfig {
+                path: cfg.kubeconfig.clone(),
+                source,
+            })?;
+    if let Some(s) = &cfg.api_server {
+        // The seed passes a comma-separated list; the first one is used.
+        let first = s.split(',').next().unwrap_or_default().trim();
+        config.cluster_url = first
+            .parse()
+            .map_err(|_| KubeletError::ApiServer(s.clone()))?;
+    }
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Start the kubelet half on its own thread (with its own tokio runtime); it ends when `term`
+/// is set.
+pub fn spawn(
+    cfg: KubeletConfig,
+    rt: Arc<Runtime>,
+    term: &'static AtomicBool,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("kubelet".into())
+        .spawn(move || {
+            let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    log(&format!("kubelet: failed to start the async runtime: {e}"));
+                    return;
+                }
+            };
+            tokio_rt.block_on(async move {
+                let stop = async {
+                    while !term.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                tokio::select! {
+                    r = run(cfg, rt) => {
+                        if let Err(e) = r {
+                            log(&format!("kubelet: {e}"));
+                        }
+                    }
+                    _ = stop => {}
+                }
+            });
+        })
+}
+
+/// Register the node, then heartbeat and sync pods until cancelled.
+pub async fn run(cfg: KubeletConfig, rt: Arc<Runtime>) -> Result<(), KubeletError> {
+    let client = client(&cfg).await?;
+    // The API server may not be up yet (agents start with the control plane): retry.
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match node::register(&client, &cfg).await {
+            Ok(()) => break,
+            Err(e) => {
+                log(&format!(
+                    "kubelet: failed to register node {}: {e}; retrying",
+                    cfg.node_name
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    log(&format!("kubelet: registered node {}", cfg.node_name));
+    let hb = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
+    let r = pods::run(client, cfg, rt).await;
+    hb.abort();
+    r
+}

@@ -1,0 +1,474 @@
+//! The pods bound to this node: a watcher (fieldSelector spec.nodeName) feeds a reflector store;
+//! a sync loop, woken by watch events and every second, compares the store with the runtime's
+//! pods (matched by pod uid) and
+//! - runs pods that have no runtime pod yet (and re-runs ones refused for a passing reason, or
+//!   whose supervisor died, after a 10 s back-off),
+//! - stops pods marked for deletion within their grace period, then deletes the object with
+//!   grace 0 (kubelet's final delete),
+//! - removes runtime pods whose API object is gone,
+//! - writes status back when it changed,
+//! - keeps a mirror pod for every static pod (`--pod-manifest-path`).
+
+use super::{events, status, KubeletConfig, KubeletError};
+use crate::sync::log;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::Resource;
+use rktup_runtime::pod::{PodState, RestartPolicy};
+use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::util;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+fn is_mirror(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn key(p: &Pod) -> (String, String) {
+    (
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A runtime pod that should be started again: refused for a reason that may pass, or its
+/// supervisor died while it still had to run; kubelet-style back-off of 10 s.
+fn retry_due(e: &PodEntry) -> bool {
+    let since = |t: Option<i64>| util::now_secs() - t.unwrap_or(e.plan.created_at) >= 10;
+    match e.status.state {
+        _ if e.alive => false,
+        PodState::Preparing | PodState::Running | PodState::Stopping => since(None),
+        PodState::Exited => {
+            e.plan.restart_policy == RestartPolicy::Always
+                && e.status.phase != "Succeeded"
+                && since(e.status.finished_at)
+        }
+        PodState::Refused => {
+            matches!(
+                e.status.reason.as_deref(),
+                Some("ErrImagePull" | "NetworkNotReady")
+            ) && since(None)
+        }
+    }
+}
+
+struct Syncer {
+    client: kube::Client,
+    cfg: KubeletConfig,
+    rt: Arc<Runtime>,
+    /// Pod uids with a start or stop in flight.
+    busy: Arc<Mutex<BTreeSet<String>>>,
+    /// Last status written per pod uid (fingerprint).
+    sent: HashMap<String, String>,
+    /// (pod uid, container, restart count) already reported as Started.
+    started: BTreeSet<(String, String, u32)>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Syncer {
+    fn claim(&self, uid: &str) -> bool {
+        self.busy
+            .lock()
+            .map(|mut b| b.insert(uid.to_string()))
+            .unwrap_or(false)
+    }
+
+    fn is_busy(&self, uid: &str) -> bool {
+        self.busy.lock().map(|b| b.contains(uid)).unwrap_or(true)
+    }
+
+    /// Start `pod` in the background (the runtime pulls and plans synchronously).
+    fn start(&self, pod: Pod, old: Vec<PodEntry>) {
+        let u = uid(&pod);
+        if !self.claim(&u) {
+            return;
+        }
+        let (rt, client, busy, wake) = (
+            self.rt.clone(),
+            self.client.clone(),
+            self.busy.clone(),
+            self.wake.clone(),
+        );
+        let node = self.cfg.node_name.clone();
+        let v = self.cfg.verbosity;
+        tokio::spawn(async move {
+            let p2 = pod.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                for e in &old {
+                    if let Err(e2) = rt.remove(e) {
+                        log(&format!("failed to remove pod k8s_{}: {e2}", e.plan.uuid));
+                    }
+                }
+                rt.run_pod(&p2, None, "")
+            })
+            .await;
+            let (ns, name) = key(&pod);
+            match r {
+                Ok(Ok(e)) => {
+                    if v >= 2 {
+                        log(&format!(
+                            "kubelet: started pod k8s_{} for {ns}/{name}",
+                            e.plan.uuid
+                        ));
+                    }
+                }
+                Ok(Err(e)) => {
+                    log(&format!("kubelet: pod {ns}/{name} refused: {e}"));
+                    events::record(&client, &node, &pod, "Warning", "Failed", &e.to_string()).await;
+                }
+                Err(e) => log(&format!("kubelet: pod {ns}/{name}: start task failed: {e}")),
+            }
+            if let Ok(mut b) = busy.lock() {
+                b.remove(&uid(&pod));
+            }
+            wake.notify_one();
+        });
+    }
+
+    /// Stop the runtime pods within the grace period, then (if `pod` is given) finally delete
+    /// the API object with grace 0.
+    fn stop(&self, u: String, pod: Option<Pod>, entries: Vec<PodEntry>) {
+        if !self.claim(&u) {
+            return;
+        }
+        let (rt, client, busy, wake) = (
+            self.rt.clone(),
+            self.client.clone(),
+            self.busy.clone(),
+            self.wake.clone(),
+        );
+        let node = self.cfg.node_name.clone();
+        tokio::spawn(async move {
+            if let Some(pod) = &pod {
+                if entries.iter().any(|e| e.alive) {
+                    let names: Vec<String> = pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+                        .collect();
+                    for c in names {
+                        events::record(
+                            &client,
+                            &node,
+                            pod,
+                            "Normal",
+                            "Killing",
+                            &format!("Stopping container {c}"),
+                        )
+                        .await;
+                    }
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                for e in &entries {
+                    if let Err(e2) = rt.remove(e) {
+                        log(&format!("failed to remove pod k8s_{}: {e2}", e.plan.uuid));
+                    }
+                }
+            })
+            .await;
+            if let Some(pod) = pod {
+                let (ns, name) = key(&pod);
+                let api: Api<Pod> = Api::namespaced(client, &ns);
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: pod.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => log(&format!("kubelet: failed to delete pod {ns}/{name}: {e}")),
+                }
+            }
+            if let Ok(mut b) = busy.lock() {
+                b.remove(&u);
+            }
+            wake.notify_one();
+        });
+    }
+
+    async fn write_status(&mut self, pod: &Pod, e: &PodEntry) {
+        let st = status::pod_status(e, self.cfg.node_ip.as_deref());
+        let fp = status::fingerprint(&st);
+        let u = uid(pod);
+        if self.sent.get(&u) == Some(&fp) {
+            return;
+        }
+        let (ns, name) = key(pod);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch = serde_json::json!({ "status": st });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                self.sent.insert(u.clone(), fp);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(err) => log(&format!(
+                "kubelet: failed to update status of {ns}/{name}: {err}"
+            )),
+        }
+        for c in &e.status.containers {
+            if c.state == "running"
+                && self
+                    .started
+                    .insert((u.clone(), c.name.clone(), c.restart_count))
+            {
+                events::record(
+                    &self.client,
+                    &self.cfg.node_name,
+                    pod,
+                    "Normal",
+                    "Started",
+                    &format!("Started container {}", c.name),
+                )
+                .await;
+            }
+            if c.reason.as_deref() == Some("CrashLoopBackOff")
+                && self
+                    .started
+                    .insert((u.clone(), format!("{}/backoff", c.name), c.restart_count))
+            {
+                events::record(
+                    &self.client,
+                    &self.cfg.node_name,
+                    pod,
+                    "Warning",
+                    "BackOff",
+                    &format!("Back-off restarting failed container {}", c.name),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// The mirror pod of a static pod: same spec, bound to this node, named `<name>-<node>`,
+    /// owned by the Node (so it goes away with it).
+    fn mirror_for(&self, e: &PodEntry) -> Option<Pod> {
+        let src = e.plan.source.as_ref()?;
+        let text = std::fs::read_to_string(src).ok()?;
+        let mut pod = rktup_runtime::manifest::parse_pod(&src.display().to_string(), &text).ok()?;
+        pod.metadata.name = Some(format!("{}-{}", e.plan.name, self.cfg.node_name));
+        pod.metadata.namespace = Some(e.plan.namespace.clone());
+        pod.metadata.uid = None;
+        pod.metadata.resource_version = None;
+        let ann = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        ann.insert(MIRROR_ANNOTATION.into(), e.plan.source_hash.clone());
+        ann.insert(
+            "kubernetes.io/config.hash".into(),
+            e.plan.source_hash.clone(),
+        );
+        ann.insert("kubernetes.io/config.source".into(), "file".into());
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: Node::api_version(&()).into(),
+            kind: Node::kind(&()).into(),
+            name: self.cfg.node_name.clone(),
+            uid: String::new(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.node_name = Some(self.cfg.node_name.clone());
+        }
+        pod.status = None;
+        Some(pod)
+    }
+
+    async fn sync_mirrors(&mut self, mirrors: Vec<Arc<Pod>>, statics: Vec<PodEntry>) {
+        let mut have: HashMap<(String, String), Arc<Pod>> =
+            mirrors.into_iter().map(|p| (key(&p), p)).collect();
+        let node_uid = {
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            match nodes.get_opt(&self.cfg.node_name).await {
+                Ok(Some(n)) => n.metadata.uid,
+                _ => None,
+            }
+        };
+        for e in statics {
+            if e.status.state == PodState::Refused && e.status.containers.is_empty() {
+                continue;
+            }
+            let k = (
+                e.plan.namespace.clone(),
+                format!("{}-{}", e.plan.name, self.cfg.node_name),
+            );
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &k.0);
+            match have.remove(&k) {
+                Some(m) => {
+                    let hash = m
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(MIRROR_ANNOTATION).cloned());
+                    if m.metadata.deletion_timestamp.is_some()
+                        || hash.as_deref() != Some(&e.plan.source_hash)
+                    {
+                        // Deleted by a user, or the manifest changed: replace it.
+                        let dp = DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..Default::default()
+                        };
+                        let _ = api.delete(&k.1, &dp).await;
+                        self.sent.remove(&uid(&m));
+                    } else {
+                        self.write_status(&m, &e).await;
+                    }
+                }
+                None => {
+                    let Some(mut pod) = self.mirror_for(&e) else {
+                        continue;
+                    };
+                    match &node_uid {
+                        Some(u) => {
+                            if let Some(o) = pod.metadata.owner_references.as_mut() {
+                                o[0].uid = u.clone();
+                            }
+                        }
+                        None => pod.metadata.owner_references = None,
+                    }
+                    match api.create(&PostParams::default(), &pod).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(err) => log(&format!(
+                            "kubelet: failed to create mirror pod {}/{}: {err}",
+                            k.0, k.1
+                        )),
+                    }
+                }
+            }
+        }
+        // Mirror pods whose static pod is gone.
+        for ((ns, name), m) in have {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            if api.delete(&name, &dp).await.is_ok() {
+                self.sent.remove(&uid(&m));
+            }
+        }
+    }
+
+    async fn sync(&mut self, pods: Vec<Arc<Pod>>) {
+        let rt = self.rt.clone();
+        let Ok(entries) = tokio::task::spawn_blocking(move || rt.list()).await else {
+            return;
+        };
+        let mut by_uid: HashMap<String, Vec<PodEntry>> = HashMap::new();
+        let mut statics = vec![];
+        for e in entries {
+            if e.plan.source.is_some() {
+                statics.push(e);
+            } else {
+                by_uid.entry(e.plan.uid.clone()).or_default().push(e);
+            }
+        }
+        let (mirrors, pods): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
+            pods.into_iter().partition(|p| is_mirror(p));
+        for pod in pods {
+            let u = uid(&pod);
+            let mut ents = by_uid.remove(&u).unwrap_or_default();
+            if u.is_empty() || self.is_busy(&u) {
+                continue;
+            }
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.stop(u.clone(), Some((*pod).clone()), ents);
+                self.sent.remove(&u);
+                continue;
+            }
+            ents.sort_by_key(|e| e.plan.created_at);
+            let Some(newest) = ents.last().cloned() else {
+                let terminal = matches!(
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                );
+                if !terminal {
+                    self.start((*pod).clone(), vec![]);
+                }
+                continue;
+            };
+            self.write_status(&pod, &newest).await;
+            if retry_due(&newest) {
+                log(&format!(
+                    "kubelet: pod k8s_{} ({}) is {} ({}): replacing it",
+                    newest.plan.uuid,
+                    newest.plan.name,
+                    newest.status.state.as_str(),
+                    newest.status.reason.as_deref().unwrap_or("supervisor gone")
+                ));
+                self.start((*pod).clone(), ents);
+            } else if ents.len() > 1 {
+                ents.pop();
+                self.stop(format!("{u}/old"), None, ents);
+            }
+        }
+        // Runtime pods whose API object is gone (force-deleted, or deleted while we were down).
+        for (u, ents) in by_uid {
+            if !self.is_busy(&u) {
+                self.sent.remove(&u);
+                self.stop(u, None, ents);
+            }
+        }
+        self.sync_mirrors(mirrors, statics).await;
+    }
+}
+
+/// Watch this node's pods and keep the runtime in line with them until cancelled.
+pub async fn run(
+    client: kube::Client,
+    cfg: KubeletConfig,
+    rt: Arc<Runtime>,
+) -> Result<(), KubeletError> {
+    let api: Api<Pod> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let w2 = wake.clone();
+    let stream = reflector(writer, watcher(api, wc).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                log(&format!("kubelet: pod watch: {e}"));
+            }
+            w2.notify_one();
+        }
+    });
+    // Timeout so a watch that never syncs (API server down) still lets static mirrors retry.
+    let _ = tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready()).await;
+    let mut s = Syncer {
+        client,
+        cfg,
+        rt,
+        busy: Arc::default(),
+        sent: HashMap::new(),
+        started: BTreeSet::new(),
+        wake: wake.clone(),
+    };
+    loop {
+        s.sync(reader.state()).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

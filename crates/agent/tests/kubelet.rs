@@ -1,0 +1,209 @@
+//! The kubelet half against the embedded control plane (over HTTPS, with a node bearer token, as
+//! on a real cluster): node registration and Lease, an API pod run and reported back (phase,
+//! podIP, hostIP, containerStatuses), events, and graceful
+//! deletion ending in the pod object's removal.
+
+mod common;
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node as KNode, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use rktup_controlplane::pki::Credential;
+use rktup_testkit::unique;
+use std::time::{Duration, Instant};
+
+async fn wait<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cp = rt
+        .block_on(
+            rktup_controlplane::ControlPlane::builder()
+                .data_dir(tmp.path().join("cp"))
+                .bind("127.0.0.1:0".parse().expect("addr"))
+                .start(),
+        )
+        .expect("control plane");
+    let node_name = format!("kn-{}", unique());
+    let token = cp.mint_node_token(&node_name).expect("token");
+    let kc = tmp.path().join("node.kubeconfig");
+    std::fs::write(
+        &kc,
+        cp.kubeconfig_for(
+            &format!("system:node:{node_name}"),
+            &Credential::Token(token),
+        ),
+    )
+    .expect("write kubeconfig");
+    let kc_s = kc.display().to_string();
+    let node = Node::new(&[
+        "--kubeconfig",
+        &kc_s,
+        "--hostname-override",
+        &node_name,
+        "--node-ip",
+        "127.0.0.1",
+        "--node-status-update-frequency",
+        "1",
+    ]);
+    let (_bridge, subnet) = node.bridge_net("0.4.0");
+    let admin = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    });
+    let busybox = node.busybox.clone();
+    let log_on_panic = |r: std::thread::Result<()>| {
+        if let Err(e) = r {
+            eprintln!("agent log:\n{}", node.agent_log());
+            std::panic::resume_unwind(e);
+        }
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let nn = node_name.as_str();
+            let nodes: Api<KNode> = Api::all(admin.clone());
+            let nodes = &nodes;
+            // Registered and Ready, with nodeInfo naming the embedded runtime.
+            let n = wait("node Ready", 30, || async move {
+                nodes.get_opt(nn).await.ok().flatten().filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+            })
+            .await;
+            let st = n.status.expect("status");
+            let info = st.node_info.expect("nodeInfo");
+            assert!(
+                info.container_runtime_version.starts_with("rkt://"),
+                "{info:?}"
+            );
+            assert!(st.capacity.expect("capacity").contains_key("memory"));
+            assert!(st
+                .addresses
+                .expect("addresses")
+                .iter()
+                .any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"));
+            // Lease heartbeat.
+            let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
+            let leases = &leases;
+            let l1 = wait("lease", 10, || async move {
+                leases.get_opt(nn).await.ok().flatten()
+            })
+            .await;
+            let t1 = l1.spec.and_then(|s| s.renew_time).expect("renewTime");
+            let t1 = &t1;
+            wait("lease renewed", 10, || async move {
+                let l = leases.get_opt(nn).await.ok().flatten()?;
+                let t = l.spec?.renew_time?;
+                (t.0 > t1.0).then_some(())
+            })
+            .await;
+
+            // A pod bound to the node runs, and its status comes back.
+            let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+            let pods = &pods;
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web"},
+                "spec": {
+                    "nodeName": node_name,
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "c", "image": busybox,
+                                    "command": ["sleep", "1000"]}]
+                }
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create pod");
+            let p = wait("pod Running", 60, || async move {
+                let p = pods.get_opt("web").await.ok().flatten()?;
+                let s = p.status.clone()?;
+                (s.phase.as_deref() == Some("Running")
+                    && s.container_statuses
+                        .as_ref()?
+                        .iter()
+                        .all(|c| c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some())))
+                .then_some(p)
+            })
+            .await;
+            let s = p.status.expect("status");
+            assert_eq!(s.host_ip.as_deref(), Some("127.0.0.1"));
+            let ip = s.pod_ip.expect("podIP");
+            let prefix = subnet.rsplit_once('.').expect("subnet").0;
+            assert!(ip.starts_with(prefix), "{ip} in {subnet}");
+            let cs = &s.container_statuses.expect("containerStatuses")[0];
+            assert!(cs
+                .container_id
+                .as_deref()
+                .is_some_and(|c| c.starts_with("rkt://")));
+            assert!(cs.image_id.starts_with("sha256"), "{}", cs.image_id);
+            assert_eq!(cs.restart_count, 0);
+            assert!(s
+                .conditions
+                .expect("conditions")
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"));
+            // The runtime runs it.
+            assert!(node
+                .pods()
+                .iter()
+                .any(|p| p["name"] == "web" && p["status"]["state"] == "running"));
+            // A Started event.
+            let events: Api<Event> = Api::namespaced(admin.clone(), "default");
+            let events = &events;
+            wait("Started event", 10, || async move {
+                let l = events.list(&ListParams::default()).await.ok()?;
+                l.items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some("Started")
+                            && e.involved_object.name.as_deref() == Some("web")
+                    })
+                    .map(|_| ())
+            })
+            .await;
+
+            // Graceful deletion: the container is stopped, then the object goes away.
+            pods.delete("web", &DeleteParams::default())
+                .await
+                .expect("delete");
+            wait("pod object gone", 30, || async move {
+                pods.get_opt("web")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                    .then_some(())
+            })
+            .await;
+            assert!(
+                !node.pods().iter().any(|p| p["name"] == "web"),
+                "{:?}",
+                node.pods()
+            );
+        })
+    }));
+    log_on_panic(r);
+    node.wait_no_pods(30);
+    rt.block_on(cp.shutdown());
+}
