@@ -5,8 +5,7 @@ mod output;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use rktup_config::{
-    AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, OutputFormat, Provider, ProviderTag,
-    SettingFlags,
+    AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, Provider, ProviderTag, SettingFlags,
 };
 use rktup_provider::boot::{
     binary_for_rendering, pki_for_rendering, render_boot, render_boot_with, PkiOrigin,
@@ -109,6 +108,20 @@ enum Action {
         /// Don't wait for the API server to answer.
         #[arg(long)]
         no_wait: bool,
+        /// How long to wait until the API server answers and every node is Ready
+        /// (e.g. 90s, 5m; default 2m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<std::time::Duration>,
+        /// Kubeconfig file that gets the cluster's context (default: KUBECONFIG, else
+        /// ~/.kube/config).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Local clusters: stay attached; Ctrl-C tears the cluster down (local-up-cluster.sh's way).
+        #[arg(long)]
+        foreground: bool,
+        /// Local clusters: a registry the nodes reach over plain HTTP (HOST:PORT); repeatable.
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registry: Vec<String>,
     },
     /// Delete everything the cluster made.
     Down,
@@ -193,14 +206,36 @@ fn provider_with(
     templates: &Option<PathBuf>,
 ) -> Box<dyn ClusterProvider> {
     match settings.provider {
-        Provider::Gce => Box::new(rktup_gce::Gce::with_output(settings, global.output)),
+        Provider::Gce => Box::new(
+            rktup_gce::Gce::with_output(settings, global.output).with_templates(templates.clone()),
+        ),
         Provider::Aws => Box::new(rktup_aws::Aws::with_cli(
             settings,
             global.output,
             templates.clone(),
         )),
-        Provider::Local => Box::new(rktup_local::Local::new(settings)),
+        Provider::Local => Box::new(rktup_local::Local::with_output(settings, global.output)),
     }
+}
+
+/// `--wait`: a number with an optional unit (ms, s, m, h; seconds without one), as kind takes it.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (valid: 90s, 5m, 1h, 500ms, 0)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (valid: ms, s, m, h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn templates(dir: &Option<PathBuf>) -> Result<Templates, Failure> {
@@ -229,10 +264,28 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             output::dry_run(cli.global.output, provider.as_ref(), &master, &node)?;
             Ok(())
         }
-        Action::Up { no_wait, .. } => Ok(provider.up(&UpOptions {
+        Action::Up {
             no_wait,
-            wait: None,
-        })?),
+            wait,
+            ref kubeconfig,
+            foreground,
+            ref insecure_registry,
+            ..
+        } => {
+            if P::PROVIDER != Provider::Local && (foreground || !insecure_registry.is_empty()) {
+                return Err(bad_input(format!(
+                    "--foreground and --insecure-registry are for local clusters (`rktup local up`), not `rktup {} up`",
+                    P::PROVIDER
+                )));
+            }
+            Ok(provider.up(&UpOptions {
+                no_wait,
+                wait,
+                kubeconfig: kubeconfig.clone(),
+                foreground,
+                insecure_registries: insecure_registry.clone(),
+            })?)
+        }
         Action::Down => Ok(provider.down()?),
         Action::Status => Ok(provider.status()?),
     }

@@ -674,11 +674,23 @@ fn config_version_and_completion() {
 }
 
 #[test]
-fn provider_actions_that_are_not_built_yet_say_so() {
+fn local_status_and_down_of_a_cluster_that_does_not_exist() {
     let sb = Sandbox::new();
-    for p in ["local"] {
-        let o = sb.run(&[p, "up"], &[]);
-        assert_eq!(o.status.code(), Some(1), "{p}");
-        assert!(stderr(&o).contains("not available yet"), "{}", stderr(&o));
+    let o = sb.run(&["local", "status", "--name", "nosuch"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no local cluster \"nosuch\"")
+            && stderr(&o).contains("rktup local up --name nosuch"),
+        "{}",
+        stderr(&o)
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let o = sb.run(&["local", "down", "--name", "nosuch"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("nothing to delete"),
+            "{o:?}"
+        );
     }
 }

@@ -40,6 +40,10 @@ pub struct AgentArgs {
     /// Registries reached over plain HTTP (host:port), repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Network namespace images are pulled from, e.g. the host's for a local cluster's nodes
+    /// (which live in namespaces of their own), so registries on the host's loopback work.
+    #[arg(long, value_name = "PATH")]
+    pub image_pull_netns: Option<PathBuf>,
     /// Docker config.json with registry credentials ({"auths":{host:{auth}}}).
     #[arg(long)]
     pub registry_config: Option<PathBuf>,
@@ -135,6 +139,7 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
         cfg.node_name = n.clone();
     }
     cfg.registry_config = a.registry_config.clone();
+    cfg.image_pull_netns = a.image_pull_netns.clone();
     cfg.host_ip = a.node_ip.clone();
     Ok(cfg)
 }

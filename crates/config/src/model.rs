@@ -172,6 +172,8 @@ pub struct LocalSettings {
     pub rkt_path: Option<PathBuf>,
     pub api_host: Ipv4Addr,
     pub api_port: u16,
+    /// API_PORT was not set: `local up` may take the next free port so clusters sit side by side.
+    pub api_port_is_default: bool,
     pub net_plugin_dir: Option<PathBuf>,
     pub hostname_override: Option<String>,
 }
@@ -234,6 +236,11 @@ impl Checked {
     }
     fn net(&self, key: &str) -> Ipv4Net {
         self.get(key).parse().unwrap_or_default()
+    }
+    fn is_default(&self, key: &str) -> bool {
+        self.values
+            .get(key)
+            .is_none_or(|(_, s)| matches!(s, Source::Default))
     }
     fn flag(&self, key: &str) -> bool {
         parse_bool(self.get(key)).unwrap_or(false)
@@ -376,6 +383,7 @@ pub(crate) fn build(
         rkt_path: c.opt("RKT_PATH").map(PathBuf::from),
         api_host: c.get("API_HOST").parse().unwrap_or(Ipv4Addr::LOCALHOST),
         api_port: c.num("API_PORT"),
+        api_port_is_default: c.is_default("API_PORT"),
         net_plugin_dir: c.opt("NET_PLUGIN_DIR").map(PathBuf::from),
         hostname_override: c.opt("HOSTNAME_OVERRIDE"),
     });

@@ -17,6 +17,7 @@ fn serve(dir: &str, port: u16) -> anyhow::Result<()> {
         data_dir: dir.into(),
         bind_address: "127.0.0.1".into(),
         secure_port: port,
+        also_bind: vec![],
         service_cluster_ip_range: "10.96.0.0/12".into(),
         node_monitor_grace_period: 40,
     })

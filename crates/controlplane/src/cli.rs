@@ -11,6 +11,9 @@ pub struct ControlPlaneArgs {
     pub bind_address: String,
     #[arg(long, default_value_t = 6443)]
     pub secure_port: u16,
+    /// More addresses (IP:PORT) to serve on, e.g. a local cluster's bridge address; repeatable.
+    #[arg(long = "also-bind", value_name = "IP:PORT")]
+    pub also_bind: Vec<std::net::SocketAddr>,
     /// Service cluster IP range (SERVICE_CLUSTER_IP_RANGE).
     #[arg(long, env = "SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -30,7 +33,11 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         .build()
         .context("failed to start the async runtime")?;
     rt.block_on(async move {
-        let handle = crate::ControlPlane::builder()
+        let mut builder = crate::ControlPlane::builder();
+        for a in &args.also_bind {
+            builder = builder.also_bind(*a);
+        }
+        let handle = builder
             .data_dir(&args.data_dir)
             .bind(std::net::SocketAddr::new(ip, args.secure_port))
             .service_cidr(args.service_cluster_ip_range)

@@ -60,6 +60,7 @@ pub enum StartError {
 pub struct ControlPlane {
     data_dir: PathBuf,
     bind: SocketAddr,
+    also_bind: Vec<SocketAddr>,
     service_cidr: String,
     controllers: bool,
     node_monitor_grace: std::time::Duration,
@@ -70,6 +71,7 @@ impl ControlPlane {
         ControlPlane {
             data_dir: PathBuf::from("."),
             bind: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            also_bind: Vec::new(),
             service_cidr: "10.96.0.0/12".into(),
             controllers: true,
             node_monitor_grace: std::time::Duration::from_secs(40),
@@ -84,6 +86,13 @@ impl ControlPlane {
     /// Address to listen on; port 0 picks a free port.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// One more address to serve on (same API, same certificate), e.g. a local cluster's
+    /// bridge address that node agents in their own network namespaces reach.
+    pub fn also_bind(mut self, addr: SocketAddr) -> Self {
+        self.also_bind.push(addr);
         self
     }
 
@@ -118,13 +127,25 @@ impl ControlPlane {
         let cidr = ServiceCidr::parse(&self.service_cidr)
             .ok_or_else(|| StartError::ServiceCidr(self.service_cidr.clone()))?;
         let store: Arc<dyn Store> = FileStore::open(&self.data_dir.join("store"))?;
-        let pki = pki::Pki::load_or_create(&self.data_dir, self.bind.ip())?;
+        let ips: Vec<std::net::IpAddr> = std::iter::once(self.bind.ip())
+            .chain(self.also_bind.iter().map(SocketAddr::ip))
+            .collect();
+        let pki = pki::Pki::load_or_create(&self.data_dir, &ips)?;
         let listener = TcpListener::bind(self.bind)
             .await
             .map_err(|source| StartError::Bind {
                 addr: self.bind,
                 source,
             })?;
+        let mut extra_listeners = Vec::new();
+        for addr in &self.also_bind {
+            extra_listeners.push(TcpListener::bind(addr).await.map_err(|source| {
+                StartError::Bind {
+                    addr: *addr,
+                    source,
+                }
+            })?);
+        }
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: self.bind,
             source,
@@ -160,6 +181,9 @@ impl ControlPlane {
         bootstrap(&core, addr);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        for l in extra_listeners {
+            tasks.spawn(accept_loop(l, tls.clone(), server.clone(), stop_rx.clone()));
+        }
         tasks.spawn(accept_loop(listener, tls, server.clone(), stop_rx.clone()));
         if self.controllers {
             controllers::spawn_all(

@@ -104,8 +104,8 @@ fn client_params(user: &str, groups: &[&str]) -> Result<CertificateParams> {
 
 impl Pki {
     /// Loads the PKI from `data_dir/pki`, generating any missing part. The
-    /// serving certificate is regenerated if it lacks `bind` in its SANs.
-    pub fn load_or_create(data_dir: &Path, bind: IpAddr) -> Result<Self> {
+    /// serving certificate is regenerated if it lacks one of `binds` in its SANs.
+    pub fn load_or_create(data_dir: &Path, binds: &[IpAddr]) -> Result<Self> {
         let dir = data_dir.join("pki");
         std::fs::create_dir_all(&dir).map_err(|source| PkiError::Io {
             op: "create",
@@ -157,7 +157,17 @@ impl Pki {
         let srv_crt = dir.join("apiserver.crt");
         let srv_key = dir.join("apiserver.key");
         let marker = dir.join("apiserver.sans");
-        let sans = format!("127.0.0.1,localhost,{bind}");
+        let mut extra_ips: Vec<IpAddr> = binds
+            .iter()
+            .copied()
+            .filter(|ip| ip.to_string() != "127.0.0.1")
+            .collect();
+        extra_ips.sort();
+        extra_ips.dedup();
+        let sans = std::iter::once("127.0.0.1,localhost".to_string())
+            .chain(extra_ips.iter().map(IpAddr::to_string))
+            .collect::<Vec<_>>()
+            .join(",");
         let reuse = srv_crt.exists()
             && srv_key.exists()
             && std::fs::read_to_string(&marker).ok().as_deref() == Some(sans.as_str());
@@ -183,8 +193,8 @@ impl Pki {
                         source: rcgen::Error::CouldNotParseCertificate,
                     }
                 })?));
-            if bind.to_string() != "127.0.0.1" {
-                params.subject_alt_names.push(SanType::IpAddress(bind));
+            for ip in &extra_ips {
+                params.subject_alt_names.push(SanType::IpAddress(*ip));
             }
             params
                 .distinguished_name

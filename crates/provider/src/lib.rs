@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod kubeconfig;
 pub mod plan;
+pub mod progress;
 pub mod state;
 
 pub use plan::{Plan, PlanStep, PlannedResource};
@@ -34,6 +35,12 @@ pub struct UpOptions {
     pub no_wait: bool,
     /// How long to wait for readiness.
     pub wait: Option<Duration>,
+    /// The kubeconfig file to write the context into (else KUBECONFIG, else ~/.kube/config).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Stay attached; Ctrl-C tears the cluster down (local clusters).
+    pub foreground: bool,
+    /// Registries the nodes reach over plain HTTP (local clusters).
+    pub insecure_registries: Vec<String>,
 }
 
 /// One home for clusters.

@@ -86,6 +86,8 @@ pub struct RuntimeConfig {
     /// The binary re-executed as `<exe> stage1 <pod dir>`: the running binary by default;
     /// `RKTUP_STAGE1_EXE` overrides (tests point it at the built `rktup`).
     pub stage1_exe: PathBuf,
+    /// Network namespace images are pulled from (None: the agent's own).
+    pub image_pull_netns: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -115,6 +117,7 @@ impl RuntimeConfig {
             cgroup_parent: "rktup".into(),
             host_ip: None,
             stage1_exe: exe,
+            image_pull_netns: None,
         }
     }
     pub fn with_stage1(mut self, f: Stage1Flavor) -> Self {
@@ -193,6 +196,11 @@ impl Runtime {
         let mut puller = Puller::new().with_insecure_registries(&cfg.insecure_registries);
         if let Some(rc) = &cfg.registry_config {
             puller = puller.with_docker_config(rc);
+        }
+        if let Some(ns) = &cfg.image_pull_netns {
+            puller = puller
+                .with_netns(ns)
+                .map_err(|e| RuntimeError::Config(format!("--image-pull-netns: {e}")))?;
         }
         if cfg.network_mode == NetworkMode::Kubenet && cfg.pod_cidr.is_none() {
             return Err(RuntimeError::Config(

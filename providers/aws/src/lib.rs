@@ -2,8 +2,6 @@
 
 pub mod cloud;
 pub mod down;
-mod kubeconfig;
-mod progress;
 pub mod up;
 
 use cloud::{Clients, Error, RetryPolicy};
@@ -91,7 +89,7 @@ impl Aws {
     }
 
     fn kubeconfig_path(&self) -> Option<PathBuf> {
-        self.kubeconfig.clone().or_else(kubeconfig::default_path)
+        rktup_provider::kubeconfig::kubeconfig_path(self.kubeconfig.as_deref()).ok()
     }
 
     fn runtime(&self) -> Result<tokio::runtime::Runtime, ProviderError> {
@@ -331,7 +329,7 @@ impl Aws {
             c: self.clients().await,
             s,
             a,
-            progress: progress::Progress::new(),
+            progress: rktup_provider::progress::Progress::new(),
         };
         let state = rktup_provider::StateDir::for_cluster(s);
         let err = |e: &dyn std::fmt::Display| Error::new(e.to_string());
@@ -538,16 +536,20 @@ impl Aws {
         }
 
         let server = format!("https://{}", m.eip);
-        if let Some(path) = self.kubeconfig_path() {
-            kubeconfig::merge_context(
-                &path,
+        let explicit = options
+            .kubeconfig
+            .clone()
+            .or_else(|| self.kubeconfig.clone());
+        if let Ok(path) = rktup_provider::kubeconfig::kubeconfig_path(explicit.as_deref()) {
+            rktup_provider::kubeconfig::merge_context(
+                Some(&path),
                 &self.context_name(),
                 &server,
                 pki.get("ca.crt"),
                 pki.get("admin.crt"),
                 pki.get("admin.key"),
             )
-            .map_err(Error::new)?;
+            .map_err(|e| Error::new(e.to_string()))?;
             eprintln!(
                 "kubeconfig context {} -> {server} in {}",
                 self.context_name(),
@@ -608,7 +610,9 @@ impl Aws {
         };
         let (deleted, failed) = deleter.delete(&all).await;
         if let Some(path) = self.kubeconfig_path() {
-            if let Ok(true) = kubeconfig::remove_context(&path, &self.context_name()) {
+            if let Ok(true) =
+                rktup_provider::kubeconfig::remove_context(Some(&path), &self.context_name())
+            {
                 eprintln!("removed kubeconfig context {}", self.context_name());
             }
         }

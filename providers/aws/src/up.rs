@@ -5,7 +5,6 @@ use crate::cloud::{
     cluster_filters, filter, sdk_error, tag_spec, tags, Clients, Error, CLUSTER_TAG, KUBE_TAG,
     NOT_FOUND_YET, ROLE_TAG,
 };
-use crate::progress::Progress;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, BlockDeviceMapping, DomainType, EbsBlockDevice, InstanceType,
@@ -15,6 +14,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 use rktup_config::{AwsSettings, ClusterSettings};
+use rktup_provider::progress::Progress;
 use std::future::Future;
 use std::path::Path;
 
@@ -61,14 +61,14 @@ impl Cluster<'_> {
         name: impl AsRef<str>,
         f: impl Future<Output = Result<(T, String), Error>>,
     ) -> Result<T, Error> {
-        let line = self.progress.start(kind, name.as_ref());
+        let step = self.progress.start(format!("{kind:<22} {}", name.as_ref()));
         match f.await {
             Ok((v, detail)) => {
-                line.done(&detail);
+                step.end(&Ok::<(), &str>(()), &detail);
                 Ok(v)
             }
             Err(e) => {
-                line.fail(&e.0);
+                step.end(&Err::<(), &str>(&e.0), "");
                 Err(e)
             }
         }

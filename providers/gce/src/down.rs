@@ -5,9 +5,9 @@
 use crate::client::{Client, GceError};
 use crate::inventory::{discover, Found, Inventory};
 use crate::names::Names;
-use crate::progress::Progress;
 use crate::Gce;
 use futures::future::join_all;
+use rktup_provider::progress::Progress;
 
 #[derive(Debug, Default)]
 pub struct DownReport {

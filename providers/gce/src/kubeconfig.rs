@@ -11,9 +11,15 @@ pub fn context_name(gce: &Gce) -> String {
     format!("rktup-gce-{}", gce.settings().name)
 }
 
-pub fn write(gce: &Gce, pki: &Pki, ip: &str) -> Result<(), GceError> {
+/// Merges the context into `path` (`--kubeconfig`), else the provider's, else the default file.
+pub fn write(
+    gce: &Gce,
+    pki: &Pki,
+    ip: &str,
+    path: Option<&std::path::Path>,
+) -> Result<(), GceError> {
     merge_context(
-        gce.kubeconfig.as_deref(),
+        path.or(gce.kubeconfig.as_deref()),
         &context_name(gce),
         &format!("https://{ip}"),
         pki.get("ca.crt"),

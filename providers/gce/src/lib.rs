@@ -7,7 +7,6 @@ pub mod fake;
 pub mod inventory;
 mod kubeconfig;
 pub mod names;
-mod progress;
 pub mod up;
 
 use client::{Backoff, Client, Endpoints, GceError};
@@ -22,6 +21,7 @@ pub struct Gce {
     backoff: Backoff,
     credentials: Option<std::path::PathBuf>,
     kubeconfig: Option<std::path::PathBuf>,
+    templates: Option<std::path::PathBuf>,
 }
 
 impl Gce {
@@ -37,6 +37,7 @@ impl Gce {
             backoff: Backoff::default(),
             credentials: None,
             kubeconfig: None,
+            templates: None,
         }
     }
 
@@ -49,6 +50,12 @@ impl Gce {
     /// The kubeconfig file to merge the context into instead of $KUBECONFIG or ~/.kube/config.
     pub fn with_kubeconfig(mut self, path: impl Into<std::path::PathBuf>) -> Gce {
         self.kubeconfig = Some(path.into());
+        self
+    }
+
+    /// `--templates DIR`: template overrides for the machines' cloud-config.
+    pub fn with_templates(mut self, dir: Option<std::path::PathBuf>) -> Gce {
+        self.templates = dir;
         self
     }
 

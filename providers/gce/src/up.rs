@@ -5,9 +5,9 @@
 use crate::client::{Body, Client, GceError};
 use crate::inventory::{discover, Inventory};
 use crate::names::{Names, CLUSTER_LABEL};
-use crate::progress::Progress;
 use crate::Gce;
 use rktup_provider::boot::{render_boot, PkiOrigin};
+use rktup_provider::progress::Progress;
 use rktup_provider::state::{apiserver_names, sha256_file};
 use rktup_provider::{ClusterProvider, StateDir, UpOptions};
 use rktup_render::{Pki, Role, Templates};
@@ -449,8 +449,11 @@ pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpRe
     let names = gce.names();
     let settings = gce.settings();
     let state = StateDir::for_cluster(settings);
-    let templates =
-        Templates::embedded().map_err(|e| GceError::other("load templates", e.to_string()))?;
+    let templates = match &gce.templates {
+        Some(dir) => Templates::with_overrides(dir),
+        None => Templates::embedded(),
+    }
+    .map_err(|e| GceError::other("load templates", e.to_string()))?;
     let exe = std::env::current_exe()
         .map_err(|e| GceError::other("find the running rktup binary", e.to_string()))?;
     let sha256 = sha256_file(&exe)
@@ -508,7 +511,7 @@ pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpRe
     }
 
     let step = progress.start(format!("kubeconfig context rktup-gce-{}", names.cluster));
-    let r = crate::kubeconfig::write(gce, &pki, &ip);
+    let r = crate::kubeconfig::write(gce, &pki, &ip, options.kubeconfig.as_deref());
     step.end(&r, "");
     r?;
 

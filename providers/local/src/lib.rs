@@ -1,18 +1,36 @@
-//! Clusters on this machine: the embedded control plane and one node agent per node, each in a
-//! network namespace of its own.
+//! Clusters on this machine (local-up-cluster.sh's replacement): the embedded control plane and
+//! one node agent per node, each node in a network namespace of its own on a host bridge.
+//!
+//! - `layout`: the state directory and the record of names and addresses `up` chose;
+//! - `network`: bridge, namespaces, veths, routes (kubenet-style);
+//! - `process`: the detached control-plane and agent processes and their pid files;
+//! - `up`, `down`, `status`: the actions, each a list of small steps.
 
-use rktup_config::{ClusterSettings, LocalSettings};
+pub mod down;
+pub mod layout;
+pub mod network;
+pub mod process;
+pub mod ready;
+pub mod status;
+pub mod up;
+
+use rktup_config::{ClusterSettings, LocalSettings, OutputFormat};
 use rktup_provider::plan::resource;
 use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
 
 pub struct Local {
     settings: ClusterSettings,
+    output: OutputFormat,
 }
 
 impl Local {
     pub fn new(settings: ClusterSettings) -> Local {
-        Local { settings }
+        Local::with_output(settings, OutputFormat::Text)
+    }
+
+    pub fn with_output(settings: ClusterSettings, output: OutputFormat) -> Local {
+        Local { settings, output }
     }
 
     fn local(&self) -> &LocalSettings {
@@ -27,21 +45,33 @@ impl Local {
     pub fn node_names(&self) -> Vec<String> {
         let n = self.settings.num_nodes;
         (1..=n)
-            .map(|i| match &self.local().hostname_override {
-                Some(h) if n == 1 => h.clone(),
-                Some(h) => format!("{h}-{i}"),
-                None => format!("{}-node-{i}", self.settings.name),
-            })
+            .map(|i| node_name(&self.settings.name, self.local(), n, i))
             .collect()
     }
 }
 
-fn not_yet(action: &'static str) -> ProviderError {
-    ProviderError::NotYet {
-        provider: "local",
-        action,
-        reason: "local clusters need the node agent and the embedded control plane, tracked in their own issues; `rktup render local` and `rktup config local` work today",
+pub(crate) fn node_name(cluster: &str, l: &LocalSettings, count: u32, i: u32) -> String {
+    match &l.hostname_override {
+        Some(h) if count == 1 => h.clone(),
+        Some(h) => format!("{h}-{i}"),
+        None => format!("{cluster}-node-{i}"),
     }
+}
+
+/// `local up` and `down` change network namespaces, bridges and mounts.
+pub(crate) fn require_root(action: &str) -> Result<(), ProviderError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(ProviderError::Other(format!(
+            "`rktup local {action}` must run as root: it creates network namespaces, a bridge, \
+             mounts and cgroups (try: sudo rktup local {action})"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn err(context: &str, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Other(format!("{context}: {e}"))
 }
 
 impl ClusterProvider for Local {
@@ -76,13 +106,24 @@ impl ClusterProvider for Local {
         Plan::default()
             .step(vec![
                 resource("state-dir", s.state_dir.display().to_string()),
-                resource("control-plane", format!("{}-control-plane", s.name))
-                    .with_detail(format!("https://{}:{}", l.api_host, l.api_port)),
+                resource("bridge", layout::bridge_name(&s.name))
+                    .with_detail(format!("a /24 of {}", layout::NODE_NETWORK_POOL)),
             ])
+            .step(vec![resource(
+                "control-plane",
+                format!("{}-control-plane", s.name),
+            )
+            .with_detail(format!("https://{}:{}", l.api_host, l.api_port))])
             .step(
                 self.node_names()
                     .into_iter()
-                    .map(|n| resource("node", n).with_detail("network namespace + node agent"))
+                    .enumerate()
+                    .map(|(i, n)| {
+                        resource("node", n).with_detail(format!(
+                            "network namespace {} + node agent",
+                            layout::netns_name(&s.name, i + 1)
+                        ))
+                    })
                     .collect(),
             )
             .step(vec![resource(
@@ -91,15 +132,15 @@ impl ClusterProvider for Local {
             )])
     }
 
-    fn up(&self, _options: &UpOptions) -> Result<(), ProviderError> {
-        Err(not_yet("up"))
+    fn up(&self, options: &UpOptions) -> Result<(), ProviderError> {
+        up::up(self, options)
     }
 
     fn down(&self) -> Result<(), ProviderError> {
-        Err(not_yet("down"))
+        down::down(self, None)
     }
 
     fn status(&self) -> Result<(), ProviderError> {
-        Err(not_yet("status"))
+        status::status(self)
     }
 }

@@ -109,6 +109,9 @@ pub fn check_layer_type(mt: &str) -> Result<(), PullError> {
 pub struct Puller {
     insecure: Vec<String>,
     credentials: HashMap<String, (String, String)>,
+    /// Network namespace registries are reached from (e.g. the host's, for a local cluster's
+    /// nodes that live in namespaces of their own); None: the caller's.
+    netns: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// Parsed `WWW-Authenticate` challenge.
@@ -209,6 +212,18 @@ impl Puller {
         self
     }
 
+    /// Pull from inside the network namespace at `path` (opened now, kept open).
+    pub fn with_netns(mut self, path: &std::path::Path) -> std::io::Result<Self> {
+        let f = std::fs::File::open(path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("network namespace {}: {e}", path.display()),
+            )
+        })?;
+        self.netns = Some(std::sync::Arc::new(f));
+        Ok(self)
+    }
+
     fn scheme(&self, host: &str) -> &'static str {
         if self.insecure.iter().any(|h| h == host) {
             "http"
@@ -219,6 +234,42 @@ impl Puller {
 
     /// Pull `reference` into the store (blobs verified, layers unpacked) and name it.
     pub fn pull(
+        &self,
+        store: &ImageStore,
+        reference: &Reference,
+    ) -> Result<ImageRecord, PullError> {
+        let Some(ns) = &self.netns else {
+            return self.pull_here(store, reference);
+        };
+        // setns changes only the calling thread: a scoped thread enters the namespace, so the
+        // registry's sockets are made there, and ends with the pull.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns on an open namespace file, for this thread only.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(PullError::Http {
+                            url: reference.to_string(),
+                            msg: format!(
+                                "failed to enter the image pull network namespace: {}",
+                                std::io::Error::last_os_error()
+                            ),
+                        });
+                    }
+                    self.pull_here(store, reference)
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(PullError::Http {
+                        url: reference.to_string(),
+                        msg: "the pull thread panicked".into(),
+                    })
+                })
+        })
+    }
+
+    fn pull_here(
         &self,
         store: &ImageStore,
         reference: &Reference,

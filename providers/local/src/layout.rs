@@ -1,0 +1,206 @@
+//! Where a local cluster lives on this machine. `up` chooses every name and address once and
+//! records them in `<state>/cluster.json`; `down` removes exactly what the record names (and,
+//! when the record is gone, what the naming rules below point at).
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// One node: a network namespace with a veth on the cluster bridge, and its agent's state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub netns: String,
+    pub host_veth: String,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
+}
+
+/// What `up` made, with the addresses it chose.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterRecord {
+    pub name: String,
+    /// Host bridge joining the nodes' namespaces; its address is where agents reach the API.
+    pub bridge: String,
+    pub node_network: Ipv4Net,
+    pub api_host: Ipv4Addr,
+    pub api_port: u16,
+    pub cluster_ip_range: Ipv4Net,
+    pub nodes: Vec<NodeRecord>,
+    /// The kubeconfig file holding the `rktup-<name>` context.
+    pub kubeconfig: Option<PathBuf>,
+    /// Registries the agents reach over plain HTTP (`--insecure-registry`), kept so agents
+    /// restarted by a later `up` get them too.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+}
+
+impl ClusterRecord {
+    /// The bridge's own address: the first host of the node network.
+    pub fn gateway(&self) -> Ipv4Addr {
+        nth_host(self.node_network, 1)
+    }
+
+    /// The API server as node agents reach it from their namespaces.
+    pub fn node_api_url(&self) -> String {
+        format!("https://{}:{}", self.gateway(), self.api_port)
+    }
+
+    /// The API server as this machine's users reach it.
+    pub fn api_url(&self) -> String {
+        format!("https://{}:{}", self.api_host, self.api_port)
+    }
+}
+
+/// Paths inside the cluster's state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+    pub fn record(&self) -> PathBuf {
+        self.root.join("cluster.json")
+    }
+    pub fn controlplane_dir(&self) -> PathBuf {
+        self.root.join("controlplane")
+    }
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.controlplane_dir().join("admin.kubeconfig")
+    }
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.root.join("nodes").join(node)
+    }
+    pub fn node_root(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("root")
+    }
+    pub fn node_manifests(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("manifests")
+    }
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("kubeconfig")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn log(&self, component: &str) -> PathBuf {
+        self.logs_dir().join(format!("{component}.log"))
+    }
+    pub fn pidfile(&self, component: &str) -> PathBuf {
+        self.root.join("run").join(format!("{component}.pid"))
+    }
+
+    pub fn load(&self) -> Option<ClusterRecord> {
+        let text = std::fs::read_to_string(self.record()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn save(&self, rec: &ClusterRecord) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let text = serde_json::to_string_pretty(rec).map_err(std::io::Error::other)?;
+        let tmp = self.record().with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, self.record())
+    }
+}
+
+/// Short, stable id of a cluster name for kernel interface names (at most 15 bytes).
+pub fn short_id(cluster: &str) -> String {
+    let d = Sha256::digest(cluster.as_bytes());
+    d.iter().take(3).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The host bridge of cluster `name`.
+pub fn bridge_name(cluster: &str) -> String {
+    format!("rktup-{}", short_id(cluster))
+}
+
+/// The host end of node `index`'s veth (1-based).
+pub fn host_veth_name(cluster: &str, index: usize) -> String {
+    format!("rk{}n{index}", short_id(cluster))
+}
+
+/// The network namespace of node `index` (1-based); the prefix finds them all.
+pub fn netns_name(cluster: &str, index: usize) -> String {
+    format!("{}{index}", netns_prefix(cluster))
+}
+
+/// The name `up` gives this machine's own network namespace (images are pulled there).
+pub fn host_netns_name(cluster: &str) -> String {
+    format!("rktup-{cluster}-host")
+}
+
+pub fn netns_prefix(cluster: &str) -> String {
+    format!("rktup-{cluster}-node-")
+}
+
+/// Host number `n` of a network (1 is the first usable address).
+pub fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+/// The `index`-th (0-based) /24 of the cluster's pod range, as kube-controller-manager hands
+/// out node pod CIDRs.
+pub fn pod_cidr(range: Ipv4Net, index: u32) -> Option<Ipv4Net> {
+    if range.prefix_len() > 24 {
+        return None;
+    }
+    range.subnets(24).ok()?.nth(index as usize)
+}
+
+/// Where node networks come from: one /24 per cluster out of 10.250.0.0/16.
+pub const NODE_NETWORK_POOL: &str = "10.250.0.0/16";
+
+/// The first /24 of the pool that overlaps nothing in `taken`.
+pub fn free_node_network(taken: &[Ipv4Net]) -> Option<Ipv4Net> {
+    let pool: Ipv4Net = NODE_NETWORK_POOL.parse().ok()?;
+    pool.subnets(24).ok()?.find(|n| {
+        !taken
+            .iter()
+            .any(|t| t.contains(&n.network()) || n.contains(&t.network()))
+    })
+}
+
+/// Whether `path` lies inside `dir`.
+pub fn is_within(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_fit_the_kernel_limit() {
+        for name in ["a", "a-very-long-cluster-name-that-goes-on-and-on"] {
+            assert!(bridge_name(name).len() <= 15);
+            assert!(host_veth_name(name, 999).len() <= 15);
+        }
+        assert_ne!(bridge_name("one"), bridge_name("two"));
+    }
+
+    #[test]
+    fn pod_cidrs_are_consecutive_slash_24s() {
+        let r: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        assert_eq!(pod_cidr(r, 0).unwrap().to_string(), "10.244.0.0/24");
+        assert_eq!(pod_cidr(r, 2).unwrap().to_string(), "10.244.2.0/24");
+        assert!(pod_cidr("10.0.0.0/25".parse().unwrap(), 0).is_none());
+        assert!(pod_cidr("10.0.0.0/24".parse().unwrap(), 1).is_none());
+    }
+
+    #[test]
+    fn node_networks_skip_what_is_taken() {
+        let first = free_node_network(&[]).unwrap();
+        assert_eq!(first.to_string(), "10.250.0.0/24");
+        let second = free_node_network(&[first, "10.250.1.0/24".parse().unwrap()]).unwrap();
+        assert_eq!(second.to_string(), "10.250.2.0/24");
+        // A wide route over the whole pool leaves nothing.
+        assert!(free_node_network(&["10.0.0.0/8".parse().unwrap()]).is_none());
+        assert_eq!(nth_host(first, 1).to_string(), "10.250.0.1");
+    }
+}

@@ -1,0 +1,295 @@
+//! The cluster's network on this machine, kubenet-style: a host bridge; per node a network
+//! namespace joined to it by a veth, its own address, routes to every other node's pod CIDR and
+//! IP forwarding. Only addresses inside namespaces rktup made, and the bridge's own, are used.
+//! Everything is done with iproute2 and iptables, as an administrator would by hand.
+
+use crate::layout::{ClusterRecord, NodeRecord};
+use ipnet::Ipv4Net;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed: {message}")]
+pub struct NetError {
+    pub command: String,
+    pub message: String,
+}
+
+/// Runs a command, returning stdout, or its stderr as the error.
+pub fn run(program: &str, args: &[&str]) -> Result<String, NetError> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| NetError {
+            command: command.clone(),
+            message: format!("{e} (is {program} installed?)"),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetError {
+            command,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+pub fn netns_path(ns: &str) -> PathBuf {
+    Path::new("/run/netns").join(ns)
+}
+
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Networks already routed on this machine (but not the default route), so a new cluster's
+/// node network overlaps none of them.
+pub fn host_routes() -> Vec<Ipv4Net> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // /proc/net/route prints addresses in host (little-endian) order.
+            let dest = std::net::Ipv4Addr::from(u32::from_be(dest.to_le()));
+            let prefix = u32::from_be(mask.to_le()).count_ones() as u8;
+            (prefix > 0)
+                .then(|| Ipv4Net::new(dest, prefix).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// The bridge with the gateway address, up.
+pub fn ensure_bridge(rec: &ClusterRecord) -> Result<(), NetError> {
+    let br = rec.bridge.as_str();
+    if !link_exists(br) {
+        run("ip", &["link", "add", "name", br, "type", "bridge"])?;
+    }
+    let addr = format!("{}/{}", rec.gateway(), rec.node_network.prefix_len());
+    run("ip", &["addr", "replace", &addr, "dev", br])?;
+    run("ip", &["link", "set", br, "up"])?;
+    // Hosts that filter bridged traffic (br_netfilter with a DROP forward policy, as Docker
+    // leaves it) would drop node-to-node packets; let this bridge's own traffic through.
+    let rule = forward_rule(&rec.name, br);
+    if run("iptables", &check(&rule)).is_err() {
+        run("iptables", &insert(&rule))?;
+    }
+    Ok(())
+}
+
+fn forward_rule(cluster: &str, bridge: &str) -> Vec<String> {
+    let comment = format!("rktup cluster {cluster}");
+    [
+        "FORWARD",
+        "-i",
+        bridge,
+        "-o",
+        bridge,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "ACCEPT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn check(rule: &[String]) -> Vec<&str> {
+    std::iter::once("-C")
+        .chain(rule.iter().map(String::as_str))
+        .collect()
+}
+
+fn insert(rule: &[String]) -> Vec<&str> {
+    std::iter::once("-I")
+        .chain(rule.iter().map(String::as_str))
+        .collect()
+}
+
+fn delete(rule: &[String]) -> Vec<&str> {
+    std::iter::once("-D")
+        .chain(rule.iter().map(String::as_str))
+        .collect()
+}
+
+/// A name for this machine's own network namespace (`ip netns attach`), which agents pull
+/// images from, so registries on the host's loopback serve the nodes too.
+pub fn ensure_host_netns(ns: &str) -> Result<(), NetError> {
+    if !netns_path(ns).exists() {
+        run(
+            "ip",
+            &["netns", "attach", ns, &std::process::id().to_string()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Node `node`'s namespace, veth, address, default route, IP forwarding and masquerading of
+/// pod traffic leaving the cluster's pod range (kubenet's non-masquerade CIDR).
+pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetError> {
+    let ns = node.netns.as_str();
+    if !netns_path(ns).exists() {
+        run("ip", &["netns", "add", ns])?;
+    }
+    if !link_exists(&node.host_veth) {
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &node.host_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ],
+        )?;
+    }
+    run(
+        "ip",
+        &["link", "set", &node.host_veth, "master", &rec.bridge, "up"],
+    )?;
+    let addr = format!("{}/{}", node.ip, rec.node_network.prefix_len());
+    run("ip", &["-n", ns, "addr", "replace", &addr, "dev", "eth0"])?;
+    run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
+    run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+    let gw = rec.gateway().to_string();
+    run(
+        "ip",
+        &[
+            "-n", ns, "route", "replace", "default", "via", &gw, "dev", "eth0",
+        ],
+    )?;
+    let owned = ns.to_string();
+    in_netns(ns, move || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError {
+            command: format!("echo 1 > /proc/sys/net/ipv4/ip_forward (in {owned})"),
+            message: e.to_string(),
+        })
+    })
+    .map_err(|e| NetError {
+        command: format!("setns {ns}"),
+        message: e.to_string(),
+    })??;
+    let pod = node.pod_cidr.to_string();
+    let cluster = rec.cluster_ip_range.to_string();
+    let masq = [
+        "-t",
+        "nat",
+        "POSTROUTING",
+        "-s",
+        &pod,
+        "!",
+        "-d",
+        &cluster,
+        "-o",
+        "eth0",
+        "-j",
+        "MASQUERADE",
+    ];
+    let mut c = vec!["netns", "exec", ns, "iptables", "-t", "nat", "-C"];
+    c.extend(masq.iter().skip(2));
+    if run("ip", &c).is_err() {
+        let mut a = vec!["netns", "exec", ns, "iptables", "-t", "nat", "-A"];
+        a.extend(masq.iter().skip(2));
+        run("ip", &a)?;
+    }
+    Ok(())
+}
+
+/// In every node's namespace, a route to every other node's pod CIDR through that node.
+pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
+    for node in &rec.nodes {
+        for other in rec.nodes.iter().filter(|o| o.name != node.name) {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &node.netns,
+                    "route",
+                    "replace",
+                    &other.pod_cidr.to_string(),
+                    "via",
+                    &other.ip.to_string(),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread that has entered namespace `ns`; processes it starts are in `ns` too.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let path = netns_path(ns);
+    std::thread::spawn(move || {
+        rktup_runtime::stage1::sys::setns_path(&path, libc::CLONE_NEWNET)
+            .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("namespace thread panicked"))?
+}
+
+/// Network namespaces whose names start with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the namespaces (their veths go with them), the bridge and the forward rule.
+/// Returns what could not be removed.
+pub fn teardown(cluster: &str, bridge: &str, namespaces: &[String]) -> Vec<String> {
+    let mut left = Vec::new();
+    for ns in namespaces {
+        if netns_path(ns).exists() {
+            if let Err(e) = run("ip", &["netns", "delete", ns]) {
+                left.push(format!("network namespace {ns}: {e}"));
+            }
+        }
+    }
+    if link_exists(bridge) {
+        if let Err(e) = run("ip", &["link", "delete", bridge]) {
+            left.push(format!("bridge {bridge}: {e}"));
+        }
+    }
+    let rec_rule = forward_rule(cluster, bridge);
+    while run("iptables", &check(&rec_rule)).is_ok() {
+        if let Err(e) = run("iptables", &delete(&rec_rule)) {
+            left.push(format!("iptables rule: {e}"));
+            break;
+        }
+    }
+    left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_routes_parse_proc_net_route() {
+        // Whatever this machine has, the parse never yields the default route.
+        assert!(host_routes().iter().all(|n| n.prefix_len() > 0));
+    }
+}

@@ -1,0 +1,163 @@
+//! The cluster's long-running processes (the control plane, one agent per node): started
+//! detached from the terminal (their own session), logging to files, tracked by pid files that
+//! also hold the process start time so a reused pid is never mistaken for ours.
+
+use rktup_runtime::util::{process_alive, process_start_time};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl Tracked {
+    pub fn alive(&self) -> bool {
+        process_alive(self.pid, self.start_time)
+    }
+}
+
+pub fn read_pidfile(path: &Path) -> Option<Tracked> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    Some(Tracked {
+        pid: it.next()?.parse().ok()?,
+        start_time: it.next()?.parse().ok()?,
+    })
+}
+
+/// The process recorded in `pidfile`, if it still runs.
+pub fn running(pidfile: &Path) -> Option<Tracked> {
+    read_pidfile(pidfile).filter(Tracked::alive)
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub exe: PathBuf,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    pub pidfile: PathBuf,
+    /// Network namespace (a /run/netns path) the process runs in.
+    pub netns: Option<PathBuf>,
+}
+
+/// Starts `spec` in its own session and records it.
+pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
+    for p in [&spec.log, &spec.pidfile] {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)?;
+    let netns = match &spec.netns {
+        Some(p) => Some(
+            std::fs::File::open(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("open {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let mut cmd = Command::new(&spec.exe);
+    cmd.args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // The child is detached: it outlives us and init reaps it; dropping `child` does not wait.
+    drop(child);
+    let start_time = process_start_time(pid).unwrap_or(0);
+    let tracked = Tracked { pid, start_time };
+    std::fs::write(&spec.pidfile, format!("{pid} {start_time}\n"))?;
+    Ok(tracked)
+}
+
+/// SIGTERM, then SIGKILL after `grace`. True when the process is gone.
+pub fn stop(t: Tracked, grace: Duration) -> bool {
+    if !t.alive() {
+        return true;
+    }
+    // SAFETY: signalling a pid whose start time we just checked.
+    unsafe { libc::kill(t.pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while t.alive() && Instant::now() < deadline {
+        reap(t.pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if t.alive() {
+        // SAFETY: as above.
+        unsafe { libc::kill(t.pid, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.alive() && Instant::now() < deadline {
+            reap(t.pid);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    !t.alive()
+}
+
+/// Collects the exit status if the process is our child (started by this very command).
+fn reap(pid: i32) {
+    let mut st = 0;
+    // SAFETY: non-blocking wait on one pid.
+    unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+}
+
+/// Processes whose command line mentions `needle` (e.g. the state directory), other than us.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(needle).then(|| (pid, cmd.trim().to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_records_and_stop_ends_a_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            exe: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            log: dir.path().join("logs/sleep.log"),
+            pidfile: dir.path().join("run/sleep.pid"),
+            netns: None,
+        };
+        let t = start(&spec).unwrap();
+        assert_eq!(running(&spec.pidfile), Some(t));
+        assert!(stop(t, Duration::from_secs(5)));
+        assert_eq!(running(&spec.pidfile), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! `rktup local status`: control-plane health, nodes and their state, pods per node, and where
+//! the logs are — from the record, the processes and the cluster's own API.
+
+use crate::layout::Layout;
+use crate::{network, process, ready, Local};
+use rktup_config::OutputFormat;
+use rktup_provider::ProviderError;
+
+#[derive(Debug, serde::Serialize)]
+struct NodeStatus {
+    name: String,
+    netns: String,
+    ip: String,
+    pod_cidr: String,
+    agent_pid: Option<i32>,
+    namespace_present: bool,
+    ready: Option<bool>,
+    pods: Vec<String>,
+    log: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Status {
+    name: String,
+    state_dir: String,
+    server: String,
+    controlplane_pid: Option<i32>,
+    api: String,
+    nodes: Vec<NodeStatus>,
+    logs: String,
+}
+
+pub fn status(local: &Local) -> Result<(), ProviderError> {
+    let name = &local.settings.name;
+    let layout = Layout::new(&local.settings.state_dir);
+    let Some(rec) = layout.load() else {
+        return Err(ProviderError::Other(format!(
+            "no local cluster \"{name}\" (nothing in {}); create it with `rktup local up --name {name}`",
+            layout.root.display()
+        )));
+    };
+    let cp = process::running(&layout.pidfile("controlplane"));
+    let api = if cp.is_some() {
+        ready::block_on(ready::nodes(&layout.admin_kubeconfig())).and_then(|r| r)
+    } else {
+        Err("control plane not running".to_string())
+    };
+    let st = Status {
+        name: name.clone(),
+        state_dir: layout.root.display().to_string(),
+        server: rec.api_url(),
+        controlplane_pid: cp.map(|t| t.pid),
+        api: match &api {
+            Ok(_) => "healthy".into(),
+            Err(e) => format!("unreachable: {e}"),
+        },
+        nodes: rec
+            .nodes
+            .iter()
+            .map(|n| {
+                let seen = api
+                    .as_ref()
+                    .ok()
+                    .and_then(|nodes| nodes.iter().find(|s| s.name == n.name));
+                NodeStatus {
+                    name: n.name.clone(),
+                    netns: n.netns.clone(),
+                    ip: n.ip.to_string(),
+                    pod_cidr: n.pod_cidr.to_string(),
+                    agent_pid: process::running(&layout.pidfile(&n.name)).map(|t| t.pid),
+                    namespace_present: network::netns_path(&n.netns).exists(),
+                    ready: seen.map(|s| s.ready),
+                    pods: seen.map(|s| s.pods.clone()).unwrap_or_default(),
+                    log: layout.log(&n.name).display().to_string(),
+                }
+            })
+            .collect(),
+        logs: layout.logs_dir().display().to_string(),
+    };
+    match local.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&st).map_err(|e| ProviderError::Other(e.to_string()))?
+        ),
+        OutputFormat::Text => print_text(&st),
+    }
+    if st.controlplane_pid.is_none() || st.nodes.iter().any(|n| n.agent_pid.is_none()) {
+        return Err(ProviderError::Other(format!(
+            "cluster \"{name}\" is not fully running; `rktup local up --name {name}` restarts what is missing"
+        )));
+    }
+    Ok(())
+}
+
+fn print_text(st: &Status) {
+    let pid = |p: Option<i32>| match p {
+        Some(p) => format!("running (pid {p})"),
+        None => "stopped".into(),
+    };
+    println!("Cluster:        {}", st.name);
+    println!("State:          {}", st.state_dir);
+    println!(
+        "Control plane:  {}, {} — API {}",
+        pid(st.controlplane_pid),
+        st.server,
+        st.api
+    );
+    println!();
+    println!(
+        "{:<24} {:<9} {:<13} {:<16} {:<20} {:>4}  NETWORK NAMESPACE",
+        "NODE", "STATUS", "IP", "POD CIDR", "AGENT", "PODS"
+    );
+    for n in &st.nodes {
+        let status = match n.ready {
+            Some(true) => "Ready",
+            Some(false) => "NotReady",
+            None => "Unknown",
+        };
+        let ns = if n.namespace_present {
+            n.netns.clone()
+        } else {
+            format!("{} (missing)", n.netns)
+        };
+        println!(
+            "{:<24} {:<9} {:<13} {:<16} {:<20} {:>4}  {}",
+            n.name,
+            status,
+            n.ip,
+            n.pod_cidr,
+            pid(n.agent_pid),
+            n.pods.len(),
+            ns
+        );
+    }
+    for n in st.nodes.iter().filter(|n| !n.pods.is_empty()) {
+        println!("\nPods on {}:", n.name);
+        for p in &n.pods {
+            println!("  {p}");
+        }
+    }
+    println!(
+        "\nLogs:           {} (controlplane.log, <node>.log)",
+        st.logs
+    );
+    if let Some(n) = st.nodes.first() {
+        println!("On a node:      ip netns exec {} rktup rkt list", n.netns);
+    }
+}

@@ -1,0 +1,468 @@
+//! `rktup local up`: small steps in order, each converging (a step finds what an earlier run
+//! made and only adds what is missing), so `up` after a crash or on a running cluster is safe.
+
+use crate::layout::{self, ClusterRecord, Layout, NodeRecord};
+use crate::process::{self, Spec};
+use crate::{err, network, node_name, ready, require_root, Local};
+use rktup_config::OutputFormat;
+use rktup_controlplane::pki::{self, Credential, Pki};
+use rktup_provider::progress::Progress;
+use rktup_provider::{ProviderError, UpOptions};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long `up` waits for nodes to be Ready without `--wait`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+
+fn step<T>(
+    progress: &Progress,
+    label: impl Into<String>,
+    f: impl FnOnce() -> Result<T, ProviderError>,
+) -> Result<T, ProviderError> {
+    let line = progress.start(label);
+    let t = Instant::now();
+    let r = f();
+    line.end(&r, &format!("{:.2}s", t.elapsed().as_secs_f64()));
+    r
+}
+
+pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
+    require_root("up")?;
+    let started = Instant::now();
+    let s = &local.settings;
+    let layout = Layout::new(&s.state_dir);
+    let progress = Progress::new();
+    let exe = std::env::current_exe().map_err(|e| err("failed to find the rktup binary", e))?;
+
+    let rec = step(&progress, "Preparing state and addresses", || {
+        prepare(local, &layout, opts)
+    })?;
+    let pki = step(&progress, "Certificates", || certificates(&layout, &rec))?;
+    step(
+        &progress,
+        format!(
+            "Network: bridge {} ({}), {} node namespace(s), pod routes",
+            rec.bridge,
+            rec.node_network,
+            rec.nodes.len()
+        ),
+        || {
+            network::ensure_host_netns(&layout::host_netns_name(&rec.name))
+                .map_err(|e| err("host namespace", e))?;
+            network::ensure_bridge(&rec).map_err(|e| err("bridge", e))?;
+            for n in &rec.nodes {
+                network::ensure_node(&rec, n).map_err(|e| err(&n.name, e))?;
+            }
+            network::ensure_routes(&rec).map_err(|e| err("routes", e))
+        },
+    )?;
+    step(
+        &progress,
+        format!("Control plane on {}", rec.api_url()),
+        || start_controlplane(local, &layout, &rec, &exe),
+    )?;
+    step(&progress, "Node agents", || {
+        start_agents(local, &layout, &rec, &exe)
+    })?;
+    if !opts.no_wait {
+        let names: Vec<String> = rec.nodes.iter().map(|n| n.name.clone()).collect();
+        let timeout = opts.wait.unwrap_or(DEFAULT_WAIT);
+        step(
+            &progress,
+            format!("Waiting for {} node(s) Ready", names.len()),
+            || {
+                ready::block_on(ready::wait_nodes_ready(
+                    &layout.admin_kubeconfig(),
+                    &names,
+                    timeout,
+                ))
+                .map_err(|e| err("waiting", e))?
+                .map_err(|e| {
+                    err(
+                        &format!("nodes not Ready within {timeout:?}"),
+                        format!("{e}; see the logs in {}", layout.logs_dir().display()),
+                    )
+                })
+            },
+        )?;
+    }
+    let context = format!("rktup-{}", s.name);
+    let kubeconfig = step(&progress, format!("Kubeconfig context {context}"), || {
+        rktup_provider::kubeconfig::merge_context(
+            opts.kubeconfig.as_deref(),
+            &context,
+            &rec.api_url(),
+            &pki.ca.cert_pem,
+            &pki.admin.cert_pem,
+            &pki.admin.key_pem,
+        )
+        .map_err(|e| err("kubeconfig", e))
+    })?;
+    let mut rec = rec;
+    rec.kubeconfig = Some(kubeconfig.clone());
+    layout
+        .save(&rec)
+        .map_err(|e| err("failed to save the cluster record", e))?;
+    summary(
+        local,
+        &layout,
+        &rec,
+        &context,
+        &kubeconfig,
+        started.elapsed(),
+    );
+    if opts.foreground {
+        wait_for_signal();
+        eprintln!("Stopping: tearing the cluster down");
+        return crate::down::down(local, Some(&kubeconfig));
+    }
+    Ok(())
+}
+
+/// The cluster record: the existing one (with nodes added if more are asked for), or new names
+/// and addresses. Saved before anything is made, so `down` finds a half-made cluster.
+fn prepare(
+    local: &Local,
+    layout: &Layout,
+    opts: &UpOptions,
+) -> Result<ClusterRecord, ProviderError> {
+    let s = &local.settings;
+    let l = local.local();
+    let mut rec = match layout.load() {
+        Some(rec) => rec,
+        None => {
+            let api_port = choose_port(l.api_host, l.api_port, l.api_port_is_default)?;
+            let mut taken = network::host_routes();
+            taken.extend(other_clusters_networks(&s.state_dir));
+            taken.push(s.cluster_ip_range);
+            taken.push(s.service_cluster_ip_range);
+            let node_network = layout::free_node_network(&taken).ok_or_else(|| {
+                ProviderError::Other(format!(
+                    "no free /24 for the node network in {}: every one overlaps a route on this \
+                     machine or another cluster",
+                    layout::NODE_NETWORK_POOL
+                ))
+            })?;
+            ClusterRecord {
+                name: s.name.clone(),
+                bridge: layout::bridge_name(&s.name),
+                node_network,
+                api_host: l.api_host,
+                api_port,
+                cluster_ip_range: s.cluster_ip_range,
+                nodes: vec![],
+                kubeconfig: opts.kubeconfig.clone(),
+                insecure_registries: vec![],
+            }
+        }
+    };
+    for r in &opts.insecure_registries {
+        if !rec.insecure_registries.contains(r) {
+            rec.insecure_registries.push(r.clone());
+        }
+    }
+    let want = s.num_nodes.max(rec.nodes.len() as u32);
+    let max_nodes = (1u32 << (24 - rec.cluster_ip_range.prefix_len().min(24))).min(250);
+    if want > max_nodes {
+        return Err(ProviderError::Other(format!(
+            "NUM_NODES={want} is more than CLUSTER_IP_RANGE {} holds (one /24 per node, at most \
+             {max_nodes}); use a wider range (e.g. 10.244.0.0/16) or fewer nodes",
+            rec.cluster_ip_range
+        )));
+    }
+    for i in rec.nodes.len() as u32 + 1..=want {
+        let pod_cidr = layout::pod_cidr(rec.cluster_ip_range, i - 1).ok_or_else(|| {
+            ProviderError::Other(format!(
+                "CLUSTER_IP_RANGE {} has no /24 for node {i}",
+                rec.cluster_ip_range
+            ))
+        })?;
+        rec.nodes.push(NodeRecord {
+            name: node_name(&s.name, l, want, i),
+            netns: layout::netns_name(&s.name, i as usize),
+            host_veth: layout::host_veth_name(&s.name, i as usize),
+            ip: layout::nth_host(rec.node_network, i + 1),
+            pod_cidr,
+        });
+    }
+    for dir in [layout.controlplane_dir(), layout.logs_dir()] {
+        std::fs::create_dir_all(&dir).map_err(|e| err(&dir.display().to_string(), e))?;
+    }
+    for n in &rec.nodes {
+        for dir in [layout.node_root(&n.name), layout.node_manifests(&n.name)] {
+            std::fs::create_dir_all(&dir).map_err(|e| err(&dir.display().to_string(), e))?;
+        }
+    }
+    layout
+        .save(&rec)
+        .map_err(|e| err("failed to save the cluster record", e))?;
+    Ok(rec)
+}
+
+/// API_PORT if free; when it was not set and is taken (another cluster), the next free port.
+fn choose_port(host: Ipv4Addr, port: u16, is_default: bool) -> Result<u16, ProviderError> {
+    let free = |p: u16| TcpListener::bind((host, p)).is_ok();
+    if free(port) {
+        return Ok(port);
+    }
+    if is_default {
+        if let Some(p) = (port.saturating_add(1)..port.saturating_add(200)).find(|&p| free(p)) {
+            return Ok(p);
+        }
+    }
+    Err(ProviderError::Other(format!(
+        "API_PORT {port} on {host} is in use; set API_PORT (or --api-port) to a free port"
+    )))
+}
+
+/// Node networks recorded by other local clusters under the same state root.
+fn other_clusters_networks(state_dir: &Path) -> Vec<ipnet::Ipv4Net> {
+    let Some(root) = state_dir.parent() else {
+        return vec![];
+    };
+    std::fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path() != state_dir)
+                .filter_map(|e| Layout::new(e.path()).load())
+                .map(|r| r.node_network)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The control plane's PKI (made here first, so node credentials exist before it runs) and one
+/// kubeconfig per node with a `system:node:<name>` client certificate.
+fn certificates(layout: &Layout, rec: &ClusterRecord) -> Result<Pki, ProviderError> {
+    let ips = [rec.api_host.into(), rec.gateway().into()];
+    let pki = Pki::load_or_create(&layout.controlplane_dir(), &ips)
+        .map_err(|e| err("certificates", e))?;
+    for n in &rec.nodes {
+        let path = layout.node_kubeconfig(&n.name);
+        if path.exists() {
+            continue;
+        }
+        let cert = pki.issue_node(&n.name).map_err(|e| err(&n.name, e))?;
+        let user = format!("system:node:{}", n.name);
+        let text = pki::kubeconfig(
+            &rec.node_api_url(),
+            &pki.ca.cert_pem,
+            &user,
+            &Credential::Cert(cert),
+        );
+        write_private(&path, &text)?;
+    }
+    Ok(pki)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), ProviderError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| err(&path.display().to_string(), e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| err(&path.display().to_string(), e))
+}
+
+fn start_controlplane(
+    local: &Local,
+    layout: &Layout,
+    rec: &ClusterRecord,
+    exe: &Path,
+) -> Result<(), ProviderError> {
+    let pidfile = layout.pidfile("controlplane");
+    if process::running(&pidfile).is_none() {
+        let spec = Spec {
+            exe: exe.to_path_buf(),
+            args: vec![
+                "controlplane".into(),
+                "--data-dir".into(),
+                layout.controlplane_dir().display().to_string(),
+                "--bind-address".into(),
+                rec.api_host.to_string(),
+                "--secure-port".into(),
+                rec.api_port.to_string(),
+                "--also-bind".into(),
+                format!("{}:{}", rec.gateway(), rec.api_port),
+                "--service-cluster-ip-range".into(),
+                local.settings.service_cluster_ip_range.to_string(),
+            ],
+            log: layout.log("controlplane"),
+            pidfile: pidfile.clone(),
+            netns: None,
+        };
+        process::start(&spec).map_err(|e| err("failed to start the control plane", e))?;
+    }
+    // Agents retry, but start them once the API port answers so they register at once.
+    let addr = SocketAddr::from((rec.api_host, rec.api_port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if process::running(&pidfile).is_none() || Instant::now() > deadline {
+            return Err(ProviderError::Other(format!(
+                "the control plane did not come up on {addr}; see {}",
+                layout.log("controlplane").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn agent_args(
+    local: &Local,
+    layout: &Layout,
+    rec: &ClusterRecord,
+    node: &NodeRecord,
+) -> Vec<String> {
+    let s = &local.settings;
+    let l = local.local();
+    let mut a: Vec<String> = [
+        "agent",
+        "--root-dir",
+        &layout.node_root(&node.name).display().to_string(),
+        "--pod-manifest-path",
+        &layout.node_manifests(&node.name).display().to_string(),
+        "--kubeconfig",
+        &layout.node_kubeconfig(&node.name).display().to_string(),
+        "--hostname-override",
+        &node.name,
+        "--node-ip",
+        &node.ip.to_string(),
+        "--network-plugin",
+        s.network.kubelet_plugin(),
+        "--pod-cidr",
+        &node.pod_cidr.to_string(),
+        "--rkt-stage1-image",
+        s.stage1.image_name(),
+        "--cluster-dns",
+        &s.dns_server_ip.to_string(),
+        "--cluster-domain",
+        &s.dns_domain,
+        "--v",
+        &s.log_level.to_string(),
+        &format!("--allow-privileged={}", s.allow_privileged),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    if let Some(d) = &l.net_plugin_dir {
+        a.extend(["--network-plugin-dir".into(), d.display().to_string()]);
+    }
+    if let Some(p) = &l.rkt_path {
+        a.extend(["--rkt-path".into(), p.display().to_string()]);
+    }
+    for r in &rec.insecure_registries {
+        a.extend(["--insecure-registry".into(), r.clone()]);
+    }
+    a.extend([
+        "--image-pull-netns".into(),
+        network::netns_path(&layout::host_netns_name(&rec.name))
+            .display()
+            .to_string(),
+    ]);
+    a
+}
+
+fn start_agents(
+    local: &Local,
+    layout: &Layout,
+    rec: &ClusterRecord,
+    exe: &Path,
+) -> Result<(), ProviderError> {
+    for node in &rec.nodes {
+        let pidfile = layout.pidfile(&node.name);
+        if process::running(&pidfile).is_some() {
+            continue;
+        }
+        let spec = Spec {
+            exe: exe.to_path_buf(),
+            args: agent_args(local, layout, rec, node),
+            log: layout.log(&node.name),
+            pidfile,
+            netns: Some(network::netns_path(&node.netns)),
+        };
+        process::start(&spec)
+            .map_err(|e| err(&format!("failed to start the agent of {}", node.name), e))?;
+    }
+    Ok(())
+}
+
+fn summary(
+    local: &Local,
+    layout: &Layout,
+    rec: &ClusterRecord,
+    context: &str,
+    kubeconfig: &Path,
+    took: Duration,
+) {
+    let name = &local.settings.name;
+    match local.output {
+        OutputFormat::Json => {
+            let v = serde_json::json!({
+                "name": name,
+                "context": context,
+                "server": rec.api_url(),
+                "kubeconfig": kubeconfig,
+                "stateDir": layout.root,
+                "logs": layout.logs_dir(),
+                "nodes": rec.nodes,
+                "seconds": took.as_secs_f64(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        OutputFormat::Text => {
+            println!(
+                "Cluster \"{name}\" is up: {} node(s), API {} ({:.2}s).\n\n\
+                 Use it with:\n  kubectl cluster-info --context {context}\n  \
+                 kubectl --context {context} get nodes\n\n\
+                 State and logs: {} (rktup local status --name {name})\n\
+                 Tear it down:   rktup local down --name {name}",
+                rec.nodes.len(),
+                rec.api_url(),
+                took.as_secs_f64(),
+                layout.root.display(),
+            );
+            if kubeconfig_is_not_default(kubeconfig) {
+                println!("Kubeconfig:     {}", kubeconfig.display());
+            }
+        }
+    }
+}
+
+fn kubeconfig_is_not_default(path: &Path) -> bool {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".kube/config") != path)
+        .unwrap_or(true)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `--foreground`: block until Ctrl-C or SIGTERM, as local-up-cluster.sh did.
+fn wait_for_signal() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    eprintln!("Running in the foreground; press Ctrl-C to tear the cluster down.");
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

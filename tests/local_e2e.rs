@@ -1,0 +1,403 @@
+//! The seed's walk-through as an end-to-end test, on this machine, with real parts only: a
+//! busybox image built here and served by Debian's docker-registry, `rktup local up` with two
+//! nodes, and real kubectl (/usr/bin/kubectl) against the cluster. Then `rktup local down`, and
+//! a check that nothing is left behind. Needs root (namespaces, bridges, mounts).
+
+use rktup_testkit::{unique, wait_for, Images, Registry};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Cluster {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn state_dir(&self) -> PathBuf {
+        self.state_root().join(format!("local-{}", self.name))
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+    fn rktup(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rktup"));
+        cmd.env("RKTUP_STATE_DIR", self.state_root())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("API_PORT")
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run rktup")
+    }
+    fn rktup_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let o = self.rktup(args, env);
+        assert!(
+            o.status.success(),
+            "rktup {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--context")
+            .arg(format!("rktup-{}", self.name))
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl json")
+    }
+    /// The cluster's component logs, for failure messages.
+    fn logs(&self) -> String {
+        let dir = self.state_dir().join("logs");
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                out.push_str(&format!("--- {} (last lines)\n", e.path().display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Whatever happened, leave nothing behind.
+        let _ = self.rktup(&["local", "down", "--name", &self.name], &[]);
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn pods(c: &Cluster, selector: &str) -> Vec<Value> {
+    c.json(&["get", "pods", "-l", selector])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn running_with_ip(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["status"]["podIP"].as_str().is_some_and(|s| !s.is_empty())
+}
+
+fn nothing_left(c: &Cluster, uuids: &[String]) {
+    let state = c.state_dir().display().to_string();
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(&state).then_some(cmd)
+        })
+        .collect();
+    assert!(procs.is_empty(), "processes left: {procs:#?}");
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !netns.contains(&format!("rktup-{}-", c.name)),
+        "network namespaces left: {netns}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&state), "mounts left under {state}");
+    for u in uuids {
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ] {
+            let p = Path::new(base).join(format!("rktup/k8s_{u}"));
+            assert!(!p.exists(), "cgroup left: {}", p.display());
+        }
+    }
+    let rules =
+        String::from_utf8_lossy(&Command::new("iptables").arg("-S").output().unwrap().stdout)
+            .into_owned();
+    assert!(
+        !rules.contains(&format!("rktup cluster {}", c.name)),
+        "iptables rules left: {rules}"
+    );
+    assert!(!Path::new(&state).exists(), "state directory left");
+    let kc = std::fs::read_to_string(c.kubeconfig()).unwrap_or_default();
+    assert!(
+        !kc.contains(&format!("rktup-{}", c.name)),
+        "kubeconfig context left: {kc}"
+    );
+}
+
+#[test]
+fn seed_walkthrough_on_a_two_node_local_cluster() {
+    if !is_root() {
+        eprintln!("skipped: `rktup local up` needs root");
+        return;
+    }
+    let images = Images::build();
+    let registry = Registry::start();
+    let image = registry.push(&images.layout, "busybox", "web:1.0");
+    let c = Cluster {
+        name: format!("e2e{}", unique()),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let name = c.name.clone();
+
+    // Up, with the registry on the host's loopback reachable from the nodes.
+    let out = c.rktup_ok(
+        &[
+            "local",
+            "up",
+            "--name",
+            &name,
+            "--num-nodes",
+            "2",
+            "--wait",
+            "60s",
+            "--insecure-registry",
+            &registry.addr,
+        ],
+        &[("ALLOW_PRIVILEGED", "true")],
+    );
+    assert!(
+        out.contains(&format!("kubectl cluster-info --context rktup-{name}")),
+        "{out}"
+    );
+
+    // `up` again converges: same processes, nothing duplicated.
+    let pids = |c: &Cluster| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(c.state_dir().join("run"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = pids(&c);
+    c.rktup_ok(&["local", "up", "--name", &name, "--num-nodes", "2"], &[]);
+    assert_eq!(
+        before,
+        pids(&c),
+        "a second `up` restarted or duplicated processes"
+    );
+
+    // Two Ready nodes.
+    let nodes = c.json(&["get", "nodes"]);
+    let items = nodes["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{nodes}");
+    for n in items {
+        assert!(
+            n["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+            "{n}"
+        );
+    }
+    let node_names: Vec<String> = items
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+
+    // A web deployment, scaled to 3: Running on both nodes, with pod IPs.
+    let page = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -v -p 8080 -h /www";
+    c.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={image}"),
+        "--",
+        "sh",
+        "-c",
+        page,
+    ]);
+    c.kubectl_ok(&["scale", "deployment", "web", "--replicas=3"]);
+    let web = wait_for(
+        "3 web pods Running on both nodes",
+        Duration::from_secs(90),
+        || {
+            let p = pods(&c, "app=web");
+            let running: Vec<Value> = p.into_iter().filter(running_with_ip).collect();
+            let on: std::collections::BTreeSet<String> = running
+                .iter()
+                .filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from))
+                .collect();
+            (running.len() == 3 && on.len() == 2).then_some(running)
+        },
+    );
+
+    // A pod on one node fetches the page of a web pod on the other node over the pod network.
+    let target = &web[0];
+    let target_node = target["spec"]["nodeName"].as_str().unwrap();
+    let target_ip = target["status"]["podIP"].as_str().unwrap();
+    let target_name = target["metadata"]["name"].as_str().unwrap();
+    let other_node = node_names
+        .iter()
+        .find(|n| n.as_str() != target_node)
+        .unwrap();
+    let client = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"client"}},"spec":{{"nodeName":"{other_node}","restartPolicy":"Never","containers":[{{"name":"wget","image":"{image}","command":["wget","-q","-O","-","http://{target_ip}:8080/"]}}]}}}}"#
+    );
+    let dir = c.dir.path();
+    std::fs::write(dir.join("client.json"), &client).unwrap();
+    c.kubectl_ok(&[
+        "apply",
+        "-f",
+        &dir.join("client.json").display().to_string(),
+    ]);
+    wait_for("client pod Succeeded", Duration::from_secs(60), || {
+        let p = c.json(&["get", "pod", "client"]);
+        let phase = p["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_ne!(phase, "Failed", "client pod failed: {p}\n{}", c.logs());
+        (phase == "Succeeded").then_some(())
+    });
+    let fetched = c.kubectl_ok(&["logs", "client"]);
+    assert_eq!(
+        fetched.trim(),
+        target_name,
+        "the page names the pod that served it"
+    );
+    // `kubectl logs` shows the request on the serving pod.
+    let served = c.kubectl_ok(&["logs", target_name]);
+    assert!(served.contains("GET /"), "httpd log: {served}");
+
+    // A privileged pod with the fly stage1 runs in the node's own namespaces.
+    let fly = |name: &str, privileged: bool| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","annotations":{{"rkt.alpha.kubernetes.io/stage1-name-override":"coreos.com/rkt/stage1-fly"}}}},"spec":{{"nodeName":"{target_node}","restartPolicy":"Never","containers":[{{"name":"ip","image":"{image}","command":["ip","-o","-4","addr"],"securityContext":{{"privileged":{privileged}}}}}]}}}}"#
+        )
+    };
+    std::fs::write(dir.join("fly.json"), fly("fly", true)).unwrap();
+    c.kubectl_ok(&["apply", "-f", &dir.join("fly.json").display().to_string()]);
+    wait_for("fly pod Succeeded", Duration::from_secs(60), || {
+        let p = c.json(&["get", "pod", "fly"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let node_ip = c.json(&["get", "node", target_node])["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap()
+        .to_string();
+    let addrs = c.kubectl_ok(&["logs", "fly"]);
+    assert!(
+        addrs.contains(&node_ip),
+        "the fly pod sees the node's address {node_ip}: {addrs}"
+    );
+    // The same pod without privileged is refused, with an event saying so.
+    std::fs::write(
+        dir.join("fly-unprivileged.json"),
+        fly("fly-unprivileged", false),
+    )
+    .unwrap();
+    c.kubectl_ok(&[
+        "apply",
+        "-f",
+        &dir.join("fly-unprivileged.json").display().to_string(),
+    ]);
+    let event = wait_for(
+        "an event refusing the unprivileged fly pod",
+        Duration::from_secs(60),
+        || {
+            let ev = c.json(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=fly-unprivileged",
+            ]);
+            ev["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["type"] == "Warning")
+                .cloned()
+        },
+    );
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stage1"),
+        "{event}"
+    );
+
+    // `rkt list` on a node shows its pods.
+    let ns = format!("rktup-{name}-node-1");
+    let list = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_rktup"),
+            "rkt",
+            "list",
+            "--full",
+        ])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let uuids: Vec<String> = list
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(!uuids.is_empty(), "rkt list on node 1 shows no pod: {list}");
+
+    // Status names the nodes and their state.
+    let st = c.rktup_ok(&["local", "status", "--name", &name], &[]);
+    for n in &node_names {
+        assert!(st.contains(n.as_str()) && st.contains("Ready"), "{st}");
+    }
+
+    // Down: nothing left behind.
+    let out = c.rktup_ok(&["local", "down", "--name", &name], &[]);
+    assert!(out.contains("deleted"), "{out}");
+    nothing_left(&c, &uuids);
+}
