@@ -1,8 +1,8 @@
 //! `application/vnd.kubernetes.protobuf` request bodies, decoded into the same
 //! JSON value the `application/json` form of the object gives.
 //!
-//! client-go's typed clients (so `kubectl create deployment|secret|job|…` and
-//! `kubectl drain`'s evictions) send protobuf. The body is the 4-byte magic
+//! client-go's typed clients (so `kubectl create deployment|secret|job|…`, and
+//! Go controllers' writes, evictions included) send protobuf. The body is the 4-byte magic
 //! `k8s\0` followed by a `runtime.Unknown` message whose `typeMeta` names the
 //! kind and whose `raw` is the object's own message.
 //!
@@ -14,10 +14,11 @@
 //! are written by hand below.
 //!
 //! Go writes every non-pointer field to the wire, zero or not, where its JSON
-//! leaves `omitempty` zeros out: empty strings are dropped (unless the field is
-//! required), integers and booleans are kept (a pointer set to zero, like
-//! `replicas: 0`, matters) except for the known non-pointer fields the
-//! generator lists, and empty lists and maps are dropped.
+//! leaves `omitempty` zeros out: empty strings are dropped (but for the few
+//! pointers where "" means something), integers and booleans are kept (a
+//! pointer set to zero, like `replicas: 0`, matters) except for the known
+//! non-pointer fields the generator lists, and empty lists and maps are
+//! dropped.
 
 mod generated;
 
@@ -37,9 +38,17 @@ pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// Prefix of every Kubernetes protobuf document.
 const MAGIC: &[u8; 4] = b"k8s\0";
 
+/// How many protobuf documents may nest inside each other (through
+/// RawExtension); each level is decoded recursively.
+const MAX_NESTING: u32 = 4;
+
 /// Decodes a protobuf request body (envelope and object) into its JSON value,
 /// `apiVersion` and `kind` included.
 pub fn decode_body(body: &[u8]) -> ApiResult<Value> {
+    decode_document(body, 0)
+}
+
+fn decode_document(body: &[u8], depth: u32) -> ApiResult<Value> {
     let rest = body.strip_prefix(MAGIC).ok_or_else(|| {
         ApiError::bad_request(
             "error decoding protobuf: the body does not start with the \"k8s\\x00\" prefix",
@@ -57,7 +66,7 @@ pub fn decode_body(body: &[u8]) -> ApiResult<Value> {
     }
     let raw = unknown.raw.unwrap_or_default();
     let mut obj = match unknown.content_type.as_deref().unwrap_or("") {
-        "" | CONTENT_TYPE => generated::decode_kind(&api_version, &kind, &raw)
+        "" | CONTENT_TYPE => generated::decode_kind(&api_version, &kind, &raw, depth)
             .ok_or_else(|| unsupported_kind(&api_version, &kind))??,
         "application/json" => serde_json::from_slice(&raw)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?,
@@ -104,13 +113,14 @@ fn unsupported_kind(api_version: &str, kind: &str) -> ApiError {
     )
 }
 
-/// Decodes the object message `raw` as `T` and converts it.
-fn decode<T: Message + Default + Json>(raw: &[u8]) -> ApiResult<Value> {
+/// Decodes the object message `raw` as `T` and converts it; `depth` counts
+/// the documents this one is nested in.
+fn decode<T: Message + Default + Json>(raw: &[u8], depth: u32) -> ApiResult<Value> {
     let msg = T::decode(raw)
         .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}")))?;
-    let mut err = None;
-    let v = msg.json(&mut err);
-    match err {
+    let mut cx = Cx { err: None, depth };
+    let v = msg.json(&mut cx);
+    match cx.err {
         Some(e) => Err(ApiError::bad_request(format!(
             "error decoding protobuf: {e}"
         ))),
@@ -118,10 +128,23 @@ fn decode<T: Message + Default + Json>(raw: &[u8]) -> ApiResult<Value> {
     }
 }
 
-/// A message's JSON value. Conversion problems (a RawExtension that is neither
-/// JSON nor protobuf, say) go to `err`; the first one wins.
+/// State of one conversion: the first problem met (a RawExtension that is
+/// neither JSON nor protobuf, say), and the nesting depth of the document.
+pub struct Cx {
+    err: Option<String>,
+    depth: u32,
+}
+
+impl Cx {
+    fn fail(&mut self, e: String) -> Value {
+        self.err.get_or_insert(e);
+        Value::Null
+    }
+}
+
+/// A message's JSON value.
 pub trait Json {
-    fn json(&self, err: &mut Option<String>) -> Value;
+    fn json(&self, cx: &mut Cx) -> Value;
 }
 
 /// A message whose JSON form is an object of its fields (every generated one).
@@ -130,10 +153,10 @@ pub trait JsonFields {
 }
 
 impl<T: JsonFields> Json for T {
-    fn json(&self, err: &mut Option<String>) -> Value {
+    fn json(&self, cx: &mut Cx) -> Value {
         let mut o = Obj {
             map: Map::new(),
-            err,
+            cx,
         };
         self.json_fields(&mut o);
         Value::Object(o.map)
@@ -153,7 +176,7 @@ pub enum Mode {
 /// A JSON object being filled from a message's fields.
 pub struct Obj<'e> {
     map: Map<String, Value>,
-    err: &'e mut Option<String>,
+    cx: &'e mut Cx,
 }
 
 impl Obj<'_> {
@@ -217,14 +240,14 @@ impl Obj<'_> {
 
     fn msg<T: Json>(&mut self, k: &str, v: Option<&T>) {
         if let Some(m) = v {
-            let j = m.json(self.err);
+            let j = m.json(self.cx);
             self.put(k, j);
         }
     }
 
     fn msgs<T: Json>(&mut self, k: &str, v: &[T]) {
         if !v.is_empty() {
-            let items = v.iter().map(|m| m.json(self.err)).collect();
+            let items = v.iter().map(|m| m.json(self.cx)).collect();
             self.put(k, items);
         }
     }
@@ -250,7 +273,7 @@ impl Obj<'_> {
         if !v.is_empty() {
             let m = v
                 .iter()
-                .map(|(a, b)| (a.clone(), b.json(self.err)))
+                .map(|(a, b)| (a.clone(), b.json(self.cx)))
                 .collect();
             self.put(k, Value::Object(m));
         }
@@ -282,48 +305,44 @@ fn float(f: f64) -> Value {
 /// `metav1.Time`: RFC 3339 in UTC to the second; the zero time (an empty
 /// message on the wire) is `null`. The protobuf decoder drops nanoseconds too.
 impl Json for Time {
-    fn json(&self, err: &mut Option<String>) -> Value {
+    fn json(&self, cx: &mut Cx) -> Value {
         if self.seconds.is_none() && self.nanos.is_none() {
             return Value::Null;
         }
-        rfc3339(self.seconds.unwrap_or(0), None, err)
+        rfc3339(self.seconds.unwrap_or(0), None, cx)
     }
 }
 
 /// `metav1.MicroTime`: RFC 3339 in UTC with microseconds.
 impl Json for MicroTime {
-    fn json(&self, err: &mut Option<String>) -> Value {
+    fn json(&self, cx: &mut Cx) -> Value {
         if self.seconds.is_none() && self.nanos.is_none() {
             return Value::Null;
         }
         let micros = self.nanos.unwrap_or(0) / 1000;
-        rfc3339(self.seconds.unwrap_or(0), Some(micros), err)
+        rfc3339(self.seconds.unwrap_or(0), Some(micros), cx)
     }
 }
 
-fn rfc3339(seconds: i64, micros: Option<i32>, err: &mut Option<String>) -> Value {
+fn rfc3339(seconds: i64, micros: Option<i32>, cx: &mut Cx) -> Value {
     match jiff::Timestamp::new(seconds, 0) {
         Ok(t) => {
             let base = t.strftime("%Y-%m-%dT%H:%M:%S");
-            Value::String(match micros {
-                Some(us) if (0..1_000_000).contains(&us) => format!("{base}.{us:06}Z"),
-                Some(_) => {
-                    err.get_or_insert(format!("invalid nanoseconds in a timestamp at {base}"));
-                    return Value::Null;
+            match micros {
+                Some(us) if (0..1_000_000).contains(&us) => {
+                    Value::String(format!("{base}.{us:06}Z"))
                 }
-                None => format!("{base}Z"),
-            })
+                Some(_) => cx.fail(format!("invalid nanoseconds in a timestamp at {base}")),
+                None => Value::String(format!("{base}Z")),
+            }
         }
-        Err(e) => {
-            err.get_or_insert(format!("timestamp {seconds} out of range: {e}"));
-            Value::Null
-        }
+        Err(e) => cx.fail(format!("timestamp {seconds} out of range: {e}")),
     }
 }
 
 /// `metav1.Duration`: Go's `time.Duration.String()` (`1h0m0s`, `1.5s`, `300ms`).
 impl Json for Duration {
-    fn json(&self, _: &mut Option<String>) -> Value {
+    fn json(&self, _: &mut Cx) -> Value {
         Value::String(go_duration(self.duration.unwrap_or(0)))
     }
 }
@@ -375,21 +394,18 @@ fn go_duration(ns: i64) -> String {
 
 /// `resource.Quantity`: its canonical string (an unset one is zero).
 impl Json for Quantity {
-    fn json(&self, _: &mut Option<String>) -> Value {
+    fn json(&self, _: &mut Cx) -> Value {
         Value::String(self.string.clone().unwrap_or_else(|| "0".into()))
     }
 }
 
 /// `intstr.IntOrString`: a number (type 0) or a string (type 1).
 impl Json for IntOrString {
-    fn json(&self, err: &mut Option<String>) -> Value {
+    fn json(&self, cx: &mut Cx) -> Value {
         match self.r#type.unwrap_or(0) {
             0 => Value::from(self.int_val.unwrap_or(0)),
             1 => Value::String(self.str_val.clone().unwrap_or_default()),
-            t => {
-                err.get_or_insert(format!("invalid IntOrString type {t}"));
-                Value::Null
-            }
+            t => cx.fail(format!("invalid IntOrString type {t}")),
         }
     }
 }
@@ -397,37 +413,36 @@ impl Json for IntOrString {
 /// `runtime.RawExtension`: the embedded object, which is JSON (or, from a
 /// protobuf client, may itself be a `k8s\0` protobuf document).
 impl Json for RawExtension {
-    fn json(&self, err: &mut Option<String>) -> Value {
-        embedded(self.raw.as_deref().unwrap_or_default(), "RawExtension", err)
+    fn json(&self, cx: &mut Cx) -> Value {
+        embedded(self.raw.as_deref().unwrap_or_default(), "RawExtension", cx)
     }
 }
 
 /// `metav1.FieldsV1`: managed-fields JSON, carried as bytes.
 impl Json for FieldsV1 {
-    fn json(&self, err: &mut Option<String>) -> Value {
-        embedded(self.raw.as_deref().unwrap_or_default(), "FieldsV1", err)
+    fn json(&self, cx: &mut Cx) -> Value {
+        embedded(self.raw.as_deref().unwrap_or_default(), "FieldsV1", cx)
     }
 }
 
-fn embedded(raw: &[u8], what: &str, err: &mut Option<String>) -> Value {
+fn embedded(raw: &[u8], what: &str, cx: &mut Cx) -> Value {
     if raw.is_empty() {
         return Value::Null;
     }
     if raw.starts_with(MAGIC) {
-        return match decode_body(raw) {
+        if cx.depth >= MAX_NESTING {
+            return cx.fail(format!(
+                "{what}: protobuf documents nested more than {MAX_NESTING} deep"
+            ));
+        }
+        return match decode_document(raw, cx.depth + 1) {
             Ok(v) => v,
-            Err(e) => {
-                err.get_or_insert(format!("{what}: {}", e.message));
-                Value::Null
-            }
+            Err(e) => cx.fail(format!("{what}: {}", e.message)),
         };
     }
     match serde_json::from_slice(raw) {
         Ok(v) => v,
-        Err(e) => {
-            err.get_or_insert(format!("{what} is not JSON: {e}"));
-            Value::Null
-        }
+        Err(e) => cx.fail(format!("{what} is not JSON: {e}")),
     }
 }
 

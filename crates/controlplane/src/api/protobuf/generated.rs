@@ -30,37 +30,45 @@ pub const KINDS: &[(&str, &str)] = &[
     ("*", "DeleteOptions"),
 ];
 
-/// Decodes the object message `raw` of a kind listed in `KINDS`.
-pub fn decode_kind(api_version: &str, kind: &str, raw: &[u8]) -> Option<ApiResult<Value>> {
+/// Decodes the object message `raw` of a kind listed in `KINDS` (`depth`:
+/// how many documents it is nested in).
+pub fn decode_kind(
+    api_version: &str,
+    kind: &str,
+    raw: &[u8],
+    depth: u32,
+) -> Option<ApiResult<Value>> {
     let key = if kind == "DeleteOptions" {
         "*"
     } else {
         api_version
     };
     Some(match (key, kind) {
-        ("v1", "Namespace") => decode::<k8s_pb::api::core::v1::Namespace>(raw),
-        ("v1", "Pod") => decode::<k8s_pb::api::core::v1::Pod>(raw),
-        ("v1", "Node") => decode::<k8s_pb::api::core::v1::Node>(raw),
-        ("v1", "Service") => decode::<k8s_pb::api::core::v1::Service>(raw),
-        ("v1", "Endpoints") => decode::<k8s_pb::api::core::v1::Endpoints>(raw),
-        ("v1", "ConfigMap") => decode::<k8s_pb::api::core::v1::ConfigMap>(raw),
-        ("v1", "Secret") => decode::<k8s_pb::api::core::v1::Secret>(raw),
-        ("v1", "ServiceAccount") => decode::<k8s_pb::api::core::v1::ServiceAccount>(raw),
-        ("v1", "Event") => decode::<k8s_pb::api::core::v1::Event>(raw),
-        ("v1", "Binding") => decode::<k8s_pb::api::core::v1::Binding>(raw),
-        ("events.k8s.io/v1", "Event") => decode::<k8s_pb::api::events::v1::Event>(raw),
-        ("coordination.k8s.io/v1", "Lease") => decode::<k8s_pb::api::coordination::v1::Lease>(raw),
-        ("apps/v1", "Deployment") => decode::<k8s_pb::api::apps::v1::Deployment>(raw),
-        ("apps/v1", "ReplicaSet") => decode::<k8s_pb::api::apps::v1::ReplicaSet>(raw),
-        ("apps/v1", "DaemonSet") => decode::<k8s_pb::api::apps::v1::DaemonSet>(raw),
-        ("apps/v1", "ControllerRevision") => {
-            decode::<k8s_pb::api::apps::v1::ControllerRevision>(raw)
+        ("v1", "Namespace") => decode::<k8s_pb::api::core::v1::Namespace>(raw, depth),
+        ("v1", "Pod") => decode::<k8s_pb::api::core::v1::Pod>(raw, depth),
+        ("v1", "Node") => decode::<k8s_pb::api::core::v1::Node>(raw, depth),
+        ("v1", "Service") => decode::<k8s_pb::api::core::v1::Service>(raw, depth),
+        ("v1", "Endpoints") => decode::<k8s_pb::api::core::v1::Endpoints>(raw, depth),
+        ("v1", "ConfigMap") => decode::<k8s_pb::api::core::v1::ConfigMap>(raw, depth),
+        ("v1", "Secret") => decode::<k8s_pb::api::core::v1::Secret>(raw, depth),
+        ("v1", "ServiceAccount") => decode::<k8s_pb::api::core::v1::ServiceAccount>(raw, depth),
+        ("v1", "Event") => decode::<k8s_pb::api::core::v1::Event>(raw, depth),
+        ("v1", "Binding") => decode::<k8s_pb::api::core::v1::Binding>(raw, depth),
+        ("events.k8s.io/v1", "Event") => decode::<k8s_pb::api::events::v1::Event>(raw, depth),
+        ("coordination.k8s.io/v1", "Lease") => {
+            decode::<k8s_pb::api::coordination::v1::Lease>(raw, depth)
         }
-        ("batch/v1", "Job") => decode::<k8s_pb::api::batch::v1::Job>(raw),
-        ("policy/v1", "Eviction") => decode::<k8s_pb::api::policy::v1::Eviction>(raw),
-        ("autoscaling/v1", "Scale") => decode::<k8s_pb::api::autoscaling::v1::Scale>(raw),
+        ("apps/v1", "Deployment") => decode::<k8s_pb::api::apps::v1::Deployment>(raw, depth),
+        ("apps/v1", "ReplicaSet") => decode::<k8s_pb::api::apps::v1::ReplicaSet>(raw, depth),
+        ("apps/v1", "DaemonSet") => decode::<k8s_pb::api::apps::v1::DaemonSet>(raw, depth),
+        ("apps/v1", "ControllerRevision") => {
+            decode::<k8s_pb::api::apps::v1::ControllerRevision>(raw, depth)
+        }
+        ("batch/v1", "Job") => decode::<k8s_pb::api::batch::v1::Job>(raw, depth),
+        ("policy/v1", "Eviction") => decode::<k8s_pb::api::policy::v1::Eviction>(raw, depth),
+        ("autoscaling/v1", "Scale") => decode::<k8s_pb::api::autoscaling::v1::Scale>(raw, depth),
         ("*", "DeleteOptions") => {
-            decode::<k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>(raw)
+            decode::<k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>(raw, depth)
         }
         _ => return None,
     })

@@ -457,13 +457,52 @@ fn go_duration_strings() {
     ] {
         assert_eq!(go_duration(ns), want, "{ns}");
     }
-    let mut err = None;
+    let mut cx = Cx {
+        err: None,
+        depth: 0,
+    };
     assert_eq!(
         Duration {
             duration: Some(5_000_000_000)
         }
-        .json(&mut err),
+        .json(&mut cx),
         json!("5s")
     );
-    assert!(err.is_none());
+    assert!(cx.err.is_none());
+}
+
+#[test]
+fn raw_extension_may_hold_a_protobuf_document_but_not_endlessly_nested() {
+    let cm = core::ConfigMap {
+        metadata: Some(go_meta("inner", "", &[])),
+        data: map(&[("k", "v")]),
+        ..Default::default()
+    };
+    let revision = |raw: Vec<u8>| apps::ControllerRevision {
+        data: Some(RawExtension { raw: Some(raw) }),
+        revision: Some(1),
+        ..Default::default()
+    };
+    let one = revision(envelope("v1", "ConfigMap", &cm));
+    let got = decode_body(&envelope("apps/v1", "ControllerRevision", &one)).expect("decodes");
+    assert_eq!(
+        got["data"],
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "inner", "creationTimestamp": null},
+            "data": {"k": "v"}
+        })
+    );
+
+    // Revisions inside revisions: MAX_NESTING levels are fine, one more is not.
+    let mut doc = envelope("v1", "ConfigMap", &cm);
+    for _ in 0..MAX_NESTING {
+        doc = envelope("apps/v1", "ControllerRevision", &revision(doc));
+    }
+    decode_body(&doc).expect("MAX_NESTING levels decode");
+    let doc = envelope("apps/v1", "ControllerRevision", &revision(doc));
+    let err = decode_body(&doc).expect_err("too deep");
+    assert_eq!(err.code, 400);
+    assert!(err.message.contains("nested"), "{}", err.message);
 }
