@@ -9,6 +9,7 @@ mod kubelet;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod selector;
 pub mod server;
 pub mod table;

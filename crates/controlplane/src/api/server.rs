@@ -6,7 +6,7 @@ use super::error::{ApiError, ApiResult};
 use super::objects::{meta_str, Core, DeleteOptions, FieldValidation, ListOptions, WriteCtx};
 use super::patch::{apply_patch, PatchType};
 use super::selector::{FieldSelector, LabelSelector};
-use super::{fields, openapi, table, watch};
+use super::{fields, openapi, protobuf, table, watch};
 use crate::registry::{self, ResourceDef};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -131,6 +131,8 @@ fn parse_body(ct: &str, body: &[u8]) -> ApiResult<Value> {
     } else if base.is_empty() || base.contains("json") {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
+    } else if base.eq_ignore_ascii_case(protobuf::CONTENT_TYPE) {
+        protobuf::decode_body(body)
     } else {
         Err(ApiError::unsupported_media(base))
     }
