@@ -127,6 +127,20 @@ enum Action {
     Down,
     /// Show the cluster's resources and their state.
     Status,
+    /// Local clusters: images for the nodes without a registry.
+    #[command(subcommand)]
+    Image(ImageAction),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageAction {
+    /// Import an oci-archive or docker-archive tar into every node (kind's `load image-archive`).
+    Import {
+        file: PathBuf,
+        /// Name the image (for an archive that carries none, or to rename it).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +265,16 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
 ) -> Result<(), Failure> {
     // Settings are checked before anything else happens, for every action.
     let settings = load_settings(&cli.global, &cmd.settings)?;
+    if let Action::Image(ImageAction::Import { file, name }) = &cmd.action {
+        if P::PROVIDER != Provider::Local {
+            return Err(bad_input(format!(
+                "`image import` is for local clusters (`rktup local image import FILE`); {} nodes pull from registries",
+                P::PROVIDER
+            )));
+        }
+        return Ok(rktup_local::Local::with_output(settings, cli.global.output)
+            .image_import(file, name.as_deref())?);
+    }
     let provider = provider_with(settings, &cli.global, &cli.templates);
     match cmd.action {
         Action::Up { dry_run: true, .. } => {
@@ -288,6 +312,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
         }
         Action::Down => Ok(provider.down()?),
         Action::Status => Ok(provider.status()?),
+        Action::Image(_) => Ok(()),
     }
 }
 

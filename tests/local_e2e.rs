@@ -368,6 +368,31 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
         "{event}"
     );
 
+    // An image imported from a tar (no registry) runs on every node.
+    let tar = dir.join("imported.tar");
+    images.docker_archive("busybox", &tar, "rktup.test/imported:1.0");
+    let out = c.rktup_ok(&["local", "image", "import", &tar.display().to_string(), "--name", &name], &[]);
+    for n in &node_names {
+        assert!(out.contains(n.as_str()), "import output names every node: {out}");
+    }
+    for n in &node_names {
+        let pod = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"imported-{n}"}},"spec":{{"nodeName":"{n}","restartPolicy":"Never","containers":[{{"name":"c","image":"rktup.test/imported:1.0","imagePullPolicy":"Never","command":["echo","imported"]}}]}}}}"#
+        );
+        let f = dir.join(format!("imported-{n}.json"));
+        std::fs::write(&f, pod).unwrap();
+        c.kubectl_ok(&["apply", "-f", &f.display().to_string()]);
+    }
+    for n in &node_names {
+        let pod = format!("imported-{n}");
+        wait_for("imported-image pod Succeeded", Duration::from_secs(60), || {
+            let p = c.json(&["get", "pod", &pod]);
+            assert_ne!(p["status"]["phase"], "Failed", "{p}");
+            (p["status"]["phase"] == "Succeeded").then_some(())
+        });
+        assert_eq!(c.kubectl_ok(&["logs", &pod]).trim(), "imported");
+    }
+
     // `rkt list` on a node shows its pods.
     let ns = format!("rktup-{name}-node-1");
     let list = Command::new("ip")

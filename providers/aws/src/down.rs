@@ -195,7 +195,7 @@ impl Inventory<'_> {
                     "instance",
                     i.instance_id().unwrap_or_default(),
                     tag_value(i.tags(), "Name"),
-                    &format!("{state} {ips}").trim().to_string(),
+                    format!("{state} {ips}").trim(),
                 ));
             }
             let r = ec2

@@ -126,7 +126,7 @@ fn proxy(upstream: String, delay: Duration) -> Proxy {
 fn no_wait() -> UpOptions {
     UpOptions {
         no_wait: true,
-        wait: None,
+        ..Default::default()
     }
 }
 

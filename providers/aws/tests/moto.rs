@@ -12,7 +12,7 @@ use std::io::Read;
 fn no_wait() -> UpOptions {
     UpOptions {
         no_wait: true,
-        wait: None,
+        ..Default::default()
     }
 }
 

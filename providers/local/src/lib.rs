@@ -144,3 +144,34 @@ impl ClusterProvider for Local {
         status::status(self)
     }
 }
+
+impl Local {
+    /// `rktup local image import FILE`: an oci-archive or docker-archive tar into every node's
+    /// image store (kind's `load image-archive`), for clusters without a registry.
+    pub fn image_import(&self, file: &std::path::Path, name: Option<&str>) -> Result<(), ProviderError> {
+        require_root("image import")?;
+        let layout = layout::Layout::new(&self.settings.state_dir);
+        let Some(rec) = layout.load() else {
+            return Err(ProviderError::Other(format!(
+                "no local cluster \"{}\"; create it with `rktup local up --name {}`",
+                self.settings.name, self.settings.name
+            )));
+        };
+        if !file.is_file() {
+            return Err(ProviderError::Other(format!(
+                "image archive {}: no such file (expected an oci-archive or docker-archive tar)",
+                file.display()
+            )));
+        }
+        for node in &rec.nodes {
+            let store = rktup_runtime::image::ImageStore::open(&layout.node_root(&node.name))
+                .map_err(|e| err(&node.name, e))?;
+            let recs = rktup_runtime::image::archive::import(&store, file, name)
+                .map_err(|e| err(&format!("import {} into {}", file.display(), node.name), e))?;
+            for r in recs {
+                println!("{}: {} {}", node.name, r.names.join(","), r.short_id());
+            }
+        }
+        Ok(())
+    }
+}

@@ -95,6 +95,6 @@ pub fn rt() -> tokio::runtime::Runtime {
 pub fn no_wait() -> rktup_provider::UpOptions {
     rktup_provider::UpOptions {
         no_wait: true,
-        wait: None,
+        ..Default::default()
     }
 }
