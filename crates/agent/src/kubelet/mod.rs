@@ -8,7 +8,9 @@
 //!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
 //! - `events`: core/v1 Events (Started, Failed, Killing) for `kubectl describe`.
+//! - `container_logs`: what the kubelet port's `/containerLogs` serves (upstream's semantics).
 
+pub mod container_logs;
 pub mod events;
 pub mod node;
 pub mod pods;
