@@ -98,6 +98,23 @@ pub struct AgentArgs {
     /// --node-status-update-frequency).
     #[arg(long, default_value = "10")]
     pub node_status_update_frequency: u64,
+    /// The kubelet port (HTTPS: /healthz, /containerLogs for `kubectl logs`), advertised in the
+    /// Node's status.daemonEndpoints; 0 disables it.
+    #[arg(long, default_value = "10250")]
+    pub kubelet_port: u16,
+    /// Address the kubelet port binds (default: --node-ip if given, else 0.0.0.0).
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
+    /// Clients of the kubelet port must present a certificate signed by this CA (PEM); default:
+    /// the CA of --kubeconfig. Without a certificate a request gets 401.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serving certificate of the kubelet port (PEM, with --tls-private-key-file); default: a
+    /// self-signed one generated into <root-dir>/pki/kubelet.crt|key.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
 }
 
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -165,18 +182,35 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let node_name = rt.cfg.node_name.clone();
     let mut agent = Agent::new(rt, args.verbosity);
     let adopted = agent.adopt();
+    let mut pod_store = None;
     if let Some(kubeconfig) = &args.kubeconfig {
         let kcfg = crate::kubelet::KubeletConfig {
             kubeconfig: kubeconfig.clone(),
             api_server: args.api_servers.clone(),
-            node_name,
+            node_name: node_name.clone(),
             node_ip: args.node_ip.clone(),
             pod_cidr: args.pod_cidr.clone(),
             heartbeat: Duration::from_secs(args.node_status_update_frequency.max(1)),
             verbosity: args.verbosity,
+            kubelet_port: args.kubelet_port,
         };
-        crate::kubelet::spawn(kcfg, agent.rt.clone(), &TERM)?;
+        let (reader, writer) = kube::runtime::reflector::store();
+        pod_store = Some(reader);
+        crate::kubelet::spawn(kcfg, agent.rt.clone(), writer, &TERM)?;
     }
+    let scfg = crate::kubelet::server::ServerConfig {
+        port: args.kubelet_port,
+        address: args.address,
+        client_ca_file: args.client_ca_file.clone(),
+        tls_cert_file: args.tls_cert_file.clone(),
+        tls_private_key_file: args.tls_private_key_file.clone(),
+        cert_dir: args.root_dir.join("pki"),
+        kubeconfig: args.kubeconfig.clone(),
+        node_name,
+        node_ip: args.node_ip.clone(),
+        verbosity: args.verbosity,
+    };
+    crate::kubelet::server::spawn(scfg, agent.rt.clone(), pod_store, &TERM)?;
     log(&format!(
         "node agent up: root {}, manifests {}, api-service {}, {adopted} pod(s) re-adopted",
         args.root_dir.display(),

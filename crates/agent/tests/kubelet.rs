@@ -51,6 +51,8 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
     )
     .expect("write kubeconfig");
     let kc_s = kc.display().to_string();
+    let port = rktup_testkit::free_port();
+    let port_s = port.to_string();
     let node = Node::new(&[
         "--kubeconfig",
         &kc_s,
@@ -60,6 +62,8 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
         "127.0.0.1",
         "--node-status-update-frequency",
         "1",
+        "--kubelet-port",
+        &port_s,
     ]);
     let (_bridge, subnet) = node.bridge_net("0.4.0");
     let admin = rt.block_on(async {
@@ -103,6 +107,13 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
                 .expect("addresses")
                 .iter()
                 .any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"));
+            // The kubelet port, where the API server proxies `kubectl logs` to.
+            assert_eq!(
+                st.daemon_endpoints
+                    .and_then(|d| d.kubelet_endpoint)
+                    .map(|k| k.port),
+                Some(i32::from(port))
+            );
             // Lease heartbeat.
             let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
             let leases = &leases;

@@ -8,13 +8,19 @@
 //!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
 //! - `events`: core/v1 Events (Started, Failed, Killing) for `kubectl describe`.
+//! - `server`: the kubelet port (HTTPS, client certificates): `/healthz` and `/containerLogs`
+//!   (read by `container_logs`), which the API server proxies `kubectl logs` to.
 
+pub mod container_logs;
 pub mod events;
 pub mod node;
 pub mod pods;
+pub mod server;
 pub mod status;
 
 use crate::sync::log;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector;
 use rktup_runtime::runtime::Runtime;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +39,8 @@ pub struct KubeletConfig {
     /// Lease renewal and node status period (kubelet: 10 s).
     pub heartbeat: Duration,
     pub verbosity: u8,
+    /// The kubelet port advertised in status.daemonEndpoints (0: none served).
+    pub kubelet_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +82,12 @@ pub async fn client(cfg: &KubeletConfig) -> Result<kube::Client, KubeletError> {
 }
 
 /// Start the kubelet half on its own thread (with its own tokio runtime); it ends when `term`
-/// is set.
+/// is set. `pods` is the writer of the store of this node's pods (its reader serves the kubelet
+/// port).
 pub fn spawn(
     cfg: KubeletConfig,
     rt: Arc<Runtime>,
+    pods: reflector::store::Writer<Pod>,
     term: &'static AtomicBool,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -101,7 +111,7 @@ pub fn spawn(
                     }
                 };
                 tokio::select! {
-                    r = run(cfg, rt) => {
+                    r = run(cfg, rt, pods) => {
                         if let Err(e) = r {
                             log(&format!("kubelet: {e}"));
                         }
@@ -113,7 +123,11 @@ pub fn spawn(
 }
 
 /// Register the node, then heartbeat and sync pods until cancelled.
-pub async fn run(cfg: KubeletConfig, rt: Arc<Runtime>) -> Result<(), KubeletError> {
+pub async fn run(
+    cfg: KubeletConfig,
+    rt: Arc<Runtime>,
+    pods: reflector::store::Writer<Pod>,
+) -> Result<(), KubeletError> {
     let client = client(&cfg).await?;
     // The API server may not be up yet (agents start with the control plane): retry.
     let mut delay = Duration::from_millis(200);
@@ -132,7 +146,7 @@ pub async fn run(cfg: KubeletConfig, rt: Arc<Runtime>) -> Result<(), KubeletErro
     }
     log(&format!("kubelet: registered node {}", cfg.node_name));
     let hb = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
-    let r = pods::run(client, cfg, rt).await;
+    let r = pods::run(client, cfg, rt, pods).await;
     hb.abort();
     r
 }

@@ -131,7 +131,9 @@ fn status(cfg: &KubeletConfig, since: &Time) -> NodeStatus {
         conditions: Some(conditions),
         node_info: Some(node_info()),
         daemon_endpoints: Some(k8s_openapi::api::core::v1::NodeDaemonEndpoints {
-            kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint { port: 10250 }),
+            kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                port: i32::from(cfg.kubelet_port),
+            }),
         }),
         ..Default::default()
     }

@@ -433,13 +433,15 @@ impl Syncer {
 }
 
 /// Watch this node's pods and keep the runtime in line with them until cancelled.
+/// `writer` fills the store of this node's pods (see `reflector::store`).
 pub async fn run(
     client: kube::Client,
     cfg: KubeletConfig,
     rt: Arc<Runtime>,
+    writer: reflector::store::Writer<Pod>,
 ) -> Result<(), KubeletError> {
     let api: Api<Pod> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
+    let reader = writer.as_reader();
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let wake = Arc::new(tokio::sync::Notify::new());
     let w2 = wake.clone();
