@@ -371,9 +371,22 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     // An image imported from a tar (no registry) runs on every node.
     let tar = dir.join("imported.tar");
     images.docker_archive("busybox", &tar, "rktup.test/imported:1.0");
-    let out = c.rktup_ok(&["local", "image", "import", &tar.display().to_string(), "--name", &name], &[]);
+    let out = c.rktup_ok(
+        &[
+            "local",
+            "image",
+            "import",
+            &tar.display().to_string(),
+            "--name",
+            &name,
+        ],
+        &[],
+    );
     for n in &node_names {
-        assert!(out.contains(n.as_str()), "import output names every node: {out}");
+        assert!(
+            out.contains(n.as_str()),
+            "import output names every node: {out}"
+        );
     }
     for n in &node_names {
         let pod = format!(
@@ -385,11 +398,15 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     }
     for n in &node_names {
         let pod = format!("imported-{n}");
-        wait_for("imported-image pod Succeeded", Duration::from_secs(60), || {
-            let p = c.json(&["get", "pod", &pod]);
-            assert_ne!(p["status"]["phase"], "Failed", "{p}");
-            (p["status"]["phase"] == "Succeeded").then_some(())
-        });
+        wait_for(
+            "imported-image pod Succeeded",
+            Duration::from_secs(60),
+            || {
+                let p = c.json(&["get", "pod", &pod]);
+                assert_ne!(p["status"]["phase"], "Failed", "{p}");
+                (p["status"]["phase"] == "Succeeded").then_some(())
+            },
+        );
         assert_eq!(c.kubectl_ok(&["logs", &pod]).trim(), "imported");
     }
 

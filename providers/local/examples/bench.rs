@@ -146,14 +146,17 @@ fn main() {
     let state = env.dir.path().join("state").join(format!("local-{name}"));
     let mut total = 0;
     for f in ["controlplane", &format!("{name}-node-1")] {
-        let pid = std::fs::read_to_string(state.join("run").join(format!("{f}.pid")))
-            .unwrap_or_default();
+        let pid =
+            std::fs::read_to_string(state.join("run").join(format!("{f}.pid"))).unwrap_or_default();
         let pid = pid.split_whitespace().next().unwrap_or("0").to_string();
         let kib = rss_kib(&pid);
         println!("idle RSS {f}: {:.1} MiB", kib as f64 / 1024.0);
         total += kib;
     }
-    println!("idle RSS, whole 1-node cluster: {:.1} MiB", total as f64 / 1024.0);
+    println!(
+        "idle RSS, whole 1-node cluster: {:.1} MiB",
+        total as f64 / 1024.0
+    );
     down_after(&env, &name, || {
         let rt = tokio::runtime::Runtime::new().expect("tokio");
         rt.block_on(async {
@@ -220,7 +223,10 @@ fn main() {
 fn down_after(env: &Env, name: &str, f: impl FnOnce()) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     let took = env.down(name);
-    println!("local down of the 1-node cluster with its pods: {:.2}s", took.as_secs_f64());
+    println!(
+        "local down of the 1-node cluster with its pods: {:.2}s",
+        took.as_secs_f64()
+    );
     if let Err(e) = r {
         std::panic::resume_unwind(e);
     }

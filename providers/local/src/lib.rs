@@ -148,7 +148,11 @@ impl ClusterProvider for Local {
 impl Local {
     /// `rktup local image import FILE`: an oci-archive or docker-archive tar into every node's
     /// image store (kind's `load image-archive`), for clusters without a registry.
-    pub fn image_import(&self, file: &std::path::Path, name: Option<&str>) -> Result<(), ProviderError> {
+    pub fn image_import(
+        &self,
+        file: &std::path::Path,
+        name: Option<&str>,
+    ) -> Result<(), ProviderError> {
         require_root("image import")?;
         let layout = layout::Layout::new(&self.settings.state_dir);
         let Some(rec) = layout.load() else {

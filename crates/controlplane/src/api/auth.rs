@@ -159,10 +159,19 @@ pub fn authorize(user: &User, a: &Attributes) -> bool {
                         })))
         }
         ("", "pods") => {
-            if a.verb == "create"
-                || a.verb == "deletecollection"
-                || a.subresource == Some("binding")
-            {
+            if a.verb == "create" && a.subresource.is_none() {
+                // NodeRestriction: a node creates only mirror pods of its static pods, bound
+                // to itself.
+                return a.incoming.is_some_and(|o| {
+                    o.pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+                        .is_some()
+                        && o.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                });
+            }
+            if a.verb == "create" && a.subresource == Some("eviction") {
+                return false;
+            }
+            if a.verb == "deletecollection" || a.subresource == Some("binding") {
                 return false;
             }
             a.existing
@@ -213,6 +222,24 @@ mod tests {
             incoming: None,
         };
         assert!(!authorize(&n1, &a));
+        // Mirror pods: only with the annotation, only bound to itself.
+        let create = |incoming| Attributes {
+            verb: "create",
+            resource: pods,
+            subresource: None,
+            namespace: Some("default"),
+            name: "",
+            existing: None,
+            incoming: Some(incoming),
+        };
+        let mirror = |node: &str| {
+            json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "h"}},
+                   "spec": {"nodeName": node}})
+        };
+        let (m1, m2) = (mirror("n1"), mirror("n2"));
+        assert!(authorize(&n1, &create(&m1)));
+        assert!(!authorize(&n1, &create(&m2)));
+        assert!(!authorize(&n1, &create(&mine)));
         let anon = User {
             name: "bob".into(),
             groups: vec![],

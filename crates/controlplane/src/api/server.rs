@@ -818,6 +818,29 @@ impl ApiServer {
             .await
             .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
         let status = upstream.status();
+        if !status.is_success() {
+            // Like kube-apiserver: the kubelet's own words, as a Status kubectl prints.
+            let body = upstream
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or_else(|| text.trim().to_string());
+            let reason = match status.as_u16() {
+                400 => "BadRequest",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                422 => "Invalid",
+                _ => "InternalError",
+            };
+            return Err(ApiError::new(status.as_u16(), reason, message));
+        }
         let mut resp = Response::new(upstream.into_body().map_err(std::io::Error::other).boxed());
         *resp.status_mut() = status;
         resp.headers_mut().insert(
