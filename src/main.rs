@@ -138,8 +138,8 @@ enum ImageAction {
     Import {
         file: PathBuf,
         /// Name the image (for an archive that carries none, or to rename it).
-        #[arg(long)]
-        name: Option<String>,
+        #[arg(long, value_name = "IMAGE")]
+        image_name: Option<String>,
     },
 }
 
@@ -265,7 +265,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
 ) -> Result<(), Failure> {
     // Settings are checked before anything else happens, for every action.
     let settings = load_settings(&cli.global, &cmd.settings)?;
-    if let Action::Image(ImageAction::Import { file, name }) = &cmd.action {
+    if let Action::Image(ImageAction::Import { file, image_name }) = &cmd.action {
         if P::PROVIDER != Provider::Local {
             return Err(bad_input(format!(
                 "`image import` is for local clusters (`rktup local image import FILE`); {} nodes pull from registries",
@@ -273,7 +273,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             )));
         }
         return Ok(rktup_local::Local::with_output(settings, cli.global.output)
-            .image_import(file, name.as_deref())?);
+            .image_import(file, image_name.as_deref())?);
     }
     let provider = provider_with(settings, &cli.global, &cli.templates);
     match cmd.action {

@@ -302,9 +302,17 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
         target_name,
         "the page names the pod that served it"
     );
-    // `kubectl logs` shows the request on the serving pod.
+    // `kubectl logs` shows the request on the serving pod, from the client pod's own address
+    // (pod-to-pod traffic is routed, not masqueraded).
+    let client_ip = c.json(&["get", "pod", "client"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let served = c.kubectl_ok(&["logs", target_name]);
-    assert!(served.contains("GET /"), "httpd log: {served}");
+    assert!(
+        served.contains(&format!("{client_ip}]")) && served.contains("response:200"),
+        "httpd log of {target_name} shows the request from {client_ip}: {served}"
+    );
 
     // A privileged pod with the fly stage1 runs in the node's own namespaces.
     let fly = |name: &str, privileged: bool| {
@@ -442,4 +450,66 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     let out = c.rktup_ok(&["local", "down", "--name", &name], &[]);
     assert!(out.contains("deleted"), "{out}");
     nothing_left(&c, &uuids);
+}
+
+#[test]
+fn up_converges_and_down_works_without_the_record() {
+    if !is_root() {
+        eprintln!("skipped: `rktup local up` needs root");
+        return;
+    }
+    let c = Cluster {
+        name: format!("cv{}", unique()),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let name = c.name.clone();
+    c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"], &[]);
+    // A killed agent is restarted by the next `up`, and its node is Ready again.
+    let pidfile = c.state_dir().join(format!("run/{name}-node-1.pid"));
+    let old = std::fs::read_to_string(&pidfile).unwrap();
+    let pid: i32 = old.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: the agent this test's cluster started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("agent gone", Duration::from_secs(10), || {
+        (!Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+    let st = c.rktup(&["local", "status", "--name", &name], &[]);
+    assert!(!st.status.success(), "status reports the dead agent");
+    assert!(String::from_utf8_lossy(&st.stdout).contains("stopped"));
+    c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"], &[]);
+    let new = std::fs::read_to_string(&pidfile).unwrap();
+    assert_ne!(old, new, "the agent was restarted");
+    let nodes = c.json(&["get", "nodes"]);
+    assert_eq!(
+        nodes["items"].as_array().unwrap().len(),
+        1,
+        "no duplicate node: {nodes}"
+    );
+    // Growing: --num-nodes 2 on the running cluster adds a node.
+    c.rktup_ok(
+        &[
+            "local",
+            "up",
+            "--name",
+            &name,
+            "--num-nodes",
+            "2",
+            "--wait",
+            "60s",
+        ],
+        &[],
+    );
+    assert_eq!(
+        c.json(&["get", "nodes"])["items"].as_array().unwrap().len(),
+        2
+    );
+
+    // The record is lost: `down` still finds the namespaces, bridge and processes by name.
+    std::fs::remove_file(c.state_dir().join("cluster.json")).unwrap();
+    let out = c.rktup_ok(&["local", "down", "--name", &name], &[]);
+    assert!(out.contains("network namespace"), "{out}");
+    nothing_left(&c, &[]);
 }
