@@ -1,9 +1,10 @@
 //! Not a test: the figures in BENCHMARKS.md. Run with
 //! `cargo test -p rktup-aws --test bench -- --ignored --nocapture`.
 //!
-//! A proxy on 127.0.0.1 in front of moto adds a fixed delay to every call, so `up`'s wall time
-//! divided by the delay is the number of round trips on its critical path; the proxy also
-//! counts every call, which is what a strictly serial `up` (kube-up's order) would wait for.
+//! A proxy on 127.0.0.1 in front of moto adds a fixed delay to every call and records when each
+//! call started and ended. The critical path is the longest chain of calls in which each one
+//! started only after the one before it had answered — the round trips `up` must wait for one
+//! after another; a strictly serial `up` (kube-up's order) waits for every call.
 
 mod common;
 
@@ -11,13 +12,34 @@ use common::*;
 use rktup_provider::{ClusterProvider, UpOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Proxy {
     url: String,
-    calls: Arc<AtomicUsize>,
+    /// (start, end) of every call since the last `take`.
+    spans: Arc<Mutex<Vec<(Instant, Instant)>>>,
+}
+
+impl Proxy {
+    fn take(&self) -> Vec<(Instant, Instant)> {
+        std::mem::take(&mut *self.spans.lock().expect("spans"))
+    }
+}
+
+/// The longest chain of calls where each starts after the previous one ended.
+fn critical_path(spans: &[(Instant, Instant)]) -> usize {
+    let mut s = spans.to_vec();
+    s.sort_by_key(|x| x.0);
+    let mut depth = vec![1usize; s.len()];
+    for i in 0..s.len() {
+        for j in 0..i {
+            if s[j].1 <= s[i].0 {
+                depth[i] = depth[i].max(depth[j] + 1);
+            }
+        }
+    }
+    depth.into_iter().max().unwrap_or(0)
 }
 
 fn read_message(r: &mut BufReader<TcpStream>) -> Option<(Vec<u8>, bool)> {
@@ -79,18 +101,18 @@ fn read_message(r: &mut BufReader<TcpStream>) -> Option<(Vec<u8>, bool)> {
 fn proxy(upstream: String, delay: Duration) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let count = calls.clone();
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let record = spans.clone();
     let up = upstream.trim_start_matches("http://").to_string();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let count = count.clone();
             let up = up.clone();
+            let record = record.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(client.try_clone().expect("clone"));
                 let mut client = client;
                 while let Some((req, _)) = read_message(&mut reader) {
-                    count.fetch_add(1, Ordering::SeqCst);
+                    let started = Instant::now();
                     std::thread::sleep(delay);
                     let Ok(mut server) = TcpStream::connect(&up) else {
                         return;
@@ -113,14 +135,18 @@ fn proxy(upstream: String, delay: Duration) -> Proxy {
                         let _ = sr.read_to_end(&mut rest);
                         resp.extend_from_slice(&rest);
                     }
-                    if client.write_all(&resp).is_err() || !complete {
+                    let sent = client.write_all(&resp).is_ok();
+                    if let Ok(mut v) = record.lock() {
+                        v.push((started, Instant::now()));
+                    }
+                    if !sent || !complete {
                         return;
                     }
                 }
             });
         }
     });
-    Proxy { url, calls }
+    Proxy { url, spans }
 }
 
 fn no_wait() -> UpOptions {
@@ -137,9 +163,9 @@ fn up_round_trips_and_wall_time() {
     let rt = runtime();
     let image = some_image(&rt, &moto.clients(&rt));
     let delay = Duration::from_millis(100);
-    println!("| nodes | calls | up wall (100 ms/call) | critical path (wall / 100 ms) | serial (calls x 100 ms) | ratio | 2nd up (no-op) | down |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for nodes in [0u32, 3] {
+    println!("| nodes | calls (serial: kube-up's order) | sequential round trips on the critical path | ratio | up wall | 2nd up calls / critical path | down wall |");
+    println!("|---|---|---|---|---|---|---|");
+    for nodes in [0u32, 3, 5] {
         let p = proxy(moto.url.clone(), delay);
         let mut sb = Sandbox::new(&format!("bench{nodes}"), &image);
         sb.set("NUM_NODES", &nodes.to_string());
@@ -152,21 +178,20 @@ fn up_round_trips_and_wall_time() {
         let t = Instant::now();
         aws().up(&no_wait()).expect("up");
         let wall = t.elapsed();
-        let calls = p.calls.load(Ordering::SeqCst);
-        let t = Instant::now();
+        let spans = p.take();
+        let calls = spans.len();
+        let depth = critical_path(&spans);
         aws().up(&no_wait()).expect("second up");
-        let again = t.elapsed();
+        let again = p.take();
         let t = Instant::now();
         aws().down().expect("down");
         let down = t.elapsed();
-        let depth = wall.as_secs_f64() / delay.as_secs_f64();
         println!(
-            "| {nodes} | {calls} | {:.1} s | {:.0} | {:.1} s | {:.1}x | {:.1} s | {:.1} s |",
+            "| {nodes} | {calls} | {depth} | {:.1}x | {:.1} s | {} / {} | {:.1} s |",
+            calls as f64 / depth.max(1) as f64,
             wall.as_secs_f64(),
-            depth,
-            calls as f64 * delay.as_secs_f64(),
-            calls as f64 / depth,
-            again.as_secs_f64(),
+            again.len(),
+            critical_path(&again),
             down.as_secs_f64()
         );
     }
