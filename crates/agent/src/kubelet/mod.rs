@@ -12,11 +12,15 @@
 //!   (read by `container_logs`), which the API server proxies `kubectl logs` to.
 
 pub mod container_logs;
+pub mod downward;
+pub mod env;
 pub mod events;
 pub mod node;
+pub mod objects;
 pub mod pods;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 use crate::sync::log;
 use k8s_openapi::api::core::v1::Pod;
