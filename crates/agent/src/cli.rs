@@ -98,6 +98,10 @@ pub struct AgentArgs {
     /// --node-status-update-frequency).
     #[arg(long, default_value = "10")]
     pub node_status_update_frequency: u64,
+    /// Seconds between updates of running pods' configMap, secret, downwardAPI and projected
+    /// volumes from the API server (kubelet's --sync-frequency).
+    #[arg(long, default_value = "60")]
+    pub sync_frequency: u64,
     /// The kubelet port (HTTPS: /healthz, /containerLogs for `kubectl logs`), advertised in the
     /// Node's status.daemonEndpoints; 0 disables it.
     #[arg(long, default_value = "10250")]
@@ -193,6 +197,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             heartbeat: Duration::from_secs(args.node_status_update_frequency.max(1)),
             verbosity: args.verbosity,
             kubelet_port: args.kubelet_port,
+            sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),
         };
         let (reader, writer) = kube::runtime::reflector::store();
         pod_store = Some(reader);

@@ -5,7 +5,7 @@
 use crate::cgroups::Limits;
 use crate::image::{ensure_image, ImageStore, PullPolicy, Puller};
 use crate::pod::*;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +39,29 @@ pub fn parse_pod(file: &str, text: &str) -> Result<Pod, PlanError> {
         file: file.into(),
         msg: e.to_string(),
     })
+}
+
+/// Where the kubelet half materialises a volume whose contents come from the API server
+/// (configMap, secret, downwardAPI, projected) before it runs the pod: `<root dir>/api-volumes/
+/// <pod uid>/<volume name>` (kubelet keeps them under /var/lib/kubelet/pods/<uid>/volumes/).
+/// `plan_pod` bind-mounts that directory, read-only (`VolumeSource::Prepared`).
+pub fn api_volume_dir(root_dir: &Path, pod_uid: &str, volume: &str) -> PathBuf {
+    root_dir.join("api-volumes").join(pod_uid).join(volume)
+}
+
+/// The kind of an API-backed volume (its contents are prepared by the kubelet half), if it is one.
+pub fn api_volume_kind(v: &Volume) -> Option<&'static str> {
+    if v.config_map.is_some() {
+        Some("configMap")
+    } else if v.secret.is_some() {
+        Some("secret")
+    } else if v.downward_api.is_some() {
+        Some("downwardAPI")
+    } else if v.projected.is_some() {
+        Some("projected")
+    } else {
+        None
+    }
 }
 
 /// Resolves the pod network for the given hostPort mappings.
@@ -329,6 +352,14 @@ fn plan_container(
         .flatten()
         .map(|v| v.name.clone())
         .collect();
+    // kubelet mounts API-backed volumes read-only whatever the mount says.
+    let api_vols: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| api_volume_kind(v).is_some())
+        .map(|v| v.name.as_str())
+        .collect();
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         if !vols.contains(&m.name) {
@@ -352,7 +383,7 @@ fn plan_container(
         mounts.push(MountPlan {
             volume: m.name.clone(),
             path: m.mount_path.clone(),
-            read_only: m.read_only.unwrap_or(false),
+            read_only: m.read_only.unwrap_or(false) || api_vols.contains(&m.name.as_str()),
             sub_path: m.sub_path.clone().filter(|s| !s.is_empty()),
         });
     }
@@ -451,10 +482,23 @@ pub fn plan_pod(pod: &Pod, ctx: &PlanContext, uuid: &str) -> Result<PodPlan, Pla
                 _ => {}
             }
             VolumeSource::HostPath { path: p }
+        } else if let Some(kind) = api_volume_kind(v) {
+            // `<root>/pods/<uuid>` → `<root>`.
+            let root = ctx.pod_dir.parent().and_then(Path::parent);
+            let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty());
+            match root.zip(uid).map(|(r, u)| api_volume_dir(r, u, &v.name)) {
+                Some(dir) if dir.is_dir() => VolumeSource::Prepared { path: dir },
+                _ => {
+                    return Err(PlanError::Volume {
+                        name: v.name.clone(),
+                        why: format!("{kind} volumes come from the API server: the kubelet half (agent with --kubeconfig) prepares them for API pods, and none was prepared for this pod"),
+                    })
+                }
+            }
         } else {
             return Err(PlanError::Volume {
                 name: v.name.clone(),
-                why: "only emptyDir and hostPath volumes are supported without the API server (configMap/secret/projected come with it)".into(),
+                why: "unsupported volume type (supported: emptyDir, hostPath, and for API pods configMap, secret, downwardAPI, projected)".into(),
             });
         };
         volumes.push(VolumePlan {

@@ -4,8 +4,9 @@
 use crate::sync::log;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
+/// Record an Event about `pod`; returns the Event's name (for `bump`).
 pub async fn record(
     client: &kube::Client,
     node: &str,
@@ -13,7 +14,20 @@ pub async fn record(
     type_: &str,
     reason: &str,
     message: &str,
-) {
+) -> Option<String> {
+    record_at(client, node, pod, None, type_, reason, message).await
+}
+
+/// Record an Event about a part of `pod` (`field_path`, e.g. `spec.containers{c}`).
+pub async fn record_at(
+    client: &kube::Client,
+    node: &str,
+    pod: &Pod,
+    field_path: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Option<String> {
     let ns = pod
         .metadata
         .namespace
@@ -34,7 +48,7 @@ pub async fn record(
             namespace: Some(ns.clone()),
             uid: pod.metadata.uid.clone(),
             resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
+            field_path: field_path.map(str::to_string),
         },
         reason: Some(reason.into()),
         message: Some(message.into()),
@@ -51,7 +65,26 @@ pub async fn record(
         ..Default::default()
     };
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    if let Err(e) = events.create(&PostParams::default(), &ev).await {
-        log(&format!("kubelet: failed to record event {reason}: {e}"));
+    match events.create(&PostParams::default(), &ev).await {
+        Ok(e) => e.metadata.name,
+        Err(e) => {
+            log(&format!("kubelet: failed to record event {reason}: {e}"));
+            None
+        }
+    }
+}
+
+/// The same Event happened again (kubelet's event aggregation): its count and lastTimestamp.
+pub async fn bump(client: &kube::Client, namespace: &str, name: &str, count: i32) {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "count": count,
+        "lastTimestamp": Time(jiff::Timestamp::now()),
+    });
+    if let Err(e) = events
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        log(&format!("kubelet: failed to update event {name}: {e}"));
     }
 }

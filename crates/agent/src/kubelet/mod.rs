@@ -7,16 +7,25 @@
 //! - `pods`: watches the pods bound to this node (fieldSelector spec.nodeName), runs them with the
 //!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
-//! - `events`: core/v1 Events (Started, Failed, Killing) for `kubectl describe`.
+//! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount) for `kubectl describe`.
+//! - `prepare`: before the runtime gets a pod, its API-backed volumes (`volumes`: configMap,
+//!   secret, downwardAPI, projected) are materialised and its env (`env`: configMapKeyRef,
+//!   secretKeyRef, fieldRef, resourceFieldRef, envFrom) resolved, from the objects the pod
+//!   refers to (`objects`) and the downward API (`downward`).
 //! - `server`: the kubelet port (HTTPS, client certificates): `/healthz` and `/containerLogs`
 //!   (read by `container_logs`), which the API server proxies `kubectl logs` to.
 
 pub mod container_logs;
+pub mod downward;
+pub mod env;
 pub mod events;
 pub mod node;
+pub mod objects;
 pub mod pods;
+pub mod prepare;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 use crate::sync::log;
 use k8s_openapi::api::core::v1::Pod;
@@ -41,6 +50,9 @@ pub struct KubeletConfig {
     pub verbosity: u8,
     /// The kubelet port advertised in status.daemonEndpoints (0: none served).
     pub kubelet_port: u16,
+    /// How often running pods' configMap/secret/downwardAPI/projected volumes are brought up to
+    /// date (kubelet's --sync-frequency, 1 min).
+    pub sync_frequency: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

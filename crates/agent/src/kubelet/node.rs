@@ -21,7 +21,8 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-fn capacity() -> BTreeMap<String, Quantity> {
+/// cpu, memory and pods of this machine (also its allocatable).
+pub(crate) fn capacity() -> BTreeMap<String, Quantity> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -8,7 +8,14 @@
 //! - removes runtime pods whose API object is gone,
 //! - writes status back when it changed,
 //! - keeps a mirror pod for every static pod (`--pod-manifest-path`).
+//!
+//! Before a pod is handed to the runtime its API-backed volumes and env are prepared
+//! (`prepare`); a pod that cannot be (a missing ConfigMap or Secret, a missing key) gets a
+//! FailedMount or Failed event and a Pending status, and is retried with a back-off (1 s doubling
+//! to 10 s). Running pods' volumes are brought up to date every `--sync-frequency`, and the volume
+//! directories of pods that are gone are removed.
 
+use super::prepare::{Blocked, Preparer};
 use super::{events, status, KubeletConfig, KubeletError};
 use crate::sync::log;
 use futures_util::StreamExt;
@@ -22,7 +29,7 @@ use rktup_runtime::runtime::{PodEntry, Runtime};
 use rktup_runtime::util;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
@@ -65,10 +72,159 @@ fn retry_due(e: &PodEntry) -> bool {
     }
 }
 
+/// What the agent remembers about a pod it could not prepare, or whose volumes failed to update.
+#[derive(Default)]
+struct PodRecord {
+    /// Not started again before this.
+    retry_at: Option<Instant>,
+    delay: Duration,
+    /// Events already recorded, (reason, message) → (Event name, count), so a repeat bumps the
+    /// count (kubelet's event aggregation) instead of piling up Events.
+    events: HashMap<(String, String), (Option<String>, i32)>,
+    /// The blocked status last written.
+    status: Option<String>,
+}
+
+type Records = Arc<Mutex<HashMap<String, PodRecord>>>;
+
+/// Record an Event once per (reason, message) and pod, bumping its count on repeats.
+#[allow(clippy::too_many_arguments)]
+async fn record_once(
+    client: &kube::Client,
+    node: &str,
+    records: &Records,
+    pod: &Pod,
+    field_path: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let u = uid(pod);
+    let k = (reason.to_string(), message.to_string());
+    let seen = records
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&u).and_then(|r| r.events.get(&k).cloned()));
+    match seen {
+        Some((Some(name), count)) => {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            events::bump(client, ns, &name, count + 1).await;
+            if let Ok(mut m) = records.lock() {
+                m.entry(u)
+                    .or_default()
+                    .events
+                    .insert(k, (Some(name), count + 1));
+            }
+        }
+        _ => {
+            let name =
+                events::record_at(client, node, pod, field_path, type_, reason, message).await;
+            if let Ok(mut m) = records.lock() {
+                m.entry(u).or_default().events.insert(k, (name, 1));
+            }
+        }
+    }
+}
+
+/// Report a pod that could not be prepared: events, and (when `write_status`, i.e. it has no
+/// runtime pod whose status is written instead) a Pending status; then back off.
+async fn report_blocked(
+    client: &kube::Client,
+    node: &str,
+    host_ip: Option<&str>,
+    records: &Records,
+    pod: &Pod,
+    b: &Blocked,
+    write_status: bool,
+) {
+    let (ns, name) = key(pod);
+    let waiting = match b {
+        Blocked::Mount(failed) => {
+            for (_, msg) in failed {
+                log(&format!("kubelet: pod {ns}/{name}: {msg}"));
+                record_once(
+                    client,
+                    node,
+                    records,
+                    pod,
+                    None,
+                    "Warning",
+                    "FailedMount",
+                    msg,
+                )
+                .await;
+            }
+            None
+        }
+        Blocked::Config(e) => {
+            log(&format!(
+                "kubelet: pod {ns}/{name} container {}: {}",
+                e.container, e.message
+            ));
+            let fp = if e.init {
+                format!("spec.initContainers{{{}}}", e.container)
+            } else {
+                format!("spec.containers{{{}}}", e.container)
+            };
+            record_once(
+                client,
+                node,
+                records,
+                pod,
+                Some(&fp),
+                "Warning",
+                "Failed",
+                &format!("Error: {}", e.message),
+            )
+            .await;
+            Some((
+                e.container.as_str(),
+                "CreateContainerConfigError",
+                e.message.as_str(),
+            ))
+        }
+    };
+    if write_status {
+        let st = status::blocked(pod, host_ip, waiting);
+        let fp = status::fingerprint(&st);
+        let u = uid(pod);
+        let last = records
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&u).and_then(|r| r.status.clone()));
+        if last.as_ref() != Some(&fp) {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let patch = serde_json::json!({ "status": st });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    if let Ok(mut m) = records.lock() {
+                        m.entry(u).or_default().status = Some(fp);
+                    }
+                }
+                Err(e) => log(&format!(
+                    "kubelet: failed to update status of {ns}/{name}: {e}"
+                )),
+            }
+        }
+    }
+    if let Ok(mut m) = records.lock() {
+        let r = m.entry(uid(pod)).or_default();
+        r.delay = (r.delay * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        r.retry_at = Some(Instant::now() + r.delay);
+    }
+}
+
 struct Syncer {
     client: kube::Client,
     cfg: KubeletConfig,
     rt: Arc<Runtime>,
+    prep: Arc<Preparer>,
+    records: Records,
+    /// When each running pod's volumes were last brought up to date.
+    refreshed: HashMap<String, Instant>,
     /// Pod uids with a start or stop in flight.
     busy: Arc<Mutex<BTreeSet<String>>>,
     /// Last status written per pod uid (fingerprint).
@@ -90,7 +246,20 @@ impl Syncer {
         self.busy.lock().map(|b| b.contains(uid)).unwrap_or(true)
     }
 
-    /// Start `pod` in the background (the runtime pulls and plans synchronously).
+    /// Whether a pod that could not be prepared may be tried again.
+    fn retry_ready(&self, uid: &str) -> bool {
+        self.records
+            .lock()
+            .map(|m| {
+                m.get(uid)
+                    .and_then(|r| r.retry_at)
+                    .is_none_or(|t| Instant::now() >= t)
+            })
+            .unwrap_or(true)
+    }
+
+    /// Prepare `pod` (volumes, env) and start it in the background (the runtime pulls and
+    /// plans synchronously); `old` runtime pods of it are removed once it can start.
     fn start(&self, pod: Pod, old: Vec<PodEntry>) {
         let u = uid(&pod);
         if !self.claim(&u) {
@@ -102,17 +271,45 @@ impl Syncer {
             self.busy.clone(),
             self.wake.clone(),
         );
+        let (prep, records) = (self.prep.clone(), self.records.clone());
         let node = self.cfg.node_name.clone();
+        let host_ip = self.cfg.node_ip.clone();
         let v = self.cfg.verbosity;
         tokio::spawn(async move {
-            let p2 = pod.clone();
+            let ready = match prep.prepare(&pod).await {
+                Ok(p) => p,
+                Err(b) => {
+                    let write = old.is_empty();
+                    report_blocked(
+                        &client,
+                        &node,
+                        host_ip.as_deref(),
+                        &records,
+                        &pod,
+                        &b,
+                        write,
+                    )
+                    .await;
+                    if let Ok(mut b) = busy.lock() {
+                        b.remove(&uid(&pod));
+                    }
+                    return;
+                }
+            };
+            if let Ok(mut m) = records.lock() {
+                if let Some(r) = m.get_mut(&u) {
+                    r.retry_at = None;
+                    r.delay = Duration::ZERO;
+                    r.status = None;
+                }
+            }
             let r = tokio::task::spawn_blocking(move || {
                 for e in &old {
                     if let Err(e2) = rt.remove(e) {
                         log(&format!("failed to remove pod k8s_{}: {e2}", e.plan.uuid));
                     }
                 }
-                rt.run_pod(&p2, None, "")
+                rt.run_pod(&ready, None, "")
             })
             .await;
             let (ns, name) = key(&pod);
@@ -201,6 +398,47 @@ impl Syncer {
                 b.remove(&u);
             }
             wake.notify_one();
+        });
+    }
+
+    /// Bring a running pod's API-backed volumes up to date, every `--sync-frequency`.
+    fn refresh(&mut self, pod: &Pod) {
+        let u = uid(pod);
+        let due = self
+            .refreshed
+            .get(&u)
+            .is_none_or(|t| t.elapsed() >= self.cfg.sync_frequency);
+        if !due || !self.claim(&u) {
+            return;
+        }
+        self.refreshed.insert(u.clone(), Instant::now());
+        let (client, busy, prep, records) = (
+            self.client.clone(),
+            self.busy.clone(),
+            self.prep.clone(),
+            self.records.clone(),
+        );
+        let node = self.cfg.node_name.clone();
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            if let Err(Blocked::Mount(failed)) = prep.refresh(&pod).await {
+                for (_, msg) in failed {
+                    record_once(
+                        &client,
+                        &node,
+                        &records,
+                        &pod,
+                        None,
+                        "Warning",
+                        "FailedMount",
+                        &msg,
+                    )
+                    .await;
+                }
+            }
+            if let Ok(mut b) = busy.lock() {
+                b.remove(&u);
+            }
         });
     }
 
@@ -384,6 +622,12 @@ impl Syncer {
         }
         let (mirrors, pods): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
             pods.into_iter().partition(|p| is_mirror(p));
+        // Pods whose volume directories stay: in the store, in the runtime, or being worked on.
+        let mut keep: BTreeSet<String> = pods.iter().map(|p| uid(p)).collect();
+        keep.extend(by_uid.keys().cloned());
+        if let Ok(b) = self.busy.lock() {
+            keep.extend(b.iter().cloned());
+        }
         for pod in pods {
             let u = uid(&pod);
             let mut ents = by_uid.remove(&u).unwrap_or_default();
@@ -401,13 +645,16 @@ impl Syncer {
                     pod.status.as_ref().and_then(|s| s.phase.as_deref()),
                     Some("Succeeded" | "Failed")
                 );
-                if !terminal {
+                if !terminal && self.retry_ready(&u) {
                     self.start((*pod).clone(), vec![]);
                 }
                 continue;
             };
             self.write_status(&pod, &newest).await;
-            if retry_due(&newest) {
+            if newest.alive && newest.status.state == PodState::Running {
+                self.refresh(&pod);
+            }
+            if retry_due(&newest) && self.retry_ready(&u) {
                 log(&format!(
                     "kubelet: pod k8s_{} ({}) is {} ({}): replacing it",
                     newest.plan.uuid,
@@ -427,6 +674,11 @@ impl Syncer {
                 self.sent.remove(&u);
                 self.stop(u, None, ents);
             }
+        }
+        self.prep.cleanup(&keep);
+        self.refreshed.retain(|u, _| keep.contains(u));
+        if let Ok(mut m) = self.records.lock() {
+            m.retain(|u, _| keep.contains(u));
         }
         self.sync_mirrors(mirrors, statics).await;
     }
@@ -457,10 +709,19 @@ pub async fn run(
     });
     // Timeout so a watch that never syncs (API server down) still lets static mirrors retry.
     let _ = tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready()).await;
+    let node = super::downward::NodeInfo {
+        name: cfg.node_name.clone(),
+        ip: cfg.node_ip.clone(),
+        allocatable: super::node::capacity(),
+    };
+    let prep = Arc::new(Preparer::new(client.clone(), rt.cfg.root_dir.clone(), node));
     let mut s = Syncer {
         client,
         cfg,
         rt,
+        prep,
+        records: Arc::default(),
+        refreshed: HashMap::new(),
         busy: Arc::default(),
         sent: HashMap::new(),
         started: BTreeSet::new(),

@@ -117,6 +117,81 @@ pub fn pod_status(e: &PodEntry, host_ip: Option<&str>) -> core::PodStatus {
     }
 }
 
+/// The status of a pod not handed to the runtime yet (its volumes or a container's config
+/// cannot be set up): Pending, every container waiting — `ContainerCreating` (`PodInitializing`
+/// for app containers behind init containers), or `waiting`'s (container, reason, message).
+pub fn blocked(
+    pod: &core::Pod,
+    host_ip: Option<&str>,
+    waiting: Option<(&str, &str, &str)>,
+) -> core::PodStatus {
+    let spec = pod.spec.as_ref();
+    let init_specs: Vec<&core::Container> = spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .collect();
+    let has_init = !init_specs.is_empty();
+    let cs = |c: &core::Container, default: &str| {
+        let (reason, message) = match waiting {
+            Some((name, r, m)) if name == c.name => (r.to_string(), Some(m.to_string())),
+            _ => (default.to_string(), None),
+        };
+        core::ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
+            ready: false,
+            started: Some(false),
+            restart_count: 0,
+            state: Some(core::ContainerState {
+                waiting: Some(core::ContainerStateWaiting {
+                    reason: Some(reason),
+                    message,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let containers: Vec<core::ContainerStatus> = spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| {
+            cs(
+                c,
+                if has_init {
+                    "PodInitializing"
+                } else {
+                    "ContainerCreating"
+                },
+            )
+        })
+        .collect();
+    let init: Vec<core::ContainerStatus> = init_specs
+        .iter()
+        .map(|c| cs(c, "ContainerCreating"))
+        .collect();
+    core::PodStatus {
+        phase: Some("Pending".into()),
+        host_ip: host_ip.map(str::to_string),
+        host_ips: host_ip.map(|ip| vec![core::HostIP { ip: ip.to_string() }]),
+        start_time: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.clone())
+            .or_else(|| Some(Time(jiff::Timestamp::now()))),
+        conditions: Some(vec![
+            condition("PodScheduled", true, None),
+            condition("Initialized", !has_init, Some("ContainersNotInitialized")),
+            condition("ContainersReady", false, None),
+            condition("Ready", false, None),
+        ]),
+        container_statuses: Some(containers),
+        init_container_statuses: has_init.then_some(init),
+        ..Default::default()
+    }
+}
+
 /// Status without the transition times, to tell whether anything changed since the last write.
 pub fn fingerprint(s: &core::PodStatus) -> String {
     let mut s = s.clone();

@@ -1,0 +1,295 @@
+//! Container environments with API sources, as kubelet's `makeEnvironmentVariables` builds them:
+//! `envFrom` (configMapRef, secretRef, with prefix) first, then `env` in order, with
+//! `valueFrom.configMapKeyRef`, `secretKeyRef` (optional honoured), `fieldRef` and
+//! `resourceFieldRef` resolved here. The result is a pod the runtime can plan on its own: every
+//! env entry a literal `value` (with `$` doubled, so the runtime's `$(VAR)` expansion leaves it
+//! as it is), except status.podIP(s), left as a `fieldRef` the runtime fills in once the pod
+//! network is up.
+
+use super::downward::{env_field, resource_value, EnvField, NodeInfo};
+use super::objects::{Missing, Objects};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+
+/// Why a container cannot be created (kubelet's `CreateContainerConfigError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub container: String,
+    pub init: bool,
+    /// As kubelet words it, e.g. `couldn't find key k in ConfigMap ns/name`.
+    pub message: String,
+}
+
+/// A literal value that the runtime's `$(VAR)` expansion must leave alone.
+fn literal(name: &str, v: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(v.replace('$', "$$")),
+        value_from: None,
+    }
+}
+
+fn container_env(
+    c: &Container,
+    pod: &Pod,
+    objs: &Objects,
+    node: &NodeInfo,
+) -> Result<Vec<EnvVar>, String> {
+    let ns = &objs.namespace;
+    let mut out: Vec<EnvVar> = vec![];
+    let set = |out: &mut Vec<EnvVar>, e: EnvVar| {
+        out.retain(|x| x.name != e.name);
+        out.push(e);
+    };
+    for ef in c.env_from.iter().flatten() {
+        let prefix = ef.prefix.as_deref().unwrap_or("");
+        if let Some(r) = &ef.config_map_ref {
+            match objs.config_map(&r.name) {
+                Ok(cm) => {
+                    for (k, v) in cm.data.iter().flatten() {
+                        set(&mut out, literal(&format!("{prefix}{k}"), v));
+                    }
+                }
+                Err(Missing::NotFound(_)) if r.optional.unwrap_or(false) => {}
+                Err(e) => return Err(e.message().to_string()),
+            }
+        }
+        if let Some(r) = &ef.secret_ref {
+            match objs.secret(&r.name) {
+                Ok(s) => {
+                    for (k, v) in super::objects::secret_data(s) {
+                        let v = String::from_utf8_lossy(&v);
+                        set(&mut out, literal(&format!("{prefix}{k}"), &v));
+                    }
+                }
+                Err(Missing::NotFound(_)) if r.optional.unwrap_or(false) => {}
+                Err(e) => return Err(e.message().to_string()),
+            }
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let Some(src) = &e.value_from else {
+            // A plain value keeps its `$(VAR)` references for the runtime to expand.
+            set(&mut out, e.clone());
+            continue;
+        };
+        if let Some(r) = &src.config_map_key_ref {
+            let optional = r.optional.unwrap_or(false);
+            let cm = match objs.config_map(&r.name) {
+                Ok(cm) => cm,
+                Err(Missing::NotFound(_)) if optional => continue,
+                Err(m) => return Err(m.message().to_string()),
+            };
+            match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
+                Some(v) => set(&mut out, literal(&e.name, v)),
+                None if optional => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in ConfigMap {ns}/{}",
+                        r.key, r.name
+                    ))
+                }
+            }
+        } else if let Some(r) = &src.secret_key_ref {
+            let optional = r.optional.unwrap_or(false);
+            let s = match objs.secret(&r.name) {
+                Ok(s) => s,
+                Err(Missing::NotFound(_)) if optional => continue,
+                Err(m) => return Err(m.message().to_string()),
+            };
+            match super::objects::secret_data(s).get(&r.key) {
+                Some(v) => set(&mut out, literal(&e.name, &String::from_utf8_lossy(v))),
+                None if optional => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in Secret {ns}/{}",
+                        r.key, r.name
+                    ))
+                }
+            }
+        } else if let Some(f) = &src.field_ref {
+            match env_field(pod, node, &f.field_path)? {
+                EnvField::Value(v) => set(&mut out, literal(&e.name, &v)),
+                EnvField::Runtime(path) => set(
+                    &mut out,
+                    EnvVar {
+                        name: e.name.clone(),
+                        value: None,
+                        value_from: Some(EnvVarSource {
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: f.api_version.clone(),
+                                field_path: path,
+                            }),
+                            ..Default::default()
+                        }),
+                    },
+                ),
+            }
+        } else if let Some(r) = &src.resource_field_ref {
+            let target = r
+                .container_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| c.name.clone());
+            let v = resource_value(r, pod, &target, node)?;
+            set(&mut out, literal(&e.name, &v));
+        } else {
+            // No source set (the API server refuses such a pod): an empty value.
+            set(&mut out, literal(&e.name, ""));
+        }
+    }
+    Ok(out)
+}
+
+/// `pod` with every container's env resolved (envFrom folded in). The first container whose
+/// env cannot be built (init containers first) is the error.
+pub fn resolve(pod: &Pod, objs: &Objects, node: &NodeInfo) -> Result<Pod, ConfigError> {
+    let mut out = pod.clone();
+    let Some(spec) = out.spec.as_mut() else {
+        return Ok(out);
+    };
+    let init = spec.init_containers.iter_mut().flatten().map(|c| (c, true));
+    for (c, is_init) in init.chain(spec.containers.iter_mut().map(|c| (c, false))) {
+        let env = container_env(c, pod, objs, node).map_err(|message| ConfigError {
+            container: c.name.clone(),
+            init: is_init,
+            message,
+        })?;
+        c.env = (!env.is_empty()).then_some(env);
+        c.env_from = None;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubelet::objects::Lookup;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use std::collections::BTreeMap;
+
+    fn objs() -> Objects {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cfg"}, "data": {"a": "alpha", "b": "beta"}
+        }))
+        .expect("cm");
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sec"}, "data": {"pass": "cCQkKHgp"}
+        }))
+        .expect("secret");
+        Objects {
+            namespace: "ns".into(),
+            config_maps: BTreeMap::from([("cfg".to_string(), Lookup::Found(cm))]),
+            secrets: BTreeMap::from([("sec".to_string(), Lookup::Found(s))]),
+        }
+    }
+
+    fn env_of(containers: serde_json::Value) -> Result<Vec<(String, String)>, ConfigError> {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "x"}},
+            "spec": {"nodeName": "n1", "containers": containers}
+        }))
+        .expect("pod");
+        let node = NodeInfo {
+            name: "n1".into(),
+            ip: Some("10.1.1.1".into()),
+            ..Default::default()
+        };
+        let p = resolve(&pod, &objs(), &node)?;
+        let c = &p.spec.expect("spec").containers[0];
+        assert!(c.env_from.is_none());
+        Ok(c.env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let v = match &e.value_from {
+                    Some(s) => format!(
+                        "fieldRef:{}",
+                        s.field_ref.as_ref().expect("fieldRef").field_path
+                    ),
+                    None => e.value.clone().unwrap_or_default(),
+                };
+                (e.name.clone(), v)
+            })
+            .collect())
+    }
+
+    fn kv(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_sources_in_kubelet_order() {
+        let env = env_of(serde_json::json!([{
+            "name": "c", "image": "i",
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"},
+                        {"secretRef": {"name": "sec"}},
+                        {"configMapRef": {"name": "gone", "optional": true}}],
+            "env": [
+                {"name": "CFG_a", "value": "overridden $(CFG_b)"},
+                {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "a"}}},
+                {"name": "P", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pass"}}},
+                {"name": "O1", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "x", "optional": true}}},
+                {"name": "O2", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "x", "optional": true}}},
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}}
+            ]
+        }]))
+        .unwrap();
+        assert_eq!(
+            env,
+            kv(&[
+                ("CFG_b", "beta"),
+                ("pass", "p$$$$(x)"),
+                ("CFG_a", "overridden $(CFG_b)"),
+                ("A", "alpha"),
+                ("P", "p$$$$(x)"),
+                ("IP", "fieldRef:status.podIP"),
+                ("HOST", "10.1.1.1"),
+                ("L", "x"),
+                ("CPU", "0"),
+            ])
+        );
+    }
+
+    #[test]
+    fn missing_keys_and_objects_are_config_errors() {
+        let err = |env: serde_json::Value| {
+            env_of(serde_json::json!([{"name": "c", "image": "i", "env": env}]))
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            err(
+                serde_json::json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}])
+            ),
+            "couldn't find key nope in ConfigMap ns/cfg"
+        );
+        assert_eq!(
+            err(
+                serde_json::json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "nope"}}}])
+            ),
+            "couldn't find key nope in Secret ns/sec"
+        );
+        assert_eq!(
+            err(
+                serde_json::json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "a"}}}])
+            ),
+            "configmap \"gone\" not found"
+        );
+        let e = env_of(serde_json::json!([{"name": "c", "image": "i",
+            "envFrom": [{"secretRef": {"name": "gone"}}]}]))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError {
+                container: "c".into(),
+                init: false,
+                message: "secret \"gone\" not found".into()
+            }
+        );
+    }
+}
