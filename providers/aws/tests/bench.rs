@@ -17,29 +17,60 @@ use std::time::{Duration, Instant};
 
 struct Proxy {
     url: String,
-    /// (start, end) of every call since the last `take`.
-    spans: Arc<Mutex<Vec<(Instant, Instant)>>>,
+    /// (start, end, what) of every call since the last `take`.
+    spans: Arc<Mutex<Vec<Span>>>,
 }
 
+type Span = (Instant, Instant, String);
+
 impl Proxy {
-    fn take(&self) -> Vec<(Instant, Instant)> {
+    fn take(&self) -> Vec<Span> {
         std::mem::take(&mut *self.spans.lock().expect("spans"))
     }
 }
 
-/// The longest chain of calls where each starts after the previous one ended.
-fn critical_path(spans: &[(Instant, Instant)]) -> usize {
+/// The longest chain of calls where each starts after the previous one ended, as the calls.
+fn critical_path(spans: &[Span]) -> Vec<String> {
     let mut s = spans.to_vec();
     s.sort_by_key(|x| x.0);
     let mut depth = vec![1usize; s.len()];
+    let mut prev: Vec<Option<usize>> = vec![None; s.len()];
     for i in 0..s.len() {
         for j in 0..i {
-            if s[j].1 <= s[i].0 {
-                depth[i] = depth[i].max(depth[j] + 1);
+            if s[j].1 <= s[i].0 && depth[j] + 1 > depth[i] {
+                depth[i] = depth[j] + 1;
+                prev[i] = Some(j);
             }
         }
     }
-    depth.into_iter().max().unwrap_or(0)
+    let mut at = (0..s.len()).max_by_key(|&i| depth[i]);
+    let mut chain = Vec::new();
+    while let Some(i) = at {
+        chain.push(s[i].2.clone());
+        at = prev[i];
+    }
+    chain.reverse();
+    chain
+}
+
+/// The EC2/Auto Scaling `Action=` of a query-API call, else the method and path (S3).
+fn call_name(req: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&req[..req.len().min(64 * 1024)]);
+    if let Some(i) = text.find("Action=") {
+        let rest = &text[i + 7..];
+        return rest.split(['&', ' ', '\r']).next().unwrap_or("").to_string();
+    }
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn read_message(r: &mut BufReader<TcpStream>) -> Option<(Vec<u8>, bool)> {
@@ -113,6 +144,7 @@ fn proxy(upstream: String, delay: Duration) -> Proxy {
                 let mut client = client;
                 while let Some((req, _)) = read_message(&mut reader) {
                     let started = Instant::now();
+                    let what = call_name(&req);
                     std::thread::sleep(delay);
                     let Ok(mut server) = TcpStream::connect(&up) else {
                         return;
@@ -137,7 +169,7 @@ fn proxy(upstream: String, delay: Duration) -> Proxy {
                     }
                     let sent = client.write_all(&resp).is_ok();
                     if let Ok(mut v) = record.lock() {
-                        v.push((started, Instant::now()));
+                        v.push((started, Instant::now(), what));
                     }
                     if !sent || !complete {
                         return;
@@ -180,7 +212,9 @@ fn up_round_trips_and_wall_time() {
         let wall = t.elapsed();
         let spans = p.take();
         let calls = spans.len();
-        let depth = critical_path(&spans);
+        let chain = critical_path(&spans);
+        let depth = chain.len();
+        eprintln!("critical path, {nodes} nodes: {}", chain.join(" → "));
         aws().up(&no_wait()).expect("second up");
         let again = p.take();
         let t = Instant::now();
@@ -191,7 +225,7 @@ fn up_round_trips_and_wall_time() {
             calls as f64 / depth.max(1) as f64,
             wall.as_secs_f64(),
             again.len(),
-            critical_path(&again),
+            critical_path(&again).len(),
             down.as_secs_f64()
         );
     }
