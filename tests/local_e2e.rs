@@ -497,18 +497,33 @@ fn up_converges_and_down_works_without_the_record() {
     let out = Command::new(env!("CARGO_BIN_EXE_rktup"))
         .env("RKTUP_STATE_DIR", c.state_root())
         .env("KUBECONFIG", other.kubeconfig())
-        .args(["local", "up", "--name", &other.name, "--wait", "60s", "-o", "json"])
+        .args([
+            "local",
+            "up",
+            "--name",
+            &other.name,
+            "--wait",
+            "60s",
+            "-o",
+            "json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second: Value = serde_json::from_slice(&out.stdout).expect("up -o json");
-    let first: Value = serde_json::from_str(
-        &std::fs::read_to_string(c.state_dir().join("cluster.json")).unwrap(),
-    )
-    .unwrap();
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(c.state_dir().join("cluster.json")).unwrap())
+            .unwrap();
     assert_ne!(first["api_port"], Value::Null);
     assert!(
-        !second["server"].as_str().unwrap().ends_with(&format!(":{}", first["api_port"])),
+        !second["server"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", first["api_port"])),
         "second cluster on another port: {second}"
     );
     assert_ne!(
@@ -523,7 +538,10 @@ fn up_converges_and_down_works_without_the_record() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The first cluster is untouched by the other's down.
-    assert_eq!(c.json(&["get", "nodes"])["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.json(&["get", "nodes"])["items"].as_array().unwrap().len(),
+        1
+    );
 
     // Growing: --num-nodes 2 on the running cluster adds a node.
     c.rktup_ok(
