@@ -7,7 +7,7 @@
 //! - `pods`: watches the pods bound to this node (fieldSelector spec.nodeName), runs them with the
 //!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
-//! - `probes`: liveness, readiness and startup probes (exec, httpGet, tcpSocket): container
+//! - `probes`: liveness, readiness and startup probes (exec, httpGet, tcpSocket, grpc): container
 //!   readiness for `status`, restarts of containers failing liveness.
 //! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount) for `kubectl describe`.
 //! - `prepare`: before the runtime gets a pod, its API-backed volumes (`volumes`: configMap,
