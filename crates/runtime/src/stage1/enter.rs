@@ -11,16 +11,26 @@
 //!     └─ child: pdeathsig, the container's identity, execve(command, the container's env)
 //! ```
 //! Failures to enter or to exec are written to `--error-fd` (else stderr) and exit with 255, so
-//! a caller can tell "the command failed" from "the command could not run".
+//! a caller can tell "the command failed" from "the command could not run". SIGTERM (a probe's
+//! timeout) kills the command's process group and reaps the command before exiting, so it does
+//! not linger as a zombie under the container's init; SIGKILL takes the command down through
+//! its parent-death signal.
 
 use super::{cgroup_procs_files, container, sys};
 use crate::pod::{read_plan, read_status, PodPlan, PodStatus, Stage1Flavor};
 use std::ffi::CString;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit code of `enter` when the command could not be run at all.
 pub const ENTER_FAILED: i32 = 255;
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::SeqCst);
+}
 
 /// The host pid of `name`'s first process if the container is running (and that pid still is
 /// the container's: it sits in the container's cgroup).
@@ -153,6 +163,9 @@ fn enter(
     }
     let child = sys::fork().map_err(|e| format!("failed to fork: {e}"))?;
     if child == 0 {
+        // Its own process group, which a timeout kills as a whole.
+        // SAFETY: plain syscall.
+        unsafe { libc::setpgid(0, 0) };
         // Killed with us (the caller enforces the probe timeout on us). getppid() cannot
         // confirm we still have our parent: it is outside our (the container's) pid namespace.
         sys::set_pdeathsig(libc::SIGKILL);
@@ -185,10 +198,29 @@ fn enter(
         report(error_fd, &m);
         sys::exit_now(ENTER_FAILED);
     }
+    // SAFETY: plain syscall (both sides set the group, whichever runs first).
+    unsafe { libc::setpgid(child, child) };
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_terminate as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
     let mut st = 0;
     loop {
+        if TERMINATE.load(Ordering::SeqCst) {
+            // SAFETY: plain syscalls on our child and its process group.
+            unsafe {
+                libc::kill(-child, libc::SIGKILL);
+                libc::kill(child, libc::SIGKILL);
+            }
+        }
+        // Polled, so a signal between the check and the wait cannot be missed.
         // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(child, &mut st, 0) };
+        let r = unsafe { libc::waitpid(child, &mut st, libc::WNOHANG) };
         if r == child {
             return Ok(sys::decode_wait(st));
         }
@@ -198,5 +230,6 @@ fn enter(
                 std::io::Error::last_os_error()
             ));
         }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
