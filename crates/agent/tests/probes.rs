@@ -581,3 +581,62 @@ fn startup_probe_delays_readiness_and_liveness() {
         assert!(k.events_of("slow", "Killing", "").is_empty());
     });
 }
+
+/// Probes that cannot run are errors, worded as kubelet's: an exec probe over its timeout
+/// (its command is killed with it) and a port name the container does not declare.
+#[test]
+fn probe_errors_time_out_and_unknown_ports() {
+    Cluster::start().run(|k| {
+        let busybox = k.node.busybox.clone();
+        k.create(serde_json::json!({
+            "metadata": {"name": "err"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "c", "image": busybox, "command": ["sleep", "1000"],
+                        "readinessProbe": {
+                            "exec": {"command": ["sleep", "7"]},
+                            "periodSeconds": 1, "timeoutSeconds": 1
+                        }
+                    },
+                    {
+                        "name": "d", "image": busybox, "command": ["sleep", "1000"],
+                        "readinessProbe": {"tcpSocket": {"port": "nope"}, "periodSeconds": 1}
+                    }
+                ]
+            }
+        }));
+        let p = k.pod_until("err", "running and not ready", 90, running_unready);
+        assert_eq!(
+            condition(&p, "Ready").and_then(|c| c.message).as_deref(),
+            Some("containers with unready status: [c d]")
+        );
+        k.event(
+            "err",
+            "Unhealthy",
+            "Readiness probe errored and resulted in unknown state: command timed out: \"sleep 7\" timed out after 1s",
+            30,
+        );
+        let e = k.event(
+            "err",
+            "Unhealthy",
+            "Readiness probe errored and resulted in unknown state: strconv.Atoi: parsing \"nope\": invalid syntax",
+            30,
+        );
+        assert_eq!(
+            e.involved_object.field_path.as_deref(),
+            Some("spec.containers{d}")
+        );
+        // Timed-out commands are killed and reaped: no zombies under the container's init
+        // (`sleep 1000`, which reaps nothing), at most the probe running right now.
+        k.event_where("err", "Unhealthy", "Readiness probe errored and resulted in unknown state: command timed out", 30, |e| {
+            e.count.unwrap_or(0) >= 3
+        });
+        let dir = k.pod_dir("err");
+        let (code, out, err) = enter(&dir, &["ps", "-o", "stat,args"]);
+        assert_eq!(code, 0, "{err}");
+        let zombies = out.lines().filter(|l| l.trim_start().starts_with('Z')).count();
+        let probes = out.lines().filter(|l| l.ends_with("sleep 7")).count();
+        assert!(zombies == 0 && probes <= 1, "{out}");
+    });
+}

@@ -764,8 +764,19 @@ pub async fn exec_probe(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Outcome::Error(format!("failed to wait for the command: {e}")),
         Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            // SIGTERM: `enter` kills the command's process group and reaps it (no zombie left
+            // under the container's init); SIGKILL if it does not end in time.
+            if let Some(pid) = child.id() {
+                // SAFETY: signalling our own child, which has not been reaped yet.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
             return Outcome::Error(format!(
                 "command timed out: {:?} timed out after {}s",
                 cmd.join(" "),
