@@ -481,7 +481,8 @@ fn readiness_tcp_socket_flips_ready() {
 }
 
 /// (4) A liveness exec probe that starts failing: the container is killed and restarted
-/// (restartCount grows), with Unhealthy and Killing events worded as kubelet's.
+/// (restartCount grows), with Unhealthy and Killing events worded as kubelet's; a startup probe
+/// that never passes does the same to its container.
 #[test]
 fn liveness_failure_restarts_the_container() {
     Cluster::start().run(|k| {
@@ -494,6 +495,14 @@ fn liveness_failure_restarts_the_container() {
                     "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 1000"],
                     "livenessProbe": {
                         "exec": {"command": ["cat", "/tmp/healthy"]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                        "terminationGracePeriodSeconds": 1
+                    }
+                }, {
+                    "name": "s", "image": busybox, "command": ["sleep", "1000"],
+                    "startupProbe": {
+                        "exec": {"command": ["false"]},
                         "periodSeconds": 1,
                         "failureThreshold": 2,
                         "terminationGracePeriodSeconds": 1
@@ -528,6 +537,21 @@ fn liveness_failure_restarts_the_container() {
         );
         let unhealthy = k.events_of("live", "Unhealthy", "Liveness probe failed:");
         assert!(unhealthy.iter().all(|e| e.type_.as_deref() == Some("Warning")));
+        // A startup probe that never passes restarts its container the same way.
+        k.event("live", "Unhealthy", "Startup probe failed:", 30);
+        k.event(
+            "live",
+            "Killing",
+            "Container s failed startup probe, will be restarted",
+            60,
+        );
+        k.pod_until("live", "s restarted", 60, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.name == "s"))
+                .is_some_and(|c| c.restart_count >= 1 && c.started == Some(false) && !c.ready)
+        });
     });
 }
 
