@@ -9,7 +9,8 @@
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
 //! - `probes`: liveness, readiness and startup probes (exec, httpGet, tcpSocket, grpc): container
 //!   readiness for `status`, restarts of containers failing liveness.
-//! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount) for `kubectl describe`.
+//! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount, Unhealthy) for
+//!   `kubectl describe`.
 //! - `prepare`: before the runtime gets a pod, its API-backed volumes (`volumes`: configMap,
 //!   secret, downwardAPI, projected) are materialised and its env (`env`: configMapKeyRef,
 //!   secretKeyRef, fieldRef, resourceFieldRef, envFrom) resolved, from the objects the pod
