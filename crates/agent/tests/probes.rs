@@ -313,10 +313,14 @@ fn assert_flipped(before: &Pod, after: &Pod) {
 
 /// `rktup stage1 <pod dir> --enter c -- <cmd>`: (exit code, stdout, stderr).
 fn enter(dir: &Path, cmd: &[&str]) -> (i32, String, String) {
+    enter_in(dir, "c", cmd)
+}
+
+fn enter_in(dir: &Path, container: &str, cmd: &[&str]) -> (i32, String, String) {
     let out = Command::new(rktup_bin())
         .arg("stage1")
         .arg(dir)
-        .args(["--enter", "c", "--"])
+        .args(["--enter", container, "--"])
         .args(cmd)
         .output()
         .expect("run rktup stage1 --enter");
@@ -607,7 +611,8 @@ fn startup_probe_delays_readiness_and_liveness() {
 }
 
 /// Probes that cannot run are errors, worded as kubelet's: an exec probe over its timeout
-/// (its command is killed with it) and a port name the container does not declare.
+/// (its command is killed with it) and a port name the container does not declare. Also:
+/// `--enter` takes on a non-root container's user.
 #[test]
 fn probe_errors_time_out_and_unknown_ports() {
     Cluster::start().run(|k| {
@@ -626,6 +631,10 @@ fn probe_errors_time_out_and_unknown_ports() {
                     {
                         "name": "d", "image": busybox, "command": ["sleep", "1000"],
                         "readinessProbe": {"tcpSocket": {"port": "nope"}, "periodSeconds": 1}
+                    },
+                    {
+                        "name": "u", "image": busybox, "command": ["sleep", "1000"],
+                        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}
                     }
                 ]
             }
@@ -662,5 +671,13 @@ fn probe_errors_time_out_and_unknown_ports() {
         let zombies = out.lines().filter(|l| l.trim_start().starts_with('Z')).count();
         let probes = out.lines().filter(|l| l.ends_with("sleep 7")).count();
         assert!(zombies == 0 && probes <= 1, "{out}");
+        // --enter runs commands as the container's user, with its capabilities.
+        let (code, out, err) = enter_in(&dir, "u", &["sh", "-c", "id -u; id -g; grep CapEff /proc/self/status"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["1000", "1000", "CapEff:\t0000000000000000"],
+            "{err}"
+        );
     });
 }
