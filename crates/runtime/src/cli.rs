@@ -78,11 +78,22 @@ pub struct LogsArgs {
     pub rkt_api_endpoint: String,
 }
 
-/// Hidden: the per-pod stage1 supervisor that the agent re-executes.
+/// Hidden: the per-pod stage1 supervisor that the agent re-executes; with `--enter`, a command
+/// run inside one of the pod's running containers (exec probes).
 #[derive(Debug, Args)]
 pub struct Stage1Args {
     /// The pod's directory.
     pub pod_dir: std::path::PathBuf,
+    /// Run the command after `--` inside this running container instead of supervising the pod;
+    /// exits with the command's exit code.
+    #[arg(long, value_name = "CONTAINER")]
+    pub enter: Option<String>,
+    /// With --enter: an inherited file descriptor that gets why the command could not be run.
+    #[arg(long, value_name = "FD", requires = "enter")]
+    pub error_fd: Option<i32>,
+    /// With --enter: the command and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 fn short(uuid: &str) -> String {
@@ -352,6 +363,10 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_stage1(args: Stage1Args) -> anyhow::Result<()> {
+    if let Some(c) = &args.enter {
+        let code = crate::stage1::enter::run(&args.pod_dir, c, &args.command, args.error_fd);
+        std::process::exit(code);
+    }
     crate::stage1::run_supervisor(&args.pod_dir)?;
     Ok(())
 }

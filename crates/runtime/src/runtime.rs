@@ -37,6 +37,8 @@ pub enum RuntimeError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Container(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,6 +494,44 @@ impl Runtime {
             write_status(&entry.dir, &st)?;
         }
         Ok(())
+    }
+
+    /// Kill one running container the way kubelet kills a container it is going to restart
+    /// (liveness or startup probe failure): SIGTERM to its first process, then SIGKILL to
+    /// everything in its cgroup once `grace` is over. The supervisor sees it exit and restarts it
+    /// per restartPolicy, with back-off. Ok(false): it was not running (anymore).
+    pub fn kill_container(
+        &self,
+        entry: &PodEntry,
+        name: &str,
+        grace: Duration,
+    ) -> Result<bool, RuntimeError> {
+        let st = read_status(&entry.dir)?;
+        let pid = match crate::stage1::enter::running_pid(&entry.plan, &st, name) {
+            Ok(p) => p,
+            Err(_) if entry.plan.stage1 != Stage1Flavor::Kvm => return Ok(false),
+            Err(m) => return Err(RuntimeError::Container(m)),
+        };
+        let Some(start) = util::process_start_time(pid) else {
+            return Ok(false);
+        };
+        let cgroup =
+            crate::cgroups::create_cgroup_manager(&format!("{}/{name}", entry.plan.cgroup_path()));
+        let wait_gone = |until: Instant| {
+            while util::process_alive(pid, start) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !util::process_alive(pid, start)
+        };
+        crate::stage1::sys::kill(pid, libc::SIGTERM);
+        if !wait_gone(Instant::now() + grace) {
+            crate::stage1::sys::kill(pid, libc::SIGKILL);
+            for p in cgroup.pids() {
+                crate::stage1::sys::kill(p, libc::SIGKILL);
+            }
+            wait_gone(Instant::now() + Duration::from_secs(10));
+        }
+        Ok(true)
     }
 
     /// Stop (if needed) and delete a pod's directory.

@@ -5,6 +5,8 @@ use crate::sync::log;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Record an Event about `pod`; returns the Event's name (for `bump`).
 pub async fn record(
@@ -86,5 +88,62 @@ pub async fn bump(client: &kube::Client, namespace: &str, name: &str, count: i32
         .await
     {
         log(&format!("kubelet: failed to update event {name}: {e}"));
+    }
+}
+
+/// Container events already recorded: (pod uid, fieldPath, type, reason, message) →
+/// (namespace, Event name, count).
+type Seen = HashMap<(String, String, String, String, String), (String, String, i32)>;
+static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+
+/// An Event about one container of `pod` (fieldPath `spec.containers{name}`), recorded once and
+/// counted up (`bump`) when it happens again, as kubelet's event aggregation does for repeated
+/// probe failures.
+pub async fn record_container(
+    client: &kube::Client,
+    node: &str,
+    pod: &Pod,
+    container: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let field_path = format!("spec.containers{{{container}}}");
+    let key = (
+        pod.metadata.uid.clone().unwrap_or_default(),
+        field_path.clone(),
+        type_.to_string(),
+        reason.to_string(),
+        message.to_string(),
+    );
+    let known = SEEN
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().and_then(|m| m.get(&key).cloned()));
+    let entry = match known {
+        Some((ns, name, count)) => {
+            bump(client, &ns, &name, count + 1).await;
+            (ns, name, count + 1)
+        }
+        None => {
+            let Some(name) =
+                record_at(client, node, pod, Some(&field_path), type_, reason, message).await
+            else {
+                return;
+            };
+            let ns = pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            (ns, name, 1)
+        }
+    };
+    if let Ok(mut s) = SEEN.lock() {
+        let m = s.get_or_insert_with(HashMap::new);
+        if m.len() > 4096 {
+            m.clear();
+        }
+        m.insert(key, entry);
     }
 }

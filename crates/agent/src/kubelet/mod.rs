@@ -7,7 +7,10 @@
 //! - `pods`: watches the pods bound to this node (fieldSelector spec.nodeName), runs them with the
 //!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
-//! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount) for `kubectl describe`.
+//! - `probes`: liveness, readiness and startup probes (exec, httpGet, tcpSocket, grpc): container
+//!   readiness for `status`, restarts of containers failing liveness.
+//! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount, Unhealthy) for
+//!   `kubectl describe`.
 //! - `prepare`: before the runtime gets a pod, its API-backed volumes (`volumes`: configMap,
 //!   secret, downwardAPI, projected) are materialised and its env (`env`: configMapKeyRef,
 //!   secretKeyRef, fieldRef, resourceFieldRef, envFrom) resolved, from the objects the pod
@@ -23,6 +26,7 @@ pub mod node;
 pub mod objects;
 pub mod pods;
 pub mod prepare;
+pub mod probes;
 pub mod server;
 pub mod status;
 pub mod volumes;

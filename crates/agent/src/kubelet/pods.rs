@@ -16,7 +16,7 @@
 //! directories of pods that are gone are removed.
 
 use super::prepare::{Blocked, Preparer};
-use super::{events, status, KubeletConfig, KubeletError};
+use super::{events, probes, status, KubeletConfig, KubeletError};
 use crate::sync::log;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -232,6 +232,7 @@ struct Syncer {
     /// (pod uid, container, restart count) already reported as Started.
     started: BTreeSet<(String, String, u32)>,
     wake: Arc<tokio::sync::Notify>,
+    probes: probes::Prober,
 }
 
 impl Syncer {
@@ -443,7 +444,8 @@ impl Syncer {
     }
 
     async fn write_status(&mut self, pod: &Pod, e: &PodEntry) {
-        let st = status::pod_status(e, self.cfg.node_ip.as_deref());
+        let health = self.probes.observe(pod, e);
+        let st = status::pod_status(e, self.cfg.node_ip.as_deref(), &health, pod.status.as_ref());
         let fp = status::fingerprint(&st);
         let u = uid(pod);
         if self.sent.get(&u) == Some(&fp) {
@@ -611,6 +613,7 @@ impl Syncer {
         let Ok(entries) = tokio::task::spawn_blocking(move || rt.list()).await else {
             return;
         };
+        self.probes.begin_round();
         let mut by_uid: HashMap<String, Vec<PodEntry>> = HashMap::new();
         let mut statics = vec![];
         for e in entries {
@@ -681,6 +684,7 @@ impl Syncer {
             m.retain(|u, _| keep.contains(u));
         }
         self.sync_mirrors(mirrors, statics).await;
+        self.probes.end_round();
     }
 }
 
@@ -715,6 +719,12 @@ pub async fn run(
         allocatable: super::node::capacity(),
     };
     let prep = Arc::new(Preparer::new(client.clone(), rt.cfg.root_dir.clone(), node));
+    let probes = probes::Prober::new(
+        client.clone(),
+        cfg.node_name.clone(),
+        rt.clone(),
+        wake.clone(),
+    );
     let mut s = Syncer {
         client,
         cfg,
@@ -722,6 +732,7 @@ pub async fn run(
         prep,
         records: Arc::default(),
         refreshed: HashMap::new(),
+        probes,
         busy: Arc::default(),
         sent: HashMap::new(),
         started: BTreeSet::new(),

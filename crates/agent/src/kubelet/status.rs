@@ -1,17 +1,27 @@
 //! The runtime's view of a pod (`rktup_runtime::pod::PodStatus`) as a core/v1 PodStatus:
-//! phase, conditions, podIP(s), hostIP and per-container state.
+//! phase, conditions (with upstream's reasons and messages, and lastTransitionTime kept while a
+//! condition holds), podIP(s), hostIP and per-container state; container readiness comes from
+//! the probes (`probes::Health`).
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rktup_runtime::pod::{ContainerStatus, PodState};
 use rktup_runtime::runtime::PodEntry;
+use std::collections::BTreeMap;
+
+pub use super::probes::Health;
 
 fn time(secs: i64) -> Option<Time> {
     jiff::Timestamp::from_second(secs).ok().map(Time)
 }
 
-fn container(uuid: &str, c: &ContainerStatus) -> core::ContainerStatus {
+fn container(uuid: &str, c: &ContainerStatus, health: Option<&Health>) -> core::ContainerStatus {
     let running = c.state == "running";
+    // Without probes a running container is started and ready.
+    let h = health.copied().unwrap_or(Health {
+        started: running,
+        ready: running,
+    });
     let state = match c.state.as_str() {
         "running" => core::ContainerState {
             running: Some(core::ContainerStateRunning {
@@ -54,27 +64,46 @@ fn container(uuid: &str, c: &ContainerStatus) -> core::ContainerStatus {
         image: c.image.clone(),
         image_id: c.image_id.clone(),
         container_id: (c.state != "waiting").then(|| format!("rkt://{uuid}:{}", c.name)),
-        ready: running,
-        started: Some(running),
+        ready: running && h.ready,
+        started: Some(running && h.started),
         restart_count: c.restart_count as i32,
         state: Some(state),
         ..Default::default()
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: Option<&str>) -> core::PodCondition {
+/// A condition; its lastTransitionTime stays what `old` has while the status is unchanged.
+fn condition(
+    old: Option<&core::PodStatus>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: Option<String>,
+) -> core::PodCondition {
+    let status = if ok { "True" } else { "False" };
+    let since = old
+        .and_then(|o| o.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == status))
+        .and_then(|c| c.last_transition_time.clone());
     core::PodCondition {
         type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: (!ok).then(|| reason.unwrap_or("ContainersNotReady").to_string()),
-        last_transition_time: Some(Time(jiff::Timestamp::now())),
+        status: status.into(),
+        reason: (!ok).then(|| reason.to_string()),
+        message: message.filter(|_| !ok),
+        last_transition_time: Some(since.unwrap_or_else(|| Time(jiff::Timestamp::now()))),
         ..Default::default()
     }
 }
 
-/// The pod status to write for a runtime entry. Readiness is "every container running" (no
-/// readiness probes yet).
-pub fn pod_status(e: &PodEntry, host_ip: Option<&str>) -> core::PodStatus {
+/// The pod status to write for a runtime entry. `health` has what the probes found for the
+/// containers that have probes (see `probes`); `old` is the status in the API, whose
+/// conditions keep their lastTransitionTime while they hold.
+pub fn pod_status(
+    e: &PodEntry,
+    host_ip: Option<&str>,
+    health: &BTreeMap<String, Health>,
+    old: Option<&core::PodStatus>,
+) -> core::PodStatus {
     let st = &e.status;
     let uuid = &e.plan.uuid;
     let pod_ip = match (&st.pod_ip, e.plan.network.is_none()) {
@@ -83,18 +112,40 @@ pub fn pod_status(e: &PodEntry, host_ip: Option<&str>) -> core::PodStatus {
         (None, true) if st.state == PodState::Running => host_ip.map(str::to_string),
         _ => None,
     };
-    let containers: Vec<core::ContainerStatus> =
-        st.containers.iter().map(|c| container(uuid, c)).collect();
+    let containers: Vec<core::ContainerStatus> = st
+        .containers
+        .iter()
+        .map(|c| container(uuid, c, health.get(&c.name)))
+        .collect();
     let init: Vec<core::ContainerStatus> = st
         .init_containers
         .iter()
-        .map(|c| container(uuid, c))
+        .map(|c| container(uuid, c, None))
         .collect();
-    let initialized = st
+    let incomplete: Vec<&str> = st
         .init_containers
         .iter()
-        .all(|c| c.state == "terminated" && c.exit_code == Some(0));
-    let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
+        .filter(|c| !(c.state == "terminated" && c.exit_code == Some(0)))
+        .map(|c| c.name.as_str())
+        .collect();
+    let unready: Vec<&str> = containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
+    let all_ready = !containers.is_empty() && unready.is_empty();
+    let list = |names: &[&str]| format!("[{}]", names.join(" "));
+    let (ready_reason, ready_message) = if st.phase == "Succeeded" {
+        ("PodCompleted", None)
+    } else {
+        (
+            "ContainersNotReady",
+            Some(format!(
+                "containers with unready status: {}",
+                list(&unready)
+            )),
+        )
+    };
     let refused = st.state == PodState::Refused;
     core::PodStatus {
         phase: Some(st.phase.clone()),
@@ -106,10 +157,25 @@ pub fn pod_status(e: &PodEntry, host_ip: Option<&str>) -> core::PodStatus {
         pod_ips: pod_ip.map(|ip| vec![core::PodIP { ip }]),
         start_time: time(st.started_at.unwrap_or(st.created_at)),
         conditions: Some(vec![
-            condition("PodScheduled", true, None),
-            condition("Initialized", initialized, Some("ContainersNotInitialized")),
-            condition("ContainersReady", all_ready, None),
-            condition("Ready", all_ready, None),
+            condition(old, "PodScheduled", true, "", None),
+            condition(
+                old,
+                "Initialized",
+                incomplete.is_empty(),
+                "ContainersNotInitialized",
+                Some(format!(
+                    "containers with incomplete status: {}",
+                    list(&incomplete)
+                )),
+            ),
+            condition(
+                old,
+                "ContainersReady",
+                all_ready,
+                ready_reason,
+                ready_message.clone(),
+            ),
+            condition(old, "Ready", all_ready, ready_reason, ready_message),
         ]),
         container_statuses: Some(containers),
         init_container_statuses: (!init.is_empty()).then_some(init),
@@ -171,6 +237,12 @@ pub fn blocked(
         .iter()
         .map(|c| cs(c, "ContainerCreating"))
         .collect();
+    let names = |v: &[core::ContainerStatus]| {
+        let n: Vec<&str> = v.iter().map(|c| c.name.as_str()).collect();
+        format!("[{}]", n.join(" "))
+    };
+    let old = pod.status.as_ref();
+    let unready = format!("containers with unready status: {}", names(&containers));
     core::PodStatus {
         phase: Some("Pending".into()),
         host_ip: host_ip.map(str::to_string),
@@ -181,10 +253,25 @@ pub fn blocked(
             .and_then(|s| s.start_time.clone())
             .or_else(|| Some(Time(jiff::Timestamp::now()))),
         conditions: Some(vec![
-            condition("PodScheduled", true, None),
-            condition("Initialized", !has_init, Some("ContainersNotInitialized")),
-            condition("ContainersReady", false, None),
-            condition("Ready", false, None),
+            condition(old, "PodScheduled", true, "", None),
+            condition(
+                old,
+                "Initialized",
+                !has_init,
+                "ContainersNotInitialized",
+                Some(format!(
+                    "containers with incomplete status: {}",
+                    names(&init)
+                )),
+            ),
+            condition(
+                old,
+                "ContainersReady",
+                false,
+                "ContainersNotReady",
+                Some(unready.clone()),
+            ),
+            condition(old, "Ready", false, "ContainersNotReady", Some(unready)),
         ]),
         container_statuses: Some(containers),
         init_container_statuses: has_init.then_some(init),

@@ -300,7 +300,7 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
 }
 
 /// Find argv[0] on PATH inside the (already pivoted) root, as execvp would.
-fn resolve_exe(argv0: &str, env: &[String]) -> String {
+pub(crate) fn resolve_exe(argv0: &str, env: &[String]) -> String {
     if argv0.contains('/') {
         return argv0.to_string();
     }
@@ -318,6 +318,30 @@ fn resolve_exe(argv0: &str, env: &[String]) -> String {
         }
     }
     argv0.to_string()
+}
+
+/// The container's identity: capability bounding set, uid/gid, capabilities, no_new_privs.
+/// Used by the container init and by processes entering a running container (`enter`).
+pub fn drop_privileges(c: &ContainerPlan) -> Result<(), String> {
+    let caps = sys::cap_set(c.privileged, &c.cap_add, &c.cap_drop);
+    if !c.privileged {
+        // Bounding set first: dropping needs CAP_SETPCAP, which setuid to non-root removes.
+        for cap in 0..=sys::last_cap() {
+            if caps & (1 << cap) == 0 {
+                // SAFETY: plain prctl.
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            }
+        }
+    }
+    sys::set_ids(c.uid, c.gid)
+        .map_err(|e| format!("failed to set uid {} gid {}: {e}", c.uid, c.gid))?;
+    if c.uid == 0 {
+        sys::apply_caps(caps).map_err(|e| format!("failed to set capabilities: {e}"))?;
+    }
+    if !c.privileged && !c.allow_privilege_escalation {
+        sys::set_no_new_privs().map_err(|e| format!("failed to set no_new_privs: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The container's first process; never returns.
@@ -381,31 +405,8 @@ fn container_init(l: &Launch) -> ! {
             format!("failed to enter workingDir {}: {e}", c.working_dir),
         );
     }
-    let caps = sys::cap_set(c.privileged, &c.cap_add, &c.cap_drop);
-    if !c.privileged {
-        // Bounding set first: dropping needs CAP_SETPCAP, which setuid to non-root removes.
-        for cap in 0..=sys::last_cap() {
-            if caps & (1 << cap) == 0 {
-                // SAFETY: plain prctl.
-                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            }
-        }
-    }
-    if let Err(e) = sys::set_ids(c.uid, c.gid) {
-        fail(
-            l.err_w,
-            format!("failed to set uid {} gid {}: {e}", c.uid, c.gid),
-        );
-    }
-    if c.uid == 0 {
-        if let Err(e) = sys::apply_caps(caps) {
-            fail(l.err_w, format!("failed to set capabilities: {e}"));
-        }
-    }
-    if !c.privileged && !c.allow_privilege_escalation {
-        if let Err(e) = sys::set_no_new_privs() {
-            fail(l.err_w, format!("failed to set no_new_privs: {e}"));
-        }
+    if let Err(e) = drop_privileges(c) {
+        fail(l.err_w, e);
     }
     sys::reset_signals();
     let exe = resolve_exe(&l.argv[0], &l.env);

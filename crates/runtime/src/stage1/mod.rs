@@ -4,6 +4,7 @@
 //! with a short timeout drives logs, reaping, restarts with back-off and stop requests.
 
 pub mod container;
+pub mod enter;
 pub mod kvm;
 pub mod sys;
 
@@ -787,7 +788,7 @@ impl Supervisor {
     }
 }
 
-fn cgroup_procs_files(rel: &str) -> Vec<PathBuf> {
+pub(crate) fn cgroup_procs_files(rel: &str) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     match crate::cgroups::detect(root) {
         crate::cgroups::Layout::V2 => vec![root.join(rel).join("cgroup.procs")],
