@@ -156,6 +156,7 @@ impl ControlPlane {
         let kubelet_tls = api_kubelet_config(&kubelet_client).map_err(StartError::Tls)?;
         let core = Core::new(store.clone(), cidr);
         let tokens = Arc::new(TokenStore::load(self.data_dir.join("tokens.json")));
+        let signer = Arc::new(api::satoken::TokenSigner::load_or_create(&pki.dir)?);
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -165,6 +166,7 @@ impl ControlPlane {
         let server = Arc::new(ApiServer {
             core: core.clone(),
             tokens: tokens.clone(),
+            signer,
             server_address: format!("{host}:{}", addr.port()),
             kubelet_tls,
             ready: Default::default(),

@@ -28,6 +28,8 @@ pub enum PkiError {
         #[source]
         source: rcgen::Error,
     },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: String, reason: String },
 }
 
 type Result<T> = std::result::Result<T, PkiError>;

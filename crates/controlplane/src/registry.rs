@@ -157,7 +157,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: NONE,
-        subresources: &[],
+        subresources: &["token"],
     },
     ResourceDef {
         group: "",

@@ -56,6 +56,10 @@ ROOTS = [
     ("batch/v1", "Job", "api::batch::v1::Job"),
     ("policy/v1", "Eviction", "api::policy::v1::Eviction"),
     ("autoscaling/v1", "Scale", "api::autoscaling::v1::Scale"),
+    # serviceaccounts/token (kubectl create token, the node agent's projected tokens).
+    ("authentication.k8s.io/v1", "TokenRequest", "api::authentication::v1::TokenRequest"),
+    # kubectl auth whoami.
+    ("authentication.k8s.io/v1", "SelfSubjectReview", "api::authentication::v1::SelfSubjectReview"),
     # DeleteOptions is registered in every group version; matched by kind alone.
     ("*", "DeleteOptions", "apimachinery::pkg::apis::meta::v1::DeleteOptions"),
 ]
@@ -69,6 +73,8 @@ SPECIAL = {
     "apimachinery::pkg::runtime::RawExtension",
     "apimachinery::pkg::util::intstr::IntOrString",
     "apimachinery::pkg::api::resource::Quantity",
+    # authentication/v1 ExtraValue is a Go `[]string`: a JSON array, not an object.
+    "api::authentication::v1::ExtraValue",
 }
 
 # Go's protobuf marshalling writes every non-pointer field, zero or not; JSON

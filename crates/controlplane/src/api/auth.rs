@@ -1,8 +1,9 @@
 //! Authentication (x509 client certificates against the cluster CA, node
 //! bearer tokens) and a small authorizer: `system:masters` may do
 //! everything; a node (`system:node:<name>` in `system:nodes`) may read,
-//! and may only write its own Node and Lease and the pods bound to it,
-//! as the Node authorizer + NodeRestriction admission do upstream.
+//! and may only write its own Node and Lease and the pods bound to it, and
+//! request service-account tokens only bound to its own pods, as the Node
+//! authorizer + NodeRestriction admission do upstream.
 
 use crate::registry::ResourceDef;
 use serde_json::Value;
@@ -126,6 +127,9 @@ pub struct Attributes<'a> {
     pub existing: Option<&'a Value>,
     /// The object in the request body (for creates).
     pub incoming: Option<&'a Value>,
+    /// Another stored object the decision depends on: for a TokenRequest
+    /// (`serviceaccounts/token`), the pod its `spec.boundObjectRef` names.
+    pub related: Option<&'a Value>,
 }
 
 /// `Ok(())` if allowed.
@@ -182,8 +186,68 @@ pub fn authorize(user: &User, a: &Attributes) -> bool {
         ("", "events") | ("events.k8s.io", "events") => {
             matches!(a.verb, "create" | "patch" | "update")
         }
+        ("", "serviceaccounts") => {
+            a.verb == "create"
+                && a.subresource == Some("token")
+                && node_token_request(node, a.name, a.incoming, a.related).is_ok()
+        }
         _ => false,
     }
+}
+
+/// Why a node may not request a service-account token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenDenied {
+    /// The Node authorizer: no pod on this node runs as the service account.
+    NoRelationship,
+    /// NodeRestriction admission, with its message.
+    Admission(String),
+}
+
+/// Whether node `node` may create a token for service account `sa` (in the
+/// request's namespace) with `request` (a TokenRequest); `pod` is the stored
+/// pod its `spec.boundObjectRef` names, if that exists. As upstream, a node
+/// gets tokens only bound to a pod (`v1` `Pod` with name and uid) that is
+/// scheduled to it and runs as `sa`.
+pub fn node_token_request(
+    node: &str,
+    sa: &str,
+    request: Option<&Value>,
+    pod: Option<&Value>,
+) -> Result<(), TokenDenied> {
+    let not_bound = || TokenDenied::Admission("node requested token not bound to a pod".into());
+    let r = request
+        .and_then(|r| r.pointer("/spec/boundObjectRef"))
+        .filter(|r| r.is_object())
+        .ok_or_else(not_bound)?;
+    let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+    if field("apiVersion") != "v1" || field("kind") != "Pod" || field("name").is_empty() {
+        return Err(not_bound());
+    }
+    let uid = field("uid");
+    if uid.is_empty() {
+        return Err(TokenDenied::Admission(
+            "node requested token with a pod binding without a uid".into(),
+        ));
+    }
+    let pod = pod.ok_or(TokenDenied::NoRelationship)?;
+    let spec = |k: &str| {
+        pod.pointer(&format!("/spec/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    if spec("serviceAccountName") != sa {
+        return Err(TokenDenied::NoRelationship);
+    }
+    if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+        return Err(TokenDenied::Admission(format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated")));
+    }
+    if spec("nodeName") != node {
+        return Err(TokenDenied::Admission(
+            "node requested token bound to a pod scheduled on a different node".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,6 +272,7 @@ mod tests {
             name: "p",
             existing: Some(existing),
             incoming: None,
+            related: None,
         };
         assert!(authorize(&n1, &attrs(&mine)));
         assert!(!authorize(&n1, &attrs(&theirs)));
@@ -220,6 +285,7 @@ mod tests {
             name: "n2",
             existing: None,
             incoming: None,
+            related: None,
         };
         assert!(!authorize(&n1, &a));
         // Mirror pods: only with the annotation, only bound to itself.
@@ -231,6 +297,7 @@ mod tests {
             name: "",
             existing: None,
             incoming: Some(incoming),
+            related: None,
         };
         let mirror = |node: &str| {
             json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "h"}},
@@ -245,5 +312,103 @@ mod tests {
             groups: vec![],
         };
         assert!(!authorize(&anon, &attrs(&mine)));
+    }
+
+    #[test]
+    fn node_token_requests_only_bound_to_its_own_pods() {
+        let n1 = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let admin = User {
+            name: "kubernetes-admin".into(),
+            groups: vec!["system:masters".into()],
+        };
+        let sas = crate::registry::find("", "v1", "serviceaccounts").unwrap();
+        let pod = |node: &str, sa: &str| {
+            json!({"metadata": {"name": "p", "uid": "u1"},
+                   "spec": {"nodeName": node, "serviceAccountName": sa}})
+        };
+        let bound = |uid: &str| json!({"spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": uid}}});
+        let check = |user: &User, req: &Value, p: Option<&Value>| {
+            authorize(
+                user,
+                &Attributes {
+                    verb: "create",
+                    resource: sas,
+                    subresource: Some("token"),
+                    namespace: Some("default"),
+                    name: "default",
+                    existing: None,
+                    incoming: Some(req),
+                    related: p,
+                },
+            )
+        };
+        let (mine, theirs, other_sa) = (
+            pod("n1", "default"),
+            pod("n2", "default"),
+            pod("n1", "robot"),
+        );
+        let req = bound("u1");
+        assert!(check(&n1, &req, Some(&mine)));
+        assert!(!check(&n1, &req, Some(&theirs)));
+        assert!(!check(&n1, &req, Some(&other_sa)));
+        assert!(!check(&n1, &req, None));
+        assert!(!check(&n1, &bound("u2"), Some(&mine)));
+        assert!(!check(&n1, &bound(""), Some(&mine)));
+        let unbound = json!({"spec": {"audiences": ["x"]}});
+        assert!(!check(&n1, &unbound, None));
+        let secret = json!({"spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": "p", "uid": "u1"}}});
+        assert!(!check(&n1, &secret, Some(&mine)));
+        // Admins may request any token; nobody else may.
+        assert!(check(&admin, &unbound, None));
+        let sa_user = User {
+            name: "system:serviceaccount:default:default".into(),
+            groups: vec!["system:serviceaccounts".into()],
+        };
+        assert!(!check(&sa_user, &req, Some(&mine)));
+        // Only `create` on `token`: a node may not create or update service accounts.
+        let mut a = Attributes {
+            verb: "update",
+            resource: sas,
+            subresource: Some("token"),
+            namespace: Some("default"),
+            name: "default",
+            existing: None,
+            incoming: Some(&req),
+            related: Some(&mine),
+        };
+        assert!(!authorize(&n1, &a));
+        a.verb = "create";
+        a.subresource = None;
+        assert!(!authorize(&n1, &a));
+
+        // The reasons, in upstream's words.
+        use TokenDenied::*;
+        let why =
+            |req: &Value, p: Option<&Value>| node_token_request("n1", "default", Some(req), p);
+        assert_eq!(why(&req, Some(&mine)), Ok(()));
+        assert_eq!(
+            why(&unbound, None),
+            Err(Admission("node requested token not bound to a pod".into()))
+        );
+        assert_eq!(
+            why(&bound(""), Some(&mine)),
+            Err(Admission(
+                "node requested token with a pod binding without a uid".into()
+            ))
+        );
+        assert_eq!(
+            why(&req, Some(&theirs)),
+            Err(Admission(
+                "node requested token bound to a pod scheduled on a different node".into()
+            ))
+        );
+        assert!(
+            matches!(why(&bound("u2"), Some(&mine)), Err(Admission(m)) if m.contains("does not match the UID in record"))
+        );
+        assert_eq!(why(&req, None), Err(NoRelationship));
+        assert_eq!(why(&req, Some(&other_sa)), Err(NoRelationship));
     }
 }

@@ -15,6 +15,16 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
+/// Groups with no stored resources, only request/response ones:
+/// authentication.k8s.io/v1 `selfsubjectreviews` (`kubectl auth whoami`).
+const REVIEW_GROUPS: &[&str] = &["authentication.k8s.io"];
+
+fn groups() -> Vec<&'static str> {
+    let mut g = registry::groups();
+    g.extend(REVIEW_GROUPS);
+    g
+}
+
 fn group_doc(group: &str) -> Value {
     let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
@@ -24,12 +34,12 @@ pub fn api_group_list() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": registry::groups().into_iter().map(group_doc).collect::<Vec<_>>(),
+        "groups": groups().into_iter().map(group_doc).collect::<Vec<_>>(),
     })
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    registry::groups().contains(&group).then(|| {
+    groups().contains(&group).then(|| {
         let mut g = group_doc(group);
         g["kind"] = json!("APIGroup");
         g["apiVersion"] = json!("v1");
@@ -67,6 +77,12 @@ fn subresource_entry(r: &ResourceDef, sub: &str) -> Value {
         "eviction" => ("Eviction", Some("policy"), Some("v1"), &["create"]),
         "log" => ("Pod", None, None, &["get"]),
         "finalize" => ("Namespace", None, None, &["update"]),
+        "token" => (
+            "TokenRequest",
+            Some("authentication.k8s.io"),
+            Some("v1"),
+            &["create"],
+        ),
         _ => (r.kind, None, None, &["get"]),
     };
     let mut e = json!({
@@ -87,10 +103,18 @@ fn subresource_entry(r: &ResourceDef, sub: &str) -> Value {
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let rs = registry::by_group_version(group, version);
-    if rs.is_empty() {
+    let mut resources = Vec::new();
+    if (group, version) == ("authentication.k8s.io", "v1") {
+        resources.push(json!({
+            "name": "selfsubjectreviews",
+            "singularName": "selfsubjectreview",
+            "namespaced": false,
+            "kind": "SelfSubjectReview",
+            "verbs": ["create"],
+        }));
+    } else if rs.is_empty() {
         return None;
     }
-    let mut resources = Vec::new();
     for r in rs {
         resources.push(resource_entry(r));
         for sub in r.subresources {

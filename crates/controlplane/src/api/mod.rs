@@ -10,6 +10,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod satoken;
 pub mod selector;
 pub mod server;
 pub mod table;

@@ -302,6 +302,14 @@ fn float(f: f64) -> Value {
     }
 }
 
+/// `authentication/v1.ExtraValue` is a Go `[]string`: its JSON form is the list
+/// itself.
+impl Json for k8s_pb::api::authentication::v1::ExtraValue {
+    fn json(&self, _: &mut Cx) -> Value {
+        self.items.iter().cloned().map(Value::String).collect()
+    }
+}
+
 /// `metav1.Time`: RFC 3339 in UTC to the second; the zero time (an empty
 /// message on the wire) is `null`. The protobuf decoder drops nanoseconds too.
 impl Json for Time {

@@ -6,7 +6,7 @@ use super::error::{ApiError, ApiResult};
 use super::objects::{meta_str, Core, DeleteOptions, FieldValidation, ListOptions, WriteCtx};
 use super::patch::{apply_patch, PatchType};
 use super::selector::{FieldSelector, LabelSelector};
-use super::{fields, openapi, protobuf, table, watch};
+use super::{fields, openapi, protobuf, satoken, table, watch};
 use crate::registry::{self, ResourceDef};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -26,6 +26,8 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 pub struct ApiServer {
     pub core: Arc<Core>,
     pub tokens: Arc<TokenStore>,
+    /// Issues and verifies service-account tokens (TokenRequest).
+    pub signer: Arc<satoken::TokenSigner>,
     /// host:port clients use, for /api's serverAddressByClientCIDRs.
     pub server_address: String,
     pub kubelet_tls: Arc<rustls::ClientConfig>,
@@ -188,7 +190,7 @@ impl ApiServer {
             }
             _ => {}
         }
-        let user = match user.or_else(|| bearer_user(&self.tokens, &self.core, &req)) {
+        let user = match user.or_else(|| self.bearer_user(&req)) {
             Some(u) => u,
             None => return error_response(&ApiError::unauthorized()),
         };
@@ -251,6 +253,13 @@ impl ApiServer {
                 let (bytes, _) = openapi::documents().get(&p).ok_or_else(not_found)?;
                 Ok(full(StatusCode::OK, "application/json", bytes.clone()))
             }
+            [".well-known", "openid-configuration"] if r.method == Method::GET => {
+                ok(satoken::openid_configuration(&self.server_address))
+            }
+            ["openid", "v1", "jwks"] if r.method == Method::GET => ok(self.signer.jwks()),
+            ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => {
+                self.self_subject_review(r, body)
+            }
             ["api", "v1", rest @ ..] => self.resource("", "v1", rest, r, body).await,
             ["apis", g, v, rest @ ..] => self.resource(g, v, rest, r, body).await,
             _ => Err(not_found()),
@@ -277,6 +286,7 @@ impl ApiServer {
             name,
             existing,
             incoming,
+            related: None,
         };
         if auth::authorize(&r.user, &attrs) {
             Ok(())
@@ -293,6 +303,111 @@ impl ApiServer {
             );
             Err(e)
         }
+    }
+
+    /// The user of a bearer token: a node token, a service-account JWT
+    /// (TokenRequest) or a legacy service-account token Secret.
+    fn bearer_user(&self, req: &Request<Incoming>) -> Option<User> {
+        let h = req
+            .headers()
+            .get(http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        let tok = h.strip_prefix("Bearer ")?.trim();
+        if tok.is_empty() {
+            return None;
+        }
+        if let Some(u) = self.tokens.lookup(tok) {
+            return Some(u);
+        }
+        if satoken::is_jwt(tok) {
+            return satoken::authenticate(&self.signer, &self.core, tok).ok();
+        }
+        service_account_user(&self.core, tok)
+    }
+
+    /// Authorizes a TokenRequest for service account `name`: nodes only for
+    /// pods bound to them (the pod the request binds to is looked up here),
+    /// with upstream's reasons when refused.
+    fn authorize_token(
+        &self,
+        r: &Req,
+        rd: &ResourceDef,
+        ns: &str,
+        name: &str,
+        sa: Option<&Value>,
+        request: &Value,
+    ) -> ApiResult<()> {
+        let pod_name = request
+            .pointer("/spec/boundObjectRef")
+            .filter(|b| b.get("kind").and_then(Value::as_str) == Some("Pod"))
+            .and_then(|b| b.get("name"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty());
+        let pod = pod_name.and_then(|p| self.core.get_stored(registry::pods(), Some(ns), p));
+        let attrs = Attributes {
+            verb: "create",
+            resource: rd,
+            subresource: Some("token"),
+            namespace: Some(ns),
+            name,
+            existing: sa,
+            incoming: Some(request),
+            related: pod.as_ref().map(|p| &*p.object),
+        };
+        if auth::authorize(&r.user, &attrs) {
+            return Ok(());
+        }
+        let mut e = ApiError::forbidden(&r.user.name, "create", rd, Some(ns), name);
+        e.message = e.message.replace(
+            &format!("resource \"{}\"", rd.plural),
+            &format!("resource \"{}/token\"", rd.plural),
+        );
+        if let Some(node) = r.user.node_name() {
+            match auth::node_token_request(node, name, Some(request), attrs.related) {
+                Err(auth::TokenDenied::Admission(why)) => {
+                    e.message = format!("{} \"{name}\" is forbidden: {why}", rd.plural);
+                }
+                _ => {
+                    e.message = format!(
+                        "{}: no relationship found between node '{node}' and this object",
+                        e.message
+                    );
+                }
+            }
+        }
+        Err(e)
+    }
+
+    /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth
+    /// whoami`): who the caller is authenticated as.
+    fn self_subject_review(&self, r: &Req, body: &[u8]) -> ApiResult<Response<Body>> {
+        if r.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        if body.iter().any(|b| !b.is_ascii_whitespace()) {
+            let review = parse_body(&r.content_type, body)?;
+            if let Some(k) = review.get("kind").and_then(Value::as_str) {
+                if !k.is_empty() && k != "SelfSubjectReview" {
+                    return Err(ApiError::bad_request(format!(
+                        "the body of the request must be a SelfSubjectReview, not {k}"
+                    )));
+                }
+            }
+        }
+        let mut groups = r.user.groups.clone();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({
+                "kind": "SelfSubjectReview",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": super::objects::now()},
+                "status": {"userInfo": {"username": r.user.name, "groups": groups}},
+            }),
+        ))
     }
 
     async fn resource(
@@ -520,6 +635,15 @@ impl ApiServer {
         let existing = self.core.get_stored(rd, ns, name);
         let existing_obj = existing.as_ref().map(|s| &*s.object);
         match (m, sub) {
+            (&Method::POST, Some("token")) => {
+                let ns = ns.ok_or_else(not_found_any)?;
+                let tr = parse_body(&r.content_type, body)?;
+                self.authorize_token(r, rd, ns, name, existing_obj, &tr)?;
+                let sa = existing_obj.ok_or_else(|| ApiError::not_found(rd, name))?;
+                let out = satoken::token_request(&self.signer, &self.core, ns, sa, &tr)?;
+                Ok(json_response(StatusCode::CREATED, &out))
+            }
+            (_, Some("token")) => Err(ApiError::method_not_allowed()),
             (&Method::GET, Some("log")) => {
                 self.authorize(r, "get", rd, sub, ns, name, existing_obj, None)?;
                 let pod = existing_obj.ok_or_else(|| ApiError::not_found(rd, name))?;
@@ -882,21 +1006,6 @@ async fn kubelet_get(
     send.send_request(req).await.map_err(|e| e.to_string())
 }
 
-fn bearer_user(tokens: &TokenStore, core: &Core, req: &Request<Incoming>) -> Option<User> {
-    let h = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let tok = h.strip_prefix("Bearer ")?.trim();
-    if tok.is_empty() {
-        return None;
-    }
-    tokens
-        .lookup(tok)
-        .or_else(|| service_account_user(core, tok))
-}
-
 /// Authenticates a legacy service-account token Secret (type
 /// `kubernetes.io/service-account-token`) as
 /// `system:serviceaccount:<ns>:<name>`.
@@ -914,14 +1023,7 @@ fn service_account_user(core: &Core, token: &str) -> Option<User> {
         .object
         .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
         .and_then(Value::as_str)?;
-    Some(User {
-        name: format!("system:serviceaccount:{ns}:{sa}"),
-        groups: vec![
-            "system:serviceaccounts".into(),
-            format!("system:serviceaccounts:{ns}"),
-            "system:authenticated".into(),
-        ],
-    })
+    Some(satoken::service_account_user(ns, sa))
 }
 
 fn ok_list(rd: &ResourceDef, items: Vec<Value>, rev: u64) -> ApiResult<Response<Body>> {
@@ -959,4 +1061,12 @@ fn scale_of(obj: &Value) -> Value {
         "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
         "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": sel.unwrap_or_default()},
     })
+}
+
+fn not_found_any() -> ApiError {
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }

@@ -43,6 +43,23 @@ impl Cluster {
 
     pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let kc = self.handle.admin_kubeconfig().to_path_buf();
+        self.kubectl_with(kc, args, stdin).await
+    }
+
+    /// Runs kubectl as `user` presenting `cred` (a kubeconfig written to the
+    /// temp dir, so no admin client certificate goes along).
+    pub async fn kubectl_as(&self, user: &str, cred: &Credential, args: &[&str]) -> Output {
+        let kc = self.dir.path().join(format!("{user}.kubeconfig"));
+        std::fs::write(&kc, self.handle.kubeconfig_for(user, cred)).expect("write kubeconfig");
+        self.kubectl_with(kc, args, None).await
+    }
+
+    async fn kubectl_with(
+        &self,
+        kc: std::path::PathBuf,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let stdin = stdin.map(String::from);
         let home = self.dir.path().join("home");

@@ -27,6 +27,8 @@ pub const KINDS: &[(&str, &str)] = &[
     ("batch/v1", "Job"),
     ("policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale"),
+    ("authentication.k8s.io/v1", "TokenRequest"),
+    ("authentication.k8s.io/v1", "SelfSubjectReview"),
     ("*", "DeleteOptions"),
 ];
 
@@ -67,6 +69,12 @@ pub fn decode_kind(
         ("batch/v1", "Job") => decode::<k8s_pb::api::batch::v1::Job>(raw, depth),
         ("policy/v1", "Eviction") => decode::<k8s_pb::api::policy::v1::Eviction>(raw, depth),
         ("autoscaling/v1", "Scale") => decode::<k8s_pb::api::autoscaling::v1::Scale>(raw, depth),
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            decode::<k8s_pb::api::authentication::v1::TokenRequest>(raw, depth)
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            decode::<k8s_pb::api::authentication::v1::SelfSubjectReview>(raw, depth)
+        }
         ("*", "DeleteOptions") => {
             decode::<k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>(raw, depth)
         }
@@ -239,6 +247,53 @@ impl JsonFields for k8s_pb::api::apps::v1::RollingUpdateDeployment {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("maxUnavailable", self.max_unavailable.as_ref());
         o.msg("maxSurge", self.max_surge.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::BoundObjectReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("kind", &self.kind, OmitEmpty);
+        o.str("apiVersion", &self.api_version, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.str("uid", &self.u_id, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::SelfSubjectReview {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::SelfSubjectReviewStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("userInfo", self.user_info.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::TokenRequest {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::TokenRequestSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("audiences", &self.audiences);
+        o.int("expirationSeconds", self.expiration_seconds, Keep);
+        o.msg("boundObjectRef", self.bound_object_ref.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::TokenRequestStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("token", &self.token, OmitEmpty);
+        o.msg("expirationTimestamp", self.expiration_timestamp.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authentication::v1::UserInfo {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("username", &self.username, OmitEmpty);
+        o.str("uid", &self.uid, OmitEmpty);
+        o.strs("groups", &self.groups);
+        o.map_msg("extra", &self.extra);
     }
 }
 impl JsonFields for k8s_pb::api::autoscaling::v1::Scale {

@@ -506,3 +506,79 @@ fn raw_extension_may_hold_a_protobuf_document_but_not_endlessly_nested() {
     assert_eq!(err.code, 400);
     assert!(err.message.contains("nested"), "{}", err.message);
 }
+
+#[test]
+fn token_request_and_self_subject_review() {
+    use k8s_pb::api::authentication::v1 as authn;
+    // What `kubectl create token default --duration=10m --audience=x
+    // --bound-object-kind=Pod --bound-object-name=p --bound-object-uid=u` sends.
+    let tr = authn::TokenRequest {
+        metadata: Some(go_meta("", "", &[])),
+        spec: Some(authn::TokenRequestSpec {
+            audiences: vec!["x".into()],
+            expiration_seconds: Some(600),
+            bound_object_ref: Some(authn::BoundObjectReference {
+                kind: s("Pod"),
+                api_version: s("v1"),
+                name: s("p"),
+                u_id: s("u"),
+            }),
+        }),
+        status: Some(authn::TokenRequestStatus {
+            token: s(""),
+            expiration_timestamp: Some(meta::Time::default()),
+        }),
+    };
+    let got =
+        decode_body(&envelope("authentication.k8s.io/v1", "TokenRequest", &tr)).expect("decodes");
+    assert_eq!(
+        got,
+        json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"creationTimestamp": null},
+            "spec": {
+                "audiences": ["x"],
+                "expirationSeconds": 600,
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u"},
+            },
+            "status": {"expirationTimestamp": null},
+        })
+    );
+    // No expirationSeconds on the wire (a nil pointer): absent, so the server defaults it.
+    let bare = authn::TokenRequest {
+        spec: Some(authn::TokenRequestSpec::default()),
+        ..Default::default()
+    };
+    let got =
+        decode_body(&envelope("authentication.k8s.io/v1", "TokenRequest", &bare)).expect("decodes");
+    assert_eq!(got["spec"], json!({}));
+
+    // ExtraValue is a Go []string: a JSON list.
+    let ssr = authn::SelfSubjectReview {
+        status: Some(authn::SelfSubjectReviewStatus {
+            user_info: Some(authn::UserInfo {
+                username: s("u"),
+                extra: [(
+                    "k".to_string(),
+                    authn::ExtraValue {
+                        items: vec!["a".into(), "b".into()],
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    };
+    let got = decode_body(&envelope(
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
+        &ssr,
+    ))
+    .expect("decodes");
+    assert_eq!(
+        got["status"],
+        json!({"userInfo": {"username": "u", "extra": {"k": ["a", "b"]}}})
+    );
+}
