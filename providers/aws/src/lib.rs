@@ -342,6 +342,9 @@ impl Aws {
         let ((vpc, vpc_ours), _, key_name, (eip_alloc, eip), master_image, node_image) = tokio::try_join!(
             cl.line("vpc", self.name("vpc"), async {
                 let (id, ours) = cl.vpc().await?;
+                if ours {
+                    cl.vpc_dns(&id).await?;
+                }
                 let how = if ours { "" } else { " (VPC_ID, kept by down)" };
                 Ok(((id.clone(), ours), format!("{id}{how}")))
             }),
