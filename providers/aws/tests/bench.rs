@@ -58,7 +58,11 @@ fn call_name(req: &[u8]) -> String {
     let text = String::from_utf8_lossy(&req[..req.len().min(64 * 1024)]);
     if let Some(i) = text.find("Action=") {
         let rest = &text[i + 7..];
-        return rest.split(['&', ' ', '\r']).next().unwrap_or("").to_string();
+        return rest
+            .split(['&', ' ', '\r'])
+            .next()
+            .unwrap_or("")
+            .to_string();
     }
     text.lines()
         .next()
