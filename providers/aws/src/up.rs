@@ -121,16 +121,17 @@ impl Cluster<'_> {
     pub async fn vpc_dns(&self, vpc: &str) -> Result<(), Error> {
         let ec2 = &self.c.ec2;
         let turn_on = |support: bool| {
-            self.c.retry_on("turn on DNS in the VPC", NOT_FOUND_YET, move || {
-                let yes = AttributeBooleanValue::builder().value(true).build();
-                let r = ec2.modify_vpc_attribute().vpc_id(vpc);
-                let r = if support {
-                    r.enable_dns_support(yes)
-                } else {
-                    r.enable_dns_hostnames(yes)
-                };
-                r.send()
-            })
+            self.c
+                .retry_on("turn on DNS in the VPC", NOT_FOUND_YET, move || {
+                    let yes = AttributeBooleanValue::builder().value(true).build();
+                    let r = ec2.modify_vpc_attribute().vpc_id(vpc);
+                    let r = if support {
+                        r.enable_dns_support(yes)
+                    } else {
+                        r.enable_dns_hostnames(yes)
+                    };
+                    r.send()
+                })
         };
         tokio::try_join!(turn_on(true), turn_on(false))?;
         Ok(())
