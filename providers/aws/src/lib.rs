@@ -2,6 +2,7 @@
 
 pub mod cloud;
 pub mod down;
+pub mod graph;
 pub mod up;
 
 use cloud::{Clients, Error, RetryPolicy};
@@ -293,15 +294,6 @@ impl ClusterProvider for Aws {
 }
 
 impl Aws {
-    fn step_done(&self, n: usize) -> Result<(), Error> {
-        match self.stop_after_step {
-            Some(stop) if stop <= n => Err(Error::new(format!(
-                "stopped after step {n} (RKTUP_AWS_STOP_AFTER_STEP)"
-            ))),
-            _ => Ok(()),
-        }
-    }
-
     fn inventory_of<'a>(&'a self, c: &'a Clients) -> down::Inventory<'a> {
         let a = self.aws();
         down::Inventory {
@@ -319,221 +311,42 @@ impl Aws {
     }
 
     async fn up_async(&self, options: &UpOptions) -> Result<(), Error> {
-        use rktup_provider::boot::{current_binary_sha256, render_boot, PkiOrigin};
-        use rktup_provider::state::apiserver_names;
-        use rktup_render::{Role, Templates};
+        use rktup_provider::boot::current_binary_sha256;
 
         let s = &self.settings;
-        let a = self.aws();
         let cl = up::Cluster {
             c: self.clients().await,
             s,
-            a,
+            a: self.aws(),
             progress: rktup_provider::progress::Progress::new(),
         };
         let state = rktup_provider::StateDir::for_cluster(s);
         let err = |e: &dyn std::fmt::Display| Error::new(e.to_string());
         let sha = current_binary_sha256().map_err(|e| err(&e))?;
-        let binary = std::env::current_exe().map_err(|e| err(&e))?;
-        let bucket = self.staging_bucket();
-        let key = format!("rktup-{}", &sha[..sha.len().min(12)]);
-
-        // Step 1: what needs nothing else.
-        let ((vpc, vpc_ours), _, key_name, (eip_alloc, eip), master_image, node_image) = tokio::try_join!(
-            cl.line("vpc", self.name("vpc"), async {
-                let (id, ours) = cl.vpc().await?;
-                let how = if ours { "" } else { " (VPC_ID, kept by down)" };
-                Ok(((id.clone(), ours), format!("{id}{how}")))
-            }),
-            cl.line("s3-bucket", &bucket, async {
-                let made = cl.bucket(&bucket).await?;
-                Ok(((), if made { "created" } else { "exists" }.to_string()))
-            }),
-            cl.line("key-pair", self.name("key"), async {
-                let k = cl.key_pair().await?;
-                Ok((k.clone(), k))
-            }),
-            cl.line("elastic-ip", self.name("master-ip"), async {
-                let (id, ip) = cl.elastic_ip().await?;
-                Ok(((id.clone(), ip.clone()), format!("{ip} ({id})")))
-            }),
-            cl.line("image", "master", async {
-                let i = cl.image(&a.master_image).await?;
-                Ok((i.clone(), i))
-            }),
-            cl.line("image", "node", async {
-                let i = cl.image(&a.node_image).await?;
-                Ok((i.clone(), i))
-            }),
-        )?;
-        self.step_done(1)?;
-
-        // Step 2: inside the VPC, and the binary in the bucket.
-        let (subnet, _dhcp, igw, route_table, sg_master, sg_node, url) = tokio::try_join!(
-            cl.line("subnet", self.name("subnet"), async {
-                let id = cl.subnet(&vpc).await?;
-                Ok((id.clone(), id))
-            }),
-            async {
-                if !vpc_ours {
-                    return Ok(None);
-                }
-                cl.line("dhcp-options", self.name("dhcp-options"), async {
-                    let id = cl.dhcp_options(&vpc).await?;
-                    Ok((Some(id.clone()), id))
-                })
-                .await
-            },
-            async {
-                if !vpc_ours {
-                    return Ok(None);
-                }
-                cl.line("internet-gateway", self.name("igw"), async {
-                    let id = cl.internet_gateway(&vpc).await?;
-                    Ok((Some(id.clone()), id))
-                })
-                .await
-            },
-            async {
-                if !vpc_ours {
-                    return Ok(None);
-                }
-                cl.line("route-table", self.name("route-table"), async {
-                    let id = cl.route_table(&vpc).await?;
-                    Ok((Some(id.clone()), id))
-                })
-                .await
-            },
-            cl.line(
-                "security-group",
-                format!("kubernetes-master-{}", s.name),
-                async {
-                    let id = cl
-                        .security_group(&vpc, "sg-master", &format!("kubernetes-master-{}", s.name))
-                        .await?;
-                    Ok((id.clone(), id))
-                }
-            ),
-            cl.line(
-                "security-group",
-                format!("kubernetes-minion-{}", s.name),
-                async {
-                    let id = cl
-                        .security_group(&vpc, "sg-node", &format!("kubernetes-minion-{}", s.name))
-                        .await?;
-                    Ok((id.clone(), id))
-                }
-            ),
-            cl.line("s3-object", format!("{bucket}/{key}"), async {
-                let recorded = state.load_recorded().map_err(|e| err(&e))?;
-                if let (Some(url), Some(rsha)) = (&recorded.binary_url, &recorded.binary_sha256) {
-                    if *rsha == sha {
-                        return Ok((url.clone(), "staged before".to_string()));
-                    }
-                }
-                let url = cl.stage(&bucket, &key, &binary).await?;
-                Ok((url, format!("sha256 {}", &sha[..12])))
-            }),
-        )?;
-        let mut m = up::Made {
-            vpc,
-            vpc_ours,
-            subnet,
-            route_table,
-            igw,
-            sg_master,
-            sg_node,
-            key_name,
-            eip_alloc,
-            eip,
-            master_image,
-            node_image,
-            master: String::new(),
+        let binary = graph::Binary {
+            key: format!("rktup-{}", &sha[..sha.len().min(12)]),
+            path: std::env::current_exe().map_err(|e| err(&e))?,
+            sha,
         };
-        // Recorded before rendering: render_boot reads the binary's URL from here, as
-        // `rktup render aws` does.
-        let mut recorded = state.load_recorded().map_err(|e| err(&e))?;
-        recorded.binary_url = Some(url);
-        recorded.binary_sha256 = Some(sha.clone());
-        self.record(&mut recorded, &m);
-        state.save_recorded(&recorded).map_err(|e| err(&e))?;
-        self.step_done(2)?;
-
-        // Step 3: rules and routes between what step 2 made.
-        tokio::try_join!(
-            cl.line("security-group-rules", self.name("rules"), async {
-                let n = cl.security_rules(&m).await?;
-                Ok(((), format!("{n} added")))
-            }),
-            async {
-                match (&m.route_table, &m.igw) {
-                    (Some(rt), Some(igw)) => {
-                        cl.line("route", self.name("default-route"), async {
-                            cl.default_route(rt, igw, &m.subnet).await?;
-                            Ok(((), format!("0.0.0.0/0 via {igw}")))
-                        })
-                        .await
-                    }
-                    _ => Ok(()),
-                }
-            }
-        )?;
-        self.step_done(3)?;
-
-        // The PKI names the master's private and public addresses; user-data as `render` does.
-        let ips: Vec<std::net::IpAddr> = [self.master_internal_ip().to_string(), m.eip.clone()]
-            .iter()
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        let names = apiserver_names(s, &self.name("master"), &ips);
-        let pki = state.ensure_pki(&s.name, &names).map_err(|e| err(&e))?;
-        let templates = match &self.templates {
-            Some(dir) => Templates::with_overrides(dir).map_err(|e| err(&e))?,
-            None => Templates::embedded().map_err(|e| err(&e))?,
-        };
-        let master_boot = render_boot(self, &templates, Role::Master, &pki, PkiOrigin::Saved)
-            .map_err(|e| err(&e))?;
-        let node_boot = render_boot(self, &templates, Role::Node, &pki, PkiOrigin::Saved)
-            .map_err(|e| err(&e))?;
-
-        // Step 4: the master and the nodes' template.
-        let ((master, _), template) = tokio::try_join!(
-            cl.line("instance", self.name("master"), async {
-                let (id, made) = cl.master(&m, &master_boot.user_data.bytes).await?;
-                let how = if made { "started" } else { "exists" };
-                Ok(((id.clone(), made), format!("{id} {how}")))
-            }),
-            cl.line("launch-template", self.name("minion-template"), async {
-                let name = cl.launch_template(&m, &node_boot.user_data.bytes).await?;
-                Ok((name.clone(), name))
-            }),
-        )?;
-        m.master = master;
-        self.record(&mut recorded, &m);
-        state.save_recorded(&recorded).map_err(|e| err(&e))?;
-        self.step_done(4)?;
-
-        // Step 5: the master's public address and the nodes.
-        tokio::try_join!(
-            cl.line("elastic-ip-association", self.name("master-ip"), async {
-                cl.associate_eip(&m).await?;
-                Ok(((), format!("{} -> {}", m.eip, m.master)))
-            }),
-            cl.line("auto-scaling-group", self.name("minion-group"), async {
-                let d = cl.auto_scaling_group(&m, &template).await?;
-                Ok(((), d))
-            }),
-        )?;
-        self.step_done(5)?;
-
-        // Step 6: pod routes (kubenet).
-        if let (NetworkProvider::Kubenet, Some(rt)) = (s.network, &m.route_table) {
-            cl.line("route", self.name("<node>-<pod-cidr>"), async {
-                let n = cl.pod_routes(rt).await?;
-                Ok(((), format!("{n} added")))
-            })
-            .await?;
+        let g = graph::Graph::new(self, cl, state, binary);
+        // Every resource of the plan, each as soon as what it needs exists (see graph.rs).
+        let through = self.stop_after_step.map_or(usize::MAX, |n| n.max(1));
+        let ran = g.run(through).await;
+        // What exists is recorded on the way out, whether the run ended well or not.
+        let recorded = g.record(&g.made());
+        ran?;
+        recorded?;
+        if through < 6 {
+            return Err(Error::new(format!(
+                "stopped after step {through} (RKTUP_AWS_STOP_AFTER_STEP)"
+            )));
         }
+        let m = g.made();
+        let pki = &g
+            .boot_rendered()
+            .ok_or_else(|| Error::new("the boot configuration was not rendered"))?
+            .pki;
+        let cl = &g.cl;
 
         let server = format!("https://{}", m.eip);
         let explicit = options

@@ -113,21 +113,28 @@ impl Cluster<'_> {
                 .ok_or_else(|| Error::new("CreateVpc returned no VPC id"))?
                 .to_string(),
         };
-        for support in [true, false] {
-            let yes = AttributeBooleanValue::builder().value(true).build();
+        Ok((id, true))
+    }
+
+    /// DNS support and DNS hostnames in our VPC: one attribute per call (the API's rule), both
+    /// at once.
+    pub async fn vpc_dns(&self, vpc: &str) -> Result<(), Error> {
+        let ec2 = &self.c.ec2;
+        let turn_on = |support: bool| {
             self.c
-                .retry_on("turn on DNS in the VPC", NOT_FOUND_YET, || {
-                    let r = ec2.modify_vpc_attribute().vpc_id(&id);
+                .retry_on("turn on DNS in the VPC", NOT_FOUND_YET, move || {
+                    let yes = AttributeBooleanValue::builder().value(true).build();
+                    let r = ec2.modify_vpc_attribute().vpc_id(vpc);
                     let r = if support {
-                        r.enable_dns_support(yes.clone())
+                        r.enable_dns_support(yes)
                     } else {
-                        r.enable_dns_hostnames(yes.clone())
+                        r.enable_dns_hostnames(yes)
                     };
                     r.send()
                 })
-                .await?;
-        }
-        Ok((id, true))
+        };
+        tokio::try_join!(turn_on(true), turn_on(false))?;
+        Ok(())
     }
 
     pub async fn key_pair(&self) -> Result<String, Error> {
@@ -340,9 +347,10 @@ impl Cluster<'_> {
                     .to_string()
             }
         };
-        // Tagged again explicitly: moto drops CreateDhcpOptions' TagSpecifications.
-        self.c
-            .retry_on("tag the DHCP options", NOT_FOUND_YET, || {
+        // Tagged again explicitly: moto drops CreateDhcpOptions' TagSpecifications. The
+        // association does not need the tags, so both at once.
+        tokio::try_join!(
+            self.c.retry_on("tag the DHCP options", NOT_FOUND_YET, || {
                 ec2.create_tags()
                     .resources(&id)
                     .set_tags(Some(tags(
@@ -351,16 +359,15 @@ impl Cluster<'_> {
                         &self.name("dhcp-options"),
                     )))
                     .send()
-            })
-            .await?;
-        self.c
-            .retry_on("associate the DHCP options", NOT_FOUND_YET, || {
-                ec2.associate_dhcp_options()
-                    .dhcp_options_id(&id)
-                    .vpc_id(vpc)
-                    .send()
-            })
-            .await?;
+            }),
+            self.c
+                .retry_on("associate the DHCP options", NOT_FOUND_YET, || {
+                    ec2.associate_dhcp_options()
+                        .dhcp_options_id(&id)
+                        .vpc_id(vpc)
+                        .send()
+                }),
+        )?;
         Ok(id)
     }
 
@@ -550,7 +557,11 @@ impl Cluster<'_> {
                 .iter()
                 .any(|a| a.subnet_id() == Some(subnet))
         });
-        if !has_route {
+        // The route and the subnet's association are independent: both at once.
+        let route = async {
+            if has_route {
+                return Ok(());
+            }
             let r = self
                 .c
                 .retry_on("add the default route", NOT_FOUND_YET, || {
@@ -561,13 +572,15 @@ impl Cluster<'_> {
                         .send()
                 })
                 .await;
-            if let Err(e) = r {
-                if !e.0.contains("RouteAlreadyExists") {
-                    return Err(e);
-                }
+            match r {
+                Err(e) if !e.0.contains("RouteAlreadyExists") => Err(e),
+                _ => Ok(()),
             }
-        }
-        if !associated {
+        };
+        let association = async {
+            if associated {
+                return Ok(());
+            }
             self.c
                 .retry_on("associate the route table", NOT_FOUND_YET, || {
                     ec2.associate_route_table()
@@ -575,8 +588,10 @@ impl Cluster<'_> {
                         .subnet_id(subnet)
                         .send()
                 })
-                .await?;
-        }
+                .await
+                .map(drop)
+        };
+        tokio::try_join!(route, association)?;
         Ok(())
     }
 
@@ -820,10 +835,39 @@ impl Cluster<'_> {
 
     /// kubenet: node i gets the i-th /24 of CLUSTER_IP_RANGE, routed to it in the cluster's
     /// route table (the job kube-up left to the in-tree cloud provider's route controller).
+    /// The nodes and the table are read at once, then every node's route is made at once.
     pub async fn pod_routes(&self, rt: &str) -> Result<usize, Error> {
-        let ec2 = &self.c.ec2;
-        let mut nodes = Vec::new();
-        let out = ec2
+        let (nodes, existing) = tokio::try_join!(self.live_nodes(), self.instance_routes(rt))?;
+        let cidrs = self
+            .s
+            .cluster_ip_range
+            .subnets(24)
+            .map_err(|e| Error::new(format!("CLUSTER_IP_RANGE: {e}")))?;
+        let missing: Vec<(String, String, bool)> = nodes
+            .into_iter()
+            .zip(cidrs)
+            .map(|(node, cidr)| (node, cidr.to_string()))
+            .filter(|(node, cidr)| !existing.iter().any(|(c, i)| c == cidr && i == node))
+            .map(|(node, cidr)| {
+                let stale = existing.iter().any(|(c, _)| *c == cidr);
+                (node, cidr, stale)
+            })
+            .collect();
+        let made = missing.len();
+        let routes = missing
+            .iter()
+            .map(|(node, cidr, stale)| self.pod_route(rt, node, cidr, *stale));
+        for r in futures_join_all(routes).await {
+            r?;
+        }
+        Ok(made)
+    }
+
+    /// The cluster's pending or running nodes, sorted by id (node i gets the i-th pod CIDR).
+    async fn live_nodes(&self) -> Result<Vec<String>, Error> {
+        let out = self
+            .c
+            .ec2
             .describe_instances()
             .set_filters(Some(cluster_filters(self.cluster(), Some("node"))))
             .filters(
@@ -836,19 +880,28 @@ impl Cluster<'_> {
             .send()
             .await
             .map_err(|e| sdk_error("list the nodes", e))?;
-        for i in out.reservations().iter().flat_map(|r| r.instances()) {
-            if let Some(id) = i.instance_id() {
-                nodes.push(id.to_string());
-            }
-        }
+        let mut nodes: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id())
+            .map(str::to_string)
+            .collect();
         nodes.sort();
-        let table = ec2
+        Ok(nodes)
+    }
+
+    /// The (destination, instance) routes of the route table.
+    async fn instance_routes(&self, rt: &str) -> Result<Vec<(String, String)>, Error> {
+        let table = self
+            .c
+            .ec2
             .describe_route_tables()
             .route_table_ids(rt)
             .send()
             .await
             .map_err(|e| sdk_error("read the route table", e))?;
-        let existing: Vec<(String, String)> = table
+        Ok(table
             .route_tables()
             .iter()
             .flat_map(|t| t.routes())
@@ -858,52 +911,44 @@ impl Cluster<'_> {
                     r.instance_id()?.to_string(),
                 ))
             })
-            .collect();
-        let cidrs = self
-            .s
-            .cluster_ip_range
-            .subnets(24)
-            .map_err(|e| Error::new(format!("CLUSTER_IP_RANGE: {e}")))?;
-        let mut made = 0;
-        for (node, cidr) in nodes.iter().zip(cidrs) {
-            let cidr = cidr.to_string();
-            if existing.iter().any(|(c, i)| *c == cidr && i == node) {
-                continue;
-            }
-            if existing.iter().any(|(c, _)| *c == cidr) {
-                ec2.delete_route()
-                    .route_table_id(rt)
-                    .destination_cidr_block(&cidr)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("replace a stale pod route", e))?;
-            }
-            self.c
-                .retry_on(
-                    "disable the node's source/dest check",
-                    NOT_FOUND_YET,
-                    || {
-                        ec2.modify_instance_attribute()
-                            .instance_id(node)
-                            .source_dest_check(
-                                AttributeBooleanValue::builder().value(false).build(),
-                            )
-                            .send()
-                    },
-                )
-                .await?;
-            self.c
-                .retry_on("route a pod CIDR", NOT_FOUND_YET, || {
-                    ec2.create_route()
-                        .route_table_id(rt)
-                        .destination_cidr_block(&cidr)
-                        .instance_id(node)
-                        .send()
-                })
-                .await?;
-            made += 1;
+            .collect())
+    }
+
+    /// One node's pod route. In order: a stale route for the CIDR must go before the new one
+    /// can be created, and the source/dest check goes off before the route exists, so an
+    /// existing route always means a node that can forward pod traffic.
+    async fn pod_route(&self, rt: &str, node: &str, cidr: &str, stale: bool) -> Result<(), Error> {
+        let ec2 = &self.c.ec2;
+        if stale {
+            ec2.delete_route()
+                .route_table_id(rt)
+                .destination_cidr_block(cidr)
+                .send()
+                .await
+                .map_err(|e| sdk_error("replace a stale pod route", e))?;
         }
-        Ok(made)
+        self.c
+            .retry_on(
+                "disable the node's source/dest check",
+                NOT_FOUND_YET,
+                || {
+                    ec2.modify_instance_attribute()
+                        .instance_id(node)
+                        .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+                        .send()
+                },
+            )
+            .await?;
+        self.c
+            .retry_on("route a pod CIDR", NOT_FOUND_YET, || {
+                ec2.create_route()
+                    .route_table_id(rt)
+                    .destination_cidr_block(cidr)
+                    .instance_id(node)
+                    .send()
+            })
+            .await?;
+        Ok(())
     }
 
     /// Creates the staging bucket if missing.
