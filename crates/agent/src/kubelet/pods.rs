@@ -304,6 +304,7 @@ impl Syncer {
                     r.status = None;
                 }
             }
+            let rt_poll = rt.clone();
             let r = tokio::task::spawn_blocking(move || {
                 for e in &old {
                     if let Err(e2) = rt.remove(e) {
@@ -322,6 +323,10 @@ impl Syncer {
                             e.plan.uuid
                         ));
                     }
+                    // The supervisor brings the containers up after run_pod returns: sync again
+                    // as soon as they run, so Running/Ready reach the API without waiting for
+                    // the next periodic sync.
+                    wait_until_started(&rt_poll, &e.plan.uuid).await;
                 }
                 Ok(Err(e)) => {
                     log(&format!("kubelet: pod {ns}/{name} refused: {e}"));
@@ -743,6 +748,19 @@ pub async fn run(
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Polls the runtime pod until it has left `Preparing` (or is gone), for at most 10 s.
+async fn wait_until_started(rt: &Arc<Runtime>, uuid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (rt, u) = (rt.clone(), uuid.to_string());
+        match tokio::task::spawn_blocking(move || rt.find(&u).map(|p| p.status.state)).await {
+            Ok(Ok(PodState::Preparing)) => {}
+            _ => return,
         }
     }
 }
