@@ -369,21 +369,26 @@ async fn deployment_rollout_scale_undo_and_cascading_delete() {
         .ok(&["rollout", "status", "deploy/web", "--timeout=60s"])
         .await;
     assert!(status.contains("successfully rolled out"), "{status}");
-    let images = c
-        .ok(&[
-            "get",
-            "po",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].spec.containers[0].image}",
-        ])
-        .await;
-    assert_eq!(
-        images.split_whitespace().collect::<Vec<_>>(),
-        ["nginx:1.26"; 3],
-        "{images}"
-    );
+    // Old pods may still be terminating right after the rollout (as upstream); they go.
+    let c = &c;
+    eventually(
+        "only new pods left",
+        Duration::from_secs(30),
+        || async move {
+            let images = c
+                .ok(&[
+                    "get",
+                    "po",
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "jsonpath={.items[*].spec.containers[0].image}",
+                ])
+                .await;
+            (images.split_whitespace().collect::<Vec<_>>() == ["nginx:1.26"; 3]).then_some(())
+        },
+    )
+    .await;
     let history = c.ok(&["rollout", "history", "deploy/web"]).await;
     assert!(
         history.contains("1 ") && history.contains("2 "),

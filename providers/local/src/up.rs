@@ -36,6 +36,9 @@ pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
     let progress = Progress::new();
     let exe = std::env::current_exe().map_err(|e| err("failed to find the rktup binary", e))?;
 
+    // Choosing a free node network and API port, and taking them (bridge, listening control
+    // plane), happen under one machine-wide lock, so `up`s running at once never pick the same.
+    let machine_lock = lock_machine()?;
     let rec = step(&progress, "Preparing state and addresses", || {
         prepare(local, &layout, opts)
     })?;
@@ -63,6 +66,7 @@ pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
         format!("Control plane on {}", rec.api_url()),
         || start_controlplane(local, &layout, &rec, &exe),
     )?;
+    drop(machine_lock);
     step(&progress, "Node agents", || {
         start_agents(local, &layout, &rec, &exe)
     })?;
@@ -119,6 +123,28 @@ pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
         return crate::down::down(local, Some(&kubeconfig));
     }
     Ok(())
+}
+
+/// An exclusive flock on /run/rktup/local.lock, released when the file is dropped.
+fn lock_machine() -> Result<std::fs::File, ProviderError> {
+    use std::os::fd::AsRawFd;
+    let dir = Path::new("/run/rktup");
+    std::fs::create_dir_all(dir).map_err(|e| err(&dir.display().to_string(), e))?;
+    let path = dir.join("local.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(&path.display().to_string(), e))?;
+    // SAFETY: flock on a file we own; blocks until other `up`s have taken their addresses.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(err(
+            &path.display().to_string(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(f)
 }
 
 /// The cluster record: the existing one (with nodes added if more are asked for), or new names
@@ -279,6 +305,9 @@ fn start_controlplane(
 ) -> Result<(), ProviderError> {
     let pidfile = layout.pidfile("controlplane");
     if process::running(&pidfile).is_none() {
+        // The control plane writes admin.kubeconfig only once it listens: its appearance, not a
+        // connect (which another cluster on the same port would answer), says it is up.
+        let _ = std::fs::remove_file(layout.admin_kubeconfig());
         let spec = Spec {
             exe: exe.to_path_buf(),
             args: vec![
@@ -304,7 +333,10 @@ fn start_controlplane(
     let addr = SocketAddr::from((rec.api_host, rec.api_port));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if layout.admin_kubeconfig().exists()
+            && process::running(&pidfile).is_some()
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        {
             return Ok(());
         }
         if process::running(&pidfile).is_none() || Instant::now() > deadline {
