@@ -130,6 +130,40 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             })
             .await;
 
+            // A static pod from the manifest directory appears as a mirror pod `<name>-<node>`
+            // (NodeRestriction lets the node create it), and goes when the manifest goes.
+            node.put(
+                "static.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static\n  namespace: default\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: {busybox}\n    command: [\"sleep\", \"1000\"]\n"
+                ),
+            );
+            let spods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+            let spods = &spods;
+            let mirror_name = format!("static-{nn}");
+            let mirror_name = mirror_name.as_str();
+            let m = wait("mirror pod", 60, || async move {
+                spods.get_opt(mirror_name).await.ok().flatten()
+            })
+            .await;
+            assert!(
+                m.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror")),
+                "{m:?}"
+            );
+            assert_eq!(m.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some(nn));
+            node.delete("static.yaml");
+            wait("mirror pod removed", 60, || async move {
+                spods
+                    .get_opt(mirror_name)
+                    .await
+                    .ok()
+                    .and_then(|p| p.is_none().then_some(()))
+            })
+            .await;
+
             // A pod bound to the node runs, and its status comes back.
             let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
             let pods = &pods;

@@ -752,15 +752,25 @@ pub async fn run(
     }
 }
 
-/// Polls the runtime pod until it has left `Preparing` (or is gone), for at most 10 s.
+/// Polls the runtime pod until its containers have left `waiting` (or it is gone or ended),
+/// for at most 10 s.
 async fn wait_until_started(rt: &Arc<Runtime>, uuid: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let (rt, u) = (rt.clone(), uuid.to_string());
-        match tokio::task::spawn_blocking(move || rt.find(&u).map(|p| p.status.state)).await {
-            Ok(Ok(PodState::Preparing)) => {}
-            _ => return,
+        let starting = tokio::task::spawn_blocking(move || {
+            rt.find(&u).is_ok_and(|p| {
+                p.status.state == PodState::Preparing
+                    || (p.status.state == PodState::Running
+                        && (p.status.containers.is_empty()
+                            || p.status.containers.iter().any(|c| c.state == "waiting")))
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if !starting {
+            return;
         }
     }
 }
