@@ -228,6 +228,25 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             })
             .await;
 
+            // Pulling / Pulled events for the container's image (the static pod's run put it in
+            // the store already, so it is "already present"), on the container's field path.
+            wait("Pulled event", 10, || async move {
+                let l = events.list(&ListParams::default()).await.ok()?;
+                l.items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some("Pulled")
+                            && e.involved_object.name.as_deref() == Some("web")
+                            && e.involved_object.field_path.as_deref() == Some("spec.containers{c}")
+                            && e.message.as_deref().is_some_and(|m| {
+                                m.contains("already present on machine")
+                                    || m.starts_with("Successfully pulled image")
+                            })
+                    })
+                    .map(|_| ())
+            })
+            .await;
+
             // Graceful deletion: the container is stopped, then the object goes away.
             pods.delete("web", &DeleteParams::default())
                 .await

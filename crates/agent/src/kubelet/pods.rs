@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Resource;
+use rktup_runtime::image::{PullPolicy, Reference};
 use rktup_runtime::pod::{PodState, RestartPolicy};
 use rktup_runtime::runtime::{PodEntry, Runtime};
 use rktup_runtime::util;
@@ -305,6 +306,18 @@ impl Syncer {
                 }
             }
             let rt_poll = rt.clone();
+            let pulls = image_pulls(&rt, &pod).await;
+            for (field, image, pulling) in &pulls {
+                let (reason, msg) = if *pulling {
+                    ("Pulling", format!("Pulling image \"{image}\""))
+                } else {
+                    (
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    )
+                };
+                events::record_at(&client, &node, &pod, Some(field), "Normal", reason, &msg).await;
+            }
             let r = tokio::task::spawn_blocking(move || {
                 for e in &old {
                     if let Err(e2) = rt.remove(e) {
@@ -322,6 +335,19 @@ impl Syncer {
                             "kubelet: started pod k8s_{} for {ns}/{name}",
                             e.plan.uuid
                         ));
+                    }
+                    for (field, image, _) in pulls.iter().filter(|p| p.2) {
+                        let msg = format!("Successfully pulled image \"{image}\"");
+                        events::record_at(
+                            &client,
+                            &node,
+                            &pod,
+                            Some(field),
+                            "Normal",
+                            "Pulled",
+                            &msg,
+                        )
+                        .await;
                     }
                     // The supervisor brings the containers up after run_pod returns: sync again
                     // as soon as they run, so Running/Ready reach the API without waiting for
@@ -773,4 +799,38 @@ async fn wait_until_started(rt: &Arc<Runtime>, uuid: &str) {
             return;
         }
     }
+}
+
+/// Per container (field path, image, whether it will be pulled), for kubelet's Pulling/Pulled
+/// events: pulled when the policy says Always or the image is not in the node's store.
+async fn image_pulls(rt: &Arc<Runtime>, pod: &Pod) -> Vec<(String, String, bool)> {
+    let Some(spec) = pod.spec.clone() else {
+        return vec![];
+    };
+    let rt = rt.clone();
+    tokio::task::spawn_blocking(move || {
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| ("initContainers", c));
+        let main = spec.containers.iter().map(|c| ("containers", c));
+        init.chain(main)
+            .filter_map(|(list, c)| {
+                let image = c.image.clone()?;
+                let policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
+                let present = Reference::parse(&image)
+                    .ok()
+                    .is_some_and(|r| rt.store.resolve(&r.to_string()).is_ok());
+                let pulling = match policy {
+                    PullPolicy::Always => true,
+                    PullPolicy::IfNotPresent => !present,
+                    PullPolicy::Never => return None,
+                };
+                Some((format!("spec.{list}{{{}}}", c.name), image, pulling))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
