@@ -17,21 +17,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-async fn wait<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// An embedded control plane, and an agent joined to it as node `<prefix>-<n>`.
 struct Cluster {
     rt: tokio::runtime::Runtime,
@@ -173,7 +158,7 @@ impl Cluster {
         let events: Api<Event> = Api::namespaced(self.admin.clone(), "default");
         let events = &events;
         self.rt.block_on(async {
-            wait(&format!("{reason} event for {pod}"), secs, || async move {
+            wait_async(&format!("{reason} event for {pod}"), secs, || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items.into_iter().find(|e| {
                     e.reason.as_deref() == Some(reason)
@@ -188,7 +173,7 @@ impl Cluster {
         let pods = self.pods();
         let pods = &pods;
         self.rt.block_on(async {
-            wait(&format!("pod {name} Running"), secs, || async move {
+            wait_async(&format!("pod {name} Running"), secs, || async move {
                 let p = pods.get_opt(name).await.ok().flatten()?;
                 let s = p.status.clone()?;
                 (s.phase.as_deref() == Some("Running")
@@ -206,7 +191,7 @@ impl Cluster {
             pods.delete(name, &DeleteParams::default())
                 .await
                 .expect("delete");
-            wait(&format!("pod {name} gone"), 60, || async move {
+            wait_async(&format!("pod {name} gone"), 60, || async move {
                 pods.get_opt(name).await.ok()?.is_none().then_some(())
             })
             .await
@@ -494,9 +479,9 @@ fn missing_objects_block_pods_until_they_exist() {
                 let w = s.container_statuses?.into_iter().next()?.state?.waiting?;
                 Some((w.reason.unwrap_or_default(), w.message))
             };
-            let w = wait("late waiting", 30, || waiting("late")).await;
+            let w = wait_async("late waiting", 30, || waiting("late")).await;
             assert_eq!(w, ("ContainerCreating".to_string(), None));
-            let w = wait("envfail waiting", 30, || waiting("envfail")).await;
+            let w = wait_async("envfail waiting", 30, || waiting("envfail")).await;
             assert_eq!(
                 w,
                 (
@@ -507,7 +492,7 @@ fn missing_objects_block_pods_until_they_exist() {
             // Retried with a back-off: the same Event counted again, not a new one each time.
             let events: Api<Event> = Api::namespaced(c.admin.clone(), "default");
             let events = &events;
-            wait("FailedMount counted twice", 30, || async move {
+            wait_async("FailedMount counted twice", 30, || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 let mine: Vec<Event> = l
                     .items

@@ -10,22 +10,6 @@ use k8s_openapi::api::core::v1::{Event, Node as KNode, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rktup_controlplane::pki::Credential;
 use rktup_testkit::unique;
-use std::time::{Duration, Instant};
-
-async fn wait<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[test]
 fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
@@ -86,7 +70,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             let nodes: Api<KNode> = Api::all(admin.clone());
             let nodes = &nodes;
             // Registered and Ready, with nodeInfo naming the embedded runtime.
-            let n = wait("node Ready", 30, || async move {
+            let n = wait_async("node Ready", 30, || async move {
                 nodes.get_opt(nn).await.ok().flatten().filter(|n| {
                     n.status
                         .as_ref()
@@ -117,13 +101,13 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             // Lease heartbeat.
             let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
             let leases = &leases;
-            let l1 = wait("lease", 10, || async move {
+            let l1 = wait_async("lease", 10, || async move {
                 leases.get_opt(nn).await.ok().flatten()
             })
             .await;
             let t1 = l1.spec.and_then(|s| s.renew_time).expect("renewTime");
             let t1 = &t1;
-            wait("lease renewed", 10, || async move {
+            wait_async("lease renewed", 10, || async move {
                 let l = leases.get_opt(nn).await.ok().flatten()?;
                 let t = l.spec?.renew_time?;
                 (t.0 > t1.0).then_some(())
@@ -142,7 +126,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             let spods = &spods;
             let mirror_name = format!("static-{nn}");
             let mirror_name = mirror_name.as_str();
-            let m = wait("mirror pod", 60, || async move {
+            let m = wait_async("mirror pod", 60, || async move {
                 spods.get_opt(mirror_name).await.ok().flatten()
             })
             .await;
@@ -155,7 +139,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             );
             assert_eq!(m.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some(nn));
             node.delete("static.yaml");
-            wait("mirror pod removed", 60, || async move {
+            wait_async("mirror pod removed", 60, || async move {
                 spods
                     .get_opt(mirror_name)
                     .await
@@ -180,7 +164,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             pods.create(&PostParams::default(), &pod)
                 .await
                 .expect("create pod");
-            let p = wait("pod Running", 60, || async move {
+            let p = wait_async("pod Running", 60, || async move {
                 let p = pods.get_opt("web").await.ok().flatten()?;
                 let s = p.status.clone()?;
                 (s.phase.as_deref() == Some("Running")
@@ -216,7 +200,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             // A Started event.
             let events: Api<Event> = Api::namespaced(admin.clone(), "default");
             let events = &events;
-            wait("Started event", 10, || async move {
+            wait_async("Started event", 10, || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items
                     .into_iter()
@@ -230,7 +214,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
 
             // Pulling / Pulled events for the container's image (the static pod's run put it in
             // the store already, so it is "already present"), on the container's field path.
-            wait("Pulled event", 10, || async move {
+            wait_async("Pulled event", 10, || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items
                     .into_iter()
@@ -251,7 +235,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             pods.delete("web", &DeleteParams::default())
                 .await
                 .expect("delete");
-            wait("pod object gone", 30, || async move {
+            wait_async("pod object gone", 30, || async move {
                 pods.get_opt("web")
                     .await
                     .ok()

@@ -38,21 +38,6 @@ fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> (bool, String, Str
     )
 }
 
-async fn wait_async<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[test]
 fn kubectl_logs_reads_containers_through_the_kubelet_port() {
     let rt = tokio::runtime::Runtime::new().expect("tokio");

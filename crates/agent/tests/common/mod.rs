@@ -355,3 +355,22 @@ pub fn uuid_of(p: &serde_json::Value) -> String {
 pub fn run(cmd: &mut Command) -> String {
     sh(cmd)
 }
+
+/// Polls `f` (every 100 ms) until it returns Some; panics after `secs`.
+pub async fn wait_async<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
