@@ -202,6 +202,11 @@ fn main() -> anyhow::Result<()> {
             }
             lat.push(t.elapsed());
         }
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            let mut idx: Vec<(usize, Duration)> = lat.iter().copied().enumerate().collect();
+            idx.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+            eprintln!("slowest watch writes (index, ms): {:?}", idx.iter().take(12).map(|(i, d)| (*i, d.as_secs_f64() * 1e3)).collect::<Vec<_>>());
+        }
         lat.sort();
         println!("| watch latency, write request start → event (500 writes) | p50 {:.2} ms, p99 {:.2} ms |", pct(&lat, 0.5).as_secs_f64() * 1e3, pct(&lat, 0.99).as_secs_f64() * 1e3);
 

@@ -17,6 +17,7 @@ mod serviceaccount;
 
 use crate::api::objects::{meta_str, now, now_micro, Core, WriteCtx};
 use crate::registry::{self, ResourceDef};
+use crate::store::{Event, EventType};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,33 +42,135 @@ pub fn spawn_all(
     let settings = Settings {
         node_monitor_grace: grace,
     };
-    let controllers: &[(&str, Pass, Duration)] = &[
-        ("scheduler", scheduler::pass, Duration::from_secs(1)),
-        ("replicaset", replicaset::pass, Duration::from_secs(2)),
-        ("deployment", deployment::pass, Duration::from_secs(2)),
-        ("daemonset", daemonset::pass, Duration::from_secs(2)),
-        ("job", job::pass, Duration::from_secs(2)),
-        ("namespace", namespace::pass, Duration::from_secs(2)),
-        ("garbagecollector", gc::pass, Duration::from_secs(2)),
-        ("nodelifecycle", nodelifecycle::pass, Duration::from_secs(1)),
-        ("endpoints", endpoints::pass, Duration::from_secs(2)),
+    // Each controller wakes only for changes to what it reads (plus its
+    // resync): waking all of them on every write made unrelated writes
+    // (a configmap) pay for full passes over every pod.
+    let controllers: &[(&str, Pass, Wake, Duration)] = &[
+        (
+            "scheduler",
+            scheduler::pass,
+            Wake::Kinds(&[("", "pods"), ("", "nodes")]),
+            Duration::from_secs(1),
+        ),
+        (
+            "replicaset",
+            replicaset::pass,
+            Wake::Kinds(&[("apps", "replicasets"), ("", "pods")]),
+            Duration::from_secs(2),
+        ),
+        (
+            "deployment",
+            deployment::pass,
+            Wake::Kinds(&[
+                ("apps", "deployments"),
+                ("apps", "replicasets"),
+                ("", "pods"),
+            ]),
+            Duration::from_secs(2),
+        ),
+        (
+            "daemonset",
+            daemonset::pass,
+            Wake::Kinds(&[("apps", "daemonsets"), ("", "nodes"), ("", "pods")]),
+            Duration::from_secs(2),
+        ),
+        (
+            "job",
+            job::pass,
+            Wake::Kinds(&[("batch", "jobs"), ("", "pods")]),
+            Duration::from_secs(2),
+        ),
+        (
+            "namespace",
+            namespace::pass,
+            Wake::When(namespace_wake),
+            Duration::from_secs(2),
+        ),
+        (
+            "garbagecollector",
+            gc::pass,
+            Wake::When(gc_wake),
+            Duration::from_secs(2),
+        ),
+        (
+            "nodelifecycle",
+            nodelifecycle::pass,
+            Wake::Kinds(&[
+                ("", "nodes"),
+                ("coordination.k8s.io", "leases"),
+                ("", "pods"),
+            ]),
+            Duration::from_secs(1),
+        ),
+        (
+            "endpoints",
+            endpoints::pass,
+            Wake::Kinds(&[("", "services"), ("", "pods"), ("", "endpoints")]),
+            Duration::from_secs(2),
+        ),
         (
             "serviceaccount",
             serviceaccount::pass,
+            Wake::Kinds(&[("", "namespaces"), ("", "serviceaccounts"), ("", "secrets")]),
             Duration::from_secs(5),
         ),
-        ("event-mirror", events::pass, Duration::from_secs(5)),
+        (
+            "event-mirror",
+            events::pass,
+            Wake::Kinds(&[("events.k8s.io", "events")]),
+            Duration::from_secs(5),
+        ),
     ];
-    for (name, pass, resync) in controllers.iter().copied() {
+    for (name, pass, wake, resync) in controllers.iter().copied() {
         tasks.spawn(run(
             name,
             core.clone(),
             stop.clone(),
             settings.clone(),
             pass,
+            wake,
             resync,
         ));
     }
+}
+
+/// Which store changes start a pass (besides the periodic resync).
+#[derive(Clone, Copy)]
+enum Wake {
+    /// Any change to these (group, plural) resources.
+    Kinds(&'static [(&'static str, &'static str)]),
+    When(fn(&Event) -> bool),
+}
+
+impl Wake {
+    fn wants(self, ev: &Event) -> bool {
+        match self {
+            Wake::Kinds(kinds) => kinds
+                .iter()
+                .any(|(group, plural)| ev.key.starts_with(&rd(group, plural).key_prefix(None))),
+            Wake::When(f) => f(ev),
+        }
+    }
+}
+
+/// Namespaces change, or something is deleted (a terminating namespace
+/// finishes once its last object is gone).
+fn namespace_wake(ev: &Event) -> bool {
+    ev.kind == EventType::Deleted || ev.key.starts_with(&rd("", "namespaces").key_prefix(None))
+}
+
+/// Deletions (owners going away) and objects that carry owner references,
+/// finalizers or a deletion timestamp, before or after the change.
+fn gc_wake(ev: &Event) -> bool {
+    let relevant = |o: &Value| {
+        let m = &o["metadata"];
+        m.get("ownerReferences").is_some()
+            || m.get("finalizers").is_some()
+            || m.get("deletionTimestamp").is_some()
+    };
+    ev.kind == EventType::Deleted
+        || relevant(&ev.object)
+        || ev.prev.as_deref().is_some_and(relevant)
 }
 
 /// Runs `pass` whenever the store changes (batched) and every `resync`.
@@ -77,6 +180,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     settings: Settings,
     pass: Pass,
+    wake: Wake,
     resync: Duration,
 ) {
     let mut rx = core.store.watch("/registry/", core.store.revision()).ok();
@@ -93,10 +197,16 @@ async fn run(
         let tick = tokio::time::sleep(resync);
         tokio::pin!(tick);
         match rx.as_mut() {
-            Some(w) => tokio::select! {
-                ev = w.rx.recv() => if ev.is_none() { rx = None; },
-                _ = &mut tick => {}
-                _ = stop.changed() => return,
+            Some(w) => loop {
+                tokio::select! {
+                    ev = w.rx.recv() => match ev {
+                        Some(ev) if !wake.wants(&ev) => continue,
+                        Some(_) => break,
+                        None => { rx = None; break; }
+                    },
+                    _ = &mut tick => break,
+                    _ = stop.changed() => return,
+                }
             },
             None => {
                 tokio::select! {
