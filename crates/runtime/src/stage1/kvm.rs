@@ -59,6 +59,7 @@ pub fn find_kvm() -> Result<KvmPlan, String> {
                 busybox,
                 memory_mib: 256,
             };
+            pvm_check(&k.kernel)?;
             probe(&k).map(|_| k)
         }
         _ => Err(format!(
@@ -83,6 +84,33 @@ pub fn cpu_args() -> Vec<&'static str> {
             "-no-user-config",
         ]
     }
+}
+
+/// A host whose /dev/kvm is PVM (kvm_pvm, the "pagetable-based" nested virtualization some cloud
+/// sandboxes such as Firecracker hosts offer without hardware virtualization) boots only guest
+/// kernels built for PVM; any other kernel hangs in its decompressor. Said up front instead of
+/// after a 30 s test boot.
+fn pvm_check(kernel: &Path) -> Result<(), String> {
+    if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg")
+        || !Path::new("/sys/module/kvm_pvm").exists()
+    {
+        return Ok(());
+    }
+    let config = kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .map(|v| kernel.with_file_name(format!("config-{v}")));
+    let pvm_guest = config
+        .and_then(|c| std::fs::read_to_string(c).ok())
+        .is_some_and(|c| c.lines().any(|l| l == "CONFIG_PVM_GUEST=y"));
+    if pvm_guest {
+        return Ok(());
+    }
+    Err(format!(
+        "stage1-kvm is not usable on this node: its /dev/kvm is PVM (module kvm_pvm, nested virtualization without hardware support), which boots only kernels built with CONFIG_PVM_GUEST, and {} is not one (RKTUP_KVM_KERNEL/RKTUP_KVM_MODULES choose another guest kernel; RKTUP_KVM_ACCEL=tcg uses qemu's software emulation)",
+        kernel.display()
+    ))
 }
 
 /// Boot the guest kernel once with a trivial initramfs (once per process): a host whose KVM
