@@ -615,3 +615,229 @@ async fn edit_and_foreground_delete() {
         .trim()
         .is_empty());
 }
+
+const DAEMONSET: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: c
+        image: agent:1
+"#;
+
+/// The daemon pods' images and `controller-revision-hash` labels.
+async fn daemon_pods(c: &Cluster) -> Vec<(String, String)> {
+    let out = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "app=agent",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.containers[0].image} {.metadata.labels.controller-revision-hash}{"\n"}{end}"#,
+        ])
+        .await;
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(image, hash)| (image.to_string(), hash.to_string()))
+        .collect()
+}
+
+/// `(revision, name, hash label)` of each ControllerRevision, by revision.
+async fn revisions(c: &Cluster) -> Vec<(i64, String, String)> {
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "controllerrevisions", "-o", "json"]).await)
+            .expect("json");
+    let mut out: Vec<(i64, String, String)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|cr| {
+            (
+                cr["revision"].as_i64().unwrap_or(-1),
+                cr["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                cr["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until every daemon pod runs `image` with the hash of the revision
+/// numbered `revision`.
+async fn wait_daemon_pods_at(c: &Cluster, image: &str, revision: i64) {
+    c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    eventually(
+        &format!("daemon pods at {image}, revision {revision}"),
+        Duration::from_secs(30),
+        || async {
+            let hash = revisions(c)
+                .await
+                .into_iter()
+                .find(|(r, _, _)| *r == revision)?
+                .2;
+            let pods = daemon_pods(c).await;
+            (pods.len() == 2 && pods.iter().all(|(i, h)| i == image && *h == hash)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_revisions_history_and_undo() {
+    let c = start().await;
+    let _n1 = fake_node(&c, "h1", 10250).await;
+    let _n2 = fake_node(&c, "h2", 10250).await;
+    c.apply_stdin(&["apply", "-f", "-"], DAEMONSET).await;
+    wait_daemon_pods_at(&c, "agent:1", 1).await;
+    // A change-cause set before the change is copied into the new revision.
+    c.ok(&[
+        "annotate",
+        "ds/agent",
+        "kubernetes.io/change-cause=image agent:2",
+    ])
+    .await;
+    c.ok(&["set", "image", "ds/agent", "c=agent:2"]).await;
+    wait_daemon_pods_at(&c, "agent:2", 2).await;
+
+    let revs = revisions(&c).await;
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    for (_, name, hash) in &revs {
+        assert_eq!(*name, format!("agent-{hash}"));
+    }
+    let cr: serde_json::Value = serde_json::from_str(
+        &c.ok(&["get", "controllerrevision", &revs[1].1, "-o", "json"])
+            .await,
+    )
+    .expect("json");
+    let owner = &cr["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"], &owner["controller"]),
+        (&"DaemonSet".into(), &"agent".into(), &true.into()),
+        "{cr}"
+    );
+    assert_eq!(cr["metadata"]["labels"]["app"], "agent", "{cr}");
+    assert_eq!(cr["data"]["spec"]["template"]["$patch"], "replace", "{cr}");
+    assert_eq!(
+        cr["data"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:2"
+    );
+    let table = c.ok(&["get", "controllerrevisions"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CONTROLLER", "REVISION", "AGE"], "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("daemonset.apps/agent")),
+        "{table}"
+    );
+
+    let history = c.ok(&["rollout", "history", "daemonset/agent"]).await;
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["REVISION", "CHANGE-CAUSE"],
+            vec!["1", "<none>"],
+            vec!["2", "image", "agent:2"]
+        ],
+        "{history}"
+    );
+    let one = c
+        .ok(&["rollout", "history", "daemonset/agent", "--revision=1"])
+        .await;
+    assert!(
+        one.contains("with revision #1") && one.contains("Image:\tagent:1"),
+        "{one}"
+    );
+
+    // Undo goes back to revision 1's template, which becomes revision 3.
+    let undo = c.ok(&["rollout", "undo", "daemonset/agent"]).await;
+    assert_eq!(undo.trim(), "daemonset.apps/agent rolled back");
+    let image = c
+        .ok(&[
+            "get",
+            "ds",
+            "agent",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "agent:1");
+    wait_daemon_pods_at(&c, "agent:1", 3).await;
+    let after = revisions(&c).await;
+    assert_eq!(
+        after.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [2, 3],
+        "{after:?}"
+    );
+    assert_eq!(after[1].1, revs[0].1, "revision 1 renumbered, not copied");
+    let history = c.ok(&["rollout", "history", "daemonset/agent"]).await;
+    assert!(
+        history.contains("\n2 ") && history.contains("\n3 ") && !history.contains("\n1 "),
+        "{history}"
+    );
+    let gone = c
+        .kubectl(&["rollout", "undo", "daemonset/agent", "--to-revision=1"])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("unable to find specified revision 1"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    c.ok(&["rollout", "undo", "daemonset/agent", "--to-revision=2"])
+        .await;
+    wait_daemon_pods_at(&c, "agent:2", 4).await;
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "ds", "agent", "-o", "json"]).await).expect("json");
+    assert_eq!(
+        status["status"]["observedGeneration"], status["metadata"]["generation"],
+        "{status}"
+    );
+    assert_eq!(status["status"]["updatedNumberScheduled"], 2, "{status}");
+
+    // History is pruned to revisionHistoryLimit once no pod runs the old ones.
+    c.ok(&[
+        "patch",
+        "ds/agent",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":0}}"#,
+    ])
+    .await;
+    eventually("old revisions pruned", Duration::from_secs(20), || async {
+        let left = revisions(&c).await;
+        (left.iter().map(|r| r.0).collect::<Vec<_>>() == [4]).then_some(())
+    })
+    .await;
+    c.ok(&["delete", "ds", "agent"]).await;
+    eventually(
+        "revisions collected with their DaemonSet",
+        Duration::from_secs(20),
+        || async { revisions(&c).await.is_empty().then_some(()) },
+    )
+    .await;
+}
