@@ -841,3 +841,199 @@ async fn daemonset_revisions_history_and_undo() {
     )
     .await;
 }
+
+const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+
+/// GETs `path` with `accept`; returns the Content-Type and the JSON body.
+async fn get_with_accept(c: &Cluster, path: &str, accept: &str) -> (String, serde_json::Value) {
+    let req = http::Request::get(path)
+        .header(http::header::ACCEPT, accept)
+        .body(kube::client::Body::from(Vec::new()))
+        .expect("request");
+    let resp = c.admin().await.send(req).await.expect("response");
+    assert_eq!(resp.status(), 200, "{path}");
+    let ct = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.into_body().collect_bytes().await.expect("body");
+    (ct, serde_json::from_slice(&body).expect("json body"))
+}
+
+/// The paths of the GET requests in a `kubectl -v=8` log
+/// (`"Request" verb="GET" url="https://host:port/path?query"`).
+fn requested_paths(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(r#"verb="GET""#))
+        .filter_map(|l| l.split_once(r#"url="https://"#)?.1.split('"').next())
+        .filter_map(|url| url.split_once('/').map(|(_, p)| format!("/{p}")))
+        .map(|p| p.split('?').next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_discovery_documents_and_kubectl_use() {
+    let c = start().await;
+    // What kubectl asks for: the v2 document, one for the core group at
+    // /api and one for all other groups at /apis.
+    let (ct, core) = get_with_accept(&c, "/api", AGGREGATED_ACCEPT).await;
+    assert_eq!(
+        ct,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    assert_eq!(core["apiVersion"], "apidiscovery.k8s.io/v2");
+    assert_eq!(core["kind"], "APIGroupDiscoveryList");
+    let items = core["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{core}");
+    assert!(items[0]["metadata"].get("name").is_none(), "{core}");
+    let v1 = &items[0]["versions"][0];
+    assert_eq!(
+        (&v1["version"], &v1["freshness"]),
+        (&"v1".into(), &"Current".into())
+    );
+    let resource = |version: &serde_json::Value, name: &str| {
+        version["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["resource"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {version}"))
+    };
+    let pods = resource(v1, "pods");
+    assert!(
+        pods["verbs"]
+            .as_array()
+            .expect("verbs")
+            .contains(&"watch".into()),
+        "{pods}"
+    );
+    assert_eq!(pods["shortNames"], serde_json::json!(["po"]));
+    assert_eq!(pods["categories"], serde_json::json!(["all"]));
+    assert_eq!(pods["scope"], "Namespaced");
+    assert_eq!(pods["singularResource"], "pod");
+    assert_eq!(
+        pods["responseKind"],
+        serde_json::json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    let subs: Vec<&str> = pods["subresources"]
+        .as_array()
+        .expect("subresources")
+        .iter()
+        .filter_map(|s| s["subresource"].as_str())
+        .collect();
+    for s in ["status", "binding", "log", "eviction"] {
+        assert!(subs.contains(&s), "{pods}");
+    }
+    assert_eq!(resource(v1, "nodes")["scope"], "Cluster");
+    let token = resource(v1, "serviceaccounts")["subresources"][0].clone();
+    assert_eq!(
+        token["responseKind"],
+        serde_json::json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}),
+        "{token}"
+    );
+
+    let (_, groups) = get_with_accept(&c, "/apis", AGGREGATED_ACCEPT).await;
+    let group = |name: &str| {
+        groups["items"]
+            .as_array()
+            .and_then(|gs| gs.iter().find(|g| g["metadata"]["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no group {name} in {groups}"))
+    };
+    assert!(groups["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .all(|g| g["metadata"]["name"] != ""));
+    let apps = group("apps");
+    let deployments = resource(&apps["versions"][0], "deployments");
+    assert_eq!(deployments["shortNames"], serde_json::json!(["deploy"]));
+    let scale = deployments["subresources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["subresource"] == "scale"))
+        .cloned()
+        .expect("deployments/scale");
+    assert_eq!(
+        scale["responseKind"],
+        serde_json::json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+    );
+    assert_eq!(
+        scale["verbs"],
+        serde_json::json!(["get", "patch", "update"])
+    );
+    let reviews = resource(
+        &group("authentication.k8s.io")["versions"][0],
+        "selfsubjectreviews",
+    );
+    assert_eq!(reviews["verbs"], serde_json::json!(["create"]));
+    // Older clients get v2beta1; plain requests the legacy documents.
+    let (ct, beta) = get_with_accept(
+        &c,
+        "/apis",
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+    )
+    .await;
+    assert!(ct.contains("v=v2beta1"), "{ct}");
+    assert_eq!(beta["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+    assert_eq!(beta["items"], groups["items"]);
+    let (ct, legacy) = get_with_accept(&c, "/apis", "application/json, */*").await;
+    assert_eq!(ct, "application/json");
+    assert_eq!(legacy["kind"], "APIGroupList");
+    let (_, legacy) = get_with_accept(&c, "/api", "application/json").await;
+    assert_eq!(legacy["kind"], "APIVersions");
+
+    // kubectl discovers everything from the two aggregated documents: no
+    // per-group-version GETs (each run with an empty discovery cache).
+    let cache = |n: &str| c.dir.path().join(format!("cache-{n}"));
+    for (n, args) in [
+        ("get", vec!["get", "po"]),
+        ("api-resources", vec!["api-resources"]),
+        ("all", vec!["get", "all"]),
+        (
+            "explain",
+            vec!["explain", "daemonset.spec.revisionHistoryLimit"],
+        ),
+    ] {
+        let dir = cache(n);
+        let mut argv = vec!["-v=8", "--cache-dir", dir.to_str().expect("utf-8 path")];
+        argv.extend(args.iter().copied());
+        let out = c.kubectl(&argv).await;
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?}: {log}");
+        let paths = requested_paths(&log);
+        assert!(
+            paths.iter().any(|p| p == "/api") && paths.iter().any(|p| p == "/apis"),
+            "kubectl {args:?} requested {paths:?}"
+        );
+        let per_group: Vec<&String> = paths
+            .iter()
+            .filter(|p| {
+                let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+                matches!(segs[..], ["api", _] | ["apis", _] | ["apis", _, _])
+            })
+            .collect();
+        assert!(
+            per_group.is_empty(),
+            "kubectl {args:?} fetched legacy discovery {per_group:?}"
+        );
+        assert!(
+            log.contains("Content-Type: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+            "{log}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match n {
+            "api-resources" => assert!(
+                stdout.lines().any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols == ["pods", "po", "v1", "true", "Pod"]
+                }) && stdout.contains("controllerrevisions")
+                    && stdout.contains("selfsubjectreviews"),
+                "{stdout}"
+            ),
+            "all" => assert!(stdout.contains("service/kubernetes"), "{stdout}"),
+            "explain" => assert!(stdout.contains("<integer>"), "{stdout}"),
+            _ => {}
+        }
+    }
+}
