@@ -615,3 +615,425 @@ async fn edit_and_foreground_delete() {
         .trim()
         .is_empty());
 }
+
+const DAEMONSET: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: c
+        image: agent:1
+"#;
+
+/// The daemon pods' images and `controller-revision-hash` labels.
+async fn daemon_pods(c: &Cluster) -> Vec<(String, String)> {
+    let out = c
+        .ok(&[
+            "get",
+            "po",
+            "-l",
+            "app=agent",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.containers[0].image} {.metadata.labels.controller-revision-hash}{"\n"}{end}"#,
+        ])
+        .await;
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(image, hash)| (image.to_string(), hash.to_string()))
+        .collect()
+}
+
+/// `(revision, name, hash label)` of each ControllerRevision, by revision.
+async fn revisions(c: &Cluster) -> Vec<(i64, String, String)> {
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "controllerrevisions", "-o", "json"]).await)
+            .expect("json");
+    let mut out: Vec<(i64, String, String)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|cr| {
+            (
+                cr["revision"].as_i64().unwrap_or(-1),
+                cr["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                cr["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until every daemon pod runs `image` with the hash of the revision
+/// numbered `revision`.
+async fn wait_daemon_pods_at(c: &Cluster, image: &str, revision: i64) {
+    c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    eventually(
+        &format!("daemon pods at {image}, revision {revision}"),
+        Duration::from_secs(30),
+        || async {
+            let hash = revisions(c)
+                .await
+                .into_iter()
+                .find(|(r, _, _)| *r == revision)?
+                .2;
+            let pods = daemon_pods(c).await;
+            (pods.len() == 2 && pods.iter().all(|(i, h)| i == image && *h == hash)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_revisions_history_and_undo() {
+    let c = start().await;
+    let _n1 = fake_node(&c, "h1", 10250).await;
+    let _n2 = fake_node(&c, "h2", 10250).await;
+    c.apply_stdin(&["apply", "-f", "-"], DAEMONSET).await;
+    wait_daemon_pods_at(&c, "agent:1", 1).await;
+    // A change-cause set before the change is copied into the new revision.
+    c.ok(&[
+        "annotate",
+        "ds/agent",
+        "kubernetes.io/change-cause=image agent:2",
+    ])
+    .await;
+    c.ok(&["set", "image", "ds/agent", "c=agent:2"]).await;
+    wait_daemon_pods_at(&c, "agent:2", 2).await;
+
+    let revs = revisions(&c).await;
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    for (_, name, hash) in &revs {
+        assert_eq!(*name, format!("agent-{hash}"));
+    }
+    let cr: serde_json::Value = serde_json::from_str(
+        &c.ok(&["get", "controllerrevision", &revs[1].1, "-o", "json"])
+            .await,
+    )
+    .expect("json");
+    let owner = &cr["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"], &owner["controller"]),
+        (&"DaemonSet".into(), &"agent".into(), &true.into()),
+        "{cr}"
+    );
+    assert_eq!(cr["metadata"]["labels"]["app"], "agent", "{cr}");
+    assert_eq!(cr["data"]["spec"]["template"]["$patch"], "replace", "{cr}");
+    assert_eq!(
+        cr["data"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:2"
+    );
+    let table = c.ok(&["get", "controllerrevisions"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CONTROLLER", "REVISION", "AGE"], "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("daemonset.apps/agent")),
+        "{table}"
+    );
+
+    let history = c.ok(&["rollout", "history", "daemonset/agent"]).await;
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["REVISION", "CHANGE-CAUSE"],
+            vec!["1", "<none>"],
+            vec!["2", "image", "agent:2"]
+        ],
+        "{history}"
+    );
+    let one = c
+        .ok(&["rollout", "history", "daemonset/agent", "--revision=1"])
+        .await;
+    assert!(
+        one.contains("with revision #1") && one.contains("Image:\tagent:1"),
+        "{one}"
+    );
+
+    // Undo goes back to revision 1's template, which becomes revision 3.
+    let undo = c.ok(&["rollout", "undo", "daemonset/agent"]).await;
+    assert_eq!(undo.trim(), "daemonset.apps/agent rolled back");
+    let image = c
+        .ok(&[
+            "get",
+            "ds",
+            "agent",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "agent:1");
+    wait_daemon_pods_at(&c, "agent:1", 3).await;
+    let after = revisions(&c).await;
+    assert_eq!(
+        after.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [2, 3],
+        "{after:?}"
+    );
+    assert_eq!(after[1].1, revs[0].1, "revision 1 renumbered, not copied");
+    let history = c.ok(&["rollout", "history", "daemonset/agent"]).await;
+    assert!(
+        history.contains("\n2 ") && history.contains("\n3 ") && !history.contains("\n1 "),
+        "{history}"
+    );
+    let gone = c
+        .kubectl(&["rollout", "undo", "daemonset/agent", "--to-revision=1"])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("unable to find specified revision 1"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    c.ok(&["rollout", "undo", "daemonset/agent", "--to-revision=2"])
+        .await;
+    wait_daemon_pods_at(&c, "agent:2", 4).await;
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "ds", "agent", "-o", "json"]).await).expect("json");
+    assert_eq!(
+        status["status"]["observedGeneration"], status["metadata"]["generation"],
+        "{status}"
+    );
+    assert_eq!(status["status"]["updatedNumberScheduled"], 2, "{status}");
+
+    // History is pruned to revisionHistoryLimit once no pod runs the old ones.
+    c.ok(&[
+        "patch",
+        "ds/agent",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":0}}"#,
+    ])
+    .await;
+    eventually("old revisions pruned", Duration::from_secs(20), || async {
+        let left = revisions(&c).await;
+        (left.iter().map(|r| r.0).collect::<Vec<_>>() == [4]).then_some(())
+    })
+    .await;
+    c.ok(&["delete", "ds", "agent"]).await;
+    eventually(
+        "revisions collected with their DaemonSet",
+        Duration::from_secs(20),
+        || async { revisions(&c).await.is_empty().then_some(()) },
+    )
+    .await;
+}
+
+const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+
+/// GETs `path` with `accept`; returns the Content-Type and the JSON body.
+async fn get_with_accept(c: &Cluster, path: &str, accept: &str) -> (String, serde_json::Value) {
+    let req = http::Request::get(path)
+        .header(http::header::ACCEPT, accept)
+        .body(kube::client::Body::from(Vec::new()))
+        .expect("request");
+    let resp = c.admin().await.send(req).await.expect("response");
+    assert_eq!(resp.status(), 200, "{path}");
+    let ct = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.into_body().collect_bytes().await.expect("body");
+    (ct, serde_json::from_slice(&body).expect("json body"))
+}
+
+/// The paths of the GET requests in a `kubectl -v=8` log
+/// (`"Request" verb="GET" url="https://host:port/path?query"`).
+fn requested_paths(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(r#"verb="GET""#))
+        .filter_map(|l| l.split_once(r#"url="https://"#)?.1.split('"').next())
+        .filter_map(|url| url.split_once('/').map(|(_, p)| format!("/{p}")))
+        .map(|p| p.split('?').next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_discovery_documents_and_kubectl_use() {
+    let c = start().await;
+    // What kubectl asks for: the v2 document, one for the core group at
+    // /api and one for all other groups at /apis.
+    let (ct, core) = get_with_accept(&c, "/api", AGGREGATED_ACCEPT).await;
+    assert_eq!(
+        ct,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    assert_eq!(core["apiVersion"], "apidiscovery.k8s.io/v2");
+    assert_eq!(core["kind"], "APIGroupDiscoveryList");
+    let items = core["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{core}");
+    assert!(items[0]["metadata"].get("name").is_none(), "{core}");
+    let v1 = &items[0]["versions"][0];
+    assert_eq!(
+        (&v1["version"], &v1["freshness"]),
+        (&"v1".into(), &"Current".into())
+    );
+    let resource = |version: &serde_json::Value, name: &str| {
+        version["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["resource"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {version}"))
+    };
+    let pods = resource(v1, "pods");
+    assert!(
+        pods["verbs"]
+            .as_array()
+            .expect("verbs")
+            .contains(&"watch".into()),
+        "{pods}"
+    );
+    assert_eq!(pods["shortNames"], serde_json::json!(["po"]));
+    assert_eq!(pods["categories"], serde_json::json!(["all"]));
+    assert_eq!(pods["scope"], "Namespaced");
+    assert_eq!(pods["singularResource"], "pod");
+    assert_eq!(
+        pods["responseKind"],
+        serde_json::json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    let subs: Vec<&str> = pods["subresources"]
+        .as_array()
+        .expect("subresources")
+        .iter()
+        .filter_map(|s| s["subresource"].as_str())
+        .collect();
+    for s in ["status", "binding", "log", "eviction"] {
+        assert!(subs.contains(&s), "{pods}");
+    }
+    assert_eq!(resource(v1, "nodes")["scope"], "Cluster");
+    let token = resource(v1, "serviceaccounts")["subresources"][0].clone();
+    assert_eq!(
+        token["responseKind"],
+        serde_json::json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}),
+        "{token}"
+    );
+
+    let (_, groups) = get_with_accept(&c, "/apis", AGGREGATED_ACCEPT).await;
+    let group = |name: &str| {
+        groups["items"]
+            .as_array()
+            .and_then(|gs| gs.iter().find(|g| g["metadata"]["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no group {name} in {groups}"))
+    };
+    assert!(groups["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .all(|g| g["metadata"]["name"] != ""));
+    let apps = group("apps");
+    let deployments = resource(&apps["versions"][0], "deployments");
+    assert_eq!(deployments["shortNames"], serde_json::json!(["deploy"]));
+    let scale = deployments["subresources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["subresource"] == "scale"))
+        .cloned()
+        .expect("deployments/scale");
+    assert_eq!(
+        scale["responseKind"],
+        serde_json::json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+    );
+    assert_eq!(
+        scale["verbs"],
+        serde_json::json!(["get", "patch", "update"])
+    );
+    let reviews = resource(
+        &group("authentication.k8s.io")["versions"][0],
+        "selfsubjectreviews",
+    );
+    assert_eq!(reviews["verbs"], serde_json::json!(["create"]));
+    // Older clients get v2beta1; plain requests the legacy documents.
+    let (ct, beta) = get_with_accept(
+        &c,
+        "/apis",
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+    )
+    .await;
+    assert!(ct.contains("v=v2beta1"), "{ct}");
+    assert_eq!(beta["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+    assert_eq!(beta["items"], groups["items"]);
+    let (ct, legacy) = get_with_accept(&c, "/apis", "application/json, */*").await;
+    assert_eq!(ct, "application/json");
+    assert_eq!(legacy["kind"], "APIGroupList");
+    let (_, legacy) = get_with_accept(&c, "/api", "application/json").await;
+    assert_eq!(legacy["kind"], "APIVersions");
+
+    // kubectl discovers everything from the two aggregated documents: no
+    // per-group-version GETs (each run with an empty discovery cache).
+    let cache = |n: &str| c.dir.path().join(format!("cache-{n}"));
+    for (n, args) in [
+        ("get", vec!["get", "po"]),
+        ("api-resources", vec!["api-resources"]),
+        ("all", vec!["get", "all"]),
+        (
+            "explain",
+            vec!["explain", "daemonset.spec.revisionHistoryLimit"],
+        ),
+    ] {
+        let dir = cache(n);
+        let mut argv = vec!["-v=8", "--cache-dir", dir.to_str().expect("utf-8 path")];
+        argv.extend(args.iter().copied());
+        let out = c.kubectl(&argv).await;
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?}: {log}");
+        let paths = requested_paths(&log);
+        assert!(
+            paths.iter().any(|p| p == "/api") && paths.iter().any(|p| p == "/apis"),
+            "kubectl {args:?} requested {paths:?}"
+        );
+        let per_group: Vec<&String> = paths
+            .iter()
+            .filter(|p| {
+                let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+                matches!(segs[..], ["api", _] | ["apis", _] | ["apis", _, _])
+            })
+            .collect();
+        assert!(
+            per_group.is_empty(),
+            "kubectl {args:?} fetched legacy discovery {per_group:?}"
+        );
+        assert!(
+            log.contains("Content-Type: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+            "{log}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match n {
+            "api-resources" => assert!(
+                stdout.lines().any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols == ["pods", "po", "v1", "true", "Pod"]
+                }) && stdout.contains("controllerrevisions")
+                    && stdout.contains("selfsubjectreviews"),
+                "{stdout}"
+            ),
+            "all" => assert!(stdout.contains("service/kubernetes"), "{stdout}"),
+            "explain" => assert!(stdout.contains("<integer>"), "{stdout}"),
+            _ => {}
+        }
+    }
+}

@@ -1,8 +1,14 @@
-//! Discovery documents: /api, /api/v1, /apis, /apis/<group>[/<version>].
-//! kubectl 1.32 first asks for aggregated discovery
-//! (apidiscovery.k8s.io/v2); we answer with plain `application/json`
-//! legacy documents, which kubectl detects by the response content type and
-//! then falls back to the per-group-version documents.
+//! Discovery documents, in both forms kube-apiserver serves, built from the
+//! same resource facts ([`registry::RESOURCES`] plus the request-only review
+//! resources):
+//!
+//! - legacy: /api (`APIVersions`), /api/v1 and /apis/<group>/<version>
+//!   (`APIResourceList`), /apis (`APIGroupList`), /apis/<group> (`APIGroup`);
+//! - aggregated (apidiscovery.k8s.io/v2, and v2beta1 for older clients):
+//!   one `APIGroupDiscoveryList` with every resource of the core group at
+//!   /api, of all other groups at /apis, served when the Accept header asks
+//!   for it, as kubectl 1.32 does. With it kubectl needs two requests for
+//!   discovery instead of one per group version.
 
 use crate::registry::{self, ResourceDef};
 use serde_json::{json, Value};
@@ -15,19 +21,91 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
-/// Groups with no stored resources, only request/response ones:
+/// Resources with no stored objects, only request/response:
 /// authentication.k8s.io/v1 `selfsubjectreviews` (`kubectl auth whoami`).
-const REVIEW_GROUPS: &[&str] = &["authentication.k8s.io"];
+static REVIEW_RESOURCES: &[ResourceDef] = &[ResourceDef {
+    group: "authentication.k8s.io",
+    version: "v1",
+    kind: "SelfSubjectReview",
+    plural: "selfsubjectreviews",
+    singular: "selfsubjectreview",
+    namespaced: false,
+    short_names: &[],
+    categories: &[],
+    subresources: &[],
+}];
 
+fn is_review(r: &ResourceDef) -> bool {
+    REVIEW_RESOURCES
+        .iter()
+        .any(|rv| (rv.group, rv.plural) == (r.group, r.plural))
+}
+
+fn verbs(r: &ResourceDef) -> &'static [&'static str] {
+    if is_review(r) {
+        &["create"]
+    } else {
+        r.verbs()
+    }
+}
+
+/// Every served resource of a group version, in registry order.
+fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
+    let mut rs = registry::by_group_version(group, version);
+    rs.extend(
+        REVIEW_RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == version),
+    );
+    rs
+}
+
+/// The groups other than core, in discovery order.
 fn groups() -> Vec<&'static str> {
     let mut g = registry::groups();
-    g.extend(REVIEW_GROUPS);
+    for r in REVIEW_RESOURCES {
+        if !g.contains(&r.group) {
+            g.push(r.group);
+        }
+    }
     g
 }
 
-fn group_doc(group: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+/// What a subresource accepts and returns.
+struct Subresource {
+    name: &'static str,
+    /// The kind returned, with its group and version when they differ from
+    /// the parent resource's.
+    kind: &'static str,
+    group_version: Option<(&'static str, &'static str)>,
+    verbs: &'static [&'static str],
+}
+
+fn subresource(r: &ResourceDef, name: &'static str) -> Subresource {
+    let (kind, group_version, verbs): (_, _, &'static [&'static str]) = match name {
+        "status" => (r.kind, None, &["get", "patch", "update"]),
+        "scale" => (
+            "Scale",
+            Some(("autoscaling", "v1")),
+            &["get", "patch", "update"],
+        ),
+        "binding" => ("Binding", None, &["create"]),
+        "eviction" => ("Eviction", Some(("policy", "v1")), &["create"]),
+        "log" => ("Pod", None, &["get"]),
+        "finalize" => ("Namespace", None, &["update"]),
+        "token" => (
+            "TokenRequest",
+            Some(("authentication.k8s.io", "v1")),
+            &["create"],
+        ),
+        _ => (r.kind, None, &["get"]),
+    };
+    Subresource {
+        name,
+        kind,
+        group_version,
+        verbs,
+    }
 }
 
 pub fn api_group_list() -> Value {
@@ -36,6 +114,11 @@ pub fn api_group_list() -> Value {
         "apiVersion": "v1",
         "groups": groups().into_iter().map(group_doc).collect::<Vec<_>>(),
     })
+}
+
+fn group_doc(group: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
@@ -53,7 +136,7 @@ fn resource_entry(r: &ResourceDef) -> Value {
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": r.verbs(),
+        "verbs": verbs(r),
     });
     if !r.short_names.is_empty() {
         e["shortNames"] = json!(r.short_names);
@@ -64,61 +147,31 @@ fn resource_entry(r: &ResourceDef) -> Value {
     e
 }
 
-fn subresource_entry(r: &ResourceDef, sub: &str) -> Value {
-    let (kind, group, version, verbs): (&str, Option<&str>, Option<&str>, &[&str]) = match sub {
-        "status" => (r.kind, None, None, &["get", "patch", "update"]),
-        "scale" => (
-            "Scale",
-            Some("autoscaling"),
-            Some("v1"),
-            &["get", "patch", "update"],
-        ),
-        "binding" => ("Binding", None, None, &["create"]),
-        "eviction" => ("Eviction", Some("policy"), Some("v1"), &["create"]),
-        "log" => ("Pod", None, None, &["get"]),
-        "finalize" => ("Namespace", None, None, &["update"]),
-        "token" => (
-            "TokenRequest",
-            Some("authentication.k8s.io"),
-            Some("v1"),
-            &["create"],
-        ),
-        _ => (r.kind, None, None, &["get"]),
-    };
+fn subresource_entry(r: &ResourceDef, sub: &Subresource) -> Value {
     let mut e = json!({
-        "name": format!("{}/{sub}", r.plural),
+        "name": format!("{}/{}", r.plural, sub.name),
         "singularName": "",
         "namespaced": r.namespaced,
-        "kind": kind,
-        "verbs": verbs,
+        "kind": sub.kind,
+        "verbs": sub.verbs,
     });
-    if let Some(g) = group {
-        e["group"] = json!(g);
-    }
-    if let Some(v) = version {
-        e["version"] = json!(v);
+    if let Some((group, version)) = sub.group_version {
+        e["group"] = json!(group);
+        e["version"] = json!(version);
     }
     e
 }
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs = registry::by_group_version(group, version);
-    let mut resources = Vec::new();
-    if (group, version) == ("authentication.k8s.io", "v1") {
-        resources.push(json!({
-            "name": "selfsubjectreviews",
-            "singularName": "selfsubjectreview",
-            "namespaced": false,
-            "kind": "SelfSubjectReview",
-            "verbs": ["create"],
-        }));
-    } else if rs.is_empty() {
+    let rs = served(group, version);
+    if rs.is_empty() {
         return None;
     }
+    let mut resources = Vec::new();
     for r in rs {
         resources.push(resource_entry(r));
-        for sub in r.subresources {
-            resources.push(subresource_entry(r, sub));
+        for name in r.subresources {
+            resources.push(subresource_entry(r, &subresource(r, name)));
         }
     }
     let gv = if group.is_empty() {
@@ -129,4 +182,152 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
+}
+
+/// The aggregated discovery versions served, newest first.
+const AGGREGATED_VERSIONS: &[&str] = &["v2", "v2beta1"];
+
+/// The apidiscovery.k8s.io version of `APIGroupDiscoveryList` the Accept
+/// header asks for (the first one listed that is served), if any.
+pub fn aggregated_version(accept: &str) -> Option<&'static str> {
+    accept.split(',').find_map(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next()?;
+        let (mut g, mut v, mut as_) = ("", "", "");
+        for p in parts {
+            match p.split_once('=') {
+                Some(("g", x)) => g = x,
+                Some(("v", x)) => v = x,
+                Some(("as", x)) => as_ = x,
+                _ => {}
+            }
+        }
+        let wanted = media.eq_ignore_ascii_case("application/json")
+            && g == "apidiscovery.k8s.io"
+            && as_ == "APIGroupDiscoveryList";
+        AGGREGATED_VERSIONS
+            .iter()
+            .copied()
+            .find(|served| wanted && *served == v)
+    })
+}
+
+/// The response Content-Type that tells the client which form it got.
+pub fn aggregated_content_type(version: &str) -> String {
+    format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
+}
+
+/// `APIGroupDiscoveryList` of the core group (`legacy`, for /api) or of
+/// every other group (for /apis).
+pub fn aggregated(version: &str, legacy: bool) -> Value {
+    let group_names = if legacy { vec![""] } else { groups() };
+    let items: Vec<Value> = group_names
+        .into_iter()
+        .map(|group| {
+            let mut metadata = json!({"creationTimestamp": null});
+            if !group.is_empty() {
+                metadata["name"] = json!(group);
+            }
+            json!({
+                "metadata": metadata,
+                "versions": [{
+                    "version": "v1",
+                    "resources": served(group, "v1").into_iter().map(aggregated_resource).collect::<Vec<_>>(),
+                    "freshness": "Current",
+                }],
+            })
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    })
+}
+
+fn aggregated_resource(r: &ResourceDef) -> Value {
+    let mut e = json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": verbs(r),
+    });
+    if !r.short_names.is_empty() {
+        e["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        e["categories"] = json!(r.categories);
+    }
+    if !r.subresources.is_empty() {
+        let subs: Vec<Value> = r
+            .subresources
+            .iter()
+            .map(|name| {
+                let sub = subresource(r, name);
+                let (group, version) = sub.group_version.unwrap_or((r.group, r.version));
+                json!({
+                    "subresource": sub.name,
+                    "responseKind": {"group": group, "version": version, "kind": sub.kind},
+                    "verbs": sub.verbs,
+                })
+            })
+            .collect();
+        e["subresources"] = json!(subs);
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_version_follows_the_accept_header() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(kubectl), Some("v2"));
+        assert_eq!(
+            aggregated_version(
+                "application/json; g=apidiscovery.k8s.io; v=v2beta1; as=APIGroupDiscoveryList"
+            ),
+            Some("v2beta1")
+        );
+        assert_eq!(aggregated_version("application/json, */*"), None);
+        assert_eq!(aggregated_version(""), None);
+        assert_eq!(
+            aggregated_version(
+                "application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn both_forms_describe_the_same_resources() {
+        let legacy = resource_list("apps", "v1").expect("apps/v1");
+        let agg = aggregated("v2", false);
+        let apps = agg["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|g| g["metadata"]["name"] == "apps"))
+            .expect("apps group");
+        let names = |v: &Value, key: &str| -> Vec<String> {
+            v.as_array()
+                .map(|rs| {
+                    rs.iter()
+                        .filter_map(|r| r[key].as_str())
+                        .filter(|n| !n.contains('/'))
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            names(&legacy["resources"], "name"),
+            names(&apps["versions"][0]["resources"], "resource")
+        );
+        let core = aggregated("v2", true);
+        assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
+        assert!(core["items"][0]["metadata"].get("name").is_none());
+    }
 }

@@ -241,10 +241,26 @@ impl ApiServer {
                 "the server could not find the requested resource",
             )
         };
+        let aggregated = |legacy: bool| {
+            discovery::aggregated_version(&r.accept).map(|version| {
+                let body = serde_json::to_vec(&discovery::aggregated(version, legacy));
+                full(
+                    StatusCode::OK,
+                    &discovery::aggregated_content_type(version),
+                    body.unwrap_or_default(),
+                )
+            })
+        };
         match segs {
-            ["api"] => ok(discovery::api_versions(&self.server_address)),
+            ["api"] => match aggregated(true) {
+                Some(resp) => Ok(resp),
+                None => ok(discovery::api_versions(&self.server_address)),
+            },
+            ["apis"] => match aggregated(false) {
+                Some(resp) => Ok(resp),
+                None => ok(discovery::api_group_list()),
+            },
             ["api", "v1"] => ok(discovery::resource_list("", "v1").ok_or_else(not_found)?),
-            ["apis"] => ok(discovery::api_group_list()),
             ["apis", g] => ok(discovery::api_group(g).ok_or_else(not_found)?),
             ["apis", g, v] => ok(discovery::resource_list(g, v).ok_or_else(not_found)?),
             ["openapi", "v3"] => ok(openapi::index()),

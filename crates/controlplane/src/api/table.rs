@@ -387,6 +387,7 @@ pub fn columns(rd: &ResourceDef) -> Vec<Value> {
         ("", "ConfigMap") => vec![name, int("Data", "Data contains the configuration data."), age],
         ("", "Secret") => vec![name, c("Type", 0, "The type of the secret"), int("Data", "Data contains the secret data."), age],
         ("", "ServiceAccount") => vec![name, age],
+        ("apps", "ControllerRevision") => vec![name, c("Controller", 0, "Controller of the object"), int("Revision", "Revision indicates the revision of the state represented by Data."), age],
         ("coordination.k8s.io", "Lease") => vec![name, c("Holder", 0, "HolderIdentity contains the identity of the holder of a current lease."), age],
         _ => vec![name, col("Created At", "date", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.")],
     }
@@ -442,6 +443,29 @@ pub fn row_cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
                 json!(c),
                 json!(im),
                 json!(selector_string(o.pointer("/spec/selector"))),
+            ]
+        }
+        ("apps", "ControllerRevision") => {
+            // `<kind>.<group>/<name>` of the controller, as kubectl prints it.
+            let controller = o
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| {
+                    let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+                    let group = r["apiVersion"]
+                        .as_str()
+                        .and_then(|av| av.rsplit_once('/'))
+                        .map(|(g, _)| format!(".{g}"))
+                        .unwrap_or_default();
+                    format!("{kind}{group}/{}", r["name"].as_str().unwrap_or(""))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                name,
+                json!(controller),
+                json!(i(o, "/revision")),
+                json!(age(o)),
             ]
         }
         ("batch", "Job") => {

@@ -71,7 +71,12 @@ pub fn spawn_all(
         (
             "daemonset",
             daemonset::pass,
-            Wake::Kinds(&[("apps", "daemonsets"), ("", "nodes"), ("", "pods")]),
+            Wake::Kinds(&[
+                ("apps", "daemonsets"),
+                ("apps", "controllerrevisions"),
+                ("", "nodes"),
+                ("", "pods"),
+            ]),
             Duration::from_secs(2),
         ),
         (
@@ -441,6 +446,13 @@ pub(crate) fn int_or_percent(v: Option<&Value>, total: i64, round_up: bool) -> i
 /// FNV-1a hash of a pod template, encoded like `rand.SafeEncodeString`
 /// (the `pod-template-hash` label).
 pub(crate) fn template_hash(template: &Value) -> String {
+    template_hash_with_collisions(template, None)
+}
+
+/// [`template_hash`] salted with a `status.collisionCount` (upstream's
+/// `ComputeHash`), so a name clash with another template's object can be
+/// resolved by counting up.
+pub(crate) fn template_hash_with_collisions(template: &Value, collisions: Option<i64>) -> String {
     let mut t = template.clone();
     if let Some(l) = t
         .pointer_mut("/metadata/labels")
@@ -449,7 +461,12 @@ pub(crate) fn template_hash(template: &Value) -> String {
         l.remove("pod-template-hash");
     }
     let mut h: u32 = 0x811c9dc5;
-    for b in serde_json::to_vec(&t).unwrap_or_default() {
+    let salt = collisions.map(|c| (c as u32).to_le_bytes());
+    for b in serde_json::to_vec(&t)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(salt.into_iter().flatten())
+    {
         h ^= b as u32;
         h = h.wrapping_mul(0x01000193);
     }
