@@ -147,19 +147,8 @@ fn privileged_pods_need_allow_privileged() {
 
 #[test]
 fn kvm_pod_boots_in_a_vm_with_the_pod_network() {
-    if let Err(why) = rktup_runtime::stage1::kvm::find_kvm() {
-        if why.contains("not usable") && std::env::var("RKTUP_TEST_KVM_TCG").as_deref() != Ok("0") {
-            // This host has qemu, a guest kernel and /dev/kvm, but its KVM cannot boot the guest
-            // (here: PVM nested virtualization). The same stage1 — same VM, initramfs, 9p shares,
-            // tap networking — then runs under qemu's software emulation, so the VM path is still
-            // exercised. RKTUP_TEST_KVM_TCG=0 skips instead.
-            println!("NOTE kvm: {why}; running the VM under TCG instead");
-            // SAFETY (edition 2021 API): set before the agent starts; other tests ignore it.
-            std::env::set_var("RKTUP_KVM_ACCEL", "tcg");
-        } else {
-            println!("SKIPPED kvm_pod_boots_in_a_vm_with_the_pod_network: {why}");
-            return;
-        }
+    if vm_plan("kvm_pod_boots_in_a_vm_with_the_pod_network").is_none() {
+        return;
     }
     let node = Node::new(&["--allow-privileged"]);
     let (bridge, subnet) = node.bridge_net("0.4.0");

@@ -25,6 +25,35 @@ pub fn rktup_bin() -> PathBuf {
     p
 }
 
+/// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips.
+/// Where /dev/kvm exists but cannot boot the guest (this CI host: PVM nested virtualization),
+/// the VM runs under qemu's software emulation instead (`RKTUP_KVM_ACCEL=tcg`, which the agent
+/// inherits), so the VM paths are still exercised; `RKTUP_TEST_KVM_TCG=0` skips instead.
+pub fn vm_plan(test: &str) -> Option<rktup_runtime::pod::KvmPlan> {
+    match rktup_runtime::stage1::kvm::find_kvm() {
+        Ok(plan) => Some(plan),
+        Err(why)
+            if why.contains("not usable")
+                && std::env::var("RKTUP_TEST_KVM_TCG").as_deref() != Ok("0") =>
+        {
+            println!("NOTE {test}: {why}; running the VM under TCG instead");
+            // Edition 2021: set_var is safe; tests in this binary that read it want the same.
+            std::env::set_var("RKTUP_KVM_ACCEL", "tcg");
+            match rktup_runtime::stage1::kvm::find_kvm() {
+                Ok(plan) => Some(plan),
+                Err(why) => {
+                    println!("SKIPPED {test}: {why}");
+                    None
+                }
+            }
+        }
+        Err(why) => {
+            println!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,

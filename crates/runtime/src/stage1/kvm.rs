@@ -117,8 +117,15 @@ fn pvm_check(kernel: &Path) -> Result<(), String> {
 /// cannot boot it (e.g. some nested setups hang at early boot) refuses kvm pods with a reason
 /// instead of hanging them.
 pub fn probe(k: &KvmPlan) -> Result<(), String> {
-    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    RESULT.get_or_init(|| probe_once(k)).clone()
+    // One answer per accelerator: a caller may fall back to TCG after KVM failed.
+    static KVM: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    static TCG: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let cell = if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg") {
+        &TCG
+    } else {
+        &KVM
+    };
+    cell.get_or_init(|| probe_once(k)).clone()
 }
 
 fn probe_once(k: &KvmPlan) -> Result<(), String> {
@@ -322,6 +329,39 @@ impl Cpio {
     }
 }
 
+/// A guest initramfs (newc cpio): the static `busybox` at /bin/busybox, the guest modules
+/// (virtio, 9p) of `kvm.modules` with their dependencies, the directories /bin /dev /proc /sys
+/// /lib/modules plus `extra_dirs`, and `/init` as written by `init` from the shell lines that load
+/// the modules. Pods use it (below); so does the test that boots a pure cgroup v2 guest.
+pub fn initramfs(
+    kvm: &KvmPlan,
+    busybox: &[u8],
+    extra_dirs: &[&str],
+    init: impl FnOnce(&str) -> String,
+) -> Result<Vec<u8>, String> {
+    let mods = module_closure(&kvm.modules)?;
+    let mut cpio = Cpio::new();
+    for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules"]
+        .iter()
+        .chain(extra_dirs)
+    {
+        cpio.dir(d);
+    }
+    cpio.file("bin/busybox", 0o755, busybox);
+    let mut insmods = String::new();
+    for (i, m) in mods.iter().enumerate() {
+        let b = std::fs::read(kvm.modules.join(m))
+            .map_err(|e| format!("failed to read module {m}: {e}"))?;
+        let name = format!("lib/modules/{i:02}.ko");
+        cpio.file(&name, 0o644, &b);
+        insmods.push_str(&format!("insmod /{name} 2>/dev/null\n"));
+    }
+    // Twice: a module whose dependency came later in the list loads on the second pass.
+    let insmods = format!("{insmods}{insmods}");
+    cpio.file("init", 0o755, init(&insmods).as_bytes());
+    Ok(cpio.finish())
+}
+
 /// Single-quote for the guest's sh.
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -475,35 +515,11 @@ impl Supervisor {
         nsenter_ip(&ns, &["link", "set", "tap0", "master", "kbr0"])?;
         nsenter_ip(&ns, &["link", "set", "tap0", "up"])?;
         nsenter_ip(&ns, &["link", "set", "kbr0", "up"])?;
-        // initramfs
-        let mods = module_closure(&kvm.modules)?;
-        let mut cpio = Cpio::new();
-        for d in [
-            "bin",
-            "dev",
-            "proc",
-            "sys",
-            "pod",
-            "ctl",
-            "lib",
-            "lib/modules",
-        ] {
-            cpio.dir(d);
-        }
-        cpio.file("bin/busybox", 0o755, &helper_src);
-        let mut insmods = String::new();
-        for (i, m) in mods.iter().enumerate() {
-            let b = std::fs::read(kvm.modules.join(m))
-                .map_err(|e| format!("failed to read module {m}: {e}"))?;
-            let name = format!("lib/modules/{i:02}.ko");
-            cpio.file(&name, 0o644, &b);
-            insmods.push_str(&format!("insmod /{name} 2>/dev/null\n"));
-        }
-        // Twice: a module whose dependency came later in the list loads on the second pass.
-        let insmods = format!("{insmods}{insmods}");
-        cpio.file("init", 0o755, self.guest_init(&vn, &insmods).as_bytes());
+        let initramfs = initramfs(kvm, &helper_src, &["pod", "ctl"], |insmods| {
+            self.guest_init(&vn, insmods)
+        })?;
         let initrd = ctl.join("initramfs.cpio");
-        std::fs::write(&initrd, cpio.finish()).map_err(|e| e.to_string())?;
+        std::fs::write(&initrd, initramfs).map_err(|e| e.to_string())?;
         let mem = {
             let sum: u64 = self
                 .plan
