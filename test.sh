@@ -8,9 +8,9 @@ cd "$(dirname "$0")"
 # tests build images with umoci/skopeo from busybox-static, serve them from docker-registry, wire
 # pods with the real CNI plugins and compare against runc.
 packages=(systemd umoci skopeo docker-registry busybox-static containernetworking-plugins
-          iptables iproute2 util-linux runc)
-# The KVM stage1's test boots Debian's kernel with qemu from bookworm-backports (the plain
-# bookworm qemu conflicts with the image's qemu-utils).
+          iptables iproute2 util-linux runc kmod)
+# The KVM stage1 test and the pure cgroup v2 test boot Debian's kernel with qemu from
+# bookworm-backports (the plain bookworm qemu conflicts with the image's qemu-utils).
 kvm_packages=(qemu-system-x86 seabios)
 
 missing=()
@@ -33,9 +33,9 @@ if [ "$(id -u)" -eq 0 ] && [ -e /dev/kvm ] && ! command -v qemu-system-x86_64 >/
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports --no-install-recommends "${kvm_packages[@]}" \
-    || echo "test.sh: qemu from bookworm-backports could not be installed; the KVM stage1 test will skip" >&2
+    || echo "test.sh: qemu from bookworm-backports could not be installed; the KVM stage1 and cgroup v2 tests will skip" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-image-amd64 \
-    || echo "test.sh: no guest kernel; the KVM stage1 test will skip" >&2
+    || echo "test.sh: no guest kernel; the KVM stage1 and cgroup v2 tests will skip" >&2
 fi
 
 # Python tools the provider tests use for real: moto's EC2/Auto Scaling/S3 server, and Google's
