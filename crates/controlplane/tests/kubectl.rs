@@ -82,12 +82,7 @@ async fn pod_crud_outputs_label_patch_describe_delete() {
     let out = c.apply_stdin(&["create", "-f", "-"], POD).await;
     assert_eq!(out.trim(), "pod/p1 created");
     let table = c.ok(&["get", "po"]).await;
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let header = header_of(&table);
     assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
     assert!(
         table.contains("p1") && table.contains("0/1") && table.contains("Pending"),
@@ -736,12 +731,7 @@ async fn daemonset_revisions_history_and_undo() {
         "agent:2"
     );
     let table = c.ok(&["get", "controllerrevisions"]).await;
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let header = header_of(&table);
     assert_eq!(header, ["NAME", "CONTROLLER", "REVISION", "AGE"], "{table}");
     assert!(
         table
@@ -1036,4 +1026,14 @@ async fn aggregated_discovery_documents_and_kubectl_use() {
             _ => {}
         }
     }
+}
+
+/// The column names of a `kubectl get` table.
+fn header_of(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect()
 }
