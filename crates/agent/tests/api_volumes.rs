@@ -11,75 +11,16 @@ use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use rktup_controlplane::pki::Credential;
-use rktup_testkit::{free_port, unique};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// An embedded control plane, and an agent joined to it as node `<prefix>-<n>`.
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    _tmp: tempfile::TempDir,
-    cp: Option<rktup_controlplane::Handle>,
-    node: Node,
-    node_name: String,
-    admin: kube::Client,
-}
+/// The kubelet tests' cluster (tests/common), with this file's helpers.
+use common::ClusterNode as Cluster;
 
 impl Cluster {
-    fn start(prefix: &str) -> Cluster {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let cp = rt
-            .block_on(
-                rktup_controlplane::ControlPlane::builder()
-                    .data_dir(tmp.path().join("cp"))
-                    .bind("127.0.0.1:0".parse().expect("addr"))
-                    .start(),
-            )
-            .expect("control plane");
-        let node_name = format!("{prefix}-{}", unique());
-        let token = cp.mint_node_token(&node_name).expect("token");
-        let kc = tmp.path().join("node.kubeconfig");
-        std::fs::write(
-            &kc,
-            cp.kubeconfig_for(
-                &format!("system:node:{node_name}"),
-                &Credential::Token(token),
-            ),
-        )
-        .expect("write kubeconfig");
-        let (kc_s, port_s) = (kc.display().to_string(), free_port().to_string());
-        let node = Node::new(&[
-            "--kubeconfig",
-            &kc_s,
-            "--hostname-override",
-            &node_name,
-            "--node-ip",
-            "127.0.0.1",
-            "--node-status-update-frequency",
-            "1",
-            "--kubelet-port",
-            &port_s,
-            "--sync-frequency",
-            "2",
-        ]);
-        let admin = rt.block_on(async {
-            let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .expect("config");
-            kube::Client::try_from(cfg).expect("client")
-        });
-        Cluster {
-            rt,
-            _tmp: tmp,
-            cp: Some(cp),
-            node,
-            node_name,
-            admin,
-        }
+    fn start_with_sync(prefix: &str) -> Cluster {
+        Cluster::start(prefix, &["--sync-frequency", "2"])
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -105,9 +46,7 @@ impl Cluster {
         if r.is_err() || cleaned.is_err() {
             eprintln!("agent log:\n{}", self.node.agent_log());
         }
-        if let Some(cp) = self.cp.take() {
-            self.rt.block_on(cp.shutdown());
-        }
+        self.stop_control_plane();
         if let Err(e) = r {
             std::panic::resume_unwind(e);
         }
@@ -227,7 +166,7 @@ fn secret(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
 
 #[test]
 fn api_volumes_and_env_reach_the_container() {
-    let c = Cluster::start("vol");
+    let c = Cluster::start_with_sync("vol");
     let (_bridge, _subnet) = c.node.bridge_net("0.4.0");
     c.run(|c| {
         let _: ConfigMap = c.create(serde_json::json!({
@@ -397,7 +336,7 @@ OPT unset
 
 #[test]
 fn missing_objects_block_pods_until_they_exist() {
-    let c = Cluster::start("miss");
+    let c = Cluster::start_with_sync("miss");
     c.run(|c| {
         let busybox = c.node.busybox.clone();
         let pod = |name: &str, extra: serde_json::Value| {

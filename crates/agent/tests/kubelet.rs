@@ -8,55 +8,20 @@ use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node as KNode, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use rktup_controlplane::pki::Credential;
-use rktup_testkit::unique;
 
 #[test]
 fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
-    let rt = tokio::runtime::Runtime::new().expect("tokio");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cp = rt
-        .block_on(
-            rktup_controlplane::ControlPlane::builder()
-                .data_dir(tmp.path().join("cp"))
-                .bind("127.0.0.1:0".parse().expect("addr"))
-                .start(),
-        )
-        .expect("control plane");
-    let node_name = format!("kn-{}", unique());
-    let token = cp.mint_node_token(&node_name).expect("token");
-    let kc = tmp.path().join("node.kubeconfig");
-    std::fs::write(
-        &kc,
-        cp.kubeconfig_for(
-            &format!("system:node:{node_name}"),
-            &Credential::Token(token),
-        ),
-    )
-    .expect("write kubeconfig");
-    let kc_s = kc.display().to_string();
-    let port = rktup_testkit::free_port();
-    let port_s = port.to_string();
-    let node = Node::new(&[
-        "--kubeconfig",
-        &kc_s,
-        "--hostname-override",
-        &node_name,
-        "--node-ip",
-        "127.0.0.1",
-        "--node-status-update-frequency",
-        "1",
-        "--kubelet-port",
-        &port_s,
-    ]);
+    let ClusterNode {
+        rt,
+        cp,
+        node,
+        node_name,
+        kubelet_port: port,
+        admin,
+        tmp: _tmp,
+    } = ClusterNode::start("kn", &[]);
+    let cp = cp.expect("control plane");
     let (_bridge, subnet) = node.bridge_net("0.4.0");
-    let admin = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("config");
-        kube::Client::try_from(cfg).expect("client")
-    });
     let busybox = node.busybox.clone();
     let log_on_panic = |r: std::thread::Result<()>| {
         if let Err(e) = r {

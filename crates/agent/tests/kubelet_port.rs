@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{Node as KNode, Pod};
 use kube::api::{Api, PostParams};
-use rktup_controlplane::pki::Credential;
 use rktup_testkit::{free_port, unique, wait_for};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,50 +39,18 @@ fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> (bool, String, Str
 
 #[test]
 fn kubectl_logs_reads_containers_through_the_kubelet_port() {
-    let rt = tokio::runtime::Runtime::new().expect("tokio");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cp = rt
-        .block_on(
-            rktup_controlplane::ControlPlane::builder()
-                .data_dir(tmp.path().join("cp"))
-                .bind("127.0.0.1:0".parse().expect("addr"))
-                .start(),
-        )
-        .expect("control plane");
-    let node_name = format!("kl-{}", unique());
-    let token = cp.mint_node_token(&node_name).expect("token");
-    let kc = tmp.path().join("node.kubeconfig");
-    std::fs::write(
-        &kc,
-        cp.kubeconfig_for(
-            &format!("system:node:{node_name}"),
-            &Credential::Token(token),
-        ),
-    )
-    .expect("write kubeconfig");
-    let port = free_port();
-    let (kc_s, port_s) = (kc.display().to_string(), port.to_string());
-    let node = Node::new(&[
-        "--kubeconfig",
-        &kc_s,
-        "--hostname-override",
-        &node_name,
-        "--node-ip",
-        "127.0.0.1",
-        "--kubelet-port",
-        &port_s,
-        "--node-status-update-frequency",
-        "1",
-    ]);
+    let ClusterNode {
+        rt,
+        cp,
+        node,
+        node_name,
+        kubelet_port: port,
+        admin,
+        tmp,
+    } = ClusterNode::start("kl", &[]);
+    let cp = cp.expect("control plane");
     let admin_kc = cp.admin_kubeconfig().to_path_buf();
     let cache = tmp.path().join("kubectl-cache");
-    let admin = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(&admin_kc).expect("admin kc");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("config");
-        kube::Client::try_from(cfg).expect("client")
-    });
     let busybox = node.busybox.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // The node advertises its port.

@@ -9,74 +9,18 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, PodCondition};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use rktup_controlplane::pki::Credential;
-use rktup_testkit::unique;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    cp: Option<rktup_controlplane::Handle>,
-    node: Node,
-    node_name: String,
-    admin: kube::Client,
-    tmp: tempfile::TempDir,
-}
+/// The kubelet tests' cluster (tests/common), with this file's helpers.
+use common::ClusterNode as Cluster;
 
 impl Cluster {
-    fn start() -> Cluster {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let cp = rt
-            .block_on(
-                rktup_controlplane::ControlPlane::builder()
-                    .data_dir(tmp.path().join("cp"))
-                    .bind("127.0.0.1:0".parse().expect("addr"))
-                    .start(),
-            )
-            .expect("control plane");
-        let node_name = format!("pn-{}", unique());
-        let token = cp.mint_node_token(&node_name).expect("token");
-        let kc = tmp.path().join("node.kubeconfig");
-        std::fs::write(
-            &kc,
-            cp.kubeconfig_for(
-                &format!("system:node:{node_name}"),
-                &Credential::Token(token),
-            ),
-        )
-        .expect("write kubeconfig");
-        let kc_s = kc.display().to_string();
-        let port_s = rktup_testkit::free_port().to_string();
-        let node = Node::new(&[
-            "--kubeconfig",
-            &kc_s,
-            "--hostname-override",
-            &node_name,
-            "--node-ip",
-            "127.0.0.1",
-            "--node-status-update-frequency",
-            "1",
-            "--kubelet-port",
-            &port_s,
-        ]);
-        node.bridge_net("0.4.0");
-        let admin = rt.block_on(async {
-            let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .expect("config");
-            kube::Client::try_from(cfg).expect("client")
-        });
-        Cluster {
-            rt,
-            cp: Some(cp),
-            node,
-            node_name,
-            admin,
-            tmp,
-        }
+    fn start_probes() -> Cluster {
+        let c = Cluster::start("pn", &[]);
+        c.node.bridge_net("0.4.0");
+        c
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -230,9 +174,7 @@ impl Cluster {
         });
         let cleaned =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.node.wait_no_pods(60)));
-        if let Some(cp) = self.cp.take() {
-            self.rt.block_on(cp.shutdown());
-        }
+        self.stop_control_plane();
         if let Err(e) = r {
             std::panic::resume_unwind(e);
         }
@@ -336,7 +278,7 @@ fn enter_in(dir: &Path, container: &str, cmd: &[&str]) -> (i32, String, String) 
 /// `--enter` runs the command in.
 #[test]
 fn readiness_http_get_flips_ready_when_the_file_appears() {
-    Cluster::start().run(|k| {
+    Cluster::start_probes().run(|k| {
         let busybox = k.node.busybox.clone();
         k.create(serde_json::json!({
             "metadata": {"name": "web"},
@@ -418,7 +360,7 @@ fn readiness_http_get_flips_ready_when_the_file_appears() {
 /// container creates the file once the test triggers it.
 #[test]
 fn readiness_exec_flips_ready() {
-    Cluster::start().run(|k| {
+    Cluster::start_probes().run(|k| {
         let busybox = k.node.busybox.clone();
         let trig = k.trigger_dir();
         k.create(serde_json::json!({
@@ -449,7 +391,7 @@ fn readiness_exec_flips_ready() {
 /// (3) tcpSocket readiness by port name: refused until the container listens.
 #[test]
 fn readiness_tcp_socket_flips_ready() {
-    Cluster::start().run(|k| {
+    Cluster::start_probes().run(|k| {
         let busybox = k.node.busybox.clone();
         let trig = k.trigger_dir();
         k.create(serde_json::json!({
@@ -489,7 +431,7 @@ fn readiness_tcp_socket_flips_ready() {
 /// that never passes does the same to its container.
 #[test]
 fn liveness_failure_restarts_the_container() {
-    Cluster::start().run(|k| {
+    Cluster::start_probes().run(|k| {
         let busybox = k.node.busybox.clone();
         k.create(serde_json::json!({
             "metadata": {"name": "live"},
@@ -564,7 +506,7 @@ fn liveness_failure_restarts_the_container() {
 /// passes, the container is started and ready.
 #[test]
 fn startup_probe_delays_readiness_and_liveness() {
-    Cluster::start().run(|k| {
+    Cluster::start_probes().run(|k| {
         let busybox = k.node.busybox.clone();
         let trig = k.trigger_dir();
         k.create(serde_json::json!({
@@ -615,7 +557,7 @@ fn startup_probe_delays_readiness_and_liveness() {
 /// `--enter` takes on a non-root container's user.
 #[test]
 fn probe_errors_time_out_and_unknown_ports() {
-    Cluster::start().run(|k| {
+    Cluster::start_probes().run(|k| {
         let busybox = k.node.busybox.clone();
         k.create(serde_json::json!({
             "metadata": {"name": "err"},

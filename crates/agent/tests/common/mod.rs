@@ -54,6 +54,85 @@ pub fn vm_plan(test: &str) -> Option<rktup_runtime::pod::KvmPlan> {
     }
 }
 
+/// An embedded control plane (in this process, on a free port) and a real agent joined to it as
+/// node `<prefix>-<n>` with a node bearer token, serving its kubelet port: the kubelet tests'
+/// setup. `extra` are further agent flags.
+pub struct ClusterNode {
+    pub rt: tokio::runtime::Runtime,
+    pub cp: Option<rktup_controlplane::Handle>,
+    pub node: Node,
+    pub node_name: String,
+    pub kubelet_port: u16,
+    /// A kube client with the control plane's admin credentials.
+    pub admin: kube::Client,
+    pub tmp: tempfile::TempDir,
+}
+
+impl ClusterNode {
+    pub fn start(prefix: &str, extra: &[&str]) -> ClusterNode {
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cp = rt
+            .block_on(
+                rktup_controlplane::ControlPlane::builder()
+                    .data_dir(tmp.path().join("cp"))
+                    .bind("127.0.0.1:0".parse().expect("addr"))
+                    .start(),
+            )
+            .expect("control plane");
+        let node_name = format!("{prefix}-{}", unique());
+        let token = cp.mint_node_token(&node_name).expect("token");
+        let kc = tmp.path().join("node.kubeconfig");
+        std::fs::write(
+            &kc,
+            cp.kubeconfig_for(
+                &format!("system:node:{node_name}"),
+                &rktup_controlplane::pki::Credential::Token(token),
+            ),
+        )
+        .expect("write kubeconfig");
+        let kubelet_port = free_port();
+        let (kc_s, port_s) = (kc.display().to_string(), kubelet_port.to_string());
+        let mut args = vec![
+            "--kubeconfig",
+            &kc_s,
+            "--hostname-override",
+            &node_name,
+            "--node-ip",
+            "127.0.0.1",
+            "--node-status-update-frequency",
+            "1",
+            "--kubelet-port",
+            &port_s,
+        ];
+        args.extend_from_slice(extra);
+        let node = Node::new(&args);
+        let admin = rt.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .expect("config");
+            kube::Client::try_from(cfg).expect("client")
+        });
+        ClusterNode {
+            rt,
+            cp: Some(cp),
+            node,
+            node_name,
+            kubelet_port,
+            admin,
+            tmp,
+        }
+    }
+
+    /// Stops the control plane (the agent stops when `node` is dropped).
+    pub fn stop_control_plane(&mut self) {
+        if let Some(cp) = self.cp.take() {
+            self.rt.block_on(cp.shutdown());
+        }
+    }
+}
+
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
