@@ -89,46 +89,37 @@ fn key_payload(
     Ok(p)
 }
 
-fn config_map_payload(
-    objs: &Objects,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: i32,
-    optional: bool,
-) -> Result<Payload, String> {
-    let files = match objs.config_map(name) {
-        Ok(cm) => config_map_files(cm),
-        Err(Missing::NotFound(_)) if optional => BTreeMap::new(),
-        Err(e) => return Err(e.message().to_string()),
-    };
-    key_payload(
-        items,
-        &files,
-        default_mode,
-        optional,
-        "configmap references non-existent config key",
-    )
+/// The object a configMap or secret volume (or projection source) reads, by name.
+enum KeySource<'a> {
+    ConfigMap(&'a str),
+    Secret(&'a str),
 }
 
-fn secret_payload(
+/// The configMap and secret plugins' payload: the object's keys (or `items`) as files; a missing
+/// object is an error unless `optional`.
+fn keys_payload(
     objs: &Objects,
-    name: &str,
+    source: KeySource,
     items: Option<&Vec<KeyToPath>>,
     default_mode: i32,
     optional: bool,
 ) -> Result<Payload, String> {
-    let files = match objs.secret(name) {
-        Ok(s) => secret_data(s),
+    let (files, missing_key) = match source {
+        KeySource::ConfigMap(name) => (
+            objs.config_map(name).map(config_map_files),
+            "configmap references non-existent config key",
+        ),
+        KeySource::Secret(name) => (
+            objs.secret(name).map(secret_data),
+            "references non-existent secret key",
+        ),
+    };
+    let files = match files {
+        Ok(files) => files,
         Err(Missing::NotFound(_)) if optional => BTreeMap::new(),
         Err(e) => return Err(e.message().to_string()),
     };
-    key_payload(
-        items,
-        &files,
-        default_mode,
-        optional,
-        "references non-existent secret key",
-    )
+    key_payload(items, &files, default_mode, optional, missing_key)
 }
 
 /// The downwardAPI plugin's `CollectData`.
@@ -176,18 +167,18 @@ pub fn payload(
     node: &NodeInfo,
 ) -> Option<Result<Payload, String>> {
     if let Some(c) = &v.config_map {
-        return Some(config_map_payload(
+        return Some(keys_payload(
             objs,
-            &c.name,
+            KeySource::ConfigMap(&c.name),
             c.items.as_ref(),
             c.default_mode.unwrap_or(DEFAULT_MODE),
             c.optional.unwrap_or(false),
         ));
     }
     if let Some(s) = &v.secret {
-        return Some(secret_payload(
+        return Some(keys_payload(
             objs,
-            s.secret_name.as_deref().unwrap_or_default(),
+            KeySource::Secret(s.secret_name.as_deref().unwrap_or_default()),
             s.items.as_ref(),
             s.default_mode.unwrap_or(DEFAULT_MODE),
             s.optional.unwrap_or(false),
@@ -212,17 +203,17 @@ pub fn payload(
     let mut errs = vec![];
     for (i, src) in proj.sources.iter().flatten().enumerate() {
         let part = if let Some(c) = &src.config_map {
-            config_map_payload(
+            keys_payload(
                 objs,
-                &c.name,
+                KeySource::ConfigMap(&c.name),
                 c.items.as_ref(),
                 dm,
                 c.optional.unwrap_or(false),
             )
         } else if let Some(s) = &src.secret {
-            secret_payload(
+            keys_payload(
                 objs,
-                &s.name,
+                KeySource::Secret(&s.name),
                 s.items.as_ref(),
                 dm,
                 s.optional.unwrap_or(false),
