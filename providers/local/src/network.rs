@@ -74,49 +74,73 @@ pub fn ensure_bridge(rec: &ClusterRecord) -> Result<(), NetError> {
     run("ip", &["link", "set", br, "up"])?;
     // Hosts that filter bridged traffic (br_netfilter with a DROP forward policy, as Docker
     // leaves it) would drop node-to-node packets; let this bridge's own traffic through.
-    let rule = forward_rule(&rec.name, br);
-    if run("iptables", &check(&rule)).is_err() {
-        run("iptables", &insert(&rule))?;
+    forward_rule(&rec.name, br).ensure("-I")
+}
+
+/// An iptables rule in the host's network namespace or in a node's.
+struct Rule {
+    netns: Option<String>,
+    table: &'static str,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
+impl Rule {
+    fn new(netns: Option<&str>, table: &'static str, chain: &'static str, spec: &[&str]) -> Rule {
+        Rule {
+            netns: netns.map(str::to_string),
+            table,
+            chain,
+            spec: spec.iter().map(|s| s.to_string()).collect(),
+        }
     }
-    Ok(())
+
+    /// `iptables -t <table> <op> <chain> <spec>`, through `ip netns exec` for a node's namespace.
+    fn iptables(&self, op: &str) -> Result<String, NetError> {
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(ns) = &self.netns {
+            args.extend(["netns", "exec", ns, "iptables"]);
+        }
+        args.extend(["-t", self.table, op, self.chain]);
+        args.extend(self.spec.iter().map(String::as_str));
+        match self.netns {
+            Some(_) => run("ip", &args),
+            None => run("iptables", &args),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.iptables("-C").is_ok()
+    }
+
+    /// Adds the rule unless it is there: `-I` puts it first in the chain, `-A` last.
+    fn ensure(&self, op: &str) -> Result<(), NetError> {
+        if !self.exists() {
+            self.iptables(op)?;
+        }
+        Ok(())
+    }
 }
 
-fn forward_rule(cluster: &str, bridge: &str) -> Vec<String> {
+fn forward_rule(cluster: &str, bridge: &str) -> Rule {
     let comment = format!("rktup cluster {cluster}");
-    [
+    Rule::new(
+        None,
+        "filter",
         "FORWARD",
-        "-i",
-        bridge,
-        "-o",
-        bridge,
-        "-m",
-        "comment",
-        "--comment",
-        &comment,
-        "-j",
-        "ACCEPT",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn check(rule: &[String]) -> Vec<&str> {
-    std::iter::once("-C")
-        .chain(rule.iter().map(String::as_str))
-        .collect()
-}
-
-fn insert(rule: &[String]) -> Vec<&str> {
-    std::iter::once("-I")
-        .chain(rule.iter().map(String::as_str))
-        .collect()
-}
-
-fn delete(rule: &[String]) -> Vec<&str> {
-    std::iter::once("-D")
-        .chain(rule.iter().map(String::as_str))
-        .collect()
+        &[
+            "-i",
+            bridge,
+            "-o",
+            bridge,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "ACCEPT",
+        ],
+    )
 }
 
 /// A name for this machine's own network namespace (`ip netns attach`), which agents pull
@@ -183,27 +207,23 @@ pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetErro
     })??;
     let pod = node.pod_cidr.to_string();
     let cluster = rec.cluster_ip_range.to_string();
-    let masq = [
-        "-t",
+    Rule::new(
+        Some(ns),
         "nat",
         "POSTROUTING",
-        "-s",
-        &pod,
-        "!",
-        "-d",
-        &cluster,
-        "-o",
-        "eth0",
-        "-j",
-        "MASQUERADE",
-    ];
-    let mut c = vec!["netns", "exec", ns, "iptables", "-t", "nat", "-C"];
-    c.extend(masq.iter().skip(2));
-    if run("ip", &c).is_err() {
-        let mut a = vec!["netns", "exec", ns, "iptables", "-t", "nat", "-A"];
-        a.extend(masq.iter().skip(2));
-        run("ip", &a)?;
-    }
+        &[
+            "-s",
+            &pod,
+            "!",
+            "-d",
+            &cluster,
+            "-o",
+            "eth0",
+            "-j",
+            "MASQUERADE",
+        ],
+    )
+    .ensure("-A")?;
     Ok(())
 }
 
@@ -273,9 +293,9 @@ pub fn teardown(cluster: &str, bridge: &str, namespaces: &[String]) -> Vec<Strin
             left.push(format!("bridge {bridge}: {e}"));
         }
     }
-    let rec_rule = forward_rule(cluster, bridge);
-    while run("iptables", &check(&rec_rule)).is_ok() {
-        if let Err(e) = run("iptables", &delete(&rec_rule)) {
+    let rule = forward_rule(cluster, bridge);
+    while rule.exists() {
+        if let Err(e) = rule.iptables("-D") {
             left.push(format!("iptables rule: {e}"));
             break;
         }
