@@ -236,7 +236,7 @@ spec:
   containers:
   - name: c
     image: {img}
-    command: ["sh", "-c", "id; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; touch /rootfs-write && echo writable || echo readonly; touch /tmp/x 2>/dev/null; sleep 1000"]
+    command: ["sh", "-c", "id; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; grep -E ' /proc/(sys|timer_list|acpi) ' /proc/self/mountinfo; echo timer_list $(wc -c < /proc/timer_list); touch /rootfs-write && echo writable || echo readonly; touch /tmp/x 2>/dev/null; sleep 1000"]
     resources: {{limits: {{memory: 48Mi, cpu: 250m}}}}
     securityContext:
       runAsUser: 1234
@@ -260,6 +260,21 @@ spec:
         "only NET_BIND_SERVICE (bit 10): {logs}"
     );
     assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
+    // Kernel interfaces masked and read-only as container runtimes do for unprivileged
+    // containers: /proc/sys read-only, /proc/timer_list is /dev/null (the host's is not empty)
+    // and /proc/acpi an empty read-only tmpfs.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" /proc/sys ro,") && l.contains("nosuid")),
+        "{logs}"
+    );
+    assert!(logs.contains("timer_list 0\n"), "{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" /proc/acpi ro,") && l.contains(" - tmpfs ")),
+        "{logs}"
+    );
+    assert!(std::fs::read_to_string("/proc/timer_list").is_ok_and(|t| !t.is_empty()));
     assert!(logs.contains("readonly\n"), "{logs}");
     let cg = |ctrl: &str, file: &str| -> String {
         let v1 = std::path::Path::new("/sys/fs/cgroup")

@@ -173,6 +173,73 @@ pub enum Populate {
     Kvm,
 }
 
+/// What kubelet's container runtimes (containerd, CRI-O, runc's defaults) hide from unprivileged
+/// containers: kernel interfaces that leak host information or allow host-wide changes.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Masks (an empty read-only tmpfs over a directory, /dev/null over a file) and makes read-only
+/// the paths above, where this kernel has them.
+fn mask_kernel_paths(root: &Path) -> Result<(), String> {
+    for p in MASKED_PATHS {
+        let t = inside(root, p);
+        match std::fs::metadata(&t) {
+            Ok(m) if m.is_dir() => sys::mount(
+                Some("tmpfs"),
+                &t,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=0"),
+            )
+            .map_err(|e| format!("failed to mask {p}: {e}"))?,
+            Ok(_) => sys::bind(Path::new("/dev/null"), &t, false)
+                .map_err(|e| format!("failed to mask {p}: {e}"))?,
+            Err(_) => {}
+        }
+    }
+    for p in READONLY_PATHS {
+        let t = inside(root, p);
+        if t.exists() {
+            let ro = || -> std::io::Result<()> {
+                sys::bind(&t, &t, false)?;
+                // Keep /proc's nosuid/nodev/noexec on the read-only remount.
+                sys::mount(
+                    None,
+                    &t,
+                    None,
+                    libc::MS_REMOUNT
+                        | libc::MS_BIND
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    None,
+                )
+            };
+            ro().map_err(|e| format!("failed to make {p} read-only: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
     let fly = mode == Populate::Fly;
     let c = l.c;
@@ -245,6 +312,7 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
         sys::bind(Path::new("/dev"), &dev, false).map_err(|e| e.to_string())?;
         return Ok(());
     }
+    mask_kernel_paths(root)?;
     sys::mount(
         Some("tmpfs"),
         &dev,
