@@ -485,3 +485,75 @@ fn a_slow_stop_does_not_hold_up_new_pods() {
     node.wait_no_pods(30);
     node.assert_clean(&[uuid_of(&slow), uuid_of(&fast)], Some(&bridge));
 }
+
+#[test]
+fn seccomp_runtime_default_refuses_kernel_calls_and_localhost_is_refused() {
+    let node = Node::new(&[]);
+    let img = &node.busybox;
+    // Both containers may mount and unshare as far as capabilities go (SYS_ADMIN added); only
+    // the RuntimeDefault filter stops the first.
+    let probe = "mkdir -p /m; mount -t tmpfs t /m && echo mount-ok || echo mount-denied; unshare -m true && echo unshare-ok || echo unshare-denied; grep Seccomp: /proc/self/status; sleep 1000";
+    node.put(
+        "sc.yaml",
+        &format!(
+            r#"metadata: {{name: sc}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: confined
+    image: {img}
+    command: ["sh", "-c", "{probe}"]
+    securityContext: {{capabilities: {{add: [SYS_ADMIN]}}, seccompProfile: {{type: RuntimeDefault}}}}
+  - name: unconfined
+    image: {img}
+    command: ["sh", "-c", "{probe}"]
+    securityContext: {{capabilities: {{add: [SYS_ADMIN]}}}}
+"#
+        ),
+    );
+    node.put(
+        "local.yaml",
+        &format!(
+            "metadata: {{name: local}}\nspec:\n  containers:\n  - name: c\n    image: {img}\n    securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: p.json}}}}\n"
+        ),
+    );
+    let p = node.wait_pod("sc", "running", 60, |p| {
+        p["status"]["containers"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().all(|c| c["state"] == "running"))
+    });
+    let uuid = uuid_of(&p);
+    let logs = |c: &str| {
+        rktup_testkit::wait_for(
+            &format!("{c} logs"),
+            std::time::Duration::from_secs(10),
+            || {
+                let l = node.rkt_ok(&["logs", &uuid, "-c", c]);
+                l.contains("Seccomp:").then_some(l)
+            },
+        )
+    };
+    let confined = logs("confined");
+    assert!(confined.contains("mount-denied"), "{confined}");
+    assert!(confined.contains("unshare-denied"), "{confined}");
+    assert!(confined.contains("Seccomp:\t2"), "filter mode: {confined}");
+    let unconfined = logs("unconfined");
+    assert!(unconfined.contains("mount-ok"), "{unconfined}");
+    assert!(unconfined.contains("unshare-ok"), "{unconfined}");
+    assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
+    let l = node.wait_pod("local", "refused", 30, |p| {
+        p["status"]["state"] == "refused"
+    });
+    assert_eq!(l["status"]["reason"], "CreateContainerConfigError", "{l:#}");
+    assert!(
+        l["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Localhost") && m.contains("RuntimeDefault")),
+        "{l:#}"
+    );
+    node.delete("sc.yaml");
+    node.delete("local.yaml");
+    node.wait_no_pods(30);
+    node.assert_pod_clean(&uuid);
+}

@@ -31,6 +31,8 @@ pub enum PlanError {
     },
     #[error("network: {0}")]
     Network(String),
+    #[error("container {container:?}: seccompProfile type {kind:?} is not supported (valid: RuntimeDefault, Unconfined)")]
+    Seccomp { container: String, kind: String },
 }
 
 /// Parse a static manifest (YAML or JSON; YAML is a superset).
@@ -411,9 +413,33 @@ fn plan_container(
             .unwrap_or(false),
         cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
         cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
+        seccomp: seccomp_of(c, psc, privileged)?,
         mounts,
         limits,
     })
+}
+
+/// The container's seccompProfile, else the pod's; privileged containers are unconfined (as
+/// containerd and CRI-O run them). Localhost profiles (files on the node) are not supported.
+fn seccomp_of(
+    c: &Container,
+    psc: Option<&k8s_openapi::api::core::v1::PodSecurityContext>,
+    privileged: bool,
+) -> Result<Seccomp, PlanError> {
+    let profile = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .or(psc.and_then(|s| s.seccomp_profile.as_ref()));
+    match profile.map(|p| p.type_.as_str()) {
+        None | Some("Unconfined") => Ok(Seccomp::Unconfined),
+        Some("RuntimeDefault") if privileged => Ok(Seccomp::Unconfined),
+        Some("RuntimeDefault") => Ok(Seccomp::RuntimeDefault),
+        Some(other) => Err(PlanError::Seccomp {
+            container: c.name.clone(),
+            kind: other.to_string(),
+        }),
+    }
 }
 
 /// Everything about the pod except the runtime knobs (filled by the caller).
@@ -650,6 +676,31 @@ mod tests {
 
     fn pod(yaml: &str) -> Pod {
         parse_pod("t", yaml).unwrap()
+    }
+
+    #[test]
+    fn seccomp_profile_from_container_then_pod_privileged_unconfined_localhost_refused() {
+        let p = pod("metadata: {name: s}\nspec:\n  securityContext: {seccompProfile: {type: RuntimeDefault}}\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox, securityContext: {seccompProfile: {type: Unconfined}}}\n  - {name: c, image: busybox, securityContext: {privileged: true}}\n  - {name: d, image: busybox, securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}}\n");
+        let spec = p.spec.as_ref().unwrap();
+        let psc = spec.security_context.as_ref();
+        let cs = &spec.containers;
+        assert_eq!(
+            seccomp_of(&cs[0], psc, false).unwrap(),
+            Seccomp::RuntimeDefault
+        );
+        assert_eq!(seccomp_of(&cs[1], psc, false).unwrap(), Seccomp::Unconfined);
+        assert_eq!(seccomp_of(&cs[2], psc, true).unwrap(), Seccomp::Unconfined);
+        let e = seccomp_of(&cs[3], psc, false).unwrap_err().to_string();
+        assert!(
+            e.contains("\"d\"")
+                && e.contains("\"Localhost\"")
+                && e.contains("RuntimeDefault, Unconfined"),
+            "{e}"
+        );
+        assert_eq!(
+            seccomp_of(&cs[0], None, false).unwrap(),
+            Seccomp::Unconfined
+        );
     }
 
     #[test]

@@ -84,8 +84,20 @@ pub struct ContainerPlan {
     pub allow_privilege_escalation: bool,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// securityContext.seccompProfile (container, else pod); privileged containers run unconfined.
+    #[serde(default)]
+    pub seccomp: Seccomp,
     pub mounts: Vec<MountPlan>,
     pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seccomp {
+    /// Kubernetes' default (kubelet without `--seccomp-default`).
+    #[default]
+    Unconfined,
+    /// `RuntimeDefault`: the runtime's filter, see stage1/seccomp.rs.
+    RuntimeDefault,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

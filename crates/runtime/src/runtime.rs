@@ -570,6 +570,7 @@ fn refusal_reason(e: &PlanError) -> &'static str {
         PlanError::Network(_) => "NetworkNotReady",
         PlanError::Image { .. } => "ErrImagePull",
         PlanError::Volume { .. } => "VolumeError",
+        PlanError::Seccomp { .. } => "CreateContainerConfigError",
         PlanError::Parse { .. } | PlanError::Invalid(_) => "InvalidPod",
     }
 }

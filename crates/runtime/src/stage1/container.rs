@@ -11,7 +11,7 @@
 //! process that unshares it (pid_namespaces(7)).
 
 use super::sys;
-use crate::pod::{ContainerPlan, PodPlan, Stage1Flavor, VolumeSource};
+use crate::pod::{ContainerPlan, PodPlan, Seccomp, Stage1Flavor, VolumeSource};
 use std::ffi::CString;
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
@@ -388,9 +388,16 @@ pub(crate) fn resolve_exe(argv0: &str, env: &[String]) -> String {
     argv0.to_string()
 }
 
-/// The container's identity: capability bounding set, uid/gid, capabilities, no_new_privs.
+/// The container's identity: seccomp filter, capability bounding set, uid/gid, capabilities,
+/// no_new_privs.
 /// Used by the container init and by processes entering a running container (`enter`).
 pub fn drop_privileges(c: &ContainerPlan) -> Result<(), String> {
+    if c.seccomp == Seccomp::RuntimeDefault && !c.privileged {
+        // First, while this process still has CAP_SYS_ADMIN (without no_new_privs the kernel
+        // requires it); nothing below makes a call the filter refuses.
+        super::seccomp::install_runtime_default()
+            .map_err(|e| format!("failed to install the RuntimeDefault seccomp filter: {e}"))?;
+    }
     let caps = sys::cap_set(c.privileged, &c.cap_add, &c.cap_drop);
     if !c.privileged {
         // Bounding set first: dropping needs CAP_SETPCAP, which setuid to non-root removes.

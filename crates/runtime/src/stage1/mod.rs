@@ -6,6 +6,7 @@
 pub mod container;
 pub mod enter;
 pub mod kvm;
+pub mod seccomp;
 pub mod sys;
 
 use crate::cgroups::{create_cgroup_manager, CgroupManager, Limits};
