@@ -366,24 +366,7 @@ async fn deployment_rollout_scale_undo_and_cascading_delete() {
     assert!(status.contains("successfully rolled out"), "{status}");
     // Old pods may still be terminating right after the rollout (as upstream); they go.
     let c = &c;
-    eventually(
-        "only new pods left",
-        Duration::from_secs(30),
-        || async move {
-            let images = c
-                .ok(&[
-                    "get",
-                    "po",
-                    "-l",
-                    "app=web",
-                    "-o",
-                    "jsonpath={.items[*].spec.containers[0].image}",
-                ])
-                .await;
-            (images.split_whitespace().collect::<Vec<_>>() == ["nginx:1.26"; 3]).then_some(())
-        },
-    )
-    .await;
+    wait_pod_images(c, "only new pods left", "app=web", "nginx:1.26", 3).await;
     let history = c.ok(&["rollout", "history", "deploy/web"]).await;
     assert!(
         history.contains("1 ") && history.contains("2 "),
@@ -402,22 +385,12 @@ async fn deployment_rollout_scale_undo_and_cascading_delete() {
         ])
         .await;
     assert_eq!(image, "nginx:1.25");
-    eventually(
+    wait_pod_images(
+        c,
         "old pods replaced after undo",
-        Duration::from_secs(30),
-        || async {
-            let images = c
-                .ok(&[
-                    "get",
-                    "po",
-                    "-l",
-                    "app=web",
-                    "-o",
-                    "jsonpath={.items[*].spec.containers[0].image}",
-                ])
-                .await;
-            (images.split_whitespace().collect::<Vec<_>>() == ["nginx:1.25"; 3]).then_some(())
-        },
+        "app=web",
+        "nginx:1.25",
+        3,
     )
     .await;
     c.ok(&["scale", "deploy/web", "--replicas=1"]).await;
@@ -544,20 +517,7 @@ async fn jobs_complete_and_daemonsets_cover_nodes() {
     c.ok(&["set", "image", "ds/agent", "c=agent:2"]).await;
     c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"])
         .await;
-    eventually("daemon pods updated", Duration::from_secs(30), || async {
-        let images = c
-            .ok(&[
-                "get",
-                "po",
-                "-l",
-                "app=agent",
-                "-o",
-                "jsonpath={.items[*].spec.containers[0].image}",
-            ])
-            .await;
-        (images.split_whitespace().collect::<Vec<_>>() == ["agent:2"; 2]).then_some(())
-    })
-    .await;
+    wait_pod_images(&c, "daemon pods updated", "app=agent", "agent:2", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1036,4 +996,22 @@ fn header_of(table: &str) -> Vec<&str> {
         .unwrap_or("")
         .split_whitespace()
         .collect()
+}
+
+/// Waits up to 30 s until exactly `count` pods match `selector`, all running `image`.
+async fn wait_pod_images(c: &Cluster, what: &str, selector: &str, image: &str, count: usize) {
+    eventually(what, Duration::from_secs(30), || async {
+        let images = c
+            .ok(&[
+                "get",
+                "po",
+                "-l",
+                selector,
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].image}",
+            ])
+            .await;
+        (images.split_whitespace().collect::<Vec<_>>() == vec![image; count]).then_some(())
+    })
+    .await;
 }
