@@ -141,22 +141,24 @@ impl Objects {
 
     /// The ConfigMap `name`; not found reads as kubelet words it (`configmap "x" not found`).
     pub fn config_map(&self, name: &str) -> Result<&ConfigMap, Missing> {
-        match self.config_maps.get(name) {
-            Some(Lookup::Found(c)) => Ok(c),
-            Some(Lookup::Failed(m)) => Err(Missing::Failed(m.clone())),
-            Some(Lookup::NotFound) | None => {
-                Err(Missing::NotFound(format!("configmap {name:?} not found")))
-            }
-        }
+        found(&self.config_maps, "configmap", name)
     }
 
     pub fn secret(&self, name: &str) -> Result<&Secret, Missing> {
-        match self.secrets.get(name) {
-            Some(Lookup::Found(s)) => Ok(s),
-            Some(Lookup::Failed(m)) => Err(Missing::Failed(m.clone())),
-            Some(Lookup::NotFound) | None => {
-                Err(Missing::NotFound(format!("secret {name:?} not found")))
-            }
+        found(&self.secrets, "secret", name)
+    }
+}
+
+fn found<'a, T>(
+    fetched: &'a BTreeMap<String, Lookup<T>>,
+    kind: &str,
+    name: &str,
+) -> Result<&'a T, Missing> {
+    match fetched.get(name) {
+        Some(Lookup::Found(o)) => Ok(o),
+        Some(Lookup::Failed(m)) => Err(Missing::Failed(m.clone())),
+        Some(Lookup::NotFound) | None => {
+            Err(Missing::NotFound(format!("{kind} {name:?} not found")))
         }
     }
 }
