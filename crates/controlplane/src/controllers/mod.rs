@@ -88,13 +88,15 @@ pub fn spawn_all(
         (
             "namespace",
             namespace::pass,
-            Wake::When(namespace_wake),
+            // Also on any deletion: a terminating namespace finishes once its
+            // last object is gone.
+            Wake::KindsOrWhen(&[("", "namespaces")], is_deletion),
             Duration::from_secs(2),
         ),
         (
             "garbagecollector",
             gc::pass,
-            Wake::When(gc_wake),
+            Wake::KindsOrWhen(&[], gc_wake),
             Duration::from_secs(2),
         ),
         (
@@ -144,24 +146,39 @@ pub fn spawn_all(
 enum Wake {
     /// Any change to these (group, plural) resources.
     Kinds(&'static [(&'static str, &'static str)]),
-    When(fn(&Event) -> bool),
+    /// Those, or any change for which the function says yes.
+    KindsOrWhen(&'static [(&'static str, &'static str)], fn(&Event) -> bool),
 }
 
-impl Wake {
-    fn wants(self, ev: &Event) -> bool {
-        match self {
-            Wake::Kinds(kinds) => kinds
+/// A [`Wake`] with its key prefixes worked out once, as each event is tested against it.
+struct WakeFilter {
+    prefixes: Vec<String>,
+    when: Option<fn(&Event) -> bool>,
+}
+
+impl WakeFilter {
+    fn new(wake: Wake) -> WakeFilter {
+        let (kinds, when) = match wake {
+            Wake::Kinds(kinds) => (kinds, None),
+            Wake::KindsOrWhen(kinds, f) => (kinds, Some(f)),
+        };
+        WakeFilter {
+            prefixes: kinds
                 .iter()
-                .any(|(group, plural)| ev.key.starts_with(&rd(group, plural).key_prefix(None))),
-            Wake::When(f) => f(ev),
+                .map(|(group, plural)| rd(group, plural).key_prefix(None))
+                .collect(),
+            when,
         }
+    }
+
+    fn wants(&self, ev: &Event) -> bool {
+        self.prefixes.iter().any(|p| ev.key.starts_with(p.as_str()))
+            || self.when.is_some_and(|f| f(ev))
     }
 }
 
-/// Namespaces change, or something is deleted (a terminating namespace
-/// finishes once its last object is gone).
-fn namespace_wake(ev: &Event) -> bool {
-    ev.kind == EventType::Deleted || ev.key.starts_with(&rd("", "namespaces").key_prefix(None))
+fn is_deletion(ev: &Event) -> bool {
+    ev.kind == EventType::Deleted
 }
 
 /// Deletions (owners going away) and objects that carry owner references,
@@ -189,6 +206,7 @@ async fn run(
     resync: Duration,
 ) {
     let mut rx = core.store.watch("/registry/", core.store.revision()).ok();
+    let wake = WakeFilter::new(wake);
     loop {
         {
             let core = core.clone();
