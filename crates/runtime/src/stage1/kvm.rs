@@ -30,7 +30,7 @@ const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net", "9pnet_virtio", "9p
 /// qemu, a guest kernel with 9p modules, and /dev/kvm; or the reason they are not usable.
 pub fn find_kvm() -> Result<KvmPlan, String> {
     let mut missing = Vec::new();
-    if !Path::new("/dev/kvm").exists() && std::env::var("RKTUP_KVM_ACCEL").as_deref() != Ok("tcg") {
+    if !Path::new("/dev/kvm").exists() && !tcg() {
         missing.push("/dev/kvm".to_string());
     }
     let qemu = std::env::var_os("RKTUP_QEMU")
@@ -69,12 +69,17 @@ pub fn find_kvm() -> Result<KvmPlan, String> {
     }
 }
 
+/// `RKTUP_KVM_ACCEL=tcg`: qemu's software emulation instead of KVM.
+fn tcg() -> bool {
+    std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg")
+}
+
 /// qemu arguments for the CPU: KVM with the host's CPU minus IA32_ARCH_CAPABILITIES, which
 /// nested KVM hosts often refuse to set (qemu then aborts with "failed to set MSR 0x10a").
 /// `RKTUP_KVM_ACCEL=tcg` selects qemu's software emulation instead (slow; for hosts whose KVM
 /// cannot boot the guest, and for tests there).
 pub fn cpu_args() -> Vec<&'static str> {
-    if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg") {
+    if tcg() {
         vec!["-accel", "tcg", "-cpu", "max", "-no-user-config"]
     } else {
         vec![
@@ -91,9 +96,7 @@ pub fn cpu_args() -> Vec<&'static str> {
 /// kernels built for PVM; any other kernel hangs in its decompressor. Said up front instead of
 /// after a 30 s test boot.
 fn pvm_check(kernel: &Path) -> Result<(), String> {
-    if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg")
-        || !Path::new("/sys/module/kvm_pvm").exists()
-    {
+    if tcg() || !Path::new("/sys/module/kvm_pvm").exists() {
         return Ok(());
     }
     let config = kernel
@@ -120,11 +123,7 @@ pub fn probe(k: &KvmPlan) -> Result<(), String> {
     // One answer per accelerator: a caller may fall back to TCG after KVM failed.
     static KVM: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     static TCG: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let cell = if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg") {
-        &TCG
-    } else {
-        &KVM
-    };
+    let cell = if tcg() { &TCG } else { &KVM };
     cell.get_or_init(|| probe_once(k)).clone()
 }
 
@@ -175,14 +174,8 @@ fn probe_once(k: &KvmPlan) -> Result<(), String> {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("failed to start {}: {e}", k.qemu.display()))?;
-        let deadline = Instant::now()
-            + Duration::from_secs(
-                if std::env::var("RKTUP_KVM_ACCEL").as_deref() == Ok("tcg") {
-                    90
-                } else {
-                    30
-                },
-            );
+        let (accel, secs) = if tcg() { ("TCG", 90) } else { ("KVM", 30) };
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
@@ -191,7 +184,7 @@ fn probe_once(k: &KvmPlan) -> Result<(), String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "stage1-kvm is not usable on this node: a test boot of {} under KVM did not finish in 30s (nested KVM? RKTUP_KVM_ACCEL=tcg uses software emulation)",
+                    "stage1-kvm is not usable on this node: a test boot of {} under {accel} did not finish in {secs}s (nested KVM? RKTUP_KVM_ACCEL=tcg uses software emulation)",
                     k.kernel.display()
                 ));
             }
