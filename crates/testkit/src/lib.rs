@@ -28,6 +28,78 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Start a server on a free loopback port and return it once **this child** listens there.
+///
+/// A port from `free_port` is free only until someone else takes it: a server started by a
+/// parallel test can bind it first, and a connect loop would then take that other server's
+/// listener (or a TCP self-connect) for ours. So readiness is the child owning a listening socket
+/// on the port (read from /proc); a child that exits meanwhile is retried on another port.
+/// stdout and stderr are the command's own (null unless it sets them).
+pub fn spawn_listening(
+    what: &str,
+    timeout: Duration,
+    mut command: impl FnMut(u16) -> Command,
+) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut cmd = command(port);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if process_listens_on(child.id(), port) {
+                return (child, port);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // port taken meanwhile: try another
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("{what} exited before listening, on five ports in a row");
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (any address, IPv4 or IPv6).
+pub fn process_listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy();
+            t.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect();
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                f.len() > 9
+                    && f[3] == LISTEN
+                    && f[1]
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+                    && sockets.contains(f[9])
+            })
+    })
+}
+
 /// A short unique token for names (bridges, subnets, dirs).
 pub fn unique() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -46,44 +118,29 @@ pub struct Registry {
 impl Registry {
     pub fn start() -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
-        for _ in 0..5 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let cfg = dir.path().join("config.yml");
+        let cfg = dir.path().join("config.yml");
+        let data = dir.path().join("data");
+        let (child, port) = spawn_listening("docker-registry", Duration::from_secs(10), |port| {
             std::fs::write(
                 &cfg,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                    dir.path().join("data").display()
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                    data.display()
                 ),
             )
             .expect("write registry config");
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
+            let mut cmd = Command::new("docker-registry");
+            cmd.arg("serve")
                 .arg(&cfg)
-                .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start docker-registry (apt install docker-registry)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect(&addr).is_ok() {
-                    return Registry {
-                        addr,
-                        child,
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+                .stderr(Stdio::null());
+            cmd
+        });
+        Registry {
+            addr: format!("127.0.0.1:{port}"),
+            child,
+            _dir: dir,
         }
-        panic!("docker-registry did not start");
     }
 
     /// Copy an OCI layout image into this registry as `name:tag`.
@@ -227,5 +284,35 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_is_attributed_to_its_own_process_only() {
+        let mine = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = mine.local_addr().expect("addr").port();
+        assert!(process_listens_on(std::process::id(), port));
+        // Another process (this test's parent shell or init) does not own it.
+        assert!(!process_listens_on(1, port));
+        drop(mine);
+        assert!(!process_listens_on(std::process::id(), port));
+    }
+
+    #[test]
+    fn a_server_is_ready_only_once_the_child_listens() {
+        // busybox nc listens after a delay; the helper must wait for it, not for any listener.
+        let (mut child, port) = spawn_listening("nc", Duration::from_secs(10), |port| {
+            let mut cmd = Command::new(busybox_path());
+            let bb = busybox_path();
+            cmd.args(["sh", "-c", &format!("sleep 0.3; exec {bb} nc -l -p {port}")]);
+            cmd
+        });
+        assert!(process_listens_on(child.id(), port));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -5,11 +5,10 @@ use rktup_aws::cloud::{Clients, RetryPolicy};
 use rktup_aws::Aws;
 use rktup_config::{ClusterSettings, GlobalArgs, Provider};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const PUBLIC_KEY: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCFCEehsGmDRFwj1w/p/nUOOw5XLswH5ztjJnoGzRMkK3X96KrDZgSOgU6l+cOS17IA4cB4m2e+rxFI4AQnaqRdsULdohK/PnAzVFHK8CVfzeDtVXrMFoo6Jutdj6HIjYw9fw/8XGjO2cEr0TB+FQY6c+j+RDCTNyR3R+hoRcgFzMSxRJNRJCOrd2BV3N2J7dDDybGhDlX3Ww8/5G3eAnkk4BvwcN8pfTHScm0NxWJlXgH/rtbhbtEASIO6A7ncwEbl3L5rtynHc0XlTXo2uxT8/XaZS+2xCMcZzJs3KbKoMxW2xWtrgtaKaSmDgxHwc8DwzC8+0NoT9TQyJ6ptzLUX rktup-test\n";
 
@@ -38,12 +37,25 @@ pub fn test_credentials() {
 pub struct Moto {
     pub url: String,
     child: Child,
+    /// moto's own output, shown when a test fails (a moto that died says why here).
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "moto_server at {} ({}), last lines of its log:\n{}",
+                self.url,
+                exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 }
 
@@ -65,29 +77,30 @@ impl Moto {
     pub fn start() -> Moto {
         test_credentials();
         let bin = moto_binary();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let moto = Moto {
+        // A moto that lost its port to a parallel test's server exits; the helper retries, and
+        // it only returns once this child itself listens (never another test's moto).
+        let log = tempfile::NamedTempFile::new().expect("a temp file for moto's log");
+        let (child, port) =
+            rktup_testkit::spawn_listening("moto_server", Duration::from_secs(60), |port| {
+                // Appending, so stdout and stderr (and a retried start) don't overwrite each other.
+                let append = || {
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(log.path())
+                        .expect("moto's log")
+                };
+                let (out, err) = (append(), append());
+                let mut cmd = Command::new(&bin);
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(out)
+                    .stderr(err);
+                cmd
+            });
+        Moto {
             url: format!("http://127.0.0.1:{port}"),
             child,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "moto_server did not listen on {port} within 60s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            log,
         }
-        moto
     }
 
     pub fn clients(&self, rt: &tokio::runtime::Runtime) -> Clients {
