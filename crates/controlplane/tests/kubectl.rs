@@ -769,6 +769,15 @@ async fn daemonset_revisions_history_and_undo() {
         "{status}"
     );
     assert_eq!(status["status"]["updatedNumberScheduled"], 2, "{status}");
+    // Undo to the revision already in place changes nothing, as kubectl
+    // finds by comparing the revision with the DaemonSet it fetched.
+    let same = c
+        .ok(&["rollout", "undo", "daemonset/agent", "--to-revision=4"])
+        .await;
+    assert_eq!(
+        same.trim(),
+        "daemonset.apps/agent skipped rollback (current template already matches revision 4)"
+    );
 
     // History is pruned to revisionHistoryLimit once no pod runs the old ones.
     c.ok(&[

@@ -38,14 +38,43 @@ fn revision_number(cr: &Value) -> i64 {
 
 /// Upstream's `getPatch`: the revision data, a strategic merge patch that
 /// replaces the whole pod template with this one.
+///
+/// kubectl decides "skipped rollback" by comparing these bytes with the
+/// same patch made from the DaemonSet it fetched, after a round trip
+/// through Go's typed structs. That round trip writes two fields Go never
+/// omits (a null `creationTimestamp`, an empty `resources` per container),
+/// so they are written here too; keys are sorted on both sides.
 fn revision_data(ds: &Value) -> Value {
     let mut template = ds
         .pointer("/spec/template")
         .filter(|t| t.is_object())
         .cloned()
         .unwrap_or(json!({}));
+    as_go_writes_it(&mut template);
     template["$patch"] = json!("replace");
     json!({"spec": {"template": template}})
+}
+
+/// The fields of a PodTemplateSpec that Go's encoding/json writes even
+/// when unset (struct-valued fields, which `omitempty` does not drop).
+fn as_go_writes_it(template: &mut Value) {
+    if !template.get("metadata").is_some_and(Value::is_object) {
+        template["metadata"] = json!({});
+    }
+    if let Some(meta) = template["metadata"].as_object_mut() {
+        meta.entry("creationTimestamp").or_insert(Value::Null);
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        let Some(containers) = template
+            .pointer_mut(&format!("/spec/{list}"))
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            c.entry("resources").or_insert(json!({}));
+        }
+    }
 }
 
 /// Upstream's `constructHistory`: the revision of the current template
