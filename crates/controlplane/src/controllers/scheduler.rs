@@ -24,7 +24,7 @@ pub(crate) fn tolerates(pod: &Value, taint: &Value) -> bool {
     let tols = pod
         .pointer("/spec/tolerations")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
     tols.iter().any(|t| {
         let effect_ok = t["effect"]
@@ -96,15 +96,13 @@ pub(crate) fn node_matches(pod: &Value, node: &Value) -> bool {
 fn requests(pod: &Value) -> (f64, f64) {
     let mut cpu = 0.0;
     let mut mem = 0.0;
-    for c in pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
+    for c in containers.into_iter().flatten() {
+        let resources = c.get("resources");
+        let of = |kind: &str, r: &str| resources.and_then(|x| x.get(kind)).and_then(|m| m.get(r));
         let req = |r: &str| {
-            c.pointer(&format!("/resources/requests/{r}"))
-                .or(c.pointer(&format!("/resources/limits/{r}")))
+            of("requests", r)
+                .or(of("limits", r))
                 .map(quantity)
                 .unwrap_or(0.0)
         };
@@ -112,6 +110,48 @@ fn requests(pod: &Value) -> (f64, f64) {
         mem += req("memory");
     }
     (cpu, mem)
+}
+
+/// What the scheduler needs of a node, read once per pass rather than once
+/// per pending pod (with thousands of pending pods the per-pod reads were
+/// most of a pass).
+struct NodeFacts<'a> {
+    node: &'a Value,
+    name: &'a str,
+    ready: bool,
+    unschedulable: bool,
+    /// Only the taints that keep pods off (NoSchedule, NoExecute).
+    blocking_taints: Vec<&'a Value>,
+    cpu: f64,
+    memory: f64,
+    pods: f64,
+}
+
+impl<'a> NodeFacts<'a> {
+    fn of(n: &'a Value) -> Self {
+        let alloc = |r: &str, d: f64| {
+            n.pointer("/status/allocatable")
+                .and_then(|a| a.get(r))
+                .map(quantity)
+                .unwrap_or(d)
+        };
+        NodeFacts {
+            node: n,
+            name: meta_str(n, "name"),
+            ready: node_ready(n),
+            unschedulable: n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
+            blocking_taints: n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| matches!(t["effect"].as_str(), Some("NoSchedule") | Some("NoExecute")))
+                .collect(),
+            cpu: alloc("cpu", f64::MAX),
+            memory: alloc("memory", f64::MAX),
+            pods: alloc("pods", 110.0),
+        }
+    }
 }
 
 pub fn pass(core: &Core, _s: &Settings) {
@@ -138,6 +178,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         return;
     }
     let nodes = list(core, "", "nodes", None);
+    let facts: Vec<NodeFacts> = nodes.iter().map(|n| NodeFacts::of(n)).collect();
     // Per-node usage: (cpu, memory, pod count).
     let mut usage: HashMap<String, (f64, f64, i64)> = HashMap::new();
     for p in pods.iter().filter(|p| pod_active(p)) {
@@ -157,64 +198,40 @@ pub fn pass(core: &Core, _s: &Settings) {
         let (cpu, mem) = requests(pod);
         let mut reasons: HashMap<&str, usize> = HashMap::new();
         let mut best: Option<(&Value, i64)> = None;
-        for n in nodes.iter() {
-            let name = meta_str(n, "name");
-            if !node_ready(n) {
-                *reasons.entry("node(s) were not ready").or_default() += 1;
-                continue;
-            }
-            if n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-                *reasons.entry("node(s) were unschedulable").or_default() += 1;
-                continue;
-            }
-            let taints = n
-                .pointer("/spec/taints")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if taints.iter().any(|t| {
-                matches!(t["effect"].as_str(), Some("NoSchedule") | Some("NoExecute"))
-                    && !tolerates(pod, t)
-            }) {
-                *reasons
-                    .entry("node(s) had untolerated taint(s)")
-                    .or_default() += 1;
-                continue;
-            }
-            if !node_matches(pod, n) {
-                *reasons
-                    .entry("node(s) didn't match Pod's node affinity/selector")
-                    .or_default() += 1;
-                continue;
-            }
-            let alloc = |r: &str, d: f64| {
-                n.pointer(&format!("/status/allocatable/{r}"))
-                    .map(quantity)
-                    .unwrap_or(d)
+        for n in &facts {
+            let reason = if !n.ready {
+                Some("node(s) were not ready")
+            } else if n.unschedulable {
+                Some("node(s) were unschedulable")
+            } else if n.blocking_taints.iter().any(|t| !tolerates(pod, t)) {
+                Some("node(s) had untolerated taint(s)")
+            } else if !node_matches(pod, n.node) {
+                Some("node(s) didn't match Pod's node affinity/selector")
+            } else {
+                let u = usage.get(n.name).copied().unwrap_or_default();
+                if u.0 + cpu > n.cpu + 1e-9 {
+                    Some("Insufficient cpu")
+                } else if u.1 + mem > n.memory {
+                    Some("Insufficient memory")
+                } else if (u.2 + 1) as f64 > n.pods {
+                    Some("Too many pods")
+                } else {
+                    if best.is_none_or(|(_, c)| u.2 < c) {
+                        best = Some((n.node, u.2));
+                    }
+                    None
+                }
             };
-            let u = usage.get(name).copied().unwrap_or_default();
-            if u.0 + cpu > alloc("cpu", f64::MAX) + 1e-9 {
-                *reasons.entry("Insufficient cpu").or_default() += 1;
-                continue;
-            }
-            if u.1 + mem > alloc("memory", f64::MAX) {
-                *reasons.entry("Insufficient memory").or_default() += 1;
-                continue;
-            }
-            if (u.2 + 1) as f64 > alloc("pods", 110.0) {
-                *reasons.entry("Too many pods").or_default() += 1;
-                continue;
-            }
-            if best.is_none_or(|(_, c)| u.2 < c) {
-                best = Some((n, u.2));
+            if let Some(r) = reason {
+                *reasons.entry(r).or_default() += 1;
             }
         }
         let pod_name = meta_str(pod, "name");
         let ns = meta_str(pod, "namespace");
-        let mut ctx = WriteCtx::controller("default-scheduler");
         match best {
             Some((node, _)) => {
                 let node_name = meta_str(node, "name").to_string();
+                let mut ctx = WriteCtx::controller("default-scheduler");
                 let res = core.modify(registry::pods(), Some(ns), pod_name, None, &mut ctx, |o| {
                     if !o.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").is_empty() {
                         return Err(crate::api::error::ApiError::conflict(registry::pods(), pod_name));
@@ -264,6 +281,7 @@ pub fn pass(core: &Core, _s: &Settings) {
                             .any(|c| c["type"] == "PodScheduled" && c["message"] == json!(msg))
                     });
                 if !already {
+                    let mut ctx = WriteCtx::controller("default-scheduler");
                     let _ = core.modify(registry::pods(), Some(ns), pod_name, Some("status"), &mut ctx, |o| {
                         let mut o = o.clone();
                         let mut conds: Vec<Value> = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
