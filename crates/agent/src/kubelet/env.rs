@@ -9,6 +9,7 @@
 use super::downward::{env_field, resource_value, EnvField, NodeInfo};
 use super::objects::{Missing, Objects};
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use std::collections::BTreeMap;
 
 /// Why a container cannot be created (kubelet's `CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,41 @@ fn literal(name: &str, v: &str) -> EnvVar {
     }
 }
 
+/// The object an env entry reads keys from.
+#[derive(Clone, Copy)]
+enum EnvSource<'a> {
+    ConfigMap(&'a str),
+    Secret(&'a str),
+}
+
+impl EnvSource<'_> {
+    /// As kubelet's messages name it.
+    fn kind(&self) -> &'static str {
+        match self {
+            EnvSource::ConfigMap(_) => "ConfigMap",
+            EnvSource::Secret(_) => "Secret",
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            EnvSource::ConfigMap(n) | EnvSource::Secret(n) => n,
+        }
+    }
+}
+
+/// The values env can take from the object: a ConfigMap's `data` (not `binaryData`, as kubelet)
+/// or a Secret's decoded data.
+fn env_values(objs: &Objects, source: EnvSource) -> Result<BTreeMap<String, String>, Missing> {
+    Ok(match source {
+        EnvSource::ConfigMap(name) => objs.config_map(name)?.data.clone().unwrap_or_default(),
+        EnvSource::Secret(name) => super::objects::secret_data(objs.secret(name)?)
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect(),
+    })
+}
+
 fn container_env(
     c: &Container,
     pod: &Pod,
@@ -42,26 +78,22 @@ fn container_env(
     };
     for ef in c.env_from.iter().flatten() {
         let prefix = ef.prefix.as_deref().unwrap_or("");
-        if let Some(r) = &ef.config_map_ref {
-            match objs.config_map(&r.name) {
-                Ok(cm) => {
-                    for (k, v) in cm.data.iter().flatten() {
-                        set(&mut out, literal(&format!("{prefix}{k}"), v));
-                    }
-                }
-                Err(Missing::NotFound(_)) if r.optional.unwrap_or(false) => {}
-                Err(e) => return Err(e.message().to_string()),
-            }
-        }
-        if let Some(r) = &ef.secret_ref {
-            match objs.secret(&r.name) {
-                Ok(s) => {
-                    for (k, v) in super::objects::secret_data(s) {
-                        let v = String::from_utf8_lossy(&v);
+        let sources = [
+            ef.config_map_ref
+                .as_ref()
+                .map(|r| (EnvSource::ConfigMap(&r.name), r.optional)),
+            ef.secret_ref
+                .as_ref()
+                .map(|r| (EnvSource::Secret(&r.name), r.optional)),
+        ];
+        for (source, optional) in sources.into_iter().flatten() {
+            match env_values(objs, source) {
+                Ok(values) => {
+                    for (k, v) in values {
                         set(&mut out, literal(&format!("{prefix}{k}"), &v));
                     }
                 }
-                Err(Missing::NotFound(_)) if r.optional.unwrap_or(false) => {}
+                Err(Missing::NotFound(_)) if optional.unwrap_or(false) => {}
                 Err(e) => return Err(e.message().to_string()),
             }
         }
@@ -72,37 +104,30 @@ fn container_env(
             set(&mut out, e.clone());
             continue;
         };
-        if let Some(r) = &src.config_map_key_ref {
-            let optional = r.optional.unwrap_or(false);
-            let cm = match objs.config_map(&r.name) {
-                Ok(cm) => cm,
+        let key_ref = src
+            .config_map_key_ref
+            .as_ref()
+            .map(|r| (EnvSource::ConfigMap(&r.name), &r.key, r.optional))
+            .or_else(|| {
+                src.secret_key_ref
+                    .as_ref()
+                    .map(|r| (EnvSource::Secret(&r.name), &r.key, r.optional))
+            });
+        if let Some((source, key, optional)) = key_ref {
+            let optional = optional.unwrap_or(false);
+            let values = match env_values(objs, source) {
+                Ok(values) => values,
                 Err(Missing::NotFound(_)) if optional => continue,
                 Err(m) => return Err(m.message().to_string()),
             };
-            match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
+            match values.get(key) {
                 Some(v) => set(&mut out, literal(&e.name, v)),
                 None if optional => {}
                 None => {
                     return Err(format!(
-                        "couldn't find key {} in ConfigMap {ns}/{}",
-                        r.key, r.name
-                    ))
-                }
-            }
-        } else if let Some(r) = &src.secret_key_ref {
-            let optional = r.optional.unwrap_or(false);
-            let s = match objs.secret(&r.name) {
-                Ok(s) => s,
-                Err(Missing::NotFound(_)) if optional => continue,
-                Err(m) => return Err(m.message().to_string()),
-            };
-            match super::objects::secret_data(s).get(&r.key) {
-                Some(v) => set(&mut out, literal(&e.name, &String::from_utf8_lossy(v))),
-                None if optional => {}
-                None => {
-                    return Err(format!(
-                        "couldn't find key {} in Secret {ns}/{}",
-                        r.key, r.name
+                        "couldn't find key {key} in {} {ns}/{}",
+                        source.kind(),
+                        source.name()
                     ))
                 }
             }
