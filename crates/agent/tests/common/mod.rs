@@ -212,10 +212,17 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start rktup agent");
+        // Ready once this agent itself listens on the endpoint (a connect could reach another
+        // process that took the port meanwhile).
+        let pid = child.id();
         self.agent = Some(child);
-        let ep = self.endpoint.clone();
+        let port: u16 = self
+            .endpoint
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("endpoint host:port");
         wait_for("the api-service", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(&ep).ok()
+            rktup_testkit::process_listens_on(pid, port).then_some(())
         });
     }
 
