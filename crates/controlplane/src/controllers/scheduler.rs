@@ -112,9 +112,9 @@ fn requests(pod: &Value) -> (f64, f64) {
     (cpu, mem)
 }
 
-/// What the scheduler needs of a node, read once per pass rather than once
-/// per pending pod (with thousands of pending pods the per-pod reads were
-/// most of a pass).
+/// What the scheduler needs of a node, read once per pass rather than for
+/// every pending pod (which re-parsed allocatable and cloned the taints
+/// pods × nodes times).
 struct NodeFacts<'a> {
     node: &'a Value,
     name: &'a str,
