@@ -568,3 +568,77 @@ fn up_converges_and_down_works_without_the_record() {
     assert!(out.contains("network namespace"), "{out}");
     nothing_left(&c, &[]);
 }
+
+#[test]
+fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
+    if !is_root() {
+        eprintln!("skipped: `rktup local up` needs root");
+        return;
+    }
+    let c = Cluster {
+        name: format!("fg{}", unique()),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let mut up = Command::new(env!("CARGO_BIN_EXE_rktup"))
+        .env("RKTUP_STATE_DIR", c.state_root())
+        .env("KUBECONFIG", c.kubeconfig())
+        .env_remove("API_PORT")
+        .args([
+            "local",
+            "up",
+            "--name",
+            &c.name,
+            "--foreground",
+            "--wait",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rktup local up --foreground");
+    // Its stderr, line by line, until it says it is holding the cluster.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = up.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !said
+        .iter()
+        .any(|l: &String| l.contains("Running in the foreground"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!(
+                "up --foreground never said it was holding the cluster:\n{}\n{}",
+                said.join("\n"),
+                c.logs()
+            ),
+        }
+    }
+    assert!(up.try_wait().expect("wait").is_none(), "up stays attached");
+    let nodes = c.json(&["get", "nodes"]);
+    let ready = nodes["items"][0]["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|cond| cond["type"] == "Ready" && cond["status"] == "True");
+    assert!(ready, "the node is Ready while up holds it: {nodes}");
+
+    // Ctrl-C: the cluster goes with the command.
+    // SAFETY: the child this test started.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = wait_for("up --foreground exits", Duration::from_secs(60), || {
+        up.try_wait().expect("wait")
+    });
+    assert!(status.success(), "exit status after Ctrl-C: {status}");
+    nothing_left(&c, &[]);
+}
