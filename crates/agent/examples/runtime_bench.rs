@@ -6,7 +6,7 @@
 //! 3. agent RSS idle and with 100 pods.
 //!
 //! Run as root after `cargo build --bin rktup`:
-//! `cargo run -p rktup-agent --example bench -- [RUNS] [PODS]` (defaults 50 and 100).
+//! `cargo run -p rktup-agent --example runtime_bench -- [RUNS] [PODS]` (defaults 50 and 100).
 
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::pod::{read_status, PodState};
