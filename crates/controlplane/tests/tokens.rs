@@ -429,3 +429,125 @@ async fn nodes_get_tokens_only_for_their_own_pods() {
 
     c.handle.shutdown().await;
 }
+
+/// `kubectl create -f` of a TokenReview with `token`: its status.
+/// (`--validate=false`: for a kind without a PATCH operation kubectl validates
+/// against OpenAPI v2, which is not served; see the README.)
+async fn token_review(c: &Cluster, token: &str, audiences: Option<&[&str]>) -> Value {
+    let mut review = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    });
+    if let Some(a) = audiences {
+        review["spec"]["audiences"] = json!(a);
+    }
+    let out = c
+        .apply_stdin(
+            &["create", "--validate=false", "-f", "-", "-o", "json"],
+            &review.to_string(),
+        )
+        .await;
+    let created: Value = serde_json::from_str(&out).expect("TokenReview JSON");
+    assert_eq!(created["kind"], "TokenReview", "{created}");
+    created["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_reviews_say_whether_and_as_whom_a_token_authenticates() {
+    let c = start().await;
+    default_sa(&c).await;
+    let table = c
+        .ok(&["api-resources", "--api-group=authentication.k8s.io"])
+        .await;
+    assert!(
+        table.lines().any(|l| l.starts_with("tokenreviews ")
+            && l.contains("authentication.k8s.io/v1")
+            && l.trim_end().ends_with("TokenReview")),
+        "{table}"
+    );
+
+    let token = c
+        .ok(&["create", "token", "default"])
+        .await
+        .trim()
+        .to_string();
+    let ok = token_review(&c, &token, None).await;
+    assert_eq!(ok["authenticated"], true, "{ok}");
+    assert_eq!(
+        ok["user"]["username"], "system:serviceaccount:default:default",
+        "{ok}"
+    );
+    let groups = ok["user"]["groups"].as_array().expect("groups").clone();
+    for g in [
+        "system:serviceaccounts",
+        "system:serviceaccounts:default",
+        "system:authenticated",
+    ] {
+        assert!(groups.contains(&json!(g)), "{g} in {ok}");
+    }
+    assert_eq!(ok["audiences"], json!([ISSUER]), "{ok}");
+    // Asking for the API server's audience explicitly: the same answer.
+    let same = token_review(&c, &token, Some(&[ISSUER])).await;
+    assert_eq!(same["authenticated"], true, "{same}");
+
+    // A token for the API server is not one for another audience.
+    let other = token_review(&c, &token, Some(&["vault"])).await;
+    assert_ne!(other["authenticated"], true, "{other}");
+    assert!(
+        other["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("audiences")),
+        "{other}"
+    );
+    // A forged token (another key signed it) and garbage do not authenticate.
+    let forged = {
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[2] = "AAAA";
+        parts.join(".")
+    };
+    for bad in [forged.as_str(), "not-a-token"] {
+        let st = token_review(&c, bad, None).await;
+        assert_ne!(st["authenticated"], true, "{bad}: {st}");
+        assert!(
+            st["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{bad}: {st}"
+        );
+    }
+
+    // An empty token is a bad request, as upstream.
+    let out = c
+        .kubectl_stdin(
+            &["create", "--validate=false", "-f", "-"],
+            Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":""}}"#),
+        )
+        .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("token is required for TokenReview in authentication"),
+        "{stderr}"
+    );
+
+    // Only admins and nodes may review tokens: a service account may not.
+    let sa = c.client_for("sa", &Credential::Token(token.clone())).await;
+    let reviews: Api<k8s_openapi::api::authentication::v1::TokenReview> = Api::all(sa);
+    let denied = reviews
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"token": token}})).expect("TokenReview"),
+        )
+        .await
+        .expect_err("a service account may not review tokens");
+    match denied {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 403, "{e:?}");
+            assert!(
+                e.message
+                    .contains("cannot create resource \"tokenreviews\""),
+                "{e:?}"
+            );
+        }
+        e => panic!("expected 403, got {e:?}"),
+    }
+}

@@ -22,20 +22,34 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 /// Resources with no stored objects, only request/response:
-/// authentication.k8s.io/v1 `selfsubjectreviews` (`kubectl auth whoami`).
-static REVIEW_RESOURCES: &[ResourceDef] = &[ResourceDef {
-    group: "authentication.k8s.io",
-    version: "v1",
-    kind: "SelfSubjectReview",
-    plural: "selfsubjectreviews",
-    singular: "selfsubjectreview",
-    namespaced: false,
-    short_names: &[],
-    categories: &[],
-    subresources: &[],
-}];
+/// authentication.k8s.io/v1 `selfsubjectreviews` (`kubectl auth whoami`) and
+/// `tokenreviews`.
+static REVIEW_RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceDef {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+];
 
-fn is_review(r: &ResourceDef) -> bool {
+pub(crate) fn is_review(r: &ResourceDef) -> bool {
     REVIEW_RESOURCES
         .iter()
         .any(|rv| (rv.group, rv.plural) == (r.group, r.plural))
@@ -50,7 +64,7 @@ fn verbs(r: &ResourceDef) -> &'static [&'static str] {
 }
 
 /// Every served resource of a group version, in registry order.
-fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
+pub(crate) fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
     let mut rs = registry::by_group_version(group, version);
     rs.extend(
         REVIEW_RESOURCES
@@ -61,7 +75,7 @@ fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
 }
 
 /// The groups other than core, in discovery order.
-fn groups() -> Vec<&'static str> {
+pub(crate) fn groups() -> Vec<&'static str> {
     let mut g = registry::groups();
     for r in REVIEW_RESOURCES {
         if !g.contains(&r.group) {

@@ -5,7 +5,8 @@
 //! and every write operation declares the `fieldValidation` parameter,
 //! which kubectl checks before relying on server-side field validation.
 
-use crate::registry::{self, ResourceDef};
+use super::discovery;
+use crate::registry::ResourceDef;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::sync::OnceLock;
 
 fn schema_name_for(r: &ResourceDef) -> Option<String> {
     use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+        apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch,
+        coordination::v1 as coord, core::v1 as core,
     };
     fn n<T: JsonSchema>() -> String {
         T::schema_name().into_owned()
@@ -35,6 +37,8 @@ fn schema_name_for(r: &ResourceDef) -> Option<String> {
         ("apps", "DaemonSet") => n::<apps::DaemonSet>(),
         ("apps", "ControllerRevision") => n::<apps::ControllerRevision>(),
         ("batch", "Job") => n::<batch::Job>(),
+        ("authentication.k8s.io", "TokenReview") => n::<authn::TokenReview>(),
+        ("authentication.k8s.io", "SelfSubjectReview") => n::<authn::SelfSubjectReview>(),
         _ => return None,
     })
 }
@@ -72,6 +76,11 @@ fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
         "batch" => {
             gen.subschema_for::<batch::Job>();
         }
+        "authentication.k8s.io" => {
+            use k8s_openapi::api::authentication::v1 as authn;
+            gen.subschema_for::<authn::TokenReview>();
+            gen.subschema_for::<authn::SelfSubjectReview>();
+        }
         _ => {}
     }
 }
@@ -101,7 +110,7 @@ fn build(group: &str, version: &str) -> Value {
     add_schemas(&mut gen, group);
     let mut schemas: Map<String, Value> = gen.take_definitions(true);
     let mut paths = BTreeMap::new();
-    for r in registry::by_group_version(group, version) {
+    for r in discovery::served(group, version) {
         if let Some(name) = schema_name_for(r) {
             if let Some(s) = schemas.get_mut(&name) {
                 s["x-kubernetes-group-version-kind"] =
@@ -118,6 +127,11 @@ fn build(group: &str, version: &str) -> Value {
         } else {
             format!("{base}/{}", r.plural)
         };
+        if discovery::is_review(r) {
+            // Request/response only: nothing to get, list or delete.
+            paths.insert(coll, json!({"post": op(r, "post", "post")}));
+            continue;
+        }
         paths.insert(coll.clone(), json!({"get": op(r, "get", "list"), "post": op(r, "post", "post"), "delete": op(r, "delete", "deletecollection")}));
         paths.insert(format!("{coll}/{{name}}"), json!({"get": op(r, "get", "get"), "put": op(r, "put", "put"), "patch": op(r, "patch", "patch"), "delete": op(r, "delete", "delete")}));
         for sub in r
@@ -141,7 +155,7 @@ pub fn documents() -> &'static BTreeMap<String, (Vec<u8>, String)> {
     static DOCS: OnceLock<BTreeMap<String, (Vec<u8>, String)>> = OnceLock::new();
     DOCS.get_or_init(|| {
         let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-        for g in registry::groups() {
+        for g in discovery::groups() {
             gvs.push((g, "v1"));
         }
         gvs.into_iter()

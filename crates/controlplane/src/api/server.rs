@@ -276,6 +276,7 @@ impl ApiServer {
             ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => {
                 self.self_subject_review(r, body)
             }
+            ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => self.token_review(r, body),
             ["api", "v1", rest @ ..] => self.resource("", "v1", rest, r, body).await,
             ["apis", g, v, rest @ ..] => self.resource(g, v, rest, r, body).await,
             _ => Err(not_found()),
@@ -321,8 +322,7 @@ impl ApiServer {
         }
     }
 
-    /// The user of a bearer token: a node token, a service-account JWT
-    /// (TokenRequest) or a legacy service-account token Secret.
+    /// The user of a bearer token in the request's Authorization header.
     fn bearer_user(&self, req: &Request<Incoming>) -> Option<User> {
         let h = req
             .headers()
@@ -330,16 +330,22 @@ impl ApiServer {
             .to_str()
             .ok()?;
         let tok = h.strip_prefix("Bearer ")?.trim();
+        self.token_user(tok).ok()
+    }
+
+    /// The user of a bearer token: a node token, a service-account JWT
+    /// (TokenRequest) or a legacy service-account token Secret; else why not.
+    fn token_user(&self, tok: &str) -> Result<User, String> {
         if tok.is_empty() {
-            return None;
+            return Err("empty token".into());
         }
         if let Some(u) = self.tokens.lookup(tok) {
-            return Some(u);
+            return Ok(u);
         }
         if satoken::is_jwt(tok) {
-            return satoken::authenticate(&self.signer, &self.core, tok).ok();
+            return satoken::authenticate(&self.signer, &self.core, tok);
         }
-        service_account_user(&self.core, tok)
+        service_account_user(&self.core, tok).ok_or_else(|| "invalid bearer token".into())
     }
 
     /// Authorizes a TokenRequest for service account `name`: nodes only for
@@ -422,6 +428,95 @@ impl ApiServer {
                 "apiVersion": "authentication.k8s.io/v1",
                 "metadata": {"creationTimestamp": super::objects::now()},
                 "status": {"userInfo": {"username": r.user.name, "groups": groups}},
+            }),
+        ))
+    }
+
+    /// `POST /apis/authentication.k8s.io/v1/tokenreviews`: whether a bearer
+    /// token authenticates, and as whom (what webhook token authenticators
+    /// and auth proxies ask). Allowed to admins and nodes, as upstream's
+    /// `system:auth-delegator` and `system:node` roles allow it.
+    fn token_review(&self, r: &Req, body: &[u8]) -> ApiResult<Response<Body>> {
+        if r.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let may = r.user.is_admin() || r.user.groups.iter().any(|g| g == "system:nodes");
+        if !may {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "tokenreviews.authentication.k8s.io is forbidden: User \"{}\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope",
+                    r.user.name
+                ),
+            ));
+        }
+        let review = parse_body(&r.content_type, body)?;
+        if let Some(k) = review.get("kind").and_then(Value::as_str) {
+            if !k.is_empty() && k != "TokenReview" {
+                return Err(ApiError::bad_request(format!(
+                    "the body of the request must be a TokenReview, not {k}"
+                )));
+            }
+        }
+        let token = review
+            .pointer("/spec/token")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if token.is_empty() {
+            // Upstream's wording (pkg/registry/authentication/tokenreview).
+            return Err(ApiError::bad_request(
+                "token is required for TokenReview in authentication",
+            ));
+        }
+        let wanted: Vec<String> = match review.pointer("/spec/audiences") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| ApiError::bad_request("spec.audiences must be a list of strings"))?,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "spec.audiences must be a list of strings",
+                ))
+            }
+        };
+        // Every token this server accepts is for its own audience (the issuer).
+        let audience_ok = wanted.is_empty() || wanted.iter().any(|a| a == satoken::ISSUER);
+        let status = match self.token_user(token) {
+            Ok(user) if audience_ok => {
+                let mut groups = user.groups.clone();
+                if !groups.iter().any(|g| g == "system:authenticated") {
+                    groups.push("system:authenticated".into());
+                }
+                json!({
+                    "authenticated": true,
+                    "user": {"username": user.name, "groups": groups},
+                    "audiences": [satoken::ISSUER],
+                })
+            }
+            Ok(_) => json!({
+                "user": {},
+                "error": format!(
+                    "token audiences [{:?}] is invalid for the target audiences {wanted:?}",
+                    satoken::ISSUER
+                ),
+            }),
+            Err(why) => json!({"user": {}, "error": why}),
+        };
+        let mut spec = json!({"token": token});
+        if !wanted.is_empty() {
+            spec["audiences"] = json!(wanted);
+        }
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({
+                "kind": "TokenReview",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": super::objects::now()},
+                "spec": spec,
+                "status": status,
             }),
         ))
     }
