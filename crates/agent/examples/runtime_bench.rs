@@ -11,20 +11,10 @@
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::pod::{read_status, PodState};
 use rktup_runtime::runtime::{Runtime, RuntimeConfig};
-use rktup_testkit::{free_port, sh, unique, Images, Registry};
-use std::path::{Path, PathBuf};
+use rktup_testkit::{free_port, rktup_bin, sh, unique, Images, Registry};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn rktup_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RKTUP_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("debug/rktup")
-}
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));

@@ -100,6 +100,24 @@ pub fn process_listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
+/// The `rktup` binary: `RKTUP_BIN`, else `$CARGO_TARGET_DIR/debug/rktup`, else `target/debug/rktup`
+/// of the workspace. Build it first: `cargo build --bin rktup`.
+pub fn rktup_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RKTUP_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let p = target.join("debug/rktup");
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --bin rktup` first (or set RKTUP_BIN)",
+        p.display()
+    );
+    p
+}
+
 /// A short unique token for names (bridges, subnets, dirs).
 pub fn unique() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};

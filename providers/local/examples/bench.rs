@@ -13,20 +13,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use rktup_testkit::{unique, Images, Registry};
-use std::path::{Path, PathBuf};
+use rktup_testkit::{rktup_bin, unique, Images, Registry};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn rktup_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RKTUP_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("debug/rktup")
-}
 
 struct Env {
     dir: tempfile::TempDir,

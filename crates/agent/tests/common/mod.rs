@@ -2,28 +2,11 @@
 //! dir, manifest dir, CNI config dir, api endpoint, and a real registry serving busybox images.
 #![allow(dead_code)]
 
+pub use rktup_testkit::rktup_bin;
 use rktup_testkit::{free_port, sh, unique, wait_for, Images, Registry};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// The `rktup` binary: `RKTUP_BIN`, else `$CARGO_TARGET_DIR/debug/rktup`, else `target/debug/rktup`
-/// of the workspace. Build it first: `cargo build --bin rktup`.
-pub fn rktup_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RKTUP_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("debug/rktup");
-    assert!(
-        p.exists(),
-        "{} not found: run `cargo build --bin rktup` before these tests (or set RKTUP_BIN)",
-        p.display()
-    );
-    p
-}
 
 /// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips.
 /// Where /dev/kvm exists but cannot boot the guest (this CI host: PVM nested virtualization),
