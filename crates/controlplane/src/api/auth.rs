@@ -22,6 +22,16 @@ impl User {
         self.groups.iter().any(|g| g == "system:masters")
     }
 
+    /// The groups as the API reports them to the user (SelfSubjectReview,
+    /// TokenReview): every authenticated user is in `system:authenticated`.
+    pub fn reported_groups(&self) -> Vec<String> {
+        let mut groups = self.groups.clone();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        groups
+    }
+
     /// The node name, for node identities.
     pub fn node_name(&self) -> Option<&str> {
         if self.groups.iter().any(|g| g == "system:nodes") {

@@ -49,6 +49,11 @@ static REVIEW_RESOURCES: &[ResourceDef] = &[
     },
 ];
 
+/// The request/response-only resource `plural` (`tokenreviews`, ...).
+pub(crate) fn review_resource(plural: &str) -> Option<&'static ResourceDef> {
+    REVIEW_RESOURCES.iter().find(|r| r.plural == plural)
+}
+
 pub(crate) fn is_review(r: &ResourceDef) -> bool {
     REVIEW_RESOURCES
         .iter()

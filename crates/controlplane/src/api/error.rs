@@ -81,6 +81,16 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// 400 unless a request body's `kind`, when it names one, is `kind`.
+    pub fn check_body_kind(body: &serde_json::Value, kind: &str) -> ApiResult<()> {
+        match body.get("kind").and_then(serde_json::Value::as_str) {
+            Some(k) if !k.is_empty() && k != kind => Err(ApiError::bad_request(format!(
+                "the body of the request must be a {kind}, not {k}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn forbidden(
         user: &str,
         verb: &str,

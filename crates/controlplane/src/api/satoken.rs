@@ -441,9 +441,28 @@ impl BoundRef {
 }
 
 fn decode_err(field: &str, want: &str) -> ApiError {
+    decode_err_of("TokenRequest", field, want)
+}
+
+/// Upstream's words for a body that does not decode as `kind`.
+fn decode_err_of(kind: &str, field: &str, want: &str) -> ApiError {
     ApiError::bad_request(format!(
-        "TokenRequest in version \"v1\" cannot be handled as a TokenRequest: {field} must be {want}"
+        "{kind} in version \"v1\" cannot be handled as a {kind}: {field} must be {want}"
     ))
+}
+
+/// `spec.audiences` of a TokenRequest or TokenReview (`kind`): empty when unset.
+pub fn requested_audiences(request: &Value, kind: &str) -> ApiResult<Vec<String>> {
+    let not_a_list = || decode_err_of(kind, "spec.audiences", "a list of strings");
+    match request.pointer("/spec/audiences") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<_>>()
+            .ok_or_else(not_a_list),
+        Some(_) => Err(not_a_list()),
+    }
 }
 
 /// Serves `POST .../serviceaccounts/NAME/token` for the service account
@@ -458,13 +477,7 @@ pub fn token_request(
     request: &Value,
 ) -> ApiResult<Value> {
     let name = meta_str(sa, "name");
-    if let Some(k) = request.get("kind").and_then(Value::as_str) {
-        if !k.is_empty() && k != "TokenRequest" {
-            return Err(ApiError::bad_request(format!(
-                "the body of the request must be a TokenRequest, not {k}"
-            )));
-        }
-    }
+    ApiError::check_body_kind(request, "TokenRequest")?;
     let body_name = meta_str(request, "name");
     if !body_name.is_empty() && body_name != name {
         return Err(invalid(
@@ -483,15 +496,7 @@ pub fn token_request(
             "must match the service account namespace if specified",
         ));
     }
-    let audiences: Vec<String> = match request.pointer("/spec/audiences") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(String::from))
-            .collect::<Option<_>>()
-            .ok_or_else(|| decode_err("spec.audiences", "a list of strings"))?,
-        Some(_) => return Err(decode_err("spec.audiences", "a list of strings")),
-    };
+    let audiences = requested_audiences(request, "TokenRequest")?;
     let audiences = if audiences.is_empty() {
         vec![ISSUER.to_string()]
     } else {

@@ -408,19 +408,9 @@ impl ApiServer {
             return Err(ApiError::method_not_allowed());
         }
         if body.iter().any(|b| !b.is_ascii_whitespace()) {
-            let review = parse_body(&r.content_type, body)?;
-            if let Some(k) = review.get("kind").and_then(Value::as_str) {
-                if !k.is_empty() && k != "SelfSubjectReview" {
-                    return Err(ApiError::bad_request(format!(
-                        "the body of the request must be a SelfSubjectReview, not {k}"
-                    )));
-                }
-            }
+            ApiError::check_body_kind(&parse_body(&r.content_type, body)?, "SelfSubjectReview")?;
         }
-        let mut groups = r.user.groups.clone();
-        if !groups.iter().any(|g| g == "system:authenticated") {
-            groups.push("system:authenticated".into());
-        }
+        let groups = r.user.reported_groups();
         Ok(json_response(
             StatusCode::CREATED,
             &json!({
@@ -440,25 +430,13 @@ impl ApiServer {
         if r.method != Method::POST {
             return Err(ApiError::method_not_allowed());
         }
-        let may = r.user.is_admin() || r.user.groups.iter().any(|g| g == "system:nodes");
-        if !may {
-            return Err(ApiError::new(
-                403,
-                "Forbidden",
-                format!(
-                    "tokenreviews.authentication.k8s.io is forbidden: User \"{}\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope",
-                    r.user.name
-                ),
-            ));
+        let node = r.user.groups.iter().any(|g| g == "system:nodes");
+        if !(r.user.is_admin() || node) {
+            let rd = discovery::review_resource("tokenreviews").ok_or_else(not_found_any)?;
+            return Err(ApiError::forbidden(&r.user.name, "create", rd, None, ""));
         }
         let review = parse_body(&r.content_type, body)?;
-        if let Some(k) = review.get("kind").and_then(Value::as_str) {
-            if !k.is_empty() && k != "TokenReview" {
-                return Err(ApiError::bad_request(format!(
-                    "the body of the request must be a TokenReview, not {k}"
-                )));
-            }
-        }
+        ApiError::check_body_kind(&review, "TokenReview")?;
         let token = review
             .pointer("/spec/token")
             .and_then(Value::as_str)
@@ -469,33 +447,15 @@ impl ApiServer {
                 "token is required for TokenReview in authentication",
             ));
         }
-        let wanted: Vec<String> = match review.pointer("/spec/audiences") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<_>>()
-                .ok_or_else(|| ApiError::bad_request("spec.audiences must be a list of strings"))?,
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "spec.audiences must be a list of strings",
-                ))
-            }
-        };
+        let wanted = satoken::requested_audiences(&review, "TokenReview")?;
         // Every token this server accepts is for its own audience (the issuer).
         let audience_ok = wanted.is_empty() || wanted.iter().any(|a| a == satoken::ISSUER);
         let status = match self.token_user(token) {
-            Ok(user) if audience_ok => {
-                let mut groups = user.groups.clone();
-                if !groups.iter().any(|g| g == "system:authenticated") {
-                    groups.push("system:authenticated".into());
-                }
-                json!({
-                    "authenticated": true,
-                    "user": {"username": user.name, "groups": groups},
-                    "audiences": [satoken::ISSUER],
-                })
-            }
+            Ok(user) if audience_ok => json!({
+                "authenticated": true,
+                "user": {"username": user.name, "groups": user.reported_groups()},
+                "audiences": [satoken::ISSUER],
+            }),
             Ok(_) => json!({
                 "user": {},
                 "error": format!(
