@@ -24,12 +24,28 @@ impl Cluster {
     fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
     }
-    fn rktup(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// A cluster named `<prefix><unique>` in a temp dir, or None (after saying so) when not root.
+    fn for_test(prefix: &str) -> Option<Cluster> {
+        if !is_root() {
+            eprintln!("skipped: `rktup local up` needs root");
+            return None;
+        }
+        Some(Cluster {
+            name: format!("{prefix}{}", unique()),
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
+    }
+    /// `rktup <args>` with this cluster's state dir and kubeconfig.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rktup"));
         cmd.env("RKTUP_STATE_DIR", self.state_root())
             .env("KUBECONFIG", self.kubeconfig())
             .env_remove("API_PORT")
             .args(args);
+        cmd
+    }
+    fn rktup(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -170,17 +186,12 @@ fn nothing_left(c: &Cluster, uuids: &[String]) {
 
 #[test]
 fn seed_walkthrough_on_a_two_node_local_cluster() {
-    if !is_root() {
-        eprintln!("skipped: `rktup local up` needs root");
+    let Some(c) = Cluster::for_test("e2e") else {
         return;
-    }
+    };
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "web:1.0");
-    let c = Cluster {
-        name: format!("e2e{}", unique()),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
     let name = c.name.clone();
 
     // Up, with the registry on the host's loopback reachable from the nodes.
@@ -454,13 +465,8 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
 
 #[test]
 fn up_converges_and_down_works_without_the_record() {
-    if !is_root() {
-        eprintln!("skipped: `rktup local up` needs root");
+    let Some(c) = Cluster::for_test("cv") else {
         return;
-    }
-    let c = Cluster {
-        name: format!("cv{}", unique()),
-        dir: tempfile::tempdir().expect("tempdir"),
     };
     let name = c.name.clone();
     c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"], &[]);
@@ -571,19 +577,11 @@ fn up_converges_and_down_works_without_the_record() {
 
 #[test]
 fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
-    if !is_root() {
-        eprintln!("skipped: `rktup local up` needs root");
+    let Some(c) = Cluster::for_test("fg") else {
         return;
-    }
-    let c = Cluster {
-        name: format!("fg{}", unique()),
-        dir: tempfile::tempdir().expect("tempdir"),
     };
-    let mut up = Command::new(env!("CARGO_BIN_EXE_rktup"))
-        .env("RKTUP_STATE_DIR", c.state_root())
-        .env("KUBECONFIG", c.kubeconfig())
-        .env_remove("API_PORT")
-        .args([
+    let mut up = c
+        .command(&[
             "local",
             "up",
             "--name",
