@@ -93,6 +93,17 @@ fn oom_kill_from(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Create one level of a cgroup path that other pods may be creating at the same moment: pods
+/// start in parallel, so "exists, else create" would race on the shared parent (`rktup/`) and
+/// fail one pod with EEXIST.
+fn mkdir_shared(p: &Path) -> Result<(), CgroupError> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("create", p)(e)),
+    }
+}
+
 /// Remove a cgroup directory; the kernel may need a moment after the last task exits.
 fn rmdir_retry(p: &Path) -> Result<(), CgroupError> {
     for _ in 0..50 {
@@ -230,9 +241,7 @@ impl CgroupManager for V2 {
                 let _ = std::fs::write(&sc, format!("+{c}"));
             }
             cur = cur.join(comp);
-            if !cur.exists() {
-                std::fs::create_dir(&cur).map_err(io("create", &cur))?;
-            }
+            mkdir_shared(&cur)?;
         }
         let d = self.dir();
         let w = |file: &str, v: String| -> Result<(), CgroupError> {
@@ -331,6 +340,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.oom_kill_count(), 1);
+    }
+
+    /// Pods start in parallel and share the `rktup/` parent: a parent another pod created a
+    /// moment earlier is not an error (CI once failed a pod with EEXIST on it).
+    #[test]
+    fn v2_pods_created_at_once_share_their_parent() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cgroup.controllers"), "memory pids\n").unwrap();
+        let existing = d.path().join("made-before");
+        std::fs::create_dir(&existing).unwrap();
+        mkdir_shared(&existing).unwrap();
+        // The window is a few microseconds, so race many rounds, each under a fresh parent.
+        const PODS: usize = 8;
+        for round in 0..200 {
+            let start = std::sync::Barrier::new(PODS);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..PODS)
+                    .map(|i| {
+                        let (root, start) = (d.path(), &start);
+                        s.spawn(move || {
+                            let m = V2::with_root(root, &format!("rktup-{round}/k8s_{i}"));
+                            start.wait();
+                            m.create(&Limits::default())
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap().unwrap();
+                }
+            });
+        }
+        assert!(d.path().join("rktup-199/k8s_7").is_dir());
     }
 
     #[test]
