@@ -443,6 +443,44 @@ fn seccomp_of(
 }
 
 /// Everything about the pod except the runtime knobs (filled by the caller).
+/// A hostPath volume's path after its `type` check, creating it for the `...OrCreate` types
+/// as kubelet does.
+fn prepare_host_path(
+    volume: &str,
+    h: &k8s_openapi::api::core::v1::HostPathVolumeSource,
+) -> Result<PathBuf, PlanError> {
+    let p = PathBuf::from(&h.path);
+    let refuse = |why: String| PlanError::Volume {
+        name: volume.to_string(),
+        why,
+    };
+    match h.type_.as_deref().unwrap_or("") {
+        "DirectoryOrCreate" => std::fs::create_dir_all(&p)
+            .map_err(|e| refuse(format!("failed to create {}: {e}", p.display())))?,
+        "Directory" if !p.is_dir() => {
+            return Err(refuse(format!(
+                "hostPath {} is not a directory",
+                p.display()
+            )))
+        }
+        "File" if !p.is_file() => {
+            return Err(refuse(format!("hostPath {} is not a file", p.display())))
+        }
+        "FileOrCreate" if !p.exists() => {
+            // Never truncate: another pod may have created and written it meanwhile.
+            let created = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&p);
+            created
+                .map(drop)
+                .map_err(|e| refuse(format!("failed to create {}: {e}", p.display())))?
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
 pub fn plan_pod(pod: &Pod, ctx: &PlanContext, uuid: &str) -> Result<PodPlan, PlanError> {
     let spec = pod
         .spec
@@ -479,35 +517,9 @@ pub fn plan_pod(pod: &Pod, ctx: &PlanContext, uuid: &str) -> Result<PodPlan, Pla
                 size_limit: e.size_limit.as_ref().and_then(|q| parse_bytes(&q.0)),
             }
         } else if let Some(h) = &v.host_path {
-            let p = PathBuf::from(&h.path);
-            match h.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => {
-                    std::fs::create_dir_all(&p).map_err(|e| PlanError::Volume {
-                        name: v.name.clone(),
-                        why: format!("failed to create {}: {e}", p.display()),
-                    })?
-                }
-                "Directory" if !p.is_dir() => {
-                    return Err(PlanError::Volume {
-                        name: v.name.clone(),
-                        why: format!("hostPath {} is not a directory", p.display()),
-                    })
-                }
-                "File" if !p.is_file() => {
-                    return Err(PlanError::Volume {
-                        name: v.name.clone(),
-                        why: format!("hostPath {} is not a file", p.display()),
-                    })
-                }
-                "FileOrCreate" if !p.exists() => {
-                    std::fs::write(&p, b"").map_err(|e| PlanError::Volume {
-                        name: v.name.clone(),
-                        why: format!("failed to create {}: {e}", p.display()),
-                    })?
-                }
-                _ => {}
+            VolumeSource::HostPath {
+                path: prepare_host_path(&v.name, h)?,
             }
-            VolumeSource::HostPath { path: p }
         } else if let Some(kind) = api_volume_kind(v) {
             // `<root>/pods/<uuid>` → `<root>`.
             let root = ctx.pod_dir.parent().and_then(Path::parent);
@@ -657,6 +669,36 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_path_types_checked_and_created_without_truncating() {
+        use k8s_openapi::api::core::v1::HostPathVolumeSource;
+        let d = tempfile::tempdir().unwrap();
+        let hp = |path: &Path, t: &str| HostPathVolumeSource {
+            path: path.display().to_string(),
+            type_: Some(t.to_string()),
+        };
+        let file = d.path().join("state");
+        assert_eq!(
+            prepare_host_path("st", &hp(&file, "FileOrCreate")).unwrap(),
+            file
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"");
+        std::fs::write(&file, "kept").unwrap();
+        prepare_host_path("st", &hp(&file, "FileOrCreate")).unwrap();
+        prepare_host_path("st", &hp(&file, "File")).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+        let dir = d.path().join("a/b");
+        prepare_host_path("dir", &hp(&dir, "DirectoryOrCreate")).unwrap();
+        assert!(dir.is_dir());
+        let err = prepare_host_path("st", &hp(&file, "Directory")).unwrap_err();
+        assert!(
+            err.to_string().contains("st") && err.to_string().contains("is not a directory"),
+            "{err}"
+        );
+        let err = prepare_host_path("dir", &hp(&dir, "File")).unwrap_err();
+        assert!(err.to_string().contains("is not a file"), "{err}");
+    }
 
     #[test]
     fn quantities() {
