@@ -476,7 +476,7 @@ fn up_converges_and_down_works_without_the_record() {
     let pid: i32 = old.split_whitespace().next().unwrap().parse().unwrap();
     // SAFETY: the agent this test's cluster started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("agent gone", Duration::from_secs(10), || {
+    wait_for("agent gone", Duration::from_secs(30), || {
         (!Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.contains(") Z ")))

@@ -66,13 +66,13 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             // Lease heartbeat.
             let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
             let leases = &leases;
-            let l1 = wait_async("lease", 10, || async move {
+            let l1 = wait_async("lease", 30, || async move {
                 leases.get_opt(nn).await.ok().flatten()
             })
             .await;
             let t1 = l1.spec.and_then(|s| s.renew_time).expect("renewTime");
             let t1 = &t1;
-            wait_async("lease renewed", 10, || async move {
+            wait_async("lease renewed", 30, || async move {
                 let l = leases.get_opt(nn).await.ok().flatten()?;
                 let t = l.spec?.renew_time?;
                 (t.0 > t1.0).then_some(())
@@ -165,7 +165,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             // A Started event.
             let events: Api<Event> = Api::namespaced(admin.clone(), "default");
             let events = &events;
-            wait_async("Started event", 10, || async move {
+            wait_async("Started event", 30, || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items
                     .into_iter()
@@ -179,7 +179,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
 
             // Pulling / Pulled events for the container's image (the static pod's run put it in
             // the store already, so it is "already present"), on the container's field path.
-            wait_async("Pulled event", 10, || async move {
+            wait_async("Pulled event", 30, || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items
                     .into_iter()

@@ -213,7 +213,7 @@ spec:
     assert_eq!(c["reason"], "OOMKilled", "{p:#}");
     assert_eq!(c["exit_code"], 137, "{p:#}");
     // The limits really were applied to the container's cgroup while it ran: check the always pod.
-    let uuid = uuid_of(&node.wait_pod("always", "listed", 5, |_| true));
+    let uuid = uuid_of(&node.wait_pod("always", "listed", 30, |_| true));
     for m in ["onfailure.yaml", "always.yaml", "oom.yaml"] {
         node.delete(m);
     }
@@ -250,7 +250,7 @@ spec:
         p["status"]["containers"][0]["state"] == "running"
     });
     let uuid = uuid_of(&p);
-    let logs = rktup_testkit::wait_for("logs", std::time::Duration::from_secs(10), || {
+    let logs = rktup_testkit::wait_for("logs", std::time::Duration::from_secs(30), || {
         let l = node.rkt_ok(&["logs", &uuid]);
         (l.contains("readonly\n") || l.contains("writable\n")).then_some(l)
     });
@@ -454,17 +454,16 @@ fn a_slow_stop_does_not_hold_up_new_pods() {
     let node = Node::new(&[]);
     let (bridge, _) = node.bridge_net("0.4.0");
     let img = &node.busybox;
-    // sh as pid 1 ignores SIGTERM: this pod takes its whole 6 s grace period to stop.
+    // sh as pid 1 ignores SIGTERM: this pod takes its whole 15 s grace period to stop.
     node.put(
         "slow.yaml",
-        &format!("metadata: {{name: slow}}\nspec:\n  terminationGracePeriodSeconds: 6\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'while true; do sleep 1; done']\n"),
+        &format!("metadata: {{name: slow}}\nspec:\n  terminationGracePeriodSeconds: 15\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'while true; do sleep 1; done']\n"),
     );
     let slow = node.wait_pod("slow", "running", 60, |p| {
         p["status"]["containers"][0]["state"] == "running"
     });
     node.delete("slow.yaml");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let t = std::time::Instant::now();
     node.put(
         "fast.yaml",
         &format!("metadata: {{name: fast}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sleep, '1000']\n"),
@@ -472,17 +471,14 @@ fn a_slow_stop_does_not_hold_up_new_pods() {
     let fast = node.wait_pod("fast", "running", 60, |p| {
         p["status"]["containers"][0]["state"] == "running"
     });
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(4),
-        "started while the slow pod was stopping: {:?}",
-        t.elapsed()
-    );
+    // No timing assertion (shared, noisy machines): the proof is that the new pod runs while
+    // the slow one is still inside its grace period.
     assert!(
         node.root.join(format!("pods/{}", uuid_of(&slow))).exists(),
-        "the slow pod is still stopping"
+        "the new pod started only after the slow pod had stopped"
     );
     node.delete("fast.yaml");
-    node.wait_no_pods(30);
+    node.wait_no_pods(60);
     node.assert_clean(&[uuid_of(&slow), uuid_of(&fast)], Some(&bridge));
 }
 

@@ -55,7 +55,7 @@ async fn watch_sees_every_change_exactly_once_across_reconnect() {
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut last_rv = start_rv.clone();
     while seen.len() < 2 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        let ev = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
             .await
             .expect("event in time")
             .expect("stream ok")
@@ -88,7 +88,7 @@ async fn watch_sees_every_change_exactly_once_across_reconnect() {
         .boxed();
     let mut after: Vec<String> = Vec::new();
     while after.len() < 2 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        let ev = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
             .await
             .expect("event in time")
             .expect("stream ok")
@@ -125,7 +125,7 @@ async fn watch_sees_every_change_exactly_once_across_reconnect() {
     // The kube-runtime watcher (list + watch) also works against it.
     let events = kube::runtime::watcher(cms.clone(), kube::runtime::watcher::Config::default());
     let mut objs = Box::pin(kube::runtime::WatchStreamExt::applied_objects(events));
-    let first = tokio::time::timeout(Duration::from_secs(10), objs.try_next())
+    let first = tokio::time::timeout(Duration::from_secs(30), objs.try_next())
         .await
         .expect("in time")
         .expect("ok")

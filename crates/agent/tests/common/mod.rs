@@ -204,7 +204,7 @@ impl Node {
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse().ok())
             .expect("endpoint host:port");
-        wait_for("the api-service", Duration::from_secs(10), || {
+        wait_for("the api-service", Duration::from_secs(30), || {
             rktup_testkit::process_listens_on(pid, port).then_some(())
         });
     }
