@@ -320,6 +320,7 @@ async fn accept_loop(
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .with_upgrades()
                         .await;
                 });
             }

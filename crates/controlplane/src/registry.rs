@@ -91,7 +91,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding", "log", "eviction"],
+        subresources: &["status", "binding", "log", "eviction", "exec"],
     },
     ResourceDef {
         group: "",

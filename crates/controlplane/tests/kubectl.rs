@@ -881,7 +881,7 @@ async fn aggregated_discovery_documents_and_kubectl_use() {
         .iter()
         .filter_map(|s| s["subresource"].as_str())
         .collect();
-    for s in ["status", "binding", "log", "eviction"] {
+    for s in ["status", "binding", "log", "eviction", "exec"] {
         assert!(subs.contains(&s), "{pods}");
     }
     assert_eq!(resource(v1, "nodes")["scope"], "Cluster");

@@ -22,6 +22,7 @@ pub mod container_logs;
 pub mod downward;
 pub mod env;
 pub mod events;
+pub mod exec;
 pub mod node;
 pub mod objects;
 pub mod pods;

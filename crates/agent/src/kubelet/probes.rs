@@ -704,43 +704,16 @@ pub async fn exec_probe(
     cmd: Vec<String>,
     timeout: Duration,
 ) -> Outcome {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     if cmd.is_empty() {
         return Outcome::Error("exec probe without a command".into());
     }
-    let mut fds = [0; 2];
-    // SAFETY: fds is a 2-int array; close-on-exec so no other child inherits them.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Outcome::Error(format!(
-            "failed to create a pipe: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: both fds were just created and are owned here only.
-    let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let w = err_w.as_raw_fd();
-    let mut c = tokio::process::Command::new(&rt.cfg.stage1_exe);
-    c.arg("stage1")
-        .arg(&entry.dir)
-        .arg("--enter")
-        .arg(container)
-        .args(["--error-fd", "3", "--"])
-        .args(&cmd)
-        .stdin(std::process::Stdio::null())
+    let (mut c, err_r, err_w) = match super::exec::enter_command(rt, entry, container, &cmd) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Error(format!("failed to create a pipe: {e}")),
+    };
+    c.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: dup2/fcntl are async-signal-safe; they only touch the child's fd table.
-    unsafe {
-        c.pre_exec(move || {
-            if w == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else if libc::dup2(w, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        .stderr(std::process::Stdio::piped());
     let mut child = match c.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -785,15 +758,7 @@ pub async fn exec_probe(
         }
     };
     // Everything that wrote to the error pipe has exited by now.
-    let problem = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut s = String::new();
-        let _ = std::fs::File::from(err_r).read_to_string(&mut s);
-        s
-    })
-    .await
-    .unwrap_or_default();
-    let problem = problem.trim();
+    let problem = super::exec::read_error_pipe(err_r).await;
     if !problem.is_empty() {
         return Outcome::Error(problem.to_string());
     }

@@ -9,7 +9,8 @@
 //!   the handshake, a request without a certificate gets 401 (anonymous auth off). Authenticated
 //!   clients are authorized for everything (kubelet's `--authorization-mode=AlwaysAllow`).
 //! - `GET /healthz` → `ok`; `GET /containerLogs/{namespace}/{pod}/{container}` (see
-//!   `container_logs`), streamed with chunked encoding.
+//!   `container_logs`), streamed with chunked encoding; `GET /exec/{namespace}/{pod}/{container}`
+//!   upgraded to a WebSocket (see `exec`).
 //!
 //! Pods are found by namespace/name among the runtime pods the kubelet half runs: API pods by
 //! the uid of the API object of that name (from the pod watch's store), static pods by the name
@@ -304,23 +305,37 @@ pub async fn serve(
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await;
         });
     }
 }
 
-async fn handle<B>(req: Request<B>, authenticated: bool, ctx: Arc<Context>) -> Response<Body> {
+async fn handle<B: Send + 'static>(
+    req: Request<B>,
+    authenticated: bool,
+    ctx: Arc<Context>,
+) -> Response<Body> {
     if !authenticated {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
     }
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let known = matches!(segs.as_slice(), ["healthz"] | ["containerLogs", _, _, _]);
+    let known = matches!(
+        segs.as_slice(),
+        ["healthz"] | ["containerLogs", _, _, _] | ["exec", _, _, _]
+    );
     if known && req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
     }
     match segs.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok"),
+        ["exec", ns, pod, container]
+            if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>
+        {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            super::exec::exec(ctx, req, ns, pod, container).await
+        }
         ["containerLogs", ns, pod, container]
             if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>
         {
@@ -338,14 +353,14 @@ struct Resolved {
     run: u32,
 }
 
-/// kubelet's getContainerLogs: pod, container, then the run (errors as upstream words them).
-fn resolve(
+/// The newest runtime pod for an API pod name whose spec has `container` (errors as upstream
+/// words them).
+pub(crate) fn locate(
     ctx: &Context,
     ns: &str,
     pod: &str,
     container: &str,
-    previous: bool,
-) -> Result<Resolved, (StatusCode, String)> {
+) -> Result<PodEntry, (StatusCode, String)> {
     let api_pod = ctx
         .pods
         .as_ref()
@@ -396,13 +411,27 @@ fn resolve(
             format!("container {container:?} not found in pod {pod:?}"),
         ));
     }
-    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    let Some(entry) = newest else {
+    newest.ok_or_else(|| {
         // Bound to this node but not started yet (image pull, back-off).
-        return Err(bad(format!(
-            "container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"
-        )));
-    };
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"
+            ),
+        )
+    })
+}
+
+/// kubelet's getContainerLogs: pod, container, then the run (errors as upstream words them).
+fn resolve(
+    ctx: &Context,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<Resolved, (StatusCode, String)> {
+    let entry = locate(ctx, ns, pod, container)?;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     let Some(status) = entry
         .status
         .containers

@@ -111,6 +111,7 @@ fn subresource(r: &ResourceDef, name: &'static str) -> Subresource {
         "binding" => ("Binding", None, &["create"]),
         "eviction" => ("Eviction", Some(("policy", "v1")), &["create"]),
         "log" => ("Pod", None, &["get"]),
+        "exec" => ("PodExecOptions", None, &["create", "get"]),
         "finalize" => ("Namespace", None, &["update"]),
         "token" => (
             "TokenRequest",

@@ -213,6 +213,13 @@ impl ApiServer {
             user,
             user_agent: header(http::header::USER_AGENT),
         };
+        if let ["api", "v1", "namespaces", ns, "pods", name, "exec"] = segs.as_slice() {
+            // An upgrade: the request is handed on whole, its body never read.
+            return match self.pod_exec(&r, ns, name, req).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(&e),
+            };
+        }
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -935,32 +942,34 @@ impl ApiServer {
         })
     }
 
-    /// Proxies `pods/log` to the node's kubelet port (`/containerLogs/...`).
-    async fn pod_log(&self, pod: &Value, r: &Req) -> ApiResult<Response<Body>> {
+    /// The container a pods/log or pods/exec request means: `container`, or the only one.
+    fn pick_container(pod: &Value, r: &Req) -> ApiResult<String> {
         let name = meta_str(pod, "name");
-        let ns = meta_str(pod, "namespace");
         let containers: Vec<&str> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
             .unwrap_or_default();
-        let container = match r.q("container").filter(|c| !c.is_empty()) {
+        match r.q("container").filter(|c| !c.is_empty()) {
             Some(c) => {
                 if !containers.contains(&c) {
                     return Err(ApiError::bad_request(format!(
                         "container {c} is not valid for pod {name}"
                     )));
                 }
-                c.to_string()
+                Ok(c.to_string())
             }
-            None if containers.len() == 1 => containers[0].to_string(),
-            None => {
-                return Err(ApiError::bad_request(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    containers.join(" ")
-                )))
-            }
-        };
+            None if containers.len() == 1 => Ok(containers[0].to_string()),
+            None => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            ))),
+        }
+    }
+
+    /// The address and port of the kubelet running `pod`.
+    fn kubelet_of(&self, pod: &Value) -> ApiResult<(String, u16)> {
+        let name = meta_str(pod, "name");
         let node_name = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -990,7 +999,17 @@ impl ApiServer {
         let port = node
             .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
             .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(10250);
+        Ok((ip, port))
+    }
+
+    /// Proxies `pods/log` to the node's kubelet port (`/containerLogs/...`).
+    async fn pod_log(&self, pod: &Value, r: &Req) -> ApiResult<Response<Body>> {
+        let name = meta_str(pod, "name");
+        let ns = meta_str(pod, "namespace");
+        let container = Self::pick_container(pod, r)?;
+        let (ip, port) = self.kubelet_of(pod)?;
         let query = {
             let mut q = form_urlencoded::Serializer::new(String::new());
             for k in [
@@ -1009,32 +1028,16 @@ impl ApiServer {
             q.finish()
         };
         let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
-        let upstream = kubelet_get(&self.kubelet_tls, &ip, port as u16, &path)
+        let req = Request::get(&path)
+            .header(http::header::HOST, format!("{ip}:{port}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let upstream = kubelet_request(&self.kubelet_tls, &ip, port, req)
             .await
             .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
         let status = upstream.status();
         if !status.is_success() {
-            // Like kube-apiserver: the kubelet's own words, as a Status kubectl prints.
-            let body = upstream
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(String::from))
-                .unwrap_or_else(|| text.trim().to_string());
-            let reason = match status.as_u16() {
-                400 => "BadRequest",
-                401 => "Unauthorized",
-                403 => "Forbidden",
-                404 => "NotFound",
-                422 => "Invalid",
-                _ => "InternalError",
-            };
-            return Err(ApiError::new(status.as_u16(), reason, message));
+            return Err(kubelet_error(upstream).await);
         }
         let mut resp = Response::new(upstream.into_body().map_err(std::io::Error::other).boxed());
         *resp.status_mut() = status;
@@ -1044,13 +1047,137 @@ impl ApiServer {
         );
         Ok(resp)
     }
+
+    /// `pods/exec`: the client's WebSocket upgrade is passed on to the node's kubelet port
+    /// (`/exec/...`, with kube-apiserver's parameter names), then bytes are copied both ways
+    /// until either side closes — the API server does not read the streams.
+    async fn pod_exec(
+        &self,
+        r: &Req,
+        ns: &str,
+        name: &str,
+        mut req: Request<Incoming>,
+    ) -> ApiResult<Response<Body>> {
+        let rd = registry::find("", "v1", "pods").ok_or_else(|| ApiError::internal("pods"))?;
+        let existing = self.core.get_stored(rd, Some(ns), name);
+        let existing_obj = existing.as_ref().map(|s| &*s.object);
+        self.authorize(
+            r,
+            "create",
+            rd,
+            Some("exec"),
+            Some(ns),
+            name,
+            existing_obj,
+            None,
+        )?;
+        let pod = existing_obj.ok_or_else(|| ApiError::not_found(rd, name))?;
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if matches!(phase, "Succeeded" | "Failed") {
+            return Err(ApiError::bad_request(format!(
+                "cannot exec into a container in a completed pod; current phase is {phase}"
+            )));
+        }
+        let container = Self::pick_container(pod, r)?;
+        let (ip, port) = self.kubelet_of(pod)?;
+        // Repeated `command` parameters keep their order (the parsed query map would not).
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                let k = match k.as_ref() {
+                    "command" => "command",
+                    "stdin" => "input",
+                    "stdout" => "output",
+                    "stderr" => "error",
+                    "tty" => "tty",
+                    _ => continue,
+                };
+                q.append_pair(k, &v);
+            }
+            q.finish()
+        };
+        let path = format!("/exec/{ns}/{name}/{container}?{query}");
+        let mut upstream_req = Request::get(&path)
+            .header(http::header::HOST, format!("{ip}:{port}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        for h in [
+            http::header::CONNECTION,
+            http::header::UPGRADE,
+            http::header::SEC_WEBSOCKET_KEY,
+            http::header::SEC_WEBSOCKET_VERSION,
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+        ] {
+            if let Some(v) = req.headers().get(&h) {
+                upstream_req.headers_mut().insert(h, v.clone());
+            }
+        }
+        let mut upstream = kubelet_request(&self.kubelet_tls, &ip, port, upstream_req)
+            .await
+            .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
+        if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(kubelet_error(upstream).await);
+        }
+        let mut resp = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        for h in [
+            http::header::CONNECTION,
+            http::header::UPGRADE,
+            http::header::SEC_WEBSOCKET_ACCEPT,
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+        ] {
+            if let Some(v) = upstream.headers().get(&h) {
+                resp.headers_mut().insert(h, v.clone());
+            }
+        }
+        let client_side = hyper::upgrade::on(&mut req);
+        let node_side = hyper::upgrade::on(&mut upstream);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(node)) = tokio::join!(client_side, node_side) {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut node = hyper_util::rt::TokioIo::new(node);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+            }
+        });
+        Ok(resp)
+    }
 }
 
-async fn kubelet_get(
+/// A kubelet's non-success answer as a Status kubectl prints (like kube-apiserver: the kubelet's
+/// own words).
+async fn kubelet_error(upstream: Response<Incoming>) -> ApiError {
+    let status = upstream.status();
+    let body = upstream
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_else(|| text.trim().to_string());
+    let reason = match status.as_u16() {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        422 => "Invalid",
+        _ => "InternalError",
+    };
+    ApiError::new(status.as_u16(), reason, message)
+}
+
+/// One request to a kubelet port over its own connection (upgrades allowed: pods/exec).
+async fn kubelet_request(
     tls: &Arc<rustls::ClientConfig>,
     ip: &str,
     port: u16,
-    path: &str,
+    req: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, String> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
@@ -1069,11 +1196,7 @@ async fn kubelet_get(
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(http::header::HOST, format!("{ip}:{port}"))
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn.with_upgrades());
     send.send_request(req).await.map_err(|e| e.to_string())
 }
 

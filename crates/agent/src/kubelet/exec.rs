@@ -1,0 +1,573 @@
+//! `kubectl exec` on the kubelet port: `GET /exec/{namespace}/{pod}/{container}?command=...
+//! &input=1&output=1&error=1&tty=1` (the API server's names for the kubelet), upgraded to a
+//! WebSocket that speaks `v5.channel.k8s.io` — what kubectl ≥ 1.30 asks for — or
+//! `v4.channel.k8s.io`.
+//!
+//! Every message is binary; its first byte names the stream: 0 stdin, 1 stdout, 2 stderr,
+//! 3 error (one `Status` when the command has ended), 4 resize (`{"Width":..,"Height":..}` for a
+//! TTY), and in v5 255 = close (`[255, 0]`: the client's stdin ended). The server closes the
+//! connection after the Status; kubectl reads stdout/stderr until then and exits with the code
+//! the Status carries.
+//!
+//! The command runs inside the container through `rktup stage1 <pod dir> --enter` (as exec
+//! probes do): the container's namespaces, root, user, capabilities and environment. A TTY is a
+//! pseudo-terminal whose slave becomes the command's controlling terminal.
+
+use super::server::Context;
+use crate::sync::log;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use rktup_runtime::runtime::{PodEntry, Runtime};
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const V5: &str = "v5.channel.k8s.io";
+const V4: &str = "v4.channel.k8s.io";
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+
+/// What the exec request asks for (upstream kubelet's query parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl ExecOptions {
+    pub fn from_query(query: Option<&str>) -> Result<ExecOptions, String> {
+        let mut o = ExecOptions {
+            command: Vec::new(),
+            stdin: false,
+            stdout: false,
+            stderr: false,
+            tty: false,
+        };
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let on = matches!(v.as_ref(), "1" | "true" | "True" | "TRUE");
+            match k.as_ref() {
+                "command" => o.command.push(v.into_owned()),
+                "input" => o.stdin = on,
+                "output" => o.stdout = on,
+                "error" => o.stderr = on,
+                "tty" => o.tty = on,
+                _ => {}
+            }
+        }
+        if o.command.is_empty() {
+            return Err("you must specify at least one command for the container".into());
+        }
+        if !(o.stdin || o.stdout || o.stderr) {
+            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+        }
+        // A terminal has one output stream (upstream drops stderr the same way).
+        if o.tty {
+            o.stderr = false;
+        }
+        Ok(o)
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The subprotocol to answer with: v5 if offered, else v4.
+fn negotiate(offered: &str) -> Option<&'static str> {
+    let offered: Vec<&str> = offered.split(',').map(str::trim).collect();
+    [V5, V4].into_iter().find(|p| offered.contains(p))
+}
+
+/// Answers the upgrade and runs the session on the upgraded connection.
+pub async fn exec<B: Send + 'static>(
+    ctx: Arc<Context>,
+    mut req: Request<B>,
+    ns: String,
+    pod: String,
+    container: String,
+) -> Response<Body> {
+    let opts = match ExecOptions::from_query(req.uri().query()) {
+        Ok(o) => o,
+        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+    };
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let key = header("sec-websocket-key");
+    if !header("upgrade").eq_ignore_ascii_case("websocket") || key.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("exec needs a WebSocket upgrade ({V5} or {V4}); SPDY is not supported"),
+        );
+    }
+    let Some(protocol) = negotiate(&header("sec-websocket-protocol")) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "none of the offered subprotocols {:?} is supported ({V5}, {V4})",
+                header("sec-websocket-protocol")
+            ),
+        );
+    };
+    let c2 = ctx.clone();
+    let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
+    let located = tokio::task::spawn_blocking(move || {
+        let entry = super::server::locate(&c2, &ns2, &pod2, &ctr2)?;
+        rktup_runtime::stage1::enter::running_pid(&entry.plan, &entry.status, &ctr2)
+            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        Ok::<_, (StatusCode, String)>(entry)
+    })
+    .await;
+    let entry = match located {
+        Ok(Ok(e)) => e,
+        Ok(Err((status, m))) => return text(status, m),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if ctx.verbosity >= 4 {
+        log(&format!(
+            "kubelet server: exec in {ns}/{pod}/{container} (k8s_{}): {:?}{}",
+            entry.plan.uuid,
+            opts.command,
+            if opts.tty { " with a TTY" } else { "" }
+        ));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let rt = ctx.rt.clone();
+    let verbosity = ctx.verbosity;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => {
+                let io = hyper_util::rt::TokioIo::new(up);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                let v5 = protocol == V5;
+                if let Err(e) = session(ws, v5, &opts, &rt, &entry, &container).await {
+                    if verbosity >= 4 {
+                        log(&format!(
+                            "kubelet server: exec in {ns}/{pod}/{container}: {e}"
+                        ));
+                    }
+                }
+            }
+            Err(e) => log(&format!("kubelet server: exec upgrade: {e}")),
+        }
+    });
+    let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let h = resp.headers_mut();
+    h.remove(http::header::CONTENT_TYPE);
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+        h.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::HeaderValue::from_static(protocol),
+    );
+    resp
+}
+
+/// `rktup stage1 <pod dir> --enter <container> --error-fd 3 -- <cmd>`: the command inside the
+/// container. Returns the command and the read end of its error pipe (why it could not run).
+pub fn enter_command(
+    rt: &Runtime,
+    entry: &PodEntry,
+    container: &str,
+    cmd: &[String],
+) -> std::io::Result<(tokio::process::Command, OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a 2-int array; close-on-exec so no other child inherits them.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned here only.
+    let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w = err_w.as_raw_fd();
+    let mut c = tokio::process::Command::new(&rt.cfg.stage1_exe);
+    c.arg("stage1")
+        .arg(&entry.dir)
+        .arg("--enter")
+        .arg(container)
+        .args(["--error-fd", "3", "--"])
+        .args(cmd)
+        .kill_on_drop(true);
+    // SAFETY: dup2/fcntl are async-signal-safe; they only touch the child's fd table.
+    unsafe {
+        c.pre_exec(move || {
+            if w == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(w, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok((c, err_r, err_w))
+}
+
+/// Reads what `enter` wrote to its error pipe (after every writer has exited).
+pub async fn read_error_pipe(err_r: OwnedFd) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut s = String::new();
+        let _ = std::fs::File::from(err_r).read_to_string(&mut s);
+        s.trim().to_string()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// A pseudo-terminal: the master for us, the slave for the command.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+fn open_pty() -> std::io::Result<Pty> {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two fds; name, termios and winsize may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just opened and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on fds we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(Pty { master, slave })
+}
+
+fn set_window_size(master: RawFd, json: &[u8]) {
+    let Ok(size) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return;
+    };
+    let dim = |k: &str| size[k].as_u64().and_then(|v| u16::try_from(v).ok());
+    let (Some(width), Some(height)) = (dim("Width"), dim("Height")) else {
+        return;
+    };
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
+}
+
+/// The Status sent on the error stream when the command has ended.
+fn final_status(exit_code: i32, problem: &str) -> serde_json::Value {
+    use serde_json::json;
+    if !problem.is_empty() {
+        return json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "reason": "InternalError", "message": problem});
+    }
+    if exit_code == 0 {
+        return json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "message": format!("command terminated with non-zero exit code: exit status {exit_code}"),
+        "details": {"causes": [{"reason": "ExitCode", "message": exit_code.to_string()}]}})
+}
+
+fn framed(stream: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(stream);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+/// Copies `from` to the client as `stream` messages until EOF (or EIO: a pty whose slave is
+/// closed).
+async fn pump_out(
+    mut from: impl AsyncRead + Unpin,
+    stream: u8,
+    to: tokio::sync::mpsc::Sender<Message>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.send(framed(stream, &buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn session<S>(
+    ws: WebSocketStream<S>,
+    v5: bool,
+    opts: &ExecOptions,
+    rt: &Runtime,
+    entry: &PodEntry,
+    container: &str,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(32);
+    // One writer owns the sink; stdout, stderr and the final Status queue to it.
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let last = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let started = start(opts, rt, entry, container);
+    let (mut child, err_r, pty, stdin) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let status = final_status(1, &format!("failed to run the command: {e}"));
+            let _ = tx.send(framed(ERROR, status.to_string().as_bytes())).await;
+            let _ = tx.send(Message::Close(Some(normal_close()))).await;
+            drop(tx);
+            let _ = writer.await;
+            return Err(e.to_string());
+        }
+    };
+    let mut outputs = Vec::new();
+    if let Some(master) = &pty {
+        let reader = tokio::fs::File::from_std(std::fs::File::from(
+            master.try_clone().map_err(|e| e.to_string())?,
+        ));
+        outputs.push(tokio::spawn(pump_out(reader, STDOUT, tx.clone())));
+    } else {
+        if let Some(out) = child.stdout.take() {
+            outputs.push(tokio::spawn(pump_out(out, STDOUT, tx.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            outputs.push(tokio::spawn(pump_out(err, STDERR, tx.clone())));
+        }
+    }
+    // The client's messages: stdin, resize, close of stdin; the end of the connection.
+    let master_fd = pty.as_ref().map(AsRawFd::as_raw_fd);
+    let reader = async move {
+        let mut stdin = stdin;
+        while let Some(msg) = incoming.next().await {
+            let data = match msg {
+                Ok(Message::Binary(b)) => b,
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            match data.first().copied() {
+                Some(STDIN) => {
+                    if let Some(w) = stdin.as_mut() {
+                        if w.write_all(&data[1..]).await.is_err() || w.flush().await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Some(RESIZE) => {
+                    if let Some(fd) = master_fd {
+                        set_window_size(fd, &data[1..]);
+                    }
+                }
+                Some(CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
+                    if let Some(mut w) = stdin.take() {
+                        // A terminal sees the end of input as ^D.
+                        if master_fd.is_some() {
+                            let _ = w.write_all(&[4]).await;
+                        }
+                        let _ = w.shutdown().await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let mut reader = tokio::spawn(reader);
+    let pid = child.id();
+    let wait = async {
+        let status = child.wait().await;
+        for o in outputs {
+            let _ = o.await;
+        }
+        status
+    };
+    tokio::pin!(wait);
+    let status = tokio::select! {
+        s = &mut wait => s,
+        _ = &mut reader => {
+            // The client went away: end the command (`enter` takes its process group along).
+            if let Some(pid) = pid {
+                // SAFETY: signalling our own child, which has not been reaped yet.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            drop(pty);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut wait).await;
+            drop(tx);
+            let _ = writer.await;
+            return Err("the client closed the connection".into());
+        }
+    };
+    drop(pty);
+    let code = match status {
+        Ok(s) => s.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + s.signal().unwrap_or(0)
+        }),
+        Err(e) => return Err(format!("failed to wait for the command: {e}")),
+    };
+    let problem = read_error_pipe(err_r).await;
+    let status = final_status(code, &problem);
+    let _ = tx.send(framed(ERROR, status.to_string().as_bytes())).await;
+    let _ = tx.send(Message::Close(Some(normal_close()))).await;
+    drop(tx);
+    let _ = writer.await;
+    // Let the client answer the close, then drop the connection.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+    Ok(())
+}
+
+fn normal_close() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
+}
+
+type Stdin = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Spawns the command: pipes, or a pty whose slave is its terminal.
+fn start(
+    opts: &ExecOptions,
+    rt: &Runtime,
+    entry: &PodEntry,
+    container: &str,
+) -> std::io::Result<(
+    tokio::process::Child,
+    OwnedFd,
+    Option<OwnedFd>,
+    Option<Stdin>,
+)> {
+    use std::process::Stdio;
+    let (mut cmd, err_r, err_w) = enter_command(rt, entry, container, &opts.command)?;
+    let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+    let pty = if opts.tty { Some(open_pty()?) } else { None };
+    match &pty {
+        Some(p) => {
+            let s = || p.slave.try_clone().map(Stdio::from);
+            cmd.stdin(s()?).stdout(s()?).stderr(s()?);
+            // SAFETY: setsid/ioctl are async-signal-safe and only affect the child.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                    Ok(())
+                });
+            }
+        }
+        None => {
+            cmd.stdin(piped(opts.stdin))
+                .stdout(piped(opts.stdout))
+                .stderr(piped(opts.stderr));
+        }
+    }
+    let mut child = cmd.spawn()?;
+    drop(err_w);
+    let (master, stdin): (Option<OwnedFd>, Option<Stdin>) = match pty {
+        Some(Pty { master, slave }) => {
+            drop(slave);
+            let input: Option<Stdin> = if opts.stdin {
+                let w = std::fs::File::from(master.try_clone()?);
+                Some(Box::new(tokio::fs::File::from_std(w)))
+            } else {
+                None
+            };
+            (Some(master), input)
+        }
+        None => (None, child.stdin.take().map(|s| Box::new(s) as Stdin)),
+    };
+    Ok((child, err_r, master, stdin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_from_the_api_servers_query() {
+        let o = ExecOptions::from_query(Some(
+            "command=sh&command=-c&command=echo+hi&input=1&output=1&error=1",
+        ))
+        .unwrap();
+        assert_eq!(o.command, ["sh", "-c", "echo hi"]);
+        assert!(o.stdin && o.stdout && o.stderr && !o.tty);
+        let t = ExecOptions::from_query(Some("command=sh&output=1&error=1&tty=1")).unwrap();
+        assert!(t.tty && !t.stderr, "a TTY has one output stream");
+        assert!(ExecOptions::from_query(Some("output=1"))
+            .unwrap_err()
+            .contains("command"));
+        assert!(ExecOptions::from_query(Some("command=ls"))
+            .unwrap_err()
+            .contains("stdin, stdout, stderr"));
+    }
+
+    #[test]
+    fn subprotocol_prefers_v5() {
+        assert_eq!(negotiate("v4.channel.k8s.io, v5.channel.k8s.io"), Some(V5));
+        assert_eq!(negotiate("v4.channel.k8s.io"), Some(V4));
+        assert_eq!(negotiate("channel.k8s.io"), None);
+    }
+
+    #[test]
+    fn exit_codes_become_the_status_kubectl_reads() {
+        assert_eq!(final_status(0, "")["status"], "Success");
+        let s = final_status(3, "");
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+        let f = final_status(255, "container \"x\" is not running");
+        assert_eq!(f["status"], "Failure");
+        assert_eq!(f["message"], "container \"x\" is not running");
+    }
+}

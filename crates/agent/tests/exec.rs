@@ -1,0 +1,205 @@
+//! `kubectl exec` end to end: real kubectl → the embedded control plane (pods/exec, a WebSocket
+//! upgrade passed on) → the agent's kubelet port (`/exec`, v5.channel.k8s.io) → the command
+//! inside the container. Output streams, exit codes, stdin with its end, a TTY, and refusals.
+
+mod common;
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// kubectl (ended after 60 s) with `input` on its stdin.
+fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str], input: Option<&str>) -> Run {
+    let mut child = Command::new("timeout")
+        .args(["60", KUBECTL])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl output");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn kubectl_exec_runs_commands_inside_containers() {
+    let ClusterNode {
+        rt,
+        cp,
+        node,
+        node_name,
+        admin,
+        tmp,
+        ..
+    } = ClusterNode::start("ex", &[]);
+    let cp = cp.expect("control plane");
+    let admin_kc = cp.admin_kubeconfig().to_path_buf();
+    let cache = tmp.path().join("kubectl-cache");
+    let busybox = node.busybox.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let shell: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shell"},
+            "spec": {
+                "nodeName": node_name,
+                "hostNetwork": true,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {"name": "main", "image": busybox, "command": ["sleep", "1000"],
+                     "env": [{"name": "GREETING", "value": "hello from the pod"}],
+                     "workingDir": "/tmp"},
+                    {"name": "side", "image": busybox, "command": ["sleep", "1000"]}
+                ]
+            }
+        }))
+        .expect("pod");
+        rt.block_on(async {
+            let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+            pods.create(&PostParams::default(), &shell)
+                .await
+                .expect("create shell");
+            let pods = &pods;
+            wait_async("shell running", 90, || async move {
+                let p = pods.get_opt("shell").await.ok().flatten()?;
+                let s = p.status?;
+                (s.phase.as_deref() == Some("Running")
+                    && s.container_statuses?.iter().all(|c| c.ready))
+                .then_some(())
+            })
+            .await;
+        });
+        let k = |args: &[&str], input: Option<&str>| kubectl(&admin_kc, &cache, args, input);
+
+        // The container's world: its environment, working directory, process tree.
+        let r = k(
+            &[
+                "exec",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo $GREETING; pwd; tr '\\0' ' ' < /proc/1/cmdline",
+            ],
+            None,
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(r.stdout, "hello from the pod\n/tmp\nsleep 1000 ");
+
+        // stdout and stderr apart; the exit code is kubectl's.
+        let r = k(
+            &[
+                "exec",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo to-out; echo to-err >&2; exit 3",
+            ],
+            None,
+        );
+        assert_eq!(r.code, Some(3), "{}", r.stderr);
+        assert_eq!(r.stdout, "to-out\n");
+        assert!(r.stderr.contains("to-err\n"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("command terminated with exit code 3"),
+            "{}",
+            r.stderr
+        );
+
+        // stdin, and its end: cat ends when kubectl's input does.
+        let input = "line one\nline two\n".repeat(2000);
+        let r = k(
+            &["exec", "-i", "shell", "-c", "side", "--", "cat"],
+            Some(&input),
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(r.stdout == input, "{} bytes back", r.stdout.len());
+
+        // A TTY (kubectl needs a terminal of its own for -t: `script` gives it one).
+        let cmd = format!(
+            "{KUBECTL} --kubeconfig {} --cache-dir {} exec -it shell -c main -- sh -c '[ -t 0 ] && echo on-a-tty; exit 4'",
+            admin_kc.display(),
+            cache.display()
+        );
+        let out = Command::new("timeout")
+            .args(["60", "script", "-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("on-a-tty"), "{text}");
+        assert_eq!(out.status.code(), Some(4), "{text}");
+
+        // Refusals, in upstream's words.
+        let r = k(&["exec", "shell", "-c", "nope", "--", "true"], None);
+        assert_ne!(r.code, Some(0));
+        assert!(
+            r.stderr
+                .contains("container nope is not valid for pod shell"),
+            "{}",
+            r.stderr
+        );
+        let r = k(&["exec", "missing", "--", "true"], None);
+        assert!(
+            r.stderr.contains("pods \"missing\" not found"),
+            "{}",
+            r.stderr
+        );
+        let r = k(
+            &["exec", "shell", "-c", "main", "--", "/no/such/thing"],
+            None,
+        );
+        assert_ne!(r.code, Some(0));
+        assert!(r.stderr.contains("/no/such/thing"), "{}", r.stderr);
+        // A node may not run commands in pods, not even its own.
+        let node_kc = tmp.path().join("node.kubeconfig");
+        let r = kubectl(
+            &node_kc,
+            &cache,
+            &["exec", "shell", "-c", "main", "--", "true"],
+            None,
+        );
+        assert_ne!(r.code, Some(0));
+        assert!(r.stderr.contains("forbidden"), "{}", r.stderr);
+    }));
+    if let Err(e) = r {
+        eprintln!("agent log:\n{}", node.agent_log());
+        std::panic::resume_unwind(e);
+    }
+    rt.block_on(async {
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+        let _ = pods.delete("shell", &Default::default()).await;
+    });
+    node.wait_no_pods(60);
+    rt.block_on(cp.shutdown());
+}
