@@ -324,6 +324,9 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
         served.contains(&format!("{client_ip}]")) && served.contains("response:200"),
         "httpd log of {target_name} shows the request from {client_ip}: {served}"
     );
+    // `kubectl exec` reaches into the serving pod through its node's kubelet port.
+    let inside = c.kubectl_ok(&["exec", target_name, "--", "cat", "/etc/hostname"]);
+    assert_eq!(inside.trim(), target_name, "exec runs inside the pod");
 
     // A privileged pod with the fly stage1 runs in the node's own namespaces.
     let fly = |name: &str, privileged: bool| {
