@@ -13,14 +13,12 @@
 //! probes do): the container's namespaces, root, user, capabilities and environment. A TTY is a
 //! pseudo-terminal whose slave becomes the command's controlling terminal.
 
-use super::server::Context;
+use super::server::{text, Body, Context};
 use crate::sync::log;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use rktup_runtime::runtime::{PodEntry, Runtime};
-use std::convert::Infallible;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -80,18 +78,6 @@ impl ExecOptions {
         }
         Ok(o)
     }
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 /// The subprotocol to answer with: v5 if offered, else v4.
