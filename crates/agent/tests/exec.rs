@@ -1,6 +1,7 @@
 //! `kubectl exec` end to end: real kubectl → the embedded control plane (pods/exec, a WebSocket
 //! upgrade passed on) → the agent's kubelet port (`/exec`, v5.channel.k8s.io) → the command
-//! inside the container. Output streams, exit codes, stdin with its end, a TTY, and refusals.
+//! inside the container. Output streams, exit codes, stdin with its end, `kubectl cp`, a TTY,
+//! and refusals.
 
 mod common;
 use common::*;
@@ -145,6 +146,39 @@ fn kubectl_exec_runs_commands_inside_containers() {
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert!(r.stdout == input, "{} bytes back", r.stdout.len());
 
+        // `kubectl cp` is tar through exec, both ways.
+        let local = tmp.path().join("to-the-pod.txt");
+        std::fs::write(&local, "copied in\n").expect("write local file");
+        let dest = "shell:/tmp/copied.txt";
+        let r = k(
+            &["cp", "-c", "main", &local.display().to_string(), dest],
+            None,
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let r = k(
+            &[
+                "exec",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "cat",
+                "/tmp/copied.txt",
+            ],
+            None,
+        );
+        assert_eq!(r.stdout, "copied in\n", "{}", r.stderr);
+        let back = tmp.path().join("from-the-pod.txt");
+        let r = k(
+            &["cp", "-c", "main", dest, &back.display().to_string()],
+            None,
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(
+            std::fs::read_to_string(&back).expect("copied back"),
+            "copied in\n"
+        );
+
         // A TTY (kubectl needs a terminal of its own for -t: `script` gives it one).
         let cmd = format!(
             "{KUBECTL} --kubeconfig {} --cache-dir {} exec -it shell -c main -- sh -c '[ -t 0 ] && echo on-a-tty; exit 4'",
@@ -192,14 +226,17 @@ fn kubectl_exec_runs_commands_inside_containers() {
         assert_ne!(r.code, Some(0));
         assert!(r.stderr.contains("forbidden"), "{}", r.stderr);
     }));
-    if let Err(e) = r {
+    if r.is_err() {
         eprintln!("agent log:\n{}", node.agent_log());
-        std::panic::resume_unwind(e);
     }
+    // Delete the pod even after a failure: API pods outlive a test that does not.
     rt.block_on(async {
         let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
         let _ = pods.delete("shell", &Default::default()).await;
     });
     node.wait_no_pods(60);
     rt.block_on(cp.shutdown());
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
 }

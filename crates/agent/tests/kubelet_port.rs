@@ -291,11 +291,11 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
             "lines not streamed live: {got:?}"
         );
     }));
-    if let Err(e) = r {
+    if r.is_err() {
         eprintln!("agent log:\n{}", node.agent_log());
-        std::panic::resume_unwind(e);
     }
-    // Deleting the pods lets the agent clean up before it stops.
+    // Deleting the pods lets the agent clean up before it stops (after a failure too: API pods
+    // outlive a test that does not).
     rt.block_on(async {
         let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
         for p in ["talker", "crasher", "once"] {
@@ -304,6 +304,9 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
     });
     node.wait_no_pods(60);
     rt.block_on(cp.shutdown());
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
 }
 
 // ---- a minimal HTTPS client: client certificate optional, server certificate not verified
