@@ -6,48 +6,8 @@
 mod common;
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
-use std::io::Write;
-use std::path::Path;
+use kube::api::Api;
 use std::process::{Command, Stdio};
-
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// kubectl (ended after 60 s) with `input` on its stdin.
-fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str], input: Option<&str>) -> Run {
-    let mut child = Command::new("timeout")
-        .args(["60", KUBECTL])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl output");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 #[test]
 fn kubectl_exec_runs_commands_inside_containers() {
@@ -80,54 +40,22 @@ fn kubectl_exec_runs_commands_inside_containers() {
             }
         }))
         .expect("pod");
-        rt.block_on(async {
-            let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-            pods.create(&PostParams::default(), &shell)
-                .await
-                .expect("create shell");
-            let pods = &pods;
-            wait_async("shell running", 90, || async move {
-                let p = pods.get_opt("shell").await.ok().flatten()?;
-                let s = p.status?;
-                (s.phase.as_deref() == Some("Running")
-                    && s.container_statuses?.iter().all(|c| c.ready))
-                .then_some(())
-            })
-            .await;
-        });
+        run_pod(&rt, &admin, &shell);
         let k = |args: &[&str], input: Option<&str>| kubectl(&admin_kc, &cache, args, input);
+        let sh_in_main = |script: &str| {
+            k(
+                &["exec", "shell", "-c", "main", "--", "sh", "-c", script],
+                None,
+            )
+        };
 
         // The container's world: its environment, working directory, process tree.
-        let r = k(
-            &[
-                "exec",
-                "shell",
-                "-c",
-                "main",
-                "--",
-                "sh",
-                "-c",
-                "echo $GREETING; pwd; tr '\\0' ' ' < /proc/1/cmdline",
-            ],
-            None,
-        );
+        let r = sh_in_main("echo $GREETING; pwd; tr '\\0' ' ' < /proc/1/cmdline");
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert_eq!(r.stdout, "hello from the pod\n/tmp\nsleep 1000 ");
 
         // stdout and stderr apart; the exit code is kubectl's.
-        let r = k(
-            &[
-                "exec",
-                "shell",
-                "-c",
-                "main",
-                "--",
-                "sh",
-                "-c",
-                "echo to-out; echo to-err >&2; exit 3",
-            ],
-            None,
-        );
+        let r = sh_in_main("echo to-out; echo to-err >&2; exit 3");
         assert_eq!(r.code, Some(3), "{}", r.stderr);
         assert_eq!(r.stdout, "to-out\n");
         assert!(r.stderr.contains("to-err\n"), "{}", r.stderr);

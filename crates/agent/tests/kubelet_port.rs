@@ -11,32 +11,9 @@ use rktup_agent::kubelet::probes::NoVerify;
 use rktup_testkit::{free_port, unique, wait_for};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-/// kubectl against the control plane as admin (ended after 60 s, so a `logs -f` that does not
-/// end fails instead of hanging); (success, stdout, stderr).
-fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("timeout")
-        .args(["60", KUBECTL])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn kubectl_logs_reads_containers_through_the_kubelet_port() {
@@ -115,22 +92,14 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
         .expect("pod");
         rt.block_on(async {
             let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-            pods.create(&PostParams::default(), &talker)
-                .await
-                .expect("create talker");
             pods.create(&PostParams::default(), &crasher)
                 .await
                 .expect("create crasher");
-
+        });
+        run_pod(&rt, &admin, &talker);
+        rt.block_on(async {
+            let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
             let pods = &pods;
-            wait_async("talker running", 90, || async move {
-                let p = pods.get_opt("talker").await.ok().flatten()?;
-                let s = p.status?;
-                (s.phase.as_deref() == Some("Running")
-                    && s.container_statuses?.iter().all(|c| c.ready))
-                .then_some(())
-            })
-            .await;
             wait_async("crasher running its second run", 90, || async move {
                 let p = pods.get_opt("crasher").await.ok().flatten()?;
                 let s = p.status?;
@@ -140,18 +109,20 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
             .await;
         });
         let logs = |args: &[&str]| {
-            let (ok, out, err) = kubectl(&admin_kc, &cache, args);
+            let run = kubectl(&admin_kc, &cache, args, None);
             assert!(
-                ok,
-                "kubectl {args:?} failed: {err}\n{out}\nagent log:\n{}",
+                run.ok(),
+                "kubectl {args:?} failed: {}\n{}\nagent log:\n{}",
+                run.stderr,
+                run.stdout,
                 node.agent_log()
             );
-            out
+            run.stdout
         };
         // Running does not mean the three lines are written yet: wait for them.
         wait_for("main's three lines", Duration::from_secs(20), || {
-            let (ok, out, _) = kubectl(&admin_kc, &cache, &["logs", "talker", "-c", "main"]);
-            (ok && out.lines().count() == 3).then_some(())
+            let run = kubectl(&admin_kc, &cache, &["logs", "talker", "-c", "main"], None);
+            (run.ok() && run.stdout.lines().count() == 3).then_some(())
         });
         // Several containers: kubectl picks the first (and says so on stderr).
         assert_eq!(logs(&["logs", "talker"]), "first\nsecond\nthird\n");
@@ -217,16 +188,18 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
         // No previous run: the kubelet answers 400 `previous terminated container "main" in pod
         // "talker" not found` (checked word for word on the port in the test below); the embedded
         // API server passes it on as a plain-text 400, which kubectl reports as BadRequest.
-        let (ok, out, err) = kubectl(
+        let run = kubectl(
             &admin_kc,
             &cache,
             &["logs", "--previous", "talker", "-c", "main"],
+            None,
         );
         assert!(
-            !ok,
-            "kubectl logs --previous of a container that never restarted: {out}"
+            !run.ok(),
+            "kubectl logs --previous of a container that never restarted: {}",
+            run.stdout
         );
-        assert!(err.contains("(BadRequest)"), "{err}");
+        assert!(run.stderr.contains("(BadRequest)"), "{}", run.stderr);
         // -f: the ticker's lines stream as they come; kubectl is killed after a few.
         let mut child = Command::new(KUBECTL)
             .arg("--kubeconfig")

@@ -375,8 +375,11 @@ where
         }
     }
     // The client's messages: stdin, resize, close of stdin; the end of the connection.
-    let master_fd = pty.as_ref().map(AsRawFd::as_raw_fd);
+    // The reader keeps its own handle on the terminal for resizes (ours closes when the command
+    // ends, and a closed fd number may be reused).
+    let resize = pty.as_ref().and_then(|m| m.try_clone().ok());
     let reader = async move {
+        let master_fd = resize.as_ref().map(AsRawFd::as_raw_fd);
         let mut stdin = stdin;
         while let Some(msg) = incoming.next().await {
             let data = match msg {

@@ -472,3 +472,75 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// What a kubectl run gave.
+pub struct KubectlRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl KubectlRun {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// `/usr/bin/kubectl` with this kubeconfig and cache, `input` on its stdin, ended after 60 s (so
+/// a `logs -f` or an exec that does not end fails instead of hanging).
+pub fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str], input: Option<&str>) -> KubectlRun {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .args(["60", KUBECTL])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl output");
+    KubectlRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Creates `pod` in `default` and waits until it runs with every container ready.
+pub fn run_pod(
+    rt: &tokio::runtime::Runtime,
+    admin: &kube::Client,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    rt.block_on(async {
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+        pods.create(&PostParams::default(), pod)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        let (pods, name) = (&pods, name.as_str());
+        wait_async(&format!("{name} running"), 90, || async move {
+            let p = pods.get_opt(name).await.ok().flatten()?;
+            let s = p.status?;
+            (s.phase.as_deref() == Some("Running") && s.container_statuses?.iter().all(|c| c.ready))
+                .then_some(())
+        })
+        .await;
+    });
+}

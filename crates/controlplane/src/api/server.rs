@@ -1104,17 +1104,17 @@ impl ApiServer {
             .header(http::header::HOST, format!("{ip}:{port}"))
             .body(Full::new(Bytes::new()))
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        for h in [
-            http::header::CONNECTION,
-            http::header::UPGRADE,
-            http::header::SEC_WEBSOCKET_KEY,
-            http::header::SEC_WEBSOCKET_VERSION,
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-        ] {
-            if let Some(v) = req.headers().get(&h) {
-                upstream_req.headers_mut().insert(h, v.clone());
-            }
-        }
+        copy_headers(
+            req.headers(),
+            upstream_req.headers_mut(),
+            [
+                http::header::CONNECTION,
+                http::header::UPGRADE,
+                http::header::SEC_WEBSOCKET_KEY,
+                http::header::SEC_WEBSOCKET_VERSION,
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+            ],
+        );
         let mut upstream = kubelet_request(&self.kubelet_tls, &ip, port, upstream_req)
             .await
             .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
@@ -1123,16 +1123,16 @@ impl ApiServer {
         }
         let mut resp = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        for h in [
-            http::header::CONNECTION,
-            http::header::UPGRADE,
-            http::header::SEC_WEBSOCKET_ACCEPT,
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-        ] {
-            if let Some(v) = upstream.headers().get(&h) {
-                resp.headers_mut().insert(h, v.clone());
-            }
-        }
+        copy_headers(
+            upstream.headers(),
+            resp.headers_mut(),
+            [
+                http::header::CONNECTION,
+                http::header::UPGRADE,
+                http::header::SEC_WEBSOCKET_ACCEPT,
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+            ],
+        );
         let client_side = hyper::upgrade::on(&mut req);
         let node_side = hyper::upgrade::on(&mut upstream);
         tokio::spawn(async move {
@@ -1143,6 +1143,19 @@ impl ApiServer {
             }
         });
         Ok(resp)
+    }
+}
+
+/// The WebSocket handshake's headers, from one side of the pods/exec proxy to the other.
+fn copy_headers<const N: usize>(
+    from: &http::HeaderMap,
+    to: &mut http::HeaderMap,
+    names: [http::header::HeaderName; N],
+) {
+    for h in names {
+        if let Some(v) = from.get(&h) {
+            to.insert(h, v.clone());
+        }
     }
 }
 
