@@ -1028,13 +1028,8 @@ impl ApiServer {
             q.finish()
         };
         let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
-        let req = Request::get(&path)
-            .header(http::header::HOST, format!("{ip}:{port}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let upstream = kubelet_request(&self.kubelet_tls, &ip, port, req)
-            .await
-            .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
+        let upstream =
+            kubelet_get(&self.kubelet_tls, &ip, port, &path, http::HeaderMap::new()).await?;
         let status = upstream.status();
         if !status.is_success() {
             return Err(kubelet_error(upstream).await);
@@ -1058,7 +1053,7 @@ impl ApiServer {
         name: &str,
         mut req: Request<Incoming>,
     ) -> ApiResult<Response<Body>> {
-        let rd = registry::find("", "v1", "pods").ok_or_else(|| ApiError::internal("pods"))?;
+        let rd = registry::pods();
         let existing = self.core.get_stored(rd, Some(ns), name);
         let existing_obj = existing.as_ref().map(|s| &*s.object);
         self.authorize(
@@ -1100,13 +1095,10 @@ impl ApiServer {
             q.finish()
         };
         let path = format!("/exec/{ns}/{name}/{container}?{query}");
-        let mut upstream_req = Request::get(&path)
-            .header(http::header::HOST, format!("{ip}:{port}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut handshake = http::HeaderMap::new();
         copy_headers(
             req.headers(),
-            upstream_req.headers_mut(),
+            &mut handshake,
             [
                 http::header::CONNECTION,
                 http::header::UPGRADE,
@@ -1115,9 +1107,7 @@ impl ApiServer {
                 http::header::SEC_WEBSOCKET_PROTOCOL,
             ],
         );
-        let mut upstream = kubelet_request(&self.kubelet_tls, &ip, port, upstream_req)
-            .await
-            .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
+        let mut upstream = kubelet_get(&self.kubelet_tls, &ip, port, &path, handshake).await?;
         if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(kubelet_error(upstream).await);
         }
@@ -1185,32 +1175,44 @@ async fn kubelet_error(upstream: Response<Incoming>) -> ApiError {
     ApiError::new(status.as_u16(), reason, message)
 }
 
-/// One request to a kubelet port over its own connection (upgrades allowed: pods/exec).
-async fn kubelet_request(
+/// `GET path` on a kubelet port over its own connection, with `headers` (upgrades allowed:
+/// pods/exec); a failure to reach the kubelet is an InternalError naming the URL.
+async fn kubelet_get(
     tls: &Arc<rustls::ClientConfig>,
     ip: &str,
     port: u16,
-    req: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, String> {
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect((ip, port)),
-    )
-    .await
-    .map_err(|_| "dial timeout".to_string())?
-    .map_err(|e| e.to_string())?;
-    let server_name =
-        rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(server_name, tcp)
+    path: &str,
+    headers: http::HeaderMap,
+) -> ApiResult<Response<Incoming>> {
+    let exchange = async {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect((ip, port)),
+        )
         .await
+        .map_err(|_| "dial timeout".to_string())?
         .map_err(|e| e.to_string())?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        let server_name =
+            rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(server_name, tcp)
             .await
             .map_err(|e| e.to_string())?;
-    tokio::spawn(conn.with_upgrades());
-    send.send_request(req).await.map_err(|e| e.to_string())
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn.with_upgrades());
+        let mut req = Request::get(path)
+            .header(http::header::HOST, format!("{ip}:{port}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        req.headers_mut().extend(headers);
+        send.send_request(req).await.map_err(|e| e.to_string())
+    };
+    exchange
+        .await
+        .map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))
 }
 
 /// Authenticates a legacy service-account token Secret (type
