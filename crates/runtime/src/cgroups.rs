@@ -3,6 +3,7 @@
 //! controller under `/sys/fs/cgroup/<controller>`; hybrid's extra v2 mount is not used for limits,
 //! because on hybrid hosts the controllers are bound to v1).
 
+use crate::devices::DeviceRule;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,10 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot restrict devices: {0}")]
+    Devices(#[from] crate::devices::DeviceError),
+    #[error("cannot restrict devices: the v1 devices controller is not mounted at {0}")]
+    NoDevicesController(PathBuf),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
@@ -47,6 +52,10 @@ pub trait CgroupManager {
     fn remove(&self) -> Result<(), CgroupError>;
     /// Whether any directory of this cgroup still exists.
     fn exists(&self) -> bool;
+    /// After `create`: deny every device but `allowed` (open and mknod), in the v1 devices
+    /// controller or with a v2 device BPF program (`crate::devices`). Fails rather than leave
+    /// the cgroup unrestricted.
+    fn restrict_devices(&self, allowed: &[DeviceRule]) -> Result<(), CgroupError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +133,19 @@ pub struct V1 {
     rel: String,
 }
 
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+/// The v1 hierarchies a pod's and each container's cgroup live in (`devices` for the device
+/// allowlist of unprivileged containers).
+pub(crate) const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "devices"];
 
 impl V1 {
+    /// A v1 manager below an explicit root (the tests use the real /sys/fs/cgroup).
+    pub fn with_root(root: impl Into<PathBuf>, rel: &str) -> V1 {
+        V1 {
+            root: root.into(),
+            rel: rel.into(),
+        }
+    }
+
     fn dir(&self, ctrl: &str) -> PathBuf {
         self.root.join(ctrl).join(&self.rel)
     }
@@ -202,6 +221,21 @@ impl CgroupManager for V1 {
 
     fn exists(&self) -> bool {
         V1_CONTROLLERS.iter().any(|c| self.dir(c).exists())
+    }
+
+    fn restrict_devices(&self, allowed: &[DeviceRule]) -> Result<(), CgroupError> {
+        if !self.available("devices") {
+            return Err(CgroupError::NoDevicesController(self.root.join("devices")));
+        }
+        let d = self.dir("devices");
+        // One rule per write; "a" first (allowed only while the cgroup has no children).
+        let deny = d.join("devices.deny");
+        std::fs::write(&deny, "a").map_err(io("write", &deny))?;
+        let allow = d.join("devices.allow");
+        for line in crate::devices::v1_allow_lines(allowed) {
+            std::fs::write(&allow, line).map_err(io("write", &allow))?;
+        }
+        Ok(())
     }
 }
 
@@ -287,6 +321,11 @@ impl CgroupManager for V2 {
 
     fn exists(&self) -> bool {
         self.dir().exists()
+    }
+
+    fn restrict_devices(&self, allowed: &[DeviceRule]) -> Result<(), CgroupError> {
+        crate::devices::attach(&self.dir(), allowed)?;
+        Ok(())
     }
 }
 
@@ -388,5 +427,226 @@ mod tests {
         assert!(m.pids().is_empty());
         m.remove().unwrap();
         assert!(!m.exists());
+    }
+
+    /// Whether a test that needs `what` can run: under `CI=true` a missing requirement fails the
+    /// test, elsewhere the test prints why it skips.
+    fn can_run(test: &str, what: &str, ok: bool) -> bool {
+        if !ok && std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test} cannot run on this CI host: needs {what}");
+        }
+        if !ok {
+            println!("SKIPPED {test}: needs {what}");
+        }
+        ok
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: plain getter.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A scratch directory whose filesystem honours device nodes (not mounted nodev).
+    fn dev_capable_tempdir() -> tempfile::TempDir {
+        for base in [std::env::temp_dir(), "/var/tmp".into(), "/root".into()] {
+            let Ok(c) = std::ffi::CString::new(base.display().to_string()) else {
+                continue;
+            };
+            // SAFETY: statvfs on a valid path into a zeroed struct.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 && st.f_flag & libc::ST_NODEV == 0
+            {
+                if let Ok(d) = tempfile::tempdir_in(&base) {
+                    return d;
+                }
+            }
+        }
+        panic!("no scratch filesystem without nodev");
+    }
+
+    /// The cgroup2 mount: /sys/fs/cgroup on pure v2 hosts, /sys/fs/cgroup/unified on hybrid ones.
+    fn cgroup2_mount() -> Option<PathBuf> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|t| t.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split(' ').nth(4).map(PathBuf::from))
+    }
+
+    /// Forks a child that joins the cgroup through `procs` (a cgroup.procs file) and checks, as
+    /// root with CAP_MKNOD: /dev/null opens read-write, mknod of an allowed char device (null)
+    /// works, mknod of a block device fails with EPERM, opening `blk` (a block device node the
+    /// parent made: the root filesystem's disk) fails with EPERM, and so does opening a char
+    /// device off the list (`mem`, 1:1).
+    fn check_devices_in(procs: &Path, scratch: &Path) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        // The root filesystem's device (a real disk here); loop0 if it is an anonymous one.
+        let root_dev = std::fs::metadata("/").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.dev()
+        });
+        let dev = match root_dev {
+            Ok(d) if libc::major(d) != 0 => d,
+            _ => libc::makedev(7, 0),
+        };
+        let blk = scratch.join("blk");
+        let mem = scratch.join("mem");
+        for (p, mode, d) in [
+            (&blk, libc::S_IFBLK, dev),
+            (&mem, libc::S_IFCHR, libc::makedev(1, 1)),
+        ] {
+            // SAFETY: valid C string.
+            let r = unsafe { libc::mknod(c(p).as_ptr(), mode | 0o600, d) };
+            assert_eq!(
+                r,
+                0,
+                "mknod {}: {}",
+                p.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        let (blk, mem) = (c(&blk), c(&mem));
+        let (null_node, sda_node) = (c(&scratch.join("null")), c(&scratch.join("sda")));
+        let procs_file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(procs)
+            .unwrap_or_else(|e| panic!("open {}: {e}", procs.display()));
+        use std::os::unix::io::AsRawFd;
+        let procs_fd = procs_file.as_raw_fd();
+        // SAFETY: the child only makes raw system calls on data prepared above, then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                let errno = || *libc::__errno_location();
+                if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(10);
+                }
+                let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if fd < 0 || libc::write(fd, b"x".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(11);
+                }
+                if libc::mknod(
+                    null_node.as_ptr(),
+                    libc::S_IFCHR | 0o600,
+                    libc::makedev(1, 3),
+                ) != 0
+                {
+                    libc::_exit(12);
+                }
+                if libc::mknod(
+                    sda_node.as_ptr(),
+                    libc::S_IFBLK | 0o600,
+                    libc::makedev(8, 0),
+                ) == 0
+                {
+                    libc::_exit(13);
+                }
+                if errno() != libc::EPERM {
+                    libc::_exit(14);
+                }
+                if libc::open(blk.as_ptr(), libc::O_RDONLY) >= 0 {
+                    libc::_exit(15);
+                }
+                if errno() != libc::EPERM {
+                    libc::_exit(16);
+                }
+                if libc::open(mem.as_ptr(), libc::O_RDONLY) >= 0 {
+                    libc::_exit(17);
+                }
+                if errno() != libc::EPERM {
+                    libc::_exit(18);
+                }
+                libc::_exit(0);
+            }
+        }
+        drop(procs_file);
+        let mut st = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let code = if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else {
+            -1
+        };
+        let why = match code {
+            0 => "",
+            10 => "joining the cgroup failed",
+            11 => "/dev/null did not open and write",
+            12 => "mknod of an allowed device (null 1:3) was refused",
+            13 => "mknod of a block device (8:0) was allowed",
+            14 => "mknod of a block device failed with another errno than EPERM",
+            15 => "opening the host's block device was allowed",
+            16 => "opening the block device failed with another errno than EPERM",
+            17 => "opening /dev/mem (1:1) was allowed",
+            18 => "opening /dev/mem failed with another errno than EPERM",
+            _ => "the child died",
+        };
+        assert_eq!(code, 0, "{why} (status {st:#x})");
+    }
+
+    /// The v2 path for real: the device BPF program attached to a scratch cgroup in this host's
+    /// cgroup2 hierarchy (/sys/fs/cgroup/unified on the hybrid CI host).
+    #[test]
+    fn v2_devices_program_restricts_a_real_cgroup() {
+        let test = "v2_devices_program_restricts_a_real_cgroup";
+        let mount = cgroup2_mount();
+        if !can_run(test, "root", is_root()) || !can_run(test, "a cgroup2 mount", mount.is_some()) {
+            return;
+        }
+        let mount = mount.unwrap();
+        let rel = format!("rktup-devtest-v2-{}", std::process::id());
+        let m = V2::with_root(&mount, &rel);
+        m.create(&Limits::default()).unwrap();
+        let scratch = dev_capable_tempdir();
+        let r = std::panic::catch_unwind(|| {
+            m.restrict_devices(crate::devices::DEFAULT_ALLOWED)
+                .unwrap_or_else(|e| panic!("{e}"));
+            // A second attach (a restarted container) replaces the program.
+            m.restrict_devices(crate::devices::DEFAULT_ALLOWED)
+                .unwrap_or_else(|e| panic!("{e}"));
+            check_devices_in(&mount.join(&rel).join("cgroup.procs"), scratch.path());
+        });
+        m.remove().unwrap();
+        assert!(!m.exists());
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
+    }
+
+    /// The v1 path for real: `devices.deny` a + the allow lines in a scratch devices cgroup.
+    #[test]
+    fn v1_devices_cgroup_restricts_a_real_cgroup() {
+        let test = "v1_devices_cgroup_restricts_a_real_cgroup";
+        let root = Path::new("/sys/fs/cgroup");
+        let v1 = root.join("devices/cgroup.procs").exists();
+        if !can_run(test, "root", is_root()) || !can_run(test, "the v1 devices controller", v1) {
+            return;
+        }
+        let rel = format!("rktup/devtest-v1-{}", std::process::id());
+        let m = V1::with_root(root, &rel);
+        m.create(&Limits::default()).unwrap();
+        let scratch = dev_capable_tempdir();
+        let r = std::panic::catch_unwind(|| {
+            m.restrict_devices(crate::devices::DEFAULT_ALLOWED).unwrap();
+            let list = std::fs::read_to_string(m.dir("devices").join("devices.list")).unwrap();
+            assert_eq!(
+                list.lines().collect::<Vec<_>>(),
+                crate::devices::v1_allow_lines(crate::devices::DEFAULT_ALLOWED),
+            );
+            check_devices_in(&m.dir("devices").join("cgroup.procs"), scratch.path());
+        });
+        m.remove().unwrap();
+        assert!(!m.exists(), "devices cgroup removed too");
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
     }
 }

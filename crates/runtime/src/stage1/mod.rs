@@ -411,6 +411,16 @@ impl Supervisor {
                 .cgroup
                 .create(&c.limits)
                 .map_err(|e| e.to_string())?;
+            // Unprivileged containers may open and mknod only the default devices; fly ones
+            // too (they share the host's /dev, so the cgroup is the only guard). stage1-kvm
+            // never comes here: qemu needs /dev/kvm and /dev/net/tun, and kvm pods are
+            // privileged by rule. A failure fails the start: never run unconfined silently.
+            if !c.privileged {
+                self.slots[i]
+                    .cgroup
+                    .restrict_devices(crate::devices::DEFAULT_ALLOWED)
+                    .map_err(|e| e.to_string())?;
+            }
             LogWriter::open(
                 self.dir
                     .join("logs")
@@ -793,7 +803,7 @@ pub(crate) fn cgroup_procs_files(rel: &str) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     match crate::cgroups::detect(root) {
         crate::cgroups::Layout::V2 => vec![root.join(rel).join("cgroup.procs")],
-        crate::cgroups::Layout::V1 => ["memory", "cpu", "pids"]
+        crate::cgroups::Layout::V1 => crate::cgroups::V1_CONTROLLERS
             .iter()
             .map(|c| root.join(c).join(rel).join("cgroup.procs"))
             .filter(|p| p.parent().is_some_and(|d| d.exists()))
