@@ -351,6 +351,7 @@ impl Node {
             "/sys/fs/cgroup/memory",
             "/sys/fs/cgroup/pids",
             "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/devices",
             "/sys/fs/cgroup",
         ] {
             let p = Path::new(base).join(format!("rktup/k8s_{uuid}"));
@@ -373,6 +374,7 @@ impl Node {
                 "/sys/fs/cgroup/memory",
                 "/sys/fs/cgroup/pids",
                 "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/devices",
                 "/sys/fs/cgroup",
             ] {
                 let p = Path::new(base).join(format!("rktup/k8s_{u}"));
