@@ -207,9 +207,21 @@ fn main() {
         .expect("agent");
     std::thread::sleep(Duration::from_secs(2));
     let rss_idle = rss_kib(agent.id());
-    // Pull once so the 100 pods measure starts, not the download.
-    let c = rktup_runtime::api::Client::new(&endpoint);
-    c.image_fetch(&image).expect("fetch");
+    // Pull once (into the agent's store, as `rktup rkt fetch` does) so the 100 pods measure
+    // starts, not the download.
+    let c = rktup_runtime::api::Client::tcp(&endpoint);
+    {
+        let store = rktup_runtime::image::ImageStore::open(&root2).expect("store");
+        let puller = rktup_runtime::image::Puller::new()
+            .with_insecure_registries(std::slice::from_ref(&reg.addr));
+        rktup_runtime::image::ensure_image(
+            &store,
+            &puller,
+            &image,
+            rktup_runtime::image::PullPolicy::Always,
+        )
+        .expect("fetch");
+    }
     let t = Instant::now();
     for i in 0..pods {
         let p = manifests.join(format!("p{i}.yaml"));

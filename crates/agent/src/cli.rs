@@ -4,6 +4,7 @@ use crate::sync::{log, Agent};
 use clap::Args;
 use rktup_runtime::pod::Stage1Flavor;
 use rktup_runtime::runtime::{NetworkMode, Runtime, RuntimeConfig};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,15 +13,18 @@ use std::time::{Duration, Instant};
 /// `rktup agent`: the node agent (kubelet + rkt api-service) in the foreground.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Directory holding the agent's state (images, pods).
-    #[arg(long, default_value = "/var/lib/rktup/agent")]
+    /// Directory holding the agent's state (images, pods) and the rkt api-service's unix
+    /// socket `<root-dir>/api.sock` (root only, every route).
+    #[arg(long, default_value = rktup_runtime::cli::DEFAULT_ROOT_DIR)]
     pub root_dir: PathBuf,
     /// Static pod manifests (kubelet's --pod-manifest-path; the seed's --config).
     #[arg(long, alias = "config", default_value = "/etc/kubernetes/manifests")]
     pub pod_manifest_path: PathBuf,
-    /// Endpoint of the rkt api-service this agent serves (loopback only).
-    #[arg(long, default_value = rktup_runtime::cli::DEFAULT_API_ENDPOINT)]
-    pub rkt_api_endpoint: String,
+    /// Also serve the rkt api-service read-only (pod list/status/logs, image list) on this
+    /// loopback HOST:PORT (kubelet's flag; the seed used localhost:15441). Not given: the unix
+    /// socket only.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rkt_api_endpoint: Option<String>,
     /// Node-wide stage1: coreos.com/rkt/stage1-coreos (default), stage1-fly, stage1-kvm
     /// (also KUBE_RKT_STAGE1_IMAGE or RKT_STAGE1_IMAGE).
     #[arg(long, env = "KUBE_RKT_STAGE1_IMAGE")]
@@ -167,6 +171,20 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = config_from_args(&args)?;
+    let scfg = crate::kubelet::server::ServerConfig {
+        port: args.kubelet_port,
+        address: args.address,
+        client_ca_file: args.client_ca_file.clone(),
+        tls_cert_file: args.tls_cert_file.clone(),
+        tls_private_key_file: args.tls_private_key_file.clone(),
+        cert_dir: args.root_dir.join("pki"),
+        kubeconfig: args.kubeconfig.clone(),
+        node_name: cfg.node_name.clone(),
+        node_ip: args.node_ip.clone(),
+        verbosity: args.verbosity,
+    };
+    // Refuse at once (not later, in the kubelet port's thread) a key readable by others.
+    crate::kubelet::server::check_key_files(&scfg)?;
     std::fs::create_dir_all(&args.root_dir)?;
     // SAFETY: handlers only store to an atomic.
     unsafe {
@@ -177,12 +195,23 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
-    let listener = rktup_runtime::api::bind(&args.rkt_api_endpoint)?;
+    let tcp = match &args.rkt_api_endpoint {
+        Some(e) => Some(rktup_runtime::api::bind(e)?),
+        None => None,
+    };
+    let socket = rktup_runtime::api::socket_path(&args.root_dir);
+    let unix = rktup_runtime::api::bind_unix(&socket)?;
+    let socket_ino = std::fs::metadata(&socket).ok().map(|m| m.ino());
     let rt = Runtime::new(cfg.clone())?;
     let api_rt = Arc::new(Runtime::new(cfg)?);
-    std::thread::Builder::new()
-        .name("api-service".into())
-        .spawn(move || rktup_runtime::api::serve(listener, api_rt))?;
+    rktup_runtime::api::serve(
+        rktup_runtime::api::Listeners {
+            unix,
+            socket: socket.clone(),
+            tcp,
+        },
+        api_rt,
+    )?;
     let node_name = rt.cfg.node_name.clone();
     let mut agent = Agent::new(rt, args.verbosity);
     let adopted = agent.adopt();
@@ -203,24 +232,16 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         pod_store = Some(reader);
         crate::kubelet::spawn(kcfg, agent.rt.clone(), writer, &TERM)?;
     }
-    let scfg = crate::kubelet::server::ServerConfig {
-        port: args.kubelet_port,
-        address: args.address,
-        client_ca_file: args.client_ca_file.clone(),
-        tls_cert_file: args.tls_cert_file.clone(),
-        tls_private_key_file: args.tls_private_key_file.clone(),
-        cert_dir: args.root_dir.join("pki"),
-        kubeconfig: args.kubeconfig.clone(),
-        node_name,
-        node_ip: args.node_ip.clone(),
-        verbosity: args.verbosity,
-    };
     crate::kubelet::server::spawn(scfg, agent.rt.clone(), pod_store, &TERM)?;
     log(&format!(
-        "node agent up: root {}, manifests {}, api-service {}, {adopted} pod(s) re-adopted",
+        "node agent up: root {}, manifests {}, api-service {}{}, {adopted} pod(s) re-adopted",
         args.root_dir.display(),
         args.pod_manifest_path.display(),
+        socket.display(),
         args.rkt_api_endpoint
+            .as_deref()
+            .map(|e| format!(" (read-only also on {e})"))
+            .unwrap_or_default()
     ));
     let period = Duration::from_millis(args.sync_period_ms.max(50));
     while !TERM.load(Ordering::SeqCst) {
@@ -231,7 +252,10 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             rktup_runtime::runtime::reap_children();
         }
     }
-    // Pods outlive the agent: nothing is stopped here.
+    // Pods outlive the agent: nothing is stopped here. The socket goes (if it is still ours).
+    if socket_ino.is_some() && std::fs::metadata(&socket).ok().map(|m| m.ino()) == socket_ino {
+        let _ = std::fs::remove_file(&socket);
+    }
     log("SIGTERM: agent exiting; pods keep running");
     Ok(())
 }

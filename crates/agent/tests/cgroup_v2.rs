@@ -59,11 +59,11 @@ $RKTUP agent --root-dir /tmp/root --pod-manifest-path /tmp/manifests --rkt-api-e
   --sync-period-ms 200 --restart-backoff-ms 200 --v 4 > $IO/agent.log 2>&1 &
 agent=$!
 i=0
-until $RKTUP rkt list --rkt-api-endpoint $EP > /dev/null 2>&1; do
+until $RKTUP rkt list --dir /tmp/root > /dev/null 2>&1; do
   i=$((i+1)); [ $i -gt 600 ] && {{ echo "the agent's api-service did not come up"; exit 1; }}
   sleep 0.2
 done
-$RKTUP rkt image import $IO/busybox.tar --name test/busybox:1 --rkt-api-endpoint $EP > $IO/import 2>&1 || exit 1
+$RKTUP rkt image import $IO/busybox.tar --name test/busybox:1 --dir /tmp/root > $IO/import 2>&1 || exit 1
 cp $IO/limited.yaml $IO/oom.yaml /tmp/manifests/
 i=0
 until grep -q OOMKilled $IO/pods.json 2>/dev/null && ls /sys/fs/cgroup/rktup/k8s_*/limited/memory.max > /dev/null 2>&1; do

@@ -1,5 +1,6 @@
 //! The seed's troubleshooting commands against a live agent: `rkt` through a link named rkt,
-//! `rkt image list/rm/gc/import`, `rkt fetch`, and `rktup logs --follow`.
+//! `rkt image list/rm/gc/import`, `rkt fetch`, and `rktup logs --follow` (on the agent's unix
+//! socket, `--dir`; the access rules themselves are in api_service.rs).
 
 mod common;
 use common::*;
@@ -34,10 +35,16 @@ fn image_commands_and_rkt_link() {
         "--name",
         "example.com/air/multi:v2",
     ]);
-    // fetch through the api-service (pull from the test registry).
-    let fetched = node.rkt_ok(&["rkt", "fetch", &node.multi]);
+    // fetch writes the store itself (pull from the test registry), as import does.
+    let fetched = node.rkt_ok(&[
+        "rkt",
+        "fetch",
+        &node.multi,
+        "--insecure-registry",
+        &node.registry.addr,
+    ]);
     assert!(fetched.starts_with("sha256-"), "{fetched}");
-    // The link named rkt behaves as `rktup rkt`.
+    // The link named rkt behaves as `rktup rkt` (here through the read-only loopback listener).
     let link = node.dir.path().join("rkt");
     std::os::unix::fs::symlink(rktup_bin(), &link).unwrap();
     let out = Command::new(&link)
@@ -98,8 +105,8 @@ fn logs_follow_until_the_container_exits() {
             "logs",
             &format!("k8s_{short}"),
             "--follow",
-            "--rkt-api-endpoint",
-            &node.endpoint,
+            "--dir",
+            node.root.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
         .spawn()

@@ -1,19 +1,65 @@
 //! `rktup rkt ...` (also reached through a link named `rkt`), `rktup logs`, and the hidden per-pod
-//! stage1 supervisor. Thin: every command is one api-service call plus formatting.
+//! stage1 supervisor. Thin: every command is one api-service call plus formatting, except
+//! `image import` and `fetch`, which write the image store under the root dir themselves.
+//!
+//! How a command reaches the agent: `--rkt-api-endpoint HOST:PORT` given: the agent's read-only
+//! loopback listener; else the unix socket `<dir>/api.sock` (`--dir`, default the agent's
+//! default root dir); when `--dir` is not given and the default root dir has no socket, the
+//! seed's endpoint `localhost:15441` (read-only; e.g. a local cluster's node, whose agent
+//! listens there inside the node's network namespace).
 
 use crate::api::{Client, PodInfo};
 use crate::image::ImageRecord;
 use crate::util;
 use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
 
+/// The seed's kubelet default for `--rkt-api-endpoint`. The agent listens there only when the
+/// flag is given; the CLI falls back to it (see the module doc).
 pub const DEFAULT_API_ENDPOINT: &str = "localhost:15441";
+
+/// The agent's default `--root-dir` (the CLI's default `--dir`).
+pub const DEFAULT_ROOT_DIR: &str = "/var/lib/rktup/agent";
+
+/// How the CLI finds the agent.
+#[derive(Debug, Args)]
+pub struct AgentRef {
+    /// The agent's root dir (its --root-dir): the api-service's unix socket `<dir>/api.sock`
+    /// (root only) and, for `image import` and `fetch`, the image store [default:
+    /// /var/lib/rktup/agent]
+    #[arg(long, alias = "root-dir", global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Use the agent's read-only loopback listener instead of the unix socket (list, status,
+    /// image list, logs; the agent must have been started with --rkt-api-endpoint).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub rkt_api_endpoint: Option<String>,
+}
+
+impl AgentRef {
+    pub fn root_dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR))
+    }
+
+    /// The api-service client (see the module doc for the order).
+    pub fn client(&self) -> Client {
+        if let Some(e) = &self.rkt_api_endpoint {
+            return Client::tcp(e);
+        }
+        let sock = crate::api::socket_path(&self.root_dir());
+        if self.dir.is_none() && std::fs::symlink_metadata(&sock).is_err() {
+            return Client::tcp(DEFAULT_API_ENDPOINT);
+        }
+        Client::unix(sock)
+    }
+}
 
 /// The seed's troubleshooting commands: `rkt list`, `rkt status`, `rkt image list`.
 #[derive(Debug, Args)]
 pub struct RktArgs {
-    /// Endpoint of the agent's rkt api-service (loopback only).
-    #[arg(long, global = true, default_value = DEFAULT_API_ENDPOINT)]
-    pub rkt_api_endpoint: String,
+    #[command(flatten)]
+    pub agent: AgentRef,
     #[command(subcommand)]
     pub command: RktCommand,
 }
@@ -36,8 +82,16 @@ pub enum RktCommand {
         #[command(subcommand)]
         command: ImageCommand,
     },
-    /// Pull an image into the store.
-    Fetch { image: String },
+    /// Pull an image into the store (as root: writes <dir>/images directly).
+    Fetch {
+        image: String,
+        /// A registry reached over plain HTTP (host:port), repeatable.
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registry: Vec<String>,
+        /// Docker config.json with registry credentials.
+        #[arg(long, value_name = "FILE")]
+        registry_config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,7 +107,7 @@ pub enum ImageCommand {
     Rm { names: Vec<String> },
     /// Remove every image no pod uses.
     Gc,
-    /// Import an oci-archive or docker-archive tar (path on the node).
+    /// Import an oci-archive or docker-archive tar (as root: writes <dir>/images directly).
     Import {
         file: std::path::PathBuf,
         /// Name for the image (default: the archive's own name).
@@ -73,9 +127,8 @@ pub struct LogsArgs {
     /// Keep printing new lines until the container stops for good.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Endpoint of the agent's rkt api-service.
-    #[arg(long, default_value = DEFAULT_API_ENDPOINT)]
-    pub rkt_api_endpoint: String,
+    #[command(flatten)]
+    pub agent: AgentRef,
 }
 
 /// Hidden: the per-pod stage1 supervisor that the agent re-executes; with `--enter`, a command
@@ -302,14 +355,52 @@ pub fn format_images(images: &[ImageRecord], full: bool, legend: bool) -> String
     table(&rows)
 }
 
+/// The image store under `dir`, for the commands that write it directly (root only).
+fn open_store(what: &str, dir: &Path) -> anyhow::Result<crate::image::ImageStore> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "`rkt {what}` writes the image store {} directly and must run as root (try: sudo \
+             rktup rkt {what} ...)",
+            dir.join("images").display()
+        );
+    }
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{}: no such directory; give the agent's root dir with --dir (its --root-dir)",
+            dir.display()
+        );
+    }
+    Ok(crate::image::ImageStore::open(dir)?)
+}
+
 pub fn run_rkt(args: RktArgs) -> anyhow::Result<()> {
-    let c = Client::new(&args.rkt_api_endpoint);
+    let c = args.agent.client();
+    let dir = args.agent.root_dir();
     match args.command {
         RktCommand::List { full, no_legend } => {
             print!("{}", format_list(&c.pods()?, full, !no_legend))
         }
         RktCommand::Status { uuid } => print!("{}", format_status(&c.pod(&uuid)?)),
-        RktCommand::Fetch { image } => println!("{}", c.image_fetch(&image)?.id.replace(':', "-")),
+        RktCommand::Fetch {
+            image,
+            insecure_registry,
+            registry_config,
+        } => {
+            let store = open_store("fetch", &dir)?;
+            let mut puller =
+                crate::image::registry::Puller::new().with_insecure_registries(&insecure_registry);
+            if let Some(rc) = &registry_config {
+                puller = puller.with_docker_config(rc);
+            }
+            let r = crate::image::ensure_image(
+                &store,
+                &puller,
+                &image,
+                crate::image::PullPolicy::Always,
+            )?;
+            println!("{}", r.id.replace(':', "-"));
+        }
         RktCommand::Image { command } => match command {
             ImageCommand::List { full, no_legend } => {
                 print!("{}", format_images(&c.images()?, full, !no_legend))
@@ -339,8 +430,8 @@ pub fn run_rkt(args: RktArgs) -> anyhow::Result<()> {
                 }
             }
             ImageCommand::Import { file, name } => {
-                let file = std::fs::canonicalize(&file).unwrap_or(file);
-                for r in c.image_import(&file.display().to_string(), name.as_deref())? {
+                let store = open_store("image import", &dir)?;
+                for r in crate::image::archive::import(&store, &file, name.as_deref())? {
                     println!("{}\t{}", r.id.replace(':', "-"), r.names.join(", "));
                 }
             }
@@ -350,7 +441,7 @@ pub fn run_rkt(args: RktArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
-    let c = Client::new(&args.rkt_api_endpoint);
+    let c = args.agent.client();
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     c.logs(

@@ -91,6 +91,44 @@ pub enum ServerError {
     Tls(String),
     #[error("--tls-cert-file and --tls-private-key-file go together")]
     HalfPair,
+    #[error(
+        "UNPROTECTED PRIVATE KEY FILE: {path} has mode {mode:04o}, so users other than its \
+         owner can read it; refusing to use it. Fix: chmod 600 {path}"
+    )]
+    Unprotected { path: PathBuf, mode: u32 },
+}
+
+/// A key file must not be readable (or writable) by group or others, as ssh insists.
+pub fn check_private(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path).map_err(|source| ServerError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = md.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ServerError::Unprotected {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// The start-up check of the serving key the kubelet port will load (given, or the self-signed
+/// one from an earlier run); the agent refuses to start when it is readable by others.
+pub fn check_key_files(cfg: &ServerConfig) -> Result<(), ServerError> {
+    if cfg.port == 0 {
+        return Ok(());
+    }
+    let key = match &cfg.tls_private_key_file {
+        Some(k) => k.clone(),
+        None => cfg.cert_dir.join("kubelet.key"),
+    };
+    if cfg.tls_private_key_file.is_some() || key.exists() {
+        check_private(&key)?;
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ServerError> {
@@ -156,6 +194,7 @@ pub fn serving_cert(
         _ => return Err(ServerError::HalfPair),
     };
     let certs = certs_from_pem(&read(&cert_path)?, &cert_path)?;
+    check_private(&key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|e| ServerError::Pem {
         path: key_path.clone(),
         message: e.to_string(),
@@ -197,10 +236,11 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ServerError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // A leftover tmp would keep its old mode: create the file anew, with `mode` from the start.
+    let _ = std::fs::remove_file(&tmp);
     let r = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .and_then(|mut f| f.write_all(data))

@@ -196,7 +196,8 @@ impl Node {
             .spawn()
             .expect("start rktup agent");
         // Ready once this agent itself listens on the endpoint (a connect could reach another
-        // process that took the port meanwhile).
+        // process that took the port meanwhile) and answers on its unix socket (bound after the
+        // endpoint, in this node's private root dir).
         let pid = child.id();
         self.agent = Some(child);
         let port: u16 = self
@@ -204,9 +205,17 @@ impl Node {
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse().ok())
             .expect("endpoint host:port");
+        let socket = self.socket();
         wait_for("the api-service", Duration::from_secs(30), || {
-            rktup_testkit::process_listens_on(pid, port).then_some(())
+            (rktup_testkit::process_listens_on(pid, port)
+                && std::os::unix::net::UnixStream::connect(&socket).is_ok())
+            .then_some(())
         });
+    }
+
+    /// The agent's api-service unix socket (every route).
+    pub fn socket(&self) -> PathBuf {
+        rktup_runtime::api::socket_path(&self.root)
     }
 
     /// SIGKILL the agent (pods must survive).
@@ -231,12 +240,13 @@ impl Node {
         std::fs::remove_file(self.manifests.join(name)).expect("remove manifest");
     }
 
-    /// Run `rktup <args>` against this node's api-service; (success, stdout, stderr).
+    /// Run `rktup <args>` against this node (its api-service's unix socket and image store,
+    /// `--dir <root>`); (success, stdout, stderr).
     pub fn rktup(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(rktup_bin())
             .args(args)
-            .arg("--rkt-api-endpoint")
-            .arg(&self.endpoint)
+            .arg("--dir")
+            .arg(&self.root)
             .output()
             .expect("run rktup");
         (
@@ -258,7 +268,7 @@ impl Node {
 
     /// Pods as the api-service reports them.
     pub fn pods(&self) -> Vec<serde_json::Value> {
-        let c = rktup_runtime::api::Client::new(&self.endpoint);
+        let c = rktup_runtime::api::Client::unix(self.socket());
         c.pods()
             .map(|v| {
                 v.into_iter()
