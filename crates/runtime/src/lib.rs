@@ -5,6 +5,7 @@ pub mod api;
 pub mod cgroups;
 pub mod cli;
 pub mod cni;
+pub mod confine;
 pub mod devices;
 pub mod image;
 pub mod logs;

@@ -382,11 +382,25 @@ fn plan_container(
         {
             return Err(PlanError::Invalid("subPath must not contain \"..\"".into()));
         }
+        let sub_path = m.sub_path.clone().filter(|s| !s.is_empty());
+        let sub_path_expr = m.sub_path_expr.clone().filter(|s| !s.is_empty());
+        if sub_path.is_some() && sub_path_expr.is_some() {
+            return Err(PlanError::Invalid(
+                "subPathExpr and subPath are mutually exclusive".into(),
+            ));
+        }
+        if sub_path.as_deref().is_some_and(|s| s.starts_with('/')) {
+            return Err(PlanError::Invalid(format!(
+                "subPath {:?} must be a relative path",
+                sub_path.as_deref().unwrap_or_default()
+            )));
+        }
         mounts.push(MountPlan {
             volume: m.name.clone(),
             path: m.mount_path.clone(),
             read_only: m.read_only.unwrap_or(false) || api_vols.contains(&m.name.as_str()),
-            sub_path: m.sub_path.clone().filter(|s| !s.is_empty()),
+            sub_path,
+            sub_path_expr,
         });
     }
     Ok(ContainerPlan {

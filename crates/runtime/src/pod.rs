@@ -65,6 +65,9 @@ pub struct MountPlan {
     pub read_only: bool,
     #[serde(default)]
     pub sub_path: Option<String>,
+    /// `subPathExpr`: expanded with the container's environment when it starts.
+    #[serde(default)]
+    pub sub_path_expr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

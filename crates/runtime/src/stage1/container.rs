@@ -11,8 +11,10 @@
 //! process that unshares it (pid_namespaces(7)).
 
 use super::sys;
+use crate::confine::{self, fd_path, Kind, Root, Scope};
 use crate::pod::{ContainerPlan, PodPlan, Seccomp, Stage1Flavor, VolumeSource};
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
 
@@ -105,32 +107,6 @@ pub fn intermediate(l: &Launch) -> ! {
     }
 }
 
-/// Join `rel` (absolute inside the container) below `root` without following `..` out.
-pub fn inside(root: &Path, rel: &str) -> PathBuf {
-    let mut p = root.to_path_buf();
-    for comp in rel.split('/') {
-        match comp {
-            "" | "." | ".." => {}
-            c => p.push(c),
-        }
-    }
-    p
-}
-
-fn ensure_mountpoint(target: &Path, is_dir: bool) -> std::io::Result<()> {
-    if is_dir {
-        std::fs::create_dir_all(target)
-    } else {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if std::fs::symlink_metadata(target).is_err() {
-            std::fs::write(target, b"")?;
-        }
-        Ok(())
-    }
-}
-
 pub fn volume_source(pod_dir: &Path, plan: &PodPlan, name: &str) -> Option<PathBuf> {
     let v = plan.volumes.iter().find(|v| v.name == name)?;
     Some(match &v.source {
@@ -139,7 +115,102 @@ pub fn volume_source(pod_dir: &Path, plan: &PodPlan, name: &str) -> Option<PathB
     })
 }
 
-/// Mount the overlay rootfs (top layer first in lowerdir).
+/// The source of one volume mount, opened (O_PATH): the volume's directory, or its `subPath`
+/// resolved beneath it and created when missing, as kubelet does. The volume's content is the
+/// pod's, so a subPath through a symlink that leaves the volume is refused (kubelet's
+/// CVE-2017-1002101), and what is mounted is this descriptor, not a path a container could swap.
+pub fn mount_source(
+    pod_dir: &Path,
+    plan: &PodPlan,
+    m: &crate::pod::MountPlan,
+) -> Result<OwnedFd, MountSourceError> {
+    let src = volume_source(pod_dir, plan, &m.volume).ok_or(MountSourceError::NoVolume)?;
+    let Some(sp) = &m.sub_path else {
+        let c = sys::cstr(&src).map_err(MountSourceError::Volume)?;
+        // SAFETY: valid C string. A hostPath is the host's own path: it is followed as kubelet does.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(MountSourceError::Volume(std::io::Error::last_os_error()));
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    };
+    let vol = Root::open(&src).map_err(MountSourceError::Volume)?;
+    let sub = Path::new(sp);
+    match vol.open_at(sub, Scope::Beneath, libc::O_PATH) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vol
+            .mkdir_all(sub, Scope::Beneath, 0o755)
+            .map_err(MountSourceError::SubPath),
+        Err(e) => Err(MountSourceError::SubPath(e)),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountSourceError {
+    #[error("the volume is not declared")]
+    NoVolume,
+    #[error("{0}")]
+    Volume(std::io::Error),
+    #[error("{0}")]
+    SubPath(std::io::Error),
+}
+
+impl MountSourceError {
+    /// kubelet's words for a subPath it refuses (CreateContainerConfigError), or the plain
+    /// failure to mount.
+    pub fn message(&self, m: &crate::pod::MountPlan, container: &str) -> String {
+        match self {
+            MountSourceError::SubPath(e) if confine::is_escape(e) => format!(
+                "failed to prepare subPath for volumeMount {:?} of container {container:?}: \
+                 subPath {:?} resolves outside volume {:?}",
+                m.volume,
+                m.sub_path.as_deref().unwrap_or_default(),
+                m.volume
+            ),
+            MountSourceError::SubPath(e) => format!(
+                "failed to prepare subPath for volumeMount {:?} of container {container:?}: {e}",
+                m.volume
+            ),
+            e => format!("failed to mount volume {}: {e}", m.volume),
+        }
+    }
+}
+
+/// Bind `src` onto the mount point `target` (an O_PATH descriptor of `rel` below `root`), read
+/// only when asked. The read-only remount needs the new mount itself, so `rel` is resolved again
+/// (within the root) once the bind is in place.
+fn bind_onto(
+    src: &Path,
+    root: &Root,
+    rel: &Path,
+    target: &OwnedFd,
+    read_only: bool,
+) -> std::io::Result<()> {
+    let s = src.to_string_lossy().into_owned();
+    sys::mount(
+        Some(&s),
+        &fd_path(target),
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    if read_only {
+        let top = root.open_at(rel, Scope::InRoot, libc::O_PATH)?;
+        sys::mount(
+            None,
+            &fd_path(&top),
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Mount the overlay rootfs (top layer first in lowerdir). `nodev` for unprivileged containers:
+/// device files reach them only as the bind mounts of /dev below (and the device cgroup decides
+/// which they may open).
 pub fn mount_rootfs(
     c: &ContainerPlan,
     rootfs: &Path,
@@ -158,7 +229,8 @@ pub fn mount_rootfs(
         upper.display(),
         work.display()
     );
-    sys::mount(Some("overlay"), rootfs, Some("overlay"), 0, Some(&opts))
+    let flags = if c.privileged { 0 } else { libc::MS_NODEV };
+    sys::mount(Some("overlay"), rootfs, Some("overlay"), flags, Some(&opts))
 }
 
 /// Volumes, /etc files, /proc, /sys, /dev below `rootfs`.
@@ -196,68 +268,77 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// `rel` below the root, or None when this kernel has no such path.
+fn existing(root: &Root, rel: &str) -> Result<Option<OwnedFd>, String> {
+    match root.open_at(Path::new(rel), Scope::InRoot, libc::O_PATH) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("failed to open {rel}: {e}")),
+    }
+}
+
 /// Masks (an empty read-only tmpfs over a directory, /dev/null over a file) and makes read-only
 /// the paths above, where this kernel has them.
-fn mask_kernel_paths(root: &Path) -> Result<(), String> {
+fn mask_kernel_paths(root: &Root) -> Result<(), String> {
     for p in MASKED_PATHS {
-        let t = inside(root, p);
-        match std::fs::metadata(&t) {
-            Ok(m) if m.is_dir() => sys::mount(
+        let Some(t) = existing(root, p)? else {
+            continue;
+        };
+        let r = if confine::kind_of_fd(&t).map_err(|e| e.to_string())? == Kind::Dir {
+            sys::mount(
                 Some("tmpfs"),
-                &t,
+                &fd_path(&t),
                 Some("tmpfs"),
                 libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 Some("size=0"),
             )
-            .map_err(|e| format!("failed to mask {p}: {e}"))?,
-            Ok(_) => sys::bind(Path::new("/dev/null"), &t, false)
-                .map_err(|e| format!("failed to mask {p}: {e}"))?,
-            Err(_) => {}
-        }
+        } else {
+            sys::bind(Path::new("/dev/null"), &fd_path(&t), false)
+        };
+        r.map_err(|e| format!("failed to mask {p}: {e}"))?;
     }
     for p in READONLY_PATHS {
-        let t = inside(root, p);
-        if t.exists() {
-            let ro = || -> std::io::Result<()> {
-                sys::bind(&t, &t, false)?;
-                // Keep /proc's nosuid/nodev/noexec on the read-only remount.
-                sys::mount(
-                    None,
-                    &t,
-                    None,
-                    libc::MS_REMOUNT
-                        | libc::MS_BIND
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV
-                        | libc::MS_NOEXEC,
-                    None,
-                )
-            };
-            ro().map_err(|e| format!("failed to make {p} read-only: {e}"))?;
-        }
+        let Some(t) = existing(root, p)? else {
+            continue;
+        };
+        let ro = || -> std::io::Result<()> {
+            sys::bind(&fd_path(&t), &fd_path(&t), false)?;
+            let top = root.open_at(Path::new(p), Scope::InRoot, libc::O_PATH)?;
+            // Keep /proc's nosuid/nodev/noexec on the read-only remount.
+            sys::mount(
+                None,
+                &fd_path(&top),
+                None,
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                None,
+            )
+        };
+        ro().map_err(|e| format!("failed to make {p} read-only: {e}"))?;
     }
     Ok(())
 }
 
+/// Mounts volumes, the pod's /etc files and (per `mode`) /proc, /sys, /dev into the container's
+/// rootfs. The rootfs is the image's: every path in it is resolved within it (`confine`), so a
+/// symlink the image planted (`/etc -> /etc`, `/data -> /`) cannot move a mount point, a created
+/// file or directory onto the host.
 pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
     let fly = mode == Populate::Fly;
     let c = l.c;
-    let root = &l.rootfs;
+    let root = Root::open(&l.rootfs).map_err(|e| format!("failed to open the rootfs: {e}"))?;
     for m in &c.mounts {
-        let mut src = volume_source(l.pod_dir, l.plan, &m.volume)
-            .ok_or_else(|| format!("volume {} not found", m.volume))?;
-        if let Some(sp) = &m.sub_path {
-            src = inside(&src, sp);
-            if !src.exists() {
-                std::fs::create_dir_all(&src)
-                    .map_err(|e| format!("failed to create subPath {}: {e}", src.display()))?;
-            }
-        }
-        let target = inside(root, &m.path);
-        ensure_mountpoint(&target, src.is_dir())
-            .map_err(|e| format!("failed to create mount point {}: {e}", target.display()))?;
-        sys::bind(&src, &target, m.read_only)
+        let src = mount_source(l.pod_dir, l.plan, m).map_err(|e| e.message(m, &c.name))?;
+        let is_dir = confine::kind_of_fd(&src).map_err(|e| e.to_string())? == Kind::Dir;
+        let rel = Path::new(&m.path);
+        let target = root
+            .mount_point(rel, Scope::InRoot, is_dir)
+            .map_err(|e| format!("failed to create mount point {}: {e}", m.path))?;
+        bind_onto(&fd_path(&src), &root, rel, &target, m.read_only)
             .map_err(|e| format!("failed to mount volume {}: {e}", m.volume))?;
     }
     let covered = |p: &str| c.mounts.iter().any(|m| m.path == p || m.path == "/etc");
@@ -266,38 +347,35 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
         if covered(&cp) {
             continue;
         }
-        let target = inside(root, &cp);
-        // A symlink (e.g. resolv.conf -> ../run/...) would make us write outside: replace it.
-        if std::fs::symlink_metadata(&target)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false)
-        {
-            let _ = std::fs::remove_file(&target);
-        }
-        ensure_mountpoint(&target, false)
-            .map_err(|e| format!("failed to create {}: {e}", target.display()))?;
-        sys::bind(&l.pod_dir.join("etc").join(f), &target, false)
-            .map_err(|e| format!("failed to mount /etc/{f}: {e}"))?;
+        let mount_etc = || -> std::io::Result<()> {
+            let (etc, name) = root.parent_of(Path::new(&cp), Scope::InRoot)?;
+            // A symlink (resolv.conf -> ../run/...) is replaced by the pod's file.
+            if confine::kind_at(&etc, &name)? == Some(Kind::Symlink) {
+                confine::remove_all_at(&etc, &name)?;
+            }
+            let target = confine::create_file_at(&etc, &name, 0o644)?;
+            sys::bind(&l.pod_dir.join("etc").join(f), &fd_path(&target), false)
+        };
+        mount_etc().map_err(|e| format!("failed to mount /etc/{f}: {e}"))?;
     }
     if mode == Populate::Kvm {
         return Ok(());
     }
-    let proc_ = inside(root, "/proc");
-    let sys_ = inside(root, "/sys");
-    let dev = inside(root, "/dev");
-    for d in [&proc_, &sys_, &dev] {
-        std::fs::create_dir_all(d).map_err(|e| format!("failed to create {}: {e}", d.display()))?;
-    }
+    let mkdir = |p: &str| {
+        root.mkdir_all(Path::new(p), Scope::InRoot, 0o755)
+            .map_err(|e| format!("failed to create {p}: {e}"))
+    };
+    let (proc_, sys_, dev) = (mkdir("/proc")?, mkdir("/sys")?, mkdir("/dev")?);
     if fly {
         // Host-level utilities: the host's /proc, /sys and /dev as they are.
         for (src, dst) in [("/proc", &proc_), ("/sys", &sys_), ("/dev", &dev)] {
-            sys::bind(Path::new(src), dst, false).map_err(|e| e.to_string())?;
+            sys::bind(Path::new(src), &fd_path(dst), false).map_err(|e| e.to_string())?;
         }
         return Ok(());
     }
     sys::mount(
         Some("proc"),
-        &proc_,
+        &fd_path(&proc_),
         Some("proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
@@ -307,50 +385,67 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
         | libc::MS_NODEV
         | libc::MS_NOEXEC
         | if c.privileged { 0 } else { libc::MS_RDONLY };
-    sys::mount(Some("sysfs"), &sys_, Some("sysfs"), sysflags, None).map_err(|e| e.to_string())?;
-    if c.privileged {
-        sys::bind(Path::new("/dev"), &dev, false).map_err(|e| e.to_string())?;
-        return Ok(());
-    }
-    mask_kernel_paths(root)?;
     sys::mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some("sysfs"),
+        &fd_path(&sys_),
+        Some("sysfs"),
+        sysflags,
+        None,
     )
     .map_err(|e| e.to_string())?;
+    if c.privileged {
+        sys::bind(Path::new("/dev"), &fd_path(&dev), false).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    mask_kernel_paths(&root)?;
+    populate_dev(&root, &dev).map_err(|e| format!("failed to populate /dev: {e}"))
+}
+
+/// A fresh /dev: a `nodev` tmpfs holding bind mounts of the host's harmless devices, a private
+/// devpts, shm and mqueue. Which devices a container may open is the device cgroup's decision.
+fn populate_dev(root: &Root, dev: &OwnedFd) -> std::io::Result<()> {
+    sys::mount(
+        Some("tmpfs"),
+        &fd_path(dev),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    // The tmpfs now on top (the descriptor above names the directory under it).
+    let dev = root.open_at(Path::new("/dev"), Scope::InRoot, libc::O_PATH)?;
+    let at = |name: &str| -> std::io::Result<std::ffi::CString> {
+        std::ffi::CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput.into())
+    };
     for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let t = dev.join(n);
-        std::fs::write(&t, b"").map_err(|e| format!("failed to create /dev/{n}: {e}"))?;
-        sys::bind(&Path::new("/dev").join(n), &t, false).map_err(|e| e.to_string())?;
+        let t = confine::create_file_at(&dev, &at(n)?, 0o644)?;
+        sys::bind(&Path::new("/dev").join(n), &fd_path(&t), false)?;
     }
-    let pts = dev.join("pts");
-    let shm = dev.join("shm");
-    let mq = dev.join("mqueue");
-    for d in [&pts, &shm, &mq] {
-        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
-    }
+    let dir = |n: &str| -> std::io::Result<OwnedFd> {
+        let name = at(n)?;
+        // SAFETY: valid fd and name.
+        if unsafe { libc::mkdirat(dev.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        root.open_at(&Path::new("/dev").join(n), Scope::InRoot, libc::O_PATH)
+    };
+    let (pts, shm, mq) = (dir("pts")?, dir("shm")?, dir("mqueue")?);
     sys::mount(
         Some("devpts"),
-        &pts,
+        &fd_path(&pts),
         Some("devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     sys::mount(
         Some("shm"),
-        &shm,
+        &fd_path(&shm),
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let _ = sys::mount(
         Some("mqueue"),
-        &mq,
+        &fd_path(&mq),
         Some("mqueue"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
@@ -362,9 +457,18 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        let _ = std::os::unix::fs::symlink(target, dev.join(name));
+        let (n, t) = (at(name)?, at(target)?);
+        // SAFETY: valid strings and fd.
+        unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) };
     }
     Ok(())
+}
+
+/// Creates the container's workingDir inside its root (where the image's links lead within it).
+pub fn make_working_dir(rootfs: &Path, working_dir: &str) -> std::io::Result<()> {
+    Root::open(rootfs)?
+        .mkdir_all(Path::new(working_dir), Scope::InRoot, 0o755)
+        .map(drop)
 }
 
 /// Find argv[0] on PATH inside the (already pivoted) root, as execvp would.
@@ -440,8 +544,8 @@ fn container_init(l: &Launch) -> ! {
             fail(l.err_w, e);
         }
     }
-    let wd = inside(&l.rootfs, &c.working_dir);
-    let _ = std::fs::create_dir_all(&wd);
+    // A failure shows below, when the container enters its workingDir.
+    let _ = make_working_dir(&l.rootfs, &c.working_dir);
     if fly {
         let r = sys::cstr(&l.rootfs).map(|p| {
             // SAFETY: valid C string.

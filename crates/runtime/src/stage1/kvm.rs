@@ -365,6 +365,23 @@ struct VmNet {
     gateway: Option<String>,
 }
 
+/// Writes the guest helper (busybox) to `/.rktup/busybox` and creates the guest's /proc, /sys
+/// and /dev mount points, all resolved within the container's rootfs.
+fn put_helper(rootfs: &Path, busybox: &[u8]) -> std::io::Result<()> {
+    use crate::confine::{create_file_at, Root, Scope};
+    use std::io::Write;
+    let root = Root::open(rootfs)?;
+    for d in ["/proc", "/sys", "/dev"] {
+        root.mkdir_all(Path::new(d), Scope::InRoot, 0o755)?;
+    }
+    let dir = root.mkdir_all(Path::new("/.rktup"), Scope::InRoot, 0o755)?;
+    crate::confine::remove_all_at(&dir, c"busybox")?;
+    let mut f = std::fs::File::from(create_file_at(&dir, c"busybox", 0o755)?);
+    f.write_all(busybox)?;
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o755))
+}
+
 fn vm_net(res: &serde_json::Value) -> Option<VmNet> {
     let (cidr, gw) = if let Some(ip) = res.get("ips").and_then(|v| v.as_array()).and_then(|a| {
         a.iter().find(|i| {
@@ -486,16 +503,10 @@ impl Supervisor {
                 err_w: -1,
             };
             container::populate(&launch, Populate::Kvm)?;
-            // The guest-side helper lives in the container's writable layer, not in the image.
-            let h = rootfs.join(".rktup");
-            std::fs::create_dir_all(&h).map_err(|e| e.to_string())?;
-            std::fs::write(h.join("busybox"), &helper_src).map_err(|e| e.to_string())?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(h.join("busybox"), std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| e.to_string())?;
-            for d in ["proc", "sys", "dev"] {
-                let _ = std::fs::create_dir_all(rootfs.join(d));
-            }
+            // The guest-side helper lives in the container's writable layer, not in the image;
+            // written within the rootfs (the image may hold a `.rktup` link to the host).
+            put_helper(&rootfs, &helper_src)
+                .map_err(|e| format!("failed to place the guest helper: {e}"))?;
         }
         // Network: bridge the pod's eth0 with a tap for the guest; the guest owns the pod IP.
         let res = self.net_result.clone().unwrap_or_default();

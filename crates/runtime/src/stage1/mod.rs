@@ -386,7 +386,7 @@ impl Supervisor {
     fn start(&mut self, i: usize) {
         let restart = self.slots[i].status.restart_count
             + u32::from(self.slots[i].status.started_at.is_some());
-        let c = self.slots[i].plan.clone();
+        let mut c = self.slots[i].plan.clone();
         let env = self.env_for(&c);
         let envpairs: Vec<(String, String)> = env
             .iter()
@@ -396,6 +396,11 @@ impl Supervisor {
             })
             .collect();
         let argv: Vec<String> = c.argv.iter().map(|a| expand(a, &envpairs)).collect();
+        // subPaths are prepared (created, and refused when they leave their volume) before
+        // anything of the container exists, as kubelet's makeMounts does.
+        if let Err(m) = self.prepare_sub_paths(&mut c, &envpairs) {
+            return self.start_failed(i, "CreateContainerConfigError", m);
+        }
         let rootfs = self.dir.join("rootfs").join(&c.name);
         let ov = self.dir.join("overlay").join(&c.name);
         let upper = ov.join("upper");
@@ -433,7 +438,7 @@ impl Supervisor {
         })();
         let mut log = match prep {
             Ok(l) => l,
-            Err(m) => return self.start_failed(i, m),
+            Err(m) => return self.start_failed(i, "CreateContainerError", m),
         };
         let mut join_ns = Vec::new();
         if let Some(pid) = self.infra_pid {
@@ -455,7 +460,13 @@ impl Supervisor {
         })();
         let ((out_r, out_w), (err_r, err_w), (pid_r, pid_w), (e_r, e_w)) = match pipes {
             Ok(p) => p,
-            Err(e) => return self.start_failed(i, format!("failed to create pipes: {e}")),
+            Err(e) => {
+                return self.start_failed(
+                    i,
+                    "CreateContainerError",
+                    format!("failed to create pipes: {e}"),
+                )
+            }
         };
         let launch = Launch {
             plan: &self.plan,
@@ -487,7 +498,7 @@ impl Supervisor {
                     sys::close(fd);
                 }
                 let _ = sys::umount_detach(&rootfs);
-                return self.start_failed(i, m);
+                return self.start_failed(i, "CreateContainerError", m);
             }
             let fs = std::fs::read_to_string(self.dir.join("etc/resolv.conf")).unwrap_or_default();
             let _ = fs;
@@ -501,7 +512,9 @@ impl Supervisor {
         );
         let pid = match sys::fork() {
             Ok(p) => p,
-            Err(e) => return self.start_failed(i, format!("failed to fork: {e}")),
+            Err(e) => {
+                return self.start_failed(i, "CreateContainerError", format!("failed to fork: {e}"))
+            }
         };
         if pid == 0 {
             for fd in [out_r, err_r, pid_r, e_r] {
@@ -552,7 +565,43 @@ impl Supervisor {
         self.dirty = true;
     }
 
-    fn start_failed(&mut self, i: usize, msg: String) {
+    /// Expands each `subPathExpr` with the container's environment (kubelet's rules: the result
+    /// must be relative and free of `..`), then opens every subPath beneath its volume, creating
+    /// it when missing. A subPath leaving its volume through a symlink is refused here, with
+    /// kubelet's words; the container init opens it the same way again (no window to swap it).
+    fn prepare_sub_paths(
+        &self,
+        c: &mut ContainerPlan,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        for m in &mut c.mounts {
+            if let Some(e) = m.sub_path_expr.take() {
+                let sp = expand(&e, env);
+                let bad = if Path::new(&sp).is_absolute() {
+                    Some("must not be an absolute path")
+                } else if sp.split('/').any(|p| p == "..") {
+                    Some("must not contain '..'")
+                } else {
+                    None
+                };
+                if let Some(why) = bad {
+                    return Err(format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}: \
+                         subPathExpr {e:?} expands to {sp:?}, which {why}",
+                        m.volume, c.name
+                    ));
+                }
+                m.sub_path = Some(sp).filter(|s| !s.is_empty());
+            }
+            if m.sub_path.is_some() {
+                container::mount_source(&self.dir, &self.plan, m)
+                    .map_err(|err| err.message(m, &c.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_failed(&mut self, i: usize, reason: &str, msg: String) {
         vlog!(
             1,
             "container {} failed to start: {msg}",
@@ -560,7 +609,7 @@ impl Supervisor {
         );
         let s = &mut self.slots[i];
         s.status.state = "waiting".into();
-        s.status.reason = Some("CreateContainerError".into());
+        s.status.reason = Some(reason.into());
         s.status.message = Some(msg);
         s.status.restart_count += u32::from(s.status.started_at.is_some());
         s.status.started_at.get_or_insert(util::now_secs());
