@@ -70,12 +70,31 @@ fn inside(base: &Path, rel: &str) -> Option<PathBuf> {
     Some(base.join(p))
 }
 
+/// Opens a file of the unpacked archive, resolved beneath its directory: an archive's symlink
+/// (older `docker save` links duplicate layers) may point within it, never to a host file.
+fn open_in(dir: &Path, path: &Path) -> std::io::Result<std::fs::File> {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    let fd = crate::confine::Root::open(dir)?.open_at(
+        rel,
+        crate::confine::Scope::Beneath,
+        libc::O_RDONLY,
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+fn read_in(dir: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut open_in(dir, path)?, &mut b)?;
+    Ok(b)
+}
+
 fn put_file(
     store: &ImageStore,
+    dir: &Path,
     path: &Path,
     expected: Option<&str>,
 ) -> Result<(String, u64), ImportError> {
-    let f = std::fs::File::open(path).map_err(|source| ImportError::Read {
+    let f = open_in(dir, path).map_err(|source| ImportError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -99,14 +118,14 @@ fn import_oci(
         inside(dir, &format!("blobs/sha256/{hex}"))
             .ok_or_else(|| invalid(format!("bad digest {digest}")))
     };
-    let index = std::fs::read(dir.join("index.json")).map_err(|source| ImportError::Read {
+    let index = read_in(dir, &dir.join("index.json")).map_err(|source| ImportError::Read {
         path: file.to_path_buf(),
         source,
     })?;
     let index = parse_manifest(&index, "index.json")?;
     let mut out = Vec::new();
     for d in index.manifests.as_deref().unwrap_or_default() {
-        let mut mbytes = std::fs::read(blob(&d.digest)?).map_err(|source| ImportError::Read {
+        let mut mbytes = read_in(dir, &blob(&d.digest)?).map_err(|source| ImportError::Read {
             path: file.to_path_buf(),
             source,
         })?;
@@ -115,7 +134,7 @@ fn import_oci(
         if let Some(list) = &m.manifests {
             let sel = select_platform(list, &d.digest)?;
             mdigest = sel.digest.clone();
-            mbytes = std::fs::read(blob(&mdigest)?).map_err(|source| ImportError::Read {
+            mbytes = read_in(dir, &blob(&mdigest)?).map_err(|source| ImportError::Read {
                 path: file.to_path_buf(),
                 source,
             })?;
@@ -125,11 +144,11 @@ fn import_oci(
             .config
             .as_ref()
             .ok_or_else(|| invalid(format!("manifest {mdigest} has no config")))?;
-        put_file(store, &blob(&config.digest)?, Some(&config.digest))?;
+        put_file(store, dir, &blob(&config.digest)?, Some(&config.digest))?;
         let mut layers = Vec::new();
         for l in m.layers.as_deref().unwrap_or_default() {
             check_layer_type(&l.media_type)?;
-            put_file(store, &blob(&l.digest)?, Some(&l.digest))?;
+            put_file(store, dir, &blob(&l.digest)?, Some(&l.digest))?;
             layers.push(LayerRecord {
                 digest: l.digest.clone(),
                 media_type: l.media_type.clone(),
@@ -197,18 +216,18 @@ fn import_docker(
         source,
     };
     let entries: Vec<DockerEntry> =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).map_err(rd)?)
+        serde_json::from_slice(&read_in(dir, &dir.join("manifest.json")).map_err(rd)?)
             .map_err(|e| invalid(format!("manifest.json: {e}")))?;
     let mut out = Vec::new();
     for e in entries {
         let cpath =
             inside(dir, &e.config).ok_or_else(|| invalid(format!("bad path {}", e.config)))?;
-        let (cdigest, csize) = put_file(store, &cpath, None)?;
+        let (cdigest, csize) = put_file(store, dir, &cpath, None)?;
         let mut layers = Vec::new();
         let mut descs = Vec::new();
         for l in &e.layers {
             let p = inside(dir, l).ok_or_else(|| invalid(format!("bad path {l}")))?;
-            let (digest, size) = put_file(store, &p, None)?;
+            let (digest, size) = put_file(store, dir, &p, None)?;
             let mt = "application/vnd.docker.image.rootfs.diff.tar".to_string();
             descs.push(serde_json::json!({"mediaType": mt, "digest": digest, "size": size}));
             layers.push(LayerRecord {
@@ -257,4 +276,29 @@ fn import_docker(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive whose index.json is a link to a host file: the old import read the host's
+    /// file (any root-readable file could become image data); now it is refused.
+    #[test]
+    fn archive_links_out_of_the_archive_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside.json");
+        std::fs::write(&outside, r#"{"schemaVersion":2,"manifests":[]}"#).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "index.json", &outside).unwrap();
+        let archive = d.path().join("a.tar");
+        std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        let store = ImageStore::open(&d.path().join("root")).unwrap();
+        let e = import(&store, &archive, None).unwrap_err();
+        assert!(e.to_string().contains("failed to read archive"), "{e}");
+    }
 }
