@@ -643,3 +643,120 @@ fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
     assert!(status.success(), "exit status after Ctrl-C: {status}");
     nothing_left(&c, &[]);
 }
+
+/// Issue 12: a fresh local cluster's state is root's alone. Asserted: under the state dir, every
+/// directory is 0700 and no file is readable or writable by group or others — except inside
+/// each node agent's root dir (`nodes/<node>/root`, itself 0700), whose image layers and pod
+/// files keep the modes containers need; there the api-service socket `api.sock` is 0600 and
+/// root's and the kubelet port's key `pki/kubelet.key` is 0600. The kubeconfig `up` writes is
+/// 0600. The node's read-only loopback listener refuses changes, naming the socket.
+#[test]
+fn local_cluster_state_is_private() {
+    let Some(c) = Cluster::for_test("modes") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "local_cluster_state_is_private must run in CI (as root)"
+        );
+        return;
+    };
+    let name = c.name.clone();
+    c.rktup_ok(
+        &[
+            "local",
+            "up",
+            "--name",
+            &name,
+            "--num-nodes",
+            "1",
+            "--wait",
+            "60s",
+        ],
+        &[],
+    );
+    let state = c.state_dir();
+    let node = format!("{name}-node-1");
+    let agent_root = state.join("nodes").join(&node).join("root");
+    let key = agent_root.join("pki/kubelet.key");
+    wait_for("the kubelet port's key", Duration::from_secs(30), || {
+        key.exists().then_some(())
+    });
+    fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
+        out.push(dir.to_path_buf());
+        if dir == skip {
+            return;
+        }
+        for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            if e.file_type().expect("type").is_dir() {
+                walk(&e.path(), skip, out);
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let mut paths = Vec::new();
+    walk(&state, &agent_root, &mut paths);
+    for f in [
+        "cluster.json",
+        "controlplane/pki/ca.key",
+        "controlplane/admin.kubeconfig",
+        "controlplane/store/log.jsonl",
+        "nodes/{node}/kubeconfig",
+    ] {
+        let f = f.replace("{node}", &node);
+        assert!(paths.contains(&state.join(&f)), "{f} in {paths:#?}");
+    }
+    let wrong: Vec<String> = paths
+        .iter()
+        .filter(|p| {
+            let m = mode(p);
+            if p.is_dir() {
+                m != 0o700
+            } else {
+                m & 0o077 != 0
+            }
+        })
+        .map(|p| format!("{} {:04o}", p.display(), mode(p)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "dirs must be 0700, files unreadable by group/others: {wrong:#?}"
+    );
+    let sock = agent_root.join("api.sock");
+    let md = std::fs::symlink_metadata(&sock).expect("api.sock");
+    assert_eq!((mode(&sock), md.uid()), (0o600, 0), "api.sock");
+    assert_eq!(mode(&key), 0o600, "kubelet.key");
+    assert_eq!(mode(&c.kubeconfig()), 0o600, "kubeconfig");
+
+    // On the node: reads through its loopback listener, changes only on the socket.
+    let ns = format!("rktup-{name}-node-1");
+    let rkt = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_rktup"), "rkt"])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    };
+    let o = rkt(&["list"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = rkt(&["image", "gc"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success()
+            && err.contains(&format!(
+                "is only served on the unix socket {}",
+                sock.display()
+            )),
+        "{err}"
+    );
+    let o = rkt(&["image", "gc", "--dir", agent_root.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

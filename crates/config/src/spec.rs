@@ -167,7 +167,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "embedded: rktup's own agent; kubelet: the 2016 recipe (upstream kubelet + rkt), KUBE_VERSION ≤ v1.10 only"),
     setting!("RKT_API_ENDPOINT", env: ["RKT_API_ENDPOINT" @ A], flag: Some("rkt-api-endpoint"),
         aliases: [], scope: A, defaults: ["localhost:15441" @ A], kind: Kind::HostPort,
-        help: "Where the node's rkt api-service listens (kubelet's --rkt-api-endpoint)"),
+        help: "Where the node's rkt api-service also listens, read-only (kubelet's --rkt-api-endpoint); all of it is on root's unix socket <root-dir>/api.sock"),
     setting!("RKTUP_BINARY_URL", env: ["RKTUP_BINARY_URL" @ A], flag: Some("binary-url"), aliases: [],
         scope: A, defaults: [], kind: Kind::Url,
         help: "Where nodes download rktup from; filled in by `up` (staging bucket) when empty"),

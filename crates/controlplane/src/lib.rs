@@ -117,13 +117,21 @@ impl ControlPlane {
 
     /// Opens the store, sets up PKI, binds and starts serving.
     pub async fn start(self) -> Result<Handle, StartError> {
-        std::fs::create_dir_all(&self.data_dir).map_err(|source| {
-            StartError::Pki(pki::PkiError::Io {
-                op: "create",
-                path: self.data_dir.clone(),
-                source,
-            })
-        })?;
+        // The data dir and all in it are the control plane's alone (0700 dirs, 0600 files), and
+        // it refuses key and token files that others can read, before using anything.
+        pki::private_dir(&self.data_dir)?;
+        for f in [
+            "pki/ca.key",
+            "pki/apiserver.key",
+            "pki/admin.key",
+            "pki/sa.key",
+            "tokens.json",
+        ] {
+            let p = self.data_dir.join(f);
+            if p.exists() {
+                pki::check_private(&p)?;
+            }
+        }
         let cidr = ServiceCidr::parse(&self.service_cidr)
             .ok_or_else(|| StartError::ServiceCidr(self.service_cidr.clone()))?;
         let store: Arc<dyn Store> = FileStore::open(&self.data_dir.join("store"))?;

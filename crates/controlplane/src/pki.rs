@@ -30,6 +30,12 @@ pub enum PkiError {
     },
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },
+    #[error(
+        "UNPROTECTED PRIVATE KEY FILE: {path} has mode {mode:04o}, so users other than its \
+         owner can read it; refusing to use it. Fix: chmod 600 {path} (and replace the key if \
+         others may have read it)"
+    )]
+    Unprotected { path: PathBuf, mode: u32 },
 }
 
 type Result<T> = std::result::Result<T, PkiError>;
@@ -65,7 +71,54 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
-/// Writes `contents` with mode `mode` (keys are 0600).
+/// Checks that a key or token file is readable by its owner only (as ssh does for private
+/// keys): the control plane refuses to start on one that group or others can read or write.
+pub fn check_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path).map_err(|source| PkiError::Io {
+        op: "stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = md.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(PkiError::Unprotected {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a key file after [`check_private`].
+fn read_private(path: &Path) -> Result<String> {
+    check_private(path)?;
+    read(path)
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 from the start, and tightens an existing
+/// one to 0700: the data dir and everything in it are the control plane's alone.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |op| {
+        move |source| PkiError::Io {
+            op,
+            path: dir.to_path_buf(),
+            source,
+        }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err("create"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(err("set the mode of"))
+}
+
+/// Writes `contents` atomically with mode `mode`, which the file has from its creation on (a
+/// fresh temp file opened with that mode, then renamed). Everything the control plane writes is
+/// 0600: keys, tokens and kubeconfigs, and certificates too (nobody else needs them).
 pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -76,11 +129,14 @@ pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
             source,
         }
     };
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    // A leftover temp file would keep its old mode: always create a new one.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
         .mode(mode)
         .open(&tmp)
         .map_err(err("create"))?;
@@ -108,18 +164,15 @@ impl Pki {
     /// Loads the PKI from `data_dir/pki`, generating any missing part. The
     /// serving certificate is regenerated if it lacks one of `binds` in its SANs.
     pub fn load_or_create(data_dir: &Path, binds: &[IpAddr]) -> Result<Self> {
+        private_dir(data_dir)?;
         let dir = data_dir.join("pki");
-        std::fs::create_dir_all(&dir).map_err(|source| PkiError::Io {
-            op: "create",
-            path: dir.clone(),
-            source,
-        })?;
+        private_dir(&dir)?;
         let ca_crt = dir.join("ca.crt");
         let ca_key = dir.join("ca.key");
         let ca = if ca_crt.exists() && ca_key.exists() {
             CertPair {
                 cert_pem: read(&ca_crt)?,
-                key_pem: read(&ca_key)?,
+                key_pem: read_private(&ca_key)?,
             }
         } else {
             let key = KeyPair::generate().map_err(gen_err("CA key"))?;
@@ -140,7 +193,7 @@ impl Pki {
                 key_pem: key.serialize_pem(),
             };
             write_file(&ca_key, &pair.key_pem, 0o600)?;
-            write_file(&ca_crt, &pair.cert_pem, 0o644)?;
+            write_file(&ca_crt, &pair.cert_pem, 0o600)?;
             pair
         };
         let mut pki = Pki {
@@ -176,7 +229,7 @@ impl Pki {
         pki.serving = if reuse {
             CertPair {
                 cert_pem: read(&srv_crt)?,
-                key_pem: read(&srv_key)?,
+                key_pem: read_private(&srv_key)?,
             }
         } else {
             let mut names = vec![
@@ -209,8 +262,8 @@ impl Pki {
             params.not_after = rcgen::date_time_ymd(2099, 1, 1);
             let pair = pki.sign(params, "serving cert")?;
             write_file(&srv_key, &pair.key_pem, 0o600)?;
-            write_file(&srv_crt, &pair.cert_pem, 0o644)?;
-            write_file(&marker, &sans, 0o644)?;
+            write_file(&srv_crt, &pair.cert_pem, 0o600)?;
+            write_file(&marker, &sans, 0o600)?;
             pair
         };
 
@@ -219,12 +272,12 @@ impl Pki {
         pki.admin = if adm_crt.exists() && adm_key.exists() {
             CertPair {
                 cert_pem: read(&adm_crt)?,
-                key_pem: read(&adm_key)?,
+                key_pem: read_private(&adm_key)?,
             }
         } else {
             let pair = pki.issue_client("kubernetes-admin", &["system:masters"])?;
             write_file(&adm_key, &pair.key_pem, 0o600)?;
-            write_file(&adm_crt, &pair.cert_pem, 0o644)?;
+            write_file(&adm_crt, &pair.cert_pem, 0o600)?;
             pair
         };
         Ok(pki)

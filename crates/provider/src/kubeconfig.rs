@@ -3,7 +3,8 @@
 
 use base64::Engine;
 use serde_yaml_ng::{Mapping, Value};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +87,18 @@ fn save(path: &Path, map: &Mapping) -> Result<(), KubeconfigError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // 0600 from its creation on (it holds the admin key): a new temp file with that mode, then
+    // rename; a leftover temp file (with whatever mode) is removed first.
     let tmp = path.with_extension("rktup-tmp");
-    std::fs::write(&tmp, text).map_err(|e| io("write", e))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| io("set permissions of", e))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io("create", e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
 }
 
@@ -188,6 +197,7 @@ pub fn remove_context(path: Option<&Path>, context: &str) -> Result<bool, Kubeco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn merge_keeps_other_entries_and_remove_takes_only_ours() {

@@ -5,7 +5,7 @@
 use rktup_config::ClusterSettings;
 use rktup_render::{ApiServerNames, BinaryRef, Pki, PkiError};
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +56,18 @@ impl StateDir {
         self.path.join("pki")
     }
 
-    /// Creates the directory (0700): it holds private keys.
+    /// Creates the directory, 0700 from the start (it holds private keys); an existing one is
+    /// tightened to 0700.
     pub fn create(&self) -> Result<(), StateError> {
-        std::fs::create_dir_all(&self.path).map_err(|source| StateError::Io {
-            action: "create",
-            path: self.path.clone(),
-            source,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(|source| StateError::Io {
+                action: "create",
+                path: self.path.clone(),
+                source,
+            })?;
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700)).map_err(
             |source| StateError::Io {
                 action: "set permissions of",
@@ -108,11 +113,19 @@ impl StateDir {
             path: path.clone(),
             source,
         })?;
-        std::fs::write(&tmp, bytes).map_err(|source| StateError::Io {
-            action: "write",
-            path: tmp.clone(),
-            source,
-        })?;
+        // 0600 from creation on; a leftover temp file (whatever its mode) is replaced.
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .map_err(|source| StateError::Io {
+                action: "write",
+                path: tmp.clone(),
+                source,
+            })?;
         std::fs::rename(&tmp, &path).map_err(|source| StateError::Io {
             action: "rename",
             path,

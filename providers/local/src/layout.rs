@@ -101,12 +101,57 @@ impl Layout {
     }
 
     pub fn save(&self, rec: &ClusterRecord) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.root)?;
+        private_dir(&self.root)?;
         let text = serde_json::to_string_pretty(rec).map_err(std::io::Error::other)?;
-        let tmp = self.record().with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(tmp, self.record())
+        write_private(&self.record(), text.as_bytes())
     }
+
+    /// Every directory `up` makes (the state dir, its subdirectories, each node's): all 0700.
+    pub fn dirs(&self, nodes: &[NodeRecord]) -> Vec<PathBuf> {
+        let mut d = vec![
+            self.root.clone(),
+            self.controlplane_dir(),
+            self.logs_dir(),
+            self.root.join("run"),
+            self.root.join("nodes"),
+        ];
+        for n in nodes {
+            d.extend([
+                self.node_dir(&n.name),
+                self.node_root(&n.name),
+                self.node_manifests(&n.name),
+            ]);
+        }
+        d
+    }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 from the start and tightens an existing
+/// one: a cluster's state holds keys, tokens and the API's store.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `path` atomically, mode 0600 from creation on (a new temp file, then rename).
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Short, stable id of a cluster name for kernel interface names (at most 15 bytes).

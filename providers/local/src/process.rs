@@ -47,14 +47,16 @@ pub struct Spec {
 
 /// Starts `spec` in its own session and records it.
 pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
+    use std::os::unix::fs::OpenOptionsExt;
     for p in [&spec.log, &spec.pidfile] {
         if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
+            crate::layout::private_dir(d)?;
         }
     }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&spec.log)?;
     let netns = match &spec.netns {
         Some(p) => Some(
@@ -89,7 +91,7 @@ pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
     drop(child);
     let start_time = process_start_time(pid).unwrap_or(0);
     let tracked = Tracked { pid, start_time };
-    std::fs::write(&spec.pidfile, format!("{pid} {start_time}\n"))?;
+    crate::layout::write_private(&spec.pidfile, format!("{pid} {start_time}\n").as_bytes())?;
     Ok(tracked)
 }
 

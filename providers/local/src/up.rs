@@ -213,13 +213,9 @@ fn prepare(
             pod_cidr,
         });
     }
-    for dir in [layout.controlplane_dir(), layout.logs_dir()] {
-        std::fs::create_dir_all(&dir).map_err(|e| err(&dir.display().to_string(), e))?;
-    }
-    for n in &rec.nodes {
-        for dir in [layout.node_root(&n.name), layout.node_manifests(&n.name)] {
-            std::fs::create_dir_all(&dir).map_err(|e| err(&dir.display().to_string(), e))?;
-        }
+    // 0700 from creation on (and tightened when an older `up` made them wider).
+    for dir in layout.dirs(&rec.nodes) {
+        layout::private_dir(&dir).map_err(|e| err(&dir.display().to_string(), e))?;
     }
     layout
         .save(&rec)
@@ -284,17 +280,7 @@ fn certificates(layout: &Layout, rec: &ClusterRecord) -> Result<Pki, ProviderErr
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), ProviderError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| err(&path.display().to_string(), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| err(&path.display().to_string(), e))
+    layout::write_private(path, text.as_bytes()).map_err(|e| err(&path.display().to_string(), e))
 }
 
 fn start_controlplane(
@@ -382,6 +368,11 @@ fn agent_args(
         "--v",
         &s.log_level.to_string(),
         &format!("--allow-privileged={}", s.allow_privileged),
+        // The read-only loopback listener (RKT_API_ENDPOINT, default localhost:15441) inside the
+        // node's own network namespace, so `ip netns exec <node netns> rktup rkt list` works as
+        // the seed's `rkt list` did; the unix socket <root>/api.sock serves everything, to root.
+        "--rkt-api-endpoint",
+        &s.rkt_api_endpoint,
     ]
     .iter()
     .map(|x| x.to_string())

@@ -82,7 +82,7 @@ impl TokenSigner {
             })?;
             let pem = key.serialize_pem();
             crate::pki::write_file(&key_path, &pem, 0o600)?;
-            crate::pki::write_file(&pki_dir.join("sa.pub"), &key.public_key_pem(), 0o644)?;
+            crate::pki::write_file(&pki_dir.join("sa.pub"), &key.public_key_pem(), 0o600)?;
             pem
         };
         Self::from_pem(&pem)

@@ -14,8 +14,9 @@ use super::{
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +57,13 @@ pub struct FileStore {
     dirty: Arc<AtomicBool>,
 }
 
+/// Options for a file that is 0600 from its creation on.
+fn private() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(0o600);
+    o
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
@@ -67,9 +75,17 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 impl FileStore {
     /// Opens (or creates) the store under `dir`, replaying snapshot and log.
     pub fn open(dir: &Path) -> Result<Arc<Self>> {
-        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        // The store holds every Secret: its directory is 0700 and its files 0600 from their
+        // creation on (an older store's are tightened here).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create", dir))?;
+        std::fs::set_permissions(dir, Permissions::from_mode(0o700))
+            .map_err(io_err("set the mode of", dir))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
+        let lock = private()
             .create(true)
             .truncate(false)
             .write(true)
@@ -99,6 +115,14 @@ impl FileStore {
                             },
                         );
                     }
+                }
+            }
+        }
+        for p in [&snap_path, &log_path] {
+            if let Ok(md) = std::fs::metadata(p) {
+                if md.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(p, Permissions::from_mode(0o600))
+                        .map_err(io_err("set the mode of", p))?;
                 }
             }
         }
@@ -132,7 +156,7 @@ impl FileStore {
                 log_entries += 1;
             }
         }
-        let log = OpenOptions::new()
+        let log = private()
             .create(true)
             .append(true)
             .open(&log_path)
@@ -269,11 +293,22 @@ impl FileStore {
                 path: tmp.clone(),
                 message: e.to_string(),
             })?;
-        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        // A leftover temp file would keep its old mode: always create a new one.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = private()
+            .create_new(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
         f.write_all(&body).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
         std::fs::rename(&tmp, &snap_path).map_err(io_err("rename", &tmp))?;
-        inner.log = File::create(&log_path).map_err(io_err("truncate", &log_path))?;
+        inner.log = private()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&log_path)
+            .map_err(io_err("truncate", &log_path))?;
         inner.log_entries = 0;
         Ok(())
     }
