@@ -3,7 +3,9 @@
 //! cgroup2 on /sys/fs/cgroup, with this host's root filesystem shared read-only as its userland.
 //! There the built `rktup agent` runs static pods; the guest records what it saw into a shared
 //! directory and this test checks it: the limits in memory.max / cpu.max / pids.max, an
-//! OOMKilled container (from memory.events), and no pod cgroup left once the pods are gone.
+//! OOMKilled container (from memory.events), the device BPF program of an unprivileged
+//! container (block devices refused, /dev/null works), and no pod cgroup left once the pods are
+//! gone.
 
 mod common;
 use common::{rktup_bin, vm_plan};
@@ -65,6 +67,14 @@ until $RKTUP rkt list --dir /tmp/root > /dev/null 2>&1; do
 done
 $RKTUP rkt image import $IO/busybox.tar --name test/busybox:1 --dir /tmp/root > $IO/import 2>&1 || exit 1
 cp $IO/limited.yaml $IO/oom.yaml /tmp/manifests/
+mkdir -p /tmp/hostdev && mknod /tmp/hostdev/blk b 7 0
+cp $IO/devices.yaml /tmp/manifests/
+i=0
+until grep -q devices-done /tmp/root/pods/*/logs/dev/0.log 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 600 ] && {{ echo "the devices pod did not finish"; break; }}
+  sleep 0.2
+done
+cat /tmp/root/pods/*/logs/dev/0.log > $IO/devices.log
 i=0
 until grep -q OOMKilled $IO/pods.json 2>/dev/null && ls /sys/fs/cgroup/rktup/k8s_*/limited/memory.max > /dev/null 2>&1; do
   i=$((i+1)); [ $i -gt 600 ] && {{ echo "pods did not reach their states"; break; }}
@@ -136,6 +146,34 @@ spec:
 "#,
     )
     .expect("write manifest");
+    // An unprivileged container as root (CAP_MKNOD): the device BPF program refuses mknod of a
+    // block device and opening one (a node the guest made in a hostPath), /dev/null works.
+    std::fs::write(
+        io.join("devices.yaml"),
+        r#"metadata: {name: devices}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  volumes:
+  - {name: hostdev, hostPath: {path: /tmp/hostdev}}
+  containers:
+  - name: dev
+    image: test/busybox:1
+    imagePullPolicy: Never
+    volumeMounts: [{name: hostdev, mountPath: /hostdev}]
+    command:
+    - sh
+    - -c
+    - |
+      busybox mknod /tmp/sda b 8 0 2>&1 && echo mknod-block=ALLOWED
+      head -c 1 /hostdev/blk 2>&1 > /dev/null && echo open-block=ALLOWED
+      echo x > /dev/null && echo null=ok
+      echo zero=$(head -c 3 /dev/zero | wc -c)
+      echo devices-done
+"#,
+    )
+    .expect("write manifest");
+
     std::fs::write(io.join("guest.sh"), guest_script(&rktup_bin())).expect("write guest.sh");
     let busybox = std::fs::read(&kvm.busybox).expect("read busybox");
     let initrd = rktup_runtime::stage1::kvm::initramfs(&kvm, &busybox, &["host"], guest_init)
@@ -253,6 +291,26 @@ spec:
     assert_eq!(
         limited["status"]["containers"][0]["state"], "running",
         "{limited:#}"
+    );
+
+    // The device allowlist for real on v2 (the BPF program): block devices refused with EPERM,
+    // the default devices work.
+    let dev = read("devices.log");
+    assert!(dev.contains("devices-done"), "{dev}\n{}", report());
+    assert!(
+        dev.contains("mknod: /tmp/sda: Operation not permitted") && !dev.contains("=ALLOWED"),
+        "mknod and open of block devices are refused: {dev}"
+    );
+    assert!(
+        dev.contains("head: /hostdev/blk: Operation not permitted"),
+        "opening the guest's block device node is refused: {dev}"
+    );
+    assert!(dev.contains("null=ok") && dev.contains("zero=3"), "{dev}");
+    assert_eq!(
+        pod("devices")["status"]["containers"][0]["exit_code"],
+        0,
+        "{:#}",
+        pod("devices")
     );
 
     // Both pods' cgroups existed while they ran and none is left after removal.
