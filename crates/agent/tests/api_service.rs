@@ -338,3 +338,46 @@ fn log_follows_are_bounded_and_end_with_their_client() {
     node.delete("quiet.yaml");
     node.wait_no_pods(30);
 }
+
+/// The agent's own key (the kubelet port's, `<root-dir>/pki/kubelet.key` or
+/// `--tls-private-key-file`) readable by others: the agent refuses to start, naming the file,
+/// its mode and the fix, before it serves anything.
+#[test]
+fn agent_refuses_an_unprotected_kubelet_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let pki = root.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let key = pki.join("kubelet.key");
+    std::fs::write(pki.join("kubelet.crt"), "not used").unwrap();
+    std::fs::write(&key, "not used").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(rktup_bin())
+        .arg("agent")
+        .arg("--root-dir")
+        .arg(&root)
+        .arg("--pod-manifest-path")
+        .arg(dir.path().join("manifests"))
+        .args(["--kubelet-port", "10999"])
+        .output()
+        .expect("agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1),
+        "the agent must exit at once: {:?} {err}",
+        out.status
+    );
+    for want in [
+        "UNPROTECTED PRIVATE KEY FILE".to_string(),
+        format!("{} has mode 0644", key.display()),
+        format!("chmod 600 {}", key.display()),
+    ] {
+        assert!(err.contains(&want), "{want:?} in {err}");
+    }
+    assert!(
+        !rktup_runtime::api::socket_path(&root).exists(),
+        "nothing served"
+    );
+}
