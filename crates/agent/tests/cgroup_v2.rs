@@ -201,7 +201,10 @@ spec:
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .args([
             "-fsdev",
-            "local,id=host,path=/,security_model=none,readonly=on",
+            // The host's / spans several filesystems (its /proc, /sys, /dev among them):
+            // multidevs=remap keeps their inode numbers apart, which qemu 7.2 (bookworm's)
+            // otherwise confuses so that the guest cannot mount /proc on the share.
+            "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
             "-device",
             "virtio-9p-pci,fsdev=host,mount_tag=host",
             "-fsdev",
