@@ -681,29 +681,9 @@ fn local_cluster_state_is_private() {
     wait_for("the kubelet port's key", Duration::from_secs(30), || {
         key.exists().then_some(())
     });
-    fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
-        out.push(dir.to_path_buf());
-        if dir == skip {
-            return;
-        }
-        for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
-            if e.file_type().expect("type").is_dir() {
-                walk(&e.path(), skip, out);
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let mode = |p: &Path| {
-        std::fs::symlink_metadata(p)
-            .expect("stat")
-            .permissions()
-            .mode()
-            & 0o7777
-    };
-    let mut paths = Vec::new();
-    walk(&state, &agent_root, &mut paths);
+    use rktup_testkit::{mode, not_private, tree};
+    use std::os::unix::fs::MetadataExt;
+    let paths = tree(&state, Some(&agent_root));
     for f in [
         "cluster.json",
         "controlplane/pki/ca.key",
@@ -714,18 +694,7 @@ fn local_cluster_state_is_private() {
         let f = f.replace("{node}", &node);
         assert!(paths.contains(&state.join(&f)), "{f} in {paths:#?}");
     }
-    let wrong: Vec<String> = paths
-        .iter()
-        .filter(|p| {
-            let m = mode(p);
-            if p.is_dir() {
-                m != 0o700
-            } else {
-                m & 0o077 != 0
-            }
-        })
-        .map(|p| format!("{} {:04o}", p.display(), mode(p)))
-        .collect();
+    let wrong = not_private(&paths);
     assert!(
         wrong.is_empty(),
         "dirs must be 0700, files unreadable by group/others: {wrong:#?}"

@@ -4,30 +4,9 @@
 //! token file that group or others can read, naming the file, its mode and the fix.
 
 use rktup_controlplane::ControlPlane;
+use rktup_testkit::{mode, not_private, tree};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-fn mode(p: &Path) -> u32 {
-    std::fs::symlink_metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
-/// Every path under `dir` (itself included).
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
-        let p = e.path();
-        if e.file_type().expect("file type").is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+use std::path::Path;
 
 async fn start(dir: &Path) -> Result<rktup_controlplane::Handle, String> {
     ControlPlane::builder()
@@ -45,7 +24,7 @@ async fn data_dir_is_private_and_unprotected_keys_are_refused() {
     let dir = tmp.path().join("cp");
     let cp = start(&dir).await.expect("control plane");
     cp.mint_node_token("node-a").expect("token");
-    let paths = walk(&dir);
+    let paths = tree(&dir, None);
     for f in [
         "store/log.jsonl",
         "store/LOCK",
@@ -58,18 +37,7 @@ async fn data_dir_is_private_and_unprotected_keys_are_refused() {
     ] {
         assert!(paths.contains(&dir.join(f)), "{f} in {paths:#?}");
     }
-    let wrong: Vec<String> = paths
-        .iter()
-        .filter(|p| {
-            let m = mode(p);
-            if p.is_dir() {
-                m != 0o700
-            } else {
-                m & 0o077 != 0
-            }
-        })
-        .map(|p| format!("{} {:04o}", p.display(), mode(p)))
-        .collect();
+    let wrong = not_private(&paths);
     assert!(
         wrong.is_empty(),
         "dirs must be 0700 and files unreadable by group/others: {wrong:#?}"

@@ -568,14 +568,7 @@ mod tests {
             }
         }
         drop(procs_file);
-        let mut st = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
-        let code = if libc::WIFEXITED(st) {
-            libc::WEXITSTATUS(st)
-        } else {
-            -1
-        };
+        let code = crate::stage1::sys::wait_exit_code(pid);
         let why = match code {
             0 => "",
             10 => "joining the cgroup failed",
@@ -589,7 +582,7 @@ mod tests {
             18 => "opening /dev/mem failed with another errno than EPERM",
             _ => "the child died",
         };
-        assert_eq!(code, 0, "{why} (status {st:#x})");
+        assert_eq!(code, 0, "{why} (exit code {code})");
     }
 
     /// The v2 path for real: the device BPF program attached to a scratch cgroup in this host's

@@ -305,6 +305,52 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Every path under `dir` (itself included), not descending into `skip`.
+pub fn tree(dir: &Path, skip: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if Some(dir) == skip {
+        return out;
+    }
+    for e in std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+    {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(tree(&e.path(), skip));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The permission bits of `p` (a final symlink not followed).
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The paths that are not private to their owner, as `<path> <mode>`: directories other than
+/// 0700 and files that group or others may access in any way.
+pub fn not_private(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .filter(|p| {
+            let m = mode(p);
+            if p.is_dir() {
+                m != 0o700
+            } else {
+                m & 0o077 != 0
+            }
+        })
+        .map(|p| format!("{} {:04o}", p.display(), mode(p)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -361,6 +361,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileTypeExt;
 
+    /// Whether `dir` carries overlayfs's opaque marker (trusted.overlay.opaque=y).
+    fn is_opaque(dir: &Path) -> bool {
+        let mut buf = [0u8; 4];
+        let c = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid path and buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        n == 1 && buf[0] == b'y'
+    }
+
     fn tar_with(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in entries {
@@ -407,19 +423,7 @@ mod tests {
         unpack_layer(&layer, &out).unwrap();
         let md = std::fs::symlink_metadata(out.join("etc/motd")).unwrap();
         assert!(md.file_type().is_char_device());
-        let mut buf = [0u8; 4];
-        let c = CString::new(out.join("var/lib").as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid path and buffer.
-        let n = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                c"trusted.overlay.opaque".as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
-        assert_eq!(n, 1);
-        assert_eq!(buf[0], b'y');
+        assert!(is_opaque(&out.join("var/lib")));
         assert_eq!(std::fs::read(out.join("var/lib/new")).unwrap(), b"x");
         assert_eq!(sanitize(Path::new("../x")), None);
         assert_eq!(sanitize(Path::new("/a/./b")), Some(PathBuf::from("a/b")));
@@ -507,18 +511,10 @@ mod tests {
                 .map(|e| e.unwrap().file_name())
                 .collect();
             assert_eq!(names.len(), 2, "host dir changed: {names:?}");
-            let mut buf = [0u8; 4];
-            let c = CString::new(self.host.join("dir").as_os_str().as_bytes()).unwrap();
-            // SAFETY: valid path and buffer.
-            let n = unsafe {
-                libc::lgetxattr(
-                    c.as_ptr(),
-                    c"trusted.overlay.opaque".as_ptr(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            assert!(n < 0, "the host dir was made opaque");
+            assert!(
+                !is_opaque(&self.host.join("dir")),
+                "the host dir was made opaque"
+            );
         }
     }
 

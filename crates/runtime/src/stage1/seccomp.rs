@@ -295,14 +295,7 @@ mod tests {
                 libc::_exit(0);
             }
         }
-        let mut st = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
-        let code = if libc::WIFEXITED(st) {
-            libc::WEXITSTATUS(st)
-        } else {
-            -1
-        };
+        let code = crate::stage1::sys::wait_exit_code(pid);
         let why = match code {
             0 => "",
             10 => "installing the filter failed",
@@ -314,6 +307,6 @@ mod tests {
             16 => "clone without namespace flags did not work",
             _ => "the child died",
         };
-        assert_eq!(code, 0, "{why} (status {st:#x})");
+        assert_eq!(code, 0, "{why} (exit code {code})");
     }
 }

@@ -212,6 +212,20 @@ pub fn decode_wait(status: libc::c_int) -> i32 {
     }
 }
 
+/// Waits for our child `pid`: its exit status, or -1 when a signal ended it (the unit tests that
+/// check a kernel refusal in a forked child report each step by exit code).
+#[cfg(test)]
+pub(crate) fn wait_exit_code(pid: libc::pid_t) -> i32 {
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        -1
+    }
+}
+
 pub fn fork() -> Result<libc::pid_t> {
     // SAFETY: the stage1 supervisor is single-threaded, so the child may allocate and run
     // arbitrary Rust until it execs (fork(2) + signal-safety(7) only restrict multi-threaded
