@@ -149,6 +149,15 @@ impl ApiError {
         }
     }
 
+    /// 404 for a path that names no resource (or no subresource of it).
+    pub fn path_not_found() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             405,

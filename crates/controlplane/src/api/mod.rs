@@ -1,15 +1,20 @@
-//! The Kubernetes API layer: HTTP handlers over the object layer.
+//! The Kubernetes API layer: HTTP handlers over the object layer. The map
+//! of its modules is in the crate's README ("The api/ modules").
 
 pub mod auth;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod fields;
+mod handlers;
 mod kubelet;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+mod request;
+mod response;
+mod routes;
 pub mod satoken;
 pub mod selector;
 pub mod server;

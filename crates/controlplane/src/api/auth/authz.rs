@@ -1,130 +1,14 @@
-//! Authentication (x509 client certificates against the cluster CA, node
-//! bearer tokens) and a small authorizer: `system:masters` may do
-//! everything; a node (`system:node:<name>` in `system:nodes`) may read,
-//! and may only write its own Node and Lease and the pods bound to it, and
-//! request service-account tokens only bound to its own pods, as the Node
-//! authorizer + NodeRestriction admission do upstream.
+//! Authorization: `system:masters` may do everything; a node
+//! (`system:node:<name>` in `system:nodes`) may read, and may only write its
+//! own Node and Lease and the pods bound to it, and request service-account
+//! tokens only bound to its own pods, as the Node authorizer +
+//! NodeRestriction admission do upstream. Everyone else is denied. Refusals
+//! are kube-apiserver's 403 Status ([`check`], [`check_token_request`]).
 
+use super::authn::User;
+use crate::api::error::{ApiError, ApiResult};
 use crate::registry::ResourceDef;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::RwLock;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub groups: Vec<String>,
-}
-
-impl User {
-    pub fn is_admin(&self) -> bool {
-        self.groups.iter().any(|g| g == "system:masters")
-    }
-
-    /// The groups as the API reports them to the user (SelfSubjectReview,
-    /// TokenReview): every authenticated user is in `system:authenticated`.
-    pub fn reported_groups(&self) -> Vec<String> {
-        let mut groups = self.groups.clone();
-        if !groups.iter().any(|g| g == "system:authenticated") {
-            groups.push("system:authenticated".into());
-        }
-        groups
-    }
-
-    /// The node name, for node identities.
-    pub fn node_name(&self) -> Option<&str> {
-        if self.groups.iter().any(|g| g == "system:nodes") {
-            self.name.strip_prefix("system:node:")
-        } else {
-            None
-        }
-    }
-}
-
-/// Reads user and groups from a DER client certificate (CN, O).
-pub fn user_from_cert(der: &[u8]) -> Option<User> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(String::from))
-        .collect();
-    Some(User { name, groups })
-}
-
-/// Bearer tokens for node agents, persisted in `DATA_DIR/tokens.json`.
-pub struct TokenStore {
-    path: PathBuf,
-    tokens: RwLock<HashMap<String, User>>,
-}
-
-impl TokenStore {
-    pub fn load(path: PathBuf) -> Self {
-        let mut tokens = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) {
-                for (tok, u) in m {
-                    if let Some(name) = u["user"].as_str() {
-                        let groups = u["groups"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|g| g.as_str().map(String::from))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        tokens.insert(
-                            tok,
-                            User {
-                                name: name.to_string(),
-                                groups,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        TokenStore {
-            path,
-            tokens: RwLock::new(tokens),
-        }
-    }
-
-    pub fn lookup(&self, token: &str) -> Option<User> {
-        self.tokens
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            .cloned()
-    }
-
-    /// Mints (and persists) a bearer token for `user`.
-    pub fn mint(&self, user: User) -> Result<String, crate::pki::PkiError> {
-        use rand::Rng;
-        let bytes: [u8; 24] = rand::rng().random();
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut map = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(token.clone(), user);
-        let json: serde_json::Map<String, Value> = map
-            .iter()
-            .map(|(t, u)| {
-                (
-                    t.clone(),
-                    serde_json::json!({"user": u.name, "groups": u.groups}),
-                )
-            })
-            .collect();
-        crate::pki::write_file(&self.path, &Value::Object(json).to_string(), 0o600)?;
-        Ok(token)
-    }
-}
 
 /// What a request does, for authorization.
 pub struct Attributes<'a> {
@@ -207,6 +91,53 @@ pub fn authorize(user: &User, a: &Attributes) -> bool {
         }
         _ => false,
     }
+}
+
+/// `Ok(())` if `user` may do what `a` describes, else upstream's 403.
+pub fn check(user: &User, a: &Attributes) -> ApiResult<()> {
+    if authorize(user, a) {
+        Ok(())
+    } else {
+        Err(forbidden(user, a))
+    }
+}
+
+/// [`check`] for a TokenRequest (`a.related` is the pod it binds to, if
+/// that exists), with upstream's reasons when a node is refused.
+pub fn check_token_request(user: &User, a: &Attributes) -> ApiResult<()> {
+    let mut e = match check(user, a) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if let Some(node) = user.node_name() {
+        match node_token_request(node, a.name, a.incoming, a.related) {
+            Err(TokenDenied::Admission(why)) => {
+                e.message = format!("{} \"{}\" is forbidden: {why}", a.resource.plural, a.name);
+            }
+            _ => {
+                e.message = format!(
+                    "{}: no relationship found between node '{node}' and this object",
+                    e.message
+                );
+            }
+        }
+    }
+    Err(e)
+}
+
+/// kube-apiserver's 403, the subresource shown with the resource
+/// (`resource "pods/exec"`).
+fn forbidden(user: &User, a: &Attributes) -> ApiError {
+    let rd = a.resource;
+    let ns = a.namespace.filter(|_| rd.namespaced);
+    let mut e = ApiError::forbidden(&user.name, a.verb, rd, ns, a.name);
+    if let Some(sub) = a.subresource {
+        e.message = e.message.replace(
+            &format!("resource \"{}\"", rd.plural),
+            &format!("resource \"{}/{sub}\"", rd.plural),
+        );
+    }
+    e
 }
 
 /// Why a node may not request a service-account token.

@@ -1,0 +1,9 @@
+//! Who a request comes from ([`authn`]) and what it may do ([`authz`]).
+//! Decisions only, no responses: `server.rs` authenticates, the handlers
+//! authorize (through `request::Call::authorize`).
+
+pub mod authn;
+pub mod authz;
+
+pub use authn::{user_from_cert, TokenStore, User};
+pub use authz::{authorize, node_token_request, Attributes, TokenDenied};

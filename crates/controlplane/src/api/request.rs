@@ -1,0 +1,211 @@
+//! The request as handlers see it: [`Req`] (the authenticated user, the
+//! query, the headers that matter and the options derived from them), body
+//! reading and decoding, and [`Call`], one call on a resource.
+
+use super::auth::{authz, Attributes, User};
+use super::error::{ApiError, ApiResult};
+use super::objects::{DeleteOptions, FieldValidation, ListOptions, WriteCtx};
+use super::protobuf;
+use super::routes::{Action, Target};
+use super::selector::{FieldSelector, LabelSelector};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Largest request body accepted (kube-apiserver's limit is 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A URI's query parameters (the last of repeated ones).
+pub(crate) fn query(uri: &http::Uri) -> HashMap<String, String> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Whether query parameter `k` is `true` or `1`.
+pub(crate) fn is_set(query: &HashMap<String, String>, k: &str) -> bool {
+    matches!(query.get(k).map(String::as_str), Some("true") | Some("1"))
+}
+
+/// Parsed request context.
+pub(crate) struct Req {
+    pub method: Method,
+    pub query: HashMap<String, String>,
+    pub accept: String,
+    pub content_type: String,
+    pub user: User,
+    pub user_agent: String,
+}
+
+impl Req {
+    pub fn new(
+        method: Method,
+        headers: &HeaderMap,
+        query: HashMap<String, String>,
+        user: User,
+    ) -> Req {
+        let header = |h: http::header::HeaderName| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Req {
+            method,
+            query,
+            accept: header(http::header::ACCEPT),
+            content_type: header(http::header::CONTENT_TYPE),
+            user,
+            user_agent: header(http::header::USER_AGENT),
+        }
+    }
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(String::as_str)
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        is_set(&self.query, k)
+    }
+    pub fn wants_table(&self) -> bool {
+        self.accept.split(',').any(|a| a.contains("as=Table"))
+    }
+    /// `includeObject` for Tables.
+    pub fn include_object(&self) -> &str {
+        self.q("includeObject").unwrap_or("Metadata")
+    }
+    /// The request body decoded by its Content-Type.
+    pub fn parse_body(&self, body: &[u8]) -> ApiResult<Value> {
+        parse_body(&self.content_type, body)
+    }
+    pub fn write_ctx(&self) -> WriteCtx {
+        let manager = self
+            .q("fieldManager")
+            .map(String::from)
+            .unwrap_or_else(|| self.user_agent.split('/').next().unwrap_or("").to_string());
+        WriteCtx {
+            manager,
+            dry_run: self.q("dryRun").is_some_and(|v| v == "All"),
+            validation: match self.q("fieldValidation") {
+                Some("Strict") => FieldValidation::Strict,
+                Some("Ignore") => FieldValidation::Ignore,
+                _ => FieldValidation::Warn,
+            },
+            warnings: Vec::new(),
+        }
+    }
+    pub fn list_options(&self) -> ApiResult<ListOptions> {
+        Ok(ListOptions {
+            labels: LabelSelector::parse(self.q("labelSelector").unwrap_or(""))?,
+            fields: FieldSelector::parse(self.q("fieldSelector").unwrap_or(""))?,
+            limit: self.q("limit").and_then(|l| l.parse().ok()),
+            continue_token: self
+                .q("continue")
+                .filter(|c| !c.is_empty())
+                .map(String::from),
+        })
+    }
+    /// DeleteOptions from the body (if any), then the query parameters.
+    pub fn delete_options(&self, body: &[u8]) -> ApiResult<DeleteOptions> {
+        let mut opts = if has_body(body) {
+            DeleteOptions::from_value(&self.parse_body(body)?)
+        } else {
+            DeleteOptions::default()
+        };
+        if let Some(g) = self.q("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
+            opts.grace_period = Some(g);
+        }
+        if let Some(p) = self.q("propagationPolicy") {
+            opts.propagation = Some(p.to_string());
+        }
+        if self.q("dryRun") == Some("All") {
+            opts.dry_run = true;
+        }
+        Ok(opts)
+    }
+}
+
+/// Whether a body has anything but whitespace.
+pub(crate) fn has_body(body: &[u8]) -> bool {
+    body.iter().any(|b| !b.is_ascii_whitespace())
+}
+
+/// Decodes a body by Content-Type: YAML, JSON (also when none is given) or protobuf; else 415.
+pub(crate) fn parse_body(ct: &str, body: &[u8]) -> ApiResult<Value> {
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if base.contains("yaml") {
+        serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else if base.is_empty() || base.contains("json") {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
+    } else if base.eq_ignore_ascii_case(protobuf::CONTENT_TYPE) {
+        protobuf::decode_body(body)
+    } else {
+        Err(ApiError::unsupported_media(base))
+    }
+}
+
+/// The whole body (400 if it cannot be read, 413 above 3 MiB).
+pub(crate) async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("failed to read body: {e}")))?
+        .to_bytes();
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large",
+        ));
+    }
+    Ok(body)
+}
+
+/// One call on a resource, as the routing table resolved it: what every
+/// resource handler gets.
+pub(crate) struct Call<'a> {
+    pub r: &'a Req,
+    pub t: &'a Target<'a>,
+    pub action: Action,
+    /// The stored object a call on one object names, if it exists.
+    pub existing: Option<&'a Value>,
+    pub body: &'a [u8],
+}
+
+impl Call<'_> {
+    /// Authorization of the call (with `incoming`, the object in its body,
+    /// for the decisions that depend on it); 403 if refused.
+    pub fn authorize(&self, incoming: Option<&Value>) -> ApiResult<()> {
+        authz::check(
+            &self.r.user,
+            &Attributes {
+                verb: self.action.verb(),
+                resource: self.t.rd,
+                subresource: self.t.sub,
+                namespace: self.t.ns,
+                name: self.t.name,
+                existing: self.existing,
+                incoming,
+                related: None,
+            },
+        )
+    }
+
+    /// The body decoded, then the call authorized with it.
+    pub fn authorize_body(&self) -> ApiResult<Value> {
+        let obj = self.r.parse_body(self.body)?;
+        self.authorize(Some(&obj))?;
+        Ok(obj)
+    }
+
+    /// The stored object, or 404.
+    pub fn existing(&self) -> ApiResult<&Value> {
+        self.existing
+            .ok_or_else(|| ApiError::not_found(self.t.rd, self.t.name))
+    }
+}
