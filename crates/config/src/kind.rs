@@ -7,11 +7,8 @@ use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
 /// rkt stage1 images rktup knows, as rkt named them (`coreos.com/rkt/stage1-*`).
-pub const STAGE1_NAMES: [&str; 3] = [
-    "coreos.com/rkt/stage1-coreos",
-    "coreos.com/rkt/stage1-fly",
-    "coreos.com/rkt/stage1-kvm",
-];
+pub use rktup_node_contract::STAGE1_NAMES;
+use rktup_node_contract::{NetworkMode, Stage1};
 
 /// Oldest rkt the seed supports, and the last rkt ever released (the project ended in 2020).
 pub const RKT_MIN_VERSION: (u32, u32, u32) = (1, 9, 1);
@@ -35,7 +32,10 @@ pub enum Kind {
     /// One of a fixed list; the first of each pair is what the user may write, the second the
     /// normalised value.
     OneOf(&'static [(&'static str, &'static str)]),
+    /// A stage1 image name, normalised to `coreos.com/rkt/stage1-*` (the node contract parses).
     Stage1,
+    /// A pod network, normalised to kubenet, cni or contained (the node contract parses).
+    Network,
     KubeVersion,
     RktVersion,
     GceZone,
@@ -98,15 +98,7 @@ pub(crate) fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
 
 /// The canonical stage1 name for either spelling the seed uses.
 pub fn normalise_stage1(s: &str) -> Option<&'static str> {
-    let flavour = s
-        .strip_prefix("coreos.com/rkt/stage1-")
-        .or_else(|| s.strip_prefix("coreos/rkt/stage1-"))?;
-    // rkt image names may carry a version label (`...:1.9.1`); the flavour decides.
-    let flavour = flavour.split(':').next().unwrap_or(flavour);
-    STAGE1_NAMES
-        .iter()
-        .copied()
-        .find(|n| n.ends_with(&format!("-{flavour}")))
+    Stage1::parse(s).map(Stage1::image_name)
 }
 
 impl Kind {
@@ -165,12 +157,12 @@ impl Kind {
                         .collect();
                     format!("one of {}", names.join(", "))
                 }),
-            Kind::Stage1 => normalise_stage1(v).map(str::to_string).ok_or_else(|| {
-                format!(
-                    "one of {} (or the same with coreos/rkt/stage1-*)",
-                    STAGE1_NAMES.join(", ")
-                )
-            }),
+            Kind::Stage1 => normalise_stage1(v)
+                .map(str::to_string)
+                .ok_or_else(Stage1::expected),
+            Kind::Network => NetworkMode::parse(v)
+                .map(|m| m.name().to_string())
+                .ok_or_else(NetworkMode::expected),
             Kind::KubeVersion => match parse_version(v) {
                 Some(_) => Ok(if v.starts_with('v') {
                     v.to_string()
@@ -338,7 +330,7 @@ impl Kind {
             Kind::Bool => "BOOL",
             Kind::Cidr { .. } => "CIDR",
             Kind::Ipv4 => "IP",
-            Kind::OneOf(_) => "VALUE",
+            Kind::OneOf(_) | Kind::Network => "VALUE",
             Kind::Stage1 => "STAGE1",
             Kind::KubeVersion | Kind::RktVersion => "VERSION",
             Kind::GceZone | Kind::AwsZone => "ZONE",

@@ -57,51 +57,9 @@ pub struct SettingRow {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage1 {
-    Coreos,
-    Fly,
-    Kvm,
-}
-
-impl Stage1 {
-    pub fn image_name(self) -> &'static str {
-        match self {
-            Stage1::Coreos => "coreos.com/rkt/stage1-coreos",
-            Stage1::Fly => "coreos.com/rkt/stage1-fly",
-            Stage1::Kvm => "coreos.com/rkt/stage1-kvm",
-        }
-    }
-
-    fn from_name(name: &str) -> Stage1 {
-        match name {
-            "coreos.com/rkt/stage1-fly" => Stage1::Fly,
-            "coreos.com/rkt/stage1-kvm" => Stage1::Kvm,
-            _ => Stage1::Coreos,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkProvider {
-    Kubenet,
-    Cni,
-    /// rkt's contained network, configured in /etc/rkt/net.d.
-    Contained,
-}
-
-impl NetworkProvider {
-    /// kubelet's `--network-plugin` value (empty selects rkt's contained network).
-    pub fn kubelet_plugin(self) -> &'static str {
-        match self {
-            NetworkProvider::Kubenet => "kubenet",
-            NetworkProvider::Cni => "cni",
-            NetworkProvider::Contained => "",
-        }
-    }
-}
+/// The node-wide stage1 and the pod network: the node contract's types (its parsers are the
+/// only ones of these names).
+pub use rktup_node_contract::{NetworkMode as NetworkProvider, Stage1};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -404,12 +362,8 @@ pub(crate) fn build(
         master_os: c.get("KUBE_MASTER_OS_DISTRIBUTION").to_string(),
         node_os: c.get("KUBE_NODE_OS_DISTRIBUTION").to_string(),
         rkt_version: c.get("KUBE_RKT_VERSION").to_string(),
-        stage1: Stage1::from_name(c.get("KUBE_RKT_STAGE1_IMAGE")),
-        network: match c.get("NETWORK_PROVIDER") {
-            "kubenet" => NetworkProvider::Kubenet,
-            "cni" => NetworkProvider::Cni,
-            _ => NetworkProvider::Contained,
-        },
+        stage1: Stage1::parse(c.get("KUBE_RKT_STAGE1_IMAGE")).unwrap_or_default(),
+        network: NetworkProvider::parse(c.get("NETWORK_PROVIDER")).unwrap_or_default(),
         contained_network: match c.get("RKT_CONTAINED_NETWORK") {
             "flannel" => ContainedNetwork::Flannel,
             _ => ContainedNetwork::Bridge,
@@ -504,8 +458,8 @@ fn cross_check(provider: Provider, c: &Checked, errors: &mut Vec<InvalidSetting>
         }
     }
     // The seed: use rkt's contained network with the KVM stage1.
-    if c.get("KUBE_RKT_STAGE1_IMAGE").ends_with("stage1-kvm")
-        && c.get("NETWORK_PROVIDER") != "contained"
+    if Stage1::parse(c.get("KUBE_RKT_STAGE1_IMAGE")) == Some(Stage1::Kvm)
+        && NetworkProvider::parse(c.get("NETWORK_PROVIDER")) != Some(NetworkProvider::Contained)
     {
         bad(
             "NETWORK_PROVIDER",

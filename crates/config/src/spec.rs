@@ -52,12 +52,6 @@ const L: Scope = Scope::LOCAL;
 
 pub const OS_DISTRIBUTIONS: &[(&str, &str)] = &[("coreos", "coreos"), ("flatcar", "flatcar")];
 pub const CONTAINER_RUNTIMES: &[(&str, &str)] = &[("rkt", "rkt")];
-pub const NETWORK_PROVIDERS: &[(&str, &str)] = &[
-    ("kubenet", "kubenet"),
-    ("cni", "cni"),
-    ("contained", "contained"),
-    ("", "contained"),
-];
 pub const CONTAINED_NETWORKS: &[(&str, &str)] = &[("bridge", "bridge"), ("flannel", "flannel")];
 pub const NODE_AGENTS: &[(&str, &str)] = &[("embedded", "embedded"), ("kubelet", "kubelet")];
 pub const GCE_DISK_TYPES: &[(&str, &str)] = &[
@@ -135,7 +129,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "Node-wide stage1 isolation: stage1-coreos, stage1-fly or stage1-kvm (local: RKT_STAGE1_IMAGE)"),
     setting!("NETWORK_PROVIDER", env: ["NET_PLUGIN" @ L, "NETWORK_PROVIDER" @ A],
         flag: Some("network-provider"), aliases: ["net-plugin"], scope: A,
-        defaults: ["kubenet" @ A], kind: Kind::OneOf(NETWORK_PROVIDERS),
+        defaults: ["kubenet" @ A], kind: Kind::Network,
         help: "Pod network: kubenet, cni, or contained (empty) for rkt's contained network (local: NET_PLUGIN)"),
     setting!("RKT_CONTAINED_NETWORK", env: ["RKT_CONTAINED_NETWORK" @ A],
         flag: Some("rkt-contained-network"), aliases: [], scope: A, defaults: ["bridge" @ A],

@@ -12,6 +12,7 @@ pub use templates::{TemplateError, Templates};
 pub use userdata::{encode_user_data, UserData, UserDataError};
 
 use rktup_config::{ClusterSettings, ContainedNetwork, NetworkProvider, NodeAgent};
+use rktup_node_contract::AgentConfig;
 use serde::Serialize;
 
 /// etcd release for the master's static pod, per Kubernetes minor (kubeadm's pairing).
@@ -149,6 +150,51 @@ pub fn cni_conf_dir(network: NetworkProvider) -> &'static str {
     }
 }
 
+/// The embedded agent's settings on a cloud machine of `role` (its `kubelet.service`).
+pub fn node_agent_config(
+    settings: &ClusterSettings,
+    role: Role,
+    master: &MasterEndpoint,
+) -> AgentConfig {
+    AgentConfig {
+        root_dir: rktup_node_contract::DEFAULT_ROOT_DIR.into(),
+        container_runtime: "rkt".into(),
+        rkt_api_endpoint: Some(settings.rkt_api_endpoint.clone()),
+        rkt_path: Some("/opt/bin/rkt".into()),
+        rkt_stage1_image: Some(settings.stage1),
+        network_plugin: settings.network,
+        network_plugin_dir: Some(PATHS.cni_bin.into()),
+        cni_conf_dir: Some(cni_conf_dir(settings.network).into()),
+        kubeconfig: Some(PATHS.kubelet_kubeconfig.into()),
+        api_servers: Some(master.url_for(role)),
+        pod_manifest_path: PATHS.manifests.into(),
+        cluster_dns: Some(settings.dns_server_ip.to_string()),
+        cluster_domain: Some(settings.dns_domain.clone()),
+        allow_privileged: settings.allow_privileged,
+        verbosity: settings.log_level,
+        ..AgentConfig::default()
+    }
+}
+
+/// One argument of a systemd `ExecStart=` line: `%` and `$` escaped, quoted when it holds
+/// whitespace, quotes or backslashes (the values rktup renders today need neither).
+fn systemd_arg(a: &str) -> String {
+    let a = a.replace('%', "%%").replace('$', "$$");
+    if a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '\'') {
+        format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        a
+    }
+}
+
+/// `args` as the continuation lines of an `ExecStart=` (`  --a=b \` ..., the last without `\`).
+fn exec_args(args: &[String]) -> String {
+    args.iter()
+        .map(|a| systemd_arg(a))
+        .collect::<Vec<_>>()
+        .join(" \\\n  ")
+}
+
 fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint) -> tera::Context {
     let cluster = ClusterContext {
         name: &settings.name,
@@ -174,6 +220,11 @@ fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint)
     ctx.insert("role", role.as_str());
     ctx.insert("paths", &PATHS);
     ctx.insert("rktup_version", env!("CARGO_PKG_VERSION"));
+    // `rktup agent`'s flags, from the node contract (templates/units/kubelet.service.tera).
+    ctx.insert(
+        "agent_args",
+        &exec_args(&node_agent_config(settings, role, master).to_args()),
+    );
     let url = master.url_for(role);
     ctx.insert(
         "master",

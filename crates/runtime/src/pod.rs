@@ -8,38 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage1Flavor {
-    Coreos,
-    Fly,
-    Kvm,
-}
-
-impl Stage1Flavor {
-    /// Accepts `coreos.com/rkt/stage1-X` and `coreos/rkt/stage1-X`, with an optional `:version`.
-    pub fn parse(name: &str) -> Option<Stage1Flavor> {
-        let n = name.trim();
-        let n = n.split_once(':').map(|(a, _)| a).unwrap_or(n);
-        let flavour = n
-            .strip_prefix("coreos.com/rkt/stage1-")
-            .or_else(|| n.strip_prefix("coreos/rkt/stage1-"))?;
-        match flavour {
-            "coreos" => Some(Stage1Flavor::Coreos),
-            "fly" => Some(Stage1Flavor::Fly),
-            "kvm" => Some(Stage1Flavor::Kvm),
-            _ => None,
-        }
-    }
-
-    pub fn image_name(self) -> &'static str {
-        match self {
-            Stage1Flavor::Coreos => "coreos.com/rkt/stage1-coreos",
-            Stage1Flavor::Fly => "coreos.com/rkt/stage1-fly",
-            Stage1Flavor::Kvm => "coreos.com/rkt/stage1-kvm",
-        }
-    }
-}
+/// The node-wide (or per-pod) stage1 flavour: the node contract's type, whose `parse` is rktup's
+/// only parser of stage1 names (its tests are in crates/node-contract).
+pub use rktup_node_contract::Stage1 as Stage1Flavor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestartPolicy {
@@ -352,27 +323,4 @@ pub fn read_status(pod_dir: &Path) -> Result<PodStatus, PodFileError> {
 }
 pub fn write_status(pod_dir: &Path, s: &PodStatus) -> Result<(), PodFileError> {
     write_json(status_path(pod_dir), s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stage1_names_in_both_spellings() {
-        assert_eq!(
-            Stage1Flavor::parse("coreos.com/rkt/stage1-fly"),
-            Some(Stage1Flavor::Fly)
-        );
-        assert_eq!(
-            Stage1Flavor::parse("coreos/rkt/stage1-coreos"),
-            Some(Stage1Flavor::Coreos)
-        );
-        assert_eq!(
-            Stage1Flavor::parse("coreos.com/rkt/stage1-kvm:1.9.1"),
-            Some(Stage1Flavor::Kvm)
-        );
-        assert_eq!(Stage1Flavor::parse("coreos.com/rkt/stage1-nope"), None);
-        assert_eq!(Stage1Flavor::parse("example.com/stage1-fly"), None);
-    }
 }

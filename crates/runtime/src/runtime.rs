@@ -41,28 +41,9 @@ pub enum RuntimeError {
     Container(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// rkt's contained network: `--network-plugin` empty.
-    Contained,
-    /// kubelet's `--network-plugin=cni`.
-    Cni,
-    /// kubelet's `--network-plugin=kubenet`.
-    Kubenet,
-}
-
-impl NetworkMode {
-    pub fn parse(s: &str) -> Result<NetworkMode, RuntimeError> {
-        match s {
-            "" | "rkt" | "contained" => Ok(NetworkMode::Contained),
-            "cni" => Ok(NetworkMode::Cni),
-            "kubenet" => Ok(NetworkMode::Kubenet),
-            o => Err(RuntimeError::Config(format!(
-                "unknown --network-plugin {o:?} (expected \"\", cni or kubenet)"
-            ))),
-        }
-    }
-}
+/// The pod network (contained, cni, kubenet): the node contract's type; its `parse` is rktup's
+/// only parser of network names.
+pub use rktup_node_contract::NetworkMode;
 
 /// Runtime settings (youki-style builder: `RuntimeConfig::new(root).with_*()`).
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ use crate::process::{self, Spec};
 use crate::{err, network, node_name, ready, require_root, Local};
 use rktup_config::OutputFormat;
 use rktup_controlplane::pki::{self, Credential, Pki};
+use rktup_node_contract::AgentConfig;
 use rktup_provider::progress::Progress;
 use rktup_provider::{ProviderError, UpOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -343,56 +344,32 @@ fn agent_args(
 ) -> Vec<String> {
     let s = &local.settings;
     let l = local.local();
-    let mut a: Vec<String> = [
-        "agent",
-        "--root-dir",
-        &layout.node_root(&node.name).display().to_string(),
-        "--pod-manifest-path",
-        &layout.node_manifests(&node.name).display().to_string(),
-        "--kubeconfig",
-        &layout.node_kubeconfig(&node.name).display().to_string(),
-        "--hostname-override",
-        &node.name,
-        "--node-ip",
-        &node.ip.to_string(),
-        "--network-plugin",
-        s.network.kubelet_plugin(),
-        "--pod-cidr",
-        &node.pod_cidr.to_string(),
-        "--rkt-stage1-image",
-        s.stage1.image_name(),
-        "--cluster-dns",
-        &s.dns_server_ip.to_string(),
-        "--cluster-domain",
-        &s.dns_domain,
-        "--v",
-        &s.log_level.to_string(),
-        &format!("--allow-privileged={}", s.allow_privileged),
+    let cfg = AgentConfig {
+        root_dir: layout.node_root(&node.name),
+        pod_manifest_path: layout.node_manifests(&node.name),
+        kubeconfig: Some(layout.node_kubeconfig(&node.name)),
+        hostname_override: Some(node.name.clone()),
+        node_ip: Some(node.ip.to_string()),
+        network_plugin: s.network,
+        pod_cidr: Some(node.pod_cidr.to_string()),
+        rkt_stage1_image: Some(s.stage1),
+        cluster_dns: Some(s.dns_server_ip.to_string()),
+        cluster_domain: Some(s.dns_domain.clone()),
+        verbosity: s.log_level,
+        allow_privileged: s.allow_privileged,
         // The read-only loopback listener (RKT_API_ENDPOINT, default localhost:15441) inside the
         // node's own network namespace, so `ip netns exec <node netns> rktup rkt list` works as
         // the seed's `rkt list` did; the unix socket <root>/api.sock serves everything, to root.
-        "--rkt-api-endpoint",
-        &s.rkt_api_endpoint,
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    if let Some(d) = &l.net_plugin_dir {
-        a.extend(["--network-plugin-dir".into(), d.display().to_string()]);
-    }
-    if let Some(p) = &l.rkt_path {
-        a.extend(["--rkt-path".into(), p.display().to_string()]);
-    }
-    for r in &rec.insecure_registries {
-        a.extend(["--insecure-registry".into(), r.clone()]);
-    }
-    a.extend([
-        "--image-pull-netns".into(),
-        network::netns_path(&layout::host_netns_name(&rec.name))
-            .display()
-            .to_string(),
-    ]);
-    a
+        rkt_api_endpoint: Some(s.rkt_api_endpoint.clone()),
+        network_plugin_dir: l.net_plugin_dir.clone(),
+        rkt_path: l.rkt_path.clone(),
+        insecure_registry: rec.insecure_registries.clone(),
+        image_pull_netns: Some(network::netns_path(&layout::host_netns_name(&rec.name))),
+        ..AgentConfig::default()
+    };
+    std::iter::once("agent".to_string())
+        .chain(cfg.to_args())
+        .collect()
 }
 
 fn start_agents(
