@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::runtime::{PodEntry, Runtime};
-use rktup_runtime::util;
+use rktup_runtime::util::now_secs;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ pub fn read_manifests(dir: &Path) -> Vec<Manifest> {
         .into_iter()
         .filter_map(|path| {
             let text = std::fs::read_to_string(&path).ok()?;
-            let hash = util::hex(&Sha256::digest(text.as_bytes()));
+            let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
             let pod = parse_pod(&path.display().to_string(), &text).map_err(|e| e.to_string());
             Some(Manifest { path, hash, pod })
         })
@@ -53,7 +53,7 @@ pub struct Agent {
 }
 
 pub fn log(msg: &str) {
-    eprintln!("{} agent: {msg}", util::rfc3339_nanos(util::now_nanos()));
+    eprintln!("{:.9} agent: {msg}", jiff::Timestamp::now());
 }
 
 impl Agent {
@@ -106,7 +106,7 @@ impl Agent {
     /// (image pull, network not ready). kubelet-style back-off: at least 10 s after the failure.
     fn retry_due(&self, p: &PodEntry) -> bool {
         use rktup_runtime::pod::{PodState, RestartPolicy};
-        let since = |t: Option<i64>| util::now_secs() - t.unwrap_or(p.plan.created_at) >= 10;
+        let since = |t: Option<i64>| now_secs() - t.unwrap_or(p.plan.created_at) >= 10;
         match p.status.state {
             _ if p.alive => false,
             PodState::Preparing | PodState::Running | PodState::Stopping => since(None),

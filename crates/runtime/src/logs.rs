@@ -4,6 +4,7 @@
 use crate::util;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// Lines longer than this are split into partial (`P`) records, as the kubelet does.
@@ -52,10 +53,6 @@ impl LogWriter {
             max_files: max_files.max(1),
             pending: [Vec::new(), Vec::new()],
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Feed raw bytes read from a container's stdout/stderr.
@@ -154,34 +151,12 @@ pub fn container_log_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// One parsed CRI line.
-pub struct Line<'a> {
-    pub time: &'a str,
-    pub stream: &'a str,
-    pub partial: bool,
-    pub content: &'a str,
-}
-
-pub fn parse_line(l: &str) -> Option<Line<'_>> {
-    let mut it = l.splitn(4, ' ');
-    let time = it.next()?;
-    let stream = it.next()?;
-    let tag = it.next()?;
-    let content = it.next().unwrap_or("");
-    Some(Line {
-        time,
-        stream,
-        partial: tag == "P",
-        content,
-    })
-}
-
 /// Copy the content of CRI log lines from `r` to `out` (kubectl-logs style: content only).
 pub fn copy_content(r: impl Read, out: &mut dyn Write) -> std::io::Result<()> {
     for l in BufReader::new(r).lines() {
         let l = l?;
-        if let Some(p) = parse_line(&l) {
-            out.write_all(p.content.as_bytes())?;
+        if let Some(p) = parse_record(l.as_bytes()) {
+            out.write_all(p.content)?;
             if !p.partial {
                 out.write_all(b"\n")?;
             }
@@ -274,6 +249,205 @@ fn inode(p: &Path) -> Option<u64> {
     std::fs::metadata(p).ok().map(|m| m.ino())
 }
 
+fn inode_of_file(f: &File) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().ok().map(|m| m.ino())
+}
+
+/// The directory of one container's logs in a pod directory.
+pub(crate) fn container_dir(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join("logs").join(container)
+}
+
+/// The current log file of run `run` (`<run>.log`).
+fn run_log(dir: &Path, run: u32) -> PathBuf {
+    dir.join(format!("{run}.log"))
+}
+
+/// The log files of one run, oldest first: rotated parts (`.N` ... `.1`), then the current file.
+pub(crate) fn run_files(dir: &Path, run: u32) -> Vec<PathBuf> {
+    let base = run_log(dir, run);
+    let mut files: Vec<PathBuf> = (1..1000)
+        .map(|n| PathBuf::from(format!("{}.{n}", base.display())))
+        .take_while(|p| p.exists())
+        .collect();
+    files.reverse();
+    if base.exists() {
+        files.push(base);
+    }
+    files
+}
+
+/// One record of a container's log, as `Runtime::read_log` hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRecord<'a> {
+    /// When the runtime read it: RFC 3339 in UTC with nanoseconds (`2024-01-01T00:00:01.000000000Z`).
+    pub time: &'a str,
+    pub stream: Stream,
+    /// Part of a longer line (the kubelet's `P` tag): the next record continues it, and no
+    /// newline follows this one.
+    pub partial: bool,
+    /// The line without its newline.
+    pub content: &'a [u8],
+}
+
+/// Where `Runtime::read_log` delivers a log: records in order, and a call each time it has
+/// caught up with what was written so far (before it waits for more when following).
+pub trait LogSink {
+    /// One record; `Break` ends reading (a byte limit reached, the client gone).
+    fn record(&mut self, r: &LogRecord<'_>) -> ControlFlow<()>;
+    /// Everything written so far was delivered; `Break` ends reading (the client gone).
+    fn caught_up(&mut self) -> ControlFlow<()>;
+}
+
+/// How much of a run's log to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// Only the last so many records (complete lines in the files; a record still being
+    /// written does not count), like kubelet's `tailLines`.
+    pub tail_lines: Option<u64>,
+    /// Keep reading what the run appends (across rotation) until it ends.
+    pub follow: bool,
+}
+
+/// Where reading starts so that `n` complete lines are left: (file index, byte offset). A last
+/// line without its newline is not counted (upstream's FindTailLineStartIndex).
+fn tail_start(files: &[PathBuf], n: u64) -> std::io::Result<(usize, u64)> {
+    let mut need = n;
+    for (i, f) in files.iter().enumerate().rev() {
+        let data = match std::fs::read(f) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let mut seen = 0u64;
+        for pos in (0..end).rev().filter(|&p| data[p] == b'\n') {
+            if seen == need {
+                return Ok((i, pos as u64 + 1));
+            }
+            seen += 1;
+        }
+        if seen == need {
+            return Ok((i, 0));
+        }
+        need -= seen;
+    }
+    Ok((0, 0))
+}
+
+/// One raw log line (with or without its newline) as a record; None for what is not one.
+fn parse_record(raw: &[u8]) -> Option<LogRecord<'_>> {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let mut it = raw.splitn(4, |&b| b == b' ');
+    let (time, stream, tag) = (it.next()?, it.next()?, it.next()?);
+    let content = it.next().unwrap_or(b"");
+    let time = std::str::from_utf8(time).ok()?;
+    let stream = match stream {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let partial = tag.split(|&b| b == b':').next() == Some(b"P");
+    Some(LogRecord {
+        time,
+        stream,
+        partial,
+        content,
+    })
+}
+
+/// Hand the complete lines of `f` from `*pos` to the sink; `*pos` ends after the last complete
+/// line (a line still being written is read again next time).
+fn drain(f: &mut File, pos: &mut u64, sink: &mut dyn LogSink) -> std::io::Result<ControlFlow<()>> {
+    f.seek(SeekFrom::Start(*pos))?;
+    let mut r = BufReader::new(f);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(ControlFlow::Continue(()));
+        }
+        *pos += n as u64;
+        if let Some(rec) = parse_record(&line) {
+            if sink.record(&rec).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+    }
+}
+
+/// How often a followed log is polled.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Read the log of one run (`run`) of the container whose log directory is `dir`. With
+/// `follow`, keep reading what the run appends until `running()` says it ended (then read what
+/// is left), or the sink says stop.
+pub(crate) fn read_run(
+    dir: &Path,
+    run: u32,
+    opts: &LogRead,
+    running: &mut dyn FnMut() -> bool,
+    sink: &mut dyn LogSink,
+) -> std::io::Result<()> {
+    let files = run_files(dir, run);
+    let current = run_log(dir, run);
+    let (first, mut offset) = match opts.tail_lines {
+        Some(n) => tail_start(&files, n)?,
+        None => (0, 0),
+    };
+    // The open current file and how far it was read, for following.
+    let mut followed: Option<(File, u64)> = None;
+    for f in files.iter().skip(first) {
+        let Ok(mut fh) = File::open(f) else {
+            offset = 0;
+            continue;
+        };
+        let mut pos = offset;
+        offset = 0;
+        if drain(&mut fh, &mut pos, sink)?.is_break() {
+            return Ok(());
+        }
+        if *f == current {
+            followed = Some((fh, pos));
+        }
+    }
+    if sink.caught_up().is_break() || !opts.follow {
+        return Ok(());
+    }
+    // Follow: the current file grows, may be rotated (renamed to .1, a new one opened), and the
+    // run ends when the container exits or restarts.
+    let mut ending = false;
+    loop {
+        if let Some((fh, pos)) = followed.as_mut() {
+            if drain(fh, pos, sink)?.is_break() {
+                return Ok(());
+            }
+        }
+        if sink.caught_up().is_break() {
+            return Ok(());
+        }
+        let open_ino = followed.as_ref().and_then(|(f, _)| inode_of_file(f));
+        let path_ino = inode(&current);
+        if path_ino.is_some() && path_ino != open_ino {
+            // Rotated (or created): what the old file had is read; go on with the new one.
+            if let Ok(fh) = File::open(&current) {
+                followed = Some((fh, 0));
+                continue;
+            }
+        }
+        if ending {
+            return Ok(());
+        }
+        if !running() {
+            // One more pass after the runtime's last writes have landed.
+            ending = true;
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,11 +462,17 @@ mod tests {
         let text = std::fs::read_to_string(d.path().join("app/0.log")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        let l = parse_line(lines[0]).unwrap();
-        assert_eq!((l.stream, l.partial, l.content), ("stdout", false, "hello"));
+        let l = parse_record(lines[0].as_bytes()).unwrap();
+        assert_eq!(
+            (l.stream, l.partial, l.content),
+            (Stream::Stdout, false, &b"hello"[..])
+        );
         assert!(l.time.ends_with('Z') && l.time.len() == 30, "{}", l.time);
-        assert_eq!(parse_line(lines[1]).unwrap().stream, "stderr");
-        assert_eq!(parse_line(lines[2]).unwrap().content, "world");
+        assert_eq!(
+            parse_record(lines[1].as_bytes()).unwrap().stream,
+            Stream::Stderr
+        );
+        assert_eq!(parse_record(lines[2].as_bytes()).unwrap().content, b"world");
         for i in 0..200 {
             w.write(Stream::Stdout, format!("line {i}\n").as_bytes());
         }
@@ -313,5 +493,145 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with(&format!("{}\n", "x".repeat(MAX_LINE + 5))));
+    }
+
+    /// kubectl-style content of the records, and how often the reader caught up.
+    #[derive(Default)]
+    struct Content {
+        out: String,
+        caught_up: usize,
+        stop_when_caught_up: bool,
+    }
+
+    impl LogSink for Content {
+        fn record(&mut self, r: &LogRecord<'_>) -> ControlFlow<()> {
+            self.out.push_str(std::str::from_utf8(r.content).unwrap());
+            if !r.partial {
+                self.out.push('\n');
+            }
+            ControlFlow::Continue(())
+        }
+        fn caught_up(&mut self) -> ControlFlow<()> {
+            self.caught_up += 1;
+            if self.stop_when_caught_up {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    fn write_log(dir: &Path, name: &str, lines: &[(&str, &str, &str)]) {
+        let mut s = String::new();
+        for (ts, tag, content) in lines {
+            s.push_str(&format!("{ts} stdout {tag} {content}\n"));
+        }
+        std::fs::write(dir.join(name), s).expect("write log");
+    }
+
+    fn read(dir: &Path, run: u32, tail_lines: Option<u64>) -> String {
+        let mut c = Content::default();
+        let opts = LogRead {
+            tail_lines,
+            follow: false,
+        };
+        read_run(dir, run, &opts, &mut || false, &mut c).expect("read");
+        assert_eq!(c.caught_up, 1);
+        c.out
+    }
+
+    #[test]
+    fn runs_read_by_restart_number_with_tail_across_rotation() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let t = |s: u32| format!("2024-01-01T00:00:{s:02}.000000000Z");
+        let (t1, t2, t3, t4, t5) = (t(1), t(2), t(3), t(4), t(50));
+        // Rotated part first (0.log.1), then the current file with a partial record and a
+        // trailing line still being written.
+        write_log(d.path(), "0.log.1", &[(&t1, "F", "one"), (&t2, "F", "two")]);
+        write_log(
+            d.path(),
+            "0.log",
+            &[(&t3, "P", "thr"), (&t4, "F", "ee"), (&t5, "F", "five")],
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("0.log"))
+            .expect("open");
+        f.write_all(b"2024-01-01T00:00:59.000000000Z stdout F unfinis")
+            .expect("append");
+        write_log(d.path(), "1.log", &[(&t5, "F", "other run")]);
+        assert_eq!(run_files(d.path(), 0).len(), 2);
+        assert!(run_files(d.path(), 7).is_empty());
+        assert_eq!(read(d.path(), 0, None), "one\ntwo\nthree\nfive\n");
+        assert_eq!(read(d.path(), 0, Some(1)), "five\n");
+        // Records are lines in the file: a partial record counts.
+        assert_eq!(read(d.path(), 0, Some(2)), "ee\nfive\n");
+        assert_eq!(read(d.path(), 0, Some(4)), "two\nthree\nfive\n");
+        assert_eq!(read(d.path(), 0, Some(0)), "");
+        assert_eq!(read(d.path(), 0, Some(100)), "one\ntwo\nthree\nfive\n");
+        assert_eq!(read(d.path(), 1, None), "other run\n");
+        assert_eq!(read(d.path(), 7, None), "");
+        // Records as handed out: time, stream, tag.
+        let r = parse_record(b"2024-01-01T00:00:03.000000000Z stderr P:x thr\n").unwrap();
+        assert_eq!(
+            (r.time, r.stream, r.partial, r.content),
+            (
+                "2024-01-01T00:00:03.000000000Z",
+                Stream::Stderr,
+                true,
+                &b"thr"[..]
+            )
+        );
+        assert!(parse_record(b"2024-01-01T00:00:03Z other F x").is_none());
+        assert!(parse_record(b"garbage").is_none());
+    }
+
+    #[test]
+    fn follow_reads_appended_and_rotated_lines_until_the_run_ends() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().to_path_buf();
+        let line = |s: &str| format!("2024-01-01T00:00:01.000000000Z stdout F {s}\n");
+        std::fs::write(dir.join("0.log"), line("a")).expect("write");
+        let writer = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(dir.join("0.log"))
+                    .expect("open");
+                f.write_all(line("b").as_bytes()).expect("append");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                // Rotation: the file is renamed and a new one started.
+                std::fs::rename(dir.join("0.log"), dir.join("0.log.1")).expect("rotate");
+                std::fs::write(dir.join("0.log"), line("c")).expect("write");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            })
+        };
+        let opts = LogRead {
+            tail_lines: None,
+            follow: true,
+        };
+        let mut c = Content::default();
+        let start = std::time::Instant::now();
+        read_run(
+            &dir,
+            0,
+            &opts,
+            &mut || start.elapsed() < std::time::Duration::from_millis(900),
+            &mut c,
+        )
+        .expect("follow");
+        writer.join().expect("writer");
+        assert_eq!(c.out, "a\nb\nc\n");
+        // A sink that stops (the client went away) ends following at once.
+        let start = std::time::Instant::now();
+        let mut c = Content {
+            stop_when_caught_up: true,
+            ..Default::default()
+        };
+        read_run(&dir, 0, &opts, &mut || true, &mut c).expect("follow");
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(c.caught_up, 1);
     }
 }

@@ -539,8 +539,85 @@ impl Runtime {
             .collect()
     }
 
-    pub fn pod_log_dir(&self, entry: &PodEntry, container: &str) -> PathBuf {
-        entry.dir.join("logs").join(container)
+    /// The pod's status as its supervisor last wrote it (fresher than `entry.status`).
+    pub fn status(&self, entry: &PodEntry) -> Result<PodStatus, RuntimeError> {
+        Ok(read_status(&entry.dir)?)
+    }
+
+    /// Whether the supervisor that wrote `status` still runs (same pid and start time).
+    pub fn is_alive(&self, status: &PodStatus) -> bool {
+        util::process_alive(status.supervisor_pid, status.supervisor_start)
+    }
+
+    /// Whether run `run` (restart number) of `container` can still write to its log: the pod's
+    /// supervisor is alive and the container is running that run.
+    pub fn run_is_live(&self, entry: &PodEntry, container: &str, run: u32) -> bool {
+        let Ok(st) = self.status(entry) else {
+            return false;
+        };
+        if matches!(st.state, PodState::Exited | PodState::Refused) || !self.is_alive(&st) {
+            return false;
+        }
+        st.containers
+            .iter()
+            .chain(st.init_containers.iter())
+            .find(|c| c.name == container)
+            .is_some_and(|c| c.state == "running" && c.restart_count == run)
+    }
+
+    /// The directory of `container`'s log files (for the api-service's `logs` route).
+    pub(crate) fn pod_log_dir(&self, entry: &PodEntry, container: &str) -> PathBuf {
+        crate::logs::container_dir(&entry.dir, container)
+    }
+
+    /// Whether run `run` (restart number) of `container` left a log.
+    pub fn has_log(&self, entry: &PodEntry, container: &str, run: u32) -> bool {
+        !crate::logs::run_files(&self.pod_log_dir(entry, container), run).is_empty()
+    }
+
+    /// Read the log of run `run` (restart number) of `container` into `sink`, across rotation:
+    /// all of it or its last `tail_lines` records, and with `follow` what the run appends until
+    /// it ends (the container exits or restarts, the supervisor is gone) or the sink stops.
+    pub fn read_log(
+        &self,
+        entry: &PodEntry,
+        container: &str,
+        run: u32,
+        opts: &crate::logs::LogRead,
+        sink: &mut dyn crate::logs::LogSink,
+    ) -> std::io::Result<()> {
+        let dir = self.pod_log_dir(entry, container);
+        let mut running = || self.run_is_live(entry, container, run);
+        crate::logs::read_run(&dir, run, opts, &mut running, sink)
+    }
+
+    /// The host pid of `container`'s first process if it runs and can be entered (not in a
+    /// stage1-kvm VM); else why not, worded for the user.
+    pub fn container_pid(&self, entry: &PodEntry, container: &str) -> Result<i32, String> {
+        crate::stage1::enter::running_pid(&entry.plan, &entry.status, container)
+    }
+
+    /// The command that runs `cmd` inside running `container` (`<stage1 exe> stage1 <pod dir>
+    /// --enter <container> [--error-fd N] -- cmd...`): its cgroup, namespaces, root, user,
+    /// capabilities and environment. It exits with the command's code, or 255 with the reason
+    /// (written to `error_fd` in the child if given, else stderr) when it could not run.
+    pub fn enter(
+        &self,
+        entry: &PodEntry,
+        container: &str,
+        error_fd: Option<i32>,
+        cmd: &[String],
+    ) -> Command {
+        let mut c = Command::new(&self.cfg.stage1_exe);
+        c.arg("stage1")
+            .arg(&entry.dir)
+            .arg("--enter")
+            .arg(container);
+        if let Some(fd) = error_fd {
+            c.arg("--error-fd").arg(fd.to_string());
+        }
+        c.arg("--").args(cmd);
+        c
     }
 }
 

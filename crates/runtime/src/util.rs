@@ -1,4 +1,5 @@
-//! Small helpers shared by the runtime modules: digests, atomic writes, time, UUIDs.
+//! Small helpers shared by the runtime modules: digests, atomic writes, time, UUIDs. Only the
+//! clock (`now_secs`, the unit of every timestamp in `pod::PodStatus`) is exported.
 
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -6,7 +7,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Lower-case hex of a byte slice.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -17,7 +18,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `sha256:<hex>` of a byte slice.
-pub fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
@@ -26,7 +27,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// on every change and only need to survive process crashes (agent or supervisor killed), not
 /// power loss; fsync per status update was the largest cost of starting 100 pods at once.
 /// Image blobs, which must not be lost once recorded, are synced by the store.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -38,7 +39,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// A random (version 4) UUID from the kernel's generator.
-pub fn new_uuid() -> String {
+pub(crate) fn new_uuid() -> String {
     match std::fs::read_to_string("/proc/sys/kernel/random/uuid") {
         Ok(s) => s.trim().to_string(),
         Err(_) => {
@@ -57,7 +58,7 @@ pub fn new_uuid() -> String {
     }
 }
 
-pub fn now_nanos() -> u128 {
+pub(crate) fn now_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -65,7 +66,7 @@ pub fn now_nanos() -> u128 {
 }
 
 /// RFC 3339 with nanoseconds in UTC, as the kubelet's CRI log lines use.
-pub fn rfc3339_nanos(nanos: u128) -> String {
+pub(crate) fn rfc3339_nanos(nanos: u128) -> String {
     let secs = (nanos / 1_000_000_000) as i64;
     let frac = (nanos % 1_000_000_000) as u32;
     let (y, mo, d, h, mi, s) = civil(secs);
@@ -73,7 +74,7 @@ pub fn rfc3339_nanos(nanos: u128) -> String {
 }
 
 /// RFC 3339 to the second, for state files and status output.
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let (y, mo, d, h, mi, s) = civil(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
@@ -107,7 +108,7 @@ fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
 }
 
 /// "2 minutes ago" style ages, as rkt list prints them.
-pub fn human_age(secs: i64) -> String {
+pub(crate) fn human_age(secs: i64) -> String {
     let d = (now_secs() - secs).max(0);
     match d {
         0..=1 => "1 second ago".to_string(),
@@ -121,7 +122,7 @@ pub fn human_age(secs: i64) -> String {
 }
 
 /// Human sizes with binary units, as rkt image list prints them.
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut i = 0;
@@ -138,7 +139,7 @@ pub fn human_size(bytes: u64) -> String {
 
 /// Process start time (field 22 of /proc/PID/stat), used to tell a live supervisor from a
 /// recycled PID.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -150,7 +151,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 }
 
 /// Everything is alive and is the same process as recorded.
-pub fn process_alive(pid: i32, start_time: u64) -> bool {
+pub(crate) fn process_alive(pid: i32, start_time: u64) -> bool {
     pid > 0 && process_start_time(pid) == Some(start_time)
 }
 

@@ -154,7 +154,7 @@ pub fn teardown(name: &str, layout: &Layout, kubeconfig: Option<&Path>) -> Repor
 
     // Mounts under the state directory (deepest first), then the directory itself.
     for m in mounts_under(&layout.root) {
-        if let Err(e) = rktup_runtime::stage1::sys::umount_detach(&m) {
+        if let Err(e) = umount_detach(&m) {
             r.left.push(format!("mount {}: {e}", m.display()));
         }
     }
@@ -210,6 +210,19 @@ fn remove_pods(node: &str, root: &Path, netns: Option<&str>) -> (Vec<String>, Ve
             .unwrap_or_else(|e| (vec![], vec![format!("pods in {ns}: {e}")])),
         None => work(),
     }
+}
+
+/// Lazily unmounts `target` (umount2 with MNT_DETACH): gone from the tree at once, released
+/// when no longer busy.
+fn umount_detach(target: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let t = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a valid NUL-terminated path for the call's duration.
+    if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Mount points at or below `dir`, deepest first.

@@ -257,12 +257,23 @@ pub fn in_netns<T: Send + 'static>(
 ) -> std::io::Result<T> {
     let path = netns_path(ns);
     std::thread::spawn(move || {
-        rktup_runtime::stage1::sys::setns_path(&path, libc::CLONE_NEWNET)
+        enter_netns(&path)
             .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))?;
         Ok(f())
     })
     .join()
     .map_err(|_| std::io::Error::other("namespace thread panicked"))?
+}
+
+/// Moves the calling thread into the network namespace bound at `path` (setns(2)).
+fn enter_netns(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: a valid fd for the call's duration; only this thread changes namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Network namespaces whose names start with `prefix`.

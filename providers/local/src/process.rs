@@ -2,11 +2,28 @@
 //! detached from the terminal (their own session), logging to files, tracked by pid files that
 //! also hold the process start time so a reused pid is never mistaken for ours.
 
-use rktup_runtime::util::{process_alive, process_start_time};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Process start time (field 22 of /proc/PID/stat, in clock ticks since boot): with the pid it
+/// names one process for good. None when there is no such process (or only its zombie).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Process `pid` runs and is the one that started at `start_time`.
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    pid > 0 && process_start_time(pid) == Some(start_time)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracked {

@@ -125,7 +125,8 @@ pub async fn exec<B: Send + 'static>(
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
     let located = tokio::task::spawn_blocking(move || {
         let entry = super::server::locate(&c2, &ns2, &pod2, &ctr2)?;
-        rktup_runtime::stage1::enter::running_pid(&entry.plan, &entry.status, &ctr2)
+        c2.rt
+            .container_pid(&entry, &ctr2)
             .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         Ok::<_, (StatusCode, String)>(entry)
     })
@@ -185,8 +186,8 @@ pub async fn exec<B: Send + 'static>(
     resp
 }
 
-/// `rktup stage1 <pod dir> --enter <container> --error-fd 3 -- <cmd>`: the command inside the
-/// container. Returns the command and the read end of its error pipe (why it could not run).
+/// The command inside the container (`Runtime::enter`, with its error pipe on fd 3). Returns
+/// the command and both ends of its error pipe (the read end tells why it could not run).
 pub fn enter_command(
     rt: &Runtime,
     entry: &PodEntry,
@@ -201,14 +202,8 @@ pub fn enter_command(
     // SAFETY: both fds were just created and are owned here only.
     let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let w = err_w.as_raw_fd();
-    let mut c = tokio::process::Command::new(&rt.cfg.stage1_exe);
-    c.arg("stage1")
-        .arg(&entry.dir)
-        .arg("--enter")
-        .arg(container)
-        .args(["--error-fd", "3", "--"])
-        .args(cmd)
-        .kill_on_drop(true);
+    let mut c = tokio::process::Command::from(rt.enter(entry, container, Some(3), cmd));
+    c.kill_on_drop(true);
     // SAFETY: dup2/fcntl are async-signal-safe; they only touch the child's fd table.
     unsafe {
         c.pre_exec(move || {

@@ -27,7 +27,7 @@ use kube::Resource;
 use rktup_runtime::image::{PullPolicy, Reference};
 use rktup_runtime::pod::{PodState, RestartPolicy};
 use rktup_runtime::runtime::{PodEntry, Runtime};
-use rktup_runtime::util;
+use rktup_runtime::util::now_secs;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,7 +55,7 @@ fn key(p: &Pod) -> (String, String) {
 /// A runtime pod that should be started again: refused for a reason that may pass, or its
 /// supervisor died while it still had to run; kubelet-style back-off of 10 s.
 fn retry_due(e: &PodEntry) -> bool {
-    let since = |t: Option<i64>| util::now_secs() - t.unwrap_or(e.plan.created_at) >= 10;
+    let since = |t: Option<i64>| now_secs() - t.unwrap_or(e.plan.created_at) >= 10;
     match e.status.state {
         _ if e.alive => false,
         PodState::Preparing | PodState::Running | PodState::Stopping => since(None),

@@ -24,7 +24,6 @@ use hyper::body::Frame;
 use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
-use rktup_runtime::pod::PodState;
 use rktup_runtime::runtime::{PodEntry, Runtime};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::convert::Infallible;
@@ -484,9 +483,8 @@ fn resolve(
             "container {container:?} in pod {pod:?} is not available"
         )));
     };
-    let dir = ctx.rt.pod_log_dir(&entry, container);
     let run = container_logs::select_run(&status, pod, previous, |k| {
-        !container_logs::run_files(&dir, k).is_empty()
+        ctx.rt.has_log(&entry, container, k)
     })
     .map_err(bad)?;
     Ok(Resolved {
@@ -494,23 +492,6 @@ fn resolve(
         container: container.to_string(),
         run,
     })
-}
-
-/// Whether run `run` of `container` in the pod at `pod_dir` can still write to its log.
-fn run_is_live(pod_dir: &Path, container: &str, run: u32) -> bool {
-    let Ok(st) = rktup_runtime::pod::read_status(pod_dir) else {
-        return false;
-    };
-    if matches!(st.state, PodState::Exited | PodState::Refused)
-        || !rktup_runtime::util::process_alive(st.supervisor_pid, st.supervisor_start)
-    {
-        return false;
-    }
-    st.containers
-        .iter()
-        .chain(st.init_containers.iter())
-        .find(|c| c.name == container)
-        .is_some_and(|c| c.state == "running" && c.restart_count == run)
 }
 
 async fn container_logs(
@@ -569,13 +550,18 @@ async fn container_logs(
     let rt = ctx.rt.clone();
     let verbosity = ctx.verbosity;
     tokio::task::spawn_blocking(move || {
-        let dir = rt.pod_log_dir(&r.entry, &r.container);
-        let pod_dir = r.entry.dir.clone();
-        let (container, run) = (r.container.clone(), r.run);
-        let mut running = || run_is_live(&pod_dir, &container, run);
         let alive = || !tx.is_closed();
         let mut out = |b: &[u8]| tx.blocking_send(Bytes::copy_from_slice(b)).is_ok();
-        let res = container_logs::read_logs(&dir, run, &opts, now, &mut running, &alive, &mut out);
+        let res = container_logs::read_logs(
+            &rt,
+            &r.entry,
+            &r.container,
+            r.run,
+            &opts,
+            now,
+            &alive,
+            &mut out,
+        );
         if let Err(e) = res {
             log(&format!(
                 "kubelet server: reading the log of {ns}/{pod}/{}: {e}",

@@ -3,11 +3,11 @@
 //! It is single-threaded on purpose: it forks container processes directly, and a poll loop
 //! with a short timeout drives logs, reaping, restarts with back-off and stop requests.
 
-pub mod container;
-pub mod enter;
+pub(crate) mod container;
+pub(crate) mod enter;
 pub mod kvm;
-pub mod seccomp;
-pub mod sys;
+pub(crate) mod seccomp;
+pub(crate) mod sys;
 
 use crate::cgroups::{create_cgroup_manager, CgroupManager, Limits};
 use crate::cni;
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
-pub enum Stage1Error {
+pub(crate) enum Stage1Error {
     #[error(transparent)]
     PodFile(#[from] PodFileError),
     #[error("failed to {step}: {msg}")]
@@ -84,7 +84,7 @@ struct Slot {
     cgroup_rel: String,
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     plan: PodPlan,
     dir: PathBuf,
     status: PodStatus,
@@ -96,7 +96,7 @@ pub struct Supervisor {
     dirty: bool,
 }
 
-pub fn run_supervisor(pod_dir: &Path) -> Result<(), Stage1Error> {
+pub(crate) fn run_supervisor(pod_dir: &Path) -> Result<(), Stage1Error> {
     let plan = read_plan(pod_dir)?;
     VERBOSITY.store(plan.verbosity, Ordering::Relaxed);
     install_handlers();
@@ -862,7 +862,7 @@ pub(crate) fn cgroup_procs_files(rel: &str) -> Vec<PathBuf> {
 
 /// Release everything a pod holds on the host. Used by the supervisor at the end and by the
 /// agent when a supervisor died without cleaning up. Idempotent.
-pub fn cleanup_pod(
+pub(crate) fn cleanup_pod(
     dir: &Path,
     plan: &PodPlan,
     infra_pid: Option<i32>,
@@ -944,7 +944,7 @@ pub fn cleanup_pod(
 }
 
 /// Whether `p` is a mount point (listed in our mountinfo).
-pub fn is_mountpoint(p: &Path) -> bool {
+pub(crate) fn is_mountpoint(p: &Path) -> bool {
     let s = p.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
