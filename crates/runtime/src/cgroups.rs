@@ -42,8 +42,6 @@ pub const CFS_PERIOD_US: u64 = 100_000;
 pub trait CgroupManager {
     /// Create the cgroup (and its parents) and apply limits.
     fn create(&self, limits: &Limits) -> Result<(), CgroupError>;
-    /// Move a process into the cgroup.
-    fn add_task(&self, pid: i32) -> Result<(), CgroupError>;
     /// How many times the kernel OOM-killed a task in this cgroup.
     fn oom_kill_count(&self) -> u64;
     /// PIDs still in the cgroup (to kill leftovers).
@@ -51,6 +49,7 @@ pub trait CgroupManager {
     /// Remove the cgroup; it must be empty.
     fn remove(&self) -> Result<(), CgroupError>;
     /// Whether any directory of this cgroup still exists.
+    #[cfg(test)]
     fn exists(&self) -> bool;
     /// After `create`: deny every device but `allowed` (open and mknod), in the v1 devices
     /// controller or with a v2 device BPF program (`crate::devices`). Fails rather than leave
@@ -139,6 +138,7 @@ pub(crate) const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "devices"]
 
 impl V1 {
     /// A v1 manager below an explicit root (the tests use the real /sys/fs/cgroup).
+    #[cfg(test)]
     pub fn with_root(root: impl Into<PathBuf>, rel: &str) -> V1 {
         V1 {
             root: root.into(),
@@ -185,14 +185,6 @@ impl CgroupManager for V1 {
         Ok(())
     }
 
-    fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
-        for c in V1_CONTROLLERS.iter().filter(|c| self.available(c)) {
-            let p = self.dir(c).join("cgroup.procs");
-            std::fs::write(&p, pid.to_string()).map_err(io("write", &p))?;
-        }
-        Ok(())
-    }
-
     fn oom_kill_count(&self) -> u64 {
         oom_kill_from(
             &std::fs::read_to_string(self.dir("memory").join("memory.oom_control"))
@@ -219,6 +211,7 @@ impl CgroupManager for V1 {
         Ok(())
     }
 
+    #[cfg(test)]
     fn exists(&self) -> bool {
         V1_CONTROLLERS.iter().any(|c| self.dir(c).exists())
     }
@@ -246,6 +239,7 @@ pub struct V2 {
 
 impl V2 {
     /// A v2 manager below an explicit hierarchy root (tests point it at a scratch directory).
+    #[cfg(test)]
     pub fn with_root(root: impl Into<PathBuf>, rel: &str) -> V2 {
         V2 {
             root: root.into(),
@@ -300,11 +294,6 @@ impl CgroupManager for V2 {
         Ok(())
     }
 
-    fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
-        let p = self.dir().join("cgroup.procs");
-        std::fs::write(&p, pid.to_string()).map_err(io("write", &p))
-    }
-
     fn oom_kill_count(&self) -> u64 {
         oom_kill_from(
             &std::fs::read_to_string(self.dir().join("memory.events")).unwrap_or_default(),
@@ -319,6 +308,7 @@ impl CgroupManager for V2 {
         rmdir_retry(&self.dir())
     }
 
+    #[cfg(test)]
     fn exists(&self) -> bool {
         self.dir().exists()
     }

@@ -45,7 +45,6 @@ impl Scope {
 #[derive(Debug)]
 pub struct Root {
     fd: OwnedFd,
-    path: PathBuf,
 }
 
 fn cstring(b: &[u8]) -> Result<CString> {
@@ -260,15 +259,10 @@ impl Root {
         Ok(Root {
             // SAFETY: a new descriptor that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            path: path.to_path_buf(),
         })
     }
 
-    /// The path this root was opened at (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
+    #[cfg(test)]
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }

@@ -8,14 +8,11 @@
 //! and the runtime's clock (`util::now_secs`). Everything else is private to the runtime.
 
 pub mod api;
-// cgroups, confine and devices: nothing outside the crate uses them, but they still hold
-// helpers only their unit tests call (dead code in a crate-private module); closing them waits
-// for those to be marked `#[cfg(test)]` by their owners.
-pub mod cgroups;
+pub(crate) mod cgroups;
 pub mod cli;
 pub(crate) mod cni;
-pub mod confine;
-pub mod devices;
+pub(crate) mod confine;
+pub(crate) mod devices;
 pub mod image;
 pub(crate) mod logs;
 pub mod manifest;

@@ -951,14 +951,3 @@ pub(crate) fn is_mountpoint(p: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(s.as_str()))
 }
-
-/// Every mount at or below `dir` (for cleanup checks).
-pub fn mounts_below(dir: &Path) -> Vec<String> {
-    let s = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m == &s || m.starts_with(&format!("{s}/")))
-        .collect()
-}
