@@ -1,6 +1,7 @@
 //! Command-line entry points the thin `rktup` binary dispatches to.
 
-use crate::sync::{log, Agent};
+use crate::log::log;
+use crate::sync::Agent;
 use rktup_node_contract::AgentConfig;
 use rktup_runtime::runtime::{Runtime, RuntimeConfig};
 use std::os::unix::fs::MetadataExt;

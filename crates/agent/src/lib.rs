@@ -1,8 +1,12 @@
 //! The node agent (`rktup agent`): the kubelet half of what a rktnetes node ran, for static pods.
 //! It watches `--pod-manifest-path`, drives the runtime (`rktup-runtime`) to run, replace and
 //! remove pods, re-adopts pods left running by a previous agent, and serves the rkt api-service.
-//! The API-server half (node registration, pod watch, status) builds on `sync::Agent`.
+//! The API-server half (node registration, pod watch, status) is `kubelet`. Both pod sources
+//! move pods through one typed lifecycle (`lifecycle`); `log` is the agent's log line.
+//! Module map: crates/agent/README.md.
 
 pub mod cli;
 pub mod kubelet;
+pub mod lifecycle;
+pub mod log;
 pub mod sync;

@@ -1,9 +1,10 @@
 //! Reconciling static pod manifests with the pods on disk.
 
+use crate::lifecycle::{replacing, Gone, Running, Starting, Terminating};
+use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::runtime::{PodEntry, Runtime};
-use rktup_runtime::util::now_secs;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,10 +53,6 @@ pub struct Agent {
     removing: Arc<Mutex<BTreeSet<String>>>,
 }
 
-pub fn log(msg: &str) {
-    eprintln!("{:.9} agent: {msg}", jiff::Timestamp::now());
-}
-
 impl Agent {
     pub fn new(rt: Runtime, verbosity: u8) -> Agent {
         Agent {
@@ -100,30 +97,6 @@ impl Agent {
         adopted
     }
 
-    /// Whether a pod that exists for an unchanged manifest must be started again: its supervisor
-    /// died without finishing (crash, or the agent died between planning and spawning) and it
-    /// must keep running (restartPolicy Always), or it was refused for a reason that may pass
-    /// (image pull, network not ready). kubelet-style back-off: at least 10 s after the failure.
-    fn retry_due(&self, p: &PodEntry) -> bool {
-        use rktup_runtime::pod::{PodState, RestartPolicy};
-        let since = |t: Option<i64>| now_secs() - t.unwrap_or(p.plan.created_at) >= 10;
-        match p.status.state {
-            _ if p.alive => false,
-            PodState::Preparing | PodState::Running | PodState::Stopping => since(None),
-            PodState::Exited => {
-                p.plan.restart_policy == RestartPolicy::Always
-                    && p.status.phase != "Succeeded"
-                    && since(p.status.finished_at)
-            }
-            PodState::Refused => {
-                matches!(
-                    p.status.reason.as_deref(),
-                    Some("ErrImagePull" | "NetworkNotReady")
-                ) && since(None)
-            }
-        }
-    }
-
     /// One reconcile round over the manifest directory.
     pub fn sync(&mut self, manifest_dir: &Path) {
         let manifests = read_manifests(manifest_dir);
@@ -162,15 +135,10 @@ impl Agent {
                     let mut same = same.into_iter();
                     let mut start = None;
                     if let Some(first) = same.next() {
-                        if self.retry_due(&first) {
-                            log(&format!(
-                                "pod k8s_{} ({}) is {} ({}): replacing it",
-                                first.plan.uuid,
-                                first.plan.name,
-                                first.status.state.as_str(),
-                                first.status.reason.as_deref().unwrap_or("supervisor gone")
-                            ));
-                            other.push(first);
+                        let running = Running { entry: first };
+                        if let Some(why) = running.restart_due() {
+                            log(&why);
+                            other.push(running.replace());
                             start = Some(m);
                         }
                     }
@@ -202,43 +170,32 @@ impl Agent {
                         p.plan.uuid
                     ));
                 }
-                if let Err(e) = rt.remove(&p) {
-                    log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
-                }
+                let uuid = p.plan.uuid.clone();
+                let Gone = Terminating { entries: vec![p] }.stop(&rt, |_| {});
                 if let Ok(mut r) = removing.lock() {
-                    r.remove(&p.plan.uuid);
+                    r.remove(&uuid);
                 }
             });
         }
         let rt = &self.rt;
         std::thread::scope(|s| {
-            for (m, old) in &jobs {
+            for (m, old) in jobs {
                 s.spawn(move || {
-                    // The old pod of a manifest stops before its replacement starts (hostPorts,
-                    // hostPath files and names stay unambiguous), as the kubelet does.
-                    for p in old {
-                        if verbosity >= 2 {
-                            log(&format!("replacing pod k8s_{}: stopping it", p.plan.uuid));
+                    // The old pods of a manifest stop before its (new) pod starts.
+                    match m.map(|m| (m, &m.pod)) {
+                        Some((m, Ok(pod))) => {
+                            let starting = Starting::from_file(
+                                pod.clone(),
+                                m.path.clone(),
+                                m.hash.clone(),
+                                old,
+                            );
+                            let _ = starting.start(rt, verbosity);
                         }
-                        if let Err(e) = rt.remove(p) {
-                            log(&format!("failed to remove pod k8s_{}: {e}", p.plan.uuid));
+                        _ => {
+                            let Gone =
+                                Terminating { entries: old }.stop(rt, |p| replacing(verbosity, p));
                         }
-                    }
-                    let Some(m) = m else { return };
-                    let Ok(pod) = &m.pod else { return };
-                    match rt.run_pod(pod, Some(&m.path), &m.hash) {
-                        Ok(e) => {
-                            if verbosity >= 2 {
-                                log(&format!(
-                                    "started pod k8s_{} ({}/{}) from {}",
-                                    e.plan.uuid,
-                                    e.plan.namespace,
-                                    e.plan.name,
-                                    m.path.display()
-                                ));
-                            }
-                        }
-                        Err(e) => log(&format!("pod from {} refused: {e}", m.path.display())),
                     }
                 });
             }

@@ -1,7 +1,7 @@
 //! core/v1 Events about pods, as kubelet records them (source component "kubelet", the node as
 //! host), so `kubectl describe pod` and `kubectl get events` show what the agent did.
 
-use crate::sync::log;
+use crate::log::log;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};

@@ -7,7 +7,8 @@
 //! - `pods`: watches the pods bound to this node (fieldSelector spec.nodeName), runs them with the
 //!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
-//! - `probes`: liveness, readiness and startup probes (exec, httpGet, tcpSocket, grpc): container
+//! - `probes`: liveness, readiness and startup probes (one module per handler: exec, http, tcp,
+//!   grpc): container
 //!   readiness for `status`, restarts of containers failing liveness.
 //! - `events`: core/v1 Events (Started, Failed, Killing, FailedMount, Unhealthy) for
 //!   `kubectl describe`.
@@ -15,14 +16,20 @@
 //!   secret, downwardAPI, projected) are materialised and its env (`env`: configMapKeyRef,
 //!   secretKeyRef, fieldRef, resourceFieldRef, envFrom) resolved, from the objects the pod
 //!   refers to (`objects`) and the downward API (`downward`).
-//! - `server`: the kubelet port (HTTPS, client certificates): `/healthz` and `/containerLogs`
-//!   (read by `container_logs`), which the API server proxies `kubectl logs` to.
+//! - `mirror`: mirror pods (the API's view of static pods).
+//! - `enter`: a command inside a container (`Runtime::enter`), for `server::exec` and exec
+//!   probes.
+//! - `server`: the kubelet port (HTTPS, client certificates): `/healthz`, `/containerLogs`
+//!   (`server::container_logs`) and `/exec` (`server::exec`), which the API server proxies
+//!   `kubectl logs` and `kubectl exec` to.
+//!
+//! Pods go through the typed states of `crate::lifecycle` (shared with static pods).
 
-pub mod container_logs;
 pub mod downward;
+pub mod enter;
 pub mod env;
 pub mod events;
-pub mod exec;
+pub mod mirror;
 pub mod node;
 pub mod objects;
 pub mod pods;
@@ -32,7 +39,7 @@ pub mod server;
 pub mod status;
 pub mod volumes;
 
-use crate::sync::log;
+use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
 use rktup_runtime::runtime::Runtime;

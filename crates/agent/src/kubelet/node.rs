@@ -3,7 +3,7 @@
 //! kube-node-lease Lease renewed every heartbeat, and the Ready condition's heartbeat time.
 
 use super::KubeletConfig;
-use crate::sync::log;
+use crate::log::log;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,

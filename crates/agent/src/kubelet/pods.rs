@@ -16,30 +16,19 @@
 //! directories of pods that are gone are removed.
 
 use super::prepare::{Blocked, Preparer};
-use super::{events, probes, status, KubeletConfig, KubeletError};
-use crate::sync::log;
+use super::{events, mirror, probes, status, KubeletConfig, KubeletError};
+use crate::lifecycle::{Backoff, BackoffPolicy, Gone, Preparing, Running, Source, Terminating};
+use crate::log::log;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::Resource;
 use rktup_runtime::image::{PullPolicy, Reference};
-use rktup_runtime::pod::{PodState, RestartPolicy};
+use rktup_runtime::pod::PodState;
 use rktup_runtime::runtime::{PodEntry, Runtime};
-use rktup_runtime::util::now_secs;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-
-fn is_mirror(p: &Pod) -> bool {
-    p.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
-}
 
 fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
@@ -52,33 +41,13 @@ fn key(p: &Pod) -> (String, String) {
     )
 }
 
-/// A runtime pod that should be started again: refused for a reason that may pass, or its
-/// supervisor died while it still had to run; kubelet-style back-off of 10 s.
-fn retry_due(e: &PodEntry) -> bool {
-    let since = |t: Option<i64>| now_secs() - t.unwrap_or(e.plan.created_at) >= 10;
-    match e.status.state {
-        _ if e.alive => false,
-        PodState::Preparing | PodState::Running | PodState::Stopping => since(None),
-        PodState::Exited => {
-            e.plan.restart_policy == RestartPolicy::Always
-                && e.status.phase != "Succeeded"
-                && since(e.status.finished_at)
-        }
-        PodState::Refused => {
-            matches!(
-                e.status.reason.as_deref(),
-                Some("ErrImagePull" | "NetworkNotReady")
-            ) && since(None)
-        }
-    }
-}
-
 /// What the agent remembers about a pod it could not prepare, or whose volumes failed to update.
 #[derive(Default)]
 struct PodRecord {
-    /// Not started again before this.
-    retry_at: Option<Instant>,
-    delay: Duration,
+    /// Preparing it again waits for this (`BackoffPolicy::PREPARE`).
+    backoff: Backoff,
+    /// When its volumes were last brought up to date (running pods, every `--sync-frequency`).
+    refreshed: Option<Instant>,
     /// Events already recorded, (reason, message) → (Event name, count), so a repeat bumps the
     /// count (kubelet's event aggregation) instead of piling up Events.
     events: HashMap<(String, String), (Option<String>, i32)>,
@@ -212,9 +181,10 @@ async fn report_blocked(
         }
     }
     if let Ok(mut m) = records.lock() {
-        let r = m.entry(uid(pod)).or_default();
-        r.delay = (r.delay * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
-        r.retry_at = Some(Instant::now() + r.delay);
+        m.entry(uid(pod))
+            .or_default()
+            .backoff
+            .failed(BackoffPolicy::PREPARE);
     }
 }
 
@@ -224,8 +194,6 @@ struct Syncer {
     rt: Arc<Runtime>,
     prep: Arc<Preparer>,
     records: Records,
-    /// When each running pod's volumes were last brought up to date.
-    refreshed: HashMap<String, Instant>,
     /// Pod uids with a start or stop in flight.
     busy: Arc<Mutex<BTreeSet<String>>>,
     /// Last status written per pod uid (fingerprint).
@@ -252,11 +220,7 @@ impl Syncer {
     fn retry_ready(&self, uid: &str) -> bool {
         self.records
             .lock()
-            .map(|m| {
-                m.get(uid)
-                    .and_then(|r| r.retry_at)
-                    .is_none_or(|t| Instant::now() >= t)
-            })
+            .map(|m| m.get(uid).is_none_or(|r| r.backoff.ready()))
             .unwrap_or(true)
     }
 
@@ -278,8 +242,10 @@ impl Syncer {
         let host_ip = self.cfg.node_ip.clone();
         let v = self.cfg.verbosity;
         tokio::spawn(async move {
-            let ready = match prep.prepare(&pod).await {
-                Ok(p) => p,
+            // Preparing → Pulling: volumes and env from the API, or a back-off.
+            let preparing = Preparing::new(pod.clone());
+            let pulling = match prep.prepare(&preparing.pod).await {
+                Ok(ready) => preparing.prepared(ready),
                 Err(b) => {
                     let write = old.is_empty();
                     report_blocked(
@@ -300,11 +266,11 @@ impl Syncer {
             };
             if let Ok(mut m) = records.lock() {
                 if let Some(r) = m.get_mut(&u) {
-                    r.retry_at = None;
-                    r.delay = Duration::ZERO;
+                    r.backoff.reset();
                     r.status = None;
                 }
             }
+            // Pulling → Starting: kubelet's Pulling/Pulled events (the runtime pulls in run_pod).
             let rt_poll = rt.clone();
             let pulls = image_pulls(&rt, &pod).await;
             for (field, image, pulling) in &pulls {
@@ -318,24 +284,16 @@ impl Syncer {
                 };
                 events::record_at(&client, &node, &pod, Some(field), "Normal", reason, &msg).await;
             }
-            let r = tokio::task::spawn_blocking(move || {
-                for e in &old {
-                    if let Err(e2) = rt.remove(e) {
-                        log(&format!("failed to remove pod k8s_{}: {e2}", e.plan.uuid));
-                    }
-                }
-                rt.run_pod(&ready, None, "")
-            })
-            .await;
-            let (ns, name) = key(&pod);
+            let (namespace, name) = key(&pod);
+            let source = Source::Api {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            let starting = pulling.pulls_known(source, old);
+            // Starting → Running, or refused (retried after `BackoffPolicy::RESTART`).
+            let r = tokio::task::spawn_blocking(move || starting.start(&rt, v)).await;
             match r {
-                Ok(Ok(e)) => {
-                    if v >= 2 {
-                        log(&format!(
-                            "kubelet: started pod k8s_{} for {ns}/{name}",
-                            e.plan.uuid
-                        ));
-                    }
+                Ok(Ok(Running { entry: e })) => {
                     for (field, image, _) in pulls.iter().filter(|p| p.2) {
                         let msg = format!("Successfully pulled image \"{image}\"");
                         events::record_at(
@@ -355,10 +313,11 @@ impl Syncer {
                     wait_until_started(&rt_poll, &e.plan.uuid).await;
                 }
                 Ok(Err(e)) => {
-                    log(&format!("kubelet: pod {ns}/{name} refused: {e}"));
                     events::record(&client, &node, &pod, "Warning", "Failed", &e.to_string()).await;
                 }
-                Err(e) => log(&format!("kubelet: pod {ns}/{name}: start task failed: {e}")),
+                Err(e) => log(&format!(
+                    "kubelet: pod {namespace}/{name}: start task failed: {e}"
+                )),
             }
             if let Ok(mut b) = busy.lock() {
                 b.remove(&uid(&pod));
@@ -401,12 +360,9 @@ impl Syncer {
                     }
                 }
             }
+            // Terminating → Gone.
             let _ = tokio::task::spawn_blocking(move || {
-                for e in &entries {
-                    if let Err(e2) = rt.remove(e) {
-                        log(&format!("failed to remove pod k8s_{}: {e2}", e.plan.uuid));
-                    }
-                }
+                let Gone = Terminating { entries }.stop(&rt, |_| {});
             })
             .await;
             if let Some(pod) = pod {
@@ -437,13 +393,20 @@ impl Syncer {
     fn refresh(&mut self, pod: &Pod) {
         let u = uid(pod);
         let due = self
-            .refreshed
-            .get(&u)
-            .is_none_or(|t| t.elapsed() >= self.cfg.sync_frequency);
+            .records
+            .lock()
+            .map(|m| {
+                m.get(&u)
+                    .and_then(|r| r.refreshed)
+                    .is_none_or(|t| t.elapsed() >= self.cfg.sync_frequency)
+            })
+            .unwrap_or(false);
         if !due || !self.claim(&u) {
             return;
         }
-        self.refreshed.insert(u.clone(), Instant::now());
+        if let Ok(mut m) = self.records.lock() {
+            m.entry(u.clone()).or_default().refreshed = Some(Instant::now());
+        }
         let (client, busy, prep, records) = (
             self.client.clone(),
             self.busy.clone(),
@@ -531,38 +494,6 @@ impl Syncer {
         }
     }
 
-    /// The mirror pod of a static pod: same spec, bound to this node, named `<name>-<node>`,
-    /// owned by the Node (so it goes away with it).
-    fn mirror_for(&self, e: &PodEntry) -> Option<Pod> {
-        let src = e.plan.source.as_ref()?;
-        let text = std::fs::read_to_string(src).ok()?;
-        let mut pod = rktup_runtime::manifest::parse_pod(&src.display().to_string(), &text).ok()?;
-        pod.metadata.name = Some(format!("{}-{}", e.plan.name, self.cfg.node_name));
-        pod.metadata.namespace = Some(e.plan.namespace.clone());
-        pod.metadata.uid = None;
-        pod.metadata.resource_version = None;
-        let ann = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        ann.insert(MIRROR_ANNOTATION.into(), e.plan.source_hash.clone());
-        ann.insert(
-            "kubernetes.io/config.hash".into(),
-            e.plan.source_hash.clone(),
-        );
-        ann.insert("kubernetes.io/config.source".into(), "file".into());
-        pod.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: Node::api_version(&()).into(),
-            kind: Node::kind(&()).into(),
-            name: self.cfg.node_name.clone(),
-            uid: String::new(),
-            controller: Some(true),
-            ..Default::default()
-        }]);
-        if let Some(spec) = pod.spec.as_mut() {
-            spec.node_name = Some(self.cfg.node_name.clone());
-        }
-        pod.status = None;
-        Some(pod)
-    }
-
     async fn sync_mirrors(&mut self, mirrors: Vec<Arc<Pod>>, statics: Vec<PodEntry>) {
         let mut have: HashMap<(String, String), Arc<Pod>> =
             mirrors.into_iter().map(|p| (key(&p), p)).collect();
@@ -579,18 +510,13 @@ impl Syncer {
             }
             let k = (
                 e.plan.namespace.clone(),
-                format!("{}-{}", e.plan.name, self.cfg.node_name),
+                mirror::name(&e, &self.cfg.node_name),
             );
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &k.0);
             match have.remove(&k) {
                 Some(m) => {
-                    let hash = m
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(MIRROR_ANNOTATION).cloned());
                     if m.metadata.deletion_timestamp.is_some()
-                        || hash.as_deref() != Some(&e.plan.source_hash)
+                        || mirror::hash(&m) != Some(e.plan.source_hash.as_str())
                     {
                         // Deleted by a user, or the manifest changed: replace it.
                         let dp = DeleteParams {
@@ -604,7 +530,7 @@ impl Syncer {
                     }
                 }
                 None => {
-                    let Some(mut pod) = self.mirror_for(&e) else {
+                    let Some(mut pod) = mirror::mirror_for(&e, &self.cfg.node_name) else {
                         continue;
                     };
                     match &node_uid {
@@ -655,7 +581,7 @@ impl Syncer {
             }
         }
         let (mirrors, pods): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
-            pods.into_iter().partition(|p| is_mirror(p));
+            pods.into_iter().partition(|p| mirror::is_mirror(p));
         // Pods whose volume directories stay: in the store, in the runtime, or being worked on.
         let mut keep: BTreeSet<String> = pods.iter().map(|p| uid(p)).collect();
         keep.extend(by_uid.keys().cloned());
@@ -688,14 +614,10 @@ impl Syncer {
             if newest.alive && newest.status.state == PodState::Running {
                 self.refresh(&pod);
             }
-            if retry_due(&newest) && self.retry_ready(&u) {
-                log(&format!(
-                    "kubelet: pod k8s_{} ({}) is {} ({}): replacing it",
-                    newest.plan.uuid,
-                    newest.plan.name,
-                    newest.status.state.as_str(),
-                    newest.status.reason.as_deref().unwrap_or("supervisor gone")
-                ));
+            let running = Running { entry: newest };
+            let due = running.restart_due().filter(|_| self.retry_ready(&u));
+            if let Some(why) = due {
+                log(&format!("kubelet: {why}"));
                 self.start((*pod).clone(), ents);
             } else if ents.len() > 1 {
                 ents.pop();
@@ -710,7 +632,6 @@ impl Syncer {
             }
         }
         self.prep.cleanup(&keep);
-        self.refreshed.retain(|u, _| keep.contains(u));
         if let Ok(mut m) = self.records.lock() {
             m.retain(|u, _| keep.contains(u));
         }
@@ -762,7 +683,6 @@ pub async fn run(
         rt,
         prep,
         records: Arc::default(),
-        refreshed: HashMap::new(),
         probes,
         busy: Arc::default(),
         sent: HashMap::new(),

@@ -6,7 +6,7 @@
 use super::downward::NodeInfo;
 use super::objects::{request_token, Objects, Refs};
 use super::volumes::{self, Tokens};
-use crate::sync::log;
+use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::api_volume_dir;
 use std::collections::{BTreeSet, HashMap};

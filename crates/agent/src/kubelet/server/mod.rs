@@ -1,0 +1,331 @@
+//! The kubelet port (10250): HTTPS with client certificates, as upstream kubelet serves it to the
+//! API server (`kubectl logs` goes API server → `GET /containerLogs/...` here).
+//!
+//! - TLS (rustls, http/1.1) with `--tls-cert-file`/`--tls-private-key-file`, or a self-signed
+//!   serving certificate generated once into `<root-dir>/pki/kubelet.crt|key` (SANs: the node
+//!   name and IP) and reused on restart.
+//! - Client authentication by x509 certificate: a certificate must be signed by
+//!   `--client-ca-file` (default: the CA of the `--kubeconfig`); one signed by another CA fails
+//!   the handshake, a request without a certificate gets 401 (anonymous auth off). Authenticated
+//!   clients are authorized for everything (kubelet's `--authorization-mode=AlwaysAllow`).
+//! - `GET /healthz` → `ok`; `GET /containerLogs/{namespace}/{pod}/{container}` (see
+//!   `container_logs`), streamed with chunked encoding; `GET /exec/{namespace}/{pod}/{container}`
+//!   upgraded to a WebSocket (see `exec`).
+//!
+//! Pods are found by namespace/name among the runtime pods the kubelet half runs: API pods by
+//! the uid of the API object of that name (from the pod watch's store), static pods by the name
+//! of their mirror pod (`<name>-<node>`).
+
+pub mod container_logs;
+pub mod context;
+pub mod exec;
+pub mod tls;
+
+pub use context::Context;
+pub use tls::{
+    check_key_files, check_private, client_cas, serving_cert, tls_config, ServerConfig, ServerError,
+};
+
+use crate::log::log;
+use bytes::Bytes;
+use container_logs::{LogOptions, QueryError};
+use context::{locate, text, Body};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
+use rktup_runtime::runtime::{PodEntry, Runtime};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serve connections from `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Arc<Context>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log(&format!("kubelet server: accept: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        if ctx.verbosity >= 4 {
+                            log(&format!("kubelet server: TLS handshake with {peer}: {e}"));
+                        }
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            // A certificate that is there was verified against the client CA in the handshake.
+            let authenticated = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty());
+            let svc = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(req, authenticated, ctx).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+async fn handle<B: Send + 'static>(
+    req: Request<B>,
+    authenticated: bool,
+    ctx: Arc<Context>,
+) -> Response<Body> {
+    if !authenticated {
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+    }
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let known = matches!(
+        segs.as_slice(),
+        ["healthz"] | ["containerLogs", _, _, _] | ["exec", _, _, _]
+    );
+    if known && req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
+    }
+    match segs.as_slice() {
+        ["healthz"] => text(StatusCode::OK, "ok"),
+        ["exec", ns, pod, container]
+            if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>
+        {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            exec::exec(ctx, req, ns, pod, container).await
+        }
+        ["containerLogs", ns, pod, container]
+            if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>
+        {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            container_logs(ctx, ns, pod, container, req.uri().query()).await
+        }
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+/// A request for logs resolved to one run of one container.
+struct Resolved {
+    entry: PodEntry,
+    container: String,
+    run: u32,
+}
+
+/// kubelet's getContainerLogs: pod, container, then the run (errors as upstream words them).
+fn resolve(
+    ctx: &Context,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<Resolved, (StatusCode, String)> {
+    let entry = locate(ctx, ns, pod, container)?;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let Some(status) = entry
+        .status
+        .containers
+        .iter()
+        .chain(entry.status.init_containers.iter())
+        .find(|c| c.name == container)
+        .cloned()
+    else {
+        return Err(bad(format!(
+            "container {container:?} in pod {pod:?} is not available"
+        )));
+    };
+    let run = container_logs::select_run(&status, pod, previous, |k| {
+        ctx.rt.has_log(&entry, container, k)
+    })
+    .map_err(bad)?;
+    Ok(Resolved {
+        entry,
+        container: container.to_string(),
+        run,
+    })
+}
+
+async fn container_logs(
+    ctx: Arc<Context>,
+    ns: String,
+    pod: String,
+    container: String,
+    query: Option<&str>,
+) -> Response<Body> {
+    let opts = match LogOptions::from_query(query) {
+        Ok(o) => o,
+        Err(QueryError::Decode) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                r#"{"message": "Unable to decode query."}"#,
+            )
+        }
+        Err(QueryError::Invalid) => {
+            return text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                r#"{"message": "Invalid request."}"#,
+            )
+        }
+    };
+    let now = jiff::Timestamp::now();
+    let c2 = ctx.clone();
+    let previous = opts.previous;
+    let resolved = tokio::task::spawn_blocking(move || {
+        let r = resolve(&c2, &ns, &pod, &container, previous);
+        (r, ns, pod)
+    })
+    .await;
+    let (resolved, ns, pod) = match resolved {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let r = match resolved {
+        Ok(r) => r,
+        Err((status, msg)) => {
+            if ctx.verbosity >= 4 {
+                log(&format!("kubelet server: logs of {ns}/{pod}: {msg}"));
+            }
+            return text(status, msg);
+        }
+    };
+    if ctx.verbosity >= 4 {
+        log(&format!(
+            "kubelet server: logs of {ns}/{pod}/{} run {} (k8s_{}){}",
+            r.container,
+            r.run,
+            r.entry.plan.uuid,
+            if opts.follow { ", following" } else { "" }
+        ));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let rt = ctx.rt.clone();
+    let verbosity = ctx.verbosity;
+    tokio::task::spawn_blocking(move || {
+        let alive = || !tx.is_closed();
+        let mut out = |b: &[u8]| tx.blocking_send(Bytes::copy_from_slice(b)).is_ok();
+        let res = container_logs::read_logs(
+            &rt,
+            &r.entry,
+            &r.container,
+            r.run,
+            &opts,
+            now,
+            &alive,
+            &mut out,
+        );
+        if let Err(e) = res {
+            log(&format!(
+                "kubelet server: reading the log of {ns}/{pod}/{}: {e}",
+                r.container
+            ));
+        } else if verbosity >= 4 && opts.follow {
+            log(&format!(
+                "kubelet server: stopped following {ns}/{pod}/{}",
+                r.container
+            ));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// Start the kubelet port on its own thread (with its own async runtime); returns None when the
+/// port is 0. Failures to set it up are logged; the agent goes on without the port.
+pub fn spawn(
+    cfg: ServerConfig,
+    rt: Arc<Runtime>,
+    pods: Option<Store<Pod>>,
+    term: &'static AtomicBool,
+) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+    if cfg.port == 0 {
+        return Ok(None);
+    }
+    std::thread::Builder::new()
+        .name("kubelet-server".into())
+        .spawn(move || {
+            let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(64)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    log(&format!(
+                        "kubelet server: failed to start the async runtime: {e}"
+                    ));
+                    return;
+                }
+            };
+            tokio_rt.block_on(async move {
+                let addr = cfg.bind_addr();
+                let setup = async {
+                    let cas = client_cas(&cfg).await?;
+                    let (certs, key) = serving_cert(&cfg)?;
+                    tls_config(cas, certs, key)
+                };
+                let tls = match setup.await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        log(&format!("kubelet server: not serving {addr}: {e}"));
+                        return;
+                    }
+                };
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log(&format!("kubelet server: failed to listen on {addr}: {e}"));
+                        return;
+                    }
+                };
+                log(&format!("kubelet server: serving https on {addr}"));
+                let ctx = Arc::new(Context {
+                    rt,
+                    pods,
+                    node_name: cfg.node_name.clone(),
+                    verbosity: cfg.verbosity,
+                });
+                let stop = async {
+                    while !term.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = serve(listener, tls, ctx) => {}
+                    _ = stop => {}
+                }
+            });
+            // Followers blocked on a log are not waited for.
+            tokio_rt.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map(Some)
+}
