@@ -3,11 +3,13 @@
 //! in its own crate; what they share (plans, the state directory, rendering inputs) is here.
 
 pub mod boot;
+pub mod engine;
 pub mod kubeconfig;
 pub mod plan;
 pub mod progress;
 pub mod state;
 
+pub use engine::{CloudError, UpError};
 pub use plan::{Plan, PlanStep, PlannedResource};
 pub use state::{StateDir, StateError};
 
@@ -25,6 +27,12 @@ pub enum ProviderError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    /// `up` stopped: at which node, with the cloud's own error code and message.
+    #[error(transparent)]
+    Up(#[from] UpError),
+    /// A cloud call outside `up`'s graph (`down`, `status`).
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
     #[error("{0}")]
     Other(String),
 }

@@ -1,5 +1,6 @@
 //! A plan: the resources `up` creates, in dependency order, grouped in steps whose members do
-//! not depend on each other and so run in parallel.
+//! not depend on each other and so run in parallel. Providers make it from the graph `up` runs
+//! ([`crate::engine::Graph::plan`]).
 
 use serde::Serialize;
 use std::fmt;
@@ -12,6 +13,9 @@ pub struct PlannedResource {
     /// Why or how, when it is not obvious (`exists: VPC_ID`, `size 3`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The plan's numbers of the resources this one waits for (it starts when they are done).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -43,6 +47,7 @@ pub fn resource(kind: &'static str, name: impl Into<String>) -> PlannedResource 
         kind,
         name: name.into(),
         detail: None,
+        needs: Vec::new(),
     }
 }
 
@@ -68,6 +73,10 @@ impl fmt::Display for Plan {
                 write!(f, "  {n:>2}. {:<22} {}", r.kind, r.name)?;
                 if let Some(d) = &r.detail {
                     write!(f, "  ({d})")?;
+                }
+                if !r.needs.is_empty() {
+                    let needs: Vec<String> = r.needs.iter().map(usize::to_string).collect();
+                    write!(f, "  [after {}]", needs.join(", "))?;
                 }
                 writeln!(f)?;
             }

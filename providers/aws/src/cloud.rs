@@ -16,25 +16,18 @@ pub const CLUSTER_TAG: &str = "rktup.io/cluster";
 /// Which of the cluster's resources this is (`vpc`, `subnet`, `master`, ...).
 pub const ROLE_TAG: &str = "rktup.io/role";
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct Error(pub String);
+/// Every AWS error is the engine's typed one: what failed, EC2's (or S3's, Auto Scaling's)
+/// error code and message.
+pub type Error = rktup_provider::CloudError;
 
-impl Error {
-    pub fn new(msg: impl Into<String>) -> Error {
-        Error(msg.into())
-    }
-}
-
-/// "failed to <what>: <code>: <message>", for any SDK error.
+/// "failed to <what>: <code>: <message>", for any SDK error, with the code kept apart.
 pub fn sdk_error<E>(what: &str, e: E) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => Error(format!("failed to {what}: {code}: {msg}")),
-        (Some(code), None) => Error(format!("failed to {what}: {code}")),
-        _ => Error(format!("failed to {what}: {}", DisplayErrorContext(&e))),
+    match e.code() {
+        Some(code) => Error::action(what, e.message().unwrap_or_default()).with_code(code),
+        None => Error::action(what, DisplayErrorContext(&e).to_string()),
     }
 }
 

@@ -419,12 +419,12 @@ impl Deleter<'_> {
                         eprintln!("deleted {:<20} {} {}", f.kind, f.id, f.name);
                         deleted.push(f.clone());
                     }
-                    Err(e) => failed.push((f.clone(), e.0)),
+                    Err(e) => failed.push((f.clone(), e.to_string())),
                 }
             }
             if *kind == "auto-scaling-group" || *kind == "instance" {
                 if let Err(e) = self.wait_instances_gone().await {
-                    failed.push((found(kind, "-", None, ""), e.0));
+                    failed.push((found(kind, "-", None, ""), e.to_string()));
                 }
             }
         }
@@ -517,7 +517,12 @@ impl Deleter<'_> {
     async fn delete_one(&self, f: &Found) -> Result<(), Error> {
         let ec2 = &self.c.ec2;
         let id = f.id.as_str();
-        let gone = |e: &Error| e.0.contains("NotFound") || e.0.contains("NoSuchBucket");
+        let gone = |e: &Error| {
+            e.code
+                .as_deref()
+                .is_some_and(|c| c.contains("NotFound") || c == "NoSuchBucket")
+                || e.message.contains("NotFound")
+        };
         let r = match f.kind {
             "load-balancer" => self
                 .c
@@ -702,7 +707,7 @@ impl Deleter<'_> {
             .map(|_| ())
             .map_err(|e| {
                 if e.code() == Some("NoSuchBucket") {
-                    Error::new("NoSuchBucket")
+                    Error::action("delete the staging bucket", "").with_code("NoSuchBucket")
                 } else {
                     sdk_error("delete the staging bucket", e)
                 }

@@ -1,24 +1,21 @@
-//! The order of `up`: every resource starts as soon as the resources it needs exist, not when
-//! a whole step of the plan is done.
-//!
-//! Each resource is a memoised async getter over a [`OnceCell`]: the first resource that needs
-//! it starts it, the others wait for the same result, so it runs (and prints its progress line)
-//! once. What a resource waits for is written in its getter, with the reason where it is not
-//! just "its id goes into the call". The plan's steps (what `up --dry-run` prints) remain the
-//! grouping: dependencies only point to earlier steps, and `stop_after_step(n)` runs the
-//! resources of steps 1..=n to completion, then stops.
+//! `up` as the shared engine's graph (`rktup_provider::engine`): every resource starts as soon
+//! as the resources it needs exist, not when a whole step of the plan is done, and
+//! `up --dry-run` prints this same graph. What a resource waits for is the list of nodes it
+//! is added with, with the reason where it is not just "its id goes into the call".
+//! `stop_after_step(n)` runs the nodes of the printed plan's steps 1..=n, then stops.
 
 use crate::cloud::Error;
 use crate::up::{Cluster, Made};
 use crate::Aws;
 use rktup_config::NetworkProvider;
 use rktup_provider::boot::{render_boot, PkiOrigin};
+use rktup_provider::engine::{Dep, Done, Graph, Inputs, Key, Outputs};
+use rktup_provider::plan::resource;
 use rktup_provider::state::apiserver_names;
-use rktup_provider::StateDir;
+use rktup_provider::{StateDir, UpOptions};
 use rktup_render::{Pki, Role, Templates};
-use std::future::Future;
 use std::path::PathBuf;
-use tokio::sync::OnceCell;
+use std::time::Duration;
 
 /// The PKI (for the kubeconfig) and both roles' user-data.
 pub struct Boot {
@@ -34,579 +31,500 @@ pub struct Binary {
     pub key: String,
 }
 
-pub struct Graph<'a> {
-    pub aws: &'a Aws,
+/// What the nodes run against.
+pub struct Ctx<'a> {
     pub cl: Cluster<'a>,
     pub state: StateDir,
     pub binary: Binary,
-    vpc: OnceCell<(String, bool)>,
-    vpc_dns: OnceCell<()>,
-    bucket: OnceCell<()>,
-    key_pair: OnceCell<String>,
-    eip: OnceCell<(String, String)>,
-    master_image: OnceCell<String>,
-    node_image: OnceCell<String>,
-    subnet: OnceCell<String>,
-    dhcp_options: OnceCell<Option<String>>,
-    igw: OnceCell<Option<String>>,
-    route_table: OnceCell<Option<String>>,
-    sg_master: OnceCell<String>,
-    sg_node: OnceCell<String>,
-    binary_url: OnceCell<String>,
-    rules: OnceCell<()>,
-    default_route: OnceCell<()>,
-    boot: OnceCell<Boot>,
-    master: OnceCell<String>,
-    template: OnceCell<String>,
-    eip_association: OnceCell<()>,
-    auto_scaling_group: OnceCell<()>,
-    pod_routes: OnceCell<()>,
+}
+
+/// The nodes whose outputs are recorded in `state.json`.
+#[derive(Clone, Copy)]
+pub struct Keys {
+    vpc: Key<String>,
+    subnet: Key<String>,
+    route_table: Option<Key<String>>,
+    igw: Option<Key<String>>,
+    sg_master: Key<String>,
+    sg_node: Key<String>,
+    key_pair: Key<String>,
+    eip: Key<(String, String)>,
+    master_image: Key<String>,
+    node_image: Key<String>,
+    master: Key<String>,
+}
+
+/// Reads a node's output from a node's inputs or from a finished run.
+trait Read {
+    fn read<T: Clone + Default + 'static>(&self, key: Key<T>) -> T;
+}
+
+impl Read for Inputs {
+    fn read<T: Clone + Default + 'static>(&self, key: Key<T>) -> T {
+        self.get(key).clone()
+    }
+}
+
+impl Read for Outputs {
+    fn read<T: Clone + Default + 'static>(&self, key: Key<T>) -> T {
+        self.get(key).cloned().unwrap_or_default()
+    }
+}
+
+/// A node inside the VPC whose action is `Cluster::$action(vpc id)`, its output the new id.
+macro_rules! in_vpc {
+    ($g:ident, $resource:expr, $vpc:ident, $action:ident) => {
+        $g.add($resource, &[$vpc.into()], move |cx, i| {
+            Box::pin(async move { Ok(Done::shown(cx.cl.$action(i.get($vpc).as_str()).await?)) })
+        })
+    };
 }
 
 fn err(e: &dyn std::fmt::Display) -> Error {
     Error::new(e.to_string())
 }
 
-/// Runs `f` if `on` (its step is within the run), else nothing.
-async fn when<T>(on: bool, f: impl Future<Output = Result<T, Error>>) -> Result<(), Error> {
-    if on {
-        f.await?;
-    }
-    Ok(())
-}
-
-impl<'a> Graph<'a> {
-    pub fn new(aws: &'a Aws, cl: Cluster<'a>, state: StateDir, binary: Binary) -> Graph<'a> {
-        Graph {
-            aws,
-            cl,
-            state,
-            binary,
-            vpc: OnceCell::new(),
-            vpc_dns: OnceCell::new(),
-            bucket: OnceCell::new(),
-            key_pair: OnceCell::new(),
-            eip: OnceCell::new(),
-            master_image: OnceCell::new(),
-            node_image: OnceCell::new(),
-            subnet: OnceCell::new(),
-            dhcp_options: OnceCell::new(),
-            igw: OnceCell::new(),
-            route_table: OnceCell::new(),
-            sg_master: OnceCell::new(),
-            sg_node: OnceCell::new(),
-            binary_url: OnceCell::new(),
-            rules: OnceCell::new(),
-            default_route: OnceCell::new(),
-            boot: OnceCell::new(),
-            master: OnceCell::new(),
-            template: OnceCell::new(),
-            eip_association: OnceCell::new(),
-            auto_scaling_group: OnceCell::new(),
-            pod_routes: OnceCell::new(),
-        }
-    }
-
-    /// Every resource of the plan's steps 1..=`through`, each as soon as its inputs exist.
-    pub async fn run(&self, through: usize) -> Result<(), Error> {
-        let step = |n: usize| n <= through;
-        tokio::try_join!(
-            // 1
-            when(step(1), self.vpc_dns()),
-            when(step(1), self.bucket()),
-            when(step(1), self.key_pair()),
-            when(step(1), self.eip()),
-            when(step(1), self.master_image()),
-            when(step(1), self.node_image()),
-            // 2
-            when(step(2), self.subnet()),
-            when(step(2), self.dhcp_options()),
-            when(step(2), self.igw()),
-            when(step(2), self.route_table()),
-            when(step(2), self.sg_master()),
-            when(step(2), self.sg_node()),
-            when(step(2), self.binary_url()),
-            // 3
-            when(step(3), self.rules()),
-            when(step(3), self.default_route()),
-            // 4
-            when(step(4), self.master()),
-            when(step(4), self.template()),
-            // 5
-            when(step(5), self.eip_association()),
-            when(step(5), self.auto_scaling_group()),
-            // 6
-            when(step(6), self.pod_routes()),
-        )?;
-        Ok(())
-    }
-
+impl Keys {
     /// What exists so far, by role (empty where not made yet).
-    pub fn made(&self) -> Made {
-        let s = |c: &OnceCell<String>| c.get().cloned().unwrap_or_default();
-        let o = |c: &OnceCell<Option<String>>| c.get().cloned().flatten();
-        let (vpc, vpc_ours) = self.vpc.get().cloned().unwrap_or_default();
-        let (eip_alloc, eip) = self.eip.get().cloned().unwrap_or_default();
+    pub fn made(&self, aws: &Aws, o: &Outputs) -> Made {
+        let (eip_alloc, eip) = o.read(self.eip);
         Made {
-            vpc,
-            vpc_ours,
-            subnet: s(&self.subnet),
-            route_table: o(&self.route_table),
-            igw: o(&self.igw),
-            sg_master: s(&self.sg_master),
-            sg_node: s(&self.sg_node),
-            key_name: s(&self.key_pair),
+            vpc: o.read(self.vpc),
+            vpc_ours: aws.aws().vpc_id.is_none(),
+            subnet: o.read(self.subnet),
+            route_table: self.route_table.and_then(|k| o.get(k).cloned()),
+            igw: self.igw.and_then(|k| o.get(k).cloned()),
+            sg_master: o.read(self.sg_master),
+            sg_node: o.read(self.sg_node),
+            key_name: o.read(self.key_pair),
             eip_alloc,
             eip,
-            master_image: s(&self.master_image),
-            node_image: s(&self.node_image),
-            master: s(&self.master),
+            master_image: o.read(self.master_image),
+            node_image: o.read(self.node_image),
+            master: o.read(self.master),
         }
     }
+}
 
-    /// Records `made` in `state.json` (the binary's URL is set by `binary_url`).
-    pub fn record(&self, made: &Made) -> Result<(), Error> {
-        let mut recorded = self.state.load_recorded().map_err(|e| err(&e))?;
-        self.aws.record(&mut recorded, made);
-        self.state.save_recorded(&recorded).map_err(|e| err(&e))
-    }
+/// Records `made` in `state.json` (the binary's URL is set by the s3-object node).
+pub fn record(aws: &Aws, state: &StateDir, made: &Made) -> Result<(), Error> {
+    let mut recorded = state.load_recorded().map_err(|e| err(&e))?;
+    aws.record(&mut recorded, made);
+    state.save_recorded(&recorded).map_err(|e| err(&e))
+}
 
-    pub fn boot_rendered(&self) -> Option<&Boot> {
-        self.boot.get()
-    }
+/// Every resource of `up`; `object` is the staged binary's key (generic in the plan).
+pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'a, Ctx<'a>>, Keys) {
+    let s = &aws.settings;
+    let a = aws.aws();
+    let name = |suffix: &str| aws.name(suffix);
+    let ours = a.vpc_id.is_none();
+    let mut g: Graph<'a, Ctx<'a>> = Graph::new();
 
-    fn name(&self, suffix: &str) -> String {
-        self.aws.name(suffix)
-    }
-
-    // Step 1: what needs nothing else.
-
-    pub async fn vpc(&self) -> Result<(String, bool), Error> {
-        let v = self.vpc.get_or_try_init(|| {
-            Box::pin(self.cl.line("vpc", self.name("vpc"), async {
-                let (id, ours) = self.cl.vpc().await?;
-                let how = if ours { "" } else { " (VPC_ID, kept by down)" };
-                Ok(((id.clone(), ours), format!("{id}{how}")))
-            }))
-        });
-        Ok(v.await?.clone())
-    }
-
-    /// DNS support and hostnames in our VPC (never in VPC_ID's). Only instances care, so only
-    /// they wait for it; what else goes into the VPC needs just its id.
-    pub async fn vpc_dns(&self) -> Result<(), Error> {
-        let (vpc, ours) = self.vpc().await?;
-        if !ours {
-            return Ok(());
-        }
-        self.vpc_dns
-            .get_or_try_init(|| {
-                Box::pin(self.cl.line("vpc-dns", self.name("vpc"), async {
-                    self.cl.vpc_dns(&vpc).await?;
-                    Ok(((), "support + hostnames".to_string()))
-                }))
+    // What needs nothing else.
+    let vpc_node = match &a.vpc_id {
+        Some(id) => resource("vpc", id.as_str()).with_detail("exists: VPC_ID, never deleted"),
+        None => resource("vpc", name("vpc")).with_detail(a.vpc_cidr.to_string()),
+    };
+    let vpc = g.add(vpc_node, &[], |cx: &'a Ctx<'a>, _| {
+        Box::pin(async move {
+            let (id, ours) = cx.cl.vpc().await?;
+            let how = if ours { "" } else { " (VPC_ID, kept by down)" };
+            Ok(Done::new(id.clone(), format!("{id}{how}")))
+        })
+    });
+    let bucket = g.add(resource("s3-bucket", aws.staging_bucket()), &[], |cx, _| {
+        Box::pin(async move {
+            let made = cx.cl.bucket(&cx.cl.aws.staging_bucket()).await?;
+            Ok(Done::new((), if made { "created" } else { "exists" }))
+        })
+    });
+    let key_pair = g.add(
+        resource("key-pair", name("key")).with_detail(format!("{}.pub", a.ssh_key.display())),
+        &[],
+        |cx, _| Box::pin(async move { Ok(Done::shown(cx.cl.key_pair().await?)) }),
+    );
+    let eip = g.add(
+        resource("elastic-ip", name("master-ip"))
+            .with_detail("allocated first: the API server's certificate names it"),
+        &[],
+        |cx, _| {
+            Box::pin(async move {
+                let (id, ip) = cx.cl.elastic_ip().await?;
+                let detail = format!("{ip} ({id})");
+                Ok(Done::new((id, ip), detail))
             })
-            .await?;
-        Ok(())
-    }
+        },
+    );
+    let mut image = |role: &'static str, given: &'a Option<String>| {
+        let detail = given
+            .clone()
+            .unwrap_or_else(|| "Flatcar stable (looked up)".into());
+        g.add(
+            resource("image", role).with_detail(detail),
+            &[],
+            move |cx: &'a Ctx<'a>, _| {
+                Box::pin(async move { Ok(Done::shown(cx.cl.image(given).await?)) })
+            },
+        )
+    };
+    let master_image = image("master", &a.master_image);
+    let node_image = image("node", &a.node_image);
 
-    pub async fn bucket(&self) -> Result<(), Error> {
-        let bucket = self.aws.staging_bucket();
-        self.bucket
-            .get_or_try_init(|| {
-                Box::pin(self.cl.line("s3-bucket", &bucket, async {
-                    let made = self.cl.bucket(&bucket).await?;
-                    Ok(((), if made { "created" } else { "exists" }.to_string()))
-                }))
+    // Inside the VPC, and the binary in the bucket.
+    let mut network: Vec<Dep> = Vec::new();
+    if ours {
+        // Only instances care about DNS, so only they wait for it.
+        let dns = g.add(
+            resource("vpc-dns", name("vpc")).with_detail("support + hostnames"),
+            &[vpc.into()],
+            move |cx, i| {
+                Box::pin(async move {
+                    cx.cl.vpc_dns(i.get(vpc).as_str()).await?;
+                    Ok(Done::new((), "support + hostnames"))
+                })
+            },
+        );
+        network.push(dns.into());
+    }
+    let subnet_node = match &a.subnet_id {
+        Some(id) => resource("subnet", id.as_str()).with_detail("exists: SUBNET_ID, never deleted"),
+        None => resource("subnet", name("subnet"))
+            .with_detail(format!("{} in {}", a.subnet_cidr, a.zone)),
+    };
+    let subnet = in_vpc!(g, subnet_node, vpc, subnet);
+    network.push(subnet.into());
+    // The DHCP options, internet gateway and route table only in our own VPC.
+    let (mut igw, mut route_table) = (None, None);
+    if ours {
+        let dhcp = in_vpc!(
+            g,
+            resource("dhcp-options", name("dhcp-options")),
+            vpc,
+            dhcp_options
+        );
+        network.push(dhcp.into());
+        let gw = resource("internet-gateway", name("igw")).with_detail("attached to the VPC");
+        let gw = in_vpc!(g, gw, vpc, internet_gateway);
+        let rt = in_vpc!(
+            g,
+            resource("route-table", name("route-table")),
+            vpc,
+            route_table
+        );
+        (igw, route_table) = (Some(gw), Some(rt));
+    }
+    let mut security_group = |role: &'static str, prefix: &str| {
+        let group = format!("{prefix}-{}", s.name);
+        g.add(
+            resource("security-group", &group),
+            &[vpc.into()],
+            move |cx: &'a Ctx<'a>, i: Inputs| {
+                Box::pin(async move {
+                    Ok(Done::shown(
+                        cx.cl
+                            .security_group(i.get(vpc).as_str(), role, &group)
+                            .await?,
+                    ))
+                })
+            },
+        )
+    };
+    let sg_master = security_group("sg-master", "kubernetes-master");
+    let sg_node = security_group("sg-node", "kubernetes-minion");
+    // The binary's pre-signed URL, recorded in `state.json` before anything is rendered:
+    // `render_boot` reads it from there, as `rktup render aws` does.
+    let binary_url = g.add(
+        resource("s3-object", format!("{}/{object}", aws.staging_bucket()))
+            .with_detail("the rktup binary, sha256-checked by nodes"),
+        &[bucket.into()],
+        |cx, _| Box::pin(stage(cx)),
+    );
+
+    // Rules and routes between what the VPC holds.
+    let rules = g.add(
+        resource("security-group-rules", name("rules")).with_detail(format!(
+            "cluster-internal, 22 from {}, 443 from {}",
+            a.ssh_cidr, a.http_api_cidr
+        )),
+        &[sg_master.into(), sg_node.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let m = Made {
+                    sg_master: i.read(sg_master),
+                    sg_node: i.read(sg_node),
+                    ..Made::default()
+                };
+                let n = cx.cl.security_rules(&m).await?;
+                Ok(Done::new((), format!("{n} added")))
             })
-            .await?;
-        Ok(())
+        },
+    );
+    network.push(rules.into());
+    if let (Some(rt), Some(gw)) = (route_table, igw) {
+        // Once the gateway is attached (EC2 refuses a route to a detached gateway); and the
+        // table's association with the subnet.
+        let route = g.add(
+            resource("route", name("default-route"))
+                .with_detail("0.0.0.0/0 via the internet gateway"),
+            &[rt.into(), gw.into(), subnet.into()],
+            move |cx, i| {
+                Box::pin(async move {
+                    let gw = i.get(gw);
+                    cx.cl
+                        .default_route(i.get(rt).as_str(), gw, i.get(subnet).as_str())
+                        .await?;
+                    Ok(Done::new((), format!("0.0.0.0/0 via {gw}")))
+                })
+            },
+        );
+        network.push(route.into());
     }
 
-    pub async fn key_pair(&self) -> Result<String, Error> {
-        let k = self.key_pair.get_or_try_init(|| {
-            Box::pin(self.cl.line("key-pair", self.name("key"), async {
-                let k = self.cl.key_pair().await?;
-                Ok((k.clone(), k))
-            }))
-        });
-        Ok(k.await?.clone())
-    }
+    // The PKI names the master's private and public addresses, so it waits for the elastic
+    // IP; the user-data names the binary's URL, so it waits for the upload.
+    let boot = g.add(
+        resource("user-data", "master, node")
+            .with_detail("the PKI names the elastic IP; as `rktup render aws`"),
+        &[eip.into(), binary_url.into()],
+        move |cx, i| Box::pin(async move { render(cx, &i.get(eip).1).map(|b| Done::new(b, "")) }),
+    );
 
-    /// (allocation id, public IP).
-    pub async fn eip(&self) -> Result<(String, String), Error> {
-        let e = self.eip.get_or_try_init(|| {
-            Box::pin(self.cl.line("elastic-ip", self.name("master-ip"), async {
-                let (id, ip) = self.cl.elastic_ip().await?;
-                Ok(((id.clone(), ip.clone()), format!("{ip} ({id})")))
-            }))
-        });
-        Ok(e.await?.clone())
-    }
-
-    pub async fn master_image(&self) -> Result<String, Error> {
-        let given = &self.cl.a.master_image;
-        let i = self
-            .master_image
-            .get_or_try_init(|| Box::pin(self.image_line("master", given)));
-        Ok(i.await?.clone())
-    }
-
-    pub async fn node_image(&self) -> Result<String, Error> {
-        let given = &self.cl.a.node_image;
-        let i = self
-            .node_image
-            .get_or_try_init(|| Box::pin(self.image_line("node", given)));
-        Ok(i.await?.clone())
-    }
-
-    async fn image_line(&self, role: &str, given: &Option<String>) -> Result<String, Error> {
-        self.cl
-            .line("image", role, async {
-                let i = self.cl.image(given).await?;
-                Ok((i.clone(), i))
+    // The master once everything around it exists (the subnet with public addresses, the
+    // VPC's DNS and DHCP options, the default route and the rules: the way out and in).
+    let mut needs = network.clone();
+    needs.extend::<[Dep; 6]>([
+        vpc.into(),
+        sg_master.into(),
+        key_pair.into(),
+        master_image.into(),
+        eip.into(),
+        boot.into(),
+    ]);
+    let master = g.add(
+        resource("instance", name("master")).with_detail(format!(
+            "{} {}, {}, {}",
+            a.zone,
+            a.master_size,
+            a.master_image
+                .as_deref()
+                .unwrap_or("Flatcar stable (looked up)"),
+            aws.master_internal_ip()
+        )),
+        &needs,
+        move |cx, i| {
+            Box::pin(async move {
+                let (eip_alloc, eip) = i.read(eip);
+                let mut m = Made {
+                    vpc: i.read(vpc),
+                    vpc_ours: ours,
+                    subnet: i.read(subnet),
+                    sg_master: i.read(sg_master),
+                    key_name: i.read(key_pair),
+                    master_image: i.read(master_image),
+                    eip_alloc,
+                    eip,
+                    ..Made::default()
+                };
+                let (id, made) = cx.cl.master(&m, &i.get(boot).master).await?;
+                // Recorded at once: a killed run leaves the master in state.json.
+                m.master = id.clone();
+                record(cx.cl.aws, &cx.state, &m)?;
+                let how = if made { "started" } else { "exists" };
+                Ok(Done::new(id.clone(), format!("{id} {how}")))
             })
-            .await
-    }
-
-    // Step 2: inside the VPC, and the binary in the bucket.
-
-    pub async fn subnet(&self) -> Result<String, Error> {
-        let s = self.subnet.get_or_try_init(|| {
-            Box::pin(async {
-                let (vpc, _) = self.vpc().await?;
-                self.cl
-                    .line("subnet", self.name("subnet"), async {
-                        let id = self.cl.subnet(&vpc).await?;
-                        Ok((id.clone(), id))
-                    })
-                    .await
+        },
+    );
+    // Needs no network: a template launches nothing by itself.
+    let template = g.add(
+        resource("launch-template", name("minion-template")).with_detail(format!(
+            "{}, {}",
+            a.node_size,
+            a.node_image
+                .as_deref()
+                .unwrap_or("Flatcar stable (looked up)")
+        )),
+        &[
+            sg_node.into(),
+            key_pair.into(),
+            node_image.into(),
+            boot.into(),
+        ],
+        move |cx, i| {
+            Box::pin(async move {
+                let m = Made {
+                    sg_node: i.read(sg_node),
+                    key_name: i.read(key_pair),
+                    node_image: i.read(node_image),
+                    ..Made::default()
+                };
+                Ok(Done::shown(
+                    cx.cl.launch_template(&m, &i.get(boot).node).await?,
+                ))
             })
-        });
-        Ok(s.await?.clone())
-    }
+        },
+    );
 
-    /// Only in our own VPC (as the internet gateway and route table).
-    pub async fn dhcp_options(&self) -> Result<Option<String>, Error> {
-        let d = self.dhcp_options.get_or_try_init(|| {
-            Box::pin(async {
-                let (vpc, ours) = self.vpc().await?;
-                if !ours {
-                    return Ok(None);
-                }
-                self.cl
-                    .line("dhcp-options", self.name("dhcp-options"), async {
-                        let id = self.cl.dhcp_options(&vpc).await?;
-                        Ok((Some(id.clone()), id))
-                    })
-                    .await
+    // The master's public address, and the nodes right after the template: they find the
+    // master at its fixed private address, so the group waits neither for the master
+    // instance nor for its elastic IP.
+    let association = g.add(
+        resource("elastic-ip-association", name("master-ip")),
+        &[master.into(), eip.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let (eip_alloc, eip) = i.read(eip);
+                let m = Made {
+                    eip_alloc,
+                    eip,
+                    master: i.read(master),
+                    ..Made::default()
+                };
+                cx.cl.associate_eip(&m).await?;
+                Ok(Done::new((), format!("{} -> {}", m.eip, m.master)))
             })
-        });
-        Ok(d.await?.clone())
-    }
-
-    /// Created and attached to our VPC.
-    pub async fn igw(&self) -> Result<Option<String>, Error> {
-        let g = self.igw.get_or_try_init(|| {
-            Box::pin(async {
-                let (vpc, ours) = self.vpc().await?;
-                if !ours {
-                    return Ok(None);
-                }
-                self.cl
-                    .line("internet-gateway", self.name("igw"), async {
-                        let id = self.cl.internet_gateway(&vpc).await?;
-                        Ok((Some(id.clone()), id))
-                    })
-                    .await
-            })
-        });
-        Ok(g.await?.clone())
-    }
-
-    pub async fn route_table(&self) -> Result<Option<String>, Error> {
-        let t = self.route_table.get_or_try_init(|| {
-            Box::pin(async {
-                let (vpc, ours) = self.vpc().await?;
-                if !ours {
-                    return Ok(None);
-                }
-                self.cl
-                    .line("route-table", self.name("route-table"), async {
-                        let id = self.cl.route_table(&vpc).await?;
-                        Ok((Some(id.clone()), id))
-                    })
-                    .await
-            })
-        });
-        Ok(t.await?.clone())
-    }
-
-    pub async fn sg_master(&self) -> Result<String, Error> {
-        let g = self
-            .sg_master
-            .get_or_try_init(|| Box::pin(self.security_group("sg-master", "kubernetes-master")));
-        Ok(g.await?.clone())
-    }
-
-    pub async fn sg_node(&self) -> Result<String, Error> {
-        let g = self
-            .sg_node
-            .get_or_try_init(|| Box::pin(self.security_group("sg-node", "kubernetes-minion")));
-        Ok(g.await?.clone())
-    }
-
-    async fn security_group(&self, role: &str, prefix: &str) -> Result<String, Error> {
-        let (vpc, _) = self.vpc().await?;
-        let name = format!("{prefix}-{}", self.cl.s.name);
-        self.cl
-            .line("security-group", &name, async {
-                let id = self.cl.security_group(&vpc, role, &name).await?;
-                Ok((id.clone(), id))
-            })
-            .await
-    }
-
-    /// The binary's pre-signed URL, recorded in `state.json` before anything is rendered:
-    /// `render_boot` reads it from there, as `rktup render aws` does.
-    pub async fn binary_url(&self) -> Result<String, Error> {
-        let u = self.binary_url.get_or_try_init(|| {
-            Box::pin(async {
-                self.bucket().await?;
-                let (bucket, b) = (self.aws.staging_bucket(), &self.binary);
-                let url = self
+        },
+    );
+    let mut needs = network;
+    needs.push(template.into());
+    let group = g.add(
+        resource("auto-scaling-group", name("minion-group"))
+            .with_detail(format!("{} nodes", s.num_nodes)),
+        &needs,
+        move |cx, i| {
+            Box::pin(async move {
+                let m = Made {
+                    subnet: i.read(subnet),
+                    ..Made::default()
+                };
+                let d = cx
                     .cl
-                    .line("s3-object", format!("{bucket}/{}", b.key), async {
-                        let recorded = self.state.load_recorded().map_err(|e| err(&e))?;
-                        if let (Some(url), Some(rsha)) =
-                            (&recorded.binary_url, &recorded.binary_sha256)
-                        {
-                            if *rsha == b.sha {
-                                return Ok((url.clone(), "staged before".to_string()));
-                            }
-                        }
-                        let url = self.cl.stage(&bucket, &b.key, &b.path).await?;
-                        Ok((url, format!("sha256 {}", &b.sha[..12])))
-                    })
+                    .auto_scaling_group(&m, i.get(template).as_str())
                     .await?;
-                let mut recorded = self.state.load_recorded().map_err(|e| err(&e))?;
-                recorded.binary_url = Some(url.clone());
-                recorded.binary_sha256 = Some(b.sha.clone());
-                self.aws.record(&mut recorded, &self.made());
-                self.state.save_recorded(&recorded).map_err(|e| err(&e))?;
-                Ok::<_, Error>(url)
+                Ok(Done::new((), d))
             })
-        });
-        Ok(u.await?.clone())
-    }
+        },
+    );
+    let mut last: Vec<Dep> = vec![association.into(), group.into()];
 
-    // Step 3: rules and routes between what step 2 made.
-
-    pub async fn rules(&self) -> Result<(), Error> {
-        self.rules
-            .get_or_try_init(|| {
-                Box::pin(async {
-                    tokio::try_join!(self.sg_master(), self.sg_node())?;
-                    self.cl
-                        .line("security-group-rules", self.name("rules"), async {
-                            let n = self.cl.security_rules(&self.made()).await?;
-                            Ok(((), format!("{n} added")))
-                        })
-                        .await
+    // kubenet: one route per node, once the group has started them.
+    if let (NetworkProvider::Kubenet, Some(rt)) = (s.network, route_table) {
+        let routes = g.add(
+            resource("route", name("<node>-<pod-cidr>")).with_detail(format!(
+                "one per node, pod CIDRs from {}",
+                s.cluster_ip_range
+            )),
+            &[group.into(), rt.into()],
+            move |cx, i| {
+                Box::pin(async move {
+                    let n = cx.cl.pod_routes(i.get(rt).as_str()).await?;
+                    Ok(Done::new((), format!("{n} added")))
                 })
-            })
-            .await?;
-        Ok(())
+            },
+        );
+        last = vec![association.into(), routes.into()];
     }
 
-    /// 0.0.0.0/0 via the internet gateway once it is attached (EC2 refuses a route to a
-    /// detached gateway), and the table associated with the subnet.
-    pub async fn default_route(&self) -> Result<(), Error> {
-        self.default_route
-            .get_or_try_init(|| {
-                Box::pin(async {
-                    let (rt, igw, subnet) =
-                        tokio::try_join!(self.route_table(), self.igw(), self.subnet())?;
-                    let (Some(rt), Some(igw)) = (rt, igw) else {
-                        return Ok(());
-                    };
-                    self.cl
-                        .line("route", self.name("default-route"), async {
-                            self.cl.default_route(&rt, &igw, &subnet).await?;
-                            Ok(((), format!("0.0.0.0/0 via {igw}")))
-                        })
-                        .await
+    // The kubeconfig context once everything exists, then the wait for the API server.
+    last.extend::<[Dep; 2]>([eip.into(), boot.into()]);
+    let context = g.add(
+        resource("kubeconfig-context", aws.context_name())
+            .with_detail("https://<elastic IP>, the admin certificate"),
+        &last,
+        move |cx, i| {
+            Box::pin(async move {
+                let server = format!("https://{}", i.get(eip).1);
+                let explicit = options
+                    .kubeconfig
+                    .clone()
+                    .or_else(|| cx.cl.aws.kubeconfig.clone());
+                let Ok(path) = rktup_provider::kubeconfig::kubeconfig_path(explicit.as_deref())
+                else {
+                    return Ok(Done::new((), "no kubeconfig path: skipped"));
+                };
+                let pki = &i.get(boot).pki;
+                rktup_provider::kubeconfig::merge_context(
+                    Some(&path),
+                    &cx.cl.aws.context_name(),
+                    &server,
+                    pki.get("ca.crt"),
+                    pki.get("admin.crt"),
+                    pki.get("admin.key"),
+                )
+                .map_err(|e| err(&e))?;
+                Ok(Done::new((), format!("{server} in {}", path.display())))
+            })
+        },
+    );
+    if !options.no_wait {
+        g.add(
+            resource("api-server", name("master")).with_detail("port 443 answers; --no-wait skips"),
+            &[context.into(), eip.into()],
+            move |cx, i| {
+                Box::pin(async move {
+                    let wait = options.wait.unwrap_or(Duration::from_secs(600));
+                    let ip = &i.get(eip).1;
+                    cx.cl.aws.wait_api(ip, wait).await?;
+                    Ok(Done::new((), format!("https://{ip} answers on 443")))
                 })
-            })
-            .await?;
-        Ok(())
+            },
+        );
     }
+    let keys = Keys {
+        vpc,
+        subnet,
+        route_table,
+        igw,
+        sg_master,
+        sg_node,
+        key_pair,
+        eip,
+        master_image,
+        node_image,
+        master,
+    };
+    (g, keys)
+}
 
-    /// What an instance needs around it before it boots, as when steps 1–3 ran before any
-    /// instance: the subnet with public addresses, the VPC's DNS and DHCP options (its
-    /// hostname), the default route and the rules (the way out and in).
-    async fn network(&self) -> Result<(), Error> {
-        tokio::try_join!(
-            self.vpc_dns(),
-            self.subnet(),
-            self.dhcp_options(),
-            self.default_route(),
-            self.rules(),
-        )?;
-        Ok(())
-    }
-
-    // Step 4: the master and the nodes' template.
-
-    /// The PKI names the master's private and public addresses, so it waits for the elastic
-    /// IP; the user-data names the binary's URL, so it waits for the upload. Rendered as
-    /// `rktup render aws` does.
-    pub async fn boot(&self) -> Result<&Boot, Error> {
-        self.boot
-            .get_or_try_init(|| {
-                Box::pin(async {
-                    let ((_, eip), _) = tokio::try_join!(self.eip(), self.binary_url())?;
-                    let aws = self.aws;
-                    let s = self.cl.s;
-                    let ips: Vec<std::net::IpAddr> = [aws.master_internal_ip().to_string(), eip]
-                        .iter()
-                        .filter_map(|ip| ip.parse().ok())
-                        .collect();
-                    let names = apiserver_names(s, &aws.name("master"), &ips);
-                    let pki = self
-                        .state
-                        .ensure_pki(&s.name, &names)
-                        .map_err(|e| err(&e))?;
-                    let templates = match &aws.templates {
-                        Some(dir) => Templates::with_overrides(dir).map_err(|e| err(&e))?,
-                        None => Templates::embedded().map_err(|e| err(&e))?,
-                    };
-                    let render = |role| {
-                        render_boot(aws, &templates, role, &pki, PkiOrigin::Saved)
-                            .map(|b| b.user_data.bytes)
-                            .map_err(|e| err(&e))
-                    };
-                    let master = render(Role::Master)?;
-                    let node = render(Role::Node)?;
-                    Ok(Boot { pki, master, node })
-                })
-            })
-            .await
-    }
-
-    pub async fn master(&self) -> Result<String, Error> {
-        let m = self.master.get_or_try_init(|| {
-            Box::pin(async {
-                tokio::try_join!(
-                    self.network(),
-                    self.sg_master(),
-                    self.key_pair(),
-                    self.master_image(),
-                    self.boot(),
-                )?;
-                let boot = self.boot().await?;
-                let id = self
-                    .cl
-                    .line("instance", self.name("master"), async {
-                        let (id, made) = self.cl.master(&self.made(), &boot.master).await?;
-                        let how = if made { "started" } else { "exists" };
-                        Ok((id.clone(), format!("{id} {how}")))
-                    })
-                    .await?;
-                // Recorded at once, as when step 4 ended.
-                let mut made = self.made();
-                made.master = id.clone();
-                self.record(&made)?;
-                Ok::<_, Error>(id)
-            })
-        });
-        Ok(m.await?.clone())
-    }
-
-    /// Needs no network: a template launches nothing by itself.
-    pub async fn template(&self) -> Result<String, Error> {
-        let t = self.template.get_or_try_init(|| {
-            Box::pin(async {
-                tokio::try_join!(
-                    self.sg_node(),
-                    self.key_pair(),
-                    self.node_image(),
-                    self.boot()
-                )?;
-                let boot = self.boot().await?;
-                self.cl
-                    .line("launch-template", self.name("minion-template"), async {
-                        let name = self.cl.launch_template(&self.made(), &boot.node).await?;
-                        Ok((name.clone(), name))
-                    })
-                    .await
-            })
-        });
-        Ok(t.await?.clone())
-    }
-
-    // Step 5: the master's public address and the nodes.
-
-    pub async fn eip_association(&self) -> Result<(), Error> {
-        self.eip_association
-            .get_or_try_init(|| {
-                Box::pin(async {
-                    tokio::try_join!(self.master(), self.eip())?;
-                    let m = self.made();
-                    self.cl
-                        .line("elastic-ip-association", self.name("master-ip"), async {
-                            self.cl.associate_eip(&m).await?;
-                            Ok(((), format!("{} -> {}", m.eip, m.master)))
-                        })
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Right after the template: nodes find the master at its fixed private address, so the
-    /// group does not wait for the master instance or its elastic IP.
-    pub async fn auto_scaling_group(&self) -> Result<(), Error> {
-        self.auto_scaling_group
-            .get_or_try_init(|| {
-                Box::pin(async {
-                    let (template, _) = tokio::try_join!(self.template(), self.network())?;
-                    self.cl
-                        .line("auto-scaling-group", self.name("minion-group"), async {
-                            let d = self.cl.auto_scaling_group(&self.made(), &template).await?;
-                            Ok(((), d))
-                        })
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
-    }
-
-    // Step 6: pod routes (kubenet).
-
-    /// One route per node, once the group has started them.
-    pub async fn pod_routes(&self) -> Result<(), Error> {
-        if self.cl.s.network != NetworkProvider::Kubenet {
-            return Ok(());
+/// Uploads the binary unless `state.json` says it is staged, then records its URL.
+async fn stage(cx: &Ctx<'_>) -> Result<Done<String>, Error> {
+    let (bucket, b) = (cx.cl.aws.staging_bucket(), &cx.binary);
+    let recorded = cx.state.load_recorded().map_err(|e| err(&e))?;
+    let (url, detail) = match (&recorded.binary_url, &recorded.binary_sha256) {
+        (Some(url), Some(rsha)) if *rsha == b.sha => (url.clone(), "staged before".to_string()),
+        _ => {
+            let url = cx.cl.stage(&bucket, &b.key, &b.path).await?;
+            (url, format!("sha256 {}", &b.sha[..12]))
         }
-        self.pod_routes
-            .get_or_try_init(|| {
-                Box::pin(async {
-                    let (_, rt) = tokio::try_join!(self.auto_scaling_group(), self.route_table())?;
-                    let Some(rt) = rt else {
-                        return Ok(());
-                    };
-                    self.cl
-                        .line("route", self.name("<node>-<pod-cidr>"), async {
-                            let n = self.cl.pod_routes(&rt).await?;
-                            Ok(((), format!("{n} added")))
-                        })
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
-    }
+    };
+    let mut recorded = cx.state.load_recorded().map_err(|e| err(&e))?;
+    recorded.binary_url = Some(url.clone());
+    recorded.binary_sha256 = Some(b.sha.clone());
+    cx.state.save_recorded(&recorded).map_err(|e| err(&e))?;
+    Ok(Done::new(url, detail))
+}
+
+/// Both roles' user-data, rendered as `rktup render aws` does, with the PKI kept in the
+/// state directory.
+fn render(cx: &Ctx<'_>, eip: &str) -> Result<Boot, Error> {
+    let aws = cx.cl.aws;
+    let s = cx.cl.s;
+    let ips: Vec<std::net::IpAddr> = [aws.master_internal_ip().to_string(), eip.to_string()]
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let names = apiserver_names(s, &aws.name("master"), &ips);
+    let pki = cx.state.ensure_pki(&s.name, &names).map_err(|e| err(&e))?;
+    let templates = match &aws.templates {
+        Some(dir) => Templates::with_overrides(dir).map_err(|e| err(&e))?,
+        None => Templates::embedded().map_err(|e| err(&e))?,
+    };
+    let render = |role| {
+        render_boot(aws, &templates, role, &pki, PkiOrigin::Saved)
+            .map(|b| b.user_data.bytes)
+            .map_err(|e| err(&e))
+    };
+    let master = render(Role::Master)?;
+    let node = render(Role::Node)?;
+    Ok(Boot { pki, master, node })
 }

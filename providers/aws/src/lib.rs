@@ -6,9 +6,9 @@ pub mod graph;
 pub mod up;
 
 use cloud::{Clients, Error, RetryPolicy};
-use rktup_config::{AwsSettings, ClusterSettings, NetworkProvider, OutputFormat};
-use rktup_provider::plan::resource;
-use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
+use rktup_config::{AwsSettings, ClusterSettings, OutputFormat};
+use rktup_provider::progress::Progress;
+use rktup_provider::{ClusterProvider, Plan, ProviderError, UpError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -157,113 +157,26 @@ impl ClusterProvider for Aws {
         }
     }
 
+    /// The graph `up` runs (`graph::graph`), with the staged binary's key left generic.
     fn plan(&self) -> Plan {
-        let s = &self.settings;
-        let a = self.aws();
-        let vpc = match &a.vpc_id {
-            Some(id) => resource("vpc", id.as_str()).with_detail("exists: VPC_ID, never deleted"),
-            None => resource("vpc", self.name("vpc")).with_detail(a.vpc_cidr.to_string()),
-        };
-        let subnet = match &a.subnet_id {
-            Some(id) => {
-                resource("subnet", id.as_str()).with_detail("exists: SUBNET_ID, never deleted")
-            }
-            None => resource("subnet", self.name("subnet"))
-                .with_detail(format!("{} in {}", a.subnet_cidr, a.zone)),
-        };
-        let mut network = vec![subnet];
-        if a.vpc_id.is_none() {
-            network.push(resource("dhcp-options", self.name("dhcp-options")));
-            network.push(resource("internet-gateway", self.name("igw")));
-            network.push(resource("route-table", self.name("route-table")));
-        }
-        network.push(resource(
-            "security-group",
-            format!("kubernetes-master-{}", s.name),
-        ));
-        network.push(resource(
-            "security-group",
-            format!("kubernetes-minion-{}", s.name),
-        ));
-        network.push(
-            resource("s3-object", format!("{}/rktup", self.staging_bucket()))
-                .with_detail("the rktup binary, sha256-checked by nodes"),
-        );
-        let mut wiring = vec![
-            resource("security-group-rules", self.name("rules")).with_detail(format!(
-                "cluster-internal, 22 from {}, 443 from {}",
-                a.ssh_cidr, a.http_api_cidr
-            )),
-        ];
-        if a.vpc_id.is_none() {
-            wiring.push(
-                resource("route", self.name("default-route"))
-                    .with_detail("0.0.0.0/0 via the internet gateway"),
-            );
-        }
-        let mut routes = Vec::new();
-        if s.network == NetworkProvider::Kubenet {
-            routes.push(
-                resource("route", self.name("<node>-<pod-cidr>")).with_detail(format!(
-                    "one per node, pod CIDRs from {}",
-                    s.cluster_ip_range
-                )),
-            );
-        }
-        let image = |ami: &Option<String>| {
-            ami.clone()
-                .unwrap_or_else(|| "Flatcar stable (looked up)".into())
-        };
-        Plan::default()
-            .step(vec![
-                vpc,
-                resource("s3-bucket", self.staging_bucket()),
-                resource("key-pair", self.name("key"))
-                    .with_detail(format!("{}.pub", a.ssh_key.display())),
-                resource("elastic-ip", self.name("master-ip"))
-                    .with_detail("allocated first: the API server's certificate names it"),
-            ])
-            .step(network)
-            .step(wiring)
-            .step(vec![
-                resource("instance", self.name("master")).with_detail(format!(
-                    "{} {}, {}, {}",
-                    a.zone,
-                    a.master_size,
-                    image(&a.master_image),
-                    self.master_internal_ip()
-                )),
-                resource("launch-template", self.name("minion-template")).with_detail(format!(
-                    "{}, {}",
-                    a.node_size,
-                    image(&a.node_image)
-                )),
-            ])
-            .step(vec![
-                resource("elastic-ip-association", self.name("master-ip")),
-                resource("auto-scaling-group", self.name("minion-group"))
-                    .with_detail(format!("{} nodes", s.num_nodes)),
-            ])
-            .step(routes)
+        let options = UpOptions::default();
+        let (graph, _) = graph::graph(self, &options, "rktup");
+        graph.plan()
     }
 
     fn up(&self, options: &UpOptions) -> Result<(), ProviderError> {
         let rt = self.runtime()?;
-        rt.block_on(self.up_async(options))
-            .map_err(|e| ProviderError::Other(e.0))
+        Ok(rt.block_on(self.up_async(options))?)
     }
 
     fn down(&self) -> Result<(), ProviderError> {
         let rt = self.runtime()?;
-        rt.block_on(self.down_async())
-            .map_err(|e| ProviderError::Other(e.0))
+        Ok(rt.block_on(self.down_async())?)
     }
 
     fn status(&self) -> Result<(), ProviderError> {
         let rt = self.runtime()?;
-        let all = rt
-            .block_on(self.inventory())
-            .map_err(|e| ProviderError::Other(e.0))?;
+        let all = rt.block_on(self.inventory())?;
         match self.output {
             OutputFormat::Json => {
                 let doc = serde_json::json!({
@@ -310,73 +223,34 @@ impl Aws {
         self.inventory_of(&c).list().await
     }
 
-    async fn up_async(&self, options: &UpOptions) -> Result<(), Error> {
+    async fn up_async(&self, options: &UpOptions) -> Result<(), UpError> {
         use rktup_provider::boot::current_binary_sha256;
 
         let s = &self.settings;
-        let cl = up::Cluster {
-            c: self.clients().await,
-            s,
-            a: self.aws(),
-            progress: rktup_provider::progress::Progress::new(),
-        };
-        let state = rktup_provider::StateDir::for_cluster(s);
         let err = |e: &dyn std::fmt::Display| Error::new(e.to_string());
         let sha = current_binary_sha256().map_err(|e| err(&e))?;
-        let binary = graph::Binary {
-            key: format!("rktup-{}", &sha[..sha.len().min(12)]),
-            path: std::env::current_exe().map_err(|e| err(&e))?,
-            sha,
+        let cx = graph::Ctx {
+            cl: up::Cluster {
+                aws: self,
+                c: self.clients().await,
+                s,
+                a: self.aws(),
+            },
+            state: rktup_provider::StateDir::for_cluster(s),
+            binary: graph::Binary {
+                key: format!("rktup-{}", &sha[..sha.len().min(12)]),
+                path: std::env::current_exe().map_err(|e| err(&e))?,
+                sha,
+            },
         };
-        let g = graph::Graph::new(self, cl, state, binary);
-        // Every resource of the plan, each as soon as what it needs exists (see graph.rs).
-        let through = self.stop_after_step.map_or(usize::MAX, |n| n.max(1));
-        let ran = g.run(through).await;
+        let (g, keys) = graph::graph(self, options, &cx.binary.key);
+        // Every resource, each as soon as what it needs exists (see graph.rs).
+        let through = self.stop_after_step.map(|n| n.max(1));
+        let ran = g.run(&cx, &Progress::new(), through).await;
         // What exists is recorded on the way out, whether the run ended well or not.
-        let recorded = g.record(&g.made());
-        ran?;
+        let recorded = graph::record(self, &cx.state, &keys.made(self, &ran.outputs));
+        ran.result?;
         recorded?;
-        if through < 6 {
-            return Err(Error::new(format!(
-                "stopped after step {through} (RKTUP_AWS_STOP_AFTER_STEP)"
-            )));
-        }
-        let m = g.made();
-        let pki = &g
-            .boot_rendered()
-            .ok_or_else(|| Error::new("the boot configuration was not rendered"))?
-            .pki;
-        let cl = &g.cl;
-
-        let server = format!("https://{}", m.eip);
-        let explicit = options
-            .kubeconfig
-            .clone()
-            .or_else(|| self.kubeconfig.clone());
-        if let Ok(path) = rktup_provider::kubeconfig::kubeconfig_path(explicit.as_deref()) {
-            rktup_provider::kubeconfig::merge_context(
-                Some(&path),
-                &self.context_name(),
-                &server,
-                pki.get("ca.crt"),
-                pki.get("admin.crt"),
-                pki.get("admin.key"),
-            )
-            .map_err(|e| Error::new(e.to_string()))?;
-            eprintln!(
-                "kubeconfig context {} -> {server} in {}",
-                self.context_name(),
-                path.display()
-            );
-        }
-        if !options.no_wait {
-            let wait = options.wait.unwrap_or(Duration::from_secs(600));
-            cl.line("api-server", &server, async {
-                self.wait_api(&m.eip, wait).await?;
-                Ok(((), "answers on 443".to_string()))
-            })
-            .await?;
-        }
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! `up`: find what the cluster already has by its tags, create what is missing, step by step
-//! in the plan's order, the members of a step in parallel.
+//! `up`'s actions: find what the cluster already has by its tags, create what is missing. The
+//! order is the graph's (`graph.rs`).
 
 use crate::cloud::{
     cluster_filters, filter, sdk_error, tag_spec, tags, Clients, Error, CLUSTER_TAG, KUBE_TAG,
@@ -14,7 +14,6 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 use rktup_config::{AwsSettings, ClusterSettings};
-use rktup_provider::progress::Progress;
 use std::future::Future;
 use std::path::Path;
 
@@ -40,10 +39,10 @@ pub struct Made {
 }
 
 pub struct Cluster<'a> {
+    pub aws: &'a crate::Aws,
     pub c: Clients,
     pub s: &'a ClusterSettings,
     pub a: &'a AwsSettings,
-    pub progress: Progress,
 }
 
 impl Cluster<'_> {
@@ -52,26 +51,6 @@ impl Cluster<'_> {
     }
     fn cluster(&self) -> &str {
         &self.s.name
-    }
-
-    /// Runs one resource's action under its status line.
-    pub async fn line<T>(
-        &self,
-        kind: &str,
-        name: impl AsRef<str>,
-        f: impl Future<Output = Result<(T, String), Error>>,
-    ) -> Result<T, Error> {
-        let step = self.progress.start(format!("{kind:<22} {}", name.as_ref()));
-        match f.await {
-            Ok((v, detail)) => {
-                step.end(&Ok::<(), &str>(()), &detail);
-                Ok(v)
-            }
-            Err(e) => {
-                step.end(&Err::<(), &str>(&e.0), "");
-                Err(e)
-            }
-        }
     }
 
     pub async fn vpc(&self) -> Result<(String, bool), Error> {
@@ -413,7 +392,7 @@ impl Cluster<'_> {
                 })
                 .await;
             if let Err(e) = r {
-                if !e.0.contains("Resource.AlreadyAssociated") {
+                if !e.is("Resource.AlreadyAssociated") {
                     return Err(e);
                 }
             }
@@ -526,7 +505,7 @@ impl Cluster<'_> {
                 .await;
             match r {
                 Ok(_) => Ok(true),
-                Err(e) if e.0.contains("InvalidPermission.Duplicate") => Ok(false),
+                Err(e) if e.is("InvalidPermission.Duplicate") => Ok(false),
                 Err(e) => Err(e),
             }
         });
@@ -573,7 +552,7 @@ impl Cluster<'_> {
                 })
                 .await;
             match r {
-                Err(e) if !e.0.contains("RouteAlreadyExists") => Err(e),
+                Err(e) if !e.is("RouteAlreadyExists") => Err(e),
                 _ => Ok(()),
             }
         };

@@ -122,7 +122,9 @@ fn retries_give_up_after_max_attempts() {
     let e = rt
         .block_on(c.ec2.describe_vpcs().send())
         .expect_err("throttled throughout");
-    let msg = rktup_aws::cloud::sdk_error("list VPCs", e).0;
+    let e = rktup_aws::cloud::sdk_error("list VPCs", e);
+    assert!(e.is("RequestLimitExceeded"), "{e}");
+    let msg = e.to_string();
     assert!(msg.contains("RequestLimitExceeded"), "{msg}");
     assert_eq!(s.served.load(Ordering::SeqCst), 3);
 }
@@ -164,11 +166,12 @@ fn other_errors_are_not_retried() {
             c.ec2.describe_instances().send()
         }))
         .expect_err("not retried");
+    let msg = e.to_string();
     assert!(
-        e.0.contains("see the new master") && e.0.contains("UnauthorizedOperation"),
-        "{}",
-        e.0
+        msg.contains("see the new master") && msg.contains("UnauthorizedOperation"),
+        "{msg}"
     );
+    assert!(e.is("UnauthorizedOperation"), "{e:?}");
     assert_eq!(s.served.load(Ordering::SeqCst), 1);
 }
 

@@ -30,6 +30,8 @@ pub enum GceError {
     Operation {
         action: String,
         operation: String,
+        /// The first error's code (`QUOTA_EXCEEDED`, ...).
+        code: String,
         message: String,
     },
     #[error("failed to {action}: {message}")]
@@ -42,6 +44,43 @@ impl GceError {
             action: action.into(),
             message: message.into(),
         }
+    }
+}
+
+/// The engine's typed error: GCE's reason (or an operation's first error code) as the code.
+impl From<GceError> for rktup_provider::CloudError {
+    fn from(e: GceError) -> Self {
+        use rktup_provider::CloudError;
+        match e {
+            GceError::Api {
+                action,
+                status,
+                reason,
+                message,
+            } => CloudError::action(action, message)
+                .with_code(reason)
+                .with_status(status),
+            GceError::Operation {
+                action,
+                operation,
+                code,
+                message,
+            } => CloudError::action(
+                action,
+                format!("operation {operation} ended in error: {message}"),
+            )
+            .with_code(code),
+            GceError::Http { action, message } | GceError::Other { action, message } => {
+                CloudError::action(action, message)
+            }
+            e => CloudError::new(e.to_string()),
+        }
+    }
+}
+
+impl From<GceError> for rktup_provider::UpError {
+    fn from(e: GceError) -> Self {
+        rktup_provider::UpError::Cloud(e.into())
     }
 }
 
@@ -391,8 +430,15 @@ fn operation_result(op: &Value, action: &str) -> Result<(), GceError> {
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let code = errors
+        .first()
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     Err(GceError::Operation {
         action: action.into(),
+        code,
         operation: op
             .get("name")
             .and_then(Value::as_str)

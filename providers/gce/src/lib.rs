@@ -10,9 +10,8 @@ pub mod names;
 pub mod up;
 
 use client::{Backoff, Client, Endpoints, GceError};
-use rktup_config::{ClusterSettings, GceSettings, NetworkProvider, OutputFormat};
-use rktup_provider::plan::resource;
-use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
+use rktup_config::{ClusterSettings, GceSettings, OutputFormat};
+use rktup_provider::{ClusterProvider, Plan, ProviderError, UpError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
 
 pub struct Gce {
@@ -113,7 +112,7 @@ impl Gce {
     }
 
     /// `up` with its report (the trait's `up` discards it).
-    pub async fn up_async(&self, options: &UpOptions) -> Result<up::UpReport, GceError> {
+    pub async fn up_async(&self, options: &UpOptions) -> Result<up::UpReport, UpError> {
         let client = self.client().await?;
         up::run(self, &client, options).await
     }
@@ -153,7 +152,7 @@ impl Gce {
 }
 
 fn other(e: GceError) -> ProviderError {
-    ProviderError::Other(e.to_string())
+    ProviderError::Cloud(e.into())
 }
 
 impl ClusterProvider for Gce {
@@ -183,55 +182,15 @@ impl ClusterProvider for Gce {
         }
     }
 
+    /// The graph `up` runs (`up::graph`), with the staged binary's name left generic.
     fn plan(&self) -> Plan {
-        let s = &self.settings;
-        let g = self.gce();
-        let net = &g.network;
-        let mut routes = Vec::new();
-        if s.network == NetworkProvider::Kubenet {
-            routes.push(
-                resource("route", self.name("<node>-<pod-cidr>")).with_detail(format!(
-                    "one per node, pod CIDRs from {}",
-                    s.cluster_ip_range
-                )),
-            );
-        }
-        Plan::default()
-            .step(vec![
-                resource("network", net).with_detail("created if missing"),
-                resource("address", self.name("master-ip")).with_detail(&g.region),
-                resource("bucket", self.staging_bucket()),
-            ])
-            .step(vec![
-                resource("firewall", format!("{net}-default-internal")),
-                resource("firewall", format!("{net}-default-ssh")),
-                resource("firewall", self.name("master-https")),
-                resource("firewall", self.name("minion-all")),
-                resource("object", format!("{}/rktup", self.staging_bucket()))
-                    .with_detail("the rktup binary, sha256-checked by nodes"),
-            ])
-            .step(vec![
-                resource("instance", self.name("master")).with_detail(format!(
-                    "{} {}, {}/{}",
-                    g.zone, g.master_size, g.master_project, g.master_image
-                )),
-                resource("instanceTemplate", self.name("minion-template")).with_detail(format!(
-                    "{}, {}/{}",
-                    g.node_size, g.node_project, g.node_image
-                )),
-            ])
-            .step(vec![resource(
-                "instanceGroupManager",
-                self.name("minion-group"),
-            )
-            .with_detail(format!("{} nodes in {}", s.num_nodes, g.zone))])
-            .step(routes)
+        let options = UpOptions::default();
+        let (graph, _) = up::graph(self, &options, "rktup".into());
+        graph.plan()
     }
 
     fn up(&self, options: &UpOptions) -> Result<(), ProviderError> {
-        let report = Gce::runtime()?
-            .block_on(self.up_async(options))
-            .map_err(other)?;
+        let report = Gce::runtime()?.block_on(self.up_async(options))?;
         eprintln!(
             "cluster {} is up: https://{} (kubectl --context {})",
             self.settings.name,

@@ -1,15 +1,17 @@
-//! `up` as an ordered list of small actions (kind's create/actions), each with its own status
-//! line; the actions inside one phase don't depend on each other and run in parallel, where
-//! kube-up ran them one by one (kubernetes#18699).
+//! `up` as a graph of small actions (kind's create/actions) run by the shared engine
+//! (`rktup_provider::engine`): each resource starts as soon as what it needs exists, where
+//! kube-up ran them one by one (kubernetes#18699); `up --dry-run` prints the same graph.
 
 use crate::client::{Body, Client, GceError};
 use crate::inventory::{discover, Inventory};
 use crate::names::{Names, CLUSTER_LABEL};
 use crate::Gce;
 use rktup_provider::boot::{render_boot, PkiOrigin};
+use rktup_provider::engine::{Dep, Done, Graph, Key};
+use rktup_provider::plan::resource;
 use rktup_provider::progress::Progress;
 use rktup_provider::state::{apiserver_names, sha256_file};
-use rktup_provider::{ClusterProvider, StateDir, UpOptions};
+use rktup_provider::{CloudError, ClusterProvider, StateDir, UpError, UpOptions};
 use rktup_render::{Pki, Role, Templates};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -62,8 +64,7 @@ fn source_image(project: &str, image: &str) -> String {
 pub struct Up<'a> {
     pub gce: &'a Gce,
     pub client: &'a Client,
-    pub names: &'a Names,
-    pub progress: &'a Progress,
+    pub names: Names,
 }
 
 impl Up<'_> {
@@ -74,36 +75,26 @@ impl Up<'_> {
         )
     }
 
-    /// Runs one action with its status line; `Ok(None)` = it existed already.
-    async fn action<F>(&self, label: String, exists: bool, f: F) -> Result<(), GceError>
+    /// Creates what `f` creates unless it `exists`; the progress line's word.
+    async fn create<F>(&self, exists: bool, f: F) -> Result<&'static str, GceError>
     where
         F: std::future::Future<Output = Result<bool, GceError>>,
     {
-        let step = self.progress.start(label);
         if exists {
-            step.end::<(), GceError>(&Ok(()), "exists");
-            return Ok(());
+            return Ok("exists");
         }
-        let r = f.await;
-        let detail = match &r {
-            Ok(true) => "created",
-            Ok(false) => "exists",
-            Err(_) => "",
-        };
-        step.end(&r, detail);
-        r.map(|_| ())
+        Ok(if f.await? { "created" } else { "exists" })
     }
 
-    async fn network(&self, inv: &Inventory) -> Result<(), GceError> {
-        let n = self.names;
+    async fn network(&self, inv: &Inventory) -> Result<&'static str, GceError> {
+        let n = &self.names;
         let body = json!({
             "name": n.network,
             "description": n.description,
             "autoCreateSubnetworks": true,
         });
         let url = self.client.compute("global/networks");
-        self.action(
-            format!("network {}", n.network),
+        self.create(
             inv.has("network", &n.network),
             self.client.insert(&url, &body, "create the network"),
         )
@@ -111,7 +102,7 @@ impl Up<'_> {
     }
 
     async fn address(&self, inv: &Inventory) -> Result<String, GceError> {
-        let n = self.names;
+        let n = &self.names;
         let url = self
             .client
             .compute(&format!("regions/{}/addresses", n.region));
@@ -120,8 +111,7 @@ impl Up<'_> {
             "description": n.description,
             "labels": labels(n, "master"),
         });
-        self.action(
-            format!("address {}", n.master_ip),
+        self.create(
             inv.master_ip.is_some(),
             self.client
                 .insert(&url, &body, "reserve the master's address"),
@@ -141,20 +131,15 @@ impl Up<'_> {
             .ok_or_else(|| GceError::other("reserve the master's address", "no address in answer"))
     }
 
-    /// The staging bucket and the rktup binary in it (kube-up staged its tars the same way);
-    /// nodes fetch it with their storage-ro token and check the sha256 `up` records.
-    async fn stage_binary(&self, inv: &Inventory, sha256: &str) -> Result<(), GceError> {
-        let n = self.names;
-        let exe = std::env::current_exe()
-            .map_err(|e| GceError::other("find the running rktup binary", e.to_string()))?;
-        let object = object_name(sha256);
+    /// The staging bucket (kube-up staged its tars the same way).
+    async fn bucket(&self, inv: &Inventory) -> Result<&'static str, GceError> {
+        let n = &self.names;
         let bucket_url = self.client.storage(&format!("b?project={}", n.project));
         let body = json!({
             "name": n.bucket,
             "labels": { CLUSTER_LABEL: n.cluster },
         });
-        let has_bucket = inv.has("bucket", &n.bucket);
-        self.action(format!("bucket {}", n.bucket), has_bucket, async {
+        self.create(inv.has("bucket", &n.bucket), async {
             match self
                 .client
                 .call(
@@ -169,9 +154,16 @@ impl Up<'_> {
                 _ => Ok(true),
             }
         })
-        .await?;
-        let has_object = inv.bucket_objects.contains(&object);
-        self.action(format!("object {}/{object}", n.bucket), has_object, async {
+        .await
+    }
+
+    /// The rktup binary in the bucket; nodes fetch it with their storage-ro token and check
+    /// the sha256 `up` records.
+    async fn object(&self, inv: &Inventory, object: &str) -> Result<&'static str, GceError> {
+        let n = &self.names;
+        let exe = std::env::current_exe()
+            .map_err(|e| GceError::other("find the running rktup binary", e.to_string()))?;
+        self.create(inv.bucket_objects.iter().any(|o| o == object), async {
             let bytes = tokio::fs::read(&exe)
                 .await
                 .map_err(|e| GceError::other(format!("read {}", exe.display()), e.to_string()))?;
@@ -193,14 +185,13 @@ impl Up<'_> {
         .await
     }
 
-    async fn firewall(
-        &self,
-        inv: &Inventory,
-        name: String,
-        ranges: Vec<String>,
-        allowed: Value,
-        target: Option<String>,
-    ) -> Result<(), GceError> {
+    async fn firewall(&self, inv: &Inventory, f: Firewall) -> Result<&'static str, GceError> {
+        let Firewall {
+            name,
+            ranges,
+            allowed,
+            target,
+        } = f;
         let mut body = json!({
             "name": name,
             "description": self.names.description,
@@ -212,52 +203,12 @@ impl Up<'_> {
             body["targetTags"] = json!([t]);
         }
         let url = self.client.compute("global/firewalls");
-        self.action(
-            format!("firewall {name}"),
+        self.create(
             inv.has("firewall", &name),
             self.client
                 .insert(&url, &body, &format!("create firewall {name}")),
         )
         .await
-    }
-
-    async fn firewalls(&self, inv: &Inventory) -> Result<(), GceError> {
-        let n = self.names;
-        let s = self.gce.settings();
-        let all = json!([
-            {"IPProtocol": "tcp", "ports": ["1-65535"]},
-            {"IPProtocol": "udp", "ports": ["1-65535"]},
-            {"IPProtocol": "icmp"}
-        ]);
-        let [internal, ssh] = n.shared_firewalls();
-        tokio::try_join!(
-            self.firewall(inv, internal, vec!["10.0.0.0/8".into()], all, None),
-            self.firewall(
-                inv,
-                ssh,
-                vec!["0.0.0.0/0".into()],
-                json!([{"IPProtocol": "tcp", "ports": ["22"]}]),
-                None
-            ),
-            self.firewall(
-                inv,
-                n.master_https.clone(),
-                vec!["0.0.0.0/0".into()],
-                json!([{"IPProtocol": "tcp", "ports": ["443"]}]),
-                Some(n.master.clone())
-            ),
-            self.firewall(
-                inv,
-                n.minion_all.clone(),
-                vec![s.cluster_ip_range.to_string()],
-                json!([
-                    {"IPProtocol": "tcp"}, {"IPProtocol": "udp"}, {"IPProtocol": "icmp"},
-                    {"IPProtocol": "esp"}, {"IPProtocol": "ah"}, {"IPProtocol": "sctp"}
-                ]),
-                Some(n.node_base.clone())
-            ),
-        )?;
-        Ok(())
     }
 
     fn scopes(&self) -> Vec<String> {
@@ -270,8 +221,13 @@ impl Up<'_> {
             .collect()
     }
 
-    async fn master(&self, inv: &Inventory, ip: &str, user_data: &str) -> Result<(), GceError> {
-        let n = self.names;
+    async fn master(
+        &self,
+        inv: &Inventory,
+        ip: &str,
+        user_data: &str,
+    ) -> Result<&'static str, GceError> {
+        let n = &self.names;
         let g = self.gce.gce();
         let body = json!({
             "name": n.master,
@@ -299,16 +255,15 @@ impl Up<'_> {
             "serviceAccounts": [{"email": "default", "scopes": self.scopes()}],
         });
         let url = self.client.compute(&format!("zones/{}/instances", n.zone));
-        self.action(
-            format!("instance {}", n.master),
+        self.create(
             inv.has("instance", &n.master),
             self.client.insert(&url, &body, "create the master"),
         )
         .await
     }
 
-    async fn template(&self, inv: &Inventory, user_data: &str) -> Result<(), GceError> {
-        let n = self.names;
+    async fn template(&self, inv: &Inventory, user_data: &str) -> Result<&'static str, GceError> {
+        let n = &self.names;
         let g = self.gce.gce();
         let body = json!({
             "name": n.template,
@@ -343,8 +298,7 @@ impl Up<'_> {
             }
         });
         let url = self.client.compute("global/instanceTemplates");
-        self.action(
-            format!("instanceTemplate {}", n.template),
+        self.create(
             inv.has("instanceTemplate", &n.template),
             self.client
                 .insert(&url, &body, "create the instance template"),
@@ -352,8 +306,8 @@ impl Up<'_> {
         .await
     }
 
-    async fn group(&self, inv: &Inventory) -> Result<(), GceError> {
-        let n = self.names;
+    async fn group(&self, inv: &Inventory) -> Result<&'static str, GceError> {
+        let n = &self.names;
         let size = self.gce.settings().num_nodes;
         let body = json!({
             "name": n.group,
@@ -365,8 +319,7 @@ impl Up<'_> {
         let url = self
             .client
             .compute(&format!("zones/{}/instanceGroupManagers", n.zone));
-        self.action(
-            format!("instanceGroupManager {} ({size} nodes)", n.group),
+        self.create(
             inv.has("instanceGroupManager", &n.group),
             self.client.insert(&url, &body, "create the node group"),
         )
@@ -375,8 +328,8 @@ impl Up<'_> {
 
     /// kubenet: one route per node for its pod CIDR, the /24s of CLUSTER_IP_RANGE in node-name
     /// order, as the GCE cloud provider's route controller made them for kube-up.
-    async fn routes(&self, inv: &Inventory) -> Result<(), GceError> {
-        let n = self.names;
+    async fn routes(&self, inv: &Inventory) -> Result<String, GceError> {
+        let n = &self.names;
         let want = self.gce.settings().num_nodes as usize;
         let nodes = self.wait_for_nodes(want).await?;
         let range = self.gce.settings().cluster_ip_range;
@@ -399,20 +352,19 @@ impl Up<'_> {
             });
             let url = url.clone();
             async move {
-                self.action(
-                    format!("route {name} ({cidr})"),
-                    inv.has("route", &name),
-                    async { self.client.insert(&url, &body, "create a pod route").await },
-                )
+                self.create(inv.has("route", &name), async {
+                    self.client.insert(&url, &body, "create a pod route").await
+                })
                 .await
             }
         });
-        futures::future::try_join_all(jobs).await?;
-        Ok(())
+        let done = futures::future::try_join_all(jobs).await?;
+        let made = done.iter().filter(|d| **d == "created").count();
+        Ok(format!("{} nodes, {made} added", done.len()))
     }
 
     async fn wait_for_nodes(&self, want: usize) -> Result<Vec<String>, GceError> {
-        let n = self.names;
+        let n = &self.names;
         let url = self.client.compute(&format!("zones/{}/instances", n.zone));
         let prefix = format!("{}-", n.node_base);
         let mut delay = self.client.backoff.first;
@@ -444,11 +396,258 @@ pub fn object_name(sha256: &str) -> String {
     format!("rktup-{}", &sha256[..sha256.len().min(12)])
 }
 
-/// The whole of `up`.
-pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpReport, GceError> {
-    let names = gce.names();
+/// One firewall `up` makes.
+pub struct Firewall {
+    name: String,
+    ranges: Vec<String>,
+    allowed: Value,
+    target: Option<String>,
+}
+
+/// kube-up's four: the network's internal and ssh rules, the master's https, the nodes' pods.
+fn firewalls(gce: &Gce, n: &Names) -> Vec<Firewall> {
+    let s = gce.settings();
+    let all = json!([
+        {"IPProtocol": "tcp", "ports": ["1-65535"]},
+        {"IPProtocol": "udp", "ports": ["1-65535"]},
+        {"IPProtocol": "icmp"}
+    ]);
+    let [internal, ssh] = n.shared_firewalls();
+    let fw = |name: String, range: String, allowed: Value, target: Option<&String>| Firewall {
+        name,
+        ranges: vec![range],
+        allowed,
+        target: target.cloned(),
+    };
+    vec![
+        fw(internal, "10.0.0.0/8".into(), all, None),
+        fw(
+            ssh,
+            "0.0.0.0/0".into(),
+            json!([{"IPProtocol": "tcp", "ports": ["22"]}]),
+            None,
+        ),
+        fw(
+            n.master_https.clone(),
+            "0.0.0.0/0".into(),
+            json!([{"IPProtocol": "tcp", "ports": ["443"]}]),
+            Some(&n.master),
+        ),
+        fw(
+            n.minion_all.clone(),
+            s.cluster_ip_range.to_string(),
+            json!([
+                {"IPProtocol": "tcp"}, {"IPProtocol": "udp"}, {"IPProtocol": "icmp"},
+                {"IPProtocol": "esp"}, {"IPProtocol": "ah"}, {"IPProtocol": "sctp"}
+            ]),
+            Some(&n.node_base),
+        ),
+    ]
+}
+
+/// What `up` runs against: the client and what it rendered before any call.
+pub struct Ctx<'a> {
+    pub up: Up<'a>,
+    pub templates: Templates,
+    pub sha256: String,
+}
+
+/// The PKI (for the kubeconfig) and both roles' user-data.
+pub struct Rendered {
+    pub pki: Pki,
+    pub master: String,
+    pub node: String,
+}
+
+/// Every resource of `up` as the engine's graph (`up --dry-run` prints it): `object` is the
+/// staged binary's name, and the key is the master's address.
+pub fn graph<'a>(
+    gce: &'a Gce,
+    options: &'a UpOptions,
+    object: String,
+) -> (Graph<'a, Ctx<'a>>, Key<String>) {
+    let s = gce.settings();
+    let g = gce.gce();
+    let n = gce.names();
+    let mut graph: Graph<'a, Ctx<'a>> = Graph::new();
+    let inv = graph.add(
+        resource("inventory", &s.name)
+            .with_detail("what of the cluster exists: one round of lists"),
+        &[],
+        |cx: &'a Ctx<'a>, _| {
+            Box::pin(async move {
+                let inv = discover(cx.up.client, &cx.up.names).await?;
+                let found = format!("{} found", inv.items.len());
+                Ok(Done::new(inv, found))
+            })
+        },
+    );
+    let network = graph.add(
+        resource("network", &n.network).with_detail("created if missing"),
+        &[inv.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let word = cx.up.network(i.get(inv)).await?;
+                Ok(Done::new((), word))
+            })
+        },
+    );
+    let address = graph.add(
+        resource("address", &n.master_ip).with_detail(&g.region),
+        &[inv.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let ip = cx.up.address(i.get(inv)).await?;
+                Ok(Done::new(ip.clone(), ip))
+            })
+        },
+    );
+    let bucket = graph.add(
+        resource("bucket", &n.bucket),
+        &[inv.into()],
+        move |cx, i| Box::pin(async move { Ok(Done::new((), cx.up.bucket(i.get(inv)).await?)) }),
+    );
+    let staged = graph.add(
+        resource("object", format!("{}/{object}", n.bucket))
+            .with_detail("the rktup binary, sha256-checked by nodes"),
+        &[inv.into(), bucket.into()],
+        move |cx, i| {
+            Box::pin(async move { Ok(Done::new((), cx.up.object(i.get(inv), &object).await?)) })
+        },
+    );
+    let rendered = graph.add(
+        resource("user-data", "master, node")
+            .with_detail("the PKI names the master's address; as `rktup render gce`"),
+        &[address.into(), staged.into()],
+        move |cx, i| {
+            Box::pin(async move { render(cx, i.get(address).as_str()).map(|r| Done::new(r, "")) })
+        },
+    );
+    let mut rules: Vec<Dep> = Vec::new();
+    for f in firewalls(gce, &n) {
+        let k = graph.add(
+            resource("firewall", &f.name),
+            &[inv.into(), network.into()],
+            move |cx, i| {
+                Box::pin(async move { Ok(Done::new((), cx.up.firewall(i.get(inv), f).await?)) })
+            },
+        );
+        rules.push(k.into());
+    }
+    graph.add(
+        resource("instance", &n.master).with_detail(format!(
+            "{} {}, {}/{}",
+            g.zone, g.master_size, g.master_project, g.master_image
+        )),
+        &[inv.into(), network.into(), address.into(), rendered.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let (ip, r) = (i.get(address), i.get(rendered));
+                Ok(Done::new(
+                    (),
+                    cx.up.master(i.get(inv), ip, &r.master).await?,
+                ))
+            })
+        },
+    );
+    let template = graph.add(
+        resource("instanceTemplate", &n.template).with_detail(format!(
+            "{}, {}/{}",
+            g.node_size, g.node_project, g.node_image
+        )),
+        &[inv.into(), network.into(), rendered.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let word = cx.up.template(i.get(inv), &i.get(rendered).node).await?;
+                Ok(Done::new((), word))
+            })
+        },
+    );
+    // Nodes start once the firewalls let them talk; they reach the master by name, so the
+    // group does not wait for the master instance.
+    let mut needs = vec![inv.into(), template.into()];
+    needs.extend(rules);
+    let mut last: Dep = graph
+        .add(
+            resource("instanceGroupManager", &n.group)
+                .with_detail(format!("{} nodes in {}", s.num_nodes, g.zone)),
+            &needs,
+            move |cx, i| Box::pin(async move { Ok(Done::new((), cx.up.group(i.get(inv)).await?)) }),
+        )
+        .into();
+    if s.network == rktup_config::NetworkProvider::Kubenet {
+        last = graph
+            .add(
+                resource("route", format!("{}-<node>-<pod-cidr>", s.name)).with_detail(format!(
+                    "one per node, pod CIDRs from {}",
+                    s.cluster_ip_range
+                )),
+                &[inv.into(), last],
+                move |cx, i| {
+                    Box::pin(async move { Ok(Done::new((), cx.up.routes(i.get(inv)).await?)) })
+                },
+            )
+            .into();
+    }
+    let context = graph.add(
+        resource("kubeconfig-context", format!("rktup-gce-{}", s.name)),
+        &[address.into(), rendered.into(), last],
+        move |cx, i| {
+            Box::pin(async move {
+                let path = options.kubeconfig.as_deref();
+                crate::kubeconfig::write(
+                    cx.up.gce,
+                    &i.get(rendered).pki,
+                    i.get(address).as_str(),
+                    path,
+                )?;
+                Ok(Done::new((), ""))
+            })
+        },
+    );
+    if !options.no_wait {
+        graph.add(
+            resource("api-server", &n.master)
+                .with_detail("https://<address>/healthz answers; --no-wait skips"),
+            &[address.into(), rendered.into(), context.into()],
+            move |_, i| {
+                Box::pin(async move {
+                    let wait = options.wait.unwrap_or(Duration::from_secs(600));
+                    let ip = i.get(address);
+                    wait_for_apiserver(&i.get(rendered).pki, ip, wait).await?;
+                    Ok(Done::new((), format!("https://{ip}")))
+                })
+            },
+        );
+    }
+    (graph, address)
+}
+
+/// Records where nodes fetch the binary, then renders: render_boot reads it back.
+fn render(cx: &Ctx, ip: &str) -> Result<Rendered, CloudError> {
+    let (gce, sha256) = (cx.up.gce, &cx.sha256);
     let settings = gce.settings();
     let state = StateDir::for_cluster(settings);
+    let mut recorded = state
+        .load_recorded()
+        .map_err(|e| GceError::other("read the state directory", e.to_string()))?;
+    let planned = gce.planned_binary(sha256);
+    recorded.binary_url = Some(settings.binary_url.clone().unwrap_or(planned.url));
+    recorded.binary_sha256 = Some(settings.binary_sha256.clone().unwrap_or(sha256.clone()));
+    recorded
+        .resources
+        .insert("master_ip".into(), Value::String(ip.to_string()));
+    state
+        .save_recorded(&recorded)
+        .map_err(|e| GceError::other("record the staged binary", e.to_string()))?;
+    let pki = ensure_pki(gce, ip)?;
+    let master = user_data(gce, &cx.templates, Role::Master, &pki)?;
+    let node = user_data(gce, &cx.templates, Role::Node, &pki)?;
+    Ok(Rendered { pki, master, node })
+}
+
+/// The whole of `up`.
+pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpReport, UpError> {
     let templates = match &gce.templates {
         Some(dir) => Templates::with_overrides(dir),
         None => Templates::embedded(),
@@ -458,73 +657,25 @@ pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpRe
         .map_err(|e| GceError::other("find the running rktup binary", e.to_string()))?;
     let sha256 = sha256_file(&exe)
         .map_err(|e| GceError::other(format!("hash {}", exe.display()), e.to_string()))?;
-    let progress = Progress::new();
-    let up = Up {
-        gce,
-        client,
-        names: &names,
-        progress: &progress,
-    };
 
     // The 256 KiB metadata limit is checked before any call (render_boot refuses larger).
     check_sizes(gce, &templates)?;
 
-    let step = progress.start("look up existing resources");
-    let inv = discover(client, &names).await;
-    step.end(&inv, "");
-    let inv = inv?;
-
-    // Phase 1: network, address and the staged binary are independent.
-    let (_, ip, _) = tokio::try_join!(
-        up.network(&inv),
-        up.address(&inv),
-        up.stage_binary(&inv, &sha256)
-    )?;
-
-    // Record where nodes fetch the binary before rendering: render_boot reads it back.
-    let mut recorded = state
-        .load_recorded()
-        .map_err(|e| GceError::other("read the state directory", e.to_string()))?;
-    let planned = gce.planned_binary(&sha256);
-    recorded.binary_url = Some(settings.binary_url.clone().unwrap_or(planned.url));
-    recorded.binary_sha256 = Some(settings.binary_sha256.clone().unwrap_or(sha256.clone()));
-    recorded
-        .resources
-        .insert("master_ip".into(), Value::String(ip.clone()));
-    state
-        .save_recorded(&recorded)
-        .map_err(|e| GceError::other("record the staged binary", e.to_string()))?;
-    let pki = ensure_pki(gce, &ip)?;
-    let master_ud = user_data(gce, &templates, Role::Master, &pki)?;
-    let node_ud = user_data(gce, &templates, Role::Node, &pki)?;
-
-    // Phase 2: firewalls, master and template only need the network.
-    tokio::try_join!(
-        up.firewalls(&inv),
-        up.master(&inv, &ip, &master_ud),
-        up.template(&inv, &node_ud)
-    )?;
-    // Phase 3 and 4: the group needs the template; routes need the group's instances.
-    up.group(&inv).await?;
-    if settings.network == rktup_config::NetworkProvider::Kubenet {
-        up.routes(&inv).await?;
-    }
-
-    let step = progress.start(format!("kubeconfig context rktup-gce-{}", names.cluster));
-    let r = crate::kubeconfig::write(gce, &pki, &ip, options.kubeconfig.as_deref());
-    step.end(&r, "");
-    r?;
-
-    if !options.no_wait {
-        let wait = options.wait.unwrap_or(Duration::from_secs(600));
-        let step = progress.start(format!("API server at https://{ip}"));
-        let r = wait_for_apiserver(&pki, &ip, wait).await;
-        step.end(&r, "");
-        r?;
-    }
+    let cx = Ctx {
+        up: Up {
+            gce,
+            client,
+            names: gce.names(),
+        },
+        templates,
+        sha256,
+    };
+    let (graph, address) = graph(gce, options, object_name(&cx.sha256));
+    let ran = graph.run(&cx, &Progress::new(), None).await;
+    ran.result?;
     Ok(UpReport {
         created: Vec::new(),
-        master_ip: ip,
+        master_ip: ran.outputs.get(address).cloned().unwrap_or_default(),
     })
 }
 
