@@ -25,6 +25,15 @@
 //! an agent restart) and `PREPARE` (1 s doubling to 10 s while a pod cannot be prepared, per pod
 //! in a `Backoff`).
 //!
+//! A pod cannot skip a state, e.g. go from `Preparing` straight to `Running`:
+//!
+//! ```compile_fail,E0308
+//! use rktup_agent::lifecycle::{Preparing, Running};
+//! fn skip(p: Preparing) -> Running {
+//!     p.prepared(Default::default())
+//! }
+//! ```
+//!
 //! May import: the runtime (`rktup_runtime`), `log`. Nothing from `sync` or `kubelet`.
 
 use crate::log::log;

@@ -188,6 +188,17 @@ async fn report_blocked(
     }
 }
 
+/// What the sync loop wrote to the API, so it is not written again: API pods' and mirror pods'
+/// statuses (by the API object's uid: a mirror pod has its own) and per-run container events.
+#[derive(Default)]
+struct Reported {
+    /// Last status written per pod uid (fingerprint).
+    status: HashMap<String, String>,
+    /// (pod uid, container, restart count) already reported as Started (and `<c>/backoff` as
+    /// BackOff).
+    started: BTreeSet<(String, String, u32)>,
+}
+
 struct Syncer {
     client: kube::Client,
     cfg: KubeletConfig,
@@ -196,10 +207,8 @@ struct Syncer {
     records: Records,
     /// Pod uids with a start or stop in flight.
     busy: Arc<Mutex<BTreeSet<String>>>,
-    /// Last status written per pod uid (fingerprint).
-    sent: HashMap<String, String>,
-    /// (pod uid, container, restart count) already reported as Started.
-    started: BTreeSet<(String, String, u32)>,
+    /// What reached the API already (statuses and Started/BackOff events).
+    reported: Reported,
     wake: Arc<tokio::sync::Notify>,
     probes: probes::Prober,
 }
@@ -442,7 +451,7 @@ impl Syncer {
         let st = status::pod_status(e, self.cfg.node_ip.as_deref(), &health, pod.status.as_ref());
         let fp = status::fingerprint(&st);
         let u = uid(pod);
-        if self.sent.get(&u) == Some(&fp) {
+        if self.reported.status.get(&u) == Some(&fp) {
             return;
         }
         let (ns, name) = key(pod);
@@ -453,7 +462,7 @@ impl Syncer {
             .await
         {
             Ok(_) => {
-                self.sent.insert(u.clone(), fp);
+                self.reported.status.insert(u.clone(), fp);
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(err) => log(&format!(
@@ -463,6 +472,7 @@ impl Syncer {
         for c in &e.status.containers {
             if c.state == "running"
                 && self
+                    .reported
                     .started
                     .insert((u.clone(), c.name.clone(), c.restart_count))
             {
@@ -477,9 +487,11 @@ impl Syncer {
                 .await;
             }
             if c.reason.as_deref() == Some("CrashLoopBackOff")
-                && self
-                    .started
-                    .insert((u.clone(), format!("{}/backoff", c.name), c.restart_count))
+                && self.reported.started.insert((
+                    u.clone(),
+                    format!("{}/backoff", c.name),
+                    c.restart_count,
+                ))
             {
                 events::record(
                     &self.client,
@@ -524,7 +536,7 @@ impl Syncer {
                             ..Default::default()
                         };
                         let _ = api.delete(&k.1, &dp).await;
-                        self.sent.remove(&uid(&m));
+                        self.reported.status.remove(&uid(&m));
                     } else {
                         self.write_status(&m, &e).await;
                     }
@@ -560,7 +572,7 @@ impl Syncer {
                 ..Default::default()
             };
             if api.delete(&name, &dp).await.is_ok() {
-                self.sent.remove(&uid(&m));
+                self.reported.status.remove(&uid(&m));
             }
         }
     }
@@ -596,7 +608,7 @@ impl Syncer {
             }
             if pod.metadata.deletion_timestamp.is_some() {
                 self.stop(u.clone(), Some((*pod).clone()), ents);
-                self.sent.remove(&u);
+                self.reported.status.remove(&u);
                 continue;
             }
             ents.sort_by_key(|e| e.plan.created_at);
@@ -627,7 +639,7 @@ impl Syncer {
         // Runtime pods whose API object is gone (force-deleted, or deleted while we were down).
         for (u, ents) in by_uid {
             if !self.is_busy(&u) {
-                self.sent.remove(&u);
+                self.reported.status.remove(&u);
                 self.stop(u, None, ents);
             }
         }
@@ -685,8 +697,7 @@ pub async fn run(
         records: Arc::default(),
         probes,
         busy: Arc::default(),
-        sent: HashMap::new(),
-        started: BTreeSet::new(),
+        reported: Reported::default(),
         wake: wake.clone(),
     };
     loop {
