@@ -7,9 +7,9 @@
 //! `add` returned for them, and returns its own output plus a few words for its progress
 //! line. `run` starts every node as soon as the nodes it needs are done, so independent
 //! resources are created at the same time (on the provider's tokio runtime), and prints one
-//! progress line per node in one format for every provider. `plan` is made from the same
-//! nodes: what `up --dry-run` prints is what `up` runs, step by step, where a node's step is
-//! one more than the latest step of the nodes it needs.
+//! progress line per node in one format for every provider (` ✓ kind name (detail, 0.42s)`).
+//! `plan` is made from the same nodes: what `up --dry-run` prints is what `up` runs, step by
+//! step, where a node's step is one more than the latest step of the nodes it needs.
 //!
 //! When a node fails, no further node starts, the ones already running finish (nothing is
 //! left half-made by a cancelled call), and `run` returns the first failure with the node's
@@ -353,9 +353,12 @@ impl<'a, C> Graph<'a, C> {
                     let action = self.nodes[i].action.take().expect("checked above");
                     let fut = action(ctx, inputs);
                     running.push(async move {
+                        let started = std::time::Instant::now();
                         let r = fut.await;
+                        let took = format!("{:.2}s", started.elapsed().as_secs_f64());
                         match &r {
-                            Ok((_, detail)) => line.end(&Ok::<(), &str>(()), detail),
+                            Ok((_, d)) if d.is_empty() => line.end(&Ok::<(), &str>(()), &took),
+                            Ok((_, d)) => line.end(&Ok::<(), &str>(()), &format!("{d}, {took}")),
                             Err(e) => line.end(&Err::<(), _>(e), ""),
                         }
                         (i, r)

@@ -15,7 +15,6 @@ pub mod status;
 pub mod up;
 
 use rktup_config::{ClusterSettings, LocalSettings, OutputFormat};
-use rktup_provider::plan::resource;
 use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
 
@@ -100,36 +99,11 @@ impl ClusterProvider for Local {
         }
     }
 
+    /// The graph `up` runs (`up::graph`).
     fn plan(&self) -> Plan {
-        let s = &self.settings;
-        let l = self.local();
-        Plan::default()
-            .step(vec![
-                resource("state-dir", s.state_dir.display().to_string()),
-                resource("bridge", layout::bridge_name(&s.name))
-                    .with_detail(format!("a /24 of {}", layout::NODE_NETWORK_POOL)),
-            ])
-            .step(vec![resource(
-                "control-plane",
-                format!("{}-control-plane", s.name),
-            )
-            .with_detail(format!("https://{}:{}", l.api_host, l.api_port))])
-            .step(
-                self.node_names()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, n)| {
-                        resource("node", n).with_detail(format!(
-                            "network namespace {} + node agent",
-                            layout::netns_name(&s.name, i + 1)
-                        ))
-                    })
-                    .collect(),
-            )
-            .step(vec![resource(
-                "kubeconfig-context",
-                format!("rktup-{}", s.name),
-            )])
+        let options = UpOptions::default();
+        let (graph, _) = up::graph(self, &options);
+        graph.plan()
     }
 
     fn up(&self, options: &UpOptions) -> Result<(), ProviderError> {

@@ -1,5 +1,7 @@
 //! `rktup local up`: small steps in order, each converging (a step finds what an earlier run
 //! made and only adds what is missing), so `up` after a crash or on a running cluster is safe.
+//! The steps are a chain of nodes of the shared engine's graph (`rktup_provider::engine`);
+//! `up --dry-run` prints the same graph.
 
 use crate::layout::{self, ClusterRecord, Layout, NodeRecord};
 use crate::process::{self, Spec};
@@ -7,8 +9,11 @@ use crate::{err, network, node_name, ready, require_root, Local};
 use rktup_config::OutputFormat;
 use rktup_controlplane::pki::{self, Credential, Pki};
 use rktup_node_contract::AgentConfig;
+use rktup_provider::engine::{Dep, Done, Graph, Key};
+use rktup_provider::plan::resource;
 use rktup_provider::progress::Progress;
-use rktup_provider::{ProviderError, UpOptions};
+use rktup_provider::{CloudError, ProviderError, UpOptions};
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,111 +22,210 @@ use std::time::{Duration, Instant};
 /// How long `up` waits for nodes to be Ready without `--wait`.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 
-fn step<T>(
-    progress: &Progress,
-    label: impl Into<String>,
-    f: impl FnOnce() -> Result<T, ProviderError>,
-) -> Result<T, ProviderError> {
-    let line = progress.start(label);
-    let t = Instant::now();
-    let r = f();
-    line.end(&r, &format!("{:.2}s", t.elapsed().as_secs_f64()));
-    r
+/// What the nodes of `up` run against; the machine lock is held from the cluster record until
+/// the control plane listens.
+pub struct Ctx<'a> {
+    local: &'a Local,
+    layout: Layout,
+    exe: PathBuf,
+    lock: RefCell<Option<std::fs::File>>,
+}
+
+/// The engine's error for a local step (this machine has no error codes of its own).
+fn local_error(e: ProviderError) -> CloudError {
+    CloudError::new(e.to_string())
+}
+
+/// The cluster record's and the PKI's keys, and the kubeconfig written.
+pub struct Keys {
+    rec: Key<ClusterRecord>,
+    pki: Key<Pki>,
+    kubeconfig: Key<PathBuf>,
+}
+
+/// `up` as the shared engine's graph: a chain, each step converging, one progress line each.
+pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, Keys) {
+    let s = &local.settings;
+    let l = local.local();
+    let mut g: Graph<'a, Ctx<'a>> = Graph::new();
+    // Choosing a free node network and API port, and taking them (bridge, listening control
+    // plane), happen under one machine-wide lock, so `up`s running at once never pick the same.
+    let rec = g.add(
+        resource("state-dir", s.state_dir.display().to_string())
+            .with_detail("names and addresses, under the machine lock"),
+        &[],
+        move |cx: &'a Ctx<'a>, _| {
+            Box::pin(async move {
+                *cx.lock.borrow_mut() = Some(lock_machine().map_err(local_error)?);
+                let rec = prepare(local, &cx.layout, opts).map_err(local_error)?;
+                let detail = format!("{} node(s), API {}", rec.nodes.len(), rec.api_url());
+                Ok(Done::new(rec, detail))
+            })
+        },
+    );
+    let pki = g.add(
+        resource("certificates", "control plane, nodes"),
+        &[rec.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let pki = certificates(&cx.layout, i.get(rec)).map_err(local_error)?;
+                Ok(Done::new(pki, ""))
+            })
+        },
+    );
+    let net = g.add(
+        resource("bridge", layout::bridge_name(&s.name)).with_detail(format!(
+            "a /24 of {}, node namespaces, pod routes",
+            layout::NODE_NETWORK_POOL
+        )),
+        &[rec.into(), pki.into()],
+        move |_, i| {
+            Box::pin(async move {
+                let rec = i.get(rec);
+                network(rec).map_err(local_error)?;
+                let detail = format!(
+                    "{}, {} node namespace(s)",
+                    rec.node_network,
+                    rec.nodes.len()
+                );
+                Ok(Done::new((), detail))
+            })
+        },
+    );
+    let controlplane = g.add(
+        resource("control-plane", format!("{}-control-plane", s.name))
+            .with_detail(format!("https://{}:{}", l.api_host, l.api_port)),
+        &[rec.into(), net.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let rec = i.get(rec);
+                start_controlplane(local, &cx.layout, rec, &cx.exe).map_err(local_error)?;
+                // Its addresses are taken: other `up`s may choose theirs.
+                cx.lock.borrow_mut().take();
+                Ok(Done::new((), rec.api_url()))
+            })
+        },
+    );
+    let mut last: Dep = g
+        .add(
+            resource("node-agents", local.node_names().join(", "))
+                .with_detail("one agent per node, in its network namespace"),
+            &[rec.into(), controlplane.into()],
+            move |cx, i| {
+                Box::pin(async move {
+                    start_agents(local, &cx.layout, i.get(rec), &cx.exe).map_err(local_error)?;
+                    Ok(Done::new((), ""))
+                })
+            },
+        )
+        .into();
+    if !opts.no_wait {
+        let timeout = opts.wait.unwrap_or(DEFAULT_WAIT);
+        last = g
+            .add(
+                resource("nodes-ready", local.node_names().join(", "))
+                    .with_detail(format!("within {timeout:?}; --no-wait skips")),
+                &[rec.into(), last],
+                move |cx, i| {
+                    Box::pin(async move {
+                        let names: Vec<String> =
+                            i.get(rec).nodes.iter().map(|n| n.name.clone()).collect();
+                        let layout = &cx.layout;
+                        ready::wait_nodes_ready(&layout.admin_kubeconfig(), &names, timeout)
+                            .await
+                            .map_err(|e| {
+                                err(
+                                    &format!("nodes not Ready within {timeout:?}"),
+                                    format!("{e}; see the logs in {}", layout.logs_dir().display()),
+                                )
+                            })
+                            .map_err(local_error)?;
+                        Ok(Done::new((), format!("{} node(s)", names.len())))
+                    })
+                },
+            )
+            .into();
+    }
+    let context = format!("rktup-{}", s.name);
+    let kubeconfig = g.add(
+        resource("kubeconfig-context", &context),
+        &[rec.into(), pki.into(), last],
+        move |cx, i| {
+            Box::pin(async move {
+                let (rec, pki) = (i.get(rec), i.get(pki));
+                let path = rktup_provider::kubeconfig::merge_context(
+                    opts.kubeconfig.as_deref(),
+                    &context,
+                    &rec.api_url(),
+                    &pki.ca.cert_pem,
+                    &pki.admin.cert_pem,
+                    &pki.admin.key_pem,
+                )
+                .map_err(|e| local_error(err("kubeconfig", e)))?;
+                let mut rec = rec.clone();
+                rec.kubeconfig = Some(path.clone());
+                cx.layout
+                    .save(&rec)
+                    .map_err(|e| local_error(err("failed to save the cluster record", e)))?;
+                let detail = path.display().to_string();
+                Ok(Done::new(path, detail))
+            })
+        },
+    );
+    (
+        g,
+        Keys {
+            rec,
+            pki,
+            kubeconfig,
+        },
+    )
+}
+
+/// The host namespace, the bridge, one namespace per node and the routes between them.
+fn network(rec: &ClusterRecord) -> Result<(), ProviderError> {
+    network::ensure_host_netns(&layout::host_netns_name(&rec.name))
+        .map_err(|e| err("host namespace", e))?;
+    network::ensure_bridge(rec).map_err(|e| err("bridge", e))?;
+    for n in &rec.nodes {
+        network::ensure_node(rec, n).map_err(|e| err(&n.name, e))?;
+    }
+    network::ensure_routes(rec).map_err(|e| err("routes", e))
 }
 
 pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
     require_root("up")?;
     let started = Instant::now();
-    let s = &local.settings;
-    let layout = Layout::new(&s.state_dir);
-    let progress = Progress::new();
-    let exe = std::env::current_exe().map_err(|e| err("failed to find the rktup binary", e))?;
-
-    // Choosing a free node network and API port, and taking them (bridge, listening control
-    // plane), happen under one machine-wide lock, so `up`s running at once never pick the same.
-    let machine_lock = lock_machine()?;
-    let rec = step(&progress, "Preparing state and addresses", || {
-        prepare(local, &layout, opts)
-    })?;
-    let pki = step(&progress, "Certificates", || certificates(&layout, &rec))?;
-    step(
-        &progress,
-        format!(
-            "Network: bridge {} ({}), {} node namespace(s), pod routes",
-            rec.bridge,
-            rec.node_network,
-            rec.nodes.len()
-        ),
-        || {
-            network::ensure_host_netns(&layout::host_netns_name(&rec.name))
-                .map_err(|e| err("host namespace", e))?;
-            network::ensure_bridge(&rec).map_err(|e| err("bridge", e))?;
-            for n in &rec.nodes {
-                network::ensure_node(&rec, n).map_err(|e| err(&n.name, e))?;
-            }
-            network::ensure_routes(&rec).map_err(|e| err("routes", e))
-        },
-    )?;
-    step(
-        &progress,
-        format!("Control plane on {}", rec.api_url()),
-        || start_controlplane(local, &layout, &rec, &exe),
-    )?;
-    drop(machine_lock);
-    step(&progress, "Node agents", || {
-        start_agents(local, &layout, &rec, &exe)
-    })?;
-    if !opts.no_wait {
-        let names: Vec<String> = rec.nodes.iter().map(|n| n.name.clone()).collect();
-        let timeout = opts.wait.unwrap_or(DEFAULT_WAIT);
-        step(
-            &progress,
-            format!("Waiting for {} node(s) Ready", names.len()),
-            || {
-                ready::block_on(ready::wait_nodes_ready(
-                    &layout.admin_kubeconfig(),
-                    &names,
-                    timeout,
-                ))
-                .map_err(|e| err("waiting", e))?
-                .map_err(|e| {
-                    err(
-                        &format!("nodes not Ready within {timeout:?}"),
-                        format!("{e}; see the logs in {}", layout.logs_dir().display()),
-                    )
-                })
-            },
-        )?;
-    }
-    let context = format!("rktup-{}", s.name);
-    let kubeconfig = step(&progress, format!("Kubeconfig context {context}"), || {
-        rktup_provider::kubeconfig::merge_context(
-            opts.kubeconfig.as_deref(),
-            &context,
-            &rec.api_url(),
-            &pki.ca.cert_pem,
-            &pki.admin.cert_pem,
-            &pki.admin.key_pem,
-        )
-        .map_err(|e| err("kubeconfig", e))
-    })?;
-    let mut rec = rec;
-    rec.kubeconfig = Some(kubeconfig.clone());
-    layout
-        .save(&rec)
-        .map_err(|e| err("failed to save the cluster record", e))?;
-    summary(
+    let cx = Ctx {
         local,
-        &layout,
-        &rec,
+        layout: Layout::new(&local.settings.state_dir),
+        exe: std::env::current_exe().map_err(|e| err("failed to find the rktup binary", e))?,
+        lock: RefCell::new(None),
+    };
+    let (g, keys) = graph(local, opts);
+    let ran = ready::block_on(g.run(&cx, &Progress::new(), None)).map_err(|e| err("up", e))?;
+    cx.lock.borrow_mut().take();
+    ran.result?;
+    let (Some(rec), Some(kubeconfig), Some(_)) = (
+        ran.outputs.get(keys.rec),
+        ran.outputs.get(keys.kubeconfig),
+        ran.outputs.get(keys.pki),
+    ) else {
+        return Err(err("up", "the graph ended without the cluster record"));
+    };
+    let context = format!("rktup-{}", local.settings.name);
+    summary(
+        cx.local,
+        &cx.layout,
+        rec,
         &context,
-        &kubeconfig,
+        kubeconfig,
         started.elapsed(),
     );
     if opts.foreground {
         wait_for_signal();
         eprintln!("Stopping: tearing the cluster down");
-        return crate::down::down(local, Some(&kubeconfig));
+        return crate::down::down(local, Some(kubeconfig));
     }
     Ok(())
 }
