@@ -303,7 +303,7 @@ impl Runtime {
                 Err(why) => {
                     let e = PlanError::Stage1Refused {
                         name: Stage1Flavor::Kvm.image_name().into(),
-                        why,
+                        why: why.to_string(),
                     };
                     write_plan(&dir, &plan)?;
                     let mut st = PodStatus::new(&plan, PodState::Refused);

@@ -129,7 +129,10 @@ impl Preparer {
             let r = payload.and_then(|p| {
                 volumes::setup_dir(&dir, volumes::in_memory(v))
                     .and_then(|()| volumes::write_payload(&dir, &p, fs_group))
-                    .map_err(|e| format!("failed to write {}: {e}", dir.display()))
+                    .map_err(|source| volumes::VolumeError::Write {
+                        dir: dir.clone(),
+                        source,
+                    })
             });
             match r {
                 Ok(changed) => {

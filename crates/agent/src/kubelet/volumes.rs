@@ -34,16 +34,62 @@ pub type Payload = BTreeMap<String, FileProjection>;
 /// why there is none (kubelet's "failed to fetch token: ...").
 pub type Tokens = BTreeMap<(String, usize), Result<String, String>>;
 
+/// Why a volume's payload cannot be built or written. The texts are kubelet's (they reach the
+/// pod's events and status as `MountVolume.SetUp failed for volume "v" : <text>`).
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("configmap references non-existent config key: {key}")]
+    MissingConfigMapKey { key: String },
+    #[error("references non-existent secret key: {key}")]
+    MissingSecretKey { key: String },
+    /// The ConfigMap or Secret could not be read (`configmap "x" not found`, or the API's error).
+    #[error("{}", .0.message())]
+    Object(Missing),
+    /// A downwardAPI item's value (worded as `downward` words it).
+    #[error("{0}")]
+    Field(String),
+    /// A projected serviceAccountToken the caller could not fetch (`failed to fetch token: ...`).
+    #[error("{0}")]
+    Token(String),
+    #[error("failed to fetch token: not requested")]
+    TokenNotRequested,
+    #[error("clusterTrustBundle projections are not supported by this kubelet")]
+    ClusterTrustBundle,
+    /// Several errors of one volume (`utilerrors.NewAggregate`).
+    #[error("[{}]", join(.0))]
+    Aggregate(Vec<VolumeError>),
+    #[error("invalid path: must be less than or equal to 4096 characters: {0:?}")]
+    PathTooLong(String),
+    #[error("invalid path: must be relative path: {0}")]
+    PathAbsolute(String),
+    #[error("invalid path: must not contain '..': {0}")]
+    PathDotDot(String),
+    #[error("invalid path: must not be empty: {0:?}")]
+    PathEmpty(String),
+    #[error("invalid path: must not start with '..': {0}")]
+    PathDotDotPrefix(String),
+    /// Setting up the volume directory or writing the payload into it.
+    #[error("failed to write {}: {source}", .dir.display())]
+    Write { dir: PathBuf, source: io::Error },
+}
+
+fn join(errs: &[VolumeError]) -> String {
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn mode(m: Option<i32>, default: i32) -> u32 {
     (m.unwrap_or(default) as u32) & 0o7777
 }
 
-/// `utilerrors.NewAggregate(...).Error()`: one message as is, several as `[a, b]`.
-fn aggregate(errs: Vec<String>) -> Result<(), String> {
+/// `utilerrors.NewAggregate(...).Error()`: one error as is, several as `[a, b]`.
+fn aggregate(mut errs: Vec<VolumeError>) -> Result<(), VolumeError> {
     match errs.len() {
         0 => Ok(()),
-        1 => Err(errs.into_iter().next().unwrap_or_default()),
-        _ => Err(format!("[{}]", errs.join(", "))),
+        1 => Err(errs.remove(0)),
+        _ => Err(VolumeError::Aggregate(errs)),
     }
 }
 
@@ -53,8 +99,8 @@ fn key_payload(
     files: &BTreeMap<String, Vec<u8>>,
     default_mode: i32,
     optional: bool,
-    missing_key: &str,
-) -> Result<Payload, String> {
+    missing_key: fn(String) -> VolumeError,
+) -> Result<Payload, VolumeError> {
     let mut p = Payload::new();
     match items.filter(|i| !i.is_empty()) {
         None => {
@@ -74,7 +120,7 @@ fn key_payload(
                     if optional {
                         continue;
                     }
-                    return Err(format!("{missing_key}: {}", ktp.key));
+                    return Err(missing_key(ktp.key.clone()));
                 };
                 p.insert(
                     ktp.path.clone(),
@@ -103,21 +149,19 @@ fn keys_payload(
     items: Option<&Vec<KeyToPath>>,
     default_mode: i32,
     optional: bool,
-) -> Result<Payload, String> {
-    let (files, missing_key) = match source {
-        KeySource::ConfigMap(name) => (
-            objs.config_map(name).map(config_map_files),
-            "configmap references non-existent config key",
-        ),
-        KeySource::Secret(name) => (
-            objs.secret(name).map(secret_data),
-            "references non-existent secret key",
-        ),
+) -> Result<Payload, VolumeError> {
+    let (files, missing_key): (_, fn(String) -> VolumeError) = match source {
+        KeySource::ConfigMap(name) => (objs.config_map(name).map(config_map_files), |key| {
+            VolumeError::MissingConfigMapKey { key }
+        }),
+        KeySource::Secret(name) => (objs.secret(name).map(secret_data), |key| {
+            VolumeError::MissingSecretKey { key }
+        }),
     };
     let files = match files {
         Ok(files) => files,
         Err(Missing::NotFound(_)) if optional => BTreeMap::new(),
-        Err(e) => return Err(e.message().to_string()),
+        Err(e) => return Err(VolumeError::Object(e)),
     };
     key_payload(items, &files, default_mode, optional, missing_key)
 }
@@ -128,7 +172,7 @@ fn downward_payload(
     pod: &Pod,
     node: &NodeInfo,
     default_mode: i32,
-) -> Result<Payload, String> {
+) -> Result<Payload, VolumeError> {
     let mut p = Payload::new();
     let mut errs = vec![];
     for f in items.into_iter().flatten() {
@@ -150,7 +194,7 @@ fn downward_payload(
                     },
                 );
             }
-            Err(e) => errs.push(e),
+            Err(e) => errs.push(VolumeError::Field(e)),
         }
     }
     aggregate(errs).map(|()| p)
@@ -165,7 +209,7 @@ pub fn payload(
     objs: &Objects,
     tokens: &Tokens,
     node: &NodeInfo,
-) -> Option<Result<Payload, String>> {
+) -> Option<Result<Payload, VolumeError>> {
     if let Some(c) = &v.config_map {
         return Some(keys_payload(
             objs,
@@ -234,11 +278,11 @@ pub fn payload(
                         },
                     },
                 )])),
-                Some(Err(e)) => Err(e.clone()),
-                None => Err("failed to fetch token: not requested".into()),
+                Some(Err(e)) => Err(VolumeError::Token(e.clone())),
+                None => Err(VolumeError::TokenNotRequested),
             }
         } else if src.cluster_trust_bundle.is_some() {
-            Err("clusterTrustBundle projections are not supported by this kubelet".into())
+            Err(VolumeError::ClusterTrustBundle)
         } else {
             Ok(Payload::new())
         };
@@ -256,27 +300,23 @@ pub fn in_memory(v: &Volume) -> bool {
 }
 
 /// AtomicWriter's `validatePath`, returning the cleaned path.
-fn clean_path(p: &str) -> Result<String, String> {
+fn clean_path(p: &str) -> Result<String, VolumeError> {
     if p.len() > 4096 {
-        return Err(format!(
-            "invalid path: must be less than or equal to 4096 characters: {p:?}"
-        ));
+        return Err(VolumeError::PathTooLong(p.into()));
     }
     if p.starts_with('/') {
-        return Err(format!("invalid path: must be relative path: {p}"));
+        return Err(VolumeError::PathAbsolute(p.into()));
     }
     let parts: Vec<&str> = p
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
     if parts.contains(&"..") {
-        return Err(format!("invalid path: must not contain '..': {p}"));
+        return Err(VolumeError::PathDotDot(p.into()));
     }
     match parts.first() {
-        None => Err(format!("invalid path: must not be empty: {p:?}")),
-        Some(f) if f.starts_with("..") => {
-            Err(format!("invalid path: must not start with '..': {p}"))
-        }
+        None => Err(VolumeError::PathEmpty(p.into())),
+        Some(f) if f.starts_with("..") => Err(VolumeError::PathDotDotPrefix(p.into())),
         Some(_) => Ok(parts.join("/")),
     }
 }
@@ -380,7 +420,7 @@ fn ts_dir_name() -> String {
 pub fn write_payload(dir: &Path, payload: &Payload, fs_group: Option<u32>) -> io::Result<bool> {
     let mut clean: BTreeMap<String, &FileProjection> = BTreeMap::new();
     for (p, f) in payload {
-        clean.insert(clean_path(p).map_err(io_other)?, f);
+        clean.insert(clean_path(p).map_err(io::Error::other)?, f);
     }
     let data_link = dir.join("..data");
     let old = std::fs::read_link(&data_link).ok();
@@ -538,7 +578,9 @@ mod tests {
             ("t".to_string(), 1),
             Err("failed to fetch token: nope".to_string()),
         )]);
-        payload(&vol(v), &pod(), &objs(), &tokens, &node).expect("api volume")
+        payload(&vol(v), &pod(), &objs(), &tokens, &node)
+            .expect("api volume")
+            .map_err(|e| e.to_string())
     }
 
     fn files(p: &Payload) -> Vec<(String, String, u32)> {
@@ -730,10 +772,24 @@ mod tests {
         let m = std::fs::metadata(d.join("a")).unwrap();
         assert_eq!((m.mode() & 0o777, m.gid()), (0o640, 1234));
         // Paths out of the volume are refused.
-        for bad in ["/etc/x", "../x", "a/../../x", "..x/y"] {
+        for (bad, why) in [
+            ("/etc/x", "invalid path: must be relative path: /etc/x"),
+            ("../x", "invalid path: must not contain '..': ../x"),
+            (
+                "a/../../x",
+                "invalid path: must not contain '..': a/../../x",
+            ),
+            ("..x/y", "invalid path: must not start with '..': ..x/y"),
+        ] {
             let p = Payload::from([(bad.to_string(), f("x", 0o644))]);
-            assert!(write_payload(&d, &p, None).is_err(), "{bad}");
+            let e = write_payload(&d, &p, None).expect_err(bad);
+            assert_eq!(e.to_string(), why);
+            assert!(e.get_ref().is_some_and(|e| e.is::<VolumeError>()), "{bad}");
         }
+        assert_eq!(
+            clean_path("./.").unwrap_err().to_string(),
+            "invalid path: must not be empty: \"./.\""
+        );
         // Empty payload: an empty volume.
         assert!(write_payload(&d, &Payload::new(), None).unwrap());
         assert_eq!(tree(&d), vec!["..data -> ts", "ts/"]);

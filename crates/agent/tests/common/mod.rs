@@ -16,7 +16,7 @@ pub fn vm_plan(test: &str) -> Option<rktup_runtime::pod::KvmPlan> {
     match rktup_runtime::stage1::kvm::find_kvm() {
         Ok(plan) => Some(plan),
         Err(why)
-            if why.contains("not usable")
+            if why.to_string().contains("not usable")
                 && std::env::var("RKTUP_TEST_KVM_TCG").as_deref() != Ok("0") =>
         {
             println!("NOTE {test}: {why}; running the VM under TCG instead");

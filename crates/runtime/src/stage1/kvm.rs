@@ -20,15 +20,88 @@ use crate::logs::{LogWriter, Stream};
 use crate::pod::*;
 use crate::util;
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Why stage1-kvm is not available, or a step of booting a pod VM failed. The texts are the pod's
+/// status message (and the test logs'), so each reads as the message always has.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error("stage1-kvm is not available on this node: missing {}", .missing.join(", "))]
+    Missing { missing: Vec<String> },
+    #[error("stage1-kvm is not usable on this node: its /dev/kvm is PVM (module kvm_pvm, nested virtualization without hardware support), which boots only kernels built with CONFIG_PVM_GUEST, and {} is not one (RKTUP_KVM_KERNEL/RKTUP_KVM_MODULES choose another guest kernel; RKTUP_KVM_ACCEL=tcg uses qemu's software emulation)", .kernel.display())]
+    PvmKernel { kernel: PathBuf },
+    /// The (once per process and accelerator) test boot's answer.
+    #[error(transparent)]
+    Probe(Arc<KvmError>),
+    #[error("failed to start {}: {source}", .qemu.display())]
+    StartQemu { qemu: PathBuf, source: io::Error },
+    #[error("stage1-kvm is not usable on this node: a test boot of {} under {accel} did not finish in {secs}s (nested KVM? RKTUP_KVM_ACCEL=tcg uses software emulation)", .kernel.display())]
+    ProbeTimeout {
+        kernel: PathBuf,
+        accel: &'static str,
+        secs: u64,
+    },
+    #[error("stage1-kvm is not usable on this node: the test VM did not boot: {stderr}")]
+    ProbeNoBoot {
+        /// qemu's exit.
+        status: ExitStatus,
+        /// qemu's stderr, trimmed.
+        stderr: String,
+    },
+    #[error("failed to read {}/modules.dep: {source}", .modules.display())]
+    ModulesDep { modules: PathBuf, source: io::Error },
+    #[error("failed to read module {module}: {source}")]
+    ReadModule { module: String, source: io::Error },
+    #[error("failed to read busybox: {source}")]
+    ReadBusybox { path: PathBuf, source: io::Error },
+    /// A file system step whose message has always been the bare OS error.
+    #[error("{source}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Populating a container's rootfs (its message as `container::populate` words it).
+    #[error("{msg}")]
+    Populate { container: String, msg: String },
+    #[error("failed to place the guest helper: {source}")]
+    Helper {
+        container: String,
+        source: io::Error,
+    },
+    #[error("the CNI result has no IPv4 address")]
+    NoIpv4,
+    #[error("failed to run nsenter ip {args:?}: {source}")]
+    NsenterSpawn {
+        args: Vec<String>,
+        source: io::Error,
+    },
+    #[error("ip {args:?} in the pod netns failed: {stderr}")]
+    Ip {
+        args: Vec<String>,
+        status: ExitStatus,
+        /// ip's stderr, trimmed.
+        stderr: String,
+    },
+}
+
+impl KvmError {
+    fn io(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> KvmError {
+        let path = path.into();
+        move |source| KvmError::Io { step, path, source }
+    }
+}
 
 /// Modules the guest needs (with their dependencies from modules.dep).
 const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net", "9pnet_virtio", "9p"];
 
 /// qemu, a guest kernel with 9p modules, and /dev/kvm; or the reason they are not usable.
-pub fn find_kvm() -> Result<KvmPlan, String> {
+pub fn find_kvm() -> Result<KvmPlan, KvmError> {
     let mut missing = Vec::new();
     if !Path::new("/dev/kvm").exists() && !tcg() {
         missing.push("/dev/kvm".to_string());
@@ -62,10 +135,7 @@ pub fn find_kvm() -> Result<KvmPlan, String> {
             pvm_check(&k.kernel)?;
             probe(&k).map(|_| k)
         }
-        _ => Err(format!(
-            "stage1-kvm is not available on this node: missing {}",
-            missing.join(", ")
-        )),
+        _ => Err(KvmError::Missing { missing }),
     }
 }
 
@@ -95,7 +165,7 @@ pub fn cpu_args() -> Vec<&'static str> {
 /// sandboxes such as Firecracker hosts offer without hardware virtualization) boots only guest
 /// kernels built for PVM; any other kernel hangs in its decompressor. Said up front instead of
 /// after a 30 s test boot.
-fn pvm_check(kernel: &Path) -> Result<(), String> {
+fn pvm_check(kernel: &Path) -> Result<(), KvmError> {
     if tcg() || !Path::new("/sys/module/kvm_pvm").exists() {
         return Ok(());
     }
@@ -110,32 +180,34 @@ fn pvm_check(kernel: &Path) -> Result<(), String> {
     if pvm_guest {
         return Ok(());
     }
-    Err(format!(
-        "stage1-kvm is not usable on this node: its /dev/kvm is PVM (module kvm_pvm, nested virtualization without hardware support), which boots only kernels built with CONFIG_PVM_GUEST, and {} is not one (RKTUP_KVM_KERNEL/RKTUP_KVM_MODULES choose another guest kernel; RKTUP_KVM_ACCEL=tcg uses qemu's software emulation)",
-        kernel.display()
-    ))
+    Err(KvmError::PvmKernel {
+        kernel: kernel.to_path_buf(),
+    })
 }
 
 /// Boot the guest kernel once with a trivial initramfs (once per process): a host whose KVM
 /// cannot boot it (e.g. some nested setups hang at early boot) refuses kvm pods with a reason
 /// instead of hanging them.
-pub fn probe(k: &KvmPlan) -> Result<(), String> {
+pub fn probe(k: &KvmPlan) -> Result<(), KvmError> {
     // One answer per accelerator: a caller may fall back to TCG after KVM failed.
-    static KVM: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    static TCG: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    type Answer = std::sync::OnceLock<Result<(), Arc<KvmError>>>;
+    static KVM: Answer = std::sync::OnceLock::new();
+    static TCG: Answer = std::sync::OnceLock::new();
     let cell = if tcg() { &TCG } else { &KVM };
-    cell.get_or_init(|| probe_once(k)).clone()
+    cell.get_or_init(|| probe_once(k).map_err(Arc::new))
+        .clone()
+        .map_err(KvmError::Probe)
 }
 
-fn probe_once(k: &KvmPlan) -> Result<(), String> {
+fn probe_once(k: &KvmPlan) -> Result<(), KvmError> {
     let dir = std::env::temp_dir().join(format!(
         "rktup-kvm-probe-{}-{}",
         std::process::id(),
         util::now_nanos()
     ));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(KvmError::io("create the probe directory", &dir))?;
     let res = (|| {
-        let bb = std::fs::read(&k.busybox).map_err(|e| e.to_string())?;
+        let bb = std::fs::read(&k.busybox).map_err(KvmError::io("read busybox", &k.busybox))?;
         let mut c = Cpio::new();
         for d in ["bin", "dev"] {
             c.dir(d);
@@ -150,7 +222,9 @@ fn probe_once(k: &KvmPlan) -> Result<(), String> {
 /bin/busybox poweroff -f
 ",
         );
-        std::fs::write(dir.join("initrd"), c.finish()).map_err(|e| e.to_string())?;
+        let initrd = dir.join("initrd");
+        std::fs::write(&initrd, c.finish())
+            .map_err(KvmError::io("write the probe initramfs", &initrd))?;
         let console = dir.join("console.log");
         let mut child = std::process::Command::new(&k.qemu)
             .args(cpu_args())
@@ -173,23 +247,27 @@ fn probe_once(k: &KvmPlan) -> Result<(), String> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| format!("failed to start {}: {e}", k.qemu.display()))?;
+            .map_err(|source| KvmError::StartQemu {
+                qemu: k.qemu.clone(),
+                source,
+            })?;
         let (accel, secs) = if tcg() { ("TCG", 90) } else { ("KVM", 30) };
         let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "stage1-kvm is not usable on this node: a test boot of {} under {accel} did not finish in {secs}s (nested KVM? RKTUP_KVM_ACCEL=tcg uses software emulation)",
-                    k.kernel.display()
-                ));
+                return Err(KvmError::ProbeTimeout {
+                    kernel: k.kernel.clone(),
+                    accel,
+                    secs,
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
         let out = std::fs::read_to_string(&console).unwrap_or_default();
         if out.contains("RKTUP-PROBE-OK") {
             Ok(())
@@ -199,10 +277,10 @@ fn probe_once(k: &KvmPlan) -> Result<(), String> {
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            Err(format!(
-                "stage1-kvm is not usable on this node: the test VM did not boot: {}",
-                err.trim()
-            ))
+            Err(KvmError::ProbeNoBoot {
+                status,
+                stderr: err.trim().to_string(),
+            })
         }
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -239,9 +317,13 @@ fn guest_kernel() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Module files to load, dependencies first, from modules.dep.
-fn module_closure(modules: &Path) -> Result<Vec<String>, String> {
-    let dep = std::fs::read_to_string(modules.join("modules.dep"))
-        .map_err(|e| format!("failed to read {}/modules.dep: {e}", modules.display()))?;
+fn module_closure(modules: &Path) -> Result<Vec<String>, KvmError> {
+    let dep = std::fs::read_to_string(modules.join("modules.dep")).map_err(|source| {
+        KvmError::ModulesDep {
+            modules: modules.to_path_buf(),
+            source,
+        }
+    })?;
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for l in dep.lines() {
         if let Some((m, d)) = l.split_once(':') {
@@ -331,7 +413,7 @@ pub fn initramfs(
     busybox: &[u8],
     extra_dirs: &[&str],
     init: impl FnOnce(&str) -> String,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, KvmError> {
     let mods = module_closure(&kvm.modules)?;
     let mut cpio = Cpio::new();
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules"]
@@ -343,8 +425,10 @@ pub fn initramfs(
     cpio.file("bin/busybox", 0o755, busybox);
     let mut insmods = String::new();
     for (i, m) in mods.iter().enumerate() {
-        let b = std::fs::read(kvm.modules.join(m))
-            .map_err(|e| format!("failed to read module {m}: {e}"))?;
+        let b = std::fs::read(kvm.modules.join(m)).map_err(|source| KvmError::ReadModule {
+            module: m.clone(),
+            source,
+        })?;
         let name = format!("lib/modules/{i:02}.ko");
         cpio.file(&name, 0o644, &b);
         insmods.push_str(&format!("insmod /{name} 2>/dev/null\n"));
@@ -408,18 +492,23 @@ fn vm_net(res: &serde_json::Value) -> Option<VmNet> {
     Some(VmNet { cidr, gateway: gw })
 }
 
-fn nsenter_ip(netns: &Path, args: &[&str]) -> Result<(), String> {
+fn nsenter_ip(netns: &Path, args: &[&str]) -> Result<(), KvmError> {
+    let owned = || args.iter().map(|a| a.to_string()).collect();
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
         .arg("ip")
         .args(args)
         .output()
-        .map_err(|e| format!("failed to run nsenter ip {args:?}: {e}"))?;
+        .map_err(|source| KvmError::NsenterSpawn {
+            args: owned(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "ip {args:?} in the pod netns failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(KvmError::Ip {
+            args: owned(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -458,7 +547,7 @@ impl Supervisor {
         self.write_etc();
         let vm = match self.boot_vm(&kvm) {
             Ok(pid) => pid,
-            Err(m) => return Err(self.fail_pod("VMSetupFailed", m)),
+            Err(e) => return Err(self.fail_pod("VMSetupFailed", e.to_string())),
         };
         self.status.state = PodState::Running;
         self.status.phase = "Running".into();
@@ -470,11 +559,13 @@ impl Supervisor {
         Ok(())
     }
 
-    fn boot_vm(&mut self, kvm: &KvmPlan) -> Result<i32, String> {
+    fn boot_vm(&mut self, kvm: &KvmPlan) -> Result<i32, KvmError> {
         let ctl = self.dir.join("kvm");
-        std::fs::create_dir_all(&ctl).map_err(|e| e.to_string())?;
-        let helper_src =
-            std::fs::read(&kvm.busybox).map_err(|e| format!("failed to read busybox: {e}"))?;
+        std::fs::create_dir_all(&ctl).map_err(KvmError::io("create the control share", &ctl))?;
+        let helper_src = std::fs::read(&kvm.busybox).map_err(|source| KvmError::ReadBusybox {
+            path: kvm.busybox.clone(),
+            source,
+        })?;
         // Each container's rootfs on the host, shared into the guest.
         let plan = self.plan.clone();
         for c in plan.all_containers() {
@@ -482,10 +573,13 @@ impl Supervisor {
             let ov = self.dir.join("overlay").join(&c.name);
             let (upper, work) = (ov.join("upper"), ov.join("work"));
             for d in [&rootfs, &upper, &work] {
-                std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(d)
+                    .map_err(KvmError::io("create the rootfs directories", d))?;
             }
-            container::mount_rootfs(c, &rootfs, &upper, &work).map_err(|e| e.to_string())?;
-            sys::mount(None, &rootfs, None, libc::MS_PRIVATE, None).map_err(|e| e.to_string())?;
+            container::mount_rootfs(c, &rootfs, &upper, &work)
+                .map_err(KvmError::io("mount the rootfs", &rootfs))?;
+            sys::mount(None, &rootfs, None, libc::MS_PRIVATE, None)
+                .map_err(KvmError::io("make the rootfs mount private", &rootfs))?;
             let launch = Launch {
                 plan: &plan,
                 c,
@@ -502,15 +596,20 @@ impl Supervisor {
                 pid_w: -1,
                 err_w: -1,
             };
-            container::populate(&launch, Populate::Kvm)?;
+            container::populate(&launch, Populate::Kvm).map_err(|msg| KvmError::Populate {
+                container: c.name.clone(),
+                msg,
+            })?;
             // The guest-side helper lives in the container's writable layer, not in the image;
             // written within the rootfs (the image may hold a `.rktup` link to the host).
-            put_helper(&rootfs, &helper_src)
-                .map_err(|e| format!("failed to place the guest helper: {e}"))?;
+            put_helper(&rootfs, &helper_src).map_err(|source| KvmError::Helper {
+                container: c.name.clone(),
+                source,
+            })?;
         }
         // Network: bridge the pod's eth0 with a tap for the guest; the guest owns the pod IP.
         let res = self.net_result.clone().unwrap_or_default();
-        let vn = vm_net(&res).ok_or("the CNI result has no IPv4 address")?;
+        let vn = vm_net(&res).ok_or(KvmError::NoIpv4)?;
         let ns = self.netns_file.clone();
         nsenter_ip(&ns, &["addr", "flush", "dev", "eth0"])?;
         nsenter_ip(&ns, &["link", "add", "kbr0", "type", "bridge"])?;
@@ -523,7 +622,7 @@ impl Supervisor {
             self.guest_init(&vn, insmods)
         })?;
         let initrd = ctl.join("initramfs.cpio");
-        std::fs::write(&initrd, initramfs).map_err(|e| e.to_string())?;
+        std::fs::write(&initrd, initramfs).map_err(KvmError::io("write the initramfs", &initrd))?;
         let mem = {
             let sum: u64 = self
                 .plan
@@ -578,11 +677,13 @@ impl Supervisor {
             format!("virtio-net-pci,netdev=n0,mac={mac}"),
         ]);
         vlog!(4, "qemu {args:?}");
-        let qlog = std::fs::File::create(ctl.join("qemu.log")).map_err(|e| e.to_string())?;
+        let qlog_path = ctl.join("qemu.log");
+        let qlog = std::fs::File::create(&qlog_path)
+            .map_err(KvmError::io("create qemu.log", &qlog_path))?;
         use std::os::unix::io::IntoRawFd;
         let qfd = qlog.into_raw_fd();
         let cg = self.pod_cgroup_procs();
-        let pid = sys::fork().map_err(|e| e.to_string())?;
+        let pid = sys::fork().map_err(KvmError::io("fork qemu", &ctl))?;
         if pid == 0 {
             // SAFETY: dup2 onto stdio in the child.
             unsafe {
@@ -851,5 +952,52 @@ impl Supervisor {
             t.log = None;
             let _ = VERBOSITY.load(Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_the_status_messages() {
+        let missing = KvmError::Missing {
+            missing: vec![
+                "/dev/kvm".into(),
+                "/bin/busybox (apt install busybox-static)".into(),
+            ],
+        };
+        assert_eq!(
+            missing.to_string(),
+            "stage1-kvm is not available on this node: missing /dev/kvm, /bin/busybox (apt install busybox-static)"
+        );
+        let timeout = KvmError::ProbeTimeout {
+            kernel: "/boot/vmlinuz-6".into(),
+            accel: "KVM",
+            secs: 30,
+        };
+        let text = "stage1-kvm is not usable on this node: a test boot of /boot/vmlinuz-6 under KVM did not finish in 30s (nested KVM? RKTUP_KVM_ACCEL=tcg uses software emulation)";
+        assert_eq!(timeout.to_string(), text);
+        assert_eq!(KvmError::Probe(Arc::new(timeout)).to_string(), text);
+        use std::os::unix::process::ExitStatusExt;
+        let ip = KvmError::Ip {
+            args: vec!["link".into(), "set".into(), "tap0".into(), "up".into()],
+            status: ExitStatus::from_raw(1 << 8),
+            stderr: "Cannot find device \"tap0\"".into(),
+        };
+        assert_eq!(
+            ip.to_string(),
+            "ip [\"link\", \"set\", \"tap0\", \"up\"] in the pod netns failed: Cannot find device \"tap0\""
+        );
+        let io =
+            KvmError::io("write the initramfs", "/x")(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(
+            io.to_string(),
+            io::Error::from_raw_os_error(libc::ENOSPC).to_string()
+        );
+        assert_eq!(
+            KvmError::NoIpv4.to_string(),
+            "the CNI result has no IPv4 address"
+        );
     }
 }
