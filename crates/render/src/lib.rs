@@ -220,11 +220,11 @@ fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint)
     ctx.insert("role", role.as_str());
     ctx.insert("paths", &PATHS);
     ctx.insert("rktup_version", env!("CARGO_PKG_VERSION"));
-    // `rktup agent`'s flags, from the node contract (templates/units/kubelet.service.tera).
-    ctx.insert(
-        "agent_args",
-        &exec_args(&node_agent_config(settings, role, master).to_args()),
-    );
+    // `rktup agent`'s flags, from the node contract (templates/units/kubelet.service.tera), and
+    // the directories the unit creates before starting it, from the same config.
+    let agent = node_agent_config(settings, role, master);
+    ctx.insert("agent_args", &exec_args(&agent.to_args()));
+    ctx.insert("agent_root_dir", &agent.root_dir.display().to_string());
     let url = master.url_for(role);
     ctx.insert(
         "master",
