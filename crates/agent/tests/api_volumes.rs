@@ -97,13 +97,17 @@ impl Cluster {
         let events: Api<Event> = Api::namespaced(self.admin.clone(), "default");
         let events = &events;
         self.rt.block_on(async {
-            wait_async(&format!("{reason} event for {pod}"), secs, || async move {
-                let l = events.list(&ListParams::default()).await.ok()?;
-                l.items.into_iter().find(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.involved_object.name.as_deref() == Some(pod)
-                })
-            })
+            eventually(
+                &format!("{reason} event for {pod}"),
+                Duration::from_secs(secs),
+                || async move {
+                    let l = events.list(&ListParams::default()).await.ok()?;
+                    l.items.into_iter().find(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.involved_object.name.as_deref() == Some(pod)
+                    })
+                },
+            )
             .await
         })
     }
@@ -112,13 +116,17 @@ impl Cluster {
         let pods = self.pods();
         let pods = &pods;
         self.rt.block_on(async {
-            wait_async(&format!("pod {name} Running"), secs, || async move {
-                let p = pods.get_opt(name).await.ok().flatten()?;
-                let s = p.status.clone()?;
-                (s.phase.as_deref() == Some("Running")
-                    && s.container_statuses.as_ref()?.iter().all(|c| c.ready))
-                .then_some(p)
-            })
+            eventually(
+                &format!("pod {name} Running"),
+                Duration::from_secs(secs),
+                || async move {
+                    let p = pods.get_opt(name).await.ok().flatten()?;
+                    let s = p.status.clone()?;
+                    (s.phase.as_deref() == Some("Running")
+                        && s.container_statuses.as_ref()?.iter().all(|c| c.ready))
+                    .then_some(p)
+                },
+            )
             .await
         })
     }
@@ -130,9 +138,11 @@ impl Cluster {
             pods.delete(name, &DeleteParams::default())
                 .await
                 .expect("delete");
-            wait_async(&format!("pod {name} gone"), 60, || async move {
-                pods.get_opt(name).await.ok()?.is_none().then_some(())
-            })
+            eventually(
+                &format!("pod {name} gone"),
+                Duration::from_secs(60),
+                || async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) },
+            )
             .await
         });
     }
@@ -418,9 +428,9 @@ fn missing_objects_block_pods_until_they_exist() {
                 let w = s.container_statuses?.into_iter().next()?.state?.waiting?;
                 Some((w.reason.unwrap_or_default(), w.message))
             };
-            let w = wait_async("late waiting", 30, || waiting("late")).await;
+            let w = eventually("late waiting", Duration::from_secs(30), || waiting("late")).await;
             assert_eq!(w, ("ContainerCreating".to_string(), None));
-            let w = wait_async("envfail waiting", 30, || waiting("envfail")).await;
+            let w = eventually("envfail waiting", Duration::from_secs(30), || waiting("envfail")).await;
             assert_eq!(
                 w,
                 (
@@ -431,7 +441,7 @@ fn missing_objects_block_pods_until_they_exist() {
             // Retried with a back-off: the same Event counted again, not a new one each time.
             let events: Api<Event> = Api::namespaced(c.admin.clone(), "default");
             let events = &events;
-            wait_async("FailedMount counted twice", 30, || async move {
+            eventually("FailedMount counted twice", Duration::from_secs(30), || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 let mine: Vec<Event> = l
                     .items

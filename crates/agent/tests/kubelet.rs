@@ -8,6 +8,7 @@ use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node as KNode, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::time::Duration;
 
 #[test]
 fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
@@ -35,7 +36,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             let nodes: Api<KNode> = Api::all(admin.clone());
             let nodes = &nodes;
             // Registered and Ready, with nodeInfo naming the embedded runtime.
-            let n = wait_async("node Ready", 30, || async move {
+            let n = eventually("node Ready", Duration::from_secs(30), || async move {
                 nodes.get_opt(nn).await.ok().flatten().filter(|n| {
                     n.status
                         .as_ref()
@@ -66,13 +67,13 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             // Lease heartbeat.
             let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
             let leases = &leases;
-            let l1 = wait_async("lease", 30, || async move {
+            let l1 = eventually("lease", Duration::from_secs(30), || async move {
                 leases.get_opt(nn).await.ok().flatten()
             })
             .await;
             let t1 = l1.spec.and_then(|s| s.renew_time).expect("renewTime");
             let t1 = &t1;
-            wait_async("lease renewed", 30, || async move {
+            eventually("lease renewed", Duration::from_secs(30), || async move {
                 let l = leases.get_opt(nn).await.ok().flatten()?;
                 let t = l.spec?.renew_time?;
                 (t.0 > t1.0).then_some(())
@@ -91,7 +92,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             let spods = &spods;
             let mirror_name = format!("static-{nn}");
             let mirror_name = mirror_name.as_str();
-            let m = wait_async("mirror pod", 60, || async move {
+            let m = eventually("mirror pod", Duration::from_secs(60), || async move {
                 spods.get_opt(mirror_name).await.ok().flatten()
             })
             .await;
@@ -104,7 +105,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             );
             assert_eq!(m.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some(nn));
             node.delete("static.yaml");
-            wait_async("mirror pod removed", 60, || async move {
+            eventually("mirror pod removed", Duration::from_secs(60), || async move {
                 spods
                     .get_opt(mirror_name)
                     .await
@@ -129,7 +130,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             pods.create(&PostParams::default(), &pod)
                 .await
                 .expect("create pod");
-            let p = wait_async("pod Running", 60, || async move {
+            let p = eventually("pod Running", Duration::from_secs(60), || async move {
                 let p = pods.get_opt("web").await.ok().flatten()?;
                 let s = p.status.clone()?;
                 (s.phase.as_deref() == Some("Running")
@@ -165,7 +166,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             // A Started event.
             let events: Api<Event> = Api::namespaced(admin.clone(), "default");
             let events = &events;
-            wait_async("Started event", 30, || async move {
+            eventually("Started event", Duration::from_secs(30), || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items
                     .into_iter()
@@ -179,7 +180,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
 
             // Pulling / Pulled events for the container's image (the static pod's run put it in
             // the store already, so it is "already present"), on the container's field path.
-            wait_async("Pulled event", 30, || async move {
+            eventually("Pulled event", Duration::from_secs(30), || async move {
                 let l = events.list(&ListParams::default()).await.ok()?;
                 l.items
                     .into_iter()
@@ -200,7 +201,7 @@ fn node_registers_runs_bound_pods_and_deletes_them_gracefully() {
             pods.delete("web", &DeleteParams::default())
                 .await
                 .expect("delete");
-            wait_async("pod object gone", 30, || async move {
+            eventually("pod object gone", Duration::from_secs(30), || async move {
                 pods.get_opt("web")
                     .await
                     .ok()

@@ -36,11 +36,15 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
             let nodes: Api<KNode> = Api::all(admin.clone());
             let nodes = &nodes;
             let nn = node_name.as_str();
-            wait_async("node advertising the kubelet port", 30, || async move {
-                let n = nodes.get_opt(nn).await.ok().flatten()?;
-                let p = n.status?.daemon_endpoints?.kubelet_endpoint?.port;
-                (p == i32::from(port)).then_some(())
-            })
+            eventually(
+                "node advertising the kubelet port",
+                Duration::from_secs(30),
+                || async move {
+                    let n = nodes.get_opt(nn).await.ok().flatten()?;
+                    let p = n.status?.daemon_endpoints?.kubelet_endpoint?.port;
+                    (p == i32::from(port)).then_some(())
+                },
+            )
             .await;
         });
         // Two containers: three lines then quiet; a ticker, one line a second. And a container
@@ -100,12 +104,16 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
         rt.block_on(async {
             let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
             let pods = &pods;
-            wait_async("crasher running its second run", 90, || async move {
-                let p = pods.get_opt("crasher").await.ok().flatten()?;
-                let s = p.status?;
-                let c = s.container_statuses?.into_iter().next()?;
-                (c.restart_count >= 1 && c.ready).then_some(())
-            })
+            eventually(
+                "crasher running its second run",
+                Duration::from_secs(90),
+                || async move {
+                    let p = pods.get_opt("crasher").await.ok().flatten()?;
+                    let s = p.status?;
+                    let c = s.container_statuses?.into_iter().next()?;
+                    (c.restart_count >= 1 && c.ready).then_some(())
+                },
+            )
             .await;
         });
         let logs = |args: &[&str]| {

@@ -351,6 +351,23 @@ pub fn not_private(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+/// Polls the async `f` (every 100 ms) until it returns Some; panics naming `what` after
+/// `timeout`. The async twin of [`wait_for`].
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! dir, manifest dir, CNI config dir, api endpoint, and a real registry serving busybox images.
 #![allow(dead_code)]
 
+pub use rktup_testkit::eventually;
 pub use rktup_testkit::rktup_bin;
 use rktup_testkit::{free_port, sh, unique, wait_for, Images, Registry};
 use std::path::{Path, PathBuf};
@@ -466,25 +467,6 @@ pub fn run(cmd: &mut Command) -> String {
     sh(cmd)
 }
 
-/// Polls `f` (every 100 ms) until it returns Some; panics after `secs`.
-pub async fn wait_async<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// What a kubectl run gave.
@@ -547,12 +529,17 @@ pub fn run_pod(
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
         let (pods, name) = (&pods, name.as_str());
-        wait_async(&format!("{name} running"), 90, || async move {
-            let p = pods.get_opt(name).await.ok().flatten()?;
-            let s = p.status?;
-            (s.phase.as_deref() == Some("Running") && s.container_statuses?.iter().all(|c| c.ready))
+        eventually(
+            &format!("{name} running"),
+            Duration::from_secs(90),
+            || async move {
+                let p = pods.get_opt(name).await.ok().flatten()?;
+                let s = p.status?;
+                (s.phase.as_deref() == Some("Running")
+                    && s.container_statuses?.iter().all(|c| c.ready))
                 .then_some(())
-        })
+            },
+        )
         .await;
     });
 }
