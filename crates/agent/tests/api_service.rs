@@ -13,26 +13,16 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// Whether the test can run; with CI=true, a reason not to fails it.
+/// Whether the test can run (`rktup_testkit::can_run`: under CI=true a missing need fails it).
 fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("needs root (the agent and `setpriv` to user nobody)")
+    let missing = if !rktup_testkit::is_root() {
+        Some("root (the agent and `setpriv` to user nobody)")
     } else if !std::path::Path::new("/usr/bin/setpriv").exists() {
-        Some("needs /usr/bin/setpriv (util-linux)")
+        Some("/usr/bin/setpriv (util-linux)")
     } else {
         None
     };
-    match why {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} cannot run in CI: {why}")
-        }
-        Some(why) => {
-            println!("SKIPPED {test}: {why}");
-            false
-        }
-    }
+    rktup_testkit::can_run(test, missing)
 }
 
 /// `rktup <args>` as user nobody (uid/gid 65534, no supplementary groups).

@@ -14,24 +14,19 @@ use std::process::Command;
 
 const CANARY: &[u8] = b"RKTUP-CANARY-host-disk-contents\n";
 
-/// Whether the test can run: under `CI=true` a missing requirement fails it, elsewhere it prints
-/// why it skips.
+/// Whether the test can run (`rktup_testkit::can_run`: under CI=true a missing need fails it).
 fn can_run(test: &str) -> bool {
-    // SAFETY: plain getter.
-    let root = unsafe { libc::geteuid() } == 0;
     let losetup = ["/usr/sbin/losetup", "/sbin/losetup", "/usr/bin/losetup"]
         .iter()
         .any(|p| Path::new(p).exists());
-    let missing = match (root, losetup) {
-        (false, _) => "root",
-        (_, false) => "losetup (util-linux)",
-        _ => return true,
+    let missing = if !rktup_testkit::is_root() {
+        Some("root")
+    } else if !losetup {
+        Some("losetup (util-linux)")
+    } else {
+        None
     };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} cannot run on this CI host: needs {missing}");
-    }
-    println!("SKIPPED {test}: needs {missing}");
-    false
+    rktup_testkit::can_run(test, missing)
 }
 
 /// A loop device over `backing`, detached on drop (also when the test fails).

@@ -9,18 +9,9 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Root is needed for the agent; in CI a test that cannot run fails instead of skipping.
+/// Root is needed for the agent (`rktup_testkit::can_run`: under CI=true its absence fails).
 fn root_or_skip(test: &str) -> bool {
-    // SAFETY: plain getter.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root (CI=true: not skipping)"
-    );
-    println!("SKIPPED {test}: needs root");
-    false
+    rktup_testkit::can_run(test, (!rktup_testkit::is_root()).then_some("root"))
 }
 
 /// A scratch "host" directory the attacks aim at: a canary file, a directory with a file, and a

@@ -419,21 +419,9 @@ mod tests {
         assert!(!m.exists());
     }
 
-    /// Whether a test that needs `what` can run: under `CI=true` a missing requirement fails the
-    /// test, elsewhere the test prints why it skips.
+    /// Whether a test that needs `what` can run (`rktup_testkit::can_run`).
     fn can_run(test: &str, what: &str, ok: bool) -> bool {
-        if !ok && std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test} cannot run on this CI host: needs {what}");
-        }
-        if !ok {
-            println!("SKIPPED {test}: needs {what}");
-        }
-        ok
-    }
-
-    fn is_root() -> bool {
-        // SAFETY: plain getter.
-        unsafe { libc::geteuid() == 0 }
+        rktup_testkit::can_run(test, (!ok).then_some(what))
     }
 
     /// A scratch directory whose filesystem honours device nodes (not mounted nodev).
@@ -581,7 +569,9 @@ mod tests {
     fn v2_devices_program_restricts_a_real_cgroup() {
         let test = "v2_devices_program_restricts_a_real_cgroup";
         let mount = cgroup2_mount();
-        if !can_run(test, "root", is_root()) || !can_run(test, "a cgroup2 mount", mount.is_some()) {
+        if !can_run(test, "root", rktup_testkit::is_root())
+            || !can_run(test, "a cgroup2 mount", mount.is_some())
+        {
             return;
         }
         let mount = mount.unwrap();
@@ -610,7 +600,9 @@ mod tests {
         let test = "v1_devices_cgroup_restricts_a_real_cgroup";
         let root = Path::new("/sys/fs/cgroup");
         let v1 = root.join("devices/cgroup.procs").exists();
-        if !can_run(test, "root", is_root()) || !can_run(test, "the v1 devices controller", v1) {
+        if !can_run(test, "root", rktup_testkit::is_root())
+            || !can_run(test, "the v1 devices controller", v1)
+        {
             return;
         }
         let rel = format!("rktup/devtest-v1-{}", std::process::id());

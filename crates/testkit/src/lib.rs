@@ -351,6 +351,27 @@ pub fn not_private(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+/// Whether this process runs as root (the agent, namespaces and mounts need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether `test` can run, given what is `missing` (None: nothing). The project's rule: under
+/// `CI=true` a test that cannot run fails, naming what it needs; elsewhere it prints why it
+/// skips and the caller returns.
+pub fn can_run(test: &str, missing: Option<&str>) -> bool {
+    let Some(missing) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run on this CI host: needs {missing}"
+    );
+    println!("SKIPPED {test}: needs {missing}");
+    false
+}
+
 /// Polls the async `f` (every 100 ms) until it returns Some; panics naming `what` after
 /// `timeout`. The async twin of [`wait_for`].
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips.
+/// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips
+/// (under CI=true a host that cannot run the VM fails the test instead).
 /// Where /dev/kvm exists but cannot boot the guest (this CI host: PVM nested virtualization),
 /// the VM runs under qemu's software emulation instead (`RKTUP_KVM_ACCEL=tcg`, which the agent
 /// inherits), so the VM paths are still exercised; `RKTUP_TEST_KVM_TCG=0` skips instead.
@@ -25,17 +26,23 @@ pub fn vm_plan(test: &str) -> Option<rktup_runtime::pod::KvmPlan> {
             std::env::set_var("RKTUP_KVM_ACCEL", "tcg");
             match rktup_runtime::stage1::kvm::find_kvm() {
                 Ok(plan) => Some(plan),
-                Err(why) => {
-                    println!("SKIPPED {test}: {why}");
-                    None
-                }
+                Err(why) => no_vm(test, why),
             }
         }
-        Err(why) => {
-            println!("SKIPPED {test}: {why}");
+        Err(why) if std::env::var("RKTUP_TEST_KVM_TCG").as_deref() == Ok("0") => {
+            // Asked for by hand: a skip, not a host that cannot run the test.
+            println!("SKIPPED {test}: {why} (RKTUP_TEST_KVM_TCG=0)");
             None
         }
+        Err(why) => no_vm(test, why),
     }
+}
+
+/// No VM for `test`: under CI=true that fails it (`rktup_testkit::can_run`).
+fn no_vm(test: &str, why: impl std::fmt::Display) -> Option<rktup_runtime::pod::KvmPlan> {
+    let why = format!("a VM ({why})");
+    rktup_testkit::can_run(test, Some(&why));
+    None
 }
 
 /// An embedded control plane (in this process, on a free port) and a real agent joined to it as
