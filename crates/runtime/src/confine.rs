@@ -8,6 +8,7 @@
 //! therefore not redirect a write, a removal or a mount to the host. A kernel without openat2
 //! (Linux < 5.6) is refused: there is no safe text-join fallback.
 
+use crate::stage1::sys::cvt;
 use std::ffi::{CStr, CString};
 use std::io::{Error, ErrorKind, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -47,16 +48,9 @@ pub struct Root {
     fd: OwnedFd,
 }
 
-fn cstring(b: &[u8]) -> Result<CString> {
+/// Bytes as a C string (a NUL inside is invalid input).
+pub(crate) fn cstring(b: &[u8]) -> Result<CString> {
     CString::new(b).map_err(|_| Error::new(ErrorKind::InvalidInput, "NUL in path"))
-}
-
-fn cvt(r: libc::c_int) -> Result<libc::c_int> {
-    if r < 0 {
-        Err(Error::last_os_error())
-    } else {
-        Ok(r)
-    }
 }
 
 /// openat2(2); EAGAIN (a concurrent rename seen during RESOLVE_IN_ROOT/BENEATH) is retried.
@@ -95,6 +89,17 @@ fn openat2(dir: RawFd, rel: &CStr, flags: libc::c_int, mode: u32, resolve: u64) 
         }
     }
     Err(Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// An O_PATH descriptor of `path`, a path the runtime itself chose or the user named (a hostPath):
+/// resolved as the host sees it, not confined. `flags` adds to O_PATH (e.g. O_DIRECTORY).
+pub fn open_path(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: valid C string.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | flags) })
+        .map_err(|e| Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The path to hand mount(2) for an open descriptor: the kernel follows the magic link to the
@@ -247,18 +252,8 @@ fn list_dir(dir: &OwnedFd) -> Result<Vec<CString>> {
 impl Root {
     /// Opens the directory at `path` (a path the runtime itself chose: not confined).
     pub fn open(path: &Path) -> Result<Root> {
-        let c = cstring(path.as_os_str().as_bytes())?;
-        // SAFETY: valid C string.
-        let fd = cvt(unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        })
-        .map_err(|e| Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
         Ok(Root {
-            // SAFETY: a new descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: open_path(path, libc::O_DIRECTORY)?,
         })
     }
 

@@ -9,7 +9,8 @@
 //! below such a link (`evil/etc/.wh.x`) hides nothing and is skipped. Device nodes in layers are
 //! skipped.
 
-use crate::confine::{self, Kind, Root, Scope};
+use crate::confine::{self, cstring, Kind, Root, Scope};
+use crate::stage1::sys::cvt;
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -119,11 +120,11 @@ fn unpack_stream(reader: impl Read, dest: &Path, layer: &Path) -> Result<(), Unp
                     "a whiteout must name a file",
                 )));
             }
-            let name = cname(hidden).map_err(wh)?;
+            let name = cstring(hidden).map_err(wh)?;
             confine::remove_all_at(&parent, &name).map_err(wh)?;
             mknod_whiteout(&parent, &name).map_err(wh)?;
         } else {
-            let name = cname(&fname).map_err(fail)?;
+            let name = cstring(&fname).map_err(fail)?;
             write_entry(&root, &parent, &name, &mut entry).map_err(fail)?;
         }
         last_parent = Some((parent_rel, parent));
@@ -140,18 +141,6 @@ fn explain(e: std::io::Error) -> std::io::Error {
         )
     } else {
         e
-    }
-}
-
-fn cname(b: &[u8]) -> std::io::Result<CString> {
-    CString::new(b).map_err(|_| std::io::Error::new(ErrorKind::InvalidData, "NUL in a name"))
-}
-
-fn cvt(r: libc::c_int) -> std::io::Result<()> {
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
@@ -219,7 +208,7 @@ fn write_entry<R: Read>(
             let target = entry.link_name()?.ok_or_else(|| {
                 std::io::Error::new(ErrorKind::InvalidData, "symlink without a target")
             })?;
-            let t = cname(target.as_os_str().as_bytes())?;
+            let t = cstring(target.as_os_str().as_bytes())?;
             // SAFETY: valid strings and fd. The target is stored, not followed.
             cvt(unsafe { libc::symlinkat(t.as_ptr(), p, name.as_ptr()) })?;
             None
@@ -277,7 +266,8 @@ fn write_entry<R: Read>(
         tv_nsec: 0,
     };
     // SAFETY: valid fd, name and a two-element times array.
-    cvt(unsafe { libc::utimensat(p, name.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+    cvt(unsafe { libc::utimensat(p, name.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(())
 }
 
 fn open_nofollow(dir: &OwnedFd, name: &CStr, flags: libc::c_int) -> std::io::Result<OwnedFd> {
@@ -303,7 +293,7 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<Vec<(CString, V
         for ext in exts {
             let ext = ext?;
             if let Ok(Some(k)) = ext.key().map(|k| k.strip_prefix("SCHILY.xattr.")) {
-                out.push((cname(k.as_bytes())?, ext.value_bytes().to_vec()));
+                out.push((cstring(k.as_bytes())?, ext.value_bytes().to_vec()));
             }
         }
     }
@@ -337,7 +327,8 @@ fn mknod_whiteout(dir: &OwnedFd, name: &CStr) -> std::io::Result<()> {
             libc::S_IFCHR,
             libc::makedev(0, 0),
         )
-    })
+    })?;
+    Ok(())
 }
 
 /// overlayfs opaque directory: xattr trusted.overlay.opaque=y on the (resolved) directory.
@@ -353,7 +344,8 @@ fn set_opaque(dir: &OwnedFd) -> std::io::Result<()> {
             1,
             0,
         )
-    })
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

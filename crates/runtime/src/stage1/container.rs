@@ -14,7 +14,7 @@ use super::sys;
 use crate::confine::{self, fd_path, Kind, Root, Scope};
 use crate::pod::{ContainerPlan, PodPlan, Seccomp, Stage1Flavor, VolumeSource};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
 
@@ -126,14 +126,8 @@ pub fn mount_source(
 ) -> Result<OwnedFd, MountSourceError> {
     let src = volume_source(pod_dir, plan, &m.volume).ok_or(MountSourceError::NoVolume)?;
     let Some(sp) = &m.sub_path else {
-        let c = sys::cstr(&src).map_err(MountSourceError::Volume)?;
-        // SAFETY: valid C string. A hostPath is the host's own path: it is followed as kubelet does.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(MountSourceError::Volume(std::io::Error::last_os_error()));
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        // A hostPath is the host's own path: it is followed as kubelet does.
+        return confine::open_path(&src, 0).map_err(MountSourceError::Volume);
     };
     let vol = Root::open(&src).map_err(MountSourceError::Volume)?;
     let sub = Path::new(sp);
@@ -177,15 +171,15 @@ impl MountSourceError {
     }
 }
 
-/// Bind `src` onto the mount point `target` (an O_PATH descriptor of `rel` below `root`), read
-/// only when asked. The read-only remount needs the new mount itself, so `rel` is resolved again
-/// (within the root) once the bind is in place.
+/// Bind `src` onto the mount point `target` (an O_PATH descriptor of `rel` below `root`), then,
+/// when `read_only` is Some, remount it read-only with those further flags. The remount needs the
+/// new mount itself, so `rel` is resolved again (within the root) once the bind is in place.
 fn bind_onto(
     src: &Path,
     root: &Root,
     rel: &Path,
     target: &OwnedFd,
-    read_only: bool,
+    read_only: Option<libc::c_ulong>,
 ) -> std::io::Result<()> {
     let s = src.to_string_lossy().into_owned();
     sys::mount(
@@ -195,13 +189,13 @@ fn bind_onto(
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    if read_only {
+    if let Some(flags) = read_only {
         let top = root.open_at(rel, Scope::InRoot, libc::O_PATH)?;
         sys::mount(
             None,
             &fd_path(&top),
             None,
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags,
             None,
         )?;
     }
@@ -301,24 +295,10 @@ fn mask_kernel_paths(root: &Root) -> Result<(), String> {
         let Some(t) = existing(root, p)? else {
             continue;
         };
-        let ro = || -> std::io::Result<()> {
-            sys::bind(&fd_path(&t), &fd_path(&t), false)?;
-            let top = root.open_at(Path::new(p), Scope::InRoot, libc::O_PATH)?;
-            // Keep /proc's nosuid/nodev/noexec on the read-only remount.
-            sys::mount(
-                None,
-                &fd_path(&top),
-                None,
-                libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV
-                    | libc::MS_NOEXEC,
-                None,
-            )
-        };
-        ro().map_err(|e| format!("failed to make {p} read-only: {e}"))?;
+        // Keep /proc's nosuid/nodev/noexec on the read-only remount.
+        let keep = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        bind_onto(&fd_path(&t), root, Path::new(p), &t, Some(keep))
+            .map_err(|e| format!("failed to make {p} read-only: {e}"))?;
     }
     Ok(())
 }
@@ -338,8 +318,14 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
         let target = root
             .mount_point(rel, Scope::InRoot, is_dir)
             .map_err(|e| format!("failed to create mount point {}: {e}", m.path))?;
-        bind_onto(&fd_path(&src), &root, rel, &target, m.read_only)
-            .map_err(|e| format!("failed to mount volume {}: {e}", m.volume))?;
+        bind_onto(
+            &fd_path(&src),
+            &root,
+            rel,
+            &target,
+            m.read_only.then_some(0),
+        )
+        .map_err(|e| format!("failed to mount volume {}: {e}", m.volume))?;
     }
     let covered = |p: &str| c.mounts.iter().any(|m| m.path == p || m.path == "/etc");
     for f in ["hosts", "hostname", "resolv.conf"] {
@@ -420,14 +406,7 @@ fn populate_dev(root: &Root, dev: &OwnedFd) -> std::io::Result<()> {
         let t = confine::create_file_at(&dev, &at(n)?, 0o644)?;
         sys::bind(&Path::new("/dev").join(n), &fd_path(&t), false)?;
     }
-    let dir = |n: &str| -> std::io::Result<OwnedFd> {
-        let name = at(n)?;
-        // SAFETY: valid fd and name.
-        if unsafe { libc::mkdirat(dev.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        root.open_at(&Path::new("/dev").join(n), Scope::InRoot, libc::O_PATH)
-    };
+    let dir = |n: &str| root.mkdir_all(&Path::new("/dev").join(n), Scope::InRoot, 0o755);
     let (pts, shm, mq) = (dir("pts")?, dir("shm")?, dir("mqueue")?);
     sys::mount(
         Some("devpts"),

@@ -12,7 +12,8 @@ pub fn cstr(p: &Path) -> Result<CString> {
         .map_err(|_| Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
-fn cvt(r: libc::c_int) -> Result<libc::c_int> {
+/// A libc return value as a Result: negative means errno.
+pub(crate) fn cvt(r: libc::c_int) -> Result<libc::c_int> {
     if r < 0 {
         Err(Error::last_os_error())
     } else {
