@@ -181,14 +181,7 @@ fn bind_onto(
     target: &OwnedFd,
     read_only: Option<libc::c_ulong>,
 ) -> std::io::Result<()> {
-    let s = src.to_string_lossy().into_owned();
-    sys::mount(
-        Some(&s),
-        &fd_path(target),
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )?;
+    sys::bind(src, &fd_path(target))?;
     if let Some(flags) = read_only {
         let top = root.open_at(rel, Scope::InRoot, libc::O_PATH)?;
         sys::mount(
@@ -287,7 +280,7 @@ fn mask_kernel_paths(root: &Root) -> Result<(), String> {
                 Some("size=0"),
             )
         } else {
-            sys::bind(Path::new("/dev/null"), &fd_path(&t), false)
+            sys::bind(Path::new("/dev/null"), &fd_path(&t))
         };
         r.map_err(|e| format!("failed to mask {p}: {e}"))?;
     }
@@ -340,7 +333,7 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
                 confine::remove_all_at(&etc, &name)?;
             }
             let target = confine::create_file_at(&etc, &name, 0o644)?;
-            sys::bind(&l.pod_dir.join("etc").join(f), &fd_path(&target), false)
+            sys::bind(&l.pod_dir.join("etc").join(f), &fd_path(&target))
         };
         mount_etc().map_err(|e| format!("failed to mount /etc/{f}: {e}"))?;
     }
@@ -355,7 +348,7 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
     if fly {
         // Host-level utilities: the host's /proc, /sys and /dev as they are.
         for (src, dst) in [("/proc", &proc_), ("/sys", &sys_), ("/dev", &dev)] {
-            sys::bind(Path::new(src), &fd_path(dst), false).map_err(|e| e.to_string())?;
+            sys::bind(Path::new(src), &fd_path(dst)).map_err(|e| e.to_string())?;
         }
         return Ok(());
     }
@@ -380,7 +373,7 @@ pub fn populate(l: &Launch, mode: Populate) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     if c.privileged {
-        sys::bind(Path::new("/dev"), &fd_path(&dev), false).map_err(|e| e.to_string())?;
+        sys::bind(Path::new("/dev"), &fd_path(&dev)).map_err(|e| e.to_string())?;
         return Ok(());
     }
     mask_kernel_paths(&root)?;
@@ -404,7 +397,7 @@ fn populate_dev(root: &Root, dev: &OwnedFd) -> std::io::Result<()> {
     };
     for n in ["null", "zero", "full", "random", "urandom", "tty"] {
         let t = confine::create_file_at(&dev, &at(n)?, 0o644)?;
-        sys::bind(&Path::new("/dev").join(n), &fd_path(&t), false)?;
+        sys::bind(&Path::new("/dev").join(n), &fd_path(&t))?;
     }
     let dir = |n: &str| root.mkdir_all(&Path::new("/dev").join(n), Scope::InRoot, 0o755);
     let (pts, shm, mq) = (dir("pts")?, dir("shm")?, dir("mqueue")?);

@@ -277,12 +277,8 @@ impl Supervisor {
         if !self.plan.host_network {
             // Keep the netns reachable by path for CNI and for DEL even if the infra dies.
             std::fs::write(&self.netns_file, b"").map_err(|e| e.to_string())?;
-            sys::bind(
-                Path::new(&format!("/proc/{pid}/ns/net")),
-                &self.netns_file,
-                false,
-            )
-            .map_err(|e| format!("failed to pin the pod netns: {e}"))?;
+            sys::bind(Path::new(&format!("/proc/{pid}/ns/net")), &self.netns_file)
+                .map_err(|e| format!("failed to pin the pod netns: {e}"))?;
         }
         vlog!(4, "infra pid {pid} holds the pod namespaces");
         Ok(())

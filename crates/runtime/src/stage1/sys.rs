@@ -47,19 +47,10 @@ pub fn mount(
     Ok(())
 }
 
-pub fn bind(src: &Path, target: &Path, read_only: bool) -> Result<()> {
+/// A recursive bind mount of `src` onto `target` (read-only binds: `container::bind_onto`).
+pub fn bind(src: &Path, target: &Path) -> Result<()> {
     let s = src.to_string_lossy().into_owned();
-    mount(Some(&s), target, None, libc::MS_BIND | libc::MS_REC, None)?;
-    if read_only {
-        mount(
-            None,
-            target,
-            None,
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-            None,
-        )?;
-    }
-    Ok(())
+    mount(Some(&s), target, None, libc::MS_BIND | libc::MS_REC, None)
 }
 
 pub fn umount_detach(target: &Path) -> Result<()> {
