@@ -82,6 +82,19 @@ pub struct AgentConfig {
     /// Cluster DNS domain (kubelet's --cluster-domain).
     #[arg(long)]
     pub cluster_domain: Option<String>,
+    /// Answer cluster DNS on --cluster-dns from this node (the address is added to the node's
+    /// loopback; kubelet + a node-local CoreDNS in one). `false` leaves DNS to something else.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true",
+          action = clap::ArgAction::Set)]
+    pub serve_cluster_dns: bool,
+    /// The service proxy built into the agent (kube-proxy's --proxy-mode): `nftables`, or
+    /// `none` when another proxy runs on the node.
+    #[arg(long, default_value = "nftables", value_parser = ["nftables", "none"])]
+    pub proxy_mode: String,
+    /// kube-proxy's --cluster-cidr: the pods' network; traffic to Services from outside it is
+    /// masqueraded.
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
     /// Log verbosity; >= 4 logs every runtime step (also LOG_LEVEL).
     #[arg(long = "v", env = ENV_LOG_LEVEL, default_value_t = 2)]
     pub verbosity: u8,
@@ -165,6 +178,9 @@ impl Default for AgentConfig {
             api_servers: None,
             cluster_dns: None,
             cluster_domain: None,
+            serve_cluster_dns: true,
+            proxy_mode: "nftables".into(),
+            cluster_cidr: None,
             verbosity: 2,
             sync_period_ms: 1000,
             restart_backoff_ms: 10_000,
@@ -254,6 +270,15 @@ impl AgentConfig {
         push("allow-privileged", self.allow_privileged.to_string());
         push("v", self.verbosity.to_string());
         // The rest, in `--help` order.
+        if !self.serve_cluster_dns {
+            push("serve-cluster-dns", "false".into());
+        }
+        if self.proxy_mode != d.proxy_mode {
+            push("proxy-mode", self.proxy_mode.clone());
+        }
+        if let Some(s) = &self.cluster_cidr {
+            push("cluster-cidr", s.clone());
+        }
         if let Some(s) = &self.pod_cidr {
             push("pod-cidr", s.clone());
         }

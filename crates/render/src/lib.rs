@@ -170,6 +170,7 @@ pub fn node_agent_config(
         pod_manifest_path: PATHS.manifests.into(),
         cluster_dns: Some(settings.dns_server_ip.to_string()),
         cluster_domain: Some(settings.dns_domain.clone()),
+        cluster_cidr: Some(settings.cluster_ip_range.to_string()),
         allow_privileged: settings.allow_privileged,
         verbosity: settings.log_level,
         ..AgentConfig::default()

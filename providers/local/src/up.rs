@@ -459,6 +459,7 @@ fn agent_args(
         rkt_stage1_image: Some(s.stage1),
         cluster_dns: Some(s.dns_server_ip.to_string()),
         cluster_domain: Some(s.dns_domain.clone()),
+        cluster_cidr: Some(rec.cluster_ip_range.to_string()),
         verbosity: s.log_level,
         allow_privileged: s.allow_privileged,
         // The read-only loopback listener (RKT_API_ENDPOINT, default localhost:15441) inside the
