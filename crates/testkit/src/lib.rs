@@ -184,7 +184,7 @@ const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "ls", "sleep", "true", "false", "id", "env", "hostname", "ip", "ifconfig",
     "wget", "nc", "httpd", "grep", "head", "tail", "dd", "mount", "ps", "readlink", "touch",
     "mkdir", "rm", "test", "seq", "yes", "stat", "pwd", "kill", "wc", "tr", "printf", "sed", "awk",
-    "ping", "tar",
+    "ping", "tar", "nslookup",
 ];
 
 /// OCI layouts built once per call site: `busybox:latest` (one layer: /bin/busybox + applet links
