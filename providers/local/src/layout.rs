@@ -48,6 +48,17 @@ impl ClusterRecord {
         format!("https://{}:{}", self.gateway(), self.api_port)
     }
 
+    /// LoadBalancer Service addresses: the top quarter of the node network (a /26 of the /24),
+    /// routed from this machine through the nodes, whose service proxies answer them (as
+    /// cloud-provider-kind and k3s' ServiceLB give kind and k3d clusters host-reachable
+    /// addresses). Node addresses count up from the bottom and never reach it.
+    pub fn load_balancer_pool(&self) -> Ipv4Net {
+        let prefix = (self.node_network.prefix_len() + 2).min(32);
+        let size = 1u32 << (32 - u32::from(prefix));
+        let base = u32::from(self.node_network.broadcast()) + 1 - size;
+        Ipv4Net::new(Ipv4Addr::from(base), prefix).unwrap_or(self.node_network)
+    }
+
     /// The API server as this machine's users reach it.
     pub fn api_url(&self) -> String {
         format!("https://{}:{}", self.api_host, self.api_port)
@@ -227,6 +238,24 @@ mod tests {
             assert!(host_veth_name(name, 999).len() <= 15);
         }
         assert_ne!(bridge_name("one"), bridge_name("two"));
+    }
+
+    #[test]
+    fn load_balancer_pool_is_the_top_of_the_node_network_above_every_node() {
+        let rec = ClusterRecord {
+            name: "t".into(),
+            bridge: "b".into(),
+            node_network: "10.250.7.0/24".parse().unwrap(),
+            api_host: "127.0.0.1".parse().unwrap(),
+            api_port: 6443,
+            cluster_ip_range: "10.244.0.0/16".parse().unwrap(),
+            nodes: vec![],
+            kubeconfig: None,
+            insecure_registries: vec![],
+        };
+        assert_eq!(rec.load_balancer_pool().to_string(), "10.250.7.192/26");
+        // The last node `up` allows (189 nodes: .2 to .190) stays below it.
+        assert!(!rec.load_balancer_pool().contains(&nth_host(rec.node_network, 190)));
     }
 
     #[test]

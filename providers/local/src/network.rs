@@ -250,6 +250,22 @@ pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
     Ok(())
 }
 
+/// On this machine, the LoadBalancer pool routed through every node (a multipath route): each
+/// node's service proxy forwards those addresses to the Service's endpoints. The route goes
+/// with the bridge at `down`.
+pub fn ensure_load_balancer_route(rec: &ClusterRecord) -> Result<(), NetError> {
+    if rec.nodes.is_empty() {
+        return Ok(());
+    }
+    let pool = rec.load_balancer_pool().to_string();
+    let mut args = vec!["route", "replace", pool.as_str()];
+    let ips: Vec<String> = rec.nodes.iter().map(|n| n.ip.to_string()).collect();
+    for ip in &ips {
+        args.extend(["nexthop", "via", ip.as_str(), "dev", rec.bridge.as_str()]);
+    }
+    run("ip", &args).map(|_| ())
+}
+
 /// Runs `f` on a thread that has entered namespace `ns`; processes it starts are in `ns` too.
 pub fn in_netns<T: Send + 'static>(
     ns: &str,
@@ -300,6 +316,7 @@ pub fn teardown(cluster: &str, bridge: &str, namespaces: &[String]) -> Vec<Strin
         }
     }
     if link_exists(bridge) {
+        // Routes through the bridge (the LoadBalancer pool's) go with it.
         if let Err(e) = run("ip", &["link", "delete", bridge]) {
             left.push(format!("bridge {bridge}: {e}"));
         }

@@ -190,7 +190,8 @@ fn network(rec: &ClusterRecord) -> Result<(), ProviderError> {
     for n in &rec.nodes {
         network::ensure_node(rec, n).map_err(|e| err(&n.name, e))?;
     }
-    network::ensure_routes(rec).map_err(|e| err("routes", e))
+    network::ensure_routes(rec).map_err(|e| err("routes", e))?;
+    network::ensure_load_balancer_route(rec).map_err(|e| err("load balancer route", e))
 }
 
 pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
@@ -295,7 +296,8 @@ fn prepare(
         }
     }
     let want = s.num_nodes.max(rec.nodes.len() as u32);
-    let max_nodes = (1u32 << (24 - rec.cluster_ip_range.prefix_len().min(24))).min(250);
+    // Node addresses count up from .2 of the node network's /24; .192/26 is the LoadBalancer pool.
+    let max_nodes = (1u32 << (24 - rec.cluster_ip_range.prefix_len().min(24))).min(189);
     if want > max_nodes {
         return Err(ProviderError::Other(format!(
             "NUM_NODES={want} is more than CLUSTER_IP_RANGE {} holds (one /24 per node, at most \
