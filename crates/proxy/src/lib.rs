@@ -1,0 +1,187 @@
+//! rktup's service proxy: kube-proxy's nftables mode, embedded in the node agent. It watches
+//! Services and EndpointSlices (discovery.k8s.io/v1) like kube-proxy, computes the wanted table
+//! as a pure value ([`ruleset`]) and programs it over netlink in one transaction per change
+//! ([`Programmer`]). See README.md for the datapath and the library choice.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Api;
+use tokio::sync::Notify;
+
+pub mod model;
+pub mod nft;
+mod program;
+
+pub use model::{ruleset, NodeInfo, Ruleset};
+pub use program::Programmer;
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    /// NodePorts answer on these.
+    pub node_ips: Vec<IpAddr>,
+    /// Pod network; off-cluster traffic to ClusterIPs is masqueraded.
+    pub cluster_cidr: Option<ipnet::IpNet>,
+    /// The one table (family inet) the proxy owns wholly, e.g. "rktup-proxy".
+    pub table: String,
+    /// ClusterIPs never programmed (e.g. the node-local DNS address).
+    pub skip_cluster_ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("nftables netlink socket: {0}")]
+    Netlink(#[source] std::io::Error),
+    #[error("the kernel refused the nftables transaction for table {table}: {} (message {message} of the batch); nothing was changed", std::io::Error::from_raw_os_error(*errno))]
+    Rejected { errno: i32, message: u32, table: String },
+    #[error("no initial list of Services and EndpointSlices from the API server within {0:?}")]
+    NotSynced(Duration),
+}
+
+/// How long watch events are gathered into one transaction: short, since the goal is an
+/// endpoint change in the kernel well under 100 ms, yet a scale-up's burst becomes one batch.
+const COALESCE: Duration = Duration::from_millis(10);
+/// Full replace this often, repairing anything that changed the table behind our back (as
+/// kube-proxy's periodic sync).
+const FULL_RESYNC: Duration = Duration::from_secs(60);
+const RETRY: Duration = Duration::from_secs(1);
+const INITIAL_SYNC: Duration = Duration::from_secs(120);
+
+/// A running proxy; dropping it leaves the table in place, [`ServiceProxy::shutdown`] removes it.
+pub struct ServiceProxy {
+    stop: Arc<Notify>,
+    task: tokio::task::JoinHandle<Programmer>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ServiceProxy {
+    /// Stops watching and syncing, then deletes the table.
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        for w in &self.watchers {
+            w.abort();
+        }
+        if let Ok(mut prog) = self.task.await {
+            if let Err(e) = prog.remove() {
+                log(&format!("removing table: {e}"));
+            }
+        }
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("proxy: {msg}");
+}
+
+/// Deletes `table` in the calling thread's network namespace (no error if it is absent).
+pub fn remove_table(table: &str) -> Result<(), ProxyError> {
+    let mut sock = nft::sock::Socket::open().map_err(ProxyError::Netlink)?;
+    program::remove_with(&mut sock, table)
+}
+
+/// The chain of every rule in `table`, from one kernel dump (`None`: no such table).
+/// For tests and diagnostics.
+pub fn table_rules(table: &str) -> Result<Option<Vec<String>>, ProxyError> {
+    let mut sock = nft::sock::Socket::open().map_err(ProxyError::Netlink)?;
+    sock.rules(table).map_err(ProxyError::Netlink)
+}
+
+fn spawn_watch<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde_de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let h = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                log(&format!("watch: {e}"));
+            }
+            wake.notify_one();
+        }
+    });
+    (reader, h)
+}
+
+mod serde_de {
+    pub use k8s_openapi::serde::de::DeserializeOwned;
+}
+
+async fn pod_cidrs(client: &kube::Client, node: &str) -> Vec<ipnet::IpNet> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let Ok(Some(n)) = nodes.get_opt(node).await else { return vec![] };
+    let spec = n.spec.unwrap_or_default();
+    let mut all: Vec<String> = spec.pod_cidrs.unwrap_or_default();
+    if all.is_empty() {
+        all.extend(spec.pod_cidr);
+    }
+    all.iter().filter_map(|c| c.parse().ok()).collect()
+}
+
+fn compute(services: &Store<Service>, slices: &Store<EndpointSlice>, node: &NodeInfo) -> Ruleset {
+    let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
+    let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+    ruleset(&svcs, &sls, node)
+}
+
+/// Starts the proxy in the calling thread's network namespace; returns once the first full
+/// table is in the kernel.
+pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy, ProxyError> {
+    let mut prog = Programmer::new(&cfg.table)?;
+    let wake = Arc::new(Notify::new());
+    let (services, w1) = spawn_watch::<Service>(Api::all(client.clone()), wake.clone());
+    let (slices, w2) = spawn_watch::<EndpointSlice>(Api::all(client.clone()), wake.clone());
+    let watchers = vec![w1, w2];
+    let ready = async {
+        let _ = services.wait_until_ready().await;
+        let _ = slices.wait_until_ready().await;
+    };
+    if tokio::time::timeout(INITIAL_SYNC, ready).await.is_err() {
+        for w in &watchers {
+            w.abort();
+        }
+        return Err(ProxyError::NotSynced(INITIAL_SYNC));
+    }
+    let mut node = NodeInfo {
+        name: cfg.node_name.clone(),
+        ips: cfg.node_ips.clone(),
+        cluster_cidr: cfg.cluster_cidr,
+        pod_cidrs: pod_cidrs(&client, &cfg.node_name).await,
+        skip_cluster_ips: cfg.skip_cluster_ips.clone(),
+    };
+    prog.apply(&compute(&services, &slices, &node))?;
+    let stop = Arc::new(Notify::new());
+    let stop2 = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut full = tokio::time::interval(FULL_RESYNC);
+        full.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop2.notified() => return prog,
+                _ = wake.notified() => {
+                    tokio::time::sleep(COALESCE).await;
+                }
+                _ = full.tick() => {
+                    prog.invalidate();
+                    if node.pod_cidrs.is_empty() {
+                        node.pod_cidrs = pod_cidrs(&client, &node.name).await;
+                    }
+                }
+            }
+            if let Err(e) = prog.apply(&compute(&services, &slices, &node)) {
+                log(&format!("sync: {e}; retrying"));
+                tokio::time::sleep(RETRY).await;
+                wake.notify_one();
+            }
+        }
+    });
+    Ok(ServiceProxy { stop, task, watchers })
+}

@@ -1,0 +1,528 @@
+//! Services + EndpointSlices → the wanted nftables table, as a pure value (no kernel). The
+//! layout follows kube-proxy's nftables mode (pkg/proxy/nftables): verdict maps from
+//! destination to a per-service-port chain, a per-endpoint chain doing the DNAT, a mark for
+//! masquerading applied in postrouting, and "no endpoints" maps checked in filter hooks where
+//! REJECT is allowed. IPv4 only for now (see README).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::nft::msg::{CmpOp, Expr, Hook, MetaKey, SetSpec, Verdict, REG32_0, SET_MAP, SET_EVAL, SET_TIMEOUT};
+
+/// What the ruleset needs to know about the node it runs on.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    /// NodePorts answer on these (IPv4 ones).
+    pub ips: Vec<IpAddr>,
+    /// Pod network of the whole cluster: traffic from outside it to a ClusterIP is masqueraded.
+    pub cluster_cidr: Option<IpNet>,
+    /// This node's pod CIDRs (Node.spec.podCIDRs): pods on the node's bridge. Their traffic to a
+    /// local endpoint is masqueraded, because without br_netfilter the reply would go back over
+    /// the bridge past conntrack (see README).
+    pub pod_cidrs: Vec<IpNet>,
+    /// ClusterIPs never programmed (the node-local DNS address, served by the agent itself).
+    pub skip_cluster_ips: Vec<IpAddr>,
+}
+
+/// A chain: base chains carry (type, hook, priority).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub base: Option<(&'static str, Hook, i32)>,
+    pub rules: Vec<Rule>,
+}
+
+/// One rule; `NumgenVmap` is expanded by the programmer into an anonymous verdict map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    E(Expr),
+    /// `numgen random mod N vmap { 0 : goto c0, … }`
+    NumgenVmap(Vec<String>),
+}
+pub type Rule = Vec<Item>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Set {
+    pub spec: SetSpec,
+    pub elements: Vec<(Vec<u8>, Option<Verdict>)>,
+}
+
+/// The whole table the proxy owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub chains: BTreeMap<String, Chain>,
+    pub sets: BTreeMap<String, Set>,
+}
+
+impl Ruleset {
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(|c| c.rules.len()).sum()
+    }
+}
+
+const MASQ_BIT: u32 = 0x4000;
+const TYPE_IPV4: u32 = 7;
+const TYPE_PROTO: u32 = 12;
+const TYPE_SERVICE: u32 = 13;
+
+pub const SERVICE_IPS: &str = "service-ips";
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub const NO_EP_SERVICES: &str = "no-endpoint-services";
+pub const NO_EP_NODEPORTS: &str = "no-endpoint-nodeports";
+pub const CLUSTER_IPS: &str = "cluster-ips";
+pub const NODEPORT_IPS: &str = "nodeport-ips";
+const MARK_MASQ: &str = "mark-for-masquerade";
+const REJECT: &str = "reject-chain";
+
+fn e(x: Expr) -> Item {
+    Item::E(x)
+}
+fn goto(c: &str) -> Item {
+    e(Expr::Verdict(Verdict::Goto(c.to_string())))
+}
+fn jump(c: &str) -> Item {
+    e(Expr::Verdict(Verdict::Jump(c.to_string())))
+}
+fn ip_field(offset: u32, reg: u32) -> Item {
+    e(Expr::Payload { base: 1, offset, len: 4, dreg: reg })
+}
+fn saddr_to(reg: u32) -> Item {
+    ip_field(12, reg)
+}
+fn daddr_to(reg: u32) -> Item {
+    ip_field(16, reg)
+}
+fn dport_to(reg: u32) -> Item {
+    e(Expr::Payload { base: 2, offset: 2, len: 2, dreg: reg })
+}
+fn l4proto_to(reg: u32) -> Item {
+    e(Expr::Meta { key: MetaKey::L4Proto, dreg: reg })
+}
+fn eq(reg: u32, data: &[u8]) -> Item {
+    e(Expr::Cmp { sreg: reg, op: CmpOp::Eq, data: data.to_vec() })
+}
+fn ipv4_only() -> Vec<Item> {
+    vec![e(Expr::Meta { key: MetaKey::NfProto, dreg: REG32_0 }), eq(REG32_0, &[crate::nft::msg::NFPROTO_IPV4])]
+}
+fn ct_new() -> Vec<Item> {
+    vec![
+        e(Expr::CtState { dreg: REG32_0 }),
+        e(Expr::Bitwise { sreg: REG32_0, dreg: REG32_0, mask: 8u32.to_ne_bytes().to_vec(), xor: vec![0; 4] }),
+        e(Expr::Cmp { sreg: REG32_0, op: CmpOp::Neq, data: vec![0; 4] }),
+    ]
+}
+/// `ip saddr <cidr>` (or `!=` with `neq`).
+fn saddr_in(net: &IpNet, neq: bool) -> Option<Vec<Item>> {
+    let IpNet::V4(n) = net else { return None };
+    Some(vec![
+        saddr_to(REG32_0),
+        e(Expr::Bitwise { sreg: REG32_0, dreg: REG32_0, mask: n.netmask().octets().to_vec(), xor: vec![0; 4] }),
+        e(Expr::Cmp { sreg: REG32_0, op: if neq { CmpOp::Neq } else { CmpOp::Eq }, data: n.network().octets().to_vec() }),
+    ])
+}
+fn fib_saddr_local() -> Vec<Item> {
+    // RTN_LOCAL = 2, host byte order
+    vec![e(Expr::FibSaddrType { dreg: REG32_0 }), eq(REG32_0, &2u32.to_ne_bytes())]
+}
+
+fn proto_num(p: &str) -> Option<u8> {
+    match p {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+fn key_ip_proto_port(ip: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
+    let p = port.to_be_bytes();
+    let mut k = ip.octets().to_vec();
+    k.extend_from_slice(&[proto, 0, 0, 0, p[0], p[1], 0, 0]);
+    k
+}
+fn key_proto_port(proto: u8, port: u16) -> Vec<u8> {
+    let p = port.to_be_bytes();
+    vec![proto, 0, 0, 0, p[0], p[1], 0, 0]
+}
+
+/// Short stable hash so chain names stay unique even if a Service name is reused oddly.
+fn hash8(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{:08X}", (h >> 32) as u32 ^ h as u32)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Ep {
+    ip: Ipv4Addr,
+    port: u16,
+    local: bool,
+    ready: bool,
+    serving_terminating: bool,
+}
+
+/// Upstream's CategorizeEndpoints: ready ones, or if none, serving-and-terminating ones.
+fn usable<'a>(eps: impl Iterator<Item = &'a Ep> + Clone) -> Vec<&'a Ep> {
+    let ready: Vec<_> = eps.clone().filter(|e| e.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    eps.filter(|e| e.serving_terminating).collect()
+}
+
+fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
+    let mut add = |name: &str, base: Option<(&'static str, Hook, i32)>, rules: Vec<Rule>| {
+        rs.chains.insert(name.to_string(), Chain { base, rules });
+    };
+    let guarded = |tail: Vec<Item>, new_only: bool| -> Rule {
+        let mut r = ipv4_only();
+        if new_only {
+            r.extend(ct_new());
+        }
+        r.extend(tail);
+        r
+    };
+    // nat: DNAT before routing (prerouting for traffic in, output for the node's own)
+    add("nat-prerouting", Some(("nat", Hook::Prerouting, -100)), vec![guarded(vec![jump("services")], false)]);
+    add("nat-output", Some(("nat", Hook::Output, -100)), vec![guarded(vec![jump("services")], false)]);
+    add("nat-postrouting", Some(("nat", Hook::Postrouting, 100)), vec![guarded(vec![jump("masquerading")], false)]);
+    // filter: after DNAT, so only connections no service chain rewrote are left to reject
+    let mut input = vec![guarded(vec![jump("service-endpoints-check")], true)];
+    if have_nodeports {
+        input.push(guarded(vec![jump("nodeport-endpoints-check")], true));
+    }
+    add("filter-input", Some(("filter", Hook::Input, -10)), input);
+    for (name, hook) in [("filter-forward", Hook::Forward), ("filter-output", Hook::Output)] {
+        add(
+            name,
+            Some(("filter", hook, -10)),
+            vec![guarded(vec![jump("service-endpoints-check")], true), guarded(vec![jump("cluster-ips-check")], true)],
+        );
+    }
+    let r = REG32_0;
+    let mut services = vec![vec![
+        daddr_to(r),
+        l4proto_to(r + 1),
+        dport_to(r + 2),
+        e(Expr::Lookup { set: SERVICE_IPS.into(), sreg: r, dreg: Some(0), invert: false }),
+    ]];
+    let nodeport_lookup = |map: &str| -> Rule {
+        vec![
+            daddr_to(r),
+            e(Expr::Lookup { set: NODEPORT_IPS.into(), sreg: r, dreg: None, invert: false }),
+            l4proto_to(r),
+            dport_to(r + 1),
+            e(Expr::Lookup { set: map.into(), sreg: r, dreg: Some(0), invert: false }),
+        ]
+    };
+    let mut np_check = vec![];
+    if have_nodeports {
+        services.push(nodeport_lookup(SERVICE_NODEPORTS));
+        np_check.push(nodeport_lookup(NO_EP_NODEPORTS));
+    }
+    add("services", None, services);
+    add(
+        "service-endpoints-check",
+        None,
+        vec![vec![
+            daddr_to(r),
+            l4proto_to(r + 1),
+            dport_to(r + 2),
+            e(Expr::Lookup { set: NO_EP_SERVICES.into(), sreg: r, dreg: Some(0), invert: false }),
+        ]],
+    );
+    if have_nodeports {
+        add("nodeport-endpoints-check", None, np_check);
+    }
+    // a ClusterIP port nothing serves: refuse rather than let it wander off the node
+    add(
+        "cluster-ips-check",
+        None,
+        vec![vec![
+            daddr_to(r),
+            e(Expr::Lookup { set: CLUSTER_IPS.into(), sreg: r, dreg: None, invert: false }),
+            jump(REJECT),
+        ]],
+    );
+    add(
+        REJECT,
+        None,
+        vec![
+            vec![l4proto_to(r), eq(r, &[6]), e(Expr::Reject { kind: 1, code: 0 })],
+            vec![e(Expr::Reject { kind: 2, code: 1 })],
+        ],
+    );
+    let mark = |mask: u32, xor: u32| -> Vec<Item> {
+        vec![
+            e(Expr::Meta { key: MetaKey::Mark, dreg: r }),
+            e(Expr::Bitwise { sreg: r, dreg: r, mask: mask.to_ne_bytes().to_vec(), xor: xor.to_ne_bytes().to_vec() }),
+        ]
+    };
+    let mut set_mark = mark(!MASQ_BIT, MASQ_BIT);
+    set_mark.push(e(Expr::MetaSet { key: MetaKey::Mark, sreg: r }));
+    add(MARK_MASQ, None, vec![set_mark]);
+    let mut unmarked = mark(MASQ_BIT, 0);
+    unmarked.extend([eq(r, &[0; 4]), e(Expr::Verdict(Verdict::Return))]);
+    let mut clear = mark(!0, MASQ_BIT);
+    clear.push(e(Expr::MetaSet { key: MetaKey::Mark, sreg: r }));
+    add("masquerading", None, vec![unmarked, clear, vec![e(Expr::Masquerade { fully_random: true })]]);
+}
+
+fn set(name: &str, flags: u32, key_type: u32, key_len: u32) -> Set {
+    Set { spec: SetSpec { name: name.into(), flags, key_type, key_len, timeout_ms: None }, elements: vec![] }
+}
+
+/// The wanted table for these Services and EndpointSlices on this node.
+pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> Ruleset {
+    let mut rs = Ruleset::default();
+    let node_ips: Vec<Ipv4Addr> = node
+        .ips
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let have_nodeports = !node_ips.is_empty();
+    base_chains(&mut rs, have_nodeports);
+    let ipk = (TYPE_IPV4 << 12) | (TYPE_PROTO << 6) | TYPE_SERVICE;
+    let ppk = (TYPE_PROTO << 6) | TYPE_SERVICE;
+    let mut service_ips = set(SERVICE_IPS, SET_MAP, ipk, 12);
+    let mut no_ep_services = set(NO_EP_SERVICES, SET_MAP, ipk, 12);
+    let mut service_nodeports = set(SERVICE_NODEPORTS, SET_MAP, ppk, 8);
+    let mut no_ep_nodeports = set(NO_EP_NODEPORTS, SET_MAP, ppk, 8);
+    let mut cluster_ips = set(CLUSTER_IPS, 0, TYPE_IPV4, 4);
+    let mut nodeport_ips = set(NODEPORT_IPS, 0, TYPE_IPV4, 4);
+    nodeport_ips.elements = node_ips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
+    let mut cips = BTreeSet::new();
+
+    // slices by service (namespace, name)
+    let mut by_svc: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) else { continue };
+        by_svc.entry((ns, svc.clone())).or_default().push(s);
+    }
+
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let labels = svc.metadata.labels.as_ref();
+        // another proxy's service, as kube-proxy skips it
+        if labels.is_some_and(|l| l.contains_key("service.kubernetes.io/service-proxy-name")) {
+            continue;
+        }
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let Some(cip) = spec.cluster_ip.as_deref().and_then(|c| c.parse::<Ipv4Addr>().ok()) else {
+            continue; // headless ("None"), unset, or IPv6
+        };
+        if node.skip_cluster_ips.contains(&IpAddr::V4(cip)) {
+            continue;
+        }
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        cips.insert(cip);
+        let ext_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let int_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(10800)
+                .max(1) as u64
+        });
+        let is_np = matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"));
+        let mut ext_ips: Vec<Ipv4Addr> =
+            spec.external_ips.iter().flatten().filter_map(|i| i.parse().ok()).collect();
+        if spec.type_.as_deref() == Some("LoadBalancer") {
+            for ing in svc.status.iter().filter_map(|s| s.load_balancer.as_ref()).flat_map(|l| l.ingress.iter().flatten()) {
+                if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse().ok()) {
+                    ext_ips.push(ip);
+                }
+            }
+        }
+        let slices = by_svc.get(&(ns.clone(), name.clone())).map(Vec::as_slice).unwrap_or(&[]);
+
+        for sp in spec.ports.iter().flatten() {
+            let pname = sp.name.clone().unwrap_or_default();
+            let proto_s = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let Some(proto) = proto_num(&proto_s) else { continue };
+            let Ok(port) = u16::try_from(sp.port) else { continue };
+            // endpoints: the slices' port of the same name and protocol (the controller already
+            // resolved a named targetPort per pod)
+            let mut eps: BTreeMap<(Ipv4Addr, u16), Ep> = BTreeMap::new();
+            for sl in slices {
+                let Some(epport) = sl.ports.iter().flatten().find(|p| {
+                    p.name.clone().unwrap_or_default() == pname && p.protocol.as_deref().unwrap_or("TCP") == proto_s
+                }) else {
+                    continue;
+                };
+                let Some(pnum) = epport.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+                for ep in &sl.endpoints {
+                    let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else { continue };
+                    let c = ep.conditions.as_ref();
+                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+                    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                    let local = ep.node_name.as_deref() == Some(node.name.as_str());
+                    eps.entry((ip, pnum)).or_insert(Ep { ip, port: pnum, local, ready, serving_terminating: serving && terminating });
+                }
+            }
+            let cluster_eps = usable(eps.values());
+            let local_eps = usable(eps.values().filter(|e| e.local));
+            let internal = if int_local { &local_eps } else { &cluster_eps };
+
+            let key = format!("{ns}/{name}/{}/{pname}", proto_s.to_lowercase());
+            let h = hash8(&key);
+            let svc_chain = format!("service-{h}-{key}");
+            let ext_chain = format!("external-{h}-{key}");
+            let ep_chain = |ep: &Ep| format!("endpoint-{}-{key}__{}/{}", hash8(&format!("{key}{}:{}", ep.ip, ep.port)), ep.ip, ep.port);
+            let aff_set = |ep: &Ep| format!("affinity-{}-{key}__{}/{}", hash8(&format!("{key}{}:{}", ep.ip, ep.port)), ep.ip, ep.port);
+
+            // endpoint chains for every endpoint any path uses
+            let mut used: BTreeSet<&Ep> = internal.iter().copied().collect();
+            used.extend(cluster_eps.iter().copied());
+            used.extend(local_eps.iter().copied());
+            for ep in &used {
+                let mut rules: Vec<Rule> = vec![];
+                // hairpin: a pod reaching itself through the service
+                rules.push(vec![
+                    saddr_to(REG32_0),
+                    eq(REG32_0, &ep.ip.octets()),
+                    jump(MARK_MASQ),
+                ]);
+                if ep.local {
+                    for pc in &node.pod_cidrs {
+                        if let Some(mut r) = saddr_in(pc, false) {
+                            r.push(jump(MARK_MASQ));
+                            rules.push(r);
+                        }
+                    }
+                }
+                if let Some(t) = affinity {
+                    let s = aff_set(ep);
+                    let mut a = set(&s, SET_TIMEOUT | SET_EVAL, TYPE_IPV4, 4);
+                    a.spec.timeout_ms = Some(t * 1000);
+                    rs.sets.insert(s.clone(), a);
+                    rules.push(vec![saddr_to(REG32_0), e(Expr::DynsetUpdate { set: s, sreg: REG32_0, timeout_ms: None })]);
+                }
+                let p = ep.port.to_be_bytes();
+                rules.push(vec![
+                    l4proto_to(REG32_0),
+                    eq(REG32_0, &[proto]),
+                    e(Expr::Immediate { dreg: REG32_0, data: ep.ip.octets().to_vec() }),
+                    e(Expr::Immediate { dreg: REG32_0 + 1, data: p.to_vec() }),
+                    e(Expr::Dnat { reg_addr: REG32_0, reg_port: REG32_0 + 1 }),
+                ]);
+                rs.chains.insert(ep_chain(ep), Chain { base: None, rules });
+            }
+            // balancing over a set of endpoints, affinity first
+            let balance = |eps: &[&Ep]| -> Vec<Rule> {
+                let mut rules = vec![];
+                if affinity.is_some() {
+                    for ep in eps {
+                        rules.push(vec![
+                            saddr_to(REG32_0),
+                            e(Expr::Lookup { set: aff_set(ep), sreg: REG32_0, dreg: None, invert: false }),
+                            goto(&ep_chain(ep)),
+                        ]);
+                    }
+                }
+                if !eps.is_empty() {
+                    rules.push(vec![Item::NumgenVmap(eps.iter().map(|ep| ep_chain(ep)).collect())]);
+                }
+                rules
+            };
+
+            // the service chain: internal (ClusterIP) traffic
+            let mut srules = vec![];
+            if let Some(cc) = &node.cluster_cidr {
+                if let Some(mut r) = saddr_in(cc, true) {
+                    r.insert(0, daddr_to(REG32_0 + 1));
+                    r.insert(1, eq(REG32_0 + 1, &cip.octets()));
+                    r.push(jump(MARK_MASQ));
+                    srules.push(r);
+                }
+            }
+            srules.extend(balance(internal));
+            rs.chains.insert(svc_chain.clone(), Chain { base: None, rules: srules });
+            if !internal.is_empty() {
+                service_ips.elements.push((key_ip_proto_port(cip, proto, port), Some(Verdict::Goto(svc_chain.clone()))));
+            } else {
+                // iTP Local with endpoints elsewhere: drop, as upstream; none at all: refuse
+                let v = if int_local && !cluster_eps.is_empty() { Verdict::Drop } else { Verdict::Goto(REJECT.into()) };
+                no_ep_services.elements.push((key_ip_proto_port(cip, proto, port), Some(v)));
+            }
+
+            // external destinations: externalIPs, LoadBalancer ingress, NodePort
+            let node_port = sp.node_port.filter(|_| is_np && have_nodeports).and_then(|p| u16::try_from(p).ok());
+            if ext_ips.is_empty() && node_port.is_none() {
+                continue;
+            }
+            if cluster_eps.is_empty() {
+                for ip in &ext_ips {
+                    no_ep_services.elements.push((key_ip_proto_port(*ip, proto, port), Some(Verdict::Goto(REJECT.into()))));
+                }
+                if let Some(np) = node_port {
+                    no_ep_nodeports.elements.push((key_proto_port(proto, np), Some(Verdict::Goto(REJECT.into()))));
+                }
+                continue;
+            }
+            let mut erules: Vec<Rule> = vec![];
+            if !ext_local {
+                erules.push(vec![jump(MARK_MASQ)]);
+                erules.push(vec![goto(&svc_chain)]);
+            } else {
+                // pods and the node itself are "internal" even via an external address (upstream)
+                if let Some(cc) = &node.cluster_cidr {
+                    if let Some(mut r) = saddr_in(cc, false) {
+                        r.push(goto(&svc_chain));
+                        erules.push(r);
+                    }
+                }
+                let mut r = fib_saddr_local();
+                r.push(jump(MARK_MASQ));
+                erules.push(r);
+                let mut r = fib_saddr_local();
+                r.push(goto(&svc_chain));
+                erules.push(r);
+                if local_eps.is_empty() {
+                    erules.push(vec![e(Expr::Verdict(Verdict::Drop))]);
+                } else {
+                    let lchain = format!("local-{h}-{key}");
+                    rs.chains.insert(lchain.clone(), Chain { base: None, rules: balance(&local_eps) });
+                    erules.push(vec![goto(&lchain)]);
+                }
+            }
+            rs.chains.insert(ext_chain.clone(), Chain { base: None, rules: erules });
+            for ip in &ext_ips {
+                service_ips.elements.push((key_ip_proto_port(*ip, proto, port), Some(Verdict::Goto(ext_chain.clone()))));
+            }
+            if let Some(np) = node_port {
+                service_nodeports.elements.push((key_proto_port(proto, np), Some(Verdict::Goto(ext_chain.clone()))));
+            }
+        }
+    }
+    cluster_ips.elements = cips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
+    for mut s in [service_ips, no_ep_services, service_nodeports, no_ep_nodeports, cluster_ips, nodeport_ips] {
+        // a map may not hold a key twice (two Services claiming one externalIP): first wins
+        let mut seen = BTreeSet::new();
+        s.elements.retain(|(k, _)| seen.insert(k.clone()));
+        if !have_nodeports && (s.spec.name == SERVICE_NODEPORTS || s.spec.name == NO_EP_NODEPORTS || s.spec.name == NODEPORT_IPS) {
+            continue;
+        }
+        rs.sets.insert(s.spec.name.clone(), s);
+    }
+    rs
+}

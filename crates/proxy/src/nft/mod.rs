@@ -1,0 +1,3 @@
+//! A small typed nf_tables netlink layer: message encoding ([`msg`]) and the socket ([`sock`]).
+pub mod msg;
+pub mod sock;

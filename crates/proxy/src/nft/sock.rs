@@ -1,0 +1,237 @@
+//! The NETLINK_NETFILTER socket: sends one batch per `sendmsg` (the kernel only treats a batch
+//! as one transaction within one message) and reads the errors/ACK back. The socket belongs to
+//! the network namespace of the thread that opened it.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::msg::{Batch, NFT_MSG_GETRULE, NFT_MSG_GETTABLE, NLM_F_DUMP};
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+pub struct Socket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+/// What the kernel answered to one message of a batch (errno as a positive number).
+#[derive(Debug)]
+pub struct Nack {
+    pub errno: i32,
+    /// index of the failing message in the batch (BEGIN = 0)
+    pub index: u32,
+}
+
+impl Socket {
+    pub fn open() -> io::Result<Socket> {
+        // SAFETY: plain socket(2); the fd is owned right after.
+        let fd = unsafe {
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A full resync at 10,000 endpoints is several MB in one message: the batch must fit the
+        // send buffer whole. FORCE (root/CAP_NET_ADMIN) passes wmem_max; fall back quietly.
+        for (opt, force) in [(libc::SO_SNDBUF, libc::SO_SNDBUFFORCE), (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE)] {
+            let size: libc::c_int = 64 << 20;
+            // SAFETY: setsockopt with a pointer to a local int of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    force,
+                    &size as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if r < 0 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        &size as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as u32,
+                    )
+                };
+            }
+        }
+        // SAFETY: zeroed sockaddr_nl is the "kernel, any pid" address; bind assigns our port id.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(Socket { fd, seq })
+    }
+
+    pub fn next_seq(&mut self, n: u32) -> u32 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(n);
+        s
+    }
+
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        // SAFETY: zeroed sockaddr_nl addresses the kernel.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: bytes outlives the call; sendto copies it.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                bytes.as_ptr() as *const libc::c_void,
+                bytes.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        buf.resize(1 << 20, 0);
+        // SAFETY: buf is a valid writable buffer of its length.
+        let r = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    /// Sends a batch and waits for the kernel's verdict. `Ok(Err(nack))` when the kernel
+    /// refused it (the transaction was then rolled back whole).
+    pub fn commit(&mut self, batch: Batch, first_seq: u32) -> io::Result<Result<(), Nack>> {
+        let (bytes, ack_seq) = batch.finish();
+        let Some(ack_seq) = ack_seq else { return Ok(Ok(())) };
+        self.send(&bytes)?;
+        let mut buf = Vec::new();
+        let mut first_err: Option<Nack> = None;
+        loop {
+            let n = self.recv(&mut buf)?;
+            for (ty, seq, payload) in messages(&buf[..n]) {
+                if ty != NLMSG_ERROR {
+                    continue;
+                }
+                let errno = payload.get(..4).map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]])).unwrap_or(0);
+                if errno != 0 && first_err.is_none() {
+                    first_err = Some(Nack { errno: -errno, index: seq.wrapping_sub(first_seq) });
+                }
+                if seq == ack_seq {
+                    return Ok(match first_err {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs a GET request (optionally a dump); returns each reply's attribute bytes, or the errno.
+    pub fn get(&mut self, ty: u16, dump: bool, body: impl FnOnce(&mut super::msg::Buf)) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
+        let seq = self.next_seq(1);
+        let req = Batch::request(seq, ty, if dump { NLM_F_DUMP } else { 0 }, body);
+        self.send(&req)?;
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            let n = self.recv(&mut buf)?;
+            for (mty, mseq, payload) in messages(&buf[..n]) {
+                if mseq != seq {
+                    continue;
+                }
+                match mty {
+                    NLMSG_DONE => return Ok(Ok(out)),
+                    NLMSG_ERROR => {
+                        let errno = payload.get(..4).map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]])).unwrap_or(0);
+                        if errno != 0 {
+                            return Ok(Err(-errno));
+                        }
+                        if !dump {
+                            return Ok(Ok(out));
+                        }
+                    }
+                    _ => out.push(payload.get(4..).unwrap_or(&[]).to_vec()),
+                }
+            }
+        }
+    }
+
+    pub fn table_exists(&mut self, table: &str) -> io::Result<bool> {
+        match self.get(NFT_MSG_GETTABLE, false, |b| b.str(1, table))? {
+            Ok(_) => Ok(true),
+            Err(e) if e == libc::ENOENT => Ok(false),
+            Err(e) => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Number of rules per chain in `table` (one consistent dump; `None` if the table is absent).
+    pub fn rules(&mut self, table: &str) -> io::Result<Option<Vec<String>>> {
+        match self.get(NFT_MSG_GETRULE, true, |b| b.str(1, table))? {
+            Ok(replies) => {
+                let mut chains = Vec::new();
+                for r in replies {
+                    for (ty, v) in attrs(&r) {
+                        if ty == 2 {
+                            chains.push(String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned());
+                        }
+                    }
+                }
+                Ok(Some(chains))
+            }
+            Err(e) if e == libc::ENOENT => Ok(None),
+            Err(e) => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Splits a receive buffer into (type, seq, payload after the nlmsghdr).
+fn messages(mut buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        out.push((ty, seq, &buf[16..len]));
+        let adv = (len + 3) & !3;
+        buf = buf.get(adv..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// Top-level attributes of a payload.
+fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((ty, &b[4..len]));
+        b = b.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    out
+}

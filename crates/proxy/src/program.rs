@@ -1,0 +1,200 @@
+//! Puts a [`Ruleset`] into the kernel, always as one nf_tables transaction. The first time (and
+//! after any failure) the table is replaced whole (create-if-missing, delete, create, fill); after
+//! that only what changed is sent — chains flushed and refilled, maps flushed and refilled, new
+//! objects added, gone ones deleted — so an endpoint change costs a few messages, not the whole
+//! table, and affinity sets that did not change keep their entries (as kube-proxy's partial sync).
+
+use crate::model::{Chain, Item, Ruleset, Set};
+use crate::nft::msg::{Batch, Expr, SetSpec, Verdict, REG32_0, SET_CONSTANT, SET_MAP};
+use crate::nft::sock::Socket;
+use crate::ProxyError;
+
+/// The kernel side of one table, in the network namespace the programmer was created in.
+pub struct Programmer {
+    sock: Socket,
+    table: String,
+    current: Option<Ruleset>,
+    /// messages in the last committed batch (for benchmarks)
+    pub last_messages: usize,
+}
+
+impl Programmer {
+    /// Opens the netlink socket in the calling thread's network namespace.
+    pub fn new(table: &str) -> Result<Programmer, ProxyError> {
+        Ok(Programmer {
+            sock: Socket::open().map_err(ProxyError::Netlink)?,
+            table: table.to_string(),
+            current: None,
+            last_messages: 0,
+        })
+    }
+
+    /// Makes the table equal `want`, atomically.
+    pub fn apply(&mut self, want: &Ruleset) -> Result<(), ProxyError> {
+        let first = self.sock.next_seq(0);
+        let mut b = Builder { batch: Batch::new(first), table: &self.table, anon: 0 };
+        match &self.current {
+            Some(cur) if !specs_changed(cur, want) => b.diff(cur, want),
+            _ => b.full(want),
+        }
+        self.last_messages = b.batch.messages;
+        let n = b.batch.messages as u32 + 2;
+        let _ = self.sock.next_seq(n);
+        let res = self.sock.commit(b.batch, first);
+        match res {
+            Ok(Ok(())) => {
+                self.current = Some(want.clone());
+                Ok(())
+            }
+            Ok(Err(nack)) => {
+                self.current = None;
+                Err(ProxyError::Rejected { errno: nack.errno, message: nack.index, table: self.table.clone() })
+            }
+            Err(e) => {
+                self.current = None;
+                Err(ProxyError::Netlink(e))
+            }
+        }
+    }
+
+    /// Forgets what was programmed, so the next apply replaces the table whole.
+    pub fn invalidate(&mut self) {
+        self.current = None;
+    }
+
+    /// Deletes the table (if present) in one transaction.
+    pub fn remove(&mut self) -> Result<(), ProxyError> {
+        self.current = None;
+        remove_with(&mut self.sock, &self.table)
+    }
+
+    pub fn socket(&mut self) -> &mut Socket {
+        &mut self.sock
+    }
+}
+
+pub(crate) fn remove_with(sock: &mut Socket, table: &str) -> Result<(), ProxyError> {
+    let first = sock.next_seq(0);
+    let mut batch = Batch::new(first);
+    batch.add_table(table);
+    batch.del_table(table);
+    let _ = sock.next_seq(4);
+    match sock.commit(batch, first).map_err(ProxyError::Netlink)? {
+        Ok(()) => Ok(()),
+        Err(n) => Err(ProxyError::Rejected { errno: n.errno, message: n.index, table: table.to_string() }),
+    }
+}
+
+/// A set whose kind changed cannot be flushed in place: replace the whole table then.
+fn specs_changed(cur: &Ruleset, want: &Ruleset) -> bool {
+    want.sets.iter().any(|(n, s)| cur.sets.get(n).is_some_and(|c| c.spec != s.spec))
+        || want.chains.iter().any(|(n, c)| cur.chains.get(n).is_some_and(|o| o.base != c.base))
+}
+
+struct Builder<'a> {
+    batch: Batch,
+    table: &'a str,
+    anon: u32,
+}
+
+impl Builder<'_> {
+    fn full(&mut self, want: &Ruleset) {
+        self.batch.add_table(self.table);
+        self.batch.del_table(self.table);
+        self.batch.add_table(self.table);
+        for (name, c) in &want.chains {
+            self.batch.add_chain(self.table, name, c.base);
+        }
+        for s in want.sets.values() {
+            self.new_set(s);
+        }
+        for (name, c) in &want.chains {
+            self.rules(name, c);
+        }
+    }
+
+    fn diff(&mut self, cur: &Ruleset, want: &Ruleset) {
+        let t = self.table;
+        self.batch.add_table(t);
+        for (name, c) in &want.chains {
+            if !cur.chains.contains_key(name) {
+                self.batch.add_chain(t, name, c.base);
+            }
+        }
+        for (name, c) in &cur.chains {
+            match want.chains.get(name) {
+                Some(w) if w == c => {}
+                _ => self.batch.flush_chain(t, name),
+            }
+        }
+        for (name, s) in &want.sets {
+            match cur.sets.get(name) {
+                None => self.new_set(s),
+                Some(c) if c.elements != s.elements => {
+                    self.batch.flush_set(t, name);
+                    self.batch.add_elements(t, name, &s.elements);
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, c) in &want.chains {
+            if cur.chains.get(name) != Some(c) {
+                self.rules(name, c);
+            }
+        }
+        for name in cur.sets.keys() {
+            if !want.sets.contains_key(name) {
+                // drop elements first: a verdict map's entries hold references to chains
+                self.batch.flush_set(t, name);
+                self.batch.del_set(t, name);
+            }
+        }
+        for name in cur.chains.keys() {
+            if !want.chains.contains_key(name) {
+                self.batch.del_chain(t, name);
+            }
+        }
+    }
+
+    fn new_set(&mut self, s: &Set) {
+        self.anon += 1;
+        self.batch.add_set(self.table, &s.spec, self.anon);
+        if !s.elements.is_empty() {
+            self.batch.add_elements(self.table, &s.spec.name, &s.elements);
+        }
+    }
+
+    fn rules(&mut self, chain: &str, c: &Chain) {
+        for r in &c.rules {
+            let mut exprs = Vec::with_capacity(r.len() + 2);
+            for item in r {
+                match item {
+                    Item::E(x) => exprs.push(x.clone()),
+                    Item::NumgenVmap(targets) => {
+                        // an anonymous constant map bound to this rule: it goes when the rule goes
+                        self.anon += 1;
+                        let id = self.anon;
+                        let name = format!("__map{id}");
+                        let spec = SetSpec {
+                            name: name.clone(),
+                            flags: 0x1 | SET_CONSTANT | SET_MAP,
+                            key_type: 4,
+                            key_len: 4,
+                            timeout_ms: None,
+                        };
+                        self.batch.add_set_anon(self.table, &spec, id);
+                        let elems: Vec<_> = targets
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| ((i as u32).to_ne_bytes().to_vec(), Some(Verdict::Goto(t.clone()))))
+                            .collect();
+                        self.batch.add_elements_by_id(self.table, &name, id, &elems);
+                        exprs.push(Expr::NumgenRandom { dreg: REG32_0, modulus: targets.len() as u32 });
+                        exprs.push(Expr::AnonLookup { name: "__map%d".into(), id, sreg: REG32_0 });
+                    }
+                }
+            }
+            self.batch.add_rule(self.table, chain, &exprs);
+        }
+    }
+}
