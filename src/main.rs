@@ -7,6 +7,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use rktup_config::{
     AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, Provider, ProviderTag, SettingFlags,
 };
+use rktup_logging::Component;
 use rktup_provider::boot::{
     binary_for_rendering, pki_for_rendering, render_boot, render_boot_with, PkiOrigin,
 };
@@ -265,6 +266,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
 ) -> Result<(), Failure> {
     // Settings are checked before anything else happens, for every action.
     let settings = load_settings(&cli.global, &cmd.settings)?;
+    rktup_logging::init(Component::Cli, settings.log_level);
     if let Action::Image(ImageAction::Import { file, image_name }) = &cmd.action {
         if P::PROVIDER != Provider::Local {
             return Err(bad_input(format!(
@@ -394,13 +396,28 @@ fn main() -> ExitCode {
         };
         return finish(run(&ctx, &cli.command));
     }
-    // The node-side commands own their error reporting.
+    // The node-side commands own their error reporting. Each process installs its log
+    // subscriber here, at its own `--v` (rkt's commands print results, not logs: the default).
     let result = match NodeCli::parse_from(args).command {
-        NodeCommand::Agent(a) => rktup_agent::cli::run_agent(*a),
-        NodeCommand::Rkt(a) => rktup_runtime::cli::run_rkt(a),
+        NodeCommand::Agent(a) => {
+            rktup_logging::init(Component::Agent, a.verbosity);
+            rktup_agent::cli::run_agent(*a)
+        }
+        NodeCommand::Rkt(a) => {
+            rktup_logging::init(Component::Cli, 2);
+            rktup_runtime::cli::run_rkt(a)
+        }
         NodeCommand::Logs(a) => rktup_runtime::cli::run_logs(a),
-        NodeCommand::Controlplane(a) => rktup_controlplane::cli::run_controlplane(a),
-        NodeCommand::Stage1(a) => rktup_runtime::cli::run_stage1(a),
+        NodeCommand::Controlplane(a) => {
+            rktup_logging::init(Component::ControlPlane, a.verbosity);
+            rktup_controlplane::cli::run_controlplane(a)
+        }
+        NodeCommand::Stage1(a) => {
+            if let Some(v) = rktup_runtime::cli::stage1_verbosity(&a) {
+                rktup_logging::init(Component::Stage1, v);
+            }
+            rktup_runtime::cli::run_stage1(a)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! `RKTUP_BIN=$CARGO_TARGET_DIR/debug/examples/rktup-node cargo test -p rktup-agent`.
 
 use clap::{Parser, Subcommand};
+use rktup_logging::Component;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -35,11 +36,23 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("rkt")) {
         args.insert(1, "rkt".into());
     }
+    // The log subscribers as `rktup` installs them (src/main.rs).
     let result = match NodeCli::parse_from(args).command {
-        NodeCommand::Agent(a) => rktup_agent::cli::run_agent(*a),
-        NodeCommand::Rkt(a) => rktup_runtime::cli::run_rkt(a),
+        NodeCommand::Agent(a) => {
+            rktup_logging::init(Component::Agent, a.verbosity);
+            rktup_agent::cli::run_agent(*a)
+        }
+        NodeCommand::Rkt(a) => {
+            rktup_logging::init(Component::Cli, 2);
+            rktup_runtime::cli::run_rkt(a)
+        }
         NodeCommand::Logs(a) => rktup_runtime::cli::run_logs(a),
-        NodeCommand::Stage1(a) => rktup_runtime::cli::run_stage1(a),
+        NodeCommand::Stage1(a) => {
+            if let Some(v) = rktup_runtime::cli::stage1_verbosity(&a) {
+                rktup_logging::init(Component::Stage1, v);
+            }
+            rktup_runtime::cli::run_stage1(a)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

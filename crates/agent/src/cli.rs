@@ -1,6 +1,5 @@
 //! Command-line entry points the thin `rktup` binary dispatches to.
 
-use crate::log::log;
 use crate::sync::Agent;
 use rktup_node_contract::AgentConfig;
 use rktup_runtime::runtime::{Runtime, RuntimeConfig};
@@ -8,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::info;
 
 /// `rktup agent`'s flags: the node contract's [`AgentConfig`] (every flag, typed; rktup renders
 /// nodes' command lines from the same struct with `to_args()`).
@@ -112,7 +112,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         crate::kubelet::spawn(kcfg, agent.rt.clone(), writer, &TERM)?;
     }
     crate::kubelet::server::spawn(scfg, agent.rt.clone(), pod_store, &TERM)?;
-    log(&format!(
+    info!(
         "node agent up: root {}, manifests {}, api-service {}{}, {adopted} pod(s) re-adopted",
         args.root_dir.display(),
         args.pod_manifest_path.display(),
@@ -121,7 +121,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(|e| format!(" (read-only also on {e})"))
             .unwrap_or_default()
-    ));
+    );
     let period = Duration::from_millis(args.sync_period_ms.max(50));
     while !TERM.load(Ordering::SeqCst) {
         let t = Instant::now();
@@ -135,7 +135,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     if socket_ino.is_some() && std::fs::metadata(&socket).ok().map(|m| m.ino()) == socket_ino {
         let _ = std::fs::remove_file(&socket);
     }
-    log("SIGTERM: agent exiting; pods keep running");
+    info!("SIGTERM: agent exiting; pods keep running");
     Ok(())
 }
 

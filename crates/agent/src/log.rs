@@ -1,6 +1,8 @@
-//! The agent's log lines on stderr: `<RFC 3339 time, ns> agent: <message>`. Every module logs
-//! through `log`; nothing else is printed by the agent.
+//! What is left of the agent's hand-made log function: the agent logs through `tracing`'s macros
+//! (`info!`, `warn!`, `debug!` for request detail, `trace!` for runtime steps), and `rktup agent`
+//! installs the subscriber (crates/logging) at its `--v`. `log` is an `info!` for the callers
+//! not moved yet.
 
 pub fn log(msg: &str) {
-    eprintln!("{:.9} agent: {msg}", jiff::Timestamp::now());
+    tracing::info!("{msg}");
 }

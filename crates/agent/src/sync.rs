@@ -1,7 +1,6 @@
 //! Reconciling static pod manifests with the pods on disk.
 
 use crate::lifecycle::{replacing, Gone, Running, Starting, Terminating};
-use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -9,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
 
 /// A manifest file as read this round.
 pub struct Manifest {
@@ -63,12 +63,6 @@ impl Agent {
         }
     }
 
-    fn v(&self, level: u8, msg: impl FnOnce() -> String) {
-        if self.verbosity >= level {
-            log(&msg());
-        }
-    }
-
     /// At start: pods whose supervisor still runs are re-adopted untouched; pods whose supervisor
     /// died mid-way are cleaned up (DEL, cgroups, mounts) and marked exited.
     pub fn adopt(&self) -> usize {
@@ -76,21 +70,17 @@ impl Agent {
         for p in self.rt.list() {
             if p.alive {
                 adopted += 1;
-                self.v(2, || {
-                    format!(
-                        "re-adopted running pod k8s_{} ({}/{})",
-                        p.plan.uuid, p.plan.namespace, p.plan.name
-                    )
-                });
+                info!(
+                    "re-adopted running pod k8s_{} ({}/{})",
+                    p.plan.uuid, p.plan.namespace, p.plan.name
+                );
             } else if !matches!(
                 p.status.state,
                 rktup_runtime::pod::PodState::Exited | rktup_runtime::pod::PodState::Refused
             ) {
-                self.v(2, || {
-                    format!("pod k8s_{} lost its supervisor: cleaning up", p.plan.uuid)
-                });
+                warn!("pod k8s_{} lost its supervisor: cleaning up", p.plan.uuid);
                 if let Err(e) = self.rt.stop(&p) {
-                    log(&format!("failed to clean up pod k8s_{}: {e}", p.plan.uuid));
+                    warn!("failed to clean up pod k8s_{}: {e}", p.plan.uuid);
                 }
             }
         }
@@ -126,7 +116,7 @@ impl Agent {
                         .reported
                         .insert(format!("{}:{}", m.path.display(), m.hash))
                     {
-                        log(&format!("ignoring manifest {}: {e}", m.path.display()));
+                        warn!("ignoring manifest {}: {e}", m.path.display());
                     }
                     orphans.extend(other);
                 }
@@ -137,7 +127,7 @@ impl Agent {
                     if let Some(first) = same.next() {
                         let running = Running { entry: first };
                         if let Some(why) = running.restart_due() {
-                            log(&why);
+                            info!("{why}");
                             other.push(running.replace());
                             start = Some(m);
                         }
@@ -163,13 +153,11 @@ impl Agent {
             let rt = self.rt.clone();
             let removing = self.removing.clone();
             std::thread::spawn(move || {
-                if verbosity >= 2 {
-                    log(&format!(
-                        "manifest {} removed: stopping pod k8s_{}",
-                        p.plan.source.as_deref().unwrap_or(Path::new("?")).display(),
-                        p.plan.uuid
-                    ));
-                }
+                info!(
+                    "manifest {} removed: stopping pod k8s_{}",
+                    p.plan.source.as_deref().unwrap_or(Path::new("?")).display(),
+                    p.plan.uuid
+                );
                 let uuid = p.plan.uuid.clone();
                 let Gone = Terminating { entries: vec![p] }.stop(&rt, |_| {});
                 if let Ok(mut r) = removing.lock() {

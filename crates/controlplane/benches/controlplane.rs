@@ -20,6 +20,7 @@ fn serve(dir: &str, port: u16) -> anyhow::Result<()> {
         also_bind: vec![],
         service_cluster_ip_range: "10.96.0.0/12".into(),
         node_monitor_grace_period: 40,
+        verbosity: 2,
     })
 }
 

@@ -20,6 +20,9 @@ pub struct ControlPlaneArgs {
     /// Seconds without a node Lease renewal before the node is NotReady.
     #[arg(long, default_value_t = 40)]
     pub node_monitor_grace_period: u64,
+    /// Log verbosity, kube-apiserver's glog scale: 3 adds request detail (also LOG_LEVEL).
+    #[arg(long = "v", env = "LOG_LEVEL", default_value_t = 2)]
+    pub verbosity: u8,
 }
 
 pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -47,7 +50,7 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .start()
             .await
             .context("failed to start the control plane")?;
-        eprintln!(
+        tracing::info!(
             "control plane serving on {}; kubectl --kubeconfig {}",
             handle.server_url(),
             handle.admin_kubeconfig().display()
@@ -58,7 +61,7 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("shutting down");
+        tracing::info!("shutting down");
         handle.shutdown().await;
         Ok(())
     })

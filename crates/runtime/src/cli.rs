@@ -453,6 +453,21 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--v` a `rktup stage1` process logs at: the supervisor's is in its pod's plan (the agent's
+/// `--v` when it planned the pod); `--enter` logs nothing, as its stderr is the entered command's.
+/// `None`: install no subscriber. An unreadable plan gives the default 2, so that the supervisor
+/// can still report why it fails.
+pub fn stage1_verbosity(args: &Stage1Args) -> Option<u8> {
+    if args.enter.is_some() {
+        return None;
+    }
+    Some(
+        crate::pod::read_plan(&args.pod_dir)
+            .map(|p| p.verbosity)
+            .unwrap_or(2),
+    )
+}
+
 pub fn run_stage1(args: Stage1Args) -> anyhow::Result<()> {
     if let Some(c) = &args.enter {
         let code = crate::stage1::enter::run(&args.pod_dir, c, &args.command, args.error_fd);

@@ -1,12 +1,12 @@
 //! core/v1 Events about pods, as kubelet records them (source component "kubelet", the node as
 //! host), so `kubectl describe pod` and `kubectl get events` show what the agent did.
 
-use crate::log::log;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use tracing::warn;
 
 /// Record an Event about `pod`; returns the Event's name (for `bump`).
 pub async fn record(
@@ -70,7 +70,7 @@ pub async fn record_at(
     match events.create(&PostParams::default(), &ev).await {
         Ok(e) => e.metadata.name,
         Err(e) => {
-            log(&format!("kubelet: failed to record event {reason}: {e}"));
+            warn!("kubelet: failed to record event {reason}: {e}");
             None
         }
     }
@@ -87,7 +87,7 @@ pub async fn bump(client: &kube::Client, namespace: &str, name: &str, count: i32
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        log(&format!("kubelet: failed to update event {name}: {e}"));
+        warn!("kubelet: failed to update event {name}: {e}");
     }
 }
 

@@ -39,7 +39,6 @@ pub mod server;
 pub mod status;
 pub mod volumes;
 
-use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
 use rktup_runtime::runtime::Runtime;
@@ -47,6 +46,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{error, info, warn};
 
 /// What the kubelet half needs besides the runtime.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ pub fn spawn(
             {
                 Ok(r) => r,
                 Err(e) => {
-                    log(&format!("kubelet: failed to start the async runtime: {e}"));
+                    error!("kubelet: failed to start the async runtime: {e}");
                     return;
                 }
             };
@@ -137,7 +137,7 @@ pub fn spawn(
                 tokio::select! {
                     r = run(cfg, rt, pods) => {
                         if let Err(e) = r {
-                            log(&format!("kubelet: {e}"));
+                            warn!("kubelet: {e}");
                         }
                     }
                     _ = stop => {}
@@ -159,16 +159,16 @@ pub async fn run(
         match node::register(&client, &cfg).await {
             Ok(()) => break,
             Err(e) => {
-                log(&format!(
+                warn!(
                     "kubelet: failed to register node {}: {e}; retrying",
                     cfg.node_name
-                ));
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
-    log(&format!("kubelet: registered node {}", cfg.node_name));
+    info!("kubelet: registered node {}", cfg.node_name);
     let hb = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     let r = pods::run(client, cfg, rt, pods).await;
     hb.abort();

@@ -3,7 +3,6 @@
 //! kube-node-lease Lease renewed every heartbeat, and the Ready condition's heartbeat time.
 
 use super::KubeletConfig;
-use crate::log::log;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
@@ -12,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::collections::BTreeMap;
+use tracing::warn;
 
 /// Pods per node (kubelet's --max-pods default).
 const MAX_PODS: &str = "110";
@@ -233,7 +233,7 @@ pub async fn heartbeat(client: kube::Client, cfg: KubeletConfig) {
     loop {
         tokio::time::sleep(cfg.heartbeat).await;
         if let Err(e) = renew_lease(&client, &cfg).await {
-            log(&format!("kubelet: failed to renew lease: {e}"));
+            warn!("kubelet: failed to renew lease: {e}");
         }
         let patch = serde_json::json!({ "status": status(&cfg, &since) });
         match nodes
@@ -246,12 +246,12 @@ pub async fn heartbeat(client: kube::Client, cfg: KubeletConfig) {
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                log("kubelet: node object gone: registering again");
+                warn!("kubelet: node object gone: registering again");
                 if let Err(e) = register(&client, &cfg).await {
-                    log(&format!("kubelet: failed to register node: {e}"));
+                    warn!("kubelet: failed to register node: {e}");
                 }
             }
-            Err(e) => log(&format!("kubelet: failed to update node status: {e}")),
+            Err(e) => warn!("kubelet: failed to update node status: {e}"),
         }
     }
 }

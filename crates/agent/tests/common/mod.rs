@@ -135,6 +135,8 @@ pub struct Node {
     pub busybox: String,
     pub multi: String,
     pub extra_args: Vec<String>,
+    /// The agent's environment on top of the test's.
+    pub env: Vec<(String, String)>,
     /// Links (bridges) this test created, deleted on drop after the pods are gone.
     pub links: std::cell::RefCell<Vec<String>>,
     _images: Images,
@@ -142,6 +144,12 @@ pub struct Node {
 
 impl Node {
     pub fn new(extra_args: &[&str]) -> Node {
+        Node::with_env(extra_args, &[])
+    }
+
+    /// A node whose agent also gets `env`. The agent logs at `--v 4` unless `extra_args` says
+    /// `--v` or `env` says `LOG_LEVEL`.
+    pub fn with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Node {
         let images = Images::build();
         let registry = Registry::start();
         let busybox = registry.push(&images.layout, "busybox", "test/busybox:1");
@@ -162,6 +170,10 @@ impl Node {
             busybox,
             multi,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             links: Default::default(),
             registry,
             dir,
@@ -177,6 +189,12 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .expect("agent log");
+        let says_v = self
+            .extra_args
+            .iter()
+            .any(|a| a == "--v" || a.starts_with("--v="))
+            || self.env.iter().any(|(k, _)| k == "LOG_LEVEL");
+        let v: &[&str] = if says_v { &[] } else { &["--v", "4"] };
         let child = Command::new(rktup_bin())
             .arg("agent")
             .arg("--root-dir")
@@ -189,15 +207,10 @@ impl Node {
             .arg(&self.endpoint)
             .arg("--insecure-registry")
             .arg(&self.registry.addr)
-            .args([
-                "--sync-period-ms",
-                "200",
-                "--restart-backoff-ms",
-                "200",
-                "--v",
-                "4",
-            ])
+            .args(["--sync-period-ms", "200", "--restart-backoff-ms", "200"])
+            .args(v)
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)

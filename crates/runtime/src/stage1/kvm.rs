@@ -15,7 +15,7 @@
 //! and powers off; qemu is killed if it does not.
 
 use super::container::{self, Launch, Populate};
-use super::{sys, vlog, Supervisor, STOP, VERBOSITY};
+use super::{sys, Supervisor, STOP};
 use crate::logs::{LogWriter, Stream};
 use crate::pod::*;
 use crate::util;
@@ -26,6 +26,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::{error, trace};
 
 /// Why stage1-kvm is not available, or a step of booting a pod VM failed. The texts are the pod's
 /// status message (and the test logs'), so each reads as the message always has.
@@ -553,9 +554,9 @@ impl Supervisor {
         self.status.phase = "Running".into();
         self.status.started_at = Some(util::now_secs());
         self.save();
-        vlog!(4, "qemu pid {vm} runs the pod VM");
+        trace!("qemu pid {vm} runs the pod VM");
         let code = self.watch_vm(vm);
-        vlog!(4, "VM exited ({code})");
+        trace!("VM exited ({code})");
         Ok(())
     }
 
@@ -676,7 +677,7 @@ impl Supervisor {
             "-device".into(),
             format!("virtio-net-pci,netdev=n0,mac={mac}"),
         ]);
-        vlog!(4, "qemu {args:?}");
+        trace!("qemu {args:?}");
         let qlog_path = ctl.join("qemu.log");
         let qlog = std::fs::File::create(&qlog_path)
             .map_err(KvmError::io("create qemu.log", &qlog_path))?;
@@ -694,7 +695,7 @@ impl Supervisor {
                 let _ = std::fs::write(p, "0");
             }
             if let Err(e) = sys::setns_path(&ns, libc::CLONE_NEWNET) {
-                eprintln!("failed to enter the pod netns: {e}");
+                error!("failed to enter the pod netns: {e}");
                 sys::exit_now(127);
             }
             sys::reset_signals();
@@ -707,7 +708,7 @@ impl Supervisor {
             p.push(std::ptr::null());
             // SAFETY: NULL-terminated argv of valid C strings.
             unsafe { libc::execv(exe.as_ptr(), p.as_ptr()) };
-            eprintln!("failed to exec qemu: {}", std::io::Error::last_os_error());
+            error!("failed to exec qemu: {}", std::io::Error::last_os_error());
             sys::exit_now(127);
         }
         sys::close(qfd);
@@ -831,7 +832,7 @@ impl Supervisor {
         let mut exit_code = None;
         while exit_code.is_none() {
             if STOP.load(Ordering::SeqCst) && stop_sent.is_none() {
-                vlog!(4, "stop requested: signalling the guest");
+                trace!("stop requested: signalling the guest");
                 let _ = std::fs::write(ctl.join("stop"), b"stop");
                 stop_sent = Some(Instant::now());
                 self.status.state = PodState::Stopping;
@@ -839,7 +840,7 @@ impl Supervisor {
             }
             if let Some(t) = stop_sent {
                 if t.elapsed() > Duration::from_secs(self.plan.grace_seconds + 5) {
-                    vlog!(4, "guest did not power off in time: SIGKILL qemu");
+                    trace!("guest did not power off in time: SIGKILL qemu");
                     sys::kill(vm, libc::SIGKILL);
                 }
             }
@@ -950,7 +951,6 @@ impl Supervisor {
             self.dirty = true;
             t.run += 1;
             t.log = None;
-            let _ = VERBOSITY.load(Ordering::Relaxed);
         }
     }
 }

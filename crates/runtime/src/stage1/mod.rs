@@ -18,8 +18,9 @@ use crate::util;
 use container::Launch;
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracing::{trace, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Stage1Error {
@@ -29,19 +30,10 @@ pub(crate) enum Stage1Error {
     Step { step: &'static str, msg: String },
 }
 
+// The supervisor's lines go to its own log (`<pod dir>/stage1.log`, its stderr) through the
+// subscriber `rktup stage1` installs with the plan's verbosity: every runtime step at `trace!`
+// (`--v` 4 or more, the seed's "rkt detail"), what went wrong at `warn!`.
 static STOP: AtomicBool = AtomicBool::new(false);
-static VERBOSITY: AtomicU8 = AtomicU8::new(2);
-
-/// Log a runtime step to the supervisor's own log (`<pod dir>/stage1.log`) when `--v` >= level.
-macro_rules! vlog_impl {
-    ($lvl:expr, $($arg:tt)*) => {
-        if VERBOSITY.load(Ordering::Relaxed) >= $lvl {
-            eprintln!("{} stage1[{}]: {}", util::rfc3339_nanos(util::now_nanos()), std::process::id(), format!($($arg)*));
-        }
-    };
-}
-
-pub(crate) use vlog_impl as vlog;
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
@@ -98,7 +90,6 @@ pub(crate) struct Supervisor {
 
 pub(crate) fn run_supervisor(pod_dir: &Path) -> Result<(), Stage1Error> {
     let plan = read_plan(pod_dir)?;
-    VERBOSITY.store(plan.verbosity, Ordering::Relaxed);
     install_handlers();
     let kvm = plan.stage1 == Stage1Flavor::Kvm;
     let mut s = Supervisor::new(plan, pod_dir);
@@ -164,13 +155,13 @@ impl Supervisor {
             .map(|s| s.status.clone())
             .collect();
         if let Err(e) = write_status(&self.dir, &self.status) {
-            vlog!(1, "failed to write status: {e}");
+            warn!("failed to write status: {e}");
         }
         self.dirty = false;
     }
 
     fn fail_pod(&mut self, reason: &str, msg: String) -> Stage1Error {
-        vlog!(1, "{reason}: {msg}");
+        warn!(reason, "{msg}");
         self.status.reason = Some(reason.into());
         self.status.message = Some(msg.clone());
         self.status.phase = "Failed".into();
@@ -182,10 +173,9 @@ impl Supervisor {
 
     fn run(&mut self) -> Result<(), Stage1Error> {
         self.save();
-        vlog!(
-            4,
-            "preparing pod {} ({}/{}) stage1 {:?}",
-            self.plan.uuid,
+        trace!(
+            pod = %self.plan.uuid,
+            "preparing pod {}/{} stage1 {:?}",
             self.plan.namespace,
             self.plan.name,
             self.plan.stage1
@@ -203,7 +193,7 @@ impl Supervisor {
         self.status.phase = "Running".into();
         self.status.started_at = Some(util::now_secs());
         self.save();
-        vlog!(4, "pod running, ip {:?}", self.status.pod_ip);
+        trace!("pod running, ip {:?}", self.status.pod_ip);
         self.main_loop();
         Ok(())
     }
@@ -280,7 +270,7 @@ impl Supervisor {
             sys::bind(Path::new(&format!("/proc/{pid}/ns/net")), &self.netns_file)
                 .map_err(|e| format!("failed to pin the pod netns: {e}"))?;
         }
-        vlog!(4, "infra pid {pid} holds the pod namespaces");
+        trace!("infra pid {pid} holds the pod namespaces");
         Ok(())
     }
 
@@ -300,8 +290,7 @@ impl Supervisor {
         };
         // Loopback is brought up by the infra process itself (what the CNI loopback plugin
         // does, without an extra exec per pod).
-        vlog!(
-            4,
+        trace!(
             "CNI ADD network {} from {}",
             net.network.name,
             net.network.file.display()
@@ -317,11 +306,11 @@ impl Supervisor {
         // runs, so not by default); a failing CHECK is reported but not fatal, because some
         // plugins' CHECK is stricter than their ADD (portmap 1.1 checks an ipv6 chain it never
         // created on IPv4-only pods).
-        if VERBOSITY.load(Ordering::Relaxed) < 4 {
+        if !tracing::enabled!(tracing::Level::TRACE) {
         } else if let Err(e) = cni::check(&net.network, &att, &res) {
-            vlog!(1, "CNI CHECK after ADD reported: {e}");
+            warn!("CNI CHECK after ADD reported: {e}");
         } else {
-            vlog!(4, "CNI CHECK passed");
+            trace!("CNI CHECK passed");
         }
         self.status.pod_ip = cni::result_ip(&res);
         self.net_result = Some(res);
@@ -500,10 +489,10 @@ impl Supervisor {
             let _ = fs;
         }
         let oom_before = self.slots[i].cgroup.oom_kill_count();
-        vlog!(
-            4,
-            "starting container {} (restart {restart}): {:?}",
-            c.name,
+        trace!(
+            container = %c.name,
+            restart,
+            "starting container: {:?}",
             launch.argv
         );
         let pid = match sys::fork() {
@@ -598,10 +587,10 @@ impl Supervisor {
     }
 
     fn start_failed(&mut self, i: usize, reason: &str, msg: String) {
-        vlog!(
-            1,
-            "container {} failed to start: {msg}",
-            self.slots[i].plan.name
+        warn!(
+            container = %self.slots[i].plan.name,
+            reason,
+            "container failed to start: {msg}"
         );
         let s = &mut self.slots[i];
         s.status.state = "waiting".into();
@@ -667,7 +656,7 @@ impl Supervisor {
                 return;
             }
             if Some(pid) == self.infra_pid {
-                vlog!(1, "the pod infra process {pid} exited");
+                warn!("the pod infra process {pid} exited");
                 continue;
             }
             let Some(i) = self
@@ -708,10 +697,9 @@ impl Supervisor {
             }
             .into(),
         );
-        vlog!(
-            4,
-            "container {} exited with {code} ({:?})",
-            s.plan.name,
+        trace!(
+            container = %s.plan.name,
+            "container exited with {code} ({:?})",
             s.status.reason
         );
         // Leftovers in the cgroup (fly has no pid namespace to take them down).
@@ -790,11 +778,7 @@ impl Supervisor {
         if self.slots.iter().any(|s| s.running.is_some()) {
             self.status.state = PodState::Stopping;
             self.save();
-            vlog!(
-                4,
-                "stopping containers (grace {}s)",
-                self.plan.grace_seconds
-            );
+            trace!("stopping containers (grace {}s)", self.plan.grace_seconds);
             for s in &self.slots {
                 if let Some(r) = &s.running {
                     sys::kill(r.init_pid, libc::SIGTERM);
@@ -807,7 +791,7 @@ impl Supervisor {
             }
             for s in &self.slots {
                 if let Some(r) = &s.running {
-                    vlog!(4, "grace period over: SIGKILL container {}", s.plan.name);
+                    trace!(container = %s.plan.name, "grace period over: SIGKILL");
                     sys::kill(r.init_pid, libc::SIGKILL);
                     for p in s.cgroup.pids() {
                         sys::kill(p, libc::SIGKILL);
@@ -840,7 +824,7 @@ impl Supervisor {
         self.status.finished_at = Some(util::now_secs());
         self.status.infra_pid = None;
         self.save();
-        vlog!(4, "pod {} exited ({})", self.plan.uuid, self.status.phase);
+        trace!(pod = %self.plan.uuid, "pod exited ({})", self.status.phase);
     }
 }
 
@@ -902,7 +886,7 @@ pub(crate) fn cleanup_pod(
                 Ok(()) => {
                     let _ = std::fs::remove_file(dir.join("net-added"));
                 }
-                Err(e) => eprintln!("stage1: CNI DEL failed: {e}"),
+                Err(e) => warn!(pod = %plan.uuid, "CNI DEL failed: {e}"),
             }
         }
     }
@@ -933,7 +917,7 @@ pub(crate) fn cleanup_pod(
     }
     for cg in cgs.drain(..) {
         if let Err(e) = cg.remove() {
-            eprintln!("stage1: {e}");
+            warn!(pod = %plan.uuid, "{e}");
         }
     }
     let _ = create_cgroup_manager(&plan.cgroup_path()).remove();

@@ -38,7 +38,6 @@ pub mod tcp;
 pub use http::NoVerify;
 
 use super::events;
-use crate::log::log;
 use exec::exec_probe;
 use grpc::grpc_probe;
 use http::{http_probe, Url};
@@ -51,6 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcp::tcp_probe;
 use tokio::sync::watch;
+use tracing::warn;
 
 /// kubelet reads at most this much of a probe's output.
 const MAX_OUTPUT: usize = 10 * 1024;
@@ -533,11 +533,11 @@ impl Worker {
         .await;
         match r {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => log(&format!(
+            Ok(Err(e)) => warn!(
                 "kubelet: failed to kill container {} of pod k8s_{}: {e}",
                 self.container.name, self.uuid
-            )),
-            Err(e) => log(&format!("kubelet: kill task failed: {e}")),
+            ),
+            Err(e) => warn!("kubelet: kill task failed: {e}"),
         }
     }
 
