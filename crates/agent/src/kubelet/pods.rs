@@ -12,20 +12,27 @@
 //! Before a pod is handed to the runtime its API-backed volumes and env are prepared
 //! (`prepare`); a pod that cannot be (a missing ConfigMap or Secret, a missing key) gets a
 //! FailedMount or Failed event and a Pending status, and is retried with a back-off (1 s doubling
-//! to 10 s). Running pods' volumes are brought up to date every `--sync-frequency`, and the volume
+//! to 10 s). Its images are then pulled one container at a time (kubelet's Pulling/Pulled/
+//! Failed/BackOff events); a failed pull leaves the container waiting `ErrImagePull`, then
+//! `ImagePullBackOff` while that image's back-off for the pod runs (10 s doubling to 5 min), and
+//! the pod Pending. A pod the runtime refuses (an unsupported volume type: FailedMount naming
+//! the volume and its type) is Pending too and retried (10 s doubling to 5 min). None of these
+//! makes a pod Failed, so no controller replaces it. Running pods' volumes are brought up to date every `--sync-frequency`, and the volume
 //! directories of pods that are gone are removed.
 
 use super::prepare::{Blocked, Preparer};
 use super::{events, mirror, probes, status, KubeletConfig, KubeletError};
-use crate::lifecycle::{Backoff, BackoffPolicy, Gone, Preparing, Running, Source, Terminating};
+use crate::lifecycle::{
+    Backoff, BackoffPolicy, Gone, Preparing, PullFailure, Pulled, Running, Source, Terminating,
+};
 use crate::log::log;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use rktup_runtime::image::{PullPolicy, Reference};
+use rktup_runtime::manifest::PlanError;
 use rktup_runtime::pod::PodState;
-use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::runtime::{PodEntry, Runtime, RuntimeError};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +60,23 @@ struct PodRecord {
     events: HashMap<(String, String), (Option<String>, i32)>,
     /// The blocked status last written.
     status: Option<String>,
+    /// Per image, pulling it again for this pod waits for this (`BackoffPolicy::IMAGE_PULL`;
+    /// kubelet keys its image back-off by pod and image too).
+    pulls: HashMap<String, Backoff>,
+    /// Running it again after the runtime refused it, or its sandbox failed before a container
+    /// ran (`BackoffPolicy::REFUSED`).
+    refused: Backoff,
+    /// Not tried before this (the pod waits for an image's back-off, or a pull that cannot
+    /// succeed before something changes).
+    not_before: Option<Instant>,
+}
+
+impl PodRecord {
+    fn ready(&self) -> bool {
+        self.backoff.ready()
+            && self.refused.ready()
+            && self.not_before.is_none_or(|t| Instant::now() >= t)
+    }
 }
 
 type Records = Arc<Mutex<HashMap<String, PodRecord>>>;
@@ -155,30 +179,7 @@ async fn report_blocked(
         }
     };
     if write_status {
-        let st = status::blocked(pod, host_ip, waiting);
-        let fp = status::fingerprint(&st);
-        let u = uid(pod);
-        let last = records
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&u).and_then(|r| r.status.clone()));
-        if last.as_ref() != Some(&fp) {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            let patch = serde_json::json!({ "status": st });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    if let Ok(mut m) = records.lock() {
-                        m.entry(u).or_default().status = Some(fp);
-                    }
-                }
-                Err(e) => log(&format!(
-                    "kubelet: failed to update status of {ns}/{name}: {e}"
-                )),
-            }
-        }
+        write_blocked(client, host_ip, records, pod, waiting).await;
     }
     if let Ok(mut m) = records.lock() {
         m.entry(uid(pod))
@@ -186,6 +187,195 @@ async fn report_blocked(
             .backoff
             .failed(BackoffPolicy::PREPARE);
     }
+}
+
+/// Write the Pending status of a pod not handed to the runtime (every container waiting;
+/// `waiting` names the one held back and why), unless it is what was last written.
+async fn write_blocked(
+    client: &kube::Client,
+    host_ip: Option<&str>,
+    records: &Records,
+    pod: &Pod,
+    waiting: Option<(&str, &str, &str)>,
+) {
+    let (ns, name) = key(pod);
+    let st = status::blocked(pod, host_ip, waiting);
+    let fp = status::fingerprint(&st);
+    let u = uid(pod);
+    let last = records
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&u).and_then(|r| r.status.clone()));
+    if last.as_ref() == Some(&fp) {
+        return;
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({ "status": st });
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            if let Ok(mut m) = records.lock() {
+                m.entry(u).or_default().status = Some(fp);
+            }
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => log(&format!(
+            "kubelet: failed to update status of {ns}/{name}: {e}"
+        )),
+    }
+}
+
+/// The type of volume `name` of `pod` (its source's field name: `nfs`, `iscsi`, ...), for
+/// FailedMount messages that say what could not be mounted.
+fn volume_type(pod: &Pod, name: &str) -> String {
+    let v = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .find(|v| v.name == name);
+    let json = v.and_then(|v| serde_json::to_value(v).ok());
+    json.as_ref()
+        .and_then(|j| j.as_object())
+        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The Event for a pod the runtime refused: FailedMount for a volume it cannot mount (naming
+/// the volume and its type), Failed with the runtime's words otherwise.
+fn refusal_event(pod: &Pod, e: &RuntimeError) -> (&'static str, String) {
+    match e {
+        RuntimeError::Plan(PlanError::Volume { name, why }) => (
+            "FailedMount",
+            format!(
+                "MountVolume.SetUp failed for volume \"{name}\" : {} volume: {why}",
+                volume_type(pod, name)
+            ),
+        ),
+        RuntimeError::Plan(PlanError::Network(why)) => (
+            "FailedCreatePodSandBox",
+            format!("Failed to create pod sandbox: network: {why}"),
+        ),
+        e => ("Failed", format!("Error: {e}")),
+    }
+}
+
+/// Pull a prepared pod's images, one container at a time, with kubelet's events. `Err` when a
+/// container's image is not there (the pod waits): its status is written and the pod's record
+/// says when to try again.
+#[allow(clippy::too_many_arguments)]
+async fn pull_images(
+    client: &kube::Client,
+    node: &str,
+    host_ip: Option<&str>,
+    records: &Records,
+    rt: &Arc<Runtime>,
+    pulling: &Arc<crate::lifecycle::Pulling>,
+    pod: &Pod,
+) -> Result<(), ()> {
+    let u = uid(pod);
+    let set_record = |f: &dyn Fn(&mut PodRecord)| {
+        if let Ok(mut m) = records.lock() {
+            f(m.entry(u.clone()).or_default());
+        }
+    };
+    for p in pulling.images() {
+        let fp = Some(p.field_path.as_str());
+        // Within the back-off after a failed pull of this image for this pod.
+        let backing_off = records
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&u).and_then(|r| r.pulls.get(&p.image)?.retry_at()));
+        if let Some(at) = backing_off {
+            let msg = format!("Back-off pulling image \"{}\"", p.image);
+            record_once(client, node, records, pod, fp, "Normal", "BackOff", &msg).await;
+            let err = "Error: ImagePullBackOff";
+            record_once(client, node, records, pod, fp, "Warning", "Failed", err).await;
+            let waiting = (p.container.as_str(), "ImagePullBackOff", msg.as_str());
+            write_blocked(client, host_ip, records, pod, Some(waiting)).await;
+            set_record(&|r| r.not_before = Some(at));
+            return Err(());
+        }
+        let fetch = match p.policy {
+            rktup_runtime::image::PullPolicy::Always => true,
+            rktup_runtime::image::PullPolicy::IfNotPresent => {
+                let (rt, image) = (rt.clone(), p.image.clone());
+                !tokio::task::spawn_blocking(move || crate::lifecycle::has_image(&rt, &image))
+                    .await
+                    .unwrap_or(false)
+            }
+            rktup_runtime::image::PullPolicy::Never => false,
+        };
+        if fetch {
+            let msg = format!("Pulling image \"{}\"", p.image);
+            record_once(client, node, records, pod, fp, "Normal", "Pulling", &msg).await;
+        }
+        let (rt2, pl, p2) = (rt.clone(), pulling.clone(), p.clone());
+        let r = tokio::task::spawn_blocking(move || pl.pull(&rt2, &p2))
+            .await
+            .unwrap_or_else(|e| Err(PullFailure::ErrImagePull(e.to_string())));
+        match r {
+            Ok(Pulled::Fetched { size, took }) => {
+                let msg = format!(
+                    "Successfully pulled image \"{}\" in {took:.3?} ({took:.3?} including waiting). Image size: {size} bytes.",
+                    p.image
+                );
+                events::record_at(client, node, pod, fp, "Normal", "Pulled", &msg).await;
+                set_record(&|r| {
+                    r.pulls.remove(&p.image);
+                });
+            }
+            Ok(Pulled::Present) => {
+                let msg = format!("Container image \"{}\" already present on machine", p.image);
+                record_once(client, node, records, pod, fp, "Normal", "Pulled", &msg).await;
+                set_record(&|r| {
+                    r.pulls.remove(&p.image);
+                });
+            }
+            Err(f) => {
+                let (ns, name) = key(pod);
+                log(&format!(
+                    "kubelet: pod {ns}/{name} container {}: {} ({})",
+                    p.container,
+                    f.reason(),
+                    f
+                ));
+                let (ev_reason, ev_msg) = match &f {
+                    PullFailure::ErrImagePull(e) => (
+                        "Failed",
+                        format!("Failed to pull image \"{}\": {e}", p.image),
+                    ),
+                    PullFailure::NeverPull(_) => ("ErrImageNeverPull", f.to_string()),
+                    PullFailure::InvalidImageName { .. } => ("InspectFailed", f.to_string()),
+                };
+                record_once(
+                    client, node, records, pod, fp, "Warning", ev_reason, &ev_msg,
+                )
+                .await;
+                let err = format!("Error: {}", f.reason());
+                record_once(client, node, records, pod, fp, "Warning", "Failed", &err).await;
+                let msg = f.to_string();
+                let waiting = (p.container.as_str(), f.reason(), msg.as_str());
+                write_blocked(client, host_ip, records, pod, Some(waiting)).await;
+                set_record(&|r| match &f {
+                    // The next round shows ImagePullBackOff; the pull waits for the back-off.
+                    PullFailure::ErrImagePull(_) => {
+                        r.pulls
+                            .entry(p.image.clone())
+                            .or_default()
+                            .failed(BackoffPolicy::IMAGE_PULL);
+                        r.not_before = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    // Nothing changes until the image is imported or the pod is replaced:
+                    // look again at kubelet's resync pace.
+                    _ => r.not_before = Some(Instant::now() + BackoffPolicy::IMAGE_PULL.initial),
+                });
+                return Err(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the sync loop wrote to the API, so it is not written again: API pods' and mirror pods'
@@ -229,7 +419,7 @@ impl Syncer {
     fn retry_ready(&self, uid: &str) -> bool {
         self.records
             .lock()
-            .map(|m| m.get(uid).is_none_or(|r| r.backoff.ready()))
+            .map(|m| m.get(uid).is_none_or(PodRecord::ready))
             .unwrap_or(true)
     }
 
@@ -279,50 +469,54 @@ impl Syncer {
                     r.status = None;
                 }
             }
-            // Pulling → Starting: kubelet's Pulling/Pulled events (the runtime pulls in run_pod).
-            let rt_poll = rt.clone();
-            let pulls = image_pulls(&rt, &pod).await;
-            for (field, image, pulling) in &pulls {
-                let (reason, msg) = if *pulling {
-                    ("Pulling", format!("Pulling image \"{image}\""))
-                } else {
-                    (
-                        "Pulled",
-                        format!("Container image \"{image}\" already present on machine"),
-                    )
-                };
-                events::record_at(&client, &node, &pod, Some(field), "Normal", reason, &msg).await;
-            }
+            // Pulling → Starting: every image present, or the pod waits for one.
+            let pulling = Arc::new(pulling);
+            let pulled = pull_images(
+                &client,
+                &node,
+                host_ip.as_deref(),
+                &records,
+                &rt,
+                &pulling,
+                &pod,
+            )
+            .await;
+            let pulling = Arc::try_unwrap(pulling).ok();
             let (namespace, name) = key(&pod);
+            let (Ok(()), Some(pulling)) = (pulled, pulling) else {
+                // The runtime pods it had (dead: only those are restarted) go, so the
+                // waiting status written is the one the API keeps.
+                let rt2 = rt.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let Gone = Terminating { entries: old }.stop(&rt2, |_| {});
+                })
+                .await;
+                if let Ok(mut b) = busy.lock() {
+                    b.remove(&uid(&pod));
+                }
+                return;
+            };
+            let rt_poll = rt.clone();
             let source = Source::Api {
                 namespace: namespace.clone(),
                 name: name.clone(),
             };
-            let starting = pulling.pulls_known(source, old);
-            // Starting → Running, or refused (retried after `BackoffPolicy::RESTART`).
+            let starting = pulling.pulled(source, old);
+            // Starting → Running, or refused (retried after `BackoffPolicy::REFUSED`).
             let r = tokio::task::spawn_blocking(move || starting.start(&rt, v)).await;
             match r {
                 Ok(Ok(Running { entry: e })) => {
-                    for (field, image, _) in pulls.iter().filter(|p| p.2) {
-                        let msg = format!("Successfully pulled image \"{image}\"");
-                        events::record_at(
-                            &client,
-                            &node,
-                            &pod,
-                            Some(field),
-                            "Normal",
-                            "Pulled",
-                            &msg,
-                        )
-                        .await;
-                    }
                     // The supervisor brings the containers up after run_pod returns: sync again
                     // as soon as they run, so Running/Ready reach the API without waiting for
                     // the next periodic sync.
                     wait_until_started(&rt_poll, &e.plan.uuid).await;
                 }
                 Ok(Err(e)) => {
-                    events::record(&client, &node, &pod, "Warning", "Failed", &e.to_string()).await;
+                    let (reason, msg) = refusal_event(&pod, &e);
+                    record_once(
+                        &client, &node, &records, &pod, None, "Warning", reason, &msg,
+                    )
+                    .await;
                 }
                 Err(e) => log(&format!(
                     "kubelet: pod {namespace}/{name}: start task failed: {e}"
@@ -448,7 +642,12 @@ impl Syncer {
 
     async fn write_status(&mut self, pod: &Pod, e: &PodEntry) {
         let health = self.probes.observe(pod, e);
-        let st = status::pod_status(e, self.cfg.node_ip.as_deref(), &health, pod.status.as_ref());
+        let host_ip = self.cfg.node_ip.as_deref();
+        let st = if e.status.state == PodState::Refused {
+            status::refused(pod, e, host_ip)
+        } else {
+            status::pod_status(e, host_ip, &health, pod.status.as_ref())
+        };
         let fp = status::fingerprint(&st);
         let u = uid(pod);
         if self.reported.status.get(&u) == Some(&fp) {
@@ -627,9 +826,26 @@ impl Syncer {
                 self.refresh(&pod);
             }
             let running = Running { entry: newest };
+            if !running.needs_backoff() {
+                // It got a container running: a later refusal starts its back-off over.
+                if let Ok(mut m) = self.records.lock() {
+                    if let Some(r) = m.get_mut(&u) {
+                        r.refused.reset();
+                    }
+                }
+            }
             let due = running.restart_due().filter(|_| self.retry_ready(&u));
             if let Some(why) = due {
                 log(&format!("kubelet: {why}"));
+                if running.needs_backoff() {
+                    if let Ok(mut m) = self.records.lock() {
+                        m.entry(u.clone())
+                            .or_default()
+                            .refused
+                            .failed(BackoffPolicy::REFUSED);
+                    }
+                }
+                self.reported.status.remove(&u);
                 self.start((*pod).clone(), ents);
             } else if ents.len() > 1 {
                 ents.pop();
@@ -730,38 +946,4 @@ async fn wait_until_started(rt: &Arc<Runtime>, uuid: &str) {
             return;
         }
     }
-}
-
-/// Per container (field path, image, whether it will be pulled), for kubelet's Pulling/Pulled
-/// events: pulled when the policy says Always or the image is not in the node's store.
-async fn image_pulls(rt: &Arc<Runtime>, pod: &Pod) -> Vec<(String, String, bool)> {
-    let Some(spec) = pod.spec.clone() else {
-        return vec![];
-    };
-    let rt = rt.clone();
-    tokio::task::spawn_blocking(move || {
-        let init = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .map(|c| ("initContainers", c));
-        let main = spec.containers.iter().map(|c| ("containers", c));
-        init.chain(main)
-            .filter_map(|(list, c)| {
-                let image = c.image.clone()?;
-                let policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
-                let present = Reference::parse(&image)
-                    .ok()
-                    .is_some_and(|r| rt.store.resolve(&r.to_string()).is_ok());
-                let pulling = match policy {
-                    PullPolicy::Always => true,
-                    PullPolicy::IfNotPresent => !present,
-                    PullPolicy::Never => return None,
-                };
-                Some((format!("spec.{list}{{{}}}", c.name), image, pulling))
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
 }
