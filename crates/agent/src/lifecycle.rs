@@ -4,26 +4,35 @@
 //! written here exist (an illegal one does not compile):
 //!
 //! ```text
-//! Preparing ──prepared──▶ Pulling ──pulls_known──▶ Starting ──start──▶ Running
-//!     │                                                │                  │
-//!     └──blocked──▶ (Backoff, PREPARE) ◀──refused──────┘     restart_due ─┤ (Backoff, RESTART)
-//!                                                                         ▼
+//! Preparing ──prepared──▶ Pulling ──pulled──▶ Starting ──start──▶ Running
+//!     │                     │                     │                  │
+//!     └─blocked─▶ (PREPARE) └─failed─▶ (IMAGE_PULL, per image)       │
+//!                                                 └─refused─▶ (REFUSED)
+//!                                                     restart_due ───┤ (RESTART)
+//!                                                                    ▼
 //!                                   Gone ◀──stop── Terminating ◀── replaced / deleted / gone
 //! ```
 //!
 //! - `Preparing`: what the pod takes from the API is resolved (`kubelet::prepare`: volumes, env,
 //!   downward API); static pods have nothing to prepare and start in `Starting`.
-//! - `Pulling`: the pod's images are known (the runtime pulls inside `run_pod`; the API loop
-//!   records kubelet's Pulling/Pulled events around it).
+//! - `Pulling`: each container's image is made present per its imagePullPolicy, one at a time
+//!   (`Pulling::pull`, kubelet's serialized pulls); a failed pull keeps the pod waiting
+//!   (`ErrImagePull`, then `ImagePullBackOff` while the image's back-off runs, per pod and
+//!   image as kubelet's) and nothing goes to the runtime; `pulled` hands the pod on with its
+//!   images known to be present, so the runtime does not fetch them again.
 //! - `Starting`: the old runtime pods of it are stopped first (hostPorts, hostPath files and
 //!   names stay unambiguous, as with kubelet), then the pod goes to the runtime.
 //! - `Running`: a runtime pod exists; `restart_due` says when it has to be replaced.
 //! - `Terminating` → `Gone`: runtime pods are stopped and removed.
 //!
-//! One back-off policy type (`BackoffPolicy`) for both sources: `RESTART` (10 s after a refusal
-//! for a passing reason or a lost supervisor, read from the runtime's timestamps so it survives
-//! an agent restart) and `PREPARE` (1 s doubling to 10 s while a pod cannot be prepared, per pod
-//! in a `Backoff`).
+//! One back-off policy type (`BackoffPolicy`) for both sources: `RESTART` (10 s after a lost
+//! supervisor or a failed restartPolicy-Always pod, read from the runtime's timestamps so it
+//! survives an agent restart), `PREPARE` (1 s doubling to 10 s while a pod cannot be
+//! prepared), `IMAGE_PULL` (kubelet's image back-off: 10 s doubling to 5 min) and `REFUSED`
+//! (the runtime refused the pod — an unsupported volume, the network not ready: 10 s doubling
+//! to 5 min), each per pod in a `Backoff`. A pod that cannot start stays Pending and is tried
+//! again; it never turns `Failed` for it (only its containers failing under restartPolicy
+//! Never/OnFailure do that), so a controller never replaces it in a loop.
 //!
 //! A pod cannot skip a state, e.g. go from `Preparing` straight to `Running`:
 //!
@@ -38,6 +47,7 @@
 
 use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
+use rktup_runtime::image::{ensure_image_reporting, EnsureError, PullPolicy, Reference};
 use rktup_runtime::pod::{PodState, RestartPolicy};
 use rktup_runtime::runtime::{PodEntry, Runtime, RuntimeError};
 use rktup_runtime::util::now_secs;
@@ -63,6 +73,19 @@ impl BackoffPolicy {
     pub const PREPARE: BackoffPolicy = BackoffPolicy {
         initial: Duration::from_secs(1),
         max: Duration::from_secs(10),
+    };
+    /// Pulling an image again for a pod after a failed pull: kubelet's image back-off
+    /// (`backOffPeriod` 10 s, `MaxContainerBackOff` 300 s), per pod and image.
+    pub const IMAGE_PULL: BackoffPolicy = BackoffPolicy {
+        initial: Duration::from_secs(10),
+        max: Duration::from_secs(300),
+    };
+    /// Running a pod again that the runtime refused (unsupported volume, network not ready,
+    /// stage1 unavailable, ...) or whose sandbox failed before any container ran: 10 s doubling
+    /// to 5 min, as kubelet's pod workers back off on sync errors.
+    pub const REFUSED: BackoffPolicy = BackoffPolicy {
+        initial: Duration::from_secs(10),
+        max: Duration::from_secs(300),
     };
 
     /// Whether a failure at `since` (unix seconds) lies the first delay back.
@@ -99,6 +122,16 @@ impl Backoff {
     pub fn ready(&self) -> bool {
         self.retry_at.is_none_or(|t| Instant::now() >= t)
     }
+
+    /// When the pod may be tried again (None: now).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at.filter(|t| Instant::now() < *t)
+    }
+
+    /// The delay last waited (zero: no failure since the last reset).
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
 }
 
 /// Where a pod comes from (words its log lines).
@@ -115,9 +148,53 @@ pub struct Preparing {
     pub pod: Pod,
 }
 
-/// Ready for the runtime; its images are about to be pulled (or found).
+/// Prepared; its images are being made present, one container at a time.
 pub struct Pulling {
     pub pod: Pod,
+}
+
+/// One container's image to make present (`Pulling::images`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePull {
+    pub container: String,
+    /// `spec.containers{c}` / `spec.initContainers{c}`: where kubelet's events point.
+    pub field_path: String,
+    pub image: String,
+    pub policy: PullPolicy,
+}
+
+/// What a pull did (kubelet's `Pulled` event says which).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulled {
+    /// Fetched from the registry: its size, and how long it took.
+    Fetched { size: u64, took: Duration },
+    /// Already in the store, and the policy keeps it.
+    Present,
+}
+
+/// Why a container's image is not there: the container waits with `reason()` and `message()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullFailure {
+    /// The pull failed (`ErrImagePull`; the message is the pull error).
+    #[error("{0}")]
+    ErrImagePull(String),
+    /// Not present and imagePullPolicy is Never (`ErrImageNeverPull`).
+    #[error("Container image \"{0}\" is not present with pull policy of Never")]
+    NeverPull(String),
+    /// An image reference that cannot be parsed (`InvalidImageName`).
+    #[error("Failed to apply default image tag \"{image}\": {why}")]
+    InvalidImageName { image: String, why: String },
+}
+
+impl PullFailure {
+    /// The container's waiting reason, as kubelet's.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PullFailure::ErrImagePull(_) => "ErrImagePull",
+            PullFailure::NeverPull(_) => "ErrImageNeverPull",
+            PullFailure::InvalidImageName { .. } => "InvalidImageName",
+        }
+    }
 }
 
 /// To be handed to the runtime, after its `old` runtime pods are gone.
@@ -152,13 +229,63 @@ impl Preparing {
 }
 
 impl Pulling {
-    /// The images to pull are known (and reported); the runtime pulls them while starting.
-    pub fn pulls_known(self, source: Source, old: Vec<PodEntry>) -> Starting {
-        Starting {
-            pod: self.pod,
-            source,
-            old,
+    /// The containers' images in the order kubelet ensures them (init containers first).
+    pub fn images(&self) -> Vec<ImagePull> {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return vec![];
+        };
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| ("initContainers", c));
+        let main = spec.containers.iter().map(|c| ("containers", c));
+        init.chain(main)
+            .filter_map(|(list, c)| {
+                let image = c.image.clone().filter(|i| !i.is_empty())?;
+                Some(ImagePull {
+                    container: c.name.clone(),
+                    field_path: format!("spec.{list}{{{}}}", c.name),
+                    policy: PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image),
+                    image,
+                })
+            })
+            .collect()
+    }
+
+    /// Make one container's image present (blocking: the registry is fetched from here).
+    pub fn pull(&self, rt: &Runtime, p: &ImagePull) -> Result<Pulled, PullFailure> {
+        let t0 = Instant::now();
+        let r = ensure_image_reporting(&rt.store, rt.puller(), &p.image, p.policy);
+        if let Ok(e) = &r {
+            rt.store.touch(&e.record.id);
         }
+        match r {
+            Ok(e) if e.pulled => Ok(Pulled::Fetched {
+                size: e.record.size,
+                took: t0.elapsed(),
+            }),
+            Ok(_) => Ok(Pulled::Present),
+            Err(EnsureError::NeverPull(_)) => Err(PullFailure::NeverPull(p.image.clone())),
+            Err(EnsureError::Reference(e)) => Err(PullFailure::InvalidImageName {
+                image: p.image.clone(),
+                why: e.to_string(),
+            }),
+            Err(e) => Err(PullFailure::ErrImagePull(e.to_string())),
+        }
+    }
+
+    /// Every image is present: the pod goes on to the runtime, which is told to use the images
+    /// in the store (IfNotPresent), so an `Always` image is not fetched a second time.
+    pub fn pulled(self, source: Source, old: Vec<PodEntry>) -> Starting {
+        let mut pod = self.pod;
+        if let Some(spec) = pod.spec.as_mut() {
+            let init = spec.init_containers.iter_mut().flatten();
+            for c in init.chain(spec.containers.iter_mut()) {
+                c.image_pull_policy = Some("IfNotPresent".into());
+            }
+        }
+        Starting { pod, source, old }
     }
 }
 
@@ -209,6 +336,23 @@ impl Starting {
     }
 }
 
+/// Whether `image` is in the node's store (kubelet's "already present on machine").
+pub fn has_image(rt: &Runtime, image: &str) -> bool {
+    Reference::parse(image)
+        .ok()
+        .is_some_and(|r| rt.store.resolve(&r.to_string()).is_ok())
+}
+
+/// Whether no container of the runtime pod ever started (refused, or a sandbox failure such as
+/// CNI ADD or a mount failing in the supervisor before the first container).
+pub fn never_ran(e: &PodEntry) -> bool {
+    e.status
+        .init_containers
+        .iter()
+        .chain(e.status.containers.iter())
+        .all(|c| c.started_at.is_none() && c.state == "waiting")
+}
+
 /// The log line of an old runtime pod stopped for its replacement (verbosity 2).
 pub fn replacing(verbosity: u8, e: &PodEntry) {
     if verbosity >= 2 {
@@ -219,8 +363,10 @@ pub fn replacing(verbosity: u8, e: &PodEntry) {
 impl Running {
     /// Whether the runtime pod has to be started again: its supervisor died without finishing
     /// (crash, or the agent died between planning and spawning) and it must keep running
-    /// (restartPolicy Always), or it was refused for a reason that may pass (image pull, network
-    /// not ready); at least `BackoffPolicy::RESTART` after the failure. `Some` carries the log
+    /// (restartPolicy Always), its sandbox failed before any container ran (any policy: the
+    /// pod is still Pending), or the runtime refused it (every refusal may pass: a volume type
+    /// supported later, the network coming up); at least `BackoffPolicy::RESTART` after the
+    /// failure (callers add their growing back-off: `needs_backoff`). `Some` carries the log
     /// line's words ("pod k8s_<uuid> (<name>) is <state> (<reason>): replacing it").
     pub fn restart_due(&self) -> Option<String> {
         let e = &self.entry;
@@ -229,17 +375,13 @@ impl Running {
         let due = match e.status.state {
             _ if e.alive => false,
             PodState::Preparing | PodState::Running | PodState::Stopping => since(None),
+            PodState::Exited if never_ran(e) => since(e.status.finished_at),
             PodState::Exited => {
                 e.plan.restart_policy == RestartPolicy::Always
                     && e.status.phase != "Succeeded"
                     && since(e.status.finished_at)
             }
-            PodState::Refused => {
-                matches!(
-                    e.status.reason.as_deref(),
-                    Some("ErrImagePull" | "NetworkNotReady")
-                ) && since(None)
-            }
+            PodState::Refused => since(None),
         };
         due.then(|| {
             format!(
@@ -250,6 +392,14 @@ impl Running {
                 e.status.reason.as_deref().unwrap_or("supervisor gone")
             )
         })
+    }
+
+    /// Whether a replacement is for a pod that never got a container running (refused, or its
+    /// sandbox failed): such retries grow (`BackoffPolicy::REFUSED`) instead of repeating
+    /// every 10 s.
+    pub fn needs_backoff(&self) -> bool {
+        let e = &self.entry;
+        e.status.state == PodState::Refused || (e.status.state == PodState::Exited && never_ran(e))
     }
 
     /// To be replaced: it stops as the replacement's old pod (`Starting::old`).

@@ -3,9 +3,10 @@
 //! condition holds), podIP(s), hostIP and per-container state; container readiness comes from
 //! the probes (`probes::Health`).
 
+use crate::lifecycle::never_ran;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use rktup_runtime::pod::{ContainerStatus, PodState};
+use rktup_runtime::pod::{ContainerStatus, PodState, RestartPolicy};
 use rktup_runtime::runtime::PodEntry;
 use std::collections::BTreeMap;
 
@@ -95,6 +96,53 @@ fn condition(
     }
 }
 
+/// The phase the API sees for a runtime pod. The runtime says `Failed` for a refused pod and for
+/// a sandbox that failed before any container ran, and for a restartPolicy-Always pod whose
+/// supervisor ended; kubelet keeps all of those Pending and tries again (the agent does:
+/// `Running::restart_due`). Only containers that ran and failed under restartPolicy Never or
+/// OnFailure make a pod Failed, as upstream — a controller replaces Failed pods, so calling a
+/// retried pod Failed made ReplicaSets replace it in a loop.
+pub fn api_phase(e: &PodEntry) -> String {
+    let st = &e.status;
+    let retried = st.state == PodState::Refused
+        || never_ran(e)
+        || e.plan.restart_policy == RestartPolicy::Always;
+    match st.phase.as_str() {
+        "Failed" if retried => "Pending".into(),
+        p => p.into(),
+    }
+}
+
+/// The status of a pod the runtime refused (or whose sandbox failed before a container ran):
+/// Pending and waiting as `blocked`, the runtime's reason on the pod where it is one kubelet
+/// shows there (not for mounts, images and container config, which events and container
+/// states explain).
+pub fn refused(pod: &core::Pod, e: &PodEntry, host_ip: Option<&str>) -> core::PodStatus {
+    let reason = e.status.reason.as_deref().unwrap_or("");
+    let message = e.status.message.clone().unwrap_or_default();
+    let first = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let waiting = match reason {
+        "ErrImagePull" | "CreateContainerConfigError" => {
+            Some((first.as_str(), reason, message.as_str()))
+        }
+        _ => None,
+    };
+    let mut st = blocked(pod, host_ip, waiting);
+    if !matches!(
+        reason,
+        "" | "VolumeError" | "ErrImagePull" | "CreateContainerConfigError"
+    ) {
+        st.reason = Some(reason.to_string());
+        st.message = Some(message.clone());
+    }
+    st
+}
+
 /// The pod status to write for a runtime entry. `health` has what the probes found for the
 /// containers that have probes (see `probes`); `old` is the status in the API, whose
 /// conditions keep their lastTransitionTime while they hold.
@@ -148,7 +196,7 @@ pub fn pod_status(
     };
     let refused = st.state == PodState::Refused;
     core::PodStatus {
-        phase: Some(st.phase.clone()),
+        phase: Some(api_phase(e)),
         reason: st.reason.clone().filter(|_| refused),
         message: st.message.clone().filter(|_| refused),
         host_ip: host_ip.map(str::to_string),

@@ -48,6 +48,40 @@ pub enum EnsureError {
     NeverPull(String),
 }
 
+/// What [`ensure_image_reporting`] did for a container's image.
+#[derive(Debug, Clone)]
+pub struct Ensured {
+    pub record: ImageRecord,
+    /// Fetched from the registry now (false: already in the store and the policy kept it).
+    pub pulled: bool,
+}
+
+/// Resolve an image for a container following its pull policy, saying whether it was pulled
+/// (kubelet words its `Pulled` event after that: "Successfully pulled" or "already present").
+pub fn ensure_image_reporting(
+    store: &ImageStore,
+    puller: &Puller,
+    image: &str,
+    policy: PullPolicy,
+) -> Result<Ensured, EnsureError> {
+    let r = Reference::parse(image)?;
+    let present = store.resolve(&r.to_string()).ok();
+    match (policy, present) {
+        (PullPolicy::Never, Some(p)) | (PullPolicy::IfNotPresent, Some(p)) => {
+            store.layer_dirs(&p)?;
+            Ok(Ensured {
+                record: p,
+                pulled: false,
+            })
+        }
+        (PullPolicy::Never, None) => Err(EnsureError::NeverPull(r.to_string())),
+        _ => Ok(Ensured {
+            record: puller.pull(store, &r)?,
+            pulled: true,
+        }),
+    }
+}
+
 /// Resolve an image for a container following its pull policy.
 pub fn ensure_image(
     store: &ImageStore,
@@ -55,14 +89,5 @@ pub fn ensure_image(
     image: &str,
     policy: PullPolicy,
 ) -> Result<ImageRecord, EnsureError> {
-    let r = Reference::parse(image)?;
-    let present = store.resolve(&r.to_string()).ok();
-    match (policy, present) {
-        (PullPolicy::Never, Some(p)) | (PullPolicy::IfNotPresent, Some(p)) => {
-            store.layer_dirs(&p)?;
-            Ok(p)
-        }
-        (PullPolicy::Never, None) => Err(EnsureError::NeverPull(r.to_string())),
-        _ => Ok(puller.pull(store, &r)?),
-    }
+    ensure_image_reporting(store, puller, image, policy).map(|e| e.record)
 }

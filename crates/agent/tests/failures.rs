@@ -1,0 +1,406 @@
+//! Pod failures as upstream (issue 15 §5), against the embedded control plane and a real agent
+//! and registry: an image that cannot be pulled keeps its pod Pending (`ErrImagePull`, then
+//! `ImagePullBackOff`, kubelet's events) until it can be pulled, and then the same pod runs; a
+//! Deployment whose image cannot be pulled keeps exactly its replicas over several back-off
+//! rounds (no storm); an unsupported volume type keeps its pod Pending with `FailedMount`,
+//! retried; a restartPolicy-Never container that fails makes its pod Failed.
+
+mod common;
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `f` with a fresh control plane and agent; prints the agent's log when it panics.
+fn with_cluster(prefix: &str, f: impl FnOnce(&ClusterNode)) {
+    let mut cn = ClusterNode::start(prefix, &[]);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&cn)));
+    if r.is_err() {
+        eprintln!("agent log:\n{}", cn.node.agent_log());
+    }
+    // Every workload and pod deleted through the API, so the agent stops what it runs.
+    cn.rt.block_on(async {
+        let deps: Api<Deployment> = Api::namespaced(cn.admin.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let dp = DeleteParams::default();
+        for d in deps
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let _ = deps.delete(&d.metadata.name.unwrap_or_default(), &dp).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            let l = pods.list(&ListParams::default()).await.map(|l| l.items);
+            let l = l.unwrap_or_default();
+            if l.is_empty() && cn.node.pods().is_empty() {
+                break;
+            }
+            for p in l {
+                let _ = pods.delete(&p.metadata.name.unwrap_or_default(), &dp).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    cn.node.wait_no_pods(30);
+    cn.stop_control_plane();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The events about pod `name`, as (reason, type, message, count).
+async fn events_of(events: &Api<Event>, name: &str) -> Vec<(String, String, String, i32)> {
+    let l = events.list(&ListParams::default()).await.ok();
+    l.map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.type_.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+                e.count.unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
+/// The first container's waiting (reason, message) of a pod, if it waits.
+fn waiting(p: &Pod) -> Option<(String, String)> {
+    let w = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .clone()?;
+    Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+}
+
+fn phase(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+fn condition(p: &Pod, type_: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+/// Copy the test busybox image to another name in the node's registry (the image "appears").
+fn copy_image(cn: &ClusterNode, to: &str) {
+    let r = &cn.node.registry.addr;
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{}", cn.node.busybox))
+        .arg(format!("docker://{r}/{to}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unpullable_image_backs_off_and_runs_once_pushed() {
+    if !rktup_testkit::can_run("unpullable_image_backs_off_and_runs_once_pushed", None) {
+        return;
+    }
+    with_cluster("fi", |cn| {
+        let image = format!(
+            "{}/test/later-{}:1",
+            cn.node.registry.addr,
+            std::process::id()
+        );
+        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let (pods, events) = (&pods, &events);
+        cn.rt.block_on(async {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "later"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": image,
+                                    "command": ["sleep", "1000"]}]
+                }
+            }))
+            .expect("pod");
+            let created = pods
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("create");
+            let uid = created.metadata.uid.expect("uid");
+            // ErrImagePull (the pull's error) and then ImagePullBackOff, Pending and not ready
+            // all along.
+            let mut seen = BTreeSet::new();
+            let backoff_msg = format!("Back-off pulling image \"{image}\"");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !(seen.contains("ErrImagePull") && seen.contains("ImagePullBackOff")) {
+                assert!(Instant::now() < deadline, "reasons seen: {seen:?}");
+                let p = pods.get("later").await.expect("get");
+                if let Some((reason, msg)) = waiting(&p) {
+                    match reason.as_str() {
+                        "ErrImagePull" => assert!(!msg.is_empty(), "ErrImagePull message"),
+                        "ImagePullBackOff" => assert_eq!(msg, backoff_msg),
+                        _ => {}
+                    }
+                    if reason != "ContainerCreating" {
+                        assert_eq!(phase(&p), "Pending", "{p:?}");
+                        assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+                        assert_eq!(condition(&p, "ContainersReady").as_deref(), Some("False"));
+                    }
+                    seen.insert(reason);
+                }
+                assert_ne!(phase(&p), "Failed", "{p:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // kubelet's events for it.
+            let evs = eventually("pull events", Duration::from_secs(30), || async move {
+                let evs = events_of(events, "later").await;
+                let has = |reason: &str, ty: &str, pre: &str| {
+                    evs.iter()
+                        .any(|e| e.0 == reason && e.1 == ty && e.2.starts_with(pre))
+                };
+                (has("Pulling", "Normal", "Pulling image \"")
+                    && has("Failed", "Warning", "Failed to pull image \"")
+                    && has("Failed", "Warning", "Error: ErrImagePull")
+                    && has("BackOff", "Normal", "Back-off pulling image \"")
+                    && has("Failed", "Warning", "Error: ImagePullBackOff"))
+                .then_some(evs)
+            })
+            .await;
+            assert!(!evs.iter().any(|e| e.0 == "Started"), "{evs:?}");
+
+            // The image appears: the same pod runs (not a new one), with a Pulled event.
+            copy_image(cn, image.split_once('/').expect("registry/name").1);
+            let p = eventually("pod Running", Duration::from_secs(400), || async move {
+                let p = pods.get_opt("later").await.ok().flatten()?;
+                (phase(&p) == "Running").then_some(p)
+            })
+            .await;
+            assert_eq!(p.metadata.uid.as_deref(), Some(uid.as_str()));
+            eventually("Pulled event", Duration::from_secs(30), || async move {
+                let evs = events_of(events, "later").await;
+                evs.iter()
+                    .any(|e| e.0 == "Pulled" && e.2.starts_with("Successfully pulled image"))
+                    .then_some(())
+            })
+            .await;
+        });
+    });
+}
+
+#[test]
+fn deployment_with_unpullable_image_keeps_its_replica_count() {
+    if !rktup_testkit::can_run(
+        "deployment_with_unpullable_image_keeps_its_replica_count",
+        None,
+    ) {
+        return;
+    }
+    with_cluster("fd", |cn| {
+        let image = format!(
+            "{}/test/never-{}:1",
+            cn.node.registry.addr,
+            std::process::id()
+        );
+        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let deps: Api<Deployment> = Api::namespaced(cn.admin.clone(), "default");
+        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let (pods, events) = (&pods, &events);
+        cn.rt.block_on(async {
+            let d: Deployment = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "storm"},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "storm"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "storm"}},
+                        "spec": {
+                            "hostNetwork": true,
+                            "terminationGracePeriodSeconds": 1,
+                            "containers": [{"name": "c", "image": image,
+                                            "command": ["sleep", "1000"]}]
+                        }
+                    }
+                }
+            }))
+            .expect("deployment");
+            deps.create(&PostParams::default(), &d)
+                .await
+                .expect("create deployment");
+            let lp = ListParams::default().labels("app=storm");
+            let lp = &lp;
+            eventually(
+                "3 pods in ImagePullBackOff",
+                Duration::from_secs(90),
+                || async move {
+                    let l = pods.list(lp).await.ok()?;
+                    (l.items.len() == 3
+                        && l.items
+                            .iter()
+                            .all(|p| waiting(p).is_some_and(|w| w.0 == "ImagePullBackOff")))
+                    .then_some(())
+                },
+            )
+            .await;
+            // Over several back-off rounds (10 s, 20 s, ...): always the same 3 pods, Pending.
+            let first: BTreeSet<String> = pods
+                .list(lp)
+                .await
+                .expect("list")
+                .items
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            assert_eq!(first.len(), 3);
+            let until = Instant::now() + Duration::from_secs(45);
+            while Instant::now() < until {
+                let l = pods.list(lp).await.expect("list");
+                let names: BTreeSet<String> = l
+                    .items
+                    .iter()
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                assert_eq!(names, first, "pods changed");
+                for p in &l.items {
+                    assert_eq!(phase(p), "Pending", "{p:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            // Each pod's pull was retried (its Pulling event counted up), not the pod replaced.
+            for name in &first {
+                let evs = events_of(events, name).await;
+                let pulls: i32 = evs.iter().filter(|e| e.0 == "Pulling").map(|e| e.3).sum();
+                assert!(pulls >= 2, "{name}: {evs:?}");
+            }
+            let all = pods.list(&ListParams::default()).await.expect("list all");
+            assert_eq!(all.items.len(), 3, "pods in the namespace");
+        });
+    });
+}
+
+#[test]
+fn unsupported_volume_type_stays_pending_with_failed_mount() {
+    if !rktup_testkit::can_run(
+        "unsupported_volume_type_stays_pending_with_failed_mount",
+        None,
+    ) {
+        return;
+    }
+    with_cluster("fv", |cn| {
+        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let (pods, events) = (&pods, &events);
+        cn.rt.block_on(async {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "nfsuser"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "containers": [{"name": "c", "image": cn.node.busybox,
+                                    "command": ["sleep", "1000"],
+                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                    "volumes": [{"name": "data",
+                                 "nfs": {"server": "127.0.0.1", "path": "/exports"}}]
+                }
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create");
+            // FailedMount naming the volume and its type, retried (its count goes up), the pod
+            // Pending all along.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let p = pods.get("nfsuser").await.expect("get");
+                assert_ne!(phase(&p), "Failed", "{p:?}");
+                assert_ne!(phase(&p), "Running", "{p:?}");
+                let evs = events_of(events, "nfsuser").await;
+                let mount = evs.iter().find(|e| e.0 == "FailedMount");
+                if let Some(m) = mount {
+                    assert_eq!(m.1, "Warning");
+                    assert!(
+                        m.2.contains("volume \"data\"") && m.2.contains("nfs"),
+                        "{m:?}"
+                    );
+                    if m.3 >= 2 && phase(&p) == "Pending" {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "{evs:?} {p:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    });
+}
+
+#[test]
+fn never_restarted_failing_container_makes_the_pod_failed() {
+    if !rktup_testkit::can_run(
+        "never_restarted_failing_container_makes_the_pod_failed",
+        None,
+    ) {
+        return;
+    }
+    with_cluster("fn", |cn| {
+        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let pods = &pods;
+        cn.rt.block_on(async {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "once"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": cn.node.busybox,
+                                    "command": ["sh", "-c", "exit 3"]}]
+                }
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create");
+            let p = eventually("pod Failed", Duration::from_secs(90), || async move {
+                let p = pods.get_opt("once").await.ok().flatten()?;
+                (phase(&p) == "Failed").then_some(p)
+            })
+            .await;
+            let t = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| c.state)
+                .and_then(|s| s.terminated)
+                .expect("terminated");
+            assert_eq!(t.exit_code, 3);
+            assert_eq!(t.reason.as_deref(), Some("Error"));
+        });
+    });
+}
