@@ -21,6 +21,9 @@ fn serve(dir: &str, port: u16) -> anyhow::Result<()> {
         service_cluster_ip_range: "10.96.0.0/12".into(),
         node_monitor_grace_period: 40,
         verbosity: 2,
+        service_node_port_range: "30000-32767".into(),
+        load_balancer_ip_range: None,
+        cluster_dns_ip: None,
     })
 }
 

@@ -23,6 +23,15 @@ pub struct ControlPlaneArgs {
     /// Log verbosity, kube-apiserver's glog scale: 3 adds request detail (also LOG_LEVEL).
     #[arg(long = "v", env = "LOG_LEVEL", default_value_t = 2)]
     pub verbosity: u8,
+    /// Port range for NodePort Services (kube-apiserver's flag).
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Addresses for LoadBalancer Services, as a CIDR or FIRST-LAST; without it they stay pending.
+    #[arg(long, value_name = "CIDR|FIRST-LAST")]
+    pub load_balancer_ip_range: Option<String>,
+    /// The cluster DNS address (DNS_SERVER_IP): kube-system/kube-dns is kept on it.
+    #[arg(long, value_name = "IP")]
+    pub cluster_dns_ip: Option<std::net::Ipv4Addr>,
 }
 
 pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -40,10 +49,17 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         for a in &args.also_bind {
             builder = builder.also_bind(*a);
         }
+        if let Some(r) = &args.load_balancer_ip_range {
+            builder = builder.load_balancer_ip_range(r);
+        }
+        if let Some(ip) = args.cluster_dns_ip {
+            builder = builder.cluster_dns_ip(ip);
+        }
         let handle = builder
             .data_dir(&args.data_dir)
             .bind(std::net::SocketAddr::new(ip, args.secure_port))
             .service_cidr(args.service_cluster_ip_range)
+            .service_node_port_range(args.service_node_port_range)
             .node_monitor_grace(std::time::Duration::from_secs(
                 args.node_monitor_grace_period,
             ))

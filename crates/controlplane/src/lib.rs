@@ -53,6 +53,15 @@ pub enum StartError {
     Tls(String),
     #[error("invalid service CIDR {0}")]
     ServiceCidr(String),
+    #[error("invalid service node port range {0:?}: want FIRST-LAST, e.g. 30000-32767")]
+    NodePortRange(String),
+    #[error(transparent)]
+    LoadBalancerPool(#[from] controllers::loadbalancer::PoolParseError),
+    #[error("the cluster DNS address {ip} is not in the service CIDR {cidr}")]
+    ClusterDnsIp {
+        ip: std::net::Ipv4Addr,
+        cidr: String,
+    },
 }
 
 /// Builder for an embedded control plane.
@@ -64,6 +73,9 @@ pub struct ControlPlane {
     service_cidr: String,
     controllers: bool,
     node_monitor_grace: std::time::Duration,
+    node_port_range: String,
+    load_balancer_ip_range: Option<String>,
+    cluster_dns_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl ControlPlane {
@@ -75,7 +87,31 @@ impl ControlPlane {
             service_cidr: "10.96.0.0/12".into(),
             controllers: true,
             node_monitor_grace: std::time::Duration::from_secs(40),
+            node_port_range: "30000-32767".into(),
+            load_balancer_ip_range: None,
+            cluster_dns_ip: None,
         }
+    }
+
+    /// kube-apiserver's `--service-node-port-range` (default 30000-32767).
+    pub fn service_node_port_range(mut self, range: impl Into<String>) -> Self {
+        self.node_port_range = range.into();
+        self
+    }
+
+    /// Addresses for LoadBalancer Services (`172.18.255.0/24` or
+    /// `FIRST-LAST`): each gets one in `status.loadBalancer.ingress`. Without
+    /// it (cloud clusters) they stay `<pending>` with a Warning event.
+    pub fn load_balancer_ip_range(mut self, range: impl Into<String>) -> Self {
+        self.load_balancer_ip_range = Some(range.into());
+        self
+    }
+
+    /// The cluster DNS address (kubelet's `--cluster-dns`, `DNS_SERVER_IP`):
+    /// `kube-system/kube-dns` is created on it and kept.
+    pub fn cluster_dns_ip(mut self, ip: std::net::Ipv4Addr) -> Self {
+        self.cluster_dns_ip = Some(ip);
+        self
     }
 
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -134,6 +170,22 @@ impl ControlPlane {
         }
         let cidr = ServiceCidr::parse(&self.service_cidr)
             .ok_or_else(|| StartError::ServiceCidr(self.service_cidr.clone()))?;
+        let node_ports = api::objects::PortRange::parse(&self.node_port_range)
+            .ok_or_else(|| StartError::NodePortRange(self.node_port_range.clone()))?;
+        let mut settings = controllers::Settings::new(self.node_monitor_grace);
+        if let Some(r) = &self.load_balancer_ip_range {
+            settings.load_balancer_pool =
+                Some(controllers::loadbalancer::LoadBalancerPool::parse(r)?);
+        }
+        if let Some(ip) = self.cluster_dns_ip {
+            if !cidr.contains_ip(ip) {
+                return Err(StartError::ClusterDnsIp {
+                    ip,
+                    cidr: self.service_cidr.clone(),
+                });
+            }
+            settings.cluster_dns_ip = Some(ip);
+        }
         let store: Arc<dyn Store> = FileStore::open(&self.data_dir.join("store"))?;
         let ips: Vec<std::net::IpAddr> = std::iter::once(self.bind.ip())
             .chain(self.also_bind.iter().map(SocketAddr::ip))
@@ -162,7 +214,7 @@ impl ControlPlane {
         let kubelet_client =
             pki.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
         let kubelet_tls = api_kubelet_config(&kubelet_client).map_err(StartError::Tls)?;
-        let core = Core::new(store.clone(), cidr);
+        let core = Core::with_node_ports(store.clone(), cidr, node_ports);
         let tokens = Arc::new(TokenStore::load(self.data_dir.join("tokens.json")));
         let signer = Arc::new(api::satoken::TokenSigner::load_or_create(&pki.dir)?);
         let host = if addr.ip().is_unspecified() {
@@ -189,6 +241,8 @@ impl ControlPlane {
         pki::write_file(&kubeconfig_path, &kc, 0o600)?;
 
         bootstrap(&core, addr);
+        // Before start() returns, so clients find it at once.
+        controllers::ensure_kube_dns(&core, &settings);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for l in extra_listeners {
@@ -196,12 +250,7 @@ impl ControlPlane {
         }
         tasks.spawn(accept_loop(listener, tls, server.clone(), stop_rx.clone()));
         if self.controllers {
-            controllers::spawn_all(
-                &mut tasks,
-                core.clone(),
-                stop_rx.clone(),
-                self.node_monitor_grace,
-            );
+            controllers::spawn_all(&mut tasks, core.clone(), stop_rx.clone(), settings);
         }
         server.ready.store(true, Ordering::Release);
         Ok(Handle {

@@ -193,6 +193,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         subresources: &[],
     },
     ResourceDef {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        namespaced: true,
+        short_names: NONE,
+        categories: NONE,
+        subresources: &[],
+    },
+    ResourceDef {
         group: "apps",
         version: "v1",
         kind: "Deployment",

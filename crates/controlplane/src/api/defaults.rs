@@ -40,6 +40,9 @@ pub fn normalize(rd: &ResourceDef, obj: &Value) -> ApiResult<(Value, Vec<String>
         ("", "Event") => rt!(core::Event),
         ("events.k8s.io", "Event") => rt!(k8s_openapi::api::events::v1::Event),
         ("coordination.k8s.io", "Lease") => rt!(coord::Lease),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            rt!(k8s_openapi::api::discovery::v1::EndpointSlice)
+        }
         ("apps", "Deployment") => rt!(apps::Deployment),
         ("apps", "ReplicaSet") => rt!(apps::ReplicaSet),
         ("apps", "DaemonSet") => rt!(apps::DaemonSet),
@@ -305,6 +308,15 @@ pub fn apply_defaults(rd: &ResourceDef, obj: &mut Value) {
             }
             default(obj_mut(obj, "status"), "loadBalancer", json!({}));
         }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            // SetDefaults_EndpointPort: name "" and protocol TCP.
+            if let Some(Value::Array(ports)) = obj.get_mut("ports") {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    default(p, "name", json!(""));
+                    default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
         ("", "ServiceAccount") | ("", "ConfigMap") | ("", "Endpoints") => {}
         ("", "Secret") => {
             if let Some(m) = obj.as_object_mut() {
@@ -415,6 +427,7 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
                 ));
             }
         }
+        ("discovery.k8s.io", "EndpointSlice") => validate_endpointslice(obj, &mut causes),
         ("", "Service") => {
             let ty = obj
                 .pointer("/spec/type")
@@ -432,6 +445,95 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
         _ => {}
     }
     causes
+}
+
+/// ValidateEndpointSlice's basics: the address type, the 1000-endpoint and
+/// 100-port limits, 1-100 addresses per endpoint that parse as the type's
+/// IPs, known protocols.
+fn validate_endpointslice(obj: &Value, causes: &mut Vec<Cause>) {
+    let ty = obj.get("addressType").and_then(Value::as_str).unwrap_or("");
+    match ty {
+        "" => causes.push(cause("FieldValueRequired", "addressType", "Required value")),
+        "IPv4" | "IPv6" | "FQDN" => {}
+        other => causes.push(cause(
+            "FieldValueNotSupported",
+            "addressType",
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""
+            ),
+        )),
+    }
+    let endpoints = obj.get("endpoints").and_then(Value::as_array);
+    let n = endpoints.map_or(0, Vec::len);
+    if n > 1000 {
+        causes.push(cause(
+            "FieldValueTooMany",
+            "endpoints",
+            format!("Too many: {n}: must have at most 1000 items"),
+        ));
+    }
+    for (i, e) in endpoints.into_iter().flatten().enumerate() {
+        let addrs = e.get("addresses").and_then(Value::as_array);
+        let f = format!("endpoints[{i}].addresses");
+        match addrs.map_or(0, Vec::len) {
+            0 => causes.push(cause(
+                "FieldValueRequired",
+                &f,
+                "Required value: must contain at least 1 address",
+            )),
+            m if m > 100 => causes.push(cause(
+                "FieldValueTooMany",
+                &f,
+                format!("Too many: {m}: must have at most 100 items"),
+            )),
+            _ => {}
+        }
+        for (j, a) in addrs.into_iter().flatten().enumerate() {
+            let a = a.as_str().unwrap_or("");
+            let bad = match ty {
+                "IPv4" => a.parse::<std::net::Ipv4Addr>().is_err().then_some("IPv4"),
+                "IPv6" => a.parse::<std::net::Ipv6Addr>().is_err().then_some("IPv6"),
+                _ => None,
+            };
+            if let Some(fam) = bad {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    &format!("{f}[{j}]"),
+                    format!("Invalid value: \"{a}\": must be a valid {fam} address"),
+                ));
+            }
+        }
+    }
+    let ports = obj.get("ports").and_then(Value::as_array);
+    let n = ports.map_or(0, Vec::len);
+    if n > 100 {
+        causes.push(cause(
+            "FieldValueTooMany",
+            "ports",
+            format!("Too many: {n}: must have at most 100 items"),
+        ));
+    }
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        if !["TCP", "UDP", "SCTP"].contains(&proto) {
+            causes.push(cause(
+                "FieldValueNotSupported",
+                &format!("ports[{i}].protocol"),
+                format!(
+                    "Unsupported value: \"{proto}\": supported values: \"SCTP\", \"TCP\", \"UDP\""
+                ),
+            ));
+        }
+        if let Some(port) = p.get("port").and_then(Value::as_i64) {
+            if !(1..=65535).contains(&port) {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    &format!("ports[{i}].port"),
+                    format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+                ));
+            }
+        }
+    }
 }
 
 /// Fields the status subresource owns; the main resource keeps the old

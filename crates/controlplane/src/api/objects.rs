@@ -9,6 +9,7 @@ use super::selector::{FieldSelector, LabelSelector};
 use crate::registry::{self, ResourceDef};
 use crate::store::{Store, StoreError, Stored};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
@@ -117,12 +118,264 @@ impl ServiceCidr {
     pub fn first(&self) -> Ipv4Addr {
         self.nth(1)
     }
+    pub fn contains_ip(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip)
+    }
+
+    /// A free address, picked as kube-apiserver's allocator does: at random
+    /// from the upper part of the range first, so the lower band (16 to 256
+    /// addresses) stays for addresses asked for by value, such as the
+    /// cluster DNS service's `.10`.
+    fn pick_free(&self, used: &HashSet<String>) -> Option<String> {
+        let usable = self.size().saturating_sub(2); // no network or broadcast address
+        let offset = (usable / 16).clamp(16, 256).min(usable);
+        let free = |n: u32| {
+            let ip = self.nth(n).to_string();
+            (!used.contains(&ip)).then_some(ip)
+        };
+        pick_in_bands(1, usable, offset, free)
+    }
+}
+
+/// `--service-node-port-range` (default 30000-32767).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            first: 30000,
+            last: 32767,
+        }
+    }
+}
+
+impl PortRange {
+    /// `30000-32767` (or a single port).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let first: u16 = a.trim().parse().ok()?;
+        let last: u16 = b.trim().parse().ok()?;
+        (first > 0 && first <= last).then_some(PortRange { first, last })
+    }
+    pub fn contains(&self, port: i64) -> bool {
+        (i64::from(self.first)..=i64::from(self.last)).contains(&port)
+    }
+    /// A free port, from the upper part of the range first (upstream keeps
+    /// the lower 16-128 ports for ports asked for by value).
+    fn pick_free(&self, used: &HashSet<i64>) -> Option<i64> {
+        let size = u32::from(self.last - self.first) + 1;
+        let offset = (size / 32).clamp(16, 128).min(size);
+        let free = |n: u32| {
+            let p = i64::from(self.first) + i64::from(n);
+            (!used.contains(&p)).then_some(p)
+        };
+        pick_in_bands(0, size, offset, free)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// Picks `free(n)` for some n in `start..start+count`: a random start in the
+/// upper band `[start+offset, end)` scanned round, then the lower band.
+fn pick_in_bands<T>(
+    start: u32,
+    count: u32,
+    offset: u32,
+    free: impl Fn(u32) -> Option<T>,
+) -> Option<T> {
+    use rand::Rng;
+    let upper = count.saturating_sub(offset);
+    if upper > 0 {
+        let r = rand::rng().random_range(0..upper);
+        for k in 0..upper {
+            if let Some(v) = free(start + offset + (r + k) % upper) {
+                return Some(v);
+            }
+        }
+    }
+    (0..offset.min(count)).find_map(|n| free(start + n))
+}
+
+/// Every nodePort and the healthCheckNodePort a Service holds.
+fn service_node_ports(svc: &Value) -> impl Iterator<Item = i64> + '_ {
+    svc.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+        .chain(
+            svc.pointer("/spec/healthCheckNodePort")
+                .and_then(Value::as_i64),
+        )
+        .filter(|n| *n != 0)
+}
+
+/// The Service defaults that depend on its type, applied on create and on
+/// every update (a type change needs them): `externalTrafficPolicy` only for
+/// externally reachable Services, `allocateLoadBalancerNodePorts` only for
+/// LoadBalancer, IP family fields for all but ExternalName.
+fn default_service_type_fields(obj: &mut Value) {
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let external_ips = obj
+        .pointer("/spec/externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let set_default = |spec: &mut serde_json::Map<String, Value>, k: &str, v: Value| {
+        if spec.get(k).is_none_or(Value::is_null) {
+            spec.insert(k.to_string(), v);
+        }
+    };
+    if ty == "NodePort" || ty == "LoadBalancer" || external_ips {
+        set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+    } else {
+        spec.remove("externalTrafficPolicy");
+    }
+    if ty == "LoadBalancer" {
+        set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    } else {
+        spec.remove("allocateLoadBalancerNodePorts");
+        spec.remove("loadBalancerClass");
+    }
+    if ty != "ExternalName" {
+        set_default(spec, "ipFamilies", json!(["IPv4"]));
+        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+}
+
+/// A Service update, as the service REST strategy and storage treat it:
+/// the clusterIP is immutable (kept when the client leaves it out) unless
+/// the type changes from or to ExternalName; nodePorts and the
+/// healthCheckNodePort the client leaves out are kept
+/// (`patchAllocatedValues`); those the new type has no use for and the
+/// client did not change are dropped (`dropTypeDependentFields`), which is
+/// what releases them.
+fn service_update(rd: &ResourceDef, old: &Value, new: &mut Value) -> ApiResult<()> {
+    let ty_of = |o: &Value| {
+        o.pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string()
+    };
+    let (old_ty, new_ty) = (ty_of(old), ty_of(new));
+    if !new.get("spec").is_some_and(Value::is_object) {
+        new["spec"] = json!({});
+    }
+    if old_ty != "ExternalName" && new_ty != "ExternalName" {
+        for f in ["clusterIP", "clusterIPs"] {
+            let was = old.pointer(&format!("/spec/{f}")).cloned();
+            let now = new.pointer(&format!("/spec/{f}")).cloned();
+            let empty = now.as_ref().is_none_or(|v| {
+                v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty())
+            });
+            if empty || now == was {
+                if let Some(w) = was {
+                    new["spec"][f] = w;
+                }
+            } else {
+                return Err(ApiError::invalid(
+                    rd,
+                    meta_str(old, "name"),
+                    vec![cause(
+                        "FieldValueInvalid",
+                        &format!("spec.{f}"),
+                        "Invalid value: field is immutable",
+                    )],
+                ));
+            }
+        }
+    }
+    let node_port_type = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    let old_ports: Vec<Value> = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if node_port_type(&old_ty) && node_port_type(&new_ty) {
+        // Ports the new spec sets itself may not be patched in elsewhere.
+        let set: HashSet<i64> = new
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["nodePort"].as_i64())
+            .collect();
+        if let Some(Value::Array(ports)) = new.pointer_mut("/spec/ports") {
+            for p in ports.iter_mut() {
+                if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                    continue;
+                }
+                let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+                let prev = old_ports
+                    .iter()
+                    .find(|o| o.get("name").and_then(Value::as_str).unwrap_or("") == name)
+                    .and_then(|o| o["nodePort"].as_i64());
+                if let Some(np) = prev.filter(|np| !set.contains(np)) {
+                    p["nodePort"] = json!(np);
+                }
+            }
+        }
+    } else if node_port_type(&old_ty) {
+        // Unchanged nodePorts go with the type that needed them.
+        if let Some(Value::Array(ports)) = new.pointer_mut("/spec/ports") {
+            for p in ports.iter_mut() {
+                let np = p.get("nodePort").and_then(Value::as_i64);
+                if np.is_some_and(|np| old_ports.iter().any(|o| o["nodePort"].as_i64() == Some(np)))
+                {
+                    if let Some(m) = p.as_object_mut() {
+                        m.remove("nodePort");
+                    }
+                }
+            }
+        }
+    }
+    let hc = |o: &Value| {
+        o.pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_i64)
+    };
+    let hc_type = |o: &Value, t: &str| {
+        t == "LoadBalancer"
+            && o.pointer("/spec/externalTrafficPolicy")
+                .and_then(Value::as_str)
+                == Some("Local")
+    };
+    if hc_type(old, &old_ty) {
+        if hc_type(new, &new_ty) {
+            if hc(new).unwrap_or(0) == 0 {
+                if let Some(v) = hc(old) {
+                    new["spec"]["healthCheckNodePort"] = json!(v);
+                }
+            }
+        } else if hc(new) == hc(old) {
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("healthCheckNodePort");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The object layer on top of a [`Store`].
 pub struct Core {
     pub store: Arc<dyn Store>,
     pub service_cidr: ServiceCidr,
+    /// `--service-node-port-range`.
+    pub node_ports: PortRange,
     alloc: Mutex<()>,
 }
 
@@ -166,9 +419,19 @@ fn parse_rv(rv: &str) -> ApiResult<u64> {
 
 impl Core {
     pub fn new(store: Arc<dyn Store>, service_cidr: ServiceCidr) -> Arc<Self> {
+        Self::with_node_ports(store, service_cidr, PortRange::default())
+    }
+
+    /// [`Core::new`] with a NodePort range other than 30000-32767.
+    pub fn with_node_ports(
+        store: Arc<dyn Store>,
+        service_cidr: ServiceCidr,
+        node_ports: PortRange,
+    ) -> Arc<Self> {
         Arc::new(Core {
             store,
             service_cidr,
+            node_ports,
             alloc: Mutex::new(()),
         })
     }
@@ -435,7 +698,7 @@ impl Core {
         let key = rd.key(ns, &name);
         if rd.kind == "Service" && rd.group.is_empty() {
             let _guard = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
-            self.allocate_service(&mut obj, &name)?;
+            self.allocate_service(&mut obj, &name, None)?;
             return self.store_create(rd, &key, &name, obj);
         }
         self.store_create(rd, &key, &name, obj)
@@ -454,92 +717,208 @@ impl Core {
             .map_err(|e| ApiError::from_store(e, rd, name))
     }
 
-    /// Allocates clusterIP(s) and nodePorts, as the service REST storage does.
-    fn allocate_service(&self, obj: &mut Value, name: &str) -> ApiResult<()> {
+    /// Allocates and checks what kube-apiserver's service REST storage
+    /// allocates (clusterIP, nodePorts, healthCheckNodePort), for a new
+    /// Service or, with `old`, an updated one. What is allocated is what the
+    /// stored Services hold, so deleting a Service or changing its type
+    /// releases its addresses and ports with the write itself. Called with
+    /// `alloc` held up to the store write.
+    fn allocate_service(&self, obj: &mut Value, name: &str, old: Option<&Value>) -> ApiResult<()> {
         let svc_rd =
             registry::find("", "v1", "services").ok_or_else(|| ApiError::internal("services"))?;
+        let invalid = |field: String, reason: &'static str, msg: String| {
+            ApiError::invalid(svc_rd, name, vec![cause(reason, &field, msg)])
+        };
+        let ns = meta_str(obj, "namespace").to_string();
         let (all, _) = self.store.list(&svc_rd.key_prefix(None));
-        let used: Vec<String> = all
+        let others = all
             .iter()
-            .filter_map(|s| {
-                s.object
-                    .pointer("/spec/clusterIP")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-            .collect();
+            .map(|s| &s.object)
+            .filter(|o| !(meta_str(o, "namespace") == ns && meta_str(o, "name") == name));
+        let mut used_ips: HashSet<String> = HashSet::new();
+        let mut used_ports: HashSet<i64> = HashSet::new();
+        for o in others {
+            if let Some(ip) = o.pointer("/spec/clusterIP").and_then(Value::as_str) {
+                used_ips.insert(ip.to_string());
+            }
+            used_ports.extend(service_node_ports(o));
+        }
+        default_service_type_fields(obj);
         let ty = obj
             .pointer("/spec/type")
             .and_then(Value::as_str)
             .unwrap_or("ClusterIP")
             .to_string();
-        if ty != "ExternalName" {
+
+        // clusterIP: none for ExternalName, "None" for headless, else the
+        // requested address (in range, free) or a free one.
+        if ty == "ExternalName" {
+            let was = old
+                .and_then(|o| o.pointer("/spec/clusterIP"))
+                .and_then(Value::as_str);
+            let now = obj.pointer("/spec/clusterIP").and_then(Value::as_str);
+            if now.is_some_and(|ip| !ip.is_empty()) && now != was {
+                return Err(invalid(
+                    "spec.clusterIPs".into(),
+                    "FieldValueForbidden",
+                    "Forbidden: may not be set for ExternalName services".into(),
+                ));
+            }
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                for f in [
+                    "clusterIP",
+                    "clusterIPs",
+                    "ipFamilies",
+                    "ipFamilyPolicy",
+                    "internalTrafficPolicy",
+                ] {
+                    spec.remove(f);
+                }
+            }
+            if obj
+                .pointer("/spec/externalName")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(invalid(
+                    "spec.externalName".into(),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                ));
+            }
+        } else {
             let requested = obj
                 .pointer("/spec/clusterIP")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
             let ip = if requested == "None" {
-                "None".to_string()
+                requested
             } else if !requested.is_empty() {
                 let parsed: Ipv4Addr = requested.parse().map_err(|_| {
-                    ApiError::invalid(
-                        svc_rd,
-                        name,
-                        vec![cause(
-                            "FieldValueInvalid",
-                            "spec.clusterIPs[0]",
-                            format!("Invalid value: \"{requested}\": must be a valid IP address"),
-                        )],
+                    invalid(
+                        "spec.clusterIPs[0]".into(),
+                        "FieldValueInvalid",
+                        format!("Invalid value: \"{requested}\": must be a valid IP address"),
                     )
                 })?;
                 if !self.service_cidr.contains(parsed) {
-                    return Err(ApiError::invalid(svc_rd, name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}", self.service_cidr.base, self.service_cidr.prefix))]));
+                    return Err(invalid("spec.clusterIPs".into(), "FieldValueInvalid", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}", self.service_cidr.base, self.service_cidr.prefix)));
                 }
-                if used.contains(&requested) {
-                    return Err(ApiError::invalid(svc_rd, name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"))]));
+                if used_ips.contains(&requested) {
+                    return Err(invalid("spec.clusterIPs".into(), "FieldValueInvalid", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated")));
                 }
                 requested
             } else {
-                let mut found = None;
-                for n in 1..self.service_cidr.size().saturating_sub(1) {
-                    let cand = self.service_cidr.nth(n).to_string();
-                    if !used.contains(&cand) {
-                        found = Some(cand);
-                        break;
-                    }
-                }
-                found.ok_or_else(|| {
+                self.service_cidr.pick_free(&used_ips).ok_or_else(|| {
                     ApiError::internal("failed to allocate a serviceIP: range is full")
                 })?
             };
             obj["spec"]["clusterIP"] = json!(ip);
             obj["spec"]["clusterIPs"] = json!([ip]);
         }
-        if ty == "NodePort" || ty == "LoadBalancer" {
-            let mut used_ports: Vec<i64> = all
-                .iter()
-                .flat_map(|s| {
-                    s.object
-                        .pointer("/spec/ports")
-                        .and_then(Value::as_array)
-                        .map(|ps| {
-                            ps.iter()
-                                .filter_map(|p| p["nodePort"].as_i64())
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default()
-                })
-                .collect();
-            if let Some(Value::Array(ports)) = obj.pointer_mut("/spec/ports") {
-                for p in ports.iter_mut() {
-                    if p.get("nodePort").and_then(Value::as_i64).is_none() {
-                        let free = (30000..=32767).find(|n| !used_ports.contains(n));
-                        if let Some(n) = free {
-                            p["nodePort"] = json!(n);
-                            used_ports.push(n);
-                        }
+
+        // nodePorts: wanted by NodePort and LoadBalancer (unless
+        // allocateLoadBalancerNodePorts is false, when only requested ones
+        // are kept); any other type may not carry them.
+        let lb = ty == "LoadBalancer";
+        let allowed = ty == "NodePort" || lb;
+        let wanted = ty == "NodePort"
+            || (lb && obj.pointer("/spec/allocateLoadBalancerNodePorts") != Some(&json!(false)));
+        let range = self.node_ports;
+        let mut mine: Vec<(i64, String)> = Vec::new();
+        let n_ports = obj
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..n_ports {
+            let p = &obj["spec"]["ports"][i];
+            let proto = p["protocol"].as_str().unwrap_or("TCP").to_string();
+            let field = format!("spec.ports[{i}].nodePort");
+            match p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0)
+            {
+                Some(_) if !allowed => {
+                    return Err(invalid(
+                        field,
+                        "FieldValueForbidden",
+                        format!("Forbidden: may not be used when `type` is '{ty}'"),
+                    ));
+                }
+                Some(np) => {
+                    if !range.contains(np) {
+                        return Err(invalid(field, "FieldValueInvalid", format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is {range}")));
                     }
+                    // One port may serve two protocols of the same Service.
+                    if used_ports.contains(&np)
+                        || mine.iter().any(|(n, pr)| *n == np && *pr == proto)
+                    {
+                        return Err(invalid(
+                            field,
+                            "FieldValueInvalid",
+                            format!("Invalid value: {np}: provided port is already allocated"),
+                        ));
+                    }
+                    mine.push((np, proto));
+                }
+                None if wanted => {
+                    let taken: HashSet<i64> = used_ports
+                        .iter()
+                        .copied()
+                        .chain(mine.iter().map(|(n, _)| *n))
+                        .collect();
+                    let np = range.pick_free(&taken).ok_or_else(|| {
+                        ApiError::internal("failed to allocate a nodePort: range is full")
+                    })?;
+                    obj["spec"]["ports"][i]["nodePort"] = json!(np);
+                    mine.push((np, proto));
+                }
+                None => {
+                    if let Some(m) = obj["spec"]["ports"][i].as_object_mut() {
+                        m.remove("nodePort");
+                    }
+                }
+            }
+        }
+        used_ports.extend(mine.iter().map(|(n, _)| *n));
+
+        // healthCheckNodePort: for LoadBalancer with externalTrafficPolicy Local.
+        let hc_wanted = lb
+            && obj
+                .pointer("/spec/externalTrafficPolicy")
+                .and_then(Value::as_str)
+                == Some("Local");
+        match obj
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
+            Some(hc) if !hc_wanted => {
+                return Err(invalid("spec.healthCheckNodePort".into(), "FieldValueInvalid", format!("Invalid value: {hc}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")));
+            }
+            Some(hc) => {
+                if !range.contains(hc) {
+                    return Err(invalid("spec.healthCheckNodePort".into(), "FieldValueInvalid", format!("Invalid value: {hc}: provided port is not in the valid range. The range of valid ports is {range}")));
+                }
+                if used_ports.contains(&hc) {
+                    return Err(invalid(
+                        "spec.healthCheckNodePort".into(),
+                        "FieldValueInvalid",
+                        format!("Invalid value: {hc}: provided port is already allocated"),
+                    ));
+                }
+            }
+            None if hc_wanted => {
+                let hc = range.pick_free(&used_ports).ok_or_else(|| {
+                    ApiError::internal("failed to allocate a nodePort: range is full")
+                })?;
+                obj["spec"]["healthCheckNodePort"] = json!(hc);
+            }
+            None => {
+                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("healthCheckNodePort");
                 }
             }
         }
@@ -647,26 +1026,21 @@ impl Core {
         }
         // Type-specific immutable fields.
         match (rd.group, rd.kind) {
-            ("", "Service") => {
-                for f in ["clusterIP", "clusterIPs"] {
-                    let was = old.pointer(&format!("/spec/{f}")).cloned();
-                    let now = new.pointer(&format!("/spec/{f}")).cloned();
-                    if now.as_ref().is_none_or(|v| v.as_str() == Some("")) || now == was {
-                        if let Some(w) = was {
-                            new["spec"][f] = w;
-                        }
-                    } else {
-                        return Err(ApiError::invalid(
-                            rd,
-                            meta_str(old, "name"),
-                            vec![cause(
-                                "FieldValueInvalid",
-                                &format!("spec.{f}"),
-                                "Invalid value: field is immutable",
-                            )],
-                        ));
-                    }
+            ("", "Service") => service_update(rd, old, &mut new)?,
+            ("discovery.k8s.io", "EndpointSlice") => {
+                if new.get("addressType") != old.get("addressType") {
+                    let v = new["addressType"].as_str().unwrap_or("").to_string();
+                    return Err(ApiError::invalid(
+                        rd,
+                        meta_str(old, "name"),
+                        vec![cause(
+                            "FieldValueInvalid",
+                            "addressType",
+                            format!("Invalid value: \"{v}\": field is immutable"),
+                        )],
+                    ));
                 }
+                apply_defaults(rd, &mut new);
             }
             ("", "Pod") => {
                 let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
@@ -756,6 +1130,13 @@ impl Core {
                 Err(e) => Err(ApiError::from_store(e, rd, name)),
             };
         }
+        let _guard = if rd.kind == "Service" && rd.group.is_empty() {
+            let guard = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            self.allocate_service(&mut new, name, Some(old))?;
+            Some(guard)
+        } else {
+            None
+        };
         if new == *old {
             // No-op updates do not bump the resourceVersion (upstream too).
             return Ok(old.clone());

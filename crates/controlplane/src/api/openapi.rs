@@ -32,6 +32,9 @@ fn schema_name_for(r: &ResourceDef) -> Option<String> {
         ("", "Event") => n::<core::Event>(),
         ("events.k8s.io", "Event") => n::<k8s_openapi::api::events::v1::Event>(),
         ("coordination.k8s.io", "Lease") => n::<coord::Lease>(),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            n::<k8s_openapi::api::discovery::v1::EndpointSlice>()
+        }
         ("apps", "Deployment") => n::<apps::Deployment>(),
         ("apps", "ReplicaSet") => n::<apps::ReplicaSet>(),
         ("apps", "DaemonSet") => n::<apps::DaemonSet>(),
@@ -65,6 +68,9 @@ fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
         }
         "coordination.k8s.io" => {
             gen.subschema_for::<coord::Lease>();
+        }
+        "discovery.k8s.io" => {
+            gen.subschema_for::<k8s_openapi::api::discovery::v1::EndpointSlice>();
         }
         "apps" => {
             gen.subschema_for::<apps::Deployment>();

@@ -1,6 +1,9 @@
 //! Endpoints controller: for each Service with a selector, the Endpoints of
 //! the same name list the matching pods' IPs (ready and not ready) with the
-//! service's ports resolved against the pods' container ports.
+//! service's ports resolved against the pods' container ports. As upstream,
+//! these Endpoints carry `endpointslice.kubernetes.io/skip-mirror: "true"`
+//! (the EndpointSlice controller serves those Services itself), and they go
+//! when their Service goes.
 
 use super::{list, pod_active, pod_ready, rd, Settings};
 use crate::api::objects::{meta_str, Core, WriteCtx};
@@ -24,9 +27,35 @@ fn resolve_port(pod: &Value, target: &Value) -> Option<i64> {
     }
 }
 
+const SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
+
 pub fn pass(core: &Core, _s: &Settings) {
     let eprd = rd("", "endpoints");
-    for svc in list(core, "", "services", None) {
+    let services = list(core, "", "services", None);
+    // Endpoints this controller wrote whose Service is gone.
+    let names: std::collections::HashSet<(&str, &str)> = services
+        .iter()
+        .map(|s| (meta_str(s, "namespace"), meta_str(s, "name")))
+        .collect();
+    for ep in list(core, "", "endpoints", None) {
+        let managed = ep
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(SKIP_MIRROR))
+            == Some(&json!("true"))
+            && ep
+                .pointer("/metadata/managedFields")
+                .and_then(Value::as_array)
+                .is_some_and(|m| m.iter().any(|f| f["manager"] == "endpoint-controller"));
+        if managed && !names.contains(&(meta_str(&ep, "namespace"), meta_str(&ep, "name"))) {
+            let _ = core.delete(
+                eprd,
+                Some(meta_str(&ep, "namespace")),
+                meta_str(&ep, "name"),
+                &Default::default(),
+            );
+        }
+    }
+    for svc in services {
         let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
             continue;
         };
@@ -44,6 +73,7 @@ pub fn pass(core: &Core, _s: &Settings) {
             .cloned()
             .unwrap_or_default();
         let mut subsets: Vec<Value> = Vec::new();
+        let publish = svc.pointer("/spec/publishNotReadyAddresses") == Some(&json!(true));
         for p in pods.iter().filter(|p| pod_active(p) && selector.matches(p)) {
             let Some(ip) = p.pointer("/status/podIP").and_then(Value::as_str) else {
                 continue;
@@ -67,8 +97,17 @@ pub fn pass(core: &Core, _s: &Settings) {
                     eports.push(Value::Object(e));
                 }
             }
-            let addr = json!({"ip": ip, "nodeName": p.pointer("/spec/nodeName").cloned().unwrap_or(Value::Null), "targetRef": {"kind": "Pod", "namespace": ns, "name": meta_str(p, "name"), "uid": meta_str(p, "uid")}});
-            let field = if pod_ready(p) {
+            let mut addr = json!({"ip": ip, "nodeName": p.pointer("/spec/nodeName").cloned().unwrap_or(Value::Null), "targetRef": {"kind": "Pod", "namespace": ns, "name": meta_str(p, "name"), "uid": meta_str(p, "uid")}});
+            let hostname = p
+                .pointer("/spec/hostname")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !hostname.is_empty()
+                && p.pointer("/spec/subdomain").and_then(Value::as_str) == Some(name)
+            {
+                addr["hostname"] = json!(hostname);
+            }
+            let field = if publish || pod_ready(p) {
                 "addresses"
             } else {
                 "notReadyAddresses"
@@ -89,13 +128,26 @@ pub fn pass(core: &Core, _s: &Settings) {
                 }
             }
         }
+        let mut labels = svc
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or(json!({}));
+        labels[SKIP_MIRROR] = json!("true");
+        if svc.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None") {
+            labels["service.kubernetes.io/headless"] = json!("");
+        }
         let mut ctx = WriteCtx::controller("endpoint-controller");
         match core.get(eprd, Some(ns), name) {
             Ok(cur) => {
                 let cur_subsets = cur.get("subsets").cloned().unwrap_or(json!([]));
-                if cur_subsets != json!(subsets) {
+                let cur_labels = cur
+                    .pointer("/metadata/labels")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                if cur_subsets != json!(subsets) || cur_labels != labels {
                     let _ = core.modify(eprd, Some(ns), name, None, &mut ctx, |o| {
                         let mut o = o.clone();
+                        o["metadata"]["labels"] = labels.clone();
                         if subsets.is_empty() {
                             if let Some(m) = o.as_object_mut() {
                                 m.remove("subsets");
@@ -108,7 +160,7 @@ pub fn pass(core: &Core, _s: &Settings) {
                 }
             }
             Err(_) => {
-                let mut ep = json!({"metadata": {"name": name, "labels": svc.pointer("/metadata/labels").cloned().unwrap_or(json!({}))}});
+                let mut ep = json!({"metadata": {"name": name, "labels": labels}});
                 if !subsets.is_empty() {
                     ep["subsets"] = json!(subsets);
                 }

@@ -6,9 +6,11 @@
 mod daemonset;
 mod deployment;
 mod endpoints;
+pub mod endpointslice;
 mod events;
 mod gc;
 mod job;
+pub mod loadbalancer;
 mod namespace;
 mod nodelifecycle;
 mod replicaset;
@@ -28,6 +30,20 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node_monitor_grace: Duration,
+    /// Addresses for LoadBalancer Services; none: they stay pending.
+    pub load_balancer_pool: Option<loadbalancer::LoadBalancerPool>,
+    /// The cluster DNS address: `kube-system/kube-dns` is kept with it.
+    pub cluster_dns_ip: Option<std::net::Ipv4Addr>,
+}
+
+impl Settings {
+    pub fn new(node_monitor_grace: Duration) -> Self {
+        Settings {
+            node_monitor_grace,
+            load_balancer_pool: None,
+            cluster_dns_ip: None,
+        }
+    }
 }
 
 type Pass = fn(&Core, &Settings);
@@ -37,11 +53,8 @@ pub fn spawn_all(
     tasks: &mut JoinSet<()>,
     core: Arc<Core>,
     stop: watch::Receiver<bool>,
-    grace: Duration,
+    settings: Settings,
 ) {
-    let settings = Settings {
-        node_monitor_grace: grace,
-    };
     // Each controller wakes only for changes to what it reads (plus its
     // resync): waking all of them on every write made unrelated writes
     // (a configmap) pay for full passes over every pod. The resync is a
@@ -121,6 +134,32 @@ pub fn spawn_all(
             Duration::from_secs(2),
         ),
         (
+            "endpointslice",
+            endpointslice::pass,
+            Wake::KindsOrWhen(
+                &[
+                    ("", "services"),
+                    ("", "pods"),
+                    ("", "endpoints"),
+                    ("discovery.k8s.io", "endpointslices"),
+                ],
+                node_added_or_deleted,
+            ),
+            Duration::from_secs(5),
+        ),
+        (
+            "loadbalancer",
+            loadbalancer::pass,
+            Wake::Kinds(&[("", "services")]),
+            Duration::from_secs(10),
+        ),
+        (
+            "kube-dns-service",
+            ensure_kube_dns,
+            Wake::Kinds(&[("", "services")]),
+            Duration::from_secs(30),
+        ),
+        (
             "serviceaccount",
             serviceaccount::pass,
             Wake::Kinds(&[("", "namespaces"), ("", "serviceaccounts"), ("", "secrets")]),
@@ -179,6 +218,47 @@ impl WakeFilter {
     fn wants(&self, ev: &Event) -> bool {
         self.prefixes.iter().any(|p| ev.key.starts_with(p.as_str()))
             || self.when.is_some_and(|f| f(ev))
+    }
+}
+
+/// Nodes matter to the EndpointSlice controller when they come or go (a
+/// pod on a missing node is left out), not on every heartbeat.
+fn node_added_or_deleted(ev: &Event) -> bool {
+    ev.kind != EventType::Modified && ev.key.starts_with("/registry/core/nodes/")
+}
+
+/// Keeps `kube-system/kube-dns` (what kubeadm and kind clusters have, and
+/// what tools look for) on the cluster DNS address: labels
+/// `k8s-app: kube-dns`, `kubernetes.io/cluster-service`, `kubernetes.io/name:
+/// CoreDNS`, ports dns 53/UDP, dns-tcp 53/TCP, metrics 9153/TCP and no
+/// selector, since each node's agent answers on that address itself.
+/// Re-created when deleted; left alone when it exists.
+pub(crate) fn ensure_kube_dns(core: &Core, s: &Settings) {
+    let Some(ip) = s.cluster_dns_ip else { return };
+    let r = rd("", "services");
+    if core
+        .get_stored(r, Some("kube-system"), "kube-dns")
+        .is_some()
+    {
+        return;
+    }
+    let svc = json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {
+            "k8s-app": "kube-dns",
+            "kubernetes.io/cluster-service": "true",
+            "kubernetes.io/name": "CoreDNS",
+        }, "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}},
+        "spec": {"clusterIP": ip.to_string(), "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+        ]},
+    });
+    let mut ctx = WriteCtx::controller("kube-apiserver");
+    if let Err(e) = core.create(r, Some("kube-system"), svc, &mut ctx) {
+        if e.reason != "AlreadyExists" {
+            eprintln!("kube-dns service on {ip}: {}", e.message);
+        }
     }
 }
 
