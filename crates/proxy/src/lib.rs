@@ -40,7 +40,11 @@ pub enum ProxyError {
     #[error("nftables netlink socket: {0}")]
     Netlink(#[source] std::io::Error),
     #[error("the kernel refused the nftables transaction for table {table}: {} (message {message} of the batch); nothing was changed", std::io::Error::from_raw_os_error(*errno))]
-    Rejected { errno: i32, message: u32, table: String },
+    Rejected {
+        errno: i32,
+        message: u32,
+        table: String,
+    },
     #[error("no initial list of Services and EndpointSlices from the API server within {0:?}")]
     NotSynced(Duration),
 }
@@ -93,12 +97,22 @@ pub fn table_rules(table: &str) -> Result<Option<Vec<String>>, ProxyError> {
     sock.rules(table).map_err(ProxyError::Netlink)
 }
 
-fn spawn_watch<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+fn spawn_watch<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    wake: Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde_de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde_de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let stream = reflector::reflector(writer, watcher(api, wc).default_backoff());
     let h = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -115,10 +129,12 @@ mod serde_de {
     pub use k8s_openapi::serde::de::DeserializeOwned;
 }
 
-async fn pod_cidrs(client: &kube::Client, node: &str) -> Vec<ipnet::IpNet> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let Ok(Some(n)) = nodes.get_opt(node).await else { return vec![] };
-    let spec = n.spec.unwrap_or_default();
+/// The node's pod CIDRs from its Node object (registered by the agent, maybe after we start).
+fn pod_cidrs(nodes: &Store<Node>) -> Vec<ipnet::IpNet> {
+    let Some(n) = nodes.state().first().cloned() else {
+        return vec![];
+    };
+    let spec = n.spec.clone().unwrap_or_default();
     let mut all: Vec<String> = spec.pod_cidrs.unwrap_or_default();
     if all.is_empty() {
         all.extend(spec.pod_cidr);
@@ -137,12 +153,16 @@ fn compute(services: &Store<Service>, slices: &Store<EndpointSlice>, node: &Node
 pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy, ProxyError> {
     let mut prog = Programmer::new(&cfg.table)?;
     let wake = Arc::new(Notify::new());
-    let (services, w1) = spawn_watch::<Service>(Api::all(client.clone()), wake.clone());
-    let (slices, w2) = spawn_watch::<EndpointSlice>(Api::all(client.clone()), wake.clone());
-    let watchers = vec![w1, w2];
+    let all = watcher::Config::default;
+    let (services, w1) = spawn_watch::<Service>(Api::all(client.clone()), all(), wake.clone());
+    let (slices, w2) = spawn_watch::<EndpointSlice>(Api::all(client.clone()), all(), wake.clone());
+    let own = all().fields(&format!("metadata.name={}", cfg.node_name));
+    let (nodes, w3) = spawn_watch::<Node>(Api::all(client.clone()), own, wake.clone());
+    let watchers = vec![w1, w2, w3];
     let ready = async {
         let _ = services.wait_until_ready().await;
         let _ = slices.wait_until_ready().await;
+        let _ = nodes.wait_until_ready().await;
     };
     if tokio::time::timeout(INITIAL_SYNC, ready).await.is_err() {
         for w in &watchers {
@@ -154,9 +174,10 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
         name: cfg.node_name.clone(),
         ips: cfg.node_ips.clone(),
         cluster_cidr: cfg.cluster_cidr,
-        pod_cidrs: pod_cidrs(&client, &cfg.node_name).await,
+        pod_cidrs: vec![],
         skip_cluster_ips: cfg.skip_cluster_ips.clone(),
     };
+    node.pod_cidrs = pod_cidrs(&nodes);
     prog.apply(&compute(&services, &slices, &node))?;
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
@@ -169,13 +190,9 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                 _ = wake.notified() => {
                     tokio::time::sleep(COALESCE).await;
                 }
-                _ = full.tick() => {
-                    prog.invalidate();
-                    if node.pod_cidrs.is_empty() {
-                        node.pod_cidrs = pod_cidrs(&client, &node.name).await;
-                    }
-                }
+                _ = full.tick() => prog.invalidate(),
             }
+            node.pod_cidrs = pod_cidrs(&nodes);
             if let Err(e) = prog.apply(&compute(&services, &slices, &node)) {
                 log(&format!("sync: {e}; retrying"));
                 tokio::time::sleep(RETRY).await;
@@ -183,5 +200,9 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
             }
         }
     });
-    Ok(ServiceProxy { stop, task, watchers })
+    Ok(ServiceProxy {
+        stop,
+        task,
+        watchers,
+    })
 }

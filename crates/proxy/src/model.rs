@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::nft::msg::{CmpOp, Expr, Hook, MetaKey, SetSpec, Verdict, REG32_0, SET_MAP, SET_EVAL, SET_TIMEOUT};
+use crate::nft::msg::{
+    CmpOp, Expr, Hook, MetaKey, SetSpec, Verdict, REG32_0, SET_EVAL, SET_MAP, SET_TIMEOUT,
+};
 
 /// What the ruleset needs to know about the node it runs on.
 #[derive(Clone, Debug, Default)]
@@ -88,7 +90,12 @@ fn jump(c: &str) -> Item {
     e(Expr::Verdict(Verdict::Jump(c.to_string())))
 }
 fn ip_field(offset: u32, reg: u32) -> Item {
-    e(Expr::Payload { base: 1, offset, len: 4, dreg: reg })
+    e(Expr::Payload {
+        base: 1,
+        offset,
+        len: 4,
+        dreg: reg,
+    })
 }
 fn saddr_to(reg: u32) -> Item {
     ip_field(12, reg)
@@ -97,22 +104,49 @@ fn daddr_to(reg: u32) -> Item {
     ip_field(16, reg)
 }
 fn dport_to(reg: u32) -> Item {
-    e(Expr::Payload { base: 2, offset: 2, len: 2, dreg: reg })
+    e(Expr::Payload {
+        base: 2,
+        offset: 2,
+        len: 2,
+        dreg: reg,
+    })
 }
 fn l4proto_to(reg: u32) -> Item {
-    e(Expr::Meta { key: MetaKey::L4Proto, dreg: reg })
+    e(Expr::Meta {
+        key: MetaKey::L4Proto,
+        dreg: reg,
+    })
 }
 fn eq(reg: u32, data: &[u8]) -> Item {
-    e(Expr::Cmp { sreg: reg, op: CmpOp::Eq, data: data.to_vec() })
+    e(Expr::Cmp {
+        sreg: reg,
+        op: CmpOp::Eq,
+        data: data.to_vec(),
+    })
 }
 fn ipv4_only() -> Vec<Item> {
-    vec![e(Expr::Meta { key: MetaKey::NfProto, dreg: REG32_0 }), eq(REG32_0, &[crate::nft::msg::NFPROTO_IPV4])]
+    vec![
+        e(Expr::Meta {
+            key: MetaKey::NfProto,
+            dreg: REG32_0,
+        }),
+        eq(REG32_0, &[crate::nft::msg::NFPROTO_IPV4]),
+    ]
 }
 fn ct_new() -> Vec<Item> {
     vec![
         e(Expr::CtState { dreg: REG32_0 }),
-        e(Expr::Bitwise { sreg: REG32_0, dreg: REG32_0, mask: 8u32.to_ne_bytes().to_vec(), xor: vec![0; 4] }),
-        e(Expr::Cmp { sreg: REG32_0, op: CmpOp::Neq, data: vec![0; 4] }),
+        e(Expr::Bitwise {
+            sreg: REG32_0,
+            dreg: REG32_0,
+            mask: 8u32.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        }),
+        e(Expr::Cmp {
+            sreg: REG32_0,
+            op: CmpOp::Neq,
+            data: vec![0; 4],
+        }),
     ]
 }
 /// `ip saddr <cidr>` (or `!=` with `neq`).
@@ -120,13 +154,25 @@ fn saddr_in(net: &IpNet, neq: bool) -> Option<Vec<Item>> {
     let IpNet::V4(n) = net else { return None };
     Some(vec![
         saddr_to(REG32_0),
-        e(Expr::Bitwise { sreg: REG32_0, dreg: REG32_0, mask: n.netmask().octets().to_vec(), xor: vec![0; 4] }),
-        e(Expr::Cmp { sreg: REG32_0, op: if neq { CmpOp::Neq } else { CmpOp::Eq }, data: n.network().octets().to_vec() }),
+        e(Expr::Bitwise {
+            sreg: REG32_0,
+            dreg: REG32_0,
+            mask: n.netmask().octets().to_vec(),
+            xor: vec![0; 4],
+        }),
+        e(Expr::Cmp {
+            sreg: REG32_0,
+            op: if neq { CmpOp::Neq } else { CmpOp::Eq },
+            data: n.network().octets().to_vec(),
+        }),
     ])
 }
 fn fib_saddr_local() -> Vec<Item> {
     // RTN_LOCAL = 2, host byte order
-    vec![e(Expr::FibSaddrType { dreg: REG32_0 }), eq(REG32_0, &2u32.to_ne_bytes())]
+    vec![
+        e(Expr::FibSaddrType { dreg: REG32_0 }),
+        eq(REG32_0, &2u32.to_ne_bytes()),
+    ]
 }
 
 fn proto_num(p: &str) -> Option<u8> {
@@ -189,20 +235,38 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         r
     };
     // nat: DNAT before routing (prerouting for traffic in, output for the node's own)
-    add("nat-prerouting", Some(("nat", Hook::Prerouting, -100)), vec![guarded(vec![jump("services")], false)]);
-    add("nat-output", Some(("nat", Hook::Output, -100)), vec![guarded(vec![jump("services")], false)]);
-    add("nat-postrouting", Some(("nat", Hook::Postrouting, 100)), vec![guarded(vec![jump("masquerading")], false)]);
+    add(
+        "nat-prerouting",
+        Some(("nat", Hook::Prerouting, -100)),
+        vec![guarded(vec![jump("services")], false)],
+    );
+    add(
+        "nat-output",
+        Some(("nat", Hook::Output, -100)),
+        vec![guarded(vec![jump("services")], false)],
+    );
+    add(
+        "nat-postrouting",
+        Some(("nat", Hook::Postrouting, 100)),
+        vec![guarded(vec![jump("masquerading")], false)],
+    );
     // filter: after DNAT, so only connections no service chain rewrote are left to reject
     let mut input = vec![guarded(vec![jump("service-endpoints-check")], true)];
     if have_nodeports {
         input.push(guarded(vec![jump("nodeport-endpoints-check")], true));
     }
     add("filter-input", Some(("filter", Hook::Input, -10)), input);
-    for (name, hook) in [("filter-forward", Hook::Forward), ("filter-output", Hook::Output)] {
+    for (name, hook) in [
+        ("filter-forward", Hook::Forward),
+        ("filter-output", Hook::Output),
+    ] {
         add(
             name,
             Some(("filter", hook, -10)),
-            vec![guarded(vec![jump("service-endpoints-check")], true), guarded(vec![jump("cluster-ips-check")], true)],
+            vec![
+                guarded(vec![jump("service-endpoints-check")], true),
+                guarded(vec![jump("cluster-ips-check")], true),
+            ],
         );
     }
     let r = REG32_0;
@@ -210,15 +274,30 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         daddr_to(r),
         l4proto_to(r + 1),
         dport_to(r + 2),
-        e(Expr::Lookup { set: SERVICE_IPS.into(), sreg: r, dreg: Some(0), invert: false }),
+        e(Expr::Lookup {
+            set: SERVICE_IPS.into(),
+            sreg: r,
+            dreg: Some(0),
+            invert: false,
+        }),
     ]];
     let nodeport_lookup = |map: &str| -> Rule {
         vec![
             daddr_to(r),
-            e(Expr::Lookup { set: NODEPORT_IPS.into(), sreg: r, dreg: None, invert: false }),
+            e(Expr::Lookup {
+                set: NODEPORT_IPS.into(),
+                sreg: r,
+                dreg: None,
+                invert: false,
+            }),
             l4proto_to(r),
             dport_to(r + 1),
-            e(Expr::Lookup { set: map.into(), sreg: r, dreg: Some(0), invert: false }),
+            e(Expr::Lookup {
+                set: map.into(),
+                sreg: r,
+                dreg: Some(0),
+                invert: false,
+            }),
         ]
     };
     let mut np_check = vec![];
@@ -234,7 +313,12 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
             daddr_to(r),
             l4proto_to(r + 1),
             dport_to(r + 2),
-            e(Expr::Lookup { set: NO_EP_SERVICES.into(), sreg: r, dreg: Some(0), invert: false }),
+            e(Expr::Lookup {
+                set: NO_EP_SERVICES.into(),
+                sreg: r,
+                dreg: Some(0),
+                invert: false,
+            }),
         ]],
     );
     if have_nodeports {
@@ -246,7 +330,12 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         None,
         vec![vec![
             daddr_to(r),
-            e(Expr::Lookup { set: CLUSTER_IPS.into(), sreg: r, dreg: None, invert: false }),
+            e(Expr::Lookup {
+                set: CLUSTER_IPS.into(),
+                sreg: r,
+                dreg: None,
+                invert: false,
+            }),
             jump(REJECT),
         ]],
     );
@@ -254,28 +343,63 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         REJECT,
         None,
         vec![
-            vec![l4proto_to(r), eq(r, &[6]), e(Expr::Reject { kind: 1, code: 0 })],
+            vec![
+                l4proto_to(r),
+                eq(r, &[6]),
+                e(Expr::Reject { kind: 1, code: 0 }),
+            ],
             vec![e(Expr::Reject { kind: 2, code: 1 })],
         ],
     );
     let mark = |mask: u32, xor: u32| -> Vec<Item> {
         vec![
-            e(Expr::Meta { key: MetaKey::Mark, dreg: r }),
-            e(Expr::Bitwise { sreg: r, dreg: r, mask: mask.to_ne_bytes().to_vec(), xor: xor.to_ne_bytes().to_vec() }),
+            e(Expr::Meta {
+                key: MetaKey::Mark,
+                dreg: r,
+            }),
+            e(Expr::Bitwise {
+                sreg: r,
+                dreg: r,
+                mask: mask.to_ne_bytes().to_vec(),
+                xor: xor.to_ne_bytes().to_vec(),
+            }),
         ]
     };
     let mut set_mark = mark(!MASQ_BIT, MASQ_BIT);
-    set_mark.push(e(Expr::MetaSet { key: MetaKey::Mark, sreg: r }));
+    set_mark.push(e(Expr::MetaSet {
+        key: MetaKey::Mark,
+        sreg: r,
+    }));
     add(MARK_MASQ, None, vec![set_mark]);
     let mut unmarked = mark(MASQ_BIT, 0);
     unmarked.extend([eq(r, &[0; 4]), e(Expr::Verdict(Verdict::Return))]);
     let mut clear = mark(!0, MASQ_BIT);
-    clear.push(e(Expr::MetaSet { key: MetaKey::Mark, sreg: r }));
-    add("masquerading", None, vec![unmarked, clear, vec![e(Expr::Masquerade { fully_random: true })]]);
+    clear.push(e(Expr::MetaSet {
+        key: MetaKey::Mark,
+        sreg: r,
+    }));
+    add(
+        "masquerading",
+        None,
+        vec![
+            unmarked,
+            clear,
+            vec![e(Expr::Masquerade { fully_random: true })],
+        ],
+    );
 }
 
 fn set(name: &str, flags: u32, key_type: u32, key_len: u32) -> Set {
-    Set { spec: SetSpec { name: name.into(), flags, key_type, key_len, timeout_ms: None }, elements: vec![] }
+    Set {
+        spec: SetSpec {
+            name: name.into(),
+            flags,
+            key_type,
+            key_len,
+            timeout_ms: None,
+        },
+        elements: vec![],
+    }
 }
 
 /// The wanted table for these Services and EndpointSlices on this node.
@@ -299,7 +423,10 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
     let mut no_ep_nodeports = set(NO_EP_NODEPORTS, SET_MAP, ppk, 8);
     let mut cluster_ips = set(CLUSTER_IPS, 0, TYPE_IPV4, 4);
     let mut nodeport_ips = set(NODEPORT_IPS, 0, TYPE_IPV4, 4);
-    nodeport_ips.elements = node_ips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
+    nodeport_ips.elements = node_ips
+        .iter()
+        .map(|ip| (ip.octets().to_vec(), None))
+        .collect();
     let mut cips = BTreeSet::new();
 
     // slices by service (namespace, name)
@@ -309,7 +436,14 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
             continue;
         }
         let ns = s.metadata.namespace.clone().unwrap_or_default();
-        let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) else { continue };
+        let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+        else {
+            continue;
+        };
         by_svc.entry((ns, svc.clone())).or_default().push(s);
     }
 
@@ -323,7 +457,11 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
-        let Some(cip) = spec.cluster_ip.as_deref().and_then(|c| c.parse::<Ipv4Addr>().ok()) else {
+        let Some(cip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|c| c.parse::<Ipv4Addr>().ok())
+        else {
             continue; // headless ("None"), unset, or IPv6
         };
         if node.skip_cluster_ips.contains(&IpAddr::V4(cip)) {
@@ -342,41 +480,75 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
                 .unwrap_or(10800)
                 .max(1) as u64
         });
-        let is_np = matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"));
-        let mut ext_ips: Vec<Ipv4Addr> =
-            spec.external_ips.iter().flatten().filter_map(|i| i.parse().ok()).collect();
+        let is_np = matches!(
+            spec.type_.as_deref(),
+            Some("NodePort") | Some("LoadBalancer")
+        );
+        let mut ext_ips: Vec<Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|i| i.parse().ok())
+            .collect();
         if spec.type_.as_deref() == Some("LoadBalancer") {
-            for ing in svc.status.iter().filter_map(|s| s.load_balancer.as_ref()).flat_map(|l| l.ingress.iter().flatten()) {
+            for ing in svc
+                .status
+                .iter()
+                .filter_map(|s| s.load_balancer.as_ref())
+                .flat_map(|l| l.ingress.iter().flatten())
+            {
                 if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse().ok()) {
                     ext_ips.push(ip);
                 }
             }
         }
-        let slices = by_svc.get(&(ns.clone(), name.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        let slices = by_svc
+            .get(&(ns.clone(), name.clone()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
 
         for sp in spec.ports.iter().flatten() {
             let pname = sp.name.clone().unwrap_or_default();
             let proto_s = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
-            let Some(proto) = proto_num(&proto_s) else { continue };
-            let Ok(port) = u16::try_from(sp.port) else { continue };
+            let Some(proto) = proto_num(&proto_s) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(sp.port) else {
+                continue;
+            };
             // endpoints: the slices' port of the same name and protocol (the controller already
             // resolved a named targetPort per pod)
             let mut eps: BTreeMap<(Ipv4Addr, u16), Ep> = BTreeMap::new();
             for sl in slices {
                 let Some(epport) = sl.ports.iter().flatten().find(|p| {
-                    p.name.clone().unwrap_or_default() == pname && p.protocol.as_deref().unwrap_or("TCP") == proto_s
+                    p.name.clone().unwrap_or_default() == pname
+                        && p.protocol.as_deref().unwrap_or("TCP") == proto_s
                 }) else {
                     continue;
                 };
-                let Some(pnum) = epport.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+                let Some(pnum) = epport.port.and_then(|p| u16::try_from(p).ok()) else {
+                    continue;
+                };
                 for ep in &sl.endpoints {
-                    let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else { continue };
+                    let Some(ip) = ep
+                        .addresses
+                        .first()
+                        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                    else {
+                        continue;
+                    };
                     let c = ep.conditions.as_ref();
                     let ready = c.and_then(|c| c.ready).unwrap_or(true);
                     let serving = c.and_then(|c| c.serving).unwrap_or(ready);
                     let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
                     let local = ep.node_name.as_deref() == Some(node.name.as_str());
-                    eps.entry((ip, pnum)).or_insert(Ep { ip, port: pnum, local, ready, serving_terminating: serving && terminating });
+                    eps.entry((ip, pnum)).or_insert(Ep {
+                        ip,
+                        port: pnum,
+                        local,
+                        ready,
+                        serving_terminating: serving && terminating,
+                    });
                 }
             }
             let cluster_eps = usable(eps.values());
@@ -387,8 +559,22 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
             let h = hash8(&key);
             let svc_chain = format!("service-{h}-{key}");
             let ext_chain = format!("external-{h}-{key}");
-            let ep_chain = |ep: &Ep| format!("endpoint-{}-{key}__{}/{}", hash8(&format!("{key}{}:{}", ep.ip, ep.port)), ep.ip, ep.port);
-            let aff_set = |ep: &Ep| format!("affinity-{}-{key}__{}/{}", hash8(&format!("{key}{}:{}", ep.ip, ep.port)), ep.ip, ep.port);
+            let ep_chain = |ep: &Ep| {
+                format!(
+                    "endpoint-{}-{key}__{}/{}",
+                    hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
+                    ep.ip,
+                    ep.port
+                )
+            };
+            let aff_set = |ep: &Ep| {
+                format!(
+                    "affinity-{}-{key}__{}/{}",
+                    hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
+                    ep.ip,
+                    ep.port
+                )
+            };
 
             // endpoint chains for every endpoint any path uses
             let mut used: BTreeSet<&Ep> = internal.iter().copied().collect();
@@ -402,7 +588,13 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
                     eq(REG32_0, &ep.ip.octets()),
                     jump(MARK_MASQ),
                 ]);
-                if ep.local {
+                // on this node's bridge (by address, whatever the slice says): same-bridge clients
+                // must be masqueraded or the reply skips conntrack over L2
+                if node
+                    .pod_cidrs
+                    .iter()
+                    .any(|pc| pc.contains(&IpAddr::V4(ep.ip)))
+                {
                     for pc in &node.pod_cidrs {
                         if let Some(mut r) = saddr_in(pc, false) {
                             r.push(jump(MARK_MASQ));
@@ -415,15 +607,31 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
                     let mut a = set(&s, SET_TIMEOUT | SET_EVAL, TYPE_IPV4, 4);
                     a.spec.timeout_ms = Some(t * 1000);
                     rs.sets.insert(s.clone(), a);
-                    rules.push(vec![saddr_to(REG32_0), e(Expr::DynsetUpdate { set: s, sreg: REG32_0, timeout_ms: None })]);
+                    rules.push(vec![
+                        saddr_to(REG32_0),
+                        e(Expr::DynsetUpdate {
+                            set: s,
+                            sreg: REG32_0,
+                            timeout_ms: None,
+                        }),
+                    ]);
                 }
                 let p = ep.port.to_be_bytes();
                 rules.push(vec![
                     l4proto_to(REG32_0),
                     eq(REG32_0, &[proto]),
-                    e(Expr::Immediate { dreg: REG32_0, data: ep.ip.octets().to_vec() }),
-                    e(Expr::Immediate { dreg: REG32_0 + 1, data: p.to_vec() }),
-                    e(Expr::Dnat { reg_addr: REG32_0, reg_port: REG32_0 + 1 }),
+                    e(Expr::Immediate {
+                        dreg: REG32_0,
+                        data: ep.ip.octets().to_vec(),
+                    }),
+                    e(Expr::Immediate {
+                        dreg: REG32_0 + 1,
+                        data: p.to_vec(),
+                    }),
+                    e(Expr::Dnat {
+                        reg_addr: REG32_0,
+                        reg_port: REG32_0 + 1,
+                    }),
                 ]);
                 rs.chains.insert(ep_chain(ep), Chain { base: None, rules });
             }
@@ -434,13 +642,20 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
                     for ep in eps {
                         rules.push(vec![
                             saddr_to(REG32_0),
-                            e(Expr::Lookup { set: aff_set(ep), sreg: REG32_0, dreg: None, invert: false }),
+                            e(Expr::Lookup {
+                                set: aff_set(ep),
+                                sreg: REG32_0,
+                                dreg: None,
+                                invert: false,
+                            }),
                             goto(&ep_chain(ep)),
                         ]);
                     }
                 }
                 if !eps.is_empty() {
-                    rules.push(vec![Item::NumgenVmap(eps.iter().map(|ep| ep_chain(ep)).collect())]);
+                    rules.push(vec![Item::NumgenVmap(
+                        eps.iter().map(|ep| ep_chain(ep)).collect(),
+                    )]);
                 }
                 rules
             };
@@ -456,26 +671,50 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
                 }
             }
             srules.extend(balance(internal));
-            rs.chains.insert(svc_chain.clone(), Chain { base: None, rules: srules });
+            rs.chains.insert(
+                svc_chain.clone(),
+                Chain {
+                    base: None,
+                    rules: srules,
+                },
+            );
             if !internal.is_empty() {
-                service_ips.elements.push((key_ip_proto_port(cip, proto, port), Some(Verdict::Goto(svc_chain.clone()))));
+                service_ips.elements.push((
+                    key_ip_proto_port(cip, proto, port),
+                    Some(Verdict::Goto(svc_chain.clone())),
+                ));
             } else {
                 // iTP Local with endpoints elsewhere: drop, as upstream; none at all: refuse
-                let v = if int_local && !cluster_eps.is_empty() { Verdict::Drop } else { Verdict::Goto(REJECT.into()) };
-                no_ep_services.elements.push((key_ip_proto_port(cip, proto, port), Some(v)));
+                let v = if int_local && !cluster_eps.is_empty() {
+                    Verdict::Drop
+                } else {
+                    Verdict::Goto(REJECT.into())
+                };
+                no_ep_services
+                    .elements
+                    .push((key_ip_proto_port(cip, proto, port), Some(v)));
             }
 
             // external destinations: externalIPs, LoadBalancer ingress, NodePort
-            let node_port = sp.node_port.filter(|_| is_np && have_nodeports).and_then(|p| u16::try_from(p).ok());
+            let node_port = sp
+                .node_port
+                .filter(|_| is_np && have_nodeports)
+                .and_then(|p| u16::try_from(p).ok());
             if ext_ips.is_empty() && node_port.is_none() {
                 continue;
             }
             if cluster_eps.is_empty() {
                 for ip in &ext_ips {
-                    no_ep_services.elements.push((key_ip_proto_port(*ip, proto, port), Some(Verdict::Goto(REJECT.into()))));
+                    no_ep_services.elements.push((
+                        key_ip_proto_port(*ip, proto, port),
+                        Some(Verdict::Goto(REJECT.into())),
+                    ));
                 }
                 if let Some(np) = node_port {
-                    no_ep_nodeports.elements.push((key_proto_port(proto, np), Some(Verdict::Goto(REJECT.into()))));
+                    no_ep_nodeports.elements.push((
+                        key_proto_port(proto, np),
+                        Some(Verdict::Goto(REJECT.into())),
+                    ));
                 }
                 continue;
             }
@@ -501,25 +740,54 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
                     erules.push(vec![e(Expr::Verdict(Verdict::Drop))]);
                 } else {
                     let lchain = format!("local-{h}-{key}");
-                    rs.chains.insert(lchain.clone(), Chain { base: None, rules: balance(&local_eps) });
+                    rs.chains.insert(
+                        lchain.clone(),
+                        Chain {
+                            base: None,
+                            rules: balance(&local_eps),
+                        },
+                    );
                     erules.push(vec![goto(&lchain)]);
                 }
             }
-            rs.chains.insert(ext_chain.clone(), Chain { base: None, rules: erules });
+            rs.chains.insert(
+                ext_chain.clone(),
+                Chain {
+                    base: None,
+                    rules: erules,
+                },
+            );
             for ip in &ext_ips {
-                service_ips.elements.push((key_ip_proto_port(*ip, proto, port), Some(Verdict::Goto(ext_chain.clone()))));
+                service_ips.elements.push((
+                    key_ip_proto_port(*ip, proto, port),
+                    Some(Verdict::Goto(ext_chain.clone())),
+                ));
             }
             if let Some(np) = node_port {
-                service_nodeports.elements.push((key_proto_port(proto, np), Some(Verdict::Goto(ext_chain.clone()))));
+                service_nodeports.elements.push((
+                    key_proto_port(proto, np),
+                    Some(Verdict::Goto(ext_chain.clone())),
+                ));
             }
         }
     }
     cluster_ips.elements = cips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
-    for mut s in [service_ips, no_ep_services, service_nodeports, no_ep_nodeports, cluster_ips, nodeport_ips] {
+    for mut s in [
+        service_ips,
+        no_ep_services,
+        service_nodeports,
+        no_ep_nodeports,
+        cluster_ips,
+        nodeport_ips,
+    ] {
         // a map may not hold a key twice (two Services claiming one externalIP): first wins
         let mut seen = BTreeSet::new();
         s.elements.retain(|(k, _)| seen.insert(k.clone()));
-        if !have_nodeports && (s.spec.name == SERVICE_NODEPORTS || s.spec.name == NO_EP_NODEPORTS || s.spec.name == NODEPORT_IPS) {
+        if !have_nodeports
+            && (s.spec.name == SERVICE_NODEPORTS
+                || s.spec.name == NO_EP_NODEPORTS
+                || s.spec.name == NODEPORT_IPS)
+        {
             continue;
         }
         rs.sets.insert(s.spec.name.clone(), s);

@@ -32,7 +32,11 @@ impl Programmer {
     /// Makes the table equal `want`, atomically.
     pub fn apply(&mut self, want: &Ruleset) -> Result<(), ProxyError> {
         let first = self.sock.next_seq(0);
-        let mut b = Builder { batch: Batch::new(first), table: &self.table, anon: 0 };
+        let mut b = Builder {
+            batch: Batch::new(first),
+            table: &self.table,
+            anon: 0,
+        };
         match &self.current {
             Some(cur) if !specs_changed(cur, want) => b.diff(cur, want),
             _ => b.full(want),
@@ -48,7 +52,11 @@ impl Programmer {
             }
             Ok(Err(nack)) => {
                 self.current = None;
-                Err(ProxyError::Rejected { errno: nack.errno, message: nack.index, table: self.table.clone() })
+                Err(ProxyError::Rejected {
+                    errno: nack.errno,
+                    message: nack.index,
+                    table: self.table.clone(),
+                })
             }
             Err(e) => {
                 self.current = None;
@@ -81,14 +89,23 @@ pub(crate) fn remove_with(sock: &mut Socket, table: &str) -> Result<(), ProxyErr
     let _ = sock.next_seq(4);
     match sock.commit(batch, first).map_err(ProxyError::Netlink)? {
         Ok(()) => Ok(()),
-        Err(n) => Err(ProxyError::Rejected { errno: n.errno, message: n.index, table: table.to_string() }),
+        Err(n) => Err(ProxyError::Rejected {
+            errno: n.errno,
+            message: n.index,
+            table: table.to_string(),
+        }),
     }
 }
 
 /// A set whose kind changed cannot be flushed in place: replace the whole table then.
 fn specs_changed(cur: &Ruleset, want: &Ruleset) -> bool {
-    want.sets.iter().any(|(n, s)| cur.sets.get(n).is_some_and(|c| c.spec != s.spec))
-        || want.chains.iter().any(|(n, c)| cur.chains.get(n).is_some_and(|o| o.base != c.base))
+    want.sets
+        .iter()
+        .any(|(n, s)| cur.sets.get(n).is_some_and(|c| c.spec != s.spec))
+        || want
+            .chains
+            .iter()
+            .any(|(n, c)| cur.chains.get(n).is_some_and(|o| o.base != c.base))
 }
 
 struct Builder<'a> {
@@ -160,7 +177,8 @@ impl Builder<'_> {
         self.anon += 1;
         self.batch.add_set(self.table, &s.spec, self.anon);
         if !s.elements.is_empty() {
-            self.batch.add_elements(self.table, &s.spec.name, &s.elements);
+            self.batch
+                .add_elements(self.table, &s.spec.name, &s.elements);
         }
     }
 
@@ -186,11 +204,23 @@ impl Builder<'_> {
                         let elems: Vec<_> = targets
                             .iter()
                             .enumerate()
-                            .map(|(i, t)| ((i as u32).to_ne_bytes().to_vec(), Some(Verdict::Goto(t.clone()))))
+                            .map(|(i, t)| {
+                                (
+                                    (i as u32).to_ne_bytes().to_vec(),
+                                    Some(Verdict::Goto(t.clone())),
+                                )
+                            })
                             .collect();
                         self.batch.add_elements_by_id(self.table, &name, id, &elems);
-                        exprs.push(Expr::NumgenRandom { dreg: REG32_0, modulus: targets.len() as u32 });
-                        exprs.push(Expr::AnonLookup { name: "__map%d".into(), id, sreg: REG32_0 });
+                        exprs.push(Expr::NumgenRandom {
+                            dreg: REG32_0,
+                            modulus: targets.len() as u32,
+                        });
+                        exprs.push(Expr::AnonLookup {
+                            name: "__map%d".into(),
+                            id,
+                            sreg: REG32_0,
+                        });
                     }
                 }
             }

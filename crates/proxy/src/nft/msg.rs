@@ -81,28 +81,79 @@ pub enum CmpOp {
 /// The expressions the proxy's rules are made of, one per kernel `nft_expr_type`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expr {
-    Meta { key: MetaKey, dreg: u32 },
-    MetaSet { key: MetaKey, sreg: u32 },
+    Meta {
+        key: MetaKey,
+        dreg: u32,
+    },
+    MetaSet {
+        key: MetaKey,
+        sreg: u32,
+    },
     /// base 1 = network header, 2 = transport header
-    Payload { base: u32, offset: u32, len: u32, dreg: u32 },
-    Cmp { sreg: u32, op: CmpOp, data: Vec<u8> },
-    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8> },
-    Immediate { dreg: u32, data: Vec<u8> },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
+    Cmp {
+        sreg: u32,
+        op: CmpOp,
+        data: Vec<u8>,
+    },
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    Immediate {
+        dreg: u32,
+        data: Vec<u8>,
+    },
     Verdict(Verdict),
     /// `dreg: Some(REG_VERDICT)` makes it a verdict-map lookup.
-    Lookup { set: String, sreg: u32, dreg: Option<u32>, invert: bool },
-    NumgenRandom { dreg: u32, modulus: u32 },
-    Dnat { reg_addr: u32, reg_port: u32 },
-    Masquerade { fully_random: bool },
+    Lookup {
+        set: String,
+        sreg: u32,
+        dreg: Option<u32>,
+        invert: bool,
+    },
+    NumgenRandom {
+        dreg: u32,
+        modulus: u32,
+    },
+    Dnat {
+        reg_addr: u32,
+        reg_port: u32,
+    },
+    Masquerade {
+        fully_random: bool,
+    },
     /// conntrack state into `dreg`
-    CtState { dreg: u32 },
+    CtState {
+        dreg: u32,
+    },
     /// type 0 = ICMP unreachable (ipv4 only), 1 = TCP RST, 2 = ICMPx unreachable
-    Reject { kind: u32, code: u8 },
+    Reject {
+        kind: u32,
+        code: u8,
+    },
     /// `fib saddr type` (address type of the source) into `dreg`
-    FibSaddrType { dreg: u32 },
-    DynsetUpdate { set: String, sreg: u32, timeout_ms: Option<u64> },
+    FibSaddrType {
+        dreg: u32,
+    },
+    DynsetUpdate {
+        set: String,
+        sreg: u32,
+        timeout_ms: Option<u64>,
+    },
     /// verdict-map lookup in an anonymous set created in the same batch (by its id)
-    AnonLookup { name: String, id: u32, sreg: u32 },
+    AnonLookup {
+        name: String,
+        id: u32,
+        sreg: u32,
+    },
 }
 
 /// A netlink attribute writer into one growing buffer.
@@ -158,7 +209,12 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(first_seq: u32) -> Batch {
-        let mut b = Batch { buf: Buf::default(), seq: first_seq, last: None, messages: 0 };
+        let mut b = Batch {
+            buf: Buf::default(),
+            seq: first_seq,
+            last: None,
+            messages: 0,
+        };
         b.header(NFNL_MSG_BATCH_BEGIN, 0, 0, |_| {});
         b
     }
@@ -171,10 +227,14 @@ impl Batch {
         b.b.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         b.b.extend_from_slice(&self.seq.to_ne_bytes());
         b.b.extend_from_slice(&0u32.to_ne_bytes()); // pid
-        // nfgenmsg: family, version 0, res_id (big endian; the subsystem for batch messages)
+                                                    // nfgenmsg: family, version 0, res_id (big endian; the subsystem for batch messages)
         b.b.push(family);
         b.b.push(0);
-        let res = if ty == NFNL_MSG_BATCH_BEGIN || ty == NFNL_MSG_BATCH_END { NFNL_SUBSYS_NFTABLES } else { 0 };
+        let res = if ty == NFNL_MSG_BATCH_BEGIN || ty == NFNL_MSG_BATCH_END {
+            NFNL_SUBSYS_NFTABLES
+        } else {
+            0
+        };
         b.b.extend_from_slice(&res.to_be_bytes());
         body(b);
         let len = (b.b.len() - start) as u32;
@@ -194,7 +254,8 @@ impl Batch {
         let mut ack_seq = None;
         if let Some(start) = self.last {
             let flags_at = start + 6;
-            let f = u16::from_ne_bytes([self.buf.b[flags_at], self.buf.b[flags_at + 1]]) | NLM_F_ACK;
+            let f =
+                u16::from_ne_bytes([self.buf.b[flags_at], self.buf.b[flags_at + 1]]) | NLM_F_ACK;
             self.buf.b[flags_at..flags_at + 2].copy_from_slice(&f.to_ne_bytes());
             let seq_at = start + 8;
             let mut s = [0u8; 4];
@@ -242,15 +303,19 @@ impl Batch {
     }
 
     pub fn add_rule(&mut self, table: &str, chain: &str, exprs: &[Expr]) {
-        self.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | 0x800 /* NLM_F_APPEND */, |b| {
-            b.str(1, table);
-            b.str(2, chain);
-            b.nest(4, |l| {
-                for e in exprs {
-                    l.nest(1, |x| encode_expr(x, e));
-                }
-            });
-        });
+        self.msg(
+            NFT_MSG_NEWRULE,
+            NLM_F_CREATE | 0x800, /* NLM_F_APPEND */
+            |b| {
+                b.str(1, table);
+                b.str(2, chain);
+                b.nest(4, |l| {
+                    for e in exprs {
+                        l.nest(1, |x| encode_expr(x, e));
+                    }
+                });
+            },
+        );
     }
 
     pub fn add_set(&mut self, table: &str, set: &SetSpec, id: u32) {
@@ -275,7 +340,13 @@ impl Batch {
         s.name = "__map%d".into();
         self.add_set(table, &s, id);
     }
-    pub fn add_elements_by_id(&mut self, table: &str, _name: &str, id: u32, elems: &[(Vec<u8>, Option<Verdict>)]) {
+    pub fn add_elements_by_id(
+        &mut self,
+        table: &str,
+        _name: &str,
+        id: u32,
+        elems: &[(Vec<u8>, Option<Verdict>)],
+    ) {
         for chunk in elems.chunks(256) {
             self.msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, |b| {
                 b.str(1, table);
@@ -329,8 +400,18 @@ impl Batch {
 
     /// A dump request (GETTABLE/GETRULE …) outside any batch.
     pub fn request(seq: u32, ty: u16, flags: u16, body: impl FnOnce(&mut Buf)) -> Vec<u8> {
-        let mut b = Batch { buf: Buf::default(), seq, last: None, messages: 0 };
-        b.header((NFNL_SUBSYS_NFTABLES << 8) | ty, flags | NLM_F_ACK, NFPROTO_INET, body);
+        let mut b = Batch {
+            buf: Buf::default(),
+            seq,
+            last: None,
+            messages: 0,
+        };
+        b.header(
+            (NFNL_SUBSYS_NFTABLES << 8) | ty,
+            flags | NLM_F_ACK,
+            NFPROTO_INET,
+            body,
+        );
         b.buf.b
     }
 }
@@ -386,7 +467,12 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
             d.u32(2, *key as u32);
             d.u32(3, *sreg);
         }
-        Expr::Payload { base, offset, len, dreg } => {
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => {
             d.u32(1, *dreg);
             d.u32(2, *base);
             d.u32(3, *offset);
@@ -397,7 +483,12 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
             d.u32(2, *op as u32);
             d.nest(3, |v| v.attr(1, data));
         }
-        Expr::Bitwise { sreg, dreg, mask, xor } => {
+        Expr::Bitwise {
+            sreg,
+            dreg,
+            mask,
+            xor,
+        } => {
             d.u32(1, *sreg);
             d.u32(2, *dreg);
             d.u32(3, mask.len() as u32);
@@ -412,7 +503,12 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
             d.u32(1, REG_VERDICT);
             d.nest(2, |dd| dd.nest(2, |vb| encode_verdict(vb, v)));
         }
-        Expr::Lookup { set, sreg, dreg, invert } => {
+        Expr::Lookup {
+            set,
+            sreg,
+            dreg,
+            invert,
+        } => {
             d.str(1, set);
             d.u32(2, *sreg);
             if let Some(r) = dreg {
@@ -458,7 +554,11 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
             d.u32(2, 3); // NFT_FIB_RESULT_ADDRTYPE
             d.u32(3, 1); // NFTA_FIB_F_SADDR
         }
-        Expr::DynsetUpdate { set, sreg, timeout_ms } => {
+        Expr::DynsetUpdate {
+            set,
+            sreg,
+            timeout_ms,
+        } => {
             d.str(1, set);
             d.u32(3, 1); // NFT_DYNSET_OP_UPDATE
             d.u32(4, *sreg);

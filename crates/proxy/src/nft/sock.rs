@@ -9,6 +9,8 @@ use super::msg::{Batch, NFT_MSG_GETRULE, NFT_MSG_GETTABLE, NLM_F_DUMP};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+/// set on dump replies when a commit happened while the dump was running
+const NLM_F_DUMP_INTR: u16 = 0x10;
 
 pub struct Socket {
     fd: OwnedFd,
@@ -27,7 +29,11 @@ impl Socket {
     pub fn open() -> io::Result<Socket> {
         // SAFETY: plain socket(2); the fd is owned right after.
         let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -36,7 +42,10 @@ impl Socket {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // A full resync at 10,000 endpoints is several MB in one message: the batch must fit the
         // send buffer whole. FORCE (root/CAP_NET_ADMIN) passes wmem_max; fall back quietly.
-        for (opt, force) in [(libc::SO_SNDBUF, libc::SO_SNDBUFFORCE), (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE)] {
+        for (opt, force) in [
+            (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE),
+            (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE),
+        ] {
             let size: libc::c_int = 64 << 20;
             // SAFETY: setsockopt with a pointer to a local int of the right size.
             let r = unsafe {
@@ -111,7 +120,14 @@ impl Socket {
     fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         buf.resize(1 << 20, 0);
         // SAFETY: buf is a valid writable buffer of its length.
-        let r = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        let r = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -122,19 +138,27 @@ impl Socket {
     /// refused it (the transaction was then rolled back whole).
     pub fn commit(&mut self, batch: Batch, first_seq: u32) -> io::Result<Result<(), Nack>> {
         let (bytes, ack_seq) = batch.finish();
-        let Some(ack_seq) = ack_seq else { return Ok(Ok(())) };
+        let Some(ack_seq) = ack_seq else {
+            return Ok(Ok(()));
+        };
         self.send(&bytes)?;
         let mut buf = Vec::new();
         let mut first_err: Option<Nack> = None;
         loop {
             let n = self.recv(&mut buf)?;
-            for (ty, seq, payload) in messages(&buf[..n]) {
+            for (ty, _, seq, payload) in messages(&buf[..n]) {
                 if ty != NLMSG_ERROR {
                     continue;
                 }
-                let errno = payload.get(..4).map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]])).unwrap_or(0);
+                let errno = payload
+                    .get(..4)
+                    .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                    .unwrap_or(0);
                 if errno != 0 && first_err.is_none() {
-                    first_err = Some(Nack { errno: -errno, index: seq.wrapping_sub(first_seq) });
+                    first_err = Some(Nack {
+                        errno: -errno,
+                        index: seq.wrapping_sub(first_seq),
+                    });
                 }
                 if seq == ack_seq {
                     return Ok(match first_err {
@@ -147,27 +171,51 @@ impl Socket {
     }
 
     /// Runs a GET request (optionally a dump); returns each reply's attribute bytes, or the errno.
-    pub fn get(&mut self, ty: u16, dump: bool, body: impl FnOnce(&mut super::msg::Buf)) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
+    /// A dump interrupted by a commit is retried, so the result is one generation's state.
+    pub fn get(
+        &mut self,
+        ty: u16,
+        dump: bool,
+        body: impl Fn(&mut super::msg::Buf),
+    ) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
+        loop {
+            if let Some(r) = self.get_once(ty, dump, &body)? {
+                return Ok(r);
+            }
+        }
+    }
+
+    fn get_once(
+        &mut self,
+        ty: u16,
+        dump: bool,
+        body: impl Fn(&mut super::msg::Buf),
+    ) -> io::Result<Option<Result<Vec<Vec<u8>>, i32>>> {
         let seq = self.next_seq(1);
         let req = Batch::request(seq, ty, if dump { NLM_F_DUMP } else { 0 }, body);
         self.send(&req)?;
         let mut out = Vec::new();
         let mut buf = Vec::new();
+        let mut intr = false;
         loop {
             let n = self.recv(&mut buf)?;
-            for (mty, mseq, payload) in messages(&buf[..n]) {
+            for (mty, flags, mseq, payload) in messages(&buf[..n]) {
                 if mseq != seq {
                     continue;
                 }
+                intr |= flags & NLM_F_DUMP_INTR != 0;
                 match mty {
-                    NLMSG_DONE => return Ok(Ok(out)),
+                    NLMSG_DONE => return Ok((!intr).then_some(Ok(out))),
                     NLMSG_ERROR => {
-                        let errno = payload.get(..4).map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]])).unwrap_or(0);
+                        let errno = payload
+                            .get(..4)
+                            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                            .unwrap_or(0);
                         if errno != 0 {
-                            return Ok(Err(-errno));
+                            return Ok(Some(Err(-errno)));
                         }
                         if !dump {
-                            return Ok(Ok(out));
+                            return Ok(Some(Ok(out)));
                         }
                     }
                     _ => out.push(payload.get(4..).unwrap_or(&[]).to_vec()),
@@ -184,15 +232,24 @@ impl Socket {
         }
     }
 
-    /// Number of rules per chain in `table` (one consistent dump; `None` if the table is absent).
+    /// The chain of each rule in `table` (one consistent dump; `None` if the table is absent).
     pub fn rules(&mut self, table: &str) -> io::Result<Option<Vec<String>>> {
+        // a rule dump filtered on a missing table is just empty: ask for the table first (a
+        // commit between the two is caught by the dump's generation check only if it changes
+        // the rules, which deleting the table does)
+        if !self.table_exists(table)? {
+            return Ok(None);
+        }
         match self.get(NFT_MSG_GETRULE, true, |b| b.str(1, table))? {
             Ok(replies) => {
                 let mut chains = Vec::new();
                 for r in replies {
                     for (ty, v) in attrs(&r) {
                         if ty == 2 {
-                            chains.push(String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned());
+                            chains.push(
+                                String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v))
+                                    .into_owned(),
+                            );
                         }
                     }
                 }
@@ -204,8 +261,8 @@ impl Socket {
     }
 }
 
-/// Splits a receive buffer into (type, seq, payload after the nlmsghdr).
-fn messages(mut buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+/// Splits a receive buffer into (type, flags, seq, payload after the nlmsghdr).
+fn messages(mut buf: &[u8]) -> Vec<(u16, u16, u32, &[u8])> {
     let mut out = Vec::new();
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -213,8 +270,9 @@ fn messages(mut buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
             break;
         }
         let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let flags = u16::from_ne_bytes([buf[6], buf[7]]);
         let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        out.push((ty, seq, &buf[16..len]));
+        out.push((ty, flags, seq, &buf[16..len]));
         let adv = (len + 3) & !3;
         buf = buf.get(adv..).unwrap_or(&[]);
     }

@@ -37,7 +37,11 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 fn sysctl(ns: &str, key: &str, val: &str) {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -72,19 +76,42 @@ impl Topo {
         let client = format!("h3c{tag}");
         ip(&["netns", "add", &node]);
         ip(&["netns", "add", &client]);
-        let t = Topo { node: node.clone(), client: client.clone(), pods: vec![] };
+        let t = Topo {
+            node: node.clone(),
+            client: client.clone(),
+            pods: vec![],
+        };
         for ns in [&node, &client] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        ip(&["-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &client]);
+        ip(&[
+            "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+            &client,
+        ]);
         ip(&["-n", &node, "addr", "add", "10.250.0.2/24", "dev", "eth0"]);
         ip(&["-n", &client, "addr", "add", "10.250.0.1/24", "dev", "eth0"]);
         ip(&["-n", &node, "link", "set", "eth0", "up"]);
         ip(&["-n", &client, "link", "set", "eth0", "up"]);
         ip(&["-n", &node, "route", "add", "default", "via", "10.250.0.1"]);
         // the client reaches pods and ClusterIPs through the node, as a host does with local up
-        ip(&["-n", &client, "route", "add", "10.244.0.0/24", "via", "10.250.0.2"]);
-        ip(&["-n", &client, "route", "add", "10.96.0.0/12", "via", "10.250.0.2"]);
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "10.244.0.0/24",
+            "via",
+            "10.250.0.2",
+        ]);
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "10.96.0.0/12",
+            "via",
+            "10.250.0.2",
+        ]);
         ip(&["-n", &node, "link", "add", "cbr0", "type", "bridge"]);
         ip(&["-n", &node, "addr", "add", "10.244.0.1/24", "dev", "cbr0"]);
         ip(&["-n", &node, "link", "set", "cbr0", "up"]);
@@ -97,12 +124,33 @@ impl Topo {
             ip(&["netns", "add", &pns]);
             t.pods.push((pns.clone(), addr));
             let host_if = format!("veth{i}");
-            ip(&["-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pns]);
+            ip(&[
+                "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
+                "netns", &pns,
+            ]);
             ip(&["-n", &node, "link", "set", &host_if, "master", "cbr0"]);
-            ip(&["-n", &node, "link", "set", &host_if, "type", "bridge_slave", "hairpin", "on"]);
+            ip(&[
+                "-n",
+                &node,
+                "link",
+                "set",
+                &host_if,
+                "type",
+                "bridge_slave",
+                "hairpin",
+                "on",
+            ]);
             ip(&["-n", &node, "link", "set", &host_if, "up"]);
             ip(&["-n", &pns, "link", "set", "lo", "up"]);
-            ip(&["-n", &pns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            ip(&[
+                "-n",
+                &pns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
             ip(&["-n", &pns, "link", "set", "eth0", "up"]);
             ip(&["-n", &pns, "route", "add", "default", "via", "10.244.0.1"]);
             serve(&pns, format!("pod{i}"));
@@ -120,7 +168,12 @@ impl Topo {
 
 impl Drop for Topo {
     fn drop(&mut self) {
-        for ns in self.pods.iter().map(|p| p.0.clone()).chain([self.node.clone(), self.client.clone()]) {
+        for ns in self
+            .pods
+            .iter()
+            .map(|p| p.0.clone())
+            .chain([self.node.clone(), self.client.clone()])
+        {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
     }
@@ -138,7 +191,10 @@ fn serve(ns: &str, name: String) {
     std::thread::spawn(move || {
         for c in tcp.incoming() {
             let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
+            let peer = c
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
             let _ = c.write_all(format!("{n2} {peer}\n").as_bytes());
         }
     });
@@ -179,7 +235,12 @@ fn tcp_here(to: SocketAddr) -> Reply {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reply::Refused,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => Reply::TimedOut,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::TimedOut
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            Reply::TimedOut
+        }
         Err(e) => Reply::Other(e.to_string()),
     }
 }
@@ -207,7 +268,12 @@ pub fn udp(ns: &str, to: SocketAddr) -> Option<String> {
             s.send_to(b"hi", to).ok()?;
             let mut buf = [0u8; 512];
             if let Ok((n, _)) = s.recv_from(&mut buf) {
-                return Some(String::from_utf8_lossy(&buf[..n]).split_whitespace().next()?.to_string());
+                return Some(
+                    String::from_utf8_lossy(&buf[..n])
+                        .split_whitespace()
+                        .next()?
+                        .to_string(),
+                );
             }
         }
         None
