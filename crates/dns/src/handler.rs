@@ -103,7 +103,8 @@ impl RequestHandler for Handler {
                     );
                     send(&mut response_handle, resp, &request.metadata).await
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(name = %query.name(), %qtype, error = %e, "forward failed");
                     let resp = builder.build_no_records(failed(ResponseCode::ServFail));
                     send(&mut response_handle, resp, &request.metadata).await
                 }

@@ -127,7 +127,13 @@ async fn run<K: Kind>(client: kube::Client, cache: Shared, synced: signal::Sende
         .boxed();
     let mut buffer: Vec<K> = Vec::new();
     while let Some(event) = events.next().await {
-        let Ok(event) = event else { continue };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(kind = K::NAME, error = %e, "cluster DNS watch failed; retrying");
+                continue;
+            }
+        };
         match event {
             Event::Init => buffer.clear(),
             Event::InitApply(obj) => buffer.push(obj),
