@@ -45,6 +45,13 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
     cfg.registry_config = a.registry_config.clone();
     cfg.image_pull_netns = a.image_pull_netns.clone();
     cfg.host_ip = a.node_ip.clone();
+    // Pods' resolv.conf, hostname and hosts file (kubelet's --cluster-dns/-domain, --resolv-conf).
+    cfg.dns = rktup_runtime::manifest::dns::NodeDns::from_flags(
+        a.cluster_dns.as_deref(),
+        a.cluster_domain.as_deref(),
+        &a.resolv_conf,
+        a.node_ip.as_deref(),
+    )?;
     Ok(cfg)
 }
 

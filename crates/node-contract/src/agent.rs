@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 /// The agent's default `--root-dir` (also the `rkt` commands' default `--dir`).
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/rktup/agent";
+/// kubelet's default `--resolv-conf`.
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The agent's default `--pod-manifest-path`.
 pub const DEFAULT_MANIFESTS: &str = "/etc/kubernetes/manifests";
 
@@ -82,6 +84,10 @@ pub struct AgentConfig {
     /// Cluster DNS domain (kubelet's --cluster-domain).
     #[arg(long)]
     pub cluster_domain: Option<String>,
+    /// The resolver configuration pods with dnsPolicy Default get, and whose search domains
+    /// ClusterFirst pods add after the cluster's (kubelet's --resolv-conf); "" for none.
+    #[arg(long, default_value = DEFAULT_RESOLV_CONF)]
+    pub resolv_conf: PathBuf,
     /// Answer cluster DNS on --cluster-dns from this node (the address is added to the node's
     /// loopback; kubelet + a node-local CoreDNS in one). `false` leaves DNS to something else.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true",
@@ -178,6 +184,7 @@ impl Default for AgentConfig {
             api_servers: None,
             cluster_dns: None,
             cluster_domain: None,
+            resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
             serve_cluster_dns: true,
             proxy_mode: "nftables".into(),
             cluster_cidr: None,
@@ -266,6 +273,9 @@ impl AgentConfig {
         }
         if let Some(s) = &self.cluster_domain {
             push("cluster-domain", s.clone());
+        }
+        if self.resolv_conf != d.resolv_conf {
+            push("resolv-conf", path(&self.resolv_conf));
         }
         push("allow-privileged", self.allow_privileged.to_string());
         push("v", self.verbosity.to_string());

@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod dns;
+
 pub const STAGE1_ANNOTATION: &str = "rkt.alpha.kubernetes.io/stage1-name-override";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,10 @@ pub enum PlanError {
     Network(String),
     #[error("container {container:?}: seccompProfile type {kind:?} is not supported (valid: RuntimeDefault, Unconfined)")]
     Seccomp { container: String, kind: String },
+    /// What kubelet reports as `FailedCreatePodSandBox`: the pod's hostname or DNS cannot be
+    /// set up (an invalid hostname, an FQDN over 64 characters, an unreadable --resolv-conf).
+    #[error("Failed to create pod sandbox: {0}")]
+    Sandbox(String),
 }
 
 /// Parse a static manifest (YAML or JSON; YAML is a superset).
@@ -81,6 +87,8 @@ pub struct PlanContext<'a> {
     pub pod_dir: &'a Path,
     /// Resolves the pod network (None for hostNetwork / fly).
     pub network: &'a NetworkResolver<'a>,
+    /// The node's --cluster-dns, --cluster-domain and --resolv-conf.
+    pub dns: &'a dns::NodeDns,
 }
 
 /// Bytes from a Kubernetes quantity ("64Mi", "1G", "128974848", "1e3").
@@ -587,11 +595,7 @@ pub fn plan_pod(pod: &Pod, ctx: &PlanContext, uuid: &str) -> Result<PodPlan, Pla
         Some("OnFailure") => RestartPolicy::OnFailure,
         _ => RestartPolicy::Always,
     };
-    let hostname = spec
-        .hostname
-        .clone()
-        .unwrap_or_else(|| name.chars().take(63).collect());
-    let _ = ctx.pod_dir;
+    let (hostname, etc) = plan_etc(pod, ctx.dns, host_network || stage1 == Stage1Flavor::Fly)?;
     Ok(PodPlan {
         uuid: uuid.into(),
         name,
@@ -624,7 +628,59 @@ pub fn plan_pod(pod: &Pod, ctx: &PlanContext, uuid: &str) -> Result<PodPlan, Pla
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         created_at: crate::util::now_secs(),
         kvm: None,
+        etc: Some(etc),
     })
+}
+
+/// The pod's kernel hostname and /etc files, as kubelet and containerd decide them (see
+/// `dns`). Pods in the node's UTS namespace (hostNetwork, stage1-fly) keep the node's hostname
+/// and get the node's hosts file.
+fn plan_etc(
+    pod: &Pod,
+    node: &dns::NodeDns,
+    host_uts: bool,
+) -> Result<(String, EtcPlan), PlanError> {
+    let spec = pod.spec.as_ref();
+    let (short, domain) =
+        dns::pod_hostname_and_domain(pod, &node.cluster_domain).map_err(PlanError::Sandbox)?;
+    let (resolv_conf, _warnings) = dns::pod_resolv_conf(pod, node).map_err(|e| {
+        let path = node.resolv_conf.as_deref().unwrap_or(Path::new(""));
+        PlanError::Sandbox(format!("open {}: {e}", path.display()))
+    })?;
+    let host_aliases = spec
+        .and_then(|s| s.host_aliases.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|a| HostAlias {
+            ip: a.ip.clone(),
+            hostnames: a.hostnames.clone().unwrap_or_default(),
+        })
+        .collect();
+    let (hostname, hosts) = if host_uts {
+        let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        (node_hostname, HostsPlan::Node)
+    } else {
+        let fqdn = spec.and_then(|s| s.set_hostname_as_fqdn).unwrap_or(false);
+        let kernel =
+            dns::kernel_hostname(&short, domain.as_deref(), fqdn).map_err(PlanError::Sandbox)?;
+        (
+            kernel,
+            HostsPlan::Managed {
+                hostname: short,
+                domain,
+            },
+        )
+    };
+    Ok((
+        hostname,
+        EtcPlan {
+            resolv_conf,
+            hosts,
+            host_aliases,
+        },
+    ))
 }
 
 /// Downward-API fields the supervisor can resolve.

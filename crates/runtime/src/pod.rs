@@ -146,6 +146,85 @@ pub struct PodPlan {
     /// stage1-kvm: guest kernel and qemu binary.
     #[serde(default)]
     pub kvm: Option<KvmPlan>,
+    /// The pod's /etc/resolv.conf and /etc/hosts as kubelet decides them (`manifest::dns`).
+    /// None in plans written before rktup planned them: the host's files are used.
+    #[serde(default)]
+    pub etc: Option<EtcPlan>,
+}
+
+/// What the supervisor writes into `<pod dir>/etc/` and bind-mounts over each container's
+/// /etc/resolv.conf and /etc/hosts (unless a volume is mounted there), as containerd writes the
+/// sandbox's resolv.conf and kubelet its managed hosts file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcPlan {
+    /// The whole file (`search`, `nameserver`, `options` lines), decided at planning.
+    pub resolv_conf: String,
+    pub hosts: HostsPlan,
+    /// `spec.hostAliases`, appended to either kind of hosts file.
+    #[serde(default)]
+    pub host_aliases: Vec<HostAlias>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum HostsPlan {
+    /// kubelet's managed file: the localhost lines, then one line per pod IP (known after CNI
+    /// ADD) naming the pod's hostname, as `<hostname>.<domain>\t<hostname>` with a subdomain.
+    Managed {
+        hostname: String,
+        /// `<subdomain>.<namespace>.svc.<cluster domain>`.
+        domain: Option<String>,
+    },
+    /// Host network (and stage1-fly, which shares it): the node's /etc/hosts as it is when the
+    /// pod starts.
+    #[default]
+    Node,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAlias {
+    pub ip: String,
+    pub hostnames: Vec<String>,
+}
+
+/// kubelet's header lines (kubelet_pods.go), kept verbatim: tools look for them.
+const MANAGED_HOSTS_HEADER: &str = "# Kubernetes-managed hosts file.\n";
+const MANAGED_HOSTS_HEADER_HOST_NETWORK: &str = "# Kubernetes-managed hosts file (host network).\n";
+
+impl EtcPlan {
+    /// The pod's /etc/hosts: `pod_ips` are the pod's addresses (none before CNI ADD), `node`
+    /// the node's hosts file (read only for host-network pods).
+    pub fn hosts_file(&self, pod_ips: &[String], node: impl FnOnce() -> String) -> String {
+        let mut out = String::new();
+        match &self.hosts {
+            HostsPlan::Node => {
+                out.push_str(MANAGED_HOSTS_HEADER_HOST_NETWORK);
+                out.push_str(&node());
+            }
+            HostsPlan::Managed { hostname, domain } => {
+                out.push_str(MANAGED_HOSTS_HEADER);
+                out.push_str("127.0.0.1\tlocalhost\n");
+                out.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");
+                out.push_str("fe00::0\tip6-localnet\n");
+                out.push_str("fe00::0\tip6-mcastprefix\n");
+                out.push_str("fe00::1\tip6-allnodes\n");
+                out.push_str("fe00::2\tip6-allrouters\n");
+                for ip in pod_ips {
+                    match domain.as_deref().filter(|d| !d.is_empty()) {
+                        Some(d) => out.push_str(&format!("{ip}\t{hostname}.{d}\t{hostname}\n")),
+                        None => out.push_str(&format!("{ip}\t{hostname}\n")),
+                    }
+                }
+            }
+        }
+        if !self.host_aliases.is_empty() {
+            out.push_str("\n# Entries added by HostAliases.\n");
+            for a in &self.host_aliases {
+                out.push_str(&format!("{}\t{}\n", a.ip, a.hostnames.join("\t")));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,4 +402,68 @@ pub fn read_status(pod_dir: &Path) -> Result<PodStatus, PodFileError> {
 }
 pub fn write_status(pod_dir: &Path, s: &PodStatus) -> Result<(), PodFileError> {
     write_json(status_path(pod_dir), s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aliases() -> Vec<HostAlias> {
+        vec![
+            HostAlias {
+                ip: "123.45.67.89".into(),
+                hostnames: vec!["foo".into(), "bar".into(), "baz".into()],
+            },
+            HostAlias {
+                ip: "456.78.90.123".into(),
+                hostnames: vec!["park".into(), "doo".into(), "boo".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn managed_hosts_file_as_kubelet_writes_it() {
+        // kubelet_pods_test.go's TestManagedHostsFileContent cases.
+        let mut e = EtcPlan {
+            resolv_conf: String::new(),
+            hosts: HostsPlan::Managed {
+                hostname: "hostName".into(),
+                domain: None,
+            },
+            host_aliases: vec![],
+        };
+        let head = "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
+        let ips = vec!["123.45.67.89".to_string()];
+        let none = || unreachable!("a managed file does not read the node's");
+        assert_eq!(
+            e.hosts_file(&ips, none),
+            format!("{head}123.45.67.89\thostName\n")
+        );
+        // Before CNI ADD there is no pod IP yet.
+        assert_eq!(e.hosts_file(&[], none), head);
+        e.hosts = HostsPlan::Managed {
+            hostname: "hostName".into(),
+            domain: Some("domainName".into()),
+        };
+        e.host_aliases = aliases();
+        assert_eq!(
+            e.hosts_file(&ips, none),
+            format!("{head}123.45.67.89\thostName.domainName\thostName\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\tbaz\n456.78.90.123\tpark\tdoo\tboo\n")
+        );
+    }
+
+    #[test]
+    fn host_network_hosts_file_is_the_nodes_plus_aliases() {
+        // TestNodeHostsFileContent: the header, the node's file as it is, then the aliases.
+        let node = "# hosts file for testing.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n203.0.113.1\tsome.domain\n";
+        let e = EtcPlan {
+            resolv_conf: String::new(),
+            hosts: HostsPlan::Node,
+            host_aliases: aliases(),
+        };
+        assert_eq!(
+            e.hosts_file(&["10.0.0.1".into()], || node.to_string()),
+            format!("# Kubernetes-managed hosts file (host network).\n{node}\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\tbaz\n456.78.90.123\tpark\tdoo\tboo\n")
+        );
+    }
 }

@@ -71,6 +71,9 @@ pub struct RuntimeConfig {
     pub stage1_exe: PathBuf,
     /// Network namespace images are pulled from (None: the agent's own).
     pub image_pull_netns: Option<PathBuf>,
+    /// The node's DNS settings (--cluster-dns, --cluster-domain, --resolv-conf): pods'
+    /// /etc/resolv.conf, hostname and /etc/hosts are planned from them (`manifest::dns`).
+    pub dns: manifest::dns::NodeDns,
 }
 
 impl RuntimeConfig {
@@ -101,6 +104,7 @@ impl RuntimeConfig {
             host_ip: None,
             stage1_exe: exe,
             image_pull_netns: None,
+            dns: manifest::dns::NodeDns::default(),
         }
     }
     pub fn with_stage1(mut self, f: Stage1Flavor) -> Self {
@@ -142,6 +146,10 @@ impl RuntimeConfig {
     }
     pub fn with_stage1_exe(mut self, p: impl Into<PathBuf>) -> Self {
         self.stage1_exe = p.into();
+        self
+    }
+    pub fn with_dns(mut self, dns: manifest::dns::NodeDns) -> Self {
+        self.dns = dns;
         self
     }
     pub fn with_log_rotation(mut self, max_size: u64, max_files: usize) -> Self {
@@ -274,6 +282,7 @@ impl Runtime {
             host_ip,
             pod_dir: &dir,
             network: &net,
+            dns: &self.cfg.dns,
         };
         let planned = manifest::plan_pod(pod, &ctx, &uuid);
         let mut plan = match planned {
@@ -630,6 +639,7 @@ fn refusal_reason(e: &PlanError) -> &'static str {
         PlanError::Volume { .. } => "VolumeError",
         PlanError::Seccomp { .. } => "CreateContainerConfigError",
         PlanError::Parse { .. } | PlanError::Invalid(_) => "InvalidPod",
+        PlanError::Sandbox(_) => "FailedCreatePodSandBox",
     }
 }
 
@@ -666,6 +676,7 @@ fn refused_plan(pod: &Pod, uuid: &str, source: Option<&Path>, hash: &str) -> Pod
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         created_at: util::now_secs(),
         kvm: None,
+        etc: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Container environments with API sources, as kubelet's `makeEnvironmentVariables` builds them:
-//! `envFrom` (configMapRef, secretRef, with prefix) first, then `env` in order, with
+//! the service variables (`dns::service_env`) first, then `envFrom` (configMapRef, secretRef,
+//! with prefix), then `env` in order (the pod's own variables win over service ones), with
 //! `valueFrom.configMapKeyRef`, `secretKeyRef` (optional honoured), `fieldRef` and
 //! `resourceFieldRef` resolved here. The result is a pod the runtime can plan on its own: every
 //! env entry a literal `value` (with `$` doubled, so the runtime's `$(VAR)` expansion leaves it
@@ -69,13 +70,16 @@ fn container_env(
     pod: &Pod,
     objs: &Objects,
     node: &NodeInfo,
+    services: &[(String, String)],
 ) -> Result<Vec<EnvVar>, String> {
     let ns = &objs.namespace;
-    let mut out: Vec<EnvVar> = vec![];
     let set = |out: &mut Vec<EnvVar>, e: EnvVar| {
         out.retain(|x| x.name != e.name);
         out.push(e);
     };
+    // First, so `$(X_SERVICE_HOST)` in an `env` value expands to them (as kubelet's mapping
+    // does) and any variable the pod sets itself replaces them.
+    let mut out: Vec<EnvVar> = services.iter().map(|(k, v)| literal(k, v)).collect();
     for ef in c.env_from.iter().flatten() {
         let prefix = ef.prefix.as_deref().unwrap_or("");
         let sources = [
@@ -165,16 +169,22 @@ fn container_env(
     Ok(out)
 }
 
-/// `pod` with every container's env resolved (envFrom folded in). The first container whose
-/// env cannot be built (init containers first) is the error.
-pub fn resolve(pod: &Pod, objs: &Objects, node: &NodeInfo) -> Result<Pod, ConfigError> {
+/// `pod` with every container's env resolved (envFrom folded in, `services` — the pod's service
+/// variables — in front). The first container whose env cannot be built (init containers
+/// first) is the error.
+pub fn resolve(
+    pod: &Pod,
+    objs: &Objects,
+    node: &NodeInfo,
+    services: &[(String, String)],
+) -> Result<Pod, ConfigError> {
     let mut out = pod.clone();
     let Some(spec) = out.spec.as_mut() else {
         return Ok(out);
     };
     let init = spec.init_containers.iter_mut().flatten().map(|c| (c, true));
     for (c, is_init) in init.chain(spec.containers.iter_mut().map(|c| (c, false))) {
-        let env = container_env(c, pod, objs, node).map_err(|message| ConfigError {
+        let env = container_env(c, pod, objs, node, services).map_err(|message| ConfigError {
             container: c.name.clone(),
             init: is_init,
             message,
@@ -219,7 +229,8 @@ mod tests {
             ip: Some("10.1.1.1".into()),
             ..Default::default()
         };
-        let p = resolve(&pod, &objs(), &node)?;
+        let services = [("WEB_SERVICE_HOST".to_string(), "10.0.0.2".to_string())];
+        let p = resolve(&pod, &objs(), &node, &services)?;
         let c = &p.spec.expect("spec").containers[0];
         assert!(c.env_from.is_none());
         Ok(c.env
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!(
             env,
             kv(&[
+                ("WEB_SERVICE_HOST", "10.0.0.2"),
                 ("CFG_b", "beta"),
                 ("pass", "p$$$$(x)"),
                 ("CFG_a", "overridden $(CFG_b)"),
@@ -276,6 +288,23 @@ mod tests {
                 ("HOST", "10.1.1.1"),
                 ("L", "x"),
                 ("CPU", "0"),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_pods_own_variables_win_over_service_variables() {
+        let env = env_of(serde_json::json!([{
+            "name": "c", "image": "i",
+            "env": [{"name": "WEB_SERVICE_HOST", "value": "mine"},
+                    {"name": "URL", "value": "http://$(WEB_SERVICE_HOST)/"}]
+        }]))
+        .unwrap();
+        assert_eq!(
+            env,
+            kv(&[
+                ("WEB_SERVICE_HOST", "mine"),
+                ("URL", "http://$(WEB_SERVICE_HOST)/")
             ])
         );
     }

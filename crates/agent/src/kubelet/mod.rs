@@ -25,6 +25,7 @@
 //!
 //! Pods go through the typed states of `crate::lifecycle` (shared with static pods).
 
+pub mod dns;
 pub mod downward;
 pub mod enter;
 pub mod env;

@@ -898,7 +898,9 @@ pub async fn run(
         ip: cfg.node_ip.clone(),
         allocatable: super::node::capacity(),
     };
-    let prep = Arc::new(Preparer::new(client.clone(), rt.cfg.root_dir.clone(), node));
+    let prep = Arc::new(
+        Preparer::new(client.clone(), rt.cfg.root_dir.clone(), node).with_dns(rt.cfg.dns.clone()),
+    );
     let probes = probes::Prober::new(
         client.clone(),
         cfg.node_name.clone(),

@@ -1,14 +1,18 @@
 //! Getting an API pod ready for the runtime, as kubelet does before it creates containers:
 //! its API-backed volumes materialised (`volumes`, FailedMount when they cannot be), then its
-//! containers' env resolved (`env`, CreateContainerConfigError when it cannot be). The runtime
-//! then plans the pod on its own: the volumes as prepared directories, the env as values.
+//! containers' env resolved (`env`, with the service variables of `dns`;
+//! CreateContainerConfigError when it cannot be), and the warnings of forming its DNS recorded
+//! as events. The runtime then plans the pod on its own: the volumes as prepared directories,
+//! the env as values, resolv.conf/hosts/hostname from the node's DNS settings.
 
+use super::dns::{self, Services};
 use super::downward::NodeInfo;
 use super::objects::{request_token, Objects, Refs};
 use super::volumes::{self, Tokens};
 use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::api_volume_dir;
+use rktup_runtime::manifest::dns::NodeDns;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -35,6 +39,10 @@ pub struct Preparer {
     node: NodeInfo,
     /// (pod uid, volume, source index) → token.
     tokens: Mutex<HashMap<(String, String, usize), CachedToken>>,
+    /// Every Service (for service variables); None outside a tokio runtime.
+    services: Option<Services>,
+    /// The node's DNS settings, to record the warnings of forming pods' DNS.
+    dns: NodeDns,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -42,12 +50,57 @@ fn uid(pod: &Pod) -> String {
 }
 
 impl Preparer {
+    /// Starts the Services watch (on the current tokio runtime).
     pub fn new(client: kube::Client, root: PathBuf, node: NodeInfo) -> Preparer {
+        let services = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|_| Services::watch(client.clone()));
         Preparer {
             client,
             root,
             node,
             tokens: Mutex::default(),
+            services,
+            dns: NodeDns::default(),
+        }
+    }
+
+    /// The node's DNS settings (the runtime's `cfg.dns`), for the DNS warning events.
+    pub fn with_dns(mut self, dns: NodeDns) -> Preparer {
+        self.dns = dns;
+        self
+    }
+
+    /// The pod's service variables (kubelet's `getServiceEnvVarMap`); an API pod waits, with
+    /// kubelet's message, until the Services have been listed once.
+    async fn service_env(&self, pod: &Pod, ns: &str) -> Result<Vec<(String, String)>, Blocked> {
+        let Some(services) = &self.services else {
+            return Ok(vec![]);
+        };
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        match services.list(std::time::Duration::from_secs(5)).await {
+            Some(all) => Ok(dns::service_env(all.iter().map(|s| &**s), ns, links)),
+            None => {
+                let spec = pod.spec.as_ref();
+                let (container, init) = match spec.and_then(|s| s.init_containers.as_ref()) {
+                    Some(i) if !i.is_empty() => (i[0].name.clone(), true),
+                    _ => (
+                        spec.and_then(|s| s.containers.first())
+                            .map(|c| c.name.clone())
+                            .unwrap_or_default(),
+                        false,
+                    ),
+                };
+                Err(Blocked::Config(super::env::ConfigError {
+                    container,
+                    init,
+                    message: dns::NOT_SYNCED.into(),
+                }))
+            }
         }
     }
 
@@ -170,7 +223,21 @@ impl Preparer {
             .unwrap_or_else(|| "default".into());
         let objs = Objects::fetch(&self.client, &ns, &Refs::of(pod, true)).await;
         self.volumes(pod, &objs, false).await?;
-        super::env::resolve(pod, &objs, &self.node).map_err(Blocked::Config)
+        let services = self.service_env(pod, &ns).await?;
+        let ready =
+            super::env::resolve(pod, &objs, &self.node, &services).map_err(Blocked::Config)?;
+        // The runtime forms the same configuration when it plans the pod; kubelet's events
+        // about it come from here, where the API is.
+        let dns = self.dns.clone();
+        let p = pod.clone();
+        let formed = tokio::task::spawn_blocking(move || {
+            rktup_runtime::manifest::dns::pod_resolv_conf(&p, &dns)
+        })
+        .await;
+        if let Ok(Ok((_, warnings))) = formed {
+            dns::record_warnings(&self.client, &self.node.name, pod, &warnings).await;
+        }
+        Ok(ready)
     }
 
     /// Bring a running pod's volumes up to date with the API (kubelet updates configMap,

@@ -322,29 +322,23 @@ impl Supervisor {
     fn write_etc(&self) {
         let etc = self.dir.join("etc");
         let _ = std::fs::create_dir_all(&etc);
-        let host_hostname =
-            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let hostname = if self.plan.host_network || self.plan.stage1 == Stage1Flavor::Fly {
-            host_hostname.trim().to_string()
-        } else {
-            self.plan.hostname.clone()
-        };
-        let hosts = if self.plan.host_network || self.plan.stage1 == Stage1Flavor::Fly {
-            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-        } else {
-            let mut h = String::from("# Kubernetes-managed hosts file (rktup).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
-            if let Some(ip) = &self.status.pod_ip {
-                h.push_str(&format!("{ip}\t{}\n", self.plan.hostname));
+        let node_hosts = || std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let (hosts, resolv) = match &self.plan.etc {
+            Some(e) => {
+                let ips: Vec<String> = self.status.pod_ip.iter().cloned().collect();
+                (e.hosts_file(&ips, node_hosts), e.resolv_conf.clone())
             }
-            h
+            // A plan from before rktup planned these files: the host's.
+            None => (
+                node_hosts(),
+                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
         };
+        let hostname = &self.plan.hostname;
         let _ = util::write_atomic(&etc.join("hostname"), format!("{hostname}\n").as_bytes());
         // Bind mounts pin the inode: rewrite in place once containers may have it mounted.
         let _ = std::fs::write(etc.join("hosts"), hosts);
-        if !etc.join("resolv.conf").exists() {
-            let r = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let _ = std::fs::write(etc.join("resolv.conf"), r);
-        }
+        let _ = std::fs::write(etc.join("resolv.conf"), resolv);
     }
 
     fn env_for(&self, c: &ContainerPlan) -> Vec<String> {
