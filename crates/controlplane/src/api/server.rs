@@ -32,12 +32,39 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Handles one request from a client with a verified client certificate
-    /// (`user`) or none.
+    /// (`user`) or none. At `--v` 3 (`debug!`) each request is logged as kube-apiserver's
+    /// httplog does at -v=3: verb, URI, latency (to the response's head: a watch streams on),
+    /// user agent and response code.
     pub async fn handle(
         self: Arc<Self>,
         user: Option<User>,
         req: Request<Incoming>,
     ) -> Response<Body> {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return self.route(user, req).await;
+        }
+        let started = std::time::Instant::now();
+        let verb = req.method().clone();
+        let uri = req.uri().clone();
+        let agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let resp = self.route(user, req).await;
+        tracing::debug!(
+            verb = %verb,
+            URI = %uri,
+            latency = ?started.elapsed(),
+            userAgent = agent,
+            resp = resp.status().as_u16(),
+            "HTTP"
+        );
+        resp
+    }
+
+    async fn route(self: Arc<Self>, user: Option<User>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let query = request::query(req.uri());
