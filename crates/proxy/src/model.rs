@@ -794,3 +794,190 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
     }
     rs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+    fn web(spec: serde_json::Value) -> Service {
+        let mut base = json!({"clusterIP": "10.96.0.10",
+            "ports": [{"name": "http", "port": 80, "targetPort": "web"},
+                      {"name": "metrics", "port": 9000, "targetPort": 9090}]});
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        svc(json!({"metadata": {"name": "web", "namespace": "ns"}, "spec": base}))
+    }
+    fn slice(name: &str, eps: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "metrics", "port": 9090}],
+            "endpoints": eps}))
+        .unwrap()
+    }
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "n1".into(),
+            ips: vec!["10.250.0.2".parse().unwrap()],
+            ..Default::default()
+        }
+    }
+    /// (ip, port) every endpoint chain of a service port DNATs to
+    fn dnats(rs: &Ruleset, port_name: &str) -> Vec<(Ipv4Addr, u16)> {
+        let mut out = vec![];
+        for (n, c) in &rs.chains {
+            if !n.starts_with("endpoint-") || !n.contains(&format!("/{port_name}__")) {
+                continue;
+            }
+            let last = c.rules.last().unwrap();
+            let imm: Vec<&Vec<u8>> = last
+                .iter()
+                .filter_map(|i| match i {
+                    Item::E(Expr::Immediate { data, .. }) => Some(data),
+                    _ => None,
+                })
+                .collect();
+            let ip = Ipv4Addr::new(imm[0][0], imm[0][1], imm[0][2], imm[0][3]);
+            out.push((ip, u16::from_be_bytes([imm[1][0], imm[1][1]])));
+        }
+        out.sort();
+        out
+    }
+    fn verdict(rs: &Ruleset, map: &str, key: &[u8]) -> Option<Verdict> {
+        rs.sets[map]
+            .elements
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.clone())
+    }
+    fn key(ip: [u8; 4], proto: u8, port: u16) -> Vec<u8> {
+        key_ip_proto_port(ip.into(), proto, port)
+    }
+
+    #[test]
+    fn named_ports_resolve_through_the_slice_and_duplicates_collapse() {
+        let eps = json!([{"addresses": ["10.244.0.5"], "nodeName": "n1"}, {"addresses": ["10.244.1.5"], "nodeName": "n2"}]);
+        let rs = ruleset(
+            &[web(json!({}))],
+            &[slice("a", eps.clone()), slice("b", eps)],
+            &node(),
+        );
+        let want = vec![
+            ("10.244.0.5".parse().unwrap(), 8080),
+            ("10.244.1.5".parse().unwrap(), 8080),
+        ];
+        assert_eq!(dnats(&rs, "http"), want);
+        assert_eq!(
+            dnats(&rs, "metrics")
+                .iter()
+                .map(|d| d.1)
+                .collect::<Vec<_>>(),
+            vec![9090, 9090]
+        );
+        assert!(
+            matches!(verdict(&rs, SERVICE_IPS, &key([10, 96, 0, 10], 6, 80)), Some(Verdict::Goto(c)) if c.starts_with("service-"))
+        );
+    }
+
+    #[test]
+    fn headless_external_name_foreign_and_skipped_services_get_no_rules() {
+        let headless = web(json!({"clusterIP": "None"}));
+        let mut ext = svc(json!({"metadata": {"name": "x", "namespace": "ns"},
+            "spec": {"type": "ExternalName", "externalName": "example.com"}}));
+        ext.metadata.name = Some("x".into());
+        let mut foreign = web(json!({"clusterIP": "10.96.0.11"}));
+        foreign.metadata.labels = Some(
+            [(
+                "service.kubernetes.io/service-proxy-name".to_string(),
+                "other".to_string(),
+            )]
+            .into(),
+        );
+        let dns = web(json!({"clusterIP": "10.96.0.53"}));
+        let mut n = node();
+        n.skip_cluster_ips = vec!["10.96.0.53".parse().unwrap()];
+        let rs = ruleset(&[headless, ext, foreign, dns], &[], &n);
+        assert!(
+            rs.chains.keys().all(|c| !c.contains("-ns/")),
+            "{:?}",
+            rs.chains.keys()
+        );
+        assert!(rs.sets[CLUSTER_IPS].elements.is_empty());
+        assert!(
+            rs.sets[SERVICE_IPS].elements.is_empty() && rs.sets[NO_EP_SERVICES].elements.is_empty()
+        );
+    }
+
+    #[test]
+    fn no_endpoints_reject_and_internal_local_drop() {
+        let rs = ruleset(&[web(json!({}))], &[], &node());
+        assert_eq!(
+            verdict(&rs, NO_EP_SERVICES, &key([10, 96, 0, 10], 6, 80)),
+            Some(Verdict::Goto(REJECT.into()))
+        );
+        let remote = slice(
+            "a",
+            json!([{"addresses": ["10.244.1.5"], "nodeName": "n2"}]),
+        );
+        let rs = ruleset(
+            &[web(json!({"internalTrafficPolicy": "Local"}))],
+            &[remote],
+            &node(),
+        );
+        assert_eq!(
+            verdict(&rs, NO_EP_SERVICES, &key([10, 96, 0, 10], 6, 80)),
+            Some(Verdict::Drop)
+        );
+    }
+
+    #[test]
+    fn terminating_endpoints_only_as_a_fallback() {
+        let eps = json!([
+            {"addresses": ["10.244.0.5"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.244.0.6"], "conditions": {"ready": true}},
+            {"addresses": ["10.244.0.7"], "conditions": {"ready": false, "serving": false, "terminating": true}}]);
+        let rs = ruleset(&[web(json!({}))], &[slice("a", eps)], &node());
+        assert_eq!(
+            dnats(&rs, "http"),
+            vec![("10.244.0.6".parse().unwrap(), 8080)]
+        );
+        let eps = json!([
+            {"addresses": ["10.244.0.5"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.244.0.7"], "conditions": {"ready": false, "serving": false, "terminating": true}}]);
+        let rs = ruleset(&[web(json!({}))], &[slice("a", eps)], &node());
+        assert_eq!(
+            dnats(&rs, "http"),
+            vec![("10.244.0.5".parse().unwrap(), 8080)]
+        );
+    }
+
+    #[test]
+    fn external_local_without_local_endpoints_drops() {
+        let remote = slice(
+            "a",
+            json!([{"addresses": ["10.244.1.5"], "nodeName": "n2"}]),
+        );
+        let s = web(json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        let rs = ruleset(&[s], &[remote], &node());
+        let ext = rs
+            .chains
+            .iter()
+            .find(|(n, _)| n.starts_with("external-"))
+            .unwrap()
+            .1;
+        assert_eq!(
+            ext.rules.last().unwrap(),
+            &vec![Item::E(Expr::Verdict(Verdict::Drop))]
+        );
+        assert!(rs.sets[SERVICE_NODEPORTS]
+            .elements
+            .iter()
+            .any(|(k, _)| k == &key_proto_port(6, 30080)));
+    }
+}

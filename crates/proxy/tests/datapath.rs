@@ -241,7 +241,7 @@ fn client_ip_affinity_sticks() {
     apply(
         &t,
         ruleset(
-            &[svc.clone()],
+            std::slice::from_ref(&svc),
             &[web_slice(&ready(&t, &[0, 1, 2], NODE))],
             &node_info(),
         ),
@@ -255,7 +255,7 @@ fn client_ip_affinity_sticks() {
     let eps = ready(&t, &[0, 1, 2], NODE);
     let mut other = web(json!({"clusterIP": "10.96.0.11"}));
     other.metadata.name = Some("other".into());
-    let rs1 = ruleset(&[svc.clone()], &[web_slice(&eps)], &node_info());
+    let rs1 = ruleset(std::slice::from_ref(&svc), &[web_slice(&eps)], &node_info());
     let rs2 = ruleset(&[svc, other], &[web_slice(&eps)], &node_info());
     let (client, to) = (t.client.clone(), addr("10.96.0.10", 80));
     in_ns(&t.node, move || {

@@ -164,7 +164,7 @@ pub struct Buf {
 
 impl Buf {
     fn pad(&mut self) {
-        while self.b.len() % 4 != 0 {
+        while self.b.len() & 3 != 0 {
             self.b.push(0);
         }
     }
