@@ -257,6 +257,8 @@ fn refusal_event(pod: &Pod, e: &RuntimeError) -> (&'static str, String) {
             "FailedCreatePodSandBox",
             format!("Failed to create pod sandbox: network: {why}"),
         ),
+        // Its hostname or DNS (manifest::dns): the message is kubelet's already.
+        RuntimeError::Plan(e @ PlanError::Sandbox(_)) => ("FailedCreatePodSandBox", e.to_string()),
         e => ("Failed", format!("Error: {e}")),
     }
 }
