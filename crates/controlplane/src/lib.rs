@@ -240,7 +240,14 @@ impl ControlPlane {
         );
         pki::write_file(&kubeconfig_path, &kc, 0o600)?;
 
-        bootstrap(&core, addr);
+        // What the `kubernetes` Service's endpoints name: the first address
+        // that is not loopback (pods cannot reach the host's 127.0.0.1), as
+        // kube-apiserver's --advertise-address.
+        let advertise = std::iter::once(addr)
+            .chain(extra_listeners.iter().filter_map(|l| l.local_addr().ok()))
+            .find(|a| !a.ip().is_loopback() && !a.ip().is_unspecified())
+            .unwrap_or(addr);
+        bootstrap(&core, addr, advertise);
         // Before start() returns, so clients find it at once.
         controllers::ensure_kube_dns(&core, &settings);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -267,8 +274,10 @@ impl ControlPlane {
     }
 }
 
-/// Namespaces and the `kubernetes` service every cluster has.
-fn bootstrap(core: &Arc<Core>, addr: SocketAddr) {
+/// Namespaces and the `kubernetes` service every cluster has, with its
+/// Endpoints and EndpointSlice (written by the API server itself, as
+/// kube-apiserver's endpoint reconciler does, naming `advertise`).
+fn bootstrap(core: &Arc<Core>, addr: SocketAddr, advertise: SocketAddr) {
     let mut ctx = WriteCtx::controller("kube-apiserver");
     let nsrd = &registry::RESOURCES[0];
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -293,10 +302,15 @@ fn bootstrap(core: &Arc<Core>, addr: SocketAddr) {
             }), &mut ctx);
         }
     }
+    let advertise_ip = if advertise.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        advertise.ip().to_string()
+    };
     if let Some(ep) = registry::find("", "v1", "endpoints") {
         let body = serde_json::json!({
             "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() }}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}]
+            "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]}]
         });
         if core.get_stored(ep, Some("default"), "kubernetes").is_none() {
             let _ = core.create(ep, Some("default"), body, &mut ctx);
@@ -304,6 +318,32 @@ fn bootstrap(core: &Arc<Core>, addr: SocketAddr) {
             let _ = core.modify(ep, Some("default"), "kubernetes", None, &mut ctx, |o| {
                 let mut o = o.clone();
                 o["subsets"] = body["subsets"].clone();
+                Ok(o)
+            });
+        }
+    }
+    if let Some(rd) = registry::find("discovery.k8s.io", "v1", "endpointslices") {
+        // Named like the Service and without a managed-by label, as
+        // upstream's; the mirroring controller skips the Endpoints (skip-mirror).
+        let family = if advertise.ip().is_ipv6() {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        let body = serde_json::json!({
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": family,
+            "endpoints": [{"addresses": [advertise_ip], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}],
+        });
+        if core.get_stored(rd, Some("default"), "kubernetes").is_none() {
+            let _ = core.create(rd, Some("default"), body, &mut ctx);
+        } else {
+            let _ = core.modify(rd, Some("default"), "kubernetes", None, &mut ctx, |o| {
+                let mut o = o.clone();
+                for f in ["addressType", "endpoints", "ports"] {
+                    o[f] = body[f].clone();
+                }
                 Ok(o)
             });
         }

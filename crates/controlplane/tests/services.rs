@@ -1035,6 +1035,20 @@ async fn kube_dns_service() {
         (s.spec?.cluster_ip.as_deref() == Some("10.96.0.10")).then_some(())
     })
     .await;
+    // The `kubernetes` Service has its slice, written by the API server
+    // (named like the Service, no managed-by), as upstream's.
+    let slices: Api<EndpointSlice> = Api::namespaced(c.admin().await, "default");
+    let k = serde_json::to_value(slices.get("kubernetes").await.expect("kubernetes slice"))
+        .expect("json");
+    assert_eq!(
+        k["metadata"]["labels"],
+        json!({"kubernetes.io/service-name": "kubernetes"})
+    );
+    assert_eq!(k["endpoints"][0]["addresses"], json!(["127.0.0.1"]));
+    assert_eq!(
+        k["ports"],
+        json!([{"name": "https", "port": c.handle.addr().port(), "protocol": "TCP"}])
+    );
     // Without the option there is none.
     let c2 = common::start().await;
     let out = c2.ok(&["get", "svc", "-n", "kube-system"]).await;

@@ -839,7 +839,7 @@ mod tests {
     fn pod(name: &str, ip: &str, ready: bool, extra: Value) -> Value {
         let mut p = json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"), "labels": {"app": "web"}},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
             "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
         });
         if let (Some(m), Some(x)) = (p.as_object_mut(), extra.as_object()) {
@@ -857,6 +857,122 @@ mod tests {
             }
         }
         p
+    }
+
+    /// A Core on a temp dir with a namespace, a node and a Service.
+    fn core_with_service() -> (tempfile::TempDir, Arc<Core>) {
+        use crate::api::objects::ServiceCidr;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::FileStore::open(dir.path()).expect("store");
+        let core = Core::new(store, ServiceCidr::parse("10.96.0.0/12").expect("cidr"));
+        let mut ctx = WriteCtx::controller("test");
+        core.create(
+            rd("", "namespaces"),
+            None,
+            json!({"metadata": {"name": "default"}}),
+            &mut ctx,
+        )
+        .expect("ns");
+        core.create(
+            rd("", "nodes"),
+            None,
+            json!({"metadata": {"name": "n1"}}),
+            &mut ctx,
+        )
+        .expect("node");
+        core.create(
+            rd("", "services"),
+            Some("default"),
+            json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
+            &mut ctx,
+        )
+        .expect("service");
+        (dir, core)
+    }
+
+    fn add_pod(core: &Core, i: usize) {
+        let mut ctx = WriteCtx::controller("test");
+        let name = format!("web-{i}");
+        let p = pod(&name, "", true, json!({}));
+        let body = json!({"metadata": {"name": name, "labels": {"app": "web"}}, "spec": p["spec"]});
+        core.create(rd("", "pods"), Some("default"), body, &mut ctx)
+            .expect("pod");
+        let ip = format!("10.1.{}.{}", i / 200, i % 200 + 1);
+        core.modify(rd("", "pods"), Some("default"), &name, Some("status"), &mut ctx, |o| {
+            let mut o = o.clone();
+            o["status"] = json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "conditions": [{"type": "Ready", "status": "True"}]});
+            Ok(o)
+        })
+        .expect("status");
+    }
+
+    fn stored_slices(core: &Core) -> Vec<Arc<Value>> {
+        let mut s = list(core, "discovery.k8s.io", "endpointslices", Some("default"));
+        s.sort_by_key(|s| std::cmp::Reverse(slice_endpoints(s).len()));
+        s
+    }
+
+    /// 150 endpoints: two slices of 100 and 50. Removing pods rewrites only
+    /// the slices they were in; new ones fill the slice with room; a pass
+    /// with no change writes nothing.
+    #[test]
+    fn slices_pack_to_100_and_change_only_where_needed() {
+        let (_dir, core) = core_with_service();
+        for i in 0..150 {
+            add_pod(&core, i);
+        }
+        let settings = Settings::new(std::time::Duration::from_secs(40));
+        pass(&core, &settings);
+        let s = stored_slices(&core);
+        let sizes: Vec<usize> = s.iter().map(|s| slice_endpoints(s).len()).collect();
+        assert_eq!(sizes, vec![100, 50]);
+        assert_eq!(
+            s[0]["ports"],
+            json!([{"name": "", "port": 8080, "protocol": "TCP"}])
+        );
+        let rev = core.store.revision();
+        pass(&core, &settings);
+        assert_eq!(core.store.revision(), rev, "an idle pass writes nothing");
+
+        // Delete three pods of the 50-slice: only that slice changes.
+        let small = meta_str(&s[1], "name").to_string();
+        let big_rv = meta_str(&s[0], "resourceVersion").to_string();
+        let victims: Vec<String> = slice_endpoints(&s[1])[..3]
+            .iter()
+            .map(|e| e["targetRef"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        // At once (grace 0): a terminating pod would stay, marked terminating.
+        let now = DeleteOptions {
+            grace_period: Some(0),
+            ..Default::default()
+        };
+        for v in &victims {
+            core.delete(rd("", "pods"), Some("default"), v, &now)
+                .expect("delete");
+        }
+        pass(&core, &settings);
+        let s2 = stored_slices(&core);
+        let big = s2
+            .iter()
+            .find(|x| meta_str(x, "name") != small)
+            .expect("big");
+        assert_eq!(meta_str(big, "resourceVersion"), big_rv);
+        let small2 = s2
+            .iter()
+            .find(|x| meta_str(x, "name") == small)
+            .expect("small");
+        assert_eq!(slice_endpoints(small2).len(), 47);
+
+        // Ten new pods go to the slice with room, no new slice.
+        for i in 150..160 {
+            add_pod(&core, i);
+        }
+        pass(&core, &settings);
+        let sizes: Vec<usize> = stored_slices(&core)
+            .iter()
+            .map(|s| slice_endpoints(s).len())
+            .collect();
+        assert_eq!(sizes, vec![100, 57]);
     }
 
     #[test]
