@@ -442,6 +442,101 @@ mod tests {
     }
 
     #[test]
+    fn image_pull_and_refusal_backoffs_are_kubelets() {
+        for p in [BackoffPolicy::IMAGE_PULL, BackoffPolicy::REFUSED] {
+            let mut d = Duration::ZERO;
+            let seen: Vec<u64> = (0..7)
+                .map(|_| {
+                    d = p.next_delay(d);
+                    d.as_secs()
+                })
+                .collect();
+            assert_eq!(seen, [10, 20, 40, 80, 160, 300, 300]);
+        }
+        let mut b = Backoff::default();
+        b.failed(BackoffPolicy::IMAGE_PULL);
+        b.failed(BackoffPolicy::IMAGE_PULL);
+        assert_eq!(b.delay(), Duration::from_secs(20));
+        assert!(b.retry_at().is_some() && !b.ready());
+    }
+
+    #[test]
+    fn pulling_lists_init_containers_first_and_pulls_present_images_no_more() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "initContainers": [{"name": "i", "image": "r.example/i:1"}],
+                "containers": [
+                    {"name": "a", "image": "r.example/a:latest"},
+                    {"name": "b", "image": "r.example/b:1", "imagePullPolicy": "Never"}
+                ]
+            }
+        }))
+        .expect("pod");
+        let p = Preparing::new(pod).prepared(Pod::default());
+        assert!(p.images().is_empty(), "no spec, no images");
+        let pulling = Pulling {
+            pod: serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {
+                    "initContainers": [{"name": "i", "image": "r.example/i:1"}],
+                    "containers": [
+                        {"name": "a", "image": "r.example/a:latest"},
+                        {"name": "b", "image": "r.example/b:1", "imagePullPolicy": "Never"}
+                    ]
+                }
+            }))
+            .expect("pod"),
+        };
+        let imgs = pulling.images();
+        let got: Vec<(&str, &str, PullPolicy)> = imgs
+            .iter()
+            .map(|i| (i.container.as_str(), i.field_path.as_str(), i.policy))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("i", "spec.initContainers{i}", PullPolicy::IfNotPresent),
+                ("a", "spec.containers{a}", PullPolicy::Always),
+                ("b", "spec.containers{b}", PullPolicy::Never),
+            ]
+        );
+        // Once pulled, the runtime is told to use the store's images.
+        let starting = pulling.pulled(
+            Source::Api {
+                namespace: "default".into(),
+                name: "p".into(),
+            },
+            vec![],
+        );
+        let spec = starting.pod.spec.expect("spec");
+        let policies: Vec<Option<String>> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .map(|c| c.image_pull_policy.clone())
+            .collect();
+        assert!(policies
+            .iter()
+            .all(|p| p.as_deref() == Some("IfNotPresent")));
+    }
+
+    #[test]
+    fn a_pull_failure_says_why_as_kubelet() {
+        let f = PullFailure::NeverPull("r.example/b:1".into());
+        assert_eq!(f.reason(), "ErrImageNeverPull");
+        assert_eq!(
+            f.to_string(),
+            "Container image \"r.example/b:1\" is not present with pull policy of Never"
+        );
+        assert_eq!(
+            PullFailure::ErrImagePull("x".into()).reason(),
+            "ErrImagePull"
+        );
+    }
+
+    #[test]
     fn backoff_waits_then_resets() {
         let mut b = Backoff::default();
         assert!(b.ready());

@@ -1,6 +1,6 @@
 //! Reconciling static pod manifests with the pods on disk.
 
-use crate::lifecycle::{replacing, Gone, Running, Starting, Terminating};
+use crate::lifecycle::{replacing, Backoff, BackoffPolicy, Gone, Running, Starting, Terminating};
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -51,6 +51,9 @@ pub struct Agent {
     /// Pods being stopped in the background (their manifest is gone); a long grace period does
     /// not hold up the next sync rounds.
     removing: Arc<Mutex<BTreeSet<String>>>,
+    /// Per manifest, the back-off of a pod the runtime keeps refusing (an image that cannot be
+    /// pulled, an unsupported volume): `BackoffPolicy::REFUSED`, 10 s doubling to 5 min.
+    refused: BTreeMap<PathBuf, Backoff>,
 }
 
 impl Agent {
@@ -60,6 +63,7 @@ impl Agent {
             verbosity,
             reported: BTreeSet::new(),
             removing: Arc::default(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -126,8 +130,20 @@ impl Agent {
                     let mut start = None;
                     if let Some(first) = same.next() {
                         let running = Running { entry: first };
-                        if let Some(why) = running.restart_due() {
+                        let refused = running.needs_backoff();
+                        if !refused {
+                            self.refused.remove(&m.path);
+                        }
+                        let ready =
+                            !refused || self.refused.get(&m.path).is_none_or(Backoff::ready);
+                        if let Some(why) = running.restart_due().filter(|_| ready) {
                             info!("{why}");
+                            if refused {
+                                self.refused
+                                    .entry(m.path.clone())
+                                    .or_default()
+                                    .failed(BackoffPolicy::REFUSED);
+                            }
                             other.push(running.replace());
                             start = Some(m);
                         }
@@ -140,6 +156,7 @@ impl Agent {
                 }
             }
         }
+        self.refused.retain(|p, _| wanted.contains(p));
         for (src, pods) in by_source {
             if !wanted.contains(&src) {
                 orphans.extend(pods);

@@ -335,3 +335,85 @@ pub fn fingerprint(s: &core::PodStatus) -> String {
     }
     serde_json::to_string(&s).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rktup_runtime::runtime::{Runtime, RuntimeConfig};
+
+    /// A real refused runtime pod: the runtime plans a pod with an nfs volume and refuses it
+    /// before anything runs (no root needed).
+    fn refused_entry(dir: &std::path::Path) -> (core::Pod, PodEntry) {
+        let rt = Runtime::new(RuntimeConfig::new(dir)).expect("runtime");
+        let pod: core::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u-1"},
+            "spec": {
+                "containers": [{"name": "c", "image": "example.invalid/x:1"}],
+                "volumes": [{"name": "data", "nfs": {"server": "s", "path": "/x"}}]
+            }
+        }))
+        .expect("pod");
+        assert!(rt.run_pod(&pod, None, "").is_err());
+        let e = rt.list().into_iter().next().expect("refused entry");
+        assert_eq!(e.status.state, PodState::Refused);
+        (pod, e)
+    }
+
+    fn ran(e: &mut PodEntry, exit: i32) {
+        e.status.state = PodState::Exited;
+        e.status.phase = if exit == 0 { "Succeeded" } else { "Failed" }.into();
+        e.status.containers = vec![ContainerStatus {
+            name: "c".into(),
+            state: "terminated".into(),
+            exit_code: Some(exit),
+            started_at: Some(1),
+            finished_at: Some(2),
+            ..Default::default()
+        }];
+    }
+
+    #[test]
+    fn a_refused_pod_is_pending_waiting_to_be_created() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (pod, e) = refused_entry(tmp.path());
+        assert_eq!(e.status.phase, "Failed", "the runtime's own word");
+        assert_eq!(api_phase(&e), "Pending");
+        let st = refused(&pod, &e, Some("10.0.0.1"));
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        // A volume refusal is told by FailedMount events, not on the pod.
+        assert_eq!(st.reason, None);
+        let w = st.container_statuses.expect("containers")[0]
+            .state
+            .clone()
+            .and_then(|s| s.waiting)
+            .expect("waiting");
+        assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+        let ready = st
+            .conditions
+            .expect("conditions")
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(ready.status, "False");
+    }
+
+    #[test]
+    fn failed_only_when_a_container_ran_and_failed_without_restarts() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_, mut e) = refused_entry(tmp.path());
+        // The sandbox failed before any container ran: still Pending (retried), any policy.
+        e.status.state = PodState::Exited;
+        e.plan.restart_policy = RestartPolicy::Never;
+        assert_eq!(api_phase(&e), "Pending");
+        // A container ran and failed under Never / OnFailure: Failed, as upstream.
+        ran(&mut e, 3);
+        assert_eq!(api_phase(&e), "Failed");
+        e.plan.restart_policy = RestartPolicy::OnFailure;
+        assert_eq!(api_phase(&e), "Failed");
+        // Under Always the agent starts it again: never Failed.
+        e.plan.restart_policy = RestartPolicy::Always;
+        assert_eq!(api_phase(&e), "Pending");
+        ran(&mut e, 0);
+        assert_eq!(api_phase(&e), "Succeeded");
+    }
+}
