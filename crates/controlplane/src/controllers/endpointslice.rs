@@ -70,12 +70,22 @@ pub fn pass(core: &Core, _s: &Settings) {
         .into_iter()
         .map(|n| (meta_str(&n, "name").to_string(), n))
         .collect();
-    let mut pods_by_ns: HashMap<&str, Vec<&Value>> = HashMap::new();
+    // Pods by (namespace, label, value): a Service looks only at the pods
+    // carrying the rarest of its selector's pairs, so a pass over S
+    // Services and P pods costs about S + P, not S x P.
+    let mut by_label: HashMap<(&str, &str, &str), Vec<&Value>> = HashMap::new();
     for p in &pods {
-        pods_by_ns
-            .entry(meta_str(p, "namespace"))
-            .or_default()
-            .push(p);
+        let ns = meta_str(p, "namespace");
+        for (k, v) in p
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(v) = v.as_str() {
+                by_label.entry((ns, k, v)).or_default().push(p);
+            }
+        }
     }
     // Slices by (namespace, service name, manager).
     let mut by_owner: HashMap<(String, String, String), Vec<Arc<Value>>> = HashMap::new();
@@ -111,8 +121,20 @@ pub fn pass(core: &Core, _s: &Settings) {
         };
         handled.insert(key.clone());
         let existing = by_owner.remove(&key).unwrap_or_default();
-        let ns_pods = pods_by_ns.get(ns).map(Vec::as_slice).unwrap_or(&[]);
-        let groups = service_groups(svc, &selector, ns_pods, &nodes);
+        let candidates = svc
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                by_label
+                    .get(&(ns, k.as_str(), v.as_str().unwrap_or("")))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+            })
+            .min_by_key(|c| c.len())
+            .unwrap_or(&[]);
+        let groups = service_groups(svc, &selector, candidates, &nodes);
         let meta = service_slice_meta(svc);
         sync_slices(core, &meta, existing, groups);
     }
