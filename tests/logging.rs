@@ -146,3 +146,32 @@ fn v2_logs_what_happened_but_no_requests() {
         );
     }
 }
+
+#[test]
+fn rust_log_replaces_the_v_mapping_and_a_bad_one_is_reported() {
+    if !can_run("rust_log_replaces_the_v_mapping_and_a_bad_one_is_reported") {
+        return;
+    }
+    let cp = ControlPlane::start(&["--v", "2"], &[("RUST_LOG", "rktup_controlplane=debug")]);
+    cp.kubectl_get_namespaces();
+    let log = cp.stop();
+    assert!(
+        request_lines(&log)
+            .iter()
+            .any(|l| l.contains("verb=GET URI=/api/v1/namespaces")),
+        "{log}"
+    );
+
+    let cp = ControlPlane::start(&["--v", "3"], &[("RUST_LOG", "rktup=loud")]);
+    cp.kubectl_get_namespaces();
+    let log = cp.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN  controlplane: ignoring RUST_LOG \"rktup=loud\"")),
+        "{log}"
+    );
+    assert!(
+        !request_lines(&log).is_empty(),
+        "--v 3 still applies:\n{log}"
+    );
+}

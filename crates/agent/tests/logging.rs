@@ -11,6 +11,10 @@ fn can_run(test: &str) -> bool {
     rktup_testkit::can_run(test, missing)
 }
 
+/// A blank RUST_LOG is as if unset: a developer's own RUST_LOG would replace the `--v` mapping
+/// these tests check.
+const NO_RUST_LOG: &[(&str, &str)] = &[("RUST_LOG", "")];
+
 /// One container that runs and exits, one that can never start (its subPathExpr expands to an
 /// absolute path: a warning from the supervisor at every verbosity).
 fn pod(name: &str, img: &str) -> String {
@@ -104,7 +108,7 @@ fn v4_logs_every_rkt_step_of_the_pod() {
     if !can_run("v4_logs_every_rkt_step_of_the_pod") {
         return;
     }
-    let s = run(Node::new(&["--v", "4"]), "v4");
+    let s = run(Node::with_env(&["--v", "4"], NO_RUST_LOG), "v4");
     assert_rkt_detail(&s);
 }
 
@@ -113,7 +117,10 @@ fn log_level_4_in_the_environment_is_v4() {
     if !can_run("log_level_4_in_the_environment_is_v4") {
         return;
     }
-    let s = run(Node::with_env(&[], &[("LOG_LEVEL", "4")]), "loglevel4");
+    let s = run(
+        Node::with_env(&[], &[("LOG_LEVEL", "4"), NO_RUST_LOG[0]]),
+        "loglevel4",
+    );
     assert_rkt_detail(&s);
 }
 
@@ -123,8 +130,11 @@ fn v2_logs_what_happened_but_no_rkt_detail() {
         return;
     }
     for (node, name) in [
-        (Node::new(&["--v=2"]), "v2"),
-        (Node::with_env(&[], &[("LOG_LEVEL", "2")]), "loglevel2"),
+        (Node::with_env(&["--v=2"], NO_RUST_LOG), "v2"),
+        (
+            Node::with_env(&[], &[("LOG_LEVEL", "2"), NO_RUST_LOG[0]]),
+            "loglevel2",
+        ),
     ] {
         let s = run(node, name);
         assert_always(&s);
