@@ -216,20 +216,17 @@ fn unpullable_image_backs_off_and_runs_once_pushed() {
     });
 }
 
-#[test]
-fn deployment_with_unpullable_image_keeps_its_replica_count() {
-    if !rktup_testkit::can_run(
-        "deployment_with_unpullable_image_keeps_its_replica_count",
-        None,
-    ) {
-        return;
-    }
-    with_cluster("fd", |cn| {
-        let image = format!(
-            "{}/test/never-{}:1",
-            cn.node.registry.addr,
-            std::process::id()
-        );
+/// A Deployment of 3 whose pods cannot start (`pod_spec`) keeps exactly its 3 pods, Pending,
+/// over several back-off rounds: each pod's `retried` event counts up (the agent retries the
+/// pod) instead of the ReplicaSet replacing pods. `waiting` is the containers' reason to wait for.
+fn deployment_keeps_its_replicas(
+    prefix: &str,
+    pod_spec: impl Fn(&ClusterNode) -> serde_json::Value,
+    waiting_for: &str,
+    retried: &str,
+) {
+    with_cluster(prefix, |cn| {
+        let pod_spec = pod_spec(cn);
         let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
         let deps: Api<Deployment> = Api::namespaced(cn.admin.clone(), "default");
         let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
@@ -242,12 +239,7 @@ fn deployment_with_unpullable_image_keeps_its_replica_count() {
                     "selector": {"matchLabels": {"app": "storm"}},
                     "template": {
                         "metadata": {"labels": {"app": "storm"}},
-                        "spec": {
-                            "hostNetwork": true,
-                            "terminationGracePeriodSeconds": 1,
-                            "containers": [{"name": "c", "image": image,
-                                            "command": ["sleep", "1000"]}]
-                        }
+                        "spec": pod_spec
                     }
                 }
             }))
@@ -258,14 +250,14 @@ fn deployment_with_unpullable_image_keeps_its_replica_count() {
             let lp = ListParams::default().labels("app=storm");
             let lp = &lp;
             eventually(
-                "3 pods in ImagePullBackOff",
+                &format!("3 pods waiting with {waiting_for}"),
                 Duration::from_secs(90),
                 || async move {
                     let l = pods.list(lp).await.ok()?;
                     (l.items.len() == 3
                         && l.items
                             .iter()
-                            .all(|p| waiting(p).is_some_and(|w| w.0 == "ImagePullBackOff")))
+                            .all(|p| waiting(p).is_some_and(|w| w.0 == waiting_for)))
                     .then_some(())
                 },
             )
@@ -294,16 +286,61 @@ fn deployment_with_unpullable_image_keeps_its_replica_count() {
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            // Each pod's pull was retried (its Pulling event counted up), not the pod replaced.
+            // Each pod was retried (its event counted up), not replaced.
             for name in &first {
                 let evs = events_of(events, name).await;
-                let pulls: i32 = evs.iter().filter(|e| e.0 == "Pulling").map(|e| e.3).sum();
-                assert!(pulls >= 2, "{name}: {evs:?}");
+                let n: i32 = evs.iter().filter(|e| e.0 == retried).map(|e| e.3).sum();
+                assert!(n >= 2, "{name}: {evs:?}");
             }
             let all = pods.list(&ListParams::default()).await.expect("list all");
             assert_eq!(all.items.len(), 3, "pods in the namespace");
         });
     });
+}
+
+#[test]
+fn deployment_with_unpullable_image_keeps_its_replica_count() {
+    if !rktup_testkit::can_run(
+        "deployment_with_unpullable_image_keeps_its_replica_count",
+        None,
+    ) {
+        return;
+    }
+    // The node's registry, where no image of this name is pushed.
+    let spec = |cn: &ClusterNode| {
+        let image = format!(
+            "{}/test/never-{}:1",
+            cn.node.registry.addr,
+            std::process::id()
+        );
+        serde_json::json!({
+            "hostNetwork": true,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": image, "command": ["sleep", "1000"]}]
+        })
+    };
+    deployment_keeps_its_replicas("fd", spec, "ImagePullBackOff", "Pulling");
+}
+
+#[test]
+fn deployment_with_unsupported_volume_keeps_its_replica_count() {
+    if !rktup_testkit::can_run(
+        "deployment_with_unsupported_volume_keeps_its_replica_count",
+        None,
+    ) {
+        return;
+    }
+    let spec = |cn: &ClusterNode| {
+        serde_json::json!({
+            "hostNetwork": true,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": cn.node.busybox,
+                            "command": ["sleep", "1000"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "nfs": {"server": "127.0.0.1", "path": "/exports"}}]
+        })
+    };
+    deployment_keeps_its_replicas("fw", spec, "ContainerCreating", "FailedMount");
 }
 
 #[test]
