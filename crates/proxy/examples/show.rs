@@ -21,6 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         skip_cluster_ips: vec![],
     };
     let mut p = Programmer::new("rktup-proxy-show")?;
-    p.apply(&ruleset(&[svc], &[slice], &node))?;
+    p.apply(ruleset(&[svc], &[slice], &node))?;
     Ok(())
 }

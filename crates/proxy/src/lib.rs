@@ -178,7 +178,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
         skip_cluster_ips: cfg.skip_cluster_ips.clone(),
     };
     node.pod_cidrs = pod_cidrs(&nodes);
-    prog.apply(&compute(&services, &slices, &node))?;
+    prog.apply(compute(&services, &slices, &node))?;
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
     let task = tokio::spawn(async move {
@@ -193,7 +193,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                 _ = full.tick() => prog.invalidate(),
             }
             node.pod_cidrs = pod_cidrs(&nodes);
-            if let Err(e) = prog.apply(&compute(&services, &slices, &node)) {
+            if let Err(e) = prog.apply(compute(&services, &slices, &node)) {
                 log(&format!("sync: {e}; retrying"));
                 tokio::time::sleep(RETRY).await;
                 wake.notify_one();

@@ -16,6 +16,9 @@ pub struct Programmer {
     current: Option<Ruleset>,
     /// messages in the last committed batch (for benchmarks)
     pub last_messages: usize,
+    /// time spent diffing and encoding / in the kernel, for the last apply (for benchmarks)
+    pub last_encode: std::time::Duration,
+    pub last_commit: std::time::Duration,
 }
 
 impl Programmer {
@@ -26,11 +29,14 @@ impl Programmer {
             table: table.to_string(),
             current: None,
             last_messages: 0,
+            last_encode: Default::default(),
+            last_commit: Default::default(),
         })
     }
 
-    /// Makes the table equal `want`, atomically.
-    pub fn apply(&mut self, want: &Ruleset) -> Result<(), ProxyError> {
+    /// Makes the table equal `want`, atomically (kept as the base of the next delta).
+    pub fn apply(&mut self, want: Ruleset) -> Result<(), ProxyError> {
+        let t0 = std::time::Instant::now();
         let first = self.sock.next_seq(0);
         let mut b = Builder {
             batch: Batch::new(first),
@@ -38,16 +44,19 @@ impl Programmer {
             anon: 0,
         };
         match &self.current {
-            Some(cur) if !specs_changed(cur, want) => b.diff(cur, want),
-            _ => b.full(want),
+            Some(cur) if !specs_changed(cur, &want) => b.diff(cur, &want),
+            _ => b.full(&want),
         }
         self.last_messages = b.batch.messages;
         let n = b.batch.messages as u32 + 2;
         let _ = self.sock.next_seq(n);
+        let t1 = std::time::Instant::now();
+        self.last_encode = t1 - t0;
         let res = self.sock.commit(b.batch, first);
+        self.last_commit = t1.elapsed();
         match res {
             Ok(Ok(())) => {
-                self.current = Some(want.clone());
+                self.current = Some(want);
                 Ok(())
             }
             Ok(Err(nack)) => {

@@ -31,7 +31,7 @@ fn apply(t: &Topo, rs: Ruleset) {
     let name = table(t);
     in_ns(&t.node, move || {
         let mut p = Programmer::new(&name).expect("netlink socket");
-        p.apply(&rs).expect("apply");
+        p.apply(rs.clone()).expect("apply");
     });
 }
 
@@ -260,10 +260,10 @@ fn client_ip_affinity_sticks() {
     let (client, to) = (t.client.clone(), addr("10.96.0.10", 80));
     in_ns(&t.node, move || {
         let mut p = Programmer::new(&name).unwrap();
-        p.apply(&rs1).unwrap(); // a new programmer replaces the table whole: sets start empty
+        p.apply(rs1.clone()).unwrap(); // a new programmer replaces the table whole: sets start empty
         let pinned = spread(&client, to, 5);
         assert_eq!(pinned.len(), 1, "{pinned:?}");
-        p.apply(&rs2).unwrap(); // a delta
+        p.apply(rs2.clone()).unwrap(); // a delta
         let after = spread(&client, to, 10);
         assert_eq!(
             after.keys().collect::<Vec<_>>(),
@@ -319,13 +319,13 @@ fn endpoint_changes_are_reprogrammed_and_shutdown_removes_the_table() {
     let to = addr("10.96.0.10", 80);
     in_ns(&t.node.clone(), move || {
         let mut p = Programmer::new(&name).unwrap();
-        p.apply(&a).unwrap();
+        p.apply(a.clone()).unwrap();
         let full = p.last_messages;
         assert_eq!(
             spread(&pod, to, 10).keys().cloned().collect::<Vec<_>>(),
             vec!["pod0"]
         );
-        p.apply(&b).unwrap();
+        p.apply(b.clone()).unwrap();
         assert!(
             p.last_messages < full,
             "a delta ({}) should be smaller than a full load ({full})",
@@ -335,10 +335,10 @@ fn endpoint_changes_are_reprogrammed_and_shutdown_removes_the_table() {
             spread(&pod, to, 40).keys().cloned().collect::<Vec<_>>(),
             vec!["pod1", "pod2"]
         );
-        p.apply(&c).unwrap(); // service deleted: its chains and map entries go
-                              // no Service any more: 10.96.0.10 is just an address routed off the node
+        p.apply(c.clone()).unwrap(); // service deleted: its chains and map entries go
+                                     // no Service any more: 10.96.0.10 is just an address routed off the node
         assert!(!matches!(tcp(&pod, to), Reply::Served(..)));
-        p.apply(&a).unwrap();
+        p.apply(a.clone()).unwrap();
         assert_eq!(
             spread(&pod, to, 5).keys().cloned().collect::<Vec<_>>(),
             vec!["pod0"]
@@ -379,13 +379,15 @@ fn replacing_is_atomic_no_dump_sees_a_partial_table() {
     let writer = std::thread::spawn(move || {
         in_ns(&node, move || {
             let mut p = Programmer::new(&n2).unwrap();
-            p.apply(&a).unwrap();
+            p.apply(a.clone()).unwrap();
             s2.store(true, std::sync::atomic::Ordering::SeqCst); // readers may start
                                                                  // alternate full replaces and deltas
             for round in 0..40 {
                 let mut p = Programmer::new(&n2).unwrap();
-                p.apply(if round % 2 == 0 { &a } else { &b }).unwrap();
-                p.apply(if round % 2 == 0 { &b } else { &a }).unwrap();
+                p.apply(if round % 2 == 0 { a.clone() } else { b.clone() })
+                    .unwrap();
+                p.apply(if round % 2 == 0 { b.clone() } else { a.clone() })
+                    .unwrap();
             }
             s2.store(false, std::sync::atomic::Ordering::SeqCst);
         })
@@ -408,4 +410,49 @@ fn replacing_is_atomic_no_dump_sees_a_partial_table() {
         "dumps saw rule counts {seen:?}, want only {na} or {nb}"
     );
     assert!(!seen.is_empty());
+}
+
+#[test]
+fn a_refused_transaction_changes_nothing() {
+    let Some(t) = Topo::new("refused_transaction", 1) else {
+        return;
+    };
+    let name = table(&t);
+    let good = ruleset(
+        &[web(json!({}))],
+        &[web_slice(&ready(&t, &[0], NODE))],
+        &node_info(),
+    );
+    let mut bad = good.clone();
+    // a rule jumping to a chain that does not exist: the kernel refuses the whole batch
+    if let Some(c) = bad.chains.get_mut("services") {
+        c.rules.push(vec![rktup_proxy::model::Item::E(
+            rktup_proxy::nft::msg::Expr::Verdict(rktup_proxy::nft::msg::Verdict::Jump(
+                "no-such-chain".into(),
+            )),
+        )]);
+    }
+    bad.chains.remove("reject-chain");
+    let pod = t.pod_ns(0).to_string();
+    in_ns(&t.node, move || {
+        let mut p = Programmer::new(&name).unwrap();
+        p.apply(good.clone()).unwrap();
+        let before = rktup_proxy::table_rules(&name).unwrap();
+        let err = p.apply(bad.clone()).expect_err("the kernel must refuse it");
+        assert!(
+            matches!(err, rktup_proxy::ProxyError::Rejected { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            rktup_proxy::table_rules(&name).unwrap(),
+            before,
+            "a refused batch left changes"
+        );
+        assert!(matches!(
+            tcp(&pod, addr("10.96.0.10", 80)),
+            Reply::Served(..)
+        ));
+        // the next apply starts over with a full replace and succeeds
+        p.apply(good.clone()).unwrap();
+    });
 }

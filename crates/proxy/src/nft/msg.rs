@@ -20,6 +20,7 @@ pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
+pub const NFT_MSG_GETGEN: u16 = 16;
 
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;

@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::msg::{Batch, NFT_MSG_GETRULE, NFT_MSG_GETTABLE, NLM_F_DUMP};
+use super::msg::{Batch, NFT_MSG_GETGEN, NFT_MSG_GETRULE, NFT_MSG_GETTABLE, NLM_F_DUMP};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -70,6 +70,21 @@ impl Socket {
                 };
             }
         }
+        // A reply the kernel never sends must not hang the sync loop forever.
+        let tv = libc::timeval {
+            tv_sec: 10,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt with a pointer to a local timeval of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
         // SAFETY: zeroed sockaddr_nl is the "kernel, any pid" address; bind assigns our port id.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
@@ -145,7 +160,14 @@ impl Socket {
         let mut buf = Vec::new();
         let mut first_err: Option<Nack> = None;
         loop {
-            let n = self.recv(&mut buf)?;
+            let n = match self.recv(&mut buf) {
+                Ok(n) => n,
+                // the error was reported; the kernel may skip the ACK of an aborted batch
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && first_err.is_some() => {
+                    return Ok(Err(first_err.unwrap_or(Nack { errno: 0, index: 0 })));
+                }
+                Err(e) => return Err(e),
+            };
             for (ty, _, seq, payload) in messages(&buf[..n]) {
                 if ty != NLMSG_ERROR {
                     continue;
@@ -232,8 +254,38 @@ impl Socket {
         }
     }
 
-    /// The chain of each rule in `table` (one consistent dump; `None` if the table is absent).
+    /// The ruleset generation: every commit bumps it.
+    pub fn generation(&mut self) -> io::Result<u32> {
+        let replies = self
+            .get(NFT_MSG_GETGEN, false, |_| {})?
+            .map_err(io::Error::from_raw_os_error)?;
+        for r in &replies {
+            for (ty, v) in attrs(r) {
+                if ty == 1 && v.len() >= 4 {
+                    return Ok(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no generation id in NFT_MSG_GETGEN reply",
+        ))
+    }
+
+    /// The chain of each rule in `table`, all from one generation (as `nft list` does: the
+    /// generation before and after the dumps must match, else it is redone; a single dump is
+    /// not enough, since a commit during one part of it is not flagged). `None`: no such table.
     pub fn rules(&mut self, table: &str) -> io::Result<Option<Vec<String>>> {
+        loop {
+            let before = self.generation()?;
+            let r = self.rules_once(table)?;
+            if self.generation()? == before {
+                return Ok(r);
+            }
+        }
+    }
+
+    fn rules_once(&mut self, table: &str) -> io::Result<Option<Vec<String>>> {
         // a rule dump filtered on a missing table is just empty: ask for the table first (a
         // commit between the two is caught by the dump's generation check only if it changes
         // the rules, which deleting the table does)
