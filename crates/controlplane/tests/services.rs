@@ -1054,3 +1054,70 @@ async fn kube_dns_service() {
     let out = c2.ok(&["get", "svc", "-n", "kube-system"]).await;
     assert!(!out.contains("kube-dns"), "{out}");
 }
+
+/// An EndpointSlice POSTed as protobuf (what client-go controllers send) is
+/// stored with its JSON form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpointslice_protobuf_body() {
+    use k8s_pb::api::discovery::v1 as disc;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+    use prost::Message;
+    let c = common::start().await;
+    let slice = disc::EndpointSlice {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("pb".into()),
+            labels: [("kubernetes.io/service-name".to_string(), "pb".to_string())].into(),
+            ..Default::default()
+        }),
+        address_type: Some("IPv4".into()),
+        endpoints: vec![disc::Endpoint {
+            addresses: vec!["10.3.0.1".into()],
+            conditions: Some(disc::EndpointConditions {
+                ready: Some(true),
+                serving: Some(true),
+                terminating: Some(false),
+            }),
+            node_name: Some("n1".into()),
+            ..Default::default()
+        }],
+        ports: vec![disc::EndpointPort {
+            name: Some("http".into()),
+            protocol: Some("TCP".into()),
+            port: Some(8080),
+            app_protocol: None,
+        }],
+    };
+    let unknown = Unknown {
+        type_meta: Some(TypeMeta {
+            api_version: Some("discovery.k8s.io/v1".into()),
+            kind: Some("EndpointSlice".into()),
+        }),
+        raw: Some(slice.encode_to_vec()),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut body = b"k8s\0".to_vec();
+    body.extend(unknown.encode_to_vec());
+    let req = http::Request::post("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices")
+        .header("Content-Type", "application/vnd.kubernetes.protobuf")
+        .header("Accept", "application/json")
+        .body(body)
+        .expect("request");
+    let client = c.admin().await;
+    client
+        .request_text(req)
+        .await
+        .expect("created from protobuf");
+    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+    let got = serde_json::to_value(slices.get("pb").await.expect("stored")).expect("json");
+    assert_eq!(got["addressType"], "IPv4");
+    assert_eq!(
+        got["endpoints"],
+        json!([{"addresses": ["10.3.0.1"], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "n1"}])
+    );
+    assert_eq!(
+        got["ports"],
+        json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+    );
+}

@@ -49,6 +49,8 @@ ROOTS = [
     ("v1", "Binding", "api::core::v1::Binding"),
     ("events.k8s.io/v1", "Event", "api::events::v1::Event"),
     ("coordination.k8s.io/v1", "Lease", "api::coordination::v1::Lease"),
+    # client-go controllers writing slices (issue 14).
+    ("discovery.k8s.io/v1", "EndpointSlice", "api::discovery::v1::EndpointSlice"),
     ("apps/v1", "Deployment", "api::apps::v1::Deployment"),
     ("apps/v1", "ReplicaSet", "api::apps::v1::ReplicaSet"),
     ("apps/v1", "DaemonSet", "api::apps::v1::DaemonSet"),

@@ -20,6 +20,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("v1", "Binding"),
     ("events.k8s.io/v1", "Event"),
     ("coordination.k8s.io/v1", "Lease"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
     ("apps/v1", "DaemonSet"),
@@ -59,6 +60,9 @@ pub fn decode_kind(
         ("events.k8s.io/v1", "Event") => decode::<k8s_pb::api::events::v1::Event>(raw, depth),
         ("coordination.k8s.io/v1", "Lease") => {
             decode::<k8s_pb::api::coordination::v1::Lease>(raw, depth)
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            decode::<k8s_pb::api::discovery::v1::EndpointSlice>(raw, depth)
         }
         ("apps/v1", "Deployment") => decode::<k8s_pb::api::apps::v1::Deployment>(raw, depth),
         ("apps/v1", "ReplicaSet") => decode::<k8s_pb::api::apps::v1::ReplicaSet>(raw, depth),
@@ -2003,6 +2007,57 @@ impl JsonFields for k8s_pb::api::core::v1::WorkloadReference {
         o.str("name", &self.name, OmitEmpty);
         o.str("podGroup", &self.pod_group, OmitEmpty);
         o.str("podGroupReplicaKey", &self.pod_group_replica_key, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::Endpoint {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("addresses", &self.addresses);
+        o.msg("conditions", self.conditions.as_ref());
+        o.str("hostname", &self.hostname, OmitEmpty);
+        o.msg("targetRef", self.target_ref.as_ref());
+        o.map_str("deprecatedTopology", &self.deprecated_topology);
+        o.str("nodeName", &self.node_name, OmitEmpty);
+        o.str("zone", &self.zone, OmitEmpty);
+        o.msg("hints", self.hints.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::EndpointConditions {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.bool("ready", self.ready, Keep);
+        o.bool("serving", self.serving, Keep);
+        o.bool("terminating", self.terminating, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::EndpointHints {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("forZones", &self.for_zones);
+        o.msgs("forNodes", &self.for_nodes);
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::EndpointPort {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.str("protocol", &self.protocol, OmitEmpty);
+        o.int("port", self.port, Keep);
+        o.str("appProtocol", &self.app_protocol, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::EndpointSlice {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.str("addressType", &self.address_type, OmitEmpty);
+        o.msgs("endpoints", &self.endpoints);
+        o.msgs("ports", &self.ports);
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::ForNode {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::discovery::v1::ForZone {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
     }
 }
 impl JsonFields for k8s_pb::api::events::v1::Event {
