@@ -3,7 +3,8 @@
 //! `ImagePullBackOff`, kubelet's events) until it can be pulled, and then the same pod runs; a
 //! Deployment whose image cannot be pulled keeps exactly its replicas over several back-off
 //! rounds (no storm); an unsupported volume type keeps its pod Pending with `FailedMount`,
-//! retried; a restartPolicy-Never container that fails makes its pod Failed.
+//! retried; a restartPolicy-Never container that fails makes its pod Failed, and so does
+//! running past `activeDeadlineSeconds`.
 
 mod common;
 use common::*;
@@ -438,6 +439,72 @@ fn never_restarted_failing_container_makes_the_pod_failed() {
                 .expect("terminated");
             assert_eq!(t.exit_code, 3);
             assert_eq!(t.reason.as_deref(), Some("Error"));
+        });
+    });
+}
+
+#[test]
+fn active_deadline_stops_the_pod_and_fails_it() {
+    if !rktup_testkit::can_run("active_deadline_stops_the_pod_and_fails_it", None) {
+        return;
+    }
+    with_cluster("fa", |cn| {
+        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let (pods, events) = (&pods, &events);
+        cn.rt.block_on(async {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "deadline"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "activeDeadlineSeconds": 8,
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": cn.node.busybox,
+                                    "command": ["sleep", "1000"]}]
+                }
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create");
+            eventually("pod Running", Duration::from_secs(60), || async move {
+                let p = pods.get_opt("deadline").await.ok().flatten()?;
+                (phase(&p) == "Running").then_some(())
+            })
+            .await;
+            let p = eventually("pod Failed", Duration::from_secs(60), || async move {
+                let p = pods.get_opt("deadline").await.ok().flatten()?;
+                (phase(&p) == "Failed").then_some(p)
+            })
+            .await;
+            let st = p.status.expect("status");
+            assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+            assert_eq!(
+                st.message.as_deref(),
+                Some("Pod was active on the node longer than the specified deadline")
+            );
+            eventually(
+                "DeadlineExceeded event",
+                Duration::from_secs(30),
+                || async move {
+                    let evs = events_of(events, "deadline").await;
+                    evs.iter().any(|e| e.0 == "DeadlineExceeded").then_some(())
+                },
+            )
+            .await;
+            // Stopped and not started again (restartPolicy Always notwithstanding).
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            let p = pods.get("deadline").await.expect("get");
+            assert_eq!(phase(&p), "Failed");
+            let rt_pods = cn.node.pods();
+            assert!(
+                rt_pods
+                    .iter()
+                    .filter(|r| r["name"] == "deadline")
+                    .all(|r| r["status"]["state"] == "exited"),
+                "{rt_pods:?}"
+            );
         });
     });
 }

@@ -380,6 +380,22 @@ async fn pull_images(
     Ok(())
 }
 
+/// kubelet's reason and message for a pod stopped at its `activeDeadlineSeconds`.
+const DEADLINE: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// Whether the pod has been active longer than its `spec.activeDeadlineSeconds`, counted from
+/// its `status.startTime` as kubelet does.
+fn deadline_exceeded(pod: &Pod) -> bool {
+    let Some(secs) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+        return false;
+    };
+    let Some(start) = pod.status.as_ref().and_then(|s| s.start_time.as_ref()) else {
+        return false;
+    };
+    jiff::Timestamp::now().as_second() - start.0.as_second() >= secs
+}
+
 /// What the sync loop wrote to the API, so it is not written again: API pods' and mirror pods'
 /// statuses (by the API object's uid: a mirror pod has its own) and per-run container events.
 #[derive(Default)]
@@ -526,6 +542,70 @@ impl Syncer {
             }
             if let Ok(mut b) = busy.lock() {
                 b.remove(&uid(&pod));
+            }
+            wake.notify_one();
+        });
+    }
+
+    /// The pod ran past `spec.activeDeadlineSeconds` (kubelet's active deadline handler): its
+    /// containers are stopped and it is Failed with reason DeadlineExceeded — one of the few
+    /// places upstream makes a pod Failed. Its runtime pods stay (stopped) until it is deleted.
+    fn fail_deadline(&self, pod: Pod, entries: Vec<PodEntry>) {
+        let u = uid(&pod);
+        if !self.claim(&u) {
+            return;
+        }
+        let (rt, client, busy, wake) = (
+            self.rt.clone(),
+            self.client.clone(),
+            self.busy.clone(),
+            self.wake.clone(),
+        );
+        let node = self.cfg.node_name.clone();
+        let host_ip = self.cfg.node_ip.clone();
+        tokio::spawn(async move {
+            let (ns, name) = key(&pod);
+            log(&format!("kubelet: pod {ns}/{name}: {DEADLINE_MESSAGE}"));
+            events::record(&client, &node, &pod, "Normal", DEADLINE, DEADLINE_MESSAGE).await;
+            let (rt2, u2) = (rt.clone(), u.clone());
+            let last = tokio::task::spawn_blocking(move || {
+                for e in &entries {
+                    if let Err(err) = rt2.stop(e) {
+                        log(&format!("failed to stop pod k8s_{}: {err}", e.plan.uuid));
+                    }
+                }
+                rt2.list()
+                    .into_iter()
+                    .filter(|e| e.plan.uid == u2)
+                    .max_by_key(|e| e.plan.created_at)
+            })
+            .await
+            .ok()
+            .flatten();
+            let mut st = match &last {
+                Some(e) if e.status.state != PodState::Refused => status::pod_status(
+                    e,
+                    host_ip.as_deref(),
+                    &Default::default(),
+                    pod.status.as_ref(),
+                ),
+                _ => status::blocked(&pod, host_ip.as_deref(), None),
+            };
+            st.phase = Some("Failed".into());
+            st.reason = Some(DEADLINE.into());
+            st.message = Some(DEADLINE_MESSAGE.into());
+            let api: Api<Pod> = Api::namespaced(client, &ns);
+            let patch = serde_json::json!({ "status": st });
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                log(&format!(
+                    "kubelet: failed to update status of {ns}/{name}: {e}"
+                ));
+            }
+            if let Ok(mut b) = busy.lock() {
+                b.remove(&u);
             }
             wake.notify_one();
         });
@@ -812,12 +892,21 @@ impl Syncer {
                 self.reported.status.remove(&u);
                 continue;
             }
+            let terminal = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            if terminal && pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(DEADLINE) {
+                // Stopped for its deadline: kept, stopped, until the pod is deleted.
+                continue;
+            }
+            if !terminal && deadline_exceeded(&pod) {
+                self.reported.status.remove(&u);
+                self.fail_deadline((*pod).clone(), ents);
+                continue;
+            }
             ents.sort_by_key(|e| e.plan.created_at);
             let Some(newest) = ents.last().cloned() else {
-                let terminal = matches!(
-                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                );
                 if !terminal && self.retry_ready(&u) {
                     self.start((*pod).clone(), vec![]);
                 }
