@@ -722,3 +722,343 @@ fn local_cluster_state_is_private() {
     let o = rkt(&["image", "gc", "--dir", agent_root.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// An HTTP GET from this machine (the host's network namespace): the body, or the error (a
+/// refused connection reads "Connection refused").
+fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default())
+}
+
+/// A pod pinned to `node` that runs `script` once; its log when it succeeded.
+fn run_pod(c: &Cluster, name: &str, node: &str, image: &str, script: &str) -> String {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]}
+    });
+    let file = c.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, pod.to_string()).unwrap();
+    c.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
+    wait_for(&format!("pod {name} done"), Duration::from_secs(90), || {
+        let p = c.json(&["get", "pod", name]);
+        match p["status"]["phase"].as_str().unwrap_or_default() {
+            "Succeeded" => Some(()),
+            "Failed" => panic!(
+                "pod {name} failed: {}\n{}",
+                String::from_utf8_lossy(&c.kubectl(&["logs", name]).stdout),
+                c.logs()
+            ),
+            _ => None,
+        }
+    });
+    c.kubectl_ok(&["logs", name])
+}
+
+/// The seed's closing example ("deploy a simple nginx web server") with a Service, as any
+/// "expose your app" tutorial does it: a 2-node cluster, a web Deployment exposed as a
+/// LoadBalancer, reached from this machine (LoadBalancer address, NodePort on both nodes) and from
+/// a pod on the other node (by name, FQDN and ClusterIP); scaled to 0 (refused) and back; a pod
+/// reaching its own Service; headless, ExternalName and SRV answers from cluster DNS; and nothing
+/// left on the host after `down`.
+#[test]
+fn services_and_dns_on_a_two_node_local_cluster() {
+    let Some(c) = Cluster::for_test("svc") else {
+        return;
+    };
+    let images = Images::build();
+    let registry = Registry::start();
+    let image = registry.push(&images.layout, "busybox", "web:1.0");
+    let name = c.name.clone();
+    c.rktup_ok(
+        &[
+            "local",
+            "up",
+            "--name",
+            &name,
+            "--num-nodes",
+            "2",
+            "--wait",
+            "60s",
+            "--insecure-registry",
+            &registry.addr,
+        ],
+        &[],
+    );
+    let nodes = c.json(&["get", "nodes"]);
+    let node_addrs: Vec<(String, String)> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let ip = n["status"]["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["type"] == "InternalIP")
+                .unwrap()["address"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (n["metadata"]["name"].as_str().unwrap().to_string(), ip)
+        })
+        .collect();
+    assert_eq!(node_addrs.len(), 2, "{nodes}");
+
+    // The web Deployment: each pod serves its own name on 8080, one pod per node.
+    let page = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www";
+    c.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--replicas=2",
+        "--port=8080",
+        &format!("--image={image}"),
+        "--",
+        "sh",
+        "-c",
+        page,
+    ]);
+    let web_pods = || {
+        wait_for("2 web pods Running", Duration::from_secs(90), || {
+            let p: Vec<Value> = pods(&c, "app=web")
+                .into_iter()
+                .filter(running_with_ip)
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            (p.len() == 2).then_some(p)
+        })
+    };
+    let web = web_pods();
+    let names: Vec<String> = web
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+
+    // Exposed as a LoadBalancer: an address from the local pool, a NodePort, a ClusterIP.
+    c.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+        "--type=LoadBalancer",
+    ]);
+    let svc = wait_for(
+        "the LoadBalancer address in the Service's status",
+        Duration::from_secs(30),
+        || {
+            let s = c.json(&["get", "service", "web"]);
+            s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .is_some()
+                .then_some(s)
+        },
+    );
+    let lb_ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let served_by_web = |addr: &str| -> bool {
+        wait_for(
+            &format!("{addr} served by a web pod"),
+            Duration::from_secs(30),
+            || match http_get(addr) {
+                Ok(body) if names.contains(&body) => Some(true),
+                _ => None,
+            },
+        )
+    };
+    // From this machine: the LoadBalancer address and the NodePort on both nodes' addresses.
+    assert!(served_by_web(&format!("{lb_ip}:80")));
+    for (_, ip) in &node_addrs {
+        assert!(served_by_web(&format!("{ip}:{node_port}")));
+    }
+    // Both endpoints are used (random balancing over many connections).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        if let Ok(b) = http_get(&format!("{lb_ip}:80")) {
+            seen.insert(b);
+        }
+    }
+    assert_eq!(seen.len(), 2, "both web pods answer: {seen:?}");
+
+    // From a pod on each node: by name, by FQDN, by ClusterIP; DNS answers for the Service.
+    for (i, (node, _)) in node_addrs.iter().enumerate() {
+        let out = run_pod(
+            &c,
+            &format!("client-{i}"),
+            node,
+            &image,
+            &format!(
+                "wget -q -O - http://web && echo && \
+                 wget -q -O - http://web.default.svc.cluster.local && echo && \
+                 wget -q -O - http://{cluster_ip} && echo && cat /etc/resolv.conf"
+            ),
+        );
+        let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+        for l in &lines[..3] {
+            assert!(names.iter().any(|n| n == l), "{out}");
+        }
+        assert!(
+            out.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+            "{out}"
+        );
+        assert!(out.contains("options ndots:5"), "{out}");
+    }
+
+    // Headless (named port → SRV), ExternalName (→ CNAME).
+    let headless = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-headless"},
+        "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+    });
+    let file = c.dir.path().join("headless.json");
+    std::fs::write(&file, headless.to_string()).unwrap();
+    c.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
+    c.kubectl_ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name",
+        "web.default.svc.cluster.local",
+    ]);
+    let pod_ips: Vec<String> = web
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    let out = wait_for(
+        "headless DNS lists both pods",
+        Duration::from_secs(30),
+        || {
+            let _ = c.kubectl(&["delete", "pod", "dns", "--wait=true"]);
+            let out = run_pod(
+                &c,
+                "dns",
+                &node_addrs[0].0,
+                &image,
+                "nslookup web-headless.default.svc.cluster.local; \
+             nslookup -type=SRV _http._tcp.web-headless.default.svc.cluster.local; \
+             nslookup ext.default.svc.cluster.local; \
+             nslookup no-such-service.default.svc.cluster.local; true",
+            );
+            pod_ips
+                .iter()
+                .all(|ip| out.contains(ip.as_str()))
+                .then_some(out)
+        },
+    );
+    assert!(out.contains("8080"), "SRV answer carries the port: {out}");
+    assert!(
+        out.contains("canonical name = web.default.svc.cluster.local"),
+        "ExternalName is a CNAME: {out}"
+    );
+    assert!(out.contains("NXDOMAIN"), "unknown names: {out}");
+
+    // A pod reaching its own Service (hairpin): a one-replica Deployment fetching itself.
+    c.kubectl_ok(&[
+        "create",
+        "deployment",
+        "solo",
+        "--port=8080",
+        &format!("--image={image}"),
+        "--",
+        "sh",
+        "-c",
+        page,
+    ]);
+    c.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "solo",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let solo = wait_for("solo Running", Duration::from_secs(90), || {
+        pods(&c, "app=solo").into_iter().find(running_with_ip)
+    });
+    let solo_name = solo["metadata"]["name"].as_str().unwrap().to_string();
+    let fetched = wait_for("solo reaches itself", Duration::from_secs(30), || {
+        let o = c.kubectl(&[
+            "exec",
+            &solo_name,
+            "--",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://solo",
+        ]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    assert_eq!(fetched, solo_name);
+
+    // Scaled to 0: refused at once (not a timeout); back to 2: served again.
+    c.kubectl_ok(&["scale", "deployment", "web", "--replicas=0"]);
+    wait_for(
+        "web refused with no endpoints",
+        Duration::from_secs(60),
+        || match http_get(&format!("{lb_ip}:80")) {
+            Err(e) if e.contains("refused") => Some(()),
+            _ => None,
+        },
+    );
+    c.kubectl_ok(&["scale", "deployment", "web", "--replicas=2"]);
+    let web = web_pods();
+    let names: Vec<String> = web
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    wait_for(
+        "web served again",
+        Duration::from_secs(60),
+        || match http_get(&format!("{lb_ip}:80")) {
+            Ok(b) if names.contains(&b) => Some(()),
+            _ => None,
+        },
+    );
+
+    // Down: nothing left on the host, no route to the pool, no nftables table of ours.
+    c.rktup_ok(&["local", "down", "--name", &name], &[]);
+    nothing_left(&c, &[]);
+    let routes = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["route", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    let pool_prefix = lb_ip.rsplit_once('.').unwrap().0.to_string();
+    assert!(
+        !routes.contains(&format!("{pool_prefix}.192/26")),
+        "LoadBalancer route left: {routes}"
+    );
+    // Debian's nftables (test.sh installs it) only to look.
+    let o = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft (Debian nftables) to inspect the host");
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !t.contains("rktup-proxy"),
+        "nftables table left on the host: {t}"
+    );
+}

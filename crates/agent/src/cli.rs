@@ -55,6 +55,52 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
     Ok(cfg)
 }
 
+/// The service proxy's and cluster DNS's settings from the agent's flags; a malformed address
+/// fails the start, naming the flag.
+fn node_services_config(
+    a: &AgentArgs,
+    node_name: &str,
+) -> anyhow::Result<crate::kubelet::node_services::NodeServicesConfig> {
+    fn parse<T: std::str::FromStr>(
+        flag: &str,
+        v: &Option<String>,
+        what: &str,
+    ) -> anyhow::Result<Option<T>> {
+        v.as_deref()
+            .map(|s| {
+                s.trim()
+                    .parse::<T>()
+                    .map_err(|_| anyhow::anyhow!("--{flag}={s:?} is not {what}"))
+            })
+            .transpose()
+    }
+    Ok(crate::kubelet::node_services::NodeServicesConfig {
+        node_name: node_name.to_string(),
+        node_ip: parse("node-ip", &a.node_ip, "an IP address")?,
+        cluster_dns: parse(
+            "cluster-dns",
+            // kubelet takes a list; the first address is the one pods use first.
+            &a.cluster_dns
+                .as_deref()
+                .and_then(|s| s.split(',').next())
+                .map(str::to_string),
+            "an IP address",
+        )?,
+        cluster_domain: a
+            .cluster_domain
+            .clone()
+            .unwrap_or_else(|| "cluster.local".into()),
+        serve_dns: a.serve_cluster_dns,
+        proxy: a.proxy_mode == "nftables",
+        cluster_cidr: parse(
+            "cluster-cidr",
+            &a.cluster_cidr,
+            "a CIDR such as 10.244.0.0/16",
+        )?,
+        resolv_conf: a.resolv_conf.clone(),
+    })
+}
+
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = config_from_args(&args)?;
     let scfg = crate::kubelet::server::ServerConfig {
@@ -113,6 +159,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             verbosity: args.verbosity,
             kubelet_port: args.kubelet_port,
             sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),
+            services: Some(node_services_config(&args, &node_name)?),
         };
         let (reader, writer) = kube::runtime::reflector::store();
         pod_store = Some(reader);

@@ -415,6 +415,11 @@ fn start_controlplane(
                 format!("{}:{}", rec.gateway(), rec.api_port),
                 "--service-cluster-ip-range".into(),
                 local.settings.service_cluster_ip_range.to_string(),
+                // LoadBalancer Services get host-reachable addresses (routed through the nodes).
+                "--load-balancer-ip-range".into(),
+                rec.load_balancer_pool().to_string(),
+                "--cluster-dns-ip".into(),
+                local.settings.dns_server_ip.to_string(),
             ],
             log: layout.log("controlplane"),
             pidfile: pidfile.clone(),

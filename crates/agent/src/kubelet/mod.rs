@@ -32,6 +32,7 @@ pub mod env;
 pub mod events;
 pub mod mirror;
 pub mod node;
+pub mod node_services;
 pub mod objects;
 pub mod pods;
 pub mod prepare;
@@ -40,6 +41,7 @@ pub mod server;
 pub mod status;
 pub mod volumes;
 
+use tracing::{error, info, warn};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
 use rktup_runtime::runtime::Runtime;
@@ -47,7 +49,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, warn};
 
 /// What the kubelet half needs besides the runtime.
 #[derive(Debug, Clone)]
@@ -66,6 +67,8 @@ pub struct KubeletConfig {
     /// How often running pods' configMap/secret/downwardAPI/projected volumes are brought up to
     /// date (kubelet's --sync-frequency, 1 min).
     pub sync_frequency: Duration,
+    /// The service proxy and cluster DNS this node runs once it has the API.
+    pub services: Option<node_services::NodeServicesConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +174,21 @@ pub async fn run(
     }
     info!("kubelet: registered node {}", cfg.node_name);
     let hb = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
+    // The proxy and DNS start beside the pods, not before them (kubelet does not wait for
+    // kube-proxy or CoreDNS either); they keep running, and their rules and address stay, while
+    // the agent restarts.
+    let services = cfg.services.clone().map(|s| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _running = node_services::start(client, &s).await;
+            // Held until the kubelet half ends (the task is aborted then).
+            std::future::pending::<()>().await
+        })
+    });
     let r = pods::run(client, cfg, rt, pods).await;
     hb.abort();
+    if let Some(s) = services {
+        s.abort();
+    }
     r
 }

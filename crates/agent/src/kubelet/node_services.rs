@@ -1,0 +1,261 @@
+//! The node's share of cluster networking, started with the kubelet half (it needs the API):
+//! the service proxy (`rktup-proxy`, kube-proxy's nftables mode) and cluster DNS (`rktup-dns`,
+//! CoreDNS's kubernetes plugin) answering on `--cluster-dns` from this node. The DNS address is
+//! put on the node's loopback so pods' queries to it are delivered here (NodeLocal DNSCache's
+//! trick); the proxy is told to leave that address alone. Cloud and local nodes run the same code:
+//! a local node's agent simply lives in the node's network namespace.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use tracing::{error, info};
+
+/// What the node services need from the agent's flags.
+#[derive(Debug, Clone)]
+pub struct NodeServicesConfig {
+    pub node_name: String,
+    pub node_ip: Option<IpAddr>,
+    /// `--cluster-dns`: where pods send queries; served here when `serve_dns`.
+    pub cluster_dns: Option<IpAddr>,
+    pub cluster_domain: String,
+    pub serve_dns: bool,
+    /// `--proxy-mode=nftables` (false: `none`).
+    pub proxy: bool,
+    pub cluster_cidr: Option<ipnet::IpNet>,
+    /// Where names outside the cluster go (kubelet's `--resolv-conf`).
+    pub resolv_conf: PathBuf,
+}
+
+/// The running proxy and DNS server; dropping it leaves them running until the process ends,
+/// `shutdown` stops them and takes the DNS address and the proxy's table away.
+pub struct NodeServices {
+    proxy: Option<rktup_proxy::ServiceProxy>,
+    dns: Option<(rktup_dns::DnsServer, Option<IpAddr>)>,
+}
+
+/// The nftables table the agent's proxy owns (one per network namespace, replaced atomically).
+pub const PROXY_TABLE: &str = "rktup-proxy";
+
+/// Start what the configuration asks for. A part that fails to start is logged and left out:
+/// pods still run (as kubelet runs pods without a working kube-proxy or CoreDNS).
+pub async fn start(client: kube::Client, cfg: &NodeServicesConfig) -> NodeServices {
+    let mut out = NodeServices {
+        proxy: None,
+        dns: None,
+    };
+    let dns_ip = cfg.cluster_dns.filter(|_| cfg.serve_dns);
+    if cfg.proxy {
+        let pcfg = rktup_proxy::ProxyConfig {
+            node_name: cfg.node_name.clone(),
+            node_ips: cfg.node_ip.into_iter().collect(),
+            cluster_cidr: cfg.cluster_cidr,
+            table: PROXY_TABLE.to_string(),
+            skip_cluster_ips: dns_ip.into_iter().collect(),
+        };
+        match rktup_proxy::run(client.clone(), pcfg).await {
+            Ok(p) => {
+                info!("service proxy: nftables table inet {PROXY_TABLE} programmed");
+                out.proxy = Some(p);
+            }
+            Err(e) => error!("service proxy: not started: {e}"),
+        }
+    }
+    if let Some(ip) = dns_ip {
+        match start_dns(client, cfg, ip).await {
+            Ok(d) => {
+                info!("cluster DNS: answering {} on {ip}:53", cfg.cluster_domain);
+                out.dns = Some(d);
+            }
+            Err(e) => error!("cluster DNS: not started on {ip}: {e}"),
+        }
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("adding {ip} to the loopback: {source}")]
+    Address { ip: IpAddr, source: std::io::Error },
+    #[error(transparent)]
+    Dns(#[from] rktup_dns::DnsError),
+}
+
+async fn start_dns(
+    client: kube::Client,
+    cfg: &NodeServicesConfig,
+    ip: IpAddr,
+) -> Result<(rktup_dns::DnsServer, Option<IpAddr>), StartError> {
+    // The address may already be local (a restarted agent, or a host that has it): only one
+    // we added is removed again.
+    let added = if loopback_addr::is_local(ip) {
+        None
+    } else {
+        loopback_addr::add(ip).map_err(|source| StartError::Address { ip, source })?;
+        Some(ip)
+    };
+    let resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
+    let upstreams = rktup_dns::upstreams_from_resolv_conf(&resolv)
+        .into_iter()
+        // Our own address would loop.
+        .filter(|u| u.ip() != ip)
+        .collect();
+    let dcfg = rktup_dns::DnsConfig {
+        listen: vec![SocketAddr::new(ip, 53)],
+        cluster_domain: cfg.cluster_domain.clone(),
+        upstreams,
+    };
+    match rktup_dns::serve(client, dcfg).await {
+        Ok(s) => Ok((s, added)),
+        Err(e) => {
+            if let Some(a) = added {
+                let _ = loopback_addr::remove(a);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+impl NodeServices {
+    pub async fn shutdown(self) {
+        if let Some(p) = self.proxy {
+            p.shutdown().await;
+        }
+        if let Some((d, added)) = self.dns {
+            d.shutdown().await;
+            if let Some(ip) = added {
+                if let Err(e) = loopback_addr::remove(ip) {
+                    error!("cluster DNS: removing {ip} from the loopback: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A /32 (/128) on `lo` over rtnetlink: the kernel then delivers packets for it to this host.
+mod loopback_addr {
+    use std::io;
+    use std::net::IpAddr;
+
+    pub fn is_local(ip: IpAddr) -> bool {
+        // Binding succeeds only for a local address (no IP_FREEBIND).
+        std::net::UdpSocket::bind((ip, 0)).is_ok()
+    }
+
+    pub fn add(ip: IpAddr) -> io::Result<()> {
+        request(libc::RTM_NEWADDR, libc::NLM_F_CREATE | libc::NLM_F_EXCL, ip)
+    }
+
+    pub fn remove(ip: IpAddr) -> io::Result<()> {
+        request(libc::RTM_DELADDR, 0, ip)
+    }
+
+    fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(data);
+        while buf.len() % 4 != 0 {
+            buf.push(0);
+        }
+    }
+
+    fn request(kind: u16, extra_flags: libc::c_int, ip: IpAddr) -> io::Result<()> {
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        if lo == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (family, prefix, bytes) = match ip {
+            IpAddr::V4(a) => (libc::AF_INET, 32u8, a.octets().to_vec()),
+            IpAddr::V6(a) => (libc::AF_INET6, 128u8, a.octets().to_vec()),
+        };
+        // nlmsghdr (16) + ifaddrmsg (8) + attributes.
+        let mut msg = vec![0u8; 16];
+        msg.push(family as u8);
+        msg.push(prefix);
+        msg.push(0); // flags
+        msg.push(libc::RT_SCOPE_HOST);
+        msg.extend_from_slice(&lo.to_ne_bytes());
+        push_attr(&mut msg, libc::IFA_LOCAL, &bytes);
+        push_attr(&mut msg, libc::IFA_ADDRESS, &bytes);
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        msg[4..6].copy_from_slice(&kind.to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | extra_flags) as u16;
+        msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+        msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        // SAFETY: plain socket calls on buffers we own; the fd is closed on every path.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            );
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let r = (|| {
+                if libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut buf = [0u8; 4096];
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The ack: nlmsghdr of type NLMSG_ERROR, then the (negated) errno.
+                if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == libc::NLMSG_ERROR as u16 {
+                    let errno = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+                    if errno != 0 {
+                        return Err(io::Error::from_raw_os_error(-errno));
+                    }
+                }
+                Ok(())
+            })();
+            libc::close(fd);
+            r
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// In a network namespace of its own (a forked child unshares it), so the host is not
+        /// touched: the address becomes local, then goes.
+        #[test]
+        fn address_on_loopback_comes_and_goes() {
+            if !rktup_testkit::can_run(
+                "address_on_loopback_comes_and_goes",
+                (!rktup_testkit::is_root()).then_some("root"),
+            ) {
+                return;
+            }
+            let out = std::process::Command::new("unshare")
+                .args(["--net", "sh", "-c", "ip link set lo up && sleep 5"])
+                .spawn();
+            let Ok(mut child) = out else {
+                panic!("unshare: cannot start");
+            };
+            // Enter the child's namespace on a thread of our own.
+            let pid = child.id();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let r = std::thread::spawn(move || -> io::Result<(bool, bool, bool)> {
+                let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+                use std::os::fd::AsRawFd;
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let ip: IpAddr = "10.96.0.10".parse().map_err(io::Error::other)?;
+                let before = is_local(ip);
+                add(ip)?;
+                let during = is_local(ip);
+                remove(ip)?;
+                Ok((before, during, is_local(ip)))
+            })
+            .join();
+            let _ = child.kill();
+            let _ = child.wait();
+            let (before, during, after) = r.expect("thread").expect("netlink");
+            assert!(!before && during && !after, "{before} {during} {after}");
+        }
+    }
+}
