@@ -392,6 +392,22 @@ fn replacing_is_atomic_no_dump_sees_a_partial_table() {
             s2.store(false, std::sync::atomic::Ordering::SeqCst);
         })
     });
+    // and traffic all along: a Service present in both tables never misses a connection
+    let (stop3, pod) = (stop.clone(), t.pod_ns(1).to_string());
+    let traffic = std::thread::spawn(move || {
+        while !stop3.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let mut out = std::collections::BTreeMap::new();
+        while stop3.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = match tcp(&pod, addr("10.96.1.0", 80)) {
+                Reply::Served(..) => "served".to_string(),
+                r => format!("{r:?}"),
+            };
+            *out.entry(r).or_insert(0) += 1;
+        }
+        out
+    });
     let seen = in_ns(&t.node, move || {
         let mut seen = std::collections::BTreeMap::new();
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -405,6 +421,12 @@ fn replacing_is_atomic_no_dump_sees_a_partial_table() {
         seen
     });
     writer.join().unwrap();
+    let conns = traffic.join().unwrap();
+    assert_eq!(
+        conns.keys().collect::<Vec<_>>(),
+        vec!["served"],
+        "connections during replaces: {conns:?}"
+    );
     assert!(
         seen.keys().all(|n| *n == na || *n == nb),
         "dumps saw rule counts {seen:?}, want only {na} or {nb}"

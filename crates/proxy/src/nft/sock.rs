@@ -227,7 +227,20 @@ impl Socket {
                 }
                 intr |= flags & NLM_F_DUMP_INTR != 0;
                 match mty {
-                    NLMSG_DONE => return Ok((!intr).then_some(Ok(out))),
+                    NLMSG_DONE => {
+                        // DONE carries the dump's own result: a dump cut short is not a result
+                        let errno = payload
+                            .get(..4)
+                            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                            .unwrap_or(0);
+                        if errno == -libc::EINTR || errno == -libc::EAGAIN || intr {
+                            return Ok(None);
+                        }
+                        if errno != 0 {
+                            return Ok(Some(Err(-errno)));
+                        }
+                        return Ok(Some(Ok(out)));
+                    }
                     NLMSG_ERROR => {
                         let errno = payload
                             .get(..4)
@@ -272,37 +285,46 @@ impl Socket {
         ))
     }
 
-    /// The chain of each rule in `table`, all from one generation (as `nft list` does: the
-    /// generation before and after the dumps must match, else it is redone; a single dump is
-    /// not enough, since a commit during one part of it is not flagged). `None`: no such table.
+    /// The chain of each rule in `table`, from one generation. `nft list` checks the generation
+    /// before and after its dumps; that is not quite enough, because the kernel bumps the
+    /// generation at the start of a commit and unlinks deleted objects after it, so a dump
+    /// inside that window sees a moving list under an unchanged generation. So: two dumps that
+    /// agree, with the same generation around both. `None`: no such table.
     pub fn rules(&mut self, table: &str) -> io::Result<Option<Vec<String>>> {
         loop {
             let before = self.generation()?;
-            let r = self.rules_once(table)?;
-            if self.generation()? == before {
-                return Ok(r);
+            let first = self.rules_once(table)?;
+            let second = self.rules_once(table)?;
+            if first == second && self.generation()? == before {
+                return Ok(first);
             }
         }
     }
 
     fn rules_once(&mut self, table: &str) -> io::Result<Option<Vec<String>>> {
-        // a rule dump filtered on a missing table is just empty: ask for the table first (a
-        // commit between the two is caught by the dump's generation check only if it changes
-        // the rules, which deleting the table does)
+        // a rule dump filtered on a missing table is just empty: ask for the table first
         if !self.table_exists(table)? {
             return Ok(None);
         }
-        match self.get(NFT_MSG_GETRULE, true, |b| b.str(1, table))? {
+        // unfiltered, matched here: the kernel's table filter stops at the first table of that
+        // name in its list, which during a replace can be the one being deleted
+        match self.get(NFT_MSG_GETRULE, true, |_| {})? {
             Ok(replies) => {
                 let mut chains = Vec::new();
                 for r in replies {
+                    let (mut t, mut c) = (None, None);
                     for (ty, v) in attrs(&r) {
-                        if ty == 2 {
-                            chains.push(
-                                String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v))
-                                    .into_owned(),
-                            );
+                        let text = || {
+                            String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned()
+                        };
+                        match ty {
+                            1 => t = Some(text()),
+                            2 => c = Some(text()),
+                            _ => {}
                         }
+                    }
+                    if t.as_deref() == Some(table) {
+                        chains.extend(c);
                     }
                 }
                 Ok(Some(chains))
