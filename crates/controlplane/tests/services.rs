@@ -1121,3 +1121,74 @@ async fn endpointslice_protobuf_body() {
         json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
     );
 }
+
+/// The seed's walk-through, control-plane half: a Deployment exposed as a
+/// LoadBalancer with the real kubectl gets a pool address, a node port and
+/// slices listing its pods; scaled to 0 the slices empty, scaled back they
+/// fill again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expose_a_deployment_as_a_load_balancer() {
+    let c = start_with(|b| b.load_balancer_ip_range("198.51.100.0/30")).await;
+    let _node = fake_node(&c, "svc-node-e", 10250).await;
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--port=80",
+        "--replicas=2",
+    ])
+    .await;
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type=LoadBalancer",
+        "--port=80",
+    ])
+    .await;
+    let client = c.admin().await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let ready_endpoints = || async {
+        let s = slices_of(&slices, "web").await;
+        endpoints_by_pod(&s)
+            .values()
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count()
+    };
+    eventually("two endpoints", Duration::from_secs(40), || async {
+        (ready_endpoints().await == 2).then_some(())
+    })
+    .await;
+    let s = slices_of(&slices, "web").await;
+    assert_eq!(
+        s[0]["ports"],
+        json!([{"name": "", "port": 80, "protocol": "TCP"}])
+    );
+    let out = eventually("an external IP", WAIT, || async {
+        let out = c.ok(&["get", "svc", "web"]).await;
+        out.contains("198.51.100.1").then_some(out)
+    })
+    .await;
+    let svc = services.get("web").await.expect("svc");
+    let np = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p[0].node_port);
+    let np = np.expect("node port");
+    assert!(out.contains(&format!("80:{np}/TCP")), "{out}");
+
+    c.ok(&["scale", "deployment", "web", "--replicas=0"]).await;
+    eventually("no endpoints", Duration::from_secs(40), || async {
+        let s = slices_of(&slices, "web").await;
+        (s.len() == 1 && endpoints_by_pod(&s).is_empty()).then_some(())
+    })
+    .await;
+    c.ok(&["scale", "deployment", "web", "--replicas=2"]).await;
+    eventually("two endpoints again", Duration::from_secs(40), || async {
+        (ready_endpoints().await == 2).then_some(())
+    })
+    .await;
+}
