@@ -195,6 +195,17 @@ impl Node {
             .any(|a| a == "--v" || a.starts_with("--v="))
             || self.env.iter().any(|(k, _)| k == "LOG_LEVEL");
         let v: &[&str] = if says_v { &[] } else { &["--v", "4"] };
+        // These agents live in the host's network namespace: no service proxy table or DNS
+        // address on the host (the proxy and DNS are tested in namespaces of their own: crates/
+        // proxy, crates/dns, tests/local_e2e.rs), unless a test asks for them.
+        let says = |flag: &str| self.extra_args.iter().any(|a| a.starts_with(flag));
+        let mut services: Vec<&str> = vec![];
+        if !says("--proxy-mode") {
+            services.push("--proxy-mode=none");
+        }
+        if !says("--serve-cluster-dns") {
+            services.push("--serve-cluster-dns=false");
+        }
         let child = Command::new(rktup_bin())
             .arg("agent")
             .arg("--root-dir")
@@ -209,6 +220,7 @@ impl Node {
             .arg(&self.registry.addr)
             .args(["--sync-period-ms", "200", "--restart-backoff-ms", "200"])
             .args(v)
+            .args(&services)
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
