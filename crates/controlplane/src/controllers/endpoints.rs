@@ -55,18 +55,45 @@ pub fn pass(core: &Core, _s: &Settings) {
             );
         }
     }
-    for svc in services {
+    // Pods by (namespace, label, value): each Service reads the pods of its
+    // rarest selector pair only, not every pod of its namespace.
+    let all_pods = list(core, "", "pods", None);
+    let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<&Value>> =
+        std::collections::HashMap::new();
+    for p in &all_pods {
+        let ns = meta_str(p, "namespace");
+        for (k, v) in p
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(v) = v.as_str() {
+                by_label.entry((ns, k, v)).or_default().push(p);
+            }
+        }
+    }
+    for svc in &services {
         let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
             continue;
         };
         if sel.is_empty() {
             continue;
         }
-        let ns = meta_str(&svc, "namespace");
-        let name = meta_str(&svc, "name");
+        let ns = meta_str(svc, "namespace");
+        let name = meta_str(svc, "name");
         let selector =
             LabelSelector::from_object(&json!({"matchLabels": Value::Object(sel.clone())}));
-        let pods = list(core, "", "pods", Some(ns));
+        let pods: &[&Value] = sel
+            .iter()
+            .map(|(k, v)| {
+                by_label
+                    .get(&(ns, k.as_str(), v.as_str().unwrap_or("")))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+            })
+            .min_by_key(|c| c.len())
+            .unwrap_or(&[]);
         let ports = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)
