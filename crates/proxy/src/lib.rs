@@ -142,10 +142,19 @@ fn pod_cidrs(nodes: &Store<Node>) -> Vec<ipnet::IpNet> {
     all.iter().filter_map(|c| c.parse().ok()).collect()
 }
 
-fn compute(services: &Store<Service>, slices: &Store<EndpointSlice>, node: &NodeInfo) -> Ruleset {
-    let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-    let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-    ruleset(&svcs, &sls, node)
+fn compute(
+    cache: &mut model::Cache,
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+    node: &NodeInfo,
+) -> Ruleset {
+    let (svcs, sls) = (services.state(), slices.state());
+    model::ruleset_cached(
+        cache,
+        svcs.iter().map(|s| s.as_ref()),
+        sls.iter().map(|s| s.as_ref()),
+        node,
+    )
 }
 
 /// Starts the proxy in the calling thread's network namespace; returns once the first full
@@ -178,7 +187,8 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
         skip_cluster_ips: cfg.skip_cluster_ips.clone(),
     };
     node.pod_cidrs = pod_cidrs(&nodes);
-    prog.apply(compute(&services, &slices, &node))?;
+    let mut cache = model::Cache::default();
+    prog.apply(compute(&mut cache, &services, &slices, &node))?;
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
     let task = tokio::spawn(async move {
@@ -193,7 +203,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                 _ = full.tick() => prog.invalidate(),
             }
             node.pod_cidrs = pod_cidrs(&nodes);
-            if let Err(e) = prog.apply(compute(&services, &slices, &node)) {
+            if let Err(e) = prog.apply(compute(&mut cache, &services, &slices, &node)) {
                 log(&format!("sync: {e}; retrying"));
                 tokio::time::sleep(RETRY).await;
                 wake.notify_one();

@@ -4,8 +4,9 @@
 //! masquerading applied in postrouting, and "no endpoints" maps checked in filter hooks where
 //! REJECT is allowed. IPv4 only for now (see README).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
@@ -16,7 +17,7 @@ use crate::nft::msg::{
 };
 
 /// What the ruleset needs to know about the node it runs on.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
     pub name: String,
     /// NodePorts answer on these (IPv4 ones).
@@ -56,7 +57,7 @@ pub struct Set {
 /// The whole table the proxy owns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
-    pub chains: BTreeMap<String, Chain>,
+    pub chains: BTreeMap<String, Arc<Chain>>,
     pub sets: BTreeMap<String, Set>,
 }
 
@@ -224,7 +225,8 @@ fn usable<'a>(eps: impl Iterator<Item = &'a Ep> + Clone) -> Vec<&'a Ep> {
 
 fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
     let mut add = |name: &str, base: Option<(&'static str, Hook, i32)>, rules: Vec<Rule>| {
-        rs.chains.insert(name.to_string(), Chain { base, rules });
+        rs.chains
+            .insert(name.to_string(), Arc::new(Chain { base, rules }));
     };
     let guarded = |tail: Vec<Item>, new_only: bool| -> Rule {
         let mut r = ipv4_only();
@@ -402,8 +404,407 @@ fn set(name: &str, flags: u32, key_type: u32, key_len: u32) -> Set {
     }
 }
 
+/// What one Service contributes: its chains, affinity sets and map entries.
+#[derive(Debug, Default)]
+struct Frag {
+    chains: Vec<(String, Arc<Chain>)>,
+    sets: Vec<(String, Set)>,
+    service_ips: Vec<Elem>,
+    no_ep_services: Vec<Elem>,
+    service_nodeports: Vec<Elem>,
+    no_ep_nodeports: Vec<Elem>,
+    cip: Option<Ipv4Addr>,
+}
+type Elem = (Vec<u8>, Option<Verdict>);
+
+impl Frag {
+    fn chain(&mut self, name: String, c: Chain) {
+        self.chains.push((name, Arc::new(c)));
+    }
+    fn set(&mut self, name: String, s: Set) {
+        self.sets.push((name, s));
+    }
+}
+
+fn service_frag(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    node: &NodeInfo,
+    have_nodeports: bool,
+) -> Frag {
+    let mut frag = Frag::default();
+    let Some(spec) = &svc.spec else { return frag };
+    let labels = svc.metadata.labels.as_ref();
+    // another proxy's service, as kube-proxy skips it
+    if labels.is_some_and(|l| l.contains_key("service.kubernetes.io/service-proxy-name")) {
+        return frag;
+    }
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return frag;
+    }
+    let Some(cip) = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|c| c.parse::<Ipv4Addr>().ok())
+    else {
+        return frag; // headless ("None"), unset, or IPv6
+    };
+    if node.skip_cluster_ips.contains(&IpAddr::V4(cip)) {
+        return frag;
+    }
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    frag.cip = Some(cip);
+    let ext_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let int_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800)
+            .max(1) as u64
+    });
+    let is_np = matches!(
+        spec.type_.as_deref(),
+        Some("NodePort") | Some("LoadBalancer")
+    );
+    let mut ext_ips: Vec<Ipv4Addr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|i| i.parse().ok())
+        .collect();
+    if spec.type_.as_deref() == Some("LoadBalancer") {
+        for ing in svc
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|l| l.ingress.iter().flatten())
+        {
+            if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse().ok()) {
+                ext_ips.push(ip);
+            }
+        }
+    }
+
+    for sp in spec.ports.iter().flatten() {
+        let pname = sp.name.clone().unwrap_or_default();
+        let proto_s = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let Some(proto) = proto_num(&proto_s) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(sp.port) else {
+            continue;
+        };
+        // endpoints: the slices' port of the same name and protocol (the controller already
+        // resolved a named targetPort per pod)
+        let mut eps: BTreeMap<(Ipv4Addr, u16), Ep> = BTreeMap::new();
+        for sl in slices {
+            let Some(epport) = sl.ports.iter().flatten().find(|p| {
+                p.name.clone().unwrap_or_default() == pname
+                    && p.protocol.as_deref().unwrap_or("TCP") == proto_s
+            }) else {
+                continue;
+            };
+            let Some(pnum) = epport.port.and_then(|p| u16::try_from(p).ok()) else {
+                continue;
+            };
+            for ep in &sl.endpoints {
+                let Some(ip) = ep
+                    .addresses
+                    .first()
+                    .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                else {
+                    continue;
+                };
+                let c = ep.conditions.as_ref();
+                let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+                let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                let local = ep.node_name.as_deref() == Some(node.name.as_str());
+                eps.entry((ip, pnum)).or_insert(Ep {
+                    ip,
+                    port: pnum,
+                    local,
+                    ready,
+                    serving_terminating: serving && terminating,
+                });
+            }
+        }
+        let cluster_eps = usable(eps.values());
+        let local_eps = usable(eps.values().filter(|e| e.local));
+        let internal = if int_local { &local_eps } else { &cluster_eps };
+
+        let key = format!("{ns}/{name}/{}/{pname}", proto_s.to_lowercase());
+        let h = hash8(&key);
+        let svc_chain = format!("service-{h}-{key}");
+        let ext_chain = format!("external-{h}-{key}");
+        let ep_chain = |ep: &Ep| {
+            format!(
+                "endpoint-{}-{key}__{}/{}",
+                hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
+                ep.ip,
+                ep.port
+            )
+        };
+        let aff_set = |ep: &Ep| {
+            format!(
+                "affinity-{}-{key}__{}/{}",
+                hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
+                ep.ip,
+                ep.port
+            )
+        };
+
+        // endpoint chains for every endpoint any path uses
+        let mut used: BTreeSet<&Ep> = internal.iter().copied().collect();
+        used.extend(cluster_eps.iter().copied());
+        used.extend(local_eps.iter().copied());
+        for ep in &used {
+            let mut rules: Vec<Rule> = vec![];
+            // hairpin: a pod reaching itself through the service
+            rules.push(vec![
+                saddr_to(REG32_0),
+                eq(REG32_0, &ep.ip.octets()),
+                jump(MARK_MASQ),
+            ]);
+            // on this node's bridge (by address, whatever the slice says): same-bridge clients
+            // must be masqueraded or the reply skips conntrack over L2
+            if node
+                .pod_cidrs
+                .iter()
+                .any(|pc| pc.contains(&IpAddr::V4(ep.ip)))
+            {
+                for pc in &node.pod_cidrs {
+                    if let Some(mut r) = saddr_in(pc, false) {
+                        r.push(jump(MARK_MASQ));
+                        rules.push(r);
+                    }
+                }
+            }
+            if let Some(t) = affinity {
+                let s = aff_set(ep);
+                let mut a = set(&s, SET_TIMEOUT | SET_EVAL, TYPE_IPV4, 4);
+                a.spec.timeout_ms = Some(t * 1000);
+                frag.set(s.clone(), a);
+                rules.push(vec![
+                    saddr_to(REG32_0),
+                    e(Expr::DynsetUpdate {
+                        set: s,
+                        sreg: REG32_0,
+                        timeout_ms: None,
+                    }),
+                ]);
+            }
+            let p = ep.port.to_be_bytes();
+            rules.push(vec![
+                l4proto_to(REG32_0),
+                eq(REG32_0, &[proto]),
+                e(Expr::Immediate {
+                    dreg: REG32_0,
+                    data: ep.ip.octets().to_vec(),
+                }),
+                e(Expr::Immediate {
+                    dreg: REG32_0 + 1,
+                    data: p.to_vec(),
+                }),
+                e(Expr::Dnat {
+                    reg_addr: REG32_0,
+                    reg_port: REG32_0 + 1,
+                }),
+            ]);
+            frag.chain(ep_chain(ep), Chain { base: None, rules });
+        }
+        // balancing over a set of endpoints, affinity first
+        let balance = |eps: &[&Ep]| -> Vec<Rule> {
+            let mut rules = vec![];
+            if affinity.is_some() {
+                for ep in eps {
+                    rules.push(vec![
+                        saddr_to(REG32_0),
+                        e(Expr::Lookup {
+                            set: aff_set(ep),
+                            sreg: REG32_0,
+                            dreg: None,
+                            invert: false,
+                        }),
+                        goto(&ep_chain(ep)),
+                    ]);
+                }
+            }
+            if !eps.is_empty() {
+                rules.push(vec![Item::NumgenVmap(
+                    eps.iter().map(|ep| ep_chain(ep)).collect(),
+                )]);
+            }
+            rules
+        };
+
+        // the service chain: internal (ClusterIP) traffic
+        let mut srules = vec![];
+        if let Some(cc) = &node.cluster_cidr {
+            if let Some(mut r) = saddr_in(cc, true) {
+                r.insert(0, daddr_to(REG32_0 + 1));
+                r.insert(1, eq(REG32_0 + 1, &cip.octets()));
+                r.push(jump(MARK_MASQ));
+                srules.push(r);
+            }
+        }
+        srules.extend(balance(internal));
+        frag.chain(
+            svc_chain.clone(),
+            Chain {
+                base: None,
+                rules: srules,
+            },
+        );
+        if !internal.is_empty() {
+            frag.service_ips.push((
+                key_ip_proto_port(cip, proto, port),
+                Some(Verdict::Goto(svc_chain.clone())),
+            ));
+        } else {
+            // iTP Local with endpoints elsewhere: drop, as upstream; none at all: refuse
+            let v = if int_local && !cluster_eps.is_empty() {
+                Verdict::Drop
+            } else {
+                Verdict::Goto(REJECT.into())
+            };
+            frag.no_ep_services
+                .push((key_ip_proto_port(cip, proto, port), Some(v)));
+        }
+
+        // external destinations: externalIPs, LoadBalancer ingress, NodePort
+        let node_port = sp
+            .node_port
+            .filter(|_| is_np && have_nodeports)
+            .and_then(|p| u16::try_from(p).ok());
+        if ext_ips.is_empty() && node_port.is_none() {
+            continue;
+        }
+        if cluster_eps.is_empty() {
+            for ip in &ext_ips {
+                frag.no_ep_services.push((
+                    key_ip_proto_port(*ip, proto, port),
+                    Some(Verdict::Goto(REJECT.into())),
+                ));
+            }
+            if let Some(np) = node_port {
+                frag.no_ep_nodeports.push((
+                    key_proto_port(proto, np),
+                    Some(Verdict::Goto(REJECT.into())),
+                ));
+            }
+            continue;
+        }
+        let mut erules: Vec<Rule> = vec![];
+        if !ext_local {
+            erules.push(vec![jump(MARK_MASQ)]);
+            erules.push(vec![goto(&svc_chain)]);
+        } else {
+            // pods and the node itself are "internal" even via an external address (upstream)
+            if let Some(cc) = &node.cluster_cidr {
+                if let Some(mut r) = saddr_in(cc, false) {
+                    r.push(goto(&svc_chain));
+                    erules.push(r);
+                }
+            }
+            let mut r = fib_saddr_local();
+            r.push(jump(MARK_MASQ));
+            erules.push(r);
+            let mut r = fib_saddr_local();
+            r.push(goto(&svc_chain));
+            erules.push(r);
+            if local_eps.is_empty() {
+                erules.push(vec![e(Expr::Verdict(Verdict::Drop))]);
+            } else {
+                let lchain = format!("local-{h}-{key}");
+                frag.chain(
+                    lchain.clone(),
+                    Chain {
+                        base: None,
+                        rules: balance(&local_eps),
+                    },
+                );
+                erules.push(vec![goto(&lchain)]);
+            }
+        }
+        frag.chain(
+            ext_chain.clone(),
+            Chain {
+                base: None,
+                rules: erules,
+            },
+        );
+        for ip in &ext_ips {
+            frag.service_ips.push((
+                key_ip_proto_port(*ip, proto, port),
+                Some(Verdict::Goto(ext_chain.clone())),
+            ));
+        }
+        if let Some(np) = node_port {
+            frag.service_nodeports.push((
+                key_proto_port(proto, np),
+                Some(Verdict::Goto(ext_chain.clone())),
+            ));
+        }
+    }
+    frag
+}
+
 /// The wanted table for these Services and EndpointSlices on this node.
 pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> Ruleset {
+    ruleset_cached(&mut Cache::default(), services.iter(), slices.iter(), node)
+}
+
+/// Per-Service results of earlier builds, so a rebuild after one change only recomputes that
+/// Service, and unchanged chains are shared (the programmer's diff then skips them by pointer).
+#[derive(Default)]
+pub struct Cache {
+    entries: HashMap<(String, String), (InputKey, Arc<Frag>)>,
+    node: Option<NodeInfo>,
+}
+
+/// What a Service's fragment was computed from: resourceVersions when the objects come from
+/// the API (cheap), the objects themselves otherwise.
+struct InputKey {
+    svc: Service,
+    slices: Vec<EndpointSlice>,
+}
+
+impl InputKey {
+    fn of(svc: &Service, slices: &[&EndpointSlice]) -> InputKey {
+        InputKey {
+            svc: svc.clone(),
+            slices: slices.iter().map(|s| (*s).clone()).collect(),
+        }
+    }
+    fn matches(&self, svc: &Service, slices: &[&EndpointSlice]) -> bool {
+        fn same<K: kube::Resource + PartialEq>(a: &K, b: &K) -> bool {
+            let (ma, mb) = (a.meta(), b.meta());
+            match (&ma.resource_version, &mb.resource_version) {
+                (Some(x), Some(y)) => x == y && ma.uid == mb.uid && ma.name == mb.name,
+                _ => a == b,
+            }
+        }
+        same(&self.svc, svc)
+            && self.slices.len() == slices.len()
+            && self.slices.iter().zip(slices).all(|(a, b)| same(a, *b))
+    }
+}
+
+/// [`ruleset`] reusing `cache` (the watch loop keeps one).
+pub fn ruleset_cached<'a>(
+    cache: &mut Cache,
+    services: impl Iterator<Item = &'a Service>,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    node: &NodeInfo,
+) -> Ruleset {
+    if cache.node.as_ref() != Some(node) {
+        cache.entries.clear();
+        cache.node = Some(node.clone());
+    }
     let mut rs = Ruleset::default();
     let node_ips: Vec<Ipv4Addr> = node
         .ips
@@ -447,330 +848,53 @@ pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) 
         by_svc.entry((ns, svc.clone())).or_default().push(s);
     }
 
-    for svc in services {
-        let Some(spec) = &svc.spec else { continue };
-        let labels = svc.metadata.labels.as_ref();
-        // another proxy's service, as kube-proxy skips it
-        if labels.is_some_and(|l| l.contains_key("service.kubernetes.io/service-proxy-name")) {
-            continue;
-        }
-        if spec.type_.as_deref() == Some("ExternalName") {
-            continue;
-        }
-        let Some(cip) = spec
-            .cluster_ip
-            .as_deref()
-            .and_then(|c| c.parse::<Ipv4Addr>().ok())
-        else {
-            continue; // headless ("None"), unset, or IPv6
-        };
-        if node.skip_cluster_ips.contains(&IpAddr::V4(cip)) {
-            continue;
-        }
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        cips.insert(cip);
-        let ext_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        let int_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .unwrap_or(10800)
-                .max(1) as u64
-        });
-        let is_np = matches!(
-            spec.type_.as_deref(),
-            Some("NodePort") | Some("LoadBalancer")
-        );
-        let mut ext_ips: Vec<Ipv4Addr> = spec
-            .external_ips
-            .iter()
-            .flatten()
-            .filter_map(|i| i.parse().ok())
-            .collect();
-        if spec.type_.as_deref() == Some("LoadBalancer") {
-            for ing in svc
-                .status
-                .iter()
-                .filter_map(|s| s.load_balancer.as_ref())
-                .flat_map(|l| l.ingress.iter().flatten())
-            {
-                if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse().ok()) {
-                    ext_ips.push(ip);
-                }
-            }
-        }
-        let slices = by_svc
-            .get(&(ns.clone(), name.clone()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-
-        for sp in spec.ports.iter().flatten() {
-            let pname = sp.name.clone().unwrap_or_default();
-            let proto_s = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
-            let Some(proto) = proto_num(&proto_s) else {
-                continue;
-            };
-            let Ok(port) = u16::try_from(sp.port) else {
-                continue;
-            };
-            // endpoints: the slices' port of the same name and protocol (the controller already
-            // resolved a named targetPort per pod)
-            let mut eps: BTreeMap<(Ipv4Addr, u16), Ep> = BTreeMap::new();
-            for sl in slices {
-                let Some(epport) = sl.ports.iter().flatten().find(|p| {
-                    p.name.clone().unwrap_or_default() == pname
-                        && p.protocol.as_deref().unwrap_or("TCP") == proto_s
-                }) else {
-                    continue;
-                };
-                let Some(pnum) = epport.port.and_then(|p| u16::try_from(p).ok()) else {
-                    continue;
-                };
-                for ep in &sl.endpoints {
-                    let Some(ip) = ep
-                        .addresses
-                        .first()
-                        .and_then(|a| a.parse::<Ipv4Addr>().ok())
-                    else {
-                        continue;
-                    };
-                    let c = ep.conditions.as_ref();
-                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-                    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                    let local = ep.node_name.as_deref() == Some(node.name.as_str());
-                    eps.entry((ip, pnum)).or_insert(Ep {
-                        ip,
-                        port: pnum,
-                        local,
-                        ready,
-                        serving_terminating: serving && terminating,
-                    });
-                }
-            }
-            let cluster_eps = usable(eps.values());
-            let local_eps = usable(eps.values().filter(|e| e.local));
-            let internal = if int_local { &local_eps } else { &cluster_eps };
-
-            let key = format!("{ns}/{name}/{}/{pname}", proto_s.to_lowercase());
-            let h = hash8(&key);
-            let svc_chain = format!("service-{h}-{key}");
-            let ext_chain = format!("external-{h}-{key}");
-            let ep_chain = |ep: &Ep| {
-                format!(
-                    "endpoint-{}-{key}__{}/{}",
-                    hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
-                    ep.ip,
-                    ep.port
-                )
-            };
-            let aff_set = |ep: &Ep| {
-                format!(
-                    "affinity-{}-{key}__{}/{}",
-                    hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
-                    ep.ip,
-                    ep.port
-                )
-            };
-
-            // endpoint chains for every endpoint any path uses
-            let mut used: BTreeSet<&Ep> = internal.iter().copied().collect();
-            used.extend(cluster_eps.iter().copied());
-            used.extend(local_eps.iter().copied());
-            for ep in &used {
-                let mut rules: Vec<Rule> = vec![];
-                // hairpin: a pod reaching itself through the service
-                rules.push(vec![
-                    saddr_to(REG32_0),
-                    eq(REG32_0, &ep.ip.octets()),
-                    jump(MARK_MASQ),
-                ]);
-                // on this node's bridge (by address, whatever the slice says): same-bridge clients
-                // must be masqueraded or the reply skips conntrack over L2
-                if node
-                    .pod_cidrs
-                    .iter()
-                    .any(|pc| pc.contains(&IpAddr::V4(ep.ip)))
-                {
-                    for pc in &node.pod_cidrs {
-                        if let Some(mut r) = saddr_in(pc, false) {
-                            r.push(jump(MARK_MASQ));
-                            rules.push(r);
-                        }
-                    }
-                }
-                if let Some(t) = affinity {
-                    let s = aff_set(ep);
-                    let mut a = set(&s, SET_TIMEOUT | SET_EVAL, TYPE_IPV4, 4);
-                    a.spec.timeout_ms = Some(t * 1000);
-                    rs.sets.insert(s.clone(), a);
-                    rules.push(vec![
-                        saddr_to(REG32_0),
-                        e(Expr::DynsetUpdate {
-                            set: s,
-                            sreg: REG32_0,
-                            timeout_ms: None,
-                        }),
-                    ]);
-                }
-                let p = ep.port.to_be_bytes();
-                rules.push(vec![
-                    l4proto_to(REG32_0),
-                    eq(REG32_0, &[proto]),
-                    e(Expr::Immediate {
-                        dreg: REG32_0,
-                        data: ep.ip.octets().to_vec(),
-                    }),
-                    e(Expr::Immediate {
-                        dreg: REG32_0 + 1,
-                        data: p.to_vec(),
-                    }),
-                    e(Expr::Dnat {
-                        reg_addr: REG32_0,
-                        reg_port: REG32_0 + 1,
-                    }),
-                ]);
-                rs.chains.insert(ep_chain(ep), Chain { base: None, rules });
-            }
-            // balancing over a set of endpoints, affinity first
-            let balance = |eps: &[&Ep]| -> Vec<Rule> {
-                let mut rules = vec![];
-                if affinity.is_some() {
-                    for ep in eps {
-                        rules.push(vec![
-                            saddr_to(REG32_0),
-                            e(Expr::Lookup {
-                                set: aff_set(ep),
-                                sreg: REG32_0,
-                                dreg: None,
-                                invert: false,
-                            }),
-                            goto(&ep_chain(ep)),
-                        ]);
-                    }
-                }
-                if !eps.is_empty() {
-                    rules.push(vec![Item::NumgenVmap(
-                        eps.iter().map(|ep| ep_chain(ep)).collect(),
-                    )]);
-                }
-                rules
-            };
-
-            // the service chain: internal (ClusterIP) traffic
-            let mut srules = vec![];
-            if let Some(cc) = &node.cluster_cidr {
-                if let Some(mut r) = saddr_in(cc, true) {
-                    r.insert(0, daddr_to(REG32_0 + 1));
-                    r.insert(1, eq(REG32_0 + 1, &cip.octets()));
-                    r.push(jump(MARK_MASQ));
-                    srules.push(r);
-                }
-            }
-            srules.extend(balance(internal));
-            rs.chains.insert(
-                svc_chain.clone(),
-                Chain {
-                    base: None,
-                    rules: srules,
-                },
-            );
-            if !internal.is_empty() {
-                service_ips.elements.push((
-                    key_ip_proto_port(cip, proto, port),
-                    Some(Verdict::Goto(svc_chain.clone())),
-                ));
-            } else {
-                // iTP Local with endpoints elsewhere: drop, as upstream; none at all: refuse
-                let v = if int_local && !cluster_eps.is_empty() {
-                    Verdict::Drop
-                } else {
-                    Verdict::Goto(REJECT.into())
-                };
-                no_ep_services
-                    .elements
-                    .push((key_ip_proto_port(cip, proto, port), Some(v)));
-            }
-
-            // external destinations: externalIPs, LoadBalancer ingress, NodePort
-            let node_port = sp
-                .node_port
-                .filter(|_| is_np && have_nodeports)
-                .and_then(|p| u16::try_from(p).ok());
-            if ext_ips.is_empty() && node_port.is_none() {
-                continue;
-            }
-            if cluster_eps.is_empty() {
-                for ip in &ext_ips {
-                    no_ep_services.elements.push((
-                        key_ip_proto_port(*ip, proto, port),
-                        Some(Verdict::Goto(REJECT.into())),
-                    ));
-                }
-                if let Some(np) = node_port {
-                    no_ep_nodeports.elements.push((
-                        key_proto_port(proto, np),
-                        Some(Verdict::Goto(REJECT.into())),
-                    ));
-                }
-                continue;
-            }
-            let mut erules: Vec<Rule> = vec![];
-            if !ext_local {
-                erules.push(vec![jump(MARK_MASQ)]);
-                erules.push(vec![goto(&svc_chain)]);
-            } else {
-                // pods and the node itself are "internal" even via an external address (upstream)
-                if let Some(cc) = &node.cluster_cidr {
-                    if let Some(mut r) = saddr_in(cc, false) {
-                        r.push(goto(&svc_chain));
-                        erules.push(r);
-                    }
-                }
-                let mut r = fib_saddr_local();
-                r.push(jump(MARK_MASQ));
-                erules.push(r);
-                let mut r = fib_saddr_local();
-                r.push(goto(&svc_chain));
-                erules.push(r);
-                if local_eps.is_empty() {
-                    erules.push(vec![e(Expr::Verdict(Verdict::Drop))]);
-                } else {
-                    let lchain = format!("local-{h}-{key}");
-                    rs.chains.insert(
-                        lchain.clone(),
-                        Chain {
-                            base: None,
-                            rules: balance(&local_eps),
-                        },
-                    );
-                    erules.push(vec![goto(&lchain)]);
-                }
-            }
-            rs.chains.insert(
-                ext_chain.clone(),
-                Chain {
-                    base: None,
-                    rules: erules,
-                },
-            );
-            for ip in &ext_ips {
-                service_ips.elements.push((
-                    key_ip_proto_port(*ip, proto, port),
-                    Some(Verdict::Goto(ext_chain.clone())),
-                ));
-            }
-            if let Some(np) = node_port {
-                service_nodeports.elements.push((
-                    key_proto_port(proto, np),
-                    Some(Verdict::Goto(ext_chain.clone())),
-                ));
-            }
-        }
+    // a stable order (stores hand objects out in hash order), so unchanged maps compare equal
+    let mut services: Vec<&Service> = services.collect();
+    services.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    for v in by_svc.values_mut() {
+        v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     }
+    let mut live = HashSet::new();
+    for svc in services {
+        let key = (
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        let sl: &[&EndpointSlice] = by_svc.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let frag = match cache.entries.get(&key) {
+            Some((k, f)) if k.matches(svc, sl) => f.clone(),
+            _ => {
+                let f = Arc::new(service_frag(svc, sl, node, have_nodeports));
+                cache
+                    .entries
+                    .insert(key.clone(), (InputKey::of(svc, sl), f.clone()));
+                f
+            }
+        };
+        live.insert(key);
+        for (n, c) in &frag.chains {
+            rs.chains.insert(n.clone(), c.clone());
+        }
+        for (n, st) in &frag.sets {
+            rs.sets.insert(n.clone(), st.clone());
+        }
+        service_ips
+            .elements
+            .extend(frag.service_ips.iter().cloned());
+        no_ep_services
+            .elements
+            .extend(frag.no_ep_services.iter().cloned());
+        service_nodeports
+            .elements
+            .extend(frag.service_nodeports.iter().cloned());
+        no_ep_nodeports
+            .elements
+            .extend(frag.no_ep_nodeports.iter().cloned());
+        cips.extend(frag.cip);
+    }
+    cache.entries.retain(|k, _| live.contains(k));
     cluster_ips.elements = cips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
     for mut s in [
         service_ips,
@@ -979,5 +1103,32 @@ mod tests {
             .elements
             .iter()
             .any(|(k, _)| k == &key_proto_port(6, 30080)));
+    }
+
+    #[test]
+    fn the_cached_build_equals_a_fresh_one_after_changes() {
+        let mut cache = Cache::default();
+        let mut other = web(json!({"clusterIP": "10.96.0.11"}));
+        other.metadata.name = Some("other".into());
+        let svcs = vec![web(json!({"sessionAffinity": "ClientIP"})), other];
+        let a = slice(
+            "a",
+            json!([{"addresses": ["10.244.0.5"], "nodeName": "n1"}]),
+        );
+        let b = slice(
+            "a",
+            json!([{"addresses": ["10.244.0.6"], "nodeName": "n1"}]),
+        );
+        for sl in [vec![a.clone()], vec![b], vec![], vec![a]] {
+            let cached = ruleset_cached(&mut cache, svcs.iter(), sl.iter(), &node());
+            assert_eq!(cached, ruleset(&svcs, &sl, &node()));
+        }
+        // a different node invalidates everything
+        let mut n2 = node();
+        n2.pod_cidrs = vec!["10.244.0.0/24".parse().unwrap()];
+        assert_eq!(
+            ruleset_cached(&mut cache, svcs.iter(), [].iter(), &n2),
+            ruleset(&svcs, &[], &n2)
+        );
     }
 }

@@ -448,11 +448,13 @@ fn a_refused_transaction_changes_nothing() {
     let mut bad = good.clone();
     // a rule jumping to a chain that does not exist: the kernel refuses the whole batch
     if let Some(c) = bad.chains.get_mut("services") {
-        c.rules.push(vec![rktup_proxy::model::Item::E(
-            rktup_proxy::nft::msg::Expr::Verdict(rktup_proxy::nft::msg::Verdict::Jump(
-                "no-such-chain".into(),
-            )),
-        )]);
+        std::sync::Arc::make_mut(c)
+            .rules
+            .push(vec![rktup_proxy::model::Item::E(
+                rktup_proxy::nft::msg::Expr::Verdict(rktup_proxy::nft::msg::Verdict::Jump(
+                    "no-such-chain".into(),
+                )),
+            )]);
     }
     bad.chains.remove("reject-chain");
     let pod = t.pod_ns(0).to_string();
