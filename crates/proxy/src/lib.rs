@@ -52,8 +52,8 @@ pub enum ProxyError {
 /// How long watch events are gathered into one transaction: short, since the goal is an
 /// endpoint change in the kernel well under 100 ms, yet a scale-up's burst becomes one batch.
 const COALESCE: Duration = Duration::from_millis(10);
-/// Full replace this often, repairing anything that changed the table behind our back (as
-/// kube-proxy's periodic sync).
+/// Check this often that the table is still what we programmed, and replace it whole if not
+/// (someone flushed it): the role of kube-proxy's periodic sync.
 const FULL_RESYNC: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(1);
 const INITIAL_SYNC: Duration = Duration::from_secs(120);
@@ -200,7 +200,15 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                 _ = wake.notified() => {
                     tokio::time::sleep(COALESCE).await;
                 }
-                _ = full.tick() => prog.invalidate(),
+                _ = full.tick() => {
+                    // a delete+recreate would empty the affinity sets: only repair a table
+                    // that was changed behind our back
+                    match prog.verify() {
+                        Ok(true) => continue,
+                        Ok(false) => log("table differs from what was programmed; replacing it"),
+                        Err(e) => log(&format!("checking the table: {e}")),
+                    }
+                }
             }
             node.pod_cidrs = pod_cidrs(&nodes);
             if let Err(e) = prog.apply(compute(&mut cache, &services, &slices, &node)) {

@@ -74,6 +74,22 @@ impl Programmer {
         }
     }
 
+    /// Whether the kernel still holds what was last programmed (the table exists with as many
+    /// rules); if not (someone flushed or deleted it), the next apply replaces it whole.
+    /// Returns false when nothing was programmed yet.
+    pub fn verify(&mut self) -> Result<bool, ProxyError> {
+        let Some(cur) = &self.current else {
+            return Ok(false);
+        };
+        let want = cur.rule_count();
+        let have = self.sock.rules(&self.table).map_err(ProxyError::Netlink)?;
+        let ok = have.is_some_and(|r| r.len() == want);
+        if !ok {
+            self.current = None;
+        }
+        Ok(ok)
+    }
+
     /// Forgets what was programmed, so the next apply replaces the table whole.
     pub fn invalidate(&mut self) {
         self.current = None;

@@ -478,5 +478,16 @@ fn a_refused_transaction_changes_nothing() {
         ));
         // the next apply starts over with a full replace and succeeds
         p.apply(good.clone()).unwrap();
+        assert!(p.verify().unwrap());
+        // someone deletes the table behind the proxy's back: the periodic check notices, and
+        // the next apply puts it back whole
+        rktup_proxy::remove_table(&name).unwrap();
+        assert!(!p.verify().unwrap());
+        p.apply(good.clone()).unwrap();
+        assert!(p.verify().unwrap());
+        assert!(matches!(
+            tcp(&pod, addr("10.96.0.10", 80)),
+            Reply::Served(..)
+        ));
     });
 }
