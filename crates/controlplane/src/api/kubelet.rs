@@ -1,6 +1,7 @@
 //! The API server's proxy to node agents' kubelet port: `pods/log`
-//! (`/containerLogs/...`) and `pods/exec` (a WebSocket upgrade to
-//! `/exec/...`), and its TLS client. Like kube-apiserver without
+//! (`/containerLogs/...`) and the streaming subresources `pods/exec`,
+//! `pods/attach` and `pods/portforward` (a WebSocket or SPDY upgrade to
+//! `/exec/...`, `/attach/...`, `/portForward/...`), and its TLS client. Like kube-apiserver without
 //! `--kubelet-certificate-authority`, it does not verify the kubelet's
 //! serving certificate; it authenticates with a client certificate from the
 //! cluster CA. Authorization is the caller's (`handlers/subresources.rs`).
@@ -233,11 +234,14 @@ impl Proxy<'_> {
         Ok(resp)
     }
 
-    /// `pods/exec` into `pod`: the client's WebSocket upgrade `req` is passed on to the node's
-    /// kubelet port (`/exec/...`, with kube-apiserver's parameter names), then bytes are copied
-    /// both ways until either side closes — the API server does not read the streams.
-    pub async fn exec(
+    /// `pods/exec`, `pods/attach` or `pods/portforward` (`sub`) of `pod`: the client's upgrade
+    /// `req` (WebSocket, or SPDY/3.1 from older clients, which also POST) is passed on to the
+    /// node's kubelet port (`/exec/...`, `/attach/...`, `/portForward/...`, with
+    /// kube-apiserver's parameter names), then bytes are copied both ways until either side
+    /// closes — the API server does not read the streams.
+    pub async fn stream(
         &self,
+        sub: &str,
         pod: &Value,
         r: &Req,
         mut req: Request<Incoming>,
@@ -246,56 +250,35 @@ impl Proxy<'_> {
             .pointer("/status/phase")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if matches!(phase, "Succeeded" | "Failed") {
+        if sub != "portforward" && matches!(phase, "Succeeded" | "Failed") {
             return Err(ApiError::bad_request(format!(
-                "cannot exec into a container in a completed pod; current phase is {phase}"
+                "cannot {sub} into a container in a completed pod; current phase is {phase}"
             )));
         }
-        let at = self.locate(pod, r)?;
-        // Repeated `command` parameters keep their order (the parsed query map would not).
-        let query = {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-                let k = match k.as_ref() {
-                    "command" => "command",
-                    "stdin" => "input",
-                    "stdout" => "output",
-                    "stderr" => "error",
-                    "tty" => "tty",
-                    _ => continue,
+        let query = kubelet_query(sub, req.uri().query().unwrap_or(""));
+        let (endpoint, at) = match sub {
+            "portforward" => {
+                let (ip, port) = self.kubelet_of(pod)?;
+                let target = format!("{}/{}", meta_str(pod, "namespace"), meta_str(pod, "name"));
+                let at = Located {
+                    ip,
+                    port,
+                    container: target,
                 };
-                q.append_pair(k, &v);
+                ("portForward", at)
             }
-            q.finish()
+            "attach" => ("attach", self.locate(pod, r)?),
+            _ => ("exec", self.locate(pod, r)?),
         };
         let mut handshake = http::HeaderMap::new();
-        copy_headers(
-            req.headers(),
-            &mut handshake,
-            [
-                http::header::CONNECTION,
-                http::header::UPGRADE,
-                http::header::SEC_WEBSOCKET_KEY,
-                http::header::SEC_WEBSOCKET_VERSION,
-                http::header::SEC_WEBSOCKET_PROTOCOL,
-            ],
-        );
-        let mut upstream = at.get(self.tls, "exec", &query, handshake).await?;
+        copy_headers(req.headers(), &mut handshake, &UPGRADE_REQUEST);
+        let mut upstream = at.get(self.tls, endpoint, &query, handshake).await?;
         if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(kubelet_error(upstream).await);
         }
         let mut resp = Response::new(bytes_body(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        copy_headers(
-            upstream.headers(),
-            resp.headers_mut(),
-            [
-                http::header::CONNECTION,
-                http::header::UPGRADE,
-                http::header::SEC_WEBSOCKET_ACCEPT,
-                http::header::SEC_WEBSOCKET_PROTOCOL,
-            ],
-        );
+        copy_headers(upstream.headers(), resp.headers_mut(), &UPGRADE_RESPONSE);
         let client_side = hyper::upgrade::on(&mut req);
         let node_side = hyper::upgrade::on(&mut upstream);
         tokio::spawn(async move {
@@ -309,15 +292,57 @@ impl Proxy<'_> {
     }
 }
 
-/// The WebSocket handshake's headers, from one side of the pods/exec proxy to the other.
-fn copy_headers<const N: usize>(
-    from: &http::HeaderMap,
-    to: &mut http::HeaderMap,
-    names: [http::header::HeaderName; N],
-) {
-    for h in names {
-        if let Some(v) = from.get(&h) {
-            to.insert(h, v.clone());
+/// The handshake headers passed on to the kubelet: WebSocket's and SPDY's
+/// (`X-Stream-Protocol-Version`, one per protocol offered).
+const UPGRADE_REQUEST: [&str; 6] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// The kubelet's answer headers passed back to the client.
+const UPGRADE_RESPONSE: [&str; 5] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// The kubelet's query for a streaming subresource, from the client's (kube-apiserver's
+/// names: `stdin` → `input`, ...; `ports` → one `port` each, comma lists split). Repeated
+/// `command` parameters keep their order.
+fn kubelet_query(sub: &str, client: &str) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(client.as_bytes()) {
+        let k = match (sub, k.as_ref()) {
+            ("exec", "command") => "command",
+            ("exec" | "attach", "stdin") => "input",
+            ("exec" | "attach", "stdout") => "output",
+            ("exec" | "attach", "stderr") => "error",
+            ("exec" | "attach", "tty") => "tty",
+            ("portforward", "ports") => {
+                for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    q.append_pair("port", p);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        q.append_pair(k, &v);
+    }
+    q.finish()
+}
+
+/// The handshake's headers, from one side of the streaming proxy to the other (every value:
+/// SPDY clients send one `X-Stream-Protocol-Version` per protocol).
+fn copy_headers(from: &http::HeaderMap, to: &mut http::HeaderMap, names: &[&'static str]) {
+    for &h in names {
+        for v in from.get_all(h) {
+            to.append(h, v.clone());
         }
     }
 }
@@ -542,6 +567,26 @@ mod tests {
             head.push(b[0]);
         }
         (tcp, String::from_utf8_lossy(&head).to_lowercase())
+    }
+
+    #[test]
+    fn kubelet_queries_use_the_kubelets_names() {
+        use super::kubelet_query;
+        assert_eq!(
+            kubelet_query("portforward", "ports=80%2C1234&ports=8080&x=1"),
+            "port=80&port=1234&port=8080"
+        );
+        assert_eq!(
+            kubelet_query(
+                "attach",
+                "container=c&stdin=true&stdout=true&tty=true&command=x"
+            ),
+            "input=true&output=true&tty=true"
+        );
+        assert_eq!(
+            kubelet_query("exec", "command=ls&command=-l&stderr=true"),
+            "command=ls&command=-l&error=true"
+        );
     }
 
     #[tokio::test]

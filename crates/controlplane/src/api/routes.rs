@@ -62,7 +62,8 @@ pub(crate) enum Action {
     Token,
     /// `pods/log`, proxied to the kubelet.
     Log,
-    /// `pods/exec`, a WebSocket upgrade proxied to the kubelet.
+    /// `pods/exec`, `pods/attach`, `pods/portforward` (the target's subresource): a
+    /// WebSocket or SPDY upgrade proxied to the kubelet.
     Exec,
 }
 
@@ -119,16 +120,19 @@ pub(crate) fn resolve<'a>(method: &Method, segs: &[&'a str], watch: bool) -> Rou
         ["healthz" | "livez", ..] => Route::Public(Public::Health),
         ["readyz", ..] => Route::Public(Public::Ready),
         ["version"] => Route::Public(Public::Version),
-        // Any method: the handler authorizes `create`, as upstream.
-        ["api", "v1", "namespaces", ns, "pods", name, "exec"] => Route::Resource(
-            Target {
-                rd: registry::pods(),
-                ns: Some(*ns),
-                name,
-                sub: Some("exec"),
-            },
-            Action::Exec,
-        ),
+        // Any method (WebSocket clients GET, SPDY clients POST): the handler authorizes
+        // `create`, as upstream does for both.
+        ["api", "v1", "namespaces", ns, "pods", name, sub @ ("exec" | "attach" | "portforward")] => {
+            Route::Resource(
+                Target {
+                    rd: registry::pods(),
+                    ns: Some(*ns),
+                    name,
+                    sub: Some(*sub),
+                },
+                Action::Exec,
+            )
+        }
         ["api"] => Route::Document(Document::Root { core: true }),
         ["apis"] => Route::Document(Document::Root { core: false }),
         ["api", "v1"] => Route::Document(Document::Resources {
@@ -322,6 +326,10 @@ mod tests {
             ("POST ~/pods/p/eviction", "pods/eviction Eviction create"),
             // Any method: an upgrade.
             ("GET ~/pods/p/exec", "pods/exec Exec create"),
+            ("POST ~/pods/p/exec", "pods/exec Exec create"),
+            ("GET ~/pods/p/attach", "pods/attach Exec create"),
+            ("POST ~/pods/p/portforward", "pods/portforward Exec create"),
+            ("GET ~/pods/p/portforward", "pods/portforward Exec create"),
             (
                 "POST ~/serviceaccounts/sa/token",
                 "serviceaccounts/token Token create",

@@ -40,6 +40,20 @@ pub fn locate(
     pod: &str,
     container: &str,
 ) -> Result<PodEntry, (StatusCode, String)> {
+    locate_with(ctx, ns, pod, Some(container))
+}
+
+/// The newest runtime pod for an API pod name (port-forward: no container).
+pub fn locate_pod(ctx: &Context, ns: &str, pod: &str) -> Result<PodEntry, (StatusCode, String)> {
+    locate_with(ctx, ns, pod, None)
+}
+
+fn locate_with(
+    ctx: &Context,
+    ns: &str,
+    pod: &str,
+    container: Option<&str>,
+) -> Result<PodEntry, (StatusCode, String)> {
     let api_pod = ctx
         .pods
         .as_ref()
@@ -66,6 +80,14 @@ pub fn locate(
     if api_pod.is_none() && newest.is_none() {
         return Err((StatusCode::NOT_FOUND, format!("pod {pod:?} does not exist")));
     }
+    let Some(container) = container else {
+        return newest.ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("pod {pod:?} is waiting to start: ContainerCreating"),
+            )
+        });
+    };
     // The container must be in the pod's spec (init containers too).
     let in_spec = match (&api_pod, &newest) {
         (Some(p), _) => p.spec.as_ref().is_some_and(|s| {

@@ -14,15 +14,19 @@
 //! pseudo-terminal whose slave becomes the command's controlling terminal.
 
 use super::context::{locate, text, Body, Context};
+use super::spdy;
+use super::upgrade::{spdy_accept, websocket_accept, Upgrade};
 use crate::kubelet::enter::{enter_command, read_error_pipe};
 use crate::log::log;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
 use rktup_runtime::runtime::{PodEntry, Runtime};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -99,28 +103,37 @@ pub async fn exec<B: Send + 'static>(
         Ok(o) => o,
         Err(m) => return text(StatusCode::BAD_REQUEST, m),
     };
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let key = header("sec-websocket-key");
-    if !header("upgrade").eq_ignore_ascii_case("websocket") || key.is_empty() {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("exec needs a WebSocket upgrade ({V5} or {V4}); SPDY is not supported"),
-        );
-    }
-    let Some(protocol) = negotiate(&header("sec-websocket-protocol")) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "none of the offered subprotocols {:?} is supported ({V5}, {V4})",
-                header("sec-websocket-protocol")
-            ),
-        );
+    // WebSocket (v5/v4 channels), or SPDY/3.1 streams (kubectl before 1.30, client-go's SPDY
+    // executor), which speak v4's error-stream Status.
+    let (transport, protocol) = match Upgrade::of(&req) {
+        Some(Upgrade::WebSocket { key, protocols }) => {
+            let Some(p) = negotiate(&protocols.join(",")) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "none of the offered subprotocols {protocols:?} is supported ({V5}, {V4})"
+                    ),
+                );
+            };
+            (Transport::WebSocket { key }, p)
+        }
+        Some(Upgrade::Spdy { protocols }) => {
+            if !protocols.iter().any(|p| p == V4) {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "unable to upgrade: unable to negotiate protocol: client supports {protocols:?}, server supports [\"{V4}\"]"
+                    ),
+                );
+            }
+            (Transport::Spdy, V4)
+        }
+        None => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("exec needs an upgrade: WebSocket ({V5}, {V4}) or SPDY/3.1 ({V4})"),
+            )
+        }
     };
     let c2 = ctx.clone();
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
@@ -148,43 +161,39 @@ pub async fn exec<B: Send + 'static>(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rt = ctx.rt.clone();
     let verbosity = ctx.verbosity;
+    let spdy = transport == Transport::Spdy;
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(up) => {
-                let io = hyper_util::rt::TokioIo::new(up);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                let v5 = protocol == V5;
-                if let Err(e) = session(ws, v5, &opts, &rt, &entry, &container).await {
-                    if verbosity >= 4 {
-                        log(&format!(
-                            "kubelet server: exec in {ns}/{pod}/{container}: {e}"
-                        ));
-                    }
-                }
+        let io = match on_upgrade.await {
+            Ok(up) => hyper_util::rt::TokioIo::new(up),
+            Err(e) => {
+                log(&format!("kubelet server: exec upgrade: {e}"));
+                return;
             }
-            Err(e) => log(&format!("kubelet server: exec upgrade: {e}")),
+        };
+        let ended = if spdy {
+            spdy_session(spdy::Connection::serve(io), &opts, &rt, &entry, &container).await
+        } else {
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            session(ws, protocol == V5, &opts, &rt, &entry, &container).await
+        };
+        if let Err(e) = ended {
+            if verbosity >= 4 {
+                log(&format!(
+                    "kubelet server: exec in {ns}/{pod}/{container}: {e}"
+                ));
+            }
         }
     });
-    let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
-    let h = resp.headers_mut();
-    h.remove(http::header::CONTENT_TYPE);
-    h.insert(
-        http::header::UPGRADE,
-        http::HeaderValue::from_static("websocket"),
-    );
-    h.insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("Upgrade"),
-    );
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    if let Ok(v) = http::HeaderValue::from_str(&accept) {
-        h.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+    match transport {
+        Transport::WebSocket { key } => websocket_accept(&key, protocol),
+        Transport::Spdy => spdy_accept(protocol),
     }
-    h.insert(
-        http::header::SEC_WEBSOCKET_PROTOCOL,
-        http::HeaderValue::from_static(protocol),
-    );
-    resp
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transport {
+    WebSocket { key: String },
+    Spdy,
 }
 
 /// A pseudo-terminal: the master for us, the slave for the command.
@@ -258,19 +267,35 @@ fn framed(stream: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
-/// Copies `from` to the client as `stream` messages until EOF (or EIO: a pty whose slave is
+/// What a client sends a running command, whatever the transport.
+pub(super) enum Input {
+    Stdin(Bytes),
+    /// The client's stdin ended.
+    StdinEnd,
+    /// A terminal size, as JSON (`{"Width":..,"Height":..}`).
+    Resize(Bytes),
+}
+
+/// A command's side of a session: output chunks out (`STDOUT`/`STDERR`, data); the client's
+/// input in, the channel closing when the client has gone.
+pub(super) struct Streams {
+    pub out: mpsc::Sender<(u8, Bytes)>,
+    pub input: mpsc::Receiver<Input>,
+}
+
+/// Copies `from` to the client as `stream` chunks until EOF (or EIO: a pty whose slave is
 /// closed).
-async fn pump_out(
-    mut from: impl AsyncRead + Unpin,
-    stream: u8,
-    to: tokio::sync::mpsc::Sender<Message>,
-) {
+async fn pump_out(mut from: impl AsyncRead + Unpin, stream: u8, to: mpsc::Sender<(u8, Bytes)>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if to.send(framed(stream, &buf[..n])).await.is_err() {
+                if to
+                    .send((stream, Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -278,81 +303,56 @@ async fn pump_out(
     }
 }
 
-async fn session<S>(
-    ws: WebSocketStream<S>,
-    v5: bool,
+/// Runs the command with `io`: returns the Status for the error stream once it has ended and
+/// its output is all queued, or Err when the client went away first (the command is ended).
+async fn run(
     opts: &ExecOptions,
     rt: &Runtime,
     entry: &PodEntry,
     container: &str,
-) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sink, mut incoming) = ws.split();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(32);
-    // One writer owns the sink; stdout, stderr and the final Status queue to it.
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let last = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || last {
-                break;
-            }
-        }
-    });
-    let started = start(opts, rt, entry, container);
-    let (mut child, err_r, pty, stdin) = match started {
+    io: Streams,
+) -> Result<serde_json::Value, String> {
+    let (mut child, err_r, pty, stdin) = match start(opts, rt, entry, container) {
         Ok(s) => s,
-        Err(e) => {
-            let status = final_status(1, &format!("failed to run the command: {e}"));
-            let _ = tx.send(framed(ERROR, status.to_string().as_bytes())).await;
-            let _ = tx.send(Message::Close(Some(normal_close()))).await;
-            drop(tx);
-            let _ = writer.await;
-            return Err(e.to_string());
-        }
+        Err(e) => return Ok(final_status(1, &format!("failed to run the command: {e}"))),
     };
     let mut outputs = Vec::new();
     if let Some(master) = &pty {
         let reader = tokio::fs::File::from_std(std::fs::File::from(
             master.try_clone().map_err(|e| e.to_string())?,
         ));
-        outputs.push(tokio::spawn(pump_out(reader, STDOUT, tx.clone())));
+        outputs.push(tokio::spawn(pump_out(reader, STDOUT, io.out.clone())));
     } else {
         if let Some(out) = child.stdout.take() {
-            outputs.push(tokio::spawn(pump_out(out, STDOUT, tx.clone())));
+            outputs.push(tokio::spawn(pump_out(out, STDOUT, io.out.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            outputs.push(tokio::spawn(pump_out(err, STDERR, tx.clone())));
+            outputs.push(tokio::spawn(pump_out(err, STDERR, io.out.clone())));
         }
     }
-    // The client's messages: stdin, resize, close of stdin; the end of the connection.
+    drop(io.out);
     // The reader keeps its own handle on the terminal for resizes (ours closes when the command
     // ends, and a closed fd number may be reused).
     let resize = pty.as_ref().and_then(|m| m.try_clone().ok());
+    let mut input = io.input;
     let reader = async move {
         let master_fd = resize.as_ref().map(AsRawFd::as_raw_fd);
         let mut stdin = stdin;
-        while let Some(msg) = incoming.next().await {
-            let data = match msg {
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            match data.first().copied() {
-                Some(STDIN) => {
+        while let Some(i) = input.recv().await {
+            match i {
+                Input::Stdin(data) => {
                     if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&data[1..]).await.is_err() || w.flush().await.is_err() {
+                        if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
                             stdin = None;
                         }
                     }
                 }
-                Some(RESIZE) => {
+                Input::Resize(json) => {
                     if let Some(fd) = master_fd {
-                        set_window_size(fd, &data[1..]);
+                        set_window_size(fd, &json);
                     }
                 }
-                Some(CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
+                Input::StdinEnd => {
                     if let Some(mut w) = stdin.take() {
                         // A terminal sees the end of input as ^D.
                         if master_fd.is_some() {
@@ -361,7 +361,6 @@ where
                         let _ = w.shutdown().await;
                     }
                 }
-                _ => {}
             }
         }
     };
@@ -385,8 +384,6 @@ where
             }
             drop(pty);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut wait).await;
-            drop(tx);
-            let _ = writer.await;
             return Err("the client closed the connection".into());
         }
     };
@@ -399,7 +396,75 @@ where
         Err(e) => return Err(format!("failed to wait for the command: {e}")),
     };
     let problem = read_error_pipe(err_r).await;
-    let status = final_status(code, &problem);
+    Ok(final_status(code, &problem))
+}
+
+/// The WebSocket transport: one binary message per chunk, its first byte the stream.
+async fn session<S>(
+    ws: WebSocketStream<S>,
+    v5: bool,
+    opts: &ExecOptions,
+    rt: &Runtime,
+    entry: &PodEntry,
+    container: &str,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(32);
+    // One writer owns the sink; stdout, stderr and the final Status queue to it.
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let last = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(32);
+    let tx2 = tx.clone();
+    let forward = tokio::spawn(async move {
+        while let Some((stream, data)) = out_rx.recv().await {
+            if tx2.send(framed(stream, &data)).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The client's messages: stdin, resize, close of stdin; the end of the connection.
+    let (in_tx, in_rx) = mpsc::channel::<Input>(32);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = incoming.next().await {
+            let data = match msg {
+                Ok(Message::Binary(b)) => b,
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            let input = match data.first().copied() {
+                Some(STDIN) => Input::Stdin(data.slice(1..)),
+                Some(RESIZE) => Input::Resize(data.slice(1..)),
+                Some(CLOSE) if v5 && data.get(1) == Some(&STDIN) => Input::StdinEnd,
+                _ => continue,
+            };
+            if in_tx.send(input).await.is_err() {
+                break;
+            }
+        }
+    });
+    let io = Streams {
+        out: out_tx,
+        input: in_rx,
+    };
+    let ended = run(opts, rt, entry, container, io).await;
+    let _ = forward.await;
+    let status = match ended {
+        Ok(s) => s,
+        Err(e) => {
+            drop(tx);
+            let _ = writer.await;
+            return Err(e);
+        }
+    };
     let _ = tx.send(framed(ERROR, status.to_string().as_bytes())).await;
     let _ = tx.send(Message::Close(Some(normal_close()))).await;
     drop(tx);
@@ -407,6 +472,134 @@ where
     // Let the client answer the close, then drop the connection.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
     Ok(())
+}
+
+/// The SPDY transport (protocol v4): the client opens an `error` stream, then `stdin`,
+/// `stdout`, `stderr` as asked and `resize` with a TTY; the Status goes on `error` when the
+/// command has ended, then every stream is closed and the connection with them.
+async fn spdy_session(
+    mut conn: spdy::Connection,
+    opts: &ExecOptions,
+    rt: &Runtime,
+    entry: &PodEntry,
+    container: &str,
+) -> Result<(), String> {
+    let closer = conn.closer();
+    let mut streams: HashMap<String, spdy::Stream> = HashMap::new();
+    let wanted = |s: &HashMap<String, spdy::Stream>| {
+        s.contains_key("error")
+            && (!opts.stdin || s.contains_key("stdin"))
+            && (!opts.stdout || s.contains_key("stdout"))
+            && (!opts.stderr || s.contains_key("stderr"))
+            && (!opts.tty || s.contains_key("resize"))
+    };
+    let collect = async {
+        while !wanted(&streams) {
+            let Some(s) = conn.streams.recv().await else {
+                return false;
+            };
+            let kind = s.headers.get("streamtype").unwrap_or("").to_string();
+            if matches!(
+                kind.as_str(),
+                "error" | "stdin" | "stdout" | "stderr" | "resize"
+            ) && !streams.contains_key(&kind)
+            {
+                streams.insert(kind, s);
+            } else {
+                s.writer.reset().await;
+            }
+        }
+        true
+    };
+    // Upstream's streamCreationTimeout.
+    match tokio::time::timeout(std::time::Duration::from_secs(30), collect).await {
+        Ok(true) => {}
+        Ok(false) => return Err("the client closed the connection".into()),
+        Err(_) => {
+            closer.go_away().await;
+            return Err("timed out waiting for the client's streams".into());
+        }
+    }
+    let error = streams.remove("error").ok_or("no error stream")?;
+    let stdout = streams.remove("stdout").map(|s| s.writer);
+    let stderr = streams.remove("stderr").map(|s| s.writer);
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(32);
+    let forward = tokio::spawn(async move {
+        while let Some((stream, data)) = out_rx.recv().await {
+            let to = if stream == STDERR { &stderr } else { &stdout };
+            if let Some(w) = to {
+                w.write(&data).await;
+            }
+        }
+        for w in [stdout, stderr].into_iter().flatten() {
+            w.close().await;
+        }
+    });
+    let (in_tx, in_rx) = mpsc::channel::<Input>(32);
+    let mut stdin = streams.remove("stdin").map(|s| s.reader);
+    let mut resize = streams.remove("resize").map(|s| s.reader);
+    let gone = conn.closed();
+    let reader = tokio::spawn(async move {
+        tokio::pin!(gone);
+        loop {
+            let input = tokio::select! {
+                d = async { stdin.as_mut()?.recv().await.or(Some(Bytes::new())) }, if stdin.is_some() => {
+                    match d {
+                        Some(b) if !b.is_empty() => Input::Stdin(b),
+                        _ => {
+                            stdin = None;
+                            Input::StdinEnd
+                        }
+                    }
+                }
+                d = async { resize.as_mut()?.recv().await }, if resize.is_some() => {
+                    match d {
+                        Some(b) => Input::Resize(b),
+                        None => {
+                            resize = None;
+                            continue;
+                        }
+                    }
+                }
+                _ = &mut gone => break,
+            };
+            // A resize chunk may hold several sizes: the last one counts.
+            let input = match input {
+                Input::Resize(b) => Input::Resize(last_json(&b)),
+                i => i,
+            };
+            if in_tx.send(input).await.is_err() {
+                break;
+            }
+        }
+    });
+    let io = Streams {
+        out: out_tx,
+        input: in_rx,
+    };
+    let ended = run(opts, rt, entry, container, io).await;
+    let _ = forward.await;
+    let result = match ended {
+        Ok(status) => {
+            error.writer.write(status.to_string().as_bytes()).await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    error.writer.close().await;
+    reader.abort();
+    closer.go_away().await;
+    result
+}
+
+/// The last complete JSON value of `b` (resize messages are JSON objects written back to back).
+fn last_json(b: &[u8]) -> Bytes {
+    let mut last = Bytes::new();
+    let mut values = serde_json::Deserializer::from_slice(b).into_iter::<serde_json::Value>();
+    while let Some(Ok(v)) = values.next() {
+        last = Bytes::from(v.to_string());
+    }
+    last
 }
 
 fn normal_close() -> CloseFrame {

@@ -10,7 +10,8 @@
 //!   clients are authorized for everything (kubelet's `--authorization-mode=AlwaysAllow`).
 //! - `GET /healthz` → `ok`; `GET /containerLogs/{namespace}/{pod}/{container}` (see
 //!   `container_logs`), streamed with chunked encoding; `GET /exec/{namespace}/{pod}/{container}`
-//!   upgraded to a WebSocket (see `exec`).
+//!   upgraded to a WebSocket (see `exec`); `/portForward/{namespace}/{pod}` upgraded to SPDY/3.1,
+//!   SPDY inside a WebSocket, or WebSocket channels (see `portforward`, `spdy`).
 //!
 //! Pods are found by namespace/name among the runtime pods the kubelet half runs: API pods by
 //! the uid of the API object of that name (from the pod watch's store), static pods by the name
@@ -19,7 +20,10 @@
 pub mod container_logs;
 pub mod context;
 pub mod exec;
+pub mod portforward;
+pub mod spdy;
 pub mod tls;
+pub mod upgrade;
 
 pub use context::Context;
 pub use tls::{
@@ -100,15 +104,25 @@ async fn handle<B: Send + 'static>(
     }
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let known = matches!(
+    let known = matches!(segs.as_slice(), ["healthz"] | ["containerLogs", _, _, _]);
+    // Streaming endpoints take POST too: SPDY clients (kubectl before 1.30) post.
+    let streaming = matches!(
         segs.as_slice(),
-        ["healthz"] | ["containerLogs", _, _, _] | ["exec", _, _, _]
+        ["exec", _, _, _] | ["portForward", _, _] | ["portForward", _, _, _]
     );
-    if known && req.method() != Method::GET {
+    if (known && req.method() != Method::GET)
+        || (streaming && !matches!(*req.method(), Method::GET | Method::POST))
+    {
         return text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
     }
     match segs.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok"),
+        ["portForward", ns, pod] | ["portForward", ns, pod, _]
+            if !ns.is_empty() && !pod.is_empty() =>
+        {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            portforward::portforward(ctx, req, ns, pod).await
+        }
         ["exec", ns, pod, container]
             if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>
         {

@@ -111,14 +111,16 @@ impl ApiServer {
         self.kubelet().log(c.existing()?, c.r).await
     }
 
-    /// `pods/exec`: `req` is the client's upgrade request, its body unread.
+    /// `pods/exec`, `pods/attach`, `pods/portforward`: `req` is the client's upgrade request,
+    /// its body unread.
     pub(crate) async fn exec(
         &self,
         c: &Call<'_>,
         req: Request<Incoming>,
     ) -> ApiResult<Response<Body>> {
         c.authorize(None)?;
-        self.kubelet().exec(c.existing()?, c.r, req).await
+        let sub = c.t.sub.unwrap_or("exec");
+        self.kubelet().stream(sub, c.existing()?, c.r, req).await
     }
 
     fn kubelet(&self) -> Proxy<'_> {
