@@ -43,12 +43,30 @@ sleep 1
   for i in $(seq 0 $((H-1))); do echo "missing-$i.dnsbench.svc.cluster.local A"; done
 } | shuf --random-source=<(yes) >"$OUT/queries"
 
-p99() { grep '^> ' "$1" | awk '{print $NF}' | sort -g | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f ms (p50 %.3f ms, n=%d)\n", a[i]*1000, a[int(NR*0.5)]*1000, NR}'; }
+p99() { grep '^> ' "$1" | awk '{print $NF}' | sort -g | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "p50 %.3f ms, p99 %.3f ms (n=%d)", a[int(NR*0.5)]*1000, a[i]*1000, NR}'; }
+qps() { grep 'Queries per second' "$1" | awk '{printf "%d", $4}'; }
+lost() { grep 'Queries lost' "$1" | awk '{print $3}'; }
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {printf "median %d (min %d, max %d)", a[int((NR+1)/2)], a[1], a[NR]}'; }
+ROUNDS=${ROUNDS:-5}
+declare -A all
+# Throughput: the two servers alternate, ROUNDS times, so machine noise falls on both.
+for r in $(seq "$ROUNDS"); do
+  for target in "rktup-dns:$DNS" "dnsmasq:$MASQ"; do
+    name=${target%%:*} port=${target##*:}
+    dnsperf -s 127.0.0.1 -p "$port" -d "$OUT/queries" -l "$SECS" -c 4 -q 100 >"$OUT/$name.qps.$r.txt" 2>&1
+    all[$name]="${all[$name]:-} $(qps "$OUT/$name.qps.$r.txt")"
+    echo "round $r $name: $(qps "$OUT/$name.qps.$r.txt") q/s, lost $(lost "$OUT/$name.qps.$r.txt")"
+  done
+done
 for target in "rktup-dns:$DNS" "dnsmasq:$MASQ"; do
   name=${target%%:*} port=${target##*:}
-  dnsperf -s 127.0.0.1 -p "$port" -d "$OUT/queries" -l "$SECS" -c 4 -q 100 >"$OUT/$name.qps.txt" 2>&1
+  # Latency without queueing: a fixed 10,000 queries/s from one client, every answer timed.
+  dnsperf -s 127.0.0.1 -p "$port" -d "$OUT/queries" -l "$SECS" -c 1 -Q 10000 -v >"$OUT/$name.q10k.txt" 2>&1
+  # Latency at saturation (100 outstanding per client, 4 clients).
   dnsperf -s 127.0.0.1 -p "$port" -d "$OUT/queries" -l "$SECS" -c 4 -q 100 -v >"$OUT/$name.lat.txt" 2>&1
   echo "== $name"
-  grep -E 'Queries (sent|completed|lost)|Response codes|Queries per second|Average Latency' "$OUT/$name.qps.txt"
-  echo "  latency run: $(grep 'Queries per second' "$OUT/$name.lat.txt" | xargs), p99 $(p99 "$OUT/$name.lat.txt")"
+  echo "  throughput: $(echo ${all[$name]} | median) queries/s over $ROUNDS runs of ${SECS}s"
+  grep -E 'Response codes' "$OUT/$name.qps.1.txt"
+  echo "  at 10k q/s: $(p99 "$OUT/$name.q10k.txt"), lost $(lost "$OUT/$name.q10k.txt")"
+  echo "  saturated: $(qps "$OUT/$name.lat.txt") q/s, $(p99 "$OUT/$name.lat.txt")"
 done

@@ -1,141 +1,279 @@
-//! hickory's request handler: the cache answers the cluster zone and the reverse names it
-//! knows; everything else is relayed from upstream.
+//! Answering a request: the cache answers the cluster zone and the reverse names it knows;
+//! everything else is relayed from upstream.
+//!
+//! TCP goes through hickory-server's `Server` (this module's `RequestHandler`). UDP has its own
+//! receive loop ([`serve_udp`]): a query the cache answers is answered inline, without the task
+//! and channel hickory's UDP path spends per query (measured in BENCHMARKS.md: cross-thread
+//! wake-ups were most of the cost); only queries that need an upstream get a task.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::Record;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::{Name, Record, RecordType};
+use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::UdpSocket;
 
-use crate::cache::{Cache, Outcome};
+use crate::cache::{Answer, Cache, Outcome};
 use crate::forward::Forwarder;
 
 /// The largest UDP answer offered to EDNS clients (the DNS flag day size; CoreDNS's too).
 const EDNS_PAYLOAD: u16 = 1232;
+
+/// The largest UDP query accepted (EDNS clients may send large ones; DNS queries are small).
+const MAX_QUERY: usize = 4096;
 
 pub(crate) struct Handler {
     cache: Arc<RwLock<Cache>>,
     forwarder: Forwarder,
 }
 
+/// A response ready to encode.
+struct Reply {
+    meta: Metadata,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    soa: Option<Record>,
+    additionals: Vec<Record>,
+}
+
+impl Reply {
+    fn empty(meta: Metadata) -> Self {
+        Reply {
+            meta,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            soa: None,
+            additionals: Vec::new(),
+        }
+    }
+}
+
+/// What needs an upstream before it can be answered.
+enum Pending {
+    /// The whole query goes upstream.
+    Forward,
+    /// An ExternalName's CNAME from the cache; its target's records come from upstream.
+    Chase(Box<(Metadata, Answer, Name, RecordType)>),
+}
+
 impl Handler {
     pub(crate) fn new(cache: Arc<RwLock<Cache>>, forwarder: Forwarder) -> Self {
         Handler { cache, forwarder }
     }
-}
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        // Answer with EDNS when asked with it (RFC 6891), sized to what the client can take.
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
-            e
-        });
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.recursion_available = true;
-
+    /// The reply that needs no upstream (cache answers, refusals), or what is pending.
+    fn immediate(&self, request: &Request) -> Result<Reply, Pending> {
         let failed = |code| {
             let mut m = Metadata::response_from_request(&request.metadata);
             m.response_code = code;
-            m
+            Reply::empty(m)
         };
         if request.metadata.message_type != MessageType::Query
             || request.metadata.op_code != OpCode::Query
         {
-            let resp = builder.build_no_records(failed(ResponseCode::NotImp));
-            return send(&mut response_handle, resp, &request.metadata).await;
+            return Ok(failed(ResponseCode::NotImp));
         }
-        let query = match request.request_info() {
-            Ok(info) => info.query.original().clone(),
-            Err(_) => {
-                let resp = builder.build_no_records(failed(ResponseCode::FormErr));
-                return send(&mut response_handle, resp, &request.metadata).await;
-            }
+        let Ok(info) = request.request_info() else {
+            return Ok(failed(ResponseCode::FormErr));
         };
+        let query = info.query.original();
         let qtype = query.query_type();
-
         // The lock is held only while the records are built, never across an await.
         let outcome = self
             .cache
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .lookup(query.name(), qtype);
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
         match outcome {
+            Outcome::Forward => Err(Pending::Forward),
             Outcome::Answer(mut a) => {
-                if let Some(target) = a.chase.take() {
-                    a.answers
-                        .extend(self.forwarder.resolve(&target, qtype).await);
-                }
                 meta.authoritative = true;
                 meta.response_code = a.rcode;
-                let resp = builder.build(
-                    meta,
-                    a.answers.iter(),
-                    std::iter::empty::<&Record>(),
-                    a.soa.iter(),
-                    a.additionals.iter(),
-                );
-                send(&mut response_handle, resp, &request.metadata).await
-            }
-            Outcome::Forward => match self.forwarder.forward(request.as_slice()).await {
-                Ok(up) => {
-                    meta.response_code = up.metadata.response_code;
-                    meta.authoritative = up.metadata.authoritative;
-                    meta.authentic_data = up.metadata.authentic_data;
-                    let resp = builder.build(
+                match a.chase.take() {
+                    Some(target) => Err(Pending::Chase(Box::new((meta, a, target, qtype)))),
+                    None => Ok(Reply {
                         meta,
-                        up.answers.iter(),
-                        up.authorities.iter(),
-                        std::iter::empty::<&Record>(),
-                        up.additionals.iter(),
-                    );
-                    send(&mut response_handle, resp, &request.metadata).await
+                        answers: a.answers,
+                        authorities: Vec::new(),
+                        soa: a.soa,
+                        additionals: a.additionals,
+                    }),
                 }
-                Err(e) => {
-                    tracing::debug!(name = %query.name(), %qtype, error = %e, "forward failed");
-                    let resp = builder.build_no_records(failed(ResponseCode::ServFail));
-                    send(&mut response_handle, resp, &request.metadata).await
+            }
+        }
+    }
+
+    /// Completes a pending reply with the upstreams' help.
+    async fn complete(&self, request: &Request, pending: Pending) -> Reply {
+        match pending {
+            Pending::Chase(chase) => {
+                let (meta, mut a, target, qtype) = *chase;
+                a.answers
+                    .extend(self.forwarder.resolve(&target, qtype).await);
+                Reply {
+                    meta,
+                    answers: a.answers,
+                    authorities: Vec::new(),
+                    soa: a.soa,
+                    additionals: a.additionals,
                 }
-            },
+            }
+            Pending::Forward => {
+                let mut meta = Metadata::response_from_request(&request.metadata);
+                meta.recursion_available = true;
+                match self.forwarder.forward(request.as_slice()).await {
+                    Ok(up) => {
+                        meta.response_code = up.metadata.response_code;
+                        meta.authoritative = up.metadata.authoritative;
+                        meta.authentic_data = up.metadata.authentic_data;
+                        Reply {
+                            meta,
+                            answers: up.answers,
+                            authorities: up.authorities,
+                            soa: None,
+                            additionals: up.additionals,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "forward failed");
+                        meta.response_code = ResponseCode::ServFail;
+                        Reply::empty(meta)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply(&self, request: &Request) -> Reply {
+        match self.immediate(request) {
+            Ok(r) => r,
+            Err(p) => self.complete(request, p).await,
         }
     }
 }
 
-async fn send<'a, R: ResponseHandler>(
-    handle: &mut R,
-    resp: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-    request: &Metadata,
-) -> ResponseInfo {
-    match handle.send_response(resp).await {
-        Ok(info) => info,
-        // The client is gone (or the socket closed); report SERVFAIL to hickory's bookkeeping.
-        Err(_) => {
-            let mut m = Metadata::response_from_request(request);
-            m.response_code = ResponseCode::ServFail;
-            hickory_server::proto::op::Header {
-                metadata: m,
-                counts: Default::default(),
+/// Answer with EDNS when asked with it (RFC 6891), offering what the client can take.
+fn edns_for(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
+        e
+    })
+}
+
+/// The UDP wire form: at most what the client takes (512 without EDNS); what does not fit is
+/// left out with TC set (hickory's emitter), so the client retries over TCP.
+fn encode_udp(request: &Request, r: &Reply) -> Vec<u8> {
+    let edns = edns_for(request);
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = &edns {
+        builder.edns(e);
+    }
+    let resp = builder.build(
+        r.meta,
+        r.answers.iter(),
+        r.authorities.iter(),
+        r.soa.iter(),
+        r.additionals.iter(),
+    );
+    let mut bytes = Vec::with_capacity(512);
+    let mut enc = BinEncoder::new(&mut bytes);
+    enc.set_max_size(edns.as_ref().map_or(512, Edns::max_payload));
+    if resp.destructive_emit(&mut enc).is_ok() {
+        return bytes;
+    }
+    // Not encodable (a record hickory cannot write): SERVFAIL with the header only.
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.response_code = ResponseCode::ServFail;
+    let mut bytes = Vec::with_capacity(12);
+    let header = Header {
+        metadata: meta,
+        counts: Default::default(),
+    };
+    let _ = header.emit(&mut BinEncoder::new(&mut bytes));
+    bytes
+}
+
+/// Serves UDP on `sock` until the task is aborted.
+pub(crate) async fn serve_udp(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
+    let mut buf = vec![0u8; MAX_QUERY];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors from earlier sends surface here (ECONNREFUSED); the socket is fine.
+            Err(_) => continue,
+        };
+        // Port 0 cannot be answered; a message that is not a query is not answered (no
+        // reflection), nor one that does not parse.
+        if src.port() == 0 {
+            continue;
+        }
+        let Ok(request) = Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) else {
+            continue;
+        };
+        if request.metadata.message_type != MessageType::Query {
+            continue;
+        }
+        match handler.immediate(&request) {
+            Ok(r) => send(&sock, &encode_udp(&request, &r), src).await,
+            Err(p) => {
+                let (sock, handler) = (sock.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let r = handler.complete(&request, p).await;
+                    send(&sock, &encode_udp(&request, &r), src).await;
+                });
             }
-            .into()
+        }
+    }
+}
+
+async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    // A lost answer is a client retry, as with any UDP DNS server.
+    let _ = sock.send_to(bytes, to).await;
+}
+
+/// The TCP path, through hickory-server.
+pub(crate) struct TcpHandler(pub(crate) Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for TcpHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let r = self.0.reply(request).await;
+        let edns = edns_for(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let resp = builder.build(
+            r.meta,
+            r.answers.iter(),
+            r.authorities.iter(),
+            r.soa.iter(),
+            r.additionals.iter(),
+        );
+        match response_handle.send_response(resp).await {
+            Ok(info) => info,
+            // The client is gone; report SERVFAIL to hickory's bookkeeping.
+            Err(_) => {
+                let mut m = Metadata::response_from_request(&request.metadata);
+                m.response_code = ResponseCode::ServFail;
+                Header {
+                    metadata: m,
+                    counts: Default::default(),
+                }
+                .into()
+            }
         }
     }
 }

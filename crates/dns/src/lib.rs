@@ -65,7 +65,8 @@ pub enum DnsError {
 
 /// A running DNS server: listeners bound, caches being kept current by watches.
 pub struct DnsServer {
-    server: Server<handler::Handler>,
+    server: Server<handler::TcpHandler>,
+    /// The watches and the UDP receive loops.
     watches: Vec<JoinHandle<()>>,
     local: Vec<SocketAddr>,
 }
@@ -102,17 +103,29 @@ pub async fn serve(client: kube::Client, cfg: DnsConfig) -> Result<DnsServer, Dn
         return Err(DnsError::Sync(SYNC_TIMEOUT, why));
     }
 
-    let handler = handler::Handler::new(cache, forward::Forwarder::new(cfg.upstreams.clone()));
-    let mut server = Server::new(handler);
+    let handler = Arc::new(handler::Handler::new(
+        cache,
+        forward::Forwarder::new(cfg.upstreams.clone()),
+    ));
+    let mut server = Server::new(handler::TcpHandler(handler.clone()));
+    let mut tasks = watches;
     let mut local = Vec::new();
+    // Receive loops per UDP socket: one per core (at most 4), so answers are built in parallel.
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     for (udp, tcp, addr) in sockets {
-        server.register_socket(udp);
+        let udp = Arc::new(udp);
+        for _ in 0..loops {
+            tasks.push(tokio::spawn(handler::serve_udp(
+                udp.clone(),
+                handler.clone(),
+            )));
+        }
         server.register_listener(tcp, TCP_IDLE, 64);
         local.push(addr);
     }
     Ok(DnsServer {
         server,
-        watches,
+        watches: tasks,
         local,
     })
 }
