@@ -539,3 +539,57 @@ async fn a_taken_address_is_a_typed_bind_error() {
     );
     plane.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    if !can_dig("large_answers_truncate_over_udp_and_come_whole_over_tcp") {
+        return;
+    }
+    let plane = control_plane().await;
+    let client = admin(&plane).await;
+    let ns = unique("dnsc");
+    create_ns(&client, &ns).await;
+    create_svc(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "many"},
+               "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}}),
+    )
+    .await;
+    let ips: Vec<String> = (1..=60).map(|i| format!("10.77.0.{i}")).collect();
+    let eps: Vec<(&str, Option<&str>)> = ips.iter().map(|ip| (ip.as_str(), None)).collect();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    slices
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(slice_json(&ns, "many", "many-1", &eps)).expect("slice"),
+        )
+        .await
+        .expect("create endpointslice");
+    let server = serve(
+        client.clone(),
+        DnsConfig {
+            listen: vec!["127.0.0.1:0".parse().expect("addr")],
+            cluster_domain: "cluster.local".into(),
+            upstreams: vec![],
+        },
+    )
+    .await
+    .expect("serve");
+    let dns = server.local_addrs()[0];
+    let name = format!("many.{ns}.svc.cluster.local");
+
+    // 60 addresses do not fit 512 bytes: without EDNS the UDP answer is cut and flagged TC.
+    let out = dig(dns, &name, "A", &["+noedns", "+ignore"]).await;
+    assert!(out.contains(" tc"), "{out}");
+    assert!(answers(&out, "A").len() < 60, "{out}");
+    // dig then retries over TCP and gets everything; with EDNS (1232 bytes) UDP suffices.
+    let out = dig(dns, &name, "A", &["+noedns"]).await;
+    assert_eq!(answers(&out, "A").len(), 60, "{out}");
+    let out = dig(dns, &name, "A", &[]).await;
+    assert_eq!(answers(&out, "A").len(), 60, "{out}");
+    assert!(!out.contains(" tc"), "{out}");
+
+    server.shutdown().await;
+    plane.handle.shutdown().await;
+}
