@@ -31,12 +31,12 @@ use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFr
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-const V5: &str = "v5.channel.k8s.io";
-const V4: &str = "v4.channel.k8s.io";
+pub(super) const V5: &str = "v5.channel.k8s.io";
+pub(super) const V4: &str = "v4.channel.k8s.io";
 
 const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
@@ -86,7 +86,7 @@ impl ExecOptions {
 }
 
 /// The subprotocol to answer with: v5 if offered, else v4.
-fn negotiate(offered: &str) -> Option<&'static str> {
+pub(super) fn negotiate(offered: &str) -> Option<&'static str> {
     let offered: Vec<&str> = offered.split(',').map(str::trim).collect();
     [V5, V4].into_iter().find(|p| offered.contains(p))
 }
@@ -103,37 +103,9 @@ pub async fn exec<B: Send + 'static>(
         Ok(o) => o,
         Err(m) => return text(StatusCode::BAD_REQUEST, m),
     };
-    // WebSocket (v5/v4 channels), or SPDY/3.1 streams (kubectl before 1.30, client-go's SPDY
-    // executor), which speak v4's error-stream Status.
-    let (transport, protocol) = match Upgrade::of(&req) {
-        Some(Upgrade::WebSocket { key, protocols }) => {
-            let Some(p) = negotiate(&protocols.join(",")) else {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "none of the offered subprotocols {protocols:?} is supported ({V5}, {V4})"
-                    ),
-                );
-            };
-            (Transport::WebSocket { key }, p)
-        }
-        Some(Upgrade::Spdy { protocols }) => {
-            if !protocols.iter().any(|p| p == V4) {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "unable to upgrade: unable to negotiate protocol: client supports {protocols:?}, server supports [\"{V4}\"]"
-                    ),
-                );
-            }
-            (Transport::Spdy, V4)
-        }
-        None => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("exec needs an upgrade: WebSocket ({V5}, {V4}) or SPDY/3.1 ({V4})"),
-            )
-        }
+    let (transport, protocol) = match transport(&req, "exec") {
+        Ok(t) => t,
+        Err(resp) => return resp,
     };
     let c2 = ctx.clone();
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
@@ -171,10 +143,14 @@ pub async fn exec<B: Send + 'static>(
             }
         };
         let ended = if spdy {
-            spdy_session(spdy::Connection::serve(io), &opts, &rt, &entry, &container).await
+            let conn = spdy::Connection::serve(io);
+            spdy_session(conn, &opts, |io| run(&opts, &rt, &entry, &container, io)).await
         } else {
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-            session(ws, protocol == V5, &opts, &rt, &entry, &container).await
+            session(ws, protocol == V5, |io| {
+                run(&opts, &rt, &entry, &container, io)
+            })
+            .await
         };
         if let Err(e) = ended {
             if verbosity >= 4 {
@@ -184,14 +160,50 @@ pub async fn exec<B: Send + 'static>(
             }
         }
     });
+    accept(&transport, protocol)
+}
+
+/// The transport a streaming request (exec, attach) asks for: WebSocket (v5/v4 channels), or
+/// SPDY/3.1 streams (kubectl before 1.30, client-go's SPDY executor), which speak v4's
+/// error-stream Status. Else the answer refusing it.
+pub(super) fn transport<B>(
+    req: &Request<B>,
+    what: &str,
+) -> Result<(Transport, &'static str), Response<Body>> {
+    match Upgrade::of(req) {
+        Some(Upgrade::WebSocket { key, protocols }) => match negotiate(&protocols.join(",")) {
+            Some(p) => Ok((Transport::WebSocket { key }, p)),
+            None => Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("none of the offered subprotocols {protocols:?} is supported ({V5}, {V4})"),
+            )),
+        },
+        Some(Upgrade::Spdy { protocols }) if protocols.iter().any(|p| p == V4) => {
+            Ok((Transport::Spdy, V4))
+        }
+        Some(Upgrade::Spdy { protocols }) => Err(text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {protocols:?}, server supports [\"{V4}\"]"
+            ),
+        )),
+        None => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("{what} needs an upgrade: WebSocket ({V5}, {V4}) or SPDY/3.1 ({V4})"),
+        )),
+    }
+}
+
+/// The 101 answer for `transport` with `protocol`.
+pub(super) fn accept(transport: &Transport, protocol: &str) -> Response<Body> {
     match transport {
-        Transport::WebSocket { key } => websocket_accept(&key, protocol),
+        Transport::WebSocket { key } => websocket_accept(key, protocol),
         Transport::Spdy => spdy_accept(protocol),
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Transport {
+pub(super) enum Transport {
     WebSocket { key: String },
     Spdy,
 }
@@ -245,7 +257,7 @@ fn set_window_size(master: RawFd, json: &[u8]) {
 }
 
 /// The Status sent on the error stream when the command has ended.
-fn final_status(exit_code: i32, problem: &str) -> serde_json::Value {
+pub(super) fn final_status(exit_code: i32, problem: &str) -> serde_json::Value {
     use serde_json::json;
     if !problem.is_empty() {
         return json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -400,16 +412,12 @@ async fn run(
 }
 
 /// The WebSocket transport: one binary message per chunk, its first byte the stream.
-async fn session<S>(
-    ws: WebSocketStream<S>,
-    v5: bool,
-    opts: &ExecOptions,
-    rt: &Runtime,
-    entry: &PodEntry,
-    container: &str,
-) -> Result<(), String>
+/// `job` is the command (exec) or the container's output (attach).
+pub(super) async fn session<S, J, F>(ws: WebSocketStream<S>, v5: bool, job: J) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    J: FnOnce(Streams) -> F,
+    F: std::future::Future<Output = Result<serde_json::Value, String>>,
 {
     let (mut sink, mut incoming) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(32);
@@ -455,7 +463,7 @@ where
         out: out_tx,
         input: in_rx,
     };
-    let ended = run(opts, rt, entry, container, io).await;
+    let ended = job(io).await;
     let _ = forward.await;
     let status = match ended {
         Ok(s) => s,
@@ -477,13 +485,15 @@ where
 /// The SPDY transport (protocol v4): the client opens an `error` stream, then `stdin`,
 /// `stdout`, `stderr` as asked and `resize` with a TTY; the Status goes on `error` when the
 /// command has ended, then every stream is closed and the connection with them.
-async fn spdy_session(
+pub(super) async fn spdy_session<J, F>(
     mut conn: spdy::Connection,
     opts: &ExecOptions,
-    rt: &Runtime,
-    entry: &PodEntry,
-    container: &str,
-) -> Result<(), String> {
+    job: J,
+) -> Result<(), String>
+where
+    J: FnOnce(Streams) -> F,
+    F: std::future::Future<Output = Result<serde_json::Value, String>>,
+{
     let closer = conn.closer();
     let mut streams: HashMap<String, spdy::Stream> = HashMap::new();
     let wanted = |s: &HashMap<String, spdy::Stream>| {
@@ -577,7 +587,7 @@ async fn spdy_session(
         out: out_tx,
         input: in_rx,
     };
-    let ended = run(opts, rt, entry, container, io).await;
+    let ended = job(io).await;
     let _ = forward.await;
     let result = match ended {
         Ok(status) => {

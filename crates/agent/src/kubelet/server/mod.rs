@@ -11,12 +11,15 @@
 //! - `GET /healthz` → `ok`; `GET /containerLogs/{namespace}/{pod}/{container}` (see
 //!   `container_logs`), streamed with chunked encoding; `GET /exec/{namespace}/{pod}/{container}`
 //!   upgraded to a WebSocket (see `exec`); `/portForward/{namespace}/{pod}` upgraded to SPDY/3.1,
-//!   SPDY inside a WebSocket, or WebSocket channels (see `portforward`, `spdy`).
+//!   SPDY inside a WebSocket, or WebSocket channels (see `portforward`, `spdy`);
+//!   `/attach/{namespace}/{pod}/{container}`: the container's live output (see `attach`).
+//!   exec and attach also take SPDY/3.1 (`v4.channel.k8s.io`) from older clients, and POST.
 //!
 //! Pods are found by namespace/name among the runtime pods the kubelet half runs: API pods by
 //! the uid of the API object of that name (from the pod watch's store), static pods by the name
 //! of their mirror pod (`<name>-<node>`).
 
+pub mod attach;
 pub mod container_logs;
 pub mod context;
 pub mod exec;
@@ -108,7 +111,7 @@ async fn handle<B: Send + 'static>(
     // Streaming endpoints take POST too: SPDY clients (kubectl before 1.30) post.
     let streaming = matches!(
         segs.as_slice(),
-        ["exec", _, _, _] | ["portForward", _, _] | ["portForward", _, _, _]
+        ["exec", _, _, _] | ["attach", _, _, _] | ["portForward", _, _] | ["portForward", _, _, _]
     );
     if (known && req.method() != Method::GET)
         || (streaming && !matches!(*req.method(), Method::GET | Method::POST))
@@ -122,6 +125,12 @@ async fn handle<B: Send + 'static>(
         {
             let (ns, pod) = (ns.to_string(), pod.to_string());
             portforward::portforward(ctx, req, ns, pod).await
+        }
+        ["attach", ns, pod, container]
+            if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>
+        {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            attach::attach(ctx, req, ns, pod, container).await
         }
         ["exec", ns, pod, container]
             if !ns.is_empty() && !pod.is_empty() && !container.is_empty() =>

@@ -1,0 +1,216 @@
+//! `kubectl attach` on the kubelet port: `/attach/{namespace}/{pod}/{container}?input=1
+//! &output=1&error=1&tty=1` (GET or POST), upgraded like exec (WebSocket v5/v4 channels or
+//! SPDY/3.1 v4 streams; see `exec`), streaming the running container's stdout and stderr live
+//! from the moment of attaching until that run of the container ends (then a Success Status)
+//! or the client goes.
+//!
+//! The output is what the runtime records for the container (its CRI log, read through
+//! `Runtime::read_log` following from the end), so every attacher sees the same bytes as
+//! `kubectl logs -f`. Containers' stdin is not held by the runtime (they get /dev/null, and no
+//! terminal), so input from the client is dropped, as for an upstream container without
+//! `stdin: true`.
+
+use super::context::{locate, text, Body, Context};
+use super::exec::{accept, final_status, session, spdy_session, transport, ExecOptions};
+use super::exec::{Input, Streams, Transport, STDERR, STDOUT, V5};
+use super::spdy;
+use crate::log::log;
+use bytes::Bytes;
+use hyper::{Request, Response, StatusCode};
+use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::{LogRead, LogRecord, LogSink, Stream};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// The attach query (exec's names, no command).
+fn options(query: Option<&str>) -> Result<ExecOptions, String> {
+    let mut o = ExecOptions {
+        command: Vec::new(),
+        stdin: false,
+        stdout: false,
+        stderr: false,
+        tty: false,
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let on = matches!(v.as_ref(), "1" | "true" | "True" | "TRUE");
+        match k.as_ref() {
+            "input" => o.stdin = on,
+            "output" => o.stdout = on,
+            "error" => o.stderr = on,
+            "tty" => o.tty = on,
+            _ => {}
+        }
+    }
+    if !(o.stdin || o.stdout || o.stderr) {
+        return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    if o.tty {
+        o.stderr = false;
+    }
+    Ok(o)
+}
+
+pub async fn attach<B: Send + 'static>(
+    ctx: Arc<Context>,
+    mut req: Request<B>,
+    ns: String,
+    pod: String,
+    container: String,
+) -> Response<Body> {
+    let opts = match options(req.uri().query()) {
+        Ok(o) => o,
+        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+    };
+    let (transport, protocol) = match transport(&req, "attach") {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let c2 = ctx.clone();
+    let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
+    let located = tokio::task::spawn_blocking(move || {
+        let entry = locate(&c2, &ns2, &pod2, &ctr2)?;
+        c2.rt
+            .container_pid(&entry, &ctr2)
+            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let run = c2
+            .rt
+            .status(&entry)
+            .ok()
+            .and_then(|st| {
+                st.containers
+                    .iter()
+                    .chain(st.init_containers.iter())
+                    .find(|c| c.name == ctr2)
+                    .map(|c| c.restart_count)
+            })
+            .ok_or_else(|| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("container {ctr2:?} in pod {pod2:?} is not running"),
+                )
+            })?;
+        Ok::<_, (StatusCode, String)>((entry, run))
+    })
+    .await;
+    let (entry, run) = match located {
+        Ok(Ok(e)) => e,
+        Ok(Err((status, m))) => return text(status, m),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if ctx.verbosity >= 4 {
+        log(&format!(
+            "kubelet server: attach to {ns}/{pod}/{container} run {run} (k8s_{})",
+            entry.plan.uuid
+        ));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let rt = ctx.rt.clone();
+    let t2 = transport.clone();
+    tokio::spawn(async move {
+        let io = match on_upgrade.await {
+            Ok(up) => hyper_util::rt::TokioIo::new(up),
+            Err(e) => {
+                log(&format!("kubelet server: attach upgrade: {e}"));
+                return;
+            }
+        };
+        let job = |io| output(rt, entry, container, run, io);
+        let _ = match t2 {
+            Transport::Spdy => spdy_session(spdy::Connection::serve(io), &opts, job).await,
+            Transport::WebSocket { .. } => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                session(ws, protocol == V5, job).await
+            }
+        };
+    });
+    accept(&transport, protocol)
+}
+
+/// Hands the log records of one run to the session as output chunks.
+struct Forward {
+    out: mpsc::Sender<(u8, Bytes)>,
+}
+
+impl LogSink for Forward {
+    fn record(&mut self, r: &LogRecord<'_>) -> ControlFlow<()> {
+        let stream = match r.stream {
+            Stream::Stdout => STDOUT,
+            Stream::Stderr => STDERR,
+        };
+        let mut b = Vec::with_capacity(r.content.len() + 1);
+        b.extend_from_slice(r.content);
+        if !r.partial {
+            b.push(b'\n');
+        }
+        match self.out.blocking_send((stream, Bytes::from(b))) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+
+    fn caught_up(&mut self) -> ControlFlow<()> {
+        if self.out.is_closed() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+/// The attach job: the run's output from now on until it ends or the client goes; input is
+/// dropped (no stdin is held for the container).
+async fn output(
+    rt: Arc<Runtime>,
+    entry: PodEntry,
+    container: String,
+    run: u32,
+    io: Streams,
+) -> Result<serde_json::Value, String> {
+    let Streams { out, mut input } = io;
+    let drain = tokio::spawn(async move {
+        while let Some(i) = input.recv().await {
+            if let Input::StdinEnd = i {
+                continue;
+            }
+        }
+    });
+    let out2 = out.clone();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut sink = Forward { out: out2 };
+        // From the end: the last 0 complete lines, then whatever the run appends.
+        let opts = LogRead {
+            tail_lines: Some(0),
+            follow: true,
+        };
+        rt.read_log(&entry, &container, run, &opts, &mut sink)
+    });
+    let gone = async {
+        out.closed().await;
+    };
+    let result = tokio::select! {
+        r = reading => match r {
+            Ok(Ok(())) => Ok(final_status(0, "")),
+            Ok(Err(e)) => Ok(final_status(1, &format!("failed to read the container's output: {e}"))),
+            Err(e) => Err(e.to_string()),
+        },
+        _ = drain => Err("the client closed the connection".to_string()),
+        _ = gone => Err("the client closed the connection".to_string()),
+    };
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_options() {
+        let o = options(Some("input=1&output=1&tty=1&error=1")).unwrap();
+        assert!(o.stdin && o.stdout && o.tty && !o.stderr);
+        assert!(o.command.is_empty());
+        assert!(options(Some("tty=1")).is_err());
+    }
+}
