@@ -207,8 +207,17 @@ pub(crate) async fn serve_udp(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
-            // ICMP errors from earlier sends surface here (ECONNREFUSED); the socket is fine.
-            Err(_) => continue,
+            Err(e) => {
+                use std::io::ErrorKind::*;
+                // ICMP errors from earlier sends surface here (ECONNREFUSED); the socket is fine.
+                if !matches!(e.kind(), ConnectionRefused | ConnectionReset | Interrupted) {
+                    // Anything else (out of memory, a socket gone bad) must not spin a core;
+                    // DNS keeps trying, as the agent has no better fallback.
+                    tracing::warn!(error = %e, "cluster DNS: receiving on UDP failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                continue;
+            }
         };
         // Port 0 cannot be answered; a message that is not a query is not answered (no
         // reflection), nor one that does not parse.
