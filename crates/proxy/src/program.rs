@@ -1,11 +1,14 @@
 //! Puts a [`Ruleset`] into the kernel, always as one nf_tables transaction. The first time (and
-//! after any failure) the table is replaced whole (create-if-missing, delete, create, fill); after
-//! that only what changed is sent — chains flushed and refilled, maps flushed and refilled, new
+//! after any failure) every chain and static set the kernel lists for the table is flushed and
+//! refilled and what is not wanted is deleted (only a table whose base chains or set kinds differ
+//! is replaced whole: create-if-missing, delete, create, fill); after that only what changed is sent — chains flushed and refilled, maps flushed and refilled, new
 //! objects added, gone ones deleted — so an endpoint change costs a few messages, not the whole
 //! table, and affinity sets that did not change keep their entries (as kube-proxy's partial sync).
 
 use crate::model::{Chain, Item, Ruleset, Set};
-use crate::nft::msg::{Batch, Expr, SetSpec, Verdict, REG32_0, SET_CONSTANT, SET_MAP};
+use crate::nft::msg::{
+    Batch, Expr, Hook, SetSpec, Verdict, REG32_0, SET_CONSTANT, SET_EVAL, SET_MAP,
+};
 use crate::nft::sock::Socket;
 use crate::ProxyError;
 
@@ -37,13 +40,22 @@ impl Programmer {
     /// Makes the table equal `want`, atomically (kept as the base of the next delta).
     pub fn apply(&mut self, want: Ruleset) -> Result<(), ProxyError> {
         let t0 = std::time::Instant::now();
+        // Not knowing what is there (start, error), diff against what the kernel lists rather
+        // than delete and recreate the table: replacing base chains is not atomic for packets
+        // (a packet can pass the new nat chain before the commit and the old one after it,
+        // and so get no DNAT), while flushing and refilling chains that stay is.
+        let listed = if self.current.is_none() {
+            self.kernel_state(&want)
+        } else {
+            None
+        };
         let first = self.sock.next_seq(0);
         let mut b = Builder {
             batch: Batch::new(first),
             table: &self.table,
             anon: 0,
         };
-        match &self.current {
+        match self.current.as_ref().or(listed.as_ref()) {
             Some(cur) if !specs_changed(cur, &want) => b.diff(cur, &want),
             _ => b.full(&want),
         }
@@ -88,6 +100,62 @@ impl Programmer {
             self.current = None;
         }
         Ok(ok)
+    }
+
+    /// The table as the kernel lists it, shaped so that a diff against `want` flushes and
+    /// refills every chain and static set, keeps dynamic (affinity) sets, and deletes the rest.
+    /// `None`: no table, or not listable (then the table is replaced whole).
+    fn kernel_state(&mut self, want: &Ruleset) -> Option<Ruleset> {
+        let (chains, sets) = self.sock.objects(&self.table).ok()??;
+        let mut rs = Ruleset::default();
+        for (name, base) in chains {
+            let base = match base {
+                None => None,
+                Some((ty, hook, prio)) => {
+                    let ty: &'static str = match ty.as_str() {
+                        "nat" => "nat",
+                        "filter" => "filter",
+                        _ => return None,
+                    };
+                    let hook = match hook {
+                        0 => Hook::Prerouting,
+                        1 => Hook::Input,
+                        2 => Hook::Forward,
+                        3 => Hook::Output,
+                        4 => Hook::Postrouting,
+                        _ => return None,
+                    };
+                    Some((ty, hook, prio))
+                }
+            };
+            // one empty rule: never equal to a wanted chain, so it is flushed and refilled
+            rs.chains.insert(
+                name,
+                std::sync::Arc::new(Chain {
+                    base,
+                    rules: vec![vec![]],
+                }),
+            );
+        }
+        for (name, flags, key_type, key_len, timeout_ms) in sets {
+            let elements = if flags & SET_EVAL != 0 {
+                want.sets
+                    .get(&name)
+                    .map(|s| s.elements.clone())
+                    .unwrap_or_default()
+            } else {
+                vec![(vec![], None)]
+            };
+            let spec = SetSpec {
+                name: name.clone(),
+                flags,
+                key_type,
+                key_len,
+                timeout_ms,
+            };
+            rs.sets.insert(name, Set { spec, elements });
+        }
+        Some(rs)
     }
 
     /// Forgets what was programmed, so the next apply replaces the table whole.

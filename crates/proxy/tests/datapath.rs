@@ -491,3 +491,26 @@ fn a_refused_transaction_changes_nothing() {
         ));
     });
 }
+
+#[test]
+fn endpoints_on_other_nodes_keep_the_pod_source() {
+    let Some(t) = Topo::new("remote_endpoint", 1) else {
+        return;
+    };
+    // the endpoint lives behind the node's eth0, as a pod on another node does
+    let eps = vec![(CLIENT_IP, "node-b", true, true, false)];
+    apply(
+        &t,
+        ruleset(&[web(json!({}))], &[web_slice(&eps)], &node_info()),
+    );
+    // routed both ways through this node: conntrack un-DNATs the reply, no masquerade needed,
+    // so the endpoint sees the pod's own address
+    assert_eq!(
+        tcp(t.pod_ns(0), addr("10.96.0.10", 80)),
+        Reply::Served("remote".into(), t.pod_ip(0).to_string())
+    );
+    assert_eq!(
+        udp(t.pod_ns(0), addr("10.96.0.10", 53)).as_deref(),
+        Some("remote")
+    );
+}

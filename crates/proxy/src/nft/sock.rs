@@ -5,7 +5,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::msg::{Batch, NFT_MSG_GETGEN, NFT_MSG_GETRULE, NFT_MSG_GETTABLE, NLM_F_DUMP};
+use super::msg::{
+    Batch, NFT_MSG_GETCHAIN, NFT_MSG_GETGEN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETTABLE,
+    NLM_F_DUMP,
+};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -331,6 +334,98 @@ impl Socket {
             }
             Err(e) if e == libc::ENOENT => Ok(None),
             Err(e) => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// A chain as the kernel lists it: name and, for base chains, (type, hook number, priority).
+pub type KernelChain = (String, Option<(String, u32, i32)>);
+
+/// A named set as the kernel lists it: (name, flags, key type, key length, timeout ms).
+pub type KernelSet = (String, u32, u32, u32, Option<u64>);
+
+impl Socket {
+    /// The chains and named sets of `table` from one generation; `None` if there is no table.
+    pub fn objects(
+        &mut self,
+        table: &str,
+    ) -> io::Result<Option<(Vec<KernelChain>, Vec<KernelSet>)>> {
+        loop {
+            let before = self.generation()?;
+            if !self.table_exists(table)? {
+                return Ok(None);
+            }
+            let chains = self
+                .get(NFT_MSG_GETCHAIN, true, |_| {})?
+                .map_err(io::Error::from_raw_os_error)?;
+            let sets = self
+                .get(NFT_MSG_GETSET, true, |_| {})?
+                .map_err(io::Error::from_raw_os_error)?;
+            if self.generation()? != before {
+                continue;
+            }
+            let text =
+                |v: &[u8]| String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned();
+            let be32 = |v: &[u8]| {
+                v.get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0)
+            };
+            let mut out_c = Vec::new();
+            for r in &chains {
+                let (mut t, mut name, mut hook, mut ty) = (None, None, None, None);
+                for (k, v) in attrs(r) {
+                    match k {
+                        1 => t = Some(text(v)),
+                        3 => name = Some(text(v)),
+                        4 => {
+                            let (mut num, mut prio) = (0, 0);
+                            for (hk, hv) in attrs(v) {
+                                match hk {
+                                    1 => num = be32(hv),
+                                    2 => prio = be32(hv) as i32,
+                                    _ => {}
+                                }
+                            }
+                            hook = Some((num, prio));
+                        }
+                        7 => ty = Some(text(v)),
+                        _ => {}
+                    }
+                }
+                if t.as_deref() == Some(table) {
+                    if let Some(n) = name {
+                        out_c.push((n, hook.map(|(h, p)| (ty.unwrap_or_default(), h, p))));
+                    }
+                }
+            }
+            let mut out_s = Vec::new();
+            for r in &sets {
+                let (mut t, mut name, mut flags, mut kt, mut kl, mut timeout) =
+                    (None, None, 0, 0, 0, None);
+                for (k, v) in attrs(r) {
+                    match k {
+                        1 => t = Some(text(v)),
+                        2 => name = Some(text(v)),
+                        3 => flags = be32(v),
+                        4 => kt = be32(v),
+                        5 => kl = be32(v),
+                        11 if v.len() >= 8 => {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&v[..8]);
+                            timeout = Some(u64::from_be_bytes(b));
+                        }
+                        _ => {}
+                    }
+                }
+                // anonymous sets belong to their rules and go with them
+                if t.as_deref() == Some(table) && flags & 1 == 0 {
+                    if let Some(n) = name {
+                        out_s.push((n, flags, kt, kl, timeout));
+                    }
+                }
+            }
+            return Ok(Some((out_c, out_s)));
         }
     }
 }

@@ -117,6 +117,8 @@ impl Topo {
         ip(&["-n", &node, "link", "set", "cbr0", "up"]);
         sysctl(&node, "net.ipv4.ip_forward", "1");
         sysctl(&node, "net.bridge.bridge-nf-call-iptables", "0");
+        // a server "on another node" (the client namespace, reachable only through routing)
+        serve(&client, "remote".into());
         let mut t = t;
         for i in 0..pods {
             let pns = format!("h3p{tag}x{i}");
@@ -196,6 +198,10 @@ fn serve(ns: &str, name: String) {
                 .map(|p| p.ip().to_string())
                 .unwrap_or_default();
             let _ = c.write_all(format!("{n2} {peer}\n").as_bytes());
+            // let the client close first, so TIME_WAIT stays on the client's side: a server-side
+            // TIME_WAIT on a masqueraded tuple the NAT later reuses could reset a new connection
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.read(&mut [0u8; 16]);
         }
     });
     std::thread::spawn(move || {
@@ -227,7 +233,7 @@ fn tcp_here(to: SocketAddr) -> Reply {
         Ok(mut s) => {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut s), &mut out);
             let mut it = out.split_whitespace();
             match (it.next(), it.next()) {
                 (Some(a), Some(b)) => Reply::Served(a.into(), b.into()),
