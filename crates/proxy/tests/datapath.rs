@@ -260,13 +260,21 @@ fn client_ip_affinity_sticks() {
     let (client, to) = (t.client.clone(), addr("10.96.0.10", 80));
     in_ns(&t.node, move || {
         let mut p = Programmer::new(&name).unwrap();
-        p.apply(rs1.clone()).unwrap(); // a new programmer replaces the table whole: sets start empty
+        p.apply(rs1.clone()).unwrap();
         let pinned = spread(&client, to, 5);
         assert_eq!(pinned.len(), 1, "{pinned:?}");
         p.apply(rs2.clone()).unwrap(); // a delta
         let after = spread(&client, to, 10);
         assert_eq!(
             after.keys().collect::<Vec<_>>(),
+            pinned.keys().collect::<Vec<_>>()
+        );
+        // an agent restart: a new programmer resyncs from the kernel's listing, sets kept
+        let mut p2 = Programmer::new(&name).unwrap();
+        p2.apply(rs1.clone()).unwrap();
+        let restarted = spread(&client, to, 10);
+        assert_eq!(
+            restarted.keys().collect::<Vec<_>>(),
             pinned.keys().collect::<Vec<_>>()
         );
     });
