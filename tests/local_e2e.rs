@@ -65,6 +65,24 @@ impl Cluster {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
+    /// `rktup local up` of `nodes` nodes, waiting up to 60 s for them, with `registry` (on this
+    /// machine's loopback) reachable from the nodes.
+    fn up(&self, nodes: &str, registry: Option<&str>, env: &[(&str, &str)]) -> String {
+        let mut args = vec![
+            "local",
+            "up",
+            "--name",
+            self.name.as_str(),
+            "--num-nodes",
+            nodes,
+            "--wait",
+            "60s",
+        ];
+        if let Some(r) = registry {
+            args.extend(["--insecure-registry", r]);
+        }
+        self.rktup_ok(&args, env)
+    }
     fn kubectl(&self, args: &[&str]) -> Output {
         Command::new("kubectl")
             .arg("--kubeconfig")
@@ -193,21 +211,7 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     let name = c.name.clone();
 
     // Up, with the registry on the host's loopback reachable from the nodes.
-    let out = c.rktup_ok(
-        &[
-            "local",
-            "up",
-            "--name",
-            &name,
-            "--num-nodes",
-            "2",
-            "--wait",
-            "60s",
-            "--insecure-registry",
-            &registry.addr,
-        ],
-        &[("ALLOW_PRIVILEGED", "true")],
-    );
+    let out = c.up("2", Some(&registry.addr), &[("ALLOW_PRIVILEGED", "true")]);
     assert!(
         out.contains(&format!("kubectl cluster-info --context rktup-{name}")),
         "{out}"
@@ -551,19 +555,7 @@ fn up_converges_and_down_works_without_the_record() {
     );
 
     // Growing: --num-nodes 2 on the running cluster adds a node.
-    c.rktup_ok(
-        &[
-            "local",
-            "up",
-            "--name",
-            &name,
-            "--num-nodes",
-            "2",
-            "--wait",
-            "60s",
-        ],
-        &[],
-    );
+    c.up("2", None, &[]);
     assert_eq!(
         c.json(&["get", "nodes"])["items"].as_array().unwrap().len(),
         2
@@ -782,21 +774,7 @@ fn services_and_dns_on_a_two_node_local_cluster() {
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "web:1.0");
     let name = c.name.clone();
-    c.rktup_ok(
-        &[
-            "local",
-            "up",
-            "--name",
-            &name,
-            "--num-nodes",
-            "2",
-            "--wait",
-            "60s",
-            "--insecure-registry",
-            &registry.addr,
-        ],
-        &[],
-    );
+    c.up("2", Some(&registry.addr), &[]);
     let nodes = c.json(&["get", "nodes"]);
     let node_addrs: Vec<(String, String)> = nodes["items"]
         .as_array()

@@ -153,7 +153,7 @@ mod loopback_addr {
         buf.extend_from_slice(&(len as u16).to_ne_bytes());
         buf.extend_from_slice(&kind.to_ne_bytes());
         buf.extend_from_slice(data);
-        while buf.len() % 4 != 0 {
+        while !buf.len().is_multiple_of(4) {
             buf.push(0);
         }
     }
