@@ -438,6 +438,9 @@ fn plan_container(
         seccomp: seccomp_of(c, psc, privileged)?,
         mounts,
         limits,
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
     })
 }
 

@@ -63,6 +63,14 @@ pub struct ContainerPlan {
     pub seccomp: Seccomp,
     pub mounts: Vec<MountPlan>,
     pub limits: Limits,
+    /// `stdin`: the supervisor keeps a stdin open for attachers; `stdinOnce`: closed when the
+    /// first attacher's input ends; `tty`: a terminal is the container's stdio.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -606,6 +606,36 @@ impl Runtime {
         crate::stage1::enter::running_pid(&entry.plan, &entry.status, container)
     }
 
+    /// A connection to the attach endpoint of `container`'s current run (containers with
+    /// `stdin` or `tty`; see `stage1::attach` for the frames); else why not, worded for the user.
+    pub fn attach(
+        &self,
+        entry: &PodEntry,
+        container: &str,
+    ) -> Result<std::os::unix::net::UnixStream, String> {
+        let plan = &entry.plan;
+        let index = plan
+            .init_containers
+            .iter()
+            .chain(plan.containers.iter())
+            .position(|c| c.name == container)
+            .ok_or_else(|| format!("container {container:?} not found in the pod"))?;
+        let c = plan
+            .init_containers
+            .iter()
+            .chain(plan.containers.iter())
+            .nth(index)
+            .ok_or_else(|| format!("container {container:?} not found in the pod"))?;
+        if !(c.stdin || c.tty) {
+            return Err(format!(
+                "container {container:?} has neither stdin nor a terminal to attach to"
+            ));
+        }
+        let path = crate::stage1::attach::socket_path(&entry.dir, index);
+        std::os::unix::net::UnixStream::connect(&path)
+            .map_err(|e| format!("container {container:?} cannot be attached to: {e}"))
+    }
+
     /// The command that runs `cmd` inside running `container` (`<stage1 exe> stage1 <pod dir>
     /// --enter <container> [--error-fd N] -- cmd...`): its cgroup, namespaces, root, user,
     /// capabilities and environment. It exits with the command's code, or 255 with the reason
@@ -692,4 +722,13 @@ pub fn reap_children() {
         let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
         r == 0
     });
+}
+
+/// The frames of `Runtime::attach`'s connection (kind, 4-byte big-endian length, data): output
+/// `STDOUT`/`STDERR` from the container; `STDIN`, `CLOSE_STDIN` and `RESIZE` (width, height as
+/// big-endian u16s) to it.
+pub mod attach_frames {
+    pub use crate::stage1::attach::{
+        frame, take_frames, CLOSE_STDIN, RESIZE, STDERR, STDIN, STDOUT,
+    };
 }

@@ -31,6 +31,8 @@ pub struct Launch<'a> {
     pub cgroup_procs: Vec<PathBuf>,
     pub env: Vec<String>,
     pub argv: Vec<String>,
+    /// The container's stdin (a pipe or the terminal), or -1 for /dev/null.
+    pub stdin_r: RawFd,
     pub stdout_w: RawFd,
     pub stderr_w: RawFd,
     pub pid_w: RawFd,
@@ -46,8 +48,12 @@ fn fail(err_w: RawFd, msg: String) -> ! {
 
 /// Runs in the intermediate child; never returns.
 pub fn intermediate(l: &Launch) -> ! {
-    // stdio: stdin /dev/null, stdout/stderr the log pipes.
-    if let Ok(null) = std::fs::File::open("/dev/null") {
+    // stdio: stdin the attach pipe or terminal (else /dev/null), stdout/stderr the log pipes
+    // (or the terminal).
+    if l.stdin_r >= 0 {
+        // SAFETY: dup2 onto stdio.
+        unsafe { libc::dup2(l.stdin_r, 0) };
+    } else if let Ok(null) = std::fs::File::open("/dev/null") {
         use std::os::unix::io::IntoRawFd;
         let fd = null.into_raw_fd();
         // SAFETY: dup2 onto stdio.
@@ -560,6 +566,14 @@ fn container_init(l: &Launch) -> ! {
         fail(l.err_w, e);
     }
     sys::reset_signals();
+    if c.tty {
+        // The terminal becomes the controlling one of a session of its own.
+        // SAFETY: setsid/ioctl on our own stdin.
+        unsafe {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+    }
     let exe = resolve_exe(&l.argv[0], &l.env);
     let to_c = |v: &[String]| -> Vec<CString> {
         v.iter()

@@ -592,6 +592,7 @@ impl Supervisor {
                 cgroup_procs: vec![],
                 env: vec![],
                 argv: vec![],
+                stdin_r: -1,
                 stdout_w: -1,
                 stderr_w: -1,
                 pid_w: -1,

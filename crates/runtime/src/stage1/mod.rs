@@ -3,6 +3,7 @@
 //! It is single-threaded on purpose: it forks container processes directly, and a poll loop
 //! with a short timeout drives logs, reaping, restarts with back-off and stop requests.
 
+pub(crate) mod attach;
 pub(crate) mod container;
 pub(crate) mod enter;
 pub mod kvm;
@@ -61,6 +62,8 @@ struct Running {
     log: LogWriter,
     oom_before: u64,
     started: Instant,
+    /// The attach endpoint (containers with stdin or a terminal).
+    attach: Option<attach::AttachPoint>,
 }
 
 struct Slot {
@@ -437,14 +440,50 @@ impl Supervisor {
         let pipes = (|| -> std::io::Result<_> {
             Ok((sys::pipe()?, sys::pipe()?, sys::pipe()?, sys::pipe()?))
         })();
-        let ((out_r, out_w), (err_r, err_w), (pid_r, pid_w), (e_r, e_w)) = match pipes {
-            Ok(p) => p,
+        let ((mut out_r, mut out_w), (mut err_r, mut err_w), (pid_r, pid_w), (e_r, e_w)) =
+            match pipes {
+                Ok(p) => p,
+                Err(e) => {
+                    return self.start_failed(
+                        i,
+                        "CreateContainerError",
+                        format!("failed to create pipes: {e}"),
+                    )
+                }
+            };
+        // stdin for attachers: a pipe, or a terminal that is also stdout and stderr.
+        let stdio = attach_stdio(&c);
+        let (stdin_r, stdin_w, tty_master) = match stdio {
+            Ok(Stdio::Null) => (-1, None, None),
+            Ok(Stdio::Pipe { r, w }) => (r, Some(w), None),
+            Ok(Stdio::Tty { master, slave }) => {
+                for fd in [out_r, out_w, err_r, err_w] {
+                    sys::close(fd);
+                }
+                out_r = master;
+                out_w = slave;
+                err_r = -1;
+                err_w = sys::dup_cloexec(slave).unwrap_or(-1);
+                let input = if c.stdin {
+                    sys::dup_cloexec(master).ok()
+                } else {
+                    None
+                };
+                (
+                    sys::dup_cloexec(slave).unwrap_or(-1),
+                    input,
+                    sys::dup_cloexec(master).ok(),
+                )
+            }
             Err(e) => {
+                for fd in [out_r, out_w, err_r, err_w, pid_r, pid_w, e_r, e_w] {
+                    sys::close(fd);
+                }
                 return self.start_failed(
                     i,
                     "CreateContainerError",
-                    format!("failed to create pipes: {e}"),
-                )
+                    format!("failed to create the container's stdin: {e}"),
+                );
             }
         };
         let launch = Launch {
@@ -458,6 +497,7 @@ impl Supervisor {
             cgroup_procs,
             env,
             argv,
+            stdin_r,
             stdout_w: out_w,
             stderr_w: err_w,
             pid_w,
@@ -473,7 +513,10 @@ impl Supervisor {
                 })
                 .and_then(|_| container::populate(&launch, container::Populate::Fly));
             if let Err(m) = r {
-                for fd in [out_r, out_w, err_r, err_w, pid_r, pid_w, e_r, e_w] {
+                for fd in [out_r, out_w, err_r, err_w, pid_r, pid_w, e_r, e_w, stdin_r] {
+                    sys::close(fd);
+                }
+                for fd in [stdin_w, tty_master].into_iter().flatten() {
                     sys::close(fd);
                 }
                 let _ = sys::umount_detach(&rootfs);
@@ -496,20 +539,38 @@ impl Supervisor {
             }
         };
         if pid == 0 {
+            // The intermediate never execs: it must not hold the supervisor's ends open.
             for fd in [out_r, err_r, pid_r, e_r] {
+                sys::close(fd);
+            }
+            for fd in [stdin_w, tty_master].into_iter().flatten() {
                 sys::close(fd);
             }
             container::intermediate(&launch);
         }
-        for fd in [out_w, err_w, pid_w, e_w] {
+        for fd in [out_w, err_w, pid_w, e_w, stdin_r] {
             sys::close(fd);
         }
+        let attach = if stdin_w.is_some() || tty_master.is_some() {
+            let path = attach::socket_path(&self.dir, i);
+            match attach::AttachPoint::open(&path, stdin_w, tty_master, c.stdin_once) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warn!(container = %c.name, "no attach socket: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let pidb = sys::read_to_end(pid_r);
         sys::close(pid_r);
         let errb = sys::read_to_end(e_r);
         sys::close(e_r);
         sys::set_nonblock(out_r);
-        sys::set_nonblock(err_r);
+        if err_r >= 0 {
+            sys::set_nonblock(err_r);
+        }
         let init_pid = pidb
             .get(..4)
             .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -540,6 +601,7 @@ impl Supervisor {
             log,
             oom_before,
             started: Instant::now(),
+            attach,
         });
         self.dirty = true;
     }
@@ -613,6 +675,13 @@ impl Supervisor {
                     break;
                 }
                 r.log.write(stream, &buf[..n]);
+                if let Some(a) = &mut r.attach {
+                    let kind = match stream {
+                        Stream::Stdout => attach::STDOUT,
+                        Stream::Stderr => attach::STDERR,
+                    };
+                    a.broadcast(kind, &buf[..n]);
+                }
             }
         }
     }
@@ -632,11 +701,19 @@ impl Supervisor {
                 }
             }
         }
+        for s in &self.slots {
+            if let Some(a) = s.running.as_ref().and_then(|r| r.attach.as_ref()) {
+                a.poll_fds(&mut fds);
+            }
+        }
         // SAFETY: fds is a valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         for s in &mut self.slots {
             if let Some(r) = &mut s.running {
                 Self::drain(r);
+                if let Some(a) = &mut r.attach {
+                    a.service();
+                }
             }
         }
     }
@@ -924,4 +1001,23 @@ pub(crate) fn is_mountpoint(p: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(s.as_str()))
+}
+
+/// A container's stdin as planned for attachers.
+enum Stdio {
+    Null,
+    Pipe { r: RawFd, w: RawFd },
+    Tty { master: RawFd, slave: RawFd },
+}
+
+fn attach_stdio(c: &ContainerPlan) -> std::io::Result<Stdio> {
+    if c.tty {
+        let (master, slave) = sys::openpty()?;
+        return Ok(Stdio::Tty { master, slave });
+    }
+    if c.stdin {
+        let (r, w) = sys::pipe()?;
+        return Ok(Stdio::Pipe { r, w });
+    }
+    Ok(Stdio::Null)
 }

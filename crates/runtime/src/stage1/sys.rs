@@ -122,6 +122,36 @@ pub fn pipe() -> Result<(RawFd, RawFd)> {
     Ok((fds[0], fds[1]))
 }
 
+/// A pseudo-terminal (master, slave), both close-on-exec.
+pub fn openpty() -> Result<(RawFd, RawFd)> {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two fds; name, termios and winsize may be null.
+    cvt(unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    })?;
+    for fd in [master, slave] {
+        // SAFETY: fcntl on fds we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((master, slave))
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if r < 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(r)
+}
+
 pub fn close(fd: RawFd) {
     if fd >= 0 {
         // SAFETY: closing an fd we own.

@@ -4,11 +4,12 @@
 //! from the moment of attaching until that run of the container ends (then a Success Status)
 //! or the client goes.
 //!
-//! The output is what the runtime records for the container (its CRI log, read through
-//! `Runtime::read_log` following from the end), so every attacher sees the same bytes as
-//! `kubectl logs -f`. Containers' stdin is not held by the runtime (they get /dev/null, and no
-//! terminal), so input from the client is dropped, as for an upstream container without
-//! `stdin: true`.
+//! A container with `stdin: true` or `tty: true` is attached through the runtime's attach
+//! endpoint (`Runtime::attach`: its supervisor holds the container's stdin or terminal): input,
+//! the end of input (`stdinOnce` closes the container's stdin), terminal resizes, and live
+//! output. Any other container has no stdin (it reads /dev/null): its output is what the
+//! runtime records (its CRI log, read through `Runtime::read_log` following from the end), and
+//! input from the client is dropped, as upstream does for a container without `stdin: true`.
 
 use super::context::{locate, text, Body, Context};
 use super::exec::{accept, final_status, session, spdy_session, transport, ExecOptions};
@@ -117,7 +118,17 @@ pub async fn attach<B: Send + 'static>(
                 return;
             }
         };
-        let job = |io| output(rt, entry, container, run, io);
+        let interactive = entry
+            .plan
+            .all_containers()
+            .any(|c| c.name == container && (c.stdin || c.tty));
+        let job = |io| async move {
+            if interactive {
+                attached(rt, entry, container, io).await
+            } else {
+                output(rt, entry, container, run, io).await
+            }
+        };
         let _ = match t2 {
             Transport::Spdy => spdy_session(spdy::Connection::serve(io), &opts, job).await,
             Transport::WebSocket { .. } => {
@@ -200,6 +211,79 @@ async fn output(
         _ = gone => Err("the client closed the connection".to_string()),
     };
     result
+}
+
+/// The attach job through the runtime's attach endpoint: frames both ways until the run ends
+/// (the endpoint closes) or the client goes.
+async fn attached(
+    rt: Arc<Runtime>,
+    entry: PodEntry,
+    container: String,
+    io: Streams,
+) -> Result<serde_json::Value, String> {
+    use rktup_runtime::runtime::attach_frames as f;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::task::spawn_blocking(move || rt.attach(&entry, &container))
+        .await
+        .map_err(|e| e.to_string())?;
+    let sock = match sock.and_then(|s| {
+        s.set_nonblocking(true)
+            .map(|_| s)
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(s) => s,
+        Err(m) => return Ok(final_status(1, &m)),
+    };
+    let sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = sock.into_split();
+    let Streams { out, mut input } = io;
+    let down = async move {
+        let mut buf = Vec::new();
+        let mut tmp = vec![0u8; 32 * 1024];
+        loop {
+            let n = match rd.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&tmp[..n]);
+            let Ok(frames) = f::take_frames(&mut buf) else {
+                return;
+            };
+            for (kind, data) in frames {
+                let stream = if kind == f::STDERR { STDERR } else { STDOUT };
+                if out.send((stream, Bytes::from(data))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let up = async move {
+        while let Some(i) = input.recv().await {
+            let frame = match i {
+                Input::Stdin(b) => f::frame(f::STDIN, &b),
+                Input::StdinEnd => f::frame(f::CLOSE_STDIN, &[]),
+                Input::Resize(json) => {
+                    let Ok(size) = serde_json::from_slice::<serde_json::Value>(&json) else {
+                        continue;
+                    };
+                    let dim = |k: &str| size[k].as_u64().and_then(|v| u16::try_from(v).ok());
+                    let (Some(w), Some(h)) = (dim("Width"), dim("Height")) else {
+                        continue;
+                    };
+                    let mut d = w.to_be_bytes().to_vec();
+                    d.extend_from_slice(&h.to_be_bytes());
+                    f::frame(f::RESIZE, &d)
+                }
+            };
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => Ok(final_status(0, "")),
+        _ = up => Err("the client closed the connection".to_string()),
+    }
 }
 
 #[cfg(test)]
