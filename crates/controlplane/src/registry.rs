@@ -91,7 +91,15 @@ pub static RESOURCES: &[ResourceDef] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding", "log", "eviction", "exec"],
+        subresources: &[
+            "status",
+            "binding",
+            "log",
+            "eviction",
+            "exec",
+            "attach",
+            "portforward",
+        ],
     },
     ResourceDef {
         group: "",

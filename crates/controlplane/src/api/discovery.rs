@@ -112,6 +112,8 @@ fn subresource(r: &ResourceDef, name: &'static str) -> Subresource {
         "eviction" => ("Eviction", Some(("policy", "v1")), &["create"]),
         "log" => ("Pod", None, &["get"]),
         "exec" => ("PodExecOptions", None, &["create", "get"]),
+        "attach" => ("PodAttachOptions", None, &["create", "get"]),
+        "portforward" => ("PodPortForwardOptions", None, &["create", "get"]),
         "finalize" => ("Namespace", None, &["update"]),
         "token" => (
             "TokenRequest",

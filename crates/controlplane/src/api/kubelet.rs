@@ -662,6 +662,23 @@ mod tests {
         let port = serve(server, node).await;
         let (mut tcp, head) = exec(port, "command=ls").await;
         assert!(head.starts_with("http/1.1 403"), "{head}");
+        // Nor attach or forward ports.
+        for sub in ["attach", "portforward"] {
+            let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let req = format!(
+                "POST /api/v1/namespaces/default/pods/p/{sub}?ports=80 HTTP/1.1\r\nHost: x\r\n\
+                 Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+                 X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
+            );
+            t.write_all(req.as_bytes()).await.expect("write");
+            let mut b = vec![0u8; 4096];
+            let n = t.read(&mut b).await.expect("read");
+            let text = String::from_utf8_lossy(&b[..n]);
+            assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+            assert!(text.contains(&format!("pods/{sub}")), "{text}");
+        }
         let mut body = vec![0u8; 4096];
         let n = tcp.read(&mut body).await.expect("body");
         let body = String::from_utf8_lossy(&body[..n]);

@@ -69,8 +69,9 @@ pub fn authorize(user: &User, a: &Attributes) -> bool {
             if a.verb == "create" && a.subresource == Some("eviction") {
                 return false;
             }
-            // Running commands in pods is for admins (upstream's node role has no pods/exec).
-            if a.subresource == Some("exec") {
+            // Running commands in pods, attaching and forwarding ports is for admins
+            // (upstream's node role has no pods/exec, pods/attach, pods/portforward).
+            if matches!(a.subresource, Some("exec" | "attach" | "portforward")) {
                 return false;
             }
             if a.verb == "deletecollection" || a.subresource == Some("binding") {
