@@ -188,7 +188,9 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
     };
     node.pod_cidrs = pod_cidrs(&nodes);
     let mut cache = model::Cache::default();
-    prog.apply(compute(&mut cache, &services, &slices, &node))?;
+    let first = compute(&mut cache, &services, &slices, &node);
+    let mut last_udp = (first.udp_endpoints.clone(), first.udp_served.clone());
+    prog.apply(first)?;
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
     let task = tokio::spawn(async move {
@@ -201,8 +203,8 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                     tokio::time::sleep(COALESCE).await;
                 }
                 _ = full.tick() => {
-                    // a delete+recreate would empty the affinity sets: only repair a table
-                    // that was changed behind our back
+                    // only repair a table changed behind our back: a full resync is ~0.75 s of
+                    // kernel time at 10,000 endpoints (BENCHMARKS.md)
                     match prog.verify() {
                         Ok(true) => continue,
                         Ok(false) => log("table differs from what was programmed; replacing it"),
@@ -211,10 +213,22 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                 }
             }
             node.pod_cidrs = pod_cidrs(&nodes);
-            if let Err(e) = prog.apply(compute(&mut cache, &services, &slices, &node)) {
-                log(&format!("sync: {e}; retrying"));
-                tokio::time::sleep(RETRY).await;
-                wake.notify_one();
+            let want = compute(&mut cache, &services, &slices, &node);
+            let (udp_eps, udp_served) = (want.udp_endpoints.clone(), want.udp_served.clone());
+            match prog.apply(want) {
+                Ok(()) => {
+                    let gone = last_udp.0.difference(&udp_eps).copied().collect();
+                    let served = udp_served.difference(&last_udp.1).copied().collect();
+                    if let Err(e) = nft::conntrack::flush_udp(&gone, &served) {
+                        log(&format!("clearing stale UDP conntrack entries: {e}"));
+                    }
+                    last_udp = (udp_eps, udp_served);
+                }
+                Err(e) => {
+                    log(&format!("sync: {e}; retrying"));
+                    tokio::time::sleep(RETRY).await;
+                    wake.notify_one();
+                }
             }
         }
     });

@@ -59,6 +59,10 @@ pub struct Set {
 pub struct Ruleset {
     pub chains: BTreeMap<String, Arc<Chain>>,
     pub sets: BTreeMap<String, Set>,
+    /// UDP endpoints in use and UDP Service destinations that have endpoints (ip, port): not
+    /// programmed, but what the conntrack cleanup compares between two rulesets.
+    pub udp_endpoints: BTreeSet<(Ipv4Addr, u16)>,
+    pub udp_served: BTreeSet<(Ipv4Addr, u16)>,
 }
 
 impl Ruleset {
@@ -414,6 +418,8 @@ struct Frag {
     service_nodeports: Vec<Elem>,
     no_ep_nodeports: Vec<Elem>,
     cip: Option<Ipv4Addr>,
+    udp_endpoints: Vec<(Ipv4Addr, u16)>,
+    udp_served: Vec<(Ipv4Addr, u16)>,
 }
 type Elem = (Vec<u8>, Option<Verdict>);
 
@@ -561,6 +567,10 @@ fn service_frag(
         let mut used: BTreeSet<&Ep> = internal.iter().copied().collect();
         used.extend(cluster_eps.iter().copied());
         used.extend(local_eps.iter().copied());
+        if proto == 17 {
+            frag.udp_endpoints
+                .extend(used.iter().map(|e| (e.ip, e.port)));
+        }
         for ep in &used {
             let mut rules: Vec<Rule> = vec![];
             // hairpin: a pod reaching itself through the service
@@ -660,6 +670,9 @@ fn service_frag(
             },
         );
         if !internal.is_empty() {
+            if proto == 17 {
+                frag.udp_served.push((cip, port));
+            }
             frag.service_ips.push((
                 key_ip_proto_port(cip, proto, port),
                 Some(Verdict::Goto(svc_chain.clone())),
@@ -742,6 +755,16 @@ fn service_frag(
                 key_ip_proto_port(*ip, proto, port),
                 Some(Verdict::Goto(ext_chain.clone())),
             ));
+        }
+        if proto == 17 {
+            frag.udp_served.extend(ext_ips.iter().map(|ip| (*ip, port)));
+            if let Some(np) = node_port {
+                frag.udp_served
+                    .extend(node.ips.iter().filter_map(|ip| match ip {
+                        IpAddr::V4(v) => Some((*v, np)),
+                        IpAddr::V6(_) => None,
+                    }));
+            }
         }
         if let Some(np) = node_port {
             frag.service_nodeports.push((
@@ -893,6 +916,8 @@ pub fn ruleset_cached<'a>(
             .elements
             .extend(frag.no_ep_nodeports.iter().cloned());
         cips.extend(frag.cip);
+        rs.udp_endpoints.extend(frag.udp_endpoints.iter().copied());
+        rs.udp_served.extend(frag.udp_served.iter().copied());
     }
     cache.entries.retain(|k, _| live.contains(k));
     cluster_ips.elements = cips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();

@@ -522,3 +522,75 @@ fn endpoints_on_other_nodes_keep_the_pod_source() {
         Some("remote")
     );
 }
+
+#[test]
+fn stale_udp_flows_are_cleared_from_conntrack() {
+    let Some(t) = Topo::new("udp_conntrack", 3) else {
+        return;
+    };
+    let rs = |idx: &[usize]| {
+        ruleset(
+            &[web(json!({}))],
+            &[web_slice(&ready(&t, idx, NODE))],
+            &node_info(),
+        )
+    };
+    let to = addr("10.96.0.10", 53);
+    // one client socket, one flow (same source port) all along
+    let sock = in_ns(t.pod_ns(1), || {
+        std::net::UdpSocket::bind("0.0.0.0:0").unwrap()
+    });
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    sock.connect(to).unwrap();
+    let ask = |s: &std::net::UdpSocket| -> String {
+        for _ in 0..3 {
+            let _ = s.send(b"hi");
+            let mut buf = [0u8; 256];
+            match s.recv(&mut buf) {
+                Ok(n) => {
+                    return String::from_utf8_lossy(&buf[..n])
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return "refused".into()
+                }
+                Err(_) => {}
+            }
+        }
+        "silence".into()
+    };
+    let node = t.node.clone();
+    let gone = |eps: &[(std::net::Ipv4Addr, u16)], served: &[(std::net::Ipv4Addr, u16)]| {
+        let (g, s) = (
+            eps.iter().copied().collect(),
+            served.iter().copied().collect(),
+        );
+        in_ns(&node, move || {
+            rktup_proxy::nft::conntrack::flush_udp(&g, &s).unwrap()
+        })
+    };
+    apply(&t, rs(&[0]));
+    assert_eq!(ask(&sock), "pod0");
+    // pod0 leaves: the flow stays on it until its conntrack entry goes…
+    apply(&t, rs(&[2]));
+    assert_eq!(
+        ask(&sock),
+        "pod0",
+        "expected the stale conntrack entry to still apply"
+    );
+    assert!(gone(&[(t.pod_ip(0), UDP_PORT)], &[]) >= 1);
+    // …then it follows the table
+    assert_eq!(ask(&sock), "pod2");
+    // no endpoints: refused; endpoints again: served (a rejected packet never confirms its
+    // conntrack entry, so there is nothing stale here; the cleanup is run as the loop does)
+    apply(&t, rs(&[]));
+    assert!(gone(&[(t.pod_ip(2), UDP_PORT)], &[]) >= 1);
+    assert_eq!(ask(&sock), "refused");
+    apply(&t, rs(&[1]));
+    gone(&[], &[("10.96.0.10".parse().unwrap(), 53)]);
+    assert_eq!(ask(&sock), "pod1");
+}

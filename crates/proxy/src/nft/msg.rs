@@ -401,6 +401,25 @@ impl Batch {
         }
     }
 
+    /// A request to another netfilter subsystem (ctnetlink) for `family`.
+    pub fn request_subsys(
+        seq: u32,
+        subsys: u16,
+        ty: u16,
+        flags: u16,
+        family: u8,
+        body: impl FnOnce(&mut Buf),
+    ) -> Vec<u8> {
+        let mut b = Batch {
+            buf: Buf::default(),
+            seq,
+            last: None,
+            messages: 0,
+        };
+        b.header((subsys << 8) | ty, flags | NLM_F_ACK, family, body);
+        b.buf.b
+    }
+
     /// A dump request (GETTABLE/GETRULE …) outside any batch.
     pub fn request(seq: u32, ty: u16, flags: u16, body: impl FnOnce(&mut Buf)) -> Vec<u8> {
         let mut b = Batch {

@@ -196,6 +196,31 @@ impl Socket {
     }
 
     /// Runs a GET request (optionally a dump); returns each reply's attribute bytes, or the errno.
+    /// A request to another netfilter subsystem (ctnetlink), retried like [`Socket::get`].
+    pub fn get_subsys(
+        &mut self,
+        subsys: u16,
+        ty: u16,
+        family: u8,
+        dump: bool,
+        body: impl Fn(&mut super::msg::Buf),
+    ) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
+        loop {
+            let seq = self.next_seq(1);
+            let req = Batch::request_subsys(
+                seq,
+                subsys,
+                ty,
+                if dump { NLM_F_DUMP } else { 0 },
+                family,
+                &body,
+            );
+            if let Some(r) = self.exchange(seq, dump, &req)? {
+                return Ok(r);
+            }
+        }
+    }
+
     /// A dump interrupted by a commit is retried, so the result is one generation's state.
     pub fn get(
         &mut self,
@@ -218,7 +243,17 @@ impl Socket {
     ) -> io::Result<Option<Result<Vec<Vec<u8>>, i32>>> {
         let seq = self.next_seq(1);
         let req = Batch::request(seq, ty, if dump { NLM_F_DUMP } else { 0 }, body);
-        self.send(&req)?;
+        self.exchange(seq, dump, &req)
+    }
+
+    /// Sends one request and collects its replies; `None` when a dump must be redone.
+    fn exchange(
+        &mut self,
+        seq: u32,
+        dump: bool,
+        req: &[u8],
+    ) -> io::Result<Option<Result<Vec<Vec<u8>>, i32>>> {
+        self.send(req)?;
         let mut out = Vec::new();
         let mut buf = Vec::new();
         let mut intr = false;
@@ -449,7 +484,7 @@ fn messages(mut buf: &[u8]) -> Vec<(u16, u16, u32, &[u8])> {
 }
 
 /// Top-level attributes of a payload.
-fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+pub(crate) fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     while b.len() >= 4 {
         let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
