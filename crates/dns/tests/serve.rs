@@ -593,3 +593,124 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     server.shutdown().await;
     plane.handle.shutdown().await;
 }
+
+/// The whole chain as in a cluster: a Service with a selector, a pod with an IP (status written
+/// as the node would), the control plane's EndpointSlice controller, the watch, DNS — including
+/// the pod's `hostname`/`subdomain` record and the API server's own `kubernetes` Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_made_slices_and_the_kubernetes_service() {
+    if !can_dig("controller_made_slices_and_the_kubernetes_service") {
+        return;
+    }
+    let plane = control_plane().await;
+    let client = admin(&plane).await;
+    let ns = unique("dnsd");
+    create_ns(&client, &ns).await;
+    let server = serve(
+        client.clone(),
+        DnsConfig {
+            listen: vec!["127.0.0.1:0".parse().expect("addr")],
+            cluster_domain: "cluster.local".into(),
+            upstreams: vec![],
+        },
+    )
+    .await
+    .expect("serve");
+    let dns = server.local_addrs()[0];
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let kubernetes_ip = services
+        .get("kubernetes")
+        .await
+        .expect("the kubernetes Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("its ClusterIP");
+    let out = dig(dns, "kubernetes.default.svc.cluster.local", "A", &[]).await;
+    assert_eq!(answers(&out, "A"), vec![kubernetes_ip], "{out}");
+    let out = dig(
+        dns,
+        "_https._tcp.kubernetes.default.svc.cluster.local",
+        "SRV",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        answers(&out, "SRV"),
+        vec!["0 100 443 kubernetes.default.svc.cluster.local."],
+        "{out}"
+    );
+
+    create_svc(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "web"},
+               "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                        "ports": [{"name": "http", "port": 80}]}}),
+    )
+    .await;
+    // The controller lists pods only on nodes that exist.
+    let node = unique("node");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": node}})).expect("node"),
+        )
+        .await
+        .expect("create node");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-0", "labels": {"app": "web"}},
+        "spec": {"hostname": "web-0", "subdomain": "web", "nodeName": node,
+                 "containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    pods.patch_status(
+        "web-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "10.55.0.9",
+            "podIPs": [{"ip": "10.55.0.9"}],
+            "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .expect("pod status");
+    let name = format!("web-0.web.{ns}.svc.cluster.local");
+    rktup_testkit::eventually(
+        "the pod's hostname record",
+        Duration::from_secs(30),
+        || async {
+            let out = dig(dns, &name, "A", &[]).await;
+            (answers(&out, "A") == vec!["10.55.0.9".to_string()]).then_some(())
+        },
+    )
+    .await;
+    let out = dig(dns, &format!("web.{ns}.svc.cluster.local"), "A", &[]).await;
+    assert_eq!(answers(&out, "A"), vec!["10.55.0.9"], "{out}");
+    let out = dig(dns, &arpa("10.55.0.9"), "PTR", &[]).await;
+    assert_eq!(answers(&out, "PTR"), vec![format!("{name}.")], "{out}");
+
+    // Not ready any more: gone from the headless answer (the controller marks it not ready).
+    pods.patch_status(
+        "web-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
+    )
+    .await
+    .expect("pod status");
+    rktup_testkit::eventually(
+        "the unready pod out of DNS",
+        Duration::from_secs(30),
+        || async {
+            let out = dig(dns, &name, "A", &[]).await;
+            (status(&out) == "NXDOMAIN").then_some(())
+        },
+    )
+    .await;
+
+    server.shutdown().await;
+    plane.handle.shutdown().await;
+}
