@@ -67,7 +67,7 @@ pub async fn attach<B: Send + 'static>(
     };
     let (transport, protocol) = match transport(&req, "attach") {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err((status, m)) => return text(status, m),
     };
     let c2 = ctx.clone();
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());

@@ -105,7 +105,7 @@ pub async fn exec<B: Send + 'static>(
     };
     let (transport, protocol) = match transport(&req, "exec") {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err((status, m)) => return text(status, m),
     };
     let c2 = ctx.clone();
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
@@ -165,15 +165,15 @@ pub async fn exec<B: Send + 'static>(
 
 /// The transport a streaming request (exec, attach) asks for: WebSocket (v5/v4 channels), or
 /// SPDY/3.1 streams (kubectl before 1.30, client-go's SPDY executor), which speak v4's
-/// error-stream Status. Else the answer refusing it.
+/// error-stream Status. Else the status and message refusing it.
 pub(super) fn transport<B>(
     req: &Request<B>,
     what: &str,
-) -> Result<(Transport, &'static str), Response<Body>> {
+) -> Result<(Transport, &'static str), (StatusCode, String)> {
     match Upgrade::of(req) {
         Some(Upgrade::WebSocket { key, protocols }) => match negotiate(&protocols.join(",")) {
             Some(p) => Ok((Transport::WebSocket { key }, p)),
-            None => Err(text(
+            None => Err((
                 StatusCode::BAD_REQUEST,
                 format!("none of the offered subprotocols {protocols:?} is supported ({V5}, {V4})"),
             )),
@@ -181,13 +181,13 @@ pub(super) fn transport<B>(
         Some(Upgrade::Spdy { protocols }) if protocols.iter().any(|p| p == V4) => {
             Ok((Transport::Spdy, V4))
         }
-        Some(Upgrade::Spdy { protocols }) => Err(text(
+        Some(Upgrade::Spdy { protocols }) => Err((
             StatusCode::FORBIDDEN,
             format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {protocols:?}, server supports [\"{V4}\"]"
             ),
         )),
-        None => Err(text(
+        None => Err((
             StatusCode::BAD_REQUEST,
             format!("{what} needs an upgrade: WebSocket ({V5}, {V4}) or SPDY/3.1 ({V4})"),
         )),
