@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 # pods with the real CNI plugins and compare against runc; `script` (bsdutils) gives kubectl
 # exec -t a terminal.
 packages=(systemd umoci skopeo docker-registry busybox-static containernetworking-plugins
-          iptables iproute2 util-linux bsdutils runc kmod nftables)
+          iptables iproute2 util-linux bsdutils runc kmod nftables bind9-dnsutils)
 # The KVM stage1 test and the pure cgroup v2 test boot Debian's kernel with qemu from
 # bookworm-backports (the plain bookworm qemu conflicts with the image's qemu-utils).
 kvm_packages=(qemu-system-x86 seabios)

@@ -98,6 +98,8 @@ fn node_services_config(
             "a CIDR such as 10.244.0.0/16",
         )?,
         resolv_conf: a.resolv_conf.clone(),
+        // The namespace images are pulled from is where this machine's resolvers answer too.
+        upstream_netns: a.image_pull_netns.clone(),
     })
 }
 

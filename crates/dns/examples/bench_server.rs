@@ -61,6 +61,7 @@ async fn main() {
             listen: vec![listen],
             cluster_domain: "cluster.local".into(),
             upstreams: vec![upstream],
+            upstream_netns: None,
         },
     )
     .await

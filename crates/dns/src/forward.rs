@@ -3,12 +3,13 @@
 //! tried in order until one answers.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 /// Per upstream and attempt; a pod's resolver retries after 5 s by default, so an answer from
 /// the second upstream still reaches it.
@@ -36,11 +37,13 @@ pub(crate) enum ForwardError {
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarder {
     upstreams: Vec<SocketAddr>,
+    /// Upstream sockets are made in this network namespace (see `DnsConfig::upstream_netns`).
+    netns: Option<PathBuf>,
 }
 
 impl Forwarder {
-    pub(crate) fn new(upstreams: Vec<SocketAddr>) -> Self {
-        Forwarder { upstreams }
+    pub(crate) fn new(upstreams: Vec<SocketAddr>, netns: Option<PathBuf>) -> Self {
+        Forwarder { upstreams, netns }
     }
 
     /// Sends the client's query (its bytes as received, under a new ID) and returns the first
@@ -51,7 +54,7 @@ impl Forwarder {
         }
         let mut last = ForwardError::NoUpstreams;
         for up in &self.upstreams {
-            match exchange(*up, query).await {
+            match exchange(*up, query, self.netns.as_deref()).await {
                 Ok(m) => return Ok(m),
                 Err(e) => last = e,
             }
@@ -76,20 +79,80 @@ impl Forwarder {
     }
 }
 
-async fn exchange(up: SocketAddr, query: &[u8]) -> Result<Message, ForwardError> {
+/// A non-blocking socket of `ty` for `up`'s family, made in network namespace `netns` (a socket
+/// keeps the namespace it was made in). A short-lived thread enters the namespace, so no thread
+/// of the async runtime ever changes namespace.
+fn socket_in(
+    netns: &Path,
+    up: SocketAddr,
+    ty: libc::c_int,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let path = netns.to_path_buf();
+    let family = if up.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path)?;
+        // SAFETY: plain syscalls on descriptors owned here; only this thread changes namespace.
+        unsafe {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::socket(family, ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(std::os::fd::OwnedFd::from_raw_fd(fd))
+        }
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("upstream socket thread panicked"))?
+}
+
+async fn udp_socket(up: SocketAddr, netns: Option<&Path>) -> std::io::Result<UdpSocket> {
+    match netns {
+        Some(ns) => UdpSocket::from_std(std::net::UdpSocket::from(socket_in(
+            ns,
+            up,
+            libc::SOCK_DGRAM,
+        )?)),
+        None => {
+            let bind: SocketAddr = if up.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            UdpSocket::bind(bind).await
+        }
+    }
+}
+
+async fn tcp_connect(up: SocketAddr, netns: Option<&Path>) -> std::io::Result<TcpStream> {
+    match netns {
+        Some(ns) => {
+            let s = std::net::TcpStream::from(socket_in(ns, up, libc::SOCK_STREAM)?);
+            TcpSocket::from_std_stream(s).connect(up).await
+        }
+        None => TcpStream::connect(up).await,
+    }
+}
+
+async fn exchange(
+    up: SocketAddr,
+    query: &[u8],
+    netns: Option<&Path>,
+) -> Result<Message, ForwardError> {
     // A new ID per upstream query: the client's ID is predictable to whoever sent it, and the
     // answer is matched on this ID plus the connected socket's random port.
     let id: u16 = rand::random();
     let mut q = query.to_vec();
     q[..2].copy_from_slice(&id.to_be_bytes());
 
-    let bind: SocketAddr = if up.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
     let io = |e| ForwardError::Io(up, e);
-    let sock = UdpSocket::bind(bind).await.map_err(io)?;
+    let sock = udp_socket(up, netns).await.map_err(io)?;
     sock.connect(up).await.map_err(io)?;
     sock.send(&q).await.map_err(io)?;
     let mut buf = vec![0u8; MAX_UDP];
@@ -107,7 +170,7 @@ async fn exchange(up: SocketAddr, query: &[u8]) -> Result<Message, ForwardError>
     .map_err(io)?;
     let truncated = buf[2] & 0x02 != 0;
     let bytes = if truncated {
-        tcp_exchange(up, &q).await?
+        tcp_exchange(up, &q, netns).await?
     } else {
         buf.truncate(answer);
         buf
@@ -115,11 +178,15 @@ async fn exchange(up: SocketAddr, query: &[u8]) -> Result<Message, ForwardError>
     Message::from_vec(&bytes).map_err(|e| ForwardError::Malformed(up, e.to_string()))
 }
 
-async fn tcp_exchange(up: SocketAddr, q: &[u8]) -> Result<Vec<u8>, ForwardError> {
+async fn tcp_exchange(
+    up: SocketAddr,
+    q: &[u8],
+    netns: Option<&Path>,
+) -> Result<Vec<u8>, ForwardError> {
     let io = |e| ForwardError::Io(up, e);
     let len = u16::try_from(q.len()).map_err(|_| ForwardError::Encode("query too long".into()))?;
     tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-        let mut s = TcpStream::connect(up).await?;
+        let mut s = tcp_connect(up, netns).await?;
         let mut framed = Vec::with_capacity(q.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(q);

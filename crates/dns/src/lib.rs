@@ -45,6 +45,11 @@ pub struct DnsConfig {
     pub cluster_domain: String,
     /// Where names outside the cluster go, tried in order.
     pub upstreams: Vec<SocketAddr>,
+    /// The network namespace upstream queries are sent from (`/run/netns/...`), when the
+    /// upstreams are reachable only from there: a local cluster's node lives in a namespace of
+    /// its own, but this machine's resolvers (often on its loopback) answer in the host's, where
+    /// the node also pulls images. `None`: this process's namespace.
+    pub upstream_netns: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +110,7 @@ pub async fn serve(client: kube::Client, cfg: DnsConfig) -> Result<DnsServer, Dn
 
     let handler = Arc::new(handler::Handler::new(
         cache,
-        forward::Forwarder::new(cfg.upstreams.clone()),
+        forward::Forwarder::new(cfg.upstreams.clone(), cfg.upstream_netns.clone()),
     ));
     let mut server = Server::new(handler::TcpHandler(handler.clone()));
     let mut tasks = watches;

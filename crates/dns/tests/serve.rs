@@ -302,6 +302,7 @@ async fn cluster_names_forwarding_and_watch_updates_through_dig() {
             listen: vec!["127.0.0.1:0".parse().expect("addr")],
             cluster_domain: "cluster.local".into(),
             upstreams: vec![upstream.addr],
+            upstream_netns: None,
         },
     )
     .await
@@ -479,6 +480,7 @@ async fn no_upstream_is_servfail_and_the_domain_is_configurable() {
             listen: vec!["127.0.0.1:0".parse().expect("addr")],
             cluster_domain: "corp.internal.".into(),
             upstreams: vec![dead.local_addr().expect("addr")],
+            upstream_netns: None,
         },
     )
     .await
@@ -529,6 +531,7 @@ async fn a_taken_address_is_a_typed_bind_error() {
             listen: vec![taken.local_addr().expect("addr")],
             cluster_domain: "cluster.local".into(),
             upstreams: vec![],
+            upstream_netns: None,
         },
     )
     .await
@@ -572,6 +575,7 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
             listen: vec!["127.0.0.1:0".parse().expect("addr")],
             cluster_domain: "cluster.local".into(),
             upstreams: vec![],
+            upstream_netns: None,
         },
     )
     .await
@@ -612,6 +616,7 @@ async fn controller_made_slices_and_the_kubernetes_service() {
             listen: vec!["127.0.0.1:0".parse().expect("addr")],
             cluster_domain: "cluster.local".into(),
             upstreams: vec![],
+            upstream_netns: None,
         },
     )
     .await
@@ -712,5 +717,79 @@ async fn controller_made_slices_and_the_kubernetes_service() {
     .await;
 
     server.shutdown().await;
+    plane.handle.shutdown().await;
+}
+
+/// A local node's DNS runs in the node's namespace but asks this machine's resolvers from the
+/// host's (`upstream_netns`). Here the roles are mirrored: the server runs in the test's namespace
+/// and the upstream listens on the loopback of a namespace of its own, which only
+/// `upstream_netns` reaches (without it the same address is this namespace's loopback: SERVFAIL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_queries_leave_from_the_upstream_namespace() {
+    if !can_dig("upstream_queries_leave_from_the_upstream_namespace")
+        || !rktup_testkit::can_run(
+            "upstream_queries_leave_from_the_upstream_namespace",
+            (!rktup_testkit::is_root()).then_some("root (a network namespace)"),
+        )
+    {
+        return;
+    }
+    // The upstream's thread: a new network namespace with its loopback up, serving there.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: unshare on this thread only; nothing else runs on it.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            let _ = tx.send(Err(std::io::Error::last_os_error().to_string()));
+            return;
+        }
+        // A child inherits this thread's namespace.
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        if !up.is_ok_and(|s| s.success()) {
+            let _ = tx.send(Err("ip link set lo up failed".into()));
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let upstream = start_upstream().await;
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let ns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+            let _ = tx.send(Ok((upstream.addr, ns)));
+            std::future::pending::<()>().await
+        });
+    });
+    let (addr, ns) = rx.recv().expect("upstream thread").expect("upstream");
+
+    let plane = control_plane().await;
+    let client = admin(&plane).await;
+    let start = |netns: Option<std::path::PathBuf>| {
+        serve(
+            client.clone(),
+            DnsConfig {
+                listen: vec!["127.0.0.1:0".parse().expect("addr")],
+                cluster_domain: "cluster.local".into(),
+                upstreams: vec![addr],
+                upstream_netns: netns,
+            },
+        )
+    };
+    let through = start(Some(ns.into())).await.expect("serve");
+    let out = dig(through.local_addrs()[0], "www.upstream.test", "A", &[]).await;
+    assert_eq!(answers(&out, "A"), vec!["192.0.2.3".to_string()], "{out}");
+    // Truncated over UDP: the TCP retry leaves from that namespace too.
+    let out = dig(through.local_addrs()[0], "big.upstream.test", "A", &[]).await;
+    assert_eq!(answers(&out, "A").len(), 40, "{out}");
+
+    let here = start(None).await.expect("serve");
+    let out = dig(here.local_addrs()[0], "www.upstream.test", "A", &[]).await;
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+
+    through.shutdown().await;
+    here.shutdown().await;
     plane.handle.shutdown().await;
 }

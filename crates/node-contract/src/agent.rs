@@ -52,8 +52,9 @@ pub struct AgentConfig {
     /// Registries reached over plain HTTP (host:port), repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
-    /// Network namespace images are pulled from, e.g. the host's for a local cluster's nodes
-    /// (which live in namespaces of their own), so registries on the host's loopback work.
+    /// Network namespace images are pulled from and the node's DNS asks its upstream resolvers
+    /// (--resolv-conf) from, e.g. the host's for a local cluster's nodes (which live in
+    /// namespaces of their own), so registries and resolvers on the host's loopback work.
     #[arg(long, value_name = "PATH")]
     pub image_pull_netns: Option<PathBuf>,
     /// Docker config.json with registry credentials ({"auths":{host:{auth}}}).

@@ -23,6 +23,9 @@ pub struct NodeServicesConfig {
     pub cluster_cidr: Option<ipnet::IpNet>,
     /// Where names outside the cluster go (kubelet's `--resolv-conf`).
     pub resolv_conf: PathBuf,
+    /// The network namespace those resolvers are asked from (a local node: the host's, as for
+    /// its image pulls); `None`: the agent's own.
+    pub upstream_netns: Option<PathBuf>,
 }
 
 /// The running proxy and DNS server; dropping it leaves them running until the process ends,
@@ -102,6 +105,7 @@ async fn start_dns(
         listen: vec![SocketAddr::new(ip, 53)],
         cluster_domain: cfg.cluster_domain.clone(),
         upstreams,
+        upstream_netns: cfg.upstream_netns.clone(),
     };
     match rktup_dns::serve(client, dcfg).await {
         Ok(s) => Ok((s, added)),
