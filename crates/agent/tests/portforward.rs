@@ -2,11 +2,12 @@
 //! 1.20: SPDY/3.1 over a POST upgrade) and kube-rs (WebSocket channels) → the embedded control
 //! plane (pods/portforward passed on) → the agent's kubelet port (`/portForward`) → localhost in
 //! the pod's own network namespace (the pod is not on the host network, so nothing else reaches
-//! it). Data both ways, concurrent connections, a refused port's error, a Service resolved by
-//! kubectl, and the pod deleted mid-stream.
+//! it). Data both ways, concurrent connections, a refused port's error, a Service and a
+//! Deployment resolved by kubectl, and the pod deleted mid-stream.
 
 mod common;
 use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -247,6 +248,73 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
         assert!(page.contains("hello-from-the-pod"), "{page}");
         drop(pf);
 
+        // deploy/NAME: kubectl picks a running pod of the Deployment.
+        let deploy: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pf-deploy"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "pf-deploy"}},
+                "template": {
+                    "metadata": {"labels": {"app": "pf-deploy"}},
+                    "spec": {
+                        "nodeName": node_name,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "httpd", "image": busybox, "command": ["sh", "-c",
+                            "mkdir -p /www && echo hello-from-the-deployment > /www/index.html && exec httpd -f -p 80 -h /www"]}]
+                    }
+                }
+            }
+        }))
+        .expect("deployment");
+        rt.block_on(async {
+            let deploys: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+            deploys
+                .create(&PostParams::default(), &deploy)
+                .await
+                .expect("create deployment");
+        });
+        // kubectl refuses a pod that is not running yet: wait for the Deployment's.
+        rt.block_on(async {
+            let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+            let pods = &pods;
+            eventually(
+                "the deployment's pod running",
+                Duration::from_secs(90),
+                || async move {
+                    let lp = kube::api::ListParams::default().labels("app=pf-deploy");
+                    let list = pods.list(&lp).await.ok()?;
+                    list.items
+                        .iter()
+                        .any(|p| {
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        })
+                        .then_some(())
+                },
+            )
+            .await;
+        });
+        let ld = free_port();
+        let pf = Forward::start(
+            &kubectl,
+            &kc,
+            &cache,
+            "deploy/pf-deploy",
+            &[mapping(ld, 80)],
+        );
+        let page = eventually_sync("the deployment's page", || {
+            let p = http_get(ld);
+            p.contains("hello-from-the-deployment").then_some(p)
+        });
+        assert!(
+            page.lines().next().is_some_and(|l| l.contains(" 200 ")),
+            "{page}"
+        );
+        drop(pf);
+        rt.block_on(async {
+            let deploys: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+            let _ = deploys.delete("pf-deploy", &Default::default()).await;
+        });
+
         // kubectl 1.20: SPDY/3.1, upgraded from a POST.
         match old_kubectl() {
             Some(old) => {
@@ -345,6 +413,8 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
         let _ = pods.delete("web", &Default::default()).await;
         let svcs: Api<Service> = Api::namespaced(admin.clone(), "default");
         let _ = svcs.delete("pf-web", &Default::default()).await;
+        let deploys: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+        let _ = deploys.delete("pf-deploy", &Default::default()).await;
     });
     node.wait_no_pods(60);
     rt.block_on(cp.shutdown());
