@@ -307,8 +307,19 @@ async fn spdy_session(mut conn: spdy::Connection, target: Arc<Target>) {
         t2.gone().await;
         closer.go_away().await;
     });
-    let mut pending: HashMap<String, (Option<Stream>, Option<Stream>)> = HashMap::new();
-    while let Some(s) = conn.streams.recv().await {
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let s = tokio::select! {
+            s = conn.streams.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+            _ = tick.tick() => {
+                expire(&mut pending).await;
+                continue;
+            }
+        };
         let kind = s.headers.get("streamtype").unwrap_or("").to_string();
         // Clients before requestID paired an error stream (id N) with the data stream N+2.
         let request = match (s.headers.get("requestid"), kind.as_str()) {
@@ -316,10 +327,14 @@ async fn spdy_session(mut conn: spdy::Connection, target: Arc<Target>) {
             (None, "data") => s.id.saturating_sub(2).to_string(),
             (None, _) => s.id.to_string(),
         };
-        let slot = pending.entry(request.clone()).or_default();
+        let slot = pending.entry(request.clone()).or_insert_with(|| Pending {
+            data: None,
+            error: None,
+            since: std::time::Instant::now(),
+        });
         match kind.as_str() {
-            "data" if slot.0.is_none() => slot.0 = Some(s),
-            "error" if slot.1.is_none() => slot.1 = Some(s),
+            "data" if slot.data.is_none() => slot.data = Some(s),
+            "error" if slot.error.is_none() => slot.error = Some(s),
             _ => {
                 if target.verbosity >= 4 {
                     log(&format!(
@@ -330,13 +345,53 @@ async fn spdy_session(mut conn: spdy::Connection, target: Arc<Target>) {
                 continue;
             }
         }
-        if let Some((Some(_), Some(_))) = pending.get(&request) {
-            if let Some((Some(data), Some(error))) = pending.remove(&request) {
+        if pending
+            .get(&request)
+            .is_some_and(|p| p.data.is_some() && p.error.is_some())
+        {
+            if let Some(Pending {
+                data: Some(data),
+                error: Some(error),
+                ..
+            }) = pending.remove(&request)
+            {
                 tokio::spawn(forward_pair(target.clone(), data, error));
             }
         }
     }
     watcher.abort();
+}
+
+/// A request's streams while its partner has not come (upstream's stream pair).
+struct Pending {
+    data: Option<Stream>,
+    error: Option<Stream>,
+    since: std::time::Instant,
+}
+
+/// How long a stream waits for its partner (upstream's streamCreationTimeout).
+const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ends the requests whose partner stream did not come in time: the error stream says so,
+/// and both are reset.
+async fn expire(pending: &mut HashMap<String, Pending>) {
+    let late: Vec<String> = pending
+        .iter()
+        .filter(|(_, p)| p.since.elapsed() >= PAIR_TIMEOUT)
+        .map(|(r, _)| r.clone())
+        .collect();
+    for request in late {
+        let Some(p) = pending.remove(&request) else {
+            continue;
+        };
+        if let Some(e) = &p.error {
+            let msg = format!("(request={request}) timeout waiting for stream pair");
+            e.writer.write(msg.as_bytes()).await;
+        }
+        for s in [p.data, p.error].into_iter().flatten() {
+            s.writer.reset().await;
+        }
+    }
 }
 
 /// One forwarded connection over a SPDY stream pair.
