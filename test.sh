@@ -39,6 +39,22 @@ if [ "$(id -u)" -eq 0 ] && [ -e /dev/kvm ] && ! command -v qemu-system-x86_64 >/
     || echo "test.sh: no guest kernel; the KVM stage1 and cgroup v2 tests will skip" >&2
 fi
 
+# kubectl 1.20 (Debian's kubernetes-client) beside the current /usr/bin/kubectl: the tests of older
+# clients (exec, attach and port-forward over SPDY; apply with OpenAPI v2) run it from
+# /opt/kubectl-1.20. Installing the package would replace /usr/bin/kubectl, so it is unpacked.
+old_kubectl=/opt/kubectl-1.20/usr/bin/kubectl
+if [ ! -x "$old_kubectl" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: $old_kubectl is missing (run as root to unpack Debian's kubernetes-client there)" >&2
+    exit 1
+  fi
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && apt-get download -qq kubernetes-client 2>/dev/null) \
+    || { apt-get update -qq && (cd "$deb_dir" && apt-get download -qq kubernetes-client); }
+  dpkg-deb -x "$deb_dir"/kubernetes-client_*.deb /opt/kubectl-1.20
+  rm -rf "$deb_dir"
+fi
+
 # Python tools the provider tests use for real: moto's EC2/Auto Scaling/S3 server, and Google's
 # own compute.v1.json (shipped in google-api-python-client) that the fake Compute Engine obeys.
 venv=${RKTUP_VENV:-/opt/rktup-venv}
