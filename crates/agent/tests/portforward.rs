@@ -195,7 +195,13 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
 
         // Data both ways, more than a SPDY frame and a zlib window, byte for byte.
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let t = std::time::Instant::now();
         assert!(echo(l7, &big) == big, "the echo differs");
+        // A figure for BENCHMARKS.md, not an assertion.
+        eprintln!(
+            "measure: 3 MB echoed through kubectl port-forward (SPDY in a WebSocket) in {:?}",
+            t.elapsed()
+        );
 
         // Several connections at once, over the one kubectl connection.
         let workers: Vec<_> = (0..8)
@@ -327,7 +333,12 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
                     &[mapping(l80, 80), mapping(l7, 7)],
                 );
                 assert!(http_get(l80).contains("hello-from-the-pod"));
+                let t = std::time::Instant::now();
                 assert!(echo(l7, &big) == big, "the echo differs (kubectl 1.20)");
+                eprintln!(
+                    "measure: 3 MB echoed through kubectl 1.20 port-forward (SPDY) in {:?}",
+                    t.elapsed()
+                );
                 drop(pf);
             }
             None => {
