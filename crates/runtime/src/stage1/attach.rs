@@ -8,7 +8,8 @@
 //! `STDOUT`, `STDERR`. From it: `STDIN` (data), `CLOSE_STDIN` (its input ended: with
 //! `stdinOnce` the container's stdin is closed, else it stays open for the next attacher),
 //! `RESIZE` (width, height as two big-endian u16). The socket closes when the run ends.
-//! A slow attacher that cannot take output at once is dropped rather than stalling the pod.
+//! A slow attacher that cannot take output at once is dropped rather than stalling the pod;
+//! input waits (up to 1 MiB, then attachers are not read) until the container takes it.
 
 use super::sys;
 use std::io::{Read, Write};
@@ -73,7 +74,15 @@ pub(crate) struct AttachPoint {
     /// The terminal master for resizes (a dup); owned.
     tty: Option<RawFd>,
     stdin_once: bool,
+    /// Input not yet taken by the container (its stdin is non-blocking: a container that does
+    /// not read must not stall the supervisor); attachers are not read while it is full.
+    pending: Vec<u8>,
+    /// Close stdin once `pending` is written.
+    close_after: bool,
 }
+
+/// How much input waits for the container before attachers are no longer read.
+const MAX_PENDING: usize = 1 << 20;
 
 impl AttachPoint {
     /// Listens at `path`; takes ownership of `stdin` and `tty`.
@@ -101,6 +110,9 @@ impl AttachPoint {
             let listener = UnixListener::bind(path)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             listener.set_nonblocking(true)?;
+            if let Some(fd) = stdin {
+                sys::set_nonblock(fd);
+            }
             Ok(AttachPoint {
                 path: path.to_path_buf(),
                 listener,
@@ -108,6 +120,8 @@ impl AttachPoint {
                 stdin,
                 tty,
                 stdin_once,
+                pending: Vec::new(),
+                close_after: false,
             })
         })())
     }
@@ -120,8 +134,17 @@ impl AttachPoint {
             revents: 0,
         };
         fds.push(fd(self.listener.as_raw_fd()));
-        for c in &self.clients {
-            fds.push(fd(c.s.as_raw_fd()));
+        if self.pending.len() < MAX_PENDING {
+            for c in &self.clients {
+                fds.push(fd(c.s.as_raw_fd()));
+            }
+        }
+        if let (Some(stdin), false) = (self.stdin, self.pending.is_empty()) {
+            fds.push(libc::pollfd {
+                fd: stdin,
+                events: libc::POLLOUT,
+                revents: 0,
+            });
         }
     }
 
@@ -135,6 +158,10 @@ impl AttachPoint {
                     wrote: false,
                 });
             }
+        }
+        self.flush();
+        if self.pending.len() >= MAX_PENDING {
+            return;
         }
         let mut i = 0;
         while i < self.clients.len() {
@@ -177,12 +204,9 @@ impl AttachPoint {
 
     fn input(&mut self, kind: u8, data: &[u8]) {
         match kind {
-            STDIN => {
-                if let Some(fd) = self.stdin {
-                    if !write_all(fd, data) {
-                        self.close_stdin();
-                    }
-                }
+            STDIN if self.stdin.is_some() && !self.close_after => {
+                self.pending.extend_from_slice(data);
+                self.flush();
             }
             CLOSE_STDIN if self.stdin_once => self.close_stdin(),
             RESIZE if data.len() == 4 => {
@@ -201,10 +225,49 @@ impl AttachPoint {
         }
     }
 
-    fn close_stdin(&mut self) {
-        if let Some(fd) = self.stdin.take() {
-            sys::close(fd);
+    /// Writes what the container's stdin takes now; a broken stdin drops the rest.
+    fn flush(&mut self) {
+        let Some(fd) = self.stdin else {
+            self.pending.clear();
+            return;
+        };
+        while !self.pending.is_empty() {
+            // SAFETY: a valid buffer and an fd we own.
+            let n = unsafe {
+                libc::write(
+                    fd,
+                    self.pending.as_ptr() as *const libc::c_void,
+                    self.pending.len(),
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => return,
+                    _ => {
+                        self.pending.clear();
+                        self.close_after = false;
+                        if let Some(fd) = self.stdin.take() {
+                            sys::close(fd);
+                        }
+                        return;
+                    }
+                }
+            }
+            self.pending.drain(..n as usize);
         }
+        if self.close_after {
+            if let Some(fd) = self.stdin.take() {
+                sys::close(fd);
+            }
+        }
+    }
+
+    /// Closes the container's stdin once what waits for it is written.
+    fn close_stdin(&mut self) {
+        self.close_after = true;
+        self.flush();
     }
 
     /// Sends output to every attacher.
@@ -217,26 +280,12 @@ impl AttachPoint {
     }
 }
 
-/// Writes all of `data` to a blocking descriptor.
-fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
-    while !data.is_empty() {
-        // SAFETY: a valid buffer and an fd we own.
-        let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
-        }
-        data = &data[n as usize..];
-    }
-    true
-}
-
 impl Drop for AttachPoint {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-        self.close_stdin();
+        if let Some(fd) = self.stdin.take() {
+            sys::close(fd);
+        }
         if let Some(fd) = self.tty.take() {
             sys::close(fd);
         }
@@ -297,5 +346,39 @@ mod tests {
         assert_eq!(back.to_vec(), frame(STDOUT, b"out"));
         drop(ap);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_container_that_does_not_read_does_not_block_the_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, w) = sys::pipe().unwrap();
+        let path = socket_path(dir.path(), 1);
+        let mut ap = AttachPoint::open(&path, Some(w), None, false).unwrap();
+        let mut c = UnixStream::connect(&path).unwrap();
+        let big = vec![b'x'; 300 * 1024];
+        let writer = std::thread::spawn(move || {
+            let _ = c.write_all(&frame(STDIN, &big));
+            c
+        });
+        // The pipe holds 64 KiB: the rest waits in the attach point, service() returns.
+        for _ in 0..100 {
+            ap.service();
+            if ap.pending.len() + 64 * 1024 >= 300 * 1024 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!ap.pending.is_empty());
+        let _c = writer.join().unwrap();
+        // Once the container reads, the rest follows.
+        // SAFETY: r is the pipe's read end, owned here.
+        let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(r) };
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < 300 * 1024 {
+            ap.service();
+            got += f.read(&mut buf).unwrap();
+        }
+        assert_eq!(got, 300 * 1024);
     }
 }
