@@ -94,32 +94,92 @@ async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
     .expect("patch pod status");
 }
 
+/// A cluster with a stand-in node and namespace `ns`, and the APIs the
+/// endpoint tests use there.
+struct NsFixture {
+    c: Cluster,
+    _node: tokio::task::JoinHandle<()>,
+    client: kube::Client,
+    pods: Api<Pod>,
+    services: Api<Service>,
+    slices: Api<EndpointSlice>,
+}
+
+async fn ns_fixture(node: &str, ns: &str) -> NsFixture {
+    let c = common::start().await;
+    let _node = fake_node(&c, node, 10250).await;
+    create_ns(&c, ns).await;
+    let client = c.admin().await;
+    NsFixture {
+        pods: Api::namespaced(client.clone(), ns),
+        services: Api::namespaced(client.clone(), ns),
+        slices: Api::namespaced(client.clone(), ns),
+        c,
+        _node,
+        client,
+    }
+}
+
+async fn create_svc(services: &Api<Service>, value: Value) -> Service {
+    services
+        .create(&PostParams::default(), &svc(value))
+        .await
+        .expect("create service")
+}
+
+async fn create_pod(pods: &Api<Pod>, pod: Pod) {
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+}
+
+/// Waits until the endpoint of `pod` in `svc`'s slices has `conditions`.
+async fn wait_conditions(
+    what: &str,
+    slices: &Api<EndpointSlice>,
+    svc: &str,
+    pod: &str,
+    conditions: Value,
+) {
+    eventually(what, WAIT, || async {
+        let eps = endpoints_by_pod(&slices_of(slices, svc).await);
+        (eps.get(pod)?["conditions"] == conditions).then_some(())
+    })
+    .await;
+}
+
+/// `kubectl patch svc <name>` to another type.
+async fn set_type(c: &Cluster, name: &str, ty: &str) {
+    let patch = json!({"spec": {"type": ty}}).to_string();
+    c.ok(&["patch", "svc", name, "-p", &patch]).await;
+}
+
 /// Slices appear, change and go as pods come, become ready, terminate and
 /// go; named targetPorts resolve per pod; the Service owns its slices;
 /// nothing is rewritten while nothing changes; a kube-rs watch sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpointslices_follow_pods() {
-    let c = common::start().await;
-    let _node = fake_node(&c, "svc-node-a", 10250).await;
-    create_ns(&c, "eps").await;
-    let client = c.admin().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "eps");
-    let services: Api<Service> = Api::namespaced(client.clone(), "eps");
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "eps");
+    // The cluster and the node are bound: dropped, they would stop.
+    let NsFixture {
+        c: _c,
+        _node,
+        pods,
+        services,
+        slices,
+        ..
+    } = ns_fixture("svc-node-a", "eps").await;
 
-    let created = services
-        .create(
-            &PostParams::default(),
-            &svc(json!({
-                "metadata": {"name": "web", "labels": {"tier": "front"}},
-                "spec": {"selector": {"app": "web"}, "ports": [
-                    {"name": "http", "port": 80, "targetPort": "http"},
-                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
-                ]},
-            })),
-        )
-        .await
-        .expect("service");
+    let created = create_svc(
+        &services,
+        json!({
+            "metadata": {"name": "web", "labels": {"tier": "front"}},
+            "spec": {"selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+            ]},
+        }),
+    )
+    .await;
     let svc_uid = created.metadata.uid.clone().expect("uid");
 
     // No pods yet: one placeholder slice, no ports, no endpoints.
@@ -162,26 +222,21 @@ async fn endpointslices_follow_pods() {
     );
 
     for n in ["web-a", "web-b"] {
-        pods.create(
-            &PostParams::default(),
-            &pod(
-                n,
-                "svc-node-a",
-                json!({"app": "web"}),
-                json!({}),
-                &["test.rktup.io/hold"],
-            ),
-        )
-        .await
-        .expect("pod");
+        let held = pod(
+            n,
+            "svc-node-a",
+            json!({"app": "web"}),
+            json!({}),
+            &["test.rktup.io/hold"],
+        );
+        create_pod(&pods, held).await;
     }
     // A pod of another app and a pod without an IP are not endpoints.
-    pods.create(
-        &PostParams::default(),
-        &pod("other", "svc-node-a", json!({"app": "db"}), json!({}), &[]),
+    create_pod(
+        &pods,
+        pod("other", "svc-node-a", json!({"app": "db"}), json!({}), &[]),
     )
-    .await
-    .expect("pod");
+    .await;
 
     let got = eventually("two ready endpoints", WAIT, || async {
         let s = slices_of(&slices, "web").await;
@@ -247,12 +302,13 @@ async fn endpointslices_follow_pods() {
 
     // Not ready: ready and serving false.
     set_ready(&pods, "web-b", false).await;
-    eventually("web-b not ready", WAIT, || async {
-        let eps = endpoints_by_pod(&slices_of(&slices, "web").await);
-        (eps.get("web-b")?["conditions"]
-            == json!({"ready": false, "serving": false, "terminating": false}))
-        .then_some(())
-    })
+    wait_conditions(
+        "web-b not ready",
+        &slices,
+        "web",
+        "web-b",
+        json!({"ready": false, "serving": false, "terminating": false}),
+    )
     .await;
     set_ready(&pods, "web-b", true).await;
 
@@ -260,12 +316,13 @@ async fn endpointslices_follow_pods() {
     pods.delete("web-a", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually("web-a terminating", WAIT, || async {
-        let eps = endpoints_by_pod(&slices_of(&slices, "web").await);
-        (eps.get("web-a")?["conditions"]
-            == json!({"ready": false, "serving": true, "terminating": true}))
-        .then_some(())
-    })
+    wait_conditions(
+        "web-a terminating",
+        &slices,
+        "web",
+        "web-a",
+        json!({"ready": false, "serving": true, "terminating": true}),
+    )
     .await;
     // Gone: the endpoint goes.
     for n in ["web-a", "web-b"] {
@@ -303,52 +360,37 @@ async fn endpointslices_follow_pods() {
 /// publishNotReadyAddresses makes not-ready pods ready endpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_hostnames_and_not_ready_addresses() {
-    let c = common::start().await;
-    let _node = fake_node(&c, "svc-node-h", 10250).await;
-    create_ns(&c, "hl").await;
-    let client = c.admin().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "hl");
-    let services: Api<Service> = Api::namespaced(client.clone(), "hl");
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "hl");
-    let s = services
-        .create(
-            &PostParams::default(),
-            &svc(json!({
-                "metadata": {"name": "db"},
-                "spec": {"clusterIP": "None", "selector": {"app": "db"}, "publishNotReadyAddresses": true,
-                         "ports": [{"name": "pg", "port": 5432}]},
-            })),
-        )
-        .await
-        .expect("service");
+    let NsFixture {
+        c: _c,
+        _node,
+        client,
+        pods,
+        services,
+        slices,
+    } = ns_fixture("svc-node-h", "hl").await;
+    let s = create_svc(
+        &services,
+        json!({
+            "metadata": {"name": "db"},
+            "spec": {"clusterIP": "None", "selector": {"app": "db"}, "publishNotReadyAddresses": true,
+                     "ports": [{"name": "pg", "port": 5432}]},
+        }),
+    )
+    .await;
     assert_eq!(
         s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
         Some("None")
     );
-    pods.create(
-        &PostParams::default(),
-        &pod(
-            "db-0",
+    for (name, subdomain) in [("db-0", "db"), ("db-x", "elsewhere")] {
+        let p = pod(
+            name,
             "svc-node-h",
             json!({"app": "db"}),
-            json!({"hostname": "db-0", "subdomain": "db"}),
+            json!({"hostname": name, "subdomain": subdomain}),
             &[],
-        ),
-    )
-    .await
-    .expect("pod");
-    pods.create(
-        &PostParams::default(),
-        &pod(
-            "db-x",
-            "svc-node-h",
-            json!({"app": "db"}),
-            json!({"hostname": "db-x", "subdomain": "elsewhere"}),
-            &[],
-        ),
-    )
-    .await
-    .expect("pod");
+        );
+        create_pod(&pods, p).await;
+    }
     let got = eventually("two endpoints", WAIT, || async {
         let s = slices_of(&slices, "db").await;
         (endpoints_by_pod(&s).len() == 2).then_some(s)
@@ -368,12 +410,13 @@ async fn headless_hostnames_and_not_ready_addresses() {
     })
     .await;
     set_ready(&pods, "db-0", false).await;
-    eventually("published not-ready", WAIT, || async {
-        let eps = endpoints_by_pod(&slices_of(&slices, "db").await);
-        (eps.get("db-0")?["conditions"]
-            == json!({"ready": true, "serving": false, "terminating": false}))
-        .then_some(())
-    })
+    wait_conditions(
+        "published not-ready",
+        &slices,
+        "db",
+        "db-0",
+        json!({"ready": true, "serving": false, "terminating": false}),
+    )
     .await;
     // The legacy Endpoints keep working, with the hostname, marked not to be mirrored.
     let eps_api: Api<Endpoints> = Api::namespaced(client, "hl");
@@ -492,11 +535,7 @@ subsets:
 /// field errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_endpointslices_and_describe() {
-    let c = common::start().await;
-    let _node = fake_node(&c, "svc-node-k", 10250).await;
-    create_ns(&c, "kc").await;
-    let client = c.admin().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "kc");
+    let NsFixture { c, _node, pods, .. } = ns_fixture("svc-node-k", "kc").await;
     c.ok(&[
         "-n",
         "kc",
@@ -508,12 +547,11 @@ async fn kubectl_endpointslices_and_describe() {
     ])
     .await;
     for n in ["web-1", "web-2", "web-3", "web-4"] {
-        pods.create(
-            &PostParams::default(),
-            &pod(n, "svc-node-k", json!({"app": "web"}), json!({}), &[]),
+        create_pod(
+            &pods,
+            pod(n, "svc-node-k", json!({"app": "web"}), json!({}), &[]),
         )
-        .await
-        .expect("pod");
+        .await;
     }
     let out = eventually("four endpoints in kubectl", WAIT, || async {
         let out = c.ok(&["get", "endpointslices", "-A"]).await;
@@ -691,14 +729,7 @@ async fn service_allocation() {
     );
 
     // NodePort -> ClusterIP releases 30080 (and keeps the cluster IP).
-    c.ok(&[
-        "patch",
-        "svc",
-        "first",
-        "-p",
-        r#"{"spec":{"type":"ClusterIP"}}"#,
-    ])
-    .await;
+    set_type(&c, "first", "ClusterIP").await;
     let first2 = services.get("first").await.expect("first");
     assert!(node_ports(&first2).is_empty());
     assert_eq!(
@@ -722,14 +753,7 @@ async fn service_allocation() {
     ])
     .await;
     // ClusterIP -> NodePort allocates.
-    c.ok(&[
-        "patch",
-        "svc",
-        "first",
-        "-p",
-        r#"{"spec":{"type":"NodePort"}}"#,
-    ])
-    .await;
+    set_type(&c, "first", "NodePort").await;
     let first3 = services.get("first").await.expect("first");
     let p = node_ports(&first3);
     assert!(
@@ -763,10 +787,11 @@ async fn service_allocation() {
     );
 
     // Headless: no IP; ExternalName: no cluster IP at all.
-    let hl = services
-        .create(&PostParams::default(), &svc(json!({"metadata": {"name": "hl"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})))
-        .await
-        .expect("headless");
+    let hl = create_svc(
+        &services,
+        json!({"metadata": {"name": "hl"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+    )
+    .await;
     assert_eq!(
         hl.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
         Some("None")
@@ -786,13 +811,7 @@ async fn service_allocation() {
     assert_eq!(es.type_.as_deref(), Some("ExternalName"));
 
     // LoadBalancer + Local: a healthCheckNodePort; back to Cluster drops it.
-    let lb = services
-        .create(
-            &PostParams::default(),
-            &svc(json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}})),
-        )
-        .await
-        .expect("lb");
+    let lb = create_svc(&services, json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}})).await;
     let ls = lb.spec.clone().expect("spec");
     let hc = ls.health_check_node_port.expect("healthCheckNodePort");
     assert!((30000..=30100).contains(&hc));
@@ -809,13 +828,7 @@ async fn service_allocation() {
         .expect("patch");
     assert_eq!(lb2.spec.and_then(|s| s.health_check_node_port), None);
     // allocateLoadBalancerNodePorts: false: none allocated.
-    let nolb = services
-        .create(
-            &PostParams::default(),
-            &svc(json!({"metadata": {"name": "nolb"}, "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]}})),
-        )
-        .await
-        .expect("nolb");
+    let nolb = create_svc(&services, json!({"metadata": {"name": "nolb"}, "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]}})).await;
     assert!(node_ports(&nolb).is_empty());
     // kubectl shows them.
     let out = c.ok(&["get", "svc"]).await;
@@ -860,13 +873,7 @@ async fn load_balancer_addresses_from_a_pool() {
         let services = services.clone();
         async move { services.get(name).await.ok().map(|s| ingress(&s)) }
     };
-    services
-        .create(
-            &PostParams::default(),
-            &svc(json!({"metadata": {"name": "wants11"}, "spec": {"type": "LoadBalancer", "loadBalancerIP": "192.0.2.11", "ports": [{"port": 80}]}})),
-        )
-        .await
-        .expect("svc");
+    create_svc(&services, json!({"metadata": {"name": "wants11"}, "spec": {"type": "LoadBalancer", "loadBalancerIP": "192.0.2.11", "ports": [{"port": 80}]}})).await;
     let got = eventually("requested address", WAIT, || async {
         get_ingress("wants11").await.filter(|i| !i.is_empty())
     })
@@ -912,14 +919,7 @@ async fn load_balancer_addresses_from_a_pool() {
     assert!(c.ok(&["get", "svc", "third"]).await.contains("<pending>"));
 
     // web -> ClusterIP releases .10 (status cleared), which the third gets.
-    c.ok(&[
-        "patch",
-        "svc",
-        "web",
-        "-p",
-        r#"{"spec":{"type":"ClusterIP"}}"#,
-    ])
-    .await;
+    set_type(&c, "web", "ClusterIP").await;
     eventually("web released", WAIT, || async {
         get_ingress("web").await.filter(|i| i.is_empty())
     })

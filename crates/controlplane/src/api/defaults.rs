@@ -447,6 +447,17 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// field.TooMany as upstream words it, when a list has more than `max` items.
+fn too_many(causes: &mut Vec<Cause>, field: &str, n: usize, max: usize) {
+    if n > max {
+        causes.push(cause(
+            "FieldValueTooMany",
+            field,
+            format!("Too many: {n}: must have at most {max} items"),
+        ));
+    }
+}
+
 /// ValidateEndpointSlice's basics: the address type, the 1000-endpoint and
 /// 100-port limits, 1-100 addresses per endpoint that parse as the type's
 /// IPs, known protocols.
@@ -464,14 +475,7 @@ fn validate_endpointslice(obj: &Value, causes: &mut Vec<Cause>) {
         )),
     }
     let endpoints = obj.get("endpoints").and_then(Value::as_array);
-    let n = endpoints.map_or(0, Vec::len);
-    if n > 1000 {
-        causes.push(cause(
-            "FieldValueTooMany",
-            "endpoints",
-            format!("Too many: {n}: must have at most 1000 items"),
-        ));
-    }
+    too_many(causes, "endpoints", endpoints.map_or(0, Vec::len), 1000);
     for (i, e) in endpoints.into_iter().flatten().enumerate() {
         let addrs = e.get("addresses").and_then(Value::as_array);
         let f = format!("endpoints[{i}].addresses");
@@ -481,12 +485,7 @@ fn validate_endpointslice(obj: &Value, causes: &mut Vec<Cause>) {
                 &f,
                 "Required value: must contain at least 1 address",
             )),
-            m if m > 100 => causes.push(cause(
-                "FieldValueTooMany",
-                &f,
-                format!("Too many: {m}: must have at most 100 items"),
-            )),
-            _ => {}
+            m => too_many(causes, &f, m, 100),
         }
         for (j, a) in addrs.into_iter().flatten().enumerate() {
             let a = a.as_str().unwrap_or("");
@@ -505,14 +504,7 @@ fn validate_endpointslice(obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     let ports = obj.get("ports").and_then(Value::as_array);
-    let n = ports.map_or(0, Vec::len);
-    if n > 100 {
-        causes.push(cause(
-            "FieldValueTooMany",
-            "ports",
-            format!("Too many: {n}: must have at most 100 items"),
-        ));
-    }
+    too_many(causes, "ports", ports.map_or(0, Vec::len), 100);
     for (i, p) in ports.into_iter().flatten().enumerate() {
         let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
         if !["TCP", "UDP", "SCTP"].contains(&proto) {

@@ -5,6 +5,7 @@
 //! (the EndpointSlice controller serves those Services itself), and they go
 //! when their Service goes.
 
+use super::endpointslice::PodsByLabel;
 use super::{list, pod_active, pod_ready, rd, Settings};
 use crate::api::objects::{meta_str, Core, WriteCtx};
 use crate::api::selector::LabelSelector;
@@ -55,24 +56,10 @@ pub fn pass(core: &Core, _s: &Settings) {
             );
         }
     }
-    // Pods by (namespace, label, value): each Service reads the pods of its
-    // rarest selector pair only, not every pod of its namespace.
+    // Each Service reads the pods of its rarest selector pair only, not
+    // every pod of its namespace.
     let all_pods = list(core, "", "pods", None);
-    let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<&Value>> =
-        std::collections::HashMap::new();
-    for p in &all_pods {
-        let ns = meta_str(p, "namespace");
-        for (k, v) in p
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(v) = v.as_str() {
-                by_label.entry((ns, k, v)).or_default().push(p);
-            }
-        }
-    }
+    let by_label = PodsByLabel::new(&all_pods);
     for svc in &services {
         let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
             continue;
@@ -84,16 +71,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         let name = meta_str(svc, "name");
         let selector =
             LabelSelector::from_object(&json!({"matchLabels": Value::Object(sel.clone())}));
-        let pods: &[&Value] = sel
-            .iter()
-            .map(|(k, v)| {
-                by_label
-                    .get(&(ns, k.as_str(), v.as_str().unwrap_or("")))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-            })
-            .min_by_key(|c| c.len())
-            .unwrap_or(&[]);
+        let pods = by_label.candidates(svc);
         let ports = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)

@@ -70,23 +70,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         .into_iter()
         .map(|n| (meta_str(&n, "name").to_string(), n))
         .collect();
-    // Pods by (namespace, label, value): a Service looks only at the pods
-    // carrying the rarest of its selector's pairs, so a pass over S
-    // Services and P pods costs about S + P, not S x P.
-    let mut by_label: HashMap<(&str, &str, &str), Vec<&Value>> = HashMap::new();
-    for p in &pods {
-        let ns = meta_str(p, "namespace");
-        for (k, v) in p
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(v) = v.as_str() {
-                by_label.entry((ns, k, v)).or_default().push(p);
-            }
-        }
-    }
+    let by_label = PodsByLabel::new(&pods);
     // Slices by (namespace, service name, manager).
     let mut by_owner: HashMap<(String, String, String), Vec<Arc<Value>>> = HashMap::new();
     for s in &slices {
@@ -121,19 +105,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         };
         handled.insert(key.clone());
         let existing = by_owner.remove(&key).unwrap_or_default();
-        let candidates = svc
-            .pointer("/spec/selector")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                by_label
-                    .get(&(ns, k.as_str(), v.as_str().unwrap_or("")))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-            })
-            .min_by_key(|c| c.len())
-            .unwrap_or(&[]);
+        let candidates = by_label.candidates(svc);
         let groups = service_groups(svc, &selector, candidates, &nodes);
         let meta = service_slice_meta(svc);
         sync_slices(core, &meta, existing, groups);
@@ -172,6 +144,51 @@ pub fn pass(core: &Core, _s: &Settings) {
         for s in stale {
             delete_slice(core, &s);
         }
+    }
+}
+
+/// Pods by (namespace, label, value): a Service looks only at the pods
+/// carrying the rarest of its selector's pairs, so a pass over S Services
+/// and P pods costs about S + P, not S x P. Shared with the Endpoints
+/// controller, which selects the same way.
+pub(super) struct PodsByLabel<'a>(HashMap<(&'a str, &'a str, &'a str), Vec<&'a Value>>);
+
+impl<'a> PodsByLabel<'a> {
+    pub(super) fn new(pods: &'a [Arc<Value>]) -> Self {
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&Value>> = HashMap::new();
+        for p in pods {
+            let ns = meta_str(p, "namespace");
+            for (k, v) in p
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(v) = v.as_str() {
+                    by_label.entry((ns, k, v)).or_default().push(p);
+                }
+            }
+        }
+        PodsByLabel(by_label)
+    }
+
+    /// The pods of the Service's namespace carrying its rarest selector
+    /// pair: a superset of its pods (still to be matched against the whole
+    /// selector); none without a selector.
+    pub(super) fn candidates<'s>(&'s self, svc: &'s Value) -> &'s [&'s Value] {
+        let ns = meta_str(svc, "namespace");
+        svc.pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                self.0
+                    .get(&(ns, k.as_str(), v.as_str().unwrap_or("")))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+            })
+            .min_by_key(|c| c.len())
+            .unwrap_or(&[])
     }
 }
 
