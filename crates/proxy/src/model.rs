@@ -546,22 +546,17 @@ fn service_frag(
         let h = hash8(&key);
         let svc_chain = format!("service-{h}-{key}");
         let ext_chain = format!("external-{h}-{key}");
-        let ep_chain = |ep: &Ep| {
+        // kube-proxy's per-endpoint names: <kind>-<hash>-<key>__<ip>/<port>.
+        let per_ep = |kind: &str, ep: &Ep| {
             format!(
-                "endpoint-{}-{key}__{}/{}",
+                "{kind}-{}-{key}__{}/{}",
                 hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
                 ep.ip,
                 ep.port
             )
         };
-        let aff_set = |ep: &Ep| {
-            format!(
-                "affinity-{}-{key}__{}/{}",
-                hash8(&format!("{key}{}:{}", ep.ip, ep.port)),
-                ep.ip,
-                ep.port
-            )
-        };
+        let ep_chain = |ep: &Ep| per_ep("endpoint", ep);
+        let aff_set = |ep: &Ep| per_ep("affinity", ep);
 
         // endpoint chains for every endpoint any path uses
         let mut used: BTreeSet<&Ep> = internal.iter().copied().collect();

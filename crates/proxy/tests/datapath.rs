@@ -35,6 +35,15 @@ fn apply(t: &Topo, rs: Ruleset) {
     });
 }
 
+/// Programs the node with one Service and the `web` slice of `eps`.
+fn apply_web(
+    t: &Topo,
+    svc: k8s_openapi::api::core::v1::Service,
+    eps: &[(std::net::Ipv4Addr, &str, bool, bool, bool)],
+) {
+    apply(t, ruleset(&[svc], &[web_slice(eps)], &node_info()));
+}
+
 fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
@@ -119,7 +128,7 @@ fn no_endpoints_is_connection_refused() {
     let svc = web(
         json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}),
     );
-    apply(&t, ruleset(&[svc], &[web_slice(&[])], &node_info()));
+    apply_web(&t, svc, &[]);
     assert_eq!(tcp(t.pod_ns(0), addr("10.96.0.10", 80)), Reply::Refused);
     assert_eq!(tcp(&t.client, addr("10.96.0.10", 80)), Reply::Refused);
     assert_eq!(
@@ -141,18 +150,12 @@ fn nodeport_and_external_traffic_policy_local() {
     };
     // eTP Cluster, endpoint "on another node": served, masqueraded
     let eps = ready(&t, &[0], "node-b");
-    apply(
-        &t,
-        ruleset(&[svc("Cluster")], &[web_slice(&eps)], &node_info()),
-    );
+    apply_web(&t, svc("Cluster"), &eps);
     assert!(
         matches!(tcp(&t.client, np), Reply::Served(p, s) if p == "pod0" && s != CLIENT_IP.to_string())
     );
     // eTP Local, no local endpoint: external traffic dropped (not refused)
-    apply(
-        &t,
-        ruleset(&[svc("Local")], &[web_slice(&eps)], &node_info()),
-    );
+    apply_web(&t, svc("Local"), &eps);
     assert_eq!(tcp(&t.client, np), Reply::TimedOut);
     // ... while the ClusterIP still works from a pod
     assert!(matches!(
@@ -162,10 +165,7 @@ fn nodeport_and_external_traffic_policy_local() {
     // eTP Local with a local endpoint: only it, and the client address is kept
     let mut eps2 = ready(&t, &[1], NODE);
     eps2.extend(eps);
-    apply(
-        &t,
-        ruleset(&[svc("Local")], &[web_slice(&eps2)], &node_info()),
-    );
+    apply_web(&t, svc("Local"), &eps2);
     for _ in 0..10 {
         assert_eq!(
             tcp(&t.client, np),
@@ -186,10 +186,7 @@ fn load_balancer_ip_and_external_ips() {
     svc.status =
         serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.96.200.1"}]}}))
             .unwrap();
-    apply(
-        &t,
-        ruleset(&[svc], &[web_slice(&ready(&t, &[0], NODE))], &node_info()),
-    );
+    apply_web(&t, svc, &ready(&t, &[0], NODE));
     for to in [
         addr("10.96.200.1", 80),
         addr("10.96.200.2", 80),
@@ -212,10 +209,7 @@ fn terminating_endpoints_only_when_none_ready() {
         (t.pod_ip(0), NODE, false, true, true),
         (t.pod_ip(1), NODE, true, true, false),
     ];
-    apply(
-        &t,
-        ruleset(&[web(json!({}))], &[web_slice(&eps)], &node_info()),
-    );
+    apply_web(&t, web(json!({})), &eps);
     let m = spread(t.pod_ns(0), addr("10.96.0.10", 80), 20);
     assert_eq!(m.keys().cloned().collect::<Vec<_>>(), vec!["pod1"], "{m:?}");
     // both terminating: the serving one takes traffic; a not-serving one never does
@@ -223,10 +217,7 @@ fn terminating_endpoints_only_when_none_ready() {
         (t.pod_ip(0), NODE, false, true, true),
         (t.pod_ip(1), NODE, false, false, true),
     ];
-    apply(
-        &t,
-        ruleset(&[web(json!({}))], &[web_slice(&eps)], &node_info()),
-    );
+    apply_web(&t, web(json!({})), &eps);
     let m = spread(t.pod_ns(1), addr("10.96.0.10", 80), 20);
     assert_eq!(m.keys().cloned().collect::<Vec<_>>(), vec!["pod0"], "{m:?}");
 }
@@ -285,14 +276,7 @@ fn hairpin_and_same_bridge_without_br_netfilter() {
     let Some(t) = Topo::new("hairpin", 2) else {
         return;
     };
-    apply(
-        &t,
-        ruleset(
-            &[web(json!({}))],
-            &[web_slice(&ready(&t, &[0], NODE))],
-            &node_info(),
-        ),
-    );
+    apply_web(&t, web(json!({})), &ready(&t, &[0], NODE));
     // pod0 reaching its own Service: answered by itself, seen as coming from the node
     assert!(
         matches!(tcp(t.pod_ns(0), addr("10.96.0.10", 80)), Reply::Served(p, s) if p == "pod0" && s != t.pod_ip(0).to_string())
@@ -507,10 +491,7 @@ fn endpoints_on_other_nodes_keep_the_pod_source() {
     };
     // the endpoint lives behind the node's eth0, as a pod on another node does
     let eps = vec![(CLIENT_IP, "node-b", true, true, false)];
-    apply(
-        &t,
-        ruleset(&[web(json!({}))], &[web_slice(&eps)], &node_info()),
-    );
+    apply_web(&t, web(json!({})), &eps);
     // routed both ways through this node: conntrack un-DNATs the reply, no masquerade needed,
     // so the endpoint sees the pod's own address
     assert_eq!(

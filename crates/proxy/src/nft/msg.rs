@@ -212,12 +212,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(first_seq: u32) -> Batch {
-        let mut b = Batch {
-            buf: Buf::default(),
-            seq: first_seq,
-            last: None,
-            messages: 0,
-        };
+        let mut b = Batch::empty(first_seq);
         b.header(NFNL_MSG_BATCH_BEGIN, 0, 0, |_| {});
         b
     }
@@ -350,23 +345,7 @@ impl Batch {
         id: u32,
         elems: &[(Vec<u8>, Option<Verdict>)],
     ) {
-        for chunk in elems.chunks(256) {
-            self.msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, |b| {
-                b.str(1, table);
-                b.str(2, "__map%d");
-                b.nest(3, |l| {
-                    for (key, data) in chunk {
-                        l.nest(1, |e| {
-                            e.nest(1, |k| k.attr(1, key));
-                            if let Some(v) = data {
-                                e.nest(2, |d| d.nest(2, |vb| encode_verdict(vb, v)));
-                            }
-                        });
-                    }
-                });
-                b.u32(4, id);
-            });
-        }
+        self.elements(table, "__map%d", Some(id), elems);
     }
     pub fn del_set(&mut self, table: &str, name: &str) {
         self.msg(NFT_MSG_DELSET, 0, |b| {
@@ -381,8 +360,18 @@ impl Batch {
             b.str(2, name);
         });
     }
-    /// Elements, chunked so no single message nears netlink's 64 KiB attribute length limit.
     pub fn add_elements(&mut self, table: &str, set: &str, elems: &[(Vec<u8>, Option<Verdict>)]) {
+        self.elements(table, set, None, elems);
+    }
+    /// Elements, chunked so no single message nears netlink's 64 KiB attribute length limit;
+    /// with `id`, of the set created by id in this batch.
+    fn elements(
+        &mut self,
+        table: &str,
+        set: &str,
+        id: Option<u32>,
+        elems: &[(Vec<u8>, Option<Verdict>)],
+    ) {
         for chunk in elems.chunks(256) {
             self.msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, |b| {
                 b.str(1, table);
@@ -397,6 +386,9 @@ impl Batch {
                         });
                     }
                 });
+                if let Some(id) = id {
+                    b.u32(4, id);
+                }
             });
         }
     }
@@ -410,31 +402,23 @@ impl Batch {
         family: u8,
         body: impl FnOnce(&mut Buf),
     ) -> Vec<u8> {
-        let mut b = Batch {
-            buf: Buf::default(),
-            seq,
-            last: None,
-            messages: 0,
-        };
+        let mut b = Batch::empty(seq);
         b.header((subsys << 8) | ty, flags | NLM_F_ACK, family, body);
         b.buf.b
     }
 
-    /// A dump request (GETTABLE/GETRULE …) outside any batch.
-    pub fn request(seq: u32, ty: u16, flags: u16, body: impl FnOnce(&mut Buf)) -> Vec<u8> {
-        let mut b = Batch {
+    fn empty(seq: u32) -> Batch {
+        Batch {
             buf: Buf::default(),
             seq,
             last: None,
             messages: 0,
-        };
-        b.header(
-            (NFNL_SUBSYS_NFTABLES << 8) | ty,
-            flags | NLM_F_ACK,
-            NFPROTO_INET,
-            body,
-        );
-        b.buf.b
+        }
+    }
+
+    /// A dump request (GETTABLE/GETRULE …) outside any batch.
+    pub fn request(seq: u32, ty: u16, flags: u16, body: impl FnOnce(&mut Buf)) -> Vec<u8> {
+        Batch::request_subsys(seq, NFNL_SUBSYS_NFTABLES, ty, flags, NFPROTO_INET, body)
     }
 }
 
