@@ -255,7 +255,9 @@ mod tests {
         };
         assert_eq!(rec.load_balancer_pool().to_string(), "10.250.7.192/26");
         // The last node `up` allows (189 nodes: .2 to .190) stays below it.
-        assert!(!rec.load_balancer_pool().contains(&nth_host(rec.node_network, 190)));
+        assert!(!rec
+            .load_balancer_pool()
+            .contains(&nth_host(rec.node_network, 190)));
     }
 
     #[test]

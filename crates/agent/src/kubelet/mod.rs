@@ -41,7 +41,6 @@ pub mod server;
 pub mod status;
 pub mod volumes;
 
-use tracing::{error, info, warn};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
 use rktup_runtime::runtime::Runtime;
@@ -49,6 +48,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{error, info, warn};
 
 /// What the kubelet half needs besides the runtime.
 #[derive(Debug, Clone)]
