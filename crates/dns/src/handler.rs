@@ -15,7 +15,7 @@ use hickory_server::proto::op::{Edns, Header, MessageType, Metadata, OpCode, Res
 use hickory_server::proto::rr::{Name, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tokio::net::UdpSocket;
 
 use crate::cache::{Answer, Cache, Outcome};
@@ -159,6 +159,30 @@ impl Handler {
     }
 }
 
+type Records<'a> = std::slice::Iter<'a, Record>;
+
+impl Reply {
+    /// This reply as hickory's response to `request` (the UDP and TCP paths alike).
+    fn response<'a>(
+        &'a self,
+        request: &'a Request,
+        edns: Option<&'a Edns>,
+    ) -> MessageResponse<'a, 'a, Records<'a>, Records<'a>, std::option::Iter<'a, Record>, Records<'a>>
+    {
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = edns {
+            builder.edns(e);
+        }
+        builder.build(
+            self.meta,
+            self.answers.iter(),
+            self.authorities.iter(),
+            self.soa.iter(),
+            self.additionals.iter(),
+        )
+    }
+}
+
 /// Answer with EDNS when asked with it (RFC 6891), offering what the client can take.
 fn edns_for(request: &Request) -> Option<Edns> {
     request.edns.as_ref().map(|req| {
@@ -172,17 +196,7 @@ fn edns_for(request: &Request) -> Option<Edns> {
 /// left out with TC set (hickory's emitter), so the client retries over TCP.
 fn encode_udp(request: &Request, r: &Reply) -> Vec<u8> {
     let edns = edns_for(request);
-    let mut builder = MessageResponseBuilder::from_message_request(request);
-    if let Some(e) = &edns {
-        builder.edns(e);
-    }
-    let resp = builder.build(
-        r.meta,
-        r.answers.iter(),
-        r.authorities.iter(),
-        r.soa.iter(),
-        r.additionals.iter(),
-    );
+    let resp = r.response(request, edns.as_ref());
     let mut bytes = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut bytes);
     enc.set_max_size(edns.as_ref().map_or(512, Edns::max_payload));
@@ -190,15 +204,19 @@ fn encode_udp(request: &Request, r: &Reply) -> Vec<u8> {
         return bytes;
     }
     // Not encodable (a record hickory cannot write): SERVFAIL with the header only.
-    let mut meta = Metadata::response_from_request(&request.metadata);
-    meta.response_code = ResponseCode::ServFail;
     let mut bytes = Vec::with_capacity(12);
-    let header = Header {
-        metadata: meta,
-        counts: Default::default(),
-    };
-    let _ = header.emit(&mut BinEncoder::new(&mut bytes));
+    let _ = servfail_header(request).emit(&mut BinEncoder::new(&mut bytes));
     bytes
+}
+
+/// A SERVFAIL header for `request`, without records.
+fn servfail_header(request: &Request) -> Header {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    Header {
+        metadata,
+        counts: Default::default(),
+    }
 }
 
 /// Serves UDP on `sock` until the task is aborted.
@@ -260,29 +278,13 @@ impl RequestHandler for TcpHandler {
     ) -> ResponseInfo {
         let r = self.0.reply(request).await;
         let edns = edns_for(request);
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
-        let resp = builder.build(
-            r.meta,
-            r.answers.iter(),
-            r.authorities.iter(),
-            r.soa.iter(),
-            r.additionals.iter(),
-        );
-        match response_handle.send_response(resp).await {
+        match response_handle
+            .send_response(r.response(request, edns.as_ref()))
+            .await
+        {
             Ok(info) => info,
             // The client is gone; report SERVFAIL to hickory's bookkeeping.
-            Err(_) => {
-                let mut m = Metadata::response_from_request(&request.metadata);
-                m.response_code = ResponseCode::ServFail;
-                Header {
-                    metadata: m,
-                    counts: Default::default(),
-                }
-                .into()
-            }
+            Err(_) => servfail_header(request).into(),
         }
     }
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rktup_controlplane::{ControlPlane, Handle};
-use rktup_dns::{serve, DnsConfig};
+use rktup_dns::{serve, DnsConfig, DnsServer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -239,6 +239,42 @@ fn slice_json(ns: &str, svc: &str, name: &str, ips: &[(&str, Option<&str>)]) -> 
     })
 }
 
+/// A control plane, its admin client and a fresh namespace named after `prefix`.
+async fn plane_with_ns(prefix: &str) -> (Plane, kube::Client, String) {
+    let plane = control_plane().await;
+    let client = admin(&plane).await;
+    let ns = unique(prefix);
+    create_ns(&client, &ns).await;
+    (plane, client, ns)
+}
+
+async fn create_slice(client: &kube::Client, ns: &str, v: serde_json::Value) {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let slice: EndpointSlice = serde_json::from_value(v).expect("slice");
+    api.create(&PostParams::default(), &slice)
+        .await
+        .expect("create endpointslice");
+}
+
+/// `serve` on a free loopback port.
+async fn serve_on_loopback(
+    client: &kube::Client,
+    domain: &str,
+    upstreams: Vec<SocketAddr>,
+) -> DnsServer {
+    serve(
+        client.clone(),
+        DnsConfig {
+            listen: vec!["127.0.0.1:0".parse().expect("addr")],
+            cluster_domain: domain.into(),
+            upstreams,
+            upstream_netns: None,
+        },
+    )
+    .await
+    .expect("serve")
+}
+
 fn can_dig(test: &str) -> bool {
     let missing = (!std::path::Path::new(DIG).exists()).then_some("dig (bind9-dnsutils)");
     rktup_testkit::can_run(test, missing)
@@ -249,11 +285,8 @@ async fn cluster_names_forwarding_and_watch_updates_through_dig() {
     if !can_dig("cluster_names_forwarding_and_watch_updates_through_dig") {
         return;
     }
-    let plane = control_plane().await;
-    let client = admin(&plane).await;
+    let (plane, client, ns) = plane_with_ns("dns").await;
     let upstream = start_upstream().await;
-    let ns = unique("dns");
-    create_ns(&client, &ns).await;
 
     let web = create_svc(
         &client,
@@ -276,17 +309,17 @@ async fn cluster_names_forwarding_and_watch_updates_through_dig() {
     )
     .await;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
-    let slice: EndpointSlice = serde_json::from_value(slice_json(
+    create_slice(
+        &client,
         &ns,
-        "db",
-        "db-1",
-        &[("10.244.1.5", Some("db-0")), ("10.244.2.6", None)],
-    ))
-    .expect("slice");
-    slices
-        .create(&PostParams::default(), &slice)
-        .await
-        .expect("create endpointslice");
+        slice_json(
+            &ns,
+            "db",
+            "db-1",
+            &[("10.244.1.5", Some("db-0")), ("10.244.2.6", None)],
+        ),
+    )
+    .await;
     create_svc(
         &client,
         &ns,
@@ -296,17 +329,7 @@ async fn cluster_names_forwarding_and_watch_updates_through_dig() {
     .await;
 
     // Created before `serve`: the first query must already see them (serve waits for the sync).
-    let server = serve(
-        client.clone(),
-        DnsConfig {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
-            cluster_domain: "cluster.local".into(),
-            upstreams: vec![upstream.addr],
-            upstream_netns: None,
-        },
-    )
-    .await
-    .expect("serve");
+    let server = serve_on_loopback(&client, "cluster.local", vec![upstream.addr]).await;
     let dns = server.local_addrs()[0];
     assert_ne!(dns.port(), 0);
 
@@ -468,23 +491,15 @@ async fn no_upstream_is_servfail_and_the_domain_is_configurable() {
     if !can_dig("no_upstream_is_servfail_and_the_domain_is_configurable") {
         return;
     }
-    let plane = control_plane().await;
-    let client = admin(&plane).await;
-    let ns = unique("dnsb");
-    create_ns(&client, &ns).await;
+    let (plane, client, ns) = plane_with_ns("dnsb").await;
     // A port nothing answers on: the forward times out.
     let dead = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let server = serve(
-        client.clone(),
-        DnsConfig {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
-            cluster_domain: "corp.internal.".into(),
-            upstreams: vec![dead.local_addr().expect("addr")],
-            upstream_netns: None,
-        },
+    let server = serve_on_loopback(
+        &client,
+        "corp.internal.",
+        vec![dead.local_addr().expect("addr")],
     )
-    .await
-    .expect("serve");
+    .await;
     let dns = server.local_addrs()[0];
 
     // Created after `serve`: seen through the watch.
@@ -495,16 +510,9 @@ async fn no_upstream_is_servfail_and_the_domain_is_configurable() {
                "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}),
     )
     .await;
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
     let mut s = slice_json(&ns, "api", "api-1", &[("10.9.8.7", None)]);
     s["ports"] = json!([]);
-    slices
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(s).expect("slice"),
-        )
-        .await
-        .expect("create endpointslice");
+    create_slice(&client, &ns, s).await;
     let name = format!("api.{ns}.svc.corp.internal");
     rktup_testkit::eventually("api in DNS", Duration::from_secs(20), || async {
         let out = dig(dns, &name, "A", &[]).await;
@@ -548,10 +556,7 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     if !can_dig("large_answers_truncate_over_udp_and_come_whole_over_tcp") {
         return;
     }
-    let plane = control_plane().await;
-    let client = admin(&plane).await;
-    let ns = unique("dnsc");
-    create_ns(&client, &ns).await;
+    let (plane, client, ns) = plane_with_ns("dnsc").await;
     create_svc(
         &client,
         &ns,
@@ -561,25 +566,8 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     .await;
     let ips: Vec<String> = (1..=60).map(|i| format!("10.77.0.{i}")).collect();
     let eps: Vec<(&str, Option<&str>)> = ips.iter().map(|ip| (ip.as_str(), None)).collect();
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
-    slices
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(slice_json(&ns, "many", "many-1", &eps)).expect("slice"),
-        )
-        .await
-        .expect("create endpointslice");
-    let server = serve(
-        client.clone(),
-        DnsConfig {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
-            cluster_domain: "cluster.local".into(),
-            upstreams: vec![],
-            upstream_netns: None,
-        },
-    )
-    .await
-    .expect("serve");
+    create_slice(&client, &ns, slice_json(&ns, "many", "many-1", &eps)).await;
+    let server = serve_on_loopback(&client, "cluster.local", vec![]).await;
     let dns = server.local_addrs()[0];
     let name = format!("many.{ns}.svc.cluster.local");
 
@@ -606,21 +594,8 @@ async fn controller_made_slices_and_the_kubernetes_service() {
     if !can_dig("controller_made_slices_and_the_kubernetes_service") {
         return;
     }
-    let plane = control_plane().await;
-    let client = admin(&plane).await;
-    let ns = unique("dnsd");
-    create_ns(&client, &ns).await;
-    let server = serve(
-        client.clone(),
-        DnsConfig {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
-            cluster_domain: "cluster.local".into(),
-            upstreams: vec![],
-            upstream_netns: None,
-        },
-    )
-    .await
-    .expect("serve");
+    let (plane, client, ns) = plane_with_ns("dnsd").await;
+    let server = serve_on_loopback(&client, "cluster.local", vec![]).await;
     let dns = server.local_addrs()[0];
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
