@@ -10,6 +10,7 @@ mod handlers;
 mod kubelet;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod protobuf;
 mod request;

@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-fn schema_name_for(r: &ResourceDef) -> Option<String> {
+/// The schema (definition) name of a served kind, if it has one.
+pub(crate) fn schema_name_for(r: &ResourceDef) -> Option<String> {
     use k8s_openapi::api::{
         apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch,
         coordination::v1 as coord, core::v1 as core,
@@ -46,7 +47,8 @@ fn schema_name_for(r: &ResourceDef) -> Option<String> {
     })
 }
 
-fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
+/// Registers the schemas of `group`'s kinds (and what they refer to) in `gen`.
+pub(crate) fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
     };
@@ -91,6 +93,253 @@ fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
     }
 }
 
+/// The `patchStrategy`/`patchMergeKey` tags of the upstream Go types
+/// (k8s.io/api, metav1.ObjectMeta) that kube-openapi publishes as
+/// `x-kubernetes-patch-strategy`/`x-kubernetes-patch-merge-key`; k8s-openapi
+/// drops them. (definition, property, strategy, merge key).
+const PATCH_TAGS: &[(&str, &str, &str, &str)] = &[
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        "merge",
+        "",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "merge",
+        "uid",
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        "merge",
+        "containerPort",
+    ),
+    ("io.k8s.api.core.v1.Container", "env", "merge", "name"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeMounts",
+        "merge",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "merge",
+        "devicePath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        "merge",
+        "containerPort",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "env",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeMounts",
+        "merge",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeDevices",
+        "merge",
+        "devicePath",
+    ),
+    (
+        "io.k8s.api.core.v1.ContainerStatus",
+        "volumeMounts",
+        "merge",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.ContainerStatus",
+        "allocatedResourcesStatus",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "volumes",
+        "merge,retainKeys",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "initContainers",
+        "merge",
+        "name",
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "containers", "merge", "name"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "ephemeralContainers",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "imagePullSecrets",
+        "merge",
+        "name",
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "merge", "ip"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "merge",
+        "topologyKey",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "schedulingGates",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "resourceClaims",
+        "merge,retainKeys",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    ("io.k8s.api.core.v1.PodStatus", "hostIPs", "merge", "ip"),
+    ("io.k8s.api.core.v1.PodStatus", "podIPs", "merge", "ip"),
+    (
+        "io.k8s.api.core.v1.PodStatus",
+        "resourceClaimStatuses",
+        "merge,retainKeys",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.ReplicationControllerStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", "merge", "port"),
+    (
+        "io.k8s.api.core.v1.ServiceStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceAccount",
+        "secrets",
+        "merge",
+        "name",
+    ),
+    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs", "merge", ""),
+    (
+        "io.k8s.api.core.v1.NodeStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.NodeStatus",
+        "addresses",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.NamespaceStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentSpec",
+        "strategy",
+        "retainKeys",
+        "",
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.StatefulSetStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.batch.v1.JobStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+];
+
+/// Adds the patch extensions of [`PATCH_TAGS`] to `schemas` (keyed by
+/// definition name) — only where this server's strategic merge patch
+/// (`patch.rs`) merges the same way: a client computes its patch from
+/// them, so advertising a merge the server would do as a replacement
+/// would lose list items. The others stay replacements on both sides.
+pub(crate) fn add_patch_extensions(schemas: &mut Map<String, Value>) {
+    use super::patch::{merge_keys_for, SET_LISTS};
+    for (def, prop, strategy, key) in PATCH_TAGS {
+        let agrees = if !strategy.contains("merge") {
+            true
+        } else if key.is_empty() {
+            SET_LISTS.contains(prop)
+        } else {
+            merge_keys_for(prop, &[json!({ *key: 1 })])
+                .and_then(|keys| keys.first())
+                .is_some_and(|k| k == key)
+        };
+        let Some(p) = schemas
+            .get_mut(*def)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|ps| ps.get_mut(*prop))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        if !agrees {
+            continue;
+        }
+        p.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+        if !key.is_empty() {
+            p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+        }
+    }
+}
+
 fn op(r: &ResourceDef, verb: &str, action: &str) -> Value {
     let mut params = vec![
         json!({"name": "dryRun", "in": "query", "schema": {"type": "string"}}),
@@ -115,6 +364,7 @@ fn build(group: &str, version: &str) -> Value {
     let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
     add_schemas(&mut gen, group);
     let mut schemas: Map<String, Value> = gen.take_definitions(true);
+    add_patch_extensions(&mut schemas);
     let mut paths = BTreeMap::new();
     for r in discovery::served(group, version) {
         if let Some(name) = schema_name_for(r) {

@@ -38,6 +38,8 @@ pub(crate) struct Req {
     pub content_type: String,
     pub user: User,
     pub user_agent: String,
+    /// `If-None-Match` (cached documents answer 304).
+    pub if_none_match: String,
 }
 
 impl Req {
@@ -61,6 +63,7 @@ impl Req {
             content_type: header(http::header::CONTENT_TYPE),
             user,
             user_agent: header(http::header::USER_AGENT),
+            if_none_match: header(http::header::IF_NONE_MATCH),
         }
     }
     pub fn q(&self, k: &str) -> Option<&str> {

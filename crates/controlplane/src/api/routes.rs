@@ -28,6 +28,8 @@ pub(crate) enum Document<'a> {
     Group(&'a str),
     /// `/api/v1`, `/apis/GROUP/VERSION`.
     Resources { group: &'a str, version: &'a str },
+    /// `/openapi/v2` (JSON or protobuf by Accept).
+    OpenApiV2,
     /// `/openapi/v3`.
     OpenApiIndex,
     /// `/openapi/v3/PATH`.
@@ -144,6 +146,7 @@ pub(crate) fn resolve<'a>(method: &Method, segs: &[&'a str], watch: bool) -> Rou
             group: g,
             version: v,
         }),
+        ["openapi", "v2"] => Route::Document(Document::OpenApiV2),
         ["openapi", "v3"] => Route::Document(Document::OpenApiIndex),
         ["openapi", "v3", rest @ ..] => Route::Document(Document::OpenApi(rest.join("/"))),
         [".well-known", "openid-configuration"] if get => {
@@ -272,6 +275,7 @@ mod tests {
                     version: "v1",
                 }),
             ),
+            ("GET", "/openapi/v2", d(Document::OpenApiV2)),
             ("GET", "/openapi/v3", d(Document::OpenApiIndex)),
             (
                 "GET",

@@ -5,10 +5,10 @@
 use crate::api::discovery;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::request::Req;
-use crate::api::response::{full, json_response, Body};
+use crate::api::response::{bytes_body, full, json_response, Body};
 use crate::api::routes::{Document, Public};
 use crate::api::server::ApiServer;
-use crate::api::{openapi, satoken};
+use crate::api::{openapi, openapi_v2, satoken};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -51,6 +51,7 @@ impl ApiServer {
             Document::Resources { group, version } => ok(
                 discovery::resource_list(group, version).ok_or_else(ApiError::path_not_found)?
             ),
+            Document::OpenApiV2 => Ok(openapi_v2_response(r)),
             Document::OpenApiIndex => ok(openapi::index()),
             Document::OpenApi(p) => {
                 let (bytes, _) = openapi::documents()
@@ -64,6 +65,42 @@ impl ApiServer {
             Document::Jwks => ok(self.signer.jwks()),
         }
     }
+}
+
+/// `/openapi/v2` as kube-openapi serves it: the form by Accept (406 when
+/// neither is acceptable), `Vary: Accept`, one ETag for both forms, 304 for
+/// a matching `If-None-Match`.
+fn openapi_v2_response(r: &Req) -> Response<Body> {
+    let Some(format) = openapi_v2::negotiate(&r.accept) else {
+        return full(StatusCode::NOT_ACCEPTABLE, TEXT, Vec::new());
+    };
+    let doc = openapi_v2::document();
+    let mut resp = if openapi_v2::not_modified(&r.if_none_match, &doc.etag) {
+        let mut resp = Response::new(bytes_body(Vec::new()));
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        resp
+    } else {
+        let bytes: &'static [u8] = match format {
+            openapi_v2::Format::Json => &doc.json,
+            openapi_v2::Format::Protobuf => &doc.protobuf,
+        };
+        let mut resp = Response::new(bytes_body(bytes::Bytes::from_static(bytes)));
+        if let Ok(v) = http::HeaderValue::from_str(format.content_type()) {
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+        resp
+    };
+    let h = resp.headers_mut();
+    h.insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+    for (name, value) in [
+        (http::header::ETAG, format!("\"{}\"", doc.etag)),
+        (http::header::LAST_MODIFIED, doc.last_modified.clone()),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
 }
 
 fn version_info() -> Value {
