@@ -5,11 +5,13 @@
 //! validating and applying with strategic merge by merge key, beside the
 //! current kubectl.
 
+// `common` re-exports helpers this suite does not use.
+#[allow(unused_imports)]
 mod common;
 
 use common::*;
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const PROTOBUF_ACCEPT: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
@@ -435,8 +437,8 @@ fn kubectl_1_20() -> Option<PathBuf> {
         .filter(|p| p.is_file())
 }
 
-async fn old_kubectl(c: &Cluster, bin: &PathBuf, args: &[&str], stdin: Option<&str>) -> Output {
-    let bin = bin.clone();
+async fn old_kubectl(c: &Cluster, bin: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let bin = bin.to_path_buf();
     let kc = c.handle.admin_kubeconfig().to_path_buf();
     let home = c.dir.path().join("home-1.20");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -675,6 +677,16 @@ async fn kubectl_1_20_validates_and_applies_with_merge_keys() {
     }
     let gone = c.kubectl(&["get", "cm,deploy", "bad", "-n", ns]).await;
     assert!(!gone.status.success(), "nothing created");
+
+    // A kind whose manifests carry no metadata validates (upstream requires
+    // `metadata` only of Events) and is created.
+    let review = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"not-a-token"}}"#;
+    let out = old_kubectl(&c, &bin, &["create", "-o", "json", "-f", "-"], Some(review)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "TokenReview: {stdout}\n{stderr}");
+    let review: Value = serde_json::from_str(&stdout).expect("TokenReview JSON");
+    assert_eq!(review["status"]["authenticated"], Value::Null, "{review}");
+    assert_eq!(review["kind"], "TokenReview");
 
     // 5. The current kubectl (OpenAPI v3) still applies, merging by name too.
     let again = changed.replace("nginx:1.25", "nginx:1.26");

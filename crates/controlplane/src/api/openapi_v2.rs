@@ -130,6 +130,10 @@ pub fn not_modified(if_none_match: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).trim_matches('"') == etag)
 }
 
+/// Definitions whose `metadata` upstream requires (`json:"metadata"`
+/// without `omitempty` in k8s.io/api).
+const METADATA_REQUIRED: &[&str] = &["io.k8s.api.core.v1.Event", "io.k8s.api.events.v1.Event"];
+
 /// The Swagger 2.0 document as JSON.
 pub fn build() -> Value {
     let mut gen = schemars::generate::SchemaSettings::draft07()
@@ -144,8 +148,21 @@ pub fn build() -> Value {
         openapi::add_schemas(&mut gen, g);
     }
     let mut defs = gen.take_definitions(true);
-    for d in defs.values_mut() {
+    for (name, d) in defs.iter_mut() {
         to_v2_schema(d);
+        // k8s-openapi lists `metadata` as required in every top-level kind
+        // (its Rust field is not optional); upstream only where the Go field
+        // lacks `omitempty` (the two Events). kubectl ≤ 1.26 validates
+        // `required` client-side, so a manifest without metadata (a
+        // TokenReview) would be refused.
+        if !METADATA_REQUIRED.contains(&name.as_str()) {
+            if let Some(Value::Array(req)) = d.get_mut("required") {
+                req.retain(|r| r != "metadata");
+                if req.is_empty() {
+                    d.as_object_mut().map(|o| o.remove("required"));
+                }
+            }
+        }
     }
     openapi::add_patch_extensions(&mut defs);
     let mut paths = Map::new();
@@ -687,6 +704,15 @@ mod tests {
         assert_eq!(
             containers["items"]["$ref"],
             "#/definitions/io.k8s.api.core.v1.Container"
+        );
+        assert!(deploy.get("required").is_none(), "{:?}", deploy["required"]);
+        assert_eq!(
+            defs["io.k8s.api.authentication.v1.TokenReview"]["required"],
+            json!(["spec"])
+        );
+        assert_eq!(
+            defs["io.k8s.api.core.v1.Event"]["required"],
+            json!(["involvedObject", "metadata"])
         );
         let ios = &defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
         assert_eq!(
