@@ -429,6 +429,25 @@ impl Syncer {
             .unwrap_or(false)
     }
 
+    /// Runs `task` for the claimed pod `u`: `u` is free again once it ends, and the sync loop
+    /// is woken at once when the task returns true (its outcome is worth syncing now).
+    fn spawn_released(
+        &self,
+        u: String,
+        task: impl std::future::Future<Output = bool> + Send + 'static,
+    ) {
+        let (busy, wake) = (self.busy.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            let wake_now = task.await;
+            if let Ok(mut b) = busy.lock() {
+                b.remove(&u);
+            }
+            if wake_now {
+                wake.notify_one();
+            }
+        });
+    }
+
     fn is_busy(&self, uid: &str) -> bool {
         self.busy.lock().map(|b| b.contains(uid)).unwrap_or(true)
     }
@@ -448,17 +467,12 @@ impl Syncer {
         if !self.claim(&u) {
             return;
         }
-        let (rt, client, busy, wake) = (
-            self.rt.clone(),
-            self.client.clone(),
-            self.busy.clone(),
-            self.wake.clone(),
-        );
+        let (rt, client) = (self.rt.clone(), self.client.clone());
         let (prep, records) = (self.prep.clone(), self.records.clone());
         let node = self.cfg.node_name.clone();
         let host_ip = self.cfg.node_ip.clone();
         let v = self.cfg.verbosity;
-        tokio::spawn(async move {
+        self.spawn_released(u.clone(), async move {
             // Preparing → Pulling: volumes and env from the API, or a back-off.
             let preparing = Preparing::new(pod.clone());
             let pulling = match prep.prepare(&preparing.pod).await {
@@ -475,10 +489,7 @@ impl Syncer {
                         write,
                     )
                     .await;
-                    if let Ok(mut b) = busy.lock() {
-                        b.remove(&uid(&pod));
-                    }
-                    return;
+                    return false;
                 }
             };
             if let Ok(mut m) = records.lock() {
@@ -509,10 +520,7 @@ impl Syncer {
                     let Gone = Terminating { entries: old }.stop(&rt2, |_| {});
                 })
                 .await;
-                if let Ok(mut b) = busy.lock() {
-                    b.remove(&uid(&pod));
-                }
-                return;
+                return false;
             };
             let rt_poll = rt.clone();
             let source = Source::Api {
@@ -540,10 +548,7 @@ impl Syncer {
                     "kubelet: pod {namespace}/{name}: start task failed: {e}"
                 )),
             }
-            if let Ok(mut b) = busy.lock() {
-                b.remove(&uid(&pod));
-            }
-            wake.notify_one();
+            true
         });
     }
 
@@ -555,15 +560,10 @@ impl Syncer {
         if !self.claim(&u) {
             return;
         }
-        let (rt, client, busy, wake) = (
-            self.rt.clone(),
-            self.client.clone(),
-            self.busy.clone(),
-            self.wake.clone(),
-        );
+        let (rt, client) = (self.rt.clone(), self.client.clone());
         let node = self.cfg.node_name.clone();
         let host_ip = self.cfg.node_ip.clone();
-        tokio::spawn(async move {
+        self.spawn_released(u.clone(), async move {
             let (ns, name) = key(&pod);
             log(&format!("kubelet: pod {ns}/{name}: {DEADLINE_MESSAGE}"));
             events::record(&client, &node, &pod, "Normal", DEADLINE, DEADLINE_MESSAGE).await;
@@ -604,10 +604,7 @@ impl Syncer {
                     "kubelet: failed to update status of {ns}/{name}: {e}"
                 ));
             }
-            if let Ok(mut b) = busy.lock() {
-                b.remove(&u);
-            }
-            wake.notify_one();
+            true
         });
     }
 
@@ -617,14 +614,9 @@ impl Syncer {
         if !self.claim(&u) {
             return;
         }
-        let (rt, client, busy, wake) = (
-            self.rt.clone(),
-            self.client.clone(),
-            self.busy.clone(),
-            self.wake.clone(),
-        );
+        let (rt, client) = (self.rt.clone(), self.client.clone());
         let node = self.cfg.node_name.clone();
-        tokio::spawn(async move {
+        self.spawn_released(u.clone(), async move {
             if let Some(pod) = &pod {
                 if entries.iter().any(|e| e.alive) {
                     let names: Vec<String> = pod
@@ -667,10 +659,7 @@ impl Syncer {
                     Err(e) => log(&format!("kubelet: failed to delete pod {ns}/{name}: {e}")),
                 }
             }
-            if let Ok(mut b) = busy.lock() {
-                b.remove(&u);
-            }
-            wake.notify_one();
+            true
         });
     }
 
@@ -692,15 +681,11 @@ impl Syncer {
         if let Ok(mut m) = self.records.lock() {
             m.entry(u.clone()).or_default().refreshed = Some(Instant::now());
         }
-        let (client, busy, prep, records) = (
-            self.client.clone(),
-            self.busy.clone(),
-            self.prep.clone(),
-            self.records.clone(),
-        );
+        let (client, prep, records) =
+            (self.client.clone(), self.prep.clone(), self.records.clone());
         let node = self.cfg.node_name.clone();
         let pod = pod.clone();
-        tokio::spawn(async move {
+        self.spawn_released(u, async move {
             if let Err(Blocked::Mount(failed)) = prep.refresh(&pod).await {
                 for (_, msg) in failed {
                     record_once(
@@ -716,9 +701,7 @@ impl Syncer {
                     .await;
                 }
             }
-            if let Ok(mut b) = busy.lock() {
-                b.remove(&u);
-            }
+            false
         });
     }
 
