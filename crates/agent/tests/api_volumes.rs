@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -31,42 +31,7 @@ impl Cluster {
     /// stop the control plane (printing the agent's log if `f` failed).
     fn run(mut self, f: impl FnOnce(&Cluster)) {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self)));
-        let pods = self.pods();
-        self.rt.block_on(async {
-            if let Ok(l) = pods.list(&ListParams::default()).await {
-                for p in l.items {
-                    if let Some(n) = p.metadata.name {
-                        let _ = pods.delete(&n, &DeleteParams::default()).await;
-                    }
-                }
-            }
-        });
-        let cleaned =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.node.wait_no_pods(60)));
-        if r.is_err() || cleaned.is_err() {
-            eprintln!("agent log:\n{}", self.node.agent_log());
-        }
-        self.stop_control_plane();
-        if let Err(e) = r {
-            std::panic::resume_unwind(e);
-        }
-        assert!(cleaned.is_ok(), "pods left on the node");
-    }
-
-    fn create<K>(&self, obj: serde_json::Value) -> K
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + k8s_openapi::serde::de::DeserializeOwned
-            + k8s_openapi::serde::Serialize
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        let o: K = serde_json::from_value(obj).expect("object");
-        let api: Api<K> = Api::namespaced(self.admin.clone(), "default");
-        self.rt
-            .block_on(api.create(&PostParams::default(), &o))
-            .expect("create")
+        self.finish(r);
     }
 
     /// Wait for pod `name`'s container `c` to be running, then for its log to contain `want`.
@@ -179,12 +144,12 @@ fn api_volumes_and_env_reach_the_container() {
     let c = Cluster::start_with_sync("vol");
     let (_bridge, _subnet) = c.node.bridge_net("0.4.0");
     c.run(|c| {
-        let _: ConfigMap = c.create(serde_json::json!({
+        let _: ConfigMap = c.create_json(serde_json::json!({
             "metadata": {"name": "app-config"},
             "data": {"a": "alpha", "b": "beta"}
         }));
         // `$` in a value must reach the container as written (no `$(VAR)` expansion).
-        let _: Secret = c.create(secret(
+        let _: Secret = c.create_json(secret(
             "app-secret",
             &[("user", "admin"), ("pass", "p$$(HOSTNAME)w")],
         ));
@@ -206,7 +171,7 @@ while true; do
   sleep 1
 done
 "#;
-        let _: Pod = c.create(serde_json::json!({
+        let _: Pod = c.create_json(serde_json::json!({
             "metadata": {"name": "show", "labels": {"app": "show", "tier": "back end"}},
             "spec": {
                 "nodeName": c.node_name,
@@ -361,7 +326,7 @@ fn missing_objects_block_pods_until_they_exist() {
             serde_json::json!({"metadata": {"name": name}, "spec": spec})
         };
         // A configMap volume whose ConfigMap does not exist yet.
-        let _: Pod = c.create(pod(
+        let _: Pod = c.create_json(pod(
             "late",
             serde_json::json!({
                 "volumes": [{"name": "conf", "configMap": {"name": "late-config"}}],
@@ -371,10 +336,10 @@ fn missing_objects_block_pods_until_they_exist() {
             }),
         ));
         // An env key missing from an existing ConfigMap.
-        let _: ConfigMap = c.create(serde_json::json!({
+        let _: ConfigMap = c.create_json(serde_json::json!({
             "metadata": {"name": "env-config"}, "data": {"y": "1"}
         }));
-        let _: Pod = c.create(pod(
+        let _: Pod = c.create_json(pod(
             "envfail",
             serde_json::json!({
                 "containers": [{"name": "c", "image": busybox,
@@ -386,7 +351,7 @@ fn missing_objects_block_pods_until_they_exist() {
             }),
         ));
         // A service account token, from the TokenRequest API: a JWT (three dot-separated parts).
-        let _: Pod = c.create(pod(
+        let _: Pod = c.create_json(pod(
             "tok",
             serde_json::json!({
                 "volumes": [{"name": "token", "projected": {"sources": [
@@ -462,7 +427,7 @@ fn missing_objects_block_pods_until_they_exist() {
         );
 
         // Once the objects exist, the pods start.
-        let _: ConfigMap = c.create(serde_json::json!({
+        let _: ConfigMap = c.create_json(serde_json::json!({
             "metadata": {"name": "late-config"}, "data": {"k": "v1"}
         }));
         let cms: Api<ConfigMap> = Api::namespaced(c.admin.clone(), "default");

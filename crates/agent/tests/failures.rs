@@ -24,8 +24,8 @@ fn with_cluster(prefix: &str, f: impl FnOnce(&ClusterNode)) {
     }
     // Every workload and pod deleted through the API, so the agent stops what it runs.
     cn.rt.block_on(async {
-        let deps: Api<Deployment> = Api::namespaced(cn.admin.clone(), "default");
-        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let deps: Api<Deployment> = cn.api();
+        let pods: Api<Pod> = cn.api();
         let dp = DeleteParams::default();
         for d in deps
             .list(&ListParams::default())
@@ -88,6 +88,14 @@ fn waiting(p: &Pod) -> Option<(String, String)> {
     Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
 }
 
+/// Creates the pod `v` (JSON) through `pods`.
+async fn create_pod(pods: &Api<Pod>, v: serde_json::Value) -> Pod {
+    let pod: Pod = serde_json::from_value(v).expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create")
+}
+
 fn phase(p: &Pod) -> String {
     p.status
         .as_ref()
@@ -137,25 +145,24 @@ fn unpullable_image_backs_off_and_runs_once_pushed() {
             cn.node.registry.addr,
             std::process::id()
         );
-        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
-        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let pods: Api<Pod> = cn.api();
+        let events: Api<Event> = cn.api();
         let (pods, events) = (&pods, &events);
         cn.rt.block_on(async {
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "later"},
-                "spec": {
-                    "nodeName": cn.node_name,
-                    "hostNetwork": true,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "c", "image": image,
-                                    "command": ["sleep", "1000"]}]
-                }
-            }))
-            .expect("pod");
-            let created = pods
-                .create(&PostParams::default(), &pod)
-                .await
-                .expect("create");
+            let created = create_pod(
+                pods,
+                serde_json::json!({
+                    "metadata": {"name": "later"},
+                    "spec": {
+                        "nodeName": cn.node_name,
+                        "hostNetwork": true,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "c", "image": image,
+                                        "command": ["sleep", "1000"]}]
+                    }
+                }),
+            )
+            .await;
             let uid = created.metadata.uid.expect("uid");
             // ErrImagePull (the pull's error) and then ImagePullBackOff, Pending and not ready
             // all along.
@@ -228,9 +235,9 @@ fn deployment_keeps_its_replicas(
 ) {
     with_cluster(prefix, |cn| {
         let pod_spec = pod_spec(cn);
-        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
-        let deps: Api<Deployment> = Api::namespaced(cn.admin.clone(), "default");
-        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let pods: Api<Pod> = cn.api();
+        let deps: Api<Deployment> = cn.api();
+        let events: Api<Event> = cn.api();
         let (pods, events) = (&pods, &events);
         cn.rt.block_on(async {
             let d: Deployment = serde_json::from_value(serde_json::json!({
@@ -353,26 +360,26 @@ fn unsupported_volume_type_stays_pending_with_failed_mount() {
         return;
     }
     with_cluster("fv", |cn| {
-        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
-        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let pods: Api<Pod> = cn.api();
+        let events: Api<Event> = cn.api();
         let (pods, events) = (&pods, &events);
         cn.rt.block_on(async {
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "nfsuser"},
-                "spec": {
-                    "nodeName": cn.node_name,
-                    "hostNetwork": true,
-                    "containers": [{"name": "c", "image": cn.node.busybox,
-                                    "command": ["sleep", "1000"],
-                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                    "volumes": [{"name": "data",
-                                 "nfs": {"server": "127.0.0.1", "path": "/exports"}}]
-                }
-            }))
-            .expect("pod");
-            pods.create(&PostParams::default(), &pod)
-                .await
-                .expect("create");
+            create_pod(
+                pods,
+                serde_json::json!({
+                    "metadata": {"name": "nfsuser"},
+                    "spec": {
+                        "nodeName": cn.node_name,
+                        "hostNetwork": true,
+                        "containers": [{"name": "c", "image": cn.node.busybox,
+                                        "command": ["sleep", "1000"],
+                                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                        "volumes": [{"name": "data",
+                                     "nfs": {"server": "127.0.0.1", "path": "/exports"}}]
+                    }
+                }),
+            )
+            .await;
             // FailedMount naming the volume and its type, retried (its count goes up), the pod
             // Pending all along.
             let deadline = Instant::now() + Duration::from_secs(90);
@@ -408,23 +415,23 @@ fn never_restarted_failing_container_makes_the_pod_failed() {
         return;
     }
     with_cluster("fn", |cn| {
-        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
+        let pods: Api<Pod> = cn.api();
         let pods = &pods;
         cn.rt.block_on(async {
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "once"},
-                "spec": {
-                    "nodeName": cn.node_name,
-                    "hostNetwork": true,
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "c", "image": cn.node.busybox,
-                                    "command": ["sh", "-c", "exit 3"]}]
-                }
-            }))
-            .expect("pod");
-            pods.create(&PostParams::default(), &pod)
-                .await
-                .expect("create");
+            create_pod(
+                pods,
+                serde_json::json!({
+                    "metadata": {"name": "once"},
+                    "spec": {
+                        "nodeName": cn.node_name,
+                        "hostNetwork": true,
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": cn.node.busybox,
+                                        "command": ["sh", "-c", "exit 3"]}]
+                    }
+                }),
+            )
+            .await;
             let p = eventually("pod Failed", Duration::from_secs(90), || async move {
                 let p = pods.get_opt("once").await.ok().flatten()?;
                 (phase(&p) == "Failed").then_some(p)
@@ -449,25 +456,25 @@ fn active_deadline_stops_the_pod_and_fails_it() {
         return;
     }
     with_cluster("fa", |cn| {
-        let pods: Api<Pod> = Api::namespaced(cn.admin.clone(), "default");
-        let events: Api<Event> = Api::namespaced(cn.admin.clone(), "default");
+        let pods: Api<Pod> = cn.api();
+        let events: Api<Event> = cn.api();
         let (pods, events) = (&pods, &events);
         cn.rt.block_on(async {
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "deadline"},
-                "spec": {
-                    "nodeName": cn.node_name,
-                    "hostNetwork": true,
-                    "activeDeadlineSeconds": 8,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "c", "image": cn.node.busybox,
-                                    "command": ["sleep", "1000"]}]
-                }
-            }))
-            .expect("pod");
-            pods.create(&PostParams::default(), &pod)
-                .await
-                .expect("create");
+            create_pod(
+                pods,
+                serde_json::json!({
+                    "metadata": {"name": "deadline"},
+                    "spec": {
+                        "nodeName": cn.node_name,
+                        "hostNetwork": true,
+                        "activeDeadlineSeconds": 8,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "c", "image": cn.node.busybox,
+                                        "command": ["sleep", "1000"]}]
+                    }
+                }),
+            )
+            .await;
             eventually("pod Running", Duration::from_secs(60), || async move {
                 let p = pods.get_opt("deadline").await.ok().flatten()?;
                 (phase(&p) == "Running").then_some(())

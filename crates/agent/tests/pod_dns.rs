@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, ListParams, LogParams};
 use std::time::{Duration, Instant};
 
 const CLUSTER_DNS: &str = "10.96.0.10";
@@ -21,6 +21,14 @@ const NODE_RESOLV: &str = "# the node's resolver\nnameserver 192.0.2.53\nnameser
 struct Cluster {
     c: ClusterNode,
     _dir: tempfile::TempDir,
+}
+
+/// The kit's [`ClusterNode`] methods (`api`, `create_json`) on this file's cluster.
+impl std::ops::Deref for Cluster {
+    type Target = ClusterNode;
+    fn deref(&self) -> &ClusterNode {
+        &self.c
+    }
 }
 
 impl Cluster {
@@ -48,62 +56,11 @@ impl Cluster {
         Cluster { c, _dir: dir }
     }
 
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.c.admin.clone(), "default")
-    }
-
     /// Run `f`; whatever happens, delete every pod and wait until the node has none left, then
     /// stop the control plane (printing the agent's log if `f` failed).
     fn run(mut self, f: impl FnOnce(&Cluster)) {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self)));
-        let pods: Api<Pod> = self.api();
-        self.c.rt.block_on(async {
-            if let Ok(l) = pods.list(&ListParams::default()).await {
-                for p in l.items {
-                    if let Some(n) = p.metadata.name {
-                        let _ = pods.delete(&n, &DeleteParams::default()).await;
-                    }
-                }
-            }
-        });
-        for f in std::fs::read_dir(&self.c.node.manifests)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_file(f.path());
-        }
-        let cleaned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.c.node.wait_no_pods(60)
-        }));
-        if r.is_err() || cleaned.is_err() {
-            eprintln!("agent log:\n{}", self.c.node.agent_log());
-        }
-        self.c.stop_control_plane();
-        if let Err(e) = r {
-            std::panic::resume_unwind(e);
-        }
-        assert!(cleaned.is_ok(), "pods left on the node");
-    }
-
-    fn create<K>(&self, obj: serde_json::Value) -> K
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + k8s_openapi::serde::de::DeserializeOwned
-            + k8s_openapi::serde::Serialize
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        let o: K = serde_json::from_value(obj).expect("object");
-        self.c
-            .rt
-            .block_on(self.api::<K>().create(&PostParams::default(), &o))
-            .expect("create")
+        self.c.finish(r);
     }
 
     /// A pod whose one container prints its resolv.conf, hosts, hostname and environment
@@ -120,7 +77,7 @@ impl Cluster {
         if let Some(o) = spec.as_object_mut() {
             o.remove("env");
         }
-        self.create(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
+        self.create_json(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
     }
 
     /// What pod `name` printed (waiting until it printed everything).
@@ -207,13 +164,13 @@ fn pods_see_resolv_conf_hosts_hostname_and_service_variables_as_on_kubelet() {
     let (_bridge, _subnet) = c.c.node.bridge_net("0.4.0");
     c.run(|c| {
         // Services exist before the pods: their variables are injected.
-        let web: Service = c.create(serde_json::json!({
+        let web: Service = c.create_json(serde_json::json!({
             "metadata": {"name": "web-front"},
             "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080},
                                {"name": "metrics", "port": 9090, "protocol": "TCP"}]}
         }));
         let web_ip = web.spec.and_then(|s| s.cluster_ip).expect("web clusterIP");
-        let _: Service = c.create(serde_json::json!({
+        let _: Service = c.create_json(serde_json::json!({
             "metadata": {"name": "headless"},
             "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
         }));

@@ -122,6 +122,65 @@ impl ClusterNode {
             self.rt.block_on(cp.shutdown());
         }
     }
+
+    /// `K`'s API in namespace default, as the admin.
+    pub fn api<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        kube::Api::namespaced(self.admin.clone(), "default")
+    }
+
+    /// Creates `obj` (JSON of a namespaced kind) in namespace default, as the admin.
+    pub fn create_json<K>(&self, obj: serde_json::Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + k8s_openapi::serde::de::DeserializeOwned
+            + k8s_openapi::serde::Serialize
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let o: K = serde_json::from_value(obj).expect("object");
+        self.rt
+            .block_on(self.api::<K>().create(&Default::default(), &o))
+            .expect("create")
+    }
+
+    /// The end of a test whose body ended with `r`: whatever happened, delete every pod of
+    /// namespace default and every static pod manifest and wait until the node has no pods left,
+    /// then stop the control plane (printing the agent's log if anything failed); the body's
+    /// panic, or pods left on the node, fail the test.
+    pub fn finish(&mut self, r: std::thread::Result<()>) {
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = self.api();
+        self.rt.block_on(async {
+            if let Ok(l) = pods.list(&Default::default()).await {
+                for p in l.items {
+                    if let Some(n) = p.metadata.name {
+                        let _ = pods.delete(&n, &Default::default()).await;
+                    }
+                }
+            }
+        });
+        for f in std::fs::read_dir(&self.node.manifests)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(f.path());
+        }
+        let cleaned =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.node.wait_no_pods(60)));
+        if r.is_err() || cleaned.is_err() {
+            eprintln!("agent log:\n{}", self.node.agent_log());
+        }
+        self.stop_control_plane();
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
+        assert!(cleaned.is_ok(), "pods left on the node");
+    }
 }
 
 pub struct Node {
