@@ -140,24 +140,35 @@ async fn bind_all(
 ) -> Result<Vec<(UdpSocket, TcpListener, SocketAddr)>, DnsError> {
     let mut out = Vec::new();
     for addr in listen {
+        out.push(bind_one(*addr).await?);
+    }
+    Ok(out)
+}
+
+/// UDP and TCP on one address. Port 0: TCP takes the port UDP got, so one address serves both,
+/// as on :53; when another program holds that port for TCP, another port is picked.
+async fn bind_one(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
+    let mut attempts = if addr.port() == 0 { 16 } else { 1 };
+    loop {
         let udp_err = |source| DnsError::Bind {
             proto: "udp",
-            addr: *addr,
+            addr,
             source,
         };
         let udp = UdpSocket::bind(addr).await.map_err(udp_err)?;
         let bound = udp.local_addr().map_err(udp_err)?;
-        // Port 0: TCP takes the port UDP got, so one address serves both, as on :53.
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "tcp",
-                addr: bound,
-                source,
-            })?;
-        out.push((udp, tcp, bound));
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts > 1 => attempts -= 1,
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    proto: "tcp",
+                    addr: bound,
+                    source,
+                })
+            }
+        }
     }
-    Ok(out)
 }
 
 impl DnsServer {
