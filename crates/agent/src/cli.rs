@@ -115,7 +115,6 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         kubeconfig: args.kubeconfig.clone(),
         node_name: cfg.node_name.clone(),
         node_ip: args.node_ip.clone(),
-        verbosity: args.verbosity,
     };
     // Refuse at once (not later, in the kubelet port's thread) a key readable by others.
     crate::kubelet::server::check_key_files(&scfg)?;
@@ -147,7 +146,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         api_rt,
     )?;
     let node_name = rt.cfg.node_name.clone();
-    let mut agent = Agent::new(rt, args.verbosity);
+    let mut agent = Agent::new(rt);
     let adopted = agent.adopt();
     let mut pod_store = None;
     if let Some(kubeconfig) = &args.kubeconfig {
@@ -158,7 +157,6 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             node_ip: args.node_ip.clone(),
             pod_cidr: args.pod_cidr.clone(),
             heartbeat: Duration::from_secs(args.node_status_update_frequency.max(1)),
-            verbosity: args.verbosity,
             kubelet_port: args.kubelet_port,
             sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),
             services: Some(node_services_config(&args, &node_name)?),

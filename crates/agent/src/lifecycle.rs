@@ -45,7 +45,6 @@
 //!
 //! May import: the runtime (`rktup_runtime`), `log`. Nothing from `sync` or `kubelet`.
 
-use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::image::{ensure_image_reporting, EnsureError, PullPolicy, Reference};
 use rktup_runtime::pod::{PodState, RestartPolicy};
@@ -53,6 +52,7 @@ use rktup_runtime::runtime::{PodEntry, Runtime, RuntimeError};
 use rktup_runtime::util::now_secs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// How long the agent waits before trying a pod again, and how that grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,11 +301,11 @@ impl Starting {
 
     /// Stop the old runtime pods, then run the pod (blocking: the runtime pulls and plans
     /// synchronously). A refusal is the runtime's; the caller backs off (`restart_due`).
-    pub fn start(self, rt: &Runtime, verbosity: u8) -> Result<Running, RuntimeError> {
+    pub fn start(self, rt: &Runtime) -> Result<Running, RuntimeError> {
         let Starting { pod, source, old } = self;
         let Gone = Terminating { entries: old }.stop(rt, |e| {
             if matches!(source, Source::File { .. }) {
-                replacing(verbosity, e);
+                replacing(e);
             }
         });
         let r = match &source {
@@ -313,23 +313,22 @@ impl Starting {
             Source::Api { .. } => rt.run_pod(&pod, None, ""),
         };
         match (&r, &source) {
-            (Ok(e), Source::File { path, .. }) if verbosity >= 2 => log(&format!(
+            (Ok(e), Source::File { path, .. }) => info!(
                 "started pod k8s_{} ({}/{}) from {}",
                 e.plan.uuid,
                 e.plan.namespace,
                 e.plan.name,
                 path.display()
-            )),
-            (Ok(e), Source::Api { namespace, name }) if verbosity >= 2 => log(&format!(
+            ),
+            (Ok(e), Source::Api { namespace, name }) => info!(
                 "kubelet: started pod k8s_{} for {namespace}/{name}",
                 e.plan.uuid
-            )),
-            (Ok(_), _) => {}
+            ),
             (Err(e), Source::File { path, .. }) => {
-                log(&format!("pod from {} refused: {e}", path.display()))
+                warn!("pod from {} refused: {e}", path.display())
             }
             (Err(e), Source::Api { namespace, name }) => {
-                log(&format!("kubelet: pod {namespace}/{name} refused: {e}"))
+                warn!("kubelet: pod {namespace}/{name} refused: {e}")
             }
         }
         r.map(|entry| Running { entry })
@@ -353,11 +352,9 @@ pub fn never_ran(e: &PodEntry) -> bool {
         .all(|c| c.started_at.is_none() && c.state == "waiting")
 }
 
-/// The log line of an old runtime pod stopped for its replacement (verbosity 2).
-pub fn replacing(verbosity: u8, e: &PodEntry) {
-    if verbosity >= 2 {
-        log(&format!("replacing pod k8s_{}: stopping it", e.plan.uuid));
-    }
+/// The log line of an old runtime pod stopped for its replacement.
+pub fn replacing(e: &PodEntry) {
+    info!("replacing pod k8s_{}: stopping it", e.plan.uuid);
 }
 
 impl Running {
@@ -414,7 +411,7 @@ impl Terminating {
         for e in &self.entries {
             before(e);
             if let Err(e2) = rt.remove(e) {
-                log(&format!("failed to remove pod k8s_{}: {e2}", e.plan.uuid));
+                warn!("failed to remove pod k8s_{}: {e2}", e.plan.uuid);
             }
         }
         Gone

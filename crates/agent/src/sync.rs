@@ -46,7 +46,6 @@ pub fn read_manifests(dir: &Path) -> Vec<Manifest> {
 
 pub struct Agent {
     pub rt: Arc<Runtime>,
-    pub verbosity: u8,
     reported: BTreeSet<String>,
     /// Pods being stopped in the background (their manifest is gone); a long grace period does
     /// not hold up the next sync rounds.
@@ -57,10 +56,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(rt: Runtime, verbosity: u8) -> Agent {
+    pub fn new(rt: Runtime) -> Agent {
         Agent {
             rt: Arc::new(rt),
-            verbosity,
             reported: BTreeSet::new(),
             removing: Arc::default(),
             refused: BTreeMap::new(),
@@ -162,7 +160,6 @@ impl Agent {
                 orphans.extend(pods);
             }
         }
-        let verbosity = self.verbosity;
         for p in orphans {
             if let Ok(mut r) = self.removing.lock() {
                 r.insert(p.plan.uuid.clone());
@@ -195,11 +192,10 @@ impl Agent {
                                 m.hash.clone(),
                                 old,
                             );
-                            let _ = starting.start(rt, verbosity);
+                            let _ = starting.start(rt);
                         }
                         _ => {
-                            let Gone =
-                                Terminating { entries: old }.stop(rt, |p| replacing(verbosity, p));
+                            let Gone = Terminating { entries: old }.stop(rt, replacing);
                         }
                     }
                 });

@@ -87,6 +87,15 @@ fn assert_always(s: &Seen) {
 
 fn assert_rkt_detail(s: &Seen) {
     assert_always(s);
+    // The agent's side: what it asked of the runtime.
+    let spawned = " TRACE agent: stage1 supervisor pid ";
+    assert!(
+        s.agent
+            .lines()
+            .any(|l| l.contains(spawned) && l.contains(&format!("pod={}", s.uuid))),
+        "{}",
+        s.agent
+    );
     for step in [
         "preparing pod",
         "infra pid",

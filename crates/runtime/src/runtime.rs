@@ -330,6 +330,17 @@ impl Runtime {
         write_status(&dir, &st)?;
         self.spawn_supervisor(&dir)?;
         let status = self.wait_for_supervisor(&dir, Duration::from_secs(5))?;
+        // The agent's side of the seed's "rkt detail" (--v 4): what it asked of the runtime; the
+        // supervisor's own steps are in its stage1.log.
+        tracing::trace!(
+            pod = %plan.uuid,
+            "stage1 supervisor pid {} runs {}/{} ({:?}); its log: {}",
+            status.supervisor_pid,
+            plan.namespace,
+            plan.name,
+            plan.stage1,
+            dir.join("stage1.log").display()
+        );
         Ok(PodEntry {
             dir,
             plan,
@@ -459,6 +470,11 @@ impl Runtime {
         }
         let st = &st;
         if util::process_alive(st.supervisor_pid, st.supervisor_start) {
+            tracing::trace!(
+                pod = %entry.plan.uuid,
+                "SIGTERM to stage1 supervisor pid {}",
+                st.supervisor_pid
+            );
             crate::stage1::sys::kill(st.supervisor_pid, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(entry.plan.grace_seconds + 20);
             while util::process_alive(st.supervisor_pid, st.supervisor_start)
@@ -468,6 +484,11 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if util::process_alive(st.supervisor_pid, st.supervisor_start) {
+                tracing::trace!(
+                    pod = %entry.plan.uuid,
+                    "stage1 supervisor pid {} still there: SIGKILL",
+                    st.supervisor_pid
+                );
                 crate::stage1::sys::kill(st.supervisor_pid, libc::SIGKILL);
                 std::thread::sleep(Duration::from_millis(50));
                 reap_children();
@@ -476,6 +497,7 @@ impl Runtime {
         let st = read_status(&entry.dir)?;
         if st.state != PodState::Exited && st.state != PodState::Refused {
             // The supervisor died without tearing down: do it here.
+            tracing::trace!(pod = %entry.plan.uuid, "supervisor gone: tearing the pod down here");
             crate::stage1::cleanup_pod(&entry.dir, &entry.plan, st.infra_pid, None);
             let mut st = st;
             st.state = PodState::Exited;
@@ -513,8 +535,14 @@ impl Runtime {
             }
             !util::process_alive(pid, start)
         };
+        tracing::trace!(
+            pod = %entry.plan.uuid,
+            container = name,
+            "SIGTERM to pid {pid} (grace {grace:?})"
+        );
         crate::stage1::sys::kill(pid, libc::SIGTERM);
         if !wait_gone(Instant::now() + grace) {
+            tracing::trace!(pod = %entry.plan.uuid, container = name, "grace over: SIGKILL");
             crate::stage1::sys::kill(pid, libc::SIGKILL);
             for p in cgroup.pids() {
                 crate::stage1::sys::kill(p, libc::SIGKILL);
@@ -527,6 +555,7 @@ impl Runtime {
     /// Stop (if needed) and delete a pod's directory.
     pub fn remove(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
         self.stop(entry)?;
+        tracing::trace!(pod = %entry.plan.uuid, "removing {}", entry.dir.display());
         crate::stage1::cleanup_pod(&entry.dir, &entry.plan, None, None);
         std::fs::remove_dir_all(&entry.dir).map_err(|source| RuntimeError::Io {
             action: "remove",

@@ -415,6 +415,9 @@ fn start_controlplane(
                 format!("{}:{}", rec.gateway(), rec.api_port),
                 "--service-cluster-ip-range".into(),
                 local.settings.service_cluster_ip_range.to_string(),
+                // The cluster's LOG_LEVEL (flag > env > file), as the agents get it.
+                "--v".into(),
+                local.settings.log_level.to_string(),
                 // LoadBalancer Services get host-reachable addresses (routed through the nodes).
                 "--load-balancer-ip-range".into(),
                 rec.load_balancer_pool().to_string(),

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tracing::warn;
 
 /// Services always injected from the `default` namespace, whatever `enableServiceLinks` says
 /// (kubelet's `masterServices`): in-cluster clients find the API server by them.
@@ -48,7 +49,7 @@ impl Services {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
                 if let Err(e) = ev {
-                    crate::log::log(&format!("kubelet: service watch: {e}"));
+                    warn!("kubelet: service watch: {e}");
                 }
             }
         });
@@ -213,9 +214,7 @@ async fn node_event(client: &kube::Client, node: &str, reason: &str, message: &s
     };
     let api: Api<Event> = Api::namespaced(client.clone(), "default");
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
-        crate::log::log(&format!(
-            "kubelet: failed to record event {reason} on node {node}: {e}"
-        ));
+        warn!("kubelet: failed to record event {reason} on node {node}: {e}");
     }
 }
 

@@ -61,7 +61,6 @@ pub struct KubeletConfig {
     pub pod_cidr: Option<String>,
     /// Lease renewal and node status period (kubelet: 10 s).
     pub heartbeat: Duration,
-    pub verbosity: u8,
     /// The kubelet port advertised in status.daemonEndpoints (0: none served).
     pub kubelet_port: u16,
     /// How often running pods' configMap/secret/downwardAPI/projected volumes are brought up to

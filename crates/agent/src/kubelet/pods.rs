@@ -25,7 +25,6 @@ use super::{events, mirror, probes, status, KubeletConfig, KubeletError};
 use crate::lifecycle::{
     Backoff, BackoffPolicy, Gone, Preparing, PullFailure, Pulled, Running, Source, Terminating,
 };
-use crate::log::log;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -36,6 +35,7 @@ use rktup_runtime::runtime::{PodEntry, Runtime, RuntimeError};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
@@ -135,7 +135,7 @@ async fn report_blocked(
     let waiting = match b {
         Blocked::Mount(failed) => {
             for (_, msg) in failed {
-                log(&format!("kubelet: pod {ns}/{name}: {msg}"));
+                warn!("kubelet: pod {ns}/{name}: {msg}");
                 record_once(
                     client,
                     node,
@@ -151,10 +151,10 @@ async fn report_blocked(
             None
         }
         Blocked::Config(e) => {
-            log(&format!(
+            warn!(
                 "kubelet: pod {ns}/{name} container {}: {}",
                 e.container, e.message
-            ));
+            );
             let fp = if e.init {
                 format!("spec.initContainers{{{}}}", e.container)
             } else {
@@ -221,9 +221,7 @@ async fn write_blocked(
             }
         }
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => log(&format!(
-            "kubelet: failed to update status of {ns}/{name}: {e}"
-        )),
+        Err(e) => warn!("kubelet: failed to update status of {ns}/{name}: {e}"),
     }
 }
 
@@ -337,12 +335,12 @@ async fn pull_images(
             }
             Err(f) => {
                 let (ns, name) = key(pod);
-                log(&format!(
+                warn!(
                     "kubelet: pod {ns}/{name} container {}: {} ({})",
                     p.container,
                     f.reason(),
                     f
-                ));
+                );
                 let (ev_reason, ev_msg) = match &f {
                     PullFailure::ErrImagePull(e) => (
                         "Failed",
@@ -471,7 +469,6 @@ impl Syncer {
         let (prep, records) = (self.prep.clone(), self.records.clone());
         let node = self.cfg.node_name.clone();
         let host_ip = self.cfg.node_ip.clone();
-        let v = self.cfg.verbosity;
         self.spawn_released(u.clone(), async move {
             // Preparing → Pulling: volumes and env from the API, or a back-off.
             let preparing = Preparing::new(pod.clone());
@@ -529,7 +526,7 @@ impl Syncer {
             };
             let starting = pulling.pulled(source, old);
             // Starting → Running, or refused (retried after `BackoffPolicy::REFUSED`).
-            let r = tokio::task::spawn_blocking(move || starting.start(&rt, v)).await;
+            let r = tokio::task::spawn_blocking(move || starting.start(&rt)).await;
             match r {
                 Ok(Ok(Running { entry: e })) => {
                     // The supervisor brings the containers up after run_pod returns: sync again
@@ -544,9 +541,7 @@ impl Syncer {
                     )
                     .await;
                 }
-                Err(e) => log(&format!(
-                    "kubelet: pod {namespace}/{name}: start task failed: {e}"
-                )),
+                Err(e) => warn!("kubelet: pod {namespace}/{name}: start task failed: {e}"),
             }
             true
         });
@@ -565,13 +560,13 @@ impl Syncer {
         let host_ip = self.cfg.node_ip.clone();
         self.spawn_released(u.clone(), async move {
             let (ns, name) = key(&pod);
-            log(&format!("kubelet: pod {ns}/{name}: {DEADLINE_MESSAGE}"));
+            info!("kubelet: pod {ns}/{name}: {DEADLINE_MESSAGE}");
             events::record(&client, &node, &pod, "Normal", DEADLINE, DEADLINE_MESSAGE).await;
             let (rt2, u2) = (rt.clone(), u.clone());
             let last = tokio::task::spawn_blocking(move || {
                 for e in &entries {
                     if let Err(err) = rt2.stop(e) {
-                        log(&format!("failed to stop pod k8s_{}: {err}", e.plan.uuid));
+                        warn!("failed to stop pod k8s_{}: {err}", e.plan.uuid);
                     }
                 }
                 rt2.list()
@@ -600,9 +595,7 @@ impl Syncer {
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                log(&format!(
-                    "kubelet: failed to update status of {ns}/{name}: {e}"
-                ));
+                warn!("kubelet: failed to update status of {ns}/{name}: {e}");
             }
             true
         });
@@ -656,7 +649,7 @@ impl Syncer {
                 match api.delete(&name, &dp).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                    Err(e) => log(&format!("kubelet: failed to delete pod {ns}/{name}: {e}")),
+                    Err(e) => warn!("kubelet: failed to delete pod {ns}/{name}: {e}"),
                 }
             }
             true
@@ -729,9 +722,7 @@ impl Syncer {
                 self.reported.status.insert(u.clone(), fp);
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(err) => log(&format!(
-                "kubelet: failed to update status of {ns}/{name}: {err}"
-            )),
+            Err(err) => warn!("kubelet: failed to update status of {ns}/{name}: {err}"),
         }
         for c in &e.status.containers {
             if c.state == "running"
@@ -820,10 +811,10 @@ impl Syncer {
                     match api.create(&PostParams::default(), &pod).await {
                         Ok(_) => {}
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
-                        Err(err) => log(&format!(
+                        Err(err) => warn!(
                             "kubelet: failed to create mirror pod {}/{}: {err}",
                             k.0, k.1
-                        )),
+                        ),
                     }
                 }
             }
@@ -910,7 +901,7 @@ impl Syncer {
             }
             let due = running.restart_due().filter(|_| self.retry_ready(&u));
             if let Some(why) = due {
-                log(&format!("kubelet: {why}"));
+                info!("kubelet: {why}");
                 if running.needs_backoff() {
                     if let Ok(mut m) = self.records.lock() {
                         m.entry(u.clone())
@@ -960,7 +951,7 @@ pub async fn run(
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             if let Err(e) = ev {
-                log(&format!("kubelet: pod watch: {e}"));
+                warn!("kubelet: pod watch: {e}");
             }
             w2.notify_one();
         }

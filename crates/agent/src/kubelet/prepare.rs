@@ -9,13 +9,13 @@ use super::dns::{self, Services};
 use super::downward::NodeInfo;
 use super::objects::{request_token, Objects, Refs};
 use super::volumes::{self, Tokens};
-use crate::log::log;
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::api_volume_dir;
 use rktup_runtime::manifest::dns::NodeDns;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use tracing::{info, warn};
 
 /// Why a pod is not handed to the runtime yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,12 +190,12 @@ impl Preparer {
             match r {
                 Ok(changed) => {
                     if changed && refresh {
-                        log(&format!(
+                        info!(
                             "kubelet: updated volume {:?} of pod {}/{}",
                             v.name,
                             pod.metadata.namespace.as_deref().unwrap_or_default(),
                             pod.metadata.name.as_deref().unwrap_or_default()
-                        ));
+                        );
                     }
                 }
                 Err(e) => failed.push((
@@ -278,9 +278,7 @@ impl Preparer {
                         m.retain(|k, _| k.0 != u);
                     }
                 }
-                Err(err) => log(&format!(
-                    "kubelet: failed to remove volumes of pod {u}: {err}"
-                )),
+                Err(err) => warn!("kubelet: failed to remove volumes of pod {u}: {err}"),
             }
         }
     }

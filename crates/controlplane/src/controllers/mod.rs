@@ -299,7 +299,7 @@ async fn run(
             // A panicking pass must not take the controller down.
             let res = tokio::task::spawn_blocking(move || pass(&core, &settings)).await;
             if res.is_err() {
-                eprintln!("controller {name}: pass panicked");
+                tracing::error!("controller {name}: pass panicked");
             }
         }
         let tick = tokio::time::sleep(resync);

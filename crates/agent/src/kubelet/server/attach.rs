@@ -15,7 +15,6 @@ use super::context::{locate, text, Body, Context};
 use super::exec::{accept, final_status, session, spdy_session, transport, ExecOptions};
 use super::exec::{Input, Streams, Transport, STDERR, STDOUT, V5};
 use super::spdy;
-use crate::log::log;
 use bytes::Bytes;
 use hyper::{Request, Response, StatusCode};
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -25,6 +24,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, warn};
 
 /// The attach query (exec's names, no command).
 fn options(query: Option<&str>) -> Result<ExecOptions, String> {
@@ -101,12 +101,10 @@ pub async fn attach<B: Send + 'static>(
         Ok(Err((status, m))) => return text(status, m),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    if ctx.verbosity >= 4 {
-        log(&format!(
-            "kubelet server: attach to {ns}/{pod}/{container} run {run} (k8s_{})",
-            entry.plan.uuid
-        ));
-    }
+    debug!(
+        "kubelet server: attach to {ns}/{pod}/{container} run {run} (k8s_{})",
+        entry.plan.uuid
+    );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rt = ctx.rt.clone();
     let t2 = transport.clone();
@@ -114,7 +112,7 @@ pub async fn attach<B: Send + 'static>(
         let io = match on_upgrade.await {
             Ok(up) => hyper_util::rt::TokioIo::new(up),
             Err(e) => {
-                log(&format!("kubelet server: attach upgrade: {e}"));
+                warn!("kubelet server: attach upgrade: {e}");
                 return;
             }
         };

@@ -17,7 +17,6 @@ pub struct Context {
     /// The kubelet half's pod store (None without --kubeconfig: static pods only).
     pub pods: Option<Store<Pod>>,
     pub node_name: String,
-    pub verbosity: u8,
 }
 
 pub type Body = BoxBody<Bytes, Infallible>;

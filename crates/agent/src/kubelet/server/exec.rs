@@ -17,7 +17,6 @@ use super::context::{locate, text, Body, Context};
 use super::spdy;
 use super::upgrade::{spdy_accept, websocket_accept, Upgrade};
 use crate::kubelet::enter::{enter_command, read_error_pipe};
-use crate::log::log;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
@@ -30,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, warn};
 
 pub(super) const V5: &str = "v5.channel.k8s.io";
 pub(super) const V4: &str = "v4.channel.k8s.io";
@@ -122,23 +122,20 @@ pub async fn exec<B: Send + 'static>(
         Ok(Err((status, m))) => return text(status, m),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    if ctx.verbosity >= 4 {
-        log(&format!(
-            "kubelet server: exec in {ns}/{pod}/{container} (k8s_{}): {:?}{}",
-            entry.plan.uuid,
-            opts.command,
-            if opts.tty { " with a TTY" } else { "" }
-        ));
-    }
+    debug!(
+        "kubelet server: exec in {ns}/{pod}/{container} (k8s_{}): {:?}{}",
+        entry.plan.uuid,
+        opts.command,
+        if opts.tty { " with a TTY" } else { "" }
+    );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rt = ctx.rt.clone();
-    let verbosity = ctx.verbosity;
     let spdy = transport == Transport::Spdy;
     tokio::spawn(async move {
         let io = match on_upgrade.await {
             Ok(up) => hyper_util::rt::TokioIo::new(up),
             Err(e) => {
-                log(&format!("kubelet server: exec upgrade: {e}"));
+                warn!("kubelet server: exec upgrade: {e}");
                 return;
             }
         };
@@ -153,11 +150,7 @@ pub async fn exec<B: Send + 'static>(
             .await
         };
         if let Err(e) = ended {
-            if verbosity >= 4 {
-                log(&format!(
-                    "kubelet server: exec in {ns}/{pod}/{container}: {e}"
-                ));
-            }
+            debug!("kubelet server: exec in {ns}/{pod}/{container}: {e}");
         }
     });
     accept(&transport, protocol)

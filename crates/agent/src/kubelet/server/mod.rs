@@ -33,7 +33,6 @@ pub use tls::{
     check_key_files, check_private, client_cas, serving_cert, tls_config, ServerConfig, ServerError,
 };
 
-use crate::log::log;
 use bytes::Bytes;
 use container_logs::{LogOptions, QueryError};
 use context::{locate, text, Body};
@@ -47,6 +46,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{debug, error, info, warn};
 
 /// Serve connections from `listener` until the task is dropped.
 pub async fn serve(
@@ -59,7 +59,7 @@ pub async fn serve(
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                log(&format!("kubelet server: accept: {e}"));
+                warn!("kubelet server: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -72,9 +72,7 @@ pub async fn serve(
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        if ctx.verbosity >= 4 {
-                            log(&format!("kubelet server: TLS handshake with {peer}: {e}"));
-                        }
+                        debug!("kubelet server: TLS handshake with {peer}: {e}");
                         return;
                     }
                     Err(_) => return,
@@ -225,24 +223,19 @@ async fn container_logs(
     let r = match resolved {
         Ok(r) => r,
         Err((status, msg)) => {
-            if ctx.verbosity >= 4 {
-                log(&format!("kubelet server: logs of {ns}/{pod}: {msg}"));
-            }
+            debug!("kubelet server: logs of {ns}/{pod}: {msg}");
             return text(status, msg);
         }
     };
-    if ctx.verbosity >= 4 {
-        log(&format!(
-            "kubelet server: logs of {ns}/{pod}/{} run {} (k8s_{}){}",
-            r.container,
-            r.run,
-            r.entry.plan.uuid,
-            if opts.follow { ", following" } else { "" }
-        ));
-    }
+    debug!(
+        "kubelet server: logs of {ns}/{pod}/{} run {} (k8s_{}){}",
+        r.container,
+        r.run,
+        r.entry.plan.uuid,
+        if opts.follow { ", following" } else { "" }
+    );
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let rt = ctx.rt.clone();
-    let verbosity = ctx.verbosity;
     tokio::task::spawn_blocking(move || {
         let alive = || !tx.is_closed();
         let mut out = |b: &[u8]| tx.blocking_send(Bytes::copy_from_slice(b)).is_ok();
@@ -257,15 +250,15 @@ async fn container_logs(
             &mut out,
         );
         if let Err(e) = res {
-            log(&format!(
+            warn!(
                 "kubelet server: reading the log of {ns}/{pod}/{}: {e}",
                 r.container
-            ));
-        } else if verbosity >= 4 && opts.follow {
-            log(&format!(
+            );
+        } else if opts.follow {
+            debug!(
                 "kubelet server: stopped following {ns}/{pod}/{}",
                 r.container
-            ));
+            );
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -303,9 +296,7 @@ pub fn spawn(
             {
                 Ok(r) => r,
                 Err(e) => {
-                    log(&format!(
-                        "kubelet server: failed to start the async runtime: {e}"
-                    ));
+                    error!("kubelet server: failed to start the async runtime: {e}");
                     return;
                 }
             };
@@ -319,23 +310,22 @@ pub fn spawn(
                 let tls = match setup.await {
                     Ok(t) => t,
                     Err(e) => {
-                        log(&format!("kubelet server: not serving {addr}: {e}"));
+                        error!("kubelet server: not serving {addr}: {e}");
                         return;
                     }
                 };
                 let listener = match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => l,
                     Err(e) => {
-                        log(&format!("kubelet server: failed to listen on {addr}: {e}"));
+                        error!("kubelet server: failed to listen on {addr}: {e}");
                         return;
                     }
                 };
-                log(&format!("kubelet server: serving https on {addr}"));
+                info!("kubelet server: serving https on {addr}");
                 let ctx = Arc::new(Context {
                     rt,
                     pods,
                     node_name: cfg.node_name.clone(),
-                    verbosity: cfg.verbosity,
                 });
                 let stop = async {
                     while !term.load(Ordering::SeqCst) {

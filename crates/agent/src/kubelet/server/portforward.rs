@@ -19,7 +19,6 @@
 use super::context::{locate_pod, text, Body, Context};
 use super::spdy::{self, Stream};
 use super::upgrade::{spdy_accept, websocket_accept, Upgrade};
-use crate::log::log;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
@@ -33,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, warn};
 
 /// The SPDY protocol of port-forward.
 pub const PROTOCOL: &str = "portforward.k8s.io";
@@ -100,7 +100,6 @@ fn query_ports(query: Option<&str>) -> Result<Vec<u16>, String> {
 struct Target {
     rt: Arc<Runtime>,
     entry: PodEntry,
-    verbosity: u8,
 }
 
 impl Target {
@@ -256,16 +255,13 @@ pub async fn portforward<B: Send + 'static>(
         Ok(Err((status, m))) => return text(status, m),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    if ctx.verbosity >= 4 {
-        log(&format!(
-            "kubelet server: port-forward to {ns}/{pod} (k8s_{}) over {mode:?}",
-            entry.plan.uuid
-        ));
-    }
+    debug!(
+        "kubelet server: port-forward to {ns}/{pod} (k8s_{}) over {mode:?}",
+        entry.plan.uuid
+    );
     let target = Arc::new(Target {
         rt: ctx.rt.clone(),
         entry,
-        verbosity: ctx.verbosity,
     });
     let on_upgrade = hyper::upgrade::on(&mut req);
     let m2 = mode.clone();
@@ -273,7 +269,7 @@ pub async fn portforward<B: Send + 'static>(
         let io = match on_upgrade.await {
             Ok(up) => hyper_util::rt::TokioIo::new(up),
             Err(e) => {
-                log(&format!("kubelet server: port-forward upgrade: {e}"));
+                warn!("kubelet server: port-forward upgrade: {e}");
                 return;
             }
         };
@@ -289,9 +285,7 @@ pub async fn portforward<B: Send + 'static>(
                 channel_session(ws, target, ports).await
             }
         }
-        if ctx.verbosity >= 4 {
-            log(&format!("kubelet server: port-forward to {ns}/{pod} ended"));
-        }
+        debug!("kubelet server: port-forward to {ns}/{pod} ended");
     });
     match (&up, mode) {
         (Upgrade::WebSocket { key, .. }, _) => websocket_accept(key, &protocol),
@@ -336,11 +330,9 @@ async fn spdy_session(mut conn: spdy::Connection, target: Arc<Target>) {
             "data" if slot.data.is_none() => slot.data = Some(s),
             "error" if slot.error.is_none() => slot.error = Some(s),
             _ => {
-                if target.verbosity >= 4 {
-                    log(&format!(
+                debug!(
                         "kubelet server: port-forward: unexpected stream {kind:?} for request {request}"
-                    ));
-                }
+                    );
                 s.writer.reset().await;
                 continue;
             }
@@ -408,9 +400,7 @@ async fn forward_pair(target: Arc<Target>, mut data: Stream, error: Stream) {
         Ok(t) => t,
         Err(e) => {
             let msg = target.error(port, &e);
-            if target.verbosity >= 4 {
-                log(&format!("kubelet server: {msg}"));
-            }
+            debug!("kubelet server: {msg}");
             error.writer.write(msg.as_bytes()).await;
             error.writer.close().await;
             data.writer.close().await;

@@ -24,7 +24,6 @@ pub struct ServerConfig {
     pub kubeconfig: Option<PathBuf>,
     pub node_name: String,
     pub node_ip: Option<String>,
-    pub verbosity: u8,
 }
 
 impl ServerConfig {
