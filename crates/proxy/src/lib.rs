@@ -74,14 +74,10 @@ impl ServiceProxy {
         }
         if let Ok(mut prog) = self.task.await {
             if let Err(e) = prog.remove() {
-                log(&format!("removing table: {e}"));
+                tracing::warn!("proxy: removing table: {e}");
             }
         }
     }
-}
-
-fn log(msg: &str) {
-    eprintln!("proxy: {msg}");
 }
 
 /// Deletes `table` in the calling thread's network namespace (no error if it is absent).
@@ -117,7 +113,7 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             if let Err(e) = ev {
-                log(&format!("watch: {e}"));
+                tracing::warn!("proxy: watch: {e}");
             }
             wake.notify_one();
         }
@@ -207,8 +203,10 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                     // kernel time at 10,000 endpoints (BENCHMARKS.md)
                     match prog.verify() {
                         Ok(true) => continue,
-                        Ok(false) => log("table differs from what was programmed; replacing it"),
-                        Err(e) => log(&format!("checking the table: {e}")),
+                        Ok(false) => {
+                            tracing::warn!("proxy: table differs from what was programmed; replacing it")
+                        }
+                        Err(e) => tracing::warn!("proxy: checking the table: {e}"),
                     }
                 }
             }
@@ -220,12 +218,12 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
                     let gone = last_udp.0.difference(&udp_eps).copied().collect();
                     let served = udp_served.difference(&last_udp.1).copied().collect();
                     if let Err(e) = nft::conntrack::flush_udp(&gone, &served) {
-                        log(&format!("clearing stale UDP conntrack entries: {e}"));
+                        tracing::warn!("proxy: clearing stale UDP conntrack entries: {e}");
                     }
                     last_udp = (udp_eps, udp_served);
                 }
                 Err(e) => {
-                    log(&format!("sync: {e}; retrying"));
+                    tracing::warn!("proxy: sync: {e}; retrying");
                     tokio::time::sleep(RETRY).await;
                     wake.notify_one();
                 }

@@ -765,9 +765,11 @@ fn create_slice(
     let mut ctx = WriteCtx::controller(meta.manager);
     let r = rd("discovery.k8s.io", "endpointslices");
     if let Err(e) = core.create(r, Some(&meta.namespace), slice, &mut ctx) {
-        eprintln!(
+        tracing::warn!(
             "{}: creating a slice in {}: {}",
-            meta.manager, meta.namespace, e.message
+            meta.manager,
+            meta.namespace,
+            e.message
         );
     }
 }
@@ -820,7 +822,7 @@ fn update_slice(core: &Core, meta: &SliceMeta, s: &Value, ports: &[Value], eps: 
         },
     );
     if let Err(e) = res {
-        eprintln!(
+        tracing::warn!(
             "{}: updating slice {}: {}",
             meta.manager,
             meta_str(s, "name"),

@@ -257,7 +257,7 @@ pub(crate) fn ensure_kube_dns(core: &Core, s: &Settings) {
     let mut ctx = WriteCtx::controller("kube-apiserver");
     if let Err(e) = core.create(r, Some("kube-system"), svc, &mut ctx) {
         if e.reason != "AlreadyExists" {
-            eprintln!("kube-dns service on {ip}: {}", e.message);
+            tracing::warn!("kube-dns service on {ip}: {}", e.message);
         }
     }
 }
