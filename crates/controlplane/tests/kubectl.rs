@@ -525,6 +525,72 @@ async fn jobs_complete_and_daemonsets_cover_nodes() {
     wait_pod_images(&c, "daemon pods updated", "app=agent", "agent:2", 2).await;
 }
 
+/// A daemon pod that turns Failed is deleted and replaced, after a back-off per node that grows
+/// with each failure (upstream's failedPodsBackoff): failing it again and again never piles up
+/// pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_daemon_pods_are_replaced_after_a_back_off() {
+    let c = start().await;
+    let _n1 = fake_node(&c, "f1", 10250).await;
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: flaky}\nspec:\n  selector: {matchLabels: {app: flaky}}\n  template:\n    metadata: {labels: {app: flaky}}\n    spec:\n      containers: [{name: c, image: flaky:1}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], ds).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        // The one live pod (a new one after each failure).
+        let pod = eventually(
+            &format!("a live flaky pod (round {round})"),
+            Duration::from_secs(30),
+            || async {
+                let out = c
+                    .ok(&[
+                        "get",
+                        "po",
+                        "-l",
+                        "app=flaky",
+                        "-o",
+                        "jsonpath={range .items[*]}{.metadata.name} {.status.phase}{\"\\n\"}{end}",
+                    ])
+                    .await;
+                let live: Vec<String> = out
+                    .lines()
+                    .filter(|l| !l.ends_with(" Failed"))
+                    .filter_map(|l| l.split_whitespace().next().map(String::from))
+                    .filter(|n| !seen.contains(n))
+                    .collect();
+                (live.len() == 1).then(|| live[0].clone())
+            },
+        )
+        .await;
+        seen.insert(pod.clone());
+        // As its node would report a container that failed for good.
+        c.ok(&[
+            "patch",
+            "pod",
+            &pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Failed"}}"#,
+        ])
+        .await;
+        // The failed pod goes (deleted by the controller), never kept beside its successor.
+        eventually(
+            &format!("failed pod {pod} deleted"),
+            Duration::from_secs(30),
+            || async {
+                let out = c.ok(&["get", "po", "-l", "app=flaky", "-o", "name"]).await;
+                (!out.contains(&pod)).then_some(())
+            },
+        )
+        .await;
+        let pods = c.ok(&["get", "po", "-l", "app=flaky", "-o", "name"]).await;
+        assert!(
+            pods.lines().count() <= 1,
+            "at most one pod on the node: {pods}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edit_and_foreground_delete() {
     let c = start().await;

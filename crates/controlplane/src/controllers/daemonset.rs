@@ -10,16 +10,64 @@
 //! The current template's revision has the highest `revision`, its hash is
 //! the pods' `controller-revision-hash`, and old revisions no pod uses are
 //! pruned to `spec.revisionHistoryLimit`.
+//!
+//! A pod of the DaemonSet that turned Failed on a node is deleted and replaced, after a back-off
+//! per DaemonSet and node that doubles with each failure (upstream's failedPodsBackoff), so a node
+//! that fails every pod never makes a storm.
 
 use super::{
     controller_uid, create_pod_from_template, deleting, i64_at, list, owner_ref, pod_active,
-    pod_ready, rd, set_status, template_hash_with_collisions, uid, Settings,
+    pod_ready, rd, set_status, template_hash_with_collisions, uid, FailedPods, Settings,
 };
 use crate::api::objects::{meta_str, Core, DeleteOptions, WriteCtx};
 use crate::registry;
 use serde_json::{json, Value};
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Per DaemonSet uid and node: the failed-pod back-off.
+static FAILED: Mutex<Option<HashMap<(String, String), FailedPods>>> = Mutex::new(None);
+
+/// Whether replacing the DaemonSet's Failed pods on `node` must still wait; when it need not,
+/// those pods are deleted (upstream deletes a failed daemon pod, then creates its successor).
+fn failed_pods_hold(core: &Core, ds: &Value, node: &str, pods: &[Arc<Value>]) -> bool {
+    let failed: Vec<&Value> = pods
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| {
+            controller_uid(p) == Some(uid(ds))
+                && !deleting(p)
+                && p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                && p.pointer("/status/phase").and_then(Value::as_str) == Some("Failed")
+        })
+        .collect();
+    let hold = FAILED
+        .lock()
+        .map(|mut f| {
+            let e = f
+                .get_or_insert_with(HashMap::new)
+                .entry((uid(ds).to_string(), node.to_string()))
+                .or_default();
+            let hold = e.observe(failed.len(), Instant::now());
+            if !hold && !failed.is_empty() {
+                e.replaced();
+            }
+            hold
+        })
+        .unwrap_or(false);
+    if !hold {
+        for p in failed {
+            let _ = core.delete(
+                registry::pods(),
+                Some(meta_str(ds, "namespace")),
+                meta_str(p, "name"),
+                &DeleteOptions::default(),
+            );
+        }
+    }
+    hold
+}
 
 const MANAGER: &str = "daemonset-controller";
 /// The pod and revision label naming the revision (upstream's
@@ -245,7 +293,14 @@ fn cleanup_history(core: &Core, ds: &Value, mut old: Vec<Value>, pods: &[Arc<Val
 
 pub fn pass(core: &Core, _s: &Settings) {
     let nodes = list(core, "", "nodes", None);
-    for ds in list(core, "apps", "daemonsets", None) {
+    let daemonsets = list(core, "apps", "daemonsets", None);
+    // Forget DaemonSets that are gone.
+    if let Ok(mut f) = FAILED.lock() {
+        if let Some(m) = f.as_mut() {
+            m.retain(|(u, _), _| daemonsets.iter().any(|ds| uid(ds) == u));
+        }
+    }
+    for ds in daemonsets {
         if deleting(&ds) {
             continue;
         }
@@ -290,6 +345,9 @@ pub fn pass(core: &Core, _s: &Settings) {
         for node in &eligible {
             let here: Vec<&Value> = on(node);
             if here.is_empty() {
+                if failed_pods_hold(core, &ds, node, &pods) {
+                    continue;
+                }
                 create_pod_from_template(
                     core,
                     &ds,

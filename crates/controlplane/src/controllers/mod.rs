@@ -580,6 +580,38 @@ pub(crate) fn template_hash_with_collisions(template: &Value, collisions: Option
         .collect()
 }
 
+/// How many of a controller's pods (on one node, for a DaemonSet) were Failed at the last pass,
+/// and the back-off before they are replaced: each new failure doubles it (1 s up to 5 min), as
+/// upstream's DaemonSet controller's failed-pods back-off does, so a node that fails every pod it
+/// is given costs a pod per step, never a storm. The ReplicaSet controller uses it too.
+#[derive(Debug, Default, Clone)]
+pub(super) struct FailedPods {
+    seen: usize,
+    pub(super) delay: std::time::Duration,
+    hold_until: Option<std::time::Instant>,
+}
+
+const FAILED_BACKOFF_INITIAL: std::time::Duration = std::time::Duration::from_secs(1);
+const FAILED_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl FailedPods {
+    /// `failed` pods are Failed now: more than last time starts (or grows) the back-off.
+    /// Returns whether creating replacements must wait.
+    pub(super) fn observe(&mut self, failed: usize, now: std::time::Instant) -> bool {
+        if failed > self.seen {
+            self.delay = (self.delay * 2).clamp(FAILED_BACKOFF_INITIAL, FAILED_BACKOFF_MAX);
+            self.hold_until = Some(now + self.delay);
+        }
+        self.seen = failed;
+        self.hold_until.is_some_and(|t| now < t)
+    }
+
+    /// The Failed pods were deleted (a DaemonSet's way): the next one to fail is a new failure.
+    pub(super) fn replaced(&mut self) {
+        self.seen = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,5 +624,33 @@ mod tests {
         assert_eq!(int_or_percent(Some(&json!("25%")), 3, true), 1);
         assert_eq!(int_or_percent(Some(&json!("25%")), 3, false), 0);
         assert_eq!(int_or_percent(Some(&json!(2)), 3, false), 2);
+    }
+}
+
+#[cfg(test)]
+mod failed_pods_tests {
+    use super::{FailedPods, FAILED_BACKOFF_INITIAL};
+    use std::time::{Duration, Instant};
+
+    /// A DaemonSet deletes its failed pod before the successor fails: the successor's failure
+    /// still counts as new, so the back-off grows (1 s, 2 s, 4 s) instead of staying at 1 s.
+    #[test]
+    fn replaced_pods_failing_again_grow_the_back_off() {
+        let t = Instant::now();
+        let mut f = FailedPods::default();
+        assert!(f.observe(1, t), "the first failure holds");
+        assert!(
+            !f.observe(1, t + FAILED_BACKOFF_INITIAL),
+            "1 s later: replace"
+        );
+        f.replaced();
+        let t2 = t + Duration::from_secs(2);
+        assert!(f.observe(1, t2), "the successor failed: hold again");
+        assert_eq!(f.delay, Duration::from_secs(2));
+        assert!(
+            f.observe(1, t2 + Duration::from_secs(1)),
+            "still within 2 s"
+        );
+        assert!(!f.observe(1, t2 + Duration::from_secs(2)));
     }
 }

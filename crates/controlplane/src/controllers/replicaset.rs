@@ -15,7 +15,7 @@
 
 use super::{
     controller_uid, create_pod_from_template, deleting, i64_at, list, pod_active, pod_ready, rd,
-    record_event, set_status, uid, Settings,
+    record_event, set_status, uid, FailedPods, Settings,
 };
 use crate::api::objects::{meta_str, Core, DeleteOptions, WriteCtx};
 use crate::api::selector::LabelSelector;
@@ -48,32 +48,8 @@ pub(super) fn slow_start_batch(count: i64, mut f: impl FnMut() -> bool) -> i64 {
     successes
 }
 
-/// Per ReplicaSet (by uid): how many of its pods were Failed at the last
-/// pass, and the back-off before failed pods are replaced.
-#[derive(Debug, Default, Clone)]
-struct FailedPods {
-    seen: usize,
-    delay: Duration,
-    hold_until: Option<Instant>,
-}
-
-const FAILED_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-const FAILED_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
+/// Per ReplicaSet (by uid): its failed-pod back-off.
 static FAILED: Mutex<Option<HashMap<String, FailedPods>>> = Mutex::new(None);
-
-impl FailedPods {
-    /// `failed` pods are Failed now: more than last time starts (or grows)
-    /// the back-off. Returns whether creating replacements must wait.
-    fn observe(&mut self, failed: usize, now: Instant) -> bool {
-        if failed > self.seen {
-            self.delay = (self.delay * 2).clamp(FAILED_BACKOFF_INITIAL, FAILED_BACKOFF_MAX);
-            self.hold_until = Some(now + self.delay);
-        }
-        self.seen = failed;
-        self.hold_until.is_some_and(|t| now < t)
-    }
-}
 
 pub fn pass(core: &Core, _s: &Settings) {
     let rss = list(core, "apps", "replicasets", None);
@@ -297,8 +273,8 @@ mod tests {
             f.seen = 0;
             f.observe(1, t);
         }
-        assert_eq!(f.delay, FAILED_BACKOFF_MAX);
+        assert_eq!(f.delay, super::super::FAILED_BACKOFF_MAX);
         // Failed pods deleted: no new failure, the hold only runs out.
-        assert!(!f.observe(0, t + FAILED_BACKOFF_MAX));
+        assert!(!f.observe(0, t + super::super::FAILED_BACKOFF_MAX));
     }
 }
