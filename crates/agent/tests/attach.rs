@@ -11,8 +11,6 @@ use kube::api::{Api, AttachParams};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const OLD_KUBECTL: &str = "/opt/kubectl-1.20/usr/bin/kubectl";
-
 /// `kubectl attach ARGS` for at most `secs` seconds: (exit code, stdout, stderr).
 fn attach_for(
     kubectl: &Path,
@@ -85,18 +83,15 @@ fn ticks(text: &str) -> Vec<u32> {
 
 #[test]
 fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
+    let mut cluster = ClusterNode::start("at", &[]);
+    let (kc, cache) = (cluster.admin_kubeconfig(), cluster.kubectl_cache());
     let ClusterNode {
         rt,
-        cp,
         node,
         node_name,
         admin,
-        tmp,
         ..
-    } = ClusterNode::start("at", &[]);
-    let cp = cp.expect("control plane");
-    let kc = cp.admin_kubeconfig().to_path_buf();
-    let cache = tmp.path().join("kubectl-cache");
+    } = &cluster;
     let current = PathBuf::from(KUBECTL);
     let busybox = node.busybox.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -114,8 +109,8 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
             .expect("pod")
         };
         run_pod(
-            &rt,
-            &admin,
+            rt,
+            admin,
             &pod(
                 "ticker",
                 "i=0; while true; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.1; done",
@@ -143,8 +138,8 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
 
         // A run that ends ends the attach, with success.
         run_pod(
-            &rt,
-            &admin,
+            rt,
+            admin,
             &pod("once", "sleep 3; echo finishing-now; sleep 1", "Never"),
         );
         let (code, out, err) = attach_for(&current, &kc, &["once"], 30);
@@ -152,20 +147,12 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
         assert!(out.contains("finishing-now"), "{out}\n{err}");
 
         // kubectl 1.20: the same over SPDY.
-        let old = std::env::var_os("RKTUP_OLD_KUBECTL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(OLD_KUBECTL));
-        if old.exists() {
+        if let Some(old) = old_kubectl() {
             let (_, out, err) = attach_for(&old, &kc, &["ticker"], 3);
             assert!(ticks(&out).len() >= 3, "stdout: {out}\nstderr: {err}");
             assert!(err.contains("tock "), "{err}");
         } else {
-            rktup_testkit::can_run(
-                "kubectl 1.20 attach",
-                Some(&format!(
-                    "no kubectl 1.20 at {OLD_KUBECTL} (RKTUP_OLD_KUBECTL)"
-                )),
-            );
+            rktup_testkit::can_run("kubectl 1.20 attach", Some(&no_old_kubectl()));
         }
 
         // stdin: true: the supervisor holds the container's stdin; an attacher's input reaches
@@ -185,8 +172,8 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
             .expect("pod")
         };
         run_pod(
-            &rt,
-            &admin,
+            rt,
+            admin,
             &interactive(
                 "talker",
                 "while read l; do echo \"got: $l\"; done; echo stdin-ended",
@@ -202,8 +189,8 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
 
         // stdinOnce: the first attacher's end of input is the container's.
         run_pod(
-            &rt,
-            &admin,
+            rt,
+            admin,
             &interactive("once-in", "cat; echo stdin-ended", true, "Never"),
         );
         let (code, out, err) = attach_input(&current, &kc, &["-i", "once-in"], "abc\n", 30);
@@ -286,20 +273,7 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
             p.abort();
         });
     }));
-    if r.is_err() {
-        eprintln!("agent log:\n{}", node.agent_log());
-    }
-    rt.block_on(async {
-        let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-        for name in ["ticker", "once", "talker", "once-in", "runner"] {
-            let _ = pods.delete(name, &Default::default()).await;
-        }
-    });
-    node.wait_no_pods(60);
-    rt.block_on(cp.shutdown());
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
-    }
+    cluster.finish(r);
 }
 
 fn wait_for_sync<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {

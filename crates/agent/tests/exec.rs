@@ -6,23 +6,20 @@
 mod common;
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
 use std::process::{Command, Stdio};
 
 #[test]
 fn kubectl_exec_runs_commands_inside_containers() {
+    let mut cluster = ClusterNode::start("ex", &[]);
+    let (admin_kc, cache) = (cluster.admin_kubeconfig(), cluster.kubectl_cache());
     let ClusterNode {
         rt,
-        cp,
         node,
         node_name,
         admin,
         tmp,
         ..
-    } = ClusterNode::start("ex", &[]);
-    let cp = cp.expect("control plane");
-    let admin_kc = cp.admin_kubeconfig().to_path_buf();
-    let cache = tmp.path().join("kubectl-cache");
+    } = &cluster;
     let busybox = node.busybox.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let shell: Pod = serde_json::from_value(serde_json::json!({
@@ -40,7 +37,7 @@ fn kubectl_exec_runs_commands_inside_containers() {
             }
         }))
         .expect("pod");
-        run_pod(&rt, &admin, &shell);
+        run_pod(rt, admin, &shell);
         let k = |args: &[&str], input: Option<&str>| kubectl(&admin_kc, &cache, args, input);
         let sh_in_main = |script: &str| {
             k(
@@ -154,17 +151,5 @@ fn kubectl_exec_runs_commands_inside_containers() {
         assert_ne!(r.code, Some(0));
         assert!(r.stderr.contains("forbidden"), "{}", r.stderr);
     }));
-    if r.is_err() {
-        eprintln!("agent log:\n{}", node.agent_log());
-    }
-    // Delete the pod even after a failure: API pods outlive a test that does not.
-    rt.block_on(async {
-        let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-        let _ = pods.delete("shell", &Default::default()).await;
-    });
-    node.wait_no_pods(60);
-    rt.block_on(cp.shutdown());
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
-    }
+    cluster.finish(r);
 }

@@ -5,73 +5,23 @@
 mod common;
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-/// kubectl 1.20 (Debian bookworm's `kubernetes-client`, unpacked beside the current kubectl:
-/// `dpkg-deb -x kubernetes-client_*.deb /opt/kubectl-1.20`).
-const OLD_KUBECTL: &str = "/opt/kubectl-1.20/usr/bin/kubectl";
-
-fn old_kubectl() -> Option<PathBuf> {
-    let p = std::env::var_os("RKTUP_OLD_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(OLD_KUBECTL));
-    p.exists().then_some(p)
-}
-
-/// `kubectl ARGS` (the old one) with `input` on stdin, ended after 60 s.
-fn old(kubectl: &Path, kc: &Path, args: &[&str], input: Option<&str>) -> KubectlRun {
-    let mut child = Command::new("timeout")
-        .arg("60")
-        .arg(kubectl)
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl 1.20");
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl output");
-    KubectlRun {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 #[test]
 fn kubectl_1_20_execs_over_spdy() {
     let Some(kubectl) = old_kubectl() else {
-        rktup_testkit::can_run(
-            "kubectl_1_20_execs_over_spdy",
-            Some(&format!(
-                "no kubectl 1.20 at {OLD_KUBECTL} (RKTUP_OLD_KUBECTL)"
-            )),
-        );
+        rktup_testkit::can_run("kubectl_1_20_execs_over_spdy", Some(&no_old_kubectl()));
         return;
     };
+    let mut cluster = ClusterNode::start("xs", &[]);
+    let kc = cluster.admin_kubeconfig();
     let ClusterNode {
         rt,
-        cp,
         node,
         node_name,
         admin,
-        tmp: _tmp,
         ..
-    } = ClusterNode::start("xs", &[]);
-    let cp = cp.expect("control plane");
-    let kc = cp.admin_kubeconfig().to_path_buf();
+    } = &cluster;
     let busybox = node.busybox.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let shell: Pod = serde_json::from_value(serde_json::json!({
@@ -85,8 +35,8 @@ fn kubectl_1_20_execs_over_spdy() {
             }
         }))
         .expect("pod");
-        run_pod(&rt, &admin, &shell);
-        let k = |args: &[&str], input: Option<&str>| old(&kubectl, &kc, args, input);
+        run_pod(rt, admin, &shell);
+        let k = |args: &[&str], input: Option<&str>| run_kubectl(&kubectl, &kc, None, args, input);
 
         let r = k(
             &["exec", "spdy-shell", "--", "sh", "-c", "echo $GREETING"],
@@ -144,16 +94,5 @@ fn kubectl_1_20_execs_over_spdy() {
         assert_ne!(r.code, Some(0));
         assert!(r.stderr.contains("/no/such/thing"), "{}", r.stderr);
     }));
-    if r.is_err() {
-        eprintln!("agent log:\n{}", node.agent_log());
-    }
-    rt.block_on(async {
-        let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-        let _ = pods.delete("spdy-shell", &Default::default()).await;
-    });
-    node.wait_no_pods(60);
-    rt.block_on(cp.shutdown());
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
-    }
+    cluster.finish(r);
 }

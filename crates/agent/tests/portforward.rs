@@ -16,17 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// kubectl 1.20 (Debian bookworm's `kubernetes-client`, unpacked beside the current kubectl:
-/// `dpkg-deb -x kubernetes-client_*.deb DIR` gives DIR/usr/bin/kubectl).
-const OLD_KUBECTL: &str = "/opt/kubectl-1.20/usr/bin/kubectl";
-
-fn old_kubectl() -> Option<PathBuf> {
-    let p = std::env::var_os("RKTUP_OLD_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(OLD_KUBECTL));
-    p.exists().then_some(p)
-}
-
 /// A running `kubectl port-forward`; killed when dropped.
 struct Forward {
     child: Child,
@@ -143,18 +132,15 @@ fn mapping(local: u16, remote: u16) -> String {
 
 #[test]
 fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
+    let mut cluster = ClusterNode::start("pf", &[]);
+    let (kc, cache) = (cluster.admin_kubeconfig(), cluster.kubectl_cache());
     let ClusterNode {
         rt,
-        cp,
         node,
         node_name,
         admin,
-        tmp,
         ..
-    } = ClusterNode::start("pf", &[]);
-    let cp = cp.expect("control plane");
-    let kc = cp.admin_kubeconfig().to_path_buf();
-    let cache = tmp.path().join("kubectl-cache");
+    } = &cluster;
     let kubectl = PathBuf::from(KUBECTL);
     let busybox = node.busybox.clone();
     // The pod gets its own network namespace on a bridge (its port 80 is not the host's).
@@ -176,7 +162,7 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
             }
         }))
         .expect("pod");
-        run_pod(&rt, &admin, &web);
+        run_pod(rt, admin, &web);
         // Both servers listen (nc starts listening a moment after its process does).
         let (l80, l7) = (free_port(), free_port());
         let pf = Forward::start(
@@ -342,12 +328,7 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
                 drop(pf);
             }
             None => {
-                rktup_testkit::can_run(
-                    "kubectl 1.20 port-forward",
-                    Some(&format!(
-                        "no kubectl 1.20 at {OLD_KUBECTL} (RKTUP_OLD_KUBECTL)"
-                    )),
-                );
+                rktup_testkit::can_run("kubectl 1.20 port-forward", Some(&no_old_kubectl()));
             }
         }
 
@@ -416,22 +397,18 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
             pf.stderr()
         );
     }));
-    if r.is_err() {
-        eprintln!("agent log:\n{}", node.agent_log());
-    }
-    rt.block_on(async {
-        let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-        let _ = pods.delete("web", &Default::default()).await;
-        let svcs: Api<Service> = Api::namespaced(admin.clone(), "default");
-        let _ = svcs.delete("pf-web", &Default::default()).await;
-        let deploys: Api<Deployment> = Api::namespaced(admin.clone(), "default");
-        let _ = deploys.delete("pf-deploy", &Default::default()).await;
+    // The Deployment and Service go first: the Deployment would replace the pods finish deletes.
+    cluster.rt.block_on(async {
+        let _ = cluster
+            .api::<Service>()
+            .delete("pf-web", &Default::default())
+            .await;
+        let _ = cluster
+            .api::<Deployment>()
+            .delete("pf-deploy", &Default::default())
+            .await;
     });
-    node.wait_no_pods(60);
-    rt.block_on(cp.shutdown());
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
-    }
+    cluster.finish(r);
 }
 
 fn free_port() -> u16 {

@@ -123,6 +123,20 @@ impl ClusterNode {
         }
     }
 
+    /// The control plane's admin kubeconfig (for kubectl).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.cp
+            .as_ref()
+            .expect("control plane")
+            .admin_kubeconfig()
+            .to_path_buf()
+    }
+
+    /// A kubectl cache dir of this test's own.
+    pub fn kubectl_cache(&self) -> PathBuf {
+        self.tmp.path().join("kubectl-cache")
+    }
+
     /// `K`'s API in namespace default, as the admin.
     pub fn api<K>(&self) -> kube::Api<K>
     where
@@ -573,16 +587,49 @@ impl KubectlRun {
     }
 }
 
+/// kubectl 1.20 (Debian bookworm's `kubernetes-client`, unpacked beside the current kubectl:
+/// `dpkg-deb -x kubernetes-client_*.deb /opt/kubectl-1.20`): SPDY/3.1 over a POST upgrade, the
+/// protocol older clients still speak.
+pub const OLD_KUBECTL: &str = "/opt/kubectl-1.20/usr/bin/kubectl";
+
+/// kubectl 1.20 (`RKTUP_OLD_KUBECTL`, else [`OLD_KUBECTL`]), or None when it is not installed.
+pub fn old_kubectl() -> Option<PathBuf> {
+    let p = std::env::var_os("RKTUP_OLD_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(OLD_KUBECTL));
+    p.exists().then_some(p)
+}
+
+/// Why a kubectl 1.20 check cannot run (for [`rktup_testkit::can_run`]).
+pub fn no_old_kubectl() -> String {
+    format!("no kubectl 1.20 at {OLD_KUBECTL} (RKTUP_OLD_KUBECTL)")
+}
+
 /// `/usr/bin/kubectl` with this kubeconfig and cache, `input` on its stdin, ended after 60 s (so
 /// a `logs -f` or an exec that does not end fails instead of hanging).
 pub fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str], input: Option<&str>) -> KubectlRun {
+    run_kubectl(Path::new(KUBECTL), kubeconfig, Some(cache), args, input)
+}
+
+/// The kubectl at `program` with this kubeconfig (and cache dir, if given), `input` on its
+/// stdin, ended after 60 s.
+pub fn run_kubectl(
+    program: &Path,
+    kubeconfig: &Path,
+    cache: Option<&Path>,
+    args: &[&str],
+    input: Option<&str>,
+) -> KubectlRun {
     use std::io::Write;
-    let mut child = Command::new("timeout")
-        .args(["60", KUBECTL])
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg(program)
         .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache)
+        .arg(kubeconfig);
+    if let Some(cache) = cache {
+        cmd.arg("--cache-dir").arg(cache);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
