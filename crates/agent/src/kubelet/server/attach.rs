@@ -15,6 +15,7 @@ use super::context::{locate, text, Body, Context};
 use super::exec::{accept, final_status, session, spdy_session, transport, ExecOptions};
 use super::exec::{Input, Streams, Transport, STDERR, STDOUT, V5};
 use super::spdy;
+use super::upgrade::{blocking, upgraded};
 use bytes::Bytes;
 use hyper::{Request, Response, StatusCode};
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -24,35 +25,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
-
-/// The attach query (exec's names, no command).
-fn options(query: Option<&str>) -> Result<ExecOptions, String> {
-    let mut o = ExecOptions {
-        command: Vec::new(),
-        stdin: false,
-        stdout: false,
-        stderr: false,
-        tty: false,
-    };
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let on = matches!(v.as_ref(), "1" | "true" | "True" | "TRUE");
-        match k.as_ref() {
-            "input" => o.stdin = on,
-            "output" => o.stdout = on,
-            "error" => o.stderr = on,
-            "tty" => o.tty = on,
-            _ => {}
-        }
-    }
-    if !(o.stdin || o.stdout || o.stderr) {
-        return Err("you must specify at least 1 of stdin, stdout, stderr".into());
-    }
-    if o.tty {
-        o.stderr = false;
-    }
-    Ok(o)
-}
+use tracing::debug;
 
 pub async fn attach<B: Send + 'static>(
     ctx: Arc<Context>,
@@ -61,7 +34,7 @@ pub async fn attach<B: Send + 'static>(
     pod: String,
     container: String,
 ) -> Response<Body> {
-    let opts = match options(req.uri().query()) {
+    let opts = match ExecOptions::from_attach_query(req.uri().query()) {
         Ok(o) => o,
         Err(m) => return text(StatusCode::BAD_REQUEST, m),
     };
@@ -71,7 +44,7 @@ pub async fn attach<B: Send + 'static>(
     };
     let c2 = ctx.clone();
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
-    let located = tokio::task::spawn_blocking(move || {
+    let located = blocking(move || {
         let entry = locate(&c2, &ns2, &pod2, &ctr2)?;
         c2.rt
             .container_pid(&entry, &ctr2)
@@ -93,13 +66,12 @@ pub async fn attach<B: Send + 'static>(
                     format!("container {ctr2:?} in pod {pod2:?} is not running"),
                 )
             })?;
-        Ok::<_, (StatusCode, String)>((entry, run))
+        Ok((entry, run))
     })
     .await;
     let (entry, run) = match located {
-        Ok(Ok(e)) => e,
-        Ok(Err((status, m))) => return text(status, m),
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(e) => e,
+        Err(refused) => return refused,
     };
     debug!(
         "kubelet server: attach to {ns}/{pod}/{container} run {run} (k8s_{})",
@@ -109,12 +81,8 @@ pub async fn attach<B: Send + 'static>(
     let rt = ctx.rt.clone();
     let t2 = transport.clone();
     tokio::spawn(async move {
-        let io = match on_upgrade.await {
-            Ok(up) => hyper_util::rt::TokioIo::new(up),
-            Err(e) => {
-                warn!("kubelet server: attach upgrade: {e}");
-                return;
-            }
+        let Some(io) = upgraded(on_upgrade, "attach").await else {
+            return;
         };
         let interactive = entry
             .plan
@@ -290,9 +258,12 @@ mod tests {
 
     #[test]
     fn attach_options() {
-        let o = options(Some("input=1&output=1&tty=1&error=1")).unwrap();
+        let o = ExecOptions::from_attach_query(Some("input=1&output=1&tty=1&error=1")).unwrap();
         assert!(o.stdin && o.stdout && o.tty && !o.stderr);
         assert!(o.command.is_empty());
-        assert!(options(Some("tty=1")).is_err());
+        assert!(ExecOptions::from_attach_query(Some("tty=1")).is_err());
+        // attach has no command: one in the query is not taken, nor asked for.
+        let o = ExecOptions::from_attach_query(Some("command=ls&output=1")).unwrap();
+        assert!(o.command.is_empty() && o.stdout);
     }
 }

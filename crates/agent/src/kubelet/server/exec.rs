@@ -15,7 +15,7 @@
 
 use super::context::{locate, text, Body, Context};
 use super::spdy;
-use super::upgrade::{spdy_accept, websocket_accept, Upgrade};
+use super::upgrade::{blocking, spdy_accept, upgraded, websocket_accept, Upgrade};
 use crate::kubelet::enter::{enter_command, read_error_pipe};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub(super) const V5: &str = "v5.channel.k8s.io";
 pub(super) const V4: &str = "v4.channel.k8s.io";
@@ -52,7 +52,17 @@ pub struct ExecOptions {
 }
 
 impl ExecOptions {
+    /// exec's query: the command and the streams.
     pub fn from_query(query: Option<&str>) -> Result<ExecOptions, String> {
+        Self::parse(query, true)
+    }
+
+    /// attach's query: exec's names, no command.
+    pub fn from_attach_query(query: Option<&str>) -> Result<ExecOptions, String> {
+        Self::parse(query, false)
+    }
+
+    fn parse(query: Option<&str>, with_command: bool) -> Result<ExecOptions, String> {
         let mut o = ExecOptions {
             command: Vec::new(),
             stdin: false,
@@ -63,7 +73,7 @@ impl ExecOptions {
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let on = matches!(v.as_ref(), "1" | "true" | "True" | "TRUE");
             match k.as_ref() {
-                "command" => o.command.push(v.into_owned()),
+                "command" if with_command => o.command.push(v.into_owned()),
                 "input" => o.stdin = on,
                 "output" => o.stdout = on,
                 "error" => o.stderr = on,
@@ -71,7 +81,7 @@ impl ExecOptions {
                 _ => {}
             }
         }
-        if o.command.is_empty() {
+        if with_command && o.command.is_empty() {
             return Err("you must specify at least one command for the container".into());
         }
         if !(o.stdin || o.stdout || o.stderr) {
@@ -109,18 +119,17 @@ pub async fn exec<B: Send + 'static>(
     };
     let c2 = ctx.clone();
     let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
-    let located = tokio::task::spawn_blocking(move || {
+    let located = blocking(move || {
         let entry = locate(&c2, &ns2, &pod2, &ctr2)?;
         c2.rt
             .container_pid(&entry, &ctr2)
             .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-        Ok::<_, (StatusCode, String)>(entry)
+        Ok(entry)
     })
     .await;
     let entry = match located {
-        Ok(Ok(e)) => e,
-        Ok(Err((status, m))) => return text(status, m),
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(e) => e,
+        Err(refused) => return refused,
     };
     debug!(
         "kubelet server: exec in {ns}/{pod}/{container} (k8s_{}): {:?}{}",
@@ -132,12 +141,8 @@ pub async fn exec<B: Send + 'static>(
     let rt = ctx.rt.clone();
     let spdy = transport == Transport::Spdy;
     tokio::spawn(async move {
-        let io = match on_upgrade.await {
-            Ok(up) => hyper_util::rt::TokioIo::new(up),
-            Err(e) => {
-                warn!("kubelet server: exec upgrade: {e}");
-                return;
-            }
+        let Some(io) = upgraded(on_upgrade, "exec").await else {
+            return;
         };
         let ended = if spdy {
             let conn = spdy::Connection::serve(io);

@@ -18,7 +18,7 @@
 
 use super::context::{locate_pod, text, Body, Context};
 use super::spdy::{self, Stream};
-use super::upgrade::{spdy_accept, websocket_accept, Upgrade};
+use super::upgrade::{blocking, spdy_accept, upgraded, websocket_accept, Upgrade};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// The SPDY protocol of port-forward.
 pub const PROTOCOL: &str = "portforward.k8s.io";
@@ -244,16 +244,15 @@ pub async fn portforward<B: Send + 'static>(
     }
     let c2 = ctx.clone();
     let (ns2, pod2) = (ns.clone(), pod.clone());
-    let located = tokio::task::spawn_blocking(move || {
+    let located = blocking(move || {
         let entry = locate_pod(&c2, &ns2, &pod2)?;
         netns_pid(&c2.rt, &entry).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-        Ok::<_, (StatusCode, String)>(entry)
+        Ok(entry)
     })
     .await;
     let entry = match located {
-        Ok(Ok(e)) => e,
-        Ok(Err((status, m))) => return text(status, m),
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(e) => e,
+        Err(refused) => return refused,
     };
     debug!(
         "kubelet server: port-forward to {ns}/{pod} (k8s_{}) over {mode:?}",
@@ -266,12 +265,8 @@ pub async fn portforward<B: Send + 'static>(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let m2 = mode.clone();
     tokio::spawn(async move {
-        let io = match on_upgrade.await {
-            Ok(up) => hyper_util::rt::TokioIo::new(up),
-            Err(e) => {
-                warn!("kubelet server: port-forward upgrade: {e}");
-                return;
-            }
+        let Some(io) = upgraded(on_upgrade, "port-forward").await else {
+            return;
         };
         match m2 {
             Mode::Spdy => spdy_session(spdy::Connection::serve(io), target).await,

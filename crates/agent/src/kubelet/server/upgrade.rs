@@ -1,10 +1,14 @@
 //! The HTTP side of the kubelet port's streaming endpoints (exec, attach, port-forward): which
-//! upgrade a request asks for, and the `101 Switching Protocols` answers.
+//! upgrade a request asks for, the look-ups before answering, and the `101 Switching
+//! Protocols` answers.
 
 use super::context::{text, Body};
 use super::spdy;
 use bytes::Bytes;
+use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tracing::warn;
 
 /// The upgrade a streaming request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +49,32 @@ impl Upgrade {
             });
         }
         None
+    }
+}
+
+/// Runs `f` (the runtime's blocking look-ups of the pod a request names) on the blocking pool:
+/// its value, or the response refusing the request.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, (StatusCode, String)> + Send + 'static,
+) -> Result<T, Response<Body>> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err((status, m))) => Err(text(status, m)),
+        Err(e) => Err(text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// The connection once the `101` has gone out, or None (logged) when the upgrade failed.
+pub async fn upgraded(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    what: &str,
+) -> Option<TokioIo<Upgraded>> {
+    match on_upgrade.await {
+        Ok(up) => Some(TokioIo::new(up)),
+        Err(e) => {
+            warn!("kubelet server: {what} upgrade: {e}");
+            None
+        }
     }
 }
 
