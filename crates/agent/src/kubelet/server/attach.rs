@@ -11,11 +11,12 @@
 //! runtime records (its CRI log, read through `Runtime::read_log` following from the end), and
 //! input from the client is dropped, as upstream does for a container without `stdin: true`.
 
-use super::context::{locate, text, Body, Context};
-use super::exec::{accept, final_status, session, spdy_session, transport, ExecOptions};
+use super::context::{text, Body, Context};
+use super::exec::ExecOptions;
+use super::exec::{accept, final_status, running_container, session, spdy_session, streams_asked};
 use super::exec::{Input, Streams, Transport, STDERR, STDOUT, V5};
 use super::spdy;
-use super::upgrade::{blocking, upgraded};
+use super::upgrade::upgraded;
 use bytes::Bytes;
 use hyper::{Request, Response, StatusCode};
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -34,22 +35,18 @@ pub async fn attach<B: Send + 'static>(
     pod: String,
     container: String,
 ) -> Response<Body> {
-    let opts = match ExecOptions::from_attach_query(req.uri().query()) {
-        Ok(o) => o,
-        Err(m) => return text(StatusCode::BAD_REQUEST, m),
-    };
-    let (transport, protocol) = match transport(&req, "attach") {
-        Ok(t) => t,
+    let (opts, transport, protocol) = match streams_asked(
+        &req,
+        "attach",
+        ExecOptions::from_attach_query(req.uri().query()),
+    ) {
+        Ok(a) => a,
         Err((status, m)) => return text(status, m),
     };
-    let c2 = ctx.clone();
-    let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
-    let located = blocking(move || {
-        let entry = locate(&c2, &ns2, &pod2, &ctr2)?;
-        c2.rt
-            .container_pid(&entry, &ctr2)
-            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-        let run = c2
+    let (pod2, ctr2) = (pod.clone(), container.clone());
+    // The run attached to: its output ends with that run.
+    let located = running_container(&ctx, &ns, &pod, &container, move |ctx, entry| {
+        let run = ctx
             .rt
             .status(&entry)
             .ok()

@@ -109,25 +109,12 @@ pub async fn exec<B: Send + 'static>(
     pod: String,
     container: String,
 ) -> Response<Body> {
-    let opts = match ExecOptions::from_query(req.uri().query()) {
-        Ok(o) => o,
-        Err(m) => return text(StatusCode::BAD_REQUEST, m),
-    };
-    let (transport, protocol) = match transport(&req, "exec") {
-        Ok(t) => t,
-        Err((status, m)) => return text(status, m),
-    };
-    let c2 = ctx.clone();
-    let (ns2, pod2, ctr2) = (ns.clone(), pod.clone(), container.clone());
-    let located = blocking(move || {
-        let entry = locate(&c2, &ns2, &pod2, &ctr2)?;
-        c2.rt
-            .container_pid(&entry, &ctr2)
-            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-        Ok(entry)
-    })
-    .await;
-    let entry = match located {
+    let (opts, transport, protocol) =
+        match streams_asked(&req, "exec", ExecOptions::from_query(req.uri().query())) {
+            Ok(a) => a,
+            Err((status, m)) => return text(status, m),
+        };
+    let entry = match running_container(&ctx, &ns, &pod, &container, |_, e| Ok(e)).await {
         Ok(e) => e,
         Err(refused) => return refused,
     };
@@ -159,6 +146,39 @@ pub async fn exec<B: Send + 'static>(
         }
     });
     accept(&transport, protocol)
+}
+
+/// What an exec or attach request asks for: its query read by `opts`, and the transport with
+/// its protocol; or the status and message refusing it.
+pub(super) fn streams_asked<B>(
+    req: &Request<B>,
+    what: &str,
+    opts: Result<ExecOptions, String>,
+) -> Result<(ExecOptions, Transport, &'static str), (StatusCode, String)> {
+    let opts = opts.map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    let (transport, protocol) = transport(req, what)?;
+    Ok((opts, transport, protocol))
+}
+
+/// Finds the running container `ns/pod/container` names, then `more` of it, on the blocking
+/// pool (the runtime's look-ups block); or the response refusing the request.
+pub(super) async fn running_container<T: Send + 'static>(
+    ctx: &Arc<Context>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    more: impl FnOnce(&Context, PodEntry) -> Result<T, (StatusCode, String)> + Send + 'static,
+) -> Result<T, Response<Body>> {
+    let ctx = ctx.clone();
+    let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+    blocking(move || {
+        let entry = locate(&ctx, &ns, &pod, &container)?;
+        ctx.rt
+            .container_pid(&entry, &container)
+            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        more(&ctx, entry)
+    })
+    .await
 }
 
 /// The transport a streaming request (exec, attach) asks for: WebSocket (v5/v4 channels), or
