@@ -313,6 +313,24 @@ pub(super) struct Streams {
     pub input: mpsc::Receiver<Input>,
 }
 
+impl Streams {
+    /// Runs `job` on these streams, then waits until `forward` has passed its last output on
+    /// (the final Status must follow all of it).
+    async fn run<J, F>(
+        self,
+        job: J,
+        forward: tokio::task::JoinHandle<()>,
+    ) -> Result<serde_json::Value, String>
+    where
+        J: FnOnce(Streams) -> F,
+        F: std::future::Future<Output = Result<serde_json::Value, String>>,
+    {
+        let ended = job(self).await;
+        let _ = forward.await;
+        ended
+    }
+}
+
 /// Copies `from` to the client as `stream` chunks until EOF (or EIO: a pty whose slave is
 /// closed).
 async fn pump_out(mut from: impl AsyncRead + Unpin, stream: u8, to: mpsc::Sender<(u8, Bytes)>) {
@@ -477,12 +495,12 @@ where
             }
         }
     });
-    let io = Streams {
+    let ended = Streams {
         out: out_tx,
         input: in_rx,
-    };
-    let ended = job(io).await;
-    let _ = forward.await;
+    }
+    .run(job, forward)
+    .await;
     let status = match ended {
         Ok(s) => s,
         Err(e) => {
@@ -601,12 +619,12 @@ where
             }
         }
     });
-    let io = Streams {
+    let ended = Streams {
         out: out_tx,
         input: in_rx,
-    };
-    let ended = job(io).await;
-    let _ = forward.await;
+    }
+    .run(job, forward)
+    .await;
     let result = match ended {
         Ok(status) => {
             error.writer.write(status.to_string().as_bytes()).await;
