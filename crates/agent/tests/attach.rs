@@ -228,29 +228,18 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
 
         // kube-rs: WebSocket, stdout as a reader.
         rt.block_on(async {
-            use tokio::io::AsyncReadExt;
             let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
             let mut p = pods
                 .attach("ticker", &AttachParams::default().stderr(false))
                 .await
                 .expect("attach");
             let mut stdout = p.stdout().expect("stdout");
-            let mut got = Vec::new();
-            let mut buf = [0u8; 1024];
-            while ticks(&String::from_utf8_lossy(&got)).len() < 3 {
-                let n =
-                    tokio::time::timeout(std::time::Duration::from_secs(30), stdout.read(&mut buf))
-                        .await
-                        .expect("output in time")
-                        .expect("read");
-                assert!(n > 0, "{}", String::from_utf8_lossy(&got));
-                got.extend_from_slice(&buf[..n]);
-            }
+            read_until(&mut stdout, |got| ticks(got).len() >= 3).await;
             p.abort();
         });
         // kube-rs: stdin too.
         rt.block_on(async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            use tokio::io::AsyncWriteExt;
             let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
             let mut p = pods
                 .attach("talker", &AttachParams::default().stdin(true).stderr(false))
@@ -259,21 +248,27 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
             let mut stdin = p.stdin().expect("stdin");
             let mut stdout = p.stdout().expect("stdout");
             stdin.write_all(b"from kube-rs\n").await.expect("write");
-            let mut got = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !String::from_utf8_lossy(&got).contains("got: from kube-rs") {
-                let n =
-                    tokio::time::timeout(std::time::Duration::from_secs(30), stdout.read(&mut buf))
-                        .await
-                        .expect("output in time")
-                        .expect("read");
-                assert!(n > 0, "{}", String::from_utf8_lossy(&got));
-                got.extend_from_slice(&buf[..n]);
-            }
+            read_until(&mut stdout, |got| got.contains("got: from kube-rs")).await;
             p.abort();
         });
     }));
     cluster.finish(r);
+}
+
+/// Reads `from` until `done` holds for all read so far (each read within 30 s; the stream may
+/// not end first).
+async fn read_until(from: &mut (impl tokio::io::AsyncRead + Unpin), done: impl Fn(&str) -> bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !done(&String::from_utf8_lossy(&got)) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), from.read(&mut buf))
+            .await
+            .expect("output in time")
+            .expect("read");
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn wait_for_sync<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
