@@ -27,10 +27,7 @@ impl Cluster {
     /// A cluster named `<prefix><unique>` in a temp dir, or None (after saying so) when not root.
     fn for_test(prefix: &str) -> Option<Cluster> {
         // Under CI=true a non-root run fails here instead of skipping.
-        if !rktup_testkit::can_run(
-            &format!("local_e2e ({prefix})"),
-            (!rktup_testkit::is_root()).then_some("root (`rktup local up`)"),
-        ) {
+        if !rktup_testkit::can_run_as_root(&format!("local_e2e ({prefix})"), "`rktup local up`") {
             return None;
         }
         Some(Cluster {

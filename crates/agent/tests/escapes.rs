@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// Root is needed for the agent (`rktup_testkit::can_run`: under CI=true its absence fails).
 fn root_or_skip(test: &str) -> bool {
-    rktup_testkit::can_run(test, (!rktup_testkit::is_root()).then_some("root"))
+    rktup_testkit::can_run_as_root(test, "the agent runs pods")
 }
 
 /// A scratch "host" directory the attacks aim at: a canary file, a directory with a file, and a

@@ -136,7 +136,10 @@ fn copy_image(cn: &ClusterNode, to: &str) {
 
 #[test]
 fn unpullable_image_backs_off_and_runs_once_pushed() {
-    if !rktup_testkit::can_run("unpullable_image_backs_off_and_runs_once_pushed", None) {
+    if !rktup_testkit::can_run_as_root(
+        "unpullable_image_backs_off_and_runs_once_pushed",
+        "the agent runs pods",
+    ) {
         return;
     }
     with_cluster("fi", |cn| {
@@ -308,9 +311,9 @@ fn deployment_keeps_its_replicas(
 
 #[test]
 fn deployment_with_unpullable_image_keeps_its_replica_count() {
-    if !rktup_testkit::can_run(
+    if !rktup_testkit::can_run_as_root(
         "deployment_with_unpullable_image_keeps_its_replica_count",
-        None,
+        "the agent runs pods",
     ) {
         return;
     }
@@ -332,9 +335,9 @@ fn deployment_with_unpullable_image_keeps_its_replica_count() {
 
 #[test]
 fn deployment_with_unsupported_volume_keeps_its_replica_count() {
-    if !rktup_testkit::can_run(
+    if !rktup_testkit::can_run_as_root(
         "deployment_with_unsupported_volume_keeps_its_replica_count",
-        None,
+        "the agent runs pods",
     ) {
         return;
     }
@@ -353,9 +356,9 @@ fn deployment_with_unsupported_volume_keeps_its_replica_count() {
 
 #[test]
 fn unsupported_volume_type_stays_pending_with_failed_mount() {
-    if !rktup_testkit::can_run(
+    if !rktup_testkit::can_run_as_root(
         "unsupported_volume_type_stays_pending_with_failed_mount",
-        None,
+        "the agent runs pods",
     ) {
         return;
     }
@@ -408,9 +411,9 @@ fn unsupported_volume_type_stays_pending_with_failed_mount() {
 
 #[test]
 fn never_restarted_failing_container_makes_the_pod_failed() {
-    if !rktup_testkit::can_run(
+    if !rktup_testkit::can_run_as_root(
         "never_restarted_failing_container_makes_the_pod_failed",
-        None,
+        "the agent runs pods",
     ) {
         return;
     }
@@ -452,7 +455,10 @@ fn never_restarted_failing_container_makes_the_pod_failed() {
 
 #[test]
 fn active_deadline_stops_the_pod_and_fails_it() {
-    if !rktup_testkit::can_run("active_deadline_stops_the_pod_and_fails_it", None) {
+    if !rktup_testkit::can_run_as_root(
+        "active_deadline_stops_the_pod_and_fails_it",
+        "the agent runs pods",
+    ) {
         return;
     }
     with_cluster("fa", |cn| {

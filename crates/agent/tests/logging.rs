@@ -7,8 +7,7 @@ use common::*;
 
 /// Whether the test can run (`rktup_testkit::can_run`: under CI=true a missing need fails it).
 fn can_run(test: &str) -> bool {
-    let missing = (!rktup_testkit::is_root()).then_some("root (the agent runs pods)");
-    rktup_testkit::can_run(test, missing)
+    rktup_testkit::can_run_as_root(test, "the agent runs pods")
 }
 
 /// A blank RUST_LOG is as if unset: a developer's own RUST_LOG would replace the `--v` mapping

@@ -702,9 +702,9 @@ async fn controller_made_slices_and_the_kubernetes_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_queries_leave_from_the_upstream_namespace() {
     if !can_dig("upstream_queries_leave_from_the_upstream_namespace")
-        || !rktup_testkit::can_run(
+        || !rktup_testkit::can_run_as_root(
             "upstream_queries_leave_from_the_upstream_namespace",
-            (!rktup_testkit::is_root()).then_some("root (a network namespace)"),
+            "a network namespace",
         )
     {
         return;

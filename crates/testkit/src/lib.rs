@@ -372,6 +372,16 @@ pub fn can_run(test: &str, missing: Option<&str>) -> bool {
     false
 }
 
+/// [`can_run`] for a test that needs root, `for_what` saying why ("the agent runs pods").
+pub fn can_run_as_root(test: &str, for_what: &str) -> bool {
+    can_run(
+        test,
+        (!is_root())
+            .then(|| format!("root ({for_what})"))
+            .as_deref(),
+    )
+}
+
 /// Polls the async `f` (every 100 ms) until it returns Some; panics naming `what` after
 /// `timeout`. The async twin of [`wait_for`].
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T

@@ -66,9 +66,7 @@ static N: AtomicU32 = AtomicU32::new(0);
 impl Topo {
     /// `None` (after a SKIP/CI failure) when the machine cannot build namespaces.
     pub fn new(test: &str, pods: usize) -> Option<Topo> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            rktup_testkit::can_run(test, Some("needs root for network namespaces"));
+        if !rktup_testkit::can_run_as_root(test, "network namespaces") {
             return None;
         }
         let tag = format!("{}{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
