@@ -55,10 +55,12 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
     Ok(cfg)
 }
 
-/// The service proxy's and cluster DNS's settings from the agent's flags; a malformed address
-/// fails the start, naming the flag.
+/// The service proxy's and cluster DNS's settings from the agent's flags. The DNS address,
+/// domain and resolv.conf are the ones pods are given (`dns`, parsed once by the runtime's
+/// `NodeDns::from_flags`); a malformed --node-ip or --cluster-cidr fails the start, naming it.
 fn node_services_config(
     a: &AgentArgs,
+    dns: &rktup_runtime::manifest::dns::NodeDns,
     node_name: &str,
 ) -> anyhow::Result<crate::kubelet::node_services::NodeServicesConfig> {
     fn parse<T: std::str::FromStr>(
@@ -77,19 +79,13 @@ fn node_services_config(
     Ok(crate::kubelet::node_services::NodeServicesConfig {
         node_name: node_name.to_string(),
         node_ip: parse("node-ip", &a.node_ip, "an IP address")?,
-        cluster_dns: parse(
-            "cluster-dns",
-            // kubelet takes a list; the first address is the one pods use first.
-            &a.cluster_dns
-                .as_deref()
-                .and_then(|s| s.split(',').next())
-                .map(str::to_string),
-            "an IP address",
-        )?,
-        cluster_domain: a
-            .cluster_domain
-            .clone()
-            .unwrap_or_else(|| "cluster.local".into()),
+        // kubelet takes a list; the first address is the one pods ask first.
+        cluster_dns: dns.cluster_dns.first().copied(),
+        cluster_domain: if dns.cluster_domain.is_empty() {
+            "cluster.local".into()
+        } else {
+            dns.cluster_domain.clone()
+        },
         serve_dns: a.serve_cluster_dns,
         proxy: a.proxy_mode == "nftables",
         cluster_cidr: parse(
@@ -97,7 +93,7 @@ fn node_services_config(
             &a.cluster_cidr,
             "a CIDR such as 10.244.0.0/16",
         )?,
-        resolv_conf: a.resolv_conf.clone(),
+        resolv_conf: dns.resolv_conf.clone(),
         // The namespace images are pulled from is where this machine's resolvers answer too.
         upstream_netns: a.image_pull_netns.clone(),
     })
@@ -159,7 +155,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             heartbeat: Duration::from_secs(args.node_status_update_frequency.max(1)),
             kubelet_port: args.kubelet_port,
             sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),
-            services: Some(node_services_config(&args, &node_name)?),
+            services: Some(node_services_config(&args, &agent.rt.cfg.dns, &node_name)?),
         };
         let (reader, writer) = kube::runtime::reflector::store();
         pod_store = Some(reader);

@@ -21,8 +21,9 @@ pub struct NodeServicesConfig {
     /// `--proxy-mode=nftables` (false: `none`).
     pub proxy: bool,
     pub cluster_cidr: Option<ipnet::IpNet>,
-    /// Where names outside the cluster go (kubelet's `--resolv-conf`).
-    pub resolv_conf: PathBuf,
+    /// Where names outside the cluster go (kubelet's `--resolv-conf`; None: `--resolv-conf=""`,
+    /// no upstreams).
+    pub resolv_conf: Option<PathBuf>,
     /// The network namespace those resolvers are asked from (a local node: the host's, as for
     /// its image pulls); `None`: the agent's own.
     pub upstream_netns: Option<PathBuf>,
@@ -95,7 +96,11 @@ async fn start_dns(
         loopback_addr::add(ip).map_err(|source| StartError::Address { ip, source })?;
         Some(ip)
     };
-    let resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
+    let resolv = cfg
+        .resolv_conf
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let upstreams = rktup_dns::upstreams_from_resolv_conf(&resolv)
         .into_iter()
         // Our own address would loop.
@@ -227,9 +232,9 @@ mod loopback_addr {
         /// touched: the address becomes local, then goes.
         #[test]
         fn address_on_loopback_comes_and_goes() {
-            if !rktup_testkit::can_run(
+            if !rktup_testkit::can_run_as_root(
                 "address_on_loopback_comes_and_goes",
-                (!rktup_testkit::is_root()).then_some("root"),
+                "a network namespace",
             ) {
                 return;
             }
