@@ -1,6 +1,13 @@
-//! The resources this API server serves, with the discovery facts kubectl
-//! relies on (verbs, shortNames, categories), as kube-apiserver publishes
-//! them for the same types.
+//! The resources this API server serves. Group, version, kind, plural and
+//! scope come from k8s-openapi's `Resource` metadata of each type (so they
+//! cannot drift from the served Kubernetes version); what k8s-openapi does not
+//! carry — singular, shortNames, categories, subresources — is written beside
+//! each type as kube-apiserver v1.33 publishes it in discovery. Every GA kind
+//! that kube-apiserver stores is here; the request-only review kinds are in
+//! `api/discovery.rs`.
+
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, SubResourceScope};
+use serde_json::Value;
 
 /// One served resource.
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +22,69 @@ pub struct ResourceDef {
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
     pub subresources: &'static [&'static str],
+    /// The k8s-openapi type behind the resource.
+    pub typed: Typed,
+}
+
+/// What the server does through the resource's k8s-openapi type: decode and
+/// re-encode (unknown fields fall away, defaults of the Rust type do not
+/// appear since every field is optional), and its OpenAPI schema.
+#[derive(Clone, Copy)]
+pub struct Typed {
+    /// The object decoded as the type and written back out.
+    pub round_trip: fn(&Value) -> Result<Value, serde_json::Error>,
+    /// The OpenAPI definition name (`io.k8s.api.apps.v1.Deployment`).
+    pub schema_name: fn() -> String,
+    /// Registers the type's schema (and what it refers to) in a generator.
+    pub add_schema: fn(&mut schemars::SchemaGenerator),
+}
+
+impl std::fmt::Debug for Typed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str((self.schema_name)().as_str())
+    }
+}
+
+impl Typed {
+    pub const fn of<T>() -> Typed
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema,
+    {
+        Typed {
+            round_trip: round_trip::<T>,
+            schema_name: schema_name::<T>,
+            add_schema: add_schema::<T>,
+        }
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, serde_json::Error> {
+    let typed: T = serde_json::from_value(v.clone())?;
+    serde_json::to_value(typed)
+}
+
+fn schema_name<T: schemars::JsonSchema>() -> String {
+    T::schema_name().into_owned()
+}
+
+fn add_schema<T: schemars::JsonSchema>(gen: &mut schemars::SchemaGenerator) {
+    gen.subschema_for::<T>();
+}
+
+/// Whether a k8s-openapi scope type is namespaced, as a constant.
+pub trait Scope {
+    const NAMESPACED: bool;
+}
+impl Scope for NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+impl Scope for ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+impl Scope for SubResourceScope {
+    const NAMESPACED: bool = true;
 }
 
 impl ResourceDef {
@@ -68,204 +138,98 @@ impl ResourceDef {
 }
 
 const ALL: &[&str] = &["all"];
+const EXT: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
 
+/// One `ResourceDef` from a k8s-openapi type and the discovery facts
+/// k8s-openapi does not carry.
+macro_rules! def {
+    ($t:ty, $singular:literal, short: $short:expr, cat: $cat:expr, sub: $sub:expr) => {
+        $crate::registry::ResourceDef {
+            group: <$t as k8s_openapi::Resource>::GROUP,
+            version: <$t as k8s_openapi::Resource>::VERSION,
+            kind: <$t as k8s_openapi::Resource>::KIND,
+            plural: <$t as k8s_openapi::Resource>::URL_PATH_SEGMENT,
+            singular: $singular,
+            namespaced:
+                <<$t as k8s_openapi::Resource>::Scope as $crate::registry::Scope>::NAMESPACED,
+            short_names: $short,
+            categories: $cat,
+            subresources: $sub,
+            typed: $crate::registry::Typed::of::<$t>(),
+        }
+    };
+}
+
+pub(crate) use def;
+
+use k8s_openapi::api::{
+    admissionregistration::v1 as admission, apps::v1 as apps, autoscaling::v2 as autoscaling,
+    batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+    flowcontrol::v1 as flowcontrol, networking::v1 as networking, node::v1 as node,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
+
+/// Every served resource: the core group first (namespaces and pods at
+/// index 0 and 1), then the other groups in kube-apiserver's discovery
+/// order.
+#[rustfmt::skip]
 pub static RESOURCES: &[ResourceDef] = &[
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        singular: "namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        categories: NONE,
-        subresources: &["status", "finalize"],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Pod",
-        plural: "pods",
-        singular: "pod",
-        namespaced: true,
-        short_names: &["po"],
-        categories: ALL,
-        subresources: &[
-            "status",
-            "binding",
-            "log",
-            "eviction",
-            "exec",
-            "attach",
-            "portforward",
-        ],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Node",
-        plural: "nodes",
-        singular: "node",
-        namespaced: false,
-        short_names: &["no"],
-        categories: NONE,
-        subresources: &["status"],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Service",
-        plural: "services",
-        singular: "service",
-        namespaced: true,
-        short_names: &["svc"],
-        categories: ALL,
-        subresources: &["status"],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Endpoints",
-        plural: "endpoints",
-        singular: "endpoints",
-        namespaced: true,
-        short_names: &["ep"],
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "ConfigMap",
-        plural: "configmaps",
-        singular: "configmap",
-        namespaced: true,
-        short_names: &["cm"],
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Secret",
-        plural: "secrets",
-        singular: "secret",
-        namespaced: true,
-        short_names: NONE,
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "ServiceAccount",
-        plural: "serviceaccounts",
-        singular: "serviceaccount",
-        namespaced: true,
-        short_names: &["sa"],
-        categories: NONE,
-        subresources: &["token"],
-    },
-    ResourceDef {
-        group: "",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        singular: "event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "events.k8s.io",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        singular: "event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "coordination.k8s.io",
-        version: "v1",
-        kind: "Lease",
-        plural: "leases",
-        singular: "lease",
-        namespaced: true,
-        short_names: NONE,
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "discovery.k8s.io",
-        version: "v1",
-        kind: "EndpointSlice",
-        plural: "endpointslices",
-        singular: "endpointslice",
-        namespaced: true,
-        short_names: NONE,
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "apps",
-        version: "v1",
-        kind: "Deployment",
-        plural: "deployments",
-        singular: "deployment",
-        namespaced: true,
-        short_names: &["deploy"],
-        categories: ALL,
-        subresources: &["status", "scale"],
-    },
-    ResourceDef {
-        group: "apps",
-        version: "v1",
-        kind: "ReplicaSet",
-        plural: "replicasets",
-        singular: "replicaset",
-        namespaced: true,
-        short_names: &["rs"],
-        categories: ALL,
-        subresources: &["status", "scale"],
-    },
-    ResourceDef {
-        group: "apps",
-        version: "v1",
-        kind: "DaemonSet",
-        plural: "daemonsets",
-        singular: "daemonset",
-        namespaced: true,
-        short_names: &["ds"],
-        categories: ALL,
-        subresources: &["status"],
-    },
-    ResourceDef {
-        group: "apps",
-        version: "v1",
-        kind: "ControllerRevision",
-        plural: "controllerrevisions",
-        singular: "controllerrevision",
-        namespaced: true,
-        short_names: NONE,
-        categories: NONE,
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "batch",
-        version: "v1",
-        kind: "Job",
-        plural: "jobs",
-        singular: "job",
-        namespaced: true,
-        short_names: NONE,
-        categories: ALL,
-        subresources: &["status"],
-    },
+    def!(core::Namespace, "namespace", short: &["ns"], cat: NONE, sub: &["status", "finalize"]),
+    def!(core::Pod, "pod", short: &["po"], cat: ALL, sub: &["status", "binding", "log", "eviction", "exec", "attach", "portforward"]),
+    def!(core::Node, "node", short: &["no"], cat: NONE, sub: &["status"]),
+    def!(core::Service, "service", short: &["svc"], cat: ALL, sub: &["status"]),
+    def!(core::Endpoints, "endpoints", short: &["ep"], cat: NONE, sub: &[]),
+    def!(core::ConfigMap, "configmap", short: &["cm"], cat: NONE, sub: &[]),
+    def!(core::Secret, "secret", short: NONE, cat: NONE, sub: &[]),
+    def!(core::ServiceAccount, "serviceaccount", short: &["sa"], cat: NONE, sub: &["token"]),
+    def!(core::Event, "event", short: &["ev"], cat: NONE, sub: &[]),
+    def!(core::LimitRange, "limitrange", short: &["limits"], cat: NONE, sub: &[]),
+    def!(core::PersistentVolumeClaim, "persistentvolumeclaim", short: &["pvc"], cat: NONE, sub: &["status"]),
+    def!(core::PersistentVolume, "persistentvolume", short: &["pv"], cat: NONE, sub: &["status"]),
+    def!(core::PodTemplate, "podtemplate", short: NONE, cat: NONE, sub: &[]),
+    def!(core::ReplicationController, "replicationcontroller", short: &["rc"], cat: ALL, sub: &["status", "scale"]),
+    def!(core::ResourceQuota, "resourcequota", short: &["quota"], cat: NONE, sub: &["status"]),
+    def!(apiregistration::APIService, "apiservice", short: NONE, cat: EXT, sub: &["status"]),
+    def!(apps::Deployment, "deployment", short: &["deploy"], cat: ALL, sub: &["status", "scale"]),
+    def!(apps::ReplicaSet, "replicaset", short: &["rs"], cat: ALL, sub: &["status", "scale"]),
+    def!(apps::DaemonSet, "daemonset", short: &["ds"], cat: ALL, sub: &["status"]),
+    def!(apps::ControllerRevision, "controllerrevision", short: NONE, cat: NONE, sub: &[]),
+    def!(apps::StatefulSet, "statefulset", short: &["sts"], cat: ALL, sub: &["status", "scale"]),
+    def!(events::Event, "event", short: &["ev"], cat: NONE, sub: &[]),
+    def!(autoscaling::HorizontalPodAutoscaler, "horizontalpodautoscaler", short: &["hpa"], cat: ALL, sub: &["status"]),
+    def!(batch::Job, "job", short: NONE, cat: ALL, sub: &["status"]),
+    def!(batch::CronJob, "cronjob", short: &["cj"], cat: ALL, sub: &["status"]),
+    def!(certificates::CertificateSigningRequest, "certificatesigningrequest", short: &["csr"], cat: NONE, sub: &["status"]),
+    def!(networking::IngressClass, "ingressclass", short: NONE, cat: NONE, sub: &[]),
+    def!(networking::Ingress, "ingress", short: &["ing"], cat: NONE, sub: &["status"]),
+    def!(networking::NetworkPolicy, "networkpolicy", short: &["netpol"], cat: NONE, sub: &[]),
+    def!(networking::IPAddress, "ipaddress", short: &["ip"], cat: NONE, sub: &[]),
+    def!(networking::ServiceCIDR, "servicecidr", short: NONE, cat: NONE, sub: &["status"]),
+    def!(policy::PodDisruptionBudget, "poddisruptionbudget", short: &["pdb"], cat: NONE, sub: &["status"]),
+    def!(rbac::ClusterRoleBinding, "clusterrolebinding", short: NONE, cat: NONE, sub: &[]),
+    def!(rbac::ClusterRole, "clusterrole", short: NONE, cat: NONE, sub: &[]),
+    def!(rbac::RoleBinding, "rolebinding", short: NONE, cat: NONE, sub: &[]),
+    def!(rbac::Role, "role", short: NONE, cat: NONE, sub: &[]),
+    def!(storage::CSIDriver, "csidriver", short: NONE, cat: NONE, sub: &[]),
+    def!(storage::CSINode, "csinode", short: NONE, cat: NONE, sub: &[]),
+    def!(storage::CSIStorageCapacity, "csistoragecapacity", short: NONE, cat: NONE, sub: &[]),
+    def!(storage::StorageClass, "storageclass", short: &["sc"], cat: NONE, sub: &[]),
+    def!(storage::VolumeAttachment, "volumeattachment", short: NONE, cat: NONE, sub: &["status"]),
+    def!(admission::MutatingWebhookConfiguration, "mutatingwebhookconfiguration", short: NONE, cat: EXT, sub: &[]),
+    def!(admission::ValidatingAdmissionPolicy, "validatingadmissionpolicy", short: NONE, cat: EXT, sub: &["status"]),
+    def!(admission::ValidatingAdmissionPolicyBinding, "validatingadmissionpolicybinding", short: NONE, cat: EXT, sub: &[]),
+    def!(admission::ValidatingWebhookConfiguration, "validatingwebhookconfiguration", short: NONE, cat: EXT, sub: &[]),
+    def!(apiextensions::CustomResourceDefinition, "customresourcedefinition", short: &["crd", "crds"], cat: EXT, sub: &["status"]),
+    def!(scheduling::PriorityClass, "priorityclass", short: &["pc"], cat: NONE, sub: &[]),
+    def!(coordination::Lease, "lease", short: NONE, cat: NONE, sub: &[]),
+    def!(node::RuntimeClass, "runtimeclass", short: NONE, cat: NONE, sub: &[]),
+    def!(discovery::EndpointSlice, "endpointslice", short: NONE, cat: NONE, sub: &[]),
+    def!(flowcontrol::FlowSchema, "flowschema", short: NONE, cat: NONE, sub: &["status"]),
+    def!(flowcontrol::PriorityLevelConfiguration, "prioritylevelconfiguration", short: NONE, cat: NONE, sub: &["status"]),
 ];
 
 /// Looks up a resource by group, version and plural name.
@@ -280,6 +244,14 @@ pub fn find_kind(group: &str, kind: &str) -> Option<&'static ResourceDef> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.kind == kind)
+}
+
+/// The one version served of `group` (`v1` for the core group).
+pub fn version_of(group: &str) -> &'static str {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group)
+        .map_or("v1", |r| r.version)
 }
 
 /// The groups (other than core) served, in discovery order.

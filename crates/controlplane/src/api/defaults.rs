@@ -14,42 +14,12 @@ use serde_json::{json, Map, Value};
 /// objects always have the upstream schema. Returns the normalised object
 /// and the paths of fields the type does not know.
 pub fn normalize(rd: &ResourceDef, obj: &Value) -> ApiResult<(Value, Vec<String>)> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
-    };
-    macro_rules! rt {
-        ($t:ty) => {{
-            let typed: $t = serde_json::from_value(obj.clone()).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: {}",
-                    rd.kind, rd.version, rd.kind, e
-                ))
-            })?;
-            serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))?
-        }};
-    }
-    let out = match (rd.group, rd.kind) {
-        ("", "Namespace") => rt!(core::Namespace),
-        ("", "Pod") => rt!(core::Pod),
-        ("", "Node") => rt!(core::Node),
-        ("", "Service") => rt!(core::Service),
-        ("", "Endpoints") => rt!(core::Endpoints),
-        ("", "ConfigMap") => rt!(core::ConfigMap),
-        ("", "Secret") => rt!(core::Secret),
-        ("", "ServiceAccount") => rt!(core::ServiceAccount),
-        ("", "Event") => rt!(core::Event),
-        ("events.k8s.io", "Event") => rt!(k8s_openapi::api::events::v1::Event),
-        ("coordination.k8s.io", "Lease") => rt!(coord::Lease),
-        ("discovery.k8s.io", "EndpointSlice") => {
-            rt!(k8s_openapi::api::discovery::v1::EndpointSlice)
-        }
-        ("apps", "Deployment") => rt!(apps::Deployment),
-        ("apps", "ReplicaSet") => rt!(apps::ReplicaSet),
-        ("apps", "DaemonSet") => rt!(apps::DaemonSet),
-        ("apps", "ControllerRevision") => rt!(apps::ControllerRevision),
-        ("batch", "Job") => rt!(batch::Job),
-        _ => obj.clone(),
-    };
+    let out = (rd.typed.round_trip)(obj).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {}",
+            rd.kind, rd.version, rd.kind, e
+        ))
+    })?;
     let mut unknown = Vec::new();
     diff_unknown(obj, &out, String::new(), &mut unknown);
     Ok((out, unknown))
@@ -366,7 +336,7 @@ pub fn apply_defaults(rd: &ResourceDef, obj: &mut Value) {
             default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
             default_template(obj);
         }
-        _ => {}
+        _ => super::kinds::defaults(rd, obj),
     }
 }
 
@@ -442,7 +412,7 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
                 causes.push(cause("FieldValueNotSupported", "spec.type", format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")));
             }
         }
-        _ => {}
+        _ => super::kinds::validate(rd, obj, &mut causes),
     }
     causes
 }

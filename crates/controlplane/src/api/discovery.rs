@@ -24,29 +24,10 @@ pub fn api_versions(server_address: &str) -> Value {
 /// Resources with no stored objects, only request/response:
 /// authentication.k8s.io/v1 `selfsubjectreviews` (`kubectl auth whoami`) and
 /// `tokenreviews`.
+#[rustfmt::skip]
 static REVIEW_RESOURCES: &[ResourceDef] = &[
-    ResourceDef {
-        group: "authentication.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectReview",
-        plural: "selfsubjectreviews",
-        singular: "selfsubjectreview",
-        namespaced: false,
-        short_names: &[],
-        categories: &[],
-        subresources: &[],
-    },
-    ResourceDef {
-        group: "authentication.k8s.io",
-        version: "v1",
-        kind: "TokenReview",
-        plural: "tokenreviews",
-        singular: "tokenreview",
-        namespaced: false,
-        short_names: &[],
-        categories: &[],
-        subresources: &[],
-    },
+    registry::def!(k8s_openapi::api::authentication::v1::SelfSubjectReview, "selfsubjectreview", short: &[], cat: &[], sub: &[]),
+    registry::def!(k8s_openapi::api::authentication::v1::TokenReview, "tokenreview", short: &[], cat: &[], sub: &[]),
 ];
 
 /// The request/response-only resource `plural` (`tokenreviews`, ...).
@@ -77,6 +58,11 @@ pub(crate) fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
             .filter(|r| r.group == group && r.version == version),
     );
     rs
+}
+
+/// The one version served of `group` (review-only groups serve `v1`).
+pub(crate) fn group_version(group: &str) -> &'static str {
+    registry::version_of(group)
 }
 
 /// The groups other than core, in discovery order.
@@ -139,7 +125,8 @@ pub fn api_group_list() -> Value {
 }
 
 fn group_doc(group: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    let v = group_version(group);
+    let gv = json!({"groupVersion": format!("{group}/{v}"), "version": v});
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
@@ -253,8 +240,8 @@ pub fn aggregated(version: &str, legacy: bool) -> Value {
             json!({
                 "metadata": metadata,
                 "versions": [{
-                    "version": "v1",
-                    "resources": served(group, "v1").into_iter().map(aggregated_resource).collect::<Vec<_>>(),
+                    "version": group_version(group),
+                    "resources": served(group, group_version(group)).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
                     "freshness": "Current",
                 }],
             })

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod fields;
 mod handlers;
+mod kinds;
 mod kubelet;
 pub mod objects;
 pub mod openapi;

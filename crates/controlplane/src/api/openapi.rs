@@ -7,89 +7,27 @@
 
 use super::discovery;
 use crate::registry::ResourceDef;
-use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// The schema (definition) name of a served kind, if it has one.
+/// The schema (definition) name of a served kind.
 pub(crate) fn schema_name_for(r: &ResourceDef) -> Option<String> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch,
-        coordination::v1 as coord, core::v1 as core,
-    };
-    fn n<T: JsonSchema>() -> String {
-        T::schema_name().into_owned()
-    }
-    Some(match (r.group, r.kind) {
-        ("", "Namespace") => n::<core::Namespace>(),
-        ("", "Pod") => n::<core::Pod>(),
-        ("", "Node") => n::<core::Node>(),
-        ("", "Service") => n::<core::Service>(),
-        ("", "Endpoints") => n::<core::Endpoints>(),
-        ("", "ConfigMap") => n::<core::ConfigMap>(),
-        ("", "Secret") => n::<core::Secret>(),
-        ("", "ServiceAccount") => n::<core::ServiceAccount>(),
-        ("", "Event") => n::<core::Event>(),
-        ("events.k8s.io", "Event") => n::<k8s_openapi::api::events::v1::Event>(),
-        ("coordination.k8s.io", "Lease") => n::<coord::Lease>(),
-        ("discovery.k8s.io", "EndpointSlice") => {
-            n::<k8s_openapi::api::discovery::v1::EndpointSlice>()
-        }
-        ("apps", "Deployment") => n::<apps::Deployment>(),
-        ("apps", "ReplicaSet") => n::<apps::ReplicaSet>(),
-        ("apps", "DaemonSet") => n::<apps::DaemonSet>(),
-        ("apps", "ControllerRevision") => n::<apps::ControllerRevision>(),
-        ("batch", "Job") => n::<batch::Job>(),
-        ("authentication.k8s.io", "TokenReview") => n::<authn::TokenReview>(),
-        ("authentication.k8s.io", "SelfSubjectReview") => n::<authn::SelfSubjectReview>(),
-        _ => return None,
-    })
+    Some((r.typed.schema_name)())
 }
 
-/// Registers the schemas of `group`'s kinds (and what they refer to) in `gen`.
+/// Registers the schemas of `group`'s kinds (and what they refer to, and the
+/// kinds their subresources take: `Scale`, `Binding`) in `gen`.
 pub(crate) fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
-    use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
-    };
-    match group {
-        "" => {
-            gen.subschema_for::<core::Namespace>();
-            gen.subschema_for::<core::Pod>();
-            gen.subschema_for::<core::Node>();
-            gen.subschema_for::<core::Service>();
-            gen.subschema_for::<core::Endpoints>();
-            gen.subschema_for::<core::ConfigMap>();
-            gen.subschema_for::<core::Secret>();
-            gen.subschema_for::<core::ServiceAccount>();
-            gen.subschema_for::<core::Event>();
-            gen.subschema_for::<core::Binding>();
-        }
-        "events.k8s.io" => {
-            gen.subschema_for::<k8s_openapi::api::events::v1::Event>();
-        }
-        "coordination.k8s.io" => {
-            gen.subschema_for::<coord::Lease>();
-        }
-        "discovery.k8s.io" => {
-            gen.subschema_for::<k8s_openapi::api::discovery::v1::EndpointSlice>();
-        }
-        "apps" => {
-            gen.subschema_for::<apps::Deployment>();
-            gen.subschema_for::<apps::ReplicaSet>();
-            gen.subschema_for::<apps::DaemonSet>();
-            gen.subschema_for::<apps::ControllerRevision>();
-            gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
-        }
-        "batch" => {
-            gen.subschema_for::<batch::Job>();
-        }
-        "authentication.k8s.io" => {
-            use k8s_openapi::api::authentication::v1 as authn;
-            gen.subschema_for::<authn::TokenReview>();
-            gen.subschema_for::<authn::SelfSubjectReview>();
-        }
-        _ => {}
+    let served = discovery::served(group, crate::registry::version_of(group));
+    for r in &served {
+        (r.typed.add_schema)(gen);
+    }
+    if served.iter().any(|r| r.subresources.contains(&"scale")) {
+        gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+    }
+    if group.is_empty() {
+        gen.subschema_for::<k8s_openapi::api::core::v1::Binding>();
     }
 }
 
@@ -248,7 +186,7 @@ pub fn documents() -> &'static BTreeMap<String, (Vec<u8>, String)> {
     DOCS.get_or_init(|| {
         let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
         for g in discovery::groups() {
-            gvs.push((g, "v1"));
+            gvs.push((g, crate::registry::version_of(g)));
         }
         gvs.into_iter()
             .map(|(g, v)| {

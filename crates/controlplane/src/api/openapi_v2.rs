@@ -167,7 +167,7 @@ pub fn build() -> Value {
     openapi::add_patch_extensions(&mut defs);
     let mut paths = Map::new();
     for g in &groups {
-        for r in discovery::served(g, "v1") {
+        for r in discovery::served(g, crate::registry::version_of(g)) {
             let schema = openapi::schema_name_for(r);
             if let Some(s) = schema.as_ref().and_then(|n| defs.get_mut(n)) {
                 s["x-kubernetes-group-version-kind"] =
@@ -187,9 +187,14 @@ pub fn build() -> Value {
 /// What Swagger 2.0 lacks from the JSON Schema k8s-openapi writes:
 /// int-or-string (and Quantity) schemas have no `type` there, upstream's v2
 /// says `string` with format `int-or-string`; one `type`, never a list or
-/// `null`; `items` a schema, never a boolean.
+/// `null`; `items` a schema, never a boolean; no `oneOf`/`anyOf` (Swagger 2.0
+/// has neither: upstream's v2 describes the CRD schema's "X or Y" types —
+/// `JSONSchemaPropsOrArray`, `…OrBool`, `…OrStringArray` — by their
+/// description alone).
 fn to_v2_schema(v: &mut Value) {
     let Value::Object(m) = v else { return };
+    m.remove("oneOf");
+    m.remove("anyOf");
     if m.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) && !m.contains_key("type") {
         m.insert("type".into(), json!("string"));
         m.insert("format".into(), json!("int-or-string"));
