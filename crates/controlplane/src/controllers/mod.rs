@@ -14,6 +14,7 @@ pub mod loadbalancer;
 mod namespace;
 mod nodelifecycle;
 mod replicaset;
+mod revisions;
 mod scheduler;
 mod serviceaccount;
 
