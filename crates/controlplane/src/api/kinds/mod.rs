@@ -85,5 +85,7 @@ pub(crate) fn admit_create(
     ns: Option<&str>,
     obj: &mut Value,
 ) -> ApiResult<()> {
+    // DefaultStorageClass runs before quota, as upstream's plugin order has it.
+    storage::admit_create(core, rd, ns, obj)?;
     policy::admit_create(core, rd, ns, obj)
 }
