@@ -279,6 +279,8 @@ impl ControlPlane {
 /// kube-apiserver's endpoint reconciler does, naming `advertise`).
 fn bootstrap(core: &Arc<Core>, addr: SocketAddr, advertise: SocketAddr) {
     let mut ctx = WriteCtx::controller("kube-apiserver");
+    // The default StorageClass `standard` (local-path volumes on the pod's node).
+    controllers::volumes::ensure_default_class(core);
     let nsrd = &registry::RESOURCES[0];
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         if core.get_stored(nsrd, None, ns).is_none() {

@@ -17,6 +17,7 @@ mod replicaset;
 mod revisions;
 mod scheduler;
 mod serviceaccount;
+pub(crate) mod volumes;
 
 use crate::api::objects::{meta_str, now, now_micro, Core, WriteCtx};
 use crate::registry::{self, ResourceDef};
@@ -68,7 +69,13 @@ pub fn spawn_all(
         (
             "scheduler",
             scheduler::pass,
-            Wake::Kinds(&[("", "pods"), ("", "nodes")]),
+            // Claims and volumes too: a pod waiting for its claims is bound once they are.
+            Wake::Kinds(&[
+                ("", "pods"),
+                ("", "nodes"),
+                ("", "persistentvolumeclaims"),
+                ("", "persistentvolumes"),
+            ]),
             Duration::from_secs(10),
         ),
         (
@@ -164,6 +171,16 @@ pub fn spawn_all(
             "serviceaccount",
             serviceaccount::pass,
             Wake::Kinds(&[("", "namespaces"), ("", "serviceaccounts"), ("", "secrets")]),
+            Duration::from_secs(5),
+        ),
+        (
+            "persistentvolume-binder",
+            volumes::pass,
+            Wake::Kinds(&[
+                ("", "persistentvolumes"),
+                ("", "persistentvolumeclaims"),
+                ("storage.k8s.io", "storageclasses"),
+            ]),
             Duration::from_secs(5),
         ),
         (

@@ -5,11 +5,13 @@
 //! picks the node running the fewest pods (spreading), as the default
 //! profile's NodeResourcesFit + balanced scoring roughly does.
 
+use super::volumes::{best_match, claim_class, pv_fits_node, set_claim_ref};
 use super::{list, pod_active, quantity, record_event, Settings};
 use crate::api::objects::{meta_str, now, Core, WriteCtx};
 use crate::registry;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 fn node_ready(n: &Value) -> bool {
     n.pointer("/status/conditions")
@@ -42,7 +44,7 @@ pub(crate) fn tolerates(pod: &Value, taint: &Value) -> bool {
     })
 }
 
-fn match_expr(labels: Option<&Value>, e: &Value) -> bool {
+pub(crate) fn match_expr(labels: Option<&Value>, e: &Value) -> bool {
     let key = e["key"].as_str().unwrap_or("");
     let val = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
     let vals: Vec<&str> = e["values"]
@@ -194,10 +196,20 @@ pub fn pass(core: &Core, _s: &Settings) {
             u.2 += 1;
         }
     }
+    let mut vols = Volumes::default();
     for pod in pending {
         let (cpu, mem) = requests(pod);
         let mut reasons: HashMap<&str, usize> = HashMap::new();
         let mut best: Option<(&Value, i64)> = None;
+        let claims = match vols.claims_of(core, pod) {
+            PodClaims::Wait => continue,
+            PodClaims::Unschedulable(why) => {
+                let msg = format!("0/{} nodes are available: {why}.", nodes.len());
+                unschedulable(core, pod, &msg);
+                continue;
+            }
+            PodClaims::Ready(c) => c,
+        };
         for n in &facts {
             let reason = if !n.ready {
                 Some("node(s) were not ready")
@@ -207,6 +219,8 @@ pub fn pass(core: &Core, _s: &Settings) {
                 Some("node(s) had untolerated taint(s)")
             } else if !node_matches(pod, n.node) {
                 Some("node(s) didn't match Pod's node affinity/selector")
+            } else if let Some(r) = claims.refuses(&vols, n.node) {
+                Some(r)
             } else {
                 let u = usage.get(n.name).copied().unwrap_or_default();
                 if u.0 + cpu > n.cpu + 1e-9 {
@@ -229,6 +243,11 @@ pub fn pass(core: &Core, _s: &Settings) {
         let pod_name = meta_str(pod, "name");
         let ns = meta_str(pod, "namespace");
         match best {
+            Some((node, _)) if !claims.delayed.is_empty() => {
+                // WaitForFirstConsumer: the claims get their volumes for this node first; the
+                // pod is bound on a later pass, once they are bound (upstream's PreBind wait).
+                claims.assume(core, &vols, node);
+            }
             Some((node, _)) => {
                 let node_name = meta_str(node, "name").to_string();
                 let mut ctx = WriteCtx::controller("default-scheduler");
@@ -273,34 +292,228 @@ pub fn pass(core: &Core, _s: &Settings) {
                         parts.join(", ")
                     )
                 };
-                let already = pod
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "PodScheduled" && c["message"] == json!(msg))
-                    });
-                if !already {
-                    let mut ctx = WriteCtx::controller("default-scheduler");
-                    let _ = core.modify(registry::pods(), Some(ns), pod_name, Some("status"), &mut ctx, |o| {
-                        let mut o = o.clone();
-                        let mut conds: Vec<Value> = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-                        conds.retain(|c| c["type"] != "PodScheduled");
-                        conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": now()}));
-                        o["status"]["conditions"] = json!(conds);
-                        Ok(o)
-                    });
-                    record_event(
-                        core,
-                        pod,
-                        "Pod",
-                        "Warning",
-                        "FailedScheduling",
-                        &msg,
-                        "default-scheduler",
-                    );
+                unschedulable(core, pod, &msg);
+            }
+        }
+    }
+}
+
+/// Marks the pod unschedulable (PodScheduled False, once per message) with a FailedScheduling
+/// event.
+fn unschedulable(core: &Core, pod: &Value, msg: &str) {
+    let pod_name = meta_str(pod, "name");
+    let ns = meta_str(pod, "namespace");
+    let already = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["message"] == json!(msg))
+        });
+    if already {
+        return;
+    }
+    let mut ctx = WriteCtx::controller("default-scheduler");
+    let _ = core.modify(registry::pods(), Some(ns), pod_name, Some("status"), &mut ctx, |o| {
+        let mut o = o.clone();
+        let mut conds: Vec<Value> = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        conds.retain(|c| c["type"] != "PodScheduled");
+        conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": now()}));
+        o["status"]["conditions"] = json!(conds);
+        Ok(o)
+    });
+    record_event(
+        core,
+        pod,
+        "Pod",
+        "Warning",
+        "FailedScheduling",
+        msg,
+        "default-scheduler",
+    );
+}
+
+/// The volume side of scheduling (upstream's VolumeBinding plugin): the pod's claims must exist;
+/// bound claims' volumes must admit the node (their node affinity); unbound claims of an
+/// Immediate class keep the pod unschedulable until the binder binds them; unbound
+/// WaitForFirstConsumer claims need a node where a fitting Available volume lies or where their
+/// provisioner can make one, and are given their volume there (a static one pre-bound, else the
+/// claim annotated `volume.kubernetes.io/selected-node`) before the pod is bound. Loaded once per
+/// pass, and only when a pending pod uses claims.
+#[derive(Default)]
+struct Volumes {
+    loaded: bool,
+    pvs: Vec<Arc<Value>>,
+    pvcs: Vec<Arc<Value>>,
+    classes: Vec<Arc<Value>>,
+}
+
+/// What a pending pod's claims allow.
+enum PodClaims {
+    Ready(Claims),
+    /// No node can take it (the reason, as upstream's message words it).
+    Unschedulable(String),
+    /// Its claims are being given their volumes: it is bound once they are bound.
+    Wait,
+}
+
+#[derive(Default)]
+struct Claims {
+    /// The volumes of bound claims.
+    bound: Vec<Arc<Value>>,
+    /// Unbound claims of WaitForFirstConsumer classes.
+    delayed: Vec<Arc<Value>>,
+}
+
+fn pod_claim_names(pod: &Value) -> Vec<&str> {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+        })
+        .collect()
+}
+
+impl Volumes {
+    fn load(&mut self, core: &Core) {
+        if !self.loaded {
+            self.pvs = list(core, "", "persistentvolumes", None);
+            self.pvcs = list(core, "", "persistentvolumeclaims", None);
+            self.classes = list(core, "storage.k8s.io", "storageclasses", None);
+            self.loaded = true;
+        }
+    }
+
+    fn class(&self, name: &str) -> Option<&Value> {
+        self.classes
+            .iter()
+            .map(|c| &**c)
+            .find(|c| meta_str(c, "name") == name)
+    }
+
+    fn claims_of(&mut self, core: &Core, pod: &Value) -> PodClaims {
+        let names = pod_claim_names(pod);
+        let mut out = Claims::default();
+        if names.is_empty() {
+            return PodClaims::Ready(out);
+        }
+        self.load(core);
+        let ns = meta_str(pod, "namespace");
+        let mut assumed = false;
+        for name in names {
+            let Some(pvc) = self
+                .pvcs
+                .iter()
+                .find(|c| meta_str(c, "namespace") == ns && meta_str(c, "name") == name)
+            else {
+                return PodClaims::Unschedulable(format!(
+                    "persistentvolumeclaim \"{name}\" not found"
+                ));
+            };
+            if super::deleting(pvc) {
+                return PodClaims::Unschedulable(format!(
+                    "persistentvolumeclaim \"{name}\" is being deleted"
+                ));
+            }
+            let vol = pvc
+                .pointer("/spec/volumeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !vol.is_empty() {
+                match self.pvs.iter().find(|p| meta_str(p, "name") == vol) {
+                    Some(pv) => out.bound.push(pv.clone()),
+                    None => {
+                        return PodClaims::Unschedulable(format!(
+                            "pvc {name} bound to non-existent pv {vol}"
+                        ))
+                    }
+                }
+                continue;
+            }
+            let delayed = self.class(claim_class(pvc)).is_some_and(|c| {
+                c.get("volumeBindingMode").and_then(Value::as_str) == Some("WaitForFirstConsumer")
+            });
+            if !delayed {
+                return PodClaims::Unschedulable(
+                    "pod has unbound immediate PersistentVolumeClaims".into(),
+                );
+            }
+            let selected = pvc
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(super::volumes::SELECTED_NODE))
+                .is_some();
+            let pre_bound = self.pvs.iter().any(|p| {
+                p.pointer("/spec/claimRef/uid").and_then(Value::as_str) == Some(super::uid(pvc))
+            });
+            if selected || pre_bound {
+                assumed = true;
+            } else {
+                out.delayed.push(pvc.clone());
+            }
+        }
+        if assumed && out.delayed.is_empty() {
+            return PodClaims::Wait;
+        }
+        PodClaims::Ready(out)
+    }
+}
+
+impl Claims {
+    /// Why `node` cannot take the pod's volumes, if it cannot.
+    fn refuses(&self, vols: &Volumes, node: &Value) -> Option<&'static str> {
+        if self.bound.iter().any(|pv| !pv_fits_node(pv, node)) {
+            return Some("node(s) had volume node affinity conflict");
+        }
+        for pvc in &self.delayed {
+            if best_match(&vols.pvs, pvc, Some(node)).is_some() {
+                continue;
+            }
+            let provisioner = vols
+                .class(claim_class(pvc))
+                .and_then(|c| c.get("provisioner"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let can_provision = match provisioner {
+                "" | "kubernetes.io/no-provisioner" => false,
+                super::volumes::LOCAL_PATH_PROVISIONER => node
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(super::volumes::LOCAL_PATH_ROOT_ANNOTATION))
+                    .is_some(),
+                _ => true,
+            };
+            if !can_provision {
+                return Some("node(s) didn't find available persistent volumes to bind");
+            }
+        }
+        None
+    }
+
+    /// Gives each delayed claim its volume on `node`: a fitting static volume pre-bound to it,
+    /// else the node named for its provisioner.
+    fn assume(&self, core: &Core, vols: &Volumes, node: &Value) {
+        let node_name = meta_str(node, "name");
+        for pvc in &self.delayed {
+            if let Some(pv) = best_match(&vols.pvs, pvc, Some(node)) {
+                if set_claim_ref(core, meta_str(pv, "name"), pvc, "default-scheduler") {
+                    continue;
                 }
             }
+            let mut ctx = WriteCtx::controller("default-scheduler");
+            let _ = core.modify(
+                super::rd("", "persistentvolumeclaims"),
+                Some(meta_str(pvc, "namespace")),
+                meta_str(pvc, "name"),
+                None,
+                &mut ctx,
+                |cur| {
+                    let mut o = cur.clone();
+                    o["metadata"]["annotations"][super::volumes::SELECTED_NODE] = json!(node_name);
+                    Ok(o)
+                },
+            );
         }
     }
 }
