@@ -76,6 +76,7 @@ pub struct ControlPlane {
     node_port_range: String,
     load_balancer_ip_range: Option<String>,
     cluster_dns_ip: Option<std::net::Ipv4Addr>,
+    clock: controllers::Clock,
 }
 
 impl ControlPlane {
@@ -90,7 +91,15 @@ impl ControlPlane {
             node_port_range: "30000-32767".into(),
             load_balancer_ip_range: None,
             cluster_dns_ip: None,
+            clock: controllers::Clock::default(),
         }
+    }
+
+    /// The clock the CronJob controller schedules by (default: the system time). Tests keep a
+    /// clone and move it forward to make schedules come due without waiting.
+    pub fn clock(mut self, clock: controllers::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// kube-apiserver's `--service-node-port-range` (default 30000-32767).
@@ -173,6 +182,7 @@ impl ControlPlane {
         let node_ports = api::objects::PortRange::parse(&self.node_port_range)
             .ok_or_else(|| StartError::NodePortRange(self.node_port_range.clone()))?;
         let mut settings = controllers::Settings::new(self.node_monitor_grace);
+        settings.clock = self.clock.clone();
         if let Some(r) = &self.load_balancer_ip_range {
             settings.load_balancer_pool =
                 Some(controllers::loadbalancer::LoadBalancerPool::parse(r)?);

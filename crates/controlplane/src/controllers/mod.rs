@@ -3,6 +3,7 @@
 //! desired and observed state and writes through [`Core`], so controller
 //! writes get the same defaults, validation and watch events as clients'.
 
+pub(crate) mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -17,7 +18,10 @@ mod replicaset;
 mod revisions;
 mod scheduler;
 mod serviceaccount;
+mod statefulset;
 pub(crate) mod volumes;
+
+pub use cronjob::Clock;
 
 use crate::api::objects::{meta_str, now, now_micro, Core, WriteCtx};
 use crate::registry::{self, ResourceDef};
@@ -36,6 +40,8 @@ pub struct Settings {
     pub load_balancer_pool: Option<loadbalancer::LoadBalancerPool>,
     /// The cluster DNS address: `kube-system/kube-dns` is kept with it.
     pub cluster_dns_ip: Option<std::net::Ipv4Addr>,
+    /// The CronJob controller's time (tests move it forward).
+    pub clock: Clock,
 }
 
 impl Settings {
@@ -44,6 +50,7 @@ impl Settings {
             node_monitor_grace,
             load_balancer_pool: None,
             cluster_dns_ip: None,
+            clock: Clock::default(),
         }
     }
 }
@@ -104,6 +111,24 @@ pub fn spawn_all(
                 ("", "pods"),
             ]),
             Duration::from_secs(2),
+        ),
+        (
+            "statefulset",
+            statefulset::pass,
+            Wake::Kinds(&[
+                ("apps", "statefulsets"),
+                ("apps", "controllerrevisions"),
+                ("", "persistentvolumeclaims"),
+                ("", "pods"),
+            ]),
+            Duration::from_secs(2),
+        ),
+        (
+            "cronjob",
+            cronjob::pass,
+            // And every second: schedules come due with time, not with writes.
+            Wake::Kinds(&[("batch", "cronjobs"), ("batch", "jobs")]),
+            Duration::from_secs(1),
         ),
         (
             "job",
