@@ -240,6 +240,7 @@ impl ControlPlane {
             server_address: format!("{host}:{}", addr.port()),
             kubelet_tls,
             ready: Default::default(),
+            rbac: api::auth::Rbac::new(store.clone()),
         });
         let kubeconfig_path = self.data_dir.join("admin.kubeconfig");
         let kc = pki::kubeconfig(
@@ -258,6 +259,7 @@ impl ControlPlane {
             .find(|a| !a.ip().is_loopback() && !a.ip().is_unspecified())
             .unwrap_or(addr);
         bootstrap(&core, addr, advertise);
+        api::auth::bootstrap::reconcile(&core);
         // Before start() returns, so clients find it at once.
         controllers::ensure_kube_dns(&core, &settings);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -28,6 +28,10 @@ pub fn api_versions(server_address: &str) -> Value {
 static REVIEW_RESOURCES: &[ResourceDef] = &[
     registry::def!(k8s_openapi::api::authentication::v1::SelfSubjectReview, "selfsubjectreview", short: &[], cat: &[], sub: &[]),
     registry::def!(k8s_openapi::api::authentication::v1::TokenReview, "tokenreview", short: &[], cat: &[], sub: &[]),
+    registry::def!(k8s_openapi::api::authorization::v1::LocalSubjectAccessReview, "localsubjectaccessreview", short: &[], cat: &[], sub: &[]),
+    registry::def!(k8s_openapi::api::authorization::v1::SelfSubjectAccessReview, "selfsubjectaccessreview", short: &[], cat: &[], sub: &[]),
+    registry::def!(k8s_openapi::api::authorization::v1::SelfSubjectRulesReview, "selfsubjectrulesreview", short: &[], cat: &[], sub: &[]),
+    registry::def!(k8s_openapi::api::authorization::v1::SubjectAccessReview, "subjectaccessreview", short: &[], cat: &[], sub: &[]),
 ];
 
 /// The request/response-only resource `plural` (`tokenreviews`, ...).

@@ -619,6 +619,7 @@ mod tests {
         )
         .expect("pod");
         let server = Arc::new(ApiServer {
+            rbac: super::super::auth::Rbac::new(core.store.clone()),
             core,
             tokens: Arc::new(super::super::auth::TokenStore::load(
                 dir.path().join("t.json"),

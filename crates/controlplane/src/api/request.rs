@@ -2,7 +2,7 @@
 //! query, the headers that matter and the options derived from them), body
 //! reading and decoding, and [`Call`], one call on a resource.
 
-use super::auth::{authz, Attributes, User};
+use super::auth::{authz, Attributes, Rbac, User};
 use super::error::{ApiError, ApiResult};
 use super::objects::{DeleteOptions, FieldValidation, ListOptions, WriteCtx};
 use super::protobuf;
@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -37,6 +38,8 @@ pub(crate) struct Req {
     pub accept: String,
     pub content_type: String,
     pub user: User,
+    /// The RBAC state the request is authorized against.
+    pub rbac: Arc<Rbac>,
     pub user_agent: String,
     /// `If-None-Match` (cached documents answer 304).
     pub if_none_match: String,
@@ -48,6 +51,7 @@ impl Req {
         headers: &HeaderMap,
         query: HashMap<String, String>,
         user: User,
+        rbac: Arc<Rbac>,
     ) -> Req {
         let header = |h: http::header::HeaderName| {
             headers
@@ -62,6 +66,7 @@ impl Req {
             accept: header(http::header::ACCEPT),
             content_type: header(http::header::CONTENT_TYPE),
             user,
+            rbac,
             user_agent: header(http::header::USER_AGENT),
             if_none_match: header(http::header::IF_NONE_MATCH),
         }
@@ -184,19 +189,56 @@ impl Call<'_> {
     /// Authorization of the call (with `incoming`, the object in its body,
     /// for the decisions that depend on it); 403 if refused.
     pub fn authorize(&self, incoming: Option<&Value>) -> ApiResult<()> {
-        authz::check(
-            &self.r.user,
-            &Attributes {
-                verb: self.action.verb(),
-                resource: self.t.rd,
-                subresource: self.t.sub,
-                namespace: self.t.ns,
-                name: self.t.name,
-                existing: self.existing,
-                incoming,
-                related: None,
-            },
-        )
+        let a = Attributes {
+            verb: self.action.verb(),
+            resource: self.t.rd,
+            subresource: self.t.sub,
+            namespace: self.t.ns,
+            name: self.t.name,
+            existing: self.existing,
+            incoming,
+            related: None,
+        };
+        authz::check(&self.r.rbac, &self.r.user, &a)?;
+        if self.t.rd.group == super::auth::rbac::GROUP
+            && matches!(self.action, Action::Create | Action::Update | Action::Patch)
+        {
+            if let Some(result) = self.rbac_result(incoming)? {
+                authz::check_escalation(&self.r.rbac, &self.r.user, &a, &result)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An RBAC object as a create, update or patch would store it, for the
+    /// escalation check: the body (a bound role reference cannot change, so
+    /// an update of a binding is checked with the stored one's), or the
+    /// patch applied to the stored object (server-side apply: the applied
+    /// configuration, whose `rules` replace the stored ones).
+    fn rbac_result(&self, incoming: Option<&Value>) -> ApiResult<Option<Value>> {
+        if let Some(obj) = incoming {
+            let mut obj = obj.clone();
+            if let Some(role_ref) = self.existing.and_then(|e| e.get("roleRef")) {
+                obj["roleRef"] = role_ref.clone();
+            }
+            return Ok(Some(obj));
+        }
+        let ty = super::patch::PatchType::from_content_type(&self.r.content_type)?;
+        Ok(match (self.existing, ty) {
+            (Some(cur), super::patch::PatchType::Apply) => {
+                let applied = self.r.parse_body(self.body)?;
+                let mut obj = cur.clone();
+                for k in ["rules", "aggregationRule"] {
+                    if let Some(v) = applied.get(k) {
+                        obj[k] = v.clone();
+                    }
+                }
+                Some(obj)
+            }
+            (Some(cur), ty) => Some(super::patch::apply_patch(cur, ty, self.body)?),
+            (None, super::patch::PatchType::Apply) => Some(self.r.parse_body(self.body)?),
+            (None, _) => None,
+        })
     }
 
     /// The body decoded, then the call authorized with it.

@@ -110,6 +110,13 @@ pub(crate) enum Route<'a> {
     SelfSubjectReview,
     /// `/apis/authentication.k8s.io/v1/tokenreviews` (any method).
     TokenReview,
+    /// `/apis/authorization.k8s.io/v1/{selfsubjectaccessreviews,
+    /// subjectaccessreviews,selfsubjectrulesreviews}` and
+    /// `.../namespaces/NS/localsubjectaccessreviews` (any method).
+    AccessReview {
+        plural: &'a str,
+        ns: Option<&'a str>,
+    },
     Resource(Target<'a>, Action),
     NotFound,
     MethodNotAllowed,
@@ -155,6 +162,15 @@ pub(crate) fn resolve<'a>(method: &Method, segs: &[&'a str], watch: bool) -> Rou
         ["openid", "v1", "jwks"] if get => Route::Document(Document::Jwks),
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => Route::SelfSubjectReview,
         ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReview,
+        ["apis", "authorization.k8s.io", "v1", plural @ ("selfsubjectaccessreviews"
+        | "subjectaccessreviews"
+        | "selfsubjectrulesreviews")] => Route::AccessReview { plural, ns: None },
+        ["apis", "authorization.k8s.io", "v1", "namespaces", ns, "localsubjectaccessreviews"] => {
+            Route::AccessReview {
+                plural: "localsubjectaccessreviews",
+                ns: Some(*ns),
+            }
+        }
         ["api", "v1", rest @ ..] => resource("", "v1", rest, method, watch),
         ["apis", g, v, rest @ ..] => resource(g, v, rest, method, watch),
         _ => Route::NotFound,

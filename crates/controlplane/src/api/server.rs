@@ -5,7 +5,7 @@
 //! (`auth/authz.rs`; 403) before the object layer admits and stores
 //! (`objects.rs`).
 
-use super::auth::{authn, TokenStore, User};
+use super::auth::{authn, authz, Rbac, TokenStore, User};
 use super::error::{ApiError, ApiResult};
 use super::objects::Core;
 use super::request::{self, Call, Req};
@@ -28,6 +28,8 @@ pub struct ApiServer {
     pub server_address: String,
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     pub ready: AtomicBool,
+    /// The RBAC index every request is authorized against.
+    pub rbac: Arc<Rbac>,
 }
 
 impl ApiServer {
@@ -74,10 +76,31 @@ impl ApiServer {
         }
         let user = user
             .or_else(|| authn::bearer_user(req.headers(), &self.tokens, &self.signer, &self.core));
-        let Some(user) = user else {
+        let Some(mut user) = user else {
             return error_response(&ApiError::unauthorized());
         };
-        let r = Req::new(req.method().clone(), req.headers(), query, user);
+        if authz::impersonation_requested(req.headers()) {
+            user = match authz::impersonate(&self.rbac, &user, req.headers()) {
+                Ok(u) => u,
+                Err(e) => return error_response(&e),
+            };
+        }
+        if let Route::Document(_) = route {
+            let verb = match *req.method() {
+                http::Method::GET | http::Method::HEAD => "get".to_string(),
+                ref m => m.as_str().to_ascii_lowercase(),
+            };
+            if let Err(e) = authz::check_url(&self.rbac, &user, &verb, &path) {
+                return error_response(&e);
+            }
+        }
+        let r = Req::new(
+            req.method().clone(),
+            req.headers(),
+            query,
+            user,
+            self.rbac.clone(),
+        );
         let result = match route {
             // An upgrade: the request is handed on whole, its body never read.
             Route::Resource(t, Action::Exec) => {
@@ -105,6 +128,7 @@ impl ApiServer {
             Route::Document(d) => return self.document(&d, r),
             Route::SelfSubjectReview => return self.self_subject_review(r, body),
             Route::TokenReview => return self.token_review(r, body),
+            Route::AccessReview { plural, ns } => return self.access_review(r, plural, ns, body),
             Route::NotFound => return Err(ApiError::path_not_found()),
             Route::MethodNotAllowed => return Err(ApiError::method_not_allowed()),
             Route::Resource(t, action) => (t, action),

@@ -3,6 +3,7 @@
 //! desired and observed state and writes through [`Core`], so controller
 //! writes get the same defaults, validation and watch events as clients'.
 
+pub(crate) mod clusterrole_aggregation;
 pub(crate) mod cronjob;
 mod daemonset;
 mod deployment;
@@ -18,8 +19,8 @@ mod replicaset;
 mod revisions;
 mod scheduler;
 mod serviceaccount;
-mod statefulset;
 pub(crate) mod volumes;
+mod statefulset;
 
 pub use cronjob::Clock;
 
@@ -88,7 +89,11 @@ pub fn spawn_all(
         (
             "replicaset",
             replicaset::pass,
-            Wake::Kinds(&[("apps", "replicasets"), ("", "pods")]),
+            Wake::Kinds(&[
+                ("apps", "replicasets"),
+                ("", "replicationcontrollers"),
+                ("", "pods"),
+            ]),
             Duration::from_secs(2),
         ),
         (
@@ -197,6 +202,12 @@ pub fn spawn_all(
             serviceaccount::pass,
             Wake::Kinds(&[("", "namespaces"), ("", "serviceaccounts"), ("", "secrets")]),
             Duration::from_secs(5),
+        ),
+        (
+            "clusterrole-aggregation",
+            clusterrole_aggregation::pass,
+            Wake::Kinds(&[("rbac.authorization.k8s.io", "clusterroles")]),
+            Duration::from_secs(30),
         ),
         (
             "persistentvolume-binder",

@@ -1,11 +1,15 @@
-//! Authorization: `system:masters` may do everything; a node
+//! Authorization, as kube-apiserver's `--authorization-mode=Node,RBAC`:
+//! `system:masters` may do everything (upstream's privileged group); a node
 //! (`system:node:<name>` in `system:nodes`) may read, and may only write its
 //! own Node and Lease and the pods bound to it, and request service-account
 //! tokens only bound to its own pods, as the Node authorizer +
-//! NodeRestriction admission do upstream. Everyone else is denied. Refusals
-//! are kube-apiserver's 403 Status ([`check`], [`check_token_request`]).
+//! NodeRestriction admission do upstream; everyone else gets what RBAC
+//! bindings grant (`rbac.rs`). Writes of RBAC objects are also checked for
+//! escalation ([`check_escalation`]). Refusals are kube-apiserver's 403
+//! Status ([`check`], [`check_token_request`], [`check_url`]).
 
 use super::authn::User;
+use super::rbac::{self, PolicyRule, Rbac, Request, ResourceRequest};
 use crate::api::error::{ApiError, ApiResult};
 use crate::registry::ResourceDef;
 use serde_json::Value;
@@ -26,11 +30,42 @@ pub struct Attributes<'a> {
     pub related: Option<&'a Value>,
 }
 
-/// `Ok(())` if allowed.
-pub fn authorize(user: &User, a: &Attributes) -> bool {
-    if user.is_admin() {
-        return true;
+impl<'a> Attributes<'a> {
+    fn request(&self) -> ResourceRequest<'a> {
+        ResourceRequest {
+            verb: self.verb,
+            group: self.resource.group,
+            resource: self.resource.plural,
+            subresource: self.subresource,
+            namespace: self.namespace.filter(|_| self.resource.namespaced),
+            name: self.name,
+        }
     }
+}
+
+/// The chain for any request: `Some(reason)` if allowed (the reason empty
+/// for the privileged group), `None` if no authorizer allows it.
+pub fn decide(rbac: &Rbac, user: &User, req: &Request) -> Option<String> {
+    if user.is_admin() {
+        return Some(String::new());
+    }
+    rbac.index().allows(user, req)
+}
+
+/// Whether `user` may do what `a` describes: admins, then the Node
+/// authorizer, then RBAC.
+pub fn authorize(rbac: &Rbac, user: &User, a: &Attributes) -> bool {
+    user.is_admin()
+        || node_authorize(user, a)
+        || rbac
+            .index()
+            .allows(user, &Request::Resource(a.request()))
+            .is_some()
+}
+
+/// The Node authorizer (with NodeRestriction's rules): whether a node
+/// identity may do this. No opinion (false) for everyone else.
+pub fn node_authorize(user: &User, a: &Attributes) -> bool {
     if matches!(a.verb, "get" | "list" | "watch") {
         // Node agents read what they run (pods, secrets, configmaps,
         // services...); upstream narrows this further with the node graph.
@@ -95,18 +130,36 @@ pub fn authorize(user: &User, a: &Attributes) -> bool {
 }
 
 /// `Ok(())` if `user` may do what `a` describes, else upstream's 403.
-pub fn check(user: &User, a: &Attributes) -> ApiResult<()> {
-    if authorize(user, a) {
+pub fn check(rbac: &Rbac, user: &User, a: &Attributes) -> ApiResult<()> {
+    if authorize(rbac, user, a) {
         Ok(())
     } else {
         Err(forbidden(user, a))
     }
 }
 
+/// A non-resource request (`/api`, `/apis/apps`, `/openapi/v2`): allowed to
+/// admins and as RBAC's `nonResourceURLs` rules say (upstream's
+/// `system:discovery` grants them to every authenticated user); else
+/// `forbidden: User "x" cannot get path "/api"`.
+pub fn check_url(rbac: &Rbac, user: &User, verb: &str, path: &str) -> ApiResult<()> {
+    if decide(rbac, user, &Request::NonResource { verb, path }).is_some() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+            user.name
+        ),
+    ))
+}
+
 /// [`check`] for a TokenRequest (`a.related` is the pod it binds to, if
 /// that exists), with upstream's reasons when a node is refused.
-pub fn check_token_request(user: &User, a: &Attributes) -> ApiResult<()> {
-    let mut e = match check(user, a) {
+pub fn check_token_request(rbac: &Rbac, user: &User, a: &Attributes) -> ApiResult<()> {
+    let mut e = match check(rbac, user, a) {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
@@ -139,6 +192,251 @@ fn forbidden(user: &User, a: &Attributes) -> ApiError {
         );
     }
     e
+}
+
+/// Escalation prevention for writes of RBAC objects, as upstream's RBAC
+/// storage: a Role or ClusterRole may only hold rules its writer holds
+/// (in that namespace), unless the writer may `escalate` it; a binding may
+/// only refer to a role whose rules its writer holds, unless the writer may
+/// `bind` it. `result` is the object as it will be stored. Privileged users
+/// are not checked.
+pub fn check_escalation(rbac: &Rbac, user: &User, a: &Attributes, result: &Value) -> ApiResult<()> {
+    let rd = a.resource;
+    if rd.group != rbac::GROUP || a.subresource.is_some() || user.is_admin() {
+        return Ok(());
+    }
+    let ns = a.namespace.filter(|_| rd.namespaced);
+    let name = match a.name {
+        "" => result
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        n => n,
+    };
+    let may = |verb: &str, plural: &str, name: &str| {
+        let req = ResourceRequest {
+            verb,
+            group: rbac::GROUP,
+            resource: plural,
+            subresource: None,
+            namespace: ns,
+            name,
+        };
+        decide(rbac, user, &Request::Resource(req)).is_some()
+    };
+    let index = rbac.index();
+    let held = index.rules_for(user, ns);
+    let refuse = |why: String| {
+        let mut e = ApiError::forbidden(&user.name, a.verb, rd, ns, name);
+        e.message = format!("{} \"{name}\" is forbidden: {why}", rd.group_resource());
+        e
+    };
+    match rd.plural {
+        "roles" | "clusterroles" => {
+            if may("escalate", rd.plural, name) {
+                return Ok(());
+            }
+            if rd.plural == "clusterroles" && result.get("aggregationRule").is_some() {
+                // Upstream: an aggregated role takes any rules, so only a holder
+                // of everything may write one.
+                let all = [
+                    PolicyRule {
+                        verbs: vec!["*".into()],
+                        api_groups: vec!["*".into()],
+                        resources: vec!["*".into()],
+                        ..Default::default()
+                    },
+                    PolicyRule {
+                        verbs: vec!["*".into()],
+                        non_resource_urls: vec!["*".into()],
+                        ..Default::default()
+                    },
+                ];
+                if !rbac::uncovered(&held, &all).is_empty() {
+                    return Err(refuse(
+                        "must have cluster-admin privileges to use the aggregationRule".into(),
+                    ));
+                }
+                return Ok(());
+            }
+            let missing = rbac::uncovered(&held, &PolicyRule::of_role(result));
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(refuse(not_held(user, &missing)))
+            }
+        }
+        "rolebindings" | "clusterrolebindings" => {
+            let r = |k: &str| {
+                result
+                    .pointer(&format!("/roleRef/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            };
+            let (kind, role) = (r("kind"), r("name"));
+            let plural = if kind == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
+            if may("bind", plural, role) {
+                return Ok(());
+            }
+            let Some(rules) = index.role_rules(kind, ns.unwrap_or(""), role) else {
+                return Err(refuse(format!(
+                    "{plural}.{} \"{role}\" not found",
+                    rbac::GROUP
+                )));
+            };
+            let missing = rbac::uncovered(&held, &rules);
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(refuse(not_held(user, &missing)))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Upstream's text for rules a writer does not hold.
+fn not_held(user: &User, missing: &[PolicyRule]) -> String {
+    let groups: Vec<String> = user
+        .reported_groups()
+        .iter()
+        .map(|g| format!("{g:?}"))
+        .collect();
+    let rules: Vec<String> = rbac::compact(missing.to_vec())
+        .iter()
+        .map(PolicyRule::compact)
+        .collect();
+    format!(
+        "user {:?} (groups=[{}]) is attempting to grant RBAC permissions not currently held:\n{}",
+        user.name,
+        groups.join(" "),
+        rules.join("\n")
+    )
+}
+
+/// The headers of an impersonated request (`kubectl --as`, `--as-group`,
+/// `--as-uid`, `Impersonate-Extra-*`).
+pub fn impersonation_requested(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|k| {
+        let k = k.as_str();
+        k == "impersonate-user"
+            || k == "impersonate-group"
+            || k == "impersonate-uid"
+            || k.starts_with("impersonate-extra-")
+    })
+}
+
+/// Impersonation, as upstream's filter: each asked identity (user or
+/// service account, groups, uid, extra values) must be allowed to `user`
+/// by the `impersonate` verb; the request then runs as the asked user with
+/// the asked groups (a service account's own groups if none are asked) and
+/// `system:authenticated`.
+pub fn impersonate(rbac: &Rbac, user: &User, headers: &http::HeaderMap) -> ApiResult<User> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    };
+    let name = values("impersonate-user")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let groups = values("impersonate-group");
+    let uid = values("impersonate-uid");
+    let mut extras: Vec<(String, String)> = Vec::new();
+    for k in headers.keys() {
+        if let Some(key) = k.as_str().strip_prefix("impersonate-extra-") {
+            // Keys are percent-encoded in the header name (upstream).
+            let key: String = form_urlencoded::parse(format!("k={key}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| key.to_string());
+            for v in values(k.as_str()) {
+                extras.push((key.clone(), v));
+            }
+        }
+    }
+    if name.is_empty() {
+        let mut asked: Vec<String> = groups.iter().map(|g| format!("{{Group {g}}}")).collect();
+        asked.extend(uid.iter().map(|u| format!("{{UID {u}}}")));
+        asked.extend(extras.iter().map(|(k, v)| format!("{{Extra {k}={v}}}")));
+        return Err(ApiError::internal(format!(
+            "requested [{}] without impersonating a user",
+            asked.join(" ")
+        )));
+    }
+    let deny = |resource: &str, group: &str, ns: Option<&str>, n: &str| {
+        let who = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let scope = match ns {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".into(),
+        };
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{who} \"{n}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"{group}\"{scope}",
+                user.name
+            ),
+        )
+    };
+    let check = |resource: &str, group: &str, ns: Option<&str>, n: &str| {
+        let req = ResourceRequest {
+            verb: "impersonate",
+            group,
+            resource,
+            subresource: None,
+            namespace: ns,
+            name: n,
+        };
+        match decide(rbac, user, &Request::Resource(req)) {
+            Some(_) => Ok(()),
+            None => Err(deny(resource, group, ns, n)),
+        }
+    };
+    let sa = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    match sa {
+        Some((ns, sa)) => check("serviceaccounts", "", Some(ns), sa)?,
+        None => check("users", "", None, &name)?,
+    }
+    for g in &groups {
+        check("groups", "", None, g)?;
+    }
+    for u in &uid {
+        check("uids", "authentication.k8s.io", None, u)?;
+    }
+    for (k, v) in &extras {
+        check(&format!("userextras/{k}"), "authentication.k8s.io", None, v)?;
+    }
+    let mut out_groups = groups;
+    if let (Some((ns, _)), true) = (sa, out_groups.is_empty()) {
+        out_groups.push("system:serviceaccounts".into());
+        out_groups.push(format!("system:serviceaccounts:{ns}"));
+    }
+    let implicit = if name == "system:anonymous" {
+        "system:unauthenticated"
+    } else {
+        "system:authenticated"
+    };
+    if !out_groups.iter().any(|g| g == implicit) {
+        out_groups.push(implicit.into());
+    }
+    Ok(User {
+        name,
+        groups: out_groups,
+    })
 }
 
 /// Why a node may not request a service-account token.
@@ -200,6 +498,11 @@ pub fn node_token_request(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The chain without RBAC bindings (none exist in these tests).
+    fn authorize(user: &User, a: &Attributes) -> bool {
+        user.is_admin() || node_authorize(user, a)
+    }
 
     #[test]
     fn node_restriction() {

@@ -4,6 +4,9 @@
 
 pub mod authn;
 pub mod authz;
+pub mod bootstrap;
+pub mod rbac;
 
 pub use authn::{user_from_cert, TokenStore, User};
 pub use authz::{authorize, node_token_request, Attributes, TokenDenied};
+pub use rbac::Rbac;
