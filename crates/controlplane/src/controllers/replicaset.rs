@@ -1,6 +1,7 @@
 //! ReplicaSet controller: keeps `spec.replicas` active pods that the
 //! ReplicaSet controls (adopting matching orphans), and reports
-//! replicas/ready/available in status.
+//! replicas/ready/available in status. ReplicationControllers (core/v1) are
+//! the same loop with a map selector, as upstream runs one controller for both.
 //!
 //! Pods are created as upstream's `slowStartBatch` does: batches of 1, 2,
 //! 4, ... (at most `BURST_REPLICAS` per pass), stopping at the first batch
@@ -51,25 +52,59 @@ pub(super) fn slow_start_batch(count: i64, mut f: impl FnMut() -> bool) -> i64 {
 /// Per ReplicaSet (by uid): its failed-pod back-off.
 static FAILED: Mutex<Option<HashMap<String, FailedPods>>> = Mutex::new(None);
 
+/// What differs between the two kinds this loop serves.
+struct Kind {
+    group: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+    manager: &'static str,
+}
+
+const REPLICASET: Kind = Kind {
+    group: "apps",
+    plural: "replicasets",
+    kind: "ReplicaSet",
+    api_version: "apps/v1",
+    manager: "replicaset-controller",
+};
+
+const REPLICATION_CONTROLLER: Kind = Kind {
+    group: "",
+    plural: "replicationcontrollers",
+    kind: "ReplicationController",
+    api_version: "v1",
+    manager: "replication-controller",
+};
+
 pub fn pass(core: &Core, _s: &Settings) {
     let rss = list(core, "apps", "replicasets", None);
-    for rs in rss.iter() {
-        if deleting(rs) {
-            continue;
+    let rcs = list(core, "", "replicationcontrollers", None);
+    for (k, objs) in [(&REPLICASET, &rss), (&REPLICATION_CONTROLLER, &rcs)] {
+        for rs in objs.iter() {
+            if deleting(rs) {
+                continue;
+            }
+            sync(core, rs, k);
         }
-        sync(core, rs);
     }
     // Forget ReplicaSets that are gone.
     if let Ok(mut f) = FAILED.lock() {
         if let Some(m) = f.as_mut() {
-            m.retain(|u, _| rss.iter().any(|rs| uid(rs) == u));
+            m.retain(|u, _| rss.iter().chain(rcs.iter()).any(|rs| uid(rs) == u));
         }
     }
 }
 
-fn sync(core: &Core, rs: &Value) {
+fn sync(core: &Core, rs: &Value, k: &Kind) {
     let ns = meta_str(rs, "namespace");
-    let sel = LabelSelector::from_object(rs.pointer("/spec/selector").unwrap_or(&Value::Null));
+    let sel_obj = rs.pointer("/spec/selector").unwrap_or(&Value::Null);
+    let sel = if k.group.is_empty() {
+        // A ReplicationController's selector is a plain map of labels.
+        LabelSelector::from_object(&json!({"matchLabels": sel_obj}))
+    } else {
+        LabelSelector::from_object(sel_obj)
+    };
     if sel.is_empty() {
         return;
     }
@@ -81,8 +116,8 @@ fn sync(core: &Core, rs: &Value) {
             Some(u) if u == my_uid => owned.push(p),
             None if sel.matches(p) && pod_active(p) => {
                 // Adopt orphans that match the selector.
-                let mut ctx = WriteCtx::controller("replicaset-controller");
-                let oref = super::owner_ref(rs, "ReplicaSet", "apps/v1");
+                let mut ctx = WriteCtx::controller(k.manager);
+                let oref = super::owner_ref(rs, k.kind, k.api_version);
                 let _ = core.modify(
                     registry::pods(),
                     Some(ns),
@@ -135,23 +170,23 @@ fn sync(core: &Core, rs: &Value) {
             create_pod_from_template(
                 core,
                 rs,
-                "ReplicaSet",
-                "apps/v1",
+                k.kind,
+                k.api_version,
                 &template,
                 &[],
                 None,
-                "replicaset-controller",
+                k.manager,
             )
         });
         if created > 0 {
             record_event(
                 core,
                 rs,
-                "ReplicaSet",
+                k.kind,
                 "Normal",
                 "SuccessfulCreate",
                 &format!("Created {created} pod(s)"),
-                "replicaset-controller",
+                k.manager,
             );
         }
     } else if diff < 0 {
@@ -184,11 +219,11 @@ fn sync(core: &Core, rs: &Value) {
             record_event(
                 core,
                 rs,
-                "ReplicaSet",
+                k.kind,
                 "Normal",
                 "SuccessfulDelete",
                 &format!("Deleted pod: {}", meta_str(p, "name")),
-                "replicaset-controller",
+                k.manager,
             );
         }
     }
@@ -209,13 +244,7 @@ fn sync(core: &Core, rs: &Value) {
         status["readyReplicas"] = json!(ready);
         status["availableReplicas"] = json!(ready);
     }
-    set_status(
-        core,
-        rd("apps", "replicasets"),
-        rs,
-        status,
-        "replicaset-controller",
-    );
+    set_status(core, rd(k.group, k.plural), rs, status, k.manager);
 }
 
 #[cfg(test)]

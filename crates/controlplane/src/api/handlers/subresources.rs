@@ -232,3 +232,48 @@ fn selector_string(s: &Value) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// A workload's selector as a label selector string (`labels.Selector.String()`: requirements
+/// sorted by key). A ReplicationController's selector is a plain map (all values strings); the
+/// other kinds' is a `LabelSelector` with matchLabels and matchExpressions.
+fn selector_string(s: &Value) -> String {
+    let Some(m) = s.as_object() else {
+        return String::new();
+    };
+    let mut parts: Vec<(String, String)> = Vec::new();
+    let labels = if m.values().all(Value::is_string) {
+        Some(m)
+    } else {
+        s.get("matchLabels").and_then(Value::as_object)
+    };
+    for (k, v) in labels.into_iter().flatten() {
+        parts.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))));
+    }
+    for e in s
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let k = e["key"].as_str().unwrap_or("");
+        let mut vals: Vec<&str> = e["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        vals.sort();
+        let text = match e["operator"].as_str() {
+            Some("In") => format!("{k} in ({})", vals.join(",")),
+            Some("NotIn") => format!("{k} notin ({})", vals.join(",")),
+            Some("Exists") => k.to_string(),
+            Some("DoesNotExist") => format!("!{k}"),
+            _ => continue,
+        };
+        parts.push((k.to_string(), text));
+    }
+    parts.sort();
+    parts
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
+}
