@@ -686,7 +686,8 @@ impl Core {
         if !causes.is_empty() {
             return Err(ApiError::invalid(rd, &name, causes));
         }
-        super::kinds::admit_create(self, rd, ns, &mut obj)?;
+        // Held to the store write: quota admission's count stays true until the object exists.
+        let _quota_hold = super::kinds::admit_create(self, rd, ns, &mut obj)?;
         if ctx.manager != "__apply__" {
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("managedFields");

@@ -9,7 +9,7 @@ use crate::registry::ResourceDef;
 use serde_json::Value;
 
 mod networking;
-mod policy;
+pub(crate) mod policy;
 mod rbac;
 mod storage;
 mod workloads;
@@ -78,13 +78,14 @@ pub(crate) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value) -> Vec
     causes
 }
 
-/// Admission on create, after validation and before the write.
+/// Admission on create, after validation and before the write. The returned hold (quota's
+/// lock) must live until the object is written.
 pub(crate) fn admit_create(
     core: &Core,
     rd: &ResourceDef,
     ns: Option<&str>,
     obj: &mut Value,
-) -> ApiResult<()> {
+) -> ApiResult<policy::QuotaHold> {
     // DefaultStorageClass runs before quota, as upstream's plugin order has it.
     storage::admit_create(core, rd, ns, obj)?;
     policy::admit_create(core, rd, ns, obj)
