@@ -183,7 +183,6 @@ impl ControlPlane {
             .ok_or_else(|| StartError::NodePortRange(self.node_port_range.clone()))?;
         let mut settings = controllers::Settings::new(self.node_monitor_grace);
         settings.clock = self.clock.clone();
-        settings.clock = self.clock.clone();
         if let Some(r) = &self.load_balancer_ip_range {
             settings.load_balancer_pool =
                 Some(controllers::loadbalancer::LoadBalancerPool::parse(r)?);

@@ -5,7 +5,6 @@
 
 pub(crate) mod clusterrole_aggregation;
 pub(crate) mod cronjob;
-pub(crate) mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -20,11 +19,8 @@ mod replicaset;
 mod revisions;
 mod scheduler;
 mod serviceaccount;
-mod statefulset;
 pub(crate) mod volumes;
 mod statefulset;
-
-pub use cronjob::Clock;
 
 pub use cronjob::Clock;
 
@@ -120,24 +116,6 @@ pub fn spawn_all(
                 ("", "pods"),
             ]),
             Duration::from_secs(2),
-        ),
-        (
-            "statefulset",
-            statefulset::pass,
-            Wake::Kinds(&[
-                ("apps", "statefulsets"),
-                ("apps", "controllerrevisions"),
-                ("", "persistentvolumeclaims"),
-                ("", "pods"),
-            ]),
-            Duration::from_secs(2),
-        ),
-        (
-            "cronjob",
-            cronjob::pass,
-            // And every second: schedules come due with time, not with writes.
-            Wake::Kinds(&[("batch", "cronjobs"), ("batch", "jobs")]),
-            Duration::from_secs(1),
         ),
         (
             "statefulset",
