@@ -58,6 +58,11 @@ ROOTS = [
     ("batch/v1", "Job", "api::batch::v1::Job"),
     ("policy/v1", "Eviction", "api::policy::v1::Eviction"),
     ("autoscaling/v1", "Scale", "api::autoscaling::v1::Scale"),
+    # RBAC objects (`kubectl create role/clusterrole/rolebinding/...`).
+    ("rbac.authorization.k8s.io/v1", "Role", "api::rbac::v1::Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", "api::rbac::v1::ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "api::rbac::v1::RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "api::rbac::v1::ClusterRoleBinding"),
     # serviceaccounts/token (kubectl create token, the node agent's projected tokens).
     ("authentication.k8s.io/v1", "TokenRequest", "api::authentication::v1::TokenRequest"),
     # kubectl auth whoami.

@@ -28,6 +28,10 @@ pub const KINDS: &[(&str, &str)] = &[
     ("batch/v1", "Job"),
     ("policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("authentication.k8s.io/v1", "TokenRequest"),
     ("authentication.k8s.io/v1", "SelfSubjectReview"),
     ("*", "DeleteOptions"),
@@ -73,6 +77,18 @@ pub fn decode_kind(
         ("batch/v1", "Job") => decode::<k8s_pb::api::batch::v1::Job>(raw, depth),
         ("policy/v1", "Eviction") => decode::<k8s_pb::api::policy::v1::Eviction>(raw, depth),
         ("autoscaling/v1", "Scale") => decode::<k8s_pb::api::autoscaling::v1::Scale>(raw, depth),
+        ("rbac.authorization.k8s.io/v1", "Role") => {
+            decode::<k8s_pb::api::rbac::v1::Role>(raw, depth)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            decode::<k8s_pb::api::rbac::v1::ClusterRole>(raw, depth)
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            decode::<k8s_pb::api::rbac::v1::RoleBinding>(raw, depth)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            decode::<k8s_pb::api::rbac::v1::ClusterRoleBinding>(raw, depth)
+        }
         ("authentication.k8s.io/v1", "TokenRequest") => {
             decode::<k8s_pb::api::authentication::v1::TokenRequest>(raw, depth)
         }
@@ -2095,6 +2111,62 @@ impl JsonFields for k8s_pb::api::policy::v1::Eviction {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
         o.msg("deleteOptions", self.delete_options.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::AggregationRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("clusterRoleSelectors", &self.cluster_role_selectors);
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::ClusterRole {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msgs("rules", &self.rules);
+        o.msg("aggregationRule", self.aggregation_rule.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::ClusterRoleBinding {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msgs("subjects", &self.subjects);
+        o.msg("roleRef", self.role_ref.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::PolicyRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("verbs", &self.verbs);
+        o.strs("apiGroups", &self.api_groups);
+        o.strs("resources", &self.resources);
+        o.strs("resourceNames", &self.resource_names);
+        o.strs("nonResourceURLs", &self.non_resource_ur_ls);
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::Role {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msgs("rules", &self.rules);
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::RoleBinding {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msgs("subjects", &self.subjects);
+        o.msg("roleRef", self.role_ref.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::RoleRef {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("apiGroup", &self.api_group, OmitEmpty);
+        o.str("kind", &self.kind, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::rbac::v1::Subject {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("kind", &self.kind, OmitEmpty);
+        o.str("apiGroup", &self.api_group, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.str("namespace", &self.namespace, OmitEmpty);
     }
 }
 impl JsonFields for k8s_pb::apimachinery::pkg::apis::meta::v1::Condition {
