@@ -30,6 +30,7 @@ pub mod downward;
 pub mod enter;
 pub mod env;
 pub mod events;
+pub mod local_path;
 pub mod mirror;
 pub mod node;
 pub mod node_services;

@@ -7,6 +7,7 @@
 
 use super::dns::{self, Services};
 use super::downward::NodeInfo;
+use super::local_path;
 use super::objects::{request_token, Objects, Refs};
 use super::volumes::{self, Tokens};
 use k8s_openapi::api::core::v1::Pod;
@@ -43,6 +44,8 @@ pub struct Preparer {
     services: Option<Services>,
     /// The node's DNS settings, to record the warnings of forming pods' DNS.
     dns: NodeDns,
+    /// Where this node's local-path volumes live (`local_path::root`, canonical).
+    local_root: PathBuf,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -50,12 +53,24 @@ fn uid(pod: &Pod) -> String {
 }
 
 impl Preparer {
-    /// Starts the Services watch (on the current tokio runtime).
+    /// Starts the Services watch and the node's local-path loop (on the current tokio runtime).
     pub fn new(client: kube::Client, root: PathBuf, node: NodeInfo) -> Preparer {
         let services = tokio::runtime::Handle::try_current()
             .ok()
             .map(|_| Services::watch(client.clone()));
+        let local_root = local_path::root(&root);
+        let local_root = std::fs::create_dir_all(&local_root)
+            .and_then(|()| std::fs::canonicalize(&local_root))
+            .unwrap_or(local_root);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(local_path::run(
+                client.clone(),
+                node.name.clone(),
+                root.clone(),
+            ));
+        }
         Preparer {
+            local_root,
             client,
             root,
             node,
@@ -223,9 +238,13 @@ impl Preparer {
             .unwrap_or_else(|| "default".into());
         let objs = Objects::fetch(&self.client, &ns, &Refs::of(pod, true)).await;
         self.volumes(pod, &objs, false).await?;
+        // persistentVolumeClaim volumes become the host paths of their bound volumes.
+        let claimed = local_path::with_claims(&self.client, pod, &self.local_root)
+            .await
+            .map_err(Blocked::Mount)?;
         let services = self.service_env(pod, &ns).await?;
         let ready =
-            super::env::resolve(pod, &objs, &self.node, &services).map_err(Blocked::Config)?;
+            super::env::resolve(&claimed, &objs, &self.node, &services).map_err(Blocked::Config)?;
         // The runtime forms the same configuration when it plans the pod; kubelet's events
         // about it come from here, where the API is.
         let dns = self.dns.clone();
