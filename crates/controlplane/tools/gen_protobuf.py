@@ -63,6 +63,11 @@ ROOTS = [
     ("rbac.authorization.k8s.io/v1", "ClusterRole", "api::rbac::v1::ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", "api::rbac::v1::RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "api::rbac::v1::ClusterRoleBinding"),
+    # The authorization reviews (`kubectl auth can-i`).
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "api::authorization::v1::SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview", "api::authorization::v1::SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview", "api::authorization::v1::LocalSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "api::authorization::v1::SelfSubjectRulesReview"),
     # serviceaccounts/token (kubectl create token, the node agent's projected tokens).
     ("authentication.k8s.io/v1", "TokenRequest", "api::authentication::v1::TokenRequest"),
     # kubectl auth whoami.
@@ -215,6 +220,8 @@ def parse_pb(root):
                     while not (decl.endswith(",") and decl.count("<") == decl.count(">")):
                         i += 1
                         decl += lines[i].strip()
+                    # rustfmt splits long generics over lines with a trailing comma.
+                    decl = decl.replace(",>", ">")
                     name, ty = decl[4:-1].split(":", 1)
                     cur.append(make_field(modpath, name.strip(), ty, attr))
                     attr = None

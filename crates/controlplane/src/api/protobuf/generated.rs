@@ -32,6 +32,10 @@ pub const KINDS: &[(&str, &str)] = &[
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ("authentication.k8s.io/v1", "TokenRequest"),
     ("authentication.k8s.io/v1", "SelfSubjectReview"),
     ("*", "DeleteOptions"),
@@ -88,6 +92,18 @@ pub fn decode_kind(
         }
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             decode::<k8s_pb::api::rbac::v1::ClusterRoleBinding>(raw, depth)
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            decode::<k8s_pb::api::authorization::v1::SelfSubjectAccessReview>(raw, depth)
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            decode::<k8s_pb::api::authorization::v1::SubjectAccessReview>(raw, depth)
+        }
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
+            decode::<k8s_pb::api::authorization::v1::LocalSubjectAccessReview>(raw, depth)
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            decode::<k8s_pb::api::authorization::v1::SelfSubjectRulesReview>(raw, depth)
         }
         ("authentication.k8s.io/v1", "TokenRequest") => {
             decode::<k8s_pb::api::authentication::v1::TokenRequest>(raw, depth)
@@ -314,6 +330,127 @@ impl JsonFields for k8s_pb::api::authentication::v1::UserInfo {
         o.str("uid", &self.uid, OmitEmpty);
         o.strs("groups", &self.groups);
         o.map_msg("extra", &self.extra);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::ExtraValue {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("items", &self.items);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::FieldSelectorAttributes {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("rawSelector", &self.raw_selector, OmitEmpty);
+        o.msgs("requirements", &self.requirements);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::LabelSelectorAttributes {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("rawSelector", &self.raw_selector, OmitEmpty);
+        o.msgs("requirements", &self.requirements);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::LocalSubjectAccessReview {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::NonResourceAttributes {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("path", &self.path, OmitEmpty);
+        o.str("verb", &self.verb, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::NonResourceRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("verbs", &self.verbs);
+        o.strs("nonResourceURLs", &self.non_resource_ur_ls);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::ResourceAttributes {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("namespace", &self.namespace, OmitEmpty);
+        o.str("verb", &self.verb, OmitEmpty);
+        o.str("group", &self.group, OmitEmpty);
+        o.str("version", &self.version, OmitEmpty);
+        o.str("resource", &self.resource, OmitEmpty);
+        o.str("subresource", &self.subresource, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("fieldSelector", self.field_selector.as_ref());
+        o.msg("labelSelector", self.label_selector.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::ResourceRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("verbs", &self.verbs);
+        o.strs("apiGroups", &self.api_groups);
+        o.strs("resources", &self.resources);
+        o.strs("resourceNames", &self.resource_names);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SelfSubjectAccessReview {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SelfSubjectAccessReviewSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("resourceAttributes", self.resource_attributes.as_ref());
+        o.msg(
+            "nonResourceAttributes",
+            self.non_resource_attributes.as_ref(),
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SelfSubjectRulesReview {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SelfSubjectRulesReviewSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("namespace", &self.namespace, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SubjectAccessReview {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SubjectAccessReviewSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("resourceAttributes", self.resource_attributes.as_ref());
+        o.msg(
+            "nonResourceAttributes",
+            self.non_resource_attributes.as_ref(),
+        );
+        o.str("user", &self.user, OmitEmpty);
+        o.strs("groups", &self.groups);
+        o.map_msg("extra", &self.extra);
+        o.str("uid", &self.uid, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SubjectAccessReviewStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.bool("allowed", self.allowed, Keep);
+        o.bool("denied", self.denied, Keep);
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("evaluationError", &self.evaluation_error, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::authorization::v1::SubjectRulesReviewStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("resourceRules", &self.resource_rules);
+        o.msgs("nonResourceRules", &self.non_resource_rules);
+        o.bool("incomplete", self.incomplete, Keep);
+        o.str("evaluationError", &self.evaluation_error, OmitEmpty);
     }
 }
 impl JsonFields for k8s_pb::api::autoscaling::v1::Scale {
@@ -2191,6 +2328,13 @@ impl JsonFields for k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions {
             self.ignore_store_read_error_with_cluster_breaking_potential,
             Keep,
         );
+    }
+}
+impl JsonFields for k8s_pb::apimachinery::pkg::apis::meta::v1::FieldSelectorRequirement {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("key", &self.key, OmitEmpty);
+        o.str("operator", &self.operator, OmitEmpty);
+        o.strs("values", &self.values);
     }
 }
 impl JsonFields for k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelector {
