@@ -351,16 +351,24 @@ fn most_recent(
     }
     // Many missed: jump near `now` by the interval between the first two, then walk (upstream
     // does the same rough approximation, so long gaps cost a few steps, not one per minute).
+    // Where the schedule is irregular (`30 6-16/4 * * 1-5`) the jump can overshoot the last
+    // time; upstream then runs nothing, here the jump is halved until it does not.
     let between = (t2.as_second() - t1.as_second()).max(1);
-    let missed = (now.as_second() - t1.as_second()) / between + 1;
-    let from = Timestamp::from_second(t1.as_second() + (missed - 2).max(0) * between).ok()?;
-    let mut t = sched.next(from, tz)?;
-    let mut recent = None;
-    while t <= now {
-        recent = Some(t);
-        t = sched.next(t, tz)?;
+    let mut jump = ((now.as_second() - t1.as_second()) / between - 1).max(0);
+    loop {
+        let from = Timestamp::from_second(t1.as_second() + jump * between).ok()?;
+        let mut t = sched.next(from, tz)?;
+        let mut recent = None;
+        while t <= now {
+            recent = Some(t);
+            t = sched.next(t, tz)?;
+        }
+        match recent {
+            Some(r) => return Some(r),
+            None if jump == 0 => return Some(t1),
+            None => jump /= 2,
+        }
     }
-    recent.or(Some(t1))
 }
 
 fn parse_time(s: &str) -> Option<Timestamp> {
