@@ -251,8 +251,37 @@ async fn static_binding_and_reclaim() {
     apply(&c, pvc("again", "500Mi", json!({"storageClassName": ""}))).await;
     let again = wait_phase(&c, "pvc", "again", "Bound").await;
     assert_eq!(again["spec"]["volumeName"], "spare");
+    assert_eq!(
+        again["metadata"]["finalizers"],
+        json!(["kubernetes.io/pvc-protection"])
+    );
+    let spare = get(&c, &["pv", "spare"]).await.expect("spare");
+    assert_eq!(
+        spare["metadata"]["finalizers"],
+        json!(["kubernetes.io/pv-protection"])
+    );
+    // A claim a pod uses is kept (Terminating) until the pod is gone.
+    let user = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "again"}}]}});
+    apply(&c, user).await;
+    c.ok(&["delete", "pvc", "again", "--wait=false"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = get(&c, &["pvc", "again"]).await.expect("still there");
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    assert_eq!(
+        phase(&get(&c, &["pv", "spare"]).await.expect("spare")),
+        "Bound"
+    );
+    c.ok(&["delete", "pod", "holder", "--grace-period=0", "--force"])
+        .await;
+    eventually("again gone", WAIT, || async {
+        get(&c, &["pvc", "again"]).await.is_none().then_some(())
+    })
+    .await;
+    wait_phase(&c, "pv", "spare", "Released").await;
     let out = c.ok(&["get", "pv,pvc"]).await;
-    for name in ["keep-1g", "spare", "chosen", "again", "named", "huge"] {
+    for name in ["keep-1g", "spare", "chosen", "named", "huge"] {
         assert!(out.contains(name), "{name} in {out}");
     }
 }

@@ -212,11 +212,14 @@ pub fn spawn_all(
         (
             "persistentvolume-binder",
             volumes::pass,
-            Wake::Kinds(&[
-                ("", "persistentvolumes"),
-                ("", "persistentvolumeclaims"),
-                ("storage.k8s.io", "storageclasses"),
-            ]),
+            Wake::KindsOrWhen(
+                &[
+                    ("", "persistentvolumes"),
+                    ("", "persistentvolumeclaims"),
+                    ("storage.k8s.io", "storageclasses"),
+                ],
+                volumes::pod_deleted,
+            ),
             Duration::from_secs(5),
         ),
         (

@@ -35,6 +35,10 @@ pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "rktup.io/local-path-root";
 /// The default StorageClass made at start.
 pub const DEFAULT_CLASS: &str = "standard";
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// The finalizers of upstream's StorageObjectInUseProtection admission (added on create): a claim
+/// in use by a pod, or a bound volume, is not removed until this controller lets it go.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
@@ -657,9 +661,88 @@ fn sync_volume(core: &Core, pv: &Value, pvcs: &[Arc<Value>]) {
     }
 }
 
+/// Besides its own kinds, the controller wakes when a pod goes: a deleted claim it used may go.
+pub(crate) fn pod_deleted(ev: &crate::store::Event) -> bool {
+    ev.kind == crate::store::EventType::Deleted && ev.key.starts_with("/registry/core/pods/")
+}
+
+/// Removes `finalizer` from the object (the protection controllers' last step).
+fn release(core: &Core, plural: &str, obj: &Value, finalizer: &str) {
+    let mut ctx = WriteCtx::controller(MANAGER);
+    let ns = meta_str(obj, "namespace");
+    let _ = core.modify(
+        rd("", plural),
+        (!ns.is_empty()).then_some(ns),
+        meta_str(obj, "name"),
+        None,
+        &mut ctx,
+        |cur| {
+            let mut o = cur.clone();
+            if let Some(list) = o
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                list.retain(|f| f != finalizer);
+            }
+            Ok(o)
+        },
+    );
+}
+
+fn has_finalizer(o: &Value, f: &str) -> bool {
+    o.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(|x| x == f))
+}
+
+/// Whether a pod that has not finished uses the claim (upstream's pvc-protection controller).
+fn claim_in_use(pods: &[Arc<Value>], pvc: &Value) -> bool {
+    pods.iter().any(|p| {
+        let phase = str_at(p, "/status/phase");
+        meta_str(p, "namespace") == meta_str(pvc, "namespace")
+            && phase != "Succeeded"
+            && phase != "Failed"
+            && p.pointer("/spec/volumes")
+                .and_then(Value::as_array)
+                .is_some_and(|vs| {
+                    vs.iter().any(|v| {
+                        v.pointer("/persistentVolumeClaim/claimName")
+                            .and_then(Value::as_str)
+                            == Some(meta_str(pvc, "name"))
+                    })
+                })
+    })
+}
+
+/// The protection controllers: a deleted claim goes once no unfinished pod uses it, a deleted
+/// volume once it is not Bound.
+fn protection(core: &Core, pvs: &[Arc<Value>], pvcs: &[Arc<Value>]) {
+    let deleting_claims: Vec<&Arc<Value>> = pvcs
+        .iter()
+        .filter(|c| super::deleting(c) && has_finalizer(c, PVC_PROTECTION))
+        .collect();
+    if !deleting_claims.is_empty() {
+        let pods = list(core, "", "pods", None);
+        for c in deleting_claims {
+            if !claim_in_use(&pods, c) {
+                release(core, "persistentvolumeclaims", c, PVC_PROTECTION);
+            }
+        }
+    }
+    for pv in pvs {
+        if super::deleting(pv)
+            && has_finalizer(pv, PV_PROTECTION)
+            && str_at(pv, "/status/phase") != "Bound"
+        {
+            release(core, "persistentvolumes", pv, PV_PROTECTION);
+        }
+    }
+}
+
 pub fn pass(core: &Core, _s: &Settings) {
     let pvs = list(core, "", "persistentvolumes", None);
     let pvcs = list(core, "", "persistentvolumeclaims", None);
+    protection(core, &pvs, &pvcs);
     let classes = list(core, "storage.k8s.io", "storageclasses", None);
     if let Ok(mut g) = RECORDED.lock() {
         if let Some(s) = g.as_mut() {

@@ -6,15 +6,9 @@
 //! (plugin/pkg/admission/storage/storageclass/setdefault).
 
 use crate::api::error::{cause, ApiResult, Cause};
-use crate::api::objects::{meta_str, Core};
-use crate::registry::{self, ResourceDef};
+use crate::api::objects::Core;
+use crate::registry::ResourceDef;
 use serde_json::{json, Value};
-
-/// The annotations that mark a StorageClass as the default (the beta one is still honoured).
-pub(crate) const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
-    "storageclass.kubernetes.io/is-default-class",
-    "storageclass.beta.kubernetes.io/is-default-class",
-];
 
 const ACCESS_MODES: [&str; 4] = [
     "ReadOnlyMany",
@@ -557,43 +551,36 @@ pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes
     }
 }
 
-/// Whether a StorageClass carries the default-class annotation.
-pub(crate) fn is_default_class(sc: &Value) -> bool {
-    DEFAULT_CLASS_ANNOTATIONS.iter().any(|a| {
-        sc.pointer("/metadata/annotations")
-            .and_then(|m| m.get(*a))
-            .and_then(Value::as_str)
-            == Some("true")
-    })
+use crate::controllers::volumes::{PVC_PROTECTION, PV_PROTECTION};
+
+fn add_finalizer(obj: &mut Value, f: &str) {
+    let meta = &mut obj["metadata"];
+    if !meta.get("finalizers").is_some_and(Value::is_array) {
+        meta["finalizers"] = json!([]);
+    }
+    if let Some(list) = meta["finalizers"].as_array_mut() {
+        if !list.iter().any(|x| x == f) {
+            list.push(json!(f));
+        }
+    }
 }
 
-/// The default StorageClass's name: of several, the newest (then by name), as upstream's
-/// `GetDefaultClass` since 1.26.
-pub(crate) fn default_class(core: &Core) -> Option<String> {
-    let rd = registry::find("storage.k8s.io", "v1", "storageclasses")?;
-    let (all, _) = core.store.list(&rd.key_prefix(None));
-    all.iter()
-        .map(|s| &s.object)
-        .filter(|sc| is_default_class(sc))
-        .max_by(|a, b| {
-            meta_str(a, "creationTimestamp")
-                .cmp(meta_str(b, "creationTimestamp"))
-                .then_with(|| meta_str(b, "name").cmp(meta_str(a, "name")))
-        })
-        .map(|sc| meta_str(sc, "name").to_string())
-}
-
-/// DefaultStorageClass admission: a claim that names no class (the field absent; `""`
-/// explicitly asks for none) gets the default class, when there is one.
+/// Admission on create: StorageObjectInUseProtection (the protection finalizers) and
+/// DefaultStorageClass (a claim that names no class — the field absent; `""` explicitly asks for
+/// none — gets the default class, when there is one).
 pub(super) fn admit_create(
     core: &Core,
     rd: &ResourceDef,
     _ns: Option<&str>,
     obj: &mut Value,
 ) -> ApiResult<()> {
+    if is(rd, "", "PersistentVolume") {
+        add_finalizer(obj, PV_PROTECTION);
+    }
     if !is(rd, "", "PersistentVolumeClaim") {
         return Ok(());
     }
+    add_finalizer(obj, PVC_PROTECTION);
     let has_class = obj
         .pointer("/spec/storageClassName")
         .is_some_and(|v| !v.is_null());
@@ -603,7 +590,7 @@ pub(super) fn admit_create(
     if has_class || beta {
         return Ok(());
     }
-    if let Some(name) = default_class(core) {
+    if let Some(name) = crate::controllers::volumes::default_class(core) {
         obj["spec"]["storageClassName"] = json!(name);
     }
     Ok(())
@@ -612,6 +599,7 @@ pub(super) fn admit_create(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry;
 
     fn rd(group: &str, plural: &str) -> &'static ResourceDef {
         registry::RESOURCES
