@@ -1095,3 +1095,102 @@ async fn wait_pod_images(c: &Cluster, what: &str, selector: &str, image: &str, c
     })
     .await;
 }
+
+/// `kubectl create` then `apply --server-side` of the same Deployment: the applier shares the
+/// fields (no conflict, as kube-apiserver), both managers listed; a different image is a
+/// conflict on that one field, which `--force-conflicts` takes over.
+#[tokio::test]
+async fn server_side_apply_shares_fields_set_to_the_same_value() {
+    let c = start().await;
+    let deploy = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shared, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: shared}}
+  template:
+    metadata: {labels: {app: shared}}
+    spec:
+      containers: [{name: c, image: "busybox:1.36", ports: [{containerPort: 80}]}]
+"#;
+    c.apply_stdin(&["create", "-f", "-"], deploy).await;
+    let out = c
+        .apply_stdin(&["apply", "--server-side", "-f", "-"], deploy)
+        .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let managers = c
+        .ok(&[
+            "get",
+            "deploy",
+            "shared",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
+        ])
+        .await;
+    assert!(
+        managers.contains("kubectl-create/Update") && managers.contains("kubectl/Apply"),
+        "{managers}"
+    );
+    let changed = deploy.replace("busybox:1.36", "busybox:1.37");
+    let out = c
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&changed))
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a changed image must conflict");
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.template.spec.containers[{\"name\":\"c\"}].image"),
+        "{err}"
+    );
+    c.apply_stdin(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &changed,
+    )
+    .await;
+    let image = c
+        .ok(&[
+            "get",
+            "deploy",
+            "shared",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "busybox:1.37");
+    c.handle.shutdown().await;
+}
+
+/// Error bodies are byte for byte what kube-apiserver writes: metav1.Status's field order and
+/// Go's trailing newline (clients that compare or log bodies see the same bytes).
+#[tokio::test]
+async fn status_bodies_have_upstream_key_order_and_newline() {
+    let c = start().await;
+    let req = http::Request::get("/api/v1/namespaces/default/pods/nope")
+        .body(kube::client::Body::from(Vec::new()))
+        .expect("request");
+    let resp = c.admin().await.send(req).await.expect("response");
+    assert_eq!(resp.status(), 404);
+    let body = resp.into_body().collect_bytes().await.expect("body");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"nope\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"nope\",\"kind\":\"pods\"},\"code\":404}\n"
+    );
+    let req = http::Request::post("/api/v1/namespaces")
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(
+            br#"{"metadata":{"name":"Bad_Name"}}"#.to_vec(),
+        ))
+        .expect("request");
+    let resp = c.admin().await.send(req).await.expect("response");
+    assert_eq!(resp.status(), 422);
+    let body = resp.into_body().collect_bytes().await.expect("body");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.starts_with("{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Namespace \\\"Bad_Name\\\" is invalid: metadata.name: Invalid value: \\\"Bad_Name\\\": a lowercase RFC 1123 label")
+            && text.contains("\"reason\":\"Invalid\",\"details\":{\"name\":\"Bad_Name\",\"kind\":\"Namespace\",\"causes\":[{\"reason\":\"FieldValueInvalid\",\"message\":\"Invalid value: \\\"Bad_Name\\\"")
+            && text.ends_with("\"field\":\"metadata.name\"}]},\"code\":422}\n"),
+        "{text}"
+    );
+    c.handle.shutdown().await;
+}

@@ -398,8 +398,8 @@ async fn protobuf_eviction_and_delete_options() {
         &client,
         "POST",
         "/api/v1/namespaces/default/configmaps",
-        "rbac.authorization.k8s.io/v1",
-        "Role",
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
         &ObjectMeta::default(),
     )
     .await;
@@ -408,7 +408,7 @@ async fn protobuf_eviction_and_delete_options() {
     assert!(
         answer["message"]
             .as_str()
-            .is_some_and(|m| m.contains("\"Role\"")),
+            .is_some_and(|m| m.contains("\"NetworkPolicy\"")),
         "{answer}"
     );
 }

@@ -428,47 +428,8 @@ async fn json_and_protobuf_forms_etag_and_304() {
     c.handle.shutdown().await;
 }
 
-/// kubectl 1.20: `RKTUP_KUBECTL_1_20`, or Debian's `kubernetes-client`
-/// extracted under /opt/kubectl-1.20.
-fn kubectl_1_20() -> Option<PathBuf> {
-    std::env::var_os("RKTUP_KUBECTL_1_20")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from("/opt/kubectl-1.20/usr/bin/kubectl")))
-        .filter(|p| p.is_file())
-}
-
 async fn old_kubectl(c: &Cluster, bin: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let bin = bin.to_path_buf();
-    let kc = c.handle.admin_kubeconfig().to_path_buf();
-    let home = c.dir.path().join("home-1.20");
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.map(String::from);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(bin)
-            .arg("--kubeconfig")
-            .arg(&kc)
-            .args(&args)
-            .env("HOME", &home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl 1.20 runs");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("kubectl 1.20 finishes")
-    })
-    .await
-    .expect("join")
+    c.kubectl_bin(bin, args, stdin).await
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -187,6 +187,20 @@ pub fn dns1123_label(s: &str) -> Option<String> {
 }
 
 /// RFC 1123 subdomain check; returns the upstream message when invalid.
+/// apimachinery's `path.IsValidPathSegmentName`: the name must be usable as
+/// one URL path segment.
+pub fn path_segment_name(s: &str) -> Option<String> {
+    if s == "." || s == ".." {
+        return Some(format!("may not be '{s}'"));
+    }
+    let bad: Vec<String> = ["/", "%"]
+        .iter()
+        .filter(|c| s.contains(**c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect();
+    (!bad.is_empty()).then(|| bad.join(", "))
+}
+
 pub fn dns1123_subdomain(s: &str) -> Option<String> {
     let ok = !s.is_empty() && s.len() <= 253 && s.split('.').all(|p| dns1123_label(p).is_none());
     (!ok).then(|| "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string())
@@ -347,8 +361,10 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let name_check = match rd.kind {
-        "Namespace" | "Service" => dns1123_label(name),
+    let name_check = match (rd.group, rd.kind) {
+        ("", "Namespace" | "Service") => dns1123_label(name),
+        // RBAC names are path segments (ValidateRBACName): `system:node` is valid.
+        ("rbac.authorization.k8s.io", _) => path_segment_name(name),
         _ => dns1123_subdomain(name),
     };
     if let Some(msg) = name_check {

@@ -299,7 +299,11 @@ pub fn apply(
         let mut paths = from_tree(&e["fieldsV1"]);
         let before = paths.len();
         paths.retain(|p| {
-            let contested = cfg_paths.contains(p) && get_at(&base, p) != get_at(config, p);
+            // A list item's own entry (`.`) says it exists, not what it holds: two managers
+            // that both list it share it (its fields are compared one by one).
+            let is_item = p.last().is_some_and(|l| l == ".");
+            let contested =
+                !is_item && cfg_paths.contains(p) && get_at(&base, p) != get_at(config, p);
             if contested && !force {
                 conflicts.push((
                     e["manager"].as_str().unwrap_or("").to_string(),
@@ -351,6 +355,19 @@ pub fn apply(
             remove_at(&mut merged, &p);
         }
     }
+    let fields_v1 = to_tree(&cfg_paths);
+    // The same fields applied again keep their entry's time, so an apply that changes nothing
+    // leaves the object as it was and is not written (kube-apiserver skips such writes too).
+    let time = list
+        .iter()
+        .find(|e| {
+            e["manager"] == manager
+                && e["operation"] == "Apply"
+                && e["apiVersion"] == api_version
+                && e["fieldsV1"] == fields_v1
+        })
+        .and_then(|e| e.get("time").cloned())
+        .unwrap_or_else(|| json!(super::objects::now()));
     list.retain(|e| !(e["manager"] == manager && e["operation"] == "Apply"));
     list.insert(
         0,
@@ -358,9 +375,9 @@ pub fn apply(
             "manager": manager,
             "operation": "Apply",
             "apiVersion": api_version,
-            "time": super::objects::now(),
+            "time": time,
             "fieldsType": "FieldsV1",
-            "fieldsV1": to_tree(&cfg_paths),
+            "fieldsV1": fields_v1,
         }),
     );
     set_entries(&mut merged, list);

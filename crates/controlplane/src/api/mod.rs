@@ -21,6 +21,7 @@ pub mod satoken;
 pub mod selector;
 pub mod server;
 pub mod table;
+mod table_kinds;
 mod watch;
 
 /// TLS client config for the API server's calls to kubelets.

@@ -125,20 +125,42 @@ fn op(r: &ResourceDef, verb: &str, action: &str) -> Value {
     if verb == "patch" {
         params.push(json!({"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}));
     }
-    json!({
+    let mut op = json!({
         "operationId": format!("{verb}{}", r.kind),
         "parameters": params,
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
         "responses": {"200": {"description": "OK"}},
-    })
+    });
+    if verb == "patch" {
+        // kubectl apply reads the patch types a path takes from here before computing a
+        // strategic merge patch from this document (without it, it falls back to v2).
+        let patch = json!({"schema": {"$ref": format!("#/components/schemas/{PATCH_SCHEMA}")}});
+        op["requestBody"] = json!({
+            "content": {
+                "application/apply-patch+yaml": patch,
+                "application/json-patch+json": patch,
+                "application/merge-patch+json": patch,
+                "application/strategic-merge-patch+json": patch,
+            },
+            "required": true,
+        });
+    }
+    op
 }
+
+/// metav1.Patch, the body schema of every PATCH operation.
+const PATCH_SCHEMA: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 
 fn build(group: &str, version: &str) -> Value {
     let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
     add_schemas(&mut gen, group);
     let mut schemas: Map<String, Value> = gen.take_definitions(true);
     add_patch_extensions(&mut schemas);
+    schemas.insert(
+        PATCH_SCHEMA.into(),
+        json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
+    );
     let mut paths = BTreeMap::new();
     for r in discovery::served(group, version) {
         if let Some(name) = schema_name_for(r) {

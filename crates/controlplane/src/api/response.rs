@@ -27,11 +27,89 @@ pub(crate) fn full(status: StatusCode, ct: &str, body: Vec<u8>) -> Response<Body
     r
 }
 
+/// A JSON body as kube-apiserver writes it (Go's `json.Encoder`: a trailing
+/// newline); a `Status` keeps metav1.Status's field order.
 pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    full(
-        status,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
+    let mut body = if v.get("kind").and_then(Value::as_str) == Some("Status") {
+        status_json(v)
+    } else {
+        serde_json::to_vec(v).unwrap_or_default()
+    };
+    body.push(b'\n');
+    full(status, "application/json", body)
+}
+
+/// `v` written with the keys of `order` first, in that order (as Go writes
+/// the struct's fields), then any others; `nested` writes a key's value.
+fn ordered(v: &Value, order: &[&str], nested: &dyn Fn(&str, &Value) -> Vec<u8>) -> Vec<u8> {
+    let Some(m) = v.as_object() else {
+        return serde_json::to_vec(v).unwrap_or_default();
+    };
+    let mut keys: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|k| m.contains_key(*k))
+        .collect();
+    keys.extend(m.keys().map(String::as_str).filter(|k| !order.contains(k)));
+    let mut out = vec![b'{'];
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend(serde_json::to_vec(k).unwrap_or_default());
+        out.push(b':');
+        out.extend(nested(k, &m[*k]));
+    }
+    out.push(b'}');
+    out
+}
+
+/// A metav1.Status in Go's field order: kind, apiVersion, metadata, status,
+/// message, reason, details (name, group, kind, uid, causes (reason, message,
+/// field), retryAfterSeconds), code — what clients that compare bodies see
+/// from kube-apiserver.
+pub(crate) fn status_json(v: &Value) -> Vec<u8> {
+    let plain = |_: &str, v: &Value| serde_json::to_vec(v).unwrap_or_default();
+    let cause = |_: &str, c: &Value| ordered(c, &["reason", "message", "field"], &plain);
+    let details = |k: &str, d: &Value| {
+        if k != "details" {
+            return plain(k, d);
+        }
+        ordered(
+            d,
+            &[
+                "name",
+                "group",
+                "kind",
+                "uid",
+                "causes",
+                "retryAfterSeconds",
+            ],
+            &|k: &str, v: &Value| match (k, v) {
+                ("causes", Value::Array(cs)) => {
+                    let items: Vec<Vec<u8>> = cs.iter().map(|c| cause("", c)).collect();
+                    let mut out = vec![b'['];
+                    out.extend(items.join(&b','));
+                    out.push(b']');
+                    out
+                }
+                _ => plain(k, v),
+            },
+        )
+    };
+    ordered(
+        v,
+        &[
+            "kind",
+            "apiVersion",
+            "metadata",
+            "status",
+            "message",
+            "reason",
+            "details",
+            "code",
+        ],
+        &details,
     )
 }
 

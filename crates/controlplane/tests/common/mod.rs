@@ -14,6 +14,19 @@ use std::time::Duration;
 
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 
+/// kubectl 1.20: `RKTUP_KUBECTL_1_20`, or Debian's `kubernetes-client`
+/// extracted under /opt/kubectl-1.20 (test.sh does that).
+pub fn kubectl_1_20() -> Option<std::path::PathBuf> {
+    std::env::var_os("RKTUP_KUBECTL_1_20")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            Some(std::path::PathBuf::from(
+                "/opt/kubectl-1.20/usr/bin/kubectl",
+            ))
+        })
+        .filter(|p| p.is_file())
+}
+
 pub async fn start_in(dir: &Path) -> Handle {
     ControlPlane::builder()
         .data_dir(dir)
@@ -60,13 +73,38 @@ impl Cluster {
         args: &[&str],
         stdin: Option<&str>,
     ) -> Output {
+        self.run_kubectl(Path::new(KUBECTL), kc, "home", args, stdin)
+            .await
+    }
+
+    /// Runs another kubectl binary (`kubectl_1_20()`) as admin, with its own
+    /// HOME (discovery cache) in the temp dir.
+    pub async fn kubectl_bin(&self, bin: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let kc = self.handle.admin_kubeconfig().to_path_buf();
+        let home = format!(
+            "home-{}",
+            bin.to_string_lossy()
+                .replace(|c: char| !c.is_alphanumeric(), "_")
+        );
+        self.run_kubectl(bin, kc, &home, args, stdin).await
+    }
+
+    async fn run_kubectl(
+        &self,
+        bin: &Path,
+        kc: std::path::PathBuf,
+        home: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        let bin = bin.to_path_buf();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let stdin = stdin.map(String::from);
-        let home = self.dir.path().join("home");
+        let home = self.dir.path().join(home);
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
             use std::process::{Command, Stdio};
-            let mut child = Command::new(KUBECTL)
+            let mut child = Command::new(&bin)
                 .arg("--kubeconfig")
                 .arg(&kc)
                 .args(&args)
@@ -76,7 +114,7 @@ impl Cluster {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .expect("kubectl runs");
+                .unwrap_or_else(|e| panic!("{} runs: {e}", bin.display()));
             if let Some(input) = stdin {
                 child
                     .stdin
@@ -298,4 +336,5 @@ pub async fn fake_kubelet() -> u16 {
     port
 }
 
+#[allow(unused_imports)]
 pub use rktup_testkit::eventually;

@@ -420,12 +420,12 @@ fn bad_bodies_are_rejected_clearly() {
     assert_eq!(decode_body(&garbage).expect_err("garbage").code, 400);
 
     let cm = core::ConfigMap::default();
-    let err = decode_body(&envelope("rbac.authorization.k8s.io/v1", "Role", &cm))
+    let err = decode_body(&envelope("networking.k8s.io/v1", "NetworkPolicy", &cm))
         .expect_err("unknown kind");
     assert_eq!(err.code, 415);
     assert_eq!(err.reason, "UnsupportedMediaType");
     assert!(
-        err.message.contains("\"Role\"") && err.message.contains("rbac.authorization.k8s.io/v1"),
+        err.message.contains("\"NetworkPolicy\"") && err.message.contains("networking.k8s.io/v1"),
         "{}",
         err.message
     );
