@@ -1021,11 +1021,6 @@ impl Core {
                 }
             }
         }
-        if old.get("spec") != new.get("spec") {
-            if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
-                new["metadata"]["generation"] = json!(g + 1);
-            }
-        }
         // Type-specific immutable fields.
         match (rd.group, rd.kind) {
             ("", "Service") => service_update(rd, old, &mut new)?,
@@ -1082,6 +1077,13 @@ impl Core {
         let causes = super::kinds::validate_update(rd, old, &new);
         if !causes.is_empty() {
             return Err(ApiError::invalid(rd, meta_str(old, "name"), causes));
+        }
+        // Compared once defaults are in: a patch that drops a defaulted field (kubectl's
+        // `$retainKeys` on a Deployment's strategy) changes nothing.
+        if old.get("spec") != new.get("spec") {
+            if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
+                new["metadata"]["generation"] = json!(g + 1);
+            }
         }
         Ok(new)
     }
