@@ -399,6 +399,155 @@ async fn statefulset_partitioned_rollout_history_and_undo() {
     assert!(again.contains("skipped rollback"), "{again}");
 }
 
+/// OnDelete leaves running pods alone and gives re-created ones the new template; a Failed pod
+/// is re-created under its name; `whenScaled: Delete` removes a scaled-down ordinal's claim;
+/// `delete --cascade=orphan` then re-creating the set adopts the pods (same uids);
+/// `whenDeleted: Delete` makes the claims go with the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_on_delete_failed_pods_orphans_and_claim_policies() {
+    let c = start().await;
+    let _node = fake_node(&c, "node-a", fake_kubelet().await).await;
+    let extra = r#"  updateStrategy: {type: OnDelete}
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests: {storage: 1Gi}
+"#;
+    // The built-in provisioner makes volumes under the node's local-path root (which a real
+    // agent announces): the claims bind once their pods are scheduled.
+    c.ok(&[
+        "annotate",
+        "node",
+        "node-a",
+        "rktup.io/local-path-root=/var/lib/rktup/local-path",
+    ])
+    .await;
+    let manifest = sts("od", 2, "Parallel", extra);
+    c.apply_stdin(&["apply", "-f", "-"], &manifest).await;
+    let pods: Api<Pod> = Api::namespaced(c.admin().await, "default");
+    eventually("2 ready", WAIT, || async {
+        (ready_names(&snapshot(&pods).await).len() == 2).then_some(())
+    })
+    .await;
+    let pvc = json(&c, &["get", "pvc", "www-od-0"]).await;
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"][0]["kind"], "StatefulSet",
+        "{pvc}"
+    );
+    assert_eq!(pvc["metadata"]["ownerReferences"][0]["controller"], false);
+
+    // OnDelete: the new template waits for someone to delete a pod.
+    c.ok(&["set", "image", "sts/od", "c=nginx:1.27"]).await;
+    eventually("generation 2 observed", WAIT, || async {
+        let s = json(&c, &["get", "sts", "od"]).await;
+        (s["status"]["observedGeneration"] == 2
+            && s["status"]["updateRevision"] != s["status"]["currentRevision"])
+            .then_some(())
+    })
+    .await;
+    let s = snapshot(&pods).await;
+    assert!(
+        s.values().all(|p| p.2 == "nginx:1.25"),
+        "OnDelete rolled: {s:?}"
+    );
+    c.ok(&["delete", "pod", "od-1", "--wait=false"]).await;
+    eventually("od-1 on the new template", WAIT, || async {
+        let s = snapshot(&pods).await;
+        (s.get("od-1")
+            .is_some_and(|p| p.0 && !p.1 && p.2 == "nginx:1.27"))
+        .then_some(s)
+    })
+    .await;
+    assert_eq!(snapshot(&pods).await["od-0"].2, "nginx:1.25");
+
+    // A Failed pod is replaced under its name.
+    let old_uid = json(&c, &["get", "pod", "od-0"]).await["metadata"]["uid"].clone();
+    c.ok(&[
+        "patch",
+        "pod",
+        "od-0",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Failed"}}"#,
+    ])
+    .await;
+    eventually("od-0 re-created", WAIT, || async {
+        let p = json(&c, &["get", "pods"]).await;
+        p["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                p["metadata"]["name"] == "od-0"
+                    && p["metadata"]["uid"] != old_uid
+                    && p["status"]["phase"] == "Running"
+            })
+            .then_some(())
+    })
+    .await;
+
+    // whenScaled: Delete.
+    c.ok(&["scale", "sts", "od", "--replicas=1"]).await;
+    eventually("od-1 and its claim gone", WAIT, || async {
+        let s = snapshot(&pods).await;
+        let pvcs = json(&c, &["get", "pvc"]).await;
+        let claim_left = pvcs["items"].as_array().into_iter().flatten().any(|p| {
+            p["metadata"]["name"] == "www-od-1" && p["metadata"].get("deletionTimestamp").is_none()
+        });
+        (!s.contains_key("od-1") && !claim_left).then_some(())
+    })
+    .await;
+    json(&c, &["get", "pvc", "www-od-0"]).await;
+
+    // Orphaned, then adopted by a new set of the same name.
+    let uid0 = json(&c, &["get", "pod", "od-0"]).await["metadata"]["uid"].clone();
+    c.ok(&["delete", "sts", "od", "--cascade=orphan"]).await;
+    eventually("od-0 orphaned", WAIT, || async {
+        let p = json(&c, &["get", "pod", "od-0"]).await;
+        p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+            .then_some(())
+    })
+    .await;
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        &manifest.replace("replicas: 2", "replicas: 1"),
+    )
+    .await;
+    let new_sts = json(&c, &["get", "sts", "od"]).await["metadata"]["uid"].clone();
+    eventually("od-0 adopted", WAIT, || async {
+        let p = json(&c, &["get", "pod", "od-0"]).await;
+        (p["metadata"]["ownerReferences"][0]["uid"] == new_sts).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        json(&c, &["get", "pod", "od-0"]).await["metadata"]["uid"],
+        uid0
+    );
+    // The kept claim is tied to the new set too.
+    eventually("claim owned by the new set", WAIT, || async {
+        let pvc = json(&c, &["get", "pvc", "www-od-0"]).await;
+        (pvc["metadata"]["ownerReferences"][0]["uid"] == new_sts).then_some(())
+    })
+    .await;
+
+    // whenDeleted: Delete.
+    c.ok(&["delete", "sts", "od"]).await;
+    eventually("claims collected with the set", WAIT, || async {
+        let pvcs = json(&c, &["get", "pvc"]).await;
+        let left = pvcs["items"].as_array().into_iter().flatten().any(|p| {
+            p["metadata"]["name"] == "www-od-0" && p["metadata"].get("deletionTimestamp").is_none()
+        });
+        (!left).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_and_workload_validation() {
     let c = start().await;
@@ -634,6 +783,18 @@ async fn cronjob_runs_on_schedule_with_history_and_suspend() {
         .and_then(|m| m.parse().ok())
         .expect("minutes");
     assert_eq!(last.as_second(), minutes * 60);
+    let ev = c
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=tick",
+        ])
+        .await;
+    assert!(
+        ev.contains("SawCompletedJob") && ev.contains("SuccessfulCreate"),
+        "{ev}"
+    );
     let table = c.ok(&["get", "cronjobs"]).await;
     assert!(
         table.contains("tick") && table.contains("0 * * * *"),

@@ -433,8 +433,32 @@ fn sync(core: &Core, cj: &Value, now: Timestamp) {
     // Active: our unfinished Jobs. Finished ones leave it; a successful one sets
     // lastSuccessfulTime.
     let mut active: Vec<Value> = Vec::new();
+    let was_active_uids: Vec<String> = status
+        .get("active")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str().map(String::from))
+        .collect();
+    let was_active = |j: &Value| was_active_uids.iter().any(|u| u == uid(j));
     for j in &jobs {
-        match job_finished(j) {
+        let finished = job_finished(j);
+        if let Some(ok) = finished.filter(|_| was_active(j)) {
+            let cond = if ok { "Complete" } else { "Failed" };
+            record_event(
+                core,
+                cj,
+                KIND,
+                "Normal",
+                "SawCompletedJob",
+                &format!(
+                    "Saw completed job: {}, condition: {cond}",
+                    meta_str(j, "name")
+                ),
+                MANAGER,
+            );
+        }
+        match finished {
             None if !deleting(j) => active.push(job_ref(j)),
             Some(true) => {
                 let done = j

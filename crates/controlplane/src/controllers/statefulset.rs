@@ -20,6 +20,7 @@ use super::revisions::{self, Parent, POD_LABEL};
 use super::{controller_uid, deleting, i64_at, list, owner_ref, pod_ready, rd, record_event};
 use super::{set_status, uid, Settings};
 use crate::api::objects::{meta_str, Core, DeleteOptions, WriteCtx};
+use crate::api::selector::LabelSelector;
 use crate::registry;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -70,10 +71,30 @@ fn running_and_ready(p: &Value) -> bool {
     phase(p) == "Running" && pod_ready(p)
 }
 
+/// Ready for at least `min_ready` seconds (upstream's `isRunningAndAvailable`).
+fn available(p: &Value, min_ready: i64, now: i64) -> bool {
+    if !running_and_ready(p) {
+        return false;
+    }
+    if min_ready <= 0 {
+        return true;
+    }
+    let since = p
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    since.is_some_and(|t| t.as_second() + min_ready <= now)
+}
+
 fn sync(core: &Core, sts: &Value) {
     let ns = meta_str(sts, "namespace");
     let name = meta_str(sts, "name");
-    let pods = list(core, "", "pods", Some(ns));
+    let mut pods = list(core, "", "pods", Some(ns));
+    if claim_pods(core, sts, &pods) {
+        pods = list(core, "", "pods", Some(ns));
+    }
     let p = parent(sts);
     let Some((update_rev, old)) = revisions::construct_history(core, &p, &pods) else {
         return;
@@ -164,6 +185,7 @@ fn sync(core: &Core, sts: &Value) {
             Some(_) => {}
         }
     }
+    maintain_claims(core, sts, start..start + replicas);
     // Scale down, from the highest ordinal.
     for (_, pod) in &condemned {
         if deleting(pod) {
@@ -205,6 +227,56 @@ fn sync(core: &Core, sts: &Value) {
     revisions::cleanup_history(core, &p, old, &pods, Some(&cur_name));
 }
 
+/// Upstream's `ClaimPods`: orphans that match the selector and are named as this set's
+/// members (`<sts>-<ordinal>`, e.g. left by `delete sts --cascade=orphan`) are adopted; pods of
+/// ours that no longer match are released. Whether anything changed.
+fn claim_pods(core: &Core, sts: &Value, pods: &[Arc<Value>]) -> bool {
+    let sel = LabelSelector::from_object(sts.pointer("/spec/selector").unwrap_or(&Value::Null));
+    if sel.is_empty() {
+        return false;
+    }
+    let name = meta_str(sts, "name");
+    let mut changed = false;
+    for pod in pods {
+        let ours = controller_uid(pod) == Some(uid(sts));
+        let adopt = controller_uid(pod).is_none()
+            && !deleting(pod)
+            && sel.matches(pod)
+            && ordinal(name, pod).is_some();
+        let release = ours && !sel.matches(pod);
+        if !adopt && !release {
+            continue;
+        }
+        let oref = owner_ref(sts, KIND, "apps/v1");
+        let my_uid = uid(sts).to_string();
+        let mut ctx = WriteCtx::controller(MANAGER);
+        let res = core.modify(
+            registry::pods(),
+            Some(meta_str(sts, "namespace")),
+            meta_str(pod, "name"),
+            None,
+            &mut ctx,
+            |o| {
+                let mut o = o.clone();
+                let mut refs = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if adopt {
+                    refs.push(oref.clone());
+                } else {
+                    refs.retain(|r| r["uid"].as_str() != Some(my_uid.as_str()));
+                }
+                o["metadata"]["ownerReferences"] = json!(refs);
+                Ok(o)
+            },
+        );
+        changed |= res.is_ok();
+    }
+    changed
+}
+
 /// Upstream's `createPersistentVolumeClaims`: each claim of pod `ord` exists (created if
 /// missing); false while one cannot be created or is being deleted (the pod waits).
 fn claims_ready(core: &Core, sts: &Value, ord: i64) -> bool {
@@ -217,11 +289,17 @@ fn claims_ready(core: &Core, sts: &Value, ord: i64) -> bool {
     let ns = meta_str(sts, "namespace");
     let pvcs = rd("", "persistentvolumeclaims");
     let mut ok = true;
+    let delete_with_set = sts
+        .pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
+        .and_then(Value::as_str)
+        == Some("Delete");
     for t in templates {
         let claim = claim_name(sts, t, ord);
         if let Some(existing) = core.get_stored(pvcs, Some(ns), &claim) {
             if deleting(&existing.object) {
                 ok = false;
+            } else {
+                claim_owner(core, sts, &existing.object, delete_with_set);
             }
             continue;
         }
@@ -246,14 +324,8 @@ fn claims_ready(core: &Core, sts: &Value, ord: i64) -> bool {
         }
         // WhenDeleted: Delete makes the claim the StatefulSet's dependent, so the garbage
         // collector removes it with the set (upstream's claim owner reference).
-        if sts
-            .pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
-            .and_then(Value::as_str)
-            == Some("Delete")
-        {
-            let mut r = owner_ref(sts, KIND, "apps/v1");
-            r["controller"] = json!(false);
-            meta["ownerReferences"] = json!([r]);
+        if delete_with_set {
+            meta["ownerReferences"] = json!([claim_ref(sts)]);
         }
         let mut pvc =
             json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta});
@@ -294,6 +366,81 @@ fn claims_ready(core: &Core, sts: &Value, ord: i64) -> bool {
         }
     }
     ok
+}
+
+/// The claims of the pods in `ords` follow the retention policy's `whenDeleted`.
+fn maintain_claims(core: &Core, sts: &Value, ords: std::ops::Range<i64>) {
+    let Some(templates) = sts
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    let delete_with_set = sts
+        .pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
+        .and_then(Value::as_str)
+        == Some("Delete");
+    let pvcs = rd("", "persistentvolumeclaims");
+    for ord in ords {
+        for t in templates {
+            let claim = claim_name(sts, t, ord);
+            if let Some(c) = core.get_stored(pvcs, Some(meta_str(sts, "namespace")), &claim) {
+                if !deleting(&c.object) {
+                    claim_owner(core, sts, &c.object, delete_with_set);
+                }
+            }
+        }
+    }
+}
+
+/// The owner reference that ties a claim to its set (`whenDeleted: Delete`): not a controller.
+fn claim_ref(sts: &Value) -> Value {
+    let mut r = owner_ref(sts, KIND, "apps/v1");
+    r["controller"] = json!(false);
+    r
+}
+
+/// Keeps an existing claim's reference to the set as the retention policy says (upstream's
+/// `updateClaimOwnerRefForSetAndPod`): added for `whenDeleted: Delete` (a claim kept from an
+/// earlier set, or a changed policy), removed for Retain.
+fn claim_owner(core: &Core, sts: &Value, claim: &Value, delete_with_set: bool) {
+    let has = claim
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|rs| rs.iter().any(|r| r["uid"].as_str() == Some(uid(sts))));
+    if has == delete_with_set {
+        return;
+    }
+    let my_uid = uid(sts).to_string();
+    let oref = claim_ref(sts);
+    let mut ctx = WriteCtx::controller(MANAGER);
+    let _ = core.modify(
+        rd("", "persistentvolumeclaims"),
+        Some(meta_str(sts, "namespace")),
+        meta_str(claim, "name"),
+        None,
+        &mut ctx,
+        |o| {
+            let mut o = o.clone();
+            let mut refs = o
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            refs.retain(|r| r["uid"].as_str() != Some(my_uid.as_str()));
+            if delete_with_set {
+                refs.push(oref.clone());
+            }
+            if refs.is_empty() {
+                if let Some(m) = o["metadata"].as_object_mut() {
+                    m.remove("ownerReferences");
+                }
+            } else {
+                o["metadata"]["ownerReferences"] = json!(refs);
+            }
+            Ok(o)
+        },
+    );
 }
 
 fn claim_name(sts: &Value, template: &Value, ord: i64) -> String {
@@ -460,12 +607,18 @@ fn write_status(core: &Core, sts: &Value, update_name: &str, cur_name: &str, str
         .collect();
     let mut replicas = 0;
     let mut ready = 0;
+    let mut avail = 0;
     let mut current = 0;
     let mut updated = 0;
+    let min_ready = i64_at(sts, "/spec/minReadySeconds");
+    let now = jiff::Timestamp::now().as_second();
     for p in &pods {
         replicas += 1;
         if running_and_ready(p) {
             ready += 1;
+        }
+        if available(p, min_ready, now) {
+            avail += 1;
         }
         if !deleting(p) {
             let rev = revisions::label(p, POD_LABEL);
@@ -492,7 +645,7 @@ fn write_status(core: &Core, sts: &Value, update_name: &str, cur_name: &str, str
         "readyReplicas": ready,
         "currentReplicas": current,
         "updatedReplicas": updated,
-        "availableReplicas": ready,
+        "availableReplicas": avail,
         "currentRevision": cur_name,
         "updateRevision": update_name,
         "collisionCount": sts.pointer("/status/collisionCount").and_then(Value::as_i64).unwrap_or(0),
