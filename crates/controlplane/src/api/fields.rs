@@ -281,16 +281,23 @@ pub fn record_update(
 /// Server-side apply of `config` by `manager` onto `live` (or onto an
 /// empty object when creating). Returns the merged object with updated
 /// managedFields, or a 409 listing the conflicting fields.
+///
+/// `defaults` fills in the kind's defaults: a field conflicts only when the applied object,
+/// defaulted as it will be stored, changes its value (a list the config writes without the
+/// defaults the server added is not a change).
 pub fn apply(
     live: Option<&Value>,
     config: &Value,
     manager: &str,
     force: bool,
     api_version: &str,
+    defaults: &dyn Fn(&mut Value),
 ) -> Result<Value, ApiError> {
     let base = live.cloned().unwrap_or_else(|| json!({}));
     let mut list = entries(&base);
     let cfg_paths = leaves(config);
+    let mut outcome = strategic_merge(&base, config);
+    defaults(&mut outcome);
     let mut conflicts = Vec::new();
     for e in list.iter_mut() {
         if e["manager"] == manager && e["operation"] == "Apply" {
@@ -303,7 +310,7 @@ pub fn apply(
             // that both list it share it (its fields are compared one by one).
             let is_item = p.last().is_some_and(|l| l == ".");
             let contested =
-                !is_item && cfg_paths.contains(p) && get_at(&base, p) != get_at(config, p);
+                !is_item && cfg_paths.contains(p) && get_at(&base, p) != get_at(&outcome, p);
             if contested && !force {
                 conflicts.push((
                     e["manager"].as_str().unwrap_or("").to_string(),
@@ -438,21 +445,21 @@ mod tests {
     fn apply_conflicts_and_force() {
         let live = json!({"metadata": {"name": "a", "managedFields": [{"manager": "other", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:k": {}}}}]}, "data": {"k": "1"}});
         let cfg = json!({"metadata": {"name": "a"}, "data": {"k": "2"}});
-        let err = apply(Some(&live), &cfg, "me", false, "v1").unwrap_err();
+        let err = apply(Some(&live), &cfg, "me", false, "v1", &|_| {}).unwrap_err();
         assert_eq!(err.code, 409);
         assert!(
             err.message.contains("conflict with \"other\""),
             "{}",
             err.message
         );
-        let ok = apply(Some(&live), &cfg, "me", true, "v1").unwrap();
+        let ok = apply(Some(&live), &cfg, "me", true, "v1", &|_| {}).unwrap();
         assert_eq!(ok["data"]["k"], "2");
         let mf = ok["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 1);
         assert_eq!(mf[0]["manager"], "me");
         // Dropping a field from the config removes it.
         let cfg2 = json!({"metadata": {"name": "a"}, "data": {"j": "3"}});
-        let again = apply(Some(&ok), &cfg2, "me", false, "v1").unwrap();
+        let again = apply(Some(&ok), &cfg2, "me", false, "v1", &|_| {}).unwrap();
         assert_eq!(again["data"], json!({"j": "3"}));
     }
 }

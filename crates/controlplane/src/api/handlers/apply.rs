@@ -26,14 +26,15 @@ impl ApiServer {
         let force = c.r.flag("force");
         let av = rd.api_version();
         ctx.manager = "__apply__".into();
+        let defaults = |v: &mut serde_json::Value| crate::api::defaults::apply_defaults(rd, v);
         if self.core.get_stored(rd, ns, name).is_none() {
-            let mut obj = fields::apply(None, &config, manager, force, &av)?;
+            let mut obj = fields::apply(None, &config, manager, force, &av, &defaults)?;
             obj["metadata"]["name"] = json!(name);
             let created = self.core.create(rd, ns, obj, ctx)?;
             return Ok(json_response(StatusCode::CREATED, &created));
         }
         let out = self.core.modify(rd, ns, name, c.t.sub, ctx, |cur| {
-            let merged = fields::apply(Some(cur), &config, manager, force, &av)?;
+            let merged = fields::apply(Some(cur), &config, manager, force, &av, &defaults)?;
             Ok(merged)
         })?;
         // managedFields are kept from the merged object: write them through.
