@@ -559,6 +559,18 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
     })
     .await;
 
+    // A pod given its node directly is the first consumer too: its node gets the volume.
+    apply(&c, pvc("pinned-data", "8Mi", json!({}))).await;
+    let pinned = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned", "namespace": "default"},
+        "spec": {"nodeName": "disk-node", "containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "pinned-data"}}]}});
+    apply(&c, pinned).await;
+    let pinned_claim = wait_phase(&c, "pvc", "pinned-data", "Bound").await;
+    assert_eq!(
+        pinned_claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
+        "disk-node"
+    );
+
     // The claim goes once its pods are gone: Delete removes the volume object.
     c.ok(&["delete", "pod", "user", "user2", "--wait=false"])
         .await;

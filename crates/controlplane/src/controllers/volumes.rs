@@ -467,7 +467,13 @@ fn set_provisioner_annotation(core: &Core, pvc: &Value, provisioner: &str) {
 }
 
 /// A claim without a volume: bind, provision, or say why it waits.
-fn sync_unbound_claim(core: &Core, pvc: &Value, pvs: &[Arc<Value>], classes: &[Arc<Value>]) {
+fn sync_unbound_claim(
+    core: &Core,
+    pvc: &Value,
+    pvs: &[Arc<Value>],
+    classes: &[Arc<Value>],
+    pods: &Pods,
+) {
     let kind = "PersistentVolumeClaim";
     let wanted = str_at(pvc, "/spec/volumeName");
     if !wanted.is_empty() {
@@ -537,6 +543,30 @@ fn sync_unbound_claim(core: &Core, pvc: &Value, pvs: &[Arc<Value>], classes: &[A
     };
     let selected = annotation(pvc, SELECTED_NODE);
     if delayed && selected.is_none() {
+        // A pod given its node directly (nodeName, bypassing the scheduler) is the first
+        // consumer: its node is the one the volume must be on.
+        if let Some(node) = pods.placed_user(pvc) {
+            if let Some(pv) = core
+                .get_stored(rd("", "nodes"), None, &node)
+                .and_then(|n| best_match(pvs, pvc, Some(&n.object)).map(|pv| pv.clone()))
+            {
+                return bind(core, &pv, pvc);
+            }
+            let mut ctx = WriteCtx::controller(MANAGER);
+            let _ = core.modify(
+                rd("", "persistentvolumeclaims"),
+                Some(meta_str(pvc, "namespace")),
+                meta_str(pvc, "name"),
+                None,
+                &mut ctx,
+                |cur| {
+                    let mut o = cur.clone();
+                    o["metadata"]["annotations"][SELECTED_NODE] = json!(node);
+                    Ok(o)
+                },
+            );
+            return;
+        }
         return event_once(
             core,
             pvc,
@@ -661,6 +691,24 @@ fn sync_volume(core: &Core, pv: &Value, pvcs: &[Arc<Value>]) {
     }
 }
 
+/// The pods, listed once per pass when a waiting claim needs them.
+struct Pods<'a> {
+    core: &'a Core,
+    all: std::cell::OnceCell<Vec<Arc<Value>>>,
+}
+
+impl Pods<'_> {
+    /// The node of an unfinished pod that uses the claim and is already on a node.
+    fn placed_user(&self, pvc: &Value) -> Option<String> {
+        let all = self.all.get_or_init(|| list(self.core, "", "pods", None));
+        all.iter()
+            .filter(|p| claim_in_use(std::slice::from_ref(p), pvc))
+            .map(|p| str_at(p, "/spec/nodeName"))
+            .find(|n| !n.is_empty())
+            .map(String::from)
+    }
+}
+
 /// Besides its own kinds, the controller wakes when a pod goes: a deleted claim it used may go.
 pub(crate) fn pod_deleted(ev: &crate::store::Event) -> bool {
     ev.kind == crate::store::EventType::Deleted && ev.key.starts_with("/registry/core/pods/")
@@ -755,6 +803,10 @@ pub fn pass(core: &Core, _s: &Settings) {
         sync_volume(core, pv, &pvcs);
     }
     let default = default_class(core);
+    let pods = Pods {
+        core,
+        all: std::cell::OnceCell::new(),
+    };
     for pvc in &pvcs {
         if super::deleting(pvc) {
             continue;
@@ -812,7 +864,7 @@ pub fn pass(core: &Core, _s: &Settings) {
             }
             continue;
         }
-        sync_unbound_claim(core, pvc, &pvs, &classes);
+        sync_unbound_claim(core, pvc, &pvs, &classes, &pods);
     }
 }
 
