@@ -638,6 +638,36 @@ async fn statefulset_and_workload_validation() {
     assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3);
     assert_eq!(cj["spec"]["failedJobsHistoryLimit"], 1);
 
+    let pt = "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: pt}\ntemplate:\n  spec: {}\n";
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(pt)).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("template.spec.containers: Required value"),
+        "{err}"
+    );
+    let rc = r#"
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec:
+  selector: {app: one}
+  template:
+    metadata: {labels: {app: two}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: nginx}]
+"#;
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(rc)).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`selector` does not match template `labels`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always""#),
+        "{err}"
+    );
+
     let hpa = r#"
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -838,6 +868,59 @@ async fn cronjob_runs_on_schedule_with_history_and_suspend() {
         j["spec"]["template"]["spec"]["containers"][0]["image"],
         "busybox:1.36"
     );
+}
+
+/// The clock moved to 35 minutes past an hour (UTC), at least an hour ahead: a UTC hourly
+/// schedule ran at the full hour, the same schedule in Asia/Kolkata (UTC+05:30) at half past
+/// with the zone's offset in the annotation, and one with a 10 s starting deadline not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_time_zone_and_starting_deadline() {
+    let clock = Clock::new();
+    let c = start_with_clock(&clock).await;
+    c.apply_stdin(&["apply", "-f", "-"], &cronjob("utc", "0 * * * *", ""))
+        .await;
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        &cronjob("ist", "0 * * * *", "  timeZone: Asia/Kolkata\n"),
+    )
+    .await;
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        &cronjob("late", "0 * * * *", "  startingDeadlineSeconds: 10\n"),
+    )
+    .await;
+    let now = jiff::Timestamp::now().as_second();
+    clock.advance(3600 + (2100 - now % 3600).rem_euclid(3600));
+    let (utc, ist) = eventually("utc and ist jobs", WAIT, || async {
+        let u = jobs_of(&c, "utc").await;
+        let i = jobs_of(&c, "ist").await;
+        (u.len() == 1 && i.len() == 1).then(|| {
+            (
+                u.into_values().next().unwrap_or_default(),
+                i.into_values().next().unwrap_or_default(),
+            )
+        })
+    })
+    .await;
+    let minutes = |j: &Value, prefix: &str| -> i64 {
+        j["metadata"]["name"]
+            .as_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|m| m.parse().ok())
+            .expect("<cronjob>-<minutes>")
+    };
+    assert_eq!(minutes(&utc, "utc-") % 60, 0);
+    assert_eq!(minutes(&ist, "ist-") % 60, 30, "00 in +05:30 is :30 UTC");
+    let stamp = ist["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .expect("annotation");
+    assert!(stamp.ends_with(":00:00+05:30"), "{stamp}");
+    let stamp = utc["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .expect("annotation");
+    assert!(stamp.ends_with(":00:00Z"), "{stamp}");
+    // One pass looks at all three: the deadline one was passed over.
+    assert!(jobs_of(&c, "late").await.is_empty());
 }
 
 /// Without a node Jobs never finish: Forbid skips a time while one is active (and says so in
