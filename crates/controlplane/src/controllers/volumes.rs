@@ -548,7 +548,7 @@ fn sync_unbound_claim(
         if let Some(node) = pods.placed_user(pvc) {
             if let Some(pv) = core
                 .get_stored(rd("", "nodes"), None, &node)
-                .and_then(|n| best_match(pvs, pvc, Some(&n.object)).map(|pv| pv.clone()))
+                .and_then(|n| best_match(pvs, pvc, Some(&n.object)).cloned())
             {
                 return bind(core, &pv, pvc);
             }
