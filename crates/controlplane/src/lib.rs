@@ -316,6 +316,7 @@ fn bootstrap(core: &Arc<Core>, addr: SocketAddr, advertise: SocketAddr) {
             }), &mut ctx);
         }
     }
+    core.ensure_system_priority_classes();
     let advertise_ip = if advertise.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {

@@ -1326,6 +1326,18 @@ impl Core {
         Err(ApiError::conflict(rd, name))
     }
 
+    /// A ResourceQuota's status as counted now (`status.hard`, `status.used`): the quota
+    /// controller writes it; admission counts with the same rules (`kinds/policy.rs`).
+    pub(crate) fn resource_quota_status(&self, quota: &Value) -> Value {
+        super::kinds::policy::quota_status(self, quota)
+    }
+
+    /// Creates the built-in `system-node-critical` and `system-cluster-critical`
+    /// PriorityClasses if missing (at start, as kube-apiserver does).
+    pub fn ensure_system_priority_classes(&self) {
+        super::kinds::policy::ensure_system_priority_classes(self)
+    }
+
     /// Whether any object names `obj` as its owner.
     fn has_dependents(&self, obj: &Value) -> bool {
         let uid = meta_str(obj, "uid");

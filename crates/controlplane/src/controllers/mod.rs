@@ -7,6 +7,7 @@ pub(crate) mod clusterrole_aggregation;
 pub(crate) mod cronjob;
 mod daemonset;
 mod deployment;
+pub(crate) mod disruption;
 mod endpoints;
 pub mod endpointslice;
 mod events;
@@ -16,6 +17,7 @@ pub mod loadbalancer;
 mod namespace;
 mod nodelifecycle;
 mod replicaset;
+mod resourcequota;
 mod revisions;
 mod scheduler;
 mod serviceaccount;
@@ -227,6 +229,34 @@ pub fn spawn_all(
             events::pass,
             Wake::Kinds(&[("events.k8s.io", "events")]),
             Duration::from_secs(5),
+        ),
+        (
+            // Resync: evictions expire from `disruptedPods` after two minutes.
+            "disruption",
+            disruption::pass,
+            Wake::Kinds(&[
+                ("policy", "poddisruptionbudgets"),
+                ("", "pods"),
+                ("apps", "replicasets"),
+                ("apps", "deployments"),
+                ("apps", "statefulsets"),
+                ("", "replicationcontrollers"),
+            ]),
+            Duration::from_secs(10),
+        ),
+        (
+            "resourcequota",
+            resourcequota::pass,
+            Wake::KindsOrWhen(
+                &[
+                    ("", "resourcequotas"),
+                    ("", "pods"),
+                    ("", "services"),
+                    ("", "persistentvolumeclaims"),
+                ],
+                resourcequota::wake,
+            ),
+            Duration::from_secs(10),
         ),
     ];
     for (name, pass, wake, resync) in controllers.iter().copied() {

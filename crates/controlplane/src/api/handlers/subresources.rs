@@ -14,6 +14,7 @@ use crate::api::response::{json_response, pod_success, Body};
 use crate::api::routes::Action;
 use crate::api::satoken;
 use crate::api::server::ApiServer;
+use crate::controllers::disruption::{self, Evicted};
 use crate::registry::{self, ResourceDef};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -67,14 +68,30 @@ impl ApiServer {
         Ok(pod_success(c.t.name))
     }
 
+    /// `pods/eviction`: deletes the pod if its PodDisruptionBudget allows (upstream's
+    /// EvictionREST; the PDB rules are in `controllers/disruption.rs`).
     pub(crate) fn eviction(&self, c: &Call) -> ApiResult<Response<Body>> {
         let ev = c.authorize_body()?;
-        let opts = ev
+        let body_name = meta_str(&ev, "name");
+        if !body_name.is_empty() && body_name != c.t.name {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let mut opts = ev
             .get("deleteOptions")
             .map(DeleteOptions::from_value)
             .unwrap_or_default();
-        self.core.delete(c.t.rd, c.t.ns, c.t.name, &opts)?;
-        Ok(pod_success(c.t.name))
+        opts.dry_run |= c.r.write_ctx().dry_run;
+        let ns = c.t.ns.ok_or_else(ApiError::path_not_found)?;
+        match disruption::evict(&self.core, ns, c.t.name, &opts)? {
+            Evicted::Deleted => Ok(pod_success(c.t.name)),
+            // Upstream returns this Status as the result, so it has no reason.
+            Evicted::ManyBudgets => Ok(json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": disruption::MANY_BUDGETS, "code": 500}),
+            )),
+        }
     }
 
     /// TokenRequest (`serviceaccounts/token`): nodes only for pods bound to

@@ -123,25 +123,6 @@ impl Quantity {
         self.nano == 0
     }
 
-    /// The value in milli-units, rounded up (`MilliValue`).
-    pub(crate) fn milli(&self) -> i128 {
-        let d = NANO / 1000;
-        if self.nano >= 0 {
-            (self.nano + d - 1) / d
-        } else {
-            self.nano / d
-        }
-    }
-
-    /// The value in whole units, rounded up (`Value`).
-    pub(crate) fn value(&self) -> i128 {
-        if self.nano >= 0 {
-            (self.nano + NANO - 1) / NANO
-        } else {
-            self.nano / NANO
-        }
-    }
-
     /// The sum, in the format of `self` (`Quantity.Add`).
     pub(crate) fn add(&self, other: &Quantity) -> Quantity {
         Quantity {
@@ -151,13 +132,6 @@ impl Quantity {
             } else {
                 self.format
             },
-        }
-    }
-
-    pub(crate) fn sub(&self, other: &Quantity) -> Quantity {
-        Quantity {
-            nano: self.nano.saturating_sub(other.nano),
-            format: self.format,
         }
     }
 
@@ -833,6 +807,25 @@ pub(crate) const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
     ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
     ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
 ];
+
+/// Creates the system PriorityClasses that are missing (kube-apiserver's post-start hook).
+pub(crate) fn ensure_system_priority_classes(core: &Core) {
+    let Some(pcrd) = registry::find_kind("scheduling.k8s.io", "PriorityClass") else {
+        return;
+    };
+    let mut ctx = crate::api::objects::WriteCtx::controller("kube-apiserver");
+    for (name, value, description) in SYSTEM_PRIORITY_CLASSES {
+        if core.get_stored(pcrd, None, name).is_some() {
+            continue;
+        }
+        let body = json!({"metadata": {"name": name}, "value": value, "description": description});
+        if let Err(e) = core.create(pcrd, None, body, &mut ctx) {
+            if e.reason != "AlreadyExists" {
+                tracing::warn!("priority class {name}: {}", e.message);
+            }
+        }
+    }
+}
 
 fn validate_priority_class(obj: &Value, causes: &mut Vec<Cause>) {
     let name = meta_str(obj, "name");
@@ -1861,8 +1854,9 @@ mod tests {
             assert_eq!(q(input).canonical(), canonical, "{input}");
         }
         assert!(q("100m") < q("0.2"));
-        assert_eq!(q("1Gi").value(), 1 << 30);
-        assert_eq!(q("1.5").milli(), 1500);
+        assert_eq!(q("1Gi").nano, (1 << 30) * NANO);
+        assert_eq!(q("1.5").nano, 1_500_000_000);
+        assert_eq!(q("1n").nano, 1);
         assert_eq!(q("64Mi").add(&q("64Mi")).canonical(), "128Mi");
         assert_eq!(q("100m").add(&q("1")).canonical(), "1100m");
         assert!(Quantity::parse("abc").is_none());
