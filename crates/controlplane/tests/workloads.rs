@@ -987,6 +987,18 @@ async fn cronjob_concurrency_forbid_and_replace() {
         [&f1],
         "Forbid: still only the first"
     );
+    // The controller looks every second; the skip is reported once for its scheduled time.
+    let ev = json(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=forbid,reason=JobAlreadyActive",
+        ],
+    )
+    .await;
+    assert_eq!(ev["items"].as_array().map(Vec::len), Some(1), "{ev}");
 }
 
 /// ReplicationControllers: pods kept at the count, `kubectl scale rc`, `get rc`, cascade.

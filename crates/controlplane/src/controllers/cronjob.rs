@@ -20,8 +20,9 @@ use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const MANAGER: &str = "cronjob-controller";
 const KIND: &str = "CronJob";
@@ -413,10 +414,40 @@ fn job_ref(job: &Value) -> Value {
     })
 }
 
+/// Per CronJob uid and event reason: the occasion last reported.
+static REPORTED: Mutex<Option<HashMap<(String, &'static str), String>>> = Mutex::new(None);
+
+/// Records an event unless the same `occasion` was already reported for this CronJob and
+/// reason (passes run every second; upstream's recorder aggregates repeats instead).
+fn report_once(core: &Core, cj: &Value, ty: &str, reason: &'static str, msg: &str, occasion: &str) {
+    let fresh = REPORTED
+        .lock()
+        .map(|mut r| {
+            let m = r.get_or_insert_with(HashMap::new);
+            let key = (uid(cj).to_string(), reason);
+            if m.get(&key).map(String::as_str) == Some(occasion) {
+                false
+            } else {
+                m.insert(key, occasion.to_string());
+                true
+            }
+        })
+        .unwrap_or(true);
+    if fresh {
+        record_event(core, cj, KIND, ty, reason, msg, MANAGER);
+    }
+}
+
 pub fn pass(core: &Core, s: &Settings) {
     let now = s.clock.now();
-    for cj in list(core, "batch", "cronjobs", None) {
-        sync(core, &cj, now);
+    let cjs = list(core, "batch", "cronjobs", None);
+    for cj in &cjs {
+        sync(core, cj, now);
+    }
+    if let Ok(mut r) = REPORTED.lock() {
+        if let Some(m) = r.as_mut() {
+            m.retain(|(u, _), _| cjs.iter().any(|cj| uid(cj) == u));
+        }
     }
 }
 
@@ -506,15 +537,8 @@ fn sync(core: &Core, cj: &Value, now: Timestamp) {
         Some(name) => match TimeZone::get(name) {
             Ok(tz) => tz,
             Err(_) => {
-                record_event(
-                    core,
-                    cj,
-                    KIND,
-                    "Warning",
-                    "UnknownTimeZone",
-                    &format!("invalid timeZone: {name:?}: unknown time zone {name}"),
-                    MANAGER,
-                );
+                let msg = format!("invalid timeZone: {name:?}: unknown time zone {name}");
+                report_once(core, cj, "Warning", "UnknownTimeZone", &msg, &msg);
                 return write(core, &mut status, &active);
             }
         },
@@ -527,15 +551,8 @@ fn sync(core: &Core, cj: &Value, now: Timestamp) {
     let sched = match parse_schedule(schedule) {
         Ok(s) => s,
         Err(e) => {
-            record_event(
-                core,
-                cj,
-                KIND,
-                "Warning",
-                "UnparseableSchedule",
-                &format!("unparseable schedule: {schedule:?} : {e}"),
-                MANAGER,
-            );
+            let msg = format!("unparseable schedule: {schedule:?} : {e}");
+            report_once(core, cj, "Warning", "UnparseableSchedule", &msg, &msg);
             return write(core, &mut status, &active);
         }
     };
@@ -617,14 +634,15 @@ fn run_at(
         .and_then(Value::as_str)
         .unwrap_or("Allow");
     if policy == "Forbid" && !active.is_empty() {
-        record_event(
+        // Once per scheduled time: the controller looks again every second until the active
+        // Job finishes (then the time is run, if still within the deadline, as upstream).
+        report_once(
             core,
             cj,
-            KIND,
             "Normal",
             "JobAlreadyActive",
             "Not starting job because prior execution is running and concurrency policy is Forbid",
-            MANAGER,
+            &name,
         );
         return;
     }

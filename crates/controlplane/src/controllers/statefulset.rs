@@ -630,12 +630,9 @@ fn write_status(core: &Core, sts: &Value, update_name: &str, cur_name: &str, str
             }
         }
     }
-    let want = sts
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
     let mut cur_name = cur_name.to_string();
-    if strategy == "RollingUpdate" && updated == want && ready == want && replicas == want {
+    // completeRollingUpdate: compared with the pods there are, as upstream.
+    if strategy == "RollingUpdate" && updated == replicas && ready == replicas {
         cur_name = update_name.to_string();
         current = updated;
     }
