@@ -441,8 +441,19 @@ fn report_once(core: &Core, cj: &Value, ty: &str, reason: &'static str, msg: &st
 pub fn pass(core: &Core, s: &Settings) {
     let now = s.clock.now();
     let cjs = list(core, "batch", "cronjobs", None);
+    if cjs.is_empty() {
+        return;
+    }
+    // Every Job once per pass, by owner (the pass runs every second).
+    let mut by_owner: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+    for j in list(core, "batch", "jobs", None) {
+        if let Some(u) = controller_uid(&j) {
+            by_owner.entry(u.to_string()).or_default().push(j.clone());
+        }
+    }
     for cj in &cjs {
-        sync(core, cj, now);
+        let jobs = by_owner.get(uid(cj)).map(Vec::as_slice).unwrap_or(&[]);
+        sync(core, cj, jobs, now);
     }
     if let Ok(mut r) = REPORTED.lock() {
         if let Some(m) = r.as_mut() {
@@ -451,12 +462,7 @@ pub fn pass(core: &Core, s: &Settings) {
     }
 }
 
-fn sync(core: &Core, cj: &Value, now: Timestamp) {
-    let ns = meta_str(cj, "namespace");
-    let jobs: Vec<Arc<Value>> = list(core, "batch", "jobs", Some(ns))
-        .into_iter()
-        .filter(|j| controller_uid(j) == Some(uid(cj)))
-        .collect();
+fn sync(core: &Core, cj: &Value, jobs: &[Arc<Value>], now: Timestamp) {
     let mut status = cj.get("status").cloned().unwrap_or(json!({}));
     if !status.is_object() {
         status = json!({});
@@ -472,7 +478,7 @@ fn sync(core: &Core, cj: &Value, now: Timestamp) {
         .filter_map(|r| r["uid"].as_str().map(String::from))
         .collect();
     let was_active = |j: &Value| was_active_uids.iter().any(|u| u == uid(j));
-    for j in &jobs {
+    for j in jobs {
         let finished = job_finished(j);
         if let Some(ok) = finished.filter(|_| was_active(j)) {
             let cond = if ok { "Complete" } else { "Failed" };
@@ -557,7 +563,7 @@ fn sync(core: &Core, cj: &Value, now: Timestamp) {
         }
     };
     if cj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
-        cleanup_finished(core, cj, &jobs);
+        cleanup_finished(core, cj, jobs);
         return write(core, &mut status, &active);
     }
     let created = cj
@@ -592,7 +598,7 @@ fn sync(core: &Core, cj: &Value, now: Timestamp) {
             &mut active,
         );
     }
-    cleanup_finished(core, cj, &jobs);
+    cleanup_finished(core, cj, jobs);
     write(core, &mut status, &active);
 }
 
