@@ -192,16 +192,48 @@ fn local_path_claim_keeps_data_across_pods_and_goes_with_its_claim() {
             Duration::from_secs(30),
             || async { pvs.get_opt(&pv_name).await.ok()?.is_none().then_some(()) },
         ));
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while dir.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{} still there after its volume was deleted",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        wait_gone(&dir);
+
+        // A generic ephemeral volume: a claim made for the pod, on this node, gone with the pod.
+        let _: Pod = c.create_json(serde_json::json!({
+            "metadata": {"name": "scratch"},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "volumes": [{"name": "tmp", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "8Mi"}}}}}}],
+                "containers": [{"name": "c", "image": c.node.busybox,
+                    "command": ["sh", "-c", "echo eph > /tmp/x/f && echo ready && sleep 3600"],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp/x"}]}]
+            }
+        }));
+        c.wait_log("scratch", "ready", 90);
+        let eph = c.rt.block_on(claims.get("scratch-tmp")).expect("ephemeral claim");
+        let eph_uid = eph.metadata.uid.clone().expect("uid");
+        let eph_dir = want_root.join(format!("pvc-{eph_uid}_default_scratch-tmp"));
+        assert_eq!(
+            std::fs::read_to_string(eph_dir.join("f")).expect("ephemeral data"),
+            "eph\n"
+        );
+        c.delete_and_wait("scratch");
+        c.rt.block_on(eventually(
+            "ephemeral claim collected",
+            Duration::from_secs(30),
+            || async { claims.get_opt("scratch-tmp").await.ok()?.is_none().then_some(()) },
+        ));
+        wait_gone(&eph_dir);
     });
+}
+
+fn wait_gone(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still there after its volume was deleted",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]

@@ -571,6 +571,55 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
         "disk-node"
     );
 
+    // A generic ephemeral volume: its claim `<pod>-<volume>` is made for the pod (owned by it),
+    // provisioned on the pod's node, and goes with the pod.
+    let eph = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "eph", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
+                     "metadata": {"labels": {"kind": "scratch"}},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "8Mi"}}}}}}]}});
+    apply(&c, eph).await;
+    let eph_claim = wait_phase(&c, "pvc", "eph-scratch", "Bound").await;
+    let eph_pod = get(&c, &["pod", "eph"]).await.expect("eph");
+    assert_eq!(
+        eph_claim["metadata"]["ownerReferences"][0]["uid"],
+        eph_pod["metadata"]["uid"]
+    );
+    assert_eq!(eph_claim["metadata"]["labels"]["kind"], "scratch");
+    assert_eq!(eph_claim["spec"]["storageClassName"], "standard");
+    eventually("eph bound to disk-node", WAIT, || async {
+        get(&c, &["pod", "eph"])
+            .await
+            .filter(|p| p["spec"]["nodeName"] == "disk-node")
+    })
+    .await;
+    let eph_pv = eph_claim["spec"]["volumeName"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    // A claim of that name not made for the pod keeps another pod off.
+    apply(&c, pvc("impostor-scratch", "8Mi", json!({}))).await;
+    let impostor = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "impostor", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "8Mi"}}}}}}]}});
+    apply(&c, impostor).await;
+    wait_event(
+        &c,
+        "impostor",
+        "FailedScheduling",
+        "PVC default/impostor-scratch was not created for pod default/impostor (pod is not owner)",
+    )
+    .await;
+    c.ok(&["delete", "pod", "eph", "impostor", "--wait=false"])
+        .await;
+    eventually("eph's claim and volume gone", WAIT, || async {
+        (get(&c, &["pvc", "eph-scratch"]).await.is_none()
+            && get(&c, &["pv", &eph_pv]).await.is_none())
+        .then_some(())
+    })
+    .await;
+
     // The claim goes once its pods are gone: Delete removes the volume object.
     c.ok(&["delete", "pod", "user", "user2", "--wait=false"])
         .await;

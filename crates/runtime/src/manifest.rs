@@ -561,7 +561,7 @@ pub fn plan_pod(pod: &Pod, ctx: &PlanContext, uuid: &str) -> Result<PodPlan, Pla
         } else {
             return Err(PlanError::Volume {
                 name: v.name.clone(),
-                why: "unsupported volume type (supported: emptyDir, hostPath, and for API pods configMap, secret, downwardAPI, projected, persistentVolumeClaim)".into(),
+                why: "unsupported volume type (supported: emptyDir, hostPath, and for API pods configMap, secret, downwardAPI, projected, persistentVolumeClaim, ephemeral)".into(),
             });
         };
         volumes.push(VolumePlan {

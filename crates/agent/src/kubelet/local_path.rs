@@ -1,6 +1,7 @@
-//! `persistentVolumeClaim` volumes and the node's half of the control plane's `rktup.io/local-path`
-//! provisioner.
+//! `persistentVolumeClaim` and generic `ephemeral` volumes, and the node's half of the control
+//! plane's `rktup.io/local-path` provisioner.
 //!
+//! - An ephemeral volume is the claim `<pod>-<volume>`, which must be owned by the pod.
 //! - A claim volume is resolved as kubelet's volume manager does (claim → bound PersistentVolume →
 //!   its source) and handed to the runtime as the `hostPath` it is: the PV's `hostPath` (with its
 //!   type) or `local` path (which must exist). `readOnly` on the claim makes every mount of the
@@ -44,6 +45,12 @@ pub enum ClaimError {
         ns: String,
         claim: String,
         message: String,
+    },
+    #[error("error processing PVC {ns}/{claim}: PVC {ns}/{claim} was not created for pod {ns}/{pod} (pod is not owner)")]
+    NotForPod {
+        ns: String,
+        claim: String,
+        pod: String,
     },
     #[error("error processing PVC {ns}/{claim}: PVC is not bound")]
     Unbound { ns: String, claim: String },
@@ -90,11 +97,13 @@ fn api_message(e: &kube::Error) -> String {
 /// Resolves claim `claim` of namespace `ns` to the host path of its bound volume; a local-path
 /// volume's directory is created under `local_root` (DirectoryOrCreate) and its reclaim policy
 /// remembered.
+/// `owner`: for an ephemeral volume's claim, the pod (name, uid) that must own it.
 pub async fn resolve(
     client: &kube::Client,
     ns: &str,
     claim: &str,
     read_only: bool,
+    owner: Option<(&str, &str)>,
     local_root: &Path,
 ) -> Result<ClaimMount, ClaimError> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
@@ -106,6 +115,21 @@ pub async fn resolve(
             claim: claim.into(),
             message: api_message(&e),
         })?;
+    if let Some((pod, pod_uid)) = owner {
+        let owned = pvc
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == pod_uid);
+        if !owned {
+            return Err(ClaimError::NotForPod {
+                ns: ns.into(),
+                claim: claim.into(),
+                pod: pod.into(),
+            });
+        }
+    }
     let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
     let pv_name = pvc
         .spec
@@ -225,15 +249,26 @@ pub async fn with_claims(
     let Some(spec) = out.spec.as_mut() else {
         return Ok(out);
     };
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut read_only = vec![];
     for v in spec.volumes.iter_mut().flatten() {
-        let Some(c) = v.persistent_volume_claim.clone() else {
+        // A generic ephemeral volume is the claim `<pod>-<volume>` made for (owned by) the pod.
+        let (claim, ro, owner) = if let Some(c) = &v.persistent_volume_claim {
+            (c.claim_name.clone(), c.read_only.unwrap_or(false), None)
+        } else if v.ephemeral.is_some() {
+            (
+                format!("{pod_name}-{}", v.name),
+                false,
+                Some((pod_name.as_str(), pod_uid.as_str())),
+            )
+        } else {
             continue;
         };
-        let ro = c.read_only.unwrap_or(false);
-        match resolve(client, ns, &c.claim_name, ro, local_root).await {
+        match resolve(client, ns, &claim, ro, owner, local_root).await {
             Ok(m) => {
                 v.persistent_volume_claim = None;
+                v.ephemeral = None;
                 v.host_path = Some(m.host_path);
                 if m.read_only {
                     read_only.push(v.name.clone());

@@ -220,7 +220,7 @@ pub fn spawn_all(
                     ("", "persistentvolumeclaims"),
                     ("storage.k8s.io", "storageclasses"),
                 ],
-                volumes::pod_deleted,
+                volumes::pod_added_or_deleted,
             ),
             Duration::from_secs(5),
         ),

@@ -5,7 +5,9 @@
 //! picks the node running the fewest pods (spreading), as the default
 //! profile's NodeResourcesFit + balanced scoring roughly does.
 
-use super::volumes::{best_match, claim_class, pv_fits_node, set_claim_ref};
+use super::volumes::{
+    best_match, claim_class, claim_is_for_pod, pod_claims, pv_fits_node, set_claim_ref,
+};
 use super::{list, pod_active, quantity, record_event, Settings};
 use crate::api::objects::{meta_str, now, Core, WriteCtx};
 use crate::registry;
@@ -365,18 +367,6 @@ struct Claims {
     delayed: Vec<Arc<Value>>,
 }
 
-fn pod_claim_names(pod: &Value) -> Vec<&str> {
-    pod.pointer("/spec/volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| {
-            v.pointer("/persistentVolumeClaim/claimName")
-                .and_then(Value::as_str)
-        })
-        .collect()
-}
-
 impl Volumes {
     fn load(&mut self, core: &Core) {
         if !self.loaded {
@@ -395,7 +385,7 @@ impl Volumes {
     }
 
     fn claims_of(&mut self, core: &Core, pod: &Value) -> PodClaims {
-        let names = pod_claim_names(pod);
+        let names = pod_claims(pod);
         let mut out = Claims::default();
         if names.is_empty() {
             return PodClaims::Ready(out);
@@ -403,16 +393,25 @@ impl Volumes {
         self.load(core);
         let ns = meta_str(pod, "namespace");
         let mut assumed = false;
-        for name in names {
+        for claim in names {
+            let name = claim.name.as_str();
             let Some(pvc) = self
                 .pvcs
                 .iter()
                 .find(|c| meta_str(c, "namespace") == ns && meta_str(c, "name") == name)
             else {
+                if claim.ephemeral {
+                    return PodClaims::Unschedulable(format!("waiting for ephemeral volume controller to create the persistentvolumeclaim \"{name}\""));
+                }
                 return PodClaims::Unschedulable(format!(
                     "persistentvolumeclaim \"{name}\" not found"
                 ));
             };
+            if claim.ephemeral {
+                if let Err(why) = claim_is_for_pod(pod, pvc) {
+                    return PodClaims::Unschedulable(why);
+                }
+            }
             if super::deleting(pvc) {
                 return PodClaims::Unschedulable(format!(
                     "persistentvolumeclaim \"{name}\" is being deleted"

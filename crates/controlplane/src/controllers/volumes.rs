@@ -699,9 +699,13 @@ struct Pods<'a> {
 
 impl Pods<'_> {
     /// The node of an unfinished pod that uses the claim and is already on a node.
+    fn all(&self) -> &[Arc<Value>] {
+        self.all.get_or_init(|| list(self.core, "", "pods", None))
+    }
+
     fn placed_user(&self, pvc: &Value) -> Option<String> {
-        let all = self.all.get_or_init(|| list(self.core, "", "pods", None));
-        all.iter()
+        self.all()
+            .iter()
             .filter(|p| claim_in_use(std::slice::from_ref(p), pvc))
             .map(|p| str_at(p, "/spec/nodeName"))
             .find(|n| !n.is_empty())
@@ -709,9 +713,10 @@ impl Pods<'_> {
     }
 }
 
-/// Besides its own kinds, the controller wakes when a pod goes: a deleted claim it used may go.
-pub(crate) fn pod_deleted(ev: &crate::store::Event) -> bool {
-    ev.kind == crate::store::EventType::Deleted && ev.key.starts_with("/registry/core/pods/")
+/// Besides its own kinds, the controller wakes when a pod comes (its ephemeral volumes' claims
+/// are made) or goes (a deleted claim it used may go).
+pub(crate) fn pod_added_or_deleted(ev: &crate::store::Event) -> bool {
+    ev.kind != crate::store::EventType::Modified && ev.key.starts_with("/registry/core/pods/")
 }
 
 /// Removes `finalizer` from the object (the protection controllers' last step).
@@ -750,16 +755,118 @@ fn claim_in_use(pods: &[Arc<Value>], pvc: &Value) -> bool {
         meta_str(p, "namespace") == meta_str(pvc, "namespace")
             && phase != "Succeeded"
             && phase != "Failed"
-            && p.pointer("/spec/volumes")
-                .and_then(Value::as_array)
-                .is_some_and(|vs| {
-                    vs.iter().any(|v| {
-                        v.pointer("/persistentVolumeClaim/claimName")
-                            .and_then(Value::as_str)
-                            == Some(meta_str(pvc, "name"))
-                    })
-                })
+            && pod_claims(p)
+                .iter()
+                .any(|c| c.name == meta_str(pvc, "name"))
     })
+}
+
+/// A claim a pod's volume uses.
+pub(crate) struct PodClaim {
+    pub name: String,
+    /// A generic ephemeral volume's claim (`<pod>-<volume>`, made for and owned by the pod).
+    pub ephemeral: bool,
+}
+
+/// The claims of a pod's `persistentVolumeClaim` and `ephemeral` volumes.
+pub(crate) fn pod_claims(pod: &Value) -> Vec<PodClaim> {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            if let Some(c) = v
+                .pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+            {
+                return Some(PodClaim {
+                    name: c.to_string(),
+                    ephemeral: false,
+                });
+            }
+            v.get("ephemeral")
+                .filter(|e| e.is_object())
+                .map(|_| PodClaim {
+                    name: format!("{}-{}", meta_str(pod, "name"), str_at(v, "/name")),
+                    ephemeral: true,
+                })
+        })
+        .collect()
+}
+
+/// Whether `pvc` is owned by `pod` (an ephemeral volume's claim must be: upstream's
+/// `ephemeral.VolumeIsForPod`), else upstream's error text.
+pub(crate) fn claim_is_for_pod(pod: &Value, pvc: &Value) -> Result<(), String> {
+    let owned = pvc
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|rs| rs.iter().any(|r| str_at(r, "/uid") == uid(pod)));
+    if owned {
+        Ok(())
+    } else {
+        Err(format!(
+            "PVC {}/{} was not created for pod {}/{} (pod is not owner)",
+            meta_str(pvc, "namespace"),
+            meta_str(pvc, "name"),
+            meta_str(pod, "namespace"),
+            meta_str(pod, "name")
+        ))
+    }
+}
+
+/// The ephemeral volume controller (upstream's pkg/controller/volume/ephemeral): each
+/// `ephemeral` volume of a pod gets its claim `<pod>-<volume>` from the volume's
+/// `volumeClaimTemplate`, owned by the pod (so the garbage collector deletes it with the pod).
+fn ephemeral_claims(core: &Core, pods: &[Arc<Value>], pvcs: &[Arc<Value>]) {
+    for pod in pods.iter().filter(|p| super::pod_active(p)) {
+        let ns = meta_str(pod, "namespace");
+        for v in pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(tmpl) = v.pointer("/ephemeral/volumeClaimTemplate") else {
+                continue;
+            };
+            let name = format!("{}-{}", meta_str(pod, "name"), str_at(v, "/name"));
+            if pvcs
+                .iter()
+                .any(|c| meta_str(c, "namespace") == ns && meta_str(c, "name") == name)
+            {
+                continue;
+            }
+            let mut meta = json!({
+                "name": name, "namespace": ns,
+                "ownerReferences": [super::owner_ref(pod, "Pod", "v1")],
+            });
+            for k in ["labels", "annotations"] {
+                if let Some(m) = tmpl
+                    .pointer(&format!("/metadata/{k}"))
+                    .filter(|m| m.is_object())
+                {
+                    meta[k] = m.clone();
+                }
+            }
+            let pvc = json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta,
+                "spec": tmpl.get("spec").cloned().unwrap_or(json!({})),
+            });
+            let mut ctx = WriteCtx::controller("ephemeral-volume-controller");
+            if let Err(e) = core.create(rd("", "persistentvolumeclaims"), Some(ns), pvc, &mut ctx) {
+                if e.reason != "AlreadyExists" {
+                    event_once(
+                        core,
+                        pod,
+                        "Pod",
+                        "Warning",
+                        "FailedBinding",
+                        &format!("create PVC {name}: {}", e.message),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The protection controllers: a deleted claim goes once no unfinished pod uses it, a deleted
@@ -807,6 +914,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         core,
         all: std::cell::OnceCell::new(),
     };
+    ephemeral_claims(core, pods.all(), &pvcs);
     for pvc in &pvcs {
         if super::deleting(pvc) {
             continue;
