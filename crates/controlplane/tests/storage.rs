@@ -571,6 +571,70 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
         "disk-node"
     );
 
+    // Static local volumes of a no-provisioner WaitForFirstConsumer class: the scheduler picks
+    // the node whose volume fits and pre-binds it.
+    apply(
+        &c,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-storage"}, "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer"}),
+    )
+    .await;
+    for (name, node) in [("local-plain", "plain-node"), ("local-disk", "disk-node")] {
+        apply(
+            &c,
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"], "storageClassName": "local-storage",
+                "local": {"path": format!("/mnt/{name}")},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}}),
+        )
+        .await;
+    }
+    apply(
+        &c,
+        pvc(
+            "local-claim",
+            "100Mi",
+            json!({"storageClassName": "local-storage"}),
+        ),
+    )
+    .await;
+    wait_event(
+        &c,
+        "local-claim",
+        "WaitForFirstConsumer",
+        "waiting for first consumer",
+    )
+    .await;
+    let local_user = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "local-user", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "local-claim"}}]}});
+    apply(&c, local_user).await;
+    let local_claim = wait_phase(&c, "pvc", "local-claim", "Bound").await;
+    let local_pod = eventually("local-user bound", WAIT, || async {
+        get(&c, &["pod", "local-user"])
+            .await
+            .filter(|p| p["spec"]["nodeName"].is_string())
+    })
+    .await;
+    // The pod is on the node of the volume it got (either fits; spreading decides).
+    let want = match local_pod["spec"]["nodeName"].as_str() {
+        Some("plain-node") => "local-plain",
+        _ => "local-disk",
+    };
+    assert_eq!(local_claim["spec"]["volumeName"], want, "{local_pod}");
+    let other = if want == "local-plain" {
+        "local-disk"
+    } else {
+        "local-plain"
+    };
+    assert_eq!(
+        phase(&get(&c, &["pv", other]).await.expect("pv")),
+        "Available"
+    );
+
     // A generic ephemeral volume: its claim `<pod>-<volume>` is made for the pod (owned by it),
     // provisioned on the pod's node, and goes with the pod.
     let eph = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "eph", "namespace": "default"},

@@ -3,7 +3,8 @@
 //! nodeSelector and required node affinity, and have room for the pod's
 //! requests (cpu, memory, pod count) within allocatable; among those it
 //! picks the node running the fewest pods (spreading), as the default
-//! profile's NodeResourcesFit + balanced scoring roughly does.
+//! profile's NodeResourcesFit + balanced scoring roughly does. Pods with
+//! claims go through `Volumes` (upstream's VolumeBinding plugin, below).
 
 use super::volumes::{
     best_match, claim_class, claim_is_for_pod, pod_claims, pv_fits_node, set_claim_ref,
