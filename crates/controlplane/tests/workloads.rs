@@ -255,6 +255,21 @@ async fn statefulset_parallel_and_claims() {
     let ord: Vec<&String> = s.keys().filter(|k| k.starts_with("ord-")).collect();
     assert_eq!(ord, ["ord-0"], "{s:?}");
     c.ok(&["delete", "sts", "ord"]).await;
+    // spec.ordinals.start numbers the pods from there.
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        &sts("five", 2, "Parallel", "  ordinals: {start: 5}\n"),
+    )
+    .await;
+    eventually("five-5 and five-6", WAIT, || async {
+        let s = snapshot(&pods).await;
+        let five: Vec<&String> = s.keys().filter(|k| k.starts_with("five-")).collect();
+        (five == ["five-5", "five-6"]).then_some(())
+    })
+    .await;
+    let p = json(&c, &["get", "pod", "five-6"]).await;
+    assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "6");
+    c.ok(&["delete", "sts", "five"]).await;
     for i in 0..3 {
         let pvc = json(&c, &["get", "pvc", &format!("www-db-{i}")]).await;
         let pod = json(&c, &["get", "pod", &format!("db-{i}")]).await;
