@@ -118,3 +118,77 @@ async fn every_new_kind_through_kubectl() {
     }
     c.handle.shutdown().await;
 }
+
+/// Validation of the networking and node kinds with kube-apiserver's 422 texts, and their
+/// defaults (NetworkPolicy policyTypes and port protocol).
+#[tokio::test]
+async fn networking_kinds_are_validated_and_defaulted() {
+    let c = start().await;
+    let refused = |yaml: &'static str| {
+        let c = &c;
+        async move {
+            let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await;
+            assert!(!out.status.success(), "accepted: {yaml}");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    let err = refused("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules:\n  - host: k.example.com\n    http:\n      paths: [{path: /, backend: {service: {name: web, port: {number: 80}}}}]\n").await;
+    assert!(
+        err.contains(
+            "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"
+        ),
+        "{err}"
+    );
+    let err = refused("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules:\n  - http:\n      paths: [{path: x, pathType: Prefix, backend: {service: {name: web, port: {number: 80, name: http}}}}]\n").await;
+    assert!(
+        err.contains(
+            "spec.rules[0].http.paths[0].path: Invalid value: \"x\": must be an absolute path"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("cannot set both port name & port number"),
+        "{err}"
+    );
+    let err = refused("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec:\n  podSelector: {}\n  policyTypes: [Sideways]\n").await;
+    assert!(
+        err.contains("spec.policyTypes[0]: Unsupported value: \"Sideways\": supported values: \"Egress\", \"Ingress\""),
+        "{err}"
+    );
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector: {}\n  egress: [{ports: [{port: 53}]}]\n",
+    )
+    .await;
+    let types = c
+        .ok(&[
+            "get",
+            "netpol",
+            "np",
+            "-o",
+            "jsonpath={.spec.policyTypes} {.spec.egress[0].ports[0].protocol}",
+        ])
+        .await;
+    assert_eq!(types, r#"["Ingress","Egress"] TCP"#);
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: rc}\nhandler: runc\n",
+    )
+    .await;
+    let out = c
+        .kubectl(&[
+            "patch",
+            "runtimeclass",
+            "rc",
+            "--type=merge",
+            "-p",
+            r#"{"handler":"kata"}"#,
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("handler: Invalid value: \"kata\": field is immutable"),
+        "{err}"
+    );
+    c.handle.shutdown().await;
+}
