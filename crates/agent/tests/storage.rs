@@ -292,6 +292,26 @@ fn missing_or_unbound_claims_keep_pods_pending() {
             .expect("create pv");
         c.wait_log("unbound", "started", 90);
         assert_eq!(c.phase("nothing"), "Pending");
+        // A volume that lives on another node cannot be mounted here.
+        let far: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("far-{}", c.node_name)},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "", "hostPath": {"path": host_dir.display().to_string()},
+                     "claimRef": {"namespace": "default", "name": "far"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In", "values": ["another-node"]}]}]}}}
+        }))
+        .expect("pv");
+        c.rt.block_on(pvs.create(&Default::default(), &far))
+            .expect("create far pv");
+        let _: PersistentVolumeClaim = c.create_json(claim("far", Some("")));
+        let _: Pod = c.create_json(on_node(pod("far-user", &c.node.busybox, "far", false, "true")));
+        let msg = c.wait_event("far-user", "FailedMount", "NodeAffinity", 60);
+        assert_eq!(
+            msg,
+            r#"MountVolume.NodeAffinity check failed for volume "data" : no matching NodeSelectorTerms"#
+        );
+        assert_eq!(c.phase("far-user"), "Pending");
         c.rt.block_on(pvs.delete(&format!("static-{}", c.node_name), &DeleteParams::default()))
             .expect("delete pv");
     });

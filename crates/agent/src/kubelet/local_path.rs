@@ -17,7 +17,8 @@
 //!   deletion of its object, as upstream.
 
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    HostPathVolumeSource, Node, NodeSelector, NodeSelectorRequirement, PersistentVolume,
+    PersistentVolumeClaim, Pod,
 };
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::os::unix::fs::PermissionsExt;
@@ -71,6 +72,9 @@ pub enum ClaimError {
     },
     #[error("unsupported volume type: persistentVolumeClaim {claim:?} is bound to PersistentVolume {pv:?} whose source this node cannot mount (supported: hostPath, local)")]
     Unsupported { claim: String, pv: String },
+    /// The volume's node affinity does not admit this node (the local volume lives elsewhere).
+    #[error("no matching NodeSelectorTerms")]
+    NodeAffinity,
     #[error("path {path:?} does not exist")]
     LocalMissing { path: String },
     #[error("failed to create {path}: {source}")]
@@ -105,6 +109,7 @@ pub async fn resolve(
     read_only: bool,
     owner: Option<(&str, &str)>,
     local_root: &Path,
+    node: Option<&Node>,
 ) -> Result<ClaimMount, ClaimError> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let pvc = claims
@@ -161,6 +166,16 @@ pub async fn resolve(
             pv: pv_name,
         });
     }
+    if let (Some(sel), Some(node)) = (
+        spec.node_affinity
+            .as_ref()
+            .and_then(|a| a.required.as_ref()),
+        node,
+    ) {
+        if !node_selector_matches(sel, node) {
+            return Err(ClaimError::NodeAffinity);
+        }
+    }
     let host_path = if let Some(hp) = &spec.host_path {
         if is_local_path(&pv) {
             let dir = PathBuf::from(&hp.path);
@@ -196,6 +211,48 @@ pub async fn resolve(
     Ok(ClaimMount {
         host_path,
         read_only,
+    })
+}
+
+/// A required node selector (terms ORed, expressions ANDed) against the node's labels and name.
+fn node_selector_matches(sel: &NodeSelector, node: &Node) -> bool {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let req = |r: &NodeSelectorRequirement, value: Option<&String>| {
+        let vals = r.values.clone().unwrap_or_default();
+        let num = |s: &str| s.parse::<i64>().ok();
+        match r.operator.as_str() {
+            "In" => value.is_some_and(|v| vals.contains(v)),
+            "NotIn" => value.is_none_or(|v| !vals.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            "Gt" | "Lt" => {
+                let (Some(a), Some(b)) = (
+                    value.and_then(|v| num(v)),
+                    vals.first().and_then(|v| num(v)),
+                ) else {
+                    return false;
+                };
+                if r.operator == "Gt" {
+                    a > b
+                } else {
+                    a < b
+                }
+            }
+            _ => false,
+        }
+    };
+    sel.node_selector_terms.iter().any(|t| {
+        let exprs = t.match_expressions.iter().flatten();
+        let fields = t.match_fields.iter().flatten();
+        let has_any = t.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            || t.match_fields.as_ref().is_some_and(|f| !f.is_empty());
+        has_any
+            && exprs.clone().all(|r| req(r, labels.get(&r.key)))
+            && fields.clone().all(|r| {
+                let v = (r.key == "metadata.name").then_some(&name);
+                req(r, v)
+            })
     })
 }
 
@@ -241,6 +298,7 @@ fn make_volume_dir(dir: &Path, policy: &str) -> std::io::Result<()> {
 pub async fn with_claims(
     client: &kube::Client,
     pod: &Pod,
+    node_name: &str,
     local_root: &Path,
 ) -> Result<Pod, Vec<(String, String)>> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -249,6 +307,7 @@ pub async fn with_claims(
     let Some(spec) = out.spec.as_mut() else {
         return Ok(out);
     };
+    let mut node: Option<Node> = None;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut read_only = vec![];
@@ -265,7 +324,12 @@ pub async fn with_claims(
         } else {
             continue;
         };
-        match resolve(client, ns, &claim, ro, owner, local_root).await {
+        if node.is_none() {
+            // This node, for the volumes' node affinity (read once per pod).
+            let nodes: Api<Node> = Api::all(client.clone());
+            node = nodes.get(node_name).await.ok();
+        }
+        match resolve(client, ns, &claim, ro, owner, local_root, node.as_ref()).await {
             Ok(m) => {
                 v.persistent_volume_claim = None;
                 v.ephemeral = None;
@@ -274,6 +338,13 @@ pub async fn with_claims(
                     read_only.push(v.name.clone());
                 }
             }
+            Err(e @ ClaimError::NodeAffinity) => failed.push((
+                v.name.clone(),
+                format!(
+                    "MountVolume.NodeAffinity check failed for volume {:?} : {e}",
+                    v.name
+                ),
+            )),
             Err(e) => failed.push((
                 v.name.clone(),
                 format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name),
@@ -406,6 +477,34 @@ async fn collect(client: &kube::Client, root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_affinity_of_volumes() {
+        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n1",
+            "labels": {"kubernetes.io/hostname": "n1", "rank": "5"}}}))
+        .expect("node");
+        let sel = |terms: serde_json::Value| -> NodeSelector {
+            serde_json::from_value(serde_json::json!({"nodeSelectorTerms": terms})).expect("sel")
+        };
+        let yes = [
+            serde_json::json!([{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]),
+            serde_json::json!([{"matchExpressions": [{"key": "x", "operator": "In", "values": ["y"]}]},
+                               {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]),
+            serde_json::json!([{"matchExpressions": [{"key": "rank", "operator": "Gt", "values": ["3"]},
+                                                     {"key": "gone", "operator": "DoesNotExist"}]}]),
+        ];
+        for t in yes {
+            assert!(node_selector_matches(&sel(t.clone()), &node), "{t}");
+        }
+        let no = [
+            serde_json::json!([{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]),
+            serde_json::json!([{"matchExpressions": [{"key": "rank", "operator": "Lt", "values": ["3"]}]}]),
+            serde_json::json!([{}]),
+        ];
+        for t in no {
+            assert!(!node_selector_matches(&sel(t.clone()), &node), "{t}");
+        }
+    }
 
     #[test]
     fn directory_names_and_markers() {

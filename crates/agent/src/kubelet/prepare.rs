@@ -239,7 +239,7 @@ impl Preparer {
         let objs = Objects::fetch(&self.client, &ns, &Refs::of(pod, true)).await;
         self.volumes(pod, &objs, false).await?;
         // persistentVolumeClaim volumes become the host paths of their bound volumes.
-        let claimed = local_path::with_claims(&self.client, pod, &self.local_root)
+        let claimed = local_path::with_claims(&self.client, pod, &self.node.name, &self.local_root)
             .await
             .map_err(Blocked::Mount)?;
         let services = self.service_env(pod, &ns).await?;
