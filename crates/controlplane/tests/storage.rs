@@ -571,6 +571,26 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
         "disk-node"
     );
 
+    // A node chosen that cannot hold local-path volumes: the choice is dropped (reschedule).
+    let mut resched = pvc("resched", "8Mi", json!({}));
+    resched["metadata"]["annotations"] =
+        json!({"volume.kubernetes.io/selected-node": "plain-node"});
+    apply(&c, resched).await;
+    wait_event(
+        &c,
+        "resched",
+        "ProvisioningFailed",
+        r#"node "plain-node" has no local-path root"#,
+    )
+    .await;
+    eventually("selected-node dropped", WAIT, || async {
+        get(&c, &["pvc", "resched"]).await.filter(|p| {
+            p.pointer("/metadata/annotations/volume.kubernetes.io~1selected-node")
+                .is_none()
+        })
+    })
+    .await;
+
     // Static local volumes of a no-provisioner WaitForFirstConsumer class: the scheduler picks
     // the node whose volume fits and pre-binds it.
     apply(

@@ -379,8 +379,28 @@ fn provision_local(core: &Core, pvc: &Value, sc: &Value, node_name: &str) {
     {
         return fail(format!("failed to provision volume with StorageClass \"{}\": NodePath only supports ReadWriteOnce and ReadWriteOncePod access modes", meta_str(sc, "name")));
     }
+    // The selected node cannot hold the volume: the node choice is dropped so the scheduler
+    // picks again (external-provisioner's reschedule).
+    let reschedule = |msg: String| {
+        fail(msg);
+        let mut ctx = WriteCtx::controller(MANAGER);
+        let _ = core.modify(
+            rd("", "persistentvolumeclaims"),
+            Some(meta_str(pvc, "namespace")),
+            meta_str(pvc, "name"),
+            None,
+            &mut ctx,
+            |cur| {
+                let mut o = cur.clone();
+                if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
+                    a.remove(SELECTED_NODE);
+                }
+                Ok(o)
+            },
+        );
+    };
     let Some(node) = core.get_stored(rd("", "nodes"), None, node_name) else {
-        return fail(format!(
+        return reschedule(format!(
             "failed to provision volume with StorageClass \"{}\": node \"{node_name}\" not found",
             meta_str(sc, "name")
         ));
@@ -388,7 +408,7 @@ fn provision_local(core: &Core, pvc: &Value, sc: &Value, node_name: &str) {
     let node = &node.object;
     let Some(root) = annotation(node, LOCAL_PATH_ROOT_ANNOTATION).filter(|r| r.starts_with('/'))
     else {
-        return fail(format!("failed to provision volume with StorageClass \"{}\": node \"{node_name}\" has no local-path root (annotation {LOCAL_PATH_ROOT_ANNOTATION}, set by its rktup agent)", meta_str(sc, "name")));
+        return reschedule(format!("failed to provision volume with StorageClass \"{}\": node \"{node_name}\" has no local-path root (annotation {LOCAL_PATH_ROOT_ANNOTATION}, set by its rktup agent)", meta_str(sc, "name")));
     };
     let hostname = node
         .pointer("/metadata/labels/kubernetes.io~1hostname")
