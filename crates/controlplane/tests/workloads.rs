@@ -622,7 +622,7 @@ async fn statefulset_and_workload_validation() {
         .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("`selector` does not match template `labels`"),
+        err.contains(r#"spec.template.metadata.labels: Invalid value: map[string]string{"app":"other"}: `selector` does not match template `labels`"#),
         "{err}"
     );
 

@@ -228,8 +228,22 @@ fn non_negative(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A label map as Go's `%#v` prints it in field errors: `map[string]string{"a":"b", "c":"d"}`
+/// (keys sorted; a missing map is `map[string]string(nil)`).
 fn labels_text(labels: Option<&Value>) -> String {
-    labels.cloned().unwrap_or(json!({})).to_string()
+    let Some(m) = labels.and_then(Value::as_object) else {
+        return "map[string]string(nil)".into();
+    };
+    let mut kv: Vec<(&String, &str)> = m
+        .iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or("")))
+        .collect();
+    kv.sort();
+    let body: Vec<String> = kv
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), Value::from(*v)))
+        .collect();
+    format!("map[string]string{{{}}}", body.join(", "))
 }
 
 fn validate_statefulset(obj: &Value, causes: &mut Vec<Cause>) {
