@@ -412,3 +412,96 @@ async fn protobuf_eviction_and_delete_options() {
         "{answer}"
     );
 }
+
+/// The kinds `kubectl create` makes beyond the first eighteen, sent as protobuf, stored the
+/// same as from their JSON rendering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_sends_protobuf_for_the_new_kinds() {
+    let c = start().await;
+    c.ok(&["create", "namespace", "team-a"]).await;
+    c.ok(&["create", "namespace", "json-twin"]).await;
+
+    let out = create(
+        &c,
+        &[
+            "cronjob",
+            "nightly",
+            "--image=busybox",
+            "--schedule=0 3 * * *",
+            "--",
+            "date",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "cronjob.batch/nightly created");
+    let cj = get_json(&c, &["-n", "team-a", "cronjob", "nightly"]).await;
+    assert_eq!(cj["spec"]["schedule"], "0 3 * * *");
+    assert_eq!(cj["spec"]["concurrencyPolicy"], "Allow");
+    let tmpl = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(tmpl["containers"][0]["command"], json!(["date"]));
+    same_as_json_twin(&c, "cronjob", "nightly").await;
+
+    let out = create(
+        &c,
+        &["pdb", "web", "--selector=app=web", "--min-available=1"],
+    )
+    .await;
+    assert_eq!(out.trim(), "poddisruptionbudget.policy/web created");
+    let pdb = get_json(&c, &["-n", "team-a", "pdb", "web"]).await;
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"],
+        json!({"matchLabels": {"app": "web"}})
+    );
+    same_as_json_twin(&c, "pdb", "web").await;
+
+    let out = create(&c, &["quota", "q", "--hard=pods=10,requests.cpu=2"]).await;
+    assert_eq!(out.trim(), "resourcequota/q created");
+    let q = get_json(&c, &["-n", "team-a", "quota", "q"]).await;
+    assert_eq!(
+        q["spec"]["hard"],
+        json!({"pods": "10", "requests.cpu": "2"})
+    );
+    same_as_json_twin(&c, "quota", "q").await;
+
+    let out = create(
+        &c,
+        &[
+            "ingress",
+            "web",
+            "--class=nginx",
+            "--rule=web.example.com/=web:80",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "ingress.networking.k8s.io/web created");
+    let ing = get_json(&c, &["-n", "team-a", "ingress", "web"]).await;
+    assert_eq!(ing["spec"]["ingressClassName"], "nginx");
+    let path = &ing["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(path["pathType"], "Exact");
+    assert_eq!(
+        path["backend"]["service"],
+        json!({"name": "web", "port": {"number": 80}})
+    );
+    same_as_json_twin(&c, "ingress", "web").await;
+
+    // Cluster-scoped: no twin in another namespace.
+    let out = c
+        .kubectl(&[
+            "-v=8",
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--description=x",
+        ])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(PROTOBUF), "{stderr}");
+    let pc = get_json(&c, &["priorityclass", "high"]).await;
+    assert_eq!(pc["value"], 1000);
+    assert_eq!(pc["description"], "x");
+    assert_eq!(pc["preemptionPolicy"], "PreemptLowerPriority");
+    c.handle.shutdown().await;
+}

@@ -38,6 +38,50 @@ pub const KINDS: &[(&str, &str)] = &[
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ("authentication.k8s.io/v1", "TokenRequest"),
     ("authentication.k8s.io/v1", "SelfSubjectReview"),
+    ("v1", "PodTemplate"),
+    ("v1", "ReplicationController"),
+    ("v1", "LimitRange"),
+    ("v1", "ResourceQuota"),
+    ("v1", "PersistentVolume"),
+    ("v1", "PersistentVolumeClaim"),
+    ("apps/v1", "StatefulSet"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("batch/v1", "CronJob"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "IngressClass"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.k8s.io/v1", "IPAddress"),
+    ("networking.k8s.io/v1", "ServiceCIDR"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("storage.k8s.io/v1", "CSINode"),
+    ("storage.k8s.io/v1", "CSIStorageCapacity"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema"),
+    (
+        "flowcontrol.apiserver.k8s.io/v1",
+        "PriorityLevelConfiguration",
+    ),
     ("*", "DeleteOptions"),
 ];
 
@@ -111,6 +155,83 @@ pub fn decode_kind(
         ("authentication.k8s.io/v1", "SelfSubjectReview") => {
             decode::<k8s_pb::api::authentication::v1::SelfSubjectReview>(raw, depth)
         }
+        ("v1", "PodTemplate") => decode::<k8s_pb::api::core::v1::PodTemplate>(raw, depth),
+        ("v1", "ReplicationController") => {
+            decode::<k8s_pb::api::core::v1::ReplicationController>(raw, depth)
+        }
+        ("v1", "LimitRange") => decode::<k8s_pb::api::core::v1::LimitRange>(raw, depth),
+        ("v1", "ResourceQuota") => decode::<k8s_pb::api::core::v1::ResourceQuota>(raw, depth),
+        ("v1", "PersistentVolume") => decode::<k8s_pb::api::core::v1::PersistentVolume>(raw, depth),
+        ("v1", "PersistentVolumeClaim") => {
+            decode::<k8s_pb::api::core::v1::PersistentVolumeClaim>(raw, depth)
+        }
+        ("apps/v1", "StatefulSet") => decode::<k8s_pb::api::apps::v1::StatefulSet>(raw, depth),
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+            decode::<k8s_pb::api::autoscaling::v2::HorizontalPodAutoscaler>(raw, depth)
+        }
+        ("batch/v1", "CronJob") => decode::<k8s_pb::api::batch::v1::CronJob>(raw, depth),
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
+            decode::<k8s_pb::api::certificates::v1::CertificateSigningRequest>(raw, depth)
+        }
+        ("networking.k8s.io/v1", "Ingress") => {
+            decode::<k8s_pb::api::networking::v1::Ingress>(raw, depth)
+        }
+        ("networking.k8s.io/v1", "IngressClass") => {
+            decode::<k8s_pb::api::networking::v1::IngressClass>(raw, depth)
+        }
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            decode::<k8s_pb::api::networking::v1::NetworkPolicy>(raw, depth)
+        }
+        ("networking.k8s.io/v1", "IPAddress") => {
+            decode::<k8s_pb::api::networking::v1::IPAddress>(raw, depth)
+        }
+        ("networking.k8s.io/v1", "ServiceCIDR") => {
+            decode::<k8s_pb::api::networking::v1::ServiceCIDR>(raw, depth)
+        }
+        ("policy/v1", "PodDisruptionBudget") => {
+            decode::<k8s_pb::api::policy::v1::PodDisruptionBudget>(raw, depth)
+        }
+        ("storage.k8s.io/v1", "StorageClass") => {
+            decode::<k8s_pb::api::storage::v1::StorageClass>(raw, depth)
+        }
+        ("storage.k8s.io/v1", "CSIDriver") => {
+            decode::<k8s_pb::api::storage::v1::CSIDriver>(raw, depth)
+        }
+        ("storage.k8s.io/v1", "CSINode") => decode::<k8s_pb::api::storage::v1::CSINode>(raw, depth),
+        ("storage.k8s.io/v1", "CSIStorageCapacity") => {
+            decode::<k8s_pb::api::storage::v1::CSIStorageCapacity>(raw, depth)
+        }
+        ("storage.k8s.io/v1", "VolumeAttachment") => {
+            decode::<k8s_pb::api::storage::v1::VolumeAttachment>(raw, depth)
+        }
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => decode::<
+            k8s_pb::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >(raw, depth),
+        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
+            decode::<k8s_pb::api::admissionregistration::v1::ValidatingWebhookConfiguration>(
+                raw, depth,
+            )
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            decode::<k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicy>(raw, depth)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            decode::<k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>(
+                raw, depth,
+            )
+        }
+        ("scheduling.k8s.io/v1", "PriorityClass") => {
+            decode::<k8s_pb::api::scheduling::v1::PriorityClass>(raw, depth)
+        }
+        ("node.k8s.io/v1", "RuntimeClass") => {
+            decode::<k8s_pb::api::node::v1::RuntimeClass>(raw, depth)
+        }
+        ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema") => {
+            decode::<k8s_pb::api::flowcontrol::v1::FlowSchema>(raw, depth)
+        }
+        ("flowcontrol.apiserver.k8s.io/v1", "PriorityLevelConfiguration") => {
+            decode::<k8s_pb::api::flowcontrol::v1::PriorityLevelConfiguration>(raw, depth)
+        }
         ("*", "DeleteOptions") => {
             decode::<k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>(raw, depth)
         }
@@ -118,6 +239,187 @@ pub fn decode_kind(
     })
 }
 
+impl JsonFields for k8s_pb::api::admissionregistration::v1::AuditAnnotation {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("key", &self.key, OmitEmpty);
+        o.str("valueExpression", &self.value_expression, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ExpressionWarning {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("fieldRef", &self.field_ref, OmitEmpty);
+        o.str("warning", &self.warning, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::MatchCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.str("expression", &self.expression, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::MatchResources {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("namespaceSelector", self.namespace_selector.as_ref());
+        o.msg("objectSelector", self.object_selector.as_ref());
+        o.msgs("resourceRules", &self.resource_rules);
+        o.msgs("excludeResourceRules", &self.exclude_resource_rules);
+        o.str("matchPolicy", &self.match_policy, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::MutatingWebhook {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("clientConfig", self.client_config.as_ref());
+        o.msgs("rules", &self.rules);
+        o.str("failurePolicy", &self.failure_policy, OmitEmpty);
+        o.str("matchPolicy", &self.match_policy, OmitEmpty);
+        o.msg("namespaceSelector", self.namespace_selector.as_ref());
+        o.msg("objectSelector", self.object_selector.as_ref());
+        o.str("sideEffects", &self.side_effects, OmitEmpty);
+        o.int("timeoutSeconds", self.timeout_seconds, Keep);
+        o.strs("admissionReviewVersions", &self.admission_review_versions);
+        o.str("reinvocationPolicy", &self.reinvocation_policy, OmitEmpty);
+        o.msgs("matchConditions", &self.match_conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::MutatingWebhookConfiguration {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msgs("webhooks", &self.webhooks);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::NamedRuleWithOperations {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("resourceNames", &self.resource_names);
+        o.inline(self.rule_with_operations.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ParamKind {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("apiVersion", &self.api_version, OmitEmpty);
+        o.str("kind", &self.kind, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ParamRef {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.str("namespace", &self.namespace, OmitEmpty);
+        o.msg("selector", self.selector.as_ref());
+        o.str(
+            "parameterNotFoundAction",
+            &self.parameter_not_found_action,
+            OmitEmpty,
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::Rule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("apiGroups", &self.api_groups);
+        o.strs("apiVersions", &self.api_versions);
+        o.strs("resources", &self.resources);
+        o.str("scope", &self.scope, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::RuleWithOperations {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("operations", &self.operations);
+        o.inline(self.rule.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ServiceReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("namespace", &self.namespace, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.str("path", &self.path, OmitEmpty);
+        o.int("port", self.port, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::TypeChecking {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("expressionWarnings", &self.expression_warnings);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicy {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicyBindingSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("policyName", &self.policy_name, OmitEmpty);
+        o.msg("paramRef", self.param_ref.as_ref());
+        o.msg("matchResources", self.match_resources.as_ref());
+        o.strs("validationActions", &self.validation_actions);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicySpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("paramKind", self.param_kind.as_ref());
+        o.msg("matchConstraints", self.match_constraints.as_ref());
+        o.msgs("validations", &self.validations);
+        o.str("failurePolicy", &self.failure_policy, OmitEmpty);
+        o.msgs("auditAnnotations", &self.audit_annotations);
+        o.msgs("matchConditions", &self.match_conditions);
+        o.msgs("variables", &self.variables);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingAdmissionPolicyStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("observedGeneration", self.observed_generation, Keep);
+        o.msg("typeChecking", self.type_checking.as_ref());
+        o.msgs("conditions", &self.conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingWebhook {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("clientConfig", self.client_config.as_ref());
+        o.msgs("rules", &self.rules);
+        o.str("failurePolicy", &self.failure_policy, OmitEmpty);
+        o.str("matchPolicy", &self.match_policy, OmitEmpty);
+        o.msg("namespaceSelector", self.namespace_selector.as_ref());
+        o.msg("objectSelector", self.object_selector.as_ref());
+        o.str("sideEffects", &self.side_effects, OmitEmpty);
+        o.int("timeoutSeconds", self.timeout_seconds, Keep);
+        o.strs("admissionReviewVersions", &self.admission_review_versions);
+        o.msgs("matchConditions", &self.match_conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::ValidatingWebhookConfiguration {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msgs("webhooks", &self.webhooks);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::Validation {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("expression", &self.expression, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("messageExpression", &self.message_expression, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::Variable {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.str("expression", &self.expression, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::admissionregistration::v1::WebhookClientConfig {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("url", &self.url, OmitEmpty);
+        o.msg("service", self.service.as_ref());
+        o.bytes("caBundle", &self.ca_bundle, OmitEmpty);
+    }
+}
 impl JsonFields for k8s_pb::api::apps::v1::ControllerRevision {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
@@ -283,6 +585,81 @@ impl JsonFields for k8s_pb::api::apps::v1::RollingUpdateDeployment {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("maxUnavailable", self.max_unavailable.as_ref());
         o.msg("maxSurge", self.max_surge.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::RollingUpdateStatefulSetStrategy {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("partition", self.partition, Keep);
+        o.msg("maxUnavailable", self.max_unavailable.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSet {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSetCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSetOrdinals {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("start", self.start, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("whenDeleted", &self.when_deleted, OmitEmpty);
+        o.str("whenScaled", &self.when_scaled, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSetSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("replicas", self.replicas, Keep);
+        o.msg("selector", self.selector.as_ref());
+        o.msg("template", self.template.as_ref());
+        o.msgs("volumeClaimTemplates", &self.volume_claim_templates);
+        o.str("serviceName", &self.service_name, OmitEmpty);
+        o.str(
+            "podManagementPolicy",
+            &self.pod_management_policy,
+            OmitEmpty,
+        );
+        o.msg("updateStrategy", self.update_strategy.as_ref());
+        o.int("revisionHistoryLimit", self.revision_history_limit, Keep);
+        o.int("minReadySeconds", self.min_ready_seconds, Keep);
+        o.msg(
+            "persistentVolumeClaimRetentionPolicy",
+            self.persistent_volume_claim_retention_policy.as_ref(),
+        );
+        o.msg("ordinals", self.ordinals.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSetStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("observedGeneration", self.observed_generation, Keep);
+        o.int("replicas", self.replicas, Keep);
+        o.int("readyReplicas", self.ready_replicas, Keep);
+        o.int("currentReplicas", self.current_replicas, Keep);
+        o.int("updatedReplicas", self.updated_replicas, Keep);
+        o.str("currentRevision", &self.current_revision, OmitEmpty);
+        o.str("updateRevision", &self.update_revision, OmitEmpty);
+        o.int("collisionCount", self.collision_count, Keep);
+        o.msgs("conditions", &self.conditions);
+        o.int("availableReplicas", self.available_replicas, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::apps::v1::StatefulSetUpdateStrategy {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.msg("rollingUpdate", self.rolling_update.as_ref());
     }
 }
 impl JsonFields for k8s_pb::api::authentication::v1::BoundObjectReference {
@@ -471,6 +848,216 @@ impl JsonFields for k8s_pb::api::autoscaling::v1::ScaleStatus {
         o.str("selector", &self.selector, OmitEmpty);
     }
 }
+impl JsonFields for k8s_pb::api::autoscaling::v2::ContainerResourceMetricSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("target", self.target.as_ref());
+        o.str("container", &self.container, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ContainerResourceMetricStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("current", self.current.as_ref());
+        o.str("container", &self.container, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::CrossVersionObjectReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("kind", &self.kind, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.str("apiVersion", &self.api_version, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ExternalMetricSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metric", self.metric.as_ref());
+        o.msg("target", self.target.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ExternalMetricStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metric", self.metric.as_ref());
+        o.msg("current", self.current.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HorizontalPodAutoscaler {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HorizontalPodAutoscalerBehavior {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("scaleUp", self.scale_up.as_ref());
+        o.msg("scaleDown", self.scale_down.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HorizontalPodAutoscalerCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HorizontalPodAutoscalerSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("scaleTargetRef", self.scale_target_ref.as_ref());
+        o.int("minReplicas", self.min_replicas, Keep);
+        o.int("maxReplicas", self.max_replicas, Keep);
+        o.msgs("metrics", &self.metrics);
+        o.msg("behavior", self.behavior.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HorizontalPodAutoscalerStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("observedGeneration", self.observed_generation, Keep);
+        o.msg("lastScaleTime", self.last_scale_time.as_ref());
+        o.int("currentReplicas", self.current_replicas, Keep);
+        o.int("desiredReplicas", self.desired_replicas, Keep);
+        o.msgs("currentMetrics", &self.current_metrics);
+        o.msgs("conditions", &self.conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HpaScalingPolicy {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.int("value", self.value, Keep);
+        o.int("periodSeconds", self.period_seconds, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::HpaScalingRules {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int(
+            "stabilizationWindowSeconds",
+            self.stabilization_window_seconds,
+            Keep,
+        );
+        o.str("selectPolicy", &self.select_policy, OmitEmpty);
+        o.msgs("policies", &self.policies);
+        o.msg("tolerance", self.tolerance.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::MetricIdentifier {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("selector", self.selector.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::MetricSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.msg("object", self.object.as_ref());
+        o.msg("pods", self.pods.as_ref());
+        o.msg("resource", self.resource.as_ref());
+        o.msg("containerResource", self.container_resource.as_ref());
+        o.msg("external", self.external.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::MetricStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.msg("object", self.object.as_ref());
+        o.msg("pods", self.pods.as_ref());
+        o.msg("resource", self.resource.as_ref());
+        o.msg("containerResource", self.container_resource.as_ref());
+        o.msg("external", self.external.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::MetricTarget {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.msg("value", self.value.as_ref());
+        o.msg("averageValue", self.average_value.as_ref());
+        o.int("averageUtilization", self.average_utilization, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::MetricValueStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("value", self.value.as_ref());
+        o.msg("averageValue", self.average_value.as_ref());
+        o.int("averageUtilization", self.average_utilization, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ObjectMetricSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("describedObject", self.described_object.as_ref());
+        o.msg("target", self.target.as_ref());
+        o.msg("metric", self.metric.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ObjectMetricStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metric", self.metric.as_ref());
+        o.msg("current", self.current.as_ref());
+        o.msg("describedObject", self.described_object.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::PodsMetricSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metric", self.metric.as_ref());
+        o.msg("target", self.target.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::PodsMetricStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metric", self.metric.as_ref());
+        o.msg("current", self.current.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ResourceMetricSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("target", self.target.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v2::ResourceMetricStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("current", self.current.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::batch::v1::CronJob {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::batch::v1::CronJobSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("schedule", &self.schedule, OmitEmpty);
+        o.str("timeZone", &self.time_zone, OmitEmpty);
+        o.int(
+            "startingDeadlineSeconds",
+            self.starting_deadline_seconds,
+            Keep,
+        );
+        o.str("concurrencyPolicy", &self.concurrency_policy, OmitEmpty);
+        o.bool("suspend", self.suspend, Keep);
+        o.msg("jobTemplate", self.job_template.as_ref());
+        o.int(
+            "successfulJobsHistoryLimit",
+            self.successful_jobs_history_limit,
+            Keep,
+        );
+        o.int(
+            "failedJobsHistoryLimit",
+            self.failed_jobs_history_limit,
+            Keep,
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::batch::v1::CronJobStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("active", &self.active);
+        o.msg("lastScheduleTime", self.last_schedule_time.as_ref());
+        o.msg("lastSuccessfulTime", self.last_successful_time.as_ref());
+    }
+}
 impl JsonFields for k8s_pb::api::batch::v1::Job {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
@@ -534,6 +1121,12 @@ impl JsonFields for k8s_pb::api::batch::v1::JobStatus {
         o.int("ready", self.ready, Keep);
     }
 }
+impl JsonFields for k8s_pb::api::batch::v1::JobTemplateSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
 impl JsonFields for k8s_pb::api::batch::v1::PodFailurePolicy {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msgs("rules", &self.rules);
@@ -574,6 +1167,46 @@ impl JsonFields for k8s_pb::api::batch::v1::UncountedTerminatedPods {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.strs("succeeded", &self.succeeded);
         o.strs("failed", &self.failed);
+    }
+}
+impl JsonFields for k8s_pb::api::certificates::v1::CertificateSigningRequest {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::certificates::v1::CertificateSigningRequestCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+        o.msg("lastUpdateTime", self.last_update_time.as_ref());
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::certificates::v1::CertificateSigningRequestSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.bytes("request", &self.request, OmitEmpty);
+        o.str("signerName", &self.signer_name, OmitEmpty);
+        o.int("expirationSeconds", self.expiration_seconds, Keep);
+        o.strs("usages", &self.usages);
+        o.str("username", &self.username, OmitEmpty);
+        o.str("uid", &self.uid, OmitEmpty);
+        o.strs("groups", &self.groups);
+        o.map_msg("extra", &self.extra);
+    }
+}
+impl JsonFields for k8s_pb::api::certificates::v1::CertificateSigningRequestStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("conditions", &self.conditions);
+        o.bytes("certificate", &self.certificate, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::certificates::v1::ExtraValue {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("items", &self.items);
     }
 }
 impl JsonFields for k8s_pb::api::coordination::v1::Lease {
@@ -630,6 +1263,14 @@ impl JsonFields for k8s_pb::api::core::v1::AzureDiskVolumeSource {
         o.str("kind", &self.kind, OmitEmpty);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::AzureFilePersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("secretName", &self.secret_name, OmitEmpty);
+        o.str("shareName", &self.share_name, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
+        o.str("secretNamespace", &self.secret_namespace, OmitEmpty);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::AzureFileVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("secretName", &self.secret_name, OmitEmpty);
@@ -641,6 +1282,29 @@ impl JsonFields for k8s_pb::api::core::v1::Binding {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
         o.msg("target", self.target.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::CSIPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("driver", &self.driver, OmitEmpty);
+        o.str("volumeHandle", &self.volume_handle, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.map_str("volumeAttributes", &self.volume_attributes);
+        o.msg(
+            "controllerPublishSecretRef",
+            self.controller_publish_secret_ref.as_ref(),
+        );
+        o.msg("nodeStageSecretRef", self.node_stage_secret_ref.as_ref());
+        o.msg(
+            "nodePublishSecretRef",
+            self.node_publish_secret_ref.as_ref(),
+        );
+        o.msg(
+            "controllerExpandSecretRef",
+            self.controller_expand_secret_ref.as_ref(),
+        );
+        o.msg("nodeExpandSecretRef", self.node_expand_secret_ref.as_ref());
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::CSIVolumeSource {
@@ -661,6 +1325,16 @@ impl JsonFields for k8s_pb::api::core::v1::Capabilities {
         o.strs("drop", &self.drop);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::CephFsPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("monitors", &self.monitors);
+        o.str("path", &self.path, OmitEmpty);
+        o.str("user", &self.user, OmitEmpty);
+        o.str("secretFile", &self.secret_file, OmitEmpty);
+        o.msg("secretRef", self.secret_ref.as_ref());
+        o.bool("readOnly", self.read_only, Keep);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::CephFsVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.strs("monitors", &self.monitors);
@@ -669,6 +1343,14 @@ impl JsonFields for k8s_pb::api::core::v1::CephFsVolumeSource {
         o.str("secretFile", &self.secret_file, OmitEmpty);
         o.msg("secretRef", self.secret_ref.as_ref());
         o.bool("readOnly", self.read_only, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::CinderPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("volumeID", &self.volume_id, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
+        o.msg("secretRef", self.secret_ref.as_ref());
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::CinderVolumeSource {
@@ -1055,6 +1737,15 @@ impl JsonFields for k8s_pb::api::core::v1::FileKeySelector {
         o.bool("optional", self.optional, Keep);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::FlexPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("driver", &self.driver, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.msg("secretRef", self.secret_ref.as_ref());
+        o.bool("readOnly", self.read_only, Keep);
+        o.map_str("options", &self.options);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::FlexVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("driver", &self.driver, OmitEmpty);
@@ -1083,6 +1774,14 @@ impl JsonFields for k8s_pb::api::core::v1::GitRepoVolumeSource {
         o.str("repository", &self.repository, OmitEmpty);
         o.str("revision", &self.revision, OmitEmpty);
         o.str("directory", &self.directory, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::GlusterfsPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("endpoints", &self.endpoints, OmitEmpty);
+        o.str("path", &self.path, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
+        o.str("endpointsNamespace", &self.endpoints_namespace, OmitEmpty);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::GlusterfsVolumeSource {
@@ -1136,6 +1835,21 @@ impl JsonFields for k8s_pb::api::core::v1::ImageVolumeSource {
         o.str("pullPolicy", &self.pull_policy, OmitEmpty);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::IscsiPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("targetPortal", &self.target_portal, OmitEmpty);
+        o.str("iqn", &self.iqn, OmitEmpty);
+        o.int("lun", self.lun, Keep);
+        o.str("iscsiInterface", &self.iscsi_interface, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
+        o.strs("portals", &self.portals);
+        o.bool("chapAuthDiscovery", self.chap_auth_discovery, Keep);
+        o.bool("chapAuthSession", self.chap_auth_session, Keep);
+        o.msg("secretRef", self.secret_ref.as_ref());
+        o.str("initiatorName", &self.initiator_name, OmitEmpty);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::IscsiVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("targetPortal", &self.target_portal, OmitEmpty);
@@ -1173,6 +1887,27 @@ impl JsonFields for k8s_pb::api::core::v1::LifecycleHandler {
         o.msg("sleep", self.sleep.as_ref());
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::LimitRange {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::LimitRangeItem {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.map_msg("max", &self.max);
+        o.map_msg("min", &self.min);
+        o.map_msg("default", &self.default);
+        o.map_msg("defaultRequest", &self.default_request);
+        o.map_msg("maxLimitRequestRatio", &self.max_limit_request_ratio);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::LimitRangeSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("limits", &self.limits);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::LinuxContainerUser {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.int("uid", self.uid, Keep);
@@ -1196,6 +1931,22 @@ impl JsonFields for k8s_pb::api::core::v1::LoadBalancerStatus {
 impl JsonFields for k8s_pb::api::core::v1::LocalObjectReference {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::LocalVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("path", &self.path, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ModifyVolumeStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str(
+            "targetVolumeAttributesClassName",
+            &self.target_volume_attributes_class_name,
+            OmitEmpty,
+        );
+        o.str("status", &self.status, OmitEmpty);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::Namespace {
@@ -1399,6 +2150,30 @@ impl JsonFields for k8s_pb::api::core::v1::ObjectReference {
         o.str("fieldPath", &self.field_path, OmitEmpty);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolume {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaim {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaimCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.msg("lastProbeTime", self.last_probe_time.as_ref());
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaimSpec {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.strs("accessModes", &self.access_modes);
@@ -1416,6 +2191,25 @@ impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaimSpec {
         );
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaimStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("phase", &self.phase, OmitEmpty);
+        o.strs("accessModes", &self.access_modes);
+        o.map_msg("capacity", &self.capacity);
+        o.msgs("conditions", &self.conditions);
+        o.map_msg("allocatedResources", &self.allocated_resources);
+        o.map_str(
+            "allocatedResourceStatuses",
+            &self.allocated_resource_statuses,
+        );
+        o.str(
+            "currentVolumeAttributesClassName",
+            &self.current_volume_attributes_class_name,
+            OmitEmpty,
+        );
+        o.msg("modifyVolumeStatus", self.modify_volume_status.as_ref());
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaimTemplate {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
@@ -1426,6 +2220,68 @@ impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeClaimVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("claimName", &self.claim_name, OmitEmpty);
         o.bool("readOnly", self.read_only, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("gcePersistentDisk", self.gce_persistent_disk.as_ref());
+        o.msg(
+            "awsElasticBlockStore",
+            self.aws_elastic_block_store.as_ref(),
+        );
+        o.msg("hostPath", self.host_path.as_ref());
+        o.msg("glusterfs", self.glusterfs.as_ref());
+        o.msg("nfs", self.nfs.as_ref());
+        o.msg("rbd", self.rbd.as_ref());
+        o.msg("iscsi", self.iscsi.as_ref());
+        o.msg("cinder", self.cinder.as_ref());
+        o.msg("cephfs", self.cephfs.as_ref());
+        o.msg("fc", self.fc.as_ref());
+        o.msg("flocker", self.flocker.as_ref());
+        o.msg("flexVolume", self.flex_volume.as_ref());
+        o.msg("azureFile", self.azure_file.as_ref());
+        o.msg("vsphereVolume", self.vsphere_volume.as_ref());
+        o.msg("quobyte", self.quobyte.as_ref());
+        o.msg("azureDisk", self.azure_disk.as_ref());
+        o.msg("photonPersistentDisk", self.photon_persistent_disk.as_ref());
+        o.msg("portworxVolume", self.portworx_volume.as_ref());
+        o.msg("scaleIO", self.scale_io.as_ref());
+        o.msg("local", self.local.as_ref());
+        o.msg("storageos", self.storageos.as_ref());
+        o.msg("csi", self.csi.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.map_msg("capacity", &self.capacity);
+        o.inline(self.persistent_volume_source.as_ref());
+        o.strs("accessModes", &self.access_modes);
+        o.msg("claimRef", self.claim_ref.as_ref());
+        o.str(
+            "persistentVolumeReclaimPolicy",
+            &self.persistent_volume_reclaim_policy,
+            OmitEmpty,
+        );
+        o.str("storageClassName", &self.storage_class_name, OmitEmpty);
+        o.strs("mountOptions", &self.mount_options);
+        o.str("volumeMode", &self.volume_mode, OmitEmpty);
+        o.msg("nodeAffinity", self.node_affinity.as_ref());
+        o.str(
+            "volumeAttributesClassName",
+            &self.volume_attributes_class_name,
+            OmitEmpty,
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::PersistentVolumeStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("phase", &self.phase, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+        o.str("reason", &self.reason, OmitEmpty);
+        o.msg(
+            "lastPhaseTransitionTime",
+            self.last_phase_transition_time.as_ref(),
+        );
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::PhotonPersistentDiskVolumeSource {
@@ -1677,6 +2533,12 @@ impl JsonFields for k8s_pb::api::core::v1::PodStatus {
         o.msg("resources", self.resources.as_ref());
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::PodTemplate {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("template", self.template.as_ref());
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::PodTemplateSpec {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
@@ -1742,6 +2604,18 @@ impl JsonFields for k8s_pb::api::core::v1::QuobyteVolumeSource {
         o.str("tenant", &self.tenant, OmitEmpty);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::RbdPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("monitors", &self.monitors);
+        o.str("image", &self.image, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.str("pool", &self.pool, OmitEmpty);
+        o.str("user", &self.user, OmitEmpty);
+        o.str("keyring", &self.keyring, OmitEmpty);
+        o.msg("secretRef", self.secret_ref.as_ref());
+        o.bool("readOnly", self.read_only, Keep);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::RbdVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.strs("monitors", &self.monitors);
@@ -1752,6 +2626,40 @@ impl JsonFields for k8s_pb::api::core::v1::RbdVolumeSource {
         o.str("keyring", &self.keyring, OmitEmpty);
         o.msg("secretRef", self.secret_ref.as_ref());
         o.bool("readOnly", self.read_only, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ReplicationController {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ReplicationControllerCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ReplicationControllerSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("replicas", self.replicas, Keep);
+        o.int("minReadySeconds", self.min_ready_seconds, Keep);
+        o.map_str("selector", &self.selector);
+        o.msg("template", self.template.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ReplicationControllerStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("replicas", self.replicas, Keep);
+        o.int("fullyLabeledReplicas", self.fully_labeled_replicas, Keep);
+        o.int("readyReplicas", self.ready_replicas, Keep);
+        o.int("availableReplicas", self.available_replicas, Keep);
+        o.int("observedGeneration", self.observed_generation, Keep);
+        o.msgs("conditions", &self.conditions);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::ResourceClaim {
@@ -1773,6 +2681,26 @@ impl JsonFields for k8s_pb::api::core::v1::ResourceHealth {
         o.str("health", &self.health, OmitEmpty);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::ResourceQuota {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ResourceQuotaSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.map_msg("hard", &self.hard);
+        o.strs("scopes", &self.scopes);
+        o.msg("scopeSelector", self.scope_selector.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ResourceQuotaStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.map_msg("hard", &self.hard);
+        o.map_msg("used", &self.used);
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::ResourceRequirements {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.map_msg("limits", &self.limits);
@@ -1784,6 +2712,20 @@ impl JsonFields for k8s_pb::api::core::v1::ResourceStatus {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("name", &self.name, OmitEmpty);
         o.msgs("resources", &self.resources);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ScaleIoPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("gateway", &self.gateway, OmitEmpty);
+        o.str("system", &self.system, OmitEmpty);
+        o.msg("secretRef", self.secret_ref.as_ref());
+        o.bool("sslEnabled", self.ssl_enabled, Keep);
+        o.str("protectionDomain", &self.protection_domain, OmitEmpty);
+        o.str("storagePool", &self.storage_pool, OmitEmpty);
+        o.str("storageMode", &self.storage_mode, OmitEmpty);
+        o.str("volumeName", &self.volume_name, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::ScaleIoVolumeSource {
@@ -1798,6 +2740,18 @@ impl JsonFields for k8s_pb::api::core::v1::ScaleIoVolumeSource {
         o.str("volumeName", &self.volume_name, OmitEmpty);
         o.str("fsType", &self.fs_type, OmitEmpty);
         o.bool("readOnly", self.read_only, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ScopeSelector {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("matchExpressions", &self.match_expressions);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::ScopedResourceSelectorRequirement {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("scopeName", &self.scope_name, OmitEmpty);
+        o.str("operator", &self.operator, OmitEmpty);
+        o.strs("values", &self.values);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::SeLinuxOptions {
@@ -1841,6 +2795,12 @@ impl JsonFields for k8s_pb::api::core::v1::SecretProjection {
         o.inline(self.local_object_reference.as_ref());
         o.msgs("items", &self.items);
         o.bool("optional", self.optional, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::SecretReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.str("namespace", &self.namespace, OmitEmpty);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::SecretVolumeSource {
@@ -1977,6 +2937,15 @@ impl JsonFields for k8s_pb::api::core::v1::SleepAction {
         o.int("seconds", self.seconds, Keep);
     }
 }
+impl JsonFields for k8s_pb::api::core::v1::StorageOsPersistentVolumeSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("volumeName", &self.volume_name, OmitEmpty);
+        o.str("volumeNamespace", &self.volume_namespace, OmitEmpty);
+        o.str("fsType", &self.fs_type, OmitEmpty);
+        o.bool("readOnly", self.read_only, Keep);
+        o.msg("secretRef", self.secret_ref.as_ref());
+    }
+}
 impl JsonFields for k8s_pb::api::core::v1::StorageOsVolumeSource {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.str("volumeName", &self.volume_name, OmitEmpty);
@@ -2013,6 +2982,17 @@ impl JsonFields for k8s_pb::api::core::v1::Toleration {
         o.str("value", &self.value, OmitEmpty);
         o.str("effect", &self.effect, OmitEmpty);
         o.int("tolerationSeconds", self.toleration_seconds, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::TopologySelectorLabelRequirement {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("key", &self.key, OmitEmpty);
+        o.strs("values", &self.values);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::TopologySelectorTerm {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("matchLabelExpressions", &self.match_label_expressions);
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::TopologySpreadConstraint {
@@ -2071,6 +3051,11 @@ impl JsonFields for k8s_pb::api::core::v1::VolumeMountStatus {
         o.str("mountPath", &self.mount_path, OmitEmpty);
         o.bool("readOnly", self.read_only, Keep);
         o.str("recursiveReadOnly", &self.recursive_read_only, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::core::v1::VolumeNodeAffinity {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("required", self.required.as_ref());
     }
 }
 impl JsonFields for k8s_pb::api::core::v1::VolumeProjection {
@@ -2244,10 +3229,399 @@ impl JsonFields for k8s_pb::api::events::v1::EventSeries {
         o.msg("lastObservedTime", self.last_observed_time.as_ref());
     }
 }
+impl JsonFields for k8s_pb::api::flowcontrol::v1::ExemptPriorityLevelConfiguration {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int(
+            "nominalConcurrencyShares",
+            self.nominal_concurrency_shares,
+            Keep,
+        );
+        o.int("lendablePercent", self.lendable_percent, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::FlowDistinguisherMethod {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::FlowSchema {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::FlowSchemaCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::FlowSchemaSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg(
+            "priorityLevelConfiguration",
+            self.priority_level_configuration.as_ref(),
+        );
+        o.int("matchingPrecedence", self.matching_precedence, Keep);
+        o.msg("distinguisherMethod", self.distinguisher_method.as_ref());
+        o.msgs("rules", &self.rules);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::FlowSchemaStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("conditions", &self.conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::GroupSubject {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::LimitResponse {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.msg("queuing", self.queuing.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::LimitedPriorityLevelConfiguration {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int(
+            "nominalConcurrencyShares",
+            self.nominal_concurrency_shares,
+            Keep,
+        );
+        o.msg("limitResponse", self.limit_response.as_ref());
+        o.int("lendablePercent", self.lendable_percent, Keep);
+        o.int("borrowingLimitPercent", self.borrowing_limit_percent, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::NonResourcePolicyRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("verbs", &self.verbs);
+        o.strs("nonResourceURLs", &self.non_resource_ur_ls);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::PolicyRulesWithSubjects {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("subjects", &self.subjects);
+        o.msgs("resourceRules", &self.resource_rules);
+        o.msgs("nonResourceRules", &self.non_resource_rules);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::PriorityLevelConfiguration {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::PriorityLevelConfigurationCondition {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.str("status", &self.status, OmitEmpty);
+        o.msg("lastTransitionTime", self.last_transition_time.as_ref());
+        o.str("reason", &self.reason, OmitEmpty);
+        o.str("message", &self.message, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::PriorityLevelConfigurationReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::PriorityLevelConfigurationSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("type", &self.r#type, OmitEmpty);
+        o.msg("limited", self.limited.as_ref());
+        o.msg("exempt", self.exempt.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::PriorityLevelConfigurationStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("conditions", &self.conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::QueuingConfiguration {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("queues", self.queues, Keep);
+        o.int("handSize", self.hand_size, Keep);
+        o.int("queueLengthLimit", self.queue_length_limit, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::ResourcePolicyRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("verbs", &self.verbs);
+        o.strs("apiGroups", &self.api_groups);
+        o.strs("resources", &self.resources);
+        o.bool("clusterScope", self.cluster_scope, Keep);
+        o.strs("namespaces", &self.namespaces);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::ServiceAccountSubject {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("namespace", &self.namespace, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::Subject {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("kind", &self.kind, OmitEmpty);
+        o.msg("user", self.user.as_ref());
+        o.msg("group", self.group.as_ref());
+        o.msg("serviceAccount", self.service_account.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::flowcontrol::v1::UserSubject {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::HttpIngressPath {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("path", &self.path, OmitEmpty);
+        o.str("pathType", &self.path_type, OmitEmpty);
+        o.msg("backend", self.backend.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::HttpIngressRuleValue {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("paths", &self.paths);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IPAddress {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IPAddressSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("parentRef", self.parent_ref.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::Ingress {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressBackend {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("service", self.service.as_ref());
+        o.msg("resource", self.resource.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressClass {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressClassParametersReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("apiGroup", &self.a_pi_group, OmitEmpty);
+        o.str("kind", &self.kind, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.str("scope", &self.scope, OmitEmpty);
+        o.str("namespace", &self.namespace, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressClassSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("controller", &self.controller, OmitEmpty);
+        o.msg("parameters", self.parameters.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressLoadBalancerIngress {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("ip", &self.ip, OmitEmpty);
+        o.str("hostname", &self.hostname, OmitEmpty);
+        o.msgs("ports", &self.ports);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressLoadBalancerStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("ingress", &self.ingress);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressPortStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("port", self.port, Keep);
+        o.str("protocol", &self.protocol, OmitEmpty);
+        o.str("error", &self.error, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("host", &self.host, OmitEmpty);
+        o.inline(self.ingress_rule_value.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressRuleValue {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("http", self.http.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressServiceBackend {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.msg("port", self.port.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("ingressClassName", &self.ingress_class_name, OmitEmpty);
+        o.msg("defaultBackend", self.default_backend.as_ref());
+        o.msgs("tls", &self.tls);
+        o.msgs("rules", &self.rules);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("loadBalancer", self.load_balancer.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IngressTls {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("hosts", &self.hosts);
+        o.str("secretName", &self.secret_name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::IpBlock {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("cidr", &self.cidr, OmitEmpty);
+        o.strs("except", &self.except);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::NetworkPolicy {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::NetworkPolicyEgressRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("ports", &self.ports);
+        o.msgs("to", &self.to);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::NetworkPolicyIngressRule {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("ports", &self.ports);
+        o.msgs("from", &self.from);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::NetworkPolicyPeer {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("podSelector", self.pod_selector.as_ref());
+        o.msg("namespaceSelector", self.namespace_selector.as_ref());
+        o.msg("ipBlock", self.ip_block.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::NetworkPolicyPort {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("protocol", &self.protocol, OmitEmpty);
+        o.msg("port", self.port.as_ref());
+        o.int("endPort", self.end_port, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::NetworkPolicySpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("podSelector", self.pod_selector.as_ref());
+        o.msgs("ingress", &self.ingress);
+        o.msgs("egress", &self.egress);
+        o.strs("policyTypes", &self.policy_types);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::ParentReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("group", &self.group, OmitEmpty);
+        o.str("resource", &self.resource, OmitEmpty);
+        o.str("namespace", &self.namespace, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::ServiceBackendPort {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.int("number", self.number, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::ServiceCIDR {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::ServiceCIDRSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.strs("cidrs", &self.cidrs);
+    }
+}
+impl JsonFields for k8s_pb::api::networking::v1::ServiceCIDRStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("conditions", &self.conditions);
+    }
+}
+impl JsonFields for k8s_pb::api::node::v1::Overhead {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.map_msg("podFixed", &self.pod_fixed);
+    }
+}
+impl JsonFields for k8s_pb::api::node::v1::RuntimeClass {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.str("handler", &self.handler, OmitEmpty);
+        o.msg("overhead", self.overhead.as_ref());
+        o.msg("scheduling", self.scheduling.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::node::v1::Scheduling {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.map_str("nodeSelector", &self.node_selector);
+        o.msgs("tolerations", &self.tolerations);
+    }
+}
 impl JsonFields for k8s_pb::api::policy::v1::Eviction {
     fn json_fields(&self, o: &mut Obj<'_>) {
         o.msg("metadata", self.metadata.as_ref());
         o.msg("deleteOptions", self.delete_options.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::policy::v1::PodDisruptionBudget {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::policy::v1::PodDisruptionBudgetSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("minAvailable", self.min_available.as_ref());
+        o.msg("selector", self.selector.as_ref());
+        o.msg("maxUnavailable", self.max_unavailable.as_ref());
+        o.str(
+            "unhealthyPodEvictionPolicy",
+            &self.unhealthy_pod_eviction_policy,
+            OmitEmpty,
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::policy::v1::PodDisruptionBudgetStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("observedGeneration", self.observed_generation, Keep);
+        o.map_msg("disruptedPods", &self.disrupted_pods);
+        o.int("disruptionsAllowed", self.disruptions_allowed, Keep);
+        o.int("currentHealthy", self.current_healthy, Keep);
+        o.int("desiredHealthy", self.desired_healthy, Keep);
+        o.int("expectedPods", self.expected_pods, Keep);
+        o.msgs("conditions", &self.conditions);
     }
 }
 impl JsonFields for k8s_pb::api::rbac::v1::AggregationRule {
@@ -2304,6 +3678,133 @@ impl JsonFields for k8s_pb::api::rbac::v1::Subject {
         o.str("apiGroup", &self.api_group, OmitEmpty);
         o.str("name", &self.name, OmitEmpty);
         o.str("namespace", &self.namespace, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::scheduling::v1::PriorityClass {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.int("value", self.value, Keep);
+        o.bool("globalDefault", self.global_default, Keep);
+        o.str("description", &self.description, OmitEmpty);
+        o.str("preemptionPolicy", &self.preemption_policy, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::CSIDriver {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::CSIDriverSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.bool("attachRequired", self.attach_required, Keep);
+        o.bool("podInfoOnMount", self.pod_info_on_mount, Keep);
+        o.strs("volumeLifecycleModes", &self.volume_lifecycle_modes);
+        o.bool("storageCapacity", self.storage_capacity, Keep);
+        o.str("fsGroupPolicy", &self.fs_group_policy, OmitEmpty);
+        o.msgs("tokenRequests", &self.token_requests);
+        o.bool("requiresRepublish", self.requires_republish, Keep);
+        o.bool("seLinuxMount", self.se_linux_mount, Keep);
+        o.int(
+            "nodeAllocatableUpdatePeriodSeconds",
+            self.node_allocatable_update_period_seconds,
+            Keep,
+        );
+        o.bool(
+            "serviceAccountTokenInSecrets",
+            self.service_account_token_in_secrets,
+            Keep,
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::CSINode {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::CSINodeDriver {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("name", &self.name, OmitEmpty);
+        o.str("nodeID", &self.node_id, OmitEmpty);
+        o.strs("topologyKeys", &self.topology_keys);
+        o.msg("allocatable", self.allocatable.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::CSINodeSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msgs("drivers", &self.drivers);
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::CSIStorageCapacity {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("nodeTopology", self.node_topology.as_ref());
+        o.str("storageClassName", &self.storage_class_name, OmitEmpty);
+        o.msg("capacity", self.capacity.as_ref());
+        o.msg("maximumVolumeSize", self.maximum_volume_size.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::StorageClass {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.str("provisioner", &self.provisioner, OmitEmpty);
+        o.map_str("parameters", &self.parameters);
+        o.str("reclaimPolicy", &self.reclaim_policy, OmitEmpty);
+        o.strs("mountOptions", &self.mount_options);
+        o.bool("allowVolumeExpansion", self.allow_volume_expansion, Keep);
+        o.str("volumeBindingMode", &self.volume_binding_mode, OmitEmpty);
+        o.msgs("allowedTopologies", &self.allowed_topologies);
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::TokenRequest {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("audience", &self.audience, OmitEmpty);
+        o.int("expirationSeconds", self.expiration_seconds, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::VolumeAttachment {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::VolumeAttachmentSource {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str(
+            "persistentVolumeName",
+            &self.persistent_volume_name,
+            OmitEmpty,
+        );
+        o.msg("inlineVolumeSpec", self.inline_volume_spec.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::VolumeAttachmentSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("attacher", &self.attacher, OmitEmpty);
+        o.msg("source", self.source.as_ref());
+        o.str("nodeName", &self.node_name, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::VolumeAttachmentStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.bool("attached", self.attached, Keep);
+        o.map_str("attachmentMetadata", &self.attachment_metadata);
+        o.msg("attachError", self.attach_error.as_ref());
+        o.msg("detachError", self.detach_error.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::VolumeError {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("time", self.time.as_ref());
+        o.str("message", &self.message, OmitEmpty);
+        o.int("errorCode", self.error_code, Keep);
+    }
+}
+impl JsonFields for k8s_pb::api::storage::v1::VolumeNodeResources {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("count", self.count, Keep);
     }
 }
 impl JsonFields for k8s_pb::apimachinery::pkg::apis::meta::v1::Condition {
