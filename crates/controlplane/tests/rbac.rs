@@ -254,6 +254,47 @@ async fn can_i_and_impersonation() {
         serde_json::json!(["devs", "system:authenticated"])
     );
 
+    // kubectl 1.20 asks the same reviews.
+    match kubectl_1_20() {
+        Some(old) => {
+            let args = [
+                "auth",
+                "can-i",
+                "list",
+                "configmaps",
+                "-n",
+                ns,
+                "--as=alice",
+            ];
+            let o = c.kubectl_bin(&old, &args, None).await;
+            assert_eq!(out(&o).trim(), "yes", "{}", err(&o));
+            let args = [
+                "auth",
+                "can-i",
+                "--list",
+                "-n",
+                ns,
+                "--as=bob",
+                "--as-group=devs",
+            ];
+            let o = c.kubectl_bin(&old, &args, None).await;
+            assert!(
+                out(&o)
+                    .lines()
+                    .any(|l| l.starts_with("configmaps ") && l.ends_with("[get list]")),
+                "{}{}",
+                out(&o),
+                err(&o)
+            );
+        }
+        None => {
+            rktup_testkit::can_run(
+                "can_i_and_impersonation (kubectl 1.20)",
+                Some("kubectl 1.20 at /opt/kubectl-1.20"),
+            );
+        }
+    }
+
     // The service account may not impersonate.
     let o = as_sa(
         &c,
