@@ -398,8 +398,8 @@ async fn protobuf_eviction_and_delete_options() {
         &client,
         "POST",
         "/api/v1/namespaces/default/configmaps",
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
         &ObjectMeta::default(),
     )
     .await;
@@ -408,7 +408,7 @@ async fn protobuf_eviction_and_delete_options() {
     assert!(
         answer["message"]
             .as_str()
-            .is_some_and(|m| m.contains("\"NetworkPolicy\"")),
+            .is_some_and(|m| m.contains("\"CustomResourceDefinition\"")),
         "{answer}"
     );
 }

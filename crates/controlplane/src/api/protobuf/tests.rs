@@ -420,12 +420,17 @@ fn bad_bodies_are_rejected_clearly() {
     assert_eq!(decode_body(&garbage).expect_err("garbage").code, 400);
 
     let cm = core::ConfigMap::default();
-    let err = decode_body(&envelope("networking.k8s.io/v1", "NetworkPolicy", &cm))
-        .expect_err("unknown kind");
+    let err = decode_body(&envelope(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        &cm,
+    ))
+    .expect_err("unknown kind");
     assert_eq!(err.code, 415);
     assert_eq!(err.reason, "UnsupportedMediaType");
     assert!(
-        err.message.contains("\"NetworkPolicy\"") && err.message.contains("networking.k8s.io/v1"),
+        err.message.contains("\"CustomResourceDefinition\"")
+            && err.message.contains("apiextensions.k8s.io/v1"),
         "{}",
         err.message
     );
