@@ -109,6 +109,9 @@ fn ready_names(s: &Snapshot) -> Vec<String> {
 async fn statefulset_ordered_identity_and_scale_down() {
     let c = start().await;
     let _node = fake_node(&c, "node-a", fake_kubelet().await).await;
+    // The governing headless Service: its EndpointSlice names each pod by its hostname.
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web-svc}\nspec:\n  clusterIP: None\n  selector: {app: web}\n  ports: [{port: 80}]\n";
+    c.apply_stdin(&["apply", "-f", "-"], svc).await;
     c.apply_stdin(&["apply", "-f", "-"], &sts("web", 3, "OrderedReady", ""))
         .await;
     let pods: Api<Pod> = Api::namespaced(c.admin().await, "default");
@@ -178,6 +181,29 @@ async fn statefulset_ordered_identity_and_scale_down() {
         status.contains("partitioned roll out complete: 3 new pods have been updated"),
         "{status}"
     );
+
+    eventually("hostnames in the Service's slice", WAIT, || async {
+        let slices = json(
+            &c,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web-svc",
+            ],
+        )
+        .await;
+        let mut hosts: Vec<String> = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["hostname"].as_str().map(String::from))
+            .collect();
+        hosts.sort();
+        (hosts == ["web-0", "web-1", "web-2"]).then_some(())
+    })
+    .await;
 
     // Stable names: a deleted pod comes back as itself.
     let old_uid = p["metadata"]["uid"].clone();
