@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, Node, NodeSelector, NodeSelectorRequirement, PersistentVolume,
     PersistentVolumeClaim, Pod,
 };
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -421,37 +421,31 @@ fn volume_of(dir_name: &str) -> Option<&str> {
 /// volumes whose policy was Delete.
 async fn collect(client: &kube::Client, root: &Path) {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let Ok(list) = volumes.list(&ListParams::default()).await else {
-        return;
-    };
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
+    // One GET per directory (a node's role may read PersistentVolumes, not list them all).
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pv_name) = volume_of(&name) else {
             continue;
         };
         let dir = e.path();
-        let live = list
-            .items
-            .iter()
-            .find(|pv| pv.metadata.name.as_deref() == Some(pv_name));
-        if let Some(pv) = live {
-            let policy = pv
-                .spec
-                .as_ref()
-                .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
-                .unwrap_or("Delete");
-            if let Err(err) = remember_policy(&dir, policy) {
-                warn!("kubelet: local-path {}: {err}", dir.display());
-            }
-            continue;
-        }
-        // Gone from the list: make sure (a volume made after the list was read is not gone).
         match volumes.get_opt(pv_name).await {
+            Ok(Some(pv)) => {
+                let policy = pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+                    .unwrap_or("Delete");
+                if let Err(err) = remember_policy(&dir, policy) {
+                    warn!("kubelet: local-path {}: {err}", dir.display());
+                }
+                continue;
+            }
             Ok(None) => {}
-            _ => continue,
+            // Unknown (API unreachable, refused): keep everything.
+            Err(_) => continue,
         }
         let Some(m) = marker(&dir) else { continue };
         let policy = std::fs::read_to_string(&m).unwrap_or_default();
