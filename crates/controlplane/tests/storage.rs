@@ -136,6 +136,10 @@ async fn static_binding_and_reclaim() {
     assert_eq!(claim["status"]["capacity"]["storage"], "1Gi");
     assert_eq!(claim["status"]["accessModes"], json!(["ReadWriteOnce"]));
     let vol = wait_phase(&c, "pv", "keep-1g", "Bound").await;
+    assert!(
+        vol["status"]["lastPhaseTransitionTime"].is_string(),
+        "{vol}"
+    );
     let r = &vol["spec"]["claimRef"];
     assert_eq!(
         (&r["kind"], &r["namespace"], &r["name"], &r["uid"]),

@@ -307,9 +307,7 @@ fn bind(core: &Core, pv: &Value, pvc: &Value) {
     }
     let pv_rd = rd("", "persistentvolumes");
     if let Some(cur) = core.get_stored(pv_rd, None, pv_name) {
-        let mut st = cur.object.get("status").cloned().unwrap_or(json!({}));
-        st["phase"] = json!("Bound");
-        set_status(core, pv_rd, &cur.object, st, MANAGER);
+        set_phase(core, "persistentvolumes", &cur.object, "Bound");
     }
     let pvc_rd = rd("", "persistentvolumeclaims");
     let ns = meta_str(pvc, "namespace");
@@ -350,6 +348,10 @@ fn set_phase(core: &Core, plural: &str, obj: &Value, phase: &str) {
     }
     let mut st = obj.get("status").cloned().unwrap_or(json!({}));
     st["phase"] = json!(phase);
+    if plural == "persistentvolumes" {
+        // Upstream stamps a volume's phase changes (GA in 1.31).
+        st["lastPhaseTransitionTime"] = json!(crate::api::objects::now());
+    }
     set_status(core, rd("", plural), obj, st, MANAGER);
 }
 

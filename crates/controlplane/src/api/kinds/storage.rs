@@ -104,7 +104,10 @@ pub(super) fn defaults(rd: &ResourceDef, obj: &mut Value) {
 /// Create-time preparation beyond defaults: PVs and PVCs start Pending (their strategies'
 /// `PrepareForCreate`); the PV controller moves them on.
 pub(super) fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
-    if is(rd, "", "PersistentVolume") || is(rd, "", "PersistentVolumeClaim") {
+    if is(rd, "", "PersistentVolume") {
+        obj["status"] =
+            json!({"phase": "Pending", "lastPhaseTransitionTime": crate::api::objects::now()});
+    } else if is(rd, "", "PersistentVolumeClaim") {
         obj["status"] = json!({"phase": "Pending"});
     }
 }
