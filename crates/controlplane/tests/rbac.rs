@@ -139,6 +139,34 @@ async fn service_account_gets_what_its_role_binding_grants() {
     assert!(list.contains("[/version]"), "{list}");
     assert!(!list.lines().any(|l| l.starts_with("secrets")), "{list}");
 
+    // A namespace object is in itself: a RoleBinding there may grant it.
+    let o = as_sa(&c, ns, &token, &["get", "namespace", ns]).await;
+    forbidden_text(&o, &format!("namespaces \"{ns}\" is forbidden: User \"{user}\" cannot get resource \"namespaces\" in API group \"\" in the namespace \"{ns}\""));
+    c.ok(&[
+        "create",
+        "role",
+        "ns-reader",
+        "-n",
+        ns,
+        "--verb=get",
+        "--resource=namespaces",
+    ])
+    .await;
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "ns-reader",
+        "-n",
+        ns,
+        "--role=ns-reader",
+        &format!("--serviceaccount={ns}:robot"),
+    ])
+    .await;
+    let o = as_sa(&c, ns, &token, &["get", "namespace", ns]).await;
+    assert!(o.status.success(), "{}", err(&o));
+    let o = as_sa(&c, ns, &token, &["get", "namespace", "default"]).await;
+    forbidden_text(&o, "in the namespace \"default\"");
+
     // The binding goes: refused again.
     c.ok(&["delete", "rolebinding", "robot-reads", "-n", ns])
         .await;

@@ -37,9 +37,20 @@ impl<'a> Attributes<'a> {
             group: self.resource.group,
             resource: self.resource.plural,
             subresource: self.subresource,
-            namespace: self.namespace.filter(|_| self.resource.namespaced),
+            namespace: self.scope(),
             name: self.name,
         }
+    }
+
+    /// The namespace the request is in. As upstream's RequestInfo, a
+    /// request on one Namespace object is in that namespace (so a RoleBinding
+    /// there may grant `get namespaces`).
+    fn scope(&self) -> Option<&'a str> {
+        let r = self.resource;
+        if (r.group, r.plural) == ("", "namespaces") && !self.name.is_empty() {
+            return Some(self.name);
+        }
+        self.namespace.filter(|_| r.namespaced)
     }
 }
 
@@ -183,8 +194,7 @@ pub fn check_token_request(rbac: &Rbac, user: &User, a: &Attributes) -> ApiResul
 /// (`resource "pods/exec"`).
 fn forbidden(user: &User, a: &Attributes) -> ApiError {
     let rd = a.resource;
-    let ns = a.namespace.filter(|_| rd.namespaced);
-    let mut e = ApiError::forbidden(&user.name, a.verb, rd, ns, a.name);
+    let mut e = ApiError::forbidden(&user.name, a.verb, rd, a.scope(), a.name);
     if let Some(sub) = a.subresource {
         e.message = e.message.replace(
             &format!("resource \"{}\"", rd.plural),
