@@ -921,11 +921,6 @@ pub fn pass(core: &Core, _s: &Settings) {
     let pvcs = list(core, "", "persistentvolumeclaims", None);
     protection(core, &pvs, &pvcs);
     let classes = list(core, "storage.k8s.io", "storageclasses", None);
-    if let Ok(mut g) = RECORDED.lock() {
-        if let Some(s) = g.as_mut() {
-            s.retain(|(u, _)| pvcs.iter().any(|c| uid(c) == u) || pvs.iter().any(|p| uid(p) == u));
-        }
-    }
     // Volumes first: their status writes come from this pass's snapshot, and binding below
     // re-reads what it changes.
     for pv in &pvs {
@@ -937,6 +932,18 @@ pub fn pass(core: &Core, _s: &Settings) {
         all: std::cell::OnceCell::new(),
     };
     ephemeral_claims(core, pods.all(), &pvcs);
+    // Recorded events are forgotten with their objects.
+    if let Ok(mut g) = RECORDED.lock() {
+        if let Some(s) = g.as_mut() {
+            let live: HashSet<&str> = pvcs
+                .iter()
+                .chain(pvs.iter())
+                .chain(pods.all().iter())
+                .map(|o| uid(o))
+                .collect();
+            s.retain(|(u, _)| live.contains(u.as_str()));
+        }
+    }
     for pvc in &pvcs {
         if super::deleting(pvc) {
             continue;
