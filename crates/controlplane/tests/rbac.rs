@@ -889,6 +889,22 @@ async fn subject_access_reviews_through_kube_rs() {
         .await
         .expect("review");
     assert!(!r.status.expect("status").allowed);
+    // The groups are taken as given: system:basic-user is bound to
+    // system:authenticated, which this review's user is not said to be in.
+    let basic = |groups: &[&str]| -> SubjectAccessReview {
+        serde_json::from_value(serde_json::json!({"spec": {
+            "user": "bob", "groups": groups,
+            "resourceAttributes": {"verb": "create", "group": "authorization.k8s.io", "resource": "selfsubjectaccessreviews"}
+        }}))
+        .expect("review")
+    };
+    let r = reviews.create(&pp, &basic(&[])).await.expect("review");
+    assert!(!r.status.expect("status").allowed);
+    let r = reviews
+        .create(&pp, &basic(&["system:authenticated"]))
+        .await
+        .expect("review");
+    assert!(r.status.expect("status").allowed);
     // Neither user nor groups: 422 as upstream.
     let e = reviews
         .create(&pp, &sar("", &[], "app"))

@@ -418,13 +418,22 @@ impl Index {
     /// Every grant that reaches `user` (its name, its groups, and
     /// `system:authenticated`, which every authenticated user is in).
     fn grants<'a>(&'a self, user: &'a User) -> impl Iterator<Item = (Via<'a>, &'a Grant)> {
+        self.grants_of(user, true)
+    }
+
+    /// [`Self::grants`], with `system:authenticated` added or not.
+    fn grants_of<'a>(
+        &'a self,
+        user: &'a User,
+        authenticated: bool,
+    ) -> impl Iterator<Item = (Via<'a>, &'a Grant)> {
         let by_user = self
             .users
             .get(&user.name)
             .into_iter()
             .flatten()
             .map(move |g| (Via::User(&user.name), g));
-        let implicit = (!user.groups.iter().any(|g| g == "system:authenticated"))
+        let implicit = (authenticated && !user.groups.iter().any(|g| g == "system:authenticated"))
             .then_some("system:authenticated");
         let by_group = user
             .groups
@@ -445,11 +454,21 @@ impl Index {
     /// authorizer's reason: `RBAC: allowed by ClusterRoleBinding "x" of
     /// ClusterRole "y" to Group "z"`.
     pub fn allows(&self, user: &User, req: &Request) -> Option<String> {
+        self.allows_of(user, true, req)
+    }
+
+    /// [`Self::allows`] for a user with exactly the groups given (a
+    /// SubjectAccessReview's, which upstream takes as they are).
+    pub fn allows_as_given(&self, user: &User, req: &Request) -> Option<String> {
+        self.allows_of(user, false, req)
+    }
+
+    fn allows_of(&self, user: &User, authenticated: bool, req: &Request) -> Option<String> {
         let ns = match req {
             Request::Resource(r) => r.namespace,
             Request::NonResource { .. } => None,
         };
-        let (via, grant) = self.grants(user).find(|(_, g)| {
+        let (via, grant) = self.grants_of(user, authenticated).find(|(_, g)| {
             if !g.applies_in(ns) {
                 return false;
             }
