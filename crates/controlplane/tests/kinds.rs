@@ -49,6 +49,14 @@ fn words(header: &str) -> String {
 #[tokio::test]
 async fn every_new_kind_through_kubectl() {
     let c = start().await;
+    // A `kubectl get -w` per kind, open before anything is created: each must see its object
+    // added, modified and deleted.
+    let watches: Vec<std::process::Child> = KINDS
+        .iter()
+        .map(|(resource, ..)| watch(&c, resource))
+        .collect();
+    // Every watch is established before the first create (kubectl prints nothing until then).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     for (resource, namespaced, yaml, header) in KINDS {
         let out = c.apply_stdin(&["apply", "-f", "-"], yaml).await;
         assert!(out.contains("created"), "{resource}: {out}");
@@ -116,7 +124,62 @@ async fn every_new_kind_through_kubectl() {
         let out = c.ok(&["delete", resource, name, "--wait=false"]).await;
         assert!(out.contains("deleted"), "{resource}: {out}");
     }
+    for ((resource, _, yaml, _), mut child) in KINDS.iter().zip(watches) {
+        let name = yaml
+            .lines()
+            .find_map(|l| l.strip_prefix("metadata: {name: "))
+            .map(|n| n.trim_end_matches('}').trim_matches('"'))
+            .expect("sample has a name");
+        let log = watch_log(&c, resource);
+        let seen = eventually(
+            &format!("kubectl get {resource} -w to see {name} deleted"),
+            std::time::Duration::from_secs(20),
+            || {
+                let out = std::fs::read_to_string(&log).unwrap_or_default();
+                let done = out.lines().any(|l| l == format!("DELETED {name}"));
+                async move { done.then_some(out) }
+            },
+        )
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        for event in ["ADDED", "MODIFIED", "DELETED"] {
+            assert!(
+                seen.lines().any(|l| l == format!("{event} {name}")),
+                "{resource}: no {event} event for {name} in\n{seen}"
+            );
+        }
+    }
     c.handle.shutdown().await;
+}
+
+fn watch_log(c: &Cluster, resource: &str) -> std::path::PathBuf {
+    c.dir.path().join(format!("watch-{resource}.log"))
+}
+
+/// `kubectl get RESOURCE -A --watch-only --output-watch-events` printing `TYPE name` lines
+/// into a file.
+fn watch(c: &Cluster, resource: &str) -> std::process::Child {
+    let log = std::fs::File::create(watch_log(c, resource)).expect("watch log");
+    let home = c.dir.path().join("home-watch");
+    std::process::Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(c.handle.admin_kubeconfig())
+        .args([
+            "get",
+            resource,
+            "-A",
+            "--watch-only",
+            "--output-watch-events",
+            "-o",
+            "jsonpath={.type} {.object.metadata.name}{\"\\n\"}",
+        ])
+        .env("HOME", &home)
+        .env("KUBECACHEDIR", home.join("cache"))
+        .stdout(log)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w runs")
 }
 
 /// Validation of the networking and node kinds with kube-apiserver's 422 texts, and their
