@@ -7,10 +7,9 @@ cd "$(dirname "$0")"
 # Debian packages the tests use for real: systemd-analyze verifies rendered units; the agent's
 # tests build images with umoci/skopeo from busybox-static, serve them from docker-registry, wire
 # pods with the real CNI plugins and compare against runc; `script` (bsdutils) gives kubectl
-# exec -t a terminal; tzdata gives CronJobs their time zones (/usr/share/zoneinfo).
+# exec -t a terminal.
 packages=(systemd umoci skopeo docker-registry busybox-static containernetworking-plugins
-          iptables iproute2 util-linux bsdutils runc kmod nftables bind9-dnsutils
-          tzdata)
+          iptables iproute2 util-linux bsdutils runc kmod nftables bind9-dnsutils)
 # The KVM stage1 test and the pure cgroup v2 test boot Debian's kernel with qemu from
 # bookworm-backports (the plain bookworm qemu conflicts with the image's qemu-utils).
 kvm_packages=(qemu-system-x86 seabios)
