@@ -137,15 +137,15 @@ fn rbac_bench() -> anyhow::Result<()> {
     use rktup_controlplane::store::{FileStore, Store};
     let dir = tempfile::tempdir()?;
     let store: std::sync::Arc<dyn Store> = FileStore::open(&dir.path().join("store"))?;
-    let (roles, bindings) = rktup_controlplane::api::auth::bootstrap::policy();
-    for r in roles {
+    let policy = rktup_controlplane::api::auth::bootstrap::policy();
+    for r in policy.cluster_roles {
         let name = r["metadata"]["name"].as_str().unwrap_or("").to_string();
         store.create(
             &format!("/registry/rbac.authorization.k8s.io/clusterroles/{name}"),
             r,
         )?;
     }
-    for b in bindings {
+    for b in policy.cluster_role_bindings {
         let name = b["metadata"]["name"].as_str().unwrap_or("").to_string();
         store.create(
             &format!("/registry/rbac.authorization.k8s.io/clusterrolebindings/{name}"),

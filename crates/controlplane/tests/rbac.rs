@@ -611,6 +611,26 @@ async fn aggregation_and_bootstrap_policy() {
         bindings.contains("clusterrolebinding.rbac.authorization.k8s.io/cluster-admin\n"),
         "{bindings}"
     );
+    // Namespaced defaults too.
+    let roles = c
+        .ok(&["get", "roles", "-n", "kube-system", "-o", "name"])
+        .await;
+    for r in [
+        "extension-apiserver-authentication-reader",
+        "system::leader-locking-kube-scheduler",
+    ] {
+        assert!(
+            roles.contains(&format!("role.rbac.authorization.k8s.io/{r}\n")),
+            "{roles}"
+        );
+    }
+    let rb = c
+        .ok(&["get", "rolebindings", "-n", "kube-public", "-o", "name"])
+        .await;
+    assert!(
+        rb.contains("rolebinding.rbac.authorization.k8s.io/system:controller:bootstrap-signer\n"),
+        "{rb}"
+    );
     let view: Value =
         serde_json::from_str(&c.ok(&["get", "clusterrole", "view", "-o", "json"]).await)
             .expect("json");

@@ -13,61 +13,83 @@ use serde_json::{json, Value};
 const POLICY: &str = include_str!("bootstrap_policy.yaml");
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
-/// The policy's ClusterRoles and ClusterRoleBindings as API objects.
-pub fn policy() -> (Vec<Value>, Vec<Value>) {
+/// The default policy as API objects.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub cluster_roles: Vec<Value>,
+    pub cluster_role_bindings: Vec<Value>,
+    /// Roles and RoleBindings, each with its `metadata.namespace`.
+    pub roles: Vec<Value>,
+    pub role_bindings: Vec<Value>,
+}
+
+/// The policy file read into API objects.
+pub fn policy() -> Policy {
     // The file is part of the binary; a unit test parses it.
     let doc: Value = serde_yaml_ng::from_str(POLICY).unwrap_or(Value::Null);
-    let meta = |name: &Value, labels: Option<&Value>| {
+    let meta = |item: &Value| {
         let mut l = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
-        if let (Some(l), Some(Value::Object(extra))) = (l.as_object_mut(), labels) {
+        if let (Some(l), Some(Value::Object(extra))) = (l.as_object_mut(), item.get("labels")) {
             l.extend(extra.clone());
         }
-        json!({"name": name, "labels": l, "annotations": {AUTOUPDATE: "true"}})
+        let mut m = json!({"name": item["name"], "labels": l, "annotations": {AUTOUPDATE: "true"}});
+        if let Some(ns) = item.get("namespace") {
+            m["namespace"] = ns.clone();
+        }
+        m
     };
     let items = |k: &str| doc[k].as_array().cloned().unwrap_or_default();
-    let roles = items("clusterRoles")
-        .iter()
-        .map(|r| {
-            let mut o = json!({
-                "apiVersion": format!("{GROUP}/v1"),
-                "kind": "ClusterRole",
-                "metadata": meta(&r["name"], r.get("labels")),
-            });
-            if let Some(a) = r.get("aggregationRule") {
-                o["aggregationRule"] = a.clone();
-            }
-            o["rules"] = r.get("rules").cloned().unwrap_or_else(|| json!([]));
-            o
-        })
-        .collect();
-    let bindings = items("clusterRoleBindings")
-        .iter()
-        .map(|b| {
-            let subjects: Vec<Value> = b["subjects"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let mut s = s.clone();
-                    if s["kind"] != "ServiceAccount" {
-                        s["apiGroup"] = json!(GROUP);
-                    }
-                    s
-                })
-                .collect();
-            let mut o = json!({
-                "apiVersion": format!("{GROUP}/v1"),
-                "kind": "ClusterRoleBinding",
-                "metadata": meta(&b["name"], None),
-                "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": b["role"]},
-            });
-            if !subjects.is_empty() {
-                o["subjects"] = json!(subjects);
-            }
-            o
-        })
-        .collect();
-    (roles, bindings)
+    let role = |kind: &str, r: &Value| {
+        let mut o = json!({
+            "apiVersion": format!("{GROUP}/v1"),
+            "kind": kind,
+            "metadata": meta(r),
+        });
+        if let Some(a) = r.get("aggregationRule") {
+            o["aggregationRule"] = a.clone();
+        }
+        o["rules"] = r.get("rules").cloned().unwrap_or_else(|| json!([]));
+        o
+    };
+    let binding = |kind: &str, role_kind: &str, b: &Value| {
+        let subjects: Vec<Value> = b["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let mut s = s.clone();
+                if s["kind"] != "ServiceAccount" {
+                    s["apiGroup"] = json!(GROUP);
+                }
+                s
+            })
+            .collect();
+        let mut o = json!({
+            "apiVersion": format!("{GROUP}/v1"),
+            "kind": kind,
+            "metadata": meta(b),
+            "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": b["role"]},
+        });
+        if !subjects.is_empty() {
+            o["subjects"] = json!(subjects);
+        }
+        o
+    };
+    Policy {
+        cluster_roles: items("clusterRoles")
+            .iter()
+            .map(|r| role("ClusterRole", r))
+            .collect(),
+        cluster_role_bindings: items("clusterRoleBindings")
+            .iter()
+            .map(|b| binding("ClusterRoleBinding", "ClusterRole", b))
+            .collect(),
+        roles: items("roles").iter().map(|r| role("Role", r)).collect(),
+        role_bindings: items("roleBindings")
+            .iter()
+            .map(|b| binding("RoleBinding", "Role", b))
+            .collect(),
+    }
 }
 
 fn rd(plural: &str) -> Option<&'static ResourceDef> {
@@ -81,128 +103,150 @@ fn autoupdate(o: &Value) -> bool {
         != Some("false")
 }
 
+fn name_ns(o: &Value) -> (String, Option<String>) {
+    let m = |k: &str| o["metadata"][k].as_str().map(String::from);
+    (m("name").unwrap_or_default(), m("namespace"))
+}
+
 /// Creates what is missing of the default policy and adds what an
 /// auto-updated object lacks; then aggregates the aggregated roles.
 pub fn reconcile(core: &Core) {
-    let (Some(crd), Some(crbd)) = (rd("clusterroles"), rd("clusterrolebindings")) else {
-        return;
-    };
-    let (roles, bindings) = policy();
+    let p = policy();
     let mut ctx = WriteCtx::controller("kube-apiserver");
-    for want in roles {
-        let name = want["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let Some(have) = core.get_stored(crd, None, &name) else {
-            if let Err(e) = core.create(crd, None, want, &mut ctx) {
-                tracing::warn!("bootstrap ClusterRole {name}: {}", e.message);
-            }
-            continue;
-        };
-        if !autoupdate(&have.object) {
-            continue;
-        }
-        let held = PolicyRule::of_role(&have.object);
-        let wanted = PolicyRule::of_role(&want);
-        let missing: Vec<&Value> = wanted
-            .iter()
-            .zip(want["rules"].as_array().into_iter().flatten())
-            .filter(|(r, _)| !uncovered(&held, std::slice::from_ref(r)).is_empty())
-            .map(|(_, v)| v)
-            .collect();
-        let missing_selectors: Vec<Value> = want
-            .pointer("/aggregationRule/clusterRoleSelectors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|s| {
-                !have
-                    .object
-                    .pointer("/aggregationRule/clusterRoleSelectors")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.contains(s))
-            })
-            .cloned()
-            .collect();
-        if missing.is_empty() && missing_selectors.is_empty() {
-            continue;
-        }
-        let r = core.modify(crd, None, &name, None, &mut ctx, |cur| {
-            let mut o = cur.clone();
-            if !missing.is_empty() {
-                let mut rules = o["rules"].as_array().cloned().unwrap_or_default();
-                rules.extend(missing.iter().map(|v| (*v).clone()));
-                o["rules"] = json!(rules);
-            }
-            if !missing_selectors.is_empty() {
-                let mut sel = o
-                    .pointer("/aggregationRule/clusterRoleSelectors")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                sel.extend(missing_selectors.iter().cloned());
-                o["aggregationRule"] = json!({"clusterRoleSelectors": sel});
-            }
-            Ok(o)
-        });
-        if let Err(e) = r {
-            tracing::warn!("reconciling ClusterRole {name}: {}", e.message);
+    for (plural, wanted) in [("clusterroles", &p.cluster_roles), ("roles", &p.roles)] {
+        let Some(rd) = rd(plural) else { continue };
+        for want in wanted {
+            reconcile_role(core, rd, want, &mut ctx);
         }
     }
-    for want in bindings {
-        let name = want["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let Some(have) = core.get_stored(crbd, None, &name) else {
-            if let Err(e) = core.create(crbd, None, want, &mut ctx) {
-                tracing::warn!("bootstrap ClusterRoleBinding {name}: {}", e.message);
-            }
-            continue;
-        };
-        if !autoupdate(&have.object) {
-            continue;
-        }
-        let key = |s: &Value| {
-            (
-                s["kind"].as_str().unwrap_or("").to_string(),
-                s["name"].as_str().unwrap_or("").to_string(),
-                s["namespace"].as_str().unwrap_or("").to_string(),
-            )
-        };
-        let current: Vec<_> = have.object["subjects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(key)
-            .collect();
-        let missing: Vec<Value> = want["subjects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| !current.contains(&key(s)))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            continue;
-        }
-        let r = core.modify(crbd, None, &name, None, &mut ctx, |cur| {
-            let mut o = cur.clone();
-            let mut subjects = o["subjects"].as_array().cloned().unwrap_or_default();
-            subjects.extend(missing.iter().cloned());
-            o["subjects"] = json!(subjects);
-            Ok(o)
-        });
-        if let Err(e) = r {
-            tracing::warn!("reconciling ClusterRoleBinding {name}: {}", e.message);
+    for (plural, wanted) in [
+        ("clusterrolebindings", &p.cluster_role_bindings),
+        ("rolebindings", &p.role_bindings),
+    ] {
+        let Some(rd) = rd(plural) else { continue };
+        for want in wanted {
+            reconcile_binding(core, rd, want, &mut ctx);
         }
     }
     crate::controllers::clusterrole_aggregation::aggregate(core);
+}
+
+fn reconcile_role(core: &Core, rd: &ResourceDef, want: &Value, ctx: &mut WriteCtx) {
+    let (name, ns) = name_ns(want);
+    let ns = ns.as_deref();
+    let Some(have) = core.get_stored(rd, ns, &name) else {
+        if let Err(e) = core.create(rd, ns, want.clone(), ctx) {
+            tracing::warn!("bootstrap {} {name}: {}", rd.kind, e.message);
+        }
+        return;
+    };
+    if !autoupdate(&have.object) {
+        return;
+    }
+    let held = PolicyRule::of_role(&have.object);
+    let wanted = PolicyRule::of_role(want);
+    let missing: Vec<&Value> = wanted
+        .iter()
+        .zip(want["rules"].as_array().into_iter().flatten())
+        .filter(|(r, _)| !uncovered(&held, std::slice::from_ref(r)).is_empty())
+        .map(|(_, v)| v)
+        .collect();
+    let missing_selectors: Vec<Value> = want
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            !have
+                .object
+                .pointer("/aggregationRule/clusterRoleSelectors")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.contains(s))
+        })
+        .cloned()
+        .collect();
+    if missing.is_empty() && missing_selectors.is_empty() {
+        return;
+    }
+    let r = core.modify(rd, ns, &name, None, ctx, |cur| {
+        let mut o = cur.clone();
+        if !missing.is_empty() {
+            let mut rules = o["rules"].as_array().cloned().unwrap_or_default();
+            rules.extend(missing.iter().map(|v| (*v).clone()));
+            o["rules"] = json!(rules);
+        }
+        if !missing_selectors.is_empty() {
+            let mut sel = o
+                .pointer("/aggregationRule/clusterRoleSelectors")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            sel.extend(missing_selectors.iter().cloned());
+            o["aggregationRule"] = json!({"clusterRoleSelectors": sel});
+        }
+        Ok(o)
+    });
+    if let Err(e) = r {
+        tracing::warn!("reconciling {} {name}: {}", rd.kind, e.message);
+    }
+}
+
+fn reconcile_binding(core: &Core, rd: &ResourceDef, want: &Value, ctx: &mut WriteCtx) {
+    let (name, ns) = name_ns(want);
+    let ns = ns.as_deref();
+    let Some(have) = core.get_stored(rd, ns, &name) else {
+        if let Err(e) = core.create(rd, ns, want.clone(), ctx) {
+            tracing::warn!("bootstrap {} {name}: {}", rd.kind, e.message);
+        }
+        return;
+    };
+    if !autoupdate(&have.object) {
+        return;
+    }
+    let key = |s: &Value| {
+        (
+            s["kind"].as_str().unwrap_or("").to_string(),
+            s["name"].as_str().unwrap_or("").to_string(),
+            s["namespace"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let current: Vec<_> = have.object["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(key)
+        .collect();
+    let missing: Vec<Value> = want["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| !current.contains(&key(s)))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let r = core.modify(rd, ns, &name, None, ctx, |cur| {
+        let mut o = cur.clone();
+        let mut subjects = o["subjects"].as_array().cloned().unwrap_or_default();
+        subjects.extend(missing.iter().cloned());
+        o["subjects"] = json!(subjects);
+        Ok(o)
+    });
+    if let Err(e) = r {
+        tracing::warn!("reconciling {} {name}: {}", rd.kind, e.message);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn policy_parses() {
-        let (roles, bindings) = super::policy();
-        assert!(roles.len() > 30, "{}", roles.len());
-        assert!(bindings.len() >= 12);
-        let names: Vec<&str> = roles
+        let p = super::policy();
+        assert!(p.cluster_roles.len() > 30, "{}", p.cluster_roles.len());
+        assert!(p.cluster_role_bindings.len() >= 12);
+        let names: Vec<&str> = p
+            .cluster_roles
             .iter()
             .filter_map(|r| r["metadata"]["name"].as_str())
             .collect();
@@ -216,9 +260,17 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n}");
         }
-        // Every binding refers to a policy role.
-        for b in &bindings {
+        // Every binding refers to a policy role (of its namespace).
+        for b in &p.cluster_role_bindings {
             assert!(names.contains(&b["roleRef"]["name"].as_str().unwrap()));
+        }
+        assert_eq!(p.roles.len(), 7);
+        for b in &p.role_bindings {
+            let (name, ns) = (&b["roleRef"]["name"], &b["metadata"]["namespace"]);
+            assert!(p
+                .roles
+                .iter()
+                .any(|r| &r["metadata"]["name"] == name && &r["metadata"]["namespace"] == ns));
         }
     }
 }
