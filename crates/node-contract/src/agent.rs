@@ -149,6 +149,31 @@ pub struct AgentConfig {
     pub tls_cert_file: Option<PathBuf>,
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
+    /// kubelet's --bootstrap-kubeconfig: when --kubeconfig is missing or its client certificate
+    /// is expired or unreadable, the agent makes its own key, asks for a client certificate
+    /// (a CertificateSigningRequest for `kubernetes.io/kube-apiserver-client-kubelet`) with
+    /// these credentials (a bootstrap token) and writes --kubeconfig pointing at the result.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the client and serving certificates and keys are kept (kubelet's --cert-dir);
+    /// default <root-dir>/pki.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Renew the client certificate before it expires, with a new key and CSR made with the
+    /// current one (kubelet's --rotate-certificates).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub rotate_certificates: bool,
+    /// Serve the kubelet port with a certificate from the `kubernetes.io/kubelet-serving` signer
+    /// (requested, and renewed, through the CSR API; kubelet's --rotate-server-certificates).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub rotate_server_certificates: bool,
+    /// Who may use the kubelet port: `AlwaysAllow` (any client with a certificate of the client
+    /// CA), or `Webhook` (each request checked with a SubjectAccessReview, kubelet's mapping
+    /// of paths to `nodes/<subresource>`).
+    #[arg(long, default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "Webhook"])]
+    pub authorization_mode: String,
 }
 
 /// `--rkt-stage1-image`: empty means the default (coreos), as it always did.
@@ -204,6 +229,11 @@ impl Default for AgentConfig {
             client_ca_file: None,
             tls_cert_file: None,
             tls_private_key_file: None,
+            bootstrap_kubeconfig: None,
+            cert_dir: None,
+            rotate_certificates: false,
+            rotate_server_certificates: false,
+            authorization_mode: "AlwaysAllow".into(),
         }
     }
 }
@@ -213,6 +243,13 @@ impl AgentConfig {
     /// [`AgentConfig::with_env_fallbacks`]), else stage1-coreos.
     pub fn stage1(&self) -> Stage1 {
         self.rkt_stage1_image.unwrap_or_default()
+    }
+
+    /// Where certificates and keys are kept: --cert-dir, else `<root-dir>/pki`.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("pki"))
     }
 
     /// The seed's local-up-cluster spelling `RKT_STAGE1_IMAGE`, read when neither
@@ -357,6 +394,21 @@ impl AgentConfig {
         }
         if let Some(p) = &self.tls_private_key_file {
             push("tls-private-key-file", path(p));
+        }
+        if let Some(p) = &self.bootstrap_kubeconfig {
+            push("bootstrap-kubeconfig", path(p));
+        }
+        if let Some(p) = &self.cert_dir {
+            push("cert-dir", path(p));
+        }
+        if self.rotate_certificates {
+            push("rotate-certificates", "true".into());
+        }
+        if self.rotate_server_certificates {
+            push("rotate-server-certificates", "true".into());
+        }
+        if self.authorization_mode != d.authorization_mode {
+            push("authorization-mode", self.authorization_mode.clone());
         }
         a
     }

@@ -65,6 +65,11 @@ fn everything() -> AgentConfig {
         client_ca_file: Some("/ca".into()),
         tls_cert_file: Some("/crt".into()),
         tls_private_key_file: Some("/key".into()),
+        bootstrap_kubeconfig: Some("/bk".into()),
+        cert_dir: Some("/pki".into()),
+        rotate_certificates: true,
+        rotate_server_certificates: true,
+        authorization_mode: "Webhook".into(),
     }
 }
 
@@ -191,6 +196,11 @@ fn random(r: &mut Rng) -> AgentConfig {
         client_ca_file: r.opt(&paths),
         tls_cert_file: r.opt(&paths),
         tls_private_key_file: r.opt(&paths),
+        bootstrap_kubeconfig: r.opt(&paths),
+        cert_dir: r.opt(&paths),
+        rotate_certificates: r.next() & 1 == 1,
+        rotate_server_certificates: r.next() & 1 == 1,
+        authorization_mode: r.pick(&["AlwaysAllow".to_string(), "Webhook".to_string()]),
     }
 }
 
