@@ -101,6 +101,18 @@ fn node_services_config(
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = config_from_args(&args)?;
+    let certs = crate::kubelet::CertConfig {
+        bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
+        cert_dir: args.cert_dir(),
+        rotate_client: args.rotate_certificates,
+        client_slot: crate::kubelet::certificate::CertSlot::new(),
+        // Given serving files win (kubelet: --tls-cert-file disables server rotation).
+        serving_slot: (args.rotate_server_certificates && args.tls_cert_file.is_none())
+            .then(crate::kubelet::certificate::CertSlot::new),
+    };
+    if args.bootstrap_kubeconfig.is_some() && args.kubeconfig.is_none() {
+        anyhow::bail!("--bootstrap-kubeconfig needs --kubeconfig (the file it writes)");
+    }
     let scfg = crate::kubelet::server::ServerConfig {
         port: args.kubelet_port,
         address: args.address,
@@ -111,6 +123,15 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         kubeconfig: args.kubeconfig.clone(),
         node_name: cfg.node_name.clone(),
         node_ip: args.node_ip.clone(),
+        serving_slot: certs.serving_slot.clone(),
+        webhook: (args.authorization_mode == "Webhook").then(|| {
+            crate::kubelet::server::authz::WebhookConfig {
+                kubeconfig: args.kubeconfig.clone(),
+                api_server: args.api_servers.clone(),
+                client_slot: certs.slot().cloned(),
+            }
+        }),
+        wait_for_kubeconfig: args.bootstrap_kubeconfig.is_some(),
     };
     // Refuse at once (not later, in the kubelet port's thread) a key readable by others.
     crate::kubelet::server::check_key_files(&scfg)?;
@@ -156,6 +177,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             kubelet_port: args.kubelet_port,
             sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),
             services: Some(node_services_config(&args, &agent.rt.cfg.dns, &node_name)?),
+            certs: Some(certs),
         };
         let (reader, writer) = kube::runtime::reflector::store();
         pod_store = Some(reader);

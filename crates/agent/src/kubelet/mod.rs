@@ -16,6 +16,8 @@
 //!   secret, downwardAPI, projected) are materialised and its env (`env`: configMapKeyRef,
 //!   secretKeyRef, fieldRef, resourceFieldRef, envFrom) resolved, from the objects the pod
 //!   refers to (`objects`) and the downward API (`downward`).
+//! - `certificate`, `credentials`: the node's client and serving certificates from the CSR API
+//!   (`--bootstrap-kubeconfig`, rotation), and an API client whose certificate can change.
 //! - `mirror`: mirror pods (the API's view of static pods).
 //! - `enter`: a command inside a container (`Runtime::enter`), for `server::exec` and exec
 //!   probes.
@@ -25,6 +27,8 @@
 //!
 //! Pods go through the typed states of `crate::lifecycle` (shared with static pods).
 
+pub mod certificate;
+pub mod credentials;
 pub mod dns;
 pub mod downward;
 pub mod enter;
@@ -69,44 +73,110 @@ pub struct KubeletConfig {
     pub sync_frequency: Duration,
     /// The service proxy and cluster DNS this node runs once it has the API.
     pub services: Option<node_services::NodeServicesConfig>,
+    /// Bootstrap and rotation of the node's certificates (None: the kubeconfig as it is).
+    pub certs: Option<CertConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
-    #[error("failed to read kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
     #[error("failed to build an API client: {0}")]
     Client(#[from] kube::Error),
-    #[error("invalid --api-servers {0:?}")]
-    ApiServer(String),
+}
+
+/// The node's certificates: where they are kept and what is renewed.
+#[derive(Debug, Clone)]
+pub struct CertConfig {
+    /// kubelet's --bootstrap-kubeconfig.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// kubelet's --cert-dir.
+    pub cert_dir: PathBuf,
+    /// --rotate-certificates: the client certificate is renewed before it expires.
+    pub rotate_client: bool,
+    /// The client certificate in use (read by TLS at each handshake; shared with the kubelet
+    /// port's API client).
+    pub client_slot: Arc<certificate::CertSlot>,
+    /// --rotate-server-certificates: the kubelet port's certificate, from the CSR API.
+    pub serving_slot: Option<Arc<certificate::CertSlot>>,
+}
+
+impl CertConfig {
+    /// The slot the API client takes its certificate from (when it uses one): only when the
+    /// certificate may change under it.
+    pub fn slot(&self) -> Option<&Arc<certificate::CertSlot>> {
+        (self.rotate_client || self.bootstrap_kubeconfig.is_some()).then_some(&self.client_slot)
+    }
 }
 
 /// Build the API client from the kubeconfig (and --api-servers).
 pub async fn client(cfg: &KubeletConfig) -> Result<kube::Client, KubeletError> {
-    let kc = kube::config::Kubeconfig::read_from(&cfg.kubeconfig).map_err(|source| {
-        KubeletError::Kubeconfig {
-            path: cfg.kubeconfig.clone(),
-            source,
+    Ok(credentials::client(
+        &cfg.kubeconfig,
+        cfg.api_server.as_deref(),
+        cfg.certs.as_ref().and_then(|c| c.slot()),
+    )
+    .await?)
+}
+
+/// The kubelet port's serving certificate's SANs: the node name (kubelet: the hostname) and
+/// its IP.
+fn serving_sans(cfg: &KubeletConfig) -> Vec<String> {
+    let mut sans = vec![cfg.node_name.clone()];
+    if let Some(ip) = cfg.node_ip.as_deref().map(str::trim) {
+        if !ip.is_empty() && !sans.iter().any(|s| s == ip) {
+            sans.push(ip.to_string());
         }
-    })?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|source| KubeletError::Kubeconfig {
-                path: cfg.kubeconfig.clone(),
-                source,
-            })?;
-    if let Some(s) = &cfg.api_server {
-        // The seed passes a comma-separated list; the first one is used.
-        let first = s.split(',').next().unwrap_or_default().trim();
-        config.cluster_url = first
-            .parse()
-            .map_err(|_| KubeletError::ApiServer(s.clone()))?;
     }
-    Ok(kube::Client::try_from(config)?)
+    sans
+}
+
+/// --bootstrap-kubeconfig, then the renewals of the client and serving certificates (tasks
+/// that live as long as the kubelet half).
+async fn certificates(
+    cfg: &KubeletConfig,
+) -> Result<(kube::Client, Vec<tokio::task::JoinHandle<()>>), KubeletError> {
+    let mut tasks = vec![];
+    if let Some(c) = &cfg.certs {
+        if let Some(b) = &c.bootstrap_kubeconfig {
+            credentials::load_client_cert(
+                &cfg.kubeconfig,
+                b,
+                &c.cert_dir,
+                &cfg.node_name,
+                cfg.api_server.as_deref(),
+            )
+            .await?;
+        }
+    }
+    let client = client(cfg).await?;
+    if let Some(c) = &cfg.certs {
+        if c.rotate_client && c.client_slot.pair().is_some() {
+            tasks.push(tokio::spawn(certificate::rotate(
+                client.clone(),
+                certificate::Request::client(&cfg.node_name, false),
+                certificate::FileStore::client(&c.cert_dir),
+                c.client_slot.clone(),
+            )));
+        }
+        if let Some(slot) = &c.serving_slot {
+            let store = certificate::FileStore::server(&c.cert_dir);
+            let sans = serving_sans(cfg);
+            // A stored one is used at once if it is still valid and for the same names.
+            if let Some(p) = store.load().filter(|p| p.valid_at(certificate::now())) {
+                if let Err(e) = slot.set(p) {
+                    warn!("certificate: {e}");
+                }
+            }
+            tasks.push(tokio::spawn(certificate::rotate(
+                client.clone(),
+                certificate::Request::serving(&cfg.node_name, sans),
+                store,
+                slot.clone(),
+            )));
+        }
+    }
+    Ok((client, tasks))
 }
 
 /// Start the kubelet half on its own thread (with its own tokio runtime); it ends when `term`
@@ -141,7 +211,7 @@ pub fn spawn(
                 tokio::select! {
                     r = run(cfg, rt, pods) => {
                         if let Err(e) = r {
-                            warn!("kubelet: {e}");
+                            error!("kubelet: {e}");
                         }
                     }
                     _ = stop => {}
@@ -156,7 +226,7 @@ pub async fn run(
     rt: Arc<Runtime>,
     pods: reflector::store::Writer<Pod>,
 ) -> Result<(), KubeletError> {
-    let client = client(&cfg).await?;
+    let (client, cert_tasks) = certificates(&cfg).await?;
     // The API server may not be up yet (agents start with the control plane): retry.
     let mut delay = Duration::from_millis(200);
     loop {
@@ -187,6 +257,9 @@ pub async fn run(
     });
     let r = pods::run(client, cfg, rt, pods).await;
     hb.abort();
+    for t in cert_tasks {
+        t.abort();
+    }
     if let Some(s) = services {
         s.abort();
     }

@@ -17,6 +17,8 @@ pub struct Context {
     /// The kubelet half's pod store (None without --kubeconfig: static pods only).
     pub pods: Option<Store<Pod>>,
     pub node_name: String,
+    /// --authorization-mode=Webhook (None: AlwaysAllow).
+    pub authorizer: Option<super::authz::Authorizer>,
 }
 
 pub type Body = BoxBody<Bytes, Infallible>;

@@ -20,6 +20,7 @@
 //! of their mirror pod (`<name>-<node>`).
 
 pub mod attach;
+pub mod authz;
 pub mod container_logs;
 pub mod context;
 pub mod exec;
@@ -78,14 +79,16 @@ pub async fn serve(
                     Err(_) => return,
                 };
             // A certificate that is there was verified against the client CA in the handshake.
-            let authenticated = stream
+            let user = stream
                 .get_ref()
                 .1
                 .peer_certificates()
-                .is_some_and(|c| !c.is_empty());
+                .and_then(|c| c.first())
+                .map(|c| authz::User::from_cert(c.as_ref()));
             let svc = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(req, authenticated, ctx).await) }
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(req, user, ctx).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -95,13 +98,46 @@ pub async fn serve(
     }
 }
 
+/// `user`: None without a client certificate; Some(None) for a verified certificate without a
+/// subject name.
 async fn handle<B: Send + 'static>(
     req: Request<B>,
-    authenticated: bool,
+    user: Option<Option<authz::User>>,
     ctx: Arc<Context>,
 ) -> Response<Body> {
-    if !authenticated {
+    let Some(user) = user else {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+    };
+    if let Some(a) = &ctx.authorizer {
+        let Some(user) = user else {
+            return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+        };
+        let (verb, sub) = authz::attributes(req.method(), req.uri().path());
+        match a.authorize(&user, verb, sub).await {
+            Ok(true) => {}
+            Ok(false) => {
+                debug!(
+                    "kubelet server: {} {}: forbidden",
+                    user.name,
+                    req.uri().path()
+                );
+                return text(
+                    StatusCode::FORBIDDEN,
+                    authz::forbidden_message(&user, verb, sub),
+                );
+            }
+            Err(e) => {
+                warn!("kubelet server: authorizing {}: {e}", user.name);
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "Authorization error (user={}, verb={verb}, resource=nodes, \
+                         subresource={sub})",
+                        user.name
+                    ),
+                );
+            }
+        }
     }
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -274,6 +310,19 @@ async fn container_logs(
     resp
 }
 
+/// The API client SubjectAccessReviews are sent with: the node's own credentials.
+async fn webhook_client(
+    w: &authz::WebhookConfig,
+) -> Result<kube::Client, crate::kubelet::credentials::CredentialsError> {
+    let Some(kc) = &w.kubeconfig else {
+        return Err(crate::kubelet::credentials::CredentialsError::Kubeconfig {
+            path: Default::default(),
+            message: "--authorization-mode=Webhook needs --kubeconfig".into(),
+        });
+    };
+    crate::kubelet::credentials::client(kc, w.api_server.as_deref(), w.client_slot.as_ref()).await
+}
+
 /// Start the kubelet port on its own thread (with its own async runtime); returns None when the
 /// port is 0. Failures to set it up are logged; the agent goes on without the port.
 pub fn spawn(
@@ -302,10 +351,24 @@ pub fn spawn(
             };
             tokio_rt.block_on(async move {
                 let addr = cfg.bind_addr();
+                // A bootstrapping node has its kubeconfig (and with it the client CA) only
+                // once its client certificate is issued.
+                let cas = loop {
+                    match client_cas(&cfg).await {
+                        Ok(c) => break Ok(c),
+                        Err(e) if cfg.wait_for_kubeconfig && cfg.client_ca_file.is_none() => {
+                            debug!("kubelet server: waiting for the kubeconfig: {e}");
+                            if term.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
                 let setup = async {
-                    let cas = client_cas(&cfg).await?;
                     let (certs, key) = serving_cert(&cfg)?;
-                    tls_config(cas, certs, key)
+                    tls_config(cas?, certs, key, cfg.serving_slot.clone())
                 };
                 let tls = match setup.await {
                     Ok(t) => t,
@@ -321,11 +384,26 @@ pub fn spawn(
                         return;
                     }
                 };
-                info!("kubelet server: serving https on {addr}");
+                let authorizer = match &cfg.webhook {
+                    None => None,
+                    Some(w) => match webhook_client(w).await {
+                        Ok(c) => Some(authz::Authorizer::new(c, cfg.node_name.clone())),
+                        Err(e) => {
+                            // Fail closed: no port rather than one that allows everything.
+                            error!("kubelet server: not serving {addr}: webhook authorization: {e}");
+                            return;
+                        }
+                    },
+                };
+                info!(
+                    "kubelet server: serving https on {addr} (authorization {})",
+                    if authorizer.is_some() { "Webhook" } else { "AlwaysAllow" }
+                );
                 let ctx = Arc::new(Context {
                     rt,
                     pods,
                     node_name: cfg.node_name.clone(),
+                    authorizer,
                 });
                 let stop = async {
                     while !term.load(Ordering::SeqCst) {

@@ -24,6 +24,13 @@ pub struct ServerConfig {
     pub kubeconfig: Option<PathBuf>,
     pub node_name: String,
     pub node_ip: Option<String>,
+    /// --rotate-server-certificates: serve the CSR-issued certificate in this slot (the
+    /// self-signed one until there is one).
+    pub serving_slot: Option<Arc<crate::kubelet::certificate::CertSlot>>,
+    /// --authorization-mode=Webhook.
+    pub webhook: Option<super::authz::WebhookConfig>,
+    /// The kubeconfig is written by the bootstrap (--bootstrap-kubeconfig): wait for it.
+    pub wait_for_kubeconfig: bool,
 }
 
 impl ServerConfig {
@@ -225,11 +232,13 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ServerError> {
 }
 
 /// rustls server config: http/1.1, client certificates verified against `cas` when given and
-/// optional at the TLS level (a request without one is answered 401).
+/// optional at the TLS level (a request without one is answered 401). With a serving slot, its
+/// certificate is served once it has one, `certs`/`key` until then.
 pub fn tls_config(
     cas: Vec<CertificateDer<'static>>,
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    serving_slot: Option<Arc<crate::kubelet::certificate::CertSlot>>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -244,12 +253,22 @@ pub fn tls_config(
     .allow_unauthenticated()
     .build()
     .map_err(|e| tls(&e))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| tls(&e))?;
+        .with_client_cert_verifier(verifier);
+    let mut cfg = match serving_slot {
+        None => cfg.with_single_cert(certs, key).map_err(|e| tls(&e))?,
+        Some(slot) => {
+            let signer =
+                rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| tls(&e))?;
+            let fallback = Arc::new(rustls::sign::CertifiedKey::new(certs, signer));
+            cfg.with_cert_resolver(Arc::new(crate::kubelet::certificate::ServingResolver {
+                slot,
+                fallback,
+            }))
+        }
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
