@@ -171,6 +171,9 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting!("RKTUP_STATE_DIR", env: ["RKTUP_STATE_DIR" @ A], flag: Some("state-dir"), aliases: [],
         scope: A, defaults: [], kind: Kind::Text,
         help: "Parent of every cluster's state directory (default: /var/lib/rktup as root, else ~/.local/state/rktup)"),
+    setting!("RKTUP_KEEP_STATE", env: ["RKTUP_KEEP_STATE" @ C], flag: Some("keep-state"), aliases: [],
+        scope: C, defaults: ["false" @ C], kind: Kind::Bool,
+        help: "`down` keeps the cluster's state directory (its CA and admin keys) after every cloud resource is gone"),
     // ---- GCE ----
     setting!("PROJECT", env: ["PROJECT" @ G, "CLOUDSDK_CORE_PROJECT" @ G], flag: Some("project"),
         aliases: [], scope: G, defaults: [], kind: Kind::GceProject { optional: true },

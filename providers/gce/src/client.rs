@@ -394,8 +394,10 @@ impl Client {
         }
     }
 
-    /// selfLinks name Google's host; with an endpoint override, follow them there instead.
-    fn rebase(&self, link: &str) -> String {
+    /// selfLinks name Google's host; with an endpoint override, follow them there instead
+    /// (operations, and every resource `down` deletes by its selfLink): a private or regional
+    /// endpoint must never be bypassed.
+    pub fn rebase(&self, link: &str) -> String {
         match link.find("/compute/v1/") {
             Some(i) if !link.starts_with(&self.endpoints.compute) => {
                 let rest = &link[i + "/compute/v1/".len()..];

@@ -30,7 +30,8 @@ impl Down<'_> {
                 self.client
                     .storage(&format!("b/{}/o/{obj}", self.names.bucket))
             }
-            _ if !f.url.is_empty() => f.url.clone(),
+            // selfLinks name the host GCE thinks it is; deletes go where the endpoint override says.
+            _ if !f.url.is_empty() => self.client.rebase(&f.url),
             "network" => self.client.compute(&format!("global/networks/{}", f.name)),
             _ => String::new(),
         }

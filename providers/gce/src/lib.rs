@@ -202,25 +202,34 @@ impl ClusterProvider for Gce {
 
     fn down(&self) -> Result<(), ProviderError> {
         let report = Gce::runtime()?.block_on(self.down_async()).map_err(other)?;
+        let state = rktup_provider::StateDir::for_cluster(&self.settings);
         if !report.failed.is_empty() {
+            // The keys stay while something of the cluster still runs: a second `down`, or
+            // the operator, may still need the admin credentials.
             return Err(ProviderError::Other(format!(
-                "failed to delete {} resource(s) of cluster {}; run `rktup gce down` again or delete them by hand:\n  {}",
+                "failed to delete {} resource(s) of cluster {}; run `rktup gce down` again or delete them by hand:\n  {}\nthe state directory {} (the cluster's CA and admin keys) is kept until every resource is gone",
                 report.failed.len(),
                 self.settings.name,
-                report.failed.join("\n  ")
+                report.failed.join("\n  "),
+                state.path.display()
             )));
-        }
-        let state = rktup_provider::StateDir::for_cluster(&self.settings);
-        if state.path.exists() {
-            std::fs::remove_dir_all(&state.path).map_err(|e| {
-                ProviderError::Other(format!("failed to remove {}: {e}", state.path.display()))
-            })?;
         }
         eprintln!(
             "cluster {} is down ({} resources deleted)",
             self.settings.name,
             report.deleted.len()
         );
+        if self.setting_bool("RKTUP_KEEP_STATE") {
+            eprintln!(
+                "kept the state directory {} (--keep-state): it holds the cluster's CA and admin keys",
+                state.path.display()
+            );
+        } else if state.path.exists() {
+            // No credentials of a deleted cluster are left behind (issue 16).
+            std::fs::remove_dir_all(&state.path).map_err(|e| {
+                ProviderError::Other(format!("failed to remove {}: {e}", state.path.display()))
+            })?;
+        }
         Ok(())
     }
 

@@ -251,7 +251,7 @@ impl Up<'_> {
                 "network": self.network_url(),
                 "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT", "natIP": ip}]
             }],
-            "metadata": {"items": [{"key": "user-data", "value": user_data}]},
+            "metadata": {"items": metadata_items(user_data)},
             "serviceAccounts": [{"email": "default", "scopes": self.scopes()}],
         });
         let url = self.client.compute(&format!("zones/{}/instances", n.zone));
@@ -288,7 +288,7 @@ impl Up<'_> {
                     "network": self.network_url(),
                     "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}]
                 }],
-                "metadata": {"items": [{"key": "user-data", "value": user_data}]},
+                "metadata": {"items": metadata_items(user_data)},
                 "serviceAccounts": [{"email": "default", "scopes": self.scopes()}],
                 "scheduling": {
                     "preemptible": g.preemptible_node,
@@ -739,4 +739,14 @@ async fn wait_for_apiserver(pki: &Pki, ip: &str, wait: Duration) -> Result<(), G
         action,
         format!("{url} did not answer within {wait:?} (last: {last}); `rktup gce up --no-wait` skips this"),
     ))
+}
+
+/// Instance metadata: the user-data, and `disable-legacy-endpoints=true` as GKE sets it, so the
+/// metadata server answers only requests carrying `Metadata-Flavor: Google` on the v1 paths
+/// (the v1beta1/0.1 endpoints served anything to any pod, header or not).
+fn metadata_items(user_data: &str) -> Value {
+    json!([
+        {"key": "user-data", "value": user_data},
+        {"key": "disable-legacy-endpoints", "value": "true"},
+    ])
 }

@@ -175,3 +175,75 @@ fn an_up_killed_midway_is_finished_by_the_next_up() {
     ok(&run(&e, "killed", &["gce", "up", "--no-wait"]));
     assert!(e.fake.mutations().is_empty(), "third up changed something");
 }
+
+/// An HTTP proxy that records every request line (`CONNECT compute.googleapis.com:443 ...`) and
+/// refuses it: with HTTPS_PROXY pointing here, any call that would leave for Google's host is
+/// seen instead of reaching the internet.
+fn recording_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&conn);
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(first.trim().to_string());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = (&conn).write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn via_proxy(c: &mut Command, proxy: &str) {
+    for k in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+        c.env(k, proxy);
+    }
+    c.env("NO_PROXY", "127.0.0.1,localhost");
+}
+
+/// Behind an endpoint override, GCE's selfLinks still name Google's host; `down` deletes what
+/// it found by those links, so it must rebase them as it does operations (issue 16).
+#[test]
+fn down_behind_an_endpoint_override_never_calls_googles_host() {
+    let e = env();
+    e.fake.set_link_base("https://compute.googleapis.com");
+    let (proxy, seen) = recording_proxy();
+    let mut up = cmd(&e, "ovr", &["gce", "up", "--no-wait"]);
+    via_proxy(&mut up, &proxy);
+    ok(&up.output().expect("run up"));
+    let master = e
+        .fake
+        .get(
+            "projects/rktup-test/zones/us-central1-b/instances",
+            "ovr-master",
+        )
+        .expect("master");
+    assert!(
+        master["selfLink"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("https://compute.googleapis.com/compute/v1/")),
+        "the fake must name Google's host in selfLinks: {master}"
+    );
+    let mut down = cmd(&e, "ovr", &["gce", "down"]);
+    via_proxy(&mut down, &proxy);
+    down.env("KUBE_DELETE_NETWORK", "true");
+    ok(&down.output().expect("run down"));
+    let left: Vec<String> = e
+        .fake
+        .resources()
+        .into_iter()
+        .filter(|r| r.contains(" ovr-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(seen, Vec::<String>::new(), "requests left for another host");
+}

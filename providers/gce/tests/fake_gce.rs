@@ -242,9 +242,121 @@ fn down_lists_what_it_could_not_delete() {
     let down = rt.block_on(gce.down_async()).expect("down ran");
     assert_eq!(down.failed.len(), 1, "{:#?}", down.failed);
     assert!(down.failed[0].contains("instanceTemplate stuck-minion-template"));
-    // The trait's down turns that into an error listing it.
+    // The trait's down turns that into an error listing it, and keeps the keys (something of
+    // the cluster still exists) saying so.
+    let state = gce.settings().state_dir.clone();
     let err = gce.down().expect_err("down reports failure").to_string();
     assert!(err.contains("stuck-minion-template"), "{err}");
+    assert!(
+        err.contains(&format!("the state directory {} ", state.display()))
+            && err.contains("is kept"),
+        "{err}"
+    );
+    assert!(
+        state.join("pki/ca.key").is_file(),
+        "a failed down removed the keys"
+    );
+    // Once the template goes too, the next down removes them.
+    gce.down().expect("down once the fault is over");
+    assert!(!state.exists(), "{} left behind", state.display());
+}
+
+/// A deleted cluster leaves no credentials behind: its state directory (pki/ with the CA key
+/// and the admin key) goes with the last cloud resource, unless `--keep-state` (issue 16).
+#[test]
+fn down_removes_the_state_directory_unless_kept() {
+    let e = env();
+    let rt = rt();
+    let gone = e.gce("creds", &[("KUBE_DELETE_NETWORK", "true")]);
+    let kept = e.gce(
+        "kept",
+        &[
+            ("KUBE_DELETE_NETWORK", "true"),
+            ("RKTUP_KEEP_STATE", "true"),
+        ],
+    );
+    rt.block_on(gone.up_async(&no_wait())).expect("up creds");
+    rt.block_on(kept.up_async(&no_wait())).expect("up kept");
+    let (gone_dir, kept_dir) = (
+        gone.settings().state_dir.clone(),
+        kept.settings().state_dir.clone(),
+    );
+    assert_ne!(gone_dir, kept_dir);
+    for d in [&gone_dir, &kept_dir] {
+        for key in ["ca.key", "admin.key"] {
+            assert!(
+                d.join("pki").join(key).is_file(),
+                "{}/pki/{key}",
+                d.display()
+            );
+        }
+    }
+    gone.down().expect("down");
+    assert!(!gone_dir.exists(), "{} left behind", gone_dir.display());
+    kept.down().expect("down --keep-state");
+    assert!(
+        kept_dir.join("pki/ca.key").is_file(),
+        "--keep-state removed {}",
+        kept_dir.display()
+    );
+    let left: Vec<String> = names(&e.fake)
+        .into_iter()
+        .filter(|r| r.contains(" creds-") || r.contains(" kept-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+}
+
+/// GKE's `disable-legacy-endpoints=true` on the master, the node template and the group's
+/// instances: the metadata server's v1beta1/0.1 paths (no `Metadata-Flavor` header needed)
+/// are closed.
+#[test]
+fn instances_disable_the_legacy_metadata_endpoints() {
+    let e = env();
+    let gce = e.gce("legacy", &[]);
+    let rt = rt();
+    rt.block_on(gce.up_async(&no_wait())).expect("up");
+    let item = |metadata: &serde_json::Value| -> Option<String> {
+        metadata["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["key"] == "disable-legacy-endpoints")
+            .and_then(|i| i["value"].as_str().map(str::to_string))
+    };
+    let zone = format!("{P}/zones/us-central1-b/instances");
+    let master = e.fake.get(&zone, "legacy-master").expect("master");
+    assert_eq!(
+        item(&master["metadata"]).as_deref(),
+        Some("true"),
+        "{master}"
+    );
+    let tmpl = e
+        .fake
+        .get(
+            &format!("{P}/global/instanceTemplates"),
+            "legacy-minion-template",
+        )
+        .expect("template");
+    assert_eq!(
+        item(&tmpl["properties"]["metadata"]).as_deref(),
+        Some("true"),
+        "{tmpl}"
+    );
+    let nodes: Vec<String> = names(&e.fake)
+        .into_iter()
+        .filter_map(|r| {
+            r.strip_prefix("instances legacy-minion-")
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(nodes.len(), 2);
+    for n in nodes {
+        let inst = e
+            .fake
+            .get(&zone, &format!("legacy-minion-{n}"))
+            .expect("node");
+        assert_eq!(item(&inst["metadata"]).as_deref(), Some("true"), "{inst}");
+    }
+    rt.block_on(gce.down_async()).expect("down");
 }
 
 #[test]

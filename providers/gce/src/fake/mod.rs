@@ -117,6 +117,13 @@ impl Fake {
         format!("{}/token", self.base)
     }
 
+    /// selfLinks (operations, resources, targetLinks) name `base` (`https://compute.googleapis.com`)
+    /// instead of the fake's own address, as real GCE behind a private or regional endpoint
+    /// does: the client must rebase them onto its endpoint override.
+    pub fn set_link_base(&self, base: &str) {
+        self.state().base = base.trim_end_matches('/').to_string();
+    }
+
     /// Every operation stays RUNNING at least this long (benchmarks use 200 ms).
     pub fn set_op_delay(&self, d: Duration) {
         self.state().op_delay = d;
