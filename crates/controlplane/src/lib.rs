@@ -77,6 +77,8 @@ pub struct ControlPlane {
     load_balancer_ip_range: Option<String>,
     cluster_dns_ip: Option<std::net::Ipv4Addr>,
     clock: controllers::Clock,
+    csr_signing_duration: std::time::Duration,
+    verify_kubelet_serving: bool,
 }
 
 impl ControlPlane {
@@ -92,7 +94,28 @@ impl ControlPlane {
             load_balancer_ip_range: None,
             cluster_dns_ip: None,
             clock: controllers::Clock::default(),
+            csr_signing_duration: std::time::Duration::from_secs(365 * 24 * 3600),
+            verify_kubelet_serving: false,
         }
+    }
+
+    /// The longest lifetime of certificates the CSR signer issues
+    /// (kube-controller-manager's `--cluster-signing-duration`, default one
+    /// year); a CSR's `spec.expirationSeconds` may shorten it. Tests use
+    /// minutes to see rotation.
+    pub fn csr_signing_duration(mut self, d: std::time::Duration) -> Self {
+        self.csr_signing_duration = d;
+        self
+    }
+
+    /// Verify kubelets' serving certificates against the cluster CA, for the
+    /// dialled node address and `system:node:<node>` (kube-apiserver's
+    /// `--kubelet-certificate-authority`). Off by default until every agent
+    /// serves a certificate from the `kubernetes.io/kubelet-serving` signer;
+    /// off, any serving certificate is accepted (upstream without the flag).
+    pub fn verify_kubelet_serving_certs(mut self, on: bool) -> Self {
+        self.verify_kubelet_serving = on;
+        self
     }
 
     /// The clock the CronJob controller schedules by (default: the system time). Tests keep a
@@ -170,6 +193,7 @@ impl ControlPlane {
             "pki/apiserver.key",
             "pki/admin.key",
             "pki/sa.key",
+            "pki/apiserver-kubelet-client.key",
             "tokens.json",
         ] {
             let p = self.data_dir.join(f);
@@ -221,9 +245,15 @@ impl ControlPlane {
             source,
         })?;
         let tls = tls_config(&pki).map_err(StartError::Tls)?;
-        let kubelet_client =
-            pki.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
-        let kubelet_tls = api_kubelet_config(&kubelet_client).map_err(StartError::Tls)?;
+        let kubelet_ca = self
+            .verify_kubelet_serving
+            .then_some(pki.ca.cert_pem.as_str());
+        let kubelet_tls = api::server_kubelet_config(
+            &pki.kubelet_client.cert_pem,
+            &pki.kubelet_client.key_pem,
+            kubelet_ca,
+        )
+        .map_err(StartError::Tls)?;
         let core = Core::with_node_ports(store.clone(), cidr, node_ports);
         let tokens = Arc::new(TokenStore::load(self.data_dir.join("tokens.json")));
         let signer = Arc::new(api::satoken::TokenSigner::load_or_create(&pki.dir)?);
@@ -233,6 +263,12 @@ impl ControlPlane {
             addr.ip().to_string()
         };
         let server_url = format!("https://{host}:{}", addr.port());
+        let rbac = api::auth::Rbac::new(store.clone());
+        settings.csr_signer = Some(Arc::new(controllers::csr_signing::Signer {
+            pki: pki.clone(),
+            duration: self.csr_signing_duration,
+            rbac: rbac.clone(),
+        }));
         let server = Arc::new(ApiServer {
             core: core.clone(),
             tokens: tokens.clone(),
@@ -240,7 +276,7 @@ impl ControlPlane {
             server_address: format!("{host}:{}", addr.port()),
             kubelet_tls,
             ready: Default::default(),
-            rbac: api::auth::Rbac::new(store.clone()),
+            rbac,
         });
         let kubeconfig_path = self.data_dir.join("admin.kubeconfig");
         let kc = pki::kubeconfig(
@@ -397,10 +433,6 @@ fn tls_config(pki: &pki::Pki) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
-fn api_kubelet_config(pair: &pki::CertPair) -> Result<Arc<rustls::ClientConfig>, String> {
-    api::server_kubelet_config(&pair.cert_pem, &pair.key_pem)
-}
-
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -485,6 +517,16 @@ impl Handle {
             name: format!("system:node:{name}"),
             groups: vec!["system:nodes".into()],
         })
+    }
+    /// Creates a bootstrap token valid for `ttl` (a `bootstrap.kubernetes.io/token` Secret in
+    /// kube-system, as kubeadm's `token create`) and returns it as `<id>.<secret>`: it
+    /// authenticates as `system:bootstrap:<id>` in `system:bootstrappers`, which may create
+    /// CSRs and get node client certificates approved.
+    pub fn create_bootstrap_token(
+        &self,
+        ttl: std::time::Duration,
+    ) -> Result<String, api::auth::bootstrap_token::BootstrapTokenError> {
+        api::auth::bootstrap_token::create(&self.core, ttl)
     }
     /// Issues a client certificate for node `name`.
     pub fn issue_node_cert(&self, name: &str) -> Result<pki::CertPair, pki::PkiError> {

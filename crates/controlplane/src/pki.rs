@@ -54,7 +54,15 @@ pub struct Pki {
     pub ca: CertPair,
     pub serving: CertPair,
     pub admin: CertPair,
+    /// The API server's client identity towards kubelets (kubeadm's
+    /// `apiserver-kubelet-client`): CN `kube-apiserver-kubelet-client`, no
+    /// group; RBAC's `kube-apiserver-kubelet-api-admin` binding gives it
+    /// `system:kubelet-api-admin`, not `system:masters`.
+    pub kubelet_client: CertPair,
 }
+
+/// The user name of [`Pki::kubelet_client`].
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 fn gen_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
     move |source| PkiError::Generate {
@@ -206,6 +214,10 @@ impl Pki {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             },
+            kubelet_client: CertPair {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
             ca,
         };
 
@@ -280,6 +292,20 @@ impl Pki {
             write_file(&adm_crt, &pair.cert_pem, 0o600)?;
             pair
         };
+
+        let kc_crt = dir.join("apiserver-kubelet-client.crt");
+        let kc_key = dir.join("apiserver-kubelet-client.key");
+        pki.kubelet_client = if kc_crt.exists() && kc_key.exists() {
+            CertPair {
+                cert_pem: read(&kc_crt)?,
+                key_pem: read_private(&kc_key)?,
+            }
+        } else {
+            let pair = pki.issue_client(KUBELET_CLIENT_USER, &[])?;
+            write_file(&kc_key, &pair.key_pem, 0o600)?;
+            write_file(&kc_crt, &pair.cert_pem, 0o600)?;
+            pair
+        };
         Ok(pki)
     }
 
@@ -328,4 +354,161 @@ pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, cred: &Credential) -> 
 pub enum Credential {
     Cert(CertPair),
     Token(String),
+}
+
+/// What a certificate signing request (PKCS#10) asks for, once its signature is verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsrInfo {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+    pub emails: Vec<String>,
+    pub uris: Vec<String>,
+    /// Other subject fields (OU, C, L...): the node signers allow none.
+    pub other_subject_fields: usize,
+}
+
+/// The DER of the first PEM block if it is a `CERTIFICATE REQUEST`, else upstream's error text.
+fn csr_der(pem: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let block = x509_parser::pem::Pem::iter_from_buffer(pem)
+        .next()
+        .and_then(|b| b.ok())
+        .ok_or("PEM block type must be CERTIFICATE REQUEST")?;
+    if block.label != "CERTIFICATE REQUEST" {
+        return Err("PEM block type must be CERTIFICATE REQUEST".into());
+    }
+    Ok(block.contents)
+}
+
+/// Parses a PEM certificate signing request and verifies its signature (upstream's
+/// `ParseCSR` + `CheckSignature`); the error is the text the CSR API reports.
+pub fn parse_csr(pem: &[u8]) -> std::result::Result<CsrInfo, String> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let der = csr_der(pem)?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| format!("asn1: {e}"))?;
+    csr.verify_signature()
+        .map_err(|e| format!("x509: signature verification failed: {e}"))?;
+    let subject = &csr.certification_request_info.subject;
+    let mut info = CsrInfo::default();
+    for attr in subject.iter_attributes() {
+        let value = attr.as_str().unwrap_or("").to_string();
+        match attr.attr_type().to_id_string().as_str() {
+            "2.5.4.3" if info.common_name.is_empty() => info.common_name = value,
+            "2.5.4.10" => info.organizations.push(value),
+            _ => info.other_subject_fields += 1,
+        }
+    }
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for n in &san.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => info.dns_names.push(d.to_string()),
+                        GeneralName::RFC822Name(m) => info.emails.push(m.to_string()),
+                        GeneralName::URI(u) => info.uris.push(u.to_string()),
+                        GeneralName::IPAddress(b) => match b.len() {
+                            4 => {
+                                let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
+                                info.ip_addresses.push(IpAddr::from(a));
+                            }
+                            16 => {
+                                let mut a = [0u8; 16];
+                                a.copy_from_slice(b);
+                                info.ip_addresses.push(IpAddr::from(a));
+                            }
+                            _ => return Err("x509: invalid IP address SAN".into()),
+                        },
+                        _ => info.uris.push(format!("{n:?}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(info)
+}
+
+impl Pki {
+    /// Signs a verified CSR with the CA for `lifetime` (from five minutes ago, as upstream's
+    /// signer backdates; never past the CA's own expiry) with the key usages and extended key
+    /// usages of `usages` (the CSR API's names) and the request's subject and SANs.
+    pub fn sign_csr(
+        &self,
+        pem: &str,
+        usages: &[String],
+        lifetime: std::time::Duration,
+    ) -> Result<String> {
+        let invalid = |reason: String| PkiError::Invalid {
+            what: "certificate signing request".into(),
+            reason,
+        };
+        let der = csr_der(pem.as_bytes()).map_err(invalid)?;
+        let mut csr =
+            rcgen::CertificateSigningRequestParams::from_der(&der.into()).map_err(|e| {
+                PkiError::Invalid {
+                    what: "certificate signing request".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let p = &mut csr.params;
+        p.is_ca = IsCa::NoCa;
+        p.key_usages.clear();
+        p.extended_key_usages.clear();
+        for u in usages {
+            match u.as_str() {
+                "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),
+                "content commitment" => p.key_usages.push(KeyUsagePurpose::ContentCommitment),
+                "key encipherment" => p.key_usages.push(KeyUsagePurpose::KeyEncipherment),
+                "data encipherment" => p.key_usages.push(KeyUsagePurpose::DataEncipherment),
+                "key agreement" => p.key_usages.push(KeyUsagePurpose::KeyAgreement),
+                "cert sign" => p.key_usages.push(KeyUsagePurpose::KeyCertSign),
+                "crl sign" => p.key_usages.push(KeyUsagePurpose::CrlSign),
+                "encipher only" => p.key_usages.push(KeyUsagePurpose::EncipherOnly),
+                "decipher only" => p.key_usages.push(KeyUsagePurpose::DecipherOnly),
+                "server auth" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ServerAuth),
+                "client auth" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ClientAuth),
+                "code signing" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::CodeSigning),
+                "email protection" | "s/mime" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::EmailProtection),
+                "timestamping" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::TimeStamping),
+                "ocsp signing" => p
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::OcspSigning),
+                "any" => p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any),
+                _ => {}
+            }
+        }
+        // rcgen's times are the `time` crate's; x509-parser hands one out for now.
+        let now = x509_parser::time::ASN1Time::now().to_datetime();
+        p.not_before = now - std::time::Duration::from_secs(300);
+        p.not_after = now + lifetime;
+        if let Ok((_, ca)) = x509_parser::pem::parse_x509_pem(self.ca.cert_pem.as_bytes()) {
+            if let Ok(ca) = ca.parse_x509() {
+                let ca_end = ca.validity().not_after.to_datetime();
+                if p.not_after > ca_end {
+                    p.not_after = ca_end;
+                }
+            }
+        }
+        let serial: [u8; 16] = rand::random();
+        let mut serial = serial.to_vec();
+        serial[0] &= 0x7f; // positive, as RFC 5280 wants
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        p.use_authority_key_identifier_extension = true;
+        let ca_key = KeyPair::from_pem(&self.ca.key_pem).map_err(gen_err("CA key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key).map_err(gen_err("CA"))?;
+        let cert = csr.signed_by(&issuer).map_err(gen_err("certificate"))?;
+        Ok(cert.pem())
+    }
 }

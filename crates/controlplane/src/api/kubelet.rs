@@ -1,10 +1,16 @@
 //! The API server's proxy to node agents' kubelet port: `pods/log`
 //! (`/containerLogs/...`) and the streaming subresources `pods/exec`,
 //! `pods/attach` and `pods/portforward` (a WebSocket or SPDY upgrade to
-//! `/exec/...`, `/attach/...`, `/portForward/...`), and its TLS client. Like kube-apiserver without
-//! `--kubelet-certificate-authority`, it does not verify the kubelet's
-//! serving certificate; it authenticates with a client certificate from the
-//! cluster CA. Authorization is the caller's (`handlers/subresources.rs`).
+//! `/exec/...`, `/attach/...`, `/portForward/...`), and its TLS client. It
+//! authenticates as `kube-apiserver-kubelet-client` (a client certificate
+//! from the cluster CA, allowed by RBAC's `system:kubelet-api-admin`). With
+//! a CA for kubelets (kube-apiserver's `--kubelet-certificate-authority`) it
+//! verifies the kubelet's serving certificate: signed by that CA, valid for
+//! the node address it dials, and — beyond upstream — with the subject
+//! `system:node:<the pod's node>`, so a node that rewrites its addresses to
+//! another node's cannot steer calls meant for it to that node's kubelet.
+//! Without one it accepts any serving certificate, as kube-apiserver without
+//! the flag. Authorization is the caller's (`handlers/subresources.rs`).
 
 use super::error::{ApiError, ApiResult};
 use super::objects::{meta_str, Core};
@@ -70,8 +76,73 @@ impl ServerCertVerifier for AcceptAnyServerCert {
     }
 }
 
-/// TLS client config for talking to kubelets.
-pub fn client_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+tokio::task_local! {
+    /// The node a kubelet connection is meant for, read by [`KubeletVerifier`] during the
+    /// handshake (the verifier sees only the dialled address).
+    static EXPECTED_NODE: String;
+}
+
+/// Verifies a kubelet's serving certificate: the chain to the kubelet CA and the dialled
+/// address (webpki), then the subject `system:node:<node>` of the node the call is for.
+#[derive(Debug)]
+struct KubeletVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for KubeletVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let cn = super::auth::user_from_cert(end_entity)
+            .map(|u| u.name)
+            .unwrap_or_default();
+        match EXPECTED_NODE.try_with(|n| format!("system:node:{n}")) {
+            Ok(want) if want != cn => Err(rustls::Error::General(format!(
+                "x509: certificate is for {cn:?}, not {want:?}"
+            ))),
+            // No node known (not a proxied call): chain and address suffice.
+            _ => Ok(ok),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// TLS client config for talking to kubelets: the API server's client certificate, and the
+/// serving certificates verified against `kubelet_ca` (PEM) when given.
+pub fn client_config(
+    cert_pem: &str,
+    key_pem: &str,
+    kubelet_ca: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -79,11 +150,29 @@ pub fn client_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::Client
         .map_err(|e| e.to_string())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| e.to_string())?;
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let verifier: Arc<dyn ServerCertVerifier> = match kubelet_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots
+                    .add(c.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+            Arc::new(KubeletVerifier { inner })
+        }
+        None => Arc::new(AcceptAnyServerCert(provider.clone())),
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(cfg))
@@ -151,6 +240,7 @@ impl Proxy<'_> {
         let container = Self::pick_container(pod, r)?;
         let (ip, port) = self.kubelet_of(pod)?;
         Ok(Located {
+            node: node_of(pod),
             ip,
             port,
             container: format!(
@@ -261,6 +351,7 @@ impl Proxy<'_> {
                 let (ip, port) = self.kubelet_of(pod)?;
                 let target = format!("{}/{}", meta_str(pod, "namespace"), meta_str(pod, "name"));
                 let at = Located {
+                    node: node_of(pod),
                     ip,
                     port,
                     container: target,
@@ -375,6 +466,8 @@ async fn kubelet_error(upstream: Response<Incoming>) -> ApiError {
 
 /// A container on a kubelet.
 struct Located {
+    /// The node's name, which its serving certificate must carry.
+    node: String,
     ip: String,
     port: u16,
     /// `NS/POD/CONTAINER`.
@@ -394,8 +487,20 @@ impl Located {
     ) -> ApiResult<Response<Incoming>> {
         let (ip, port) = (self.ip.as_str(), self.port);
         let path = format!("/{endpoint}/{}?{query}", self.container);
-        kubelet_get(tls, ip, port, &path, headers).await
+        EXPECTED_NODE
+            .scope(
+                self.node.clone(),
+                kubelet_get(tls, ip, port, &path, headers),
+            )
+            .await
     }
+}
+
+fn node_of(pod: &Value) -> String {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// `GET path` on a kubelet port over its own connection, with `headers`.

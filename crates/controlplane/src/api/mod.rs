@@ -24,12 +24,14 @@ pub mod table;
 mod table_kinds;
 mod watch;
 
-/// TLS client config for the API server's calls to kubelets.
+/// TLS client config for the API server's calls to kubelets; serving certificates are
+/// verified against `kubelet_ca` when given (`--kubelet-certificate-authority`).
 pub fn server_kubelet_config(
     cert_pem: &str,
     key_pem: &str,
+    kubelet_ca: Option<&str>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    kubelet::client_config(cert_pem, key_pem)
+    kubelet::client_config(cert_pem, key_pem, kubelet_ca)
 }
 
 /// A TLS client config that skips server verification (benchmarks probe

@@ -5,6 +5,8 @@
 
 pub(crate) mod clusterrole_aggregation;
 pub(crate) mod cronjob;
+mod csr_approving;
+pub mod csr_signing;
 mod daemonset;
 mod deployment;
 pub(crate) mod disruption;
@@ -45,6 +47,8 @@ pub struct Settings {
     pub cluster_dns_ip: Option<std::net::Ipv4Addr>,
     /// The CronJob controller's time (tests move it forward).
     pub clock: Clock,
+    /// The CA and rules of the CSR signer and approver; none: CSRs are not acted on.
+    pub csr_signer: Option<Arc<csr_signing::Signer>>,
 }
 
 impl Settings {
@@ -54,6 +58,7 @@ impl Settings {
             load_balancer_pool: None,
             cluster_dns_ip: None,
             clock: Clock::default(),
+            csr_signer: None,
         }
     }
 }
@@ -257,6 +262,25 @@ pub fn spawn_all(
                 resourcequota::wake,
             ),
             Duration::from_secs(10),
+        ),
+        (
+            "csrapproving",
+            csr_approving::pass,
+            Wake::Kinds(&[("certificates.k8s.io", "certificatesigningrequests")]),
+            Duration::from_secs(30),
+        ),
+        (
+            "csrsigning",
+            csr_signing::pass,
+            Wake::Kinds(&[("certificates.k8s.io", "certificatesigningrequests")]),
+            Duration::from_secs(30),
+        ),
+        (
+            // Resync: tokens expire without a write.
+            "tokencleaner",
+            |core, _| crate::api::auth::bootstrap_token::clean_expired(core),
+            Wake::Kinds(&[("", "secrets")]),
+            Duration::from_secs(30),
         ),
     ];
     for (name, pass, wake, resync) in controllers.iter().copied() {

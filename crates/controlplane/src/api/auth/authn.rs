@@ -2,7 +2,8 @@
 //! against the cluster CA (CN = user, O = groups; read in `lib.rs`'s accept
 //! loop with [`user_from_cert`]) and bearer tokens: node tokens
 //! ([`TokenStore`]), service-account JWTs (TokenRequest, verified in
-//! `satoken.rs`) and legacy service-account token Secrets.
+//! `satoken.rs`), bootstrap tokens (`bootstrap_token.rs`) and legacy
+//! service-account token Secrets.
 
 use crate::api::objects::{meta_str, Core};
 use crate::api::satoken::{self, TokenSigner};
@@ -155,6 +156,9 @@ pub fn token_user(
     }
     if satoken::is_jwt(tok) {
         return satoken::authenticate(signer, core, tok);
+    }
+    if super::bootstrap_token::parse(tok).is_some() {
+        return super::bootstrap_token::authenticate(core, tok);
     }
     service_account_user(core, tok).ok_or_else(|| "invalid bearer token".into())
 }

@@ -5,6 +5,7 @@
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod rbac;
 
 pub use authn::{user_from_cert, TokenStore, User};

@@ -1,0 +1,214 @@
+//! The CSR signer (kube-controller-manager's `csrsigning`, upstream
+//! pkg/controller/certificates/signer) for the two kubelet signers:
+//! `kubernetes.io/kube-apiserver-client-kubelet` (node client certificates)
+//! and `kubernetes.io/kubelet-serving` (kubelet port certificates). An
+//! approved, unsigned, not failed CSR of one of them is checked against the
+//! signer's rules (upstream's `ValidateKubeletClientCSR` /
+//! `ValidateKubeletServingCSR`) and signed by the cluster CA into
+//! `status.certificate`, valid for `min(spec.expirationSeconds, duration)`;
+//! one that breaks the rules gets a `Failed` condition (`SignerValidationFailure`).
+//! Other signers' CSRs are left to their signers, as upstream.
+
+use super::{list, rd, set_status};
+use crate::api::auth::Rbac;
+use crate::api::objects::{meta_str, now, Core};
+use crate::pki::{CsrInfo, Pki};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
+const MANAGER: &str = "kube-controller-manager";
+
+/// What the signer and approver need beyond the store: the CA, the longest
+/// lifetime to sign for (`--cluster-signing-duration`, upstream default one
+/// year) and the RBAC authorizer the approver's SubjectAccessReviews use.
+pub struct Signer {
+    pub pki: Pki,
+    pub duration: Duration,
+    pub rbac: Arc<Rbac>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `spec.request` (base64 in JSON) decoded.
+pub(crate) fn request_pem(csr: &Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = csr.pointer("/spec/request").and_then(Value::as_str)?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+pub(crate) fn usages(csr: &Value) -> BTreeSet<String> {
+    csr.pointer("/spec/usages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str().map(String::from))
+        .collect()
+}
+
+pub(crate) fn has_condition(csr: &Value, ty: &str) -> bool {
+    csr.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Go's `%v` of a sorted string list.
+fn listed(s: &BTreeSet<String>) -> String {
+    format!("[{}]", s.iter().cloned().collect::<Vec<_>>().join(" "))
+}
+
+/// Upstream's `ValidateKubeletClientCSR`, its error texts.
+pub fn validate_kubelet_client(req: &CsrInfo, usages: &BTreeSet<String>) -> Result<(), String> {
+    if req.organizations != ["system:nodes"] {
+        return Err("subject organization is not system:nodes".into());
+    }
+    if !req.dns_names.is_empty() {
+        return Err("DNS subjectAltNames are not allowed".into());
+    }
+    if !req.emails.is_empty() {
+        return Err("Email subjectAltNames are not allowed".into());
+    }
+    if !req.ip_addresses.is_empty() {
+        return Err("IP subjectAltNames are not allowed".into());
+    }
+    if !req.uris.is_empty() {
+        return Err("URI subjectAltNames are not allowed".into());
+    }
+    if !req.common_name.starts_with("system:node:") {
+        return Err("subject common name does not begin with system:node:".into());
+    }
+    let full = set(&["key encipherment", "digital signature", "client auth"]);
+    if *usages != full && *usages != set(&["digital signature", "client auth"]) {
+        return Err(format!("usages did not match {}", listed(&full)));
+    }
+    Ok(())
+}
+
+/// Upstream's `ValidateKubeletServingCSR`, its error texts.
+pub fn validate_kubelet_serving(req: &CsrInfo, usages: &BTreeSet<String>) -> Result<(), String> {
+    if req.organizations != ["system:nodes"] {
+        return Err("subject organization is not system:nodes".into());
+    }
+    if !req.emails.is_empty() {
+        return Err("Email subjectAltNames are not allowed".into());
+    }
+    if !req.uris.is_empty() {
+        return Err("URI subjectAltNames are not allowed".into());
+    }
+    if req.dns_names.is_empty() && req.ip_addresses.is_empty() {
+        return Err("DNS or IP subjectAltName is required".into());
+    }
+    if !req.common_name.starts_with("system:node:") {
+        return Err("subject common name does not begin with system:node:".into());
+    }
+    let full = set(&["key encipherment", "digital signature", "server auth"]);
+    if *usages != full && *usages != set(&["digital signature", "server auth"]) {
+        return Err(format!("usages did not match {}", listed(&full)));
+    }
+    Ok(())
+}
+
+/// The lifetime to sign for: the signer's duration, shortened by
+/// `spec.expirationSeconds` (never below upstream's 10-minute minimum).
+fn lifetime(csr: &Value, max: Duration) -> Duration {
+    match csr
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_u64)
+    {
+        Some(s) => Duration::from_secs(s.max(600)).min(max),
+        None => max,
+    }
+}
+
+pub(crate) fn pass(core: &Core, s: &super::Settings) {
+    let Some(signer) = &s.csr_signer else { return };
+    let r = rd("certificates.k8s.io", "certificatesigningrequests");
+    for csr in list(
+        core,
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        None,
+    ) {
+        let signer_name = csr
+            .pointer("/spec/signerName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !matches!(signer_name, CLIENT_KUBELET | KUBELET_SERVING)
+            || !has_condition(&csr, "Approved")
+            || has_condition(&csr, "Denied")
+            || has_condition(&csr, "Failed")
+            || csr
+                .pointer("/status/certificate")
+                .and_then(Value::as_str)
+                .is_some_and(|c| !c.is_empty())
+        {
+            continue;
+        }
+        let usages = usages(&csr);
+        let checked = request_pem(&csr)
+            .ok_or_else(|| "unable to parse csr: no request".to_string())
+            .and_then(|pem| crate::pki::parse_csr(&pem).map(|info| (pem, info)))
+            .and_then(|(pem, info)| {
+                if signer_name == CLIENT_KUBELET {
+                    validate_kubelet_client(&info, &usages)?;
+                } else {
+                    validate_kubelet_serving(&info, &usages)?;
+                }
+                Ok(pem)
+            });
+        let mut status = csr.get("status").cloned().unwrap_or_else(|| json!({}));
+        match checked {
+            Err(why) => {
+                let cond = json!({"type": "Failed", "status": "True",
+                    "reason": "SignerValidationFailure", "message": why,
+                    "lastUpdateTime": now(), "lastTransitionTime": now()});
+                push_condition(&mut status, cond);
+            }
+            Ok(pem) => {
+                let pem = String::from_utf8_lossy(&pem).into_owned();
+                let usages: Vec<String> = usages.into_iter().collect();
+                match signer
+                    .pki
+                    .sign_csr(&pem, &usages, lifetime(&csr, signer.duration))
+                {
+                    Ok(cert) => {
+                        use base64::Engine;
+                        status["certificate"] = json!(
+                            base64::engine::general_purpose::STANDARD.encode(cert.as_bytes())
+                        );
+                    }
+                    Err(e) => {
+                        let cond = json!({"type": "Failed", "status": "True",
+                            "reason": "SignerValidationFailure", "message": e.to_string(),
+                            "lastUpdateTime": now(), "lastTransitionTime": now()});
+                        push_condition(&mut status, cond);
+                    }
+                }
+            }
+        }
+        tracing::debug!(csr = meta_str(&csr, "name"), "csr signer: wrote status");
+        set_status(core, r, &csr, status, MANAGER);
+    }
+}
+
+pub(crate) fn push_condition(status: &mut Value, cond: Value) {
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    if let Some(a) = status["conditions"].as_array_mut() {
+        a.push(cond);
+    }
+}
