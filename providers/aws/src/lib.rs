@@ -289,7 +289,15 @@ impl Aws {
 
     async fn down_async(&self) -> Result<(), Error> {
         let c = self.clients().await;
-        let all = self.inventory_of(&c).list().await?;
+        let state = rktup_provider::StateDir::for_cluster(&self.settings);
+        let kept = format!(
+            "\nthe state directory {} (the cluster's CA and admin keys) is kept until every resource is gone",
+            state.path.display()
+        );
+        let all = self.inventory_of(&c).list().await.map_err(|mut e| {
+            e.message.push_str(&kept);
+            e
+        })?;
         let deleter = down::Deleter {
             c: &c,
             cluster: &self.settings.name,
@@ -308,20 +316,36 @@ impl Aws {
                 .iter()
                 .map(|(f, e)| format!("  {} {} {}: {e}", f.kind, f.id, f.name))
                 .collect();
+            // The keys stay while something of the cluster still runs.
             return Err(Error::new(format!(
-                "deleted {} resources; could not delete {}:\n{}",
+                "deleted {} resources; could not delete {}:\n{}{kept}",
                 deleted.len(),
                 failed.len(),
-                list.join("\n")
+                list.join("\n"),
             )));
         }
-        let state = rktup_provider::StateDir::for_cluster(&self.settings);
-        let _ = std::fs::remove_file(state.path.join("state.json"));
         eprintln!(
             "deleted {} resources of cluster {}",
             deleted.len(),
             self.settings.name
         );
+        let keep = self
+            .settings
+            .rows
+            .iter()
+            .any(|r| r.name == "RKTUP_KEEP_STATE" && r.value == "true");
+        if keep {
+            eprintln!(
+                "kept the state directory {} (--keep-state): it holds the cluster's CA and admin keys",
+                state.path.display()
+            );
+        } else if state.path.exists() {
+            // No credentials of a deleted cluster are left behind (issue 16): pki/ holds the
+            // CA key and the admin key.
+            std::fs::remove_dir_all(&state.path).map_err(|e| {
+                Error::new(format!("failed to remove {}: {e}", state.path.display()))
+            })?;
+        }
         Ok(())
     }
 }

@@ -7,9 +7,11 @@ use crate::cloud::{
 };
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, BlockDeviceMapping, DomainType, EbsBlockDevice, InstanceType,
-    IpPermission, IpRange, LaunchTemplateBlockDeviceMappingRequest,
-    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateTagSpecificationRequest,
+    AttributeBooleanValue, BlockDeviceMapping, DomainType, EbsBlockDevice, HttpTokensState,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
+    IpRange, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateTagSpecificationRequest,
     NewDhcpConfiguration, RequestLaunchTemplateData, ResourceType, UserIdGroupPair, VolumeType,
 };
 use base64::Engine;
@@ -631,6 +633,7 @@ impl Cluster<'_> {
                     .private_ip_address(crate::master_ip(self.a).to_string())
                     .security_group_ids(&m.sg_master)
                     .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
+                    .metadata_options(imds_v2_instance())
                     .client_token(&token)
                     .block_device_mappings(
                         BlockDeviceMapping::builder()
@@ -702,6 +705,7 @@ impl Cluster<'_> {
             .key_name(&m.key_name)
             .security_group_ids(&m.sg_node)
             .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
+            .metadata_options(imds_v2_template())
             .block_device_mappings(
                 LaunchTemplateBlockDeviceMappingRequest::builder()
                     .device_name("/dev/xvda")
@@ -1033,4 +1037,24 @@ pub async fn futures_join_all<F: Future>(fs: impl IntoIterator<Item = F>) -> Vec
     .await;
     out.extend(results.into_iter().flatten());
     out
+}
+
+/// IMDSv2 only, with a hop limit of 1: a session token must be PUT first and its answer does
+/// not survive one more hop, so a pod behind the node's bridge/NAT cannot read the instance's
+/// credentials or user-data through 169.254.169.254 (issue 16; kops' default since 1.22).
+pub fn imds_v2_instance() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .http_put_response_hop_limit(1)
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .build()
+}
+
+/// The launch template's form of `imds_v2_instance` (the Auto Scaling group's nodes).
+pub fn imds_v2_template() -> LaunchTemplateInstanceMetadataOptionsRequest {
+    LaunchTemplateInstanceMetadataOptionsRequest::builder()
+        .http_tokens(LaunchTemplateHttpTokensState::Required)
+        .http_put_response_hop_limit(1)
+        .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+        .build()
 }

@@ -259,9 +259,51 @@ fn round_trip(sb: &mut Sandbox, moto: &Moto, rt: &tokio::runtime::Runtime, nodes
             .and_then(|d| d.user_data())
             .expect("node user-data");
         assert_eq!(decode(data), rendered(sb, rktup_render::Role::Node));
+
+        // IMDSv2 only, hop limit 1, on the master and in the nodes' launch template.
+        let inst = c
+            .ec2
+            .describe_instances()
+            .instance_ids(&master.id)
+            .send()
+            .await
+            .expect("describe the master");
+        let mo = inst.reservations()[0].instances()[0]
+            .metadata_options()
+            .expect("the master's MetadataOptions");
+        assert_eq!(
+            mo.http_tokens(),
+            Some(&aws_sdk_ec2::types::HttpTokensState::Required),
+            "{mo:?}"
+        );
+        assert_eq!(mo.http_put_response_hop_limit(), Some(1), "{mo:?}");
+        assert_eq!(
+            mo.http_endpoint(),
+            Some(&aws_sdk_ec2::types::InstanceMetadataEndpointState::Enabled),
+            "{mo:?}"
+        );
+        let lmo = lt.launch_template_versions()[0]
+            .launch_template_data()
+            .and_then(|d| d.metadata_options())
+            .expect("the launch template's MetadataOptions");
+        assert_eq!(
+            lmo.http_tokens(),
+            Some(&aws_sdk_ec2::types::LaunchTemplateHttpTokensState::Required),
+            "{lmo:?}"
+        );
+        assert_eq!(lmo.http_put_response_hop_limit(), Some(1), "{lmo:?}");
+        assert_eq!(
+            lmo.http_endpoint(),
+            Some(&aws_sdk_ec2::types::LaunchTemplateInstanceMetadataEndpointState::Enabled),
+            "{lmo:?}"
+        );
     });
 
+    let state = sb.state_dir();
+    assert!(state.join("pki/ca.key").is_file(), "{}", state.display());
     aws.down().expect("down");
+    // No credentials of the deleted cluster are left behind.
+    assert!(!state.exists(), "{} left behind", state.display());
     assert_eq!(inventory(rt, sb, moto), vec![], "tagged resources left");
     assert_eq!(counts(rt, &c), before, "the account differs from before up");
     let kc = std::fs::read_to_string(sb.kubeconfig()).unwrap_or_default();
@@ -563,4 +605,42 @@ fn sigkilled_up_converges() {
     assert_eq!(k.get("instance"), Some(&3), "{k:?}");
     sb.aws(&moto).down().expect("down");
     assert_eq!(counts(&rt, &c), before);
+}
+
+/// `--keep-state` keeps the state directory (CA and admin keys) after a complete down; a down
+/// that fails keeps it too and says so.
+#[test]
+fn keep_state_and_a_failed_down_keep_the_keys() {
+    let (moto, _rt, mut sb) = setup("keepst");
+    sb.set("NUM_NODES", "0");
+    sb.aws(&moto).up(&no_wait()).expect("up");
+    let state = sb.state_dir();
+    assert!(state.join("pki/ca.key").is_file());
+    sb.set("RKTUP_KEEP_STATE", "true");
+    sb.aws(&moto).down().expect("down --keep-state");
+    assert!(
+        state.join("pki/admin.key").is_file(),
+        "--keep-state removed the keys"
+    );
+
+    // A cloud that cannot be reached: nothing is known deleted, so the keys stay.
+    let (moto2, _rt2, mut sb2) = setup("failst");
+    sb2.set("NUM_NODES", "0");
+    sb2.aws(&moto2).up(&no_wait()).expect("up");
+    let aws = sb2.aws(&moto2);
+    drop(moto2);
+    let err = aws
+        .down()
+        .expect_err("down without a cloud fails")
+        .to_string();
+    let state2 = sb2.state_dir();
+    assert!(
+        err.contains(&format!("the state directory {} ", state2.display()))
+            && err.contains("is kept"),
+        "{err}"
+    );
+    assert!(
+        state2.join("pki/ca.key").is_file(),
+        "a failed down removed the keys"
+    );
 }
