@@ -1,13 +1,15 @@
 //! The rendered boot configuration over the whole matrix: provider × role × stage1 × network ×
-//! node agent. Each rendering is snapshotted (PEM bodies redacted: keys are random), parsed as
-//! YAML, its static pods as Kubernetes Pods, and its systemd units checked by the real
-//! `systemd-analyze verify`.
+//! node agent. Each rendering is snapshotted whole — key material included, from fixed
+//! throw-away PKIs (`tests/snapshots/render_pki/<provider>/`) so what user-data really carries
+//! is visible in review — parsed as YAML, its static pods as Kubernetes Pods, and its systemd
+//! units checked by the real `systemd-analyze verify`. `private_keys_in_user_data` lists which
+//! private keys each cloud user-data holds.
 
 use rktup_config::{GlobalArgs, Provider};
 use rktup_provider::boot::{render_boot, PkiOrigin};
 use rktup_provider::state::apiserver_names;
 use rktup_provider::ClusterProvider;
-use rktup_render::{NodeConfig, Pki, Role, Templates};
+use rktup_render::{ApiServerNames, NodeConfig, Pki, Role, Templates};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -59,25 +61,24 @@ fn env_for(
     env
 }
 
-/// Replaces each PEM block's body with one line, so snapshots don't change with random keys.
-fn redact_pem(text: &str) -> String {
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let t = line.trim_start();
-        if t.starts_with("-----BEGIN ") {
-            inside = true;
-            out.push(line.to_string());
-            let indent = &line[..line.len() - t.len()];
-            out.push(format!("{indent}<redacted>"));
-        } else if t.starts_with("-----END ") {
-            inside = false;
-            out.push(line.to_string());
-        } else if !inside {
-            out.push(line.to_string());
+/// The fixed PKI of `p`'s renderings: throw-away keys (they grant nothing anywhere) so snapshots
+/// are stable while showing real PEM bodies. One per provider, since the API server certificate
+/// names the provider's master. `RKTUP_BLESS=1` makes a missing or incomplete one anew.
+fn fixed_pki(p: Provider, names: &ApiServerNames) -> Pki {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots/render_pki")
+        .join(p.as_str());
+    match Pki::load(&dir) {
+        Ok(pki) => pki,
+        Err(_) if std::env::var_os("RKTUP_BLESS").is_some() => {
+            let pki = Pki::generate("render-matrix", names).expect("generate a PKI");
+            pki.save(&dir).expect("save the fixed PKI");
+            pki
         }
+        Err(e) => panic!(
+            "{e}\nthe fixed render PKI is missing or incomplete: run RKTUP_BLESS=1 cargo test --test render_matrix"
+        ),
     }
-    out.join("\n") + "\n"
 }
 
 fn check_yaml(config: &NodeConfig, what: &str) {
@@ -226,7 +227,7 @@ fn matrix() {
                     };
                     let master = prov.master_endpoint();
                     let names = apiserver_names(prov.settings(), &master.name, &[]);
-                    let pki = Pki::generate(&prov.settings().name, &names).unwrap();
+                    let pki = fixed_pki(p, &names);
                     for role in [Role::Master, Role::Node] {
                         let what = format!("{what}-{}", role.as_str());
                         let boot = render_boot(
@@ -245,7 +246,7 @@ fn matrix() {
                             "{what}"
                         );
                         assert!(text.contains(SHA) || agent == "kubelet", "{what}");
-                        insta::assert_snapshot!(what, redact_pem(text));
+                        insta::assert_snapshot!(what, text);
                         rendered += 1;
                     }
                 }
@@ -392,6 +393,131 @@ fn rendered_agent_flags_parse() {
                 );
                 assert!(parsed.args.allow_privileged);
                 assert_eq!(parsed.args.container_runtime, "rkt");
+            }
+        }
+    }
+}
+
+/// The user-data as the cloud receives it, as text (AWS gzips a large one, as kube-up did).
+fn sent_text(boot: &rktup_provider::boot::Boot) -> String {
+    if !boot.user_data.gzipped {
+        return String::from_utf8(boot.user_data.bytes.clone()).expect("user-data is UTF-8");
+    }
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    let mut stdin = child.stdin.take().expect("gzip's stdin");
+    let bytes = boot.user_data.bytes.clone();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
+    let out = child.wait_with_output().expect("gunzip the user-data");
+    writer.join().expect("writer").expect("write to gzip");
+    assert!(out.status.success(), "gzip -dc failed");
+    String::from_utf8(out.stdout).expect("user-data is UTF-8")
+}
+
+/// Every private key block in `text`, by the PKI file it is (`kubelet.key`) and the path the
+/// cloud-config writes it to. A key that is no file of the PKI is named `unknown`.
+fn private_keys(text: &str, pki: &Pki, what: &str) -> Vec<(String, String)> {
+    // Base64-wrapped PEM (a kubeconfig's client-key-data, write_files' `encoding: b64`) would
+    // hide a key from the PEM scan below: refuse it, so the scan stays complete.
+    for hidden in ["client-key-data", "LS0tLS1CRUdJTi", "encoding:"] {
+        assert!(
+            !text.contains(hidden),
+            "{what}: `{hidden}` in user-data: extend this test to decode it"
+        );
+    }
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).expect("cloud-config YAML");
+    let mut found = Vec::new();
+    for f in doc["write_files"].as_sequence().expect("write_files") {
+        let path = f["path"].as_str().unwrap_or("?").to_string();
+        let content = f["content"].as_str().unwrap_or("");
+        let mut rest = content;
+        while let Some(begin) = rest.find("-----BEGIN ") {
+            let block = &rest[begin..];
+            let label_end = block["-----BEGIN ".len()..]
+                .find("-----")
+                .map(|i| i + "-----BEGIN ".len())
+                .expect("a PEM label");
+            let label = &block["-----BEGIN ".len()..label_end];
+            let end_marker = format!("-----END {label}-----");
+            let end = block.find(&end_marker).expect("a PEM END line") + end_marker.len();
+            let pem = &block[..end];
+            if label.ends_with("PRIVATE KEY") {
+                let name = pki
+                    .files()
+                    .iter()
+                    .find(|(_, v)| v.trim() == pem.trim())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                found.push((name, path.clone()));
+            }
+            rest = &block[end..];
+        }
+    }
+    // Nothing outside write_files (units, other keys) carries a key either.
+    assert_eq!(
+        text.matches("PRIVATE KEY-----").count(),
+        2 * found.len(),
+        "{what}: a private key outside write_files' PEM files"
+    );
+    found.sort();
+    found
+}
+
+/// Which private keys each cloud user-data holds, as rendered today (issue 16 lists these as
+/// what must go: nodes should carry only a bootstrap token, the master fetch its PKI from the
+/// staging bucket). A change in either list — a key added, a new key type, one removed — fails
+/// here and must update this record on purpose.
+#[test]
+fn private_keys_in_user_data() {
+    let templates = Templates::embedded().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let files = |names: &[&str]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = names
+            .iter()
+            .map(|n| (n.to_string(), format!("/etc/kubernetes/pki/{n}")))
+            .collect();
+        v.sort();
+        v
+    };
+    // Every node of a group boots from one user-data, so they share the `kubelet` client key.
+    let node = files(&["kubelet.key"]);
+    let master = files(&[
+        "kubelet.key",
+        "ca.key",
+        "apiserver.key",
+        "apiserver-kubelet-client.key",
+        "controller-manager.key",
+        "scheduler.key",
+        "sa.key",
+    ]);
+    for p in [Provider::Gce, Provider::Aws] {
+        for agent in AGENTS {
+            let prov = provider(
+                p,
+                env_for(
+                    "coreos.com/rkt/stage1-coreos",
+                    "kubenet",
+                    agent,
+                    state.path(),
+                ),
+            )
+            .unwrap();
+            let m = prov.master_endpoint();
+            let names = apiserver_names(prov.settings(), &m.name, &[]);
+            let pki = Pki::generate("keys", &names).unwrap();
+            for (role, want) in [(Role::Node, &node), (Role::Master, &master)] {
+                let what = format!("{p}-{agent}-{}", role.as_str());
+                let boot = render_boot(prov.as_ref(), &templates, role, &pki, PkiOrigin::Ephemeral)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let text = sent_text(&boot);
+                assert_eq!(text, boot.config.cloud_config, "{what}: sent ≠ rendered");
+                let got = private_keys(&text, &pki, &what);
+                eprintln!("{what}: {got:?}");
+                assert_eq!(&got, want, "{what}: private keys in user-data");
             }
         }
     }
