@@ -203,7 +203,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!(autoscaling::HorizontalPodAutoscaler, "horizontalpodautoscaler", short: &["hpa"], cat: ALL, sub: &["status"]),
     def!(batch::Job, "job", short: NONE, cat: ALL, sub: &["status"]),
     def!(batch::CronJob, "cronjob", short: &["cj"], cat: ALL, sub: &["status"]),
-    def!(certificates::CertificateSigningRequest, "certificatesigningrequest", short: &["csr"], cat: NONE, sub: &["status"]),
+    def!(certificates::CertificateSigningRequest, "certificatesigningrequest", short: &["csr"], cat: NONE, sub: &["approval", "status"]),
     def!(networking::IngressClass, "ingressclass", short: NONE, cat: NONE, sub: &[]),
     def!(networking::Ingress, "ingress", short: &["ing"], cat: NONE, sub: &["status"]),
     def!(networking::NetworkPolicy, "networkpolicy", short: &["netpol"], cat: NONE, sub: &[]),

@@ -67,6 +67,10 @@ pub(crate) enum Action {
     /// `pods/exec`, `pods/attach`, `pods/portforward` (the target's subresource): a
     /// WebSocket or SPDY upgrade proxied to the kubelet.
     Exec,
+    /// PUT of a CertificateSigningRequest's `approval` or `status` (`handlers/certificates.rs`).
+    CsrUpdate,
+    /// PATCH of a CertificateSigningRequest's `approval` or `status`.
+    CsrPatch,
 }
 
 impl Action {
@@ -78,8 +82,8 @@ impl Action {
             Watch => "watch",
             Get | GetScale | Log => "get",
             Create | Binding | Eviction | Token | Exec => "create",
-            Update | UpdateScale => "update",
-            Patch | PatchScale => "patch",
+            Update | UpdateScale | CsrUpdate => "update",
+            Patch | PatchScale | CsrPatch => "patch",
             Delete => "delete",
             DeleteCollection => "deletecollection",
         }
@@ -207,9 +211,16 @@ fn resource<'a>(
     {
         return Route::NotFound;
     }
-    let action = match name {
-        None => collection_action(method, watch),
-        Some(_) => item_action(method, sub),
+    let csr = (rd.group, rd.plural) == ("certificates.k8s.io", "certificatesigningrequests");
+    let action = match (name, sub) {
+        (None, _) => collection_action(method, watch),
+        (Some(_), Some("approval" | "status")) if csr && method == Method::PUT => {
+            Some(Action::CsrUpdate)
+        }
+        (Some(_), Some("approval" | "status")) if csr && method == Method::PATCH => {
+            Some(Action::CsrPatch)
+        }
+        (Some(_), _) => item_action(method, sub),
     };
     let target = Target {
         rd,

@@ -160,6 +160,7 @@ impl ApiServer {
             Action::Eviction => self.eviction(&c),
             Action::Token => self.token(&c),
             Action::Log => self.log(&c).await,
+            Action::CsrUpdate | Action::CsrPatch => self.csr_subresource(&c),
             // Only reached without the upgrade (handled in `handle`).
             Action::Exec => Err(ApiError::method_not_allowed()),
         }

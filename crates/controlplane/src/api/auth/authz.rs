@@ -1,10 +1,12 @@
 //! Authorization, as kube-apiserver's `--authorization-mode=Node,RBAC`:
 //! `system:masters` may do everything (upstream's privileged group); a node
-//! (`system:node:<name>` in `system:nodes`) may read, and may only write its
-//! own Node and Lease and the pods bound to it, and request service-account
-//! tokens only bound to its own pods, as the Node authorizer +
-//! NodeRestriction admission do upstream; everyone else gets what RBAC
-//! bindings grant (`rbac.rs`). Writes of RBAC objects are also checked for
+//! (`system:node:<name>` in `system:nodes`) gets the Node authorizer +
+//! NodeRestriction admission ([`node_authorize`], [`node_restriction`]): it
+//! may `get` a Secret, ConfigMap, PersistentVolumeClaim or PersistentVolume
+//! only when a pod bound to it references it (never list or watch them),
+//! request service-account tokens only bound to its own pods, write only its
+//! own Node (labels as NodeRestriction allows) and Lease, the pods bound to
+//! it and CSRs; everyone else gets what RBAC bindings grant (`rbac.rs`). Writes of RBAC objects are also checked for
 //! escalation ([`check_escalation`]). Refusals are kube-apiserver's 403
 //! Status ([`check`], [`check_token_request`], [`check_url`]).
 
@@ -12,6 +14,7 @@ use super::authn::User;
 use super::rbac::{self, PolicyRule, Rbac, Request, ResourceRequest};
 use crate::api::error::{ApiError, ApiResult};
 use crate::registry::ResourceDef;
+use crate::store::Store;
 use serde_json::Value;
 
 /// What a request does, for authorization.
@@ -67,26 +70,198 @@ pub fn decide(rbac: &Rbac, user: &User, req: &Request) -> Option<String> {
 /// authorizer, then RBAC.
 pub fn authorize(rbac: &Rbac, user: &User, a: &Attributes) -> bool {
     user.is_admin()
-        || node_authorize(user, a)
+        || node_authorize(user, a, Some(rbac.store().as_ref()))
         || rbac
             .index()
             .allows(user, &Request::Resource(a.request()))
             .is_some()
 }
 
-/// The Node authorizer (with NodeRestriction's rules): whether a node
-/// identity may do this. No opinion (false) for everyone else.
-pub fn node_authorize(user: &User, a: &Attributes) -> bool {
-    if matches!(a.verb, "get" | "list" | "watch") {
-        // Node agents read what they run (pods, secrets, configmaps,
-        // services...); upstream narrows this further with the node graph.
-        return user.node_name().is_some() && a.subresource != Some("log");
+/// The kinds the Node authorizer decides through its graph of pods bound to the node.
+fn graph_kind(a: &Attributes) -> bool {
+    a.resource.group.is_empty()
+        && matches!(
+            a.resource.plural,
+            "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes"
+        )
+        && a.subresource.is_none()
+}
+
+/// Whether `pod` references the `plural` object `name` (in its namespace), as upstream's
+/// graph populator collects them: image pull secrets, volumes (and projected sources,
+/// volume plugins' `secretRef`s), env and envFrom of every container; claims also through
+/// generic ephemeral volumes (`<pod>-<volume>`).
+pub fn pod_references(pod: &Value, plural: &str, name: &str) -> bool {
+    let arr = |v: Option<&Value>| -> Vec<Value> {
+        v.and_then(Value::as_array).cloned().unwrap_or_default()
+    };
+    let spec = &pod["spec"];
+    let volumes = arr(spec.get("volumes"));
+    let containers: Vec<Value> = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| arr(spec.get(*k)))
+        .collect();
+    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
+    match plural {
+        "secrets" => {
+            arr(spec.get("imagePullSecrets")).iter().any(|s| is(s.get("name")))
+                || volumes.iter().any(|v| {
+                    is(v.pointer("/secret/secretName"))
+                        || is(v.pointer("/azureFile/secretName"))
+                        || v.as_object().is_some_and(|m| {
+                            m.values().any(|src| {
+                                is(src.pointer("/secretRef/name"))
+                                    || is(src.pointer("/nodePublishSecretRef/name"))
+                            })
+                        })
+                        || arr(v.pointer("/projected/sources"))
+                            .iter()
+                            .any(|p| is(p.pointer("/secret/name")))
+                })
+                || containers.iter().any(|c| {
+                    arr(c.get("env"))
+                        .iter()
+                        .any(|e| is(e.pointer("/valueFrom/secretKeyRef/name")))
+                        || arr(c.get("envFrom"))
+                            .iter()
+                            .any(|e| is(e.pointer("/secretRef/name")))
+                })
+        }
+        "configmaps" => {
+            volumes.iter().any(|v| {
+                is(v.pointer("/configMap/name"))
+                    || arr(v.pointer("/projected/sources"))
+                        .iter()
+                        .any(|p| is(p.pointer("/configMap/name")))
+            }) || containers.iter().any(|c| {
+                arr(c.get("env"))
+                    .iter()
+                    .any(|e| is(e.pointer("/valueFrom/configMapKeyRef/name")))
+                    || arr(c.get("envFrom"))
+                        .iter()
+                        .any(|e| is(e.pointer("/configMapRef/name")))
+            })
+        }
+        "persistentvolumeclaims" => volumes.iter().any(|v| {
+            is(v.pointer("/persistentVolumeClaim/claimName"))
+                || (v.get("ephemeral").is_some()
+                    && format!(
+                        "{}-{}",
+                        pod.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                        v["name"].as_str().unwrap_or("")
+                    ) == name)
+        }),
+        _ => false,
     }
+}
+
+/// Whether node `node` has a relationship with the graph-tracked object of `a` (a get).
+fn node_related(node: &str, a: &Attributes, store: &dyn Store) -> bool {
+    let pods = store.list(&crate::registry::pods().key_prefix(None)).0;
+    let mine = pods.iter().map(|p| &*p.object).filter(|p| {
+        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+    });
+    let plural = a.resource.plural;
+    if plural != "persistentvolumes" {
+        let ns = a.namespace.unwrap_or("");
+        return mine
+            .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+            .any(|p| pod_references(p, plural, a.name));
+    }
+    // A volume: through a claim of one of its pods that is bound to it.
+    let Some(pvcs) = crate::registry::find("", "v1", "persistentvolumeclaims") else {
+        return false;
+    };
+    let related = mine.into_iter().any(|p| {
+        let ns = p.pointer("/metadata/namespace").and_then(Value::as_str);
+        let name = p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        p.pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match v.pointer("/persistentVolumeClaim/claimName") {
+                Some(c) => c.as_str().map(String::from),
+                None => v
+                    .get("ephemeral")
+                    .map(|_| format!("{name}-{}", v["name"].as_str().unwrap_or(""))),
+            })
+            .any(|claim| {
+                store.get(&pvcs.key(ns, &claim)).is_some_and(|c| {
+                    c.object.pointer("/spec/volumeName").and_then(Value::as_str)
+                        == Some(a.name)
+                })
+            })
+    });
+    // Beyond upstream: a node reads the local-path volumes placed on it (it provisions and
+    // cleans them up, as local-path-provisioner's helper pods do) and learns that a volume it
+    // asks for is gone (404 rather than 403), so its clean-up can remove the directory.
+    related
+        || match a.existing {
+            None => true,
+            Some(pv) => pv
+                .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|t| {
+                    t["matchExpressions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .any(|e| {
+                    e["key"] == "kubernetes.io/hostname"
+                        && e["operator"] == "In"
+                        && e["values"]
+                            .as_array()
+                            .is_some_and(|vs| vs.iter().any(|v| v == node))
+                }),
+        }
+}
+
+/// Why the Node authorizer refused a node `a` (upstream's reason, appended to the 403).
+fn node_denial_reason(node: &str, a: &Attributes) -> Option<String> {
+    if !graph_kind(a) {
+        return None;
+    }
+    if a.verb != "get" || a.name.is_empty() {
+        return Some("can only get individual resources of this type".into());
+    }
+    Some(format!(
+        "no relationship found between node '{node}' and this object"
+    ))
+}
+
+/// The Node authorizer (with NodeRestriction's rules): whether a node
+/// identity may do this. No opinion (false) for everyone else. `graph` is
+/// the store the node's pods are read from (none: nothing is related).
+pub fn node_authorize(user: &User, a: &Attributes, graph: Option<&dyn Store>) -> bool {
     let Some(node) = user.node_name() else {
         return false;
     };
+    if graph_kind(a) {
+        return a.verb == "get"
+            && !a.name.is_empty()
+            && graph.is_some_and(|g| node_related(node, a, g));
+    }
+    if matches!(a.verb, "get" | "list" | "watch") {
+        // Node agents read what they run and what their service proxy and DNS serve (pods,
+        // nodes, services, endpoint slices, namespaces...: upstream's system:node,
+        // system:node-proxier and system:kube-dns rules); not service accounts (only tokens
+        // for their pods) and not logs.
+        let r = a.resource;
+        return a.subresource != Some("log")
+            && !(r.group.is_empty() && r.plural == "serviceaccounts")
+            && r.group != super::rbac::GROUP;
+    }
     let r = a.resource;
     match (r.group, r.plural) {
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            // Its client and serving certificates (system:node's rules): create only.
+            a.verb == "create" && a.subresource.is_none()
+        }
         ("", "nodes") => {
             a.name == node
                 || (a.verb == "create"
@@ -140,13 +315,96 @@ pub fn node_authorize(user: &User, a: &Attributes) -> bool {
     }
 }
 
-/// `Ok(())` if `user` may do what `a` describes, else upstream's 403.
+/// `Ok(())` if `user` may do what `a` describes, else upstream's 403 (with the Node
+/// authorizer's reason for a node refused a graph-tracked object).
 pub fn check(rbac: &Rbac, user: &User, a: &Attributes) -> ApiResult<()> {
     if authorize(rbac, user, a) {
-        Ok(())
-    } else {
-        Err(forbidden(user, a))
+        return Ok(());
     }
+    let mut e = forbidden(user, a);
+    if let Some(why) = user.node_name().and_then(|n| node_denial_reason(n, a)) {
+        e.message = format!("{}: {why}", e.message);
+    }
+    Err(e)
+}
+
+/// Upstream's `IsKubeletLabel`: labels a kubelet may set on its own Node in the
+/// `kubernetes.io` and `k8s.io` namespaces.
+fn kubelet_label(key: &str) -> bool {
+    const LABELS: [&str; 11] = [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+    ];
+    if LABELS.contains(&key) {
+        return true;
+    }
+    let ns = key.split_once('/').map(|(n, _)| n).unwrap_or("");
+    ["kubelet.kubernetes.io", "node.kubernetes.io"]
+        .iter()
+        .any(|a| ns == *a || ns.ends_with(&format!(".{a}")))
+}
+
+/// Whether NodeRestriction forbids a node to set `key` on its Node.
+fn restricted_label(key: &str) -> bool {
+    let ns = key.split_once('/').map(|(n, _)| n).unwrap_or("");
+    let under = |d: &str| ns == d || ns.ends_with(&format!(".{d}"));
+    under("node-restriction.kubernetes.io")
+        || ((under("kubernetes.io") || under("k8s.io")) && !kubelet_label(key))
+}
+
+/// NodeRestriction admission for a node writing its own Node: on create it may not set
+/// `node-restriction.kubernetes.io/` labels nor `kubernetes.io`/`k8s.io` labels outside the
+/// kubelet's set; on update it may not add, change or remove such labels. `old` is the
+/// stored Node (none on create), `new` the object as it would be stored. Others: `Ok`.
+pub fn node_restriction(
+    user: &User,
+    rd: &ResourceDef,
+    old: Option<&Value>,
+    new: &Value,
+) -> ApiResult<()> {
+    if user.node_name().is_none() || (rd.group, rd.plural) != ("", "nodes") {
+        return Ok(());
+    }
+    let labels = |o: Option<&Value>| -> std::collections::BTreeMap<String, Value> {
+        o.and_then(|o| o.pointer("/metadata/labels"))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (labels(old), labels(Some(new)));
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let bad: Vec<&str> = keys
+        .into_iter()
+        .filter(|k| restricted_label(k) && before.get(*k) != after.get(*k))
+        .filter(|k| old.is_some() || after.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let what = if old.is_some() {
+        "is not allowed to modify labels"
+    } else {
+        "is not allowed to set the following labels"
+    };
+    Err(ApiError::new(
+        403,
+        "Forbidden",
+        format!("nodes {name:?} is forbidden: {what}: {}", bad.join(", ")),
+    ))
 }
 
 /// A non-resource request (`/api`, `/apis/apps`, `/openapi/v2`): allowed to
@@ -511,7 +769,7 @@ mod tests {
 
     /// The chain without RBAC bindings (none exist in these tests).
     fn authorize(user: &User, a: &Attributes) -> bool {
-        user.is_admin() || node_authorize(user, a)
+        user.is_admin() || node_authorize(user, a, None)
     }
 
     #[test]

@@ -537,6 +537,11 @@ impl Rbac {
         Arc::new(rbac)
     }
 
+    /// The store the index is built from (the Node authorizer reads pods from it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, Option<WatchStream>> {
         self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }

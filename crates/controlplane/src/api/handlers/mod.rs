@@ -10,6 +10,7 @@
 //! - `subresources.rs` — scale, binding, eviction, token, and log and exec
 //!   (authorized here, proxied by `kubelet.rs`); `status` is a plain
 //!   get/update/patch with the subresource;
+//! - `certificates.rs` — a CSR's `approval` and `status` (PUT, PATCH);
 //! - `reviews.rs` — SelfSubjectReview and TokenReview;
 //! - `nonresource.rs` — health, version, discovery, OpenAPI, OIDC documents.
 //!
@@ -17,6 +18,7 @@
 //! [`Call`]: super::request::Call
 
 mod apply;
+mod certificates;
 mod nonresource;
 mod read;
 mod reviews;

@@ -1,5 +1,6 @@
 //! create, update, patch, delete and deletecollection.
 
+use crate::api::auth::authz;
 use crate::api::error::ApiResult;
 use crate::api::objects::meta_str;
 use crate::api::patch::{apply_patch, PatchType};
@@ -11,7 +12,10 @@ use serde_json::Value;
 
 impl ApiServer {
     pub(crate) fn create(&self, c: &Call) -> ApiResult<Response<Body>> {
-        let obj = c.authorize_body()?;
+        let mut obj = c.authorize_body()?;
+        // A CSR records who asked, from the request's user, never from the body.
+        crate::api::kinds::certificates::set_requester(c.t.rd, &mut obj, &c.r.user);
+        authz::node_restriction(&c.r.user, c.t.rd, None, &obj)?;
         let mut ctx = c.r.write_ctx();
         let created = self.core.create(c.t.rd, c.t.ns, obj, &mut ctx)?;
         Ok(written(StatusCode::CREATED, &created, &ctx.warnings))
@@ -22,6 +26,7 @@ impl ApiServer {
     pub(crate) fn update(&self, c: &Call) -> ApiResult<Response<Body>> {
         let (rd, name) = (c.t.rd, c.t.name);
         let obj = c.authorize_body()?;
+        authz::node_restriction(&c.r.user, c.t.rd, c.existing, &obj)?;
         let mut ctx = c.r.write_ctx();
         let sub = c.t.sub.filter(|s| *s != "finalize");
         let out = self.core.update(rd, c.t.ns, name, obj, sub, &mut ctx)?;
@@ -51,7 +56,9 @@ impl ApiServer {
         let out = self
             .core
             .modify(c.t.rd, c.t.ns, c.t.name, c.t.sub, &mut ctx, |cur| {
-                apply_patch(cur, ty, c.body)
+                let patched = apply_patch(cur, ty, c.body)?;
+                authz::node_restriction(&c.r.user, c.t.rd, Some(cur), &patched)?;
+                Ok(patched)
             })?;
         Ok(written(StatusCode::OK, &out, &ctx.warnings))
     }

@@ -8,6 +8,7 @@ use super::objects::Core;
 use crate::registry::ResourceDef;
 use serde_json::Value;
 
+pub(crate) mod certificates;
 mod networking;
 pub(crate) mod policy;
 mod rbac;
@@ -65,6 +66,7 @@ pub(crate) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
     workloads::validate(rd, obj, causes);
     policy::validate(rd, obj, causes);
     networking::validate(rd, obj, causes);
+    certificates::validate(rd, obj, causes);
 }
 
 /// Update-only rules (immutable fields), before the whole-object validation.
@@ -75,6 +77,7 @@ pub(crate) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value) -> Vec
     workloads::validate_update(rd, old, new, &mut causes);
     policy::validate_update(rd, old, new, &mut causes);
     networking::validate_update(rd, old, new, &mut causes);
+    certificates::validate_update(rd, old, new, &mut causes);
     causes
 }
 
