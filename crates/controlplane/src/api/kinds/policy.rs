@@ -152,7 +152,7 @@ impl Quantity {
         if format == Format::BinarySI {
             let mut v = abs / NANO as u128;
             let mut k = 0;
-            while k < 6 && v % 1024 == 0 {
+            while k < 6 && v.is_multiple_of(1024) {
                 v /= 1024;
                 k += 1;
             }
@@ -162,7 +162,7 @@ impl Quantity {
         // mantissa * 10^exp with exp a multiple of 3 (from -9), as large as keeps it whole.
         let mut m = abs;
         let mut exp: i32 = -9;
-        while m % 1000 == 0 && m != 0 {
+        while m.is_multiple_of(1000) && m != 0 {
             m /= 1000;
             exp += 3;
         }
