@@ -626,6 +626,15 @@ async fn priority_classes() {
     let hi = get_json(&c, &["po", "hi"]).await;
     assert_eq!(hi["spec"]["priority"], 1000);
     assert_eq!(hi["spec"]["preemptionPolicy"], "Never");
+    // A replace that leaves the admitted fields out keeps them.
+    let mut replaced = hi.clone();
+    if let Some(spec) = replaced["spec"].as_object_mut() {
+        spec.remove("priority");
+        spec.remove("preemptionPolicy");
+    }
+    c.apply_stdin(&["replace", "-f", "-"], &replaced.to_string())
+        .await;
+    assert_eq!(get_json(&c, &["po", "hi"]).await["spec"]["priority"], 1000);
     c.ok(&["run", "plain", "--image=busybox"]).await;
     let plain = get_json(&c, &["po", "plain"]).await;
     assert_eq!(plain["spec"]["priority"], 0);

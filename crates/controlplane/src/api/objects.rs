@@ -1043,6 +1043,15 @@ impl Core {
                 let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
                 let mut ns = new.get("spec").cloned().unwrap_or(json!({}));
                 super::defaults::default_pod_spec(&mut ns);
+                // What Priority admission set on create is kept when an update leaves it
+                // out, as the plugin does on update.
+                for f in ["priority", "preemptionPolicy"] {
+                    if ns.get(f).is_none() {
+                        if let Some(v) = old_spec.get(f) {
+                            ns[f] = v.clone();
+                        }
+                    }
+                }
                 new["spec"] = ns;
                 // Only images and a few fields may change on a pod spec.
                 let strip = |v: &Value| {
