@@ -537,7 +537,17 @@ fn check_and_decrement(core: &Core, pdb: &Value, pod: &str, dry_run: bool) -> Ap
 fn mark_and_delete(core: &Core, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<()> {
     let pods = registry::pods();
     let mut opts = opts.clone();
-    if !opts.dry_run {
+    let marked = |p: &Value| {
+        p.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "DisruptionTarget" && c["status"] == "True")
+            })
+    };
+    let current = core.get_stored(pods, Some(ns), name).map(|s| s.object);
+    // A pod evicted again keeps its condition (and transition time) as it is.
+    if !opts.dry_run && !current.as_deref().is_some_and(marked) {
         let cur = core
             .get_stored(pods, Some(ns), name)
             .ok_or_else(|| ApiError::not_found(pods, name))?
