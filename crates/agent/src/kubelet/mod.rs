@@ -159,24 +159,32 @@ async fn certificates(
                 c.client_slot.clone(),
             )));
         }
-        if let Some(slot) = &c.serving_slot {
-            let store = certificate::FileStore::server(&c.cert_dir);
-            let sans = serving_sans(cfg);
-            // A stored one is used at once if it is still valid and for the same names.
-            if let Some(p) = store.load().filter(|p| p.valid_at(certificate::now())) {
-                if let Err(e) = slot.set(p) {
-                    warn!("certificate: {e}");
-                }
-            }
-            tasks.push(tokio::spawn(certificate::rotate(
-                client.clone(),
-                certificate::Request::serving(&cfg.node_name, sans),
-                store,
-                slot.clone(),
-            )));
-        }
     }
     Ok((client, tasks))
+}
+
+/// --rotate-server-certificates: the kubelet port's certificate from the kubelet-serving signer,
+/// asked for once the Node is registered (approvers check the SANs against its addresses) and
+/// renewed before expiry.
+fn serving_certificate(
+    cfg: &KubeletConfig,
+    client: &kube::Client,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let c = cfg.certs.as_ref()?;
+    let slot = c.serving_slot.as_ref()?;
+    let store = certificate::FileStore::server(&c.cert_dir);
+    // A stored one that is still valid is served at once (and renewed at its deadline).
+    if let Some(p) = store.load().filter(|p| p.valid_at(certificate::now())) {
+        if let Err(e) = slot.set(p) {
+            warn!("certificate: {e}");
+        }
+    }
+    Some(tokio::spawn(certificate::rotate(
+        client.clone(),
+        certificate::Request::serving(&cfg.node_name, serving_sans(cfg)),
+        store,
+        slot.clone(),
+    )))
 }
 
 /// Start the kubelet half on its own thread (with its own tokio runtime); it ends when `term`
@@ -226,7 +234,7 @@ pub async fn run(
     rt: Arc<Runtime>,
     pods: reflector::store::Writer<Pod>,
 ) -> Result<(), KubeletError> {
-    let (client, cert_tasks) = certificates(&cfg).await?;
+    let (client, mut cert_tasks) = certificates(&cfg).await?;
     // The API server may not be up yet (agents start with the control plane): retry.
     let mut delay = Duration::from_millis(200);
     loop {
@@ -243,6 +251,7 @@ pub async fn run(
         }
     }
     info!("kubelet: registered node {}", cfg.node_name);
+    cert_tasks.extend(serving_certificate(&cfg, &client));
     let hb = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     // The proxy and DNS start beside the pods, not before them (kubelet does not wait for
     // kube-proxy or CoreDNS either); they keep running, and their rules and address stay, while

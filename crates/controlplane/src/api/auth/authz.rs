@@ -306,6 +306,10 @@ pub fn node_authorize(user: &User, a: &Attributes, graph: Option<&dyn Store>) ->
         ("", "events") | ("events.k8s.io", "events") => {
             matches!(a.verb, "create" | "patch" | "update")
         }
+        // kubelet's webhook authentication and authorization of its port (system:node's
+        // rules; the reviews change nothing).
+        ("authorization.k8s.io", "subjectaccessreviews" | "localsubjectaccessreviews")
+        | ("authentication.k8s.io", "tokenreviews") => a.verb == "create",
         ("", "serviceaccounts") => {
             a.verb == "create"
                 && a.subresource == Some("token")

@@ -1,0 +1,481 @@
+//! Node TLS bootstrap end to end, as kubelet does it: a real agent given only a bootstrap token
+//! (`--bootstrap-kubeconfig`) makes its own key, gets `system:node:<name>` certificates for its
+//! client and its kubelet port through the CSR API of the embedded control plane (which signs
+//! and approves them), rotates them before expiry while the node stays Ready, and authorizes
+//! its kubelet port with SubjectAccessReviews (`--authorization-mode=Webhook`).
+
+mod common;
+use common::*;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node as KNode, Pod};
+use kube::api::{Api, ListParams};
+use rktup_agent::kubelet::probes::NoVerify;
+use rktup_testkit::{eventually, free_port, unique, wait_for};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A control plane signing for `signing` and an agent that has only a bootstrap token.
+struct Boot {
+    rt: tokio::runtime::Runtime,
+    cp: Option<rktup_controlplane::Handle>,
+    node: Node,
+    node_name: String,
+    port: u16,
+    admin: kube::Client,
+    kubeconfig: PathBuf,
+    cert_dir: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl Boot {
+    fn start(prefix: &str, signing: Duration) -> Boot {
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cp = rt
+            .block_on(
+                rktup_controlplane::ControlPlane::builder()
+                    .data_dir(tmp.path().join("cp"))
+                    .bind("127.0.0.1:0".parse().expect("addr"))
+                    .csr_signing_duration(signing)
+                    // The API server checks the kubelet port's certificate (CA, node address).
+                    .verify_kubelet_serving_certs(true)
+                    .start(),
+            )
+            .expect("control plane");
+        let token = cp
+            .create_bootstrap_token(Duration::from_secs(3600))
+            .expect("bootstrap token");
+        let bkc = tmp.path().join("bootstrap.kubeconfig");
+        std::fs::write(
+            &bkc,
+            cp.kubeconfig_for(
+                "kubelet-bootstrap",
+                &rktup_controlplane::pki::Credential::Token(token),
+            ),
+        )
+        .expect("write bootstrap kubeconfig");
+        let node_name = format!("{prefix}-{}", unique());
+        let kubeconfig = tmp.path().join("kubelet.kubeconfig");
+        let cert_dir = tmp.path().join("pki");
+        let port = free_port();
+        let s = |p: &Path| p.display().to_string();
+        let (bkc_s, kc_s, cd_s, port_s) = (s(&bkc), s(&kubeconfig), s(&cert_dir), port.to_string());
+        let node = Node::new(&[
+            "--bootstrap-kubeconfig",
+            &bkc_s,
+            "--kubeconfig",
+            &kc_s,
+            "--cert-dir",
+            &cd_s,
+            "--rotate-certificates",
+            "--rotate-server-certificates",
+            "--authorization-mode=Webhook",
+            "--hostname-override",
+            &node_name,
+            "--node-ip",
+            "127.0.0.1",
+            "--node-status-update-frequency",
+            "1",
+            "--kubelet-port",
+            &port_s,
+        ]);
+        let admin = rt.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .expect("config");
+            kube::Client::try_from(cfg).expect("client")
+        });
+        Boot {
+            rt,
+            cp: Some(cp),
+            node,
+            node_name,
+            port,
+            admin,
+            kubeconfig,
+            cert_dir,
+            tmp,
+        }
+    }
+
+    fn wait_ready(&self) {
+        let nodes: Api<KNode> = Api::all(self.admin.clone());
+        let (nodes, name) = (&nodes, self.node_name.as_str());
+        self.rt.block_on(eventually(
+            "the bootstrapped node Ready",
+            Duration::from_secs(60),
+            || async move {
+                let n = nodes.get_opt(name).await.ok().flatten()?;
+                n.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .then_some(())
+            },
+        ));
+    }
+
+    fn csrs(&self) -> Vec<CertificateSigningRequest> {
+        let api: Api<CertificateSigningRequest> = Api::all(self.admin.clone());
+        self.rt
+            .block_on(api.list(&ListParams::default()))
+            .expect("list CSRs")
+            .items
+    }
+
+    /// The end: pods deleted and gone from the node, the control plane stopped; the agent's log
+    /// printed when anything failed.
+    fn finish(&mut self, r: std::thread::Result<()>) {
+        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), "default");
+        self.rt.block_on(async {
+            if let Ok(l) = pods.list(&Default::default()).await {
+                for p in l.items {
+                    if let Some(n) = p.metadata.name {
+                        let _ = pods.delete(&n, &Default::default()).await;
+                    }
+                }
+            }
+        });
+        let cleaned =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.node.wait_no_pods(60)));
+        if r.is_err() || cleaned.is_err() {
+            eprintln!("agent log:\n{}", self.node.agent_log());
+        }
+        if let Some(cp) = self.cp.take() {
+            self.rt.block_on(cp.shutdown());
+        }
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
+        assert!(cleaned.is_ok(), "pods left on the node");
+    }
+}
+
+/// (DER certificates, PEM text) of a `<prefix>-current.pem`.
+fn read_pair(dir: &Path, prefix: &str) -> Option<(Vec<CertificateDer<'static>>, String)> {
+    let text = std::fs::read_to_string(dir.join(format!("{prefix}-current.pem"))).ok()?;
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    (!certs.is_empty()).then_some((certs, text))
+}
+
+/// (CN, O's, notBefore, notAfter) of a DER certificate.
+fn subject(der: &[u8]) -> (String, Vec<String>, i64, i64) {
+    let (_, c) = x509_parser::parse_x509_certificate(der).expect("x509");
+    let cn = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let o = c
+        .subject()
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok().map(String::from))
+        .collect();
+    (
+        cn,
+        o,
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    )
+}
+
+struct Answer {
+    status: u16,
+    body: String,
+    server_cert: Vec<u8>,
+}
+
+/// `method path` on 127.0.0.1:`port` over HTTP/1.0, presenting `client` (cert PEM, key PEM).
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    client: Option<(&str, &str)>,
+) -> Result<Answer, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
+    let cfg = match client {
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let server_cert = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok(Answer {
+        status,
+        body: body.to_string(),
+        server_cert,
+    })
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+}
+
+#[test]
+fn a_node_with_only_a_bootstrap_token_joins_with_its_own_key() {
+    if !rktup_testkit::can_run_as_root("bootstrap", "pods and their networks") {
+        return;
+    }
+    let mut b = Boot::start("tb", Duration::from_secs(24 * 3600));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.wait_ready();
+        // The kubeconfig the agent wrote names its own pair, private to root.
+        assert_eq!(mode(&b.kubeconfig), 0o600, "kubeconfig mode");
+        let kc = std::fs::read_to_string(&b.kubeconfig).expect("kubeconfig");
+        let current = b.cert_dir.join("kubelet-client-current.pem");
+        assert!(kc.contains(&current.display().to_string()), "{kc}");
+        let target = std::fs::canonicalize(&current).expect("current pair");
+        assert_eq!(mode(&target), 0o600, "{} mode", target.display());
+        let (certs, pem) = read_pair(&b.cert_dir, "kubelet-client").expect("client pair");
+        let (cn, o, _, _) = subject(&certs[0]);
+        assert_eq!(cn, format!("system:node:{}", b.node_name));
+        assert_eq!(o, vec!["system:nodes".to_string()]);
+
+        // The key never reached the API: the CSRs carry only requests, and no byte of the
+        // key's DER (as base64 in any object) is in them.
+        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).expect("key in the pair");
+        let key_b64: String = pem
+            .lines()
+            .skip_while(|l| !l.contains("PRIVATE KEY"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(key_b64.len() > 40 && !key.secret_der().is_empty());
+        let csrs = b.csrs();
+        let all = serde_json::to_string(&csrs).expect("json");
+        assert!(
+            !all.contains(&key_b64[..40]),
+            "the key's base64 is in the API"
+        );
+        let client_csr = csrs
+            .iter()
+            .find(|c| {
+                c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet"
+                    && c.spec
+                        .username
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("system:bootstrap:"))
+            })
+            .unwrap_or_else(|| panic!("no bootstrap CSR in {all}"));
+        let request = String::from_utf8_lossy(&client_csr.spec.request.0).into_owned();
+        assert!(request.contains("BEGIN CERTIFICATE REQUEST"), "{request}");
+        assert!(!request.contains("PRIVATE KEY"));
+        assert_eq!(
+            client_csr.spec.usages.clone().unwrap_or_default(),
+            vec!["digital signature".to_string(), "client auth".into()]
+        );
+        assert!(client_csr
+            .metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("node-csr-")));
+
+        // The kubelet port serves the certificate the kubelet-serving signer issued to the
+        // node (asked for with the node's own credentials).
+        let (serving, _) = wait_for("the serving certificate", Duration::from_secs(60), || {
+            read_pair(&b.cert_dir, "kubelet-server")
+        });
+        let (scn, so, _, _) = subject(&serving[0]);
+        assert_eq!(scn, format!("system:node:{}", b.node_name));
+        assert_eq!(so, vec!["system:nodes".to_string()]);
+        assert!(b.csrs().iter().any(|c| {
+            c.spec.signer_name == "kubernetes.io/kubelet-serving"
+                && c.spec.username.as_deref() == Some(&format!("system:node:{}", b.node_name))
+        }));
+        let anon = wait_for(
+            "the port serving the issued cert",
+            Duration::from_secs(30),
+            || {
+                call(b.port, "GET", "/healthz", None)
+                    .ok()
+                    .filter(|a| a.server_cert == serving[0].as_ref())
+            },
+        );
+        // No client certificate: 401, as kubelet with anonymous auth off.
+        assert_eq!(anon.status, 401, "{}", anon.body);
+
+        // An admin's kubectl logs and exec go through the API server's kubelet client, which
+        // verifies this certificate and is authorized by the SubjectAccessReview.
+        let busybox = b.node.busybox.clone();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "talk"},
+            "spec": {
+                "nodeName": b.node_name,
+                "hostNetwork": true,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": busybox,
+                                "command": ["sh", "-c", "echo hello-bootstrap; exec sleep 1000"]}]
+            }
+        }))
+        .expect("pod");
+        run_pod(&b.rt, &b.admin, &pod);
+        let admin_kc = b.cp.as_ref().expect("cp").admin_kubeconfig().to_path_buf();
+        let cache = b.tmp.path().join("kubectl-cache");
+        let logs = kubectl(&admin_kc, &cache, &["logs", "talk"], None);
+        assert!(
+            logs.ok() && logs.stdout.contains("hello-bootstrap"),
+            "logs: {} {}",
+            logs.stdout,
+            logs.stderr
+        );
+        let exec = kubectl(
+            &admin_kc,
+            &cache,
+            &["exec", "talk", "--", "echo", "exec-ok"],
+            None,
+        );
+        assert!(
+            exec.ok() && exec.stdout.contains("exec-ok"),
+            "exec: {} {}",
+            exec.stdout,
+            exec.stderr
+        );
+
+        // Another node's identity (a valid certificate of the cluster CA) may not use this
+        // node's kubelet port: kubelet's 403.
+        let other = format!("other-{}", unique());
+        let pair =
+            b.cp.as_ref()
+                .expect("cp")
+                .issue_node_cert(&other)
+                .expect("other node cert");
+        for (method, path) in [
+            ("GET", "/exec/default/talk/c?command=id&output=1"),
+            ("POST", "/exec/default/talk/c?command=id&output=1"),
+            ("GET", "/containerLogs/default/talk/c"),
+        ] {
+            let a =
+                call(b.port, method, path, Some((&pair.cert_pem, &pair.key_pem))).expect("call");
+            let verb = if method == "GET" { "get" } else { "create" };
+            assert_eq!(a.status, 403, "{method} {path}: {}", a.body);
+            assert_eq!(
+                a.body,
+                format!(
+                    "Forbidden (user=system:node:{other}, verb={verb}, resource=nodes, \
+                     subresource(s)=[proxy])"
+                )
+            );
+        }
+        // Nor unauthenticated.
+        let a = call(
+            b.port,
+            "GET",
+            "/exec/default/talk/c?command=id&output=1",
+            None,
+        )
+        .expect("call");
+        assert_eq!(a.status, 401, "{}", a.body);
+    }));
+    b.finish(r);
+}
+
+#[test]
+fn certificates_rotate_while_the_node_stays_ready() {
+    if !rktup_testkit::can_run_as_root("rotation", "pods and their networks") {
+        return;
+    }
+    // 40 s certificates: renewed 28-36 s after they were issued.
+    let mut b = Boot::start("tr", Duration::from_secs(40));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.wait_ready();
+        let (first, _) = read_pair(&b.cert_dir, "kubelet-client").expect("client pair");
+        let (serving, _) = wait_for("the serving certificate", Duration::from_secs(60), || {
+            read_pair(&b.cert_dir, "kubelet-server")
+        });
+        let (_, _, nb, na) = subject(&first[0]);
+        assert!(na - nb <= 40 + 300, "lifetime {}", na - nb);
+        let (next, _) = wait_for(
+            "a rotated client certificate",
+            Duration::from_secs(90),
+            || read_pair(&b.cert_dir, "kubelet-client").filter(|(c, _)| c[0] != first[0]),
+        );
+        let (cn, _, _, _) = subject(&next[0]);
+        assert_eq!(cn, format!("system:node:{}", b.node_name));
+        // Renewed with the node's own credentials (selfnodeclient), not the bootstrap token.
+        let me = format!("system:node:{}", b.node_name);
+        assert!(b.csrs().iter().any(|c| {
+            c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet"
+                && c.spec.username.as_deref() == Some(me.as_str())
+        }));
+        wait_for(
+            "a rotated serving certificate",
+            Duration::from_secs(90),
+            || read_pair(&b.cert_dir, "kubelet-server").filter(|(c, _)| c[0] != serving[0]),
+        );
+        // After the old certificate expired, the node still heartbeats (its new certificate is
+        // in use without a restart) and is Ready.
+        let (_, _, _, first_end) = subject(&first[0]);
+        let leases: Api<Lease> = Api::namespaced(b.admin.clone(), "kube-node-lease");
+        let (leases, name) = (&leases, b.node_name.as_str());
+        b.rt.block_on(eventually(
+            "a Lease renewal after the first certificate expired",
+            Duration::from_secs(90),
+            || async move {
+                let l = leases.get_opt(name).await.ok().flatten()?;
+                let t = l.spec?.renew_time?.0.as_second();
+                (t > first_end + 2).then_some(())
+            },
+        ));
+        b.wait_ready();
+        let agent = b.node.agent.as_mut().expect("agent");
+        assert!(
+            agent.try_wait().expect("agent status").is_none(),
+            "the agent exited"
+        );
+        assert!(b.node.agent_log().contains("kubelet-client rotated"));
+    }));
+    b.finish(r);
+}
