@@ -491,6 +491,62 @@ async fn resource_quota_admission_and_status() {
     })
     .await;
 
+    // Services and claims.
+    c.ok(&["create", "namespace", "svc"]).await;
+    let svcq = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: svc\nspec:\n  hard:\n    services.nodeports: \"1\"\n    requests.storage: 1Gi\n";
+    c.apply_stdin(&["-n", "svc", "create", "-f", "-"], svcq)
+        .await;
+    c.ok(&[
+        "-n",
+        "svc",
+        "create",
+        "service",
+        "nodeport",
+        "a",
+        "--tcp=80:80",
+    ])
+    .await;
+    c.ok(&[
+        "-n",
+        "svc",
+        "create",
+        "service",
+        "clusterip",
+        "b",
+        "--tcp=80:80",
+    ])
+    .await;
+    let err = refused(
+        &c,
+        &[
+            "-n",
+            "svc",
+            "create",
+            "service",
+            "nodeport",
+            "c",
+            "--tcp=80:80",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        err.contains("services \"c\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
+        "{err}"
+    );
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "big"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}});
+    let err = refused(
+        &c,
+        &["-n", "svc", "create", "-f", "-"],
+        Some(&pvc.to_string()),
+    )
+    .await;
+    assert!(
+        err.contains("persistentvolumeclaims \"big\" is forbidden: exceeded quota: svc, requested: requests.storage=2Gi, used: requests.storage=0, limited: requests.storage=1Gi"),
+        "{err}"
+    );
+
     // Twelve concurrent creates against a quota of five: exactly five get through.
     c.ok(&["create", "namespace", "race"]).await;
     let race = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: race\nspec:\n  hard:\n    count/configmaps: \"5\"\n";
