@@ -264,9 +264,13 @@ pub fn spawn_all(
             Duration::from_secs(10),
         ),
         (
+            // Also when a node registers: its serving CSR may wait for its addresses.
             "csrapproving",
             csr_approving::pass,
-            Wake::Kinds(&[("certificates.k8s.io", "certificatesigningrequests")]),
+            Wake::KindsOrWhen(
+                &[("certificates.k8s.io", "certificatesigningrequests")],
+                node_added_or_deleted,
+            ),
             Duration::from_secs(30),
         ),
         (
