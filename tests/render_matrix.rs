@@ -116,8 +116,8 @@ fn check_yaml(config: &NodeConfig, what: &str) {
     if config.role == Role::Master {
         assert_eq!(
             manifests.len(),
-            4,
-            "{what}: etcd, apiserver, controller-manager, scheduler"
+            5,
+            "{what}: etcd, apiserver, controller-manager, scheduler, node-bootstrap"
         );
     } else {
         assert!(manifests.is_empty(), "{what}");
@@ -467,9 +467,9 @@ fn private_keys(text: &str, pki: &Pki, what: &str) -> Vec<(String, String)> {
     found
 }
 
-/// Which private keys each cloud user-data holds, as rendered today (issue 16 lists these as
-/// what must go: nodes should carry only a bootstrap token, the master fetch its PKI from the
-/// staging bucket). A change in either list — a key added, a new key type, one removed — fails
+/// Which private keys each cloud user-data holds, as rendered today: none on a node (it joins
+/// with a bootstrap token), the PKI on the master (issue 16: it should fetch it from the staging
+/// bucket instead). A change in either list — a key added, a new key type, one removed — fails
 /// here and must update this record on purpose.
 #[test]
 fn private_keys_in_user_data() {
@@ -483,10 +483,12 @@ fn private_keys_in_user_data() {
         v.sort();
         v
     };
-    // Every node of a group boots from one user-data, so they share the `kubelet` client key.
-    let node = files(&["kubelet.key"]);
+    // Nodes carry only a bootstrap token; the master holds its PKI (until it moves to the
+    // staging bucket), and kubeadm's admin.conf, which applies the bootstrap objects.
+    let node = files(&[]);
     let master = files(&[
         "kubelet.key",
+        "admin.key",
         "ca.key",
         "apiserver.key",
         "apiserver-kubelet-client.key",
@@ -519,6 +521,192 @@ fn private_keys_in_user_data() {
                 eprintln!("{what}: {got:?}");
                 assert_eq!(&got, want, "{what}: private keys in user-data");
             }
+        }
+    }
+}
+
+/// The two halves of the TLS bootstrap are rendered together: the node's token is the master's
+/// bootstrap Secret, the API server accepts bootstrap tokens, kube-controller-manager signs
+/// with the cluster CA, and the master's first boot applies kubeadm's bindings.
+#[test]
+fn nodes_join_with_the_masters_bootstrap_token() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let templates = Templates::embedded().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    for p in [Provider::Gce, Provider::Aws] {
+        for agent in AGENTS {
+            let what = format!("{p}-{agent}");
+            let prov = provider(
+                p,
+                env_for(
+                    "coreos.com/rkt/stage1-coreos",
+                    "kubenet",
+                    agent,
+                    state.path(),
+                ),
+            )
+            .unwrap();
+            let m = prov.master_endpoint();
+            let names = apiserver_names(prov.settings(), &m.name, &[]);
+            let pki = Pki::generate("join", &names).unwrap();
+            let render = |role| {
+                render_boot(prov.as_ref(), &templates, role, &pki, PkiOrigin::Ephemeral)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))
+                    .config
+            };
+            let (node, master) = (render(Role::Node), render(Role::Master));
+            let file = |c: &NodeConfig, path: &str| -> String {
+                c.files
+                    .iter()
+                    .find(|f| f.path == path)
+                    .map(|f| f.content.clone())
+                    .unwrap_or_else(|| panic!("{what}: no {path}"))
+            };
+
+            // The node: a bootstrap kubeconfig with the token, the agent told to use it.
+            let boot_kc: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&file(&node, "/etc/kubernetes/bootstrap-kubeconfig"))
+                    .unwrap();
+            let token = boot_kc["users"][0]["user"]["token"]
+                .as_str()
+                .expect("a token")
+                .to_string();
+            let (id, secret) = token.split_once('.').expect("id.secret");
+            assert!(
+                id.len() == 6
+                    && secret.len() == 16
+                    && token
+                        .chars()
+                        .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()),
+                "{what}: {token} is not [a-z0-9]{{6}}.[a-z0-9]{{16}}"
+            );
+            assert!(
+                !node
+                    .files
+                    .iter()
+                    .any(|f| f.path.ends_with(".key")
+                        || f.path == "/etc/kubernetes/kubelet.kubeconfig"),
+                "{what}: the node gets a key or a ready kubeconfig"
+            );
+            let unit = &node
+                .units
+                .iter()
+                .find(|u| u.name == "kubelet.service")
+                .expect("kubelet.service")
+                .content;
+            assert!(
+                unit.contains("--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubeconfig")
+                    && unit.contains("--kubeconfig=/etc/kubernetes/kubelet.kubeconfig")
+                    && unit.contains("--rotate-certificates"),
+                "{what}: {unit}"
+            );
+
+            // The master: the same token as a bootstrap Secret, and kubeadm's three bindings.
+            let objects = file(&master, "/etc/kubernetes/bootstrap/node-bootstrap.yaml");
+            let docs: Vec<&str> = objects.split("\n---\n").collect();
+            assert_eq!(docs.len(), 4, "{what}: {objects}");
+            let s: Secret = serde_yaml_ng::from_str(docs[0]).expect("a Secret");
+            assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+            assert_eq!(
+                s.metadata.name.as_deref(),
+                Some(format!("bootstrap-token-{id}").as_str())
+            );
+            assert_eq!(s.metadata.namespace.as_deref(), Some("kube-system"));
+            let data = s.string_data.expect("stringData");
+            assert_eq!(data.get("token-id").map(String::as_str), Some(id));
+            assert_eq!(data.get("token-secret").map(String::as_str), Some(secret));
+            assert_eq!(
+                data.get("usage-bootstrap-authentication")
+                    .map(String::as_str),
+                Some("true")
+            );
+            let group = "system:bootstrappers:kubeadm:default-node-token";
+            assert_eq!(
+                data.get("auth-extra-groups").map(String::as_str),
+                Some(group)
+            );
+            let bindings: Vec<(String, String, String)> = docs[1..]
+                .iter()
+                .map(|d| {
+                    let b: ClusterRoleBinding = serde_yaml_ng::from_str(d).expect("a binding");
+                    let subject = b.subjects.unwrap_or_default();
+                    assert_eq!(subject.len(), 1);
+                    (
+                        b.metadata.name.unwrap_or_default(),
+                        b.role_ref.name,
+                        format!("{}/{}", subject[0].kind, subject[0].name),
+                    )
+                })
+                .collect();
+            let want = |n: &str, r: &str, s: &str| (n.to_string(), r.to_string(), s.to_string());
+            assert_eq!(
+                bindings,
+                vec![
+                    want(
+                        "kubeadm:kubelet-bootstrap",
+                        "system:node-bootstrapper",
+                        &format!("Group/{group}")
+                    ),
+                    want(
+                        "kubeadm:node-autoapprove-bootstrap",
+                        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                        &format!("Group/{group}")
+                    ),
+                    want(
+                        "kubeadm:node-autoapprove-certificate-rotation",
+                        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                        "Group/system:nodes"
+                    ),
+                ],
+                "{what}"
+            );
+
+            // Who accepts the token, who signs, and who applies the objects above.
+            let command = |manifest: &str| -> Vec<String> {
+                let pod: k8s_openapi::api::core::v1::Pod = serde_yaml_ng::from_str(&file(
+                    &master,
+                    &format!("/etc/kubernetes/manifests/{manifest}.yaml"),
+                ))
+                .unwrap();
+                pod.spec.unwrap().containers[0]
+                    .command
+                    .clone()
+                    .unwrap_or_default()
+            };
+            let apiserver = command("kube-apiserver");
+            assert!(
+                apiserver
+                    .iter()
+                    .any(|a| a == "--enable-bootstrap-token-auth=true"
+                        || a == "--experimental-bootstrap-token-auth=true"),
+                "{what}: {apiserver:?}"
+            );
+            let kcm = command("kube-controller-manager");
+            for flag in [
+                "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt",
+                "--cluster-signing-key-file=/etc/kubernetes/pki/ca.key",
+                "--controllers=*,bootstrapsigner,tokencleaner",
+            ] {
+                assert!(kcm.iter().any(|a| a == flag), "{what}: {flag} in {kcm:?}");
+            }
+            let apply = command("node-bootstrap");
+            assert!(
+                apply
+                    .iter()
+                    .any(|a| a == "--kubeconfig=/etc/kubernetes/admin.conf")
+                    && apply.iter().any(|a| a == "apply")
+                    && apply
+                        .iter()
+                        .any(|a| a == "--filename=/etc/kubernetes/bootstrap/"),
+                "{what}: {apply:?}"
+            );
+            let admin: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&file(&master, "/etc/kubernetes/admin.conf")).unwrap();
+            assert_eq!(
+                admin["users"][0]["user"]["client-key"].as_str(),
+                Some("/etc/kubernetes/pki/admin.key")
+            );
         }
     }
 }

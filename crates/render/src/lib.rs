@@ -7,7 +7,7 @@ pub mod pki;
 pub mod templates;
 pub mod userdata;
 
-pub use pki::{ApiServerNames, Pki, PkiError};
+pub use pki::{ApiServerNames, BootstrapToken, Pki, PkiError};
 pub use templates::{TemplateError, Templates};
 pub use userdata::{encode_user_data, UserData, UserDataError};
 
@@ -16,6 +16,17 @@ use rktup_node_contract::AgentConfig;
 use serde::Serialize;
 
 /// etcd release for the master's static pod, per Kubernetes minor (kubeadm's pairing).
+/// The kubectl image that applies the master's first-boot objects: registry.k8s.io publishes
+/// `kubectl` images from v1.28 on; older clusters get v1.28's (plain v1 objects, applied
+/// without validation, need nothing newer from the server).
+fn kubectl_tag(settings: &ClusterSettings) -> String {
+    if settings.kube_version.minor >= 28 {
+        settings.kube_version.tag.clone()
+    } else {
+        "v1.28.15".into()
+    }
+}
+
 fn etcd_tag(minor: u32) -> &'static str {
     match minor {
         0..=10 => "3.1.12",
@@ -109,6 +120,8 @@ struct Paths {
     manifests: &'static str,
     pki: &'static str,
     kubelet_kubeconfig: &'static str,
+    /// A node's bootstrap token kubeconfig (kubelet's --bootstrap-kubeconfig).
+    bootstrap_kubeconfig: &'static str,
     cni_bin: &'static str,
 }
 
@@ -117,6 +130,7 @@ const PATHS: Paths = Paths {
     manifests: "/etc/kubernetes/manifests",
     pki: "/etc/kubernetes/pki",
     kubelet_kubeconfig: "/etc/kubernetes/kubelet.kubeconfig",
+    bootstrap_kubeconfig: "/etc/kubernetes/bootstrap-kubeconfig",
     cni_bin: "/opt/cni/bin",
 };
 
@@ -173,6 +187,12 @@ pub fn node_agent_config(
         cluster_cidr: Some(settings.cluster_ip_range.to_string()),
         allow_privileged: settings.allow_privileged,
         verbosity: settings.log_level,
+        // Nodes join by TLS bootstrap: a token in user-data, their own key made on the node, a
+        // `system:node:<name>` certificate signed by kube-controller-manager, renewed before it
+        // expires. The master keeps its files (it holds the CA key anyway, and its agent must
+        // run the API server's static pods before any API answers).
+        bootstrap_kubeconfig: (role == Role::Node).then(|| PATHS.bootstrap_kubeconfig.into()),
+        rotate_certificates: role == Role::Node,
         ..AgentConfig::default()
     }
 }
@@ -239,7 +259,10 @@ fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint)
     );
     ctx.insert(
         "images",
-        &serde_json::json!({ "etcd_tag": etcd_tag(settings.kube_version.minor) }),
+        &serde_json::json!({
+            "etcd_tag": etcd_tag(settings.kube_version.minor),
+            "kubectl_tag": kubectl_tag(settings),
+        }),
     );
     ctx
 }
@@ -300,8 +323,10 @@ pub fn render_node_config(
         content: pki.get(name).to_string(),
     };
     files.push(pem("ca.crt", "0644"));
-    files.push(pem("kubelet.crt", "0644"));
-    files.push(pem("kubelet.key", "0600"));
+    if role == Role::Master {
+        files.push(pem("kubelet.crt", "0644"));
+        files.push(pem("kubelet.key", "0600"));
+    }
     let kubeconfig = |path: &str,
                       user: &str,
                       cert: &str,
@@ -318,12 +343,26 @@ pub fn render_node_config(
         })
     };
     let server = master.url_for(role);
-    files.push(kubeconfig(
-        PATHS.kubelet_kubeconfig,
-        "kubelet",
-        "kubelet",
-        server.clone(),
-    )?);
+    let token = pki.bootstrap_token();
+    if role == Role::Master {
+        files.push(kubeconfig(
+            PATHS.kubelet_kubeconfig,
+            "kubelet",
+            "kubelet",
+            server.clone(),
+        )?);
+    } else {
+        // No private key in a node's user-data: only the token, which can do nothing but ask
+        // for a node certificate (issue 16).
+        let mut c = ctx.clone();
+        c.insert("server", &server);
+        c.insert("token", &token.token());
+        files.push(RenderedFile {
+            path: PATHS.bootstrap_kubeconfig.to_string(),
+            permissions: "0600".into(),
+            content: templates.render("kubeconfig/bootstrap.kubeconfig.tera", &c)?,
+        });
+    }
     if settings.network == NetworkProvider::Contained {
         let (name, template) = match settings.contained_network {
             ContainedNetwork::Bridge => (
@@ -354,6 +393,10 @@ pub fn render_node_config(
             "scheduler.key",
             "sa.key",
             "sa.pub",
+            // kubeadm's admin.conf: what applies the bootstrap objects below. No new power on
+            // a machine that holds the CA key.
+            "admin.crt",
+            "admin.key",
         ] {
             files.push(pem(
                 name,
@@ -375,11 +418,26 @@ pub fn render_node_config(
                 server.clone(),
             )?);
         }
+        files.push(kubeconfig(
+            &format!("{}/admin.conf", PATHS.kubernetes),
+            "kubernetes-admin",
+            "admin",
+            server.clone(),
+        )?);
+        let mut c = ctx.clone();
+        c.insert("token_id", &token.id);
+        c.insert("token_secret", &token.secret);
+        files.push(RenderedFile {
+            path: format!("{}/bootstrap/node-bootstrap.yaml", PATHS.kubernetes),
+            permissions: "0600".into(),
+            content: templates.render("bootstrap/node-bootstrap.yaml.tera", &c)?,
+        });
         for manifest in [
             "etcd",
             "kube-apiserver",
             "kube-controller-manager",
             "kube-scheduler",
+            "node-bootstrap",
         ] {
             files.push(RenderedFile {
                 path: format!("{}/{manifest}.yaml", PATHS.manifests),

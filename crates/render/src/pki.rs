@@ -39,8 +39,8 @@ struct Identity {
     server: bool,
 }
 
-/// Client identities, as kubeadm names them. Nodes share one kubelet identity because the
-/// nodes of an instance group boot from one user-data.
+/// Client identities, as kubeadm names them. `kubelet` is only the master's own agent now:
+/// nodes join by TLS bootstrap with `bootstrap_token` and get `system:node:<name>` certificates.
 const CLIENTS: &[Identity] = &[
     Identity {
         file: "admin",
@@ -78,6 +78,20 @@ const CLIENTS: &[Identity] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pki {
     files: BTreeMap<String, String>,
+}
+
+/// A bootstrap token: `id.secret`, kept as Secret `kube-system/bootstrap-token-<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl BootstrapToken {
+    /// What a kubeconfig's `token:` holds.
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.id, self.secret)
+    }
 }
 
 fn gen_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
@@ -247,6 +261,28 @@ impl Pki {
 
     pub fn files(&self) -> &BTreeMap<String, String> {
         &self.files
+    }
+
+    /// The cluster's node bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`, kubeadm's format),
+    /// derived from the CA key: stable for the cluster's life without another secret to keep,
+    /// and as secret as the key it comes from. It never expires, as Typhoon's do: an Auto
+    /// Scaling or instance group replacement boots months later from the same user-data.
+    pub fn bootstrap_token(&self) -> BootstrapToken {
+        use sha2::Digest;
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let digest = sha2::Sha256::new()
+            .chain_update(b"rktup node bootstrap token\0")
+            .chain_update(self.get("ca.key").as_bytes())
+            .finalize();
+        let chars: String = digest
+            .iter()
+            .take(22)
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+            .collect();
+        BootstrapToken {
+            id: chars[..6].to_string(),
+            secret: chars[6..].to_string(),
+        }
     }
 
     /// Builds a PKI from files already in memory (tests keep fixed ones so snapshots are stable).
