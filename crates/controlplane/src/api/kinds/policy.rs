@@ -479,6 +479,26 @@ fn integer_resource(name: &str) -> bool {
         || name.ends_with(".storageclass.storage.k8s.io/persistentvolumeclaims")
 }
 
+/// `IsStandardQuotaResourceName` (names with a `/` are checked as qualified names instead).
+fn standard_quota_resource(name: &str) -> bool {
+    integer_resource(name)
+        || matches!(
+            name,
+            "cpu"
+                | "memory"
+                | "ephemeral-storage"
+                | "requests.cpu"
+                | "requests.memory"
+                | "requests.storage"
+                | "requests.ephemeral-storage"
+                | "limits.cpu"
+                | "limits.memory"
+                | "limits.ephemeral-storage"
+        )
+        || name.starts_with("hugepages-")
+        || name.starts_with("requests.hugepages-")
+}
+
 const QUOTA_SCOPES: &[&str] = &[
     "Terminating",
     "NotTerminating",
@@ -499,6 +519,13 @@ fn validate_quota(obj: &Value, causes: &mut Vec<Cause>) {
         };
         for (k, v) in m {
             let f = format!("{field}[{k}]");
+            if !k.contains('/') && !standard_quota_resource(k) {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    &f,
+                    format!("Invalid value: \"{k}\": must be a standard resource for quota"),
+                ));
+            }
             let Some(q) = Quantity::from_value(v) else {
                 causes.push(cause(
                     "FieldValueInvalid",
@@ -1831,6 +1858,42 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).expect(s)
+    }
+
+    #[test]
+    fn quota_names_must_be_standard() {
+        let mut causes = Vec::new();
+        validate_quota(
+            &json!({"spec": {"hard": {"pods": "1", "count/deployments.apps": "2", "foo": "1", "pods2": "1.5"}}}),
+            &mut causes,
+        );
+        let msgs: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "spec.hard[foo]: Invalid value: \"foo\": must be a standard resource for quota",
+                "spec.hard[pods2]: Invalid value: \"pods2\": must be a standard resource for quota",
+            ]
+        );
+        causes.clear();
+        validate_quota(
+            &json!({"spec": {"hard": {"pods": "1.5", "cpu": "-1"}}}),
+            &mut causes,
+        );
+        let msgs: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "spec.hard[cpu]: Invalid value: \"-1\": must be greater than or equal to 0",
+                "spec.hard[pods]: Invalid value: \"1500m\": must be an integer",
+            ]
+        );
     }
 
     #[test]
