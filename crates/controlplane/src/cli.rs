@@ -32,6 +32,42 @@ pub struct ControlPlaneArgs {
     /// The cluster DNS address (DNS_SERVER_IP): kube-system/kube-dns is kept on it.
     #[arg(long, value_name = "IP")]
     pub cluster_dns_ip: Option<std::net::Ipv4Addr>,
+    /// Longest lifetime of certificates the CSR signer issues (kube-controller-manager's flag;
+    /// Go duration such as 8760h0m0s, 30m, 90s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration, default_value = "8760h0m0s")]
+    pub cluster_signing_duration: std::time::Duration,
+    /// Verify kubelets' serving certificates against this CA file (kube-apiserver's flag);
+    /// without it any serving certificate is accepted.
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_certificate_authority: Option<std::path::PathBuf>,
+}
+
+/// A Go `time.Duration` string of hours, minutes and seconds (`8760h0m0s`, `30m`, `90s`).
+fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: want e.g. 8760h0m0s, 30m or 90s");
+    let (mut total, mut num) = (0u64, String::new());
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -55,11 +91,17 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         if let Some(ip) = args.cluster_dns_ip {
             builder = builder.cluster_dns_ip(ip);
         }
+        if let Some(f) = &args.kubelet_certificate_authority {
+            let pem = std::fs::read_to_string(f)
+                .with_context(|| format!("failed to read {}", f.display()))?;
+            builder = builder.kubelet_certificate_authority(pem);
+        }
         let handle = builder
             .data_dir(&args.data_dir)
             .bind(std::net::SocketAddr::new(ip, args.secure_port))
             .service_cidr(args.service_cluster_ip_range)
             .service_node_port_range(args.service_node_port_range)
+            .csr_signing_duration(args.cluster_signing_duration)
             .node_monitor_grace(std::time::Duration::from_secs(
                 args.node_monitor_grace_period,
             ))
@@ -81,4 +123,17 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         handle.shutdown().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        let p = super::parse_go_duration;
+        assert_eq!(p("8760h0m0s"), Ok(Duration::from_secs(8760 * 3600)));
+        assert_eq!(p("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(p("1h30m5s"), Ok(Duration::from_secs(5405)));
+        assert!(p("10").is_err() && p("1d").is_err() && p("0s").is_err() && p("").is_err());
+    }
 }

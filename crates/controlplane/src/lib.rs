@@ -79,6 +79,7 @@ pub struct ControlPlane {
     clock: controllers::Clock,
     csr_signing_duration: std::time::Duration,
     verify_kubelet_serving: bool,
+    kubelet_ca_pem: Option<String>,
 }
 
 impl ControlPlane {
@@ -96,6 +97,7 @@ impl ControlPlane {
             clock: controllers::Clock::default(),
             csr_signing_duration: std::time::Duration::from_secs(365 * 24 * 3600),
             verify_kubelet_serving: false,
+            kubelet_ca_pem: None,
         }
     }
 
@@ -115,6 +117,14 @@ impl ControlPlane {
     /// off, any serving certificate is accepted (upstream without the flag).
     pub fn verify_kubelet_serving_certs(mut self, on: bool) -> Self {
         self.verify_kubelet_serving = on;
+        self
+    }
+
+    /// Verify kubelets' serving certificates against this CA (PEM) instead of the cluster CA
+    /// (kube-apiserver's `--kubelet-certificate-authority FILE`).
+    pub fn kubelet_certificate_authority(mut self, ca_pem: impl Into<String>) -> Self {
+        self.kubelet_ca_pem = Some(ca_pem.into());
+        self.verify_kubelet_serving = true;
         self
     }
 
@@ -245,9 +255,11 @@ impl ControlPlane {
             source,
         })?;
         let tls = tls_config(&pki).map_err(StartError::Tls)?;
-        let kubelet_ca = self
-            .verify_kubelet_serving
-            .then_some(pki.ca.cert_pem.as_str());
+        let kubelet_ca = match (&self.kubelet_ca_pem, self.verify_kubelet_serving) {
+            (Some(pem), _) => Some(pem.as_str()),
+            (None, true) => Some(pki.ca.cert_pem.as_str()),
+            (None, false) => None,
+        };
         let kubelet_tls = api::server_kubelet_config(
             &pki.kubelet_client.cert_pem,
             &pki.kubelet_client.key_pem,
