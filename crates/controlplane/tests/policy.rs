@@ -534,6 +534,26 @@ async fn resource_quota_admission_and_status() {
         err.contains("services \"c\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
         "{err}"
     );
+    // An update that adds usage is charged too.
+    let err = refused(
+        &c,
+        &[
+            "-n",
+            "svc",
+            "patch",
+            "service",
+            "b",
+            "-p",
+            r#"{"spec":{"type":"NodePort"}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        err.contains("services \"b\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
+        "{err}"
+    );
+    c.ok(&["-n", "svc", "label", "service", "a", "x=y"]).await;
     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "big"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}});
     let err = refused(

@@ -1121,6 +1121,8 @@ impl Core {
                 "Update",
             );
         }
+        // Held to the store write, as on create.
+        let _quota_hold = super::kinds::admit_update(self, rd, old, &new)?;
         if ctx.dry_run {
             return Ok(new);
         }

@@ -93,3 +93,13 @@ pub(crate) fn admit_create(
     storage::admit_create(core, rd, ns, obj)?;
     policy::admit_create(core, rd, ns, obj)
 }
+
+/// Admission on update (quota only), before the write; the hold lives until the write.
+pub(crate) fn admit_update(
+    core: &Core,
+    rd: &ResourceDef,
+    old: &Value,
+    new: &Value,
+) -> ApiResult<policy::QuotaHold> {
+    policy::admit_update(core, rd, old, new)
+}

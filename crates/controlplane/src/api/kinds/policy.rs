@@ -135,6 +135,13 @@ impl Quantity {
         }
     }
 
+    pub(crate) fn sub(&self, other: &Quantity) -> Quantity {
+        Quantity {
+            nano: self.nano.saturating_sub(other.nano),
+            format: self.format,
+        }
+    }
+
     /// The canonical form (`Quantity.String()`): `100m`, `64Mi`, `1500`, `2k`.
     pub(crate) fn canonical(&self) -> String {
         if self.nano == 0 {
@@ -974,7 +981,7 @@ pub(super) fn admit_create(
         }
     }
     match ns {
-        Some(ns) if rd.namespaced => quota_admit(core, rd, ns, obj),
+        Some(ns) if rd.namespaced => quota_admit(core, rd, ns, obj, None),
         _ => Ok(QuotaHold::none()),
     }
 }
@@ -1761,9 +1768,42 @@ fn pod_constraints(hard: &BTreeMap<String, Quantity>, pod: &Value) -> Option<Str
     Some(format!("must specify {}", parts.join("; ")))
 }
 
-/// ResourceQuota admission on create: every quota of the namespace that limits something the
-/// object uses must keep room for it; the lock is held to the write.
-fn quota_admit(core: &Core, rd: &ResourceDef, ns: &str, obj: &Value) -> ApiResult<QuotaHold> {
+/// ResourceQuota admission on update: only what grows is charged (a Service turned NodePort or
+/// LoadBalancer, a claim asking for more storage); the kinds whose usage cannot change in
+/// place pass without a look.
+pub(super) fn admit_update(
+    core: &Core,
+    rd: &ResourceDef,
+    old: &Value,
+    new: &Value,
+) -> ApiResult<QuotaHold> {
+    if !(is(rd, "", "Service") || is(rd, "", "PersistentVolumeClaim")) {
+        return Ok(QuotaHold::none());
+    }
+    let before = object_usage(rd, old);
+    let grown: BTreeMap<String, Quantity> = object_usage(rd, new)
+        .into_iter()
+        .filter_map(|(k, q)| {
+            let d = q.sub(&before.get(&k).copied().unwrap_or_else(Quantity::zero));
+            (d > Quantity::zero()).then_some((k, d))
+        })
+        .collect();
+    if grown.is_empty() {
+        return Ok(QuotaHold::none());
+    }
+    quota_admit(core, rd, meta_str(new, "namespace"), new, Some(grown))
+}
+
+/// ResourceQuota admission: every quota of the namespace that limits something the object
+/// uses (on update: `grown`, what the update adds) must keep room for it; the lock is held to
+/// the write.
+fn quota_admit(
+    core: &Core,
+    rd: &ResourceDef,
+    ns: &str,
+    obj: &Value,
+    grown: Option<BTreeMap<String, Quantity>>,
+) -> ApiResult<QuotaHold> {
     let Some(qrd) = registry::find_kind("", "ResourceQuota") else {
         return Ok(QuotaHold::none());
     };
@@ -1774,7 +1814,8 @@ fn quota_admit(core: &Core, rd: &ResourceDef, ns: &str, obj: &Value) -> ApiResul
     // Listed again under the lock: a quota created meanwhile counts.
     let quotas = core.store.list(&qrd.key_prefix(Some(ns))).0;
     let is_pod = rd.group.is_empty() && rd.kind == "Pod";
-    let delta = object_usage(rd, obj);
+    let creating = grown.is_none();
+    let delta = grown.unwrap_or_else(|| object_usage(rd, obj));
     for q in &quotas {
         let quota = &q.object;
         let hard = resource_list(quota.pointer("/spec/hard"));
@@ -1792,7 +1833,7 @@ fn quota_admit(core: &Core, rd: &ResourceDef, ns: &str, obj: &Value) -> ApiResul
         if relevant.is_empty() {
             continue;
         }
-        if is_pod && pod_counts(obj) {
+        if creating && is_pod && pod_counts(obj) {
             if let Some(why) = pod_constraints(&relevant, obj) {
                 return Err(forbidden(
                     rd,
