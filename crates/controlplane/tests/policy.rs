@@ -767,6 +767,23 @@ async fn priority_classes() {
         err.contains("PriorityClass d1 is already marked as default. Only one default can exist"),
         "{err}"
     );
+    let err = refused(
+        &c,
+        &[
+            "patch",
+            "priorityclass",
+            "high",
+            "--type=merge",
+            "-p",
+            r#"{"globalDefault":true}"#,
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        err.contains("PriorityClass d1 is already marked as default. Only one default can exist"),
+        "{err}"
+    );
     c.ok(&["run", "defaulted", "--image=busybox"]).await;
     let p = get_json(&c, &["po", "defaulted"]).await;
     assert_eq!(p["spec"]["priority"], 7);

@@ -961,28 +961,34 @@ pub(super) fn admit_create(
             limit_ranger_pvc(core, rd, ns, obj)?;
         }
     }
-    if is(rd, "scheduling.k8s.io", "PriorityClass")
-        && obj.get("globalDefault").and_then(Value::as_bool) == Some(true)
-    {
-        let pcrd = rd;
-        let (all, _) = core.store.list(&pcrd.key_prefix(None));
-        if let Some(other) = all.iter().find(|s| {
-            s.object.get("globalDefault").and_then(Value::as_bool) == Some(true)
-                && meta_str(&s.object, "name") != meta_str(obj, "name")
-        }) {
-            return Err(forbidden(
-                rd,
-                obj,
-                format!(
-                    "PriorityClass {} is already marked as default. Only one default can exist",
-                    meta_str(&other.object, "name")
-                ),
-            ));
-        }
+    if is(rd, "scheduling.k8s.io", "PriorityClass") {
+        one_global_default(core, rd, obj)?;
     }
     match ns {
         Some(ns) if rd.namespaced => quota_admit(core, rd, ns, obj, None),
         _ => Ok(QuotaHold::none()),
+    }
+}
+
+/// The Priority plugin on PriorityClasses: at most one `globalDefault` (create and update).
+fn one_global_default(core: &Core, rd: &ResourceDef, pc: &Value) -> ApiResult<()> {
+    if pc.get("globalDefault").and_then(Value::as_bool) != Some(true) {
+        return Ok(());
+    }
+    let (all, _) = core.store.list(&rd.key_prefix(None));
+    match all.iter().find(|s| {
+        s.object.get("globalDefault").and_then(Value::as_bool) == Some(true)
+            && meta_str(&s.object, "name") != meta_str(pc, "name")
+    }) {
+        Some(other) => Err(forbidden(
+            rd,
+            pc,
+            format!(
+                "PriorityClass {} is already marked as default. Only one default can exist",
+                meta_str(&other.object, "name")
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1777,6 +1783,10 @@ pub(super) fn admit_update(
     old: &Value,
     new: &Value,
 ) -> ApiResult<QuotaHold> {
+    if is(rd, "scheduling.k8s.io", "PriorityClass") {
+        one_global_default(core, rd, new)?;
+        return Ok(QuotaHold::none());
+    }
     if !(is(rd, "", "Service") || is(rd, "", "PersistentVolumeClaim")) {
         return Ok(QuotaHold::none());
     }
