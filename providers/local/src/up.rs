@@ -110,9 +110,12 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
         .add(
             resource("node-agents", local.node_names().join(", "))
                 .with_detail("one agent per node, in its network namespace"),
-            &[rec.into(), controlplane.into()],
+            &[rec.into(), pki.into(), controlplane.into()],
             move |cx, i| {
                 Box::pin(async move {
+                    bootstrap_kubeconfigs(&cx.layout, i.get(rec), i.get(pki))
+                        .await
+                        .map_err(local_error)?;
                     start_agents(local, &cx.layout, i.get(rec), &cx.exe).map_err(local_error)?;
                     Ok(Done::new((), ""))
                 })
@@ -362,28 +365,162 @@ fn other_clusters_networks(state_dir: &Path) -> Vec<ipnet::Ipv4Net> {
         .unwrap_or_default()
 }
 
-/// The control plane's PKI (made here first, so node credentials exist before it runs) and one
-/// kubeconfig per node with a `system:node:<name>` client certificate.
+/// The control plane's PKI (made here first, so the nodes' CA is known before it runs). Nodes
+/// get no certificate from here: they join with a bootstrap token (`bootstrap_kubeconfigs`).
 fn certificates(layout: &Layout, rec: &ClusterRecord) -> Result<Pki, ProviderError> {
     let ips = [rec.api_host.into(), rec.gateway().into()];
-    let pki = Pki::load_or_create(&layout.controlplane_dir(), &ips)
-        .map_err(|e| err("certificates", e))?;
-    for n in &rec.nodes {
-        let path = layout.node_kubeconfig(&n.name);
-        if path.exists() {
-            continue;
+    Pki::load_or_create(&layout.controlplane_dir(), &ips).map_err(|e| err("certificates", e))
+}
+
+/// How long a node's bootstrap token is valid: it only has to last until the node's agent has
+/// its client certificate (seconds); each `up` makes a new one for nodes still without one.
+const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// `n` random characters of a bootstrap token's alphabet (`[a-z0-9]`).
+fn token_chars(n: usize) -> Result<String, ProviderError> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        let mut b = [0u8; 32];
+        // SAFETY: getrandom writes at most b.len() bytes into b.
+        let got = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if got < 0 {
+            return Err(err("bootstrap token", std::io::Error::last_os_error()));
         }
-        let cert = pki.issue_node(&n.name).map_err(|e| err(&n.name, e))?;
-        let user = format!("system:node:{}", n.name);
+        // 252 = 7 * 36: bytes above it are dropped so every character is equally likely.
+        for &x in &b[..got as usize] {
+            if x < 252 && out.len() < n {
+                out.push(ALPHABET[(x % 36) as usize] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A bootstrap token (`<id>.<secret>`) created as kubeadm's `token create` does: a
+/// `bootstrap.kubernetes.io/token` Secret in kube-system, for authentication only, expiring.
+async fn create_bootstrap_token(admin_kubeconfig: &Path) -> Result<String, ProviderError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::ByteString;
+    let client = ready::client(admin_kubeconfig)
+        .await
+        .map_err(|e| err("bootstrap token", e))?;
+    let (id, secret) = (token_chars(6)?, token_chars(16)?);
+    let expiration = rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            + BOOTSTRAP_TOKEN_TTL.as_secs(),
+    );
+    let data = [
+        ("token-id", id.as_str()),
+        ("token-secret", secret.as_str()),
+        ("expiration", expiration.as_str()),
+        ("usage-bootstrap-authentication", "true"),
+        ("description", "rktup local up: node TLS bootstrap"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+    .collect();
+    let obj = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("bootstrap-token-{id}")),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        type_: Some("bootstrap.kubernetes.io/token".into()),
+        data: Some(data),
+        ..Default::default()
+    };
+    let api: kube::Api<Secret> = kube::Api::namespaced(client, "kube-system");
+    // The control plane may still be starting its API: retry briefly.
+    let mut delay = Duration::from_millis(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match api.create(&Default::default(), &obj).await {
+            Ok(_) => return Ok(format!("{id}.{secret}")),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(err("bootstrap token", e)),
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-12-04T23:00:00Z`), the token's `expiration` format.
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// For each node whose agent is not running and that has no kubeconfig yet (its agent writes
+/// one once its certificate is issued), a bootstrap kubeconfig: the API server, the cluster CA
+/// and one new bootstrap token shared by those nodes. No private key leaves this machine's
+/// control plane for a node: each agent makes its own.
+async fn bootstrap_kubeconfigs(
+    layout: &Layout,
+    rec: &ClusterRecord,
+    pki: &Pki,
+) -> Result<(), ProviderError> {
+    let need: Vec<&NodeRecord> = rec
+        .nodes
+        .iter()
+        .filter(|n| {
+            process::running(&layout.pidfile(&n.name)).is_none()
+                && !layout.node_kubeconfig(&n.name).exists()
+        })
+        .collect();
+    if need.is_empty() {
+        return Ok(());
+    }
+    let token = create_bootstrap_token(&layout.admin_kubeconfig()).await?;
+    for n in need {
         let text = pki::kubeconfig(
             &rec.node_api_url(),
             &pki.ca.cert_pem,
-            &user,
-            &Credential::Cert(cert),
+            "kubelet-bootstrap",
+            &Credential::Token(token.clone()),
         );
-        write_private(&path, &text)?;
+        write_private(&bootstrap_kubeconfig(layout, &n.name), &text)?;
     }
-    Ok(pki)
+    Ok(())
+}
+
+fn bootstrap_kubeconfig(layout: &Layout, node: &str) -> PathBuf {
+    layout.node_dir(node).join("bootstrap-kubeconfig")
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn rfc3339_and_token_alphabet() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_511_264), "2026-12-05T22:54:24Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let t = super::token_chars(16).expect("token");
+        assert_eq!(t.len(), 16);
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), ProviderError> {
@@ -462,6 +599,12 @@ fn agent_args(
         root_dir: layout.node_root(&node.name),
         pod_manifest_path: layout.node_manifests(&node.name),
         kubeconfig: Some(layout.node_kubeconfig(&node.name)),
+        // TLS bootstrap as kubelet: the agent makes its key and asks for its client and serving
+        // certificates, renews them, and checks kubelet port callers with the API server.
+        bootstrap_kubeconfig: Some(bootstrap_kubeconfig(layout, &node.name)),
+        rotate_certificates: true,
+        rotate_server_certificates: true,
+        authorization_mode: "Webhook".into(),
         hostname_override: Some(node.name.clone()),
         node_ip: Some(node.ip.to_string()),
         network_plugin: s.network,

@@ -534,8 +534,13 @@ pub async fn rotate(client: kube::Client, req: Request, store: FileStore, slot: 
         loop {
             match obtain(&client, &req, &store).await {
                 Ok(p) => {
+                    let what = if slot.pair().is_some() {
+                        "rotated"
+                    } else {
+                        "issued"
+                    };
                     info!(
-                        "certificate: {} rotated, valid until {}",
+                        "certificate: {} {what}, valid until {}",
                         store.prefix, p.not_after
                     );
                     if let Err(e) = slot.set(p) {
