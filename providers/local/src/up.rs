@@ -508,21 +508,6 @@ fn bootstrap_kubeconfig(layout: &Layout, node: &str) -> PathBuf {
     layout.node_dir(node).join("bootstrap-kubeconfig")
 }
 
-#[cfg(test)]
-mod token_tests {
-    #[test]
-    fn rfc3339_and_token_alphabet() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_796_511_264), "2026-12-05T22:54:24Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        let t = super::token_chars(16).expect("token");
-        assert_eq!(t.len(), 16);
-        assert!(t
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
-    }
-}
-
 fn write_private(path: &Path, text: &str) -> Result<(), ProviderError> {
     layout::write_private(path, text.as_bytes()).map_err(|e| err(&path.display().to_string(), e))
 }
@@ -722,5 +707,20 @@ fn wait_for_signal() {
     eprintln!("Running in the foreground; press Ctrl-C to tear the cluster down.");
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn rfc3339_and_token_alphabet() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_511_264), "2026-12-05T22:54:24Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let t = super::token_chars(16).expect("token");
+        assert_eq!(t.len(), 16);
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     }
 }
