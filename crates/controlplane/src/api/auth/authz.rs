@@ -104,7 +104,9 @@ pub fn pod_references(pod: &Value, plural: &str, name: &str) -> bool {
     let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
     match plural {
         "secrets" => {
-            arr(spec.get("imagePullSecrets")).iter().any(|s| is(s.get("name")))
+            arr(spec.get("imagePullSecrets"))
+                .iter()
+                .any(|s| is(s.get("name")))
                 || volumes.iter().any(|v| {
                     is(v.pointer("/secret/secretName"))
                         || is(v.pointer("/azureFile/secretName"))
@@ -160,9 +162,10 @@ pub fn pod_references(pod: &Value, plural: &str, name: &str) -> bool {
 /// Whether node `node` has a relationship with the graph-tracked object of `a` (a get).
 fn node_related(node: &str, a: &Attributes, store: &dyn Store) -> bool {
     let pods = store.list(&crate::registry::pods().key_prefix(None)).0;
-    let mine = pods.iter().map(|p| &*p.object).filter(|p| {
-        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
-    });
+    let mine = pods
+        .iter()
+        .map(|p| &*p.object)
+        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node));
     let plural = a.resource.plural;
     if plural != "persistentvolumes" {
         let ns = a.namespace.unwrap_or("");
@@ -176,7 +179,10 @@ fn node_related(node: &str, a: &Attributes, store: &dyn Store) -> bool {
     };
     let related = mine.into_iter().any(|p| {
         let ns = p.pointer("/metadata/namespace").and_then(Value::as_str);
-        let name = p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let name = p
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         p.pointer("/spec/volumes")
             .and_then(Value::as_array)
             .into_iter()
@@ -189,8 +195,7 @@ fn node_related(node: &str, a: &Attributes, store: &dyn Store) -> bool {
             })
             .any(|claim| {
                 store.get(&pvcs.key(ns, &claim)).is_some_and(|c| {
-                    c.object.pointer("/spec/volumeName").and_then(Value::as_str)
-                        == Some(a.name)
+                    c.object.pointer("/spec/volumeName").and_then(Value::as_str) == Some(a.name)
                 })
             })
     });
@@ -931,5 +936,78 @@ mod tests {
         );
         assert_eq!(why(&req, None), Err(NoRelationship));
         assert_eq!(why(&req, Some(&other_sa)), Err(NoRelationship));
+    }
+
+    #[test]
+    fn pod_references_as_the_node_graph() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "imagePullSecrets": [{"name": "pull"}],
+            "volumes": [
+                {"name": "a", "secret": {"secretName": "vol"}},
+                {"name": "b", "projected": {"sources": [{"secret": {"name": "proj"}}, {"configMap": {"name": "kube-root-ca.crt"}}]}},
+                {"name": "c", "csi": {"driver": "x", "nodePublishSecretRef": {"name": "csi"}}},
+                {"name": "d", "persistentVolumeClaim": {"claimName": "claim"}},
+                {"name": "e", "ephemeral": {"volumeClaimTemplate": {}}},
+                {"name": "f", "configMap": {"name": "cmvol"}}],
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init"}}]}],
+            "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cmenv", "key": "k"}}}]}]}});
+        for s in ["pull", "vol", "proj", "csi", "init"] {
+            assert!(pod_references(&pod, "secrets", s), "{s}");
+        }
+        assert!(!pod_references(&pod, "secrets", "cmvol"));
+        for c in ["kube-root-ca.crt", "cmvol", "cmenv"] {
+            assert!(pod_references(&pod, "configmaps", c), "{c}");
+        }
+        assert!(!pod_references(&pod, "configmaps", "vol"));
+        for c in ["claim", "p-e"] {
+            assert!(pod_references(&pod, "persistentvolumeclaims", c), "{c}");
+        }
+        assert!(!pod_references(&pod, "persistentvolumeclaims", "p-d"));
+    }
+
+    #[test]
+    fn node_restriction_labels() {
+        for ok in [
+            "kubernetes.io/hostname",
+            "node.kubernetes.io/instance-type",
+            "x.node.kubernetes.io/y",
+            "kubelet.kubernetes.io/z",
+            "example.com/team",
+            "plain",
+        ] {
+            assert!(!restricted_label(ok), "{ok}");
+        }
+        for bad in [
+            "node-role.kubernetes.io/control-plane",
+            "node-restriction.kubernetes.io/trusted",
+            "x.node-restriction.kubernetes.io/y",
+            "k8s.io/anything",
+            "sub.k8s.io/x",
+        ] {
+            assert!(restricted_label(bad), "{bad}");
+        }
+        let n1 = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let nodes = crate::registry::find("", "v1", "nodes").unwrap();
+        let node = |l: Value| json!({"metadata": {"name": "n1", "labels": l}});
+        let old = node(json!({"node-role.kubernetes.io/worker": "", "a": "1"}));
+        // Keeping a restricted label set by an admin is fine; changing others too.
+        assert!(super::node_restriction(
+            &n1,
+            nodes,
+            Some(&old),
+            &node(json!({"node-role.kubernetes.io/worker": "", "a": "2"}))
+        )
+        .is_ok());
+        let e =
+            super::node_restriction(&n1, nodes, Some(&old), &node(json!({"a": "1"}))).unwrap_err();
+        assert_eq!(e.message, "nodes \"n1\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/worker");
+        let admin = User {
+            name: "admin".into(),
+            groups: vec!["system:masters".into()],
+        };
+        assert!(super::node_restriction(&admin, nodes, Some(&old), &node(json!({}))).is_ok());
     }
 }
