@@ -7,7 +7,11 @@
 //! - Client authentication by x509 certificate: a certificate must be signed by
 //!   `--client-ca-file` (default: the CA of the `--kubeconfig`); one signed by another CA fails
 //!   the handshake, a request without a certificate gets 401 (anonymous auth off). Authenticated
-//!   clients are authorized for everything (kubelet's `--authorization-mode=AlwaysAllow`).
+//!   clients are authorized for everything (kubelet's `--authorization-mode=AlwaysAllow`), or
+//!   with `Webhook` by a SubjectAccessReview per request (`authz`).
+//! - With `--rotate-server-certificates` the serving certificate is the one the
+//!   `kubernetes.io/kubelet-serving` signer issued (a resolver reads it per handshake, so a
+//!   renewed one is served at once).
 //! - `GET /healthz` → `ok`; `GET /containerLogs/{namespace}/{pod}/{container}` (see
 //!   `container_logs`), streamed with chunked encoding; `GET /exec/{namespace}/{pod}/{container}`
 //!   upgraded to a WebSocket (see `exec`); `/portForward/{namespace}/{pod}` upgraded to SPDY/3.1,
