@@ -368,6 +368,92 @@ async fn only_node_client_requests_are_approved_and_signed() {
         stderr.contains(&format!("certificatesigningrequests.certificates.k8s.io \"{masters}\" is forbidden: User \"system:node:x\" cannot update resource \"certificatesigningrequests/approval\" in API group \"certificates.k8s.io\" at the cluster scope")),
         "{stderr}"
     );
+    // Approving needs `approve` on the signer too (CertificateApproval admission).
+    c.ok(&[
+        "create",
+        "clusterrole",
+        "csr-approver",
+        "--verb=get,list,update",
+        "--resource=certificatesigningrequests,certificatesigningrequests/approval",
+    ])
+    .await;
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "csr-approver",
+        "--clusterrole=csr-approver",
+        "--user=jane",
+    ])
+    .await;
+    let out = c
+        .kubectl(&["certificate", "approve", &masters, "--as=jane"])
+        .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("certificatesigningrequests.certificates.k8s.io \"{masters}\" is forbidden: user not permitted to approve requests with signerName \"{CLIENT}\"")),
+        "{stderr}"
+    );
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: csr-signer-approver}}\n\
+             rules: [{{apiGroups: [certificates.k8s.io], resources: [signers], resourceNames: [\"{CLIENT}\"], verbs: [approve]}}]\n"
+        ),
+    )
+    .await;
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "csr-signer-approver",
+        "--clusterrole=csr-signer-approver",
+        "--user=jane",
+    ])
+    .await;
+    // Then a pending one is approved.
+    // (not a node client request, so only a person approves it)
+    let (pem, _) = csr_pem("system:node:y", &["system:nodes", "x"], &[]);
+    let pending = unique("csr-pending");
+    create_csr(
+        &admin,
+        &pending,
+        &pem,
+        CLIENT,
+        &["digital signature", "client auth"],
+    )
+    .await
+    .expect("create");
+    let out = c
+        .kubectl(&["certificate", "approve", &pending, "--as=jane"])
+        .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let csr = csr_get(&admin, &pending).await;
+    assert!(
+        conditions(&csr)
+            .iter()
+            .any(|(t, r, _)| t == "Approved" && r == "KubectlApprove"),
+        "{:?}",
+        conditions(&csr)
+    );
+    // A system:masters client certificate through kube-apiserver-client is refused outright.
+    let (pem, _) = csr_pem("eve", &["system:masters"], &[]);
+    let e = create_csr(
+        &admin,
+        &unique("csr-eve"),
+        &pem,
+        "kubernetes.io/kube-apiserver-client",
+        &["digital signature", "client auth"],
+    )
+    .await
+    .expect_err("masters");
+    assert_eq!(status_code(&e), 403);
+    assert!(
+        e.to_string()
+            .contains("use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"),
+        "{e}"
+    );
+
     // An admin approves it by hand: the signer refuses it (Failed), signs nothing.
     let out = c.ok(&["certificate", "approve", &masters]).await;
     assert!(out.contains("approved"), "{out}");
@@ -483,6 +569,9 @@ async fn nodes_renew_only_their_own_client_certificates() {
 async fn node_authorizer_and_node_restriction() {
     let c = start().await;
     let admin = c.admin().await;
+    // Registered, heartbeating nodes: pods bound to a missing or silent node would be collected.
+    let _a = fake_node(&c, "a", 10250).await;
+    let _b = fake_node(&c, "b", 10250).await;
     c.ok(&["create", "secret", "generic", "s", "--from-literal=k=v"])
         .await;
     c.ok(&["create", "configmap", "cm", "--from-literal=k=v"])
@@ -575,34 +664,35 @@ async fn node_authorizer_and_node_restriction() {
         .expect("endpointslices");
 
     // NodeRestriction: labels on its own Node.
-    let nodes: Api<Node> = Api::all(a.clone());
+    let r = c.node_client("r").await;
+    let nodes: Api<Node> = Api::all(r.clone());
     let node = |labels: Value| -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "a", "labels": labels}})).expect("node")
+        serde_json::from_value(json!({"metadata": {"name": "r", "labels": labels}})).expect("node")
     };
     let e = nodes
         .create(
             &PostParams::default(),
             &node(
-                json!({"kubernetes.io/hostname": "a", "node-role.kubernetes.io/control-plane": ""}),
+                json!({"kubernetes.io/hostname": "r", "node-role.kubernetes.io/control-plane": ""}),
             ),
         )
         .await
         .expect_err("role label");
     assert_eq!(status_code(&e), 403);
     assert!(
-        e.to_string().contains("nodes \"a\" is forbidden: is not allowed to set the following labels: node-role.kubernetes.io/control-plane"),
+        e.to_string().contains("nodes \"r\" is forbidden: is not allowed to set the following labels: node-role.kubernetes.io/control-plane"),
         "{e}"
     );
     nodes
         .create(
             &PostParams::default(),
-            &node(json!({"kubernetes.io/hostname": "a", "node.kubernetes.io/instance-type": "local", "example.com/team": "x"})),
+            &node(json!({"kubernetes.io/hostname": "r", "node.kubernetes.io/instance-type": "local", "example.com/team": "x"})),
         )
         .await
         .expect("kubelet labels");
     let e = nodes
         .patch(
-            "a",
+            "r",
             &PatchParams::default(),
             &Patch::Merge(
                 json!({"metadata": {"labels": {"node-restriction.kubernetes.io/trusted": "yes"}}}),
@@ -617,7 +707,7 @@ async fn node_authorizer_and_node_restriction() {
     );
     nodes
         .patch(
-            "a",
+            "r",
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {"example.com/team": "y"}}})),
         )
@@ -626,7 +716,7 @@ async fn node_authorizer_and_node_restriction() {
     // An admin may set them.
     Api::<Node>::all(admin.clone())
         .patch(
-            "a",
+            "r",
             &PatchParams::default(),
             &Patch::Merge(
                 json!({"metadata": {"labels": {"node-restriction.kubernetes.io/trusted": "yes"}}}),

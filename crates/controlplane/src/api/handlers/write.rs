@@ -15,6 +15,7 @@ impl ApiServer {
         let mut obj = c.authorize_body()?;
         // A CSR records who asked, from the request's user, never from the body.
         crate::api::kinds::certificates::set_requester(c.t.rd, &mut obj, &c.r.user);
+        crate::api::kinds::certificates::admit_create(c.t.rd, &obj)?;
         authz::node_restriction(&c.r.user, c.t.rd, None, &obj)?;
         let mut ctx = c.r.write_ctx();
         let created = self.core.create(c.t.rd, c.t.ns, obj, &mut ctx)?;

@@ -66,6 +66,32 @@ pub(crate) fn set_requester(rd: &ResourceDef, obj: &mut Value, user: &User) {
     }
 }
 
+/// CertificateSubjectRestriction admission: no `system:masters` client certificate through the
+/// `kubernetes.io/kube-apiserver-client` signer.
+pub(crate) fn admit_create(rd: &ResourceDef, obj: &Value) -> crate::api::error::ApiResult<()> {
+    if !is_csr(rd)
+        || obj.pointer("/spec/signerName").and_then(Value::as_str)
+            != Some("kubernetes.io/kube-apiserver-client")
+    {
+        return Ok(());
+    }
+    let Ok(info) = crate::pki::parse_csr(&request_bytes(obj)) else {
+        return Ok(()); // validation reports it
+    };
+    if info.organizations.iter().any(|o| o == "system:masters") {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Err(crate::api::error::ApiError::new(
+            403,
+            "Forbidden",
+            format!("certificatesigningrequests.certificates.k8s.io {name:?} is forbidden: use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Go's `%#v` of a `[]byte`, as field errors print an invalid request.
 fn go_bytes(b: &[u8]) -> String {
     let items: Vec<String> = b.iter().map(|x| format!("0x{x:x}")).collect();
@@ -232,7 +258,9 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
             causes.push(cause(
                 "FieldValueInvalid",
                 &f("type"),
-                format!("Invalid value: {ty:?}: Approved and Denied conditions are mutually exclusive"),
+                format!(
+                    "Invalid value: {ty:?}: Approved and Denied conditions are mutually exclusive"
+                ),
             ));
         }
         if seen.contains(&ty) {
