@@ -24,6 +24,8 @@ fn serve(dir: &str, port: u16) -> anyhow::Result<()> {
         service_node_port_range: "30000-32767".into(),
         load_balancer_ip_range: None,
         cluster_dns_ip: None,
+        cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
+        kubelet_certificate_authority: None,
     })
 }
 
