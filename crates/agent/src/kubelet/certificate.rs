@@ -515,8 +515,17 @@ pub async fn obtain(
 }
 
 /// Keep `slot` renewed before expiry: at each rotation deadline a new key and CSR, made with
-/// `client` (the node's current credentials). Runs until dropped.
-pub async fn rotate(client: kube::Client, req: Request, store: FileStore, slot: Arc<CertSlot>) {
+/// `client` (the node's current credentials). When that fails and the certificate has expired
+/// (the node was down past its end), `bootstrap` (the bootstrap credentials, if any) asks
+/// instead, as a kubelet restarted on an expired certificate bootstraps again. Runs until
+/// dropped.
+pub async fn rotate(
+    client: kube::Client,
+    req: Request,
+    store: FileStore,
+    slot: Arc<CertSlot>,
+    bootstrap: Option<kube::Client>,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         let wait = match slot.pair() {
@@ -532,7 +541,18 @@ pub async fn rotate(client: kube::Client, req: Request, store: FileStore, slot: 
         };
         tokio::time::sleep(Duration::from_secs(wait)).await;
         loop {
-            match obtain(&client, &req, &store).await {
+            let expired = slot.pair().is_some_and(|p| !p.valid_at(now()));
+            let r = match (&bootstrap, expired) {
+                (Some(b), true) => {
+                    let req = Request {
+                        digest_name: true,
+                        ..req.clone()
+                    };
+                    obtain(b, &req, &store).await
+                }
+                _ => obtain(&client, &req, &store).await,
+            };
+            match r {
                 Ok(p) => {
                     let what = if slot.pair().is_some() {
                         "rotated"
@@ -562,6 +582,46 @@ pub async fn rotate(client: kube::Client, req: Request, store: FileStore, slot: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denied_and_failed_conditions_are_errors_in_kubelets_words() {
+        let csr = |cond: serde_json::Value| -> CertificateSigningRequest {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "csr-1"},
+                "spec": {"request": "", "signerName": CLIENT_SIGNER},
+                "status": cond,
+            }))
+            .expect("csr")
+        };
+        let denied = csr(
+            serde_json::json!({"conditions": [{"type": "Denied", "status": "True",
+            "reason": "NotMine", "message": "no"}]}),
+        );
+        let e = outcome("csr-1", &denied)
+            .expect("outcome")
+            .expect_err("denied");
+        assert_eq!(
+            e.to_string(),
+            "certificate signing request csr-1 is denied, reason: NotMine, message: no"
+        );
+        let failed = csr(
+            serde_json::json!({"conditions": [{"type": "Failed", "status": "True",
+            "reason": "SignerError", "message": "bad"}]}),
+        );
+        assert!(matches!(
+            outcome("csr-1", &failed),
+            Some(Err(CertError::Failed { .. }))
+        ));
+        // Approved but not yet issued: keep waiting.
+        let approved = csr(serde_json::json!({"conditions": [{"type": "Approved",
+            "status": "True"}]}));
+        assert!(outcome("csr-1", &approved).is_none());
+        let issued = csr(serde_json::json!({"certificate": "UEVN"}));
+        assert_eq!(
+            outcome("csr-1", &issued).expect("issued").expect("cert"),
+            "PEM"
+        );
+    }
 
     #[test]
     fn deadline_is_between_70_and_90_percent() {

@@ -152,11 +152,20 @@ async fn certificates(
     let client = client(cfg).await?;
     if let Some(c) = &cfg.certs {
         if c.rotate_client && c.client_slot.pair().is_some() {
+            // The bootstrap credentials again if the certificate runs out before it is renewed.
+            let bootstrap = match &c.bootstrap_kubeconfig {
+                Some(b) => credentials::client(b, cfg.api_server.as_deref(), None)
+                    .await
+                    .map_err(|e| warn!("certificate: bootstrap client: {e}"))
+                    .ok(),
+                None => None,
+            };
             tasks.push(tokio::spawn(certificate::rotate(
                 client.clone(),
                 certificate::Request::client(&cfg.node_name, false),
                 certificate::FileStore::client(&c.cert_dir),
                 c.client_slot.clone(),
+                bootstrap,
             )));
         }
     }
@@ -184,6 +193,7 @@ fn serving_certificate(
         certificate::Request::serving(&cfg.node_name, serving_sans(cfg)),
         store,
         slot.clone(),
+        None,
     )))
 }
 
