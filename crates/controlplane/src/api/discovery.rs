@@ -92,7 +92,7 @@ struct Subresource {
 
 fn subresource(r: &ResourceDef, name: &'static str) -> Subresource {
     let (kind, group_version, verbs): (_, _, &'static [&'static str]) = match name {
-        "status" => (r.kind, None, &["get", "patch", "update"]),
+        "status" | "approval" => (r.kind, None, &["get", "patch", "update"]),
         "scale" => (
             "Scale",
             Some(("autoscaling", "v1")),

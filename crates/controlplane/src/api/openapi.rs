@@ -189,7 +189,7 @@ fn build(group: &str, version: &str) -> Value {
         for sub in r
             .subresources
             .iter()
-            .filter(|s| matches!(**s, "status" | "scale"))
+            .filter(|s| matches!(**s, "status" | "scale" | "approval"))
         {
             paths.insert(format!("{coll}/{{name}}/{sub}"), json!({"get": op(r, "get", "get"), "put": op(r, "put", "put"), "patch": op(r, "patch", "patch")}));
         }
