@@ -547,18 +547,27 @@ async fn nodes_renew_only_their_own_client_certificates() {
     )
     .await
     .expect("create");
+    // Its own, asking for ten minutes (shorter than the signer's hour: honoured).
     let (pem, _) = csr_pem("system:node:n1", &["system:nodes"], &[]);
     let mine = unique("csr-n1");
-    create_csr(
-        &n1,
+    let mut obj = csr_object(
         &mine,
         &pem,
         CLIENT,
         &["digital signature", "key encipherment", "client auth"],
-    )
-    .await
-    .expect("create");
-    certificate(&admin, &mine).await;
+    );
+    obj.spec.expiration_seconds = Some(600);
+    Api::<CertificateSigningRequest>::all(n1.clone())
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    let cert = certificate(&admin, &mine).await;
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("PEM");
+    let x = parsed.parse_x509().expect("x509");
+    let life = x.validity().not_after.timestamp() - x.validity().not_before.timestamp();
+    assert_eq!(life, 600 + 300, "{:?}", x.validity());
+    let ku = x.key_usage().expect("ku").expect("has ku").value;
+    assert!(ku.digital_signature() && ku.key_encipherment());
     let csr = csr_get(&admin, &theirs).await;
     assert!(conditions(&csr).is_empty(), "{:?}", conditions(&csr));
     assert_eq!(csr.spec.username.as_deref(), Some("system:node:n1"));
