@@ -342,7 +342,12 @@ async fn only_node_client_requests_are_approved_and_signed() {
     )
     .await
     .expect("create");
-    certificate(&admin, &good).await;
+    let signed = certificate(&admin, &good).await;
+    // Metadata stays writable; the spec and status do not move with it.
+    c.ok(&["label", "csr", &good, "team=x"]).await;
+    assert_eq!(certificate(&admin, &good).await, signed);
+    let table = c.ok(&["get", "csr", &good]).await;
+    assert!(table.contains("Approved"), "{table}");
     for name in [&masters, &serving] {
         let csr = csr_get(&admin, name).await;
         assert!(
