@@ -929,3 +929,102 @@ async fn kubelet_calls_use_their_identity_and_verify_the_kubelet() {
     assert!(conditions(&csr).is_empty(), "{:?}", conditions(&csr));
     c.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn decided_requests_are_cleaned_up_as_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = rktup_controlplane::controllers::Clock::new();
+    let handle = ControlPlane::builder()
+        .data_dir(dir.path())
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .clock(clock.clone())
+        .start()
+        .await
+        .expect("control plane starts");
+    let c = Cluster { handle, dir };
+    let admin = c.admin().await;
+    let api: Api<CertificateSigningRequest> = Api::all(admin.clone());
+    let (pem, _) = csr_pem("system:node:z", &["system:nodes"], &[]);
+    let issued = unique("csr-issued");
+    create_csr(
+        &admin,
+        &issued,
+        &pem,
+        CLIENT,
+        &["digital signature", "client auth"],
+    )
+    .await
+    .expect("create");
+    certificate(&admin, &issued).await;
+    let (pem, _) = csr_pem("system:node:z", &["system:nodes"], &["127.0.0.1"]);
+    let denied = unique("csr-denied");
+    create_csr(
+        &admin,
+        &denied,
+        &pem,
+        SERVING,
+        &["digital signature", "server auth"],
+    )
+    .await
+    .expect("create");
+    c.ok(&["certificate", "deny", &denied]).await;
+    let (pem, _) = csr_pem("someone", &[], &[]);
+    let pending = unique("csr-pending");
+    create_csr(
+        &admin,
+        &pending,
+        &pem,
+        "example.com/signer",
+        &["client auth"],
+    )
+    .await
+    .expect("create");
+    let names = |api: Api<CertificateSigningRequest>| async move {
+        api.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    // Two hours on: the decided ones go, the pending one stays (a day).
+    clock.advance(2 * 3600);
+    let (pem, _) = csr_pem("trigger", &[], &[]);
+    create_csr(
+        &admin,
+        &unique("csr-trigger"),
+        &pem,
+        "example.com/signer",
+        &["client auth"],
+    )
+    .await
+    .expect("create");
+    eventually("decided CSRs deleted", WAIT, || {
+        let api = api.clone();
+        let (issued, denied) = (issued.clone(), denied.clone());
+        async move {
+            let now = names(api).await;
+            (!now.contains(&issued) && !now.contains(&denied)).then_some(())
+        }
+    })
+    .await;
+    assert!(names(api.clone()).await.contains(&pending));
+    clock.advance(24 * 3600);
+    let (pem, _) = csr_pem("trigger", &[], &[]);
+    create_csr(
+        &admin,
+        &unique("csr-trigger"),
+        &pem,
+        "example.com/signer",
+        &["client auth"],
+    )
+    .await
+    .expect("create");
+    eventually("the stale pending CSR deleted", WAIT, || {
+        let (api, pending) = (api.clone(), pending.clone());
+        async move { (!names(api).await.contains(&pending)).then_some(()) }
+    })
+    .await;
+    c.handle.shutdown().await;
+}

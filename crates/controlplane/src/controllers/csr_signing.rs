@@ -212,3 +212,65 @@ pub(crate) fn push_condition(status: &mut Value, cond: Value) {
         a.push(cond);
     }
 }
+
+/// How long a decided CSR is kept (kube-controller-manager's `csrcleaner`): approved and
+/// issued, denied or failed ones one hour after the decision; pending ones a day after their
+/// creation. (Upstream also deletes one at once when its certificate has expired, which only
+/// certificates shorter than an hour reach; those are kept the hour here.)
+const DECIDED_KEPT: i64 = 3600;
+const PENDING_KEPT: i64 = 24 * 3600;
+
+fn older_than(t: Option<&str>, secs: i64, now: jiff::Timestamp) -> bool {
+    t.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|t| now.as_second() - t.as_second() > secs)
+}
+
+fn condition_time<'a>(csr: &'a Value, ty: &str) -> Option<&'a str> {
+    csr.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == ty && c["status"] == "True")
+        .and_then(|c| c["lastUpdateTime"].as_str())
+}
+
+/// The CSR cleaner pass (upstream pkg/controller/certificates/cleaner).
+pub(crate) fn clean(core: &Core, s: &super::Settings) {
+    let now = s.clock.now();
+    let r = rd("certificates.k8s.io", "certificatesigningrequests");
+    for csr in list(
+        core,
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        None,
+    ) {
+        let issued = csr
+            .pointer("/status/certificate")
+            .and_then(Value::as_str)
+            .is_some_and(|c| !c.is_empty());
+        let approved = has_condition(&csr, "Approved");
+        let denied = has_condition(&csr, "Denied");
+        let failed = has_condition(&csr, "Failed");
+        let stale =
+            (approved && issued && older_than(condition_time(&csr, "Approved"), DECIDED_KEPT, now))
+                || (denied && older_than(condition_time(&csr, "Denied"), DECIDED_KEPT, now))
+                || (failed && older_than(condition_time(&csr, "Failed"), DECIDED_KEPT, now))
+                || (!approved
+                    && !denied
+                    && !failed
+                    && older_than(
+                        csr.pointer("/metadata/creationTimestamp")
+                            .and_then(Value::as_str),
+                        PENDING_KEPT,
+                        now,
+                    ));
+        if stale {
+            tracing::debug!(csr = meta_str(&csr, "name"), "csr cleaner: deleting");
+            let _ = core.delete(
+                r,
+                None,
+                meta_str(&csr, "name"),
+                &crate::api::objects::DeleteOptions::default(),
+            );
+        }
+    }
+}

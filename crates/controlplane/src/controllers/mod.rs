@@ -280,6 +280,13 @@ pub fn spawn_all(
             Duration::from_secs(30),
         ),
         (
+            // Resync: CSRs age without a write.
+            "csrcleaner",
+            csr_signing::clean,
+            Wake::Kinds(&[("certificates.k8s.io", "certificatesigningrequests")]),
+            Duration::from_secs(60),
+        ),
+        (
             // Resync: tokens expire without a write.
             "tokencleaner",
             |core, _| crate::api::auth::bootstrap_token::clean_expired(core),
