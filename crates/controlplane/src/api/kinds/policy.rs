@@ -69,9 +69,20 @@ impl Quantity {
             return None;
         }
         let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-        let digits: String = format!("{int_part}{frac_part}");
-        let mantissa: i128 = digits.parse().ok()?;
         let places = frac_part.len() as i32;
+        let whole: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
+        let frac: i128 = if frac_part.is_empty() {
+            0
+        } else {
+            frac_part.parse().ok()?
+        };
+        let mantissa = whole
+            .checked_mul(pow10(places as u32)?)?
+            .checked_add(frac)?;
         let (bin_exp, dec_exp, format): (u32, i32, Format) = match suffix {
             "" => (0, 0, Format::DecimalSI),
             "Ki" => (1, 0, Format::BinarySI),
@@ -1445,6 +1456,63 @@ pub(crate) fn pod_requests_limits(
     out
 }
 
+/// One quota resource of a (charged) pod: what [`object_usage`] gives for `key`.
+fn pod_usage_of(pod: &Value, key: &str) -> Option<Quantity> {
+    if key == "pods" || key.starts_with("count/") {
+        return Some(Quantity::from_int(1));
+    }
+    let (field, res) = match key {
+        "cpu" | "memory" | "ephemeral-storage" => ("requests", key),
+        k => match (k.strip_prefix("requests."), k.strip_prefix("limits.")) {
+            (Some(r), _) => ("requests", r),
+            (_, Some(r)) => ("limits", r),
+            _ => return None,
+        },
+    };
+    let of = |c: &Value| -> Option<Quantity> {
+        c.get("resources")?
+            .get(field)?
+            .get(res)
+            .and_then(Quantity::from_value)
+    };
+    let mut sum: Option<Quantity> = None;
+    let mut add = |q: Option<Quantity>| {
+        if let Some(q) = q {
+            sum = Some(sum.map_or(q, |s| s.add(&q)));
+        }
+    };
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(of(c));
+    }
+    let inits = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array);
+    let sidecar = |c: &&Value| c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+    for c in inits.into_iter().flatten().filter(sidecar) {
+        add(of(c));
+    }
+    for c in inits.into_iter().flatten().filter(|c| !sidecar(c)) {
+        if let Some(q) = of(c) {
+            if sum.is_none_or(|s| q > s) {
+                sum = Some(q);
+            }
+        }
+    }
+    let overhead = pod
+        .pointer("/spec/overhead")
+        .and_then(|o| o.get(res))
+        .and_then(Quantity::from_value);
+    match (sum, overhead) {
+        (Some(s), Some(o)) => Some(s.add(&o)),
+        (s, o) => s.or(o),
+    }
+}
+
 /// Whether quota still charges a pod: not finished, and not past its deletion grace period
 /// (`QuotaV1Pod`).
 fn pod_counts(pod: &Value) -> bool {
@@ -1693,8 +1761,37 @@ pub(crate) fn quota_usage(core: &Core, quota: &Value) -> BTreeMap<String, Quanti
         if scoped && !is_pod {
             continue;
         }
+        // Object counts need no per-object usage (the common quota, and the cheap one:
+        // admission recounts on every create).
+        let counts_only = keys
+            .iter()
+            .all(|k| k.starts_with("count/") || k == r.plural);
+        let one = Quantity::from_int(1);
         for s in core.store.list(&r.key_prefix(Some(ns))).0 {
             if is_pod && scoped && !pod_in_scopes(quota, &s.object) {
+                continue;
+            }
+            if counts_only {
+                if !is_pod || pod_counts(&s.object) {
+                    for k in keys {
+                        if let Some(cur) = used.get_mut(k) {
+                            *cur = cur.add(&one);
+                        }
+                    }
+                }
+                continue;
+            }
+            if is_pod {
+                // Per key, without building the pod's whole usage (this runs per pod on every
+                // create admission checks).
+                if pod_counts(&s.object) {
+                    for k in keys {
+                        if let (Some(q), Some(cur)) = (pod_usage_of(&s.object, k), used.get_mut(k))
+                        {
+                            *cur = cur.add(&q);
+                        }
+                    }
+                }
                 continue;
             }
             let u = object_usage(r, &s.object);
@@ -2003,6 +2100,39 @@ mod tests {
         assert_eq!(
             pod_constraints(&resource_list(Some(&json!({"limits.cpu": "1"}))), &pod).as_deref(),
             Some("must specify limits.cpu for: a,b,i")
+        );
+    }
+
+    #[test]
+    fn per_key_pod_usage_matches_the_whole_usage() {
+        let pod = json!({"spec": {
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}},
+                {"name": "b", "resources": {"requests": {"cpu": "200m"}}},
+            ],
+            "initContainers": [
+                {"name": "i", "resources": {"requests": {"cpu": "250m", "memory": "3Gi"}}},
+                {"name": "s", "restartPolicy": "Always", "resources": {"requests": {"cpu": "50m"}}},
+            ],
+            "overhead": {"cpu": "10m", "memory": "1Mi"},
+        }, "status": {"phase": "Running"}});
+        let whole = object_usage(registry::pods(), &pod);
+        for k in [
+            "pods",
+            "count/pods",
+            "cpu",
+            "requests.cpu",
+            "requests.memory",
+            "limits.memory",
+            "memory",
+        ] {
+            assert_eq!(pod_usage_of(&pod, k), whole.get(k).copied(), "{k}");
+        }
+        assert_eq!(whole["requests.cpu"].canonical(), "360m");
+        assert_eq!(
+            whole["requests.memory"].canonical(),
+            "3073Mi",
+            "the init peak plus overhead"
         );
     }
 
