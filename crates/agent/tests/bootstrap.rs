@@ -479,3 +479,62 @@ fn certificates_rotate_while_the_node_stays_ready() {
     }));
     b.finish(r);
 }
+
+#[test]
+fn an_agent_restarted_after_its_certificate_expired_bootstraps_again() {
+    if !rktup_testkit::can_run_as_root("re-bootstrap", "pods and their networks") {
+        return;
+    }
+    let mut b = Boot::start("tx", Duration::from_secs(20));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.wait_ready();
+        b.node.kill_agent();
+        // Whatever the agent had by now (a renewal may have happened) runs out while it is down.
+        let (had, _) = read_pair(&b.cert_dir, "kubelet-client").expect("client pair");
+        let (_, _, _, end) = subject(&had[0]);
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default()
+        };
+        while now() <= end + 1 {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let bootstraps = |b: &Boot| {
+            b.csrs()
+                .iter()
+                .filter(|c| {
+                    c.spec
+                        .username
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("system:bootstrap:"))
+                })
+                .count()
+        };
+        let before = bootstraps(&b);
+        b.node.start_agent();
+        let (fresh, _) = wait_for("a new client certificate", Duration::from_secs(60), || {
+            read_pair(&b.cert_dir, "kubelet-client").filter(|(c, _)| c[0] != had[0])
+        });
+        let (cn, _, nb, na) = subject(&fresh[0]);
+        assert_eq!(cn, format!("system:node:{}", b.node_name));
+        assert!(
+            nb <= now() && now() < na,
+            "the new certificate is valid now"
+        );
+        // Asked for with the bootstrap token (the expired certificate cannot authenticate).
+        assert_eq!(
+            bootstraps(&b),
+            before + 1,
+            "one more bootstrap CSR: {:#?}\n{}",
+            b.csrs()
+                .iter()
+                .map(|c| (c.metadata.name.clone(), c.spec.username.clone()))
+                .collect::<Vec<_>>(),
+            b.node.agent_log()
+        );
+        b.wait_ready();
+    }));
+    b.finish(r);
+}

@@ -161,9 +161,18 @@ fn random_fraction() -> f64 {
 }
 
 /// kubelet's nextRotationDeadline: notBefore + 70..90 % of the lifetime (jittered so a fleet
-/// of nodes does not renew at once).
-pub fn rotation_deadline(not_before: i64, not_after: i64) -> i64 {
-    deadline_at(not_before, not_after, random_fraction())
+/// of nodes does not renew at once). When that point is already past at `now`, 70..90 % of
+/// what remains: signers backdate notBefore (kube-controller-manager by 5 min, for clock
+/// skew), so a short-lived certificate would be past its deadline when issued and renewed in a
+/// loop (kubelet renews at once there).
+pub fn rotation_deadline(not_before: i64, not_after: i64, now: i64) -> i64 {
+    let f = random_fraction();
+    let d = deadline_at(not_before, not_after, f);
+    if d > now {
+        d
+    } else {
+        deadline_at(now.min(not_after), not_after, f)
+    }
 }
 
 fn deadline_at(not_before: i64, not_after: i64, fraction: f64) -> i64 {
@@ -530,7 +539,7 @@ pub async fn rotate(
     loop {
         let wait = match slot.pair() {
             Some(p) => {
-                let deadline = rotation_deadline(p.not_before, p.not_after);
+                let deadline = rotation_deadline(p.not_before, p.not_after, now());
                 info!(
                     "certificate: {} ({}) expires at {}, rotating at {}",
                     store.prefix, p.common_name, p.not_after, deadline
@@ -628,8 +637,11 @@ mod tests {
         assert_eq!(deadline_at(1000, 2000, 0.0), 1700);
         assert_eq!(deadline_at(1000, 2000, 0.999_999), 1899);
         for _ in 0..100 {
-            let d = rotation_deadline(0, 100_000);
+            let d = rotation_deadline(0, 100_000, 0);
             assert!((70_000..=90_000).contains(&d), "{d}");
+            // Backdated by 300 s, 20 s to live: not at once, but within what remains.
+            let d = rotation_deadline(1000 - 300, 1020, 1000);
+            assert!((1014..=1018).contains(&d), "{d}");
         }
     }
 

@@ -90,7 +90,7 @@ fn client_cert_path(kubeconfig: &Path) -> Option<PathBuf> {
 
 /// kubelet's isClientConfigStillValid: it parses, and a client certificate (if it names one)
 /// is valid now.
-fn kubeconfig_valid(kubeconfig: &Path) -> bool {
+pub fn kubeconfig_valid(kubeconfig: &Path) -> bool {
     let Ok(kc) = kube::config::Kubeconfig::read_from(kubeconfig) else {
         return false;
     };
@@ -234,12 +234,14 @@ pub async fn client(
     }
     let rotating = match (slot, client_cert_path(kubeconfig)) {
         (Some(slot), Some(path)) => {
-            if slot.pair().is_none() {
-                let pem = std::fs::read(&path).map_err(|source| CertError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let pair = Pair::from_pem(&pem, &pem, &path)?;
+            let pem = std::fs::read(&path).map_err(|source| CertError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let pair = Pair::from_pem(&pem, &pem, &path)?;
+            // The file's pair unless the slot already has a newer one (a renewal by another
+            // client of the same slot).
+            if slot.pair().is_none_or(|p| p.not_after < pair.not_after) {
                 slot.set(pair)
                     .map_err(|e| kc_err(kubeconfig)(e.to_string()))?;
             }

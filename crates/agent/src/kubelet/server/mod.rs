@@ -358,7 +358,19 @@ pub fn spawn(
                 // A bootstrapping node has its kubeconfig (and with it the client CA) only
                 // once its client certificate is issued.
                 let cas = loop {
+                    // An expired kubeconfig from before is about to be replaced: wait for it.
+                    let stale = cfg.wait_for_kubeconfig
+                        && !cfg
+                            .kubeconfig
+                            .as_deref()
+                            .is_some_and(crate::kubelet::credentials::kubeconfig_valid);
                     match client_cas(&cfg).await {
+                        Ok(_) if stale => {
+                            if term.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                         Ok(c) => break Ok(c),
                         Err(e) if cfg.wait_for_kubeconfig && cfg.client_ca_file.is_none() => {
                             debug!("kubelet server: waiting for the kubeconfig: {e}");
