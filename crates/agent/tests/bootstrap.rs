@@ -476,6 +476,17 @@ fn certificates_rotate_while_the_node_stays_ready() {
             "the agent exited"
         );
         assert!(b.node.agent_log().contains("kubelet-client rotated"));
+        // Renewed once per lifetime, not in a loop (the signer backdates notBefore by minutes,
+        // which a 40 s certificate's 70-90 % point must not fall before).
+        let renewals = b
+            .csrs()
+            .iter()
+            .filter(|c| {
+                c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet"
+                    && c.spec.username.as_deref() == Some(me.as_str())
+            })
+            .count();
+        assert!((1..=4).contains(&renewals), "{renewals} client renewals");
     }));
     b.finish(r);
 }
