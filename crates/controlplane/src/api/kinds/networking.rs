@@ -284,7 +284,11 @@ fn validate_ingress(obj: &Value, causes: &mut Vec<Cause>) {
             let f = format!("spec.rules[{i}].http.paths[{j}]");
             let path = p.get("path").and_then(Value::as_str).unwrap_or("");
             // k8s-openapi writes the required string as "" when it is missing.
-            match p.get("pathType").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            match p
+                .get("pathType")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
                 None => causes.push(cause(
                     "FieldValueRequired",
                     &format!("{f}.pathType"),
