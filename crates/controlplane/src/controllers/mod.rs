@@ -23,8 +23,8 @@ mod resourcequota;
 mod revisions;
 mod scheduler;
 mod serviceaccount;
-pub(crate) mod volumes;
 mod statefulset;
+pub(crate) mod volumes;
 
 pub use cronjob::Clock;
 
