@@ -254,6 +254,9 @@ pub async fn client(
     };
     let mut tls = config.rustls_client_config()?;
     tls.client_auth_cert_resolver = slot.clone();
+    // A resumed TLS session keeps the client certificate it began with: after a renewal the
+    // new connections must present the new one (Go's client, kubelet's, resumes nothing).
+    tls.resumption = rustls::client::Resumption::disabled();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
