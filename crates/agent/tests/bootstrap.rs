@@ -450,10 +450,20 @@ fn certificates_rotate_while_the_node_stays_ready() {
             c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet"
                 && c.spec.username.as_deref() == Some(me.as_str())
         }));
-        wait_for(
+        let (renewed, _) = wait_for(
             "a rotated serving certificate",
             Duration::from_secs(90),
             || read_pair(&b.cert_dir, "kubelet-server").filter(|(c, _)| c[0] != serving[0]),
+        );
+        // The port serves the renewed one at once (read per handshake).
+        wait_for(
+            "the port serving the renewed certificate",
+            Duration::from_secs(10),
+            || {
+                call(b.port, "GET", "/healthz", None)
+                    .ok()
+                    .filter(|a| a.server_cert == renewed[0].as_ref())
+            },
         );
         // After the old certificate expired, the node still heartbeats (its new certificate is
         // in use without a restart) and is Ready.
