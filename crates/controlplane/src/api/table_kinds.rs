@@ -251,6 +251,32 @@ fn quota_columns(o: &Value) -> (String, String) {
     (req.join(", "), lim.join(", "))
 }
 
+/// extractCSRStatus: Denied, else Approved, else Pending; then `,Failed` and `,Issued`.
+fn csr_condition(o: &Value) -> String {
+    let has = |t: &str| {
+        o.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == t))
+    };
+    let mut out = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        out.push_str(",Failed");
+    }
+    if o.pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty())
+    {
+        out.push_str(",Issued");
+    }
+    out
+}
+
 /// One row for `o`, if `rd` has its own printer here.
 pub fn row(rd: &ResourceDef, o: &Value) -> Option<Vec<Value>> {
     let name = json!(super::objects::meta_str(o, "name"));
@@ -452,15 +478,6 @@ pub fn row(rd: &ResourceDef, o: &Value) -> Option<Vec<Value>> {
             json!(subjects(o, "ServiceAccount")),
         ],
         ("certificates.k8s.io", "CertificateSigningRequest") => {
-            let conds: Vec<String> = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .map(|cs| {
-                    cs.iter()
-                        .filter_map(|c| c["type"].as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
             let duration = o
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_i64)
@@ -471,11 +488,7 @@ pub fn row(rd: &ResourceDef, o: &Value) -> Option<Vec<Value>> {
                 json!(s(o, "/spec/signerName")),
                 json!(s(o, "/spec/username")),
                 json!(duration),
-                json!(if conds.is_empty() {
-                    "Pending".to_string()
-                } else {
-                    conds.join(",")
-                }),
+                json!(csr_condition(o)),
             ]
         }
         ("storage.k8s.io", "StorageClass") => {
