@@ -155,6 +155,55 @@ impl Authorizer {
 mod tests {
     use super::*;
 
+    /// A client whose API server answers every SubjectAccessReview with `allowed` and counts
+    /// them.
+    fn counting_client(allowed: bool) -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let calls = n.clone();
+        let svc = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = serde_json::json!({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {}, "status": {"allowed": allowed},
+            })
+            .to_string();
+            async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(body),
+                )))
+            }
+        });
+        (kube::Client::new(svc, "default"), n)
+    }
+
+    #[tokio::test]
+    async fn decisions_are_cached_per_user_verb_and_subresource() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let u = User {
+            name: "system:node:b".into(),
+            groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        };
+        let (client, calls) = counting_client(false);
+        let a = Authorizer::new(client, "n1".into());
+        assert!(!a.authorize(&u, "get", "proxy").await.expect("review"));
+        assert!(!a.authorize(&u, "get", "proxy").await.expect("cached"));
+        assert_eq!(calls.load(SeqCst), 1, "a denial is cached");
+        assert!(!a.authorize(&u, "create", "proxy").await.expect("review"));
+        assert!(!a.authorize(&u, "get", "log").await.expect("review"));
+        assert_eq!(
+            calls.load(SeqCst),
+            3,
+            "another verb or subresource asks again"
+        );
+        let (client, calls) = counting_client(true);
+        let a = Authorizer::new(client, "n1".into());
+        for _ in 0..3 {
+            assert!(a.authorize(&u, "get", "proxy").await.expect("review"));
+        }
+        assert_eq!(calls.load(SeqCst), 1, "an allowance is cached");
+        assert!(ALLOWED_TTL == Duration::from_secs(300) && DENIED_TTL == Duration::from_secs(30));
+    }
+
     #[test]
     fn kubelet_paths_and_verbs() {
         use http::Method;
