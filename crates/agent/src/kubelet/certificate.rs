@@ -64,6 +64,8 @@ pub enum CertError {
     },
     #[error("certificate signing request {name}: the watch ended before it was issued")]
     WatchEnded { name: String },
+    #[error("certificate signing request {name}: not issued within {secs} s")]
+    Timeout { name: String, secs: u64 },
     #[error("failed to read the kubeconfig {path}: {message}")]
     Kubeconfig { path: PathBuf, message: String },
 }
@@ -452,8 +454,17 @@ pub async fn request_certificate(
         "certificate: requested {} for system:node:{} ({name})",
         req.signer, req.node_name
     );
-    wait_issued(&api, &name).await
+    // kubelet's certificateWaitTimeout: then a new request (a pending one may never be approved).
+    tokio::time::timeout(WAIT_TIMEOUT, wait_issued(&api, &name))
+        .await
+        .unwrap_or(Err(CertError::Timeout {
+            name,
+            secs: WAIT_TIMEOUT.as_secs(),
+        }))
 }
+
+/// How long a CSR is waited for (kubelet: 15 min).
+const WAIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The outcome a CSR's status says, if it says one.
 fn outcome(name: &str, csr: &CertificateSigningRequest) -> Option<Result<String, CertError>> {
