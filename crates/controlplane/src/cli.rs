@@ -40,6 +40,11 @@ pub struct ControlPlaneArgs {
     /// without it any serving certificate is accepted.
     #[arg(long, value_name = "FILE")]
     pub kubelet_certificate_authority: Option<std::path::PathBuf>,
+    /// Verify kubelets' serving certificates against this control plane's own CA (the one in
+    /// DATA_DIR/pki, which signs the kubelet-serving CSRs); what `rktup local up` uses, since the
+    /// CA file does not exist before the first start.
+    #[arg(long, conflicts_with = "kubelet_certificate_authority")]
+    pub verify_kubelet_serving_certs: bool,
 }
 
 /// A Go `time.Duration` string of hours, minutes and seconds (`8760h0m0s`, `30m`, `90s`).
@@ -90,6 +95,9 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         }
         if let Some(ip) = args.cluster_dns_ip {
             builder = builder.cluster_dns_ip(ip);
+        }
+        if args.verify_kubelet_serving_certs {
+            builder = builder.verify_kubelet_serving_certs(true);
         }
         if let Some(f) = &args.kubelet_certificate_authority {
             let pem = std::fs::read_to_string(f)

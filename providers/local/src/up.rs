@@ -537,6 +537,9 @@ fn start_controlplane(
                 format!("{}:{}", rec.gateway(), rec.api_port),
                 "--service-cluster-ip-range".into(),
                 local.settings.service_cluster_ip_range.to_string(),
+                // Kubelet calls (logs, exec, port-forward) go only to a kubelet serving the
+                // certificate the CSR signer issued to that node.
+                "--verify-kubelet-serving-certs".into(),
                 // The cluster's LOG_LEVEL (flag > env > file), as the agents get it.
                 "--v".into(),
                 local.settings.log_level.to_string(),
