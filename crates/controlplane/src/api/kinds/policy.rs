@@ -740,82 +740,36 @@ fn validate_limit_range(obj: &Value, causes: &mut Vec<Cause>) {
                 defreq.get(k),
                 ratio.get(k),
             );
-            if let (Some(mn), Some(mx)) = (mn, mx) {
-                if mn > mx {
-                    causes.push(inv(
-                        "min",
-                        mn,
-                        format!(
-                            "min value {} is greater than max value {}",
-                            mn.canonical(),
-                            mx.canonical()
-                        ),
-                    ));
-                }
-            }
-            if let (Some(dr), Some(mn)) = (dr, mn) {
-                if mn > dr {
-                    causes.push(inv(
-                        "defaultRequest",
-                        dr,
-                        format!(
-                            "min value {} is greater than default request value {}",
-                            mn.canonical(),
-                            dr.canonical()
-                        ),
-                    ));
-                }
-            }
-            if let (Some(dr), Some(mx)) = (dr, mx) {
-                if dr > mx {
-                    causes.push(inv(
-                        "defaultRequest",
-                        dr,
-                        format!(
-                            "default request value {} is greater than max value {}",
-                            dr.canonical(),
-                            mx.canonical()
-                        ),
-                    ));
-                }
-            }
-            if let (Some(dr), Some(d)) = (dr, d) {
-                if dr > d {
-                    causes.push(inv(
-                        "defaultRequest",
-                        dr,
-                        format!(
-                            "default request value {} is greater than default limit value {}",
-                            dr.canonical(),
-                            d.canonical()
-                        ),
-                    ));
-                }
-            }
-            if let (Some(d), Some(mn)) = (d, mn) {
-                if mn > d {
-                    causes.push(inv(
-                        "default",
-                        mn,
-                        format!(
-                            "min value {} is greater than default value {}",
-                            mn.canonical(),
-                            d.canonical()
-                        ),
-                    ));
-                }
-            }
-            if let (Some(d), Some(mx)) = (d, mx) {
-                if d > mx {
-                    causes.push(inv(
-                        "default",
-                        mx,
-                        format!(
-                            "default value {} is greater than max value {}",
-                            d.canonical(),
-                            mx.canonical()
-                        ),
-                    ));
+            // Upstream's pairwise order checks, in its order: (lower, its name, upper, its name,
+            // field, whether the reported value is the lower one).
+            let orders = [
+                (mn, "min", mx, "max", "min", true),
+                (mn, "min", dr, "default request", "defaultRequest", false),
+                (dr, "default request", mx, "max", "defaultRequest", true),
+                (
+                    dr,
+                    "default request",
+                    d,
+                    "default limit",
+                    "defaultRequest",
+                    true,
+                ),
+                (mn, "min", d, "default", "default", true),
+                (d, "default", mx, "max", "default", false),
+            ];
+            for (lo, lo_name, hi, hi_name, field, report_lo) in orders {
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    if lo > hi {
+                        causes.push(inv(
+                            field,
+                            if report_lo { lo } else { hi },
+                            format!(
+                                "{lo_name} value {} is greater than {hi_name} value {}",
+                                lo.canonical(),
+                                hi.canonical()
+                            ),
+                        ));
+                    }
                 }
             }
             if let Some(r) = r {
