@@ -23,9 +23,10 @@ fn err(o: &Output) -> String {
 
 /// A namespace and a service account in it; returns a token for it.
 async fn service_account(c: &Cluster, ns: &str, sa: &str) -> String {
-    c.ok(&["create", "namespace", ns]).await;
-    c.ok(&["create", "serviceaccount", sa, "-n", ns]).await;
-    c.ok(&["create", "token", sa, "-n", ns])
+    c.ok_line(&format!("create namespace {ns}")).await;
+    c.ok_line(&format!("create serviceaccount {sa} -n {ns}"))
+        .await;
+    c.ok_line(&format!("create token {sa} -n {ns}"))
         .await
         .trim()
         .to_string()
@@ -41,6 +42,11 @@ async fn as_sa(c: &Cluster, ns: &str, token: &str, args: &[&str]) -> Output {
     .await
 }
 
+/// `as_sa` with the arguments as one line, split at white space.
+async fn as_sa_line(c: &Cluster, ns: &str, token: &str, line: &str) -> Output {
+    as_sa(c, ns, token, &line.split_whitespace().collect::<Vec<_>>()).await
+}
+
 fn forbidden_text(o: &Output, text: &str) {
     assert!(!o.status.success(), "expected a refusal, got {}", out(o));
     assert!(err(o).contains(text), "expected {text:?} in:\n{}", err(o));
@@ -54,40 +60,28 @@ async fn service_account_gets_what_its_role_binding_grants() {
     let user = format!("system:serviceaccount:{ns}:robot");
 
     // Without a binding: 403 in kube-apiserver's words.
-    let o = as_sa(&c, ns, &token, &["get", "pods", "-n", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("get pods -n {ns}")).await;
     forbidden_text(&o, &format!("Error from server (Forbidden): pods is forbidden: User \"{user}\" cannot list resource \"pods\" in API group \"\" in the namespace \"{ns}\""));
 
-    c.ok(&[
-        "create",
-        "role",
-        "pod-reader",
-        "-n",
-        ns,
-        "--verb=get,list,watch",
-        "--resource=pods,pods/log",
-    ])
+    c.ok_line(&format!(
+        "create role pod-reader -n {ns} --verb=get,list,watch --resource=pods,pods/log"
+    ))
     .await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "robot-reads",
-        "-n",
-        ns,
-        "--role=pod-reader",
-        &format!("--serviceaccount={ns}:robot"),
-    ])
+    c.ok_line(&format!(
+        "create rolebinding robot-reads -n {ns} --role=pod-reader --serviceaccount={ns}:robot"
+    ))
     .await;
 
     // Allowed verbs work (the next request sees the new binding).
-    let o = as_sa(&c, ns, &token, &["get", "pods", "-n", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("get pods -n {ns}")).await;
     assert!(o.status.success(), "{}", err(&o));
     // Others are refused, with the verb and resource named.
-    let o = as_sa(&c, ns, &token, &["delete", "pod", "x", "-n", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("delete pod x -n {ns}")).await;
     forbidden_text(&o, &format!("pods \"x\" is forbidden: User \"{user}\" cannot delete resource \"pods\" in API group \"\" in the namespace \"{ns}\""));
-    let o = as_sa(&c, ns, &token, &["get", "secrets", "-n", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("get secrets -n {ns}")).await;
     forbidden_text(&o, &format!("secrets is forbidden: User \"{user}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"{ns}\""));
     // Another namespace is not granted.
-    let o = as_sa(&c, ns, &token, &["get", "pods", "-n", "default"]).await;
+    let o = as_sa_line(&c, ns, &token, "get pods -n default").await;
     forbidden_text(&o, "in the namespace \"default\"");
 
     // can-i, as the service account itself.
@@ -121,7 +115,7 @@ async fn service_account_gets_what_its_role_binding_grants() {
     assert_eq!(can(&["post", "/version"]).await, (false, "no".into()));
 
     // --list: the rules of the binding, and the basic-user and discovery ones.
-    let o = as_sa(&c, ns, &token, &["auth", "can-i", "--list", "-n", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("auth can-i --list -n {ns}")).await;
     assert!(o.status.success(), "{}", err(&o));
     let list = out(&o);
     let row = |name: &str| {
@@ -140,37 +134,25 @@ async fn service_account_gets_what_its_role_binding_grants() {
     assert!(!list.lines().any(|l| l.starts_with("secrets")), "{list}");
 
     // A namespace object is in itself: a RoleBinding there may grant it.
-    let o = as_sa(&c, ns, &token, &["get", "namespace", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("get namespace {ns}")).await;
     forbidden_text(&o, &format!("namespaces \"{ns}\" is forbidden: User \"{user}\" cannot get resource \"namespaces\" in API group \"\" in the namespace \"{ns}\""));
-    c.ok(&[
-        "create",
-        "role",
-        "ns-reader",
-        "-n",
-        ns,
-        "--verb=get",
-        "--resource=namespaces",
-    ])
+    c.ok_line(&format!(
+        "create role ns-reader -n {ns} --verb=get --resource=namespaces"
+    ))
     .await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "ns-reader",
-        "-n",
-        ns,
-        "--role=ns-reader",
-        &format!("--serviceaccount={ns}:robot"),
-    ])
+    c.ok_line(&format!(
+        "create rolebinding ns-reader -n {ns} --role=ns-reader --serviceaccount={ns}:robot"
+    ))
     .await;
-    let o = as_sa(&c, ns, &token, &["get", "namespace", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("get namespace {ns}")).await;
     assert!(o.status.success(), "{}", err(&o));
-    let o = as_sa(&c, ns, &token, &["get", "namespace", "default"]).await;
+    let o = as_sa_line(&c, ns, &token, "get namespace default").await;
     forbidden_text(&o, "in the namespace \"default\"");
 
     // The binding goes: refused again.
-    c.ok(&["delete", "rolebinding", "robot-reads", "-n", ns])
+    c.ok_line(&format!("delete rolebinding robot-reads -n {ns}"))
         .await;
-    let o = as_sa(&c, ns, &token, &["get", "pods", "-n", ns]).await;
+    let o = as_sa_line(&c, ns, &token, &format!("get pods -n {ns}")).await;
     forbidden_text(&o, "cannot list resource \"pods\"");
     assert_eq!(
         can(&["list", "pods", "-n", "rbac-grants"]).await,
@@ -178,17 +160,13 @@ async fn service_account_gets_what_its_role_binding_grants() {
     );
 
     // A ClusterRoleBinding grants in every namespace.
-    c.ok(&[
-        "create",
-        "clusterrolebinding",
-        "rbac-grants-view",
-        "--clusterrole=view",
-        &format!("--serviceaccount={ns}:robot"),
-    ])
+    c.ok_line(&format!(
+        "create clusterrolebinding rbac-grants-view --clusterrole=view --serviceaccount={ns}:robot"
+    ))
     .await;
-    let o = as_sa(&c, ns, &token, &["get", "deployments", "-n", "default"]).await;
+    let o = as_sa_line(&c, ns, &token, "get deployments -n default").await;
     assert!(o.status.success(), "{}", err(&o));
-    let o = as_sa(&c, ns, &token, &["get", "secrets", "-n", "default"]).await;
+    let o = as_sa_line(&c, ns, &token, "get secrets -n default").await;
     forbidden_text(&o, "cannot list resource \"secrets\"");
 }
 
@@ -198,26 +176,13 @@ async fn can_i_and_impersonation() {
     let ns = "rbac-imp";
     let token = service_account(&c, ns, "robot").await;
     let sa = format!("system:serviceaccount:{ns}:robot");
-    c.ok(&[
-        "create",
-        "role",
-        "cm",
-        "-n",
-        ns,
-        "--verb=get,list",
-        "--resource=configmaps",
-    ])
+    c.ok_line(&format!(
+        "create role cm -n {ns} --verb=get,list --resource=configmaps"
+    ))
     .await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "cm",
-        "-n",
-        ns,
-        "--role=cm",
-        "--user=alice",
-        "--group=devs",
-    ])
+    c.ok_line(&format!(
+        "create rolebinding cm -n {ns} --role=cm --user=alice --group=devs"
+    ))
     .await;
 
     let can = |args: Vec<String>| {
@@ -324,52 +289,36 @@ async fn can_i_and_impersonation() {
     }
 
     // The service account may not impersonate.
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &["get", "configmaps", "-n", ns, "--as=alice"],
+        &format!("get configmaps -n {ns} --as=alice"),
     )
     .await;
     forbidden_text(&o, &format!("users \"alice\" is forbidden: User \"{sa}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"));
     // Until a role grants it: users, then groups.
-    c.ok(&[
-        "create",
-        "clusterrole",
-        "imp-alice",
-        "--verb=impersonate",
-        "--resource=users",
-        "--resource-name=alice",
-    ])
+    c.ok_line(
+        "create clusterrole imp-alice --verb=impersonate --resource=users --resource-name=alice",
+    )
     .await;
-    c.ok(&[
-        "create",
-        "clusterrolebinding",
-        "imp-alice",
-        "--clusterrole=imp-alice",
-        &format!("--serviceaccount={ns}:robot"),
-    ])
+    c.ok_line(&format!(
+        "create clusterrolebinding imp-alice --clusterrole=imp-alice --serviceaccount={ns}:robot"
+    ))
     .await;
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &["get", "configmaps", "-n", ns, "--as=alice"],
+        &format!("get configmaps -n {ns} --as=alice"),
     )
     .await;
     assert!(o.status.success(), "{}", err(&o));
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "get",
-            "configmaps",
-            "-n",
-            ns,
-            "--as=alice",
-            "--as-group=system:masters",
-        ],
+        &format!("get configmaps -n {ns} --as=alice --as-group=system:masters"),
     )
     .await;
     forbidden_text(&o, &format!("groups \"system:masters\" is forbidden: User \"{sa}\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope"));
@@ -381,49 +330,25 @@ async fn escalation_is_refused_without_escalate_or_bind() {
     let ns = "rbac-esc";
     let token = service_account(&c, ns, "admin-ish").await;
     let sa = format!("system:serviceaccount:{ns}:admin-ish");
-    c.ok(&["create", "role", "role-manager", "-n", ns, "--verb=create,get,list,update,patch,delete", "--resource=roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,configmaps"]).await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "role-manager",
-        "-n",
-        ns,
-        "--role=role-manager",
-        &format!("--serviceaccount={ns}:admin-ish"),
-    ])
+    c.ok_line(&format!("create role role-manager -n {ns} --verb=create,get,list,update,patch,delete --resource=roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,configmaps")).await;
+    c.ok_line(&format!("create rolebinding role-manager -n {ns} --role=role-manager --serviceaccount={ns}:admin-ish"))
     .await;
 
     // Rules it holds: fine.
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "role",
-            "cm-reader",
-            "-n",
-            ns,
-            "--verb=get",
-            "--resource=configmaps",
-        ],
+        &format!("create role cm-reader -n {ns} --verb=get --resource=configmaps"),
     )
     .await;
     assert!(o.status.success(), "{}", err(&o));
     // Rules it lacks: refused, the missing rules listed.
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "role",
-            "secret-reader",
-            "-n",
-            ns,
-            "--verb=get,list",
-            "--resource=secrets,configmaps",
-        ],
+        &format!("create role secret-reader -n {ns} --verb=get,list --resource=secrets,configmaps"),
     )
     .await;
     forbidden_text(&o, &format!("roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: user \"{sa}\" (groups=[\"system:serviceaccounts\" \"system:serviceaccounts:{ns}\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}}"));
@@ -435,131 +360,64 @@ async fn escalation_is_refused_without_escalate_or_bind() {
     );
 
     // Binding to a role whose rules it lacks: refused; to one it holds: fine.
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "rolebinding",
-            "root",
-            "-n",
-            ns,
-            "--clusterrole=cluster-admin",
-            "--user=mallory",
-        ],
+        &format!("create rolebinding root -n {ns} --clusterrole=cluster-admin --user=mallory"),
     )
     .await;
     forbidden_text(
         &o,
         "rolebindings.rbac.authorization.k8s.io \"root\" is forbidden: user",
     );
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "rolebinding",
-            "cm",
-            "-n",
-            ns,
-            "--role=cm-reader",
-            "--user=alice",
-        ],
+        &format!("create rolebinding cm -n {ns} --role=cm-reader --user=alice"),
     )
     .await;
     assert!(o.status.success(), "{}", err(&o));
 
     // With `escalate` on roles it may write any rules; with `bind` on
     // cluster-admin, bind it.
-    c.ok(&[
-        "create",
-        "role",
-        "escalator",
-        "-n",
-        ns,
-        "--verb=escalate",
-        "--resource=roles.rbac.authorization.k8s.io",
-    ])
+    c.ok_line(&format!(
+        "create role escalator -n {ns} --verb=escalate --resource=roles.rbac.authorization.k8s.io"
+    ))
     .await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "escalator",
-        "-n",
-        ns,
-        "--role=escalator",
-        &format!("--serviceaccount={ns}:admin-ish"),
-    ])
+    c.ok_line(&format!(
+        "create rolebinding escalator -n {ns} --role=escalator --serviceaccount={ns}:admin-ish"
+    ))
     .await;
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "role",
-            "secret-reader",
-            "-n",
-            ns,
-            "--verb=get,list",
-            "--resource=secrets",
-        ],
+        &format!("create role secret-reader -n {ns} --verb=get,list --resource=secrets"),
     )
     .await;
     assert!(o.status.success(), "{}", err(&o));
-    c.ok(&[
-        "create",
-        "role",
-        "binder",
-        "-n",
-        ns,
-        "--verb=bind",
-        "--resource=clusterroles.rbac.authorization.k8s.io",
-        "--resource-name=cluster-admin",
-    ])
+    c.ok_line(&format!("create role binder -n {ns} --verb=bind --resource=clusterroles.rbac.authorization.k8s.io --resource-name=cluster-admin"))
     .await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "binder",
-        "-n",
-        ns,
-        "--role=binder",
-        &format!("--serviceaccount={ns}:admin-ish"),
-    ])
+    c.ok_line(&format!(
+        "create rolebinding binder -n {ns} --role=binder --serviceaccount={ns}:admin-ish"
+    ))
     .await;
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "rolebinding",
-            "root",
-            "-n",
-            ns,
-            "--clusterrole=cluster-admin",
-            "--user=mallory",
-        ],
+        &format!("create rolebinding root -n {ns} --clusterrole=cluster-admin --user=mallory"),
     )
     .await;
     assert!(o.status.success(), "{}", err(&o));
     // Still not `edit`, which it was not given `bind` on.
-    let o = as_sa(
+    let o = as_sa_line(
         &c,
         ns,
         &token,
-        &[
-            "create",
-            "rolebinding",
-            "editor",
-            "-n",
-            ns,
-            "--clusterrole=edit",
-            "--user=mallory",
-        ],
+        &format!("create rolebinding editor -n {ns} --clusterrole=edit --user=mallory"),
     )
     .await;
     forbidden_text(
@@ -586,7 +444,7 @@ async fn escalation_is_refused_without_escalate_or_bind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregation_and_bootstrap_policy() {
     let c = start().await;
-    let roles = c.ok(&["get", "clusterroles", "-o", "name"]).await;
+    let roles = c.ok_line("get clusterroles -o name").await;
     for r in [
         "cluster-admin",
         "admin",
@@ -606,15 +464,13 @@ async fn aggregation_and_bootstrap_policy() {
             "{r} in {roles}"
         );
     }
-    let bindings = c.ok(&["get", "clusterrolebindings", "-o", "name"]).await;
+    let bindings = c.ok_line("get clusterrolebindings -o name").await;
     assert!(
         bindings.contains("clusterrolebinding.rbac.authorization.k8s.io/cluster-admin\n"),
         "{bindings}"
     );
     // Namespaced defaults too.
-    let roles = c
-        .ok(&["get", "roles", "-n", "kube-system", "-o", "name"])
-        .await;
+    let roles = c.ok_line("get roles -n kube-system -o name").await;
     for r in [
         "extension-apiserver-authentication-reader",
         "system::leader-locking-kube-scheduler",
@@ -624,16 +480,13 @@ async fn aggregation_and_bootstrap_policy() {
             "{roles}"
         );
     }
-    let rb = c
-        .ok(&["get", "rolebindings", "-n", "kube-public", "-o", "name"])
-        .await;
+    let rb = c.ok_line("get rolebindings -n kube-public -o name").await;
     assert!(
         rb.contains("rolebinding.rbac.authorization.k8s.io/system:controller:bootstrap-signer\n"),
         "{rb}"
     );
     let view: Value =
-        serde_json::from_str(&c.ok(&["get", "clusterrole", "view", "-o", "json"]).await)
-            .expect("json");
+        serde_json::from_str(&c.ok_line("get clusterrole view -o json").await).expect("json");
     assert_eq!(
         view["metadata"]["labels"]["kubernetes.io/bootstrapping"],
         "rbac-defaults"
@@ -667,9 +520,10 @@ rules:
             &format!("widgets in {role}"),
             Duration::from_secs(20),
             || async {
-                let r: Value =
-                    serde_json::from_str(&c.ok(&["get", "clusterrole", role, "-o", "json"]).await)
-                        .ok()?;
+                let r: Value = serde_json::from_str(
+                    &c.ok_line(&format!("get clusterrole {role} -o json")).await,
+                )
+                .ok()?;
                 r["rules"]
                     .as_array()?
                     .iter()
@@ -680,11 +534,10 @@ rules:
         .await;
     }
     // And leaves when the role goes.
-    c.ok(&["delete", "clusterrole", "widgets-view"]).await;
+    c.ok_line("delete clusterrole widgets-view").await;
     eventually("widgets out of view", Duration::from_secs(20), || async {
         let r: Value =
-            serde_json::from_str(&c.ok(&["get", "clusterrole", "view", "-o", "json"]).await)
-                .ok()?;
+            serde_json::from_str(&c.ok_line("get clusterrole view -o json").await).ok()?;
         (!r["rules"]
             .as_array()?
             .iter()
@@ -695,8 +548,7 @@ rules:
 
     // A deleted bootstrap role and a trimmed auto-updated one are repaired
     // at restart; one whose autoupdate is "false" is left alone.
-    c.ok(&["delete", "clusterrole", "system:node-proxier"])
-        .await;
+    c.ok_line("delete clusterrole system:node-proxier").await;
     c.ok(&[
         "patch",
         "clusterrole",
@@ -706,13 +558,7 @@ rules:
         r#"[{"op":"replace","path":"/rules","value":[]}]"#,
     ])
     .await;
-    c.ok(&[
-        "annotate",
-        "--overwrite",
-        "clusterrole",
-        "system:heapster",
-        "rbac.authorization.kubernetes.io/autoupdate=false",
-    ])
+    c.ok_line("annotate --overwrite clusterrole system:heapster rbac.authorization.kubernetes.io/autoupdate=false")
     .await;
     c.ok(&[
         "patch",
@@ -730,7 +576,7 @@ rules:
         dir,
     };
     let proxier: Value = serde_json::from_str(
-        &c.ok(&["get", "clusterrole", "system:node-proxier", "-o", "json"])
+        &c.ok_line("get clusterrole system:node-proxier -o json")
             .await,
     )
     .expect("json");
@@ -738,21 +584,17 @@ rules:
         proxier["rules"].as_array().is_some_and(|r| !r.is_empty()),
         "{proxier}"
     );
-    let dns: Value = serde_json::from_str(
-        &c.ok(&["get", "clusterrole", "system:kube-dns", "-o", "json"])
-            .await,
-    )
-    .expect("json");
+    let dns: Value =
+        serde_json::from_str(&c.ok_line("get clusterrole system:kube-dns -o json").await)
+            .expect("json");
     assert_eq!(
         dns["rules"][0]["resources"],
         serde_json::json!(["endpoints", "services"]),
         "{dns}"
     );
-    let heapster: Value = serde_json::from_str(
-        &c.ok(&["get", "clusterrole", "system:heapster", "-o", "json"])
-            .await,
-    )
-    .expect("json");
+    let heapster: Value =
+        serde_json::from_str(&c.ok_line("get clusterrole system:heapster -o json").await)
+            .expect("json");
     assert!(
         heapster["rules"].as_array().is_none_or(|r| r.is_empty()),
         "{heapster}"
@@ -798,16 +640,16 @@ async fn public_and_discovery_endpoints_for_non_admins() {
         "/apis/apps/v1",
         "/openapi/v2",
     ] {
-        let o = as_sa(&c, ns, &token, &["get", "--raw", path]).await;
+        let o = as_sa_line(&c, ns, &token, &format!("get --raw {path}")).await;
         assert!(o.status.success(), "{path}: {}", err(&o));
     }
     // The service-account issuer discovery is for service accounts.
-    let o = as_sa(&c, ns, &token, &["get", "--raw", "/openid/v1/jwks"]).await;
+    let o = as_sa_line(&c, ns, &token, "get --raw /openid/v1/jwks").await;
     assert!(o.status.success(), "{}", err(&o));
     // Without system:discovery's binding, discovery is refused as upstream.
-    c.ok(&["delete", "clusterrolebinding", "system:discovery"])
+    c.ok_line("delete clusterrolebinding system:discovery")
         .await;
-    let o = as_sa(&c, ns, &token, &["get", "--raw", "/apis"]).await;
+    let o = as_sa_line(&c, ns, &token, "get --raw /apis").await;
     forbidden_text(
         &o,
         &format!("forbidden: User \"system:serviceaccount:{ns}:nobody\" cannot get path \"/apis\""),
@@ -854,26 +696,13 @@ async fn subject_access_reviews_through_kube_rs() {
     let c = start().await;
     let ns = "rbac-sar";
     let token = service_account(&c, ns, "robot").await;
-    c.ok(&[
-        "create",
-        "role",
-        "cm",
-        "-n",
-        ns,
-        "--verb=get",
-        "--resource=configmaps",
-        "--resource-name=app",
-    ])
+    c.ok_line(&format!(
+        "create role cm -n {ns} --verb=get --resource=configmaps --resource-name=app"
+    ))
     .await;
-    c.ok(&[
-        "create",
-        "rolebinding",
-        "cm",
-        "-n",
-        ns,
-        "--role=cm",
-        "--group=devs",
-    ])
+    c.ok_line(&format!(
+        "create rolebinding cm -n {ns} --role=cm --group=devs"
+    ))
     .await;
     let admin = c.admin().await;
     let sar = |user: &str, groups: &[&str], name: &str| -> SubjectAccessReview {

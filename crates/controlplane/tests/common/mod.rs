@@ -142,6 +142,12 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `ok` with the arguments written as one line, split at white space
+    /// (for arguments without spaces: names, flags, selectors).
+    pub async fn ok_line(&self, line: &str) -> String {
+        self.ok(&line.split_whitespace().collect::<Vec<_>>()).await
+    }
+
     pub async fn apply_stdin(&self, args: &[&str], yaml: &str) -> String {
         let out = self.kubectl_stdin(args, Some(yaml)).await;
         assert!(
