@@ -108,6 +108,56 @@ async fn create_csr(
     .await
 }
 
+const CLIENT_USAGES: &[&str] = &["digital signature", "client auth"];
+const SERVING_USAGES: &[&str] = &["digital signature", "server auth"];
+
+/// Creates CSR `name` for a new key: `subject` is the CSR's common name,
+/// organizations and IP SANs (as `csr_pem`); it must be accepted.
+async fn submit_csr(
+    client: &kube::Client,
+    name: &str,
+    subject: (&str, &[&str], &[&str]),
+    signer: &str,
+    usages: &[&str],
+) {
+    let (pem, _) = csr_pem(subject.0, subject.1, subject.2);
+    create_csr(client, name, &pem, signer, usages)
+        .await
+        .expect("create");
+}
+
+/// A node client CSR (signer kube-apiserver-client-kubelet) named
+/// `prefix`-unique; returns the name.
+async fn client_csr(client: &kube::Client, prefix: &str, cn: &str, orgs: &[&str]) -> String {
+    let name = unique(prefix);
+    submit_csr(client, &name, (cn, orgs, &[]), CLIENT, CLIENT_USAGES).await;
+    name
+}
+
+/// A kubelet serving CSR (in system:nodes, IP SANs `ips`) named
+/// `prefix`-unique; returns the name.
+async fn serving_csr(client: &kube::Client, prefix: &str, cn: &str, ips: &[&str]) -> String {
+    let name = unique(prefix);
+    let subject = (cn, &["system:nodes"][..], ips);
+    submit_csr(client, &name, subject, SERVING, SERVING_USAGES).await;
+    name
+}
+
+/// A CSR for `cn` to a signer nobody serves, named `prefix`-unique.
+async fn other_signer_csr(client: &kube::Client, prefix: &str, cn: &str) -> String {
+    let name = unique(prefix);
+    let subject = (cn, &[][..], &[][..]);
+    submit_csr(
+        client,
+        &name,
+        subject,
+        "example.com/signer",
+        &["client auth"],
+    )
+    .await;
+    name
+}
+
 fn conditions(csr: &CertificateSigningRequest) -> Vec<(String, String, String)> {
     csr.status
         .as_ref()
@@ -307,41 +357,17 @@ async fn only_node_client_requests_are_approved_and_signed() {
     let admin = c.admin().await;
 
     // A node name with system:masters: never approved by the approver...
-    let (pem, _) = csr_pem("system:node:x", &["system:nodes", "system:masters"], &[]);
-    let masters = unique("csr-masters");
-    create_csr(
+    let masters = client_csr(
         &boot,
-        &masters,
-        &pem,
-        CLIENT,
-        &["digital signature", "client auth"],
+        "csr-masters",
+        "system:node:x",
+        &["system:nodes", "system:masters"],
     )
-    .await
-    .expect("create");
+    .await;
     // ... and a serving request from a bootstrapper is not either (not the node itself).
-    let (pem, _) = csr_pem("system:node:x", &["system:nodes"], &["127.0.0.1"]);
-    let serving = unique("csr-serving");
-    create_csr(
-        &boot,
-        &serving,
-        &pem,
-        SERVING,
-        &["digital signature", "server auth"],
-    )
-    .await
-    .expect("create");
+    let serving = serving_csr(&boot, "csr-serving", "system:node:x", &["127.0.0.1"]).await;
     // A good one made after them is approved and signed: the approver has passed over both.
-    let (pem, _) = csr_pem("system:node:x", &["system:nodes"], &[]);
-    let good = unique("csr-good");
-    create_csr(
-        &boot,
-        &good,
-        &pem,
-        CLIENT,
-        &["digital signature", "client auth"],
-    )
-    .await
-    .expect("create");
+    let good = client_csr(&boot, "csr-good", "system:node:x", &["system:nodes"]).await;
     let signed = certificate(&admin, &good).await;
     // Metadata stays writable; the spec and status do not move with it.
     c.ok(&["label", "csr", &good, "team=x"]).await;
@@ -417,17 +443,13 @@ async fn only_node_client_requests_are_approved_and_signed() {
     .await;
     // Then a pending one is approved.
     // (not a node client request, so only a person approves it)
-    let (pem, _) = csr_pem("system:node:y", &["system:nodes", "x"], &[]);
-    let pending = unique("csr-pending");
-    create_csr(
+    let pending = client_csr(
         &admin,
-        &pending,
-        &pem,
-        CLIENT,
-        &["digital signature", "client auth"],
+        "csr-pending",
+        "system:node:y",
+        &["system:nodes", "x"],
     )
-    .await
-    .expect("create");
+    .await;
     let out = c
         .kubectl(&["certificate", "approve", &pending, "--as=jane"])
         .await;
@@ -490,11 +512,7 @@ async fn only_node_client_requests_are_approved_and_signed() {
 
     // The status subresource cannot approve.
     let api: Api<CertificateSigningRequest> = Api::all(admin.clone());
-    let (pem, _) = csr_pem("someone", &[], &[]);
-    let other = unique("csr-other");
-    create_csr(&admin, &other, &pem, "example.com/signer", &["client auth"])
-        .await
-        .expect("create");
+    let other = other_signer_csr(&admin, "csr-other", "someone").await;
     let e = api
         .patch_status(
             &other,
@@ -541,17 +559,15 @@ async fn nodes_renew_only_their_own_client_certificates() {
     let admin = c.admin().await;
     let pair = c.handle.issue_node_cert("n1").expect("cert");
     let n1 = c.client_for("n1", &Credential::Cert(pair)).await;
-    let (pem, _) = csr_pem("system:node:n2", &["system:nodes"], &[]);
     let theirs = unique("csr-n2");
-    create_csr(
+    submit_csr(
         &n1,
         &theirs,
-        &pem,
+        ("system:node:n2", &["system:nodes"], &[]),
         CLIENT,
         &["digital signature", "key encipherment", "client auth"],
     )
-    .await
-    .expect("create");
+    .await;
     // Its own, asking for ten minutes (shorter than the signer's hour: honoured).
     let (pem, _) = csr_pem("system:node:n1", &["system:nodes"], &[]);
     let mine = unique("csr-n1");
@@ -848,17 +864,7 @@ async fn kubelet_calls_use_their_identity_and_verify_the_kubelet() {
     }
     // A node may not get a serving certificate for an address that is not its own (checked
     // once a later CSR is signed: the approver has passed over this one).
-    let (pem, _) = csr_pem("system:node:k1", &["system:nodes"], &["10.9.9.9"]);
-    let foreign = unique("csr-foreign");
-    create_csr(
-        &k1,
-        &foreign,
-        &pem,
-        SERVING,
-        &["digital signature", "server auth"],
-    )
-    .await
-    .expect("create");
+    let foreign = serving_csr(&k1, "csr-foreign", "system:node:k1", &["10.9.9.9"]).await;
     let (k1_cert, k1_key) = serving_cert(&c, &k1, "k1").await;
     let (k2_cert, k2_key) = serving_cert(&c, &k2, "k2").await;
 
@@ -944,41 +950,11 @@ async fn decided_requests_are_cleaned_up_as_upstream() {
     let c = Cluster { handle, dir };
     let admin = c.admin().await;
     let api: Api<CertificateSigningRequest> = Api::all(admin.clone());
-    let (pem, _) = csr_pem("system:node:z", &["system:nodes"], &[]);
-    let issued = unique("csr-issued");
-    create_csr(
-        &admin,
-        &issued,
-        &pem,
-        CLIENT,
-        &["digital signature", "client auth"],
-    )
-    .await
-    .expect("create");
+    let issued = client_csr(&admin, "csr-issued", "system:node:z", &["system:nodes"]).await;
     certificate(&admin, &issued).await;
-    let (pem, _) = csr_pem("system:node:z", &["system:nodes"], &["127.0.0.1"]);
-    let denied = unique("csr-denied");
-    create_csr(
-        &admin,
-        &denied,
-        &pem,
-        SERVING,
-        &["digital signature", "server auth"],
-    )
-    .await
-    .expect("create");
+    let denied = serving_csr(&admin, "csr-denied", "system:node:z", &["127.0.0.1"]).await;
     c.ok(&["certificate", "deny", &denied]).await;
-    let (pem, _) = csr_pem("someone", &[], &[]);
-    let pending = unique("csr-pending");
-    create_csr(
-        &admin,
-        &pending,
-        &pem,
-        "example.com/signer",
-        &["client auth"],
-    )
-    .await
-    .expect("create");
+    let pending = other_signer_csr(&admin, "csr-pending", "someone").await;
     let names = |api: Api<CertificateSigningRequest>| async move {
         api.list(&ListParams::default())
             .await
@@ -990,16 +966,8 @@ async fn decided_requests_are_cleaned_up_as_upstream() {
     };
     // Two hours on: the decided ones go, the pending one stays (a day).
     clock.advance(2 * 3600);
-    let (pem, _) = csr_pem("trigger", &[], &[]);
-    create_csr(
-        &admin,
-        &unique("csr-trigger"),
-        &pem,
-        "example.com/signer",
-        &["client auth"],
-    )
-    .await
-    .expect("create");
+    // A new CSR: an event that wakes the cleaner.
+    other_signer_csr(&admin, "csr-trigger", "trigger").await;
     eventually("decided CSRs deleted", WAIT, || {
         let api = api.clone();
         let (issued, denied) = (issued.clone(), denied.clone());
@@ -1011,16 +979,8 @@ async fn decided_requests_are_cleaned_up_as_upstream() {
     .await;
     assert!(names(api.clone()).await.contains(&pending));
     clock.advance(24 * 3600);
-    let (pem, _) = csr_pem("trigger", &[], &[]);
-    create_csr(
-        &admin,
-        &unique("csr-trigger"),
-        &pem,
-        "example.com/signer",
-        &["client auth"],
-    )
-    .await
-    .expect("create");
+    // A new CSR: an event that wakes the cleaner.
+    other_signer_csr(&admin, "csr-trigger", "trigger").await;
     eventually("the stale pending CSR deleted", WAIT, || {
         let (api, pending) = (api.clone(), pending.clone());
         async move { (!names(api).await.contains(&pending)).then_some(()) }
