@@ -488,6 +488,35 @@ pub(crate) fn owner_ref(owner: &Value, kind: &str, api_version: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "name": meta_str(owner, "name"), "uid": uid(owner), "controller": true, "blockOwnerDeletion": true})
 }
 
+/// The ControllerRefManager's adopt/release patch of a pod: `adopt` appends `oref` to its
+/// ownerReferences, otherwise the reference with `oref`'s uid is removed.
+pub(crate) fn set_pod_owner(
+    core: &Core,
+    ns: &str,
+    pod_name: &str,
+    manager: &str,
+    oref: &Value,
+    adopt: bool,
+) -> bool {
+    let mut ctx = WriteCtx::controller(manager);
+    core.modify(registry::pods(), Some(ns), pod_name, None, &mut ctx, |o| {
+        let mut o = o.clone();
+        let mut refs = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if adopt {
+            refs.push(oref.clone());
+        } else {
+            refs.retain(|r| r["uid"] != oref["uid"]);
+        }
+        o["metadata"]["ownerReferences"] = json!(refs);
+        Ok(o)
+    })
+    .is_ok()
+}
+
 pub(crate) fn deleting(o: &Value) -> bool {
     o.pointer("/metadata/deletionTimestamp").is_some()
 }

@@ -18,7 +18,7 @@ use super::{
     controller_uid, create_pod_from_template, deleting, i64_at, list, pod_active, pod_ready, rd,
     record_event, set_status, uid, FailedPods, Settings,
 };
-use crate::api::objects::{meta_str, Core, DeleteOptions, WriteCtx};
+use crate::api::objects::{meta_str, Core, DeleteOptions};
 use crate::api::selector::LabelSelector;
 use crate::registry;
 use serde_json::{json, Value};
@@ -116,25 +116,13 @@ fn sync(core: &Core, rs: &Value, k: &Kind) {
             Some(u) if u == my_uid => owned.push(p),
             None if sel.matches(p) && pod_active(p) => {
                 // Adopt orphans that match the selector.
-                let mut ctx = WriteCtx::controller(k.manager);
-                let oref = super::owner_ref(rs, k.kind, k.api_version);
-                let _ = core.modify(
-                    registry::pods(),
-                    Some(ns),
+                super::set_pod_owner(
+                    core,
+                    ns,
                     meta_str(p, "name"),
-                    None,
-                    &mut ctx,
-                    |o| {
-                        let mut o = o.clone();
-                        let mut refs = o
-                            .pointer("/metadata/ownerReferences")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
-                        refs.push(oref.clone());
-                        o["metadata"]["ownerReferences"] = json!(refs);
-                        Ok(o)
-                    },
+                    k.manager,
+                    &super::owner_ref(rs, k.kind, k.api_version),
+                    true,
                 );
                 owned.push(p);
             }

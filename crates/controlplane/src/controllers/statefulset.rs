@@ -247,32 +247,14 @@ fn claim_pods(core: &Core, sts: &Value, pods: &[Arc<Value>]) -> bool {
         if !adopt && !release {
             continue;
         }
-        let oref = owner_ref(sts, KIND, "apps/v1");
-        let my_uid = uid(sts).to_string();
-        let mut ctx = WriteCtx::controller(MANAGER);
-        let res = core.modify(
-            registry::pods(),
-            Some(meta_str(sts, "namespace")),
+        changed |= super::set_pod_owner(
+            core,
+            meta_str(sts, "namespace"),
             meta_str(pod, "name"),
-            None,
-            &mut ctx,
-            |o| {
-                let mut o = o.clone();
-                let mut refs = o
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if adopt {
-                    refs.push(oref.clone());
-                } else {
-                    refs.retain(|r| r["uid"].as_str() != Some(my_uid.as_str()));
-                }
-                o["metadata"]["ownerReferences"] = json!(refs);
-                Ok(o)
-            },
+            MANAGER,
+            &owner_ref(sts, KIND, "apps/v1"),
+            adopt,
         );
-        changed |= res.is_ok();
     }
     changed
 }
@@ -495,69 +477,55 @@ fn create_pod(core: &Core, sts: &Value, ord: i64, template: &Value, revision: &s
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
     let mut ctx = WriteCtx::controller(MANAGER);
-    let sts_name = meta_str(sts, "name");
     match core.create(registry::pods(), Some(ns), pod, &mut ctx) {
-        Ok(_) => record_event(
-            core,
-            sts,
-            KIND,
-            "Normal",
-            "SuccessfulCreate",
-            &format!("create Pod {pod_name} in StatefulSet {sts_name} successful"),
-            MANAGER,
-        ),
+        Ok(_) => record_pod_event(core, sts, "create", "Create", &pod_name, None),
         // A pod of that name not ours (or not yet gone): wait for it.
         Err(e) if e.reason == "AlreadyExists" => {}
-        Err(e) => record_event(
-            core,
-            sts,
-            KIND,
-            "Warning",
-            "FailedCreate",
-            &format!(
-                "create Pod {pod_name} in StatefulSet {sts_name} failed error: {}",
-                e.message
-            ),
-            MANAGER,
-        ),
+        Err(e) => record_pod_event(core, sts, "create", "Create", &pod_name, Some(&e.message)),
     }
 }
 
 fn delete_pod(core: &Core, sts: &Value, pod: &Value, why: &str) {
     let pod_name = meta_str(pod, "name");
-    let sts_name = meta_str(sts, "name");
     match core.delete(
         registry::pods(),
         Some(meta_str(sts, "namespace")),
         pod_name,
         &DeleteOptions::default(),
     ) {
-        Ok(_) => record_event(
-            core,
-            sts,
-            KIND,
-            "Normal",
-            "SuccessfulDelete",
-            &format!("{why} Pod {pod_name} in StatefulSet {sts_name} successful"),
-            MANAGER,
-        ),
+        Ok(_) => record_pod_event(core, sts, why, "Delete", pod_name, None),
         Err(e) if e.reason == "NotFound" => {}
-        Err(e) => record_event(
-            core,
-            sts,
-            KIND,
-            "Warning",
-            "FailedDelete",
-            &format!(
-                "{why} Pod {pod_name} in StatefulSet {sts_name} failed error: {}",
-                e.message
-            ),
-            MANAGER,
-        ),
+        Err(e) => record_pod_event(core, sts, why, "Delete", pod_name, Some(&e.message)),
     }
     if why == "delete" {
         scaled_claims(core, sts, pod);
     }
+}
+
+/// statefulset's `recordPodEvent`: `Successful<Action>` / `Failed<Action>` with
+/// `<verb> Pod <pod> in StatefulSet <set> successful` or `... failed error: <err>`.
+fn record_pod_event(
+    core: &Core,
+    sts: &Value,
+    verb: &str,
+    action: &str,
+    pod_name: &str,
+    err: Option<&str>,
+) {
+    let sts_name = meta_str(sts, "name");
+    let (ty, reason, msg) = match err {
+        None => (
+            "Normal",
+            format!("Successful{action}"),
+            format!("{verb} Pod {pod_name} in StatefulSet {sts_name} successful"),
+        ),
+        Some(err) => (
+            "Warning",
+            format!("Failed{action}"),
+            format!("{verb} Pod {pod_name} in StatefulSet {sts_name} failed error: {err}"),
+        ),
+    };
+    record_event(core, sts, KIND, ty, &reason, &msg, MANAGER);
 }
 
 /// `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`: a pod removed by a scale-down
