@@ -255,3 +255,47 @@ async fn networking_kinds_are_validated_and_defaulted() {
     );
     c.handle.shutdown().await;
 }
+
+/// kube-controller-manager's controller roles exist as upstream's bootstrap policy makes them
+/// (`system:controller:<name>` bound to kube-system's ServiceAccount `<name>`), and grant what
+/// they say.
+#[tokio::test]
+async fn controller_roles_of_the_bootstrap_policy() {
+    let c = start().await;
+    let roles = c
+        .ok(&[
+            "get",
+            "clusterroles",
+            "-o",
+            "name",
+            "-l",
+            "kubernetes.io/bootstrapping=rbac-defaults",
+        ])
+        .await;
+    for r in [
+        "job-controller",
+        "statefulset-controller",
+        "generic-garbage-collector",
+        "namespace-controller",
+    ] {
+        assert!(
+            roles.contains(&format!(
+                "clusterrole.rbac.authorization.k8s.io/system:controller:{r}"
+            )),
+            "{r} missing:\n{roles}"
+        );
+    }
+    let binding = c
+        .ok(&["get", "clusterrolebinding", "system:controller:job-controller", "-o", "jsonpath={.roleRef.name} {.subjects[0].kind}/{.subjects[0].namespace}/{.subjects[0].name}"])
+        .await;
+    assert_eq!(
+        binding,
+        "system:controller:job-controller ServiceAccount/kube-system/job-controller"
+    );
+    let sa = "--as=system:serviceaccount:kube-system:job-controller";
+    let yes = c.kubectl(&["auth", "can-i", "create", "pods", sa]).await;
+    assert_eq!(String::from_utf8_lossy(&yes.stdout).trim(), "yes");
+    let no = c.kubectl(&["auth", "can-i", "create", "secrets", sa]).await;
+    assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
+    c.handle.shutdown().await;
+}

@@ -11,6 +11,7 @@ use crate::registry::{self, ResourceDef};
 use serde_json::{json, Value};
 
 const POLICY: &str = include_str!("bootstrap_policy.yaml");
+const CONTROLLER_POLICY: &str = include_str!("controller_policy.yaml");
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 /// The default policy as API objects.
@@ -75,14 +76,40 @@ pub fn policy() -> Policy {
         }
         o
     };
+    // controller_policy.go: `system:controller:<name>` roles bound to the kube-system
+    // ServiceAccount `<name>`.
+    let controllers: Value = serde_yaml_ng::from_str(CONTROLLER_POLICY).unwrap_or(Value::Null);
+    let controllers = controllers["controllerRoles"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let controller_role = |c: &Value| {
+        let mut c = c.clone();
+        c["name"] = json!(format!(
+            "system:controller:{}",
+            c["name"].as_str().unwrap_or("")
+        ));
+        role("ClusterRole", &c)
+    };
+    let controller_binding = |c: &Value| {
+        let sa = c["name"].as_str().unwrap_or("");
+        let name = format!("system:controller:{sa}");
+        binding(
+            "ClusterRoleBinding",
+            "ClusterRole",
+            &json!({"name": name, "role": name, "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": "kube-system"}]}),
+        )
+    };
     Policy {
         cluster_roles: items("clusterRoles")
             .iter()
             .map(|r| role("ClusterRole", r))
+            .chain(controllers.iter().map(controller_role))
             .collect(),
         cluster_role_bindings: items("clusterRoleBindings")
             .iter()
             .map(|b| binding("ClusterRoleBinding", "ClusterRole", b))
+            .chain(controllers.iter().map(controller_binding))
             .collect(),
         roles: items("roles").iter().map(|r| role("Role", r)).collect(),
         role_bindings: items("roleBindings")
@@ -257,9 +284,31 @@ mod tests {
             "view",
             "system:node",
             "system:discovery",
+            "system:controller:job-controller",
+            "system:controller:generic-garbage-collector",
+            "system:controller:statefulset-controller",
         ] {
             assert!(names.contains(&n), "{n}");
         }
+        // 35 controller roles, each bound to its kube-system ServiceAccount.
+        let controller_bindings: Vec<&serde_json::Value> = p
+            .cluster_role_bindings
+            .iter()
+            .filter(|b| {
+                b["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("system:controller:"))
+            })
+            .collect();
+        assert_eq!(controller_bindings.len(), 35);
+        let job = controller_bindings
+            .iter()
+            .find(|b| b["metadata"]["name"] == "system:controller:job-controller")
+            .expect("job-controller binding");
+        assert_eq!(
+            job["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "job-controller", "namespace": "kube-system"}])
+        );
         // Every binding refers to a policy role (of its namespace).
         for b in &p.cluster_role_bindings {
             assert!(names.contains(&b["roleRef"]["name"].as_str().unwrap()));
