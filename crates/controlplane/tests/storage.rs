@@ -70,6 +70,23 @@ fn pvc(name: &str, size: &str, extra: Value) -> Value {
     v
 }
 
+/// A busybox pod in default that mounts claim `claim` as volume `d`.
+fn claim_pod(name: &str, claim: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}})
+}
+
+/// Waits for pod `name` to be given a node; returns it.
+async fn scheduled(c: &Cluster, name: &str) -> Value {
+    eventually(&format!("{name} scheduled"), WAIT, || async {
+        get(c, &["pod", name])
+            .await
+            .filter(|p| p["spec"]["nodeName"].is_string())
+    })
+    .await
+}
+
 fn phase(o: &Value) -> &str {
     o.pointer("/status/phase")
         .and_then(Value::as_str)
@@ -265,10 +282,7 @@ async fn static_binding_and_reclaim() {
         json!(["kubernetes.io/pv-protection"])
     );
     // A claim a pod uses is kept (Terminating) until the pod is gone.
-    let user = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder", "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "again"}}]}});
-    apply(&c, user).await;
+    apply(&c, claim_pod("holder", "again")).await;
     c.ok(&["delete", "pvc", "again", "--wait=false"]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = get(&c, &["pvc", "again"]).await.expect("still there");
@@ -508,32 +522,16 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
         &format!("Successfully provisioned volume {pv_name}"),
     )
     .await;
-    let pod = eventually("pod bound", WAIT, || async {
-        get(&c, &["pod", "user"])
-            .await
-            .filter(|p| p["spec"]["nodeName"].is_string())
-    })
-    .await;
+    let pod = scheduled(&c, "user").await;
     assert_eq!(pod["spec"]["nodeName"], "disk-node");
 
     // A second pod of the same claim follows the volume's node affinity.
-    let pod2 = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user2", "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
-    apply(&c, pod2).await;
-    let pod2 = eventually("pod2 bound", WAIT, || async {
-        get(&c, &["pod", "user2"])
-            .await
-            .filter(|p| p["spec"]["nodeName"].is_string())
-    })
-    .await;
+    apply(&c, claim_pod("user2", "data")).await;
+    let pod2 = scheduled(&c, "user2").await;
     assert_eq!(pod2["spec"]["nodeName"], "disk-node");
 
     // A missing claim: unschedulable with the scheduler's words.
-    let lost = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lost", "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "nope"}}]}});
-    apply(&c, lost).await;
+    apply(&c, claim_pod("lost", "nope")).await;
     wait_event(
         &c,
         "lost",
@@ -543,10 +541,7 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
     .await;
     // An unbound Immediate claim also holds the pod back.
     apply(&c, pvc("imm", "1Gi", json!({"storageClassName": ""}))).await;
-    let waits = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "waits", "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "imm"}}]}});
-    apply(&c, waits).await;
+    apply(&c, claim_pod("waits", "imm")).await;
     wait_event(
         &c,
         "waits",
@@ -556,18 +551,12 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
     .await;
     // A volume for it appears: it binds, and the pod is scheduled.
     apply(&c, pv("late", "1Gi", "Retain", json!({}))).await;
-    eventually("waits bound", WAIT, || async {
-        get(&c, &["pod", "waits"])
-            .await
-            .filter(|p| p["spec"]["nodeName"].is_string())
-    })
-    .await;
+    scheduled(&c, "waits").await;
 
     // A pod given its node directly is the first consumer too: its node gets the volume.
     apply(&c, pvc("pinned-data", "8Mi", json!({}))).await;
-    let pinned = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned", "namespace": "default"},
-        "spec": {"nodeName": "disk-node", "containers": [{"name": "c", "image": "busybox"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "pinned-data"}}]}});
+    let mut pinned = claim_pod("pinned", "pinned-data");
+    pinned["spec"]["nodeName"] = json!("disk-node");
     apply(&c, pinned).await;
     let pinned_claim = wait_phase(&c, "pvc", "pinned-data", "Bound").await;
     assert_eq!(
@@ -632,17 +621,9 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node() {
         "waiting for first consumer",
     )
     .await;
-    let local_user = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "local-user", "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "local-claim"}}]}});
-    apply(&c, local_user).await;
+    apply(&c, claim_pod("local-user", "local-claim")).await;
     let local_claim = wait_phase(&c, "pvc", "local-claim", "Bound").await;
-    let local_pod = eventually("local-user bound", WAIT, || async {
-        get(&c, &["pod", "local-user"])
-            .await
-            .filter(|p| p["spec"]["nodeName"].is_string())
-    })
-    .await;
+    let local_pod = scheduled(&c, "local-user").await;
     // The pod is on the node of the volume it got (either fits; spreading decides).
     let want = match local_pod["spec"]["nodeName"].as_str() {
         Some("plain-node") => "local-plain",
