@@ -501,19 +501,9 @@ impl Claims {
                     continue;
                 }
             }
-            let mut ctx = WriteCtx::controller("default-scheduler");
-            let _ = core.modify(
-                super::rd("", "persistentvolumeclaims"),
-                Some(meta_str(pvc, "namespace")),
-                meta_str(pvc, "name"),
-                None,
-                &mut ctx,
-                |cur| {
-                    let mut o = cur.clone();
-                    o["metadata"]["annotations"][super::volumes::SELECTED_NODE] = json!(node_name);
-                    Ok(o)
-                },
-            );
+            super::volumes::edit_claim(core, pvc, "default-scheduler", |o| {
+                o["metadata"]["annotations"][super::volumes::SELECTED_NODE] = json!(node_name);
+            });
         }
     }
 }

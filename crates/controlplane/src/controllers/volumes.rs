@@ -385,21 +385,11 @@ fn provision_local(core: &Core, pvc: &Value, sc: &Value, node_name: &str) {
     // picks again (external-provisioner's reschedule).
     let reschedule = |msg: String| {
         fail(msg);
-        let mut ctx = WriteCtx::controller(MANAGER);
-        let _ = core.modify(
-            rd("", "persistentvolumeclaims"),
-            Some(meta_str(pvc, "namespace")),
-            meta_str(pvc, "name"),
-            None,
-            &mut ctx,
-            |cur| {
-                let mut o = cur.clone();
-                if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
-                    a.remove(SELECTED_NODE);
-                }
-                Ok(o)
-            },
-        );
+        edit_claim(core, pvc, MANAGER, |o| {
+            if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
+                a.remove(SELECTED_NODE);
+            }
+        });
     };
     let Some(node) = core.get_stored(rd("", "nodes"), None, node_name) else {
         return reschedule(format!(
@@ -466,14 +456,16 @@ fn provision_local(core: &Core, pvc: &Value, sc: &Value, node_name: &str) {
     }
 }
 
-/// Writes `volume.kubernetes.io/storage-provisioner` (and the beta one) on the claim, as the
-/// controller does before a provisioner acts.
-fn set_provisioner_annotation(core: &Core, pvc: &Value, provisioner: &str) {
-    if annotation(pvc, STORAGE_PROVISIONER) == Some(provisioner) {
-        return;
-    }
-    let mut ctx = WriteCtx::controller(MANAGER);
-    let _ = core.modify(
+/// Rewrites the stored claim `pvc` with `edit`, as the controller `manager`; whether it was
+/// written.
+pub(crate) fn edit_claim(
+    core: &Core,
+    pvc: &Value,
+    manager: &str,
+    mut edit: impl FnMut(&mut Value),
+) -> bool {
+    let mut ctx = WriteCtx::controller(manager);
+    core.modify(
         rd("", "persistentvolumeclaims"),
         Some(meta_str(pvc, "namespace")),
         meta_str(pvc, "name"),
@@ -481,11 +473,23 @@ fn set_provisioner_annotation(core: &Core, pvc: &Value, provisioner: &str) {
         &mut ctx,
         |cur| {
             let mut o = cur.clone();
-            o["metadata"]["annotations"][STORAGE_PROVISIONER] = json!(provisioner);
-            o["metadata"]["annotations"][BETA_STORAGE_PROVISIONER] = json!(provisioner);
+            edit(&mut o);
             Ok(o)
         },
-    );
+    )
+    .is_ok()
+}
+
+/// Writes `volume.kubernetes.io/storage-provisioner` (and the beta one) on the claim, as the
+/// controller does before a provisioner acts.
+fn set_provisioner_annotation(core: &Core, pvc: &Value, provisioner: &str) {
+    if annotation(pvc, STORAGE_PROVISIONER) == Some(provisioner) {
+        return;
+    }
+    edit_claim(core, pvc, MANAGER, |o| {
+        o["metadata"]["annotations"][STORAGE_PROVISIONER] = json!(provisioner);
+        o["metadata"]["annotations"][BETA_STORAGE_PROVISIONER] = json!(provisioner);
+    });
 }
 
 /// A claim without a volume: bind, provision, or say why it waits.
@@ -574,19 +578,9 @@ fn sync_unbound_claim(
             {
                 return bind(core, &pv, pvc);
             }
-            let mut ctx = WriteCtx::controller(MANAGER);
-            let _ = core.modify(
-                rd("", "persistentvolumeclaims"),
-                Some(meta_str(pvc, "namespace")),
-                meta_str(pvc, "name"),
-                None,
-                &mut ctx,
-                |cur| {
-                    let mut o = cur.clone();
-                    o["metadata"]["annotations"][SELECTED_NODE] = json!(node);
-                    Ok(o)
-                },
-            );
+            edit_claim(core, pvc, MANAGER, |o| {
+                o["metadata"]["annotations"][SELECTED_NODE] = json!(node);
+            });
             return;
         }
         return event_once(
@@ -956,23 +950,13 @@ pub fn pass(core: &Core, _s: &Settings) {
             && annotation(pvc, BETA_CLASS).is_none();
         if classless && str_at(pvc, "/spec/volumeName").is_empty() {
             if let Some(d) = &default {
-                let mut ctx = WriteCtx::controller(MANAGER);
-                let _ = core.modify(
-                    rd("", "persistentvolumeclaims"),
-                    Some(meta_str(pvc, "namespace")),
-                    meta_str(pvc, "name"),
-                    None,
-                    &mut ctx,
-                    |cur| {
-                        let mut o = cur.clone();
-                        if o.pointer("/spec/storageClassName")
-                            .is_none_or(Value::is_null)
-                        {
-                            o["spec"]["storageClassName"] = json!(d);
-                        }
-                        Ok(o)
-                    },
-                );
+                edit_claim(core, pvc, MANAGER, |o| {
+                    if o.pointer("/spec/storageClassName")
+                        .is_none_or(Value::is_null)
+                    {
+                        o["spec"]["storageClassName"] = json!(d);
+                    }
+                });
                 continue;
             }
         }
