@@ -17,10 +17,10 @@
 //! another node's address.
 
 use super::csr_signing::{
-    has_condition, request_pem, usages, validate_kubelet_client, validate_kubelet_serving,
-    CLIENT_KUBELET, KUBELET_SERVING,
+    has_condition, kubelet_csrs, request_pem, usages, validate_kubelet_client,
+    validate_kubelet_serving, CLIENT_KUBELET,
 };
-use super::{list, rd, set_status};
+use super::{rd, set_status};
 use crate::api::auth::authz;
 use crate::api::auth::rbac::{Request, ResourceRequest};
 use crate::api::auth::User;
@@ -62,20 +62,8 @@ fn may_create(rbac: &crate::api::auth::Rbac, user: &User, sub: &str) -> bool {
 pub(crate) fn pass(core: &Core, s: &super::Settings) {
     let Some(signer) = &s.csr_signer else { return };
     let r = rd("certificates.k8s.io", "certificatesigningrequests");
-    for csr in list(
-        core,
-        "certificates.k8s.io",
-        "certificatesigningrequests",
-        None,
-    ) {
-        let signer_name = csr
-            .pointer("/spec/signerName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !matches!(signer_name, CLIENT_KUBELET | KUBELET_SERVING)
-            || has_condition(&csr, "Approved")
-            || has_condition(&csr, "Denied")
-        {
+    for (csr, signer_name) in kubelet_csrs(core) {
+        if has_condition(&csr, "Approved") || has_condition(&csr, "Denied") {
             continue;
         }
         let Some(info) = request_pem(&csr).and_then(|p| crate::pki::parse_csr(&p).ok()) else {

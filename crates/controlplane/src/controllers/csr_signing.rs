@@ -70,6 +70,44 @@ fn listed(s: &BTreeSet<String>) -> String {
     format!("[{}]", s.iter().cloned().collect::<Vec<_>>().join(" "))
 }
 
+/// The CSRs for the kubelet signers (client and serving) with their signer: the only ones
+/// these controllers approve and sign.
+pub(crate) fn kubelet_csrs(core: &Core) -> Vec<(Arc<Value>, &'static str)> {
+    list(
+        core,
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        None,
+    )
+    .into_iter()
+    .filter_map(|csr| {
+        let signer = match csr.pointer("/spec/signerName").and_then(Value::as_str) {
+            Some(CLIENT_KUBELET) => CLIENT_KUBELET,
+            Some(KUBELET_SERVING) => KUBELET_SERVING,
+            _ => return None,
+        };
+        Some((csr, signer))
+    })
+    .collect()
+}
+
+/// The checks both kubelet validations end with: a node's common name, and `auth` usage with
+/// digital signature (key encipherment optional).
+fn node_name_and_usages(
+    req: &CsrInfo,
+    usages: &BTreeSet<String>,
+    auth: &str,
+) -> Result<(), String> {
+    if !req.common_name.starts_with("system:node:") {
+        return Err("subject common name does not begin with system:node:".into());
+    }
+    let full = set(&["key encipherment", "digital signature", auth]);
+    if *usages != full && *usages != set(&["digital signature", auth]) {
+        return Err(format!("usages did not match {}", listed(&full)));
+    }
+    Ok(())
+}
+
 /// Upstream's `ValidateKubeletClientCSR`, its error texts.
 pub fn validate_kubelet_client(req: &CsrInfo, usages: &BTreeSet<String>) -> Result<(), String> {
     if req.organizations != ["system:nodes"] {
@@ -87,14 +125,7 @@ pub fn validate_kubelet_client(req: &CsrInfo, usages: &BTreeSet<String>) -> Resu
     if !req.uris.is_empty() {
         return Err("URI subjectAltNames are not allowed".into());
     }
-    if !req.common_name.starts_with("system:node:") {
-        return Err("subject common name does not begin with system:node:".into());
-    }
-    let full = set(&["key encipherment", "digital signature", "client auth"]);
-    if *usages != full && *usages != set(&["digital signature", "client auth"]) {
-        return Err(format!("usages did not match {}", listed(&full)));
-    }
-    Ok(())
+    node_name_and_usages(req, usages, "client auth")
 }
 
 /// Upstream's `ValidateKubeletServingCSR`, its error texts.
@@ -111,14 +142,7 @@ pub fn validate_kubelet_serving(req: &CsrInfo, usages: &BTreeSet<String>) -> Res
     if req.dns_names.is_empty() && req.ip_addresses.is_empty() {
         return Err("DNS or IP subjectAltName is required".into());
     }
-    if !req.common_name.starts_with("system:node:") {
-        return Err("subject common name does not begin with system:node:".into());
-    }
-    let full = set(&["key encipherment", "digital signature", "server auth"]);
-    if *usages != full && *usages != set(&["digital signature", "server auth"]) {
-        return Err(format!("usages did not match {}", listed(&full)));
-    }
-    Ok(())
+    node_name_and_usages(req, usages, "server auth")
 }
 
 /// The lifetime to sign for: the signer's duration, shortened by
@@ -136,18 +160,8 @@ fn lifetime(csr: &Value, max: Duration) -> Duration {
 pub(crate) fn pass(core: &Core, s: &super::Settings) {
     let Some(signer) = &s.csr_signer else { return };
     let r = rd("certificates.k8s.io", "certificatesigningrequests");
-    for csr in list(
-        core,
-        "certificates.k8s.io",
-        "certificatesigningrequests",
-        None,
-    ) {
-        let signer_name = csr
-            .pointer("/spec/signerName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !matches!(signer_name, CLIENT_KUBELET | KUBELET_SERVING)
-            || !has_condition(&csr, "Approved")
+    for (csr, signer_name) in kubelet_csrs(core) {
+        if !has_condition(&csr, "Approved")
             || has_condition(&csr, "Denied")
             || has_condition(&csr, "Failed")
             || csr
