@@ -98,14 +98,7 @@ async fn kubectl_create_sends_protobuf() {
     assert_eq!(ns["metadata"]["name"], "team-a");
     assert_eq!(ns["status"]["phase"], "Active");
     let rendered = c
-        .ok(&[
-            "create",
-            "namespace",
-            "json-twin",
-            "--dry-run=client",
-            "-o",
-            "json",
-        ])
+        .ok_line("create namespace json-twin --dry-run=client -o json")
         .await;
     c.apply_stdin(&["create", "-f", "-"], &rendered).await;
     let twin = get_json(&c, &["ns", "json-twin"]).await;
@@ -141,9 +134,7 @@ async fn kubectl_create_sends_protobuf() {
     );
     // The controllers act on it like on a JSON-created one.
     eventually("2 pods", Duration::from_secs(30), || async {
-        let names = c
-            .ok(&["-n", "team-a", "get", "po", "-l", "app=web", "-o", "name"])
-            .await;
+        let names = c.ok_line("-n team-a get po -l app=web -o name").await;
         (names.lines().count() == 2).then_some(())
     })
     .await;
@@ -231,29 +222,8 @@ async fn kubectl_drain_evicts_pods() {
     let c = start().await;
     let port = fake_kubelet().await;
     let _n = fake_node(&c, "drain-me", port).await;
-    c.ok(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=busybox",
-        "--replicas=2",
-    ])
-    .await;
-    eventually("2 running pods", Duration::from_secs(30), || async {
-        let phases = c
-            .ok(&[
-                "get",
-                "po",
-                "-l",
-                "app=web",
-                "-o",
-                "jsonpath={.items[*].status.phase}",
-            ])
-            .await;
-        (phases.split_whitespace().collect::<Vec<_>>() == ["Running"; 2]).then_some(())
-    })
-    .await;
-    let before = c.ok(&["get", "po", "-l", "app=web", "-o", "name"]).await;
+    c.running_deployment("web", 2).await;
+    let before = c.ok_line("get po -l app=web -o name").await;
 
     let out = c
         .kubectl(&[
@@ -341,8 +311,7 @@ async fn protobuf_eviction_and_delete_options() {
     use k8s_pb::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
     let c = start().await;
     let client = c.admin().await;
-    c.ok(&["create", "configmap", "keep", "--from-literal=k=v"])
-        .await;
+    c.ok_line("create configmap keep --from-literal=k=v").await;
     c.apply_stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\nspec:\n  containers: [{name: c, image: busybox}]\n",
@@ -364,7 +333,7 @@ async fn protobuf_eviction_and_delete_options() {
     )
     .await;
     assert_eq!(code, 200, "{answer}");
-    c.ok(&["get", "configmap", "keep"]).await;
+    c.ok_line("get configmap keep").await;
 
     // policy/v1 Eviction with gracePeriodSeconds: 0 (a pointer zero that must
     // survive) removes the pod at once.
@@ -418,8 +387,8 @@ async fn protobuf_eviction_and_delete_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_sends_protobuf_for_the_new_kinds() {
     let c = start().await;
-    c.ok(&["create", "namespace", "team-a"]).await;
-    c.ok(&["create", "namespace", "json-twin"]).await;
+    c.ok_line("create namespace team-a").await;
+    c.ok_line("create namespace json-twin").await;
 
     let out = create(
         &c,

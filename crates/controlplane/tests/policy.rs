@@ -32,6 +32,12 @@ async fn refused(c: &Cluster, args: &[&str], stdin: Option<&str>) -> String {
     stderr
 }
 
+/// `refused`, whose stderr must contain `want`.
+async fn refused_with(c: &Cluster, args: &[&str], stdin: Option<&str>, want: &str) {
+    let err = refused(c, args, stdin).await;
+    assert!(err.contains(want), "{err}");
+}
+
 /// A node that heartbeats and does nothing else: pods bound to it stay as the test sets
 /// them, and a graceful deletion stays pending (terminating), as with a slow kubelet.
 async fn quiet_node(c: &Cluster, name: &str) -> tokio::task::JoinHandle<()> {
@@ -134,28 +140,7 @@ async fn drain_waits_for_the_disruption_budget() {
     let c = start().await;
     let port = fake_kubelet().await;
     let _n = fake_node(&c, "pdb-node", port).await;
-    c.ok(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=busybox",
-        "--replicas=2",
-    ])
-    .await;
-    eventually("2 running pods", WAIT, || async {
-        let phases = c
-            .ok(&[
-                "get",
-                "po",
-                "-l",
-                "app=web",
-                "-o",
-                "jsonpath={.items[*].status.phase}",
-            ])
-            .await;
-        (phases.split_whitespace().collect::<Vec<_>>() == ["Running"; 2]).then_some(())
-    })
-    .await;
+    c.running_deployment("web", 2).await;
     let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\nspec:\n  minAvailable: 2\n  selector:\n    matchLabels:\n      app: web\n";
     c.apply_stdin(&["apply", "-f", "-"], pdb).await;
     let st = pdb_status(
@@ -169,7 +154,7 @@ async fn drain_waits_for_the_disruption_budget() {
         st["status"]["conditions"][0]["observedGeneration"], 1,
         "{st}"
     );
-    let before = c.ok(&["get", "po", "-l", "app=web", "-o", "name"]).await;
+    let before = c.ok_line("get po -l app=web -o name").await;
 
     let out = c
         .kubectl(&["drain", "pdb-node", "--ignore-daemonsets", "--timeout=10s"])
@@ -186,7 +171,7 @@ async fn drain_waits_for_the_disruption_budget() {
     );
     assert!(all.contains("will retry after 5s"), "{all}");
     assert_eq!(
-        c.ok(&["get", "po", "-l", "app=web", "-o", "name"]).await,
+        c.ok_line("get po -l app=web -o name").await,
         before,
         "no pod was evicted"
     );
@@ -392,20 +377,23 @@ async fn eviction_honours_the_budget() {
 async fn pdb_validation() {
     let c = start().await;
     let both = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: both\nspec:\n  minAvailable: 1\n  maxUnavailable: 1\n  selector: {}\n";
-    let err = refused(&c, &["create", "-f", "-"], Some(both)).await;
-    assert!(
-        err.contains("minAvailable and maxUnavailable cannot be both set"),
-        "{err}"
-    );
+    refused_with(
+        &c,
+        &["create", "-f", "-"],
+        Some(both),
+        "minAvailable and maxUnavailable cannot be both set",
+    )
+    .await;
     let pct = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: pct\nspec:\n  maxUnavailable: 150%\n";
-    let err = refused(&c, &["create", "-f", "-"], Some(pct)).await;
-    assert!(err.contains("spec.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"150%\"}: must not be greater than 100%"), "{err}");
+    refused_with(&c, &["create", "-f", "-"], Some(pct), "spec.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"150%\"}: must not be greater than 100%").await;
     let neg = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: neg\nspec:\n  minAvailable: -1\n";
-    let err = refused(&c, &["create", "-f", "-"], Some(neg)).await;
-    assert!(
-        err.contains("spec.minAvailable: Invalid value: -1: must be greater than or equal to 0"),
-        "{err}"
-    );
+    refused_with(
+        &c,
+        &["create", "-f", "-"],
+        Some(neg),
+        "spec.minAvailable: Invalid value: -1: must be greater than or equal to 0",
+    )
+    .await;
 }
 
 /// Quota: pods beyond the limit refused with upstream's text, `describe quota` shows
@@ -416,21 +404,17 @@ async fn resource_quota_admission_and_status() {
     let c = start().await;
     let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: pod-quota\nspec:\n  hard:\n    pods: \"2\"\n    configmaps: \"20\"\n";
     c.apply_stdin(&["create", "-f", "-"], quota).await;
-    c.ok(&["create", "configmap", "one"]).await;
+    c.ok_line("create configmap one").await;
     for p in ["p1", "p2"] {
-        c.ok(&["run", p, "--image=busybox"]).await;
+        c.ok_line(&format!("run {p} --image=busybox")).await;
     }
-    let err = refused(&c, &["run", "p3", "--image=busybox"], None).await;
-    assert!(
-        err.contains("pods \"p3\" is forbidden: exceeded quota: pod-quota, requested: pods=1, used: pods=2, limited: pods=2"),
-        "{err}"
-    );
+    refused_with(&c, &["run", "p3", "--image=busybox"], None, "pods \"p3\" is forbidden: exceeded quota: pod-quota, requested: pods=1, used: pods=2, limited: pods=2").await;
     eventually("quota status", WAIT, || async {
         let q = get_json(&c, &["quota", "pod-quota"]).await;
         (q["status"]["used"]["pods"] == "2" && q["status"]["hard"]["pods"] == "2").then_some(())
     })
     .await;
-    let described = c.ok(&["describe", "quota", "pod-quota"]).await;
+    let described = c.ok_line("describe quota pod-quota").await;
     let row = |name: &str, used: &str, hard: &str| {
         described
             .lines()
@@ -442,7 +426,7 @@ async fn resource_quota_admission_and_status() {
         "kube-root-ca.crt? {described}"
     );
     // A deleted pod frees its slot.
-    c.ok(&["delete", "pod", "p1", "--wait=false"]).await;
+    c.ok_line("delete pod p1 --wait=false").await;
     eventually("slot freed", WAIT, || async {
         c.kubectl(&["run", "p3", "--image=busybox"])
             .await
@@ -453,20 +437,17 @@ async fn resource_quota_admission_and_status() {
     .await;
 
     // Compute quota in its own namespace.
-    c.ok(&["create", "namespace", "compute"]).await;
+    c.ok_line("create namespace compute").await;
     let compute = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: compute\nspec:\n  hard:\n    limits.cpu: \"1\"\n    requests.memory: 1Gi\n";
     c.apply_stdin(&["-n", "compute", "create", "-f", "-"], compute)
         .await;
-    let err = refused(
+    refused_with(
         &c,
         &["-n", "compute", "run", "bare", "--image=busybox"],
         None,
+        "pods \"bare\" is forbidden: failed quota: compute: must specify limits.cpu for: bare; requests.memory for: bare",
     )
     .await;
-    assert!(
-        err.contains("pods \"bare\" is forbidden: failed quota: compute: must specify limits.cpu for: bare; requests.memory for: bare"),
-        "{err}"
-    );
     let sized = |name: &str, cpu: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [
             {"name": "c", "image": "busybox", "resources": {"limits": {"cpu": cpu, "memory": "256Mi"}}}]}})
@@ -474,16 +455,13 @@ async fn resource_quota_admission_and_status() {
     };
     c.apply_stdin(&["-n", "compute", "create", "-f", "-"], &sized("a", "600m"))
         .await;
-    let err = refused(
+    refused_with(
         &c,
         &["-n", "compute", "create", "-f", "-"],
         Some(&sized("b", "500m")),
+        "exceeded quota: compute, requested: limits.cpu=500m, used: limits.cpu=600m, limited: limits.cpu=1",
     )
     .await;
-    assert!(
-        err.contains("exceeded quota: compute, requested: limits.cpu=500m, used: limits.cpu=600m, limited: limits.cpu=1"),
-        "{err}"
-    );
     eventually("compute used", WAIT, || async {
         let q = get_json(&c, &["-n", "compute", "quota", "compute"]).await;
         (q["status"]["used"] == json!({"limits.cpu": "600m", "requests.memory": "256Mi"}))
@@ -492,31 +470,15 @@ async fn resource_quota_admission_and_status() {
     .await;
 
     // Services and claims.
-    c.ok(&["create", "namespace", "svc"]).await;
+    c.ok_line("create namespace svc").await;
     let svcq = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: svc\nspec:\n  hard:\n    services.nodeports: \"1\"\n    requests.storage: 1Gi\n";
     c.apply_stdin(&["-n", "svc", "create", "-f", "-"], svcq)
         .await;
-    c.ok(&[
-        "-n",
-        "svc",
-        "create",
-        "service",
-        "nodeport",
-        "a",
-        "--tcp=80:80",
-    ])
-    .await;
-    c.ok(&[
-        "-n",
-        "svc",
-        "create",
-        "service",
-        "clusterip",
-        "b",
-        "--tcp=80:80",
-    ])
-    .await;
-    let err = refused(
+    c.ok_line("-n svc create service nodeport a --tcp=80:80")
+        .await;
+    c.ok_line("-n svc create service clusterip b --tcp=80:80")
+        .await;
+    refused_with(
         &c,
         &[
             "-n",
@@ -528,14 +490,11 @@ async fn resource_quota_admission_and_status() {
             "--tcp=80:80",
         ],
         None,
+        "services \"c\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1",
     )
     .await;
-    assert!(
-        err.contains("services \"c\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
-        "{err}"
-    );
     // An update that adds usage is charged too.
-    let err = refused(
+    refused_with(
         &c,
         &[
             "-n",
@@ -547,28 +506,22 @@ async fn resource_quota_admission_and_status() {
             r#"{"spec":{"type":"NodePort"}}"#,
         ],
         None,
+        "services \"b\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1",
     )
     .await;
-    assert!(
-        err.contains("services \"b\" is forbidden: exceeded quota: svc, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
-        "{err}"
-    );
-    c.ok(&["-n", "svc", "label", "service", "a", "x=y"]).await;
+    c.ok_line("-n svc label service a x=y").await;
     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "big"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}});
-    let err = refused(
+    refused_with(
         &c,
         &["-n", "svc", "create", "-f", "-"],
         Some(&pvc.to_string()),
+        "persistentvolumeclaims \"big\" is forbidden: exceeded quota: svc, requested: requests.storage=2Gi, used: requests.storage=0, limited: requests.storage=1Gi",
     )
     .await;
-    assert!(
-        err.contains("persistentvolumeclaims \"big\" is forbidden: exceeded quota: svc, requested: requests.storage=2Gi, used: requests.storage=0, limited: requests.storage=1Gi"),
-        "{err}"
-    );
 
     // Twelve concurrent creates against a quota of five: exactly five get through.
-    c.ok(&["create", "namespace", "race"]).await;
+    c.ok_line("create namespace race").await;
     let race = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: race\nspec:\n  hard:\n    count/configmaps: \"5\"\n";
     c.apply_stdin(&["-n", "race", "create", "-f", "-"], race)
         .await;
@@ -616,7 +569,7 @@ async fn limit_range_defaults_and_minimums() {
         json!({"cpu": "100m", "memory": "256Mi"}),
         "the default request follows the default limit"
     );
-    c.ok(&["run", "plain", "--image=busybox"]).await;
+    c.ok_line("run plain --image=busybox").await;
     let pod = get_json(&c, &["po", "plain"]).await;
     let res = &pod["spec"]["containers"][0]["resources"];
     assert_eq!(
@@ -637,24 +590,24 @@ async fn limit_range_defaults_and_minimums() {
 
     let small = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "small"}, "spec": {"containers": [
         {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "20m"}}}]}});
-    let err = refused(&c, &["create", "-f", "-"], Some(&small.to_string())).await;
-    assert!(
-        err.contains("pods \"small\" is forbidden: minimum cpu usage per Container is 50m, but request is 20m"),
-        "{err}"
-    );
+    refused_with(
+        &c,
+        &["create", "-f", "-"],
+        Some(&small.to_string()),
+        "pods \"small\" is forbidden: minimum cpu usage per Container is 50m, but request is 20m",
+    )
+    .await;
     let big = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"}, "spec": {"containers": [
         {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "20m"}, "limits": {"cpu": "3"}}}]}});
-    let err = refused(&c, &["create", "-f", "-"], Some(&big.to_string())).await;
-    assert!(
-        err.contains("pods \"big\" is forbidden: [minimum cpu usage per Container is 50m, but request is 20m, maximum cpu usage per Container is 2, but limit is 3]"),
-        "{err}"
-    );
+    refused_with(&c, &["create", "-f", "-"], Some(&big.to_string()), "pods \"big\" is forbidden: [minimum cpu usage per Container is 50m, but request is 20m, maximum cpu usage per Container is 2, but limit is 3]").await;
     let bad = "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\nspec:\n  limits:\n  - type: Container\n    min:\n      cpu: \"1\"\n    max:\n      cpu: 500m\n";
-    let err = refused(&c, &["create", "-f", "-"], Some(bad)).await;
-    assert!(
-        err.contains("min value 1 is greater than max value 500m"),
-        "{err}"
-    );
+    refused_with(
+        &c,
+        &["create", "-f", "-"],
+        Some(bad),
+        "min value 1 is greater than max value 500m",
+    )
+    .await;
 }
 
 /// PriorityClass: the system classes exist, pods get their class's priority, unknown classes
@@ -711,7 +664,7 @@ async fn priority_classes() {
     c.apply_stdin(&["replace", "-f", "-"], &replaced.to_string())
         .await;
     assert_eq!(get_json(&c, &["po", "hi"]).await["spec"]["priority"], 1000);
-    c.ok(&["run", "plain", "--image=busybox"]).await;
+    c.ok_line("run plain --image=busybox").await;
     let plain = get_json(&c, &["po", "plain"]).await;
     assert_eq!(plain["spec"]["priority"], 0);
     assert_eq!(plain["spec"]["preemptionPolicy"], "PreemptLowerPriority");
@@ -723,51 +676,46 @@ async fn priority_classes() {
         2000001000
     );
 
-    let err = refused(
+    refused_with(
         &c,
         &["create", "-f", "-"],
         Some(&pod("x", json!({"priorityClassName": "foo"}))),
+        "pods \"x\" is forbidden: no PriorityClass with name foo was found",
     )
     .await;
-    assert!(
-        err.contains("pods \"x\" is forbidden: no PriorityClass with name foo was found"),
-        "{err}"
-    );
-    let err = refused(
+    refused_with(
         &c,
         &["create", "-f", "-"],
         Some(&pod(
             "y",
             json!({"priorityClassName": "high", "priority": 5}),
         )),
+        "pods \"y\" is forbidden: the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name",
     )
     .await;
-    assert!(
-        err.contains("pods \"y\" is forbidden: the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"),
-        "{err}"
-    );
 
     let huge = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: huge\nvalue: 2000000000\n";
-    let err = refused(&c, &["create", "-f", "-"], Some(huge)).await;
-    assert!(
-        err.contains(
-            "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"
-        ),
-        "{err}"
-    );
+    refused_with(
+        &c,
+        &["create", "-f", "-"],
+        Some(huge),
+        "value: Forbidden: maximum allowed value of a user defined priority is 1000000000",
+    )
+    .await;
     let sys = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: system-mine\nvalue: 10\n";
-    let err = refused(&c, &["create", "-f", "-"], Some(sys)).await;
-    assert!(err.contains("priority class names with 'system-' prefix are reserved for system use only. error: name system-mine is not a known system priority class"), "{err}");
+    refused_with(&c, &["create", "-f", "-"], Some(sys), "priority class names with 'system-' prefix are reserved for system use only. error: name system-mine is not a known system priority class").await;
 
     let d1 = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: d1\nvalue: 7\nglobalDefault: true\n";
     c.apply_stdin(&["create", "-f", "-"], d1).await;
     let d2 = d1.replace("d1", "d2");
-    let err = refused(&c, &["create", "-f", "-"], Some(&d2)).await;
-    assert!(
-        err.contains("PriorityClass d1 is already marked as default. Only one default can exist"),
-        "{err}"
-    );
-    let err = refused(
+    refused_with(
+        &c,
+        &["create", "-f", "-"],
+        Some(&d2),
+        "PriorityClass d1 is already marked as default. Only one default can exist",
+    )
+    .await;
+    refused_with(
         &c,
         &[
             "patch",
@@ -778,17 +726,14 @@ async fn priority_classes() {
             r#"{"globalDefault":true}"#,
         ],
         None,
+        "PriorityClass d1 is already marked as default. Only one default can exist",
     )
     .await;
-    assert!(
-        err.contains("PriorityClass d1 is already marked as default. Only one default can exist"),
-        "{err}"
-    );
-    c.ok(&["run", "defaulted", "--image=busybox"]).await;
+    c.ok_line("run defaulted --image=busybox").await;
     let p = get_json(&c, &["po", "defaulted"]).await;
     assert_eq!(p["spec"]["priority"], 7);
     assert_eq!(p["spec"]["priorityClassName"], "d1");
-    let err = refused(
+    refused_with(
         &c,
         &[
             "patch",
@@ -799,10 +744,7 @@ async fn priority_classes() {
             r#"{"value":5}"#,
         ],
         None,
+        "value: Forbidden: may not be changed in an update.",
     )
     .await;
-    assert!(
-        err.contains("value: Forbidden: may not be changed in an update."),
-        "{err}"
-    );
 }

@@ -148,6 +148,26 @@ impl Cluster {
         self.ok(&line.split_whitespace().collect::<Vec<_>>()).await
     }
 
+    /// `kubectl create deployment name --image=busybox --replicas=n`, then
+    /// waits (30s) for its n pods (label app=name) to be Running.
+    pub async fn running_deployment(&self, name: &str, replicas: usize) {
+        self.ok_line(&format!(
+            "create deployment {name} --image=busybox --replicas={replicas}"
+        ))
+        .await;
+        let what = format!("{replicas} running pods");
+        eventually(&what, Duration::from_secs(30), || async {
+            let phases = self
+                .ok_line(&format!(
+                    "get po -l app={name} -o jsonpath={{.items[*].status.phase}}"
+                ))
+                .await;
+            (phases.split_whitespace().collect::<Vec<_>>() == vec!["Running"; replicas])
+                .then_some(())
+        })
+        .await
+    }
+
     pub async fn apply_stdin(&self, args: &[&str], yaml: &str) -> String {
         let out = self.kubectl_stdin(args, Some(yaml)).await;
         assert!(
