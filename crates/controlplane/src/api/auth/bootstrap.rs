@@ -8,6 +8,7 @@
 use super::rbac::{uncovered, PolicyRule, GROUP};
 use crate::api::objects::{Core, WriteCtx};
 use crate::registry::{self, ResourceDef};
+use crate::store::Stored;
 use serde_json::{json, Value};
 
 const POLICY: &str = include_str!("bootstrap_policy.yaml");
@@ -135,6 +136,25 @@ fn name_ns(o: &Value) -> (String, Option<String>) {
     (m("name").unwrap_or_default(), m("namespace"))
 }
 
+/// The stored object `want` is reconciled into: None when it was missing (then created) or
+/// has opted out of auto-update.
+fn to_update(
+    core: &Core,
+    rd: &ResourceDef,
+    ns: Option<&str>,
+    name: &str,
+    want: &Value,
+    ctx: &mut WriteCtx,
+) -> Option<Stored> {
+    let Some(have) = core.get_stored(rd, ns, name) else {
+        if let Err(e) = core.create(rd, ns, want.clone(), ctx) {
+            tracing::warn!("bootstrap {} {name}: {}", rd.kind, e.message);
+        }
+        return None;
+    };
+    autoupdate(&have.object).then_some(have)
+}
+
 /// Creates what is missing of the default policy and adds what an
 /// auto-updated object lacks; then aggregates the aggregated roles.
 pub fn reconcile(core: &Core) {
@@ -161,15 +181,9 @@ pub fn reconcile(core: &Core) {
 fn reconcile_role(core: &Core, rd: &ResourceDef, want: &Value, ctx: &mut WriteCtx) {
     let (name, ns) = name_ns(want);
     let ns = ns.as_deref();
-    let Some(have) = core.get_stored(rd, ns, &name) else {
-        if let Err(e) = core.create(rd, ns, want.clone(), ctx) {
-            tracing::warn!("bootstrap {} {name}: {}", rd.kind, e.message);
-        }
+    let Some(have) = to_update(core, rd, ns, &name, want, ctx) else {
         return;
     };
-    if !autoupdate(&have.object) {
-        return;
-    }
     let held = PolicyRule::of_role(&have.object);
     let wanted = PolicyRule::of_role(want);
     let missing: Vec<&Value> = wanted
@@ -221,15 +235,9 @@ fn reconcile_role(core: &Core, rd: &ResourceDef, want: &Value, ctx: &mut WriteCt
 fn reconcile_binding(core: &Core, rd: &ResourceDef, want: &Value, ctx: &mut WriteCtx) {
     let (name, ns) = name_ns(want);
     let ns = ns.as_deref();
-    let Some(have) = core.get_stored(rd, ns, &name) else {
-        if let Err(e) = core.create(rd, ns, want.clone(), ctx) {
-            tracing::warn!("bootstrap {} {name}: {}", rd.kind, e.message);
-        }
+    let Some(have) = to_update(core, rd, ns, &name, want, ctx) else {
         return;
     };
-    if !autoupdate(&have.object) {
-        return;
-    }
     let key = |s: &Value| {
         (
             s["kind"].as_str().unwrap_or("").to_string(),
