@@ -801,26 +801,18 @@ mod tests {
 
     #[test]
     fn parse_errors_have_robfig_texts() {
-        assert_eq!(
-            parse_schedule("bad").unwrap_err(),
-            "expected exactly 5 fields, found 1: [bad]"
-        );
-        assert_eq!(
-            parse_schedule("61 * * * *").unwrap_err(),
-            "end of range (61) above maximum (59): 61"
-        );
-        assert_eq!(
-            parse_schedule("x * * * *").unwrap_err(),
-            "failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax"
-        );
-        assert_eq!(
-            parse_schedule("@fortnightly").unwrap_err(),
-            "unrecognized descriptor: @fortnightly"
-        );
-        assert_eq!(
-            parse_schedule("* * 0 * *").unwrap_err(),
-            "beginning of range (0) below minimum (1): 0"
-        );
+        for (spec, want) in [
+            ("bad", "expected exactly 5 fields, found 1: [bad]"),
+            ("61 * * * *", "end of range (61) above maximum (59): 61"),
+            (
+                "x * * * *",
+                "failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax",
+            ),
+            ("@fortnightly", "unrecognized descriptor: @fortnightly"),
+            ("* * 0 * *", "beginning of range (0) below minimum (1): 0"),
+        ] {
+            assert_eq!(parse_schedule(spec).unwrap_err(), want, "{spec}");
+        }
         assert!(parse_schedule("*/15 1-5,7 ? jan-mar MON-FRI").is_ok());
         assert_eq!(parse_schedule("@every 1h30m"), Ok(Schedule::Every(5400)));
     }
