@@ -212,9 +212,10 @@ fn default_template(obj: &mut Value) {
     }
 }
 
-fn validate_selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
-    let sel = obj.pointer("/spec/selector");
-    match sel {
+/// The workload selector rules: required, not empty (`empty selector is invalid for <what>`),
+/// and matching the template's labels.
+pub(crate) fn validate_selector_matches_template(obj: &Value, what: &str, causes: &mut Vec<Cause>) {
+    match obj.pointer("/spec/selector") {
         None => causes.push(cause(
             "FieldValueRequired",
             "spec.selector",
@@ -226,7 +227,7 @@ fn validate_selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
                 causes.push(cause(
                     "FieldValueInvalid",
                     "spec.selector",
-                    "Invalid value: \"null\": empty selector is invalid for deployment",
+                    format!("Invalid value: \"null\": empty selector is invalid for {what}"),
                 ));
             } else if !s.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
                 causes.push(cause(
@@ -234,14 +235,35 @@ fn validate_selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
                     "spec.template.metadata.labels",
                     format!(
                         "Invalid value: {}: `selector` does not match template `labels`",
-                        obj.pointer("/spec/template/metadata/labels")
-                            .cloned()
-                            .unwrap_or(json!({}))
+                        labels_text(obj.pointer("/spec/template/metadata/labels"))
                     ),
                 ));
             }
         }
     }
+}
+
+/// A label map as Go's `%#v` prints it in field errors: `map[string]string{"a":"b", "c":"d"}`
+/// (keys sorted; a missing map is `map[string]string(nil)`).
+pub(crate) fn labels_text(labels: Option<&Value>) -> String {
+    let Some(m) = labels.and_then(Value::as_object) else {
+        return "map[string]string(nil)".into();
+    };
+    let mut kv: Vec<(&String, &str)> = m
+        .iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or("")))
+        .collect();
+    kv.sort();
+    let body: Vec<String> = kv
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), Value::from(*v)))
+        .collect();
+    format!("map[string]string{{{}}}", body.join(", "))
+}
+
+/// Deployment, ReplicaSet and DaemonSet: selector and pod template.
+fn validate_deployment_like(obj: &Value, causes: &mut Vec<Cause>) {
+    validate_selector_matches_template(obj, "deployment", causes);
     match obj.pointer("/spec/template/spec") {
         Some(spec) => validate_pod_spec(spec, "spec.template.spec", causes),
         None => causes.push(cause(
@@ -384,7 +406,7 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
             )),
         },
         ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
-            validate_selector_matches_template(obj, &mut causes);
+            validate_deployment_like(obj, &mut causes);
             if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
                 if r < 0 {
                     causes.push(cause(

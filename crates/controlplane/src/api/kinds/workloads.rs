@@ -6,7 +6,6 @@
 
 use crate::api::defaults::{self, default_pod_spec};
 use crate::api::error::{cause, Cause};
-use crate::api::selector::LabelSelector;
 use crate::controllers::cronjob::parse_schedule;
 use crate::registry::{self, ResourceDef};
 use serde_json::{json, Map, Value};
@@ -228,24 +227,6 @@ fn non_negative(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// A label map as Go's `%#v` prints it in field errors: `map[string]string{"a":"b", "c":"d"}`
-/// (keys sorted; a missing map is `map[string]string(nil)`).
-fn labels_text(labels: Option<&Value>) -> String {
-    let Some(m) = labels.and_then(Value::as_object) else {
-        return "map[string]string(nil)".into();
-    };
-    let mut kv: Vec<(&String, &str)> = m
-        .iter()
-        .map(|(k, v)| (k, v.as_str().unwrap_or("")))
-        .collect();
-    kv.sort();
-    let body: Vec<String> = kv
-        .iter()
-        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), Value::from(*v)))
-        .collect();
-    format!("map[string]string{{{}}}", body.join(", "))
-}
-
 fn validate_statefulset(obj: &Value, causes: &mut Vec<Cause>) {
     match obj
         .pointer("/spec/podManagementPolicy")
@@ -320,32 +301,7 @@ fn validate_statefulset(obj: &Value, causes: &mut Vec<Cause>) {
     non_negative(obj, "/spec/replicas", "spec.replicas", causes);
     non_negative(obj, "/spec/minReadySeconds", "spec.minReadySeconds", causes);
     non_negative(obj, "/spec/ordinals/start", "spec.ordinals.start", causes);
-    match obj.pointer("/spec/selector") {
-        None => causes.push(cause(
-            "FieldValueRequired",
-            "spec.selector",
-            "Required value",
-        )),
-        Some(sel) => {
-            let s = LabelSelector::from_object(sel);
-            if s.is_empty() {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    "spec.selector",
-                    "Invalid value: \"null\": empty selector is invalid for statefulset",
-                ));
-            } else if !s.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    "spec.template.metadata.labels",
-                    format!(
-                        "Invalid value: {}: `selector` does not match template `labels`",
-                        labels_text(obj.pointer("/spec/template/metadata/labels"))
-                    ),
-                ));
-            }
-        }
-    }
+    defaults::validate_selector_matches_template(obj, "statefulset", causes);
     if let Some(svc) = obj.pointer("/spec/serviceName").and_then(Value::as_str) {
         if !svc.is_empty() {
             if let Some(msg) = defaults::dns1123_label(svc) {
@@ -542,7 +498,7 @@ fn validate_rc(obj: &Value, causes: &mut Vec<Cause>) {
                     "spec.template.metadata.labels",
                     format!(
                         "Invalid value: {}: `selector` does not match template `labels`",
-                        labels_text(labels)
+                        defaults::labels_text(labels)
                     ),
                 ));
             }
