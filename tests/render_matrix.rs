@@ -61,6 +61,21 @@ fn env_for(
     env
 }
 
+/// `p` with stage1-coreos, kubenet and `agent`, and a fresh PKI for cluster `cluster`
+/// whose API server certificate names its master.
+fn kubenet_with_pki(
+    p: Provider,
+    agent: &str,
+    state: &Path,
+    cluster: &str,
+) -> (Box<dyn ClusterProvider>, Pki) {
+    let env = env_for("coreos.com/rkt/stage1-coreos", "kubenet", agent, state);
+    let prov = provider(p, env).unwrap();
+    let names = apiserver_names(prov.settings(), &prov.master_endpoint().name, &[]);
+    let pki = Pki::generate(cluster, &names).unwrap();
+    (prov, pki)
+}
+
 /// The fixed PKI of `p`'s renderings: throw-away keys (they grant nothing anywhere) so snapshots
 /// are stable while showing real PEM bodies. One per provider, since the API server certificate
 /// names the provider's master. `RKTUP_BLESS=1` makes a missing or incomplete one anew.
@@ -498,19 +513,7 @@ fn private_keys_in_user_data() {
     ]);
     for p in [Provider::Gce, Provider::Aws] {
         for agent in AGENTS {
-            let prov = provider(
-                p,
-                env_for(
-                    "coreos.com/rkt/stage1-coreos",
-                    "kubenet",
-                    agent,
-                    state.path(),
-                ),
-            )
-            .unwrap();
-            let m = prov.master_endpoint();
-            let names = apiserver_names(prov.settings(), &m.name, &[]);
-            let pki = Pki::generate("keys", &names).unwrap();
+            let (prov, pki) = kubenet_with_pki(p, agent, state.path(), "keys");
             for (role, want) in [(Role::Node, &node), (Role::Master, &master)] {
                 let what = format!("{p}-{agent}-{}", role.as_str());
                 let boot = render_boot(prov.as_ref(), &templates, role, &pki, PkiOrigin::Ephemeral)
@@ -537,19 +540,7 @@ fn nodes_join_with_the_masters_bootstrap_token() {
     for p in [Provider::Gce, Provider::Aws] {
         for agent in AGENTS {
             let what = format!("{p}-{agent}");
-            let prov = provider(
-                p,
-                env_for(
-                    "coreos.com/rkt/stage1-coreos",
-                    "kubenet",
-                    agent,
-                    state.path(),
-                ),
-            )
-            .unwrap();
-            let m = prov.master_endpoint();
-            let names = apiserver_names(prov.settings(), &m.name, &[]);
-            let pki = Pki::generate("join", &names).unwrap();
+            let (prov, pki) = kubenet_with_pki(p, agent, state.path(), "join");
             let render = |role| {
                 render_boot(prov.as_ref(), &templates, role, &pki, PkiOrigin::Ephemeral)
                     .unwrap_or_else(|e| panic!("{what}: {e}"))
