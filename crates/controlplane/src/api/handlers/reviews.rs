@@ -11,6 +11,7 @@ use crate::api::request::{has_body, Req};
 use crate::api::response::{json_response, Body};
 use crate::api::satoken;
 use crate::api::server::ApiServer;
+use crate::registry::ResourceDef;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -49,27 +50,9 @@ impl ApiServer {
     /// and auth proxies ask). Allowed to nodes (upstream's `system:node`
     /// role) and as RBAC allows (`system:auth-delegator`).
     pub(crate) fn token_review(&self, r: &Req, body: &[u8]) -> ApiResult<Response<Body>> {
-        if r.method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
+        // Nodes may (upstream's `system:node` role); others as RBAC says.
         let node = r.user.groups.iter().any(|g| g == "system:nodes");
-        let rd = discovery::review_resource("tokenreviews").ok_or_else(ApiError::path_not_found)?;
-        if !node {
-            authz::check(
-                &r.rbac,
-                &r.user,
-                &Attributes {
-                    verb: "create",
-                    resource: rd,
-                    subresource: None,
-                    namespace: None,
-                    name: "",
-                    existing: None,
-                    incoming: None,
-                    related: None,
-                },
-            )?;
-        }
+        review_resource(r, "tokenreviews", None, !node)?;
         let request = r.parse_body(body)?;
         ApiError::check_body_kind(&request, "TokenReview")?;
         let token = request
@@ -123,24 +106,7 @@ impl ApiServer {
         ns: Option<&str>,
         body: &[u8],
     ) -> ApiResult<Response<Body>> {
-        if r.method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
-        let rd = discovery::review_resource(plural).ok_or_else(ApiError::path_not_found)?;
-        authz::check(
-            &r.rbac,
-            &r.user,
-            &Attributes {
-                verb: "create",
-                resource: rd,
-                subresource: None,
-                namespace: ns,
-                name: "",
-                existing: None,
-                incoming: None,
-                related: None,
-            },
-        )?;
+        let rd = review_resource(r, plural, ns, true)?;
         let request = r.parse_body(body)?;
         ApiError::check_body_kind(&request, rd.kind)?;
         let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
@@ -300,4 +266,35 @@ fn rules_review(r: &Req, ns: &str) -> Value {
         "nonResourceRules": non_resource,
         "incomplete": r.user.node_name().is_some(),
     })
+}
+
+/// A review is a POST-only create of a virtual resource: checks the method and, when
+/// `authorize`, the caller's right to `create` it.
+fn review_resource(
+    r: &Req,
+    plural: &str,
+    ns: Option<&str>,
+    authorize: bool,
+) -> ApiResult<&'static ResourceDef> {
+    if r.method != Method::POST {
+        return Err(ApiError::method_not_allowed());
+    }
+    let rd = discovery::review_resource(plural).ok_or_else(ApiError::path_not_found)?;
+    if authorize {
+        authz::check(
+            &r.rbac,
+            &r.user,
+            &Attributes {
+                verb: "create",
+                resource: rd,
+                subresource: None,
+                namespace: ns,
+                name: "",
+                existing: None,
+                incoming: None,
+                related: None,
+            },
+        )?;
+    }
+    Ok(rd)
 }
