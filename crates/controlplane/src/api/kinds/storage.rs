@@ -280,13 +280,7 @@ fn validate_pv(obj: &Value, causes: &mut Vec<Cause>) {
         &["Delete", "Recycle", "Retain"],
         causes,
     );
-    check_enum(
-        spec,
-        "/volumeMode",
-        "spec.volumeMode",
-        &["Block", "Filesystem"],
-        causes,
-    );
+    check_volume_mode(spec, causes);
     if let Some(na) = spec.get("nodeAffinity").filter(|v| !v.is_null()) {
         let terms = na
             .pointer("/required/nodeSelectorTerms")
@@ -299,6 +293,17 @@ fn validate_pv(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
+}
+
+/// `spec.volumeMode` of volumes and claims (upstream's `ValidatePersistentVolumeMode` set).
+fn check_volume_mode(spec: &Value, causes: &mut Vec<Cause>) {
+    check_enum(
+        spec,
+        "/volumeMode",
+        "spec.volumeMode",
+        &["Block", "Filesystem"],
+        causes,
+    );
 }
 
 fn validate_pvc(obj: &Value, causes: &mut Vec<Cause>) {
@@ -321,13 +326,7 @@ fn validate_pvc(obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
     }
-    check_enum(
-        spec,
-        "/volumeMode",
-        "spec.volumeMode",
-        &["Block", "Filesystem"],
-        causes,
-    );
+    check_volume_mode(spec, causes);
 }
 
 fn validate_storage_class(obj: &Value, causes: &mut Vec<Cause>) {
