@@ -279,34 +279,34 @@ impl Pki {
             pair
         };
 
-        let adm_crt = dir.join("admin.crt");
-        let adm_key = dir.join("admin.key");
-        pki.admin = if adm_crt.exists() && adm_key.exists() {
-            CertPair {
-                cert_pem: read(&adm_crt)?,
-                key_pem: read_private(&adm_key)?,
-            }
-        } else {
-            let pair = pki.issue_client("kubernetes-admin", &["system:masters"])?;
-            write_file(&adm_key, &pair.key_pem, 0o600)?;
-            write_file(&adm_crt, &pair.cert_pem, 0o600)?;
-            pair
-        };
+        pki.admin = pki.stored_client(&dir, "admin", "kubernetes-admin", &["system:masters"])?;
 
-        let kc_crt = dir.join("apiserver-kubelet-client.crt");
-        let kc_key = dir.join("apiserver-kubelet-client.key");
-        pki.kubelet_client = if kc_crt.exists() && kc_key.exists() {
-            CertPair {
-                cert_pem: read(&kc_crt)?,
-                key_pem: read_private(&kc_key)?,
-            }
-        } else {
-            let pair = pki.issue_client(KUBELET_CLIENT_USER, &[])?;
-            write_file(&kc_key, &pair.key_pem, 0o600)?;
-            write_file(&kc_crt, &pair.cert_pem, 0o600)?;
-            pair
-        };
+        pki.kubelet_client =
+            pki.stored_client(&dir, "apiserver-kubelet-client", KUBELET_CLIENT_USER, &[])?;
         Ok(pki)
+    }
+
+    /// The client certificate kept as `<dir>/<name>.crt` and `.key`: loaded when both exist,
+    /// else issued for `user` in `groups` and written.
+    fn stored_client(
+        &self,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<CertPair> {
+        let crt = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        if crt.exists() && key.exists() {
+            return Ok(CertPair {
+                cert_pem: read(&crt)?,
+                key_pem: read_private(&key)?,
+            });
+        }
+        let pair = self.issue_client(user, groups)?;
+        write_file(&key, &pair.key_pem, 0o600)?;
+        write_file(&crt, &pair.cert_pem, 0o600)?;
+        Ok(pair)
     }
 
     fn sign(&self, params: CertificateParams, what: &str) -> Result<CertPair> {
