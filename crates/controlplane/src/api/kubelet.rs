@@ -28,65 +28,20 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug)]
-struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 tokio::task_local! {
     /// The node a kubelet connection is meant for, read by [`KubeletVerifier`] during the
     /// handshake (the verifier sees only the dialled address).
     static EXPECTED_NODE: String;
 }
 
-/// Verifies a kubelet's serving certificate: the chain to the kubelet CA and the dialled
-/// address (webpki), then the subject `system:node:<node>` of the node the call is for.
+/// Verifies a kubelet's serving certificate. With `ca` (a verifier for the kubelet CA): the
+/// chain and the dialled address (webpki), then the subject `system:node:<node>` of the node
+/// the call is for. Without, any certificate is accepted (kube-apiserver without
+/// `--kubelet-certificate-authority`). Handshake signatures are checked either way.
 #[derive(Debug)]
 struct KubeletVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    ca: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl ServerCertVerifier for KubeletVerifier {
@@ -98,9 +53,10 @@ impl ServerCertVerifier for KubeletVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ok =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let Some(ca) = &self.ca else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let ok = ca.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         let cn = super::auth::user_from_cert(end_entity)
             .map(|u| u.name)
             .unwrap_or_default();
@@ -119,7 +75,12 @@ impl ServerCertVerifier for KubeletVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -128,11 +89,18 @@ impl ServerCertVerifier for KubeletVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -150,7 +118,7 @@ pub fn client_config(
         .map_err(|e| e.to_string())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ServerCertVerifier> = match kubelet_ca {
+    let ca = match kubelet_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
@@ -164,10 +132,14 @@ pub fn client_config(
             )
             .build()
             .map_err(|e| e.to_string())?;
-            Arc::new(KubeletVerifier { inner })
+            Some(inner)
         }
-        None => Arc::new(AcceptAnyServerCert(provider.clone())),
+        None => None,
     };
+    let verifier = Arc::new(KubeletVerifier {
+        provider: provider.clone(),
+        ca,
+    });
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -185,7 +157,7 @@ pub fn insecure_no_client_auth() -> Arc<rustls::ClientConfig> {
         .with_safe_default_protocol_versions()
         .map(|b| {
             b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
+                .with_custom_certificate_verifier(Arc::new(KubeletVerifier { provider, ca: None }))
                 .with_no_client_auth()
         });
     match cfg {
