@@ -654,22 +654,7 @@ fn run_at(
     }
     if policy == "Replace" {
         for r in active.drain(..) {
-            let jname = r["name"].as_str().unwrap_or("");
-            let opts = DeleteOptions {
-                propagation: Some("Background".into()),
-                ..DeleteOptions::default()
-            };
-            if core.delete(jobs_rd, Some(ns), jname, &opts).is_ok() {
-                record_event(
-                    core,
-                    cj,
-                    KIND,
-                    "Normal",
-                    "SuccessfulDelete",
-                    &format!("Deleted job {jname}"),
-                    MANAGER,
-                );
-            }
+            delete_job(core, cj, r["name"].as_str().unwrap_or(""));
         }
     }
     let template = cj
@@ -763,31 +748,31 @@ fn cleanup_finished(core: &Core, cj: &Value, jobs: &[Arc<Value>]) {
         };
         done.sort_by_key(|j| (started(j), meta_str(j, "name").to_string()));
         for j in &done[..done.len() - limit] {
-            let opts = DeleteOptions {
-                propagation: Some("Background".into()),
-                ..DeleteOptions::default()
-            };
-            let jname = meta_str(j, "name");
-            if core
-                .delete(
-                    rd("batch", "jobs"),
-                    Some(meta_str(cj, "namespace")),
-                    jname,
-                    &opts,
-                )
-                .is_ok()
-            {
-                record_event(
-                    core,
-                    cj,
-                    KIND,
-                    "Normal",
-                    "SuccessfulDelete",
-                    &format!("Deleted job {jname}"),
-                    MANAGER,
-                );
-            }
+            delete_job(core, cj, meta_str(j, "name"));
         }
+    }
+}
+
+/// Upstream's `deleteJob`: background propagation, and a `SuccessfulDelete` event on success.
+fn delete_job(core: &Core, cj: &Value, jname: &str) {
+    let opts = DeleteOptions {
+        propagation: Some("Background".into()),
+        ..DeleteOptions::default()
+    };
+    let ns = meta_str(cj, "namespace");
+    if core
+        .delete(rd("batch", "jobs"), Some(ns), jname, &opts)
+        .is_ok()
+    {
+        record_event(
+            core,
+            cj,
+            KIND,
+            "Normal",
+            "SuccessfulDelete",
+            &format!("Deleted job {jname}"),
+            MANAGER,
+        );
     }
 }
 
