@@ -395,34 +395,25 @@ fn claim_owner(core: &Core, sts: &Value, claim: &Value, delete_with_set: bool) {
     }
     let my_uid = uid(sts).to_string();
     let oref = claim_ref(sts);
-    let mut ctx = WriteCtx::controller(MANAGER);
-    let _ = core.modify(
-        rd("", "persistentvolumeclaims"),
-        Some(meta_str(sts, "namespace")),
-        meta_str(claim, "name"),
-        None,
-        &mut ctx,
-        |o| {
-            let mut o = o.clone();
-            let mut refs = o
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            refs.retain(|r| r["uid"].as_str() != Some(my_uid.as_str()));
-            if delete_with_set {
-                refs.push(oref.clone());
+    // The claim is in the set's namespace (read from there).
+    super::volumes::edit_claim(core, claim, MANAGER, |o| {
+        let mut refs = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        refs.retain(|r| r["uid"].as_str() != Some(my_uid.as_str()));
+        if delete_with_set {
+            refs.push(oref.clone());
+        }
+        if refs.is_empty() {
+            if let Some(m) = o["metadata"].as_object_mut() {
+                m.remove("ownerReferences");
             }
-            if refs.is_empty() {
-                if let Some(m) = o["metadata"].as_object_mut() {
-                    m.remove("ownerReferences");
-                }
-            } else {
-                o["metadata"]["ownerReferences"] = json!(refs);
-            }
-            Ok(o)
-        },
-    );
+        } else {
+            o["metadata"]["ownerReferences"] = json!(refs);
+        }
+    });
 }
 
 fn claim_name(sts: &Value, template: &Value, ord: i64) -> String {
