@@ -547,15 +547,19 @@ fn sync_unbound_claim(
         }
     }
     set_phase(core, "persistentvolumeclaims", pvc, "Pending");
-    if class_name.is_empty() {
-        return event_once(
+    // What the binder says when nothing will provision (no class, or a no-provisioner one).
+    let no_volume = || {
+        event_once(
             core,
             pvc,
             kind,
             "Normal",
             "FailedBinding",
             "no persistent volumes available for this claim and no storage class is set",
-        );
+        )
+    };
+    if class_name.is_empty() {
+        return no_volume();
     }
     let Some(sc) = sc else {
         return event_once(
@@ -594,14 +598,7 @@ fn sync_unbound_claim(
     }
     let provisioner = str_at(sc, "/provisioner");
     if provisioner == NO_PROVISIONER {
-        return event_once(
-            core,
-            pvc,
-            kind,
-            "Normal",
-            "FailedBinding",
-            "no persistent volumes available for this claim and no storage class is set",
-        );
+        return no_volume();
     }
     set_provisioner_annotation(core, pvc, provisioner);
     if provisioner != LOCAL_PATH_PROVISIONER {
