@@ -693,19 +693,14 @@ fn validate_limit_range(obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
         if ty == "Pod" {
-            if !def.is_empty() {
-                causes.push(cause(
-                    "FieldValueForbidden",
-                    &format!("{p}.default"),
-                    "Forbidden: may not be specified when `type` is 'Pod'",
-                ));
-            }
-            if !defreq.is_empty() {
-                causes.push(cause(
-                    "FieldValueForbidden",
-                    &format!("{p}.defaultRequest"),
-                    "Forbidden: may not be specified when `type` is 'Pod'",
-                ));
+            for (f, set) in [("default", &def), ("defaultRequest", &defreq)] {
+                if !set.is_empty() {
+                    causes.push(cause(
+                        "FieldValueForbidden",
+                        &format!("{p}.{f}"),
+                        "Forbidden: may not be specified when `type` is 'Pod'",
+                    ));
+                }
             }
         }
         if ty == "PersistentVolumeClaim"
