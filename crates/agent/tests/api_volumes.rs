@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -94,22 +94,6 @@ impl Cluster {
             )
             .await
         })
-    }
-
-    fn delete_and_wait(&self, name: &str) {
-        let pods = self.pods();
-        let pods = &pods;
-        self.rt.block_on(async {
-            pods.delete(name, &DeleteParams::default())
-                .await
-                .expect("delete");
-            eventually(
-                &format!("pod {name} gone"),
-                Duration::from_secs(60),
-                || async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) },
-            )
-            .await
-        });
     }
 }
 

@@ -10,13 +10,10 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node as KNode, Pod};
 use kube::api::{Api, ListParams};
-use rktup_agent::kubelet::probes::NoVerify;
 use rktup_testkit::{eventually, free_port, unique, wait_for};
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
-use std::io::{Read, Write};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A control plane signing for `signing` and an agent that has only a bootstrap token.
@@ -84,13 +81,7 @@ impl Boot {
             "--kubelet-port",
             &port_s,
         ]);
-        let admin = rt.block_on(async {
-            let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .expect("config");
-            kube::Client::try_from(cfg).expect("client")
-        });
+        let admin = admin_client(&rt, &cp);
         Boot {
             rt,
             cp: Some(cp),
@@ -187,77 +178,6 @@ fn subject(der: &[u8]) -> (String, Vec<String>, i64, i64) {
         c.validity().not_before.timestamp(),
         c.validity().not_after.timestamp(),
     )
-}
-
-struct Answer {
-    status: u16,
-    body: String,
-    server_cert: Vec<u8>,
-}
-
-/// `method path` on 127.0.0.1:`port` over HTTP/1.0, presenting `client` (cert PEM, key PEM).
-fn call(
-    port: u16,
-    method: &str,
-    path: &str,
-    client: Option<(&str, &str)>,
-) -> Result<Answer, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
-    let cfg = match client {
-        Some((cert, key)) => {
-            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| e.to_string())?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        tls,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    tls.flush().map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    match tls.read_to_end(&mut raw) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    let server_cert = tls
-        .conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok(Answer {
-        status,
-        body: body.to_string(),
-        server_cert,
-    })
 }
 
 fn mode(p: &Path) -> u32 {

@@ -7,12 +7,10 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{Node as KNode, Pod};
 use kube::api::{Api, PostParams};
-use rktup_agent::kubelet::probes::NoVerify;
 use rktup_testkit::{free_port, unique, wait_for};
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
-use std::io::{BufRead, BufReader, Read, Write};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -290,75 +288,11 @@ fn kubectl_logs_reads_containers_through_the_kubelet_port() {
     }
 }
 
-// ---- a minimal HTTPS client: client certificate optional, server certificate not verified
-// (as the API server treats kubelets) ----
-
-struct Answer {
-    status: u16,
-    body: String,
-    server_cert: Vec<u8>,
-}
-
-/// GET `path` on 127.0.0.1:`port` over HTTP/1.0 (body delimited by the close), presenting
-/// `client` (cert PEM, key PEM) if given.
+/// GET `path` (see `call`).
 fn get(port: u16, path: &str, client: Option<(&str, &str)>) -> Result<Answer, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
-    let cfg = match client {
-        Some((cert, key)) => {
-            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| e.to_string())?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    tls.flush().map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    match tls.read_to_end(&mut raw) {
-        Ok(_) => {}
-        // A server that closes without close_notify after a complete answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    let server_cert = tls
-        .conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok(Answer {
-        status,
-        body: body.to_string(),
-        server_cert,
-    })
+    call(port, "GET", path, client)
 }
 
-/// A CA and a client certificate it signed: (CA PEM, client cert PEM, client key PEM).
 fn ca_and_client(cn: &str) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");

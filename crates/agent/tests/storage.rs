@@ -74,22 +74,6 @@ impl Cluster {
             .and_then(|s| s.phase)
             .unwrap_or_default()
     }
-
-    fn delete_and_wait(&self, name: &str) {
-        let pods = self.pods();
-        let pods = &pods;
-        self.rt.block_on(async {
-            pods.delete(name, &DeleteParams::default())
-                .await
-                .expect("delete");
-            eventually(
-                &format!("pod {name} gone"),
-                Duration::from_secs(60),
-                || async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) },
-            )
-            .await
-        });
-    }
 }
 
 fn claim(name: &str, class: Option<&str>) -> serde_json::Value {

@@ -2,11 +2,15 @@
 //! dir, manifest dir, CNI config dir, api endpoint, and a real registry serving busybox images.
 #![allow(dead_code)]
 
+use rktup_agent::kubelet::probes::NoVerify;
 pub use rktup_testkit::eventually;
 pub use rktup_testkit::rktup_bin;
 use rktup_testkit::{free_port, sh, unique, wait_for, Images, Registry};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips
@@ -98,13 +102,7 @@ impl ClusterNode {
         ];
         args.extend_from_slice(extra);
         let node = Node::new(&args);
-        let admin = rt.block_on(async {
-            let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .expect("config");
-            kube::Client::try_from(cfg).expect("client")
-        });
+        let admin = admin_client(&rt, &cp);
         ClusterNode {
             rt,
             cp: Some(cp),
@@ -144,6 +142,23 @@ impl ClusterNode {
         K::DynamicType: Default,
     {
         kube::Api::namespaced(self.admin.clone(), "default")
+    }
+
+    /// Deletes pod `name` of namespace default and waits (60s) until it is gone.
+    pub fn delete_and_wait(&self, name: &str) {
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = self.api();
+        let pods = &pods;
+        self.rt.block_on(async {
+            pods.delete(name, &Default::default())
+                .await
+                .expect("delete");
+            eventually(
+                &format!("pod {name} gone"),
+                Duration::from_secs(60),
+                || async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) },
+            )
+            .await
+        });
     }
 
     /// Creates `obj` (JSON of a namespaced kind) in namespace default, as the admin.
@@ -680,4 +695,90 @@ pub fn run_pod(
         )
         .await;
     });
+}
+
+// ---- a minimal HTTPS client: client certificate optional, server certificate not verified
+// (as the API server treats kubelets) ----
+
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub server_cert: Vec<u8>,
+}
+
+/// `method path` on 127.0.0.1:`port` over HTTP/1.0 (body delimited by the close), presenting
+/// `client` (cert PEM, key PEM) if given.
+pub fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    client: Option<(&str, &str)>,
+) -> Result<Answer, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
+    let cfg = match client {
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let server_cert = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok(Answer {
+        status,
+        body: body.to_string(),
+        server_cert,
+    })
+}
+
+/// A kube client with the control plane's admin credentials.
+pub fn admin_client(rt: &tokio::runtime::Runtime, cp: &rktup_controlplane::Handle) -> kube::Client {
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    })
 }
