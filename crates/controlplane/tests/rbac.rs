@@ -47,6 +47,17 @@ async fn as_sa_line(c: &Cluster, ns: &str, token: &str, line: &str) -> Output {
     as_sa(c, ns, token, &line.split_whitespace().collect::<Vec<_>>()).await
 }
 
+/// Role `role` in `ns` with `rules` (`kubectl create role` flags), bound under the same name
+/// to service account `sa` of `ns`.
+async fn role_for_sa(c: &Cluster, ns: &str, role: &str, rules: &str, sa: &str) {
+    c.ok_line(&format!("create role {role} -n {ns} {rules}"))
+        .await;
+    c.ok_line(&format!(
+        "create rolebinding {role} -n {ns} --role={role} --serviceaccount={ns}:{sa}"
+    ))
+    .await;
+}
+
 fn forbidden_text(o: &Output, text: &str) {
     assert!(!o.status.success(), "expected a refusal, got {}", out(o));
     assert!(err(o).contains(text), "expected {text:?} in:\n{}", err(o));
@@ -136,13 +147,13 @@ async fn service_account_gets_what_its_role_binding_grants() {
     // A namespace object is in itself: a RoleBinding there may grant it.
     let o = as_sa_line(&c, ns, &token, &format!("get namespace {ns}")).await;
     forbidden_text(&o, &format!("namespaces \"{ns}\" is forbidden: User \"{user}\" cannot get resource \"namespaces\" in API group \"\" in the namespace \"{ns}\""));
-    c.ok_line(&format!(
-        "create role ns-reader -n {ns} --verb=get --resource=namespaces"
-    ))
-    .await;
-    c.ok_line(&format!(
-        "create rolebinding ns-reader -n {ns} --role=ns-reader --serviceaccount={ns}:robot"
-    ))
+    role_for_sa(
+        &c,
+        ns,
+        "ns-reader",
+        "--verb=get --resource=namespaces",
+        "robot",
+    )
     .await;
     let o = as_sa_line(&c, ns, &token, &format!("get namespace {ns}")).await;
     assert!(o.status.success(), "{}", err(&o));
@@ -330,9 +341,7 @@ async fn escalation_is_refused_without_escalate_or_bind() {
     let ns = "rbac-esc";
     let token = service_account(&c, ns, "admin-ish").await;
     let sa = format!("system:serviceaccount:{ns}:admin-ish");
-    c.ok_line(&format!("create role role-manager -n {ns} --verb=create,get,list,update,patch,delete --resource=roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,configmaps")).await;
-    c.ok_line(&format!("create rolebinding role-manager -n {ns} --role=role-manager --serviceaccount={ns}:admin-ish"))
-    .await;
+    role_for_sa(&c, ns, "role-manager", "--verb=create,get,list,update,patch,delete --resource=roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,configmaps", "admin-ish").await;
 
     // Rules it holds: fine.
     let o = as_sa_line(
@@ -382,13 +391,13 @@ async fn escalation_is_refused_without_escalate_or_bind() {
 
     // With `escalate` on roles it may write any rules; with `bind` on
     // cluster-admin, bind it.
-    c.ok_line(&format!(
-        "create role escalator -n {ns} --verb=escalate --resource=roles.rbac.authorization.k8s.io"
-    ))
-    .await;
-    c.ok_line(&format!(
-        "create rolebinding escalator -n {ns} --role=escalator --serviceaccount={ns}:admin-ish"
-    ))
+    role_for_sa(
+        &c,
+        ns,
+        "escalator",
+        "--verb=escalate --resource=roles.rbac.authorization.k8s.io",
+        "admin-ish",
+    )
     .await;
     let o = as_sa_line(
         &c,
@@ -398,12 +407,7 @@ async fn escalation_is_refused_without_escalate_or_bind() {
     )
     .await;
     assert!(o.status.success(), "{}", err(&o));
-    c.ok_line(&format!("create role binder -n {ns} --verb=bind --resource=clusterroles.rbac.authorization.k8s.io --resource-name=cluster-admin"))
-    .await;
-    c.ok_line(&format!(
-        "create rolebinding binder -n {ns} --role=binder --serviceaccount={ns}:admin-ish"
-    ))
-    .await;
+    role_for_sa(&c, ns, "binder", "--verb=bind --resource=clusterroles.rbac.authorization.k8s.io --resource-name=cluster-admin", "admin-ish").await;
     let o = as_sa_line(
         &c,
         ns,
