@@ -2100,4 +2100,37 @@ mod tests {
         assert_eq!(aggregate(vec!["a".into(), "a".into()]), "a");
         assert_eq!(aggregate(vec!["a".into(), "b".into()]), "[a, b]");
     }
+
+    /// Every pairwise order rule at once (min 5 > default request 4 > default 3 > max 2), in
+    /// upstream's order, field and reported value; and the fields a Pod limit may not have.
+    #[test]
+    fn limit_range_order_and_pod_rules() {
+        let mut causes = Vec::new();
+        validate_limit_range(
+            &json!({"spec": {"limits": [
+                {"type": "Container", "min": {"cpu": "5"}, "defaultRequest": {"cpu": "4"},
+                 "default": {"cpu": "3"}, "max": {"cpu": "2"}},
+                {"type": "Pod", "default": {"cpu": "1"}, "defaultRequest": {"cpu": "1"}},
+            ]}}),
+            &mut causes,
+        );
+        let msgs: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let l = "spec.limits[0]";
+        assert_eq!(
+            msgs,
+            [
+                format!("{l}.min[cpu]: Invalid value: \"5\": min value 5 is greater than max value 2"),
+                format!("{l}.defaultRequest[cpu]: Invalid value: \"4\": min value 5 is greater than default request value 4"),
+                format!("{l}.defaultRequest[cpu]: Invalid value: \"4\": default request value 4 is greater than max value 2"),
+                format!("{l}.defaultRequest[cpu]: Invalid value: \"4\": default request value 4 is greater than default limit value 3"),
+                format!("{l}.default[cpu]: Invalid value: \"5\": min value 5 is greater than default value 3"),
+                format!("{l}.default[cpu]: Invalid value: \"2\": default value 3 is greater than max value 2"),
+                "spec.limits[1].default: Forbidden: may not be specified when `type` is 'Pod'".into(),
+                "spec.limits[1].defaultRequest: Forbidden: may not be specified when `type` is 'Pod'".into(),
+            ]
+        );
+    }
 }
