@@ -512,3 +512,25 @@ impl Pki {
         Ok(cert.pem())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client certificates are issued once, then loaded from `<name>.crt`/`.key` on the
+    /// next start (a restart keeps the admin kubeconfig and the kubelet client identity).
+    #[test]
+    fn client_certs_are_kept_across_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Pki::load_or_create(dir.path(), &[]).expect("creates");
+        let again = Pki::load_or_create(dir.path(), &[]).expect("loads");
+        assert_eq!(first.admin.cert_pem, again.admin.cert_pem);
+        assert_eq!(first.admin.key_pem, again.admin.key_pem);
+        assert_eq!(first.kubelet_client.cert_pem, again.kubelet_client.cert_pem);
+        assert_ne!(first.admin.cert_pem, first.kubelet_client.cert_pem);
+        for name in ["admin", "apiserver-kubelet-client"] {
+            let crt = dir.path().join("pki").join(format!("{name}.crt"));
+            assert!(crt.exists(), "{}", crt.display());
+        }
+    }
+}
