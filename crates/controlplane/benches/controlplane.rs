@@ -26,6 +26,7 @@ fn serve(dir: &str, port: u16) -> anyhow::Result<()> {
         cluster_dns_ip: None,
         cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
         kubelet_certificate_authority: None,
+        verify_kubelet_serving_certs: false,
     })
 }
 
