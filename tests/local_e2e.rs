@@ -108,20 +108,7 @@ impl Cluster {
     }
     /// The cluster's component logs, for failure messages.
     fn logs(&self) -> String {
-        let dir = self.state_dir().join("logs");
-        let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                out.push_str(&format!("--- {} (last lines)\n", e.path().display()));
-                for l in tail.into_iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
+        rktup_testkit::log_tails(&self.state_dir().join("logs"))
     }
 }
 

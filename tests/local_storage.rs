@@ -86,21 +86,7 @@ impl Cluster {
         serde_json::from_slice(&o.stdout).ok()
     }
     fn logs(&self) -> String {
-        let mut out = String::new();
-        for e in std::fs::read_dir(self.state_dir().join("logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            out.push_str(&format!("--- {} (last lines)\n", e.path().display()));
-            for l in tail.into_iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        rktup_testkit::log_tails(&self.state_dir().join("logs"))
     }
 }
 

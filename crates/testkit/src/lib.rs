@@ -305,6 +305,22 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The last 40 lines of each file in `dir` (a cluster's component logs), each under a
+/// `--- <path> (last lines)` header, for failure messages; nothing when `dir` is missing.
+pub fn log_tails(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        out.push_str(&format!("--- {} (last lines)\n", e.path().display()));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Every path under `dir` (itself included), not descending into `skip`.
 pub fn tree(dir: &Path, skip: Option<&Path>) -> Vec<PathBuf> {
     let mut out = vec![dir.to_path_buf()];
