@@ -3,7 +3,7 @@
 //! area's defaults, validation, update rules and admission live together.
 //! Every hook is called for every kind; each area acts only on its own.
 
-use super::error::{ApiResult, Cause};
+use super::error::{cause, ApiResult, Cause};
 use super::objects::Core;
 use crate::registry::ResourceDef;
 use serde_json::Value;
@@ -102,4 +102,36 @@ pub(crate) fn admit_update(
     new: &Value,
 ) -> ApiResult<policy::QuotaHold> {
     policy::admit_update(core, rd, old, new)
+}
+
+/// field.NotSupported: `Unsupported value: "v": supported values: "a", "b"`.
+pub(super) fn unsupported(field: &str, value: &str, supported: &[&str]) -> Cause {
+    let list = supported
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    cause(
+        "FieldValueNotSupported",
+        field,
+        format!("Unsupported value: \"{value}\": supported values: {list}"),
+    )
+}
+
+/// ValidateImmutableField: `Invalid value: <new>: field is immutable` when the value at `ptr`
+/// changed (strings quoted, other values as JSON).
+pub(super) fn immutable(old: &Value, new: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
+    let (o, n) = (old.pointer(ptr), new.pointer(ptr));
+    if o != n {
+        let shown = match n {
+            Some(Value::String(s)) => format!("\"{s}\""),
+            Some(v) => v.to_string(),
+            None => "null".into(),
+        };
+        causes.push(cause(
+            "FieldValueInvalid",
+            field,
+            format!("Invalid value: {shown}: field is immutable"),
+        ));
+    }
 }

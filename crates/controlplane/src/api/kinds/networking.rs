@@ -136,19 +136,6 @@ fn required(causes: &mut Vec<Cause>, field: &str) {
     causes.push(cause("FieldValueRequired", field, "Required value"));
 }
 
-fn unsupported(causes: &mut Vec<Cause>, field: &str, value: &str, supported: &[&str]) {
-    let list = supported
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    causes.push(cause(
-        "FieldValueNotSupported",
-        field,
-        format!("Unsupported value: \"{value}\": supported values: {list}"),
-    ));
-}
-
 fn invalid(causes: &mut Vec<Cause>, field: &str, value: &str, msg: &str) {
     causes.push(cause(
         "FieldValueInvalid",
@@ -314,12 +301,11 @@ fn validate_ingress(obj: &Value, causes: &mut Vec<Cause>) {
                         );
                     }
                 }
-                Some(other) => unsupported(
-                    causes,
+                Some(other) => causes.push(super::unsupported(
                     &format!("{f}.pathType"),
                     other,
                     &["Exact", "ImplementationSpecific", "Prefix"],
-                ),
+                )),
             }
             match p.get("backend") {
                 Some(b) => validate_backend(b, &format!("{f}.backend"), causes),
@@ -336,12 +322,11 @@ fn validate_network_policy(obj: &Value, causes: &mut Vec<Cause>) {
     for (i, t) in items(obj, "/spec/policyTypes") {
         let t = t.as_str().unwrap_or("");
         if !matches!(t, "Ingress" | "Egress") {
-            unsupported(
-                causes,
+            causes.push(super::unsupported(
                 &format!("spec.policyTypes[{i}]"),
                 t,
                 &["Egress", "Ingress"],
-            );
+            ));
         }
     }
     for dir in ["ingress", "egress"] {
@@ -349,12 +334,11 @@ fn validate_network_policy(obj: &Value, causes: &mut Vec<Cause>) {
             for (j, port) in items(rule, "/ports") {
                 if let Some(p) = port.get("protocol").and_then(Value::as_str) {
                     if !matches!(p, "TCP" | "UDP" | "SCTP") {
-                        unsupported(
-                            causes,
+                        causes.push(super::unsupported(
                             &format!("spec.{dir}[{i}].ports[{j}].protocol"),
                             p,
                             &["SCTP", "TCP", "UDP"],
-                        );
+                        ));
                     }
                 }
             }
@@ -415,23 +399,21 @@ fn validate_webhooks(obj: &Value, mutating: bool, causes: &mut Vec<Cause>) {
         }
         if let Some(p) = w.get("failurePolicy").and_then(Value::as_str) {
             if !matches!(p, "Fail" | "Ignore") {
-                unsupported(
-                    causes,
+                causes.push(super::unsupported(
                     &format!("{f}.failurePolicy"),
                     p,
                     &["Fail", "Ignore"],
-                );
+                ));
             }
         }
         if mutating {
             if let Some(p) = w.get("reinvocationPolicy").and_then(Value::as_str) {
                 if !matches!(p, "Never" | "IfNeeded") {
-                    unsupported(
-                        causes,
+                    causes.push(super::unsupported(
                         &format!("{f}.reinvocationPolicy"),
                         p,
                         &["IfNeeded", "Never"],
-                    );
+                    ));
                 }
             }
         }
@@ -523,7 +505,11 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
                     }
                 }
                 Some("Exempt") => {}
-                Some(other) => unsupported(causes, "spec.type", other, &["Exempt", "Limited"]),
+                Some(other) => causes.push(super::unsupported(
+                    "spec.type",
+                    other,
+                    &["Exempt", "Limited"],
+                )),
                 None => required(causes, "spec.type"),
             }
         }
@@ -582,23 +568,18 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
 
 /// Update-only rules (immutable fields).
 pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
-    let immutable = |causes: &mut Vec<Cause>, ptr: &str, field: &str| {
-        if old.pointer(ptr) != new.pointer(ptr) {
-            let v = new
-                .pointer(ptr)
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
-                .unwrap_or_default();
-            invalid(causes, field, &v, "field is immutable");
-        }
-    };
     match (rd.group, rd.kind) {
         ("networking.k8s.io", "IngressClass") => {
-            immutable(causes, "/spec/controller", "spec.controller")
+            super::immutable(old, new, "/spec/controller", "spec.controller", causes)
         }
-        ("node.k8s.io", "RuntimeClass") => immutable(causes, "/handler", "handler"),
-        ("networking.k8s.io", "ServiceCIDR") => immutable(causes, "/spec/cidrs", "spec.cidrs"),
+        ("node.k8s.io", "RuntimeClass") => {
+            super::immutable(old, new, "/handler", "handler", causes)
+        }
+        ("networking.k8s.io", "ServiceCIDR") => {
+            super::immutable(old, new, "/spec/cidrs", "spec.cidrs", causes)
+        }
         ("networking.k8s.io", "IPAddress") => {
-            immutable(causes, "/spec/parentRef", "spec.parentRef")
+            super::immutable(old, new, "/spec/parentRef", "spec.parentRef", causes)
         }
         _ => {}
     }

@@ -123,23 +123,11 @@ fn validate_rule(rule: &Value, namespaced: bool, f: &str, causes: &mut Vec<Cause
     }
 }
 
-fn unsupported(field: &str, got: &str, supported: &[&str]) -> Cause {
-    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-    cause(
-        "FieldValueNotSupported",
-        field,
-        format!(
-            "Unsupported value: {got:?}: supported values: {}",
-            list.join(", ")
-        ),
-    )
-}
-
 fn validate_binding(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
     let role_ref = obj.get("roleRef").cloned().unwrap_or(Value::Null);
     let group = str_field(&role_ref, "apiGroup");
     if group != GROUP {
-        causes.push(unsupported("roleRef.apiGroup", group, &[GROUP]));
+        causes.push(super::unsupported("roleRef.apiGroup", group, &[GROUP]));
     }
     let kind = str_field(&role_ref, "kind");
     let kinds: &[&str] = if namespaced {
@@ -148,7 +136,7 @@ fn validate_binding(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
         &["ClusterRole"]
     };
     if !kinds.contains(&kind) {
-        causes.push(unsupported("roleRef.kind", kind, kinds));
+        causes.push(super::unsupported("roleRef.kind", kind, kinds));
     }
     let name = str_field(&role_ref, "name");
     if name.is_empty() {
@@ -183,7 +171,11 @@ fn validate_binding(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
         match str_field(s, "kind") {
             "ServiceAccount" => {
                 if !api_group.is_empty() {
-                    causes.push(unsupported(&format!("{f}.apiGroup"), api_group, &[""]));
+                    causes.push(super::unsupported(
+                        &format!("{f}.apiGroup"),
+                        api_group,
+                        &[""],
+                    ));
                 }
                 if !namespaced && str_field(s, "namespace").is_empty() {
                     causes.push(cause(
@@ -195,10 +187,14 @@ fn validate_binding(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
             }
             "User" | "Group" => {
                 if api_group != GROUP {
-                    causes.push(unsupported(&format!("{f}.apiGroup"), api_group, &[GROUP]));
+                    causes.push(super::unsupported(
+                        &format!("{f}.apiGroup"),
+                        api_group,
+                        &[GROUP],
+                    ));
                 }
             }
-            other => causes.push(unsupported(
+            other => causes.push(super::unsupported(
                 &format!("{f}.kind"),
                 other,
                 &["ServiceAccount", "User", "Group"],

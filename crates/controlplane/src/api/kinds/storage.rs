@@ -112,23 +112,10 @@ pub(super) fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
     }
 }
 
-fn unsupported(field: &str, v: &str, supported: &[&str]) -> Cause {
-    let list = supported
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    cause(
-        "FieldValueNotSupported",
-        field,
-        format!("Unsupported value: \"{v}\": supported values: {list}"),
-    )
-}
-
 fn check_enum(obj: &Value, ptr: &str, field: &str, supported: &[&str], causes: &mut Vec<Cause>) {
     if let Some(v) = obj.pointer(ptr).and_then(Value::as_str) {
         if !supported.contains(&v) {
-            causes.push(unsupported(field, v, supported));
+            causes.push(super::unsupported(field, v, supported));
         }
     }
 }
@@ -151,7 +138,7 @@ fn validate_access_modes(spec: &Value, pvc: bool, causes: &mut Vec<Cause>) {
     }
     for m in &modes {
         if !ACCESS_MODES.contains(m) {
-            causes.push(unsupported("spec.accessModes", m, &ACCESS_MODES));
+            causes.push(super::unsupported("spec.accessModes", m, &ACCESS_MODES));
         }
     }
     if modes.contains(&"ReadWriteOncePod") && modes.len() > 1 {
@@ -191,7 +178,7 @@ fn validate_pv(obj: &Value, causes: &mut Vec<Cause>) {
         Some(c) => {
             if !c.contains_key("storage") || c.len() > 1 {
                 let keys = c.keys().cloned().collect::<Vec<_>>().join(", ");
-                causes.push(unsupported("spec.capacity", &keys, &["storage"]));
+                causes.push(super::unsupported("spec.capacity", &keys, &["storage"]));
             }
             if let Some((text, false)) = c.get("storage").and_then(positive_quantity) {
                 causes.push(cause(
@@ -405,22 +392,6 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-fn immutable(old: &Value, new: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
-    let (o, n) = (old.pointer(ptr), new.pointer(ptr));
-    if o != n {
-        let shown = match n {
-            Some(Value::String(s)) => format!("\"{s}\""),
-            Some(v) => v.to_string(),
-            None => "null".into(),
-        };
-        causes.push(cause(
-            "FieldValueInvalid",
-            field,
-            format!("Invalid value: {shown}: field is immutable"),
-        ));
-    }
-}
-
 fn pvc_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let empty = json!({});
     let mut old_spec = old.get("spec").unwrap_or(&empty).clone();
@@ -495,12 +466,12 @@ fn pv_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
             "Forbidden: spec.persistentvolumesource is immutable after creation",
         ));
     }
-    immutable(old, new, "/spec/volumeMode", "volumeMode", causes);
+    super::immutable(old, new, "/spec/volumeMode", "volumeMode", causes);
     if old
         .pointer("/spec/nodeAffinity")
         .is_some_and(|v| !v.is_null())
     {
-        immutable(old, new, "/spec/nodeAffinity", "nodeAffinity", causes);
+        super::immutable(old, new, "/spec/nodeAffinity", "nodeAffinity", causes);
     }
 }
 
@@ -532,7 +503,7 @@ pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes
                 "Forbidden: updates to reclaimPolicy are forbidden.",
             ));
         }
-        immutable(old, new, "/volumeBindingMode", "volumeBindingMode", causes);
+        super::immutable(old, new, "/volumeBindingMode", "volumeBindingMode", causes);
     } else if is(rd, "storage.k8s.io", "CSIDriver") {
         for f in [
             "attachRequired",
@@ -540,7 +511,7 @@ pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes
             "volumeLifecycleModes",
             "fsGroupPolicy",
         ] {
-            immutable(
+            super::immutable(
                 old,
                 new,
                 &format!("/spec/{f}"),
@@ -549,7 +520,7 @@ pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes
             );
         }
     } else if is(rd, "storage.k8s.io", "VolumeAttachment") {
-        immutable(old, new, "/spec", "spec", causes);
+        super::immutable(old, new, "/spec", "spec", causes);
     }
 }
 
