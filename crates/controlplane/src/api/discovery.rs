@@ -64,11 +64,6 @@ pub(crate) fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
     rs
 }
 
-/// The one version served of `group` (review-only groups serve `v1`).
-pub(crate) fn group_version(group: &str) -> &'static str {
-    registry::version_of(group)
-}
-
 /// The groups other than core, in discovery order.
 pub(crate) fn groups() -> Vec<&'static str> {
     let mut g = registry::groups();
@@ -129,7 +124,7 @@ pub fn api_group_list() -> Value {
 }
 
 fn group_doc(group: &str) -> Value {
-    let v = group_version(group);
+    let v = registry::version_of(group);
     let gv = json!({"groupVersion": format!("{group}/{v}"), "version": v});
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
@@ -244,8 +239,8 @@ pub fn aggregated(version: &str, legacy: bool) -> Value {
             json!({
                 "metadata": metadata,
                 "versions": [{
-                    "version": group_version(group),
-                    "resources": served(group, group_version(group)).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
+                    "version": registry::version_of(group),
+                    "resources": served(group, registry::version_of(group)).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
                     "freshness": "Current",
                 }],
             })

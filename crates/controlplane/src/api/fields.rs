@@ -296,7 +296,9 @@ pub fn apply(
     let base = live.cloned().unwrap_or_else(|| json!({}));
     let mut list = entries(&base);
     let cfg_paths = leaves(config);
-    let mut outcome = strategic_merge(&base, config);
+    // The merge once; its defaulted copy is what conflicts are judged on.
+    let mut merged = strategic_merge(&base, config);
+    let mut outcome = merged.clone();
     defaults(&mut outcome);
     let mut conflicts = Vec::new();
     for e in list.iter_mut() {
@@ -351,7 +353,6 @@ pub fn apply(
         .find(|e| e["manager"] == manager && e["operation"] == "Apply")
         .map(|e| from_tree(&e["fieldsV1"]))
         .unwrap_or_default();
-    let mut merged = strategic_merge(&base, config);
     let others: Vec<Path> = list
         .iter()
         .filter(|e| !(e["manager"] == manager && e["operation"] == "Apply"))

@@ -1365,36 +1365,13 @@ impl Core {
 /// Defaults that also apply when an update drops a defaulted field
 /// (kube-apiserver defaults every decoded object, not only on create).
 fn apply_defaults_on_update(rd: &ResourceDef, obj: &mut Value) {
-    if matches!(rd.group, "apps" | "batch") || !is_first_kind(rd) {
+    if matches!(rd.group, "apps" | "batch") || !super::kinds::is_first_kind(rd) {
         let status = obj.get("status").cloned();
         apply_defaults(rd, obj);
         if let Some(st) = status {
             obj["status"] = st;
         }
     }
-}
-
-/// The kinds served before the registry covered every built-in kind; their
-/// update defaults are the ones written out in `merge_update`.
-fn is_first_kind(rd: &ResourceDef) -> bool {
-    matches!(
-        (rd.group, rd.kind),
-        (
-            "",
-            "Namespace"
-                | "Pod"
-                | "Node"
-                | "Service"
-                | "Endpoints"
-                | "ConfigMap"
-                | "Secret"
-                | "ServiceAccount"
-                | "Event"
-        ) | (
-            "apps" | "batch" | "events.k8s.io" | "coordination.k8s.io" | "discovery.k8s.io",
-            _
-        )
-    )
 }
 
 /// The part of the store key after the resource prefix: `ns/name` or `name`.

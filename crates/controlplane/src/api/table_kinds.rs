@@ -117,10 +117,6 @@ fn phase_or_terminating(o: &Value) -> String {
     }
 }
 
-fn labels_string(v: Option<&Value>) -> String {
-    map_selector(v)
-}
-
 /// The subjects of a binding of one kind: users, groups, `ns/name` service accounts.
 fn subjects(o: &Value, kind: &str) -> String {
     let list: Vec<String> = o
@@ -288,7 +284,7 @@ pub fn row(rd: &ResourceDef, o: &Value) -> Option<Vec<Value>> {
                 name,
                 json!(c),
                 json!(im),
-                json!(labels_string(o.pointer("/template/metadata/labels"))),
+                json!(map_selector(o.pointer("/template/metadata/labels"))),
             ]
         }
         ("policy", "PodDisruptionBudget") => vec![

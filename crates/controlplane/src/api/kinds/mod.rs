@@ -28,11 +28,7 @@ pub(crate) fn defaults(rd: &ResourceDef, obj: &mut Value) {
 /// kind with a status subresource (as upstream's strategies'
 /// `PrepareForCreate`), then each area sets what upstream sets.
 pub(crate) fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
-    let first_kinds = matches!(
-        (rd.group, rd.kind),
-        ("", "Pod" | "Node" | "Namespace" | "Service") | ("apps" | "batch", _)
-    );
-    if !first_kinds && rd.subresources.contains(&"status") {
+    if !is_first_kind(rd) && rd.subresources.contains(&"status") {
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }
@@ -42,6 +38,29 @@ pub(crate) fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
     workloads::prepare_create(rd, obj);
     policy::prepare_create(rd, obj);
     networking::prepare_create(rd, obj);
+}
+
+/// The kinds served before the registry covered every built-in kind: their create status and
+/// update defaults are written out in `objects.rs` (`create`, `merge_update`), not here.
+pub(crate) fn is_first_kind(rd: &ResourceDef) -> bool {
+    matches!(
+        (rd.group, rd.kind),
+        (
+            "",
+            "Namespace"
+                | "Pod"
+                | "Node"
+                | "Service"
+                | "Endpoints"
+                | "ConfigMap"
+                | "Secret"
+                | "ServiceAccount"
+                | "Event"
+        ) | (
+            "apps" | "batch" | "events.k8s.io" | "coordination.k8s.io" | "discovery.k8s.io",
+            _
+        )
+    )
 }
 
 /// Whether `metadata.generation` is kept (1 on create, +1 per spec change).
