@@ -159,25 +159,9 @@ fn read_pair(dir: &Path, prefix: &str) -> Option<(Vec<CertificateDer<'static>>, 
 
 /// (CN, O's, notBefore, notAfter) of a DER certificate.
 fn subject(der: &[u8]) -> (String, Vec<String>, i64, i64) {
-    let (_, c) = x509_parser::parse_x509_certificate(der).expect("x509");
-    let cn = c
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let o = c
-        .subject()
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok().map(String::from))
-        .collect();
-    (
-        cn,
-        o,
-        c.validity().not_before.timestamp(),
-        c.validity().not_after.timestamp(),
-    )
+    let (not_before, not_after, cn, o) =
+        rktup_agent::kubelet::certificate::cert_info(der).expect("x509");
+    (cn, o, not_before, not_after)
 }
 
 fn mode(p: &Path) -> u32 {

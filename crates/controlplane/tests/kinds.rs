@@ -60,11 +60,7 @@ async fn every_new_kind_through_kubectl() {
     for (resource, namespaced, yaml, header) in KINDS {
         let out = c.apply_stdin(&["apply", "-f", "-"], yaml).await;
         assert!(out.contains("created"), "{resource}: {out}");
-        let name = yaml
-            .lines()
-            .find_map(|l| l.strip_prefix("metadata: {name: "))
-            .map(|n| n.trim_end_matches('}').trim_matches('"'))
-            .expect("sample has a name");
+        let name = sample_name(yaml);
         // `kubectl get <resource>` prints upstream's columns (the header row).
         let table = c.ok(&["get", resource, name]).await;
         let first = table.lines().next().unwrap_or_default();
@@ -125,11 +121,7 @@ async fn every_new_kind_through_kubectl() {
         assert!(out.contains("deleted"), "{resource}: {out}");
     }
     for ((resource, _, yaml, _), mut child) in KINDS.iter().zip(watches) {
-        let name = yaml
-            .lines()
-            .find_map(|l| l.strip_prefix("metadata: {name: "))
-            .map(|n| n.trim_end_matches('}').trim_matches('"'))
-            .expect("sample has a name");
+        let name = sample_name(yaml);
         let log = watch_log(&c, resource);
         let seen = eventually(
             &format!("kubectl get {resource} -w to see {name} deleted"),
@@ -151,6 +143,14 @@ async fn every_new_kind_through_kubectl() {
         }
     }
     c.handle.shutdown().await;
+}
+
+/// The `metadata: {name: …}` of a sample.
+fn sample_name(yaml: &str) -> &str {
+    yaml.lines()
+        .find_map(|l| l.strip_prefix("metadata: {name: "))
+        .map(|n| n.trim_end_matches('}').trim_matches('"'))
+        .expect("sample has a name")
 }
 
 fn watch_log(c: &Cluster, resource: &str) -> std::path::PathBuf {
