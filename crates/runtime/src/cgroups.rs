@@ -55,6 +55,56 @@ pub trait CgroupManager {
     /// controller or with a v2 device BPF program (`crate::devices`). Fails rather than leave
     /// the cgroup unrestricted.
     fn restrict_devices(&self, allowed: &[DeviceRule]) -> Result<(), CgroupError>;
+    /// What the cgroup's tasks have used; None when the cgroup does not exist.
+    fn usage(&self) -> Option<CgroupUsage>;
+}
+
+/// What a cgroup has used, read as cAdvisor reads it for kubelet's stats (the agent's
+/// `/stats/summary` and `/metrics/resource`). A field is None when the host does not account it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// Cumulative CPU time of its tasks, in nanoseconds (v1 `cpuacct.usage`, v2 `cpu.stat`
+    /// `usage_usec`).
+    pub cpu_ns: Option<u64>,
+    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
+    pub memory_usage_bytes: Option<u64>,
+    /// The usage minus the inactive file cache (v1 `total_inactive_file`, v2 `inactive_file`),
+    /// never below 0: cAdvisor's working set, what the kubelet evicts and `kubectl top` shows.
+    pub memory_working_set_bytes: Option<u64>,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`).
+    pub memory_rss_bytes: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    /// The memory limit; None when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    /// v1 `memory.memsw.usage_in_bytes` minus the usage, v2 `memory.swap.current`.
+    pub swap_usage_bytes: Option<u64>,
+    /// Tasks in it and below (`pids.current`).
+    pub processes: Option<u64>,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// A `memory.stat`'s `key value` lines.
+fn stat_value(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// The memory fields of a usage from the usage, the `memory.stat` text and the stat keys of
+/// the cgroup version (cAdvisor's setMemoryStats).
+fn memory_usage(u: &mut CgroupUsage, usage: u64, stat: &str, keys: [&str; 4]) {
+    let [inactive_file, rss, pgfault, pgmajfault] = keys;
+    u.memory_usage_bytes = Some(usage);
+    let inactive = stat_value(stat, inactive_file).unwrap_or(0);
+    u.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
+    u.memory_rss_bytes = stat_value(stat, rss);
+    u.page_faults = stat_value(stat, pgfault);
+    u.major_page_faults = stat_value(stat, pgmajfault);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +184,12 @@ pub struct V1 {
 
 /// The v1 hierarchies a pod's and each container's cgroup live in (`devices` for the device
 /// allowlist of unprivileged containers).
-pub(crate) const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "devices"];
+/// `cpuacct` for the CPU time the kubelet's stats report (its own hierarchy on some hybrid
+/// hosts, the same directory as `cpu` where they are mounted together).
+pub(crate) const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "devices"];
+
+/// v1's "no limit": the largest page-aligned i64.
+const V1_UNLIMITED: u64 = 1 << 62;
 
 impl V1 {
     /// A v1 manager below an explicit root (the tests use the real /sys/fs/cgroup).
@@ -230,6 +285,37 @@ impl CgroupManager for V1 {
         }
         Ok(())
     }
+
+    fn usage(&self) -> Option<CgroupUsage> {
+        let (mem, cpu) = (self.dir("memory"), self.dir("cpuacct"));
+        if !mem.exists() && !cpu.exists() {
+            return None;
+        }
+        let mut u = CgroupUsage {
+            cpu_ns: read_u64(&cpu.join("cpuacct.usage")),
+            processes: read_u64(&self.dir("pids").join("pids.current")),
+            ..Default::default()
+        };
+        if let Some(usage) = read_u64(&mem.join("memory.usage_in_bytes")) {
+            let stat = std::fs::read_to_string(mem.join("memory.stat")).unwrap_or_default();
+            memory_usage(
+                &mut u,
+                usage,
+                &stat,
+                [
+                    "total_inactive_file",
+                    "total_rss",
+                    "total_pgfault",
+                    "total_pgmajfault",
+                ],
+            );
+            u.memory_limit_bytes =
+                read_u64(&mem.join("memory.limit_in_bytes")).filter(|l| *l < V1_UNLIMITED);
+            u.swap_usage_bytes = read_u64(&mem.join("memory.memsw.usage_in_bytes"))
+                .map(|sw| sw.saturating_sub(usage));
+        }
+        Some(u)
+    }
 }
 
 pub struct V2 {
@@ -317,6 +403,32 @@ impl CgroupManager for V2 {
         crate::devices::attach(&self.dir(), allowed)?;
         Ok(())
     }
+
+    fn usage(&self) -> Option<CgroupUsage> {
+        let d = self.dir();
+        if !d.exists() {
+            return None;
+        }
+        let cpu = std::fs::read_to_string(d.join("cpu.stat")).unwrap_or_default();
+        let mut u = CgroupUsage {
+            cpu_ns: stat_value(&cpu, "usage_usec").map(|us| us.saturating_mul(1000)),
+            processes: read_u64(&d.join("pids.current")),
+            ..Default::default()
+        };
+        if let Some(usage) = read_u64(&d.join("memory.current")) {
+            let stat = std::fs::read_to_string(d.join("memory.stat")).unwrap_or_default();
+            memory_usage(
+                &mut u,
+                usage,
+                &stat,
+                ["inactive_file", "anon", "pgfault", "pgmajfault"],
+            );
+            // "max" does not parse: unlimited.
+            u.memory_limit_bytes = read_u64(&d.join("memory.max"));
+            u.swap_usage_bytes = read_u64(&d.join("memory.swap.current"));
+        }
+        Some(u)
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +481,78 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.oom_kill_count(), 1);
+    }
+
+    /// Usage as cAdvisor reads it, from scratch hierarchies of both versions: working set =
+    /// usage - inactive file cache, v1's huge "unlimited" and v2's "max" are no limit.
+    #[test]
+    fn usage_reads_cpu_memory_and_working_set() {
+        let d = tempfile::tempdir().unwrap();
+        let rel = "rktup/k8s_u/app";
+        assert_eq!(V1::with_root(d.path(), rel).usage(), None);
+        let w = |ctrl: &str, file: &str, v: &str| {
+            let dir = d.path().join(ctrl).join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), v).unwrap();
+        };
+        w("cpuacct", "cpuacct.usage", "1500000000\n");
+        w("memory", "memory.usage_in_bytes", "10485760\n");
+        w(
+            "memory",
+            "memory.stat",
+            "cache 4194304\nrss 6291456\ninactive_file 1\ntotal_rss 6291456\n\
+             total_inactive_file 3145728\ntotal_pgfault 120\ntotal_pgmajfault 2\n",
+        );
+        w("memory", "memory.limit_in_bytes", "9223372036854771712\n");
+        w("memory", "memory.memsw.usage_in_bytes", "10485760\n");
+        w("pids", "pids.current", "3\n");
+        let u = V1::with_root(d.path(), rel).usage().unwrap();
+        assert_eq!(
+            u,
+            CgroupUsage {
+                cpu_ns: Some(1_500_000_000),
+                memory_usage_bytes: Some(10 << 20),
+                memory_working_set_bytes: Some(7 << 20),
+                memory_rss_bytes: Some(6 << 20),
+                page_faults: Some(120),
+                major_page_faults: Some(2),
+                memory_limit_bytes: None,
+                swap_usage_bytes: Some(0),
+                processes: Some(3),
+            }
+        );
+        w("memory", "memory.limit_in_bytes", "67108864\n");
+        // More inactive cache than usage (the counters are read one after the other): 0.
+        w("memory", "memory.stat", "total_inactive_file 20000000\n");
+        let u = V1::with_root(d.path(), rel).usage().unwrap();
+        assert_eq!(u.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(u.memory_working_set_bytes, Some(0));
+
+        let d2 = tempfile::tempdir().unwrap();
+        let dir = d2.path().join(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let w2 = |file: &str, v: &str| std::fs::write(dir.join(file), v).unwrap();
+        w2(
+            "cpu.stat",
+            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n",
+        );
+        w2("memory.current", "8388608\n");
+        w2(
+            "memory.stat",
+            "anon 4194304\nfile 4194304\ninactive_file 1048576\npgfault 7\npgmajfault 1\n",
+        );
+        w2("memory.max", "max\n");
+        w2("memory.swap.current", "4096\n");
+        w2("pids.current", "2\n");
+        let u = V2::with_root(d2.path(), rel).usage().unwrap();
+        assert_eq!(u.cpu_ns, Some(2_500_000));
+        assert_eq!(u.memory_working_set_bytes, Some(7 << 20));
+        assert_eq!(u.memory_rss_bytes, Some(4 << 20));
+        assert_eq!((u.page_faults, u.major_page_faults), (Some(7), Some(1)));
+        assert_eq!(u.memory_limit_bytes, None);
+        assert_eq!(u.swap_usage_bytes, Some(4096));
+        assert_eq!(u.processes, Some(2));
+        assert_eq!(V2::with_root(d2.path(), "rktup/gone").usage(), None);
     }
 
     /// Pods start in parallel and share the `rktup/` parent: a parent another pod created a

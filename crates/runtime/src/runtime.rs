@@ -45,6 +45,9 @@ pub enum RuntimeError {
 /// only parser of network names.
 pub use rktup_node_contract::NetworkMode;
 
+/// What `Runtime::usage` reports.
+pub use crate::cgroups::CgroupUsage;
+
 /// Runtime settings (youki-style builder: `RuntimeConfig::new(root).with_*()`).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -601,6 +604,18 @@ impl Runtime {
             .chain(st.init_containers.iter())
             .find(|c| c.name == container)
             .is_some_and(|c| c.state == "running" && c.restart_count == run)
+    }
+
+    /// What a pod's cgroup (`container` None: all its containers) or one container's cgroup
+    /// has used so far (CPU time, memory and its working set, processes): the numbers of the
+    /// agent's `/stats/summary` and `/metrics/resource`. None when that cgroup does not exist
+    /// (not started yet, or exited and removed).
+    pub fn usage(&self, entry: &PodEntry, container: Option<&str>) -> Option<CgroupUsage> {
+        let rel = match container {
+            Some(c) => format!("{}/{c}", entry.plan.cgroup_path()),
+            None => entry.plan.cgroup_path(),
+        };
+        crate::cgroups::create_cgroup_manager(&rel).usage()
     }
 
     /// The directory of `container`'s log files (for the api-service's `logs` route).
