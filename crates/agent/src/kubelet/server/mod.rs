@@ -28,8 +28,10 @@ pub mod authz;
 pub mod container_logs;
 pub mod context;
 pub mod exec;
+pub mod metrics;
 pub mod portforward;
 pub mod spdy;
+pub mod stats;
 pub mod tls;
 pub mod upgrade;
 
@@ -145,7 +147,10 @@ async fn handle<B: Send + 'static>(
     }
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let known = matches!(segs.as_slice(), ["healthz"] | ["containerLogs", _, _, _]);
+    let known = matches!(
+        segs.as_slice(),
+        ["healthz"] | ["containerLogs", _, _, _] | ["stats", "summary"] | ["metrics", "resource"]
+    );
     // Streaming endpoints take POST too: SPDY clients (kubectl before 1.30) post.
     let streaming = matches!(
         segs.as_slice(),
@@ -158,6 +163,21 @@ async fn handle<B: Send + 'static>(
     }
     match segs.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok"),
+        ["stats", "summary"] | ["metrics", "resource"] => {
+            let only = stats::only_cpu_and_memory(req.uri().query());
+            let metrics = segs[0] == "metrics";
+            let c = ctx.clone();
+            // Reading cgroups and /proc blocks.
+            let s = tokio::task::spawn_blocking(move || {
+                stats::summary(&c.rt, &c.node_name, only || metrics)
+            })
+            .await;
+            match s {
+                Ok(s) if metrics => typed(metrics::CONTENT_TYPE, metrics::render(&s).into()),
+                Ok(s) => typed("application/json", stats::to_json(&s).into()),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
         ["portForward", ns, pod] | ["portForward", ns, pod, _]
             if !ns.is_empty() && !pod.is_empty() =>
         {
@@ -184,6 +204,16 @@ async fn handle<B: Send + 'static>(
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
+}
+
+/// A 200 with `body` of `content_type`.
+fn typed(content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
 }
 
 /// A request for logs resolved to one run of one container.
