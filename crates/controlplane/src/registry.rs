@@ -8,6 +8,10 @@
 
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, SubResourceScope};
 use serde_json::Value;
+use std::sync::Arc;
+
+pub mod custom;
+pub use custom::{CustomDef, CustomResources};
 
 /// One served resource.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +26,10 @@ pub struct ResourceDef {
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
     pub subresources: &'static [&'static str],
-    /// The k8s-openapi type behind the resource.
+    /// The k8s-openapi type behind the resource (an identity for custom resources).
     pub typed: Typed,
+    /// What the CustomResourceDefinition says, for a custom resource.
+    pub custom: Option<&'static CustomDef>,
 }
 
 /// What the server does through the resource's k8s-openapi type: decode and
@@ -46,6 +52,16 @@ impl std::fmt::Debug for Typed {
 }
 
 impl Typed {
+    /// For custom resources, whose shape is their CRD's schema: decoding
+    /// keeps the object as it is (pruning is the schema's, `defaults.rs`).
+    pub const fn untyped() -> Typed {
+        Typed {
+            round_trip: |v| Ok(v.clone()),
+            schema_name: String::new,
+            add_schema: |_| {},
+        }
+    }
+
     pub const fn of<T>() -> Typed
     where
         T: serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema,
@@ -123,6 +139,35 @@ impl ResourceDef {
         format!("{}{}", self.key_prefix(namespace), name)
     }
 
+    /// An object as served at this resource's version. Custom resources are
+    /// stored at their CRD's storage version; with conversion strategy
+    /// `None` a version differs from another only in `apiVersion`.
+    pub fn view<'a>(&self, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+        use std::borrow::Cow;
+        let Some(c) = self.custom else {
+            return Cow::Borrowed(obj);
+        };
+        let want = self.api_version();
+        if c.storage_version == self.version
+            || obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str())
+        {
+            return Cow::Borrowed(obj);
+        }
+        let mut out = obj.clone();
+        out["apiVersion"] = Value::String(want);
+        Cow::Owned(out)
+    }
+
+    /// An object as stored: custom resources at their CRD's storage version.
+    pub fn to_storage(&self, mut obj: Value) -> Value {
+        if let Some(c) = self.custom {
+            if c.storage_version != self.version && obj.is_object() {
+                obj["apiVersion"] = Value::String(format!("{}/{}", self.group, c.storage_version));
+            }
+        }
+        obj
+    }
+
     pub fn verbs(&self) -> &'static [&'static str] {
         &[
             "create",
@@ -157,6 +202,7 @@ macro_rules! def {
             categories: $cat,
             subresources: $sub,
             typed: $crate::registry::Typed::of::<$t>(),
+            custom: None,
         }
     };
 }
@@ -270,6 +316,85 @@ pub fn by_group_version(group: &str, version: &str) -> Vec<&'static ResourceDef>
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .collect()
+}
+
+/// What one control plane serves at a moment: the built-in resources and
+/// the custom ones of its CRDs. Cheap to take (an `Arc`), and stable for the
+/// request or pass that holds it.
+#[derive(Clone, Default)]
+pub struct Resources {
+    custom: Arc<Vec<&'static ResourceDef>>,
+}
+
+impl Resources {
+    pub fn new(custom: Arc<Vec<&'static ResourceDef>>) -> Self {
+        Resources { custom }
+    }
+
+    /// Built-in resources, then custom ones.
+    pub fn all(&self) -> impl Iterator<Item = &'static ResourceDef> + '_ {
+        RESOURCES.iter().chain(self.custom.iter().copied())
+    }
+
+    /// The custom resources.
+    pub fn custom(&self) -> &[&'static ResourceDef] {
+        &self.custom
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
+        self.all()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// A resource by group and kind, at its group's preferred version.
+    pub fn find_kind(&self, group: &str, kind: &str) -> Option<&'static ResourceDef> {
+        let preferred = self.versions_of(group).into_iter().next()?;
+        self.all()
+            .find(|r| r.group == group && r.kind == kind && r.version == preferred)
+            .or_else(|| self.all().find(|r| r.group == group && r.kind == kind))
+    }
+
+    /// A resource by group and plural at any served version, the preferred first.
+    pub fn find_plural(&self, group: &str, plural: &str) -> Option<&'static ResourceDef> {
+        self.versions_of(group)
+            .into_iter()
+            .find_map(|v| self.find(group, v, plural))
+    }
+
+    /// The served versions of `group`, preferred first (kube-aware order for
+    /// custom groups, as kube-apiserver sorts CRD versions).
+    pub fn versions_of(&self, group: &str) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for r in self.all().filter(|r| r.group == group) {
+            if !out.contains(&r.version) {
+                out.push(r.version);
+            }
+        }
+        out.sort_by(|a, b| custom::version_order(a, b));
+        out
+    }
+
+    /// The groups (other than core) served, in discovery order: built-in
+    /// groups as kube-apiserver lists them, then custom groups by name.
+    pub fn groups(&self) -> Vec<&'static str> {
+        let mut out = groups();
+        let mut custom: Vec<&'static str> = self
+            .custom
+            .iter()
+            .map(|r| r.group)
+            .filter(|g| !out.contains(g))
+            .collect();
+        custom.sort_unstable();
+        custom.dedup();
+        out.extend(custom);
+        out
+    }
+
+    pub fn by_group_version(&self, group: &str, version: &str) -> Vec<&'static ResourceDef> {
+        self.all()
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
+    }
 }
 
 pub fn pods() -> &'static ResourceDef {

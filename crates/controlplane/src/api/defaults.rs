@@ -14,6 +14,9 @@ use serde_json::{json, Map, Value};
 /// objects always have the upstream schema. Returns the normalised object
 /// and the paths of fields the type does not know.
 pub fn normalize(rd: &ResourceDef, obj: &Value) -> ApiResult<(Value, Vec<String>)> {
+    if let Some(c) = rd.custom {
+        return super::custom::normalize(rd, c, obj);
+    }
     let out = (rd.typed.round_trip)(obj).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: {}",
@@ -276,6 +279,9 @@ fn validate_deployment_like(obj: &Value, causes: &mut Vec<Cause>) {
 
 /// Applies create-time defaults for `rd` to `obj` (already normalised).
 pub fn apply_defaults(rd: &ResourceDef, obj: &mut Value) {
+    if let Some(c) = rd.custom {
+        return super::custom::apply_defaults(c, obj);
+    }
     match (rd.group, rd.kind) {
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
@@ -378,6 +384,11 @@ pub fn apply_defaults(rd: &ResourceDef, obj: &mut Value) {
 
 /// Validation on create and update; an empty result means valid.
 pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
+    validate_with_old(rd, obj, None)
+}
+
+/// [`validate`] of an update: custom resources' transition rules see the old object.
+pub fn validate_with_old(rd: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     let name = obj
         .pointer("/metadata/name")
@@ -395,6 +406,10 @@ pub fn validate(rd: &ResourceDef, obj: &Value) -> Vec<Cause> {
             "metadata.name",
             format!("Invalid value: \"{name}\": {msg}"),
         ));
+    }
+    if let Some(c) = rd.custom {
+        causes.extend(super::custom::validate(c, obj, old));
+        return causes;
     }
     match (rd.group, rd.kind) {
         ("", "Pod") => match obj.get("spec") {

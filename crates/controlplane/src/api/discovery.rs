@@ -10,7 +10,7 @@
 //!   for it, as kubectl 1.32 does. With it kubectl needs two requests for
 //!   discovery instead of one per group version.
 
-use crate::registry::{self, ResourceDef};
+use crate::registry::{self, ResourceDef, Resources};
 use serde_json::{json, Value};
 
 pub fn api_versions(server_address: &str) -> Value {
@@ -54,8 +54,8 @@ fn verbs(r: &ResourceDef) -> &'static [&'static str] {
 }
 
 /// Every served resource of a group version, in registry order.
-pub(crate) fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
-    let mut rs = registry::by_group_version(group, version);
+pub(crate) fn served(res: &Resources, group: &str, version: &str) -> Vec<&'static ResourceDef> {
+    let mut rs = res.by_group_version(group, version);
     rs.extend(
         REVIEW_RESOURCES
             .iter()
@@ -65,8 +65,8 @@ pub(crate) fn served(group: &str, version: &str) -> Vec<&'static ResourceDef> {
 }
 
 /// The groups other than core, in discovery order.
-pub(crate) fn groups() -> Vec<&'static str> {
-    let mut g = registry::groups();
+pub(crate) fn groups(res: &Resources) -> Vec<&'static str> {
+    let mut g = res.groups();
     for r in REVIEW_RESOURCES {
         if !g.contains(&r.group) {
             g.push(r.group);
@@ -115,23 +115,36 @@ fn subresource(r: &ResourceDef, name: &'static str) -> Subresource {
     }
 }
 
-pub fn api_group_list() -> Value {
+pub fn api_group_list(res: &Resources) -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": groups().into_iter().map(group_doc).collect::<Vec<_>>(),
+        "groups": groups(res).into_iter().map(|g| group_doc(res, g)).collect::<Vec<_>>(),
     })
 }
 
-fn group_doc(group: &str) -> Value {
-    let v = registry::version_of(group);
-    let gv = json!({"groupVersion": format!("{group}/{v}"), "version": v});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+/// The served versions of a group, preferred first.
+fn versions(res: &Resources, group: &str) -> Vec<&'static str> {
+    let v = res.versions_of(group);
+    if v.is_empty() {
+        // The review-only groups.
+        vec![registry::version_of(group)]
+    } else {
+        v
+    }
 }
 
-pub fn api_group(group: &str) -> Option<Value> {
-    groups().contains(&group).then(|| {
-        let mut g = group_doc(group);
+fn group_doc(res: &Resources, group: &str) -> Value {
+    let gvs: Vec<Value> = versions(res, group)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
+pub fn api_group(res: &Resources, group: &str) -> Option<Value> {
+    groups(res).contains(&group).then(|| {
+        let mut g = group_doc(res, group);
         g["kind"] = json!("APIGroup");
         g["apiVersion"] = json!("v1");
         g
@@ -170,8 +183,8 @@ fn subresource_entry(r: &ResourceDef, sub: &Subresource) -> Value {
     e
 }
 
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs = served(group, version);
+pub fn resource_list(res: &Resources, group: &str, version: &str) -> Option<Value> {
+    let rs = served(res, group, version);
     if rs.is_empty() {
         return None;
     }
@@ -227,8 +240,8 @@ pub fn aggregated_content_type(version: &str) -> String {
 
 /// `APIGroupDiscoveryList` of the core group (`legacy`, for /api) or of
 /// every other group (for /apis).
-pub fn aggregated(version: &str, legacy: bool) -> Value {
-    let group_names = if legacy { vec![""] } else { groups() };
+pub fn aggregated(res: &Resources, version: &str, legacy: bool) -> Value {
+    let group_names = if legacy { vec![""] } else { groups(res) };
     let items: Vec<Value> = group_names
         .into_iter()
         .map(|group| {
@@ -238,11 +251,11 @@ pub fn aggregated(version: &str, legacy: bool) -> Value {
             }
             json!({
                 "metadata": metadata,
-                "versions": [{
-                    "version": registry::version_of(group),
-                    "resources": served(group, registry::version_of(group)).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
+                "versions": versions(res, group).into_iter().map(|v| json!({
+                    "version": v,
+                    "resources": served(res, group, v).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
                     "freshness": "Current",
-                }],
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -313,8 +326,9 @@ mod tests {
 
     #[test]
     fn both_forms_describe_the_same_resources() {
-        let legacy = resource_list("apps", "v1").expect("apps/v1");
-        let agg = aggregated("v2", false);
+        let res = Resources::default();
+        let legacy = resource_list(&res, "apps", "v1").expect("apps/v1");
+        let agg = aggregated(&res, "v2", false);
         let apps = agg["items"]
             .as_array()
             .and_then(|items| items.iter().find(|g| g["metadata"]["name"] == "apps"))
@@ -334,7 +348,7 @@ mod tests {
             names(&legacy["resources"], "name"),
             names(&apps["versions"][0]["resources"], "resource")
         );
-        let core = aggregated("v2", true);
+        let core = aggregated(&res, "v2", true);
         assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
         assert!(core["items"][0]["metadata"].get("name").is_none());
     }

@@ -1,11 +1,14 @@
 //! The Kubernetes API layer: HTTP handlers over the object layer. The map
 //! of its modules is in the crate's README ("The api/ modules").
 
+pub mod aggregator;
+pub mod admission;
 pub mod auth;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod fields;
+pub(crate) mod custom;
 mod handlers;
 mod kinds;
 mod kubelet;

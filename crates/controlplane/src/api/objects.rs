@@ -2,7 +2,10 @@
 //! controllers: create/update/patch/delete with metadata rules, defaults,
 //! validation, optimistic concurrency, finalizers and graceful deletion.
 
-use super::defaults::{apply_defaults, has_status_subresource, normalize, validate};
+use super::admission::{self, Operation, Request};
+use super::defaults::{
+    apply_defaults, has_status_subresource, normalize, validate, validate_with_old,
+};
 use super::error::{cause, ApiError, ApiResult};
 use super::fields;
 use super::selector::{FieldSelector, LabelSelector};
@@ -29,6 +32,8 @@ pub struct WriteCtx {
     pub dry_run: bool,
     pub validation: FieldValidation,
     pub warnings: Vec<String>,
+    /// The requester, for admission webhooks' `userInfo` (`None`: an in-process controller).
+    pub user: Option<super::auth::User>,
 }
 
 impl WriteCtx {
@@ -58,6 +63,8 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// The requester, for admission webhooks (`None`: an in-process controller).
+    pub user: Option<super::auth::User>,
 }
 
 impl DeleteOptions {
@@ -80,6 +87,7 @@ impl DeleteOptions {
                 .get("dryRun")
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty()),
+            user: None,
         };
         if o.propagation.is_none() {
             if let Some(orphan) = v.get("orphanDependents").and_then(Value::as_bool) {
@@ -377,6 +385,35 @@ pub struct Core {
     /// `--service-node-port-range`.
     pub node_ports: PortRange,
     alloc: Mutex<()>,
+    /// The resources of the stored CRDs.
+    custom: registry::CustomResources,
+}
+
+/// A custom resource changed in more than metadata (and status, with a status
+/// subresource): what bumps its generation (apiextensions' strategy).
+fn custom_changed(rd: &ResourceDef, old: &Value, new: &Value) -> bool {
+    if rd.custom.is_none() {
+        return false;
+    }
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            if has_status_subresource(rd) {
+                m.remove("status");
+            }
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+/// Held by a CRD being deleted until its objects are gone.
+pub(crate) const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Whether `rd` is CustomResourceDefinitions.
+pub(crate) fn is_crd(rd: &ResourceDef) -> bool {
+    (rd.group, rd.plural) == ("apiextensions.k8s.io", "customresourcedefinitions")
 }
 
 pub fn now() -> String {
@@ -428,12 +465,15 @@ impl Core {
         service_cidr: ServiceCidr,
         node_ports: PortRange,
     ) -> Arc<Self> {
-        Arc::new(Core {
+        let core = Arc::new(Core {
             store,
             service_cidr,
             node_ports,
             alloc: Mutex::new(()),
-        })
+            custom: registry::CustomResources::default(),
+        });
+        core.refresh_custom();
+        core
     }
 
     fn ns_of<'a>(rd: &ResourceDef, ns: Option<&'a str>) -> Option<&'a str> {
@@ -447,7 +487,7 @@ impl Core {
     pub fn get(&self, rd: &ResourceDef, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         self.store
             .get(&rd.key(Self::ns_of(rd, ns), name))
-            .map(|s| (*s.object).clone())
+            .map(|s| rd.view(&s.object).into_owned())
             .ok_or_else(|| ApiError::not_found(rd, name))
     }
 
@@ -667,6 +707,20 @@ impl Core {
                 l.insert("job-name".into(), json!(job));
             }
         }
+        let admit = Request::new(
+            rd,
+            None,
+            Operation::Create,
+            ns,
+            &name,
+            ctx.dry_run,
+            ctx.user.as_ref(),
+            &ctx.manager,
+            "CreateOptions",
+        );
+        if let Some(m) = admission::mutating(self, &admit, &obj, None, &mut ctx.warnings)? {
+            obj = m;
+        }
         match (rd.group, rd.kind) {
             ("", "Pod") => {
                 let qos = super::fields::qos_class(&obj);
@@ -686,6 +740,7 @@ impl Core {
         if !causes.is_empty() {
             return Err(ApiError::invalid(rd, &name, causes));
         }
+        admission::validating(self, &admit, Some(&obj), None, &mut ctx.warnings)?;
         // Held to the store write: quota admission's count stays true until the object exists.
         let _quota_hold = super::kinds::admit_create(self, rd, ns, &mut obj)?;
         if ctx.manager != "__apply__" {
@@ -713,10 +768,13 @@ impl Core {
         name: &str,
         obj: Value,
     ) -> ApiResult<Value> {
-        self.store
-            .create(key, obj)
-            .map(|s| (*s.object).clone())
-            .map_err(|e| ApiError::from_store(e, rd, name))
+        let out = self
+            .store
+            .create(key, rd.to_storage(obj))
+            .map(|s| rd.view(&s.object).into_owned())
+            .map_err(|e| ApiError::from_store(e, rd, name));
+        self.after_write(rd);
+        out
     }
 
     /// Allocates and checks what kube-apiserver's service REST storage
@@ -962,8 +1020,47 @@ impl Core {
             rv
         };
         let obj = self.normalize_checked(rd, &obj, ctx)?;
-        let new = self.merge_update(rd, &current.object, obj, subresource)?;
-        self.commit_update(rd, &key, name, &current.object, new, expected, ctx)
+        let cur = rd.view(&current.object);
+        let new = self.merge_update(rd, &cur, obj, subresource)?;
+        let admit = Request::new(
+            rd,
+            subresource,
+            Operation::Update,
+            ns,
+            name,
+            ctx.dry_run,
+            ctx.user.as_ref(),
+            &ctx.manager,
+            "UpdateOptions",
+        );
+        let new = self.mutate_update(&admit, &cur, new, ctx)?;
+        self.commit_update(rd, &key, name, &cur, new, expected, ctx, &admit)
+    }
+
+    /// Mutating webhooks on an update: a changed object is merged over the old one again
+    /// (status, immutable fields, generation), keeping the managedFields already computed.
+    fn mutate_update(
+        &self,
+        admit: &Request<'_>,
+        old: &Value,
+        new: Value,
+        ctx: &mut WriteCtx,
+    ) -> ApiResult<Value> {
+        let Some(mutated) = admission::mutating(self, admit, &new, Some(old), &mut ctx.warnings)?
+        else {
+            return Ok(new);
+        };
+        let mut out =
+            self.merge_update(admit.rd, old, mutated, admit.subresource.as_deref())?;
+        match new.pointer("/metadata/managedFields") {
+            Some(mf) => out["metadata"]["managedFields"] = mf.clone(),
+            None => {
+                if let Some(m) = out["metadata"].as_object_mut() {
+                    m.remove("managedFields");
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Builds the new stored object from the old one and the client's
@@ -1089,7 +1186,7 @@ impl Core {
         }
         // Compared once defaults are in: a patch that drops a defaulted field (kubectl's
         // `$retainKeys` on a Deployment's strategy) changes nothing.
-        if old.get("spec") != new.get("spec") {
+        if old.get("spec") != new.get("spec") || custom_changed(rd, old, &new) {
             if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
                 new["metadata"]["generation"] = json!(g + 1);
             }
@@ -1107,11 +1204,13 @@ impl Core {
         mut new: Value,
         expected: u64,
         ctx: &mut WriteCtx,
+        admit: &Request<'_>,
     ) -> ApiResult<Value> {
-        let causes = validate(rd, &new);
+        let causes = validate_with_old(rd, &new, Some(old));
         if !causes.is_empty() {
             return Err(ApiError::invalid(rd, name, causes));
         }
+        admission::validating(self, admit, Some(&new), Some(old), &mut ctx.warnings)?;
         if ctx.manager != "__apply__" {
             fields::record_update(
                 &mut new,
@@ -1144,10 +1243,12 @@ impl Core {
             && !pod_pending_kill
             && !(rd.kind == "Namespace" && rd.group.is_empty())
         {
-            return match self.store.delete(key, Some(expected)) {
-                Ok(s) => Ok((*s.object).clone()),
+            let out = match self.store.delete(key, Some(expected)) {
+                Ok(s) => Ok(rd.view(&s.object).into_owned()),
                 Err(e) => Err(ApiError::from_store(e, rd, name)),
             };
+            self.after_write(rd);
+            return out;
         }
         let _guard = if rd.kind == "Service" && rd.group.is_empty() {
             let guard = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
@@ -1160,10 +1261,35 @@ impl Core {
             // No-op updates do not bump the resourceVersion (upstream too).
             return Ok(old.clone());
         }
-        self.store
-            .update(key, new, Some(expected))
-            .map(|s| (*s.object).clone())
-            .map_err(|e| ApiError::from_store(e, rd, name))
+        let out = self
+            .store
+            .update(key, rd.to_storage(new), Some(expected))
+            .map(|s| rd.view(&s.object).into_owned())
+            .map_err(|e| ApiError::from_store(e, rd, name));
+        self.after_write(rd);
+        out
+    }
+
+    /// After a stored write: a CRD write changes what is served.
+    fn after_write(&self, rd: &ResourceDef) {
+        if is_crd(rd) {
+            self.refresh_custom();
+        }
+    }
+
+    /// Rebuilds the custom resources served from the stored CRDs.
+    pub(crate) fn refresh_custom(&self) {
+        let Some(crds) = registry::find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        else {
+            return;
+        };
+        let (items, _) = self.store.list(&crds.key_prefix(None));
+        self.custom.rebuild(items.iter().map(|s| &*s.object));
+    }
+
+    /// What this control plane serves now: built-in and custom resources.
+    pub fn resources(&self) -> registry::Resources {
+        registry::Resources::new(self.custom.snapshot())
     }
 
     /// Read-modify-write with retries on conflict: the building block of
@@ -1184,7 +1310,8 @@ impl Core {
                 .store
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(rd, name))?;
-            let mut patched = f(&current.object)?;
+            let cur = rd.view(&current.object);
+            let mut patched = f(&cur)?;
             Self::prepare_body(rd, ns, &mut patched)?;
             let prv = meta_str(&patched, "resourceVersion").to_string();
             if !prv.is_empty() && parse_rv(&prv)? != current.revision {
@@ -1193,7 +1320,7 @@ impl Core {
             patched["metadata"]["name"] = json!(name);
             let patched = self.normalize_checked(rd, &patched, ctx)?;
             let applied_fields = patched.pointer("/metadata/managedFields").cloned();
-            let mut new = self.merge_update(rd, &current.object, patched, subresource)?;
+            let mut new = self.merge_update(rd, &cur, patched, subresource)?;
             if ctx.manager == "__apply__" {
                 // Server-side apply computed the ownership itself.
                 match applied_fields {
@@ -1205,7 +1332,28 @@ impl Core {
                     }
                 }
             }
-            match self.commit_update(rd, &key, name, &current.object, new, current.revision, ctx) {
+            let admit = Request::new(
+                rd,
+                subresource,
+                Operation::Update,
+                ns,
+                name,
+                ctx.dry_run,
+                ctx.user.as_ref(),
+                &ctx.manager,
+                "PatchOptions",
+            );
+            let new = self.mutate_update(&admit, &cur, new, ctx)?;
+            match self.commit_update(
+                rd,
+                &key,
+                name,
+                &cur,
+                new,
+                current.revision,
+                ctx,
+                &admit,
+            ) {
                 Err(e) if e.reason == "Conflict" && prv.is_empty() => continue,
                 other => return other,
             }
@@ -1224,12 +1372,29 @@ impl Core {
     ) -> ApiResult<Value> {
         let ns = Self::ns_of(rd, ns);
         let key = rd.key(ns, name);
+        let mut admitted = false;
         for _ in 0..16 {
             let current = self
                 .store
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(rd, name))?;
-            let obj = &*current.object;
+            let viewed = rd.view(&current.object);
+            let obj = &*viewed;
+            if !admitted {
+                let admit = Request::new(
+                    rd,
+                    None,
+                    Operation::Delete,
+                    ns,
+                    name,
+                    opts.dry_run,
+                    opts.user.as_ref(),
+                    "",
+                    "DeleteOptions",
+                );
+                admission::deleting(self, &admit, obj)?;
+                admitted = true;
+            }
             if let Some(uid) = &opts.precondition_uid {
                 if meta_str(obj, "uid") != uid {
                     return Err(ApiError::new(409, "Conflict", format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(obj, "uid"))));
@@ -1266,6 +1431,13 @@ impl Core {
                     finalizers.push("foregroundDeletion".into())
                 }
                 _ => {}
+            }
+            if is_crd(rd)
+                && !already
+                && !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER)
+            {
+                // A CRD's objects are deleted before it (the CRD finalizing controller).
+                finalizers.push(CRD_CLEANUP_FINALIZER.into());
             }
             let is_pod = rd.kind == "Pod" && rd.group.is_empty();
             let is_ns = rd.kind == "Namespace" && rd.group.is_empty();
@@ -1304,11 +1476,13 @@ impl Core {
                 return Ok(new);
             }
             if finalizers.is_empty() && grace == 0 && !is_ns {
-                return match self.store.delete(&key, Some(current.revision)) {
-                    Ok(s) => Ok((*s.object).clone()),
+                let out = match self.store.delete(&key, Some(current.revision)) {
+                    Ok(s) => Ok(rd.view(&s.object).into_owned()),
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => Err(ApiError::from_store(e, rd, name)),
                 };
+                self.after_write(rd);
+                return out;
             }
             if already && !is_pod {
                 // Already being deleted: only propagation finalizers may be added.
@@ -1329,7 +1503,10 @@ impl Core {
                 new["status"]["phase"] = json!("Terminating");
             }
             match self.store.update(&key, new, Some(current.revision)) {
-                Ok(s) => return Ok((*s.object).clone()),
+                Ok(s) => {
+                    self.after_write(rd);
+                    return Ok(rd.view(&s.object).into_owned());
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, rd, name)),
             }

@@ -19,7 +19,7 @@ pub(crate) fn schema_name_for(r: &ResourceDef) -> Option<String> {
 /// Registers the schemas of `group`'s kinds (and what they refer to, and the
 /// kinds their subresources take: `Scale`, `Binding`) in `gen`.
 pub(crate) fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
-    let served = discovery::served(group, crate::registry::version_of(group));
+    let served = discovery::served(&Default::default(), group, crate::registry::version_of(group));
     for r in &served {
         (r.typed.add_schema)(gen);
     }
@@ -162,7 +162,7 @@ fn build(group: &str, version: &str) -> Value {
         json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
     );
     let mut paths = BTreeMap::new();
-    for r in discovery::served(group, version) {
+    for r in discovery::served(&Default::default(), group, version) {
         if let Some(name) = schema_name_for(r) {
             if let Some(s) = schemas.get_mut(&name) {
                 s["x-kubernetes-group-version-kind"] =
@@ -207,7 +207,7 @@ pub fn documents() -> &'static BTreeMap<String, (Vec<u8>, String)> {
     static DOCS: OnceLock<BTreeMap<String, (Vec<u8>, String)>> = OnceLock::new();
     DOCS.get_or_init(|| {
         let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-        for g in discovery::groups() {
+        for g in discovery::groups(&Default::default()) {
             gvs.push((g, crate::registry::version_of(g)));
         }
         gvs.into_iter()

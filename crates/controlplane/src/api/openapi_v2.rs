@@ -143,7 +143,7 @@ pub fn build() -> Value {
             s.transforms = Vec::new();
         })
         .into_generator();
-    let groups: Vec<&str> = std::iter::once("").chain(discovery::groups()).collect();
+    let groups: Vec<&str> = std::iter::once("").chain(discovery::groups(&Default::default())).collect();
     for g in &groups {
         openapi::add_schemas(&mut gen, g);
     }
@@ -167,7 +167,7 @@ pub fn build() -> Value {
     openapi::add_patch_extensions(&mut defs);
     let mut paths = Map::new();
     for g in &groups {
-        for r in discovery::served(g, crate::registry::version_of(g)) {
+        for r in discovery::served(&Default::default(), g, crate::registry::version_of(g)) {
             let schema = openapi::schema_name_for(r);
             if let Some(s) = schema.as_ref().and_then(|n| defs.get_mut(n)) {
                 s["x-kubernetes-group-version-kind"] =

@@ -4,7 +4,7 @@
 //! request is authorized for and which picks the handler. Pure: looks up the
 //! registry, reads nothing else.
 
-use crate::registry::{self, ResourceDef};
+use crate::registry::{self, ResourceDef, Resources};
 use http::Method;
 
 /// Endpoints served to anyone, before authentication
@@ -127,7 +127,12 @@ pub(crate) enum Route<'a> {
 }
 
 /// Resolves a request. `watch` is the `watch` query parameter.
-pub(crate) fn resolve<'a>(method: &Method, segs: &[&'a str], watch: bool) -> Route<'a> {
+pub(crate) fn resolve<'a>(
+    served: &Resources,
+    method: &Method,
+    segs: &[&'a str],
+    watch: bool,
+) -> Route<'a> {
     let get = method == Method::GET;
     match segs {
         ["healthz" | "livez", ..] => Route::Public(Public::Health),
@@ -175,14 +180,15 @@ pub(crate) fn resolve<'a>(method: &Method, segs: &[&'a str], watch: bool) -> Rou
                 ns: Some(*ns),
             }
         }
-        ["api", "v1", rest @ ..] => resource("", "v1", rest, method, watch),
-        ["apis", g, v, rest @ ..] => resource(g, v, rest, method, watch),
+        ["api", "v1", rest @ ..] => resource(served, "", "v1", rest, method, watch),
+        ["apis", g, v, rest @ ..] => resource(served, g, v, rest, method, watch),
         _ => Route::NotFound,
     }
 }
 
 /// `[namespaces/NS/]PLURAL[/NAME[/SUB]]` of a group version.
 fn resource<'a>(
+    served: &Resources,
     group: &str,
     version: &str,
     rest: &[&'a str],
@@ -203,7 +209,7 @@ fn resource<'a>(
         [p, n, s] => (*p, Some(*n), Some(*s)),
         _ => return Route::NotFound,
     };
-    let Some(rd) = registry::find(group, version, plural) else {
+    let Some(rd) = served.find(group, version, plural) else {
         return Route::NotFound;
     };
     if sub.is_some_and(|s| !rd.subresources.contains(&s))
@@ -271,7 +277,7 @@ mod tests {
         // The routes borrow the path: leak it (tests only).
         let path: &'static str = String::leak(path.to_string());
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        resolve(method, &segs, false)
+        resolve(&Resources::default(), method, &segs, false)
     }
 
     #[test]
@@ -393,7 +399,7 @@ mod tests {
         }
         let segs = ["api", "v1", "namespaces", "default", "pods"];
         assert!(matches!(
-            resolve(&Method::GET, &segs, true),
+            resolve(&Resources::default(), &Method::GET, &segs, true),
             Route::Resource(_, Watch)
         ));
         // Unknown resources and subresources, a namespaced object without its

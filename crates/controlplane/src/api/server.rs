@@ -30,6 +30,8 @@ pub struct ApiServer {
     pub ready: AtomicBool,
     /// The RBAC index every request is authorized against.
     pub rbac: Arc<Rbac>,
+    /// Aggregated APIs: their requests are proxied (`aggregator.rs`).
+    pub aggregator: Arc<super::aggregator::Aggregator>,
 }
 
 impl ApiServer {
@@ -70,7 +72,13 @@ impl ApiServer {
         let path = req.uri().path().to_string();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let query = request::query(req.uri());
-        let route = routes::resolve(req.method(), &segs, request::is_set(&query, "watch"));
+        let served = self.core.resources();
+        let route = routes::resolve(
+            &served,
+            req.method(),
+            &segs,
+            request::is_set(&query, "watch"),
+        );
         if let Route::Public(p) = route {
             return self.public(p);
         }
@@ -84,6 +92,11 @@ impl ApiServer {
                 Ok(u) => u,
                 Err(e) => return error_response(&e),
             };
+        }
+        // An aggregated group version goes to its backend, which authorizes (upstream's
+        // aggregator only requires an authenticated user).
+        if let Some(apiservice) = self.aggregator.target(&self.core, &segs) {
+            return self.aggregator.proxy(&self.core, &apiservice, &user, req).await;
         }
         if let Route::Document(_) = route {
             let verb = match *req.method() {
@@ -138,11 +151,13 @@ impl ApiServer {
         } else {
             self.core.get_stored(t.rd, t.ns, t.name)
         };
+        // At the requested version (a custom resource is stored at its storage version).
+        let existing = stored.as_ref().map(|s| t.rd.view(&s.object));
         let c = Call {
             r,
             t: &t,
             action,
-            existing: stored.as_ref().map(|s| &*s.object),
+            existing: existing.as_deref(),
             body,
         };
         match action {

@@ -63,7 +63,7 @@ pub fn human_duration(secs: i64) -> String {
     format!("{y}y")
 }
 
-pub(super) fn age_of(ts: Option<&str>) -> String {
+pub(crate) fn age_of(ts: Option<&str>) -> String {
     let Some(ts) = ts else {
         return "<unknown>".into();
     };
@@ -411,6 +411,9 @@ fn list_with_more(list: &[String]) -> String {
 
 /// Column definitions and one row per object.
 pub fn columns(rd: &ResourceDef) -> Vec<Value> {
+    if let Some(c) = rd.custom {
+        return super::custom::table_columns(c);
+    }
     let name = col("Name", "string", "name", 0, "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names");
     let age = col("Age", "string", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata");
     let c = |n: &str, p: i32, d: &str| col(n, "string", "", p, d);
@@ -437,6 +440,9 @@ pub fn columns(rd: &ResourceDef) -> Vec<Value> {
 }
 
 pub fn row_cells(rd: &ResourceDef, o: &Value) -> Vec<Value> {
+    if let Some(c) = rd.custom {
+        return super::custom::table_cells(c, o);
+    }
     let name = json!(super::objects::meta_str(o, "name"));
     match (rd.group, rd.kind) {
         ("", "Pod") => pod_row(o),

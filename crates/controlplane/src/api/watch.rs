@@ -34,6 +34,7 @@ fn line(v: &Value) -> Bytes {
 }
 
 fn render(rd: &ResourceDef, obj: &Value, as_table: bool, first: &mut bool) -> Value {
+    let obj = &*rd.view(obj);
     if as_table {
         let t = table::table(
             rd,

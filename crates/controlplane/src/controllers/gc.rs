@@ -4,17 +4,20 @@
 
 use super::{deleting, Settings};
 use crate::api::objects::{meta_str, Core, DeleteOptions, WriteCtx};
-use crate::registry::{self, ResourceDef};
+use crate::registry::{ResourceDef, Resources};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The resource a stored object belongs to, from its apiVersion and kind.
-fn rd_of(o: &Value) -> Option<&'static ResourceDef> {
+/// The resource a stored object belongs to, from its apiVersion and kind
+/// (custom resources included).
+fn rd_of(res: &Resources, o: &Value) -> Option<&'static ResourceDef> {
     let av = o.get("apiVersion")?.as_str()?;
     let kind = o.get("kind")?.as_str()?;
-    let group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    registry::find_kind(group, kind)
+    let (group, version) = av.rsplit_once('/').unwrap_or(("", av));
+    res.all()
+        .find(|r| (r.group, r.version, r.kind) == (group, version, kind))
+        .or_else(|| res.find_kind(group, kind))
 }
 
 fn remove_finalizer(core: &Core, rd: &ResourceDef, o: &Value, fin: &str) {
@@ -33,6 +36,7 @@ fn remove_finalizer(core: &Core, rd: &ResourceDef, o: &Value, fin: &str) {
 }
 
 pub fn pass(core: &Core, _s: &Settings) {
+    let res = core.resources();
     let (all, _) = core.store.list("/registry/");
     // Everything below borrows from `all`: with tens of thousands of objects
     // a pass that copied every uid and key cost tens of milliseconds.
@@ -51,7 +55,7 @@ pub fn pass(core: &Core, _s: &Settings) {
             Some(refs) if !refs.is_empty() => refs,
             _ => continue,
         };
-        let Some(rd) = rd_of(o) else { continue };
+        let Some(rd) = rd_of(&res, o) else { continue };
         for r in refs {
             if let Some(u) = r["uid"].as_str() {
                 dependents.entry(u).or_default().push((rd, o));
@@ -89,7 +93,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         if !deleting(o) {
             continue;
         }
-        let Some(rd) = rd_of(o) else { continue };
+        let Some(rd) = rd_of(&res, o) else { continue };
         let fins: Vec<&str> = o
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)

@@ -3,8 +3,10 @@
 //! desired and observed state and writes through [`Core`], so controller
 //! writes get the same defaults, validation and watch events as clients'.
 
+pub(crate) mod apiservice;
 pub(crate) mod clusterrole_aggregation;
 pub(crate) mod cronjob;
+mod crd;
 mod csr_approving;
 pub mod csr_signing;
 mod daemonset;
@@ -49,6 +51,8 @@ pub struct Settings {
     pub clock: Clock,
     /// The CA and rules of the CSR signer and approver; none: CSRs are not acted on.
     pub csr_signer: Option<Arc<csr_signing::Signer>>,
+    /// The aggregator whose backends the APIService availability check calls.
+    pub aggregator: Option<Arc<crate::api::aggregator::Aggregator>>,
 }
 
 impl Settings {
@@ -59,6 +63,7 @@ impl Settings {
             cluster_dns_ip: None,
             clock: Clock::default(),
             csr_signer: None,
+            aggregator: None,
         }
     }
 }
@@ -91,6 +96,12 @@ pub fn spawn_all(
                 ("", "persistentvolumeclaims"),
                 ("", "persistentvolumes"),
             ]),
+            Duration::from_secs(10),
+        ),
+        (
+            "customresourcedefinitions",
+            crd::pass,
+            Wake::Kinds(&[("apiextensions.k8s.io", "customresourcedefinitions")]),
             Duration::from_secs(10),
         ),
         (
@@ -285,6 +296,18 @@ pub fn spawn_all(
             csr_signing::clean,
             Wake::Kinds(&[("certificates.k8s.io", "certificatesigningrequests")]),
             Duration::from_secs(60),
+        ),
+        (
+            // Resync: backends fail without a write (upstream rechecks every 30 s and sooner
+            // on failure).
+            "apiservice-availability",
+            apiservice::pass,
+            Wake::Kinds(&[
+                ("apiregistration.k8s.io", "apiservices"),
+                ("", "services"),
+                ("discovery.k8s.io", "endpointslices"),
+            ]),
+            Duration::from_secs(5),
         ),
         (
             // Resync: tokens expire without a write.

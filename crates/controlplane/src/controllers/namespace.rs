@@ -15,8 +15,15 @@ pub fn pass(core: &Core, _s: &Settings) {
         }
         let name = meta_str(&ns, "name");
         let mut remaining = 0;
-        for rd in registry::RESOURCES.iter().filter(|r| r.namespaced) {
-            for o in super::list(core, rd.group, rd.plural, Some(name)) {
+        // Custom resources too, each through one of its served versions.
+        let served = core.resources();
+        let mut seen = std::collections::HashSet::new();
+        for rd in served
+            .all()
+            .filter(|r| r.namespaced && seen.insert((r.group, r.plural)))
+        {
+            let objects = core.store.list(&rd.key_prefix(Some(name))).0;
+            for o in objects.into_iter().map(|s| s.object) {
                 remaining += 1;
                 if !deleting(&o) || rd.kind == "Pod" {
                     let opts = DeleteOptions {

@@ -34,10 +34,15 @@ impl ApiServer {
 
     pub(crate) fn document(&self, d: &Document, r: &Req) -> ApiResult<Response<Body>> {
         let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+        let res = self.core.resources();
         match d {
             Document::Root { core } => match discovery::aggregated_version(&r.accept) {
                 Some(version) => {
-                    let body = serde_json::to_vec(&discovery::aggregated(version, *core));
+                    let mut doc = discovery::aggregated(&res, version, *core);
+                    if !*core {
+                        self.aggregator.merge_aggregated(&self.core, &mut doc);
+                    }
+                    let body = serde_json::to_vec(&doc);
                     Ok(full(
                         StatusCode::OK,
                         &discovery::aggregated_content_type(version),
@@ -45,11 +50,17 @@ impl ApiServer {
                     ))
                 }
                 None if *core => ok(discovery::api_versions(&self.server_address)),
-                None => ok(discovery::api_group_list()),
+                None => {
+                    let mut list = discovery::api_group_list(&res);
+                    self.aggregator.merge_group_list(&self.core, &mut list);
+                    ok(list)
+                }
             },
-            Document::Group(g) => ok(discovery::api_group(g).ok_or_else(ApiError::path_not_found)?),
+            Document::Group(g) => ok(discovery::api_group(&res, g)
+                .or_else(|| self.aggregator.api_group(&self.core, g))
+                .ok_or_else(ApiError::path_not_found)?),
             Document::Resources { group, version } => ok(
-                discovery::resource_list(group, version).ok_or_else(ApiError::path_not_found)?
+                discovery::resource_list(&res, group, version).ok_or_else(ApiError::path_not_found)?
             ),
             Document::OpenApiV2 => Ok(openapi_v2_response(r)),
             Document::OpenApiIndex => ok(openapi::index()),

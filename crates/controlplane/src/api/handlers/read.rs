@@ -35,7 +35,15 @@ impl ApiServer {
                 ));
             }
         }
-        let (items, rev, cont) = self.core.list(rd, c.t.ns, &opts)?;
+        let (mut items, rev, cont) = self.core.list(rd, c.t.ns, &opts)?;
+        if rd.custom.is_some() {
+            // Stored at the CRD's storage version: served at the requested one.
+            for it in items.iter_mut() {
+                if let std::borrow::Cow::Owned(v) = rd.view(it) {
+                    *it = std::sync::Arc::new(v);
+                }
+            }
+        }
         if r.wants_table() {
             let refs: Vec<&Value> = items.iter().map(|a| &**a).collect();
             let t = table::table(

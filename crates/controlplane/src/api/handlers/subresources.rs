@@ -23,7 +23,10 @@ use serde_json::{json, Value};
 impl ApiServer {
     pub(crate) fn get_scale(&self, c: &Call) -> ApiResult<Response<Body>> {
         c.authorize(None)?;
-        Ok(json_response(StatusCode::OK, &scale_of(c.existing()?)))
+        Ok(json_response(
+            StatusCode::OK,
+            &scale_of(c.t.rd, c.existing()?),
+        ))
     }
 
     /// PUT or PATCH of `scale`: sets `spec.replicas` (checking the Scale's
@@ -31,7 +34,7 @@ impl ApiServer {
     pub(crate) fn write_scale(&self, c: &Call) -> ApiResult<Response<Body>> {
         let (rd, name) = (c.t.rd, c.t.name);
         c.authorize(None)?;
-        let current = scale_of(c.existing()?);
+        let current = scale_of(rd, c.existing()?);
         let wanted = if c.action == Action::UpdateScale {
             c.r.parse_body(c.body)?
         } else {
@@ -52,10 +55,12 @@ impl ApiServer {
             if !rv.is_empty() && meta_str(&o, "resourceVersion") != rv {
                 return Err(ApiError::conflict(rd, name));
             }
-            o["spec"]["replicas"] = json!(replicas);
+            if !crate::api::custom::set_replicas(rd, &mut o, replicas) {
+                o["spec"]["replicas"] = json!(replicas);
+            }
             Ok(o)
         })?;
-        Ok(json_response(StatusCode::OK, &scale_of(&updated)))
+        Ok(json_response(StatusCode::OK, &scale_of(rd, &updated)))
     }
 
     pub(crate) fn binding(&self, c: &Call) -> ApiResult<Response<Body>> {
@@ -187,8 +192,11 @@ impl ApiServer {
     }
 }
 
-/// The autoscaling/v1 Scale view of a workload.
-fn scale_of(obj: &Value) -> Value {
+/// The autoscaling/v1 Scale view of a workload (or of a custom resource, by its CRD's paths).
+fn scale_of(rd: &ResourceDef, obj: &Value) -> Value {
+    if let Some(scale) = crate::api::custom::scale_of(rd, obj) {
+        return scale;
+    }
     let sel = obj.pointer("/spec/selector").map(selector_string);
     json!({
         "kind": "Scale",

@@ -8,6 +8,8 @@ use super::objects::Core;
 use crate::registry::ResourceDef;
 use serde_json::Value;
 
+mod admissionregistration;
+mod apiextensions;
 pub(crate) mod certificates;
 mod networking;
 pub(crate) mod policy;
@@ -18,6 +20,7 @@ mod workloads;
 /// Defaults, on create and update (an update's status is kept as it was).
 pub(crate) fn defaults(rd: &ResourceDef, obj: &mut Value) {
     rbac::defaults(rd, obj);
+    apiextensions::defaults(rd, obj);
     storage::defaults(rd, obj);
     workloads::defaults(rd, obj);
     policy::defaults(rd, obj);
@@ -34,6 +37,7 @@ pub(crate) fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
         }
     }
     rbac::prepare_create(rd, obj);
+    apiextensions::prepare_create(rd, obj);
     storage::prepare_create(rd, obj);
     workloads::prepare_create(rd, obj);
     policy::prepare_create(rd, obj);
@@ -76,22 +80,26 @@ pub(crate) fn tracks_generation(rd: &ResourceDef) -> bool {
             | "apiextensions.k8s.io"
             | "flowcontrol.apiserver.k8s.io"
     ) || (rd.group, rd.kind) == ("", "ReplicationController")
+        || rd.custom.is_some()
 }
 
 /// Validation of the whole object, on create and update.
 pub(crate) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
     rbac::validate(rd, obj, causes);
+    apiextensions::validate(rd, obj, causes);
     storage::validate(rd, obj, causes);
     workloads::validate(rd, obj, causes);
     policy::validate(rd, obj, causes);
     networking::validate(rd, obj, causes);
     certificates::validate(rd, obj, causes);
+    admissionregistration::validate(rd, obj, causes);
 }
 
 /// Update-only rules (immutable fields), before the whole-object validation.
 pub(crate) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     rbac::validate_update(rd, old, new, &mut causes);
+    apiextensions::validate_update(rd, old, new, &mut causes);
     storage::validate_update(rd, old, new, &mut causes);
     workloads::validate_update(rd, old, new, &mut causes);
     policy::validate_update(rd, old, new, &mut causes);
