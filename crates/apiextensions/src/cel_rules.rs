@@ -1,0 +1,425 @@
+//! CEL `x-kubernetes-validations` (pkg/apiserver/schema/cel) on cel-rust: rules are parsed when
+//! the schema is built (a rule that does not parse, or calls a function this CEL does not have,
+//! refuses the CRD), evaluated with `self` (and `oldSelf` for transition rules) against each
+//! value their schema node applies to, with upstream's messages.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+use crate::schema::{Node, Rule};
+use crate::{child, goformat, index, Bad, FieldError, INVALID};
+
+/// The compiled rules of one schema, in walk order of their nodes (path in the schema → rules).
+#[derive(Clone, Default)]
+pub(crate) struct Compiled {
+    by_node: std::collections::HashMap<String, Vec<CompiledRule>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Compiled({} nodes)", self.by_node.len())
+    }
+}
+
+#[derive(Clone)]
+struct CompiledRule {
+    rule: Rule,
+    program: Arc<cel::Program>,
+    message_program: Option<Arc<cel::Program>>,
+    uses_old_self: bool,
+}
+
+fn env() -> &'static Arc<cel::Env> {
+    static ENV: OnceLock<Arc<cel::Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = cel::Env::stdlib();
+        // The extensions Kubernetes' CEL environment also has (strings, lists, math); a failure
+        // here would be a bug in the library, and rules then fail to compile rather than panic.
+        let _ = env.add_extension(cel::extensions::strings);
+        let _ = env.add_extension(cel::extensions::lists);
+        let _ = env.add_extension(cel::extensions::math);
+        Arc::new(env)
+    })
+}
+
+/// Functions the environment above provides (operators aside). Kubernetes' own libraries
+/// (url, quantity, ip/cidr, isSorted, sum, ...), timestamps and durations are not among them.
+const FUNCTIONS: &[&str] = &[
+    "size",
+    "matches",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "dyn",
+    "type",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "join",
+    "lowerAscii",
+    "upperAscii",
+    "trim",
+    "replace",
+    "split",
+    "substring",
+    "format",
+    "reverse",
+    "distinct",
+    "flatten",
+    "sort",
+    "lists.range",
+    "strings.quote",
+    "optional.of",
+    "optional.none",
+    "optional.ofNonZeroValue",
+    "orValue",
+    "hasValue",
+    "value",
+    "or",
+    "optMap",
+    "optFlatMap",
+];
+
+fn unsupported_function(p: &cel::Program) -> Option<String> {
+    let known: HashSet<&str> = FUNCTIONS.iter().copied().collect();
+    p.references()
+        .functions()
+        .into_iter()
+        .find(|f| {
+            !(f.starts_with('_')
+                || f.starts_with('@')
+                || f.starts_with("!_")
+                || f.starts_with("-_")
+                || f.starts_with("math."))
+                && !known.contains(f)
+        })
+        .map(str::to_string)
+}
+
+/// The ValidationRule as upstream's field.Invalid shows it (Go struct order, omitempty).
+pub(crate) fn rule_json(r: &Rule) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("rule".into(), Value::String(r.rule.clone()));
+    for (k, v) in [
+        ("message", &r.message),
+        ("messageExpression", &r.message_expression),
+        ("reason", &r.reason),
+        ("fieldPath", &r.field_path),
+    ] {
+        if !v.is_empty() {
+            m.insert(k.into(), Value::String(v.clone()));
+        }
+    }
+    if let Some(b) = r.optional_old_self {
+        m.insert("optionalOldSelf".into(), Value::Bool(b));
+    }
+    Value::Object(m)
+}
+
+fn compile_one(src: &str) -> Result<cel::Program, String> {
+    let p = env()
+        .compile(src)
+        .map_err(|e| format!("compilation failed: {e}"))?;
+    if let Some(f) = unsupported_function(&p) {
+        return Err(format!(
+            "compilation failed: undeclared reference to '{f}': rktup's CEL (cel-rust) does not support this function yet"
+        ));
+    }
+    Ok(p)
+}
+
+impl Compiled {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_node.is_empty()
+    }
+
+    /// Compiles every rule under `root`; errors at `<path>...x-kubernetes-validations[i].rule`.
+    pub(crate) fn compile(root: &Node, path: &str) -> Result<Compiled, Vec<FieldError>> {
+        let mut out = Compiled::default();
+        let mut errs = Vec::new();
+        walk(root, "", path, &mut out, &mut errs);
+        if errs.is_empty() {
+            Ok(out)
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// Evaluates the rules of the node at `spath` (schema path) against `value`.
+    pub(crate) fn eval(
+        &self,
+        node: &Node,
+        spath: &str,
+        value: &Value,
+        old: Option<&Value>,
+        fpath: &str,
+        errs: &mut Vec<FieldError>,
+    ) {
+        let Some(rules) = self.by_node.get(spath) else {
+            return;
+        };
+        let field = if fpath.is_empty() {
+            "<nil>".to_string()
+        } else {
+            fpath.to_string()
+        };
+        let ty = if node.int_or_string {
+            ""
+        } else {
+            node.ty.as_str()
+        };
+        for r in rules {
+            if r.uses_old_self && old.is_none() && r.rule.optional_old_self != Some(true) {
+                continue;
+            }
+            let mut ctx = cel::Context::with_env(env().clone());
+            ctx.add_variable_from_value("self", to_cel(value));
+            if r.uses_old_self {
+                let o = match old {
+                    Some(o) => to_cel(o),
+                    // optionalOldSelf: oldSelf is an optional; without old it is optional.none().
+                    None => cel::Value::Null,
+                };
+                ctx.add_variable_from_value("oldSelf", o);
+            }
+            let rule_text = if r.rule.message.trim().is_empty() {
+                r.rule.rule.trim()
+            } else {
+                r.rule.message.trim()
+            };
+            match r.program.execute(&ctx) {
+                Ok(cel::Value::Bool(true)) => {}
+                Ok(cel::Value::Bool(false)) => {
+                    let mut f = field.clone();
+                    if !r.rule.field_path.is_empty() {
+                        f = format!(
+                            "{}{}",
+                            if fpath.is_empty() {
+                                String::new()
+                            } else {
+                                fpath.to_string()
+                            },
+                            normalize_field_path(&r.rule.field_path)
+                        );
+                    }
+                    let mut detail = if r.rule.message.trim().is_empty() {
+                        format!("failed rule: {}", r.rule.rule.trim())
+                    } else {
+                        r.rule.message.trim().to_string()
+                    };
+                    if let Some(mp) = &r.message_program {
+                        if let Ok(cel::Value::String(s)) = mp.execute(&ctx) {
+                            if !s.trim().is_empty() && !s.contains('\n') {
+                                detail = s.trim().to_string();
+                            }
+                        }
+                    }
+                    errs.push(match r.rule.reason.as_str() {
+                        "FieldValueForbidden" => FieldError::forbidden(f, &detail),
+                        "FieldValueRequired" => FieldError::required(f, &detail),
+                        "FieldValueDuplicate" => {
+                            FieldError::new(crate::DUPLICATE, f, Bad::Str(ty.to_string()), "")
+                        }
+                        _ => FieldError::new(INVALID, f, Bad::Str(ty.to_string()), &detail),
+                    });
+                }
+                Ok(other) => errs.push(FieldError::new(
+                    INVALID,
+                    field.clone(),
+                    Bad::Str(ty.to_string()),
+                    &format!(
+                        "rule did not evaluate to a bool ({other:?}) evaluating rule: {rule_text}"
+                    ),
+                )),
+                Err(e) => {
+                    let text = exec_error_text(&e);
+                    let detail = if text.starts_with("no such overload") {
+                        format!("'{text}': call arguments did not match a supported operator, function or macro signature for rule: {rule_text}")
+                    } else {
+                        format!("{text} evaluating rule: {rule_text}")
+                    };
+                    errs.push(FieldError::new(
+                        INVALID,
+                        field.clone(),
+                        Bad::Str(ty.to_string()),
+                        &detail,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// cel-go's texts for the runtime errors rules commonly hit.
+fn exec_error_text(e: &cel::ExecutionError) -> String {
+    match e {
+        cel::ExecutionError::NoSuchKey(k) => format!("no such key: {k}"),
+        cel::ExecutionError::IndexOutOfBounds(i) => {
+            format!("index out of bounds: {}", goformat::value_v(&from_cel(i)))
+        }
+        cel::ExecutionError::DivisionByZero(_) => "division by zero".into(),
+        cel::ExecutionError::RemainderByZero(_) => "modulus by zero".into(),
+        cel::ExecutionError::Overflow(..) => "integer overflow".into(),
+        cel::ExecutionError::NoSuchOverload(..)
+        | cel::ExecutionError::UnsupportedBinaryOperator(..) => "no such overload".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `.spec.foo` / `.spec['a.b']` / `.list[0]` → field.Path text (`.spec.foo` → `spec.foo` appended).
+fn normalize_field_path(p: &str) -> String {
+    let mut out = String::new();
+    let mut rest = p;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            out.push('.');
+            out.push_str(&r[..end]);
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix("['") {
+            let end = r.find("']").unwrap_or(r.len());
+            out.push('[');
+            out.push_str(&r[..end]);
+            out.push(']');
+            rest = r.get(end + 2..).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            out.push('[');
+            out.push_str(&r[..end]);
+            out.push(']');
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            out.push_str(rest);
+            break;
+        }
+    }
+    out
+}
+
+fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<FieldError>) {
+    let vpath = child(path, "x-kubernetes-validations");
+    let mut compiled = Vec::new();
+    for (i, r) in n.validations.iter().enumerate() {
+        let rpath = index(&vpath, i);
+        let program = match compile_one(&r.rule) {
+            Ok(p) => p,
+            Err(e) => {
+                errs.push(FieldError::invalid(child(&rpath, "rule"), rule_json(r), &e));
+                continue;
+            }
+        };
+        let uses_old_self = program.references().has_variable("oldSelf");
+        if !uses_old_self && r.optional_old_self.is_some() {
+            errs.push(FieldError::invalid(
+                child(&rpath, "optionalOldSelf"),
+                Value::Bool(r.optional_old_self.unwrap_or(false)),
+                "may not be set if oldSelf is not used in rule",
+            ));
+        }
+        let message_program = if r.message_expression.trim().is_empty() {
+            None
+        } else {
+            match compile_one(&r.message_expression) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    errs.push(FieldError::invalid(
+                        child(&rpath, "messageExpression"),
+                        rule_json(r),
+                        &e,
+                    ));
+                    None
+                }
+            }
+        };
+        compiled.push(CompiledRule {
+            rule: r.clone(),
+            program: Arc::new(program),
+            message_program,
+            uses_old_self,
+        });
+    }
+    if !compiled.is_empty() {
+        out.by_node.insert(spath.to_string(), compiled);
+    }
+    for (k, p) in &n.properties {
+        walk(
+            p,
+            &format!("{spath}/p/{k}"),
+            &crate::key(&child(path, "properties"), k),
+            out,
+            errs,
+        );
+    }
+    if let Some(a) = n.additional_schema() {
+        walk(
+            a,
+            &format!("{spath}/a"),
+            &child(path, "additionalProperties"),
+            out,
+            errs,
+        );
+    }
+    if let Some(it) = &n.items {
+        walk(it, &format!("{spath}/i"), &child(path, "items"), out, errs);
+    }
+}
+
+/// JSON → CEL: integers are int, other numbers double, objects maps with string keys.
+pub(crate) fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Int(i),
+            None => match n.as_u64() {
+                Some(u) => cel::Value::UInt(u),
+                None => cel::Value::Float(n.as_f64().unwrap_or(0.0)),
+            },
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => {
+            let map: std::collections::HashMap<cel::objects::Key, cel::Value> = m
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+    }
+}
+
+fn from_cel(v: &cel::Value) -> Value {
+    match v {
+        cel::Value::Int(i) => Value::from(*i),
+        cel::Value::UInt(u) => Value::from(*u),
+        cel::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        cel::Value::String(s) => Value::String(s.to_string()),
+        cel::Value::Bool(b) => Value::Bool(*b),
+        _ => Value::Null,
+    }
+}
+
+/// The schema path key the walk above uses for a node reached by `steps`.
+pub(crate) fn node_key(parent: &str, step: Step<'_>) -> String {
+    match step {
+        Step::Prop(k) => format!("{parent}/p/{k}"),
+        Step::Additional => format!("{parent}/a"),
+        Step::Items => format!("{parent}/i"),
+    }
+}
+
+pub(crate) enum Step<'a> {
+    Prop(&'a str),
+    Additional,
+    Items,
+}
