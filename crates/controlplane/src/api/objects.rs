@@ -555,6 +555,24 @@ impl Core {
         Ok(())
     }
 
+    /// No custom resource is created while its CRD is being deleted.
+    fn check_crd_not_terminating(&self, rd: &ResourceDef, c: &registry::CustomDef) -> ApiResult<()> {
+        let crds = registry::find("apiextensions.k8s.io", "v1", "customresourcedefinitions");
+        let terminating = crds
+            .and_then(|crds| self.store.get(&crds.key(None, &c.crd_name)))
+            .is_some_and(|crd| crd.object.pointer("/metadata/deletionTimestamp").is_some());
+        if !terminating {
+            return Ok(());
+        }
+        let mut e = ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating",
+        );
+        e.details = Some(json!({"group": rd.group, "kind": rd.plural}));
+        Err(e)
+    }
+
     /// Sets apiVersion/kind, checks the body's namespace against the URL's.
     fn prepare_body(rd: &ResourceDef, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
         if !obj.is_object() {
@@ -651,6 +669,9 @@ impl Core {
             // namespaces are cluster-scoped: nothing to check
         } else {
             self.check_namespace(rd, ns)?;
+        }
+        if let Some(c) = rd.custom {
+            self.check_crd_not_terminating(rd, c)?;
         }
         if meta_str(&obj, "name").is_empty() {
             let gen = meta_str(&obj, "generateName").to_string();

@@ -1,7 +1,7 @@
 //! create, update, patch, delete and deletecollection.
 
 use crate::api::auth::authz;
-use crate::api::error::ApiResult;
+use crate::api::error::{ApiError, ApiResult};
 use crate::api::objects::meta_str;
 use crate::api::patch::{apply_patch, PatchType};
 use crate::api::request::Call;
@@ -49,6 +49,10 @@ impl ApiServer {
     /// merge patch, or server-side apply.
     pub(crate) fn patch(&self, c: &Call) -> ApiResult<Response<Body>> {
         let ty = PatchType::from_content_type(&c.r.content_type)?;
+        if ty == PatchType::Strategic && c.t.rd.custom.is_some() {
+            // Custom resources have no patch strategy tags: upstream takes the other three.
+            return Err(ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"));
+        }
         c.authorize(None)?;
         let mut ctx = c.r.write_ctx();
         if ty == PatchType::Apply {

@@ -1,0 +1,571 @@
+//! CustomResourceDefinitions through the real kubectl and kube-rs, as a user
+//! installing an operator would: the CronTab example of the Kubernetes docs
+//! ("Extend the Kubernetes API with CustomResourceDefinitions",
+//! kubernetes/website, CC BY 4.0), with a second served version, status and
+//! scale subresources, printer columns and a category added as the docs'
+//! later sections do.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const CRONTAB_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames: [ct]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              cronSpec:
+                type: string
+                pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
+              image:
+                type: string
+              replicas:
+                type: integer
+                minimum: 1
+                maximum: 10
+                default: 1
+          status:
+            type: object
+            properties:
+              replicas:
+                type: integer
+              labelSelector:
+                type: string
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.labelSelector
+    additionalPrinterColumns:
+    - name: Spec
+      type: string
+      description: The cron spec defining the interval a CronJob is run
+      jsonPath: .spec.cronSpec
+    - name: Replicas
+      type: integer
+      description: The number of jobs launched by the CronJob
+      jsonPath: .spec.replicas
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+
+const CRONTAB: &str = r#"
+apiVersion: stable.example.com/v1
+kind: CronTab
+metadata:
+  name: my-new-cron-object
+  labels: {app: cron}
+spec:
+  cronSpec: "* * * * */5"
+  image: my-awesome-cron-image
+  replicas: 2
+"#;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn install_crontab(c: &Cluster) {
+    let out = c.apply_stdin(&["apply", "-f", "-"], CRONTAB_CRD).await;
+    assert!(out.contains("created"), "{out}");
+    c.ok_line("wait --for condition=established --timeout=10s crd/crontabs.stable.example.com")
+        .await;
+}
+
+#[tokio::test]
+async fn crontab_lifecycle_through_kubectl() {
+    let c = start().await;
+    install_crontab(&c).await;
+    // The CRD's conditions and accepted names, as the naming and establishing controllers set them.
+    let crd: Value = serde_json::from_str(
+        &c.ok_line("get crd crontabs.stable.example.com -o json")
+            .await,
+    )
+    .expect("json");
+    let conds = crd["status"]["conditions"].as_array().expect("conditions");
+    for (ty, reason) in [
+        ("NamesAccepted", "NoConflicts"),
+        ("Established", "InitialNamesAccepted"),
+    ] {
+        let cond = conds.iter().find(|c| c["type"] == ty).expect(ty);
+        assert_eq!(
+            (cond["status"].as_str(), cond["reason"].as_str()),
+            (Some("True"), Some(reason))
+        );
+    }
+    assert_eq!(crd["status"]["acceptedNames"]["shortNames"], json!(["ct"]));
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+    assert_eq!(crd["spec"]["names"]["listKind"], "CronTabList", "defaulted");
+    assert_eq!(crd["spec"]["conversion"]["strategy"], "None", "defaulted");
+
+    // Discovery: kubectl api-resources lists it with its short name, both versions are served.
+    let res = c
+        .ok_line("api-resources --api-group=stable.example.com")
+        .await;
+    assert!(
+        res.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["crontabs", "ct", "stable.example.com/v1", "true", "CronTab"]),
+        "{res}"
+    );
+    let versions = c.ok_line("api-versions").await;
+    assert!(versions.contains("stable.example.com/v1\n"), "{versions}");
+    assert!(
+        versions.contains("stable.example.com/v1beta1\n"),
+        "{versions}"
+    );
+
+    // Create; the printer columns; the `all` category; listing by label and in pages.
+    c.apply_stdin(&["apply", "-f", "-"], CRONTAB).await;
+    let table = c.ok_line("get ct").await;
+    let mut lines = table.lines();
+    assert_eq!(
+        lines
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "SPEC", "REPLICAS", "AGE"]),
+        "{table}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..7],
+        ["my-new-cron-object", "*", "*", "*", "*", "*/5", "2"],
+        "{table}"
+    );
+    let all = c.ok_line("get all -o name").await;
+    assert!(
+        all.contains("crontab.stable.example.com/my-new-cron-object"),
+        "{all}"
+    );
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        &CRONTAB
+            .replace("my-new-cron-object", "second")
+            .replace("app: cron", "app: other"),
+    )
+    .await;
+    let by_label = c.ok_line("get ct -l app=cron -o name").await;
+    assert_eq!(
+        by_label.trim(),
+        "crontab.stable.example.com/my-new-cron-object"
+    );
+    let paged = c.ok_line("get ct --chunk-size=1 -o name").await;
+    assert_eq!(paged.lines().count(), 2, "{paged}");
+
+    // The other served version: the same object, its apiVersion converted (strategy None).
+    let v1beta1 = c
+        .ok_line(
+            "get crontabs.v1beta1.stable.example.com my-new-cron-object -o jsonpath={.apiVersion}",
+        )
+        .await;
+    assert_eq!(v1beta1, "stable.example.com/v1beta1");
+    let listed = c
+        .ok_line("get crontabs.v1beta1.stable.example.com -o jsonpath={.items[*].apiVersion}")
+        .await;
+    assert_eq!(
+        listed,
+        "stable.example.com/v1beta1 stable.example.com/v1beta1"
+    );
+
+    // Scale subresource: kubectl scale writes .spec.replicas through the CRD's paths.
+    c.ok_line("scale ct my-new-cron-object --replicas=5").await;
+    let replicas = c
+        .ok_line("get ct my-new-cron-object -o jsonpath={.spec.replicas}")
+        .await;
+    assert_eq!(replicas, "5");
+    let scale: Value = serde_json::from_str(
+        &c.ok_line("get --raw /apis/stable.example.com/v1/namespaces/default/crontabs/my-new-cron-object/scale")
+            .await,
+    )
+    .expect("scale json");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 5);
+
+    // Status subresource: status writes go through it only; a main update keeps the status.
+    c.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":3,"labelSelector":"app=cron"}}"#,
+    ])
+    .await;
+    c.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":99},"spec":{"image":"other"}}"#,
+    ])
+    .await;
+    let got: Value =
+        serde_json::from_str(&c.ok_line("get ct my-new-cron-object -o json").await).expect("json");
+    assert_eq!(
+        got["status"]["replicas"], 3,
+        "main resource updates ignore status"
+    );
+    assert_eq!(got["spec"]["image"], "other");
+    assert_eq!(
+        got["metadata"]["generation"], 3,
+        "two spec changes after create"
+    );
+    assert_eq!(scale_selector(&c).await, "app=cron");
+
+    // Strategic merge patch is refused for custom resources, as upstream; merge and JSON patch work.
+    let smp = c
+        .kubectl(&[
+            "patch",
+            "ct",
+            "my-new-cron-object",
+            "-p",
+            r#"{"spec":{"image":"x"}}"#,
+        ])
+        .await;
+    assert!(!smp.status.success());
+    assert!(
+        stderr(&smp).contains("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+        "{}",
+        stderr(&smp)
+    );
+    c.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/image","value":"json-patched"}]"#,
+    ])
+    .await;
+    // Server-side apply of a CR.
+    c.apply_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=ssa-test",
+            "-f",
+            "-",
+        ],
+        &CRONTAB.replace("my-new-cron-object", "applied"),
+    )
+    .await;
+    let managers = c
+        .ok_line("get ct applied -o jsonpath={.metadata.managedFields[*].manager}")
+        .await;
+    assert!(managers.contains("ssa-test"), "{managers}");
+
+    // Deleting the CRD deletes its objects, then the CRD; the resource is no longer served.
+    c.ok_line("delete crd crontabs.stable.example.com --timeout=20s")
+        .await;
+    let gone = c.kubectl(&["get", "crontabs.stable.example.com"]).await;
+    assert!(!gone.status.success(), "still served");
+    install_crontab(&c).await;
+    let after = c.ok_line("get ct -A -o name").await;
+    assert_eq!(after.trim(), "", "objects survived their CRD: {after}");
+}
+
+async fn scale_selector(c: &Cluster) -> String {
+    let scale: Value = serde_json::from_str(
+        &c.ok_line("get --raw /apis/stable.example.com/v1/namespaces/default/crontabs/my-new-cron-object/scale")
+            .await,
+    )
+    .expect("scale json");
+    scale["status"]["selector"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn custom_resources_are_owned_collected_and_finalized_like_built_ins() {
+    let c = start().await;
+    install_crontab(&c).await;
+    // Cluster-scoped CRD too.
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: clusterthings.stable.example.com}
+spec:
+  group: stable.example.com
+  scope: Cluster
+  names: {plural: clusterthings, kind: ClusterThing}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#,
+    )
+    .await;
+    c.ok_line(
+        "wait --for condition=established --timeout=10s crd/clusterthings.stable.example.com",
+    )
+    .await;
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: ClusterThing\nmetadata: {name: one}\nspec: {x: 1}\n",
+    )
+    .await;
+    let thing = c
+        .ok_line("get clusterthing one -o jsonpath={.metadata.namespace}")
+        .await;
+    assert_eq!(thing, "", "cluster-scoped");
+
+    // A ConfigMap owned by a CR is collected when the CR goes.
+    c.ok_line("create namespace crs").await;
+    c.apply_stdin(&["apply", "-n", "crs", "-f", "-"], CRONTAB)
+        .await;
+    let uid = c
+        .ok_line("get ct -n crs my-new-cron-object -o jsonpath={.metadata.uid}")
+        .await;
+    let owned = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "owned", "namespace": "crs", "ownerReferences": [{
+            "apiVersion": "stable.example.com/v1", "kind": "CronTab",
+            "name": "my-new-cron-object", "uid": uid}]},
+    });
+    c.apply_stdin(&["create", "-f", "-"], &owned.to_string())
+        .await;
+    c.ok_line("delete ct -n crs my-new-cron-object").await;
+    eventually(
+        "the owned ConfigMap collected",
+        Duration::from_secs(15),
+        || async {
+            let o = c.kubectl(&["get", "cm", "-n", "crs", "owned"]).await;
+            (!o.status.success()).then_some(())
+        },
+    )
+    .await;
+
+    // A CR with a finalizer holds its CRD in Terminating; no new objects meanwhile.
+    c.apply_stdin(
+        &["apply", "-n", "crs", "-f", "-"],
+        &CRONTAB.replace("  labels: {app: cron}", "  finalizers: [example.com/hold]"),
+    )
+    .await;
+    c.ok_line("delete crd crontabs.stable.example.com --wait=false")
+        .await;
+    eventually("CRD Terminating", Duration::from_secs(10), || async {
+        let t = c
+            .ok_line("get crd crontabs.stable.example.com -o jsonpath={.status.conditions[?(@.type==\"Terminating\")].status}")
+            .await;
+        (t == "True").then_some(())
+    })
+    .await;
+    let refused = c
+        .kubectl_stdin(
+            &["create", "-n", "crs", "-f", "-"],
+            Some(&CRONTAB.replace("my-new-cron-object", "late")),
+        )
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused)
+            .contains("create not allowed while custom resource definition is terminating"),
+        "{}",
+        stderr(&refused)
+    );
+    c.ok(&[
+        "patch",
+        "ct",
+        "-n",
+        "crs",
+        "my-new-cron-object",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .await;
+    eventually("CRD deleted", Duration::from_secs(15), || async {
+        let o = c
+            .kubectl(&["get", "crd", "crontabs.stable.example.com"])
+            .await;
+        (!o.status.success()).then_some(())
+    })
+    .await;
+
+    // Namespace deletion takes custom resources with it.
+    install_crontab(&c).await;
+    c.apply_stdin(&["apply", "-n", "crs", "-f", "-"], CRONTAB)
+        .await;
+    c.ok_line("delete namespace crs --timeout=30s").await;
+    let left = c.ok_line("get ct -A -o name").await;
+    assert_eq!(left.trim(), "", "{left}");
+}
+
+#[tokio::test]
+async fn conflicting_names_are_not_accepted() {
+    let c = start().await;
+    install_crontab(&c).await;
+    // Another CRD of the group claiming the short name `ct`.
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: crontables.stable.example.com}
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names: {plural: crontables, kind: CronTable, shortNames: [ct]}
+  versions:
+  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}
+"#,
+    )
+    .await;
+    eventually("NamesAccepted False", Duration::from_secs(10), || async {
+        let crd: Value = serde_json::from_str(
+            &c.ok_line("get crd crontables.stable.example.com -o json")
+                .await,
+        )
+        .ok()?;
+        let conds = crd["status"]["conditions"].as_array()?;
+        let names = conds.iter().find(|c| c["type"] == "NamesAccepted")?;
+        let est = conds.iter().find(|c| c["type"] == "Established")?;
+        (names["status"] == "False"
+            && names["reason"] == "ShortNamesConflict"
+            && names["message"] == "\"ct\" is already in use"
+            && est["status"] == "False")
+            .then_some(())
+    })
+    .await;
+    // Not served; the first CRD's short name still is.
+    let o = c.kubectl(&["get", "crontables.stable.example.com"]).await;
+    assert!(!o.status.success());
+    c.ok_line("get ct").await;
+}
+
+/// A controller written with kube-rs (its runtime's `Controller`, over dynamic
+/// objects of the CRD) reconciles CRs against the local control plane: each
+/// CronTab gets a ConfigMap it owns, and its status says so.
+#[tokio::test]
+async fn a_kube_rs_controller_reconciles_custom_resources() {
+    use futures_util::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    use kube::runtime::controller::{Action, Controller};
+    use kube::runtime::watcher;
+    use std::sync::Arc;
+
+    let c = start().await;
+    install_crontab(&c).await;
+    let client = c.admin().await;
+    let gvk = GroupVersionKind::gvk("stable.example.com", "v1", "CronTab");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "crontabs");
+    let crontabs: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(transparent)]
+    struct Error(#[from] kube::Error);
+
+    struct Ctx {
+        client: kube::Client,
+        ar: ApiResource,
+    }
+    async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+        let ns = obj.metadata.namespace.clone().unwrap_or_default();
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(ctx.client.clone(), &ns);
+        let cm = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-schedule"), "ownerReferences": [{
+                "apiVersion": "stable.example.com/v1", "kind": "CronTab", "name": name,
+                "uid": obj.metadata.uid, "controller": true}]},
+            "data": {"schedule": obj.data["spec"]["cronSpec"]},
+        });
+        let pp = PatchParams::apply("crontab-controller").force();
+        cms.patch(&format!("{name}-schedule"), &pp, &Patch::Apply(&cm))
+            .await?;
+        let crs: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ctx.ar);
+        let status = json!({"status": {"replicas": obj.data["spec"]["replicas"], "labelSelector": format!("crontab={name}")}});
+        crs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(Action::requeue(Duration::from_secs(300)))
+    }
+    fn error_policy(_: Arc<DynamicObject>, _: &Error, _: Arc<Ctx>) -> Action {
+        Action::requeue(Duration::from_millis(200))
+    }
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        ar: ar.clone(),
+    });
+    let controller = tokio::spawn(
+        Controller::new_with(crontabs, watcher::Config::default(), ar.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {}),
+    );
+    c.apply_stdin(&["apply", "-f", "-"], CRONTAB).await;
+    eventually(
+        "the controller's ConfigMap and status",
+        Duration::from_secs(20),
+        || async {
+            let data = c
+                .ok_line("get cm my-new-cron-object-schedule -o jsonpath={.data.schedule}")
+                .await;
+            let sel = scale_selector(&c).await;
+            (data == "* * * * */5" && sel == "crontab=my-new-cron-object").then_some(())
+        },
+    )
+    .await;
+    // A change is seen through the watch and reconciled again.
+    c.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cronSpec":"*/10 * * * *"}}"#,
+    ])
+    .await;
+    eventually(
+        "the controller reconciles the change",
+        Duration::from_secs(20),
+        || async {
+            let data = c
+                .ok_line("get cm my-new-cron-object-schedule -o jsonpath={.data.schedule}")
+                .await;
+            (data == "*/10 * * * *").then_some(())
+        },
+    )
+    .await;
+    controller.abort();
+}
