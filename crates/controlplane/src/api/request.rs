@@ -102,6 +102,7 @@ impl Req {
                 _ => FieldValidation::Warn,
             },
             warnings: Vec::new(),
+            user: Some(self.user.clone()),
         }
     }
     pub fn list_options(&self) -> ApiResult<ListOptions> {
@@ -131,6 +132,7 @@ impl Req {
         if self.q("dryRun") == Some("All") {
             opts.dry_run = true;
         }
+        opts.user = Some(self.user.clone());
         Ok(opts)
     }
 }

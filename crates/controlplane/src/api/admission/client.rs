@@ -1,0 +1,355 @@
+//! Calling a webhook: where it is (`clientConfig.url`, or `clientConfig.service` resolved to a
+//! ready endpoint through its EndpointSlices), HTTPS verified against `caBundle` with the
+//! server name upstream uses (`<svc>.<ns>.svc` for a service), a POST bounded by
+//! `timeoutSeconds`, and failures worded as Go's HTTP client words them, since they reach the
+//! user inside `failed calling webhook "x": failed to call webhook: Post "…": …`.
+//!
+//! The object layer is synchronous, so calls run on a small runtime of their own and the
+//! writer waits for them (on a Tokio worker inside `block_in_place`, so the server's other
+//! tasks move on meanwhile).
+
+use crate::api::objects::Core;
+use crate::registry;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rand::seq::IndexedRandom;
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Where one webhook is reached.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The URL as the error messages show it (with `?timeout=Ns`, as client-go sends it).
+    pub url: String,
+    /// Host (name or address) and port to dial.
+    pub dial_host: String,
+    pub dial_port: u16,
+    /// TLS server name: the URL's host, or `<svc>.<ns>.svc`.
+    pub server_name: String,
+    /// `Host` header value.
+    pub authority: String,
+    pub path_and_query: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub timeout: Duration,
+}
+
+/// The webhook's `timeoutSeconds` (default 10, at most 30).
+pub(crate) fn timeout_of(hook: &Value) -> Duration {
+    let secs = hook
+        .get("timeoutSeconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .clamp(1, 30);
+    Duration::from_secs(secs)
+}
+
+/// Resolves a webhook's `clientConfig`. The error is the part after `failed to call webhook: `.
+pub(crate) fn target(core: &Core, hook: &Value) -> Result<Target, String> {
+    let cc = hook.get("clientConfig").cloned().unwrap_or(Value::Null);
+    let timeout = timeout_of(hook);
+    let query = format!("timeout={}s", timeout.as_secs());
+    let tls = tls_config(cc.get("caBundle").and_then(Value::as_str).unwrap_or(""))?;
+    if let Some(url) = cc.get("url").and_then(Value::as_str) {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let path = match uri.path() {
+            "" => "/",
+            p => p,
+        };
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        return Ok(Target {
+            url: format!("https://{authority}{path}?{query}"),
+            dial_host: host.clone(),
+            dial_port: port,
+            server_name: host,
+            authority,
+            path_and_query: format!("{path}?{query}"),
+            tls,
+            timeout,
+        });
+    }
+    let svc = cc.get("service").cloned().unwrap_or(Value::Null);
+    let s = |f: &str| svc.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    let (ns, name) = (s("namespace"), s("name"));
+    let port = svc.get("port").and_then(Value::as_u64).unwrap_or(443) as u16;
+    let path = match s("path") {
+        p if p.is_empty() => "/".to_string(),
+        p => p,
+    };
+    let host = format!("{name}.{ns}.svc");
+    let authority = format!("{host}:{port}");
+    let url = format!("https://{authority}{path}?{query}");
+    let (dial_host, dial_port) =
+        resolve_service(core, &ns, &name, port).map_err(|e| format!("Post {url:?}: {e}"))?;
+    Ok(Target {
+        url,
+        dial_host,
+        dial_port,
+        server_name: host,
+        authority,
+        path_and_query: format!("{path}?{query}"),
+        tls,
+        timeout,
+    })
+}
+
+/// A Service's port to a ready endpoint, as kube-apiserver's endpoint resolver
+/// (`--enable-aggregator-routing`) does. Upstream's default dials the ClusterIP; here the
+/// control plane runs on the host, where ClusterIPs are not routed (each node's service
+/// proxy translates them inside its own network namespace), so the endpoint is dialed.
+fn resolve_service(core: &Core, ns: &str, name: &str, port: u16) -> Result<(String, u16), String> {
+    let svc_rd = registry::find("", "v1", "services").ok_or("services are not served")?;
+    let svc = core
+        .get_stored(svc_rd, Some(ns), name)
+        .ok_or_else(|| format!("service \"{name}\" not found"))?;
+    let svc = &*svc.object;
+    if svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
+        let ext = svc
+            .pointer("/spec/externalName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Ok((ext.to_string(), port));
+    }
+    let sp = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
+        })
+        .ok_or_else(|| format!("no service port {port} found for service \"{name}\""))?;
+    let port_name = sp.get("name").and_then(Value::as_str).unwrap_or("");
+    let slices_rd = registry::find("discovery.k8s.io", "v1", "endpointslices")
+        .ok_or("endpointslices are not served")?;
+    let (slices, _) = core.store.list(&slices_rd.key_prefix(Some(ns)));
+    let mut ready = Vec::new();
+    for s in &slices {
+        let slice = &*s.object;
+        if slice.pointer("/metadata/labels/kubernetes.io~1service-name") != Some(&Value::from(name))
+        {
+            continue;
+        }
+        let Some(p) = slice
+            .get("ports")
+            .and_then(Value::as_array)
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
+            })
+            .and_then(|p| p.get("port").and_then(Value::as_u64))
+        else {
+            continue;
+        };
+        for ep in slice
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            // Ready unless said otherwise (EndpointSlice semantics).
+            if ep.pointer("/conditions/ready").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            if let Some(addr) = ep
+                .get("addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(Value::as_str)
+            {
+                ready.push((addr.to_string(), p as u16));
+            }
+        }
+    }
+    ready
+        .choose(&mut rand::rng())
+        .cloned()
+        .ok_or_else(|| format!("no endpoints available for service \"{name}\""))
+}
+
+/// TLS configs by CA bundle: building one parses the bundle, so they are kept.
+fn tls_config(ca_b64: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(ca_b64) {
+        return Ok(c.clone());
+    }
+    let pem = if ca_b64.is_empty() {
+        // No caBundle: the system's trust roots, as Go's TLS client would use.
+        std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default()
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(ca_b64.trim())
+            .map_err(|e| format!("invalid caBundle: {e}"))?
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem).flatten() {
+        let _ = roots.add(c);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let cfg = Arc::new(cfg);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 256 {
+        cache.clear();
+    }
+    cache.insert(ca_b64.to_string(), cfg.clone());
+    Ok(cfg)
+}
+
+/// Go's wording for a failed dial.
+fn dial_error(addr: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            format!("dial tcp {addr}: connect: connection refused")
+        }
+        std::io::ErrorKind::TimedOut => format!("dial tcp {addr}: i/o timeout"),
+        _ => {
+            let msg = e.to_string();
+            let msg = msg
+                .split(" (os error")
+                .next()
+                .unwrap_or(&msg)
+                .to_lowercase();
+            format!("dial tcp {addr}: connect: {msg}")
+        }
+    }
+}
+
+/// Go's wording for a failed handshake.
+fn tls_error(e: &std::io::Error) -> String {
+    let inner = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .cloned();
+    match inner {
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            let why = match c {
+                rustls::CertificateError::UnknownIssuer => {
+                    "x509: certificate signed by unknown authority".to_string()
+                }
+                rustls::CertificateError::Expired => {
+                    "x509: certificate has expired or is not yet valid".to_string()
+                }
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. } => {
+                    "x509: certificate is not valid for the requested name".to_string()
+                }
+                other => format!("x509: {other:?}"),
+            };
+            format!("tls: failed to verify certificate: {why}")
+        }
+        Some(other) => format!("remote error: tls: {other}"),
+        None => e.to_string(),
+    }
+}
+
+/// One POST of `body` to the target; the answer's body, or the error text (after
+/// `failed to call webhook: `).
+pub(crate) async fn post(t: Target, body: Bytes) -> Result<Bytes, String> {
+    let url = t.url.clone();
+    let exchange = async {
+        let addr = if t.dial_host.contains(':') {
+            format!("[{}]:{}", t.dial_host, t.dial_port)
+        } else {
+            format!("{}:{}", t.dial_host, t.dial_port)
+        };
+        let tcp = tokio::net::TcpStream::connect((t.dial_host.as_str(), t.dial_port))
+            .await
+            .map_err(|e| dial_error(&addr, &e))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(t.server_name.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| tls_error(&e))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::post(t.path_and_query.as_str())
+            .header(http::header::HOST, t.authority.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, */*")
+            .header(http::header::USER_AGENT, "kube-apiserver-admission")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, bytes))
+    };
+    match tokio::time::timeout(t.timeout, exchange).await {
+        Err(_) => Err(format!("Post {url:?}: context deadline exceeded")),
+        Ok(Err(e)) => Err(format!("Post {url:?}: {e}")),
+        Ok(Ok((status, bytes))) if status.is_success() => Ok(bytes),
+        // client-go's words for a non-2xx answer that is not a Status.
+        Ok(Ok((status, bytes))) => Err(match status.as_u16() {
+            404 => "the server could not find the requested resource".to_string(),
+            code => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text = text.trim();
+                if code >= 500 {
+                    format!(
+                        "an error on the server ({text:?}) has prevented the request from succeeding"
+                    )
+                } else {
+                    format!("the server rejected our request for an unknown reason ({text:?})")
+                }
+            }
+        }),
+    }
+}
+
+/// The runtime webhook calls run on.
+fn runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("admission-webhook")
+            .enable_all()
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Runs `f` on the webhook runtime and waits for it from synchronous code.
+pub(crate) fn wait<T: Send + 'static>(
+    f: impl Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    let rt = runtime().ok_or("the webhook client runtime could not start")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    let recv = move || rx.recv().map_err(|e| e.to_string());
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(recv)
+        }
+        _ => recv(),
+    }
+}
