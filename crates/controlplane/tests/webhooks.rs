@@ -292,14 +292,39 @@ async fn pods_are_mutated_and_rejected_by_webhooks() {
         pod_labels(&c, "wh", "p1").await.get("mutated-by"),
         Some(&json!("webhook"))
     );
+    // Pods the controllers create go through webhooks too, as their service accounts.
+    c.ok(&["create", "deployment", "web", "-n", "wh", "--image=busybox"])
+        .await;
+    eventually(
+        "the deployment's pod mutated",
+        Duration::from_secs(30),
+        || async {
+            let out = c
+                .ok(&["get", "pods", "-n", "wh", "-l", "app=web", "-o", "json"])
+                .await;
+            let list: Value = serde_json::from_str(&out).ok()?;
+            let pod = list["items"].as_array()?.first()?.clone();
+            (labels(&pod).get("mutated-by") == Some(&json!("webhook"))).then_some(())
+        },
+    )
+    .await;
+    let by_rs = hooks
+        .requests("/mutate")
+        .into_iter()
+        .find(|r| r["name"].as_str().is_none_or(|n| n.starts_with("web-")))
+        .expect("the replicaset's pod");
+    assert_eq!(
+        by_rs["userInfo"]["username"],
+        "system:serviceaccount:kube-system:replicaset-controller"
+    );
+    c.ok(&["delete", "deployment", "web", "-n", "wh"]).await;
     // The namespaceSelector leaves other namespaces alone.
     c.ok(&["run", "p2", "-n", "plain", "--image=busybox"]).await;
     assert_eq!(pod_labels(&c, "plain", "p2").await.get("mutated-by"), None);
 
     // The AdmissionReview the mutating webhook received.
     let reqs = hooks.requests("/mutate");
-    assert_eq!(reqs.len(), 1, "{reqs:?}");
-    let r = &reqs[0];
+    let r = reqs.iter().find(|r| r["name"] == "p1").expect("p1 mutated");
     assert_eq!(
         r["kind"],
         json!({"group": "", "version": "v1", "kind": "Pod"})

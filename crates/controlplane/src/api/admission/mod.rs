@@ -229,6 +229,35 @@ fn at_version(rd: &ResourceDef, obj: &Value, version: &str) -> Value {
     o
 }
 
+/// Who an in-process writer is to a webhook: controllers as kube-controller-manager runs them
+/// (`--use-service-account-credentials`: each controller's service account), the scheduler,
+/// and the API server's own writes as its loopback identity.
+fn in_process_user(manager: &str) -> (String, Vec<String>) {
+    let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match manager {
+        "kube-apiserver" | "apiextensions-apiserver" => (
+            "system:apiserver".into(),
+            groups(&["system:authenticated", "system:masters"]),
+        ),
+        "kube-scheduler" | "default-scheduler" => (
+            "system:kube-scheduler".into(),
+            groups(&["system:authenticated"]),
+        ),
+        m if m.ends_with("-controller") => (
+            format!("system:serviceaccount:kube-system:{m}"),
+            groups(&[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated",
+            ]),
+        ),
+        _ => (
+            "system:kube-controller-manager".into(),
+            groups(&["system:authenticated"]),
+        ),
+    }
+}
+
 /// The AdmissionReview sent to a webhook, and its uid.
 fn review(
     hook: &Value,
@@ -241,11 +270,7 @@ fn review(
     let rd = req.rd;
     let (username, groups) = match &req.user {
         Some(u) => (u.name.clone(), u.groups.clone()),
-        // The controllers run in-process, as kube-controller-manager would connect.
-        None => (
-            "system:kube-controller-manager".to_string(),
-            vec!["system:authenticated".to_string()],
-        ),
+        None => in_process_user(&req.manager),
     };
     let mut options = json!({"kind": req.options_kind, "apiVersion": "meta.k8s.io/v1"});
     if req.op != Operation::Delete && !req.manager.is_empty() && req.manager != "__apply__" {
