@@ -204,6 +204,8 @@ impl ControlPlane {
             "pki/admin.key",
             "pki/sa.key",
             "pki/apiserver-kubelet-client.key",
+            "pki/front-proxy-ca.key",
+            "pki/front-proxy-client.key",
             "tokens.json",
         ] {
             let p = self.data_dir.join(f);
@@ -281,6 +283,8 @@ impl ControlPlane {
             duration: self.csr_signing_duration,
             rbac: rbac.clone(),
         }));
+        let aggregator = Arc::new(api::aggregator::Aggregator::new(&pki));
+        settings.aggregator = Some(aggregator.clone());
         let server = Arc::new(ApiServer {
             core: core.clone(),
             tokens: tokens.clone(),
@@ -289,6 +293,7 @@ impl ControlPlane {
             kubelet_tls,
             ready: Default::default(),
             rbac,
+            aggregator,
         });
         let kubeconfig_path = self.data_dir.join("admin.kubeconfig");
         let kc = pki::kubeconfig(
@@ -308,6 +313,7 @@ impl ControlPlane {
             .unwrap_or(addr);
         bootstrap(&core, addr, advertise);
         api::auth::bootstrap::reconcile(&core);
+        controllers::apiservice::register_local(&core);
         // Before start() returns, so clients find it at once.
         controllers::ensure_kube_dns(&core, &settings);
         let (stop_tx, stop_rx) = watch::channel(false);

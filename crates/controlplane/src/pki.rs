@@ -59,7 +59,17 @@ pub struct Pki {
     /// group; RBAC's `kube-apiserver-kubelet-api-admin` binding gives it
     /// `system:kubelet-api-admin`, not `system:masters`.
     pub kubelet_client: CertPair,
+    /// The front-proxy CA (kubeadm's `front-proxy-ca`), separate from the cluster CA:
+    /// aggregated API servers trust requests carrying `X-Remote-*` headers only from a client
+    /// certificate it signed (`requestheader-client-ca-file`).
+    pub front_proxy_ca: CertPair,
+    /// The aggregator's client identity towards aggregated API servers: CN
+    /// `front-proxy-client` (`requestheader-allowed-names`), signed by [`Pki::front_proxy_ca`].
+    pub front_proxy_client: CertPair,
 }
+
+/// The common name of [`Pki::front_proxy_client`].
+pub const FRONT_PROXY_CLIENT_USER: &str = "front-proxy-client";
 
 /// The user name of [`Pki::kubelet_client`].
 pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
@@ -168,6 +178,47 @@ fn client_params(user: &str, groups: &[&str]) -> Result<CertificateParams> {
     Ok(params)
 }
 
+/// A certificate and fresh key for `params`, signed by `ca`.
+fn sign_with(ca: &CertPair, params: CertificateParams, what: &str) -> Result<CertPair> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(gen_err("CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(gen_err("CA"))?;
+    let key = KeyPair::generate().map_err(gen_err(what))?;
+    let cert = params.signed_by(&key, &issuer).map_err(gen_err(what))?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The self-signed CA kept in `crt`/`key` (CN `cn`): loaded when both exist, else made and
+/// written (key 0600).
+fn stored_ca(crt: &Path, key_path: &Path, cn: &str) -> Result<CertPair> {
+    if crt.exists() && key_path.exists() {
+        return Ok(CertPair {
+            cert_pem: read(crt)?,
+            key_pem: read_private(key_path)?,
+        });
+    }
+    let key = KeyPair::generate().map_err(gen_err("CA key"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+    let cert = params.self_signed(&key).map_err(gen_err("CA"))?;
+    let pair = CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    };
+    write_file(key_path, &pair.key_pem, 0o600)?;
+    write_file(crt, &pair.cert_pem, 0o600)?;
+    Ok(pair)
+}
+
 impl Pki {
     /// Loads the PKI from `data_dir/pki`, generating any missing part. The
     /// serving certificate is regenerated if it lacks one of `binds` in its SANs.
@@ -177,33 +228,7 @@ impl Pki {
         private_dir(&dir)?;
         let ca_crt = dir.join("ca.crt");
         let ca_key = dir.join("ca.key");
-        let ca = if ca_crt.exists() && ca_key.exists() {
-            CertPair {
-                cert_pem: read(&ca_crt)?,
-                key_pem: read_private(&ca_key)?,
-            }
-        } else {
-            let key = KeyPair::generate().map_err(gen_err("CA key"))?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "rktup-ca");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            params.not_after = rcgen::date_time_ymd(2099, 1, 1);
-            let cert = params.self_signed(&key).map_err(gen_err("CA"))?;
-            let pair = CertPair {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            };
-            write_file(&ca_key, &pair.key_pem, 0o600)?;
-            write_file(&ca_crt, &pair.cert_pem, 0o600)?;
-            pair
-        };
+        let ca = stored_ca(&ca_crt, &ca_key, "rktup-ca")?;
         let mut pki = Pki {
             dir: dir.clone(),
             serving: CertPair {
@@ -215,6 +240,15 @@ impl Pki {
                 key_pem: String::new(),
             },
             kubelet_client: CertPair {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+            front_proxy_ca: stored_ca(
+                &dir.join("front-proxy-ca.crt"),
+                &dir.join("front-proxy-ca.key"),
+                "front-proxy-ca",
+            )?,
+            front_proxy_client: CertPair {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             },
@@ -283,6 +317,22 @@ impl Pki {
 
         pki.kubelet_client =
             pki.stored_client(&dir, "apiserver-kubelet-client", KUBELET_CLIENT_USER, &[])?;
+        let (fp_crt, fp_key) = (
+            dir.join("front-proxy-client.crt"),
+            dir.join("front-proxy-client.key"),
+        );
+        pki.front_proxy_client = if fp_crt.exists() && fp_key.exists() {
+            CertPair {
+                cert_pem: read(&fp_crt)?,
+                key_pem: read_private(&fp_key)?,
+            }
+        } else {
+            let params = client_params(FRONT_PROXY_CLIENT_USER, &[])?;
+            let pair = sign_with(&pki.front_proxy_ca, params, FRONT_PROXY_CLIENT_USER)?;
+            write_file(&fp_key, &pair.key_pem, 0o600)?;
+            write_file(&fp_crt, &pair.cert_pem, 0o600)?;
+            pair
+        };
         Ok(pki)
     }
 
@@ -310,14 +360,7 @@ impl Pki {
     }
 
     fn sign(&self, params: CertificateParams, what: &str) -> Result<CertPair> {
-        let ca_key = KeyPair::from_pem(&self.ca.key_pem).map_err(gen_err("CA key"))?;
-        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key).map_err(gen_err("CA"))?;
-        let key = KeyPair::generate().map_err(gen_err(what))?;
-        let cert = params.signed_by(&key, &issuer).map_err(gen_err(what))?;
-        Ok(CertPair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        sign_with(&self.ca, params, what)
     }
 
     /// Issues a client certificate for `user` in `groups`, signed by the CA.

@@ -398,6 +398,8 @@ pub fn validate_with_old(rd: &ResourceDef, obj: &Value, old: Option<&Value>) -> 
         ("", "Namespace" | "Service") => dns1123_label(name),
         // RBAC names are path segments (ValidateRBACName): `system:node` is valid.
         ("rbac.authorization.k8s.io", _) => path_segment_name(name),
+        // So are APIServices' (ValidateAPIService): the core group's is `v1.`.
+        ("apiregistration.k8s.io", "APIService") => path_segment_name(name),
         _ => dns1123_subdomain(name),
     };
     if let Some(msg) = name_check {

@@ -707,6 +707,7 @@ mod tests {
             server_address: "127.0.0.1:1".into(),
             kubelet_tls: super::insecure_no_client_auth(),
             ready: Default::default(),
+            aggregator: Default::default(),
         });
         let admin = User {
             name: "admin".into(),

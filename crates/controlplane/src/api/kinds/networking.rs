@@ -533,11 +533,8 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
                 .pointer("/spec/version")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let want = if group.is_empty() {
-                version.to_string()
-            } else {
-                format!("{version}.{group}")
-            };
+            // Also for the core group: `v1.` (upstream's requiredName).
+            let want = format!("{version}.{group}");
             if name != want {
                 invalid(
                     causes,
