@@ -210,21 +210,40 @@ pub struct ContainerStats {
     pub swap: Option<SwapStats>,
 }
 
-/// The previous CPU sample of each node, pod and container (by key): usageNanoCores is the
-/// rate since then, as kubelet derives it from its cached sample. Keys not seen in a summary
-/// are dropped by it, so the map holds only what runs.
-static CPU_SAMPLES: Mutex<BTreeMap<String, (u64, i64)>> = Mutex::new(BTreeMap::new());
+/// Recent CPU samples (cpu ns, at ns; oldest first) of each node, pod and container (by key):
+/// usageNanoCores is the rate since the newest sample at least [`RATE_WINDOW`] old, else since
+/// the oldest, as kubelet rates against cAdvisor's samples taken a housekeeping interval apart
+/// (two reads a few milliseconds apart would see the counter still). Keys not seen in a
+/// summary are dropped by it, so the map holds only what runs.
+static CPU_SAMPLES: Mutex<BTreeMap<String, Vec<(u64, i64)>>> = Mutex::new(BTreeMap::new());
 
-/// The rate between the cached sample of `key` and this one (None the first time, or when the
-/// counter went back: a restarted container), nanoseconds of CPU per second.
+const RATE_WINDOW: i64 = 1_000_000_000;
+
+/// The rate (nanoseconds of CPU per second) of `key` from this sample; None the first time,
+/// or when the counter went back (a restarted container).
 fn nano_cores(seen: &mut Vec<String>, key: String, cpu_ns: u64, at_ns: i64) -> Option<u64> {
     let mut samples = CPU_SAMPLES.lock().ok()?;
-    let prev = samples.insert(key.clone(), (cpu_ns, at_ns));
+    let v = samples.entry(key.clone()).or_default();
     seen.push(key);
-    let (prev_cpu, prev_at) = prev?;
-    let dt = at_ns.checked_sub(prev_at).filter(|d| *d > 0)? as u128;
-    let used = cpu_ns.checked_sub(prev_cpu)? as u128;
-    u64::try_from(used * 1_000_000_000 / dt).ok()
+    // A counter that went back starts over.
+    if v.last().is_some_and(|(c, t)| *c > cpu_ns || *t >= at_ns) {
+        v.clear();
+    }
+    let base = v
+        .iter()
+        .rposition(|(_, t)| at_ns - t >= RATE_WINDOW)
+        .unwrap_or(0);
+    v.drain(..base);
+    let rate = v.first().and_then(|(c, t)| {
+        let dt = (at_ns - t) as u128;
+        u64::try_from((cpu_ns - c) as u128 * 1_000_000_000 / dt).ok()
+    });
+    v.push((cpu_ns, at_ns));
+    // Many reads within the window: keep the base and the newest few.
+    if v.len() > 32 {
+        v.remove(1);
+    }
+    rate
 }
 
 fn now_ns() -> i64 {
@@ -625,20 +644,23 @@ mod tests {
     }
 
     #[test]
-    fn nano_cores_are_the_rate_since_the_previous_sample() {
+    fn nano_cores_are_the_rate_over_at_least_a_second_when_there_is_one() {
         let mut seen = vec![];
         let key = format!("test-{}", std::process::id());
-        assert_eq!(
-            nano_cores(&mut seen, key.clone(), 1_000, 1_000_000_000),
-            None
-        );
+        let s = |seen: &mut Vec<String>, cpu: u64, at_ms: i64| {
+            nano_cores(seen, key.clone(), cpu, at_ms * 1_000_000)
+        };
+        assert_eq!(s(&mut seen, 1_000, 1_000), None);
         // Half a core over two seconds.
-        assert_eq!(
-            nano_cores(&mut seen, key.clone(), 1_000_001_000, 3_000_000_000),
-            Some(500_000_000)
-        );
+        assert_eq!(s(&mut seen, 1_000_001_000, 3_000), Some(500_000_000));
+        // 10 ms later: against the first sample, 2.01 s before, not the one 10 ms before.
+        assert_eq!(s(&mut seen, 1_010_001_000, 3_010), Some(502_487_562));
+        // 1.5 s after that: against the newest at least a second old (3.010 s).
+        assert_eq!(s(&mut seen, 1_760_001_000, 4_510), Some(500_000_000));
         // A counter that went back (a new container) has no rate.
-        assert_eq!(nano_cores(&mut seen, key, 5, 4_000_000_000), None);
+        assert_eq!(s(&mut seen, 5, 5_000), None);
+        assert_eq!(s(&mut seen, 250_000_005, 5_500), Some(500_000_000));
+        assert!(CPU_SAMPLES.lock().unwrap()[&key].len() <= 2);
     }
 
     #[test]
