@@ -35,6 +35,9 @@ spec:
         properties:
           spec:
             type: object
+            x-kubernetes-validations:
+            - rule: "!has(self.image) || self.image != 'forbidden'"
+              message: image must not be forbidden
             properties:
               cronSpec:
                 type: string
@@ -299,6 +302,115 @@ async fn crontab_lifecycle_through_kubectl() {
     install_crontab(&c).await;
     let after = c.ok_line("get ct -A -o name").await;
     assert_eq!(after.trim(), "", "objects survived their CRD: {after}");
+}
+
+/// Structural schema at work: unknown fields pruned (with kubectl's warning), defaults set,
+/// types/ranges/patterns and CEL rules enforced with kube-apiserver's messages; CRDs that
+/// upstream refuses are refused.
+#[tokio::test]
+async fn schemas_prune_default_and_validate() {
+    let c = start().await;
+    install_crontab(&c).await;
+    let out = c
+        .kubectl_stdin(
+            &["apply", "--validate=warn", "-f", "-"],
+            Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: pruned}\nspec: {cronSpec: \"* * * * */5\", image: i, foo: bar}\nextra: 1\n"),
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown field \"spec.foo\""),
+        "{}",
+        stderr(&out)
+    );
+    let got: Value = serde_json::from_str(&c.ok_line("get ct pruned -o json").await).expect("json");
+    assert!(got["spec"].get("foo").is_none(), "pruned: {got}");
+    assert!(got.get("extra").is_none(), "pruned: {got}");
+    assert_eq!(got["spec"]["replicas"], 1, "defaulted");
+    // Strict field validation (kubectl's default) refuses instead.
+    let strict = c
+        .kubectl_stdin(
+            &["create", "--validate=strict", "-f", "-"],
+            Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: strict}\nspec: {foo: bar}\n"),
+        )
+        .await;
+    assert!(!strict.status.success());
+    assert!(
+        stderr(&strict).contains("unknown field \"spec.foo\""),
+        "{}",
+        stderr(&strict)
+    );
+
+    for (spec, want) in [
+        (
+            r#"{"replicas": "two"}"#,
+            r#"The CronTab "bad" is invalid: spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#,
+        ),
+        (
+            r#"{"replicas": 20}"#,
+            r#"The CronTab "bad" is invalid: spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10"#,
+        ),
+        (
+            r#"{"cronSpec": "every minute"}"#,
+            r#"spec.cronSpec: Invalid value: "every minute": spec.cronSpec in body should match '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'"#,
+        ),
+        (
+            r#"{"image": "forbidden"}"#,
+            r#"The CronTab "bad" is invalid: spec: Invalid value: "object": image must not be forbidden"#,
+        ),
+    ] {
+        let cr = format!(
+            r#"{{"apiVersion":"stable.example.com/v1","kind":"CronTab","metadata":{{"name":"bad"}},"spec":{spec}}}"#
+        );
+        let out = c.kubectl_stdin(&["create", "-f", "-"], Some(&cr)).await;
+        assert!(!out.status.success(), "{spec} accepted");
+        assert!(
+            stderr(&out).contains(want),
+            "{spec}:\n{}\nwanted: {want}",
+            stderr(&out)
+        );
+    }
+
+    // CRDs upstream refuses.
+    let two_storage = CRONTAB_CRD
+        .replace("crontabs.stable.example.com", "crontabs.two.example.com")
+        .replace("group: stable.example.com", "group: two.example.com")
+        .replace("    storage: false", "    storage: true");
+    let out = c
+        .kubectl_stdin(&["create", "-f", "-"], Some(&two_storage))
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("must have exactly one version marked as storage version"),
+        "{}",
+        stderr(&out)
+    );
+    let bad_name = CRONTAB_CRD.replace(
+        "name: crontabs.stable.example.com",
+        "name: crontab.stable.example.com",
+    );
+    let out = c
+        .kubectl_stdin(&["create", "-f", "-"], Some(&bad_name))
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"metadata.name: Invalid value: "crontab.stable.example.com": must be spec.names.plural+"."+spec.group"#),
+        "{}",
+        stderr(&out)
+    );
+    let webhook = CRONTAB_CRD
+        .replace("crontabs.stable.example.com", "crontabs.hook.example.com")
+        .replace("group: stable.example.com", "group: hook.example.com")
+        .replace("  scope: Namespaced\n", "  scope: Namespaced\n  conversion:\n    strategy: Webhook\n    webhook:\n      conversionReviewVersions: [v1]\n      clientConfig: {url: \"https://conv.example.com/convert\"}\n");
+    let out = c
+        .kubectl_stdin(&["create", "-f", "-"], Some(&webhook))
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("conversion webhooks are not supported by rktup yet"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 async fn scale_selector(c: &Cluster) -> String {

@@ -4,7 +4,7 @@
 //! (`rktup-apiextensions`), and the scale subresource read and written
 //! through the CRD's paths.
 
-use super::error::{ApiError, ApiResult, Cause};
+use super::error::{cause, ApiError, ApiResult, Cause};
 use crate::registry::{CustomDef, ResourceDef};
 use serde_json::{json, Value};
 
@@ -42,19 +42,28 @@ pub(crate) fn normalize(
         }
         out["metadata"] = back;
     }
-    let _ = c; // STRUCTURAL: prune
+    if let (Some(s), false) = (&c.structural, c.preserve_unknown_fields) {
+        unknown.extend(s.prune(&mut out));
+    }
     Ok((out, unknown))
 }
 
 /// The schema's defaults.
 pub(crate) fn apply_defaults(c: &CustomDef, obj: &mut Value) {
-    let _ = (c, obj); // STRUCTURAL: defaults
+    if let Some(s) = &c.structural {
+        s.apply_defaults(obj);
+    }
 }
 
 /// The schema's validation (with `old` for transition rules), as causes.
 pub(crate) fn validate(c: &CustomDef, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let _ = (c, obj, old); // STRUCTURAL: validate
-    Vec::new()
+    let Some(s) = &c.structural else {
+        return Vec::new();
+    };
+    s.validate(obj, old)
+        .into_iter()
+        .map(|e| cause(e.reason, &e.field, e.message))
+        .collect()
 }
 
 /// A value at a CRD's JSON path (`.spec.replicas`).
@@ -125,14 +134,17 @@ pub(crate) fn set_replicas(rd: &ResourceDef, obj: &mut Value, replicas: i64) -> 
 
 /// The printer columns of a custom resource: `additionalPrinterColumns`, or
 /// `Age` when the CRD has none (apiextensions' table convertor).
-fn printer_columns(c: &CustomDef) -> Vec<Value> {
+fn printer_columns(c: &CustomDef) -> Vec<(Value, Option<rktup_apiextensions::JsonPath>)> {
     if c.printer_columns.is_empty() {
-        return vec![json!({
-            "name": "Age",
-            "type": "date",
-            "jsonPath": ".metadata.creationTimestamp",
-            "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
-        })];
+        return vec![(
+            json!({
+                "name": "Age",
+                "type": "date",
+                "jsonPath": ".metadata.creationTimestamp",
+                "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            }),
+            rktup_apiextensions::JsonPath::parse(".metadata.creationTimestamp").ok(),
+        )];
     }
     c.printer_columns.clone()
 }
@@ -146,7 +158,7 @@ pub(crate) fn table_columns(c: &CustomDef) -> Vec<Value> {
         "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
         "priority": 0,
     })];
-    for col in printer_columns(c) {
+    for (col, _) in printer_columns(c) {
         out.push(json!({
             "name": col["name"],
             "type": col["type"],
@@ -163,28 +175,15 @@ pub(crate) fn table_columns(c: &CustomDef) -> Vec<Value> {
 /// shows it); a missing value is null (`<none>`).
 pub(crate) fn table_cells(c: &CustomDef, obj: &Value) -> Vec<Value> {
     let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
-    for col in printer_columns(c) {
-        let path = col["jsonPath"].as_str().unwrap_or("");
-        let found = jsonpath_first(path, obj);
-        let cell = match (col["type"].as_str().unwrap_or("string"), found) {
-            (_, None) => Value::Null,
-            ("date", Some(Value::String(ts))) => {
-                json!(super::table::age_of(Some(ts.as_str())).replace("<unknown>", "<invalid>"))
+    for (col, path) in printer_columns(c) {
+        let ty = col["type"].as_str().unwrap_or("string");
+        let cell = path.map_or(Value::Null, |p| p.cell(ty, obj));
+        cells.push(match (ty, cell) {
+            ("date", Value::String(ts)) if ts != "<invalid>" => {
+                json!(super::table::age_of(Some(ts.as_str())))
             }
-            ("string", Some(Value::String(s))) => json!(s),
-            ("string", Some(v)) => json!(v.to_string()),
-            ("integer", Some(v)) => v.as_i64().map_or(Value::Null, |n| json!(n)),
-            ("number", Some(v)) => v.as_f64().map_or(Value::Null, |n| json!(n)),
-            ("boolean", Some(v)) => v.as_bool().map_or(Value::Null, |b| json!(b)),
-            (_, Some(v)) => v,
-        };
-        cells.push(cell);
+            (_, cell) => cell,
+        });
     }
     cells
-}
-
-/// The first value a printer column's JSONPath finds.
-fn jsonpath_first(path: &str, obj: &Value) -> Option<Value> {
-    // JSONPATH: the crate's evaluator; dotted paths until it lands.
-    at(obj, path).cloned()
 }

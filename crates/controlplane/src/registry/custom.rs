@@ -24,12 +24,15 @@ pub struct CustomDef {
     pub storage_version: String,
     /// This version's `schema.openAPIV3Schema`.
     pub schema: Option<Value>,
+    /// This version's structural schema (pruning, defaults, validation); none
+    /// when the CRD has none (stored before validation refused that).
+    pub structural: Option<rktup_apiextensions::Structural>,
     /// `spec.preserveUnknownFields` (v1 CRDs: false).
     pub preserve_unknown_fields: bool,
     /// The scale subresource's paths, if it has one.
     pub scale: Option<ScalePaths>,
-    /// `additionalPrinterColumns` of this version.
-    pub printer_columns: Vec<Value>,
+    /// `additionalPrinterColumns` of this version, their JSONPaths parsed.
+    pub printer_columns: Vec<(Value, Option<rktup_apiextensions::JsonPath>)>,
     /// `spec.names.listKind`.
     pub list_kind: String,
 }
@@ -188,17 +191,26 @@ fn build(spec: &Value, v: &Value, version: &str, crd_name: String, storage: Stri
         subresources.push("scale");
     }
     let schema = v.pointer("/schema/openAPIV3Schema").cloned();
+    let structural = schema
+        .as_ref()
+        .and_then(|s| rktup_apiextensions::Structural::from_schema(s).ok());
     let custom = CustomDef {
         crd_name,
         storage_version: storage,
         schema,
+        structural,
         preserve_unknown_fields: spec.get("preserveUnknownFields").and_then(Value::as_bool)
             == Some(true),
         scale,
         printer_columns: v["additionalPrinterColumns"]
             .as_array()
-            .cloned()
-            .unwrap_or_default(),
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let path = c["jsonPath"].as_str().unwrap_or("");
+                (c.clone(), rktup_apiextensions::JsonPath::parse(path).ok())
+            })
+            .collect(),
         list_kind,
     };
     let singular = match s("singular") {

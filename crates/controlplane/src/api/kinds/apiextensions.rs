@@ -77,13 +77,29 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
     if !is_crd(rd) {
         return;
     }
-    let _ = obj; // VALIDATE_CRD
-    let _ = causes;
+    push(rktup_apiextensions::validate_crd(obj, None), causes);
+}
+
+fn push(errors: Vec<rktup_apiextensions::FieldError>, causes: &mut Vec<Cause>) {
+    causes.extend(
+        errors
+            .into_iter()
+            .map(|e| super::super::error::cause(e.reason, &e.field, e.message)),
+    );
 }
 
 pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     if !is_crd(rd) {
         return;
     }
-    let _ = (old, new, causes); // VALIDATE_CRD
+    // Only the update rules: the whole-object ones run in `validate` on update too.
+    let base: Vec<(String, String)> = rktup_apiextensions::validate_crd(new, None)
+        .into_iter()
+        .map(|e| (e.field, e.message))
+        .collect();
+    let update_only = rktup_apiextensions::validate_crd(new, Some(old))
+        .into_iter()
+        .filter(|e| !base.contains(&(e.field.clone(), e.message.clone())))
+        .collect();
+    push(update_only, causes);
 }
