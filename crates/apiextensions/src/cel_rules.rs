@@ -94,12 +94,11 @@ fn unsupported_function(p: &cel::Program) -> Option<String> {
         .functions()
         .into_iter()
         .find(|f| {
-            !(f.starts_with('_')
+            let operator = f.starts_with('_')
                 || f.starts_with('@')
                 || f.starts_with("!_")
-                || f.starts_with("-_")
-                || f.starts_with("math."))
-                && !known.contains(f)
+                || f.starts_with("-_");
+            !operator && !f.starts_with("math.") && !known.contains(f)
         })
         .map(str::to_string)
 }

@@ -717,18 +717,19 @@ fn openapi_checks(s: &Value, path: &str, ctx: Ctx, errs: &mut Vec<FieldError>) {
                         ));
                     }
                 }
-                "object" => {
-                    if is.get("x-kubernetes-map-type").and_then(Value::as_str) != Some("atomic") {
-                        let shown = is
-                            .get("x-kubernetes-list-type")
-                            .cloned()
-                            .unwrap_or(Value::Null);
-                        errs.push(FieldError::invalid(
-                            child(&child(path, "items"), "x-kubernetes-map-type"),
-                            shown,
-                            "must be atomic as item of a list with x-kubernetes-list-type=set",
-                        ));
-                    }
+                "object"
+                    if is.get("x-kubernetes-map-type").and_then(Value::as_str)
+                        != Some("atomic") =>
+                {
+                    let shown = is
+                        .get("x-kubernetes-list-type")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    errs.push(FieldError::invalid(
+                        child(&child(path, "items"), "x-kubernetes-map-type"),
+                        shown,
+                        "must be atomic as item of a list with x-kubernetes-list-type=set",
+                    ));
                 }
                 _ => {}
             }

@@ -143,10 +143,9 @@ fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
         } else {
             ""
         };
-        let skip = !(types.contains(&"number") || types.contains(&"integer"))
-            && !fmt.is_empty()
-            && string_or_slice;
-        if !skip && !(types.contains(&got) || is_float_int || is_int_float) {
+        let numeric = types.contains(&"number") || types.contains(&"integer");
+        let skip = !numeric && !fmt.is_empty() && string_or_slice;
+        if !(skip || types.contains(&got) || is_float_int || is_int_float) {
             errs.push(invalid_type(path, &types.join(","), got));
         }
     }
@@ -489,14 +488,12 @@ fn embedded(n: &Node, data: &Value, path: &str, root: bool, errs: &mut Vec<Field
                         ("apiVersion" | "kind", Value::String(s)) if s.is_empty() => {
                             errs.push(FieldError::invalid_str(p, s, "must not be empty"))
                         }
-                        ("apiVersion", Value::String(s)) => {
-                            if s.split('/').count() > 2 {
-                                errs.push(FieldError::invalid_str(
-                                    p,
-                                    s,
-                                    &format!("unexpected GroupVersion string: {s}"),
-                                ));
-                            }
+                        ("apiVersion", Value::String(s)) if s.split('/').count() > 2 => {
+                            errs.push(FieldError::invalid_str(
+                                p,
+                                s,
+                                &format!("unexpected GroupVersion string: {s}"),
+                            ));
                         }
                         ("kind", Value::String(s)) => {
                             let e = crate::names::dns1035_label(&s.to_lowercase());
@@ -511,7 +508,7 @@ fn embedded(n: &Node, data: &Value, path: &str, root: bool, errs: &mut Vec<Field
                                 ));
                             }
                         }
-                        ("apiVersion" | "kind", other) => {
+                        ("apiVersion" | "kind", other) if !other.is_string() => {
                             errs.push(FieldError::invalid(p, other.clone(), "must be a string"))
                         }
                         _ => {}
@@ -680,6 +677,8 @@ fn cel_walk(
             let old_items = old.and_then(Value::as_array);
             for (i, x) in items.iter().enumerate() {
                 let o = match (n.list_type.as_deref(), old_items) {
+                    // Set elements correlate with an equal old element.
+                    (Some("set"), Some(olds)) => olds.iter().find(|o| json_eq(o, x)),
                     (Some("map"), Some(olds)) => olds.iter().find(|o| {
                         n.list_map_keys
                             .iter()
