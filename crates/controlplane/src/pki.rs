@@ -571,7 +571,32 @@ mod tests {
         assert_eq!(first.admin.key_pem, again.admin.key_pem);
         assert_eq!(first.kubelet_client.cert_pem, again.kubelet_client.cert_pem);
         assert_ne!(first.admin.cert_pem, first.kubelet_client.cert_pem);
-        for name in ["admin", "apiserver-kubelet-client"] {
+        // The front proxy's CA and client identity are kept too, and the client is signed by
+        // the front-proxy CA, not the cluster CA (aggregated servers trust one, not the other).
+        assert_eq!(first.front_proxy_ca.cert_pem, again.front_proxy_ca.cert_pem);
+        assert_eq!(
+            first.front_proxy_client.cert_pem,
+            again.front_proxy_client.cert_pem
+        );
+        assert_ne!(first.front_proxy_ca.cert_pem, first.ca.cert_pem);
+        let issuer_of = |pem: &str| {
+            let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+            let c = p.parse_x509().expect("x509");
+            (c.issuer().to_string(), c.subject().to_string())
+        };
+        assert_eq!(
+            issuer_of(&first.front_proxy_client.cert_pem),
+            (
+                "CN=front-proxy-ca".to_string(),
+                "CN=front-proxy-client".to_string()
+            )
+        );
+        for name in [
+            "admin",
+            "apiserver-kubelet-client",
+            "front-proxy-ca",
+            "front-proxy-client",
+        ] {
             let crt = dir.path().join("pki").join(format!("{name}.crt"));
             assert!(crt.exists(), "{}", crt.display());
         }
