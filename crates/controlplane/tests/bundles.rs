@@ -141,24 +141,41 @@ async fn apply_bundle(name: &str, server_side: bool, kubectl: Option<&Path>) -> 
         "{name}: kubectl apply failed\n{}",
         text(&out)
     );
-    // Applying again is accepted and writes nothing: no object's resourceVersion moves (kubectl
-    // may still print "configured" where its three-way patch is not empty but changes nothing,
-    // e.g. `data: null` in a ConfigMap, as it does against kube-apiserver).
+    // Applying again is accepted and writes nothing (kubectl may still print "configured"
+    // where its three-way patch is not empty but changes nothing, e.g. `data: null` in a
+    // ConfigMap, as it does against kube-apiserver). Compared: each object but its status and
+    // resourceVersion, which controllers move meanwhile (a CRD's conditions, an APIService's
+    // availability); a write by the apply shows in what is left (its managedFields included).
     let versions = || async {
         let out = c
-            .kubectl_stdin(
-                &["get", "-f", "-", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}"],
-                Some(&manifest),
-            )
+            .kubectl_stdin(&["get", "-f", "-", "-o", "json"], Some(&manifest))
             .await;
         assert!(
             out.status.success(),
             "{name}: objects missing\n{}",
             text(&out)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
+        let list: Value = serde_json::from_slice(&out.stdout).expect("kubectl get -o json");
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        items
+            .into_iter()
+            .map(|mut o| {
+                let id = format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                );
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("status");
+                }
+                if let Some(meta) = o["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                    if let Some(Value::Array(mf)) = meta.get_mut("managedFields") {
+                        mf.retain(|f| f["subresource"] != "status");
+                    }
+                }
+                format!("{id}={o}")
+            })
             .collect::<BTreeSet<String>>()
     };
     let before = versions().await;
