@@ -389,9 +389,19 @@ fn resource_metrics_and_summary_from_the_pods_cgroups() {
         assert!(p.get("process_stats").is_none(), "{p}");
         assert!(ctr(&p, "hog")["memory"]["workingSetBytes"].as_u64() >= Some(FILL_MIB << 20));
 
-        // Another method: verb create on the subresource (allowed for this identity), then 405.
+        // Other methods, as kubelet routes them: the summary for GET and POST (verb create on
+        // the subresource, which this identity may), the metrics handler for any method.
+        let a = call(port, "POST", "/stats/summary", good).expect("post");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.body.contains("\"nodeName\""), "{}", a.body);
+        let a = call(port, "PUT", "/stats/summary", good).expect("put");
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (405, "405: Method Not Allowed")
+        );
         let a = call(port, "POST", "/metrics/resource", good).expect("post");
-        assert_eq!(a.status, 405, "{}", a.body);
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.body.ends_with("resource_scrape_error 0\n"), "{}", a.body);
 
         // Another identity of the cluster CA may not read this node's usage.
         let bad = Some((intruder.cert_pem.as_str(), intruder.key_pem.as_str()));

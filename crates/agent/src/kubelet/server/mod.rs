@@ -147,10 +147,7 @@ async fn handle<B: Send + 'static>(
     }
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let known = matches!(
-        segs.as_slice(),
-        ["healthz"] | ["containerLogs", _, _, _] | ["stats", "summary"] | ["metrics", "resource"]
-    );
+    let known = matches!(segs.as_slice(), ["healthz"] | ["containerLogs", _, _, _]);
     // Streaming endpoints take POST too: SPDY clients (kubectl before 1.30) post.
     let streaming = matches!(
         segs.as_slice(),
@@ -163,6 +160,10 @@ async fn handle<B: Send + 'static>(
     }
     match segs.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok"),
+        // kubelet routes the summary for GET and POST; its metrics handler takes any method.
+        ["stats", "summary"] if !matches!(*req.method(), Method::GET | Method::POST) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed")
+        }
         ["stats", "summary"] | ["metrics", "resource"] => {
             let only = stats::only_cpu_and_memory(req.uri().query());
             let metrics = segs[0] == "metrics";
