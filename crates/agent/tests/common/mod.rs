@@ -482,6 +482,7 @@ impl Node {
             "/sys/fs/cgroup/memory",
             "/sys/fs/cgroup/pids",
             "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/cpuacct",
             "/sys/fs/cgroup/devices",
             "/sys/fs/cgroup",
         ] {
@@ -505,6 +506,7 @@ impl Node {
                 "/sys/fs/cgroup/memory",
                 "/sys/fs/cgroup/pids",
                 "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/cpuacct",
                 "/sys/fs/cgroup/devices",
                 "/sys/fs/cgroup",
             ] {
