@@ -609,6 +609,23 @@ spec:
         got,
         "False MissingEndpoints: endpointslices for service/metrics-server in \"kube-system\" have no addresses with port name \"https\""
     );
+    // kubectl's columns (upstream's printer): the Service and `False (REASON)`.
+    let table = c.ok_line(&format!("get apiservice {APISERVICE}")).await;
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        row[..4],
+        [
+            APISERVICE,
+            "kube-system/metrics-server",
+            "False",
+            "(MissingEndpoints)"
+        ],
+        "{table}"
+    );
     // Ready, but nothing listens there.
     c.apply_stdin(&["replace", "-f", "-"], &slice_yaml(dead, true))
         .await;
@@ -634,7 +651,14 @@ spec:
         assert_eq!(check.user, "system:kube-aggregator");
         assert_eq!(check.groups, vec!["system:masters".to_string()]);
     }
-    c.ok_line(&format!("get apiservice {APISERVICE}")).await;
+    let table = c.ok_line(&format!("get apiservice {APISERVICE}")).await;
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().nth(2) == Some("True")),
+        "{table}"
+    );
 
     // Proxied as the caller, with the front proxy's certificate and headers only.
     let raw = c
