@@ -14,6 +14,7 @@ mod kinds;
 mod kubelet;
 pub mod objects;
 pub mod openapi;
+mod openapi_custom;
 pub mod openapi_v2;
 pub mod patch;
 pub mod protobuf;

@@ -4,12 +4,17 @@
 //! `x-kubernetes-group-version-kind`, which `kubectl explain` looks up,
 //! and every write operation declares the `fieldValidation` parameter,
 //! which kubectl checks before relying on server-side field validation.
+//!
+//! Built-in group-versions are built once; those of CustomResourceDefinitions
+//! (`openapi_custom.rs`) once per set of CRDs served, on the first request
+//! that sees it, re-using the documents of unchanged group-versions.
 
 use super::discovery;
-use crate::registry::ResourceDef;
+use super::openapi_custom::{self, Part, SetCache, Spec};
+use crate::registry::{ResourceDef, Resources};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The schema (definition) name of a served kind.
 pub(crate) fn schema_name_for(r: &ResourceDef) -> Option<String> {
@@ -19,7 +24,11 @@ pub(crate) fn schema_name_for(r: &ResourceDef) -> Option<String> {
 /// Registers the schemas of `group`'s kinds (and what they refer to, and the
 /// kinds their subresources take: `Scale`, `Binding`) in `gen`.
 pub(crate) fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
-    let served = discovery::served(&Default::default(), group, crate::registry::version_of(group));
+    let served = discovery::served(
+        &Default::default(),
+        group,
+        crate::registry::version_of(group),
+    );
     for r in &served {
         (r.typed.add_schema)(gen);
     }
@@ -157,10 +166,7 @@ fn build(group: &str, version: &str) -> Value {
     add_schemas(&mut gen, group);
     let mut schemas: Map<String, Value> = gen.take_definitions(true);
     add_patch_extensions(&mut schemas);
-    schemas.insert(
-        PATCH_SCHEMA.into(),
-        json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
-    );
+    schemas.insert(PATCH_SCHEMA.into(), openapi_custom::patch_schema());
     let mut paths = BTreeMap::new();
     for r in discovery::served(&Default::default(), group, version) {
         if let Some(name) = schema_name_for(r) {
@@ -202,9 +208,29 @@ fn build(group: &str, version: &str) -> Value {
     })
 }
 
-/// Path (as in /openapi/v3/<path>) → (document bytes, hash).
-pub fn documents() -> &'static BTreeMap<String, (Vec<u8>, String)> {
-    static DOCS: OnceLock<BTreeMap<String, (Vec<u8>, String)>> = OnceLock::new();
+/// One /openapi/v3 document as served.
+pub struct V3Doc {
+    pub bytes: bytes::Bytes,
+    /// kube-openapi's hash: SHA-512 of the document, upper-case hex (the
+    /// index's `?hash=`, the ETag).
+    pub hash: String,
+}
+
+impl V3Doc {
+    fn new(doc: &Value) -> V3Doc {
+        let bytes = serde_json::to_vec(doc).unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA512, &bytes);
+        V3Doc {
+            hash: digest.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
+            bytes: bytes.into(),
+        }
+    }
+}
+
+/// The built-in group-versions' documents, built once: path (as in
+/// /openapi/v3/<path>) → document.
+fn builtin() -> &'static BTreeMap<String, Arc<V3Doc>> {
+    static DOCS: OnceLock<BTreeMap<String, Arc<V3Doc>>> = OnceLock::new();
     DOCS.get_or_init(|| {
         let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
         for g in discovery::groups(&Default::default()) {
@@ -217,29 +243,122 @@ pub fn documents() -> &'static BTreeMap<String, (Vec<u8>, String)> {
                 } else {
                     format!("apis/{g}/{v}")
                 };
-                let bytes = serde_json::to_vec(&build(g, v)).unwrap_or_default();
-                let hash = {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    bytes.hash(&mut h);
-                    format!("{:016X}", h.finish())
-                };
-                (path, (bytes, hash))
+                (path, Arc::new(V3Doc::new(&build(g, v))))
             })
             .collect()
     })
 }
 
-/// The /openapi/v3 index.
-pub fn index() -> Value {
-    let paths: Map<String, Value> = documents()
+/// The schemas custom resource documents refer to (ObjectMeta, ListMeta,
+/// Status, DeleteOptions, Patch, Scale and theirs), built once.
+fn common_schemas() -> &'static Map<String, Value> {
+    static COMMON: OnceLock<Map<String, Value>> = OnceLock::new();
+    COMMON.get_or_init(|| {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+        let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
+        gen.subschema_for::<meta::ObjectMeta>();
+        gen.subschema_for::<meta::ListMeta>();
+        gen.subschema_for::<meta::Status>();
+        gen.subschema_for::<meta::DeleteOptions>();
+        gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+        let mut schemas = gen.take_definitions(true);
+        add_patch_extensions(&mut schemas);
+        schemas.insert(PATCH_SCHEMA.into(), openapi_custom::patch_schema());
+        schemas
+    })
+}
+
+/// The documents of the custom group-versions of one set of CRDs, each with
+/// the (sorted) definitions it was built from.
+struct CustomDocs {
+    docs: BTreeMap<String, (Vec<usize>, Arc<V3Doc>)>,
+}
+
+static CUSTOM: SetCache<CustomDocs> = SetCache::new(Spec::V3);
+
+fn custom_docs(res: &Resources) -> Option<Arc<CustomDocs>> {
+    if res.custom().is_empty() {
+        return None;
+    }
+    Some(CUSTOM.get(res.custom(), build_custom))
+}
+
+/// One document per custom group-version, re-using the previous set's
+/// document of a group-version whose definitions did not change.
+fn build_custom(parts: &[Arc<Part>], previous: Option<&CustomDocs>) -> CustomDocs {
+    let mut by_gv: BTreeMap<&str, Vec<&Part>> = BTreeMap::new();
+    for p in parts {
+        by_gv.entry(p.group_version.as_str()).or_default().push(p);
+    }
+    let mut docs = BTreeMap::new();
+    for (gv, ps) in by_gv {
+        let mut key: Vec<usize> = ps.iter().map(|p| p.def).collect();
+        key.sort_unstable();
+        let reused = previous
+            .and_then(|prev| prev.docs.get(gv))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, d)| d.clone());
+        let doc = match reused {
+            Some(d) => d,
+            None => Arc::new(V3Doc::new(&custom_document(gv, &ps))),
+        };
+        docs.insert(gv.to_string(), (key, doc));
+    }
+    CustomDocs { docs }
+}
+
+/// A custom group-version's document: its kinds and paths and the schemas
+/// they refer to (merged into the built-in document of the same path, where
+/// a CRD shares a built-in group-version: built-in entries win, as the
+/// built-in resource does in the routes).
+fn custom_document(gv: &str, parts: &[&Part]) -> Value {
+    let mut doc = match builtin().get(gv) {
+        Some(b) => serde_json::from_slice(&b.bytes).unwrap_or_else(|_| json!({})),
+        None => json!({
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+            "paths": {},
+            "components": {"schemas": {}},
+        }),
+    };
+    for p in parts {
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            for (k, v) in &p.paths {
+                paths.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+            for (k, v) in &p.schemas {
+                schemas.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        openapi_custom::add_referenced(schemas, common_schemas(), "#/components/schemas/");
+    }
+    doc
+}
+
+/// The document served at /openapi/v3/<path> now.
+pub fn document(res: &Resources, path: &str) -> Option<Arc<V3Doc>> {
+    custom_docs(res)
+        .and_then(|c| c.docs.get(path).map(|(_, d)| d.clone()))
+        .or_else(|| builtin().get(path).cloned())
+}
+
+/// The /openapi/v3 index: every built-in and custom group-version, each
+/// with the hash of its current document (so a CRD change changes its URL).
+pub fn index(res: &Resources) -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    let custom = custom_docs(res);
+    let custom_docs = custom
         .iter()
-        .map(|(p, (_, hash))| {
-            (
-                p.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
-            )
-        })
-        .collect();
+        .flat_map(|c| c.docs.iter().map(|(p, (_, d))| (p, d)));
+    for (p, doc) in builtin().iter().chain(custom_docs) {
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", doc.hash)}),
+        );
+    }
     json!({"paths": paths})
 }

@@ -17,10 +17,14 @@
 //! acceptable is `406`), one ETag (SHA-512 of the JSON, as hex) for both
 //! forms with `Vary: Accept`, and `If-None-Match` answered with `304`.
 
+use super::openapi_custom::{self, Part, SetCache, Spec};
 use super::{discovery, openapi};
+use crate::registry::Resources;
+use bytes::Bytes;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use serde_json::{json, Map, Value};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 /// The protobuf media type kube-openapi answers with.
 pub const PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
@@ -31,14 +35,30 @@ const PROTOBUF_SUBTYPES: [&str; 2] = [
     "com.github.proto-openapi.spec.v2@v1.0+protobuf",
 ];
 
-/// The document in both forms, built once.
+/// The document in both forms.
 pub struct Document {
-    pub json: Vec<u8>,
-    pub protobuf: Vec<u8>,
+    pub json: Bytes,
+    pub protobuf: Bytes,
     /// Unquoted (the `ETag` header quotes it).
     pub etag: String,
     /// HTTP date of the build (`Last-Modified`).
     pub last_modified: String,
+}
+
+impl Document {
+    fn new(json: Vec<u8>, protobuf: Vec<u8>) -> Document {
+        let digest = ring::digest::digest(&ring::digest::SHA512, &json);
+        let etag = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let last_modified = jiff::Timestamp::now()
+            .strftime("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        Document {
+            json: json.into(),
+            protobuf: protobuf.into(),
+            etag,
+            last_modified,
+        }
+    }
 }
 
 /// The form a request gets.
@@ -57,25 +77,111 @@ impl Format {
     }
 }
 
-/// The document, built on first use.
-pub fn document() -> &'static Document {
-    static DOC: OnceLock<Document> = OnceLock::new();
-    DOC.get_or_init(|| {
+/// The built-in document, built once, and its pieces the documents with
+/// custom resources are put together from: the entries of `definitions`
+/// and `paths`, as JSON (between the braces) and as protobuf (the repeated
+/// fields of gnostic's `Definitions` and `Paths`).
+struct Base {
+    doc: Arc<Document>,
+    definitions_json: Vec<u8>,
+    paths_json: Vec<u8>,
+    definitions_pb: Vec<u8>,
+    paths_pb: Vec<u8>,
+    info: Value,
+    definition_names: HashSet<String>,
+    path_names: HashSet<String>,
+}
+
+fn base() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
+    BASE.get_or_init(|| {
         let doc = build();
-        let json = serde_json::to_vec(&doc).unwrap_or_default();
-        let protobuf = to_protobuf(&doc);
-        let digest = ring::digest::digest(&ring::digest::SHA512, &json);
-        let etag = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-        let last_modified = jiff::Timestamp::now()
-            .strftime("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string();
-        Document {
-            json,
-            protobuf,
-            etag,
-            last_modified,
+        let inner = |v: &Value| {
+            let mut b = serde_json::to_vec(v).unwrap_or_default();
+            // `{...}` → `...`
+            b.pop();
+            if !b.is_empty() {
+                b.remove(0);
+            }
+            b
+        };
+        let empty = Map::new();
+        let defs = doc["definitions"].as_object().unwrap_or(&empty);
+        let paths = doc["paths"].as_object().unwrap_or(&empty);
+        Base {
+            doc: Arc::new(Document::new(
+                serde_json::to_vec(&doc).unwrap_or_default(),
+                to_protobuf(&doc),
+            )),
+            definitions_json: inner(&doc["definitions"]),
+            paths_json: inner(&doc["paths"]),
+            definitions_pb: definitions_entries(defs.iter()).0,
+            paths_pb: paths_entries(paths.iter()).0,
+            info: doc["info"].clone(),
+            definition_names: defs.keys().cloned().collect(),
+            path_names: paths.keys().cloned().collect(),
         }
     })
+}
+
+static CUSTOM: SetCache<Document> = SetCache::new(Spec::V2);
+
+/// The document served now: the built-in one, or, with custom resources,
+/// the one built for this set of CRDs (on the first request that sees it).
+pub fn document(res: &Resources) -> Arc<Document> {
+    let base = base();
+    if res.custom().is_empty() {
+        return base.doc.clone();
+    }
+    CUSTOM.get(res.custom(), |parts, _| with_custom(base, parts))
+}
+
+/// The built-in document with the custom resources' definitions and paths
+/// added (entries of the built-in document win over custom ones of the same
+/// name, as built-in resources do in the routes).
+fn with_custom(base: &Base, parts: &[Arc<Part>]) -> Document {
+    let mut defs: BTreeMap<&str, &Value> = BTreeMap::new();
+    let mut paths: BTreeMap<&str, &Value> = BTreeMap::new();
+    for p in parts {
+        for (k, v) in &p.schemas {
+            if !base.definition_names.contains(k) {
+                defs.insert(k, v);
+            }
+        }
+        for (k, v) in &p.paths {
+            if !base.path_names.contains(k) {
+                paths.insert(k, v);
+            }
+        }
+    }
+    // JSON: the keys of each map are no longer sorted across the two halves,
+    // which no reader of a JSON object minds.
+    let mut json = Vec::with_capacity(base.doc.json.len() + 64 * 1024);
+    let entries = |out: &mut Vec<u8>, base_entries: &[u8], extra: &BTreeMap<&str, &Value>| {
+        out.extend_from_slice(base_entries);
+        for (i, (k, v)) in extra.iter().enumerate() {
+            if i > 0 || !base_entries.is_empty() {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, k);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    };
+    json.extend_from_slice(b"{\"definitions\":{");
+    entries(&mut json, &base.definitions_json, &defs);
+    json.extend_from_slice(b"},\"info\":");
+    let _ = serde_json::to_writer(&mut json, &base.info);
+    json.extend_from_slice(b",\"paths\":{");
+    entries(&mut json, &base.paths_json, &paths);
+    json.extend_from_slice(b"},\"swagger\":\"2.0\"}");
+
+    let mut pb_paths = Msg(base.paths_pb.clone());
+    pb_paths.0.extend(paths_entries(paths.into_iter()).0);
+    let mut pb_defs = Msg(base.definitions_pb.clone());
+    pb_defs.0.extend(definitions_entries(defs.into_iter()).0);
+    let protobuf = document_pb(&base.info, pb_paths, pb_defs, None);
+    Document::new(json, protobuf)
 }
 
 /// Picks the form for an Accept header as kube-openapi does: clauses sorted
@@ -143,11 +249,22 @@ pub fn build() -> Value {
             s.transforms = Vec::new();
         })
         .into_generator();
-    let groups: Vec<&str> = std::iter::once("").chain(discovery::groups(&Default::default())).collect();
+    let groups: Vec<&str> = std::iter::once("")
+        .chain(discovery::groups(&Default::default()))
+        .collect();
     for g in &groups {
         openapi::add_schemas(&mut gen, g);
     }
+    // What custom resources' operations refer to.
+    {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+        gen.subschema_for::<meta::ListMeta>();
+        gen.subschema_for::<meta::Status>();
+        gen.subschema_for::<meta::DeleteOptions>();
+        gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+    }
     let mut defs = gen.take_definitions(true);
+    defs.insert(openapi_custom::PATCH.into(), openapi_custom::patch_schema());
     for (name, d) in defs.iter_mut() {
         to_v2_schema(d);
         // k8s-openapi lists `metadata` as required in every top-level kind
@@ -440,30 +557,45 @@ fn named(name: &str, value: Msg) -> Msg {
 
 /// gnostic `Document` (fields: swagger 1, info 2, paths 8, definitions 9).
 pub fn to_protobuf(doc: &Value) -> Vec<u8> {
+    let empty = Map::new();
+    let paths = paths_entries(doc["paths"].as_object().unwrap_or(&empty).iter());
+    let defs = definitions_entries(doc["definitions"].as_object().unwrap_or(&empty).iter());
+    document_pb(&doc["info"], paths, defs, doc.as_object())
+}
+
+/// The `Document` message around its `Paths` and `Definitions` contents
+/// (vendor extensions, field 16, from `top`'s `x-` keys).
+fn document_pb(info: &Value, paths: Msg, defs: Msg, top: Option<&Map<String, Value>>) -> Vec<u8> {
     let mut d = Msg::default();
-    d.string(1, doc["swagger"].as_str().unwrap_or(""));
-    let mut info = Msg::default();
-    info.string(1, doc["info"]["title"].as_str().unwrap_or(""));
-    info.string(2, doc["info"]["version"].as_str().unwrap_or(""));
-    d.msg(2, info);
-    let mut paths = Msg::default();
-    if let Some(ps) = doc["paths"].as_object() {
-        for (p, item) in ps {
-            paths.msg(2, named(p, path_item(item)));
-        }
-    }
+    d.string(1, "2.0");
+    let mut i = Msg::default();
+    i.string(1, info["title"].as_str().unwrap_or(""));
+    i.string(2, info["version"].as_str().unwrap_or(""));
+    d.msg(2, i);
     d.msg(8, paths);
-    let mut defs = Msg::default();
-    if let Some(ds) = doc["definitions"].as_object() {
-        for (n, s) in ds {
-            defs.msg(1, named(n, schema(s)));
-        }
-    }
     d.msg(9, defs);
-    if let Some(obj) = doc.as_object() {
+    if let Some(obj) = top {
         vendor_extensions(&mut d, 16, obj);
     }
     d.0
+}
+
+/// `Paths` contents: a `NamedPathItem` (field 2) per path.
+fn paths_entries<'a, K: AsRef<str>>(ps: impl Iterator<Item = (K, &'a Value)>) -> Msg {
+    let mut paths = Msg::default();
+    for (p, item) in ps {
+        paths.msg(2, named(p.as_ref(), path_item(item)));
+    }
+    paths
+}
+
+/// `Definitions` contents: a `NamedSchema` (field 1) per definition.
+fn definitions_entries<'a, K: AsRef<str>>(ds: impl Iterator<Item = (K, &'a Value)>) -> Msg {
+    let mut defs = Msg::default();
+    for (n, s) in ds {
+        defs.msg(1, named(n.as_ref(), schema(s)));
+    }
+    defs
 }
 
 /// `PathItem`: get 2, put 3, post 4, delete 5, patch 8, parameters 9.
