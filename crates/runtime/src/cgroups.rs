@@ -778,6 +778,69 @@ mod tests {
         }
     }
 
+    /// Usage read from real cgroups of this host's layout (v1 here: memory, cpuacct, pids) and
+    /// of the cgroup2 mount (hybrid's unified tree: CPU only), with a spinning shell in them.
+    #[test]
+    fn usage_of_a_real_cgroup_with_a_busy_task() {
+        let test = "usage_of_a_real_cgroup_with_a_busy_task";
+        if !can_run(test, "root", rktup_testkit::is_root()) {
+            return;
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = format!("rktup/usage-test-{}", std::process::id());
+        let mut cases: Vec<(Box<dyn CgroupManager>, Vec<PathBuf>)> = vec![(
+            create_cgroup_manager(&rel),
+            match detect(root) {
+                Layout::V2 => vec![root.join(&rel)],
+                Layout::V1 => V1_CONTROLLERS
+                    .iter()
+                    .map(|c| root.join(c).join(&rel))
+                    .collect(),
+            },
+        )];
+        if let Some(m) = cgroup2_mount().filter(|m| m != root) {
+            let rel2 = format!("rktup-usage-test-v2-{}", std::process::id());
+            cases.push((Box::new(V2::with_root(&m, &rel2)), vec![m.join(&rel2)]));
+        }
+        for (m, dirs) in cases {
+            assert_eq!(m.usage(), None, "no cgroup yet");
+            m.create(&Limits::default()).unwrap();
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for d in dirs.iter().filter(|d| d.exists()) {
+                    std::fs::write(d.join("cgroup.procs"), child.id().to_string()).unwrap();
+                }
+                let u = rktup_testkit::wait_for(
+                    "CPU time in the cgroup",
+                    std::time::Duration::from_secs(30),
+                    || {
+                        m.usage()
+                            .filter(|u| u.cpu_ns.is_some_and(|c| c > 1_000_000))
+                    },
+                );
+                // A moved task's earlier pages stay charged where they were (v1 does not move
+                // charges): the memory numbers are there, small; the agent's test fills them.
+                if let Some(ws) = u.memory_working_set_bytes {
+                    assert!(u.memory_usage_bytes >= Some(ws), "{u:?}");
+                    assert!(u.page_faults.is_some(), "{u:?}");
+                }
+                if let Some(p) = u.processes {
+                    assert_eq!(p, 1, "{u:?}");
+                }
+            }));
+            let _ = child.kill();
+            let _ = child.wait();
+            m.remove().unwrap();
+            if let Err(e) = r {
+                std::panic::resume_unwind(e);
+            }
+            assert_eq!(m.usage(), None, "removed");
+        }
+    }
+
     /// The v1 path for real: `devices.deny` a + the allow lines in a scratch devices cgroup.
     #[test]
     fn v1_devices_cgroup_restricts_a_real_cgroup() {
