@@ -123,7 +123,7 @@ pub(crate) fn rule_json(r: &Rule) -> Value {
     Value::Object(m)
 }
 
-fn compile_one(src: &str) -> Result<cel::Program, String> {
+fn compile_one(src: &str, node: &Node, is_root: bool) -> Result<cel::Program, String> {
     let p = env()
         .compile(src)
         .map_err(|e| format!("compilation failed: {e}"))?;
@@ -132,7 +132,158 @@ fn compile_one(src: &str) -> Result<cel::Program, String> {
             "compilation failed: undeclared reference to '{f}': rktup's CEL (cel-rust) does not support this function yet"
         ));
     }
+    // What cel-go's type check against the schema refuses: unknown variables and fields.
+    let mut checker = Checker {
+        root: node,
+        is_root,
+        scopes: Vec::new(),
+        error: None,
+    };
+    checker.resolve(p.expression());
+    if let Some((id, text)) = checker.error {
+        let (line, col, snippet) = match p.source_info().offset_for(id) {
+            Some((start, _)) => {
+                let before = src.get(..start as usize).unwrap_or("");
+                let line = before.matches('\n').count();
+                let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+                (
+                    line + 1,
+                    col + 1,
+                    src.lines().nth(line).unwrap_or("").to_string(),
+                )
+            }
+            None => (1, 1, src.lines().next().unwrap_or("").to_string()),
+        };
+        return Err(format!(
+            "compilation failed: ERROR: <input>:{line}:{col}: {text}\n | {snippet}\n | {}^",
+            ".".repeat(col - 1)
+        ));
+    }
     Ok(p)
+}
+
+/// Resolves the schema node a CEL expression evaluates to, where known (`None`: dynamic or a
+/// scalar), recording the first reference cel-go's check against the schema would refuse.
+struct Checker<'a> {
+    root: &'a Node,
+    is_root: bool,
+    /// Comprehension variables in scope and the schema of their values.
+    scopes: Vec<(String, Option<&'a Node>)>,
+    error: Option<(u64, String)>,
+}
+
+impl<'a> Checker<'a> {
+    fn resolve(&mut self, e: &cel::parser::Expression) -> Option<&'a Node> {
+        use cel::common::ast::{EntryExpr, Expr};
+        if self.error.is_some() {
+            return None;
+        }
+        match &e.expr {
+            Expr::Ident(name) => {
+                if let Some((_, n)) = self.scopes.iter().rev().find(|(v, _)| v == name) {
+                    return *n;
+                }
+                match name.as_str() {
+                    "self" | "oldSelf" => Some(self.root),
+                    // Type names and the namespaces of the extensions resolve at runtime.
+                    "int" | "uint" | "double" | "bool" | "string" | "bytes" | "list" | "map"
+                    | "null_type" | "type" | "dyn" | "optional" | "math" | "strings" | "lists" => {
+                        None
+                    }
+                    other => {
+                        self.error = Some((
+                            e.id,
+                            format!("undeclared reference to '{other}' (in container '')"),
+                        ));
+                        None
+                    }
+                }
+            }
+            Expr::Select(sel) => {
+                let operand = self.resolve(&sel.operand)?;
+                let resource_root = self.is_root && std::ptr::eq(operand, self.root);
+                self.field(operand, &sel.field, e.id, resource_root)
+            }
+            Expr::Call(call) => {
+                if let Some(t) = call.target.as_deref() {
+                    self.resolve(t);
+                }
+                let args: Vec<Option<&'a Node>> =
+                    call.args.iter().map(|a| self.resolve(a)).collect();
+                if call.func_name == "_[_]" {
+                    let on = args.first().copied().flatten()?;
+                    return match on.ty.as_str() {
+                        "array" => on.items.as_deref(),
+                        _ => on.additional_schema(),
+                    };
+                }
+                None
+            }
+            Expr::Comprehension(c) => {
+                let range = self.resolve(&c.iter_range);
+                let (item, value) = match range {
+                    Some(n) if n.ty == "array" => (n.items.as_deref(), None),
+                    Some(n) => (None, n.additional_schema()),
+                    None => (None, None),
+                };
+                self.resolve(&c.accu_init);
+                let depth = self.scopes.len();
+                self.scopes.push((c.accu_var.clone(), None));
+                match &c.iter_var2 {
+                    // Two-variable forms: index or key, then the value.
+                    Some(v2) => {
+                        self.scopes.push((c.iter_var.clone(), None));
+                        self.scopes.push((v2.clone(), item.or(value)));
+                    }
+                    None => self.scopes.push((c.iter_var.clone(), item)),
+                }
+                self.resolve(&c.loop_cond);
+                self.resolve(&c.loop_step);
+                self.resolve(&c.result);
+                self.scopes.truncate(depth);
+                None
+            }
+            Expr::List(l) => {
+                for x in &l.elements {
+                    self.resolve(x);
+                }
+                None
+            }
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        self.resolve(&me.key);
+                        self.resolve(&me.value);
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn field(
+        &mut self,
+        n: &'a Node,
+        field: &str,
+        id: u64,
+        resource_root: bool,
+    ) -> Option<&'a Node> {
+        if let Some(p) = n.properties.get(field) {
+            return Some(p);
+        }
+        if let Some(a) = n.additional_schema() {
+            return Some(a);
+        }
+        let meta =
+            (resource_root || n.embedded) && matches!(field, "apiVersion" | "kind" | "metadata");
+        let dynamic =
+            n.preserve_unknown || n.int_or_string || n.ty != "object" || n.additional.is_some();
+        if !meta && !dynamic {
+            self.error = Some((id, format!("undefined field '{field}'")));
+        }
+        None
+    }
 }
 
 impl Compiled {
@@ -304,11 +455,12 @@ fn normalize_field_path(p: &str) -> String {
 }
 
 fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<FieldError>) {
+    let is_root = spath.is_empty();
     let vpath = child(path, "x-kubernetes-validations");
     let mut compiled = Vec::new();
     for (i, r) in n.validations.iter().enumerate() {
         let rpath = index(&vpath, i);
-        let program = match compile_one(&r.rule) {
+        let program = match compile_one(&r.rule, n, is_root) {
             Ok(p) => p,
             Err(e) => {
                 errs.push(FieldError::invalid(child(&rpath, "rule"), rule_json(r), &e));
@@ -326,7 +478,7 @@ fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<Fi
         let message_program = if r.message_expression.trim().is_empty() {
             None
         } else {
-            match compile_one(&r.message_expression) {
+            match compile_one(&r.message_expression, n, is_root) {
                 Ok(p) => Some(Arc::new(p)),
                 Err(e) => {
                     errs.push(FieldError::invalid(

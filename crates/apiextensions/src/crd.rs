@@ -19,7 +19,7 @@ const PRINTER_FORMATS: [&str; 8] = [
     "password",
 ];
 const OPENAPI_TYPES: [&str; 6] = ["array", "boolean", "integer", "number", "object", "string"];
-const ROOT_ALLOWED: [&str; 23] = [
+const ROOT_ALLOWED: [&str; 22] = [
     "description",
     "type",
     "format",
@@ -41,8 +41,7 @@ const ROOT_ALLOWED: [&str; 23] = [
     "externalDocs",
     "example",
     "x-kubernetes-preserve-unknown-fields",
-    "x-kubernetes-validations",
-    "$schema",
+    "x-kubernetes-validations"
 ];
 const APPROVAL: &str = "api-approved.kubernetes.io";
 

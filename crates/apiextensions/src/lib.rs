@@ -39,6 +39,8 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+impl std::error::Error for FieldError {}
+
 /// A bad value as field.Error renders it (ErrorBody).
 #[derive(Debug, Clone)]
 pub(crate) enum Bad {
@@ -136,4 +138,16 @@ pub(crate) fn index(path: &str, i: usize) -> String {
 }
 pub(crate) fn key(path: &str, k: &str) -> String {
     format!("{path}[{k}]")
+}
+
+#[cfg(test)]
+mod tests {
+    /// The control plane shares parsed schemas between request tasks.
+    #[test]
+    fn structural_is_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<crate::Structural>();
+        check::<crate::JsonPath>();
+        check::<crate::FieldError>();
+    }
 }

@@ -414,6 +414,34 @@ fn validate_crd_cel_rules() {
         "Invalid value: {\"rule\":\"self.l.isSorted()\"}: compilation failed: undeclared reference to 'isSorted': rktup's CEL (cel-rust) does not support this function yet"
     );
 
+    let undefined = with_schema(
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": "self.a == 1 && self.nope == 1"}, {"rule": "self.l.all(x, x.b > 0 && has(x.c))"}, {"rule": "foo == 1"}],
+        "properties": {"a": {"type": "integer"}, "l": {"type": "array", "items": {"type": "object", "properties": {"b": {"type": "integer"}}}}}}}}),
+    );
+    let prefix =
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations";
+    assert_eq!(
+        texts(&validate_crd(&undefined, None)),
+        vec![
+            format!(
+                r#"{prefix}[0].rule: Invalid value: {{"rule":"self.a == 1 \u0026\u0026 self.nope == 1"}}: compilation failed: ERROR: <input>:1:20: undefined field 'nope'
+ | self.a == 1 && self.nope == 1
+ | ...................^"#
+            ),
+            format!(
+                r#"{prefix}[1].rule: Invalid value: {{"rule":"self.l.all(x, x.b \u003e 0 \u0026\u0026 has(x.c))"}}: compilation failed: ERROR: <input>:1:29: undefined field 'c'
+ | self.l.all(x, x.b > 0 && has(x.c))
+ | ............................^"#
+            ),
+            format!(
+                r#"{prefix}[2].rule: Invalid value: {{"rule":"foo == 1"}}: compilation failed: ERROR: <input>:1:1: undeclared reference to 'foo' (in container '')
+ | foo == 1
+ | ^"#
+            ),
+        ]
+    );
+
     let empty = with_schema(
         json!({"type": "object", "properties": {"spec": {"type": "object",
         "x-kubernetes-validations": [{"rule": " "}, {"rule": "true", "reason": "Bogus"}]}}}),
