@@ -1140,7 +1140,7 @@ spec:
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a changed image must conflict");
     assert!(
-        err.contains("Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.template.spec.containers[{\"name\":\"c\"}].image"),
+        err.contains("Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.template.spec.containers[name=\"c\"].image"),
         "{err}"
     );
     c.apply_stdin(

@@ -2,15 +2,100 @@
 //! apply, after sigs.k8s.io/structured-merge-diff: a field set is a tree
 //! whose keys are `f:<field>`, `k:<key fields as JSON>` for items of
 //! keyed lists and `v:<value>` for set items; `.` marks the item itself.
+//!
+//! How a list or map merges and is owned is a `Shapes`: built-in kinds go by
+//! field name (k8s.io/api's patch tags), custom resources by their CRD's
+//! structural schema at the field's path (`x-kubernetes-list-type`,
+//! `x-kubernetes-list-map-keys`, `x-kubernetes-map-type`), as upstream's
+//! structured-merge-diff does with the CRD's schema.
 
 use super::error::ApiError;
 use super::patch::{merge_keys_for, strategic_merge, SET_LISTS};
+use crate::registry::ResourceDef;
+use rktup_apiextensions::Structural;
 use serde_json::{json, Map, Value};
 
 type Path = Vec<String>;
 
+/// How the items of a list are told apart (structured-merge-diff's list
+/// element relationships).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListKind {
+    /// Owned and replaced whole.
+    Atomic,
+    /// Items are scalars, each owned alone (`v:<value>`).
+    Set,
+    /// Items are objects identified by these fields (`k:{...}`).
+    Map(Vec<String>),
+}
+
+/// Where the list and map semantics of an object's fields come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Shapes<'a> {
+    /// Built-in kinds: by field name, from the `patchMergeKey`/`patchStrategy`
+    /// tags of k8s.io/api (what strategic merge patch uses too).
+    Builtin,
+    /// A custom resource: by its structural schema, path by path; without a
+    /// schema every list is atomic and every map granular (upstream's deduced type).
+    Schema(Option<&'a Structural>),
+}
+
+impl<'a> Shapes<'a> {
+    /// The shapes of a resource's objects.
+    pub fn of(rd: &'a ResourceDef) -> Shapes<'a> {
+        match rd.custom {
+            Some(c) => Shapes::Schema(c.structural.as_ref()),
+            None => Shapes::Builtin,
+        }
+    }
+
+    /// The field names along a FieldsV1 path (list items are transparent,
+    /// as in `Structural::list_type`).
+    fn names(path: &[String]) -> Vec<&str> {
+        path.iter().filter_map(|s| s.strip_prefix("f:")).collect()
+    }
+
+    /// The list semantics of the list at `path` (whose last segment is its field).
+    pub fn list_kind(&self, path: &[String], items: &[Value]) -> ListKind {
+        let names = Self::names(path);
+        match self {
+            // A custom resource's metadata is ObjectMeta, merged as for every kind.
+            Shapes::Schema(Some(s)) if names.first() != Some(&"metadata") => {
+                match s.list_type(&names) {
+                    Some((t, keys)) if t == "map" && !keys.is_empty() => ListKind::Map(keys),
+                    Some((t, _)) if t == "set" => ListKind::Set,
+                    _ => ListKind::Atomic,
+                }
+            }
+            Shapes::Schema(None) if names.first() != Some(&"metadata") => ListKind::Atomic,
+            _ => {
+                let field = names.last().copied().unwrap_or("");
+                if let Some(keys) = merge_keys_for(field, items) {
+                    ListKind::Map(keys.iter().map(|k| (*k).to_string()).collect())
+                } else if SET_LISTS.contains(&field) {
+                    ListKind::Set
+                } else {
+                    ListKind::Atomic
+                }
+            }
+        }
+    }
+
+    /// Whether the map or struct at `path` is `x-kubernetes-map-type: atomic`.
+    pub fn atomic_map(&self, path: &[String]) -> bool {
+        match self {
+            Shapes::Schema(Some(s)) => {
+                let names = Self::names(path);
+                names.first() != Some(&"metadata")
+                    && s.map_type(&names).is_some_and(|t| t == "atomic")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Every leaf path of `v` (the fields a writer of `v` would own).
-pub fn leaves(v: &Value) -> Vec<Path> {
+pub fn leaves(v: &Value, shapes: Shapes<'_>) -> Vec<Path> {
     let mut out = Vec::new();
     if let Some(m) = v.as_object() {
         for (k, child) in m {
@@ -25,71 +110,211 @@ pub fn leaves(v: &Value) -> Vec<Path> {
                             "labels" | "annotations" | "finalizers" | "ownerReferences"
                         ) {
                             let mut p = vec!["f:metadata".to_string(), format!("f:{mk}")];
-                            walk(mv, mk, &mut p, &mut out);
+                            walk(mv, &mut p, &mut out, shapes);
                         }
                     }
                 }
                 continue;
             }
             let mut p = vec![format!("f:{k}")];
-            walk(child, k, &mut p, &mut out);
+            walk(child, &mut p, &mut out, shapes);
         }
     }
     out
 }
 
-fn key_segment(item: &Value, keys: &[&str]) -> Option<String> {
+/// `k:{...}` of a keyed item, its key fields in name order (upstream sorts them).
+fn key_segment(item: &Value, keys: &[String]) -> Option<String> {
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort();
     let mut m = Map::new();
-    for k in keys {
-        m.insert((*k).to_string(), item.get(*k)?.clone());
+    for k in sorted {
+        m.insert(k.clone(), item.get(k)?.clone());
     }
     Some(format!("k:{}", Value::Object(m)))
 }
 
-fn walk(v: &Value, field: &str, path: &mut Path, out: &mut Vec<Path>) {
+fn walk(v: &Value, path: &mut Path, out: &mut Vec<Path>, shapes: Shapes<'_>) {
     match v {
+        Value::Object(_) if shapes.atomic_map(path) => out.push(path.clone()),
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
                 path.push(format!("f:{k}"));
-                walk(child, k, path, out);
+                walk(child, path, out, shapes);
                 path.pop();
             }
         }
-        Value::Array(items) if !items.is_empty() => {
-            if let Some(keys) = merge_keys_for(field, items) {
-                if let Some(segs) = items
+        Value::Array(items) if !items.is_empty() => match shapes.list_kind(path, items) {
+            ListKind::Map(keys) => {
+                // Items without their keys cannot be told apart: the list is owned whole.
+                let Some(segs) = items
                     .iter()
-                    .map(|i| key_segment(i, keys))
+                    .map(|i| key_segment(i, &keys))
                     .collect::<Option<Vec<_>>>()
-                {
-                    for (seg, item) in segs.into_iter().zip(items) {
-                        path.push(seg);
-                        let mut dot = path.clone();
-                        dot.push(".".into());
-                        out.push(dot);
-                        if let Some(m) = item.as_object() {
-                            for (k, child) in m {
-                                path.push(format!("f:{k}"));
-                                walk(child, k, path, out);
-                                path.pop();
-                            }
-                        }
-                        path.pop();
-                    }
+                else {
+                    out.push(path.clone());
                     return;
+                };
+                for (seg, item) in segs.into_iter().zip(items) {
+                    path.push(seg);
+                    let mut dot = path.clone();
+                    dot.push(".".into());
+                    out.push(dot);
+                    if let Some(m) = item.as_object() {
+                        for (k, child) in m {
+                            path.push(format!("f:{k}"));
+                            walk(child, path, out, shapes);
+                            path.pop();
+                        }
+                    }
+                    path.pop();
                 }
             }
-            if SET_LISTS.contains(&field) {
+            ListKind::Set => {
                 for item in items {
                     let mut p = path.clone();
                     p.push(format!("v:{item}"));
                     out.push(p);
                 }
-                return;
             }
-            out.push(path.clone());
-        }
+            ListKind::Atomic => out.push(path.clone()),
+        },
         _ => out.push(path.clone()),
+    }
+}
+
+/// The identity of a list item under `kind`, to match live items with applied ones.
+fn item_id(item: &Value, kind: &ListKind) -> Option<String> {
+    match kind {
+        ListKind::Map(keys) => key_segment(item, keys),
+        ListKind::Set => Some(item.to_string()),
+        ListKind::Atomic => None,
+    }
+}
+
+/// Merges an applied list into a live one as structured-merge-diff does: items both
+/// have are merged in the applied order, items only the live list has keep their place
+/// among them, new items come where the applied list puts them.
+fn merge_items(
+    live: &[Value],
+    applied: &[Value],
+    kind: &ListKind,
+    path: &mut Path,
+    shapes: Shapes<'_>,
+) -> Option<Vec<Value>> {
+    let lids: Vec<String> = live
+        .iter()
+        .map(|i| item_id(i, kind))
+        .collect::<Option<_>>()?;
+    let rids: Vec<String> = applied
+        .iter()
+        .map(|i| item_id(i, kind))
+        .collect::<Option<_>>()?;
+    let merge_one = |id: &str, r: &Value, path: &mut Path| -> Value {
+        match (kind, lids.iter().position(|l| l == id)) {
+            (ListKind::Map(_), Some(i)) => {
+                path.push(id.to_string());
+                let v = merge_value(Some(&live[i]), r, path, shapes);
+                path.pop();
+                v
+            }
+            _ => r.clone(),
+        }
+    };
+    // The shared items in the applied order: the live walk waits for the next of them.
+    let mut shared = rids.iter().filter(|r| lids.contains(r)).peekable();
+    let mut done: Vec<&str> = Vec::new();
+    let mut out = Vec::with_capacity(live.len().max(applied.len()));
+    let (mut li, mut ri) = (0, 0);
+    while li < live.len() || ri < applied.len() {
+        if li < live.len() && ri < applied.len() {
+            if lids[li] == rids[ri] {
+                out.push(merge_one(&rids[ri], &applied[ri], path));
+                done.push(&rids[ri]);
+                li += 1;
+                ri += 1;
+                shared.next();
+                continue;
+            }
+            if rids.contains(&lids[li]) && shared.peek().is_some_and(|s| **s != lids[li]) {
+                li += 1;
+                continue;
+            }
+        }
+        if li < live.len() {
+            if !rids.contains(&lids[li]) {
+                out.push(live[li].clone());
+                li += 1;
+                continue;
+            }
+            if done.contains(&lids[li].as_str()) {
+                li += 1;
+            }
+        }
+        if ri < applied.len() {
+            let id = &rids[ri];
+            if !done.contains(&id.as_str()) {
+                out.push(merge_one(id, &applied[ri], path));
+                done.push(id);
+            }
+            if shared.peek().is_some_and(|s| *s == id) {
+                shared.next();
+            }
+            ri += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Merges an applied value into the live one by `shapes` (server-side apply for
+/// custom resources): granular maps field by field, atomic maps and lists replaced,
+/// sets united, map lists merged item by item by their keys. A `null` removes the field.
+fn merge_value(
+    live: Option<&Value>,
+    applied: &Value,
+    path: &mut Path,
+    shapes: Shapes<'_>,
+) -> Value {
+    match applied {
+        Value::Object(_) if shapes.atomic_map(path) => applied.clone(),
+        Value::Object(am) => {
+            let mut out = live.and_then(Value::as_object).cloned().unwrap_or_default();
+            for (k, av) in am {
+                if av.is_null() {
+                    out.remove(k);
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                let merged = merge_value(out.get(k), av, path, shapes);
+                path.pop();
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => {
+            let kind = shapes.list_kind(path, items);
+            let lv: &[Value] = live.and_then(Value::as_array).map_or(&[], Vec::as_slice);
+            if kind == ListKind::Atomic {
+                return applied.clone();
+            }
+            match merge_items(lv, items, &kind, path, shapes) {
+                Some(out) => Value::Array(out),
+                // Items without their keys: the applied list as given.
+                None => applied.clone(),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// The object server-side apply makes of `live` and an applied `config`:
+/// built-in kinds through strategic merge (their patch tags), custom resources
+/// by their schema.
+pub fn merge_applied(live: &Value, config: &Value, shapes: Shapes<'_>) -> Value {
+    match shapes {
+        Shapes::Builtin => strategic_merge(live, config),
+        // metadata goes by ObjectMeta's tags there too (`Shapes::list_kind`).
+        Shapes::Schema(_) => merge_value(Some(live), config, &mut Vec::new(), shapes),
     }
 }
 
@@ -216,14 +441,48 @@ fn set_entries(obj: &mut Value, mut list: Vec<Value>) {
     }
 }
 
+/// A field path as upstream prints it in conflicts (fieldpath.Path's String):
+/// `.spec.items[name="a"].value`, `.spec.tags[="x"]`.
 fn path_display(p: &Path) -> String {
     p.iter()
         .filter(|s| s.as_str() != ".")
-        .map(|s| match s.strip_prefix("f:") {
-            Some(f) => format!(".{f}"),
-            None => format!("[{}]", s.get(2..).unwrap_or("")),
+        .map(|s| {
+            if let Some(f) = s.strip_prefix("f:") {
+                format!(".{f}")
+            } else if let Some(k) = s.strip_prefix("k:") {
+                match serde_json::from_str::<Map<String, Value>>(k) {
+                    Ok(m) => {
+                        let parts: Vec<String> =
+                            m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("[{}]", parts.join(","))
+                    }
+                    Err(_) => format!("[{k}]"),
+                }
+            } else if let Some(v) = s.strip_prefix("v:") {
+                format!("[={v}]")
+            } else {
+                format!("[{s}]")
+            }
         })
         .collect()
+}
+
+/// A manager as upstream names it in conflicts (printManager): an Update
+/// says its apiVersion, an Apply only its name.
+fn manager_display(e: &Value) -> String {
+    let name = format!("{:?}", e["manager"].as_str().unwrap_or(""));
+    let sub = match e["subresource"].as_str() {
+        Some(s) if !s.is_empty() => format!(" with subresource {s:?}"),
+        _ => String::new(),
+    };
+    if e["operation"] == "Update" {
+        format!(
+            "{name}{sub} using {}",
+            e["apiVersion"].as_str().unwrap_or("")
+        )
+    } else {
+        format!("{name}{sub}")
+    }
 }
 
 /// Records an Update by `manager`: it takes ownership of every field that
@@ -234,12 +493,13 @@ pub fn record_update(
     manager: &str,
     api_version: &str,
     operation: &str,
+    shapes: Shapes<'_>,
 ) {
     if manager.is_empty() {
         return;
     }
     let mut list = old.map(entries).unwrap_or_default();
-    let changed: Vec<Path> = leaves(new)
+    let changed: Vec<Path> = leaves(new, shapes)
         .into_iter()
         .filter(|p| old.is_none_or(|o| get_at(o, p) != get_at(new, p)))
         .collect();
@@ -278,6 +538,41 @@ pub fn record_update(
     set_entries(new, list);
 }
 
+/// The 409 of an apply that conflicts, in upstream's words (fieldmanager's
+/// NewConflictError): one conflict on one line, several grouped by manager.
+fn conflict_error(conflicts: &[(String, Path)]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(m, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m}"), "field": path_display(p)}))
+        .collect();
+    let message = match conflicts {
+        [(m, p)] => format!(
+            "Apply failed with 1 conflict: conflict with {m}: {}",
+            path_display(p)
+        ),
+        _ => {
+            let mut managers: Vec<&String> = conflicts.iter().map(|(m, _)| m).collect();
+            managers.sort();
+            managers.dedup();
+            let mut lines = Vec::new();
+            for m in managers {
+                lines.push(format!("conflicts with {m}:"));
+                for (_, p) in conflicts.iter().filter(|(cm, _)| cm == m) {
+                    lines.push(format!("- {}", path_display(p)));
+                }
+            }
+            format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                lines.join("\n")
+            )
+        }
+    };
+    let mut err = ApiError::new(409, "Conflict", message);
+    err.details = Some(json!({"causes": causes}));
+    err
+}
+
 /// Server-side apply of `config` by `manager` onto `live` (or onto an
 /// empty object when creating). Returns the merged object with updated
 /// managedFields, or a 409 listing the conflicting fields.
@@ -292,12 +587,13 @@ pub fn apply(
     force: bool,
     api_version: &str,
     defaults: &dyn Fn(&mut Value),
+    shapes: Shapes<'_>,
 ) -> Result<Value, ApiError> {
     let base = live.cloned().unwrap_or_else(|| json!({}));
     let mut list = entries(&base);
-    let cfg_paths = leaves(config);
+    let cfg_paths = leaves(config, shapes);
     // The merge once; its defaulted copy is what conflicts are judged on.
-    let mut merged = strategic_merge(&base, config);
+    let mut merged = merge_applied(&base, config, shapes);
     let mut outcome = merged.clone();
     defaults(&mut outcome);
     let mut conflicts = Vec::new();
@@ -314,11 +610,7 @@ pub fn apply(
             let contested =
                 !is_item && cfg_paths.contains(p) && get_at(&base, p) != get_at(&outcome, p);
             if contested && !force {
-                conflicts.push((
-                    e["manager"].as_str().unwrap_or("").to_string(),
-                    e["apiVersion"].as_str().unwrap_or("").to_string(),
-                    p.clone(),
-                ));
+                conflicts.push((manager_display(e), p.clone()));
             }
             !(contested && force)
         });
@@ -327,26 +619,7 @@ pub fn apply(
         }
     }
     if !conflicts.is_empty() {
-        let causes: Vec<Value> = conflicts
-            .iter()
-            .map(|(m, av, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {av}"), "field": path_display(p)}))
-            .collect();
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(m, av, p)| format!("- conflict with \"{m}\" using {av}: {}", path_display(p)))
-            .collect();
-        let n = conflicts.len();
-        let mut err = ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {n} conflict{}: {}",
-                if n == 1 { "" } else { "s" },
-                lines.join("\n").trim_start_matches("- ")
-            ),
-        );
-        err.details = Some(json!({"causes": causes}));
-        return Err(err);
+        return Err(conflict_error(&conflicts));
     }
     let previously: Vec<Path> = list
         .iter()
@@ -433,34 +706,139 @@ mod tests {
     fn fieldsets_use_keys_for_keyed_lists() {
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "labels": {"x": "1"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let tree = to_tree(&leaves(&d));
+        let tree = to_tree(&leaves(&d, Shapes::Builtin));
         assert_eq!(tree["f:metadata"]["f:labels"]["f:x"], json!({}));
         assert_eq!(
             tree["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"],
             json!({})
         );
-        assert_eq!(from_tree(&tree).len(), leaves(&d).len());
+        assert_eq!(from_tree(&tree).len(), leaves(&d, Shapes::Builtin).len());
     }
 
     #[test]
     fn apply_conflicts_and_force() {
         let live = json!({"metadata": {"name": "a", "managedFields": [{"manager": "other", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:k": {}}}}]}, "data": {"k": "1"}});
         let cfg = json!({"metadata": {"name": "a"}, "data": {"k": "2"}});
-        let err = apply(Some(&live), &cfg, "me", false, "v1", &|_| {}).unwrap_err();
+        let err = apply(
+            Some(&live),
+            &cfg,
+            "me",
+            false,
+            "v1",
+            &|_| {},
+            Shapes::Builtin,
+        )
+        .unwrap_err();
         assert_eq!(err.code, 409);
         assert!(
             err.message.contains("conflict with \"other\""),
             "{}",
             err.message
         );
-        let ok = apply(Some(&live), &cfg, "me", true, "v1", &|_| {}).unwrap();
+        let ok = apply(
+            Some(&live),
+            &cfg,
+            "me",
+            true,
+            "v1",
+            &|_| {},
+            Shapes::Builtin,
+        )
+        .unwrap();
         assert_eq!(ok["data"]["k"], "2");
         let mf = ok["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 1);
         assert_eq!(mf[0]["manager"], "me");
         // Dropping a field from the config removes it.
         let cfg2 = json!({"metadata": {"name": "a"}, "data": {"j": "3"}});
-        let again = apply(Some(&ok), &cfg2, "me", false, "v1", &|_| {}).unwrap();
+        let again = apply(
+            Some(&ok),
+            &cfg2,
+            "me",
+            false,
+            "v1",
+            &|_| {},
+            Shapes::Builtin,
+        )
+        .unwrap();
         assert_eq!(again["data"], json!({"j": "3"}));
+    }
+
+    fn cr_schema() -> Structural {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "port"],
+                "items": {"type": "object", "required": ["name", "port"], "properties": {
+                    "name": {"type": "string"}, "port": {"type": "integer"}, "note": {"type": "string"},
+                    "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "containers": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+            "selector": {"type": "object", "x-kubernetes-map-type": "atomic", "additionalProperties": {"type": "string"}}}}}});
+        Structural::from_schema(&schema).unwrap()
+    }
+
+    #[test]
+    fn custom_resource_fieldsets_follow_the_schema() {
+        let s = cr_schema();
+        let shapes = Shapes::Schema(Some(&s));
+        let cr = json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a", "finalizers": ["f"]},
+            "spec": {"ports": [{"port": 80, "name": "web", "tags": ["t"]}], "tags": ["a", "b"],
+                "containers": [{"name": "c"}], "selector": {"app": "x"}}});
+        let tree = to_tree(&leaves(&cr, shapes));
+        let port = &tree["f:spec"]["f:ports"]["k:{\"name\":\"web\",\"port\":80}"];
+        assert_eq!(port["."], json!({}));
+        assert_eq!(port["f:tags"]["v:\"t\""], json!({}));
+        assert_eq!(tree["f:spec"]["f:tags"]["v:\"b\""], json!({}));
+        // Not keyed by name as a Pod's containers are: the schema says nothing, so atomic.
+        assert_eq!(tree["f:spec"]["f:containers"], json!({}));
+        assert_eq!(tree["f:spec"]["f:selector"], json!({}));
+        assert_eq!(tree["f:metadata"]["f:finalizers"]["v:\"f\""], json!({}));
+    }
+
+    #[test]
+    fn custom_resource_apply_merges_by_the_schema() {
+        let s = cr_schema();
+        let shapes = Shapes::Schema(Some(&s));
+        let a = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "a", "port": 1}], "tags": ["x"],
+            "containers": [{"name": "c1"}], "selector": {"k": "1", "j": "2"}}});
+        let one = apply(None, &a, "m1", false, "x/v1", &|_| {}, shapes).unwrap();
+        let b = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "b", "port": 2}], "tags": ["y"]}});
+        let two = apply(Some(&one), &b, "m2", false, "x/v1", &|_| {}, shapes).unwrap();
+        assert_eq!(
+            two["spec"]["ports"],
+            json!([{"name": "a", "port": 1}, {"name": "b", "port": 2}])
+        );
+        assert_eq!(two["spec"]["tags"], json!(["x", "y"]));
+        // An atomic list or map written differently by another manager conflicts, whole.
+        let c = json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c2"}], "selector": {"k": "1"}}});
+        let err = apply(Some(&two), &c, "m2", false, "x/v1", &|_| {}, shapes).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            "Apply failed with 2 conflicts: conflicts with \"m1\":\n- .spec.containers\n- .spec.selector"
+        );
+        let forced = apply(Some(&two), &c, "m2", true, "x/v1", &|_| {}, shapes).unwrap();
+        assert_eq!(forced["spec"]["selector"], json!({"k": "1"}));
+        assert_eq!(forced["spec"]["containers"], json!([{"name": "c2"}]));
+        // A keyed item's field owned by another manager conflicts by its key.
+        let d = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "a", "port": 1, "note": "n"}]}});
+        let ok = apply(Some(&forced), &d, "m3", false, "x/v1", &|_| {}, shapes).unwrap();
+        let e = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "a", "port": 1, "note": "o"}]}});
+        let err = apply(Some(&ok), &e, "m4", false, "x/v1", &|_| {}, shapes).unwrap_err();
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"m3\": .spec.ports[name=\"a\",port=1].note"
+        );
+    }
+
+    #[test]
+    fn list_merge_keeps_the_order_upstream_keeps() {
+        let s = cr_schema();
+        let shapes = Shapes::Schema(Some(&s));
+        let live = json!({"spec": {"tags": ["a", "b", "c", "d"]}});
+        let cfg = json!({"spec": {"tags": ["c", "e", "a"]}});
+        let out = merge_applied(&live, &cfg, shapes);
+        // Walked as structured-merge-diff walks it: a, already applied later, waits; b stays; c
+        // shared; d stays; then the applied e and a.
+        assert_eq!(out["spec"]["tags"], json!(["b", "c", "d", "e", "a"]));
     }
 }

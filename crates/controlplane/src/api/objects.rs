@@ -768,7 +768,14 @@ impl Core {
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("managedFields");
             }
-            fields::record_update(&mut obj, None, &ctx.manager, &rd.api_version(), "Update");
+            fields::record_update(
+                &mut obj,
+                None,
+                &ctx.manager,
+                &rd.api_version(),
+                "Update",
+                fields::Shapes::of(rd),
+            );
         }
         if ctx.dry_run {
             return Ok(obj);
@@ -1239,6 +1246,7 @@ impl Core {
                 &ctx.manager,
                 &rd.api_version(),
                 "Update",
+                fields::Shapes::of(rd),
             );
         }
         // Held to the store write, as on create.

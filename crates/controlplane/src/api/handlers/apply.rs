@@ -27,14 +27,16 @@ impl ApiServer {
         let av = rd.api_version();
         ctx.manager = "__apply__".into();
         let defaults = |v: &mut serde_json::Value| crate::api::defaults::apply_defaults(rd, v);
+        // Custom resources merge by their schema's list and map types, built-in kinds by field.
+        let shapes = fields::Shapes::of(rd);
         if self.core.get_stored(rd, ns, name).is_none() {
-            let mut obj = fields::apply(None, &config, manager, force, &av, &defaults)?;
+            let mut obj = fields::apply(None, &config, manager, force, &av, &defaults, shapes)?;
             obj["metadata"]["name"] = json!(name);
             let created = self.core.create(rd, ns, obj, ctx)?;
             return Ok(json_response(StatusCode::CREATED, &created));
         }
         let out = self.core.modify(rd, ns, name, c.t.sub, ctx, |cur| {
-            let merged = fields::apply(Some(cur), &config, manager, force, &av, &defaults)?;
+            let merged = fields::apply(Some(cur), &config, manager, force, &av, &defaults, shapes)?;
             Ok(merged)
         })?;
         // managedFields are kept from the merged object: write them through.
