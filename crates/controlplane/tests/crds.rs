@@ -681,3 +681,93 @@ async fn a_kube_rs_controller_reconciles_custom_resources() {
     .await;
     controller.abort();
 }
+
+/// Benchmark (BENCHMARKS.md, `bench/crd.sh`): create throughput and watch latency of 10,000
+/// CronTabs (schema-validated, with a CEL rule) against 10,000 ConfigMaps, each on a fresh
+/// control plane. Release build; prints `crd-bench` lines.
+#[tokio::test]
+#[ignore]
+async fn bench_custom_resources_vs_configmaps() {
+    use futures_util::{StreamExt, TryStreamExt};
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    use kube::runtime::{watcher, WatchStreamExt};
+    use std::time::Instant;
+
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    for kind in ["ConfigMap", "CronTab"] {
+        let c = start().await;
+        let client = c.admin().await;
+        let ar = if kind == "CronTab" {
+            install_crontab(&c).await;
+            ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("stable.example.com", "v1", "CronTab"),
+                "crontabs",
+            )
+        } else {
+            ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("", "v1", "ConfigMap"),
+                "configmaps",
+            )
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+        let object = |i: usize| -> DynamicObject {
+            let v = if kind == "CronTab" {
+                json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+                       "metadata": {"name": format!("o{i}")},
+                       "spec": {"cronSpec": "* * * * */5", "image": "img", "replicas": 2}})
+            } else {
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": format!("o{i}")},
+                       "data": {"cronSpec": "* * * * */5", "image": "img", "replicas": "2"}})
+            };
+            serde_json::from_value(v).expect("object")
+        };
+        let started = Instant::now();
+        futures_util::stream::iter(0..n)
+            .map(|i| {
+                let api = api.clone();
+                let o = object(i);
+                async move { api.create(&PostParams::default(), &o).await }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("creates");
+        let secs = started.elapsed().as_secs_f64();
+        // Watch latency with n objects stored: create one, time until its ADDED event.
+        let mut events = watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        // Drain the initial list.
+        let mut seen = 0;
+        while seen < n {
+            events.try_next().await.expect("watch").expect("event");
+            seen += 1;
+        }
+        let mut lat = Vec::new();
+        for i in 0..200 {
+            let t = Instant::now();
+            api.create(&PostParams::default(), &object(n + i))
+                .await
+                .expect("create");
+            loop {
+                let o = events.try_next().await.expect("watch").expect("event");
+                if o.metadata.name.as_deref() == Some(&format!("o{}", n + i)) {
+                    break;
+                }
+            }
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "crd-bench kind={kind} n={n} creates_per_s={:.0} watch_p50_ms={:.2} watch_p99_ms={:.2}",
+            n as f64 / secs,
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100]
+        );
+        c.handle.shutdown().await;
+    }
+}
