@@ -24,11 +24,14 @@ struct Series {
     ts: Option<i64>,
 }
 
+/// Families by name: HELP text, TYPE, series.
+type Families = BTreeMap<String, (String, String, Vec<Series>)>;
+
 /// The metrics text as a Prometheus text parser reads it (strictly enough to catch a format
 /// slip: every family has HELP then TYPE before its series, series names match the family,
 /// label values are quoted, timestamps are integers).
-fn parse(text: &str) -> BTreeMap<String, (String, String, Vec<Series>)> {
-    let mut out: BTreeMap<String, (String, String, Vec<Series>)> = BTreeMap::new();
+fn parse(text: &str) -> Families {
+    let mut out = Families::new();
     let mut current: Option<String> = None;
     assert!(text.ends_with('\n'), "no final newline: {text:?}");
     for line in text.lines() {
@@ -76,11 +79,7 @@ fn parse(text: &str) -> BTreeMap<String, (String, String, Vec<Series>)> {
     out
 }
 
-fn one<'a>(
-    m: &'a BTreeMap<String, (String, String, Vec<Series>)>,
-    fam: &str,
-    labels: &[(&str, &str)],
-) -> Option<&'a Series> {
+fn one<'a>(m: &'a Families, fam: &str, labels: &[(&str, &str)]) -> Option<&'a Series> {
     m.get(fam)?.2.iter().find(|s| {
         s.labels.len() == labels.len()
             && labels
