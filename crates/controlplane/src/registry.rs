@@ -30,6 +30,27 @@ pub struct ResourceDef {
     pub typed: Typed,
     /// What the CustomResourceDefinition says, for a custom resource.
     pub custom: Option<&'static CustomDef>,
+    /// For a built-in kind served at a version other than its storage
+    /// version (autoscaling/v1 HorizontalPodAutoscaler): how objects convert.
+    pub conversion: Option<&'static Conversion>,
+}
+
+/// How a built-in resource's objects convert between the version it is
+/// served at and the one it is stored at, as kube-apiserver converts them
+/// through the internal type (`api/convert.rs`).
+#[derive(Clone, Copy)]
+pub struct Conversion {
+    pub storage_version: &'static str,
+    /// Served version → stored version.
+    pub to_storage: fn(Value) -> Value,
+    /// Stored version → served version.
+    pub view: fn(&Value) -> Value,
+}
+
+impl std::fmt::Debug for Conversion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conversion(stored at {})", self.storage_version)
+    }
 }
 
 /// What the server does through the resource's k8s-openapi type: decode and
@@ -144,6 +165,13 @@ impl ResourceDef {
     /// `None` a version differs from another only in `apiVersion`.
     pub fn view<'a>(&self, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
         use std::borrow::Cow;
+        if let Some(conv) = self.conversion {
+            let want = format!("{}/{}", self.group, conv.storage_version);
+            return match obj.get("apiVersion").and_then(Value::as_str) {
+                Some(av) if av == want => Cow::Owned((conv.view)(obj)),
+                _ => Cow::Borrowed(obj),
+            };
+        }
         let Some(c) = self.custom else {
             return Cow::Borrowed(obj);
         };
@@ -158,8 +186,20 @@ impl ResourceDef {
         Cow::Owned(out)
     }
 
-    /// An object as stored: custom resources at their CRD's storage version.
+    /// Whether objects are served as stored (else `view`/`to_storage` convert).
+    pub fn converts(&self) -> bool {
+        self.custom.is_some() || self.conversion.is_some()
+    }
+
+    /// An object as stored: custom resources at their CRD's storage version,
+    /// built-in kinds through their conversion.
     pub fn to_storage(&self, mut obj: Value) -> Value {
+        if let Some(conv) = self.conversion {
+            if obj.get("apiVersion").and_then(Value::as_str) == Some(self.api_version().as_str()) {
+                return (conv.to_storage)(obj);
+            }
+            return obj;
+        }
         if let Some(c) = self.custom {
             if c.storage_version != self.version && obj.is_object() {
                 obj["apiVersion"] = Value::String(format!("{}/{}", self.group, c.storage_version));
@@ -203,6 +243,7 @@ macro_rules! def {
             subresources: $sub,
             typed: $crate::registry::Typed::of::<$t>(),
             custom: None,
+            conversion: None,
         }
     };
 }
@@ -210,7 +251,8 @@ macro_rules! def {
 pub(crate) use def;
 
 use k8s_openapi::api::{
-    admissionregistration::v1 as admission, apps::v1 as apps, autoscaling::v2 as autoscaling,
+    admissionregistration::v1 as admission, apps::v1 as apps, autoscaling::v1 as autoscaling_v1,
+    autoscaling::v2 as autoscaling,
     batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
     core::v1 as core, discovery::v1 as discovery, events::v1 as events,
     flowcontrol::v1 as flowcontrol, networking::v1 as networking, node::v1 as node,
@@ -247,6 +289,8 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!(apps::StatefulSet, "statefulset", short: &["sts"], cat: ALL, sub: &["status", "scale"]),
     def!(events::Event, "event", short: &["ev"], cat: NONE, sub: &[]),
     def!(autoscaling::HorizontalPodAutoscaler, "horizontalpodautoscaler", short: &["hpa"], cat: ALL, sub: &["status"]),
+    // Stored as v2 (after its row, so lookups by kind and GC find v2).
+    ResourceDef { conversion: Some(&crate::api::convert::HPA_V1), ..def!(autoscaling_v1::HorizontalPodAutoscaler, "horizontalpodautoscaler", short: &["hpa"], cat: ALL, sub: &["status"]) },
     def!(batch::Job, "job", short: NONE, cat: ALL, sub: &["status"]),
     def!(batch::CronJob, "cronjob", short: &["cj"], cat: ALL, sub: &["status"]),
     def!(certificates::CertificateSigningRequest, "certificatesigningrequest", short: &["csr"], cat: NONE, sub: &["approval", "status"]),

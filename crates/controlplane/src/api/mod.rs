@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod fields;
+pub(crate) mod convert;
 pub(crate) mod custom;
 mod handlers;
 mod kinds;

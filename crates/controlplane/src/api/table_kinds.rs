@@ -275,6 +275,15 @@ fn csr_condition(o: &Value) -> String {
 
 /// One row for `o`, if `rd` has its own printer here.
 pub fn row(rd: &ResourceDef, o: &Value) -> Option<Vec<Value>> {
+    // Upstream prints the internal object: a converted kind's columns are read
+    // from its stored form (an autoscaling/v1 HPA's metrics from v2's).
+    let stored;
+    let o = if rd.conversion.is_some() {
+        stored = rd.to_storage(o.clone());
+        &stored
+    } else {
+        o
+    };
     let name = json!(super::objects::meta_str(o, "name"));
     let age = json!(age(o));
     Some(match (rd.group, rd.kind) {

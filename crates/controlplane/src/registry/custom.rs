@@ -229,6 +229,7 @@ fn build(spec: &Value, v: &Value, version: &str, crd_name: String, storage: Stri
         subresources: Box::leak(subresources.into_boxed_slice()),
         typed: Typed::untyped(),
         custom: Some(Box::leak(Box::new(custom))),
+        conversion: None,
     }
 }
 

@@ -36,8 +36,8 @@ impl ApiServer {
             }
         }
         let (mut items, rev, cont) = self.core.list(rd, c.t.ns, &opts)?;
-        if rd.custom.is_some() {
-            // Stored at the CRD's storage version: served at the requested one.
+        if rd.converts() {
+            // Stored at the CRD's (or the kind's) storage version: served at the requested one.
             for it in items.iter_mut() {
                 if let std::borrow::Cow::Owned(v) = rd.view(it) {
                     *it = std::sync::Arc::new(v);

@@ -122,6 +122,9 @@ pub(super) fn defaults(rd: &ResourceDef, obj: &mut Value) {
             default_template_at(obj, "/spec/template/spec");
         }
         ("", "PodTemplate") => default_template_at(obj, "/template/spec"),
+        ("autoscaling", "HorizontalPodAutoscaler") if rd.conversion.is_some() => {
+            crate::api::convert::hpa_v1_defaults(obj)
+        }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             let Some(spec) = obj_mut(obj, "spec") else {
                 return;
@@ -175,6 +178,10 @@ pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
         ("batch", "CronJob") => validate_cronjob(obj, causes),
         ("", "ReplicationController") => validate_rc(obj, causes),
         ("", "PodTemplate") => validate_template(obj.get("template"), "template", causes),
+        // autoscaling/v1 is validated as upstream validates it: converted (field paths are v2's).
+        ("autoscaling", "HorizontalPodAutoscaler") if rd.conversion.is_some() => {
+            validate_hpa(&rd.to_storage(obj.clone()), causes)
+        }
         ("autoscaling", "HorizontalPodAutoscaler") => validate_hpa(obj, causes),
         _ => {}
     }
