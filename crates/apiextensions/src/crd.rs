@@ -41,7 +41,7 @@ const ROOT_ALLOWED: [&str; 22] = [
     "externalDocs",
     "example",
     "x-kubernetes-preserve-unknown-fields",
-    "x-kubernetes-validations"
+    "x-kubernetes-validations",
 ];
 const APPROVAL: &str = "api-approved.kubernetes.io";
 

@@ -97,7 +97,10 @@ pub fn jsonpath(path: &str, obj: &Value) -> Result<Vec<Value>, FieldError> {
 }
 
 fn is_rfc3339(s: &str) -> bool {
-    s.len() >= 20 && crate::format::is_date(&s[..10]) && matches!(s.as_bytes()[10], b'T' | b't')
+    // Byte slicing only after checking the boundary: user data may hold multi-byte characters.
+    s.len() >= 20
+        && s.get(..10).is_some_and(crate::format::is_date)
+        && matches!(s.as_bytes()[10], b'T' | b't')
 }
 
 /// fmt.Fprint of a decoded JSON value (what jsonpath's text output prints).

@@ -47,6 +47,8 @@ pub(crate) struct Node {
     pub max_properties: Option<i64>,
     pub min_properties: Option<i64>,
     pub pattern: Option<String>,
+    /// `pattern` compiled once, with Go's (RE2's) ASCII meaning of \d, \w, \s and \b.
+    pub pattern_re: Option<Result<regex::Regex, String>>,
     pub unique_items: bool,
     pub preserve_unknown: bool,
     pub embedded: bool,
@@ -135,6 +137,11 @@ impl Node {
                 .and_then(Value::as_str)
                 .filter(|p| !p.is_empty())
                 .map(str::to_string),
+            pattern_re: v
+                .get("pattern")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+                .map(|p| regex::Regex::new(&go_regex(p)).map_err(|e| e.to_string())),
             unique_items: b(v, "uniqueItems"),
             preserve_unknown: b(v, "x-kubernetes-preserve-unknown-fields"),
             embedded: b(v, "x-kubernetes-embedded-resource"),
@@ -198,6 +205,34 @@ impl Node {
             && self.one_of.is_empty()
             && self.not.is_none())
     }
+}
+
+/// An RE2 pattern for Rust's regex: the Perl classes are ASCII in Go, Unicode here by default.
+pub(crate) fn go_regex(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() + 8);
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('s') => out.push_str("[\\t\\n\\f\\r ]"),
+            Some('S') => out.push_str("[^\\t\\n\\f\\r ]"),
+            Some('b') => out.push_str("(?-u:\\b)"),
+            Some('B') => out.push_str("(?-u:\\B)"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// A version's parsed openAPIV3Schema.
@@ -665,5 +700,18 @@ fn completeness_nested(v: &Node, s: &Node, s_path: &str, v_path: &str, errs: &mu
                 completeness_nested(vf, sf, &key(&child(s_path, "properties"), k), &vp, errs)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn patterns_have_go_semantics() {
+        let re = regex::Regex::new(&super::go_regex(r"^\d+\s[\w-]+$")).unwrap();
+        assert!(re.is_match("12 a-b_c"));
+        // RE2's \d and \w are ASCII: Arabic-Indic digits and accented letters do not match.
+        assert!(!re.is_match("١٢ a"));
+        assert!(!re.is_match("12 é"));
+        assert_eq!(super::go_regex(r"a\\d\."), r"a\\d\.");
     }
 }

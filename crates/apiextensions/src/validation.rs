@@ -318,8 +318,8 @@ fn string_checks(n: &Node, s: &str, path: &str, errs: &mut Vec<FieldError>) {
             return;
         }
     }
-    if let Some(p) = &n.pattern {
-        match regex::Regex::new(p) {
+    if let (Some(p), Some(re)) = (&n.pattern, &n.pattern_re) {
+        match re {
             Ok(r) if r.is_match(s) => {}
             Ok(_) => errs.push(invalid(
                 path,

@@ -78,4 +78,9 @@ fn cells() {
         json!("2024-01-02T03:04:05Z")
     );
     assert_eq!(cell(".metadata.name", "date"), json!("<invalid>"));
+    let odd = json!({"t": "2024-01-0é03:04:05Z-xxxxxx"});
+    assert_eq!(
+        JsonPath::parse(".t").unwrap().cell("date", &odd),
+        json!("<invalid>")
+    );
 }
