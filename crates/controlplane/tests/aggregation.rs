@@ -497,6 +497,57 @@ async fn local_apiservices_are_registered_and_available() {
         "onstart"
     );
     assert!(v["spec"].get("service").is_none());
+    // A CRD's group versions get local APIServices (upstream's crdRegistrationController),
+    // removed with the CRD.
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.agg.example.com
+spec:
+  group: agg.example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+  - name: v1beta1
+    served: false
+    storage: false
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+",
+    )
+    .await;
+    let got = wait_available(&c, "v1.agg.example.com", "True Local").await;
+    assert_eq!(got, "True Local: Local APIServices are always available");
+    let v: Value =
+        serde_json::from_str(&c.ok_line("get apiservice v1.agg.example.com -o json").await)
+            .expect("json");
+    assert_eq!(v["spec"]["groupPriorityMinimum"], 1000);
+    assert_eq!(v["spec"]["versionPriority"], 100);
+    assert_eq!(
+        v["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"],
+        "true"
+    );
+    let o = c
+        .kubectl(&["get", "apiservice", "v1beta1.agg.example.com"])
+        .await;
+    assert!(err(&o).contains("NotFound"), "not served: {}", err(&o));
+    c.ok_line("delete crd widgets.agg.example.com").await;
+    eventually(
+        "the CRD's APIService to go",
+        Duration::from_secs(30),
+        || async {
+            let o = c
+                .kubectl(&["get", "apiservice", "v1.agg.example.com"])
+                .await;
+            err(&o).contains("NotFound").then_some(())
+        },
+    )
+    .await;
     // The RBAC role aggregated servers are bound to, to read the ConfigMap.
     c.ok_line("get role extension-apiserver-authentication-reader -n kube-system")
         .await;

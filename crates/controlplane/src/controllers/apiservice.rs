@@ -3,7 +3,9 @@
 //! - [`register_local`] (at start, upstream's autoregister): one local APIService per served
 //!   built-in group version (`v1.`, `v1.apps`, ...), with kube-apiserver's group and version
 //!   priorities, labelled `kube-aggregator.kubernetes.io/automanaged: onstart`; never deleted.
-//! - [`pass`], the availability controllers: local APIServices are `Available=True` (`Local`);
+//! - [`pass`] keeps one local APIService per group version CustomResourceDefinitions serve
+//!   (upstream's crdRegistrationController: `automanaged: "true"`, priorities 1000/100), and
+//!   runs the availability controllers: local APIServices are `Available=True` (`Local`);
 //!   a remote one is checked as upstream's remote controller does — the Service exists
 //!   (`ServiceNotFound`), a ClusterIP Service listens on the port (`ServicePortError`), its
 //!   EndpointSlices exist (`EndpointsNotFound`) and have a ready endpoint with that port's name
@@ -48,16 +50,21 @@ fn priority(group: &str, version: &str) -> (i64, i64) {
     }
 }
 
-/// The local APIServices: `v1.` and `VERSION.GROUP` of every built-in group (the stored kinds'
-/// and the review-only authentication.k8s.io and authorization.k8s.io).
+/// The local APIServices: `v1.` and `VERSION.GROUP` of every built-in group version (the
+/// stored kinds', and the review-only authentication.k8s.io/v1 and authorization.k8s.io/v1).
 pub(crate) fn local_group_versions() -> Vec<(&'static str, &'static str)> {
     let mut gvs = vec![("", "v1")];
-    for g in crate::registry::groups()
-        .into_iter()
-        .chain(["authentication.k8s.io", "authorization.k8s.io"])
+    let reviews = [
+        ("authentication.k8s.io", "v1"),
+        ("authorization.k8s.io", "v1"),
+    ];
+    for gv in crate::registry::RESOURCES
+        .iter()
+        .map(|r| (r.group, r.version))
+        .chain(reviews)
     {
-        if !gvs.iter().any(|(have, _)| *have == g) {
-            gvs.push((g, crate::registry::version_of(g)));
+        if !gvs.contains(&gv) {
+            gvs.push(gv);
         }
     }
     gvs
@@ -84,6 +91,90 @@ pub(crate) fn register_local(core: &Core) {
             if e.reason != "AlreadyExists" {
                 tracing::warn!("APIService {name}: {}", e.message);
             }
+        }
+    }
+}
+
+/// The label of APIServices the API server keeps itself.
+const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
+
+/// upstream's crdRegistrationController: a local APIService (`automanaged: "true"`, group
+/// priority 1000, version priority 100) for each group version a CustomResourceDefinition
+/// serves, removed once no CRD serves it; built-in group versions and APIServices made by
+/// others are left alone.
+fn sync_crd_apiservices(core: &Core) {
+    let r = rd("apiregistration.k8s.io", "apiservices");
+    let builtin = local_group_versions();
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for crd in list(
+        core,
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        None,
+    ) {
+        let group = crd
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for v in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let version = v["name"].as_str().unwrap_or("");
+            let gv = (group.to_string(), version.to_string());
+            let served = v["served"].as_bool() == Some(true);
+            if served
+                && !group.is_empty()
+                && !version.is_empty()
+                && !builtin.iter().any(|(g, v)| (*g, *v) == (group, version))
+                && !wanted.contains(&gv)
+            {
+                wanted.push(gv);
+            }
+        }
+    }
+    let existing = list(core, "apiregistration.k8s.io", "apiservices", None);
+    for (group, version) in &wanted {
+        let name = format!("{version}.{group}");
+        if existing.iter().any(|a| meta_str(a, "name") == name) {
+            continue;
+        }
+        let obj = json!({
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": name, "labels": {AUTOMANAGED: "true"}},
+            "spec": {"group": group, "version": version, "groupPriorityMinimum": 1000, "versionPriority": 100},
+        });
+        let mut ctx = WriteCtx::controller(MANAGER);
+        if let Err(e) = core.create(r, None, obj, &mut ctx) {
+            if e.reason != "AlreadyExists" {
+                tracing::warn!("APIService {name}: {}", e.message);
+            }
+        }
+    }
+    for a in &existing {
+        let managed = a.pointer(&format!(
+            "/metadata/labels/{}",
+            AUTOMANAGED.replace('/', "~1")
+        )) == Some(&json!("true"));
+        let spec = |f: &str| {
+            a.pointer(&format!("/spec/{f}"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        if managed
+            && a.pointer("/spec/service").is_none_or(Value::is_null)
+            && !wanted.contains(&(spec("group"), spec("version")))
+        {
+            let _ = core.delete(
+                r,
+                None,
+                meta_str(a, "name"),
+                &crate::api::objects::DeleteOptions::default(),
+            );
         }
     }
 }
@@ -210,6 +301,7 @@ fn with_condition(apiservice: &Value, available: bool, reason: &str, message: &s
 /// One pass: every APIService's `Available` condition, the discovery cache and the
 /// authentication ConfigMap.
 pub(crate) fn pass(core: &Core, s: &Settings) {
+    sync_crd_apiservices(core);
     let agg = s.aggregator.as_deref();
     let r = rd("apiregistration.k8s.io", "apiservices");
     let mut remote = Vec::new();

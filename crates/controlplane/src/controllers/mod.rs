@@ -306,6 +306,7 @@ pub fn spawn_all(
                 ("apiregistration.k8s.io", "apiservices"),
                 ("", "services"),
                 ("discovery.k8s.io", "endpointslices"),
+                ("apiextensions.k8s.io", "customresourcedefinitions"),
             ]),
             Duration::from_secs(5),
         ),
