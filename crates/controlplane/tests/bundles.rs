@@ -318,3 +318,75 @@ async fn kubectl_1_20_applies_the_ingress_nginx_bundle() {
     };
     assert_eq!(apply_bundle("ingress-nginx", false, Some(&bin)).await, 19);
 }
+
+#[tokio::test]
+async fn cert_manager_bundle_applies() {
+    // cert-manager's release manifest, applied client-side as its docs say: 6 CRDs, RBAC,
+    // three Deployments and Services, and two webhook configurations.
+    assert_eq!(apply_bundle("cert-manager", false, None).await, 51);
+}
+
+/// What a user sees after installing cert-manager where its pods cannot run (no image here):
+/// its validating webhook (failurePolicy Fail) refuses cert-manager objects, in
+/// kube-apiserver's words, until the webhook has endpoints; in a namespace its
+/// namespaceSelector leaves out, the objects are accepted and checked by the CRDs' schemas.
+#[tokio::test]
+async fn cert_manager_webhook_and_schemas_judge_its_objects() {
+    let c = start().await;
+    let manifest = join(&docs(&bundle("cert-manager")).iter().collect::<Vec<_>>());
+    let out = c
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&manifest))
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    c.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd",
+        "--all",
+    ])
+    .await;
+    let issuer = |ns: &str| {
+        format!("apiVersion: cert-manager.io/v1\nkind: Issuer\nmetadata: {{name: selfsigned, namespace: {ns}}}\nspec: {{selfSigned: {{}}}}\n")
+    };
+    let refused = c
+        .kubectl_stdin(&["create", "-f", "-"], Some(&issuer("default")))
+        .await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("Internal error occurred: failed calling webhook \"webhook.cert-manager.io\": failed to call webhook: Post \"https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s\""),
+        "{err}"
+    );
+    c.ok(&["create", "namespace", "certs"]).await;
+    c.ok(&[
+        "label",
+        "namespace",
+        "certs",
+        "cert-manager.io/disable-validation=true",
+    ])
+    .await;
+    c.apply_stdin(&["create", "-f", "-"], &issuer("certs"))
+        .await;
+    // The Certificate CRD's schema: secretName is required.
+    let bad = "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: web, namespace: certs}\nspec: {dnsNames: [web.example.com], issuerRef: {name: selfsigned}}\n";
+    let out = c.kubectl_stdin(&["create", "-f", "-"], Some(bad)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("The Certificate \"web\" is invalid: spec.secretName: Required value"),
+        "{err}"
+    );
+    let good = bad.replace("dnsNames:", "secretName: web-tls, dnsNames:");
+    c.apply_stdin(&["create", "-f", "-"], &good).await;
+    let printed = c.ok(&["get", "certificates", "-n", "certs"]).await;
+    let header: Vec<&str> = printed
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "SECRET", "AGE"], "{printed}");
+    c.handle.shutdown().await;
+}
