@@ -79,6 +79,71 @@ fn parse(text: &str) -> Families {
     out
 }
 
+/// A series with its sample name, family TYPE and HELP.
+type Read = (String, String, String, Series);
+
+/// The same text read by an independent parser, the Prometheus Python client's (Debian's
+/// python3-prometheus-client): (sample name, labels, value, timestamp ms) of each series in
+/// order, with its family's TYPE and HELP; None (after `can_run`) without it.
+fn python_parse(text: &str) -> Option<Vec<Read>> {
+    const PY: &str = "/usr/bin/python3";
+    let has = std::process::Command::new(PY)
+        .args(["-c", "import prometheus_client.parser"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !rktup_testkit::can_run("stats", (!has).then_some("python3-prometheus-client")) {
+        return None;
+    }
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for f in text_string_to_metric_families(sys.stdin.read()):
+    for s in f.samples:
+        ts = None if s.timestamp is None else round(s.timestamp * 1000)
+        out.append([s.name, f.type, f.documentation, s.labels, s.value, ts])
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(PY)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(out.status.success(), "the Python parser refused:\n{text}");
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    Some(
+        v.into_iter()
+            .map(|r| {
+                let labels = r[3]
+                    .as_object()
+                    .expect("labels")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                (
+                    r[0].as_str().unwrap_or_default().to_string(),
+                    r[1].as_str().unwrap_or_default().to_string(),
+                    r[2].as_str().unwrap_or_default().to_string(),
+                    Series {
+                        labels,
+                        value: r[4].as_f64().expect("value"),
+                        ts: r[5].as_i64(),
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
 fn one<'a>(m: &'a Families, fam: &str, labels: &[(&str, &str)]) -> Option<&'a Series> {
     m.get(fam)?.2.iter().find(|s| {
         s.labels.len() == labels.len()
@@ -232,6 +297,27 @@ fn resource_metrics_and_summary_from_the_pods_cgroups() {
             assert_eq!((h.as_str(), k.as_str()), (help, kind), "{fam}");
         }
         assert!(!first.contains_key("scrape_error"), "{text}");
+        // An independent parser reads the same series, values, timestamps and escapes.
+        if let Some(py) = python_parse(&text) {
+            let mine: Vec<Read> = first
+                .iter()
+                .flat_map(|(name, (help, kind, series))| {
+                    series
+                        .iter()
+                        .map(move |s| (name.clone(), kind.clone(), help.clone(), s.clone()))
+                })
+                .collect();
+            assert_eq!(py.len(), mine.len(), "{text}");
+            for ((pn, pk, ph, ps), (mn, mk, mh, ms)) in py.iter().zip(&mine) {
+                assert_eq!(
+                    (pn, pk, ps.value, ps.ts),
+                    (mn, mk, ms.value, ms.ts),
+                    "{text}"
+                );
+                assert_eq!(ps.labels, ms.labels, "{text}");
+                assert_eq!(ph, mh);
+            }
+        }
         let names: Vec<&String> = first.keys().collect();
         let mut sorted = names.clone();
         sorted.sort();
