@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::cel_rules::{node_key, Step};
 use crate::schema::{Node, Structural};
 use crate::{child, goformat, index, key, names, Bad, FieldError, NOT_SUPPORTED};
 
@@ -503,7 +504,7 @@ fn schema_errors(schema: &Value, spath: &str, status_enabled: bool, errs: &mut V
         Err(e) => errs.extend(e),
         Ok(s) => {
             let mut d = Vec::new();
-            defaults(&s.root, &root, true, &mut d);
+            defaults(&s, &s.root, "", &root, true, &mut d);
             errs.extend(d);
         }
     }
@@ -973,7 +974,14 @@ fn field_path_valid(schema: &Value, fp: &str) -> bool {
 
 /// ValidateDefaults: each default must be pruned and valid against its own schema (the
 /// messages carry upstream's quirk of an empty name: ` in body must be of type ...`).
-fn defaults(n: &Node, path: &str, is_root: bool, errs: &mut Vec<FieldError>) {
+fn defaults(
+    s: &Structural,
+    n: &Node,
+    spath: &str,
+    path: &str,
+    is_root: bool,
+    errs: &mut Vec<FieldError>,
+) {
     if let Some(d) = &n.default {
         let dpath = child(path, "default");
         let single = Structural::single(n.clone());
@@ -987,6 +995,7 @@ fn defaults(n: &Node, path: &str, is_root: bool, errs: &mut Vec<FieldError>) {
                 "must not have unknown fields",
             ));
         } else {
+            let before = errs.len();
             for e in single.validate(d, None) {
                 let field = if e.field == "<nil>" {
                     dpath.clone()
@@ -995,6 +1004,10 @@ fn defaults(n: &Node, path: &str, is_root: bool, errs: &mut Vec<FieldError>) {
                 };
                 errs.push(FieldError { field, ..e });
             }
+            // Then the CEL rules of the node and below, with the default as self and oldSelf.
+            if errs.len() == before {
+                crate::validation::cel_walk(s, n, spath, d, Some(d), &dpath, errs);
+            }
         }
     }
     for (k, p) in &n.properties {
@@ -1002,12 +1015,33 @@ fn defaults(n: &Node, path: &str, is_root: bool, errs: &mut Vec<FieldError>) {
         if is_root && k == "metadata" {
             continue;
         }
-        defaults(p, &key(&child(path, "properties"), k), false, errs);
+        defaults(
+            s,
+            p,
+            &node_key(spath, Step::Prop(k)),
+            &key(&child(path, "properties"), k),
+            false,
+            errs,
+        );
     }
     if let Some(a) = n.additional_schema() {
-        defaults(a, &child(path, "additionalProperties"), false, errs);
+        defaults(
+            s,
+            a,
+            &node_key(spath, Step::Additional),
+            &child(path, "additionalProperties"),
+            false,
+            errs,
+        );
     }
     if let Some(it) = &n.items {
-        defaults(it, &child(path, "items"), false, errs);
+        defaults(
+            s,
+            it,
+            &node_key(spath, Step::Items),
+            &child(path, "items"),
+            false,
+            errs,
+        );
     }
 }

@@ -345,6 +345,35 @@ fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>)
         _ => goformat::float_v(b),
     };
     let value = Bad::Json(Value::Number(num.clone()));
+    // IsValueValidAgainstRange: an integer beyond int64 (or int32 with that format), a float
+    // beyond float32 with format float; reported as a plain error (nil path, empty value).
+    if n.ty == "integer" && !n.int_or_string {
+        let fits = match n.format.as_str() {
+            "int32" => {
+                int.is_some_and(|i| i32::try_from(i).is_ok())
+                    || (int.is_none() && data.fract() == 0.0 && data.abs() <= i32::MAX as f64)
+            }
+            _ => int.is_some() || (num.is_f64() && data.fract() == 0.0 && data.abs() < 9.2e18),
+        };
+        if !fits {
+            let f = if matches!(n.format.as_str(), "int32" | "int64") {
+                format!("with format {}", n.format)
+            } else {
+                "(default format)".to_string()
+            };
+            errs.push(composite(format!(
+                "Checked value must be of type integer {f} in {path}"
+            )));
+        }
+    } else if n.ty == "number"
+        && n.format == "float"
+        && data.is_finite()
+        && data.abs() > f32::MAX as f64
+    {
+        errs.push(composite(format!(
+            "Checked value must be of type number with format float in {path}"
+        )));
+    }
     if let Some(m) = n.multiple_of {
         if m > 0.0 {
             let bad = match int {
@@ -631,7 +660,7 @@ fn list_map(n: &Node, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
 // CEL: rules of each node evaluated on the value there, old values correlated through object
 // fields, map keys and list-type=map keys (atomic lists and sets are not correlated).
 
-fn cel_walk(
+pub(crate) fn cel_walk(
     s: &Structural,
     n: &Node,
     spath: &str,

@@ -466,3 +466,36 @@ fn validate_crd_update_immutables() {
         vec!["spec.group: Invalid value: \"other.example.com\": field is immutable"]
     );
 }
+
+#[test]
+fn defaults_checked_by_rules_and_integer_ranges() {
+    let crd = with_schema(
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "size": {"type": "integer", "default": 7, "x-kubernetes-validations": [{"rule": "self % 2 == 0", "message": "must be even"}]}}}}}),
+    );
+    assert_eq!(
+        texts(&validate_crd(&crd, None)),
+        vec!["spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].default: Invalid value: \"integer\": must be even"]
+    );
+
+    let s = Structural::from_schema(
+        &json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "small": {"type": "integer", "format": "int32"}, "big": {"type": "integer"}}}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        s.validate(
+            &json!({"spec": {"small": 2147483647, "big": 9007199254740993_i64}}),
+            None
+        ),
+        vec![]
+    );
+    assert_eq!(
+        texts(&s.validate(&json!({"spec": {"small": 2147483648_i64}}), None)),
+        vec!["<nil>: Invalid value: \"\": Checked value must be of type integer with format int32 in spec.small"]
+    );
+    assert_eq!(
+        texts(&s.validate(&json!({"spec": {"big": 18446744073709551615_u64}}), None)),
+        vec!["<nil>: Invalid value: \"\": Checked value must be of type integer (default format) in spec.big"]
+    );
+}
