@@ -130,6 +130,8 @@ async fn webhook_server() -> Hooks {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            // As Go's listeners do: no Nagle delay on the answer.
+            let _ = tcp.set_nodelay(true);
             let (acceptor, record) = (acceptor.clone(), record.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
