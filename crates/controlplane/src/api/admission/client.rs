@@ -259,53 +259,123 @@ fn tls_error(e: &std::io::Error) -> String {
     }
 }
 
-/// One POST of `body` to the target; the answer's body, or the error text (after
-/// `failed to call webhook: `).
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle keep-alive connections by (address, port, server name, TLS config), as Go's
+/// transport keeps them: a webhook called per write would otherwise pay a TCP and TLS
+/// handshake each time.
+fn idle() -> &'static Mutex<HashMap<String, Vec<Sender>>> {
+    static IDLE: OnceLock<Mutex<HashMap<String, Vec<Sender>>>> = OnceLock::new();
+    IDLE.get_or_init(Default::default)
+}
+
+fn pool_key(t: &Target) -> String {
+    format!(
+        "{}|{}|{}|{:p}",
+        t.dial_host,
+        t.dial_port,
+        t.server_name,
+        Arc::as_ptr(&t.tls)
+    )
+}
+
+/// An idle connection that is still open, if any.
+fn take_idle(key: &str) -> Option<Sender> {
+    let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+    let list = idle.get_mut(key)?;
+    while let Some(s) = list.pop() {
+        if !s.is_closed() && s.is_ready() {
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn put_idle(key: String, s: Sender) {
+    let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+    let list = idle.entry(key).or_default();
+    // A few per webhook: validating webhooks are called in parallel.
+    if list.len() < 8 {
+        list.push(s);
+    }
+}
+
+/// A new connection: TCP, TLS against the CA bundle for the server name, HTTP/1.1.
+async fn connect(t: &Target) -> Result<Sender, String> {
+    let addr = if t.dial_host.contains(':') {
+        format!("[{}]:{}", t.dial_host, t.dial_port)
+    } else {
+        format!("{}:{}", t.dial_host, t.dial_port)
+    };
+    let tcp = tokio::net::TcpStream::connect((t.dial_host.as_str(), t.dial_port))
+        .await
+        .map_err(|e| dial_error(&addr, &e))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(t.server_name.clone()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls_error(&e))?;
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+async fn exchange(
+    t: &Target,
+    mut send: Sender,
+    body: Bytes,
+) -> Result<(http::StatusCode, Bytes, Sender), (String, bool)> {
+    let req = http::Request::post(t.path_and_query.as_str())
+        .header(http::header::HOST, t.authority.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "application/json, */*")
+        .header(http::header::USER_AGENT, "kube-apiserver-admission")
+        .body(Full::new(body))
+        .map_err(|e| (e.to_string(), false))?;
+    // `true`: the request never left (a reused connection the server had closed).
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| (e.to_string(), e.is_canceled() || e.is_closed()))?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| (e.to_string(), false))?
+        .to_bytes();
+    Ok((status, bytes, send))
+}
+
+/// One POST of `body` to the target, on a kept-alive connection when there is one; the
+/// answer's body, or the error text (after `failed to call webhook: `).
 pub(crate) async fn post(t: Target, body: Bytes) -> Result<Bytes, String> {
     let url = t.url.clone();
-    let exchange = async {
-        let addr = if t.dial_host.contains(':') {
-            format!("[{}]:{}", t.dial_host, t.dial_port)
-        } else {
-            format!("{}:{}", t.dial_host, t.dial_port)
-        };
-        let tcp = tokio::net::TcpStream::connect((t.dial_host.as_str(), t.dial_port))
-            .await
-            .map_err(|e| dial_error(&addr, &e))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(t.server_name.clone()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| tls_error(&e))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::post(t.path_and_query.as_str())
-            .header(http::header::HOST, t.authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, */*")
-            .header(http::header::USER_AGENT, "kube-apiserver-admission")
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, bytes))
+    let key = pool_key(&t);
+    let call = async {
+        if let Some(send) = take_idle(&key) {
+            match exchange(&t, send, body.clone()).await {
+                Ok(done) => return Ok(done),
+                // Closed under us before the request went out: a fresh connection, once.
+                Err((_, true)) => {}
+                Err((e, false)) => return Err(e),
+            }
+        }
+        let send = connect(&t).await?;
+        exchange(&t, send, body).await.map_err(|(e, _)| e)
     };
-    match tokio::time::timeout(t.timeout, exchange).await {
+    match tokio::time::timeout(t.timeout, call).await {
         Err(_) => Err(format!("Post {url:?}: context deadline exceeded")),
         Ok(Err(e)) => Err(format!("Post {url:?}: {e}")),
-        Ok(Ok((status, bytes))) if status.is_success() => Ok(bytes),
+        Ok(Ok((status, bytes, send))) if status.is_success() => {
+            put_idle(key, send);
+            Ok(bytes)
+        }
         // client-go's words for a non-2xx answer that is not a Status.
-        Ok(Ok((status, bytes))) => Err(match status.as_u16() {
+        Ok(Ok((status, bytes, _))) => Err(match status.as_u16() {
             404 => "the server could not find the requested resource".to_string(),
             code => {
                 let text = String::from_utf8_lossy(&bytes);
