@@ -24,11 +24,10 @@ pub(crate) fn schema_name_for(r: &ResourceDef) -> Option<String> {
 /// Registers the schemas of `group`'s kinds (and what they refer to, and the
 /// kinds their subresources take: `Scale`, `Binding`) in `gen`.
 pub(crate) fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
-    let served = discovery::served(
-        &Default::default(),
-        group,
-        crate::registry::version_of(group),
-    );
+    let served: Vec<&ResourceDef> = builtin_versions(group)
+        .into_iter()
+        .flat_map(|v| discovery::served(&Default::default(), group, v))
+        .collect();
     for r in &served {
         (r.typed.add_schema)(gen);
     }
@@ -37,6 +36,17 @@ pub(crate) fn add_schemas(gen: &mut schemars::SchemaGenerator, group: &str) {
     }
     if group.is_empty() {
         gen.subschema_for::<k8s_openapi::api::core::v1::Binding>();
+    }
+}
+
+/// The served versions of a built-in group, preferred first (autoscaling: v2, v1).
+pub(crate) fn builtin_versions(group: &str) -> Vec<&'static str> {
+    let v = Resources::default().versions_of(group);
+    if v.is_empty() {
+        // The review-only groups.
+        vec![crate::registry::version_of(group)]
+    } else {
+        v
     }
 }
 
@@ -234,7 +244,7 @@ fn builtin() -> &'static BTreeMap<String, Arc<V3Doc>> {
     DOCS.get_or_init(|| {
         let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
         for g in discovery::groups(&Default::default()) {
-            gvs.push((g, crate::registry::version_of(g)));
+            gvs.extend(builtin_versions(g).into_iter().map(|v| (g, v)));
         }
         gvs.into_iter()
             .map(|(g, v)| {

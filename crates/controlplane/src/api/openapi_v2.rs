@@ -284,7 +284,10 @@ pub fn build() -> Value {
     openapi::add_patch_extensions(&mut defs);
     let mut paths = Map::new();
     for g in &groups {
-        for r in discovery::served(&Default::default(), g, crate::registry::version_of(g)) {
+        let served = openapi::builtin_versions(g)
+            .into_iter()
+            .flat_map(|v| discovery::served(&Default::default(), g, v));
+        for r in served {
             let schema = openapi::schema_name_for(r);
             if let Some(s) = schema.as_ref().and_then(|n| defs.get_mut(n)) {
                 s["x-kubernetes-group-version-kind"] =
