@@ -201,6 +201,20 @@ fn resource_metrics_and_summary_from_the_pods_cgroups() {
         }))
         .expect("pod");
         run_pod(&c.rt, &c.admin, &pod);
+        // A pod in its own network namespace on a bridge, which sends to its gateway.
+        let (_, subnet) = c.node.bridge_net("0.4.0");
+        let gateway = subnet.replace(".0/24", ".1");
+        let net: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "net"},
+            "spec": {
+                "nodeName": node_name,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "n", "image": busybox, "command": ["sh", "-c",
+                    format!("wget -q -T 2 -O /dev/null http://{gateway}:9/; exec sleep 1000")]}]
+            }
+        }))
+        .expect("pod");
+        run_pod(&c.rt, &c.admin, &net);
         let pods: Api<Pod> = c.api();
         let uid =
             c.rt.block_on(pods.get("burn"))
@@ -461,6 +475,16 @@ fn resource_metrics_and_summary_from_the_pods_cgroups() {
             let b = ctr(&pod_of(&s, "burn"), "burner");
             (b["cpu"]["usageNanoCores"].as_u64() > Some(0)).then_some(s)
         });
+        // The bridged pod's interface as seen in its network namespace; none for host-network
+        // pods (their traffic is the node's).
+        let n = wait_for("the net pod's traffic", Duration::from_secs(30), || {
+            let n = pod_of(&summary(""), "net")["network"].clone();
+            (n["txBytes"].as_u64() > Some(0)).then_some(n)
+        });
+        assert_eq!(n["name"], "eth0", "{n}");
+        assert_eq!(n["interfaces"].as_array().map(Vec::len), Some(1), "{n}");
+        assert_eq!(n["interfaces"][0]["name"], "eth0", "{n}");
+        assert!(pod_of(&again, "burn").get("network").is_none());
         let q = pod_of(&again, &quiet);
         assert!(q["containers"][0]["name"] == "q", "{q}");
         // Only CPU and memory: no filesystems, network or processes.
