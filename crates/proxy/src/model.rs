@@ -638,10 +638,18 @@ fn service_frag(
                     ]);
                 }
             }
-            if !eps.is_empty() {
+            if let Some(first) = eps.first() {
                 rules.push(vec![Item::NumgenVmap(
                     eps.iter().map(|ep| ep_chain(ep)).collect(),
                 )]);
+                // Never reached from this table's own rules (numgen mod N always hits the
+                // map). It exists for a packet that crosses the commit that replaces this
+                // chain: such a packet runs the old rules (nft_do_chain read the generation
+                // bit once), but its map lookup reads the new generation, in which the old
+                // rule's anonymous map is already deactivated — a miss would leave the
+                // connection without DNAT and the filter's cluster-ips check would reset it.
+                // An endpoint of the old table is what it would have got a moment earlier.
+                rules.push(vec![goto(&ep_chain(first))]);
             }
             rules
         };

@@ -264,6 +264,30 @@ pub fn spread(ns: &str, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     })
 }
 
+/// Connections from `ns` to `to`, one after another, while `phase` is 1 (it waits while it is
+/// 0; 2 ends it, so a phase that ran out before this thread looked is not waited for forever);
+/// how many got each outcome ("served", else the Debug text of the [`Reply`]).
+pub fn tcp_while(
+    ns: &str,
+    to: SocketAddr,
+    phase: std::sync::Arc<std::sync::atomic::AtomicU8>,
+) -> BTreeMap<String, usize> {
+    in_ns(ns, move || {
+        while phase.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let mut m = BTreeMap::new();
+        while phase.load(Ordering::SeqCst) == 1 {
+            let k = match tcp_here(to) {
+                Reply::Served(..) => "served".to_string(),
+                r => format!("{r:?}"),
+            };
+            *m.entry(k).or_insert(0) += 1;
+        }
+        m
+    })
+}
+
 pub fn udp(ns: &str, to: SocketAddr) -> Option<String> {
     in_ns(ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0").ok()?;
