@@ -624,6 +624,64 @@ async fn failure_policy_timeout_and_service_reference() {
         err.trim(),
         format!("Error from server (InternalError): error when creating \"STDIN\": Internal error occurred: failed calling webhook \"slow.webhook.test\": failed to call webhook: Post \"https://127.0.0.1:{}/slow?timeout=1s\": context deadline exceeded", hooks.port)
     );
+    // matchConditions (CEL): a false condition skips the webhook.
+    let mut cond = on(
+        "cond",
+        hook(
+            "cond.webhook.test",
+            &hooks.url("/deny"),
+            &ca,
+            &["CREATE"],
+            &["configmaps"],
+        ),
+    );
+    cond["matchConditions"] =
+        json!([{"name": "not-excluded", "expression": "!('exclude' in object.metadata.labels)"}]);
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &config(
+            "ValidatingWebhookConfiguration",
+            "conditions",
+            vec![cond.clone()],
+        ),
+    )
+    .await;
+    let err = refused(
+        &c,
+        &["create", "-f", "-"],
+        Some(&configmap("c1", json!({"case": "cond", "deny": "true"}))),
+    )
+    .await;
+    assert!(
+        err.contains("admission webhook \"cond.webhook.test\" denied the request: configmaps labelled deny=true are not allowed"),
+        "{err}"
+    );
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &configmap(
+            "c2",
+            json!({"case": "cond", "deny": "true", "exclude": "yes"}),
+        ),
+    )
+    .await;
+    // An expression that does not compile is refused with the configuration.
+    cond["name"] = json!("cond2.webhook.test");
+    cond["matchConditions"] = json!([{"name": "broken", "expression": "object.metadata.("}]);
+    let err = refused(
+        &c,
+        &["create", "-f", "-"],
+        Some(&config(
+            "ValidatingWebhookConfiguration",
+            "broken",
+            vec![cond],
+        )),
+    )
+    .await;
+    assert!(
+        err.contains("webhooks[0].matchConditions[0].expression: Invalid value: \"object.metadata.(\": compilation failed"),
+        "{err}"
+    );
+
     // The server's certificate is checked against caBundle.
     let err = refused(
         &c,

@@ -12,6 +12,7 @@
 //! the store write; [`deleting`] before a delete.
 
 mod client;
+pub(crate) mod conditions;
 pub(crate) mod rules;
 
 use crate::api::auth::User;
@@ -218,6 +219,15 @@ fn review_version(hook: &Value) -> &'static str {
 /// The object as a webhook matched at `version` sees it (custom resources served at several
 /// versions convert with strategy `None`: only `apiVersion` changes).
 fn at_version(rd: &ResourceDef, obj: &Value, version: &str) -> Value {
+    // A built-in kind served at several versions converts through its stored form
+    // (an autoscaling/v1 HPA sent to a webhook registered for v2, and back).
+    if version != rd.version {
+        if let Some(other) = registry::find(rd.group, version, rd.plural)
+            .filter(|o| rd.conversion.is_some() || o.conversion.is_some())
+        {
+            return other.view(&rd.to_storage(obj.clone())).into_owned();
+        }
+    }
     let mut o = obj.clone();
     if version != rd.version {
         o["apiVersion"] = json!(if rd.group.is_empty() {
@@ -428,6 +438,16 @@ fn apply_patch(rd: &ResourceDef, sent: &Value, patch: &[u8]) -> ApiResult<Value>
         serde_json::from_slice(patch).map_err(|e| internal(e.to_string()))?;
     let mut doc = sent.clone();
     json_patch::patch(&mut doc, &p).map_err(|e| internal(e.to_string()))?;
+    let sent_version = sent.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if sent_version != rd.api_version() {
+        let v = sent_version.rsplit('/').next().unwrap_or("");
+        if let Some(other) = registry::find(rd.group, v, rd.plural)
+            .filter(|o| rd.conversion.is_some() || o.conversion.is_some())
+        {
+            doc["apiVersion"] = json!(sent_version);
+            doc = rd.view(&other.to_storage(doc)).into_owned();
+        }
+    }
     doc["apiVersion"] = json!(rd.api_version());
     let (mut out, _unknown) =
         crate::api::defaults::normalize(rd, &doc).map_err(|e| internal(e.message))?;
@@ -460,6 +480,19 @@ fn keep_identity(from: &Value, to: &mut Value) {
                 }
             }
         }
+    }
+}
+
+/// `matchConditions`: `Ok(false)` skips the webhook; an evaluation error follows the failure
+/// policy (`Ignore` skips it).
+fn conditions_allow(hook: &Value, body: &Value) -> ApiResult<bool> {
+    match conditions::matches(hook, &body["request"]) {
+        Ok(m) => Ok(m),
+        Err(e) => on_failure(
+            hook,
+            HookError::Calling(format!("failed to evaluate match conditions: {e}")),
+        )
+        .map(|()| false),
     }
 }
 
@@ -498,12 +531,15 @@ pub(crate) fn mutating(
             let Some(version) = rules::applies(core, hook, req, Some(&cur), old) else {
                 continue;
             };
+            let (body, uid) = review(hook, req, version, Some(&cur), old);
+            if !conditions_allow(hook, &body)? {
+                continue;
+            }
             if req.dry_run {
                 if let Some(e) = dry_run_unsupported(hook) {
                     on_failure(hook, e)?;
                 }
             }
-            let (body, uid) = review(hook, req, version, Some(&cur), old);
             seen[i] = Some(changes);
             let answer = match call(core, hook, &body, &uid, true) {
                 Ok(a) => a,
@@ -557,12 +593,15 @@ pub(crate) fn validating(
         let Some(version) = rules::applies(core, hook, req, obj, old) else {
             continue;
         };
+        let (body, uid) = review(hook, req, version, obj, old);
+        if !conditions_allow(hook, &body)? {
+            continue;
+        }
         if req.dry_run {
             if let Some(e) = dry_run_unsupported(hook) {
                 on_failure(hook, e)?;
             }
         }
-        let (body, uid) = review(hook, req, version, obj, old);
         let target = client::target(core, hook)
             .map_err(|e| HookError::Calling(format!("failed to call webhook: {e}")));
         calls.push((hook, body, uid, target));
@@ -619,12 +658,15 @@ pub(crate) fn deleting(core: &Core, req: &Request<'_>, old: &Value) -> ApiResult
             let Some(version) = rules::applies(core, &hook, req, None, Some(old)) else {
                 continue;
             };
+            let (body, uid) = review(&hook, req, version, None, Some(old));
+            if !conditions_allow(&hook, &body)? {
+                continue;
+            }
             if req.dry_run {
                 if let Some(e) = dry_run_unsupported(&hook) {
                     on_failure(&hook, e)?;
                 }
             }
-            let (body, uid) = review(&hook, req, version, None, Some(old));
             match call(core, &hook, &body, &uid, true) {
                 Ok(a) if !a.allowed => return Err(denied(&hook, a.status.as_ref())),
                 Ok(_) => {}

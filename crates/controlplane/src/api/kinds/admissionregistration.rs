@@ -280,6 +280,51 @@ fn validate_rule(rule: &Value, f: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// `validateMatchConditions`: at most 64, names present and unique, expressions that compile
+/// (with cel-rust, the library `api/admission` evaluates them with).
+fn validate_match_conditions(w: &Value, f: &str, causes: &mut Vec<Cause>) {
+    let Some(conds) = w.get("matchConditions").and_then(Value::as_array) else {
+        return;
+    };
+    let mf = format!("{f}.matchConditions");
+    if conds.len() > 64 {
+        causes.push(cause(
+            "FieldValueTooMany",
+            &mf,
+            format!("Too many: {}: must have at most 64 items", conds.len()),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, c) in conds.iter().enumerate() {
+        let cf = format!("{mf}[{i}]");
+        match c.get("name").and_then(Value::as_str).unwrap_or("") {
+            "" => causes.push(cause(
+                "FieldValueRequired",
+                &format!("{cf}.name"),
+                "Required value",
+            )),
+            n if !names.insert(n.to_string()) => causes.push(cause(
+                "FieldValueDuplicate",
+                &format!("{cf}.name"),
+                format!("Duplicate value: \"{n}\""),
+            )),
+            _ => {}
+        }
+        match c.get("expression").and_then(Value::as_str).unwrap_or("") {
+            "" => causes.push(cause(
+                "FieldValueRequired",
+                &format!("{cf}.expression"),
+                "Required value",
+            )),
+            e => {
+                if let Err(msg) = crate::api::admission::conditions::compile(e) {
+                    invalid(causes, &format!("{cf}.expression"), quoted(e), &msg);
+                }
+            }
+        }
+    }
+}
+
 fn validate_webhook(w: &Value, f: &str, causes: &mut Vec<Cause>) {
     if let Some(se) = w.get("sideEffects").and_then(Value::as_str) {
         // v1 refuses the v1beta1 classes Unknown and Some.
@@ -332,6 +377,7 @@ fn validate_webhook(w: &Value, f: &str, causes: &mut Vec<Cause>) {
             ));
         }
     }
+    validate_match_conditions(w, f, causes);
     let cc = w.get("clientConfig");
     match (
         cc.and_then(|c| c.get("url")).and_then(Value::as_str),
