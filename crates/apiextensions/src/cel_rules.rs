@@ -295,7 +295,7 @@ impl Compiled {
     pub(crate) fn compile(root: &Node, path: &str) -> Result<Compiled, Vec<FieldError>> {
         let mut out = Compiled::default();
         let mut errs = Vec::new();
-        walk(root, "", path, &mut out, &mut errs);
+        walk(root, "", path, None, &mut out, &mut errs);
         if errs.is_empty() {
             Ok(out)
         } else {
@@ -333,11 +333,13 @@ impl Compiled {
             let mut ctx = cel::Context::with_env(env().clone());
             ctx.add_variable_from_value("self", to_cel(value));
             if r.uses_old_self {
-                let o = match old {
-                    Some(o) => to_cel(o),
-                    // optionalOldSelf: oldSelf is an optional; without old it is optional.none().
-                    None => cel::Value::Null,
+                let o = match (old, r.rule.optional_old_self == Some(true)) {
+                    (Some(o), false) => Some(to_cel(o)),
+                    // optionalOldSelf: oldSelf is optional.of(old), or optional.none() on create.
+                    (o, true) => optional(o.map(to_cel)),
+                    (None, false) => None,
                 };
+                let Some(o) = o else { continue };
                 ctx.add_variable_from_value("oldSelf", o);
             }
             let rule_text = if r.rule.message.trim().is_empty() {
@@ -408,6 +410,19 @@ impl Compiled {
     }
 }
 
+/// A CEL optional (`optional.of(v)` / `optional.none()`), made by the library itself.
+fn optional(v: Option<cel::Value>) -> Option<cel::Value> {
+    let mut ctx = cel::Context::with_env(env().clone());
+    let src = match v {
+        Some(v) => {
+            ctx.add_variable_from_value("v", v);
+            "optional.of(v)"
+        }
+        None => "optional.none()",
+    };
+    env().compile(src).ok()?.execute(&ctx).ok()
+}
+
 /// cel-go's texts for the runtime errors rules commonly hit.
 fn exec_error_text(e: &cel::ExecutionError) -> String {
     match e {
@@ -454,7 +469,16 @@ fn normalize_field_path(p: &str) -> String {
     out
 }
 
-fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<FieldError>) {
+/// `uncorrelatable`: the path of the highest list above whose items have no old value to
+/// compare with (lists other than list-type map), where oldSelf rules are refused.
+fn walk(
+    n: &Node,
+    spath: &str,
+    path: &str,
+    uncorrelatable: Option<&str>,
+    out: &mut Compiled,
+    errs: &mut Vec<FieldError>,
+) {
     let is_root = spath.is_empty();
     let vpath = child(path, "x-kubernetes-validations");
     let mut compiled = Vec::new();
@@ -468,6 +492,13 @@ fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<Fi
             }
         };
         let uses_old_self = program.references().has_variable("oldSelf");
+        if let (true, Some(within)) = (uses_old_self, uncorrelatable) {
+            errs.push(FieldError::invalid_str(
+                child(&rpath, "rule"),
+                &r.rule,
+                &format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {within}"),
+            ));
+        }
         if !uses_old_self && r.optional_old_self.is_some() {
             errs.push(FieldError::invalid(
                 child(&rpath, "optionalOldSelf"),
@@ -505,6 +536,7 @@ fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<Fi
             p,
             &format!("{spath}/p/{k}"),
             &crate::key(&child(path, "properties"), k),
+            uncorrelatable,
             out,
             errs,
         );
@@ -514,12 +546,25 @@ fn walk(n: &Node, spath: &str, path: &str, out: &mut Compiled, errs: &mut Vec<Fi
             a,
             &format!("{spath}/a"),
             &child(path, "additionalProperties"),
+            uncorrelatable,
             out,
             errs,
         );
     }
     if let Some(it) = &n.items {
-        walk(it, &format!("{spath}/i"), &child(path, "items"), out, errs);
+        let within = match (uncorrelatable, n.list_type.as_deref()) {
+            (Some(u), _) => Some(u),
+            (None, Some("map")) => None,
+            (None, _) => Some(path),
+        };
+        walk(
+            it,
+            &format!("{spath}/i"),
+            &child(path, "items"),
+            within,
+            out,
+            errs,
+        );
     }
 }
 

@@ -222,6 +222,35 @@ fn cel_rules_messages_and_transitions() {
     );
     assert_eq!(s.validate(&new, Some(&new)), vec![]);
     assert_eq!(s.validate(&new, None), vec![]);
+
+    // optionalOldSelf: evaluated on create too, with oldSelf an optional; list-type map items
+    // correlate with the old item of the same key.
+    let s = Structural::from_schema(&json!({
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {
+            "level": {"type": "integer", "x-kubernetes-validations": [
+                {"rule": "!oldSelf.hasValue() || self >= oldSelf.value()", "optionalOldSelf": true, "message": "level may not decrease"},
+                {"rule": "oldSelf.orValue(0) != 0 || self < 10", "optionalOldSelf": true, "message": "new levels start below 10"}
+            ]},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": {
+                "type": "object", "required": ["name"], "properties": {"name": {"type": "string"},
+                    "port": {"type": "integer", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "port is immutable"}]}}}}
+        }}}
+    }))
+    .unwrap();
+    assert_eq!(
+        texts(&s.validate(&json!({"spec": {"level": 12}}), None)),
+        vec!["spec.level: Invalid value: \"integer\": new levels start below 10"]
+    );
+    let old = json!({"spec": {"level": 5, "ports": [{"name": "a", "port": 1}, {"name": "b", "port": 2}]}});
+    let new = json!({"spec": {"level": 4, "ports": [{"name": "b", "port": 2}, {"name": "a", "port": 3}, {"name": "c", "port": 9}]}});
+    assert_eq!(
+        texts(&s.validate(&new, Some(&old))),
+        vec![
+            "spec.level: Invalid value: \"integer\": level may not decrease",
+            "spec.ports[1].port: Invalid value: \"integer\": port is immutable"
+        ]
+    );
 }
 
 #[test]
@@ -440,6 +469,17 @@ fn validate_crd_cel_rules() {
  | ^"#
             ),
         ]
+    );
+
+    let transition_in_list = with_schema(
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "l": {"type": "array", "items": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}},
+        "m": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"],
+            "items": {"type": "object", "required": ["k"], "properties": {"k": {"type": "string"}, "v": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}}}}}}}}),
+    );
+    assert_eq!(
+        texts(&validate_crd(&transition_in_list, None)),
+        vec!["spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[l].items.x-kubernetes-validations[0].rule: Invalid value: \"self == oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[l]"]
     );
 
     let empty = with_schema(
