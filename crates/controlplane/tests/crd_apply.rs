@@ -329,4 +329,19 @@ spec:
         "{}",
         stderr(&out)
     );
+
+    // What structured-merge-diff's typed conversion refuses, refused in its words.
+    let dup = "apiVersion: ssa.rktup.test/v1\nkind: Widget\nmetadata: {name: w2}\nspec:\n  tags: [a, a]\n";
+    let out = apply_as(&c, "alpha", dup, false).await;
+    assert!(
+        !out.status.success(),
+        "duplicate set values must be refused"
+    );
+    assert!(
+        stderr(&out).contains(
+            "Error from server: failed to create typed patch object (default/w2; ssa.rktup.test/v1, Kind=Widget): .spec.tags: duplicate entries for key [=\"a\"]"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -123,15 +123,143 @@ pub fn leaves(v: &Value, shapes: Shapes<'_>) -> Vec<Path> {
     out
 }
 
-/// `k:{...}` of a keyed item, its key fields in name order (upstream sorts them).
-fn key_segment(item: &Value, keys: &[String]) -> Option<String> {
+/// `k:{...}` of a keyed item, its key fields in name order (upstream sorts them). Built-in
+/// kinds need every key; a custom resource's item is keyed by the keys it has (as
+/// structured-merge-diff does now), but by one at least.
+fn key_segment(item: &Value, keys: &[String], shapes: Shapes<'_>) -> Option<String> {
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
     let mut m = Map::new();
     for k in sorted {
-        m.insert(k.clone(), item.get(k)?.clone());
+        match item.get(k) {
+            Some(v) => {
+                m.insert(k.clone(), v.clone());
+            }
+            None if matches!(shapes, Shapes::Schema(_)) => {}
+            None => return None,
+        }
     }
-    Some(format!("k:{}", Value::Object(m)))
+    (!m.is_empty()).then(|| format!("k:{}", Value::Object(m)))
+}
+
+/// What structured-merge-diff refuses in an applied custom resource's lists (its typed
+/// conversion): keyed items without any key, set items that are not scalars, the same
+/// key or value twice; `(path, message)` as its ValidationErrors say them.
+fn list_errors(v: &Value, path: &mut Path, out: &mut Vec<(String, String)>, shapes: Shapes<'_>) {
+    match v {
+        Value::Object(_) if shapes.atomic_map(path) => {}
+        Value::Object(m) => {
+            for (k, child) in m {
+                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                list_errors(child, path, out, shapes);
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            let kind = shapes.list_kind(path, items);
+            if kind == ListKind::Atomic {
+                return;
+            }
+            let mut seen: Vec<String> = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let refused = match (&kind, item) {
+                    (ListKind::Map(_), Value::Null) => {
+                        Some("associative list with keys may not have a null element".to_string())
+                    }
+                    (ListKind::Map(_), Value::Object(_)) => None,
+                    (ListKind::Map(_), _) => {
+                        Some("associative list with keys may not have non-map elements".to_string())
+                    }
+                    (ListKind::Set, Value::Object(_)) => Some(
+                        "associative list without keys has an element that's a map type"
+                            .to_string(),
+                    ),
+                    (ListKind::Set, Value::Array(_)) => {
+                        Some("not supported: associative list with lists as elements".to_string())
+                    }
+                    (ListKind::Set, Value::Null) => Some(
+                        "associative list without keys has an element that's an explicit null"
+                            .to_string(),
+                    ),
+                    _ => None,
+                };
+                if let Some(msg) = refused {
+                    out.push((path_display(path), format!("element {i}: {msg}")));
+                    continue;
+                }
+                let Some(id) = item_id(item, &kind, shapes) else {
+                    // Go's %q of a []string: `["name" "port"]`.
+                    let keys = match &kind {
+                        ListKind::Map(k) => k.iter().map(|k| format!("{k:?}")).collect(),
+                        _ => Vec::new(),
+                    }
+                    .join(" ");
+                    out.push((
+                        path_display(path),
+                        format!("element {i}: associative list with keys has an element that omits all key fields [{keys}] (and doesn't have default values for any key fields)"),
+                    ));
+                    continue;
+                };
+                if seen.contains(&id) {
+                    out.push((
+                        path_display(path),
+                        format!(
+                            "duplicate entries for key {}",
+                            match kind {
+                                ListKind::Set => format!("[={id}]"),
+                                _ => path_display(&vec![id]),
+                            }
+                        ),
+                    ));
+                    continue;
+                }
+                if let (ListKind::Map(_), Value::Object(m)) = (&kind, item) {
+                    path.push(id.clone());
+                    for (k, child) in m {
+                        path.push(format!("f:{k}"));
+                        list_errors(child, path, out, shapes);
+                        path.pop();
+                    }
+                    path.pop();
+                }
+                seen.push(id);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The 500 kube-apiserver answers when an applied object does not fit its schema's lists.
+fn typed_patch_error(config: &Value, errs: &[(String, String)]) -> ApiError {
+    let meta = |k: &str| config["metadata"][k].as_str().unwrap_or("").to_string();
+    let av = config["apiVersion"].as_str().unwrap_or("");
+    // GroupVersionKind's String: the core group is empty before its slash.
+    let gv = if av.contains('/') {
+        av.to_string()
+    } else {
+        format!("/{av}")
+    };
+    let detail = match errs {
+        [(p, m)] => format!("{p}: {m}"),
+        _ => {
+            let mut lines = vec!["errors:".to_string()];
+            lines.extend(errs.iter().map(|(p, m)| format!("  {p}: {m}")));
+            lines.join("\n")
+        }
+    };
+    ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{}; {gv}, Kind={}): {detail}",
+            meta("namespace"),
+            meta("name"),
+            config["kind"].as_str().unwrap_or("")
+        ),
+    )
 }
 
 fn walk(v: &Value, path: &mut Path, out: &mut Vec<Path>, shapes: Shapes<'_>) {
@@ -149,7 +277,7 @@ fn walk(v: &Value, path: &mut Path, out: &mut Vec<Path>, shapes: Shapes<'_>) {
                 // Items without their keys cannot be told apart: the list is owned whole.
                 let Some(segs) = items
                     .iter()
-                    .map(|i| key_segment(i, &keys))
+                    .map(|i| key_segment(i, &keys, shapes))
                     .collect::<Option<Vec<_>>>()
                 else {
                     out.push(path.clone());
@@ -184,9 +312,9 @@ fn walk(v: &Value, path: &mut Path, out: &mut Vec<Path>, shapes: Shapes<'_>) {
 }
 
 /// The identity of a list item under `kind`, to match live items with applied ones.
-fn item_id(item: &Value, kind: &ListKind) -> Option<String> {
+fn item_id(item: &Value, kind: &ListKind, shapes: Shapes<'_>) -> Option<String> {
     match kind {
-        ListKind::Map(keys) => key_segment(item, keys),
+        ListKind::Map(keys) => key_segment(item, keys, shapes),
         ListKind::Set => Some(item.to_string()),
         ListKind::Atomic => None,
     }
@@ -204,11 +332,11 @@ fn merge_items(
 ) -> Option<Vec<Value>> {
     let lids: Vec<String> = live
         .iter()
-        .map(|i| item_id(i, kind))
+        .map(|i| item_id(i, kind, shapes))
         .collect::<Option<_>>()?;
     let rids: Vec<String> = applied
         .iter()
-        .map(|i| item_id(i, kind))
+        .map(|i| item_id(i, kind, shapes))
         .collect::<Option<_>>()?;
     let merge_one = |id: &str, r: &Value, path: &mut Path| -> Value {
         match (kind, lids.iter().position(|l| l == id)) {
@@ -591,6 +719,13 @@ pub fn apply(
 ) -> Result<Value, ApiError> {
     let base = live.cloned().unwrap_or_else(|| json!({}));
     let mut list = entries(&base);
+    if matches!(shapes, Shapes::Schema(_)) {
+        let mut errs = Vec::new();
+        list_errors(config, &mut Vec::new(), &mut errs, shapes);
+        if !errs.is_empty() {
+            return Err(typed_patch_error(config, &errs));
+        }
+    }
     let cfg_paths = leaves(config, shapes);
     // The merge once; its defaulted copy is what conflicts are judged on.
     let mut merged = merge_applied(&base, config, shapes);
@@ -840,5 +975,28 @@ mod tests {
         // Walked as structured-merge-diff walks it: a, already applied later, waits; b stays; c
         // shared; d stays; then the applied e and a.
         assert_eq!(out["spec"]["tags"], json!(["b", "c", "d", "e", "a"]));
+    }
+
+    #[test]
+    fn custom_resource_lists_refused_as_upstream_refuses_them() {
+        let s = cr_schema();
+        let shapes = Shapes::Schema(Some(&s));
+        let cfg = json!({"apiVersion": "x.io/v1", "kind": "X", "metadata": {"name": "a", "namespace": "n"},
+            "spec": {"ports": [{"note": "x"}, {"name": "b"}, {"name": "b", "port": 2}], "tags": ["t", "t"]}});
+        let err = apply(None, &cfg, "m", false, "x.io/v1", &|_| {}, shapes).unwrap_err();
+        assert_eq!(err.code, 500);
+        assert_eq!(
+            err.message,
+            "failed to create typed patch object (n/a; x.io/v1, Kind=X): errors:\n  .spec.ports: element 0: associative list with keys has an element that omits all key fields [\"name\" \"port\"] (and doesn't have default values for any key fields)\n  .spec.tags: duplicate entries for key [=\"t\"]"
+        );
+        // Keyed by the keys an item has: {name: b} and {name: b, port: 2} are two items.
+        let ok = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "b"}, {"name": "b", "port": 2}]}});
+        let out = apply(None, &ok, "m", false, "x.io/v1", &|_| {}, shapes).unwrap();
+        let tree = &out["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:ports"];
+        assert!(tree.get("k:{\"name\":\"b\"}").is_some(), "{tree}");
+        assert!(
+            tree.get("k:{\"name\":\"b\",\"port\":2}").is_some(),
+            "{tree}"
+        );
     }
 }
