@@ -284,7 +284,7 @@ struct CustomDocs {
     docs: BTreeMap<String, (Vec<usize>, Arc<V3Doc>)>,
 }
 
-static CUSTOM: SetCache<CustomDocs> = SetCache::new(Spec::V3);
+static CUSTOM: SetCache<Part, CustomDocs> = SetCache::new(|rd| openapi_custom::part(rd, Spec::V3));
 
 fn custom_docs(res: &Resources) -> Option<Arc<CustomDocs>> {
     if res.custom().is_empty() {
@@ -343,9 +343,11 @@ fn custom_document(gv: &str, parts: &[&Part]) -> Value {
             }
         }
     }
+    let paths = doc["paths"].take();
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
-        openapi_custom::add_referenced(schemas, common_schemas(), "#/components/schemas/");
+        openapi_custom::add_referenced(schemas, &paths, common_schemas(), "#/components/schemas/");
     }
+    doc["paths"] = paths;
     doc
 }
 

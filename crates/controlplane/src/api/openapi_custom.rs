@@ -796,10 +796,12 @@ fn paths(rd: &ResourceDef, kind_name: &str, list_name: &str, spec: Spec) -> Map<
     out
 }
 
-/// Adds to `schemas` every schema of `common` that they refer to, and what
-/// those refer to (kube-openapi includes the referenced definitions only).
+/// Adds to `schemas` every schema of `common` that they or `also` (the
+/// paths) refer to, and what those refer to (kube-openapi includes the
+/// referenced definitions only).
 pub(crate) fn add_referenced(
     schemas: &mut Map<String, Value>,
+    also: &Value,
     common: &Map<String, Value>,
     prefix: &str,
 ) {
@@ -821,6 +823,7 @@ pub(crate) fn add_referenced(
     }
     let mut todo = Vec::new();
     schemas.values().for_each(|s| refs(s, prefix, &mut todo));
+    refs(also, prefix, &mut todo);
     while let Some(name) = todo.pop() {
         if schemas.contains_key(&name) {
             continue;
@@ -837,30 +840,28 @@ pub(crate) fn addr(rd: &'static ResourceDef) -> usize {
     rd as *const ResourceDef as usize
 }
 
-/// The parts of a set of definitions, each built once.
-pub(crate) type Parts = HashMap<usize, Arc<Part>>;
-
-struct Slot<T> {
+struct Slot<P, T> {
     key: Vec<usize>,
-    parts: Parts,
+    parts: HashMap<usize, Arc<P>>,
     value: Arc<T>,
 }
 
 /// Documents built for the latest sets of custom definitions (a few, as
-/// several control planes may share a process), with the parts they were
-/// built from, which the next set re-uses.
-pub(crate) struct SetCache<T> {
-    spec: Spec,
-    slots: Mutex<VecDeque<Slot<T>>>,
+/// several control planes may share a process), with the parts (`P`, one per
+/// definition, made by `make`) they were built from, which the next set
+/// re-uses.
+pub(crate) struct SetCache<P, T> {
+    make: fn(&'static ResourceDef) -> Option<P>,
+    slots: Mutex<VecDeque<Slot<P, T>>>,
 }
 
 /// Sets kept per cache.
 const SLOTS: usize = 8;
 
-impl<T> SetCache<T> {
-    pub(crate) const fn new(spec: Spec) -> Self {
+impl<P, T> SetCache<P, T> {
+    pub(crate) const fn new(make: fn(&'static ResourceDef) -> Option<P>) -> Self {
         SetCache {
-            spec,
+            make,
             slots: Mutex::new(VecDeque::new()),
         }
     }
@@ -871,7 +872,7 @@ impl<T> SetCache<T> {
     pub(crate) fn get(
         &self,
         defs: &[&'static ResourceDef],
-        build: impl FnOnce(&[Arc<Part>], Option<&T>) -> T,
+        build: impl FnOnce(&[Arc<P>], Option<&T>) -> T,
     ) -> Arc<T> {
         let mut key: Vec<usize> = defs.iter().map(|d| addr(d)).collect();
         key.sort_unstable();
@@ -886,7 +887,7 @@ impl<T> SetCache<T> {
                 return value;
             }
         }
-        let mut parts = Parts::new();
+        let mut parts = HashMap::new();
         let mut list = Vec::new();
         for d in defs {
             let a = addr(d);
@@ -896,7 +897,7 @@ impl<T> SetCache<T> {
                 .or_else(|| slots.iter().find_map(|s| s.parts.get(&a).cloned()));
             let p = match known {
                 Some(p) => p,
-                None => match part(d, self.spec) {
+                None => match (self.make)(d) {
                     Some(p) => Arc::new(p),
                     None => continue,
                 },

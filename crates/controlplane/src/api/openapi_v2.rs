@@ -17,13 +17,13 @@
 //! acceptable is `406`), one ETag (SHA-512 of the JSON, as hex) for both
 //! forms with `Vary: Accept`, and `If-None-Match` answered with `304`.
 
-use super::openapi_custom::{self, Part, SetCache, Spec};
+use super::openapi_custom::{self, SetCache, Spec};
 use super::{discovery, openapi};
 use crate::registry::Resources;
 use bytes::Bytes;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 /// The protobuf media type kube-openapi answers with.
@@ -124,7 +124,43 @@ fn base() -> &'static Base {
     })
 }
 
-static CUSTOM: SetCache<Document> = SetCache::new(Spec::V2);
+/// A custom resource version's definitions and paths, each entry encoded
+/// once in both forms: (name, `"name":value` JSON, protobuf `Named…`
+/// field), so a document with many CRDs is put together by copying.
+struct Encoded {
+    definitions: Vec<(String, Vec<u8>, Vec<u8>)>,
+    paths: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+fn encode(rd: &'static crate::registry::ResourceDef) -> Option<Encoded> {
+    let part = openapi_custom::part(rd, Spec::V2)?;
+    let json_entry = |k: &str, v: &Value| {
+        let mut out = serde_json::to_vec(k).unwrap_or_default();
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, v);
+        out
+    };
+    Some(Encoded {
+        definitions: part
+            .schemas
+            .iter()
+            .map(|(k, v)| {
+                let pb = definitions_entries(std::iter::once((k, v))).0;
+                (k.clone(), json_entry(k, v), pb)
+            })
+            .collect(),
+        paths: part
+            .paths
+            .iter()
+            .map(|(k, v)| {
+                let pb = paths_entries(std::iter::once((k, v))).0;
+                (k.clone(), json_entry(k, v), pb)
+            })
+            .collect(),
+    })
+}
+
+static CUSTOM: SetCache<Encoded, Document> = SetCache::new(encode);
 
 /// The document served now: the built-in one, or, with custom resources,
 /// the one built for this set of CRDs (on the first request that sees it).
@@ -138,48 +174,51 @@ pub fn document(res: &Resources) -> Arc<Document> {
 
 /// The built-in document with the custom resources' definitions and paths
 /// added (entries of the built-in document win over custom ones of the same
-/// name, as built-in resources do in the routes).
-fn with_custom(base: &Base, parts: &[Arc<Part>]) -> Document {
-    let mut defs: BTreeMap<&str, &Value> = BTreeMap::new();
-    let mut paths: BTreeMap<&str, &Value> = BTreeMap::new();
-    for p in parts {
-        for (k, v) in &p.schemas {
-            if !base.definition_names.contains(k) {
-                defs.insert(k, v);
-            }
-        }
-        for (k, v) in &p.paths {
-            if !base.path_names.contains(k) {
-                paths.insert(k, v);
-            }
-        }
-    }
+/// name, as built-in resources do in the routes; among custom ones the
+/// first).
+fn with_custom(base: &Base, parts: &[Arc<Encoded>]) -> Document {
     // JSON: the keys of each map are no longer sorted across the two halves,
     // which no reader of a JSON object minds.
     let mut json = Vec::with_capacity(base.doc.json.len() + 64 * 1024);
-    let entries = |out: &mut Vec<u8>, base_entries: &[u8], extra: &BTreeMap<&str, &Value>| {
-        out.extend_from_slice(base_entries);
-        for (i, (k, v)) in extra.iter().enumerate() {
-            if i > 0 || !base_entries.is_empty() {
-                out.push(b',');
+    let mut pb_paths = Msg(base.paths_pb.clone());
+    let mut pb_defs = Msg(base.definitions_pb.clone());
+    let add = |json: &mut Vec<u8>,
+               pb: &mut Msg,
+               base_json: &[u8],
+               base_names: &HashSet<String>,
+               entries: &mut dyn Iterator<Item = &(String, Vec<u8>, Vec<u8>)>| {
+        json.extend_from_slice(base_json);
+        let mut seen = HashSet::new();
+        for (name, j, p) in entries {
+            if base_names.contains(name) || !seen.insert(name) {
+                continue;
             }
-            let _ = serde_json::to_writer(&mut *out, k);
-            out.push(b':');
-            let _ = serde_json::to_writer(&mut *out, v);
+            if !(base_json.is_empty() && seen.len() == 1) {
+                json.push(b',');
+            }
+            json.extend_from_slice(j);
+            pb.0.extend_from_slice(p);
         }
     };
     json.extend_from_slice(b"{\"definitions\":{");
-    entries(&mut json, &base.definitions_json, &defs);
+    add(
+        &mut json,
+        &mut pb_defs,
+        &base.definitions_json,
+        &base.definition_names,
+        &mut parts.iter().flat_map(|p| p.definitions.iter()),
+    );
     json.extend_from_slice(b"},\"info\":");
     let _ = serde_json::to_writer(&mut json, &base.info);
     json.extend_from_slice(b",\"paths\":{");
-    entries(&mut json, &base.paths_json, &paths);
+    add(
+        &mut json,
+        &mut pb_paths,
+        &base.paths_json,
+        &base.path_names,
+        &mut parts.iter().flat_map(|p| p.paths.iter()),
+    );
     json.extend_from_slice(b"},\"swagger\":\"2.0\"}");
-
-    let mut pb_paths = Msg(base.paths_pb.clone());
-    pb_paths.0.extend(paths_entries(paths.into_iter()).0);
-    let mut pb_defs = Msg(base.definitions_pb.clone());
-    pb_defs.0.extend(definitions_entries(defs.into_iter()).0);
     let protobuf = document_pb(&base.info, pb_paths, pb_defs, None);
     Document::new(json, protobuf)
 }
