@@ -269,21 +269,60 @@ impl<'a> Checker<'a> {
         id: u64,
         resource_root: bool,
     ) -> Option<&'a Node> {
+        // Of a resource's metadata, rules see only name and generateName, whatever the schema
+        // says (it may only say `type: object` there).
+        if (resource_root || n.embedded) && matches!(field, "apiVersion" | "kind" | "metadata") {
+            return Some(if field == "metadata" {
+                &meta_nodes().0
+            } else {
+                &meta_nodes().1
+            });
+        }
         if let Some(p) = n.properties.get(field) {
             return Some(p);
         }
         if let Some(a) = n.additional_schema() {
             return Some(a);
         }
-        let meta =
-            (resource_root || n.embedded) && matches!(field, "apiVersion" | "kind" | "metadata");
         let dynamic =
             n.preserve_unknown || n.int_or_string || n.ty != "object" || n.additional.is_some();
-        if !meta && !dynamic {
+        if !dynamic {
             self.error = Some((id, format!("undefined field '{field}'")));
         }
         None
     }
+}
+
+/// The schema rules see for a resource's metadata (name, generateName) and for apiVersion/kind.
+fn meta_nodes() -> &'static (Node, Node) {
+    static NODES: OnceLock<(Node, Node)> = OnceLock::new();
+    NODES.get_or_init(|| {
+        let string = Node {
+            ty: "string".into(),
+            ..Node::default()
+        };
+        let mut meta = Node {
+            ty: "object".into(),
+            ..Node::default()
+        };
+        meta.properties.insert("name".into(), string.clone());
+        meta.properties
+            .insert("generateName".into(), string.clone());
+        (meta, string)
+    })
+}
+
+/// A resource's value as rules see it: metadata cut down to name and generateName.
+pub(crate) fn resource_view(v: &Value) -> Option<Value> {
+    let meta = v.get("metadata")?.as_object()?;
+    let mut out = v.clone();
+    let kept: serde_json::Map<String, Value> = meta
+        .iter()
+        .filter(|(k, _)| *k == "name" || *k == "generateName")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out["metadata"] = Value::Object(kept);
+    Some(out)
 }
 
 impl Compiled {

@@ -672,7 +672,21 @@ pub(crate) fn cel_walk(
     if data.is_null() {
         return;
     }
-    s.rules.eval(n, spath, data, old, fpath, errs);
+    if spath.is_empty() || n.embedded {
+        // Rules see only name and generateName of a resource's metadata.
+        let view = crate::cel_rules::resource_view(data);
+        let old_view = old.and_then(crate::cel_rules::resource_view);
+        s.rules.eval(
+            n,
+            spath,
+            view.as_ref().unwrap_or(data),
+            old_view.as_ref().or(old),
+            fpath,
+            errs,
+        );
+    } else {
+        s.rules.eval(n, spath, data, old, fpath, errs);
+    }
     match data {
         Value::Object(m) => {
             for (k, v) in m {

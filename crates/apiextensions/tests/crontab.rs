@@ -254,6 +254,36 @@ fn cel_rules_messages_and_transitions() {
 }
 
 #[test]
+fn root_rules_see_name_and_generate_name() {
+    let crd = with_schema(json!({"type": "object",
+        "x-kubernetes-validations": [{"rule": "self.metadata.name.startsWith('c')", "message": "names start with c"}],
+        "properties": {"metadata": {"type": "object"}, "spec": {"type": "object"}}}));
+    assert_eq!(validate_crd(&crd, None), vec![]);
+    let s = schema(&crd);
+    assert_eq!(
+        texts(&s.validate(&json!({"metadata": {"name": "x"}, "spec": {}}), None)),
+        vec!["<nil>: Invalid value: \"object\": names start with c"]
+    );
+    assert_eq!(
+        s.validate(
+            &json!({"metadata": {"name": "cron", "labels": {"a": "b"}}, "spec": {}}),
+            None
+        ),
+        vec![]
+    );
+    let labels = with_schema(json!({"type": "object",
+        "x-kubernetes-validations": [{"rule": "has(self.metadata.labels)"}],
+        "properties": {"metadata": {"type": "object"}}}));
+    let errs = validate_crd(&labels, None);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].message.contains("undefined field 'labels'"),
+        "{}",
+        errs[0].message
+    );
+}
+
+#[test]
 fn list_types_and_map_types() {
     let s = Structural::from_schema(&json!({
         "type": "object",
