@@ -125,7 +125,16 @@ enum Action {
         insecure_registry: Vec<String>,
     },
     /// Delete everything the cluster made.
-    Down,
+    Down {
+        /// Local clusters: stop each pod with its grace period instead of killing every pod at
+        /// once (a cluster being deleted needs no graceful shutdown).
+        #[arg(long)]
+        graceful: bool,
+        /// Kubeconfig file to remove the cluster's context from (default: the one `up` wrote,
+        /// else KUBECONFIG, else ~/.kube/config).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Show the cluster's resources and their state.
     Status,
     /// Local clusters: images for the nodes without a registry.
@@ -312,7 +321,21 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
                 insecure_registries: insecure_registry.clone(),
             })?)
         }
-        Action::Down => Ok(provider.down()?),
+        Action::Down {
+            graceful,
+            ref kubeconfig,
+        } => {
+            if P::PROVIDER != Provider::Local && (graceful || kubeconfig.is_some()) {
+                return Err(bad_input(format!(
+                    "--graceful and --kubeconfig are for local clusters (`rktup local down`), not `rktup {} down` (it removes its context from the kubeconfig `up` used: KUBECONFIG, else ~/.kube/config)",
+                    P::PROVIDER
+                )));
+            }
+            Ok(provider.down_with(&rktup_provider::DownOptions {
+                graceful,
+                kubeconfig: kubeconfig.clone(),
+            })?)
+        }
         Action::Status => Ok(provider.status()?),
         Action::Image(_) => Ok(()),
     }

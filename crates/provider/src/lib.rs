@@ -51,6 +51,17 @@ pub struct UpOptions {
     pub insecure_registries: Vec<String>,
 }
 
+/// How `down` deletes.
+#[derive(Debug, Clone, Default)]
+pub struct DownOptions {
+    /// Stop every pod with its grace period (local clusters; default: killed at once, since a
+    /// cluster being deleted needs no graceful shutdown).
+    pub graceful: bool,
+    /// The kubeconfig file to remove the context from (else the one `up` wrote, else
+    /// KUBECONFIG, else ~/.kube/config).
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
 /// One home for clusters.
 pub trait ClusterProvider {
     fn settings(&self) -> &ClusterSettings;
@@ -69,6 +80,12 @@ pub trait ClusterProvider {
 
     /// Deletes everything the cluster made.
     fn down(&self) -> Result<(), ProviderError>;
+
+    /// [`ClusterProvider::down`] with options; providers without any take the default.
+    fn down_with(&self, options: &DownOptions) -> Result<(), ProviderError> {
+        let _ = options;
+        self.down()
+    }
 
     /// Prints the cluster's resources and their states.
     fn status(&self) -> Result<(), ProviderError>;

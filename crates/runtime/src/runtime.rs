@@ -497,6 +497,12 @@ impl Runtime {
                 reap_children();
             }
         }
+        self.finish_stopped(entry)
+    }
+
+    /// After the supervisor is gone: if it did not tear the pod down (it died, or was killed),
+    /// do it here and record the pod as exited.
+    fn finish_stopped(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
         let st = read_status(&entry.dir)?;
         if st.state != PodState::Exited && st.state != PodState::Refused {
             // The supervisor died without tearing down: do it here.
@@ -555,9 +561,53 @@ impl Runtime {
         Ok(true)
     }
 
+    /// Kills a pod at once, with no grace period, as a cluster being deleted needs: SIGKILL to
+    /// its supervisor (so nothing restarts) and to every process in the pod's and its
+    /// containers' cgroups, until they are empty (5 s at most); then the teardown `stop` does
+    /// for a supervisor that is gone. A process ignoring SIGTERM costs nothing here.
+    pub fn kill(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
+        let st = read_status(&entry.dir)?;
+        let supervisor_alive = || util::process_alive(st.supervisor_pid, st.supervisor_start);
+        if supervisor_alive() {
+            crate::stage1::sys::kill(st.supervisor_pid, libc::SIGKILL);
+        }
+        let pod_cgroup = entry.plan.cgroup_path();
+        let mut groups = vec![crate::cgroups::create_cgroup_manager(&pod_cgroup)];
+        for c in entry.plan.all_containers() {
+            groups.push(crate::cgroups::create_cgroup_manager(&format!(
+                "{pod_cgroup}/{}",
+                c.name
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            reap_children();
+            let mut left = supervisor_alive();
+            for pid in groups.iter().flat_map(|g| g.pids()) {
+                left = true;
+                crate::stage1::sys::kill(pid, libc::SIGKILL);
+            }
+            if !left || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.finish_stopped(entry)
+    }
+
+    /// [`Runtime::kill`] and delete a pod's directory.
+    pub fn remove_now(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
+        self.kill(entry)?;
+        self.delete_dir(entry)
+    }
+
     /// Stop (if needed) and delete a pod's directory.
     pub fn remove(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
         self.stop(entry)?;
+        self.delete_dir(entry)
+    }
+
+    fn delete_dir(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
         tracing::trace!(pod = %entry.plan.uuid, "removing {}", entry.dir.display());
         crate::stage1::cleanup_pod(&entry.dir, &entry.plan, None, None);
         std::fs::remove_dir_all(&entry.dir).map_err(|source| RuntimeError::Io {

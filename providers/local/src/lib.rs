@@ -15,7 +15,7 @@ pub mod status;
 pub mod up;
 
 use rktup_config::{ClusterSettings, LocalSettings, OutputFormat};
-use rktup_provider::{ClusterProvider, Plan, ProviderError, UpOptions};
+use rktup_provider::{ClusterProvider, DownOptions, Plan, ProviderError, UpOptions};
 use rktup_render::{BinaryRef, MasterEndpoint};
 
 pub struct Local {
@@ -111,7 +111,11 @@ impl ClusterProvider for Local {
     }
 
     fn down(&self) -> Result<(), ProviderError> {
-        down::down(self, None)
+        down::down(self, &DownOptions::default())
+    }
+
+    fn down_with(&self, options: &DownOptions) -> Result<(), ProviderError> {
+        down::down(self, options)
     }
 
     fn status(&self) -> Result<(), ProviderError> {

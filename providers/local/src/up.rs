@@ -229,7 +229,13 @@ pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
     if opts.foreground {
         wait_for_signal();
         eprintln!("Stopping: tearing the cluster down");
-        return crate::down::down(local, Some(kubeconfig));
+        return crate::down::down(
+            local,
+            &rktup_provider::DownOptions {
+                graceful: false,
+                kubeconfig: Some(kubeconfig.to_path_buf()),
+            },
+        );
     }
     Ok(())
 }
