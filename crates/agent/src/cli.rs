@@ -131,6 +131,13 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
                 client_slot: certs.slot().cloned(),
             }
         }),
+        token_webhook: args.authentication_token_webhook.then(|| {
+            crate::kubelet::server::authz::WebhookConfig {
+                kubeconfig: args.kubeconfig.clone(),
+                api_server: args.api_servers.clone(),
+                client_slot: certs.slot().cloned(),
+            }
+        }),
         wait_for_kubeconfig: args.bootstrap_kubeconfig.is_some(),
     };
     // Refuse at once (not later, in the kubelet port's thread) a key readable by others.

@@ -1,8 +1,10 @@
 //! The kubelet port's resource usage endpoints, what metrics-server scrapes for `kubectl top`:
 //! `/metrics/resource` (Prometheus text) and `/stats/summary` (JSON), read from the real cgroups
 //! of a pod that burns CPU and fills memory, scraped over HTTPS with the API server's
-//! kubelet-client identity under `--authorization-mode=Webhook`; another identity gets
-//! kubelet's 403 for the `nodes/metrics` and `nodes/stats` subresources.
+//! kubelet-client identity under `--authorization-mode=Webhook`, and with a service account's
+//! bearer token (`--authentication-token-webhook`, as metrics-server scrapes); identities
+//! without RBAC for them get kubelet's 403 for the `nodes/metrics` and `nodes/stats`
+//! subresources.
 
 mod common;
 use common::*;
@@ -165,7 +167,13 @@ fn resource_metrics_and_summary_from_the_pods_cgroups() {
     if !rktup_testkit::can_run_as_root("stats", "pods and their cgroups") {
         return;
     }
-    let mut c = ClusterNode::start("st", &["--authorization-mode=Webhook"]);
+    let mut c = ClusterNode::start(
+        "st",
+        &[
+            "--authorization-mode=Webhook",
+            "--authentication-token-webhook",
+        ],
+    );
     let cp = c.cp.as_ref().expect("control plane");
     // The API server's identity towards kubelets (bound to system:kubelet-api-admin).
     let apiserver = cp
@@ -531,6 +539,87 @@ fn resource_metrics_and_summary_from_the_pods_cgroups() {
         }
         let a = call(port, "GET", "/metrics/resource", None).expect("call");
         assert_eq!(a.status, 401, "{}", a.body);
+
+        // What metrics-server presents: its service account's token (reviewed with a
+        // TokenReview), allowed by RBAC to get nodes/metrics and nodes/stats.
+        let role = format!("st-scraper-{}", unique());
+        let (scraper, nobody) = c.rt.block_on(async {
+            use k8s_openapi::api::authentication::v1::TokenRequest;
+            use k8s_openapi::api::core::v1::ServiceAccount;
+            use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+            let pp = kube::api::PostParams::default();
+            let sas: Api<ServiceAccount> = Api::namespaced(c.admin.clone(), "default");
+            for sa in ["scraper", "nobody"] {
+                let o: ServiceAccount =
+                    serde_json::from_value(serde_json::json!({"metadata": {"name": sa}}))
+                        .expect("sa");
+                sas.create(&pp, &o).await.expect("create service account");
+            }
+            let cr: ClusterRole = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": role},
+                "rules": [{"apiGroups": [""], "resources": ["nodes/metrics", "nodes/stats"],
+                           "verbs": ["get"]}]
+            }))
+            .expect("role");
+            Api::<ClusterRole>::all(c.admin.clone())
+                .create(&pp, &cr)
+                .await
+                .expect("create role");
+            let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": "scraper",
+                              "namespace": "default"}]
+            }))
+            .expect("binding");
+            Api::<ClusterRoleBinding>::all(c.admin.clone())
+                .create(&pp, &crb)
+                .await
+                .expect("create binding");
+            let mut tokens = vec![];
+            for sa in ["scraper", "nobody"] {
+                let tr: TokenRequest =
+                    serde_json::from_value(serde_json::json!({"spec": {"audiences": []}}))
+                        .expect("token request");
+                let t = sas
+                    .create_token_request(sa, &pp, &tr)
+                    .await
+                    .expect("token")
+                    .status
+                    .expect("token status")
+                    .token;
+                tokens.push(t);
+            }
+            (tokens[0].clone(), tokens[1].clone())
+        });
+        let bearer = |token: &str, path: &str| {
+            let h = format!("Bearer {token}");
+            call_with(port, "GET", path, None, &[("Authorization", h.as_str())]).expect("call")
+        };
+        let a = bearer(&scraper, "/metrics/resource");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(parse(&a.body).contains_key("container_cpu_usage_seconds_total"));
+        let a = bearer(&scraper, "/stats/summary");
+        assert_eq!(a.status, 200, "{}", a.body);
+        // The token's user has no business with the pods' logs.
+        let a = bearer(&scraper, "/containerLogs/default/burn/hog");
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert_eq!(
+            a.body,
+            "Forbidden (user=system:serviceaccount:default:scraper, verb=get, resource=nodes, \
+             subresource(s)=[proxy])"
+        );
+        let a = bearer(&nobody, "/metrics/resource");
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert_eq!(
+            a.body,
+            "Forbidden (user=system:serviceaccount:default:nobody, verb=get, resource=nodes, \
+             subresource(s)=[metrics])"
+        );
+        // A token the API server does not know: unauthenticated.
+        let a = bearer("not-a-token", "/metrics/resource");
+        assert_eq!((a.status, a.body.as_str()), (401, "Unauthorized\n"));
     }));
     c.finish(r);
 }

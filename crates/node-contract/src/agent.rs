@@ -174,6 +174,12 @@ pub struct AgentConfig {
     /// of paths to `nodes/<subresource>`).
     #[arg(long, default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "Webhook"])]
     pub authorization_mode: String,
+    /// Also accept `Authorization: Bearer` tokens on the kubelet port, checked with a
+    /// TokenReview (kubelet's --authentication-token-webhook: what in-cluster scrapers such as
+    /// metrics-server present, their service account token).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub authentication_token_webhook: bool,
 }
 
 /// `--rkt-stage1-image`: empty means the default (coreos), as it always did.
@@ -234,6 +240,7 @@ impl Default for AgentConfig {
             rotate_certificates: false,
             rotate_server_certificates: false,
             authorization_mode: "AlwaysAllow".into(),
+            authentication_token_webhook: false,
         }
     }
 }
@@ -409,6 +416,9 @@ impl AgentConfig {
         }
         if self.authorization_mode != d.authorization_mode {
             push("authorization-mode", self.authorization_mode.clone());
+        }
+        if self.authentication_token_webhook {
+            push("authentication-token-webhook", "true".into());
         }
         a
     }

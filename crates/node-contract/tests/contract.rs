@@ -70,6 +70,7 @@ fn everything() -> AgentConfig {
         rotate_certificates: true,
         rotate_server_certificates: true,
         authorization_mode: "Webhook".into(),
+        authentication_token_webhook: true,
     }
 }
 
@@ -201,6 +202,7 @@ fn random(r: &mut Rng) -> AgentConfig {
         rotate_certificates: r.next() & 1 == 1,
         rotate_server_certificates: r.next() & 1 == 1,
         authorization_mode: r.pick(&["AlwaysAllow".to_string(), "Webhook".to_string()]),
+        authentication_token_webhook: r.next() & 1 == 1,
     }
 }
 

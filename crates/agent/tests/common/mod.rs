@@ -716,6 +716,17 @@ pub fn call(
     path: &str,
     client: Option<(&str, &str)>,
 ) -> Result<Answer, String> {
+    call_with(port, method, path, client, &[])
+}
+
+/// [`call`] with extra request `headers`.
+pub fn call_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    client: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -740,9 +751,13 @@ pub fn call(
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         tls,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     tls.flush().map_err(|e| e.to_string())?;

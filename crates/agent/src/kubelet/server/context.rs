@@ -19,6 +19,8 @@ pub struct Context {
     pub node_name: String,
     /// --authorization-mode=Webhook (None: AlwaysAllow).
     pub authorizer: Option<super::authz::Authorizer>,
+    /// --authentication-token-webhook (None: client certificates only).
+    pub token_authenticator: Option<super::authn::TokenAuthenticator>,
 }
 
 pub type Body = BoxBody<Bytes, Infallible>;

@@ -24,6 +24,7 @@
 //! of their mirror pod (`<name>-<node>`).
 
 pub mod attach;
+pub mod authn;
 pub mod authz;
 pub mod container_logs;
 pub mod context;
@@ -111,6 +112,18 @@ async fn handle<B: Send + 'static>(
     user: Option<Option<authz::User>>,
     ctx: Arc<Context>,
 ) -> Response<Body> {
+    // Without a certificate, a bearer token when tokens are accepted.
+    let user = match (user, &ctx.token_authenticator, authn::bearer(req.headers())) {
+        (Some(u), _, _) => Some(u),
+        (None, Some(a), Some(token)) => match a.authenticate(token).await {
+            Ok(u) => u.map(Some),
+            Err(e) => {
+                warn!("kubelet server: reviewing a bearer token: {e}");
+                None
+            }
+        },
+        (None, _, _) => None,
+    };
     let Some(user) = user else {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
     };
@@ -352,7 +365,7 @@ async fn webhook_client(
     let Some(kc) = &w.kubeconfig else {
         return Err(crate::kubelet::credentials::CredentialsError::Kubeconfig {
             path: Default::default(),
-            message: "--authorization-mode=Webhook needs --kubeconfig".into(),
+            message: "webhook authentication and authorization need --kubeconfig".into(),
         });
     };
     crate::kubelet::credentials::client(kc, w.api_server.as_deref(), w.client_slot.as_ref()).await
@@ -442,15 +455,27 @@ pub fn spawn(
                         }
                     },
                 };
+                let token_authenticator = match &cfg.token_webhook {
+                    None => None,
+                    Some(w) => match webhook_client(w).await {
+                        Ok(c) => Some(authn::TokenAuthenticator::new(c)),
+                        Err(e) => {
+                            error!("kubelet server: not serving {addr}: token webhook: {e}");
+                            return;
+                        }
+                    },
+                };
                 info!(
-                    "kubelet server: serving https on {addr} (authorization {})",
-                    if authorizer.is_some() { "Webhook" } else { "AlwaysAllow" }
+                    "kubelet server: serving https on {addr} (authorization {}{})",
+                    if authorizer.is_some() { "Webhook" } else { "AlwaysAllow" },
+                    if token_authenticator.is_some() { ", bearer tokens reviewed" } else { "" }
                 );
                 let ctx = Arc::new(Context {
                     rt,
                     pods,
                     node_name: cfg.node_name.clone(),
                     authorizer,
+                    token_authenticator,
                 });
                 let stop = async {
                     while !term.load(Ordering::SeqCst) {

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub serving_slot: Option<Arc<crate::kubelet::certificate::CertSlot>>,
     /// --authorization-mode=Webhook.
     pub webhook: Option<super::authz::WebhookConfig>,
+    /// --authentication-token-webhook: bearer tokens checked with TokenReviews sent with these
+    /// credentials.
+    pub token_webhook: Option<super::authz::WebhookConfig>,
     /// The kubeconfig is written by the bootstrap (--bootstrap-kubeconfig): wait for it.
     pub wait_for_kubeconfig: bool,
 }
