@@ -114,6 +114,33 @@ spec:
         60
     );
 
+    // Status written at v1 (as an autoscaling/v1 controller would): the CPU
+    // percentage is v2's current metric, and TARGETS shows it.
+    c.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"currentReplicas":2,"desiredReplicas":3,"currentCPUUtilizationPercentage":33}}"#,
+    ])
+    .await;
+    let v2 = get_json(&c, "horizontalpodautoscalers.v2.autoscaling", "web").await;
+    assert_eq!(
+        v2["status"]["currentMetrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 33}}}])
+    );
+    assert_eq!(v2["status"]["desiredReplicas"], 3);
+    let v1 = get_json(&c, "horizontalpodautoscalers.v1.autoscaling", "web").await;
+    assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 33);
+    assert_eq!(
+        v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/current-metrics"],
+        r#"[{"type":"Resource","resource":{"name":"cpu","currentAverageUtilization":33,"currentAverageValue":"0"}}]"#
+    );
+    let table = c.ok(&["get", "hpa", "web"]).await;
+    assert!(table.contains("cpu: 33%/60%"), "{table}");
+
     // No CPU target at v1: upstream's implicit 80 %.
     c.apply_stdin(
         &["apply", "-f", "-"],
@@ -222,6 +249,24 @@ spec:
             .map(|m| m["apiVersion"].as_str().unwrap_or_default())
             .collect::<Vec<_>>();
         assert_eq!(written_at, ["autoscaling/v1"]);
+        // A v1 manifest applied by kubectl 1.20 (its OpenAPI v2 validation included).
+        let out = c
+            .kubectl_bin(
+                &bin,
+                &["apply", "-f", "-"],
+                Some("apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: old20}\nspec:\n  scaleTargetRef: {kind: Deployment, name: old}\n  maxReplicas: 2\n  targetCPUUtilizationPercentage: 75\n"),
+            )
+            .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v2 = get_json(&c, "horizontalpodautoscalers.v2.autoscaling", "old20").await;
+        assert_eq!(
+            v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            75
+        );
+        let out = c
+            .kubectl_bin(&bin, &["apply", "-f", "-"], Some("apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: bad20}\nspec:\n  scaleTargetRef: {kind: Deployment, name: old}\n  maxReplicas: 2\n  metrics: []\n"))
+            .await;
+        assert!(stderr(&out).contains("metrics"), "{}", stderr(&out));
         let out = c.kubectl_bin(&bin, &["get", "hpa", "old"], None).await;
         let table = String::from_utf8_lossy(&out.stdout);
         assert!(

@@ -177,20 +177,30 @@ fn load_balancer_address(o: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The HPA's TARGETS: `<current>/<target>` per metric, `<unknown>` until measured.
+/// The HPA's TARGETS as upstream's `formatHPAMetrics`: `<current>/<target>`
+/// per metric, the current value from the status metric at the same index
+/// (`<unknown>` until measured), at most two then `+ N more...`.
 fn hpa_targets(o: &Value) -> String {
-    let specs = o
+    let specs: &[Value] = o
         .pointer("/spec/metrics")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+        .map_or(&[], Vec::as_slice);
     if specs.is_empty() {
         return "<none>".into();
     }
+    let statuses: &[Value] = o
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    // A Go *Quantity printed with String(): nil is "<nil>".
+    let q = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => "<nil>".to_string(),
+    };
     let mut out = Vec::new();
-    for m in &specs {
-        let ty = m["type"].as_str().unwrap_or("");
-        let key = match ty {
+    for (i, m) in specs.iter().enumerate() {
+        let key = match m["type"].as_str().unwrap_or("") {
             "Resource" => "resource",
             "ContainerResource" => "containerResource",
             "Pods" => "pods",
@@ -202,23 +212,54 @@ fn hpa_targets(o: &Value) -> String {
             }
         };
         let target = &m[key]["target"];
-        let prefix = match ty {
-            "Resource" | "ContainerResource" => {
-                format!("{}: ", m[key]["name"].as_str().unwrap_or(""))
+        // The status of the same source at the same index, if any.
+        let current = statuses
+            .get(i)
+            .map(|s| &s[key])
+            .filter(|s| s.is_object())
+            .map(|s| &s["current"]);
+        let unknown = || "<unknown>".to_string();
+        let avg_value = !target["averageValue"].is_null();
+        out.push(match key {
+            "external" | "object" if avg_value => format!(
+                "{}/{} (avg)",
+                current
+                    .filter(|c| !c["averageValue"].is_null())
+                    .map_or_else(unknown, |c| q(&c["averageValue"])),
+                q(&target["averageValue"])
+            ),
+            "external" | "object" => format!(
+                "{}/{}",
+                current.map_or_else(unknown, |c| q(&c["value"])),
+                q(&target["value"])
+            ),
+            "pods" => format!(
+                "{}/{}",
+                current.map_or_else(unknown, |c| q(&c["averageValue"])),
+                q(&target["averageValue"])
+            ),
+            _ => {
+                let name = m[key]["name"].as_str().unwrap_or("");
+                if avg_value {
+                    format!(
+                        "{name}: {}/{}",
+                        current.map_or_else(unknown, |c| q(&c["averageValue"])),
+                        q(&target["averageValue"])
+                    )
+                } else {
+                    let cur = current
+                        .and_then(|c| c["averageUtilization"].as_i64())
+                        .map_or_else(unknown, |u| format!("{u}%"));
+                    let want = target["averageUtilization"]
+                        .as_i64()
+                        .map_or("<auto>".to_string(), |u| format!("{u}%"));
+                    format!("{name}: {cur}/{want}")
+                }
             }
-            _ => String::new(),
-        };
-        let want = if let Some(u) = target["averageUtilization"].as_i64() {
-            format!("{u}%")
-        } else if let Some(v) = target["averageValue"].as_str().or(target["value"].as_str()) {
-            v.to_string()
-        } else {
-            "<unset>".into()
-        };
-        out.push(format!("{prefix}<unknown>/{want}"));
+        });
     }
-    if out.len() > 3 {
-        format!("{} + {} more...", out[..3].join(", "), out.len() - 3)
+    if out.len() > 2 {
+        format!("{} + {} more...", out[..2].join(", "), out.len() - 2)
     } else {
         out.join(", ")
     }
