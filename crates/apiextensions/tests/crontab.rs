@@ -569,3 +569,37 @@ fn defaults_checked_by_rules_and_integer_ranges() {
         vec!["<nil>: Invalid value: \"\": Checked value must be of type integer (default format) in spec.big"]
     );
 }
+
+#[test]
+fn int_or_string_as_controller_gen_writes_it() {
+    let s = Structural::from_schema(&json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "maxUnavailable": {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true}}}}}))
+    .expect("the int-or-string anyOf pattern is structural");
+    assert_eq!(
+        s.validate(&json!({"spec": {"maxUnavailable": 1}}), None),
+        vec![]
+    );
+    assert_eq!(
+        s.validate(&json!({"spec": {"maxUnavailable": "25%"}}), None),
+        vec![]
+    );
+    assert_eq!(
+        texts(&s.validate(&json!({"spec": {"maxUnavailable": true}}), None)),
+        vec![
+            "spec.maxUnavailable: Invalid value: \"boolean\": spec.maxUnavailable in body must be of type integer,string: \"boolean\"",
+            "<nil>: Invalid value: \"\": \"spec.maxUnavailable\" must validate at least one schema (anyOf)",
+            "spec.maxUnavailable: Invalid value: \"boolean\": spec.maxUnavailable in body must be of type integer: \"boolean\"",
+        ]
+    );
+    // Any other anyOf with types is not structural.
+    let errs = Structural::from_schema(&json!({"type": "object", "properties": {"spec": {
+        "anyOf": [{"type": "integer"}, {"type": "boolean"}], "x-kubernetes-int-or-string": true}}}))
+    .unwrap_err();
+    assert_eq!(
+        texts(&errs),
+        vec![
+            "properties[spec].anyOf[0].type: Forbidden: must be empty to be structural",
+            "properties[spec].anyOf[1].type: Forbidden: must be empty to be structural",
+        ]
+    );
+}
