@@ -6,7 +6,8 @@
 //!   name and IP) and reused on restart.
 //! - Client authentication by x509 certificate: a certificate must be signed by
 //!   `--client-ca-file` (default: the CA of the `--kubeconfig`); one signed by another CA fails
-//!   the handshake, a request without a certificate gets 401 (anonymous auth off). Authenticated
+//!   the handshake, a request without a certificate gets 401 (anonymous auth off) unless
+//!   `--authentication-token-webhook` accepts its bearer token (`authn`). Authenticated
 //!   clients are authorized for everything (kubelet's `--authorization-mode=AlwaysAllow`), or
 //!   with `Webhook` by a SubjectAccessReview per request (`authz`).
 //! - With `--rotate-server-certificates` the serving certificate is the one the
