@@ -74,15 +74,13 @@ async fn answer(path: &str, review: &Value) -> Value {
                 .encode(serde_json::to_vec(&patch).expect("patch")));
             resp["warnings"] = json!(["mutated by the test webhook"]);
         }
-        "/deny" => {
-            if labels(obj).get("deny") == Some(&json!("true")) {
-                resp["allowed"] = json!(false);
-                resp["status"] = json!({
-                    "code": 403,
-                    "reason": "Forbidden",
-                    "message": format!("{} labelled deny=true are not allowed", req["resource"]["resource"].as_str().unwrap_or("")),
-                });
-            }
+        "/deny" if labels(obj).get("deny") == Some(&json!("true")) => {
+            resp["allowed"] = json!(false);
+            resp["status"] = json!({
+                "code": 403,
+                "reason": "Forbidden",
+                "message": format!("{} labelled deny=true are not allowed", req["resource"]["resource"].as_str().unwrap_or("")),
+            });
         }
         "/slow" => tokio::time::sleep(Duration::from_secs(3)).await,
         _ => {}
