@@ -40,6 +40,17 @@ spec:
                   properties:
                     name: {type: string}
                     port: {type: integer}
+              routes:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name, protocol]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    protocol: {type: string, default: TCP}
+                    to: {type: string}
               tags:
                 type: array
                 x-kubernetes-list-type: set
@@ -343,5 +354,26 @@ spec:
         ),
         "{}",
         stderr(&out)
+    );
+
+    // A key the item leaves out is keyed by its schema default: applied again, the same item.
+    let route = |to: &str| {
+        format!("apiVersion: ssa.rktup.test/v1\nkind: Widget\nmetadata: {{name: w3}}\nspec:\n  routes:\n  - {{name: r, to: {to}}}\n")
+    };
+    for to in ["x1", "y1"] {
+        let out = apply_as(&c, "gamma", &route(to), false).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let raw = c
+        .ok_line("get --raw /apis/ssa.rktup.test/v1/namespaces/default/widgets/w3")
+        .await;
+    let w3: Value = serde_json::from_str(&raw).expect("json");
+    assert_eq!(
+        w3["spec"]["routes"],
+        json!([{"name": "r", "protocol": "TCP", "to": "y1"}])
+    );
+    assert_eq!(
+        owned(&w3, "gamma", "Apply"),
+        json!({"f:spec": {"f:routes": {"k:{\"name\":\"r\",\"protocol\":\"TCP\"}": {".": {}, "f:name": {}, "f:to": {}}}}})
     );
 }

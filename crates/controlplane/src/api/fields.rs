@@ -126,7 +126,12 @@ pub fn leaves(v: &Value, shapes: Shapes<'_>) -> Vec<Path> {
 /// `k:{...}` of a keyed item, its key fields in name order (upstream sorts them). Built-in
 /// kinds need every key; a custom resource's item is keyed by the keys it has (as
 /// structured-merge-diff does now), but by one at least.
-fn key_segment(item: &Value, keys: &[String], shapes: Shapes<'_>) -> Option<String> {
+fn key_segment(
+    item: &Value,
+    keys: &[String],
+    shapes: Shapes<'_>,
+    path: &[String],
+) -> Option<String> {
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
     let mut m = Map::new();
@@ -135,11 +140,44 @@ fn key_segment(item: &Value, keys: &[String], shapes: Shapes<'_>) -> Option<Stri
             Some(v) => {
                 m.insert(k.clone(), v.clone());
             }
-            None if matches!(shapes, Shapes::Schema(_)) => {}
-            None => return None,
+            // A missing key with a default in the schema is keyed by that default (the
+            // object is stored defaulted, so the next apply finds the same item).
+            None => match shapes {
+                Shapes::Schema(s) => {
+                    if let Some(d) = s.and_then(|s| key_default(s.schema(), path, k)) {
+                        m.insert(k.clone(), d);
+                    }
+                }
+                Shapes::Builtin => return None,
+            },
         }
     }
     (!m.is_empty()).then(|| format!("k:{}", Value::Object(m)))
+}
+
+/// The schema default of the key field `key` of the items of the list at `path`, walked
+/// as `Structural::list_type` walks it (properties, additionalProperties, array items).
+fn key_default(schema: &Value, path: &[String], key: &str) -> Option<Value> {
+    fn items(mut n: &Value) -> Option<&Value> {
+        while n.get("type").and_then(Value::as_str) == Some("array") {
+            n = n.get("items")?;
+        }
+        Some(n)
+    }
+    let mut n = schema;
+    for f in path.iter().filter_map(|s| s.strip_prefix("f:")) {
+        n = items(n)?;
+        n = n
+            .get("properties")
+            .and_then(|p| p.get(f))
+            .or_else(|| n.get("additionalProperties").filter(|a| a.is_object()))?;
+    }
+    n.get("items")?
+        .get("properties")?
+        .get(key)?
+        .get("default")
+        .filter(|d| !d.is_null())
+        .cloned()
 }
 
 /// What structured-merge-diff refuses in an applied custom resource's lists (its typed
@@ -190,7 +228,7 @@ fn list_errors(v: &Value, path: &mut Path, out: &mut Vec<(String, String)>, shap
                     out.push((path_display(path), format!("element {i}: {msg}")));
                     continue;
                 }
-                let Some(id) = item_id(item, &kind, shapes) else {
+                let Some(id) = item_id(item, &kind, shapes, path) else {
                     // Go's %q of a []string: `["name" "port"]`.
                     let keys = match &kind {
                         ListKind::Map(k) => k.iter().map(|k| format!("{k:?}")).collect(),
@@ -277,7 +315,7 @@ fn walk(v: &Value, path: &mut Path, out: &mut Vec<Path>, shapes: Shapes<'_>) {
                 // Items without their keys cannot be told apart: the list is owned whole.
                 let Some(segs) = items
                     .iter()
-                    .map(|i| key_segment(i, &keys, shapes))
+                    .map(|i| key_segment(i, &keys, shapes, path))
                     .collect::<Option<Vec<_>>>()
                 else {
                     out.push(path.clone());
@@ -312,9 +350,9 @@ fn walk(v: &Value, path: &mut Path, out: &mut Vec<Path>, shapes: Shapes<'_>) {
 }
 
 /// The identity of a list item under `kind`, to match live items with applied ones.
-fn item_id(item: &Value, kind: &ListKind, shapes: Shapes<'_>) -> Option<String> {
+fn item_id(item: &Value, kind: &ListKind, shapes: Shapes<'_>, path: &[String]) -> Option<String> {
     match kind {
-        ListKind::Map(keys) => key_segment(item, keys, shapes),
+        ListKind::Map(keys) => key_segment(item, keys, shapes, path),
         ListKind::Set => Some(item.to_string()),
         ListKind::Atomic => None,
     }
@@ -332,11 +370,11 @@ fn merge_items(
 ) -> Option<Vec<Value>> {
     let lids: Vec<String> = live
         .iter()
-        .map(|i| item_id(i, kind, shapes))
+        .map(|i| item_id(i, kind, shapes, path))
         .collect::<Option<_>>()?;
     let rids: Vec<String> = applied
         .iter()
-        .map(|i| item_id(i, kind, shapes))
+        .map(|i| item_id(i, kind, shapes, path))
         .collect::<Option<_>>()?;
     let merge_one = |id: &str, r: &Value, path: &mut Path| -> Value {
         match (kind, lids.iter().position(|l| l == id)) {
@@ -906,6 +944,9 @@ mod tests {
                     "name": {"type": "string"}, "port": {"type": "integer"}, "note": {"type": "string"},
                     "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}},
             "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "routes": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "protocol"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"},
+                    "protocol": {"type": "string", "default": "TCP"}, "to": {"type": "string"}}}},
             "containers": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
             "selector": {"type": "object", "x-kubernetes-map-type": "atomic", "additionalProperties": {"type": "string"}}}}}});
         Structural::from_schema(&schema).unwrap()
@@ -997,6 +1038,36 @@ mod tests {
         assert!(
             tree.get("k:{\"name\":\"b\",\"port\":2}").is_some(),
             "{tree}"
+        );
+    }
+
+    #[test]
+    fn missing_keys_are_keyed_by_their_defaults() {
+        let s = cr_schema();
+        let shapes = Shapes::Schema(Some(&s));
+        let cfg =
+            json!({"metadata": {"name": "a"}, "spec": {"routes": [{"name": "r", "to": "x"}]}});
+        let default = |v: &mut Value| {
+            if let Some(r) = v.pointer_mut("/spec/routes/0") {
+                if r.get("protocol").is_none() {
+                    r["protocol"] = json!("TCP");
+                }
+            }
+        };
+        let mut one = apply(None, &cfg, "m", false, "x/v1", &default, shapes).unwrap();
+        default(&mut one); // stored defaulted, as the create path does
+        let tree = &one["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:routes"];
+        assert!(
+            tree.get("k:{\"name\":\"r\",\"protocol\":\"TCP\"}")
+                .is_some(),
+            "{tree}"
+        );
+        let cfg2 =
+            json!({"metadata": {"name": "a"}, "spec": {"routes": [{"name": "r", "to": "y"}]}});
+        let two = apply(Some(&one), &cfg2, "m", false, "x/v1", &default, shapes).unwrap();
+        assert_eq!(
+            two["spec"]["routes"],
+            json!([{"name": "r", "protocol": "TCP", "to": "y"}])
         );
     }
 }
