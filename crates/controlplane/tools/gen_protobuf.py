@@ -83,6 +83,7 @@ ROOTS = [
     ("v1", "PersistentVolumeClaim", "api::core::v1::PersistentVolumeClaim"),
     ("apps/v1", "StatefulSet", "api::apps::v1::StatefulSet"),
     ("autoscaling/v2", "HorizontalPodAutoscaler", "api::autoscaling::v2::HorizontalPodAutoscaler"),
+    ("autoscaling/v1", "HorizontalPodAutoscaler", "api::autoscaling::v1::HorizontalPodAutoscaler"),
     ("batch/v1", "CronJob", "api::batch::v1::CronJob"),
     ("certificates.k8s.io/v1", "CertificateSigningRequest", "api::certificates::v1::CertificateSigningRequest"),
     ("networking.k8s.io/v1", "Ingress", "api::networking::v1::Ingress"),

@@ -804,6 +804,53 @@ mod tests {
         assert!(v2.get("status").is_none());
     }
 
+    /// A client-go protobuf body at autoscaling/v1 (older controllers and typed clients)
+    /// decodes to the v1 JSON form, which stores as v2.
+    #[test]
+    fn a_protobuf_v1_body_decodes_and_converts() {
+        use k8s_pb::api::autoscaling::v1 as pb;
+        use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+        use prost::Message;
+        let hpa = pb::HorizontalPodAutoscaler {
+            metadata: Some(ObjectMeta {
+                name: Some("pb".into()),
+                ..Default::default()
+            }),
+            spec: Some(pb::HorizontalPodAutoscalerSpec {
+                scale_target_ref: Some(pb::CrossVersionObjectReference {
+                    kind: Some("Deployment".into()),
+                    name: Some("web".into()),
+                    api_version: Some("apps/v1".into()),
+                }),
+                min_replicas: Some(2),
+                max_replicas: Some(5),
+                target_cpu_utilization_percentage: Some(65),
+            }),
+            status: None,
+        };
+        let unknown = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("autoscaling/v1".into()),
+                kind: Some("HorizontalPodAutoscaler".into()),
+            }),
+            raw: Some(hpa.encode_to_vec()),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        let mut body = b"k8s\0".to_vec();
+        body.extend(unknown.encode_to_vec());
+        let v1 = crate::api::protobuf::decode_body(&body).expect("decodes");
+        assert_eq!(v1["apiVersion"], "autoscaling/v1");
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 65);
+        let v2 = hpa_v1_to_v2(v1);
+        assert_eq!(v2["spec"]["minReplicas"], 2);
+        assert_eq!(
+            v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            65
+        );
+    }
+
     #[test]
     fn stored_round_trip_annotations_do_not_leak() {
         let mut v2 = v2_with(

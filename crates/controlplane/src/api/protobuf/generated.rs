@@ -46,6 +46,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("v1", "PersistentVolumeClaim"),
     ("apps/v1", "StatefulSet"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("autoscaling/v1", "HorizontalPodAutoscaler"),
     ("batch/v1", "CronJob"),
     ("certificates.k8s.io/v1", "CertificateSigningRequest"),
     ("networking.k8s.io/v1", "Ingress"),
@@ -168,6 +169,9 @@ pub fn decode_kind(
         ("apps/v1", "StatefulSet") => decode::<k8s_pb::api::apps::v1::StatefulSet>(raw, depth),
         ("autoscaling/v2", "HorizontalPodAutoscaler") => {
             decode::<k8s_pb::api::autoscaling::v2::HorizontalPodAutoscaler>(raw, depth)
+        }
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => {
+            decode::<k8s_pb::api::autoscaling::v1::HorizontalPodAutoscaler>(raw, depth)
         }
         ("batch/v1", "CronJob") => decode::<k8s_pb::api::batch::v1::CronJob>(raw, depth),
         ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
@@ -828,6 +832,45 @@ impl JsonFields for k8s_pb::api::authorization::v1::SubjectRulesReviewStatus {
         o.msgs("nonResourceRules", &self.non_resource_rules);
         o.bool("incomplete", self.incomplete, Keep);
         o.str("evaluationError", &self.evaluation_error, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v1::CrossVersionObjectReference {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.str("kind", &self.kind, OmitEmpty);
+        o.str("name", &self.name, OmitEmpty);
+        o.str("apiVersion", &self.api_version, OmitEmpty);
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v1::HorizontalPodAutoscaler {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("metadata", self.metadata.as_ref());
+        o.msg("spec", self.spec.as_ref());
+        o.msg("status", self.status.as_ref());
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v1::HorizontalPodAutoscalerSpec {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.msg("scaleTargetRef", self.scale_target_ref.as_ref());
+        o.int("minReplicas", self.min_replicas, Keep);
+        o.int("maxReplicas", self.max_replicas, Keep);
+        o.int(
+            "targetCPUUtilizationPercentage",
+            self.target_cpu_utilization_percentage,
+            Keep,
+        );
+    }
+}
+impl JsonFields for k8s_pb::api::autoscaling::v1::HorizontalPodAutoscalerStatus {
+    fn json_fields(&self, o: &mut Obj<'_>) {
+        o.int("observedGeneration", self.observed_generation, Keep);
+        o.msg("lastScaleTime", self.last_scale_time.as_ref());
+        o.int("currentReplicas", self.current_replicas, Keep);
+        o.int("desiredReplicas", self.desired_replicas, Keep);
+        o.int(
+            "currentCPUUtilizationPercentage",
+            self.current_cpu_utilization_percentage,
+            Keep,
+        );
     }
 }
 impl JsonFields for k8s_pb::api::autoscaling::v1::Scale {
