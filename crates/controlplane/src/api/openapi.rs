@@ -293,9 +293,9 @@ fn custom_docs(res: &Resources) -> Option<Arc<CustomDocs>> {
     Some(CUSTOM.get(res.custom(), build_custom))
 }
 
-/// One document per custom group-version, re-using the previous set's
+/// One document per custom group-version, re-using another kept set's
 /// document of a group-version whose definitions did not change.
-fn build_custom(parts: &[Arc<Part>], previous: Option<&CustomDocs>) -> CustomDocs {
+fn build_custom(parts: &[Arc<Part>], previous: &[Arc<CustomDocs>]) -> CustomDocs {
     let mut by_gv: BTreeMap<&str, Vec<&Part>> = BTreeMap::new();
     for p in parts {
         by_gv.entry(p.group_version.as_str()).or_default().push(p);
@@ -304,10 +304,12 @@ fn build_custom(parts: &[Arc<Part>], previous: Option<&CustomDocs>) -> CustomDoc
     for (gv, ps) in by_gv {
         let mut key: Vec<usize> = ps.iter().map(|p| p.def).collect();
         key.sort_unstable();
-        let reused = previous
-            .and_then(|prev| prev.docs.get(gv))
-            .filter(|(k, _)| *k == key)
-            .map(|(_, d)| d.clone());
+        let reused = previous.iter().find_map(|prev| {
+            prev.docs
+                .get(gv)
+                .filter(|(k, _)| *k == key)
+                .map(|(_, d)| d.clone())
+        });
         let doc = match reused {
             Some(d) => d,
             None => Arc::new(V3Doc::new(&custom_document(gv, &ps))),

@@ -868,11 +868,12 @@ impl<P, T> SetCache<P, T> {
 
     /// The document for `defs`, built (under the lock, so once) by `build`
     /// from their parts when this set has not been seen lately. `build` also
-    /// gets the previous value built, to re-use what did not change.
+    /// gets the values built for the other sets kept, latest first, to re-use
+    /// what did not change.
     pub(crate) fn get(
         &self,
         defs: &[&'static ResourceDef],
-        build: impl FnOnce(&[Arc<P>], Option<&T>) -> T,
+        build: impl FnOnce(&[Arc<P>], &[Arc<T>]) -> T,
     ) -> Arc<T> {
         let mut key: Vec<usize> = defs.iter().map(|d| addr(d)).collect();
         key.sort_unstable();
@@ -905,8 +906,8 @@ impl<P, T> SetCache<P, T> {
             parts.insert(a, p.clone());
             list.push(p);
         }
-        let previous = slots.front().map(|s| s.value.clone());
-        let value = Arc::new(build(&list, previous.as_deref()));
+        let previous: Vec<Arc<T>> = slots.iter().map(|s| s.value.clone()).collect();
+        let value = Arc::new(build(&list, &previous));
         slots.push_front(Slot {
             key,
             parts,

@@ -150,11 +150,9 @@ fn openapi_v3_response(r: &Req, path: &str, doc: &openapi::V3Doc) -> Response<Bo
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp
     } else {
-        full(StatusCode::OK, "application/json", Vec::new())
+        headers.push((http::header::CONTENT_TYPE, "application/json".into()));
+        Response::new(bytes_body(doc.bytes.clone()))
     };
-    if resp.status() == StatusCode::OK {
-        *resp.body_mut() = bytes_body(doc.bytes.clone());
-    }
     for (name, value) in headers {
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             resp.headers_mut().insert(name, v);
