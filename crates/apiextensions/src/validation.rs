@@ -336,18 +336,20 @@ fn string_checks(n: &Node, s: &str, path: &str, errs: &mut Vec<FieldError>) {
 }
 
 fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>) {
-    // Integers compare natively against integral bounds (the bound printed as an int), others
-    // as float64, as MaximumNativeType/Maximum do.
     let int = num.as_i64();
     let data = as_f64(num);
-    let show = |b: f64| match int {
-        Some(_) if b.fract() == 0.0 => format!("{}", b as i64),
-        _ => goformat::float_v(b),
-    };
     let value = Bad::Json(Value::Number(num.clone()));
-    // IsValueValidAgainstRange: an integer beyond int64 (or int32 with that format), a float
-    // beyond float32 with format float; reported as a plain error (nil path, empty value).
-    if n.ty == "integer" && !n.int_or_string {
+    let integer_type = n.ty == "integer" && !n.int_or_string;
+    let format_desc = || {
+        if matches!(n.format.as_str(), "int32" | "int64") {
+            format!("with format {}", n.format)
+        } else {
+            "(default format)".to_string()
+        }
+    };
+    // IsValueValidAgainstRange on the value: an integer beyond int64 (or int32 with that
+    // format), a float beyond float32 with format float; a plain error (nil path, empty value).
+    if integer_type {
         let fits = match n.format.as_str() {
             "int32" => {
                 int.is_some_and(|i| i32::try_from(i).is_ok())
@@ -356,13 +358,9 @@ fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>)
             _ => int.is_some() || (num.is_f64() && data.fract() == 0.0 && data.abs() < 9.2e18),
         };
         if !fits {
-            let f = if matches!(n.format.as_str(), "int32" | "int64") {
-                format!("with format {}", n.format)
-            } else {
-                "(default format)".to_string()
-            };
             errs.push(composite(format!(
-                "Checked value must be of type integer {f} in {path}"
+                "Checked value must be of type integer {} in {path}",
+                format_desc()
             )));
         }
     } else if n.ty == "number"
@@ -374,22 +372,54 @@ fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>)
             "Checked value must be of type number with format float in {path}"
         )));
     }
-    if let Some(m) = n.multiple_of {
-        if m > 0.0 {
-            let bad = match int {
-                Some(i) if m.fract() == 0.0 => i % (m as i64) != 0,
-                _ => (data / m).fract() != 0.0,
+    // Each bound is range-checked the same way; an integral bound on an integer type is compared
+    // natively (the bound printed as an int), anything else as float64 (MaximumNativeType vs
+    // Maximum). A fractional bound on an integer type is itself an error, on every value.
+    let native_bound = |prefix: &str, b: f64, errs: &mut Vec<FieldError>| -> bool {
+        if !integer_type {
+            return true;
+        }
+        let ok = b.fract() == 0.0
+            && match n.format.as_str() {
+                "int32" => b.abs() <= i32::MAX as f64,
+                _ => b.abs() < 9.2e18,
             };
-            if bad {
-                errs.push(invalid(
-                    path,
-                    value.clone(),
-                    format!("{path} in {IN} should be a multiple of {}", show(m)),
-                ));
-            }
+        if !ok {
+            errs.push(composite(format!(
+                "{prefix} value must be of type integer {} in {path}",
+                format_desc()
+            )));
+        }
+        ok
+    };
+    let show = |b: f64, native: bool| {
+        if native && int.is_some() {
+            format!("{}", b as i64)
+        } else {
+            goformat::float_v(b)
+        }
+    };
+    if let Some(m) = n.multiple_of {
+        let native = native_bound("MultipleOf", m, errs);
+        let bad = match int {
+            Some(i) if native && m as i64 != 0 => i % (m as i64) != 0,
+            _ => m != 0.0 && (data / m).fract() != 0.0,
+        };
+        if bad {
+            errs.push(invalid(
+                path,
+                value.clone(),
+                format!("{path} in {IN} should be a multiple of {}", show(m, native)),
+            ));
         }
     }
     if let Some(min) = n.minimum {
+        let native = native_bound("Minimum boundary", min, errs);
+        let min = if native && int.is_some() {
+            min.trunc()
+        } else {
+            min
+        };
         let bad = if n.exclusive_minimum {
             data <= min
         } else {
@@ -404,11 +434,18 @@ fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>)
             errs.push(invalid(
                 path,
                 value.clone(),
-                format!("{path} in {IN} should be {word} {}", show(min)),
+                format!("{path} in {IN} should be {word} {}", show(min, native)),
             ));
         }
     }
     if let Some(max) = n.maximum {
+        let native = native_bound("Maximum boundary", max, errs);
+        // An integer meets a bound cast to int64 (MaximumInt), a float the bound as is.
+        let max = if native && int.is_some() {
+            max.trunc()
+        } else {
+            max
+        };
         let bad = if n.exclusive_maximum {
             data >= max
         } else {
@@ -423,7 +460,7 @@ fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>)
             errs.push(invalid(
                 path,
                 value,
-                format!("{path} in {IN} should be {word} {}", show(max)),
+                format!("{path} in {IN} should be {word} {}", show(max, native)),
             ));
         }
     }

@@ -97,6 +97,31 @@ fn crontab_prune_default_validate() {
     assert_eq!(errs[0].reason, "FieldValueTypeInvalid");
     assert_eq!(errs[0].to_string(), "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"");
 
+    // A fractional bound on an integer is itself an error (IsValueValidAgainstRange), on every
+    // value, and the comparison is then made as floats.
+    let frac = Structural::from_schema(
+        &json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 2.5}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        texts(&frac.validate(&json!({"n": 3}), None)),
+        vec![
+            "<nil>: Invalid value: \"\": Maximum boundary value must be of type integer (default format) in n",
+            "n: Invalid value: 3: n in body should be less than or equal to 2.5",
+        ]
+    );
+
+    // On a number, an integer meets the bound cast to int64: 1 passes a 1.5 minimum.
+    let num = Structural::from_schema(
+        &json!({"type": "object", "properties": {"n": {"type": "number", "minimum": 1.5}}}),
+    )
+    .unwrap();
+    assert_eq!(num.validate(&json!({"n": 1}), None), vec![]);
+    assert_eq!(
+        texts(&num.validate(&json!({"n": 1.2}), None)),
+        vec!["n: Invalid value: 1.2: n in body should be greater than or equal to 1.5"]
+    );
+
     let low = json!({"spec": {"replicas": 0}});
     assert_eq!(texts(&s.validate(&low, None)), vec!["spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"]);
 }
