@@ -163,6 +163,18 @@ spec:
     );
     let v1 = get_json(&c, "horizontalpodautoscalers.v1.autoscaling", "bare").await;
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 80);
+    // A server-side dry run answers with the object as it would be stored, at v1.
+    let out = c
+        .kubectl_stdin(
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            Some("apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: dry}\nspec:\n  scaleTargetRef: {kind: Deployment, name: web}\n  maxReplicas: 3\n"),
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dry: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(dry["apiVersion"], "autoscaling/v1");
+    assert_eq!(dry["spec"]["minReplicas"], 1);
+    assert_eq!(dry["spec"]["targetCPUUtilizationPercentage"], 80);
 
     // Validation at v1 is v2's on the converted object; v1 has no `metrics` field.
     let bad = |body: &str| {

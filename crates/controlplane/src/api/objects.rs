@@ -778,7 +778,9 @@ impl Core {
             );
         }
         if ctx.dry_run {
-            return Ok(obj);
+            // As it would be stored, served back at the requested version (converted kinds'
+            // defaults applied through the stored form, as upstream's round trip does).
+            return Ok(rd.view(&rd.to_storage(obj)).into_owned());
         }
         let key = rd.key(ns, &name);
         if rd.kind == "Service" && rd.group.is_empty() {
@@ -1252,7 +1254,7 @@ impl Core {
         // Held to the store write, as on create.
         let _quota_hold = super::kinds::admit_update(self, rd, old, &new)?;
         if ctx.dry_run {
-            return Ok(new);
+            return Ok(rd.view(&rd.to_storage(new)).into_owned());
         }
         // Removing the last finalizer of an object being deleted deletes it.
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
