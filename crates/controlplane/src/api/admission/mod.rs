@@ -676,3 +676,32 @@ pub(crate) fn deleting(core: &Core, req: &Request<'_>, old: &Value) -> ApiResult
     }
     validating(core, req, None, Some(old), &mut warnings)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An autoscaling/v1 HPA reaches a webhook registered for v2 as v2, and the
+    /// webhook's patch (on v2's `metrics`) comes back as a v1 object.
+    #[test]
+    fn a_converted_kind_is_sent_and_patched_at_the_webhook_version() {
+        let v1 = registry::find("autoscaling", "v1", "horizontalpodautoscalers").expect("v1");
+        let obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "h", "namespace": "default"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1,
+                     "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}});
+        let sent = at_version(v1, &obj, "v2");
+        assert_eq!(sent["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            sent["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
+        let patch = br#"[{"op": "replace", "path": "/spec/metrics/0/resource/target/averageUtilization", "value": 70}]"#;
+        let back = apply_patch(v1, &sent, patch).expect("patched");
+        assert_eq!(back["apiVersion"], "autoscaling/v1");
+        assert_eq!(back["spec"]["targetCPUUtilizationPercentage"], 70);
+        assert!(back["spec"].get("metrics").is_none());
+        // The same version: untouched.
+        assert_eq!(at_version(v1, &obj, "v1"), obj);
+    }
+}
