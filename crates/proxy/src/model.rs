@@ -1134,6 +1134,37 @@ mod tests {
     }
 
     #[test]
+    fn every_numgen_map_is_followed_by_a_goto_to_one_of_its_endpoints() {
+        // service and local chains (eTP Local with a local endpoint), with affinity rules
+        let eps = slice(
+            "a",
+            json!([{"addresses": ["10.244.0.5"], "nodeName": "n1"},
+                   {"addresses": ["10.244.1.5"], "nodeName": "n2"}]),
+        );
+        let s = web(json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+            "sessionAffinity": "ClientIP",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        let rs = ruleset(&[s], &[eps], &node());
+        let mut seen = 0;
+        for (name, c) in &rs.chains {
+            for (i, r) in c.rules.iter().enumerate() {
+                let Some(Item::NumgenVmap(targets)) = r.first() else {
+                    continue;
+                };
+                seen += 1;
+                // the fallback for a packet that runs this rule across the commit replacing it
+                match c.rules.get(i + 1).map(|r| r.as_slice()) {
+                    Some([Item::E(Expr::Verdict(Verdict::Goto(t)))]) => {
+                        assert!(targets.contains(t), "{name}: goto {t} not in {targets:?}")
+                    }
+                    other => panic!("{name}: after the numgen map {other:?}"),
+                }
+            }
+        }
+        assert_eq!(seen, 2, "one service chain, one local chain");
+    }
+
+    #[test]
     fn the_cached_build_equals_a_fresh_one_after_changes() {
         let mut cache = Cache::default();
         let mut other = web(json!({"clusterIP": "10.96.0.11"}));
