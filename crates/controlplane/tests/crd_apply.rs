@@ -74,6 +74,21 @@ spec:
               settings:
                 type: object
                 additionalProperties: {type: string}
+          status:
+            type: object
+            properties:
+              conditions:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [type]
+                items:
+                  type: object
+                  required: [type]
+                  properties:
+                    type: {type: string}
+                    status: {type: string}
+    subresources:
+      status: {}
 "#;
 
 const ALPHA: &str = r#"
@@ -90,6 +105,9 @@ spec:
   - {name: c1, image: i1}
   selector: {app: w, tier: web}
   settings: {one: "1"}
+status:
+  conditions:
+  - {type: Ignored, status: "True"}
 "#;
 
 const BETA: &str = r#"
@@ -145,6 +163,8 @@ async fn apply_merges_custom_resources_by_their_schema() {
     let out = apply_as(&c, "alpha", ALPHA, false).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let w = widget(&c).await;
+    // Status is a subresource of its own: applied through the main resource, it is reset.
+    assert!(w.get("status").is_none(), "{w}");
     assert_eq!(
         owned(&w, "alpha", "Apply"),
         json!({"f:spec": {
@@ -375,5 +395,67 @@ spec:
     assert_eq!(
         owned(&w3, "gamma", "Apply"),
         json!({"f:spec": {"f:routes": {"k:{\"name\":\"r\",\"protocol\":\"TCP\"}": {".": {}, "f:name": {}, "f:to": {}}}}})
+    );
+
+    // Controllers apply conditions through /status: each keeps its own, keyed by type; the
+    // entries say their subresource, and a conflict names it.
+    let cond = |ty: &str, st: &str| {
+        format!("apiVersion: ssa.rktup.test/v1\nkind: Widget\nmetadata: {{name: w1}}\nspec: {{replicas: 9}}\nstatus:\n  conditions:\n  - {{type: {ty}, status: \"{st}\"}}\n")
+    };
+    for (mgr, ty) in [("ctrl1", "Ready"), ("ctrl2", "Synced")] {
+        let fm = format!("--field-manager={mgr}");
+        let out = c
+            .kubectl_stdin(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--subresource=status",
+                    &fm,
+                    "-f",
+                    "-",
+                ],
+                Some(&cond(ty, "True")),
+            )
+            .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let w = widget(&c).await;
+    assert_eq!(
+        w["status"]["conditions"],
+        json!([{"type": "Ready", "status": "True"}, {"type": "Synced", "status": "True"}])
+    );
+    assert_ne!(
+        w["spec"]["replicas"], 9,
+        "spec is not written through /status"
+    );
+    let entry = w["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["manager"] == "ctrl1"))
+        .cloned()
+        .expect("ctrl1's entry");
+    assert_eq!(entry["subresource"], "status");
+    assert_eq!(
+        entry["fieldsV1"],
+        json!({"f:status": {"f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}, "f:type": {}}}}})
+    );
+    let out = c
+        .kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--subresource=status",
+                "--field-manager=ctrl2",
+                "-f",
+                "-",
+            ],
+            Some(&cond("Ready", "False")),
+        )
+        .await;
+    assert!(
+        stderr(&out).contains(
+            "Apply failed with 1 conflict: conflict with \"ctrl1\" with subresource \"status\": .status.conditions[type=\"Ready\"].status"
+        ),
+        "{}",
+        stderr(&out)
     );
 }

@@ -739,6 +739,32 @@ fn conflict_error(conflicts: &[(String, Path)]) -> ApiError {
     err
 }
 
+/// Who applies: a field manager, through the main resource or a subresource (upstream keeps
+/// one managedFields entry per manager, operation and subresource).
+#[derive(Debug, Clone, Copy)]
+pub struct Manager<'a> {
+    pub name: &'a str,
+    pub subresource: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for Manager<'a> {
+    fn from(name: &'a str) -> Self {
+        Manager {
+            name,
+            subresource: None,
+        }
+    }
+}
+
+impl Manager<'_> {
+    /// Whether `e` is this manager's Apply entry.
+    fn owns(&self, e: &Value) -> bool {
+        e["manager"] == self.name
+            && e["operation"] == "Apply"
+            && e.get("subresource").and_then(Value::as_str) == self.subresource
+    }
+}
+
 /// Server-side apply of `config` by `manager` onto `live` (or onto an
 /// empty object when creating). Returns the merged object with updated
 /// managedFields, or a 409 listing the conflicting fields.
@@ -746,15 +772,17 @@ fn conflict_error(conflicts: &[(String, Path)]) -> ApiError {
 /// `defaults` fills in the kind's defaults: a field conflicts only when the applied object,
 /// defaulted as it will be stored, changes its value (a list the config writes without the
 /// defaults the server added is not a change).
-pub fn apply(
+pub fn apply<'m>(
     live: Option<&Value>,
     config: &Value,
-    manager: &str,
+    manager: impl Into<Manager<'m>>,
     force: bool,
     api_version: &str,
     defaults: &dyn Fn(&mut Value),
     shapes: Shapes<'_>,
 ) -> Result<Value, ApiError> {
+    let who: Manager<'m> = manager.into();
+    let manager = who.name;
     let base = live.cloned().unwrap_or_else(|| json!({}));
     let mut list = entries(&base);
     if matches!(shapes, Shapes::Schema(_)) {
@@ -771,7 +799,7 @@ pub fn apply(
     defaults(&mut outcome);
     let mut conflicts = Vec::new();
     for e in list.iter_mut() {
-        if e["manager"] == manager && e["operation"] == "Apply" {
+        if who.owns(e) {
             continue;
         }
         let mut paths = from_tree(&e["fieldsV1"]);
@@ -796,12 +824,12 @@ pub fn apply(
     }
     let previously: Vec<Path> = list
         .iter()
-        .find(|e| e["manager"] == manager && e["operation"] == "Apply")
+        .find(|e| who.owns(e))
         .map(|e| from_tree(&e["fieldsV1"]))
         .unwrap_or_default();
     let others: Vec<Path> = list
         .iter()
-        .filter(|e| !(e["manager"] == manager && e["operation"] == "Apply"))
+        .filter(|e| !who.owns(e))
         .flat_map(|e| from_tree(&e["fieldsV1"]))
         .collect();
     for p in previously {
@@ -814,26 +842,22 @@ pub fn apply(
     // leaves the object as it was and is not written (kube-apiserver skips such writes too).
     let time = list
         .iter()
-        .find(|e| {
-            e["manager"] == manager
-                && e["operation"] == "Apply"
-                && e["apiVersion"] == api_version
-                && e["fieldsV1"] == fields_v1
-        })
+        .find(|e| who.owns(e) && e["apiVersion"] == api_version && e["fieldsV1"] == fields_v1)
         .and_then(|e| e.get("time").cloned())
         .unwrap_or_else(|| json!(super::objects::now()));
-    list.retain(|e| !(e["manager"] == manager && e["operation"] == "Apply"));
-    list.insert(
-        0,
-        json!({
-            "manager": manager,
-            "operation": "Apply",
-            "apiVersion": api_version,
-            "time": time,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": fields_v1,
-        }),
-    );
+    list.retain(|e| !who.owns(e));
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": api_version,
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1,
+    });
+    if let Some(sub) = who.subresource {
+        entry["subresource"] = json!(sub);
+    }
+    list.insert(0, entry);
     set_entries(&mut merged, list);
     Ok(merged)
 }
