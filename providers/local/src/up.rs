@@ -599,6 +599,8 @@ fn agent_args(
         rotate_certificates: true,
         rotate_server_certificates: true,
         authorization_mode: "Webhook".into(),
+        // Service account tokens on the kubelet port: metrics-server scrapes with its own.
+        authentication_token_webhook: true,
         hostname_override: Some(node.name.clone()),
         node_ip: Some(node.ip.to_string()),
         network_plugin: s.network,
