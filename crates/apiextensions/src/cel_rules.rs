@@ -123,7 +123,20 @@ pub(crate) fn rule_json(r: &Rule) -> Value {
     Value::Object(m)
 }
 
+/// The most operators a rule may have: cel-rust parses and evaluates recursively, and a long
+/// operator chain would overflow a request thread's stack (2000 `+` terms do in 2 MiB).
+const MAX_OPERATORS: usize = 500;
+
 fn compile_one(src: &str, node: &Node, is_root: bool) -> Result<cel::Program, String> {
+    let operators = src
+        .chars()
+        .filter(|c| "+-*/%&|=<>?.[(!".contains(*c))
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(format!(
+            "compilation failed: the rule has {operators} operators, more than the {MAX_OPERATORS} rktup's CEL (cel-rust) evaluates safely"
+        ));
+    }
     let p = env()
         .compile(src)
         .map_err(|e| format!("compilation failed: {e}"))?;

@@ -537,6 +537,16 @@ fn validate_crd_cel_rules() {
         vec!["spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[l].items.x-kubernetes-validations[0].rule: Invalid value: \"self == oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[l]"]
     );
 
+    // A rule long enough to overflow a thread's stack is refused, not run.
+    let long_rule = vec!["self.a"; 2000].join(" + ") + " > 0";
+    let long = with_schema(
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": long_rule}], "properties": {"a": {"type": "integer"}}}}}),
+    );
+    let errs = validate_crd(&long, None);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.ends_with("compilation failed: the rule has 4000 operators, more than the 500 rktup's CEL (cel-rust) evaluates safely"), "{}", errs[0].message);
+
     let empty = with_schema(
         json!({"type": "object", "properties": {"spec": {"type": "object",
         "x-kubernetes-validations": [{"rule": " "}, {"rule": "true", "reason": "Bogus"}]}}}),
