@@ -881,3 +881,95 @@ async fn bench_webhook_overhead() {
     run("validating").await;
     run("mutating").await;
 }
+
+/// Custom resources go through webhooks like built-in ones: a CronTab (the Kubernetes docs'
+/// CRD) served at two versions is mutated by a webhook whose rule names its group, and a
+/// webhook naming only the other version is called under `matchPolicy: Equivalent` (with the
+/// object at that version) but not under `Exact`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_go_through_webhooks() {
+    let c = start().await;
+    let hooks = webhook_server().await;
+    let ca = hooks.ca_bundle.clone();
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"cronSpec": {"type": "string"}}}}}});
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "crontabs.stable.example.com"},
+        "spec": {"group": "stable.example.com", "scope": "Namespaced",
+            "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": schema},
+                {"name": "v2", "served": true, "storage": false, "schema": schema}]}});
+    c.apply_stdin(&["create", "-f", "-"], &crd.to_string())
+        .await;
+    eventually("crontabs served", Duration::from_secs(10), || async {
+        c.kubectl(&["get", "crontabs"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    let cr_hook = |name: &str, path: &str, version: &str, policy: &str| {
+        let mut h = hook(name, &hooks.url(path), &ca, &["CREATE"], &["crontabs"]);
+        h["rules"][0]["apiGroups"] = json!(["stable.example.com"]);
+        h["rules"][0]["apiVersions"] = json!([version]);
+        h["matchPolicy"] = json!(policy);
+        h
+    };
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &config(
+            "MutatingWebhookConfiguration",
+            "crontabs",
+            vec![cr_hook("crontab.webhook.test", "/mutate", "v1", "Exact")],
+        ),
+    )
+    .await;
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &config(
+            "ValidatingWebhookConfiguration",
+            "crontabs-v2",
+            vec![
+                cr_hook("equivalent.webhook.test", "/equivalent", "v2", "Equivalent"),
+                cr_hook("exact.webhook.test", "/exact", "v2", "Exact"),
+            ],
+        ),
+    )
+    .await;
+    let cr = json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+        "metadata": {"name": "nightly", "namespace": "default"},
+        "spec": {"cronSpec": "0 3 * * *"}});
+    c.apply_stdin(&["create", "-f", "-"], &cr.to_string()).await;
+    let got: Value = serde_json::from_str(
+        &c.ok(&[
+            "get",
+            "crontabs.v1.stable.example.com",
+            "nightly",
+            "-o",
+            "json",
+        ])
+        .await,
+    )
+    .expect("json");
+    assert_eq!(
+        labels(&got).get("mutated-by"),
+        Some(&json!("webhook")),
+        "{got}"
+    );
+    let m = hooks.requests("/mutate");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(
+        m[0]["kind"],
+        json!({"group": "stable.example.com", "version": "v1", "kind": "CronTab"})
+    );
+    let eq = hooks.requests("/equivalent");
+    assert_eq!(eq.len(), 1, "{eq:?}");
+    assert_eq!(eq[0]["kind"]["version"], "v2");
+    assert_eq!(eq[0]["requestKind"]["version"], "v1");
+    assert_eq!(eq[0]["object"]["apiVersion"], "stable.example.com/v2");
+    assert_eq!(eq[0]["object"]["spec"]["cronSpec"], "0 3 * * *");
+    assert!(hooks.requests("/exact").is_empty());
+}

@@ -59,7 +59,11 @@ fn rule_matches(rule: &Value, req: &Request<'_>, version: &str) -> bool {
 /// The version the webhook is called at, when its rules match the request: the request's
 /// own, or under `Equivalent` (the default) another served version of the same resource
 /// (custom resources may serve several; built-ins serve one per group here).
-pub(crate) fn matched_version(hook: &Value, req: &Request<'_>) -> Option<&'static str> {
+pub(crate) fn matched_version(
+    hook: &Value,
+    req: &Request<'_>,
+    served: impl Fn(&str) -> Option<&'static ResourceDef>,
+) -> Option<&'static str> {
     let rules = hook.get("rules").and_then(Value::as_array)?;
     if rules.iter().any(|r| rule_matches(r, req, req.rd.version)) {
         return Some(req.rd.version);
@@ -72,7 +76,7 @@ pub(crate) fn matched_version(hook: &Value, req: &Request<'_>) -> Option<&'stati
             if v == "*" || v == req.rd.version {
                 continue;
             }
-            if let Some(other) = registry::find(req.rd.group, v, req.rd.plural) {
+            if let Some(other) = served(v) {
                 if rule_matches(rule, req, other.version) {
                     return Some(other.version);
                 }
@@ -135,7 +139,9 @@ pub(crate) fn applies(
     if req.op == Operation::Connect {
         return None;
     }
-    let v = matched_version(hook, req)?;
+    // Served versions: built-in and this control plane's custom resources.
+    let served = |v: &str| core.resources().find(req.rd.group, v, req.rd.plural);
+    let v = matched_version(hook, req, served)?;
     (namespace_matches(core, hook, req, obj, old) && object_matches(hook, obj, old)).then_some(v)
 }
 
@@ -162,6 +168,12 @@ mod tests {
         }
     }
 
+    fn matched_version_b(hook: &Value, req: &Request<'_>) -> Option<&'static str> {
+        matched_version(hook, req, |v| {
+            registry::find(req.rd.group, v, req.rd.plural)
+        })
+    }
+
     fn hook(rules: Value) -> Value {
         json!({"name": "a.b.c", "rules": rules})
     }
@@ -175,14 +187,14 @@ mod tests {
                 json!([{"operations": ["*"], "apiGroups": [""], "apiVersions": ["v1"], "resources": [res]}]),
             )
         };
-        assert!(matched_version(&all("pods"), &pods).is_some());
-        assert!(matched_version(&all("pods"), &status).is_none());
-        assert!(matched_version(&all("*"), &status).is_none());
-        assert!(matched_version(&all("*/*"), &status).is_some());
-        assert!(matched_version(&all("pods/*"), &status).is_some());
-        assert!(matched_version(&all("*/status"), &status).is_some());
-        assert!(matched_version(&all("*/status"), &pods).is_none());
-        assert!(matched_version(&all("configmaps"), &pods).is_none());
+        assert!(matched_version_b(&all("pods"), &pods).is_some());
+        assert!(matched_version_b(&all("pods"), &status).is_none());
+        assert!(matched_version_b(&all("*"), &status).is_none());
+        assert!(matched_version_b(&all("*/*"), &status).is_some());
+        assert!(matched_version_b(&all("pods/*"), &status).is_some());
+        assert!(matched_version_b(&all("*/status"), &status).is_some());
+        assert!(matched_version_b(&all("*/status"), &pods).is_none());
+        assert!(matched_version_b(&all("configmaps"), &pods).is_none());
     }
 
     #[test]
@@ -193,37 +205,39 @@ mod tests {
                 json!([{"operations": ops, "apiGroups": groups, "apiVersions": versions, "resources": ["*"], "scope": scope}]),
             )
         };
-        assert!(matched_version(
+        assert!(matched_version_b(
             &h(json!(["DELETE"]), json!([""]), json!(["v1"]), "*"),
             &pods
         )
         .is_some());
-        assert!(matched_version(
+        assert!(matched_version_b(
             &h(json!(["CREATE"]), json!([""]), json!(["v1"]), "*"),
             &pods
         )
         .is_none());
         assert!(
-            matched_version(&h(json!(["*"]), json!(["apps"]), json!(["*"]), "*"), &pods).is_none()
+            matched_version_b(&h(json!(["*"]), json!(["apps"]), json!(["*"]), "*"), &pods)
+                .is_none()
         );
         assert!(
-            matched_version(&h(json!(["*"]), json!(["*"]), json!(["v2"]), "*"), &pods).is_none()
+            matched_version_b(&h(json!(["*"]), json!(["*"]), json!(["v2"]), "*"), &pods).is_none()
         );
-        assert!(matched_version(
+        assert!(matched_version_b(
             &h(json!(["*"]), json!(["*"]), json!(["*"]), "Namespaced"),
             &pods
         )
         .is_some());
-        assert!(matched_version(
+        assert!(matched_version_b(
             &h(json!(["*"]), json!(["*"]), json!(["*"]), "Cluster"),
             &pods
         )
         .is_none());
         let ns = req("namespaces", Operation::Create, None);
         assert!(
-            matched_version(&h(json!(["*"]), json!(["*"]), json!(["*"]), "Cluster"), &ns).is_some()
+            matched_version_b(&h(json!(["*"]), json!(["*"]), json!(["*"]), "Cluster"), &ns)
+                .is_some()
         );
-        assert!(matched_version(
+        assert!(matched_version_b(
             &h(json!(["*"]), json!(["*"]), json!(["*"]), "Namespaced"),
             &ns
         )
