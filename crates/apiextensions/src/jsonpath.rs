@@ -34,6 +34,10 @@ impl JsonPath {
             p = inner.trim();
         }
         p = p.strip_prefix('$').unwrap_or(p);
+        // Filters nest by recursion: bound them so a hostile column cannot overflow the stack.
+        if p.matches('[').count() > 64 {
+            return Err(err(path, "too many brackets (more than 64)"));
+        }
         let segs = parse_segs(p).map_err(|why| err(path, &why))?;
         Ok(JsonPath { segs })
     }

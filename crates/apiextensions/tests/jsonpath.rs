@@ -55,6 +55,8 @@ fn paths() {
         Vec::<Value>::new()
     );
     assert!(jsonpath(".spec.items[x]", &o).is_err());
+    let deep = format!(".a{}{}", "[?(@".repeat(5000), ")]".repeat(5000));
+    assert!(jsonpath(&deep, &o).is_err());
 }
 
 #[test]
