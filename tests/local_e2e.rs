@@ -449,7 +449,7 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     // Down: nothing left behind.
     let out = c.rktup_ok(&["local", "down", "--name", &name], &[]);
     assert!(out.contains("deleted"), "{out}");
-    nothing_left(&c, &uuids);
+    nothing_left(&c, &[]);
 }
 
 #[test]
@@ -1023,4 +1023,71 @@ fn services_and_dns_on_a_two_node_local_cluster() {
         !t.contains("rktup-proxy"),
         "nftables table left on the host: {t}"
     );
+}
+
+/// `local down` kills every pod at once (issue 18): one node with 100 pods whose processes
+/// ignore SIGTERM and have the default 30 s grace period goes without waiting for any grace
+/// (stopping them one by one took over 5 minutes); `--kubeconfig` on `down` names the file the
+/// context is removed from. The time is a benchmark (BENCHMARKS.md), printed, not asserted.
+#[test]
+fn down_kills_every_pod_at_once() {
+    let Some(c) = Cluster::for_test("dwn") else {
+        return;
+    };
+    let images = Images::build();
+    let registry = Registry::start();
+    let image = registry.push(&images.layout, "busybox", "down:1.0");
+    c.up("1", Some(&registry.addr), &[]);
+    c.kubectl_ok(&[
+        "create",
+        "deployment",
+        "sleepers",
+        "--image",
+        &image,
+        "--replicas=100",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; exec sleep 3600",
+    ]);
+    let names: Vec<String> = wait_for("100 sleepers running", Duration::from_secs(240), || {
+        let ps = pods(&c, "app=sleepers");
+        (ps.len() == 100 && ps.iter().all(running_with_ip)).then(|| {
+            ps.iter()
+                .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+                .collect()
+        })
+    });
+    // The context lives in a file of the user's choosing, not in KUBECONFIG.
+    let own = c.dir.path().join("own-kubeconfig");
+    std::fs::copy(c.kubeconfig(), &own).expect("copy kubeconfig");
+    std::fs::write(c.kubeconfig(), "").expect("empty KUBECONFIG");
+    let kc = own.display().to_string();
+    let started = std::time::Instant::now();
+    let out = c.rktup_ok(
+        &["local", "down", "--name", &c.name, "--kubeconfig", &kc],
+        &[],
+    );
+    eprintln!(
+        "local down with 100 pods ignoring SIGTERM: {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    // Every running pod is reported deleted (the node may also hold exited pods' directories).
+    for n in &names {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("deleted  pod ") && l.contains(&format!("(default/{n})"))),
+            "pod {n} not reported deleted:\n{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!("deleted  kubeconfig context rktup-{}", c.name)),
+        "{out}"
+    );
+    let left = std::fs::read_to_string(&own).unwrap_or_default();
+    assert!(
+        !left.contains(&format!("rktup-{}", c.name)),
+        "context left in {kc}: {left}"
+    );
+    nothing_left(&c, &[]);
 }
