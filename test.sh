@@ -7,9 +7,11 @@ cd "$(dirname "$0")"
 # Debian packages the tests use for real: systemd-analyze verifies rendered units; the agent's
 # tests build images with umoci/skopeo from busybox-static, serve them from docker-registry, wire
 # pods with the real CNI plugins and compare against runc; `script` (bsdutils) gives kubectl
-# exec -t a terminal.
+# exec -t a terminal; the Prometheus Python client parses the agent's /metrics/resource as a
+# second, independent reader.
 packages=(systemd umoci skopeo docker-registry busybox-static containernetworking-plugins
-          iptables iproute2 util-linux bsdutils runc kmod nftables bind9-dnsutils)
+          iptables iproute2 util-linux bsdutils runc kmod nftables bind9-dnsutils
+          python3-prometheus-client)
 # The KVM stage1 test and the pure cgroup v2 test boot Debian's kernel with qemu from
 # bookworm-backports (the plain bookworm qemu conflicts with the image's qemu-utils).
 kvm_packages=(qemu-system-x86 seabios)
