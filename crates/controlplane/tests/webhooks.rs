@@ -426,6 +426,47 @@ async fn pods_are_mutated_and_rejected_by_webhooks() {
     assert_eq!(st["requestSubResource"], "status");
     assert_eq!(st["name"], "p2");
 
+    // `kubectl scale` is an UPDATE of deployments/scale: a rule on `deployments` alone does
+    // not see it, one on `deployments/scale` does.
+    let scale_hook = |name: &str, path: &str, res: &str| {
+        let mut h = hook(name, &hooks.url(path), &ca, &["UPDATE"], &[res]);
+        h["rules"][0]["apiGroups"] = json!(["apps"]);
+        h
+    };
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &config(
+            "ValidatingWebhookConfiguration",
+            "scale",
+            vec![
+                scale_hook("main.webhook.test", "/main", "deployments"),
+                scale_hook("scale.webhook.test", "/scale", "deployments/scale"),
+            ],
+        ),
+    )
+    .await;
+    c.ok(&[
+        "create",
+        "deployment",
+        "sc",
+        "-n",
+        "plain",
+        "--image=busybox",
+    ])
+    .await;
+    c.ok(&["scale", "deployment", "sc", "-n", "plain", "--replicas=0"])
+        .await;
+    let sc = hooks.requests("/scale");
+    assert!(
+        sc.iter()
+            .any(|r| r["subResource"] == "scale" && r["object"]["spec"]["replicas"] == 0),
+        "{sc:?}"
+    );
+    assert!(hooks
+        .requests("/main")
+        .iter()
+        .all(|r| r["name"] != "sc" || r["subResource"].is_null()));
+
     // DELETE goes to the webhook with the object as oldObject (the second rule).
     c.apply_stdin(
         &["create", "-f", "-"],

@@ -50,7 +50,8 @@ impl ApiServer {
             .unwrap_or(0);
         let rv = meta_str(&wanted, "resourceVersion").to_string();
         let mut ctx = c.r.write_ctx();
-        let updated = self.core.modify(rd, c.t.ns, name, None, &mut ctx, |o| {
+        // Written as the `scale` subresource: admission webhooks match it as `<resource>/scale`.
+        let updated = self.core.modify(rd, c.t.ns, name, Some("scale"), &mut ctx, |o| {
             let mut o = o.clone();
             if !rv.is_empty() && meta_str(&o, "resourceVersion") != rv {
                 return Err(ApiError::conflict(rd, name));
