@@ -34,8 +34,11 @@ pub fn pass(core: &Core, _s: &Settings) {
     }
 }
 
-/// The names a CRD asks for: (plural, singular, shortNames, kind, listKind).
-fn names(n: &Value) -> (String, String, Vec<String>, String, String) {
+/// (plural, singular, shortNames, kind, listKind).
+type Names = (String, String, Vec<String>, String, String);
+
+/// The names a CRD asks for (or was given, from `status.acceptedNames`).
+fn names(n: &Value) -> Names {
     let s = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let short = n["shortNames"]
         .as_array()
@@ -63,19 +66,17 @@ fn conflict(crd: &Value, all: &[Arc<Value>]) -> Option<(&'static str, String)> {
         .filter(|o| o.pointer("/spec/group").and_then(Value::as_str) == Some(group))
         .map(|o| names(&o["status"]["acceptedNames"]))
         .collect();
-    let used = |f: &dyn Fn(&(String, String, Vec<String>, String, String)) -> Vec<String>,
-                name: &str,
-                accepted: &str| {
+    let used = |f: &dyn Fn(&Names) -> Vec<String>, name: &str, accepted: &str| {
         !name.is_empty()
             && name != accepted
             && others.iter().any(|o| f(o).iter().any(|n| n == name))
     };
-    let resource_names = |o: &(String, String, Vec<String>, String, String)| {
+    let resource_names = |o: &Names| {
         let mut v = vec![o.0.clone(), o.1.clone()];
         v.extend(o.2.iter().cloned());
         v
     };
-    let kinds = |o: &(String, String, Vec<String>, String, String)| vec![o.3.clone(), o.4.clone()];
+    let kinds = |o: &Names| vec![o.3.clone(), o.4.clone()];
     if used(&resource_names, &plural, &a_plural) {
         return Some(("PluralConflict", format!("\"{plural}\" is already in use")));
     }
