@@ -57,6 +57,19 @@ async fn v1_objects_are_v2_objects_and_back() {
         ]
     );
 
+    // OpenAPI v3 (and v2 for kubectl 1.20, below) describes the v1 kind.
+    let explained = c
+        .ok(&[
+            "explain",
+            "hpa.spec.targetCPUUtilizationPercentage",
+            "--api-version=autoscaling/v1",
+        ])
+        .await;
+    assert!(
+        explained.contains("VERSION:    v1") && explained.contains("<integer>"),
+        "{explained}"
+    );
+
     // A manifest at autoscaling/v1: defaults (minReplicas 1) and the CPU target as a metric.
     c.apply_stdin(
         &["apply", "-f", "-"],
@@ -279,6 +292,23 @@ spec:
             .kubectl_bin(&bin, &["apply", "-f", "-"], Some("apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: bad20}\nspec:\n  scaleTargetRef: {kind: Deployment, name: old}\n  maxReplicas: 2\n  metrics: []\n"))
             .await;
         assert!(stderr(&out).contains("metrics"), "{}", stderr(&out));
+        let out = c
+            .kubectl_bin(
+                &bin,
+                &[
+                    "explain",
+                    "hpa.spec.targetCPUUtilizationPercentage",
+                    "--api-version=autoscaling/v1",
+                ],
+                None,
+            )
+            .await;
+        let explained = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            explained.contains("VERSION:  autoscaling/v1") && explained.contains("<integer>"),
+            "{explained}{}",
+            stderr(&out)
+        );
         let out = c.kubectl_bin(&bin, &["get", "hpa", "old"], None).await;
         let table = String::from_utf8_lossy(&out.stdout);
         assert!(
