@@ -808,6 +808,18 @@ fn services_and_dns_on_a_two_node_local_cluster() {
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
+    // This machine (where the control plane runs) reaches every pod at its address on both
+    // nodes, as kube-apiserver reaches webhook and aggregated API pods at their endpoints.
+    for p in &web {
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        let got = wait_for(
+            &format!("{name} at {ip}:8080 from the host"),
+            Duration::from_secs(20),
+            || http_get(&format!("{ip}:8080")).ok(),
+        );
+        assert_eq!(got, name);
+    }
 
     // Exposed as a LoadBalancer: an address from the local pool, a NodePort, a ClusterIP.
     c.kubectl_ok(&[

@@ -250,6 +250,43 @@ pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
     Ok(())
 }
 
+/// On this machine, each node's pod CIDR routed through that node, so the control plane (which
+/// runs here) reaches pods as kube-apiserver does on a cloud master: admission webhooks and
+/// aggregated API servers running as pods, dialled at their endpoints' addresses. The routes
+/// go with the bridge at `down`. A pod CIDR this machine already routes elsewhere (another
+/// local cluster with the same CLUSTER_IP_RANGE) is left as it is: that cluster keeps it.
+pub fn ensure_pod_routes(rec: &ClusterRecord) -> Result<(), NetError> {
+    let routed = host_routes();
+    for node in &rec.nodes {
+        if routed.contains(&node.pod_cidr) && !routes_via(&node.pod_cidr, &rec.bridge) {
+            continue;
+        }
+        run(
+            "ip",
+            &[
+                "route",
+                "replace",
+                &node.pod_cidr.to_string(),
+                "via",
+                &node.ip.to_string(),
+                "dev",
+                rec.bridge.as_str(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether this machine routes `net` through `dev`.
+fn routes_via(net: &Ipv4Net, dev: &str) -> bool {
+    run("ip", &["route", "show", "exact", &net.to_string()]).is_ok_and(|out| {
+        out.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w == ["dev", dev])
+    })
+}
+
 /// On this machine, the LoadBalancer pool routed through every node (a multipath route): each
 /// node's service proxy forwards those addresses to the Service's endpoints. The route goes
 /// with the bridge at `down`.

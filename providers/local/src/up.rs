@@ -194,6 +194,7 @@ fn network(rec: &ClusterRecord) -> Result<(), ProviderError> {
         network::ensure_node(rec, n).map_err(|e| err(&n.name, e))?;
     }
     network::ensure_routes(rec).map_err(|e| err("routes", e))?;
+    network::ensure_pod_routes(rec).map_err(|e| err("pod routes", e))?;
     network::ensure_load_balancer_route(rec).map_err(|e| err("load balancer route", e))
 }
 
