@@ -518,8 +518,23 @@ pub fn from_tree(tree: &Value) -> Vec<Path> {
     out
 }
 
-fn find_item<'a>(items: &'a [Value], seg: &str) -> Option<(usize, &'a Value)> {
+/// The list item a `k:`/`v:` segment names. A custom resource's keyed item is the one whose
+/// key (by the schema's key fields, at `list`) is exactly the segment's: `{name: b}` is not
+/// `{name: b, port: 2}`. Built-in kinds' items match on the segment's fields.
+fn find_item<'a>(
+    items: &'a [Value],
+    seg: &str,
+    shapes: Shapes<'_>,
+    list: &[String],
+) -> Option<(usize, &'a Value)> {
     if let Some(k) = seg.strip_prefix("k:") {
+        if let Shapes::Schema(Some(_)) = shapes {
+            if let ListKind::Map(keys) = shapes.list_kind(list, items) {
+                return items.iter().enumerate().find(|(_, i)| {
+                    key_segment(i, &keys, shapes, list).is_some_and(|ks| ks == seg)
+                });
+            }
+        }
         let want: Value = serde_json::from_str(k).ok()?;
         let want = want.as_object()?;
         items
@@ -535,35 +550,35 @@ fn find_item<'a>(items: &'a [Value], seg: &str) -> Option<(usize, &'a Value)> {
 }
 
 /// The value at a field path (`.` is the item itself).
-pub fn get_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+pub fn get_at<'a>(v: &'a Value, path: &[String], shapes: Shapes<'_>) -> Option<&'a Value> {
     let mut cur = v;
-    for seg in path {
+    for (n, seg) in path.iter().enumerate() {
         if seg == "." {
             continue;
         }
         cur = if let Some(f) = seg.strip_prefix("f:") {
             cur.get(f)?
         } else {
-            find_item(cur.as_array()?, seg)?.1
+            find_item(cur.as_array()?, seg, shapes, &path[..n])?.1
         };
     }
     Some(cur)
 }
 
 /// Removes the field at `path` (for `.`, the list item holding it).
-pub fn remove_at(v: &mut Value, path: &[String]) {
-    let path: Vec<&String> = path.iter().filter(|s| s.as_str() != ".").collect();
+pub fn remove_at(v: &mut Value, path: &[String], shapes: Shapes<'_>) {
+    let path: Vec<String> = path.iter().filter(|s| s.as_str() != ".").cloned().collect();
     let Some((last, parents)) = path.split_last() else {
         return;
     };
     let mut cur = v;
-    for seg in parents {
+    for (n, seg) in parents.iter().enumerate() {
         let next = if let Some(f) = seg.strip_prefix("f:") {
             cur.get_mut(f)
         } else {
             let idx = cur
                 .as_array()
-                .and_then(|a| find_item(a, seg))
+                .and_then(|a| find_item(a, seg, shapes, &path[..n]))
                 .map(|(i, _)| i);
             match idx {
                 Some(i) => cur.get_mut(i),
@@ -580,7 +595,7 @@ pub fn remove_at(v: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(a) = cur.as_array_mut() {
-        if let Some((i, _)) = find_item(a, last) {
+        if let Some((i, _)) = find_item(a, last, shapes, parents) {
             a.remove(i);
         }
     }
@@ -667,7 +682,7 @@ pub fn record_update(
     let mut list = old.map(entries).unwrap_or_default();
     let changed: Vec<Path> = leaves(new, shapes)
         .into_iter()
-        .filter(|p| old.is_none_or(|o| get_at(o, p) != get_at(new, p)))
+        .filter(|p| old.is_none_or(|o| get_at(o, p, shapes) != get_at(new, p, shapes)))
         .collect();
     if changed.is_empty() && old.is_some() {
         set_entries(new, list);
@@ -808,8 +823,9 @@ pub fn apply<'m>(
             // A list item's own entry (`.`) says it exists, not what it holds: two managers
             // that both list it share it (its fields are compared one by one).
             let is_item = p.last().is_some_and(|l| l == ".");
-            let contested =
-                !is_item && cfg_paths.contains(p) && get_at(&base, p) != get_at(&outcome, p);
+            let contested = !is_item
+                && cfg_paths.contains(p)
+                && get_at(&base, p, shapes) != get_at(&outcome, p, shapes);
             if contested && !force {
                 conflicts.push((manager_display(e), p.clone()));
             }
@@ -834,7 +850,7 @@ pub fn apply<'m>(
         .collect();
     for p in previously {
         if !cfg_paths.contains(&p) && !others.contains(&p) {
-            remove_at(&mut merged, &p);
+            remove_at(&mut merged, &p, shapes);
         }
     }
     let fields_v1 = to_tree(&cfg_paths);
@@ -1093,5 +1109,18 @@ mod tests {
             two["spec"]["routes"],
             json!([{"name": "r", "protocol": "TCP", "to": "y"}])
         );
+    }
+
+    #[test]
+    fn partial_keys_name_their_own_item() {
+        let s = cr_schema();
+        let shapes = Shapes::Schema(Some(&s));
+        let cfg = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "b", "port": 2}, {"name": "b"}]}});
+        let one = apply(None, &cfg, "m", false, "x/v1", &|_| {}, shapes).unwrap();
+        // Dropping {name: b} removes that item, not the {name: b, port: 2} before it.
+        let cfg2 =
+            json!({"metadata": {"name": "a"}, "spec": {"ports": [{"name": "b", "port": 2}]}});
+        let two = apply(Some(&one), &cfg2, "m", false, "x/v1", &|_| {}, shapes).unwrap();
+        assert_eq!(two["spec"]["ports"], json!([{"name": "b", "port": 2}]));
     }
 }
