@@ -413,6 +413,15 @@ pub fn validate_with_old(rd: &ResourceDef, obj: &Value, old: Option<&Value>) -> 
         causes.extend(super::custom::validate(c, obj, old));
         return causes;
     }
+    if (rd.group, rd.kind) == ("apiextensions.k8s.io", "CustomResourceDefinition") {
+        // Upstream's CRD validation takes the old CRD on update (its update rules and
+        // relaxations), so it runs here rather than in the per-kind hooks.
+        causes.extend(
+            rktup_apiextensions::validate_crd(obj, old)
+                .into_iter()
+                .map(|e| cause(e.reason, &e.field, e.message)),
+        );
+    }
     match (rd.group, rd.kind) {
         ("", "Pod") => match obj.get("spec") {
             Some(spec) => validate_pod_spec(spec, "spec", &mut causes),

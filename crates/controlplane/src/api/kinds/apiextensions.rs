@@ -1,9 +1,8 @@
 //! CustomResourceDefinition: defaults (`SetDefaults_CustomResourceDefinition*`
-//! of apiextensions v1), create preparation (status reset, `storedVersions`)
-//! and validation (`rktup-apiextensions`, upstream's
-//! ValidateCustomResourceDefinition).
+//! of apiextensions v1) and create preparation (status reset,
+//! `storedVersions`). Validation (`rktup_apiextensions::validate_crd`, with the
+//! old CRD on update) is called from `defaults::validate_with_old`.
 
-use super::super::error::Cause;
 use crate::registry::ResourceDef;
 use serde_json::{json, Value};
 
@@ -71,35 +70,4 @@ pub(super) fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
         "acceptedNames": {"plural": "", "kind": ""},
         "storedVersions": storage,
     });
-}
-
-pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
-    if !is_crd(rd) {
-        return;
-    }
-    push(rktup_apiextensions::validate_crd(obj, None), causes);
-}
-
-fn push(errors: Vec<rktup_apiextensions::FieldError>, causes: &mut Vec<Cause>) {
-    causes.extend(
-        errors
-            .into_iter()
-            .map(|e| super::super::error::cause(e.reason, &e.field, e.message)),
-    );
-}
-
-pub(super) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
-    if !is_crd(rd) {
-        return;
-    }
-    // Only the update rules: the whole-object ones run in `validate` on update too.
-    let base: Vec<(String, String)> = rktup_apiextensions::validate_crd(new, None)
-        .into_iter()
-        .map(|e| (e.field, e.message))
-        .collect();
-    let update_only = rktup_apiextensions::validate_crd(new, Some(old))
-        .into_iter()
-        .filter(|e| !base.contains(&(e.field.clone(), e.message.clone())))
-        .collect();
-    push(update_only, causes);
 }

@@ -86,7 +86,6 @@ pub(crate) fn tracks_generation(rd: &ResourceDef) -> bool {
 /// Validation of the whole object, on create and update.
 pub(crate) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
     rbac::validate(rd, obj, causes);
-    apiextensions::validate(rd, obj, causes);
     storage::validate(rd, obj, causes);
     workloads::validate(rd, obj, causes);
     policy::validate(rd, obj, causes);
@@ -99,7 +98,6 @@ pub(crate) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
 pub(crate) fn validate_update(rd: &ResourceDef, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     rbac::validate_update(rd, old, new, &mut causes);
-    apiextensions::validate_update(rd, old, new, &mut causes);
     storage::validate_update(rd, old, new, &mut causes);
     workloads::validate_update(rd, old, new, &mut causes);
     policy::validate_update(rd, old, new, &mut causes);
