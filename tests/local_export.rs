@@ -1,0 +1,295 @@
+//! `rktup local list` and `rktup local export logs` (issue 18's CI conveniences) against a real
+//! two-node local cluster: a pod that prints a known line, a pod that never becomes Ready, and
+//! what the export holds — with the API answering, and read through a `--kubeconfig` whose
+//! server does not answer (then what is on disk, and the export says so).
+
+use rktup_testkit::{unique, wait_for, Images, Registry};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Cluster {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new(prefix: &str) -> Cluster {
+        Cluster {
+            name: format!("{prefix}{}", unique()),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn state_dir(&self) -> PathBuf {
+        self.state_root().join(format!("local-{}", self.name))
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+    fn rktup(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rktup"))
+            .env("RKTUP_STATE_DIR", self.state_root())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("API_PORT")
+            .args(args)
+            .output()
+            .expect("run rktup")
+    }
+    fn rktup_ok(&self, args: &[&str]) -> Output {
+        let o = self.rktup(args);
+        assert!(
+            o.status.success(),
+            "rktup {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            rktup_testkit::log_tails(&self.state_dir().join("logs"))
+        );
+        o
+    }
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--context")
+            .arg(format!("rktup-{}", self.name))
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn pod(&self, name: &str) -> Value {
+        serde_json::from_str(&self.kubectl_ok(&["get", "pod", name, "-o", "json"])).expect("json")
+    }
+    fn apply(&self, name: &str, pod: Value) {
+        let file = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, pod.to_string()).unwrap();
+        self.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.rktup(&["local", "down", "--name", &self.name]);
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// With no cluster under the state root, `list` prints nothing and `-o json` an empty array.
+#[test]
+fn list_without_clusters_is_empty() {
+    let c = Cluster::new("none");
+    let text = c.rktup_ok(&["local", "list"]);
+    assert_eq!(stdout(&text), "");
+    let json = c.rktup_ok(&["local", "list", "-o", "json"]);
+    let v: Value = serde_json::from_str(&stdout(&json)).expect("list json");
+    assert_eq!(v, serde_json::json!([]));
+}
+
+#[test]
+fn list_and_export_logs_of_a_two_node_cluster() {
+    if !rktup_testkit::can_run_as_root("local_export", "`rktup local up`") {
+        return;
+    }
+    let c = Cluster::new("exp");
+    let images = Images::build();
+    let registry = Registry::start();
+    let image = registry.push(&images.layout, "busybox", "export:1.0");
+    let name = c.name.clone();
+    c.rktup_ok(&[
+        "local",
+        "up",
+        "--name",
+        &name,
+        "--num-nodes",
+        "2",
+        "--wait",
+        "60s",
+        "--insecure-registry",
+        &registry.addr,
+    ]);
+    let node2 = format!("{name}-node-2");
+
+    // A pod on node 2 that prints a known line and ends; one that never becomes Ready.
+    let marker = format!("export-marker-{}", unique());
+    c.apply(
+        "printer",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "printer"},
+            "spec": {"nodeName": node2, "restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": image,
+                                     "command": ["sh", "-c", format!("echo {marker}; echo to-stderr >&2")]}]}
+        }),
+    );
+    c.apply(
+        "crasher",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
+            "spec": {"nodeName": format!("{name}-node-1"), "restartPolicy": "Always",
+                     "containers": [{"name": "crash", "image": image,
+                                     "command": ["sh", "-c", "echo crashing; exit 3"]}]}
+        }),
+    );
+    let uid = wait_for("printer succeeded", Duration::from_secs(90), || {
+        let p = c.pod("printer");
+        (p["status"]["phase"] == "Succeeded").then(|| {
+            p["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    });
+    wait_for("crasher restarted", Duration::from_secs(90), || {
+        let p = c.pod("crasher");
+        (p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)).then_some(())
+    });
+
+    // list: the name as text; the record and running processes as JSON.
+    let text = stdout(&c.rktup_ok(&["local", "list"]));
+    assert_eq!(text.lines().collect::<Vec<_>>(), [name.as_str()], "{text}");
+    let json: Value =
+        serde_json::from_str(&stdout(&c.rktup_ok(&["local", "list", "-o", "json"]))).unwrap();
+    let entry = &json[0];
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(entry["name"], name.as_str());
+    assert_eq!(
+        entry["nodes"],
+        serde_json::json!([format!("{name}-node-1"), node2.clone()])
+    );
+    assert_eq!(entry["running"], true, "{json}");
+    assert_eq!(entry["controlplane_running"], true, "{json}");
+    assert_eq!(
+        entry["state_dir"].as_str(),
+        Some(c.state_dir().to_str().unwrap())
+    );
+    let server = entry["server"].as_str().unwrap_or_default();
+    let kc = read(&c.kubeconfig());
+    assert!(
+        server.starts_with("https://") && kc.contains(server),
+        "server {server} not in the kubeconfig"
+    );
+
+    // export logs DIR, the API read through the user's kubeconfig.
+    let out = c.dir.path().join("export");
+    let o = c.rktup_ok(&[
+        "local",
+        "export",
+        "logs",
+        out.to_str().unwrap(),
+        "--name",
+        &name,
+        "--kubeconfig",
+        c.kubeconfig().to_str().unwrap(),
+    ]);
+    assert_eq!(stdout(&o).trim(), out.to_str().unwrap());
+    assert!(!out.join("api-unreachable.txt").exists());
+    assert!(read(&out.join("controlplane.log")).len() > 100);
+    for n in [format!("{name}-node-1"), node2.clone()] {
+        assert!(
+            !read(&out.join(&n).join("agent.log")).is_empty(),
+            "{n} agent log"
+        );
+    }
+    let log = read(
+        &out.join(&node2)
+            .join("pods")
+            .join(format!("default_printer_{uid}"))
+            .join("c")
+            .join("0.log"),
+    );
+    assert!(log.contains(&format!(" stdout F {marker}\n")), "{log}");
+    assert!(log.contains(" stderr F to-stderr\n"), "{log}");
+    // Every run of the crashing container, each in its own file.
+    let crash_dirs: Vec<PathBuf> = std::fs::read_dir(out.join(format!("{name}-node-1/pods")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("default_crasher_"))
+        .collect();
+    assert_eq!(crash_dirs.len(), 1, "{crash_dirs:?}");
+    for run in ["0.log", "1.log"] {
+        let l = read(&crash_dirs[0].join("crash").join(run));
+        assert!(l.contains(" stdout F crashing\n"), "{run}: {l}");
+    }
+    assert!(crash_dirs[0].join("runtime-status.json").is_file());
+    assert!(read(&out.join(&node2).join("pods.txt")).contains("default/printer"));
+    let pods = read(&out.join("pods.yaml"));
+    assert!(
+        pods.contains("name: printer") && pods.contains("name: crasher"),
+        "{pods}"
+    );
+    assert!(read(&out.join("nodes.yaml")).contains(&node2));
+    let events = read(&out.join("events.txt"));
+    assert!(events.starts_with("NAMESPACE\tLAST SEEN\tTYPE\tREASON\tOBJECT\tMESSAGE\n"));
+    assert!(events.contains("pod/crasher"), "{events}");
+    let describe = read(&out.join("describe-pods.txt"));
+    assert!(describe.contains("Name:         crasher"), "{describe}");
+    assert!(!describe.contains("Name:         printer"), "{describe}");
+    assert!(describe.contains("Restart Count:"), "{describe}");
+
+    // Without DIR: a new directory, printed last.
+    let o = c.rktup_ok(&["local", "export", "logs", "--name", &name]);
+    let made = PathBuf::from(stdout(&o).trim());
+    assert!(
+        made.join("controlplane.log").is_file(),
+        "{}",
+        made.display()
+    );
+    assert!(made.join("pods.yaml").is_file());
+    let _ = std::fs::remove_dir_all(&made);
+
+    // The API not answering (a kubeconfig whose server is a closed port): what is on disk is
+    // exported, and the export says the rest is missing.
+    let port = rktup_testkit::free_port();
+    let dead = c.dir.path().join("dead-kubeconfig");
+    std::fs::write(
+        &dead,
+        kc.replace(server, &format!("https://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out2 = c.dir.path().join("export-down");
+    let o = c.rktup_ok(&[
+        "local",
+        "export",
+        "logs",
+        out2.to_str().unwrap(),
+        "--name",
+        &name,
+        "--kubeconfig",
+        dead.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exported what is on disk only"), "{err}");
+    assert!(read(&out2.join("api-unreachable.txt")).contains("could not be read"));
+    assert!(!out2.join("pods.yaml").exists());
+    assert!(out2.join("controlplane.log").is_file());
+    let log = read(
+        &out2
+            .join(&node2)
+            .join("pods")
+            .join(format!("default_printer_{uid}"))
+            .join("c")
+            .join("0.log"),
+    );
+    assert!(log.contains(&marker), "{log}");
+
+    // An unknown cluster is an error naming `local list`.
+    let o = c.rktup(&["local", "export", "logs", "--name", "no-such-cluster"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rktup local list"));
+}
