@@ -268,7 +268,7 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistrat
 pub static RESOURCES: &[ResourceDef] = &[
     def!(core::Namespace, "namespace", short: &["ns"], cat: NONE, sub: &["status", "finalize"]),
     def!(core::Pod, "pod", short: &["po"], cat: ALL, sub: &["status", "binding", "log", "eviction", "exec", "attach", "portforward"]),
-    def!(core::Node, "node", short: &["no"], cat: NONE, sub: &["status"]),
+    def!(core::Node, "node", short: &["no"], cat: NONE, sub: &["proxy", "status"]),
     def!(core::Service, "service", short: &["svc"], cat: ALL, sub: &["status"]),
     def!(core::Endpoints, "endpoints", short: &["ep"], cat: NONE, sub: &[]),
     def!(core::ConfigMap, "configmap", short: &["cm"], cat: NONE, sub: &[]),
@@ -443,4 +443,8 @@ impl Resources {
 
 pub fn pods() -> &'static ResourceDef {
     &RESOURCES[1]
+}
+
+pub fn nodes() -> &'static ResourceDef {
+    &RESOURCES[2]
 }

@@ -100,6 +100,11 @@ fn subresource(r: &ResourceDef, name: &'static str) -> Subresource {
         "attach" => ("PodAttachOptions", None, &["create", "get"]),
         "portforward" => ("PodPortForwardOptions", None, &["create", "get"]),
         "finalize" => ("Namespace", None, &["update"]),
+        "proxy" => (
+            "NodeProxyOptions",
+            None,
+            &["create", "delete", "get", "patch", "update"],
+        ),
         "token" => (
             "TokenRequest",
             Some(("authentication.k8s.io", "v1")),

@@ -237,27 +237,7 @@ impl Proxy<'_> {
         }
         let nodes = registry::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes"))?;
         let node = self.core.get(nodes, None, node_name)?;
-        let addrs = node
-            .pointer("/status/addresses")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let ip = ["InternalIP", "ExternalIP", "Hostname"]
-            .iter()
-            .find_map(|t| {
-                addrs
-                    .iter()
-                    .find(|a| a["type"] == *t)
-                    .and_then(|a| a["address"].as_str())
-                    .map(String::from)
-            })
-            .ok_or_else(|| ApiError::internal(format!("no address for node {node_name}")))?;
-        let port = node
-            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(10250);
-        Ok((ip, port))
+        node_address(&node)
     }
 
     /// Proxies `pods/log` to the node's kubelet port (`/containerLogs/...`).
@@ -465,6 +445,115 @@ impl Located {
                 kubelet_get(tls, ip, port, &path, headers),
             )
             .await
+    }
+}
+
+/// The address and kubelet port of `node`: the first of its addresses by kube-apiserver's
+/// default `--kubelet-preferred-address-types` order (InternalIP first, as this control
+/// plane's nodes report their reachable address there), and its kubelet endpoint's port
+/// (10250 when unset). Without one, upstream's error.
+pub(crate) fn node_address(node: &Value) -> ApiResult<(String, u16)> {
+    let addrs = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .map_or(&[][..], |a| a);
+    let ip = [
+        "InternalIP",
+        "ExternalIP",
+        "Hostname",
+        "InternalDNS",
+        "ExternalDNS",
+    ]
+    .iter()
+    .find_map(|t| {
+        addrs
+            .iter()
+            .find(|a| a["type"] == *t)
+            .and_then(|a| a["address"].as_str())
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+    })
+    .ok_or_else(|| {
+        // Go's `%v` of the []NodeAddress, as upstream's NoMatchError prints it.
+        let known: Vec<String> = addrs
+            .iter()
+            .map(|a| {
+                format!(
+                    "{{{} {}}}",
+                    a["type"].as_str().unwrap_or(""),
+                    a["address"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        ApiError::new(
+            500,
+            "",
+            format!(
+                "no preferred addresses found; known addresses: [{}]",
+                known.join(" ")
+            ),
+        )
+    })?;
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(10250);
+    Ok((ip, port))
+}
+
+/// Sends `req` to `ip:port` over its own connection: TLS with `tls` when given (a kubelet
+/// client config verifies the serving certificate as node `node`'s), plain HTTP otherwise.
+/// The error is the dial's or the exchange's, in Go's words where kubectl users know them
+/// (`dial tcp IP:PORT: connect: connection refused`).
+pub(crate) async fn send_to_node(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    node: &str,
+    ip: &str,
+    port: u16,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, String> {
+    let dial = format!("dial tcp {}", host_port(ip, port));
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await
+    .map_err(|_| format!("{dial}: i/o timeout"))?
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("{dial}: connect: connection refused"),
+        _ => format!("{dial}: {e}"),
+    })?;
+    let Some(tls) = tls else {
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        return send.send_request(req).await.map_err(|e| e.to_string());
+    };
+    let server_name = ServerName::try_from(ip.to_string()).map_err(|e| e.to_string())?;
+    let stream = EXPECTED_NODE
+        .scope(
+            node.to_string(),
+            tokio_rustls::TlsConnector::from(tls.clone()).connect(server_name, tcp),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    send.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// `ip:port`, with an IPv6 address in brackets (Go's `net.JoinHostPort`).
+pub(crate) fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
     }
 }
 

@@ -67,6 +67,9 @@ pub(crate) enum Action {
     /// `pods/exec`, `pods/attach`, `pods/portforward` (the target's subresource): a
     /// WebSocket or SPDY upgrade proxied to the kubelet.
     Exec,
+    /// `nodes/NAME/proxy/...` with the verb of its method (GET and HEAD `get`, POST
+    /// `create`, ...): passed on to the node (`handlers/proxy.rs`).
+    Proxy(&'static str),
     /// PUT of a CertificateSigningRequest's `approval` or `status` (`handlers/certificates.rs`).
     CsrUpdate,
     /// PATCH of a CertificateSigningRequest's `approval` or `status`.
@@ -86,6 +89,7 @@ impl Action {
             Patch | PatchScale | CsrPatch => "patch",
             Delete => "delete",
             DeleteCollection => "deletecollection",
+            Proxy(verb) => verb,
         }
     }
 }
@@ -151,6 +155,19 @@ pub(crate) fn resolve<'a>(
                 Action::Exec,
             )
         }
+        // Any path below, the body unread: the handler passes the request on.
+        ["api", "v1", "nodes", name, "proxy", ..] => match proxy_verb(method) {
+            Some(verb) => Route::Resource(
+                Target {
+                    rd: registry::nodes(),
+                    ns: None,
+                    name,
+                    sub: Some("proxy"),
+                },
+                Action::Proxy(verb),
+            ),
+            None => Route::MethodNotAllowed,
+        },
         ["api"] => Route::Document(Document::Root { core: true }),
         ["apis"] => Route::Document(Document::Root { core: false }),
         ["api", "v1"] => Route::Document(Document::Resources {
@@ -238,6 +255,19 @@ fn resource<'a>(
         Some(a) => Route::Resource(target, a),
         None => Route::MethodNotAllowed,
     }
+}
+
+/// The verb a connect request (a proxy) is authorized for, as upstream's RequestInfo.
+fn proxy_verb(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
+        _ => return None,
+    })
 }
 
 fn collection_action(method: &Method, watch: bool) -> Option<Action> {

@@ -127,6 +127,8 @@ impl ApiServer {
                 };
                 self.exec(&c, req).await
             }
+            // Passed on to the node whole, its body read by the handler.
+            Route::Resource(t, a @ Action::Proxy(_)) => self.node_proxy(&r, &t, a, req).await,
             route => match request::read_body(req).await {
                 Ok(body) => self.dispatch(route, &r, &body).await,
                 Err(e) => Err(e),
@@ -177,7 +179,7 @@ impl ApiServer {
             Action::Log => self.log(&c).await,
             Action::CsrUpdate | Action::CsrPatch => self.csr_subresource(&c),
             // Only reached without the upgrade (handled in `handle`).
-            Action::Exec => Err(ApiError::method_not_allowed()),
+            Action::Exec | Action::Proxy(_) => Err(ApiError::method_not_allowed()),
         }
     }
 }

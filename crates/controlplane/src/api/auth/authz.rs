@@ -11,6 +11,7 @@
 //! Status ([`check`], [`check_token_request`], [`check_url`]).
 
 use super::authn::User;
+use super::node_graph::{self, NodeGraph, RefKind};
 use super::rbac::{self, PolicyRule, Rbac, Request, ResourceRequest};
 use crate::api::error::{ApiError, ApiResult};
 use crate::registry::ResourceDef;
@@ -70,7 +71,7 @@ pub fn decide(rbac: &Rbac, user: &User, req: &Request) -> Option<String> {
 /// authorizer, then RBAC.
 pub fn authorize(rbac: &Rbac, user: &User, a: &Attributes) -> bool {
     user.is_admin()
-        || node_authorize(user, a, Some(rbac.store().as_ref()))
+        || node_authorize(user, a, Some((rbac.store().as_ref(), rbac.node_graph())))
         || rbac
             .index()
             .allows(user, &Request::Resource(a.request()))
@@ -88,116 +89,31 @@ fn graph_kind(a: &Attributes) -> bool {
 }
 
 /// Whether `pod` references the `plural` object `name` (in its namespace), as upstream's
-/// graph populator collects them: image pull secrets, volumes (and projected sources,
-/// volume plugins' `secretRef`s), env and envFrom of every container; claims also through
-/// generic ephemeral volumes (`<pod>-<volume>`).
+/// graph populator collects them ([`node_graph::pod_refs`]).
 pub fn pod_references(pod: &Value, plural: &str, name: &str) -> bool {
-    let arr = |v: Option<&Value>| -> Vec<Value> {
-        v.and_then(Value::as_array).cloned().unwrap_or_default()
-    };
-    let spec = &pod["spec"];
-    let volumes = arr(spec.get("volumes"));
-    let containers: Vec<Value> = ["containers", "initContainers", "ephemeralContainers"]
-        .iter()
-        .flat_map(|k| arr(spec.get(*k)))
-        .collect();
-    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
-    match plural {
-        "secrets" => {
-            arr(spec.get("imagePullSecrets"))
-                .iter()
-                .any(|s| is(s.get("name")))
-                || volumes.iter().any(|v| {
-                    is(v.pointer("/secret/secretName"))
-                        || is(v.pointer("/azureFile/secretName"))
-                        || v.as_object().is_some_and(|m| {
-                            m.values().any(|src| {
-                                is(src.pointer("/secretRef/name"))
-                                    || is(src.pointer("/nodePublishSecretRef/name"))
-                            })
-                        })
-                        || arr(v.pointer("/projected/sources"))
-                            .iter()
-                            .any(|p| is(p.pointer("/secret/name")))
-                })
-                || containers.iter().any(|c| {
-                    arr(c.get("env"))
-                        .iter()
-                        .any(|e| is(e.pointer("/valueFrom/secretKeyRef/name")))
-                        || arr(c.get("envFrom"))
-                            .iter()
-                            .any(|e| is(e.pointer("/secretRef/name")))
-                })
-        }
-        "configmaps" => {
-            volumes.iter().any(|v| {
-                is(v.pointer("/configMap/name"))
-                    || arr(v.pointer("/projected/sources"))
-                        .iter()
-                        .any(|p| is(p.pointer("/configMap/name")))
-            }) || containers.iter().any(|c| {
-                arr(c.get("env"))
-                    .iter()
-                    .any(|e| is(e.pointer("/valueFrom/configMapKeyRef/name")))
-                    || arr(c.get("envFrom"))
-                        .iter()
-                        .any(|e| is(e.pointer("/configMapRef/name")))
-            })
-        }
-        "persistentvolumeclaims" => volumes.iter().any(|v| {
-            is(v.pointer("/persistentVolumeClaim/claimName"))
-                || (v.get("ephemeral").is_some()
-                    && format!(
-                        "{}-{}",
-                        pod.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                        v["name"].as_str().unwrap_or("")
-                    ) == name)
-        }),
-        _ => false,
-    }
+    RefKind::from_plural(plural).is_some_and(|kind| {
+        node_graph::pod_refs(pod)
+            .iter()
+            .any(|(k, n)| *k == kind && n == name)
+    })
 }
 
-/// Whether node `node` has a relationship with the graph-tracked object of `a` (a get).
-fn node_related(node: &str, a: &Attributes, store: &dyn Store) -> bool {
-    let pods = store.list(&crate::registry::pods().key_prefix(None)).0;
-    let mine = pods
-        .iter()
-        .map(|p| &*p.object)
-        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node));
+/// Whether node `node` has a relationship with the graph-tracked object of `a` (a get),
+/// from the graph of its pods' references (a lookup, not a scan of every pod).
+fn node_related(node: &str, a: &Attributes, store: &dyn Store, graph: &NodeGraph) -> bool {
     let plural = a.resource.plural;
-    if plural != "persistentvolumes" {
-        let ns = a.namespace.unwrap_or("");
-        return mine
-            .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
-            .any(|p| pod_references(p, plural, a.name));
+    if let Some(kind) = RefKind::from_plural(plural) {
+        return graph.references(store, node, kind, a.namespace.unwrap_or(""), a.name);
     }
-    // A volume: through a claim of one of its pods that is bound to it.
+    // A volume: through a claim of one of its pods that is bound to it (the claim's
+    // binding read now, so a claim bound later counts at once).
     let Some(pvcs) = crate::registry::find("", "v1", "persistentvolumeclaims") else {
         return false;
     };
-    let related = mine.into_iter().any(|p| {
-        let ns = p.pointer("/metadata/namespace").and_then(Value::as_str);
-        let name = p
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        p.pointer("/spec/volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| match v.pointer("/persistentVolumeClaim/claimName") {
-                Some(c) => c.as_str().map(String::from),
-                None => v
-                    .get("ephemeral")
-                    .map(|_| format!("{name}-{}", v["name"].as_str().unwrap_or(""))),
-            })
-            .any(|claim| {
-                store.get(&pvcs.key(ns, &claim)).is_some_and(|c| {
-                    c.object.pointer("/spec/volumeName").and_then(Value::as_str) == Some(a.name)
-                })
-            })
+    let related = graph.claims(store, node).into_iter().any(|(ns, claim)| {
+        store.get(&pvcs.key(Some(&ns), &claim)).is_some_and(|c| {
+            c.object.pointer("/spec/volumeName").and_then(Value::as_str) == Some(a.name)
+        })
     });
     // Beyond upstream: a node reads the local-path volumes placed on it (it provisions and
     // cleans them up, as local-path-provisioner's helper pods do) and learns that a volume it
@@ -241,15 +157,24 @@ fn node_denial_reason(node: &str, a: &Attributes) -> Option<String> {
 
 /// The Node authorizer (with NodeRestriction's rules): whether a node
 /// identity may do this. No opinion (false) for everyone else. `graph` is
-/// the store the node's pods are read from (none: nothing is related).
-pub fn node_authorize(user: &User, a: &Attributes, graph: Option<&dyn Store>) -> bool {
+/// the store and the graph of its pods' references (none: nothing is related).
+pub fn node_authorize(
+    user: &User,
+    a: &Attributes,
+    graph: Option<(&dyn Store, &NodeGraph)>,
+) -> bool {
     let Some(node) = user.node_name() else {
         return false;
     };
+    // A kubelet's port is for the API server and admins (upstream's system:node role has no
+    // nodes/proxy), its own included.
+    if (a.resource.group, a.resource.plural, a.subresource) == ("", "nodes", Some("proxy")) {
+        return false;
+    }
     if graph_kind(a) {
         return a.verb == "get"
             && !a.name.is_empty()
-            && graph.is_some_and(|g| node_related(node, a, g));
+            && graph.is_some_and(|(s, g)| node_related(node, a, s, g));
     }
     if matches!(a.verb, "get" | "list" | "watch") {
         // Node agents read what they run and what their service proxy and DNS serve (pods,

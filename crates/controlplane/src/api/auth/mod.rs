@@ -6,6 +6,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap;
 pub mod bootstrap_token;
+pub mod node_graph;
 pub mod rbac;
 
 pub use authn::{user_from_cert, TokenStore, User};

@@ -520,6 +520,8 @@ pub struct Rbac {
     /// Changes under the RBAC keys since the index was built; `None` when the
     /// watch was dropped (the next request builds again and re-watches).
     changes: Mutex<Option<WatchStream>>,
+    /// The Node authorizer's graph of pods' references, fed from the same store.
+    nodes: super::node_graph::NodeGraph,
 }
 
 fn prefix() -> String {
@@ -532,6 +534,7 @@ impl Rbac {
             store,
             index: RwLock::new(Arc::new(Index::default())),
             changes: Mutex::new(None),
+            nodes: Default::default(),
         };
         rbac.rebuild(&mut rbac.lock_changes());
         Arc::new(rbac)
@@ -540,6 +543,11 @@ impl Rbac {
     /// The store the index is built from (the Node authorizer reads pods from it).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The Node authorizer's graph (built on first use).
+    pub fn node_graph(&self) -> &super::node_graph::NodeGraph {
+        &self.nodes
     }
 
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, Option<WatchStream>> {

@@ -10,6 +10,7 @@
 //! - `subresources.rs` — scale, binding, eviction, token, and log and exec
 //!   (authorized here, proxied by `kubelet.rs`); `status` is a plain
 //!   get/update/patch with the subresource;
+//! - `proxy.rs` — `nodes/NAME/proxy/...`, passed on to the node's kubelet port;
 //! - `certificates.rs` — a CSR's `approval` and `status` (PUT, PATCH);
 //! - `reviews.rs` — SelfSubjectReview and TokenReview;
 //! - `nonresource.rs` — health, version, discovery, OpenAPI, OIDC documents.
@@ -20,6 +21,7 @@
 mod apply;
 mod certificates;
 mod nonresource;
+mod proxy;
 mod read;
 mod reviews;
 mod subresources;
