@@ -302,8 +302,9 @@ pub async fn fake_node(
     })
 }
 
-/// A stand-in kubelet serving `/containerLogs/<ns>/<pod>/<container>` over
-/// HTTPS; returns its port.
+/// A stand-in kubelet serving `/containerLogs/<ns>/<pod>/<container>`, `/healthz`,
+/// `/stats/summary` and `/echo` (what the request carried) over HTTPS, 404 otherwise;
+/// returns its port.
 pub async fn fake_kubelet() -> u16 {
     use http_body_util::Full;
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
@@ -341,16 +342,38 @@ pub async fn fake_kubelet() -> u16 {
                 };
                 let svc = hyper::service::service_fn(
                     |req: hyper::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt;
                         let path = req.uri().path().to_string();
-                        let body = match path.strip_prefix("/containerLogs/") {
-                            Some(rest) => {
-                                format!("log line 1 from {rest}\nlog line 2 from {rest}\n")
+                        let mut status = 200;
+                        let body = match path.as_str() {
+                            "/healthz" => "ok".to_string(),
+                            "/stats/summary" => json!({"node": {"nodeName": "fake", "cpu": {"usageNanoCores": 1000}}, "pods": []}).to_string(),
+                            // What arrived, for nodes/proxy's tests: method, path and query,
+                            // whether credentials came along, the body.
+                            "/echo" => {
+                                let head = format!(
+                                    "{} {} authorization={}",
+                                    req.method(),
+                                    req.uri(),
+                                    req.headers().contains_key("authorization")
+                                );
+                                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                format!("{head} body={}", String::from_utf8_lossy(&body))
                             }
-                            None => "not found\n".to_string(),
+                            p => match p.strip_prefix("/containerLogs/") {
+                                Some(rest) => {
+                                    format!("log line 1 from {rest}\nlog line 2 from {rest}\n")
+                                }
+                                None => {
+                                    status = 404;
+                                    "404 page not found\n".to_string()
+                                }
+                            },
                         };
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            bytes::Bytes::from(body),
-                        )))
+                        let mut resp = hyper::Response::new(Full::new(bytes::Bytes::from(body)));
+                        *resp.status_mut() =
+                            hyper::StatusCode::from_u16(status).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(resp)
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
