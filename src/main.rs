@@ -407,6 +407,21 @@ fn run(cli: &Context, command: &Command) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let args = args();
+    // Hidden: the supervisor `rktup local up` runs each local component under (restarts,
+    // exit records); its argv is `--pidfile FILE -- COMMAND...`, parsed by itself.
+    if args.get(1).is_some_and(|a| a == "supervise") {
+        let rest: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return match rktup_local::supervise::parse(&rest).and_then(|a| rktup_local::supervise::run(&a)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let node_side = args
         .get(1)
         .and_then(|a| a.to_str())

@@ -14,9 +14,30 @@ use tracing::info;
 pub type AgentArgs = AgentConfig;
 
 static TERM: AtomicBool = AtomicBool::new(false);
+/// The stop signal and its sender (SA_SIGINFO), logged on the way out: an agent that exits
+/// on a signal nobody meant to send must say who sent it.
+static TERM_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static TERM_SENDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-extern "C" fn on_term(_: libc::c_int) {
+extern "C" fn on_term(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; atomics only.
+    let sender = unsafe { info.as_ref().map(|i| i.si_pid()).unwrap_or(0) };
+    TERM_SENDER.store(sender, Ordering::SeqCst);
+    TERM_SIGNAL.store(sig, Ordering::SeqCst);
     TERM.store(true, Ordering::SeqCst);
+}
+
+/// "SIGTERM from pid 42 (bash)", read when the signal is handled (the sender may be gone).
+fn term_cause() -> String {
+    let sig = match TERM_SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGINT => "SIGINT",
+        _ => "SIGTERM",
+    };
+    let pid = TERM_SENDER.load(Ordering::SeqCst);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| format!(" ({})", c.trim()))
+        .unwrap_or_default();
+    format!("{sig} from pid {pid}{comm}")
 }
 
 pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
@@ -148,6 +169,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         for sig in [libc::SIGTERM, libc::SIGINT] {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_term as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
@@ -210,11 +232,12 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             rktup_runtime::runtime::reap_children();
         }
     }
+    info!("received {}: stopping", term_cause());
     // Pods outlive the agent: nothing is stopped here. The socket goes (if it is still ours).
     if socket_ino.is_some() && std::fs::metadata(&socket).ok().map(|m| m.ino()) == socket_ino {
         let _ = std::fs::remove_file(&socket);
     }
-    info!("SIGTERM: agent exiting; pods keep running");
+    info!("agent exiting; pods keep running");
     Ok(())
 }
 

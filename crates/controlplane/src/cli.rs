@@ -1,6 +1,7 @@
 //! `rktup controlplane`.
 
 use clap::Args;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 #[derive(Debug, Args)]
 pub struct ControlPlaneArgs {
@@ -75,7 +76,46 @@ fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(total))
 }
 
+static TERM: AtomicBool = AtomicBool::new(false);
+static TERM_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static TERM_SENDER: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_term(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; atomics only.
+    let sender = unsafe { info.as_ref().map(|i| i.si_pid()).unwrap_or(0) };
+    TERM_SENDER.store(sender, Ordering::SeqCst);
+    TERM_SIGNAL.store(sig, Ordering::SeqCst);
+    TERM.store(true, Ordering::SeqCst);
+}
+
+/// "SIGTERM from pid 42 (bash)", read when the signal is handled (the sender may be gone).
+fn term_cause() -> String {
+    let sig = match TERM_SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGINT => "SIGINT",
+        _ => "SIGTERM",
+    };
+    let pid = TERM_SENDER.load(Ordering::SeqCst);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| format!(" ({})", c.trim()))
+        .unwrap_or_default();
+    format!("{sig} from pid {pid}{comm}")
+}
+
+fn install_term_handler() {
+    // SAFETY: the handler only stores to atomics.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_term as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
+    install_term_handler();
     use anyhow::Context;
     let ip: std::net::IpAddr = args
         .bind_address
@@ -121,13 +161,12 @@ pub fn run_controlplane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             handle.server_url(),
             handle.admin_kubeconfig().display()
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("failed to install SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        // Polled rather than awaited: tokio's signal streams do not tell who sent the signal,
+        // and a control plane that exits on a stray SIGTERM must log its sender.
+        while !TERM.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        tracing::info!("shutting down");
+        tracing::info!("received {}: shutting down", term_cause());
         handle.shutdown().await;
         Ok(())
     })

@@ -62,8 +62,17 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
     let rec = layout.load();
     let state = layout.root.display().to_string();
 
-    // Agents first, so nothing restarts pods while they are being stopped.
+    // Supervisors first, so nothing restarts what is stopped below.
     let pid_dir = layout.root.join("run");
+    for (c, t, gone) in process::stop_supervisors(&pid_dir) {
+        let what = format!("process supervisor of {c} (pid {})", t.pid);
+        if gone {
+            r.deleted.push(what);
+        } else {
+            r.left.push(what);
+        }
+    }
+    // Agents next, so nothing restarts pods while they are being stopped.
     let mut components: Vec<(String, PathBuf)> = std::fs::read_dir(&pid_dir)
         .map(|rd| {
             rd.flatten()

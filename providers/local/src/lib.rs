@@ -4,6 +4,7 @@
 //! - `layout`: the state directory and the record of names and addresses `up` chose;
 //! - `network`: bridge, namespaces, veths, routes (kubenet-style);
 //! - `process`: the detached control-plane and agent processes and their pid files;
+//! - `supervise`: the supervisor each of them runs under (restarts, exit records);
 //! - `up`, `down`, `status`: the actions, each a list of small steps.
 
 pub mod down;
@@ -12,6 +13,7 @@ pub mod network;
 pub mod process;
 pub mod ready;
 pub mod status;
+pub mod supervise;
 pub mod up;
 
 use rktup_config::{ClusterSettings, LocalSettings, OutputFormat};

@@ -64,6 +64,77 @@ pub struct Spec {
 
 /// Starts `spec` in its own session and records it.
 pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
+    let tracked = spawn_detached(spec, &spec.exe, &spec.args)?;
+    crate::layout::write_private(
+        &spec.pidfile,
+        format!("{} {}\n", tracked.pid, tracked.start_time).as_bytes(),
+    )?;
+    Ok(tracked)
+}
+
+/// Starts `spec` under a supervisor (`spec.exe supervise`, so `spec.exe` must be rktup) that
+/// restarts it whenever it exits (see `supervise`). Returns once the component runs and its pid
+/// file names it; the supervisor's own pid goes to `supervise::supervisor_pidfile`.
+pub fn start_supervised(spec: &Spec) -> std::io::Result<Tracked> {
+    // A stale pid file would look like the new component before the supervisor writes it.
+    let _ = std::fs::remove_file(&spec.pidfile);
+    let mut args = vec![
+        "supervise".to_string(),
+        "--pidfile".to_string(),
+        spec.pidfile.display().to_string(),
+        "--".to_string(),
+        spec.exe.display().to_string(),
+    ];
+    args.extend(spec.args.iter().cloned());
+    let sup = spawn_detached(spec, &spec.exe, &args)?;
+    crate::layout::write_private(
+        &crate::supervise::supervisor_pidfile(&spec.pidfile),
+        format!("{} {}\n", sup.pid, sup.start_time).as_bytes(),
+    )?;
+    // The supervisor writes the pid file right after its fork: milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = running(&spec.pidfile) {
+            return Ok(t);
+        }
+        reap(sup.pid);
+        if !sup.alive() || Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "the supervisor of {} did not start it; see {}",
+                spec.exe.display(),
+                spec.log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Ends every supervisor under `run_dir` (SIGTERM: supervision stops, the components keep
+/// running for the caller to stop in its order). Returns (component, supervisor, gone).
+pub fn stop_supervisors(run_dir: &Path) -> Vec<(String, Tracked, bool)> {
+    let Ok(rd) = std::fs::read_dir(run_dir) else {
+        return vec![];
+    };
+    let sups: Vec<(String, Tracked)> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "supervisor"))
+        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), running(&p)?)))
+        .collect();
+    for (_, t) in &sups {
+        // SAFETY: a pid whose start time `running` just checked.
+        unsafe { libc::kill(t.pid, libc::SIGTERM) };
+    }
+    // They check for the stop every 20-50 ms; stop() escalates to SIGKILL if one does not.
+    sups.into_iter()
+        .map(|(c, t)| {
+            let gone = stop(t, Duration::from_secs(2));
+            (c, t, gone)
+        })
+        .collect()
+}
+
+fn spawn_detached(spec: &Spec, exe: &Path, args: &[String]) -> std::io::Result<Tracked> {
     use std::os::unix::fs::OpenOptionsExt;
     for p in [&spec.log, &spec.pidfile] {
         if let Some(d) = p.parent() {
@@ -83,8 +154,8 @@ pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
         None => None,
     };
     let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    let mut cmd = Command::new(&spec.exe);
-    cmd.args(&spec.args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -107,9 +178,7 @@ pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
     // The child is detached: it outlives us and init reaps it; dropping `child` does not wait.
     drop(child);
     let start_time = process_start_time(pid).unwrap_or(0);
-    let tracked = Tracked { pid, start_time };
-    crate::layout::write_private(&spec.pidfile, format!("{pid} {start_time}\n").as_bytes())?;
-    Ok(tracked)
+    Ok(Tracked { pid, start_time })
 }
 
 /// SIGTERM, then SIGKILL after `grace`. True when the process is gone.

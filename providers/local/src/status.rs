@@ -2,7 +2,7 @@
 //! the logs are — from the record, the processes and the cluster's own API.
 
 use crate::layout::Layout;
-use crate::{network, process, ready, Local};
+use crate::{network, process, ready, supervise, Local};
 use rktup_config::OutputFormat;
 use rktup_provider::ProviderError;
 
@@ -13,6 +13,7 @@ struct NodeStatus {
     ip: String,
     pod_cidr: String,
     agent_pid: Option<i32>,
+    agent_supervisor: Supervision,
     namespace_present: bool,
     ready: Option<bool>,
     pods: Vec<String>,
@@ -25,9 +26,55 @@ struct Status {
     state_dir: String,
     server: String,
     controlplane_pid: Option<i32>,
+    controlplane_supervisor: Supervision,
     api: String,
     nodes: Vec<NodeStatus>,
     logs: String,
+}
+
+/// A component's supervisor: whether it runs, how often it restarted the component, why it
+/// last exited.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Supervision {
+    supervisor_pid: Option<i32>,
+    restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_exit: Option<supervise::Exit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restarting_in_seconds: Option<f64>,
+}
+
+impl Supervision {
+    fn of(pidfile: &std::path::Path) -> Supervision {
+        let state = supervise::read_state(pidfile).unwrap_or_default();
+        Supervision {
+            supervisor_pid: supervise::supervisor(pidfile).map(|t| t.pid),
+            restarts: state.restarts,
+            last_exit: state.last_exit,
+            restarting_in_seconds: state.restarting_in_seconds,
+        }
+    }
+
+    /// "running (restarted 2×, last exit: killed by SIGKILL at 01:02:03 UTC)".
+    fn describe(&self, pid: Option<i32>) -> String {
+        let mut s = match (pid, self.restarting_in_seconds) {
+            (Some(p), _) => format!("running (pid {p}"),
+            (None, Some(w)) if self.supervisor_pid.is_some() => {
+                format!("restarting in {w:.0}s (")
+            }
+            _ => "stopped (".to_string(),
+        };
+        s.push_str(&format!("restarted {}×", self.restarts));
+        if let Some(e) = &self.last_exit {
+            s.push_str(&format!(", last exit: {}", e.describe()));
+        }
+        if self.supervisor_pid.is_none() {
+            s.push_str(", not supervised");
+        }
+        s.push(')');
+        s
+    }
 }
 
 pub fn status(local: &Local) -> Result<(), ProviderError> {
@@ -50,6 +97,7 @@ pub fn status(local: &Local) -> Result<(), ProviderError> {
         state_dir: layout.root.display().to_string(),
         server: rec.api_url(),
         controlplane_pid: cp.map(|t| t.pid),
+        controlplane_supervisor: Supervision::of(&layout.pidfile("controlplane")),
         api: match &api {
             Ok(_) => "healthy".into(),
             Err(e) => format!("unreachable: {e}"),
@@ -68,6 +116,7 @@ pub fn status(local: &Local) -> Result<(), ProviderError> {
                     ip: n.ip.to_string(),
                     pod_cidr: n.pod_cidr.to_string(),
                     agent_pid: process::running(&layout.pidfile(&n.name)).map(|t| t.pid),
+                    agent_supervisor: Supervision::of(&layout.pidfile(&n.name)),
                     namespace_present: network::netns_path(&n.netns).exists(),
                     ready: seen.map(|s| s.ready),
                     pods: seen.map(|s| s.pods.clone()).unwrap_or_default(),
@@ -130,6 +179,18 @@ fn print_text(st: &Status) {
             pid(n.agent_pid),
             n.pods.len(),
             ns
+        );
+    }
+    println!("\nSupervised processes:");
+    println!(
+        "  control plane: {}",
+        st.controlplane_supervisor.describe(st.controlplane_pid)
+    );
+    for n in &st.nodes {
+        println!(
+            "  agent {}: {}",
+            n.name,
+            n.agent_supervisor.describe(n.agent_pid)
         );
     }
     for n in st.nodes.iter().filter(|n| !n.pods.is_empty()) {

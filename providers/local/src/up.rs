@@ -457,7 +457,7 @@ async fn create_bootstrap_token(admin_kubeconfig: &Path) -> Result<String, Provi
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-12-04T23:00:00Z`), the token's `expiration` format.
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.
@@ -560,7 +560,8 @@ fn start_controlplane(
             pidfile: pidfile.clone(),
             netns: None,
         };
-        process::start(&spec).map_err(|e| err("failed to start the control plane", e))?;
+        process::start_supervised(&spec)
+            .map_err(|e| err("failed to start the control plane", e))?;
     }
     // Agents retry, but start them once the API port answers so they register at once.
     let addr = SocketAddr::from((rec.api_host, rec.api_port));
@@ -645,7 +646,7 @@ fn start_agents(
             pidfile,
             netns: Some(network::netns_path(&node.netns)),
         };
-        process::start(&spec)
+        process::start_supervised(&spec)
             .map_err(|e| err(&format!("failed to start the agent of {}", node.name), e))?;
     }
     Ok(())

@@ -1,0 +1,332 @@
+//! Self-healing local clusters (issue 18): every component runs under `rktup supervise`. On a real
+//! one-node cluster: `kill -9` of the agent → restarted, the node heartbeats again and a pod
+//! started before still runs, unrestarted, and serves; `kill -9` of the control plane →
+//! restarted, the API answers and objects are still there; SIGTERM to the agent → it logs who
+//! sent it and is restarted too; `local status` (text and JSON) shows restarts and exit reasons;
+//! `local down` leaves no process behind, supervisors included. Needs root.
+
+use rktup_testkit::{unique, wait_for, Images, Registry};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Cluster {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn state_dir(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("state")
+            .join(format!("local-{}", self.name))
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+    fn rktup(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rktup"))
+            .env("RKTUP_STATE_DIR", self.dir.path().join("state"))
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("API_PORT")
+            .args(args)
+            .output()
+            .expect("run rktup")
+    }
+    fn rktup_ok(&self, args: &[&str]) -> String {
+        let o = self.rktup(args);
+        assert!(
+            o.status.success(),
+            "rktup {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--context")
+            .arg(format!("rktup-{}", self.name))
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    /// `kubectl get … -o json`, or None while the API does not answer.
+    fn json(&self, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let o = self.kubectl(&a);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).ok())
+            .flatten()
+    }
+    fn logs(&self) -> String {
+        rktup_testkit::log_tails(&self.state_dir().join("logs"))
+    }
+    /// The live pid a component's pid file names.
+    fn pid(&self, component: &str) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(self.state_dir().join(format!("run/{component}.pid"))).ok()?;
+        let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
+        // A zombie (killed, not yet reaped) is not alive.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.split_whitespace().next()?;
+        (state != "Z").then_some(pid)
+    }
+    fn status_json(&self) -> Value {
+        // Exit status is not checked: it is an error while a component restarts.
+        let o = self.rktup(&["local", "status", "--name", &self.name, "-o", "json"]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "local status -o json: {e}\n{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.rktup(&["local", "down", "--name", &self.name]);
+    }
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: a pid read from the cluster's own pid file a moment ago.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
+}
+
+/// The component's pid once its supervisor has started a new one (not `old`).
+fn restarted(c: &Cluster, component: &str, old: i32) -> i32 {
+    wait_for(
+        &format!("{component} restarted"),
+        Duration::from_secs(30),
+        || c.pid(component).filter(|&p| p != old),
+    )
+}
+
+fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default())
+}
+
+fn ready_heartbeat(node: &Value) -> Option<(String, String)> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["lastHeartbeatTime"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+}
+
+#[test]
+fn killed_components_are_restarted_and_recorded() {
+    if !rktup_testkit::can_run_as_root("local_supervise", "`rktup local up`") {
+        return;
+    }
+    let c = Cluster {
+        name: format!("sv{}", unique()),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let images = Images::build();
+    let registry = Registry::start();
+    let image = registry.push(&images.layout, "busybox", "supervised:1.0");
+    c.rktup_ok(&[
+        "local",
+        "up",
+        "--name",
+        &c.name,
+        "--num-nodes",
+        "1",
+        "--wait",
+        "60s",
+        "--insecure-registry",
+        &registry.addr,
+    ]);
+    let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let node = node.trim().to_string();
+
+    // Supervised: each component's parent is its supervisor, recorded beside its pid file.
+    let status = c.status_json();
+    let cp_sup = status["controlplaneSupervisor"]["supervisorPid"].as_i64();
+    assert!(cp_sup.is_some(), "control plane not supervised: {status:#}");
+    assert_eq!(
+        status["nodes"][0]["agentSupervisor"]["restarts"], 0,
+        "{status:#}"
+    );
+
+    // A pod serving HTTP, and an object to find again after the control plane restarts.
+    let page =
+        "mkdir -p /www && echo supervised > /www/index.html && exec httpd -f -p 8080 -h /www";
+    c.kubectl_ok(&[
+        "run",
+        "web",
+        "--image",
+        &image,
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        page,
+    ]);
+    c.kubectl_ok(&["create", "configmap", "keep", "--from-literal=k=v"]);
+    let (ip, started_at) = wait_for("web serving", Duration::from_secs(90), || {
+        let p = c.json(&["get", "pod", "web"])?;
+        let ip = p["status"]["podIP"].as_str()?.to_string();
+        let started = p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            .as_str()?
+            .to_string();
+        (http_get(&format!("{ip}:8080")).ok()? == "supervised").then_some((ip, started))
+    });
+
+    // kill -9 of the agent.
+    let agent = c.pid(&node).expect("agent pid");
+    let (_, beat_before) =
+        ready_heartbeat(&c.json(&["get", "node", &node]).expect("node")).expect("Ready condition");
+    kill(agent, libc::SIGKILL);
+    let agent2 = restarted(&c, &node, agent);
+    wait_for(
+        "the restarted agent heartbeats, Ready",
+        Duration::from_secs(90),
+        || {
+            let (ready, beat) = ready_heartbeat(&c.json(&["get", "node", &node])?)?;
+            (ready == "True" && beat != beat_before).then_some(())
+        },
+    );
+    // The pod was adopted, not restarted: same container start, still serving.
+    let p = c.json(&["get", "pod", "web"]).expect("pod web");
+    assert_eq!(p["status"]["phase"], "Running", "{p:#}");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p:#}"
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].as_str(),
+        Some(started_at.as_str()),
+        "{p:#}"
+    );
+    assert_eq!(http_get(&format!("{ip}:8080")).as_deref(), Ok("supervised"));
+    let st = c.status_json();
+    let a = &st["nodes"][0]["agentSupervisor"];
+    assert_eq!(a["restarts"], 1, "{st:#}");
+    assert_eq!(a["lastExit"]["pid"], agent, "{st:#}");
+    assert_eq!(a["lastExit"]["signalName"], "SIGKILL", "{st:#}");
+    assert_eq!(st["nodes"][0]["agentPid"], agent2, "{st:#}");
+
+    // kill -9 of the control plane.
+    let cp = c.pid("controlplane").expect("control plane pid");
+    kill(cp, libc::SIGKILL);
+    restarted(&c, "controlplane", cp);
+    let cm = wait_for("the API answers again", Duration::from_secs(60), || {
+        c.json(&["get", "configmap", "keep"])
+    });
+    assert_eq!(cm["data"]["k"], "v");
+    let p = c.json(&["get", "pod", "web"]).expect("pod web");
+    assert_eq!(p["status"]["phase"], "Running", "{p:#}");
+    assert_eq!(http_get(&format!("{ip}:8080")).as_deref(), Ok("supervised"));
+    let st = c.status_json();
+    assert_eq!(st["controlplaneSupervisor"]["restarts"], 1, "{st:#}");
+    assert_eq!(
+        st["controlplaneSupervisor"]["lastExit"]["signalName"], "SIGKILL",
+        "{st:#}"
+    );
+    assert_eq!(
+        st["controlplaneSupervisor"]["supervisorPid"].as_i64(),
+        cp_sup
+    );
+
+    // SIGTERM to the agent: it logs the sender (this test) and exits 0; it is restarted anyway,
+    // as systemd's Restart=always does. Its second restart waits 2 s (the back-off doubled).
+    let agent = agent2;
+    kill(agent, libc::SIGTERM);
+    restarted(&c, &node, agent);
+    let log =
+        std::fs::read_to_string(c.state_dir().join(format!("logs/{node}.log"))).expect("agent log");
+    let me = std::process::id();
+    assert!(
+        log.contains(&format!("received SIGTERM from pid {me}")),
+        "agent log does not name the sender {me}:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("(pid {agent}) exited with code 0")),
+        "supervisor line missing:\n{log}"
+    );
+    let text = {
+        let o = c.rktup(&["local", "status", "--name", &c.name]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        text.contains(&format!("agent {node}: running"))
+            && text.contains("restarted 2×, last exit: exited with code 0 at "),
+        "{text}"
+    );
+    assert!(
+        text.contains("control plane: running") && text.contains("killed by SIGKILL at "),
+        "{text}"
+    );
+    wait_for(
+        "node Ready after the SIGTERM",
+        Duration::from_secs(60),
+        || {
+            let (ready, _) = ready_heartbeat(&c.json(&["get", "node", &node])?)?;
+            (ready == "True").then_some(())
+        },
+    );
+
+    // down: supervisors first, then everything; nothing of the cluster keeps running.
+    let out = c.rktup_ok(&["local", "down", "--name", &c.name]);
+    assert!(
+        out.contains("process supervisor of controlplane")
+            && out.contains(&format!("process supervisor of {node}")),
+        "{out}"
+    );
+    let state = c.state_dir().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(&state).then_some(cmd)
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:#?}");
+    assert!(!c.state_dir().exists(), "state directory left");
+}
