@@ -140,6 +140,26 @@ enum Action {
     /// Local clusters: images for the nodes without a registry.
     #[command(subcommand)]
     Image(ImageAction),
+    /// Local clusters: every local cluster on this machine (`-o json`: nodes, API address,
+    /// state directory, which processes run).
+    List,
+    /// Local clusters: export what CI needs to see why a run failed.
+    #[command(subcommand)]
+    Export(ExportAction),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportAction {
+    /// The control plane's, every agent's and every pod's logs, events, pods and nodes, and a
+    /// description of the pods that are not Ready (kind's `export logs`), into DIR (default: a
+    /// new temporary directory); prints the directory.
+    Logs {
+        dir: Option<PathBuf>,
+        /// Read the API through the `rktup-<name>` context of this kubeconfig instead of the
+        /// cluster's admin kubeconfig.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +306,22 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
         return Ok(rktup_local::Local::with_output(settings, cli.global.output)
             .image_import(file, image_name.as_deref())?);
     }
+    if matches!(cmd.action, Action::List | Action::Export(_)) {
+        if P::PROVIDER != Provider::Local {
+            return Err(bad_input(format!(
+                "`list` and `export logs` are for local clusters (`rktup local list`), not `rktup {}`",
+                P::PROVIDER
+            )));
+        }
+        let local = rktup_local::Local::with_output(settings, cli.global.output);
+        return match &cmd.action {
+            Action::Export(ExportAction::Logs { dir, kubeconfig }) => {
+                local.export_logs(dir.as_deref(), kubeconfig.as_deref())?;
+                Ok(())
+            }
+            _ => Ok(local.list()?),
+        };
+    }
     let provider = provider_with(settings, &cli.global, &cli.templates);
     match cmd.action {
         Action::Up { dry_run: true, .. } => {
@@ -337,7 +373,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             })?)
         }
         Action::Status => Ok(provider.status()?),
-        Action::Image(_) => Ok(()),
+        Action::Image(_) | Action::List | Action::Export(_) => Ok(()),
     }
 }
 

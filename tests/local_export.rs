@@ -228,6 +228,16 @@ fn list_and_export_logs_of_a_two_node_cluster() {
     }
     assert!(crash_dirs[0].join("runtime-status.json").is_file());
     assert!(read(&out.join(&node2).join("pods.txt")).contains("default/printer"));
+    // Whatever the process supervisors recorded (exits, restarts) comes along.
+    for e in std::fs::read_dir(c.state_dir().join("run"))
+        .unwrap()
+        .flatten()
+    {
+        let f = e.file_name();
+        if f.to_string_lossy().ends_with(".json") {
+            assert!(out.join("run").join(&f).is_file(), "{f:?} not exported");
+        }
+    }
     let pods = read(&out.join("pods.yaml"));
     assert!(
         pods.contains("name: printer") && pods.contains("name: crasher"),

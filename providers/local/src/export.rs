@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! DIR/controlplane.log                       the control plane's log
+//! DIR/run/<component>.*.json                 what the process supervisors recorded (exits, restarts)
 //! DIR/<node>/agent.log                       the node agent's log
 //! DIR/<node>/pods.txt                        the node's pods as its runtime has them
 //! DIR/<node>/pods/<ns>_<pod>_<uid>/<container>/<N>.log   run N of a container (CRI format)
@@ -62,6 +63,7 @@ pub fn export_logs(
     };
     let mut problems = Vec::new();
     copy_component_logs(&layout, &rec, &dir, &mut problems);
+    copy_process_records(&layout, &dir, &mut problems);
     for node in &rec.nodes {
         export_node_pods(&layout, &node.name, &dir.join(&node.name), &mut problems);
     }
@@ -166,6 +168,25 @@ fn copy_component_logs(
         }
         match std::fs::read(e.path()) {
             Ok(data) => write_file(&to, &data, problems),
+            Err(err) => problems.push(format!("{}: {err}", e.path().display())),
+        }
+    }
+}
+
+/// What the processes' supervisors recorded (why each one last exited, its restarts) to
+/// `DIR/run/`, copied as they are; the pid files are left out (meaningless elsewhere).
+fn copy_process_records(layout: &Layout, dir: &Path, problems: &mut Vec<String>) {
+    let run = layout.root.join("run");
+    let Ok(rd) = std::fs::read_dir(&run) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if !file.ends_with(".json") || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::read(e.path()) {
+            Ok(data) => write_file(&dir.join("run").join(&file), &data, problems),
             Err(err) => problems.push(format!("{}: {err}", e.path().display())),
         }
     }

@@ -5,10 +5,13 @@
 //! - `network`: bridge, namespaces, veths, routes (kubenet-style);
 //! - `process`: the detached control-plane and agent processes and their pid files;
 //! - `supervise`: the supervisor each of them runs under (restarts, exit records);
-//! - `up`, `down`, `status`: the actions, each a list of small steps.
+//! - `up`, `down`, `status`: the actions, each a list of small steps;
+//! - `list`, `export`: every local cluster on this machine, and `export logs` of one.
 
 pub mod down;
+pub mod export;
 pub mod layout;
+pub mod list;
 pub mod network;
 pub mod process;
 pub mod ready;
@@ -157,5 +160,35 @@ impl Local {
             }
         }
         Ok(())
+    }
+
+    /// `rktup local list`: every local cluster under this cluster's state root (the parent
+    /// of its state directory, RKTUP_STATE_DIR).
+    pub fn list(&self) -> Result<(), ProviderError> {
+        let root = self
+            .settings
+            .state_dir
+            .parent()
+            .unwrap_or(&self.settings.state_dir);
+        list::list(root, self.output)
+    }
+
+    /// `rktup local export logs [DIR]`: prints where it wrote, and says when the API could not
+    /// be read (then the export holds what was on disk only).
+    pub fn export_logs(
+        &self,
+        dir: Option<&std::path::Path>,
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Result<export::Exported, ProviderError> {
+        eprintln!("Exporting logs for cluster \"{}\"...", self.settings.name);
+        let done = export::export_logs(self, dir, kubeconfig)?;
+        if let Some(e) = &done.api_error {
+            eprintln!("warning: the API could not be read ({e}); exported what is on disk only");
+        }
+        for p in &done.problems {
+            eprintln!("warning: not exported: {p}");
+        }
+        println!("{}", done.dir.display());
+        Ok(done)
     }
 }
