@@ -13,6 +13,7 @@
 
 mod client;
 pub(crate) mod conditions;
+mod policy;
 pub(crate) mod rules;
 
 use crate::api::auth::User;
@@ -572,9 +573,22 @@ pub(crate) fn mutating(
     Ok(changed.then_some(cur))
 }
 
-/// Validating admission: every matching validating webhook, called in parallel; the first
-/// refusal (in webhook order) fails the request.
+/// Validating admission in kube-apiserver's plugin order: ValidatingAdmissionPolicy
+/// bindings, then validating webhooks.
 pub(crate) fn validating(
+    core: &Core,
+    req: &Request<'_>,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    policy::admit(core, req, obj, old, warnings)?;
+    validating_webhooks(core, req, obj, old, warnings)
+}
+
+/// Every matching validating webhook, called in parallel; the first refusal (in webhook
+/// order) fails the request.
+fn validating_webhooks(
     core: &Core,
     req: &Request<'_>,
     obj: Option<&Value>,
