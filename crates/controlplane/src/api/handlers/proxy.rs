@@ -15,7 +15,6 @@ use crate::api::request::{read_body, Call, Req};
 use crate::api::response::Body;
 use crate::api::routes::{Action, Target};
 use crate::api::server::ApiServer;
-use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -114,7 +113,7 @@ impl ApiServer {
         let mut out = Request::builder()
             .method(method)
             .uri(&path)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         for (k, v) in headers.iter().filter(|(k, _)| passed_on(k)) {
             out.headers_mut().append(k.clone(), v.clone());
