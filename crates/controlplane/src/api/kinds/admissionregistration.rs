@@ -398,8 +398,189 @@ fn validate_webhook(w: &Value, f: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Validation of a webhook configuration, on create and update.
+/// A CEL expression field: required, and compiling (cel-rust parses; it does not type-check
+/// against the object's schema as upstream does).
+fn validate_cel(e: Option<&Value>, f: &str, required: bool, causes: &mut Vec<Cause>) {
+    match e.and_then(Value::as_str).unwrap_or("") {
+        "" if required => causes.push(cause("FieldValueRequired", f, "Required value")),
+        "" => {}
+        e => {
+            if let Err(msg) = crate::api::admission::conditions::compile(e) {
+                invalid(causes, f, quoted(e), &msg);
+            }
+        }
+    }
+}
+
+/// `ValidateValidatingAdmissionPolicy`'s spec checks that decide what `api/admission/policy`
+/// runs: failurePolicy, matchConstraints, validations, variables, matchConditions.
+fn validate_policy(spec: &Value, causes: &mut Vec<Cause>) {
+    if let Some(fp) = spec.get("failurePolicy").and_then(Value::as_str) {
+        if !matches!(fp, "Fail" | "Ignore") {
+            causes.push(super::unsupported(
+                "spec.failurePolicy",
+                fp,
+                &["Fail", "Ignore"],
+            ));
+        }
+    }
+    match spec.get("matchConstraints") {
+        None => causes.push(cause(
+            "FieldValueRequired",
+            "spec.matchConstraints",
+            "Required value",
+        )),
+        Some(mc) => {
+            if !mc
+                .get("resourceRules")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
+            {
+                causes.push(cause(
+                    "FieldValueRequired",
+                    "spec.matchConstraints.resourceRules",
+                    "Required value",
+                ));
+            }
+        }
+    }
+    let validations = spec.get("validations").and_then(Value::as_array);
+    let audits = spec.get("auditAnnotations").and_then(Value::as_array);
+    if validations.is_none_or(Vec::is_empty) && audits.is_none_or(Vec::is_empty) {
+        causes.push(cause(
+            "FieldValueRequired",
+            "spec.validations",
+            "Required value: validations or auditAnnotations must contain at least one item",
+        ));
+    }
+    for (i, v) in validations.into_iter().flatten().enumerate() {
+        let f = format!("spec.validations[{i}]");
+        validate_cel(
+            v.get("expression"),
+            &format!("{f}.expression"),
+            true,
+            causes,
+        );
+        validate_cel(
+            v.get("messageExpression"),
+            &format!("{f}.messageExpression"),
+            false,
+            causes,
+        );
+    }
+    for (i, v) in spec
+        .get("variables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = format!("spec.variables[{i}]");
+        if v.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            causes.push(cause(
+                "FieldValueRequired",
+                &format!("{f}.name"),
+                "Required value",
+            ));
+        }
+        validate_cel(
+            v.get("expression"),
+            &format!("{f}.expression"),
+            true,
+            causes,
+        );
+    }
+    validate_match_conditions(spec, "spec", causes);
+}
+
+/// `ValidateValidatingAdmissionPolicyBinding`'s spec checks.
+fn validate_binding(spec: &Value, causes: &mut Vec<Cause>) {
+    if spec
+        .get("policyName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        causes.push(cause(
+            "FieldValueRequired",
+            "spec.policyName",
+            "Required value",
+        ));
+    }
+    let actions = strings(spec.get("validationActions")).unwrap_or_default();
+    if actions.is_empty() {
+        causes.push(cause(
+            "FieldValueRequired",
+            "spec.validationActions",
+            "Required value: at least one validation action is required",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, a) in actions.iter().enumerate() {
+        let f = format!("spec.validationActions[{i}]");
+        if !seen.insert(*a) {
+            causes.push(cause(
+                "FieldValueDuplicate",
+                &f,
+                format!("Duplicate value: \"{a}\""),
+            ));
+        } else if !matches!(*a, "Deny" | "Warn" | "Audit") {
+            causes.push(super::unsupported(&f, a, &["Audit", "Deny", "Warn"]));
+        }
+    }
+    if seen.contains("Deny") && seen.contains("Warn") {
+        invalid(
+            causes,
+            "spec.validationActions",
+            go_strings(&actions),
+            "must not contain both Deny and Warn (repeating the same validation failure information in the API response and headers serves no purpose)",
+        );
+    }
+    if let Some(pr) = spec.get("paramRef") {
+        let has = |k: &str| pr.get(k).is_some_and(|v| !v.is_null() && v != "");
+        if has("name") && has("selector") {
+            causes.push(cause(
+                "FieldValueForbidden",
+                "spec.paramRef.name",
+                "Forbidden: name and selector are mutually exclusive",
+            ));
+        }
+        if !has("name") && !has("selector") {
+            causes.push(cause(
+                "FieldValueRequired",
+                "spec.paramRef",
+                "Required value: one of name or selector must be specified",
+            ));
+        }
+        match pr.get("parameterNotFoundAction").and_then(Value::as_str) {
+            None => causes.push(cause(
+                "FieldValueRequired",
+                "spec.paramRef.parameterNotFoundAction",
+                "Required value",
+            )),
+            Some("Allow" | "Deny") => {}
+            Some(other) => causes.push(super::unsupported(
+                "spec.paramRef.parameterNotFoundAction",
+                other,
+                &["Allow", "Deny"],
+            )),
+        }
+    }
+}
+
+/// Validation of a webhook configuration or admission policy, on create and update.
 pub(super) fn validate(rd: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
+    if rd.group == "admissionregistration.k8s.io" {
+        match rd.kind {
+            "ValidatingAdmissionPolicy" => return validate_policy(&obj["spec"], causes),
+            "ValidatingAdmissionPolicyBinding" => return validate_binding(&obj["spec"], causes),
+            _ => {}
+        }
+    }
     if !matches!(
         (rd.group, rd.kind),
         (
