@@ -431,10 +431,10 @@ fn validate_policy(spec: &Value, causes: &mut Vec<Cause>) {
             "Required value",
         )),
         Some(mc) => {
-            if !mc
+            if mc
                 .get("resourceRules")
                 .and_then(Value::as_array)
-                .is_some_and(|r| !r.is_empty())
+                .is_none_or(Vec::is_empty)
             {
                 causes.push(cause(
                     "FieldValueRequired",
