@@ -136,7 +136,12 @@ enum Action {
         kubeconfig: Option<PathBuf>,
     },
     /// Show the cluster's resources and their state.
-    Status,
+    Status {
+        /// Local clusters: read the API through the `rktup-<name>` context of this kubeconfig
+        /// instead of the cluster's admin kubeconfig.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Local clusters: images for the nodes without a registry.
     #[command(subcommand)]
     Image(ImageAction),
@@ -306,18 +311,30 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
         return Ok(rktup_local::Local::with_output(settings, cli.global.output)
             .image_import(file, image_name.as_deref())?);
     }
-    if matches!(cmd.action, Action::List | Action::Export(_)) {
+    if matches!(
+        cmd.action,
+        Action::List
+            | Action::Export(_)
+            | Action::Status {
+                kubeconfig: Some(_)
+            }
+    ) {
         if P::PROVIDER != Provider::Local {
             return Err(bad_input(format!(
-                "`list` and `export logs` are for local clusters (`rktup local list`), not `rktup {}`",
+                "`list`, `export logs` and `status --kubeconfig` are for local clusters (`rktup local list`), not `rktup {}`",
                 P::PROVIDER
             )));
         }
         let local = rktup_local::Local::with_output(settings, cli.global.output);
         return match &cmd.action {
             Action::Export(ExportAction::Logs { dir, kubeconfig }) => {
-                local.export_logs(dir.as_deref(), kubeconfig.as_deref())?;
+                local
+                    .with_kubeconfig(kubeconfig.clone())
+                    .export_logs(dir.as_deref())?;
                 Ok(())
+            }
+            Action::Status { kubeconfig } => {
+                Ok(local.with_kubeconfig(kubeconfig.clone()).status()?)
             }
             _ => Ok(local.list()?),
         };
@@ -372,7 +389,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
                 kubeconfig: kubeconfig.clone(),
             })?)
         }
-        Action::Status => Ok(provider.status()?),
+        Action::Status { .. } => Ok(provider.status()?),
         Action::Image(_) | Action::List | Action::Export(_) => Ok(()),
     }
 }

@@ -298,6 +298,39 @@ fn list_and_export_logs_of_a_two_node_cluster() {
     );
     assert!(log.contains(&marker), "{log}");
 
+    // `status --kubeconfig` reads the API through that file's context too.
+    let kc_arg = c.kubeconfig().display().to_string();
+    let st: Value = serde_json::from_str(&stdout(&c.rktup_ok(&[
+        "local",
+        "status",
+        "--name",
+        &name,
+        "--kubeconfig",
+        &kc_arg,
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(st["api"], "healthy", "{st}");
+    let st: Value = serde_json::from_str(&stdout(&c.rktup_ok(&[
+        "local",
+        "status",
+        "--name",
+        &name,
+        "--kubeconfig",
+        dead.to_str().unwrap(),
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert!(
+        st["api"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("unreachable"),
+        "{st}"
+    );
+
     // An unknown cluster is an error naming `local list`.
     let o = c.rktup(&["local", "export", "logs", "--name", "no-such-cluster"]);
     assert!(!o.status.success());

@@ -28,7 +28,6 @@ use rktup_runtime::{LogRead, LogRecord, LogSink, Stream};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// What an export wrote.
 #[derive(Debug, Clone)]
@@ -41,11 +40,7 @@ pub struct Exported {
 }
 
 /// `export logs`: into `dir` (made if missing), else a new directory under the temp dir.
-pub fn export_logs(
-    local: &Local,
-    dir: Option<&Path>,
-    kubeconfig: Option<&Path>,
-) -> Result<Exported, ProviderError> {
+pub fn export_logs(local: &Local, dir: Option<&Path>) -> Result<Exported, ProviderError> {
     let name = &local.settings.name;
     let layout = Layout::new(&local.settings.state_dir);
     let Some(rec) = layout.load() else {
@@ -70,9 +65,8 @@ pub fn export_logs(
     let api_error = if process::running(&layout.pidfile("controlplane")).is_none() {
         Some("the control plane is not running".to_string())
     } else {
-        let kc = kubeconfig.map(|k| (k.to_path_buf(), Some(format!("rktup-{name}"))));
-        let kc = kc.unwrap_or((layout.admin_kubeconfig(), None));
-        crate::ready::block_on(export_api(&kc.0, kc.1, &dir))
+        let (kubeconfig, context) = local.api_kubeconfig(&layout);
+        crate::ready::block_on(export_api(&kubeconfig, context, &dir))
             .and_then(|r| r)
             .err()
     };
@@ -310,24 +304,9 @@ fn export_pod(rt: &Runtime, entry: &PodEntry, pod_dir: &Path, problems: &mut Vec
     }
 }
 
-async fn client(kubeconfig: &Path, context: Option<String>) -> Result<kube::Client, String> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
-    let opts = kube::config::KubeConfigOptions {
-        context,
-        ..Default::default()
-    };
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
-        .await
-        .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(10));
-    kube::Client::try_from(cfg).map_err(|e| e.to_string())
-}
-
 /// Pods, nodes and events from the API, and the reports made of them.
 async fn export_api(kubeconfig: &Path, context: Option<String>, dir: &Path) -> Result<(), String> {
-    let c = client(kubeconfig, context).await?;
+    let c = crate::ready::client_in(kubeconfig, context).await?;
     let lp = ListParams::default();
     let pods = Api::<Pod>::all(c.clone())
         .list(&lp)

@@ -26,6 +26,9 @@ use rktup_render::{BinaryRef, MasterEndpoint};
 pub struct Local {
     settings: ClusterSettings,
     output: OutputFormat,
+    /// `--kubeconfig` of `status` and `export logs`: the API is read through this file's
+    /// `rktup-<name>` context instead of the cluster's admin kubeconfig.
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Local {
@@ -34,7 +37,29 @@ impl Local {
     }
 
     pub fn with_output(settings: ClusterSettings, output: OutputFormat) -> Local {
-        Local { settings, output }
+        Local {
+            settings,
+            output,
+            kubeconfig: None,
+        }
+    }
+
+    /// Reads the API through the `rktup-<name>` context of `kubeconfig` (`status`, `export
+    /// logs`); None: the admin kubeconfig in the state directory.
+    pub fn with_kubeconfig(mut self, kubeconfig: Option<std::path::PathBuf>) -> Local {
+        self.kubeconfig = kubeconfig;
+        self
+    }
+
+    /// The kubeconfig file and context to read the API through.
+    pub(crate) fn api_kubeconfig(
+        &self,
+        layout: &layout::Layout,
+    ) -> (std::path::PathBuf, Option<String>) {
+        match &self.kubeconfig {
+            Some(k) => (k.clone(), Some(format!("rktup-{}", self.settings.name))),
+            None => (layout.admin_kubeconfig(), None),
+        }
     }
 
     fn local(&self) -> &LocalSettings {
@@ -178,10 +203,9 @@ impl Local {
     pub fn export_logs(
         &self,
         dir: Option<&std::path::Path>,
-        kubeconfig: Option<&std::path::Path>,
     ) -> Result<export::Exported, ProviderError> {
         eprintln!("Exporting logs for cluster \"{}\"...", self.settings.name);
-        let done = export::export_logs(self, dir, kubeconfig)?;
+        let done = export::export_logs(self, dir)?;
         if let Some(e) = &done.api_error {
             eprintln!("warning: the API could not be read ({e}); exported what is on disk only");
         }

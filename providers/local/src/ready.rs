@@ -7,9 +7,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client, String> {
+    client_in(kubeconfig, None).await
+}
+
+/// A client for `context` of `kubeconfig` (None: its current context).
+pub async fn client_in(kubeconfig: &Path, context: Option<String>) -> Result<kube::Client, String> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    let opts = kube::config::KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
         .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
     let mut cfg = cfg;
@@ -75,8 +84,8 @@ pub struct NodeSummary {
     pub pods: Vec<String>,
 }
 
-pub async fn nodes(kubeconfig: &Path) -> Result<Vec<NodeSummary>, String> {
-    let c = client(kubeconfig).await?;
+pub async fn nodes(kubeconfig: &Path, context: Option<String>) -> Result<Vec<NodeSummary>, String> {
+    let c = client_in(kubeconfig, context).await?;
     let nodes = Api::<Node>::all(c.clone())
         .list(&ListParams::default())
         .await

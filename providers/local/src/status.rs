@@ -88,7 +88,8 @@ pub fn status(local: &Local) -> Result<(), ProviderError> {
     };
     let cp = process::running(&layout.pidfile("controlplane"));
     let api = if cp.is_some() {
-        ready::block_on(ready::nodes(&layout.admin_kubeconfig())).and_then(|r| r)
+        let (kubeconfig, context) = local.api_kubeconfig(&layout);
+        ready::block_on(ready::nodes(&kubeconfig, context)).and_then(|r| r)
     } else {
         Err("control plane not running".to_string())
     };
