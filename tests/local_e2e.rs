@@ -459,8 +459,14 @@ fn up_converges_and_down_works_without_the_record() {
     };
     let name = c.name.clone();
     c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"], &[]);
-    // A killed agent is restarted by the next `up`, and its node is Ready again.
+    // A killed agent is restarted by the next `up`, and its node is Ready again. Its supervisor
+    // goes first (it would restart the agent itself: tests/local_supervise.rs), so this is `up`
+    // finding an unsupervised dead agent.
     let pidfile = c.state_dir().join(format!("run/{name}-node-1.pid"));
+    let sup = std::fs::read_to_string(pidfile.with_extension("supervisor")).unwrap();
+    let sup: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: the agent's supervisor this test's cluster started.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
     let old = std::fs::read_to_string(&pidfile).unwrap();
     let pid: i32 = old.split_whitespace().next().unwrap().parse().unwrap();
     // SAFETY: the agent this test's cluster started.

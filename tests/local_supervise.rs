@@ -185,10 +185,10 @@ fn killed_components_are_restarted_and_recorded() {
 
     // Supervised: each component's parent is its supervisor, recorded beside its pid file.
     let status = c.status_json();
-    let cp_sup = status["controlplaneSupervisor"]["supervisorPid"].as_i64();
+    let cp_sup = status["controlplane_supervisor"]["supervisorPid"].as_i64();
     assert!(cp_sup.is_some(), "control plane not supervised: {status:#}");
     assert_eq!(
-        status["nodes"][0]["agentSupervisor"]["restarts"], 0,
+        status["nodes"][0]["agent_supervisor"]["restarts"], 0,
         "{status:#}"
     );
 
@@ -244,11 +244,11 @@ fn killed_components_are_restarted_and_recorded() {
     );
     assert_eq!(http_get(&format!("{ip}:8080")).as_deref(), Ok("supervised"));
     let st = c.status_json();
-    let a = &st["nodes"][0]["agentSupervisor"];
+    let a = &st["nodes"][0]["agent_supervisor"];
     assert_eq!(a["restarts"], 1, "{st:#}");
     assert_eq!(a["lastExit"]["pid"], agent, "{st:#}");
     assert_eq!(a["lastExit"]["signalName"], "SIGKILL", "{st:#}");
-    assert_eq!(st["nodes"][0]["agentPid"], agent2, "{st:#}");
+    assert_eq!(st["nodes"][0]["agent_pid"], agent2, "{st:#}");
 
     // kill -9 of the control plane.
     let cp = c.pid("controlplane").expect("control plane pid");
@@ -262,13 +262,13 @@ fn killed_components_are_restarted_and_recorded() {
     assert_eq!(p["status"]["phase"], "Running", "{p:#}");
     assert_eq!(http_get(&format!("{ip}:8080")).as_deref(), Ok("supervised"));
     let st = c.status_json();
-    assert_eq!(st["controlplaneSupervisor"]["restarts"], 1, "{st:#}");
+    assert_eq!(st["controlplane_supervisor"]["restarts"], 1, "{st:#}");
     assert_eq!(
-        st["controlplaneSupervisor"]["lastExit"]["signalName"], "SIGKILL",
+        st["controlplane_supervisor"]["lastExit"]["signalName"], "SIGKILL",
         "{st:#}"
     );
     assert_eq!(
-        st["controlplaneSupervisor"]["supervisorPid"].as_i64(),
+        st["controlplane_supervisor"]["supervisorPid"].as_i64(),
         cp_sup
     );
 

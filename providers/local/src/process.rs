@@ -76,6 +76,13 @@ pub fn start(spec: &Spec) -> std::io::Result<Tracked> {
 /// restarts it whenever it exits (see `supervise`). Returns once the component runs and its pid
 /// file names it; the supervisor's own pid goes to `supervise::supervisor_pidfile`.
 pub fn start_supervised(spec: &Spec) -> std::io::Result<Tracked> {
+    // Its supervisor still runs (the component is between restarts): no second supervisor, but
+    // no back-off either.
+    if let Some(sup) = crate::supervise::supervisor(&spec.pidfile) {
+        // SAFETY: a pid whose start time `supervisor` just checked.
+        unsafe { libc::kill(sup.pid, libc::SIGUSR1) };
+        return wait_supervised(spec, sup);
+    }
     // A stale pid file would look like the new component before the supervisor writes it.
     let _ = std::fs::remove_file(&spec.pidfile);
     let mut args = vec![
@@ -91,6 +98,11 @@ pub fn start_supervised(spec: &Spec) -> std::io::Result<Tracked> {
         &crate::supervise::supervisor_pidfile(&spec.pidfile),
         format!("{} {}\n", sup.pid, sup.start_time).as_bytes(),
     )?;
+    wait_supervised(spec, sup)
+}
+
+/// The component once `sup` has started it (and written its pid file).
+fn wait_supervised(spec: &Spec, sup: Tracked) -> std::io::Result<Tracked> {
     // The supervisor writes the pid file right after its fork: milliseconds.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -101,7 +113,7 @@ pub fn start_supervised(spec: &Spec) -> std::io::Result<Tracked> {
         if !sup.alive() || Instant::now() > deadline {
             return Err(std::io::Error::other(format!(
                 "the supervisor of {} did not start it; see {}",
-                spec.exe.display(),
+                spec.pidfile.display(),
                 spec.log.display()
             )));
         }

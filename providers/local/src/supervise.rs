@@ -9,6 +9,7 @@
 //! on the component itself); `run/<c>.supervisor` the supervisor's (written by whoever started
 //! it); `run/<c>.state.json` the [`State`].
 //!
+//! SIGUSR1 cuts a back-off short (`local up` wants the component now).
 //! SIGTERM or SIGINT to the supervisor ends supervision only: the component keeps running and
 //! `down` then stops it in its own order (agents, pods, control plane). The sender's pid is
 //! logged (SA_SIGINFO). A component killed by a signal is recorded with the signal; who sent it
@@ -168,6 +169,12 @@ pub fn parse(args: &[String]) -> Result<SuperviseArgs, SuperviseError> {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// SIGUSR1: skip the rest of the back-off (`local up` asks for the component now).
+static NOW: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_now(_: libc::c_int) {
+    NOW.store(true, Ordering::SeqCst);
+}
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static STOP_SENDER: AtomicI32 = AtomicI32::new(0);
 
@@ -205,12 +212,15 @@ fn write_state(pidfile: &Path, st: &State) {
     }
 }
 
-/// Sleeps `d`, waking early when asked to stop. True when asked to stop.
+/// Sleeps `d`, waking early when asked to stop or to restart now. True when asked to stop.
 fn sleep_unless_stopped(d: Duration) -> bool {
     let until = Instant::now() + d;
     while Instant::now() < until {
         if STOP.load(Ordering::SeqCst) {
             return true;
+        }
+        if NOW.swap(false, Ordering::SeqCst) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
     }
@@ -229,6 +239,10 @@ pub fn run(args: &SuperviseArgs) -> Result<(), SuperviseError> {
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_now as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
     let name = args
         .pidfile
@@ -248,6 +262,8 @@ pub fn run(args: &SuperviseArgs) -> Result<(), SuperviseError> {
             .spawn()
             .map_err(io(format!("start {}", args.command[0])))?;
         let pid = child.id() as i32;
+        // A nudge from now on is for this run's back-off (`local up` found it not running).
+        NOW.store(false, Ordering::SeqCst);
         // Dropping the handle neither waits nor kills: the loop below reaps it by pid.
         drop(child);
         let started = Instant::now();
