@@ -229,7 +229,7 @@ async fn configmap_params_by_name_and_selector() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("no params found for policy binding with `Deny` parameterNotFoundAction"),
+        err.contains("denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"),
         "{err}"
     );
     c.apply_stdin(

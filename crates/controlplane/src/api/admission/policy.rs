@@ -97,15 +97,20 @@ fn resources_match(
     rules::matched_version(&included, req, served)
 }
 
-/// The param objects a binding selects: `Ok(None)` when the policy has no `paramKind`.
+/// The param objects a binding selects, as upstream's `CollectParams`: `[null]` when the
+/// policy has no `paramKind` or the binding no `paramRef`; the error (a configuration error,
+/// under the failure policy) words upstream's.
 fn params(
     core: &Core,
     policy: &Value,
     binding: &Value,
     req: &Request<'_>,
-) -> Result<Option<Vec<Value>>, String> {
-    let Some(kind) = policy.pointer("/spec/paramKind") else {
-        return Ok(None);
+) -> Result<Vec<Value>, String> {
+    let (Some(kind), Some(pref)) = (
+        policy.pointer("/spec/paramKind"),
+        binding.pointer("/spec/paramRef"),
+    ) else {
+        return Ok(vec![Value::Null]);
     };
     let api_version = text(kind, "apiVersion");
     let kind_name = text(kind, "kind");
@@ -113,49 +118,50 @@ fn params(
     let rd = core
         .resources()
         .find_kind(group, kind_name)
-        .filter(|rd| rd.version == version || version.is_empty())
+        .filter(|rd| rd.version == version)
         .ok_or_else(|| {
             format!(
-                "failed to configure binding: paramKind '{api_version}, Kind={kind_name}' is not served"
+                "paramKind kind `&ParamKind{{APIVersion:{api_version},Kind:{kind_name},}}` not known"
             )
         })?;
-    let pref = binding.pointer("/spec/paramRef").ok_or(
-        "failed to configure binding: no paramRef in binding, but the policy has a paramKind",
-    )?;
-    let ns = if rd.namespaced {
-        match text(pref, "namespace") {
-            "" => match req.namespace.as_deref() {
-                Some(n) if req.rd.namespaced => Some(n.to_string()),
-                _ => {
-                    return Err(
-                        "failed to configure binding: cannot use a namespaced paramKind for a cluster-scoped request without paramRef.namespace"
-                            .into(),
-                    )
-                }
-            },
-            n => Some(n.to_string()),
+    let ns = match (rd.namespaced, text(pref, "namespace")) {
+        (true, "") => match req.namespace.as_deref() {
+            Some(n) => Some(n.to_string()),
+            None => {
+                return Err("cannot use namespaced paramRef in policy binding that matches cluster-scoped resources".into())
+            }
+        },
+        (true, n) => Some(n.to_string()),
+        (false, "") => None,
+        (false, _) => {
+            return Err(
+                "paramRef.namespace must not be provided for a cluster-scoped `paramKind`".into(),
+            )
         }
-    } else {
-        None
     };
     let name = text(pref, "name");
-    if !name.is_empty() {
-        return Ok(Some(
-            core.get_stored(rd, ns.as_deref(), name)
-                .map(|s| rd.view(&s.object).into_owned())
-                .into_iter()
-                .collect(),
-        ));
-    }
-    let sel = LabelSelector::from_object(pref.get("selector").unwrap_or(&Value::Null));
-    let (items, _) = core.store.list(&rd.key_prefix(ns.as_deref()));
-    Ok(Some(
+    let found: Vec<Value> = if !name.is_empty() {
+        core.get_stored(rd, ns.as_deref(), name)
+            .map(|s| rd.view(&s.object).into_owned())
+            .into_iter()
+            .collect()
+    } else if let Some(sel) = pref.get("selector") {
+        let sel = LabelSelector::from_object(sel);
+        let (items, _) = core.store.list(&rd.key_prefix(ns.as_deref()));
         items
             .into_iter()
             .map(|s| rd.view(&s.object).into_owned())
             .filter(|o| sel.matches(o))
-            .collect(),
-    ))
+            .collect()
+    } else {
+        return Err("one of name or selector must be provided".into());
+    };
+    if found.is_empty() && text(pref, "parameterNotFoundAction") == "Deny" {
+        return Err(
+            "no params found for policy binding with `Deny` parameterNotFoundAction".into(),
+        );
+    }
+    Ok(found)
 }
 
 fn run(expr: &str, ctx: &cel::Context) -> Result<cel::Value, String> {
@@ -364,34 +370,12 @@ pub(crate) fn admit(
             Err(e) => {
                 if fail {
                     decisions.push(Decision {
-                        message: e,
+                        message: format!("failed to configure binding: {e}"),
                         reason: "Invalid",
                     });
                 }
             }
-            Ok(None) => match evaluate(policy, request, &Value::Null, &namespace_object) {
-                Ok(d) => decisions.extend(d),
-                Err(e) if fail => decisions.push(Decision {
-                    message: e,
-                    reason: "Invalid",
-                }),
-                Err(_) => {}
-            },
-            Ok(Some(list)) if list.is_empty() => {
-                let action = binding
-                    .pointer("/spec/paramRef/parameterNotFoundAction")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Deny");
-                if action != "Allow" {
-                    decisions.push(Decision {
-                        message:
-                            "no params found for policy binding with `Deny` parameterNotFoundAction"
-                                .into(),
-                        reason: "Invalid",
-                    });
-                }
-            }
-            Ok(Some(list)) => {
+            Ok(list) => {
                 for p in &list {
                     match evaluate(policy, request, p, &namespace_object) {
                         Ok(d) => decisions.extend(d),
