@@ -159,6 +159,7 @@ enum ExportAction {
     /// description of the pods that are not Ready (kind's `export logs`), into DIR (default: a
     /// new temporary directory); prints the directory.
     Logs {
+        /// Where to write (made when missing); default: a new directory under the temp dir.
         dir: Option<PathBuf>,
         /// Read the API through the `rktup-<name>` context of this kubeconfig instead of the
         /// cluster's admin kubeconfig.
