@@ -1,10 +1,11 @@
 //! `nodes/NAME/proxy/...` judged by the real kubectl (`get --raw`, `create --raw`): passed on
 //! to a stand-in kubelet (healthz, stats/summary, method, query and body; the client's
-//! credentials not passed on), `NAME:PORT`, discovery's `nodes/proxy`, RBAC (a user without
-//! `nodes/proxy` gets upstream's 403, a `get` grant does not allow POST, a node may not proxy
-//! even to itself) and upstream's errors for an unreachable kubelet, a node without addresses
-//! and a node that does not exist. Also the Node authorizer's graph: a node's access to a
-//! Secret follows its pods' references at once.
+//! credentials not passed on; a node whose name starts with `proxy`), `NAME:PORT`,
+//! discovery's `nodes/proxy`, RBAC (a user without `nodes/proxy` gets upstream's 403, a
+//! `get` grant does not allow POST, a node may not proxy even to itself) and upstream's
+//! errors for an unreachable kubelet, a node without addresses and a node that does not
+//! exist. Also the Node authorizer's graph: a node's access to a Secret follows its pods'
+//! references at once.
 
 mod common;
 
@@ -25,14 +26,14 @@ fn err(o: &Output) -> String {
 async fn node_proxy_reaches_the_kubelet() {
     let c = start().await;
     let port = fake_kubelet().await;
-    let _n = fake_node(&c, "px-node", port).await;
+    let _n = fake_node(&c, "proxy-px", port).await;
 
     let health = c
-        .ok(&["get", "--raw", "/api/v1/nodes/px-node/proxy/healthz"])
+        .ok(&["get", "--raw", "/api/v1/nodes/proxy-px/proxy/healthz"])
         .await;
     assert_eq!(health, "ok");
     let summary: Value = serde_json::from_str(
-        &c.ok(&["get", "--raw", "/api/v1/nodes/px-node/proxy/stats/summary"])
+        &c.ok(&["get", "--raw", "/api/v1/nodes/proxy-px/proxy/stats/summary"])
             .await,
     )
     .expect("stats/summary is JSON");
@@ -43,7 +44,7 @@ async fn node_proxy_reaches_the_kubelet() {
         .ok(&[
             "get",
             "--raw",
-            &format!("/api/v1/nodes/px-node:{port}/proxy/echo?a=1&b=two"),
+            &format!("/api/v1/nodes/proxy-px:{port}/proxy/echo?a=1&b=two"),
         ])
         .await;
     assert_eq!(echo, "GET /echo?a=1&b=two authorization=false body=");
@@ -53,7 +54,7 @@ async fn node_proxy_reaches_the_kubelet() {
             &[
                 "create",
                 "--raw",
-                "/api/v1/nodes/px-node/proxy/echo",
+                "/api/v1/nodes/proxy-px/proxy/echo",
                 "-f",
                 "-",
             ],
@@ -69,7 +70,7 @@ async fn node_proxy_reaches_the_kubelet() {
     assert!(out(&posted).contains("kubelet"), "{}", out(&posted));
     // The kubelet's 404 comes back as a failure.
     let missing = c
-        .kubectl(&["get", "--raw", "/api/v1/nodes/px-node/proxy/nope"])
+        .kubectl(&["get", "--raw", "/api/v1/nodes/proxy-px/proxy/nope"])
         .await;
     assert!(!missing.status.success(), "{}", out(&missing));
 

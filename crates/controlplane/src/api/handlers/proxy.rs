@@ -95,9 +95,10 @@ impl ApiServer {
         // What follows `/proxy` in the client's path (upstream joins it to the node's URL,
         // keeping a trailing slash), then the query as sent.
         let full = req.uri().path().to_string();
+        let marker = format!("/nodes/{}/proxy", t.name);
         let rest = full
-            .find("/proxy")
-            .map(|i| &full[i + "/proxy".len()..])
+            .find(&marker)
+            .map(|i| &full[i + marker.len()..])
             .unwrap_or("");
         let mut path = if rest.starts_with('/') {
             rest.to_string()
