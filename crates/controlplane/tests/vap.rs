@@ -448,6 +448,42 @@ async fn failure_policy_on_evaluation_errors() {
     allowed(&c, &["create", "-f", "-"], Some(&cm("b", "lenient"))).await;
     // Neither selector matches: untouched.
     allowed(&c, &["create", "-f", "-"], Some(&cm("c", "other"))).await;
+    // Configuration errors (a paramKind not served) follow the failure policy too.
+    for (name, fp) in [("unknown-kind", "Fail"), ("unknown-kind-ignored", "Ignore")] {
+        create(
+            &c,
+            policy(
+                &format!("{name}.example.com"),
+                json!({"failurePolicy": fp,
+                       "paramKind": {"apiVersion": "example.com/v1", "kind": "Nope"},
+                       "matchConstraints": {
+                           "objectSelector": {"matchLabels": {"policy": name}},
+                           "resourceRules": configmaps_rule()["resourceRules"]},
+                       "validations": [{"expression": "true"}]}),
+            ),
+        )
+        .await;
+        create(
+            &c,
+            binding(
+                &format!("{name}-binding.example.com"),
+                json!({"policyName": format!("{name}.example.com"), "validationActions": ["Deny"],
+                       "paramRef": {"name": "x", "parameterNotFoundAction": "Allow"}}),
+            ),
+        )
+        .await;
+    }
+    let err = refused(&c, &["create", "-f", "-"], Some(&cm("e", "unknown-kind"))).await;
+    assert!(
+        err.contains("with binding 'unknown-kind-binding.example.com' denied request: failed to configure binding: paramKind kind `&ParamKind{APIVersion:example.com/v1,Kind:Nope,}` not known"),
+        "{err}"
+    );
+    allowed(
+        &c,
+        &["create", "-f", "-"],
+        Some(&cm("f", "unknown-kind-ignored")),
+    )
+    .await;
     // A binding whose policy does not exist does nothing.
     create(
         &c,
@@ -473,4 +509,18 @@ async fn policies_that_do_not_compile_are_refused() {
         err.contains("spec.validations[0].expression: Invalid value: \"object.spec.replicas <=\": compilation failed"),
         "{err}"
     );
+    let bad_binding = binding(
+        "bad-binding.example.com",
+        json!({"policyName": "p", "validationActions": ["Deny", "Deny", "Block"],
+               "paramRef": {"name": "a", "selector": {}}}),
+    );
+    let err = refused(&c, &["create", "-f", "-"], Some(&bad_binding.to_string())).await;
+    for want in [
+        "spec.validationActions[1]: Duplicate value: \"Deny\"",
+        "spec.validationActions[2]: Unsupported value: \"Block\"",
+        "spec.paramRef.name: Forbidden: name and selector are mutually exclusive",
+        "spec.paramRef.parameterNotFoundAction: Required value",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
 }

@@ -253,32 +253,23 @@ fn evaluate(
         let (reason, _) = reason_code(text(v, "reason"));
         match run(expr, &ctx) {
             Ok(cel::Value::Bool(true)) => {}
-            Ok(cel::Value::Bool(false)) => {
+            // Anything but true denies (upstream's `EvalResult != celtypes.True`).
+            Ok(_) => {
                 let by_expr = text(v, "messageExpression");
                 let computed = (!by_expr.is_empty())
                     .then(|| run(by_expr, &ctx).ok())
                     .flatten()
                     .and_then(|m| match m {
-                        cel::Value::String(s) if !s.trim().is_empty() && !s.contains('\n') => {
-                            Some(s.trim().to_string())
-                        }
+                        cel::Value::String(s) => Some(s.trim().to_string()),
                         _ => None,
-                    });
-                let message = computed.unwrap_or_else(|| match text(v, "message") {
+                    })
+                    // Empty, over 5 KiB or several lines: the static message instead.
+                    .filter(|m| !m.is_empty() && m.len() <= 5 * 1024 && !m.contains('\n'));
+                let message = computed.unwrap_or_else(|| match text(v, "message").trim() {
                     "" => format!("failed expression: {}", expr.trim()),
                     m => m.to_string(),
                 });
                 out.push(Decision { message, reason });
-            }
-            Ok(_) => {
-                if fail {
-                    out.push(Decision {
-                        message: format!(
-                            "expression '{expr}' resulted in error: validation expression must evaluate to bool"
-                        ),
-                        reason: "Invalid",
-                    });
-                }
             }
             Err(e) => {
                 if fail {

@@ -461,6 +461,17 @@ fn validate_policy(spec: &Value, causes: &mut Vec<Cause>) {
             true,
             causes,
         );
+        if let Some(r) = v.get("reason").and_then(Value::as_str) {
+            const REASONS: [&str; 4] = [
+                "Unauthorized",
+                "Forbidden",
+                "Invalid",
+                "RequestEntityTooLarge",
+            ];
+            if !REASONS.contains(&r) {
+                causes.push(super::unsupported(&format!("{f}.reason"), r, &REASONS));
+            }
+        }
         validate_cel(
             v.get("messageExpression"),
             &format!("{f}.messageExpression"),
