@@ -634,6 +634,8 @@ fn start_agents(
     rec: &ClusterRecord,
     exe: &Path,
 ) -> Result<(), ProviderError> {
+    // All supervisors first, then wait for each agent: their start-ups overlap.
+    let mut starting = vec![];
     for node in &rec.nodes {
         let pidfile = layout.pidfile(&node.name);
         if process::running(&pidfile).is_some() {
@@ -646,7 +648,12 @@ fn start_agents(
             pidfile,
             netns: Some(network::netns_path(&node.netns)),
         };
-        process::start_supervised(&spec)
+        let s = process::begin_supervised(&spec)
+            .map_err(|e| err(&format!("failed to start the agent of {}", node.name), e))?;
+        starting.push((node, s));
+    }
+    for (node, s) in starting {
+        s.wait()
             .map_err(|e| err(&format!("failed to start the agent of {}", node.name), e))?;
     }
     Ok(())
