@@ -152,6 +152,19 @@ async fn kubectl_top_with_the_agents_numbers() {
         String::from_utf8_lossy(&up.stderr),
         c.logs()
     );
+    // nodes/proxy to the real agent's kubelet port (as the API server's kubelet client, its
+    // serving certificate verified): what `kubectl get --raw` users and metrics tools read.
+    let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let raw =
+        |path: &str| c.kubectl_ok(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy{path}")]);
+    assert_eq!(raw("/healthz"), "ok");
+    let summary: serde_json::Value =
+        serde_json::from_str(&raw("/stats/summary")).expect("stats/summary is JSON");
+    assert_eq!(summary["node"]["nodeName"], node.as_str(), "{summary}");
+    assert!(
+        raw("/metrics/resource").contains("node_cpu_usage_seconds_total"),
+        "metrics/resource"
+    );
     let pki = c.state_dir().join("controlplane/pki");
     let usage = metrics_apiserver::Usage::Scrape {
         cert_pem: std::fs::read_to_string(pki.join("admin.crt")).expect("admin.crt"),
