@@ -446,6 +446,33 @@ async fn failure_policy_on_evaluation_errors() {
         "{err}"
     );
     allowed(&c, &["create", "-f", "-"], Some(&cm("b", "lenient"))).await;
+    // A variable that fails is reported by the validation that uses it.
+    create(
+        &c,
+        policy(
+            "bad-variable.example.com",
+            json!({"matchConstraints": {
+                       "objectSelector": {"matchLabels": {"policy": "bad-variable"}},
+                       "resourceRules": configmaps_rule()["resourceRules"]},
+                   "variables": [{"name": "missing", "expression": "object.data.absent"}],
+                   "validations": [{"expression": "variables.missing == 'x'"}]}),
+        ),
+    )
+    .await;
+    create(
+        &c,
+        binding(
+            "bad-variable-binding.example.com",
+            json!({"policyName": "bad-variable.example.com", "validationActions": ["Deny"]}),
+        ),
+    )
+    .await;
+    let err = refused(&c, &["create", "-f", "-"], Some(&cm("g", "bad-variable"))).await;
+    assert!(
+        err.contains("denied request: expression 'variables.missing == 'x'' resulted in error: ")
+            && err.contains("absent"),
+        "{err}"
+    );
     // Neither selector matches: untouched.
     allowed(&c, &["create", "-f", "-"], Some(&cm("c", "other"))).await;
     // Configuration errors (a paramKind not served) follow the failure policy too.

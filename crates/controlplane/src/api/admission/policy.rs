@@ -226,21 +226,37 @@ fn evaluate(
         return Err(cond_errors.join(", "));
     }
 
-    // Variables in order, each seeing the ones before it; a failed one is left out.
+    // Variables in order, each seeing the ones before it. A failed one is left out and its
+    // error kept: upstream evaluates variables lazily, so the error is only seen by an
+    // expression that uses the variable, and is reported as that expression's.
+    let mut var_errors: Vec<(String, String)> = Vec::new();
     for v in spec
         .get("variables")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        if let Ok(val) = run(text(v, "expression"), &ctx) {
-            vars.insert(
-                cel::objects::Key::String(Arc::new(text(v, "name").to_string())),
-                val,
-            );
-            ctx.add_variable_from_value("variables", cel_map(vars.clone()));
+        let name = text(v, "name");
+        let expr = text(v, "expression");
+        let out = conditions::compile(expr).and_then(|p| match p.execute(&ctx) {
+            Ok(val) => Ok(val),
+            Err(e) => Err(e.to_string()),
+        });
+        match out {
+            Ok(val) => {
+                vars.insert(cel::objects::Key::String(Arc::new(name.to_string())), val);
+                ctx.add_variable_from_value("variables", cel_map(vars.clone()));
+            }
+            Err(e) => var_errors.push((name.to_string(), e)),
         }
     }
+    let explain = |expr: &str, e: String| -> String {
+        var_errors
+            .iter()
+            .find(|(n, _)| expr.contains(&format!("variables.{n}")))
+            .map(|(_, ve)| format!("expression '{expr}' resulted in error: {ve}"))
+            .unwrap_or(e)
+    };
 
     let mut out = Vec::new();
     for v in spec
@@ -274,7 +290,7 @@ fn evaluate(
             Err(e) => {
                 if fail {
                     out.push(Decision {
-                        message: e,
+                        message: explain(expr, e),
                         reason: "Invalid",
                     });
                 }
