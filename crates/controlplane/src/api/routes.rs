@@ -405,6 +405,24 @@ mod tests {
             ("GET ^/scale", "deployments/scale GetScale get"),
             ("PUT ^/scale", "deployments/scale UpdateScale update"),
             ("PATCH ^/scale", "deployments/scale PatchScale patch"),
+            // nodes/proxy: any path below, the verb by method.
+            (
+                "GET /api/v1/nodes/n/proxy",
+                "nodes/proxy Proxy(\"get\") get",
+            ),
+            (
+                "HEAD /api/v1/nodes/n:10255/proxy/metrics",
+                "nodes/proxy Proxy(\"get\") get",
+            ),
+            (
+                "POST /api/v1/nodes/n/proxy/a/b/c",
+                "nodes/proxy Proxy(\"create\") create",
+            ),
+            (
+                "DELETE /api/v1/nodes/n/proxy/pods",
+                "nodes/proxy Proxy(\"delete\") delete",
+            ),
+            ("TRACE /api/v1/nodes/n/proxy/x", "405"),
             // Namespaces' own subresources are not namespace prefixes.
             (
                 "PUT /api/v1/namespaces/ns/finalize",

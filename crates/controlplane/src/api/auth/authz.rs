@@ -6,9 +6,11 @@
 //! only when a pod bound to it references it (never list or watch them),
 //! request service-account tokens only bound to its own pods, write only its
 //! own Node (labels as NodeRestriction allows) and Lease, the pods bound to
-//! it and CSRs; everyone else gets what RBAC bindings grant (`rbac.rs`). Writes of RBAC objects are also checked for
-//! escalation ([`check_escalation`]). Refusals are kube-apiserver's 403
-//! Status ([`check`], [`check_token_request`], [`check_url`]).
+//! it and CSRs (the pods' references come from `node_graph.rs`, kept from the
+//! pods' watch), never `nodes/proxy`; everyone else gets what RBAC bindings
+//! grant (`rbac.rs`). Writes of RBAC objects are also checked for escalation
+//! ([`check_escalation`]). Refusals are kube-apiserver's 403 Status
+//! ([`check`], [`check_token_request`], [`check_url`]).
 
 use super::authn::User;
 use super::node_graph::{self, NodeGraph, RefKind};
@@ -704,6 +706,28 @@ mod tests {
     /// The chain without RBAC bindings (none exist in these tests).
     fn authorize(user: &User, a: &Attributes) -> bool {
         user.is_admin() || node_authorize(user, a, None)
+    }
+
+    #[test]
+    fn nodes_may_not_use_nodes_proxy() {
+        let n1 = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let node = json!({"metadata": {"name": "n1"}});
+        for verb in ["get", "create"] {
+            let a = Attributes {
+                verb,
+                resource: crate::registry::nodes(),
+                subresource: Some("proxy"),
+                namespace: None,
+                name: "n1",
+                existing: Some(&node),
+                incoming: None,
+                related: None,
+            };
+            assert!(!authorize(&n1, &a), "{verb} its own nodes/proxy");
+        }
     }
 
     #[test]
