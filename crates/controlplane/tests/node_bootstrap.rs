@@ -924,6 +924,16 @@ async fn kubelet_calls_use_their_identity_and_verify_the_kubelet() {
             stderr.contains("certificate") || stderr.contains("x509"),
             "{why}: {stderr}"
         );
+        // nodes/proxy is verified the same way.
+        let out = c
+            .kubectl(&["get", "--raw", "/api/v1/nodes/k1/proxy/healthz"])
+            .await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "nodes/proxy, {why}: {stdout}");
+        assert!(
+            stderr.contains("error trying to reach service") && stderr.contains("certificate"),
+            "nodes/proxy, {why}: {stderr}"
+        );
     }
     assert_eq!(
         seen.lock().expect("seen").len(),
