@@ -423,3 +423,88 @@ pub(crate) fn admit(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decisions(spec: Value, object: Value) -> Vec<(String, &'static str)> {
+        let policy = json!({"metadata": {"name": "p"}, "spec": spec});
+        let request = json!({"operation": "CREATE", "namespace": "ns",
+                             "object": object, "oldObject": null});
+        evaluate(
+            &policy,
+            &request,
+            &json!({"max": 2}),
+            &json!({"metadata": {"name": "ns"}}),
+        )
+        .expect("evaluates")
+        .into_iter()
+        .map(|d| (d.message, d.reason))
+        .collect()
+    }
+
+    #[test]
+    fn messages_reasons_and_failures_as_upstream() {
+        let obj = json!({"spec": {"replicas": 3}});
+        let v = |validation: Value| json!({"validations": [validation]});
+        // No message: the trimmed expression; reason Invalid.
+        assert_eq!(
+            decisions(
+                v(json!({"expression": " object.spec.replicas <= params.max "})),
+                obj.clone()
+            ),
+            vec![(
+                "failed expression: object.spec.replicas <= params.max".into(),
+                "Invalid"
+            )]
+        );
+        // messageExpression wins; an empty or failing one falls back to message.
+        assert_eq!(
+            decisions(
+                v(
+                    json!({"expression": "false", "reason": "Forbidden", "message": "static",
+                         "messageExpression": "'at most ' + string(params.max)"})
+                ),
+                obj.clone()
+            ),
+            vec![("at most 2".into(), "Forbidden")]
+        );
+        for bad in ["'  '", "object.nope", "'a\\nb'", "1"] {
+            assert_eq!(
+                decisions(
+                    v(
+                        json!({"expression": "false", "message": " static ", "messageExpression": bad})
+                    ),
+                    obj.clone()
+                ),
+                vec![("static".into(), "Invalid")],
+                "{bad}"
+            );
+        }
+        // True admits; an error is a decision under Fail and nothing under Ignore.
+        assert!(decisions(
+            v(json!({"expression": "namespaceObject.metadata.name == request.namespace"})),
+            obj.clone()
+        )
+        .is_empty());
+        let err = decisions(
+            v(json!({"expression": "object.spec.nope == 1"})),
+            obj.clone(),
+        );
+        assert!(
+            err[0]
+                .0
+                .starts_with("expression 'object.spec.nope == 1' resulted in error"),
+            "{err:?}"
+        );
+        let mut spec = v(json!({"expression": "object.spec.nope == 1"}));
+        spec["failurePolicy"] = json!("Ignore");
+        assert!(decisions(spec, obj.clone()).is_empty());
+        // A false match condition skips the validations.
+        let mut spec = v(json!({"expression": "false"}));
+        spec["matchConditions"] =
+            json!([{"name": "never", "expression": "object.spec.replicas > 10"}]);
+        assert!(decisions(spec, obj).is_empty());
+    }
+}
