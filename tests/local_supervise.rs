@@ -276,7 +276,7 @@ fn killed_components_are_restarted_and_recorded() {
     // as systemd's Restart=always does. Its second restart waits 2 s (the back-off doubled).
     let agent = agent2;
     kill(agent, libc::SIGTERM);
-    restarted(&c, &node, agent);
+    let agent3 = restarted(&c, &node, agent);
     let log =
         std::fs::read_to_string(c.state_dir().join(format!("logs/{node}.log"))).expect("agent log");
     let me = std::process::id();
@@ -293,8 +293,9 @@ fn killed_components_are_restarted_and_recorded() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     assert!(
-        text.contains(&format!("agent {node}: running"))
-            && text.contains("restarted 2×, last exit: exited with code 0 at "),
+        text.contains(&format!(
+            "agent {node}: running (pid {agent3}, restarted 2×, last exit: exited with code 0 at "
+        )),
         "{text}"
     );
     assert!(

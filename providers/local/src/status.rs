@@ -58,22 +58,23 @@ impl Supervision {
 
     /// "running (restarted 2×, last exit: killed by SIGKILL at 01:02:03 UTC)".
     fn describe(&self, pid: Option<i32>) -> String {
-        let mut s = match (pid, self.restarting_in_seconds) {
-            (Some(p), _) => format!("running (pid {p}"),
-            (None, Some(w)) if self.supervisor_pid.is_some() => {
-                format!("restarting in {w:.0}s (")
+        let mut parts = vec![];
+        let state = match (pid, self.restarting_in_seconds) {
+            (Some(p), _) => {
+                parts.push(format!("pid {p}"));
+                "running".to_string()
             }
-            _ => "stopped (".to_string(),
+            (None, Some(w)) if self.supervisor_pid.is_some() => format!("restarting in {w:.0}s"),
+            _ => "stopped".to_string(),
         };
-        s.push_str(&format!("restarted {}×", self.restarts));
+        parts.push(format!("restarted {}×", self.restarts));
         if let Some(e) = &self.last_exit {
-            s.push_str(&format!(", last exit: {}", e.describe()));
+            parts.push(format!("last exit: {}", e.describe()));
         }
         if self.supervisor_pid.is_none() {
-            s.push_str(", not supervised");
+            parts.push("not supervised".into());
         }
-        s.push(')');
-        s
+        format!("{state} ({})", parts.join(", "))
     }
 }
 
