@@ -91,6 +91,24 @@ async fn docs_example_denies_in_selected_namespaces() {
     )
     .await;
 
+    // Defaults as upstream's SetDefaults_ValidatingAdmissionPolicySpec / _MatchResources.
+    let stored: Value = serde_json::from_str(
+        &c.ok(&[
+            "get",
+            "validatingadmissionpolicy",
+            "demo-policy.example.com",
+            "-o",
+            "json",
+        ])
+        .await,
+    )
+    .expect("json");
+    let mc = &stored["spec"]["matchConstraints"];
+    assert_eq!(stored["spec"]["failurePolicy"], "Fail", "{stored}");
+    assert_eq!(mc["matchPolicy"], "Equivalent", "{stored}");
+    assert_eq!(mc["namespaceSelector"], json!({}), "{stored}");
+    assert_eq!(mc["objectSelector"], json!({}), "{stored}");
+    assert_eq!(mc["resourceRules"][0]["scope"], "*", "{stored}");
     // The docs' refusal text, prefixed as admission.NewForbidden words it.
     let err = refused(
         &c,

@@ -8,7 +8,7 @@
 use crate::api::defaults::dns1123_subdomain;
 use crate::api::error::{cause, Cause};
 use crate::registry::ResourceDef;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const URL_FORM: &str = "; desired format: https://host[/path]";
 
@@ -580,6 +580,53 @@ fn validate_binding(spec: &Value, causes: &mut Vec<Cause>) {
                 &["Allow", "Deny"],
             )),
         }
+    }
+}
+
+/// `SetDefaults_MatchResources` and `SetDefaults_Rule` (v1).
+fn default_match_resources(mr: &mut Value) {
+    let Some(m) = mr.as_object_mut() else {
+        return;
+    };
+    m.entry("matchPolicy")
+        .or_insert_with(|| json!("Equivalent"));
+    m.entry("namespaceSelector").or_insert_with(|| json!({}));
+    m.entry("objectSelector").or_insert_with(|| json!({}));
+    for key in ["resourceRules", "excludeResourceRules"] {
+        for rule in m
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object_mut)
+        {
+            rule.entry("scope").or_insert_with(|| json!("*"));
+        }
+    }
+}
+
+/// Defaults of admission policies and their bindings (webhook configurations' are in
+/// `networking.rs`).
+pub(super) fn defaults(rd: &ResourceDef, obj: &mut Value) {
+    if rd.group != "admissionregistration.k8s.io" {
+        return;
+    }
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    match rd.kind {
+        "ValidatingAdmissionPolicy" => {
+            spec.entry("failurePolicy").or_insert_with(|| json!("Fail"));
+            if let Some(mc) = spec.get_mut("matchConstraints") {
+                default_match_resources(mc);
+            }
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            if let Some(mr) = spec.get_mut("matchResources") {
+                default_match_resources(mr);
+            }
+        }
+        _ => {}
     }
 }
 

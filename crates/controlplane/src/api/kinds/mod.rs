@@ -25,6 +25,7 @@ pub(crate) fn defaults(rd: &ResourceDef, obj: &mut Value) {
     workloads::defaults(rd, obj);
     policy::defaults(rd, obj);
     networking::defaults(rd, obj);
+    admissionregistration::defaults(rd, obj);
 }
 
 /// On create, after defaults: a client-sent status is dropped for every
