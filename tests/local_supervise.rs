@@ -311,6 +311,30 @@ fn killed_components_are_restarted_and_recorded() {
         },
     );
 
+    // SIGTERM to the control plane: it logs the sender too, shuts down cleanly (exit 0) and is
+    // back after its (doubled) back-off, objects intact.
+    let cp = c.pid("controlplane").expect("control plane pid");
+    kill(cp, libc::SIGTERM);
+    restarted(&c, "controlplane", cp);
+    let log = std::fs::read_to_string(c.state_dir().join("logs/controlplane.log"))
+        .expect("control plane log");
+    assert!(
+        log.contains(&format!("received SIGTERM from pid {me}")),
+        "control plane log does not name the sender {me}:\n{log}"
+    );
+    let cm = wait_for(
+        "the API answers after SIGTERM",
+        Duration::from_secs(60),
+        || c.json(&["get", "configmap", "keep"]),
+    );
+    assert_eq!(cm["data"]["k"], "v");
+    let st = c.status_json();
+    assert_eq!(st["controlplane_supervisor"]["restarts"], 2, "{st:#}");
+    assert_eq!(
+        st["controlplane_supervisor"]["lastExit"]["code"], 0,
+        "{st:#}"
+    );
+
     // down: supervisors first, then everything; nothing of the cluster keeps running.
     let out = c.rktup_ok(&["local", "down", "--name", &c.name]);
     assert!(
