@@ -131,7 +131,7 @@ fn definitions(crd: &Value) -> Vec<(String, Box<dyn FnOnce() -> ResourceDef + '_
     {
         return Vec::new();
     }
-    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    let versions: &[Value] = spec["versions"].as_array().map_or(&[], Vec::as_slice);
     let storage = versions
         .iter()
         .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
@@ -143,20 +143,18 @@ fn definitions(crd: &Value) -> Vec<(String, Box<dyn FnOnce() -> ResourceDef + '_
         if v.get("served").and_then(Value::as_bool) != Some(true) {
             continue;
         }
-        let version = str_at(&v, "/name").to_string();
+        let version = str_at(v, "/name").to_string();
         if version.is_empty() {
             continue;
         }
-        // Everything the definition is built from, so an unchanged CRD re-uses it.
-        let key = serde_json::json!([
-            crd_name,
-            storage,
-            spec["names"],
-            spec["scope"],
-            spec["preserveUnknownFields"],
-            v
-        ])
-        .to_string();
+        // What identifies the spec the definition is built from, so an unchanged CRD re-uses
+        // it: its uid and generation (bumped by every spec change; not by status writes, which
+        // would otherwise re-serialise every schema), else the spec itself.
+        let uid = str_at(crd, "/metadata/uid");
+        let key = match crd.pointer("/metadata/generation").and_then(Value::as_i64) {
+            Some(generation) if !uid.is_empty() => format!("{uid}/{generation}/{version}"),
+            _ => serde_json::json!([crd_name, storage, spec, version]).to_string(),
+        };
         let (crd_name, storage) = (crd_name.clone(), storage.clone());
         out.push((
             key,
