@@ -158,7 +158,7 @@ fn definitions(crd: &Value) -> Vec<(String, Box<dyn FnOnce() -> ResourceDef + '_
         let (crd_name, storage) = (crd_name.clone(), storage.clone());
         out.push((
             key,
-            Box::new(move || build(spec, &v, &version, crd_name, storage)),
+            Box::new(move || build(spec, v, &version, crd_name, storage)),
         ));
     }
     out
