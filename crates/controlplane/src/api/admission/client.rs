@@ -13,7 +13,6 @@ use crate::registry;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use rand::seq::IndexedRandom;
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -106,76 +105,30 @@ pub(crate) fn target(core: &Core, hook: &Value) -> Result<Target, String> {
 }
 
 /// A Service's port to a ready endpoint, as kube-apiserver's endpoint resolver
-/// (`--enable-aggregator-routing`) does. Upstream's default dials the ClusterIP; here the
-/// control plane runs on the host, where ClusterIPs are not routed (each node's service
-/// proxy translates them inside its own network namespace), so the endpoint is dialed.
+/// (`--enable-aggregator-routing`) does — the aggregator's resolver, shared. Upstream's default
+/// dials the ClusterIP; here the control plane runs on the host, where ClusterIPs are not routed
+/// (each node's service proxy translates them inside its own network namespace), so the endpoint
+/// is dialed. An ExternalName Service is dialed at its name (webhooks allow it; the aggregator
+/// does not).
 fn resolve_service(core: &Core, ns: &str, name: &str, port: u16) -> Result<(String, u16), String> {
-    let svc_rd = registry::find("", "v1", "services").ok_or("services are not served")?;
-    let svc = core
-        .get_stored(svc_rd, Some(ns), name)
-        .ok_or_else(|| format!("service \"{name}\" not found"))?;
-    let svc = &*svc.object;
-    if svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
-        let ext = svc
-            .pointer("/spec/externalName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        return Ok((ext.to_string(), port));
-    }
-    let sp = svc
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
-        })
-        .ok_or_else(|| format!("no service port {port} found for service \"{name}\""))?;
-    let port_name = sp.get("name").and_then(Value::as_str).unwrap_or("");
-    let slices_rd = registry::find("discovery.k8s.io", "v1", "endpointslices")
-        .ok_or("endpointslices are not served")?;
-    let (slices, _) = core.store.list(&slices_rd.key_prefix(Some(ns)));
-    let mut ready = Vec::new();
-    for s in &slices {
-        let slice = &*s.object;
-        if slice.pointer("/metadata/labels/kubernetes.io~1service-name") != Some(&Value::from(name))
-        {
-            continue;
+    use crate::api::aggregator::{resolve_service, ResolveError};
+    match resolve_service(core, ns, name, i32::from(port)) {
+        Ok(addr) => Ok((addr.ip().to_string(), addr.port())),
+        Err(ResolveError::ExternalName { .. }) => {
+            let svc_rd = registry::find("", "v1", "services").ok_or("services are not served")?;
+            let ext = core
+                .get_stored(svc_rd, Some(ns), name)
+                .and_then(|s| {
+                    s.object
+                        .pointer("/spec/externalName")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .unwrap_or_default();
+            Ok((ext, port))
         }
-        let Some(p) = slice
-            .get("ports")
-            .and_then(Value::as_array)
-            .and_then(|ps| {
-                ps.iter()
-                    .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
-            })
-            .and_then(|p| p.get("port").and_then(Value::as_u64))
-        else {
-            continue;
-        };
-        for ep in slice
-            .get("endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            // Ready unless said otherwise (EndpointSlice semantics).
-            if ep.pointer("/conditions/ready").and_then(Value::as_bool) == Some(false) {
-                continue;
-            }
-            if let Some(addr) = ep
-                .get("addresses")
-                .and_then(Value::as_array)
-                .and_then(|a| a.first())
-                .and_then(Value::as_str)
-            {
-                ready.push((addr.to_string(), p as u16));
-            }
-        }
+        Err(e) => Err(e.to_string()),
     }
-    ready
-        .choose(&mut rand::rng())
-        .cloned()
-        .ok_or_else(|| format!("no endpoints available for service \"{name}\""))
 }
 
 /// TLS configs by CA bundle: building one parses the bundle, so they are kept.
