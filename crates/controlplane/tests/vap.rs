@@ -569,3 +569,77 @@ async fn policies_that_do_not_compile_are_refused() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+/// Benchmark (ignored by default; `cargo test --release --test vap -- --ignored --nocapture
+/// bench`): ConfigMap creates through kube-rs with no binding, with a policy whose
+/// selector does not match, and with one that evaluates two validations, a variable and a
+/// ConfigMap param on every create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_policy_overhead() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(500);
+    let c = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(c.admin().await, "default");
+    let run = |label: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut lat = Vec::with_capacity(rounds);
+            for i in 0..rounds {
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": format!("{label}-{i}"), "labels": {"bench": label}},
+                    "data": {"k": "v"}}))
+                .expect("configmap");
+                let t = std::time::Instant::now();
+                api.create(&PostParams::default(), &cm)
+                    .await
+                    .expect("created");
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+            println!(
+                "vap-bench {label:<10} n={rounds} p50={:.2}ms p99={:.2}ms",
+                p(0.50).as_secs_f64() * 1e3,
+                p(0.99).as_secs_f64() * 1e3
+            );
+        }
+    };
+    run("none").await;
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &configmap("default", "limits", json!({"max": "10"})),
+    )
+    .await;
+    create(
+        &c,
+        policy(
+            "bench.example.com",
+            json!({"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                   "matchConstraints": {
+                       "objectSelector": {"matchLabels": {"bench": "policy"}},
+                       "resourceRules": configmaps_rule()["resourceRules"]},
+                   "variables": [{"name": "n", "expression": "size(object.data)"}],
+                   "validations": [
+                       {"expression": "variables.n <= int(params.data.max)"},
+                       {"expression": "object.metadata.name.startsWith('policy')"}]}),
+        ),
+    )
+    .await;
+    create(
+        &c,
+        binding(
+            "bench-binding.example.com",
+            json!({"policyName": "bench.example.com", "validationActions": ["Deny"],
+                   "paramRef": {"name": "limits", "namespace": "default",
+                                "parameterNotFoundAction": "Deny"}}),
+        ),
+    )
+    .await;
+    run("unmatched").await;
+    run("policy").await;
+}
