@@ -468,7 +468,9 @@ fn main() -> ExitCode {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        return match rktup_local::supervise::parse(&rest).and_then(|a| rktup_local::supervise::run(&a)) {
+        return match rktup_local::supervise::parse(&rest)
+            .and_then(|a| rktup_local::supervise::run(&a))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

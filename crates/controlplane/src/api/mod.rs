@@ -1,15 +1,15 @@
 //! The Kubernetes API layer: HTTP handlers over the object layer. The map
 //! of its modules is in the crate's README ("The api/ modules").
 
-pub mod aggregator;
 pub mod admission;
+pub mod aggregator;
 pub mod auth;
+pub(crate) mod convert;
+pub(crate) mod custom;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod fields;
-pub(crate) mod convert;
-pub(crate) mod custom;
 mod handlers;
 mod kinds;
 mod kubelet;

@@ -556,7 +556,11 @@ impl Core {
     }
 
     /// No custom resource is created while its CRD is being deleted.
-    fn check_crd_not_terminating(&self, rd: &ResourceDef, c: &registry::CustomDef) -> ApiResult<()> {
+    fn check_crd_not_terminating(
+        &self,
+        rd: &ResourceDef,
+        c: &registry::CustomDef,
+    ) -> ApiResult<()> {
         let crds = registry::find("apiextensions.k8s.io", "v1", "customresourcedefinitions");
         let terminating = crds
             .and_then(|crds| self.store.get(&crds.key(None, &c.crd_name)))
@@ -1080,8 +1084,7 @@ impl Core {
         else {
             return Ok(new);
         };
-        let mut out =
-            self.merge_update(admit.rd, old, mutated, admit.subresource.as_deref())?;
+        let mut out = self.merge_update(admit.rd, old, mutated, admit.subresource.as_deref())?;
         match new.pointer("/metadata/managedFields") {
             Some(mf) => out["metadata"]["managedFields"] = mf.clone(),
             None => {
@@ -1375,16 +1378,7 @@ impl Core {
                 "PatchOptions",
             );
             let new = self.mutate_update(&admit, &cur, new, ctx)?;
-            match self.commit_update(
-                rd,
-                &key,
-                name,
-                &cur,
-                new,
-                current.revision,
-                ctx,
-                &admit,
-            ) {
+            match self.commit_update(rd, &key, name, &cur, new, current.revision, ctx, &admit) {
                 Err(e) if e.reason == "Conflict" && prv.is_empty() => continue,
                 other => return other,
             }
@@ -1463,10 +1457,7 @@ impl Core {
                 }
                 _ => {}
             }
-            if is_crd(rd)
-                && !already
-                && !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER)
-            {
+            if is_crd(rd) && !already && !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
                 // A CRD's objects are deleted before it (the CRD finalizing controller).
                 finalizers.push(CRD_CLEANUP_FINALIZER.into());
             }

@@ -96,7 +96,10 @@ impl ApiServer {
         // An aggregated group version goes to its backend, which authorizes (upstream's
         // aggregator only requires an authenticated user).
         if let Some(apiservice) = self.aggregator.target(&self.core, &segs) {
-            return self.aggregator.proxy(&self.core, &apiservice, &user, req).await;
+            return self
+                .aggregator
+                .proxy(&self.core, &apiservice, &user, req)
+                .await;
         }
         if let Route::Document(_) = route {
             let verb = match *req.method() {

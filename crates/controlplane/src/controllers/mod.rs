@@ -5,8 +5,8 @@
 
 pub(crate) mod apiservice;
 pub(crate) mod clusterrole_aggregation;
-pub(crate) mod cronjob;
 mod crd;
+pub(crate) mod cronjob;
 mod csr_approving;
 pub mod csr_signing;
 mod daemonset;

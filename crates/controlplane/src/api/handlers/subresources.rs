@@ -51,16 +51,18 @@ impl ApiServer {
         let rv = meta_str(&wanted, "resourceVersion").to_string();
         let mut ctx = c.r.write_ctx();
         // Written as the `scale` subresource: admission webhooks match it as `<resource>/scale`.
-        let updated = self.core.modify(rd, c.t.ns, name, Some("scale"), &mut ctx, |o| {
-            let mut o = o.clone();
-            if !rv.is_empty() && meta_str(&o, "resourceVersion") != rv {
-                return Err(ApiError::conflict(rd, name));
-            }
-            if !crate::api::custom::set_replicas(rd, &mut o, replicas) {
-                o["spec"]["replicas"] = json!(replicas);
-            }
-            Ok(o)
-        })?;
+        let updated = self
+            .core
+            .modify(rd, c.t.ns, name, Some("scale"), &mut ctx, |o| {
+                let mut o = o.clone();
+                if !rv.is_empty() && meta_str(&o, "resourceVersion") != rv {
+                    return Err(ApiError::conflict(rd, name));
+                }
+                if !crate::api::custom::set_replicas(rd, &mut o, replicas) {
+                    o["spec"]["replicas"] = json!(replicas);
+                }
+                Ok(o)
+            })?;
         Ok(json_response(StatusCode::OK, &scale_of(rd, &updated)))
     }
 
