@@ -66,4 +66,40 @@ if ! "$venv/bin/python" -c 'import moto, googleapiclient' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
-cargo test --workspace --locked "$@"
+# Every test binary runs even when an earlier one fails (--no-fail-fast), its output streamed as
+# it comes; a copy goes to a temporary file, from which the last line sums up cargo's
+# `test result:` lines (unit tests, integration tests and doctests alike) and names the test
+# binaries that failed, including those that crashed or did not build and so printed no result.
+log=$(mktemp "${TMPDIR:-/tmp}/rktup-test.XXXXXX")
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+summary=$(awk -v status="$status" '
+  /^test result: / {
+    binaries++
+    for (i = 1; i <= NF; i++) {
+      v = $(i - 1) + 0
+      if ($i ~ /^passed;?$/) passed += v
+      else if ($i ~ /^failed;?$/) failed += v
+      else if ($i ~ /^ignored;?$/) ignored += v
+    }
+  }
+  # --no-fail-fast ends with "error: N targets failed:" and one indented `-p … --test …` per target.
+  /^error: [0-9]+ targets? failed:/ { listing = 1; next }
+  listing && /^ +`/ { gsub(/^ +|`/, ""); targets = targets (targets ? ", " : "") $0; nfailed++; next }
+  listing { listing = 0 }
+  END {
+    verdict = (status == 0 && failed == 0) ? "ok" : "FAILED"
+    line = sprintf("test.sh: %s. %d passed; %d failed; %d ignored (%d test binaries reported)",
+                   verdict, passed, failed, ignored, binaries)
+    if (nfailed) line = line sprintf("; %d failed: %s", nfailed, targets)
+    else if (status != 0) line = line sprintf("; cargo exited with status %d", status)
+    print line
+  }' "$log")
+echo
+echo "$summary"
+if [ "$status" -ne 0 ] || [[ $summary != "test.sh: ok."* ]]; then
+  exit 1
+fi
