@@ -1,11 +1,26 @@
-//! Test harness shared by the runtime and agent integration tests. Everything is real: images are
-//! built with `umoci` from Debian's busybox-static, served by Debian's `docker-registry` started on
-//! 127.0.0.1 with a free port, and copied there with `skopeo`.
+//! The one test kit of the workspace. Everything is real: images are built with `umoci` from
+//! Debian's busybox-static, served by Debian's `docker-registry` started on 127.0.0.1 with a free
+//! port, and copied there with `skopeo`; kubectl is the real one.
+//!
+//! The crate root holds what every crate's tests share (no heavy dependencies); each domain has a
+//! module behind the feature of the same name, so a crate's tests compile only what they use:
+//! [`controlplane`] (a control plane in-process, kubectl, stand-in nodes and kubelets, the
+//! metrics.k8s.io test server), [`agent`] (a real `rktup agent` node), [`proxy`] (a node's network
+//! namespaces) and [`aws`] (the moto sandbox).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "agent")]
+pub mod agent;
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "controlplane")]
+pub mod controlplane;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 
 /// Run a command, panicking with its output if it fails.
 pub fn sh(cmd: &mut Command) -> String {
@@ -21,6 +36,52 @@ pub fn sh(cmd: &mut Command) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command to its end with `input` on its stdin (none: stdin is null), stdout and stderr
+/// captured.
+pub fn output_with_input(cmd: &mut Command, input: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to run {cmd:?}: {e}"));
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{cmd:?} output: {e}"))
+}
+
+/// The real kubectl.
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Where test.sh puts kubectl 1.20 (Debian bookworm's `kubernetes-client`, unpacked beside the
+/// current kubectl: `dpkg-deb -x kubernetes-client_*.deb /opt/kubectl-1.20`, since installing it
+/// would replace /usr/bin/kubectl): the protocols and formats older clients still use (SPDY/3.1
+/// over a POST upgrade, OpenAPI v2, older API versions).
+pub const KUBECTL_1_20: &str = "/opt/kubectl-1.20/usr/bin/kubectl";
+
+/// kubectl 1.20: `RKTUP_KUBECTL_1_20` (or its older spelling `RKTUP_OLD_KUBECTL`), else
+/// [`KUBECTL_1_20`]; None when that is not a file.
+pub fn kubectl_1_20() -> Option<PathBuf> {
+    let p = std::env::var_os("RKTUP_KUBECTL_1_20")
+        .or_else(|| std::env::var_os("RKTUP_OLD_KUBECTL"))
+        .map_or_else(|| PathBuf::from(KUBECTL_1_20), PathBuf::from);
+    p.is_file().then_some(p)
+}
+
+/// Why a kubectl 1.20 check cannot run (for [`can_run`]).
+pub fn no_kubectl_1_20() -> String {
+    format!("no kubectl 1.20 at {KUBECTL_1_20} (RKTUP_KUBECTL_1_20)")
 }
 
 pub fn free_port() -> u16 {
@@ -311,14 +372,16 @@ pub fn log_tails(dir: &Path) -> String {
     let mut out = String::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
         out.push_str(&format!("--- {} (last lines)\n", e.path().display()));
-        for l in tail.into_iter().rev() {
-            out.push_str(l);
-            out.push('\n');
-        }
+        out.push_str(&tail(&text, 40));
     }
     out
+}
+
+/// The last `n` lines of `text`, each ending in a newline.
+pub fn tail(text: &str, n: usize) -> String {
+    let last: Vec<&str> = text.lines().rev().take(n).collect();
+    last.into_iter().rev().map(|l| format!("{l}\n")).collect()
 }
 
 /// Every path under `dir` (itself included), not descending into `skip`.

@@ -6,10 +6,8 @@
 //! started only after the one before it had answered — the round trips `up` must wait for one
 //! after another; a strictly serial `up` (kube-up's order) waits for every call.
 
-mod common;
-
-use common::*;
 use rktup_provider::{ClusterProvider, UpOptions};
+use rktup_testkit::aws::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};

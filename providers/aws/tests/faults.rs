@@ -1,10 +1,8 @@
 //! Throttling, 5xx and eventual consistency, which moto never produces: scripted responses
 //! from a small HTTP server on 127.0.0.1.
 
-mod common;
-
-use common::{runtime, test_credentials};
 use rktup_aws::cloud::{Clients, RetryPolicy, NOT_FOUND_YET};
+use rktup_testkit::aws::{runtime, test_credentials};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,11 +1,9 @@
 //! `up`, `status` and `down` against a real moto server through the real SDK.
 
-mod common;
-
-use common::*;
 use rktup_aws::cloud::Clients;
 use rktup_aws::down::Found;
 use rktup_provider::{ClusterProvider, UpOptions};
+use rktup_testkit::aws::*;
 use std::collections::BTreeMap;
 use std::io::Read;
 

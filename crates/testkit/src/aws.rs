@@ -1,5 +1,4 @@
 //! A moto server per test (isolated, so tests run in parallel) and clusters pointed at it.
-#![allow(dead_code)]
 
 use rktup_aws::cloud::{Clients, RetryPolicy};
 use rktup_aws::Aws;
@@ -48,12 +47,11 @@ impl Drop for Moto {
         let _ = self.child.wait();
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!(
                 "moto_server at {} ({}), last lines of its log:\n{}",
                 self.url,
                 exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                crate::tail(&log, 40)
             );
         }
     }
@@ -81,7 +79,7 @@ impl Moto {
         // it only returns once this child itself listens (never another test's moto).
         let log = tempfile::NamedTempFile::new().expect("a temp file for moto's log");
         let (child, port) =
-            rktup_testkit::spawn_listening("moto_server", Duration::from_secs(60), |port| {
+            crate::spawn_listening("moto_server", Duration::from_secs(60), |port| {
                 // Appending, so stdout and stderr (and a retried start) don't overwrite each other.
                 let append = || {
                     std::fs::OpenOptions::new()
