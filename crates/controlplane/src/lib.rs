@@ -51,6 +51,8 @@ pub enum StartError {
     },
     #[error("failed to configure TLS: {0}")]
     Tls(String),
+    #[error("failed to configure the kubelet client's TLS: {0}")]
+    KubeletTls(#[from] rktup_tls::TlsError),
     #[error("invalid service CIDR {0}")]
     ServiceCidr(String),
     #[error("invalid service node port range {0:?}: want FIRST-LAST, e.g. 30000-32767")]
@@ -266,8 +268,7 @@ impl ControlPlane {
             &pki.kubelet_client.cert_pem,
             &pki.kubelet_client.key_pem,
             kubelet_ca,
-        )
-        .map_err(StartError::Tls)?;
+        )?;
         let core = Core::with_node_ports(store.clone(), cidr, node_ports);
         let tokens = Arc::new(TokenStore::load(self.data_dir.join("tokens.json")));
         let signer = Arc::new(api::satoken::TokenSigner::load_or_create(&pki.dir)?);

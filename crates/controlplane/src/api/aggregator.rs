@@ -30,9 +30,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -250,57 +248,47 @@ impl Aggregator {
     }
 
     /// TLS towards the backend of `apiservice`: the front-proxy client certificate, and the
-    /// serving certificate checked against `spec.caBundle` (or not at all when
-    /// `spec.insecureSkipTLSVerify`, or when `insecure` — the availability check, as upstream's).
-    fn tls(&self, apiservice: &Value, insecure: bool) -> Result<Arc<rustls::ClientConfig>, String> {
-        use rustls::pki_types::pem::PemObject;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let skip = insecure
-            || apiservice
-                .pointer("/spec/insecureSkipTLSVerify")
-                .and_then(Value::as_bool)
-                == Some(true);
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = if skip {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert { provider }))
+    /// serving certificate checked against `spec.caBundle` (the system's roots when it is
+    /// empty, as client-go's) — or not at all when `spec.insecureSkipTLSVerify`, or when
+    /// `availability` (the availability check, as upstream's).
+    fn tls(
+        &self,
+        apiservice: &Value,
+        availability: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        use rktup_tls::{ClientTls, Insecure};
+        let skip = apiservice
+            .pointer("/spec/insecureSkipTLSVerify")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let b64 = apiservice
+            .pointer("/spec/caBundle")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let tls = if availability {
+            ClientTls::insecure(Insecure::ApiServiceAvailability)
+        } else if skip {
+            ClientTls::insecure(Insecure::ApiServiceSkipVerify)
+        } else if b64.is_empty() {
+            ClientTls::verify_system_roots().map_err(|e| e.to_string())?
         } else {
-            let pem = {
-                use base64::Engine;
-                let b64 = apiservice
-                    .pointer("/spec/caBundle")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|e| format!("spec.caBundle: {e}"))?
-            };
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                roots
-                    .add(c.map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-            }
-            builder.with_root_certificates(roots)
+            use base64::Engine;
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("spec.caBundle: {e}"))?;
+            ClientTls::verify_pem("spec.caBundle", &pem).map_err(|e| e.to_string())?
         };
-        let cfg = match &self.front_proxy_client {
-            Some(pair) => {
-                let certs: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| e.to_string())?;
-                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())
-                    .map_err(|e| e.to_string())?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| e.to_string())?
-            }
-            None => builder.with_no_client_auth(),
+        let tls = match &self.front_proxy_client {
+            Some(pair) => tls
+                .with_client_pem(
+                    "the front-proxy-client certificate",
+                    pair.cert_pem.as_bytes(),
+                    pair.key_pem.as_bytes(),
+                )
+                .map_err(|e| e.to_string())?,
+            None => tls,
         };
-        Ok(Arc::new(cfg))
+        tls.build().map_err(|e| e.to_string())
     }
 
     /// Proxies `req` (any method; the body and the answer stream, so watches work) by `user`
@@ -689,60 +677,6 @@ fn method_word(m: &http::Method) -> String {
     c.next()
         .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
         .unwrap_or_default()
-}
-
-/// Accepts any serving certificate (`insecureSkipTLSVerify`, and the availability check);
-/// handshake signatures are still checked.
-#[derive(Debug)]
-struct AnyServerCert {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]

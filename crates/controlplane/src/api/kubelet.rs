@@ -21,157 +21,49 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-tokio::task_local! {
-    /// The node a kubelet connection is meant for, read by [`KubeletVerifier`] during the
-    /// handshake (the verifier sees only the dialled address).
-    static EXPECTED_NODE: String;
-}
-
-/// Verifies a kubelet's serving certificate. With `ca` (a verifier for the kubelet CA): the
-/// chain and the dialled address (webpki), then the subject `system:node:<node>` of the node
-/// the call is for. Without, any certificate is accepted (kube-apiserver without
-/// `--kubelet-certificate-authority`). Handshake signatures are checked either way.
-#[derive(Debug)]
-struct KubeletVerifier {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    ca: Option<Arc<rustls::client::WebPkiServerVerifier>>,
-}
-
-impl ServerCertVerifier for KubeletVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(ca) = &self.ca else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        let ok = ca.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        let cn = super::auth::user_from_cert(end_entity)
-            .map(|u| u.name)
-            .unwrap_or_default();
-        match EXPECTED_NODE.try_with(|n| format!("system:node:{n}")) {
-            Ok(want) if want != cn => Err(rustls::Error::General(format!(
-                "x509: certificate is for {cn:?}, not {want:?}"
-            ))),
-            // No node known (not a proxied call): chain and address suffice.
-            _ => Ok(ok),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// TLS client config for talking to kubelets: the API server's client certificate, and the
-/// serving certificates verified against `kubelet_ca` (PEM) when given.
+/// serving certificates verified against `kubelet_ca` (PEM) when given — signed by it, for the
+/// address dialled, with the subject `system:node:<node>` of the node each call is for (set
+/// around the connection by [`connect_as_node`]). Without, any certificate is accepted, as
+/// kube-apiserver without `--kubelet-certificate-authority`.
 pub fn client_config(
     cert_pem: &str,
     key_pem: &str,
     kubelet_ca: Option<&str>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let ca = match kubelet_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                roots
-                    .add(c.map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-            }
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| e.to_string())?;
-            Some(inner)
-        }
-        None => None,
+) -> Result<Arc<rustls::ClientConfig>, rktup_tls::TlsError> {
+    let tls = match kubelet_ca {
+        Some(ca) => rktup_tls::ClientTls::verify_pem(KUBELET_CA, ca.as_bytes())?
+            .with_expected_common_name_per_connection(),
+        None => rktup_tls::ClientTls::insecure(rktup_tls::Insecure::NoKubeletCa),
     };
-    let verifier = Arc::new(KubeletVerifier {
-        provider: provider.clone(),
-        ca,
-    });
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(cfg))
+    tls.with_client_pem(
+        "the kubelet client certificate (pki/apiserver-kubelet-client)",
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+    )?
+    .build()
 }
 
-/// Like [`client_config`], without a client certificate.
+/// What the kubelet CA is called in errors: kube-apiserver's flag.
+const KUBELET_CA: &str = "--kubelet-certificate-authority";
+
+/// Without a client certificate or verification: kube-apiserver's proxy transport
+/// (`nodes/proxy` to a port other than the kubelet's, over https).
 pub fn insecure_no_client_auth() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(KubeletVerifier { provider, ca: None }))
-                .with_no_client_auth()
-        });
-    match cfg {
-        Ok(c) => Arc::new(c),
-        Err(_) => Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        ),
-    }
+    static CFG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CFG.get_or_init(|| rktup_tls::ClientTls::insecure_config(rktup_tls::Insecure::ProxyTransport))
+        .clone()
+}
+
+/// Makes the TLS connection of a call for `node`: a verifying kubelet config checks that the
+/// serving certificate is `system:node:<node>`'s.
+async fn connect_as_node<F: std::future::Future>(node: &str, connect: F) -> F::Output {
+    rktup_tls::expecting_common_name(format!("system:node:{node}"), connect).await
 }
 
 /// The kubelet port of the node a pod runs on, as the API server's client.
@@ -439,12 +331,7 @@ impl Located {
     ) -> ApiResult<Response<Incoming>> {
         let (ip, port) = (self.ip.as_str(), self.port);
         let path = format!("/{endpoint}/{}?{query}", self.container);
-        EXPECTED_NODE
-            .scope(
-                self.node.clone(),
-                kubelet_get(tls, ip, port, &path, headers),
-            )
-            .await
+        connect_as_node(&self.node, kubelet_get(tls, ip, port, &path, headers)).await
     }
 }
 
@@ -533,13 +420,12 @@ pub(crate) async fn send_to_node(
         return send.send_request(req).await.map_err(|e| e.to_string());
     };
     let server_name = ServerName::try_from(ip.to_string()).map_err(|e| e.to_string())?;
-    let stream = EXPECTED_NODE
-        .scope(
-            node.to_string(),
-            tokio_rustls::TlsConnector::from(tls.clone()).connect(server_name, tcp),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = connect_as_node(
+        node,
+        tokio_rustls::TlsConnector::from(tls.clone()).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

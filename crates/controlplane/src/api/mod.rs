@@ -30,17 +30,19 @@ mod table_kinds;
 mod watch;
 
 /// TLS client config for the API server's calls to kubelets; serving certificates are
-/// verified against `kubelet_ca` when given (`--kubelet-certificate-authority`).
+/// verified against `kubelet_ca` when given (`--kubelet-certificate-authority`), as the
+/// serving certificates of the nodes the calls are for.
 pub fn server_kubelet_config(
     cert_pem: &str,
     key_pem: &str,
     kubelet_ca: Option<&str>,
-) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+) -> Result<std::sync::Arc<rustls::ClientConfig>, rktup_tls::TlsError> {
     kubelet::client_config(cert_pem, key_pem, kubelet_ca)
 }
 
 /// A TLS client config that skips server verification (benchmarks probe
-/// /readyz while the server is still generating its CA).
+/// /readyz while the server is still generating its CA): kube-apiserver's
+/// calls to kubelets without `--kubelet-certificate-authority`.
 pub fn server_kubelet_config_insecure() -> std::sync::Arc<rustls::ClientConfig> {
-    kubelet::insecure_no_client_auth()
+    rktup_tls::ClientTls::insecure_config(rktup_tls::Insecure::NoKubeletCa)
 }

@@ -13,7 +13,7 @@ use crate::registry;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -138,25 +138,18 @@ fn tls_config(ca_b64: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(ca_b64) {
         return Ok(c.clone());
     }
-    let pem = if ca_b64.is_empty() {
+    let tls = if ca_b64.is_empty() {
         // No caBundle: the system's trust roots, as Go's TLS client would use.
-        std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default()
+        rktup_tls::ClientTls::verify_system_roots()
     } else {
-        base64::engine::general_purpose::STANDARD
+        let pem = base64::engine::general_purpose::STANDARD
             .decode(ca_b64.trim())
-            .map_err(|e| format!("invalid caBundle: {e}"))?
+            .map_err(|e| format!("invalid caBundle: {e}"))?;
+        rktup_tls::ClientTls::verify_pem("caBundle", &pem)
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem).flatten() {
-        let _ = roots.add(c);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let cfg = Arc::new(cfg);
+    let cfg = tls
+        .and_then(rktup_tls::ClientTls::build)
+        .map_err(|e| e.to_string())?;
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() > 256 {
         cache.clear();
