@@ -132,6 +132,9 @@ pub struct LocalSettings {
     pub api_port: u16,
     /// API_PORT was not set: `local up` may take the next free port so clusters sit side by side.
     pub api_port_is_default: bool,
+    /// CLUSTER_IP_RANGE was not set: `local up` gives each cluster a pod range of its own, since
+    /// this machine routes to every cluster's pods.
+    pub cluster_ip_range_is_default: bool,
     pub net_plugin_dir: Option<PathBuf>,
     pub hostname_override: Option<String>,
 }
@@ -342,6 +345,7 @@ pub(crate) fn build(
         api_host: c.get("API_HOST").parse().unwrap_or(Ipv4Addr::LOCALHOST),
         api_port: c.num("API_PORT"),
         api_port_is_default: c.is_default("API_PORT"),
+        cluster_ip_range_is_default: c.is_default("CLUSTER_IP_RANGE"),
         net_plugin_dir: c.opt("NET_PLUGIN_DIR").map(PathBuf::from),
         hostname_override: c.opt("HOSTNAME_OVERRIDE"),
     });

@@ -209,6 +209,24 @@ pub fn pod_cidr(range: Ipv4Net, index: u32) -> Option<Ipv4Net> {
     range.subnets(24).ok()?.nth(index as usize)
 }
 
+/// Where pod ranges come from when CLUSTER_IP_RANGE is left at its default: this machine routes
+/// to every local cluster's pods (the control plane calls webhooks and aggregated APIs in pods),
+/// so two clusters must not share pod addresses.
+pub const POD_RANGE_POOL: &str = "10.244.0.0/14";
+
+/// The first range of the pool that holds `nodes` /24s (at least 16, so a cluster can grow) and
+/// overlaps nothing in `taken`.
+pub fn free_pod_range(taken: &[Ipv4Net], nodes: u32) -> Option<Ipv4Net> {
+    let pool: Ipv4Net = POD_RANGE_POOL.parse().ok()?;
+    let bits = nodes.max(16).next_power_of_two().trailing_zeros() as u8;
+    let prefix = 24u8.checked_sub(bits)?.max(pool.prefix_len());
+    pool.subnets(prefix).ok()?.find(|n| {
+        !taken
+            .iter()
+            .any(|t| t.contains(&n.network()) || n.contains(&t.network()))
+    })
+}
+
 /// Where node networks come from: one /24 per cluster out of 10.250.0.0/16.
 pub const NODE_NETWORK_POOL: &str = "10.250.0.0/16";
 
@@ -267,6 +285,18 @@ mod tests {
         assert_eq!(pod_cidr(r, 2).unwrap().to_string(), "10.244.2.0/24");
         assert!(pod_cidr("10.0.0.0/25".parse().unwrap(), 0).is_none());
         assert!(pod_cidr("10.0.0.0/24".parse().unwrap(), 1).is_none());
+    }
+
+    #[test]
+    fn pod_ranges_are_sized_for_the_nodes_and_skip_what_is_taken() {
+        let net = |s: &str| -> Ipv4Net { s.parse().unwrap() };
+        assert_eq!(free_pod_range(&[], 1), Some(net("10.244.0.0/20")));
+        assert_eq!(free_pod_range(&[], 50), Some(net("10.244.0.0/18")));
+        assert_eq!(free_pod_range(&[], 189), Some(net("10.244.0.0/16")));
+        // Another cluster's pod route (a /24 of its range) and a whole range are skipped.
+        let taken = [net("10.244.1.0/24"), net("10.244.16.0/20")];
+        assert_eq!(free_pod_range(&taken, 3), Some(net("10.244.32.0/20")));
+        assert_eq!(free_pod_range(&[net("10.244.0.0/14")], 1), None);
     }
 
     #[test]

@@ -278,8 +278,20 @@ fn prepare(
             let api_port = choose_port(l.api_host, l.api_port, l.api_port_is_default)?;
             let mut taken = network::host_routes();
             taken.extend(other_clusters_networks(&s.state_dir));
-            taken.push(s.cluster_ip_range);
             taken.push(s.service_cluster_ip_range);
+            let cluster_ip_range = if l.cluster_ip_range_is_default {
+                layout::free_pod_range(&taken, s.num_nodes).ok_or_else(|| {
+                    ProviderError::Other(format!(
+                        "no free pod range for {} node(s) in {}: every one overlaps a route on \
+                         this machine or another cluster; set CLUSTER_IP_RANGE",
+                        s.num_nodes,
+                        layout::POD_RANGE_POOL
+                    ))
+                })?
+            } else {
+                s.cluster_ip_range
+            };
+            taken.push(cluster_ip_range);
             let node_network = layout::free_node_network(&taken).ok_or_else(|| {
                 ProviderError::Other(format!(
                     "no free /24 for the node network in {}: every one overlaps a route on this \
@@ -293,7 +305,7 @@ fn prepare(
                 node_network,
                 api_host: l.api_host,
                 api_port,
-                cluster_ip_range: s.cluster_ip_range,
+                cluster_ip_range,
                 nodes: vec![],
                 kubeconfig: opts.kubeconfig.clone(),
                 insecure_registries: vec![],
@@ -366,7 +378,7 @@ fn other_clusters_networks(state_dir: &Path) -> Vec<ipnet::Ipv4Net> {
             rd.flatten()
                 .filter(|e| e.path() != state_dir)
                 .filter_map(|e| Layout::new(e.path()).load())
-                .map(|r| r.node_network)
+                .flat_map(|r| [r.node_network, r.cluster_ip_range])
                 .collect()
         })
         .unwrap_or_default()
