@@ -7,7 +7,14 @@
 //! gce:                         # provider sections override the top level
 //!   zone: europe-west4-a
 //! ```
+//!
+//! Besides setting names, the kind-style keys `nodes:` (a list), `registries:` and
+//! `portMappings:` describe a local cluster's nodes (`cluster.rs`); `kind: Cluster` and an
+//! `apiVersion` are accepted so kind's files need few changes. Every problem is collected,
+//! each named `<file> (<key path>)`.
 
+use crate::cluster::{ClusterLayout, LAYOUT_KEYS};
+use crate::model::{InvalidSetting, InvalidSettings};
 use crate::provider::Provider;
 use crate::spec::{SettingSpec, SETTINGS};
 use serde_yaml_ng::Value;
@@ -28,6 +35,9 @@ pub enum FileError {
     },
     #[error("cluster file {path}: {message}")]
     Shape { path: PathBuf, message: String },
+    /// Every problem of the file, each naming its key path.
+    #[error("{0}")]
+    Invalid(InvalidSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +47,11 @@ pub struct ClusterFile {
     common: BTreeMap<&'static str, (String, String)>,
     /// Provider sections.
     sections: BTreeMap<Provider, BTreeMap<&'static str, (String, String)>>,
+    /// Nodes, registries and port mappings (`cluster.rs`).
+    pub layout: ClusterLayout,
+    /// Every problem found, as `<file> (<key path>)` inputs; [`ClusterFile::parse`] refuses a
+    /// file with any, `rktup_config::load` reports them with the settings' own.
+    pub problems: Vec<InvalidSetting>,
 }
 
 /// The settings a key names, in any spelling the file allows (`zone` names the GCE and the AWS
@@ -62,20 +77,43 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+fn shown(v: &Value) -> String {
+    scalar(v).unwrap_or_else(|| {
+        serde_yaml_ng::to_string(v)
+            .map(|s| s.trim().replace('\n', " "))
+            .unwrap_or_default()
+    })
+}
+
 impl ClusterFile {
+    /// Reads and checks the file: any problem is an error naming every one.
     pub fn load(path: &Path) -> Result<Self, FileError> {
+        Self::load_unchecked(path)?.checked()
+    }
+
+    /// Reads the file, keeping its problems in [`ClusterFile::problems`] (only unreadable files
+    /// and YAML syntax errors fail here), so they are reported with the settings' errors.
+    pub fn load_unchecked(path: &Path) -> Result<Self, FileError> {
         let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_unchecked(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, FileError> {
-        let shape = |message: String| FileError::Shape {
-            path: path.to_path_buf(),
-            message,
-        };
+        Self::parse_unchecked(path, text)?.checked()
+    }
+
+    fn checked(self) -> Result<Self, FileError> {
+        if self.problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(FileError::Invalid(InvalidSettings(self.problems)))
+        }
+    }
+
+    pub fn parse_unchecked(path: &Path, text: &str) -> Result<Self, FileError> {
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|source| FileError::Yaml {
             path: path.to_path_buf(),
             source,
@@ -84,52 +122,109 @@ impl ClusterFile {
             path: path.to_path_buf(),
             common: BTreeMap::new(),
             sections: BTreeMap::new(),
+            layout: ClusterLayout::default(),
+            problems: vec![],
         };
         let map = match doc {
             Value::Mapping(m) => m,
             Value::Null => return Ok(file),
             _ => {
-                return Err(shape(
-                    "expected a mapping of setting names to values".into(),
-                ))
+                return Err(FileError::Shape {
+                    path: path.to_path_buf(),
+                    message: "expected a mapping of setting names to values".into(),
+                })
             }
         };
-        for (k, v) in map {
-            let key = scalar(&k).ok_or_else(|| shape(format!("key {k:?} is not a name")))?;
+        let input = |key: &str| format!("{} ({key})", path.display());
+        let mut problems = vec![];
+        let mut bad = |key: &str, v: &Value, expected: String| {
+            problems.push(InvalidSetting {
+                input: input(key),
+                value: shown(v),
+                expected,
+            })
+        };
+        let (layout, layout_problems) = crate::cluster::parse_layout(&map);
+        for (k, v) in &map {
+            let Some(key) = scalar(k) else {
+                bad(&shown(k), v, "a setting name as the key".into());
+                continue;
+            };
+            let is_layout =
+                LAYOUT_KEYS.contains(&key.as_str()) && !(key == "nodes" && scalar(v).is_some());
+            if is_layout {
+                continue;
+            }
             if let Some(provider) = Provider::ALL.into_iter().find(|p| p.as_str() == key) {
                 let Value::Mapping(section) = v else {
-                    return Err(shape(format!("section {key}: expected a mapping")));
+                    bad(&key, v, "a mapping of setting names to values".into());
+                    continue;
                 };
                 let entries = file.sections.entry(provider).or_default();
                 for (k, v) in section {
-                    let written = scalar(&k)
-                        .ok_or_else(|| shape(format!("{key}: key {k:?} is not a name")))?;
-                    let (specs, value) = Self::entry(&written, &v)
-                        .map_err(|m| shape(format!("{key}.{written}: {m}")))?;
-                    let Some(spec) = specs.into_iter().find(|s| s.applies_to(provider)) else {
-                        return Err(shape(format!(
-                            "{key}.{written}: not a setting of the {provider} provider"
-                        )));
+                    let Some(written) = scalar(k) else {
+                        bad(&format!("{key}.{}", shown(k)), v, "a setting name".into());
+                        continue;
                     };
-                    entries.insert(spec.key, (format!("{key}.{written}"), value));
+                    let path = format!("{key}.{written}");
+                    match Self::entry(&written, v) {
+                        Err(m) => bad(&path, v, m),
+                        Ok((specs, value)) => {
+                            match specs.into_iter().find(|s| s.applies_to(provider)) {
+                                Some(spec) => {
+                                    entries.insert(spec.key, (path, value));
+                                }
+                                None => {
+                                    bad(&path, v, format!("a setting of the {provider} provider"))
+                                }
+                            }
+                        }
+                    }
                 }
             } else {
-                let (specs, value) =
-                    Self::entry(&key, &v).map_err(|m| shape(format!("{key}: {m}")))?;
-                for spec in specs {
-                    file.common.insert(spec.key, (key.clone(), value.clone()));
+                match Self::entry(&key, v) {
+                    Err(m) => bad(&key, v, m),
+                    Ok((specs, value)) => {
+                        for spec in specs {
+                            file.common.insert(spec.key, (key.clone(), value.clone()));
+                        }
+                    }
                 }
             }
         }
+        // A `nodes:` list gives the number of nodes; a NUM_NODES beside it must agree.
+        if !layout.nodes.is_empty() {
+            let n = layout.nodes.len().to_string();
+            match file.common.get("NUM_NODES") {
+                Some((written, v)) if *v != n => bad(
+                    written,
+                    &Value::String(v.clone()),
+                    format!("{n}, the number of entries of nodes: (or leave it out)"),
+                ),
+                _ => {
+                    file.common.insert("NUM_NODES", ("nodes".to_string(), n));
+                }
+            }
+        }
+        problems.extend(layout_problems.into_iter().map(|p| InvalidSetting {
+            input: input(&p.path),
+            value: p.value,
+            expected: p.expected,
+        }));
+        file.layout = layout;
+        file.problems = problems;
         Ok(file)
     }
 
     fn entry(written: &str, v: &Value) -> Result<(Vec<&'static SettingSpec>, String), String> {
         let specs: Vec<_> = lookup_key(written).collect();
         if specs.is_empty() {
-            return Err("unknown setting (`rktup config <provider>` lists every name)".to_string());
+            return Err(format!(
+                "a setting name (`rktup config <provider>` lists every name) or one of {}",
+                LAYOUT_KEYS.join(", ")
+            ));
         }
-        let value = scalar(v).ok_or_else(|| "expected a single value".to_string())?;
+        let value = scalar(v).ok_or_else(|| "a single value".to_string())?;
         Ok((specs, value))
     }
 
@@ -178,7 +273,8 @@ mod tests {
         assert!(e.to_string().contains("NUM_NODEZ"), "{e}");
         let e = ClusterFile::parse(Path::new("c.yaml"), "aws:\n  project: x\n").unwrap_err();
         assert!(
-            e.to_string().contains("not a setting of the aws provider"),
+            e.to_string()
+                .contains("c.yaml (aws.project): expected a setting of the aws provider"),
             "{e}"
         );
         let f = ClusterFile::parse(Path::new("c.yaml"), "zone: eu-west-1a\n").unwrap();

@@ -2,6 +2,7 @@
 //! flag > environment > cluster file (`--config`) > default, from the names kube-up.sh and
 //! local-up-cluster.sh users already know. Everything is checked before anything acts.
 
+pub mod cluster;
 pub mod file;
 pub mod flags;
 pub mod kind;
@@ -10,6 +11,9 @@ pub mod provider;
 pub mod resolve;
 pub mod spec;
 
+pub use cluster::{
+    ClusterLayout, ExtraMount, NodeRole, NodeSpec, PortMapping, Protocol, Registries,
+};
 pub use file::{ClusterFile, FileError};
 pub use flags::{AwsTag, GceTag, LocalTag, ProviderTag, SettingFlags};
 pub use model::{
@@ -34,7 +38,8 @@ pub struct GlobalArgs {
     /// Output format
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Cluster file: YAML mapping setting names to values
+    /// Cluster file: YAML mapping setting names to values, and (local clusters) kind-style
+    /// nodes, registries and portMappings
     #[arg(long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -63,8 +68,9 @@ pub fn load(
     flags: &BTreeMap<&'static str, (String, String)>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ClusterSettings, ConfigError> {
+    // The file's problems are reported together with the settings' (every error at once).
     let file = match &global.config {
-        Some(path) => Some(ClusterFile::load(path)?),
+        Some(path) => Some(ClusterFile::load_unchecked(path)?),
         None => None,
     };
     let mut flags = flags.clone();
@@ -86,7 +92,15 @@ pub fn load(
         },
     };
     let raw = resolve::resolve_all(&inputs);
-    Ok(model::build(provider, raw, default_state_root(env))?)
+    let parts = file
+        .as_ref()
+        .map(|f| model::FileParts {
+            layout: f.layout.clone(),
+            problems: f.problems.clone(),
+            path: Some(f.path.clone()),
+        })
+        .unwrap_or_default();
+    Ok(model::build(provider, raw, default_state_root(env), parts)?)
 }
 
 /// `/var/lib/rktup` for root (as local-up-cluster kept its state under /var), else the XDG

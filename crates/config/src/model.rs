@@ -1,5 +1,6 @@
 //! The typed settings model every other room reads, built only from checked values.
 
+use crate::cluster::ClusterLayout;
 use crate::kind::{parse_bool, parse_version};
 use crate::provider::Provider;
 use crate::resolve::{RawValue, Source};
@@ -168,6 +169,8 @@ pub struct ClusterSettings {
     pub gce: Option<GceSettings>,
     pub aws: Option<AwsSettings>,
     pub local: Option<LocalSettings>,
+    /// The cluster file's nodes, registries and port mappings (local clusters only).
+    pub layout: ClusterLayout,
     /// Every setting as resolved, for `rktup config`.
     #[serde(skip)]
     pub rows: Vec<SettingRow>,
@@ -236,10 +239,20 @@ fn refuse_known_bad(spec: &SettingSpec, value: &str) -> Option<String> {
     }
 }
 
+/// The cluster file's layout and the problems found reading it (reported with the settings').
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FileParts {
+    pub layout: ClusterLayout,
+    pub problems: Vec<InvalidSetting>,
+    /// How the file is named in messages: `<path>`.
+    pub path: Option<PathBuf>,
+}
+
 pub(crate) fn build(
     provider: Provider,
     raw: Vec<(&'static SettingSpec, RawValue)>,
     state_root: PathBuf,
+    file: FileParts,
 ) -> Result<ClusterSettings, InvalidSettings> {
     let mut errors = Vec::new();
     let mut values = BTreeMap::new();
@@ -280,13 +293,18 @@ pub(crate) fn build(
     if !errors.is_empty() {
         // One variable feeding two settings (KUBE_OS_DISTRIBUTION) is one mistake, said once.
         errors.dedup();
+        // The file's own problems too: everything wrong is said at once.
+        errors.extend(file.problems);
         return Err(InvalidSettings(errors));
     }
     let c = Checked { values };
     cross_check(provider, &c, &mut errors);
+    layout_check(provider, &c, &file, &mut errors);
+    errors.extend(file.problems);
     if !errors.is_empty() {
         return Err(InvalidSettings(errors));
     }
+    let layout = file.layout;
 
     let version = parse_version(c.get("KUBE_VERSION")).unwrap_or_default();
     let name = c.get("INSTANCE_PREFIX").to_string();
@@ -392,8 +410,56 @@ pub(crate) fn build(
         gce,
         aws,
         local,
+        layout,
         rows,
     })
+}
+
+/// The cluster file's layout against the settings: only local clusters read it, and a
+/// NUM_NODES given elsewhere must agree with its `nodes:` list.
+fn layout_check(
+    provider: Provider,
+    c: &Checked,
+    file: &FileParts,
+    errors: &mut Vec<InvalidSetting>,
+) {
+    let l = &file.layout;
+    let path = file
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if provider != Provider::Local {
+        let used: Vec<&str> = [
+            ("nodes", !l.nodes.is_empty()),
+            ("registries", l.registries != Default::default()),
+            ("portMappings", !l.port_mappings.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(k, used)| used.then_some(k))
+        .collect();
+        for key in used {
+            errors.push(InvalidSetting {
+                input: format!("{path} ({key})"),
+                value: String::new(),
+                expected: format!(
+                    "no {key} for the {provider} provider: nodes, registries and port mappings \
+                     are read by `rktup local up` only"
+                ),
+            });
+        }
+        return;
+    }
+    if !l.nodes.is_empty() && c.num::<usize>("NUM_NODES") != l.nodes.len() {
+        errors.push(InvalidSetting {
+            input: c.input("NUM_NODES"),
+            value: c.get("NUM_NODES").to_string(),
+            expected: format!(
+                "{}, the number of nodes the cluster file {path} lists (or leave NUM_NODES unset)",
+                l.nodes.len()
+            ),
+        });
+    }
 }
 
 fn expand_home(p: &str) -> PathBuf {

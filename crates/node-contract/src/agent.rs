@@ -1,6 +1,7 @@
 //! `AgentConfig`: every `rktup agent` flag, typed; its clap parser and its `to_args()`.
 
 use crate::names::{NetworkMode, Stage1, UnknownNetworkMode, UnknownStage1};
+use crate::node::{HostPathMount, NodeLabel, RegistryMirror, Taint};
 use clap::Args;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -52,6 +53,15 @@ pub struct AgentConfig {
     /// Registries reached over plain HTTP (host:port), repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Mirror endpoints of a registry, `REGISTRY=http[s]://HOST[:PORT]` (REGISTRY `docker.io`,
+    /// `127.0.0.1:5000`, or `*` for every registry without mirrors of its own); repeatable, a
+    /// registry's endpoints tried in the order given, then the registry itself.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirror: Vec<RegistryMirror>,
+    /// Registries whose images come from their mirrors only (no fall-back to the registry
+    /// itself); repeatable.
+    #[arg(long = "registry-mirror-exclusive", value_name = "REGISTRY")]
+    pub registry_mirror_exclusive: Vec<String>,
     /// Network namespace images are pulled from and the node's DNS asks its upstream resolvers
     /// (--resolv-conf) from, e.g. the host's for a local cluster's nodes (which live in
     /// namespaces of their own), so registries and resolvers on the host's loopback work.
@@ -118,6 +128,18 @@ pub struct AgentConfig {
     pub container_log_max_size: u64,
     #[arg(long, default_value = "5")]
     pub container_log_max_files: usize,
+    /// Labels the Node registers with (kubelet's --node-labels: `key=value`, comma-separated or
+    /// repeated).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub node_labels: Vec<NodeLabel>,
+    /// Taints the Node registers with (kubelet's --register-with-taints: `key[=value]:Effect`,
+    /// comma-separated or repeated); set when the Node is created.
+    #[arg(long, value_name = "KEY=VALUE:EFFECT", value_delimiter = ',')]
+    pub register_with_taints: Vec<Taint>,
+    /// kind's extraMounts for a node sharing the host's filesystem: hostPath volumes at or
+    /// under NODE_PATH are served from HOST_PATH (`:ro`: mounted read-only); repeatable.
+    #[arg(long, value_name = "HOST_PATH:NODE_PATH[:ro]")]
+    pub host_path_mount: Vec<HostPathMount>,
     /// Node name reported to pods (spec.nodeName); default: the hostname.
     #[arg(long)]
     pub hostname_override: Option<String>,
@@ -207,6 +229,8 @@ impl Default for AgentConfig {
             cni_conf_dir: None,
             pod_cidr: None,
             insecure_registry: vec![],
+            registry_mirror: vec![],
+            registry_mirror_exclusive: vec![],
             image_pull_netns: None,
             registry_config: None,
             allow_privileged: false,
@@ -226,6 +250,9 @@ impl Default for AgentConfig {
             max_backoff_ms: 300_000,
             container_log_max_size: 10_485_760,
             container_log_max_files: 5,
+            node_labels: vec![],
+            register_with_taints: vec![],
+            host_path_mount: vec![],
             hostname_override: None,
             node_ip: None,
             node_status_update_frequency: 10,
@@ -340,6 +367,12 @@ impl AgentConfig {
         for r in &self.insecure_registry {
             push("insecure-registry", r.clone());
         }
+        for m in &self.registry_mirror {
+            push("registry-mirror", m.to_string());
+        }
+        for r in &self.registry_mirror_exclusive {
+            push("registry-mirror-exclusive", r.clone());
+        }
         if let Some(p) = &self.image_pull_netns {
             push("image-pull-netns", path(p));
         }
@@ -368,6 +401,15 @@ impl AgentConfig {
             self.container_log_max_files as u64,
             d.container_log_max_files as u64,
         );
+        for l in &self.node_labels {
+            push("node-labels", l.to_string());
+        }
+        for t in &self.register_with_taints {
+            push("register-with-taints", t.to_string());
+        }
+        for m in &self.host_path_mount {
+            push("host-path-mount", m.to_string());
+        }
         if let Some(s) = &self.hostname_override {
             push("hostname-override", s.clone());
         }

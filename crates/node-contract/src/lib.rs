@@ -11,8 +11,13 @@
 
 mod agent;
 mod names;
+mod node;
 
 pub use agent::{
     AgentConfig, DEFAULT_MANIFESTS, DEFAULT_ROOT_DIR, ENV_LOG_LEVEL, ENV_STAGE1, ENV_STAGE1_LOCAL,
 };
 pub use names::{NetworkMode, Stage1, UnknownNetworkMode, UnknownStage1, STAGE1_NAMES};
+pub use node::{
+    check_label_value, check_mirror_endpoint, check_qualified_name, check_registry_host,
+    HostPathMount, InvalidNodeValue, NodeLabel, RegistryMirror, Taint, TaintEffect, TAINT_FORMAT,
+};

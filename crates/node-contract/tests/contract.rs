@@ -1,7 +1,10 @@
 //! `AgentConfig` ⇄ flags, and the stage1 / network names.
 
 use clap::{CommandFactory, Parser};
-use rktup_node_contract::{AgentConfig, NetworkMode, Stage1, STAGE1_NAMES};
+use rktup_node_contract::{
+    AgentConfig, HostPathMount, NetworkMode, NodeLabel, RegistryMirror, Stage1, Taint, TaintEffect,
+    STAGE1_NAMES,
+};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -37,6 +40,12 @@ fn everything() -> AgentConfig {
         cni_conf_dir: Some("/etc/cni/net.d".into()),
         pod_cidr: Some("10.244.1.0/24".into()),
         insecure_registry: vec!["127.0.0.1:5000".into(), "reg:80".into()],
+        registry_mirror: vec![
+            "docker.io=http://127.0.0.1:5000".parse().unwrap(),
+            "docker.io=https://mirror.gcr.io".parse().unwrap(),
+            "*=https://m.example:8443".parse().unwrap(),
+        ],
+        registry_mirror_exclusive: vec!["docker.io".into()],
         image_pull_netns: Some("/run/netns/host".into()),
         registry_config: Some("/c.json".into()),
         allow_privileged: true,
@@ -56,6 +65,18 @@ fn everything() -> AgentConfig {
         max_backoff_ms: 2,
         container_log_max_size: 3,
         container_log_max_files: 4,
+        node_labels: vec![
+            "tier=db".parse().unwrap(),
+            "example.com/empty=".parse().unwrap(),
+        ],
+        register_with_taints: vec![
+            "dedicated=gpu:NoSchedule".parse().unwrap(),
+            "example.com/x:NoExecute".parse().unwrap(),
+        ],
+        host_path_mount: vec![
+            "/srv/data:/data:ro".parse().unwrap(),
+            "/srv/x:/x".parse().unwrap(),
+        ],
         hostname_override: Some("node-1".into()),
         node_ip: Some("10.250.1.2".into()),
         node_status_update_frequency: 5,
@@ -169,6 +190,16 @@ fn random(r: &mut Rng) -> AgentConfig {
         insecure_registry: (0..r.next() % 3)
             .map(|i| format!("127.0.0.{i}:5000"))
             .collect(),
+        registry_mirror: (0..r.next() % 3)
+            .map(|i| {
+                RegistryMirror::new(
+                    ["docker.io", "*", "q.io:5000"][i as usize],
+                    &format!("http://127.0.0.{i}:5000"),
+                )
+                .unwrap()
+            })
+            .collect(),
+        registry_mirror_exclusive: r.opt(&["docker.io".to_string()]).into_iter().collect(),
         image_pull_netns: r.opt(&paths),
         registry_config: r.opt(&paths),
         allow_privileged: r.next() & 1 == 1,
@@ -188,6 +219,21 @@ fn random(r: &mut Rng) -> AgentConfig {
         max_backoff_ms: r.pick(&nums),
         container_log_max_size: r.pick(&nums),
         container_log_max_files: r.pick(&nums) as usize,
+        node_labels: (0..r.next() % 3)
+            .map(|i| {
+                NodeLabel::new(&format!("k{i}.example/l"), ["", "v", "a.b-c_d"][i as usize])
+                    .unwrap()
+            })
+            .collect(),
+        register_with_taints: (0..r.next() % 4)
+            .map(|i| {
+                let effect = TaintEffect::ALL[(i % 3) as usize].as_str();
+                Taint::new(&format!("t{i}"), (i % 2 == 0).then_some("v"), effect).unwrap()
+            })
+            .collect(),
+        host_path_mount: (0..r.next() % 3)
+            .map(|i| HostPathMount::new(&format!("/h{i}"), &format!("/n/{i}"), i == 1).unwrap())
+            .collect(),
         hostname_override: r.opt(&words.map(String::from)),
         node_ip: r.opt(&words.map(String::from)),
         node_status_update_frequency: r.pick(&nums),
@@ -289,4 +335,33 @@ fn bad_names_are_refused_with_what_is_known() {
     let c = parse(&["--allow-privileged".into(), "--config".into(), "/m".into()]);
     assert!(c.allow_privileged);
     assert_eq!(c.pod_manifest_path, PathBuf::from("/m"));
+}
+
+#[test]
+fn node_labels_taints_and_mirrors_as_kubelet_takes_them() {
+    clear_env();
+    // kubelet's comma-separated spelling and the repeated one read the same.
+    let a = parse(&[
+        "--node-labels=tier=db,zone=a".into(),
+        "--register-with-taints=dedicated=gpu:NoSchedule,x:NoExecute".into(),
+        "--registry-mirror=docker.io=http://127.0.0.1:5000".into(),
+    ]);
+    let b = parse(&[
+        "--node-labels=tier=db".into(),
+        "--node-labels=zone=a".into(),
+        "--register-with-taints=dedicated=gpu:NoSchedule".into(),
+        "--register-with-taints=x:NoExecute".into(),
+        "--registry-mirror=docker.io=http://127.0.0.1:5000/".into(),
+    ]);
+    assert_eq!(a, b);
+    assert_eq!(a.register_with_taints[1].to_string(), "x:NoExecute");
+    let argv = |f: &str| ["agent".to_string(), f.to_string()];
+    for bad in [
+        "--register-with-taints=a=b:Never",
+        "--node-labels=Bad Key=x",
+        "--registry-mirror=docker.io=127.0.0.1:5000",
+    ] {
+        let e = Cli::try_parse_from(argv(bad)).unwrap_err().to_string();
+        assert!(e.contains("expected"), "{bad}: {e}");
+    }
 }
