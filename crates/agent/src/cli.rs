@@ -192,7 +192,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         api_rt,
     )?;
     let node_name = rt.cfg.node_name.clone();
-    let mut agent = Agent::new(rt);
+    let mut agent = Agent::new(rt)?;
     let adopted = agent.adopt();
     let mut pod_store = None;
     if let Some(kubeconfig) = &args.kubeconfig {
@@ -210,7 +210,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         };
         let (reader, writer) = kube::runtime::reflector::store();
         pod_store = Some(reader);
-        crate::kubelet::spawn(kcfg, agent.rt.clone(), writer, &TERM)?;
+        crate::kubelet::spawn(kcfg, agent.workers(), writer, &TERM)?;
     }
     crate::kubelet::server::spawn(scfg, agent.rt.clone(), pod_store, &TERM)?;
     info!(

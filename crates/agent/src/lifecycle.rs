@@ -1,7 +1,8 @@
-//! The pod lifecycle both pod sources share (static pods from `--pod-manifest-path`, `sync`;
-//! API pods from the pod watch, `kubelet::pods`), in krustlet's shape: each state is a type and a
-//! transition is a method that consumes one state and returns the next, so only the transitions
-//! written here exist (an illegal one does not compile):
+//! The pod lifecycle every pod goes through, whatever its source (static pods from
+//! `--pod-manifest-path`, `sync`; API pods from the pod watch, `kubelet::pods`): one driver, the
+//! pod workers (`workers`), moves each pod through it. In krustlet's shape: each state is a type
+//! and a transition is a method that consumes one state and returns the next, so only the
+//! transitions written here exist (an illegal one does not compile):
 //!
 //! ```text
 //! Preparing ──prepared──▶ Pulling ──pulled──▶ Starting ──start──▶ Running
@@ -14,20 +15,22 @@
 //! ```
 //!
 //! - `Preparing`: what the pod takes from the API is resolved (`kubelet::prepare`: volumes, env,
-//!   downward API); static pods have nothing to prepare and start in `Starting`.
+//!   downward API); a static pod gets the Service variables when the agent has an API server
+//!   (as kubelet's static pods do), nothing without one.
 //! - `Pulling`: each container's image is made present per its imagePullPolicy, one at a time
 //!   (`Pulling::pull`, kubelet's serialized pulls); a failed pull keeps the pod waiting
 //!   (`ErrImagePull`, then `ImagePullBackOff` while the image's back-off runs, per pod and
 //!   image as kubelet's) and nothing goes to the runtime; `pulled` hands the pod on with its
-//!   images known to be present, so the runtime does not fetch them again.
+//!   images known to be present, so the runtime does not fetch them again. Static pods too:
+//!   their events go to their mirror pod when there is an API server, to the log otherwise.
 //! - `Starting`: the old runtime pods of it are stopped first (hostPorts, hostPath files and
 //!   names stay unambiguous, as with kubelet), then the pod goes to the runtime.
 //! - `Running`: a runtime pod exists; `restart_due` says when it has to be replaced.
 //! - `Terminating` → `Gone`: runtime pods are stopped and removed.
 //!
-//! One back-off policy type (`BackoffPolicy`) for both sources: `RESTART` (10 s after a lost
-//! supervisor or a failed restartPolicy-Always pod, read from the runtime's timestamps so it
-//! survives an agent restart), `PREPARE` (1 s doubling to 10 s while a pod cannot be
+//! One back-off policy type (`BackoffPolicy`) for every source, applied by the pod workers:
+//! `RESTART` (10 s after a lost supervisor or a failed restartPolicy-Always pod, read from the
+//! runtime's timestamps so it survives an agent restart), `PREPARE` (1 s doubling to 10 s while a pod cannot be
 //! prepared), `IMAGE_PULL` (kubelet's image back-off: 10 s doubling to 5 min) and `REFUSED`
 //! (the runtime refused the pod — an unsupported volume, the network not ready: 10 s doubling
 //! to 5 min), each per pod in a `Backoff`. A pod that cannot start stays Pending and is tried
@@ -43,7 +46,8 @@
 //! }
 //! ```
 //!
-//! May import: the runtime (`rktup_runtime`), `log`. Nothing from `sync` or `kubelet`.
+//! May import: the runtime (`rktup_runtime`), `tracing`. Nothing from `workers`, `sync` or
+//! `kubelet`.
 
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::image::{ensure_image_reporting, EnsureError, PullPolicy, Reference};
@@ -290,15 +294,6 @@ impl Pulling {
 }
 
 impl Starting {
-    /// A static pod: nothing to prepare.
-    pub fn from_file(pod: Pod, path: PathBuf, hash: String, old: Vec<PodEntry>) -> Starting {
-        Starting {
-            pod,
-            source: Source::File { path, hash },
-            old,
-        }
-    }
-
     /// Stop the old runtime pods, then run the pod (blocking: the runtime pulls and plans
     /// synchronously). A refusal is the runtime's; the caller backs off (`restart_due`).
     pub fn start(self, rt: &Runtime) -> Result<Running, RuntimeError> {

@@ -1,6 +1,11 @@
-//! Reconciling static pod manifests with the pods on disk.
+//! The static pod source: `--pod-manifest-path` read every round, its pods handed to the pod
+//! workers (`crate::workers`, the same driver as API pods': pull, start, back-off), pods whose
+//! manifest is gone stopped in the background, and pods left running by a previous agent
+//! re-adopted at start (`Agent::adopt`). Works with no API server at all (the seed's standalone
+//! mode): the workers then log what kubelet would record as events.
 
-use crate::lifecycle::{replacing, Backoff, BackoffPolicy, Gone, Running, Starting, Terminating};
+use crate::lifecycle::{Gone, Running, Source, Terminating};
+use crate::workers::{static_key, Desired, StaticPod, Workers};
 use k8s_openapi::api::core::v1::Pod;
 use rktup_runtime::manifest::parse_pod;
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -9,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
-
 /// A manifest file as read this round.
 pub struct Manifest {
     pub path: PathBuf,
@@ -46,23 +50,35 @@ pub fn read_manifests(dir: &Path) -> Vec<Manifest> {
 
 pub struct Agent {
     pub rt: Arc<Runtime>,
+    workers: Workers,
+    /// The static pods' workers run here (the kubelet half has a runtime of its own).
+    tokio: tokio::runtime::Runtime,
     reported: BTreeSet<String>,
     /// Pods being stopped in the background (their manifest is gone); a long grace period does
     /// not hold up the next sync rounds.
     removing: Arc<Mutex<BTreeSet<String>>>,
-    /// Per manifest, the back-off of a pod the runtime keeps refusing (an image that cannot be
-    /// pulled, an unsupported volume): `BackoffPolicy::REFUSED`, 10 s doubling to 5 min.
-    refused: BTreeMap<PathBuf, Backoff>,
 }
 
 impl Agent {
-    pub fn new(rt: Runtime) -> Agent {
-        Agent {
-            rt: Arc::new(rt),
+    pub fn new(rt: Runtime) -> std::io::Result<Agent> {
+        let rt = Arc::new(rt);
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pod-workers")
+            .enable_all()
+            .build()?;
+        Ok(Agent {
+            workers: Workers::new(rt.clone()),
+            rt,
+            tokio,
             reported: BTreeSet::new(),
             removing: Arc::default(),
-            refused: BTreeMap::new(),
-        }
+        })
+    }
+
+    /// The pod workers (the kubelet half drives API pods with the same ones).
+    pub fn workers(&self) -> Workers {
+        self.workers.clone()
     }
 
     /// At start: pods whose supervisor still runs are re-adopted untouched; pods whose supervisor
@@ -89,8 +105,11 @@ impl Agent {
         adopted
     }
 
-    /// One reconcile round over the manifest directory.
+    /// One round over the manifest directory: every manifest's pod is handed to its worker
+    /// (started, replaced when `Running::restart_due` under its back-off, its old runtime pods
+    /// stopped); runtime pods whose manifest is gone are stopped in the background.
     pub fn sync(&mut self, manifest_dir: &Path) {
+        let _in_tokio = self.tokio.enter();
         let manifests = read_manifests(manifest_dir);
         let busy = self.removing.lock().map(|s| s.clone()).unwrap_or_default();
         let mut by_source: BTreeMap<PathBuf, Vec<PodEntry>> = BTreeMap::new();
@@ -102,17 +121,16 @@ impl Agent {
                 by_source.entry(s.clone()).or_default().push(p);
             }
         }
-        // Pods whose manifest is gone (stopped in the background), and per manifest the pods to
-        // stop before its (new) pod starts (changed manifest, or a retry).
+        // Pods whose manifest is gone (stopped in the background), and duplicates.
         let mut orphans: Vec<PodEntry> = Vec::new();
-        let mut jobs: Vec<(Option<&Manifest>, Vec<PodEntry>)> = Vec::new();
+        let mut statics: Vec<StaticPod> = Vec::new();
         let wanted: BTreeSet<PathBuf> = manifests.iter().map(|m| m.path.clone()).collect();
+        let mut keys: BTreeSet<String> = BTreeSet::new();
         for m in &manifests {
             let existing = by_source.remove(&m.path).unwrap_or_default();
-            let (same, mut other): (Vec<PodEntry>, Vec<PodEntry>) = existing
-                .into_iter()
-                .partition(|p| p.plan.source_hash == m.hash);
-            match &m.pod {
+            let key = static_key(&m.path);
+            keys.insert(key.clone());
+            let pod = match &m.pod {
                 Err(e) => {
                     if self
                         .reported
@@ -120,41 +138,55 @@ impl Agent {
                     {
                         warn!("ignoring manifest {}: {e}", m.path.display());
                     }
-                    orphans.extend(other);
+                    orphans.extend(existing);
+                    continue;
                 }
-                Ok(_) if same.is_empty() => jobs.push((Some(m), other)),
-                Ok(_) => {
-                    let mut same = same.into_iter();
-                    let mut start = None;
-                    if let Some(first) = same.next() {
-                        let running = Running { entry: first };
-                        let refused = running.needs_backoff();
-                        if !refused {
-                            self.refused.remove(&m.path);
-                        }
-                        let ready =
-                            !refused || self.refused.get(&m.path).is_none_or(Backoff::ready);
-                        if let Some(why) = running.restart_due().filter(|_| ready) {
-                            info!("{why}");
-                            if refused {
-                                self.refused
-                                    .entry(m.path.clone())
-                                    .or_default()
-                                    .failed(BackoffPolicy::REFUSED);
-                            }
-                            other.push(running.replace());
-                            start = Some(m);
-                        }
-                    }
-                    // Duplicates (should not happen): keep the first.
-                    orphans.extend(same);
-                    if start.is_some() || !other.is_empty() {
-                        jobs.push((start, other));
-                    }
+                Ok(pod) => pod,
+            };
+            statics.push(StaticPod {
+                path: m.path.clone(),
+                hash: m.hash.clone(),
+                pod: pod.clone(),
+            });
+            if self.workers.is_busy(&key) {
+                // Its worker is at it (starting, or stopping old pods).
+                continue;
+            }
+            self.workers.renew(&key, &m.hash);
+            let (mut same, other): (Vec<PodEntry>, Vec<PodEntry>) = existing
+                .into_iter()
+                .partition(|p| p.plan.source_hash == m.hash);
+            let desired = Desired {
+                key: key.clone(),
+                pod: pod.clone(),
+                source: Source::File {
+                    path: m.path.clone(),
+                    hash: m.hash.clone(),
+                },
+            };
+            same.sort_by_key(|e| e.plan.created_at);
+            let Some(newest) = same.pop() else {
+                // Not run yet (or changed): start it, its old pods stopped first.
+                if self.workers.retry_ready(&key) {
+                    self.workers.start(desired, other);
+                } else if !other.is_empty() {
+                    self.workers.stop_old(&key, other, true);
                 }
+                continue;
+            };
+            // Duplicates (should not happen): keep the newest.
+            orphans.extend(same);
+            let running = Running { entry: newest };
+            let mut old = other;
+            if self.workers.replace_due(&key, &running, "") {
+                old.push(running.replace());
+                self.workers.start(desired, old);
+            } else if !old.is_empty() {
+                self.workers.stop_old(&key, old, true);
             }
         }
-        self.refused.retain(|p, _| wanted.contains(p));
+        self.workers.retain(true, &keys);
+        self.workers.set_statics(statics);
         for (src, pods) in by_source {
             if !wanted.contains(&src) {
                 orphans.extend(pods);
@@ -179,27 +211,5 @@ impl Agent {
                 }
             });
         }
-        let rt = &self.rt;
-        std::thread::scope(|s| {
-            for (m, old) in jobs {
-                s.spawn(move || {
-                    // The old pods of a manifest stop before its (new) pod starts.
-                    match m.map(|m| (m, &m.pod)) {
-                        Some((m, Ok(pod))) => {
-                            let starting = Starting::from_file(
-                                pod.clone(),
-                                m.path.clone(),
-                                m.hash.clone(),
-                                old,
-                            );
-                            let _ = starting.start(rt);
-                        }
-                        _ => {
-                            let Gone = Terminating { entries: old }.stop(rt, replacing);
-                        }
-                    }
-                });
-            }
-        });
     }
 }

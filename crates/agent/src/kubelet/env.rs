@@ -195,6 +195,32 @@ pub fn resolve(
     Ok(out)
 }
 
+/// A static pod with the Service variables (`services`) in front of each container's own env
+/// (kubelet gives static pods the same variables when it has an API server; the container's own
+/// variables win, and its `$(X_SERVICE_HOST)` references expand to them). Nothing else is
+/// resolved: a static pod may not refer to API objects.
+pub fn with_service_env(pod: &Pod, services: &[(String, String)]) -> Pod {
+    let mut out = pod.clone();
+    if services.is_empty() {
+        return out;
+    }
+    let Some(spec) = out.spec.as_mut() else {
+        return out;
+    };
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in init.chain(spec.containers.iter_mut()) {
+        let own = c.env.take().unwrap_or_default();
+        let mut env: Vec<EnvVar> = services
+            .iter()
+            .filter(|(k, _)| !own.iter().any(|e| &e.name == k))
+            .map(|(k, v)| literal(k, v))
+            .collect();
+        env.extend(own);
+        c.env = Some(env);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +371,37 @@ mod tests {
                 message: "secret \"gone\" not found".into()
             }
         );
+    }
+
+    #[test]
+    fn static_pods_get_service_variables_in_front_of_their_own() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s"},
+            "spec": {"containers": [{"name": "c", "image": "i", "env": [
+                {"name": "WEB_SERVICE_PORT", "value": "mine"},
+                {"name": "URL", "value": "http://$(WEB_SERVICE_HOST)/"}
+            ]}]}
+        }))
+        .expect("pod");
+        let services = [
+            ("WEB_SERVICE_HOST".to_string(), "10.0.0.2".to_string()),
+            ("WEB_SERVICE_PORT".to_string(), "80".to_string()),
+        ];
+        let out = with_service_env(&pod, &services);
+        let env: Vec<(String, String)> = out.spec.expect("spec").containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("WEB_SERVICE_HOST".to_string(), "10.0.0.2".to_string()),
+                ("WEB_SERVICE_PORT".to_string(), "mine".to_string()),
+                ("URL".to_string(), "http://$(WEB_SERVICE_HOST)/".to_string()),
+            ]
+        );
+        assert_eq!(with_service_env(&pod, &[]), pod, "no API server: unchanged");
     }
 }

@@ -29,7 +29,12 @@ pub fn hash(p: &Pod) -> Option<&str> {
 
 /// The name of a static pod's mirror pod.
 pub fn name(e: &PodEntry, node: &str) -> String {
-    format!("{}-{}", e.plan.name, node)
+    name_of(&e.plan.name, node)
+}
+
+/// The name of the mirror pod of static pod `pod_name` on `node`: `<name>-<node>`.
+pub fn name_of(pod_name: &str, node: &str) -> String {
+    format!("{pod_name}-{node}")
 }
 
 /// The mirror pod of the static pod `e` runs, from its manifest (`None` when the manifest cannot
@@ -38,16 +43,31 @@ pub fn mirror_for(e: &PodEntry, node: &str) -> Option<Pod> {
     let src = e.plan.source.as_ref()?;
     let text = std::fs::read_to_string(src).ok()?;
     let mut pod = rktup_runtime::manifest::parse_pod(&src.display().to_string(), &text).ok()?;
-    pod.metadata.name = Some(name(e, node));
     pod.metadata.namespace = Some(e.plan.namespace.clone());
+    Some(mirror_of(&pod, &e.plan.source_hash, node))
+}
+
+/// The mirror pod of a static pod read from a manifest whose hash is `hash` (a static pod that
+/// has no runtime pod yet, e.g. waiting for its image). The owner reference's uid is filled in
+/// by the caller.
+pub fn mirror_of(manifest: &Pod, hash: &str, node: &str) -> Pod {
+    let mut pod = manifest.clone();
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    pod.metadata.name = Some(name_of(
+        manifest.metadata.name.as_deref().unwrap_or_default(),
+        node,
+    ));
+    pod.metadata.namespace = Some(ns);
     pod.metadata.uid = None;
     pod.metadata.resource_version = None;
     let ann = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    ann.insert(MIRROR_ANNOTATION.into(), e.plan.source_hash.clone());
-    ann.insert(
-        "kubernetes.io/config.hash".into(),
-        e.plan.source_hash.clone(),
-    );
+    ann.insert(MIRROR_ANNOTATION.into(), hash.to_string());
+    ann.insert("kubernetes.io/config.hash".into(), hash.to_string());
     ann.insert("kubernetes.io/config.source".into(), "file".into());
     pod.metadata.owner_references = Some(vec![OwnerReference {
         api_version: Node::api_version(&()).into(),
@@ -61,5 +81,5 @@ pub fn mirror_for(e: &PodEntry, node: &str) -> Option<Pod> {
         spec.node_name = Some(node.to_string());
     }
     pod.status = None;
-    Some(pod)
+    pod
 }

@@ -4,8 +4,9 @@
 //!
 //! - `node`: registers the Node (capacity, addresses, nodeInfo, conditions, podCIDR) and
 //!   heartbeats through a coordination.k8s.io Lease plus status updates.
-//! - `pods`: watches the pods bound to this node (fieldSelector spec.nodeName), runs them with the
-//!   runtime, deletes them gracefully, and keeps mirror pods for static pods.
+//! - `pods`: the API pod source: watches the pods bound to this node (fieldSelector
+//!   spec.nodeName), hands them to the pod workers (`crate::workers`), deletes them gracefully,
+//!   writes their status, and keeps mirror pods for static pods.
 //! - `status`: the runtime's pod status as a core/v1 PodStatus.
 //! - `probes`: liveness, readiness and startup probes (one module per handler: exec, http, tcp,
 //!   grpc): container
@@ -25,7 +26,8 @@
 //!   (`server::container_logs`) and `/exec` (`server::exec`), which the API server proxies
 //!   `kubectl logs` and `kubectl exec` to.
 //!
-//! Pods go through the typed states of `crate::lifecycle` (shared with static pods).
+//! Pods go through the typed states of `crate::lifecycle`, driven by `crate::workers` (one
+//! driver for API and static pods).
 
 pub mod certificate;
 pub mod credentials;
@@ -48,7 +50,6 @@ pub mod volumes;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
-use rktup_runtime::runtime::Runtime;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -199,10 +200,11 @@ fn serving_certificate(
 
 /// Start the kubelet half on its own thread (with its own tokio runtime); it ends when `term`
 /// is set. `pods` is the writer of the store of this node's pods (its reader serves the kubelet
-/// port).
+/// port); `workers` are the agent's pod workers (the static source's too: once the API is
+/// there, static pods report to it and get the Service variables).
 pub fn spawn(
     cfg: KubeletConfig,
-    rt: Arc<Runtime>,
+    workers: crate::workers::Workers,
     pods: reflector::store::Writer<Pod>,
     term: &'static AtomicBool,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -227,7 +229,7 @@ pub fn spawn(
                     }
                 };
                 tokio::select! {
-                    r = run(cfg, rt, pods) => {
+                    r = run(cfg, workers, pods) => {
                         if let Err(e) = r {
                             error!("kubelet: {e}");
                         }
@@ -241,7 +243,7 @@ pub fn spawn(
 /// Register the node, then heartbeat and sync pods until cancelled.
 pub async fn run(
     cfg: KubeletConfig,
-    rt: Arc<Runtime>,
+    workers: crate::workers::Workers,
     pods: reflector::store::Writer<Pod>,
 ) -> Result<(), KubeletError> {
     let (client, mut cert_tasks) = certificates(&cfg).await?;
@@ -274,7 +276,7 @@ pub async fn run(
             std::future::pending::<()>().await
         })
     });
-    let r = pods::run(client, cfg, rt, pods).await;
+    let r = pods::run(client, cfg, workers, pods).await;
     hb.abort();
     for t in cert_tasks {
         t.abort();

@@ -226,6 +226,30 @@ impl Preparer {
         }
     }
 
+    /// A static pod's service variables: what the Services cache holds now. Unlike an API
+    /// pod, a static pod is not held back until the Services were listed (kubelet makes the
+    /// same exception: static pods may be what brings the API server up).
+    pub async fn static_service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let Some(services) = &self.services else {
+            return vec![];
+        };
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        match services.list(std::time::Duration::ZERO).await {
+            Some(all) => dns::service_env(all.iter().map(|s| &**s), &ns, links),
+            None => vec![],
+        }
+    }
+
     /// The pod as the runtime should run it: volumes prepared, env resolved.
     pub async fn prepare(&self, pod: &Pod) -> Result<Pod, Blocked> {
         if uid(pod).is_empty() {
