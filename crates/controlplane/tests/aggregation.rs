@@ -13,11 +13,9 @@
 //! here: the stand-in nodes of this suite have no cgroups to read (the agent's
 //! `/metrics/resource` is exercised with real nodes elsewhere).
 
-mod common;
-
 use base64::Engine;
-use common::*;
 use rktup_controlplane::pki::Credential;
+use rktup_testkit::controlplane::*;
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;

@@ -4,9 +4,7 @@
 //! accepted and stored too. A custom resource whose CRD is not in the bundle is refused with
 //! kubectl's "no matches for kind", as against any cluster without that CRD.
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -4,9 +4,7 @@
 //! united, atomic lists (said or unsaid) and `x-kubernetes-map-type: atomic` objects replaced
 //! and owned whole; managedFields as upstream writes them; conflicts with upstream's message.
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 
 const WIDGET_CRD: &str = r#"

@@ -5,9 +5,7 @@
 //! scale subresources, printer columns and a category added as the docs'
 //! later sections do.
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

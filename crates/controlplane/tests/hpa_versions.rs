@@ -4,12 +4,10 @@
 //! express keeping them in the annotation and surviving a v1 write
 //! unchanged, v1 defaults and validation, discovery, list and watch at v1.
 
-mod common;
-
-use common::{kubectl_1_20, start, Cluster};
 use futures_util::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use rktup_testkit::controlplane::{kubectl_1_20, start, Cluster};
 use serde_json::{json, Value};
 
 const METRICS: &str = "autoscaling.alpha.kubernetes.io/metrics";

@@ -4,9 +4,7 @@
 //! v1.33's (pkg/printers/internalversion); kinds it prints with the default handler show
 //! NAME and CREATED AT.
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 
 /// (resource for kubectl, namespaced, the object's YAML, the expected header row).
 const KINDS: &[(&str, bool, &str, &str)] = &[

@@ -1,8 +1,5 @@
 //! Drives the control plane with kube-rs, as the rktup agent does.
 
-mod common;
-
-use common::*;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
@@ -11,6 +8,7 @@ use kube::api::{
 };
 use kube::core::Status;
 use rktup_controlplane::pki::Credential;
+use rktup_testkit::controlplane::*;
 use serde_json::json;
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! Drives the control plane with the real kubectl (/usr/bin/kubectl).
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use std::time::Duration;
 
 const POD: &str = r#"

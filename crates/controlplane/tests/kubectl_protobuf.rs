@@ -4,9 +4,7 @@
 //! kubectl's own JSON rendering of it (`--dry-run=client -o json`, in another
 //! namespace), and the two stored objects must be the same.
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

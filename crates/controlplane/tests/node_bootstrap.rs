@@ -3,14 +3,12 @@
 //! and the API server's calls to kubelets (its client identity, the
 //! kubelet's serving certificate verified). Real kubectl and kube-rs.
 
-mod common;
-
-use common::*;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rktup_controlplane::pki::{CertPair, Credential};
 use rktup_controlplane::ControlPlane;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 use std::process::Output;
 use std::sync::{Arc, Mutex};

@@ -7,10 +7,8 @@
 //! exist. Also the Node authorizer's graph: a node's access to a Secret follows its pods'
 //! references at once.
 
-mod common;
-
-use common::*;
 use rktup_controlplane::pki::Credential;
+use rktup_testkit::controlplane::*;
 use serde_json::Value;
 use std::process::Output;
 

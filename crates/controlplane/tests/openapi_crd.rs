@@ -12,9 +12,7 @@
 
 // `common` re-exports helpers this suite does not use.
 #[allow(unused_imports)]
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 

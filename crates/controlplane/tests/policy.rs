@@ -3,11 +3,9 @@
 //! subresource's Status bodies, PDB status, quota admission and counting (also under
 //! concurrent creates), LimitRange defaults and limits, PriorityClass admission.
 
-mod common;
-
-use common::*;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -5,10 +5,8 @@
 //! aggregation, the bootstrap policy (and its repair at restart), and the
 //! public and discovery endpoints for non-admins.
 
-mod common;
-
-use common::*;
 use rktup_controlplane::pki::Credential;
+use rktup_testkit::controlplane::*;
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;

@@ -5,15 +5,13 @@
 //! LoadBalancer addresses from a pool (or pending with a Warning event);
 //! the `kube-system/kube-dns` Service.
 
-mod common;
-
-use common::{eventually, fake_node, Cluster};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use rktup_controlplane::ControlPlane;
+use rktup_testkit::controlplane::{eventually, fake_node, start, Cluster};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -106,7 +104,7 @@ struct NsFixture {
 }
 
 async fn ns_fixture(node: &str, ns: &str) -> NsFixture {
-    let c = common::start().await;
+    let c = start().await;
     let _node = fake_node(&c, node, 10250).await;
     create_ns(&c, ns).await;
     let client = c.admin().await;
@@ -442,7 +440,7 @@ async fn headless_hostnames_and_not_ready_addresses() {
 /// Endpoints), follow its changes, and go with skip-mirror.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selectorless_endpoints_are_mirrored() {
-    let c = common::start().await;
+    let c = start().await;
     create_ns(&c, "mirror").await;
     let yaml = r#"
 apiVersion: v1
@@ -953,7 +951,7 @@ async fn load_balancer_addresses_from_a_pool() {
 /// address stays pending and `kubectl describe svc` says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancer_pending_without_a_pool() {
-    let c = common::start().await;
+    let c = start().await;
     c.ok(&["create", "service", "loadbalancer", "web", "--tcp=80:8080"])
         .await;
     let d = eventually("pending warning", WAIT, || async {
@@ -1050,7 +1048,7 @@ async fn kube_dns_service() {
         json!([{"name": "https", "port": c.handle.addr().port(), "protocol": "TCP"}])
     );
     // Without the option there is none.
-    let c2 = common::start().await;
+    let c2 = start().await;
     let out = c2.ok(&["get", "svc", "-n", "kube-system"]).await;
     assert!(!out.contains("kube-dns"), "{out}");
 }
@@ -1063,7 +1061,7 @@ async fn endpointslice_protobuf_body() {
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
     use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
     use prost::Message;
-    let c = common::start().await;
+    let c = start().await;
     let slice = disc::EndpointSlice {
         metadata: Some(meta::ObjectMeta {
             name: Some("pb".into()),

@@ -4,9 +4,7 @@
 //! DefaultStorageClass admission, WaitForFirstConsumer provisioning on the pod's node through the
 //! scheduler, volume node affinity, and the 422s of PV/PVC/StorageClass validation.
 
-mod common;
-
-use common::{eventually, fake_node, start, Cluster};
+use rktup_testkit::controlplane::{eventually, fake_node, start, Cluster};
 use serde_json::{json, Value};
 use std::time::Duration;
 

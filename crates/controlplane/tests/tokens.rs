@@ -3,11 +3,8 @@
 //! expire or their bound pod is deleted; a node may get tokens only bound to
 //! its own pods.
 
-mod common;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, SelfSubjectReview, TokenRequest, TokenRequestSpec,
 };
@@ -15,6 +12,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use rktup_controlplane::api::satoken::{Claims, TokenSigner, ISSUER};
 use rktup_controlplane::pki::Credential;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 use std::process::Output;
 use std::time::Duration;

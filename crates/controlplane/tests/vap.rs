@@ -5,9 +5,7 @@
 //! variables, matchConditions, `request` and `namespaceObject`, failurePolicy Fail/Ignore
 //! on evaluation errors, and policies whose expressions do not compile refused at create.
 
-mod common;
-
-use common::*;
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 
 /// kubectl that must fail; its stderr.

@@ -8,12 +8,10 @@
 //!
 //! Benchmark (ignored by default): `crates/controlplane/bench/webhook.sh`.
 
-mod common;
-
 use base64::Engine;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
+use rktup_testkit::controlplane::*;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

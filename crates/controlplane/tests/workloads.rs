@@ -2,13 +2,11 @@
 //! partitioned rolling updates, history and undo), CronJobs (driven by a clock the test moves),
 //! ReplicationControllers, and their validation.
 
-mod common;
-
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use rktup_controlplane::controllers::Clock;
 use rktup_controlplane::ControlPlane;
+use rktup_testkit::controlplane::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,5 @@
-//! Shared test harness: a control plane on 127.0.0.1 with a free port and a
-//! temp data dir, the real kubectl, kube-rs clients, a stand-in kubelet log
-//! endpoint and a stand-in node agent.
-#![allow(dead_code)]
+//! A control plane on 127.0.0.1 with a free port and a temp data dir, the real kubectl, kube-rs
+//! clients, a stand-in kubelet log endpoint and a stand-in node agent.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -12,20 +10,8 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-pub const KUBECTL: &str = "/usr/bin/kubectl";
-
-/// kubectl 1.20: `RKTUP_KUBECTL_1_20`, or Debian's `kubernetes-client`
-/// extracted under /opt/kubectl-1.20 (test.sh does that).
-pub fn kubectl_1_20() -> Option<std::path::PathBuf> {
-    std::env::var_os("RKTUP_KUBECTL_1_20")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            Some(std::path::PathBuf::from(
-                "/opt/kubectl-1.20/usr/bin/kubectl",
-            ))
-        })
-        .filter(|p| p.is_file())
-}
+/// The kit's own helpers these tests use beside the cluster.
+pub use crate::{eventually, kubectl_1_20, KUBECTL};
 
 pub async fn start_in(dir: &Path) -> Handle {
     ControlPlane::builder()
@@ -102,29 +88,15 @@ impl Cluster {
         let stdin = stdin.map(String::from);
         let home = self.dir.path().join(home);
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            use std::process::{Command, Stdio};
-            let mut child = Command::new(&bin)
-                .arg("--kubeconfig")
-                .arg(&kc)
-                .args(&args)
-                .env("HOME", &home)
-                .env("KUBECACHEDIR", home.join("cache"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{} runs: {e}", bin.display()));
-            if let Some(input) = stdin {
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(input.as_bytes())
-                    .expect("write stdin");
-            }
-            drop(child.stdin.take());
-            child.wait_with_output().expect("kubectl finishes")
+            crate::output_with_input(
+                std::process::Command::new(&bin)
+                    .arg("--kubeconfig")
+                    .arg(&kc)
+                    .args(&args)
+                    .env("HOME", &home)
+                    .env("KUBECACHEDIR", home.join("cache")),
+                stdin.as_deref(),
+            )
         })
         .await
         .expect("join")
@@ -181,22 +153,11 @@ impl Cluster {
 
     pub async fn client_for(&self, user: &str, cred: &Credential) -> kube::Client {
         let text = self.handle.kubeconfig_for(user, cred);
-        let kc = kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig parses");
-        let cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .expect("config");
-        kube::Client::try_from(cfg).expect("client")
+        client(kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig parses")).await
     }
 
     pub async fn admin(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(self.handle.admin_kubeconfig())
-            .expect("read kubeconfig");
-        let cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .expect("config");
-        kube::Client::try_from(cfg).expect("client")
+        admin_client(&self.handle).await
     }
 
     pub async fn node_client(&self, node: &str) -> kube::Client {
@@ -204,6 +165,20 @@ impl Cluster {
         self.client_for(&format!("node-{node}"), &Credential::Token(token))
             .await
     }
+}
+
+/// A kube client with the control plane's admin credentials.
+pub async fn admin_client(cp: &Handle) -> kube::Client {
+    client(kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("read kubeconfig"))
+        .await
+}
+
+/// A kube client from a kubeconfig (its current context).
+async fn client(kc: kube::config::Kubeconfig) -> kube::Client {
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(cfg).expect("client")
 }
 
 /// Registers node `name` (as the node itself) with `kubelet_port` as its
@@ -384,6 +359,3 @@ pub async fn fake_kubelet() -> u16 {
     });
     port
 }
-
-#[allow(unused_imports)]
-pub use rktup_testkit::eventually;
