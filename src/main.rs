@@ -478,6 +478,21 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Hidden: the local clusters' port mappings (`portmap.rs`), run under a supervisor.
+    if args.get(1).is_some_and(|a| a == "portmap") {
+        let rest: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return match rktup_local::portmap::parse(&rest).and_then(|f| rktup_local::portmap::run(&f))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let node_side = args
         .get(1)
         .and_then(|a| a.to_str())

@@ -64,6 +64,9 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
         cfg.node_name = n.clone();
     }
     cfg.registry_config = a.registry_config.clone();
+    cfg.registry_mirrors = a.registry_mirror.clone();
+    cfg.registry_mirror_exclusive = a.registry_mirror_exclusive.clone();
+    cfg.host_path_mounts = a.host_path_mount.clone();
     cfg.image_pull_netns = a.image_pull_netns.clone();
     cfg.host_ip = a.node_ip.clone();
     // Pods' resolv.conf, hostname and hosts file (kubelet's --cluster-dns/-domain, --resolv-conf).
@@ -202,6 +205,8 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             node_name: node_name.clone(),
             node_ip: args.node_ip.clone(),
             pod_cidr: args.pod_cidr.clone(),
+            labels: args.node_labels.clone(),
+            taints: args.register_with_taints.clone(),
             heartbeat: Duration::from_secs(args.node_status_update_frequency.max(1)),
             kubelet_port: args.kubelet_port,
             sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),

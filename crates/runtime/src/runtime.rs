@@ -58,6 +58,13 @@ pub struct RuntimeConfig {
     pub cni_conf_dir: Option<PathBuf>,
     pub pod_cidr: Option<String>,
     pub insecure_registries: Vec<String>,
+    /// Mirror endpoints tried before a registry (`--registry-mirror`), and the registries
+    /// served by their mirrors only (`--registry-mirror-exclusive`).
+    pub registry_mirrors: Vec<rktup_node_contract::RegistryMirror>,
+    pub registry_mirror_exclusive: Vec<String>,
+    /// kind's extraMounts for this node (`--host-path-mount`): hostPath volumes under a node
+    /// path are served from the host path.
+    pub host_path_mounts: Vec<rktup_node_contract::HostPathMount>,
     pub registry_config: Option<PathBuf>,
     pub allow_privileged: bool,
     pub backoff_base_ms: u64,
@@ -93,6 +100,9 @@ impl RuntimeConfig {
             cni_conf_dir: None,
             pod_cidr: None,
             insecure_registries: vec![],
+            registry_mirrors: vec![],
+            registry_mirror_exclusive: vec![],
+            host_path_mounts: vec![],
             registry_config: None,
             allow_privileged: false,
             backoff_base_ms: 10_000,
@@ -162,6 +172,48 @@ impl RuntimeConfig {
     }
 }
 
+/// The pod with its hostPath volumes moved by the node's `--host-path-mount`s (kind's
+/// extraMounts), a read-only mount making every container's mount of the volume read-only;
+/// None when nothing moves.
+fn map_host_paths(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    mounts: &[rktup_node_contract::HostPathMount],
+) -> Option<k8s_openapi::api::core::v1::Pod> {
+    if mounts.is_empty() {
+        return None;
+    }
+    let mut pod = pod.clone();
+    let spec = pod.spec.as_mut()?;
+    let mut read_only = vec![];
+    let mut moved = false;
+    for v in spec.volumes.iter_mut().flatten() {
+        let Some(h) = v.host_path.as_mut() else {
+            continue;
+        };
+        if let Some((host, ro)) =
+            rktup_node_contract::HostPathMount::resolve(mounts, Path::new(&h.path))
+        {
+            h.path = host.display().to_string();
+            moved = true;
+            if ro {
+                read_only.push(v.name.clone());
+            }
+        }
+    }
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        for m in c.volume_mounts.iter_mut().flatten() {
+            if read_only.contains(&m.name) {
+                m.read_only = Some(true);
+            }
+        }
+    }
+    moved.then_some(pod)
+}
+
 /// One pod as found on disk.
 #[derive(Debug, Clone)]
 pub struct PodEntry {
@@ -187,7 +239,9 @@ impl Runtime {
             source,
         })?;
         let store = ImageStore::open(&cfg.root_dir)?;
-        let mut puller = Puller::new().with_insecure_registries(&cfg.insecure_registries);
+        let mut puller = Puller::new()
+            .with_insecure_registries(&cfg.insecure_registries)
+            .with_mirrors(&cfg.registry_mirrors, &cfg.registry_mirror_exclusive);
         if let Some(rc) = &cfg.registry_config {
             puller = puller.with_docker_config(rc);
         }
@@ -287,7 +341,8 @@ impl Runtime {
             network: &net,
             dns: &self.cfg.dns,
         };
-        let planned = manifest::plan_pod(pod, &ctx, &uuid);
+        let mapped = map_host_paths(pod, &self.cfg.host_path_mounts);
+        let planned = manifest::plan_pod(mapped.as_ref().unwrap_or(pod), &ctx, &uuid);
         let mut plan = match planned {
             Ok(p) => p,
             Err(e) => {

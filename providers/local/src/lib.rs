@@ -13,6 +13,7 @@ pub mod export;
 pub mod layout;
 pub mod list;
 pub mod network;
+pub mod portmap;
 pub mod process;
 pub mod ready;
 pub mod status;

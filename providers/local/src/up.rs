@@ -5,7 +5,7 @@
 
 use crate::layout::{self, ClusterRecord, Layout, NodeRecord};
 use crate::process::{self, Spec};
-use crate::{err, network, node_name, ready, require_root, Local};
+use crate::{err, network, node_name, portmap, ready, require_root, Local};
 use rktup_config::OutputFormat;
 use rktup_controlplane::pki::{self, Credential, Pki};
 use rktup_node_contract::AgentConfig;
@@ -122,6 +122,25 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
             },
         )
         .into();
+    if !s.layout.port_mappings.is_empty() {
+        last = g
+            .add(
+                resource("port-mappings", format!("{}-portmap", s.name)).with_detail(format!(
+                    "{} host port(s) to node ports",
+                    s.layout.port_mappings.len()
+                )),
+                &[rec.into(), last],
+                move |cx, i| {
+                    Box::pin(async move {
+                        let f = start_port_mappings(local, &cx.layout, i.get(rec), &cx.exe)
+                            .map_err(local_error)?;
+                        let detail = f.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+                        Ok(Done::new((), detail.join(", ")))
+                    })
+                },
+            )
+            .into();
+    }
     if !opts.no_wait {
         let timeout = opts.wait.unwrap_or(DEFAULT_WAIT);
         last = g
@@ -631,13 +650,109 @@ fn agent_args(
         rkt_api_endpoint: Some(s.rkt_api_endpoint.clone()),
         network_plugin_dir: l.net_plugin_dir.clone(),
         rkt_path: l.rkt_path.clone(),
-        insecure_registry: rec.insecure_registries.clone(),
+        insecure_registry: insecure_registries(rec, &s.layout),
+        // The cluster file's mirrors (docker.io → a local registry, say) and this node's labels
+        // and taints (`nodes[i]`, in node order).
+        registry_mirror: s.layout.registries.mirrors.clone(),
+        registry_mirror_exclusive: s.layout.registries.exclusive.clone(),
+        node_labels: node_spec(local, rec, node)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default(),
+        register_with_taints: node_spec(local, rec, node)
+            .map(|n| n.taints.clone())
+            .unwrap_or_default(),
+        // kind's extraMounts: a local node shares this machine's filesystem, so it is the
+        // node's hostPath volumes under containerPath that are served from hostPath.
+        host_path_mount: node_spec(local, rec, node)
+            .map(|n| {
+                n.extra_mounts
+                    .iter()
+                    .filter_map(|m| {
+                        rktup_node_contract::HostPathMount::new(
+                            &m.host_path.display().to_string(),
+                            &m.container_path.display().to_string(),
+                            m.read_only,
+                        )
+                        .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         image_pull_netns: Some(network::netns_path(&layout::host_netns_name(&rec.name))),
         ..AgentConfig::default()
     };
     std::iter::once("agent".to_string())
         .chain(cfg.to_args())
         .collect()
+}
+
+/// The cluster file's entry for `node` (`nodes[i]` is the i+1-th node), if it lists nodes.
+fn node_spec<'a>(
+    local: &'a Local,
+    rec: &ClusterRecord,
+    node: &NodeRecord,
+) -> Option<&'a rktup_config::NodeSpec> {
+    let i = rec.nodes.iter().position(|n| n.name == node.name)?;
+    local.settings.layout.nodes.get(i)
+}
+
+/// `--insecure-registry` of `up` (kept in the record) and the cluster file's `insecure:`.
+fn insecure_registries(rec: &ClusterRecord, layout: &rktup_config::ClusterLayout) -> Vec<String> {
+    let mut all = rec.insecure_registries.clone();
+    for r in &layout.registries.insecure {
+        if !all.contains(r) {
+            all.push(r.clone());
+        }
+    }
+    all
+}
+
+/// The cluster file's port mappings: a proxy on this machine (`portmap.rs`) under its own
+/// supervisor, started once; returns what it forwards.
+fn start_port_mappings(
+    local: &Local,
+    layout: &Layout,
+    rec: &ClusterRecord,
+    exe: &Path,
+) -> Result<Vec<portmap::Forward>, ProviderError> {
+    let forwards = portmap::forwards(&local.settings.layout.port_mappings, |i| {
+        rec.nodes.get(i).map(|n| n.ip)
+    });
+    let pidfile = layout.pidfile("portmap");
+    if forwards.is_empty() || process::running(&pidfile).is_some() {
+        return Ok(forwards);
+    }
+    portmap::check_free(&forwards).map_err(|e| err("portMappings of the cluster file", e))?;
+    let mut args = vec!["portmap".to_string()];
+    args.extend(forwards.iter().map(|f| f.to_string()));
+    let spec = Spec {
+        exe: exe.to_path_buf(),
+        args,
+        log: layout.log("portmap"),
+        pidfile: pidfile.clone(),
+        netns: None,
+    };
+    process::start_supervised(&spec).map_err(|e| err("failed to start the port mappings", e))?;
+    // Listening before `up` returns: a client may connect at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for f in forwards.iter().filter(|f| f.proto == portmap::Proto::Tcp) {
+        let ip = if f.listen.ip().is_unspecified() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            *f.listen.ip()
+        };
+        let addr = SocketAddr::from((ip, f.listen.port()));
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if process::running(&pidfile).is_none() || Instant::now() > deadline {
+                return Err(ProviderError::Other(format!(
+                    "the port mapping {f} does not listen; see {}",
+                    layout.log("portmap").display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(forwards)
 }
 
 fn start_agents(

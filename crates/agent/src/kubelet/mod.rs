@@ -65,6 +65,10 @@ pub struct KubeletConfig {
     pub node_name: String,
     pub node_ip: Option<String>,
     pub pod_cidr: Option<String>,
+    /// `--node-labels`: added to the kubelet's own labels at every registration.
+    pub labels: Vec<rktup_node_contract::NodeLabel>,
+    /// `--register-with-taints`: the Node's taints when the agent creates it.
+    pub taints: Vec<rktup_node_contract::Taint>,
     /// Lease renewal and node status period (kubelet: 10 s).
     pub heartbeat: Duration,
     /// The kubelet port advertised in status.daemonEndpoints (0: none served).

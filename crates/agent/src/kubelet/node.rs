@@ -144,7 +144,12 @@ fn status(cfg: &KubeletConfig, since: &Time) -> NodeStatus {
 pub async fn register(client: &kube::Client, cfg: &KubeletConfig) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let since = now();
-    let labels = BTreeMap::from([
+    let mut labels: BTreeMap<String, String> = cfg
+        .labels
+        .iter()
+        .map(|l| (l.key.clone(), l.value.clone()))
+        .collect();
+    labels.extend([
         ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         (
@@ -152,6 +157,18 @@ pub async fn register(client: &kube::Client, cfg: &KubeletConfig) -> Result<(), 
             node_info().architecture.clone(),
         ),
     ]);
+    // --register-with-taints: on creation only, as kubelet (later changes are the admin's).
+    let taints = (!cfg.taints.is_empty()).then(|| {
+        cfg.taints
+            .iter()
+            .map(|t| k8s_openapi::api::core::v1::Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.as_str().to_string(),
+                time_added: None,
+            })
+            .collect()
+    });
     let node = Node {
         metadata: ObjectMeta {
             name: Some(cfg.node_name.clone()),
@@ -161,6 +178,7 @@ pub async fn register(client: &kube::Client, cfg: &KubeletConfig) -> Result<(), 
         spec: Some(NodeSpec {
             pod_cidr: cfg.pod_cidr.clone(),
             pod_cidrs: cfg.pod_cidr.clone().map(|c| vec![c]),
+            taints,
             ..Default::default()
         }),
         status: None,

@@ -1,11 +1,19 @@
 //! A small Docker Registry HTTP API v2 / OCI distribution client: anonymous, basic and bearer
 //! token flows, manifest lists resolved for this node's platform, every blob verified by the store.
-//! Plain HTTP only for hosts listed as insecure.
+//! Plain HTTP only for hosts listed as insecure (and mirror endpoints written `http://`).
+//!
+//! Registry mirrors (`--registry-mirror`, k3s' registries.yaml `mirrors:`): a pull tries the
+//! registry's mirror endpoints in order (those of `*` when the registry has none), then the
+//! registry itself unless it is exclusive. Docker Hub's names are one registry (`docker.io`,
+//! `index.docker.io`, `registry-1.docker.io`) and keep its `library/` rule on a mirror:
+//! `busybox:1` is `/v2/library/busybox/manifests/1` on every endpoint. The image is stored
+//! under the name the pod gave, whichever endpoint served it.
 
 use super::reference::Reference;
 use super::store::{ImageRecord, ImageStore, LayerRecord, StoreError};
 use crate::util;
 use base64::Engine;
+use rktup_node_contract::RegistryMirror;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;
@@ -29,6 +37,9 @@ pub enum PullError {
     UnsupportedLayer(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Every endpoint (mirrors, then the registry) failed; each one's error in order.
+    #[error("failed to pull {reference} from any endpoint: {tried}")]
+    Endpoints { reference: String, tried: String },
 }
 
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -112,6 +123,31 @@ pub struct Puller {
     /// Network namespace registries are reached from (e.g. the host's, for a local cluster's
     /// nodes that live in namespaces of their own); None: the caller's.
     netns: Option<std::sync::Arc<std::fs::File>>,
+    mirrors: Vec<RegistryMirror>,
+    /// Registries pulled from their mirrors only.
+    exclusive: Vec<String>,
+}
+
+/// One place a pull may fetch an image from: a mirror endpoint or the registry itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// host[:port] the HTTP API is served on.
+    pub host: String,
+    pub plain_http: bool,
+    /// The repository on this endpoint (Docker Hub's `library/` applied).
+    pub repository: String,
+    /// Key of the credentials used (the endpoint's host, the registry's name for the registry).
+    pub credentials: String,
+    /// `mirror http://127.0.0.1:5000` or `docker.io`, for messages.
+    pub label: String,
+}
+
+/// Docker Hub's spellings as one registry name.
+fn canonical_registry(r: &str) -> &str {
+    match r {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        other => other,
+    }
 }
 
 /// Parsed `WWW-Authenticate` challenge.
@@ -158,7 +194,7 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
 struct Session<'a> {
     puller: &'a Puller,
     agent: ureq::Agent,
-    reference: &'a Reference,
+    endpoint: &'a Endpoint,
     auth: Option<String>,
 }
 
@@ -210,6 +246,65 @@ impl Puller {
             }
         }
         self
+    }
+
+    /// Mirror endpoints (in order per registry) and the registries served by mirrors only.
+    pub fn with_mirrors(mut self, mirrors: &[RegistryMirror], exclusive: &[String]) -> Self {
+        self.mirrors = mirrors.to_vec();
+        self.exclusive = exclusive.to_vec();
+        self
+    }
+
+    /// Where a pull of `reference` is tried, in order: the registry's mirrors (or `*`'s), then
+    /// the registry unless exclusive.
+    pub fn endpoints(&self, reference: &Reference) -> Vec<Endpoint> {
+        let registry = canonical_registry(&reference.registry);
+        let repository = if registry == "docker.io" && !reference.repository.contains('/') {
+            format!("library/{}", reference.repository)
+        } else {
+            reference.repository.clone()
+        };
+        let own: Vec<&RegistryMirror> = self
+            .mirrors
+            .iter()
+            .filter(|m| canonical_registry(&m.registry) == registry)
+            .collect();
+        let (key, mirrors) = if own.is_empty() {
+            (
+                "*",
+                self.mirrors.iter().filter(|m| m.registry == "*").collect(),
+            )
+        } else {
+            (registry, own)
+        };
+        let mut out: Vec<Endpoint> = mirrors
+            .into_iter()
+            .map(|m| {
+                let (plain_http, host) = m.host();
+                Endpoint {
+                    host: host.to_string(),
+                    plain_http,
+                    repository: repository.clone(),
+                    credentials: host.to_string(),
+                    label: format!("mirror {}", m.endpoint),
+                }
+            })
+            .collect();
+        let exclusive = !out.is_empty()
+            && self
+                .exclusive
+                .iter()
+                .any(|e| canonical_registry(e) == key || canonical_registry(e) == registry);
+        if !exclusive {
+            out.push(Endpoint {
+                host: reference.api_host().to_string(),
+                plain_http: self.scheme(&reference.registry) == "http",
+                repository,
+                credentials: reference.registry.clone(),
+                label: reference.registry.clone(),
+            });
+        }
+        out
     }
 
     /// Pull from inside the network namespace at `path` (opened now, kept open).
@@ -276,6 +371,41 @@ impl Puller {
     ) -> Result<ImageRecord, PullError> {
         let name = reference.to_string();
         let _pull_lock = store.name_lock(&name)?;
+        let endpoints = self.endpoints(reference);
+        let mut tried = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            match self.pull_from(store, reference, endpoint) {
+                Ok(rec) => {
+                    if i > 0 || endpoint.label.starts_with("mirror ") {
+                        tracing::debug!("pulled {name} from {}", endpoint.label);
+                    }
+                    return Ok(rec);
+                }
+                // Another endpoint may serve it; a bad blob or a full disk would fail there too.
+                Err(
+                    e @ (PullError::Http { .. }
+                    | PullError::Auth { .. }
+                    | PullError::Manifest { .. }),
+                ) if endpoints.len() > 1 => {
+                    tracing::debug!("pull of {name} from {} failed: {e}", endpoint.label);
+                    tried.push(format!("{}: {e}", endpoint.label));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PullError::Endpoints {
+            reference: name,
+            tried: tried.join("; "),
+        })
+    }
+
+    fn pull_from(
+        &self,
+        store: &ImageStore,
+        reference: &Reference,
+        endpoint: &Endpoint,
+    ) -> Result<ImageRecord, PullError> {
+        let name = reference.to_string();
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(15))
             .timeout_read(Duration::from_secs(120))
@@ -283,7 +413,7 @@ impl Puller {
         let mut s = Session {
             puller: self,
             agent,
-            reference,
+            endpoint,
             auth: None,
         };
         let (bytes, _) = s.manifest(reference.reference())?;
@@ -360,14 +490,9 @@ pub fn parse_manifest(b: &[u8], reference: &str) -> Result<Manifest, PullError> 
 
 impl Session<'_> {
     fn url(&self, path: &str) -> String {
-        let host = self.reference.api_host();
-        format!(
-            "{}://{}/v2/{}/{}",
-            self.puller.scheme(&self.reference.registry),
-            host,
-            self.reference.repository,
-            path
-        )
+        let e = self.endpoint;
+        let scheme = if e.plain_http { "http" } else { "https" };
+        format!("{scheme}://{}/v2/{}/{}", e.host, e.repository, path)
     }
 
     fn get(&mut self, url: &str, accept: &str) -> Result<ureq::Response, PullError> {
@@ -401,7 +526,7 @@ impl Session<'_> {
             }
         }
         Err(PullError::Auth {
-            registry: self.reference.registry.clone(),
+            registry: self.endpoint.label.clone(),
             msg: "credentials rejected".into(),
         })
     }
@@ -410,7 +535,7 @@ impl Session<'_> {
         let creds = self
             .puller
             .credentials
-            .get(&self.reference.registry)
+            .get(&self.endpoint.credentials)
             .cloned();
         let basic = creds.as_ref().map(|(u, p)| {
             format!(
@@ -419,7 +544,7 @@ impl Session<'_> {
             )
         });
         let auth_err = |msg: String| PullError::Auth {
-            registry: self.reference.registry.clone(),
+            registry: self.endpoint.label.clone(),
             msg,
         };
         match parse_challenge(header) {
@@ -435,7 +560,7 @@ impl Session<'_> {
                 scope,
             }) => {
                 let scope = scope
-                    .unwrap_or_else(|| format!("repository:{}:pull", self.reference.repository));
+                    .unwrap_or_else(|| format!("repository:{}:pull", self.endpoint.repository));
                 let mut req = self.agent.get(&realm).query("scope", &scope);
                 if let Some(svc) = &service {
                     req = req.query("service", svc);
@@ -517,6 +642,57 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn mirrors_first_then_the_registry() {
+        let m = |s: &str| s.parse::<RegistryMirror>().unwrap();
+        let p = Puller::new()
+            .with_insecure_registries(&["127.0.0.1:5001".into()])
+            .with_mirrors(
+                &[
+                    m("docker.io=http://127.0.0.1:5000"),
+                    m("docker.io=https://mirror.example"),
+                    m("*=https://all.example"),
+                    m("quay.io=http://q:5000"),
+                ],
+                &["quay.io".into()],
+            );
+        let hosts = |r: &str| -> Vec<(String, bool, String)> {
+            p.endpoints(&Reference::parse(r).unwrap())
+                .into_iter()
+                .map(|e| (e.host, e.plain_http, e.repository))
+                .collect()
+        };
+        let lib = "library/busybox".to_string();
+        assert_eq!(
+            hosts("busybox:1"),
+            vec![
+                ("127.0.0.1:5000".into(), true, lib.clone()),
+                ("mirror.example".into(), false, lib.clone()),
+                ("registry-1.docker.io".into(), false, lib.clone()),
+            ]
+        );
+        // Docker Hub's other names are the same registry, with its library/ rule.
+        assert_eq!(hosts("index.docker.io/busybox:1")[0].2, lib);
+        assert_eq!(hosts("docker.io/library/busybox:1"), hosts("busybox:1"));
+        // Exclusive: no fall-back.
+        assert_eq!(
+            hosts("quay.io/a/b:1"),
+            vec![("q:5000".into(), true, "a/b".into())]
+        );
+        // Any other registry: `*`'s mirrors, then itself (plain HTTP when insecure).
+        assert_eq!(
+            hosts("127.0.0.1:5001/x:1"),
+            vec![
+                ("all.example".into(), false, "x".into()),
+                ("127.0.0.1:5001".into(), true, "x".into()),
+            ]
+        );
+        // No mirrors: the registry alone, as before.
+        let plain = Puller::new().endpoints(&Reference::parse("ghcr.io/o/i:1").unwrap());
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].host, "ghcr.io");
     }
 
     #[test]
