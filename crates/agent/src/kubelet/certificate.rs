@@ -139,7 +139,10 @@ impl Pair {
     }
 
     fn certified(&self) -> Result<CertifiedKey, rustls::Error> {
-        let signer = rustls::crypto::ring::sign::any_supported_type(&self.key)?;
+        // The key through the one crypto provider of rktup's TLS (crates/tls).
+        let signer = rktup_tls::provider()
+            .key_provider
+            .load_private_key(self.key.clone_key())?;
         Ok(CertifiedKey::new(self.certs.clone(), signer))
     }
 }

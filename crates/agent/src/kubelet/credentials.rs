@@ -34,6 +34,8 @@ pub enum CredentialsError {
     ApiServer(String),
     #[error(transparent)]
     Cert(#[from] CertError),
+    #[error("failed to configure the API client's TLS: {0}")]
+    Tls(#[from] rktup_tls::TlsError),
     #[error("failed to write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -252,11 +254,27 @@ pub async fn client(
     let Some(slot) = rotating else {
         return Ok(kube::Client::try_from(config)?);
     };
-    let mut tls = config.rustls_client_config()?;
-    tls.client_auth_cert_resolver = slot.clone();
+    // The kubeconfig's CA (client-go: the system's roots without one), or its
+    // insecure-skip-tls-verify.
+    let server = if config.accept_invalid_certs {
+        rktup_tls::ClientTls::insecure(rktup_tls::Insecure::KubeconfigSkipVerify)
+    } else {
+        match &config.root_cert {
+            Some(ders) => rktup_tls::ClientTls::verify_der(
+                &format!("the certificate-authority of {}", kubeconfig.display()),
+                ders.iter()
+                    .map(|d| rustls::pki_types::CertificateDer::from(d.clone())),
+            )?,
+            None => rktup_tls::ClientTls::verify_system_roots()?,
+        }
+    };
     // A resumed TLS session keeps the client certificate it began with: after a renewal the
     // new connections must present the new one (Go's client, kubelet's, resumes nothing).
-    tls.resumption = rustls::client::Resumption::disabled();
+    let tls = server
+        .with_client_resolver(slot.clone())
+        .without_resumption()
+        .build()?;
+    let tls = Arc::unwrap_or_clone(tls);
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -210,79 +210,18 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     Ok((code, location, String::from_utf8_lossy(&data).into_owned()))
 }
 
-/// HTTPS probes do not verify the server's certificate (kubelet: InsecureSkipVerify).
+/// HTTPS probes do not verify the server's certificate: that is upstream's behaviour
+/// (pkg/probe/http sets `InsecureSkipVerify: true`), since a pod's serving certificate is made
+/// for its clients, not for the kubelet; `rktup_tls::Insecure::HttpProbe` names it.
 fn insecure_tls() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(NoVerify(provider.clone()));
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(verifier.clone())
-                .with_no_client_auth()
-        });
-    match cfg {
-        Ok(c) => Arc::new(c),
-        // The ring provider supports the default versions; this is not reached.
-        Err(_) => Arc::new(
-            rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth(),
-        ),
-    }
+    static CFG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CFG.get_or_init(|| rktup_tls::ClientTls::insecure_config(rktup_tls::Insecure::HttpProbe))
+        .clone()
 }
 
-/// A server-certificate verifier that accepts any certificate (signatures are still checked
-/// with `provider`'s algorithms): kubelet's InsecureSkipVerify. Also what the agent's tests use
-/// to talk to the kubelet port, as the API server does.
-#[derive(Debug)]
-pub struct NoVerify(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
+/// The accept-any verifier as a type, still re-exported as `probes::NoVerify` for the agent
+/// tests' kit, which builds its own rustls configurations.
+pub use rktup_tls::danger::NoVerify;
 
 #[cfg(test)]
 mod tests {
