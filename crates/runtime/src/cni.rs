@@ -3,6 +3,7 @@
 //! portmap). Versions 0.1.0 to 1.0.0 are passed through; results of either shape (`ips` or the old
 //! `ip4`) are understood.
 
+use crate::kubenet;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -151,10 +152,14 @@ pub fn default_plugin_dirs(extra: Option<&Path>) -> Vec<PathBuf> {
     v
 }
 
-/// Check every plugin of a network exists before anything of the pod runs.
+/// Check every plugin of a network exists before anything of the pod runs (the in-process
+/// kubenet type is always there).
 pub fn find_plugins(net: &Network, dirs: &[PathBuf]) -> Result<(), CniError> {
     for p in &net.plugins {
         let t = p.get("type").and_then(Value::as_str).unwrap_or_default();
+        if t == kubenet::PLUGIN_TYPE {
+            continue;
+        }
         find_plugin(t, dirs).ok_or_else(|| CniError::PluginNotFound {
             plugin: t.into(),
             network: net.name.clone(),
@@ -194,12 +199,17 @@ fn invoke(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let path = find_plugin(&t, att.plugin_dirs).ok_or_else(|| CniError::PluginNotFound {
-        plugin: t.clone(),
-        network: net.name.clone(),
-        file: net.file.clone(),
-        searched: att.plugin_dirs.to_vec(),
-    })?;
+    // The in-process plugin has no binary (its path stays empty and is never executed).
+    let path = if t == kubenet::PLUGIN_TYPE {
+        PathBuf::new()
+    } else {
+        find_plugin(&t, att.plugin_dirs).ok_or_else(|| CniError::PluginNotFound {
+            plugin: t.clone(),
+            network: net.name.clone(),
+            file: net.file.clone(),
+            searched: att.plugin_dirs.to_vec(),
+        })?
+    };
     let mut conf = plugin.clone();
     if let Some(o) = conf.as_object_mut() {
         o.insert("name".into(), json!(net.name));
@@ -229,6 +239,9 @@ fn invoke(
         if !rc.is_empty() {
             o.insert("runtimeConfig".into(), Value::Object(rc));
         }
+    }
+    if t == kubenet::PLUGIN_TYPE {
+        return in_process(&t, command, &conf, att);
     }
     let path_env = att
         .plugin_dirs
@@ -357,26 +370,35 @@ pub fn result_ip(r: &Value) -> Option<String> {
     Some(addr.split('/').next().unwrap_or(&addr).to_string())
 }
 
-/// The conflist the agent writes for `--network-plugin=kubenet`: a `cbr0` bridge with host-local
-/// IPAM for the node's pod CIDR, portmap for hostPort, and loopback.
-pub fn kubenet_conflist(pod_cidr: &str, data_dir: Option<&Path>) -> Value {
-    let mut ipam = json!({
-        "type": "host-local",
-        "ranges": [[{"subnet": pod_cidr}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
-    });
-    if let Some(d) = data_dir {
-        ipam["dataDir"] = json!(d);
-    }
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "kubenet",
-        "plugins": [
-            {"type": "bridge", "bridge": "cbr0", "mtu": 1460, "addIf": "eth0", "isGateway": true,
-             "ipMasq": false, "hairpinMode": true, "ipam": ipam},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
+/// The in-process kubenet plugin (no binary: see `kubenet`), with the binary plugins' contract:
+/// ADD returns a result, DEL and CHECK return nothing.
+fn in_process(
+    plugin: &str,
+    command: &'static str,
+    conf: &Value,
+    att: &Attachment,
+) -> Result<Value, CniError> {
+    let pod = kubenet::Attachment {
+        container_id: att.container_id,
+        netns: att.netns,
+        ifname: att.ifname,
+    };
+    let r = match command {
+        "ADD" => kubenet::add(conf, &pod),
+        "DEL" => kubenet::del(conf, &pod).map(|()| Value::Null),
+        _ => kubenet::check(conf, &pod).map(|()| Value::Null),
+    };
+    r.map_err(|e| CniError::Plugin {
+        plugin: format!("{plugin} (in-process)"),
+        command,
+        msg: e.to_string(),
     })
+}
+
+/// The conflist the agent writes for `--network-plugin=kubenet`: the in-process kubenet plugin
+/// (`cbr0` bridge, host-local-style IPAM for the node's pod CIDR, hostPorts).
+pub fn kubenet_conflist(pod_cidr: &str, data_dir: &Path) -> Value {
+    kubenet::conflist(pod_cidr, data_dir)
 }
 
 #[cfg(test)]

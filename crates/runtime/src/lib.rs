@@ -14,6 +14,7 @@ pub(crate) mod cni;
 pub(crate) mod confine;
 pub(crate) mod devices;
 pub mod image;
+pub mod kubenet;
 pub(crate) mod logs;
 pub mod manifest;
 pub mod pod;

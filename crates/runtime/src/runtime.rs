@@ -289,7 +289,7 @@ impl Runtime {
         let dir = self.cni_conf_dir();
         if self.cfg.network_mode == NetworkMode::Kubenet {
             let cidr = self.cfg.pod_cidr.clone().unwrap_or_default();
-            let conf = cni::kubenet_conflist(&cidr, Some(&self.cfg.root_dir.join("kubenet/ipam")));
+            let conf = cni::kubenet_conflist(&cidr, &self.cfg.root_dir.join("kubenet/ipam"));
             std::fs::create_dir_all(&dir).map_err(|e| PlanError::Network(e.to_string()))?;
             let f = dir.join("10-kubenet.conflist");
             let text = serde_json::to_string_pretty(&conf).unwrap_or_default();

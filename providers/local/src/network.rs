@@ -1,46 +1,55 @@
 //! The cluster's network on this machine, kubenet-style: a host bridge; per node a network
-//! namespace joined to it by a veth, its own address, routes to every other node's pod CIDR and
-//! IP forwarding. Only addresses inside namespaces rktup made, and the bridge's own, are used.
-//! Everything is done with iproute2 and iptables, as an administrator would by hand.
+//! namespace joined to it by a veth, its own address, routes to every other node's pod CIDR,
+//! IP forwarding and masquerading of pod traffic leaving the cluster. Only addresses inside
+//! namespaces rktup made, and the bridge's own, are used.
+//!
+//! Everything is programmed in-process over netlink (`rktup-netlink`: rtnetlink for namespaces,
+//! links, addresses and routes, nf_tables for the node's masquerade rule), so a fresh machine
+//! needs no `ip`, `iptables` or `nft`. The one exception is a courtesy to hosts that already
+//! filter bridged traffic with iptables (br_netfilter loaded and an `iptables` binary, as Docker
+//! leaves them, often with a DROP forward policy): there the bridge's own traffic is let
+//! through with an iptables rule, since an nftables accept cannot overrule iptables' drop.
 
 use crate::layout::{ClusterRecord, NodeRecord};
 use ipnet::Ipv4Net;
+use rktup_netlink::netns;
+use rktup_netlink::nft::expr::{self, rule};
+use rktup_netlink::nft::msg::{Batch, Hook};
+use rktup_netlink::nft::sock::Socket;
+use rktup_netlink::route::Rtnl;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What failed, and the kernel's (or the command's) answer.
 #[derive(Debug, thiserror::Error)]
-#[error("`{command}` failed: {message}")]
+#[error("failed to {step}: {message}")]
 pub struct NetError {
-    pub command: String,
+    pub step: String,
     pub message: String,
 }
 
-/// Runs a command, returning stdout, or its stderr as the error.
-pub fn run(program: &str, args: &[&str]) -> Result<String, NetError> {
-    let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| NetError {
-            command: command.clone(),
-            message: format!("{e} (is {program} installed?)"),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(NetError {
-            command,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
+    let step = what.into();
+    move |e| NetError {
+        step,
+        message: e.to_string(),
     }
 }
 
+/// The nftables table of a node's own rules (masquerade), in the node's namespace; it goes
+/// with the namespace.
+pub const NODE_TABLE: &str = "rktup-node";
+
 pub fn netns_path(ns: &str) -> PathBuf {
-    Path::new("/run/netns").join(ns)
+    netns::path(ns)
 }
 
+/// Whether this machine (the caller's namespace) has link `name`.
 pub fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+    Rtnl::open()
+        .and_then(|mut rt| rt.link_index(name))
+        .is_ok_and(|i| i.is_some())
 }
 
 /// Networks already routed on this machine (but not the default route), so a new cluster's
@@ -66,69 +75,88 @@ pub fn host_routes() -> Vec<Ipv4Net> {
 /// The bridge with the gateway address, up.
 pub fn ensure_bridge(rec: &ClusterRecord) -> Result<(), NetError> {
     let br = rec.bridge.as_str();
-    if !link_exists(br) {
-        run("ip", &["link", "add", "name", br, "type", "bridge"])?;
+    let mut rt = Rtnl::open().map_err(step("open a netlink socket"))?;
+    if rt
+        .link_index(br)
+        .map_err(step(format!("look up bridge {br}")))?
+        .is_none()
+    {
+        rt.add_bridge(br, None)
+            .map_err(step(format!("create bridge {br}")))?;
     }
-    let addr = format!("{}/{}", rec.gateway(), rec.node_network.prefix_len());
-    run("ip", &["addr", "replace", &addr, "dev", br])?;
-    run("ip", &["link", "set", br, "up"])?;
+    let idx = rt.index(br).map_err(step(format!("look up bridge {br}")))?;
+    let addr = Ipv4Net::new(rec.gateway(), rec.node_network.prefix_len())
+        .map_err(|e| step("compute the gateway address")(io::Error::other(e)))?;
+    rt.replace_addr(idx, addr)
+        .map_err(step(format!("put {addr} on bridge {br}")))?;
+    rt.set_up(idx)
+        .map_err(step(format!("set bridge {br} up")))?;
     // Hosts that filter bridged traffic (br_netfilter with a DROP forward policy, as Docker
     // leaves it) would drop node-to-node packets; let this bridge's own traffic through.
-    forward_rule(&rec.name, br).ensure("-I")
+    if let Some(rule) = forward_rule(&rec.name, br) {
+        rule.ensure("-I")?;
+    }
+    Ok(())
 }
 
-/// An iptables rule in the host's network namespace or in a node's.
+/// The `iptables` binary, when this machine has one.
+fn iptables_binary() -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join("iptables"))
+        .find(|p| p.is_file())
+}
+
+/// An iptables rule in the host's filter table (only where iptables filters bridged traffic).
 struct Rule {
-    netns: Option<String>,
-    table: &'static str,
+    iptables: PathBuf,
     chain: &'static str,
     spec: Vec<String>,
 }
 
 impl Rule {
-    fn new(netns: Option<&str>, table: &'static str, chain: &'static str, spec: &[&str]) -> Rule {
-        Rule {
-            netns: netns.map(str::to_string),
-            table,
-            chain,
-            spec: spec.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    /// `iptables -t <table> <op> <chain> <spec>`, through `ip netns exec` for a node's namespace.
-    fn iptables(&self, op: &str) -> Result<String, NetError> {
-        let mut args: Vec<&str> = Vec::new();
-        if let Some(ns) = &self.netns {
-            args.extend(["netns", "exec", ns, "iptables"]);
-        }
-        args.extend(["-t", self.table, op, self.chain]);
+    fn run(&self, op: &str) -> Result<String, NetError> {
+        let mut args = vec!["-t", "filter", op, self.chain];
         args.extend(self.spec.iter().map(String::as_str));
-        match self.netns {
-            Some(_) => run("ip", &args),
-            None => run("iptables", &args),
+        let command = format!("{} {}", self.iptables.display(), args.join(" "));
+        let out = Command::new(&self.iptables)
+            .args(&args)
+            .output()
+            .map_err(step(format!("run `{command}`")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(NetError {
+                step: format!("run `{command}`"),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
         }
     }
 
     fn exists(&self) -> bool {
-        self.iptables("-C").is_ok()
+        self.run("-C").is_ok()
     }
 
     /// Adds the rule unless it is there: `-I` puts it first in the chain, `-A` last.
     fn ensure(&self, op: &str) -> Result<(), NetError> {
         if !self.exists() {
-            self.iptables(op)?;
+            self.run(op)?;
         }
         Ok(())
     }
 }
 
-fn forward_rule(cluster: &str, bridge: &str) -> Rule {
+/// The FORWARD accept for the bridge's own traffic, when iptables filters bridged frames here
+/// (br_netfilter loaded and an `iptables` binary present); None otherwise.
+fn forward_rule(cluster: &str, bridge: &str) -> Option<Rule> {
+    if !Path::new("/proc/sys/net/bridge").exists() {
+        return None;
+    }
     let comment = format!("rktup cluster {cluster}");
-    Rule::new(
-        None,
-        "filter",
-        "FORWARD",
-        &[
+    Some(Rule {
+        iptables: iptables_binary()?,
+        chain: "FORWARD",
+        spec: [
             "-i",
             bridge,
             "-o",
@@ -139,113 +167,131 @@ fn forward_rule(cluster: &str, bridge: &str) -> Rule {
             &comment,
             "-j",
             "ACCEPT",
-        ],
-    )
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    })
 }
 
-/// A name for this machine's own network namespace (`ip netns attach`), which agents pull
-/// images from, so registries on the host's loopback serve the nodes too.
+/// A name for this machine's own network namespace, which agents pull images from, so
+/// registries on the host's loopback serve the nodes too.
 pub fn ensure_host_netns(ns: &str) -> Result<(), NetError> {
-    if !netns_path(ns).exists() {
-        run(
-            "ip",
-            &["netns", "attach", ns, &std::process::id().to_string()],
-        )?;
-    }
-    Ok(())
+    netns::attach(ns, std::process::id())
+        .map_err(step(format!("name this machine's network namespace {ns}")))
 }
 
 /// Node `node`'s namespace, veth, address, default route, IP forwarding and masquerading of
 /// pod traffic leaving the cluster's pod range (kubenet's non-masquerade CIDR).
 pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetError> {
     let ns = node.netns.as_str();
-    if !netns_path(ns).exists() {
-        run("ip", &["netns", "add", ns])?;
+    netns::create(ns).map_err(step(format!("create network namespace {ns}")))?;
+    let mut rt = Rtnl::open().map_err(step("open a netlink socket"))?;
+    let veth = node.host_veth.as_str();
+    if rt
+        .link_index(veth)
+        .map_err(step(format!("look up veth {veth}")))?
+        .is_none()
+    {
+        let f = std::fs::File::open(netns_path(ns))
+            .map_err(step(format!("open network namespace {ns}")))?;
+        rt.add_veth(veth, "eth0", Some(std::os::fd::AsFd::as_fd(&f)), None)
+            .map_err(step(format!("create veth {veth} / eth0 in {ns}")))?;
     }
-    if !link_exists(&node.host_veth) {
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &node.host_veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            ],
-        )?;
-    }
-    run(
-        "ip",
-        &["link", "set", &node.host_veth, "master", &rec.bridge, "up"],
-    )?;
-    let addr = format!("{}/{}", node.ip, rec.node_network.prefix_len());
-    run("ip", &["-n", ns, "addr", "replace", &addr, "dev", "eth0"])?;
-    run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
-    run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-    let gw = rec.gateway().to_string();
-    run(
-        "ip",
-        &[
-            "-n", ns, "route", "replace", "default", "via", &gw, "dev", "eth0",
-        ],
-    )?;
+    let vi = rt
+        .index(veth)
+        .map_err(step(format!("look up veth {veth}")))?;
+    let br = rt
+        .index(&rec.bridge)
+        .map_err(step(format!("look up bridge {}", rec.bridge)))?;
+    rt.set_master(vi, br)
+        .map_err(step(format!("attach {veth} to bridge {}", rec.bridge)))?;
+    rt.set_up(vi).map_err(step(format!("set {veth} up")))?;
+
+    let addr = Ipv4Net::new(node.ip, rec.node_network.prefix_len())
+        .map_err(|e| step("compute the node address")(io::Error::other(e)))?;
+    let gw = rec.gateway();
+    let (pod, cluster) = (node.pod_cidr, rec.cluster_ip_range);
     let owned = ns.to_string();
-    in_netns(ns, move || {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError {
-            command: format!("echo 1 > /proc/sys/net/ipv4/ip_forward (in {owned})"),
-            message: e.to_string(),
-        })
+    in_netns(ns, move || -> Result<(), NetError> {
+        let mut rt = Rtnl::open().map_err(step(format!("open a netlink socket in {owned}")))?;
+        let eth0 = rt
+            .index("eth0")
+            .map_err(step(format!("look up eth0 in {owned}")))?;
+        let lo = rt
+            .index("lo")
+            .map_err(step(format!("look up lo in {owned}")))?;
+        rt.replace_addr(eth0, addr)
+            .map_err(step(format!("put {addr} on eth0 in {owned}")))?;
+        rt.set_up(eth0)
+            .map_err(step(format!("set eth0 up in {owned}")))?;
+        rt.set_up(lo)
+            .map_err(step(format!("set lo up in {owned}")))?;
+        rt.replace_route(Ipv4Net::default(), &[(Some(gw), eth0)])
+            .map_err(step(format!("route default via {gw} in {owned}")))?;
+        netns::sysctl("net.ipv4.ip_forward", "1")
+            .map_err(step(format!("enable IPv4 forwarding in {owned}")))?;
+        node_masquerade(pod, cluster).map_err(step(format!(
+            "program nftables table inet {NODE_TABLE} in {owned}"
+        )))
     })
-    .map_err(|e| NetError {
-        command: format!("setns {ns}"),
-        message: e.to_string(),
-    })??;
-    let pod = node.pod_cidr.to_string();
-    let cluster = rec.cluster_ip_range.to_string();
-    Rule::new(
-        Some(ns),
-        "nat",
-        "POSTROUTING",
-        &[
-            "-s",
-            &pod,
-            "!",
-            "-d",
-            &cluster,
-            "-o",
-            "eth0",
-            "-j",
-            "MASQUERADE",
-        ],
-    )
-    .ensure("-A")?;
-    Ok(())
+    .map_err(step(format!("enter network namespace {ns}")))?
+}
+
+/// `inet rktup-node`: pod traffic leaving by eth0 for outside the cluster range is masqueraded
+/// (what `iptables -t nat -A POSTROUTING -s <pods> ! -d <cluster> -o eth0 -j MASQUERADE` did).
+/// Rebuilt whole in one transaction, so `up` again converges.
+fn node_masquerade(pod: Ipv4Net, cluster: Ipv4Net) -> io::Result<()> {
+    let mut sock = Socket::open()?;
+    let first = sock.next_seq(0);
+    let mut b = Batch::new(first);
+    b.add_table(NODE_TABLE);
+    b.add_chain(
+        NODE_TABLE,
+        "postrouting",
+        Some(("nat", Hook::Postrouting, 100)),
+    );
+    b.flush_chain(NODE_TABLE, "postrouting");
+    b.add_rule(
+        NODE_TABLE,
+        "postrouting",
+        &rule(&[
+            expr::ipv4(),
+            expr::saddr_in(pod, false),
+            expr::daddr_in(cluster, true),
+            expr::oifname("eth0"),
+            expr::masquerade(),
+        ]),
+    );
+    let _ = sock.next_seq(b.messages as u32 + 2);
+    match sock.commit(b, first)? {
+        Ok(()) => Ok(()),
+        Err(nack) => Err(io::Error::from_raw_os_error(nack.errno)),
+    }
 }
 
 /// In every node's namespace, a route to every other node's pod CIDR through that node.
 pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
     for node in &rec.nodes {
-        for other in rec.nodes.iter().filter(|o| o.name != node.name) {
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &node.netns,
-                    "route",
-                    "replace",
-                    &other.pod_cidr.to_string(),
-                    "via",
-                    &other.ip.to_string(),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-        }
+        let others: Vec<(Ipv4Net, std::net::Ipv4Addr)> = rec
+            .nodes
+            .iter()
+            .filter(|o| o.name != node.name)
+            .map(|o| (o.pod_cidr, o.ip))
+            .collect();
+        let ns = node.netns.clone();
+        in_netns(&node.netns, move || -> Result<(), NetError> {
+            let mut rt = Rtnl::open().map_err(step(format!("open a netlink socket in {ns}")))?;
+            let eth0 = rt
+                .index("eth0")
+                .map_err(step(format!("look up eth0 in {ns}")))?;
+            for (cidr, via) in others {
+                rt.replace_route(cidr, &[(Some(via), eth0)])
+                    .map_err(step(format!("route {cidr} via {via} in {ns}")))?;
+            }
+            Ok(())
+        })
+        .map_err(step(format!("enter network namespace {}", node.netns)))??;
     }
     Ok(())
 }
@@ -256,35 +302,25 @@ pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
 /// go with the bridge at `down`. A pod CIDR this machine already routes elsewhere (another
 /// local cluster with the same CLUSTER_IP_RANGE) is left as it is: that cluster keeps it.
 pub fn ensure_pod_routes(rec: &ClusterRecord) -> Result<(), NetError> {
-    let routed = host_routes();
+    let mut rt = Rtnl::open().map_err(step("open a netlink socket"))?;
+    let br = rt
+        .index(&rec.bridge)
+        .map_err(step(format!("look up bridge {}", rec.bridge)))?;
+    let routes = rt.routes().map_err(step("list this machine's routes"))?;
     for node in &rec.nodes {
-        if routed.contains(&node.pod_cidr) && !routes_via(&node.pod_cidr, &rec.bridge) {
+        let elsewhere = routes
+            .iter()
+            .any(|r| r.dst == node.pod_cidr && r.oif.is_some_and(|o| o != br));
+        if elsewhere {
             continue;
         }
-        run(
-            "ip",
-            &[
-                "route",
-                "replace",
-                &node.pod_cidr.to_string(),
-                "via",
-                &node.ip.to_string(),
-                "dev",
-                rec.bridge.as_str(),
-            ],
-        )?;
+        rt.replace_route(node.pod_cidr, &[(Some(node.ip), br)])
+            .map_err(step(format!(
+                "route {} via {} dev {}",
+                node.pod_cidr, node.ip, rec.bridge
+            )))?;
     }
     Ok(())
-}
-
-/// Whether this machine routes `net` through `dev`.
-fn routes_via(net: &Ipv4Net, dev: &str) -> bool {
-    run("ip", &["route", "show", "exact", &net.to_string()]).is_ok_and(|out| {
-        out.split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .any(|w| w == ["dev", dev])
-    })
 }
 
 /// On this machine, the LoadBalancer pool routed through every node (a multipath route): each
@@ -294,13 +330,14 @@ pub fn ensure_load_balancer_route(rec: &ClusterRecord) -> Result<(), NetError> {
     if rec.nodes.is_empty() {
         return Ok(());
     }
-    let pool = rec.load_balancer_pool().to_string();
-    let mut args = vec!["route", "replace", pool.as_str()];
-    let ips: Vec<String> = rec.nodes.iter().map(|n| n.ip.to_string()).collect();
-    for ip in &ips {
-        args.extend(["nexthop", "via", ip.as_str(), "dev", rec.bridge.as_str()]);
-    }
-    run("ip", &args).map(|_| ())
+    let pool = rec.load_balancer_pool();
+    let mut rt = Rtnl::open().map_err(step("open a netlink socket"))?;
+    let br = rt
+        .index(&rec.bridge)
+        .map_err(step(format!("look up bridge {}", rec.bridge)))?;
+    let hops: Vec<_> = rec.nodes.iter().map(|n| (Some(n.ip), br)).collect();
+    rt.replace_route(pool, &hops)
+        .map_err(step(format!("route {pool} through the nodes")))
 }
 
 /// Runs `f` on a thread that has entered namespace `ns`; processes it starts are in `ns` too.
@@ -308,61 +345,36 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<T> {
-    let path = netns_path(ns);
-    std::thread::spawn(move || {
-        enter_netns(&path)
-            .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))?;
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("namespace thread panicked"))?
-}
-
-/// Moves the calling thread into the network namespace bound at `path` (setns(2)).
-fn enter_netns(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let f = std::fs::File::open(path)?;
-    // SAFETY: a valid fd for the call's duration; only this thread changes namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    netns::run_in(&netns_path(ns), f)
 }
 
 /// Network namespaces whose names start with `prefix`.
 pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+    netns::with_prefix(prefix)
 }
 
-/// Removes the namespaces (their veths go with them), the bridge and the forward rule.
-/// Returns what could not be removed.
+/// Removes the namespaces (their veths and nftables tables go with them), the bridge (with the
+/// routes through it) and the forward rule. Returns what could not be removed.
 pub fn teardown(cluster: &str, bridge: &str, namespaces: &[String]) -> Vec<String> {
     let mut left = Vec::new();
     for ns in namespaces {
-        if netns_path(ns).exists() {
-            if let Err(e) = run("ip", &["netns", "delete", ns]) {
-                left.push(format!("network namespace {ns}: {e}"));
+        if let Err(e) = netns::delete(ns) {
+            left.push(format!("network namespace {ns}: {e}"));
+        }
+    }
+    let r = Rtnl::open().and_then(|mut rt| match rt.link_index(bridge)? {
+        Some(i) => rt.del_link(i),
+        None => Ok(()),
+    });
+    if let Err(e) = r {
+        left.push(format!("bridge {bridge}: {e}"));
+    }
+    if let Some(rule) = forward_rule(cluster, bridge) {
+        while rule.exists() {
+            if let Err(e) = rule.run("-D") {
+                left.push(format!("iptables rule: {e}"));
+                break;
             }
-        }
-    }
-    if link_exists(bridge) {
-        // Routes through the bridge (the LoadBalancer pool's) go with it.
-        if let Err(e) = run("ip", &["link", "delete", bridge]) {
-            left.push(format!("bridge {bridge}: {e}"));
-        }
-    }
-    let rule = forward_rule(cluster, bridge);
-    while rule.exists() {
-        if let Err(e) = rule.iptables("-D") {
-            left.push(format!("iptables rule: {e}"));
-            break;
         }
     }
     left

@@ -1,5 +1,6 @@
-//! nf_tables netlink messages, encoded by hand (see README: no permissive pure-Rust library
-//! covers nf_tables). Only what the proxy emits: tables, chains, rules made of the expressions
+//! nf_tables netlink messages, encoded by hand (see the proxy's README: no permissive pure-Rust
+//! library covers nf_tables). Only what rktup emits (the service proxy, kubenet's hostPorts and
+//! masquerade, the local provider's node rules): tables, chains, rules made of the expressions
 //! in [`Expr`], sets and verdict maps with their elements, all inside one
 //! NFNL_MSG_BATCH_BEGIN … END transaction. Constants are the kernel's uapi
 //! (`linux/netfilter/nf_tables.h`, `linux/netfilter/nfnetlink.h`).
@@ -71,6 +72,8 @@ pub enum Verdict {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaKey {
     Mark = 3,
+    IifName = 6,
+    OifName = 7,
     NfProto = 15,
     L4Proto = 16,
 }
@@ -146,6 +149,14 @@ pub enum Expr {
     FibSaddrType {
         dreg: u32,
     },
+    /// `fib daddr type` (address type of the destination) into `dreg`
+    FibDaddrType {
+        dreg: u32,
+    },
+    /// conntrack status bits into `dreg`
+    CtStatus {
+        dreg: u32,
+    },
     DynsetUpdate {
         set: String,
         sreg: u32,
@@ -189,6 +200,10 @@ impl Buf {
     }
     pub fn u64(&mut self, ty: u16, v: u64) {
         self.attr(ty, &v.to_be_bytes());
+    }
+    /// A u32 in host byte order (rtnetlink's attributes; nf_tables' are big-endian).
+    pub fn u32_ne(&mut self, ty: u16, v: u32) {
+        self.attr(ty, &v.to_ne_bytes());
     }
     pub fn nest(&mut self, ty: u16, f: impl FnOnce(&mut Buf)) {
         let start = self.b.len();
@@ -360,6 +375,20 @@ impl Batch {
             b.str(2, name);
         });
     }
+    /// Deletes the elements with these keys (an absent key fails the batch with ENOENT).
+    pub fn del_elements(&mut self, table: &str, set: &str, keys: &[Vec<u8>]) {
+        for chunk in keys.chunks(256) {
+            self.msg(NFT_MSG_DELSETELEM, 0, |b| {
+                b.str(1, table);
+                b.str(2, set);
+                b.nest(3, |l| {
+                    for key in chunk {
+                        l.nest(1, |e| e.nest(1, |k| k.attr(1, key)));
+                    }
+                });
+            });
+        }
+    }
     pub fn add_elements(&mut self, table: &str, set: &str, elems: &[(Vec<u8>, Option<Verdict>)]) {
         self.elements(table, set, None, elems);
     }
@@ -458,9 +487,9 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
         Expr::NumgenRandom { .. } => "numgen",
         Expr::Dnat { .. } => "nat",
         Expr::Masquerade { .. } => "masq",
-        Expr::CtState { .. } => "ct",
+        Expr::CtState { .. } | Expr::CtStatus { .. } => "ct",
         Expr::Reject { .. } => "reject",
-        Expr::FibSaddrType { .. } => "fib",
+        Expr::FibSaddrType { .. } | Expr::FibDaddrType { .. } => "fib",
         Expr::DynsetUpdate { .. } => "dynset",
     };
     x.str(1, name);
@@ -550,6 +579,15 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
         Expr::CtState { dreg } => {
             d.u32(1, *dreg);
             d.u32(2, 0); // NFT_CT_STATE
+        }
+        Expr::CtStatus { dreg } => {
+            d.u32(1, *dreg);
+            d.u32(2, 2); // NFT_CT_STATUS
+        }
+        Expr::FibDaddrType { dreg } => {
+            d.u32(1, *dreg);
+            d.u32(2, 3); // NFT_FIB_RESULT_ADDRTYPE
+            d.u32(3, 2); // NFTA_FIB_F_DADDR
         }
         Expr::Reject { kind, code } => {
             d.u32(1, *kind);

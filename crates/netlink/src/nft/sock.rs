@@ -3,21 +3,16 @@
 //! the network namespace of the thread that opened it.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::msg::{
     Batch, NFT_MSG_GETCHAIN, NFT_MSG_GETGEN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETTABLE,
     NLM_F_DUMP,
 };
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-/// set on dump replies when a commit happened while the dump was running
-const NLM_F_DUMP_INTR: u16 = 0x10;
+pub use crate::socket::attrs;
+use crate::socket::{messages, NlSocket, NLMSG_ERROR};
 
 pub struct Socket {
-    fd: OwnedFd,
-    seq: u32,
+    nl: NlSocket,
 }
 
 /// What the kernel answered to one message of a batch (errno as a positive number).
@@ -30,126 +25,23 @@ pub struct Nack {
 
 impl Socket {
     pub fn open() -> io::Result<Socket> {
-        // SAFETY: plain socket(2); the fd is owned right after.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // A full resync at 10,000 endpoints is several MB in one message: the batch must fit the
-        // send buffer whole. FORCE (root/CAP_NET_ADMIN) passes wmem_max; fall back quietly.
-        for (opt, force) in [
-            (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE),
-            (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE),
-        ] {
-            let size: libc::c_int = 64 << 20;
-            // SAFETY: setsockopt with a pointer to a local int of the right size.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    force,
-                    &size as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
-            if r < 0 {
-                // SAFETY: as above.
-                unsafe {
-                    libc::setsockopt(
-                        fd.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        opt,
-                        &size as *const _ as *const libc::c_void,
-                        std::mem::size_of::<libc::c_int>() as u32,
-                    )
-                };
-            }
-        }
-        // A reply the kernel never sends must not hang the sync loop forever.
-        let tv = libc::timeval {
-            tv_sec: 10,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a pointer to a local timeval of the right size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        // SAFETY: zeroed sockaddr_nl is the "kernel, any pid" address; bind assigns our port id.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
-        Ok(Socket { fd, seq })
+        // send buffer whole.
+        Ok(Socket {
+            nl: NlSocket::open(libc::NETLINK_NETFILTER, 64 << 20)?,
+        })
     }
 
     pub fn next_seq(&mut self, n: u32) -> u32 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(n);
-        s
+        self.nl.next_seq(n)
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        // SAFETY: zeroed sockaddr_nl addresses the kernel.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: bytes outlives the call; sendto copies it.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr() as *const libc::c_void,
-                bytes.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.nl.send(bytes)
     }
 
     fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        buf.resize(1 << 20, 0);
-        // SAFETY: buf is a valid writable buffer of its length.
-        let r = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(r as usize)
+        self.nl.recv(buf)
     }
 
     /// Sends a batch and waits for the kernel's verdict. `Ok(Err(nack))` when the kernel
@@ -246,55 +138,15 @@ impl Socket {
         self.exchange(seq, dump, &req)
     }
 
-    /// Sends one request and collects its replies; `None` when a dump must be redone.
+    /// Sends one request and collects its replies (after the nfgenmsg); `None` when a dump
+    /// must be redone.
     fn exchange(
         &mut self,
         seq: u32,
         dump: bool,
         req: &[u8],
     ) -> io::Result<Option<Result<Vec<Vec<u8>>, i32>>> {
-        self.send(req)?;
-        let mut out = Vec::new();
-        let mut buf = Vec::new();
-        let mut intr = false;
-        loop {
-            let n = self.recv(&mut buf)?;
-            for (mty, flags, mseq, payload) in messages(&buf[..n]) {
-                if mseq != seq {
-                    continue;
-                }
-                intr |= flags & NLM_F_DUMP_INTR != 0;
-                match mty {
-                    NLMSG_DONE => {
-                        // DONE carries the dump's own result: a dump cut short is not a result
-                        let errno = payload
-                            .get(..4)
-                            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
-                            .unwrap_or(0);
-                        if errno == -libc::EINTR || errno == -libc::EAGAIN || intr {
-                            return Ok(None);
-                        }
-                        if errno != 0 {
-                            return Ok(Some(Err(-errno)));
-                        }
-                        return Ok(Some(Ok(out)));
-                    }
-                    NLMSG_ERROR => {
-                        let errno = payload
-                            .get(..4)
-                            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
-                            .unwrap_or(0);
-                        if errno != 0 {
-                            return Ok(Some(Err(-errno)));
-                        }
-                        if !dump {
-                            return Ok(Some(Ok(out)));
-                        }
-                    }
-                    _ => out.push(payload.get(4..).unwrap_or(&[]).to_vec()),
-                }
-            }
-        }
+        self.nl.exchange(seq, dump, req, 4)
     }
 
     pub fn table_exists(&mut self, table: &str) -> io::Result<bool> {
@@ -463,37 +315,4 @@ impl Socket {
             return Ok(Some((out_c, out_s)));
         }
     }
-}
-
-/// Splits a receive buffer into (type, flags, seq, payload after the nlmsghdr).
-fn messages(mut buf: &[u8]) -> Vec<(u16, u16, u32, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        let flags = u16::from_ne_bytes([buf[6], buf[7]]);
-        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        out.push((ty, flags, seq, &buf[16..len]));
-        let adv = (len + 3) & !3;
-        buf = buf.get(adv..).unwrap_or(&[]);
-    }
-    out
-}
-
-/// Top-level attributes of a payload.
-pub(crate) fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((ty, &b[4..len]));
-        b = b.get((len + 3) & !3..).unwrap_or(&[]);
-    }
-    out
 }
