@@ -147,7 +147,11 @@ enum Action {
     Image(ImageAction),
     /// Local clusters: every local cluster on this machine (`-o json`: nodes, API address,
     /// state directory, which processes run).
-    List,
+    List {
+        /// Only the clusters whose `rktup-<name>` context this kubeconfig holds.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Local clusters: export what CI needs to see why a run failed.
     #[command(subcommand)]
     Export(ExportAction),
@@ -176,6 +180,10 @@ enum ImageAction {
         /// Name the image (for an archive that carries none, or to rename it).
         #[arg(long, value_name = "IMAGE")]
         image_name: Option<String>,
+        /// Check first that this kubeconfig's `rktup-<name>` context points at the cluster
+        /// whose nodes get the image.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -302,7 +310,12 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
     // Settings are checked before anything else happens, for every action.
     let settings = load_settings(&cli.global, &cmd.settings)?;
     rktup_logging::init(Component::Cli, settings.log_level);
-    if let Action::Image(ImageAction::Import { file, image_name }) = &cmd.action {
+    if let Action::Image(ImageAction::Import {
+        file,
+        image_name,
+        kubeconfig,
+    }) = &cmd.action
+    {
         if P::PROVIDER != Provider::Local {
             return Err(bad_input(format!(
                 "`image import` is for local clusters (`rktup local image import FILE`); {} nodes pull from registries",
@@ -310,11 +323,12 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             )));
         }
         return Ok(rktup_local::Local::with_output(settings, cli.global.output)
+            .with_kubeconfig(kubeconfig.clone())
             .image_import(file, image_name.as_deref())?);
     }
     if matches!(
         cmd.action,
-        Action::List
+        Action::List { .. }
             | Action::Export(_)
             | Action::Status {
                 kubeconfig: Some(_)
@@ -337,6 +351,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             Action::Status { kubeconfig } => {
                 Ok(local.with_kubeconfig(kubeconfig.clone()).status()?)
             }
+            Action::List { kubeconfig } => Ok(local.with_kubeconfig(kubeconfig.clone()).list()?),
             _ => Ok(local.list()?),
         };
     }
@@ -391,7 +406,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             })?)
         }
         Action::Status { .. } => Ok(provider.status()?),
-        Action::Image(_) | Action::List | Action::Export(_) => Ok(()),
+        Action::Image(_) | Action::List { .. } | Action::Export(_) => Ok(()),
     }
 }
 

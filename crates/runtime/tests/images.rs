@@ -155,6 +155,58 @@ fn import_oci_and_docker_archives() {
     assert!(rktup_runtime::image::archive::import(&store, &junk, None).is_err());
 }
 
+/// `import_or_skip` (`rktup local image import`): an image the store holds whole, by manifest
+/// digest, is not copied again — its blobs keep their inodes (a copy renames a new file over
+/// them) — and says so; a new name still lands; a layer missing its unpacked tree brings the
+/// import back.
+#[test]
+fn import_skips_images_already_present_by_digest() {
+    use rktup_runtime::image::archive::import_or_skip;
+    use std::os::unix::fs::MetadataExt;
+    let images = Images::build();
+    let dir = tempfile::tempdir().unwrap();
+    let oci = dir.path().join("multi.oci.tar");
+    let docker = dir.path().join("bb.docker.tar");
+    images.oci_archive("multi", &oci);
+    images.docker_archive("busybox", &docker, "example.com/air/busybox:v1");
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let inodes = |rec: &rktup_runtime::image::ImageRecord| -> Vec<u64> {
+        std::iter::once(&rec.id)
+            .chain(rec.layers.iter().map(|l| &l.digest))
+            .map(|d| {
+                std::fs::metadata(store.blob_path(d).unwrap())
+                    .unwrap()
+                    .ino()
+            })
+            .collect()
+    };
+    for (archive, name) in [(&oci, Some("example.com/air/multi:v2")), (&docker, None)] {
+        let first = import_or_skip(&store, archive, name).unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(!first[0].already_present, "{}", archive.display());
+        let before = inodes(&first[0].record);
+        let again = import_or_skip(&store, archive, name).unwrap();
+        assert!(again[0].already_present, "{}", archive.display());
+        assert_eq!(again[0].record.id, first[0].record.id);
+        assert_eq!(inodes(&again[0].record), before, "blobs were rewritten");
+    }
+    // A new name for a present image is applied without a copy.
+    let renamed = import_or_skip(&store, &docker, Some("example.com/air/other:v3")).unwrap();
+    assert!(renamed[0].already_present);
+    let r = store.resolve("example.com/air/other:v3").unwrap();
+    assert_eq!(r.id, renamed[0].record.id);
+    assert!(store.resolve("example.com/air/busybox:v1").is_ok());
+    // A layer whose unpacked tree is gone: not present, imported again, and whole after.
+    let layer = store.layer_dir(&r.layers[0].digest).unwrap();
+    std::fs::remove_file(layer.with_extension("done")).unwrap();
+    std::fs::remove_dir_all(&layer).unwrap();
+    assert!(store.present(&r.id).is_none());
+    let back = import_or_skip(&store, &docker, None).unwrap();
+    assert!(!back[0].already_present);
+    assert!(layer.is_dir() && store.present(&r.id).is_some());
+}
+
 #[test]
 fn pull_policies_always_ifnotpresent_never() {
     let images = Images::build();

@@ -195,7 +195,7 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
     let kc = kubeconfig
         .map(Path::to_path_buf)
         .or_else(|| rec.as_ref().and_then(|rec| rec.kubeconfig.clone()));
-    match rktup_provider::kubeconfig::remove_context(kc.as_deref(), &context) {
+    match crate::user_kubeconfig::remove_context(kc.as_deref(), &context) {
         Ok(true) => r.deleted.push(format!("kubeconfig context {context}")),
         Ok(false) => {}
         Err(e) => r.left.push(format!("kubeconfig context {context}: {e}")),

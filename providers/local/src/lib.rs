@@ -6,7 +6,8 @@
 //! - `process`: the detached control-plane and agent processes and their pid files;
 //! - `supervise`: the supervisor each of them runs under (restarts, exit records);
 //! - `up`, `down`, `status`: the actions, each a list of small steps;
-//! - `list`, `export`: every local cluster on this machine, and `export logs` of one.
+//! - `list`, `export`: every local cluster on this machine, and `export logs` of one;
+//! - `user_kubeconfig`: the kubeconfig `up` and `down` change (`$SUDO_USER`'s under sudo).
 
 pub mod down;
 pub mod export;
@@ -19,6 +20,7 @@ pub mod ready;
 pub mod status;
 pub mod supervise;
 pub mod up;
+pub mod user_kubeconfig;
 
 use rktup_config::{ClusterSettings, LocalSettings, OutputFormat};
 use rktup_provider::{ClusterProvider, DownOptions, Plan, ProviderError, UpOptions};
@@ -176,27 +178,66 @@ impl Local {
                 file.display()
             )));
         }
+        // `--kubeconfig`: the file's `rktup-<name>` context must point at this cluster, so a
+        // CI job importing for the cluster it talks to cannot fill another one's nodes.
+        if let Some(k) = &self.kubeconfig {
+            let context = format!("rktup-{}", self.settings.name);
+            match user_kubeconfig::context_server(k, &context)? {
+                Some(server) if server == rec.api_url() => {}
+                Some(server) => {
+                    return Err(ProviderError::Other(format!(
+                        "kubeconfig {}: context {context} points at {server:?}, not at cluster \"{}\" ({}); run `rktup local up --name {} --kubeconfig {}` to refresh it",
+                        k.display(),
+                        self.settings.name,
+                        rec.api_url(),
+                        self.settings.name,
+                        k.display()
+                    )))
+                }
+                None => {
+                    return Err(ProviderError::Other(format!(
+                        "kubeconfig {} has no context {context} (the one `rktup local up --name {}` writes)",
+                        k.display(),
+                        self.settings.name
+                    )))
+                }
+            }
+        }
+        // Each node's store is checked by digest first: an image a node holds whole is not
+        // copied or unpacked again (`already present`).
         for node in &rec.nodes {
             let store = rktup_runtime::image::ImageStore::open(&layout.node_root(&node.name))
                 .map_err(|e| err(&node.name, e))?;
-            let recs = rktup_runtime::image::archive::import(&store, file, name)
+            let done = rktup_runtime::image::archive::import_or_skip(&store, file, name)
                 .map_err(|e| err(&format!("import {} into {}", file.display(), node.name), e))?;
-            for r in recs {
-                println!("{}: {} {}", node.name, r.names.join(","), r.short_id());
+            for i in done {
+                let r = &i.record;
+                let how = if i.already_present {
+                    "already present"
+                } else {
+                    "imported"
+                };
+                println!(
+                    "{}: {} {} {how}",
+                    node.name,
+                    r.names.join(","),
+                    r.short_id()
+                );
             }
         }
         Ok(())
     }
 
     /// `rktup local list`: every local cluster under this cluster's state root (the parent
-    /// of its state directory, RKTUP_STATE_DIR).
+    /// of its state directory, RKTUP_STATE_DIR); with `--kubeconfig`, only those whose
+    /// `rktup-<name>` context that file holds.
     pub fn list(&self) -> Result<(), ProviderError> {
         let root = self
             .settings
             .state_dir
             .parent()
             .unwrap_or(&self.settings.state_dir);
-        list::list(root, self.output)
+        list::list(root, self.output, self.kubeconfig.as_deref())
     }
 
     /// `rktup local export logs [DIR]`: prints where it wrote, and says when the API could not

@@ -63,8 +63,22 @@ pub fn clusters(state_root: &Path) -> Vec<ClusterListing> {
 
 /// Prints the clusters: names one per line (nothing when there are none, as kind's `get
 /// clusters` prints nothing on stdout), or a JSON array (`[]` when there are none).
-pub fn list(state_root: &Path, output: OutputFormat) -> Result<(), ProviderError> {
-    let found = clusters(state_root);
+/// `kubeconfig`: only the clusters whose `rktup-<name>` context that file holds.
+pub fn list(
+    state_root: &Path,
+    output: OutputFormat,
+    kubeconfig: Option<&Path>,
+) -> Result<(), ProviderError> {
+    let mut found = clusters(state_root);
+    if let Some(k) = kubeconfig {
+        let mut kept = Vec::new();
+        for c in found {
+            if crate::user_kubeconfig::context_server(k, &format!("rktup-{}", c.name))?.is_some() {
+                kept.push(c);
+            }
+        }
+        found = kept;
+    }
     match output {
         OutputFormat::Json => println!(
             "{}",

@@ -74,6 +74,116 @@ pub async fn wait_nodes_ready(
     Err(last)
 }
 
+/// What `up --wait` waits for once every node is Ready. Cluster DNS in a local cluster is no
+/// Deployment: each node's agent answers on the DNS address itself, and
+/// `kube-system/kube-dns` has no selector, so it never gets endpoints to wait for. So the wait
+/// is for the answers: `kubernetes.default.svc.<domain>` must resolve (an A record, NOERROR)
+/// from inside every node's network namespace, as a pod's resolver would ask; then every pod in
+/// kube-system (none unless the user added some) must be Ready or Succeeded. On timeout, says
+/// what is still missing.
+pub async fn wait_dns_and_system_pods(
+    kubeconfig: &Path,
+    nodes: &[(String, String)],
+    dns: std::net::Ipv4Addr,
+    domain: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    let name = format!("kubernetes.default.svc.{}", domain.trim_end_matches('.'));
+    let mut pending: Vec<(String, String)> = nodes.to_vec();
+    let mut last;
+    loop {
+        let mut still = Vec::new();
+        last = String::new();
+        for (node, netns) in pending {
+            let (q, ns) = (name.clone(), netns.clone());
+            let answer = tokio::task::spawn_blocking(move || {
+                crate::network::in_netns(&ns, move || dns_query(dns, &q))
+            })
+            .await;
+            match answer {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) | Ok(Err(e)) => {
+                    last = format!("cluster DNS {dns} on {node} does not answer {name} yet: {e}");
+                    still.push((node, netns));
+                }
+                Err(e) => {
+                    last = format!("cluster DNS {dns} on {node}: {e}");
+                    still.push((node, netns));
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            match system_pods_not_ready(kubeconfig).await {
+                Ok(not_ready) if not_ready.is_empty() => return Ok(()),
+                Ok(not_ready) => {
+                    last = format!("kube-system pods not Ready yet: {}", not_ready.join(", "))
+                }
+                Err(e) => last = format!("the API server did not answer: {e}"),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pods in kube-system that are neither Ready nor Succeeded.
+async fn system_pods_not_ready(kubeconfig: &Path) -> Result<Vec<String>, String> {
+    let c = client(kubeconfig).await?;
+    let pods = Api::<Pod>::namespaced(c, "kube-system")
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| {
+            let st = p.status.as_ref();
+            let succeeded = st.and_then(|s| s.phase.as_deref()) == Some("Succeeded");
+            let ready = st
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            !succeeded && !ready
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect())
+}
+
+/// One DNS question for `name`'s A record to `server`:53 over UDP (0.5 s), from the calling
+/// thread's network namespace; Ok when the answer is NOERROR with at least one record.
+pub fn dns_query(server: std::net::Ipv4Addr, name: &str) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let id: u16 = (std::process::id() as u16) ^ 0x5a5a;
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len().min(63) as u8);
+        q.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root; type A; class IN
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    sock.send_to(&q, (server, 53))?;
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf)?;
+    if n < 12 || buf[..2] != id.to_be_bytes() || buf[2] & 0x80 == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "not an answer to the question",
+        ));
+    }
+    let rcode = buf[3] & 0x0f;
+    let answers = u16::from_be_bytes([buf[6], buf[7]]);
+    match (rcode, answers) {
+        (0, 1..) => Ok(()),
+        (0, 0) => Err(Error::new(ErrorKind::NotFound, "no record")),
+        (r, _) => Err(Error::other(format!("rcode {r}"))),
+    }
+}
+
 /// A node as `status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeSummary {

@@ -145,14 +145,17 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
         let timeout = opts.wait.unwrap_or(DEFAULT_WAIT);
         last = g
             .add(
-                resource("nodes-ready", local.node_names().join(", "))
-                    .with_detail(format!("within {timeout:?}; --no-wait skips")),
+                resource("nodes-ready", local.node_names().join(", ")).with_detail(format!(
+                    "nodes Ready, then cluster DNS answering on each node and kube-system pods \
+                     Ready, within {timeout:?}; --no-wait skips"
+                )),
                 &[rec.into(), last],
                 move |cx, i| {
                     Box::pin(async move {
                         let names: Vec<String> =
                             i.get(rec).nodes.iter().map(|n| n.name.clone()).collect();
                         let layout = &cx.layout;
+                        let deadline = std::time::Instant::now() + timeout;
                         ready::wait_nodes_ready(&layout.admin_kubeconfig(), &names, timeout)
                             .await
                             .map_err(|e| {
@@ -162,6 +165,28 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
                                 )
                             })
                             .map_err(local_error)?;
+                        // Then what kube-system serves: DNS (answered by each agent).
+                        let netns: Vec<(String, String)> = i
+                            .get(rec)
+                            .nodes
+                            .iter()
+                            .map(|n| (n.name.clone(), n.netns.clone()))
+                            .collect();
+                        ready::wait_dns_and_system_pods(
+                            &layout.admin_kubeconfig(),
+                            &netns,
+                            s.dns_server_ip,
+                            &s.dns_domain,
+                            deadline,
+                        )
+                        .await
+                        .map_err(|e| {
+                            err(
+                                &format!("cluster not serving within {timeout:?}"),
+                                format!("{e}; see the logs in {}", layout.logs_dir().display()),
+                            )
+                        })
+                        .map_err(local_error)?;
                         Ok(Done::new((), format!("{} node(s)", names.len())))
                     })
                 },
@@ -175,15 +200,17 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
         move |cx, i| {
             Box::pin(async move {
                 let (rec, pki) = (i.get(rec), i.get(pki));
-                let path = rktup_provider::kubeconfig::merge_context(
-                    opts.kubeconfig.as_deref(),
+                let target = crate::user_kubeconfig::target(opts.kubeconfig.as_deref())
+                    .map_err(local_error)?;
+                let path = crate::user_kubeconfig::merge_context(
+                    &target,
                     &context,
                     &rec.api_url(),
                     &pki.ca.cert_pem,
                     &pki.admin.cert_pem,
                     &pki.admin.key_pem,
                 )
-                .map_err(|e| local_error(err("kubeconfig", e)))?;
+                .map_err(local_error)?;
                 let mut rec = rec.clone();
                 rec.kubeconfig = Some(path.clone());
                 cx.layout

@@ -324,6 +324,18 @@ impl ImageStore {
         })
     }
 
+    /// The image with manifest digest `id` when the store holds it whole: its record, its
+    /// config blob and every layer unpacked (what `rkt image import` may then skip).
+    pub fn present(&self, id: &str) -> Option<ImageRecord> {
+        let rec = self.load_record(id).ok()?;
+        let whole = self.has_blob(&rec.config_digest)
+            && rec.layers.iter().all(|l| {
+                self.layer_dir(&l.digest)
+                    .is_ok_and(|d| d.with_extension("done").exists())
+            });
+        whole.then_some(rec)
+    }
+
     /// Register an image under `name` (normalised); earlier holders of the name lose it.
     pub fn add_image(&self, mut rec: ImageRecord, name: &str) -> Result<ImageRecord, StoreError> {
         let _l = self.lock()?;

@@ -1,0 +1,184 @@
+//! `rktup local image import` on a real two-node cluster (issue 18's CI conveniences): a second
+//! import of the same archive finds the image on each node by digest and says "already
+//! present"; `--kubeconfig` on `image import` (the file's context must be this cluster's) and on
+//! `list` (only the clusters whose context the file holds).
+
+use rktup_testkit::{unique, wait_for, Images};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Cluster {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+    fn rktup(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rktup"))
+            .env("RKTUP_STATE_DIR", self.state_root())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("API_PORT")
+            .args(args)
+            .output()
+            .expect("run rktup")
+    }
+    fn rktup_ok(&self, args: &[&str]) -> String {
+        let o = self.rktup(args);
+        assert!(
+            o.status.success(),
+            "rktup {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            rktup_testkit::log_tails(
+                &self
+                    .state_root()
+                    .join(format!("local-{}", self.name))
+                    .join("logs")
+            )
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--context")
+            .arg(format!("rktup-{}", self.name))
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.rktup(&["local", "down", "--name", &self.name]);
+    }
+}
+
+#[test]
+fn image_import_skips_present_images_and_takes_kubeconfig() {
+    if !rktup_testkit::can_run_as_root("local_image", "`rktup local up`") {
+        return;
+    }
+    let c = Cluster {
+        name: format!("img{}", unique()),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let name = c.name.clone();
+    c.rktup_ok(&[
+        "local",
+        "up",
+        "--name",
+        &name,
+        "--num-nodes",
+        "2",
+        "--wait",
+        "60s",
+    ]);
+    let nodes = [format!("{name}-node-1"), format!("{name}-node-2")];
+    let images = Images::build();
+    let tar = c.dir.path().join("image.tar");
+    images.docker_archive("busybox", &tar, "rktup.test/skip:1.0");
+    let tar = tar.display().to_string();
+    let kc = c.kubeconfig().display().to_string();
+
+    // First import: every node copies it. Second: every node already has it.
+    let first = c.rktup_ok(&["local", "image", "import", &tar, "--name", &name]);
+    let again = c.rktup_ok(&[
+        "local",
+        "image",
+        "import",
+        &tar,
+        "--name",
+        &name,
+        "--kubeconfig",
+        &kc,
+    ]);
+    for n in &nodes {
+        let line = |out: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("{n}: ")))
+                .unwrap_or_else(|| panic!("no line for {n}: {out}"))
+                .to_string()
+        };
+        assert!(line(&first).contains("rktup.test/skip:1.0"), "{first}");
+        assert!(line(&first).ends_with(" imported"), "{first}");
+        assert!(line(&again).ends_with(" already present"), "{again}");
+    }
+
+    // The image is usable on a node after the skipped import.
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "skipped"},
+        "spec": {"nodeName": nodes[1], "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "rktup.test/skip:1.0",
+                                 "imagePullPolicy": "Never", "command": ["echo", "from-import"]}]}
+    });
+    let f = c.dir.path().join("pod.json");
+    std::fs::write(&f, pod.to_string()).unwrap();
+    c.kubectl_ok(&["apply", "-f", &f.display().to_string()]);
+    wait_for(
+        "pod from the imported image",
+        Duration::from_secs(60),
+        || {
+            let phase = c.kubectl_ok(&["get", "pod", "skipped", "-o", "jsonpath={.status.phase}"]);
+            assert_ne!(phase, "Failed");
+            (phase == "Succeeded").then_some(())
+        },
+    );
+    assert_eq!(c.kubectl_ok(&["logs", "skipped"]).trim(), "from-import");
+
+    // --kubeconfig without this cluster's context: refused, nothing written.
+    let other = c.dir.path().join("other-kubeconfig");
+    std::fs::write(
+        &other,
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n",
+    )
+    .unwrap();
+    let other = other.display().to_string();
+    let o = c.rktup(&[
+        "local",
+        "image",
+        "import",
+        &tar,
+        "--name",
+        &name,
+        "--kubeconfig",
+        &other,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("has no context rktup-{name}")),
+        "{err}"
+    );
+
+    // list --kubeconfig: only the clusters whose context the file holds.
+    assert_eq!(
+        c.rktup_ok(&["local", "list", "--kubeconfig", &kc]).trim(),
+        name
+    );
+    assert_eq!(
+        c.rktup_ok(&["local", "list", "--kubeconfig", &other])
+            .trim(),
+        ""
+    );
+    // Every local subcommand takes --kubeconfig.
+    c.rktup_ok(&["local", "status", "--name", &name, "--kubeconfig", &kc]);
+    c.rktup_ok(&["local", "down", "--name", &name, "--kubeconfig", &kc]);
+    let after = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    assert!(!after.contains(&format!("rktup-{name}")), "{after}");
+}

@@ -1,0 +1,371 @@
+//! Many clusters on one machine (issue 18): ten one-node clusters brought up at once, side by
+//! side — each with its own API port, node network, bridge, namespaces and nftables tables —
+//! each used (a pod Running, `kubectl get nodes` through its own context of one shared
+//! kubeconfig, which the ten `up`s all write at once), then all taken down at once with nothing
+//! left behind. It also looks at what kind users run out of with many clusters: inotify
+//! instances (fs.inotify.max_user_instances, 128 by default, shared by every process of a
+//! user) and file descriptors (RLIMIT_NOFILE): what the clusters' processes hold is counted
+//! and printed, and must stay well within the limits.
+
+use rktup_testkit::{unique, wait_for, Images, Registry};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const CLUSTERS: usize = 10;
+
+struct Machine {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+impl Machine {
+    fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+    fn rktup(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rktup"))
+            .env("RKTUP_STATE_DIR", self.state_root())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("API_PORT")
+            .args(args)
+            .output()
+            .expect("run rktup")
+    }
+    fn kubectl(&self, name: &str, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--context")
+            .arg(format!("rktup-{name}"))
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+    fn kubectl_ok(&self, name: &str, args: &[&str]) -> String {
+        let o = self.kubectl(name, args);
+        assert!(
+            o.status.success(),
+            "kubectl --context rktup-{name} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn state_dir(&self, name: &str) -> PathBuf {
+        self.state_root().join(format!("local-{name}"))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.rktup(&["local", "down", "--name", n]);
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Pids in a cluster's `run/*.pid` and `run/*.supervisor` files that are alive.
+fn cluster_pids(state_dir: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(state_dir.join("run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        let ext = p.extension().and_then(|x| x.to_str());
+        if !matches!(ext, Some("pid" | "supervisor")) {
+            continue;
+        }
+        // "<pid> <start time>"
+        let pid = std::fs::read_to_string(&p).ok().and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        });
+        if let Some(pid) = pid.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// `roots` and every process descending from them (the agents' pod supervisors and pods).
+fn with_descendants(roots: &[u32]) -> BTreeSet<u32> {
+    let mut parent = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces and parens.
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut all: BTreeSet<u32> = roots.iter().copied().collect();
+    loop {
+        let before = all.len();
+        for (pid, ppid) in &parent {
+            if all.contains(ppid) {
+                all.insert(*pid);
+            }
+        }
+        if all.len() == before {
+            return all;
+        }
+    }
+}
+
+/// (open descriptors, of which inotify instances) of process `pid`.
+fn fds(pid: u32) -> (usize, usize) {
+    let mut all = 0;
+    let mut inotify = 0;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        all += 1;
+        if std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("inotify")) {
+            inotify += 1;
+        }
+    }
+    (all, inotify)
+}
+
+/// The soft RLIMIT_NOFILE of process `pid` (from /proc/<pid>/limits).
+fn nofile(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+fn sysctl(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_clusters_side_by_side() {
+    if !rktup_testkit::can_run_as_root("local_many", "`rktup local up`") {
+        return;
+    }
+    let base = unique();
+    let m = Machine {
+        dir: tempfile::tempdir().expect("tempdir"),
+        names: (0..CLUSTERS).map(|i| format!("many{base}x{i}")).collect(),
+    };
+    let images = Images::build();
+    let registry = Registry::start();
+    let image = registry.push(&images.layout, "busybox", "many:1.0");
+
+    // Up, all at once.
+    std::thread::scope(|s| {
+        let ups: Vec<_> = m
+            .names
+            .iter()
+            .map(|n| {
+                let (m, registry) = (&m, &registry);
+                s.spawn(move || {
+                    let o = m.rktup(&[
+                        "local",
+                        "up",
+                        "--name",
+                        n,
+                        "--wait",
+                        "120s",
+                        "--insecure-registry",
+                        &registry.addr,
+                    ]);
+                    (n, o)
+                })
+            })
+            .collect();
+        for u in ups {
+            let (n, o) = u.join().expect("up thread");
+            assert!(
+                o.status.success(),
+                "up {n}: {}\n{}",
+                text(&o),
+                rktup_testkit::log_tails(&m.state_dir(n).join("logs"))
+            );
+        }
+    });
+
+    // Nothing shared: API ports, node networks, bridges, namespaces.
+    let list = m.rktup(&["local", "list", "-o", "json"]);
+    assert!(list.status.success(), "{}", text(&list));
+    let list: Value = serde_json::from_slice(&list.stdout).expect("list json");
+    let listed = list.as_array().expect("array");
+    assert_eq!(listed.len(), CLUSTERS, "{list}");
+    let mut servers = BTreeSet::new();
+    let mut networks = BTreeSet::new();
+    let mut bridges = BTreeSet::new();
+    let mut netns = BTreeSet::new();
+    for c in listed {
+        assert_eq!(c["running"], true, "{c}");
+        servers.insert(c["server"].as_str().unwrap_or_default().to_string());
+        let name = c["name"].as_str().unwrap_or_default();
+        let rec: Value = serde_json::from_str(
+            &std::fs::read_to_string(m.state_dir(name).join("cluster.json")).expect("record"),
+        )
+        .expect("record json");
+        networks.insert(rec["node_network"].to_string());
+        bridges.insert(rec["bridge"].as_str().unwrap_or_default().to_string());
+        for n in rec["nodes"].as_array().into_iter().flatten() {
+            netns.insert(n["netns"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    for (what, set) in [
+        ("API servers", &servers),
+        ("node networks", &networks),
+        ("bridges", &bridges),
+        ("node namespaces", &netns),
+    ] {
+        assert_eq!(set.len(), CLUSTERS, "{what} not distinct: {set:?}");
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    for b in &bridges {
+        assert!(links.contains(&format!(": {b}:")), "bridge {b} missing");
+    }
+
+    // Each cluster used through its own context: its one node, and a pod Running there.
+    let pod = |n: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
+            "spec": {"containers": [{"name": "c", "image": image,
+                                     "command": ["sleep", "3600"]}]}
+        })
+        .to_string()
+        .replace("sleeper", &format!("sleeper-{n}"))
+    };
+    for n in &m.names {
+        let nodes = m.kubectl_ok(n, &["get", "nodes", "-o", "name"]);
+        assert_eq!(
+            nodes.trim(),
+            format!("node/{n}-node-1"),
+            "context rktup-{n}"
+        );
+        let f = m.dir.path().join(format!("{n}.json"));
+        std::fs::write(&f, pod(n)).unwrap();
+        m.kubectl_ok(n, &["apply", "-f", &f.display().to_string()]);
+    }
+    for n in &m.names {
+        wait_for(
+            &format!("pod Running in {n}"),
+            Duration::from_secs(120),
+            || {
+                let o = m.kubectl(n, &["get", "pod", &format!("sleeper-{n}"), "-o", "json"]);
+                let p: Value = serde_json::from_slice(&o.stdout).ok()?;
+                assert_ne!(p["status"]["phase"], "Failed", "{p}");
+                (p["status"]["phase"] == "Running").then_some(())
+            },
+        );
+    }
+
+    // inotify and descriptors held by all ten clusters' processes.
+    let max_instances = sysctl("/proc/sys/fs/inotify/max_user_instances");
+    let max_watches = sysctl("/proc/sys/fs/inotify/max_user_watches");
+    let mut total_fds = 0;
+    let mut total_inotify = 0;
+    let mut worst = (0usize, u64::MAX, 0u32);
+    let mut processes = 0;
+    let roots: Vec<u32> = m
+        .names
+        .iter()
+        .flat_map(|n| cluster_pids(&m.state_dir(n)))
+        .collect();
+    {
+        for pid in with_descendants(&roots) {
+            let (all, inotify) = fds(pid);
+            processes += 1;
+            total_fds += all;
+            total_inotify += inotify;
+            let limit = nofile(pid);
+            if all as f64 / limit as f64 > worst.0 as f64 / worst.1 as f64 {
+                worst = (all, limit, pid);
+            }
+        }
+    }
+    println!(
+        "{CLUSTERS} clusters: {processes} processes (components, supervisors, pods) hold {total_fds} descriptors, \
+         {total_inotify} inotify instances (fs.inotify.max_user_instances {max_instances}, \
+         max_user_watches {max_watches}); the fullest process {} has {} of RLIMIT_NOFILE {}",
+        worst.2, worst.0, worst.1
+    );
+    assert!(processes >= 2 * CLUSTERS, "found {processes} processes");
+    assert!(
+        (total_inotify as u64) * 4 <= max_instances,
+        "{total_inotify} inotify instances for {CLUSTERS} clusters: more than a quarter of max_user_instances {max_instances}"
+    );
+    assert!(
+        (worst.0 as u64) * 4 <= worst.1,
+        "process {} holds {} descriptors of its limit {}",
+        worst.2,
+        worst.0,
+        worst.1
+    );
+
+    // Down, all at once; nothing left: state, bridges, namespaces, contexts.
+    std::thread::scope(|s| {
+        let downs: Vec<_> = m
+            .names
+            .iter()
+            .map(|n| {
+                let m = &m;
+                s.spawn(move || (n, m.rktup(&["local", "down", "--name", n])))
+            })
+            .collect();
+        for d in downs {
+            let (n, o) = d.join().expect("down thread");
+            assert!(o.status.success(), "down {n}: {}", text(&o));
+        }
+    });
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout).into_owned();
+    let kc = std::fs::read_to_string(m.kubeconfig()).unwrap_or_default();
+    for n in &m.names {
+        assert!(!m.state_dir(n).exists(), "state of {n} left");
+        assert!(!kc.contains(&format!("rktup-{n}")), "context of {n} left");
+        assert!(
+            !ns.contains(&format!("rktup-{n}-")),
+            "namespace of {n} left: {ns}"
+        );
+    }
+    for b in &bridges {
+        assert!(!links.contains(&format!(": {b}:")), "bridge {b} left");
+    }
+}
