@@ -106,6 +106,9 @@ enum Action {
         /// Print the plan and the rendered user-data; make no call and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: print private keys and tokens instead of `<redacted: …>` placeholders.
+        #[arg(long, requires = "dry_run")]
+        show_secrets: bool,
         /// Don't wait for the API server to answer.
         #[arg(long)]
         no_wait: bool,
@@ -197,6 +200,9 @@ struct RenderArgs<P: ProviderTag + Send + Sync + 'static> {
     /// Write the cloud-config and every file and unit under DIR/<role>/ instead of printing
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Print (or write) private keys and tokens instead of `<redacted: …>` placeholders
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,14 +363,22 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
     }
     let provider = provider_with(settings, &cli.global, &cli.templates);
     match cmd.action {
-        Action::Up { dry_run: true, .. } => {
+        Action::Up {
+            dry_run: true,
+            show_secrets,
+            ..
+        } => {
             let templates = templates(&cli.templates)?;
             let (pki, origin) = pki_for_rendering(provider.as_ref())?;
             // One hash of the binary serves both roles.
             let binary = binary_for_rendering(provider.as_ref())?;
             let p = provider.as_ref();
-            let master = render_boot_with(p, &templates, Role::Master, &pki, origin, &binary)?;
-            let node = render_boot_with(p, &templates, Role::Node, &pki, origin, &binary)?;
+            let mut master = render_boot_with(p, &templates, Role::Master, &pki, origin, &binary)?;
+            let mut node = render_boot_with(p, &templates, Role::Node, &pki, origin, &binary)?;
+            if !show_secrets {
+                (master, node) = (master.redacted(), node.redacted());
+                eprintln!("{SECRETS_NOTE}");
+            }
             output::dry_run(cli.global.output, provider.as_ref(), &master, &node)?;
             Ok(())
         }
@@ -410,6 +424,10 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
     }
 }
 
+/// Said on stderr whenever `render` or `up --dry-run` hides secrets.
+const SECRETS_NOTE: &str =
+    "note: private keys and tokens are shown as <redacted: …>; --show-secrets prints them";
+
 fn run_render<P: ProviderTag + Send + Sync + 'static>(
     cli: &Context,
     args: &RenderArgs<P>,
@@ -418,7 +436,11 @@ fn run_render<P: ProviderTag + Send + Sync + 'static>(
     let provider = provider_with(settings, &cli.global, &cli.templates);
     let templates = templates(&cli.templates)?;
     let (pki, origin) = pki_for_rendering(provider.as_ref())?;
-    let boot = render_boot(provider.as_ref(), &templates, args.role, &pki, origin)?;
+    let mut boot = render_boot(provider.as_ref(), &templates, args.role, &pki, origin)?;
+    if !args.show_secrets {
+        boot = boot.redacted();
+        eprintln!("{SECRETS_NOTE}");
+    }
     if origin == PkiOrigin::Ephemeral {
         eprintln!(
             "note: no PKI in {} yet; certificates shown are made for this rendering only (`up` makes and keeps the cluster's own)",

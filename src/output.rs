@@ -14,8 +14,7 @@ fn user_data_line(boot: &Boot) -> String {
     if boot.user_data.gzipped {
         format!(
             "{} bytes gzipped ({} bytes of text)",
-            size,
-            boot.config.cloud_config.len()
+            size, boot.user_data.text_bytes
         )
     } else {
         format!("{size} bytes")
@@ -94,6 +93,11 @@ pub fn write_rendering(
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&path, &f.content)?;
+        // The mode the machine gets (0600 for keys and kubeconfigs), not the umask's.
+        if let Ok(mode) = u32::from_str_radix(&f.permissions, 8) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
         n += 1;
     }
     let units = root.join("etc/systemd/system");

@@ -694,3 +694,170 @@ fn local_status_and_down_of_a_cluster_that_does_not_exist() {
         );
     }
 }
+
+/// Issue 16: `render` and `up --dry-run` print no private key, bootstrap token or URL
+/// signature unless `--show-secrets` asks; every output form is grepped for each secret of the
+/// cluster's saved PKI (the one `up` would use) and for `PRIVATE KEY`.
+#[test]
+fn render_and_dry_run_redact_secrets_unless_asked() {
+    use rktup_config::{GlobalArgs, Provider};
+    let sb = Sandbox::new();
+    let signature = "5ec7e7516a7a7e5ec7e7516a7a7e5ec7e7516a7a7e5ec7e7516a7a7e5ec7e751";
+    let url = format!(
+        "https://b.s3.amazonaws.com/rktup-0123?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20261205%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature={signature}"
+    );
+    let env = [
+        ("RKTUP_BINARY_URL", url.as_str()),
+        (
+            "RKTUP_BINARY_SHA256",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
+        ("PROJECT", "redact-project"),
+    ];
+    let out_dir = sb.dir.path().join("out");
+    for p in [Provider::Gce, Provider::Aws, Provider::Local] {
+        // The cluster's PKI as `up` saves it, so every run below renders the same secrets.
+        let mut vars: std::collections::BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.insert("RKTUP_STATE_DIR".into(), sb.state().display().to_string());
+        let lookup = |k: &str| vars.get(k).cloned();
+        let settings = rktup_config::load(
+            p,
+            &GlobalArgs::default(),
+            &std::collections::BTreeMap::new(),
+            &lookup,
+        )
+        .unwrap();
+        let pki = rktup_render::Pki::generate(&settings.name, &Default::default()).unwrap();
+        pki.save(&rktup_provider::StateDir::for_cluster(&settings).pki_dir())
+            .unwrap();
+        let token = pki.bootstrap_token();
+        // Every line of every private key's body, the token's secret, the URL's signature.
+        let mut secrets: Vec<String> = pki
+            .files()
+            .iter()
+            .filter(|(name, _)| name.ends_with(".key"))
+            .flat_map(|(_, pem)| {
+                pem.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        secrets.push(token.secret.clone());
+        secrets.push(signature.to_string());
+        let assert_clean = |what: &str, text: &str| {
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "{what}: a private key:\n{text}"
+            );
+            for s in &secrets {
+                assert!(!text.contains(s.as_str()), "{what}: {s:?} printed");
+            }
+        };
+
+        let provider = p.as_str();
+        for role in ["master", "node"] {
+            let what = format!("render {provider} --role {role}");
+            let o = sb.run(&["render", provider, "--role", role], &env);
+            assert!(o.status.success(), "{what}: {}", stderr(&o));
+            let text = stdout(&o);
+            assert_clean(&what, &text);
+            assert!(
+                stderr(&o).contains("--show-secrets prints them"),
+                "{what}: {}",
+                stderr(&o)
+            );
+            // The redacted cloud-config is still YAML, and says what was there.
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            if role == "master" {
+                let ca_key = pki.get("ca.key").trim_end().len();
+                assert!(
+                    text.contains(&format!("<redacted: {ca_key} bytes of ca.key>")),
+                    "{what}:\n{text}"
+                );
+            } else {
+                assert!(
+                    text.contains(&format!(
+                        "token: {}.<redacted:bootstrap-token-secret>",
+                        token.id
+                    )),
+                    "{what}:\n{text}"
+                );
+            }
+            if p == Provider::Aws {
+                assert!(text.contains("X-Amz-Signature=<redacted>"), "{what}");
+            }
+
+            // --out writes the same redacted files.
+            let dir = out_dir.join(provider);
+            let o = sb.run(
+                &[
+                    "render",
+                    provider,
+                    "--role",
+                    role,
+                    "--out",
+                    dir.to_str().unwrap(),
+                ],
+                &env,
+            );
+            assert!(o.status.success(), "{what} --out: {}", stderr(&o));
+            let mut stack = vec![dir.join(role)];
+            let mut files = 0;
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let path = e.unwrap().path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else {
+                        assert_clean(
+                            &format!("{what} --out {}", path.display()),
+                            &std::fs::read_to_string(&path).unwrap(),
+                        );
+                        files += 1;
+                    }
+                }
+            }
+            assert!(files > 3, "{what} --out wrote {files} files");
+
+            // --show-secrets prints what the machine receives.
+            let o = sb.run(
+                &["render", provider, "--role", role, "--show-secrets"],
+                &env,
+            );
+            assert!(o.status.success(), "{what} --show-secrets: {}", stderr(&o));
+            let text = stdout(&o);
+            if role == "master" {
+                assert!(text.contains("PRIVATE KEY"), "{what} --show-secrets");
+                let body = pki.get("ca.key").lines().nth(1).unwrap();
+                assert!(text.contains(body), "{what} --show-secrets: ca.key");
+            } else {
+                assert!(text.contains(&token.token()), "{what} --show-secrets");
+            }
+            if p == Provider::Aws {
+                assert!(text.contains(signature), "{what} --show-secrets: the URL");
+            }
+        }
+        for format in ["text", "json"] {
+            let what = format!("{provider} up --dry-run -o {format}");
+            let o = sb.run(&[provider, "up", "--dry-run", "-o", format], &env);
+            assert!(o.status.success(), "{what}: {}", stderr(&o));
+            let text = stdout(&o);
+            assert_clean(&what, &text);
+            assert!(text.contains("<redacted: "), "{what}");
+            let o = sb.run(
+                &[provider, "up", "--dry-run", "--show-secrets", "-o", format],
+                &env,
+            );
+            assert!(o.status.success(), "{what} --show-secrets: {}", stderr(&o));
+            assert!(stdout(&o).contains("PRIVATE KEY"), "{what} --show-secrets");
+        }
+        // --show-secrets means nothing without --dry-run: refused, nothing done.
+        let o = sb.run(&[provider, "up", "--show-secrets"], &env);
+        assert_eq!(o.status.code(), Some(2), "{provider}: {}", stderr(&o));
+    }
+}

@@ -40,6 +40,19 @@ pub struct Boot {
     pub pki_origin: PkiOrigin,
 }
 
+impl Boot {
+    /// What `render` and `up --dry-run` print unless `--show-secrets`: the configuration with
+    /// its secrets replaced ([`NodeConfig::redacted`]); the user-data (bytes, size) stays what
+    /// the machine receives.
+    pub fn redacted(&self) -> Boot {
+        Boot {
+            config: self.config.redacted(),
+            user_data: self.user_data.clone(),
+            pki_origin: self.pki_origin,
+        }
+    }
+}
+
 /// The sha256 of the running rktup binary: what nodes will check their download against.
 pub fn current_binary_sha256() -> Result<String, BootError> {
     let path = std::env::current_exe().map_err(|source| BootError::Hash {

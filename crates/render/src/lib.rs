@@ -4,10 +4,12 @@
 //! install and run the node agent, the CNI configuration, the master's static pods and the PKI.
 
 pub mod pki;
+pub mod redact;
 pub mod templates;
 pub mod userdata;
 
 pub use pki::{ApiServerNames, BootstrapToken, Pki, PkiError};
+pub use redact::Redactor;
 pub use templates::{TemplateError, Templates};
 pub use userdata::{encode_user_data, UserData, UserDataError};
 
@@ -111,6 +113,25 @@ pub struct NodeConfig {
     pub cloud_config: String,
     pub units: Vec<RenderedUnit>,
     pub files: Vec<RenderedFile>,
+    /// The same rendering with its secrets replaced (what `render` prints by default).
+    shown: Option<Box<NodeConfig>>,
+}
+
+impl NodeConfig {
+    /// This rendering with private keys, the bootstrap token's secret and signed URLs'
+    /// signatures replaced by placeholders (`redact`), the cloud-config rendered from the
+    /// redacted files by the same template. Redacting a redacted rendering changes nothing.
+    pub fn redacted(&self) -> NodeConfig {
+        match &self.shown {
+            Some(shown) => (**shown).clone(),
+            None => self.clone(),
+        }
+    }
+
+    /// Whether this is a redacted view (no secret of the machine in it).
+    pub fn is_redacted(&self) -> bool {
+        self.shown.is_none()
+    }
 }
 
 /// Paths on the node; fixed, as kube-up's were.
@@ -447,15 +468,28 @@ pub fn render_node_config(
         }
     }
 
-    let mut doc = ctx.clone();
-    doc.insert("units", &units);
-    doc.insert("files", &files);
-    let cloud_config = templates.render("cloud-config/cloud-config.yaml.tera", &doc)?;
+    let cloud_config = |units: &[RenderedUnit], files: &[RenderedFile]| {
+        let mut doc = ctx.clone();
+        doc.insert("units", units);
+        doc.insert("files", files);
+        templates.render("cloud-config/cloud-config.yaml.tera", &doc)
+    };
+    let redactor = Redactor::new(&token.secret);
+    let shown_units: Vec<RenderedUnit> = units.iter().map(|u| redactor.unit(u)).collect();
+    let shown_files: Vec<RenderedFile> = files.iter().map(|f| redactor.file(f)).collect();
+    let shown = NodeConfig {
+        role,
+        cloud_config: cloud_config(&shown_units, &shown_files)?,
+        units: shown_units,
+        files: shown_files,
+        shown: None,
+    };
     Ok(NodeConfig {
         role,
-        cloud_config,
+        cloud_config: cloud_config(&units, &files)?,
         units,
         files,
+        shown: Some(Box::new(shown)),
     })
 }
 

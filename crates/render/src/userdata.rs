@@ -27,6 +27,8 @@ pub enum UserDataError {
 pub struct UserData {
     pub bytes: Vec<u8>,
     pub gzipped: bool,
+    /// The cloud-config's size before any gzip (what a redacted printout can't measure).
+    pub text_bytes: usize,
 }
 
 pub fn encode_user_data(
@@ -37,6 +39,7 @@ pub fn encode_user_data(
     let raw = UserData {
         bytes: cloud_config.as_bytes().to_vec(),
         gzipped: false,
+        text_bytes: cloud_config.len(),
     };
     match provider {
         Provider::Local => Ok(raw),
@@ -65,6 +68,7 @@ pub fn encode_user_data(
             Ok(UserData {
                 bytes,
                 gzipped: true,
+                text_bytes: raw.text_bytes,
             })
         }
     }
