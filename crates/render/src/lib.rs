@@ -453,6 +453,12 @@ pub fn render_node_config(
             permissions: "0600".into(),
             content: templates.render("bootstrap/node-bootstrap.yaml.tera", &c)?,
         });
+        // What the nodes' service proxy and DNS read (issue 14), applied with the above.
+        files.push(RenderedFile {
+            path: format!("{}/bootstrap/node-services.yaml", PATHS.kubernetes),
+            permissions: "0644".into(),
+            content: templates.render("bootstrap/node-services.yaml.tera", &ctx)?,
+        });
         for manifest in [
             "etcd",
             "kube-apiserver",
