@@ -1,5 +1,6 @@
 //! `rktup local up --config FILE` (issue 18's cluster file): two nodes described kind-style
-//! (the second labelled and tainted, with a port mapping), `docker.io` mirrored to the test
+//! (the second labelled and tainted, with a read-only extra mount serving the web root and a
+//! port mapping), `docker.io` mirrored to the test
 //! kit's local registry, and a pod whose image is `docker.io/library/busybox:<tag>` exactly —
 //! there is no internet here, so it running proves the pull went to the mirror. The Service's
 //! NodePort answers on the mapped host port; `down` ends the mapping. A bad file is refused
@@ -143,6 +144,11 @@ fn nodes_mirrors_and_port_mappings_from_the_cluster_file() {
     // The image goes in under Docker Hub's name for busybox; pods name docker.io's.
     let tag = format!("cfg{}", unique());
     registry.push(&images.layout, "busybox", &format!("library/busybox:{tag}"));
+    // The web root comes from this machine through the node's extraMounts, read-only.
+    let www = c.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served-from-the-extra-mount\n").unwrap();
+    let node_www = format!("/rktup-test-www-{}", unique());
     let host_port = free_port();
     let node_port = 30000 + (unique() % 2700) as u16;
     let file = c.write(
@@ -157,6 +163,8 @@ nodes:
     tier: db
     example.com/pool: blue
   taints: ["dedicated=db:NoSchedule"]
+  extraMounts:
+  - {{hostPath: {www}, containerPath: {node_www}, readOnly: true}}
   extraPortMappings:
   - containerPort: {node_port}
     hostPort: {host_port}
@@ -165,7 +173,8 @@ registries:
   mirrors:
     docker.io: ["http://{reg}"]
 "#,
-            reg = registry.addr
+            reg = registry.addr,
+            www = www.display(),
         ),
     );
     c.rktup_ok(&[
@@ -199,8 +208,10 @@ registries:
             "spec": {
                 "nodeSelector": {"tier": "db"},
                 "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+                "volumes": [{"name": "www", "hostPath": {"path": node_www}}],
                 "containers": [{"name": "web", "image": image,
-                    "command": ["sh", "-c", "mkdir -p /www && echo hello-from-the-mirror > /www/index.html && exec httpd -f -p 8080 -h /www"]}]
+                    "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                    "command": ["sh", "-c", "(touch /www/probe && echo writable || echo read-only) > /tmp/mode; exec httpd -f -p 8080 -h /www"]}]
             }
         }),
     );
@@ -243,9 +254,14 @@ registries:
     let body = wait_for(
         "the port mapping to answer",
         Duration::from_secs(30),
-        || http_get(host_port).filter(|b| b.contains("hello-from-the-mirror")),
+        || http_get(host_port).filter(|b| b.contains("served-from-the-extra-mount")),
     );
-    assert_eq!(body.trim(), "hello-from-the-mirror");
+    assert_eq!(body.trim(), "served-from-the-extra-mount");
+    // The mount is read-only in the pod, and the node path was never made on this machine.
+    let mode = c.kubectl_ok(&["exec", "web", "--", "cat", "/tmp/mode"]);
+    assert_eq!(mode.trim(), "read-only");
+    assert!(!www.join("probe").exists());
+    assert!(!std::path::Path::new(&node_www).exists());
     let intolerant = c.get(&["pod", "intolerant"]);
     assert!(
         intolerant["spec"]
