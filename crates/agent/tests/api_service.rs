@@ -4,9 +4,8 @@
 //! (the CLI writes the store itself, as root), and connections are served by a bounded pool.
 //! Needs root and setpriv (util-linux); with CI=true a missing one fails the test.
 
-mod common;
-use common::*;
 use rktup_runtime::api::Client;
+use rktup_testkit::agent::*;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;

@@ -6,21 +6,33 @@
 //! and status and start once the objects exist; a serviceAccountToken projection gets a token
 //! from the TokenRequest API (a JWT); volume directories go away with their pods.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
+use rktup_testkit::agent::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The kubelet tests' cluster (tests/common), with this file's helpers.
-use common::ClusterNode as Cluster;
+/// The kit's [`ClusterNode`] (`rktup_testkit::agent`), with this file's helpers.
+struct Cluster(ClusterNode);
+
+impl std::ops::Deref for Cluster {
+    type Target = ClusterNode;
+    fn deref(&self) -> &ClusterNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ClusterNode {
+        &mut self.0
+    }
+}
 
 impl Cluster {
     fn start_with_sync(prefix: &str) -> Cluster {
-        Cluster::start(prefix, &["--sync-frequency", "2"])
+        Cluster(ClusterNode::start(prefix, &["--sync-frequency", "2"]))
     }
 
     fn pods(&self) -> Api<Pod> {

@@ -4,10 +4,9 @@
 //! with `stdin: true` the supervisor's attach endpoint takes input (kept open between
 //! attachers, or closed after the first with `stdinOnce`); `kubectl run -it --rm` with a TTY.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
+use rktup_testkit::agent::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -147,12 +146,12 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
         assert!(out.contains("finishing-now"), "{out}\n{err}");
 
         // kubectl 1.20: the same over SPDY.
-        if let Some(old) = old_kubectl() {
+        if let Some(old) = kubectl_1_20() {
             let (_, out, err) = attach_for(&old, &kc, &["ticker"], 3);
             assert!(ticks(&out).len() >= 3, "stdout: {out}\nstderr: {err}");
             assert!(err.contains("tock "), "{err}");
         } else {
-            rktup_testkit::can_run("kubectl 1.20 attach", Some(&no_old_kubectl()));
+            rktup_testkit::can_run("kubectl 1.20 attach", Some(&no_kubectl_1_20()));
         }
 
         // stdin: true: the supervisor holds the container's stdin; an attacher's input reaches

@@ -4,12 +4,11 @@
 //! and approves them), rotates them before expiry while the node stays Ready, and authorizes
 //! its kubelet port with SubjectAccessReviews (`--authorization-mode=Webhook`).
 
-mod common;
-use common::*;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node as KNode, Pod};
 use kube::api::{Api, ListParams};
+use rktup_testkit::agent::*;
 use rktup_testkit::{eventually, free_port, unique, wait_for};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::os::unix::fs::PermissionsExt;
@@ -81,7 +80,7 @@ impl Boot {
             "--kubelet-port",
             &port_s,
         ]);
-        let admin = admin_client(&rt, &cp);
+        let admin = rt.block_on(admin_client(&cp));
         Boot {
             rt,
             cp: Some(cp),

@@ -7,8 +7,7 @@
 //! container (block devices refused, /dev/null works), and no pod cgroup left once the pods are
 //! gone.
 
-mod common;
-use common::{rktup_bin, vm_plan};
+use rktup_testkit::agent::{rktup_bin, vm_plan};
 use rktup_testkit::Images;
 use std::path::Path;
 use std::process::{Command, Stdio};

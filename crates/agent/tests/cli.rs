@@ -2,8 +2,7 @@
 //! `rkt image list/rm/gc/import`, `rkt fetch`, and `rktup logs --follow` (on the agent's unix
 //! socket, `--dir`; the access rules themselves are in api_service.rs).
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 use std::io::Read;
 use std::process::{Command, Stdio};
 

@@ -7,8 +7,7 @@
 //! agent's `--allow-privileged`) keeps the host's devices and reads the canary, as upstream.
 //! Run as root after `cargo build --bin rktup`.
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

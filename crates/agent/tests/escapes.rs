@@ -4,8 +4,7 @@
 //! or expose the host; each must now fail with a clear status while the host stays as it was.
 //! Run as root after `cargo build --bin rktup` (real agent, registry, overlayfs).
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -80,8 +79,8 @@ impl Layout {
     fn with_raw_layer(&self, tag: &str, layer: Vec<u8>) {
         let tar = self.scratch.path().join(format!("{tag}.tar"));
         std::fs::write(&tar, layer).unwrap();
-        run(Command::new("umoci").args(["tag", "--image", &self.img("busybox"), tag]));
-        run(Command::new("umoci")
+        sh(Command::new("umoci").args(["tag", "--image", &self.img("busybox"), tag]));
+        sh(Command::new("umoci")
             .args(["raw", "add-layer", "--image", &self.img(tag)])
             .arg(&tar));
     }
@@ -89,12 +88,12 @@ impl Layout {
     /// busybox with its rootfs changed by `edit` (umoci unpack, edit, repack).
     fn with_rootfs(&self, tag: &str, edit: impl FnOnce(&Path)) {
         let bundle = self.scratch.path().join(format!("bundle-{tag}"));
-        run(Command::new("umoci").args(["tag", "--image", &self.img("busybox"), tag]));
-        run(Command::new("umoci")
+        sh(Command::new("umoci").args(["tag", "--image", &self.img("busybox"), tag]));
+        sh(Command::new("umoci")
             .args(["unpack", "--image", &self.img(tag)])
             .arg(&bundle));
         edit(&bundle.join("rootfs"));
-        run(Command::new("umoci")
+        sh(Command::new("umoci")
             .args(["repack", "--image", &self.img(tag)])
             .arg(&bundle));
         std::fs::remove_dir_all(&bundle).unwrap();

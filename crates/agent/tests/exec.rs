@@ -3,9 +3,8 @@
 //! inside the container. Output streams, exit codes, stdin with its end, `kubectl cp`, a TTY,
 //! and refusals.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
+use rktup_testkit::agent::*;
 use std::process::{Command, Stdio};
 
 #[test]

@@ -2,15 +2,14 @@
 //! embedded control plane to the kubelet port. Output streams, the exit code from the error
 //! stream's Status, stdin with its end, and a TTY.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
+use rktup_testkit::agent::*;
 use std::process::{Command, Stdio};
 
 #[test]
 fn kubectl_1_20_execs_over_spdy() {
-    let Some(kubectl) = old_kubectl() else {
-        rktup_testkit::can_run("kubectl_1_20_execs_over_spdy", Some(&no_old_kubectl()));
+    let Some(kubectl) = kubectl_1_20() else {
+        rktup_testkit::can_run("kubectl_1_20_execs_over_spdy", Some(&no_kubectl_1_20()));
         return;
     };
     let mut cluster = ClusterNode::start("xs", &[]);

@@ -6,11 +6,10 @@
 //! retried; a restartPolicy-Never container that fails makes its pod Failed, and so does
 //! running past `activeDeadlineSeconds`.
 
-mod common;
-use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use rktup_testkit::agent::*;
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,11 +3,10 @@
 //! podIP, hostIP, containerStatuses), events, and graceful
 //! deletion ending in the pod object's removal.
 
-mod common;
-use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node as KNode, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use rktup_testkit::agent::*;
 use std::time::Duration;
 
 #[test]

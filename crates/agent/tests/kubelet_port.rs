@@ -3,10 +3,9 @@
 //! client authentication (no certificate → 401, another CA → handshake refused), self-signed
 //! serving certificate and answers for static pods, unknown pods and containers.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::{Node as KNode, Pod};
 use kube::api::{Api, PostParams};
+use rktup_testkit::agent::*;
 use rktup_testkit::{free_port, unique, wait_for};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::io::{BufRead, BufReader};

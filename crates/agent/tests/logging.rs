@@ -2,8 +2,7 @@
 //! logs every rkt runtime step in the pod's stage1.log, `--v 2` only what went wrong there, and
 //! the agent's own lines at both. Run as root after `cargo build --bin rktup`.
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 
 /// Whether the test can run (`rktup_testkit::can_run`: under CI=true a missing need fails it).
 fn can_run(test: &str) -> bool {

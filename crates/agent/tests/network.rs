@@ -2,8 +2,7 @@
 //! example verbatim, two containers on localhost, pod-to-pod, hostNetwork, the flannel example
 //! failing by name, `--network-plugin=cni` with a 1.0.0 conflist and portmap, and kubenet.
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 use std::process::Command;
 
 /// The seed's example, byte for byte (rkt.kubernetes.io on bridge "mybridge", 10.22.0.0/16,

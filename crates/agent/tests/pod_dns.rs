@@ -7,10 +7,9 @@
 //! own env winning), a static pod planned the same way, and an agent without --cluster-dns
 //! falling back to Default with kubelet's `MissingClusterDNS` event.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::api::{Api, ListParams, LogParams};
+use rktup_testkit::agent::*;
 use std::time::{Duration, Instant};
 
 const CLUSTER_DNS: &str = "10.96.0.10";

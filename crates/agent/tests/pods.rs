@@ -1,8 +1,7 @@
 //! Pods through static manifests on a real agent: images from a real registry, real namespaces,
 //! overlayfs, cgroups and CNI plugins. Run as root after `cargo build --bin rktup`.
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 
 #[test]
 fn run_exit_codes_env_volumes_logs_and_cleanup() {

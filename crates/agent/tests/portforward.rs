@@ -5,11 +5,10 @@
 //! it). Data both ways, concurrent connections, a refused port's error, a Service and a
 //! Deployment resolved by kubectl, and the pod deleted mid-stream.
 
-mod common;
-use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
+use rktup_testkit::agent::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -308,7 +307,7 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
         });
 
         // kubectl 1.20: SPDY/3.1, upgraded from a POST.
-        match old_kubectl() {
+        match kubectl_1_20() {
             Some(old) => {
                 let (l80, l7) = (free_port(), free_port());
                 let pf = Forward::start(
@@ -328,7 +327,7 @@ fn kubectl_and_kube_rs_port_forward_into_the_pods_network() {
                 drop(pf);
             }
             None => {
-                rktup_testkit::can_run("kubectl 1.20 port-forward", Some(&no_old_kubectl()));
+                rktup_testkit::can_run("kubectl 1.20 port-forward", Some(&no_kubectl_1_20()));
             }
         }
 

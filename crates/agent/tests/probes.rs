@@ -5,20 +5,32 @@
 //! objects (conditions, containerStatuses, events). Each test has its own control plane, agent,
 //! registry, bridge and kubelet port, so they run in parallel.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, PodCondition};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use rktup_testkit::agent::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The kubelet tests' cluster (tests/common), with this file's helpers.
-use common::ClusterNode as Cluster;
+/// The kit's [`ClusterNode`] (`rktup_testkit::agent`), with this file's helpers.
+struct Cluster(ClusterNode);
+
+impl std::ops::Deref for Cluster {
+    type Target = ClusterNode;
+    fn deref(&self) -> &ClusterNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ClusterNode {
+        &mut self.0
+    }
+}
 
 impl Cluster {
     fn start_probes() -> Cluster {
-        let c = Cluster::start("pn", &[]);
+        let c = Cluster(ClusterNode::start("pn", &[]));
         c.node.bridge_net("0.4.0");
         c
     }

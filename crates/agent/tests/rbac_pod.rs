@@ -4,9 +4,8 @@
 //! and is refused (kube-apiserver's 403) once the RoleBinding is deleted.
 //! Needs root (the agent runs pods); with CI=true a missing need fails it.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use rktup_testkit::agent::*;
 use std::time::Duration;
 
 #[test]

@@ -1,7 +1,6 @@
 //! stage1 flavours and the privileged rule of `rkt.alpha.kubernetes.io/stage1-name-override`.
 
-mod common;
-use common::*;
+use rktup_testkit::agent::*;
 
 fn fly_pod(name: &str, img: &str, annotation: &str, privileged: bool, cmd: &str) -> String {
     format!(

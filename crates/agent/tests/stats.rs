@@ -6,10 +6,9 @@
 //! without RBAC for them get kubelet's 403 for the `nodes/metrics` and `nodes/stats`
 //! subresources.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use rktup_testkit::agent::*;
 use rktup_testkit::{unique, wait_for};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,15 +5,28 @@
 //! mount cannot write); the claim's deletion deletes the volume and the node removes the
 //! directory. A missing or unbound claim keeps its pod Pending with FailedMount, never Failed.
 
-mod common;
-use common::*;
 use k8s_openapi::api::core::v1::{
     Event, Node as NodeObj, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use kube::api::{Api, DeleteParams, ListParams, LogParams};
+use rktup_testkit::agent::*;
 use std::time::{Duration, Instant};
 
-use common::ClusterNode as Cluster;
+/// The kit's [`ClusterNode`] (`rktup_testkit::agent`), with this file's helpers.
+struct Cluster(ClusterNode);
+
+impl std::ops::Deref for Cluster {
+    type Target = ClusterNode;
+    fn deref(&self) -> &ClusterNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ClusterNode {
+        &mut self.0
+    }
+}
 
 impl Cluster {
     fn pods(&self) -> Api<Pod> {
@@ -104,7 +117,7 @@ fn local_path_claim_keeps_data_across_pods_and_goes_with_its_claim() {
     if !rktup_testkit::can_run_as_root(test, "the agent runs pods") {
         return;
     }
-    let c = Cluster::start("pvc", &[]);
+    let c = Cluster(ClusterNode::start("pvc", &[]));
     let (_bridge, _subnet) = c.node.bridge_net("0.4.0");
     c.run(|c| {
         // The node announces its local-path root.
@@ -226,7 +239,7 @@ fn missing_or_unbound_claims_keep_pods_pending() {
     if !rktup_testkit::can_run_as_root(test, "the agent runs pods") {
         return;
     }
-    let c = Cluster::start("pvcwait", &[]);
+    let c = Cluster(ClusterNode::start("pvcwait", &[]));
     let (_bridge, _subnet) = c.node.bridge_net("0.4.0");
     c.run(|c| {
         // Bound to the node directly, so the scheduler's own checks do not hold them back.

@@ -2,17 +2,15 @@
 //! namespace, with the node's own credentials (as the agent runs it). Services and
 //! EndpointSlices go in through the API server; traffic from pods shows the kernel followed.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rktup_controlplane::pki::Credential;
 use rktup_proxy::ProxyConfig;
+use rktup_testkit::proxy::*;
 use serde_json::json;
 
 async fn client_for(handle: &rktup_controlplane::Handle, node: &str) -> kube::Client {

@@ -1,13 +1,11 @@
 //! The proxy's table in a real kernel, from pure inputs: Service/EndpointSlice objects built
 //! here, `ruleset` → `Programmer::apply` in a node namespace, real TCP/UDP traffic from pods and
-//! from outside the node. See tests/common for the topology.
-
-mod common;
+//! from outside the node. See `rktup_testkit::proxy` for the topology.
 
 use std::net::{IpAddr, SocketAddr};
 
-use common::*;
 use rktup_proxy::{ruleset, NodeInfo, Programmer, Ruleset};
+use rktup_testkit::proxy::*;
 use serde_json::json;
 
 const NODE: &str = "node-a";

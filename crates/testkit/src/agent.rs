@@ -1,17 +1,19 @@
 //! A node for integration tests: a real `rktup agent` process (the built binary), a private root
-//! dir, manifest dir, CNI config dir, api endpoint, and a real registry serving busybox images.
-#![allow(dead_code)]
+//! dir, manifest dir, CNI config dir, api endpoint, and a real registry serving busybox images;
+//! or such a node joined to a control plane in this process ([`ClusterNode`]).
 
+use crate::{free_port, unique, wait_for, Images, Registry};
 use rktup_agent::kubelet::probes::NoVerify;
-pub use rktup_testkit::eventually;
-pub use rktup_testkit::rktup_bin;
-use rktup_testkit::{free_port, sh, unique, wait_for, Images, Registry};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The kit's own helpers these tests use beside the node.
+pub use crate::controlplane::admin_client;
+pub use crate::{eventually, kubectl_1_20, no_kubectl_1_20, rktup_bin, sh, KUBECTL};
 
 /// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips
 /// (under CI=true a host that cannot run the VM fails the test instead).
@@ -42,10 +44,10 @@ pub fn vm_plan(test: &str) -> Option<rktup_runtime::pod::KvmPlan> {
     }
 }
 
-/// No VM for `test`: under CI=true that fails it (`rktup_testkit::can_run`).
+/// No VM for `test`: under CI=true that fails it ([`crate::can_run`]).
 fn no_vm(test: &str, why: impl std::fmt::Display) -> Option<rktup_runtime::pod::KvmPlan> {
     let why = format!("a VM ({why})");
-    rktup_testkit::can_run(test, Some(&why));
+    crate::can_run(test, Some(&why));
     None
 }
 
@@ -102,7 +104,7 @@ impl ClusterNode {
         ];
         args.extend_from_slice(extra);
         let node = Node::new(&args);
-        let admin = admin_client(&rt, &cp);
+        let admin = rt.block_on(admin_client(&cp));
         ClusterNode {
             rt,
             cp: Some(cp),
@@ -328,7 +330,7 @@ impl Node {
             .expect("endpoint host:port");
         let socket = self.socket();
         wait_for("the api-service", Duration::from_secs(30), || {
-            (rktup_testkit::process_listens_on(pid, port)
+            (crate::process_listens_on(pid, port)
                 && std::os::unix::net::UnixStream::connect(&socket).is_ok())
             .then_some(())
         });
@@ -478,17 +480,7 @@ impl Node {
             .map(str::to_string)
             .collect();
         assert!(mounts.is_empty(), "mounts of {uuid} left: {mounts:#?}");
-        for base in [
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/cpu",
-            "/sys/fs/cgroup/cpuacct",
-            "/sys/fs/cgroup/devices",
-            "/sys/fs/cgroup",
-        ] {
-            let p = Path::new(base).join(format!("rktup/k8s_{uuid}"));
-            assert!(!p.exists(), "cgroup left: {}", p.display());
-        }
+        assert_no_cgroups(uuid);
     }
 
     /// Nothing of any pod left on the host.
@@ -502,17 +494,7 @@ impl Node {
             .collect();
         assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
         for u in uuids {
-            for base in [
-                "/sys/fs/cgroup/memory",
-                "/sys/fs/cgroup/pids",
-                "/sys/fs/cgroup/cpu",
-                "/sys/fs/cgroup/cpuacct",
-                "/sys/fs/cgroup/devices",
-                "/sys/fs/cgroup",
-            ] {
-                let p = Path::new(base).join(format!("rktup/k8s_{u}"));
-                assert!(!p.exists(), "cgroup left: {}", p.display());
-            }
+            assert_no_cgroups(u);
         }
         if let Some(b) = bridge {
             let out = Command::new("ip")
@@ -534,6 +516,21 @@ impl Node {
                 assert!(ips.is_empty(), "CNI IPs still reserved: {ips:?}");
             }
         }
+    }
+}
+
+/// No cgroup of pod `uuid` left, in any v1 hierarchy or in v2.
+fn assert_no_cgroups(uuid: &str) {
+    for base in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/devices",
+        "/sys/fs/cgroup",
+    ] {
+        let p = Path::new(base).join(format!("rktup/k8s_{uuid}"));
+        assert!(!p.exists(), "cgroup left: {}", p.display());
     }
 }
 
@@ -585,12 +582,6 @@ pub fn uuid_of(p: &serde_json::Value) -> String {
     p["uuid"].as_str().unwrap_or_default().to_string()
 }
 
-pub fn run(cmd: &mut Command) -> String {
-    sh(cmd)
-}
-
-pub const KUBECTL: &str = "/usr/bin/kubectl";
-
 /// What a kubectl run gave.
 pub struct KubectlRun {
     pub code: Option<i32>,
@@ -602,24 +593,6 @@ impl KubectlRun {
     pub fn ok(&self) -> bool {
         self.code == Some(0)
     }
-}
-
-/// kubectl 1.20 (Debian bookworm's `kubernetes-client`, unpacked beside the current kubectl:
-/// `dpkg-deb -x kubernetes-client_*.deb /opt/kubectl-1.20`): SPDY/3.1 over a POST upgrade, the
-/// protocol older clients still speak.
-pub const OLD_KUBECTL: &str = "/opt/kubectl-1.20/usr/bin/kubectl";
-
-/// kubectl 1.20 (`RKTUP_OLD_KUBECTL`, else [`OLD_KUBECTL`]), or None when it is not installed.
-pub fn old_kubectl() -> Option<PathBuf> {
-    let p = std::env::var_os("RKTUP_OLD_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(OLD_KUBECTL));
-    p.exists().then_some(p)
-}
-
-/// Why a kubectl 1.20 check cannot run (for [`rktup_testkit::can_run`]).
-pub fn no_old_kubectl() -> String {
-    format!("no kubectl 1.20 at {OLD_KUBECTL} (RKTUP_OLD_KUBECTL)")
 }
 
 /// `/usr/bin/kubectl` with this kubeconfig and cache, `input` on its stdin, ended after 60 s (so
@@ -637,7 +610,6 @@ pub fn run_kubectl(
     args: &[&str],
     input: Option<&str>,
 ) -> KubectlRun {
-    use std::io::Write;
     let mut cmd = Command::new("timeout");
     cmd.arg("60")
         .arg(program)
@@ -646,22 +618,7 @@ pub fn run_kubectl(
     if let Some(cache) = cache {
         cmd.arg("--cache-dir").arg(cache);
     }
-    let mut child = cmd
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl output");
+    let out = crate::output_with_input(cmd.args(args), input);
     KubectlRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -786,16 +743,5 @@ pub fn call_with(
         status,
         body: body.to_string(),
         server_cert,
-    })
-}
-
-/// A kube client with the control plane's admin credentials.
-pub fn admin_client(rt: &tokio::runtime::Runtime, cp: &rktup_controlplane::Handle) -> kube::Client {
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kc");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("config");
-        kube::Client::try_from(cfg).expect("client")
     })
 }

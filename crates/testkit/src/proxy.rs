@@ -2,14 +2,13 @@
 //! (the outside world / another host), bridge cbr0 with pods in their own namespaces, no
 //! br_netfilter (bridge-nf-call-iptables=0 in the node namespace). Every namespace and link is
 //! created inside namespaces this test owns; nothing is added to the host.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -36,13 +35,9 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::sh(Command::new("ip").args(args));
 }
+
 fn sysctl(ns: &str, key: &str, val: &str) {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let val = val.to_string();
@@ -61,15 +56,13 @@ pub struct Topo {
     pub pods: Vec<(String, Ipv4Addr)>,
 }
 
-static N: AtomicU32 = AtomicU32::new(0);
-
 impl Topo {
     /// `None` (after a SKIP/CI failure) when the machine cannot build namespaces.
     pub fn new(test: &str, pods: usize) -> Option<Topo> {
-        if !rktup_testkit::can_run_as_root(test, "network namespaces") {
+        if !crate::can_run_as_root(test, "network namespaces") {
             return None;
         }
-        let tag = format!("{}{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let tag = crate::unique();
         let node = format!("h3n{tag}");
         let client = format!("h3c{tag}");
         ip(&["netns", "add", &node]);
