@@ -220,7 +220,8 @@ impl ClusterFile {
         let specs: Vec<_> = lookup_key(written).collect();
         if specs.is_empty() {
             return Err(format!(
-                "a setting name (`rktup config <provider>` lists every name) or one of {}",
+                "a setting name or one of {} (unknown setting: `rktup config <provider>` lists \
+                 every name)",
                 LAYOUT_KEYS.join(", ")
             ));
         }
