@@ -244,7 +244,8 @@ pub fn tls_config(
     serving_slot: Option<Arc<crate::kubelet::certificate::CertSlot>>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // rktup's one crypto provider (crates/tls), as the API client's.
+    let provider = rktup_tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in cas {
         roots.add(c).map_err(|e| tls(&e))?;
@@ -256,15 +257,17 @@ pub fn tls_config(
     .allow_unauthenticated()
     .build()
     .map_err(|e| tls(&e))?;
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier);
     let mut cfg = match serving_slot {
         None => cfg.with_single_cert(certs, key).map_err(|e| tls(&e))?,
         Some(slot) => {
-            let signer =
-                rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| tls(&e))?;
+            let signer = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| tls(&e))?;
             let fallback = Arc::new(rustls::sign::CertifiedKey::new(certs, signer));
             cfg.with_cert_resolver(Arc::new(crate::kubelet::certificate::ServingResolver {
                 slot,
