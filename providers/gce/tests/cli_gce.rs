@@ -76,7 +76,12 @@ fn up_render_status_down_through_the_binary() {
         .as_str()
         .unwrap_or("")
         .to_string();
-    let rendered = ok(&run(&e, "cli", &["render", "gce", "--role", "master"]));
+    // What the machine gets, keys included (`render` redacts them unless asked).
+    let rendered = ok(&run(
+        &e,
+        "cli",
+        &["render", "gce", "--role", "master", "--show-secrets"],
+    ));
     assert!(!ud.is_empty());
     assert_eq!(
         ud, rendered,
