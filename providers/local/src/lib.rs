@@ -7,7 +7,8 @@
 //! - `supervise`: the supervisor each of them runs under (restarts, exit records);
 //! - `up`, `down`, `status`: the actions, each a list of small steps;
 //! - `list`, `export`: every local cluster on this machine, and `export logs` of one;
-//! - `user_kubeconfig`: the kubeconfig `up` and `down` change (`$SUDO_USER`'s under sudo).
+//! - `user_kubeconfig`: the kubeconfig `up` and `down` change (`$SUDO_USER`'s under sudo);
+//! - `portmap`: the cluster file's port mappings (host ports to node ports), a supervised proxy.
 
 pub mod down;
 pub mod export;
