@@ -422,7 +422,8 @@ fn bootstrap(core: &Arc<Core>, addr: SocketAddr, advertise: SocketAddr) {
 
 fn tls_config(pki: &pki::Pki) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // rktup's one crypto provider (crates/tls), as the kubelet client's.
+    let provider = rktup_tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes()) {
         roots
