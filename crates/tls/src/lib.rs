@@ -31,8 +31,8 @@ use rustls::RootCertStore;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-/// The crypto provider of every rktup TLS configuration (clients here; the kubelet port's
-/// server and the certificate signers use it too): *ring*.
+/// The crypto provider of every rktup TLS configuration: the clients built here, the API
+/// server's and the kubelet port's server configurations, the agent's certificate keys. *ring*.
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
