@@ -287,4 +287,37 @@ mod tests {
         c.read_to_string(&mut got).unwrap();
         assert_eq!(got, "hello");
     }
+    #[test]
+    fn forwards_udp_and_replies_to_each_client() {
+        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = match echo.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1500];
+            while let Ok((n, from)) = echo.recv_from(&mut b) {
+                let _ = echo.send_to(&b[..n], from);
+            }
+        });
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = match front.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let f = Forward {
+            proto: Proto::Udp,
+            listen,
+            target,
+        };
+        std::thread::spawn(move || serve_udp(front, f));
+        for msg in [&b"one"[..], b"two"] {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.send_to(msg, listen).unwrap();
+            let mut b = [0u8; 16];
+            let (n, _) = c.recv_from(&mut b).unwrap();
+            assert_eq!(&b[..n], msg);
+        }
+    }
 }
