@@ -286,6 +286,7 @@ impl ControlPlane {
         }));
         let aggregator = Arc::new(api::aggregator::Aggregator::new(&pki));
         settings.aggregator = Some(aggregator.clone());
+        settings.root_ca_pem = Some(pki.ca.cert_pem.clone());
         let server = Arc::new(ApiServer {
             core: core.clone(),
             tokens: tokens.clone(),

@@ -549,3 +549,173 @@ async fn token_reviews_say_whether_and_as_whom_a_token_authenticates() {
         e => panic!("expected 403, got {e:?}"),
     }
 }
+
+/// The pod's JSON, as stored.
+async fn pod_json(c: &Cluster, name: &str) -> Value {
+    serde_json::from_str(&c.ok(&["get", "pod", name, "-o", "json"]).await).expect("pod JSON")
+}
+
+/// The `kube-api-access-*` volumes of a pod and where its first container mounts them.
+fn api_access(pod: &Value) -> (Vec<Value>, Vec<Value>) {
+    let volumes: Vec<Value> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kube-api-access-"))
+        })
+        .cloned()
+        .collect();
+    let mounts: Vec<Value> = pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+        .cloned()
+        .collect();
+    (volumes, mounts)
+}
+
+/// The ServiceAccount admission plugin and the root CA publisher, as in-cluster clients need
+/// them: every pod runs as a ServiceAccount that exists (`default` unless named) and gets the
+/// projected `kube-api-access-*` volume (bound token, `ca.crt` from `kube-root-ca.crt`,
+/// namespace) at /var/run/secrets/kubernetes.io/serviceaccount unless it opts out;
+/// `kube-root-ca.crt` holds the cluster CA in every namespace and is put back when removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_their_service_account_and_the_api_access_volume() {
+    let c = start().await;
+    // Straight after start: the admission waits briefly for `default`, as upstream's does.
+    c.ok(&["run", "p", "--image=busybox", "--restart=Never"])
+        .await;
+    let pod = pod_json(&c, "p").await;
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    assert_eq!(pod["spec"]["serviceAccount"], "default");
+    let (volumes, mounts) = api_access(&pod);
+    assert_eq!(volumes.len(), 1, "{pod}");
+    let name = volumes[0]["name"].as_str().expect("name");
+    assert_eq!(name.len(), "kube-api-access-".len() + 5);
+    assert_eq!(
+        volumes[0]["projected"],
+        json!({"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]})
+    );
+    assert_eq!(
+        mounts,
+        vec![
+            json!({"name": name, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+        ]
+    );
+
+    // kube-root-ca.crt: the cluster CA, in every namespace, put back when deleted or edited.
+    let ca = c.handle.ca_pem().to_string();
+    let root_ca = |ns: &'static str| {
+        let c = &c;
+        let ca = ca.clone();
+        async move {
+            eventually(
+                &format!("kube-root-ca.crt in {ns}"),
+                Duration::from_secs(20),
+                || async {
+                    let o = c
+                        .kubectl(&["-n", ns, "get", "cm", "kube-root-ca.crt", "-o", "json"])
+                        .await;
+                    let cm: Value = serde_json::from_slice(&o.stdout).ok()?;
+                    (cm["data"]["ca.crt"] == ca.as_str()).then_some(cm)
+                },
+            )
+            .await
+        }
+    };
+    let cm = root_ca("default").await;
+    assert!(cm["metadata"]["annotations"]["kubernetes.io/description"]
+        .as_str()
+        .is_some_and(|d| d.contains("verify the kube-apiserver")));
+    c.ok(&["create", "namespace", "apps"]).await;
+    root_ca("apps").await;
+    c.ok(&["-n", "apps", "delete", "cm", "kube-root-ca.crt"])
+        .await;
+    root_ca("apps").await;
+    c.ok(&[
+        "-n",
+        "apps",
+        "patch",
+        "cm",
+        "kube-root-ca.crt",
+        "-p",
+        r#"{"data":{"ca.crt":"forged"}}"#,
+    ])
+    .await;
+    root_ca("apps").await;
+    // A pod in a namespace made a moment ago (its `default` comes from the controller).
+    c.ok(&["-n", "apps", "run", "q", "--image=busybox"]).await;
+
+    // A ServiceAccount that does not exist: refused in upstream's words.
+    let out = c
+        .kubectl(&[
+            "run",
+            "r",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"serviceAccountName":"missing"}}"#,
+        ])
+        .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.trim(),
+        r#"Error from server (Forbidden): pods "r" is forbidden: error looking up service account default/missing: serviceaccount "missing" not found"#
+    );
+
+    // Opting out: on the ServiceAccount, overridden by the pod; a container that mounts
+    // something of its own there keeps it.
+    c.apply_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: quiet}
+automountServiceAccountToken: false
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-token}
+spec:
+  serviceAccountName: quiet
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: wants-token}
+spec:
+  serviceAccountName: quiet
+  automountServiceAccountToken: true
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: own-mount}
+spec:
+  volumes: [{name: mine, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts: [{name: mine, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]
+",
+    )
+    .await;
+    let (v, m) = api_access(&pod_json(&c, "no-token").await);
+    assert!(v.is_empty() && m.is_empty());
+    let (v, m) = api_access(&pod_json(&c, "wants-token").await);
+    assert_eq!((v.len(), m.len()), (1, 1));
+    let own = pod_json(&c, "own-mount").await;
+    let (v, m) = api_access(&own);
+    assert!(v.is_empty(), "{own}");
+    assert_eq!(
+        m,
+        vec![json!({"name": "mine", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})]
+    );
+}

@@ -743,6 +743,7 @@ impl Core {
             &ctx.manager,
             "CreateOptions",
         );
+        super::kinds::admit_service_account(self, rd, ns, &mut obj)?;
         if let Some(m) = admission::mutating(self, &admit, &obj, None, &mut ctx.warnings)? {
             obj = m;
         }

@@ -23,6 +23,7 @@ mod nodelifecycle;
 mod replicaset;
 mod resourcequota;
 mod revisions;
+mod rootcacertpublisher;
 mod scheduler;
 mod serviceaccount;
 mod statefulset;
@@ -53,6 +54,9 @@ pub struct Settings {
     pub csr_signer: Option<Arc<csr_signing::Signer>>,
     /// The aggregator whose backends the APIService availability check calls.
     pub aggregator: Option<Arc<crate::api::aggregator::Aggregator>>,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace; none: not
+    /// published.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Settings {
@@ -64,6 +68,7 @@ impl Settings {
             clock: Clock::default(),
             csr_signer: None,
             aggregator: None,
+            root_ca_pem: None,
         }
     }
 }
@@ -220,6 +225,12 @@ pub fn spawn_all(
             serviceaccount::pass,
             Wake::Kinds(&[("", "namespaces"), ("", "serviceaccounts"), ("", "secrets")]),
             Duration::from_secs(5),
+        ),
+        (
+            "root-ca-cert-publisher",
+            rootcacertpublisher::pass,
+            Wake::Kinds(&[("", "namespaces"), ("", "configmaps")]),
+            Duration::from_secs(30),
         ),
         (
             "clusterrole-aggregation",

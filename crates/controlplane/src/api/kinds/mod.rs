@@ -14,6 +14,7 @@ pub(crate) mod certificates;
 mod networking;
 pub(crate) mod policy;
 mod rbac;
+pub(crate) mod serviceaccount;
 mod storage;
 mod workloads;
 
@@ -118,6 +119,22 @@ pub(crate) fn admit_create(
     // DefaultStorageClass runs before quota, as upstream's plugin order has it.
     storage::admit_create(core, rd, ns, obj)?;
     policy::admit_create(core, rd, ns, obj)
+}
+
+/// The ServiceAccount admission plugin on a pod being created (before the webhooks, as in
+/// upstream's plugin order).
+pub(crate) fn admit_service_account(
+    core: &Core,
+    rd: &ResourceDef,
+    ns: Option<&str>,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    match ns {
+        Some(ns) if (rd.group, rd.kind) == ("", "Pod") => {
+            serviceaccount::admit_pod(core, rd, ns, obj)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Admission on update (quota only), before the write; the hold lives until the write.

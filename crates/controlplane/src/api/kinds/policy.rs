@@ -881,7 +881,7 @@ impl QuotaHold {
 static QUOTA_LOCK: Mutex<()> = Mutex::new(());
 
 /// `pods "x" is forbidden: <why>` (`admission.NewForbidden`).
-fn forbidden(rd: &ResourceDef, obj: &Value, why: String) -> ApiError {
+pub(super) fn forbidden(rd: &ResourceDef, obj: &Value, why: String) -> ApiError {
     let name = meta_str(obj, "name");
     let mut e = ApiError::new(
         403,
