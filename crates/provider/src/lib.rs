@@ -15,6 +15,7 @@ pub use state::{StateDir, StateError};
 
 use rktup_config::ClusterSettings;
 use rktup_render::{BinaryRef, MasterEndpoint};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,67 @@ pub enum ProviderError {
     /// A cloud call outside `up`'s graph (`down`, `status`).
     #[error(transparent)]
     Cloud(#[from] CloudError),
+    /// The provider's async runtime could not start (threads, file descriptors: the machine's
+    /// limits).
+    #[error("failed to start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// `down` ran but some resources are still there; each line names one with the cloud's
+    /// own error. The state directory (the cluster's keys) is kept for the next `down`.
+    #[error(
+        "failed to delete {} resource(s) of cluster {cluster} ({deleted} deleted); run `rktup {provider} down` again or delete them by hand:\n  {}\nthe state directory {} (the cluster's CA and admin keys) is kept until every resource is gone",
+        failed.len(),
+        failed.join("\n  "),
+        state_dir.display()
+    )]
+    DownIncomplete {
+        provider: &'static str,
+        cluster: String,
+        deleted: usize,
+        failed: Vec<String>,
+        state_dir: PathBuf,
+    },
+    #[error("failed to remove the state directory {} (the cluster's keys): {source}", path.display())]
+    RemoveState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write {what} as JSON: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An untyped failure: only providers/local still returns it (issue 13).
     #[error("{0}")]
     Other(String),
+}
+
+impl ProviderError {
+    /// For `Runtime::build()`'s error.
+    pub fn runtime(e: std::io::Error) -> ProviderError {
+        ProviderError::Runtime(e)
+    }
+}
+
+/// After a complete `down`: the cluster's state directory (its `pki/` with the CA and admin
+/// keys) is removed, so a deleted cluster leaves no credentials behind (issue 16), unless
+/// `keep` (`--keep-state`), which is said.
+pub fn forget_state(state: &StateDir, keep: bool) -> Result<(), ProviderError> {
+    if keep {
+        eprintln!(
+            "kept the state directory {} (--keep-state): it holds the cluster's CA and admin keys",
+            state.path.display()
+        );
+        return Ok(());
+    }
+    if state.path.exists() {
+        std::fs::remove_dir_all(&state.path).map_err(|source| ProviderError::RemoveState {
+            path: state.path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,4 +149,46 @@ pub trait ClusterProvider {
 
     /// Prints the cluster's resources and their states.
     fn status(&self) -> Result<(), ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_down_names_each_resource_and_the_kept_keys() {
+        let e = ProviderError::DownIncomplete {
+            provider: "aws",
+            cluster: "demo".into(),
+            deleted: 7,
+            failed: vec![
+                "instance i-1 demo-master: DependencyViolation: in use".into(),
+                "vpc vpc-2 demo: DependencyViolation: has a gateway".into(),
+            ],
+            state_dir: PathBuf::from("/state/aws-demo"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "failed to delete 2 resource(s) of cluster demo (7 deleted); run `rktup aws down` again or delete them by hand:\n  \
+             instance i-1 demo-master: DependencyViolation: in use\n  \
+             vpc vpc-2 demo: DependencyViolation: has a gateway\n\
+             the state directory /state/aws-demo (the cluster's CA and admin keys) is kept until every resource is gone"
+        );
+    }
+
+    #[test]
+    fn forget_state_removes_the_keys_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            path: dir.path().join("gce-demo"),
+        };
+        std::fs::create_dir_all(state.pki_dir()).unwrap();
+        std::fs::write(state.pki_dir().join("ca.key"), "k").unwrap();
+        forget_state(&state, true).unwrap();
+        assert!(state.pki_dir().join("ca.key").is_file());
+        forget_state(&state, false).unwrap();
+        assert!(!state.path.exists());
+        // Nothing there: nothing to do.
+        forget_state(&state, false).unwrap();
+    }
 }

@@ -98,7 +98,7 @@ impl Aws {
             .worker_threads(4)
             .enable_all()
             .build()
-            .map_err(|e| ProviderError::Other(format!("failed to start the async runtime: {e}")))
+            .map_err(ProviderError::runtime)
     }
 
     async fn clients(&self) -> Clients {
@@ -171,7 +171,28 @@ impl ClusterProvider for Aws {
 
     fn down(&self) -> Result<(), ProviderError> {
         let rt = self.runtime()?;
-        Ok(rt.block_on(self.down_async())?)
+        let report = rt.block_on(self.down_async())?;
+        let state = rktup_provider::StateDir::for_cluster(&self.settings);
+        if !report.failed.is_empty() {
+            // The keys stay while something of the cluster still runs.
+            return Err(ProviderError::DownIncomplete {
+                provider: "aws",
+                cluster: self.settings.name.clone(),
+                deleted: report.deleted,
+                failed: report.failed,
+                state_dir: state.path,
+            });
+        }
+        eprintln!(
+            "deleted {} resources of cluster {}",
+            report.deleted, self.settings.name
+        );
+        let keep = self
+            .settings
+            .rows
+            .iter()
+            .any(|r| r.name == "RKTUP_KEEP_STATE" && r.value == "true");
+        rktup_provider::forget_state(&state, keep)
     }
 
     fn status(&self) -> Result<(), ProviderError> {
@@ -185,7 +206,12 @@ impl ClusterProvider for Aws {
                     "region": self.aws().region,
                     "resources": all,
                 });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                let text =
+                    serde_json::to_string_pretty(&doc).map_err(|source| ProviderError::Json {
+                        what: "the cluster's status",
+                        source,
+                    })?;
+                println!("{text}");
             }
             OutputFormat::Text => {
                 if all.is_empty() {
@@ -204,6 +230,12 @@ impl ClusterProvider for Aws {
         }
         Ok(())
     }
+}
+
+/// What `down` did: how many resources went, and each one that did not with EC2's error.
+struct DownReport {
+    deleted: usize,
+    failed: Vec<String>,
 }
 
 impl Aws {
@@ -287,15 +319,16 @@ impl Aws {
         }
     }
 
-    async fn down_async(&self) -> Result<(), Error> {
+    /// Deletes everything tagged with the cluster; what could not be deleted is in the report
+    /// (the trait's `down` turns it into [`ProviderError::DownIncomplete`]).
+    async fn down_async(&self) -> Result<DownReport, Error> {
         let c = self.clients().await;
         let state = rktup_provider::StateDir::for_cluster(&self.settings);
-        let kept = format!(
-            "\nthe state directory {} (the cluster's CA and admin keys) is kept until every resource is gone",
-            state.path.display()
-        );
         let all = self.inventory_of(&c).list().await.map_err(|mut e| {
-            e.message.push_str(&kept);
+            e.message.push_str(&format!(
+                "\nthe state directory {} (the cluster's CA and admin keys) is kept until every resource is gone",
+                state.path.display()
+            ));
             e
         })?;
         let deleter = down::Deleter {
@@ -311,41 +344,12 @@ impl Aws {
                 eprintln!("removed kubeconfig context {}", self.context_name());
             }
         }
-        if !failed.is_empty() {
-            let list: Vec<String> = failed
+        Ok(DownReport {
+            deleted: deleted.len(),
+            failed: failed
                 .iter()
-                .map(|(f, e)| format!("  {} {} {}: {e}", f.kind, f.id, f.name))
-                .collect();
-            // The keys stay while something of the cluster still runs.
-            return Err(Error::new(format!(
-                "deleted {} resources; could not delete {}:\n{}{kept}",
-                deleted.len(),
-                failed.len(),
-                list.join("\n"),
-            )));
-        }
-        eprintln!(
-            "deleted {} resources of cluster {}",
-            deleted.len(),
-            self.settings.name
-        );
-        let keep = self
-            .settings
-            .rows
-            .iter()
-            .any(|r| r.name == "RKTUP_KEEP_STATE" && r.value == "true");
-        if keep {
-            eprintln!(
-                "kept the state directory {} (--keep-state): it holds the cluster's CA and admin keys",
-                state.path.display()
-            );
-        } else if state.path.exists() {
-            // No credentials of a deleted cluster are left behind (issue 16): pki/ holds the
-            // CA key and the admin key.
-            std::fs::remove_dir_all(&state.path).map_err(|e| {
-                Error::new(format!("failed to remove {}: {e}", state.path.display()))
-            })?;
-        }
-        Ok(())
+                .map(|(f, e)| format!("{} {} {}: {e}", f.kind, f.id, f.name))
+                .collect(),
+        })
     }
 }

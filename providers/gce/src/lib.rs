@@ -97,7 +97,7 @@ impl Gce {
             .worker_threads(4)
             .enable_all()
             .build()
-            .map_err(|e| ProviderError::Other(format!("failed to start the async runtime: {e}")))
+            .map_err(ProviderError::runtime)
     }
 
     pub async fn client(&self) -> Result<Client, GceError> {
@@ -206,31 +206,20 @@ impl ClusterProvider for Gce {
         if !report.failed.is_empty() {
             // The keys stay while something of the cluster still runs: a second `down`, or
             // the operator, may still need the admin credentials.
-            return Err(ProviderError::Other(format!(
-                "failed to delete {} resource(s) of cluster {}; run `rktup gce down` again or delete them by hand:\n  {}\nthe state directory {} (the cluster's CA and admin keys) is kept until every resource is gone",
-                report.failed.len(),
-                self.settings.name,
-                report.failed.join("\n  "),
-                state.path.display()
-            )));
+            return Err(ProviderError::DownIncomplete {
+                provider: "gce",
+                cluster: self.settings.name.clone(),
+                deleted: report.deleted.len(),
+                failed: report.failed,
+                state_dir: state.path,
+            });
         }
         eprintln!(
             "cluster {} is down ({} resources deleted)",
             self.settings.name,
             report.deleted.len()
         );
-        if self.setting_bool("RKTUP_KEEP_STATE") {
-            eprintln!(
-                "kept the state directory {} (--keep-state): it holds the cluster's CA and admin keys",
-                state.path.display()
-            );
-        } else if state.path.exists() {
-            // No credentials of a deleted cluster are left behind (issue 16).
-            std::fs::remove_dir_all(&state.path).map_err(|e| {
-                ProviderError::Other(format!("failed to remove {}: {e}", state.path.display()))
-            })?;
-        }
-        Ok(())
+        rktup_provider::forget_state(&state, self.setting_bool("RKTUP_KEEP_STATE"))
     }
 
     fn status(&self) -> Result<(), ProviderError> {
@@ -247,8 +236,10 @@ impl ClusterProvider for Gce {
                 });
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&v)
-                        .map_err(|e| ProviderError::Other(e.to_string()))?
+                    serde_json::to_string_pretty(&v).map_err(|source| ProviderError::Json {
+                        what: "the cluster's status",
+                        source
+                    })?
                 );
             }
             OutputFormat::Text => {
