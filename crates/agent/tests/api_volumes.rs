@@ -14,21 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The kit's [`ClusterNode`] (`rktup_testkit::agent`), with this file's helpers.
-struct Cluster(ClusterNode);
-
-impl std::ops::Deref for Cluster {
-    type Target = ClusterNode;
-    fn deref(&self) -> &ClusterNode {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut ClusterNode {
-        &mut self.0
-    }
-}
+rktup_testkit::cluster_with_helpers!();
 
 impl Cluster {
     fn start_with_sync(prefix: &str) -> Cluster {

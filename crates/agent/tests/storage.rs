@@ -12,21 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use rktup_testkit::agent::*;
 use std::time::{Duration, Instant};
 
-/// The kit's [`ClusterNode`] (`rktup_testkit::agent`), with this file's helpers.
-struct Cluster(ClusterNode);
-
-impl std::ops::Deref for Cluster {
-    type Target = ClusterNode;
-    fn deref(&self) -> &ClusterNode {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut ClusterNode {
-        &mut self.0
-    }
-}
+rktup_testkit::cluster_with_helpers!();
 
 impl Cluster {
     fn pods(&self) -> Api<Pod> {

@@ -214,6 +214,31 @@ impl ClusterNode {
     }
 }
 
+/// Declares `struct Cluster(ClusterNode)` in a test file, dereferencing to the kit's
+/// [`ClusterNode`]: a file with helpers of its own writes them as `impl Cluster { … }` (an
+/// inherent impl needs a type of the test crate) and starts one with
+/// `Cluster(ClusterNode::start(…))`.
+#[macro_export]
+macro_rules! cluster_with_helpers {
+    () => {
+        /// The kit's `ClusterNode` (`rktup_testkit::agent`), with this file's helpers.
+        struct Cluster($crate::agent::ClusterNode);
+
+        impl std::ops::Deref for Cluster {
+            type Target = $crate::agent::ClusterNode;
+            fn deref(&self) -> &$crate::agent::ClusterNode {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for Cluster {
+            fn deref_mut(&mut self) -> &mut $crate::agent::ClusterNode {
+                &mut self.0
+            }
+        }
+    };
+}
+
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,

@@ -104,14 +104,7 @@ impl Cluster {
 
     /// kubectl that must succeed; returns stdout.
     pub async fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.kubectl(args).await)
     }
 
     /// `ok` with the arguments written as one line, split at white space
@@ -140,15 +133,9 @@ impl Cluster {
         .await
     }
 
+    /// kubectl with `yaml` on its stdin, that must succeed; returns stdout.
     pub async fn apply_stdin(&self, args: &[&str], yaml: &str) -> String {
-        let out = self.kubectl_stdin(args, Some(yaml)).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.kubectl_stdin(args, Some(yaml)).await)
     }
 
     pub async fn client_for(&self, user: &str, cred: &Credential) -> kube::Client {
@@ -165,6 +152,17 @@ impl Cluster {
         self.client_for(&format!("node-{node}"), &Credential::Token(token))
             .await
     }
+}
+
+/// The stdout of kubectl `args`, which must have succeeded.
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A kube client with the control plane's admin credentials.
