@@ -4,6 +4,7 @@
 //! file with several mistakes is told about all of them at once.
 //!
 //! ```yaml
+//! kind: Cluster                         # kind's header, accepted (`name:` is --name)
 //! nodes:
 //! - role: control-plane                 # kind's roles; every rktup node runs pods
 //! - role: worker

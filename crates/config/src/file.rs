@@ -155,6 +155,17 @@ impl ClusterFile {
             if is_layout {
                 continue;
             }
+            // kind's `name:` is the cluster's name (`--name`, INSTANCE_PREFIX).
+            if key == "name" {
+                match scalar(v) {
+                    Some(n) => {
+                        file.common
+                            .insert("INSTANCE_PREFIX", ("name".to_string(), n));
+                    }
+                    None => bad(&key, v, "the cluster's name".into()),
+                }
+                continue;
+            }
             if let Some(provider) = Provider::ALL.into_iter().find(|p| p.as_str() == key) {
                 let Value::Mapping(section) = v else {
                     bad(&key, v, "a mapping of setting names to values".into());
@@ -220,8 +231,8 @@ impl ClusterFile {
         let specs: Vec<_> = lookup_key(written).collect();
         if specs.is_empty() {
             return Err(format!(
-                "a setting name or one of {} (unknown setting: `rktup config <provider>` lists \
-                 every name)",
+                "a setting name or one of name, {} (unknown setting: `rktup config <provider>` \
+                 lists every name)",
                 LAYOUT_KEYS.join(", ")
             ));
         }
@@ -265,6 +276,16 @@ mod tests {
                 .unwrap()
                 .1,
             "v1.31.0"
+        );
+    }
+
+    #[test]
+    fn kinds_name_is_the_cluster_name() {
+        let f = ClusterFile::parse(Path::new("c.yaml"), "kind: Cluster\nname: ci\n").unwrap();
+        assert_eq!(
+            f.get(spec("INSTANCE_PREFIX").unwrap(), Provider::Local)
+                .unwrap(),
+            ("name".to_string(), "ci".to_string())
         );
     }
 
