@@ -662,6 +662,14 @@ mod tests {
             &mut ctx,
         )
         .expect("node");
+        // Pods run as `default` (ServiceAccount admission); no controller makes it here.
+        core.create(
+            registry::find("", "v1", "serviceaccounts").expect("serviceaccounts"),
+            Some("default"),
+            json!({"metadata": {"name": "default"}}),
+            &mut ctx,
+        )
+        .expect("serviceaccount");
         core.create(
             registry::pods(),
             Some("default"),

@@ -928,6 +928,14 @@ mod tests {
             &mut ctx,
         )
         .expect("service");
+        // Pods run as `default` (ServiceAccount admission); no controller makes it here.
+        core.create(
+            rd("", "serviceaccounts"),
+            Some("default"),
+            json!({"metadata": {"name": "default"}}),
+            &mut ctx,
+        )
+        .expect("serviceaccount");
         (dir, core)
     }
 
