@@ -824,7 +824,29 @@ fn render_and_dry_run_redact_secrets_unless_asked() {
             }
             assert!(files > 3, "{what} --out wrote {files} files");
 
-            // --show-secrets prints what the machine receives.
+            // --show-secrets prints what the machine receives; --out then writes each file
+            // with the mode the machine gives it, never the umask's.
+            if role == "master" {
+                let dir = out_dir.join(format!("{provider}-shown"));
+                let o = sb.run(
+                    &[
+                        "render",
+                        provider,
+                        "--role",
+                        role,
+                        "--show-secrets",
+                        "--out",
+                        dir.to_str().unwrap(),
+                    ],
+                    &env,
+                );
+                assert!(o.status.success(), "{what} --out: {}", stderr(&o));
+                let key = dir.join("master/rootfs/etc/kubernetes/pki/ca.key");
+                assert_eq!(std::fs::read_to_string(&key).unwrap(), pki.get("ca.key"));
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{what} --show-secrets --out: ca.key");
+            }
             let o = sb.run(
                 &["render", provider, "--role", role, "--show-secrets"],
                 &env,

@@ -112,14 +112,13 @@ fn redact_signed_urls(text: &str) -> String {
     out
 }
 
-/// Whether `text` still holds a private key block (what `--show-secrets` would print).
-pub fn holds_private_key(text: &str) -> bool {
-    text.contains("PRIVATE KEY-----")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn holds_private_key(text: &str) -> bool {
+        text.contains("PRIVATE KEY-----")
+    }
 
     const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nabc=\n-----END PRIVATE KEY-----\n";
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
