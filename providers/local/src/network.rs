@@ -99,12 +99,15 @@ pub fn ensure_bridge(rec: &ClusterRecord) -> Result<(), NetError> {
     Ok(())
 }
 
-/// The `iptables` binary, when this machine has one.
+/// The `iptables` binary, when this machine has one (an executable file).
 fn iptables_binary() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
         .iter()
         .map(|d| Path::new(d).join("iptables"))
-        .find(|p| p.is_file())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// An iptables rule in the host's filter table (only where iptables filters bridged traffic).
