@@ -34,7 +34,8 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     .expect("thread in netns")
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip <args>`, panicking with its output if it fails.
+pub fn ip(args: &[&str]) {
     crate::sh(Command::new("ip").args(args));
 }
 
