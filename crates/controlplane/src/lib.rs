@@ -235,8 +235,12 @@ impl ControlPlane {
             settings.cluster_dns_ip = Some(ip);
         }
         let store: Arc<dyn Store> = FileStore::open(&self.data_dir.join("store"))?;
+        // The serving certificate names every address clients dial, including the
+        // `kubernetes` Service's ClusterIP, which in-cluster clients (KUBERNETES_SERVICE_HOST)
+        // verify against, as kube-apiserver's does.
         let ips: Vec<std::net::IpAddr> = std::iter::once(self.bind.ip())
             .chain(self.also_bind.iter().map(SocketAddr::ip))
+            .chain(std::iter::once(std::net::IpAddr::V4(cidr.first())))
             .collect();
         let pki = pki::Pki::load_or_create(&self.data_dir, &ips)?;
         let listener = TcpListener::bind(self.bind)

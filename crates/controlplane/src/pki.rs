@@ -283,6 +283,7 @@ impl Pki {
                 "kubernetes".into(),
                 "kubernetes.default".into(),
                 "kubernetes.default.svc".into(),
+                "kubernetes.default.svc.cluster.local".into(),
             ];
             names.dedup();
             let mut params = CertificateParams::new(names).map_err(gen_err("serving cert"))?;

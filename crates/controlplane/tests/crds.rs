@@ -758,7 +758,7 @@ async fn bench_custom_resources_vs_configmaps() {
         }
         watches.push(events);
     }
-    let mut lat = vec![Vec::new(), Vec::new()];
+    let mut lat = [Vec::new(), Vec::new()];
     for r in 0..rounds {
         // Alternate which kind goes first, too.
         for k in [r % 2, 1 - r % 2] {

@@ -298,3 +298,346 @@ spec:
     backend.stop();
     drop(registry);
 }
+
+/// The program of the metrics-server image `metrics_server_from_its_public_manifest` builds:
+/// this test binary, started by the image's entrypoint inside the pod the public manifest's
+/// Deployment makes. It serves metrics.k8s.io as metrics-server does, with its ServiceAccount
+/// (in-cluster configuration), on the manifest's `--secure-port`, scraping the kubelets with
+/// its token and verifying their serving certificates against the cluster CA (the manifest
+/// does not pass `--kubelet-insecure-tls`). The real metrics-server is a Go program whose
+/// modules cannot be fetched here; its manifest, RBAC, probes, Service and APIService are the
+/// real ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the metrics-server container's program: runs inside a pod, started by the image"]
+async fn metrics_server_in_a_pod() {
+    let Ok(args) = std::env::var("METRICS_SERVER_ARGS") else {
+        eprintln!("metrics_server_in_a_pod: METRICS_SERVER_ARGS is unset: this runs only as the entrypoint of the test's metrics-server image");
+        return;
+    };
+    let mut port = 10250u16;
+    for a in args.split_whitespace() {
+        if let Some(p) = a.strip_prefix("--secure-port=") {
+            port = p.parse().expect("--secure-port");
+        }
+        assert_ne!(
+            a, "--kubelet-insecure-tls",
+            "this server always verifies kubelets"
+        );
+    }
+    let sa = Path::new("/var/run/secrets/kubernetes.io/serviceaccount");
+    let token = std::fs::read_to_string(sa.join("token")).expect("ServiceAccount token");
+    let ca_pem = std::fs::read_to_string(sa.join("ca.crt")).expect("ServiceAccount ca.crt");
+    let client = kube::Client::try_default()
+        .await
+        .expect("in-cluster configuration");
+    let _server = metrics_apiserver::start_on(
+        client,
+        "metrics-server.kube-system.svc",
+        std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+        metrics_apiserver::Usage::ScrapeWithToken {
+            token: token.trim().to_string(),
+            ca_pem,
+        },
+    )
+    .await;
+    eprintln!("metrics-server (test image): serving metrics.k8s.io on :{port} ({args})");
+    std::future::pending::<()>().await;
+}
+
+/// An image `metrics:latest` in `images`' layout: busybox plus this test binary, the shared
+/// libraries it links, and an entrypoint that runs [`metrics_server_in_a_pod`] with the
+/// container's arguments.
+fn add_metrics_server_image(images: &Images) {
+    let exe = std::env::current_exe().expect("current exe");
+    let img = |tag: &str| format!("{}:{tag}", images.layout.display());
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let bundle = bundle.path().join("bundle");
+    rktup_testkit::sh(Command::new("umoci").args(["tag", "--image", &img("busybox"), "metrics"]));
+    rktup_testkit::sh(
+        Command::new("umoci")
+            .args(["unpack", "--image", &img("metrics")])
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    copy(&exe, &rootfs.join("metrics-server-bin"));
+    // The dynamic loader and libraries, at the paths the binary names them by.
+    let ldd = rktup_testkit::sh(Command::new("ldd").arg(&exe));
+    for lib in ldd
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(Path::new)
+    {
+        let target = std::fs::canonicalize(lib).expect("library path");
+        copy(
+            &target,
+            &rootfs.join(lib.strip_prefix("/").expect("absolute")),
+        );
+    }
+    let entry = rootfs.join("metrics-server");
+    std::fs::write(
+        &entry,
+        "#!/bin/sh\nexport METRICS_SERVER_ARGS=\"$*\"\nexec /metrics-server-bin --ignored --exact metrics_server_in_a_pod --nocapture --test-threads=1\n",
+    )
+    .expect("write entrypoint");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    rktup_testkit::sh(
+        Command::new("umoci")
+            .args(["repack", "--image", &img("metrics")])
+            .arg(&bundle),
+    );
+    rktup_testkit::sh(Command::new("umoci").args([
+        "config",
+        "--image",
+        &img("metrics"),
+        "--config.entrypoint",
+        "/metrics-server",
+        "--clear=config.cmd",
+    ]));
+}
+
+/// metrics-server installed from its public manifest (the release `components.yaml`, kept as
+/// a fixture; the only change is the image, which the test builds: see
+/// [`metrics_server_in_a_pod`]) on a real local cluster: its Deployment's pod runs with the
+/// manifest's ServiceAccount, RBAC, security context and probes, its Service and APIService
+/// route `kubectl top` to it, and the numbers are the agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_server_from_its_public_manifest() {
+    if !rktup_testkit::can_run_as_root("top_local", "`rktup local up`") {
+        return;
+    }
+    let c = Local {
+        name: format!("msv{}", unique()),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let (registry, busybox, metrics) = tokio::task::spawn_blocking(|| {
+        let images = Images::build();
+        add_metrics_server_image(&images);
+        let registry = Registry::start();
+        let busybox = registry.push(&images.layout, "busybox", "top:1.0");
+        let metrics = registry.push(
+            &images.layout,
+            "metrics",
+            "metrics-server/metrics-server:v0.9.0",
+        );
+        (registry, busybox, metrics)
+    })
+    .await
+    .expect("images");
+    let up = {
+        let (name, reg) = (c.name.clone(), registry.addr.clone());
+        c.rktup(&[
+            "local",
+            "up",
+            "--name",
+            name.as_str(),
+            "--num-nodes",
+            "1",
+            "--wait",
+            "90s",
+            "--insecure-registry",
+            reg.as_str(),
+        ])
+    };
+    assert!(
+        up.status.success(),
+        "rktup local up failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr),
+        c.logs()
+    );
+    let manifest = {
+        use std::io::Read;
+        let gz = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/bundles/metrics-server.yaml.gz"),
+        )
+        .expect("fixture");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        text
+    };
+    let public_image = "registry.k8s.io/metrics-server/metrics-server:v0.9.0";
+    assert_eq!(
+        manifest.matches(public_image).count(),
+        1,
+        "the fixture's image"
+    );
+    c.apply(&manifest.replace(public_image, &metrics));
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: burner, namespace: default}}
+spec:
+  containers:
+  - name: burn
+    image: {busybox}
+    command: [sh, -c, 'x=0; while true; do x=$((x+1)); done']
+"
+    ));
+    let kc = c.admin_kubeconfig();
+    let home = c.dir.path().to_path_buf();
+    let kubectl = move |args: &[&str]| -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(args)
+            .env("HOME", &home)
+            .output()
+            .expect("kubectl")
+    };
+    // The Deployment becomes available (its readiness probe, /readyz over HTTPS, passes) and
+    // the APIService Available through the Service's endpoint, the pod.
+    let k = kubectl.clone();
+    // (`until` would panic at its own deadline; this one ends first, with the pod's story.)
+    let ready = until(
+        "metrics-server available",
+        Duration::from_secs(600),
+        move || {
+            let o = k(&[
+                "-n",
+                "kube-system",
+                "get",
+                "deployment",
+                "metrics-server",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            ]);
+            (String::from_utf8_lossy(&o.stdout) == "1").then_some(())
+        },
+    );
+    if tokio::time::timeout(Duration::from_secs(160), ready)
+        .await
+        .is_err()
+    {
+        panic!(
+            "metrics-server did not become available:\n{}\n{}\n{}",
+            c.kubectl_ok(&[
+                "-n",
+                "kube-system",
+                "describe",
+                "pods",
+                "-l",
+                "k8s-app=metrics-server"
+            ]),
+            String::from_utf8_lossy(
+                &c.kubectl(&["-n", "kube-system", "logs", "deploy/metrics-server"])
+                    .stdout
+            ),
+            c.logs()
+        );
+    }
+    let k = kubectl.clone();
+    until("APIService Available", Duration::from_secs(60), move || {
+        let o = k(&[
+            "get",
+            "apiservice",
+            "v1beta1.metrics.k8s.io",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+        ]);
+        (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
+    })
+    .await;
+    let endpoints = c.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=metrics-server",
+        "-o",
+        "jsonpath={.items[*].endpoints[*].addresses[*]}",
+    ]);
+    let pod_ip = c.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "pods",
+        "-l",
+        "k8s-app=metrics-server",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    assert_eq!(
+        endpoints.trim(),
+        pod_ip.trim(),
+        "the Service routes to the pod"
+    );
+
+    // kubectl top: the node busy (the burner), the burner's container busy.
+    let k = kubectl.clone();
+    let nodes = until("kubectl top nodes", Duration::from_secs(90), move || {
+        let o = k(&["top", "nodes", "--no-headers"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let row: Vec<String> = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        (row.len() == 5 && number(&row[1]) > 0.0).then_some(row)
+    })
+    .await;
+    assert!(
+        nodes[3].ends_with("Mi") && number(&nodes[3]) > 0.0,
+        "{nodes:?}"
+    );
+    let k = kubectl.clone();
+    let pod = until("kubectl top pods", Duration::from_secs(120), move || {
+        let o = k(&["top", "pods", "-A", "--no-headers"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let row: Vec<String> = text
+            .lines()
+            .find(|l| l.starts_with("default") && l.contains("burner"))?
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        (row.len() == 4 && number(&row[2]) >= 50.0).then_some(row)
+    })
+    .await;
+    assert!(pod[3].ends_with("Mi"), "{pod:?}");
+    // metrics-server's own pod is measured too.
+    let own = c.kubectl_ok(&["top", "pods", "-n", "kube-system", "--no-headers"]);
+    assert!(own.contains("metrics-server-"), "{own}");
+    eprintln!("kubectl top nodes: {nodes:?}\nkubectl top pods: {pod:?}\n{own}");
+    // The pod ran as the manifest says: non-root, read-only root, no capabilities.
+    let pod_name = c.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "pods",
+        "-l",
+        "k8s-app=metrics-server",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let id = c.kubectl_ok(&["-n", "kube-system", "exec", &pod_name, "--", "id", "-u"]);
+    assert_eq!(id.trim(), "1000");
+    let mounts = c.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "exec",
+        &pod_name,
+        "--",
+        "cat",
+        "/proc/mounts",
+    ]);
+    let root = mounts
+        .lines()
+        .rfind(|l| l.split_whitespace().nth(1) == Some("/"))
+        .unwrap_or_default();
+    let options = root.split_whitespace().nth(3).unwrap_or_default();
+    assert!(
+        options.split(',').any(|o| o == "ro"),
+        "readOnlyRootFilesystem: {root}"
+    );
+    c.kubectl_ok(&["delete", "pod", "burner", "--grace-period=0", "--force"]);
+    drop(registry);
+}

@@ -29,6 +29,10 @@ pub enum Usage {
     /// client certificate (PEM), the serving certificate not verified (metrics-server's
     /// `--kubelet-insecure-tls`).
     Scrape { cert_pem: String, key_pem: String },
+    /// As metrics-server runs in a pod without `--kubelet-insecure-tls`: its ServiceAccount
+    /// token as the bearer, the kubelet's serving certificate verified against the cluster CA
+    /// (the pod's `ca.crt`) for the node's address.
+    ScrapeWithToken { token: String, ca_pem: String },
 }
 
 /// What the backend saw of one request.
@@ -68,6 +72,22 @@ const CONTAINER_MEMORY: &str = "10Mi";
 /// must be allowed to create SubjectAccessReviews and read nodes and pods) is its own
 /// identity towards the API server.
 pub async fn start(client: kube::Client, server_name: &str, port: u16, usage: Usage) -> Server {
+    start_on(
+        client,
+        server_name,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        usage,
+    )
+    .await
+}
+
+/// [`start`] on any address (a pod's `0.0.0.0:10250`, as metrics-server's `--secure-port`).
+pub async fn start_on(
+    client: kube::Client,
+    server_name: &str,
+    addr: std::net::SocketAddr,
+    usage: Usage,
+) -> Server {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     let cm = rktup_testkit::eventually(
         "the authentication ConfigMap",
@@ -75,10 +95,14 @@ pub async fn start(client: kube::Client, server_name: &str, port: u16, usage: Us
         || {
             let cms = cms.clone();
             async move {
-                cms.get_opt("extension-apiserver-authentication")
-                    .await
-                    .ok()
-                    .flatten()
+                match cms.get_opt("extension-apiserver-authentication").await {
+                    Ok(cm) => cm,
+                    Err(e) => {
+                        // Seen in the pod's log when this runs in a pod.
+                        eprintln!("metrics: reading the authentication ConfigMap: {e}");
+                        None
+                    }
+                }
             }
         },
     )
@@ -144,20 +168,22 @@ pub async fn start(client: kube::Client, server_name: &str, port: u16, usage: Us
         )
         .expect("tls");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let kubelet_tls = match &usage {
-        Usage::Fixed => None,
-        Usage::Scrape { cert_pem, key_pem } => Some(kubelet_client(cert_pem, key_pem)),
+    let (kubelet_tls, kubelet_token) = match &usage {
+        Usage::Fixed => (None, None),
+        Usage::Scrape { cert_pem, key_pem } => (Some(kubelet_client(cert_pem, key_pem)), None),
+        Usage::ScrapeWithToken { token, ca_pem } => {
+            (Some(kubelet_verifying(ca_pem)), Some(token.clone()))
+        }
     };
     let state = Arc::new(State {
         client,
         allowed,
         seen: seen.clone(),
         kubelet_tls,
+        kubelet_token,
     });
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -214,6 +240,8 @@ struct State {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Scraping: the TLS client towards kubelets.
     kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Scraping with a ServiceAccount token: the bearer sent to kubelets.
+    kubelet_token: Option<String>,
 }
 
 /// What one node's usage came to.
@@ -276,6 +304,13 @@ impl State {
             });
         }
         let _ = req.into_body().collect().await;
+        // The probes' paths answer anyone, as metrics-server's
+        // `--authorization-always-allow-paths=/healthz,/readyz,/livez` default.
+        if matches!(path.as_str(), "/livez" | "/readyz" | "/healthz") {
+            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+            *r.status_mut() = hyper::StatusCode::OK;
+            return r;
+        }
         // Only the front proxy may assert identities (requestheader-allowed-names).
         if cn.is_empty() || !self.allowed.iter().any(|a| a == cn) || user.is_empty() {
             return status(401, "Unauthorized", "Unauthorized");
@@ -510,8 +545,14 @@ impl State {
         let Some(addr) = kubelet_address(node) else {
             return NodeUsage::default();
         };
-        let Ok(first) = get_metrics(tls, &addr).await else {
-            return NodeUsage::default();
+        let token = self.kubelet_token.as_deref();
+        let first = match get_metrics(tls, token, &addr).await {
+            Ok(text) => text,
+            Err(e) => {
+                // Seen in the pod's log (`kubectl logs`), as metrics-server logs its scrapes.
+                eprintln!("metrics: scraping {addr}: {e}");
+                return NodeUsage::default();
+            }
         };
         let first = parse(&first);
         let node_time = |samples: &[Sample]| {
@@ -523,7 +564,7 @@ impl State {
         let mut second = Vec::new();
         for _ in 0..30 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(text) = get_metrics(tls, &addr).await else {
+            let Ok(text) = get_metrics(tls, token, &addr).await else {
                 return NodeUsage::default();
             };
             second = parse(&text);
@@ -660,8 +701,12 @@ fn parse_labels(s: &str) -> HashMap<String, String> {
     out
 }
 
-/// `GET https://ADDR/metrics/resource`.
-async fn get_metrics(tls: &Arc<rustls::ClientConfig>, addr: &str) -> Result<String, String> {
+/// `GET https://ADDR/metrics/resource`, with `token` as the bearer if given.
+async fn get_metrics(
+    tls: &Arc<rustls::ClientConfig>,
+    token: Option<&str>,
+    addr: &str,
+) -> Result<String, String> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -677,8 +722,11 @@ async fn get_metrics(tls: &Arc<rustls::ClientConfig>, addr: &str) -> Result<Stri
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = hyper::Request::get("/metrics/resource")
-        .header(hyper::header::HOST, addr)
+    let mut req = hyper::Request::get("/metrics/resource").header(hyper::header::HOST, addr);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
@@ -708,6 +756,22 @@ fn kubelet_client(cert_pem: &str, key_pem: &str) -> Arc<rustls::ClientConfig> {
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_client_auth_cert(certs, key)
         .expect("client auth");
+    Arc::new(cfg)
+}
+
+/// A TLS client that verifies the kubelet's serving certificate against `ca_pem` (for the
+/// address dialed: kubelet serving certificates carry the node's IPs).
+fn kubelet_verifying(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("ca pem")).expect("root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Arc::new(cfg)
 }
 
