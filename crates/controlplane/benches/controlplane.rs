@@ -8,6 +8,7 @@
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use rktup_testkit::free_port;
 use serde_json::json;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -28,13 +29,6 @@ fn serve(dir: &str, port: u16) -> anyhow::Result<()> {
         kubelet_certificate_authority: None,
         verify_kubelet_serving_certs: false,
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(16443)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -16,6 +16,7 @@
 use base64::Engine;
 use rktup_controlplane::pki::Credential;
 use rktup_testkit::controlplane::*;
+use rktup_testkit::free_port;
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
@@ -185,13 +186,6 @@ ports:
   protocol: TCP
 "
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
