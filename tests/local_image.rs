@@ -90,6 +90,39 @@ fn image_import_skips_present_images_and_takes_kubeconfig() {
         "60s",
     ]);
     let nodes = [format!("{name}-node-1"), format!("{name}-node-2")];
+
+    // `up --wait` returned only once cluster DNS answers on every node (each agent serves it;
+    // kube-dns has no endpoints to wait for): one question per node, no retry, is answered.
+    let dns = c.kubectl_ok(&[
+        "get",
+        "svc",
+        "-n",
+        "kube-system",
+        "kube-dns",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let api = c.kubectl_ok(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    for i in 1..=2 {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &format!("rktup-{name}-node-{i}"), "dig"])
+            .args(["+short", "+time=1", "+tries=1", &format!("@{dns}")])
+            .arg("kubernetes.default.svc.cluster.local")
+            .output()
+            .expect("run dig");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            api,
+            "node {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let images = Images::build();
     let tar = c.dir.path().join("image.tar");
     images.docker_archive("busybox", &tar, "rktup.test/skip:1.0");

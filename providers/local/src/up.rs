@@ -187,7 +187,13 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
                             )
                         })
                         .map_err(local_error)?;
-                        Ok(Done::new((), format!("{} node(s)", names.len())))
+                        Ok(Done::new(
+                            (),
+                            format!(
+                                "{} node(s) Ready, cluster DNS answering on each",
+                                names.len()
+                            ),
+                        ))
                     })
                 },
             )
