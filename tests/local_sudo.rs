@@ -156,7 +156,7 @@ fn sudo_up_writes_the_context_into_the_sudo_users_kubeconfig() {
     check_unknown_user(&state, &root_home);
 }
 
-/// A SUDO_USER with no passwd entry fails `up` (at its kubeconfig step), naming the way out.
+/// A SUDO_USER with no passwd entry fails `up` before anything is made, naming the way out.
 fn check_unknown_user(state: &Path, root_home: &Path) {
     let name = format!("sudox{}", unique());
     let o = Command::new(env!("CARGO_BIN_EXE_rktup"))
@@ -176,6 +176,11 @@ fn check_unknown_user(state: &Path, root_home: &Path) {
         .args(["local", "down", "--name", &name])
         .output();
     assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        !state.join(format!("local-{name}")).exists(),
+        "nothing made: {}",
+        text(&o)
+    );
     assert!(
         text(&o).contains("no such user") && text(&o).contains("--kubeconfig"),
         "{}",

@@ -252,6 +252,9 @@ fn network(rec: &ClusterRecord) -> Result<(), ProviderError> {
 
 pub fn up(local: &Local, opts: &UpOptions) -> Result<(), ProviderError> {
     require_root("up")?;
+    // Where the context will go is settled before anything is made (an unknown SUDO_USER
+    // fails here, not after the cluster is up).
+    crate::user_kubeconfig::target(opts.kubeconfig.as_deref())?;
     let started = Instant::now();
     let cx = Ctx {
         local,
