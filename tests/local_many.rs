@@ -1,5 +1,6 @@
 //! Many clusters on one machine (issue 18): ten one-node clusters brought up at once, side by
-//! side — each with its own API port, node network, bridge, namespaces and nftables tables —
+//! side — each with its own API port, node network, bridge, namespaces and nftables tables (in
+//! its nodes' namespaces, none on the host) —
 //! each used (a pod Running, `kubectl get nodes` through its own context of one shared
 //! kubeconfig, which the ten `up`s all write at once), then all taken down at once with nothing
 //! left behind. It also looks at what kind users run out of with many clusters: inotify
@@ -183,6 +184,8 @@ fn ten_clusters_side_by_side() {
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "many:1.0");
 
+    let host_tables = nft_tables(None);
+
     // Up, all at once.
     std::thread::scope(|s| {
         let ups: Vec<_> = m
@@ -256,6 +259,13 @@ fn ten_clusters_side_by_side() {
     for b in &bridges {
         assert!(links.contains(&format!(": {b}:")), "bridge {b} missing");
     }
+    // nftables: each node's rules (masquerade, service proxy) are tables in its own namespace,
+    // so clusters cannot clash there, and none of them lands on the host.
+    for ns in &netns {
+        let t = nft_tables(Some(ns));
+        assert!(t.contains("rktup-node"), "no rktup-node table in {ns}: {t}");
+    }
+    no_cluster_tables_on_host(&host_tables, base);
 
     // Each cluster used through its own context: its one node, and a pod Running there.
     let pod = |n: &str| {
@@ -368,4 +378,38 @@ fn ten_clusters_side_by_side() {
     for b in &bridges {
         assert!(!links.contains(&format!(": {b}:")), "bridge {b} left");
     }
+    no_cluster_tables_on_host(&host_tables, base);
+}
+
+/// No nftables table on the host that `up` made: none named as a node's, none named after these
+/// clusters. (Other tests running at the same time may add host tables of their own, so the
+/// list is not compared whole.)
+fn no_cluster_tables_on_host(before: &str, base: u32) {
+    let now = nft_tables(None);
+    let old: BTreeSet<&str> = before.lines().collect();
+    for t in now.lines().filter(|t| !old.contains(t)) {
+        assert!(
+            !t.contains("rktup-node") && !t.contains(&format!("many{base}x")),
+            "host table {t:?} made by the clusters"
+        );
+    }
+}
+
+/// `nft list tables` on the host, or in network namespace `ns`.
+fn nft_tables(ns: Option<&str>) -> String {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft"]);
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let o = c.args(["list", "tables"]).output().expect("run nft");
+    assert!(
+        o.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
