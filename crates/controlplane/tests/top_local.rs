@@ -67,6 +67,96 @@ impl Local {
     fn logs(&self) -> String {
         rktup_testkit::log_tails(&self.state_dir().join("logs"))
     }
+    /// `rktup local up` of one node, pulling from `registry` (insecure).
+    fn up_one_node(&self, registry: &str) {
+        let up = self.rktup(&[
+            "local",
+            "up",
+            "--name",
+            &self.name,
+            "--num-nodes",
+            "1",
+            "--wait",
+            "90s",
+            "--insecure-registry",
+            registry,
+        ]);
+        assert!(
+            up.status.success(),
+            "rktup local up failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr),
+            self.logs()
+        );
+    }
+    /// A kubectl with the admin kubeconfig that can move into blocking tasks.
+    fn kubectl_fn(&self) -> impl Fn(&[&str]) -> Output + Clone + Send + Sync + 'static {
+        let kc = self.admin_kubeconfig();
+        let home = self.dir.path().to_path_buf();
+        move |args: &[&str]| -> Output {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kc)
+                .args(args)
+                .env("HOME", &home)
+                .output()
+                .expect("kubectl")
+        }
+    }
+}
+
+/// A pod in `default` that keeps a CPU busy.
+fn burner(image: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: burner, namespace: default}}
+spec:
+  containers:
+  - name: burn
+    image: {image}
+    command: [sh, -c, 'x=0; while true; do x=$((x+1)); done']
+"
+    )
+}
+
+/// Until the metrics APIService is Available.
+async fn apiservice_available(kubectl: impl Fn(&[&str]) -> Output + Send + Sync + 'static) {
+    until("APIService Available", Duration::from_secs(60), move || {
+        let o = kubectl(&[
+            "get",
+            "apiservice",
+            "v1beta1.metrics.k8s.io",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+        ]);
+        (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
+    })
+    .await;
+}
+
+/// `kubectl top nodes` until the node's row shows CPU in use: its five columns.
+async fn top_nodes_busy(
+    kubectl: impl Fn(&[&str]) -> Output + Send + Sync + 'static,
+) -> Vec<String> {
+    let nodes = until("kubectl top nodes", Duration::from_secs(90), move || {
+        let o = kubectl(&["top", "nodes", "--no-headers"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let row: Vec<String> = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        (row.len() == 5 && number(&row[1]) > 0.0).then_some(row)
+    })
+    .await;
+    assert!(nodes[2].ends_with('%'), "{nodes:?}");
+    assert!(
+        nodes[3].ends_with("Mi") && number(&nodes[3]) > 0.0,
+        "{nodes:?}"
+    );
+    nodes
 }
 
 impl Drop for Local {
@@ -129,29 +219,7 @@ async fn kubectl_top_with_the_agents_numbers() {
     })
     .await
     .expect("images");
-    let up = {
-        let (name, reg) = (c.name.clone(), registry.addr.clone());
-        let args = [
-            "local",
-            "up",
-            "--name",
-            name.as_str(),
-            "--num-nodes",
-            "1",
-            "--wait",
-            "90s",
-            "--insecure-registry",
-            reg.as_str(),
-        ];
-        c.rktup(&args)
-    };
-    assert!(
-        up.status.success(),
-        "rktup local up failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&up.stdout),
-        String::from_utf8_lossy(&up.stderr),
-        c.logs()
-    );
+    c.up_one_node(&registry.addr);
     // nodes/proxy to the real agent's kubelet port (as the API server's kubelet client, its
     // serving certificate verified): what `kubectl get --raw` users and metrics tools read.
     let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
@@ -175,17 +243,7 @@ async fn kubectl_top_with_the_agents_numbers() {
         metrics_apiserver::start(client, "metrics-server.kube-system.svc", 0, usage).await;
 
     // A pod that uses some CPU and memory.
-    c.apply(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: burner, namespace: default}}
-spec:
-  containers:
-  - name: burn
-    image: {image}
-    command: [sh, -c, 'x=0; while true; do x=$((x+1)); done']
-"
-    ));
+    c.apply(&burner(&image));
     // Registered as metrics-server is: a Service, its endpoint (this process), the APIService.
     let b64 = base64::engine::general_purpose::STANDARD.encode(&backend.ca_pem);
     c.apply(&format!(
@@ -220,49 +278,11 @@ spec:
 ",
         port = backend.port
     ));
-    let kc = c.admin_kubeconfig();
-    let home = c.dir.path().to_path_buf();
-    let kubectl = move |args: &[&str]| -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kc)
-            .args(args)
-            .env("HOME", &home)
-            .output()
-            .expect("kubectl")
-    };
-    let k = kubectl.clone();
-    until("APIService Available", Duration::from_secs(60), move || {
-        let o = k(&[
-            "get",
-            "apiservice",
-            "v1beta1.metrics.k8s.io",
-            "-o",
-            "jsonpath={.status.conditions[0].status}",
-        ]);
-        (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
-    })
-    .await;
+    let kubectl = c.kubectl_fn();
+    apiservice_available(kubectl.clone()).await;
 
     // kubectl top nodes: the node, with its CPU (> 0, the burner runs) and working set.
-    let k = kubectl.clone();
-    let nodes = until("kubectl top nodes", Duration::from_secs(90), move || {
-        let o = k(&["top", "nodes", "--no-headers"]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let row: Vec<String> = text
-            .lines()
-            .next()?
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        (row.len() == 5 && number(&row[1]) > 0.0).then_some(row)
-    })
-    .await;
-    assert!(nodes[2].ends_with('%'), "{nodes:?}");
-    assert!(
-        nodes[3].ends_with("Mi") && number(&nodes[3]) > 0.0,
-        "{nodes:?}"
-    );
+    let nodes = top_nodes_busy(kubectl.clone()).await;
 
     // kubectl top pods: the burner's container, busy, with some memory.
     let k = kubectl.clone();
@@ -428,28 +448,7 @@ async fn metrics_server_from_its_public_manifest() {
     })
     .await
     .expect("images");
-    let up = {
-        let (name, reg) = (c.name.clone(), registry.addr.clone());
-        c.rktup(&[
-            "local",
-            "up",
-            "--name",
-            name.as_str(),
-            "--num-nodes",
-            "1",
-            "--wait",
-            "90s",
-            "--insecure-registry",
-            reg.as_str(),
-        ])
-    };
-    assert!(
-        up.status.success(),
-        "rktup local up failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&up.stdout),
-        String::from_utf8_lossy(&up.stderr),
-        c.logs()
-    );
+    c.up_one_node(&registry.addr);
     let manifest = {
         use std::io::Read;
         let gz = std::fs::read(
@@ -470,28 +469,8 @@ async fn metrics_server_from_its_public_manifest() {
         "the fixture's image"
     );
     c.apply(&manifest.replace(public_image, &metrics));
-    c.apply(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: burner, namespace: default}}
-spec:
-  containers:
-  - name: burn
-    image: {busybox}
-    command: [sh, -c, 'x=0; while true; do x=$((x+1)); done']
-"
-    ));
-    let kc = c.admin_kubeconfig();
-    let home = c.dir.path().to_path_buf();
-    let kubectl = move |args: &[&str]| -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kc)
-            .args(args)
-            .env("HOME", &home)
-            .output()
-            .expect("kubectl")
-    };
+    c.apply(&burner(&busybox));
+    let kubectl = c.kubectl_fn();
     // The Deployment becomes available (its readiness probe, /readyz over HTTPS, passes) and
     // the APIService Available through the Service's endpoint, the pod.
     let k = kubectl.clone();
@@ -533,18 +512,7 @@ spec:
             c.logs()
         );
     }
-    let k = kubectl.clone();
-    until("APIService Available", Duration::from_secs(60), move || {
-        let o = k(&[
-            "get",
-            "apiservice",
-            "v1beta1.metrics.k8s.io",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
-        ]);
-        (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
-    })
-    .await;
+    apiservice_available(kubectl.clone()).await;
     let endpoints = c.kubectl_ok(&[
         "-n",
         "kube-system",
@@ -572,23 +540,7 @@ spec:
     );
 
     // kubectl top: the node busy (the burner), the burner's container busy.
-    let k = kubectl.clone();
-    let nodes = until("kubectl top nodes", Duration::from_secs(90), move || {
-        let o = k(&["top", "nodes", "--no-headers"]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let row: Vec<String> = text
-            .lines()
-            .next()?
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        (row.len() == 5 && number(&row[1]) > 0.0).then_some(row)
-    })
-    .await;
-    assert!(
-        nodes[3].ends_with("Mi") && number(&nodes[3]) > 0.0,
-        "{nodes:?}"
-    );
+    let nodes = top_nodes_busy(kubectl.clone()).await;
     let k = kubectl.clone();
     let pod = until("kubectl top pods", Duration::from_secs(120), move || {
         let o = k(&["top", "pods", "-A", "--no-headers"]);
