@@ -89,9 +89,12 @@ fn assert_what_happened(log: &str) {
         .find(|l| l.contains("control plane serving on https://127.0.0.1:"))
         .unwrap_or_else(|| panic!("no start line:\n{log}"));
     assert!(serving.contains(" INFO  controlplane: "), "{serving}");
+    // `received SIGTERM from pid N (comm): shutting down`: the end names who asked for it.
     assert!(
-        log.lines()
-            .any(|l| l.ends_with(" INFO  controlplane: shutting down")),
+        log.lines().any(
+            |l| l.contains(" INFO  controlplane: received SIGTERM from pid ")
+                && l.ends_with("): shutting down")
+        ),
         "{log}"
     );
 }
