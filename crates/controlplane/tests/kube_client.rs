@@ -128,7 +128,10 @@ async fn watch_sees_every_change_exactly_once_across_reconnect() {
         .expect("in time")
         .expect("ok")
         .expect("object");
-    assert!(["w0", "w2"].contains(&first.metadata.name.as_deref().unwrap_or("")));
+    // (kube-root-ca.crt: the root CA publisher's, in every namespace.)
+    assert!(
+        ["w0", "w2", "kube-root-ca.crt"].contains(&first.metadata.name.as_deref().unwrap_or(""))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -586,7 +586,7 @@ fn api_access(pod: &Value) -> (Vec<Value>, Vec<Value>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_get_their_service_account_and_the_api_access_volume() {
     let c = start().await;
-    // Straight after start: the admission waits briefly for `default`, as upstream's does.
+    // Straight after start: a missing `default` is made by the admission itself.
     c.ok(&["run", "p", "--image=busybox", "--restart=Never"])
         .await;
     let pod = pod_json(&c, "p").await;

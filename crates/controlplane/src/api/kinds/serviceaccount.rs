@@ -10,10 +10,9 @@
 
 use super::policy::forbidden;
 use crate::api::error::ApiResult;
-use crate::api::objects::{generate_name, Core};
+use crate::api::objects::{generate_name, Core, WriteCtx};
 use crate::registry::ResourceDef;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// Where in-cluster clients look for the token, CA and namespace.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -98,18 +97,37 @@ pub(super) fn admit_pod(core: &Core, rd: &ResourceDef, ns: &str, pod: &mut Value
     Ok(())
 }
 
-/// The ServiceAccount; `default` is waited for briefly (about a second), as upstream does,
-/// since the service-account controller makes it just after its namespace.
+/// The ServiceAccount. Upstream's plugin waits up to about two seconds for `default`, which
+/// the service-account controller makes just after its namespace; here the controller's
+/// pass may come later under load, so a missing `default` of an active namespace is made
+/// at once, as that controller would make it (same object, same manager), instead of
+/// blocking the request.
 fn service_account(core: &Core, ns: &str, name: &str) -> Option<Value> {
     let rd = crate::registry::find_kind("", "ServiceAccount")?;
-    let attempts = if name == "default" { 10 } else { 1 };
-    for i in 0..attempts {
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Some(s) = core.get_stored(rd, Some(ns), name) {
-            return Some((*s.object).clone());
-        }
+    if let Some(s) = core.get_stored(rd, Some(ns), name) {
+        return Some((*s.object).clone());
     }
-    None
+    if name != "default" {
+        return None;
+    }
+    let namespaces = crate::registry::find_kind("", "Namespace")?;
+    let active = core
+        .get_stored(namespaces, None, ns)
+        .is_some_and(|n| n.object.pointer("/metadata/deletionTimestamp").is_none());
+    if !active {
+        return None;
+    }
+    let mut ctx = WriteCtx::controller("service-account-controller");
+    match core.create(
+        rd,
+        Some(ns),
+        json!({"metadata": {"name": "default"}}),
+        &mut ctx,
+    ) {
+        Ok(sa) => Some(sa),
+        // Made meanwhile by the controller.
+        Err(_) => core
+            .get_stored(rd, Some(ns), name)
+            .map(|s| (*s.object).clone()),
+    }
 }
