@@ -25,7 +25,7 @@ mod resourcequota;
 mod revisions;
 mod rootcacertpublisher;
 mod scheduler;
-mod serviceaccount;
+pub(crate) mod serviceaccount;
 mod statefulset;
 pub(crate) mod volumes;
 

@@ -6,6 +6,21 @@ use super::{deleting, list, rd, Settings};
 use crate::api::objects::{meta_str, Core, WriteCtx};
 use serde_json::json;
 
+/// Makes namespace `ns`'s `default` ServiceAccount as this controller does (also called by
+/// the ServiceAccount admission when a pod comes before this controller's pass).
+pub(crate) fn create_default(
+    core: &Core,
+    ns: &str,
+) -> crate::api::error::ApiResult<serde_json::Value> {
+    let mut ctx = WriteCtx::controller("service-account-controller");
+    core.create(
+        rd("", "serviceaccounts"),
+        Some(ns),
+        json!({"metadata": {"name": "default"}}),
+        &mut ctx,
+    )
+}
+
 pub fn pass(core: &Core, _s: &Settings) {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -18,12 +33,7 @@ pub fn pass(core: &Core, _s: &Settings) {
         let name = meta_str(&ns, "name");
         let mut ctx = WriteCtx::controller("service-account-controller");
         if core.get_stored(sard, Some(name), "default").is_none() {
-            let _ = core.create(
-                sard,
-                Some(name),
-                json!({"metadata": {"name": "default"}}),
-                &mut ctx,
-            );
+            let _ = create_default(core, name);
         }
         if core
             .get_stored(secrd, Some(name), "default-token")

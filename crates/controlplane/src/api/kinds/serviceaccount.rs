@@ -10,7 +10,7 @@
 
 use super::policy::forbidden;
 use crate::api::error::ApiResult;
-use crate::api::objects::{generate_name, Core, WriteCtx};
+use crate::api::objects::{generate_name, Core};
 use crate::registry::ResourceDef;
 use serde_json::{json, Value};
 
@@ -117,13 +117,7 @@ fn service_account(core: &Core, ns: &str, name: &str) -> Option<Value> {
     if !active {
         return None;
     }
-    let mut ctx = WriteCtx::controller("service-account-controller");
-    match core.create(
-        rd,
-        Some(ns),
-        json!({"metadata": {"name": "default"}}),
-        &mut ctx,
-    ) {
+    match crate::controllers::serviceaccount::create_default(core, ns) {
         Ok(sa) => Some(sa),
         // Made meanwhile by the controller.
         Err(_) => core
