@@ -229,7 +229,8 @@ pub fn spawn_all(
         (
             "root-ca-cert-publisher",
             rootcacertpublisher::pass,
-            Wake::Kinds(&[("", "namespaces"), ("", "configmaps")]),
+            // Not every ConfigMap write: only its own ConfigMap's (deleted or edited).
+            Wake::KindsOrWhen(&[("", "namespaces")], rootcacertpublisher::is_root_ca),
             Duration::from_secs(30),
         ),
         (

@@ -13,6 +13,11 @@ pub const NAME: &str = "kube-root-ca.crt";
 /// Upstream's description annotation, word for word.
 const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
+/// A change to a `kube-root-ca.crt` ConfigMap (store key `/registry/core/configmaps/NS/NAME`).
+pub(super) fn is_root_ca(ev: &crate::store::Event) -> bool {
+    ev.key.starts_with("/registry/core/configmaps/") && ev.key.rsplit('/').next() == Some(NAME)
+}
+
 pub fn pass(core: &Core, s: &Settings) {
     let Some(ca) = s.root_ca_pem.as_deref() else {
         return;
