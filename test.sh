@@ -75,6 +75,15 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The node build (README, "A node build"; what cloud nodes download): its feature set compiles,
+# its CLI has the commands nodes run and names the feature of each left-out one. Only the
+# binary's unit tests, so only the node's dependencies at their feature set are built (time in
+# BENCHMARKS.md, "Release binary size"). Skipped when test.sh is given arguments (a filter).
+if [ "$#" -eq 0 ]; then
+  cargo test --locked -p rktup --bin rktup --no-default-features --features node 2>&1 | tee -a "$log"
+  node_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$node_status
+fi
 set -e
 summary=$(awk -v status="$status" '
   /^test result: / {

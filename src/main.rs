@@ -1,21 +1,37 @@
 //! rktup: the thin command-line front. Every room of the architecture lives in its own crate;
 //! this file parses arguments, picks the crate that does the work and prints its answer.
 
+//!
+//! Cargo features choose what a build carries (root Cargo.toml, `[features]`): the default is
+//! everything; `--no-default-features --features node` is the small build nodes download.
+//! The cluster commands are compiled with the `local` feature, the node-side ones with `node`
+//! and `controlplane`; a command left out of a build says which feature has it
+//! ([`left_out`]).
+
+#[cfg(feature = "local")]
 mod output;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+#[cfg(feature = "local")]
+use clap::{Args, CommandFactory};
+use clap::{Parser, Subcommand};
+#[cfg(feature = "local")]
 use rktup_config::{
     AwsTag, ClusterSettings, GceTag, GlobalArgs, LocalTag, Provider, ProviderTag, SettingFlags,
 };
 use rktup_logging::Component;
+#[cfg(feature = "local")]
 use rktup_provider::boot::{
     binary_for_rendering, pki_for_rendering, render_boot, render_boot_with, PkiOrigin,
 };
+#[cfg(feature = "local")]
 use rktup_provider::{ClusterProvider, UpOptions};
+#[cfg(feature = "local")]
 use rktup_render::{Role, Templates};
+#[cfg(feature = "local")]
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(feature = "local")]
 #[derive(Debug, Parser)]
 #[command(
     name = "rktup",
@@ -40,6 +56,7 @@ struct Cli {
     command: Command,
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Clusters on Google Compute Engine (kube-up's GCE path).
@@ -79,18 +96,24 @@ struct NodeCli {
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
     /// Run the node agent (kubelet + rkt api-service) in the foreground.
+    #[cfg(feature = "node")]
     Agent(Box<rktup_agent::cli::AgentArgs>),
     /// rkt's troubleshooting commands (`rkt list`, `rkt status`, `rkt image list`).
+    #[cfg(feature = "node")]
     Rkt(rktup_runtime::cli::RktArgs),
     /// Print a pod's logs by its unit name `k8s_<uuid>`.
+    #[cfg(feature = "node")]
     Logs(rktup_runtime::cli::LogsArgs),
     /// Run the embedded control plane in the foreground.
+    #[cfg(feature = "controlplane")]
     Controlplane(rktup_controlplane::cli::ControlPlaneArgs),
     /// Per-pod supervisor re-executed by the agent (internal).
     #[command(hide = true)]
+    #[cfg(feature = "node")]
     Stage1(rktup_runtime::cli::Stage1Args),
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Args)]
 struct ProviderCommand<P: ProviderTag + Send + Sync + 'static> {
     #[command(flatten)]
@@ -99,6 +122,7 @@ struct ProviderCommand<P: ProviderTag + Send + Sync + 'static> {
     action: Action,
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Subcommand)]
 enum Action {
     /// Create the cluster, or finish creating it.
@@ -160,6 +184,7 @@ enum Action {
     Export(ExportAction),
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Subcommand)]
 enum ExportAction {
     /// The control plane's, every agent's and every pod's logs, events, pods and nodes, and a
@@ -175,6 +200,7 @@ enum ExportAction {
     },
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Subcommand)]
 enum ImageAction {
     /// Import an oci-archive or docker-archive tar into every node (kind's `load image-archive`).
@@ -190,6 +216,7 @@ enum ImageAction {
     },
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Args)]
 struct RenderArgs<P: ProviderTag + Send + Sync + 'static> {
     #[command(flatten)]
@@ -205,6 +232,7 @@ struct RenderArgs<P: ProviderTag + Send + Sync + 'static> {
     show_secrets: bool,
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Subcommand)]
 enum RenderCommand {
     Gce(RenderArgs<GceTag>),
@@ -212,6 +240,7 @@ enum RenderCommand {
     Local(RenderArgs<LocalTag>),
 }
 
+#[cfg(feature = "local")]
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     Gce(SettingFlags<GceTag>),
@@ -219,12 +248,14 @@ enum ConfigCommand {
     Local(SettingFlags<LocalTag>),
 }
 
+#[cfg(feature = "local")]
 /// A failure and the exit code it deserves: 2 for bad input (as clap uses), 1 otherwise.
 struct Failure {
     code: u8,
     message: String,
 }
 
+#[cfg(feature = "local")]
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
         Failure {
@@ -234,6 +265,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+#[cfg(feature = "local")]
 fn bad_input(e: impl std::fmt::Display) -> Failure {
     Failure {
         code: 2,
@@ -255,6 +287,7 @@ fn args() -> Vec<std::ffi::OsString> {
     args
 }
 
+#[cfg(feature = "local")]
 fn load_settings<P: ProviderTag>(
     global: &GlobalArgs,
     flags: &SettingFlags<P>,
@@ -263,25 +296,35 @@ fn load_settings<P: ProviderTag>(
     rktup_config::load(P::PROVIDER, global, &flags.values, &env).map_err(bad_input)
 }
 
+#[cfg(feature = "local")]
 /// The provider as `up`, `down` and `status` use it: with the output format and templates.
 fn provider_with(
     settings: ClusterSettings,
     global: &GlobalArgs,
     templates: &Option<PathBuf>,
-) -> Box<dyn ClusterProvider> {
-    match settings.provider {
+) -> Result<Box<dyn ClusterProvider>, Failure> {
+    let _ = templates; // read only by the cloud providers, which a build may leave out
+    Ok(match settings.provider {
+        #[cfg(feature = "gce")]
         Provider::Gce => Box::new(
             rktup_gce::Gce::with_output(settings, global.output).with_templates(templates.clone()),
         ),
+        #[cfg(feature = "aws")]
         Provider::Aws => Box::new(rktup_aws::Aws::with_cli(
             settings,
             global.output,
             templates.clone(),
         )),
         Provider::Local => Box::new(rktup_local::Local::with_output(settings, global.output)),
-    }
+        #[allow(unreachable_patterns)]
+        other => {
+            let name = other.to_string();
+            return Err(bad_input(left_out_message(&name, &name)));
+        }
+    })
 }
 
+#[cfg(feature = "local")]
 /// `--wait`: a number with an optional unit (ms, s, m, h; seconds without one), as kind takes it.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
@@ -302,6 +345,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+#[cfg(feature = "local")]
 fn templates(dir: &Option<PathBuf>) -> Result<Templates, Failure> {
     match dir {
         Some(d) => Templates::with_overrides(d).map_err(bad_input),
@@ -309,6 +353,7 @@ fn templates(dir: &Option<PathBuf>) -> Result<Templates, Failure> {
     }
 }
 
+#[cfg(feature = "local")]
 fn run_provider<P: ProviderTag + Send + Sync + 'static>(
     cli: &Context,
     cmd: &ProviderCommand<P>,
@@ -361,7 +406,7 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
             _ => Ok(local.list()?),
         };
     }
-    let provider = provider_with(settings, &cli.global, &cli.templates);
+    let provider = provider_with(settings, &cli.global, &cli.templates)?;
     match cmd.action {
         Action::Up {
             dry_run: true,
@@ -424,16 +469,18 @@ fn run_provider<P: ProviderTag + Send + Sync + 'static>(
     }
 }
 
+#[cfg(feature = "local")]
 /// Said on stderr whenever `render` or `up --dry-run` hides secrets.
 const SECRETS_NOTE: &str =
     "note: private keys and tokens are shown as <redacted: …>; --show-secrets prints them";
 
+#[cfg(feature = "local")]
 fn run_render<P: ProviderTag + Send + Sync + 'static>(
     cli: &Context,
     args: &RenderArgs<P>,
 ) -> Result<(), Failure> {
     let settings = load_settings(&cli.global, &args.settings)?;
-    let provider = provider_with(settings, &cli.global, &cli.templates);
+    let provider = provider_with(settings, &cli.global, &cli.templates)?;
     let templates = templates(&cli.templates)?;
     let (pki, origin) = pki_for_rendering(provider.as_ref())?;
     let mut boot = render_boot(provider.as_ref(), &templates, args.role, &pki, origin)?;
@@ -454,18 +501,20 @@ fn run_render<P: ProviderTag + Send + Sync + 'static>(
             Ok(())
         }
         None => {
-            print!("{}", boot.config.cloud_config);
+            print!("{}", boot.config.user_data());
             Ok(())
         }
     }
 }
 
+#[cfg(feature = "local")]
 /// What every command shares once parsed.
 struct Context {
     global: GlobalArgs,
     templates: Option<PathBuf>,
 }
 
+#[cfg(feature = "local")]
 fn run(cli: &Context, command: &Command) -> Result<(), Failure> {
     match command {
         Command::Gce(c) => run_provider(cli, c),
@@ -496,10 +545,60 @@ fn run(cli: &Context, command: &Command) -> Result<(), Failure> {
     }
 }
 
+/// The cargo feature a command needs when this build leaves it out (None: compiled in, or not
+/// a command of any build).
+fn left_out(command: &str) -> Option<&'static str> {
+    match command {
+        "agent" | "rkt" | "logs" | "stage1" if !cfg!(feature = "node") => Some("node"),
+        "controlplane" if !cfg!(feature = "controlplane") => Some("controlplane"),
+        "gce" if !cfg!(feature = "gce") => Some("gce"),
+        "aws" if !cfg!(feature = "aws") => Some("aws"),
+        "local" | "render" | "config" | "version" | "completion" | "supervise" | "portmap"
+            if !cfg!(feature = "local") =>
+        {
+            Some("local")
+        }
+        _ => None,
+    }
+}
+
+/// The features this binary was built with (named when a command is left out).
+fn features() -> String {
+    let built = [
+        ("node", cfg!(feature = "node")),
+        ("controlplane", cfg!(feature = "controlplane")),
+        ("local", cfg!(feature = "local")),
+        ("aws", cfg!(feature = "aws")),
+        ("gce", cfg!(feature = "gce")),
+    ];
+    let on: Vec<&str> = built.iter().filter(|(_, b)| *b).map(|(f, _)| *f).collect();
+    format!("features: {}", on.join(", "))
+}
+
+/// Why `rktup <command>` cannot run here, and which build has it.
+fn left_out_message(command: &str, feature: &str) -> String {
+    format!(
+        "`rktup {command}` is not in this build of rktup ({}): it needs the cargo feature \
+         `{feature}`. The full build has every command (default features: `cargo build \
+         --release --bin rktup`); `--no-default-features --features node` is the node build \
+         (agent, rkt, logs) that cloud nodes download",
+        features()
+    )
+}
+
 fn main() -> ExitCode {
     let args = args();
+    if let Some((command, feature)) = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|a| left_out(a).map(|f| (a, f)))
+    {
+        eprintln!("error: {}", left_out_message(command, feature));
+        return ExitCode::from(2);
+    }
     // Hidden: the supervisor `rktup local up` runs each local component under (restarts,
     // exit records); its argv is `--pidfile FILE -- COMMAND...`, parsed by itself.
+    #[cfg(feature = "local")]
     if args.get(1).is_some_and(|a| a == "supervise") {
         let rest: Vec<String> = args[2..]
             .iter()
@@ -516,6 +615,7 @@ fn main() -> ExitCode {
         };
     }
     // Hidden: the local clusters' port mappings (`portmap.rs`), run under a supervisor.
+    #[cfg(feature = "local")]
     if args.get(1).is_some_and(|a| a == "portmap") {
         let rest: Vec<String> = args[2..]
             .iter()
@@ -534,6 +634,7 @@ fn main() -> ExitCode {
         .get(1)
         .and_then(|a| a.to_str())
         .is_some_and(|a| NODE_COMMANDS.contains(&a));
+    #[cfg(feature = "local")]
     if !node_side {
         let cli = Cli::parse_from(args);
         let ctx = Context {
@@ -544,20 +645,28 @@ fn main() -> ExitCode {
     }
     // The node-side commands own their error reporting. Each process installs its log
     // subscriber here, at its own `--v` (rkt's commands print results, not logs: the default).
+    // A build without the cluster commands parses everything as node-side (its --help lists
+    // the node commands; unknown commands were answered above).
+    let _ = node_side;
     let result = match NodeCli::parse_from(args).command {
+        #[cfg(feature = "node")]
         NodeCommand::Agent(a) => {
             rktup_logging::init(Component::Agent, a.verbosity);
             rktup_agent::cli::run_agent(*a)
         }
+        #[cfg(feature = "node")]
         NodeCommand::Rkt(a) => {
             rktup_logging::init(Component::Cli, 2);
             rktup_runtime::cli::run_rkt(a)
         }
+        #[cfg(feature = "node")]
         NodeCommand::Logs(a) => rktup_runtime::cli::run_logs(a),
+        #[cfg(feature = "controlplane")]
         NodeCommand::Controlplane(a) => {
             rktup_logging::init(Component::ControlPlane, a.verbosity);
             rktup_controlplane::cli::run_controlplane(a)
         }
+        #[cfg(feature = "node")]
         NodeCommand::Stage1(a) => {
             if let Some(v) = rktup_runtime::cli::stage1_verbosity(&a) {
                 rktup_logging::init(Component::Stage1, v);
@@ -574,6 +683,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "local")]
 fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -583,5 +693,65 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
             }
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn node_commands() -> Vec<String> {
+        NodeCli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_build_with_node_has_the_commands_nodes_run() {
+        let names = node_commands();
+        for command in ["agent", "rkt", "logs", "stage1"] {
+            assert_eq!(
+                names.iter().any(|n| n == command),
+                cfg!(feature = "node"),
+                "{command} in {names:?} ({})",
+                features()
+            );
+            assert_eq!(left_out(command).is_none(), cfg!(feature = "node"));
+        }
+        if cfg!(feature = "node") {
+            // The seed's troubleshooting command parses (`/opt/bin/rkt` links to rktup).
+            let parsed = NodeCli::try_parse_from(["rktup", "rkt", "list"]);
+            assert!(parsed.is_ok(), "{parsed:?}");
+        }
+    }
+
+    #[test]
+    fn left_out_commands_name_the_feature_that_has_them() {
+        let cases = [
+            ("gce", "gce", cfg!(feature = "gce")),
+            ("aws", "aws", cfg!(feature = "aws")),
+            ("local", "local", cfg!(feature = "local")),
+            ("render", "local", cfg!(feature = "local")),
+            ("config", "local", cfg!(feature = "local")),
+            ("supervise", "local", cfg!(feature = "local")),
+            (
+                "controlplane",
+                "controlplane",
+                cfg!(feature = "controlplane"),
+            ),
+        ];
+        for (command, feature, built) in cases {
+            let got = left_out(command);
+            assert_eq!(got, (!built).then_some(feature), "{command}");
+            if !built {
+                let message = left_out_message(command, feature);
+                assert!(message.contains(&format!("`rktup {command}`")), "{message}");
+                assert!(message.contains(&format!("`{feature}`")), "{message}");
+                assert!(message.contains("default features"), "{message}");
+            }
+        }
+        assert_eq!(left_out("no-such-command"), None);
     }
 }

@@ -40,11 +40,15 @@ pub fn dry_run(
                 "userData": {
                     "master": {
                         "cloudConfig": master.config.cloud_config,
+                        "format": master.config.boot_format,
+                        "content": master.config.user_data(),
                         "bytes": master.user_data.bytes.len(),
                         "gzipped": master.user_data.gzipped,
                     },
                     "node": {
                         "cloudConfig": node.config.cloud_config,
+                        "format": node.config.boot_format,
+                        "content": node.config.user_data(),
                         "bytes": node.user_data.bytes.len(),
                         "gzipped": node.user_data.gzipped,
                     },
@@ -68,14 +72,15 @@ pub fn dry_run(
             }
             for (what, boot) in [("master", master), ("node", node)] {
                 writeln!(out, "\n--- user-data: {what}, {} ---", user_data_line(boot))?;
-                write!(out, "{}", boot.config.cloud_config)?;
+                write!(out, "{}", boot.config.user_data())?;
             }
         }
     }
     Ok(())
 }
 
-/// Writes `DIR/<role>/cloud-config.yaml` and every file and unit at its place under
+/// Writes `DIR/<role>/cloud-config.yaml` (and `ignition.json` with KUBE_NODE_BOOT_FORMAT=ignition)
+/// and every file and unit at its place under
 /// `DIR/<role>/rootfs/` (units in etc/systemd/system), so the tree can be inspected or checked
 /// with `systemd-analyze verify --root`.
 pub fn write_rendering(
@@ -87,6 +92,10 @@ pub fn write_rendering(
     std::fs::create_dir_all(&root)?;
     std::fs::write(base.join("cloud-config.yaml"), &config.cloud_config)?;
     let mut n = 1;
+    if config.boot_format == rktup_config::BootFormat::Ignition {
+        std::fs::write(base.join("ignition.json"), &config.ignition)?;
+        n += 1;
+    }
     for f in &config.files {
         let path = root.join(f.path.trim_start_matches('/'));
         if let Some(parent) = path.parent() {

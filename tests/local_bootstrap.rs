@@ -4,48 +4,9 @@
 //! real kubectl. Needs root (namespaces, bridges, mounts).
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use rktup_testkit::unique;
+use rktup_testkit::mode;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn rktup(state: &Path, kubeconfig: &Path, args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_rktup"))
-        .env("RKTUP_STATE_DIR", state)
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("API_PORT")
-        .args(args)
-        .output()
-        .expect("run rktup");
-    assert!(
-        o.status.success(),
-        "rktup {args:?}: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let o = Command::new("timeout")
-        .arg("60")
-        .arg("/usr/bin/kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    assert!(
-        o.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn mode(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
-}
+use std::time::Duration;
 
 /// Every regular file under `dir` (symlinks not followed), except under `skip`.
 fn files(dir: &Path, skip: &[PathBuf]) -> Vec<PathBuf> {
@@ -82,29 +43,16 @@ fn local_nodes_join_with_only_a_bootstrap_token() {
     if !rktup_testkit::can_run_as_root("local_bootstrap", "`rktup local up`") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let kc = dir.path().join("kubeconfig");
-    let name = format!("boot{}", unique());
-    rktup(
-        &state,
-        &kc,
-        &[
-            "local",
-            "up",
-            "--name",
-            &name,
-            "--num-nodes",
-            "2",
-            "--wait",
-            "60s",
-        ],
-    );
-    let r = std::panic::catch_unwind(|| {
-        let cluster = state.join(format!("local-{name}"));
+    let c = rktup_testkit::local_cluster!("boot")
+        .nodes(2)
+        .kubectl_limit(Duration::from_secs(60))
+        .build();
+    c.up();
+    let name = c.name();
+    {
+        let cluster = c.state_dir();
         // kubectl prints a v1 List.
-        let list: serde_json::Value =
-            serde_json::from_str(&kubectl(&kc, &["get", "csr", "-o", "json"])).expect("CSRs");
+        let list: serde_json::Value = c.json(&["get", "csr"]);
         let items: Vec<CertificateSigningRequest> = list["items"]
             .as_array()
             .expect("items")
@@ -168,7 +116,7 @@ fn local_nodes_join_with_only_a_bootstrap_token() {
                 assert!(!request.contains("PRIVATE KEY") && !request.contains(&body));
             }
             // Who the node is, asked with its own credentials.
-            let who = kubectl(
+            let who = c.kubectl_file(
                 &ndir.join("kubeconfig"),
                 &[
                     "auth",
@@ -176,12 +124,12 @@ fn local_nodes_join_with_only_a_bootstrap_token() {
                     "-o",
                     "jsonpath={.status.userInfo.username}",
                 ],
+                None,
             );
+            who.assert_ok(&c.logs());
+            let who = who.stdout();
             assert_eq!(who, format!("system:node:{node}"));
         }
-    });
-    rktup(&state, &kc, &["local", "down", "--name", &name]);
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
     }
+    c.down();
 }

@@ -3,120 +3,20 @@
 //! nodes, and real kubectl (/usr/bin/kubectl) against the cluster. Then `rktup local down`, and
 //! a check that nothing is left behind. Needs root (namespaces, bridges, mounts).
 
-use rktup_testkit::{unique, wait_for, Images, Registry};
+use rktup_testkit::local::{http_get, LocalCluster as Cluster};
+use rktup_testkit::{wait_for, Images, Registry};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-struct Cluster {
-    name: String,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn state_root(&self) -> PathBuf {
-        self.dir.path().join("state")
+/// A cluster named `<prefix><unique>`, or None (after saying so) when not root.
+fn for_test(prefix: &str) -> Option<Cluster> {
+    // Under CI=true a non-root run fails here instead of skipping.
+    if !rktup_testkit::can_run_as_root(&format!("local_e2e ({prefix})"), "`rktup local up`") {
+        return None;
     }
-    fn state_dir(&self) -> PathBuf {
-        self.state_root().join(format!("local-{}", self.name))
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-    /// A cluster named `<prefix><unique>` in a temp dir, or None (after saying so) when not root.
-    fn for_test(prefix: &str) -> Option<Cluster> {
-        // Under CI=true a non-root run fails here instead of skipping.
-        if !rktup_testkit::can_run_as_root(&format!("local_e2e ({prefix})"), "`rktup local up`") {
-            return None;
-        }
-        Some(Cluster {
-            name: format!("{prefix}{}", unique()),
-            dir: tempfile::tempdir().expect("tempdir"),
-        })
-    }
-    /// `rktup <args>` with this cluster's state dir and kubeconfig.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rktup"));
-        cmd.env("RKTUP_STATE_DIR", self.state_root())
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("API_PORT")
-            .args(args);
-        cmd
-    }
-    fn rktup(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = self.command(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run rktup")
-    }
-    fn rktup_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let o = self.rktup(args, env);
-        assert!(
-            o.status.success(),
-            "rktup {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    /// `rktup local up` of `nodes` nodes, waiting up to 60 s for them, with `registry` (on this
-    /// machine's loopback) reachable from the nodes.
-    fn up(&self, nodes: &str, registry: Option<&str>, env: &[(&str, &str)]) -> String {
-        let mut args = vec![
-            "local",
-            "up",
-            "--name",
-            self.name.as_str(),
-            "--num-nodes",
-            nodes,
-            "--wait",
-            "60s",
-        ];
-        if let Some(r) = registry {
-            args.extend(["--insecure-registry", r]);
-        }
-        self.rktup_ok(&args, env)
-    }
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--context")
-            .arg(format!("rktup-{}", self.name))
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl json")
-    }
-    /// The cluster's component logs, for failure messages.
-    fn logs(&self) -> String {
-        rktup_testkit::log_tails(&self.state_dir().join("logs"))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Whatever happened, leave nothing behind.
-        let _ = self.rktup(&["local", "down", "--name", &self.name], &[]);
-    }
+    Some(rktup_testkit::local_cluster!(prefix).build())
 }
 
 fn pods(c: &Cluster, selector: &str) -> Vec<Value> {
@@ -131,71 +31,21 @@ fn running_with_ip(p: &Value) -> bool {
         && p["status"]["podIP"].as_str().is_some_and(|s| !s.is_empty())
 }
 
-fn nothing_left(c: &Cluster, uuids: &[String]) {
-    let state = c.state_dir().display().to_string();
-    let procs: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-            cmd.contains(&state).then_some(cmd)
-        })
-        .collect();
-    assert!(procs.is_empty(), "processes left: {procs:#?}");
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    assert!(
-        !netns.contains(&format!("rktup-{}-", c.name)),
-        "network namespaces left: {netns}"
-    );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&state), "mounts left under {state}");
-    for u in uuids {
-        for base in [
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/cpu",
-            "/sys/fs/cgroup/unified",
-            "/sys/fs/cgroup",
-        ] {
-            let p = Path::new(base).join(format!("rktup/k8s_{u}"));
-            assert!(!p.exists(), "cgroup left: {}", p.display());
-        }
-    }
-    let rules =
-        String::from_utf8_lossy(&Command::new("iptables").arg("-S").output().unwrap().stdout)
-            .into_owned();
-    assert!(
-        !rules.contains(&format!("rktup cluster {}", c.name)),
-        "iptables rules left: {rules}"
-    );
-    assert!(!Path::new(&state).exists(), "state directory left");
-    let kc = std::fs::read_to_string(c.kubeconfig()).unwrap_or_default();
-    assert!(
-        !kc.contains(&format!("rktup-{}", c.name)),
-        "kubeconfig context left: {kc}"
-    );
-}
-
 #[test]
 fn seed_walkthrough_on_a_two_node_local_cluster() {
-    let Some(c) = Cluster::for_test("e2e") else {
+    let Some(c) = for_test("e2e") else {
         return;
     };
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "web:1.0");
-    let name = c.name.clone();
+    let name = c.name().to_string();
 
     // Up, with the registry on the host's loopback reachable from the nodes.
-    let out = c.up("2", Some(&registry.addr), &[("ALLOW_PRIVILEGED", "true")]);
+    let out = c.up_with(
+        &["--num-nodes", "2", "--insecure-registry", &registry.addr],
+        &[("ALLOW_PRIVILEGED", "true")],
+    );
     assert!(
         out.contains(&format!("kubectl cluster-info --context rktup-{name}")),
         "{out}"
@@ -212,7 +62,7 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
         v
     };
     let before = pids(&c);
-    c.rktup_ok(&["local", "up", "--name", &name, "--num-nodes", "2"], &[]);
+    c.rktup_ok(&["local", "up", "--name", &name, "--num-nodes", "2"]);
     assert_eq!(
         before,
         pids(&c),
@@ -220,23 +70,7 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     );
 
     // Two Ready nodes.
-    let nodes = c.json(&["get", "nodes"]);
-    let items = nodes["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "{nodes}");
-    for n in items {
-        assert!(
-            n["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
-            "{n}"
-        );
-    }
-    let node_names: Vec<String> = items
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let node_names = c.ready_nodes(2);
 
     // A web deployment, scaled to 3: Running on both nodes, with pod IPs.
     let page = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -v -p 8080 -h /www";
@@ -277,7 +111,7 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     let client = format!(
         r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"client"}},"spec":{{"nodeName":"{other_node}","restartPolicy":"Never","containers":[{{"name":"wget","image":"{image}","command":["wget","-q","-O","-","http://{target_ip}:8080/"]}}]}}}}"#
     );
-    let dir = c.dir.path();
+    let dir = c.dir();
     std::fs::write(dir.join("client.json"), &client).unwrap();
     c.kubectl_ok(&[
         "apply",
@@ -326,14 +160,7 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
         let p = c.json(&["get", "pod", "fly"]);
         (p["status"]["phase"] == "Succeeded").then_some(())
     });
-    let node_ip = c.json(&["get", "node", target_node])["status"]["addresses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap()
-        .to_string();
+    let node_ip = c.node_ip(target_node);
     let addrs = c.kubectl_ok(&["logs", "fly"]);
     assert!(
         addrs.contains(&node_ip),
@@ -379,17 +206,14 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     // An image imported from a tar (no registry) runs on every node.
     let tar = dir.join("imported.tar");
     images.docker_archive("busybox", &tar, "rktup.test/imported:1.0");
-    let out = c.rktup_ok(
-        &[
-            "local",
-            "image",
-            "import",
-            &tar.display().to_string(),
-            "--name",
-            &name,
-        ],
-        &[],
-    );
+    let out = c.rktup_ok(&[
+        "local",
+        "image",
+        "import",
+        &tar.display().to_string(),
+        "--name",
+        &name,
+    ]);
     for n in &node_names {
         assert!(
             out.contains(n.as_str()),
@@ -441,24 +265,24 @@ fn seed_walkthrough_on_a_two_node_local_cluster() {
     assert!(!uuids.is_empty(), "rkt list on node 1 shows no pod: {list}");
 
     // Status names the nodes and their state.
-    let st = c.rktup_ok(&["local", "status", "--name", &name], &[]);
+    let st = c.rktup_ok(&["local", "status", "--name", &name]);
     for n in &node_names {
         assert!(st.contains(n.as_str()) && st.contains("Ready"), "{st}");
     }
 
     // Down: nothing left behind.
-    let out = c.rktup_ok(&["local", "down", "--name", &name], &[]);
+    let out = c.rktup_ok(&["local", "down", "--name", &name]);
     assert!(out.contains("deleted"), "{out}");
-    nothing_left(&c, &[]);
+    c.assert_all_gone();
 }
 
 #[test]
 fn up_converges_and_down_works_without_the_record() {
-    let Some(c) = Cluster::for_test("cv") else {
+    let Some(c) = for_test("cv") else {
         return;
     };
-    let name = c.name.clone();
-    c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"], &[]);
+    let name = c.name().to_string();
+    c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"]);
     // A killed agent is restarted by the next `up`, and its node is Ready again. Its supervisor
     // goes first (it would restart the agent itself: tests/local_supervise.rs), so this is `up`
     // finding an unsupervised dead agent.
@@ -477,10 +301,10 @@ fn up_converges_and_down_works_without_the_record() {
                 .is_ok_and(|s| s.contains(") Z ")))
         .then_some(())
     });
-    let st = c.rktup(&["local", "status", "--name", &name], &[]);
+    let st = c.rktup(&["local", "status", "--name", &name]);
     assert!(!st.status.success(), "status reports the dead agent");
     assert!(String::from_utf8_lossy(&st.stdout).contains("stopped"));
-    c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"], &[]);
+    c.rktup_ok(&["local", "up", "--name", &name, "--wait", "60s"]);
     let new = std::fs::read_to_string(&pidfile).unwrap();
     assert_ne!(old, new, "the agent was restarted");
     let nodes = c.json(&["get", "nodes"]);
@@ -490,35 +314,14 @@ fn up_converges_and_down_works_without_the_record() {
         "no duplicate node: {nodes}"
     );
     // A second cluster side by side: its own API port, node network and context.
-    let other = Cluster {
-        name: format!("{name}b"),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
-    std::fs::create_dir_all(other.state_root()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rktup"))
-        .env("RKTUP_STATE_DIR", c.state_root())
-        .env("KUBECONFIG", other.kubeconfig())
-        .args([
-            "local",
-            "up",
-            "--name",
-            &other.name,
-            "--wait",
-            "60s",
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let second: Value = serde_json::from_slice(&out.stdout).expect("up -o json");
-    let first: Value =
-        serde_json::from_str(&std::fs::read_to_string(c.state_dir().join("cluster.json")).unwrap())
-            .unwrap();
+    // (Same state root, a kubeconfig of its own.)
+    let other = rktup_testkit::local_cluster!("")
+        .name(format!("{name}b"))
+        .state_root(c.state_root())
+        .build();
+    let out = other.up_with(&["-o", "json"], &[]);
+    let second: Value = serde_json::from_str(&out).expect("up -o json");
+    let first = c.record();
     assert_ne!(first["api_port"], Value::Null);
     assert!(
         !second["server"]
@@ -531,13 +334,7 @@ fn up_converges_and_down_works_without_the_record() {
         second["nodes"][0]["ip"], first["nodes"][0]["ip"],
         "second cluster on another node network"
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_rktup"))
-        .env("RKTUP_STATE_DIR", c.state_root())
-        .env("KUBECONFIG", other.kubeconfig())
-        .args(["local", "down", "--name", &other.name])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    other.down();
     // The first cluster is untouched by the other's down.
     assert_eq!(
         c.json(&["get", "nodes"])["items"].as_array().unwrap().len(),
@@ -545,7 +342,7 @@ fn up_converges_and_down_works_without_the_record() {
     );
 
     // Growing: --num-nodes 2 on the running cluster adds a node.
-    c.up("2", None, &[]);
+    c.up_with(&["--num-nodes", "2"], &[]);
     assert_eq!(
         c.json(&["get", "nodes"])["items"].as_array().unwrap().len(),
         2
@@ -553,14 +350,14 @@ fn up_converges_and_down_works_without_the_record() {
 
     // The record is lost: `down` still finds the namespaces, bridge and processes by name.
     std::fs::remove_file(c.state_dir().join("cluster.json")).unwrap();
-    let out = c.rktup_ok(&["local", "down", "--name", &name], &[]);
+    let out = c.rktup_ok(&["local", "down", "--name", &name]);
     assert!(out.contains("network namespace"), "{out}");
-    nothing_left(&c, &[]);
+    c.assert_all_gone();
 }
 
 #[test]
 fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
-    let Some(c) = Cluster::for_test("fg") else {
+    let Some(c) = for_test("fg") else {
         return;
     };
     let mut up = c
@@ -568,7 +365,7 @@ fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
             "local",
             "up",
             "--name",
-            &c.name,
+            c.name(),
             "--foreground",
             "--wait",
             "60s",
@@ -621,7 +418,7 @@ fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
         up.try_wait().expect("wait")
     });
     assert!(status.success(), "exit status after Ctrl-C: {status}");
-    nothing_left(&c, &[]);
+    c.assert_all_gone();
 }
 
 /// Issue 12: a fresh local cluster's state is root's alone. Asserted: under the state dir, every
@@ -632,23 +429,20 @@ fn foreground_up_tears_the_cluster_down_on_ctrl_c() {
 /// 0600. The node's read-only loopback listener refuses changes, naming the socket.
 #[test]
 fn local_cluster_state_is_private() {
-    let Some(c) = Cluster::for_test("modes") else {
+    let Some(c) = for_test("modes") else {
         return;
     };
-    let name = c.name.clone();
-    c.rktup_ok(
-        &[
-            "local",
-            "up",
-            "--name",
-            &name,
-            "--num-nodes",
-            "1",
-            "--wait",
-            "60s",
-        ],
-        &[],
-    );
+    let name = c.name().to_string();
+    c.rktup_ok(&[
+        "local",
+        "up",
+        "--name",
+        &name,
+        "--num-nodes",
+        "1",
+        "--wait",
+        "60s",
+    ]);
     let state = c.state_dir();
     let node = format!("{name}-node-1");
     let agent_root = state.join("nodes").join(&node).join("root");
@@ -705,25 +499,6 @@ fn local_cluster_state_is_private() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// An HTTP GET from this machine (the host's network namespace): the body, or the error (a
-/// refused connection reads "Connection refused").
-fn http_get(addr: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3))
-        .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default())
-}
-
 /// A pod pinned to `node` that runs `script` once; its log when it succeeded.
 fn run_pod(c: &Cluster, name: &str, node: &str, image: &str, script: &str) -> String {
     let pod = serde_json::json!({
@@ -731,7 +506,7 @@ fn run_pod(c: &Cluster, name: &str, node: &str, image: &str, script: &str) -> St
         "spec": {"nodeName": node, "restartPolicy": "Never",
                  "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]}
     });
-    let file = c.dir.path().join(format!("{name}.json"));
+    let file = c.dir().join(format!("{name}.json"));
     std::fs::write(&file, pod.to_string()).unwrap();
     c.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
     wait_for(&format!("pod {name} done"), Duration::from_secs(90), || {
@@ -757,14 +532,17 @@ fn run_pod(c: &Cluster, name: &str, node: &str, image: &str, script: &str) -> St
 /// left on the host after `down`.
 #[test]
 fn services_and_dns_on_a_two_node_local_cluster() {
-    let Some(c) = Cluster::for_test("svc") else {
+    let Some(c) = for_test("svc") else {
         return;
     };
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "web:1.0");
-    let name = c.name.clone();
-    c.up("2", Some(&registry.addr), &[]);
+    let name = c.name().to_string();
+    c.up_with(
+        &["--num-nodes", "2", "--insecure-registry", &registry.addr],
+        &[],
+    );
     let nodes = c.json(&["get", "nodes"]);
     let node_addrs: Vec<(String, String)> = nodes["items"]
         .as_array()
@@ -907,7 +685,7 @@ fn services_and_dns_on_a_two_node_local_cluster() {
         "spec": {"clusterIP": "None", "selector": {"app": "web"},
                  "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
     });
-    let file = c.dir.path().join("headless.json");
+    let file = c.dir().join("headless.json");
     std::fs::write(&file, headless.to_string()).unwrap();
     c.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
     c.kubectl_ok(&[
@@ -1016,8 +794,8 @@ fn services_and_dns_on_a_two_node_local_cluster() {
     );
 
     // Down: nothing left on the host, no route to the pool, no nftables table of ours.
-    c.rktup_ok(&["local", "down", "--name", &name], &[]);
-    nothing_left(&c, &[]);
+    c.rktup_ok(&["local", "down", "--name", &name]);
+    c.assert_all_gone();
     let routes = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["route", "show"])
@@ -1049,13 +827,16 @@ fn services_and_dns_on_a_two_node_local_cluster() {
 /// context is removed from. The time is a benchmark (BENCHMARKS.md), printed, not asserted.
 #[test]
 fn down_kills_every_pod_at_once() {
-    let Some(c) = Cluster::for_test("dwn") else {
+    let Some(c) = for_test("dwn") else {
         return;
     };
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "down:1.0");
-    c.up("1", Some(&registry.addr), &[]);
+    c.up_with(
+        &["--num-nodes", "1", "--insecure-registry", &registry.addr],
+        &[],
+    );
     c.kubectl_ok(&[
         "create",
         "deployment",
@@ -1077,15 +858,12 @@ fn down_kills_every_pod_at_once() {
         })
     });
     // The context lives in a file of the user's choosing, not in KUBECONFIG.
-    let own = c.dir.path().join("own-kubeconfig");
+    let own = c.dir().join("own-kubeconfig");
     std::fs::copy(c.kubeconfig(), &own).expect("copy kubeconfig");
     std::fs::write(c.kubeconfig(), "").expect("empty KUBECONFIG");
     let kc = own.display().to_string();
     let started = std::time::Instant::now();
-    let out = c.rktup_ok(
-        &["local", "down", "--name", &c.name, "--kubeconfig", &kc],
-        &[],
-    );
+    let out = c.rktup_ok(&["local", "down", "--name", c.name(), "--kubeconfig", &kc]);
     eprintln!(
         "local down with 100 pods ignoring SIGTERM: {:.2}s",
         started.elapsed().as_secs_f64()
@@ -1099,13 +877,13 @@ fn down_kills_every_pod_at_once() {
         );
     }
     assert!(
-        out.contains(&format!("deleted  kubeconfig context rktup-{}", c.name)),
+        out.contains(&format!("deleted  kubeconfig context rktup-{}", c.name())),
         "{out}"
     );
     let left = std::fs::read_to_string(&own).unwrap_or_default();
     assert!(
-        !left.contains(&format!("rktup-{}", c.name)),
+        !left.contains(&format!("rktup-{}", c.name())),
         "context left in {kc}: {left}"
     );
-    nothing_left(&c, &[]);
+    c.assert_all_gone();
 }

@@ -3,87 +3,18 @@
 //! what the export holds — with the API answering, and read through a `--kubeconfig` whose
 //! server does not answer (then what is on disk, and the export says so).
 
+use rktup_testkit::local::LocalCluster;
 use rktup_testkit::{unique, wait_for, Images, Registry};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-struct Cluster {
-    name: String,
-    dir: tempfile::TempDir,
+fn cluster(prefix: &str) -> LocalCluster {
+    rktup_testkit::local_cluster!(prefix).build()
 }
 
-impl Cluster {
-    fn new(prefix: &str) -> Cluster {
-        Cluster {
-            name: format!("{prefix}{}", unique()),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-    fn state_root(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-    fn state_dir(&self) -> PathBuf {
-        self.state_root().join(format!("local-{}", self.name))
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-    fn rktup(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rktup"))
-            .env("RKTUP_STATE_DIR", self.state_root())
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("API_PORT")
-            .args(args)
-            .output()
-            .expect("run rktup")
-    }
-    fn rktup_ok(&self, args: &[&str]) -> Output {
-        let o = self.rktup(args);
-        assert!(
-            o.status.success(),
-            "rktup {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            rktup_testkit::log_tails(&self.state_dir().join("logs"))
-        );
-        o
-    }
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--context")
-            .arg(format!("rktup-{}", self.name))
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn pod(&self, name: &str) -> Value {
-        serde_json::from_str(&self.kubectl_ok(&["get", "pod", name, "-o", "json"])).expect("json")
-    }
-    fn apply(&self, name: &str, pod: Value) {
-        let file = self.dir.path().join(format!("{name}.json"));
-        std::fs::write(&file, pod.to_string()).unwrap();
-        self.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.rktup(&["local", "down", "--name", &self.name]);
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+fn pod(c: &LocalCluster, name: &str) -> Value {
+    c.json(&["get", "pod", name])
 }
 
 fn read(p: &Path) -> String {
@@ -93,11 +24,11 @@ fn read(p: &Path) -> String {
 /// With no cluster under the state root, `list` prints nothing and `-o json` an empty array.
 #[test]
 fn list_without_clusters_is_empty() {
-    let c = Cluster::new("none");
+    let c = cluster("none");
     let text = c.rktup_ok(&["local", "list"]);
-    assert_eq!(stdout(&text), "");
+    assert_eq!(text, "");
     let json = c.rktup_ok(&["local", "list", "-o", "json"]);
-    let v: Value = serde_json::from_str(&stdout(&json)).expect("list json");
+    let v: Value = serde_json::from_str(&json).expect("list json");
     assert_eq!(v, serde_json::json!([]));
 }
 
@@ -106,30 +37,22 @@ fn list_and_export_logs_of_a_two_node_cluster() {
     if !rktup_testkit::can_run_as_root("local_export", "`rktup local up`") {
         return;
     }
-    let c = Cluster::new("exp");
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "export:1.0");
-    let name = c.name.clone();
-    c.rktup_ok(&[
-        "local",
-        "up",
-        "--name",
-        &name,
-        "--num-nodes",
-        "2",
-        "--wait",
-        "60s",
-        "--insecure-registry",
-        &registry.addr,
-    ]);
+    let c = rktup_testkit::local_cluster!("exp")
+        .nodes(2)
+        .insecure_registry(&registry.addr)
+        .build();
+    let name = c.name().to_string();
+    c.up();
     let node2 = format!("{name}-node-2");
 
     // A pod on node 2 that prints a known line and ends; one that never becomes Ready.
     let marker = format!("export-marker-{}", unique());
     c.apply(
         "printer",
-        serde_json::json!({
+        &serde_json::json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "printer"},
             "spec": {"nodeName": node2, "restartPolicy": "Never",
                      "containers": [{"name": "c", "image": image,
@@ -138,7 +61,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
     );
     c.apply(
         "crasher",
-        serde_json::json!({
+        &serde_json::json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
             "spec": {"nodeName": format!("{name}-node-1"), "restartPolicy": "Always",
                      "containers": [{"name": "crash", "image": image,
@@ -146,7 +69,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
         }),
     );
     let uid = wait_for("printer succeeded", Duration::from_secs(90), || {
-        let p = c.pod("printer");
+        let p = pod(&c, "printer");
         (p["status"]["phase"] == "Succeeded").then(|| {
             p["metadata"]["uid"]
                 .as_str()
@@ -155,15 +78,14 @@ fn list_and_export_logs_of_a_two_node_cluster() {
         })
     });
     wait_for("crasher restarted", Duration::from_secs(90), || {
-        let p = c.pod("crasher");
+        let p = pod(&c, "crasher");
         (p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)).then_some(())
     });
 
     // list: the name as text; the record and running processes as JSON.
-    let text = stdout(&c.rktup_ok(&["local", "list"]));
+    let text = c.rktup_ok(&["local", "list"]);
     assert_eq!(text.lines().collect::<Vec<_>>(), [name.as_str()], "{text}");
-    let json: Value =
-        serde_json::from_str(&stdout(&c.rktup_ok(&["local", "list", "-o", "json"]))).unwrap();
+    let json: Value = serde_json::from_str(&c.rktup_ok(&["local", "list", "-o", "json"])).unwrap();
     let entry = &json[0];
     assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
     assert_eq!(entry["name"], name.as_str());
@@ -185,7 +107,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
     );
 
     // export logs DIR, the API read through the user's kubeconfig.
-    let out = c.dir.path().join("export");
+    let out = c.dir().join("export");
     let o = c.rktup_ok(&[
         "local",
         "export",
@@ -196,7 +118,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
         "--kubeconfig",
         c.kubeconfig().to_str().unwrap(),
     ]);
-    assert_eq!(stdout(&o).trim(), out.to_str().unwrap());
+    assert_eq!(o.trim(), out.to_str().unwrap());
     assert!(!out.join("api-unreachable.txt").exists());
     assert!(read(&out.join("controlplane.log")).len() > 100);
     for n in [format!("{name}-node-1"), node2.clone()] {
@@ -254,7 +176,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
 
     // Without DIR: a new directory, printed last.
     let o = c.rktup_ok(&["local", "export", "logs", "--name", &name]);
-    let made = PathBuf::from(stdout(&o).trim());
+    let made = PathBuf::from(o.trim());
     assert!(
         made.join("controlplane.log").is_file(),
         "{}",
@@ -266,14 +188,14 @@ fn list_and_export_logs_of_a_two_node_cluster() {
     // The API not answering (a kubeconfig whose server is a closed port): what is on disk is
     // exported, and the export says the rest is missing.
     let port = rktup_testkit::free_port();
-    let dead = c.dir.path().join("dead-kubeconfig");
+    let dead = c.dir().join("dead-kubeconfig");
     std::fs::write(
         &dead,
         kc.replace(server, &format!("https://127.0.0.1:{port}")),
     )
     .unwrap();
-    let out2 = c.dir.path().join("export-down");
-    let o = c.rktup_ok(&[
+    let out2 = c.dir().join("export-down");
+    let o = c.rktup(&[
         "local",
         "export",
         "logs",
@@ -283,6 +205,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
         "--kubeconfig",
         dead.to_str().unwrap(),
     ]);
+    o.assert_ok(&c.logs());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("exported what is on disk only"), "{err}");
     assert!(read(&out2.join("api-unreachable.txt")).contains("could not be read"));
@@ -300,7 +223,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
 
     // `status --kubeconfig` reads the API through that file's context too.
     let kc_arg = c.kubeconfig().display().to_string();
-    let st: Value = serde_json::from_str(&stdout(&c.rktup_ok(&[
+    let st: Value = serde_json::from_str(&c.rktup_ok(&[
         "local",
         "status",
         "--name",
@@ -309,10 +232,10 @@ fn list_and_export_logs_of_a_two_node_cluster() {
         &kc_arg,
         "-o",
         "json",
-    ])))
+    ]))
     .unwrap();
     assert_eq!(st["api"], "healthy", "{st}");
-    let st: Value = serde_json::from_str(&stdout(&c.rktup_ok(&[
+    let st: Value = serde_json::from_str(&c.rktup_ok(&[
         "local",
         "status",
         "--name",
@@ -321,7 +244,7 @@ fn list_and_export_logs_of_a_two_node_cluster() {
         dead.to_str().unwrap(),
         "-o",
         "json",
-    ])))
+    ]))
     .unwrap();
     assert!(
         st["api"]

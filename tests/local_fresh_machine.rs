@@ -9,11 +9,11 @@
 //! The harness itself (kubectl, the registry, `nft list tables`) runs outside, in this
 //! machine's own mount namespace.
 
-use rktup_testkit::{unique, wait_for, Images, Registry};
-use serde_json::Value;
+use rktup_testkit::local::LocalCluster as Cluster;
+use rktup_testkit::{wait_for, Images, Registry};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Binaries a fresh Debian machine does not have (or rktup must not need), hidden wherever
@@ -151,22 +151,26 @@ impl Fresh {
 
     /// A command that runs in the namespace.
     fn command(&self, program: &Path) -> Command {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", self.holder.id()))
-            .expect("open the namespace");
-        let mut cmd = Command::new(program);
-        // SAFETY: setns in the single-threaded child between fork and exec; the file is
-        // moved into the closure and stays open until then.
-        unsafe {
-            cmd.pre_exec(move || {
-                use std::os::fd::AsRawFd;
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd
+        in_mount_namespace_of(self.holder.id(), program)
     }
+}
+
+/// A command that runs `program` in the mount namespace of process `pid`.
+fn in_mount_namespace_of(pid: u32, program: &Path) -> Command {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).expect("open the namespace");
+    let mut cmd = Command::new(program);
+    // SAFETY: setns in the single-threaded child between fork and exec; the file is
+    // moved into the closure and stays open until then.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 impl Drop for Fresh {
@@ -174,75 +178,6 @@ impl Drop for Fresh {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
         let _ = &self.empty_dir;
-    }
-}
-
-struct Cluster {
-    name: String,
-    dir: tempfile::TempDir,
-    fresh: Fresh,
-}
-
-impl Cluster {
-    fn state_dir(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("state")
-            .join(format!("local-{}", self.name))
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-    fn rktup(&self, args: &[&str]) -> Output {
-        self.fresh
-            .command(Path::new(env!("CARGO_BIN_EXE_rktup")))
-            .env("RKTUP_STATE_DIR", self.dir.path().join("state"))
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("API_PORT")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run rktup")
-    }
-    fn rktup_ok(&self, args: &[&str]) -> String {
-        let o = self.rktup(args);
-        assert!(
-            o.status.success(),
-            "rktup {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            rktup_testkit::log_tails(&self.state_dir().join("logs"))
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--context")
-            .arg(format!("rktup-{}", self.name))
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            rktup_testkit::log_tails(&self.state_dir().join("logs"))
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl json")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.rktup(&["local", "down", "--name", &self.name]);
     }
 }
 
@@ -281,20 +216,23 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "fresh:1.0");
-    let c = Cluster {
-        name: format!("fresh{}", unique()),
-        dir: tempfile::tempdir().expect("tempdir"),
-        fresh: Fresh::new(),
-    };
+    let fresh = Fresh::new();
+    let holder = fresh.holder.id();
+    let c = rktup_testkit::local_cluster!("fresh")
+        .nodes(2)
+        .insecure_registry(&registry.addr)
+        .launcher(move |program| in_mount_namespace_of(holder, program))
+        .mount_namespace_of(holder)
+        .build();
     assert!(
-        c.fresh.hidden.len() >= 3,
+        fresh.hidden.len() >= 3,
         "nothing to hide on this machine ({:?}): the test would prove nothing",
-        c.fresh.hidden
+        fresh.hidden
     );
     // What rktup sees in its namespace: the tools cannot run, the plugin dirs are empty.
-    for p in &c.fresh.hidden {
+    for p in &fresh.hidden {
         if Path::new(p).is_dir() {
-            let seen = c.fresh.root().join(p.strip_prefix("/").unwrap());
+            let seen = fresh.root().join(p.strip_prefix("/").unwrap());
             let left: Vec<_> = std::fs::read_dir(&seen).unwrap().flatten().collect();
             assert!(
                 left.is_empty(),
@@ -302,7 +240,7 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
                 p.display()
             );
         } else {
-            let ran = c.fresh.command(p).arg("--version").output();
+            let ran = fresh.command(p).arg("--version").output();
             assert!(
                 ran.is_err(),
                 "{} still runs in the fresh namespace",
@@ -311,40 +249,9 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
         }
     }
 
-    let name = c.name.clone();
-    c.rktup_ok(&[
-        "local",
-        "up",
-        "--name",
-        &name,
-        "--num-nodes",
-        "2",
-        "--wait",
-        "60s",
-        "--insecure-registry",
-        &registry.addr,
-    ]);
-    let nodes = c.json(&["get", "nodes"]);
-    let items = nodes["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "{nodes}");
-    for n in items {
-        assert!(
-            n["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
-            "{n}"
-        );
-    }
-    let node_names: Vec<String> = items
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    let record: Value =
-        serde_json::from_str(&std::fs::read_to_string(c.state_dir().join("cluster.json")).unwrap())
-            .unwrap();
-    let bridge = record["bridge"].as_str().unwrap().to_string();
+    c.up();
+    let node_names = c.ready_nodes(2);
+    let bridge = c.record()["bridge"].as_str().unwrap().to_string();
 
     // A web pod with a hostPort on one node, a client pod on the other.
     let web = format!(
@@ -356,9 +263,8 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
         node_names[1]
     );
     for (f, body) in [("web.json", &web), ("client.json", &client)] {
-        let p = c.dir.path().join(f);
-        std::fs::write(&p, body).unwrap();
-        c.kubectl_ok(&["apply", "-f", &p.display().to_string()]);
+        let p = c.write(f, body);
+        c.kubectl_ok(&["apply", "-f", &p]);
     }
     let web_ip = wait_for("web Running", Duration::from_secs(90), || {
         running_ip(&c, "web")
@@ -374,14 +280,7 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
         })
     };
     assert_eq!(get(format!("http://{web_ip}:8080/")).trim(), "fresh-web");
-    let web_node_ip = c.json(&["get", "node", &node_names[0]])["status"]["addresses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap()
-        .to_string();
+    let web_node_ip = c.node_ip(&node_names[0]);
     assert_eq!(
         get(format!("http://{web_node_ip}:18080/")).trim(),
         "fresh-web",
@@ -401,42 +300,13 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
     assert_eq!(from_pod.trim(), "fresh-web");
 
     // Down: nothing of the cluster is left, in the fresh namespace or on the machine.
-    c.rktup_ok(&["local", "down", "--name", &name]);
-    let netns: Vec<String> = std::fs::read_dir(c.fresh.root().join("run/netns"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("rktup-{name}-")))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(netns.is_empty(), "network namespaces left: {netns:?}");
+    c.down();
+    // Processes, namespaces (in the fresh mount namespace too), mounts (in both), state.
+    c.assert_nothing_left();
     assert!(
         !Path::new("/sys/class/net").join(&bridge).exists(),
         "bridge {bridge} left"
     );
-    let state = c.state_dir().display().to_string();
-    for mountinfo in [
-        format!("/proc/{}/mountinfo", c.fresh.holder.id()),
-        "/proc/self/mountinfo".to_string(),
-    ] {
-        let mounts = std::fs::read_to_string(&mountinfo).unwrap();
-        let left: Vec<&str> = mounts
-            .lines()
-            .filter(|l| l.contains(&state) || l.contains(&format!("/run/netns/rktup-{name}-")))
-            .collect();
-        assert!(left.is_empty(), "mounts left ({mountinfo}): {left:#?}");
-    }
-    let procs: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-            cmd.contains(&state).then_some(cmd)
-        })
-        .collect();
-    assert!(procs.is_empty(), "processes left: {procs:#?}");
     // The machine's own nftables: no table of ours (the nodes' tables went with their
     // namespaces).
     let tables = Command::new("nft").args(["list", "tables"]).output();
@@ -447,5 +317,4 @@ fn local_up_on_a_machine_without_ip_iptables_nft_or_cni_plugins() {
             "nftables tables left on this machine: {t}"
         );
     }
-    assert!(!c.state_dir().exists(), "state directory left");
 }

@@ -3,92 +3,18 @@
 //! present"; `--kubeconfig` on `image import` (the file's context must be this cluster's) and on
 //! `list` (only the clusters whose context the file holds).
 
-use rktup_testkit::{unique, wait_for, Images};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use rktup_testkit::{wait_for, Images};
+use std::process::Command;
 use std::time::Duration;
-
-struct Cluster {
-    name: String,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn state_root(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-    fn rktup(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rktup"))
-            .env("RKTUP_STATE_DIR", self.state_root())
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("API_PORT")
-            .args(args)
-            .output()
-            .expect("run rktup")
-    }
-    fn rktup_ok(&self, args: &[&str]) -> String {
-        let o = self.rktup(args);
-        assert!(
-            o.status.success(),
-            "rktup {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            rktup_testkit::log_tails(
-                &self
-                    .state_root()
-                    .join(format!("local-{}", self.name))
-                    .join("logs")
-            )
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--context")
-            .arg(format!("rktup-{}", self.name))
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.rktup(&["local", "down", "--name", &self.name]);
-    }
-}
 
 #[test]
 fn image_import_skips_present_images_and_takes_kubeconfig() {
     if !rktup_testkit::can_run_as_root("local_image", "`rktup local up`") {
         return;
     }
-    let c = Cluster {
-        name: format!("img{}", unique()),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
-    let name = c.name.clone();
-    c.rktup_ok(&[
-        "local",
-        "up",
-        "--name",
-        &name,
-        "--num-nodes",
-        "2",
-        "--wait",
-        "60s",
-    ]);
+    let c = rktup_testkit::local_cluster!("img").nodes(2).build();
+    let name = c.name().to_string();
+    c.up();
     let nodes = [format!("{name}-node-1"), format!("{name}-node-2")];
 
     // `up --wait` returned only once cluster DNS answers on every node (each agent serves it;
@@ -124,7 +50,7 @@ fn image_import_skips_present_images_and_takes_kubeconfig() {
         );
     }
     let images = Images::build();
-    let tar = c.dir.path().join("image.tar");
+    let tar = c.dir().join("image.tar");
     images.docker_archive("busybox", &tar, "rktup.test/skip:1.0");
     let tar = tar.display().to_string();
     let kc = c.kubeconfig().display().to_string();
@@ -160,9 +86,7 @@ fn image_import_skips_present_images_and_takes_kubeconfig() {
                  "containers": [{"name": "c", "image": "rktup.test/skip:1.0",
                                  "imagePullPolicy": "Never", "command": ["echo", "from-import"]}]}
     });
-    let f = c.dir.path().join("pod.json");
-    std::fs::write(&f, pod.to_string()).unwrap();
-    c.kubectl_ok(&["apply", "-f", &f.display().to_string()]);
+    c.apply("pod", &pod);
     wait_for(
         "pod from the imported image",
         Duration::from_secs(60),
@@ -175,7 +99,7 @@ fn image_import_skips_present_images_and_takes_kubeconfig() {
     assert_eq!(c.kubectl_ok(&["logs", "skipped"]).trim(), "from-import");
 
     // --kubeconfig without this cluster's context: refused, nothing written.
-    let other = c.dir.path().join("other-kubeconfig");
+    let other = c.dir().join("other-kubeconfig");
     std::fs::write(
         &other,
         "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n",

@@ -8,75 +8,15 @@
 //! user) and file descriptors (RLIMIT_NOFILE): what the clusters' processes hold is counted
 //! and printed, and must stay well within the limits.
 
+use rktup_testkit::local::{Home, LocalCluster};
 use rktup_testkit::{unique, wait_for, Images, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 const CLUSTERS: usize = 10;
-
-struct Machine {
-    dir: tempfile::TempDir,
-    names: Vec<String>,
-}
-
-impl Machine {
-    fn state_root(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-    fn rktup(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rktup"))
-            .env("RKTUP_STATE_DIR", self.state_root())
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("API_PORT")
-            .args(args)
-            .output()
-            .expect("run rktup")
-    }
-    fn kubectl(&self, name: &str, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--context")
-            .arg(format!("rktup-{name}"))
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-    fn kubectl_ok(&self, name: &str, args: &[&str]) -> String {
-        let o = self.kubectl(name, args);
-        assert!(
-            o.status.success(),
-            "kubectl --context rktup-{name} {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn state_dir(&self, name: &str) -> PathBuf {
-        self.state_root().join(format!("local-{name}"))
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.rktup(&["local", "down", "--name", n]);
-        }
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Pids in a cluster's `run/*.pid` and `run/*.supervisor` files that are alive.
 fn cluster_pids(state_dir: &Path) -> Vec<u32> {
@@ -176,53 +116,35 @@ fn ten_clusters_side_by_side() {
         return;
     }
     let base = unique();
-    let m = Machine {
-        dir: tempfile::tempdir().expect("tempdir"),
-        names: (0..CLUSTERS).map(|i| format!("many{base}x{i}")).collect(),
-    };
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "many:1.0");
+    // One state root and one kubeconfig for all ten.
+    let home = Home::new();
+    let clusters: Vec<LocalCluster> = (0..CLUSTERS)
+        .map(|i| {
+            rktup_testkit::local_cluster!("many")
+                .name(format!("many{base}x{i}"))
+                .home(&home)
+                .wait("120s")
+                .insecure_registry(&registry.addr)
+                .build()
+        })
+        .collect();
 
     let host_tables = nft_tables(None);
 
     // Up, all at once.
     std::thread::scope(|s| {
-        let ups: Vec<_> = m
-            .names
-            .iter()
-            .map(|n| {
-                let (m, registry) = (&m, &registry);
-                s.spawn(move || {
-                    let o = m.rktup(&[
-                        "local",
-                        "up",
-                        "--name",
-                        n,
-                        "--wait",
-                        "120s",
-                        "--insecure-registry",
-                        &registry.addr,
-                    ]);
-                    (n, o)
-                })
-            })
-            .collect();
+        let ups: Vec<_> = clusters.iter().map(|c| s.spawn(|| c.up())).collect();
         for u in ups {
-            let (n, o) = u.join().expect("up thread");
-            assert!(
-                o.status.success(),
-                "up {n}: {}\n{}",
-                text(&o),
-                rktup_testkit::log_tails(&m.state_dir(n).join("logs"))
-            );
+            u.join().expect("up thread");
         }
     });
 
     // Nothing shared: API ports, node networks, bridges, namespaces.
-    let list = m.rktup(&["local", "list", "-o", "json"]);
-    assert!(list.status.success(), "{}", text(&list));
-    let list: Value = serde_json::from_slice(&list.stdout).expect("list json");
+    let list = clusters[0].rktup_ok(&["local", "list", "-o", "json"]);
+    let list: Value = serde_json::from_str(&list).expect("list json");
     let listed = list.as_array().expect("array");
     assert_eq!(listed.len(), CLUSTERS, "{list}");
     let mut servers = BTreeSet::new();
@@ -234,7 +156,8 @@ fn ten_clusters_side_by_side() {
         servers.insert(c["server"].as_str().unwrap_or_default().to_string());
         let name = c["name"].as_str().unwrap_or_default();
         let rec: Value = serde_json::from_str(
-            &std::fs::read_to_string(m.state_dir(name).join("cluster.json")).expect("record"),
+            &std::fs::read_to_string(home.state_root().join(format!("local-{name}/cluster.json")))
+                .expect("record"),
         )
         .expect("record json");
         networks.insert(rec["node_network"].to_string());
@@ -277,23 +200,24 @@ fn ten_clusters_side_by_side() {
         .to_string()
         .replace("sleeper", &format!("sleeper-{n}"))
     };
-    for n in &m.names {
-        let nodes = m.kubectl_ok(n, &["get", "nodes", "-o", "name"]);
+    for c in &clusters {
+        let n = c.name();
+        let nodes = c.kubectl_ok(&["get", "nodes", "-o", "name"]);
         assert_eq!(
             nodes.trim(),
             format!("node/{n}-node-1"),
             "context rktup-{n}"
         );
-        let f = m.dir.path().join(format!("{n}.json"));
-        std::fs::write(&f, pod(n)).unwrap();
-        m.kubectl_ok(n, &["apply", "-f", &f.display().to_string()]);
+        let f = c.write(&format!("{n}.json"), &pod(n));
+        c.kubectl_ok(&["apply", "-f", &f]);
     }
-    for n in &m.names {
+    for c in &clusters {
+        let n = c.name();
         wait_for(
             &format!("pod Running in {n}"),
             Duration::from_secs(120),
             || {
-                let o = m.kubectl(n, &["get", "pod", &format!("sleeper-{n}"), "-o", "json"]);
+                let o = c.kubectl(&["get", "pod", &format!("sleeper-{n}"), "-o", "json"]);
                 let p: Value = serde_json::from_slice(&o.stdout).ok()?;
                 assert_ne!(p["status"]["phase"], "Failed", "{p}");
                 (p["status"]["phase"] == "Running").then_some(())
@@ -308,10 +232,9 @@ fn ten_clusters_side_by_side() {
     let mut total_inotify = 0;
     let mut worst = (0usize, u64::MAX, 0u32);
     let mut processes = 0;
-    let roots: Vec<u32> = m
-        .names
+    let roots: Vec<u32> = clusters
         .iter()
-        .flat_map(|n| cluster_pids(&m.state_dir(n)))
+        .flat_map(|c| cluster_pids(&c.state_dir()))
         .collect();
     {
         for pid in with_descendants(&roots) {
@@ -346,17 +269,9 @@ fn ten_clusters_side_by_side() {
 
     // Down, all at once; nothing left: state, bridges, namespaces, contexts.
     std::thread::scope(|s| {
-        let downs: Vec<_> = m
-            .names
-            .iter()
-            .map(|n| {
-                let m = &m;
-                s.spawn(move || (n, m.rktup(&["local", "down", "--name", n])))
-            })
-            .collect();
+        let downs: Vec<_> = clusters.iter().map(|c| s.spawn(|| c.down())).collect();
         for d in downs {
-            let (n, o) = d.join().expect("down thread");
-            assert!(o.status.success(), "down {n}: {}", text(&o));
+            d.join().expect("down thread");
         }
     });
     let links = Command::new("ip")
@@ -366,9 +281,11 @@ fn ten_clusters_side_by_side() {
     let links = String::from_utf8_lossy(&links.stdout).into_owned();
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let ns = String::from_utf8_lossy(&ns.stdout).into_owned();
-    let kc = std::fs::read_to_string(m.kubeconfig()).unwrap_or_default();
-    for n in &m.names {
-        assert!(!m.state_dir(n).exists(), "state of {n} left");
+    let kc = std::fs::read_to_string(home.kubeconfig()).unwrap_or_default();
+    for c in &clusters {
+        c.assert_nothing_left();
+        let n = c.name();
+        assert!(!c.state_dir().exists(), "state of {n} left");
         assert!(!kc.contains(&format!("rktup-{n}")), "context of {n} left");
         assert!(
             !ns.contains(&format!("rktup-{n}-")),

@@ -4,6 +4,7 @@
 //! through it; `down` takes the context out again and the file stays the user's. The user is a
 //! throwaway account made here (useradd) and removed at the end (userdel -r).
 
+use rktup_testkit::local::Home;
 use rktup_testkit::unique;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -59,43 +60,26 @@ fn sudo_up_writes_the_context_into_the_sudo_users_kubeconfig() {
         return;
     }
     let user = User::add();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::new();
     // root's HOME as sudo leaves it (its own kubeconfig must stay untouched).
-    let root_home = dir.path().join("root-home");
+    let root_home = home.path().join("root-home");
     std::fs::create_dir_all(&root_home).unwrap();
-    let state = dir.path().join("state");
-    let name = format!("sudo{}", unique());
-    let rktup = |args: &[&str]| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rktup"))
-            .env("RKTUP_STATE_DIR", &state)
-            .env("HOME", &root_home)
-            .env("SUDO_USER", &user.name)
-            .env("SUDO_UID", user.uid.to_string())
-            .env_remove("KUBECONFIG")
-            .env_remove("API_PORT")
-            .args(args)
-            .output()
-            .expect("run rktup")
-    };
-    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output, &'a str);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)(&["local", "down", "--name", self.1]);
-        }
-    }
-    let up = rktup(&["local", "up", "--name", &name, "--wait", "60s"]);
-    let _down = Down(&rktup, &name);
-    assert!(
-        up.status.success(),
-        "up: {}\n{}",
-        text(&up),
-        rktup_testkit::log_tails(&state.join(format!("local-{name}")).join("logs"))
-    );
+    let c = rktup_testkit::local_cluster!("sudo")
+        .home(&home)
+        .no_kubeconfig()
+        .env("HOME", &root_home)
+        .env("SUDO_USER", &user.name)
+        .env("SUDO_UID", user.uid.to_string())
+        .build();
+    let name = c.name();
+    let up = c.rktup(&["local", "up", "--name", name, "--wait", "60s"]);
+    up.assert_ok(&c.logs());
+    let up = up.text();
 
     let kube_dir = user.home.join(".kube");
     let config = kube_dir.join("config");
     let meta = std::fs::metadata(&config).unwrap_or_else(|e| {
-        panic!("{}: {e}\n{}", config.display(), text(&up));
+        panic!("{}: {e}\n{up}", config.display());
     });
     assert_eq!(meta.uid(), user.uid, "kubeconfig owned by {}", user.name);
     assert_eq!(meta.mode() & 0o777, 0o600);
@@ -106,9 +90,8 @@ fn sudo_up_writes_the_context_into_the_sudo_users_kubeconfig() {
         "nothing written into root's HOME"
     );
     assert!(
-        text(&up).contains(&config.display().to_string()),
-        "up names the file it wrote: {}",
-        text(&up)
+        up.contains(&config.display().to_string()),
+        "up names the file it wrote: {up}"
     );
 
     // The user's own kubectl (their uid, their HOME, no root) reaches the cluster.
@@ -146,44 +129,33 @@ fn sudo_up_writes_the_context_into_the_sudo_users_kubeconfig() {
     );
 
     // down: the context leaves the user's file, which stays theirs.
-    let down = rktup(&["local", "down", "--name", &name]);
-    assert!(down.status.success(), "down: {}", text(&down));
+    c.down();
     let after = std::fs::read_to_string(&config).unwrap();
     assert!(!after.contains(&context), "context removed: {after}");
     let meta = std::fs::metadata(&config).unwrap();
     assert_eq!(meta.uid(), user.uid);
     assert_eq!(meta.mode() & 0o777, 0o600);
-    check_unknown_user(&state, &root_home);
+    check_unknown_user(&home, &root_home);
 }
 
 /// A SUDO_USER with no passwd entry fails `up` before anything is made, naming the way out.
-fn check_unknown_user(state: &Path, root_home: &Path) {
-    let name = format!("sudox{}", unique());
-    let o = Command::new(env!("CARGO_BIN_EXE_rktup"))
-        .env("RKTUP_STATE_DIR", state)
+fn check_unknown_user(home: &Home, root_home: &Path) {
+    let c = rktup_testkit::local_cluster!("sudox")
+        .home(home)
+        .no_kubeconfig()
         .env("HOME", root_home)
         .env("SUDO_USER", format!("nosuchuser{}", unique()))
-        .env_remove("KUBECONFIG")
-        .env_remove("API_PORT")
-        .args(["local", "up", "--name", &name, "--wait", "60s"])
-        .output()
-        .expect("run rktup");
-    let _ = Command::new(env!("CARGO_BIN_EXE_rktup"))
-        .env("RKTUP_STATE_DIR", state)
-        .env("HOME", root_home)
+        .build();
+    let o = c.rktup(&["local", "up", "--name", c.name(), "--wait", "60s"]);
+    let _ = c
+        .command(&["local", "down", "--name", c.name()])
         .env_remove("SUDO_USER")
         .env("KUBECONFIG", root_home.join("unused"))
-        .args(["local", "down", "--name", &name])
         .output();
-    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!o.status.success(), "{o}");
+    assert!(!c.state_dir().exists(), "nothing made: {o}");
     assert!(
-        !state.join(format!("local-{name}")).exists(),
-        "nothing made: {}",
-        text(&o)
-    );
-    assert!(
-        text(&o).contains("no such user") && text(&o).contains("--kubeconfig"),
-        "{}",
-        text(&o)
+        o.text().contains("no such user") && o.text().contains("--kubeconfig"),
+        "{o}"
     );
 }

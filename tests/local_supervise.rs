@@ -5,108 +5,16 @@
 //! sent it and is restarted too; `local status` (text and JSON) shows restarts and exit reasons;
 //! `local down` leaves no process behind, supervisors included. Needs root.
 
-use rktup_testkit::{unique, wait_for, Images, Registry};
+use rktup_testkit::local::{http_get, LocalCluster as Cluster};
+use rktup_testkit::{wait_for, Images, Registry};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-struct Cluster {
-    name: String,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn state_dir(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("state")
-            .join(format!("local-{}", self.name))
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-    fn rktup(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rktup"))
-            .env("RKTUP_STATE_DIR", self.dir.path().join("state"))
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("API_PORT")
-            .args(args)
-            .output()
-            .expect("run rktup")
-    }
-    fn rktup_ok(&self, args: &[&str]) -> String {
-        let o = self.rktup(args);
-        assert!(
-            o.status.success(),
-            "rktup {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--context")
-            .arg(format!("rktup-{}", self.name))
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed:\n{}\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    /// `kubectl get … -o json`, or None while the API does not answer.
-    fn json(&self, args: &[&str]) -> Option<Value> {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let o = self.kubectl(&a);
-        o.status
-            .success()
-            .then(|| serde_json::from_slice(&o.stdout).ok())
-            .flatten()
-    }
-    fn logs(&self) -> String {
-        rktup_testkit::log_tails(&self.state_dir().join("logs"))
-    }
-    /// The live pid a component's pid file names.
-    fn pid(&self, component: &str) -> Option<i32> {
-        let text =
-            std::fs::read_to_string(self.state_dir().join(format!("run/{component}.pid"))).ok()?;
-        let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
-        // A zombie (killed, not yet reaped) is not alive.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let state = stat.rsplit_once(") ")?.1.split_whitespace().next()?;
-        (state != "Z").then_some(pid)
-    }
-    fn status_json(&self) -> Value {
-        // Exit status is not checked: it is an error while a component restarts.
-        let o = self.rktup(&["local", "status", "--name", &self.name, "-o", "json"]);
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "local status -o json: {e}\n{}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        })
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.rktup(&["local", "down", "--name", &self.name]);
-    }
+/// `local status -o json`; its exit status is not checked: it is an error while a component
+/// restarts.
+fn status_json(c: &Cluster) -> Value {
+    let o = c.rktup(&["local", "status", "--name", c.name(), "-o", "json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("local status -o json: {e}\n{o}"))
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -121,23 +29,6 @@ fn restarted(c: &Cluster, component: &str, old: i32) -> i32 {
         Duration::from_secs(30),
         || c.pid(component).filter(|&p| p != old),
     )
-}
-
-fn http_get(addr: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3))
-        .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default())
 }
 
 fn ready_heartbeat(node: &Value) -> Option<(String, String)> {
@@ -161,30 +52,19 @@ fn killed_components_are_restarted_and_recorded() {
     if !rktup_testkit::can_run_as_root("local_supervise", "`rktup local up`") {
         return;
     }
-    let c = Cluster {
-        name: format!("sv{}", unique()),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
     let images = Images::build();
     let registry = Registry::start();
     let image = registry.push(&images.layout, "busybox", "supervised:1.0");
-    c.rktup_ok(&[
-        "local",
-        "up",
-        "--name",
-        &c.name,
-        "--num-nodes",
-        "1",
-        "--wait",
-        "60s",
-        "--insecure-registry",
-        &registry.addr,
-    ]);
+    let c = rktup_testkit::local_cluster!("sv")
+        .nodes(1)
+        .insecure_registry(&registry.addr)
+        .build();
+    c.up();
     let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
     let node = node.trim().to_string();
 
     // Supervised: each component's parent is its supervisor, recorded beside its pid file.
-    let status = c.status_json();
+    let status = status_json(&c);
     let cp_sup = status["controlplane_supervisor"]["supervisorPid"].as_i64();
     assert!(cp_sup.is_some(), "control plane not supervised: {status:#}");
     assert_eq!(
@@ -208,7 +88,7 @@ fn killed_components_are_restarted_and_recorded() {
     ]);
     c.kubectl_ok(&["create", "configmap", "keep", "--from-literal=k=v"]);
     let (ip, started_at) = wait_for("web serving", Duration::from_secs(90), || {
-        let p = c.json(&["get", "pod", "web"])?;
+        let p = c.try_json(&["get", "pod", "web"])?;
         let ip = p["status"]["podIP"].as_str()?.to_string();
         let started = p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
             .as_str()?
@@ -218,20 +98,20 @@ fn killed_components_are_restarted_and_recorded() {
 
     // kill -9 of the agent.
     let agent = c.pid(&node).expect("agent pid");
-    let (_, beat_before) =
-        ready_heartbeat(&c.json(&["get", "node", &node]).expect("node")).expect("Ready condition");
+    let (_, beat_before) = ready_heartbeat(&c.try_json(&["get", "node", &node]).expect("node"))
+        .expect("Ready condition");
     kill(agent, libc::SIGKILL);
     let agent2 = restarted(&c, &node, agent);
     wait_for(
         "the restarted agent heartbeats, Ready",
         Duration::from_secs(90),
         || {
-            let (ready, beat) = ready_heartbeat(&c.json(&["get", "node", &node])?)?;
+            let (ready, beat) = ready_heartbeat(&c.try_json(&["get", "node", &node])?)?;
             (ready == "True" && beat != beat_before).then_some(())
         },
     );
     // The pod was adopted, not restarted: same container start, still serving.
-    let p = c.json(&["get", "pod", "web"]).expect("pod web");
+    let p = c.try_json(&["get", "pod", "web"]).expect("pod web");
     assert_eq!(p["status"]["phase"], "Running", "{p:#}");
     assert_eq!(
         p["status"]["containerStatuses"][0]["restartCount"], 0,
@@ -243,7 +123,7 @@ fn killed_components_are_restarted_and_recorded() {
         "{p:#}"
     );
     assert_eq!(http_get(&format!("{ip}:8080")).as_deref(), Ok("supervised"));
-    let st = c.status_json();
+    let st = status_json(&c);
     let a = &st["nodes"][0]["agent_supervisor"];
     assert_eq!(a["restarts"], 1, "{st:#}");
     assert_eq!(a["lastExit"]["pid"], agent, "{st:#}");
@@ -255,13 +135,13 @@ fn killed_components_are_restarted_and_recorded() {
     kill(cp, libc::SIGKILL);
     restarted(&c, "controlplane", cp);
     let cm = wait_for("the API answers again", Duration::from_secs(60), || {
-        c.json(&["get", "configmap", "keep"])
+        c.try_json(&["get", "configmap", "keep"])
     });
     assert_eq!(cm["data"]["k"], "v");
-    let p = c.json(&["get", "pod", "web"]).expect("pod web");
+    let p = c.try_json(&["get", "pod", "web"]).expect("pod web");
     assert_eq!(p["status"]["phase"], "Running", "{p:#}");
     assert_eq!(http_get(&format!("{ip}:8080")).as_deref(), Ok("supervised"));
-    let st = c.status_json();
+    let st = status_json(&c);
     assert_eq!(st["controlplane_supervisor"]["restarts"], 1, "{st:#}");
     assert_eq!(
         st["controlplane_supervisor"]["lastExit"]["signalName"], "SIGKILL",
@@ -289,7 +169,7 @@ fn killed_components_are_restarted_and_recorded() {
         "supervisor line missing:\n{log}"
     );
     let text = {
-        let o = c.rktup(&["local", "status", "--name", &c.name]);
+        let o = c.rktup(&["local", "status", "--name", c.name()]);
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     assert!(
@@ -306,7 +186,7 @@ fn killed_components_are_restarted_and_recorded() {
         "node Ready after the SIGTERM",
         Duration::from_secs(60),
         || {
-            let (ready, _) = ready_heartbeat(&c.json(&["get", "node", &node])?)?;
+            let (ready, _) = ready_heartbeat(&c.try_json(&["get", "node", &node])?)?;
             (ready == "True").then_some(())
         },
     );
@@ -325,10 +205,10 @@ fn killed_components_are_restarted_and_recorded() {
     let cm = wait_for(
         "the API answers after SIGTERM",
         Duration::from_secs(60),
-        || c.json(&["get", "configmap", "keep"]),
+        || c.try_json(&["get", "configmap", "keep"]),
     );
     assert_eq!(cm["data"]["k"], "v");
-    let st = c.status_json();
+    let st = status_json(&c);
     assert_eq!(st["controlplane_supervisor"]["restarts"], 2, "{st:#}");
     assert_eq!(
         st["controlplane_supervisor"]["lastExit"]["code"], 0,
@@ -336,22 +216,11 @@ fn killed_components_are_restarted_and_recorded() {
     );
 
     // down: supervisors first, then everything; nothing of the cluster keeps running.
-    let out = c.rktup_ok(&["local", "down", "--name", &c.name]);
+    let out = c.down();
     assert!(
         out.contains("process supervisor of controlplane")
             && out.contains(&format!("process supervisor of {node}")),
         "{out}"
     );
-    let state = c.state_dir().display().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-            cmd.contains(&state).then_some(cmd)
-        })
-        .collect();
-    assert!(left.is_empty(), "processes left: {left:#?}");
-    assert!(!c.state_dir().exists(), "state directory left");
+    c.assert_nothing_left();
 }

@@ -482,10 +482,10 @@ fn private_keys(text: &str, pki: &Pki, what: &str) -> Vec<(String, String)> {
     found
 }
 
-/// Which private keys each cloud user-data holds, as rendered today: none on a node (it joins
-/// with a bootstrap token), the PKI on the master (issue 16: it should fetch it from the staging
-/// bucket instead). A change in either list — a key added, a new key type, one removed — fails
-/// here and must update this record on purpose.
+/// Which private keys each cloud user-data holds: none on a node (it joins with a bootstrap
+/// token), none on the master (it fetches them from the staging bucket, issue 16). A change in
+/// either list — a key added, a new key type — fails here and must update this record on
+/// purpose.
 #[test]
 fn private_keys_in_user_data() {
     let templates = Templates::embedded().unwrap();
@@ -498,19 +498,9 @@ fn private_keys_in_user_data() {
         v.sort();
         v
     };
-    // Nodes carry only a bootstrap token; the master holds its PKI (until it moves to the
-    // staging bucket), and kubeadm's admin.conf, which applies the bootstrap objects.
+    // Nodes carry only a bootstrap token; the master only the hashes of its keys.
     let node = files(&[]);
-    let master = files(&[
-        "kubelet.key",
-        "admin.key",
-        "ca.key",
-        "apiserver.key",
-        "apiserver-kubelet-client.key",
-        "controller-manager.key",
-        "scheduler.key",
-        "sa.key",
-    ]);
+    let master = files(&[]);
     for p in [Provider::Gce, Provider::Aws] {
         for agent in AGENTS {
             let (prov, pki) = kubenet_with_pki(p, agent, state.path(), "keys");
@@ -699,5 +689,100 @@ fn nodes_join_with_the_masters_bootstrap_token() {
                 Some("/etc/kubernetes/pki/admin.key")
             );
         }
+    }
+}
+
+/// The master fetches each private key from the staging bucket (its URL, where it goes, its
+/// sha256, mode 0600) as the machine's identity; nodes name no key object; both fetch the
+/// staged binary as the machine's identity, not with a plain or pre-signed URL.
+#[test]
+fn master_keys_and_binary_come_from_the_staging_bucket_by_hash() {
+    let templates = Templates::embedded().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    for p in [Provider::Gce, Provider::Aws] {
+        let mut env = env_for(
+            "coreos.com/rkt/stage1-coreos",
+            "kubenet",
+            "embedded",
+            state.path(),
+        );
+        // The binary as `up` stages it: the bucket's object, not a URL given by the user.
+        env.remove("RKTUP_BINARY_URL");
+        env.remove("RKTUP_BINARY_SHA256");
+        let prov = provider(p, env).unwrap();
+        let master = prov.master_endpoint();
+        let staging = master
+            .staging
+            .clone()
+            .expect("a cloud cluster has a bucket");
+        let (auth, base) = match p {
+            Provider::Gce => ("gce".to_string(), "https://storage.googleapis.com/"),
+            _ => ("aws:us-west-2".to_string(), "https://"),
+        };
+        assert!(staging.base_url.starts_with(base), "{staging:?}");
+        let names = apiserver_names(prov.settings(), &master.name, &[]);
+        let pki = Pki::generate("bucket", &names).unwrap();
+        let render = |role| {
+            render_boot(prov.as_ref(), &templates, role, &pki, PkiOrigin::Ephemeral)
+                .unwrap()
+                .config
+        };
+        let (m, n) = (render(Role::Master), render(Role::Node));
+        let unit = |c: &NodeConfig, name: &str| {
+            c.units
+                .iter()
+                .find(|u| u.name == name)
+                .unwrap_or_else(|| panic!("{p}: no {name}"))
+                .content
+                .clone()
+        };
+        let secrets = unit(&m, "rktup-master-secrets.service");
+        for file in rktup_render::MASTER_STAGED_KEYS {
+            let line = format!(
+                "ExecStart=/opt/bin/rktup-fetch {auth} {}pki-{file} /etc/kubernetes/pki/{file} {} 0600",
+                staging.base_url,
+                rktup_render::sha256_hex(pki.get(file))
+            );
+            assert!(secrets.contains(&line), "{p}: no `{line}` in\n{secrets}");
+            assert!(
+                !m.files
+                    .iter()
+                    .any(|f| f.path.ends_with(&format!("/{file}"))),
+                "{p}: {file} is a file of the master's user-data"
+            );
+        }
+        assert!(secrets.contains("Before=kubelet.service"), "{secrets}");
+        assert_eq!(m.units[0].name, "rktup-master-secrets.service", "{p}");
+        assert!(!n.units.iter().any(|u| u.name.contains("secrets")), "{p}");
+        assert!(!n.cloud_config.contains("pki-ca.key"), "{p}");
+        for c in [&m, &n] {
+            let install = unit(c, "rktup-install.service");
+            let want = format!(
+                "ExecStart=/opt/bin/rktup-fetch {auth} {}rktup-",
+                staging.base_url
+            );
+            assert!(install.contains(&want), "{p}: {install}");
+            assert!(!install.contains("/usr/bin/curl"), "{p}: {install}");
+            let script = c
+                .files
+                .iter()
+                .find(|f| f.path == "/opt/bin/rktup-fetch")
+                .expect("the fetch script");
+            assert_eq!(script.permissions, "0755");
+        }
+        // The token's expiry: a placeholder the master's first boot fills in (24 h, kubeadm's).
+        let objects = m
+            .files
+            .iter()
+            .find(|f| f.path == "/etc/kubernetes/bootstrap/node-bootstrap.yaml")
+            .unwrap();
+        assert!(
+            objects
+                .content
+                .contains("expiration: \"@BOOTSTRAP_TOKEN_EXPIRATION@\""),
+            "{}",
+            objects.content
+        );
+        assert!(secrets.contains("date -u -d \"+24 hours\""), "{secrets}");
     }
 }

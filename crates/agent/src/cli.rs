@@ -112,6 +112,9 @@ fn node_services_config(
         },
         serve_dns: a.serve_cluster_dns,
         proxy: a.proxy_mode == "nftables",
+        load_balancer_notice: crate::kubelet::node_services::load_balancer_notice(
+            &a.pod_manifest_path,
+        ),
         cluster_cidr: parse(
             "cluster-cidr",
             &a.cluster_cidr,

@@ -26,7 +26,7 @@
 use rktup_node_contract::{
     check_mirror_endpoint, check_registry_host, NodeLabel, RegistryMirror, Taint, TAINT_FORMAT,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -37,8 +37,9 @@ pub const LAYOUT_KEYS: [&str; 5] = ["nodes", "registries", "portMappings", "kind
 /// kind's and rktup's `apiVersion` values.
 pub const API_VERSIONS: [&str; 2] = ["rktup.io/v1alpha1", "kind.x-k8s.io/v1alpha4"];
 
-/// Nodes, mirrors and port mappings the cluster file describes; empty when it has none.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Nodes, mirrors and port mappings the cluster file describes; empty when it has none. A
+/// local cluster's record keeps it (serialized), so later starts of its agents use it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterLayout {
     /// One entry per node, in order (node 1 first); empty: NUM_NODES plain nodes.
     pub nodes: Vec<NodeSpec>,
@@ -56,7 +57,7 @@ impl ClusterLayout {
 
 /// kind's node roles. rktup's control plane runs on the host, not in a node, so both are nodes
 /// that run pods (as a one-node kind cluster's control-plane node does).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeRole {
     ControlPlane,
@@ -64,7 +65,7 @@ pub enum NodeRole {
     Worker,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeSpec {
     pub role: NodeRole,
     pub labels: Vec<NodeLabel>,
@@ -76,14 +77,14 @@ pub struct NodeSpec {
 /// local node shares the host's filesystem, so it is the node's hostPath volumes that see it:
 /// a pod's `hostPath: {path: <container_path>/...}` on this node is served from `host_path`
 /// (read-only when `read_only`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtraMount {
     pub host_path: PathBuf,
     pub container_path: PathBuf,
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registries {
     /// Mirror endpoints, a registry's in the order written.
     pub mirrors: Vec<RegistryMirror>,
@@ -93,7 +94,7 @@ pub struct Registries {
     pub insecure: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -112,7 +113,7 @@ impl Protocol {
 
 /// kind's `extraPortMappings` entry: `listen_address:host_port` on this machine forwarded to
 /// the node's `container_port` (a NodePort, or a LoadBalancer Service's node port).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
     /// Index of the node (0: the first).
     pub node: usize,

@@ -17,8 +17,8 @@ pub use cluster::{
 pub use file::{ClusterFile, FileError};
 pub use flags::{AwsTag, GceTag, LocalTag, ProviderTag, SettingFlags};
 pub use model::{
-    AwsSettings, ClusterSettings, ContainedNetwork, GceSettings, InvalidSetting, InvalidSettings,
-    KubeVersion, LocalSettings, NetworkProvider, NodeAgent, SettingRow, Stage1,
+    AwsSettings, BootFormat, ClusterSettings, ContainedNetwork, GceSettings, InvalidSetting,
+    InvalidSettings, KubeVersion, LocalSettings, NetworkProvider, NodeAgent, SettingRow, Stage1,
 };
 pub use provider::Provider;
 pub use resolve::Source;

@@ -78,6 +78,16 @@ pub enum NodeAgent {
     Kubelet,
 }
 
+/// What a cloud machine's user-data is (KUBE_NODE_BOOT_FORMAT): Flatcar reads both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootFormat {
+    /// A `#cloud-config` document for coreos-cloudinit (kube-up's CoreOS recipe).
+    CloudConfig,
+    /// An Ignition spec 3 JSON config, applied once in the initramfs on first boot.
+    Ignition,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct KubeVersion {
     pub tag: String,
@@ -161,9 +171,14 @@ pub struct ClusterSettings {
     pub log_level: u8,
     pub allow_privileged: bool,
     pub node_agent: NodeAgent,
+    /// The user-data format of cloud machines (local clusters: cloud-config, unused).
+    pub boot_format: BootFormat,
     pub rkt_api_endpoint: String,
     pub binary_url: Option<String>,
     pub binary_sha256: Option<String>,
+    /// The rktup file cloud `up` uploads for the nodes (RKTUP_NODE_BINARY); None: the running
+    /// binary.
+    pub node_binary: Option<PathBuf>,
     /// This cluster's state directory.
     pub state_dir: PathBuf,
     pub gce: Option<GceSettings>,
@@ -404,9 +419,14 @@ pub(crate) fn build(
             "kubelet" => NodeAgent::Kubelet,
             _ => NodeAgent::Embedded,
         },
+        boot_format: match c.get("KUBE_NODE_BOOT_FORMAT") {
+            "ignition" => BootFormat::Ignition,
+            _ => BootFormat::CloudConfig,
+        },
         rkt_api_endpoint: c.get("RKT_API_ENDPOINT").to_string(),
         binary_url: c.opt("RKTUP_BINARY_URL"),
         binary_sha256: c.opt("RKTUP_BINARY_SHA256"),
+        node_binary: c.opt("RKTUP_NODE_BINARY").map(PathBuf::from),
         gce,
         aws,
         local,

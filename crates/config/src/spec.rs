@@ -54,6 +54,8 @@ pub const OS_DISTRIBUTIONS: &[(&str, &str)] = &[("coreos", "coreos"), ("flatcar"
 pub const CONTAINER_RUNTIMES: &[(&str, &str)] = &[("rkt", "rkt")];
 pub const CONTAINED_NETWORKS: &[(&str, &str)] = &[("bridge", "bridge"), ("flannel", "flannel")];
 pub const NODE_AGENTS: &[(&str, &str)] = &[("embedded", "embedded"), ("kubelet", "kubelet")];
+pub const NODE_BOOT_FORMATS: &[(&str, &str)] =
+    &[("cloud-config", "cloud-config"), ("ignition", "ignition")];
 pub const GCE_DISK_TYPES: &[(&str, &str)] = &[
     ("pd-standard", "pd-standard"),
     ("pd-balanced", "pd-balanced"),
@@ -159,6 +161,9 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting!("KUBE_NODE_AGENT", env: ["KUBE_NODE_AGENT" @ A], flag: Some("node-agent"), aliases: [],
         scope: A, defaults: ["embedded" @ A], kind: Kind::OneOf(NODE_AGENTS),
         help: "embedded: rktup's own agent; kubelet: the 2016 recipe (upstream kubelet + rkt), KUBE_VERSION ≤ v1.10 only"),
+    setting!("KUBE_NODE_BOOT_FORMAT", env: ["KUBE_NODE_BOOT_FORMAT" @ C], flag: Some("boot-format"),
+        aliases: [], scope: C, defaults: ["cloud-config" @ C], kind: Kind::OneOf(NODE_BOOT_FORMATS),
+        help: "What the master's and nodes' user-data is: cloud-config (coreos-cloudinit, as kube-up's) or ignition (Ignition spec 3.4.0 JSON, Flatcar's first-boot provisioning); same files and units"),
     setting!("RKT_API_ENDPOINT", env: ["RKT_API_ENDPOINT" @ A], flag: Some("rkt-api-endpoint"),
         aliases: [], scope: A, defaults: ["localhost:15441" @ A], kind: Kind::HostPort,
         help: "Where the node's rkt api-service also listens, read-only (kubelet's --rkt-api-endpoint); all of it is on root's unix socket <root-dir>/api.sock"),
@@ -171,6 +176,13 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting!("RKTUP_STATE_DIR", env: ["RKTUP_STATE_DIR" @ A], flag: Some("state-dir"), aliases: [],
         scope: A, defaults: [], kind: Kind::Text,
         help: "Parent of every cluster's state directory (default: /var/lib/rktup as root, else ~/.local/state/rktup)"),
+    setting!("RKTUP_NODE_BINARY", env: ["RKTUP_NODE_BINARY" @ C], flag: Some("node-binary"),
+        aliases: [], scope: C, defaults: [], kind: Kind::Text,
+        help: "The rktup file `up` uploads for the master and nodes, e.g. a node build (`--no-default-features --features node`, README \"A node build\"); default: the running binary"),
+    setting!("BOOTSTRAP_TOKEN_TTL_HOURS", env: ["BOOTSTRAP_TOKEN_TTL_HOURS" @ C],
+        flag: Some("bootstrap-token-ttl-hours"), aliases: [], scope: C, defaults: ["24" @ C],
+        kind: Kind::Uint { min: 0, max: 8760 },
+        help: "Hours the nodes' bootstrap token lives after the master's first boot (kubeadm's 24); 0: it never expires (Typhoon's way: replacements months later still join)"),
     setting!("RKTUP_KEEP_STATE", env: ["RKTUP_KEEP_STATE" @ C], flag: Some("keep-state"), aliases: [],
         scope: C, defaults: ["false" @ C], kind: Kind::Bool,
         help: "`down` keeps the cluster's state directory (its CA and admin keys) after every cloud resource is gone"),
@@ -236,6 +248,10 @@ pub const SETTINGS: &[SettingSpec] = &[
         env: ["CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE" @ G], flag: Some("storage-endpoint"),
         aliases: [], scope: G, defaults: [], kind: Kind::Url,
         help: "Cloud Storage JSON API base URL ending in storage/v1/ (gcloud's override)"),
+    setting!("CLOUDSDK_API_ENDPOINT_OVERRIDES_IAM",
+        env: ["CLOUDSDK_API_ENDPOINT_OVERRIDES_IAM" @ G], flag: Some("iam-endpoint"),
+        aliases: [], scope: G, defaults: [], kind: Kind::Url,
+        help: "IAM API base URL ending in v1/ (gcloud's override): the master's service account"),
     // ---- AWS ----
     setting!("KUBE_AWS_ZONE", env: ["KUBE_AWS_ZONE" @ W], flag: Some("zone"), aliases: [], scope: W,
         defaults: ["us-west-2a" @ W], kind: Kind::AwsZone,

@@ -8,10 +8,10 @@
 //! `kubectl top nodes|pods`, a user without RBAC refused by the backend, 503 once the backend
 //! is down, and the group gone with its APIService.
 //!
-//! The test server (`support/metrics_apiserver.rs`) serves metrics.k8s.io/v1beta1 as metrics-server
-//! does (APIResourceList, NodeMetrics and PodMetrics lists and gets). Its numbers are fixed
-//! here: the stand-in nodes of this suite have no cgroups to read (the agent's
-//! `/metrics/resource` is exercised with real nodes elsewhere).
+//! The test kit's server (`rktup_testkit::controlplane::metrics_apiserver`) serves
+//! metrics.k8s.io/v1beta1 as metrics-server does (APIResourceList, NodeMetrics and PodMetrics
+//! lists and gets). Its numbers are fixed here: the stand-in nodes of this suite have no
+//! cgroups to read (the agent's `/metrics/resource` is exercised with real nodes elsewhere).
 
 use base64::Engine;
 use rktup_controlplane::pki::Credential;
@@ -29,8 +29,7 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[path = "support/metrics_apiserver.rs"]
-mod metrics_apiserver;
+use rktup_testkit::controlplane::metrics_apiserver;
 
 /// `.status.conditions[Available]` as "STATUS REASON: MESSAGE".
 async fn availability(c: &Cluster, name: &str) -> String {

@@ -663,6 +663,118 @@ async fn binding_eviction_deletecollection_and_paging() {
     assert!(cms.get_opt("page4").await.expect("get").is_some());
 }
 
+/// Every page of a paginated list shows the state at the first page's resourceVersion
+/// (kube-apiserver reads later pages from etcd at that revision), so a watch from the list's
+/// resourceVersion reports exactly what changed after it. Read from the current state, an
+/// object created between pages whose name sorts before the page boundary was in no page and
+/// in no watch event: kube-rs's watcher (pages of 500) then waited forever for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paginated_list_is_one_snapshot_and_a_watch_from_it_misses_nothing() {
+    use kube::runtime::watcher;
+    let c = start().await;
+    c.kubectl(&["create", "namespace", "paged"]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.admin().await, "paged");
+    for i in 1..=6 {
+        cms.create(&PostParams::default(), &cm(&format!("p{i}"), "old"))
+            .await
+            .expect("create");
+    }
+    let names = |l: &kube::core::ObjectList<ConfigMap>| -> Vec<String> {
+        l.items
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .filter(|n| n.starts_with('p') || n.starts_with('a'))
+            .collect()
+    };
+    let first = cms
+        .list(&ListParams::default().limit(4))
+        .await
+        .expect("page 1");
+    let rv = first.metadata.resource_version.clone().expect("list rv");
+    let token = first.metadata.continue_.clone().expect("continue token");
+    // Between pages: one object added before the boundary, one deleted and one changed after it.
+    cms.create(&PostParams::default(), &cm("a0", "new"))
+        .await
+        .expect("create a0");
+    cms.delete("p6", &DeleteParams::default())
+        .await
+        .expect("delete p6");
+    let mut p5 = cms.get("p5").await.expect("get p5");
+    p5.data = Some([("v".to_string(), "changed".to_string())].into());
+    cms.replace("p5", &PostParams::default(), &p5)
+        .await
+        .expect("update p5");
+    let second = cms
+        .list(&ListParams::default().limit(4).continue_token(&token))
+        .await
+        .expect("page 2");
+    assert_eq!(
+        second.metadata.resource_version.as_deref(),
+        Some(rv.as_str())
+    );
+    let mut listed = names(&first);
+    listed.extend(names(&second));
+    assert_eq!(
+        listed,
+        ["p1", "p2", "p3", "p4", "p5", "p6"],
+        "one state across pages"
+    );
+    let p5_then = second
+        .items
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("p5"))
+        .and_then(|c| c.data.clone())
+        .unwrap_or_default();
+    assert_eq!(p5_then.get("v").map(String::as_str), Some("old"));
+    // A watch from the list's resourceVersion brings the three changes, in order.
+    let mut events = cms
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(20), events.try_next())
+            .await
+            .expect("an event within 20 s")
+            .expect("watch")
+            .expect("event");
+        seen.push(match e {
+            WatchEvent::Added(o) => format!("ADDED {}", o.metadata.name.unwrap_or_default()),
+            WatchEvent::Modified(o) => format!("MODIFIED {}", o.metadata.name.unwrap_or_default()),
+            WatchEvent::Deleted(o) => format!("DELETED {}", o.metadata.name.unwrap_or_default()),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(seen, ["ADDED a0", "DELETED p6", "MODIFIED p5"]);
+
+    // kube-rs's watcher, paging by 3, with an object created while it is between pages.
+    let mut watch = watcher(cms.clone(), watcher::Config::default().page_size(3)).boxed();
+    let mut initial = 0;
+    while initial < 3 {
+        if let watcher::Event::InitApply(_) =
+            watch.try_next().await.expect("watcher").expect("event")
+        {
+            initial += 1;
+        }
+    }
+    cms.create(&PostParams::default(), &cm("a1", "new"))
+        .await
+        .expect("create a1");
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(20), watch.try_next())
+            .await
+            .expect("the watcher reports a1 within 20 s")
+            .expect("watcher")
+            .expect("event");
+        if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = e {
+            if o.metadata.name.as_deref() == Some("a1") {
+                break;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_service_account_token_authenticates_but_is_not_authorized() {
     let c = start().await;

@@ -16,91 +16,44 @@ use rktup_testkit::controlplane::*;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-const CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: crontabs.stable.example.com
-spec:
-  group: stable.example.com
-  scope: Namespaced
-  names:
-    plural: crontabs
-    singular: crontab
-    kind: CronTab
-    shortNames: [ct]
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        description: CronTab runs an image on a cron schedule.
-        properties:
-          spec:
-            type: object
-            description: What runs and when.
-            required: [cronSpec]
-            properties:
-              cronSpec:
-                type: string
-                description: The cron spec defining the interval a CronJob is run
-                pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
-              image:
-                type: string
-                description: The image run by the CronJob
-              replicas:
-                type: integer
-                minimum: 1
-                maximum: 10
-                default: 1
-              mode:
-                type: string
-                enum: [Once, Repeat]
-          status:
-            type: object
-            properties:
-              replicas:
-                type: integer
-              labelSelector:
-                type: string
-    subresources:
-      status: {}
-      scale:
-        specReplicasPath: .spec.replicas
-        statusReplicasPath: .status.replicas
-        labelSelectorPath: .status.labelSelector
-  - name: v1beta1
-    served: true
-    storage: false
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              cronSpec:
-                type: string
-              image:
-                type: string
-                nullable: true
-              replicas:
-                x-kubernetes-int-or-string: true
-              extra:
-                type: object
-                x-kubernetes-preserve-unknown-fields: true
-              template:
-                type: object
-                x-kubernetes-embedded-resource: true
-                x-kubernetes-preserve-unknown-fields: true
-              tags:
-                type: array
-                x-kubernetes-list-type: set
-                items:
-                  type: string
-"#;
+/// The docs' CronTab CRD (the test kit's `crontab_crd`) as "Versions in
+/// CustomResourceDefinitions" gives it, with descriptions, a required `cronSpec`, a `mode` enum
+/// and a v1beta1 schema using the constructs v2 cannot hold.
+fn crd() -> Value {
+    let mut crd = crontab_crd();
+    let v1 = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    v1["description"] = json!("CronTab runs an image on a cron schedule.");
+    let spec = &mut v1["properties"]["spec"];
+    spec["description"] = json!("What runs and when.");
+    spec["required"] = json!(["cronSpec"]);
+    let props = &mut spec["properties"];
+    props["cronSpec"]["description"] =
+        json!("The cron spec defining the interval a CronJob is run");
+    props["image"]["description"] = json!("The image run by the CronJob");
+    props["mode"] = json!({"type": "string", "enum": ["Once", "Repeat"]});
+    crd["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"] = json!({
+        "spec": {
+            "type": "object",
+            "properties": {
+                "cronSpec": {"type": "string"},
+                "image": {"type": "string", "nullable": true},
+                "replicas": {"x-kubernetes-int-or-string": true},
+                "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "template": {
+                    "type": "object",
+                    "x-kubernetes-embedded-resource": true,
+                    "x-kubernetes-preserve-unknown-fields": true
+                },
+                "tags": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "set",
+                    "items": {"type": "string"}
+                }
+            }
+        }
+    });
+    crd
+}
 
 struct Got {
     status: u16,
@@ -256,10 +209,7 @@ async fn crontab_in_explain_openapi_v3_and_v2_and_kubectl_1_20() {
     let c = start().await;
     let admin = c.admin().await;
     let v2_before = get(&admin, "/openapi/v2", &[]).await;
-    let out = c.apply_stdin(&["apply", "-f", "-"], CRD).await;
-    assert!(out.contains("created"), "{out}");
-    c.ok_line("wait --for condition=established --timeout=10s crd/crontabs.stable.example.com")
-        .await;
+    c.install_crd(&crd()).await;
 
     // kubectl explain (OpenAPI v3): the preferred version, then v1beta1.
     let explain = c.ok_line("explain crontabs.spec").await;
@@ -573,11 +523,11 @@ async fn crontab_in_explain_openapi_v3_and_v2_and_kubectl_1_20() {
 
     // A change to one version moves that version's hash only; the old URL
     // now redirects to the new one.
-    let changed = CRD.replace(
-        "description: What runs and when.",
-        "description: What runs, and when.",
-    );
-    c.apply_stdin(&["apply", "-f", "-"], &changed).await;
+    let mut changed = crd();
+    changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["description"] = json!("What runs, and when.");
+    c.apply_stdin(&["apply", "-f", "-"], &changed.to_string())
+        .await;
     let (new_url, _) = v3_doc(&admin, "apis/stable.example.com/v1")
         .await
         .expect("v1");

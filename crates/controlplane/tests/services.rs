@@ -981,6 +981,88 @@ async fn load_balancer_pending_without_a_pool() {
     assert_eq!(ev.lines().count(), 1, "{ev}");
 }
 
+/// `loadBalancerSourceRanges` and its annotation: CIDRs only, on LoadBalancer
+/// Services only, refused with kube-apiserver's paths and words (to real
+/// kubectl); space padding is accepted, as upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_source_ranges_are_validated() {
+    let c = start().await;
+    let apply = |name: &str, ty: &str, ranges: Value, annotation: Option<&str>| {
+        let mut v = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"type": ty, "ports": [{"port": 80}], "loadBalancerSourceRanges": ranges}});
+        if let Some(a) = annotation {
+            v["metadata"]["annotations"] =
+                json!({"service.beta.kubernetes.io/load-balancer-source-ranges": a});
+        }
+        v.to_string()
+    };
+    let refused = |out: std::process::Output| {
+        assert!(!out.status.success(), "accepted: {out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = refused(
+        c.kubectl_stdin(
+            &["create", "-f", "-"],
+            Some(&apply(
+                "bad",
+                "LoadBalancer",
+                json!(["10.0.0.0/8", "10.0.0.1", "300.1.2.3/8"]),
+                None,
+            )),
+        )
+        .await,
+    );
+    assert!(err.contains(r#"spec.LoadBalancerSourceRanges[1]: Invalid value: "10.0.0.1": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#), "{err}");
+    assert!(
+        err.contains(r#"spec.LoadBalancerSourceRanges[2]: Invalid value: "300.1.2.3/8""#),
+        "{err}"
+    );
+    assert!(!err.contains("[0]"), "{err}");
+    let err = refused(
+        c.kubectl_stdin(
+            &["create", "-f", "-"],
+            Some(&apply("notlb", "NodePort", json!(["10.0.0.0/8"]), None)),
+        )
+        .await,
+    );
+    assert!(err.contains("spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"), "{err}");
+    let err = refused(
+        c.kubectl_stdin(
+            &["create", "-f", "-"],
+            Some(&apply(
+                "annot",
+                "LoadBalancer",
+                Value::Null,
+                Some("10.0.0.0/8, nope"),
+            )),
+        )
+        .await,
+    );
+    assert!(err.contains(r#"metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]: Invalid value: "nope": must be a valid CIDR value"#), "{err}");
+    // padded entries and IPv6 ranges are CIDRs; the field wins over the annotation
+    c.apply_stdin(
+        &["create", "-f", "-"],
+        &apply(
+            "good",
+            "LoadBalancer",
+            json!([" 192.0.2.0/24 ", "2001:db8::/64"]),
+            Some("nope"),
+        ),
+    )
+    .await;
+    let got = c
+        .ok(&[
+            "get",
+            "svc",
+            "good",
+            "-o",
+            "jsonpath={.spec.loadBalancerSourceRanges}",
+        ])
+        .await;
+    assert!(got.contains("192.0.2.0/24"), "{got}");
+}
+
 /// With the cluster DNS address configured, kube-system/kube-dns exists on
 /// it as in kubeadm/kind clusters (no selector), and comes back if deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

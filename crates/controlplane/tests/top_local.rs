@@ -1,13 +1,12 @@
 //! `kubectl top nodes` and `kubectl top pods` on a real local cluster (`rktup local up`, one
 //! node agent, a busybox pod), with the real numbers of the agent's `/metrics/resource`: the
-//! test metrics.k8s.io server (`support/metrics_apiserver.rs`, in scraping mode, as
-//! metrics-server) runs in this process on the host and is registered through an APIService
+//! test kit's metrics.k8s.io server (`rktup_testkit::controlplane::metrics_apiserver`, in
+//! scraping mode, as metrics-server) runs in this process on the host and is registered through an APIService
 //! whose Service's EndpointSlice names it; the control plane proxies `kubectl top` to it with
 //! the front-proxy identity. Needs root (`rktup local up`) and the built `rktup` binary
 //! (`cargo build --bin rktup`).
 
-#[path = "support/metrics_apiserver.rs"]
-mod metrics_apiserver;
+use rktup_testkit::controlplane::metrics_apiserver;
 
 use base64::Engine;
 use rktup_testkit::{rktup_bin, unique, Images, Registry};

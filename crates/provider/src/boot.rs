@@ -3,10 +3,12 @@
 
 use crate::state::{apiserver_names, binary_ref, sha256_file, StateDir, StateError};
 use crate::ClusterProvider;
+use rktup_config::ClusterSettings;
 use rktup_render::{
     encode_user_data, render_node_config, BinaryRef, NodeConfig, Pki, Role, TemplateError,
     Templates, UserData, UserDataError,
 };
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -23,6 +25,12 @@ pub enum BootError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "RKTUP_NODE_BINARY (--node-binary) is {path:?}, which is not a file; valid: the path of \
+         an rktup build for the nodes (e.g. target/release/rktup of a `--no-default-features \
+         --features node` build), or empty for the running binary"
+    )]
+    NodeBinary { path: PathBuf },
 }
 
 /// Where the PKI in a rendering came from.
@@ -65,6 +73,34 @@ pub fn current_binary_sha256() -> Result<String, BootError> {
     })
 }
 
+/// The rktup file the master and nodes download: RKTUP_NODE_BINARY (e.g. the node build,
+/// `--no-default-features --features node`) when set, else the running binary, as before.
+pub fn node_binary_path(settings: &ClusterSettings) -> Result<PathBuf, BootError> {
+    match &settings.node_binary {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(BootError::NodeBinary { path: path.clone() });
+            }
+            Ok(path.clone())
+        }
+        None => std::env::current_exe().map_err(|source| BootError::Hash {
+            path: "the running executable".into(),
+            source,
+        }),
+    }
+}
+
+/// The node binary's path ([`node_binary_path`]) and its sha256, which nodes check their
+/// download against.
+pub fn node_binary(settings: &ClusterSettings) -> Result<(PathBuf, String), BootError> {
+    let path = node_binary_path(settings)?;
+    let sha = sha256_file(&path).map_err(|source| BootError::Hash {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok((path, sha))
+}
+
 /// Loads the saved PKI or makes an ephemeral one; never writes anything.
 pub fn pki_for_rendering(provider: &dyn ClusterProvider) -> Result<(Pki, PkiOrigin), BootError> {
     let settings = provider.settings();
@@ -90,10 +126,12 @@ pub fn binary_for_rendering(provider: &dyn ClusterProvider) -> Result<BinaryRef,
     let recorded = StateDir::for_cluster(settings).load_recorded()?;
     let mut hash_error = None;
     let binary = binary_ref(settings, &recorded, || {
-        let sha = current_binary_sha256().unwrap_or_else(|e| {
-            hash_error = Some(e);
-            String::new()
-        });
+        let sha = node_binary(settings)
+            .map(|(_, sha)| sha)
+            .unwrap_or_else(|e| {
+                hash_error = Some(e);
+                String::new()
+            });
         provider.planned_binary(&sha)
     });
     match hash_error {
@@ -126,7 +164,7 @@ pub fn render_boot_with(
     let settings = provider.settings();
     let master = provider.master_endpoint();
     let config = render_node_config(templates, settings, role, &master, pki, binary)?;
-    let user_data = encode_user_data(settings.provider, role.as_str(), &config.cloud_config)?;
+    let user_data = encode_user_data(settings.provider, role.as_str(), config.user_data())?;
     Ok(Boot {
         config,
         user_data,

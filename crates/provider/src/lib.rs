@@ -65,9 +65,87 @@ pub enum ProviderError {
         #[source]
         source: serde_json::Error,
     },
-    /// An untyped failure: only providers/local still returns it (issue 13).
-    #[error("{0}")]
-    Other(String),
+    /// A step on this machine (a local cluster's network, processes, files, its API) failed:
+    /// what was being done, and the error met, kept as the source.
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The command changes this machine's network namespaces, bridges, mounts or cgroups.
+    #[error(
+        "`rktup {provider} {action}` must run as root: {why} (try: sudo rktup {provider} {action})"
+    )]
+    NotRoot {
+        provider: &'static str,
+        action: String,
+        why: &'static str,
+    },
+    /// No cluster of this name has a record on this machine; `hint` says what to run.
+    #[error("no {provider} cluster \"{name}\"{}; {hint}", in_dir.as_ref().map(|d| format!(" (no record in {})", d.display())).unwrap_or_default())]
+    NoCluster {
+        provider: &'static str,
+        name: String,
+        in_dir: Option<PathBuf>,
+        hint: String,
+    },
+    /// An input (setting, flag, file, kubeconfig context) that cannot be used: which, the value
+    /// given, and what would do.
+    #[error("{input} {value}: {expected}")]
+    Invalid {
+        input: String,
+        value: String,
+        expected: String,
+    },
+    /// A process of the cluster did not come up: which, what it did not do, and its log.
+    #[error("{component} did not {what}; see {}", log.display())]
+    NotStarted {
+        component: String,
+        what: String,
+        log: PathBuf,
+    },
+    /// `up` of an existing cluster with a cluster file that differs from the one it was made
+    /// with (kind and k3d refuse to change an existing cluster, too).
+    #[error(
+        "cluster \"{cluster}\" exists and was made with a different cluster file: {} differ{}; run `rktup {provider} up --name {cluster}` without --config to start it as it was made, or `rktup {provider} down --name {cluster}` first to make it anew",
+        keys.join(", "),
+        if keys.len() == 1 { "s" } else { "" }
+    )]
+    ClusterFileChanged {
+        provider: &'static str,
+        cluster: String,
+        /// The cluster file's keys whose values differ (`nodes[1].labels`, `registries.mirrors`).
+        keys: Vec<String>,
+    },
+    /// `status` of a cluster some of whose processes are not running (which ones).
+    #[error("cluster \"{cluster}\" is not fully running (not running: {}); `rktup {provider} up --name {cluster}` restarts what is missing", missing.join(", "))]
+    NotRunning {
+        provider: &'static str,
+        cluster: String,
+        missing: Vec<String>,
+    },
+    /// `down` of a cluster on this machine ran but left these behind (each with its error); the
+    /// next `down` tries them again.
+    #[error("{} thing(s) of cluster \"{cluster}\" could not be deleted:\n  {}\nrun `rktup {provider} down --name {cluster}` again once fixed", left.len(), left.join("\n  "))]
+    NotDeleted {
+        provider: &'static str,
+        cluster: String,
+        left: Vec<String>,
+    },
+}
+
+impl ProviderError {
+    /// [`ProviderError::Step`]: `step` (what was being done) failed with `source`.
+    pub fn step(
+        step: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ProviderError {
+        ProviderError::Step {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl ProviderError {

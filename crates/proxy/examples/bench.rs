@@ -8,7 +8,9 @@
 //!    endpoint change (a new EndpointSlice) to the kernel having committed it (rebuild of the
 //!    whole ruleset from the object snapshot + the delta transaction), and RSS.
 //! 2. latency: small TCP request/response through the ClusterIP vs straight to the pod IP,
-//!    with the big table loaded.
+//!    with the big table loaded; and through Service 0's load balancer address, which has 10
+//!    `loadBalancerSourceRanges` (the client's is the last), so every new connection also
+//!    passes the pre-DNAT firewall check and its chain.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -111,8 +113,17 @@ fn main() {
         skip_cluster_ips: vec![],
     };
     let rss0 = rss_kib();
-    // service 0 is the real one (pod A); the others point at addresses on "other" nodes
+    // service 0 is the real one (pod A), a LoadBalancer with source ranges; the others point
+    // at addresses on "other" nodes
     let mut services: Vec<Service> = (0..nsvc).map(svc).collect();
+    let mut ranges: Vec<String> = (0..9).map(|i| format!("192.0.{i}.0/24")).collect();
+    ranges.push("10.244.0.0/24".into());
+    services[0] = serde_json::from_value(json!({
+        "metadata": {"name": "s0", "namespace": "bench"},
+        "spec": {"clusterIP": "10.96.0.1", "type": "LoadBalancer", "loadBalancerSourceRanges": ranges,
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "10.96.250.250"}]}}}))
+    .expect("svc 0");
     let ep =
         |i: usize, j: usize| Ipv4Addr::new(10, 245 + (i / 250) as u8, (i % 250) as u8, j as u8 + 1);
     let mut slices: Vec<EndpointSlice> = (0..nsvc)
@@ -234,8 +245,9 @@ fn main() {
     let _ = measure("10.244.0.10:8080".parse().expect("addr"));
     let (d50, d99) = measure("10.244.0.10:8080".parse().expect("addr"));
     let (c50, c99) = measure("10.96.0.1:80".parse().expect("addr"));
+    let (l50, l99) = measure("10.96.250.250:80".parse().expect("addr"));
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
-    println!("connect+request+response, {n} each, pod → pod on one node: direct pod IP p50 {} p99 {}; via ClusterIP p50 {} p99 {}", us(d50), us(d99), us(c50), us(c99));
+    println!("connect+request+response, {n} each, pod → pod on one node: direct pod IP p50 {} p99 {}; via ClusterIP p50 {} p99 {}; via the LB address with 10 source ranges p50 {} p99 {}", us(d50), us(d99), us(c50), us(c99), us(l50), us(l99));
     for ns in [&node, &pod_a, &pod_b] {
         let _ = Command::new("ip").args(["netns", "del", ns]).status();
     }

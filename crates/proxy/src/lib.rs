@@ -15,11 +15,12 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use tokio::sync::Notify;
 
+pub mod lb_notice;
 pub mod model;
 pub mod nft;
 mod program;
 
-pub use model::{ruleset, NodeInfo, Ruleset};
+pub use model::{ruleset, source_ranges, NodeInfo, Ruleset, SOURCE_RANGES_ANNOTATION};
 pub use program::Programmer;
 
 #[derive(Clone, Debug)]
@@ -33,6 +34,9 @@ pub struct ProxyConfig {
     pub table: String,
     /// ClusterIPs never programmed (e.g. the node-local DNS address).
     pub skip_cluster_ips: Vec<IpAddr>,
+    /// Nothing in the cluster assigns load balancer addresses (see [`lb_notice`]): post a
+    /// `NoLoadBalancerController` Warning on each pending LoadBalancer Service.
+    pub load_balancer_notice: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +167,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
     let (slices, w2) = spawn_watch::<EndpointSlice>(Api::all(client.clone()), all(), wake.clone());
     let own = all().fields(&format!("metadata.name={}", cfg.node_name));
     let (nodes, w3) = spawn_watch::<Node>(Api::all(client.clone()), own, wake.clone());
-    let watchers = vec![w1, w2, w3];
+    let mut watchers = vec![w1, w2, w3];
     let ready = async {
         let _ = services.wait_until_ready().await;
         let _ = slices.wait_until_ready().await;
@@ -187,6 +191,13 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
     let first = compute(&mut cache, &services, &slices, &node);
     let mut last_udp = (first.udp_endpoints.clone(), first.udp_served.clone());
     prog.apply(first)?;
+    if cfg.load_balancer_notice {
+        watchers.push(tokio::spawn(lb_notice::run(
+            client.clone(),
+            services.clone(),
+            cfg.node_name.clone(),
+        )));
+    }
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
     let task = tokio::spawn(async move {

@@ -82,6 +82,12 @@ pub const NO_EP_SERVICES: &str = "no-endpoint-services";
 pub const NO_EP_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const NODEPORT_IPS: &str = "nodeport-ips";
+/// LoadBalancer ingress destinations of Services with `loadBalancerSourceRanges`: verdict map
+/// to the Service port's `firewall-…` chain (upstream's `firewall-ips`).
+pub const FIREWALL_IPS: &str = "firewall-ips";
+const FIREWALL_CHECK: &str = "firewall-check";
+/// The annotation cloud providers read when `spec.loadBalancerSourceRanges` is empty.
+pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 const MARK_MASQ: &str = "mark-for-masquerade";
 const REJECT: &str = "reject-chain";
 
@@ -256,6 +262,18 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         Some(("nat", Hook::Postrouting, 100)),
         vec![guarded(vec![jump("masquerading")], false)],
     );
+    // loadBalancerSourceRanges: before DNAT (dstnat - 10), while the destination is still the
+    // load balancer's address, as upstream's filter-prerouting and filter-output(-pre-dnat)
+    for (name, hook) in [
+        ("filter-prerouting", Hook::Prerouting),
+        ("filter-output-pre-dnat", Hook::Output),
+    ] {
+        add(
+            name,
+            Some(("filter", hook, -110)),
+            vec![guarded(vec![jump(FIREWALL_CHECK)], true)],
+        );
+    }
     // filter: after DNAT, so only connections no service chain rewrote are left to reject
     let mut input = vec![guarded(vec![jump("service-endpoints-check")], true)];
     if have_nodeports {
@@ -312,6 +330,21 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         np_check.push(nodeport_lookup(NO_EP_NODEPORTS));
     }
     add("services", None, services);
+    add(
+        FIREWALL_CHECK,
+        None,
+        vec![vec![
+            daddr_to(r),
+            l4proto_to(r + 1),
+            dport_to(r + 2),
+            e(Expr::Lookup {
+                set: FIREWALL_IPS.into(),
+                sreg: r,
+                dreg: Some(0),
+                invert: false,
+            }),
+        ]],
+    );
     add(
         "service-endpoints-check",
         None,
@@ -417,6 +450,7 @@ struct Frag {
     no_ep_services: Vec<Elem>,
     service_nodeports: Vec<Elem>,
     no_ep_nodeports: Vec<Elem>,
+    firewall_ips: Vec<Elem>,
     cip: Option<Ipv4Addr>,
     udp_endpoints: Vec<(Ipv4Addr, u16)>,
     udp_served: Vec<(Ipv4Addr, u16)>,
@@ -481,6 +515,7 @@ fn service_frag(
         .flatten()
         .filter_map(|i| i.parse().ok())
         .collect();
+    let mut lb_ips: Vec<Ipv4Addr> = vec![];
     if spec.type_.as_deref() == Some("LoadBalancer") {
         for ing in svc
             .status
@@ -489,10 +524,23 @@ fn service_frag(
             .flat_map(|l| l.ingress.iter().flatten())
         {
             if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse().ok()) {
+                lb_ips.push(ip);
                 ext_ips.push(ip);
             }
         }
     }
+    let ranges = if lb_ips.is_empty() {
+        vec![]
+    } else {
+        source_ranges(svc)
+    };
+    // upstream's allowFromNode: a load balancer address that is local to the node (VIP-style)
+    // makes the node's own connections to it come from that address
+    let allow_lb_ips = ranges.iter().any(|r| {
+        node.ips
+            .iter()
+            .any(|ip| matches!(ip, IpAddr::V4(v) if r.contains(v)))
+    });
 
     for sp in spec.ports.iter().flatten() {
         let pname = sp.name.clone().unwrap_or_default();
@@ -691,6 +739,37 @@ fn service_frag(
                 .push((key_ip_proto_port(cip, proto, port), Some(v)));
         }
 
+        // loadBalancerSourceRanges: the load balancer addresses (not externalIPs, not
+        // NodePorts: upstream's "for better or for worse") only answer sources in the ranges,
+        // whether or not there are endpoints
+        if !ranges.is_empty() {
+            let fw_chain = format!("firewall-{h}-{key}");
+            let mut rules: Vec<Rule> = vec![];
+            for r in &ranges {
+                if let Some(mut rule) = saddr_in(&IpNet::V4(*r), false) {
+                    rule.push(e(Expr::Verdict(Verdict::Return)));
+                    rules.push(rule);
+                }
+            }
+            if allow_lb_ips {
+                for ip in &lb_ips {
+                    rules.push(vec![
+                        saddr_to(REG32_0),
+                        eq(REG32_0, &ip.octets()),
+                        e(Expr::Verdict(Verdict::Return)),
+                    ]);
+                }
+            }
+            rules.push(vec![e(Expr::Verdict(Verdict::Drop))]);
+            frag.chain(fw_chain.clone(), Chain { base: None, rules });
+            for ip in &lb_ips {
+                frag.firewall_ips.push((
+                    key_ip_proto_port(*ip, proto, port),
+                    Some(Verdict::Goto(fw_chain.clone())),
+                ));
+            }
+        }
+
         // external destinations: externalIPs, LoadBalancer ingress, NodePort
         let node_port = sp
             .node_port
@@ -779,6 +858,36 @@ fn service_frag(
     frag
 }
 
+/// The IPv4 `loadBalancerSourceRanges` of a Service, as kube-proxy reads them (entries
+/// trimmed: the API allows space padding); when the field is empty, the
+/// `service.beta.kubernetes.io/load-balancer-source-ranges` annotation (comma-separated), as
+/// cloud providers read it (`GetLoadBalancerSourceRanges`) — here the nodes are the load
+/// balancer. Entries of the other family are left out, as upstream's per-family proxier does;
+/// none left means no firewall (the API refuses entries that are not CIDRs).
+pub fn source_ranges(svc: &Service) -> Vec<ipnet::Ipv4Net> {
+    let from_spec: Vec<String> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_source_ranges.clone())
+        .unwrap_or_default();
+    let raw: Vec<String> = if !from_spec.is_empty() {
+        from_spec
+    } else {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    raw.iter()
+        .filter_map(|r| match r.trim().parse::<IpNet>() {
+            Ok(IpNet::V4(n)) => Some(n.trunc()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The wanted table for these Services and EndpointSlices on this node.
 pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> Ruleset {
     ruleset_cached(&mut Cache::default(), services.iter(), slices.iter(), node)
@@ -848,6 +957,7 @@ pub fn ruleset_cached<'a>(
     let mut no_ep_services = set(NO_EP_SERVICES, SET_MAP, ipk, 12);
     let mut service_nodeports = set(SERVICE_NODEPORTS, SET_MAP, ppk, 8);
     let mut no_ep_nodeports = set(NO_EP_NODEPORTS, SET_MAP, ppk, 8);
+    let mut firewall_ips = set(FIREWALL_IPS, SET_MAP, ipk, 12);
     let mut cluster_ips = set(CLUSTER_IPS, 0, TYPE_IPV4, 4);
     let mut nodeport_ips = set(NODEPORT_IPS, 0, TYPE_IPV4, 4);
     nodeport_ips.elements = node_ips
@@ -918,6 +1028,9 @@ pub fn ruleset_cached<'a>(
         no_ep_nodeports
             .elements
             .extend(frag.no_ep_nodeports.iter().cloned());
+        firewall_ips
+            .elements
+            .extend(frag.firewall_ips.iter().cloned());
         cips.extend(frag.cip);
         rs.udp_endpoints.extend(frag.udp_endpoints.iter().copied());
         rs.udp_served.extend(frag.udp_served.iter().copied());
@@ -929,6 +1042,7 @@ pub fn ruleset_cached<'a>(
         no_ep_services,
         service_nodeports,
         no_ep_nodeports,
+        firewall_ips,
         cluster_ips,
         nodeport_ips,
     ] {
@@ -1162,6 +1276,90 @@ mod tests {
             }
         }
         assert_eq!(seen, 2, "one service chain, one local chain");
+    }
+
+    #[test]
+    fn source_ranges_guard_only_the_load_balancer_addresses() {
+        let eps = slice(
+            "a",
+            json!([{"addresses": ["10.244.0.5"], "nodeName": "n1"}]),
+        );
+        let lb = |extra: serde_json::Value| {
+            let mut s = web(
+                json!({"type": "LoadBalancer", "externalIPs": ["10.96.200.2"],
+                "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+            );
+            for (k, v) in extra.as_object().unwrap() {
+                let mut spec = serde_json::to_value(s.spec.take().unwrap()).unwrap();
+                spec[k] = v.clone();
+                s.spec = Some(serde_json::from_value(spec).unwrap());
+            }
+            s.status = Some(
+                serde_json::from_value(
+                    json!({"loadBalancer": {"ingress": [{"ip": "10.96.200.1"}]}}),
+                )
+                .unwrap(),
+            );
+            s
+        };
+        // ranges (space-padded, one IPv6 left out) not holding the node's address
+        let rs = ruleset(
+            &[lb(
+                json!({"loadBalancerSourceRanges": [" 192.0.2.0/24", "2001:db8::/64"]}),
+            )],
+            std::slice::from_ref(&eps),
+            &node(),
+        );
+        let fw = &rs.sets[FIREWALL_IPS].elements;
+        assert_eq!(
+            fw.len(),
+            1,
+            "only the ingress address, not externalIPs: {fw:?}"
+        );
+        assert_eq!(fw[0].0, key([10, 96, 200, 1], 6, 80));
+        let Some(Verdict::Goto(chain)) = &fw[0].1 else {
+            panic!("{fw:?}")
+        };
+        let c = &rs.chains[chain];
+        assert_eq!(c.rules.len(), 2, "one range, then drop: {:?}", c.rules);
+        assert_eq!(c.rules[1], vec![Item::E(Expr::Verdict(Verdict::Drop))]);
+        // a range holding the node's address also lets the load balancer address itself in
+        let rs = ruleset(
+            &[lb(json!({"loadBalancerSourceRanges": ["10.250.0.0/16"]}))],
+            std::slice::from_ref(&eps),
+            &node(),
+        );
+        let chain = rs
+            .chains
+            .keys()
+            .find(|c| c.starts_with("firewall-") && c.contains("-ns/web/"))
+            .unwrap();
+        assert_eq!(rs.chains[chain].rules.len(), 3);
+        // the annotation when the field is empty; nothing when neither, or no ingress yet
+        let mut a = lb(json!({}));
+        a.metadata.annotations = Some(
+            [(
+                SOURCE_RANGES_ANNOTATION.to_string(),
+                "192.0.2.0/24, 198.51.100.0/24".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(source_ranges(&a).len(), 2);
+        let rs = ruleset(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&eps),
+            &node(),
+        );
+        assert_eq!(rs.sets[FIREWALL_IPS].elements.len(), 1);
+        let rs = ruleset(&[lb(json!({}))], std::slice::from_ref(&eps), &node());
+        assert!(rs.sets[FIREWALL_IPS].elements.is_empty());
+        a.status = None;
+        let rs = ruleset(&[a], &[eps], &node());
+        assert!(rs.sets[FIREWALL_IPS].elements.is_empty());
+        assert!(!rs
+            .chains
+            .keys()
+            .any(|c| c.starts_with("firewall-") && c.contains("-ns/web/")));
     }
 
     #[test]

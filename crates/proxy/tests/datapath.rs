@@ -197,6 +197,292 @@ fn load_balancer_ip_and_external_ips() {
     }
 }
 
+/// `loadBalancerSourceRanges` (field or annotation): the load balancer address answers only
+/// sources in the ranges (others are dropped, before DNAT), externalIPs and NodePorts answer
+/// everyone (as upstream); a range holding the node's address also lets in the node's own
+/// connections from a load balancer address it holds locally.
+#[test]
+fn load_balancer_source_ranges_drop_other_sources() {
+    let Some(t) = Topo::new("lb_source_ranges", 2) else {
+        return;
+    };
+    let lb = addr("10.96.200.1", 80);
+    let ext = addr("10.96.200.2", 80);
+    let np = SocketAddr::new(NODE_IP.into(), 30081);
+    let svc = |ranges: Option<&[&str]>, annotation: Option<&str>| {
+        let mut s = web(
+            json!({"type": "LoadBalancer", "externalIPs": ["10.96.200.2"],
+            "loadBalancerSourceRanges": ranges,
+            "ports": [{"name": "http", "port": 80, "nodePort": 30081, "protocol": "TCP"}]}),
+        );
+        s.status =
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.96.200.1"}]}}))
+                .unwrap();
+        if let Some(a) = annotation {
+            s.metadata.annotations = Some(
+                [(
+                    rktup_proxy::SOURCE_RANGES_ANNOTATION.to_string(),
+                    a.to_string(),
+                )]
+                .into(),
+            );
+        }
+        s
+    };
+    let eps = ready(&t, &[0], NODE);
+    let served =
+        |ns: &str, to: SocketAddr| matches!(tcp(ns, to), Reply::Served(p, _) if p == "pod0");
+    // the client outside the node in range, the pod (pod1, 10.244.0.11) out of it
+    apply_web(&t, svc(Some(&["10.250.0.1/32"]), None), &eps);
+    assert!(served(&t.client, lb));
+    assert_eq!(tcp(t.pod_ns(1), lb), Reply::TimedOut);
+    assert!(served(t.pod_ns(1), ext), "externalIPs are not firewalled");
+    // the other way round
+    apply_web(&t, svc(Some(&[" 10.244.0.0/24 "]), None), &eps);
+    assert!(served(t.pod_ns(1), lb));
+    assert_eq!(tcp(&t.client, lb), Reply::TimedOut);
+    assert!(served(&t.client, ext), "externalIPs are not firewalled");
+    assert!(served(&t.client, np), "NodePorts are not firewalled");
+    // the annotation when the field is empty
+    apply_web(&t, svc(None, Some("192.0.2.0/24, 10.250.0.1/32")), &eps);
+    assert!(served(&t.client, lb));
+    assert_eq!(tcp(t.pod_ns(1), lb), Reply::TimedOut);
+    // no ranges: everyone
+    apply_web(&t, svc(None, None), &eps);
+    assert!(served(t.pod_ns(1), lb) && served(&t.client, lb));
+    // the node holding the load balancer address (VIP-style): its own connections come from
+    // that address; let in when a range holds the node's address, dropped otherwise
+    ip(&["-n", &t.node, "addr", "add", "10.96.200.1/32", "dev", "lo"]);
+    apply_web(&t, svc(Some(&["10.250.0.0/24"]), None), &eps);
+    assert!(served(&t.node, lb));
+    apply_web(&t, svc(Some(&["10.250.0.1/32"]), None), &eps);
+    assert_eq!(tcp(&t.node, lb), Reply::TimedOut);
+    assert!(served(&t.client, lb));
+}
+
+/// SCTP packets as the kernel's SCTP stack sends them, over raw sockets: the kernel this suite
+/// runs on may have no SCTP sockets (CONFIG_IP_SCTP unset: this machine's has none), but its
+/// netfilter tracks and NATs SCTP (CONFIG_NF_CT_PROTO_SCTP), which is what the proxy programs.
+mod sctp {
+    use std::net::Ipv4Addr;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    pub const INIT: u8 = 1;
+    pub const INIT_ACK: u8 = 2;
+
+    /// CRC32c (Castagnoli), as RFC 9260 appendix A computes the SCTP checksum.
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// Common header (ports, verification tag, checksum) and one INIT or INIT ACK chunk
+    /// (initiate tag, a_rwnd, one stream each way, initial TSN; INIT ACK with a state cookie).
+    pub fn packet(sport: u16, dport: u16, vtag: u32, chunk: u8, init_tag: u32) -> Vec<u8> {
+        let mut p = vec![];
+        p.extend(sport.to_be_bytes());
+        p.extend(dport.to_be_bytes());
+        p.extend(vtag.to_be_bytes());
+        p.extend([0; 4]);
+        let len: u16 = if chunk == INIT_ACK { 28 } else { 20 };
+        p.extend([chunk, 0]);
+        p.extend(len.to_be_bytes());
+        p.extend(init_tag.to_be_bytes());
+        p.extend(65536u32.to_be_bytes());
+        p.extend(1u16.to_be_bytes());
+        p.extend(1u16.to_be_bytes());
+        p.extend(1u32.to_be_bytes());
+        if chunk == INIT_ACK {
+            p.extend(7u16.to_be_bytes()); // State Cookie
+            p.extend(8u16.to_be_bytes());
+            p.extend(*b"cook");
+        }
+        // the CRC's bytes go out least significant first (Linux's sctp_compute_cksum)
+        let c = crc32c(&p);
+        p[8..12].copy_from_slice(&c.to_le_bytes());
+        p
+    }
+
+    /// A raw IPPROTO_SCTP socket in the calling thread's namespace (2 s receive deadline, to
+    /// tell "nothing came" from an answer; not a speed check).
+    pub fn socket() -> OwnedFd {
+        // SAFETY: plain socket(2); the fd is owned by the OwnedFd from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_SCTP) };
+        assert!(
+            fd >= 0,
+            "raw SCTP socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        // SAFETY: valid fd, a timeval of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        assert_eq!(r, 0);
+        fd
+    }
+
+    pub fn send(fd: &OwnedFd, to: Ipv4Addr, pkt: &[u8]) {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: valid fd, buffer and sockaddr_in of the lengths passed.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                pkt.as_ptr() as *const libc::c_void,
+                pkt.len(),
+                0,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        assert_eq!(
+            n,
+            pkt.len() as isize,
+            "sendto {to}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// What arrived: (IP source, IP destination, source port, destination port, verification
+    /// tag, first chunk type, its initiate tag); `None` when nothing came before the deadline.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Got {
+        pub src: Ipv4Addr,
+        pub dst: Ipv4Addr,
+        pub sport: u16,
+        pub dport: u16,
+        pub vtag: u32,
+        pub chunk: u8,
+        pub init_tag: u32,
+    }
+
+    pub fn recv(fd: &OwnedFd) -> Option<Got> {
+        let mut buf = [0u8; 2048];
+        // SAFETY: valid fd and buffer of the length passed.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n <= 0 {
+            return None;
+        }
+        let b = &buf[..n as usize];
+        let ihl = (b[0] & 0x0f) as usize * 4;
+        let s = &b[ihl..];
+        let be16 = |o: usize| u16::from_be_bytes([s[o], s[o + 1]]);
+        let be32 = |o: usize| u32::from_be_bytes([s[o], s[o + 1], s[o + 2], s[o + 3]]);
+        Some(Got {
+            src: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
+            dst: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+            sport: be16(0),
+            dport: be16(2),
+            vtag: be32(4),
+            chunk: s[12],
+            init_tag: be32(16),
+        })
+    }
+}
+
+/// A ClusterIP Service with protocol SCTP: an association's first two packets (INIT from the
+/// client, INIT ACK from the endpoint) cross the proxy's DNAT and the reverse NAT, from off the
+/// node and from a pod on the same bridge; with no endpoints nothing reaches the pod.
+#[test]
+fn sctp_cluster_ip_is_translated_both_ways() {
+    let Some(t) = Topo::new("sctp_cluster_ip", 2) else {
+        return;
+    };
+    const CIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 20);
+    let svc = service(json!({
+        "metadata": {"name": "assoc", "namespace": "default"},
+        "spec": {"clusterIP": CIP.to_string(), "type": "ClusterIP",
+                 "ports": [{"name": "m3ua", "port": 2905, "targetPort": 7777, "protocol": "SCTP"}]}
+    }));
+    let eps = slice(
+        "default",
+        "assoc",
+        &[("m3ua", 7777, "SCTP")],
+        &[(t.pod_ip(0), NODE, true, true, false)],
+    );
+    apply(
+        &t,
+        ruleset(std::slice::from_ref(&svc), &[eps], &node_info()),
+    );
+    let server = in_ns(t.pod_ns(0), sctp::socket);
+    for (i, from) in [t.client.clone(), t.pod_ns(1).to_string()]
+        .iter()
+        .enumerate()
+    {
+        let client = in_ns(from, sctp::socket);
+        let (sport, tag) = (40000 + i as u16, 0x1122_3340 + i as u32);
+        sctp::send(&client, CIP, &sctp::packet(sport, 2905, 0, sctp::INIT, tag));
+        // the endpoint gets the INIT at its own address and target port
+        let got = sctp::recv(&server).unwrap_or_else(|| panic!("from {from}: no INIT at the pod"));
+        assert_eq!(
+            (got.dst, got.dport, got.chunk, got.init_tag),
+            (t.pod_ip(0), 7777, sctp::INIT, tag),
+            "from {from}: {got:?}"
+        );
+        // ... and answers whoever it saw (masqueraded: off-cluster and same-bridge clients)
+        sctp::send(
+            &server,
+            got.src,
+            &sctp::packet(7777, got.sport, tag, sctp::INIT_ACK, 0x5566_7780 + i as u32),
+        );
+        let back = sctp::recv(&client).unwrap_or_else(|| panic!("from {from}: no INIT ACK"));
+        assert_eq!(
+            back,
+            sctp::Got {
+                src: CIP,
+                dst: back.dst,
+                sport: 2905,
+                dport: sport,
+                vtag: tag,
+                chunk: sctp::INIT_ACK,
+                init_tag: 0x5566_7780 + i as u32,
+            },
+            "from {from}: the reply comes from the ClusterIP and Service port"
+        );
+    }
+    // no endpoints: nothing is translated to the pod
+    let none = slice("default", "assoc", &[("m3ua", 7777, "SCTP")], &[]);
+    apply(&t, ruleset(&[svc], &[none], &node_info()));
+    let client = in_ns(&t.client, sctp::socket);
+    sctp::send(&client, CIP, &sctp::packet(40100, 2905, 0, sctp::INIT, 7));
+    assert_eq!(sctp::recv(&server), None);
+}
+
 #[test]
 fn terminating_endpoints_only_when_none_ready() {
     let Some(t) = Topo::new("terminating_fallback", 2) else {

@@ -3,17 +3,19 @@
 //! The output is a Flatcar (CoreOS Container Linux) cloud-config holding the systemd units that
 //! install and run the node agent, the CNI configuration, the master's static pods and the PKI.
 
+pub mod ignition;
 pub mod pki;
 pub mod redact;
 pub mod templates;
 pub mod userdata;
 
+pub use ignition::IgnitionError;
 pub use pki::{ApiServerNames, BootstrapToken, Pki, PkiError};
 pub use redact::Redactor;
 pub use templates::{TemplateError, Templates};
 pub use userdata::{encode_user_data, UserData, UserDataError};
 
-use rktup_config::{ClusterSettings, ContainedNetwork, NetworkProvider, NodeAgent};
+use rktup_config::{BootFormat, ClusterSettings, ContainedNetwork, NetworkProvider, NodeAgent};
 use rktup_node_contract::AgentConfig;
 use serde::Serialize;
 
@@ -56,7 +58,8 @@ impl Role {
     }
 }
 
-/// How nodes reach the master's API server; each provider knows its own.
+/// How nodes reach the master's API server, and where the cluster's machines fetch from; each
+/// provider knows its own.
 #[derive(Debug, Clone, Serialize)]
 pub struct MasterEndpoint {
     /// The master's instance name.
@@ -66,6 +69,107 @@ pub struct MasterEndpoint {
     /// The master's private address when the provider fixes it in advance.
     pub internal_ip: Option<String>,
     pub port: u16,
+    /// The cluster's staging bucket, when it has one (cloud providers): the master fetches its
+    /// private keys from it instead of carrying them in user-data (issue 16).
+    pub staging: Option<Staging>,
+}
+
+/// Who a machine is to the staging bucket: `rktup-fetch`'s AUTH argument
+/// (`templates/scripts/rktup-fetch.sh.tera`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FetchAuth {
+    /// A plain GET (a URL the user gave).
+    None,
+    /// The instance's service-account token from the GCE metadata server, as `Bearer`.
+    Gce,
+    /// The instance profile's role credentials from IMDSv2, the GET signed with SigV4.
+    Aws { region: String },
+}
+
+impl FetchAuth {
+    pub fn arg(&self) -> String {
+        match self {
+            FetchAuth::None => "none".into(),
+            FetchAuth::Gce => "gce".into(),
+            FetchAuth::Aws { region } => format!("aws:{region}"),
+        }
+    }
+}
+
+/// The cluster's staging bucket as its machines read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Staging {
+    /// The URL of the bucket's objects, ending in `/`: an object's URL is this and its name
+    /// (`https://<bucket>.s3.<region>.amazonaws.com/`, `https://storage.googleapis.com/<bucket>/`).
+    pub base_url: String,
+    pub auth: FetchAuth,
+}
+
+impl Staging {
+    pub fn url(&self, object: &str) -> String {
+        format!("{}{object}", self.base_url)
+    }
+}
+
+/// The private keys a cloud master fetches from the staging bucket (as `pki-<file>`, readable
+/// by the master's identity only) instead of carrying them in user-data; certificates and the
+/// service-account public key stay in user-data (nothing secret in them).
+pub const MASTER_STAGED_KEYS: [&str; 8] = [
+    "ca.key",
+    "apiserver.key",
+    "apiserver-kubelet-client.key",
+    "controller-manager.key",
+    "scheduler.key",
+    "sa.key",
+    // kubeadm's admin.conf: what applies the bootstrap objects. No new power on a machine that
+    // holds the CA key.
+    "admin.key",
+    "kubelet.key",
+];
+
+/// The object prefix of the master's private keys in the staging bucket.
+pub const MASTER_PKI_PREFIX: &str = "pki-";
+
+/// The object name of the master's private key `file` (`pki-ca.key`: no `/`, which object
+/// URLs would have to encode).
+pub fn master_pki_object(file: &str) -> String {
+    format!("{MASTER_PKI_PREFIX}{file}")
+}
+
+/// What `up` uploads for the master before it boots: (object name, content), one per key of
+/// [`MASTER_STAGED_KEYS`].
+pub fn master_staged_objects(pki: &Pki) -> Vec<(String, String)> {
+    MASTER_STAGED_KEYS
+        .iter()
+        .map(|f| (master_pki_object(f), pki.get(f).to_string()))
+        .collect()
+}
+
+/// The sha256 of `text` in hex: what a machine checks a fetched object against.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How a machine fetches the binary `url`: with the bucket's credentials when the URL is an
+/// object of the staging bucket, else with a plain GET.
+pub fn binary_fetch_auth(staging: Option<&Staging>, url: &str) -> FetchAuth {
+    match staging {
+        Some(s) if url.starts_with(&s.base_url) => s.auth.clone(),
+        _ => FetchAuth::None,
+    }
+}
+
+/// One `rktup-fetch` command line's arguments, escaped for a systemd `ExecStart=`.
+fn fetch_args(auth: &FetchAuth, url: &str, dest: &str, sha256: &str, mode: &str) -> String {
+    [auth.arg().as_str(), url, dest, sha256, mode]
+        .iter()
+        .map(|a| systemd_arg(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl MasterEndpoint {
@@ -111,6 +215,10 @@ pub struct NodeConfig {
     pub role: Role,
     /// The whole cloud-config, `#cloud-config` first.
     pub cloud_config: String,
+    /// The same units and files as an Ignition spec 3 config (`ignition.rs`).
+    pub ignition: String,
+    /// Which of the two the machine's user-data carries (KUBE_NODE_BOOT_FORMAT).
+    pub boot_format: BootFormat,
     pub units: Vec<RenderedUnit>,
     pub files: Vec<RenderedFile>,
     /// The same rendering with its secrets replaced (what `render` prints by default).
@@ -132,6 +240,34 @@ impl NodeConfig {
     pub fn is_redacted(&self) -> bool {
         self.shown.is_none()
     }
+
+    /// What the machine's user-data carries: the cloud-config or the Ignition config, as
+    /// KUBE_NODE_BOOT_FORMAT says.
+    pub fn user_data(&self) -> &str {
+        match self.boot_format {
+            BootFormat::CloudConfig => &self.cloud_config,
+            BootFormat::Ignition => &self.ignition,
+        }
+    }
+}
+
+/// Where the user-data writes `rktup-fetch` (`templates/scripts/rktup-fetch.sh.tera`).
+pub const FETCH_SCRIPT: &str = "/opt/bin/rktup-fetch";
+
+/// What the master's first boot replaces with the bootstrap token's expiry (now + the TTL),
+/// so the token lives `BOOTSTRAP_TOKEN_TTL_HOURS` from the cluster's birth, as kubeadm's
+/// from `kubeadm init`, while the rendering stays a pure function of the settings.
+pub const TOKEN_EXPIRATION_PLACEHOLDER: &str = "@BOOTSTRAP_TOKEN_EXPIRATION@";
+
+/// The node bootstrap token's lifetime in hours (`BOOTSTRAP_TOKEN_TTL_HOURS`, kubeadm's 24 by
+/// default); 0: it never expires.
+pub fn token_ttl_hours(settings: &ClusterSettings) -> u64 {
+    settings
+        .rows
+        .iter()
+        .find(|r| r.name == "BOOTSTRAP_TOKEN_TTL_HOURS")
+        .and_then(|r| r.value.parse().ok())
+        .unwrap_or(24)
 }
 
 /// Paths on the node; fixed, as kube-up's were.
@@ -214,6 +350,16 @@ pub fn node_agent_config(
         // run the API server's static pods before any API answers).
         bootstrap_kubeconfig: (role == Role::Node).then(|| PATHS.bootstrap_kubeconfig.into()),
         rotate_certificates: role == Role::Node,
+        // The kubelet port as upstream kubelets run it (kubeadm's KubeletConfiguration): callers
+        // with a certificate of the cluster CA or a bearer token (TokenReview), each request
+        // authorized by a SubjectAccessReview on `nodes/<subresource>` — the API server's
+        // kubelet client through its `system:kubelet-api-admin` binding, no other node (issue
+        // 16). Nodes serve a certificate of the `kubernetes.io/kubelet-serving` signer,
+        // requested through the CSR API.
+        client_ca_file: Some(format!("{}/ca.crt", PATHS.pki).into()),
+        authorization_mode: "Webhook".into(),
+        authentication_token_webhook: true,
+        rotate_server_certificates: role == Role::Node,
         ..AgentConfig::default()
     }
 }
@@ -299,6 +445,19 @@ pub fn render_node_config(
 ) -> Result<NodeConfig, TemplateError> {
     let mut ctx = base_context(settings, role, master);
     ctx.insert("binary", binary);
+    // The binary through `rktup-fetch`: with the machine's bucket credentials when it is the
+    // staging bucket's object (no pre-signed URL to expire in a launch template).
+    let binary_auth = binary_fetch_auth(master.staging.as_ref(), &binary.url);
+    ctx.insert(
+        "binary_fetch",
+        &fetch_args(
+            &binary_auth,
+            &binary.url,
+            "/opt/bin/rktup",
+            &binary.sha256,
+            "0755",
+        ),
+    );
 
     let unit =
         |name: &str, template: &str, ctx: &tera::Context| -> Result<RenderedUnit, TemplateError> {
@@ -337,16 +496,34 @@ pub fn render_node_config(
         ],
     };
 
-    let mut files = Vec::new();
+    let mut files = vec![RenderedFile {
+        path: FETCH_SCRIPT.into(),
+        permissions: "0755".into(),
+        content: templates.render("scripts/rktup-fetch.sh.tera", &ctx)?,
+    }];
     let pem = |name: &str, mode: &str| RenderedFile {
         path: format!("{}/{name}", PATHS.pki),
         permissions: mode.to_string(),
         content: pki.get(name).to_string(),
     };
     files.push(pem("ca.crt", "0644"));
+    // The master's private keys: fetched from the staging bucket at boot, each checked by the
+    // sha256 written here (a hash is not a secret), or, without a bucket (`render local`), as
+    // files.
+    let mut key_fetches = Vec::new();
+    let mut master_key = |files: &mut Vec<RenderedFile>, name: &str| match &master.staging {
+        Some(staging) => key_fetches.push(fetch_args(
+            &staging.auth,
+            &staging.url(&master_pki_object(name)),
+            &format!("{}/{name}", PATHS.pki),
+            &sha256_hex(pki.get(name)),
+            "0600",
+        )),
+        None => files.push(pem(name, "0600")),
+    };
     if role == Role::Master {
         files.push(pem("kubelet.crt", "0644"));
-        files.push(pem("kubelet.key", "0600"));
+        master_key(&mut files, "kubelet.key");
     }
     let kubeconfig = |path: &str,
                       user: &str,
@@ -419,14 +596,11 @@ pub fn render_node_config(
             "admin.crt",
             "admin.key",
         ] {
-            files.push(pem(
-                name,
-                if name.ends_with(".key") {
-                    "0600"
-                } else {
-                    "0644"
-                },
-            ));
+            if name.ends_with(".key") {
+                master_key(&mut files, name);
+            } else {
+                files.push(pem(name, "0644"));
+            }
         }
         for (file, user) in [
             ("controller-manager", "system:kube-controller-manager"),
@@ -448,10 +622,18 @@ pub fn render_node_config(
         let mut c = ctx.clone();
         c.insert("token_id", &token.id);
         c.insert("token_secret", &token.secret);
+        c.insert("token_expires", &(token_ttl_hours(settings) > 0));
+        c.insert("token_expiration_placeholder", TOKEN_EXPIRATION_PLACEHOLDER);
         files.push(RenderedFile {
             path: format!("{}/bootstrap/node-bootstrap.yaml", PATHS.kubernetes),
             permissions: "0600".into(),
             content: templates.render("bootstrap/node-bootstrap.yaml.tera", &c)?,
+        });
+        // What the API server's kubelet client may do on the kubelet ports (issue 16).
+        files.push(RenderedFile {
+            path: format!("{}/bootstrap/apiserver-kubelet.yaml", PATHS.kubernetes),
+            permissions: "0644".into(),
+            content: templates.render("bootstrap/apiserver-kubelet.yaml.tera", &ctx)?,
         });
         // What the nodes' service proxy and DNS read (issue 14), applied with the above.
         files.push(RenderedFile {
@@ -474,6 +656,28 @@ pub fn render_node_config(
         }
     }
 
+    let mut units = units;
+    if role == Role::Master {
+        // Before the agent starts the static pods that read them (`Before=kubelet.service`;
+        // listed first, so cloud-init starts it first).
+        let mut c = ctx.clone();
+        c.insert("key_fetches", &key_fetches);
+        c.insert("token_ttl_hours", &token_ttl_hours(settings));
+        c.insert("token_expiration_placeholder", TOKEN_EXPIRATION_PLACEHOLDER);
+        c.insert(
+            "node_bootstrap",
+            &format!("{}/bootstrap/node-bootstrap.yaml", PATHS.kubernetes),
+        );
+        units.insert(
+            0,
+            unit(
+                "rktup-master-secrets.service",
+                "units/rktup-master-secrets.service.tera",
+                &c,
+            )?,
+        );
+    }
+
     let cloud_config = |units: &[RenderedUnit], files: &[RenderedFile]| {
         let mut doc = ctx.clone();
         doc.insert("units", units);
@@ -486,6 +690,8 @@ pub fn render_node_config(
     let shown = NodeConfig {
         role,
         cloud_config: cloud_config(&shown_units, &shown_files)?,
+        ignition: ignition::render(&shown_units, &shown_files)?,
+        boot_format: settings.boot_format,
         units: shown_units,
         files: shown_files,
         shown: None,
@@ -493,6 +699,8 @@ pub fn render_node_config(
     Ok(NodeConfig {
         role,
         cloud_config: cloud_config(&units, &files)?,
+        ignition: ignition::render(&units, &files)?,
+        boot_format: settings.boot_format,
         units,
         files,
         shown: Some(Box::new(shown)),

@@ -51,7 +51,10 @@ const CLIENTS: &[Identity] = &[
     Identity {
         file: "apiserver-kubelet-client",
         common_name: "kube-apiserver-kubelet-client",
-        organization: Some("system:masters"),
+        // No group: RBAC's `kube-apiserver-kubelet-api-admin` binding (the master's first-boot
+        // `apiserver-kubelet.yaml`) gives it `system:kubelet-api-admin` — the kubelet API and
+        // nothing else, not `system:masters` (issue 16).
+        organization: None,
         server: false,
     },
     Identity {

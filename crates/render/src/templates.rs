@@ -23,6 +23,8 @@ pub enum TemplateError {
     },
     #[error("failed to render {name}: {message}")]
     Render { name: String, message: String },
+    #[error("failed to render the Ignition config: {0}")]
+    Ignition(#[from] crate::ignition::IgnitionError),
 }
 
 pub struct Templates {

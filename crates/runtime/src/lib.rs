@@ -17,6 +17,7 @@ pub mod image;
 pub mod kubenet;
 pub(crate) mod logs;
 pub mod manifest;
+pub mod pidfd;
 pub mod pod;
 pub mod runtime;
 pub mod stage1;

@@ -214,6 +214,29 @@ fn map_host_paths(
     moved.then_some(pod)
 }
 
+/// What [`Runtime::kill_all`] does with the pods' network attachments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkTeardown {
+    /// DEL for each, as a pod's own removal does.
+    Each,
+    /// The node's network namespace is deleted right after: the in-process kubenet's
+    /// attachments (host veths, its nftables table) go with it and their addresses with the
+    /// node's root, so they get no DEL (each took the IPAM lock and a veth deletion in turn);
+    /// networks of CNI plugin binaries still get theirs, their state may live elsewhere.
+    WithNode,
+}
+
+/// Whether the pod's network is the in-process kubenet alone (no plugin binary).
+fn in_process_network(plan: &PodPlan) -> bool {
+    plan.network.as_ref().is_some_and(|n| {
+        !n.network.plugins.is_empty()
+            && n.network.plugins.iter().all(|p| {
+                p.get("type").and_then(serde_json::Value::as_str)
+                    == Some(crate::kubenet::PLUGIN_TYPE)
+            })
+    })
+}
+
 /// One pod as found on disk.
 #[derive(Debug, Clone)]
 pub struct PodEntry {
@@ -572,6 +595,26 @@ impl Runtime {
         Ok(())
     }
 
+    /// [`Runtime::finish_stopped`] for a killed pod of a node being torn down whose network
+    /// is owed no DEL: its cgroups go and it is recorded as exited, while what is mounted
+    /// under its directory is left to the caller, which unmounts the node's whole root at once
+    /// (100 pods each reading the mount table and unmounting their own took most of `down`'s
+    /// pods step).
+    fn finish_killed(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
+        let mut st = read_status(&entry.dir)?;
+        if st.state != PodState::Exited && st.state != PodState::Refused {
+            if let Some(pid) = st.infra_pid {
+                crate::stage1::sys::kill(pid, libc::SIGKILL);
+            }
+            crate::stage1::remove_pod_cgroups(&entry.plan);
+            st.state = PodState::Exited;
+            st.finished_at = Some(util::now_secs());
+            st.reason.get_or_insert_with(|| "Killed".into());
+            write_status(&entry.dir, &st)?;
+        }
+        Ok(())
+    }
+
     /// Kill one running container the way kubelet kills a container it is going to restart
     /// (liveness or startup probe failure): SIGTERM to its first process, then SIGKILL to
     /// everything in its cgroup once `grace` is over. The supervisor sees it exit and restarts it
@@ -654,6 +697,88 @@ impl Runtime {
     pub fn remove_now(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
         self.kill(entry)?;
         self.delete_dir(entry)
+    }
+
+    /// Kills every pod in `pods` at once, as the teardown of a whole node needs (`local down`):
+    /// SIGKILL to every supervisor and every process of the pods' cgroups together, waited for
+    /// through pidfds (no grace, no polling interval); again for whatever a dying supervisor
+    /// started meanwhile; then, several pods at a time, their cgroups are removed. A pod owed
+    /// a network DEL gets it and its host resources are released as [`Runtime::kill`] does;
+    /// with [`NetworkTeardown::WithNode`] the in-process kubenet attachments are owed none:
+    /// they go with the node's network namespace. The pods' directories stay, with what else
+    /// is mounted under them (the pinned network namespace, memory volumes): the caller
+    /// unmounts and removes the node's root. One result per pod, in `pods`' order.
+    pub fn kill_all(
+        &self,
+        pods: &[PodEntry],
+        net: NetworkTeardown,
+    ) -> Vec<Result<(), RuntimeError>> {
+        use crate::pidfd::{self, Pidfd};
+        reap_children();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let supervisors: Vec<Pidfd> = pods
+            .iter()
+            .filter_map(|p| read_status(&p.dir).ok())
+            .filter_map(|st| Pidfd::open(st.supervisor_pid, Some(st.supervisor_start)))
+            .collect();
+        // Supervisors first, so none starts a container again.
+        for s in &supervisors {
+            s.signal(libc::SIGKILL);
+        }
+        let groups: Vec<Box<dyn crate::cgroups::CgroupManager>> = pods
+            .iter()
+            .flat_map(|p| {
+                let pod = p.plan.cgroup_path();
+                std::iter::once(pod.clone()).chain(
+                    p.plan
+                        .all_containers()
+                        .map(move |c| format!("{pod}/{}", c.name)),
+                )
+            })
+            .map(|rel| crate::cgroups::create_cgroup_manager(&rel))
+            .collect();
+        let mut waiting = supervisors;
+        loop {
+            let procs: Vec<Pidfd> = groups
+                .iter()
+                .flat_map(|g| g.pids())
+                .filter_map(|pid| Pidfd::open(pid, None))
+                .collect();
+            let none = procs.is_empty();
+            waiting.extend(procs);
+            waiting = pidfd::kill_all(waiting, deadline);
+            reap_children();
+            if none || Instant::now() >= deadline {
+                break;
+            }
+        }
+        // What a pod holds on the host, several pods at a time (their cgroups, mounts and,
+        // unless they go with the node, network attachments).
+        let workers = pods.len().clamp(1, 32);
+        let mut results: Vec<Option<Result<(), RuntimeError>>> =
+            (0..pods.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let chunk = pods.len().div_ceil(workers).max(1);
+            for (pods, out) in pods.chunks(chunk).zip(results.chunks_mut(chunk)) {
+                scope.spawn(move || {
+                    for (p, o) in pods.iter().zip(out.iter_mut()) {
+                        let del_owed = p.dir.join("net-added").exists()
+                            && !(net == NetworkTeardown::WithNode && in_process_network(&p.plan));
+                        *o = Some(if del_owed {
+                            self.finish_stopped(p)
+                        } else {
+                            self.finish_killed(p)
+                        });
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(RuntimeError::Container("teardown thread panicked".into())))
+            })
+            .collect()
     }
 
     /// Stop (if needed) and delete a pod's directory.

@@ -1,7 +1,8 @@
 //! The in-process kubenet datapath, with no binary at all (no `ip`, `iptables`, `nft` or CNI
 //! plugin): a node namespace, two pod namespaces and a "metadata server" namespace made with
 //! rktup-netlink; `kubenet::add` for both pods (one with a hostPort); real TCP between them
-//! (pod to pod, node to pod, hostPort from the node, from another pod and from the pod itself),
+//! (pod to pod, node to pod, hostPort from the node — on its address and on 127.0.0.1 —, from
+//! another pod and from the pod itself),
 //! the metadata address reachable from the node (hostNetwork) but not from a pod; then DEL leaves
 //! no veth, no address reservation and no nftables table. Needs root; touches nothing outside
 //! its own namespaces.
@@ -174,6 +175,11 @@ fn pods_reach_each_other_and_host_ports_metadata_is_blocked_and_del_cleans_up() 
     );
     assert_eq!(
         fetch(&node, at(gw, 18080)).expect("node -> hostPort"),
+        "pod-a"
+    );
+    // On the node's loopback too (kind and kubelet's portmap serve hostPorts on 127.0.0.1).
+    assert_eq!(
+        fetch(&node, at(Ipv4Addr::LOCALHOST, 18080)).expect("node -> hostPort on 127.0.0.1"),
         "pod-a"
     );
     assert_eq!(

@@ -3,12 +3,10 @@
 //! or such a node joined to a control plane in this process ([`ClusterNode`]).
 
 use crate::{free_port, unique, wait_for, Images, Registry};
-use rktup_agent::kubelet::probes::NoVerify;
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The kit's own helpers these tests use beside the node.
@@ -709,26 +707,17 @@ pub fn call_with(
     client: Option<(&str, &str)>,
     headers: &[(&str, &str)],
 ) -> Result<Answer, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
-    let cfg = match client {
-        Some((cert, key)) => {
-            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| e.to_string())?
-        }
-        None => builder.with_no_client_auth(),
-    };
+    // The kubelet port as the API server without --kubelet-certificate-authority calls it: its
+    // serving certificate is not verified (tests read it from the answer).
+    let mut tls = rktup_tls::ClientTls::insecure(rktup_tls::Insecure::NoKubeletCa);
+    if let Some((cert, key)) = client {
+        tls = tls
+            .with_client_pem("the test's client", cert.as_bytes(), key.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = tls.build().map_err(|e| e.to_string())?;
     let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;

@@ -1,5 +1,8 @@
 //! A control plane on 127.0.0.1 with a free port and a temp data dir, the real kubectl, kube-rs
-//! clients, a stand-in kubelet log endpoint and a stand-in node agent.
+//! clients, a stand-in kubelet log endpoint and a stand-in node agent; the metrics.k8s.io test
+//! server ([`metrics_apiserver`]).
+
+pub mod metrics_apiserver;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -136,6 +139,20 @@ impl Cluster {
     /// kubectl with `yaml` on its stdin, that must succeed; returns stdout.
     pub async fn apply_stdin(&self, args: &[&str], yaml: &str) -> String {
         succeeded(args, self.kubectl_stdin(args, Some(yaml)).await)
+    }
+
+    /// `kubectl apply` of a new CRD (it must be `created`), then waits (10s) until it is
+    /// Established.
+    pub async fn install_crd(&self, crd: &serde_json::Value) {
+        let out = self
+            .apply_stdin(&["apply", "-f", "-"], &crd.to_string())
+            .await;
+        assert!(out.contains("created"), "{out}");
+        let name = crd["metadata"]["name"].as_str().expect("the CRD's name");
+        self.ok_line(&format!(
+            "wait --for condition=established --timeout=10s crd/{name}"
+        ))
+        .await;
     }
 
     pub async fn client_for(&self, user: &str, cred: &Credential) -> kube::Client {
@@ -356,4 +373,78 @@ pub async fn fake_kubelet() -> u16 {
         }
     });
     port
+}
+
+/// The CronTab CustomResourceDefinition of the Kubernetes docs ("Extend the Kubernetes API with
+/// CustomResourceDefinitions" and "Versions in CustomResourceDefinitions", kubernetes/website,
+/// CC BY 4.0) as the CRD suites (`crds.rs`, `openapi_crd.rs`) start from it: group
+/// stable.example.com, namespaced, short name `ct`; the storage version v1 (`spec.cronSpec`
+/// with the docs' pattern, `image`, `replicas` 1 to 10 defaulting to 1; `status.replicas` and
+/// `status.labelSelector`; the status and scale subresources) and a served v1beta1 whose schema
+/// (an object) each suite gives. JSON, which kubectl reads as YAML too.
+pub fn crontab_crd() -> serde_json::Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "crontabs.stable.example.com"},
+        "spec": {
+            "group": "stable.example.com",
+            "scope": "Namespaced",
+            "names": {
+                "plural": "crontabs",
+                "singular": "crontab",
+                "kind": "CronTab",
+                "shortNames": ["ct"],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": true,
+                    "storage": true,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {
+                                    "cronSpec": {
+                                        "type": "string",
+                                        "pattern": r"^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$",
+                                    },
+                                    "image": {"type": "string"},
+                                    "replicas": {
+                                        "type": "integer",
+                                        "minimum": 1,
+                                        "maximum": 10,
+                                        "default": 1,
+                                    },
+                                },
+                            },
+                            "status": {
+                                "type": "object",
+                                "properties": {
+                                    "replicas": {"type": "integer"},
+                                    "labelSelector": {"type": "string"},
+                                },
+                            },
+                        },
+                    }},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.labelSelector",
+                        },
+                    },
+                },
+                {
+                    "name": "v1beta1",
+                    "served": true,
+                    "storage": false,
+                    "schema": {"openAPIV3Schema": {"type": "object"}},
+                },
+            ],
+        },
+    })
 }

@@ -19,6 +19,8 @@ pub mod agent;
 pub mod aws;
 #[cfg(feature = "controlplane")]
 pub mod controlplane;
+#[cfg(feature = "local")]
+pub mod local;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 

@@ -63,6 +63,10 @@ pub enum Insecure {
     ProxyTransport,
     /// A kubeconfig's `insecure-skip-tls-verify: true` (client-go's `Insecure`).
     KubeconfigSkipVerify,
+    /// metrics-server's `--kubelet-insecure-tls` (its kubelet client skips verifying the
+    /// kubelets' serving certificates). rktup runs no metrics-server: the test kit's
+    /// metrics.k8s.io server, which scrapes kubelets as metrics-server does, uses it.
+    MetricsServerKubeletInsecureTls,
 }
 
 impl Insecure {
@@ -75,6 +79,7 @@ impl Insecure {
             Insecure::NoKubeletCa => "kube-apiserver without --kubelet-certificate-authority",
             Insecure::ProxyTransport => "kube-apiserver's proxy transport",
             Insecure::KubeconfigSkipVerify => "the kubeconfig's insecure-skip-tls-verify",
+            Insecure::MetricsServerKubeletInsecureTls => "metrics-server's --kubelet-insecure-tls",
         }
     }
 }
@@ -365,10 +370,10 @@ impl ClientTls {
     }
 }
 
-/// The accept-any verifier as a type, for test kits that build their own rustls configurations
-/// (the agent's re-exports it as `rktup_agent::kubelet::probes::NoVerify`). rktup's own code
-/// uses [`ClientTls::insecure`], which names why.
-pub mod danger {
+/// The accept-any verifier as a type, for this crate's tests that build their own rustls
+/// configurations. Everything else uses [`ClientTls::insecure`], which names why.
+#[cfg(test)]
+pub(crate) mod danger {
     use super::verify::ServerVerifier;
     use super::Insecure;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -68,6 +68,8 @@ pub struct Clients {
     pub asg: aws_sdk_autoscaling::Client,
     pub s3: aws_sdk_s3::Client,
     pub elb: aws_sdk_elasticloadbalancing::Client,
+    /// The machines' roles and instance profiles (`iam.rs`).
+    pub iam: aws_sdk_iam::Client,
     pub retry: RetryPolicy,
     pub region: String,
     /// Set when AWS_ENDPOINT_URL (or an explicit endpoint) points somewhere else than AWS.
@@ -105,6 +107,7 @@ impl Clients {
             asg: aws_sdk_autoscaling::Client::new(&conf),
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
+            iam: aws_sdk_iam::Client::new(&conf),
             retry,
             region: region.to_string(),
             endpoint,

@@ -299,7 +299,8 @@ impl Inventory<'_> {
         Ok(out)
     }
 
-    /// Classic load balancers Services made (kubernetes#25503) and the staging bucket.
+    /// Classic load balancers Services made (kubernetes#25503), the staging bucket and the
+    /// machines' IAM identities.
     async fn elsewhere(&self) -> Result<Vec<Found>, Error> {
         let mut out = Vec::new();
         let elb = &self.c.elb;
@@ -357,6 +358,10 @@ impl Inventory<'_> {
                 out.push(found("s3-bucket", &self.bucket, Some(&self.bucket), ""));
             }
         }
+        // The machines' IAM roles and instance profiles, by their names (iam.rs).
+        for id in crate::iam::find(self.c, self.cluster).await? {
+            out.push(found("iam-instance-profile", &id.name, Some(id.role), ""));
+        }
         Ok(out)
     }
 }
@@ -368,6 +373,8 @@ pub const DELETE_ORDER: &[&str] = &[
     "instance",
     "elastic-ip",
     "launch-template",
+    // Once no instance runs with it.
+    "iam-instance-profile",
     "key-pair",
     "volume",
     "security-group",
@@ -676,6 +683,14 @@ impl Deleter<'_> {
                 .await
                 .map(|_| ()),
             "s3-bucket" => self.empty_and_delete_bucket(id).await,
+            "iam-instance-profile" => {
+                let role = if f.name == "master" { "master" } else { "node" };
+                let identity = crate::iam::FoundIdentity {
+                    name: id.to_string(),
+                    role,
+                };
+                crate::iam::delete(self.c, &identity).await
+            }
             other => Err(Error::new(format!("no way to delete a {other}"))),
         };
         match r {

@@ -52,6 +52,8 @@ pub struct Keys {
     master_image: Key<String>,
     node_image: Key<String>,
     master: Key<String>,
+    master_profile: Key<String>,
+    node_profile: Key<String>,
 }
 
 /// Reads a node's output from a node's inputs or from a finished run.
@@ -102,6 +104,8 @@ impl Keys {
             master_image: o.read(self.master_image),
             node_image: o.read(self.node_image),
             master: o.read(self.master),
+            master_profile: o.read(self.master_profile),
+            node_profile: o.read(self.node_profile),
         }
     }
 }
@@ -170,6 +174,30 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
     };
     let master_image = image("master", &a.master_image);
     let node_image = image("node", &a.node_image);
+    // Who the machines are to the staging bucket (iam.rs): a role and instance profile each.
+    let mut identity = |role: &'static str, detail: &'static str| {
+        g.add(
+            resource(
+                "iam-instance-profile",
+                crate::iam::identity_name(&a.region, &s.name, role),
+            )
+            .with_detail(detail),
+            &[],
+            move |cx: &'a Ctx<'a>, _| {
+                Box::pin(async move {
+                    let bucket = cx.cl.aws.staging_bucket();
+                    Ok(Done::shown(
+                        crate::iam::identity(&cx.cl.c, &s.name, role, &bucket).await?,
+                    ))
+                })
+            },
+        )
+    };
+    let master_profile = identity(
+        "master",
+        "role + profile: s3:GetObject on the binaries and pki-*",
+    );
+    let node_profile = identity("node", "role + profile: s3:GetObject on the binaries");
 
     // Inside the VPC, and the binary in the bucket.
     let mut network: Vec<Dep> = Vec::new();
@@ -232,8 +260,8 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
     };
     let sg_master = security_group("sg-master", "kubernetes-master");
     let sg_node = security_group("sg-node", "kubernetes-minion");
-    // The binary's pre-signed URL, recorded in `state.json` before anything is rendered:
-    // `render_boot` reads it from there, as `rktup render aws` does.
+    // The binary's URL, recorded in `state.json` before anything is rendered: `render_boot`
+    // reads it from there, as `rktup render aws` does.
     let binary_url = g.add(
         resource("s3-object", format!("{}/{object}", aws.staging_bucket()))
             .with_detail("the rktup binary, sha256-checked by nodes"),
@@ -290,16 +318,42 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
         move |cx, i| Box::pin(async move { render(cx, &i.get(eip).1).map(|b| Done::new(b, "")) }),
     );
 
+    // The master's private keys in the bucket, where its user-data says (by hash) to get them.
+    let pki_objects = g.add(
+        resource(
+            "s3-objects",
+            format!(
+                "{}/{}*",
+                aws.staging_bucket(),
+                rktup_render::MASTER_PKI_PREFIX
+            ),
+        )
+        .with_detail("the master's private keys, for its instance profile alone"),
+        &[bucket.into(), boot.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let n = cx
+                    .cl
+                    .stage_master_pki(&cx.cl.aws.staging_bucket(), &i.get(boot).pki)
+                    .await?;
+                Ok(Done::new((), format!("{n} keys")))
+            })
+        },
+    );
+
     // The master once everything around it exists (the subnet with public addresses, the
-    // VPC's DNS and DHCP options, the default route and the rules: the way out and in).
+    // VPC's DNS and DHCP options, the default route and the rules: the way out and in), its
+    // identity and its keys.
     let mut needs = network.clone();
-    needs.extend::<[Dep; 6]>([
+    needs.extend::<[Dep; 8]>([
         vpc.into(),
         sg_master.into(),
         key_pair.into(),
         master_image.into(),
         eip.into(),
         boot.into(),
+        master_profile.into(),
+        pki_objects.into(),
     ]);
     let master = g.add(
         resource("instance", name("master")).with_detail(format!(
@@ -322,6 +376,7 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
                     sg_master: i.read(sg_master),
                     key_name: i.read(key_pair),
                     master_image: i.read(master_image),
+                    master_profile: i.read(master_profile),
                     eip_alloc,
                     eip,
                     ..Made::default()
@@ -349,6 +404,7 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
             key_pair.into(),
             node_image.into(),
             boot.into(),
+            node_profile.into(),
         ],
         move |cx, i| {
             Box::pin(async move {
@@ -356,6 +412,7 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
                     sg_node: i.read(sg_node),
                     key_name: i.read(key_pair),
                     node_image: i.read(node_image),
+                    node_profile: i.read(node_profile),
                     ..Made::default()
                 };
                 Ok(Done::shown(
@@ -482,19 +539,23 @@ pub fn graph<'a>(aws: &'a Aws, options: &'a UpOptions, object: &str) -> (Graph<'
         master_image,
         node_image,
         master,
+        master_profile,
+        node_profile,
     };
     (g, keys)
 }
 
-/// Uploads the binary unless `state.json` says it is staged, then records its URL.
+/// Uploads the binary unless `state.json` says it is staged, then records its URL (the
+/// object's own: machines sign their GET with their instance profile's credentials).
 async fn stage(cx: &Ctx<'_>) -> Result<Done<String>, Error> {
     let (bucket, b) = (cx.cl.aws.staging_bucket(), &cx.binary);
+    let url = cx.cl.aws.staging().url(&b.key);
     let recorded = cx.state.load_recorded().map_err(|e| err(&e))?;
-    let (url, detail) = match (&recorded.binary_url, &recorded.binary_sha256) {
-        (Some(url), Some(rsha)) if *rsha == b.sha => (url.clone(), "staged before".to_string()),
+    let detail = match (&recorded.binary_url, &recorded.binary_sha256) {
+        (Some(u), Some(rsha)) if *rsha == b.sha && *u == url => "staged before".to_string(),
         _ => {
-            let url = cx.cl.stage(&bucket, &b.key, &b.path).await?;
-            (url, format!("sha256 {}", &b.sha[..12]))
+            cx.cl.stage(&bucket, &b.key, &b.path).await?;
+            format!("sha256 {}", &b.sha[..12])
         }
     };
     let mut recorded = cx.state.load_recorded().map_err(|e| err(&e))?;

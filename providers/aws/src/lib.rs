@@ -3,6 +3,7 @@
 pub mod cloud;
 pub mod down;
 pub mod graph;
+pub mod iam;
 pub mod up;
 
 use cloud::{Clients, Error, RetryPolicy};
@@ -124,6 +125,19 @@ impl Aws {
         master_ip(self.aws())
     }
 
+    /// The staging bucket as the cluster's machines read it: S3's virtual-hosted URLs, each GET
+    /// signed (SigV4) with the instance profile's role credentials.
+    pub fn staging(&self) -> rktup_render::Staging {
+        let region = self.aws().region.clone();
+        rktup_render::Staging {
+            base_url: format!(
+                "https://{}.s3.{region}.amazonaws.com/",
+                self.staging_bucket()
+            ),
+            auth: rktup_render::FetchAuth::Aws { region },
+        }
+    }
+
     pub fn staging_bucket(&self) -> String {
         format!("rktup-staging-{}-{}", self.aws().region, self.settings.name)
     }
@@ -141,18 +155,15 @@ impl ClusterProvider for Aws {
             host: ip.clone(),
             internal_ip: Some(ip),
             port: 443,
+            staging: Some(self.staging()),
         }
     }
 
     fn planned_binary(&self, sha256: &str) -> BinaryRef {
-        let a = self.aws();
         BinaryRef {
-            url: format!(
-                "https://{}.s3.{}.amazonaws.com/rktup-{}",
-                self.staging_bucket(),
-                a.region,
-                &sha256[..sha256.len().min(12)]
-            ),
+            url: self
+                .staging()
+                .url(&format!("rktup-{}", &sha256[..sha256.len().min(12)])),
             sha256: sha256.to_string(),
         }
     }
@@ -256,11 +267,10 @@ impl Aws {
     }
 
     async fn up_async(&self, options: &UpOptions) -> Result<(), UpError> {
-        use rktup_provider::boot::current_binary_sha256;
-
         let s = &self.settings;
         let err = |e: &dyn std::fmt::Display| Error::new(e.to_string());
-        let sha = current_binary_sha256().map_err(|e| err(&e))?;
+        // RKTUP_NODE_BINARY (e.g. the node build) when set, else the running binary.
+        let (path, sha) = rktup_provider::boot::node_binary(s).map_err(|e| err(&e))?;
         let cx = graph::Ctx {
             cl: up::Cluster {
                 aws: self,
@@ -271,7 +281,7 @@ impl Aws {
             state: rktup_provider::StateDir::for_cluster(s),
             binary: graph::Binary {
                 key: format!("rktup-{}", &sha[..sha.len().min(12)]),
-                path: std::env::current_exe().map_err(|e| err(&e))?,
+                path,
                 sha,
             },
         };

@@ -8,11 +8,13 @@ use crate::cloud::{
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, BlockDeviceMapping, DomainType, EbsBlockDevice, HttpTokensState,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
-    IpRange, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
-    LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
-    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateTagSpecificationRequest,
-    NewDhcpConfiguration, RequestLaunchTemplateData, ResourceType, UserIdGroupPair, VolumeType,
+    IamInstanceProfileSpecification, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceType, IpPermission, IpRange, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateTagSpecificationRequest, NewDhcpConfiguration, RequestLaunchTemplateData,
+    ResourceType, UserIdGroupPair, VolumeType,
 };
 use base64::Engine;
 use rktup_config::{AwsSettings, ClusterSettings};
@@ -38,7 +40,19 @@ pub struct Made {
     pub master_image: String,
     pub node_image: String,
     pub master: String,
+    /// The instance profiles of the master and of the nodes (`iam.rs`).
+    pub master_profile: String,
+    pub node_profile: String,
 }
+
+/// EC2 refuses a new instance profile for a few seconds after IAM made it (IAM is eventually
+/// consistent): "Value (...) for parameter iamInstanceProfile.name is invalid".
+const PROFILE_NOT_YET: &[&str] = &[
+    "InvalidParameterValue",
+    "InvalidInstanceID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidSubnetID.NotFound",
+];
 
 pub struct Cluster<'a> {
     pub aws: &'a crate::Aws,
@@ -622,7 +636,7 @@ impl Cluster<'_> {
         };
         let out = self
             .c
-            .retry_on("start the master", NOT_FOUND_YET, || {
+            .retry_on("start the master", PROFILE_NOT_YET, || {
                 ec2.run_instances()
                     .image_id(&m.master_image)
                     .instance_type(InstanceType::from(self.a.master_size.as_str()))
@@ -634,6 +648,11 @@ impl Cluster<'_> {
                     .security_group_ids(&m.sg_master)
                     .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
                     .metadata_options(imds_v2_instance())
+                    .iam_instance_profile(
+                        IamInstanceProfileSpecification::builder()
+                            .name(&m.master_profile)
+                            .build(),
+                    )
                     .client_token(&token)
                     .block_device_mappings(
                         BlockDeviceMapping::builder()
@@ -706,6 +725,11 @@ impl Cluster<'_> {
             .security_group_ids(&m.sg_node)
             .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
             .metadata_options(imds_v2_template())
+            .iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(&m.node_profile)
+                    .build(),
+            )
             .block_device_mappings(
                 LaunchTemplateBlockDeviceMappingRequest::builder()
                     .device_name("/dev/xvda")
@@ -971,8 +995,10 @@ impl Cluster<'_> {
         Ok(true)
     }
 
-    /// Uploads `binary` as `key` unless there, and returns a pre-signed URL for it.
-    pub async fn stage(&self, bucket: &str, key: &str, binary: &Path) -> Result<String, Error> {
+    /// Uploads `binary` as `key` unless there. Machines get it with their instance profile's
+    /// credentials (`rktup-fetch`, SigV4): no pre-signed URL, which lasts at most 7 days and
+    /// would be baked into the launch template that Auto Scaling reuses for ever.
+    pub async fn stage(&self, bucket: &str, key: &str, binary: &Path) -> Result<(), Error> {
         let s3 = &self.c.s3;
         if s3
             .head_object()
@@ -993,18 +1019,35 @@ impl Cluster<'_> {
                 .await
                 .map_err(|e| sdk_error("upload the rktup binary", e))?;
         }
-        let presign = aws_sdk_s3::presigning::PresigningConfig::expires_in(
-            std::time::Duration::from_secs(7 * 24 * 3600 - 60),
-        )
-        .map_err(|e| Error::new(e.to_string()))?;
-        let req = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .presigned(presign)
-            .await
-            .map_err(|e| sdk_error("pre-sign the binary's URL", e))?;
-        Ok(req.uri().to_string())
+        Ok(())
+    }
+
+    /// Uploads the master's private keys (`pki-<file>`), which its instance profile alone may
+    /// get; the master checks each against the sha256 in its user-data. Put every time: the
+    /// objects are the state directory's PKI.
+    pub async fn stage_master_pki(
+        &self,
+        bucket: &str,
+        pki: &rktup_render::Pki,
+    ) -> Result<usize, Error> {
+        let s3 = &self.c.s3;
+        let objects = rktup_render::master_staged_objects(pki);
+        let puts = objects.iter().map(|(key, content)| async move {
+            s3.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(aws_sdk_s3::primitives::ByteStream::from(
+                    content.as_bytes().to_vec(),
+                ))
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("upload the master's {key}"), e))
+        });
+        for r in futures_join_all(puts).await {
+            r?;
+        }
+        Ok(objects.len())
     }
 }
 

@@ -192,6 +192,7 @@ fn round_trip(sb: &mut Sandbox, moto: &Moto, rt: &tokio::runtime::Runtime, nodes
         ("launch-template", 1),
         ("auto-scaling-group", 1),
         ("s3-bucket", 1),
+        ("iam-instance-profile", 2),
         ("instance", 1 + nodes as usize),
     ]
     .into_iter()
@@ -297,6 +298,8 @@ fn round_trip(sb: &mut Sandbox, moto: &Moto, rt: &tokio::runtime::Runtime, nodes
         );
     });
 
+    identities_and_master_keys(sb, moto, rt, &c, &master.id);
+
     let state = sb.state_dir();
     assert!(state.join("pki/ca.key").is_file(), "{}", state.display());
     aws.down().expect("down");
@@ -306,6 +309,216 @@ fn round_trip(sb: &mut Sandbox, moto: &Moto, rt: &tokio::runtime::Runtime, nodes
     assert_eq!(counts(rt, &c), before, "the account differs from before up");
     let kc = std::fs::read_to_string(sb.kubeconfig()).unwrap_or_default();
     assert!(!kc.contains(&format!("name: rktup-aws-{name}")), "{kc}");
+}
+
+/// The master's private keys are objects of the staging bucket that only the master's role may
+/// get, each named in its user-data by URL and sha256; the nodes' role may get the binary
+/// alone. Read back from moto: the instance profiles on the master and the launch template,
+/// the roles' policies, the objects; then the rendered `rktup-fetch` gets a key from moto's
+/// S3 as a booting master would (IMDSv2 token → role credentials → SigV4 GET → sha256).
+fn identities_and_master_keys(
+    sb: &Sandbox,
+    moto: &Moto,
+    rt: &tokio::runtime::Runtime,
+    c: &Clients,
+    master_id: &str,
+) {
+    let settings = sb.settings();
+    let aws = rktup_aws::Aws::new(settings.clone());
+    let (name, bucket) = (settings.name.clone(), aws.staging_bucket());
+    let profile = |role| rktup_aws::iam::identity_name(REGION, &name, role);
+    let master_text = rendered(sb, rktup_render::Role::Master);
+    let node_text = rendered(sb, rktup_render::Role::Node);
+    for (role, text) in [("master", &master_text), ("node", &node_text)] {
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{role} user-data holds a key"
+        );
+        assert!(
+            !text.contains("X-Amz-"),
+            "{role} user-data holds a signed URL"
+        );
+    }
+    rt.block_on(async {
+        // Who the machines are.
+        let inst = c
+            .ec2
+            .describe_instances()
+            .instance_ids(master_id)
+            .send()
+            .await
+            .expect("describe the master");
+        let arn = inst.reservations()[0].instances()[0]
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .expect("the master's instance profile")
+            .to_string();
+        assert!(arn.ends_with(&format!("/{}", profile("master"))), "{arn}");
+        let lt = c
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_name(format!("{name}-minion-template"))
+            .send()
+            .await
+            .expect("launch template");
+        let lt_profile = lt.launch_template_versions()[0]
+            .launch_template_data()
+            .and_then(|d| d.iam_instance_profile())
+            .and_then(|p| p.name())
+            .expect("the nodes' instance profile");
+        assert_eq!(lt_profile, profile("node"));
+
+        // What each may get: the role in its profile, the role's policy.
+        let mut allowed = BTreeMap::new();
+        for role in ["master", "node"] {
+            let p = c
+                .iam
+                .get_instance_profile()
+                .instance_profile_name(profile(role))
+                .send()
+                .await
+                .expect("the instance profile");
+            let roles: Vec<String> = p
+                .instance_profile()
+                .map(|p| p.roles().iter().map(|r| r.role_name().to_string()).collect())
+                .unwrap_or_default();
+            assert_eq!(roles, vec![profile(role)], "{role}'s profile holds its role");
+            let policies = c
+                .iam
+                .list_role_policies()
+                .role_name(profile(role))
+                .send()
+                .await
+                .expect("list the role's policies");
+            assert_eq!(policies.policy_names(), [rktup_aws::iam::POLICY_NAME]);
+            let doc = c
+                .iam
+                .get_role_policy()
+                .role_name(profile(role))
+                .policy_name(rktup_aws::iam::POLICY_NAME)
+                .send()
+                .await
+                .expect("the role's policy");
+            let text = doc.policy_document().to_string();
+            // IAM hands documents back URL-encoded.
+            let text = percent_decode(&text);
+            let doc: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
+            let statements = doc["Statement"].as_array().expect("statements").clone();
+            assert_eq!(statements.len(), 1, "{doc}");
+            let st = &statements[0];
+            assert_eq!(st["Effect"], "Allow", "{doc}");
+            assert_eq!(st["Action"], serde_json::json!(["s3:GetObject"]), "{doc}");
+            let mut resources: Vec<String> = st["Resource"]
+                .as_array()
+                .expect("resources")
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            resources.sort();
+            allowed.insert(role, resources);
+        }
+        let arn = |key: &str| format!("arn:aws:s3:::{bucket}/{key}");
+        assert_eq!(allowed["master"], vec![arn("pki-*"), arn("rktup-*")]);
+        assert_eq!(allowed["node"], vec![arn("rktup-*")], "nodes get the binary only");
+
+        // The keys in the bucket are the PKI's, and the master's user-data names each by hash.
+        let pki = rktup_render::Pki::load(&sb.state_dir().join("pki")).expect("the PKI");
+        for file in rktup_render::MASTER_STAGED_KEYS {
+            let key = format!("pki-{file}");
+            let got = c
+                .s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e}"))
+                .body
+                .collect()
+                .await
+                .expect("the object's body")
+                .into_bytes();
+            assert_eq!(got.as_ref(), pki.get(file).as_bytes(), "{key}");
+            let line = format!(
+                "https://{bucket}.s3.{REGION}.amazonaws.com/{key} /etc/kubernetes/pki/{file} {} 0600",
+                rktup_render::sha256_hex(pki.get(file))
+            );
+            assert!(master_text.contains(&line), "no `{line}` in the master's user-data");
+            assert!(!node_text.contains(&key), "the node's user-data names {key}");
+        }
+    });
+
+    // The rendered fetcher, as the master runs it, against moto: moto serves the instance
+    // metadata (IMDSv2 token, the instance's role credentials) at its root.
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&master_text).expect("cloud-config");
+    let script = doc["write_files"]
+        .as_sequence()
+        .expect("write_files")
+        .iter()
+        .find(|f| f["path"].as_str() == Some("/opt/bin/rktup-fetch"))
+        .and_then(|f| f["content"].as_str())
+        .expect("/opt/bin/rktup-fetch in the master's user-data")
+        .to_string();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("rktup-fetch");
+    std::fs::write(&path, script).expect("write the script");
+    let pki = rktup_render::Pki::load(&sb.state_dir().join("pki")).expect("the PKI");
+    let fetch = |key: &str, sha: &str, dest: &std::path::Path| {
+        std::process::Command::new("sh")
+            .arg(&path)
+            .arg(format!("aws:{REGION}"))
+            // Path-style on moto, as the SDK's force_path_style; on AWS the virtual host.
+            .arg(format!("{}/{bucket}/{key}", moto.url))
+            .arg(dest)
+            .arg(sha)
+            .arg("0600")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &moto.url)
+            .env("RKTUP_FETCH_ATTEMPTS", "1")
+            .output()
+            .expect("run rktup-fetch")
+    };
+    let dest = dir.path().join("etc/kubernetes/pki/ca.key");
+    let sha = rktup_render::sha256_hex(pki.get("ca.key"));
+    let out = fetch("pki-ca.key", &sha, &dest);
+    assert!(
+        out.status.success(),
+        "rktup-fetch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&dest).expect("the fetched key"),
+        pki.get("ca.key")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A wrong hash never becomes the file.
+    let bad = dir.path().join("bad.key");
+    let out = fetch("pki-ca.key", &"0".repeat(64), &bad);
+    assert!(!out.status.success());
+    assert!(!bad.exists() && !dir.path().join("bad.key.download").exists());
+}
+
+/// IAM's policy documents come back percent-encoded (RFC 3986).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).expect("UTF-8 policy")
 }
 
 fn setup(name: &str) -> (Moto, tokio::runtime::Runtime, Sandbox) {

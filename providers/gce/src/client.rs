@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub const COMPUTE_DEFAULT: &str = "https://compute.googleapis.com/compute/v1/";
 pub const STORAGE_DEFAULT: &str = "https://storage.googleapis.com/storage/v1/";
+pub const IAM_DEFAULT: &str = "https://iam.googleapis.com/v1/";
 const SCOPES: &[&str] = &["https://www.googleapis.com/auth/cloud-platform"];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,8 @@ pub struct Endpoints {
     pub compute: String,
     /// Ends in `storage/v1/`; uploads go to the same root under `upload/storage/v1/`.
     pub storage: String,
+    /// Ends in `v1/` (CLOUDSDK_API_ENDPOINT_OVERRIDES_IAM): the master's service account.
+    pub iam: String,
 }
 
 impl Default for Endpoints {
@@ -99,6 +102,7 @@ impl Default for Endpoints {
         Endpoints {
             compute: COMPUTE_DEFAULT.into(),
             storage: STORAGE_DEFAULT.into(),
+            iam: IAM_DEFAULT.into(),
         }
     }
 }
@@ -116,7 +120,16 @@ impl Endpoints {
         Endpoints {
             compute: with_slash(compute.unwrap_or(COMPUTE_DEFAULT)),
             storage: with_slash(storage.unwrap_or(STORAGE_DEFAULT)),
+            iam: IAM_DEFAULT.into(),
         }
+    }
+
+    /// The IAM API at `iam` instead of Google's.
+    pub fn with_iam(mut self, iam: Option<&str>) -> Endpoints {
+        if let Some(i) = iam {
+            self.iam = with_slash(i);
+        }
+        self
     }
 
     pub fn upload(&self) -> String {
@@ -221,6 +234,11 @@ impl Client {
             "{}projects/{}/{}",
             self.endpoints.compute, self.project, path
         )
+    }
+
+    /// `projects/P/...` under the IAM endpoint.
+    pub fn iam(&self, path: &str) -> String {
+        format!("{}projects/{}/{}", self.endpoints.iam, self.project, path)
     }
 
     pub fn storage(&self, path: &str) -> String {

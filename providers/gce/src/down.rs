@@ -25,6 +25,7 @@ impl Down<'_> {
     fn url(&self, f: &Found) -> String {
         match f.kind {
             "bucket" => self.client.storage(&format!("b/{}", f.name)),
+            "serviceAccount" => self.client.iam(&format!("serviceAccounts/{}", f.name)),
             "object" => {
                 let obj = f.name.split_once('/').map(|(_, o)| o).unwrap_or(&f.name);
                 self.client
@@ -107,8 +108,9 @@ pub async fn run(gce: &Gce, client: &Client) -> Result<DownReport, GceError> {
         }
         Err(e) => report.failed.push(format!("second look for disks: {e}")),
     }
-    // 4. The bucket once empty, then the network when asked (KUBE_DELETE_NETWORK, as kube-down).
-    let mut last: Vec<&Found> = kinds(&["bucket"]);
+    // 4. The bucket once empty and the master's service account, then the network when asked
+    // (KUBE_DELETE_NETWORK, as kube-down).
+    let mut last: Vec<&Found> = kinds(&["bucket", "serviceAccount"]);
     if delete_network {
         last.extend(inv.of("network"));
     }

@@ -71,19 +71,30 @@ pub async fn discover(client: &Client, names: &Names) -> Result<Inventory, GceEr
     let u_disk = c.compute(&format!("zones/{zone}/disks"));
     let u_rule = c.compute(&format!("regions/{region}/forwardingRules"));
     let u_bucket = c.storage(&format!("b/{}", names.bucket));
-    let (networks, firewalls, addresses, instances, templates, migs, routes, disks, rules, bucket) =
-        tokio::try_join!(
-            c.get(&u_net, "look up the network"),
-            c.list(&u_fw, "list firewalls"),
-            c.list(&u_addr, "list addresses"),
-            c.list(&u_inst, "list instances"),
-            c.list(&u_tmpl, "list instance templates"),
-            c.list(&u_mig, "list instance group managers"),
-            c.list(&u_route, "list routes"),
-            c.list(&u_disk, "list disks"),
-            c.list(&u_rule, "list forwarding rules"),
-            c.get(&u_bucket, "look up the staging bucket"),
-        )?;
+    let u_account = c.iam(&format!(
+        "serviceAccounts/{}",
+        names.master_service_account()
+    ));
+    let (
+        (networks, firewalls, addresses, instances, templates, migs, routes, disks, rules, bucket),
+        account,
+    ) = tokio::try_join!(
+        async {
+            tokio::try_join!(
+                c.get(&u_net, "look up the network"),
+                c.list(&u_fw, "list firewalls"),
+                c.list(&u_addr, "list addresses"),
+                c.list(&u_inst, "list instances"),
+                c.list(&u_tmpl, "list instance templates"),
+                c.list(&u_mig, "list instance group managers"),
+                c.list(&u_route, "list routes"),
+                c.list(&u_disk, "list disks"),
+                c.list(&u_rule, "list forwarding rules"),
+                c.get(&u_bucket, "look up the staging bucket"),
+            )
+        },
+        c.get(&u_account, "look up the master's service account"),
+    )?;
     let mut inv = Inventory::default();
     if let Some(n) = networks {
         inv.items.push(Found {
@@ -126,6 +137,14 @@ pub async fn discover(client: &Client, names: &Names) -> Result<Inventory, GceEr
         .find(|a| name_of(a) == names.master_ip)
         .and_then(|a| a.get("address").and_then(Value::as_str))
         .map(str::to_string);
+    if account.is_some() {
+        inv.items.push(Found {
+            kind: "serviceAccount",
+            name: names.master_service_account(),
+            status: "exists".into(),
+            url: u_account.clone(),
+        });
+    }
     if let Some(b) = bucket {
         inv.items.push(Found {
             kind: "bucket",

@@ -90,6 +90,12 @@ impl Gce {
             self.setting("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"),
             self.setting("CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE"),
         )
+        .with_iam(self.setting("CLOUDSDK_API_ENDPOINT_OVERRIDES_IAM"))
+    }
+
+    /// The master's own service account (`up` makes it, `Names::master_service_account`).
+    pub fn master_service_account(&self) -> String {
+        self.names().master_service_account()
     }
 
     fn runtime() -> Result<tokio::runtime::Runtime, ProviderError> {
@@ -140,6 +146,15 @@ impl Gce {
         format!("{}-{suffix}", self.settings.name)
     }
 
+    /// The staging bucket as the cluster's machines read it: Cloud Storage's XML API with the
+    /// instance's service-account token (`Authorization: Bearer`).
+    pub fn staging(&self) -> rktup_render::Staging {
+        rktup_render::Staging {
+            base_url: format!("https://storage.googleapis.com/{}/", self.staging_bucket()),
+            auth: rktup_render::FetchAuth::Gce,
+        }
+    }
+
     /// The staging bucket: bucket names are global, so the project keeps it unique.
     pub fn staging_bucket(&self) -> String {
         let project = if self.gce().project.is_empty() {
@@ -168,16 +183,15 @@ impl ClusterProvider for Gce {
             name,
             internal_ip: None,
             port: 443,
+            staging: Some(self.staging()),
         }
     }
 
     fn planned_binary(&self, sha256: &str) -> BinaryRef {
         BinaryRef {
-            url: format!(
-                "https://storage.googleapis.com/{}/rktup-{}",
-                self.staging_bucket(),
-                &sha256[..sha256.len().min(12)]
-            ),
+            url: self
+                .staging()
+                .url(&format!("rktup-{}", &sha256[..sha256.len().min(12)])),
             sha256: sha256.to_string(),
         }
     }

@@ -66,6 +66,23 @@ impl Names {
             format!("{}-default-ssh", self.network),
         ]
     }
+
+    /// The master's own service account: the one identity its private keys in the staging
+    /// bucket are readable by (object ACLs); nodes keep the project's default account. Its id
+    /// is `rktup-<cluster>-master` when that fits IAM's 6–30 characters, else `rktup-m-` and a
+    /// hash of the cluster's name.
+    pub fn master_service_account(&self) -> String {
+        let plain = format!("rktup-{}-master", self.cluster);
+        let id = if plain.len() <= 30 {
+            plain
+        } else {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(self.cluster.as_bytes());
+            let hex: String = h.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            format!("rktup-m-{hex}")
+        };
+        format!("{id}@{}.iam.gserviceaccount.com", self.project)
+    }
 }
 
 fn unreachable_gce() -> rktup_config::GceSettings {

@@ -10,7 +10,7 @@ use rktup_provider::boot::{render_boot, PkiOrigin};
 use rktup_provider::engine::{Dep, Done, Graph, Key};
 use rktup_provider::plan::resource;
 use rktup_provider::progress::Progress;
-use rktup_provider::state::{apiserver_names, sha256_file};
+use rktup_provider::state::apiserver_names;
 use rktup_provider::{CloudError, ClusterProvider, StateDir, UpError, UpOptions};
 use rktup_render::{Pki, Role, Templates};
 use serde_json::{json, Value};
@@ -159,10 +159,13 @@ impl Up<'_> {
 
     /// The rktup binary in the bucket; nodes fetch it with their storage-ro token and check
     /// the sha256 `up` records.
-    async fn object(&self, inv: &Inventory, object: &str) -> Result<&'static str, GceError> {
+    async fn object(
+        &self,
+        inv: &Inventory,
+        object: &str,
+        exe: &std::path::Path,
+    ) -> Result<&'static str, GceError> {
         let n = &self.names;
-        let exe = std::env::current_exe()
-            .map_err(|e| GceError::other("find the running rktup binary", e.to_string()))?;
         self.create(inv.bucket_objects.iter().any(|o| o == object), async {
             let bytes = tokio::fs::read(&exe)
                 .await
@@ -183,6 +186,89 @@ impl Up<'_> {
             Ok(true)
         })
         .await
+    }
+
+    /// The master's own service account (`Gce::master_service_account`), made if missing.
+    async fn master_service_account(&self, inv: &Inventory) -> Result<&'static str, GceError> {
+        let email = self.gce.master_service_account();
+        if inv.has("serviceAccount", &email) {
+            return Ok("exists");
+        }
+        let id = email.split('@').next().unwrap_or_default();
+        let body = json!({
+            "accountId": id,
+            "serviceAccount": {
+                "displayName": format!("rktup {} master", self.names.cluster),
+                "description": self.names.description,
+            },
+        });
+        let made = self
+            .client
+            .insert(
+                &self.client.iam("serviceAccounts"),
+                &body,
+                "create the master's service account",
+            )
+            .await?;
+        Ok(if made { "created" } else { "exists" })
+    }
+
+    /// Lets the master's service account read `object` (an object ACL entry, `READER`).
+    async fn grant_master(&self, object: &str) -> Result<(), GceError> {
+        let url = self
+            .client
+            .storage(&format!("b/{}/o/{object}/acl", self.names.bucket));
+        let body = json!({
+            "entity": format!("user-{}", self.gce.master_service_account()),
+            "role": "READER",
+        });
+        self.client
+            .call(
+                reqwest::Method::POST,
+                &url,
+                Some(Body::Json(&body)),
+                &format!("let the master's service account read {object}"),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The master's private keys (`pki-<file>`), uploaded `private` (the owner alone: no
+    /// project-viewers entry, so not the nodes' default service account) with one more ACL
+    /// entry: the master's service account. The master checks each by the sha256 in its
+    /// user-data.
+    async fn master_keys(&self, inv: &Inventory, pki: &Pki) -> Result<String, GceError> {
+        let objects = rktup_render::master_staged_objects(pki);
+        // They are the state directory's PKI, which `up` keeps: once there, they stay.
+        if objects
+            .iter()
+            .all(|(name, _)| inv.bucket_objects.contains(name))
+        {
+            return Ok("exist".into());
+        }
+        // Each key's upload and grant are one chain; the chains run side by side (one after
+        // another they put 16 round trips on the master's critical path).
+        futures::future::try_join_all(objects.iter().map(|(name, content)| async move {
+            let url = format!(
+                "{}b/{}/o?uploadType=media&name={name}&predefinedAcl=private",
+                self.client.endpoints.upload(),
+                self.names.bucket
+            );
+            self.client
+                .call(
+                    reqwest::Method::POST,
+                    &url,
+                    Some(Body::Bytes(content.as_bytes())),
+                    &format!("upload the master's {name}"),
+                )
+                .await?;
+            self.grant_master(name).await
+        }))
+        .await?;
+        Ok(format!(
+            "{} keys, readable by the master alone",
+            objects.len()
+        ))
     }
 
     async fn firewall(&self, inv: &Inventory, f: Firewall) -> Result<&'static str, GceError> {
@@ -252,7 +338,11 @@ impl Up<'_> {
                 "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT", "natIP": ip}]
             }],
             "metadata": {"items": metadata_items(user_data)},
-            "serviceAccounts": [{"email": "default", "scopes": self.scopes()}],
+            // Its own account: the one its private keys in the bucket are readable by.
+            "serviceAccounts": [{
+                "email": self.gce.master_service_account(),
+                "scopes": self.scopes(),
+            }],
         });
         let url = self.client.compute(&format!("zones/{}/instances", n.zone));
         self.create(
@@ -449,6 +539,8 @@ fn firewalls(gce: &Gce, n: &Names) -> Vec<Firewall> {
 pub struct Ctx<'a> {
     pub up: Up<'a>,
     pub templates: Templates,
+    /// The rktup file uploaded for the machines (RKTUP_NODE_BINARY, else the running binary).
+    pub binary: std::path::PathBuf,
     pub sha256: String,
 }
 
@@ -507,12 +599,32 @@ pub fn graph<'a>(
         &[inv.into()],
         move |cx, i| Box::pin(async move { Ok(Done::new((), cx.up.bucket(i.get(inv)).await?)) }),
     );
+    let account = graph.add(
+        resource("serviceAccount", gce.master_service_account())
+            .with_detail("the master's identity: its keys in the bucket are readable by it alone"),
+        &[inv.into()],
+        move |cx: &'a Ctx<'a>, i| {
+            Box::pin(async move {
+                Ok(Done::new(
+                    (),
+                    cx.up.master_service_account(i.get(inv)).await?,
+                ))
+            })
+        },
+    );
     let staged = graph.add(
         resource("object", format!("{}/{object}", n.bucket))
             .with_detail("the rktup binary, sha256-checked by nodes"),
-        &[inv.into(), bucket.into()],
+        &[inv.into(), bucket.into(), account.into()],
         move |cx, i| {
-            Box::pin(async move { Ok(Done::new((), cx.up.object(i.get(inv), &object).await?)) })
+            Box::pin(async move {
+                let word = cx.up.object(i.get(inv), &object, &cx.binary).await?;
+                if word == "created" {
+                    // Nodes read it as project viewers (the default ACL); the master by name.
+                    cx.up.grant_master(&object).await?;
+                }
+                Ok(Done::new((), word))
+            })
         },
     );
     let rendered = graph.add(
@@ -534,12 +646,34 @@ pub fn graph<'a>(
         );
         rules.push(k.into());
     }
+    // The master's private keys, where its user-data says (by hash) to get them.
+    let keys = graph.add(
+        resource(
+            "objects",
+            format!("{}/{}*", n.bucket, rktup_render::MASTER_PKI_PREFIX),
+        )
+        .with_detail("the master's private keys, object ACL: its service account alone"),
+        &[inv.into(), bucket.into(), account.into(), rendered.into()],
+        move |cx, i| {
+            Box::pin(async move {
+                let word = cx.up.master_keys(i.get(inv), &i.get(rendered).pki).await?;
+                Ok(Done::new((), word))
+            })
+        },
+    );
     graph.add(
         resource("instance", &n.master).with_detail(format!(
             "{} {}, {}/{}",
             g.zone, g.master_size, g.master_project, g.master_image
         )),
-        &[inv.into(), network.into(), address.into(), rendered.into()],
+        &[
+            inv.into(),
+            network.into(),
+            address.into(),
+            rendered.into(),
+            account.into(),
+            keys.into(),
+        ],
         move |cx, i| {
             Box::pin(async move {
                 let (ip, r) = (i.get(address), i.get(rendered));
@@ -653,10 +787,9 @@ pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpRe
         None => Templates::embedded(),
     }
     .map_err(|e| GceError::other("load templates", e.to_string()))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| GceError::other("find the running rktup binary", e.to_string()))?;
-    let sha256 = sha256_file(&exe)
-        .map_err(|e| GceError::other(format!("hash {}", exe.display()), e.to_string()))?;
+    // RKTUP_NODE_BINARY (e.g. the node build) when set, else the running binary.
+    let (binary, sha256) = rktup_provider::boot::node_binary(gce.settings())
+        .map_err(|e| GceError::other("find the rktup binary for the nodes", e.to_string()))?;
 
     // The 256 KiB metadata limit is checked before any call (render_boot refuses larger).
     check_sizes(gce, &templates)?;
@@ -668,6 +801,7 @@ pub async fn run(gce: &Gce, client: &Client, options: &UpOptions) -> Result<UpRe
             names: gce.names(),
         },
         templates,
+        binary,
         sha256,
     };
     let (graph, address) = graph(gce, options, object_name(&cx.sha256));

@@ -88,6 +88,99 @@ fn up_status_down_leaves_nothing() {
         Some(report.master_ip.as_str())
     );
 
+    // The master's private keys: objects only the master's own service account may read
+    // (ACL read back as storage's objectAccessControls), named in its user-data by hash; the
+    // master runs as that account, the nodes as the project's default one.
+    let sa = gce.master_service_account();
+    assert_eq!(sa, "rktup-c1-master@rktup-test.iam.gserviceaccount.com");
+    assert!(e.fake.state().service_accounts.contains_key(&sa), "no {sa}");
+    assert_eq!(
+        master["serviceAccounts"][0]["email"].as_str(),
+        Some(sa.as_str()),
+        "{master}"
+    );
+    let template = e
+        .fake
+        .get(
+            &format!("{P}/global/instanceTemplates"),
+            "c1-minion-template",
+        )
+        .unwrap();
+    assert_eq!(
+        template["properties"]["serviceAccounts"][0]["email"].as_str(),
+        Some("default")
+    );
+    assert!(
+        !ud.contains("PRIVATE KEY"),
+        "a key in the master's user-data"
+    );
+    let acl_of = |object: &str| -> Vec<(String, String)> {
+        let url = format!(
+            "{}b/{}/o/{object}/acl",
+            e.fake.storage_endpoint(),
+            gce.staging_bucket()
+        );
+        let body: serde_json::Value = rt
+            .block_on(async {
+                reqwest::Client::new()
+                    .get(&url)
+                    .bearer_auth(rktup_gce::fake::TOKEN)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await
+            })
+            .unwrap_or_else(|err| panic!("{url}: {err}"));
+        let mut entries: Vec<(String, String)> = body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|a| {
+                assert_eq!(a["kind"], "storage#objectAccessControl", "{a}");
+                (
+                    a["entity"].as_str().unwrap().to_string(),
+                    a["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        entries.sort();
+        entries
+    };
+    let reader = (format!("user-{sa}"), "READER".to_string());
+    let owner = (
+        "user-rktup-test@rktup-test.iam.gserviceaccount.com".to_string(),
+        "OWNER".to_string(),
+    );
+    for file in rktup_render::MASTER_STAGED_KEYS {
+        let object = rktup_render::master_pki_object(file);
+        let content = e
+            .fake
+            .object(&gce.staging_bucket(), &object)
+            .unwrap_or_else(|| panic!("{object} staged"));
+        assert_eq!(content, pki.get(file).as_bytes(), "{object}");
+        let mut want = vec![owner.clone(), reader.clone()];
+        want.sort();
+        assert_eq!(
+            acl_of(&object),
+            want,
+            "{object}: the uploader and the master's account, no project-* entry"
+        );
+        let line = format!(
+            "ExecStart=/opt/bin/rktup-fetch gce https://storage.googleapis.com/{}/{object} /etc/kubernetes/pki/{file} {} 0600",
+            gce.staging_bucket(),
+            rktup_render::sha256_hex(pki.get(file))
+        );
+        assert!(ud.contains(&line), "no `{line}` in the master's user-data");
+    }
+    // The binary: the project's members (the nodes' default account) and the master's.
+    let binary_acl = acl_of(&object_name(&sha));
+    assert!(
+        binary_acl.contains(&reader)
+            && binary_acl.contains(&("project-viewers-rktup-test".into(), "READER".into())),
+        "{binary_acl:?}"
+    );
+
     // Kubeconfig context.
     let kc = std::fs::read_to_string(e.dir.path().join("kubeconfig")).unwrap();
     assert!(
@@ -104,6 +197,10 @@ fn up_status_down_leaves_nothing() {
     let down = rt.block_on(gce.down_async()).expect("down");
     assert!(down.failed.is_empty(), "{:#?}", down.failed);
     assert_eq!(names(&e.fake), Vec::<String>::new());
+    assert!(
+        e.fake.state().service_accounts.is_empty(),
+        "down left the master's service account"
+    );
     assert!(rt.block_on(gce.status_async()).unwrap().is_empty());
     let kc = std::fs::read_to_string(e.dir.path().join("kubeconfig")).unwrap();
     assert!(!kc.contains("rktup-gce-c1"), "{kc}");

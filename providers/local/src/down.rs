@@ -2,12 +2,19 @@
 //! network down where it was made), the control plane; removes namespaces, the bridge, the
 //! iptables rule, leftover mounts and cgroups, the state directory and the kubeconfig context.
 //! Works from the record, and without it from the naming rules, so a half-made cluster goes too.
+//!
+//! A cluster being deleted needs no grace (issue 18): by default the supervisors, then the
+//! agents and the control plane, then every pod of every node are SIGKILLed at once and waited
+//! for through pidfds; the in-process kubenet's pod attachments go with the node namespaces
+//! (no DEL per pod); mounts and the state directory go several at a time. `--graceful` stops
+//! the agents with SIGTERM, each pod with its grace period, then the control plane.
 
 use crate::layout::{self, Layout};
 use crate::{network, process, require_root, Local};
 use rktup_config::OutputFormat;
 use rktup_provider::{DownOptions, ProviderError};
-use rktup_runtime::runtime::{Runtime, RuntimeConfig};
+use rktup_runtime::pidfd::{self, Pidfd};
+use rktup_runtime::runtime::{NetworkTeardown, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -45,13 +52,11 @@ pub fn down(local: &Local, options: &DownOptions) -> Result<(), ProviderError> {
     if report.left.is_empty() {
         Ok(())
     } else {
-        for l in &report.left {
-            eprintln!("could not delete {l}");
-        }
-        Err(ProviderError::Other(format!(
-            "{} thing(s) of cluster \"{name}\" could not be deleted (listed above); run `rktup local down --name {name}` again once fixed",
-            report.left.len()
-        )))
+        Err(ProviderError::NotDeleted {
+            provider: "local",
+            cluster: name.clone(),
+            left: report.left,
+        })
     }
 }
 
@@ -61,40 +66,52 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
     let mut r = Report::default();
     let rec = layout.load();
     let state = layout.root.display().to_string();
-
-    // Supervisors first, so nothing restarts what is stopped below.
-    let pid_dir = layout.root.join("run");
-    for (c, t, gone) in process::stop_supervisors(&pid_dir) {
-        let what = format!("process supervisor of {c} (pid {})", t.pid);
-        if gone {
-            r.deleted.push(what);
-        } else {
-            r.left.push(what);
-        }
-    }
-    // Agents next, so nothing restarts pods while they are being stopped.
-    let mut components: Vec<(String, PathBuf)> = std::fs::read_dir(&pid_dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "pid"))
-                .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p)))
-                .collect()
-        })
-        .unwrap_or_default();
-    components.sort_by_key(|(c, _)| c == "controlplane");
-    let stop_component = |c: &str, p: &Path, r: &mut Report| {
-        if let Some(t) = process::running(p) {
-            if process::stop(t, Duration::from_secs(10)) {
-                r.deleted.push(format!("process {c} (pid {})", t.pid));
-            } else {
-                r.left.push(format!("process {c} (pid {})", t.pid));
-            }
+    let t0 = Instant::now();
+    let times = std::env::var_os("RKTUP_DOWN_TIMES").is_some();
+    let mark = |what: &str| {
+        if times {
+            eprintln!(
+                "TIMES {:>8.1} ms {what}",
+                t0.elapsed().as_secs_f64() * 1000.0
+            );
         }
     };
-    for (c, p) in components.iter().filter(|(c, _)| c != "controlplane") {
-        stop_component(c, p, &mut r);
+
+    // Supervisors first, so nothing restarts what is stopped below; then the agents, so
+    // nothing restarts pods while they are being stopped. Without --graceful the control plane
+    // goes with the agents (nothing below needs it) and everything is SIGKILLed at once.
+    let pid_dir = layout.root.join("run");
+    let grace = options.graceful.then_some(Duration::from_secs(10));
+    if options.graceful {
+        for (c, t, gone) in process::stop_supervisors(&pid_dir) {
+            let what = format!("process supervisor of {c} (pid {})", t.pid);
+            if gone {
+                r.deleted.push(what);
+            } else {
+                r.left.push(what);
+            }
+        }
+    } else {
+        let sups = tracked_in(&pid_dir, "supervisor")
+            .into_iter()
+            .map(|(c, t)| (format!("process supervisor of {c} (pid {})", t.pid), t))
+            .collect();
+        stop_at_once(sups, None, &mut r);
     }
+    let components = tracked_in(&pid_dir, "pid");
+    let named = |keep: &dyn Fn(&str) -> bool| -> Vec<(String, process::Tracked)> {
+        components
+            .iter()
+            .filter(|(c, _)| keep(c))
+            .map(|(c, t)| (format!("process {c} (pid {})", t.pid), *t))
+            .collect()
+    };
+    if options.graceful {
+        stop_at_once(named(&|c| c != "controlplane"), grace, &mut r);
+    } else {
+        stop_at_once(named(&|_| true), None, &mut r);
+    }
+    mark("components");
 
     // Pods, node by node, inside the node's namespace.
     let mut namespaces: Vec<String> = rec
@@ -143,9 +160,10 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
         r.deleted.extend(deleted);
         r.left.extend(left);
     }
+    mark("pods");
 
-    for (c, p) in components.iter().filter(|(c, _)| c == "controlplane") {
-        stop_component(c, p, &mut r);
+    if options.graceful {
+        stop_at_once(named(&|c| c == "controlplane"), grace, &mut r);
     }
     // Anything else still running from this cluster's state (a stray pod supervisor).
     if layout.root.exists() {
@@ -155,6 +173,7 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
             r.deleted.push(format!("stray process {pid} ({cmd})"));
         }
     }
+    mark("stray");
 
     namespaces.push(layout::host_netns_name(name));
     let bridge = rec
@@ -178,18 +197,17 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
     }
     r.left.extend(left);
 
-    // Mounts under the state directory (deepest first), then the directory itself.
-    for m in mounts_under(&layout.root) {
-        if let Err(e) = umount_detach(&m) {
-            r.left.push(format!("mount {}: {e}", m.display()));
-        }
-    }
+    mark("network");
+    // Mounts under the state directory, then the directory itself.
+    r.left.extend(umount_all_under(&layout.root));
+    mark("mounts");
     if layout.root.exists() {
-        match std::fs::remove_dir_all(&layout.root) {
+        match remove_dir_parallel(&layout.root) {
             Ok(()) => r.deleted.push(format!("state directory {state}")),
             Err(e) => r.left.push(format!("state directory {state}: {e}")),
         }
     }
+    mark("state dir");
 
     let context = format!("rktup-{name}");
     let kc = kubeconfig
@@ -203,9 +221,66 @@ pub fn teardown(name: &str, layout: &Layout, options: &DownOptions) -> Report {
     r
 }
 
+/// The running processes the `<component>.<ext>` files of `run_dir` name (`pid`: the
+/// components, `supervisor`: their supervisors).
+fn tracked_in(run_dir: &Path, ext: &str) -> Vec<(String, process::Tracked)> {
+    let mut v: Vec<(String, process::Tracked)> = std::fs::read_dir(run_dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), process::running(&p)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Stops every process of `procs` (what to report, process) at once: SIGTERM and up to `grace`
+/// for them all to exit, then SIGKILL; without a grace, SIGKILL straight away. Waited for
+/// through pidfds, each reported deleted or left.
+fn stop_at_once(procs: Vec<(String, process::Tracked)>, grace: Option<Duration>, r: &mut Report) {
+    let mut held = Vec::new();
+    for (what, t) in procs {
+        match Pidfd::open(t.pid, Some(t.start_time)) {
+            Some(p) => held.push((what, p)),
+            None => r.deleted.push(what),
+        }
+    }
+    let (names, mut fds): (Vec<String>, Vec<Pidfd>) = held.into_iter().unzip();
+    let pids: Vec<i32> = fds.iter().map(Pidfd::pid).collect();
+    if let Some(grace) = grace {
+        for p in &fds {
+            p.signal(libc::SIGTERM);
+        }
+        fds = pidfd::wait_gone(fds, Instant::now() + grace);
+    }
+    let left: Vec<i32> = pidfd::kill_all(fds, Instant::now() + Duration::from_secs(5))
+        .iter()
+        .map(Pidfd::pid)
+        .collect();
+    for (what, pid) in names.into_iter().zip(pids) {
+        reap(pid);
+        if left.contains(&pid) {
+            r.left.push(what);
+        } else {
+            r.deleted.push(what);
+        }
+    }
+}
+
+/// Collects the exit status if the process is our child (tests run `down` in-process).
+fn reap(pid: i32) {
+    let mut st = 0;
+    // SAFETY: non-blocking wait on one pid.
+    unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+}
+
 /// Removes every pod of one node with the runtime library, inside the node's namespace when
-/// it still exists: all killed at once (SIGKILL, in parallel), or with `graceful` stopped one
-/// by one with their grace periods. Returns (deleted, left).
+/// it still exists: all killed at once (`Runtime::kill_all`: their directories go with the
+/// state directory), or with `graceful` stopped one by one with their grace periods and
+/// removed. Returns (deleted, left).
 fn remove_pods(
     node: &str,
     root: &Path,
@@ -241,22 +316,11 @@ fn remove_pods(
                 .map(|p| (what(p), rt.remove(p).map_err(|e| e.to_string())))
                 .collect()
         } else {
-            std::thread::scope(|scope| {
-                let rt = &rt;
-                let handles: Vec<_> = pods
-                    .iter()
-                    .map(|p| scope.spawn(move || rt.remove_now(p).map_err(|e| e.to_string())))
-                    .collect();
-                pods.iter()
-                    .zip(handles)
-                    .map(|(p, h)| {
-                        let r = h
-                            .join()
-                            .unwrap_or_else(|_| Err("teardown thread panicked".into()));
-                        (what(p), r)
-                    })
-                    .collect()
-            })
+            let results = rt.kill_all(&pods, NetworkTeardown::WithNode);
+            pods.iter()
+                .zip(results)
+                .map(|(p, r)| (what(p), r.map_err(|e| e.to_string())))
+                .collect()
         };
         for (what, r) in results {
             match r {
@@ -271,6 +335,85 @@ fn remove_pods(
             .unwrap_or_else(|e| (vec![], vec![format!("pods in {ns}: {e}")])),
         None => work(),
     }
+}
+
+/// How many threads share the unmounts and the state directory's removal: each unmount
+/// waits for an RCU grace period in the kernel, which waits taken together share.
+const TEARDOWN_THREADS: usize = 16;
+
+/// Lazily unmounts every mount under `dir`, several at once (deepest first within each
+/// thread's share; a detached parent takes its children with it). Returns the mounts still
+/// there afterwards, with the error of their unmount.
+fn umount_all_under(dir: &Path) -> Vec<String> {
+    let mounts = mounts_under(dir);
+    if mounts.is_empty() {
+        return vec![];
+    }
+    let chunk = mounts.len().div_ceil(TEARDOWN_THREADS);
+    let errors: Vec<(PathBuf, std::io::Error)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = mounts
+            .chunks(chunk)
+            .map(|ms| {
+                scope.spawn(move || {
+                    ms.iter()
+                        .filter_map(|m| umount_detach(m).err().map(|e| (m.clone(), e)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    // A mount whose parent went first fails its own unmount yet is gone: only what is still
+    // listed is left.
+    let still = mounts_under(dir);
+    still
+        .iter()
+        .map(|m| match errors.iter().find(|(p, _)| p == m) {
+            Some((_, e)) => format!("mount {}: {e}", m.display()),
+            None => format!("mount {}: still mounted", m.display()),
+        })
+        .collect()
+}
+
+/// `remove_dir_all(root)`, with its bulk (the pods' directories, image layers) split into
+/// subtrees removed by several threads at once: on a busy disk each unlink waits for the
+/// journal, and those waits overlap.
+fn remove_dir_parallel(root: &Path) -> std::io::Result<()> {
+    // Directories level by level until there are enough subtrees to share; files above them
+    // go with the final pass.
+    let mut units = vec![root.to_path_buf()];
+    for _ in 0..6 {
+        if units.len() >= 4 * TEARDOWN_THREADS {
+            break;
+        }
+        let next: Vec<PathBuf> = units
+            .iter()
+            .flat_map(|u| std::fs::read_dir(u).into_iter().flatten().flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+        units = next;
+    }
+    if units.len() > 1 {
+        let chunk = units.len().div_ceil(TEARDOWN_THREADS);
+        std::thread::scope(|scope| {
+            for us in units.chunks(chunk) {
+                scope.spawn(move || {
+                    for u in us {
+                        // What fails here fails the final pass too, which reports it.
+                        let _ = std::fs::remove_dir_all(u);
+                    }
+                });
+            }
+        });
+    }
+    std::fs::remove_dir_all(root)
 }
 
 /// Lazily unmounts `target` (umount2 with MNT_DETACH): gone from the tree at once, released

@@ -44,10 +44,11 @@ pub fn export_logs(local: &Local, dir: Option<&Path>) -> Result<Exported, Provid
     let name = &local.settings.name;
     let layout = Layout::new(&local.settings.state_dir);
     let Some(rec) = layout.load() else {
-        return Err(ProviderError::Other(format!(
-            "no local cluster \"{name}\" (nothing in {}); `rktup local list` shows the clusters on this machine",
-            layout.root.display()
-        )));
+        return Err(crate::no_cluster_hint(
+            name,
+            &layout,
+            "`rktup local list` shows the clusters on this machine".into(),
+        ));
     };
     let dir = match dir {
         Some(d) => {
@@ -118,10 +119,10 @@ fn new_temp_dir(cluster: &str) -> Result<PathBuf, ProviderError> {
             Err(e) => return Err(err(&d.display().to_string(), e)),
         }
     }
-    Err(ProviderError::Other(format!(
-        "no new directory could be made under {}",
-        base.display()
-    )))
+    Err(err(
+        &format!("failed to make a new directory under {}", base.display()),
+        "every name tried exists",
+    ))
 }
 
 fn write_file(path: &Path, data: &[u8], problems: &mut Vec<String>) {

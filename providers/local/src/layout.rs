@@ -3,6 +3,7 @@
 //! when the record is gone, what the naming rules below point at).
 
 use ipnet::Ipv4Net;
+use rktup_config::ClusterLayout;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::Ipv4Addr;
@@ -35,6 +36,75 @@ pub struct ClusterRecord {
     /// restarted by a later `up` get them too.
     #[serde(default)]
     pub insecure_registries: Vec<String>,
+    /// The cluster file's nodes (labels, taints, extraMounts), registries and port mappings as
+    /// the first `up` resolved them: every later start of an agent or of the port mappings (a
+    /// later `up` without `--config`, the supervisors) uses these. None in records written
+    /// before it was kept (the next `up` records its own).
+    #[serde(default)]
+    pub layout: Option<ClusterLayout>,
+    /// The settings the control plane and every agent must agree on, as the first `up`
+    /// resolved them (flag > env > cluster file > default); later starts use these.
+    #[serde(default)]
+    pub settings: Option<RecordedSettings>,
+}
+
+/// What a cluster keeps from the `up` that made it, so that agents started later (by a later
+/// `up` given other settings, or none) agree with the control plane and the other nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordedSettings {
+    pub service_cluster_ip_range: Ipv4Net,
+    pub dns_server_ip: Ipv4Addr,
+    pub dns_domain: String,
+    pub network: rktup_config::NetworkProvider,
+    pub stage1: rktup_config::Stage1,
+}
+
+impl RecordedSettings {
+    pub fn of(s: &rktup_config::ClusterSettings) -> RecordedSettings {
+        RecordedSettings {
+            service_cluster_ip_range: s.service_cluster_ip_range,
+            dns_server_ip: s.dns_server_ip,
+            dns_domain: s.dns_domain.clone(),
+            network: s.network,
+            stage1: s.stage1,
+        }
+    }
+
+    /// `(setting, kept, given)` for each setting `s` asks for that differs from the kept one.
+    pub fn differences(
+        &self,
+        s: &rktup_config::ClusterSettings,
+    ) -> Vec<(&'static str, String, String)> {
+        let given = RecordedSettings::of(s);
+        let mut d = vec![];
+        let mut cmp = |name: &'static str, kept: String, now: String| {
+            if kept != now {
+                d.push((name, kept, now));
+            }
+        };
+        cmp(
+            "SERVICE_CLUSTER_IP_RANGE",
+            self.service_cluster_ip_range.to_string(),
+            given.service_cluster_ip_range.to_string(),
+        );
+        cmp(
+            "DNS_SERVER_IP",
+            self.dns_server_ip.to_string(),
+            given.dns_server_ip.to_string(),
+        );
+        cmp("DNS_DOMAIN", self.dns_domain.clone(), given.dns_domain);
+        cmp(
+            "NETWORK_PROVIDER",
+            self.network.to_string(),
+            given.network.to_string(),
+        );
+        cmp(
+            "KUBE_RKT_STAGE1_IMAGE",
+            self.stage1.to_string(),
+            given.stage1.to_string(),
+        );
+        d
+    }
 }
 
 impl ClusterRecord {
@@ -63,6 +133,100 @@ impl ClusterRecord {
     pub fn api_url(&self) -> String {
         format!("https://{}:{}", self.api_host, self.api_port)
     }
+}
+
+/// The cluster file's keys whose values differ between `was` (the record's) and `now`, in the
+/// file's spelling: `nodes` (how many), `nodes[1].role`, `nodes[1].labels`, `nodes[1].taints`,
+/// `nodes[1].extraMounts`, `registries.mirrors.<registry>`, `…<registry>.exclusive`,
+/// `registries.insecure`, and the port mappings to each node (`portMappings` for the first
+/// node, as top-level mappings go there, else `nodes[i].extraPortMappings`).
+pub fn layout_differences(was: &ClusterLayout, now: &ClusterLayout) -> Vec<String> {
+    let mut keys = vec![];
+    if was.nodes.len() != now.nodes.len() {
+        keys.push("nodes".to_string());
+    }
+    for (i, (a, b)) in was.nodes.iter().zip(&now.nodes).enumerate() {
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let labels =
+            |n: &rktup_config::NodeSpec| sorted(n.labels.iter().map(|l| l.to_string()).collect());
+        let taints =
+            |n: &rktup_config::NodeSpec| sorted(n.taints.iter().map(|t| t.to_string()).collect());
+        if a.role != b.role {
+            keys.push(format!("nodes[{i}].role"));
+        }
+        if labels(a) != labels(b) {
+            keys.push(format!("nodes[{i}].labels"));
+        }
+        if taints(a) != taints(b) {
+            keys.push(format!("nodes[{i}].taints"));
+        }
+        if a.extra_mounts != b.extra_mounts {
+            keys.push(format!("nodes[{i}].extraMounts"));
+        }
+    }
+    let (ra, rb) = (&was.registries, &now.registries);
+    // A registry's endpoints in order (tried in that order); registries in any order.
+    fn mirrors(r: &rktup_config::Registries) -> std::collections::BTreeMap<&str, Vec<&str>> {
+        let mut m = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+        for x in &r.mirrors {
+            m.entry(&x.registry).or_default().push(&x.endpoint);
+        }
+        m
+    }
+    let (ma, mb) = (mirrors(ra), mirrors(rb));
+    for r in ma
+        .keys()
+        .chain(mb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if ma.get(r) != mb.get(r) {
+            keys.push(format!("registries.mirrors.{r}"));
+        }
+    }
+    let mut registries: Vec<&String> = ra.exclusive.iter().chain(&rb.exclusive).collect();
+    registries.sort();
+    registries.dedup();
+    for r in registries {
+        if ra.exclusive.contains(r) != rb.exclusive.contains(r) {
+            keys.push(format!("registries.mirrors.{r}.exclusive"));
+        }
+    }
+    let set = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    if set(&ra.insecure) != set(&rb.insecure) {
+        keys.push("registries.insecure".to_string());
+    }
+    let nodes = was
+        .port_mappings
+        .iter()
+        .chain(&now.port_mappings)
+        .map(|m| m.node)
+        .max();
+    for node in 0..nodes.map_or(0, |n| n + 1) {
+        let to = |l: &ClusterLayout| {
+            let mut v: Vec<_> = l
+                .port_mappings
+                .iter()
+                .filter(|m| m.node == node)
+                .map(|m| (m.protocol, m.listen_address, m.host_port, m.container_port))
+                .collect();
+            v.sort();
+            v
+        };
+        if to(was) != to(now) {
+            keys.push(match node {
+                0 => "portMappings (or nodes[0].extraPortMappings)".to_string(),
+                n => format!("nodes[{n}].extraPortMappings"),
+            });
+        }
+    }
+    keys
 }
 
 /// Paths inside the cluster's state directory.
@@ -270,12 +434,56 @@ mod tests {
             nodes: vec![],
             kubeconfig: None,
             insecure_registries: vec![],
+            layout: None,
+            settings: None,
         };
         assert_eq!(rec.load_balancer_pool().to_string(), "10.250.7.192/26");
         // The last node `up` allows (189 nodes: .2 to .190) stays below it.
         assert!(!rec
             .load_balancer_pool()
             .contains(&nth_host(rec.node_network, 190)));
+    }
+
+    fn file(yaml: &str) -> ClusterLayout {
+        let map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(yaml).unwrap();
+        let (layout, problems) = rktup_config::cluster::parse_layout(&map);
+        assert!(problems.is_empty(), "{problems:?}");
+        layout
+    }
+
+    #[test]
+    fn the_cluster_file_round_trips_through_the_record_and_changes_are_named() {
+        let was = file(
+            "nodes:\n- role: control-plane\n- labels: {tier: db, b: x}\n  taints: [\"d=db:NoSchedule\"]\n  extraMounts: [{hostPath: /srv, containerPath: /data}]\n  extraPortMappings: [{containerPort: 30080, hostPort: 8080}]\nregistries:\n  mirrors:\n    docker.io: [\"http://127.0.0.1:5000\"]\n    quay.io: {endpoint: [\"http://127.0.0.1:5001\"], exclusive: true}\n  insecure: [\"127.0.0.1:5000\"]\nportMappings: [{containerPort: 30443, hostPort: 8443}]\n",
+        );
+        let text = serde_json::to_string(&was).unwrap();
+        let back: ClusterLayout = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, was);
+        // The same file written in another order: no difference.
+        let same = file(
+            "nodes:\n- role: control-plane\n- labels: {b: x, tier: db}\n  taints: [\"d=db:NoSchedule\"]\n  extraMounts: [{hostPath: /srv, containerPath: /data}]\n  extraPortMappings: [{containerPort: 30080, hostPort: 8080}]\nportMappings: [{containerPort: 30443, hostPort: 8443}]\nregistries:\n  insecure: [\"127.0.0.1:5000\"]\n  mirrors:\n    quay.io: {endpoint: [\"http://127.0.0.1:5001\"], exclusive: true}\n    docker.io: [\"http://127.0.0.1:5000\"]\n",
+        );
+        assert_eq!(layout_differences(&was, &same), Vec::<String>::new());
+        let changed = file(
+            "nodes:\n- role: worker\n- labels: {tier: web, b: x}\n  taints: []\n  extraMounts: [{hostPath: /srv, containerPath: /data}]\n  extraPortMappings: [{containerPort: 30080, hostPort: 8081}]\nregistries:\n  mirrors:\n    docker.io: [\"http://127.0.0.1:5002\"]\n    quay.io: [\"http://127.0.0.1:5001\"]\nportMappings: [{containerPort: 30443, hostPort: 8443}]\n",
+        );
+        assert_eq!(
+            layout_differences(&was, &changed),
+            [
+                "nodes[0].role",
+                "nodes[1].labels",
+                "nodes[1].taints",
+                "registries.mirrors.docker.io",
+                "registries.mirrors.quay.io.exclusive",
+                "registries.insecure",
+                "nodes[1].extraPortMappings",
+            ]
+        );
+        let more = file("nodes: [{}, {}, {}]\n");
+        assert_eq!(
+            layout_differences(&ClusterLayout::default(), &more),
+            ["nodes"]
+        );
     }
 
     #[test]

@@ -95,16 +95,41 @@ pub(crate) fn node_name(cluster: &str, l: &LocalSettings, count: u32, i: u32) ->
 pub(crate) fn require_root(action: &str) -> Result<(), ProviderError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(ProviderError::Other(format!(
-            "`rktup local {action}` must run as root: it creates network namespaces, a bridge, \
-             mounts and cgroups (try: sudo rktup local {action})"
-        )));
+        return Err(ProviderError::NotRoot {
+            provider: "local",
+            action: action.to_string(),
+            why: "it creates network namespaces, a bridge, mounts and cgroups",
+        });
     }
     Ok(())
 }
 
-pub(crate) fn err(context: &str, e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Other(format!("{context}: {e}"))
+/// [`ProviderError::Step`]: `context` (what was being done, on which path or node) failed with
+/// `e`, which is kept as the error's source.
+pub(crate) fn err(
+    context: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ProviderError {
+    ProviderError::step(context, e)
+}
+
+/// No record of cluster `name` in `layout`; the hint: how to create it.
+pub(crate) fn no_cluster(name: &str, layout: &layout::Layout) -> ProviderError {
+    no_cluster_hint(
+        name,
+        layout,
+        format!("create it with `rktup local up --name {name}`"),
+    )
+}
+
+/// No record of cluster `name` in `layout`, with what to run instead.
+pub(crate) fn no_cluster_hint(name: &str, layout: &layout::Layout, hint: String) -> ProviderError {
+    ProviderError::NoCluster {
+        provider: "local",
+        name: name.to_string(),
+        in_dir: Some(layout.root.clone()),
+        hint,
+    }
 }
 
 impl ClusterProvider for Local {
@@ -119,6 +144,7 @@ impl ClusterProvider for Local {
             host: l.api_host.to_string(),
             internal_ip: Some(l.api_host.to_string()),
             port: l.api_port,
+            staging: None,
         }
     }
 
@@ -168,16 +194,14 @@ impl Local {
         require_root("image import")?;
         let layout = layout::Layout::new(&self.settings.state_dir);
         let Some(rec) = layout.load() else {
-            return Err(ProviderError::Other(format!(
-                "no local cluster \"{}\"; create it with `rktup local up --name {}`",
-                self.settings.name, self.settings.name
-            )));
+            return Err(no_cluster(&self.settings.name, &layout));
         };
         if !file.is_file() {
-            return Err(ProviderError::Other(format!(
-                "image archive {}: no such file (expected an oci-archive or docker-archive tar)",
-                file.display()
-            )));
+            return Err(ProviderError::Invalid {
+                input: "image archive".into(),
+                value: file.display().to_string(),
+                expected: "no such file (expected an oci-archive or docker-archive tar)".into(),
+            });
         }
         // `--kubeconfig`: the file's `rktup-<name>` context must point at this cluster, so a
         // CI job importing for the cluster it talks to cannot fill another one's nodes.
@@ -186,21 +210,28 @@ impl Local {
             match user_kubeconfig::context_server(k, &context)? {
                 Some(server) if server == rec.api_url() => {}
                 Some(server) => {
-                    return Err(ProviderError::Other(format!(
-                        "kubeconfig {}: context {context} points at {server:?}, not at cluster \"{}\" ({}); run `rktup local up --name {} --kubeconfig {}` to refresh it",
-                        k.display(),
-                        self.settings.name,
-                        rec.api_url(),
-                        self.settings.name,
-                        k.display()
-                    )))
+                    return Err(ProviderError::Invalid {
+                        input: format!("kubeconfig {}", k.display()),
+                        value: format!("context {context} points at {server:?}"),
+                        expected: format!(
+                            "not at cluster \"{}\" ({}); run `rktup local up --name {} --kubeconfig {}` to refresh it",
+                            self.settings.name,
+                            rec.api_url(),
+                            self.settings.name,
+                            k.display()
+                        ),
+                    })
                 }
                 None => {
-                    return Err(ProviderError::Other(format!(
-                        "kubeconfig {} has no context {context} (the one `rktup local up --name {}` writes)",
-                        k.display(),
-                        self.settings.name
-                    )))
+                    return Err(ProviderError::Invalid {
+                        input: format!("kubeconfig {}", k.display()),
+                        value: format!("has no context {context}"),
+                        expected: format!(
+                            "expected the one `rktup local up --name {} --kubeconfig {}` writes",
+                            self.settings.name,
+                            k.display()
+                        ),
+                    })
                 }
             }
         }

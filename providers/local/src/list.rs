@@ -82,8 +82,10 @@ pub fn list(
     match output {
         OutputFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&found)
-                .map_err(|e| ProviderError::Other(e.to_string()))?
+            serde_json::to_string_pretty(&found).map_err(|source| ProviderError::Json {
+                what: "the cluster list",
+                source
+            })?
         ),
         OutputFormat::Text => {
             for c in &found {
@@ -119,6 +121,8 @@ mod tests {
             }],
             kubeconfig: None,
             insecure_registries: vec![],
+            layout: None,
+            settings: None,
         }
     }
 

@@ -359,12 +359,19 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
 /// Removes the namespaces (their veths and nftables tables go with them), the bridge (with the
 /// routes through it) and the forward rule. Returns what could not be removed.
 pub fn teardown(cluster: &str, bridge: &str, namespaces: &[String]) -> Vec<String> {
-    let mut left = Vec::new();
-    for ns in namespaces {
-        if let Err(e) = netns::delete(ns) {
-            left.push(format!("network namespace {ns}: {e}"));
-        }
-    }
+    // Every namespace at once: each unmount waits for an RCU grace period in the kernel, and
+    // waits that overlap are shared.
+    let mut left: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .map(|ns| scope.spawn(move || netns::delete(ns).err().map(|e| (ns, e))))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap_or(None))
+            .map(|(ns, e)| format!("network namespace {ns}: {e}"))
+            .collect()
+    });
     let r = Rtnl::open().and_then(|mut rt| match rt.link_index(bridge)? {
         Some(i) => rt.del_link(i),
         None => Ok(()),

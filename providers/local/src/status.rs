@@ -82,10 +82,7 @@ pub fn status(local: &Local) -> Result<(), ProviderError> {
     let name = &local.settings.name;
     let layout = Layout::new(&local.settings.state_dir);
     let Some(rec) = layout.load() else {
-        return Err(ProviderError::Other(format!(
-            "no local cluster \"{name}\" (nothing in {}); create it with `rktup local up --name {name}`",
-            layout.root.display()
-        )));
+        return Err(crate::no_cluster(name, &layout));
     };
     let cp = process::running(&layout.pidfile("controlplane"));
     let api = if cp.is_some() {
@@ -131,14 +128,31 @@ pub fn status(local: &Local) -> Result<(), ProviderError> {
     match local.output {
         OutputFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&st).map_err(|e| ProviderError::Other(e.to_string()))?
+            serde_json::to_string_pretty(&st).map_err(|source| ProviderError::Json {
+                what: "the cluster's status",
+                source
+            })?
         ),
         OutputFormat::Text => print_text(&st),
     }
-    if st.controlplane_pid.is_none() || st.nodes.iter().any(|n| n.agent_pid.is_none()) {
-        return Err(ProviderError::Other(format!(
-            "cluster \"{name}\" is not fully running; `rktup local up --name {name}` restarts what is missing"
-        )));
+    let mut missing: Vec<String> = st
+        .controlplane_pid
+        .is_none()
+        .then(|| "the control plane".to_string())
+        .into_iter()
+        .collect();
+    missing.extend(
+        st.nodes
+            .iter()
+            .filter(|n| n.agent_pid.is_none())
+            .map(|n| format!("the agent of {}", n.name)),
+    );
+    if !missing.is_empty() {
+        return Err(ProviderError::NotRunning {
+            provider: "local",
+            cluster: name.clone(),
+            missing,
+        });
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use crate::layout::{self, ClusterRecord, Layout, NodeRecord};
 use crate::process::{self, Spec};
 use crate::{err, network, node_name, portmap, ready, require_root, Local};
-use rktup_config::OutputFormat;
+use rktup_config::{ClusterLayout, OutputFormat};
 use rktup_controlplane::pki::{self, Credential, Pki};
 use rktup_node_contract::AgentConfig;
 use rktup_provider::engine::{Dep, Done, Graph, Key};
@@ -122,17 +122,20 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
             },
         )
         .into();
-    if !s.layout.port_mappings.is_empty() {
+    // The cluster file's, or (a later `up` without `--config`) the record's.
+    let port_mappings = match (s.layout.is_empty(), Layout::new(&s.state_dir).load()) {
+        (true, Some(rec)) => rec.layout.unwrap_or_default().port_mappings.len(),
+        _ => s.layout.port_mappings.len(),
+    };
+    if port_mappings > 0 {
         last = g
             .add(
-                resource("port-mappings", format!("{}-portmap", s.name)).with_detail(format!(
-                    "{} host port(s) to node ports",
-                    s.layout.port_mappings.len()
-                )),
+                resource("port-mappings", format!("{}-portmap", s.name))
+                    .with_detail(format!("{port_mappings} host port(s) to node ports")),
                 &[rec.into(), last],
                 move |cx, i| {
                     Box::pin(async move {
-                        let f = start_port_mappings(local, &cx.layout, i.get(rec), &cx.exe)
+                        let f = start_port_mappings(&cx.layout, i.get(rec), &cx.exe)
                             .map_err(local_error)?;
                         let detail = f.iter().map(|f| f.to_string()).collect::<Vec<_>>();
                         Ok(Done::new((), detail.join(", ")))
@@ -175,8 +178,8 @@ pub fn graph<'a>(local: &'a Local, opts: &'a UpOptions) -> (Graph<'a, Ctx<'a>>, 
                         ready::wait_dns_and_system_pods(
                             &layout.admin_kubeconfig(),
                             &netns,
-                            s.dns_server_ip,
-                            &s.dns_domain,
+                            recorded(i.get(rec), s).dns_server_ip,
+                            &recorded(i.get(rec), s).dns_domain,
                             deadline,
                         )
                         .await
@@ -336,23 +339,28 @@ fn prepare(
             taken.push(s.service_cluster_ip_range);
             let cluster_ip_range = if l.cluster_ip_range_is_default {
                 layout::free_pod_range(&taken, s.num_nodes).ok_or_else(|| {
-                    ProviderError::Other(format!(
-                        "no free pod range for {} node(s) in {}: every one overlaps a route on \
-                         this machine or another cluster; set CLUSTER_IP_RANGE",
-                        s.num_nodes,
-                        layout::POD_RANGE_POOL
-                    ))
+                    err(
+                        &format!(
+                            "failed to choose a pod range for {} node(s) in {}",
+                            s.num_nodes,
+                            layout::POD_RANGE_POOL
+                        ),
+                        "every one overlaps a route on this machine or another cluster; set \
+                         CLUSTER_IP_RANGE",
+                    )
                 })?
             } else {
                 s.cluster_ip_range
             };
             taken.push(cluster_ip_range);
             let node_network = layout::free_node_network(&taken).ok_or_else(|| {
-                ProviderError::Other(format!(
-                    "no free /24 for the node network in {}: every one overlaps a route on this \
-                     machine or another cluster",
-                    layout::NODE_NETWORK_POOL
-                ))
+                err(
+                    &format!(
+                        "failed to choose a /24 for the node network in {}",
+                        layout::NODE_NETWORK_POOL
+                    ),
+                    "every one overlaps a route on this machine or another cluster",
+                )
             })?;
             ClusterRecord {
                 name: s.name.clone(),
@@ -364,9 +372,24 @@ fn prepare(
                 nodes: vec![],
                 kubeconfig: opts.kubeconfig.clone(),
                 insecure_registries: vec![],
+                layout: None,
+                settings: None,
             }
         }
     };
+    rec.layout = Some(settled_layout(&rec, &s.layout)?);
+    match &rec.settings {
+        None => rec.settings = Some(layout::RecordedSettings::of(s)),
+        Some(kept) => {
+            for (name, kept, given) in kept.differences(s) {
+                eprintln!(
+                    "note: cluster \"{}\" keeps {name}={kept}, as it was made; {name}={given} is \
+                     not used (`rktup local down` first to change it)",
+                    s.name
+                );
+            }
+        }
+    }
     for r in &opts.insecure_registries {
         if !rec.insecure_registries.contains(r) {
             rec.insecure_registries.push(r.clone());
@@ -376,18 +399,23 @@ fn prepare(
     // Node addresses count up from .2 of the node network's /24; .192/26 is the LoadBalancer pool.
     let max_nodes = (1u32 << (24 - rec.cluster_ip_range.prefix_len().min(24))).min(189);
     if want > max_nodes {
-        return Err(ProviderError::Other(format!(
-            "NUM_NODES={want} is more than CLUSTER_IP_RANGE {} holds (one /24 per node, at most \
-             {max_nodes}); use a wider range (e.g. 10.244.0.0/16) or fewer nodes",
-            rec.cluster_ip_range
-        )));
+        return Err(ProviderError::Invalid {
+            input: "NUM_NODES".into(),
+            value: want.to_string(),
+            expected: format!(
+                "more than CLUSTER_IP_RANGE {} holds (one /24 per node, at most {max_nodes}); \
+                 use a wider range (e.g. 10.244.0.0/16) or fewer nodes",
+                rec.cluster_ip_range
+            ),
+        });
     }
     for i in rec.nodes.len() as u32 + 1..=want {
         let pod_cidr = layout::pod_cidr(rec.cluster_ip_range, i - 1).ok_or_else(|| {
-            ProviderError::Other(format!(
-                "CLUSTER_IP_RANGE {} has no /24 for node {i}",
-                rec.cluster_ip_range
-            ))
+            ProviderError::Invalid {
+                input: "CLUSTER_IP_RANGE".into(),
+                value: rec.cluster_ip_range.to_string(),
+                expected: format!("has no /24 for node {i}; use a wider range"),
+            }
         })?;
         rec.nodes.push(NodeRecord {
             name: node_name(&s.name, l, want, i),
@@ -407,6 +435,40 @@ fn prepare(
     Ok(rec)
 }
 
+/// The settings the cluster was made with (`prepare` records them; `s`'s for an older record).
+fn recorded(rec: &ClusterRecord, s: &rktup_config::ClusterSettings) -> layout::RecordedSettings {
+    rec.settings
+        .clone()
+        .unwrap_or_else(|| layout::RecordedSettings::of(s))
+}
+
+/// The cluster file's layout this `up` runs with. A cluster keeps the one it was made with: `up`
+/// without `--config` (or with a file that has no nodes, registries or port mappings) uses the
+/// record's; a file that differs from it is refused, naming the keys (kind and k3d do not
+/// change an existing cluster either: its agents and port mappings run with the old one). A
+/// record from before layouts were kept takes the one given.
+fn settled_layout(
+    rec: &ClusterRecord,
+    given: &ClusterLayout,
+) -> Result<ClusterLayout, ProviderError> {
+    match &rec.layout {
+        None => Ok(given.clone()),
+        Some(was) if given.is_empty() => Ok(was.clone()),
+        Some(was) => {
+            let keys = layout::layout_differences(was, given);
+            if keys.is_empty() {
+                Ok(was.clone())
+            } else {
+                Err(ProviderError::ClusterFileChanged {
+                    provider: "local",
+                    cluster: rec.name.clone(),
+                    keys,
+                })
+            }
+        }
+    }
+}
+
 /// API_PORT if free; when it was not set and is taken (another cluster), the next free port.
 fn choose_port(host: Ipv4Addr, port: u16, is_default: bool) -> Result<u16, ProviderError> {
     let free = |p: u16| TcpListener::bind((host, p)).is_ok();
@@ -418,9 +480,11 @@ fn choose_port(host: Ipv4Addr, port: u16, is_default: bool) -> Result<u16, Provi
             return Ok(p);
         }
     }
-    Err(ProviderError::Other(format!(
-        "API_PORT {port} on {host} is in use; set API_PORT (or --api-port) to a free port"
-    )))
+    Err(ProviderError::Invalid {
+        input: "API_PORT".into(),
+        value: port.to_string(),
+        expected: format!("in use on {host}; set API_PORT (or --api-port) to a free port"),
+    })
 }
 
 /// Node networks recorded by other local clusters under the same state root.
@@ -610,7 +674,9 @@ fn start_controlplane(
                 "--also-bind".into(),
                 format!("{}:{}", rec.gateway(), rec.api_port),
                 "--service-cluster-ip-range".into(),
-                local.settings.service_cluster_ip_range.to_string(),
+                recorded(rec, &local.settings)
+                    .service_cluster_ip_range
+                    .to_string(),
                 // Kubelet calls (logs, exec, port-forward) go only to a kubelet serving the
                 // certificate the CSR signer issued to that node.
                 "--verify-kubelet-serving-certs".into(),
@@ -621,7 +687,7 @@ fn start_controlplane(
                 "--load-balancer-ip-range".into(),
                 rec.load_balancer_pool().to_string(),
                 "--cluster-dns-ip".into(),
-                local.settings.dns_server_ip.to_string(),
+                recorded(rec, &local.settings).dns_server_ip.to_string(),
             ],
             log: layout.log("controlplane"),
             pidfile: pidfile.clone(),
@@ -641,10 +707,11 @@ fn start_controlplane(
             return Ok(());
         }
         if process::running(&pidfile).is_none() || Instant::now() > deadline {
-            return Err(ProviderError::Other(format!(
-                "the control plane did not come up on {addr}; see {}",
-                layout.log("controlplane").display()
-            )));
+            return Err(ProviderError::NotStarted {
+                component: "the control plane".into(),
+                what: format!("come up on {addr}"),
+                log: layout.log("controlplane"),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -658,6 +725,8 @@ fn agent_args(
 ) -> Vec<String> {
     let s = &local.settings;
     let l = local.local();
+    let file = rec.layout.clone().unwrap_or_default();
+    let kept = recorded(rec, s);
     let cfg = AgentConfig {
         root_dir: layout.node_root(&node.name),
         pod_manifest_path: layout.node_manifests(&node.name),
@@ -672,11 +741,11 @@ fn agent_args(
         authentication_token_webhook: true,
         hostname_override: Some(node.name.clone()),
         node_ip: Some(node.ip.to_string()),
-        network_plugin: s.network,
+        network_plugin: kept.network,
         pod_cidr: Some(node.pod_cidr.to_string()),
-        rkt_stage1_image: Some(s.stage1),
-        cluster_dns: Some(s.dns_server_ip.to_string()),
-        cluster_domain: Some(s.dns_domain.clone()),
+        rkt_stage1_image: Some(kept.stage1),
+        cluster_dns: Some(kept.dns_server_ip.to_string()),
+        cluster_domain: Some(kept.dns_domain.clone()),
         cluster_cidr: Some(rec.cluster_ip_range.to_string()),
         verbosity: s.log_level,
         allow_privileged: s.allow_privileged,
@@ -686,20 +755,20 @@ fn agent_args(
         rkt_api_endpoint: Some(s.rkt_api_endpoint.clone()),
         network_plugin_dir: l.net_plugin_dir.clone(),
         rkt_path: l.rkt_path.clone(),
-        insecure_registry: insecure_registries(rec, &s.layout),
+        insecure_registry: insecure_registries(rec, &file),
         // The cluster file's mirrors (docker.io → a local registry, say) and this node's labels
         // and taints (`nodes[i]`, in node order).
-        registry_mirror: s.layout.registries.mirrors.clone(),
-        registry_mirror_exclusive: s.layout.registries.exclusive.clone(),
-        node_labels: node_spec(local, rec, node)
+        registry_mirror: file.registries.mirrors.clone(),
+        registry_mirror_exclusive: file.registries.exclusive.clone(),
+        node_labels: node_spec(rec, node)
             .map(|n| n.labels.clone())
             .unwrap_or_default(),
-        register_with_taints: node_spec(local, rec, node)
+        register_with_taints: node_spec(rec, node)
             .map(|n| n.taints.clone())
             .unwrap_or_default(),
         // kind's extraMounts: a local node shares this machine's filesystem, so it is the
         // node's hostPath volumes under containerPath that are served from hostPath.
-        host_path_mount: node_spec(local, rec, node)
+        host_path_mount: node_spec(rec, node)
             .map(|n| {
                 n.extra_mounts
                     .iter()
@@ -722,14 +791,11 @@ fn agent_args(
         .collect()
 }
 
-/// The cluster file's entry for `node` (`nodes[i]` is the i+1-th node), if it lists nodes.
-fn node_spec<'a>(
-    local: &'a Local,
-    rec: &ClusterRecord,
-    node: &NodeRecord,
-) -> Option<&'a rktup_config::NodeSpec> {
+/// The recorded cluster file's entry for `node` (`nodes[i]` is the i+1-th node), if it lists
+/// nodes.
+fn node_spec<'a>(rec: &'a ClusterRecord, node: &NodeRecord) -> Option<&'a rktup_config::NodeSpec> {
     let i = rec.nodes.iter().position(|n| n.name == node.name)?;
-    local.settings.layout.nodes.get(i)
+    rec.layout.as_ref()?.nodes.get(i)
 }
 
 /// `--insecure-registry` of `up` (kept in the record) and the cluster file's `insecure:`.
@@ -746,14 +812,16 @@ fn insecure_registries(rec: &ClusterRecord, layout: &rktup_config::ClusterLayout
 /// The cluster file's port mappings: a proxy on this machine (`portmap.rs`) under its own
 /// supervisor, started once; returns what it forwards.
 fn start_port_mappings(
-    local: &Local,
     layout: &Layout,
     rec: &ClusterRecord,
     exe: &Path,
 ) -> Result<Vec<portmap::Forward>, ProviderError> {
-    let forwards = portmap::forwards(&local.settings.layout.port_mappings, |i| {
-        rec.nodes.get(i).map(|n| n.ip)
-    });
+    let mappings = rec
+        .layout
+        .as_ref()
+        .map(|l| l.port_mappings.as_slice())
+        .unwrap_or_default();
+    let forwards = portmap::forwards(mappings, |i| rec.nodes.get(i).map(|n| n.ip));
     let pidfile = layout.pidfile("portmap");
     if forwards.is_empty() || process::running(&pidfile).is_some() {
         return Ok(forwards);
@@ -780,10 +848,11 @@ fn start_port_mappings(
         let addr = SocketAddr::from((ip, f.listen.port()));
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if process::running(&pidfile).is_none() || Instant::now() > deadline {
-                return Err(ProviderError::Other(format!(
-                    "the port mapping {f} does not listen; see {}",
-                    layout.log("portmap").display()
-                )));
+                return Err(ProviderError::NotStarted {
+                    component: format!("the port mapping {f}"),
+                    what: "listen".into(),
+                    log: layout.log("portmap"),
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }

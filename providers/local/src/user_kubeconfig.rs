@@ -53,11 +53,12 @@ pub fn sudo_user(
 
 /// The passwd entry of `name` (getpwnam_r: NSS included, as sudo itself resolves it).
 fn lookup(name: &str) -> Result<SudoUser, ProviderError> {
-    let unknown = || {
-        ProviderError::Other(format!(
-            "SUDO_USER={name}: no such user in the password database, so its kubeconfig cannot \
-             be found; pass --kubeconfig FILE or set KUBECONFIG"
-        ))
+    let unknown = || ProviderError::Invalid {
+        input: "SUDO_USER".into(),
+        value: name.to_string(),
+        expected: "no such user in the password database, so its kubeconfig cannot be found; \
+                   pass --kubeconfig FILE or set KUBECONFIG"
+            .into(),
     };
     let cname = CString::new(name).map_err(|_| unknown())?;
     let mut buf = vec![0u8; 16 * 1024];
@@ -302,7 +303,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                e.contains("SUDO_USER=no-such-user-rktup") && e.contains("--kubeconfig"),
+                e.contains("SUDO_USER no-such-user-rktup") && e.contains("--kubeconfig"),
                 "{e}"
             );
         }

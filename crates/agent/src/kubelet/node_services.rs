@@ -20,6 +20,10 @@ pub struct NodeServicesConfig {
     pub serve_dns: bool,
     /// `--proxy-mode=nftables` (false: `none`).
     pub proxy: bool,
+    /// This node's static pods run the cluster's kube-controller-manager without a cloud
+    /// provider (a cloud master): the proxy says on pending LoadBalancer Services that nothing
+    /// assigns their address (`rktup_proxy::lb_notice`).
+    pub load_balancer_notice: bool,
     pub cluster_cidr: Option<ipnet::IpNet>,
     /// Where names outside the cluster go (kubelet's `--resolv-conf`; None: `--resolv-conf=""`,
     /// no upstreams).
@@ -39,6 +43,17 @@ pub struct NodeServices {
 /// The nftables table the agent's proxy owns (one per network namespace, replaced atomically).
 pub const PROXY_TABLE: &str = "rktup-proxy";
 
+/// Whether the static pods in `manifest_dir` run kube-controller-manager without a cloud provider
+/// and no cloud-controller-manager (a cloud master as rktup renders it): then nothing assigns
+/// LoadBalancer addresses, and this node's proxy says so on each pending one.
+pub fn load_balancer_notice(manifest_dir: &std::path::Path) -> bool {
+    let static_pods: Vec<_> = crate::sync::read_manifests(manifest_dir)
+        .into_iter()
+        .filter_map(|m| m.pod.ok())
+        .collect();
+    rktup_proxy::lb_notice::no_service_controller(&static_pods)
+}
+
 /// Start what the configuration asks for. A part that fails to start is logged and left out:
 /// pods still run (as kubelet runs pods without a working kube-proxy or CoreDNS).
 pub async fn start(client: kube::Client, cfg: &NodeServicesConfig) -> NodeServices {
@@ -54,6 +69,7 @@ pub async fn start(client: kube::Client, cfg: &NodeServicesConfig) -> NodeServic
             cluster_cidr: cfg.cluster_cidr,
             table: PROXY_TABLE.to_string(),
             skip_cluster_ips: dns_ip.into_iter().collect(),
+            load_balancer_notice: cfg.load_balancer_notice,
         };
         match rktup_proxy::run(client.clone(), pcfg).await {
             Ok(p) => {

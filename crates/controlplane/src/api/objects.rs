@@ -503,11 +503,26 @@ impl Core {
         opts: &ListOptions,
     ) -> ApiResult<(Vec<Arc<Value>>, u64, Option<String>)> {
         let prefix = rd.key_prefix(Self::ns_of(rd, ns));
-        let (all, rev) = self.store.list(&prefix);
-        let start_after = match &opts.continue_token {
-            Some(tok) => Some(decode_continue(tok)?),
-            None => None,
+        // Later pages are read at the first page's revision (kube-apiserver reads them from
+        // etcd at that revision): read from now, an object created meanwhile whose name sorts
+        // before the page boundary would be in no page, yet before the list's
+        // resourceVersion, so a watch from it would never report it either.
+        let continue_key = opts
+            .continue_token
+            .as_deref()
+            .map(decode_continue)
+            .transpose()?;
+        let (all, rev) = match continue_key.as_ref().and_then(|k| k.revision) {
+            Some(rv) => {
+                let all = self.store.list_at(&prefix, rv).map_err(|e| match e {
+                    StoreError::Gone { .. } => ApiError::gone(CONTINUE_TOO_OLD),
+                    other => ApiError::internal(other.to_string()),
+                })?;
+                (all, rv)
+            }
+            None => self.store.list(&prefix),
         };
+        let start_after = continue_key.map(|k| k.start);
         let mut out: Vec<Arc<Value>> = Vec::new();
         let mut next = None;
         for s in all {
@@ -522,7 +537,7 @@ impl Core {
             }
             if let Some(limit) = opts.limit {
                 if limit > 0 && out.len() == limit {
-                    next = Some(encode_continue(&key_suffix(&out[out.len() - 1])));
+                    next = Some(encode_continue(&key_suffix(&out[out.len() - 1]), rev));
                     break;
                 }
             }
@@ -1585,13 +1600,23 @@ fn key_suffix(obj: &Value) -> String {
     }
 }
 
-fn encode_continue(last: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .encode(json!({"v": "meta.k8s.io/v1", "start": last}).to_string())
+/// kube-apiserver's words when a continue token's revision is older than the history kept.
+const CONTINUE_TOO_OLD: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue value from the response.";
+
+/// Where a paginated list goes on: after the key `start`, at the first page's revision
+/// (tokens from before revisions were carried have none: read at the current one).
+struct ContinueKey {
+    start: String,
+    revision: Option<u64>,
 }
 
-fn decode_continue(tok: &str) -> ApiResult<String> {
+fn encode_continue(last: &str, revision: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": revision, "start": last}).to_string())
+}
+
+fn decode_continue(tok: &str) -> ApiResult<ContinueKey> {
     use base64::Engine;
     let bad = || {
         ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
@@ -1600,5 +1625,10 @@ fn decode_continue(tok: &str) -> ApiResult<String> {
         .decode(tok)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    v["start"].as_str().map(String::from).ok_or_else(bad)
+    let start = v["start"].as_str().map(String::from).ok_or_else(bad)?;
+    let revision = match v.get("rv") {
+        None => None,
+        Some(rv) => Some(rv.as_u64().filter(|rv| *rv > 0).ok_or_else(bad)?),
+    };
+    Ok(ContinueKey { start, revision })
 }

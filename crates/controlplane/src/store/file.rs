@@ -49,6 +49,15 @@ struct Inner {
     watchers: Vec<Watcher>,
 }
 
+impl Inner {
+    /// The stored objects whose key starts with `prefix`, in key order.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> {
+        self.data
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+}
+
 pub struct FileStore {
     dir: PathBuf,
     /// Held (flock) for the store's lifetime: one process per data dir.
@@ -314,6 +323,15 @@ impl FileStore {
     }
 }
 
+/// The revision an object was stored at, from its `metadata.resourceVersion`.
+fn revision_of(object: &Value) -> u64 {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 impl Store for FileStore {
     fn revision(&self) -> u64 {
         self.lock().revision
@@ -329,13 +347,45 @@ impl Store for FileStore {
 
     fn list(&self, prefix: &str) -> (Vec<Stored>, u64) {
         let inner = self.lock();
-        let items = inner
-            .data
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
-            .collect();
+        let items = inner.under(prefix).map(|(_, v)| v.clone()).collect();
         (items, inner.revision)
+    }
+
+    fn list_at(&self, prefix: &str, revision: u64) -> Result<Vec<Stored>> {
+        let inner = self.lock();
+        if revision < inner.compacted {
+            return Err(StoreError::Gone {
+                requested: revision,
+                oldest: inner.compacted + 1,
+            });
+        }
+        let mut items: BTreeMap<String, Stored> = inner
+            .under(prefix)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // Undo the later changes, newest first: an object's state before a change is the
+        // event's `prev` (none: the object did not exist).
+        for e in inner.history.iter().rev() {
+            if e.revision <= revision {
+                break;
+            }
+            if !e.key.starts_with(prefix) {
+                continue;
+            }
+            match &e.prev {
+                None => {
+                    items.remove(&*e.key);
+                }
+                Some(prev) => {
+                    let stored = Stored {
+                        revision: revision_of(prev),
+                        object: prev.clone(),
+                    };
+                    items.insert(e.key.to_string(), stored);
+                }
+            }
+        }
+        Ok(items.into_values().collect())
     }
 
     fn create(&self, key: &str, object: Value) -> Result<Stored> {
@@ -411,9 +461,17 @@ impl Store for FileStore {
     }
 
     fn sync(&self) -> Result<()> {
-        let inner = self.lock();
         let log_path = self.dir.join("log.jsonl");
-        inner.log.sync_data().map_err(io_err("fsync", &log_path))
+        // fsync through a second handle, outside the lock: on a busy disk an fdatasync takes
+        // milliseconds, and every read and write of the API server waited for it. A snapshot
+        // that swaps the log meanwhile leaves this handle on the old file, which is harmless:
+        // the snapshot is on disk before the new log is used.
+        let log = self
+            .lock()
+            .log
+            .try_clone()
+            .map_err(io_err("duplicate the handle of", &log_path))?;
+        log.sync_data().map_err(io_err("fsync", &log_path))
     }
 }
 
@@ -521,5 +579,39 @@ mod tests {
         drop(w);
         assert!(s.oldest_watchable() > 1);
         assert!(matches!(s.watch("/r/", 1), Err(StoreError::Gone { .. })));
+    }
+
+    #[test]
+    fn list_at_shows_the_state_of_a_past_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path()).unwrap();
+        s.create("/r/a", obj("a")).unwrap();
+        s.create("/r/c", obj("c")).unwrap();
+        s.create("/other/x", obj("x")).unwrap();
+        let (before, rev) = s.list("/r/");
+        // After `rev`: one object added, one changed, one deleted and added back, one deleted.
+        s.create("/r/b", obj("b")).unwrap();
+        s.update("/r/a", json!({"metadata": {"name": "a"}, "x": 1}), None)
+            .unwrap();
+        s.delete("/r/c", None).unwrap();
+        s.create("/r/c", obj("c")).unwrap();
+        s.delete("/r/c", None).unwrap();
+        s.create("/other/y", obj("y")).unwrap();
+        let then = s.list_at("/r/", rev).unwrap();
+        let view = |v: &[Stored]| -> Vec<(u64, Value)> {
+            v.iter()
+                .map(|s| (s.revision, (*s.object).clone()))
+                .collect()
+        };
+        assert_eq!(view(&then), view(&before));
+        let (now, now_rev) = s.list("/r/");
+        assert_eq!(view(&s.list_at("/r/", now_rev).unwrap()), view(&now));
+        // Older than the kept history: gone, as a watch from there would be.
+        let fresh = tempfile::tempdir().unwrap();
+        let t = FileStore::open(fresh.path()).unwrap();
+        for i in 0..(HISTORY_EVENTS + 2) {
+            t.create(&format!("/r/{i}"), obj("o")).unwrap();
+        }
+        assert!(matches!(t.list_at("/r/", 1), Err(StoreError::Gone { .. })));
     }
 }

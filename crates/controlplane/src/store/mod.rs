@@ -107,6 +107,11 @@ pub trait Store: Send + Sync + 'static {
     /// All objects whose key starts with `prefix`, in key order, and the
     /// revision the listing is consistent with.
     fn list(&self, prefix: &str) -> (Vec<Stored>, u64);
+    /// All objects under `prefix` as they were at `revision` (etcd's range read at a
+    /// revision): what the later pages of a paginated list are served from, so every page
+    /// shows one state and a watch from the list's resourceVersion misses nothing. A
+    /// revision older than the kept history is `Gone`.
+    fn list_at(&self, prefix: &str, revision: u64) -> Result<Vec<Stored>>;
     /// Create `key`; fails if it exists. The store sets `metadata.resourceVersion`.
     fn create(&self, key: &str, object: Value) -> Result<Stored>;
     /// Replace `key`. With `expected`, fails with `Conflict` unless the

@@ -13,7 +13,9 @@
 //!   route via the gateway, the host end on the bridge with hairpin on;
 //! - the node's `inet rktup-kubenet` nftables table: hostPorts (DNAT of local destinations in
 //!   prerouting and output through the `hostports` verdict map, one chain per pod), masquerade
-//!   of DNATed pod-to-pod flows (a pod reaching another, or itself, through a hostPort), and pod
+//!   of DNATed pod-to-pod flows (a pod reaching another, or itself, through a hostPort) and of
+//!   the node's own flows to a hostPort on 127.0.0.1 (the bridge has `route_localnet` for
+//!   them, as upstream's portmap plugin sets it), and pod
 //!   traffic to the cloud metadata address dropped (GKE's metadata concealment; hostNetwork
 //!   pods do not cross the forward hook, so they keep it).
 //!
@@ -236,6 +238,12 @@ fn attach(
     rt.set_up(br)
         .map_err(step(format!("set bridge {} up", cfg.bridge)))?;
     netns::sysctl("net.ipv4.ip_forward", "1").map_err(step("enable IPv4 forwarding"))?;
+    // hostPorts on 127.0.0.1: the DNATed flow leaves through the bridge with a loopback source
+    // (then masqueraded, table.rs); without route_localnet the kernel drops it as martian.
+    // Upstream's portmap plugin sets the same bit on the interface that routes to the pod.
+    netns::sysctl(&format!("net.ipv4.conf.{}.route_localnet", cfg.bridge), "1").map_err(step(
+        format!("enable route_localnet on bridge {}", cfg.bridge),
+    ))?;
 
     // The veth: eth0 born in the pod's namespace, the host end on the bridge.
     let host = host_veth(att.container_id);

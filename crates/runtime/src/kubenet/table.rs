@@ -5,7 +5,8 @@
 //! map hostports { type inet_proto . inet_service : verdict }
 //! chain prerouting  { type nat hook prerouting priority dstnat;   meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @hostports }
 //! chain output      { type nat hook output priority dstnat;       (the same) }
-//! chain postrouting { type nat hook postrouting priority srcnat;  meta nfproto ipv4 ct status dnat ip saddr <pods> ip daddr <pods> masquerade }
+//! chain postrouting { type nat hook postrouting priority srcnat;  meta nfproto ipv4 ct status dnat ip saddr <pods> ip daddr <pods> masquerade
+//!                     meta nfproto ipv4 ct status dnat ip saddr 127.0.0.0/8 ip daddr <pods> masquerade }
 //! chain forward     { type filter hook forward priority filter;   meta nfproto ipv4 ip saddr <pods> ip daddr 169.254.169.254 drop }
 //! chain pod-<id>    { meta l4proto tcp th dport <hostPort> dnat ip to <pod>:<containerPort> … }
 //! ```
@@ -73,17 +74,26 @@ pub fn ensure(cfg: &super::Config) -> io::Result<()> {
     ]);
     b.add_rule(TABLE, "prerouting", &to_hostports);
     b.add_rule(TABLE, "output", &to_hostports);
-    b.add_rule(
-        TABLE,
-        "postrouting",
-        &rule(&[
-            expr::ipv4(),
-            expr::ct_dnat(),
-            expr::saddr_in(cfg.subnet, false),
-            expr::daddr_in(cfg.subnet, false),
-            expr::masquerade(),
-        ]),
-    );
+    // DNATed flows into the pods are masqueraded when they come from a pod (hairpin) or from
+    // 127.0.0.1: a hostPort reached on the node's loopback (the output hook DNATs it too) leaves
+    // through the bridge with a loopback source, which the bridge's route_localnet lets out
+    // (`attach`) and this rewrites to the bridge's address so the pod can answer, as upstream's
+    // portmap plugin does for localhost (`snat`, its CNI-HOSTPORT-MASQ chain).
+    let loopback =
+        ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).map_err(io::Error::other)?;
+    for source in [cfg.subnet, loopback] {
+        b.add_rule(
+            TABLE,
+            "postrouting",
+            &rule(&[
+                expr::ipv4(),
+                expr::ct_dnat(),
+                expr::saddr_in(source, false),
+                expr::daddr_in(cfg.subnet, false),
+                expr::masquerade(),
+            ]),
+        );
+    }
     if cfg.block_metadata {
         let md = ipnet::Ipv4Net::new(super::METADATA_ADDR, 32).map_err(io::Error::other)?;
         b.add_rule(

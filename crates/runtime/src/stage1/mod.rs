@@ -920,7 +920,7 @@ pub(crate) fn cleanup_pod(
     net_result: Option<&serde_json::Value>,
 ) {
     // Processes: anything left in the pod's cgroups.
-    let mut cgs: Vec<Box<dyn CgroupManager>> = plan
+    let cgs: Vec<Box<dyn CgroupManager>> = plan
         .all_containers()
         .map(|c| create_cgroup_manager(&format!("{}/{}", plan.cgroup_path(), c.name)))
         .collect();
@@ -986,7 +986,14 @@ pub(crate) fn cleanup_pod(
             }
         }
     }
-    for cg in cgs.drain(..) {
+    drop(cgs);
+    remove_pod_cgroups(plan);
+}
+
+/// Removes the cgroups of a pod whose processes are gone: each container's, then the pod's.
+pub(crate) fn remove_pod_cgroups(plan: &PodPlan) {
+    for c in plan.all_containers() {
+        let cg = create_cgroup_manager(&format!("{}/{}", plan.cgroup_path(), c.name));
         if let Err(e) = cg.remove() {
             warn!(pod = %plan.uuid, "{e}");
         }

@@ -81,8 +81,9 @@ impl Discovery {
     pub fn load() -> Result<Discovery, String> {
         let compute = discovery_dir()?;
         let storage = compute.with_file_name("storage.v1.json");
+        let iam = compute.with_file_name("iam.v1.json");
         let mut docs = Vec::new();
-        for p in [compute, storage] {
+        for p in [compute, storage, iam] {
             let text = std::fs::read_to_string(&p).map_err(|e| {
                 format!("failed to read {}: {e}\n  install: {INSTALL}", p.display())
             })?;

@@ -58,6 +58,10 @@ pub struct State {
     /// bucket → object name → bytes
     objects: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     buckets: BTreeMap<String, Value>,
+    /// (bucket, object) → the object's ACL (objectAccessControls, storage's JSON shape)
+    pub acls: BTreeMap<(String, String), Vec<Value>>,
+    /// IAM service accounts by email
+    pub service_accounts: BTreeMap<String, Value>,
 }
 
 #[derive(Clone)]
@@ -89,6 +93,8 @@ impl Fake {
             base: base.clone(),
             objects: BTreeMap::new(),
             buckets: BTreeMap::new(),
+            acls: BTreeMap::new(),
+            service_accounts: BTreeMap::new(),
         }));
         let st = state.clone();
         std::thread::spawn(move || {
@@ -111,6 +117,11 @@ impl Fake {
 
     pub fn storage_endpoint(&self) -> String {
         format!("{}/storage/v1/", self.base)
+    }
+
+    /// The IAM API (`iam.v1.json`: service accounts).
+    pub fn iam_endpoint(&self) -> String {
+        format!("{}/v1/", self.base)
     }
 
     pub fn token_uri(&self) -> String {
@@ -269,6 +280,9 @@ impl State {
         let id = req.method_id.as_str();
         if id.starts_with("storage.") {
             return self.storage(req, body, raw);
+        }
+        if id.starts_with("iam.") {
+            return self.iam(req, body);
         }
         let path = req.path.trim_start_matches("/compute/v1/").to_string();
         let verb = id.rsplit('.').next().unwrap_or("");
@@ -583,6 +597,56 @@ impl State {
         }
     }
 
+    /// IAM service accounts: create (409 when it exists), get, delete, as iam.v1 answers.
+    fn iam(&mut self, req: &Request, body: Option<&Value>) -> Answer {
+        let seg: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        // v1/projects/{project}/serviceAccounts[/{email}]
+        let project = seg.get(2).copied().unwrap_or("");
+        match req.method_id.as_str() {
+            "iam.projects.serviceAccounts.create" => {
+                let id = body
+                    .and_then(|b| b["accountId"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let ok_id = (6..=30).contains(&id.len())
+                    && id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !ok_id {
+                    return err(400, "invalid", &format!("accountId {id:?} is not valid"));
+                }
+                let email = format!("{id}@{project}.iam.gserviceaccount.com");
+                if self.service_accounts.contains_key(&email) {
+                    return err(409, "alreadyExists", "Service account already exists.");
+                }
+                let sa = json!({
+                    "name": format!("projects/{project}/serviceAccounts/{email}"),
+                    "projectId": project,
+                    "email": email,
+                    "displayName": body.and_then(|b| b.pointer("/serviceAccount/displayName")).cloned().unwrap_or(Value::Null),
+                    "uniqueId": self.id().to_string(),
+                });
+                self.service_accounts.insert(email, sa.clone());
+                ok(sa)
+            }
+            "iam.projects.serviceAccounts.get" | "iam.projects.serviceAccounts.delete" => {
+                let email = seg.get(4).copied().unwrap_or("").to_string();
+                if req.method_id.ends_with("get") {
+                    return match self.service_accounts.get(&email) {
+                        Some(sa) => ok(sa.clone()),
+                        None => err(404, "notFound", "Service account not found."),
+                    };
+                }
+                match self.service_accounts.remove(&email) {
+                    Some(_) => ok(json!({})),
+                    None => err(404, "notFound", "Service account not found."),
+                }
+            }
+            other => err(501, "notImplemented", &format!("the fake has no {other}")),
+        }
+    }
+
     fn storage(&mut self, req: &Request, body: Option<&Value>, raw: &[u8]) -> Answer {
         let q = |k: &str| {
             req.query
@@ -639,6 +703,19 @@ impl State {
                     return err(404, "notFound", "The specified bucket does not exist.");
                 };
                 objs.insert(name.clone(), raw.to_vec());
+                // predefinedAcl: `private` is the owner alone; the default (the bucket's default
+                // object ACL, `projectPrivate`) gives the project's members their roles.
+                let owner = json!({"entity": "user-rktup-test@rktup-test.iam.gserviceaccount.com", "role": "OWNER"});
+                let acl = match q("predefinedAcl").as_deref() {
+                    Some("private") => vec![owner],
+                    _ => vec![
+                        json!({"entity": "project-owners-rktup-test", "role": "OWNER"}),
+                        json!({"entity": "project-editors-rktup-test", "role": "OWNER"}),
+                        json!({"entity": "project-viewers-rktup-test", "role": "READER"}),
+                        owner,
+                    ],
+                };
+                self.acls.insert((b.clone(), name.clone()), acl);
                 ok(json!({"kind": "storage#object", "name": name, "bucket": b,
                     "size": raw.len().to_string()}))
             }
@@ -656,6 +733,35 @@ impl State {
                     .collect();
                 ok(self.page(items, req, "storage#objects"))
             }
+            "storage.objectAccessControls.insert" | "storage.objectAccessControls.list" => {
+                let (b, o) = (seg[3].to_string(), seg[5..seg.len() - 1].join("/"));
+                let Some(acl) = self.acls.get_mut(&(b.clone(), o.clone())) else {
+                    return err(404, "notFound", "No such object.");
+                };
+                if req.method_id.ends_with("list") {
+                    let items: Vec<Value> = acl
+                        .iter()
+                        .map(|e| {
+                            let mut e = e.clone();
+                            e["kind"] = json!("storage#objectAccessControl");
+                            e["bucket"] = json!(b);
+                            e["object"] = json!(o);
+                            e
+                        })
+                        .collect();
+                    return ok(json!({"kind": "storage#objectAccessControls", "items": items}));
+                }
+                let entry = body.cloned().unwrap_or(json!({}));
+                let entity = entry["entity"].as_str().unwrap_or("").to_string();
+                if entity.is_empty() || entry["role"].as_str().is_none() {
+                    return err(400, "required", "Required: entity and role");
+                }
+                acl.retain(|e| e["entity"].as_str() != Some(entity.as_str()));
+                acl.push(json!({"entity": entity, "role": entry["role"]}));
+                let mut answer = json!({"entity": entity, "role": entry["role"]});
+                answer["kind"] = json!("storage#objectAccessControl");
+                ok(answer)
+            }
             "storage.objects.get" | "storage.objects.delete" => {
                 let (b, o) = (seg[3].to_string(), seg[5..].join("/"));
                 let exists = self.objects.get(&b).is_some_and(|x| x.contains_key(&o));
@@ -666,6 +772,7 @@ impl State {
                     if let Some(x) = self.objects.get_mut(&b) {
                         x.remove(&o);
                     }
+                    self.acls.remove(&(b.clone(), o.clone()));
                     return Answer {
                         status: 204,
                         body: Value::Null,

@@ -45,6 +45,10 @@ impl Env {
                 "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE",
                 self.fake.storage_endpoint(),
             ),
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAM",
+                self.fake.iam_endpoint(),
+            ),
             ("RKTUP_STATE_DIR", d.join("state").display().to_string()),
             ("HOME", d.display().to_string()),
             ("KUBECONFIG", d.join("kubeconfig").display().to_string()),

@@ -219,10 +219,6 @@ fn insecure_tls() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-/// The accept-any verifier as a type, still re-exported as `probes::NoVerify` for the agent
-/// tests' kit, which builds its own rustls configurations.
-pub use rktup_tls::danger::NoVerify;
-
 #[cfg(test)]
 mod tests {
     use super::super::tcp::tcp_probe;

@@ -35,8 +35,6 @@ pub mod grpc;
 pub mod http;
 pub mod tcp;
 
-pub use http::NoVerify;
-
 use super::events;
 use exec::exec_probe;
 use grpc::grpc_probe;

@@ -6,8 +6,7 @@
 //! SubjectAccessReviews. Its numbers are fixed ([`Usage::Fixed`]) or scraped from the nodes'
 //! kubelet `/metrics/resource` as metrics-server does ([`Usage::Scrape`]: CPU as the rate
 //! between two scrapes of the cumulative counters, memory as the working set).
-//! Shared by `tests/aggregation.rs` and `tests/top_local.rs`.
-#![allow(dead_code)]
+//! Used by the control plane's `tests/aggregation.rs` and `tests/top_local.rs`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -89,7 +88,7 @@ pub async fn start_on(
     usage: Usage,
 ) -> Server {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
-    let cm = rktup_testkit::eventually(
+    let cm = crate::eventually(
         "the authentication ConfigMap",
         std::time::Duration::from_secs(20),
         || {
@@ -742,82 +741,40 @@ async fn get_metrics(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A TLS client presenting `cert_pem`/`key_pem` that accepts any serving certificate.
+/// A TLS client presenting `cert_pem`/`key_pem` that accepts any serving certificate
+/// (metrics-server's `--kubelet-insecure-tls`).
 fn kubelet_client(cert_pem: &str, key_pem: &str) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("client cert");
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("client key");
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_client_auth_cert(certs, key)
-        .expect("client auth");
-    Arc::new(cfg)
+    rktup_tls::ClientTls::insecure(rktup_tls::Insecure::MetricsServerKubeletInsecureTls)
+        .with_client_pem(
+            "the scraping client",
+            cert_pem.as_bytes(),
+            key_pem.as_bytes(),
+        )
+        .and_then(|t| t.build())
+        .expect("the scraping client's TLS configuration")
 }
 
 /// A TLS client that verifies the kubelet's serving certificate against `ca_pem` (for the
 /// address dialed: kubelet serving certificates carry the node's IPs).
 fn kubelet_verifying(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("ca pem")).expect("root");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(cfg)
+    rktup_tls::ClientTls::verify_pem("the pod's ca.crt", ca_pem.as_bytes())
+        .and_then(|t| t.build())
+        .expect("the scraping client's TLS configuration")
 }
 
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+#[cfg(test)]
+mod tests {
+    use super::parse;
 
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    #[test]
+    fn prometheus_text_is_parsed() {
+        let text = "# HELP x y\n# TYPE x counter\ncontainer_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"web-\\\"x\\\"\"} 2.5 1764896123456\nnode_memory_working_set_bytes 1.5e+09 1764896123000\n";
+        let s = parse(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].labels["pod"], "web-\"x\"");
+        assert_eq!(s[0].labels["container"], "app");
+        assert_eq!(s[0].value, 2.5);
+        assert_eq!(s[1].value, 1.5e9);
+        assert_eq!(s[1].timestamp_ms, 1764896123000);
     }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[test]
-fn prometheus_text_is_parsed() {
-    let text = "# HELP x y\n# TYPE x counter\ncontainer_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"web-\\\"x\\\"\"} 2.5 1764896123456\nnode_memory_working_set_bytes 1.5e+09 1764896123000\n";
-    let s = parse(text);
-    assert_eq!(s.len(), 2);
-    assert_eq!(s[0].labels["pod"], "web-\"x\"");
-    assert_eq!(s[0].labels["container"], "app");
-    assert_eq!(s[0].value, 2.5);
-    assert_eq!(s[1].value, 1.5e9);
-    assert_eq!(s[1].timestamp_ms, 1764896123000);
 }
