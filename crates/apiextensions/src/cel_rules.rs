@@ -343,6 +343,11 @@ impl Compiled {
         self.by_node.is_empty()
     }
 
+    /// Whether the node at `spath` (schema path) has rules.
+    pub(crate) fn has(&self, spath: &str) -> bool {
+        self.by_node.contains_key(spath)
+    }
+
     /// Compiles every rule under `root`; errors at `<path>...x-kubernetes-validations[i].rule`.
     pub(crate) fn compile(root: &Node, path: &str) -> Result<Compiled, Vec<FieldError>> {
         let mut out = Compiled::default();
@@ -368,10 +373,13 @@ impl Compiled {
         let Some(rules) = self.by_node.get(spath) else {
             return;
         };
-        let field = if fpath.is_empty() {
-            "<nil>".to_string()
-        } else {
-            fpath.to_string()
+        // Only an error names the field.
+        let field = || {
+            if fpath.is_empty() {
+                "<nil>".to_string()
+            } else {
+                fpath.to_string()
+            }
         };
         let ty = if node.int_or_string {
             ""
@@ -383,16 +391,19 @@ impl Compiled {
                 continue;
             }
             let mut ctx = cel::Context::with_env(env().clone());
-            ctx.add_variable_from_value("self", to_cel(value));
+            ctx.add_variable_as_val("self", to_val(value));
             if r.uses_old_self {
-                let o = match (old, r.rule.optional_old_self == Some(true)) {
-                    (Some(o), false) => Some(to_cel(o)),
+                match (old, r.rule.optional_old_self == Some(true)) {
+                    (Some(o), false) => ctx.add_variable_as_val("oldSelf", to_val(o)),
                     // optionalOldSelf: oldSelf is optional.of(old), or optional.none() on create.
-                    (o, true) => optional(o.map(to_cel)),
-                    (None, false) => None,
-                };
-                let Some(o) = o else { continue };
-                ctx.add_variable_from_value("oldSelf", o);
+                    (o, true) => {
+                        let Some(o) = optional(o.map(to_cel)) else {
+                            continue;
+                        };
+                        ctx.add_variable_from_value("oldSelf", o);
+                    }
+                    (None, false) => continue,
+                }
             }
             let rule_text = if r.rule.message.trim().is_empty() {
                 r.rule.rule.trim()
@@ -402,7 +413,7 @@ impl Compiled {
             match r.program.execute(&ctx) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => {
-                    let mut f = field.clone();
+                    let mut f = field();
                     if !r.rule.field_path.is_empty() {
                         f = format!(
                             "{}{}",
@@ -437,7 +448,7 @@ impl Compiled {
                 }
                 Ok(other) => errs.push(FieldError::new(
                     INVALID,
-                    field.clone(),
+                    field(),
                     Bad::Str(ty.to_string()),
                     &format!(
                         "rule did not evaluate to a bool ({other:?}) evaluating rule: {rule_text}"
@@ -452,7 +463,7 @@ impl Compiled {
                     };
                     errs.push(FieldError::new(
                         INVALID,
-                        field.clone(),
+                        field(),
                         Bad::Str(ty.to_string()),
                         &detail,
                     ));
@@ -617,6 +628,33 @@ fn walk(
             out,
             errs,
         );
+    }
+}
+
+/// JSON → a CEL variable's value, borrowing the JSON's strings: what [`to_cel`] and the
+/// context's conversion of its result (`add_variable_from_value`) make, in one step and without
+/// copying every key and string twice.
+fn to_val(v: &Value) -> Box<dyn cel::common::value::Val + '_> {
+    use cel::common::types::{
+        CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+    };
+    match v {
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => match n.as_u64() {
+                Some(u) => Box::new(CelUInt::from(u)),
+                None => Box::new(CelDouble::from(n.as_f64().unwrap_or(0.0))),
+            },
+        },
+        Value::String(s) => Box::new(CelString::from(s.as_str())),
+        Value::Array(a) => Box::new(CelList::from(a.iter().map(to_val).collect::<Vec<_>>())),
+        Value::Object(m) => Box::new(CelMap::from(
+            m.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v)))
+                .collect::<std::collections::HashMap<_, _>>(),
+        )),
     }
 }
 

@@ -140,6 +140,26 @@ pub(crate) fn key(path: &str, k: &str) -> String {
     format!("{path}[{k}]")
 }
 
+/// The per-object walks keep one path buffer, extended going down and truncated coming back,
+/// rather than a new String for every value visited. Appends `.k` (`k` at the root); returns
+/// the length to truncate back to.
+pub(crate) fn push_child(path: &mut String, k: &str) -> usize {
+    let len = path.len();
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(k);
+    len
+}
+
+/// Appends `[i]` to a path buffer; returns the length to truncate back to.
+pub(crate) fn push_index(path: &mut String, i: usize) -> usize {
+    use std::fmt::Write;
+    let len = path.len();
+    let _ = write!(path, "[{i}]");
+    len
+}
+
 #[cfg(test)]
 mod tests {
     /// The control plane shares parsed schemas between request tasks.

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::schema::{Node, Structural};
+use crate::{push_child, push_index};
 
 const META_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
@@ -34,12 +35,13 @@ impl Structural {
     /// `metadata.foo`): the warning text is `unknown field "<path>"`.
     pub fn prune(&self, obj: &mut Value) -> Vec<String> {
         let mut out = Vec::new();
+        // One path buffer for the whole walk: a path is only made into a String for a field
+        // that is pruned, not for every field visited.
+        let mut path = String::new();
         // The resource root is treated as an embedded resource, as PruneWithOptions does.
-        let mut root = self.root.clone();
-        root.embedded = true;
-        prune(obj, Some(&root), "", &mut out);
-        coerce_meta(obj, "", &mut out);
-        embedded_meta(&self.root, obj, "", &mut out);
+        prune(obj, Some(&self.root), true, &mut path, &mut out);
+        coerce_meta(obj, &path, &mut out);
+        embedded_meta(&self.root, obj, &mut path, &mut out);
         out.sort();
         out
     }
@@ -47,10 +49,10 @@ impl Structural {
 
 /// Prunes a value (not a resource root) by one node, as the default checks do.
 pub(crate) fn prune_node(x: &mut Value, s: &Node, out: &mut Vec<String>) {
-    prune(x, Some(s), "", out);
+    prune(x, Some(s), false, &mut String::new(), out);
 }
 
-fn append_key(path: &str, k: &str) -> String {
+fn joined(path: &str, k: &str) -> String {
     if path.is_empty() {
         k.to_string()
     } else {
@@ -58,10 +60,12 @@ fn append_key(path: &str, k: &str) -> String {
     }
 }
 
-fn prune(x: &mut Value, s: Option<&Node>, path: &str, out: &mut Vec<String>) {
+/// `root`: `x` is the resource itself, whose apiVersion, kind and metadata are kept as an
+/// embedded resource's are.
+fn prune(x: &mut Value, s: Option<&Node>, root: bool, path: &mut String, out: &mut Vec<String>) {
     if let Some(s) = s {
         if s.preserve_unknown {
-            skip_prune(x, s, path, out);
+            skip_prune(x, s, root, path, out);
             return;
         }
     }
@@ -69,60 +73,72 @@ fn prune(x: &mut Value, s: Option<&Node>, path: &str, out: &mut Vec<String>) {
         Value::Object(m) => {
             let Some(s) = s else {
                 for k in m.keys() {
-                    out.push(append_key(path, k));
+                    out.push(joined(path, k));
                 }
                 m.clear();
                 return;
             };
-            let keys: Vec<String> = m.keys().cloned().collect();
-            for k in keys {
-                if s.embedded && META_FIELDS.contains(&k.as_str()) {
-                    continue;
+            let embedded = root || s.embedded;
+            m.retain(|k, v| {
+                if embedded && META_FIELDS.contains(&k.as_str()) {
+                    return true;
                 }
-                if let Some(p) = s.properties.get(&k) {
-                    if let Some(v) = m.get_mut(&k) {
-                        prune(v, Some(p), &append_key(path, &k), out);
-                    }
-                } else if let Some(a) = &s.additional {
-                    if let Some(v) = m.get_mut(&k) {
-                        prune(v, a.as_deref(), &append_key(path, &k), out);
-                    }
-                } else {
-                    if !META_FIELDS.contains(&k.as_str()) || !path.is_empty() {
-                        out.push(append_key(path, &k));
-                    }
-                    m.remove(&k);
-                }
-            }
+                let child = match s.properties.get(k) {
+                    Some(p) => Some(p),
+                    None => match &s.additional {
+                        Some(a) => a.as_deref(),
+                        None => {
+                            if !META_FIELDS.contains(&k.as_str()) || !path.is_empty() {
+                                out.push(joined(path, k));
+                            }
+                            return false;
+                        }
+                    },
+                };
+                let len = push_child(path, k);
+                prune(v, child, false, path, out);
+                path.truncate(len);
+                true
+            });
         }
         Value::Array(items) => {
             let it = s.and_then(|s| s.items.as_deref());
             for (i, v) in items.iter_mut().enumerate() {
-                prune(v, it, &format!("{path}[{i}]"), out);
+                let len = push_index(path, i);
+                prune(v, it, false, path, out);
+                path.truncate(len);
             }
         }
         _ => {}
     }
 }
 
-fn skip_prune(x: &mut Value, s: &Node, path: &str, out: &mut Vec<String>) {
+fn skip_prune(x: &mut Value, s: &Node, root: bool, path: &mut String, out: &mut Vec<String>) {
     match x {
         Value::Object(m) => {
+            let embedded = root || s.embedded;
             for (k, v) in m.iter_mut() {
-                if s.embedded && META_FIELDS.contains(&k.as_str()) {
+                if embedded && META_FIELDS.contains(&k.as_str()) {
                     continue;
                 }
-                if let Some(p) = s.properties.get(k) {
-                    prune(v, Some(p), &append_key(path, k), out);
-                } else if let Some(a) = &s.additional {
-                    prune(v, a.as_deref(), &append_key(path, k), out);
-                }
+                let child = match s.properties.get(k) {
+                    Some(p) => Some(p),
+                    None => match &s.additional {
+                        Some(a) => a.as_deref(),
+                        None => continue,
+                    },
+                };
+                let len = push_child(path, k);
+                prune(v, child, false, path, out);
+                path.truncate(len);
             }
         }
         Value::Array(items) => {
             if let Some(it) = &s.items {
                 for (i, v) in items.iter_mut().enumerate() {
-                    skip_prune(v, it, &format!("{path}[{i}]"), out);
+                    let len = push_index(path, i);
+                    skip_prune(v, it, false, path, out);
+                    path.truncate(len);
                 }
             }
         }
@@ -135,41 +151,40 @@ fn coerce_meta(obj: &mut Value, path: &str, out: &mut Vec<String>) {
     let Some(Value::Object(meta)) = obj.get_mut("metadata") else {
         return;
     };
-    let unknown: Vec<String> = meta
-        .keys()
-        .filter(|k| !OBJECT_META.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    let mpath = append_key(path, "metadata");
-    for k in unknown {
-        out.push(append_key(&mpath, &k));
-        meta.remove(&k);
-    }
+    meta.retain(|k, _| {
+        let known = OBJECT_META.contains(&k.as_str());
+        if !known {
+            out.push(joined(&joined(path, "metadata"), k));
+        }
+        known
+    });
 }
 
-/// The metadata of embedded resources below the root.
-fn embedded_meta(n: &Node, x: &mut Value, path: &str, out: &mut Vec<String>) {
+/// The metadata of embedded resources below the root; subtrees without one are not walked.
+fn embedded_meta(n: &Node, x: &mut Value, path: &mut String, out: &mut Vec<String>) {
     match x {
         Value::Object(m) => {
             for (k, v) in m.iter_mut() {
                 let child = n.properties.get(k).or_else(|| n.additional_schema());
-                if let Some(c) = child {
-                    let p = append_key(path, k);
+                if let Some(c) = child.filter(|c| c.below.embedded) {
+                    let len = push_child(path, k);
                     if c.embedded {
-                        coerce_meta(v, &p, out);
+                        coerce_meta(v, path, out);
                     }
-                    embedded_meta(c, v, &p, out);
+                    embedded_meta(c, v, path, out);
+                    path.truncate(len);
                 }
             }
         }
         Value::Array(items) => {
-            if let Some(it) = &n.items {
+            if let Some(it) = n.items.as_deref().filter(|it| it.below.embedded) {
                 for (i, v) in items.iter_mut().enumerate() {
-                    let p = format!("{path}[{i}]");
+                    let len = push_index(path, i);
                     if it.embedded {
-                        coerce_meta(v, &p, out);
+                        coerce_meta(v, path, out);
                     }
-                    embedded_meta(it, v, &p, out);
+                    embedded_meta(it, v, path, out);
+                    path.truncate(len);
                 }
             }
         }

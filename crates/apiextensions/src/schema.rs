@@ -61,6 +61,34 @@ pub(crate) struct Node {
     pub one_of: Vec<Node>,
     pub not: Option<Box<Node>>,
     pub validations: Vec<Rule>,
+    /// `format` normalised when it is one the format validator checks (`format::known`),
+    /// worked out once here rather than on every value validated.
+    pub known_format: Option<String>,
+    /// What this node and the nodes below it (through properties, additionalProperties and
+    /// items) have, so the per-object walks can skip subtrees with nothing to do.
+    pub below: Below,
+}
+
+/// What a node or one below it has (see [`Node::below`]). Every flag is true when not worked
+/// out (a node not made by [`Node::parse`]): a walk then visits the subtree as it would anyway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Below {
+    /// `x-kubernetes-embedded-resource`.
+    pub embedded: bool,
+    /// `x-kubernetes-list-type` set or map.
+    pub list_type: bool,
+    /// `x-kubernetes-validations` rules.
+    pub rules: bool,
+}
+
+impl Default for Below {
+    fn default() -> Self {
+        Below {
+            embedded: true,
+            list_type: true,
+            rules: true,
+        }
+    }
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -93,8 +121,13 @@ impl Node {
             Some(o @ Value::Object(_)) => (Some(Some(Box::new(Node::parse(o)))), true),
             _ => (None, true),
         };
-        Node {
+        let mut node = Node {
             ty: s(v, "type"),
+            known_format: v
+                .get("format")
+                .and_then(Value::as_str)
+                .and_then(crate::format::known),
+            below: Below::default(),
             format: s(v, "format"),
             title: s(v, "title"),
             description: s(v, "description"),
@@ -186,7 +219,27 @@ impl Node {
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
+        };
+        node.below = node.work_out_below();
+        node
+    }
+
+    /// [`Node::below`] from this node and its (already parsed) children.
+    fn work_out_below(&self) -> Below {
+        let own = Below {
+            embedded: self.embedded,
+            list_type: matches!(self.list_type.as_deref(), Some("set" | "map")),
+            rules: !self.validations.is_empty(),
+        };
+        self.properties
+            .values()
+            .chain(self.additional_schema())
+            .chain(self.items.as_deref())
+            .fold(own, |acc, c| Below {
+                embedded: acc.embedded || c.below.embedded,
+                list_type: acc.list_type || c.below.list_type,
+                rules: acc.rules || c.below.rules,
+            })
     }
 
     /// The schema of additionalProperties, when it is one.

@@ -8,8 +8,8 @@ use serde_json::{Number, Value};
 use crate::cel_rules::{node_key, Step};
 use crate::schema::{Node, Structural};
 use crate::{
-    child, format, goformat, index, key, Bad, FieldError, DUPLICATE, INVALID, TOO_LONG, TOO_MANY,
-    TYPE_INVALID,
+    child, format, goformat, index, key, push_child, push_index, Bad, FieldError, DUPLICATE,
+    INVALID, TOO_LONG, TOO_MANY, TYPE_INVALID,
 };
 
 impl Structural {
@@ -17,9 +17,14 @@ impl Structural {
     /// for CEL transition rules (`oldSelf`).
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        openapi(&self.root, obj, "", &mut errs);
-        embedded(&self.root, obj, "", true, &mut errs);
-        list_sets_and_maps(&self.root, obj, "", &mut errs);
+        openapi(&self.root, obj, &mut String::new(), &mut errs);
+        // The walks below only descend where the schema has something for them to check.
+        if self.root.below.embedded {
+            embedded(&self.root, obj, "", true, &mut errs);
+        }
+        if self.root.below.list_type {
+            list_sets_and_maps(&self.root, obj, "", &mut errs);
+        }
         if !self.rules.is_empty() {
             cel_walk(self, &self.root, "", obj, old, "", &mut errs);
         }
@@ -42,14 +47,6 @@ fn err_field(name: &str) -> String {
     }
 }
 
-fn sub(path: &str, k: &str) -> String {
-    if path.is_empty() {
-        k.to_string()
-    } else {
-        format!("{path}.{k}")
-    }
-}
-
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -62,13 +59,16 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn types_of(n: &Node) -> Vec<&str> {
+/// The types a node allows: none (any), its `type`, or integer and string.
+fn types_of<'a>(n: &'a Node, one: &'a mut [&'a str; 1]) -> &'a [&'a str] {
+    const INT_OR_STRING: [&str; 2] = ["integer", "string"];
     if n.int_or_string {
-        vec!["integer", "string"]
+        &INT_OR_STRING
     } else if n.ty.is_empty() {
-        vec![]
+        &[]
     } else {
-        vec![n.ty.as_str()]
+        one[0] = n.ty.as_str();
+        &one[..]
     }
 }
 
@@ -119,8 +119,11 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    let types = types_of(n);
+/// `path_buf`: the value's path, extended in place for the values below it.
+fn openapi(n: &Node, data: &Value, path_buf: &mut String, errs: &mut Vec<FieldError>) {
+    let mut one = [""];
+    let types = types_of(n, &mut one);
+    let path = path_buf.as_str();
     if data.is_null() {
         if !types.is_empty() && !n.nullable {
             errs.push(invalid_type(path, &types.join(","), "null"));
@@ -138,7 +141,7 @@ fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
         let string_or_slice = matches!(data, Value::String(_) | Value::Array(_));
         let numeric_format = matches!(n.format.as_str(), "int32" | "int64" | "float" | "double");
         // Formats other than the numeric ones are stripped upstream before validation.
-        let fmt = if numeric_format || format::known(&n.format).is_some() {
+        let fmt = if numeric_format || n.known_format.is_some() {
             n.format.as_str()
         } else {
             ""
@@ -150,13 +153,16 @@ fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
     }
     // schema props validator (allOf, anyOf, oneOf, not)
-    junctors(n, data, path, errs);
+    if n.all_of.len() + n.any_of.len() + n.one_of.len() > 0 || n.not.is_some() {
+        junctors(n, data, path_buf, errs);
+    }
+    let path = path_buf.as_str();
     // string validator
     if let Value::String(s) = data {
         string_checks(n, s, path, errs);
         // format validator
-        if let Some(f) = format::known(&n.format) {
-            if !format::validates(&f, s) {
+        if let Some(f) = &n.known_format {
+            if !format::validates(f, s) {
                 errs.push(FieldError::new(
                     TYPE_INVALID,
                     err_field(path),
@@ -178,9 +184,12 @@ fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Value::Array(items) = data {
         if let Some(it) = &n.items {
             for (i, x) in items.iter().enumerate() {
-                openapi(it, x, &index(path, i), errs);
+                let len = push_index(path_buf, i);
+                openapi(it, x, path_buf, errs);
+                path_buf.truncate(len);
             }
         }
+        let path = path_buf.as_str();
         let size = items.len() as i64;
         if let Some(min) = n.min_items {
             if size < min {
@@ -209,6 +218,7 @@ fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
             ));
         }
     }
+    let path = path_buf.as_str();
     // common validator
     enum_check(n, data, path, errs);
     // object validator
@@ -248,14 +258,22 @@ fn openapi(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 .collect();
             keys.sort();
             for k in keys {
-                openapi(a, &m[k.as_str()], &format!("{path}.{k}"), errs);
+                // `.k` even at the root, as kube-openapi names additional properties.
+                let len = path_buf.len();
+                path_buf.push('.');
+                path_buf.push_str(k);
+                openapi(a, &m[k.as_str()], path_buf, errs);
+                path_buf.truncate(len);
             }
         }
         for (k, p) in &n.properties {
             if let Some(v) = m.get(k) {
-                openapi(p, v, &sub(path, k), errs);
+                let len = push_child(path_buf, k);
+                openapi(p, v, path_buf, errs);
+                path_buf.truncate(len);
             }
         }
+        let path = path_buf.as_str();
         for k in &n.required {
             if !m.contains_key(k) {
                 errs.push(FieldError::required(err_field(&format!("{path}.{k}")), ""));
@@ -466,15 +484,15 @@ fn number_checks(n: &Node, num: &Number, path: &str, errs: &mut Vec<FieldError>)
     }
 }
 
-fn junctors(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    let quoted = goformat::quote(path);
-    let run = |s: &Node| {
+fn junctors(n: &Node, data: &Value, path_buf: &mut String, errs: &mut Vec<FieldError>) {
+    let quoted = goformat::quote(path_buf);
+    let mut run = |s: &Node| {
         let mut e = Vec::new();
-        openapi(s, data, path, &mut e);
+        openapi(s, data, path_buf, &mut e);
         e
     };
     if !n.any_of.is_empty() {
-        let results: Vec<Vec<FieldError>> = n.any_of.iter().map(run).collect();
+        let results: Vec<Vec<FieldError>> = n.any_of.iter().map(&mut run).collect();
         if !results.iter().any(Vec::is_empty) {
             errs.push(composite(format!(
                 "{quoted} must validate at least one schema (anyOf)"
@@ -486,7 +504,7 @@ fn junctors(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
     }
     if !n.one_of.is_empty() {
-        let results: Vec<Vec<FieldError>> = n.one_of.iter().map(run).collect();
+        let results: Vec<Vec<FieldError>> = n.one_of.iter().map(&mut run).collect();
         let valid = results.iter().filter(|r| r.is_empty()).count();
         if valid != 1 {
             let extra = if valid == 0 {
@@ -583,14 +601,16 @@ fn embedded(n: &Node, data: &Value, path: &str, root: bool, errs: &mut Vec<Field
             }
             for (k, v) in m {
                 if let Some(p) = n.properties.get(k) {
-                    embedded(p, v, &child(path, k), false, errs);
-                } else if let Some(a) = n.additional_schema() {
+                    if p.below.embedded {
+                        embedded(p, v, &child(path, k), false, errs);
+                    }
+                } else if let Some(a) = n.additional_schema().filter(|a| a.below.embedded) {
                     embedded(a, v, &key(path, k), false, errs);
                 }
             }
         }
         Value::Array(items) => {
-            if let Some(it) = &n.items {
+            if let Some(it) = n.items.as_deref().filter(|it| it.below.embedded) {
                 for (i, x) in items.iter().enumerate() {
                     embedded(it, x, &index(path, i), false, errs);
                 }
@@ -605,8 +625,10 @@ fn list_sets_and_maps(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldEr
         Value::Object(m) => {
             for (k, v) in m {
                 if let Some(p) = n.properties.get(k) {
-                    list_sets_and_maps(p, v, &child(path, k), errs);
-                } else if let Some(a) = n.additional_schema() {
+                    if p.below.list_type {
+                        list_sets_and_maps(p, v, &child(path, k), errs);
+                    }
+                } else if let Some(a) = n.additional_schema().filter(|a| a.below.list_type) {
                     list_sets_and_maps(a, v, &key(path, k), errs);
                 }
             }
@@ -628,7 +650,7 @@ fn list_sets_and_maps(n: &Node, data: &Value, path: &str, errs: &mut Vec<FieldEr
                 Some("map") => list_map(n, items, path, errs),
                 _ => {}
             }
-            if let Some(it) = &n.items {
+            if let Some(it) = n.items.as_deref().filter(|it| it.below.list_type) {
                 for (i, x) in items.iter().enumerate() {
                     list_sets_and_maps(it, x, &index(path, i), errs);
                 }
@@ -709,7 +731,9 @@ pub(crate) fn cel_walk(
     if data.is_null() {
         return;
     }
-    if spath.is_empty() || n.embedded {
+    if !s.rules.has(spath) {
+        // No rules here: nothing to evaluate (nor a resource view to make).
+    } else if spath.is_empty() || n.embedded {
         // Rules see only name and generateName of a resource's metadata.
         let view = crate::cel_rules::resource_view(data);
         let old_view = old.and_then(crate::cel_rules::resource_view);
@@ -729,6 +753,9 @@ pub(crate) fn cel_walk(
             for (k, v) in m {
                 let o = old.and_then(|o| o.get(k));
                 if let Some(p) = n.properties.get(k) {
+                    if !p.below.rules {
+                        continue;
+                    }
                     cel_walk(
                         s,
                         p,
@@ -738,7 +765,7 @@ pub(crate) fn cel_walk(
                         &child(fpath, k),
                         errs,
                     );
-                } else if let Some(a) = n.additional_schema() {
+                } else if let Some(a) = n.additional_schema().filter(|a| a.below.rules) {
                     cel_walk(
                         s,
                         a,
@@ -752,7 +779,9 @@ pub(crate) fn cel_walk(
             }
         }
         Value::Array(items) => {
-            let Some(it) = &n.items else { return };
+            let Some(it) = n.items.as_deref().filter(|it| it.below.rules) else {
+                return;
+            };
             let ispath = node_key(spath, Step::Items);
             let old_items = old.and_then(Value::as_array);
             for (i, x) in items.iter().enumerate() {

@@ -365,6 +365,55 @@ fn embedded_resources_and_preserve_unknown() {
     );
 }
 
+/// The per-object walks skip the parts of a schema with nothing for them (no embedded resource,
+/// list type or rule below); what sits deep under plain nodes is still found: a rule, a set and
+/// an embedded resource under list items and additionalProperties, each under plain objects.
+#[test]
+fn checks_deep_below_plain_nodes() {
+    let s = Structural::from_schema(&json!({
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {
+            "plain": {"type": "object", "properties": {"x": {"type": "string"}}},
+            "groups": {"type": "array", "items": {"type": "object", "properties": {
+                "n": {"type": "integer", "x-kubernetes-validations": [{"rule": "self < 5"}]},
+                "tags": {"type": "object", "additionalProperties": {
+                    "type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}},
+                "byName": {"type": "object", "additionalProperties": {
+                    "type": "object", "x-kubernetes-embedded-resource": true,
+                    "x-kubernetes-preserve-unknown-fields": true}}
+            }}}
+        }}}
+    }))
+    .unwrap();
+    let mut obj = json!({"apiVersion": "v", "kind": "K", "metadata": {"name": "a", "junk": 1},
+        "spec": {
+            "plain": {"x": "1", "y": 2},
+            "groups": [
+                {"n": 1, "tags": {"a": ["x", "y"]}},
+                {"n": 7, "tags": {"a": ["x", "x"]}, "other": 1,
+                 "byName": {"t": {"metadata": {"name": "t", "junk": 2}, "kind": "T"}}}
+            ]
+        }
+    });
+    assert_eq!(
+        s.prune(&mut obj),
+        vec![
+            "metadata.junk",
+            "spec.groups[1].byName.t.metadata.junk",
+            "spec.groups[1].other",
+            "spec.plain.y"
+        ]
+    );
+    assert_eq!(
+        texts(&s.validate(&obj, None)),
+        vec![
+            "spec.groups[1].byName[t].apiVersion: Required value: must not be empty",
+            "spec.groups[1].tags[a][1]: Duplicate value: \"x\"",
+            "spec.groups[1].n: Invalid value: \"integer\": failed rule: self < 5",
+        ]
+    );
+}
+
 fn with_schema(schema: Value) -> Value {
     let mut crd = crontab_crd();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = schema;
