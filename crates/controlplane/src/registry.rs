@@ -175,10 +175,13 @@ impl ResourceDef {
         let Some(c) = self.custom else {
             return Cow::Borrowed(obj);
         };
+        // Served at the storage version (the usual case): as stored, without making the
+        // apiVersion string.
+        if c.storage_version == self.version {
+            return Cow::Borrowed(obj);
+        }
         let want = self.api_version();
-        if c.storage_version == self.version
-            || obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str())
-        {
+        if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str()) {
             return Cow::Borrowed(obj);
         }
         let mut out = obj.clone();

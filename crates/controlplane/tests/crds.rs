@@ -757,6 +757,71 @@ async fn bench_custom_resources_vs_configmaps() {
     c.handle.shutdown().await;
 }
 
+/// The write path alone, without HTTP: `Core::create` of the benchmark's CronTab and ConfigMap
+/// (N of each, default 20,000, in batches of 1,000 alternating between the kinds), ns per
+/// create. What a CR create costs beyond a ConfigMap's shows here without the client's and
+/// TLS's share. Release build; prints a `crd-core-bench` line.
+///
+///     N=20000 cargo test --release -p rktup-controlplane --test crds -- --ignored --nocapture --exact bench_core_create_custom_vs_configmaps
+#[tokio::test]
+#[ignore]
+async fn bench_core_create_custom_vs_configmaps() {
+    use rktup_controlplane::api::objects::WriteCtx;
+    use std::time::Instant;
+
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let c = start().await;
+    install_crontab(&c).await;
+    let core = c.handle.core().clone();
+    let served = core.resources();
+    let kinds = [
+        served.find("", "v1", "configmaps").expect("configmaps"),
+        served
+            .find("stable.example.com", "v1", "crontabs")
+            .expect("crontabs"),
+    ];
+    let object = |k: usize, i: usize| {
+        if k == 1 {
+            json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+                   "metadata": {"name": format!("o{i}")},
+                   "spec": {"cronSpec": "* * * * */5", "image": "img", "replicas": 2}})
+        } else {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("o{i}")},
+                   "data": {"cronSpec": "* * * * */5", "image": "img", "replicas": "2"}})
+        }
+    };
+    let mut busy = [0.0f64; 2];
+    for (b, first) in (0..n).step_by(1_000).enumerate() {
+        for k in [b % 2, 1 - b % 2] {
+            let objects: Vec<Value> = (first..(first + 1_000).min(n))
+                .map(|i| object(k, i))
+                .collect();
+            let t = Instant::now();
+            for o in objects {
+                let mut ctx = WriteCtx {
+                    manager: "bench".into(),
+                    ..Default::default()
+                };
+                core.create(kinds[k], Some("default"), o, &mut ctx)
+                    .expect("create");
+            }
+            busy[k] += t.elapsed().as_secs_f64();
+        }
+    }
+    let ns = busy.map(|s| s * 1e9 / n as f64);
+    println!(
+        "crd-core-bench n={n} configmap_ns={:.0} crontab_ns={:.0} ratio={:.2}",
+        ns[0],
+        ns[1],
+        ns[1] / ns[0]
+    );
+    c.handle.shutdown().await;
+}
+
 /// Custom resources are authorized by RBAC like any other resource: by group and plural,
 /// subresources included, and aggregated roles pick up rules labelled for them.
 #[tokio::test]
