@@ -181,15 +181,21 @@ pub fn host_veth(container_id: &str) -> String {
 pub fn add(conf: &Value, att: &Attachment) -> Result<Value, KubenetError> {
     let cfg = Config::parse(conf)?;
     let ports = host_ports(conf)?;
-    let store =
-        ipam::Store::lock(&cfg.data_dir, &cfg.network).map_err(step("lock the IPAM store"))?;
-    let ip = store
+    // The lock covers the allocation only: the links, addresses and rules below are the pod's
+    // own (or idempotent: bridge, sysctls, the table's base chains), so pods starting together
+    // wire up side by side instead of one after another. A DEL that finds no address left
+    // removes the table under the lock; an ADD allocates before it (re)makes the table, so the
+    // two cannot cross.
+    let ip = ipam::Store::lock(&cfg.data_dir, &cfg.network)
+        .map_err(step("lock the IPAM store"))?
         .allocate(cfg.subnet, cfg.gateway(), att.container_id, att.ifname)
         .map_err(step(format!("allocate an address in {}", cfg.subnet)))?;
     let r = attach(&cfg, att, ip, &ports);
     if r.is_err() {
         // Leave nothing half-made: DEL would undo it too, but the address is ours to free now.
-        let _ = detach(&cfg, att, &store, &ports);
+        if let Ok(store) = ipam::Store::lock(&cfg.data_dir, &cfg.network) {
+            let _ = detach(&cfg, att, &store, &ports);
+        }
     }
     r?;
     let gw = cfg.gateway().to_string();
@@ -222,8 +228,7 @@ fn attach(
         None => {
             match rt.add_bridge(&cfg.bridge, cfg.mtu) {
                 Ok(()) => {}
-                // another pod's ADD made it meanwhile (they serialise on the IPAM lock, but a
-                // second agent on the same bridge does not)
+                // another pod's ADD (or a second agent on the same bridge) made it meanwhile
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(step(format!("create bridge {}", cfg.bridge))(e)),
             }
