@@ -17,7 +17,7 @@ use rktup_provider::boot::{render_boot, PkiOrigin};
 use rktup_provider::state::apiserver_names;
 use rktup_provider::ClusterProvider;
 use rktup_render::{Pki, Role, Templates};
-use rktup_testkit::{can_run, spawn_listening, wait_for, KUBECTL};
+use rktup_testkit::{can_run, spawn_listening, unique, wait_for, KUBECTL};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output};
@@ -535,26 +535,80 @@ fn cloud_kubelet_port_serves_the_api_servers_kubelet_client_and_no_other() {
             "{client} may {verb} {resource}"
         );
     }
-    // The master's own agent (`kubelet`, group system:nodes) may review tokens and access for
-    // its kubelet port, and no more than a node.
-    assert!(applied.contains(
-        "clusterrolebinding.rbac.authorization.k8s.io/rktup:master-kubelet-auth-delegator created"
+    // The master's agent is a node like the others (TLS bootstrap, `system:node:<master>`),
+    // plus the serving approver's role: read CSRs and approve for the kubelet-serving signer
+    // only (upstream kube-controller-manager never approves those). Other nodes may not.
+    assert!(
+        applied.contains(
+            "clusterrolebinding.rbac.authorization.k8s.io/rktup:kubelet-serving-approver created"
+        ),
+        "{applied}"
+    );
+    let master = format!("system:node:{}", r.gce.master_endpoint().name);
+    let other_node = "system:node:rbac-other-node";
+    // A SubjectAccessReview of `approve` on signers/<signer> (what the API server asks when
+    // an approval names the signer). Not `kubectl auth can-i`: no server lists `signers` in
+    // discovery, so kubectl would send the resource without its group.
+    let approve = |user: &str, signer: &str| {
+        let review = work.path().join(format!("sar-{}.json", unique()));
+        let sar = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": ["system:nodes", "system:authenticated"],
+                     "resourceAttributes": {"group": "certificates.k8s.io", "resource": "signers",
+                                            "verb": "approve", "name": signer}}
+        });
+        std::fs::write(&review, sar.to_string()).unwrap();
+        let o = cp.kubectl(&[
+            "create",
+            "-f",
+            &review.display().to_string(),
+            "-o",
+            "jsonpath={.status.allowed}",
+        ]);
+        let answer = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(
+            o.status.success(),
+            "review of approve {signer} as {user}: {answer:?} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        answer == "true"
+    };
+    assert!(approve(&master, "kubernetes.io/kubelet-serving"));
+    assert!(!approve(
+        &master,
+        "kubernetes.io/kube-apiserver-client-kubelet"
     ));
-    for resource in [
-        "tokenreviews.authentication.k8s.io",
-        "subjectaccessreviews.authorization.k8s.io",
+    assert!(!approve(other_node, "kubernetes.io/kubelet-serving"));
+    for (verb, resource) in [
+        (
+            "update",
+            "certificatesigningrequests.certificates.k8s.io/approval",
+        ),
+        ("list", "certificatesigningrequests.certificates.k8s.io"),
     ] {
         assert!(
-            cp.can_i("kubelet", "create", resource),
-            "kubelet: {resource}"
+            cp.can_i(&master, verb, resource),
+            "{master}: {verb} {resource}"
         );
     }
+    assert!(!cp.can_i(
+        other_node,
+        "update",
+        "certificatesigningrequests.certificates.k8s.io/approval"
+    ));
     for (verb, resource) in NEVER {
         assert!(
-            !cp.can_i("kubelet", verb, resource),
-            "kubelet may {verb} {resource}"
+            !cp.can_i(&master, verb, resource),
+            "{master} may {verb} {resource}"
         );
     }
+    // No shared `kubelet` identity any more: neither a certificate nor a binding.
+    assert!(r.pki.get("kubelet.key").is_empty());
+    assert!(
+        !applied.contains("master-kubelet-auth-delegator"),
+        "{applied}"
+    );
 
     // With the rendered certificate itself (not impersonated): no Secret.
     let (crt, key) = pair("apiserver-kubelet-client");
@@ -685,12 +739,8 @@ fn cloud_kubelet_port_serves_the_api_servers_kubelet_client_and_no_other() {
     assert_ne!(code, 403, "{body}");
     assert_ne!(code, 401, "{body}");
 
-    // Other certificates of the cluster CA: the master's own agent (`kubelet`, group
-    // system:nodes) and kube-controller-manager.
-    for (who, user) in [
-        ("kubelet", "kubelet"),
-        ("controller-manager", "system:kube-controller-manager"),
-    ] {
+    // Another certificate of the cluster CA: kube-controller-manager's.
+    for (who, user) in [("controller-manager", "system:kube-controller-manager")] {
         let (crt, key) = pair(who);
         for (method, path, verb, sub) in [
             ("GET", "/healthz", "get", "proxy"),

@@ -215,6 +215,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             sync_frequency: Duration::from_secs(args.sync_frequency.max(1)),
             services: Some(node_services_config(&args, &agent.rt.cfg.dns, &node_name)?),
             certs: Some(certs),
+            approve_serving_csrs: args.approve_kubelet_serving_csrs,
         };
         let (reader, writer) = kube::runtime::reflector::store();
         pod_store = Some(reader);

@@ -30,6 +30,12 @@ struct Boot {
 
 impl Boot {
     fn start(prefix: &str, signing: Duration) -> Boot {
+        Boot::start_with(prefix, signing, true)
+    }
+
+    /// `approves_serving`: off, the control plane leaves kubelet serving CSRs pending, as
+    /// upstream kube-controller-manager does.
+    fn start_with(prefix: &str, signing: Duration, approves_serving: bool) -> Boot {
         let rt = tokio::runtime::Runtime::new().expect("tokio");
         let tmp = tempfile::tempdir().expect("tempdir");
         let cp = rt
@@ -40,6 +46,7 @@ impl Boot {
                     .csr_signing_duration(signing)
                     // The API server checks the kubelet port's certificate (CA, node address).
                     .verify_kubelet_serving_certs(true)
+                    .approve_kubelet_serving_csrs(approves_serving)
                     .start(),
             )
             .expect("control plane");
@@ -56,30 +63,8 @@ impl Boot {
         )
         .expect("write bootstrap kubeconfig");
         let node_name = format!("{prefix}-{}", unique());
-        let kubeconfig = tmp.path().join("kubelet.kubeconfig");
-        let cert_dir = tmp.path().join("pki");
-        let port = free_port();
-        let s = |p: &Path| p.display().to_string();
-        let (bkc_s, kc_s, cd_s, port_s) = (s(&bkc), s(&kubeconfig), s(&cert_dir), port.to_string());
-        let node = Node::new(&[
-            "--bootstrap-kubeconfig",
-            &bkc_s,
-            "--kubeconfig",
-            &kc_s,
-            "--cert-dir",
-            &cd_s,
-            "--rotate-certificates",
-            "--rotate-server-certificates",
-            "--authorization-mode=Webhook",
-            "--hostname-override",
-            &node_name,
-            "--node-ip",
-            "127.0.0.1",
-            "--node-status-update-frequency",
-            "1",
-            "--kubelet-port",
-            &port_s,
-        ]);
+        let (node, kubeconfig, cert_dir, port) =
+            bootstrapped_agent(tmp.path(), &bkc, &node_name, &[]);
         let admin = rt.block_on(admin_client(&cp));
         Boot {
             rt,
@@ -145,6 +130,43 @@ impl Boot {
         }
         assert!(cleaned.is_ok(), "pods left on the node");
     }
+}
+
+/// An agent that has only the bootstrap kubeconfig `bkc`, named `node_name`, its files under
+/// `dir/<node_name>`: (the agent, its kubeconfig, its cert dir, its kubelet port).
+fn bootstrapped_agent(
+    dir: &Path,
+    bkc: &Path,
+    node_name: &str,
+    extra: &[&str],
+) -> (Node, PathBuf, PathBuf, u16) {
+    let kubeconfig = dir.join(node_name).join("kubelet.kubeconfig");
+    let cert_dir = dir.join(node_name).join("pki");
+    std::fs::create_dir_all(dir.join(node_name)).expect("agent dir");
+    let port = free_port();
+    let s = |p: &Path| p.display().to_string();
+    let (bkc_s, kc_s, cd_s, port_s) = (s(bkc), s(&kubeconfig), s(&cert_dir), port.to_string());
+    let mut args = vec![
+        "--bootstrap-kubeconfig",
+        &bkc_s,
+        "--kubeconfig",
+        &kc_s,
+        "--cert-dir",
+        &cd_s,
+        "--rotate-certificates",
+        "--rotate-server-certificates",
+        "--authorization-mode=Webhook",
+        "--hostname-override",
+        node_name,
+        "--node-ip",
+        "127.0.0.1",
+        "--node-status-update-frequency",
+        "1",
+        "--kubelet-port",
+        &port_s,
+    ];
+    args.extend_from_slice(extra);
+    (Node::new(&args), kubeconfig, cert_dir, port)
 }
 
 /// (DER certificates, PEM text) of a `<prefix>-current.pem`.
@@ -460,5 +482,204 @@ fn an_agent_restarted_after_its_certificate_expired_bootstraps_again() {
         );
         b.wait_ready();
     }));
+    b.finish(r);
+}
+
+/// A kube client with the credentials of kubeconfig text `kc`.
+async fn client_from(kc: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::from_yaml(kc).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("client config");
+    kube::Client::try_from(cfg).expect("client")
+}
+
+fn approved_by_rktup(c: &CertificateSigningRequest) -> bool {
+    c.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "Approved"
+                    && c.reason.as_deref() == Some("AutoApproved")
+                    && c.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("own addresses"))
+            })
+        })
+}
+
+fn pending(c: &CertificateSigningRequest) -> bool {
+    c.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_none_or(|cs| cs.is_empty())
+}
+
+/// Issue 16, the cloud master's shape: a control plane that, like upstream
+/// kube-controller-manager, signs kubelet serving CSRs but never approves them; a node's kubelet
+/// port then serves a self-signed certificate the API server (checking kubelets' certificates)
+/// refuses. The master's agent (`--approve-kubelet-serving-csrs`, its node identity bound to the
+/// approver's ClusterRole as the master's first boot binds it) approves the node's request for
+/// its own addresses — and its own — and leaves a request for another address pending.
+#[test]
+fn the_master_agent_approves_serving_certificates_for_nodes_own_addresses_only() {
+    if !rktup_testkit::can_run_as_root("serving approver", "pods and their networks") {
+        return;
+    }
+    let mut b = Boot::start_with("tsa", Duration::from_secs(24 * 3600), false);
+    let mut master: Option<Node> = None;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.wait_ready();
+        let serving_of = |user: &str| {
+            let user = user.to_string();
+            move |c: &&CertificateSigningRequest| {
+                c.spec.signer_name == "kubernetes.io/kubelet-serving"
+                    && c.spec.username.as_deref() == Some(user.as_str())
+            }
+        };
+        let node_user = format!("system:node:{}", b.node_name);
+        wait_for("the node's serving CSR", Duration::from_secs(30), || {
+            b.csrs().iter().find(serving_of(&node_user)).cloned()
+        });
+        // The node's identity asks for a certificate naming an address that is not its own.
+        let cp = b.cp.as_ref().expect("cp");
+        let node_kc = cp.kubeconfig_for(
+            &node_user,
+            &rktup_controlplane::pki::Credential::Cert(
+                cp.issue_node_cert(&b.node_name).expect("node cert"),
+            ),
+        );
+        let (_, foreign_csr) = rktup_agent::kubelet::certificate::make_csr(
+            &rktup_agent::kubelet::certificate::Request::serving(
+                &b.node_name,
+                vec![b.node_name.clone(), "10.9.9.9".into()],
+            ),
+        )
+        .expect("csr");
+        let foreign = CertificateSigningRequest {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("foreign-{}", unique())),
+                ..Default::default()
+            },
+            spec: k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec {
+                signer_name: "kubernetes.io/kubelet-serving".into(),
+                request: k8s_openapi::ByteString(foreign_csr.into_bytes()),
+                usages: Some(vec!["digital signature".into(), "server auth".into()]),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let foreign_name = foreign.metadata.name.clone().expect("name");
+        b.rt.block_on(async {
+            let api: Api<CertificateSigningRequest> = Api::all(client_from(&node_kc).await);
+            api.create(&Default::default(), &foreign)
+                .await
+                .expect("the node creates a CSR")
+        });
+        // Nobody approves yet: the control plane leaves serving CSRs to an approver.
+        std::thread::sleep(Duration::from_secs(3));
+        let now = b.csrs();
+        assert!(
+            now.iter().filter(serving_of(&node_user)).all(pending),
+            "approved without an approver: {now:?}"
+        );
+        assert!(read_pair(&b.cert_dir, "kubelet-server").is_none());
+
+        // The master's agent: a node identity like the others, bound to the approver's role
+        // (templates/bootstrap/apiserver-kubelet.yaml.tera binds it on a cloud master).
+        let master_name = format!("tsa-master-{}", unique());
+        let admin = b.admin.clone();
+        b.rt.block_on(async {
+            use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+            let role: ClusterRole = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("approver-{master_name}")},
+                "rules": [
+                    {"apiGroups": ["certificates.k8s.io"],
+                     "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": ["certificates.k8s.io"],
+                     "resources": ["certificatesigningrequests/approval"], "verbs": ["update", "patch"]},
+                    {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+                     "resourceNames": ["kubernetes.io/kubelet-serving"], "verbs": ["approve"]},
+                    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+                ]
+            }))
+            .expect("role");
+            let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("approver-{master_name}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": format!("approver-{master_name}")},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                              "name": format!("system:node:{master_name}")}]
+            }))
+            .expect("binding");
+            Api::<ClusterRole>::all(admin.clone())
+                .create(&Default::default(), &role)
+                .await
+                .expect("role");
+            Api::<ClusterRoleBinding>::all(admin.clone())
+                .create(&Default::default(), &binding)
+                .await
+                .expect("binding");
+        });
+        let bkc = b.tmp.path().join("bootstrap.kubeconfig");
+        let (m, _, master_certs, _) = bootstrapped_agent(
+            b.tmp.path(),
+            &bkc,
+            &master_name,
+            &["--approve-kubelet-serving-csrs"],
+        );
+        master = Some(m);
+
+        // The node's request is approved (by the master's agent: its message) and signed; the
+        // node's port serves the issued certificate, which the API server accepts.
+        let (serving, _) = wait_for(
+            "the node's serving certificate",
+            Duration::from_secs(60),
+            || read_pair(&b.cert_dir, "kubelet-server"),
+        );
+        assert_eq!(subject(&serving[0]).0, node_user);
+        let csrs = b.csrs();
+        assert!(
+            csrs.iter()
+                .filter(serving_of(&node_user))
+                .any(approved_by_rktup),
+            "{csrs:?}"
+        );
+        // The master's own request too.
+        wait_for(
+            "the master's serving certificate",
+            Duration::from_secs(60),
+            || read_pair(&master_certs, "kubelet-server"),
+        );
+        // The one naming another address stays pending: it was there before the approver's
+        // first pass, which approved the node's own request.
+        let foreign = b
+            .csrs()
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() == Some(foreign_name.as_str()))
+            .expect("the foreign CSR");
+        assert!(pending(&foreign), "{foreign:?}");
+        let healthz = wait_for(
+            "the API server reaching the node's kubelet port",
+            Duration::from_secs(30),
+            || {
+                b.rt.block_on(async {
+                    let req =
+                        http::Request::get(format!("/api/v1/nodes/{}/proxy/healthz", b.node_name))
+                            .body(Vec::new())
+                            .ok()?;
+                    b.admin.request_text(req).await.ok()
+                })
+            },
+        );
+        assert_eq!(healthz, "ok");
+    }));
+    if let Some(mut m) = master.take() {
+        if r.is_err() {
+            eprintln!("master agent log:\n{}", m.agent_log());
+        }
+        m.kill_agent();
+    }
     b.finish(r);
 }

@@ -81,6 +81,7 @@ pub struct ControlPlane {
     clock: controllers::Clock,
     csr_signing_duration: std::time::Duration,
     verify_kubelet_serving: bool,
+    approve_kubelet_serving: bool,
     kubelet_ca_pem: Option<String>,
 }
 
@@ -99,6 +100,7 @@ impl ControlPlane {
             clock: controllers::Clock::default(),
             csr_signing_duration: std::time::Duration::from_secs(365 * 24 * 3600),
             verify_kubelet_serving: false,
+            approve_kubelet_serving: true,
             kubelet_ca_pem: None,
         }
     }
@@ -119,6 +121,14 @@ impl ControlPlane {
     /// off, any serving certificate is accepted (upstream without the flag).
     pub fn verify_kubelet_serving_certs(mut self, on: bool) -> Self {
         self.verify_kubelet_serving = on;
+        self
+    }
+
+    /// Approve a node's `kubernetes.io/kubelet-serving` CSR for its own addresses (default on,
+    /// beyond upstream); off, they stay pending as upstream kube-controller-manager leaves
+    /// them (tests of the cloud master's approver, crates/agent `serving_approver.rs`).
+    pub fn approve_kubelet_serving_csrs(mut self, on: bool) -> Self {
+        self.approve_kubelet_serving = on;
         self
     }
 
@@ -287,6 +297,7 @@ impl ControlPlane {
             pki: pki.clone(),
             duration: self.csr_signing_duration,
             rbac: rbac.clone(),
+            approve_serving: self.approve_kubelet_serving,
         }));
         let aggregator = Arc::new(api::aggregator::Aggregator::new(&pki));
         settings.aggregator = Some(aggregator.clone());

@@ -202,6 +202,13 @@ pub struct AgentConfig {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
           action = clap::ArgAction::Set)]
     pub authentication_token_webhook: bool,
+    /// Approve other nodes' `kubernetes.io/kubelet-serving` CSRs when a node asks for its own
+    /// addresses (and this agent's own request), which upstream kube-controller-manager never
+    /// approves: set for the agent on a cloud master, whose API server then checks kubelets'
+    /// serving certificates (--kubelet-certificate-authority). rktup's own flag.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub approve_kubelet_serving_csrs: bool,
 }
 
 /// `--rkt-stage1-image`: empty means the default (coreos), as it always did.
@@ -268,6 +275,7 @@ impl Default for AgentConfig {
             rotate_server_certificates: false,
             authorization_mode: "AlwaysAllow".into(),
             authentication_token_webhook: false,
+            approve_kubelet_serving_csrs: false,
         }
     }
 }
@@ -461,6 +469,9 @@ impl AgentConfig {
         }
         if self.authentication_token_webhook {
             push("authentication-token-webhook", "true".into());
+        }
+        if self.approve_kubelet_serving_csrs {
+            push("approve-kubelet-serving-csrs", "true".into());
         }
         a
     }

@@ -92,6 +92,7 @@ fn everything() -> AgentConfig {
         rotate_server_certificates: true,
         authorization_mode: "Webhook".into(),
         authentication_token_webhook: true,
+        approve_kubelet_serving_csrs: true,
     }
 }
 
@@ -249,6 +250,7 @@ fn random(r: &mut Rng) -> AgentConfig {
         rotate_server_certificates: r.next() & 1 == 1,
         authorization_mode: r.pick(&["AlwaysAllow".to_string(), "Webhook".to_string()]),
         authentication_token_webhook: r.next() & 1 == 1,
+        approve_kubelet_serving_csrs: r.next() & 1 == 1,
     }
 }
 

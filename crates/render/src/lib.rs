@@ -114,7 +114,7 @@ impl Staging {
 /// The private keys a cloud master fetches from the staging bucket (as `pki-<file>`, readable
 /// by the master's identity only) instead of carrying them in user-data; certificates and the
 /// service-account public key stay in user-data (nothing secret in them).
-pub const MASTER_STAGED_KEYS: [&str; 8] = [
+pub const MASTER_STAGED_KEYS: [&str; 7] = [
     "ca.key",
     "apiserver.key",
     "apiserver-kubelet-client.key",
@@ -124,7 +124,6 @@ pub const MASTER_STAGED_KEYS: [&str; 8] = [
     // kubeadm's admin.conf: what applies the bootstrap objects. No new power on a machine that
     // holds the CA key.
     "admin.key",
-    "kubelet.key",
 ];
 
 /// The object prefix of the master's private keys in the staging bucket.
@@ -310,6 +309,9 @@ struct ClusterContext<'a> {
     allow_privileged: bool,
     rkt_api_endpoint: &'a str,
     allocate_node_cidrs: bool,
+    /// rktup's agent (not upstream kubelet) on the machines: serving certificates from the
+    /// kubelet-serving signer, approved by the master's agent, so the API server checks them.
+    embedded_agent: bool,
 }
 
 /// The node's CNI configuration directory for the chosen network: rkt's for the contained
@@ -344,12 +346,26 @@ pub fn node_agent_config(
         cluster_cidr: Some(settings.cluster_ip_range.to_string()),
         allow_privileged: settings.allow_privileged,
         verbosity: settings.log_level,
-        // Nodes join by TLS bootstrap: a token in user-data, their own key made on the node, a
-        // `system:node:<name>` certificate signed by kube-controller-manager, renewed before it
-        // expires. The master keeps its files (it holds the CA key anyway, and its agent must
-        // run the API server's static pods before any API answers).
-        bootstrap_kubeconfig: (role == Role::Node).then(|| PATHS.bootstrap_kubeconfig.into()),
-        rotate_certificates: role == Role::Node,
+        // Every machine joins by TLS bootstrap: a token in user-data, its own key made on the
+        // machine, a `system:node:<name>` certificate signed by kube-controller-manager,
+        // renewed before it expires. The master too: its agent runs the static pods from files
+        // while its kubelet half waits for the API server and the token (applied at first boot),
+        // and it is then a node like the others to the Node authorizer (upstream serves no
+        // shared `kubelet` identity).
+        bootstrap_kubeconfig: Some(PATHS.bootstrap_kubeconfig.into()),
+        rotate_certificates: true,
+        // The master's Node is named after its instance (kube-up's MASTER_NAME), whatever the
+        // cloud's hostname: the serving approver's RBAC binding names it
+        // (bootstrap/apiserver-kubelet.yaml). Its fixed private address, when the provider has
+        // one, is its InternalIP: the API server dials it there and checks its certificate.
+        hostname_override: (role == Role::Master).then(|| master.name.clone()),
+        node_ip: match role {
+            Role::Master => master.internal_ip.clone(),
+            Role::Node => None,
+        },
+        // Upstream kube-controller-manager never approves kubelet serving CSRs: the master's
+        // agent does, for a node's own addresses only.
+        approve_kubelet_serving_csrs: role == Role::Master,
         // The kubelet port as upstream kubelets run it (kubeadm's KubeletConfiguration): callers
         // with a certificate of the cluster CA or a bearer token (TokenReview), each request
         // authorized by a SubjectAccessReview on `nodes/<subresource>` — the API server's
@@ -359,7 +375,7 @@ pub fn node_agent_config(
         client_ca_file: Some(format!("{}/ca.crt", PATHS.pki).into()),
         authorization_mode: "Webhook".into(),
         authentication_token_webhook: true,
-        rotate_server_certificates: role == Role::Node,
+        rotate_server_certificates: true,
         ..AgentConfig::default()
     }
 }
@@ -402,6 +418,7 @@ fn base_context(settings: &ClusterSettings, role: Role, master: &MasterEndpoint)
         allow_privileged: settings.allow_privileged,
         rkt_api_endpoint: &settings.rkt_api_endpoint,
         allocate_node_cidrs: settings.network == NetworkProvider::Kubenet,
+        embedded_agent: settings.node_agent == NodeAgent::Embedded,
     };
     let mut ctx = tera::Context::new();
     ctx.insert("cluster", &cluster);
@@ -521,10 +538,6 @@ pub fn render_node_config(
         )),
         None => files.push(pem(name, "0600")),
     };
-    if role == Role::Master {
-        files.push(pem("kubelet.crt", "0644"));
-        master_key(&mut files, "kubelet.key");
-    }
     let kubeconfig = |path: &str,
                       user: &str,
                       cert: &str,
@@ -542,16 +555,9 @@ pub fn render_node_config(
     };
     let server = master.url_for(role);
     let token = pki.bootstrap_token();
-    if role == Role::Master {
-        files.push(kubeconfig(
-            PATHS.kubelet_kubeconfig,
-            "kubelet",
-            "kubelet",
-            server.clone(),
-        )?);
-    } else {
-        // No private key in a node's user-data: only the token, which can do nothing but ask
-        // for a node certificate (issue 16).
+    // No agent key in any user-data: only the token, which can do nothing but ask for a node
+    // certificate (issue 16).
+    {
         let mut c = ctx.clone();
         c.insert("server", &server);
         c.insert("token", &token.token());

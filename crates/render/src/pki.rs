@@ -39,8 +39,9 @@ struct Identity {
     server: bool,
 }
 
-/// Client identities, as kubeadm names them. `kubelet` is only the master's own agent now:
-/// nodes join by TLS bootstrap with `bootstrap_token` and get `system:node:<name>` certificates.
+/// Client identities, as kubeadm names them. No agent identity: every machine, the master
+/// too, joins by TLS bootstrap with `bootstrap_token` and gets a `system:node:<name>`
+/// certificate for a key made on the machine.
 const CLIENTS: &[Identity] = &[
     Identity {
         file: "admin",
@@ -67,12 +68,6 @@ const CLIENTS: &[Identity] = &[
         file: "scheduler",
         common_name: "system:kube-scheduler",
         organization: None,
-        server: false,
-    },
-    Identity {
-        file: "kubelet",
-        common_name: "kubelet",
-        organization: Some("system:nodes"),
         server: false,
     },
 ];

@@ -18,6 +18,7 @@
 //!   names the upstream place that skips it.
 
 mod error;
+pub mod kubelet_csr;
 mod verify;
 
 pub use error::{PeerError, TlsError};

@@ -45,6 +45,7 @@ pub mod pods;
 pub mod prepare;
 pub mod probes;
 pub mod server;
+pub mod serving_approver;
 pub mod status;
 pub mod volumes;
 
@@ -80,6 +81,8 @@ pub struct KubeletConfig {
     pub services: Option<node_services::NodeServicesConfig>,
     /// Bootstrap and rotation of the node's certificates (None: the kubeconfig as it is).
     pub certs: Option<CertConfig>,
+    /// --approve-kubelet-serving-csrs (the agent on a cloud master).
+    pub approve_serving_csrs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +271,16 @@ pub async fn run(
     }
     info!("kubelet: registered node {}", cfg.node_name);
     cert_tasks.extend(serving_certificate(&cfg, &client));
+    if cfg.approve_serving_csrs {
+        let approver = serving_approver::Approver {
+            node_name: cfg.node_name.clone(),
+        };
+        cert_tasks.push(tokio::spawn(serving_approver::run(
+            client.clone(),
+            approver,
+            Duration::from_secs(10),
+        )));
+    }
     let hb = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     // The proxy and DNS start beside the pods, not before them (kubelet does not wait for
     // kube-proxy or CoreDNS either); they keep running, and their rules and address stay, while

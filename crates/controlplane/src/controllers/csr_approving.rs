@@ -83,7 +83,8 @@ pub(crate) fn pass(core: &Core, s: &super::Settings) {
             }
             "Auto approving kubelet client certificate after SubjectAccessReview."
         } else {
-            if validate_kubelet_serving(&info, &usages).is_err()
+            if !signer.approve_serving
+                || validate_kubelet_serving(&info, &usages).is_err()
                 || user.name != info.common_name
                 || !user.groups.iter().any(|g| g == "system:nodes")
             {
@@ -101,9 +102,7 @@ pub(crate) fn pass(core: &Core, s: &super::Settings) {
                 .flatten()
                 .filter_map(|a| a["address"].as_str())
                 .collect();
-            let ips = info.ip_addresses.iter().map(|ip| ip.to_string());
-            let names = info.dns_names.iter().cloned();
-            if !ips.chain(names).all(|a| addrs.contains(&a.as_str())) {
+            if !rktup_tls::kubelet_csr::names_only(&info, &addrs) {
                 continue;
             }
             "Auto approving kubelet serving certificate: requested by the node for its own addresses."

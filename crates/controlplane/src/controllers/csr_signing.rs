@@ -12,14 +12,15 @@
 use super::{list, rd, set_status};
 use crate::api::auth::Rbac;
 use crate::api::objects::{meta_str, now, Core};
-use crate::pki::{CsrInfo, Pki};
+use crate::pki::Pki;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
+pub use rktup_tls::kubelet_csr::{
+    validate_kubelet_client, validate_kubelet_serving, CLIENT_KUBELET, KUBELET_SERVING,
+};
 const MANAGER: &str = "kube-controller-manager";
 
 /// What the signer and approver need beyond the store: the CA, the longest
@@ -29,6 +30,8 @@ pub struct Signer {
     pub pki: Pki,
     pub duration: Duration,
     pub rbac: Arc<Rbac>,
+    /// Approve nodes' serving CSRs for their own addresses (rktup, beyond upstream).
+    pub approve_serving: bool,
 }
 
 impl std::fmt::Debug for Signer {
@@ -61,15 +64,6 @@ pub(crate) fn has_condition(csr: &Value, ty: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// Go's `%v` of a sorted string list.
-fn listed(s: &BTreeSet<String>) -> String {
-    format!("[{}]", s.iter().cloned().collect::<Vec<_>>().join(" "))
-}
-
 /// The CSRs for the kubelet signers (client and serving) with their signer: the only ones
 /// these controllers approve and sign.
 pub(crate) fn kubelet_csrs(core: &Core) -> Vec<(Arc<Value>, &'static str)> {
@@ -89,60 +83,6 @@ pub(crate) fn kubelet_csrs(core: &Core) -> Vec<(Arc<Value>, &'static str)> {
         Some((csr, signer))
     })
     .collect()
-}
-
-/// The checks both kubelet validations end with: a node's common name, and `auth` usage with
-/// digital signature (key encipherment optional).
-fn node_name_and_usages(
-    req: &CsrInfo,
-    usages: &BTreeSet<String>,
-    auth: &str,
-) -> Result<(), String> {
-    if !req.common_name.starts_with("system:node:") {
-        return Err("subject common name does not begin with system:node:".into());
-    }
-    let full = set(&["key encipherment", "digital signature", auth]);
-    if *usages != full && *usages != set(&["digital signature", auth]) {
-        return Err(format!("usages did not match {}", listed(&full)));
-    }
-    Ok(())
-}
-
-/// Upstream's `ValidateKubeletClientCSR`, its error texts.
-pub fn validate_kubelet_client(req: &CsrInfo, usages: &BTreeSet<String>) -> Result<(), String> {
-    if req.organizations != ["system:nodes"] {
-        return Err("subject organization is not system:nodes".into());
-    }
-    if !req.dns_names.is_empty() {
-        return Err("DNS subjectAltNames are not allowed".into());
-    }
-    if !req.emails.is_empty() {
-        return Err("Email subjectAltNames are not allowed".into());
-    }
-    if !req.ip_addresses.is_empty() {
-        return Err("IP subjectAltNames are not allowed".into());
-    }
-    if !req.uris.is_empty() {
-        return Err("URI subjectAltNames are not allowed".into());
-    }
-    node_name_and_usages(req, usages, "client auth")
-}
-
-/// Upstream's `ValidateKubeletServingCSR`, its error texts.
-pub fn validate_kubelet_serving(req: &CsrInfo, usages: &BTreeSet<String>) -> Result<(), String> {
-    if req.organizations != ["system:nodes"] {
-        return Err("subject organization is not system:nodes".into());
-    }
-    if !req.emails.is_empty() {
-        return Err("Email subjectAltNames are not allowed".into());
-    }
-    if !req.uris.is_empty() {
-        return Err("URI subjectAltNames are not allowed".into());
-    }
-    if req.dns_names.is_empty() && req.ip_addresses.is_empty() {
-        return Err("DNS or IP subjectAltName is required".into());
-    }
-    node_name_and_usages(req, usages, "server auth")
 }
 
 /// The lifetime to sign for: the signer's duration, shortened by
