@@ -332,6 +332,18 @@ fn agent_restart_readopts_running_pods_and_removal_cleans() {
     let uuid = uuid_of(&p);
     let pid = p["status"]["containers"][0]["pid"].as_i64().unwrap();
     let sup = p["status"]["supervisor_pid"].as_i64().unwrap();
+    // The supervisor leads its own session (it calls setsid: the agent spawns it without a
+    // pre_exec hook), away from the agent's session and process group.
+    // SAFETY: getsid/getpgid take a pid only.
+    let (sup_sid, agent_pid) = (
+        unsafe { libc::getsid(sup as i32) },
+        node.agent.as_ref().map(|c| c.id() as i32).unwrap(),
+    );
+    assert_eq!(sup_sid, sup as i32, "the supervisor is a session leader");
+    assert_ne!(unsafe { libc::getsid(agent_pid) }, sup_sid);
+    assert_ne!(unsafe { libc::getpgid(agent_pid) }, unsafe {
+        libc::getpgid(sup as i32)
+    });
     node.kill_agent();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),

@@ -473,6 +473,11 @@ pub fn run_stage1(args: Stage1Args) -> anyhow::Result<()> {
         let code = crate::stage1::enter::run(&args.pod_dir, c, &args.command, args.error_fd);
         std::process::exit(code);
     }
+    // Its own session, before anything else: the agent spawned it without a pre_exec hook
+    // (`Runtime::spawn_supervisor`), and signals to the agent's process group must not reach
+    // the pod. Fails only for a process-group leader, which a spawned child is not.
+    // SAFETY: setsid takes no pointers.
+    unsafe { libc::setsid() };
     crate::stage1::run_supervisor(&args.pod_dir)?;
     Ok(())
 }

@@ -445,21 +445,17 @@ impl Runtime {
             path: dir.join("stage1.log"),
             source,
         })?;
+        // No pre_exec hook: std then starts the child with posix_spawn (a vfork-like clone), not
+        // fork, which would copy the page tables of the multi-threaded agent for every pod
+        // (~8 % of a 100-pod start's CPU). The supervisor makes itself a session leader first
+        // thing (`cli::run_stage1`), so signals to the agent's process group (Ctrl-C, SIGTERM to
+        // the group) do not reach the pods.
         let mut cmd = Command::new(&self.cfg.stage1_exe);
         cmd.arg("stage1")
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: setsid is async-signal-safe; the supervisor gets its own session so signals to
-        // the agent's process group (Ctrl-C, SIGTERM to the group) do not reach the pods.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
         let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             exe: self.cfg.stage1_exe.clone(),
             source,
