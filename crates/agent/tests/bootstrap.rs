@@ -485,15 +485,6 @@ fn an_agent_restarted_after_its_certificate_expired_bootstraps_again() {
     b.finish(r);
 }
 
-/// A kube client with the credentials of kubeconfig text `kc`.
-async fn client_from(kc: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(kc).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("client config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
 fn approved_by_rktup(c: &CertificateSigningRequest) -> bool {
     c.status
         .as_ref()
@@ -544,11 +535,8 @@ fn the_master_agent_approves_serving_certificates_for_nodes_own_addresses_only()
         });
         // The node's identity asks for a certificate naming an address that is not its own.
         let cp = b.cp.as_ref().expect("cp");
-        let node_kc = cp.kubeconfig_for(
-            &node_user,
-            &rktup_controlplane::pki::Credential::Cert(
-                cp.issue_node_cert(&b.node_name).expect("node cert"),
-            ),
+        let node_cred = rktup_controlplane::pki::Credential::Cert(
+            cp.issue_node_cert(&b.node_name).expect("node cert"),
         );
         let (_, foreign_csr) = rktup_agent::kubelet::certificate::make_csr(
             &rktup_agent::kubelet::certificate::Request::serving(
@@ -572,7 +560,8 @@ fn the_master_agent_approves_serving_certificates_for_nodes_own_addresses_only()
         };
         let foreign_name = foreign.metadata.name.clone().expect("name");
         b.rt.block_on(async {
-            let api: Api<CertificateSigningRequest> = Api::all(client_from(&node_kc).await);
+            let api: Api<CertificateSigningRequest> =
+                Api::all(client_for(cp, &node_user, &node_cred).await);
             api.create(&Default::default(), &foreign)
                 .await
                 .expect("the node creates a CSR")

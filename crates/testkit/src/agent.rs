@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The kit's own helpers these tests use beside the node.
-pub use crate::controlplane::admin_client;
+pub use crate::controlplane::{admin_client, client_for};
 pub use crate::{eventually, kubectl_1_20, no_kubectl_1_20, rktup_bin, sh, KUBECTL};
 
 /// qemu, a guest kernel and busybox for a test VM, or None after printing why the test skips

@@ -156,8 +156,7 @@ impl Cluster {
     }
 
     pub async fn client_for(&self, user: &str, cred: &Credential) -> kube::Client {
-        let text = self.handle.kubeconfig_for(user, cred);
-        client(kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig parses")).await
+        client_for(&self.handle, user, cred).await
     }
 
     pub async fn admin(&self) -> kube::Client {
@@ -186,6 +185,12 @@ fn succeeded(args: &[&str], out: Output) -> String {
 pub async fn admin_client(cp: &Handle) -> kube::Client {
     client(kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("read kubeconfig"))
         .await
+}
+
+/// A kube client of `cp` as `user` with `cred`.
+pub async fn client_for(cp: &Handle, user: &str, cred: &Credential) -> kube::Client {
+    let text = cp.kubeconfig_for(user, cred);
+    client(kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig parses")).await
 }
 
 /// A kube client from a kubeconfig (its current context).

@@ -151,11 +151,43 @@ pub fn validate_kubelet_serving(req: &CsrInfo, usages: &BTreeSet<String>) -> Res
     node_name_and_usages(req, usages, "server auth")
 }
 
-/// rktup's serving approval rule beyond upstream's validation: every SAN (DNS name or IP) of the
-/// request is one of `addresses` (the Node's `status.addresses`), so a node cannot get a
-/// certificate for another node's name or address.
+/// Every SAN (DNS name or IP) of the request is one of `addresses` (the Node's
+/// `status.addresses`), so a node cannot get a certificate for another node's name or address.
 pub fn names_only(req: &CsrInfo, addresses: &[&str]) -> bool {
     let ips = req.ip_addresses.iter().map(|ip| ip.to_string());
     let names = req.dns_names.iter().cloned();
     ips.chain(names).all(|a| addresses.contains(&a.as_str()))
+}
+
+/// The condition message of a serving request approved by [`approvable_serving`].
+pub const SERVING_APPROVED: &str =
+    "Auto approving kubelet serving certificate: requested by the node for its own addresses.";
+
+/// rktup's approval rule for a pending `kubernetes.io/kubelet-serving` request (upstream's
+/// approver leaves these pending): it passes upstream's serving rules, the node asks for itself
+/// (`requester` = CN, in `system:nodes`), and every SAN is one of that Node's addresses
+/// (`addresses(node)`, `None` when there is no such Node). `Err` says why it stays pending.
+/// The embedded control plane's approver and the cloud master agent's use this one rule.
+pub fn approvable_serving(
+    req: &CsrInfo,
+    usages: &BTreeSet<String>,
+    requester: &str,
+    groups: &[String],
+    addresses: impl FnOnce(&str) -> Option<Vec<String>>,
+) -> Result<(), String> {
+    validate_kubelet_serving(req, usages)?;
+    let node = req.common_name.trim_start_matches("system:node:");
+    if requester != req.common_name || !groups.iter().any(|g| g == "system:nodes") {
+        return Err(format!(
+            "requested by {requester:?}, not by node {node:?} itself"
+        ));
+    }
+    let addrs = addresses(node).ok_or_else(|| format!("no Node {node:?} (yet)"))?;
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    if !names_only(req, &addrs) {
+        return Err(format!(
+            "names other than Node {node:?}'s addresses {addrs:?}"
+        ));
+    }
+    Ok(())
 }

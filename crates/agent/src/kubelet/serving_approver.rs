@@ -73,34 +73,16 @@ impl Approver {
             Err(e) => return Decision::Leave(format!("unreadable request: {e}")),
         };
         let usages: BTreeSet<String> = csr.spec.usages.iter().flatten().cloned().collect();
-        if let Err(e) = kubelet_csr::validate_kubelet_serving(&info, &usages) {
-            return Decision::Leave(e);
+        match kubelet_csr::approvable_serving(
+            &info,
+            &usages,
+            csr.spec.username.as_deref().unwrap_or(""),
+            csr.spec.groups.as_deref().unwrap_or_default(),
+            addresses,
+        ) {
+            Ok(()) => Decision::Approve(kubelet_csr::SERVING_APPROVED),
+            Err(why) => Decision::Leave(why),
         }
-        let requester = csr.spec.username.as_deref().unwrap_or("");
-        let in_nodes = csr
-            .spec
-            .groups
-            .iter()
-            .flatten()
-            .any(|g| g == "system:nodes");
-        let node = info.common_name.trim_start_matches("system:node:");
-        if requester != info.common_name || !in_nodes {
-            return Decision::Leave(format!(
-                "requested by {requester:?}, not by node {node:?} itself"
-            ));
-        }
-        let Some(addrs) = addresses(node) else {
-            return Decision::Leave(format!("no Node {node:?} (yet)"));
-        };
-        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-        if !kubelet_csr::names_only(&info, &addrs) {
-            return Decision::Leave(format!(
-                "names other than Node {node:?}'s addresses {addrs:?}"
-            ));
-        }
-        Decision::Approve(
-            "Auto approving kubelet serving certificate: requested by the node for its own addresses.",
-        )
     }
 }
 
@@ -124,9 +106,14 @@ pub async fn pass(client: &kube::Client, approver: &Approver) -> Result<usize, k
             continue;
         }
         let name = csr.metadata.name.clone().unwrap_or_default();
-        let node = kubelet_csr::parse_csr(&csr.spec.request.0)
-            .ok()
-            .map(|i| i.common_name.trim_start_matches("system:node:").to_string());
+        // The Node whose addresses count: the requester's (the rule approves only a node asking
+        // for itself), so the request is parsed once, in `decide`.
+        let node = csr
+            .spec
+            .username
+            .as_deref()
+            .and_then(|u| u.strip_prefix("system:node:"))
+            .map(str::to_string);
         let addrs = match &node {
             Some(n) => nodes.get_opt(n).await?.map(|n| node_addresses(&n)),
             None => None,

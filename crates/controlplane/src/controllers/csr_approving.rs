@@ -17,8 +17,7 @@
 //! another node's address.
 
 use super::csr_signing::{
-    has_condition, kubelet_csrs, request_pem, usages, validate_kubelet_client,
-    validate_kubelet_serving, CLIENT_KUBELET,
+    has_condition, kubelet_csrs, request_pem, usages, validate_kubelet_client, CLIENT_KUBELET,
 };
 use super::{rd, set_status};
 use crate::api::auth::authz;
@@ -83,29 +82,31 @@ pub(crate) fn pass(core: &Core, s: &super::Settings) {
             }
             "Auto approving kubelet client certificate after SubjectAccessReview."
         } else {
-            if !signer.approve_serving
-                || validate_kubelet_serving(&info, &usages).is_err()
-                || user.name != info.common_name
-                || !user.groups.iter().any(|g| g == "system:nodes")
-            {
+            if !signer.approve_serving {
                 continue;
             }
-            let node = info.common_name.trim_start_matches("system:node:");
-            let Some(n) = core.get_stored(rd("", "nodes"), None, node) else {
-                continue;
+            let addresses = |node: &str| {
+                core.get_stored(rd("", "nodes"), None, node).map(|n| {
+                    n.object
+                        .pointer("/status/addresses")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a["address"].as_str().map(String::from))
+                        .collect()
+                })
             };
-            let addrs: Vec<&str> = n
-                .object
-                .pointer("/status/addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a["address"].as_str())
-                .collect();
-            if !rktup_tls::kubelet_csr::names_only(&info, &addrs) {
+            let rule = rktup_tls::kubelet_csr::approvable_serving(
+                &info,
+                &usages,
+                &user.name,
+                &user.groups,
+                addresses,
+            );
+            if rule.is_err() {
                 continue;
             }
-            "Auto approving kubelet serving certificate: requested by the node for its own addresses."
+            rktup_tls::kubelet_csr::SERVING_APPROVED
         };
         let mut status = csr.get("status").cloned().unwrap_or_else(|| json!({}));
         super::csr_signing::push_condition(
