@@ -10,13 +10,18 @@
 //!   children) and waits; exits with the command's exit code
 //!     └─ child: pdeathsig, the container's identity, execve(command, the container's env)
 //! ```
+//! A container of a stage1-kvm pod runs inside the pod's VM: there the command goes through the
+//! guest channel (`kvm.rs`: stdin and stdout on one connection, stderr on another, the exit
+//! code back through the control share), with the container's root, environment and
+//! workingDir as the guest runs the container.
+//!
 //! Failures to enter or to exec are written to `--error-fd` (else stderr) and exit with 255, so
 //! a caller can tell "the command failed" from "the command could not run". SIGTERM (a probe's
 //! timeout) kills the command's process group and reaps the command before exiting, so it does
 //! not linger as a zombie under the container's init; SIGKILL takes the command down through
 //! its parent-death signal.
 
-use super::{cgroup_procs_files, container, sys};
+use super::{cgroup_procs_files, container, kvm, sys};
 use crate::pod::{read_plan, read_status, PodPlan, PodStatus, Stage1Flavor};
 use std::ffi::CString;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -33,11 +38,12 @@ extern "C" fn on_terminate(_: libc::c_int) {
 }
 
 /// The host pid of `name`'s first process if the container is running (and that pid still is
-/// the container's: it sits in the container's cgroup).
+/// the container's: it sits in the container's cgroup). None for a stage1-kvm pod's containers,
+/// which run in the pod's VM (`kvm::container_running` says whether they run).
 pub fn running_pid(plan: &PodPlan, status: &PodStatus, name: &str) -> Result<i32, String> {
     if plan.stage1 == Stage1Flavor::Kvm {
         return Err(format!(
-            "container {name:?} runs inside the VM of a stage1-kvm pod, which cannot be entered"
+            "container {name:?} runs inside the VM of a stage1-kvm pod and has no process on the node"
         ));
     }
     if !plan.all_containers().any(|c| c.name == name) {
@@ -94,6 +100,10 @@ fn enter(
     }
     let plan = read_plan(pod_dir).map_err(|e| e.to_string())?;
     let status = read_status(pod_dir).map_err(|e| e.to_string())?;
+    if plan.stage1 == Stage1Flavor::Kvm {
+        kvm::container_running(&plan, &status, name)?;
+        return enter_kvm(pod_dir, name, argv);
+    }
     let pid = running_pid(&plan, &status, name)?;
     let c = plan
         .all_containers()
@@ -200,15 +210,7 @@ fn enter(
     }
     // SAFETY: plain syscall (both sides set the group, whichever runs first).
     unsafe { libc::setpgid(child, child) };
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_terminate as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    handle_terminate();
     let mut st = 0;
     loop {
         if TERMINATE.load(Ordering::SeqCst) {
@@ -231,5 +233,89 @@ fn enter(
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `enter` for a stage1-kvm pod: the command runs in the guest (see the module doc); our stdin
+/// is copied to it, its stdout and stderr to ours. SIGTERM kills it in the guest.
+fn enter_kvm(pod_dir: &Path, name: &str, argv: &[String]) -> Result<i32, String> {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let g = kvm::GuestExec::start(pod_dir, name, argv)
+        .map_err(|e| format!("failed to reach the VM of the stage1-kvm pod: {e}"))?;
+    handle_terminate();
+    // stdin on a thread of its own: it may never end (the command ends first); then the
+    // process exits with it still blocked in read.
+    let mut to_guest = g
+        .io
+        .try_clone()
+        .map_err(|e| format!("failed to start the command's input: {e}"))?;
+    std::thread::spawn(move || {
+        // SAFETY: fd 0 is ours for the process's life; ManuallyDrop never closes it.
+        let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if to_guest.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = to_guest.shutdown(std::net::Shutdown::Write);
+    });
+    let mut open = [Some((&g.io, 1)), Some((&g.err, 2))];
+    let mut buf = vec![0u8; 32 * 1024];
+    while open.iter().any(Option::is_some) {
+        if TERMINATE.load(Ordering::SeqCst) {
+            g.kill();
+            return Ok(128 + libc::SIGKILL);
+        }
+        let mut fds: Vec<libc::pollfd> = open
+            .iter()
+            .flatten()
+            .map(|(s, _)| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds for the call's duration.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        for slot in open.iter_mut() {
+            let Some((mut s, out)) = *slot else { continue };
+            let ready = fds
+                .iter()
+                .any(|p| p.fd == s.as_raw_fd() && p.revents != 0);
+            if !ready {
+                continue;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => *slot = None,
+                // A reader gone (the client) loses the output, not the command's end.
+                Ok(n) => sys::write_all(out, &buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => *slot = None,
+            }
+        }
+    }
+    g.exit_code()
+        .ok_or_else(|| "the VM did not report the command's exit code".to_string())
+}
+
+/// SIGTERM, SIGINT and SIGHUP set TERMINATE (a probe's timeout, the client gone).
+fn handle_terminate() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_terminate as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
     }
 }

@@ -13,7 +13,32 @@
 //! to a control share that the supervisor turns into container status and CRI logs. Stopping
 //! writes `stop` to the control share: the guest TERMs the apps, waits the grace period, KILLs,
 //! and powers off; qemu is killed if it does not.
+//!
+//! The guest channel (exec, attach, port-forward): a second virtio NIC whose host end, `tap1`
+//! with [`CHANNEL_HOST`], sits in the pod's host-side netns and is bridged with nothing, and
+//! whose guest end (renamed `rk0`, [`CHANNEL_GUEST`]) is moved into a network namespace of its
+//! own in the guest where busybox `nc -ll` listens. So only the pod netns (root on the node)
+//! reaches the listener: not the cluster network through the pod IP, not other pods (the guest
+//! owns no route to it), and the pod's own apps only as root in their VM, which they are anyway.
+//! Each TCP connection is one session stream; its first line says what it is for, and
+//! `/bin/rk-session` (the [`SESSION`] script) serves it:
+//!
+//! - `exec ID`: runs `/ctl/x/ID` (written by the host: the container's `enter_<name>` with the
+//!   command) in the guest's main netns, its own session and process group, stdin and stdout on
+//!   this connection, stderr on the FIFO `/run/rk/ID`; the exit code goes to `/ctl/x/ID.exit`
+//!   before the connection closes.
+//! - `err ID`: the command's stderr (the FIFO), until it ends.
+//! - `kill ID`: SIGKILL to the command's process group (the exec caller was told to stop).
+//! - `attach NAME`: what is written goes to container NAME's stdin (a FIFO in the guest; the
+//!   supervisor holds one such connection per run of a container with `stdin`, behind the
+//!   usual attach socket, and closes it for `stdinOnce`).
+//! - `pf PORT`: relayed (busybox nc) to 127.0.0.1:PORT in the guest's main netns.
+//!
+//! Many connections at once are many sessions (nc forks per connection). No terminal: busybox
+//! has no pseudo-terminal tool, so a `tty` exec or container gets pipes (the host side's
+//! terminal still echoes and translates line ends; the command does not see a TTY).
 
+use super::attach::{self, AttachPoint};
 use super::container::{self, Launch, Populate};
 use super::{sys, Supervisor, STOP};
 use crate::logs::{LogWriter, Stream};
@@ -96,6 +121,172 @@ impl KvmError {
         let path = path.into();
         move |source| KvmError::Io { step, path, source }
     }
+}
+
+/// The host end of the guest channel (`tap1` in the pod's host-side netns).
+pub const CHANNEL_HOST: &str = "169.254.77.1/30";
+/// The guest end of the channel, where its listener is.
+pub const CHANNEL_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 77, 2);
+/// The listener's port.
+pub const CHANNEL_PORT: u16 = 7;
+/// The channel NIC's MAC: the guest finds the NIC by it (not by enumeration order).
+const CHANNEL_MAC: &str = "52:54:00:00:77:02";
+
+/// The guest's channel listener's handler (see the module doc); stdin and stdout are the
+/// connection. `$id` comes from the host (a session id, a sanitized container name, a port).
+const SESSION: &str = r#"#!/bin/sh
+read -r kind id || exit 1
+case $id in *[!A-Za-z0-9_-]*|"") exit 1;; esac
+f=/run/rk/$id
+case $kind in
+exec)
+  [ -p $f ] || mkfifo $f 2>/dev/null
+  exec 3<&0
+  setsid nsenter -t 1 -n sh /ctl/x/$id <&3 3<&- 2>$f &
+  p=$!
+  echo $p > $f.pid
+  wait $p
+  echo $? > /ctl/x/$id.exit
+  rm -f $f $f.pid ;;
+err)
+  [ -p $f ] || mkfifo $f 2>/dev/null
+  exec cat $f ;;
+kill)
+  p=$(cat $f.pid 2>/dev/null) && kill -KILL -$p ;;
+attach)
+  exec cat > /run/rk/in.$id ;;
+pf)
+  exec nsenter -t 1 -n nc 127.0.0.1 $id ;;
+esac
+"#;
+
+/// The name a container has in the guest's scripts and files.
+fn guest_name(name: &str) -> String {
+    name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+}
+
+/// Ok if container `name` of a stage1-kvm pod is running (its VM reports a live run), else why
+/// not, worded for the user.
+pub fn container_running(plan: &PodPlan, status: &PodStatus, name: &str) -> Result<(), String> {
+    if !plan.all_containers().any(|c| c.name == name) {
+        return Err(format!("container {name:?} not found in pod {}", plan.uuid));
+    }
+    let running = status
+        .containers
+        .iter()
+        .chain(status.init_containers.iter())
+        .any(|s| s.name == name && s.state == "running");
+    if running && status.state == PodState::Running {
+        Ok(())
+    } else {
+        Err(format!("container {name:?} is not running"))
+    }
+}
+
+/// One connection to the guest channel of the stage1-kvm pod in `pod_dir`, `request` (a line,
+/// see the module doc) already sent. Retries for a while: right after boot the listener may
+/// not be up yet. Blocks; joins the pod netns on a thread of its own.
+pub fn dial(pod_dir: &Path, request: &str) -> io::Result<std::net::TcpStream> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(pod_dir.join("netns"))?;
+    let line = format!("{request}\n");
+    // A thread of its own: setns changes the calling thread for good.
+    let dialer = std::thread::Builder::new()
+        .name("kvm-dial".into())
+        .spawn(move || -> io::Result<std::net::TcpStream> {
+            // SAFETY: setns on a descriptor we hold; it affects only this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let to = std::net::SocketAddr::from((CHANNEL_GUEST, CHANNEL_PORT));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                    Ok(mut s) => {
+                        let _ = s.set_nodelay(true);
+                        s.write_all(line.as_bytes())?;
+                        return Ok(s);
+                    }
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        })?;
+    dialer
+        .join()
+        .map_err(|_| io::Error::other("the channel dialer panicked"))?
+}
+
+/// A command started in a container of a stage1-kvm pod (`exec` and `err` connections).
+pub struct GuestExec {
+    /// stdin to the command (shut down for its end), stdout from it.
+    pub io: std::net::TcpStream,
+    /// stderr from the command.
+    pub err: std::net::TcpStream,
+    id: String,
+    pod_dir: PathBuf,
+}
+
+impl GuestExec {
+    /// Starts `argv` in container `name` with the container's environment and workingDir.
+    pub fn start(pod_dir: &Path, name: &str, argv: &[String]) -> io::Result<GuestExec> {
+        let id = format!("{}-{}", std::process::id(), util::now_nanos());
+        let x = pod_dir.join("kvm").join("x");
+        let args: Vec<String> = argv.iter().map(|a| q(a)).collect();
+        std::fs::write(
+            x.join(&id),
+            format!(
+                ". /ctl/enter.sh\nenter_{} {}\n",
+                guest_name(name),
+                args.join(" ")
+            ),
+        )?;
+        let g = GuestExec {
+            io: dial(pod_dir, &format!("exec {id}"))?,
+            err: dial(pod_dir, &format!("err {id}"))?,
+            id,
+            pod_dir: pod_dir.to_path_buf(),
+        };
+        Ok(g)
+    }
+
+    fn file(&self, ext: &str) -> PathBuf {
+        self.pod_dir.join("kvm").join("x").join(format!("{}{ext}", self.id))
+    }
+
+    /// The command's exit code, once its output has ended (the guest writes it before it
+    /// closes the connection; a little grace for a slow share).
+    pub fn exit_code(&self) -> Option<i32> {
+        for _ in 0..50 {
+            if let Ok(s) = std::fs::read_to_string(self.file(".exit")) {
+                if let Ok(code) = s.trim().parse() {
+                    return Some(code);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// SIGKILL to the command and everything it started.
+    pub fn kill(&self) {
+        let _ = dial(&self.pod_dir, &format!("kill {}", self.id));
+    }
+}
+
+impl Drop for GuestExec {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.file(""));
+        let _ = std::fs::remove_file(self.file(".exit"));
+    }
+}
+
+/// A connection to 127.0.0.1:`port` inside the guest of the stage1-kvm pod in `pod_dir`.
+/// Over the channel rather than to the pod IP: upstream forwards to the pod's localhost, and
+/// listeners bound to 127.0.0.1 are reachable only from inside the guest.
+pub fn port_forward(pod_dir: &Path, port: u16) -> io::Result<std::net::TcpStream> {
+    dial(pod_dir, &format!("pf {port}"))
 }
 
 /// Modules the guest needs (with their dependencies from modules.dep).
@@ -519,6 +710,9 @@ struct Tail {
     run: u32,
     log: Option<LogWriter>,
     off: [u64; 2],
+    /// The run's attach socket (containers with stdin or tty), its stdin the channel's
+    /// `attach` connection.
+    attach: Option<AttachPoint>,
 }
 
 impl Supervisor {
@@ -620,6 +814,17 @@ impl Supervisor {
         nsenter_ip(&ns, &["link", "set", "tap0", "master", "kbr0"])?;
         nsenter_ip(&ns, &["link", "set", "tap0", "up"])?;
         nsenter_ip(&ns, &["link", "set", "kbr0", "up"])?;
+        // The guest channel's host end: a tap of its own, bridged with nothing.
+        nsenter_ip(&ns, &["tuntap", "add", "dev", "tap1", "mode", "tap"])?;
+        nsenter_ip(&ns, &["addr", "add", CHANNEL_HOST, "dev", "tap1"])?;
+        nsenter_ip(&ns, &["link", "set", "tap1", "up"])?;
+        let x = ctl.join("x");
+        std::fs::create_dir_all(&x).map_err(KvmError::io("create the exec directory", &x))?;
+        let enter = ctl.join("enter.sh");
+        std::fs::write(&enter, self.guest_enter())
+            .map_err(KvmError::io("write enter.sh", &enter))?;
+        let session = ctl.join("session");
+        std::fs::write(&session, SESSION).map_err(KvmError::io("write session", &session))?;
         let initramfs = initramfs(kvm, &helper_src, &["pod", "ctl"], |insmods| {
             self.guest_init(&vn, insmods)
         })?;
@@ -677,6 +882,10 @@ impl Supervisor {
             "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
             "-device".into(),
             format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            "-netdev".into(),
+            "tap,id=n1,ifname=tap1,script=no,downscript=no".into(),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n1,mac={CHANNEL_MAC}"),
         ]);
         trace!("qemu {args:?}");
         let qlog_path = ctl.join("qemu.log");
@@ -733,6 +942,17 @@ impl Supervisor {
             "mount -t 9p -o trans=virtio,version=9p2000.L,cache=none ctl /ctl || poweroff -f\n",
         );
         s.push_str(&format!("hostname {}\n", q(&p.hostname)));
+        // The channel (module doc): its NIC found by MAC, moved into the listener's own netns
+        // (retried until it has left ours: the move may come before the unshare).
+        s.push_str(&format!(
+            r#"mkdir -p /run/rk
+cp /ctl/session /bin/rk-session && chmod 755 /bin/rk-session
+for n in /sys/class/net/*; do [ "$(cat $n/address)" = {CHANNEL_MAC} ] && ip link set ${{n##*/}} name rk0; done
+unshare -n sh -c 'until ip link show rk0 >/dev/null 2>&1; do sleep 0.1; done; ip link set lo up; ip addr add {CHANNEL_GUEST}/30 dev rk0; ip link set rk0 up; exec nc -ll -p {CHANNEL_PORT} {CHANNEL_GUEST} -e /bin/rk-session' </dev/null >/dev/null 2>&1 &
+l=$!
+i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk0 netns $l; sleep 0.1; i=$((i+1)); done
+"#
+        ));
         s.push_str("ip link set lo up\nip link set eth0 up\n");
         s.push_str(&format!("ip addr add {} dev eth0\n", q(&vn.cidr)));
         if let Some(gw) = &vn.gateway {
@@ -745,15 +965,23 @@ impl Supervisor {
             RestartPolicy::Never => "Never",
         };
         let backoff = (p.backoff_base_ms / 1000).max(1);
+        // stdin ($3): `once` blocks opening the FIFO until the supervisor's attach connection
+        // (`attach NAME`) writes to it, so that connection's end is the container's EOF; `open`
+        // holds it open itself (stdin stays open across attachers, as upstream).
         s.push_str(&format!(
             r#"run() {{
   c=$1; policy=$2; n=0; delay={backoff}
   r=/pod/$c
   mkdir -p $r/proc $r/sys $r/dev
   mount -t proc proc $r/proc; mount -t sysfs sys $r/sys; mount --bind /dev $r/dev
+  [ "$3" = none ] || [ -p /run/rk/in.$c ] || mkfifo /run/rk/in.$c
   while :; do
     date +%s > /ctl/$c.$n.start
-    launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err
+    case $3 in
+    once) launch_$c < /run/rk/in.$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err;;
+    open) launch_$c <> /run/rk/in.$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err;;
+    *) launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err;;
+    esac
     code=$?
     echo $code > /ctl/$c.$n.exit
     [ -e /ctl/stop ] && return $code
@@ -796,17 +1024,24 @@ impl Supervisor {
         } else {
             "OnFailure"
         };
+        let stdin = |c: &ContainerPlan| match (c.stdin || c.tty, c.stdin_once) {
+            (false, _) => "none",
+            (true, true) => "once",
+            (true, false) => "open",
+        };
         for c in &p.init_containers {
             s.push_str(&format!(
-                "run {} {init_policy} || {{ echo init-failed > /ctl/done; sync; poweroff -f; }}\n",
-                c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+                "run {} {init_policy} {} || {{ echo init-failed > /ctl/done; sync; poweroff -f; }}\n",
+                guest_name(&c.name),
+                stdin(c)
             ));
         }
         let mut pids = Vec::new();
         for (i, c) in p.containers.iter().enumerate() {
             s.push_str(&format!(
-                "run {} {policy} &\np{i}=$!\n",
-                c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+                "run {} {policy} {} &\np{i}=$!\n",
+                guest_name(&c.name),
+                stdin(c)
             ));
             pids.push(format!("$p{i}"));
         }
@@ -814,6 +1049,22 @@ impl Supervisor {
             "wait {}\necho done > /ctl/done\nsync\npoweroff -f\n",
             pids.join(" ")
         ));
+        s
+    }
+
+    /// `/ctl/enter.sh`: per container, `enter_<name> CMD...` runs a command the way the
+    /// container runs (its root, environment and workingDir), for the channel's `exec`.
+    fn guest_enter(&self) -> String {
+        let mut s = String::new();
+        for c in self.plan.all_containers() {
+            let envq: Vec<String> = self.env_for(c).iter().map(|e| q(e)).collect();
+            s.push_str(&format!(
+                "enter_{name}() {{ exec chroot /pod/{name} /.rktup/busybox env -i {env} /.rktup/busybox sh -c 'cd \"$1\" || exit 126; shift; exec \"$@\"' sh {wd} \"$@\"; }}\n",
+                name = guest_name(&c.name),
+                env = envq.join(" "),
+                wd = q(&c.working_dir),
+            ));
+        }
         s
     }
 
@@ -827,6 +1078,7 @@ impl Supervisor {
                 run: 0,
                 log: None,
                 off: [0, 0],
+                attach: None,
             })
             .collect();
         let mut stop_sent: Option<Instant> = None;
@@ -847,6 +1099,9 @@ impl Supervisor {
             }
             for (i, t) in tails.iter_mut().enumerate() {
                 self.follow_container(i, &ctl, t);
+                if let Some(a) = &mut t.attach {
+                    a.service();
+                }
             }
             if self.dirty {
                 self.save();
@@ -865,6 +1120,7 @@ impl Supervisor {
             if let Some(l) = &mut t.log {
                 l.flush_partial();
             }
+            t.attach = None;
             let s = &mut self.slots[i];
             if s.status.state == "running" {
                 s.status.state = "terminated".into();
@@ -918,6 +1174,10 @@ impl Supervisor {
                 s.status.exit_code = None;
                 s.status.reason = None;
                 self.dirty = true;
+                let c = &self.slots[i].plan;
+                if c.stdin || c.tty {
+                    t.attach = self.open_attach(i);
+                }
             }
             for (k, (ext, stream)) in [("out", Stream::Stdout), ("err", Stream::Stderr)]
                 .into_iter()
@@ -929,6 +1189,13 @@ impl Supervisor {
                     if b.len() > off {
                         if let Some(l) = &mut t.log {
                             l.write(stream, &b[off..]);
+                        }
+                        if let Some(a) = &mut t.attach {
+                            let kind = match stream {
+                                Stream::Stdout => attach::STDOUT,
+                                Stream::Stderr => attach::STDERR,
+                            };
+                            a.broadcast(kind, &b[off..]);
                         }
                         t.off[k] = b.len() as u64;
                     }
@@ -952,6 +1219,29 @@ impl Supervisor {
             self.dirty = true;
             t.run += 1;
             t.log = None;
+            t.attach = None;
+        }
+    }
+
+    /// The attach socket of slot `i`'s new run, its input carried to the container's stdin
+    /// FIFO in the guest; None (logged) if the channel cannot be reached.
+    fn open_attach(&self, i: usize) -> Option<AttachPoint> {
+        use std::os::fd::IntoRawFd;
+        let c = &self.slots[i].plan;
+        let conn = match dial(&self.dir, &format!("attach {}", guest_name(&c.name))) {
+            Ok(conn) => conn,
+            Err(e) => {
+                error!(container = %c.name, "no attach channel into the guest: {e}");
+                return None;
+            }
+        };
+        let path = attach::socket_path(&self.dir, i);
+        match AttachPoint::open(&path, Some(conn.into_raw_fd()), None, c.stdin_once) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                error!(container = %c.name, "failed to open the attach socket: {e}");
+                None
+            }
         }
     }
 }
