@@ -7,11 +7,9 @@
 //! container (block devices refused, /dev/null works), and no pod cgroup left once the pods are
 //! gone.
 
-use rktup_testkit::agent::{rktup_bin, vm_plan};
+use rktup_testkit::agent::{boot_guest, rktup_bin, vm_plan};
 use rktup_testkit::Images;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const API: &str = "127.0.0.1:15441";
 
@@ -177,70 +175,9 @@ spec:
     let busybox = std::fs::read(&kvm.busybox).expect("read busybox");
     let initrd = rktup_runtime::stage1::kvm::initramfs(&kvm, &busybox, &["host"], guest_init)
         .expect("initramfs");
-    std::fs::write(dir.path().join("initrd"), initrd).expect("write initrd");
-
-    let mut qemu = Command::new(&kvm.qemu)
-        .args(rktup_runtime::stage1::kvm::cpu_args())
-        .args([
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-        ])
-        .arg(format!("file:{}", dir.path().join("console.log").display()))
-        .arg("-kernel")
-        .arg(&kvm.kernel)
-        .arg("-initrd")
-        .arg(dir.path().join("initrd"))
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .args([
-            "-fsdev",
-            // The host's / spans several filesystems (its /proc, /sys, /dev among them):
-            // multidevs=remap keeps their inode numbers apart, which qemu 7.2 (bookworm's)
-            // otherwise confuses so that the guest cannot mount /proc on the share.
-            "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
-            "-device",
-            "virtio-9p-pci,fsdev=host,mount_tag=host",
-            "-fsdev",
-        ])
-        .arg(format!(
-            "local,id=io,path={},security_model=passthrough",
-            io.display()
-        ))
-        .args(["-device", "virtio-9p-pci,fsdev=io,mount_tag=io"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("qemu.log")).expect("qemu log"))
-        .spawn()
-        .expect("start qemu");
-    let start = Instant::now();
-    let read = |name: &str| std::fs::read_to_string(io.join(name)).unwrap_or_default();
-    let report = || {
-        format!(
-            "guest.log:\n{}\nagent.log (tail):\n{}\nconsole:\n{}\nqemu:\n{}",
-            read("guest.log"),
-            tail(&read("agent.log"), 60),
-            std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default(),
-            std::fs::read_to_string(dir.path().join("qemu.log")).unwrap_or_default()
-        )
-    };
-    loop {
-        if let Ok(Some(_)) = qemu.try_wait() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
-            panic!("the guest did not finish in 600 s\n{}", report());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    println!("guest ran for {:.1} s", start.elapsed().as_secs_f64());
+    let guest = boot_guest(&kvm, dir.path(), &initrd, "quiet");
+    let read = |name: &str| guest.read(name);
+    let report = || guest.report();
     assert_eq!(read("done").trim(), "ok", "{}", report());
 
     // The guest really was pure v2: one cgroup2 mount, no v1 hierarchy, the controllers there.
@@ -323,9 +260,4 @@ spec:
     );
     let after = read("cgroups-after");
     assert!(!after.contains("k8s_"), "pod cgroups left behind: {after}");
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

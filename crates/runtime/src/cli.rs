@@ -478,6 +478,9 @@ pub fn run_stage1(args: Stage1Args) -> anyhow::Result<()> {
     // the pod. Fails only for a process-group leader, which a spawned child is not.
     // SAFETY: setsid takes no pointers.
     unsafe { libc::setsid() };
+    // Started as the unit k8s_<uuid> (`systemd_units`): the containers' output goes to the
+    // journal as well as to the CRI log files.
+    crate::logs::echo_to_journal(crate::systemd::stdout_is_journal());
     crate::stage1::run_supervisor(&args.pod_dir)?;
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod pidfd;
 pub mod pod;
 pub mod runtime;
 pub mod stage1;
+pub(crate) mod systemd;
 pub mod util;
 
 pub use logs::{LogRead, LogRecord, LogSink, Stream};

@@ -6,9 +6,19 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Lines longer than this are split into partial (`P`) records, as the kubelet does.
 const MAX_LINE: usize = 16 * 1024;
+
+/// Whether this process (a pod's supervisor running as a systemd unit) also writes each log
+/// record to its stdout, which is the journal: the seed's `journalctl -u k8s_<uuid>`.
+static ECHO_TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// Turn the journal echo of every [`LogWriter`] of this process on or off.
+pub(crate) fn echo_to_journal(on: bool) {
+    ECHO_TO_JOURNAL.store(on, Ordering::Relaxed);
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -33,6 +43,8 @@ pub struct LogWriter {
     max_size: u64,
     max_files: usize,
     pending: [Vec<u8>; 2],
+    /// The container's name, when records are echoed to the journal too.
+    journal_label: Option<String>,
 }
 
 impl LogWriter {
@@ -45,6 +57,12 @@ impl LogWriter {
             .append(true)
             .open(&path)?;
         let size = f.metadata()?.len();
+        // `<pod>/logs/<container>/<run>.log`: the container is the directory's name.
+        let journal_label = ECHO_TO_JOURNAL
+            .load(Ordering::Relaxed)
+            .then(|| path.parent().and_then(|d| d.file_name()))
+            .flatten()
+            .map(|n| n.to_string_lossy().into_owned());
         Ok(LogWriter {
             path,
             file: Some(f),
@@ -52,6 +70,7 @@ impl LogWriter {
             max_size: max_size.max(1024),
             max_files: max_files.max(1),
             pending: [Vec::new(), Vec::new()],
+            journal_label,
         })
     }
 
@@ -97,6 +116,15 @@ impl LogWriter {
         .into_bytes();
         line.extend_from_slice(content);
         line.push(b'\n');
+        if let Some(label) = &self.journal_label {
+            // The journal's stream protocol reads a `<N>` prefix as the priority: stderr is
+            // err (3), stdout info (6), so `journalctl -p err` shows what containers complained.
+            let level = if stream == Stream::Stderr { 3 } else { 6 };
+            let mut j = format!("<{level}>{label}: ").into_bytes();
+            j.extend_from_slice(content);
+            j.push(b'\n');
+            let _ = std::io::stdout().lock().write_all(&j);
+        }
         if self.size + line.len() as u64 > self.max_size && self.size > 0 {
             self.rotate();
         }

@@ -84,6 +84,10 @@ pub struct RuntimeConfig {
     /// The node's DNS settings (--cluster-dns, --cluster-domain, --resolv-conf): pods'
     /// /etc/resolv.conf, hostname and /etc/hosts are planned from them (`manifest::dns`).
     pub dns: manifest::dns::NodeDns,
+    /// Start each pod's supervisor as the systemd transient unit `k8s_<uuid>.service` (its
+    /// output in the journal) rather than as a child process: on by default where systemd is
+    /// PID 1 (`systemd::booted`).
+    pub systemd_units: bool,
 }
 
 impl RuntimeConfig {
@@ -118,7 +122,12 @@ impl RuntimeConfig {
             stage1_exe: exe,
             image_pull_netns: None,
             dns: manifest::dns::NodeDns::default(),
+            systemd_units: crate::systemd::booted(),
         }
+    }
+    pub fn with_systemd_units(mut self, on: bool) -> Self {
+        self.systemd_units = on;
+        self
     }
     pub fn with_stage1(mut self, f: Stage1Flavor) -> Self {
         self.stage1 = f;
@@ -409,7 +418,7 @@ impl Runtime {
         let mut st = PodStatus::new(&plan, PodState::Preparing);
         st.supervisor_pid = 0;
         write_status(&dir, &st)?;
-        self.spawn_supervisor(&dir)?;
+        self.spawn_supervisor(&dir, &plan)?;
         let status = self.wait_for_supervisor(&dir, Duration::from_secs(5))?;
         // The agent's side of the seed's "rkt detail" (--v 4): what it asked of the runtime; the
         // supervisor's own steps are in its stage1.log.
@@ -430,7 +439,17 @@ impl Runtime {
         })
     }
 
-    fn spawn_supervisor(&self, dir: &Path) -> Result<(), RuntimeError> {
+    fn spawn_supervisor(&self, dir: &Path, plan: &PodPlan) -> Result<(), RuntimeError> {
+        if self.cfg.systemd_units {
+            match self.start_supervisor_unit(dir, plan) {
+                Ok(()) => return Ok(()),
+                // The pod still runs, as a child process; the node's log says why not as a unit.
+                Err(e) => tracing::warn!(
+                    pod = %plan.uuid,
+                    "cannot start the pod's supervisor as a systemd unit, starting it directly: {e}"
+                ),
+            }
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -465,6 +484,37 @@ impl Runtime {
             v.push(child.id() as i32);
         }
         std::mem::forget(child);
+        Ok(())
+    }
+
+    /// The supervisor as the transient unit `k8s_<uuid>.service` (rkt's kubelet integration's
+    /// name, the seed's `journalctl -u k8s_<uuid>`): stdout (the containers' output, echoed by the
+    /// supervisor) to the journal, stderr (its own log) to `stage1.log` as without systemd. It
+    /// inherits what the agent's environment says to the runtime (`RKTUP_*`, `PATH`).
+    fn start_supervisor_unit(
+        &self,
+        dir: &Path,
+        plan: &PodPlan,
+    ) -> Result<(), crate::systemd::SystemdError> {
+        let exe = std::path::absolute(&self.cfg.stage1_exe)?;
+        let environment = std::env::vars()
+            .filter(|(k, _)| k.starts_with("RKTUP_") || k == "PATH")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let svc = crate::systemd::TransientService {
+            unit: crate::systemd::pod_unit(&plan.uuid),
+            description: format!("rktup pod {}/{} ({})", plan.namespace, plan.name, plan.uuid),
+            argv: vec![
+                exe.display().to_string(),
+                "stage1".into(),
+                dir.display().to_string(),
+            ],
+            environment,
+            syslog_identifier: format!("{}/{}", plan.namespace, plan.name),
+            stderr_append: Some(dir.join("stage1.log").display().to_string()),
+        };
+        let job = crate::systemd::start_transient_service(&svc)?;
+        tracing::trace!(pod = %plan.uuid, "stage1 supervisor started as {} (job {job})", svc.unit);
         Ok(())
     }
 

@@ -759,3 +759,125 @@ pub fn call_with(
         server_cert,
     })
 }
+
+/// A guest booted by [`boot_guest`]: where its console and qemu's messages went.
+pub struct Guest {
+    pub dir: PathBuf,
+    pub io: PathBuf,
+    /// How long it ran until it powered off.
+    pub secs: f64,
+}
+
+impl Guest {
+    /// A file the guest wrote into the shared `io` directory ("" if absent).
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.io.join(name)).unwrap_or_default()
+    }
+
+    /// What to show when an assertion fails: the guest script's log, the agent's log's tail,
+    /// the console and qemu's stderr.
+    pub fn report(&self) -> String {
+        let lines: Vec<String> = self.read("agent.log").lines().map(String::from).collect();
+        let mut files: Vec<String> = std::fs::read_dir(&self.io)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        format!(
+            "files the guest wrote: {}\nguest.log:\n{}\ndiag:\n{}\nagent.log (tail):\n{}\nconsole:\n{}\nqemu:\n{}",
+            files.join(" "),
+            self.read("guest.log"),
+            self.read("diag"),
+            lines[lines.len().saturating_sub(60)..].join("\n"),
+            std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default()
+        )
+    }
+}
+
+/// Boot Debian's kernel (`kvm`) with `initrd` under qemu (1 GiB, 2 CPUs, serial console to
+/// `<dir>/console.log`) and wait until the guest powers off (600 s at most, or
+/// `RKTUP_TEST_GUEST_SECS`, then panic with its report). The guest sees this host's / read-only as 9p tag `host` and `<dir>/io` read-write
+/// as tag `io`; `append` is added to the kernel command line.
+pub fn boot_guest(
+    kvm: &rktup_runtime::pod::KvmPlan,
+    dir: &Path,
+    initrd: &[u8],
+    append: &str,
+) -> Guest {
+    let io = dir.join("io");
+    std::fs::write(dir.join("initrd"), initrd).expect("write initrd");
+    let mut qemu = Command::new(&kvm.qemu)
+        .args(rktup_runtime::stage1::kvm::cpu_args())
+        .args([
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+        ])
+        .arg(format!("file:{}", dir.join("console.log").display()))
+        .arg("-kernel")
+        .arg(&kvm.kernel)
+        .arg("-initrd")
+        .arg(dir.join("initrd"))
+        .args(["-append", &format!("console=ttyS0 panic=-1 {append}")])
+        .args([
+            "-fsdev",
+            // The host's / spans several filesystems (its /proc, /sys, /dev among them):
+            // multidevs=remap keeps their inode numbers apart, which qemu 7.2 (bookworm's)
+            // otherwise confuses so that the guest cannot mount /proc on the share.
+            "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-device",
+            "virtio-9p-pci,fsdev=host,mount_tag=host",
+            "-fsdev",
+        ])
+        .arg(format!(
+            "local,id=io,path={},security_model=passthrough",
+            io.display()
+        ))
+        .args(["-device", "virtio-9p-pci,fsdev=io,mount_tag=io"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("qemu.log")).expect("qemu log"))
+        .spawn()
+        .expect("start qemu");
+    let start = std::time::Instant::now();
+    // RKTUP_TEST_GUEST_SECS shortens the wait when debugging a guest by hand.
+    let limit = Duration::from_secs(
+        std::env::var("RKTUP_TEST_GUEST_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600),
+    );
+    let mut guest = Guest {
+        dir: dir.to_path_buf(),
+        io,
+        secs: 0.0,
+    };
+    loop {
+        if let Ok(Some(_)) = qemu.try_wait() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            panic!(
+                "the guest did not finish in {} s\n{}",
+                limit.as_secs(),
+                guest.report()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    guest.secs = start.elapsed().as_secs_f64();
+    println!("guest ran for {:.1} s", guest.secs);
+    guest
+}
