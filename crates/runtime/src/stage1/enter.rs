@@ -241,15 +241,18 @@ fn enter(
 fn enter_kvm(pod_dir: &Path, name: &str, argv: &[String]) -> Result<i32, String> {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
-    let g = kvm::GuestExec::start(pod_dir, name, argv)
+    let tty = window_size(0);
+    let g = kvm::GuestExec::start(pod_dir, name, argv, tty)
         .map_err(|e| format!("failed to reach the VM of the stage1-kvm pod: {e}"))?;
     handle_terminate();
+    if tty.is_some() {
+        return Ok(relay_tty(&g));
+    }
     // stdin on a thread of its own: it may never end (the command ends first); then the
     // process exits with it still blocked in read.
-    let mut to_guest = g
-        .io
-        .try_clone()
-        .map_err(|e| format!("failed to start the command's input: {e}"))?;
+    let mut to_guest =
+        g.io.try_clone()
+            .map_err(|e| format!("failed to start the command's input: {e}"))?;
     std::thread::spawn(move || {
         // SAFETY: fd 0 is ours for the process's life; ManuallyDrop never closes it.
         let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
@@ -268,7 +271,7 @@ fn enter_kvm(pod_dir: &Path, name: &str, argv: &[String]) -> Result<i32, String>
         }
         let _ = to_guest.shutdown(std::net::Shutdown::Write);
     });
-    let mut open = [Some((&g.io, 1)), Some((&g.err, 2))];
+    let mut open = [Some((&g.io, 1)), g.err.as_ref().map(|e| (e, 2))];
     let mut buf = vec![0u8; 32 * 1024];
     while open.iter().any(Option::is_some) {
         if TERMINATE.load(Ordering::SeqCst) {
@@ -288,9 +291,7 @@ fn enter_kvm(pod_dir: &Path, name: &str, argv: &[String]) -> Result<i32, String>
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
         for slot in open.iter_mut() {
             let Some((mut s, out)) = *slot else { continue };
-            let ready = fds
-                .iter()
-                .any(|p| p.fd == s.as_raw_fd() && p.revents != 0);
+            let ready = fds.iter().any(|p| p.fd == s.as_raw_fd() && p.revents != 0);
             if !ready {
                 continue;
             }
@@ -318,4 +319,93 @@ fn handle_terminate() {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+}
+
+static WINCH: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    WINCH.store(true, Ordering::SeqCst);
+}
+
+/// The (columns, rows) of the terminal on `fd`; None if it is not a terminal.
+fn window_size(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: isatty and TIOCGWINSZ on a descriptor we hold, into a local winsize.
+    unsafe {
+        if libc::isatty(fd) != 1 {
+            return None;
+        }
+        let mut ws: libc::winsize = std::mem::zeroed();
+        libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws);
+        Some((ws.ws_col, ws.ws_row))
+    }
+}
+
+/// A `tty` session (see `kvm`): our terminal (the caller's pseudo-terminal on stdin and stdout)
+/// raw, since the guest's terminal echoes and edits; keystrokes in, output out, window size
+/// changes (SIGWINCH) passed on. Returns the exit code.
+fn relay_tty(g: &kvm::GuestExec) -> i32 {
+    use std::io::{Read, Write};
+    // SAFETY: termios calls on our stdin, into a local struct; the handler only stores to an
+    // atomic.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_winch as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
+    }
+    let mut telnet = kvm::Telnet::new();
+    let mut conn = &g.io;
+    let mut stdin_open = true;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        if TERMINATE.load(Ordering::SeqCst) {
+            g.kill();
+            return 128 + libc::SIGKILL;
+        }
+        if WINCH.swap(false, Ordering::SeqCst) {
+            if let Some((cols, rows)) = window_size(0) {
+                let _ = conn.write_all(&kvm::Telnet::window_size(cols, rows));
+            }
+        }
+        let mut fds = vec![libc::pollfd {
+            fd: conn.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if stdin_open {
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: a valid array of pollfds for the call's duration.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if fds.get(1).is_some_and(|p| p.revents != 0) {
+            // SAFETY: reading our stdin into a buffer we own.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n > 0 {
+                let _ = conn.write_all(&kvm::Telnet::input(&buf[..n as usize]));
+            } else if n == 0
+                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                // The caller's terminal is gone (EIO) or ended: the command goes on.
+                stdin_open = false;
+            }
+        }
+        if fds[0].revents != 0 {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => sys::write_all(1, &telnet.output(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+    g.exit_code().unwrap_or(ENTER_FAILED)
 }

@@ -18,10 +18,10 @@
 //! with [`CHANNEL_HOST`], sits in the pod's host-side netns and is bridged with nothing, and
 //! whose guest end (renamed `rk0`, [`CHANNEL_GUEST`]) is moved into a network namespace of its
 //! own in the guest where busybox `nc -ll` listens. So only the pod netns (root on the node)
-//! reaches the listener: not the cluster network through the pod IP, not other pods (the guest
-//! owns no route to it), and the pod's own apps only as root in their VM, which they are anyway.
+//! reaches the listener: not the cluster network through the pod IP, not other pods (nothing is
+//! bridged with that NIC), and the pod's own apps only as root in their VM, which they are anyway.
 //! Each TCP connection is one session stream; its first line says what it is for, and
-//! `/bin/rk-session` (the [`SESSION`] script) serves it:
+//! `/bin/rk-session` (the `SESSION` script) serves it:
 //!
 //! - `exec ID`: runs `/ctl/x/ID` (written by the host: the container's `enter_<name>` with the
 //!   command) in the guest's main netns, its own session and process group, stdin and stdout on
@@ -32,11 +32,15 @@
 //! - `attach NAME`: what is written goes to container NAME's stdin (a FIFO in the guest; the
 //!   supervisor holds one such connection per run of a container with `stdin`, behind the
 //!   usual attach socket, and closes it for `stdinOnce`).
+//! - `tty ID COLS ROWS`: `exec` with a terminal: busybox `telnetd -i` on this connection gives
+//!   `/bin/rk-tty` (the `RK_TTY` script) a pseudo-terminal of that size, which runs `/ctl/x/ID`
+//!   on it (stderr is the terminal too, as upstream) and reports the exit code the same way.
+//!   The host speaks just enough telnet: it drops the option negotiation from the output,
+//!   doubles 0xFF in the input and sends window sizes as NAWS ([`Telnet`]).
 //! - `pf PORT`: relayed (busybox nc) to 127.0.0.1:PORT in the guest's main netns.
 //!
-//! Many connections at once are many sessions (nc forks per connection). No terminal: busybox
-//! has no pseudo-terminal tool, so a `tty` exec or container gets pipes (the host side's
-//! terminal still echoes and translates line ends; the command does not see a TTY).
+//! Many connections at once are many sessions (nc forks per connection). A `tty: true`
+//! container gets pipes, not a terminal (its stdin is the FIFO above).
 
 use super::attach::{self, AttachPoint};
 use super::container::{self, Launch, Populate};
@@ -135,10 +139,14 @@ const CHANNEL_MAC: &str = "52:54:00:00:77:02";
 /// The guest's channel listener's handler (see the module doc); stdin and stdout are the
 /// connection. `$id` comes from the host (a session id, a sanitized container name, a port).
 const SESSION: &str = r#"#!/bin/sh
-read -r kind id || exit 1
+read -r kind id cols rows || exit 1
 case $id in *[!A-Za-z0-9_-]*|"") exit 1;; esac
+case $cols$rows in *[!0-9]*) exit 1;; esac
 f=/run/rk/$id
 case $kind in
+tty)
+  export RK_ID=$id RK_COLS=$cols RK_ROWS=$rows
+  exec telnetd -i -K -f /dev/null -l /bin/rk-tty ;;
 exec)
   [ -p $f ] || mkfifo $f 2>/dev/null
   exec 3<&0
@@ -159,6 +167,121 @@ pf)
   exec nsenter -t 1 -n nc 127.0.0.1 $id ;;
 esac
 "#;
+
+/// The login program of a `tty` session (`telnetd` runs it on the new terminal, which it has
+/// made its controlling terminal): the size first, its pid for `kill` (it leads the session's
+/// process group), a marker after which the output is the command's, then the command. SIGINT
+/// and SIGQUIT (^C, ^\ on the terminal) are for the command: trapped, not ignored, so the
+/// command still gets them and this shell lives to report the exit code.
+const RK_TTY: &str = r#"#!/bin/sh
+trap : INT QUIT
+[ -n "$RK_COLS$RK_ROWS" ] && stty cols $RK_COLS rows $RK_ROWS 2>/dev/null
+echo $$ > /run/rk/$RK_ID.pid
+echo RKTUP-TTY
+nsenter -t 1 -n sh /ctl/x/$RK_ID
+echo $? > /ctl/x/$RK_ID.exit
+rm -f /run/rk/$RK_ID.pid
+"#;
+
+/// What the host discards a `tty` session's output up to (telnetd's greeting, the echo of
+/// nothing typed yet): [`RK_TTY`]'s marker line.
+const TTY_MARKER: &[u8] = b"RKTUP-TTY\r\n";
+
+/// The host's side of telnet on a `tty` session (RFC 854, 1073): enough to talk to busybox
+/// telnetd, which only offers options and reads window sizes.
+pub struct Telnet {
+    state: TelnetState,
+    /// Output seen before [`TTY_MARKER`] (discarded once it is found).
+    head: Option<Vec<u8>>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum TelnetState {
+    #[default]
+    Data,
+    Iac,
+    /// After WILL/WONT/DO/DONT: the option byte.
+    Opt,
+    Sub,
+    SubIac,
+}
+
+const IAC: u8 = 255;
+
+impl Default for Telnet {
+    fn default() -> Telnet {
+        Telnet::new()
+    }
+}
+
+impl Telnet {
+    pub fn new() -> Telnet {
+        Telnet {
+            state: TelnetState::Data,
+            head: Some(Vec::new()),
+        }
+    }
+
+    /// The terminal output in `data` (commands removed; nothing before the marker).
+    pub fn output(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        for &b in data {
+            self.state = match (self.state, b) {
+                (TelnetState::Data, IAC) => TelnetState::Iac,
+                (TelnetState::Data, _) => {
+                    out.push(b);
+                    TelnetState::Data
+                }
+                (TelnetState::Iac, IAC) => {
+                    out.push(IAC);
+                    TelnetState::Data
+                }
+                (TelnetState::Iac, 251..=254) => TelnetState::Opt,
+                (TelnetState::Iac, 250) => TelnetState::Sub,
+                (TelnetState::Iac, _) | (TelnetState::Opt, _) => TelnetState::Data,
+                (TelnetState::Sub, IAC) => TelnetState::SubIac,
+                (TelnetState::Sub, _) => TelnetState::Sub,
+                (TelnetState::SubIac, 240) => TelnetState::Data,
+                (TelnetState::SubIac, _) => TelnetState::Sub,
+            };
+        }
+        let Some(head) = &mut self.head else {
+            return out;
+        };
+        head.extend_from_slice(&out);
+        match head.windows(TTY_MARKER.len()).position(|w| w == TTY_MARKER) {
+            Some(at) => {
+                let rest = head.split_off(at + TTY_MARKER.len());
+                self.head = None;
+                rest
+            }
+            // Not a greeting any more: whatever this is, the user should see it.
+            None if head.len() > 64 * 1024 => self.head.take().unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Terminal input as telnet data (0xFF doubled).
+    pub fn input(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        for &b in data {
+            out.push(b);
+            if b == IAC {
+                out.push(IAC);
+            }
+        }
+        out
+    }
+
+    /// A window size (NAWS subnegotiation).
+    pub fn window_size(cols: u16, rows: u16) -> Vec<u8> {
+        let mut out = vec![IAC, 250, 31];
+        out.extend(Self::input(&cols.to_be_bytes()));
+        out.extend(Self::input(&rows.to_be_bytes()));
+        out.extend([IAC, 240]);
+        out
+    }
+}
 
 /// The name a container has in the guest's scripts and files.
 fn guest_name(name: &str) -> String {
@@ -192,9 +315,8 @@ pub fn dial(pod_dir: &Path, request: &str) -> io::Result<std::net::TcpStream> {
     let ns = std::fs::File::open(pod_dir.join("netns"))?;
     let line = format!("{request}\n");
     // A thread of its own: setns changes the calling thread for good.
-    let dialer = std::thread::Builder::new()
-        .name("kvm-dial".into())
-        .spawn(move || -> io::Result<std::net::TcpStream> {
+    let dialer = std::thread::Builder::new().name("kvm-dial".into()).spawn(
+        move || -> io::Result<std::net::TcpStream> {
             // SAFETY: setns on a descriptor we hold; it affects only this thread.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -212,25 +334,34 @@ pub fn dial(pod_dir: &Path, request: &str) -> io::Result<std::net::TcpStream> {
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
             }
-        })?;
+        },
+    )?;
     dialer
         .join()
         .map_err(|_| io::Error::other("the channel dialer panicked"))?
 }
 
-/// A command started in a container of a stage1-kvm pod (`exec` and `err` connections).
+/// A command started in a container of a stage1-kvm pod (`exec` and `err` connections, or one
+/// `tty` connection).
 pub struct GuestExec {
-    /// stdin to the command (shut down for its end), stdout from it.
+    /// stdin to the command (shut down for its end), stdout from it; with a terminal, the
+    /// telnet connection.
     pub io: std::net::TcpStream,
-    /// stderr from the command.
-    pub err: std::net::TcpStream,
+    /// stderr from the command (None with a terminal: stderr is the terminal).
+    pub err: Option<std::net::TcpStream>,
     id: String,
     pod_dir: PathBuf,
 }
 
 impl GuestExec {
-    /// Starts `argv` in container `name` with the container's environment and workingDir.
-    pub fn start(pod_dir: &Path, name: &str, argv: &[String]) -> io::Result<GuestExec> {
+    /// Starts `argv` in container `name` with the container's environment and workingDir; on
+    /// a terminal of `tty` (columns, rows) if given.
+    pub fn start(
+        pod_dir: &Path,
+        name: &str,
+        argv: &[String],
+        tty: Option<(u16, u16)>,
+    ) -> io::Result<GuestExec> {
         let id = format!("{}-{}", std::process::id(), util::now_nanos());
         let x = pod_dir.join("kvm").join("x");
         let args: Vec<String> = argv.iter().map(|a| q(a)).collect();
@@ -242,17 +373,26 @@ impl GuestExec {
                 args.join(" ")
             ),
         )?;
-        let g = GuestExec {
-            io: dial(pod_dir, &format!("exec {id}"))?,
-            err: dial(pod_dir, &format!("err {id}"))?,
+        let (io, err) = match tty {
+            Some((cols, rows)) => (dial(pod_dir, &format!("tty {id} {cols} {rows}"))?, None),
+            None => (
+                dial(pod_dir, &format!("exec {id}"))?,
+                Some(dial(pod_dir, &format!("err {id}"))?),
+            ),
+        };
+        Ok(GuestExec {
+            io,
+            err,
             id,
             pod_dir: pod_dir.to_path_buf(),
-        };
-        Ok(g)
+        })
     }
 
     fn file(&self, ext: &str) -> PathBuf {
-        self.pod_dir.join("kvm").join("x").join(format!("{}{ext}", self.id))
+        self.pod_dir
+            .join("kvm")
+            .join("x")
+            .join(format!("{}{ext}", self.id))
     }
 
     /// The command's exit code, once its output has ended (the guest writes it before it
@@ -825,6 +965,8 @@ impl Supervisor {
             .map_err(KvmError::io("write enter.sh", &enter))?;
         let session = ctl.join("session");
         std::fs::write(&session, SESSION).map_err(KvmError::io("write session", &session))?;
+        let rk_tty = ctl.join("rk-tty");
+        std::fs::write(&rk_tty, RK_TTY).map_err(KvmError::io("write rk-tty", &rk_tty))?;
         let initramfs = initramfs(kvm, &helper_src, &["pod", "ctl"], |insmods| {
             self.guest_init(&vn, insmods)
         })?;
@@ -946,7 +1088,8 @@ impl Supervisor {
         // (retried until it has left ours: the move may come before the unshare).
         s.push_str(&format!(
             r#"mkdir -p /run/rk
-cp /ctl/session /bin/rk-session && chmod 755 /bin/rk-session
+cp /ctl/session /bin/rk-session && cp /ctl/rk-tty /bin/rk-tty && chmod 755 /bin/rk-session /bin/rk-tty
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 for n in /sys/class/net/*; do [ "$(cat $n/address)" = {CHANNEL_MAC} ] && ip link set ${{n##*/}} name rk0; done
 unshare -n sh -c 'until ip link show rk0 >/dev/null 2>&1; do sleep 0.1; done; ip link set lo up; ip addr add {CHANNEL_GUEST}/30 dev rk0; ip link set rk0 up; exec nc -ll -p {CHANNEL_PORT} {CHANNEL_GUEST} -e /bin/rk-session' </dev/null >/dev/null 2>&1 &
 l=$!
@@ -1249,6 +1392,21 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telnet_output_drops_negotiation_and_the_greeting() {
+        let mut t = Telnet::new();
+        let mut got = t.output(&[255, 253, 1, 255, 253, 31, 255, 251, 3, b'\r', b'\r', b'\n']);
+        got.extend(t.output(b"RKTUP-TT"));
+        assert!(got.is_empty(), "{got:?}");
+        got.extend(t.output(b"Y\r\nhello \xff\xff!\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0 you"));
+        assert_eq!(got, b"hello \xff! you");
+        assert_eq!(Telnet::input(b"a\xffb"), b"a\xff\xffb");
+        assert_eq!(
+            Telnet::window_size(255, 24),
+            [255, 250, 31, 0, 255, 255, 0, 24, 255, 240]
+        );
+    }
 
     #[test]
     fn error_texts_are_the_status_messages() {

@@ -11,7 +11,9 @@
 //!
 //! The command runs inside the container through `rktup stage1 <pod dir> --enter` (as exec
 //! probes do): the container's namespaces, root, user, capabilities and environment. A TTY is a
-//! pseudo-terminal whose slave becomes the command's controlling terminal.
+//! pseudo-terminal whose slave becomes the command's controlling terminal. In a stage1-kvm pod
+//! `--enter` carries the command into the pod's VM over its guest channel (`stage1::kvm`), a
+//! TTY as a terminal of the guest's own (busybox telnetd's), resized with the node-side one.
 
 use super::context::{locate, text, Body, Context};
 use super::spdy;
@@ -20,7 +22,9 @@ use crate::kubelet::enter::{enter_command, read_error_pipe};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
+use rktup_runtime::pod::Stage1Flavor;
 use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::stage1::kvm;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -173,9 +177,13 @@ pub(super) async fn running_container<T: Send + 'static>(
     let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
     blocking(move || {
         let entry = locate(&ctx, &ns, &pod, &container)?;
-        ctx.rt
-            .container_pid(&entry, &container)
-            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let running = if entry.plan.stage1 == Stage1Flavor::Kvm {
+            // In the pod's VM: entered through its guest channel (`stage1::kvm`).
+            kvm::container_running(&entry.plan, &entry.status, &container)
+        } else {
+            ctx.rt.container_pid(&entry, &container).map(drop)
+        };
+        running.map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         more(&ctx, entry)
     })
     .await

@@ -13,8 +13,11 @@
 //!
 //! Connections are made inside the pod's network namespace to localhost:port (127.0.0.1, then
 //! ::1), as containerd's port-forward does, from a thread that joins the namespace of a running
-//! container of the pod (found through the runtime façade) for that one connect. When the pod
-//! stops, the whole connection is closed so clients report the loss instead of hanging.
+//! container of the pod (found through the runtime façade) for that one connect. A stage1-kvm
+//! pod's localhost is its VM's: there the connection goes over the pod's guest channel to
+//! 127.0.0.1:port inside the guest (`stage1::kvm::port_forward`), so listeners bound to
+//! loopback in the VM are reached as upstream reaches them. When the pod stops, the whole
+//! connection is closed so clients report the loss instead of hanging.
 
 use super::context::{locate_pod, text, Body, Context};
 use super::spdy::{self, Stream};
@@ -22,8 +25,9 @@ use super::upgrade::{blocking, spdy_accept, upgraded, websocket_accept, Upgrade}
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
-use rktup_runtime::pod::PodState;
+use rktup_runtime::pod::{PodState, Stage1Flavor};
 use rktup_runtime::runtime::{PodEntry, Runtime};
+use rktup_runtime::stage1::kvm;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +109,15 @@ struct Target {
 impl Target {
     /// A connection to localhost:`port` in the pod's network namespace.
     async fn dial(&self, port: u16) -> Result<tokio::net::TcpStream, String> {
+        if self.entry.plan.stage1 == Stage1Flavor::Kvm {
+            let dir = self.entry.dir.clone();
+            let tcp = tokio::task::spawn_blocking(move || kvm::port_forward(&dir, port))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("failed to reach the VM of the stage1-kvm pod: {e}"))?;
+            tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
+            return tokio::net::TcpStream::from_std(tcp).map_err(|e| e.to_string());
+        }
         let (rt, entry) = (self.rt.clone(), self.entry.clone());
         let pid = tokio::task::spawn_blocking(move || netns_pid(&rt, &entry))
             .await
@@ -162,6 +175,24 @@ impl Target {
             }
         }
     }
+}
+
+/// Ok if the pod's network can be reached: a running container's (or, in a stage1-kvm pod, the
+/// VM's, through a running container of it).
+fn reachable(rt: &Runtime, entry: &PodEntry) -> Result<(), String> {
+    if entry.plan.stage1 != Stage1Flavor::Kvm {
+        return netns_pid(rt, entry).map(drop);
+    }
+    let mut why = String::from("the pod has no containers");
+    for c in entry.plan.all_containers() {
+        match kvm::container_running(&entry.plan, &entry.status, &c.name) {
+            Ok(()) => return Ok(()),
+            Err(e) => why = e,
+        }
+    }
+    Err(format!(
+        "no running container holds the pod's network: {why}"
+    ))
 }
 
 /// A running container's pid, whose network namespace is the pod's.
@@ -246,7 +277,7 @@ pub async fn portforward<B: Send + 'static>(
     let (ns2, pod2) = (ns.clone(), pod.clone());
     let located = blocking(move || {
         let entry = locate_pod(&c2, &ns2, &pod2)?;
-        netns_pid(&c2.rt, &entry).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        reachable(&c2.rt, &entry).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         Ok(entry)
     })
     .await;

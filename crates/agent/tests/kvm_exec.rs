@@ -1,0 +1,246 @@
+//! `kubectl exec`, `kubectl attach` and `kubectl port-forward` into a stage1-kvm pod, end to
+//! end: real kubectl → the embedded control plane → the agent's kubelet port → the pod's guest
+//! channel (`stage1::kvm`: a private virtio NIC between the pod's host-side netns and a listener
+//! in the VM) → the container inside the VM. Under `CI=true` a host without a usable VM fails
+//! the test; a host whose KVM cannot boot the guest runs it under TCG (`vm_plan`). Exec with and
+//! without a terminal, stdin, exit codes, concurrent sessions, attach with stdin, and
+//! port-forward to a listener bound to the guest's loopback.
+
+use k8s_openapi::api::core::v1::Pod;
+use rktup_testkit::agent::*;
+use rktup_testkit::{free_port, KUBECTL};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `kubectl attach ARGS` with `input` written once it has attached; ended after `secs`.
+fn attach_input(kc: &Path, cache: &Path, args: &[&str], input: &str, secs: u32) -> String {
+    let mut child = Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(kc)
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("attach")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl attach");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = stdin.write_all(input.as_bytes());
+        std::thread::sleep(Duration::from_secs(secs as u64));
+    });
+    let out = child.wait_with_output().expect("kubectl attach output");
+    drop(writer);
+    format!(
+        "{}\n--- stderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One HTTP/1.0 GET of `/` from 127.0.0.1:`port`: the whole answer.
+fn http_get(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the forward");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("send the request");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
+    let test = "kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod";
+    if vm_plan(test).is_none() {
+        return;
+    }
+    let mut cluster = ClusterNode::start("kx", &["--allow-privileged"]);
+    let (_bridge, _subnet) = cluster.node.bridge_net("0.4.0");
+    let (kc, cache) = (cluster.admin_kubeconfig(), cluster.kubectl_cache());
+    let ClusterNode {
+        rt,
+        node,
+        node_name,
+        admin,
+        ..
+    } = &cluster;
+    let busybox = node.busybox.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let privileged = serde_json::json!({"privileged": true});
+        let vm: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vm", "annotations": {
+                "rkt.alpha.kubernetes.io/stage1-name-override": "coreos.com/rkt/stage1-kvm"}},
+            "spec": {
+                "nodeName": node_name,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {"name": "main", "image": busybox, "command": ["sleep", "100000"],
+                     "env": [{"name": "GREETING", "value": "hello from the VM"}],
+                     "workingDir": "/tmp", "securityContext": privileged},
+                    // A loopback-only listener: reachable from inside the guest only.
+                    {"name": "web", "image": busybox, "securityContext": privileged,
+                     "command": ["sh", "-c", "mkdir -p /www && echo served-from-the-guest > /www/index.html && exec busybox httpd -f -p 127.0.0.1:8080 -h /www"]},
+                    {"name": "talker", "image": busybox, "stdin": true,
+                     "securityContext": privileged,
+                     "command": ["sh", "-c", "while read l; do echo \"got: $l\"; done; echo stdin-ended"]}
+                ]
+            }
+        }))
+        .expect("pod");
+        run_pod(rt, admin, &vm);
+        let k = |args: &[&str], input: Option<&str>| kubectl(&kc, &cache, args, input);
+
+        // The container's world inside the VM: its environment, workingDir, the guest kernel.
+        let r = k(
+            &[
+                "exec",
+                "vm",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo $GREETING; pwd; uname -r",
+            ],
+            None,
+        );
+        assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, node.stage1_logs());
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines[..2], ["hello from the VM", "/tmp"], "{}", r.stdout);
+        let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+        assert_ne!(lines[2], host_kernel.trim(), "runs in the guest kernel");
+
+        // stdout and stderr apart; the command's exit code is kubectl's.
+        let r = k(
+            &[
+                "exec",
+                "vm",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo to-out; echo to-err >&2; exit 3",
+            ],
+            None,
+        );
+        assert_eq!(r.code, Some(3), "{}", r.stderr);
+        assert_eq!(r.stdout, "to-out\n");
+        assert!(r.stderr.contains("to-err\n"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("command terminated with exit code 3"),
+            "{}",
+            r.stderr
+        );
+
+        // stdin piped in, and its end: cat ends when kubectl's input does.
+        let input = "line one\nline two\n".repeat(1000);
+        let r = k(
+            &["exec", "-i", "vm", "-c", "main", "--", "cat"],
+            Some(&input),
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(r.stdout == input, "{} bytes back", r.stdout.len());
+
+        // Two sessions at once: the first waits for what the second does.
+        let (kc2, cache2) = (kc.clone(), cache.clone());
+        let waiter = std::thread::spawn(move || {
+            kubectl(
+                &kc2,
+                &cache2,
+                &[
+                    "exec",
+                    "vm",
+                    "-c",
+                    "main",
+                    "--",
+                    "sh",
+                    "-c",
+                    "while [ ! -e /tmp/flag ]; do sleep 0.1; done; echo saw-the-flag",
+                ],
+                None,
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let r = k(
+            &["exec", "vm", "-c", "main", "--", "touch", "/tmp/flag"],
+            None,
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let w = waiter.join().expect("waiter");
+        assert_eq!(w.code, Some(0), "{}", w.stderr);
+        assert_eq!(w.stdout, "saw-the-flag\n");
+
+        // A TTY inside the VM (kubectl needs a terminal of its own for -t: `script` gives it
+        // one); the exit code still comes back.
+        let cmd = format!(
+            "{KUBECTL} --kubeconfig {} --cache-dir {} exec -it vm -c main -- sh -c '[ -t 0 ] && [ -t 1 ] && echo on-a-tty; exit 4'",
+            kc.display(),
+            cache.display()
+        );
+        let out = Command::new("timeout")
+            .args(["60", "script", "-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("on-a-tty"), "{text}");
+        assert!(
+            !text.contains("RKTUP-TTY"),
+            "the guest's marker is not shown: {text}"
+        );
+        assert_eq!(out.status.code(), Some(4), "{text}");
+
+        // Another container of the pod: its own root.
+        let r = k(
+            &["exec", "vm", "-c", "web", "--", "cat", "/www/index.html"],
+            None,
+        );
+        assert_eq!(r.stdout, "served-from-the-guest\n", "{}", r.stderr);
+
+        // attach: input reaches the container's stdin, its output comes back.
+        let out = attach_input(&kc, &cache, &["-i", "vm", "-c", "talker"], "one\ntwo\n", 15);
+        assert!(out.contains("got: one\ngot: two\n"), "{out}");
+        assert!(!out.contains("stdin-ended"), "{out}");
+
+        // port-forward to the guest's 127.0.0.1:8080.
+        let local = free_port();
+        let mut pf = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["port-forward", "--address", "127.0.0.1", "pod/vm"])
+            .arg(format!("{local}:8080"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
+        let started = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(started.starts_with("Forwarding from"), "{started}");
+        let answers: Vec<String> = (0..2).map(|_| http_get(local)).collect();
+        let _ = pf.kill();
+        let _ = pf.wait();
+        for a in &answers {
+            assert!(a.starts_with("HTTP/1.") && a.contains(" 200 "), "{a}");
+            assert!(a.ends_with("served-from-the-guest\n"), "{a}");
+        }
+
+        // A container the pod does not have.
+        let r = k(&["exec", "vm", "-c", "nope", "--", "true"], None);
+        assert_ne!(r.code, Some(0));
+    }));
+    cluster.finish(r);
+}
