@@ -7,8 +7,7 @@
 //! container (block devices refused, /dev/null works), and no pod cgroup left once the pods are
 //! gone.
 
-use rktup_testkit::agent::{boot_guest, rktup_bin, vm_plan};
-use rktup_testkit::Images;
+use rktup_testkit::agent::{boot_guest, guest_dir, rktup_bin, vm_plan};
 use std::path::Path;
 
 const API: &str = "127.0.0.1:15441";
@@ -108,11 +107,8 @@ fn pure_cgroup_v2_limits_oom_and_cleanup_in_a_guest() {
     let Some(kvm) = vm_plan(test) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = guest_dir();
     let io = dir.path().join("io");
-    std::fs::create_dir_all(&io).expect("mkdir io");
-    let images = Images::build();
-    images.oci_archive("busybox", &io.join("busybox.tar"));
     std::fs::write(
         io.join("limited.yaml"),
         r#"metadata: {name: limited}
@@ -172,10 +168,7 @@ spec:
     .expect("write manifest");
 
     std::fs::write(io.join("guest.sh"), guest_script(&rktup_bin())).expect("write guest.sh");
-    let busybox = std::fs::read(&kvm.busybox).expect("read busybox");
-    let initrd = rktup_runtime::stage1::kvm::initramfs(&kvm, &busybox, &["host"], guest_init)
-        .expect("initramfs");
-    let guest = boot_guest(&kvm, dir.path(), &initrd, "quiet");
+    let guest = boot_guest(&kvm, dir.path(), guest_init, "quiet");
     let read = |name: &str| guest.read(name);
     let report = || guest.report();
     assert_eq!(read("done").trim(), "ok", "{}", report());

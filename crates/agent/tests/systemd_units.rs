@@ -8,8 +8,7 @@
 //! priority err), the pod outlives a killed agent, and once the pod is removed the unit is gone
 //! while its journal stays.
 
-use rktup_testkit::agent::{boot_guest, rktup_bin, vm_plan};
-use rktup_testkit::Images;
+use rktup_testkit::agent::{boot_guest, guest_dir, rktup_bin, vm_plan};
 use std::path::Path;
 
 const API: &str = "127.0.0.1:15442";
@@ -141,11 +140,8 @@ fn pods_run_as_transient_units_with_their_output_in_the_journal_in_a_systemd_gue
     let Some(kvm) = vm_plan(test) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = guest_dir();
     let io = dir.path().join("io");
-    std::fs::create_dir_all(&io).expect("mkdir io");
-    let images = Images::build();
-    images.oci_archive("busybox", &io.join("busybox.tar"));
     std::fs::write(
         io.join("journal.yaml"),
         r#"metadata: {name: journal, namespace: default}
@@ -162,10 +158,12 @@ spec:
     )
     .expect("write manifest");
     std::fs::write(io.join("guest.sh"), guest_script(&rktup_bin())).expect("write guest.sh");
-    let busybox = std::fs::read(&kvm.busybox).expect("read busybox");
-    let initrd = rktup_runtime::stage1::kvm::initramfs(&kvm, &busybox, &["host"], guest_init)
-        .expect("initramfs");
-    let guest = boot_guest(&kvm, dir.path(), &initrd, "systemd.unit=rktup-test.target");
+    let guest = boot_guest(
+        &kvm,
+        dir.path(),
+        guest_init,
+        "systemd.unit=rktup-test.target",
+    );
     let report = || guest.report();
     assert_eq!(guest.read("done").trim(), "ok", "{}", report());
 

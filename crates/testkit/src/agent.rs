@@ -798,17 +798,31 @@ impl Guest {
     }
 }
 
-/// Boot Debian's kernel (`kvm`) with `initrd` under qemu (1 GiB, 2 CPUs, serial console to
+/// A directory for a guest: `io/` (shared with it read-write) holding the busybox test image as
+/// `busybox.tar` (an OCI archive for `rktup rkt image import`).
+pub fn guest_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = dir.path().join("io");
+    std::fs::create_dir_all(&io).expect("mkdir io");
+    Images::build().oci_archive("busybox", &io.join("busybox.tar"));
+    dir
+}
+
+/// Boot Debian's kernel (`kvm`) under qemu with an initramfs of busybox, the kernel's modules
+/// and the `/init` that `init` writes (given the modules' insmod lines) (1 GiB, 2 CPUs, serial console to
 /// `<dir>/console.log`) and wait until the guest powers off (600 s at most, or
 /// `RKTUP_TEST_GUEST_SECS`, then panic with its report). The guest sees this host's / read-only as 9p tag `host` and `<dir>/io` read-write
 /// as tag `io`; `append` is added to the kernel command line.
 pub fn boot_guest(
     kvm: &rktup_runtime::pod::KvmPlan,
     dir: &Path,
-    initrd: &[u8],
+    init: impl FnOnce(&str) -> String,
     append: &str,
 ) -> Guest {
     let io = dir.join("io");
+    let busybox = std::fs::read(&kvm.busybox).expect("read busybox");
+    let initrd =
+        rktup_runtime::stage1::kvm::initramfs(kvm, &busybox, &["host"], init).expect("initramfs");
     std::fs::write(dir.join("initrd"), initrd).expect("write initrd");
     let mut qemu = Command::new(&kvm.qemu)
         .args(rktup_runtime::stage1::kvm::cpu_args())
