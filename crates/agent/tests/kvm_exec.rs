@@ -14,11 +14,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `kubectl attach ARGS` with `input` written once it has attached; ended after `secs`.
-fn attach_input(kc: &Path, cache: &Path, args: &[&str], input: &str, secs: u32) -> String {
-    let mut child = Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(KUBECTL)
+/// `kubectl attach ARGS`: `input` written once it has attached, its stdin closed a moment
+/// later, ended once its output holds `expect` or after `secs` (the guest runs under TCG on a
+/// busy host: waiting for the output, not for a fixed time). Its output and stderr.
+fn attach_input(
+    kc: &Path,
+    cache: &Path,
+    args: &[&str],
+    input: &str,
+    expect: &str,
+    secs: u64,
+    hold: u64,
+) -> String {
+    let mut child = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(kc)
         .arg("--cache-dir")
@@ -35,15 +43,61 @@ fn attach_input(kc: &Path, cache: &Path, args: &[&str], input: &str, secs: u32) 
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(3));
         let _ = stdin.write_all(input.as_bytes());
-        std::thread::sleep(Duration::from_secs(secs as u64));
+        std::thread::sleep(Duration::from_secs(hold));
     });
-    let out = child.wait_with_output().expect("kubectl attach output");
-    drop(writer);
-    format!(
-        "{}\n--- stderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let collect = |from: Box<dyn Read + Send>| {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g2 = got.clone();
+        std::thread::spawn(move || {
+            let mut from = from;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                g2.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        got
+    };
+    let out = collect(Box::new(child.stdout.take().expect("stdout")));
+    let err = collect(Box::new(child.stderr.take().expect("stderr")));
+    let text = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&b.lock().expect("lock")).into_owned()
+    };
+    for _ in 0..secs * 10 {
+        if text(&out).contains(expect) || matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = writer.join();
+    format!("{}\n--- stderr:\n{}", text(&out), text(&err))
+}
+
+/// The control share's small files of every pod under `root` (what the guest reported).
+fn vm_files(root: &Path) -> String {
+    let mut s = String::new();
+    for pod in std::fs::read_dir(root.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(pod.path().join("kvm"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read(f.path()).unwrap_or_default();
+            if text.len() < 4096 {
+                s.push_str(&format!(
+                    "== {}\n{}\n",
+                    f.path().display(),
+                    String::from_utf8_lossy(&text)
+                ));
+            }
+        }
+    }
+    s
 }
 
 /// One HTTP/1.0 GET of `/` from 127.0.0.1:`port`: the whole answer.
@@ -92,7 +146,10 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
                      "command": ["sh", "-c", "mkdir -p /www && echo served-from-the-guest > /www/index.html && exec busybox httpd -f -p 127.0.0.1:8080 -h /www"]},
                     {"name": "talker", "image": busybox, "stdin": true,
                      "securityContext": privileged,
-                     "command": ["sh", "-c", "while read l; do echo \"got: $l\"; done; echo stdin-ended"]}
+                     "command": ["sh", "-c", "while read l; do echo \"got: $l\"; done; echo stdin-ended"]},
+                    {"name": "once", "image": busybox, "stdin": true, "stdinOnce": true,
+                     "securityContext": privileged,
+                     "command": ["sh", "-c", "cat; echo stdin-ended; exec sleep 100000"]}
                 ]
             }
         }))
@@ -209,9 +266,44 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
         assert_eq!(r.stdout, "served-from-the-guest\n", "{}", r.stderr);
 
         // attach: input reaches the container's stdin, its output comes back.
-        let out = attach_input(&kc, &cache, &["-i", "vm", "-c", "talker"], "one\ntwo\n", 15);
-        assert!(out.contains("got: one\ngot: two\n"), "{out}");
+        let out = attach_input(
+            &kc,
+            &cache,
+            &["-i", "vm", "-c", "talker"],
+            "one\ntwo\n",
+            "got: one\ngot: two\n",
+            60,
+            20,
+        );
+        assert!(
+            out.contains("got: one\ngot: two\n"),
+            "{out}\n{}\n{}",
+            node.stage1_logs(),
+            vm_files(&node.root)
+        );
         assert!(!out.contains("stdin-ended"), "{out}");
+        // A second attacher: the stdin stayed open (no stdinOnce).
+        let out = attach_input(
+            &kc,
+            &cache,
+            &["-i", "vm", "-c", "talker"],
+            "three\n",
+            "got: three\n",
+            60,
+            2,
+        );
+        assert!(out.contains("got: three\n"), "{out}");
+        // stdinOnce: the first attacher's end of input is the container's.
+        let out = attach_input(
+            &kc,
+            &cache,
+            &["-i", "vm", "-c", "once"],
+            "abc\n",
+            "abc\nstdin-ended\n",
+            60,
+            2,
+        );
+        assert!(out.contains("abc\nstdin-ended\n"), "{out}");
 
         // port-forward to the guest's 127.0.0.1:8080.
         let local = free_port();

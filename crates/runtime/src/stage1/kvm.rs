@@ -29,9 +29,10 @@
 //!   before the connection closes.
 //! - `err ID`: the command's stderr (the FIFO), until it ends.
 //! - `kill ID`: SIGKILL to the command's process group (the exec caller was told to stop).
-//! - `attach NAME`: what is written goes to container NAME's stdin (a FIFO in the guest; the
-//!   supervisor holds one such connection per run of a container with `stdin`, behind the
-//!   usual attach socket, and closes it for `stdinOnce`).
+//! - `attach SLOT`: becomes the stdin of the container in slot SLOT (init containers first),
+//!   relayed to the one-shot listener that starts its run (see `guest_init`); the supervisor
+//!   holds one such connection per run of a container with `stdin`, behind the usual attach
+//!   socket, and closes it for `stdinOnce`.
 //! - `tty ID COLS ROWS`: `exec` with a terminal: busybox `telnetd -i` on this connection gives
 //!   `/bin/rk-tty` (the `RK_TTY` script) a pseudo-terminal of that size, which runs `/ctl/x/ID`
 //!   on it (stderr is the terminal too, as upstream) and reports the exit code the same way.
@@ -40,7 +41,7 @@
 //! - `pf PORT`: relayed (busybox nc) to 127.0.0.1:PORT in the guest's main netns.
 //!
 //! Many connections at once are many sessions (nc forks per connection). A `tty: true`
-//! container gets pipes, not a terminal (its stdin is the FIFO above).
+//! container gets no terminal (its stdin is the connection above).
 
 use super::attach::{self, AttachPoint};
 use super::container::{self, Launch, Populate};
@@ -162,7 +163,9 @@ err)
 kill)
   p=$(cat $f.pid 2>/dev/null) && kill -KILL -$p ;;
 attach)
-  exec cat > /run/rk/in.$id ;;
+  p=$((5000 + id)); h=$(printf '%04X' $p); i=0
+  while ! grep -q ":$h 00000000:0000 0A" /proc/net/tcp && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+  exec nc 127.0.0.1 $p ;;
 pf)
   exec nsenter -t 1 -n nc 127.0.0.1 $id ;;
 esac
@@ -181,6 +184,12 @@ echo RKTUP-TTY
 nsenter -t 1 -n sh /ctl/x/$RK_ID
 echo $? > /ctl/x/$RK_ID.exit
 rm -f /run/rk/$RK_ID.pid
+"#;
+
+/// Started by a container's one-shot stdin listener (busybox nc in the channel's netns) with
+/// the attach connection as stdin: the container's run `$RK_N`, back in the guest's main netns.
+const RK_LAUNCH: &str = r#"#!/bin/sh
+exec nsenter -t 1 -n sh -c '. /ctl/launch.sh; launch_$1 > /ctl/$1.$2.out 2> /ctl/$1.$2.err' sh "$RK_C" "$RK_N"
 "#;
 
 /// What the host discards a `tty` session's output up to (telnetd's greeting, the echo of
@@ -967,6 +976,12 @@ impl Supervisor {
         std::fs::write(&session, SESSION).map_err(KvmError::io("write session", &session))?;
         let rk_tty = ctl.join("rk-tty");
         std::fs::write(&rk_tty, RK_TTY).map_err(KvmError::io("write rk-tty", &rk_tty))?;
+        let rk_launch = ctl.join("rk-launch");
+        std::fs::write(&rk_launch, RK_LAUNCH)
+            .map_err(KvmError::io("write rk-launch", &rk_launch))?;
+        let launch = ctl.join("launch.sh");
+        std::fs::write(&launch, self.guest_launchers())
+            .map_err(KvmError::io("write launch.sh", &launch))?;
         let initramfs = initramfs(kvm, &helper_src, &["pod", "ctl"], |insmods| {
             self.guest_init(&vn, insmods)
         })?;
@@ -1088,7 +1103,7 @@ impl Supervisor {
         // (retried until it has left ours: the move may come before the unshare).
         s.push_str(&format!(
             r#"mkdir -p /run/rk
-cp /ctl/session /bin/rk-session && cp /ctl/rk-tty /bin/rk-tty && chmod 755 /bin/rk-session /bin/rk-tty
+for f in session rk-tty rk-launch; do cp /ctl/$f /bin/rk-${{f#rk-}}; done; chmod 755 /bin/rk-*
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 for n in /sys/class/net/*; do [ "$(cat $n/address)" = {CHANNEL_MAC} ] && ip link set ${{n##*/}} name rk0; done
 unshare -n sh -c 'until ip link show rk0 >/dev/null 2>&1; do sleep 0.1; done; ip link set lo up; ip addr add {CHANNEL_GUEST}/30 dev rk0; ip link set rk0 up; exec nc -ll -p {CHANNEL_PORT} {CHANNEL_GUEST} -e /bin/rk-session' </dev/null >/dev/null 2>&1 &
@@ -1108,22 +1123,22 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             RestartPolicy::Never => "Never",
         };
         let backoff = (p.backoff_base_ms / 1000).max(1);
-        // stdin ($3): `once` blocks opening the FIFO until the supervisor's attach connection
-        // (`attach NAME`) writes to it, so that connection's end is the container's EOF; `open`
-        // holds it open itself (stdin stays open across attachers, as upstream).
+        // stdin ($3 not `none`): the container's stdin is a connection. A one-shot busybox nc
+        // listens on 127.0.0.1:5000+slot ($4) in the channel's netns (no port of the pod's),
+        // and the supervisor's `attach SLOT` connection, relayed there, starts the container
+        // (/bin/rk-launch) with that connection as stdin: its end (stdinOnce) is the
+        // container's EOF. (A FIFO between the two lost input under TCG.)
         s.push_str(&format!(
             r#"run() {{
   c=$1; policy=$2; n=0; delay={backoff}
   r=/pod/$c
   mkdir -p $r/proc $r/sys $r/dev
   mount -t proc proc $r/proc; mount -t sysfs sys $r/sys; mount --bind /dev $r/dev
-  [ "$3" = none ] || [ -p /run/rk/in.$c ] || mkfifo /run/rk/in.$c
   while :; do
     date +%s > /ctl/$c.$n.start
     case $3 in
-    once) launch_$c < /run/rk/in.$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err;;
-    open) launch_$c <> /run/rk/in.$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err;;
-    *) launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err;;
+    none) ( launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err );;
+    *) RK_C=$c RK_N=$n nsenter -t $l -n nc -l -p $((5000 + $4)) 127.0.0.1 -e /bin/rk-launch;;
     esac
     code=$?
     echo $code > /ctl/$c.$n.exit
@@ -1135,7 +1150,49 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
 }}
 "#
         ));
-        for c in p.all_containers() {
+        // The launch_<name> functions (`guest_launchers`), shared with /bin/rk-launch.
+        s.push_str(". /ctl/launch.sh\n");
+        let grace = p.grace_seconds;
+        s.push_str(&format!(
+            "( while [ ! -e /ctl/stop ]; do sleep 0.2; done; kill -TERM -1; sleep {grace}; kill -KILL -1; sync; poweroff -f ) &\n"
+        ));
+        let init_policy = if p.restart_policy == RestartPolicy::Never {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        let stdin = |c: &ContainerPlan| if c.stdin || c.tty { "attach" } else { "none" };
+        let mut slot = 0;
+        for c in &p.init_containers {
+            s.push_str(&format!(
+                "run {} {init_policy} {} {slot} || {{ echo init-failed > /ctl/done; sync; poweroff -f; }}\n",
+                guest_name(&c.name),
+                stdin(c)
+            ));
+            slot += 1;
+        }
+        let mut pids = Vec::new();
+        for (i, c) in p.containers.iter().enumerate() {
+            s.push_str(&format!(
+                "run {} {policy} {} {slot} &\np{i}=$!\n",
+                guest_name(&c.name),
+                stdin(c)
+            ));
+            slot += 1;
+            pids.push(format!("$p{i}"));
+        }
+        s.push_str(&format!(
+            "wait {}\necho done > /ctl/done\nsync\npoweroff -f\n",
+            pids.join(" ")
+        ));
+        s
+    }
+
+    /// `/ctl/launch.sh`: per container, `launch_<name>` execs the container's command in its
+    /// root with its environment and workingDir (sourced by /init and by /bin/rk-launch).
+    fn guest_launchers(&self) -> String {
+        let mut s = String::new();
+        for c in self.plan.all_containers() {
             let env = self.env_for(c);
             let pairs: Vec<(String, String)> = env
                 .iter()
@@ -1151,47 +1208,13 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
                 .collect();
             let envq: Vec<String> = env.iter().map(|e| q(e)).collect();
             s.push_str(&format!(
-                "launch_{name}() {{ chroot /pod/{name} /.rktup/busybox env -i {env} /.rktup/busybox sh -c 'cd \"$1\" || exit 126; shift; exec \"$@\"' sh {wd} {argv}; }}\n",
+                "launch_{name}() {{ exec chroot /pod/{name} /.rktup/busybox env -i {env} /.rktup/busybox sh -c 'cd \"$1\" || exit 126; shift; exec \"$@\"' sh {wd} {argv}; }}\n",
                 name = c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"),
                 env = envq.join(" "),
                 wd = q(&c.working_dir),
                 argv = argv.join(" ")
             ));
         }
-        let grace = p.grace_seconds;
-        s.push_str(&format!(
-            "( while [ ! -e /ctl/stop ]; do sleep 0.2; done; kill -TERM -1; sleep {grace}; kill -KILL -1; sync; poweroff -f ) &\n"
-        ));
-        let init_policy = if p.restart_policy == RestartPolicy::Never {
-            "Never"
-        } else {
-            "OnFailure"
-        };
-        let stdin = |c: &ContainerPlan| match (c.stdin || c.tty, c.stdin_once) {
-            (false, _) => "none",
-            (true, true) => "once",
-            (true, false) => "open",
-        };
-        for c in &p.init_containers {
-            s.push_str(&format!(
-                "run {} {init_policy} {} || {{ echo init-failed > /ctl/done; sync; poweroff -f; }}\n",
-                guest_name(&c.name),
-                stdin(c)
-            ));
-        }
-        let mut pids = Vec::new();
-        for (i, c) in p.containers.iter().enumerate() {
-            s.push_str(&format!(
-                "run {} {policy} {} &\np{i}=$!\n",
-                guest_name(&c.name),
-                stdin(c)
-            ));
-            pids.push(format!("$p{i}"));
-        }
-        s.push_str(&format!(
-            "wait {}\necho done > /ctl/done\nsync\npoweroff -f\n",
-            pids.join(" ")
-        ));
         s
     }
 
@@ -1371,13 +1394,14 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
     fn open_attach(&self, i: usize) -> Option<AttachPoint> {
         use std::os::fd::IntoRawFd;
         let c = &self.slots[i].plan;
-        let conn = match dial(&self.dir, &format!("attach {}", guest_name(&c.name))) {
+        let conn = match dial(&self.dir, &format!("attach {i}")) {
             Ok(conn) => conn,
             Err(e) => {
                 error!(container = %c.name, "no attach channel into the guest: {e}");
                 return None;
             }
         };
+        trace!(container = %c.name, "attach channel open for run {}", self.slots[i].status.restart_count);
         let path = attach::socket_path(&self.dir, i);
         match AttachPoint::open(&path, Some(conn.into_raw_fd()), None, c.stdin_once) {
             Ok(a) => Some(a),
