@@ -138,9 +138,12 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
                 "nodeName": node_name,
                 "terminationGracePeriodSeconds": 1,
                 "containers": [
+                    // Ready only through an exec probe: exec probes enter the VM too.
                     {"name": "main", "image": busybox, "command": ["sleep", "100000"],
                      "env": [{"name": "GREETING", "value": "hello from the VM"}],
-                     "workingDir": "/tmp", "securityContext": privileged},
+                     "workingDir": "/tmp", "securityContext": privileged,
+                     "readinessProbe": {"exec": {"command": ["sh", "-c", "[ \"$GREETING\" = 'hello from the VM' ]"]},
+                                        "periodSeconds": 1}},
                     // A loopback-only listener: reachable from inside the guest only.
                     {"name": "web", "image": busybox, "securityContext": privileged,
                      "command": ["sh", "-c", "mkdir -p /www && echo served-from-the-guest > /www/index.html && exec busybox httpd -f -p 127.0.0.1:8080 -h /www"]},
@@ -329,6 +332,34 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
             assert!(a.starts_with("HTTP/1.") && a.contains(" 200 "), "{a}");
             assert!(a.ends_with("served-from-the-guest\n"), "{a}");
         }
+
+        // A port nothing in the guest listens on: kubectl reports kubelet's refusal.
+        let local = free_port();
+        let mut pf = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["port-forward", "--address", "127.0.0.1", "pod/vm"])
+            .arg(format!("{local}:9"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
+        let started = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(started.starts_with("Forwarding from"), "{started}");
+        let got = http_get(local);
+        assert!(got.is_empty(), "{got}");
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = pf.kill();
+        let out = pf.wait_with_output().expect("kubectl port-forward output");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("error forwarding port 9 to pod") && err.contains("connection refused"),
+            "{err}"
+        );
 
         // A container the pod does not have.
         let r = k(&["exec", "vm", "-c", "nope", "--", "true"], None);

@@ -38,7 +38,9 @@
 //!   on it (stderr is the terminal too, as upstream) and reports the exit code the same way.
 //!   The host speaks just enough telnet: it drops the option negotiation from the output,
 //!   doubles 0xFF in the input and sends window sizes as NAWS ([`Telnet`]).
-//! - `pf PORT`: relayed (busybox nc) to 127.0.0.1:PORT in the guest's main netns.
+//! - `pf PORT`: `ok` and then relayed (busybox nc) to 127.0.0.1:PORT in the guest's main
+//!   netns, or `refused` when nothing listens on PORT there (so the client gets upstream's
+//!   "connection refused" rather than a connection that just ends).
 //!
 //! Many connections at once are many sessions (nc forks per connection). A `tty: true`
 //! container gets no terminal (its stdin is the connection above).
@@ -167,7 +169,11 @@ attach)
   while ! grep -q ":$h 00000000:0000 0A" /proc/net/tcp && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
   exec nc 127.0.0.1 $p ;;
 pf)
-  exec nsenter -t 1 -n nc 127.0.0.1 $id ;;
+  h=$(printf '%04X' $id)
+  if nsenter -t 1 -n cat /proc/net/tcp /proc/net/tcp6 | grep -q ":$h [0:]*:0000 0A"; then
+    echo ok; exec nsenter -t 1 -n nc 127.0.0.1 $id
+  fi
+  echo refused ;;
 esac
 "#;
 
@@ -435,7 +441,29 @@ impl Drop for GuestExec {
 /// Over the channel rather than to the pod IP: upstream forwards to the pod's localhost, and
 /// listeners bound to 127.0.0.1 are reachable only from inside the guest.
 pub fn port_forward(pod_dir: &Path, port: u16) -> io::Result<std::net::TcpStream> {
-    dial(pod_dir, &format!("pf {port}"))
+    use std::io::Read;
+    let mut s = dial(pod_dir, &format!("pf {port}"))?;
+    // The guest's answer line, a byte at a time: what follows is the forwarded stream's.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 16 {
+        match s.read(&mut b)? {
+            0 => break,
+            _ if b[0] == b'\n' => break,
+            _ => line.push(b[0]),
+        }
+    }
+    match line.as_slice() {
+        b"ok" => Ok(s),
+        b"refused" => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("dial tcp4 127.0.0.1:{port}: connect: connection refused"),
+        )),
+        other => Err(io::Error::other(format!(
+            "the VM answered {:?} to a port-forward",
+            String::from_utf8_lossy(other)
+        ))),
+    }
 }
 
 /// Modules the guest needs (with their dependencies from modules.dep).

@@ -114,7 +114,12 @@ impl Target {
             let tcp = tokio::task::spawn_blocking(move || kvm::port_forward(&dir, port))
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| format!("failed to reach the VM of the stage1-kvm pod: {e}"))?;
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        format!("failed to connect to localhost:{port} inside the pod's VM: {e}")
+                    }
+                    _ => format!("failed to reach the VM of the stage1-kvm pod: {e}"),
+                })?;
             tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
             return tokio::net::TcpStream::from_std(tcp).map_err(|e| e.to_string());
         }
