@@ -7,7 +7,8 @@ use crate::manifest::{self, PlanContext, PlanError};
 use crate::pod::*;
 use crate::util;
 use k8s_openapi::api::core::v1::Pod;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -250,7 +251,8 @@ fn in_process_network(plan: &PodPlan) -> bool {
 #[derive(Debug, Clone)]
 pub struct PodEntry {
     pub dir: PathBuf,
-    pub plan: PodPlan,
+    /// Shared with the runtime's cache: a pod's plan never changes once written.
+    pub plan: Arc<PodPlan>,
     pub status: PodStatus,
     /// The supervisor process is alive (same pid and start time as recorded).
     pub alive: bool,
@@ -260,6 +262,10 @@ pub struct Runtime {
     pub cfg: RuntimeConfig,
     pub store: ImageStore,
     puller: Puller,
+    /// Plans read from `pod.json`, by pod directory name. `list` runs on every sync of the
+    /// agent, which during a burst of pod starts is many times a second: re-reading and parsing
+    /// every pod's plan each time cost more CPU than starting the pods.
+    plans: Mutex<HashMap<std::ffi::OsString, Arc<PodPlan>>>,
 }
 
 impl Runtime {
@@ -287,7 +293,12 @@ impl Runtime {
                 "--network-plugin=kubenet needs --pod-cidr".into(),
             ));
         }
-        Ok(Runtime { cfg, store, puller })
+        Ok(Runtime {
+            cfg,
+            store,
+            puller,
+            plans: Mutex::default(),
+        })
     }
 
     pub fn pods_dir(&self) -> PathBuf {
@@ -431,6 +442,10 @@ impl Runtime {
             plan.stage1,
             dir.join("stage1.log").display()
         );
+        let plan = Arc::new(plan);
+        if let (Some(name), Ok(mut plans)) = (dir.file_name(), self.plans.lock()) {
+            plans.insert(name.to_owned(), plan.clone());
+        }
         Ok(PodEntry {
             dir,
             plan,
@@ -541,9 +556,27 @@ impl Runtime {
         let Ok(rd) = std::fs::read_dir(self.pods_dir()) else {
             return out;
         };
+        let mut plans = match self.plans.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut seen = HashSet::new();
         for e in rd.flatten() {
             let dir = e.path();
-            let (Ok(plan), Ok(status)) = (read_plan(&dir), read_status(&dir)) else {
+            let name = e.file_name();
+            let plan = match plans.get(&name) {
+                Some(p) => p.clone(),
+                None => match read_plan(&dir) {
+                    Ok(p) => {
+                        let p = Arc::new(p);
+                        plans.insert(name.clone(), p.clone());
+                        p
+                    }
+                    Err(_) => continue,
+                },
+            };
+            seen.insert(name);
+            let Ok(status) = read_status(&dir) else {
                 continue;
             };
             // Spawned but not yet reporting (supervisor_pid still 0) counts as alive for a while.
@@ -559,6 +592,8 @@ impl Runtime {
                 alive,
             });
         }
+        plans.retain(|name, _| seen.contains(name));
+        drop(plans);
         out.sort_by(|a, b| {
             a.plan
                 .created_at

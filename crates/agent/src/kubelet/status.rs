@@ -403,15 +403,15 @@ mod tests {
         let (_, mut e) = refused_entry(tmp.path());
         // The sandbox failed before any container ran: still Pending (retried), any policy.
         e.status.state = PodState::Exited;
-        e.plan.restart_policy = RestartPolicy::Never;
+        std::sync::Arc::make_mut(&mut e.plan).restart_policy = RestartPolicy::Never;
         assert_eq!(api_phase(&e), "Pending");
         // A container ran and failed under Never / OnFailure: Failed, as upstream.
         ran(&mut e, 3);
         assert_eq!(api_phase(&e), "Failed");
-        e.plan.restart_policy = RestartPolicy::OnFailure;
+        std::sync::Arc::make_mut(&mut e.plan).restart_policy = RestartPolicy::OnFailure;
         assert_eq!(api_phase(&e), "Failed");
         // Under Always the agent starts it again: never Failed.
-        e.plan.restart_policy = RestartPolicy::Always;
+        std::sync::Arc::make_mut(&mut e.plan).restart_policy = RestartPolicy::Always;
         assert_eq!(api_phase(&e), "Pending");
         ran(&mut e, 0);
         assert_eq!(api_phase(&e), "Succeeded");
