@@ -74,6 +74,17 @@ fn attach_input(
     format!("{}\n--- stderr:\n{}", text(&out), text(&err))
 }
 
+/// Polls `f` until it says yes (60 s at most, the guest runs under TCG on a busy host).
+fn until(what: &str, mut f: impl FnMut() -> Option<()>) {
+    for _ in 0..120 {
+        if f().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// The control share's small files of every pod under `root` (what the guest reported).
 fn vm_files(root: &Path) -> String {
     let mut s = String::new();
@@ -260,6 +271,40 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
             "the guest's marker is not shown: {text}"
         );
         assert_eq!(out.status.code(), Some(4), "{text}");
+
+        // A client that goes away takes its command along (SIGKILL to its process group in
+        // the guest), not just the connection.
+        let mut gone = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args([
+                "exec",
+                "vm",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "sleep 4321; echo never",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl exec");
+        let count = "ps | grep -c '[s]leep 4321$'";
+        until("the command running in the guest", || {
+            let r = k(&["exec", "vm", "-c", "main", "--", "sh", "-c", count], None);
+            (r.stdout.trim() == "1").then_some(())
+        });
+        let _ = gone.kill();
+        let _ = gone.wait();
+        until("the command killed in the guest", || {
+            let r = k(&["exec", "vm", "-c", "main", "--", "sh", "-c", count], None);
+            (r.stdout.trim() == "0").then_some(())
+        });
 
         // Another container of the pod: its own root.
         let r = k(
