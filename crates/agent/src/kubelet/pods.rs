@@ -88,7 +88,24 @@ struct Syncer {
     /// What reached the API already (statuses and Started/BackOff events).
     reported: Reported,
     probes: probes::Prober,
+    /// The status PATCHes this sync decided on, sent together when it ends
+    /// (`send_statuses`).
+    patches: Vec<StatusPatch>,
 }
+
+/// One pod's status PATCH, already counted in `Reported::status` (taken back if it fails).
+struct StatusPatch {
+    uid: String,
+    fingerprint: String,
+    namespace: String,
+    name: String,
+    body: serde_json::Value,
+}
+
+/// How many status PATCHes of one sync are in flight at once. One at a time, a burst of pod
+/// starts reported its statuses one round trip after another, the last pod's Ready waiting
+/// for every other pod's.
+const STATUS_PATCHES_IN_FLIGHT: usize = 32;
 
 impl Syncer {
     /// places upstream makes a pod Failed. Its runtime pods stay (stopped) until it is deleted.
@@ -238,19 +255,24 @@ impl Syncer {
         if self.reported.status.get(&u) == Some(&fp) {
             return;
         }
-        let (ns, name) = key(pod);
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let patch = serde_json::json!({ "status": st });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                self.reported.status.insert(u.clone(), fp);
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(err) => warn!("kubelet: failed to update status of {ns}/{name}: {err}"),
-        }
+        let (namespace, name) = key(pod);
+        self.reported.status.insert(u.clone(), fp.clone());
+        self.patches.push(StatusPatch {
+            uid: u.clone(),
+            fingerprint: fp,
+            namespace,
+            name,
+            body: serde_json::json!({ "status": st }),
+        });
+        // Events go out on their own (as kubelet's event recorder sends them): the sync does
+        // not wait for them.
+        let event = |type_: &'static str, reason: &'static str, message: String| {
+            let (client, node, pod) =
+                (self.client.clone(), self.cfg.node_name.clone(), pod.clone());
+            tokio::spawn(async move {
+                events::record(&client, &node, &pod, type_, reason, &message).await;
+            });
+        };
         for c in &e.status.containers {
             if c.state == "running"
                 && self
@@ -258,15 +280,7 @@ impl Syncer {
                     .started
                     .insert((u.clone(), c.name.clone(), c.restart_count))
             {
-                events::record(
-                    &self.client,
-                    &self.cfg.node_name,
-                    pod,
-                    "Normal",
-                    "Started",
-                    &format!("Started container {}", c.name),
-                )
-                .await;
+                event("Normal", "Started", format!("Started container {}", c.name));
             }
             if c.reason.as_deref() == Some("CrashLoopBackOff")
                 && self.reported.started.insert((
@@ -275,15 +289,43 @@ impl Syncer {
                     c.restart_count,
                 ))
             {
-                events::record(
-                    &self.client,
-                    &self.cfg.node_name,
-                    pod,
+                event(
                     "Warning",
                     "BackOff",
-                    &format!("Back-off restarting failed container {}", c.name),
-                )
-                .await;
+                    format!("Back-off restarting failed container {}", c.name),
+                );
+            }
+        }
+    }
+
+    /// Send this sync's status PATCHes, [`STATUS_PATCHES_IN_FLIGHT`] at a time (one per pod, so
+    /// a pod's statuses still reach the API in order); one that fails is written again next
+    /// sync.
+    async fn send_statuses(&mut self) {
+        let client = self.client.clone();
+        let sends = std::mem::take(&mut self.patches).into_iter().map(|p| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+            async move {
+                let r = api
+                    .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&p.body))
+                    .await;
+                (p, r)
+            }
+        });
+        let sent: Vec<_> = futures_util::stream::iter(sends)
+            .buffer_unordered(STATUS_PATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (p, r) in sent {
+            let Err(err) = r else { continue };
+            if !matches!(&err, kube::Error::Api(s) if s.code == 404) {
+                warn!(
+                    "kubelet: failed to update status of {}/{}: {err}",
+                    p.namespace, p.name
+                );
+            }
+            if self.reported.status.get(&p.uid) == Some(&p.fingerprint) {
+                self.reported.status.remove(&p.uid);
             }
         }
     }
@@ -487,6 +529,7 @@ impl Syncer {
         self.prep.cleanup(&keep);
         self.workers.retain(false, &keep);
         self.sync_mirrors(mirrors, statics).await;
+        self.send_statuses().await;
         self.probes.end_round();
     }
 }
@@ -549,6 +592,7 @@ pub async fn run(
         link,
         probes,
         reported: Reported::default(),
+        patches: Vec::new(),
     };
     loop {
         s.sync(reader.state()).await;
