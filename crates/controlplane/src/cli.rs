@@ -15,7 +15,8 @@ pub struct ControlPlaneArgs {
     /// More addresses (IP:PORT) to serve on, e.g. a local cluster's bridge address; repeatable.
     #[arg(long = "also-bind", value_name = "IP:PORT")]
     pub also_bind: Vec<std::net::SocketAddr>,
-    /// Service cluster IP range (SERVICE_CLUSTER_IP_RANGE).
+    /// Service cluster IP range (SERVICE_CLUSTER_IP_RANGE); two, comma-separated, one per IP
+    /// family, make a dual-stack cluster (kube-apiserver's --service-cluster-ip-range).
     #[arg(long, env = "SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
     /// Seconds without a node Lease renewal before the node is NotReady.

@@ -22,7 +22,7 @@ pub mod registry;
 pub mod store;
 
 use api::auth::{TokenStore, User};
-use api::objects::{Core, ServiceCidr, WriteCtx};
+use api::objects::{Core, ServiceCidrs, WriteCtx};
 use api::server::ApiServer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub enum StartError {
     Tls(String),
     #[error("failed to configure the kubelet client's TLS: {0}")]
     KubeletTls(#[from] rktup_tls::TlsError),
-    #[error("invalid service CIDR {0}")]
+    #[error("invalid service cluster IP range {0}")]
     ServiceCidr(String),
     #[error("invalid service node port range {0:?}: want FIRST-LAST, e.g. 30000-32767")]
     NodePortRange(String),
@@ -225,8 +225,7 @@ impl ControlPlane {
                 pki::check_private(&p)?;
             }
         }
-        let cidr = ServiceCidr::parse(&self.service_cidr)
-            .ok_or_else(|| StartError::ServiceCidr(self.service_cidr.clone()))?;
+        let cidr = ServiceCidrs::parse(&self.service_cidr).map_err(StartError::ServiceCidr)?;
         let node_ports = api::objects::PortRange::parse(&self.node_port_range)
             .ok_or_else(|| StartError::NodePortRange(self.node_port_range.clone()))?;
         let mut settings = controllers::Settings::new(self.node_monitor_grace);
@@ -236,7 +235,7 @@ impl ControlPlane {
                 Some(controllers::loadbalancer::LoadBalancerPool::parse(r)?);
         }
         if let Some(ip) = self.cluster_dns_ip {
-            if !cidr.contains_ip(ip) {
+            if !cidr.contains_ip(ip.into()) {
                 return Err(StartError::ClusterDnsIp {
                     ip,
                     cidr: self.service_cidr.clone(),
@@ -250,7 +249,7 @@ impl ControlPlane {
         // verify against, as kube-apiserver's does.
         let ips: Vec<std::net::IpAddr> = std::iter::once(self.bind.ip())
             .chain(self.also_bind.iter().map(SocketAddr::ip))
-            .chain(std::iter::once(std::net::IpAddr::V4(cidr.first())))
+            .chain(std::iter::once(cidr.primary().first()))
             .collect();
         let pki = pki::Pki::load_or_create(&self.data_dir, &ips)?;
         let listener = TcpListener::bind(self.bind)
@@ -380,7 +379,7 @@ fn bootstrap(core: &Arc<Core>, addr: SocketAddr, advertise: SocketAddr) {
             .get_stored(svc, Some("default"), "kubernetes")
             .is_none()
         {
-            let ip = core.service_cidr.first().to_string();
+            let ip = core.service_cidrs.primary().first().to_string();
             let _ = core.create(svc, Some("default"), serde_json::json!({
                 "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
                 "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]}

@@ -1272,3 +1272,265 @@ async fn expose_a_deployment_as_a_load_balancer() {
     })
     .await;
 }
+
+/// `kubectl apply -f -` of `yaml`, its output or kubectl's error.
+async fn apply(c: &Cluster, yaml: &str) -> Result<String, String> {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn svc_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n{spec}"
+    )
+}
+
+/// The clusterIPs and ipFamilies kubectl reads back.
+async fn ips_and_families(c: &Cluster, name: &str) -> (Vec<std::net::IpAddr>, String, String) {
+    let out = c
+        .ok(&[
+            "get",
+            "svc",
+            name,
+            "-o",
+            "jsonpath={.spec.clusterIPs[*]}|{.spec.ipFamilies[*]}|{.spec.ipFamilyPolicy}",
+        ])
+        .await;
+    let mut parts = out.split('|');
+    let ips = parts
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|s| s.parse().expect("clusterIPs are addresses"))
+        .collect();
+    let fams = parts.next().unwrap_or("").to_string();
+    let policy = parts.next().unwrap_or("").to_string();
+    (ips, fams, policy)
+}
+
+/// A dual-stack control plane (`--service-cluster-ip-range` with an IPv4 and an IPv6 range)
+/// allocates one address per family as `ipFamilyPolicy` asks, upgrades and downgrades Services
+/// only as upstream allows, and the EndpointSlice controller writes one slice per family; a
+/// single-stack one refuses dual-stack with kube-apiserver's words. Real kubectl throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_services() {
+    let c = start_with(|b| b.service_cidr("10.96.0.0/16,fd00:10:96::/112")).await;
+    let v6_range: std::net::Ipv6Addr = "fd00:10:96::".parse().expect("ip");
+    let in_v6 = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(a) => a.segments()[..7] == v6_range.segments()[..7],
+        _ => false,
+    };
+
+    // Single-stack stays the default.
+    apply(&c, &svc_yaml("plain", "")).await.expect("plain");
+    let (ips, fams, policy) = ips_and_families(&c, "plain").await;
+    assert_eq!(
+        (ips.len(), fams.as_str(), policy.as_str()),
+        (1, "IPv4", "SingleStack")
+    );
+
+    // PreferDualStack: IPv4 (the primary range's family) then IPv6.
+    apply(&c, &svc_yaml("both", "  ipFamilyPolicy: PreferDualStack\n"))
+        .await
+        .expect("both");
+    let (ips, fams, _) = ips_and_families(&c, "both").await;
+    assert_eq!(fams, "IPv4 IPv6");
+    assert!(ips[0].is_ipv4() && in_v6(&ips[1]), "{ips:?}");
+    let describe = c.ok(&["describe", "svc", "both"]).await;
+    assert!(describe.contains("IPv4,IPv6"), "{describe}");
+
+    // IPv6 first, by family.
+    apply(
+        &c,
+        &svc_yaml(
+            "six",
+            "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv6]\n",
+        ),
+    )
+    .await
+    .expect("six");
+    let (ips, fams, _) = ips_and_families(&c, "six").await;
+    assert_eq!(fams, "IPv6 IPv4");
+    assert!(in_v6(&ips[0]) && ips[1].is_ipv4(), "{ips:?}");
+
+    // An IPv6 address another Service holds is refused.
+    let taken = ips[0].to_string();
+    let err = apply(
+        &c,
+        &svc_yaml(
+            "clash",
+            &format!(
+                "  ipFamilyPolicy: SingleStack\n  clusterIP: {taken}\n  clusterIPs: [{taken}]\n"
+            ),
+        ),
+    )
+    .await
+    .expect_err("taken address");
+    assert!(
+        err.contains(&format!(
+            "failed to allocate IP {taken}: provided IP is already allocated"
+        )),
+        "{err}"
+    );
+    let err = apply(
+        &c,
+        &svc_yaml(
+            "single2",
+            "  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv4, IPv6]\n",
+        ),
+    )
+    .await
+    .expect_err("two families single-stack");
+    assert!(
+        err.contains("spec.ipFamilyPolicy: Invalid value: \"SingleStack\": must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified"),
+        "{err}"
+    );
+
+    // Upgrade a single-stack Service: the primary address stays, an IPv6 one is added.
+    let (before, _, _) = ips_and_families(&c, "plain").await;
+    c.ok(&[
+        "patch",
+        "svc",
+        "plain",
+        "-p",
+        r#"{"spec":{"ipFamilyPolicy":"RequireDualStack"}}"#,
+    ])
+    .await;
+    let (after, fams, _) = ips_and_families(&c, "plain").await;
+    assert_eq!(fams, "IPv4 IPv6");
+    assert_eq!(after[0], before[0]);
+    assert!(in_v6(&after[1]), "{after:?}");
+    // Releasing the secondary needs SingleStack.
+    let out = c
+        .kubectl(&[
+            "patch",
+            "svc",
+            "plain",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/clusterIPs/1"},{"op":"remove","path":"/spec/ipFamilies/1"}]"#,
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("must be set to 'SingleStack' when releasing the secondary clusterIP"),
+        "{err}"
+    );
+    c.ok(&[
+        "patch",
+        "svc",
+        "plain",
+        "-p",
+        r#"{"spec":{"ipFamilyPolicy":"SingleStack"}}"#,
+    ])
+    .await;
+    let (down, fams, _) = ips_and_families(&c, "plain").await;
+    assert_eq!((down, fams.as_str()), (vec![before[0]], "IPv4"));
+    // The primary address never changes.
+    let out = c
+        .kubectl(&[
+            "patch",
+            "svc",
+            "plain",
+            "-p",
+            r#"{"spec":{"clusterIP":"10.96.0.99"}}"#,
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.99\"}: may not change once set"
+        ),
+        "{err}"
+    );
+
+    // A server-side dry run shows the addresses it would allocate, and keeps none.
+    let dry = c
+        .kubectl_stdin(
+            &[
+                "create",
+                "--dry-run=server",
+                "-o",
+                "jsonpath={.spec.clusterIPs[*]}",
+                "-f",
+                "-",
+            ],
+            Some(&svc_yaml("dry", "  ipFamilyPolicy: PreferDualStack\n")),
+        )
+        .await;
+    let dry_ips = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert_eq!(dry_ips.split_whitespace().count(), 2, "{dry_ips:?}");
+    let out = c.kubectl(&["get", "svc", "dry"]).await;
+    assert!(!out.status.success());
+
+    // The EndpointSlice controller writes a slice per family from the pod's podIPs.
+    let _node = fake_node(&c, "n1", 10250).await;
+    let client = c.admin().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create_pod(
+        &pods,
+        pod("both-1", "n1", json!({"app": "both"}), json!({}), &[]),
+    )
+    .await;
+    pods.patch_status(
+        "both-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "10.244.0.5",
+            "podIPs": [{"ip": "10.244.0.5"}, {"ip": "fd00:10:244::5"}]}})),
+    )
+    .await
+    .expect("pod status");
+    set_ready(&pods, "both-1", true).await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+    let by_type = eventually("a slice per family", WAIT, || async {
+        let s = slices_of(&slices, "both").await;
+        let m: std::collections::BTreeMap<String, Value> = s
+            .into_iter()
+            .filter(|s| s["endpoints"].as_array().is_some_and(|e| !e.is_empty()))
+            .map(|s| (s["addressType"].as_str().unwrap_or("").to_string(), s))
+            .collect();
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        by_type["IPv4"]["endpoints"][0]["addresses"],
+        json!(["10.244.0.5"])
+    );
+    assert_eq!(
+        by_type["IPv6"]["endpoints"][0]["addresses"],
+        json!(["fd00:10:244::5"])
+    );
+
+    // A single-stack control plane refuses what needs a second family, in upstream's words.
+    let single = start().await;
+    let err = apply(
+        &single,
+        &svc_yaml("req", "  ipFamilyPolicy: RequireDualStack\n"),
+    )
+    .await
+    .expect_err("single-stack cluster");
+    assert!(
+        err.contains("spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services"),
+        "{err}"
+    );
+    let err = apply(&single, &svc_yaml("v6", "  ipFamilies: [IPv6]\n"))
+        .await
+        .expect_err("IPv6 on a single-stack cluster");
+    assert!(
+        err.contains("spec.ipFamilies[0]: Invalid value: \"IPv6\": not configured on this cluster"),
+        "{err}"
+    );
+    apply(
+        &single,
+        &svc_yaml("pref", "  ipFamilyPolicy: PreferDualStack\n"),
+    )
+    .await
+    .expect("PreferDualStack is single-stack here");
+    let (ips, fams, _) = ips_and_families(&single, "pref").await;
+    assert_eq!((ips.len(), fams.as_str()), (1, "IPv4"));
+}

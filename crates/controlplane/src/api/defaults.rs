@@ -306,8 +306,6 @@ pub fn apply_defaults(rd: &ResourceDef, obj: &mut Value) {
             default(spec, "type", json!("ClusterIP"));
             default(spec, "sessionAffinity", json!("None"));
             if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
-                default(spec, "ipFamilies", json!(["IPv4"]));
-                default(spec, "ipFamilyPolicy", json!("SingleStack"));
                 default(spec, "internalTrafficPolicy", json!("Cluster"));
             }
             if let Some(Value::Array(ports)) = spec.get_mut("ports") {

@@ -496,7 +496,7 @@ mod tests {
     //! nodes are refused (the real exec path is `crates/agent/tests/exec.rs`).
 
     use super::super::auth::User;
-    use super::super::objects::{Core, ServiceCidr, WriteCtx};
+    use super::super::objects::{Core, ServiceCidrs, WriteCtx};
     use super::super::server::ApiServer;
     use crate::registry;
     use bytes::Bytes;
@@ -645,7 +645,7 @@ mod tests {
     async fn exec_upgrade_is_passed_on_to_the_pods_kubelet() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = crate::store::FileStore::open(&dir.path().join("store")).expect("store");
-        let core = Core::new(store, ServiceCidr::parse("10.96.0.0/12").expect("cidr"));
+        let core = Core::new(store, ServiceCidrs::parse("10.96.0.0/12").expect("cidr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let kubelet_port = kubelet(seen.clone()).await;
         let mut ctx = WriteCtx::controller("test");

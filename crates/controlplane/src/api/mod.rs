@@ -25,6 +25,7 @@ mod routes;
 pub mod satoken;
 pub mod selector;
 pub mod server;
+pub mod service_ips;
 pub mod table;
 mod table_kinds;
 mod watch;

@@ -13,7 +13,6 @@ use crate::registry::{self, ResourceDef};
 use crate::store::{Store, StoreError, Stored};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 /// `fieldValidation` query parameter.
@@ -98,52 +97,7 @@ impl DeleteOptions {
     }
 }
 
-/// Service cluster IP range, as `SERVICE_CLUSTER_IP_RANGE`.
-#[derive(Debug, Clone, Copy)]
-pub struct ServiceCidr {
-    pub base: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl ServiceCidr {
-    pub fn parse(s: &str) -> Option<Self> {
-        let (ip, p) = s.split_once('/')?;
-        let base: Ipv4Addr = ip.parse().ok()?;
-        let prefix: u8 = p.parse().ok()?;
-        (prefix <= 30).then_some(ServiceCidr { base, prefix })
-    }
-    fn size(&self) -> u32 {
-        1u32 << (32 - self.prefix)
-    }
-    fn nth(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.base) + n)
-    }
-    fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix);
-        u32::from(ip) & mask == u32::from(self.base) & mask
-    }
-    /// The first usable address: the `kubernetes` service's.
-    pub fn first(&self) -> Ipv4Addr {
-        self.nth(1)
-    }
-    pub fn contains_ip(&self, ip: Ipv4Addr) -> bool {
-        self.contains(ip)
-    }
-
-    /// A free address, picked as kube-apiserver's allocator does: at random
-    /// from the upper part of the range first, so the lower band (16 to 256
-    /// addresses) stays for addresses asked for by value, such as the
-    /// cluster DNS service's `.10`.
-    fn pick_free(&self, used: &HashSet<String>) -> Option<String> {
-        let usable = self.size().saturating_sub(2); // no network or broadcast address
-        let offset = (usable / 16).clamp(16, 256).min(usable);
-        let free = |n: u32| {
-            let ip = self.nth(n).to_string();
-            (!used.contains(&ip)).then_some(ip)
-        };
-        pick_in_bands(1, usable, offset, free)
-    }
-}
+pub use super::service_ips::{ServiceCidr, ServiceCidrs};
 
 /// `--service-node-port-range` (default 30000-32767).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +147,7 @@ impl std::fmt::Display for PortRange {
 
 /// Picks `free(n)` for some n in `start..start+count`: a random start in the
 /// upper band `[start+offset, end)` scanned round, then the lower band.
-fn pick_in_bands<T>(
+pub(super) fn pick_in_bands<T>(
     start: u32,
     count: u32,
     offset: u32,
@@ -260,20 +214,19 @@ fn default_service_type_fields(obj: &mut Value) {
         spec.remove("loadBalancerClass");
     }
     if ty != "ExternalName" {
-        set_default(spec, "ipFamilies", json!(["IPv4"]));
-        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        // ipFamilies and ipFamilyPolicy are the allocator's (`service_ips::assign`).
         set_default(spec, "internalTrafficPolicy", json!("Cluster"));
     }
 }
 
 /// A Service update, as the service REST strategy and storage treat it:
-/// the clusterIP is immutable (kept when the client leaves it out) unless
-/// the type changes from or to ExternalName; nodePorts and the
+/// clusterIP and clusterIPs the client leaves out are kept (the allocator,
+/// `service_ips::assign`, checks what may change); nodePorts and the
 /// healthCheckNodePort the client leaves out are kept
 /// (`patchAllocatedValues`); those the new type has no use for and the
 /// client did not change are dropped (`dropTypeDependentFields`), which is
 /// what releases them.
-fn service_update(rd: &ResourceDef, old: &Value, new: &mut Value) -> ApiResult<()> {
+fn service_update(old: &Value, new: &mut Value) -> ApiResult<()> {
     let ty_of = |o: &Value| {
         o.pointer("/spec/type")
             .and_then(Value::as_str)
@@ -285,28 +238,7 @@ fn service_update(rd: &ResourceDef, old: &Value, new: &mut Value) -> ApiResult<(
         new["spec"] = json!({});
     }
     if old_ty != "ExternalName" && new_ty != "ExternalName" {
-        for f in ["clusterIP", "clusterIPs"] {
-            let was = old.pointer(&format!("/spec/{f}")).cloned();
-            let now = new.pointer(&format!("/spec/{f}")).cloned();
-            let empty = now.as_ref().is_none_or(|v| {
-                v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty())
-            });
-            if empty || now == was {
-                if let Some(w) = was {
-                    new["spec"][f] = w;
-                }
-            } else {
-                return Err(ApiError::invalid(
-                    rd,
-                    meta_str(old, "name"),
-                    vec![cause(
-                        "FieldValueInvalid",
-                        &format!("spec.{f}"),
-                        "Invalid value: field is immutable",
-                    )],
-                ));
-            }
-        }
+        super::service_ips::normalize_update(old, new);
     }
     let node_port_type = |t: &str| t == "NodePort" || t == "LoadBalancer";
     let old_ports: Vec<Value> = old
@@ -381,7 +313,7 @@ fn service_update(rd: &ResourceDef, old: &Value, new: &mut Value) -> ApiResult<(
 /// The object layer on top of a [`Store`].
 pub struct Core {
     pub store: Arc<dyn Store>,
-    pub service_cidr: ServiceCidr,
+    pub service_cidrs: ServiceCidrs,
     /// `--service-node-port-range`.
     pub node_ports: PortRange,
     alloc: Mutex<()>,
@@ -455,19 +387,19 @@ fn parse_rv(rv: &str) -> ApiResult<u64> {
 }
 
 impl Core {
-    pub fn new(store: Arc<dyn Store>, service_cidr: ServiceCidr) -> Arc<Self> {
-        Self::with_node_ports(store, service_cidr, PortRange::default())
+    pub fn new(store: Arc<dyn Store>, service_cidrs: ServiceCidrs) -> Arc<Self> {
+        Self::with_node_ports(store, service_cidrs, PortRange::default())
     }
 
     /// [`Core::new`] with a NodePort range other than 30000-32767.
     pub fn with_node_ports(
         store: Arc<dyn Store>,
-        service_cidr: ServiceCidr,
+        service_cidrs: ServiceCidrs,
         node_ports: PortRange,
     ) -> Arc<Self> {
         let core = Arc::new(Core {
             store,
-            service_cidr,
+            service_cidrs,
             node_ports,
             alloc: Mutex::new(()),
             custom: registry::CustomResources::default(),
@@ -797,17 +729,21 @@ impl Core {
                 fields::Shapes::of(rd),
             );
         }
+        // A Service's addresses and ports are allocated under `alloc`, held up to the store
+        // write; a dry run gets them too (as upstream's dry-run allocator shows them).
+        let _guard = if rd.kind == "Service" && rd.group.is_empty() {
+            let guard = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            self.allocate_service(&mut obj, &name, None)?;
+            Some(guard)
+        } else {
+            None
+        };
         if ctx.dry_run {
             // As it would be stored, served back at the requested version (converted kinds'
             // defaults applied through the stored form, as upstream's round trip does).
             return Ok(rd.view(&rd.to_storage(obj)).into_owned());
         }
         let key = rd.key(ns, &name);
-        if rd.kind == "Service" && rd.group.is_empty() {
-            let _guard = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
-            self.allocate_service(&mut obj, &name, None)?;
-            return self.store_create(rd, &key, &name, obj);
-        }
         self.store_create(rd, &key, &name, obj)
     }
 
@@ -845,12 +781,17 @@ impl Core {
             .iter()
             .map(|s| &s.object)
             .filter(|o| !(meta_str(o, "namespace") == ns && meta_str(o, "name") == name));
-        let mut used_ips: HashSet<String> = HashSet::new();
+        let mut used_ips: HashSet<std::net::IpAddr> = HashSet::new();
         let mut used_ports: HashSet<i64> = HashSet::new();
         for o in others {
-            if let Some(ip) = o.pointer("/spec/clusterIP").and_then(Value::as_str) {
-                used_ips.insert(ip.to_string());
-            }
+            let ips = o.pointer("/spec/clusterIPs").and_then(Value::as_array);
+            let ip = o.pointer("/spec/clusterIP");
+            used_ips.extend(
+                ips.into_iter()
+                    .flatten()
+                    .chain(ip)
+                    .filter_map(|v| v.as_str()?.parse::<std::net::IpAddr>().ok()),
+            );
             used_ports.extend(service_node_ports(o));
         }
         default_service_type_fields(obj);
@@ -897,35 +838,12 @@ impl Core {
                 ));
             }
         } else {
-            let requested = obj
-                .pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let ip = if requested == "None" {
-                requested
-            } else if !requested.is_empty() {
-                let parsed: Ipv4Addr = requested.parse().map_err(|_| {
-                    invalid(
-                        "spec.clusterIPs[0]".into(),
-                        "FieldValueInvalid",
-                        format!("Invalid value: \"{requested}\": must be a valid IP address"),
-                    )
-                })?;
-                if !self.service_cidr.contains(parsed) {
-                    return Err(invalid("spec.clusterIPs".into(), "FieldValueInvalid", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}", self.service_cidr.base, self.service_cidr.prefix)));
-                }
-                if used_ips.contains(&requested) {
-                    return Err(invalid("spec.clusterIPs".into(), "FieldValueInvalid", format!("Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated")));
-                }
-                requested
-            } else {
-                self.service_cidr.pick_free(&used_ips).ok_or_else(|| {
-                    ApiError::internal("failed to allocate a serviceIP: range is full")
-                })?
-            };
-            obj["spec"]["clusterIP"] = json!(ip);
-            obj["spec"]["clusterIPs"] = json!([ip]);
+            super::service_ips::assign(obj, old, &self.service_cidrs, &used_ips).map_err(
+                |causes| match causes {
+                    Some(causes) => ApiError::invalid(svc_rd, name, causes),
+                    None => ApiError::internal("failed to allocate a serviceIP: range is full"),
+                },
+            )?;
         }
 
         // nodePorts: wanted by NodePort and LoadBalancer (unless
@@ -1169,7 +1087,7 @@ impl Core {
         }
         // Type-specific immutable fields.
         match (rd.group, rd.kind) {
-            ("", "Service") => service_update(rd, old, &mut new)?,
+            ("", "Service") => service_update(old, &mut new)?,
             ("discovery.k8s.io", "EndpointSlice") => {
                 if new.get("addressType") != old.get("addressType") {
                     let v = new["addressType"].as_str().unwrap_or("").to_string();

@@ -902,10 +902,10 @@ mod tests {
 
     /// A Core on a temp dir with a namespace, a node and a Service.
     fn core_with_service() -> (tempfile::TempDir, Arc<Core>) {
-        use crate::api::objects::ServiceCidr;
+        use crate::api::objects::ServiceCidrs;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::FileStore::open(dir.path()).expect("store");
-        let core = Core::new(store, ServiceCidr::parse("10.96.0.0/12").expect("cidr"));
+        let core = Core::new(store, ServiceCidrs::parse("10.96.0.0/12").expect("cidr"));
         let mut ctx = WriteCtx::controller("test");
         core.create(
             rd("", "namespaces"),

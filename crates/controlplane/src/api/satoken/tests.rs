@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::objects::{ServiceCidr, WriteCtx};
+use crate::api::objects::{ServiceCidrs, WriteCtx};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -284,7 +284,7 @@ fn the_key_is_made_once_and_reused() {
 fn core_with_objects() -> (tempfile::TempDir, Arc<Core>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = crate::store::FileStore::open(dir.path()).expect("store");
-    let core = Core::new(store, ServiceCidr::parse("10.96.0.0/12").expect("cidr"));
+    let core = Core::new(store, ServiceCidrs::parse("10.96.0.0/12").expect("cidr"));
     let mut ctx = WriteCtx::controller("test");
     let r = |p: &str| registry::find("", "v1", p).expect("resource");
     core.create(
