@@ -68,13 +68,13 @@ pub fn config_from_args(a: &AgentArgs) -> anyhow::Result<RuntimeConfig> {
     cfg.registry_mirror_exclusive = a.registry_mirror_exclusive.clone();
     cfg.host_path_mounts = a.host_path_mount.clone();
     cfg.image_pull_netns = a.image_pull_netns.clone();
-    cfg.host_ip = a.node_ip.clone();
+    cfg.host_ip = primary_node_ip(a);
     // Pods' resolv.conf, hostname and hosts file (kubelet's --cluster-dns/-domain, --resolv-conf).
     cfg.dns = rktup_runtime::manifest::dns::NodeDns::from_flags(
         a.cluster_dns.as_deref(),
         a.cluster_domain.as_deref(),
         &a.resolv_conf,
-        a.node_ip.as_deref(),
+        primary_node_ip(a).as_deref(),
     )?;
     Ok(cfg)
 }
@@ -102,7 +102,20 @@ fn node_services_config(
     }
     Ok(crate::kubelet::node_services::NodeServicesConfig {
         node_name: node_name.to_string(),
-        node_ip: parse("node-ip", &a.node_ip, "an IP address")?,
+        node_ip: parse("node-ip", &primary_node_ip(a), "an IP address")?,
+        node_ips: a
+            .node_ip
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|ip| {
+                ip.trim().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--node-ip={ip:?} is not an IP address (or two, IPv4 and IPv6, \
+                         comma-separated)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
         // kubelet takes a list; the first address is the one pods ask first.
         cluster_dns: dns.cluster_dns.first().copied(),
         cluster_domain: if dns.cluster_domain.is_empty() {
@@ -115,15 +128,32 @@ fn node_services_config(
         load_balancer_notice: crate::kubelet::node_services::load_balancer_notice(
             &a.pod_manifest_path,
         ),
-        cluster_cidr: parse(
-            "cluster-cidr",
-            &a.cluster_cidr,
-            "a CIDR such as 10.244.0.0/16",
-        )?,
+        // kube-proxy's --cluster-cidr: one CIDR, or one per family (dual-stack).
+        cluster_cidrs: a
+            .cluster_cidr
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|c| {
+                c.trim().parse::<ipnet::IpNet>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--cluster-cidr={c:?} is not a CIDR such as 10.244.0.0/16 \
+                         (or two, IPv4 and IPv6, comma-separated)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
         resolv_conf: dns.resolv_conf.clone(),
         // The namespace images are pulled from is where this machine's resolvers answer too.
         upstream_netns: a.image_pull_netns.clone(),
     })
+}
+
+/// The first address of `--node-ip` (a dual-stack node lists its IPv6 one after a comma):
+/// the one pods get as `status.hostIP` and the kubelet port's certificate names.
+fn primary_node_ip(a: &AgentArgs) -> Option<String> {
+    a.node_ip
+        .as_deref()
+        .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -149,7 +179,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         cert_dir: args.root_dir.join("pki"),
         kubeconfig: args.kubeconfig.clone(),
         node_name: cfg.node_name.clone(),
-        node_ip: args.node_ip.clone(),
+        node_ip: primary_node_ip(&args),
         serving_slot: certs.serving_slot.clone(),
         webhook: (args.authorization_mode == "Webhook").then(|| {
             crate::kubelet::server::authz::WebhookConfig {
@@ -206,7 +236,13 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             kubeconfig: kubeconfig.clone(),
             api_server: args.api_servers.clone(),
             node_name: node_name.clone(),
-            node_ip: args.node_ip.clone(),
+            node_ip: primary_node_ip(&args),
+            extra_node_ips: args
+                .node_ip
+                .iter()
+                .flat_map(|s| s.split(',').skip(1))
+                .map(|s| s.trim().to_string())
+                .collect(),
             pod_cidr: args.pod_cidr.clone(),
             labels: args.node_labels.clone(),
             taints: args.register_with_taints.clone(),

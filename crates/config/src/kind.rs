@@ -28,6 +28,9 @@ pub enum Kind {
     Cidr {
         optional: bool,
     },
+    /// An IPv4 CIDR, or it and an IPv6 one, comma-separated (a dual-stack cluster's range, as
+    /// kube-apiserver's `--service-cluster-ip-range` and kind's `podSubnet` take them).
+    DualCidr,
     Ipv4,
     /// One of a fixed list; the first of each pair is what the user may write, the second the
     /// normalised value.
@@ -134,6 +137,26 @@ impl Kind {
                         net.trunc()
                     )),
                     Err(_) => Err("an IPv4 CIDR such as 10.244.0.0/16".into()),
+                }
+            }
+            Kind::DualCidr => {
+                let mut parts = v.split(',').map(str::trim);
+                let first = Kind::Cidr { optional: false }.check(parts.next().unwrap_or(""))?;
+                let Some(second) = parts.next() else {
+                    return Ok(first);
+                };
+                const WHAT: &str = "an IPv4 CIDR such as 10.244.0.0/16, or it and an IPv6 one \
+                                    for a dual-stack cluster: 10.244.0.0/16,fd00:10:244::/56";
+                if parts.next().is_some() {
+                    return Err(WHAT.into());
+                }
+                match second.parse::<ipnet::Ipv6Net>() {
+                    Ok(net) if net.trunc() == net => Ok(format!("{first},{net}")),
+                    Ok(net) => Err(format!(
+                        "an IPv6 CIDR whose address is the network's first (did you mean {}?)",
+                        net.trunc()
+                    )),
+                    Err(_) => Err(WHAT.into()),
                 }
             }
             Kind::Ipv4 => v
@@ -329,6 +352,7 @@ impl Kind {
             Kind::Uint { .. } => "N",
             Kind::Bool => "BOOL",
             Kind::Cidr { .. } => "CIDR",
+            Kind::DualCidr => "CIDR[,CIDR6]",
             Kind::Ipv4 => "IP",
             Kind::OneOf(_) | Kind::Network => "VALUE",
             Kind::Stage1 => "STAGE1",
@@ -390,6 +414,22 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("10.244.0.0/16"), "{err}");
         assert!(Kind::Cidr { optional: false }.check("10.244.0.0").is_err());
+        assert_eq!(
+            Kind::DualCidr.check("10.244.0.0/16, fd00:10:244::/56"),
+            Ok("10.244.0.0/16,fd00:10:244::/56".into())
+        );
+        assert_eq!(
+            Kind::DualCidr.check("10.0.0.0/16"),
+            Ok("10.0.0.0/16".into())
+        );
+        for bad in [
+            "fd00::/56",
+            "10.0.0.0/16,10.1.0.0/16",
+            "10.0.0.0/16,fd00::1/56",
+            "10.0.0.0/16,fd00::/56,fd01::/56",
+        ] {
+            assert!(Kind::DualCidr.check(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

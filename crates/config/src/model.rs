@@ -5,7 +5,7 @@ use crate::kind::{parse_bool, parse_version};
 use crate::provider::Provider;
 use crate::resolve::{RawValue, Source};
 use crate::spec::SettingSpec;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -164,7 +164,13 @@ pub struct ClusterSettings {
     pub network: NetworkProvider,
     pub contained_network: ContainedNetwork,
     pub cluster_ip_range: Ipv4Net,
+    /// The IPv6 pod range of a dual-stack (local) cluster: CLUSTER_IP_RANGE's second part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_ip_range_v6: Option<Ipv6Net>,
     pub service_cluster_ip_range: Ipv4Net,
+    /// The IPv6 service range of a dual-stack cluster: SERVICE_CLUSTER_IP_RANGE's second part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_cluster_ip_range_v6: Option<Ipv6Net>,
     pub master_ip_range: Ipv4Net,
     pub dns_server_ip: Ipv4Addr,
     pub dns_domain: String,
@@ -213,8 +219,19 @@ impl Checked {
         // Values were checked by their kind already, so this parse cannot fail.
         self.get(key).parse().unwrap_or_default()
     }
+    /// The (first) IPv4 CIDR of `key`.
     fn net(&self, key: &str) -> Ipv4Net {
-        self.get(key).parse().unwrap_or_default()
+        self.get(key)
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .unwrap_or_default()
+    }
+    /// The IPv6 CIDR after the comma of a dual-stack range.
+    fn net6(&self, key: &str) -> Option<Ipv6Net> {
+        self.get(key).split(',').nth(1)?.trim().parse().ok()
     }
     fn is_default(&self, key: &str) -> bool {
         self.values
@@ -406,7 +423,9 @@ pub(crate) fn build(
             _ => ContainedNetwork::Bridge,
         },
         cluster_ip_range: c.net("CLUSTER_IP_RANGE"),
+        cluster_ip_range_v6: c.net6("CLUSTER_IP_RANGE"),
         service_cluster_ip_range: c.net("SERVICE_CLUSTER_IP_RANGE"),
+        service_cluster_ip_range_v6: c.net6("SERVICE_CLUSTER_IP_RANGE"),
         master_ip_range: c.net("MASTER_IP_RANGE"),
         dns_server_ip: c
             .get("DNS_SERVER_IP")
@@ -525,6 +544,51 @@ fn cross_check(provider: Provider, c: &Checked, errors: &mut Vec<InvalidSetting>
             format!(
                 "an address inside SERVICE_CLUSTER_IP_RANGE ({services}), not its first or last"
             ),
+        );
+    }
+    // Dual-stack: local clusters, with an IPv6 range for pods and for Services alike.
+    let (pods6, services6) = (
+        c.net6("CLUSTER_IP_RANGE"),
+        c.net6("SERVICE_CLUSTER_IP_RANGE"),
+    );
+    for (key, v6) in [
+        ("CLUSTER_IP_RANGE", pods6),
+        ("SERVICE_CLUSTER_IP_RANGE", services6),
+    ] {
+        if v6.is_some() && provider != Provider::Local {
+            bad(
+                key,
+                "an IPv4 CIDR: a second, IPv6 range (dual-stack) is supported by local clusters \
+                 only"
+                    .into(),
+            );
+        }
+    }
+    if provider == Provider::Local && pods6.is_some() != services6.is_some() {
+        let key = if pods6.is_none() {
+            "CLUSTER_IP_RANGE"
+        } else {
+            "SERVICE_CLUSTER_IP_RANGE"
+        };
+        bad(
+            key,
+            "a dual-stack range too (IPv4,IPv6): CLUSTER_IP_RANGE and SERVICE_CLUSTER_IP_RANGE \
+             are both dual-stack or both IPv4"
+                .into(),
+        );
+    }
+    if pods6.is_some_and(|n| n.prefix_len() > 64) {
+        bad(
+            "CLUSTER_IP_RANGE",
+            "an IPv6 range of /64 or larger after the comma: each node takes a /64 of it".into(),
+        );
+    }
+    if services6.is_some_and(|n| !(108..=126).contains(&n.prefix_len())) {
+        bad(
+            "SERVICE_CLUSTER_IP_RANGE",
+            "an IPv6 range from /108 to /126 after the comma (kube-apiserver's limit of 2^20 \
+             service addresses), such as fd00:10:96::/112"
+                .into(),
         );
     }
     if c.net("CLUSTER_IP_RANGE").prefix_len() > 24 {

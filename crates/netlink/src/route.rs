@@ -1,13 +1,13 @@
-//! rtnetlink: the links (bridges, veth pairs), IPv4 addresses and routes that `ip link`, `ip
+//! rtnetlink: the links (bridges, veth pairs), IPv4 and IPv6 addresses and routes that `ip link`, `ip
 //! addr` and `ip route` would make, as the same kernel messages (`linux/rtnetlink.h`,
 //! `linux/if_link.h`). Everything acts in the network namespace of the thread that opened the
 //! [`Rtnl`] handle; a veth's peer can be created straight into another namespace.
 
 use crate::nft::msg::Buf;
 use crate::socket::{attrs, message, NlSocket, NLM_F_ACK, NLM_F_DUMP};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 const RTM_NEWLINK: u16 = 16;
@@ -36,6 +36,10 @@ const IFLA_BRPORT_MODE: u16 = 4;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+/// No duplicate address detection: the address is usable at once instead of "tentative" for
+/// a second or more (pod and bridge addresses are handed out by one allocator).
+const IFA_F_NODAD: u32 = 0x02;
 
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -212,6 +216,68 @@ impl Rtnl {
             b.attr(IFA_LOCAL, &ip);
             b.attr(IFA_ADDRESS, &ip);
         })
+    }
+
+    /// `ip -6 addr replace <addr>/<prefix> dev <index> nodad`.
+    pub fn replace_addr6(&mut self, index: u32, addr: Ipv6Net) -> io::Result<()> {
+        let mut h = [0u8; 8];
+        h[0] = libc::AF_INET6 as u8;
+        h[1] = addr.prefix_len();
+        h[3] = RT_SCOPE_UNIVERSE;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        let ip = addr.addr().octets();
+        self.ack(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &h, |b| {
+            b.attr(IFA_LOCAL, &ip);
+            b.attr(IFA_ADDRESS, &ip);
+            b.u32_ne(IFA_FLAGS, IFA_F_NODAD);
+        })
+    }
+
+    /// `ip -6 route replace <dst> [via <gw>] dev <dev>`.
+    pub fn replace_route6(
+        &mut self,
+        dst: Ipv6Net,
+        gw: Option<Ipv6Addr>,
+        dev: u32,
+    ) -> io::Result<()> {
+        let dst = dst.trunc();
+        let mut h = Self::rtmsg6(dst);
+        if gw.is_none() {
+            h[6] = RT_SCOPE_LINK;
+        }
+        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &h, |b| {
+            b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
+            if dst.prefix_len() > 0 {
+                b.attr(RTA_DST, &dst.network().octets());
+            }
+            if let Some(g) = gw {
+                b.attr(RTA_GATEWAY, &g.octets());
+            }
+            b.u32_ne(RTA_OIF, dev);
+        })
+    }
+
+    /// `ip -6 route del <dst>` of the main table; an absent route is not an error.
+    pub fn del_route6(&mut self, dst: Ipv6Net) -> io::Result<()> {
+        let dst = dst.trunc();
+        let h = Self::rtmsg6(dst);
+        let r = self.ack(RTM_DELROUTE, 0, &h, |b| {
+            b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
+            if dst.prefix_len() > 0 {
+                b.attr(RTA_DST, &dst.network().octets());
+            }
+        });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn rtmsg6(dst: Ipv6Net) -> [u8; 12] {
+        let mut h = Self::rtmsg(Ipv4Net::default(), RT_SCOPE_UNIVERSE);
+        h[0] = libc::AF_INET6 as u8;
+        h[1] = dst.prefix_len();
+        h
     }
 
     fn rtmsg(dst: Ipv4Net, scope: u8) -> [u8; 12] {

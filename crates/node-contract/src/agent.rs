@@ -47,7 +47,8 @@ pub struct AgentConfig {
     /// CNI configs (default /etc/rkt/net.d for the contained network, /etc/cni/net.d for cni).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
-    /// The node's pod CIDR (kubenet).
+    /// The node's pod CIDR (kubenet); an IPv4 and an IPv6 one, comma-separated, make the node
+    /// dual-stack (its pods get an address of each family).
     #[arg(long)]
     pub pod_cidr: Option<String>,
     /// Registries reached over plain HTTP (host:port), repeatable.
@@ -108,7 +109,8 @@ pub struct AgentConfig {
     /// `none` when another proxy runs on the node.
     #[arg(long, default_value = "nftables", value_parser = ["nftables", "none"])]
     pub proxy_mode: String,
-    /// kube-proxy's --cluster-cidr: the pods' network; traffic to Services from outside it is
+    /// kube-proxy's --cluster-cidr: the pods' network (an IPv4 and an IPv6 CIDR,
+    /// comma-separated, on a dual-stack cluster); traffic to Services from outside it is
     /// masqueraded.
     #[arg(long)]
     pub cluster_cidr: Option<String>,
@@ -143,7 +145,8 @@ pub struct AgentConfig {
     /// Node name reported to pods (spec.nodeName); default: the hostname.
     #[arg(long)]
     pub hostname_override: Option<String>,
-    /// The node's IP, reported to pods as status.hostIP (downward API env).
+    /// The node's IP, reported to pods as status.hostIP (downward API env); a dual-stack node
+    /// gives its IPv6 address after a comma (kubelet's `--node-ip=v4,v6`).
     #[arg(long)]
     pub node_ip: Option<String>,
     /// Seconds between Lease renewals and node status updates (kubelet's

@@ -108,7 +108,7 @@ fn main() {
     let info = NodeInfo {
         name: "bench-node".into(),
         ips: vec![IpAddr::V4(Ipv4Addr::new(10, 250, 0, 2))],
-        cluster_cidr: Some("10.244.0.0/16".parse().expect("cidr")),
+        cluster_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
         pod_cidrs: vec!["10.244.0.0/24".parse().expect("cidr")],
         skip_cluster_ips: vec![],
     };

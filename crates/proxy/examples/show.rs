@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let node = NodeInfo {
         name: "n1".into(),
         ips: vec!["10.250.0.2".parse()?],
-        cluster_cidr: Some("10.244.0.0/16".parse()?),
+        cluster_cidrs: vec!["10.244.0.0/16".parse()?],
         pod_cidrs: vec!["10.244.0.0/24".parse()?],
         skip_cluster_ips: vec![],
     };

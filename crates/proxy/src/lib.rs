@@ -28,8 +28,8 @@ pub struct ProxyConfig {
     pub node_name: String,
     /// NodePorts answer on these.
     pub node_ips: Vec<IpAddr>,
-    /// Pod network; off-cluster traffic to ClusterIPs is masqueraded.
-    pub cluster_cidr: Option<ipnet::IpNet>,
+    /// Pod network, a CIDR per family; off-cluster traffic to ClusterIPs is masqueraded.
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// The one table (family inet) the proxy owns wholly, e.g. "rktup-proxy".
     pub table: String,
     /// ClusterIPs never programmed (e.g. the node-local DNS address).
@@ -62,11 +62,49 @@ const FULL_RESYNC: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(1);
 const INITIAL_SYNC: Duration = Duration::from_secs(120);
 
-/// A running proxy; dropping it leaves the table in place, [`ServiceProxy::shutdown`] removes it.
+/// A running proxy; dropping it leaves its tables in place, [`ServiceProxy::shutdown`] removes
+/// them.
 pub struct ServiceProxy {
     stop: Arc<Notify>,
-    task: tokio::task::JoinHandle<Programmer>,
+    task: tokio::task::JoinHandle<Vec<Programmer>>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The table of a dual-stack node's IPv6 Services, beside `table` (the IPv4 one): kube-proxy
+/// likewise runs a proxier, and keeps a table, per family.
+pub fn ipv6_table(table: &str) -> String {
+    format!("{table}6")
+}
+
+/// One family's table and what builds it.
+struct Proxier {
+    cache: model::Cache,
+    prog: Programmer,
+    /// UDP endpoints and served destinations of the last applied table (conntrack cleanup).
+    last_udp: (
+        std::collections::BTreeSet<(std::net::Ipv4Addr, u16)>,
+        std::collections::BTreeSet<(std::net::Ipv4Addr, u16)>,
+    ),
+}
+
+impl Proxier {
+    fn sync(
+        &mut self,
+        services: &Store<Service>,
+        slices: &Store<EndpointSlice>,
+        node: &NodeInfo,
+    ) -> Result<(), ProxyError> {
+        let want = compute(&mut self.cache, services, slices, node);
+        let (udp_eps, udp_served) = (want.udp_endpoints.clone(), want.udp_served.clone());
+        self.prog.apply(want)?;
+        let gone = self.last_udp.0.difference(&udp_eps).copied().collect();
+        let served = udp_served.difference(&self.last_udp.1).copied().collect();
+        if let Err(e) = nft::conntrack::flush_udp(&gone, &served) {
+            tracing::warn!("proxy: clearing stale UDP conntrack entries: {e}");
+        }
+        self.last_udp = (udp_eps, udp_served);
+        Ok(())
+    }
 }
 
 impl ServiceProxy {
@@ -76,9 +114,11 @@ impl ServiceProxy {
         for w in &self.watchers {
             w.abort();
         }
-        if let Ok(mut prog) = self.task.await {
-            if let Err(e) = prog.remove() {
-                tracing::warn!("proxy: removing table: {e}");
+        if let Ok(progs) = self.task.await {
+            for mut prog in progs {
+                if let Err(e) = prog.remove() {
+                    tracing::warn!("proxy: removing table: {e}");
+                }
             }
         }
     }
@@ -158,9 +198,23 @@ fn compute(
 }
 
 /// Starts the proxy in the calling thread's network namespace; returns once the first full
-/// table is in the kernel.
+/// table is in the kernel (both tables on a dual-stack node: one whose cluster CIDRs or
+/// addresses include IPv6).
 pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy, ProxyError> {
-    let mut prog = Programmer::new(&cfg.table)?;
+    let dual = cfg.cluster_cidrs.iter().any(|c| c.addr().is_ipv6())
+        || cfg.node_ips.iter().any(|ip| ip.is_ipv6());
+    let mut proxiers = vec![Proxier {
+        cache: model::Cache::new(model::Family::V4),
+        prog: Programmer::new(&cfg.table)?,
+        last_udp: Default::default(),
+    }];
+    if dual {
+        proxiers.push(Proxier {
+            cache: model::Cache::new(model::Family::V6),
+            prog: Programmer::new(&ipv6_table(&cfg.table))?,
+            last_udp: Default::default(),
+        });
+    }
     let wake = Arc::new(Notify::new());
     let all = watcher::Config::default;
     let (services, w1) = spawn_watch::<Service>(Api::all(client.clone()), all(), wake.clone());
@@ -182,15 +236,14 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
     let mut node = NodeInfo {
         name: cfg.node_name.clone(),
         ips: cfg.node_ips.clone(),
-        cluster_cidr: cfg.cluster_cidr,
+        cluster_cidrs: cfg.cluster_cidrs.clone(),
         pod_cidrs: vec![],
         skip_cluster_ips: cfg.skip_cluster_ips.clone(),
     };
     node.pod_cidrs = pod_cidrs(&nodes);
-    let mut cache = model::Cache::default();
-    let first = compute(&mut cache, &services, &slices, &node);
-    let mut last_udp = (first.udp_endpoints.clone(), first.udp_served.clone());
-    prog.apply(first)?;
+    for p in &mut proxiers {
+        p.sync(&services, &slices, &node)?;
+    }
     if cfg.load_balancer_notice {
         watchers.push(tokio::spawn(lb_notice::run(
             client.clone(),
@@ -205,35 +258,35 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<ServiceProxy,
         full.tick().await;
         loop {
             tokio::select! {
-                _ = stop2.notified() => return prog,
+                _ = stop2.notified() => return proxiers.into_iter().map(|p| p.prog).collect(),
                 _ = wake.notified() => {
                     tokio::time::sleep(COALESCE).await;
                 }
                 _ = full.tick() => {
                     // only repair a table changed behind our back: a full resync is ~0.75 s of
                     // kernel time at 10,000 endpoints (BENCHMARKS.md)
-                    match prog.verify() {
-                        Ok(true) => continue,
-                        Ok(false) => {
-                            tracing::warn!("proxy: table differs from what was programmed; replacing it")
+                    let mut intact = true;
+                    for p in &mut proxiers {
+                        match p.prog.verify() {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                intact = false;
+                                tracing::warn!("proxy: table differs from what was programmed; replacing it")
+                            }
+                            Err(e) => {
+                                intact = false;
+                                tracing::warn!("proxy: checking the table: {e}")
+                            }
                         }
-                        Err(e) => tracing::warn!("proxy: checking the table: {e}"),
+                    }
+                    if intact {
+                        continue;
                     }
                 }
             }
             node.pod_cidrs = pod_cidrs(&nodes);
-            let want = compute(&mut cache, &services, &slices, &node);
-            let (udp_eps, udp_served) = (want.udp_endpoints.clone(), want.udp_served.clone());
-            match prog.apply(want) {
-                Ok(()) => {
-                    let gone = last_udp.0.difference(&udp_eps).copied().collect();
-                    let served = udp_served.difference(&last_udp.1).copied().collect();
-                    if let Err(e) = nft::conntrack::flush_udp(&gone, &served) {
-                        tracing::warn!("proxy: clearing stale UDP conntrack entries: {e}");
-                    }
-                    last_udp = (udp_eps, udp_served);
-                }
-                Err(e) => {
+            for p in &mut proxiers {
+                if let Err(e) = p.sync(&services, &slices, &node) {
                     tracing::warn!("proxy: sync: {e}; retrying");
                     tokio::time::sleep(RETRY).await;
                     wake.notify_one();

@@ -2,10 +2,13 @@
 //! layout follows kube-proxy's nftables mode (pkg/proxy/nftables): verdict maps from
 //! destination to a per-service-port chain, a per-endpoint chain doing the DNAT, a mark for
 //! masquerading applied in postrouting, and "no endpoints" maps checked in filter hooks where
-//! REJECT is allowed. IPv4 only for now (see README).
+//! REJECT is allowed. One table per IP family, as kube-proxy runs one proxier per family: the
+//! same model builds either ([`Family`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+
+pub use rktup_netlink::nft::msg::NFPROTO_IPV6;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -22,14 +25,30 @@ pub struct NodeInfo {
     pub name: String,
     /// NodePorts answer on these (IPv4 ones).
     pub ips: Vec<IpAddr>,
-    /// Pod network of the whole cluster: traffic from outside it to a ClusterIP is masqueraded.
-    pub cluster_cidr: Option<IpNet>,
+    /// Pod network of the whole cluster (one CIDR per family): traffic from outside it to a
+    /// ClusterIP is masqueraded.
+    pub cluster_cidrs: Vec<IpNet>,
     /// This node's pod CIDRs (Node.spec.podCIDRs): pods on the node's bridge. Their traffic to a
     /// local endpoint is masqueraded, because without br_netfilter the reply would go back over
     /// the bridge past conntrack (see README).
     pub pod_cidrs: Vec<IpNet>,
     /// ClusterIPs never programmed (the node-local DNS address, served by the agent itself).
     pub skip_cluster_ips: Vec<IpAddr>,
+}
+
+impl NodeInfo {
+    /// The cluster's pod network of family `f`.
+    fn cluster_cidr(&self, f: Family) -> Option<&IpNet> {
+        self.cluster_cidrs.iter().find(|c| f.has(&c.addr()))
+    }
+}
+
+/// An IPv4 address as such (conntrack cleanup is IPv4's).
+fn v4(ip: &IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    }
 }
 
 /// A chain: base chains carry (type, hook, priority).
@@ -71,8 +90,68 @@ impl Ruleset {
     }
 }
 
+/// The IP family a table serves: its packets, addresses, keys and registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => crate::nft::msg::NFPROTO_IPV4,
+            Family::V6 => NFPROTO_IPV6,
+        }
+    }
+    /// Bytes of an address.
+    fn addr_len(self) -> u32 {
+        match self {
+            Family::V4 => 4,
+            Family::V6 => 16,
+        }
+    }
+    /// 32-bit registers an address fills.
+    fn regs(self) -> u32 {
+        self.addr_len() / 4
+    }
+    /// The nftables data type of an address (`ipv4_addr`, `ipv6_addr`).
+    fn key_type(self) -> u32 {
+        match self {
+            Family::V4 => TYPE_IPV4,
+            Family::V6 => TYPE_IPV6,
+        }
+    }
+    /// Source and destination address offsets in the network header.
+    fn addr_offsets(self) -> (u32, u32) {
+        match self {
+            Family::V4 => (12, 16),
+            Family::V6 => (8, 24),
+        }
+    }
+    pub fn has(self, ip: &IpAddr) -> bool {
+        ip.is_ipv4() == (self == Family::V4)
+    }
+    /// The EndpointSlice `addressType` of this family.
+    fn address_type(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+fn octets(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 const MASQ_BIT: u32 = 0x4000;
 const TYPE_IPV4: u32 = 7;
+const TYPE_IPV6: u32 = 8;
 const TYPE_PROTO: u32 = 12;
 const TYPE_SERVICE: u32 = 13;
 
@@ -100,19 +179,19 @@ fn goto(c: &str) -> Item {
 fn jump(c: &str) -> Item {
     e(Expr::Verdict(Verdict::Jump(c.to_string())))
 }
-fn ip_field(offset: u32, reg: u32) -> Item {
+fn ip_field(f: Family, offset: u32, reg: u32) -> Item {
     e(Expr::Payload {
         base: 1,
         offset,
-        len: 4,
+        len: f.addr_len(),
         dreg: reg,
     })
 }
-fn saddr_to(reg: u32) -> Item {
-    ip_field(12, reg)
+fn saddr_to(f: Family, reg: u32) -> Item {
+    ip_field(f, f.addr_offsets().0, reg)
 }
-fn daddr_to(reg: u32) -> Item {
-    ip_field(16, reg)
+fn daddr_to(f: Family, reg: u32) -> Item {
+    ip_field(f, f.addr_offsets().1, reg)
 }
 fn dport_to(reg: u32) -> Item {
     e(Expr::Payload {
@@ -135,13 +214,13 @@ fn eq(reg: u32, data: &[u8]) -> Item {
         data: data.to_vec(),
     })
 }
-fn ipv4_only() -> Vec<Item> {
+fn family_only(f: Family) -> Vec<Item> {
     vec![
         e(Expr::Meta {
             key: MetaKey::NfProto,
             dreg: REG32_0,
         }),
-        eq(REG32_0, &[crate::nft::msg::NFPROTO_IPV4]),
+        eq(REG32_0, &[f.nfproto()]),
     ]
 }
 fn ct_new() -> Vec<Item> {
@@ -160,21 +239,23 @@ fn ct_new() -> Vec<Item> {
         }),
     ]
 }
-/// `ip saddr <cidr>` (or `!=` with `neq`).
-fn saddr_in(net: &IpNet, neq: bool) -> Option<Vec<Item>> {
-    let IpNet::V4(n) = net else { return None };
+/// `ip saddr <cidr>` (or `!=` with `neq`); None for a CIDR of the other family.
+fn saddr_in(f: Family, net: &IpNet, neq: bool) -> Option<Vec<Item>> {
+    if !f.has(&net.addr()) {
+        return None;
+    }
     Some(vec![
-        saddr_to(REG32_0),
+        saddr_to(f, REG32_0),
         e(Expr::Bitwise {
             sreg: REG32_0,
             dreg: REG32_0,
-            mask: n.netmask().octets().to_vec(),
-            xor: vec![0; 4],
+            mask: octets(&net.netmask()),
+            xor: vec![0; f.addr_len() as usize],
         }),
         e(Expr::Cmp {
             sreg: REG32_0,
             op: if neq { CmpOp::Neq } else { CmpOp::Eq },
-            data: n.network().octets().to_vec(),
+            data: octets(&net.network()),
         }),
     ])
 }
@@ -194,9 +275,9 @@ fn proto_num(p: &str) -> Option<u8> {
         _ => None,
     }
 }
-fn key_ip_proto_port(ip: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
+fn key_ip_proto_port(ip: IpAddr, proto: u8, port: u16) -> Vec<u8> {
     let p = port.to_be_bytes();
-    let mut k = ip.octets().to_vec();
+    let mut k = octets(&ip);
     k.extend_from_slice(&[proto, 0, 0, 0, p[0], p[1], 0, 0]);
     k
 }
@@ -217,7 +298,7 @@ fn hash8(s: &str) -> String {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Ep {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     port: u16,
     local: bool,
     ready: bool,
@@ -233,13 +314,13 @@ fn usable<'a>(eps: impl Iterator<Item = &'a Ep> + Clone) -> Vec<&'a Ep> {
     eps.filter(|e| e.serving_terminating).collect()
 }
 
-fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
+fn base_chains(rs: &mut Ruleset, f: Family, have_nodeports: bool) {
     let mut add = |name: &str, base: Option<(&'static str, Hook, i32)>, rules: Vec<Rule>| {
         rs.chains
             .insert(name.to_string(), Arc::new(Chain { base, rules }));
     };
     let guarded = |tail: Vec<Item>, new_only: bool| -> Rule {
-        let mut r = ipv4_only();
+        let mut r = family_only(f);
         if new_only {
             r.extend(ct_new());
         }
@@ -294,10 +375,12 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         );
     }
     let r = REG32_0;
+    // the registers after the address's
+    let a = f.regs();
     let mut services = vec![vec![
-        daddr_to(r),
-        l4proto_to(r + 1),
-        dport_to(r + 2),
+        daddr_to(f, r),
+        l4proto_to(r + a),
+        dport_to(r + a + 1),
         e(Expr::Lookup {
             set: SERVICE_IPS.into(),
             sreg: r,
@@ -307,7 +390,7 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
     ]];
     let nodeport_lookup = |map: &str| -> Rule {
         vec![
-            daddr_to(r),
+            daddr_to(f, r),
             e(Expr::Lookup {
                 set: NODEPORT_IPS.into(),
                 sreg: r,
@@ -334,9 +417,9 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         FIREWALL_CHECK,
         None,
         vec![vec![
-            daddr_to(r),
-            l4proto_to(r + 1),
-            dport_to(r + 2),
+            daddr_to(f, r),
+            l4proto_to(r + a),
+            dport_to(r + a + 1),
             e(Expr::Lookup {
                 set: FIREWALL_IPS.into(),
                 sreg: r,
@@ -349,9 +432,9 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         "service-endpoints-check",
         None,
         vec![vec![
-            daddr_to(r),
-            l4proto_to(r + 1),
-            dport_to(r + 2),
+            daddr_to(f, r),
+            l4proto_to(r + a),
+            dport_to(r + a + 1),
             e(Expr::Lookup {
                 set: NO_EP_SERVICES.into(),
                 sreg: r,
@@ -368,7 +451,7 @@ fn base_chains(rs: &mut Ruleset, have_nodeports: bool) {
         "cluster-ips-check",
         None,
         vec![vec![
-            daddr_to(r),
+            daddr_to(f, r),
             e(Expr::Lookup {
                 set: CLUSTER_IPS.into(),
                 sreg: r,
@@ -451,7 +534,7 @@ struct Frag {
     service_nodeports: Vec<Elem>,
     no_ep_nodeports: Vec<Elem>,
     firewall_ips: Vec<Elem>,
-    cip: Option<Ipv4Addr>,
+    cip: Option<IpAddr>,
     udp_endpoints: Vec<(Ipv4Addr, u16)>,
     udp_served: Vec<(Ipv4Addr, u16)>,
 }
@@ -467,6 +550,7 @@ impl Frag {
 }
 
 fn service_frag(
+    f: Family,
     svc: &Service,
     slices: &[&EndpointSlice],
     node: &NodeInfo,
@@ -482,14 +566,18 @@ fn service_frag(
     if spec.type_.as_deref() == Some("ExternalName") {
         return frag;
     }
+    // this family's address of the Service (clusterIPs lists one per family)
     let Some(cip) = spec
-        .cluster_ip
-        .as_deref()
-        .and_then(|c| c.parse::<Ipv4Addr>().ok())
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|c| c.parse::<IpAddr>().ok())
+        .find(|ip| f.has(ip))
     else {
-        return frag; // headless ("None"), unset, or IPv6
+        return frag; // headless ("None"), unset, or only the other family
     };
-    if node.skip_cluster_ips.contains(&IpAddr::V4(cip)) {
+    if node.skip_cluster_ips.contains(&cip) {
         return frag;
     }
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -509,13 +597,14 @@ fn service_frag(
         spec.type_.as_deref(),
         Some("NodePort") | Some("LoadBalancer")
     );
-    let mut ext_ips: Vec<Ipv4Addr> = spec
+    let mut ext_ips: Vec<IpAddr> = spec
         .external_ips
         .iter()
         .flatten()
         .filter_map(|i| i.parse().ok())
+        .filter(|ip| f.has(ip))
         .collect();
-    let mut lb_ips: Vec<Ipv4Addr> = vec![];
+    let mut lb_ips: Vec<IpAddr> = vec![];
     if spec.type_.as_deref() == Some("LoadBalancer") {
         for ing in svc
             .status
@@ -523,7 +612,12 @@ fn service_frag(
             .filter_map(|s| s.load_balancer.as_ref())
             .flat_map(|l| l.ingress.iter().flatten())
         {
-            if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse().ok()) {
+            if let Some(ip) = ing
+                .ip
+                .as_deref()
+                .and_then(|i| i.parse::<IpAddr>().ok())
+                .filter(|ip| f.has(ip))
+            {
                 lb_ips.push(ip);
                 ext_ips.push(ip);
             }
@@ -532,15 +626,13 @@ fn service_frag(
     let ranges = if lb_ips.is_empty() {
         vec![]
     } else {
-        source_ranges(svc)
+        source_ranges_of(f, svc)
     };
     // upstream's allowFromNode: a load balancer address that is local to the node (VIP-style)
     // makes the node's own connections to it come from that address
-    let allow_lb_ips = ranges.iter().any(|r| {
-        node.ips
-            .iter()
-            .any(|ip| matches!(ip, IpAddr::V4(v) if r.contains(v)))
-    });
+    let allow_lb_ips = ranges
+        .iter()
+        .any(|r| node.ips.iter().any(|ip| r.contains(ip)));
 
     for sp in spec.ports.iter().flatten() {
         let pname = sp.name.clone().unwrap_or_default();
@@ -553,7 +645,7 @@ fn service_frag(
         };
         // endpoints: the slices' port of the same name and protocol (the controller already
         // resolved a named targetPort per pod)
-        let mut eps: BTreeMap<(Ipv4Addr, u16), Ep> = BTreeMap::new();
+        let mut eps: BTreeMap<(IpAddr, u16), Ep> = BTreeMap::new();
         for sl in slices {
             let Some(epport) = sl.ports.iter().flatten().find(|p| {
                 p.name.clone().unwrap_or_default() == pname
@@ -568,7 +660,8 @@ fn service_frag(
                 let Some(ip) = ep
                     .addresses
                     .first()
-                    .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                    .filter(|ip| f.has(ip))
                 else {
                     continue;
                 };
@@ -612,25 +705,21 @@ fn service_frag(
         used.extend(local_eps.iter().copied());
         if proto == 17 {
             frag.udp_endpoints
-                .extend(used.iter().map(|e| (e.ip, e.port)));
+                .extend(used.iter().filter_map(|e| Some((v4(&e.ip)?, e.port))));
         }
         for ep in &used {
             let mut rules: Vec<Rule> = vec![];
             // hairpin: a pod reaching itself through the service
             rules.push(vec![
-                saddr_to(REG32_0),
-                eq(REG32_0, &ep.ip.octets()),
+                saddr_to(f, REG32_0),
+                eq(REG32_0, &octets(&ep.ip)),
                 jump(MARK_MASQ),
             ]);
             // on this node's bridge (by address, whatever the slice says): same-bridge clients
             // must be masqueraded or the reply skips conntrack over L2
-            if node
-                .pod_cidrs
-                .iter()
-                .any(|pc| pc.contains(&IpAddr::V4(ep.ip)))
-            {
+            if node.pod_cidrs.iter().any(|pc| pc.contains(&ep.ip)) {
                 for pc in &node.pod_cidrs {
-                    if let Some(mut r) = saddr_in(pc, false) {
+                    if let Some(mut r) = saddr_in(f, pc, false) {
                         r.push(jump(MARK_MASQ));
                         rules.push(r);
                     }
@@ -638,11 +727,11 @@ fn service_frag(
             }
             if let Some(t) = affinity {
                 let s = aff_set(ep);
-                let mut a = set(&s, SET_TIMEOUT | SET_EVAL, TYPE_IPV4, 4);
+                let mut a = set(&s, SET_TIMEOUT | SET_EVAL, f.key_type(), f.addr_len());
                 a.spec.timeout_ms = Some(t * 1000);
                 frag.set(s.clone(), a);
                 rules.push(vec![
-                    saddr_to(REG32_0),
+                    saddr_to(f, REG32_0),
                     e(Expr::DynsetUpdate {
                         set: s,
                         sreg: REG32_0,
@@ -656,15 +745,16 @@ fn service_frag(
                 eq(REG32_0, &[proto]),
                 e(Expr::Immediate {
                     dreg: REG32_0,
-                    data: ep.ip.octets().to_vec(),
+                    data: octets(&ep.ip),
                 }),
                 e(Expr::Immediate {
-                    dreg: REG32_0 + 1,
+                    dreg: REG32_0 + f.regs(),
                     data: p.to_vec(),
                 }),
                 e(Expr::Dnat {
+                    family: f.nfproto(),
                     reg_addr: REG32_0,
-                    reg_port: REG32_0 + 1,
+                    reg_port: REG32_0 + f.regs(),
                 }),
             ]);
             frag.chain(ep_chain(ep), Chain { base: None, rules });
@@ -675,7 +765,7 @@ fn service_frag(
             if affinity.is_some() {
                 for ep in eps {
                     rules.push(vec![
-                        saddr_to(REG32_0),
+                        saddr_to(f, REG32_0),
                         e(Expr::Lookup {
                             set: aff_set(ep),
                             sreg: REG32_0,
@@ -704,10 +794,11 @@ fn service_frag(
 
         // the service chain: internal (ClusterIP) traffic
         let mut srules = vec![];
-        if let Some(cc) = &node.cluster_cidr {
-            if let Some(mut r) = saddr_in(cc, true) {
-                r.insert(0, daddr_to(REG32_0 + 1));
-                r.insert(1, eq(REG32_0 + 1, &cip.octets()));
+        if let Some(cc) = node.cluster_cidr(f) {
+            if let Some(mut r) = saddr_in(f, cc, true) {
+                // the destination after the source's registers
+                r.insert(0, daddr_to(f, REG32_0 + f.regs()));
+                r.insert(1, eq(REG32_0 + f.regs(), &octets(&cip)));
                 r.push(jump(MARK_MASQ));
                 srules.push(r);
             }
@@ -721,8 +812,8 @@ fn service_frag(
             },
         );
         if !internal.is_empty() {
-            if proto == 17 {
-                frag.udp_served.push((cip, port));
+            if let (17, Some(v)) = (proto, v4(&cip)) {
+                frag.udp_served.push((v, port));
             }
             frag.service_ips.push((
                 key_ip_proto_port(cip, proto, port),
@@ -746,7 +837,7 @@ fn service_frag(
             let fw_chain = format!("firewall-{h}-{key}");
             let mut rules: Vec<Rule> = vec![];
             for r in &ranges {
-                if let Some(mut rule) = saddr_in(&IpNet::V4(*r), false) {
+                if let Some(mut rule) = saddr_in(f, r, false) {
                     rule.push(e(Expr::Verdict(Verdict::Return)));
                     rules.push(rule);
                 }
@@ -754,8 +845,8 @@ fn service_frag(
             if allow_lb_ips {
                 for ip in &lb_ips {
                     rules.push(vec![
-                        saddr_to(REG32_0),
-                        eq(REG32_0, &ip.octets()),
+                        saddr_to(f, REG32_0),
+                        eq(REG32_0, &octets(ip)),
                         e(Expr::Verdict(Verdict::Return)),
                     ]);
                 }
@@ -799,8 +890,8 @@ fn service_frag(
             erules.push(vec![goto(&svc_chain)]);
         } else {
             // pods and the node itself are "internal" even via an external address (upstream)
-            if let Some(cc) = &node.cluster_cidr {
-                if let Some(mut r) = saddr_in(cc, false) {
+            if let Some(cc) = node.cluster_cidr(f) {
+                if let Some(mut r) = saddr_in(f, cc, false) {
                     r.push(goto(&svc_chain));
                     erules.push(r);
                 }
@@ -839,13 +930,11 @@ fn service_frag(
             ));
         }
         if proto == 17 {
-            frag.udp_served.extend(ext_ips.iter().map(|ip| (*ip, port)));
+            frag.udp_served
+                .extend(ext_ips.iter().filter_map(|ip| Some((v4(ip)?, port))));
             if let Some(np) = node_port {
                 frag.udp_served
-                    .extend(node.ips.iter().filter_map(|ip| match ip {
-                        IpAddr::V4(v) => Some((*v, np)),
-                        IpAddr::V6(_) => None,
-                    }));
+                    .extend(node.ips.iter().filter_map(|ip| Some((v4(ip)?, np))));
             }
         }
         if let Some(np) = node_port {
@@ -865,6 +954,17 @@ fn service_frag(
 /// balancer. Entries of the other family are left out, as upstream's per-family proxier does;
 /// none left means no firewall (the API refuses entries that are not CIDRs).
 pub fn source_ranges(svc: &Service) -> Vec<ipnet::Ipv4Net> {
+    source_ranges_of(Family::V4, svc)
+        .into_iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+/// [`source_ranges`] of family `f`.
+fn source_ranges_of(f: Family, svc: &Service) -> Vec<IpNet> {
     let from_spec: Vec<String> = svc
         .spec
         .as_ref()
@@ -881,24 +981,44 @@ pub fn source_ranges(svc: &Service) -> Vec<ipnet::Ipv4Net> {
             .unwrap_or_default()
     };
     raw.iter()
-        .filter_map(|r| match r.trim().parse::<IpNet>() {
-            Ok(IpNet::V4(n)) => Some(n.trunc()),
-            _ => None,
-        })
+        .filter_map(|r| r.trim().parse::<IpNet>().ok())
+        .filter(|n| f.has(&n.addr()))
+        .map(|n| n.trunc())
         .collect()
 }
 
-/// The wanted table for these Services and EndpointSlices on this node.
+/// The wanted IPv4 table for these Services and EndpointSlices on this node.
 pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> Ruleset {
     ruleset_cached(&mut Cache::default(), services.iter(), slices.iter(), node)
+}
+
+/// The wanted table of family `f`.
+pub fn ruleset_for(
+    f: Family,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeInfo,
+) -> Ruleset {
+    ruleset_cached(&mut Cache::new(f), services.iter(), slices.iter(), node)
 }
 
 /// Per-Service results of earlier builds, so a rebuild after one change only recomputes that
 /// Service, and unchanged chains are shared (the programmer's diff then skips them by pointer).
 #[derive(Default)]
 pub struct Cache {
+    /// The family whose table this cache builds (IPv4 by default).
+    family: Family,
     entries: HashMap<(String, String), (InputKey, Arc<Frag>)>,
     node: Option<NodeInfo>,
+}
+
+impl Cache {
+    pub fn new(family: Family) -> Cache {
+        Cache {
+            family,
+            ..Cache::default()
+        }
+    }
 }
 
 /// What a Service's fragment was computed from: resourceVersions when the objects come from
@@ -940,36 +1060,28 @@ pub fn ruleset_cached<'a>(
         cache.entries.clear();
         cache.node = Some(node.clone());
     }
+    let f = cache.family;
     let mut rs = Ruleset::default();
-    let node_ips: Vec<Ipv4Addr> = node
-        .ips
-        .iter()
-        .filter_map(|ip| match ip {
-            IpAddr::V4(v) => Some(*v),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
+    let node_ips: Vec<IpAddr> = node.ips.iter().filter(|ip| f.has(ip)).copied().collect();
     let have_nodeports = !node_ips.is_empty();
-    base_chains(&mut rs, have_nodeports);
-    let ipk = (TYPE_IPV4 << 12) | (TYPE_PROTO << 6) | TYPE_SERVICE;
+    base_chains(&mut rs, f, have_nodeports);
+    let ipk = (f.key_type() << 12) | (TYPE_PROTO << 6) | TYPE_SERVICE;
+    let ipk_len = f.addr_len() + 8;
     let ppk = (TYPE_PROTO << 6) | TYPE_SERVICE;
-    let mut service_ips = set(SERVICE_IPS, SET_MAP, ipk, 12);
-    let mut no_ep_services = set(NO_EP_SERVICES, SET_MAP, ipk, 12);
+    let mut service_ips = set(SERVICE_IPS, SET_MAP, ipk, ipk_len);
+    let mut no_ep_services = set(NO_EP_SERVICES, SET_MAP, ipk, ipk_len);
     let mut service_nodeports = set(SERVICE_NODEPORTS, SET_MAP, ppk, 8);
     let mut no_ep_nodeports = set(NO_EP_NODEPORTS, SET_MAP, ppk, 8);
-    let mut firewall_ips = set(FIREWALL_IPS, SET_MAP, ipk, 12);
-    let mut cluster_ips = set(CLUSTER_IPS, 0, TYPE_IPV4, 4);
-    let mut nodeport_ips = set(NODEPORT_IPS, 0, TYPE_IPV4, 4);
-    nodeport_ips.elements = node_ips
-        .iter()
-        .map(|ip| (ip.octets().to_vec(), None))
-        .collect();
+    let mut firewall_ips = set(FIREWALL_IPS, SET_MAP, ipk, ipk_len);
+    let mut cluster_ips = set(CLUSTER_IPS, 0, f.key_type(), f.addr_len());
+    let mut nodeport_ips = set(NODEPORT_IPS, 0, f.key_type(), f.addr_len());
+    nodeport_ips.elements = node_ips.iter().map(|ip| (octets(ip), None)).collect();
     let mut cips = BTreeSet::new();
 
     // slices by service (namespace, name)
     let mut by_svc: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
-        if s.address_type != "IPv4" {
+        if s.address_type != f.address_type() {
             continue;
         }
         let ns = s.metadata.namespace.clone().unwrap_or_default();
@@ -1002,11 +1114,11 @@ pub fn ruleset_cached<'a>(
         let frag = match cache.entries.get(&key) {
             Some((k, f)) if k.matches(svc, sl) => f.clone(),
             _ => {
-                let f = Arc::new(service_frag(svc, sl, node, have_nodeports));
+                let frag = Arc::new(service_frag(f, svc, sl, node, have_nodeports));
                 cache
                     .entries
-                    .insert(key.clone(), (InputKey::of(svc, sl), f.clone()));
-                f
+                    .insert(key.clone(), (InputKey::of(svc, sl), frag.clone()));
+                frag
             }
         };
         live.insert(key);
@@ -1036,7 +1148,7 @@ pub fn ruleset_cached<'a>(
         rs.udp_served.extend(frag.udp_served.iter().copied());
     }
     cache.entries.retain(|k, _| live.contains(k));
-    cluster_ips.elements = cips.iter().map(|ip| (ip.octets().to_vec(), None)).collect();
+    cluster_ips.elements = cips.iter().map(|ip| (octets(ip), None)).collect();
     for mut s in [
         service_ips,
         no_ep_services,

@@ -123,7 +123,7 @@ fn services_and_slices_from_the_api_server_reach_the_kernel() {
         let cfg = ProxyConfig {
             node_name: "node-a".into(),
             node_ips: vec![IpAddr::V4(NODE_IP)],
-            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             table: table.clone(),
             skip_cluster_ips: vec![],
             // as on a cloud master whose controller manager has no cloud provider
@@ -279,7 +279,7 @@ fn load_balancer_source_ranges_through_the_api() {
         let cfg = ProxyConfig {
             node_name: "node-a".into(),
             node_ips: vec![IpAddr::V4(NODE_IP)],
-            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             table: table.clone(),
             skip_cluster_ips: vec![],
             load_balancer_notice: false,

@@ -14,7 +14,7 @@ fn node_info() -> NodeInfo {
     NodeInfo {
         name: NODE.into(),
         ips: vec![IpAddr::V4(NODE_IP)],
-        cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         pod_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
         skip_cluster_ips: vec![],
     }
@@ -922,4 +922,117 @@ fn stale_udp_flows_are_cleared_from_conntrack() {
     apply(&t, rs(&[1]));
     gone(&[], &[("10.96.0.10".parse().unwrap(), 53)]);
     assert_eq!(ask(&sock), "pod1");
+}
+
+/// A dual-stack Service on a dual-stack node: the IPv6 table (`ruleset_for(Family::V6)`, in its
+/// own table as kube-proxy keeps one per family) serves the Service's IPv6 ClusterIP and its
+/// NodePort on the node's IPv6 address from the IPv6 EndpointSlice, from a pod on the bridge
+/// (masqueraded, the same-bridge case), from the node and from off-cluster (masqueraded); a pod
+/// reaches itself (hairpin); no endpoints is refused; the IPv4 table serves the IPv4 ClusterIP
+/// unchanged beside it, and removing the IPv6 table leaves the IPv4 one working.
+#[test]
+fn dual_stack_service_over_ipv6() {
+    use rktup_proxy::model::{ruleset_for, Family};
+    let Some(t) = Topo::new("dual_stack_ipv6", 2) else {
+        return;
+    };
+    let mut node = node_info();
+    node.ips.push(IpAddr::V6(NODE_IP6));
+    node.cluster_cidrs.push("fd00:244::/56".parse().unwrap());
+    node.pod_cidrs.push("fd00:244::/64".parse().unwrap());
+    let svc = web(json!({
+        "type": "NodePort",
+        "clusterIPs": ["10.96.0.10", "fd00:96::a"],
+        "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+        "ports": [{"name": "http", "port": 80, "targetPort": TCP_PORT, "nodePort": 30080, "protocol": "TCP"}],
+    }));
+    let ports = [("http", TCP_PORT, "TCP")];
+    let v4 = slice_of(
+        "default",
+        "web",
+        "v4",
+        &ports,
+        &[0, 1].map(|i| (IpAddr::V4(t.pod_ip(i)), NODE, true, true, false)),
+    );
+    let v6 = slice_of(
+        "default",
+        "web",
+        "v6",
+        &ports,
+        &[0, 1].map(|i| (IpAddr::V6(pod_ip6(t.pod_ip(i))), NODE, true, true, false)),
+    );
+    let (svcs, slices) = (vec![svc.clone()], vec![v4.clone(), v6.clone()]);
+    let rs4 = rktup_proxy::ruleset(&svcs, &slices, &node);
+    let rs6 = ruleset_for(Family::V6, &svcs, &slices, &node);
+    assert!(
+        rs6.sets["service-ips"].elements.len() == 1
+            && rs6.sets["cluster-ips"].elements[0].0.len() == 16,
+        "{:?}",
+        rs6.sets
+    );
+    apply(&t, rs4);
+    let table6 = format!("{}6", table(&t));
+    let (n6, rs6b) = (table6.clone(), rs6.clone());
+    in_ns(&t.node, move || {
+        Programmer::new(&n6)
+            .expect("netlink")
+            .apply(rs6b)
+            .expect("apply IPv6 table");
+    });
+
+    let cip6 = SocketAddr::new("fd00:96::a".parse().unwrap(), 80);
+    for ns in [t.pod_ns(0).to_string(), t.client.clone(), t.node.clone()] {
+        let m = spread(&ns, cip6, 30);
+        assert_eq!(
+            m.keys().cloned().collect::<Vec<_>>(),
+            vec!["pod0", "pod1"],
+            "from {ns} to the IPv6 ClusterIP: {m:?}"
+        );
+    }
+    // Off-cluster and same-bridge clients are masqueraded (the pod sees the node's address).
+    match tcp(&t.client, cip6) {
+        Reply::Served(_, src) => assert_ne!(src, CLIENT_IP6.to_string()),
+        r => panic!("{r:?}"),
+    }
+    // The NodePort on the node's IPv6 address.
+    let np6 = SocketAddr::new(IpAddr::V6(NODE_IP6), 30080);
+    assert!(matches!(tcp(&t.client, np6), Reply::Served(..)));
+    // IPv4 beside it.
+    assert!(matches!(
+        tcp(&t.client, addr("10.96.0.10", 80)),
+        Reply::Served(..)
+    ));
+    // A port the Service lacks is refused.
+    assert_eq!(
+        tcp(t.pod_ns(0), SocketAddr::new(cip6.ip(), 81)),
+        Reply::Refused
+    );
+    // No IPv6 endpoints: refused.
+    let empty6 = slice_of("default", "web", "v6", &ports, &[]);
+    let mut e = serde_json::to_value(&empty6).unwrap();
+    e["addressType"] = json!("IPv6");
+    let empty6: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(e).unwrap();
+    let rs6 = ruleset_for(Family::V6, &svcs, &[v4, empty6], &node);
+    let n6 = table6.clone();
+    in_ns(&t.node, move || {
+        Programmer::new(&n6)
+            .expect("netlink")
+            .apply(rs6)
+            .expect("apply");
+    });
+    assert_eq!(tcp(t.pod_ns(1), cip6), Reply::Refused);
+    // The IPv6 table goes; the IPv4 one still serves.
+    let n6 = table6.clone();
+    in_ns(&t.node, move || {
+        rktup_proxy::remove_table(&n6).expect("remove")
+    });
+    assert!(matches!(
+        tcp(t.pod_ns(0), addr("10.96.0.10", 80)),
+        Reply::Served(..)
+    ));
+    let n6 = table6;
+    assert_eq!(
+        in_ns(&t.node, move || rktup_proxy::table_rules(&n6).unwrap()),
+        None
+    );
 }

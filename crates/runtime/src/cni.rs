@@ -370,6 +370,27 @@ pub fn result_ip(r: &Value) -> Option<String> {
     Some(addr.split('/').next().unwrap_or(&addr).to_string())
 }
 
+/// Every address (without prefix) of a result of any version: IPv4 ones first, as kubelet
+/// orders `podIPs` (the primary family first).
+pub fn result_ips(r: &Value) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .get("ips")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("address").and_then(Value::as_str))
+        .chain(
+            ["ip4", "ip6"]
+                .iter()
+                .filter_map(|k| r.get(*k).and_then(|i| i.get("ip")).and_then(Value::as_str)),
+        )
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect();
+    out.sort_by_key(|a| a.contains(':'));
+    out.dedup();
+    out
+}
+
 /// The in-process kubenet plugin (no binary: see `kubenet`), with the binary plugins' contract:
 /// ADD returns a result, DEL and CHECK return nothing.
 fn in_process(

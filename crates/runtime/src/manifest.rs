@@ -686,14 +686,16 @@ fn plan_etc(
     ))
 }
 
-/// Downward-API fields the supervisor can resolve.
-pub fn field_value(plan: &PodPlan, pod_ip: Option<&str>, path: &str) -> Option<String> {
+/// Downward-API fields the supervisor can resolve: `pod_ips` are the pod's addresses, primary
+/// first (`status.podIPs` is all of them, comma-separated, as kubelet gives it).
+pub fn field_value(plan: &PodPlan, pod_ips: &[String], path: &str) -> Option<String> {
     Some(match path {
         "metadata.name" => plan.name.clone(),
         "metadata.namespace" => plan.namespace.clone(),
         "metadata.uid" => plan.uid.clone(),
         "spec.nodeName" => plan.node_name.clone(),
-        "status.podIP" | "status.podIPs" => pod_ip.unwrap_or("").to_string(),
+        "status.podIP" => pod_ips.first().cloned().unwrap_or_default(),
+        "status.podIPs" => pod_ips.join(","),
         "status.hostIP" | "status.hostIPs" => plan.host_ip.clone().unwrap_or_default(),
         p => {
             let key = p

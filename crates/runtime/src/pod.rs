@@ -319,6 +319,9 @@ pub struct PodStatus {
     pub infra_pid: Option<i32>,
     #[serde(default)]
     pub pod_ip: Option<String>,
+    /// Every address of the pod, `pod_ip` first (a dual-stack pod's IPv6 one after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<String>,
     pub created_at: i64,
     #[serde(default)]
     pub started_at: Option<i64>,
@@ -330,6 +333,16 @@ pub struct PodStatus {
 }
 
 impl PodStatus {
+    /// The pod's addresses, primary first (a status written before `pod_ips` existed has only
+    /// `pod_ip`).
+    pub fn ips(&self) -> Vec<String> {
+        if self.pod_ips.is_empty() {
+            self.pod_ip.iter().cloned().collect()
+        } else {
+            self.pod_ips.clone()
+        }
+    }
+
     pub fn new(plan: &PodPlan, state: PodState) -> PodStatus {
         let cs = |c: &ContainerPlan| ContainerStatus {
             name: c.name.clone(),
@@ -348,6 +361,7 @@ impl PodStatus {
             supervisor_start: 0,
             infra_pid: None,
             pod_ip: None,
+            pod_ips: Vec::new(),
             created_at: plan.created_at,
             started_at: None,
             finished_at: None,

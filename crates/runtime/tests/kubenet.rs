@@ -4,8 +4,9 @@
 //! (pod to pod, node to pod, hostPort from the node — on its address and on 127.0.0.1 —, from
 //! another pod and from the pod itself),
 //! the metadata address reachable from the node (hostNetwork) but not from a pod; then DEL leaves
-//! no veth, no address reservation and no nftables table. Needs root; touches nothing outside
-//! its own namespaces.
+//! no veth, no address reservation and no nftables table. A dual-stack node gives its pods an
+//! IPv6 address too, and they talk over it. Needs root; touches nothing outside its own
+//! namespaces.
 
 use rktup_netlink::{netns, nft::sock::Socket, route::Rtnl};
 use rktup_runtime::kubenet;
@@ -38,13 +39,18 @@ impl Drop for Server {
 }
 
 fn serve(ns: &str, port: u16, body: &'static str) -> Server {
+    serve_on(ns, "0.0.0.0", port, body)
+}
+
+/// [`serve`] on address `on` ("::" for IPv6).
+fn serve_on(ns: &str, on: &'static str, port: u16, body: &'static str) -> Server {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let path = netns::path(ns);
     let s = stop.clone();
     std::thread::spawn(move || {
         netns::enter(&path).expect("enter the server's namespace");
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("listen");
+        let l = TcpListener::bind((on, port)).expect("listen");
         l.set_nonblocking(true).expect("nonblocking");
         tx.send(()).expect("ready");
         while !s.load(Ordering::SeqCst) {
@@ -280,5 +286,109 @@ fn pods_reach_each_other_and_host_ports_metadata_is_blocked_and_del_cleans_up() 
     assert!(
         reserved.is_empty(),
         "addresses still reserved: {reserved:?}"
+    );
+}
+
+/// A dual-stack node (an IPv6 pod CIDR beside the IPv4 one): each pod gets both addresses (the
+/// IPv6 one at its IPv4 offset), the CNI result lists both with their gateways and default
+/// routes, and pods and the node reach a pod over IPv6 right after ADD (no duplicate address
+/// detection wait); DEL takes the IPv6 side along.
+#[test]
+fn dual_stack_pods_reach_each_other_over_ipv6() {
+    if !rktup_testkit::can_run_as_root("kubenet dual-stack datapath", "network namespaces") {
+        return;
+    }
+    let u = rktup_testkit::unique();
+    let name = |role: &str| format!("rktup-kn6{u}-{role}");
+    let (node, a, b) = (name("node"), name("a"), name("b"));
+    let _cleanup = Namespaces(vec![node.clone(), a.clone(), b.clone()]);
+    for n in [&node, &a, &b] {
+        netns::create(n).expect("create namespace");
+        lo_up(n);
+    }
+    let v4 = format!("10.{}.{}.0/24", 200 + (u % 40), (u / 40) % 250);
+    let v6 = format!("fd00:10:{:x}:{:x}::/64", 200 + (u % 40), (u / 40) % 250);
+    let cidrs = format!("{v4},{v6}");
+    let data = tempfile::tempdir().unwrap();
+    let dir: PathBuf = data.path().join("ipam");
+    let add = |pod: &str| -> Value {
+        let conf = plugin_conf(&cidrs, &dir, json!([]));
+        let (id, ns) = (format!("id-{pod}"), netns::path(pod).display().to_string());
+        in_node(&node, move || {
+            kubenet::add(
+                &conf,
+                &kubenet::Attachment {
+                    container_id: &id,
+                    netns: &ns,
+                    ifname: "eth0",
+                },
+            )
+        })
+        .unwrap_or_else(|e| panic!("ADD {pod}: {e}"))
+    };
+    let (ra, rb) = (add(&a), add(&b));
+    let addr = |r: &Value, i: usize| -> std::net::IpAddr {
+        let s = r["ips"][i]["address"].as_str().expect("address");
+        s.split('/').next().unwrap().parse().unwrap()
+    };
+    let (a4, a6) = (addr(&ra, 0), addr(&ra, 1));
+    assert!(a4.is_ipv4() && a6.is_ipv6(), "{ra}");
+    let net6: ipnet::Ipv6Net = v6.parse().unwrap();
+    let (std::net::IpAddr::V4(a4), std::net::IpAddr::V6(a6)) = (a4, a6) else {
+        panic!("{ra}")
+    };
+    let net4: ipnet::Ipv4Net = v4.parse().unwrap();
+    assert_eq!(
+        u128::from(a6) - u128::from(net6.network()),
+        u128::from(u32::from(a4) - u32::from(net4.network())),
+        "the IPv6 address mirrors the IPv4 offset: {ra}"
+    );
+    let gw6 = std::net::Ipv6Addr::from(u128::from(net6.network()) + 1);
+    assert_eq!(ra["ips"][1]["gateway"], json!(gw6.to_string()));
+    assert!(
+        ra["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "::/0"),
+        "{ra}"
+    );
+    let b6 = addr(&rb, 1);
+    assert_ne!(std::net::IpAddr::V6(a6), b6);
+
+    let _web = serve_on(&a, "::", 8080, "pod-a over IPv6");
+    let to_a = SocketAddr::from((a6, 8080));
+    assert_eq!(
+        fetch(&b, to_a).expect("pod b -> pod a over IPv6"),
+        "pod-a over IPv6"
+    );
+    assert_eq!(
+        fetch(&node, to_a).expect("node -> pod a over IPv6"),
+        "pod-a over IPv6"
+    );
+    // IPv4 still works beside it.
+    assert_eq!(
+        fetch(&b, SocketAddr::from((a4, 8080))).expect("pod b -> pod a over IPv4"),
+        "pod-a over IPv6"
+    );
+
+    for pod in [&a, &b] {
+        let conf = plugin_conf(&cidrs, &dir, json!([]));
+        let (id, ns) = (format!("id-{pod}"), netns::path(pod).display().to_string());
+        in_node(&node, move || {
+            kubenet::del(
+                &conf,
+                &kubenet::Attachment {
+                    container_id: &id,
+                    netns: &ns,
+                    ifname: "eth0",
+                },
+            )
+        })
+        .unwrap_or_else(|e| panic!("DEL {pod}: {e}"));
+    }
+    assert!(
+        fetch(&node, to_a).is_err(),
+        "pod a still answers on its IPv6 address after DEL"
     );
 }

@@ -1,11 +1,13 @@
 //! A node in a network namespace, as `rktup local` builds one: eth0 to a "client" namespace
 //! (the outside world / another host), bridge cbr0 with pods in their own namespaces, no
-//! br_netfilter (bridge-nf-call-iptables=0 in the node namespace). Every namespace and link is
-//! created inside namespaces this test owns; nothing is added to the host.
+//! br_netfilter (bridge-nf-call-iptables=0 in the node namespace). Dual-stack: every address
+//! has an IPv6 twin (`fd00:250::/64` outside, `fd00:244::/64` on the bridge, pods answering on
+//! theirs too). Every namespace and link is created inside namespaces this test owns; nothing
+//! is added to the host.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -17,6 +19,10 @@ use serde_json::json;
 
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, 2);
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, 1);
+/// The IPv6 service range the client routes through the node.
+pub const SERVICE_RANGE6: &str = "fd00:96::/112";
 pub const TCP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
 
@@ -55,6 +61,11 @@ pub struct Topo {
     pub node: String,
     pub client: String,
     pub pods: Vec<(String, Ipv4Addr)>,
+}
+
+/// A pod's IPv6 address: its IPv4 one's last octet in `fd00:244::/64`.
+pub fn pod_ip6(v4: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x244, 0, 0, 0, 0, 0, u16::from(v4.octets()[3]))
 }
 
 impl Topo {
@@ -104,10 +115,64 @@ impl Topo {
             "via",
             "10.250.0.2",
         ]);
+        // IPv6 beside it: addresses without DAD, so they are usable at once
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "fd00:250::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            "fd00:250::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &node,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:250::1",
+        ]);
+        for dst in ["fd00:244::/64", SERVICE_RANGE6] {
+            ip(&[
+                "-n",
+                &client,
+                "-6",
+                "route",
+                "add",
+                dst,
+                "via",
+                "fd00:250::2",
+            ]);
+        }
         ip(&["-n", &node, "link", "add", "cbr0", "type", "bridge"]);
         ip(&["-n", &node, "addr", "add", "10.244.0.1/24", "dev", "cbr0"]);
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "fd00:244::1/64",
+            "dev",
+            "cbr0",
+            "nodad",
+        ]);
         ip(&["-n", &node, "link", "set", "cbr0", "up"]);
         sysctl(&node, "net.ipv4.ip_forward", "1");
+        sysctl(&node, "net.ipv6.conf.all.forwarding", "1");
         sysctl(&node, "net.bridge.bridge-nf-call-iptables", "0");
         // a server "on another node" (the client namespace, reachable only through routing)
         serve(&client, "remote".into());
@@ -145,9 +210,22 @@ impl Topo {
                 "dev",
                 "eth0",
             ]);
+            let addr6 = format!("{}/64", pod_ip6(addr));
+            ip(&["-n", &pns, "addr", "add", &addr6, "dev", "eth0", "nodad"]);
             ip(&["-n", &pns, "link", "set", "eth0", "up"]);
             ip(&["-n", &pns, "route", "add", "default", "via", "10.244.0.1"]);
+            ip(&[
+                "-n",
+                &pns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "fd00:244::1",
+            ]);
             serve(&pns, format!("pod{i}"));
+            serve6(&pns, pod_ip6(addr), format!("pod{i}"));
         }
         Some(t)
     }
@@ -200,6 +278,25 @@ fn serve(ns: &str, name: String) {
         let mut buf = [0u8; 512];
         while let Ok((_, from)) = udp.recv_from(&mut buf) {
             let _ = udp.send_to(format!("{name} {}\n", from.ip()).as_bytes(), from);
+        }
+    });
+}
+
+/// In a pod, on its IPv6 address: TCP on 8080 answers as [`serve`] does.
+fn serve6(ns: &str, addr: Ipv6Addr, name: String) {
+    let tcp = in_ns(ns, move || {
+        TcpListener::bind((addr, TCP_PORT)).expect("bind tcp6")
+    });
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            let _ = c.write_all(format!("{name} {peer}\n").as_bytes());
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.read(&mut [0u8; 16]);
         }
     });
 }
@@ -315,11 +412,31 @@ pub fn slice(
     ports: &[(&str, u16, &str)],
     eps: &[(Ipv4Addr, &str, bool, bool, bool)],
 ) -> EndpointSlice {
+    let eps: Vec<_> = eps
+        .iter()
+        .map(|(ip, n, r, s, t)| (std::net::IpAddr::V4(*ip), *n, *r, *s, *t))
+        .collect();
+    slice_of(ns, svc, "abcde", ports, &eps)
+}
+
+/// [`slice`] of any family (its `addressType` from the first address), named `<svc>-<suffix>`.
+pub fn slice_of(
+    ns: &str,
+    svc: &str,
+    suffix: &str,
+    ports: &[(&str, u16, &str)],
+    eps: &[(std::net::IpAddr, &str, bool, bool, bool)],
+) -> EndpointSlice {
+    let family = if eps.first().is_some_and(|e| e.0.is_ipv6()) {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
     let v = json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{svc}-abcde"), "namespace": ns,
+        "metadata": {"name": format!("{svc}-{suffix}"), "namespace": ns,
                      "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
+        "addressType": family,
         "ports": ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect::<Vec<_>>(),
         "endpoints": eps.iter().map(|(ip, node, r, s, t)| json!({
             "addresses": [ip.to_string()], "nodeName": node,

@@ -2,11 +2,11 @@
 //! records them in `<state>/cluster.json`; `down` removes exactly what the record names (and,
 //! when the record is gone, what the naming rules below point at).
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rktup_config::ClusterLayout;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 /// One node: a network namespace with a veth on the cluster bridge, and its agent's state.
@@ -17,6 +17,11 @@ pub struct NodeRecord {
     pub host_veth: String,
     pub ip: Ipv4Addr,
     pub pod_cidr: Ipv4Net,
+    /// A dual-stack cluster's node: its IPv6 address on the bridge and its IPv6 pod CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6: Option<Ipv6Net>,
 }
 
 /// What `up` made, with the addresses it chose.
@@ -29,6 +34,9 @@ pub struct ClusterRecord {
     pub api_host: Ipv4Addr,
     pub api_port: u16,
     pub cluster_ip_range: Ipv4Net,
+    /// The IPv6 pod range of a dual-stack cluster (CLUSTER_IP_RANGE's second part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip_range_v6: Option<Ipv6Net>,
     pub nodes: Vec<NodeRecord>,
     /// The kubeconfig file holding the `rktup-<name>` context.
     pub kubeconfig: Option<PathBuf>,
@@ -53,6 +61,8 @@ pub struct ClusterRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecordedSettings {
     pub service_cluster_ip_range: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cluster_ip_range_v6: Option<Ipv6Net>,
     pub dns_server_ip: Ipv4Addr,
     pub dns_domain: String,
     pub network: rktup_config::NetworkProvider,
@@ -60,9 +70,18 @@ pub struct RecordedSettings {
 }
 
 impl RecordedSettings {
+    /// `--service-cluster-ip-range`: the IPv4 range, and the IPv6 one after a comma.
+    pub fn service_ranges(&self) -> String {
+        match &self.service_cluster_ip_range_v6 {
+            Some(v6) => format!("{},{v6}", self.service_cluster_ip_range),
+            None => self.service_cluster_ip_range.to_string(),
+        }
+    }
+
     pub fn of(s: &rktup_config::ClusterSettings) -> RecordedSettings {
         RecordedSettings {
             service_cluster_ip_range: s.service_cluster_ip_range,
+            service_cluster_ip_range_v6: s.service_cluster_ip_range_v6,
             dns_server_ip: s.dns_server_ip,
             dns_domain: s.dns_domain.clone(),
             network: s.network,
@@ -84,8 +103,8 @@ impl RecordedSettings {
         };
         cmp(
             "SERVICE_CLUSTER_IP_RANGE",
-            self.service_cluster_ip_range.to_string(),
-            given.service_cluster_ip_range.to_string(),
+            self.service_ranges(),
+            given.service_ranges(),
         );
         cmp(
             "DNS_SERVER_IP",
@@ -111,6 +130,23 @@ impl ClusterRecord {
     /// The bridge's own address: the first host of the node network.
     pub fn gateway(&self) -> Ipv4Addr {
         nth_host(self.node_network, 1)
+    }
+
+    /// The IPv6 node network of a dual-stack cluster: a unique local /64 named by the cluster
+    /// (RFC 4193's fd00::/8 with a 40-bit id from the name); the bridge is its first address,
+    /// node `i` its `i + 1`-th, as in the IPv4 node network.
+    pub fn node_network_v6(&self) -> Option<Ipv6Net> {
+        self.cluster_ip_range_v6?;
+        let d = Sha256::digest(format!("rktup-local/{}", self.name).as_bytes());
+        let mut o = [0u8; 16];
+        o[0] = 0xfd;
+        o[1..6].copy_from_slice(&d[..5]);
+        Ipv6Net::new(Ipv6Addr::from(o), 64).ok()
+    }
+
+    /// The bridge's IPv6 address (dual-stack).
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.node_network_v6().map(|n| nth_host6(n, 1))
     }
 
     /// The API server as node agents reach it from their namespaces.
@@ -364,6 +400,19 @@ pub fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + n)
 }
 
+/// Host number `n` of an IPv6 network.
+pub fn nth_host6(net: Ipv6Net, n: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + u128::from(n))
+}
+
+/// The `index`-th (0-based) /64 of a dual-stack cluster's IPv6 pod range.
+pub fn pod_cidr6(range: Ipv6Net, index: u32) -> Option<Ipv6Net> {
+    if range.prefix_len() > 64 {
+        return None;
+    }
+    range.subnets(64).ok()?.nth(index as usize)
+}
+
 /// The `index`-th (0-based) /24 of the cluster's pod range, as kube-controller-manager hands
 /// out node pod CIDRs.
 pub fn pod_cidr(range: Ipv4Net, index: u32) -> Option<Ipv4Net> {
@@ -431,6 +480,7 @@ mod tests {
             api_host: "127.0.0.1".parse().unwrap(),
             api_port: 6443,
             cluster_ip_range: "10.244.0.0/16".parse().unwrap(),
+            cluster_ip_range_v6: None,
             nodes: vec![],
             kubeconfig: None,
             insecure_registries: vec![],

@@ -9,9 +9,15 @@
 //! filter bridged traffic with iptables (br_netfilter loaded and an `iptables` binary, as Docker
 //! leaves them, often with a DROP forward policy): there the bridge's own traffic is let
 //! through with an iptables rule, since an nftables accept cannot overrule iptables' drop.
+//!
+//! A dual-stack cluster (an IPv6 CLUSTER_IP_RANGE) adds the same in IPv6: the bridge's and each
+//! node's address in the cluster's unique local node network, a default route, forwarding,
+//! routes to the other nodes' (and, from this machine, to every node's) IPv6 pod CIDR and the
+//! masquerade of IPv6 pod traffic leaving the cluster. Addresses skip duplicate address
+//! detection, so they work at once.
 
 use crate::layout::{ClusterRecord, NodeRecord};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rktup_netlink::netns;
 use rktup_netlink::nft::expr::{self, rule};
 use rktup_netlink::nft::msg::{Batch, Hook};
@@ -89,6 +95,12 @@ pub fn ensure_bridge(rec: &ClusterRecord) -> Result<(), NetError> {
         .map_err(|e| step("compute the gateway address")(io::Error::other(e)))?;
     rt.replace_addr(idx, addr)
         .map_err(step(format!("put {addr} on bridge {br}")))?;
+    if let (Some(net6), Some(gw6)) = (rec.node_network_v6(), rec.gateway6()) {
+        let addr6 = Ipv6Net::new(gw6, net6.prefix_len())
+            .map_err(|e| step("compute the IPv6 gateway address")(io::Error::other(e)))?;
+        rt.replace_addr6(idx, addr6)
+            .map_err(step(format!("put {addr6} on bridge {br}")))?;
+    }
     rt.set_up(idx)
         .map_err(step(format!("set bridge {br} up")))?;
     // Hosts that filter bridged traffic (br_netfilter with a DROP forward policy, as Docker
@@ -215,6 +227,23 @@ pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetErro
         .map_err(|e| step("compute the node address")(io::Error::other(e)))?;
     let gw = rec.gateway();
     let (pod, cluster) = (node.pod_cidr, rec.cluster_ip_range);
+    // Dual-stack: (node address, gateway, node pod CIDR, cluster range) in IPv6.
+    let v6 = match (
+        node.ip6,
+        rec.node_network_v6(),
+        rec.gateway6(),
+        node.pod_cidr6,
+        rec.cluster_ip_range_v6,
+    ) {
+        (Some(ip6), Some(net6), Some(gw6), Some(pod6), Some(cluster6)) => Some((
+            Ipv6Net::new(ip6, net6.prefix_len())
+                .map_err(|e| step("compute the node's IPv6 address")(io::Error::other(e)))?,
+            gw6,
+            pod6,
+            cluster6,
+        )),
+        _ => None,
+    };
     let owned = ns.to_string();
     in_netns(ns, move || -> Result<(), NetError> {
         let mut rt = Rtnl::open().map_err(step(format!("open a netlink socket in {owned}")))?;
@@ -234,7 +263,15 @@ pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetErro
             .map_err(step(format!("route default via {gw} in {owned}")))?;
         netns::sysctl("net.ipv4.ip_forward", "1")
             .map_err(step(format!("enable IPv4 forwarding in {owned}")))?;
-        node_masquerade(pod, cluster).map_err(step(format!(
+        if let Some((addr6, gw6, _, _)) = v6 {
+            rt.replace_addr6(eth0, addr6)
+                .map_err(step(format!("put {addr6} on eth0 in {owned}")))?;
+            rt.replace_route6(Ipv6Net::default(), Some(gw6), eth0)
+                .map_err(step(format!("route default via {gw6} in {owned}")))?;
+            netns::sysctl("net.ipv6.conf.all.forwarding", "1")
+                .map_err(step(format!("enable IPv6 forwarding in {owned}")))?;
+        }
+        node_masquerade(pod, cluster, v6.map(|(_, _, p, c)| (p, c))).map_err(step(format!(
             "program nftables table inet {NODE_TABLE} in {owned}"
         )))
     })
@@ -244,7 +281,11 @@ pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetErro
 /// `inet rktup-node`: pod traffic leaving by eth0 for outside the cluster range is masqueraded
 /// (what `iptables -t nat -A POSTROUTING -s <pods> ! -d <cluster> -o eth0 -j MASQUERADE` did).
 /// Rebuilt whole in one transaction, so `up` again converges.
-fn node_masquerade(pod: Ipv4Net, cluster: Ipv4Net) -> io::Result<()> {
+fn node_masquerade(
+    pod: Ipv4Net,
+    cluster: Ipv4Net,
+    v6: Option<(Ipv6Net, Ipv6Net)>,
+) -> io::Result<()> {
     let mut sock = Socket::open()?;
     let first = sock.next_seq(0);
     let mut b = Batch::new(first);
@@ -266,6 +307,19 @@ fn node_masquerade(pod: Ipv4Net, cluster: Ipv4Net) -> io::Result<()> {
             expr::masquerade(),
         ]),
     );
+    if let Some((pod6, cluster6)) = v6 {
+        b.add_rule(
+            NODE_TABLE,
+            "postrouting",
+            &rule(&[
+                expr::ipv6(),
+                expr::saddr6_in(pod6, false),
+                expr::daddr6_in(cluster6, true),
+                expr::oifname("eth0"),
+                expr::masquerade(),
+            ]),
+        );
+    }
     let _ = sock.next_seq(b.messages as u32 + 2);
     match sock.commit(b, first)? {
         Ok(()) => Ok(()),
@@ -282,6 +336,12 @@ pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
             .filter(|o| o.name != node.name)
             .map(|o| (o.pod_cidr, o.ip))
             .collect();
+        let others6: Vec<(Ipv6Net, std::net::Ipv6Addr)> = rec
+            .nodes
+            .iter()
+            .filter(|o| o.name != node.name)
+            .filter_map(|o| Some((o.pod_cidr6?, o.ip6?)))
+            .collect();
         let ns = node.netns.clone();
         in_netns(&node.netns, move || -> Result<(), NetError> {
             let mut rt = Rtnl::open().map_err(step(format!("open a netlink socket in {ns}")))?;
@@ -290,6 +350,10 @@ pub fn ensure_routes(rec: &ClusterRecord) -> Result<(), NetError> {
                 .map_err(step(format!("look up eth0 in {ns}")))?;
             for (cidr, via) in others {
                 rt.replace_route(cidr, &[(Some(via), eth0)])
+                    .map_err(step(format!("route {cidr} via {via} in {ns}")))?;
+            }
+            for (cidr, via) in others6 {
+                rt.replace_route6(cidr, Some(via), eth0)
                     .map_err(step(format!("route {cidr} via {via} in {ns}")))?;
             }
             Ok(())
@@ -322,6 +386,12 @@ pub fn ensure_pod_routes(rec: &ClusterRecord) -> Result<(), NetError> {
                 "route {} via {} dev {}",
                 node.pod_cidr, node.ip, rec.bridge
             )))?;
+    }
+    for node in &rec.nodes {
+        if let (Some(cidr), Some(via)) = (node.pod_cidr6, node.ip6) {
+            rt.replace_route6(cidr, Some(via), br)
+                .map_err(step(format!("route {cidr} via {via} dev {}", rec.bridge)))?;
+        }
     }
     Ok(())
 }

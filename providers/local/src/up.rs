@@ -369,6 +369,7 @@ fn prepare(
                 api_host: l.api_host,
                 api_port,
                 cluster_ip_range,
+                cluster_ip_range_v6: s.cluster_ip_range_v6,
                 nodes: vec![],
                 kubeconfig: opts.kubeconfig.clone(),
                 insecure_registries: vec![],
@@ -417,12 +418,26 @@ fn prepare(
                 expected: format!("has no /24 for node {i}; use a wider range"),
             }
         })?;
+        let pod_cidr6 = match rec.cluster_ip_range_v6 {
+            None => None,
+            Some(r6) => {
+                Some(
+                    layout::pod_cidr6(r6, i - 1).ok_or_else(|| ProviderError::Invalid {
+                        input: "CLUSTER_IP_RANGE".into(),
+                        value: format!("{},{r6}", rec.cluster_ip_range),
+                        expected: format!("an IPv6 range with a /64 for node {i}; use a wider one"),
+                    })?,
+                )
+            }
+        };
         rec.nodes.push(NodeRecord {
             name: node_name(&s.name, l, want, i),
             netns: layout::netns_name(&s.name, i as usize),
             host_veth: layout::host_veth_name(&s.name, i as usize),
             ip: layout::nth_host(rec.node_network, i + 1),
             pod_cidr,
+            ip6: rec.node_network_v6().map(|n| layout::nth_host6(n, i + 1)),
+            pod_cidr6,
         });
     }
     // 0700 from creation on (and tightened when an older `up` made them wider).
@@ -674,9 +689,7 @@ fn start_controlplane(
                 "--also-bind".into(),
                 format!("{}:{}", rec.gateway(), rec.api_port),
                 "--service-cluster-ip-range".into(),
-                recorded(rec, &local.settings)
-                    .service_cluster_ip_range
-                    .to_string(),
+                recorded(rec, &local.settings).service_ranges(),
                 // Kubelet calls (logs, exec, port-forward) go only to a kubelet serving the
                 // certificate the CSR signer issued to that node.
                 "--verify-kubelet-serving-certs".into(),
@@ -740,13 +753,23 @@ fn agent_args(
         // Service account tokens on the kubelet port: metrics-server scrapes with its own.
         authentication_token_webhook: true,
         hostname_override: Some(node.name.clone()),
-        node_ip: Some(node.ip.to_string()),
+        // A dual-stack node: both addresses, IPv4 first (kubelet's --node-ip=v4,v6).
+        node_ip: Some(match node.ip6 {
+            Some(ip6) => format!("{},{ip6}", node.ip),
+            None => node.ip.to_string(),
+        }),
         network_plugin: kept.network,
-        pod_cidr: Some(node.pod_cidr.to_string()),
+        pod_cidr: Some(match node.pod_cidr6 {
+            Some(p6) => format!("{},{p6}", node.pod_cidr),
+            None => node.pod_cidr.to_string(),
+        }),
         rkt_stage1_image: Some(kept.stage1),
         cluster_dns: Some(kept.dns_server_ip.to_string()),
         cluster_domain: Some(kept.dns_domain.clone()),
-        cluster_cidr: Some(rec.cluster_ip_range.to_string()),
+        cluster_cidr: Some(match rec.cluster_ip_range_v6 {
+            Some(r6) => format!("{},{r6}", rec.cluster_ip_range),
+            None => rec.cluster_ip_range.to_string(),
+        }),
         verbosity: s.log_level,
         allow_privileged: s.allow_privileged,
         // The read-only loopback listener (RKT_API_ENDPOINT, default localhost:15441) inside the

@@ -65,6 +65,8 @@ pub struct KubeletConfig {
     pub api_server: Option<String>,
     pub node_name: String,
     pub node_ip: Option<String>,
+    /// A dual-stack node's other address (`--node-ip=v4,v6`): an InternalIP too.
+    pub extra_node_ips: Vec<String>,
     pub pod_cidr: Option<String>,
     /// `--node-labels`: added to the kubelet's own labels at every registration.
     pub labels: Vec<rktup_node_contract::NodeLabel>,

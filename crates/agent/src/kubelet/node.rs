@@ -113,7 +113,7 @@ fn pressure_conditions(since: &Time) -> Vec<NodeCondition> {
 
 fn status(cfg: &KubeletConfig, since: &Time) -> NodeStatus {
     let mut addresses = vec![];
-    if let Some(ip) = &cfg.node_ip {
+    for ip in cfg.node_ip.iter().chain(&cfg.extra_node_ips) {
         addresses.push(NodeAddress {
             type_: "InternalIP".into(),
             address: ip.clone(),
@@ -176,8 +176,17 @@ pub async fn register(client: &kube::Client, cfg: &KubeletConfig) -> Result<(), 
             ..Default::default()
         },
         spec: Some(NodeSpec {
-            pod_cidr: cfg.pod_cidr.clone(),
-            pod_cidrs: cfg.pod_cidr.clone().map(|c| vec![c]),
+            // `--pod-cidr 10.244.1.0/24,fd00:10:244:1::/64`: podCIDR is the first, podCIDRs
+            // all (as the node IPAM controller writes a dual-stack node's).
+            pod_cidr: cfg
+                .pod_cidr
+                .as_deref()
+                .and_then(|c| c.split(',').next())
+                .map(|c| c.trim().to_string()),
+            pod_cidrs: cfg
+                .pod_cidr
+                .as_deref()
+                .map(|c| c.split(',').map(|c| c.trim().to_string()).collect()),
             taints,
             ..Default::default()
         }),

@@ -14,6 +14,8 @@ use tracing::{error, info};
 pub struct NodeServicesConfig {
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
+    /// Every address of the node (a dual-stack node's IPv6 one too): NodePorts answer on them.
+    pub node_ips: Vec<IpAddr>,
     /// `--cluster-dns`: where pods send queries; served here when `serve_dns`.
     pub cluster_dns: Option<IpAddr>,
     pub cluster_domain: String,
@@ -24,7 +26,7 @@ pub struct NodeServicesConfig {
     /// provider (a cloud master): the proxy says on pending LoadBalancer Services that nothing
     /// assigns their address (`rktup_proxy::lb_notice`).
     pub load_balancer_notice: bool,
-    pub cluster_cidr: Option<ipnet::IpNet>,
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// Where names outside the cluster go (kubelet's `--resolv-conf`; None: `--resolv-conf=""`,
     /// no upstreams).
     pub resolv_conf: Option<PathBuf>,
@@ -65,8 +67,8 @@ pub async fn start(client: kube::Client, cfg: &NodeServicesConfig) -> NodeServic
     if cfg.proxy {
         let pcfg = rktup_proxy::ProxyConfig {
             node_name: cfg.node_name.clone(),
-            node_ips: cfg.node_ip.into_iter().collect(),
-            cluster_cidr: cfg.cluster_cidr,
+            node_ips: cfg.node_ips.clone(),
+            cluster_cidrs: cfg.cluster_cidrs.clone(),
             table: PROXY_TABLE.to_string(),
             skip_cluster_ips: dns_ip.into_iter().collect(),
             load_balancer_notice: cfg.load_balancer_notice,

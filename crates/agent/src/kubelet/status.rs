@@ -201,8 +201,15 @@ pub fn pod_status(
         message: st.message.clone().filter(|_| refused),
         host_ip: host_ip.map(str::to_string),
         host_ips: host_ip.map(|ip| vec![core::HostIP { ip: ip.to_string() }]),
-        pod_ip: pod_ip.clone(),
-        pod_ips: pod_ip.map(|ip| vec![core::PodIP { ip }]),
+        pod_ips: pod_ip.as_ref().map(|ip| {
+            // A dual-stack pod's other address follows its primary one.
+            let others = st.pod_ips.iter().filter(|o| *o != ip).cloned();
+            std::iter::once(ip.clone())
+                .chain(others)
+                .map(|ip| core::PodIP { ip })
+                .collect()
+        }),
+        pod_ip,
         start_time: time(st.started_at.unwrap_or(st.created_at)),
         conditions: Some(vec![
             condition(old, "PodScheduled", true, "", None),

@@ -2,8 +2,8 @@
 //! a:p` …), each a short list of [`Expr`]s using the first 32-bit registers. A rule is the
 //! concatenation of fragments, then a verdict or an action.
 
-use super::msg::{CmpOp, Expr, MetaKey, Verdict, NFPROTO_IPV4, REG32_0};
-use ipnet::Ipv4Net;
+use super::msg::{CmpOp, Expr, MetaKey, Verdict, NFPROTO_IPV4, NFPROTO_IPV6, REG32_0};
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::Ipv4Addr;
 
 pub const TCP: u8 = 6;
@@ -31,6 +31,48 @@ pub fn ipv4() -> Vec<Expr> {
         },
         cmp(CmpOp::Eq, &[NFPROTO_IPV4]),
     ]
+}
+
+/// `meta nfproto ipv6`.
+pub fn ipv6() -> Vec<Expr> {
+    vec![
+        Expr::Meta {
+            key: MetaKey::NfProto,
+            dreg: REG32_0,
+        },
+        cmp(CmpOp::Eq, &[NFPROTO_IPV6]),
+    ]
+}
+
+fn addr6_in(offset: u32, net: Ipv6Net, negate: bool) -> Vec<Expr> {
+    vec![
+        Expr::Payload {
+            base: 1,
+            offset,
+            len: 16,
+            dreg: REG32_0,
+        },
+        Expr::Bitwise {
+            sreg: REG32_0,
+            dreg: REG32_0,
+            mask: net.netmask().octets().to_vec(),
+            xor: vec![0; 16],
+        },
+        cmp(
+            if negate { CmpOp::Neq } else { CmpOp::Eq },
+            &net.network().octets(),
+        ),
+    ]
+}
+
+/// `ip6 saddr <net>` (`!=` with `negate`).
+pub fn saddr6_in(net: Ipv6Net, negate: bool) -> Vec<Expr> {
+    addr6_in(8, net, negate)
+}
+
+/// `ip6 daddr <net>` (`!=` with `negate`).
+pub fn daddr6_in(net: Ipv6Net, negate: bool) -> Vec<Expr> {
+    addr6_in(24, net, negate)
 }
 
 fn addr_in(offset: u32, net: Ipv4Net, negate: bool) -> Vec<Expr> {
@@ -140,6 +182,7 @@ pub fn dnat(ip: Ipv4Addr, port: u16) -> Vec<Expr> {
             data: port.to_be_bytes().to_vec(),
         },
         Expr::Dnat {
+            family: NFPROTO_IPV4,
             reg_addr: REG32_0,
             reg_port: REG32_0 + 1,
         },

@@ -27,6 +27,7 @@ pub const NFT_MSG_GETGEN: u16 = 16;
 
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
 
 pub const NLM_F_REQUEST: u16 = 1;
 pub const NLM_F_ACK: u16 = 4;
@@ -129,7 +130,10 @@ pub enum Expr {
         dreg: u32,
         modulus: u32,
     },
+    /// DNAT to the address in `reg_addr` (4 bytes for `NFPROTO_IPV4`, 16 for `NFPROTO_IPV6`)
+    /// and the port in `reg_port`.
     Dnat {
+        family: u8,
         reg_addr: u32,
         reg_port: u32,
     },
@@ -565,9 +569,13 @@ fn encode_expr(x: &mut Buf, e: &Expr) {
             d.u32(3, 1);
             d.u32(4, 0);
         }
-        Expr::Dnat { reg_addr, reg_port } => {
+        Expr::Dnat {
+            family,
+            reg_addr,
+            reg_port,
+        } => {
             d.u32(1, 1); // NFT_NAT_DNAT
-            d.u32(2, NFPROTO_IPV4 as u32);
+            d.u32(2, u32::from(*family));
             d.u32(3, *reg_addr);
             d.u32(5, *reg_port);
         }

@@ -9,6 +9,11 @@
 //! - the bridge (`cbr0`) exists, is up and has the pod CIDR's first address (the gateway);
 //!   IPv4 forwarding is on;
 //! - an address from the pod CIDR, host-local style ([`ipam`]), persisted under the node root;
+//! - on a dual-stack node (`subnet6`, the node's IPv6 pod CIDR) also an IPv6 address: the one at
+//!   the same offset in the IPv6 CIDR as the IPv4 address in its own (so it needs no allocator
+//!   state of its own and goes with the IPv4 reservation), the bridge holding the IPv6 gateway,
+//!   IPv6 forwarding on and a default IPv6 route in the pod; addresses without duplicate
+//!   address detection, so they are usable at once;
 //! - a veth pair: `eth0` created straight in the pod's namespace with the address and a default
 //!   route via the gateway, the host end on the bridge with hairpin on;
 //! - the node's `inet rktup-kubenet` nftables table: hostPorts (DNAT of local destinations in
@@ -26,11 +31,11 @@
 pub(crate) mod ipam;
 mod table;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rktup_netlink::{netns, route::Rtnl};
 use serde_json::{json, Value};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -64,6 +69,8 @@ pub struct Config {
     pub bridge: String,
     pub mtu: Option<u32>,
     pub subnet: Ipv4Net,
+    /// The node's IPv6 pod CIDR on a dual-stack node.
+    pub subnet6: Option<Ipv6Net>,
     pub data_dir: PathBuf,
     pub hairpin: bool,
     pub block_metadata: bool,
@@ -72,6 +79,19 @@ pub struct Config {
 impl Config {
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
+    }
+
+    /// The IPv6 gateway (the bridge's address), first of the IPv6 pod CIDR like the IPv4 one.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.subnet6
+            .map(|s| Ipv6Addr::from(u128::from(s.network()) + 1))
+    }
+
+    /// The pod's IPv6 address for its IPv4 one: the same offset into the IPv6 CIDR.
+    pub fn ipv6_for(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        let offset = u32::from(ip) - u32::from(self.subnet.network());
+        self.subnet6
+            .map(|s| Ipv6Addr::from(u128::from(s.network()) + u128::from(offset)))
     }
 
     pub fn parse(conf: &Value) -> Result<Config, KubenetError> {
@@ -87,11 +107,31 @@ impl Config {
                 "\"subnet\" {subnet} is too small for pods (at most /30)"
             )));
         }
+        let subnet6 = match s("subnet6") {
+            None => None,
+            Some(v6) => {
+                let net: Ipv6Net = v6.parse().map_err(|_| {
+                    KubenetError::Config(format!(
+                        "\"subnet6\" {v6:?} is not an IPv6 CIDR (e.g. fd00:10:244:1::/64)"
+                    ))
+                })?;
+                // Every IPv4 offset has its IPv6 twin.
+                if 128 - u32::from(net.prefix_len()) < 32 - u32::from(subnet.prefix_len()) {
+                    return Err(KubenetError::Config(format!(
+                        "\"subnet6\" {net} is smaller than \"subnet\" {subnet}: it needs at \
+                         least as many addresses (a /{} or larger)",
+                        96 + subnet.prefix_len()
+                    )));
+                }
+                Some(net.trunc())
+            }
+        };
         Ok(Config {
             network: s("name").unwrap_or("kubenet").to_string(),
             bridge: s("bridge").unwrap_or("cbr0").to_string(),
             mtu: conf.get("mtu").and_then(Value::as_u64).map(|m| m as u32),
             subnet: subnet.trunc(),
+            subnet6,
             data_dir: s("dataDir")
                 .map(PathBuf::from)
                 .ok_or_else(|| KubenetError::Config("no \"dataDir\"".into()))?,
@@ -107,16 +147,21 @@ impl Config {
     }
 }
 
-/// The conflist the agent writes for `--network-plugin=kubenet`.
+/// The conflist the agent writes for `--network-plugin=kubenet`: `pod_cidr` is the node's
+/// IPv4 pod CIDR, or it and the IPv6 one, comma-separated (a dual-stack node, as `podCIDRs`).
 pub fn conflist(pod_cidr: &str, data_dir: &std::path::Path) -> Value {
+    let mut cidrs = pod_cidr.split(',').map(str::trim);
+    let v4 = cidrs.next().unwrap_or("");
+    let mut plugin = json!({"type": PLUGIN_TYPE, "bridge": "cbr0", "mtu": 1460, "subnet": v4,
+         "dataDir": data_dir, "hairpinMode": true, "blockMetadata": true,
+         "capabilities": {"portMappings": true}});
+    if let Some(v6) = cidrs.next() {
+        plugin["subnet6"] = json!(v6);
+    }
     json!({
         "cniVersion": "1.0.0",
         "name": "kubenet",
-        "plugins": [
-            {"type": PLUGIN_TYPE, "bridge": "cbr0", "mtu": 1460, "subnet": pod_cidr,
-             "dataDir": data_dir, "hairpinMode": true, "blockMetadata": true,
-             "capabilities": {"portMappings": true}}
-        ]
+        "plugins": [plugin]
     })
 }
 
@@ -199,6 +244,14 @@ pub fn add(conf: &Value, att: &Attachment) -> Result<Value, KubenetError> {
     }
     r?;
     let gw = cfg.gateway().to_string();
+    let mut ips = vec![
+        json!({"address": format!("{ip}/{}", cfg.subnet.prefix_len()), "gateway": gw, "interface": 2}),
+    ];
+    let mut routes = vec![json!({"dst": "0.0.0.0/0", "gw": gw})];
+    if let (Some(net6), Some(ip6), Some(gw6)) = (cfg.subnet6, cfg.ipv6_for(ip), cfg.gateway6()) {
+        ips.push(json!({"address": format!("{ip6}/{}", net6.prefix_len()), "gateway": gw6.to_string(), "interface": 2}));
+        routes.push(json!({"dst": "::/0", "gw": gw6.to_string()}));
+    }
     Ok(json!({
         "cniVersion": "1.0.0",
         "interfaces": [
@@ -206,8 +259,8 @@ pub fn add(conf: &Value, att: &Attachment) -> Result<Value, KubenetError> {
             {"name": host_veth(att.container_id)},
             {"name": att.ifname, "sandbox": att.netns}
         ],
-        "ips": [{"address": format!("{ip}/{}", cfg.subnet.prefix_len()), "gateway": gw, "interface": 2}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": gw}],
+        "ips": ips,
+        "routes": routes,
         "dns": {}
     }))
 }
@@ -243,6 +296,17 @@ fn attach(
     rt.set_up(br)
         .map_err(step(format!("set bridge {} up", cfg.bridge)))?;
     netns::sysctl("net.ipv4.ip_forward", "1").map_err(step("enable IPv4 forwarding"))?;
+    let v6 = match (cfg.subnet6, cfg.gateway6(), cfg.ipv6_for(ip)) {
+        (Some(net), Some(gw), Some(addr)) => Some((net.prefix_len(), gw, addr)),
+        _ => None,
+    };
+    if let Some((prefix, gw, _)) = v6 {
+        let gw_net = Ipv6Net::new(gw, prefix).map_err(|e| KubenetError::Config(e.to_string()))?;
+        rt.replace_addr6(br, gw_net)
+            .map_err(step(format!("put {gw_net} on bridge {}", cfg.bridge)))?;
+        netns::sysctl("net.ipv6.conf.all.forwarding", "1")
+            .map_err(step("enable IPv6 forwarding"))?;
+    }
     // hostPorts on 127.0.0.1: the DNATed flow leaves through the bridge with a loopback source
     // (then masqueraded, table.rs); without route_localnet the kernel drops it as martian.
     // Upstream's portmap plugin sets the same bit on the interface that routes to the pod.
@@ -292,7 +356,12 @@ fn attach(
             let i = rt.index(&ifname)?;
             rt.replace_addr(i, Ipv4Net::new(ip, prefix).map_err(io::Error::other)?)?;
             rt.set_up(i)?;
-            rt.replace_route(Ipv4Net::default(), &[(Some(gw), i)])
+            rt.replace_route(Ipv4Net::default(), &[(Some(gw), i)])?;
+            if let Some((prefix6, gw6, addr6)) = v6 {
+                rt.replace_addr6(i, Ipv6Net::new(addr6, prefix6).map_err(io::Error::other)?)?;
+                rt.replace_route6(Ipv6Net::default(), Some(gw6), i)?;
+            }
+            Ok(())
         },
     )
     .and_then(|r| r)
@@ -404,6 +473,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("IPv4 CIDR"));
+        // Dual-stack: the IPv6 CIDR rides along; a pod's IPv6 address mirrors its IPv4 offset.
+        let c = conflist(
+            "10.244.1.0/24, fd00:10:244:1::/64",
+            std::path::Path::new("/x/ipam"),
+        );
+        let cfg = Config::parse(&c["plugins"][0]).unwrap();
+        assert_eq!(cfg.gateway6().unwrap().to_string(), "fd00:10:244:1::1");
+        assert_eq!(
+            cfg.ipv6_for("10.244.1.37".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "fd00:10:244:1::25"
+        );
+        let mut p = c["plugins"][0].clone();
+        p["subnet6"] = json!("fd00::/121");
+        assert!(Config::parse(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("needs at least as many addresses (a /120 or larger)"));
+        p["subnet6"] = json!("10.1.0.0/16");
+        assert!(Config::parse(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not an IPv6 CIDR"));
         let v = host_veth("0b7c3a3e-1111-4222-8333-444455556666");
         assert!(v.len() <= 15 && v.starts_with("veth"), "{v}");
     }

@@ -316,6 +316,7 @@ impl Supervisor {
             trace!("CNI CHECK passed");
         }
         self.status.pod_ip = cni::result_ip(&res);
+        self.status.pod_ips = cni::result_ips(&res);
         self.net_result = Some(res);
         Ok(())
     }
@@ -327,10 +328,10 @@ impl Supervisor {
         let _ = std::fs::create_dir_all(&etc);
         let node_hosts = || std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         let (hosts, resolv) = match &self.plan.etc {
-            Some(e) => {
-                let ips: Vec<String> = self.status.pod_ip.iter().cloned().collect();
-                (e.hosts_file(&ips, node_hosts), e.resolv_conf.clone())
-            }
+            Some(e) => (
+                e.hosts_file(&self.status.ips(), node_hosts),
+                e.resolv_conf.clone(),
+            ),
             // A plan from before rktup planned these files: the host's.
             None => (
                 node_hosts(),
@@ -354,9 +355,7 @@ impl Supervisor {
         ];
         for e in &c.env {
             let v = match &e.field_ref {
-                Some(f) => {
-                    field_value(&self.plan, self.status.pod_ip.as_deref(), f).unwrap_or_default()
-                }
+                Some(f) => field_value(&self.plan, &self.status.ips(), f).unwrap_or_default(),
                 None => expand(&e.value, &env),
             };
             env.retain(|(k, _)| k != &e.name);
