@@ -81,11 +81,11 @@ struct Proxier {
     cache: model::Cache,
     prog: Programmer,
     /// UDP endpoints and served destinations of the last applied table (conntrack cleanup).
-    last_udp: (
-        std::collections::BTreeSet<(std::net::Ipv4Addr, u16)>,
-        std::collections::BTreeSet<(std::net::Ipv4Addr, u16)>,
-    ),
+    last_udp: (UdpDestinations, UdpDestinations),
 }
+
+/// (address, port) pairs of UDP flows.
+type UdpDestinations = std::collections::BTreeSet<(std::net::Ipv4Addr, u16)>;
 
 impl Proxier {
     fn sync(
