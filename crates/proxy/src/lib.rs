@@ -85,7 +85,7 @@ struct Proxier {
 }
 
 /// (address, port) pairs of UDP flows.
-type UdpDestinations = std::collections::BTreeSet<(std::net::Ipv4Addr, u16)>;
+type UdpDestinations = std::collections::BTreeSet<(std::net::IpAddr, u16)>;
 
 impl Proxier {
     fn sync(

@@ -6,7 +6,7 @@
 //! same model builds either ([`Family`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 pub use rktup_netlink::nft::msg::NFPROTO_IPV6;
 use std::sync::Arc;
@@ -43,14 +43,6 @@ impl NodeInfo {
     }
 }
 
-/// An IPv4 address as such (conntrack cleanup is IPv4's).
-fn v4(ip: &IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(a) => Some(*a),
-        IpAddr::V6(_) => None,
-    }
-}
-
 /// A chain: base chains carry (type, hook, priority).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
@@ -80,8 +72,8 @@ pub struct Ruleset {
     pub sets: BTreeMap<String, Set>,
     /// UDP endpoints in use and UDP Service destinations that have endpoints (ip, port): not
     /// programmed, but what the conntrack cleanup compares between two rulesets.
-    pub udp_endpoints: BTreeSet<(Ipv4Addr, u16)>,
-    pub udp_served: BTreeSet<(Ipv4Addr, u16)>,
+    pub udp_endpoints: BTreeSet<(IpAddr, u16)>,
+    pub udp_served: BTreeSet<(IpAddr, u16)>,
 }
 
 impl Ruleset {
@@ -535,8 +527,8 @@ struct Frag {
     no_ep_nodeports: Vec<Elem>,
     firewall_ips: Vec<Elem>,
     cip: Option<IpAddr>,
-    udp_endpoints: Vec<(Ipv4Addr, u16)>,
-    udp_served: Vec<(Ipv4Addr, u16)>,
+    udp_endpoints: Vec<(IpAddr, u16)>,
+    udp_served: Vec<(IpAddr, u16)>,
 }
 type Elem = (Vec<u8>, Option<Verdict>);
 
@@ -705,7 +697,7 @@ fn service_frag(
         used.extend(local_eps.iter().copied());
         if proto == 17 {
             frag.udp_endpoints
-                .extend(used.iter().filter_map(|e| Some((v4(&e.ip)?, e.port))));
+                .extend(used.iter().map(|e| (e.ip, e.port)));
         }
         for ep in &used {
             let mut rules: Vec<Rule> = vec![];
@@ -812,8 +804,8 @@ fn service_frag(
             },
         );
         if !internal.is_empty() {
-            if let (17, Some(v)) = (proto, v4(&cip)) {
-                frag.udp_served.push((v, port));
+            if proto == 17 {
+                frag.udp_served.push((cip, port));
             }
             frag.service_ips.push((
                 key_ip_proto_port(cip, proto, port),
@@ -930,11 +922,10 @@ fn service_frag(
             ));
         }
         if proto == 17 {
-            frag.udp_served
-                .extend(ext_ips.iter().filter_map(|ip| Some((v4(ip)?, port))));
+            frag.udp_served.extend(ext_ips.iter().map(|ip| (*ip, port)));
             if let Some(np) = node_port {
                 frag.udp_served
-                    .extend(node.ips.iter().filter_map(|ip| Some((v4(ip)?, np))));
+                    .extend(node.ips.iter().filter(|ip| f.has(ip)).map(|ip| (*ip, np)));
             }
         }
         if let Some(np) = node_port {
@@ -1177,6 +1168,7 @@ pub fn ruleset_cached<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::net::Ipv4Addr;
 
     fn svc(v: serde_json::Value) -> Service {
         serde_json::from_value(v).unwrap()

@@ -895,8 +895,8 @@ fn stale_udp_flows_are_cleared_from_conntrack() {
     let node = t.node.clone();
     let gone = |eps: &[(std::net::Ipv4Addr, u16)], served: &[(std::net::Ipv4Addr, u16)]| {
         let (g, s) = (
-            eps.iter().copied().collect(),
-            served.iter().copied().collect(),
+            eps.iter().map(|(ip, p)| (IpAddr::V4(*ip), *p)).collect(),
+            served.iter().map(|(ip, p)| (IpAddr::V4(*ip), *p)).collect(),
         );
         in_ns(&node, move || {
             rktup_proxy::nft::conntrack::flush_udp(&g, &s).unwrap()
@@ -1035,4 +1035,79 @@ fn dual_stack_service_over_ipv6() {
         in_ns(&t.node, move || rktup_proxy::table_rules(&n6).unwrap()),
         None
     );
+}
+
+/// IPv6 UDP flows follow endpoint changes too: the stale conntrack entry of a flow DNATed to an
+/// IPv6 endpoint that left is deleted (ctnetlink, AF_INET6), so the next datagram of the same
+/// flow reaches the endpoint that is there now.
+#[test]
+fn stale_ipv6_udp_flows_are_cleared_from_conntrack() {
+    use rktup_proxy::model::{ruleset_for, Family};
+    let Some(t) = Topo::new("udp6_conntrack", 3) else {
+        return;
+    };
+    let mut node = node_info();
+    node.cluster_cidrs.push("fd00:244::/56".parse().unwrap());
+    node.pod_cidrs.push("fd00:244::/64".parse().unwrap());
+    let svc = web(json!({
+        "clusterIPs": ["10.96.0.10", "fd00:96::a"],
+        "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+        "ports": [{"name": "dns", "port": 53, "targetPort": UDP_PORT, "protocol": "UDP"}],
+    }));
+    let rs = |idx: &[usize]| {
+        let eps: Vec<_> = idx
+            .iter()
+            .map(|i| (IpAddr::V6(pod_ip6(t.pod_ip(*i))), NODE, true, true, false))
+            .collect();
+        let sl = slice_of("default", "web", "v6", &[("dns", UDP_PORT, "UDP")], &eps);
+        let mut v = serde_json::to_value(&sl).unwrap();
+        v["addressType"] = json!("IPv6");
+        let sl = serde_json::from_value(v).unwrap();
+        ruleset_for(Family::V6, std::slice::from_ref(&svc), &[sl], &node)
+    };
+    let table6 = format!("{}6", table(&t));
+    let apply6 = |r: Ruleset| {
+        let n = table6.clone();
+        in_ns(&t.node, move || {
+            Programmer::new(&n)
+                .expect("netlink")
+                .apply(r)
+                .expect("apply");
+        });
+    };
+    let to: SocketAddr = "[fd00:96::a]:53".parse().unwrap();
+    // one client socket, one flow all along
+    let sock = in_ns(t.pod_ns(1), || std::net::UdpSocket::bind("[::]:0").unwrap());
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    sock.connect(to).unwrap();
+    let ask = |s: &std::net::UdpSocket| -> String {
+        for _ in 0..3 {
+            let _ = s.send(b"hi");
+            let mut buf = [0u8; 256];
+            if let Ok(n) = s.recv(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n])
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+            }
+        }
+        "silence".into()
+    };
+    apply6(rs(&[0]));
+    assert_eq!(ask(&sock), "pod0");
+    apply6(rs(&[2]));
+    assert_eq!(
+        ask(&sock),
+        "pod0",
+        "expected the stale entry to still apply"
+    );
+    let gone: std::collections::BTreeSet<(IpAddr, u16)> =
+        [(IpAddr::V6(pod_ip6(t.pod_ip(0))), UDP_PORT)].into();
+    let deleted = in_ns(&t.node, move || {
+        rktup_proxy::nft::conntrack::flush_udp(&gone, &Default::default()).unwrap()
+    });
+    assert!(deleted >= 1, "no IPv6 entry deleted");
+    assert_eq!(ask(&sock), "pod2");
 }

@@ -292,7 +292,8 @@ fn pods_reach_each_other_and_host_ports_metadata_is_blocked_and_del_cleans_up() 
 /// A dual-stack node (an IPv6 pod CIDR beside the IPv4 one): each pod gets both addresses (the
 /// IPv6 one at its IPv4 offset), the CNI result lists both with their gateways and default
 /// routes, and pods and the node reach a pod over IPv6 right after ADD (no duplicate address
-/// detection wait); DEL takes the IPv6 side along.
+/// detection wait), and a hostPort answers on the node's IPv6 address; DEL takes the IPv6 side
+/// along.
 #[test]
 fn dual_stack_pods_reach_each_other_over_ipv6() {
     if !rktup_testkit::can_run_as_root("kubenet dual-stack datapath", "network namespaces") {
@@ -311,8 +312,9 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
     let cidrs = format!("{v4},{v6}");
     let data = tempfile::tempdir().unwrap();
     let dir: PathBuf = data.path().join("ipam");
-    let add = |pod: &str| -> Value {
-        let conf = plugin_conf(&cidrs, &dir, json!([]));
+    let ports_a = json!([{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]);
+    let add = |pod: &str, ports: Value| -> Value {
+        let conf = plugin_conf(&cidrs, &dir, ports);
         let (id, ns) = (format!("id-{pod}"), netns::path(pod).display().to_string());
         in_node(&node, move || {
             kubenet::add(
@@ -326,7 +328,7 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
         })
         .unwrap_or_else(|e| panic!("ADD {pod}: {e}"))
     };
-    let (ra, rb) = (add(&a), add(&b));
+    let (ra, rb) = (add(&a, ports_a.clone()), add(&b, json!([])));
     let addr = |r: &Value, i: usize| -> std::net::IpAddr {
         let s = r["ips"][i]["address"].as_str().expect("address");
         s.split('/').next().unwrap().parse().unwrap()
@@ -366,14 +368,24 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
         fetch(&node, to_a).expect("node -> pod a over IPv6"),
         "pod-a over IPv6"
     );
+    // The hostPort on the node's IPv6 address (the bridge's), from the node and from pod b.
+    let hp6 = SocketAddr::from((gw6, 18080));
+    assert_eq!(
+        fetch(&node, hp6).expect("node -> hostPort over IPv6"),
+        "pod-a over IPv6"
+    );
+    assert_eq!(
+        fetch(&b, hp6).expect("pod b -> hostPort of pod a over IPv6"),
+        "pod-a over IPv6"
+    );
     // IPv4 still works beside it.
     assert_eq!(
         fetch(&b, SocketAddr::from((a4, 8080))).expect("pod b -> pod a over IPv4"),
         "pod-a over IPv6"
     );
 
-    for pod in [&a, &b] {
-        let conf = plugin_conf(&cidrs, &dir, json!([]));
+    for (pod, ports) in [(&a, ports_a.clone()), (&b, json!([]))] {
+        let conf = plugin_conf(&cidrs, &dir, ports);
         let (id, ns) = (format!("id-{pod}"), netns::path(pod).display().to_string());
         in_node(&node, move || {
             kubenet::del(

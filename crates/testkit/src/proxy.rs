@@ -57,6 +57,14 @@ fn sysctl(ns: &str, key: &str, val: &str) {
     })
 }
 
+/// No duplicate address detection on links made in `ns` from now on: link-local addresses
+/// (what neighbour discovery speaks from) are usable at once, as the agent's kubenet makes them.
+fn no_dad(ns: &str) {
+    for scope in ["all", "default"] {
+        sysctl(ns, &format!("net.ipv6.conf.{scope}.accept_dad"), "0");
+    }
+}
+
 pub struct Topo {
     pub node: String,
     pub client: String,
@@ -86,6 +94,7 @@ impl Topo {
         };
         for ns in [&node, &client] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
+            no_dad(ns);
         }
         ip(&[
             "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
@@ -181,6 +190,7 @@ impl Topo {
             let pns = format!("h3p{tag}x{i}");
             let addr = Ipv4Addr::new(10, 244, 0, 10 + i as u8);
             ip(&["netns", "add", &pns]);
+            no_dad(&pns);
             t.pods.push((pns.clone(), addr));
             let host_if = format!("veth{i}");
             ip(&[
@@ -282,10 +292,20 @@ fn serve(ns: &str, name: String) {
     });
 }
 
-/// In a pod, on its IPv6 address: TCP on 8080 answers as [`serve`] does.
+/// In a pod, on its IPv6 address: TCP on 8080 and UDP on 5353 answer as [`serve`]'s do.
 fn serve6(ns: &str, addr: Ipv6Addr, name: String) {
-    let tcp = in_ns(ns, move || {
-        TcpListener::bind((addr, TCP_PORT)).expect("bind tcp6")
+    let (tcp, udp) = in_ns(ns, move || {
+        (
+            TcpListener::bind((addr, TCP_PORT)).expect("bind tcp6"),
+            UdpSocket::bind((addr, UDP_PORT)).expect("bind udp6"),
+        )
+    });
+    let n2 = name.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(format!("{n2} {}\n", from.ip()).as_bytes(), from);
+        }
     });
     std::thread::spawn(move || {
         for c in tcp.incoming() {

@@ -96,6 +96,11 @@ pub fn ensure_bridge(rec: &ClusterRecord) -> Result<(), NetError> {
     rt.replace_addr(idx, addr)
         .map_err(step(format!("put {addr} on bridge {br}")))?;
     if let (Some(net6), Some(gw6)) = (rec.node_network_v6(), rec.gateway6()) {
+        // No duplicate address detection: the link-local address neighbour discovery speaks
+        // from is usable at once (a tentative one delays first packets by seconds).
+        netns::sysctl(&format!("net.ipv6.conf.{br}.accept_dad"), "0").map_err(step(format!(
+            "turn duplicate address detection off on {br}"
+        )))?;
         let addr6 = Ipv6Net::new(gw6, net6.prefix_len())
             .map_err(|e| step("compute the IPv6 gateway address")(io::Error::other(e)))?;
         rt.replace_addr6(idx, addr6)
@@ -201,6 +206,17 @@ pub fn ensure_host_netns(ns: &str) -> Result<(), NetError> {
 pub fn ensure_node(rec: &ClusterRecord, node: &NodeRecord) -> Result<(), NetError> {
     let ns = node.netns.as_str();
     netns::create(ns).map_err(step(format!("create network namespace {ns}")))?;
+    if node.ip6.is_some() {
+        // Links made in the node's namespace skip duplicate address detection (see
+        // `ensure_bridge`).
+        in_netns(ns, || {
+            netns::sysctl("net.ipv6.conf.default.accept_dad", "0")
+        })
+        .map_err(step(format!("enter network namespace {ns}")))?
+        .map_err(step(format!(
+            "turn duplicate address detection off in {ns}"
+        )))?;
+    }
     let mut rt = Rtnl::open().map_err(step("open a netlink socket"))?;
     let veth = node.host_veth.as_str();
     if rt

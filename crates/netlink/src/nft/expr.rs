@@ -189,6 +189,25 @@ pub fn dnat(ip: Ipv4Addr, port: u16) -> Vec<Expr> {
     ]
 }
 
+/// `dnat ip6 to [<ip>]:<port>`.
+pub fn dnat6(ip: std::net::Ipv6Addr, port: u16) -> Vec<Expr> {
+    vec![
+        Expr::Immediate {
+            dreg: REG32_0,
+            data: ip.octets().to_vec(),
+        },
+        Expr::Immediate {
+            dreg: REG32_0 + 4,
+            data: port.to_be_bytes().to_vec(),
+        },
+        Expr::Dnat {
+            family: NFPROTO_IPV6,
+            reg_addr: REG32_0,
+            reg_port: REG32_0 + 4,
+        },
+    ]
+}
+
 /// `masquerade`.
 pub fn masquerade() -> Vec<Expr> {
     vec![Expr::Masquerade {

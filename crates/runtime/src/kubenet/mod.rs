@@ -293,13 +293,19 @@ fn attach(
         .map_err(|e| KubenetError::Config(e.to_string()))?;
     rt.replace_addr(br, gw_net)
         .map_err(step(format!("put {gw_net} on bridge {}", cfg.bridge)))?;
-    rt.set_up(br)
-        .map_err(step(format!("set bridge {} up", cfg.bridge)))?;
-    netns::sysctl("net.ipv4.ip_forward", "1").map_err(step("enable IPv4 forwarding"))?;
     let v6 = match (cfg.subnet6, cfg.gateway6(), cfg.ipv6_for(ip)) {
         (Some(net), Some(gw), Some(addr)) => Some((net.prefix_len(), gw, addr)),
         _ => None,
     };
+    if v6.is_some() {
+        // No duplicate address detection on the pod network's links: their link-local
+        // addresses, which neighbour discovery speaks from, are usable at once too (a tentative
+        // one can leave a pod's first packets waiting seconds for a neighbour).
+        no_dad(&cfg.bridge)?;
+    }
+    rt.set_up(br)
+        .map_err(step(format!("set bridge {} up", cfg.bridge)))?;
+    netns::sysctl("net.ipv4.ip_forward", "1").map_err(step("enable IPv4 forwarding"))?;
     if let Some((prefix, gw, _)) = v6 {
         let gw_net = Ipv6Net::new(gw, prefix).map_err(|e| KubenetError::Config(e.to_string()))?;
         rt.replace_addr6(br, gw_net)
@@ -341,6 +347,9 @@ fn attach(
         rt.set_hairpin(hi, true)
             .map_err(step(format!("turn hairpin on for {host}")))?;
     }
+    if v6.is_some() {
+        no_dad(&host)?;
+    }
     rt.set_up(hi).map_err(step(format!("set {host} up")))?;
 
     // Inside the pod: address, link up, default route.
@@ -355,6 +364,9 @@ fn attach(
             let mut rt = Rtnl::open()?;
             let i = rt.index(&ifname)?;
             rt.replace_addr(i, Ipv4Net::new(ip, prefix).map_err(io::Error::other)?)?;
+            if v6.is_some() {
+                netns::sysctl(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
+            }
             rt.set_up(i)?;
             rt.replace_route(Ipv4Net::default(), &[(Some(gw), i)])?;
             if let Some((prefix6, gw6, addr6)) = v6 {
@@ -372,9 +384,16 @@ fn attach(
 
     table::ensure(cfg).map_err(step("program nftables table inet rktup-kubenet"))?;
     if !ports.is_empty() {
-        table::add_pod(att.container_id, ip, ports)?;
+        table::add_pod(att.container_id, ip, v6.map(|(_, _, addr)| addr), ports)?;
     }
     Ok(())
+}
+
+/// `net.ipv6.conf.<link>.accept_dad=0`, before the link goes up.
+fn no_dad(link: &str) -> Result<(), KubenetError> {
+    netns::sysctl(&format!("net.ipv6.conf.{link}.accept_dad"), "0").map_err(step(format!(
+        "turn duplicate address detection off on {link}"
+    )))
 }
 
 fn detach(

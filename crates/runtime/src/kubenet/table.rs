@@ -11,6 +11,11 @@
 //! chain pod-<id>    { meta l4proto tcp th dport <hostPort> dnat ip to <pod>:<containerPort> … }
 //! ```
 //!
+//! A dual-stack node (`subnet6`) has the same in IPv6 beside it: hostPorts on the node's IPv6
+//! addresses (DNAT to the pod's IPv6 address), the masquerade of DNATed pod-to-pod flows, and
+//! pod traffic to the IPv6 metadata address (fd00:ec2::254) dropped. hostPorts on `::1` are
+//! not served (IPv6 has no `route_localnet`).
+//!
 //! The base chains are flushed and refilled in one transaction on every ADD (so a changed pod
 //! CIDR or a table edited behind our back is repaired); a pod's chain and map elements are
 //! added, and removed, in one transaction each.
@@ -20,7 +25,10 @@ use rktup_netlink::nft::expr::{self, rule};
 use rktup_netlink::nft::msg::{Batch, Hook, SetSpec, Verdict, SET_MAP};
 use rktup_netlink::nft::sock::Socket;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The cloud metadata server's IPv6 address (EC2's IMDS).
+const METADATA_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 pub const TABLE: &str = "rktup-kubenet";
 const HOSTPORTS: &str = "hostports";
@@ -74,6 +82,39 @@ pub fn ensure(cfg: &super::Config) -> io::Result<()> {
     ]);
     b.add_rule(TABLE, "prerouting", &to_hostports);
     b.add_rule(TABLE, "output", &to_hostports);
+    if let Some(subnet6) = cfg.subnet6 {
+        let to_hostports6 = rule(&[
+            expr::ipv6(),
+            expr::daddr_local(),
+            expr::proto_port_vmap(HOSTPORTS),
+        ]);
+        b.add_rule(TABLE, "prerouting", &to_hostports6);
+        b.add_rule(TABLE, "output", &to_hostports6);
+        b.add_rule(
+            TABLE,
+            "postrouting",
+            &rule(&[
+                expr::ipv6(),
+                expr::ct_dnat(),
+                expr::saddr6_in(subnet6, false),
+                expr::daddr6_in(subnet6, false),
+                expr::masquerade(),
+            ]),
+        );
+        if cfg.block_metadata {
+            let md = ipnet::Ipv6Net::new(METADATA_ADDR6, 128).map_err(io::Error::other)?;
+            b.add_rule(
+                TABLE,
+                "forward",
+                &rule(&[
+                    expr::ipv6(),
+                    expr::saddr6_in(subnet6, false),
+                    expr::daddr6_in(md, false),
+                    expr::verdict(Verdict::Drop),
+                ]),
+            );
+        }
+    }
     // DNATed flows into the pods are masqueraded when they come from a pod (hairpin) or from
     // 127.0.0.1: a hostPort reached on the node's loopback (the output hook DNATs it too) leaves
     // through the bridge with a loopback source, which the bridge's route_localnet lets out
@@ -110,8 +151,14 @@ pub fn ensure(cfg: &super::Config) -> io::Result<()> {
     commit(&mut sock, b)
 }
 
-/// The pod's hostPorts: its chain of DNAT rules and one map element per port.
-pub fn add_pod(id: &str, ip: Ipv4Addr, ports: &[HostPort]) -> Result<(), KubenetError> {
+/// The pod's hostPorts: its chain of DNAT rules (per family: to `ip`, and to `ip6` on a
+/// dual-stack node) and one map element per port.
+pub fn add_pod(
+    id: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    ports: &[HostPort],
+) -> Result<(), KubenetError> {
     let chain = pod_chain(id);
     let mut sock = Socket::open().map_err(super::step("open a netfilter socket"))?;
     let mut b = Batch::new(sock.next_seq(0));
@@ -123,11 +170,24 @@ pub fn add_pod(id: &str, ip: Ipv4Addr, ports: &[HostPort]) -> Result<(), Kubenet
             TABLE,
             &chain,
             &rule(&[
+                expr::ipv4(),
                 expr::l4proto(p.proto),
                 expr::dport(p.host_port),
                 expr::dnat(ip, p.container_port),
             ]),
         );
+        if let Some(ip6) = ip6 {
+            b.add_rule(
+                TABLE,
+                &chain,
+                &rule(&[
+                    expr::ipv6(),
+                    expr::l4proto(p.proto),
+                    expr::dport(p.host_port),
+                    expr::dnat6(ip6, p.container_port),
+                ]),
+            );
+        }
         elems.push((
             expr::proto_port_key(p.proto, p.host_port),
             Some(Verdict::Goto(chain.clone())),
