@@ -2,8 +2,9 @@
 //! IPv6 range after the IPv4 one, as kind's `ipFamily: dual` and hack/local-up-cluster.sh take
 //! them. Two nodes, real kubectl, a busybox image built here: pods get an IPv6 address beside
 //! their IPv4 one (`status.podIPs`), reach each other across nodes over IPv6, a dual-stack
-//! Service answers on its IPv6 ClusterIP and on its NodePort at a node's IPv6 address, cluster
-//! DNS answers AAAA with the IPv6 ClusterIP, and `down` leaves nothing. Needs root.
+//! LoadBalancer Service answers on its IPv6 ClusterIP, on its NodePort at a node's IPv6 address
+//! and on an IPv6 load balancer address from this machine, cluster DNS answers AAAA with the IPv6
+//! ClusterIP, and `down` leaves nothing. Needs root.
 
 use rktup_testkit::local::{http_get, LocalCluster as Cluster};
 use rktup_testkit::{wait_for, Images, Registry};
@@ -142,16 +143,35 @@ fn dual_stack_pods_services_and_dns_on_a_two_node_local_cluster() {
         assert_eq!(&got, name);
     }
 
-    // A dual-stack NodePort Service.
+    // A dual-stack LoadBalancer Service.
     c.apply(
         "web-svc.json",
         &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-            "spec": {"type": "NodePort", "ipFamilyPolicy": "RequireDualStack",
+            "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
                      "selector": {"app": "web"},
                      "ports": [{"port": 80, "targetPort": 8080}]}}),
     );
-    let svc = c.json(&["get", "service", "web"]);
+    // One load balancer address per family, in the Service's family order.
+    let svc = wait_for(
+        "two load balancer addresses",
+        Duration::from_secs(30),
+        || {
+            let s = c.json(&["get", "service", "web"]);
+            (s["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .map(Vec::len)
+                == Some(2))
+            .then_some(s)
+        },
+    );
     assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]), "{svc}");
+    let lb: Vec<IpAddr> = svc["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ip"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(lb[0].is_ipv4() && lb[1].is_ipv6(), "{svc}");
     let cip6: IpAddr = svc["spec"]["clusterIPs"][1]
         .as_str()
         .unwrap()
@@ -170,6 +190,15 @@ fn dual_stack_pods_services_and_dns_on_a_two_node_local_cluster() {
         );
         assert!(names.contains(&got));
     }
+
+    // The IPv6 load balancer address, from this machine (routed through the nodes).
+    let lb6 = format!("[{}]:80", lb[1]);
+    let got = wait_for(
+        &format!("load balancer at {lb6}"),
+        Duration::from_secs(30),
+        || http_get(&lb6).ok().filter(|b| names.contains(b)),
+    );
+    assert!(names.contains(&got));
 
     // From a pod on the first node: the other node's pod over IPv6, the IPv6 ClusterIP, and
     // AAAA from cluster DNS.

@@ -28,7 +28,8 @@ pub struct ControlPlaneArgs {
     /// Port range for NodePort Services (kube-apiserver's flag).
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
-    /// Addresses for LoadBalancer Services, as a CIDR or FIRST-LAST; without it they stay pending.
+    /// Addresses for LoadBalancer Services, as a CIDR or FIRST-LAST (one per IP family,
+    /// comma-separated, on a dual-stack cluster); without it they stay pending.
     #[arg(long, value_name = "CIDR|FIRST-LAST")]
     pub load_balancer_ip_range: Option<String>,
     /// The cluster DNS address (DNS_SERVER_IP): kube-system/kube-dns is kept on it.

@@ -232,7 +232,7 @@ impl ControlPlane {
         settings.clock = self.clock.clone();
         if let Some(r) = &self.load_balancer_ip_range {
             settings.load_balancer_pool =
-                Some(controllers::loadbalancer::LoadBalancerPool::parse(r)?);
+                Some(controllers::loadbalancer::LoadBalancerPools::parse(r)?);
         }
         if let Some(ip) = self.cluster_dns_ip {
             if !cidr.contains_ip(ip.into()) {

@@ -240,9 +240,18 @@ impl Rtnl {
         gw: Option<Ipv6Addr>,
         dev: u32,
     ) -> io::Result<()> {
+        self.replace_route6_hops(dst, &[(gw, dev)])
+    }
+
+    /// [`Rtnl::replace_route6`] with several next hops (`nexthop via … dev …` for each).
+    pub fn replace_route6_hops(
+        &mut self,
+        dst: Ipv6Net,
+        hops: &[(Option<Ipv6Addr>, u32)],
+    ) -> io::Result<()> {
         let dst = dst.trunc();
         let mut h = Self::rtmsg6(dst);
-        if gw.is_none() {
+        if hops.iter().all(|(gw, _)| gw.is_none()) {
             h[6] = RT_SCOPE_LINK;
         }
         self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &h, |b| {
@@ -250,10 +259,30 @@ impl Rtnl {
             if dst.prefix_len() > 0 {
                 b.attr(RTA_DST, &dst.network().octets());
             }
-            if let Some(g) = gw {
-                b.attr(RTA_GATEWAY, &g.octets());
+            match hops {
+                [(gw, dev)] => {
+                    if let Some(g) = gw {
+                        b.attr(RTA_GATEWAY, &g.octets());
+                    }
+                    b.u32_ne(RTA_OIF, *dev);
+                }
+                many => {
+                    let mut mp = Vec::new();
+                    for (gw, dev) in many {
+                        let mut attrs = Buf::default();
+                        if let Some(g) = gw {
+                            attrs.attr(RTA_GATEWAY, &g.octets());
+                        }
+                        let len = 8 + attrs.b.len();
+                        mp.extend_from_slice(&(len as u16).to_ne_bytes());
+                        mp.push(0);
+                        mp.push(0);
+                        mp.extend_from_slice(&dev.to_ne_bytes());
+                        mp.extend_from_slice(&attrs.b);
+                    }
+                    b.attr(RTA_MULTIPATH, &mp);
+                }
             }
-            b.u32_ne(RTA_OIF, dev);
         })
     }
 

@@ -165,6 +165,22 @@ impl ClusterRecord {
         Ipv4Net::new(Ipv4Addr::from(base), prefix).unwrap_or(self.node_network)
     }
 
+    /// A dual-stack cluster's IPv6 LoadBalancer addresses: the top /112 of its IPv6 node network
+    /// (node addresses count up from the bottom).
+    pub fn load_balancer_pool_v6(&self) -> Option<Ipv6Net> {
+        let net = self.node_network_v6()?;
+        let top = u128::from(net.network()) | 0xffff_ffff_ffff_0000;
+        Ipv6Net::new(Ipv6Addr::from(top), 112).ok()
+    }
+
+    /// `--load-balancer-ip-range`: the IPv4 pool, and the IPv6 one after a comma (dual-stack).
+    pub fn load_balancer_ranges(&self) -> String {
+        match self.load_balancer_pool_v6() {
+            Some(v6) => format!("{},{v6}", self.load_balancer_pool()),
+            None => self.load_balancer_pool().to_string(),
+        }
+    }
+
     /// The API server as this machine's users reach it.
     pub fn api_url(&self) -> String {
         format!("https://{}:{}", self.api_host, self.api_port)

@@ -426,7 +426,19 @@ pub fn ensure_load_balancer_route(rec: &ClusterRecord) -> Result<(), NetError> {
         .map_err(step(format!("look up bridge {}", rec.bridge)))?;
     let hops: Vec<_> = rec.nodes.iter().map(|n| (Some(n.ip), br)).collect();
     rt.replace_route(pool, &hops)
-        .map_err(step(format!("route {pool} through the nodes")))
+        .map_err(step(format!("route {pool} through the nodes")))?;
+    if let Some(pool6) = rec.load_balancer_pool_v6() {
+        let hops: Vec<_> = rec
+            .nodes
+            .iter()
+            .filter_map(|n| Some((Some(n.ip6?), br)))
+            .collect();
+        if !hops.is_empty() {
+            rt.replace_route6_hops(pool6, &hops)
+                .map_err(step(format!("route {pool6} through the nodes")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` on a thread that has entered namespace `ns`; processes it starts are in `ns` too.

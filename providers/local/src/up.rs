@@ -698,7 +698,7 @@ fn start_controlplane(
                 local.settings.log_level.to_string(),
                 // LoadBalancer Services get host-reachable addresses (routed through the nodes).
                 "--load-balancer-ip-range".into(),
-                rec.load_balancer_pool().to_string(),
+                rec.load_balancer_ranges(),
                 "--cluster-dns-ip".into(),
                 recorded(rec, &local.settings).dns_server_ip.to_string(),
             ],

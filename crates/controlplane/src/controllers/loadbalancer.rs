@@ -16,69 +16,91 @@
 use super::{deleting, list, rd, record_event, uid, Settings};
 use crate::api::objects::{meta_str, Core, WriteCtx};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::collections::HashSet;
+use std::net::IpAddr;
 
 const COMPONENT: &str = "service-controller";
 pub const REASON_NO_CONTROLLER: &str = "NoLoadBalancerController";
 
-/// The addresses handed to LoadBalancer Services (`--load-balancer-ip-range`).
+/// The addresses of one family handed to LoadBalancer Services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadBalancerPool {
-    first: Ipv4Addr,
-    last: Ipv4Addr,
+    first: IpAddr,
+    last: IpAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "invalid load balancer address range {0:?}: want an IPv4 CIDR (172.18.255.0/24) or FIRST-LAST"
+    "invalid load balancer address range {0:?}: want a CIDR (172.18.255.0/24) or FIRST-LAST, \
+     or one of each family, comma-separated (172.18.255.0/24,fd00:18::/112)"
 )]
 pub struct PoolParseError(pub String);
 
+fn num(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn addr(v4: bool, n: u128) -> IpAddr {
+    if v4 {
+        IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::from(n))
+    }
+}
+
 impl LoadBalancerPool {
-    /// `172.18.255.0/24` (without its network and broadcast addresses, for
-    /// prefixes up to /30) or `172.18.255.10-172.18.255.20` (inclusive).
+    /// `172.18.255.0/24` (without its network and broadcast addresses, for prefixes up to /30;
+    /// an IPv6 CIDR without its network address) or `172.18.255.10-172.18.255.20` (inclusive).
     pub fn parse(s: &str) -> Result<Self, PoolParseError> {
         let err = || PoolParseError(s.to_string());
         if let Some((a, b)) = s.split_once('-') {
-            let first: Ipv4Addr = a.trim().parse().map_err(|_| err())?;
-            let last: Ipv4Addr = b.trim().parse().map_err(|_| err())?;
-            if u32::from(first) > u32::from(last) {
+            let first: IpAddr = a.trim().parse().map_err(|_| err())?;
+            let last: IpAddr = b.trim().parse().map_err(|_| err())?;
+            if first.is_ipv4() != last.is_ipv4() || num(first) > num(last) {
                 return Err(err());
             }
             return Ok(LoadBalancerPool { first, last });
         }
         let (ip, prefix) = s.split_once('/').ok_or_else(err)?;
-        let ip: Ipv4Addr = ip.trim().parse().map_err(|_| err())?;
+        let ip: IpAddr = ip.trim().parse().map_err(|_| err())?;
         let prefix: u32 = prefix.trim().parse().map_err(|_| err())?;
-        if prefix > 32 {
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        if prefix > bits {
             return Err(err());
         }
-        let mask = if prefix == 0 {
-            0
+        let host_mask = if prefix == 0 {
+            u128::MAX >> (128 - bits)
         } else {
-            u32::MAX << (32 - prefix)
+            (1u128 << (bits - prefix)) - 1
         };
-        let net = u32::from(ip) & mask;
-        let bcast = net | !mask;
-        let (first, last) = if prefix <= 30 {
-            (net + 1, bcast - 1)
-        } else {
-            (net, bcast)
+        let net = num(ip) & !host_mask;
+        let top = net | host_mask;
+        let (first, last) = match (ip.is_ipv4(), prefix) {
+            (true, p) if p <= 30 => (net + 1, top - 1),
+            (false, p) if p <= 126 => (net + 1, top),
+            _ => (net, top),
         };
         Ok(LoadBalancerPool {
-            first: first.into(),
-            last: last.into(),
+            first: addr(ip.is_ipv4(), first),
+            last: addr(ip.is_ipv4(), last),
         })
     }
 
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(self.first)..=u32::from(self.last)).contains(&u32::from(ip))
+    pub fn is_ipv6(&self) -> bool {
+        self.first.is_ipv6()
     }
 
-    fn first_free(&self, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-        (u32::from(self.first)..=u32::from(self.last))
-            .map(Ipv4Addr::from)
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv6() == self.is_ipv6() && (num(self.first)..=num(self.last)).contains(&num(ip))
+    }
+
+    fn first_free(&self, used: &HashSet<IpAddr>) -> Option<IpAddr> {
+        // At most used.len() + 1 steps, however large the range.
+        (num(self.first)..=num(self.last))
+            .map(|n| addr(!self.is_ipv6(), n))
             .find(|ip| !used.contains(ip))
     }
 }
@@ -89,13 +111,79 @@ impl std::fmt::Display for LoadBalancerPool {
     }
 }
 
-fn ingress_ips(svc: &Value) -> Vec<Ipv4Addr> {
+/// `--load-balancer-ip-range`: a pool, or one per family (a dual-stack cluster's); a
+/// dual-stack Service gets an address of each of its families, in `ipFamilies` order, as
+/// cloud-provider-kind gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancerPools(Vec<LoadBalancerPool>);
+
+impl LoadBalancerPools {
+    pub fn parse(s: &str) -> Result<Self, PoolParseError> {
+        let pools = s
+            .split(',')
+            .map(|p| LoadBalancerPool::parse(p.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let v6 = pools.iter().filter(|p| p.is_ipv6()).count();
+        if pools.len() > 2 || v6 > 1 || pools.len() - v6 > 1 {
+            return Err(PoolParseError(s.to_string()));
+        }
+        Ok(LoadBalancerPools(pools))
+    }
+    fn of(&self, ipv6: bool) -> Option<&LoadBalancerPool> {
+        self.0.iter().find(|p| p.is_ipv6() == ipv6)
+    }
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|p| p.contains(ip))
+    }
+}
+
+impl std::fmt::Display for LoadBalancerPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+fn ingress_ips(svc: &Value) -> Vec<IpAddr> {
     svc.pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|i| i["ip"].as_str()?.parse().ok())
         .collect()
+}
+
+/// The pools a Service draws from: one per family it lists (IPv4 when it lists none), in its
+/// order; Err names a family without a pool.
+fn pools_of<'a>(
+    pools: &'a LoadBalancerPools,
+    svc: &Value,
+) -> Result<Vec<&'a LoadBalancerPool>, String> {
+    let families: Vec<&str> = svc
+        .pointer("/spec/ipFamilies")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .filter(|v: &Vec<&str>| !v.is_empty())
+        .unwrap_or_else(|| vec!["IPv4"]);
+    let mut out = vec![];
+    for f in families {
+        match pools.of(f == "IPv6") {
+            Some(p) => out.push(p),
+            // A dual-stack Service on a pool of one family gets that family's address.
+            None if families_len(svc) > 1 => {}
+            None => return Err(format!("no {f} load balancer address range")),
+        }
+    }
+    if out.is_empty() {
+        return Err("no load balancer address range of the Service's IP families".into());
+    }
+    Ok(out)
+}
+
+fn families_len(svc: &Value) -> usize {
+    svc.pointer("/spec/ipFamilies")
+        .and_then(Value::as_array)
+        .map_or(1, Vec::len)
 }
 
 fn is_ours(svc: &Value) -> bool {
@@ -135,26 +223,32 @@ pub fn pass(core: &Core, s: &Settings) {
             .cmp(meta_str(b, "creationTimestamp"))
             .then_with(|| meta_str(a, "name").cmp(meta_str(b, "name")))
     });
-    let Some(pool) = s.load_balancer_pool else {
+    let Some(pools) = &s.load_balancer_pool else {
         warn_pending(core, &services);
         return;
     };
     // Addresses held by Services that keep them.
-    let mut used: HashSet<Ipv4Addr> = HashSet::new();
-    let mut keep: HashMap<String, Ipv4Addr> = HashMap::new();
+    let mut used: HashSet<IpAddr> = HashSet::new();
+    let mut keep: HashSet<String> = HashSet::new();
     for svc in services.iter().filter(|s| is_ours(s)) {
-        if let [ip] = ingress_ips(svc)[..] {
-            if pool.contains(ip) && !used.contains(&ip) && wants(svc, ip) {
-                used.insert(ip);
-                keep.insert(uid(svc).to_string(), ip);
-            }
+        let (ips, Ok(want)) = (ingress_ips(svc), pools_of(pools, svc)) else {
+            continue;
+        };
+        let fits = ips.len() == want.len()
+            && ips
+                .iter()
+                .zip(&want)
+                .all(|(ip, p)| p.contains(*ip) && !used.contains(ip) && wants(svc, *ip));
+        if fits {
+            used.extend(ips);
+            keep.insert(uid(svc).to_string());
         }
     }
     for svc in &services {
         let has_status = !ingress_ips(svc).is_empty();
         if !is_ours(svc) {
             // Released with the type (or the Service): clear what we wrote.
-            let managed_by_us = ingress_ips(svc).iter().any(|ip| pool.contains(*ip));
+            let managed_by_us = ingress_ips(svc).iter().any(|ip| pools.contains(*ip));
             let other_class = svc
                 .pointer("/spec/loadBalancerClass")
                 .is_some_and(|c| !c.is_null());
@@ -181,26 +275,43 @@ pub fn pass(core: &Core, s: &Settings) {
             }
             continue;
         }
-        if keep.contains_key(uid(svc)) {
+        if keep.contains(uid(svc)) {
             continue;
         }
         let requested = svc
             .pointer("/spec/loadBalancerIP")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty());
-        let ip = match requested {
-            Some(req) => match req.parse::<Ipv4Addr>() {
-                Ok(ip) if pool.contains(ip) && !used.contains(&ip) => Ok(ip),
-                Ok(ip) if pool.contains(ip) => Err(format!("requested loadBalancerIP {ip} is already in use")),
-                _ => Err(format!("requested loadBalancerIP {req} is not in the load balancer address range {pool}")),
-            },
-            None => pool
-                .first_free(&used)
-                .ok_or_else(|| format!("no free address left in the load balancer address range {pool}")),
-        };
-        match ip {
-            Ok(ip) => {
-                used.insert(ip);
+        let picked = pools_of(pools, svc).and_then(|want| {
+            let mut ips = vec![];
+            for pool in want {
+                let asked = requested.and_then(|r| {
+                    let ip = r.parse::<IpAddr>();
+                    // An address of the other family asks nothing of this pool.
+                    match ip {
+                        Ok(ip) if ip.is_ipv6() != pool.is_ipv6() => None,
+                        _ => Some((r, ip)),
+                    }
+                });
+                let ip = match asked {
+                    Some((_, Ok(ip))) if pool.contains(ip) && !used.contains(&ip) => ip,
+                    Some((_, Ok(ip))) if pool.contains(ip) => {
+                        return Err(format!("requested loadBalancerIP {ip} is already in use"))
+                    }
+                    Some((req, _)) => {
+                        return Err(format!("requested loadBalancerIP {req} is not in the load balancer address range {pools}"))
+                    }
+                    None => pool.first_free(&used).ok_or_else(|| {
+                        format!("no free address left in the load balancer address range {pool}")
+                    })?,
+                };
+                ips.push(ip);
+            }
+            Ok(ips)
+        });
+        match picked {
+            Ok(ips) => {
+                used.extend(ips.iter().copied());
                 record_event(
                     core,
                     svc,
@@ -210,7 +321,11 @@ pub fn pass(core: &Core, s: &Settings) {
                     "Ensuring load balancer",
                     COMPONENT,
                 );
-                write_ingress(core, svc, json!([{"ip": ip.to_string(), "ipMode": "VIP"}]));
+                let ingress: Vec<Value> = ips
+                    .iter()
+                    .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                    .collect();
+                write_ingress(core, svc, json!(ingress));
                 record_event(
                     core,
                     svc,
@@ -245,9 +360,14 @@ pub fn pass(core: &Core, s: &Settings) {
 
 /// Whether `svc` may keep `ip`: a `spec.loadBalancerIP` set since names the
 /// address it wants.
-fn wants(svc: &Value, ip: Ipv4Addr) -> bool {
+fn wants(svc: &Value, ip: IpAddr) -> bool {
     match svc.pointer("/spec/loadBalancerIP").and_then(Value::as_str) {
-        Some(req) if !req.is_empty() => req.parse::<Ipv4Addr>().ok() == Some(ip),
+        Some(req) if !req.is_empty() => match req.parse::<IpAddr>() {
+            Ok(r) if r.is_ipv6() == ip.is_ipv6() => r == ip,
+            // asks nothing of the other family
+            Ok(_) => true,
+            Err(_) => false,
+        },
         _ => true,
     }
 }
@@ -300,5 +420,34 @@ mod tests {
         let mut used = HashSet::new();
         used.insert("10.0.0.5".parse().expect("ip"));
         assert_eq!(r.first_free(&used), Some("10.0.0.6".parse().expect("ip")));
+        // IPv6, and one pool per family.
+        let v6 = LoadBalancerPool::parse("fd00:18::/112").expect("v6 cidr");
+        assert_eq!(v6.to_string(), "fd00:18::1-fd00:18::ffff");
+        let both = LoadBalancerPools::parse("172.18.255.0/24, fd00:18::/112").expect("pools");
+        assert!(both.of(true).is_some() && both.of(false).is_some());
+        assert_eq!(
+            both.to_string(),
+            "172.18.255.1-172.18.255.254,fd00:18::1-fd00:18::ffff"
+        );
+        for bad in [
+            "10.0.0.0/24,10.1.0.0/24",
+            "fd00::/112,fd01::/112",
+            "10.0.0.1-fd00::1",
+        ] {
+            assert!(LoadBalancerPools::parse(bad).is_err(), "{bad}");
+        }
+        let svc = json!({"spec": {"ipFamilies": ["IPv6", "IPv4"]}});
+        let order: Vec<bool> = pools_of(&both, &svc)
+            .expect("pools")
+            .iter()
+            .map(|p| p.is_ipv6())
+            .collect();
+        assert_eq!(order, vec![true, false]);
+        let v4_only = LoadBalancerPools::parse("10.0.0.0/24").expect("pool");
+        assert!(pools_of(&v4_only, &json!({"spec": {"ipFamilies": ["IPv6"]}})).is_err());
+        assert_eq!(
+            pools_of(&v4_only, &svc).expect("dual on a v4 pool").len(),
+            1
+        );
     }
 }

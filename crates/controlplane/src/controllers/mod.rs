@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 pub struct Settings {
     pub node_monitor_grace: Duration,
     /// Addresses for LoadBalancer Services; none: they stay pending.
-    pub load_balancer_pool: Option<loadbalancer::LoadBalancerPool>,
+    pub load_balancer_pool: Option<loadbalancer::LoadBalancerPools>,
     /// The cluster DNS address: `kube-system/kube-dns` is kept with it.
     pub cluster_dns_ip: Option<std::net::Ipv4Addr>,
     /// The CronJob controller's time (tests move it forward).
