@@ -72,6 +72,36 @@ pub struct Route {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// A route's next hops: one as `RTA_GATEWAY` (when it has a gateway) and `RTA_OIF`, several as
+/// `RTA_MULTIPATH`, a list of rtnexthop (len, flags, hops, ifindex) each followed by its own
+/// attributes. Gateways are an address's bytes (4 or 16).
+fn next_hops<const N: usize>(b: &mut Buf, hops: &[(Option<[u8; N]>, u32)]) {
+    match hops {
+        [(gw, dev)] => {
+            if let Some(g) = gw {
+                b.attr(RTA_GATEWAY, g);
+            }
+            b.u32_ne(RTA_OIF, *dev);
+        }
+        many => {
+            let mut mp = Vec::new();
+            for (gw, dev) in many {
+                let mut attrs = Buf::default();
+                if let Some(g) = gw {
+                    attrs.attr(RTA_GATEWAY, g);
+                }
+                let len = 8 + attrs.b.len();
+                mp.extend_from_slice(&(len as u16).to_ne_bytes());
+                mp.push(0);
+                mp.push(0);
+                mp.extend_from_slice(&dev.to_ne_bytes());
+                mp.extend_from_slice(&attrs.b);
+            }
+            b.attr(RTA_MULTIPATH, &mp);
+        }
+    }
+}
+
 /// A NETLINK_ROUTE socket in the opening thread's network namespace.
 pub struct Rtnl {
     nl: NlSocket,
@@ -259,30 +289,11 @@ impl Rtnl {
             if dst.prefix_len() > 0 {
                 b.attr(RTA_DST, &dst.network().octets());
             }
-            match hops {
-                [(gw, dev)] => {
-                    if let Some(g) = gw {
-                        b.attr(RTA_GATEWAY, &g.octets());
-                    }
-                    b.u32_ne(RTA_OIF, *dev);
-                }
-                many => {
-                    let mut mp = Vec::new();
-                    for (gw, dev) in many {
-                        let mut attrs = Buf::default();
-                        if let Some(g) = gw {
-                            attrs.attr(RTA_GATEWAY, &g.octets());
-                        }
-                        let len = 8 + attrs.b.len();
-                        mp.extend_from_slice(&(len as u16).to_ne_bytes());
-                        mp.push(0);
-                        mp.push(0);
-                        mp.extend_from_slice(&dev.to_ne_bytes());
-                        mp.extend_from_slice(&attrs.b);
-                    }
-                    b.attr(RTA_MULTIPATH, &mp);
-                }
-            }
+            let hops: Vec<_> = hops
+                .iter()
+                .map(|(g, d)| (g.map(|g| g.octets()), *d))
+                .collect();
+            next_hops(b, &hops);
         })
     }
 
@@ -339,32 +350,11 @@ impl Rtnl {
             if dst.prefix_len() > 0 {
                 b.attr(RTA_DST, &dst.network().octets());
             }
-            match hops {
-                [(gw, dev)] => {
-                    if let Some(g) = gw {
-                        b.attr(RTA_GATEWAY, &g.octets());
-                    }
-                    b.u32_ne(RTA_OIF, *dev);
-                }
-                many => {
-                    // RTA_MULTIPATH: a list of rtnexthop (len, flags, hops, ifindex), each
-                    // followed by its own attributes.
-                    let mut mp = Vec::new();
-                    for (gw, dev) in many {
-                        let mut attrs = Buf::default();
-                        if let Some(g) = gw {
-                            attrs.attr(RTA_GATEWAY, &g.octets());
-                        }
-                        let len = 8 + attrs.b.len();
-                        mp.extend_from_slice(&(len as u16).to_ne_bytes());
-                        mp.push(0);
-                        mp.push(0);
-                        mp.extend_from_slice(&dev.to_ne_bytes());
-                        mp.extend_from_slice(&attrs.b);
-                    }
-                    b.attr(RTA_MULTIPATH, &mp);
-                }
-            }
+            let hops: Vec<_> = hops
+                .iter()
+                .map(|(g, d)| (g.map(|g| g.octets()), *d))
+                .collect();
+            next_hops(b, &hops);
         })
     }
 

@@ -263,10 +263,20 @@ impl Drop for Topo {
 
 /// In a pod: TCP on 8080 answers "<name> <peer>\n" and closes; UDP on 5353 answers the same.
 fn serve(ns: &str, name: String) {
-    let (tcp, udp) = in_ns(ns, || {
+    serve_on(ns, std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), name);
+}
+
+/// In a pod, on its IPv6 address: TCP on 8080 and UDP on 5353 answer as [`serve`]'s do.
+fn serve6(ns: &str, addr: Ipv6Addr, name: String) {
+    serve_on(ns, std::net::IpAddr::V6(addr), name);
+}
+
+/// [`serve`] on address `bind`.
+fn serve_on(ns: &str, bind: std::net::IpAddr, name: String) {
+    let (tcp, udp) = in_ns(ns, move || {
         (
-            TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("bind tcp"),
-            UdpSocket::bind(("0.0.0.0", UDP_PORT)).expect("bind udp"),
+            TcpListener::bind((bind, TCP_PORT)).expect("bind tcp"),
+            UdpSocket::bind((bind, UDP_PORT)).expect("bind udp"),
         )
     });
     let n2 = name.clone();
@@ -288,35 +298,6 @@ fn serve(ns: &str, name: String) {
         let mut buf = [0u8; 512];
         while let Ok((_, from)) = udp.recv_from(&mut buf) {
             let _ = udp.send_to(format!("{name} {}\n", from.ip()).as_bytes(), from);
-        }
-    });
-}
-
-/// In a pod, on its IPv6 address: TCP on 8080 and UDP on 5353 answer as [`serve`]'s do.
-fn serve6(ns: &str, addr: Ipv6Addr, name: String) {
-    let (tcp, udp) = in_ns(ns, move || {
-        (
-            TcpListener::bind((addr, TCP_PORT)).expect("bind tcp6"),
-            UdpSocket::bind((addr, UDP_PORT)).expect("bind udp6"),
-        )
-    });
-    let n2 = name.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((_, from)) = udp.recv_from(&mut buf) {
-            let _ = udp.send_to(format!("{n2} {}\n", from.ip()).as_bytes(), from);
-        }
-    });
-    std::thread::spawn(move || {
-        for c in tcp.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c
-                .peer_addr()
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default();
-            let _ = c.write_all(format!("{name} {peer}\n").as_bytes());
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = c.read(&mut [0u8; 16]);
         }
     });
 }

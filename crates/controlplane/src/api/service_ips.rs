@@ -137,14 +137,16 @@ impl std::fmt::Display for ServiceCidr {
     }
 }
 
-fn to_u128(ip: IpAddr) -> u128 {
+/// An address as a number (IPv4 in the low 32 bits), for range arithmetic.
+pub(crate) fn to_u128(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
     }
 }
 
-fn from_u128(v4: bool, n: u128) -> IpAddr {
+/// The address of family IPv4 (`v4`) or IPv6 whose number is `n`.
+pub(crate) fn from_u128(v4: bool, n: u128) -> IpAddr {
     if v4 {
         IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
     } else {

@@ -15,6 +15,7 @@
 
 use super::{deleting, list, rd, record_event, uid, Settings};
 use crate::api::objects::{meta_str, Core, WriteCtx};
+use crate::api::service_ips::{from_u128 as addr, to_u128 as num};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -35,21 +36,6 @@ pub struct LoadBalancerPool {
      or one of each family, comma-separated (172.18.255.0/24,fd00:18::/112)"
 )]
 pub struct PoolParseError(pub String);
-
-fn num(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-fn addr(v4: bool, n: u128) -> IpAddr {
-    if v4 {
-        IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
-    } else {
-        IpAddr::V6(std::net::Ipv6Addr::from(n))
-    }
-}
 
 impl LoadBalancerPool {
     /// `172.18.255.0/24` (without its network and broadcast addresses, for prefixes up to /30;
