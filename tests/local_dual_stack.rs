@@ -6,34 +6,11 @@
 //! and on an IPv6 load balancer address from this machine, cluster DNS answers AAAA with the IPv6
 //! ClusterIP, and `down` leaves nothing. Needs root.
 
-use rktup_testkit::local::{http_get, LocalCluster as Cluster};
+use rktup_testkit::local::http_get;
 use rktup_testkit::{wait_for, Images, Registry};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::time::Duration;
-
-/// A pod pinned to `node` that runs `script` once; its log, once it succeeded.
-fn run_pod(c: &Cluster, name: &str, node: &str, image: &str, script: &str) -> String {
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"nodeName": node, "restartPolicy": "Never",
-                 "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]}
-    });
-    c.apply(&format!("{name}.json"), &pod);
-    wait_for(&format!("pod {name} done"), Duration::from_secs(90), || {
-        let p = c.json(&["get", "pod", name]);
-        match p["status"]["phase"].as_str().unwrap_or_default() {
-            "Succeeded" => Some(()),
-            "Failed" => panic!(
-                "pod {name} failed: {}\n{}",
-                c.kubectl(&["logs", name]).text(),
-                c.logs()
-            ),
-            _ => None,
-        }
-    });
-    c.kubectl_ok(&["logs", name])
-}
 
 #[test]
 fn dual_stack_pods_services_and_dns_on_a_two_node_local_cluster() {
@@ -145,7 +122,7 @@ fn dual_stack_pods_services_and_dns_on_a_two_node_local_cluster() {
 
     // A dual-stack LoadBalancer Service.
     c.apply(
-        "web-svc.json",
+        "web-svc",
         &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
             "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
                      "selector": {"app": "web"},
@@ -216,7 +193,7 @@ fn dual_stack_pods_services_and_dns_on_a_two_node_local_cluster() {
          for i in 1 2 3 4 5 6; do wget -qO- http://[{cip6}]/; done && \
          nslookup -type=AAAA web.default.svc.cluster.local"
     );
-    let out = run_pod(&c, "client6", &node_names[0], &image, &script);
+    let out = c.run_pod("client6", &node_names[0], &image, &script);
     let mut lines = out.lines();
     let first = lines.next().unwrap_or_default();
     assert!(names.iter().any(|n| n == first), "{out}");

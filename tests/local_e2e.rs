@@ -499,31 +499,6 @@ fn local_cluster_state_is_private() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A pod pinned to `node` that runs `script` once; its log when it succeeded.
-fn run_pod(c: &Cluster, name: &str, node: &str, image: &str, script: &str) -> String {
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"nodeName": node, "restartPolicy": "Never",
-                 "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]}
-    });
-    let file = c.dir().join(format!("{name}.json"));
-    std::fs::write(&file, pod.to_string()).unwrap();
-    c.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
-    wait_for(&format!("pod {name} done"), Duration::from_secs(90), || {
-        let p = c.json(&["get", "pod", name]);
-        match p["status"]["phase"].as_str().unwrap_or_default() {
-            "Succeeded" => Some(()),
-            "Failed" => panic!(
-                "pod {name} failed: {}\n{}",
-                String::from_utf8_lossy(&c.kubectl(&["logs", name]).stdout),
-                c.logs()
-            ),
-            _ => None,
-        }
-    });
-    c.kubectl_ok(&["logs", name])
-}
-
 /// The seed's closing example ("deploy a simple nginx web server") with a Service, as any
 /// "expose your app" tutorial does it: a 2-node cluster, a web Deployment exposed as a
 /// LoadBalancer, reached from this machine (LoadBalancer address, NodePort on both nodes) and from
@@ -657,8 +632,7 @@ fn services_and_dns_on_a_two_node_local_cluster() {
 
     // From a pod on each node: by name, by FQDN, by ClusterIP; DNS answers for the Service.
     for (i, (node, _)) in node_addrs.iter().enumerate() {
-        let out = run_pod(
-            &c,
+        let out = c.run_pod(
             &format!("client-{i}"),
             node,
             &image,
@@ -705,8 +679,7 @@ fn services_and_dns_on_a_two_node_local_cluster() {
         Duration::from_secs(30),
         || {
             let _ = c.kubectl(&["delete", "pod", "dns", "--wait=true"]);
-            let out = run_pod(
-                &c,
+            let out = c.run_pod(
                 "dns",
                 &node_addrs[0].0,
                 &image,

@@ -100,22 +100,27 @@ fn node_services_config(
             })
             .transpose()
     }
-    Ok(crate::kubelet::node_services::NodeServicesConfig {
-        node_name: node_name.to_string(),
-        node_ip: parse("node-ip", &primary_node_ip(a), "an IP address")?,
-        node_ips: a
-            .node_ip
+    /// Each comma-separated item of a list flag (one value per IP family), parsed.
+    fn parse_list<T: std::str::FromStr>(
+        flag: &str,
+        items: &[String],
+        what: &str,
+    ) -> anyhow::Result<Vec<T>> {
+        items
             .iter()
-            .flat_map(|s| s.split(','))
-            .map(|ip| {
-                ip.trim().parse().map_err(|_| {
+            .map(|v| {
+                v.parse().map_err(|_| {
                     anyhow::anyhow!(
-                        "--node-ip={ip:?} is not an IP address (or two, IPv4 and IPv6, \
-                         comma-separated)"
+                        "--{flag}={v:?} is not {what} (or two, IPv4 and IPv6, comma-separated)"
                     )
                 })
             })
-            .collect::<anyhow::Result<_>>()?,
+            .collect()
+    }
+    Ok(crate::kubelet::node_services::NodeServicesConfig {
+        node_name: node_name.to_string(),
+        node_ip: parse("node-ip", &primary_node_ip(a), "an IP address")?,
+        node_ips: parse_list("node-ip", &list(&a.node_ip), "an IP address")?,
         // kubelet takes a list; the first address is the one pods ask first.
         cluster_dns: dns.cluster_dns.first().copied(),
         cluster_domain: if dns.cluster_domain.is_empty() {
@@ -129,31 +134,30 @@ fn node_services_config(
             &a.pod_manifest_path,
         ),
         // kube-proxy's --cluster-cidr: one CIDR, or one per family (dual-stack).
-        cluster_cidrs: a
-            .cluster_cidr
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|c| {
-                c.trim().parse::<ipnet::IpNet>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "--cluster-cidr={c:?} is not a CIDR such as 10.244.0.0/16 \
-                         (or two, IPv4 and IPv6, comma-separated)"
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
+        cluster_cidrs: parse_list(
+            "cluster-cidr",
+            &list(&a.cluster_cidr),
+            "a CIDR such as 10.244.0.0/16",
+        )?,
         resolv_conf: dns.resolv_conf.clone(),
         // The namespace images are pulled from is where this machine's resolvers answer too.
         upstream_netns: a.image_pull_netns.clone(),
     })
 }
 
+/// The items of a comma-separated flag value (`--node-ip`, `--cluster-cidr`: one per IP family on
+/// a dual-stack node), trimmed.
+fn list(v: &Option<String>) -> Vec<String> {
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
 /// The first address of `--node-ip` (a dual-stack node lists its IPv6 one after a comma):
 /// the one pods get as `status.hostIP` and the kubelet port's certificate names.
 fn primary_node_ip(a: &AgentArgs) -> Option<String> {
-    a.node_ip
-        .as_deref()
-        .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
+    list(&a.node_ip).into_iter().next()
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -237,12 +241,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             api_server: args.api_servers.clone(),
             node_name: node_name.clone(),
             node_ip: primary_node_ip(&args),
-            extra_node_ips: args
-                .node_ip
-                .iter()
-                .flat_map(|s| s.split(',').skip(1))
-                .map(|s| s.trim().to_string())
-                .collect(),
+            extra_node_ips: list(&args.node_ip).into_iter().skip(1).collect(),
             pod_cidr: args.pod_cidr.clone(),
             labels: args.node_labels.clone(),
             taints: args.register_with_taints.clone(),

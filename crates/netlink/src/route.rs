@@ -280,55 +280,24 @@ impl Rtnl {
         hops: &[(Option<Ipv6Addr>, u32)],
     ) -> io::Result<()> {
         let dst = dst.trunc();
-        let mut h = Self::rtmsg6(dst);
-        if hops.iter().all(|(gw, _)| gw.is_none()) {
-            h[6] = RT_SCOPE_LINK;
-        }
-        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &h, |b| {
-            b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
-            if dst.prefix_len() > 0 {
-                b.attr(RTA_DST, &dst.network().octets());
-            }
-            let hops: Vec<_> = hops
-                .iter()
-                .map(|(g, d)| (g.map(|g| g.octets()), *d))
-                .collect();
-            next_hops(b, &hops);
-        })
+        let hops: Vec<_> = hops
+            .iter()
+            .map(|(g, d)| (g.map(|g| g.octets()), *d))
+            .collect();
+        self.new_route(
+            libc::AF_INET6 as u8,
+            (dst.network().octets(), dst.prefix_len()),
+            &hops,
+        )
     }
 
     /// `ip -6 route del <dst>` of the main table; an absent route is not an error.
     pub fn del_route6(&mut self, dst: Ipv6Net) -> io::Result<()> {
         let dst = dst.trunc();
-        let h = Self::rtmsg6(dst);
-        let r = self.ack(RTM_DELROUTE, 0, &h, |b| {
-            b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
-            if dst.prefix_len() > 0 {
-                b.attr(RTA_DST, &dst.network().octets());
-            }
-        });
-        match r {
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            r => r,
-        }
-    }
-
-    fn rtmsg6(dst: Ipv6Net) -> [u8; 12] {
-        let mut h = Self::rtmsg(Ipv4Net::default(), RT_SCOPE_UNIVERSE);
-        h[0] = libc::AF_INET6 as u8;
-        h[1] = dst.prefix_len();
-        h
-    }
-
-    fn rtmsg(dst: Ipv4Net, scope: u8) -> [u8; 12] {
-        let mut h = [0u8; 12];
-        h[0] = libc::AF_INET as u8;
-        h[1] = dst.prefix_len();
-        h[4] = RT_TABLE_MAIN;
-        h[5] = RTPROT_BOOT;
-        h[6] = scope;
-        h[7] = RTN_UNICAST;
-        h
+        self.delete_route(
+            libc::AF_INET6 as u8,
+            (dst.network().octets(), dst.prefix_len()),
+        )
     }
 
     /// `ip route replace <dst> via <gw> dev <dev>`, or with several next hops (`nexthop via …
@@ -339,39 +308,73 @@ impl Rtnl {
         hops: &[(Option<Ipv4Addr>, u32)],
     ) -> io::Result<()> {
         let dst = dst.trunc();
-        let scope = if hops.iter().all(|(gw, _)| gw.is_none()) {
-            RT_SCOPE_LINK
-        } else {
-            RT_SCOPE_UNIVERSE
-        };
-        let h = Self::rtmsg(dst, scope);
-        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &h, |b| {
-            b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
-            if dst.prefix_len() > 0 {
-                b.attr(RTA_DST, &dst.network().octets());
-            }
-            let hops: Vec<_> = hops
-                .iter()
-                .map(|(g, d)| (g.map(|g| g.octets()), *d))
-                .collect();
-            next_hops(b, &hops);
-        })
+        let hops: Vec<_> = hops
+            .iter()
+            .map(|(g, d)| (g.map(|g| g.octets()), *d))
+            .collect();
+        self.new_route(
+            libc::AF_INET as u8,
+            (dst.network().octets(), dst.prefix_len()),
+            &hops,
+        )
     }
 
     /// `ip route del <dst>` of the main table; an absent route is not an error.
     pub fn del_route(&mut self, dst: Ipv4Net) -> io::Result<()> {
         let dst = dst.trunc();
-        let h = Self::rtmsg(dst, RT_SCOPE_UNIVERSE);
+        self.delete_route(
+            libc::AF_INET as u8,
+            (dst.network().octets(), dst.prefix_len()),
+        )
+    }
+
+    /// A route of the main table to `dst` (network bytes, prefix length) of `family` through
+    /// `hops`: scope link when no hop has a gateway.
+    fn new_route<const N: usize>(
+        &mut self,
+        family: u8,
+        dst: ([u8; N], u8),
+        hops: &[(Option<[u8; N]>, u32)],
+    ) -> io::Result<()> {
+        let scope = if hops.iter().all(|(gw, _)| gw.is_none()) {
+            RT_SCOPE_LINK
+        } else {
+            RT_SCOPE_UNIVERSE
+        };
+        let h = Self::rtmsg(family, dst.1, scope);
+        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &h, |b| {
+            b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
+            if dst.1 > 0 {
+                b.attr(RTA_DST, &dst.0);
+            }
+            next_hops(b, hops);
+        })
+    }
+
+    /// Deletes the main table's route to `dst` of `family`; an absent route is not an error.
+    fn delete_route<const N: usize>(&mut self, family: u8, dst: ([u8; N], u8)) -> io::Result<()> {
+        let h = Self::rtmsg(family, dst.1, RT_SCOPE_UNIVERSE);
         let r = self.ack(RTM_DELROUTE, 0, &h, |b| {
             b.u32_ne(RTA_TABLE, RT_TABLE_MAIN as u32);
-            if dst.prefix_len() > 0 {
-                b.attr(RTA_DST, &dst.network().octets());
+            if dst.1 > 0 {
+                b.attr(RTA_DST, &dst.0);
             }
         });
         match r {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             r => r,
         }
+    }
+
+    fn rtmsg(family: u8, prefix: u8, scope: u8) -> [u8; 12] {
+        let mut h = [0u8; 12];
+        h[0] = family;
+        h[1] = prefix;
+        h[4] = RT_TABLE_MAIN;
+        h[5] = RTPROT_BOOT;
+        h[6] = scope;
+        h[7] = RTN_UNICAST;
+        h
     }
 
     /// The IPv4 routes of the main table (`ip route show`).
@@ -421,7 +424,7 @@ mod tests {
         assert_eq!(h[0], 7);
         assert_eq!(u32::from_ne_bytes([h[4], h[5], h[6], h[7]]), 3);
         assert_eq!(u32::from_ne_bytes([h[12], h[13], h[14], h[15]]), IFF_UP);
-        let r = Rtnl::rtmsg("10.1.2.3/24".parse().unwrap(), RT_SCOPE_LINK);
+        let r = Rtnl::rtmsg(libc::AF_INET as u8, 24, RT_SCOPE_LINK);
         assert_eq!((r[1], r[4], r[6]), (24, RT_TABLE_MAIN, RT_SCOPE_LINK));
     }
 }

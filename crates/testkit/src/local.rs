@@ -478,6 +478,29 @@ impl LocalCluster {
         let p = self.write(&format!("{file}.json"), &obj.to_string());
         self.kubectl_ok(&["apply", "-f", &p]);
     }
+    /// Runs `script` once (`sh -c`) in a pod `name` of `image` pinned to `node`; its log once it
+    /// succeeded (panics with the log and the cluster's logs if it failed, or after 90 s).
+    pub fn run_pod(&self, name: &str, node: &str, image: &str, script: &str) -> String {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": node, "restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]}
+        });
+        self.apply(name, &pod);
+        crate::wait_for(&format!("pod {name} done"), Duration::from_secs(90), || {
+            let p = self.json(&["get", "pod", name]);
+            match p["status"]["phase"].as_str().unwrap_or_default() {
+                "Succeeded" => Some(()),
+                "Failed" => panic!(
+                    "pod {name} failed: {}\n{}",
+                    self.kubectl(&["logs", name]).text(),
+                    self.logs()
+                ),
+                _ => None,
+            }
+        });
+        self.kubectl_ok(&["logs", name])
+    }
     /// Writes `text` to `<home>/<file>`; the path.
     pub fn write(&self, file: &str, text: &str) -> String {
         let p = self.dir().join(file);

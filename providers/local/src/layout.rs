@@ -72,10 +72,10 @@ pub struct RecordedSettings {
 impl RecordedSettings {
     /// `--service-cluster-ip-range`: the IPv4 range, and the IPv6 one after a comma.
     pub fn service_ranges(&self) -> String {
-        match &self.service_cluster_ip_range_v6 {
-            Some(v6) => format!("{},{v6}", self.service_cluster_ip_range),
-            None => self.service_cluster_ip_range.to_string(),
-        }
+        dual(
+            self.service_cluster_ip_range,
+            self.service_cluster_ip_range_v6,
+        )
     }
 
     pub fn of(s: &rktup_config::ClusterSettings) -> RecordedSettings {
@@ -175,10 +175,7 @@ impl ClusterRecord {
 
     /// `--load-balancer-ip-range`: the IPv4 pool, and the IPv6 one after a comma (dual-stack).
     pub fn load_balancer_ranges(&self) -> String {
-        match self.load_balancer_pool_v6() {
-            Some(v6) => format!("{},{v6}", self.load_balancer_pool()),
-            None => self.load_balancer_pool().to_string(),
-        }
+        dual(self.load_balancer_pool(), self.load_balancer_pool_v6())
     }
 
     /// The API server as this machine's users reach it.
@@ -414,6 +411,15 @@ pub fn netns_prefix(cluster: &str) -> String {
 /// Host number `n` of a network (1 is the first usable address).
 pub fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+/// A flag value with one item per IP family: `v4`, or `v4,v6` on a dual-stack cluster (as
+/// kubelet's `--node-ip` and kube-apiserver's `--service-cluster-ip-range` take them).
+pub fn dual(v4: impl std::fmt::Display, v6: Option<impl std::fmt::Display>) -> String {
+    match v6 {
+        Some(v6) => format!("{v4},{v6}"),
+        None => v4.to_string(),
+    }
 }
 
 /// Host number `n` of an IPv6 network.

@@ -424,7 +424,7 @@ fn prepare(
                 Some(
                     layout::pod_cidr6(r6, i - 1).ok_or_else(|| ProviderError::Invalid {
                         input: "CLUSTER_IP_RANGE".into(),
-                        value: format!("{},{r6}", rec.cluster_ip_range),
+                        value: layout::dual(rec.cluster_ip_range, Some(r6)),
                         expected: format!("an IPv6 range with a /64 for node {i}; use a wider one"),
                     })?,
                 )
@@ -754,22 +754,13 @@ fn agent_args(
         authentication_token_webhook: true,
         hostname_override: Some(node.name.clone()),
         // A dual-stack node: both addresses, IPv4 first (kubelet's --node-ip=v4,v6).
-        node_ip: Some(match node.ip6 {
-            Some(ip6) => format!("{},{ip6}", node.ip),
-            None => node.ip.to_string(),
-        }),
+        node_ip: Some(layout::dual(node.ip, node.ip6)),
         network_plugin: kept.network,
-        pod_cidr: Some(match node.pod_cidr6 {
-            Some(p6) => format!("{},{p6}", node.pod_cidr),
-            None => node.pod_cidr.to_string(),
-        }),
+        pod_cidr: Some(layout::dual(node.pod_cidr, node.pod_cidr6)),
         rkt_stage1_image: Some(kept.stage1),
         cluster_dns: Some(kept.dns_server_ip.to_string()),
         cluster_domain: Some(kept.dns_domain.clone()),
-        cluster_cidr: Some(match rec.cluster_ip_range_v6 {
-            Some(r6) => format!("{},{r6}", rec.cluster_ip_range),
-            None => rec.cluster_ip_range.to_string(),
-        }),
+        cluster_cidr: Some(layout::dual(rec.cluster_ip_range, rec.cluster_ip_range_v6)),
         verbosity: s.log_level,
         allow_privileged: s.allow_privileged,
         // The read-only loopback listener (RKT_API_ENDPOINT, default localhost:15441) inside the

@@ -518,11 +518,8 @@ pub fn assign(
                 }
                 ips.push(addr.to_string());
             }
-            None => {
-                let mut taken = used.clone();
-                taken.extend(ips.iter().filter_map(|s: &String| s.parse::<IpAddr>().ok()));
-                ips.push(range.pick_free(&taken).ok_or(None)?.to_string());
-            }
+            // The other entries of `ips` are of other families: nothing here to avoid but `used`.
+            None => ips.push(range.pick_free(used).ok_or(None)?.to_string()),
         }
     }
     f.cluster_ip = ips.first().cloned().unwrap_or_default();
