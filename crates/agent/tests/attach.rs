@@ -214,7 +214,7 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
             use std::io::Write;
             // Typed once the shell is there (kubectl: "If you don't see a command prompt...").
             std::thread::sleep(std::time::Duration::from_secs(8));
-            let _ = stdin.write_all(b"[ -t 0 ] && echo tty-says-$((6*7))\r");
+            let _ = stdin.write_all(b"[ -t 0 ] && echo tty-says-$((6*7))-$TERM\r");
             std::thread::sleep(std::time::Duration::from_secs(2));
             let _ = stdin.write_all(b"exit\r");
             std::thread::sleep(std::time::Duration::from_secs(5));
@@ -222,7 +222,7 @@ fn kubectl_and_kube_rs_attach_to_a_running_containers_output() {
         let out = child.wait_with_output().expect("script output");
         let _ = typer.join();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("tty-says-42"), "{text}");
+        assert!(text.contains("tty-says-42-xterm"), "{text}");
         assert!(text.contains("deleted"), "--rm: {text}");
 
         // kube-rs: WebSocket, stdout as a reader.

@@ -3,8 +3,9 @@
 //! channel (`stage1::kvm`: a private virtio NIC between the pod's host-side netns and a listener
 //! in the VM) → the container inside the VM. Under `CI=true` a host without a usable VM fails
 //! the test; a host whose KVM cannot boot the guest runs it under TCG (`vm_plan`). Exec with and
-//! without a terminal, stdin, exit codes, concurrent sessions, attach with stdin, and
-//! port-forward to a listener bound to the guest's loopback.
+//! without a terminal, stdin, exit codes, concurrent sessions, attach with stdin and to a
+//! `tty: true` container's terminal, and port-forward to a listener bound to the guest's
+//! loopback.
 
 use k8s_openapi::api::core::v1::Pod;
 use rktup_testkit::agent::*;
@@ -72,6 +73,50 @@ fn attach_input(
     let _ = child.wait();
     let _ = writer.join();
     format!("{}\n--- stderr:\n{}", text(&out), text(&err))
+}
+
+/// `cmd` (a shell command line) on a terminal of its own (`script`): for each step, its keys
+/// typed once the output holds the previous step's text, then its text waited for (60 s at
+/// most: the guest runs under TCG on a busy host; an empty text is not waited for). Then a
+/// few seconds for the command to end, and it is killed. What the terminal showed.
+fn on_terminal(cmd: &str, steps: &[(&str, &str)]) -> String {
+    let mut child = Command::new("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            g2.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&got.lock().expect("lock")).into_owned();
+    for (keys, expect) in steps {
+        let _ = stdin.write_all(keys.as_bytes());
+        for _ in 0..600 {
+            if text().contains(expect) || matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    text()
 }
 
 /// Polls `f` until it says yes (60 s at most, the guest runs under TCG on a busy host).
@@ -163,7 +208,10 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
                      "command": ["sh", "-c", "while read l; do echo \"got: $l\"; done; echo stdin-ended"]},
                     {"name": "once", "image": busybox, "stdin": true, "stdinOnce": true,
                      "securityContext": privileged,
-                     "command": ["sh", "-c", "cat; echo stdin-ended; exec sleep 100000"]}
+                     "command": ["sh", "-c", "cat; echo stdin-ended; exec sleep 100000"]},
+                    // An interactive shell on a terminal of its own (kubectl run -it's pods).
+                    {"name": "term", "image": busybox, "stdin": true, "tty": true,
+                     "securityContext": privileged, "command": ["sh"]}
                 ]
             }
         }))
@@ -352,6 +400,68 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
             2,
         );
         assert!(out.contains("abc\nstdin-ended\n"), "{out}");
+
+        // tty: true: attach -it reaches the container's own terminal in the VM, at kubectl's
+        // window size (script's terminal set to 91x37 first); what the shell ends with ends
+        // the attach, and the run restarts.
+        let cmd = format!(
+            "stty cols 91 rows 37; {KUBECTL} --kubeconfig {} --cache-dir {} attach -it vm -c term",
+            kc.display(),
+            cache.display()
+        );
+        let out = on_terminal(
+            &cmd,
+            &[
+                ("", "If you don't see a command prompt"),
+                (
+                    "[ -t 0 ] && [ -t 1 ] && echo tty-says-$((6*7))\r",
+                    "tty-says-42",
+                ),
+                ("stty size\r", "37 91"),
+                ("echo $(tty)-$TERM-$$\r", "-xterm-"),
+                ("exit 7\r", ""),
+            ],
+        );
+        assert!(
+            out.contains("tty-says-42")
+                && out.contains("37 91")
+                && out.contains("/dev/pts/")
+                && out.contains("-xterm-"),
+            "{out}\n{}\n{}",
+            node.stage1_logs(),
+            vm_files(&node.root)
+        );
+        until("the terminal's shell restarted", || {
+            let r = k(
+                &[
+                    "get",
+                    "pod",
+                    "vm",
+                    "-o",
+                    "jsonpath={.status.containerStatuses[?(@.name==\"term\")].restartCount}",
+                ],
+                None,
+            );
+            (r.stdout.trim().parse::<u32>().unwrap_or(0) >= 1).then_some(())
+        });
+        // The terminal's output is the run's log (stdout, as upstream logs a terminal).
+        let r = k(&["logs", "vm", "-c", "term", "--previous"], None);
+        assert!(
+            r.stdout.contains("tty-says-42") && r.stdout.contains("37 91"),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(!r.stdout.contains("RKTUP-TTY"), "{}", r.stdout);
+        // The new run has a terminal of its own too.
+        let out = on_terminal(
+            &cmd,
+            &[
+                ("", "If you don't see a command prompt"),
+                ("echo again-$((6*7))\r", "again-42"),
+            ],
+        );
+        assert!(out.contains("again-42"), "{out}");
 
         // port-forward to the guest's 127.0.0.1:8080.
         let local = free_port();

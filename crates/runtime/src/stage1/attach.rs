@@ -10,8 +10,11 @@
 //! `RESIZE` (width, height as two big-endian u16). The socket closes when the run ends.
 //! A slow attacher that cannot take output at once is dropped rather than stalling the pod;
 //! input waits (up to 1 MiB, then attachers are not read) until the container takes it.
+//! A `tty: true` container of a stage1-kvm pod has its terminal in the VM: there the stdin is
+//! a telnet connection to it (`open_telnet`).
 
 use super::sys;
+use super::telnet::Telnet;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -73,6 +76,10 @@ pub(crate) struct AttachPoint {
     stdin: Option<RawFd>,
     /// The terminal master for resizes (a dup); owned.
     tty: Option<RawFd>,
+    /// `stdin` is a telnet connection to a stage1-kvm guest's terminal (`open_telnet`).
+    telnet: bool,
+    /// Attachers' input goes to the container (its `stdin: true`).
+    takes_input: bool,
     stdin_once: bool,
     /// Input not yet taken by the container (its stdin is non-blocking: a container that does
     /// not read must not stall the supervisor); attachers are not read while it is full.
@@ -117,13 +124,32 @@ impl AttachPoint {
                 path: path.to_path_buf(),
                 listener,
                 clients: Vec::new(),
+                takes_input: stdin.is_some(),
                 stdin,
                 tty,
+                telnet: false,
                 stdin_once,
                 pending: Vec::new(),
                 close_after: false,
             })
         })())
+    }
+
+    /// Listens at `path` for a `tty: true` container of a stage1-kvm pod, whose terminal is
+    /// the telnet connection `conn` (owned; the supervisor reads the output from a dup): input
+    /// goes to it as telnet data (if the container has `stdin`), resizes as NAWS, and closing
+    /// stdin (stdinOnce) shuts down its sending side, which hangs up the terminal as closing
+    /// a console does.
+    pub fn open_telnet(
+        path: &Path,
+        conn: RawFd,
+        stdin: bool,
+        stdin_once: bool,
+    ) -> std::io::Result<AttachPoint> {
+        let mut a = AttachPoint::open(path, Some(conn), None, stdin_once)?;
+        a.telnet = true;
+        a.takes_input = stdin;
+        Ok(a)
     }
 
     /// The descriptors to poll for input.
@@ -204,16 +230,27 @@ impl AttachPoint {
 
     fn input(&mut self, kind: u8, data: &[u8]) {
         match kind {
-            STDIN if self.stdin.is_some() && !self.close_after => {
-                self.pending.extend_from_slice(data);
+            STDIN if self.takes_input && self.stdin.is_some() && !self.close_after => {
+                if self.telnet {
+                    self.pending.extend(Telnet::input(data));
+                } else {
+                    self.pending.extend_from_slice(data);
+                }
                 self.flush();
             }
             CLOSE_STDIN if self.stdin_once => self.close_stdin(),
             RESIZE if data.len() == 4 => {
-                if let Some(fd) = self.tty {
+                let (cols, rows) = (
+                    u16::from_be_bytes([data[0], data[1]]),
+                    u16::from_be_bytes([data[2], data[3]]),
+                );
+                if self.telnet && self.stdin.is_some() && !self.close_after {
+                    self.pending.extend(Telnet::window_size(cols, rows));
+                    self.flush();
+                } else if let Some(fd) = self.tty {
                     let ws = libc::winsize {
-                        ws_col: u16::from_be_bytes([data[0], data[1]]),
-                        ws_row: u16::from_be_bytes([data[2], data[3]]),
+                        ws_col: cols,
+                        ws_row: rows,
                         ws_xpixel: 0,
                         ws_ypixel: 0,
                     };
@@ -248,9 +285,7 @@ impl AttachPoint {
                     _ => {
                         self.pending.clear();
                         self.close_after = false;
-                        if let Some(fd) = self.stdin.take() {
-                            sys::close(fd);
-                        }
+                        self.release_stdin();
                         return;
                     }
                 }
@@ -258,9 +293,19 @@ impl AttachPoint {
             self.pending.drain(..n as usize);
         }
         if self.close_after {
-            if let Some(fd) = self.stdin.take() {
-                sys::close(fd);
+            self.release_stdin();
+        }
+    }
+
+    /// Closes our end of the container's stdin. A telnet connection is shut down for sending
+    /// first: the supervisor's dup, which reads the output, keeps it open otherwise.
+    fn release_stdin(&mut self) {
+        if let Some(fd) = self.stdin.take() {
+            if self.telnet {
+                // SAFETY: shutdown on a socket we own.
+                unsafe { libc::shutdown(fd, libc::SHUT_WR) };
             }
+            sys::close(fd);
         }
     }
 

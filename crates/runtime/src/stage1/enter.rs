@@ -21,7 +21,7 @@
 //! not linger as a zombie under the container's init; SIGKILL takes the command down through
 //! its parent-death signal.
 
-use super::{cgroup_procs_files, container, kvm, sys};
+use super::{cgroup_procs_files, container, kvm, sys, telnet};
 use crate::pod::{read_plan, read_status, PodPlan, PodStatus, Stage1Flavor};
 use std::ffi::CString;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -358,7 +358,7 @@ fn relay_tty(g: &kvm::GuestExec) -> i32 {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
     }
-    let mut telnet = kvm::Telnet::new();
+    let mut telnet = telnet::Telnet::new();
     let mut conn = &g.io;
     let mut stdin_open = true;
     let mut buf = vec![0u8; 32 * 1024];
@@ -369,7 +369,7 @@ fn relay_tty(g: &kvm::GuestExec) -> i32 {
         }
         if WINCH.swap(false, Ordering::SeqCst) {
             if let Some((cols, rows)) = window_size(0) {
-                let _ = conn.write_all(&kvm::Telnet::window_size(cols, rows));
+                let _ = conn.write_all(&telnet::Telnet::window_size(cols, rows));
             }
         }
         let mut fds = vec![libc::pollfd {
@@ -390,7 +390,7 @@ fn relay_tty(g: &kvm::GuestExec) -> i32 {
             // SAFETY: reading our stdin into a buffer we own.
             let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
             if n > 0 {
-                let _ = conn.write_all(&kvm::Telnet::input(&buf[..n as usize]));
+                let _ = conn.write_all(&telnet::Telnet::input(&buf[..n as usize]));
             } else if n == 0
                 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
             {

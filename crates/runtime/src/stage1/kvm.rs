@@ -36,17 +36,24 @@
 //! - `tty ID COLS ROWS`: `exec` with a terminal: busybox `telnetd -i` on this connection gives
 //!   `/bin/rk-tty` (the `RK_TTY` script) a pseudo-terminal of that size, which runs `/ctl/x/ID`
 //!   on it (stderr is the terminal too, as upstream) and reports the exit code the same way.
-//!   The host speaks just enough telnet: it drops the option negotiation from the output,
-//!   doubles 0xFF in the input and sends window sizes as NAWS ([`Telnet`]).
+//!   The host speaks just enough telnet ([`Telnet`]).
 //! - `pf PORT`: `ok` and then relayed (busybox nc) to 127.0.0.1:PORT in the guest's main
 //!   netns, or `refused` when nothing listens on PORT there (so the client gets upstream's
 //!   "connection refused" rather than a connection that just ends).
 //!
-//! Many connections at once are many sessions (nc forks per connection). A `tty: true`
-//! container gets no terminal (its stdin is the connection above).
+//! Many connections at once are many sessions (nc forks per connection).
+//!
+//! A `tty: true` container runs on a terminal of its own the same way: its run's one-shot
+//! listener (see `guest_init`) hands the supervisor's `attach SLOT` connection to
+//! `/bin/rk-session`, the supervisor sends `tty run-NAME-RUN` on it, and the run's command
+//! (`/ctl/x/run-NAME-RUN`, written by the guest) gets the terminal `telnetd -i` makes. The
+//! supervisor reads the terminal's output from that connection into the CRI log (as stdout,
+//! as upstream logs a terminal) and to attachers, and passes attachers' keystrokes and window
+//! sizes to it (`AttachPoint::open_telnet`).
 
 use super::attach::{self, AttachPoint};
 use super::container::{self, Launch, Populate};
+use super::telnet::Telnet;
 use super::{sys, Supervisor, STOP};
 use crate::logs::{LogWriter, Stream};
 use crate::pod::*;
@@ -197,106 +204,6 @@ rm -f /run/rk/$RK_ID.pid
 const RK_LAUNCH: &str = r#"#!/bin/sh
 exec nsenter -t 1 -n sh -c '. /ctl/launch.sh; launch_$1 > /ctl/$1.$2.out 2> /ctl/$1.$2.err' sh "$RK_C" "$RK_N"
 "#;
-
-/// What the host discards a `tty` session's output up to (telnetd's greeting, the echo of
-/// nothing typed yet): [`RK_TTY`]'s marker line.
-const TTY_MARKER: &[u8] = b"RKTUP-TTY\r\n";
-
-/// The host's side of telnet on a `tty` session (RFC 854, 1073): enough to talk to busybox
-/// telnetd, which only offers options and reads window sizes.
-pub struct Telnet {
-    state: TelnetState,
-    /// Output seen before [`TTY_MARKER`] (discarded once it is found).
-    head: Option<Vec<u8>>,
-}
-
-#[derive(Default, Clone, Copy, PartialEq)]
-enum TelnetState {
-    #[default]
-    Data,
-    Iac,
-    /// After WILL/WONT/DO/DONT: the option byte.
-    Opt,
-    Sub,
-    SubIac,
-}
-
-const IAC: u8 = 255;
-
-impl Default for Telnet {
-    fn default() -> Telnet {
-        Telnet::new()
-    }
-}
-
-impl Telnet {
-    pub fn new() -> Telnet {
-        Telnet {
-            state: TelnetState::Data,
-            head: Some(Vec::new()),
-        }
-    }
-
-    /// The terminal output in `data` (commands removed; nothing before the marker).
-    pub fn output(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(data.len());
-        for &b in data {
-            self.state = match (self.state, b) {
-                (TelnetState::Data, IAC) => TelnetState::Iac,
-                (TelnetState::Data, _) => {
-                    out.push(b);
-                    TelnetState::Data
-                }
-                (TelnetState::Iac, IAC) => {
-                    out.push(IAC);
-                    TelnetState::Data
-                }
-                (TelnetState::Iac, 251..=254) => TelnetState::Opt,
-                (TelnetState::Iac, 250) => TelnetState::Sub,
-                (TelnetState::Iac, _) | (TelnetState::Opt, _) => TelnetState::Data,
-                (TelnetState::Sub, IAC) => TelnetState::SubIac,
-                (TelnetState::Sub, _) => TelnetState::Sub,
-                (TelnetState::SubIac, 240) => TelnetState::Data,
-                (TelnetState::SubIac, _) => TelnetState::Sub,
-            };
-        }
-        let Some(head) = &mut self.head else {
-            return out;
-        };
-        head.extend_from_slice(&out);
-        match head.windows(TTY_MARKER.len()).position(|w| w == TTY_MARKER) {
-            Some(at) => {
-                let rest = head.split_off(at + TTY_MARKER.len());
-                self.head = None;
-                rest
-            }
-            // Not a greeting any more: whatever this is, the user should see it.
-            None if head.len() > 64 * 1024 => self.head.take().unwrap_or_default(),
-            None => Vec::new(),
-        }
-    }
-
-    /// Terminal input as telnet data (0xFF doubled).
-    pub fn input(data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(data.len());
-        for &b in data {
-            out.push(b);
-            if b == IAC {
-                out.push(IAC);
-            }
-        }
-        out
-    }
-
-    /// A window size (NAWS subnegotiation).
-    pub fn window_size(cols: u16, rows: u16) -> Vec<u8> {
-        let mut out = vec![IAC, 250, 31];
-        out.extend(Self::input(&cols.to_be_bytes()));
-        out.extend(Self::input(&rows.to_be_bytes()));
-        out.extend([IAC, 240]);
-        out
-    }
-}
 
 /// The name a container has in the guest's scripts and files.
 fn guest_name(name: &str) -> String {
@@ -890,6 +797,47 @@ struct Tail {
     /// The run's attach socket (containers with stdin or tty), its stdin the channel's
     /// `attach` connection.
     attach: Option<AttachPoint>,
+    /// A `tty` run's terminal: the connection's output, read here.
+    term: Option<(std::net::TcpStream, Telnet)>,
+}
+
+impl Tail {
+    /// Moves what the terminal wrote to the log and the attachers; with `to_end`, everything
+    /// up to the connection's end (the run has ended: the guest closes it first).
+    fn pump_term(&mut self, to_end: bool) {
+        use std::io::Read;
+        let Some((conn, telnet)) = &mut self.term else {
+            return;
+        };
+        if to_end {
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        }
+        let mut buf = [0u8; 16 * 1024];
+        let ended = loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    let out = telnet.output(&buf[..n]);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    if let Some(l) = &mut self.log {
+                        l.write(Stream::Stdout, &out);
+                    }
+                    if let Some(a) = &mut self.attach {
+                        a.broadcast(attach::STDOUT, &out);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !to_end => break false,
+                Err(_) => break true,
+            }
+        };
+        if ended {
+            self.term = None;
+        }
+    }
 }
 
 impl Supervisor {
@@ -1151,24 +1099,30 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             RestartPolicy::Never => "Never",
         };
         let backoff = (p.backoff_base_ms / 1000).max(1);
-        // stdin ($3 not `none`): the container's stdin is a connection. A one-shot busybox nc
+        // stdin ($3 `attach`): the container's stdin is a connection. A one-shot busybox nc
         // listens on 127.0.0.1:5000+slot ($4) in the channel's netns (no port of the pod's),
         // and the supervisor's `attach SLOT` connection, relayed there, starts the container
         // (/bin/rk-launch) with that connection as stdin: its end (stdinOnce) is the
-        // container's EOF. (A FIFO between the two lost input under TCG.)
+        // container's EOF. (A FIFO between the two lost input under TCG.) A terminal ($3
+        // `tty`): the same listener hands the connection to /bin/rk-session, whose `tty`
+        // session runs the container on a terminal and leaves its exit code beside its script.
         s.push_str(&format!(
             r#"run() {{
   c=$1; policy=$2; n=0; delay={backoff}
   r=/pod/$c
   mkdir -p $r/proc $r/sys $r/dev
-  mount -t proc proc $r/proc; mount -t sysfs sys $r/sys; mount --bind /dev $r/dev
+  mount -t proc proc $r/proc; mount -t sysfs sys $r/sys; mount -o rbind /dev $r/dev
   while :; do
     date +%s > /ctl/$c.$n.start
     case $3 in
-    none) ( launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err );;
-    *) RK_C=$c RK_N=$n nsenter -t $l -n nc -l -p $((5000 + $4)) 127.0.0.1 -e /bin/rk-launch;;
+    none) ( launch_$c > /ctl/$c.$n.out 2> /ctl/$c.$n.err ); code=$?;;
+    attach) RK_C=$c RK_N=$n nsenter -t $l -n nc -l -p $((5000 + $4)) 127.0.0.1 -e /bin/rk-launch; code=$?;;
+    tty)
+      x=/ctl/x/run-$c-$n
+      printf '. /ctl/launch.sh\nlaunch_%s\n' $c > $x
+      nsenter -t $l -n nc -l -p $((5000 + $4)) 127.0.0.1 -e /bin/rk-session
+      code=$(cat $x.exit 2>/dev/null); code=${{code:-137}}; rm -f $x $x.exit;;
     esac
-    code=$?
     echo $code > /ctl/$c.$n.exit
     [ -e /ctl/stop ] && return $code
     case $policy in Never) return $code;; OnFailure) [ $code = 0 ] && return 0;; esac
@@ -1189,7 +1143,11 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
         } else {
             "OnFailure"
         };
-        let stdin = |c: &ContainerPlan| if c.stdin || c.tty { "attach" } else { "none" };
+        let stdin = |c: &ContainerPlan| match (c.tty, c.stdin) {
+            (true, _) => "tty",
+            (false, true) => "attach",
+            (false, false) => "none",
+        };
         let mut slot = 0;
         for c in &p.init_containers {
             s.push_str(&format!(
@@ -1273,6 +1231,7 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
                 log: None,
                 off: [0, 0],
                 attach: None,
+                term: None,
             })
             .collect();
         let mut stop_sent: Option<Instant> = None;
@@ -1292,6 +1251,7 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
                 }
             }
             for (i, t) in tails.iter_mut().enumerate() {
+                t.pump_term(false);
                 self.follow_container(i, &ctl, t);
                 if let Some(a) = &mut t.attach {
                     a.service();
@@ -1306,10 +1266,27 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             if r == vm {
                 exit_code = Some(sys::decode_wait(st));
             } else {
-                std::thread::sleep(Duration::from_millis(100));
+                // Attachers and terminals wake the loop at once (keystrokes echo without
+                // waiting); the control share is read at least every 100 ms.
+                let mut fds = Vec::new();
+                for t in &tails {
+                    if let Some(a) = &t.attach {
+                        a.poll_fds(&mut fds);
+                    }
+                    if let Some((conn, _)) = &t.term {
+                        fds.push(libc::pollfd {
+                            fd: std::os::fd::AsRawFd::as_raw_fd(conn),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                    }
+                }
+                // SAFETY: a valid array of pollfds for the call's duration.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
             }
         }
         for (i, t) in tails.iter_mut().enumerate() {
+            t.pump_term(true);
             self.follow_container(i, &ctl, t);
             if let Some(l) = &mut t.log {
                 l.flush_partial();
@@ -1370,7 +1347,7 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
                 self.dirty = true;
                 let c = &self.slots[i].plan;
                 if c.stdin || c.tty {
-                    t.attach = self.open_attach(i);
+                    (t.attach, t.term) = self.open_attach(i, t.run);
                 }
             }
             for (k, (ext, stream)) in [("out", Stream::Stdout), ("err", Stream::Stderr)]
@@ -1402,6 +1379,7 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             let Ok(code) = code.trim().parse::<i32>() else {
                 return; // being written
             };
+            t.pump_term(true);
             if let Some(l) = &mut t.log {
                 l.flush_partial();
             }
@@ -1414,28 +1392,55 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             t.run += 1;
             t.log = None;
             t.attach = None;
+            t.term = None;
         }
     }
 
-    /// The attach socket of slot `i`'s new run, its input carried to the container's stdin
-    /// FIFO in the guest; None (logged) if the channel cannot be reached.
-    fn open_attach(&self, i: usize) -> Option<AttachPoint> {
+    /// The attach socket of slot `i`'s new run `run`, its input carried to the container in
+    /// the guest over an `attach` connection; for a `tty` container also that connection's
+    /// terminal output. None (logged) if the channel cannot be reached.
+    fn open_attach(
+        &self,
+        i: usize,
+        run: u32,
+    ) -> (Option<AttachPoint>, Option<(std::net::TcpStream, Telnet)>) {
         use std::os::fd::IntoRawFd;
         let c = &self.slots[i].plan;
-        let conn = match dial(&self.dir, &format!("attach {i}")) {
+        let request = if c.tty {
+            format!("attach {i}\ntty run-{}-{run}", guest_name(&c.name))
+        } else {
+            format!("attach {i}")
+        };
+        let conn = match dial(&self.dir, &request) {
             Ok(conn) => conn,
             Err(e) => {
                 error!(container = %c.name, "no attach channel into the guest: {e}");
-                return None;
+                return (None, None);
             }
         };
-        trace!(container = %c.name, "attach channel open for run {}", self.slots[i].status.restart_count);
+        trace!(container = %c.name, "attach channel open for run {run}");
         let path = attach::socket_path(&self.dir, i);
-        match AttachPoint::open(&path, Some(conn.into_raw_fd()), None, c.stdin_once) {
-            Ok(a) => Some(a),
+        let opened = if c.tty {
+            let reader = conn.try_clone().and_then(|r| {
+                r.set_nonblocking(true)?;
+                Ok(r)
+            });
+            match reader {
+                Ok(reader) => {
+                    AttachPoint::open_telnet(&path, conn.into_raw_fd(), c.stdin, c.stdin_once)
+                        .map(|a| (a, Some((reader, Telnet::new()))))
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            AttachPoint::open(&path, Some(conn.into_raw_fd()), None, c.stdin_once)
+                .map(|a| (a, None))
+        };
+        match opened {
+            Ok((a, term)) => (Some(a), term),
             Err(e) => {
                 error!(container = %c.name, "failed to open the attach socket: {e}");
-                None
+                (None, None)
             }
         }
     }
@@ -1444,21 +1449,6 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn telnet_output_drops_negotiation_and_the_greeting() {
-        let mut t = Telnet::new();
-        let mut got = t.output(&[255, 253, 1, 255, 253, 31, 255, 251, 3, b'\r', b'\r', b'\n']);
-        got.extend(t.output(b"RKTUP-TT"));
-        assert!(got.is_empty(), "{got:?}");
-        got.extend(t.output(b"Y\r\nhello \xff\xff!\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0 you"));
-        assert_eq!(got, b"hello \xff! you");
-        assert_eq!(Telnet::input(b"a\xffb"), b"a\xff\xffb");
-        assert_eq!(
-            Telnet::window_size(255, 24),
-            [255, 250, 31, 0, 255, 255, 0, 24, 255, 240]
-        );
-    }
 
     #[test]
     fn error_texts_are_the_status_messages() {

@@ -9,6 +9,7 @@ pub(crate) mod enter;
 pub mod kvm;
 pub(crate) mod seccomp;
 pub(crate) mod sys;
+pub mod telnet;
 
 use crate::cgroups::{create_cgroup_manager, CgroupManager, Limits};
 use crate::cni;
@@ -353,6 +354,10 @@ impl Supervisor {
             ),
             ("HOSTNAME".into(), self.plan.hostname.clone()),
         ];
+        if c.tty {
+            // As containerd's and CRI-O's terminals (the image's or the pod's TERM wins).
+            env.push(("TERM".into(), "xterm".into()));
+        }
         for e in &c.env {
             let v = match &e.field_ref {
                 Some(f) => field_value(&self.plan, &self.status.ips(), f).unwrap_or_default(),
