@@ -4,7 +4,8 @@
 //! Deployment whose image cannot be pulled keeps exactly its replicas over several back-off
 //! rounds (no storm); an unsupported volume type keeps its pod Pending with `FailedMount`,
 //! retried; a restartPolicy-Never container that fails makes its pod Failed, and so does
-//! running past `activeDeadlineSeconds`.
+//! running past `activeDeadlineSeconds`; a crash-looping container waits in `CrashLoopBackOff`
+//! with the run that ended as its `lastState`.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -449,6 +450,81 @@ fn never_restarted_failing_container_makes_the_pod_failed() {
             assert_eq!(t.exit_code, 3);
             assert_eq!(t.reason.as_deref(), Some("Error"));
         });
+    });
+}
+
+#[test]
+fn crash_looping_container_waits_in_back_off_with_its_last_state() {
+    if !rktup_testkit::can_run_as_root(
+        "crash_looping_container_waits_in_back_off_with_its_last_state",
+        "the agent runs pods",
+    ) {
+        return;
+    }
+    with_cluster("fc", |cn| {
+        let pods: Api<Pod> = cn.api();
+        let pod = cn.rt.block_on(create_pod(
+            &pods,
+            serde_json::json!({
+                "metadata": {"name": "crash"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "containers": [{"name": "c", "image": cn.node.busybox,
+                                    "command": ["sh", "-c", "echo crashed; exit 3"]}]
+                }
+            }),
+        ));
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // Between runs, kubelet's shape: waiting CrashLoopBackOff with its back-off message,
+        // the run that ended as lastState (the back-offs grow: one is long enough to see).
+        let p = cn.rt.block_on(eventually(
+            "waiting in CrashLoopBackOff",
+            Duration::from_secs(90),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("crash").await.ok()?;
+                    let (reason, _) = waiting(&p)?;
+                    (reason == "CrashLoopBackOff").then_some(p)
+                }
+            },
+        ));
+        let (_, message) = waiting(&p).expect("waiting");
+        assert!(
+            message.starts_with("back-off ")
+                && message.ends_with(&format!(
+                    " restarting failed container=c pod=crash_default({uid})"
+                )),
+            "{message}"
+        );
+        let cs = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .and_then(|c| c.into_iter().next())
+            .expect("container status");
+        assert!(!cs.ready);
+        let last = cs
+            .last_state
+            .and_then(|s| s.terminated)
+            .expect("lastState.terminated");
+        assert_eq!(last.exit_code, 3);
+        assert_eq!(last.reason.as_deref(), Some("Error"));
+        assert!(last.started_at.is_some() && last.finished_at.is_some());
+        // Running again: the ended run stays lastState; kubectl describe shows it.
+        let (kc, cache) = (cn.admin_kubeconfig(), cn.kubectl_cache());
+        let shown = rktup_testkit::wait_for(
+            "kubectl describe with a Last State",
+            Duration::from_secs(60),
+            || {
+                let r = kubectl(&kc, &cache, &["describe", "pod", "crash"], None);
+                r.stdout.contains("Last State:").then_some(r.stdout)
+            },
+        );
+        assert!(
+            shown.contains("Terminated") && shown.contains("Exit Code:    3"),
+            "{shown}"
+        );
     });
 }
 

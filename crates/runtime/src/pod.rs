@@ -302,6 +302,41 @@ pub struct ContainerStatus {
     pub started_at: Option<i64>,
     #[serde(default)]
     pub finished_at: Option<i64>,
+    /// The run before this one, once it ended (upstream's `lastState.terminated`); while the
+    /// container backs off (reason `CrashLoopBackOff`), the run that just ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<EndedRun>,
+}
+
+/// A run of a container that ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndedRun {
+    pub exit_code: i32,
+    /// Completed | Error | OOMKilled (the run's own reason, not the back-off).
+    pub reason: String,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+}
+
+impl ContainerStatus {
+    /// The current run as an ended one, if it ended (and is not already a back-off's).
+    pub fn ended_run(&self) -> Option<EndedRun> {
+        if self.state != "terminated" || self.reason.as_deref() == Some("CrashLoopBackOff") {
+            return None;
+        }
+        let exit_code = self.exit_code?;
+        Some(EndedRun {
+            exit_code,
+            reason: self
+                .reason
+                .clone()
+                .unwrap_or_else(|| if exit_code == 0 { "Completed" } else { "Error" }.into()),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

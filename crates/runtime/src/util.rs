@@ -83,6 +83,25 @@ pub fn now_secs() -> i64 {
     (now_nanos() / 1_000_000_000) as i64
 }
 
+/// A whole number of milliseconds as Go's `time.Duration.String()` (`10s`, `2m40s`, `5m0s`,
+/// `1.5s`, `500ms`), as kubelet's back-off messages print it.
+pub(crate) fn go_duration_ms(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        format!("{s}.{}s", format!("{frac:03}").trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
 /// Days-from-civil inverse (Howard Hinnant's algorithm), UTC.
 fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
@@ -158,6 +177,21 @@ pub(crate) fn process_alive(pid: i32, start_time: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        for (ms, want) in [
+            (500, "500ms"),
+            (1500, "1.5s"),
+            (10_000, "10s"),
+            (160_000, "2m40s"),
+            (300_000, "5m0s"),
+            (3_600_000, "1h0m0s"),
+            (3_725_250, "1h2m5.25s"),
+        ] {
+            assert_eq!(go_duration_ms(ms), want);
+        }
+    }
 
     #[test]
     fn civil_time_known_values() {

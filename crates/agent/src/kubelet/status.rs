@@ -6,7 +6,7 @@
 use crate::lifecycle::never_ran;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use rktup_runtime::pod::{ContainerStatus, PodState, RestartPolicy};
+use rktup_runtime::pod::{ContainerStatus, EndedRun, PodState, RestartPolicy};
 use rktup_runtime::runtime::PodEntry;
 use std::collections::BTreeMap;
 
@@ -23,51 +23,73 @@ fn container(uuid: &str, c: &ContainerStatus, health: Option<&Health>) -> core::
         started: running,
         ready: running,
     });
-    let state = match c.state.as_str() {
-        "running" => core::ContainerState {
-            running: Some(core::ContainerStateRunning {
-                started_at: c.started_at.and_then(time),
-            }),
+    let id = format!("rkt://{uuid}:{}", c.name);
+    let terminated = |run: &EndedRun, message: Option<String>| core::ContainerState {
+        terminated: Some(core::ContainerStateTerminated {
+            exit_code: run.exit_code,
+            reason: Some(run.reason.clone()),
+            message,
+            started_at: run.started_at.and_then(time),
+            finished_at: run.finished_at.and_then(time),
+            container_id: Some(id.clone()),
             ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let waiting = |reason: String| core::ContainerState {
+        waiting: Some(core::ContainerStateWaiting {
+            reason: Some(reason),
+            message: c.message.clone(),
+        }),
+        ..Default::default()
+    };
+    // Backing off before the next run, kubelet's way: waiting (CrashLoopBackOff, "back-off
+    // 10s restarting failed container=…"), the run that ended as lastState.
+    let backing_off = c.state == "terminated" && c.reason.as_deref() == Some("CrashLoopBackOff");
+    let this_run = || EndedRun {
+        exit_code: c.exit_code.unwrap_or(0),
+        reason: match (c.reason.as_deref(), c.exit_code) {
+            (Some(r), _) if !backing_off => r.to_string(),
+            (_, Some(0)) => "Completed".into(),
+            _ => "Error".into(),
         },
-        "terminated" => core::ContainerState {
-            terminated: Some(core::ContainerStateTerminated {
-                exit_code: c.exit_code.unwrap_or(0),
-                reason: c.reason.clone().or_else(|| {
-                    Some(if c.exit_code == Some(0) {
-                        "Completed".into()
-                    } else {
-                        "Error".into()
-                    })
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+    };
+    let (state, last) = match c.state.as_str() {
+        "running" => (
+            core::ContainerState {
+                running: Some(core::ContainerStateRunning {
+                    started_at: c.started_at.and_then(time),
                 }),
-                message: c.message.clone(),
-                started_at: c.started_at.and_then(time),
-                finished_at: c.finished_at.and_then(time),
-                container_id: Some(format!("rkt://{uuid}:{}", c.name)),
                 ..Default::default()
-            }),
-            ..Default::default()
-        },
-        _ => core::ContainerState {
-            waiting: Some(core::ContainerStateWaiting {
-                reason: Some(
-                    c.reason
-                        .clone()
-                        .unwrap_or_else(|| "ContainerCreating".into()),
-                ),
-                message: c.message.clone(),
-            }),
-            ..Default::default()
-        },
+            },
+            c.last.clone(),
+        ),
+        "terminated" if backing_off => (
+            waiting("CrashLoopBackOff".into()),
+            Some(c.last.clone().unwrap_or_else(this_run)),
+        ),
+        "terminated" => (terminated(&this_run(), c.message.clone()), c.last.clone()),
+        _ => (
+            waiting(
+                c.reason
+                    .clone()
+                    .unwrap_or_else(|| "ContainerCreating".into()),
+            ),
+            c.last.clone(),
+        ),
     };
     core::ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),
         image_id: c.image_id.clone(),
-        container_id: (c.state != "waiting").then(|| format!("rkt://{uuid}:{}", c.name)),
+        container_id: (c.state != "waiting").then(|| id.clone()),
         ready: running && h.ready,
         started: Some(running && h.started),
         restart_count: c.restart_count as i32,
+        // Always there, `{}` before a run ended, as upstream's (a struct, never omitted).
+        last_state: Some(last.map_or_else(Default::default, |run| terminated(&run, None))),
         state: Some(state),
         ..Default::default()
     }
@@ -377,6 +399,56 @@ mod tests {
             finished_at: Some(2),
             ..Default::default()
         }];
+    }
+
+    #[test]
+    fn a_container_backing_off_waits_with_the_ended_run_as_last_state() {
+        let ended = EndedRun {
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+            started_at: Some(10),
+            finished_at: Some(12),
+        };
+        let mut c = ContainerStatus {
+            name: "c".into(),
+            state: "terminated".into(),
+            reason: Some("CrashLoopBackOff".into()),
+            message: Some("back-off 10s restarting failed container=c pod=p_ns(u)".into()),
+            exit_code: Some(137),
+            restart_count: 1,
+            started_at: Some(10),
+            finished_at: Some(12),
+            last: Some(ended.clone()),
+            ..Default::default()
+        };
+        let api = container("uuid", &c, None);
+        let w = api.state.and_then(|s| s.waiting).expect("waiting");
+        assert_eq!(w.reason.as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(w.message, c.message);
+        let t = api
+            .last_state
+            .and_then(|s| s.terminated)
+            .expect("lastState");
+        assert_eq!(t.exit_code, 137);
+        assert_eq!(t.reason.as_deref(), Some("OOMKilled"));
+        assert_eq!(t.container_id.as_deref(), Some("rkt://uuid:c"));
+        assert!(!api.ready);
+        // The next run: running, the ended one still lastState.
+        c.state = "running".into();
+        c.reason = None;
+        c.message = None;
+        c.exit_code = None;
+        let api = container("uuid", &c, None);
+        assert!(api.state.and_then(|s| s.running).is_some());
+        let t = api
+            .last_state
+            .and_then(|s| s.terminated)
+            .expect("lastState");
+        assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+        // A first run has an empty lastState, as upstream's.
+        c.last = None;
+        let api = container("uuid", &c, None);
+        assert_eq!(api.last_state, Some(core::ContainerState::default()));
     }
 
     #[test]

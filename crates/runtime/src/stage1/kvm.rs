@@ -1339,6 +1339,9 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
                 .ok();
                 t.off = [0, 0];
                 let s = &mut self.slots[i];
+                if let Some(ended) = s.status.ended_run() {
+                    s.status.last = Some(ended);
+                }
                 s.status.state = "running".into();
                 s.status.restart_count = t.run;
                 s.status.started_at = Some(util::now_secs());

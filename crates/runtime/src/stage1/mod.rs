@@ -581,6 +581,9 @@ impl Supervisor {
             .unwrap_or(0);
         let now = util::now_secs();
         let slot = &mut self.slots[i];
+        if let Some(ended) = slot.status.ended_run() {
+            slot.status.last = Some(ended);
+        }
         if slot.status.started_at.is_some() {
             slot.status.restart_count += 1;
         }
@@ -793,6 +796,17 @@ impl Supervisor {
                 s.backoff_ms = self.plan.backoff_base_ms;
             }
             s.next_start = Some(Instant::now() + Duration::from_millis(s.backoff_ms));
+            // Waiting to start again, as kubelet says it (the run that ended is `last`).
+            s.status.last = s.status.ended_run();
+            s.status.reason = Some("CrashLoopBackOff".into());
+            s.status.message = Some(format!(
+                "back-off {} restarting failed container={} pod={}_{}({})",
+                util::go_duration_ms(s.backoff_ms),
+                s.plan.name,
+                self.plan.name,
+                self.plan.namespace,
+                self.plan.uid
+            ));
             s.backoff_ms = (s.backoff_ms * 2).min(self.plan.backoff_max_ms);
         } else {
             s.done = true;
@@ -828,8 +842,6 @@ impl Supervisor {
                 let due = s.running.is_none() && !s.done && s.next_start.is_none_or(|t| t <= now);
                 if due {
                     self.start(i);
-                } else if s.running.is_none() && !s.done && s.status.state == "terminated" {
-                    self.slots[i].status.reason = Some("CrashLoopBackOff".into());
                 }
             }
             if self.dirty {
