@@ -431,6 +431,7 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
             node.stage1_logs(),
             vm_files(&node.root)
         );
+        // Restarted, its exit code kept as lastState.
         until("the terminal's shell restarted", || {
             let r = k(
                 &[
@@ -438,11 +439,11 @@ fn kubectl_exec_attach_and_port_forward_reach_into_a_kvm_pod() {
                     "pod",
                     "vm",
                     "-o",
-                    "jsonpath={.status.containerStatuses[?(@.name==\"term\")].restartCount}",
+                    "jsonpath={range .status.containerStatuses[?(@.name==\"term\")]}{.restartCount} {.lastState.terminated.exitCode}{end}",
                 ],
                 None,
             );
-            (r.stdout.trim().parse::<u32>().unwrap_or(0) >= 1).then_some(())
+            (r.stdout.trim() == "1 7").then_some(())
         });
         // The terminal's output is the run's log (stdout, as upstream logs a terminal).
         let r = k(&["logs", "vm", "-c", "term", "--previous"], None);

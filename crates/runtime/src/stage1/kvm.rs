@@ -1347,6 +1347,7 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
                 s.status.started_at = Some(util::now_secs());
                 s.status.exit_code = None;
                 s.status.reason = None;
+                s.status.message = None;
                 self.dirty = true;
                 let c = &self.slots[i].plan;
                 if c.stdin || c.tty {
@@ -1391,6 +1392,30 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             s.status.exit_code = Some(code);
             s.status.finished_at = Some(util::now_secs());
             s.status.reason = Some(if code == 0 { "Completed" } else { "Error" }.into());
+            // The guest runs it again after its back-off (`guest_init`'s run loop, the same
+            // policy and delays): waiting, as kubelet says it, the run that ended as `last`.
+            let policy = match (s.init, self.plan.restart_policy) {
+                (true, RestartPolicy::Never) => RestartPolicy::Never,
+                (true, _) => RestartPolicy::OnFailure,
+                (false, p) => p,
+            };
+            let again = !STOP.load(Ordering::SeqCst)
+                && match policy {
+                    RestartPolicy::Always => true,
+                    RestartPolicy::OnFailure => code != 0,
+                    RestartPolicy::Never => false,
+                };
+            if again {
+                let base = (self.plan.backoff_base_ms / 1000).max(1);
+                let wait = base.checked_shl(t.run).unwrap_or(u64::MAX).min(300);
+                s.status.last = s.status.ended_run();
+                s.status.reason = Some("CrashLoopBackOff".into());
+                s.status.message = Some(super::backoff_message(
+                    &self.plan,
+                    &s.plan.name,
+                    wait * 1000,
+                ));
+            }
             self.dirty = true;
             t.run += 1;
             t.log = None;

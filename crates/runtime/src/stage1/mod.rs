@@ -799,14 +799,7 @@ impl Supervisor {
             // Waiting to start again, as kubelet says it (the run that ended is `last`).
             s.status.last = s.status.ended_run();
             s.status.reason = Some("CrashLoopBackOff".into());
-            s.status.message = Some(format!(
-                "back-off {} restarting failed container={} pod={}_{}({})",
-                util::go_duration_ms(s.backoff_ms),
-                s.plan.name,
-                self.plan.name,
-                self.plan.namespace,
-                self.plan.uid
-            ));
+            s.status.message = Some(backoff_message(&self.plan, &s.plan.name, s.backoff_ms));
             s.backoff_ms = (s.backoff_ms * 2).min(self.plan.backoff_max_ms);
         } else {
             s.done = true;
@@ -1024,6 +1017,17 @@ pub(crate) fn is_mountpoint(p: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(s.as_str()))
+}
+
+/// kubelet's message for a container waiting in CrashLoopBackOff.
+fn backoff_message(pod: &PodPlan, container: &str, wait_ms: u64) -> String {
+    format!(
+        "back-off {} restarting failed container={container} pod={}_{}({})",
+        util::go_duration_ms(wait_ms),
+        pod.name,
+        pod.namespace,
+        pod.uid
+    )
 }
 
 /// A container's stdin as planned for attachers.
