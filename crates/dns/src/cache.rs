@@ -116,6 +116,8 @@ pub(crate) struct Cache {
     serial: u32,
     /// The kinds whose first list is in.
     synced: HashSet<&'static str>,
+    /// Counts writes: answers kept by the UDP threads are good while it stays the same.
+    generation: u64,
 }
 
 impl Cache {
@@ -141,8 +143,18 @@ impl Cache {
             endpoint_ip_index: HashMap::new(),
             namespaces: HashSet::new(),
             serial: now_serial(),
+            generation: 0,
             synced: HashSet::new(),
         })
+    }
+
+    /// Bumped by every writer (`watch::write`).
+    pub(crate) fn bump_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub(crate) fn mark_synced(&mut self, kind: &'static str) {

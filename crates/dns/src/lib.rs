@@ -20,6 +20,7 @@ mod resolv;
 mod watch;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -68,12 +69,25 @@ pub enum DnsError {
     Sync(Duration, String),
 }
 
+/// How often a UDP receive thread looks whether the server stops.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(250);
+
 /// A running DNS server: listeners bound, caches being kept current by watches.
 pub struct DnsServer {
     server: Server<handler::TcpHandler>,
-    /// The watches and the UDP receive loops.
+    /// The watches.
     watches: Vec<JoinHandle<()>>,
+    /// The UDP receive threads, and what tells them to end.
+    udp: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
     local: Vec<SocketAddr>,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        // The UDP threads end within UDP_STOP_CHECK and close the sockets.
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -113,24 +127,37 @@ pub async fn serve(client: kube::Client, cfg: DnsConfig) -> Result<DnsServer, Dn
         forward::Forwarder::new(cfg.upstreams.clone(), cfg.upstream_netns.clone()),
     ));
     let mut server = Server::new(handler::TcpHandler(handler.clone()));
-    let mut tasks = watches;
     let mut local = Vec::new();
-    // Receive loops per UDP socket: one per core (at most 4), so answers are built in parallel.
-    let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
+    // One receive thread per UDP socket, blocking in recvfrom (handler::serve_udp says why).
+    // Not one per core: every thread blocked on a socket wakes for each datagram, and a second
+    // one cost throughput and doubled the median latency (BENCHMARKS.md).
+    let rt = tokio::runtime::Handle::current();
     for (udp, tcp, addr) in sockets {
-        let udp = Arc::new(udp);
-        for _ in 0..loops {
-            tasks.push(tokio::spawn(handler::serve_udp(
-                udp.clone(),
-                handler.clone(),
-            )));
-        }
+        let udp_err = |source| DnsError::Bind {
+            proto: "udp",
+            addr,
+            source,
+        };
+        let udp = udp.into_std().map_err(udp_err)?;
+        udp.set_nonblocking(false).map_err(udp_err)?;
+        udp.set_read_timeout(Some(UDP_STOP_CHECK))
+            .map_err(udp_err)?;
+        let (udp, handler, rt, stop) = (Arc::new(udp), handler.clone(), rt.clone(), stop.clone());
+        let t = std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || handler::serve_udp(udp, handler, rt, stop))
+            .map_err(udp_err)?;
+        udp_threads.push(t);
         server.register_listener(tcp, TCP_IDLE, 64);
         local.push(addr);
     }
     Ok(DnsServer {
         server,
-        watches: tasks,
+        watches,
+        udp: udp_threads,
+        stop,
         local,
     })
 }
@@ -182,6 +209,14 @@ impl DnsServer {
         for w in &self.watches {
             w.abort();
         }
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut self.udp);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         // Errors here are the listeners' own shutdown errors; nothing is left to clean up.
         let _ = self.server.shutdown_gracefully().await;
     }

@@ -158,7 +158,9 @@ async fn run<K: Kind>(client: kube::Client, cache: Shared, synced: signal::Sende
 /// The cache for writing; a panic elsewhere while it was held leaves data that is still
 /// consistent per object, so the lock's poison is ignored rather than stopping DNS.
 fn write(cache: &Shared) -> std::sync::RwLockWriteGuard<'_, Cache> {
-    cache
+    let mut c = cache
         .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    c.bump_generation();
+    c
 }
