@@ -5,7 +5,9 @@
 //! rounds (no storm); an unsupported volume type keeps its pod Pending with `FailedMount`,
 //! retried; a restartPolicy-Never container that fails makes its pod Failed, and so does
 //! running past `activeDeadlineSeconds`; a crash-looping container waits in `CrashLoopBackOff`
-//! with the run that ended as its `lastState`.
+//! with the run that ended as its `lastState`; lifecycle hooks: postStart before the container
+//! counts as started (a failing one is kubelet's event and kills the run), preStop before
+//! SIGTERM.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -525,6 +527,159 @@ fn crash_looping_container_waits_in_back_off_with_its_last_state() {
             shown.contains("Terminated") && shown.contains("Exit Code:    3"),
             "{shown}"
         );
+    });
+}
+
+#[test]
+fn lifecycle_hooks_run_around_the_container() {
+    if !rktup_testkit::can_run_as_root(
+        "lifecycle_hooks_run_around_the_container",
+        "the agent runs pods",
+    ) {
+        return;
+    }
+    with_cluster("fh", |cn| {
+        let pods: Api<Pod> = cn.api();
+        let events: Api<Event> = cn.api();
+        let host = tempfile::tempdir().expect("host dir");
+        let log = host.path().join("log");
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        // postStart and preStop write to a host directory, as does the container on SIGTERM.
+        let pod = cn.rt.block_on(create_pod(
+            &pods,
+            serde_json::json!({
+                "metadata": {"name": "hooked"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "terminationGracePeriodSeconds": 10,
+                    "volumes": [{"name": "data", "hostPath": {"path": host.path()}}],
+                    "containers": [{
+                        "name": "c", "image": cn.node.busybox,
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        "command": ["sh", "-c", "trap 'echo term >> /data/log; exit 0' TERM; while :; do sleep 0.1; done"],
+                        "lifecycle": {
+                            "postStart": {"exec": {"command": ["sh", "-c", "sleep 1; echo post-start >> /data/log"]}},
+                            "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop >> /data/log; sleep 1"]}}
+                        }
+                    }]
+                }
+            }),
+        ));
+        // Ready only once postStart has ended (kubelet's sync runs the hook before it is done).
+        let p = cn
+            .rt
+            .block_on(eventually("pod Ready", Duration::from_secs(60), || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("hooked").await.ok()?;
+                    (condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
+                }
+            }));
+        assert_eq!(read_log(), "post-start\n", "postStart ran before Ready");
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        cn.rt.block_on(async {
+            pods.delete("hooked", &DeleteParams::default())
+                .await
+                .expect("delete");
+        });
+        let done = rktup_testkit::wait_for("the pod stopped", Duration::from_secs(60), || {
+            read_log().contains("term").then(read_log)
+        });
+        assert_eq!(
+            done, "post-start\npre-stop\nterm\n",
+            "preStop ran before SIGTERM"
+        );
+        drop(pod);
+
+        // A liveness kill runs preStop first too.
+        let live_log = host.path().join("live");
+        cn.rt.block_on(create_pod(
+            &pods,
+            serde_json::json!({
+                "metadata": {"name": "live"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "terminationGracePeriodSeconds": 10,
+                    "volumes": [{"name": "data", "hostPath": {"path": host.path()}}],
+                    "containers": [{
+                        "name": "c", "image": cn.node.busybox,
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        "command": ["sh", "-c", "trap 'echo term >> /data/live; exit 0' TERM; while :; do sleep 0.1; done"],
+                        "livenessProbe": {"exec": {"command": ["sh", "-c", "[ ! -e /data/unhealthy ]"]},
+                                          "periodSeconds": 1, "failureThreshold": 1},
+                        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop >> /data/live"]}}}
+                    }]
+                }
+            }),
+        ));
+        cn.rt.block_on(eventually(
+            "pod live Ready",
+            Duration::from_secs(60),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("live").await.ok()?;
+                    (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+                }
+            },
+        ));
+        std::fs::write(host.path().join("unhealthy"), "").expect("make it unhealthy");
+        let live = rktup_testkit::wait_for("the liveness kill", Duration::from_secs(60), || {
+            let l = std::fs::read_to_string(&live_log).unwrap_or_default();
+            l.contains("term").then_some(l)
+        });
+        assert!(live.starts_with("pre-stop\nterm\n"), "{live}");
+        let _ = std::fs::remove_file(host.path().join("unhealthy"));
+
+        // A failing postStart: kubelet's event, and the run is killed and started again.
+        cn.rt.block_on(create_pod(
+            &pods,
+            serde_json::json!({
+                "metadata": {"name": "bad-hook"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{
+                        "name": "c", "image": cn.node.busybox,
+                        "command": ["sleep", "1000"],
+                        "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo nope; exit 3"]}}}
+                    }]
+                }
+            }),
+        ));
+        let (msg, p) = cn.rt.block_on(eventually(
+            "FailedPostStartHook and a restart",
+            Duration::from_secs(90),
+            || {
+                let (pods, events) = (pods.clone(), events.clone());
+                async move {
+                    let ev = events_of(&events, "bad-hook").await;
+                    let (_, type_, msg, _) =
+                        ev.into_iter().find(|e| e.0 == "FailedPostStartHook")?;
+                    assert_eq!(type_, "Warning");
+                    let p = pods.get("bad-hook").await.ok()?;
+                    let restarts = p
+                        .status
+                        .as_ref()?
+                        .container_statuses
+                        .as_ref()?
+                        .first()?
+                        .restart_count;
+                    (restarts >= 1).then_some((msg, p))
+                }
+            },
+        ));
+        let uid2 = p.metadata.uid.clone().unwrap_or_default();
+        assert_eq!(
+            msg,
+            format!(
+                "Exec lifecycle hook ([sh -c echo nope; exit 3]) for Container \"c\" in Pod \"bad-hook_default({uid2})\" failed - error: command 'sh -c echo nope; exit 3' exited with a non-zero code, message: \"nope\\n\""
+            )
+        );
+        assert_ne!(uid, uid2);
     });
 }
 

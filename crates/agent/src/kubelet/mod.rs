@@ -36,6 +36,7 @@ pub mod downward;
 pub mod enter;
 pub mod env;
 pub mod events;
+pub mod hooks;
 pub mod local_path;
 pub mod mirror;
 pub mod node;

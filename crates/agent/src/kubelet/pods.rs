@@ -18,7 +18,7 @@
 //! back-offs); none of these makes a pod Failed, so no controller replaces it.
 
 use super::prepare::{Blocked, Preparer};
-use super::{events, mirror, probes, status, KubeletConfig, KubeletError};
+use super::{events, hooks, mirror, probes, status, KubeletConfig, KubeletError};
 use crate::lifecycle::{Gone, Running, Source, Terminating};
 use crate::workers::{static_key, ApiLink, Desired, Waiting, Workers};
 use futures_util::StreamExt;
@@ -186,6 +186,24 @@ impl Syncer {
                             &format!("Stopping container {c}"),
                         )
                         .await;
+                    }
+                    // preStop hooks, within the grace period, before the runtime stops.
+                    let grace = hooks::deletion_grace(pod);
+                    if !grace.is_zero() {
+                        for e in entries.iter().filter(|e| e.alive) {
+                            for (c, msg) in hooks::pre_stop_all(&rt, e, pod, grace).await {
+                                events::record_container(
+                                    &client,
+                                    &node,
+                                    pod,
+                                    &c,
+                                    "Warning",
+                                    "FailedPreStopHook",
+                                    &msg,
+                                )
+                                .await;
+                            }
+                        }
                     }
                 }
             }

@@ -134,7 +134,7 @@ pub async fn http_probe(url: Url, headers: &[(String, String)], timeout: Duratio
 }
 
 /// One GET: (status, Location, body up to 10 KiB).
-async fn http_get(
+pub(crate) async fn http_get(
     url: &Url,
     headers: &[(String, String)],
 ) -> Result<(u16, Option<String>, String), String> {

@@ -35,11 +35,11 @@ pub mod grpc;
 pub mod http;
 pub mod tcp;
 
-use super::events;
+use super::{events, hooks};
 use exec::exec_probe;
 use grpc::grpc_probe;
 use http::{http_probe, Url};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rktup_runtime::pod::ContainerStatus;
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -145,6 +145,8 @@ struct Tracked {
     version: watch::Sender<u64>,
     /// Success/failure per (container, kind), valid for one run of the container.
     results: HashMap<(String, Kind), (Run, bool)>,
+    /// The postStart hook per container: the run it was started for, and whether it ended.
+    post_start: HashMap<String, (Run, bool)>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -171,8 +173,13 @@ impl Tracked {
                 ready: false,
             };
         };
-        let started = spec.startup_probe.is_none()
-            || self.result(&spec.name, Kind::Startup, run) == Some(true);
+        // A run whose postStart hook has not ended is not started yet (kubelet's sync that
+        // started it is still running the hook).
+        let hooked =
+            post_start_of(spec).is_none() || self.post_start.get(&spec.name) == Some(&(run, true));
+        let started = hooked
+            && (spec.startup_probe.is_none()
+                || self.result(&spec.name, Kind::Startup, run) == Some(true));
         let ready = started
             && (spec.readiness_probe.is_none()
                 || self.result(&spec.name, Kind::Readiness, run) == Some(true));
@@ -197,9 +204,20 @@ pub struct Prober {
     shared: Arc<Mutex<Shared>>,
 }
 
+/// A container the prober follows: it has probes or a postStart hook.
 fn has_probes(c: &Container) -> bool {
-    c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+    c.liveness_probe.is_some()
+        || c.readiness_probe.is_some()
+        || c.startup_probe.is_some()
+        || post_start_of(c).is_some()
 }
+
+fn post_start_of(c: &Container) -> Option<&LifecycleHandler> {
+    c.lifecycle.as_ref()?.post_start.as_ref()
+}
+
+/// postStart hooks have no timeout of their own in kubelet; this bounds a stuck one.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Prober {
     pub fn new(
@@ -259,6 +277,7 @@ impl Prober {
                 seen: round,
                 version: tx,
                 results: HashMap::new(),
+                post_start: HashMap::new(),
                 tasks: vec![],
             };
             for c in &containers {
@@ -292,12 +311,75 @@ impl Prober {
         if changed {
             t.version.send_modify(|v| *v += 1);
         }
-        for c in containers {
-            if let Some(st) = e.status.containers.iter().find(|s| s.name == c.name) {
-                out.insert(c.name.clone(), t.health(c, st));
+        for c in &containers {
+            let Some(st) = e.status.containers.iter().find(|s| s.name == c.name) else {
+                continue;
+            };
+            if let (Some(h), Some(run)) = (post_start_of(c), run_of(st)) {
+                if t.post_start.get(&c.name).map(|(r, _)| *r) != Some(run) {
+                    t.post_start.insert(c.name.clone(), (run, false));
+                    t.tasks.retain(|task| !task.is_finished());
+                    let hook = self.post_start(uuid.clone(), (*c).clone(), h.clone(), run, t);
+                    t.tasks.push(tokio::spawn(hook).abort_handle());
+                }
             }
+            out.insert(c.name.clone(), t.health(c, st));
         }
         out
+    }
+
+    /// Container `c`'s postStart hook `h` for run `run`: a failure is kubelet's
+    /// `FailedPostStartHook` event and kills the run; the end makes the run started.
+    fn post_start(
+        &self,
+        uuid: String,
+        c: Container,
+        h: LifecycleHandler,
+        run: Run,
+        t: &Tracked,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (prober, pod, entry) = (self.clone(), t.pod.clone(), t.entry.clone());
+        async move {
+            let r = hooks::run(&prober.rt, &entry, &pod, &c, &h, POST_START_TIMEOUT).await;
+            if let Err(msg) = r {
+                events::record_container(
+                    &prober.client,
+                    &prober.node,
+                    &pod,
+                    &c.name,
+                    "Warning",
+                    "FailedPostStartHook",
+                    &msg,
+                )
+                .await;
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30)
+                    .max(MIN_GRACE_SECONDS) as u64;
+                let (rt, name) = (prober.rt.clone(), c.name.clone());
+                let killed = tokio::task::spawn_blocking(move || {
+                    rt.kill_container(&entry, &name, Duration::from_secs(grace))
+                })
+                .await;
+                if let Ok(Err(e)) = killed {
+                    warn!(
+                        "kubelet: failed to kill container {} of pod k8s_{uuid}: {e}",
+                        c.name
+                    );
+                }
+            }
+            if let Ok(mut s) = prober.shared.lock() {
+                if let Some(t) = s.pods.get_mut(&uuid) {
+                    if let Some(done) = t.post_start.get_mut(&c.name).filter(|(r, _)| *r == run) {
+                        done.1 = true;
+                    }
+                    t.version.send_modify(|v| *v += 1);
+                }
+            }
+            prober.wake.notify_one();
+        }
     }
 
     /// What a worker needs of its pod right now; None once the pod is no longer tracked.
@@ -519,16 +601,45 @@ impl Worker {
             .termination_grace_period_seconds
             .or_else(|| spec.and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30)
-            .max(MIN_GRACE_SECONDS) as u64;
+            .max(0) as u64;
+        let mut grace = Duration::from_secs(grace);
+        // The preStop hook first, within the grace period; SIGTERM gets what is left.
+        let pre_stop = self
+            .container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref());
+        if let Some(h) = pre_stop.filter(|_| !grace.is_zero()) {
+            let began = Instant::now();
+            let r = hooks::run(
+                &self.prober.rt,
+                &snap.entry,
+                &snap.pod,
+                &self.container,
+                h,
+                grace,
+            );
+            if let Err(msg) = r.await {
+                events::record_container(
+                    &self.prober.client,
+                    &self.prober.node,
+                    &snap.pod,
+                    &self.container.name,
+                    "Warning",
+                    "FailedPreStopHook",
+                    &msg,
+                )
+                .await;
+            }
+            grace = grace.saturating_sub(began.elapsed());
+        }
+        let grace = grace.max(Duration::from_secs(MIN_GRACE_SECONDS as u64));
         let (rt, entry, name) = (
             self.prober.rt.clone(),
             snap.entry.clone(),
             self.container.name.clone(),
         );
-        let r = tokio::task::spawn_blocking(move || {
-            rt.kill_container(&entry, &name, Duration::from_secs(grace))
-        })
-        .await;
+        let r = tokio::task::spawn_blocking(move || rt.kill_container(&entry, &name, grace)).await;
         match r {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(
@@ -622,19 +733,23 @@ impl Worker {
 /// The pod's IP: the runtime's, else what the status says (the node's IP for host-network
 /// pods), else loopback for pods in the node's network namespace (the agent's own).
 fn pod_ip(snap: &Snapshot) -> Option<String> {
-    snap.entry
+    address_of(&snap.entry, &snap.pod)
+}
+
+/// The address probes and hooks reach runtime pod `entry` of `pod` at (see `pod_ip`).
+pub(crate) fn address_of(entry: &PodEntry, pod: &Pod) -> Option<String> {
+    entry
         .status
         .pod_ip
         .clone()
         .or_else(|| {
-            snap.pod
-                .status
+            pod.status
                 .as_ref()
                 .and_then(|s| s.pod_ip.clone())
                 .filter(|ip| !ip.is_empty())
         })
         .or_else(|| {
-            snap.entry
+            entry
                 .plan
                 .network
                 .is_none()
