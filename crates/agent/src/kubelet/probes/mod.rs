@@ -562,17 +562,22 @@ impl Worker {
                 format!("{kind} probe errored and resulted in unknown state: {e}"),
             ),
         };
+        self.event(snap, "Warning", reason, &message).await;
+        matches!(o, Outcome::Warning(_))
+    }
+
+    /// An event about this worker's container.
+    async fn event(&self, snap: &Snapshot, type_: &str, reason: &str, message: &str) {
         events::record_container(
             &self.prober.client,
             &self.prober.node,
             &snap.pod,
             &self.container.name,
-            "Warning",
+            type_,
             reason,
-            &message,
+            message,
         )
         .await;
-        matches!(o, Outcome::Warning(_))
     }
 
     /// Kill the container after a liveness/startup failure; the supervisor restarts it per
@@ -586,16 +591,7 @@ impl Worker {
             self.kind.as_str().to_lowercase(),
             if restart { ", will be restarted" } else { "" }
         );
-        events::record_container(
-            &self.prober.client,
-            &self.prober.node,
-            &snap.pod,
-            &self.container.name,
-            "Normal",
-            "Killing",
-            &message,
-        )
-        .await;
+        self.event(snap, "Normal", "Killing", &message).await;
         let grace = self
             .probe
             .termination_grace_period_seconds
@@ -620,16 +616,7 @@ impl Worker {
                 grace,
             );
             if let Err(msg) = r.await {
-                events::record_container(
-                    &self.prober.client,
-                    &self.prober.node,
-                    &snap.pod,
-                    &self.container.name,
-                    "Warning",
-                    "FailedPreStopHook",
-                    &msg,
-                )
-                .await;
+                self.event(snap, "Warning", "FailedPreStopHook", &msg).await;
             }
             grace = grace.saturating_sub(began.elapsed());
         }
