@@ -402,10 +402,20 @@ impl Running {
 
 impl Terminating {
     /// Stop and remove every runtime pod (within its grace period); `before` runs before each.
-    pub fn stop(self, rt: &Runtime, mut before: impl FnMut(&PodEntry)) -> Gone {
+    pub fn stop(self, rt: &Runtime, before: impl FnMut(&PodEntry)) -> Gone {
+        self.stop_within(rt, None, before)
+    }
+
+    /// `stop` with a grace period of its own (a deletion's, less what preStop hooks took).
+    pub fn stop_within(
+        self,
+        rt: &Runtime,
+        grace: Option<Duration>,
+        mut before: impl FnMut(&PodEntry),
+    ) -> Gone {
         for e in &self.entries {
             before(e);
-            if let Err(e2) = rt.remove(e) {
+            if let Err(e2) = rt.remove_within(e, grace) {
                 warn!("failed to remove pod k8s_{}: {e2}", e.plan.uuid);
             }
         }

@@ -633,6 +633,49 @@ fn lifecycle_hooks_run_around_the_container() {
         assert!(live.starts_with("pre-stop\nterm\n"), "{live}");
         let _ = std::fs::remove_file(host.path().join("unhealthy"));
 
+        // A deletion's own grace period wins over the spec's (kubectl delete --grace-period=1
+        // of a pod whose process ignores SIGTERM and whose spec gives it 60 s).
+        cn.rt.block_on(create_pod(
+            &pods,
+            serde_json::json!({
+                "metadata": {"name": "slow"},
+                "spec": {
+                    "nodeName": cn.node_name,
+                    "hostNetwork": true,
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [{"name": "c", "image": cn.node.busybox,
+                                    "command": ["sleep", "100000"]}]
+                }
+            }),
+        ));
+        cn.rt.block_on(eventually(
+            "pod slow Ready",
+            Duration::from_secs(60),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("slow").await.ok()?;
+                    (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+                }
+            },
+        ));
+        let (kc, cache) = (cn.admin_kubeconfig(), cn.kubectl_cache());
+        let r = kubectl(
+            &kc,
+            &cache,
+            &["delete", "pod", "slow", "--grace-period=1", "--wait=false"],
+            None,
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        cn.rt.block_on(eventually(
+            "pod slow gone within its deletion's grace period, not the spec's 60 s",
+            Duration::from_secs(30),
+            || {
+                let pods = pods.clone();
+                async move { pods.get_opt("slow").await.ok()?.is_none().then_some(()) }
+            },
+        ));
+
         // A failing postStart: kubelet's event, and the run is killed and started again.
         cn.rt.block_on(create_pod(
             &pods,

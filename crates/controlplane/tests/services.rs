@@ -1477,6 +1477,13 @@ async fn dual_stack_services() {
         pod("both-1", "n1", json!({"app": "both"}), json!({}), &[]),
     )
     .await;
+    // The stand-in node starts it (with one IPv4 address) first: a status written before
+    // that would be overwritten by the node's.
+    eventually("the stand-in node runs both-1", WAIT, || async {
+        let p = pods.get("both-1").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
     pods.patch_status(
         "both-1",
         &PatchParams::default(),

@@ -626,6 +626,26 @@ impl Runtime {
     /// Ask the supervisor to stop (SIGTERM → containers get SIGTERM, then SIGKILL after the grace
     /// period) and wait until the pod exited; if the supervisor is gone, clean up in its place.
     pub fn stop(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
+        self.stop_within(entry, None)
+    }
+
+    /// [`Runtime::stop`] with a grace period of its own instead of the plan's (kubelet's
+    /// deletion grace period, less what preStop hooks took). stage1-kvm guests keep the
+    /// plan's: their stop script is fixed at boot.
+    pub fn stop_within(
+        &self,
+        entry: &PodEntry,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
+        if let Some(g) = grace {
+            let f = entry.dir.join(crate::stage1::STOP_GRACE_FILE);
+            std::fs::write(&f, g.as_secs().to_string()).map_err(|source| RuntimeError::Io {
+                action: "write",
+                path: f,
+                source,
+            })?;
+        }
+        let grace_secs = grace.map_or(entry.plan.grace_seconds, |g| g.as_secs());
         let mut st = read_status(&entry.dir)?;
         if st.supervisor_pid == 0 && st.state == PodState::Preparing {
             st = self.wait_for_supervisor(&entry.dir, Duration::from_secs(10))?;
@@ -638,7 +658,7 @@ impl Runtime {
                 st.supervisor_pid
             );
             crate::stage1::sys::kill(st.supervisor_pid, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(entry.plan.grace_seconds + 20);
+            let deadline = Instant::now() + Duration::from_secs(grace_secs + 20);
             while util::process_alive(st.supervisor_pid, st.supervisor_start)
                 && Instant::now() < deadline
             {
@@ -864,7 +884,16 @@ impl Runtime {
 
     /// Stop (if needed) and delete a pod's directory.
     pub fn remove(&self, entry: &PodEntry) -> Result<(), RuntimeError> {
-        self.stop(entry)?;
+        self.remove_within(entry, None)
+    }
+
+    /// [`Runtime::remove`] with the grace period of [`Runtime::stop_within`].
+    pub fn remove_within(
+        &self,
+        entry: &PodEntry,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
+        self.stop_within(entry, grace)?;
         self.delete_dir(entry)
     }
 

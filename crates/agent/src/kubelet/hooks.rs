@@ -9,9 +9,10 @@
 //! - postStart (`probes::Prober`, which tracks container runs): the container is not started or
 //!   ready until its hook ended; a failure is a `FailedPostStartHook` Warning with kubelet's
 //!   message, and the container is killed, to run again per restartPolicy.
-//! - preStop: runs within the grace period, then the container gets SIGTERM with what is left
-//!   of it (at least 2 s) after a liveness kill; on pod deletion the runtime's stop then uses
-//!   the pod's whole grace period. A failure is a `FailedPreStopHook` Warning; the stop goes on.
+//! - preStop: runs within the grace period (a deleted pod's `deletionGracePeriodSeconds`, else
+//!   its spec's), then the containers get SIGTERM with what is left of it (at least 2 s), on pod
+//!   deletion and after a liveness kill. A failure is a `FailedPreStopHook` Warning; the stop
+//!   goes on. (A deletion without hooks stops within its own grace period too.)
 
 use super::probes::exec::exec_probe;
 use super::probes::http::{http_get, Url};
@@ -139,6 +140,14 @@ pub async fn pre_stop_all(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Whether a container of `pod` has a preStop hook.
+pub fn has_pre_stop(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .any(|c| c.lifecycle.as_ref().is_some_and(|l| l.pre_stop.is_some()))
 }
 
 /// The grace period of a pod being deleted: its deletionGracePeriodSeconds, else its

@@ -169,6 +169,9 @@ impl Syncer {
         let (rt, client) = (self.rt.clone(), self.client.clone());
         let node = self.cfg.node_name.clone();
         self.workers.spawn_released(u.clone(), async move {
+            // The deletion's grace period (kubectl delete --grace-period), less what preStop
+            // hooks took (at least 2 s after a hook, as kubelet's).
+            let mut grace = None;
             if let Some(pod) = &pod {
                 if entries.iter().any(|e| e.alive) {
                     let names: Vec<String> = pod
@@ -188,10 +191,12 @@ impl Syncer {
                         .await;
                     }
                     // preStop hooks, within the grace period, before the runtime stops.
-                    let grace = hooks::deletion_grace(pod);
-                    if !grace.is_zero() {
+                    let total = hooks::deletion_grace(pod);
+                    let began = Instant::now();
+                    let hooked = !total.is_zero() && hooks::has_pre_stop(pod);
+                    if hooked {
                         for e in entries.iter().filter(|e| e.alive) {
-                            for (c, msg) in hooks::pre_stop_all(&rt, e, pod, grace).await {
+                            for (c, msg) in hooks::pre_stop_all(&rt, e, pod, total).await {
                                 events::record_container(
                                     &client,
                                     &node,
@@ -205,11 +210,17 @@ impl Syncer {
                             }
                         }
                     }
+                    let left = total.saturating_sub(began.elapsed());
+                    grace = Some(if hooked {
+                        left.max(Duration::from_secs(2))
+                    } else {
+                        left
+                    });
                 }
             }
             // Terminating → Gone.
             let _ = tokio::task::spawn_blocking(move || {
-                let Gone = Terminating { entries }.stop(&rt, |_| {});
+                let Gone = Terminating { entries }.stop_within(&rt, grace, |_| {});
             })
             .await;
             if let Some(pod) = pod {

@@ -858,13 +858,14 @@ impl Supervisor {
         if self.slots.iter().any(|s| s.running.is_some()) {
             self.status.state = PodState::Stopping;
             self.save();
-            trace!("stopping containers (grace {}s)", self.plan.grace_seconds);
+            let grace = stop_grace(&self.dir).unwrap_or(self.plan.grace_seconds);
+            trace!("stopping containers (grace {grace}s)");
             for s in &self.slots {
                 if let Some(r) = &s.running {
                     sys::kill(r.init_pid, libc::SIGTERM);
                 }
             }
-            let deadline = Instant::now() + Duration::from_secs(self.plan.grace_seconds);
+            let deadline = Instant::now() + Duration::from_secs(grace);
             while self.slots.iter().any(|s| s.running.is_some()) && Instant::now() < deadline {
                 self.poll_logs(50);
                 self.reap();
@@ -1017,6 +1018,19 @@ pub(crate) fn is_mountpoint(p: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(s.as_str()))
+}
+
+/// The file in a pod's directory that gives a stop its own grace period in seconds (a
+/// deletion's grace period, less what preStop hooks took), written before the SIGTERM that
+/// asks the supervisor to stop; without it the stop uses the plan's.
+pub(crate) const STOP_GRACE_FILE: &str = "stop-grace";
+
+fn stop_grace(pod_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(pod_dir.join(STOP_GRACE_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// kubelet's message for a container waiting in CrashLoopBackOff.
