@@ -115,6 +115,19 @@ fn condition(p: &Pod, type_: &str) -> Option<String> {
         .map(|c| c.status.clone())
 }
 
+/// Pod `name` once it is Ready (60 s at most).
+async fn ready(pods: &Api<Pod>, name: &str) -> Pod {
+    eventually(
+        &format!("pod {name} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let p = pods.get(name).await.ok()?;
+            (condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
+        },
+    )
+    .await
+}
+
 /// Copy the test busybox image to another name in the node's registry (the image "appears").
 fn copy_image(cn: &ClusterNode, to: &str) {
     let r = &cn.node.registry.addr;
@@ -567,15 +580,7 @@ fn lifecycle_hooks_run_around_the_container() {
             }),
         ));
         // Ready only once postStart has ended (kubelet's sync runs the hook before it is done).
-        let p = cn
-            .rt
-            .block_on(eventually("pod Ready", Duration::from_secs(60), || {
-                let pods = pods.clone();
-                async move {
-                    let p = pods.get("hooked").await.ok()?;
-                    (condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
-                }
-            }));
+        let p = cn.rt.block_on(ready(&pods, "hooked"));
         assert_eq!(read_log(), "post-start\n", "postStart ran before Ready");
         let uid = p.metadata.uid.clone().unwrap_or_default();
         cn.rt.block_on(async {
@@ -614,17 +619,7 @@ fn lifecycle_hooks_run_around_the_container() {
                 }
             }),
         ));
-        cn.rt.block_on(eventually(
-            "pod live Ready",
-            Duration::from_secs(60),
-            || {
-                let pods = pods.clone();
-                async move {
-                    let p = pods.get("live").await.ok()?;
-                    (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
-                }
-            },
-        ));
+        cn.rt.block_on(ready(&pods, "live"));
         std::fs::write(host.path().join("unhealthy"), "").expect("make it unhealthy");
         let live = rktup_testkit::wait_for("the liveness kill", Duration::from_secs(60), || {
             let l = std::fs::read_to_string(&live_log).unwrap_or_default();
@@ -648,17 +643,7 @@ fn lifecycle_hooks_run_around_the_container() {
                 }
             }),
         ));
-        cn.rt.block_on(eventually(
-            "pod slow Ready",
-            Duration::from_secs(60),
-            || {
-                let pods = pods.clone();
-                async move {
-                    let p = pods.get("slow").await.ok()?;
-                    (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
-                }
-            },
-        ));
+        cn.rt.block_on(ready(&pods, "slow"));
         let (kc, cache) = (cn.admin_kubeconfig(), cn.kubectl_cache());
         let r = kubectl(
             &kc,
