@@ -15,23 +15,13 @@
 //!   goes on. (A deletion without hooks stops within its own grace period too.)
 
 use super::probes::exec::exec_probe;
-use super::probes::http::{http_get, Url};
-use super::probes::{address_of, resolve_port, Outcome};
+use super::probes::http::http_get;
+use super::probes::{address_of, http_request, Outcome};
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use rktup_runtime::manifest::dns::pod_ref;
 use rktup_runtime::runtime::{PodEntry, Runtime};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// kubelet's `format.Pod`: `name_namespace(uid)`.
-pub fn pod_ref(pod: &Pod) -> String {
-    let m = &pod.metadata;
-    format!(
-        "{}_{}({})",
-        m.name.as_deref().unwrap_or(""),
-        m.namespace.as_deref().unwrap_or("default"),
-        m.uid.as_deref().unwrap_or("")
-    )
-}
 
 /// Go's `%v` of a string slice: `[sh -c sleep 5]`.
 fn go_list(v: &[String]) -> String {
@@ -67,25 +57,7 @@ pub async fn run(
     if let Some(g) = &h.http_get {
         let path = g.path.clone().unwrap_or_default();
         let fail = |e: String| format!("HTTP lifecycle hook ({path}) {who} failed - error: {e}");
-        let host = match g.host.as_deref().filter(|h| !h.is_empty()) {
-            Some(h) => h.to_string(),
-            None => {
-                address_of(entry, pod).ok_or_else(|| fail("the pod has no IP address".into()))?
-            }
-        };
-        let port = resolve_port(&g.port, c).map_err(fail)?;
-        let url = Url {
-            scheme: g.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase(),
-            host,
-            port,
-            path: path.clone(),
-        };
-        let headers: Vec<(String, String)> = g
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
+        let (url, headers) = http_request(g, c, address_of(entry, pod)).map_err(fail)?;
         return match tokio::time::timeout(timeout, http_get(&url, &headers)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(fail(format!("Get {:?}: {e}", url.to_url_string()))),

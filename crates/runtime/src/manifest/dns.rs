@@ -257,8 +257,8 @@ fn dns_type(pod: &Pod) -> DnsType {
     }
 }
 
-/// kubelet's `format.Pod`: `name_namespace(uid)`.
-fn pod_ref(pod: &Pod) -> String {
+/// kubelet's `format.Pod`: `name_namespace(uid)` (its event messages name pods so).
+pub fn pod_ref(pod: &Pod) -> String {
     format!(
         "{}_{}({})",
         pod.metadata.name.as_deref().unwrap_or_default(),

@@ -1393,28 +1393,13 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
             s.status.finished_at = Some(util::now_secs());
             s.status.reason = Some(if code == 0 { "Completed" } else { "Error" }.into());
             // The guest runs it again after its back-off (`guest_init`'s run loop, the same
-            // policy and delays): waiting, as kubelet says it, the run that ended as `last`.
-            let policy = match (s.init, self.plan.restart_policy) {
-                (true, RestartPolicy::Never) => RestartPolicy::Never,
-                (true, _) => RestartPolicy::OnFailure,
-                (false, p) => p,
-            };
-            let again = !STOP.load(Ordering::SeqCst)
-                && match policy {
-                    RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => code != 0,
-                    RestartPolicy::Never => false,
-                };
-            if again {
+            // rule and delays): waiting, as kubelet says it.
+            if !STOP.load(Ordering::SeqCst)
+                && super::runs_again(self.plan.restart_policy, s.init, code)
+            {
                 let base = (self.plan.backoff_base_ms / 1000).max(1);
                 let wait = base.checked_shl(t.run).unwrap_or(u64::MAX).min(300);
-                s.status.last = s.status.ended_run();
-                s.status.reason = Some("CrashLoopBackOff".into());
-                s.status.message = Some(super::backoff_message(
-                    &self.plan,
-                    &s.plan.name,
-                    wait * 1000,
-                ));
+                super::back_off(&mut s.status, &self.plan, wait * 1000);
             }
             self.dirty = true;
             t.run += 1;
@@ -1449,17 +1434,11 @@ i=0; while ip link show rk0 >/dev/null 2>&1 && [ $i -lt 100 ]; do ip link set rk
         trace!(container = %c.name, "attach channel open for run {run}");
         let path = attach::socket_path(&self.dir, i);
         let opened = if c.tty {
-            let reader = conn.try_clone().and_then(|r| {
-                r.set_nonblocking(true)?;
-                Ok(r)
-            });
-            match reader {
-                Ok(reader) => {
-                    AttachPoint::open_telnet(&path, conn.into_raw_fd(), c.stdin, c.stdin_once)
-                        .map(|a| (a, Some((reader, Telnet::new()))))
-                }
-                Err(e) => Err(e),
-            }
+            conn.try_clone().and_then(|reader| {
+                reader.set_nonblocking(true)?;
+                AttachPoint::open_telnet(&path, conn.into_raw_fd(), c.stdin, c.stdin_once)
+                    .map(|a| (a, Some((reader, Telnet::new()))))
+            })
         } else {
             AttachPoint::open(&path, Some(conn.into_raw_fd()), None, c.stdin_once)
                 .map(|a| (a, None))

@@ -784,22 +784,13 @@ impl Supervisor {
         for p in s.cgroup.pids() {
             sys::kill(p, libc::SIGKILL);
         }
-        let again = !stopping
-            && match policy {
-                RestartPolicy::Always => !s.init || code != 0,
-                RestartPolicy::OnFailure => code != 0,
-                RestartPolicy::Never => false,
-            };
-        if again {
+        if !stopping && runs_again(policy, s.init, code) {
             // kubelet: back-off resets after a container ran for 10 minutes.
             if r.started.elapsed() > Duration::from_secs(600) {
                 s.backoff_ms = self.plan.backoff_base_ms;
             }
             s.next_start = Some(Instant::now() + Duration::from_millis(s.backoff_ms));
-            // Waiting to start again, as kubelet says it (the run that ended is `last`).
-            s.status.last = s.status.ended_run();
-            s.status.reason = Some("CrashLoopBackOff".into());
-            s.status.message = Some(backoff_message(&self.plan, &s.plan.name, s.backoff_ms));
+            back_off(&mut s.status, &self.plan, s.backoff_ms);
             s.backoff_ms = (s.backoff_ms * 2).min(self.plan.backoff_max_ms);
         } else {
             s.done = true;
@@ -1033,15 +1024,30 @@ fn stop_grace(pod_dir: &Path) -> Option<u64> {
         .ok()
 }
 
-/// kubelet's message for a container waiting in CrashLoopBackOff.
-fn backoff_message(pod: &PodPlan, container: &str, wait_ms: u64) -> String {
-    format!(
-        "back-off {} restarting failed container={container} pod={}_{}({})",
+/// Whether a container that exited with `code` runs again under the pod's `policy` (init
+/// containers: until they succeed, and not at all under Never). Both stage1s decide so (the
+/// kvm guest's run loop is written from the same rule).
+fn runs_again(policy: RestartPolicy, init: bool, code: i32) -> bool {
+    match policy {
+        RestartPolicy::Always => !init || code != 0,
+        RestartPolicy::OnFailure => code != 0,
+        RestartPolicy::Never => false,
+    }
+}
+
+/// Container `status`, whose run just ended, waits `wait_ms` to start again, as kubelet says
+/// it: CrashLoopBackOff with kubelet's message, the run that ended as `last`.
+fn back_off(status: &mut ContainerStatus, pod: &PodPlan, wait_ms: u64) {
+    status.last = status.ended_run();
+    status.reason = Some("CrashLoopBackOff".into());
+    status.message = Some(format!(
+        "back-off {} restarting failed container={} pod={}_{}({})",
         util::go_duration_ms(wait_ms),
+        status.name,
         pod.name,
         pod.namespace,
         pod.uid
-    )
+    ));
 }
 
 /// A container's stdin as planned for attachers.

@@ -39,7 +39,7 @@ use super::{events, hooks};
 use exec::exec_probe;
 use grpc::grpc_probe;
 use http::{http_probe, Url};
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, LifecycleHandler, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rktup_runtime::pod::ContainerStatus;
 use rktup_runtime::runtime::{PodEntry, Runtime};
@@ -672,25 +672,9 @@ impl Worker {
             .await;
         }
         if let Some(h) = &p.http_get {
-            let (host, port) = match target(h.host.as_ref(), &h.port) {
-                Ok(t) => t,
+            let (url, headers) = match http_request(h, &self.container, pod_ip(snap)) {
+                Ok(r) => r,
                 Err(e) => return Outcome::Error(e),
-            };
-            let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
-            if scheme != "http" && scheme != "https" {
-                return Outcome::Error(format!("unsupported scheme {scheme:?}"));
-            }
-            let headers: Vec<(String, String)> = h
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
-            let url = Url {
-                scheme,
-                host,
-                port,
-                path: h.path.clone().unwrap_or_default(),
             };
             return http_probe(url, &headers, timeout).await;
         }
@@ -742,6 +726,37 @@ pub(crate) fn address_of(entry: &PodEntry, pod: &Pod) -> Option<String> {
                 .is_none()
                 .then(|| "127.0.0.1".to_string())
         })
+}
+
+/// An httpGet action's request, for probes and hooks alike: to `host`, else `address` (the
+/// pod's), at the port by number or name, HTTP or HTTPS, with its path and headers.
+pub(crate) fn http_request(
+    g: &HTTPGetAction,
+    c: &Container,
+    address: Option<String>,
+) -> Result<(Url, Vec<(String, String)>), String> {
+    let host = match g.host.as_ref().filter(|h| !h.is_empty()) {
+        Some(h) => h.clone(),
+        None => address.ok_or_else(|| "the pod has no IP address yet".to_string())?,
+    };
+    let port = resolve_port(&g.port, c)?;
+    let scheme = g.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("unsupported scheme {scheme:?}"));
+    }
+    let headers = g
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let url = Url {
+        scheme,
+        host,
+        port,
+        path: g.path.clone().unwrap_or_default(),
+    };
+    Ok((url, headers))
 }
 
 /// A probe's port: a number, or the name of one of the container's ports (kubelet's
